@@ -1,0 +1,1 @@
+//! Sign-in: where bearer tokens for Graph come from.

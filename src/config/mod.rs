@@ -1,0 +1,169 @@
+//! Configuration: the TOML file read leniently into raw structs that keep spans (`raw`), then
+//! validated once into [`Settings`], whose values cannot be wrong (units parsed, paths expanded,
+//! exactly one target per mapping). Every error names the file, the line and the key, and maps to
+//! exit code 78. This module never touches the network or the ledger.
+
+mod raw;
+pub mod units;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use units::{parse_duration, parse_size};
+
+/// The default config file path: `$OUTBOX_CONFIG`, else the platform config dir.
+pub fn default_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("OUTBOX_CONFIG") {
+        return PathBuf::from(p);
+    }
+    directories::ProjectDirs::from("", "", "outbox")
+        .map(|d| d.config_dir().join("config.toml"))
+        .unwrap_or_else(|| PathBuf::from("outbox.toml"))
+}
+
+/// A configuration problem: exit 78. Displayed as `FILE:LINE: KEY: MESSAGE`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {key}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line of the offending key, when known.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `agent.chunk_size` or `mapping[2].folder`.
+    pub key: String,
+    pub message: String,
+}
+
+/// Validated settings: everything the rest of the program reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file these settings came from.
+    pub source: PathBuf,
+    pub graph: GraphSettings,
+    pub auth: AuthSettings,
+    pub agent: AgentSettings,
+    pub mappings: Vec<Mapping>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphSettings {
+    /// Graph root including the version, without a trailing slash,
+    /// e.g. `https://graph.microsoft.com/v1.0`.
+    pub base_url: url::Url,
+    /// Extra trusted root certificate (PEM).
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub method: AuthMethod,
+    /// e.g. `https://login.microsoftonline.com`, no trailing slash.
+    pub authority: url::Url,
+    pub tenant: String,
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMethod {
+    DeviceCode,
+    ClientCredentials { secret: ClientCredential },
+    /// Read a bearer token from this environment variable at each use.
+    TokenEnv { var: String },
+    /// Run this command (argv) to obtain a token.
+    TokenCommand { command: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCredential {
+    /// Name of the environment variable holding the secret (never the secret itself).
+    SecretEnv(String),
+    /// PEM file with the certificate and private key.
+    Certificate(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub amount: u64,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyLevel {
+    Off,
+    Failures,
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub state_dir: PathBuf,
+    /// Requests in flight per mailbox, 1..=4 is sensible; Graph allows 4.
+    pub concurrency: usize,
+    /// Upload-session chunk size in bytes, 1..=4 MiB.
+    pub chunk_size: u64,
+    pub settle: Duration,
+    pub max_settle: Duration,
+    pub rescan: Duration,
+    /// `None` = "off".
+    pub mailbox_requests: Option<Budget>,
+    /// `None` = "off".
+    pub mailbox_upload_bytes: Option<Budget>,
+    pub notify: NotifyLevel,
+    pub keep_done: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    Message,
+    Event,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Keep,
+    Move,
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    Skip,
+    Attach,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    /// Unique; defaults to the folder's file name.
+    pub name: String,
+    /// Expanded, absolute.
+    pub folder: PathBuf,
+    pub kind: ItemKind,
+    pub item_id: String,
+    /// `me`, a UPN or a user id.
+    pub user: String,
+    pub include: globset::GlobSet,
+    pub exclude: globset::GlobSet,
+    /// The patterns as written, for display.
+    pub include_patterns: Vec<String>,
+    pub exclude_patterns: Vec<String>,
+    pub recursive: bool,
+    pub after: After,
+    /// Absolute (resolved against `folder`).
+    pub sent_dir: PathBuf,
+    /// Absolute (resolved against `folder`).
+    pub failed_dir: Option<PathBuf>,
+    pub follow_symlinks: bool,
+    pub if_exists: IfExists,
+}
+
+impl Settings {
+    /// Read and validate the file at `path`.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        raw::load(path)
+    }
+
+    /// Settings with every default and no mappings, for commands that need no config file
+    /// (`send` with a token from the environment, `demo`).
+    pub fn defaults(source: PathBuf) -> Settings {
+        raw::defaults(source)
+    }
+}

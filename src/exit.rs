@@ -1,0 +1,44 @@
+//! Exit codes of SPEC, and the error type commands return so `main` can map them.
+
+use std::fmt;
+
+/// Process exit codes (SPEC: Binary and global options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    Ok = 0,
+    /// The work failed: some file could not be attached.
+    Failed = 1,
+    /// Bad usage, or the state dir is in use by another agent.
+    Usage = 2,
+    /// Sign-in needed or refused.
+    SignIn = 3,
+    /// Bad configuration (EX_CONFIG).
+    Config = 78,
+}
+
+/// An error a command ends with: the message the user reads, and the exit code.
+#[derive(Debug)]
+pub struct CommandError {
+    pub code: ExitCode,
+    pub message: String,
+}
+
+impl CommandError {
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
+        CommandError { code, message: message.into() }
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+impl From<crate::config::ConfigError> for CommandError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        CommandError::new(ExitCode::Config, format!("configuration error: {e}"))
+    }
+}

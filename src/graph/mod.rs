@@ -1,0 +1,1 @@
+//! Graph HTTP: attachments, upload sessions, ranges, errors, retry, pacing.

@@ -1,0 +1,1 @@
+//! The sled ledger: one entry per file version.

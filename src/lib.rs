@@ -1,0 +1,14 @@
+//! outbox: attach every file dropped into a mapped folder to an Outlook message or event through
+//! Microsoft Graph, exactly once.
+//!
+//! The binary (`main.rs`) only parses the command line and maps errors to exit codes; everything
+//! else lives here so that tests and benchmarks drive the same code.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod graph;
+pub mod ledger;
+pub mod sandbox;
+pub mod secret;

@@ -1,0 +1,1 @@
+//! `outbox sandbox`: a local Microsoft Graph stand-in.
