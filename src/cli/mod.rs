@@ -1,1 +1,170 @@
-//! The command line: one file per command.
+//! The command line: argument parsing (clap) and one file per command. Each command returns
+//! `Result<ExitCode, CommandError>`; `main` prints the error and exits with its code.
+
+pub mod logging;
+pub mod sandbox;
+
+use crate::exit::{CommandError, ExitCode};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "outbox", version, about = "Attach every file dropped into a folder to an Outlook message or event, exactly once.")]
+pub struct Cli {
+    /// Config file (default: $OUTBOX_CONFIG, else the platform config dir).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    pub log_format: logging::LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: attach what is new, then watch until SIGINT/SIGTERM.
+    Run {
+        /// Scan, attach everything pending, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Attach one file now; prints the attachment id.
+    Send(SendArgs),
+    /// Show the ledger.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+    },
+    /// Put failed entries back in the queue.
+    Retry {
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        id: Option<String>,
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Stop an upload: delete its session and mark it canceled.
+    Cancel { id: String },
+    /// Sign in interactively (device code).
+    Login,
+    /// Forget cached tokens.
+    Logout,
+    /// Show the signed-in account.
+    Whoami,
+    /// Validate config, folders, sign-in and every target item.
+    Check,
+    /// Read done attachments back and compare SHA-256 with the ledger.
+    Verify {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// List recent messages or events with their ids.
+    Items {
+        #[arg(value_parser = ["messages", "events"])]
+        kind: String,
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        top: u32,
+    },
+    /// Write a commented starter config (never overwrites).
+    Init,
+    /// Run at login: install, uninstall or show the service.
+    Service {
+        #[arg(value_parser = ["install", "uninstall", "status"])]
+        action: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// A local Microsoft Graph stand-in.
+    Sandbox(sandbox::SandboxArgs),
+    /// Zero-setup tour against the built-in sandbox.
+    Demo {
+        /// Drop N sample files, exit 0 once they are attached.
+        #[arg(long, value_name = "N")]
+        exit_after: Option<usize>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["message", "event"])))]
+pub struct SendArgs {
+    pub file: PathBuf,
+    #[arg(long, value_name = "ID")]
+    pub message: Option<String>,
+    #[arg(long, value_name = "ID")]
+    pub event: Option<String>,
+    /// Mailbox: `me` (default), a UPN or a user id.
+    #[arg(long, value_name = "U", default_value = "me")]
+    pub user: String,
+    /// Attachment name (default: the file's name).
+    #[arg(long, value_name = "N")]
+    pub name: Option<String>,
+}
+
+/// Parse the command line, run the command, return the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { ExitCode::Usage as i32 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    logging::init(cli.verbose, cli.quiet, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("outbox: cannot start the async runtime: {e}");
+            return ExitCode::Failed as i32;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code as i32,
+        Err(e) => {
+            eprintln!("outbox: {}", crate::secret::redact(&e.message));
+            e.code as i32
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
+    match cli.command {
+        Command::Sandbox(args) => sandbox::run(args).await,
+        other => Err(CommandError::new(
+            ExitCode::Usage,
+            format!("`{}` is not implemented in this build yet", command_name(&other)),
+        )),
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Run { .. } => "run",
+        Command::Send(_) => "send",
+        Command::Status { .. } => "status",
+        Command::Retry { .. } => "retry",
+        Command::Cancel { .. } => "cancel",
+        Command::Login => "login",
+        Command::Logout => "logout",
+        Command::Whoami => "whoami",
+        Command::Check => "check",
+        Command::Verify { .. } => "verify",
+        Command::Items { .. } => "items",
+        Command::Init => "init",
+        Command::Service { .. } => "service",
+        Command::Sandbox(_) => "sandbox",
+        Command::Demo { .. } => "demo",
+    }
+}
