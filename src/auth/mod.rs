@@ -1,1 +1,263 @@
-//! Sign-in: where bearer tokens for Graph come from.
+//! Sign-in: where bearer tokens for Graph come from. Tokens are held in memory and handed to
+//! the Graph client per request; they never reach logs, errors or the ledger.
+//!
+//! Methods here: `token_env` (a variable read at each use) and `token_command` (a command whose
+//! output is a bare token or JSON with `accessToken`/`expiresOn`; reused until near expiry).
+//! A fixed token (`Credentials::fixed`) serves the demo and tests.
+
+use crate::config::{AuthMethod, AuthSettings};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Mutex;
+
+/// Why no token could be had. Commands map this to exit 3; the agent waits and retries.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// Nothing to sign in with: the user must act (set the variable, run `outbox login`).
+    #[error("sign-in needed: {0}")]
+    NotSignedIn(String),
+    /// The identity platform or the token source refused.
+    #[error("sign-in refused: {0}")]
+    Refused(String),
+    /// A token command failed to run or printed nothing usable.
+    #[error("token command failed: {0}")]
+    Command(String),
+    /// The method is configured but not available in this build.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A bearer token and when it stops being usable.
+#[derive(Clone)]
+pub struct AccessToken {
+    pub secret: String,
+    pub expires_at: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken").field("secret", &"REDACTED").field("expires_at", &self.expires_at).finish()
+    }
+}
+
+impl AccessToken {
+    fn fresh(&self, now: SystemTime) -> bool {
+        match self.expires_at {
+            Some(t) => t > now + REFRESH_MARGIN,
+            None => true,
+        }
+    }
+}
+
+/// Refresh this long before a known expiry.
+const REFRESH_MARGIN: Duration = Duration::from_secs(120);
+/// A command token with no known expiry is reused this long.
+const UNKNOWN_EXPIRY_REUSE: Duration = Duration::from_secs(300);
+
+/// The source of tokens for one configuration.
+#[derive(Clone)]
+pub struct Credentials {
+    source: Arc<Source>,
+}
+
+enum Source {
+    Fixed(String),
+    Env(String),
+    Command { argv: Vec<String>, cached: Mutex<Option<AccessToken>> },
+    Unsupported(String),
+}
+
+impl Credentials {
+    pub fn from_settings(auth: &AuthSettings) -> Credentials {
+        let source = match &auth.method {
+            AuthMethod::TokenEnv { var } => Source::Env(var.clone()),
+            AuthMethod::TokenCommand { command } => Source::Command { argv: command.clone(), cached: Mutex::new(None) },
+            AuthMethod::DeviceCode => Source::Unsupported(
+                "auth.method = \"device_code\" is not available in this build yet; use \"token_env\" or \"token_command\"".into(),
+            ),
+            AuthMethod::ClientCredentials { .. } => Source::Unsupported(
+                "auth.method = \"client_credentials\" is not available in this build yet; use \"token_env\" or \"token_command\"".into(),
+            ),
+        };
+        Credentials { source: Arc::new(source) }
+    }
+
+    /// Always this token (the sandbox's `--token`, tests).
+    pub fn fixed(token: impl Into<String>) -> Credentials {
+        Credentials { source: Arc::new(Source::Fixed(token.into())) }
+    }
+
+    /// A token usable now.
+    pub async fn bearer(&self) -> Result<AccessToken, AuthError> {
+        match &*self.source {
+            Source::Fixed(t) => Ok(AccessToken { secret: t.clone(), expires_at: None }),
+            Source::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => {
+                    let secret = v.trim().to_string();
+                    Ok(AccessToken { expires_at: jwt_expiry(&secret), secret })
+                }
+                _ => Err(AuthError::NotSignedIn(format!(
+                    "the environment variable {var} (auth.token_env) holds no access token; set it to a Graph bearer token"
+                ))),
+            },
+            Source::Command { argv, cached } => {
+                let mut guard = cached.lock().await;
+                let now = SystemTime::now();
+                if let Some(t) = guard.as_ref().filter(|t| t.fresh(now)) {
+                    return Ok(t.clone());
+                }
+                let t = run_token_command(argv).await?;
+                *guard = Some(t.clone());
+                Ok(t)
+            }
+            Source::Unsupported(msg) => Err(AuthError::Unsupported(msg.clone())),
+        }
+    }
+
+    /// Graph refused `rejected` (401): drop it so the next `bearer` fetches anew. Returns
+    /// whether a different token may now be had (so one retry is worth it).
+    pub async fn invalidate(&self, rejected: &AccessToken) -> bool {
+        match &*self.source {
+            Source::Command { cached, .. } => {
+                let mut guard = cached.lock().await;
+                if guard.as_ref().is_some_and(|t| t.secret == rejected.secret) {
+                    *guard = None;
+                }
+                true
+            }
+            // The variable may have been updated since it was read.
+            Source::Env(_) => false,
+            Source::Fixed(_) | Source::Unsupported(_) => false,
+        }
+    }
+}
+
+async fn run_token_command(argv: &[String]) -> Result<AccessToken, AuthError> {
+    let (program, args) = argv.split_first().ok_or_else(|| AuthError::Command("auth.command is empty".into()))?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).kill_on_drop(true).output(),
+    )
+    .await
+    .map_err(|_| AuthError::Command(format!("`{program}` did not finish within 60 s")))?
+    .map_err(|e| AuthError::Command(format!("cannot run `{program}` (auth.command): {e}")))?;
+    if !out.status.success() {
+        // stderr of a token tool may echo a token; redact before showing it.
+        let err = crate::secret::redact(String::from_utf8_lossy(&out.stderr).trim());
+        return Err(AuthError::Command(format!("`{program}` exited with {}: {}", out.status, truncate(&err, 300))));
+    }
+    parse_token_output(&String::from_utf8_lossy(&out.stdout), SystemTime::now())
+        .ok_or_else(|| AuthError::Command(format!("`{program}` printed no token (expected a bare token or JSON with accessToken)")))
+}
+
+/// A bare token, or JSON with `accessToken` (or `access_token`) and optionally `expiresOn`
+/// (RFC 3339, `YYYY-MM-DD HH:MM:SS[.ffffff]` local time as `az` prints it), `expires_on` (epoch
+/// seconds) or `expires_in` (seconds from now).
+pub fn parse_token_output(stdout: &str, now: SystemTime) -> Option<AccessToken> {
+    let text = stdout.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if text.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(text).ok()?;
+        let get = |k: &str| v.as_object()?.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+        let secret = get("accessToken").or_else(|| get("access_token"))?.as_str()?.to_string();
+        let expires_at = get("expires_on")
+            .and_then(|x| x.as_u64().or_else(|| x.as_str().and_then(|s| s.parse().ok())))
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+            .or_else(|| get("expiresOn").and_then(|x| x.as_str().and_then(parse_expires_on)))
+            .or_else(|| get("expires_in").and_then(|x| x.as_u64()).map(|s| now + Duration::from_secs(s)))
+            .or_else(|| jwt_expiry(&secret));
+        return Some(AccessToken { secret, expires_at: expires_at.or(Some(now + UNKNOWN_EXPIRY_REUSE)) });
+    }
+    let secret = text.lines().next()?.trim().to_string();
+    if secret.is_empty() || secret.contains(char::is_whitespace) {
+        return None;
+    }
+    let expires_at = jwt_expiry(&secret).or(Some(now + UNKNOWN_EXPIRY_REUSE));
+    Some(AccessToken { secret, expires_at })
+}
+
+fn parse_expires_on(s: &str) -> Option<SystemTime> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(UNIX_EPOCH + Duration::from_secs(t.unix_timestamp().max(0) as u64));
+    }
+    // `az` prints local time without an offset; reading it as UTC errs early on one side, so
+    // take it as the earlier of the two readings within a day: refresh a little early at worst.
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let head = s.split('.').next()?;
+    let t = time::PrimitiveDateTime::parse(head, &fmt).ok()?.assume_utc();
+    let secs = (t.unix_timestamp() - 14 * 3600).max(0) as u64;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// `exp` of a JWT access token, when the token is one (Graph tokens for work accounts are).
+pub fn jwt_expiry(token: &str) -> Option<SystemTime> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = v.get("exp")?.as_u64()?;
+    Some(UNIX_EPOCH + Duration::from_secs(exp))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_output_forms() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let t = parse_token_output("abc.def\n", now).unwrap_or_else(|| panic!("bare"));
+        assert_eq!(t.secret, "abc.def");
+        let t = parse_token_output(r#"{"accessToken":"tok","expiresOn":"2030-01-01T00:00:00Z"}"#, now).unwrap_or_else(|| panic!("json"));
+        assert_eq!(t.secret, "tok");
+        assert!(t.expires_at.is_some_and(|e| e > now));
+        let t = parse_token_output(r#"{"accessToken":"tok","expires_on":1000100}"#, now).unwrap_or_else(|| panic!("epoch"));
+        assert_eq!(t.expires_at, Some(UNIX_EPOCH + Duration::from_secs(1_000_100)));
+        let t = parse_token_output(r#"{"accessToken":"tok","expiresOn":"2030-01-01 10:00:00.000000"}"#, now).unwrap_or_else(|| panic!("az"));
+        assert!(t.expires_at.is_some());
+        assert!(parse_token_output("", now).is_none());
+        assert!(parse_token_output("{\"nope\":1}", now).is_none());
+        assert!(parse_token_output("two words", now).is_none());
+    }
+
+    #[test]
+    fn jwt_exp_is_read() {
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":2000000000,"aud":"x"}"#);
+        let tok = format!("eyJhbGciOiJub25lIn0.{payload}.sig");
+        assert_eq!(jwt_expiry(&tok), Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)));
+        assert_eq!(jwt_expiry("opaque"), None);
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let t = AccessToken { secret: "s3cr3t".into(), expires_at: None };
+        assert!(!format!("{t:?}").contains("s3cr3t"));
+    }
+
+    #[tokio::test]
+    async fn command_token_is_cached_until_invalidated() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let counter = dir.path().join("n");
+        let script = format!("echo x >> {0}; echo tok$(wc -l < {0})", counter.display());
+        let creds = Credentials {
+            source: Arc::new(Source::Command { argv: vec!["sh".into(), "-c".into(), script], cached: Mutex::new(None) }),
+        };
+        let a = creds.bearer().await.unwrap_or_else(|e| panic!("{e}"));
+        let b = creds.bearer().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.secret, b.secret);
+        assert!(creds.invalidate(&a).await);
+        let c = creds.bearer().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(a.secret, c.secret);
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod logging;
 pub mod sandbox;
+pub mod send;
 
 use crate::exit::{CommandError, ExitCode};
 use clap::{Parser, Subcommand};
@@ -142,6 +143,7 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
     match cli.command {
         Command::Sandbox(args) => sandbox::run(args).await,
+        Command::Send(args) => send::run(load_settings(cli.config.as_deref(), false)?, args).await,
         other => Err(CommandError::new(
             ExitCode::Usage,
             format!("`{}` is not implemented in this build yet", command_name(&other)),
@@ -166,5 +168,40 @@ fn command_name(c: &Command) -> &'static str {
         Command::Service { .. } => "service",
         Command::Sandbox(_) => "sandbox",
         Command::Demo { .. } => "demo",
+    }
+}
+
+/// Load the config: `--config`, else `$OUTBOX_CONFIG`, else the platform default. A file named
+/// explicitly must exist; a missing default file gives the built-in defaults when `required` is
+/// false (e.g. `send` with a token from the environment).
+pub fn load_settings(flag: Option<&std::path::Path>, required: bool) -> Result<crate::config::Settings, CommandError> {
+    let explicit = flag.map(std::path::Path::to_path_buf).or_else(|| std::env::var_os("OUTBOX_CONFIG").map(PathBuf::from));
+    let path = explicit.clone().unwrap_or_else(crate::config::default_path);
+    if explicit.is_none() && !required && !path.exists() {
+        return Ok(crate::config::Settings::defaults(path));
+    }
+    Ok(crate::config::Settings::load(&path)?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,1 +1,381 @@
 //! Graph HTTP: attachments, upload sessions, ranges, errors, retry, pacing.
+//!
+//! One `reqwest` client serves both Graph (with a bearer token) and upload URLs (never with
+//! one). Every request goes through [`GraphClient::execute`], which applies the per-mailbox
+//! limits, the bearer token, the retry policy and the error parsing, so those rules live in
+//! one place. Upload logic is in [`upload`].
+
+pub mod error;
+pub mod pacing;
+pub mod ranges;
+pub mod retry;
+pub mod upload;
+
+pub use error::{ErrorClass, GraphError};
+pub use upload::{AttachError, FileToSend, Journal, NoJournal, Resume};
+
+use crate::auth::{AuthError, Credentials};
+use crate::config::{ItemKind, Settings};
+use pacing::Pacer;
+use retry::RetryPolicy;
+use reqwest::StatusCode;
+use std::time::{Duration, SystemTime};
+use url::Url;
+
+/// Files of this size or more go through an upload session (3 MiB).
+pub const SESSION_THRESHOLD: u64 = 3 * 1024 * 1024;
+/// The largest attachment Graph takes (150 MiB).
+pub const MAX_ATTACHMENT: u64 = 150 * 1024 * 1024;
+/// Graph's request body limit (4 MiB).
+pub const MAX_REQUEST_BODY: u64 = 4 * 1024 * 1024;
+/// The smallest session measured to work on Graph (2 MiB): smaller files must be POSTed.
+pub const MIN_SESSION: u64 = 2 * 1024 * 1024;
+
+/// An Outlook item: a message or an event in a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRef {
+    /// `me`, a UPN or a user id.
+    pub user: String,
+    pub kind: ItemKind,
+    pub id: String,
+}
+
+impl ItemRef {
+    pub fn new(user: impl Into<String>, kind: ItemKind, id: impl Into<String>) -> Self {
+        ItemRef { user: user.into(), kind, id: id.into() }
+    }
+
+    fn is_me(&self) -> bool {
+        self.user.eq_ignore_ascii_case("me")
+    }
+
+    /// Path segments under the Graph root: `me/messages/{id}` or `users/{u}/events/{id}`.
+    pub fn segments(&self) -> Vec<&str> {
+        let mut s = if self.is_me() { vec!["me"] } else { vec!["users", self.user.as_str()] };
+        s.push(match self.kind {
+            ItemKind::Message => "messages",
+            ItemKind::Event => "events",
+        });
+        s.push(&self.id);
+        s
+    }
+}
+
+/// Errors of one request: Graph's answer, or no token.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// How a request is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestOpts<'a> {
+    /// The mailbox whose limits this request counts against.
+    pub mailbox: &'a str,
+    /// Bytes of upload this request carries (for the byte budget).
+    pub upload_bytes: u64,
+    /// An upload URL: no `Authorization`, and 401/403/404 mean the session is dead.
+    pub upload_url: bool,
+    /// Retry transient failures here. Off for requests whose effect cannot be repeated blindly
+    /// (POST of an attachment, PUT of a chunk): their callers reconcile first.
+    pub retry: bool,
+    pub timeout: Duration,
+}
+
+/// A Graph client for one configuration.
+pub struct GraphClient {
+    http: reqwest::Client,
+    base: Url,
+    creds: Credentials,
+    pacer: Pacer,
+    policy: RetryPolicy,
+    chunk_size: u64,
+}
+
+impl GraphClient {
+    pub fn new(settings: &Settings, creds: Credentials) -> Result<GraphClient, String> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("outbox/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &settings.graph.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("graph.ca_file {}: {e}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("graph.ca_file {}: not a PEM certificate: {e}", ca.display()))?;
+            if certs.is_empty() {
+                return Err(format!("graph.ca_file {}: no certificate in the file", ca.display()));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build().map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let a = &settings.agent;
+        Ok(GraphClient {
+            http,
+            base: settings.graph.base_url.clone(),
+            creds,
+            pacer: Pacer::new(a.concurrency, a.mailbox_requests, a.mailbox_upload_bytes),
+            policy: RetryPolicy::default(),
+            chunk_size: a.chunk_size.clamp(1, MAX_REQUEST_BODY),
+        })
+    }
+
+    /// Use this retry policy (tests and the demo shorten it).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
+    /// `{base}/{segments...}`, each segment percent-encoded.
+    pub fn url(&self, segments: &[&str]) -> Url {
+        let mut u = self.base.clone();
+        if let Ok(mut p) = u.path_segments_mut() {
+            p.pop_if_empty();
+            p.extend(segments);
+        }
+        u
+    }
+
+    /// An upload URL is used only when it is https on a Microsoft host, or has the scheme and
+    /// host (and port) of `graph.base_url` (the sandbox).
+    pub fn check_upload_url(&self, raw: &str) -> Result<Url, GraphError> {
+        let bad = |why: &str| {
+            GraphError::new(
+                ErrorClass::Permanent,
+                None,
+                "UntrustedUploadUrl",
+                format!("refusing the upload URL Graph returned ({why}); it must be https on a Microsoft host or on graph.base_url's host"),
+            )
+        };
+        let u = Url::parse(raw).map_err(|_| bad("not a URL"))?;
+        let same_origin = u.scheme() == self.base.scheme()
+            && u.host_str() == self.base.host_str()
+            && u.port_or_known_default() == self.base.port_or_known_default();
+        if same_origin {
+            return Ok(u);
+        }
+        if u.scheme() != "https" {
+            return Err(bad("not https"));
+        }
+        let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+        if MICROSOFT_UPLOAD_HOSTS.iter().any(|s| host == *s || host.ends_with(&format!(".{s}"))) {
+            Ok(u)
+        } else {
+            Err(bad(&format!("host {host}")))
+        }
+    }
+
+    /// Send one request built by `build` (called again for each attempt) and return a
+    /// successful response, or the error. Handles pacing, the bearer token (one refresh on a
+    /// 401), `Retry-After`, backoff and error parsing.
+    pub async fn execute<F>(&self, opts: RequestOpts<'_>, build: F) -> Result<reqwest::Response, RequestError>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
+        let mut attempt = 0u32;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            let token = if opts.upload_url { None } else { Some(self.creds.bearer().await?) };
+            let mut req = build(&self.http).timeout(opts.timeout);
+            if let Some(t) = &token {
+                req = req.bearer_auth(&t.secret);
+            }
+            let err = {
+                let _permit = self.pacer.acquire(opts.mailbox, opts.upload_bytes).await;
+                match req.send().await {
+                    Ok(resp) if resp.status().is_success() => return Ok(resp),
+                    Ok(resp) => error_from_response(resp, opts.upload_url).await,
+                    Err(e) => GraphError::transport(&e),
+                }
+            };
+            if err.class == ErrorClass::SignIn && !refreshed && !err.claims_challenge {
+                if let Some(t) = &token {
+                    refreshed = true;
+                    if self.creds.invalidate(t).await {
+                        tracing::debug!("401 from Graph: retrying once with a fresh token");
+                        continue;
+                    }
+                }
+            }
+            if !(opts.retry && err.is_retryable()) {
+                return Err(err.into());
+            }
+            match self.policy.delay(attempt, err.retry_after) {
+                Some(d) => {
+                    tracing::info!(code = %err.code, status = ?err.status, wait_ms = d.as_millis() as u64, attempt, "retrying after a transient error");
+                    tokio::time::sleep(d).await;
+                }
+                None => return Err(err.into()),
+            }
+        }
+    }
+
+    /// GET a Graph path and parse JSON.
+    pub async fn get_json(&self, mailbox: &str, url: Url) -> Result<serde_json::Value, RequestError> {
+        let opts = RequestOpts { mailbox, upload_bytes: 0, upload_url: false, retry: true, timeout: Duration::from_secs(60) };
+        let resp = self.execute(opts, |c| c.get(url.clone())).await?;
+        let body = resp.bytes().await.map_err(|e| GraphError::transport(&e))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| GraphError::new(ErrorClass::Transient, None, "InvalidResponse", format!("Graph answered with invalid JSON: {e}")).into())
+    }
+
+    /// The attachments on an item: (id, name), following `@odata.nextLink`.
+    pub async fn list_attachments(&self, item: &ItemRef) -> Result<Vec<(String, String)>, RequestError> {
+        let mut segs = item.segments();
+        segs.push("attachments");
+        let mut url = self.url(&segs);
+        url.query_pairs_mut().append_pair("$select", "id,name,size");
+        let mut out = Vec::new();
+        let mut next = Some(url);
+        let mut pages = 0;
+        while let Some(u) = next.take() {
+            pages += 1;
+            let v = self.get_json(&item.user, u).await?;
+            if let Some(arr) = v.get("value").and_then(|x| x.as_array()) {
+                for a in arr {
+                    if let (Some(id), Some(name)) = (ranges::string_prop(a, "id"), ranges::string_prop(a, "name")) {
+                        out.push((id.to_string(), name.to_string()));
+                    }
+                }
+            }
+            // Follow nextLink only on the same origin as the base URL.
+            next = v
+                .get("@odata.nextLink")
+                .and_then(|x| x.as_str())
+                .and_then(|s| Url::parse(s).ok())
+                .filter(|u| u.host_str() == self.base.host_str() && pages < 1000);
+        }
+        Ok(out)
+    }
+
+    /// SHA-256 (hex) of an attachment's raw bytes (`$value`), streamed.
+    pub async fn attachment_sha256(&self, item: &ItemRef, attachment_id: &str) -> Result<(String, u64), RequestError> {
+        use futures_util::StreamExt;
+        use sha2::{Digest, Sha256};
+        let mut segs = item.segments();
+        segs.extend(["attachments", attachment_id, "$value"]);
+        let url = self.url(&segs);
+        let opts = RequestOpts { mailbox: &item.user, upload_bytes: 0, upload_url: false, retry: true, timeout: Duration::from_secs(600) };
+        let resp = self.execute(opts, |c| c.get(url.clone())).await?;
+        let mut hasher = Sha256::new();
+        let mut n = 0u64;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| GraphError::transport(&e))?;
+            n += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok((hex::encode(hasher.finalize()), n))
+    }
+
+    /// An attachment named `name` on `item` whose bytes hash to `sha256`, if there is one.
+    /// Outlook's reported `size` is not the raw size, so candidates are confirmed by their bytes.
+    pub async fn find_attachment(&self, item: &ItemRef, name: &str, sha256: &str) -> Result<Option<String>, RequestError> {
+        for (id, n) in self.list_attachments(item).await? {
+            if n != name {
+                continue;
+            }
+            let (h, _) = self.attachment_sha256(item, &id).await?;
+            if h.eq_ignore_ascii_case(sha256) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Cancel an upload session: DELETE on its URL, without Authorization. A session already
+    /// gone counts as deleted.
+    pub async fn delete_session(&self, mailbox: &str, upload_url: &str) -> Result<(), RequestError> {
+        let url = self.check_upload_url(upload_url)?;
+        let opts = RequestOpts { mailbox, upload_bytes: 0, upload_url: true, retry: true, timeout: Duration::from_secs(60) };
+        match self.execute(opts, |c| c.delete(url.clone())).await {
+            Ok(_) => Ok(()),
+            Err(RequestError::Graph(e)) if e.class == ErrorClass::SessionDead => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ask an upload session where it stands: the next expected offset, or `None` when the
+    /// session is gone (or the server does not answer status requests).
+    pub async fn session_offset(&self, mailbox: &str, upload_url: &Url) -> Result<Option<u64>, RequestError> {
+        let opts = RequestOpts { mailbox, upload_bytes: 0, upload_url: true, retry: true, timeout: Duration::from_secs(60) };
+        match self.execute(opts, |c| c.get(upload_url.clone())).await {
+            Ok(resp) => {
+                let body = resp.bytes().await.map_err(|e| GraphError::transport(&e))?;
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                Ok(ranges::ranges_from_json(&v).as_deref().and_then(ranges::next_offset))
+            }
+            Err(RequestError::Graph(e)) if e.class == ErrorClass::SessionDead || matches!(e.status, Some(400 | 405 | 501)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Hosts Outlook upload URLs are served from (global and national clouds).
+const MICROSOFT_UPLOAD_HOSTS: &[&str] = &[
+    "outlook.office.com",
+    "outlook.office365.com",
+    "office.com",
+    "office365.com",
+    "outlook.com",
+    "microsoft.com",
+    "office365.us",
+    "microsoft.us",
+    "outlook.cn",
+    "chinacloudapi.cn",
+    "partner.outlook.cn",
+];
+
+async fn error_from_response(resp: reqwest::Response, upload_url: bool) -> GraphError {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| ranges::parse_retry_after(v, SystemTime::now()));
+    let www = resp
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // Error bodies are small; cap what is read so a hostile answer cannot balloon memory.
+    let body = read_capped(resp, 64 * 1024).await;
+    let mut e = GraphError::from_response(status.as_u16(), &body, retry_after, www.as_deref(), upload_url);
+    if status == StatusCode::SERVICE_UNAVAILABLE && e.retry_after.is_none() {
+        e.class = ErrorClass::Transient;
+    }
+    e
+}
+
+async fn read_capped(resp: reqwest::Response, cap: usize) -> Vec<u8> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let mut s = resp.bytes_stream();
+    while let Some(Ok(chunk)) = s.next().await {
+        let room = cap.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= cap {
+            break;
+        }
+    }
+    out
+}
+
+/// Shorthand for building an error of ours.
+pub(crate) fn our_error(class: ErrorClass, code: &str, message: impl Into<String>) -> GraphError {
+    GraphError::new(class, None, code, message)
+}

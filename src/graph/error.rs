@@ -1,0 +1,237 @@
+//! Graph's error body turned into one typed error, with retryability carried as data and a
+//! sentence telling the user what to do for the errors users meet.
+
+use std::fmt;
+use std::time::Duration;
+
+/// How the caller should react to an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 429, or 503 with Retry-After: wait as told, then retry.
+    Throttled,
+    /// Other 5xx, timeouts, dropped connections: back off and retry.
+    Transient,
+    /// 401/403/404 (or 416) on an upload URL: the session is dead; recreate it.
+    SessionDead,
+    /// 401 from Graph: refresh the token or sign in again.
+    SignIn,
+    /// Everything else: stop this file, no retry.
+    Permanent,
+}
+
+/// An error from Graph (or from reaching it), with Graph's code and message.
+#[derive(Debug, Clone)]
+pub struct GraphError {
+    pub class: ErrorClass,
+    /// HTTP status, `None` when no response arrived.
+    pub status: Option<u16>,
+    /// Graph's `error.code`, or a code of ours (`ConnectionFailed`, `Timeout`, ...).
+    pub code: String,
+    /// Graph's `error.message`, already free of secrets.
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    /// A `WWW-Authenticate` claims challenge (continuous access evaluation) was present.
+    pub claims_challenge: bool,
+}
+
+impl GraphError {
+    pub fn new(class: ErrorClass, status: Option<u16>, code: impl Into<String>, message: impl Into<String>) -> Self {
+        GraphError {
+            class,
+            status,
+            code: code.into(),
+            message: crate::secret::redact(&message.into()),
+            retry_after: None,
+            claims_challenge: false,
+        }
+    }
+
+    /// Build from an HTTP status and body. `upload_url` says whether the request went to an
+    /// upload URL (where 401/403/404 mean the session is dead).
+    pub fn from_response(status: u16, body: &[u8], retry_after: Option<Duration>, www_authenticate: Option<&str>, upload_url: bool) -> Self {
+        let (code, message) = parse_error_body(body).unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string();
+            (default_code(status).to_string(), if text.is_empty() { status_text(status).to_string() } else { text })
+        });
+        let claims_challenge = www_authenticate.is_some_and(|h| h.contains("claims=") || h.contains("insufficient_claims"));
+        let class = classify(status, &code, &message, retry_after.is_some(), upload_url);
+        let mut e = GraphError::new(class, Some(status), code, message);
+        e.retry_after = retry_after;
+        e.claims_challenge = claims_challenge;
+        e
+    }
+
+    /// The request never got an answer (connect error, reset, timeout).
+    pub fn transport(err: &reqwest::Error) -> Self {
+        let code = if err.is_timeout() {
+            "Timeout"
+        } else if err.is_connect() {
+            "ConnectionFailed"
+        } else {
+            "ConnectionDropped"
+        };
+        // reqwest's Display includes the URL; upload URLs carry `authtoken`: redact.
+        let mut msg = err.to_string();
+        let mut src = std::error::Error::source(err);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        GraphError::new(ErrorClass::Transient, None, code, msg)
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.class, ErrorClass::Throttled | ErrorClass::Transient)
+    }
+
+    /// Graph said the request body was too large for a single POST.
+    pub fn is_request_too_large(&self) -> bool {
+        self.status == Some(413)
+            || (self.status == Some(400) && self.message.to_ascii_lowercase().contains("maximum request length"))
+    }
+
+    pub fn is_message_size_exceeded(&self) -> bool {
+        self.code == "ErrorMessageSizeExceeded"
+    }
+
+    /// What the user should do, for the errors that have a known answer.
+    pub fn advice(&self) -> Option<&'static str> {
+        if self.is_message_size_exceeded() {
+            return Some(
+                "the item would pass the tenant's message size limit (35 MB by default, about 25 MB of raw \
+                 attachments after encoding): attach to another item, or ask the Exchange admin to raise the limit",
+            );
+        }
+        match (self.status, self.code.as_str()) {
+            (Some(404), "ErrorItemNotFound") | (Some(404), "ResourceNotFound") => {
+                Some("the target item does not exist (deleted, or a wrong id): pick another with `outbox items`")
+            }
+            (Some(403), _) => Some("access denied: check the account's permissions (Mail.ReadWrite / Calendars.ReadWrite) and consent"),
+            (Some(401), _) if self.claims_challenge => Some("the tenant requires a fresh sign-in: run `outbox login`"),
+            (Some(401), _) => Some("the access token was refused: sign in again (`outbox login`) or check the token source"),
+            _ => None,
+        }
+    }
+}
+
+/// Explanation for Graph's known issue: createUploadSession with delegated permissions on a
+/// shared or delegated mailbox answers 403.
+pub const SHARED_MAILBOX_403: &str = "Graph refuses upload sessions (files of 3 MiB or more) on a shared or delegated mailbox \
+when signed in with delegated permissions (a known issue of Microsoft Graph); use application permissions \
+(auth.method = \"client_credentials\") for this mapping, or attach to an item in your own mailbox";
+
+impl fmt::Display for GraphError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(s) => write!(f, "{} (HTTP {s}): {}", self.code, self.message)?,
+            None => write!(f, "{}: {}", self.code, self.message)?,
+        }
+        if let Some(a) = self.advice() {
+            write!(f, " — {a}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for GraphError {}
+
+/// `{"error":{"code","message",...}}`, tolerant of casing (`Error`, `Code`, `Message`).
+pub fn parse_error_body(body: &[u8]) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object()?;
+    let (_, err) = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case("error"))?;
+    let eo = err.as_object()?;
+    let get = |name: &str| {
+        eo.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_str())
+            .map(str::to_owned)
+    };
+    let code = get("code")?;
+    Some((code, get("message").unwrap_or_default()))
+}
+
+fn classify(status: u16, code: &str, message: &str, has_retry_after: bool, upload_url: bool) -> ErrorClass {
+    if code == "ErrorMessageSizeExceeded" {
+        return ErrorClass::Permanent;
+    }
+    match status {
+        429 => ErrorClass::Throttled,
+        503 if has_retry_after => ErrorClass::Throttled,
+        401 | 403 | 404 if upload_url => ErrorClass::SessionDead,
+        // 416 on an upload URL: our offset disagrees with the server's; re-ask it.
+        416 if upload_url => ErrorClass::SessionDead,
+        401 => ErrorClass::SignIn,
+        500..=599 => {
+            if message.to_ascii_lowercase().contains("maximum request length") {
+                ErrorClass::Permanent
+            } else {
+                ErrorClass::Transient
+            }
+        }
+        408 => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+fn default_code(status: u16) -> &'static str {
+    match status {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        413 => "RequestEntityTooLarge",
+        416 => "RequestedRangeNotSatisfiable",
+        429 => "TooManyRequests",
+        500..=599 => "ServerError",
+        _ => "HttpError",
+    }
+}
+
+fn status_text(status: u16) -> &'static str {
+    reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("unexpected status")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_graph_error_body() {
+        let b = br#"{"error":{"code":"ErrorItemNotFound","message":"The specified object was not found in the store.","innerError":{"date":"x"}}}"#;
+        let e = GraphError::from_response(404, b, None, None, false);
+        assert_eq!(e.code, "ErrorItemNotFound");
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert!(e.to_string().contains("ErrorItemNotFound"));
+        assert!(e.advice().is_some());
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(GraphError::from_response(429, b"{}", Some(Duration::from_secs(1)), None, false).class, ErrorClass::Throttled);
+        assert_eq!(GraphError::from_response(503, b"", None, None, false).class, ErrorClass::Transient);
+        assert_eq!(GraphError::from_response(404, b"", None, None, true).class, ErrorClass::SessionDead);
+        assert_eq!(GraphError::from_response(401, b"", None, None, false).class, ErrorClass::SignIn);
+        assert_eq!(GraphError::from_response(403, b"", None, None, false).class, ErrorClass::Permanent);
+        let too_big = GraphError::from_response(400, br#"{"error":{"code":"BadRequest","message":"The maximum request length supported is 4MB."}}"#, None, None, false);
+        assert!(too_big.is_request_too_large());
+        assert!(GraphError::from_response(413, b"", None, None, false).is_request_too_large());
+        let mse = GraphError::from_response(400, br#"{"error":{"code":"ErrorMessageSizeExceeded","message":"The message exceeds the maximum supported size."}}"#, None, None, false);
+        assert!(mse.is_message_size_exceeded() && mse.to_string().contains("35 MB"));
+    }
+
+    #[test]
+    fn tolerant_of_garbage_and_casing() {
+        assert_eq!(parse_error_body(b"not json"), None);
+        assert_eq!(parse_error_body(br#"{"Error":{"Code":"X","Message":"m"}}"#), Some(("X".into(), "m".into())));
+        let e = GraphError::from_response(500, b"<html>oops</html>", None, None, false);
+        assert_eq!(e.code, "ServerError");
+    }
+
+    #[test]
+    fn messages_are_redacted() {
+        let e = GraphError::new(ErrorClass::Transient, None, "X", "url https://h/x?authtoken=SECRET123&a=b");
+        assert!(!e.to_string().contains("SECRET123"));
+    }
+}
