@@ -42,7 +42,10 @@ const DEFAULT_SENT_DIR: &str = "sent";
 // Raw structs: what the file says, with spans, before any judgement beyond TOML types.
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a TOML document with [graph], [auth], [agent] and [[mapping]] tables"
+)]
 struct RawFile {
     graph: Option<RawGraph>,
     auth: Option<RawAuth>,
@@ -52,14 +55,14 @@ struct RawFile {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "the [graph] table")]
 struct RawGraph {
     base_url: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "the [auth] table")]
 struct RawAuth {
     method: Option<Spanned<RawMethod>>,
     authority: Option<Spanned<String>>,
@@ -81,7 +84,7 @@ enum RawMethod {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "the [agent] table")]
 struct RawAgent {
     state_dir: Option<Spanned<String>>,
     concurrency: Option<Spanned<i64>>,
@@ -104,7 +107,7 @@ enum RawNotify {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[mapping]] table")]
 struct RawMapping {
     name: Option<Spanned<String>>,
     folder: Option<Spanned<String>>,
@@ -1021,22 +1024,23 @@ fn validate_mappings(
             Some(v) => path_value(v, ctx, &key("sent_dir"), &folder)?,
             None => folder.join(DEFAULT_SENT_DIR),
         };
-        if sent_dir == folder {
-            let offset = raw.sent_dir.as_ref().map(|v| v.span().start);
+        // Moving sent files into (or above) the watched folder would feed them back in.
+        let sent_offset = raw.sent_dir.as_ref().map(|v| v.span().start);
+        if same_or_inside(&folder, &sent_dir) {
             return Err(ctx.err(
-                offset,
+                sent_offset,
                 key("sent_dir"),
-                "sent_dir must be a folder other than the mapped folder; e.g. \"sent\"",
+                "sent_dir must not be the mapped folder or contain it; e.g. \"sent\"",
             ));
         }
         let failed_dir = match &raw.failed_dir {
             Some(v) => {
                 let p = path_value(v, ctx, &key("failed_dir"), &folder)?;
-                if p == folder {
+                if same_or_inside(&folder, &p) {
                     return Err(ctx.at(
                         v,
                         key("failed_dir"),
-                        "failed_dir must be a folder other than the mapped folder; e.g. \"failed\"",
+                        "failed_dir must not be the mapped folder or contain it; e.g. \"failed\"",
                     ));
                 }
                 Some(p)
@@ -1067,6 +1071,45 @@ fn validate_mappings(
                         folder.display(),
                         other.name,
                         line_of(ctx.text, spots[j].1)
+                    ),
+                ));
+            }
+        }
+
+        // Sent or failed files moved into another mapping's folder would be attached there.
+        for other in &mappings {
+            let dirs = [
+                ("sent_dir", Some(&sent_dir), sent_offset),
+                (
+                    "failed_dir",
+                    failed_dir.as_ref(),
+                    raw.failed_dir.as_ref().map(|v| v.span().start),
+                ),
+            ];
+            for (k, dir, offset) in dirs {
+                if dir.is_some_and(|d| same_or_inside(d, &other.folder)) {
+                    return Err(ctx.err(
+                        offset.or(Some(folder_raw.span().start)),
+                        key(k),
+                        format!(
+                            "{k} is inside the folder of mapping \"{}\", which would attach the \
+                             files moved there; choose a folder outside every mapped folder",
+                            other.name
+                        ),
+                    ));
+                }
+            }
+            let mut theirs = std::iter::once(&other.sent_dir).chain(other.failed_dir.as_ref());
+            if let Some(dir) = theirs.find(|d| same_or_inside(&folder, d)) {
+                return Err(ctx.at(
+                    folder_raw,
+                    key("folder"),
+                    format!(
+                        "{} is inside {}, where mapping \"{}\" moves its files; choose a folder \
+                         outside it",
+                        folder.display(),
+                        dir.display(),
+                        other.name
                     ),
                 ));
             }
