@@ -23,7 +23,13 @@ pub fn default_path() -> PathBuf {
 
 /// A configuration problem: exit 78. Displayed as `FILE:LINE: KEY: MESSAGE`.
 #[derive(Debug, thiserror::Error)]
-#[error("{}{}: {key}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+// An empty key (the file as a whole: missing, unreadable) is left out rather than shown as ": :".
+#[error(
+    "{}{}: {}{message}",
+    file.display(),
+    line.map(|l| format!(":{l}")).unwrap_or_default(),
+    if key.is_empty() { String::new() } else { format!("{key}: ") }
+)]
 pub struct ConfigError {
     pub file: PathBuf,
     /// 1-based line of the offending key, when known.
