@@ -1,6 +1,8 @@
 //! `outbox sandbox`: serve the Graph stand-in until interrupted.
 
 use crate::exit::{CommandError, ExitCode};
+use crate::sandbox::{Sandbox, SandboxOptions};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -20,6 +22,45 @@ pub struct SandboxArgs {
 }
 
 pub async fn run(args: SandboxArgs) -> Result<ExitCode, CommandError> {
-    let _ = args;
-    Err(CommandError::new(ExitCode::Usage, "sandbox not implemented yet"))
+    let opts = SandboxOptions {
+        port: args.port,
+        data_dir: args.data_dir,
+        tls: args.tls,
+        token: args.token,
+    };
+    let sandbox = Sandbox::start(opts).await.map_err(|e| {
+        CommandError::new(ExitCode::Failed, format!("cannot start the sandbox: {e:#}"))
+    })?;
+    {
+        // The first stdout line is a contract: scripts read the port from it.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening {}", sandbox.origin());
+        let _ = out.flush();
+    }
+    tracing::info!(data_dir = %sandbox.data_dir().display(), "sandbox serving; admin API under /_admin");
+    wait_for_signal().await;
+    sandbox.shutdown().await;
+    Ok(ExitCode::Ok)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

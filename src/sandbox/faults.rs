@@ -1,0 +1,347 @@
+//! Fault injection and Graph's limits: the `/_admin/faults` document (every knob, with the
+//! defaults of a well-behaved Graph), per-mailbox concurrency and budgets, random and one-shot
+//! faults. `admit` is called by every Graph and upload-URL request before it does anything.
+
+use super::state::{graph_error, with_retry_after, Shared};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// A request or byte budget over a sliding window.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub amount: u64,
+    pub window_secs: u64,
+}
+
+/// Property-name casing of upload-session answers (PUT 200 and status GET).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Casing {
+    /// As Microsoft's PUT example: `ExpirationDateTime` + `nextExpectedRanges`.
+    #[default]
+    Docs,
+    Camel,
+    Pascal,
+}
+
+/// Which requests a one-shot fault applies to.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteClass {
+    /// POST .../attachments (small attachment)
+    Post,
+    /// POST .../createUploadSession
+    Session,
+    /// PUT on an upload URL
+    Put,
+    /// GET on Graph (items, attachments, $value, me)
+    Get,
+    /// GET on an upload URL (session status)
+    Status,
+    /// DELETE on Graph or on an upload URL
+    Delete,
+    /// anything above
+    Any,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Answer `status` (with `Retry-After` if `retry_after`).
+    #[default]
+    Status,
+    /// Close the connection without an answer (a PUT first reads half its body).
+    Drop,
+    /// Wait `delay_ms`, then serve normally.
+    Delay,
+}
+
+/// One deterministic fault, consumed by the next matching request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OneShot {
+    pub route: RouteClass,
+    #[serde(default)]
+    pub action: Action,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+}
+
+/// The fault document. `POST /_admin/faults` merges the given keys into it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Probability that a Graph/upload request fails with `status`.
+    pub fail_rate: f64,
+    pub status: u16,
+    /// `Retry-After` seconds on injected failures and on 429s from limits.
+    pub retry_after: u64,
+    /// Probability that a request's connection is dropped without an answer.
+    pub drop_rate: f64,
+    /// Extra latency on every Graph/upload request.
+    pub delay_ms: u64,
+    /// Concurrent requests per mailbox; over it: 429 ApplicationThrottled. `null` = unlimited.
+    pub concurrency_limit: Option<usize>,
+    pub mailbox_requests: Option<Budget>,
+    pub mailbox_upload_bytes: Option<Budget>,
+    pub session_lifetime_secs: u64,
+    /// Tenant message-size limit: base64 size of all attachments of one item. `null` = off.
+    pub message_size_limit: Option<u64>,
+    pub session_min_size: u64,
+    pub session_max_size: u64,
+    /// Largest POST body accepted (Graph's ~4 MB request limit).
+    pub post_max_bytes: u64,
+    /// Answer oversized POSTs with 400 "The maximum request length supported is 4MB." instead of 413.
+    pub oversize_as_400: bool,
+    /// Serve GET on upload URLs (status); off: 404, as Outlook's real behaviour is unconfirmed.
+    pub status_get: bool,
+    pub casing: Casing,
+    /// Delegated createUploadSession on another user's mailbox → 403 (Graph known issue).
+    pub shared_mailbox_403: bool,
+    /// Lifetime of minted access tokens.
+    pub token_lifetime_secs: u64,
+    pub device_code_interval_secs: u64,
+    pub device_code_expires_secs: u64,
+    /// Secret accepted for client_credentials.
+    pub client_secret: String,
+    /// A refresh token works once: each use returns a new one and revokes the old.
+    pub revoke_used_refresh_tokens: bool,
+    /// Deterministic faults, consumed in order by the next matching requests.
+    pub fail_next: Vec<OneShot>,
+}
+
+pub const DEFAULT_CLIENT_SECRET: &str = "sandbox-client-secret";
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            fail_rate: 0.0,
+            status: 503,
+            retry_after: 1,
+            drop_rate: 0.0,
+            delay_ms: 0,
+            concurrency_limit: Some(4),
+            mailbox_requests: None,
+            mailbox_upload_bytes: None,
+            session_lifetime_secs: 3600,
+            message_size_limit: None,
+            session_min_size: 2 * 1024 * 1024,
+            session_max_size: 150 * 1024 * 1024,
+            post_max_bytes: 4 * 1024 * 1024,
+            oversize_as_400: false,
+            status_get: true,
+            casing: Casing::Docs,
+            shared_mailbox_403: false,
+            token_lifetime_secs: 3600,
+            device_code_interval_secs: 1,
+            device_code_expires_secs: 900,
+            client_secret: DEFAULT_CLIENT_SECRET.to_string(),
+            revoke_used_refresh_tokens: true,
+            fail_next: Vec::new(),
+        }
+    }
+}
+
+/// Holds one slot of the mailbox's concurrency count; frees it when dropped.
+pub struct Slot {
+    state: Shared,
+    mailbox: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut g = self.state.lock();
+        if let Some(n) = g.inflight.get_mut(&self.mailbox) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// What the request should do after admission.
+pub enum Verdict {
+    Serve(Slot),
+    /// Drop the connection (for a PUT: after reading part of the body).
+    Drop(Slot),
+}
+
+fn throttled(h: &HeaderMap, message: &str, retry_after: u64) -> Response {
+    with_retry_after(
+        graph_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ApplicationThrottled",
+            message,
+            h,
+        ),
+        Some(retry_after),
+    )
+}
+
+/// Admit a request on `mailbox` of class `route` carrying `upload_bytes` of payload.
+pub async fn admit(
+    state: &Shared,
+    route: RouteClass,
+    mailbox: &str,
+    upload_bytes: u64,
+    h: &HeaderMap,
+) -> Result<Verdict, Response> {
+    let (drop_conn, delay) = {
+        let mut g = state.lock();
+        let inner = &mut *g;
+        let in_flight = inner.inflight.get(mailbox).copied().unwrap_or(0);
+        if let Some(limit) = inner.faults.concurrency_limit {
+            if in_flight >= limit {
+                inner.stats.throttled_429 += 1;
+                return Err(throttled(
+                    h,
+                    "Application is over its MailboxConcurrency limit.",
+                    inner.faults.retry_after,
+                ));
+            }
+        }
+        let now = Instant::now();
+        if let Some(b) = inner.faults.mailbox_requests.clone() {
+            let w = inner.request_window.entry(mailbox.to_string()).or_default();
+            let win = Duration::from_secs(b.window_secs);
+            while w.front().is_some_and(|t| now.duration_since(*t) >= win) {
+                w.pop_front();
+            }
+            if w.len() as u64 >= b.amount {
+                let wait = w
+                    .front()
+                    .map(|t| win.saturating_sub(now.duration_since(*t)).as_secs() + 1)
+                    .unwrap_or(1);
+                inner.stats.throttled_429 += 1;
+                return Err(throttled(
+                    h,
+                    "Application is over its MailboxRequests limit.",
+                    wait,
+                ));
+            }
+            w.push_back(now);
+        }
+        if let (Some(b), true) = (inner.faults.mailbox_upload_bytes.clone(), upload_bytes > 0) {
+            let w = inner.byte_window.entry(mailbox.to_string()).or_default();
+            let win = Duration::from_secs(b.window_secs);
+            while w
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) >= win)
+            {
+                w.pop_front();
+            }
+            let used: u64 = w.iter().map(|(_, n)| n).sum();
+            // A single request larger than the whole window still goes when the window is empty.
+            if used > 0 && used + upload_bytes > b.amount {
+                let wait = w
+                    .front()
+                    .map(|(t, _)| win.saturating_sub(now.duration_since(*t)).as_secs() + 1)
+                    .unwrap_or(1);
+                inner.stats.throttled_429 += 1;
+                return Err(throttled(
+                    h,
+                    "Application is over its MailboxUploadBytes limit.",
+                    wait,
+                ));
+            }
+            w.push_back((now, upload_bytes));
+        }
+        let f = &mut inner.faults;
+        let mut delay = f.delay_ms;
+        let mut drop_conn = false;
+        if let Some(pos) = f
+            .fail_next
+            .iter()
+            .position(|o| o.route == route || o.route == RouteClass::Any)
+        {
+            let o = f.fail_next.remove(pos);
+            match o.action {
+                Action::Drop => drop_conn = true,
+                Action::Delay => delay += o.delay_ms.unwrap_or(1000),
+                Action::Status => {
+                    let status = o.status.unwrap_or(503);
+                    if status == 429 {
+                        inner.stats.throttled_429 += 1;
+                    }
+                    return Err(injected(status, o.retry_after, h));
+                }
+            }
+        } else {
+            let mut rng = rand::thread_rng();
+            if f.drop_rate > 0.0 && rng.gen_bool(f.drop_rate.clamp(0.0, 1.0)) {
+                drop_conn = true;
+            } else if f.fail_rate > 0.0 && rng.gen_bool(f.fail_rate.clamp(0.0, 1.0)) {
+                let (status, ra) = (f.status, f.retry_after);
+                if status == 429 {
+                    inner.stats.throttled_429 += 1;
+                }
+                return Err(injected(status, Some(ra), h));
+            }
+        }
+        let n = inner.inflight.entry(mailbox.to_string()).or_default();
+        *n += 1;
+        let now_inflight = *n;
+        let peak = inner
+            .stats
+            .peak_concurrent_requests
+            .entry(mailbox.to_string())
+            .or_default();
+        *peak = (*peak).max(now_inflight);
+        (drop_conn, delay)
+    };
+    // Built after the lock is released: dropping a Slot takes the lock.
+    let slot = Slot {
+        state: state.clone(),
+        mailbox: mailbox.to_string(),
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    Ok(if drop_conn {
+        Verdict::Drop(slot)
+    } else {
+        Verdict::Serve(slot)
+    })
+}
+
+fn injected(status: u16, retry_after: Option<u64>, h: &HeaderMap) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let (c, m) = match status {
+        429 => (
+            "ApplicationThrottled",
+            "Application is over its MailboxConcurrency limit.",
+        ),
+        500 => (
+            "ErrorInternalServerTransientError",
+            "An internal server error occurred. The operation failed.",
+        ),
+        503 => (
+            "ServiceUnavailable",
+            "The service is temporarily unavailable. Please retry later.",
+        ),
+        504 => (
+            "GatewayTimeout",
+            "The gateway did not receive a response in time.",
+        ),
+        401 => (
+            "InvalidAuthenticationToken",
+            "Access token validation failure.",
+        ),
+        403 => (
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        ),
+        404 => (
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        ),
+        _ => ("InjectedFault", "Fault injected by the sandbox."),
+    };
+    with_retry_after(graph_error(code, c, m, h), retry_after)
+}

@@ -1,0 +1,385 @@
+//! Outlook upload URLs (`/api/v2.0/Users('U')/Messages('M')/AttachmentSessions('S')?authtoken=T`):
+//! PUT byte ranges streamed to a part file on disk, GET status, DELETE. Only bytes of a PUT
+//! received in full are committed; the final PUT turns the part file into an attachment and
+//! answers 201 with an empty body and a `Location`.
+
+use super::faults::{admit, Casing, RouteClass, Verdict};
+use super::graph_api::{check_item_accepts, drop_conn};
+use super::state::{fmt_7, graph_error, Attachment, Shared};
+use super::ConnCtl;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::json;
+use sha2::Digest;
+use std::time::Instant;
+use time::OffsetDateTime;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+const FOUR_MIB: u64 = 4 * 1024 * 1024;
+
+fn not_found(h: &HeaderMap) -> Response {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "ErrorItemNotFound",
+        "The specified object was not found in the store.",
+        h,
+    )
+}
+
+/// `AttachmentSessions('ID')` → `ID` (the last such segment of the path).
+fn session_id(path: &str) -> Option<String> {
+    let decoded = super::graph_api::pct_decode(path);
+    let start = decoded.rfind("AttachmentSessions('")? + "AttachmentSessions('".len();
+    let end = decoded[start..].find("')")? + start;
+    Some(decoded[start..end].to_string())
+}
+
+/// `bytes a-b/total` → (a, b, total).
+fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if !all_digits(a) || !all_digits(b) || !all_digits(total) {
+        return None;
+    }
+    Some((a.parse().ok()?, b.parse().ok()?, total.parse().ok()?))
+}
+
+fn session_answer(
+    casing: Casing,
+    expires: &str,
+    next: u64,
+    ctx: Option<String>,
+) -> serde_json::Value {
+    let (e, n) = match casing {
+        Casing::Docs => ("ExpirationDateTime", "nextExpectedRanges"),
+        Casing::Camel => ("expirationDateTime", "nextExpectedRanges"),
+        Casing::Pascal => ("ExpirationDateTime", "NextExpectedRanges"),
+    };
+    let mut v = json!({ e: expires, n: [next.to_string()] });
+    if let Some(c) = ctx {
+        v["@odata.context"] = json!(c);
+    }
+    v
+}
+
+pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let h = parts.headers.clone();
+    let ctl = parts.extensions.get::<ConnCtl>().cloned();
+    if h.contains_key(header::AUTHORIZATION) {
+        state.lock().stats.upload_url_requests_with_authorization += 1;
+        return graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAudience",
+            "The audience claim value is invalid 'aud'.",
+            &h,
+        );
+    }
+    let Some(sid) = session_id(parts.uri.path()) else {
+        return not_found(&h);
+    };
+    let authtoken = url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "authtoken")
+        .map(|(_, v)| v.into_owned());
+    // Look the session up; an expired one is removed with its bytes.
+    let (user, lock) = {
+        let mut g = state.lock();
+        let Some(s) = g.sessions.get(&sid) else {
+            return not_found(&h);
+        };
+        if authtoken.as_deref() != Some(s.authtoken.as_str()) {
+            return not_found(&h);
+        }
+        if Instant::now() >= s.expires {
+            g.sessions.remove(&sid);
+            drop(g);
+            let _ = std::fs::remove_file(state.session_path(&sid));
+            return not_found(&h);
+        }
+        (s.user.clone(), s.lock.clone())
+    };
+    let class = match parts.method {
+        Method::PUT => RouteClass::Put,
+        Method::GET => RouteClass::Status,
+        Method::DELETE => RouteClass::Delete,
+        _ => {
+            return graph_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "BadRequest",
+                "The HTTP method is not allowed.",
+                &h,
+            )
+        }
+    };
+    let content_length: Option<u64> = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let verdict = admit(
+        &state,
+        class,
+        &user,
+        if class == RouteClass::Put {
+            content_length.unwrap_or(0)
+        } else {
+            0
+        },
+        &h,
+    )
+    .await;
+    let (slot, drop_it) = match verdict {
+        Err(r) => return r,
+        Ok(Verdict::Serve(s)) => (s, false),
+        Ok(Verdict::Drop(s)) => (s, true),
+    };
+    if drop_it && class != RouteClass::Put {
+        return drop_conn(&state, &parts.method, parts.uri.path(), ctl).await;
+    }
+    let _slot = slot;
+    match class {
+        RouteClass::Status => {
+            let g = state.lock();
+            if !g.faults.status_get {
+                return not_found(&h);
+            }
+            let Some(s) = g.sessions.get(&sid) else {
+                return not_found(&h);
+            };
+            axum::Json(session_answer(
+                g.faults.casing,
+                &fmt_7(s.expires_at),
+                s.next,
+                None,
+            ))
+            .into_response()
+        }
+        RouteClass::Delete => {
+            let removed = state.lock().sessions.remove(&sid).is_some();
+            let _ = std::fs::remove_file(state.session_path(&sid));
+            if removed {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                not_found(&h)
+            }
+        }
+        _ => {
+            put(
+                &state,
+                &sid,
+                lock,
+                body,
+                &h,
+                content_length,
+                drop_it.then_some((ctl, parts.method.clone(), parts.uri.path().to_string())),
+            )
+            .await
+        }
+    }
+}
+
+type DropPlan = Option<(Option<ConnCtl>, Method, String)>;
+
+async fn put(
+    state: &Shared,
+    sid: &str,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    body: axum::body::Body,
+    h: &HeaderMap,
+    content_length: Option<u64>,
+    drop_plan: DropPlan,
+) -> Response {
+    let bad = |msg: &str| graph_error(StatusCode::BAD_REQUEST, "ErrorInvalidRequest", msg, h);
+    let Some(len) = content_length else {
+        return bad("The Content-Length header is required.");
+    };
+    let Some((a, b, total)) = h
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_content_range)
+    else {
+        return bad(
+            "The Content-Range header is missing or not of the form 'bytes {start}-{end}/{total}'.",
+        );
+    };
+    let _guard = lock.lock().await;
+    let (size, next, mut hasher) = {
+        let g = state.lock();
+        let Some(s) = g.sessions.get(sid) else {
+            return not_found(h);
+        };
+        (s.size, s.next, s.hasher.clone())
+    };
+    if total != size {
+        return bad(&format!("The current upload session is for {size} total bytes, but the current fragment declares a total of {total}."));
+    }
+    if b < a || b >= total {
+        return bad(&format!(
+            "The range {a}-{b} is not valid for a total of {total} bytes."
+        ));
+    }
+    if len != b - a + 1 {
+        return bad(&format!(
+            "Content-Length {len} does not match the length of the range {a}-{b}."
+        ));
+    }
+    if a != next {
+        return graph_error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "ErrorInvalidRange",
+            &format!("The range must start at the next expected byte {next}; bytes must be uploaded in order."),
+            h,
+        );
+    }
+    if len > FOUR_MIB {
+        state.lock().stats.chunks_over_4mib += 1;
+    }
+    let part = state.session_path(sid);
+    let mut file = match tokio::fs::OpenOptions::new().write(true).open(&part).await {
+        Ok(f) => f,
+        Err(_) => return not_found(h),
+    };
+    if file.seek(std::io::SeekFrom::Start(a)).await.is_err() {
+        return graph_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ErrorInternalServerError",
+            "Seek failed.",
+            h,
+        );
+    }
+    // With a drop planned, read about half the body, then vanish.
+    let drop_after = drop_plan.as_ref().map(|_| len / 2);
+    let mut stream = body.into_data_stream();
+    let mut got = 0u64;
+    let mut io_ok = true;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { break };
+        got += chunk.len() as u64;
+        {
+            let mut g = state.lock();
+            g.stats.bytes_received += chunk.len() as u64;
+            g.stats.upload_bytes_received += chunk.len() as u64;
+        }
+        if got > len {
+            break;
+        }
+        hasher.update(&chunk);
+        if file.write_all(&chunk).await.is_err() {
+            io_ok = false;
+            break;
+        }
+        if let (Some(limit), Some((ctl, m, p))) = (drop_after, drop_plan.as_ref()) {
+            if got >= limit {
+                drop(file);
+                let _ = truncate(&part, a).await;
+                return drop_conn(state, m, p, ctl.clone()).await;
+            }
+        }
+    }
+    if let Some((ctl, m, p)) = drop_plan {
+        let _ = truncate(&part, a).await;
+        return drop_conn(state, &m, &p, ctl).await;
+    }
+    if !io_ok || got != len || file.flush().await.is_err() {
+        drop(file);
+        let _ = truncate(&part, a).await;
+        return bad(&format!("Content size does not match the specified contentLength. {got} bytes written while expected {len}."));
+    }
+    drop(file);
+    let new_next = b + 1;
+    let done = new_next == size;
+    let (expires_at, casing, user, kind, item_id) = {
+        let mut g = state.lock();
+        g.stats.upload_bytes_committed += len;
+        let casing = g.faults.casing;
+        let Some(s) = g.sessions.get_mut(sid) else {
+            return not_found(h);
+        };
+        s.next = new_next;
+        s.hasher = hasher.clone();
+        (
+            s.expires_at,
+            casing,
+            s.user.clone(),
+            s.kind,
+            s.item_id.clone(),
+        )
+    };
+    if !done {
+        let ctx = format!(
+            "{}/api/v2.0/$metadata#Users('{}')/{}('{}')/AttachmentSessions/$entity",
+            state.origin,
+            user,
+            kind.outlook_collection(),
+            item_id
+        );
+        return axum::Json(session_answer(
+            casing,
+            &fmt_7(expires_at),
+            new_next,
+            Some(ctx),
+        ))
+        .into_response();
+    }
+    complete(state, sid, hasher, h).await
+}
+
+async fn truncate(path: &std::path::Path, len: u64) -> std::io::Result<()> {
+    let f = tokio::fs::OpenOptions::new().write(true).open(path).await?;
+    f.set_len(len).await
+}
+
+async fn complete(state: &Shared, sid: &str, hasher: sha2::Sha256, h: &HeaderMap) -> Response {
+    let att_id = super::state::exchange_id("AAMkADAtt");
+    let mut g = state.lock();
+    let Some(s) = g.sessions.remove(sid) else {
+        return not_found(h);
+    };
+    if let Err(r) = check_item_accepts(&mut g, &s.user, s.kind, &s.item_id, s.size, h) {
+        drop(g);
+        let _ = std::fs::remove_file(state.session_path(sid));
+        return r;
+    }
+    if std::fs::rename(state.session_path(sid), state.blob_path(&att_id)).is_err() {
+        return graph_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ErrorInternalServerError",
+            "Could not store the attachment.",
+            h,
+        );
+    }
+    let att = Attachment {
+        id: att_id.clone(),
+        name: s.name.clone(),
+        content_type: s.content_type.clone(),
+        size: s.size,
+        sha256: hex::encode(hasher.finalize()),
+        is_inline: s.is_inline,
+        content_id: s.content_id.clone(),
+        modified: OffsetDateTime::now_utc(),
+    };
+    match g.items.get_mut(&s.item_id) {
+        Some(it) => it.attachments.push(att),
+        None => return not_found(h),
+    }
+    g.stats.attachments_created += 1;
+    drop(g);
+    let location = format!(
+        "{}/api/v2.0/Users('{}')/{}('{}')/Attachments('{}')",
+        state.origin,
+        s.user,
+        s.kind.outlook_collection(),
+        s.item_id,
+        att_id
+    );
+    let mut resp = StatusCode::CREATED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+    resp
+}
