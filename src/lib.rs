@@ -4,11 +4,15 @@
 //! The binary (`main.rs`) only parses the command line and maps errors to exit codes; everything
 //! else lives here so that tests and benchmarks drive the same code.
 
+pub mod agent;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod exit;
+pub mod failpoint;
 pub mod graph;
 pub mod ledger;
 pub mod sandbox;
 pub mod secret;
+pub mod watch;

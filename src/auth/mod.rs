@@ -36,7 +36,10 @@ pub struct AccessToken {
 
 impl std::fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessToken").field("secret", &"REDACTED").field("expires_at", &self.expires_at).finish()
+        f.debug_struct("AccessToken")
+            .field("secret", &"REDACTED")
+            .field("expires_at", &self.expires_at)
+            .finish()
     }
 }
 
@@ -63,7 +66,10 @@ pub struct Credentials {
 enum Source {
     Fixed(String),
     Env(String),
-    Command { argv: Vec<String>, cached: Mutex<Option<AccessToken>> },
+    Command {
+        argv: Vec<String>,
+        cached: Mutex<Option<AccessToken>>,
+    },
     Unsupported(String),
 }
 
@@ -79,12 +85,16 @@ impl Credentials {
                 "auth.method = \"client_credentials\" is not available in this build yet; use \"token_env\" or \"token_command\"".into(),
             ),
         };
-        Credentials { source: Arc::new(source) }
+        Credentials {
+            source: Arc::new(source),
+        }
     }
 
     /// Always this token (the sandbox's `--token`, tests).
     pub fn fixed(token: impl Into<String>) -> Credentials {
-        Credentials { source: Arc::new(Source::Fixed(token.into())) }
+        Credentials {
+            source: Arc::new(Source::Fixed(token.into())),
+        }
     }
 
     /// A token usable now.
@@ -133,10 +143,16 @@ impl Credentials {
 }
 
 async fn run_token_command(argv: &[String]) -> Result<AccessToken, AuthError> {
-    let (program, args) = argv.split_first().ok_or_else(|| AuthError::Command("auth.command is empty".into()))?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| AuthError::Command("auth.command is empty".into()))?;
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).kill_on_drop(true).output(),
+        tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
     )
     .await
     .map_err(|_| AuthError::Command(format!("`{program}` did not finish within 60 s")))?
@@ -144,10 +160,17 @@ async fn run_token_command(argv: &[String]) -> Result<AccessToken, AuthError> {
     if !out.status.success() {
         // stderr of a token tool may echo a token; redact before showing it.
         let err = crate::secret::redact(String::from_utf8_lossy(&out.stderr).trim());
-        return Err(AuthError::Command(format!("`{program}` exited with {}: {}", out.status, truncate(&err, 300))));
+        return Err(AuthError::Command(format!(
+            "`{program}` exited with {}: {}",
+            out.status,
+            truncate(&err, 300)
+        )));
     }
-    parse_token_output(&String::from_utf8_lossy(&out.stdout), SystemTime::now())
-        .ok_or_else(|| AuthError::Command(format!("`{program}` printed no token (expected a bare token or JSON with accessToken)")))
+    parse_token_output(&String::from_utf8_lossy(&out.stdout), SystemTime::now()).ok_or_else(|| {
+        AuthError::Command(format!(
+            "`{program}` printed no token (expected a bare token or JSON with accessToken)"
+        ))
+    })
 }
 
 /// A bare token, or JSON with `accessToken` (or `access_token`) and optionally `expiresOn`
@@ -160,15 +183,33 @@ pub fn parse_token_output(stdout: &str, now: SystemTime) -> Option<AccessToken> 
     }
     if text.starts_with('{') {
         let v: serde_json::Value = serde_json::from_str(text).ok()?;
-        let get = |k: &str| v.as_object()?.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
-        let secret = get("accessToken").or_else(|| get("access_token"))?.as_str()?.to_string();
+        let get = |k: &str| {
+            v.as_object()?
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
+        let secret = get("accessToken")
+            .or_else(|| get("access_token"))?
+            .as_str()?
+            .to_string();
         let expires_at = get("expires_on")
-            .and_then(|x| x.as_u64().or_else(|| x.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|x| {
+                x.as_u64()
+                    .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+            })
             .map(|s| UNIX_EPOCH + Duration::from_secs(s))
             .or_else(|| get("expiresOn").and_then(|x| x.as_str().and_then(parse_expires_on)))
-            .or_else(|| get("expires_in").and_then(|x| x.as_u64()).map(|s| now + Duration::from_secs(s)))
+            .or_else(|| {
+                get("expires_in")
+                    .and_then(|x| x.as_u64())
+                    .map(|s| now + Duration::from_secs(s))
+            })
             .or_else(|| jwt_expiry(&secret));
-        return Some(AccessToken { secret, expires_at: expires_at.or(Some(now + UNKNOWN_EXPIRY_REUSE)) });
+        return Some(AccessToken {
+            secret,
+            expires_at: expires_at.or(Some(now + UNKNOWN_EXPIRY_REUSE)),
+        });
     }
     let secret = text.lines().next()?.trim().to_string();
     if secret.is_empty() || secret.contains(char::is_whitespace) {
@@ -187,7 +228,9 @@ fn parse_expires_on(s: &str) -> Option<SystemTime> {
     // take it as the earlier of the two readings within a day: refresh a little early at worst.
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     let head = s.split('.').next()?;
-    let t = time::PrimitiveDateTime::parse(head, &fmt).ok()?.assume_utc();
+    let t = time::PrimitiveDateTime::parse(head, &fmt)
+        .ok()?
+        .assume_utc();
     let secs = (t.unix_timestamp() - 14 * 3600).max(0) as u64;
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
@@ -196,7 +239,9 @@ fn parse_expires_on(s: &str) -> Option<SystemTime> {
 pub fn jwt_expiry(token: &str) -> Option<SystemTime> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let exp = v.get("exp")?.as_u64()?;
     Some(UNIX_EPOCH + Duration::from_secs(exp))
@@ -218,12 +263,24 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let t = parse_token_output("abc.def\n", now).unwrap_or_else(|| panic!("bare"));
         assert_eq!(t.secret, "abc.def");
-        let t = parse_token_output(r#"{"accessToken":"tok","expiresOn":"2030-01-01T00:00:00Z"}"#, now).unwrap_or_else(|| panic!("json"));
+        let t = parse_token_output(
+            r#"{"accessToken":"tok","expiresOn":"2030-01-01T00:00:00Z"}"#,
+            now,
+        )
+        .unwrap_or_else(|| panic!("json"));
         assert_eq!(t.secret, "tok");
         assert!(t.expires_at.is_some_and(|e| e > now));
-        let t = parse_token_output(r#"{"accessToken":"tok","expires_on":1000100}"#, now).unwrap_or_else(|| panic!("epoch"));
-        assert_eq!(t.expires_at, Some(UNIX_EPOCH + Duration::from_secs(1_000_100)));
-        let t = parse_token_output(r#"{"accessToken":"tok","expiresOn":"2030-01-01 10:00:00.000000"}"#, now).unwrap_or_else(|| panic!("az"));
+        let t = parse_token_output(r#"{"accessToken":"tok","expires_on":1000100}"#, now)
+            .unwrap_or_else(|| panic!("epoch"));
+        assert_eq!(
+            t.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_000_100))
+        );
+        let t = parse_token_output(
+            r#"{"accessToken":"tok","expiresOn":"2030-01-01 10:00:00.000000"}"#,
+            now,
+        )
+        .unwrap_or_else(|| panic!("az"));
         assert!(t.expires_at.is_some());
         assert!(parse_token_output("", now).is_none());
         assert!(parse_token_output("{\"nope\":1}", now).is_none());
@@ -233,15 +290,22 @@ mod tests {
     #[test]
     fn jwt_exp_is_read() {
         use base64::Engine;
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":2000000000,"aud":"x"}"#);
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"exp":2000000000,"aud":"x"}"#);
         let tok = format!("eyJhbGciOiJub25lIn0.{payload}.sig");
-        assert_eq!(jwt_expiry(&tok), Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)));
+        assert_eq!(
+            jwt_expiry(&tok),
+            Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000))
+        );
         assert_eq!(jwt_expiry("opaque"), None);
     }
 
     #[test]
     fn debug_hides_the_secret() {
-        let t = AccessToken { secret: "s3cr3t".into(), expires_at: None };
+        let t = AccessToken {
+            secret: "s3cr3t".into(),
+            expires_at: None,
+        };
         assert!(!format!("{t:?}").contains("s3cr3t"));
     }
 
@@ -251,7 +315,10 @@ mod tests {
         let counter = dir.path().join("n");
         let script = format!("echo x >> {0}; echo tok$(wc -l < {0})", counter.display());
         let creds = Credentials {
-            source: Arc::new(Source::Command { argv: vec!["sh".into(), "-c".into(), script], cached: Mutex::new(None) }),
+            source: Arc::new(Source::Command {
+                argv: vec!["sh".into(), "-c".into(), script],
+                cached: Mutex::new(None),
+            }),
         };
         let a = creds.bearer().await.unwrap_or_else(|e| panic!("{e}"));
         let b = creds.bearer().await.unwrap_or_else(|e| panic!("{e}"));

@@ -1,9 +1,12 @@
 //! The command line: argument parsing (clap) and one file per command. Each command returns
 //! `Result<ExitCode, CommandError>`; `main` prints the error and exits with its code.
 
+pub mod entries;
 pub mod logging;
+pub mod run;
 pub mod sandbox;
 pub mod send;
+pub mod status;
 
 use crate::exit::{CommandError, ExitCode};
 use clap::{Parser, Subcommand};
@@ -155,6 +158,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
     match cli.command {
         Command::Sandbox(args) => sandbox::run(args).await,
         Command::Send(args) => send::run(load_settings(cli.config.as_deref(), false)?, args).await,
+        Command::Run { once } => run::run(load_settings(cli.config.as_deref(), true)?, once).await,
+        Command::Status { json, state } => {
+            entries::status(load_settings(cli.config.as_deref(), false)?, json, state).await
+        }
+        Command::Retry { id, failed: _ } => {
+            entries::retry(load_settings(cli.config.as_deref(), false)?, id).await
+        }
+        Command::Cancel { id } => {
+            entries::cancel(load_settings(cli.config.as_deref(), false)?, id).await
+        }
         other => Err(CommandError::new(
             ExitCode::Usage,
             format!(
@@ -188,8 +201,13 @@ fn command_name(c: &Command) -> &'static str {
 /// Load the config: `--config`, else `$OUTBOX_CONFIG`, else the platform default. A file named
 /// explicitly must exist; a missing default file gives the built-in defaults when `required` is
 /// false (e.g. `send` with a token from the environment).
-pub fn load_settings(flag: Option<&std::path::Path>, required: bool) -> Result<crate::config::Settings, CommandError> {
-    let explicit = flag.map(std::path::Path::to_path_buf).or_else(|| std::env::var_os("OUTBOX_CONFIG").map(PathBuf::from));
+pub fn load_settings(
+    flag: Option<&std::path::Path>,
+    required: bool,
+) -> Result<crate::config::Settings, CommandError> {
+    let explicit = flag
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| std::env::var_os("OUTBOX_CONFIG").map(PathBuf::from));
     let path = explicit.clone().unwrap_or_else(crate::config::default_path);
     if explicit.is_none() && !required && !path.exists() {
         return Ok(crate::config::Settings::defaults(path));

@@ -15,13 +15,24 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
     let (kind, id) = match (args.message, args.event) {
         (Some(m), None) => (ItemKind::Message, m),
         (None, Some(e)) => (ItemKind::Event, e),
-        _ => return Err(CommandError::new(ExitCode::Usage, "give exactly one of --message ID and --event ID")),
+        _ => {
+            return Err(CommandError::new(
+                ExitCode::Usage,
+                "give exactly one of --message ID and --event ID",
+            ))
+        }
     };
     let item = ItemRef::new(args.user, kind, id);
     let file = FileToSend::from_path(args.file.clone(), args.name)
         .await
-        .map_err(|e| CommandError::new(ExitCode::Failed, format!("cannot read {}: {e}", args.file.display())))?;
-    let client = GraphClient::new(&settings, Credentials::from_settings(&settings.auth)).map_err(|e| CommandError::new(ExitCode::Config, e))?;
+        .map_err(|e| {
+            CommandError::new(
+                ExitCode::Failed,
+                format!("cannot read {}: {e}", args.file.display()),
+            )
+        })?;
+    let client = GraphClient::new(&settings, Credentials::from_settings(&settings.auth))
+        .map_err(|e| CommandError::new(ExitCode::Config, e))?;
     let journal = SendJournal::new(file.size);
     let attach = client.attach(&item, &file, Resume::Fresh, &journal);
     let outcome = tokio::select! {
@@ -36,11 +47,18 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
         }
         Some(Err(e)) => Err(attach_error(e)),
         None => {
-            let url = journal.session.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let url = journal
+                .session
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             if let Some(url) = url {
                 let _ = client.delete_session(&item.user, &url).await;
             }
-            Err(CommandError::new(ExitCode::Failed, "interrupted: nothing was attached (the upload session was deleted)"))
+            Err(CommandError::new(
+                ExitCode::Failed,
+                "interrupted: nothing was attached (the upload session was deleted)",
+            ))
         }
     }
 }
@@ -49,6 +67,9 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
 pub fn attach_error(e: AttachError) -> CommandError {
     match e {
         AttachError::Auth(a) => CommandError::new(ExitCode::SignIn, a.to_string()),
+        AttachError::Graph(g) if g.class == crate::graph::ErrorClass::SignIn => {
+            CommandError::new(ExitCode::SignIn, g.to_string())
+        }
         other => CommandError::new(ExitCode::Failed, other.to_string()),
     }
 }
@@ -64,12 +85,19 @@ impl SendJournal {
     fn new(total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(total);
-            if let Ok(style) = ProgressStyle::with_template("{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}") {
+            if let Ok(style) = ProgressStyle::with_template(
+                "{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            ) {
                 b.set_style(style);
             }
             b
         });
-        SendJournal { bar, plain: Mutex::new((Instant::now(), 0)), total, session: Mutex::new(None) }
+        SendJournal {
+            bar,
+            plain: Mutex::new((Instant::now(), 0)),
+            total,
+            session: Mutex::new(None),
+        }
     }
 
     fn finish(&self) {
@@ -80,7 +108,11 @@ impl SendJournal {
 }
 
 impl Journal for SendJournal {
-    async fn session_created(&self, upload_url: &str, _expires: Option<&str>) -> Result<(), String> {
+    async fn session_created(
+        &self,
+        upload_url: &str,
+        _expires: Option<&str>,
+    ) -> Result<(), String> {
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(upload_url.to_string());
         Ok(())
     }
@@ -96,7 +128,9 @@ impl Journal for SendJournal {
             None => {
                 let mut p = self.plain.lock().unwrap_or_else(|p| p.into_inner());
                 // A line at most every 2 s, and at the end.
-                if committed > p.1 && (p.0.elapsed() >= Duration::from_secs(2) || committed == self.total) {
+                if committed > p.1
+                    && (p.0.elapsed() >= Duration::from_secs(2) || committed == self.total)
+                {
                     eprintln!("sent {committed} of {} bytes", self.total);
                     *p = (Instant::now(), committed);
                 }

@@ -28,7 +28,12 @@ struct Watched {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
     /// Finished: unchanged for `settle`, or closed after writing and unchanged since.
-    Ready { mapping: usize, path: PathBuf, size: u64, mtime_ns: Option<i64> },
+    Ready {
+        mapping: usize,
+        path: PathBuf,
+        size: u64,
+        mtime_ns: Option<i64>,
+    },
     /// Still changing after `max_settle`: keep waiting, and say so once.
     StillChanging { mapping: usize, path: PathBuf },
 }
@@ -43,11 +48,22 @@ pub struct Settler {
 
 impl Settler {
     pub fn new(settle: Duration, max_settle: Duration) -> Self {
-        Settler { settle, max_settle, files: HashMap::new() }
+        Settler {
+            settle,
+            max_settle,
+            files: HashMap::new(),
+        }
     }
 
     /// A stat of `path`: size and modification time as of `now`.
-    pub fn observe(&mut self, mapping: usize, path: &Path, size: u64, mtime_ns: Option<i64>, now: Instant) {
+    pub fn observe(
+        &mut self,
+        mapping: usize,
+        path: &Path,
+        size: u64,
+        mtime_ns: Option<i64>,
+        now: Instant,
+    ) {
         match self.files.get_mut(path) {
             Some(w) if w.size == size && w.mtime_ns == mtime_ns => {}
             Some(w) => {
@@ -59,7 +75,15 @@ impl Settler {
             None => {
                 self.files.insert(
                     path.to_path_buf(),
-                    Watched { mapping, size, mtime_ns, stable_since: now, first_seen: now, closed: false, warned: false },
+                    Watched {
+                        mapping,
+                        size,
+                        mtime_ns,
+                        stable_since: now,
+                        first_seen: now,
+                        closed: false,
+                        warned: false,
+                    },
                 );
             }
         }
@@ -75,6 +99,13 @@ impl Settler {
     /// `path` is gone (deleted or renamed away).
     pub fn forget(&mut self, path: &Path) {
         self.files.remove(path);
+    }
+
+    /// Files still settling: mapping, path, size, and whether `max_settle` has passed.
+    pub fn settling(&self) -> impl Iterator<Item = (usize, &Path, u64, bool)> + '_ {
+        self.files
+            .iter()
+            .map(|(p, w)| (w.mapping, p.as_path(), w.size, w.warned))
     }
 
     pub fn is_settling(&self, path: &Path) -> bool {
@@ -94,7 +125,11 @@ impl Settler {
     pub fn due(&self, now: Instant) -> Vec<PathBuf> {
         self.files
             .iter()
-            .filter(|(_, w)| w.closed || now >= w.stable_since + self.settle || (!w.warned && now >= w.first_seen + self.max_settle))
+            .filter(|(_, w)| {
+                w.closed
+                    || now >= w.stable_since + self.settle
+                    || (!w.warned && now >= w.first_seen + self.max_settle)
+            })
             .map(|(p, _)| p.clone())
             .collect()
     }
@@ -108,20 +143,35 @@ impl Settler {
                     w.stable_since
                 } else {
                     let s = w.stable_since + self.settle;
-                    if w.warned { s } else { s.min(w.first_seen + self.max_settle) }
+                    if w.warned {
+                        s
+                    } else {
+                        s.min(w.first_seen + self.max_settle)
+                    }
                 }
             })
             .min()
     }
 
     /// A fresh stat of a due path. Ready files leave the settler.
-    pub fn confirm(&mut self, path: &Path, size: u64, mtime_ns: Option<i64>, now: Instant) -> Option<Settled> {
+    pub fn confirm(
+        &mut self,
+        path: &Path,
+        size: u64,
+        mtime_ns: Option<i64>,
+        now: Instant,
+    ) -> Option<Settled> {
         let w = self.files.get_mut(path)?;
         let unchanged = w.size == size && w.mtime_ns == mtime_ns;
         if unchanged && (w.closed || now >= w.stable_since + self.settle) {
             let mapping = w.mapping;
             self.files.remove(path);
-            return Some(Settled::Ready { mapping, path: path.to_path_buf(), size, mtime_ns });
+            return Some(Settled::Ready {
+                mapping,
+                path: path.to_path_buf(),
+                size,
+                mtime_ns,
+            });
         }
         if !unchanged {
             w.size = size;
@@ -131,7 +181,10 @@ impl Settler {
         }
         if !w.warned && now >= w.first_seen + self.max_settle {
             w.warned = true;
-            return Some(Settled::StillChanging { mapping: w.mapping, path: path.to_path_buf() });
+            return Some(Settled::StillChanging {
+                mapping: w.mapping,
+                path: path.to_path_buf(),
+            });
         }
         None
     }
@@ -161,19 +214,29 @@ pub fn plan(current: Option<&LedgerEntry>, size: u64, sha256: Option<&str>) -> P
     let Some(e) = current else {
         return Plan::NewVersion { supersedes: None };
     };
-    let same = e.size == size && match (sha256, e.sha256.as_deref()) {
-        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
-        // Hash skipped because size and time matched the entry.
-        (None, Some(_)) => true,
-        _ => false,
-    };
+    let same = e.size == size
+        && match (sha256, e.sha256.as_deref()) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            // Hash skipped because size and time matched the entry.
+            (None, Some(_)) => true,
+            _ => false,
+        };
     if !same {
-        let open = matches!(e.state, EntryState::Uploading | EntryState::Pending | EntryState::Settling);
-        return Plan::NewVersion { supersedes: open.then(|| e.id.clone()) };
+        let open = matches!(
+            e.state,
+            EntryState::Uploading | EntryState::Pending | EntryState::Settling
+        );
+        return Plan::NewVersion {
+            supersedes: open.then(|| e.id.clone()),
+        };
     }
     match e.state {
-        EntryState::Done | EntryState::Rejected | EntryState::Canceled | EntryState::Failed => Plan::Nothing,
-        EntryState::Pending | EntryState::Uploading | EntryState::Settling => Plan::Queue(e.id.clone()),
+        EntryState::Done | EntryState::Rejected | EntryState::Canceled | EntryState::Failed => {
+            Plan::Nothing
+        }
+        EntryState::Pending | EntryState::Uploading | EntryState::Settling => {
+            Plan::Queue(e.id.clone())
+        }
     }
 }
 
@@ -194,7 +257,15 @@ mod tests {
         assert!(s.due(t0 + Duration::from_secs(1)).is_empty());
         assert_eq!(s.next_deadline(), Some(t0 + S));
         assert_eq!(s.due(t0 + S), vec![p.to_path_buf()]);
-        assert_eq!(s.confirm(p, 10, Some(1), t0 + S), Some(Settled::Ready { mapping: 0, path: p.into(), size: 10, mtime_ns: Some(1) }));
+        assert_eq!(
+            s.confirm(p, 10, Some(1), t0 + S),
+            Some(Settled::Ready {
+                mapping: 0,
+                path: p.into(),
+                size: 10,
+                mtime_ns: Some(1)
+            })
+        );
         assert!(s.is_empty());
     }
 
@@ -206,7 +277,10 @@ mod tests {
         s.observe(0, p, 10, Some(1), t0);
         assert_eq!(s.confirm(p, 20, Some(2), t0 + S), None);
         assert_eq!(s.next_deadline(), Some(t0 + S + S));
-        assert!(matches!(s.confirm(p, 20, Some(2), t0 + S + S), Some(Settled::Ready { size: 20, .. })));
+        assert!(matches!(
+            s.confirm(p, 20, Some(2), t0 + S + S),
+            Some(Settled::Ready { size: 20, .. })
+        ));
     }
 
     #[test]
@@ -217,7 +291,10 @@ mod tests {
         s.observe(0, p, 10, Some(1), t0);
         s.closed(p);
         assert_eq!(s.due(t0), vec![p.to_path_buf()]);
-        assert!(matches!(s.confirm(p, 10, Some(1), t0), Some(Settled::Ready { .. })));
+        assert!(matches!(
+            s.confirm(p, 10, Some(1), t0),
+            Some(Settled::Ready { .. })
+        ));
         // Closed, but it changed since: wait again.
         s.observe(0, p, 10, Some(1), t0);
         s.closed(p);
@@ -232,14 +309,27 @@ mod tests {
         let p = Path::new("/f/big.iso");
         s.observe(3, p, 1, Some(1), t0);
         let t = t0 + Duration::from_secs(10);
-        assert_eq!(s.confirm(p, 2, Some(2), t), Some(Settled::StillChanging { mapping: 3, path: p.into() }));
+        assert_eq!(
+            s.confirm(p, 2, Some(2), t),
+            Some(Settled::StillChanging {
+                mapping: 3,
+                path: p.into()
+            })
+        );
         assert_eq!(s.confirm(p, 3, Some(3), t + Duration::from_secs(1)), None);
         assert!(s.is_settling(p));
     }
 
     fn entry(state: EntryState, size: u64, sha: &str) -> LedgerEntry {
         let mut e = LedgerEntry::new(
-            NewEntry { mapping: "m".into(), path: "/f/a".into(), name: "a".into(), target: Target::default(), size, mtime_ns: 5 },
+            NewEntry {
+                mapping: "m".into(),
+                path: "/f/a".into(),
+                name: "a".into(),
+                target: Target::default(),
+                size,
+                mtime_ns: 5,
+            },
             state,
             time::OffsetDateTime::UNIX_EPOCH,
         );
@@ -249,15 +339,33 @@ mod tests {
 
     #[test]
     fn plans() {
-        assert_eq!(plan(None, 1, Some("aa")), Plan::NewVersion { supersedes: None });
+        assert_eq!(
+            plan(None, 1, Some("aa")),
+            Plan::NewVersion { supersedes: None }
+        );
         let done = entry(EntryState::Done, 1, "aa");
         assert_eq!(plan(Some(&done), 1, Some("AA")), Plan::Nothing);
-        assert_eq!(plan(Some(&done), 1, Some("bb")), Plan::NewVersion { supersedes: None });
+        assert_eq!(
+            plan(Some(&done), 1, Some("bb")),
+            Plan::NewVersion { supersedes: None }
+        );
         let up = entry(EntryState::Uploading, 1, "aa");
         assert_eq!(plan(Some(&up), 1, Some("aa")), Plan::Queue(up.id.clone()));
-        assert_eq!(plan(Some(&up), 2, Some("cc")), Plan::NewVersion { supersedes: Some(up.id.clone()) });
-        for st in [EntryState::Failed, EntryState::Rejected, EntryState::Canceled] {
-            assert_eq!(plan(Some(&entry(st, 1, "aa")), 1, Some("aa")), Plan::Nothing);
+        assert_eq!(
+            plan(Some(&up), 2, Some("cc")),
+            Plan::NewVersion {
+                supersedes: Some(up.id.clone())
+            }
+        );
+        for st in [
+            EntryState::Failed,
+            EntryState::Rejected,
+            EntryState::Canceled,
+        ] {
+            assert_eq!(
+                plan(Some(&entry(st, 1, "aa")), 1, Some("aa")),
+                Plan::Nothing
+            );
         }
         assert!(!needs_hash(Some(&done), 1, Some(5)));
         assert!(needs_hash(Some(&done), 1, Some(6)));

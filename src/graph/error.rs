@@ -35,7 +35,12 @@ pub struct GraphError {
 }
 
 impl GraphError {
-    pub fn new(class: ErrorClass, status: Option<u16>, code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        class: ErrorClass,
+        status: Option<u16>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         GraphError {
             class,
             status,
@@ -48,12 +53,28 @@ impl GraphError {
 
     /// Build from an HTTP status and body. `upload_url` says whether the request went to an
     /// upload URL (where 401/403/404 mean the session is dead).
-    pub fn from_response(status: u16, body: &[u8], retry_after: Option<Duration>, www_authenticate: Option<&str>, upload_url: bool) -> Self {
+    pub fn from_response(
+        status: u16,
+        body: &[u8],
+        retry_after: Option<Duration>,
+        www_authenticate: Option<&str>,
+        upload_url: bool,
+    ) -> Self {
         let (code, message) = parse_error_body(body).unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string();
-            (default_code(status).to_string(), if text.is_empty() { status_text(status).to_string() } else { text })
+            let text = String::from_utf8_lossy(&body[..body.len().min(300)])
+                .trim()
+                .to_string();
+            (
+                default_code(status).to_string(),
+                if text.is_empty() {
+                    status_text(status).to_string()
+                } else {
+                    text
+                },
+            )
         });
-        let claims_challenge = www_authenticate.is_some_and(|h| h.contains("claims=") || h.contains("insufficient_claims"));
+        let claims_challenge = www_authenticate
+            .is_some_and(|h| h.contains("claims=") || h.contains("insufficient_claims"));
         let class = classify(status, &code, &message, retry_after.is_some(), upload_url);
         let mut e = GraphError::new(class, Some(status), code, message);
         e.retry_after = retry_after;
@@ -88,7 +109,11 @@ impl GraphError {
     /// Graph said the request body was too large for a single POST.
     pub fn is_request_too_large(&self) -> bool {
         self.status == Some(413)
-            || (self.status == Some(400) && self.message.to_ascii_lowercase().contains("maximum request length"))
+            || (self.status == Some(400)
+                && self
+                    .message
+                    .to_ascii_lowercase()
+                    .contains("maximum request length"))
     }
 
     pub fn is_message_size_exceeded(&self) -> bool {
@@ -152,7 +177,13 @@ pub fn parse_error_body(body: &[u8]) -> Option<(String, String)> {
     Some((code, get("message").unwrap_or_default()))
 }
 
-fn classify(status: u16, code: &str, message: &str, has_retry_after: bool, upload_url: bool) -> ErrorClass {
+fn classify(
+    status: u16,
+    code: &str,
+    message: &str,
+    has_retry_after: bool,
+    upload_url: bool,
+) -> ErrorClass {
     if code == "ErrorMessageSizeExceeded" {
         return ErrorClass::Permanent;
     }
@@ -164,7 +195,10 @@ fn classify(status: u16, code: &str, message: &str, has_retry_after: bool, uploa
         416 if upload_url => ErrorClass::SessionDead,
         401 => ErrorClass::SignIn,
         500..=599 => {
-            if message.to_ascii_lowercase().contains("maximum request length") {
+            if message
+                .to_ascii_lowercase()
+                .contains("maximum request length")
+            {
                 ErrorClass::Permanent
             } else {
                 ErrorClass::Transient
@@ -190,7 +224,10 @@ fn default_code(status: u16) -> &'static str {
 }
 
 fn status_text(status: u16) -> &'static str {
-    reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("unexpected status")
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("unexpected status")
 }
 
 #[cfg(test)]
@@ -209,11 +246,26 @@ mod tests {
 
     #[test]
     fn classes() {
-        assert_eq!(GraphError::from_response(429, b"{}", Some(Duration::from_secs(1)), None, false).class, ErrorClass::Throttled);
-        assert_eq!(GraphError::from_response(503, b"", None, None, false).class, ErrorClass::Transient);
-        assert_eq!(GraphError::from_response(404, b"", None, None, true).class, ErrorClass::SessionDead);
-        assert_eq!(GraphError::from_response(401, b"", None, None, false).class, ErrorClass::SignIn);
-        assert_eq!(GraphError::from_response(403, b"", None, None, false).class, ErrorClass::Permanent);
+        assert_eq!(
+            GraphError::from_response(429, b"{}", Some(Duration::from_secs(1)), None, false).class,
+            ErrorClass::Throttled
+        );
+        assert_eq!(
+            GraphError::from_response(503, b"", None, None, false).class,
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            GraphError::from_response(404, b"", None, None, true).class,
+            ErrorClass::SessionDead
+        );
+        assert_eq!(
+            GraphError::from_response(401, b"", None, None, false).class,
+            ErrorClass::SignIn
+        );
+        assert_eq!(
+            GraphError::from_response(403, b"", None, None, false).class,
+            ErrorClass::Permanent
+        );
         let too_big = GraphError::from_response(400, br#"{"error":{"code":"BadRequest","message":"The maximum request length supported is 4MB."}}"#, None, None, false);
         assert!(too_big.is_request_too_large());
         assert!(GraphError::from_response(413, b"", None, None, false).is_request_too_large());
@@ -224,14 +276,22 @@ mod tests {
     #[test]
     fn tolerant_of_garbage_and_casing() {
         assert_eq!(parse_error_body(b"not json"), None);
-        assert_eq!(parse_error_body(br#"{"Error":{"Code":"X","Message":"m"}}"#), Some(("X".into(), "m".into())));
+        assert_eq!(
+            parse_error_body(br#"{"Error":{"Code":"X","Message":"m"}}"#),
+            Some(("X".into(), "m".into()))
+        );
         let e = GraphError::from_response(500, b"<html>oops</html>", None, None, false);
         assert_eq!(e.code, "ServerError");
     }
 
     #[test]
     fn messages_are_redacted() {
-        let e = GraphError::new(ErrorClass::Transient, None, "X", "url https://h/x?authtoken=SECRET123&a=b");
+        let e = GraphError::new(
+            ErrorClass::Transient,
+            None,
+            "X",
+            "url https://h/x?authtoken=SECRET123&a=b",
+        );
         assert!(!e.to_string().contains("SECRET123"));
     }
 }

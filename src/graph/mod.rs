@@ -17,8 +17,8 @@ pub use upload::{AttachError, FileToSend, Journal, NoJournal, Resume};
 use crate::auth::{AuthError, Credentials};
 use crate::config::{ItemKind, Settings};
 use pacing::Pacer;
-use retry::RetryPolicy;
 use reqwest::StatusCode;
+use retry::RetryPolicy;
 use std::time::{Duration, SystemTime};
 use url::Url;
 
@@ -42,7 +42,11 @@ pub struct ItemRef {
 
 impl ItemRef {
     pub fn new(user: impl Into<String>, kind: ItemKind, id: impl Into<String>) -> Self {
-        ItemRef { user: user.into(), kind, id: id.into() }
+        ItemRef {
+            user: user.into(),
+            kind,
+            id: id.into(),
+        }
     }
 
     fn is_me(&self) -> bool {
@@ -51,7 +55,11 @@ impl ItemRef {
 
     /// Path segments under the Graph root: `me/messages/{id}` or `users/{u}/events/{id}`.
     pub fn segments(&self) -> Vec<&str> {
-        let mut s = if self.is_me() { vec!["me"] } else { vec!["users", self.user.as_str()] };
+        let mut s = if self.is_me() {
+            vec!["me"]
+        } else {
+            vec!["users", self.user.as_str()]
+        };
         s.push(match self.kind {
             ItemKind::Message => "messages",
             ItemKind::Event => "events",
@@ -75,8 +83,6 @@ pub enum RequestError {
 pub struct RequestOpts<'a> {
     /// The mailbox whose limits this request counts against.
     pub mailbox: &'a str,
-    /// Bytes of upload this request carries (for the byte budget).
-    pub upload_bytes: u64,
     /// An upload URL: no `Authorization`, and 401/403/404 mean the session is dead.
     pub upload_url: bool,
     /// Retry transient failures here. Off for requests whose effect cannot be repeated blindly
@@ -103,17 +109,24 @@ impl GraphClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &settings.graph.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("graph.ca_file {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("graph.ca_file {}: not a PEM certificate: {e}", ca.display()))?;
+            let pem =
+                std::fs::read(ca).map_err(|e| format!("graph.ca_file {}: {e}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                format!("graph.ca_file {}: not a PEM certificate: {e}", ca.display())
+            })?;
             if certs.is_empty() {
-                return Err(format!("graph.ca_file {}: no certificate in the file", ca.display()));
+                return Err(format!(
+                    "graph.ca_file {}: no certificate in the file",
+                    ca.display()
+                ));
             }
             for c in certs {
                 builder = builder.add_root_certificate(c);
             }
         }
-        let http = builder.build().map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         let a = &settings.agent;
         Ok(GraphClient {
             http,
@@ -133,6 +146,11 @@ impl GraphClient {
 
     pub fn retry_policy(&self) -> RetryPolicy {
         self.policy
+    }
+
+    /// Hold a share of the mailbox's upload-byte budget for an upload of `bytes`.
+    pub async fn reserve_upload(&self, mailbox: &str, bytes: u64) -> pacing::Reservation {
+        self.pacer.reserve_upload(mailbox, bytes).await
     }
 
     pub fn chunk_size(&self) -> u64 {
@@ -171,7 +189,10 @@ impl GraphClient {
             return Err(bad("not https"));
         }
         let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
-        if MICROSOFT_UPLOAD_HOSTS.iter().any(|s| host == *s || host.ends_with(&format!(".{s}"))) {
+        if MICROSOFT_UPLOAD_HOSTS
+            .iter()
+            .any(|s| host == *s || host.ends_with(&format!(".{s}")))
+        {
             Ok(u)
         } else {
             Err(bad(&format!("host {host}")))
@@ -181,7 +202,11 @@ impl GraphClient {
     /// Send one request built by `build` (called again for each attempt) and return a
     /// successful response, or the error. Handles pacing, the bearer token (one refresh on a
     /// 401), `Retry-After`, backoff and error parsing.
-    pub async fn execute<F>(&self, opts: RequestOpts<'_>, build: F) -> Result<reqwest::Response, RequestError>
+    pub async fn execute<F>(
+        &self,
+        opts: RequestOpts<'_>,
+        build: F,
+    ) -> Result<reqwest::Response, RequestError>
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
@@ -189,13 +214,17 @@ impl GraphClient {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            let token = if opts.upload_url { None } else { Some(self.creds.bearer().await?) };
+            let token = if opts.upload_url {
+                None
+            } else {
+                Some(self.creds.bearer().await?)
+            };
             let mut req = build(&self.http).timeout(opts.timeout);
             if let Some(t) = &token {
                 req = req.bearer_auth(&t.secret);
             }
             let err = {
-                let _permit = self.pacer.acquire(opts.mailbox, opts.upload_bytes).await;
+                let _permit = self.pacer.acquire(opts.mailbox).await;
                 match req.send().await {
                     Ok(resp) if resp.status().is_success() => return Ok(resp),
                     Ok(resp) => error_from_response(resp, opts.upload_url).await,
@@ -225,16 +254,35 @@ impl GraphClient {
     }
 
     /// GET a Graph path and parse JSON.
-    pub async fn get_json(&self, mailbox: &str, url: Url) -> Result<serde_json::Value, RequestError> {
-        let opts = RequestOpts { mailbox, upload_bytes: 0, upload_url: false, retry: true, timeout: Duration::from_secs(60) };
+    pub async fn get_json(
+        &self,
+        mailbox: &str,
+        url: Url,
+    ) -> Result<serde_json::Value, RequestError> {
+        let opts = RequestOpts {
+            mailbox,
+            upload_url: false,
+            retry: true,
+            timeout: Duration::from_secs(60),
+        };
         let resp = self.execute(opts, |c| c.get(url.clone())).await?;
         let body = resp.bytes().await.map_err(|e| GraphError::transport(&e))?;
-        serde_json::from_slice(&body)
-            .map_err(|e| GraphError::new(ErrorClass::Transient, None, "InvalidResponse", format!("Graph answered with invalid JSON: {e}")).into())
+        serde_json::from_slice(&body).map_err(|e| {
+            GraphError::new(
+                ErrorClass::Transient,
+                None,
+                "InvalidResponse",
+                format!("Graph answered with invalid JSON: {e}"),
+            )
+            .into()
+        })
     }
 
     /// The attachments on an item: (id, name), following `@odata.nextLink`.
-    pub async fn list_attachments(&self, item: &ItemRef) -> Result<Vec<(String, String)>, RequestError> {
+    pub async fn list_attachments(
+        &self,
+        item: &ItemRef,
+    ) -> Result<Vec<(String, String)>, RequestError> {
         let mut segs = item.segments();
         segs.push("attachments");
         let mut url = self.url(&segs);
@@ -247,7 +295,9 @@ impl GraphClient {
             let v = self.get_json(&item.user, u).await?;
             if let Some(arr) = v.get("value").and_then(|x| x.as_array()) {
                 for a in arr {
-                    if let (Some(id), Some(name)) = (ranges::string_prop(a, "id"), ranges::string_prop(a, "name")) {
+                    if let (Some(id), Some(name)) =
+                        (ranges::string_prop(a, "id"), ranges::string_prop(a, "name"))
+                    {
                         out.push((id.to_string(), name.to_string()));
                     }
                 }
@@ -263,13 +313,22 @@ impl GraphClient {
     }
 
     /// SHA-256 (hex) of an attachment's raw bytes (`$value`), streamed.
-    pub async fn attachment_sha256(&self, item: &ItemRef, attachment_id: &str) -> Result<(String, u64), RequestError> {
+    pub async fn attachment_sha256(
+        &self,
+        item: &ItemRef,
+        attachment_id: &str,
+    ) -> Result<(String, u64), RequestError> {
         use futures_util::StreamExt;
         use sha2::{Digest, Sha256};
         let mut segs = item.segments();
         segs.extend(["attachments", attachment_id, "$value"]);
         let url = self.url(&segs);
-        let opts = RequestOpts { mailbox: &item.user, upload_bytes: 0, upload_url: false, retry: true, timeout: Duration::from_secs(600) };
+        let opts = RequestOpts {
+            mailbox: &item.user,
+            upload_url: false,
+            retry: true,
+            timeout: Duration::from_secs(600),
+        };
         let resp = self.execute(opts, |c| c.get(url.clone())).await?;
         let mut hasher = Sha256::new();
         let mut n = 0u64;
@@ -284,7 +343,12 @@ impl GraphClient {
 
     /// An attachment named `name` on `item` whose bytes hash to `sha256`, if there is one.
     /// Outlook's reported `size` is not the raw size, so candidates are confirmed by their bytes.
-    pub async fn find_attachment(&self, item: &ItemRef, name: &str, sha256: &str) -> Result<Option<String>, RequestError> {
+    pub async fn find_attachment(
+        &self,
+        item: &ItemRef,
+        name: &str,
+        sha256: &str,
+    ) -> Result<Option<String>, RequestError> {
         for (id, n) in self.list_attachments(item).await? {
             if n != name {
                 continue;
@@ -299,9 +363,18 @@ impl GraphClient {
 
     /// Cancel an upload session: DELETE on its URL, without Authorization. A session already
     /// gone counts as deleted.
-    pub async fn delete_session(&self, mailbox: &str, upload_url: &str) -> Result<(), RequestError> {
+    pub async fn delete_session(
+        &self,
+        mailbox: &str,
+        upload_url: &str,
+    ) -> Result<(), RequestError> {
         let url = self.check_upload_url(upload_url)?;
-        let opts = RequestOpts { mailbox, upload_bytes: 0, upload_url: true, retry: true, timeout: Duration::from_secs(60) };
+        let opts = RequestOpts {
+            mailbox,
+            upload_url: true,
+            retry: true,
+            timeout: Duration::from_secs(60),
+        };
         match self.execute(opts, |c| c.delete(url.clone())).await {
             Ok(_) => Ok(()),
             Err(RequestError::Graph(e)) if e.class == ErrorClass::SessionDead => Ok(()),
@@ -311,15 +384,32 @@ impl GraphClient {
 
     /// Ask an upload session where it stands: the next expected offset, or `None` when the
     /// session is gone (or the server does not answer status requests).
-    pub async fn session_offset(&self, mailbox: &str, upload_url: &Url) -> Result<Option<u64>, RequestError> {
-        let opts = RequestOpts { mailbox, upload_bytes: 0, upload_url: true, retry: true, timeout: Duration::from_secs(60) };
+    pub async fn session_offset(
+        &self,
+        mailbox: &str,
+        upload_url: &Url,
+    ) -> Result<Option<u64>, RequestError> {
+        let opts = RequestOpts {
+            mailbox,
+            upload_url: true,
+            retry: true,
+            timeout: Duration::from_secs(60),
+        };
         match self.execute(opts, |c| c.get(upload_url.clone())).await {
             Ok(resp) => {
                 let body = resp.bytes().await.map_err(|e| GraphError::transport(&e))?;
-                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                Ok(ranges::ranges_from_json(&v).as_deref().and_then(ranges::next_offset))
+                let v: serde_json::Value =
+                    serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                Ok(ranges::ranges_from_json(&v)
+                    .as_deref()
+                    .and_then(ranges::next_offset))
             }
-            Err(RequestError::Graph(e)) if e.class == ErrorClass::SessionDead || matches!(e.status, Some(400 | 405 | 501)) => Ok(None),
+            Err(RequestError::Graph(e))
+                if e.class == ErrorClass::SessionDead
+                    || matches!(e.status, Some(400 | 405 | 501)) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -354,7 +444,13 @@ async fn error_from_response(resp: reqwest::Response, upload_url: bool) -> Graph
         .map(str::to_owned);
     // Error bodies are small; cap what is read so a hostile answer cannot balloon memory.
     let body = read_capped(resp, 64 * 1024).await;
-    let mut e = GraphError::from_response(status.as_u16(), &body, retry_after, www.as_deref(), upload_url);
+    let mut e = GraphError::from_response(
+        status.as_u16(),
+        &body,
+        retry_after,
+        www.as_deref(),
+        upload_url,
+    );
     if status == StatusCode::SERVICE_UNAVAILABLE && e.retry_after.is_none() {
         e.class = ErrorClass::Transient;
     }

@@ -20,13 +20,24 @@ pub fn next_offset<S: AsRef<str>>(ranges: &[S]) -> Option<u64> {
 /// Find `nextExpectedRanges` in a JSON object whatever its casing.
 pub fn ranges_from_json(v: &serde_json::Value) -> Option<Vec<String>> {
     let obj = v.as_object()?;
-    let (_, arr) = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case("nextExpectedRanges"))?;
-    Some(arr.as_array()?.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+    let (_, arr) = obj
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("nextExpectedRanges"))?;
+    Some(
+        arr.as_array()?
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect(),
+    )
 }
 
 /// Find a string property whatever its casing (`uploadUrl` / `UploadUrl`, ...).
 pub fn string_prop<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a str> {
-    v.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))?.1.as_str()
+    v.as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))?
+        .1
+        .as_str()
 }
 
 /// The attachment id in a completion `Location`: the text inside the last `Attachments('…')`
@@ -104,22 +115,41 @@ mod tests {
 
     #[test]
     fn ranges_any_casing() {
-        let v: serde_json::Value = serde_json::json!({"NextExpectedRanges": ["42"], "ExpirationDateTime": "x"});
+        let v: serde_json::Value =
+            serde_json::json!({"NextExpectedRanges": ["42"], "ExpirationDateTime": "x"});
         assert_eq!(ranges_from_json(&v), Some(vec!["42".to_string()]));
         let v: serde_json::Value = serde_json::json!({"nextexpectedranges": ["1-"]});
-        assert_eq!(ranges_from_json(&v).as_deref().and_then(next_offset), Some(1));
-        assert_eq!(string_prop(&serde_json::json!({"UploadUrl": "u"}), "uploadUrl"), Some("u"));
+        assert_eq!(
+            ranges_from_json(&v).as_deref().and_then(next_offset),
+            Some(1)
+        );
+        assert_eq!(
+            string_prop(&serde_json::json!({"UploadUrl": "u"}), "uploadUrl"),
+            Some("u")
+        );
     }
 
     #[test]
     fn location_forms() {
         let l = "https://outlook.office.com/api/v2.0/Users('ddfcd489-628b-40d7-b48b-57002df800e5@1717622f-1d94-4d0c-9d74-709fad664b77')/Messages('AAMkADI5MAAIT3drCAAA=')/Attachments('AAMkADI5MAAIT3drCAAABEgAQANAqbAe7qaROhYdTnUQwXm0=')";
-        assert_eq!(attachment_id_from_location(l).as_deref(), Some("AAMkADI5MAAIT3drCAAABEgAQANAqbAe7qaROhYdTnUQwXm0="));
-        assert_eq!(attachment_id_from_location("/Events('e')/attachments('a-b_c')").as_deref(), Some("a-b_c"));
-        assert_eq!(attachment_id_from_location("/Attachments('a%3D')").as_deref(), Some("a="));
+        assert_eq!(
+            attachment_id_from_location(l).as_deref(),
+            Some("AAMkADI5MAAIT3drCAAABEgAQANAqbAe7qaROhYdTnUQwXm0=")
+        );
+        assert_eq!(
+            attachment_id_from_location("/Events('e')/attachments('a-b_c')").as_deref(),
+            Some("a-b_c")
+        );
+        assert_eq!(
+            attachment_id_from_location("/Attachments('a%3D')").as_deref(),
+            Some("a=")
+        );
         assert_eq!(attachment_id_from_location("/Messages('x')"), None);
         assert_eq!(attachment_id_from_location("/Attachments('')"), None);
-        assert_eq!(attachment_id_from_location("/Attachments('unterminated"), None);
+        assert_eq!(
+            attachment_id_from_location("/Attachments('unterminated"),
+            None
+        );
     }
 
     #[test]
@@ -128,7 +158,10 @@ mod tests {
         assert_eq!(parse_retry_after("5", now), Some(Duration::from_secs(5)));
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);

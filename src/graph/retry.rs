@@ -35,7 +35,9 @@ impl RetryPolicy {
             // A little jitter on top so that four workers told "1" do not return in lock-step.
             return Some(ra.min(self.max_retry_after) + jitter(Duration::from_millis(250)));
         }
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         Some(jitter(exp.min(self.cap)).max(Duration::from_millis(50)))
     }
 }
@@ -53,7 +55,10 @@ mod tests {
 
     #[test]
     fn bounded_and_honours_retry_after() {
-        let p = RetryPolicy { max_attempts: 3, ..RetryPolicy::default() };
+        let p = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
         assert!(p.delay(3, None).is_none());
         let d = p.delay(1, Some(Duration::from_secs(2))).unwrap_or_default();
         assert!(d >= Duration::from_secs(2) && d <= Duration::from_millis(2250));
@@ -61,7 +66,9 @@ mod tests {
             let d = p.delay(attempt, None).unwrap_or_default();
             assert!(d <= p.cap);
         }
-        let huge = RetryPolicy::default().delay(1, Some(Duration::from_secs(99_999))).unwrap_or_default();
+        let huge = RetryPolicy::default()
+            .delay(1, Some(Duration::from_secs(99_999)))
+            .unwrap_or_default();
         assert!(huge <= Duration::from_secs(601));
     }
 }

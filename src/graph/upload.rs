@@ -5,7 +5,9 @@
 //! The caller's [`Journal`] hears of every step before it happens, so the agent can write its
 //! intent to the ledger and flush it before each remote effect.
 
-use super::{our_error, ranges, ErrorClass, GraphClient, GraphError, ItemRef, RequestError, RequestOpts};
+use super::{
+    our_error, ranges, ErrorClass, GraphClient, GraphError, ItemRef, RequestError, RequestOpts,
+};
 use super::{MAX_ATTACHMENT, MAX_REQUEST_BODY, MIN_SESSION, SESSION_THRESHOLD};
 use crate::auth::AuthError;
 use crate::config::ItemKind;
@@ -37,12 +39,29 @@ impl FileToSend {
     pub async fn from_path(path: PathBuf, name: Option<String>) -> std::io::Result<FileToSend> {
         let meta = tokio::fs::metadata(&path).await?;
         if !meta.is_file() {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
         }
         let sha256 = sha256_file(path.clone()).await?;
-        let name = name.unwrap_or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into()));
-        let content_type = mime_guess::from_path(&name).first_or_octet_stream().essence_str().to_string();
-        Ok(FileToSend { size: meta.len(), mtime: meta.modified().ok(), sha256, name, content_type, path })
+        let name = name.unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into())
+        });
+        let content_type = mime_guess::from_path(&name)
+            .first_or_octet_stream()
+            .essence_str()
+            .to_string();
+        Ok(FileToSend {
+            size: meta.len(),
+            mtime: meta.modified().ok(),
+            sha256,
+            name,
+            content_type,
+            path,
+        })
     }
 }
 
@@ -92,7 +111,10 @@ pub enum AttachError {
     #[error(transparent)]
     Auth(AuthError),
     #[error("cannot read {path}: {source}")]
-    File { path: PathBuf, source: std::io::Error },
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The file changed (size or time) while it was being sent.
     #[error("{0} changed while it was being sent")]
     Changed(PathBuf),
@@ -122,12 +144,20 @@ pub trait Journal: Send + Sync {
         async { Ok(()) }
     }
     /// A session exists at `upload_url`; keep it (it is a secret) before any byte is sent.
-    fn session_created(&self, upload_url: &str, expires: Option<&str>) -> impl Future<Output = Result<(), String>> + Send {
+    fn session_created(
+        &self,
+        upload_url: &str,
+        expires: Option<&str>,
+    ) -> impl Future<Output = Result<(), String>> + Send {
         let _ = (upload_url, expires);
         async { Ok(()) }
     }
     /// About to PUT bytes `offset..offset+len`.
-    fn before_chunk(&self, offset: u64, len: u64) -> impl Future<Output = Result<(), String>> + Send {
+    fn before_chunk(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<(), String>> + Send {
         let _ = (offset, len);
         async { Ok(()) }
     }
@@ -148,12 +178,20 @@ impl Journal for NoJournal {}
 enum SessionEnd {
     Done(String),
     /// The session died; `maybe_complete` when a PUT carrying the last byte went unanswered.
-    Dead { maybe_complete: bool },
+    Dead {
+        maybe_complete: bool,
+    },
 }
 
 impl GraphClient {
     /// Attach `file` to `item` and return the attachment id.
-    pub async fn attach<J: Journal>(&self, item: &ItemRef, file: &FileToSend, resume: Resume, journal: &J) -> Result<String, AttachError> {
+    pub async fn attach<J: Journal>(
+        &self,
+        item: &ItemRef,
+        file: &FileToSend,
+        resume: Resume,
+        journal: &J,
+    ) -> Result<String, AttachError> {
         if file.size > MAX_ATTACHMENT {
             return Err(AttachError::Rejected(format!(
                 "{} is {} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; it was not sent",
@@ -161,6 +199,8 @@ impl GraphClient {
                 file.size
             )));
         }
+        // The whole file's share of the mailbox's byte budget, held until this attach ends.
+        let _budget = self.reserve_upload(&item.user, file.size).await;
         match resume {
             Resume::Fresh => {}
             Resume::CheckFirst | Resume::PostMaybeSent => {
@@ -170,14 +210,19 @@ impl GraphClient {
                 }
             }
             Resume::Session { upload_url } => {
-                if let Some(id) = self.resume_session(item, file, &upload_url, journal).await? {
+                if let Some(id) = self
+                    .resume_session(item, file, &upload_url, journal)
+                    .await?
+                {
                     return Ok(id);
                 }
             }
         }
         if uses_post(file) {
             match self.post_small(item, file, journal).await {
-                Err(AttachError::Graph(e)) if e.is_request_too_large() && file.size >= MIN_SESSION => {
+                Err(AttachError::Graph(e))
+                    if e.is_request_too_large() && file.size >= MIN_SESSION =>
+                {
                     tracing::info!(file = %file.path.display(), "Graph refused the POST as too large; using an upload session");
                 }
                 other => return other,
@@ -188,12 +233,23 @@ impl GraphClient {
 
     /// Continue a session left open by an earlier run; `None` when it is gone and the item does
     /// not hold the file (start over).
-    async fn resume_session<J: Journal>(&self, item: &ItemRef, file: &FileToSend, upload_url: &str, journal: &J) -> Result<Option<String>, AttachError> {
-        let url = self.check_upload_url(upload_url).map_err(AttachError::Graph)?;
+    async fn resume_session<J: Journal>(
+        &self,
+        item: &ItemRef,
+        file: &FileToSend,
+        upload_url: &str,
+        journal: &J,
+    ) -> Result<Option<String>, AttachError> {
+        let url = self
+            .check_upload_url(upload_url)
+            .map_err(AttachError::Graph)?;
         if let Some(offset) = self.session_offset(&item.user, &url).await? {
             tracing::info!(file = %file.path.display(), offset, "resuming the upload session where the server stands");
             journal.progress(offset);
-            match self.upload_chunks(item, file, &url, offset, journal).await? {
+            match self
+                .upload_chunks(item, file, &url, offset, journal)
+                .await?
+            {
                 SessionEnd::Done(id) => {
                     journal.session_gone().await.map_err(AttachError::Journal)?;
                     return Ok(Some(id));
@@ -206,8 +262,18 @@ impl GraphClient {
         Ok(self.find_attachment(item, &file.name, &file.sha256).await?)
     }
 
-    async fn post_small<J: Journal>(&self, item: &ItemRef, file: &FileToSend, journal: &J) -> Result<String, AttachError> {
-        let bytes = tokio::fs::read(&file.path).await.map_err(|source| AttachError::File { path: file.path.clone(), source })?;
+    async fn post_small<J: Journal>(
+        &self,
+        item: &ItemRef,
+        file: &FileToSend,
+        journal: &J,
+    ) -> Result<String, AttachError> {
+        let bytes = tokio::fs::read(&file.path)
+            .await
+            .map_err(|source| AttachError::File {
+                path: file.path.clone(),
+                source,
+            })?;
         if bytes.len() as u64 != file.size {
             return Err(AttachError::Changed(file.path.clone()));
         }
@@ -228,16 +294,34 @@ impl GraphClient {
         loop {
             attempt += 1;
             journal.before_post().await.map_err(AttachError::Journal)?;
-            let opts = RequestOpts { mailbox: &item.user, upload_bytes: body.len() as u64, upload_url: false, retry: false, timeout: Duration::from_secs(300) };
+            let opts = RequestOpts {
+                mailbox: &item.user,
+                upload_url: false,
+                retry: false,
+                timeout: Duration::from_secs(300),
+            };
             let result = self
-                .execute(opts, |c| c.post(url.clone()).header("content-type", "application/json").body(body.clone()))
+                .execute(opts, |c| {
+                    c.post(url.clone())
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                })
                 .await;
             let err = match result {
                 Ok(resp) => {
-                    let v: serde_json::Value = resp.json().await.map_err(|e| AttachError::Graph(GraphError::transport(&e)))?;
-                    return ranges::string_prop(&v, "id").map(str::to_owned).ok_or_else(|| {
-                        AttachError::Graph(our_error(ErrorClass::Permanent, "InvalidResponse", "Graph created the attachment but returned no id"))
-                    });
+                    let v: serde_json::Value = resp
+                        .json()
+                        .await
+                        .map_err(|e| AttachError::Graph(GraphError::transport(&e)))?;
+                    return ranges::string_prop(&v, "id")
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            AttachError::Graph(our_error(
+                                ErrorClass::Permanent,
+                                "InvalidResponse",
+                                "Graph created the attachment but returned no id",
+                            ))
+                        });
                 }
                 Err(RequestError::Graph(e)) if e.is_retryable() => e,
                 Err(e) => return Err(e.into()),
@@ -256,11 +340,22 @@ impl GraphClient {
         }
     }
 
-    async fn upload_with_sessions<J: Journal>(&self, item: &ItemRef, file: &FileToSend, journal: &J) -> Result<String, AttachError> {
+    async fn upload_with_sessions<J: Journal>(
+        &self,
+        item: &ItemRef,
+        file: &FileToSend,
+        journal: &J,
+    ) -> Result<String, AttachError> {
         for n in 1..=MAX_SESSIONS {
-            journal.before_session().await.map_err(AttachError::Journal)?;
+            journal
+                .before_session()
+                .await
+                .map_err(AttachError::Journal)?;
             let (url, offset) = self.create_session(item, file).await?;
-            journal.session_created(url.as_str(), None).await.map_err(AttachError::Journal)?;
+            journal
+                .session_created(url.as_str(), None)
+                .await
+                .map_err(AttachError::Journal)?;
             let end = self.upload_chunks(item, file, &url, offset, journal).await;
             match end {
                 Ok(SessionEnd::Done(id)) => {
@@ -270,7 +365,9 @@ impl GraphClient {
                 Ok(SessionEnd::Dead { maybe_complete }) => {
                     journal.session_gone().await.map_err(AttachError::Journal)?;
                     if maybe_complete {
-                        if let Some(id) = self.find_attachment(item, &file.name, &file.sha256).await? {
+                        if let Some(id) =
+                            self.find_attachment(item, &file.name, &file.sha256).await?
+                        {
                             return Ok(id);
                         }
                     }
@@ -293,7 +390,11 @@ impl GraphClient {
         )))
     }
 
-    async fn create_session(&self, item: &ItemRef, file: &FileToSend) -> Result<(url::Url, u64), AttachError> {
+    async fn create_session(
+        &self,
+        item: &ItemRef,
+        file: &FileToSend,
+    ) -> Result<(url::Url, u64), AttachError> {
         let mut segs = item.segments();
         segs.extend(["attachments", "createUploadSession"]);
         let url = self.url(&segs);
@@ -305,42 +406,92 @@ impl GraphClient {
                 "contentType": file.content_type,
             }
         });
-        let opts = RequestOpts { mailbox: &item.user, upload_bytes: 0, upload_url: false, retry: true, timeout: Duration::from_secs(60) };
-        let resp = match self.execute(opts, |c| c.post(url.clone()).json(&body)).await {
+        let opts = RequestOpts {
+            mailbox: &item.user,
+            upload_url: false,
+            retry: true,
+            timeout: Duration::from_secs(60),
+        };
+        let resp = match self
+            .execute(opts, |c| c.post(url.clone()).json(&body))
+            .await
+        {
             Ok(r) => r,
-            Err(RequestError::Graph(e)) if e.status == Some(403) && !item.user.eq_ignore_ascii_case("me") => {
+            Err(RequestError::Graph(e))
+                if e.status == Some(403) && !item.user.eq_ignore_ascii_case("me") =>
+            {
                 let mut e = e;
                 e.message = format!("{} — {}", e.message, super::error::SHARED_MAILBOX_403);
                 return Err(AttachError::Graph(e));
             }
             Err(e) => return Err(e.into()),
         };
-        let v: serde_json::Value = resp.json().await.map_err(|e| AttachError::Graph(GraphError::transport(&e)))?;
-        let raw = ranges::string_prop(&v, "uploadUrl")
-            .ok_or_else(|| AttachError::Graph(our_error(ErrorClass::Permanent, "InvalidResponse", "createUploadSession returned no uploadUrl")))?;
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| AttachError::Graph(GraphError::transport(&e)))?;
+        let raw = ranges::string_prop(&v, "uploadUrl").ok_or_else(|| {
+            AttachError::Graph(our_error(
+                ErrorClass::Permanent,
+                "InvalidResponse",
+                "createUploadSession returned no uploadUrl",
+            ))
+        })?;
         let upload = self.check_upload_url(raw).map_err(AttachError::Graph)?;
-        let offset = ranges::ranges_from_json(&v).as_deref().and_then(ranges::next_offset).unwrap_or(0);
+        let offset = ranges::ranges_from_json(&v)
+            .as_deref()
+            .and_then(ranges::next_offset)
+            .unwrap_or(0);
         Ok((upload, offset))
     }
 
     /// PUT chunks from `offset` until the server answers 201.
-    async fn upload_chunks<J: Journal>(&self, item: &ItemRef, file: &FileToSend, url: &url::Url, mut offset: u64, journal: &J) -> Result<SessionEnd, AttachError> {
-        let mut f = tokio::fs::File::open(&file.path).await.map_err(|source| AttachError::File { path: file.path.clone(), source })?;
+    async fn upload_chunks<J: Journal>(
+        &self,
+        item: &ItemRef,
+        file: &FileToSend,
+        url: &url::Url,
+        mut offset: u64,
+        journal: &J,
+    ) -> Result<SessionEnd, AttachError> {
+        let mut f =
+            tokio::fs::File::open(&file.path)
+                .await
+                .map_err(|source| AttachError::File {
+                    path: file.path.clone(),
+                    source,
+                })?;
         let policy = self.retry_policy();
         let mut last_sent = false;
         let mut failures = 0u32;
         loop {
             if offset >= file.size {
                 // The server wants nothing more yet never said 201: only the item can tell.
-                return Ok(SessionEnd::Dead { maybe_complete: true });
+                return Ok(SessionEnd::Dead {
+                    maybe_complete: true,
+                });
             }
             self.check_unchanged(file).await?;
             let len = self.chunk_size().min(file.size - offset);
-            let chunk = read_chunk(&mut f, offset, len).await.map_err(|source| AttachError::File { path: file.path.clone(), source })?;
-            journal.before_chunk(offset, len).await.map_err(AttachError::Journal)?;
+            let chunk =
+                read_chunk(&mut f, offset, len)
+                    .await
+                    .map_err(|source| AttachError::File {
+                        path: file.path.clone(),
+                        source,
+                    })?;
+            journal
+                .before_chunk(offset, len)
+                .await
+                .map_err(AttachError::Journal)?;
             let is_last = offset + len == file.size;
             let range = format!("bytes {}-{}/{}", offset, offset + len - 1, file.size);
-            let opts = RequestOpts { mailbox: &item.user, upload_bytes: len, upload_url: true, retry: false, timeout: Duration::from_secs(300) };
+            let opts = RequestOpts {
+                mailbox: &item.user,
+                upload_url: true,
+                retry: false,
+                timeout: Duration::from_secs(300),
+            };
             let result = self
                 .execute(opts, |c| {
                     c.put(url.clone())
@@ -352,7 +503,11 @@ impl GraphClient {
                 .await;
             match result {
                 Ok(resp) if resp.status().as_u16() == 201 => {
-                    let loc = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    let loc = resp
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
                     journal.progress(file.size);
                     if let Some(id) = loc.as_deref().and_then(ranges::attachment_id_from_location) {
                         return Ok(SessionEnd::Done(id));
@@ -360,13 +515,21 @@ impl GraphClient {
                     // Completed without a usable Location: find it on the item by its bytes.
                     return match self.find_attachment(item, &file.name, &file.sha256).await? {
                         Some(id) => Ok(SessionEnd::Done(id)),
-                        None => Err(AttachError::Graph(our_error(ErrorClass::Permanent, "InvalidResponse", "the upload completed without a Location header"))),
+                        None => Err(AttachError::Graph(our_error(
+                            ErrorClass::Permanent,
+                            "InvalidResponse",
+                            "the upload completed without a Location header",
+                        ))),
                     };
                 }
                 Ok(resp) => {
                     let body = resp.bytes().await.unwrap_or_default();
-                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                    let next = ranges::ranges_from_json(&v).as_deref().and_then(ranges::next_offset).unwrap_or(offset + len);
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    let next = ranges::ranges_from_json(&v)
+                        .as_deref()
+                        .and_then(ranges::next_offset)
+                        .unwrap_or(offset + len);
                     offset = next;
                     failures = 0;
                     journal.progress(offset);
@@ -385,7 +548,11 @@ impl GraphClient {
                             match self.session_offset(&item.user, url).await? {
                                 Some(o) => offset = o,
                                 None if e.status.is_some() && e.status != Some(500) => {} // refused, not taken: resend it
-                                None => return Ok(SessionEnd::Dead { maybe_complete: last_sent }),
+                                None => {
+                                    return Ok(SessionEnd::Dead {
+                                        maybe_complete: last_sent,
+                                    })
+                                }
                             }
                         }
                         ErrorClass::SessionDead => {
@@ -398,9 +565,13 @@ impl GraphClient {
                                 }
                             }
                             tracing::info!(code = %e.code, status = ?e.status, "upload session is gone");
-                            return Ok(SessionEnd::Dead { maybe_complete: last_sent });
+                            return Ok(SessionEnd::Dead {
+                                maybe_complete: last_sent,
+                            });
                         }
-                        ErrorClass::SignIn | ErrorClass::Permanent => return Err(AttachError::Graph(e)),
+                        ErrorClass::SignIn | ErrorClass::Permanent => {
+                            return Err(AttachError::Graph(e))
+                        }
                     }
                 }
             }
@@ -408,7 +579,12 @@ impl GraphClient {
     }
 
     async fn check_unchanged(&self, file: &FileToSend) -> Result<(), AttachError> {
-        let meta = tokio::fs::metadata(&file.path).await.map_err(|source| AttachError::File { path: file.path.clone(), source })?;
+        let meta = tokio::fs::metadata(&file.path)
+            .await
+            .map_err(|source| AttachError::File {
+                path: file.path.clone(),
+                source,
+            })?;
         if meta.len() != file.size || (file.mtime.is_some() && meta.modified().ok() != file.mtime) {
             return Err(AttachError::Changed(file.path.clone()));
         }
@@ -428,12 +604,20 @@ pub fn uses_post(file: &FileToSend) -> bool {
 /// Length of the POST body for `file` (base64 plus the JSON around it, names escaped).
 pub fn post_body_len(file: &FileToSend) -> u64 {
     let b64 = file.size.div_ceil(3) * 4;
-    let esc = |s: &str| serde_json::to_string(s).map(|x| x.len() as u64).unwrap_or(s.len() as u64 * 6 + 2);
+    let esc = |s: &str| {
+        serde_json::to_string(s)
+            .map(|x| x.len() as u64)
+            .unwrap_or(s.len() as u64 * 6 + 2)
+    };
     let fixed = r##"{"@odata.type":"#microsoft.graph.fileAttachment","name":,"contentType":,"contentBytes":""}"##.len() as u64;
     fixed + esc(&file.name) + esc(&file.content_type) + b64
 }
 
-async fn read_chunk(f: &mut tokio::fs::File, offset: u64, len: u64) -> std::io::Result<bytes::Bytes> {
+async fn read_chunk(
+    f: &mut tokio::fs::File,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<bytes::Bytes> {
     f.seek(std::io::SeekFrom::Start(offset)).await?;
     let mut buf = vec![0u8; len as usize];
     f.read_exact(&mut buf).await?;
@@ -453,7 +637,14 @@ mod tests {
     use super::*;
 
     fn file(size: u64, name: &str) -> FileToSend {
-        FileToSend { path: "x".into(), size, mtime: None, sha256: String::new(), name: name.into(), content_type: "application/pdf".into() }
+        FileToSend {
+            path: "x".into(),
+            size,
+            mtime: None,
+            sha256: String::new(),
+            name: name.into(),
+            content_type: "application/pdf".into(),
+        }
     }
 
     #[test]

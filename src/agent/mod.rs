@@ -1,0 +1,1062 @@
+//! `outbox run`: the event loop that carries out the core's decisions. It owns the settle state,
+//! the queue and the upload tasks; watcher events, timers, finished tasks and socket requests
+//! all enter through one `select!`.
+//!
+//! Invariants (see ARCHITECTURE.md):
+//! - a file version gets a ledger entry, flushed, before any request about it is sent;
+//! - every remote effect is preceded by a flushed intent (the journal), so a restart knows what
+//!   may have happened and reconciles with the server before sending again;
+//! - an entry is `done` only with an attachment id, and a file is moved or deleted only after
+//!   its `done` record is flushed;
+//! - an upload URL lives only in the owner-only session store.
+
+pub mod control;
+mod journal;
+pub mod ops;
+
+use crate::auth::Credentials;
+use crate::config::{After, IfExists, ItemKind, Mapping, Settings};
+use crate::core::{self, Plan, Settled, Settler};
+use crate::graph::{AttachError, ErrorClass, FileToSend, GraphClient, ItemRef, Resume};
+use crate::ledger::{
+    EntryError, EntryState, Ledger, LedgerEntry, LedgerError, NewEntry, SessionStore, Target,
+    TargetKind,
+};
+use crate::watch::{self, FolderWatcher, WatchEvent};
+use control::{Envelope, Request, Response};
+use journal::LedgerJournal;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+/// Automatic retries of an entry after transient failures, before it is marked failed.
+const MAX_ATTEMPTS: u32 = 5;
+/// After a sign-in problem, uploads pause this long before trying again.
+const SIGN_IN_PAUSE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub once: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Everything attached (or, for `run`, stopped by a signal).
+    Clean,
+    /// `--once`: some file failed or was rejected.
+    SomeFailed,
+    /// `--once`: sign-in is needed.
+    SignInNeeded,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+enum TaskDone {
+    Hashed {
+        mapping: usize,
+        path: PathBuf,
+        size: u64,
+        mtime_ns: Option<i64>,
+        result: std::io::Result<String>,
+    },
+    Uploaded {
+        id: String,
+        result: Result<String, AttachError>,
+    },
+}
+
+struct InFlight {
+    path: PathBuf,
+    abort: AbortHandle,
+}
+
+struct Agent {
+    settings: Settings,
+    opts: RunOptions,
+    ledger: Arc<Ledger>,
+    sessions: Arc<SessionStore>,
+    client: Arc<GraphClient>,
+    settler: Settler,
+    queue: VecDeque<String>,
+    queued: HashSet<String>,
+    in_flight: HashMap<String, InFlight>,
+    hashing: HashSet<PathBuf>,
+    tasks: JoinSet<TaskDone>,
+    retry_at: Vec<(Instant, String)>,
+    paused_until: Option<Instant>,
+    sign_in_needed: bool,
+    failed_this_run: usize,
+    mapping_ok: Vec<bool>,
+    max_parallel: usize,
+    test_hooks: bool,
+}
+
+/// Run the agent until a signal (or, with `once`, until nothing is left to do).
+pub async fn run(
+    settings: Settings,
+    creds: Credentials,
+    opts: RunOptions,
+) -> Result<RunOutcome, AgentError> {
+    let state_dir = settings.agent.state_dir.clone();
+    let ledger = Arc::new(Ledger::open(&state_dir)?);
+    let sessions = Arc::new(SessionStore::open(&state_dir)?);
+    let client = Arc::new(GraphClient::new(&settings, creds).map_err(AgentError::Setup)?);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Envelope>(16);
+    if let Err(e) = control::serve(&state_dir, ctl_tx) {
+        tracing::warn!(error = %e, "cannot open the control socket; status/retry/cancel will not reach this agent");
+    }
+    let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
+    let mut mapping_ok = vec![true; settings.mappings.len()];
+    for (i, m) in settings.mappings.iter().enumerate() {
+        if let Err(e) = std::fs::read_dir(&m.folder) {
+            tracing::error!(mapping = %m.name, folder = %m.folder.display(), error = %e, "mapped folder is missing or unreadable; other mappings keep working");
+            mapping_ok[i] = false;
+        }
+    }
+    let watcher = if opts.once {
+        None
+    } else {
+        match FolderWatcher::start(&settings.mappings, watch_tx.clone()) {
+            Ok((w, problems)) => {
+                for (i, why) in problems {
+                    tracing::error!(mapping = %settings.mappings[i].name, "{why}");
+                }
+                Some(w)
+            }
+            Err(e) => return Err(AgentError::Setup(e)),
+        }
+    };
+    let max_parallel = settings.agent.concurrency.max(1);
+    let settler = Settler::new(settings.agent.settle, settings.agent.max_settle);
+    let mut agent = Agent {
+        settings,
+        opts,
+        ledger,
+        sessions,
+        client,
+        settler,
+        queue: VecDeque::new(),
+        queued: HashSet::new(),
+        in_flight: HashMap::new(),
+        hashing: HashSet::new(),
+        tasks: JoinSet::new(),
+        retry_at: Vec::new(),
+        paused_until: None,
+        sign_in_needed: false,
+        failed_this_run: 0,
+        mapping_ok,
+        max_parallel,
+        test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
+    };
+    agent.resume_from_ledger()?;
+    agent.rescan(None)?;
+    tracing::info!(
+        mappings = agent.settings.mappings.len(),
+        once = opts.once,
+        "watching"
+    );
+    let rescan_every = agent.settings.agent.rescan;
+    let mut next_rescan = Instant::now() + rescan_every;
+    let shutdown = crate::cli::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        agent.start_uploads();
+        if opts.once && agent.idle() {
+            break;
+        }
+        let deadline = agent
+            .next_deadline()
+            .unwrap_or(next_rescan)
+            .min(next_rescan);
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("signal received: checkpointing and stopping");
+                break;
+            }
+            Some(ev) = watch_rx.recv() => {
+                agent.on_watch(ev)?;
+                // Drain what is already queued before looking at timers again.
+                while let Ok(ev) = watch_rx.try_recv() {
+                    agent.on_watch(ev)?;
+                }
+            }
+            Some(done) = agent.tasks.join_next(), if !agent.tasks.is_empty() => {
+                match done {
+                    Ok(TaskDone::Hashed { mapping, path, size, mtime_ns, result }) => agent.on_hashed(mapping, path, size, mtime_ns, result)?,
+                    Ok(TaskDone::Uploaded { id, result }) => agent.on_uploaded(id, result).await?,
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => tracing::error!(error = %e, "a worker task failed"),
+                }
+            }
+            Some((req, reply)) = ctl_rx.recv() => {
+                let resp = agent.on_request(req).await;
+                let _ = reply.send(resp);
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = Instant::now();
+                if now >= next_rescan {
+                    next_rescan = now + rescan_every;
+                    agent.rescan(None)?;
+                    agent.prune();
+                }
+                agent.on_timer(now)?;
+            }
+        }
+    }
+    drop(watcher);
+    agent.tasks.shutdown().await;
+    agent.ledger.flush()?;
+    let _ = std::fs::remove_file(control::socket_path(&agent.settings.agent.state_dir));
+    Ok(if agent.sign_in_needed && opts.once {
+        RunOutcome::SignInNeeded
+    } else if agent.failed_this_run > 0 && opts.once {
+        RunOutcome::SomeFailed
+    } else {
+        RunOutcome::Clean
+    })
+}
+
+impl Agent {
+    fn idle(&self) -> bool {
+        self.settler.is_empty()
+            && self.hashing.is_empty()
+            && self.in_flight.is_empty()
+            && self.tasks.is_empty()
+            && (self.queue.is_empty() || self.sign_in_needed)
+            && (self.retry_at.is_empty() || self.sign_in_needed)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d = self.settler.next_deadline();
+        for (t, _) in &self.retry_at {
+            d = Some(d.map_or(*t, |x| x.min(*t)));
+        }
+        if let (Some(p), false) = (self.paused_until, self.queue.is_empty()) {
+            d = Some(d.map_or(p, |x| x.min(p)));
+        }
+        d
+    }
+
+    fn mapping_index(&self, name: &str) -> Option<usize> {
+        self.settings.mappings.iter().position(|m| m.name == name)
+    }
+
+    /// Entries left pending or uploading by an earlier run go back in the queue when their
+    /// file is unchanged; a changed file is seen by the scan as a new version.
+    fn resume_from_ledger(&mut self) -> Result<(), AgentError> {
+        for st in [EntryState::Uploading, EntryState::Pending] {
+            for e in self.ledger.by_state(st)? {
+                let Some(mi) = self.mapping_index(&e.mapping) else {
+                    continue;
+                };
+                if !self.mapping_ok[mi] {
+                    continue;
+                }
+                match std::fs::metadata(&e.path) {
+                    Ok(meta) if e.matches_metadata(&meta) => self.enqueue(e.id.clone()),
+                    Ok(_) => {} // changed while we were away: the scan queues the new version
+                    Err(_) => self.cancel_entry(
+                        &e.id,
+                        "vanished",
+                        "the file is gone from the folder; the upload was canceled",
+                    )?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Compare a folder (or all) with the ledger: files not yet handled start settling.
+    fn rescan(&mut self, only: Option<usize>) -> Result<(), AgentError> {
+        let now = Instant::now();
+        for i in 0..self.settings.mappings.len() {
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
+            let m = &self.settings.mappings[i];
+            let found = match watch::scan(m) {
+                Ok(f) => {
+                    if !self.mapping_ok[i] {
+                        tracing::info!(mapping = %m.name, "mapped folder is back");
+                        self.mapping_ok[i] = true;
+                    }
+                    f
+                }
+                Err(e) => {
+                    if self.mapping_ok[i] {
+                        tracing::error!(mapping = %m.name, folder = %m.folder.display(), error = %e, "mapped folder is missing or unreadable");
+                    }
+                    self.mapping_ok[i] = false;
+                    continue;
+                }
+            };
+            let name = m.name.clone();
+            for f in found {
+                if self.settler.is_settling(&f.path) || self.hashing.contains(&f.path) {
+                    continue;
+                }
+                let current = self.ledger.current_for_path(&name, &f.path)?;
+                if let Some(e) = &current {
+                    let same = e.size == f.size && Some(e.mtime_ns) == f.mtime_ns;
+                    if same
+                        && (e.state.is_terminal()
+                            || self.queued.contains(&e.id)
+                            || self.in_flight.contains_key(&e.id))
+                    {
+                        continue;
+                    }
+                }
+                self.settler.observe(i, &f.path, f.size, f.mtime_ns, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn prune(&self) {
+        let keep = self.settings.agent.keep_done;
+        match self
+            .ledger
+            .prune(keep, time::OffsetDateTime::now_utc(), |p| p.exists())
+        {
+            Ok(n) if n > 0 => tracing::info!(
+                removed = n,
+                "pruned done entries of files gone from their folders"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot prune the ledger"),
+        }
+    }
+
+    fn on_watch(&mut self, ev: WatchEvent) -> Result<(), AgentError> {
+        match ev {
+            WatchEvent::Rescan { mapping } => {
+                tracing::warn!("events may have been lost: rescanning");
+                self.rescan(mapping)?;
+            }
+            WatchEvent::Touched { mapping, path } | WatchEvent::Closed { mapping, path }
+                if !watch::accepts(&self.settings.mappings[mapping], &path) =>
+            {
+                // A directory that appeared in a recursive mapping: scan it.
+                if self.settings.mappings[mapping].recursive && path.is_dir() {
+                    self.rescan(Some(mapping))?;
+                }
+            }
+            WatchEvent::Touched { mapping, path } => self.touch(mapping, &path),
+            WatchEvent::Closed { mapping, path } => {
+                self.touch(mapping, &path);
+                self.settler.closed(&path);
+            }
+            WatchEvent::Removed { mapping, path } => {
+                if !path.exists() {
+                    self.settler.forget(&path);
+                    self.on_file_gone(mapping, &path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn touch(&mut self, mapping: usize, path: &Path) {
+        let m = &self.settings.mappings[mapping];
+        let root = m.folder.clone();
+        match watch::file_meta(m, &root, path) {
+            Some(meta) if meta.is_file() => {
+                self.settler.observe(
+                    mapping,
+                    path,
+                    meta.len(),
+                    crate::ledger::mtime_ns(&meta),
+                    Instant::now(),
+                );
+            }
+            Some(meta) if meta.is_dir() && m.recursive => {
+                let _ = self.rescan(Some(mapping));
+            }
+            _ => {}
+        }
+    }
+
+    /// A file vanished: cancel its queued or running upload.
+    fn on_file_gone(&mut self, mapping: usize, path: &Path) -> Result<(), AgentError> {
+        let name = self.settings.mappings[mapping].name.clone();
+        if let Some(e) = self.ledger.current_for_path(&name, path)? {
+            if matches!(e.state, EntryState::Pending | EntryState::Uploading) {
+                self.cancel_entry(&e.id, "vanished", "the file was deleted or moved away before it was attached; the upload was canceled")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_timer(&mut self, now: Instant) -> Result<(), AgentError> {
+        for path in self.settler.due(now) {
+            let mapping = match self.settler_mapping(&path) {
+                Some(m) => m,
+                None => continue,
+            };
+            let m = &self.settings.mappings[mapping];
+            let root = m.folder.clone();
+            let Some(meta) = watch::file_meta(m, &root, &path).filter(|m| m.is_file()) else {
+                self.settler.forget(&path);
+                continue;
+            };
+            match self
+                .settler
+                .confirm(&path, meta.len(), crate::ledger::mtime_ns(&meta), now)
+            {
+                Some(Settled::Ready {
+                    mapping,
+                    path,
+                    size,
+                    mtime_ns,
+                }) => self.on_ready(mapping, path, size, mtime_ns)?,
+                Some(Settled::StillChanging { path, .. }) => {
+                    tracing::warn!(file = %path.display(), "still changing after max_settle; waiting for it to finish");
+                }
+                None => {}
+            }
+        }
+        let due: Vec<String> = self
+            .retry_at
+            .iter()
+            .filter(|(t, _)| *t <= now)
+            .map(|(_, id)| id.clone())
+            .collect();
+        self.retry_at.retain(|(t, _)| *t > now);
+        for id in due {
+            self.enqueue(id);
+        }
+        if self.paused_until.is_some_and(|p| p <= now) {
+            self.paused_until = None;
+        }
+        Ok(())
+    }
+
+    fn settler_mapping(&self, path: &Path) -> Option<usize> {
+        self.settings
+            .mappings
+            .iter()
+            .position(|m| path.starts_with(&m.folder))
+    }
+
+    /// A finished file: decide from the ledger whether it needs hashing and sending.
+    fn on_ready(
+        &mut self,
+        mapping: usize,
+        path: PathBuf,
+        size: u64,
+        mtime_ns: Option<i64>,
+    ) -> Result<(), AgentError> {
+        let name = self.settings.mappings[mapping].name.clone();
+        let current = self.ledger.current_for_path(&name, &path)?;
+        if !core::needs_hash(current.as_ref(), size, mtime_ns) {
+            return self.apply_plan(mapping, &path, size, mtime_ns, None, current);
+        }
+        self.hashing.insert(path.clone());
+        self.tasks.spawn(async move {
+            let result = crate::graph::upload::sha256_file(path.clone()).await;
+            TaskDone::Hashed {
+                mapping,
+                path,
+                size,
+                mtime_ns,
+                result,
+            }
+        });
+        Ok(())
+    }
+
+    fn on_hashed(
+        &mut self,
+        mapping: usize,
+        path: PathBuf,
+        size: u64,
+        mtime_ns: Option<i64>,
+        result: std::io::Result<String>,
+    ) -> Result<(), AgentError> {
+        self.hashing.remove(&path);
+        let m = &self.settings.mappings[mapping];
+        let root = m.folder.clone();
+        let meta = watch::file_meta(m, &root, &path);
+        // Changed while being hashed: settle again.
+        if let Some(meta) = &meta {
+            if meta.len() != size || crate::ledger::mtime_ns(meta) != mtime_ns {
+                self.settler.observe(
+                    mapping,
+                    &path,
+                    meta.len(),
+                    crate::ledger::mtime_ns(meta),
+                    Instant::now(),
+                );
+                return Ok(());
+            }
+        }
+        let name = m.name.clone();
+        let current = self.ledger.current_for_path(&name, &path)?;
+        match result {
+            Ok(sha) => self.apply_plan(mapping, &path, size, mtime_ns, Some(sha), current),
+            Err(e) if meta.is_none() => {
+                tracing::debug!(file = %path.display(), error = %e, "file vanished before it was read");
+                Ok(())
+            }
+            Err(e) => {
+                // Unreadable: record the version as failed with the OS error; a change retries it.
+                let mut entry = self.new_entry(mapping, &path, size, mtime_ns);
+                entry.state = EntryState::Failed;
+                entry.error = Some(EntryError::new(
+                    "io",
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+                self.ledger.insert_new(entry)?;
+                self.ledger.flush()?;
+                self.failed_this_run += 1;
+                tracing::error!(file = %path.display(), error = %e, "cannot read the file; it will be retried when it changes");
+                Ok(())
+            }
+        }
+    }
+
+    fn new_entry(
+        &self,
+        mapping: usize,
+        path: &Path,
+        size: u64,
+        mtime_ns: Option<i64>,
+    ) -> LedgerEntry {
+        let m = &self.settings.mappings[mapping];
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        LedgerEntry::new(
+            NewEntry {
+                mapping: m.name.clone(),
+                path: path.to_path_buf(),
+                name,
+                target: Target {
+                    user: m.user.clone(),
+                    kind: match m.kind {
+                        ItemKind::Message => TargetKind::Message,
+                        ItemKind::Event => TargetKind::Event,
+                    },
+                    item_id: m.item_id.clone(),
+                },
+                size,
+                mtime_ns: mtime_ns.unwrap_or(0),
+            },
+            EntryState::Pending,
+            time::OffsetDateTime::now_utc(),
+        )
+    }
+
+    fn apply_plan(
+        &mut self,
+        mapping: usize,
+        path: &Path,
+        size: u64,
+        mtime_ns: Option<i64>,
+        sha: Option<String>,
+        current: Option<LedgerEntry>,
+    ) -> Result<(), AgentError> {
+        match core::plan(current.as_ref(), size, sha.as_deref()) {
+            Plan::Nothing => {
+                if let Some(e) = current {
+                    if e.state == EntryState::Done {
+                        // A crash between `done` and the after-action leaves the file here.
+                        self.after_done(mapping, &e);
+                    } else if e.mtime_ns != mtime_ns.unwrap_or(0) {
+                        // Touched but same bytes: remember the new time so it is not hashed again.
+                        let t = mtime_ns.unwrap_or(0);
+                        self.ledger.update(&e.id, |x| x.mtime_ns = t)?;
+                    }
+                }
+            }
+            Plan::Queue(id) => {
+                if let Some(t) = mtime_ns {
+                    self.ledger.update(&id, |x| x.mtime_ns = t)?;
+                }
+                self.enqueue(id)
+            }
+            Plan::NewVersion { supersedes } => {
+                if let Some(old) = supersedes {
+                    self.cancel_entry(&old, "superseded", "the file changed before its upload finished; the new version is sent instead")?;
+                }
+                let mut entry = self.new_entry(mapping, path, size, mtime_ns);
+                entry.sha256 = sha;
+                if size > crate::graph::MAX_ATTACHMENT {
+                    entry.state = EntryState::Rejected;
+                    entry.error = Some(EntryError::new(
+                        "fileTooLarge",
+                        format!("{size} bytes is over Graph's 150 MiB attachment limit ({} bytes); it was not sent", crate::graph::MAX_ATTACHMENT),
+                    ));
+                    self.failed_this_run += 1;
+                    tracing::error!(file = %path.display(), size, "over 150 MiB: rejected, not sent");
+                }
+                let stored = self.ledger.insert_new(entry)?;
+                self.ledger.flush()?;
+                crate::failpoint!("after-entry-recorded");
+                if stored.state == EntryState::Pending {
+                    self.enqueue(stored.id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn enqueue(&mut self, id: String) {
+        if !self.in_flight.contains_key(&id) && self.queued.insert(id.clone()) {
+            self.queue.push_back(id);
+        }
+    }
+
+    fn start_uploads(&mut self) {
+        if self.paused_until.is_some() {
+            return;
+        }
+        while self.in_flight.len() < self.max_parallel {
+            let Some(id) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued.remove(&id);
+            if let Err(e) = self.start_upload(&id) {
+                tracing::error!(entry = %id, error = %e, "cannot start the upload");
+            }
+        }
+    }
+
+    fn start_upload(&mut self, id: &str) -> Result<(), AgentError> {
+        let Some(entry) = self.ledger.get(id)? else {
+            return Ok(());
+        };
+        if !matches!(entry.state, EntryState::Pending | EntryState::Uploading) {
+            return Ok(());
+        }
+        let Some(mi) = self.mapping_index(&entry.mapping) else {
+            tracing::warn!(entry = %id, mapping = %entry.mapping, "its mapping is no longer in the config; left pending");
+            return Ok(());
+        };
+        let m = &self.settings.mappings[mi];
+        let Some(sha) = entry.sha256.clone() else {
+            return Ok(());
+        };
+        let resume = if entry.session.is_some() {
+            match self.sessions.load(id) {
+                Ok(Some(upload_url)) => Resume::Session { upload_url },
+                _ => Resume::CheckFirst,
+            }
+        } else if entry.post_in_flight
+            || entry.state == EntryState::Uploading
+            || m.if_exists == IfExists::Skip
+        {
+            Resume::CheckFirst
+        } else {
+            Resume::Fresh
+        };
+        let file = FileToSend {
+            path: entry.path.clone(),
+            size: entry.size,
+            mtime: (entry.mtime_ns != 0).then(|| {
+                std::time::UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64)
+            }),
+            sha256: sha,
+            name: entry.name.clone(),
+            content_type: mime_guess::from_path(&entry.name)
+                .first_or_octet_stream()
+                .essence_str()
+                .to_string(),
+        };
+        let item = item_of(&entry);
+        self.ledger
+            .set_state(id, EntryState::Uploading, |e| e.attempts += 1)?;
+        self.ledger.flush()?;
+        let journal = LedgerJournal {
+            ledger: self.ledger.clone(),
+            sessions: self.sessions.clone(),
+            id: id.to_string(),
+        };
+        let client = self.client.clone();
+        let task_id = id.to_string();
+        let abort = self.tasks.spawn(async move {
+            let result = client.attach(&item, &file, resume, &journal).await;
+            TaskDone::Uploaded {
+                id: task_id,
+                result,
+            }
+        });
+        self.in_flight.insert(
+            id.to_string(),
+            InFlight {
+                path: entry.path,
+                abort,
+            },
+        );
+        Ok(())
+    }
+
+    async fn on_uploaded(
+        &mut self,
+        id: String,
+        result: Result<String, AttachError>,
+    ) -> Result<(), AgentError> {
+        let Some(flight) = self.in_flight.remove(&id) else {
+            return Ok(());
+        };
+        let Some(entry) = self.ledger.get(&id)? else {
+            return Ok(());
+        };
+        let mapping = self.mapping_index(&entry.mapping);
+        match result {
+            Ok(attachment_id) => {
+                crate::failpoint!("before-done-recorded");
+                let done = self.ledger.set_state(&id, EntryState::Done, |e| {
+                    e.attachment_id = Some(attachment_id.clone());
+                    e.bytes_sent = e.size;
+                    e.error = None;
+                    e.post_in_flight = false;
+                    e.session = None;
+                })?;
+                self.ledger.flush()?;
+                crate::failpoint!("after-done-recorded");
+                tracing::info!(file = %flight.path.display(), attachment = %attachment_id, "attached");
+                if let Some(mi) = mapping {
+                    self.after_done(mi, &done);
+                }
+            }
+            Err(AttachError::Rejected(msg)) => {
+                self.finish_failed(
+                    &id,
+                    EntryState::Rejected,
+                    EntryError::new("fileTooLarge", msg),
+                )?;
+            }
+            Err(AttachError::Changed(_)) => {
+                self.cancel_entry(
+                    &id,
+                    "changed",
+                    "the file changed during upload; the new version is queued",
+                )?;
+                if let Some(mi) = mapping {
+                    self.touch(mi, &flight.path);
+                }
+            }
+            Err(AttachError::File { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                self.cancel_entry(
+                    &id,
+                    "vanished",
+                    "the file was deleted or moved away during upload; the upload was canceled",
+                )?;
+            }
+            Err(AttachError::File { path, source }) => {
+                self.finish_failed(
+                    &id,
+                    EntryState::Failed,
+                    EntryError::new("io", format!("cannot read {}: {source}", path.display())),
+                )?;
+            }
+            Err(AttachError::Auth(a)) => {
+                if !self.sign_in_needed {
+                    tracing::error!("{a} — uploads are paused and resume by themselves once sign-in works again; nothing queued is lost");
+                }
+                self.sign_in_needed = true;
+                self.paused_until = Some(Instant::now() + SIGN_IN_PAUSE);
+                self.ledger.set_state(&id, EntryState::Pending, |e| {
+                    e.attempts = e.attempts.saturating_sub(1)
+                })?;
+                self.ledger.flush()?;
+                self.enqueue(id);
+            }
+            Err(AttachError::Journal(msg)) => {
+                tracing::error!(entry = %id, "cannot write the ledger ({msg}); uploads pause and retry in a minute");
+                self.paused_until = Some(Instant::now() + Duration::from_secs(60));
+                self.retry_at
+                    .push((Instant::now() + Duration::from_secs(60), id));
+            }
+            Err(AttachError::Graph(g)) => {
+                let retryable = g.is_retryable()
+                    || g.class == ErrorClass::SessionDead
+                    || g.code == "UploadSessionsExhausted";
+                if retryable && !self.opts.once && entry.attempts < MAX_ATTEMPTS {
+                    let wait = Duration::from_secs(30u64 << entry.attempts.min(5));
+                    tracing::warn!(file = %flight.path.display(), error = %g, retry_in_s = wait.as_secs(), "upload failed; will retry");
+                    self.ledger.set_state(&id, EntryState::Pending, |e| {
+                        e.error = Some(EntryError::new(g.code.clone(), g.to_string()))
+                    })?;
+                    self.ledger.flush()?;
+                    self.retry_at.push((Instant::now() + wait, id));
+                } else {
+                    if g.class == ErrorClass::SignIn {
+                        self.sign_in_needed = true;
+                    }
+                    self.finish_failed(
+                        &id,
+                        EntryState::Failed,
+                        EntryError::new(g.code.clone(), g.to_string()),
+                    )?;
+                }
+            }
+        }
+        if self.sign_in_needed && self.paused_until.is_none() {
+            self.sign_in_needed = false;
+        }
+        Ok(())
+    }
+
+    fn finish_failed(
+        &mut self,
+        id: &str,
+        state: EntryState,
+        err: EntryError,
+    ) -> Result<(), AgentError> {
+        let e = self.ledger.set_state(id, state, |e| {
+            e.error = Some(err.clone());
+            e.post_in_flight = false;
+            e.session = None;
+        })?;
+        self.ledger.flush()?;
+        let _ = self.sessions.remove(id);
+        self.failed_this_run += 1;
+        tracing::error!(file = %e.path.display(), code = %err.code, "{}", err.message);
+        if let Some(mi) = self.mapping_index(&e.mapping) {
+            move_to_failed_dir(&self.settings.mappings[mi], &e);
+        }
+        Ok(())
+    }
+
+    /// Stop an entry: abort its task, delete its session on the server, mark it canceled.
+    fn cancel_entry(&mut self, id: &str, code: &str, message: &str) -> Result<(), AgentError> {
+        if let Some(f) = self.in_flight.remove(id) {
+            f.abort.abort();
+        }
+        self.queued.remove(id);
+        self.queue.retain(|q| q != id);
+        self.retry_at.retain(|(_, q)| q != id);
+        let Some(entry) = self.ledger.get(id)? else {
+            return Ok(());
+        };
+        if entry.state.is_terminal() {
+            return Ok(());
+        }
+        if let Ok(Some(url)) = self.sessions.load(id) {
+            let client = self.client.clone();
+            let user = entry.target.user.clone();
+            let sessions = self.sessions.clone();
+            let sid = id.to_string();
+            tokio::spawn(async move {
+                match client.delete_session(&user, &url).await {
+                    Ok(()) => {
+                        let _ = sessions.remove(&sid);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not delete the upload session; it expires on its own")
+                    }
+                }
+            });
+        }
+        self.ledger.set_state(id, EntryState::Canceled, |e| {
+            e.error = Some(EntryError::new(code, message));
+            e.session = None;
+            e.post_in_flight = false;
+        })?;
+        self.ledger.flush()?;
+        tracing::info!(file = %entry.path.display(), "{message}");
+        Ok(())
+    }
+
+    fn after_done(&self, mapping: usize, entry: &LedgerEntry) {
+        let m = &self.settings.mappings[mapping];
+        if !entry.path.exists() {
+            return;
+        }
+        let result = match m.after {
+            After::Keep => return,
+            After::Delete => std::fs::remove_file(&entry.path),
+            After::Move => move_no_clobber(&entry.path, &m.sent_dir).map(|_| ()),
+        };
+        crate::failpoint!("after-after-action");
+        if let Err(e) = result {
+            tracing::warn!(file = %entry.path.display(), error = %e, "attached, but the after-action failed");
+        }
+    }
+
+    async fn on_request(&mut self, req: Request) -> Response {
+        let result = match req {
+            Request::Status => self.status_entries(),
+            Request::Retry { id } => ops::retry(&self.ledger, Some(&id))
+                .map_err(|e| (e.exit_code() as i32, e.to_string()))
+                .inspect(|es| {
+                    for e in es {
+                        self.enqueue(e.id.clone());
+                    }
+                }),
+            Request::RetryFailed => ops::retry(&self.ledger, None)
+                .map_err(|e| (e.exit_code() as i32, e.to_string()))
+                .inspect(|es| {
+                    for e in es {
+                        self.enqueue(e.id.clone());
+                    }
+                }),
+            Request::Cancel { id } => match self.ledger.get(&id) {
+                Ok(Some(e)) if e.state.is_terminal() => Err((
+                    2,
+                    format!("entry {id} is already {}; nothing to cancel", e.state),
+                )),
+                Ok(Some(_)) => self
+                    .cancel_entry(&id, "canceled", "canceled by `outbox cancel`")
+                    .map_err(|e| (1, e.to_string()))
+                    .and_then(|_| {
+                        self.ledger
+                            .get(&id)
+                            .map(|e| e.into_iter().collect())
+                            .map_err(|e| (1, e.to_string()))
+                    }),
+                Ok(None) => Err((
+                    2,
+                    format!("no ledger entry with id `{id}` (see `outbox status`)"),
+                )),
+                Err(e) => Err((1, e.to_string())),
+            },
+            Request::Overflow if self.test_hooks => {
+                let r = self.rescan(None).map_err(|e| (1, e.to_string()));
+                r.map(|_| Vec::new())
+            }
+            Request::Overflow => Err((2, "test hooks are off".to_string())),
+        };
+        match result {
+            Ok(entries) => Response::entries(entries),
+            Err((code, msg)) => Response::error(code, msg),
+        }
+    }
+
+    /// The ledger, plus files still settling (not yet in the ledger) as `settling` rows.
+    fn status_entries(&self) -> Result<Vec<LedgerEntry>, (i32, String)> {
+        let mut entries = self.ledger.list(None).map_err(|e| (1, e.to_string()))?;
+        for (mapping, path, size, still_changing) in self.settler.settling() {
+            let mut row = self.new_entry(mapping, path, size, None);
+            row.id = settling_id(path);
+            row.state = EntryState::Settling;
+            if still_changing {
+                row.error = Some(EntryError::new(
+                    "stillChanging",
+                    "still changing after max_settle; waiting for it to finish",
+                ));
+            }
+            entries.push(row);
+        }
+        Ok(entries)
+    }
+}
+
+/// A stable id for a file not yet in the ledger (a `settling` row of `status`).
+fn settling_id(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(path.as_os_str().as_encoded_bytes());
+    hex::encode(&h[..6])
+}
+
+pub fn item_of(e: &LedgerEntry) -> ItemRef {
+    ItemRef::new(
+        e.target.user.clone(),
+        match e.target.kind {
+            TargetKind::Message => ItemKind::Message,
+            TargetKind::Event => ItemKind::Event,
+        },
+        e.target.item_id.clone(),
+    )
+}
+
+/// Move `file` into `dir` without ever replacing a file there: a taken name gets " (1)",
+/// " (2)", ... before the extension.
+pub fn move_no_clobber(file: &Path, dir: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let name = file
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+    let stem = Path::new(name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = Path::new(name)
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    for n in 0..10_000 {
+        let candidate = if n == 0 {
+            dir.join(name)
+        } else {
+            dir.join(format!("{stem} ({n}){ext}"))
+        };
+        // A hard link fails when the name is taken, so nothing is ever overwritten.
+        match std::fs::hard_link(file, &candidate) {
+            Ok(()) => {
+                std::fs::remove_file(file)?;
+                return Ok(candidate);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(_) => {
+                if candidate.exists() {
+                    continue;
+                }
+                std::fs::rename(file, &candidate)?;
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(std::io::Error::other(
+        "no free name in the destination folder",
+    ))
+}
+
+/// With `failed_dir`, a failed file moves there with `NAME.reason.txt` beside it.
+fn move_to_failed_dir(m: &Mapping, e: &LedgerEntry) {
+    let Some(dir) = &m.failed_dir else { return };
+    if !e.path.exists() {
+        return;
+    }
+    match move_no_clobber(&e.path, dir) {
+        Ok(moved) => {
+            let reason = moved.with_file_name(format!(
+                "{}.reason.txt",
+                moved
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            let err = e
+                .error
+                .clone()
+                .unwrap_or_else(|| EntryError::new("unknown", "no reason recorded"));
+            let text = format!(
+                "outbox could not attach this file.\n\nfile:    {}\nitem:    {} {} (mailbox {})\nerror:   {}\nreason:  {}\n\nWhat to do: fix the cause above, then move the file back into {} to send it again,\nor run `outbox retry {}` after moving it back.\n",
+                e.path.display(),
+                match e.target.kind {
+                    TargetKind::Message => "message",
+                    TargetKind::Event => "event",
+                },
+                e.target.item_id,
+                e.target.user,
+                err.code,
+                err.message,
+                m.folder.display(),
+                e.id
+            );
+            if let Err(we) = std::fs::write(&reason, text) {
+                tracing::warn!(error = %we, "cannot write the reason file");
+            }
+        }
+        Err(me) => {
+            tracing::warn!(file = %e.path.display(), error = %me, "cannot move the failed file to failed_dir")
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! `outbox status`, `retry` and `cancel`: asked of the running agent over its socket, or done
+//! on the ledger directly when no agent runs. Either way the user sees the same output.
+
+use crate::agent::control::{self, Request, Response};
+use crate::agent::ops;
+use crate::auth::Credentials;
+use crate::config::Settings;
+use crate::exit::{CommandError, ExitCode};
+use crate::graph::GraphClient;
+use crate::ledger::{EntryError, EntryState, Ledger, LedgerEntry, LedgerError, SessionStore};
+use std::io::IsTerminal;
+
+fn ledger_err(e: LedgerError) -> CommandError {
+    CommandError::new(e.exit_code(), e.to_string())
+}
+
+/// Ask the agent, or run `local` on the ledger when none answers.
+async fn via_agent_or_ledger(
+    settings: &Settings,
+    req: Request,
+    local: impl FnOnce(&Ledger) -> Result<Vec<LedgerEntry>, CommandError>,
+) -> Result<Vec<LedgerEntry>, CommandError> {
+    let dir = &settings.agent.state_dir;
+    if let Some(resp) = control::ask(dir, &req).await {
+        return from_response(resp);
+    }
+    let ledger = match Ledger::open(dir) {
+        Ok(l) => l,
+        Err(LedgerError::InUse { .. }) => {
+            // Locked but the socket did not answer: the agent may be starting; ask once more.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            return match control::ask(dir, &req).await {
+                Some(resp) => from_response(resp),
+                None => Err(CommandError::new(ExitCode::Usage, format!("another outbox process holds the ledger in {} and does not answer on its socket; try again in a moment", dir.display()))),
+            };
+        }
+        Err(e) => return Err(ledger_err(e)),
+    };
+    local(&ledger)
+}
+
+fn from_response(resp: Response) -> Result<Vec<LedgerEntry>, CommandError> {
+    if resp.ok {
+        Ok(resp.entries)
+    } else {
+        let code = match resp.code {
+            Some(2) => ExitCode::Usage,
+            Some(3) => ExitCode::SignIn,
+            _ => ExitCode::Failed,
+        };
+        Err(CommandError::new(
+            code,
+            resp.error
+                .unwrap_or_else(|| "the agent refused the request".into()),
+        ))
+    }
+}
+
+pub async fn status(
+    settings: Settings,
+    json: bool,
+    state: Option<String>,
+) -> Result<ExitCode, CommandError> {
+    let filter = match state.as_deref() {
+        Some(s) => Some(
+            super::status::parse_state_filter(s)
+                .map_err(|e| CommandError::new(ExitCode::Usage, e))?,
+        ),
+        None => None,
+    };
+    let mut entries = via_agent_or_ledger(&settings, Request::Status, |l| {
+        l.list(None).map_err(ledger_err)
+    })
+    .await?;
+    if let Some(f) = filter {
+        entries.retain(|e| e.state == f);
+    }
+    if json {
+        println!("{}", super::status::render_json(&entries));
+    } else {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!(
+            "{}",
+            super::status::render_table(&entries, time::OffsetDateTime::now_utc(), color)
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
+pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, CommandError> {
+    let req = match &id {
+        Some(id) => Request::Retry { id: id.clone() },
+        None => Request::RetryFailed,
+    };
+    let entries = via_agent_or_ledger(&settings, req, |l| {
+        ops::retry(l, id.as_deref()).map_err(ledger_err)
+    })
+    .await?;
+    if entries.is_empty() {
+        println!("no failed entries");
+    }
+    for e in &entries {
+        println!("{}  queued again  {}", e.id, e.path.display());
+    }
+    Ok(ExitCode::Ok)
+}
+
+pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandError> {
+    let dir = settings.agent.state_dir.clone();
+    let req = Request::Cancel { id: id.clone() };
+    let mut session_to_delete = None;
+    let entries = via_agent_or_ledger(&settings, req, |l| {
+        let e = l
+            .get(&id)
+            .map_err(ledger_err)?
+            .ok_or_else(|| ledger_err(LedgerError::NotFound { id: id.clone() }))?;
+        if e.state.is_terminal() {
+            return Err(CommandError::new(
+                ExitCode::Usage,
+                format!("entry {id} is already {}; nothing to cancel", e.state),
+            ));
+        }
+        let sessions = SessionStore::open(&dir).map_err(ledger_err)?;
+        if let Ok(Some(url)) = sessions.load(&id) {
+            session_to_delete = Some((e.target.user.clone(), url));
+        }
+        let c = l
+            .set_state(&id, EntryState::Canceled, |x| {
+                x.error = Some(EntryError::new("canceled", "canceled by `outbox cancel`"));
+                x.session = None;
+                x.post_in_flight = false;
+            })
+            .map_err(ledger_err)?;
+        l.flush().map_err(ledger_err)?;
+        let _ = sessions.remove(&id);
+        Ok(vec![c])
+    })
+    .await?;
+    if let Some((user, url)) = session_to_delete {
+        let client = GraphClient::new(&settings, Credentials::from_settings(&settings.auth))
+            .map_err(|e| CommandError::new(ExitCode::Config, e))?;
+        if let Err(e) = client.delete_session(&user, &url).await {
+            eprintln!("outbox: canceled, but the upload session could not be deleted ({e}); it expires on its own");
+        }
+    }
+    for e in &entries {
+        println!("{}  canceled  {}", e.id, e.path.display());
+    }
+    Ok(ExitCode::Ok)
+}

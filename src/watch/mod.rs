@@ -1,0 +1,280 @@
+//! Intake: which files of a mapped folder count (globs, `sent_dir`/`failed_dir` never), the
+//! full scan, and the `notify` watcher turned into plain [`WatchEvent`]s. Watching never polls:
+//! it relies on the platform's notifications, and any sign of lost events (an overflow, a
+//! watcher error) becomes a rescan request, so no event loss can lose a file.
+
+use crate::config::Mapping;
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+use notify::{RecursiveMode, Watcher as _};
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
+
+/// What the watcher saw, already attributed to a mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// Created, written, or renamed into place: stat it and (re)start its settle clock.
+    Touched { mapping: usize, path: PathBuf },
+    /// Closed after writing (inotify's IN_CLOSE_WRITE).
+    Closed { mapping: usize, path: PathBuf },
+    /// Deleted or renamed away.
+    Removed { mapping: usize, path: PathBuf },
+    /// Events may have been lost (overflow, watcher error): reconcile `mapping`, or all.
+    Rescan { mapping: Option<usize> },
+}
+
+/// Whether `path` is a file of `m` that outbox should attach (by location and name only).
+pub fn accepts(m: &Mapping, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(&m.folder) else {
+        return false;
+    };
+    if rel.as_os_str().is_empty() || in_excluded_dir(m, path) {
+        return false;
+    }
+    if !m.recursive && rel.components().count() != 1 {
+        return false;
+    }
+    let Some(name) = path.file_name() else {
+        return false;
+    };
+    m.include.is_match(name) && !m.exclude.is_match(name)
+}
+
+/// Inside `sent_dir` or `failed_dir` (never scanned, even when recursive).
+fn in_excluded_dir(m: &Mapping, path: &Path) -> bool {
+    path.starts_with(&m.sent_dir) || m.failed_dir.as_deref().is_some_and(|d| path.starts_with(d))
+}
+
+/// A file found by a scan.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: Option<i64>,
+}
+
+/// Every accepted regular file under the mapping's folder. Symlinks are skipped unless
+/// `follow_symlinks`, and then only when they resolve inside the folder.
+pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![m.folder.clone()];
+    let root = std::fs::canonicalize(&m.folder)?;
+    while let Some(dir) = dirs.pop() {
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if dir == m.folder => return Err(e),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot read a subfolder; skipping it");
+                continue;
+            }
+        };
+        for ent in rd.flatten() {
+            let path = ent.path();
+            if in_excluded_dir(m, &path) {
+                continue;
+            }
+            let Some(meta) = file_meta(m, &root, &path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if m.recursive {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            if meta.is_file() && accepts(m, &path) {
+                out.push(Found {
+                    size: meta.len(),
+                    mtime_ns: crate::ledger::mtime_ns(&meta),
+                    path,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Metadata of `path` under the symlink policy; `None` to skip it.
+pub fn file_meta(m: &Mapping, root: &Path, path: &Path) -> Option<std::fs::Metadata> {
+    let lmeta = std::fs::symlink_metadata(path).ok()?;
+    if !lmeta.file_type().is_symlink() {
+        return Some(lmeta);
+    }
+    if !m.follow_symlinks {
+        return None;
+    }
+    // Followed only inside the mapped folder: a link must not reach files the user never put here.
+    let target = std::fs::canonicalize(path).ok()?;
+    if !target.starts_with(root) {
+        tracing::debug!(path = %path.display(), "symlink leads out of the mapped folder; not followed");
+        return None;
+    }
+    std::fs::metadata(path).ok()
+}
+
+/// The running watcher; dropping it stops watching.
+pub struct FolderWatcher {
+    _inner: notify::RecommendedWatcher,
+}
+
+impl FolderWatcher {
+    /// Watch every mapping's folder that exists; returns the watcher and, per mapping, why it
+    /// could not be watched.
+    pub fn start(
+        mappings: &[Mapping],
+        tx: mpsc::UnboundedSender<WatchEvent>,
+    ) -> Result<(FolderWatcher, Vec<(usize, String)>), String> {
+        let folders: Vec<(PathBuf, bool)> = mappings
+            .iter()
+            .map(|m| (m.folder.clone(), m.recursive))
+            .collect();
+        let route = folders.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                Ok(ev) => {
+                    for we in translate(&route, ev) {
+                        let _ = tx.send(we);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the folder watcher reported an error; rescanning");
+                    let _ = tx.send(WatchEvent::Rescan { mapping: None });
+                }
+            })
+            .map_err(|e| format!("cannot start the folder watcher: {e}"))?;
+        let mut problems = Vec::new();
+        for (i, (folder, recursive)) in folders.iter().enumerate() {
+            let mode = if *recursive {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
+            if let Err(e) = watcher.watch(folder, mode) {
+                problems.push((i, describe_watch_error(folder, &e)));
+            }
+        }
+        Ok((FolderWatcher { _inner: watcher }, problems))
+    }
+}
+
+fn describe_watch_error(folder: &Path, e: &notify::Error) -> String {
+    let text = e.to_string();
+    let limit = matches!(&e.kind, notify::ErrorKind::MaxFilesWatch)
+        || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28));
+    if limit {
+        format!(
+            "cannot watch {}: the inotify watch limit is reached; raise it with `sudo sysctl fs.inotify.max_user_watches=524288` \
+             (and persist it in /etc/sysctl.d/)",
+            folder.display()
+        )
+    } else {
+        format!("cannot watch {}: {text}", folder.display())
+    }
+}
+
+fn mapping_of(folders: &[(PathBuf, bool)], path: &Path) -> Option<usize> {
+    folders.iter().position(|(f, _)| path.starts_with(f))
+}
+
+/// notify's event -> ours.
+fn translate(folders: &[(PathBuf, bool)], ev: notify::Event) -> Vec<WatchEvent> {
+    if ev.need_rescan() {
+        let mapping = ev.paths.first().and_then(|p| mapping_of(folders, p));
+        return vec![WatchEvent::Rescan { mapping }];
+    }
+    let mut out = Vec::new();
+    let mut push = |path: &PathBuf, make: fn(usize, PathBuf) -> WatchEvent| {
+        if let Some(m) = mapping_of(folders, path) {
+            out.push(make(m, path.clone()));
+        }
+    };
+    let touched = |mapping, path| WatchEvent::Touched { mapping, path };
+    let removed = |mapping, path| WatchEvent::Removed { mapping, path };
+    let closed = |mapping, path| WatchEvent::Closed { mapping, path };
+    match ev.kind {
+        EventKind::Create(_)
+        | EventKind::Modify(ModifyKind::Data(_))
+        | EventKind::Modify(ModifyKind::Any)
+        | EventKind::Modify(ModifyKind::Metadata(_)) => {
+            ev.paths.iter().for_each(|p| push(p, touched));
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => {
+            ev.paths.iter().for_each(|p| push(p, removed))
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+            ev.paths.iter().for_each(|p| push(p, touched))
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+            if let Some(from) = ev.paths.first() {
+                push(from, removed);
+            }
+            if let Some(to) = ev.paths.get(1) {
+                push(to, touched);
+            }
+        }
+        EventKind::Modify(ModifyKind::Name(_)) => {
+            // Unknown direction: stat tells whether the path is there.
+            ev.paths.iter().for_each(|p| push(p, touched));
+        }
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+            ev.paths.iter().for_each(|p| push(p, closed))
+        }
+        EventKind::Access(_) => {}
+        EventKind::Other | EventKind::Any | EventKind::Modify(ModifyKind::Other) => {
+            ev.paths.iter().for_each(|p| push(p, touched))
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, RemoveKind};
+
+    #[test]
+    fn translates_the_events_that_matter() {
+        let folders = vec![(PathBuf::from("/a"), false), (PathBuf::from("/b"), true)];
+        let ev =
+            notify::Event::new(EventKind::Create(CreateKind::File)).add_path("/b/x/y.pdf".into());
+        assert_eq!(
+            translate(&folders, ev),
+            vec![WatchEvent::Touched {
+                mapping: 1,
+                path: "/b/x/y.pdf".into()
+            }]
+        );
+        let ev = notify::Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .add_path("/a/.x.part".into())
+            .add_path("/a/x.pdf".into());
+        assert_eq!(
+            translate(&folders, ev),
+            vec![
+                WatchEvent::Removed {
+                    mapping: 0,
+                    path: "/a/.x.part".into()
+                },
+                WatchEvent::Touched {
+                    mapping: 0,
+                    path: "/a/x.pdf".into()
+                }
+            ]
+        );
+        let ev =
+            notify::Event::new(EventKind::Remove(RemoveKind::File)).add_path("/elsewhere/z".into());
+        assert!(translate(&folders, ev).is_empty());
+        let ev = notify::Event::new(EventKind::Access(AccessKind::Close(AccessMode::Write)))
+            .add_path("/a/x.pdf".into());
+        assert_eq!(
+            translate(&folders, ev),
+            vec![WatchEvent::Closed {
+                mapping: 0,
+                path: "/a/x.pdf".into()
+            }]
+        );
+        let ev = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert_eq!(
+            translate(&folders, ev),
+            vec![WatchEvent::Rescan { mapping: None }]
+        );
+    }
+}

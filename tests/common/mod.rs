@@ -1,0 +1,251 @@
+//! Test harness: the real `outbox` binary, `outbox sandbox` as a separate process on a free
+//! loopback port, temp folders and a temp state dir. No mocks.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-token-5e1f0c2a9d";
+pub const MIB: u64 = 1024 * 1024;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_outbox")
+}
+
+/// A running `outbox sandbox` process; killed on drop.
+pub struct Sandbox {
+    child: Child,
+    pub origin: String,
+    pub data: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Sandbox {
+    pub fn start() -> Sandbox {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Sandbox {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(bin())
+            .args(["sandbox", "--token", TOKEN, "--data-dir"])
+            .arg(data.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sandbox");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let origin = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        let mut http = reqwest::Client::builder();
+        if origin.starts_with("https") {
+            let pem = std::fs::read(data.path().join("ca.pem")).expect("ca.pem");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"));
+        }
+        Sandbox {
+            child,
+            origin,
+            data,
+            http: http.build().expect("client"),
+        }
+    }
+
+    pub fn graph_base(&self) -> String {
+        format!("{}/v1.0", self.origin)
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self
+            .http
+            .request(method, format!("{}/_admin{path}", self.origin));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "admin {path}: {status} {text}");
+        if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        }
+    }
+
+    pub async fn create_item(&self, kind: &str, user: &str) -> String {
+        let v = self
+            .admin(
+                reqwest::Method::POST,
+                "/items",
+                Some(json!({"kind": kind, "user": user})),
+            )
+            .await;
+        v["id"].as_str().expect("item id").to_string()
+    }
+
+    pub async fn attachments(&self, item: &str) -> Vec<Value> {
+        let v = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/items/{}/attachments", urlenc(item)),
+                None,
+            )
+            .await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn faults(&self, body: Value) -> Value {
+        self.admin(reqwest::Method::POST, "/faults", Some(body))
+            .await
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.admin(reqwest::Method::GET, "/stats", None).await
+    }
+
+    pub async fn delete_item(&self, item: &str) {
+        self.admin(
+            reqwest::Method::DELETE,
+            &format!("/items/{}", urlenc(item)),
+            None,
+        )
+        .await;
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn urlenc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// A temp workspace: folders, a state dir and a config pointing at the sandbox.
+pub struct Env {
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            sandbox: Sandbox::start(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("state")
+    }
+
+    /// Write `config.toml` with the sandbox as Graph, a token from the environment, fast settle,
+    /// and the given `[[mapping]]` tables (and any extra `[agent]` lines).
+    pub fn write_config(&self, agent_extra: &str, mappings: &str) -> PathBuf {
+        let cfg = format!(
+            "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\nsettle = \"300ms\"\nrescan = \"1h\"\n{agent_extra}\n\n{mappings}\n",
+            self.sandbox.graph_base(),
+            self.state_dir().display()
+        );
+        let p = self.path("config.toml");
+        std::fs::write(&p, cfg).expect("write config");
+        p
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env("OUTBOX_CONFIG", self.path("config.toml"))
+            .env("OUTBOX_TEST_TOKEN", TOKEN)
+            .env("RUST_LOG", "outbox=debug")
+            .env_remove("OUTBOX_CRASH_AT");
+        c
+    }
+
+    /// Run outbox with `args` to completion (bounded by `timeout`).
+    pub fn run(&self, args: &[&str], timeout: Duration) -> Output {
+        run_bounded(self.cmd().args(args), timeout)
+    }
+}
+
+/// Run a command, killing it after `timeout`.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn outbox");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "timed out after {timeout:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Deterministic pseudo-random bytes (xorshift), written in blocks so large files are cheap.
+pub fn write_file(path: &Path, size: u64, seed: u64) -> String {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).expect("mkdir");
+    }
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut h = Sha256::new();
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut left = size;
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        for chunk in buf[..n].chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = x.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        f.write_all(&buf[..n]).expect("write");
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    f.flush().expect("flush");
+    hex::encode(h.finalize())
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
