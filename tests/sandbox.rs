@@ -733,3 +733,31 @@ async fn device_code_slow_down_decline_and_client_assertion() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
 }
+
+#[tokio::test]
+async fn cli_prints_listening_first_and_serves() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_outbox"))
+        .args(["-q", "sandbox", "--token", TOKEN, "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let origin = line.trim().strip_prefix("listening ").unwrap().to_string();
+    assert!(origin.starts_with("http://127.0.0.1:"), "{line}");
+    let r = Client::new()
+        .get(format!("{origin}/v1.0/me"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    child.kill().unwrap();
+    let _ = child.wait();
+}
