@@ -25,10 +25,7 @@ pub struct CommandError {
 
 impl CommandError {
     pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
-        CommandError {
-            code,
-            message: message.into(),
-        }
+        CommandError { code, message: message.into() }
     }
 }
 

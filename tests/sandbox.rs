@@ -572,3 +572,192 @@ async fn tls_serves_with_the_written_ca() {
     assert_eq!(me["mail"], "me@sandbox.test");
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn mailbox_budgets_throttle_with_retry_after() {
+    let e = Env::new().await;
+    let item = e.message().await;
+    e.admin_post(
+        "/faults",
+        json!({"mailbox_requests": {"amount": 2, "window_secs": 30}}),
+    )
+    .await;
+    let url = e.g(&format!("/me/messages/{item}"));
+    for _ in 0..2 {
+        assert_eq!(
+            e.c.get(&url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+    }
+    let r = e.c.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=31).contains(&wait), "{wait}");
+    // Another mailbox has its own budget.
+    let other = e
+        .admin_post("/items", json!({"kind": "event", "user": "x@contoso.test"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r =
+        e.c.get(e.g(&format!("/users/x@contoso.test/events/{other}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Upload bytes (POST bodies count too): 2 MiB fits the 3 MiB window, the last 1 MiB waits.
+    e.admin_post(
+        "/faults",
+        json!({"reset": true, "mailbox_upload_bytes": {"amount": 3 * MIB, "window_secs": 30}}),
+    )
+    .await;
+    let size = 3 * MIB;
+    let bytes = data(size);
+    let url = e.upload_url(&item, size).await;
+    assert_eq!(
+        e.put(&url, &bytes[..2 * MIB], 0, size)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let r = e.put(&url, &bytes[2 * MIB..], 2 * MIB, size).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn device_code_slow_down_decline_and_client_assertion() {
+    let e = Env::new().await;
+    e.admin_post("/faults", json!({"device_code_interval_secs": 30}))
+        .await;
+    let tok = format!("{}/organizations/oauth2/v2.0/token", e.o());
+    let dc: Value =
+        e.c.post(format!("{}/organizations/oauth2/v2.0/devicecode", e.o()))
+            .form(&[("client_id", "app"), ("scope", "Mail.ReadWrite")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(dc["interval"], json!(30));
+    let device_code = dc["device_code"].as_str().unwrap();
+    let poll = || async {
+        let v: Value =
+            e.c.post(&tok)
+                .form(&[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                    ("client_id", "app"),
+                    ("device_code", device_code),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        v["error"].as_str().unwrap_or("").to_string()
+    };
+    assert_eq!(poll().await, "authorization_pending");
+    assert_eq!(poll().await, "slow_down");
+    e.admin_post(
+        "/devicecode/approve",
+        json!({"user_code": dc["user_code"], "deny": true}),
+    )
+    .await;
+    assert_eq!(poll().await, "authorization_declined");
+    // A JWT client assertion with the right header and claims is accepted; a wrong aud is not.
+    let b64 = |v: Value| {
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            v.to_string(),
+        )
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let jwt = |aud: &str| {
+        format!(
+            "{}.{}.c2ln",
+            b64(json!({"alg": "PS256", "typ": "JWT", "x5t#S256": "abc"})),
+            b64(
+                json!({"aud": aud, "iss": "app", "sub": "app", "jti": "1", "nbf": now, "iat": now, "exp": now + 300})
+            )
+        )
+    };
+    let cc = |assertion: String| {
+        e.c.post(&tok)
+            .form(&[
+                ("grant_type", "client_credentials".to_string()),
+                ("client_id", "app".into()),
+                ("scope", "https://graph.microsoft.com/.default".into()),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ),
+                ("client_assertion", assertion),
+            ])
+            .send()
+    };
+    let r = cc(jwt(&tok)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let access = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r =
+        e.c.get(e.g("/me"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "/me needs a delegated token"
+    );
+    let r = cc(jwt("https://elsewhere/token")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+}
+
+#[tokio::test]
+async fn cli_prints_listening_first_and_serves() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_outbox"))
+        .args(["-q", "sandbox", "--token", TOKEN, "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let origin = line.trim().strip_prefix("listening ").unwrap().to_string();
+    assert!(origin.starts_with("http://127.0.0.1:"), "{line}");
+    let r = Client::new()
+        .get(format!("{origin}/v1.0/me"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    child.kill().unwrap();
+    let _ = child.wait();
+}

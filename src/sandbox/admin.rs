@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use time::OffsetDateTime;
 
 pub fn router() -> Router<Shared> {
@@ -397,6 +397,5 @@ async fn approve_device(State(st): State<Shared>, Json(a): Json<Approve>) -> Res
     } else {
         DeviceStatus::Approved(canonical_user(a.user.as_deref().unwrap_or("me")))
     };
-    let _ = Duration::ZERO;
     Json(json!({"user_code": d.user_code, "approved": !a.deny})).into_response()
 }

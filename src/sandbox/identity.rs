@@ -23,9 +23,7 @@ fn form(body: &Bytes) -> HashMap<String, String> {
 fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
     let trace = uuid::Uuid::new_v4().to_string();
     let corr = uuid::Uuid::new_v4().to_string();
-    let ts = super::state::fmt_seconds(OffsetDateTime::now_utc())
-        .replace('T', " ")
-        .replace('Z', "Z");
+    let ts = super::state::fmt_seconds(OffsetDateTime::now_utc()).replace('T', " ");
     let body = json!({
         "error": error,
         "error_description": format!("AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {corr} Timestamp: {ts}"),
