@@ -25,7 +25,10 @@ pub struct CommandError {
 
 impl CommandError {
     pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
-        CommandError { code, message: message.into() }
+        CommandError {
+            code,
+            message: message.into(),
+        }
     }
 }
 

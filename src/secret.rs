@@ -18,7 +18,14 @@ pub fn redact(text: &str) -> String {
                         out.push_str(&rest[..key.len() + 1]);
                         out.push_str("REDACTED");
                         let end = after_eq
-                            .find(|c: char| c == '&' || c == '#' || c.is_whitespace() || c == '"' || c == '\'' || c == ')')
+                            .find(|c: char| {
+                                c == '&'
+                                    || c == '#'
+                                    || c.is_whitespace()
+                                    || c == '"'
+                                    || c == '\''
+                                    || c == ')'
+                            })
                             .unwrap_or(after_eq.len());
                         rest = &after_eq[end..];
                         continue 'outer;
@@ -44,10 +51,20 @@ pub fn redact(text: &str) -> String {
     out
 }
 
-const SECRET_PARAMS: &[&str] = &["authtoken", "access_token", "refresh_token", "client_secret", "client_assertion", "device_code"];
+const SECRET_PARAMS: &[&str] = &[
+    "authtoken",
+    "access_token",
+    "refresh_token",
+    "client_secret",
+    "client_assertion",
+    "device_code",
+];
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s.is_char_boundary(prefix.len()) && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    if s.len() >= prefix.len()
+        && s.is_char_boundary(prefix.len())
+        && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+    {
         Some(&s[prefix.len()..])
     } else {
         None
@@ -69,7 +86,10 @@ mod tests {
     #[test]
     fn redacts_bearer_and_form_secrets() {
         let r = redact("Authorization: Bearer abc.def.ghi, refresh_token=xyz&client_secret=s3cr3t");
-        assert!(!r.contains("abc.def") && !r.contains("xyz") && !r.contains("s3cr3t"), "{r}");
+        assert!(
+            !r.contains("abc.def") && !r.contains("xyz") && !r.contains("s3cr3t"),
+            "{r}"
+        );
     }
 
     #[test]

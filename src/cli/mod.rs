@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "outbox", version, about = "Attach every file dropped into a folder to an Outlook message or event, exactly once.")]
+#[command(
+    name = "outbox",
+    version,
+    about = "Attach every file dropped into a folder to an Outlook message or event, exactly once."
+)]
 pub struct Cli {
     /// Config file (default: $OUTBOX_CONFIG, else the platform config dir).
     #[arg(long, global = true, value_name = "PATH")]
@@ -121,13 +125,20 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { ExitCode::Usage as i32 } else { 0 };
+            let code = if e.use_stderr() {
+                ExitCode::Usage as i32
+            } else {
+                0
+            };
             let _ = e.print();
             return code;
         }
     };
     logging::init(cli.verbose, cli.quiet, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("outbox: cannot start the async runtime: {e}");
@@ -159,7 +170,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         }
         other => Err(CommandError::new(
             ExitCode::Usage,
-            format!("`{}` is not implemented in this build yet", command_name(&other)),
+            format!(
+                "`{}` is not implemented in this build yet",
+                command_name(&other)
+            ),
         )),
     }
 }

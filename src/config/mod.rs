@@ -71,11 +71,17 @@ pub struct AuthSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMethod {
     DeviceCode,
-    ClientCredentials { secret: ClientCredential },
+    ClientCredentials {
+        secret: ClientCredential,
+    },
     /// Read a bearer token from this environment variable at each use.
-    TokenEnv { var: String },
+    TokenEnv {
+        var: String,
+    },
     /// Run this command (argv) to obtain a token.
-    TokenCommand { command: Vec<String> },
+    TokenCommand {
+        command: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
