@@ -1,0 +1,352 @@
+//! One ledger entry: everything the agent knows about one version of one file, as stored (JSON)
+//! in sled. Plain data with serde; no I/O. Never holds an upload URL: those are secrets and live
+//! in [`crate::ledger::SessionStore`].
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use time::OffsetDateTime;
+
+/// Where a file version stands (SPEC: the ledger).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryState {
+    /// Seen, still changing or not yet unchanged for `settle`.
+    Settling,
+    /// Complete and queued.
+    Pending,
+    /// A POST or an upload session is under way.
+    Uploading,
+    /// Attached; `attachment_id` is known.
+    Done,
+    /// Stopped by an error; retried on change or by `retry`.
+    Failed,
+    /// Never sent (e.g. over 150 MiB).
+    Rejected,
+    /// Stopped by `cancel` or because the file vanished.
+    Canceled,
+}
+
+impl EntryState {
+    /// Every state, in the order a file normally goes through them.
+    pub const ALL: [EntryState; 7] = [
+        EntryState::Settling,
+        EntryState::Pending,
+        EntryState::Uploading,
+        EntryState::Done,
+        EntryState::Failed,
+        EntryState::Rejected,
+        EntryState::Canceled,
+    ];
+
+    /// The lowercase name used in JSON, on the command line and in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryState::Settling => "settling",
+            EntryState::Pending => "pending",
+            EntryState::Uploading => "uploading",
+            EntryState::Done => "done",
+            EntryState::Failed => "failed",
+            EntryState::Rejected => "rejected",
+            EntryState::Canceled => "canceled",
+        }
+    }
+
+    /// No more work happens on its own in this state (only a file change or `retry` restarts it).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            EntryState::Done | EntryState::Failed | EntryState::Rejected | EntryState::Canceled
+        )
+    }
+}
+
+impl fmt::Display for EntryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EntryState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim();
+        EntryState::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(wanted))
+            .ok_or_else(|| {
+                let names: Vec<&str> = EntryState::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown state `{wanted}`; expected one of: {}", names.join(", "))
+            })
+    }
+}
+
+/// The kind of Outlook item a mapping attaches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    #[default]
+    Message,
+    Event,
+}
+
+/// The item an entry is attached to: mailbox, kind and item id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// `me`, a UPN or a user id.
+    pub user: String,
+    pub kind: TargetKind,
+    pub item_id: String,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target { user: "me".to_owned(), kind: TargetKind::Message, item_id: String::new() }
+    }
+}
+
+/// Why an entry failed or was rejected: Graph's error code (or an outbox code such as
+/// `fileTooLarge`, `io`) and a sentence for the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryError {
+    pub code: String,
+    pub message: String,
+}
+
+impl EntryError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        EntryError { code: code.into(), message: message.into() }
+    }
+}
+
+/// What the ledger remembers of an open upload session. The URL itself carries an `authtoken`
+/// and is kept in the [`crate::ledger::SessionStore`], never here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// `expirationDateTime` from Graph, when it gave one.
+    #[serde(default, with = "rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// One version of one file (path + size + content hash) and where its upload stands.
+///
+/// The first block of fields is what `outbox status --json` shows (SPEC: the ledger); the rest
+/// is what the agent needs to resume after a crash. Fields added after schema v1 must carry
+/// `#[serde(default)]` so older records still load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Short unique id (12 lowercase hex digits), what users type in `retry` / `cancel`.
+    pub id: String,
+    /// The mapping's name.
+    pub mapping: String,
+    /// Absolute path of the file.
+    pub path: PathBuf,
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the content, once read.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    pub state: EntryState,
+    #[serde(default)]
+    pub bytes_sent: u64,
+    #[serde(default)]
+    pub attachment_id: Option<String>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub error: Option<EntryError>,
+    #[serde(with = "rfc3339")]
+    pub updated_at: OffsetDateTime,
+
+    /// Attachment name on the item (normally the file name).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub target: Target,
+    /// Modification time in nanoseconds since the Unix epoch, to notice a changed file cheaply.
+    #[serde(default)]
+    pub mtime_ns: i64,
+    #[serde(default = "epoch", with = "rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The open upload session, if any (its URL is in the session store).
+    #[serde(default)]
+    pub session: Option<SessionInfo>,
+    /// A simple-attachment POST may have reached the server: look for the attachment on the item
+    /// (name + bytes) before sending again.
+    #[serde(default)]
+    pub post_in_flight: bool,
+    /// Insertion order, assigned by the ledger (the value callers hold is ignored); orders the
+    /// versions of one path.
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// What the agent knows of a file version when it first records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    pub mapping: String,
+    /// Absolute path of the file.
+    pub path: PathBuf,
+    /// Attachment name on the item.
+    pub name: String,
+    pub target: Target,
+    pub size: u64,
+    /// See [`mtime_ns`].
+    pub mtime_ns: i64,
+}
+
+impl LedgerEntry {
+    /// A new entry in `state` for `version`, with a fresh id and both timestamps `now`.
+    pub fn new(version: NewEntry, state: EntryState, now: OffsetDateTime) -> Self {
+        LedgerEntry {
+            id: new_id(),
+            mapping: version.mapping,
+            path: version.path,
+            size: version.size,
+            sha256: None,
+            state,
+            bytes_sent: 0,
+            attachment_id: None,
+            attempts: 0,
+            error: None,
+            updated_at: now,
+            name: version.name,
+            target: version.target,
+            mtime_ns: version.mtime_ns,
+            created_at: now,
+            session: None,
+            post_in_flight: false,
+            seq: 0,
+        }
+    }
+
+    /// The file name shown in tables (the attachment name when the path has none).
+    pub fn file_name(&self) -> String {
+        match self.path.file_name() {
+            Some(n) => n.to_string_lossy().into_owned(),
+            None => self.name.clone(),
+        }
+    }
+
+    /// True when `path`'s metadata says this is still the same version (size and mtime).
+    pub fn matches_metadata(&self, meta: &std::fs::Metadata) -> bool {
+        meta.len() == self.size && mtime_ns(meta) == Some(self.mtime_ns)
+    }
+
+    /// The path as stored.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Modification time of `meta` in nanoseconds since the Unix epoch (negative before 1970);
+/// `None` where the platform does not report it or it is out of range.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> Option<i64> {
+    let modified = meta.modified().ok()?;
+    let nanos = match modified.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).ok()?,
+        Err(e) => -i128::try_from(e.duration().as_nanos()).ok()?,
+    };
+    i64::try_from(nanos).ok()
+}
+
+/// A fresh entry id: 12 lowercase hex digits (48 random bits). The store checks for collisions.
+pub fn new_id() -> String {
+    let bits: u64 = rand::random::<u64>() & 0xffff_ffff_ffff;
+    format!("{bits:012x}")
+}
+
+fn epoch() -> OffsetDateTime {
+    OffsetDateTime::UNIX_EPOCH
+}
+
+/// RFC 3339 timestamps for serde, without needing `time`'s `serde` feature.
+pub(crate) mod rfc3339 {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+
+    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        let text = t.format(&Rfc3339).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        let text = String::deserialize(d)?;
+        OffsetDateTime::parse(&text, &Rfc3339).map_err(D::Error::custom)
+    }
+
+    /// The same for `Option<OffsetDateTime>` (`null` when unset).
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+            match Option::<String>::deserialize(d)? {
+                Some(text) => OffsetDateTime::parse(&text, &Rfc3339).map(Some).map_err(D::Error::custom),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> LedgerEntry {
+        LedgerEntry::new(
+            NewEntry {
+                mapping: "reports".into(),
+                path: "/home/u/Outbox/reports/a.pdf".into(),
+                name: "a.pdf".into(),
+                target: Target { user: "me".into(), kind: TargetKind::Event, item_id: "AAMk".into() },
+                size: 10,
+                mtime_ns: 1_700_000_000_123_456_789,
+            },
+            EntryState::Pending,
+            OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+        )
+    }
+
+    #[test]
+    fn states_serialise_lowercase_and_parse_back() {
+        for st in EntryState::ALL {
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+            assert_eq!(st.as_str().parse::<EntryState>().unwrap(), st);
+            assert_eq!(st.as_str().to_uppercase().parse::<EntryState>().unwrap(), st);
+        }
+        let err = "sent".parse::<EntryState>().unwrap_err();
+        assert!(err.contains("settling") && err.contains("canceled"), "{err}");
+    }
+
+    #[test]
+    fn entry_round_trips_through_json() {
+        let mut e = sample();
+        e.session = Some(SessionInfo { expires_at: None, created_at: e.created_at });
+        e.error = Some(EntryError::new("ErrorItemNotFound", "gone"));
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains("\"updated_at\":\"2023-11-14T22:13:20Z\""), "{json}");
+        assert!(json.contains("\"kind\":\"event\""), "{json}");
+        let back: LedgerEntry = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn ids_are_twelve_lowercase_hex() {
+        let a = new_id();
+        assert_eq!(a.len(), 12);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{a}");
+        assert_ne!(a, new_id());
+    }
+}
