@@ -3,6 +3,7 @@
 
 pub mod logging;
 pub mod sandbox;
+pub mod status;
 
 use crate::exit::{CommandError, ExitCode};
 use clap::{Parser, Subcommand};

@@ -78,7 +78,10 @@ impl FromStr for EntryState {
             .find(|st| st.as_str().eq_ignore_ascii_case(wanted))
             .ok_or_else(|| {
                 let names: Vec<&str> = EntryState::ALL.iter().map(|s| s.as_str()).collect();
-                format!("unknown state `{wanted}`; expected one of: {}", names.join(", "))
+                format!(
+                    "unknown state `{wanted}`; expected one of: {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -103,7 +106,11 @@ pub struct Target {
 
 impl Default for Target {
     fn default() -> Self {
-        Target { user: "me".to_owned(), kind: TargetKind::Message, item_id: String::new() }
+        Target {
+            user: "me".to_owned(),
+            kind: TargetKind::Message,
+            item_id: String::new(),
+        }
     }
 }
 
@@ -117,7 +124,10 @@ pub struct EntryError {
 
 impl EntryError {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        EntryError { code: code.into(), message: message.into() }
+        EntryError {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -283,16 +293,23 @@ pub(crate) mod rfc3339 {
     pub mod option {
         use super::*;
 
-        pub fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(
+            t: &Option<OffsetDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             match t {
                 Some(t) => super::serialize(t, s),
                 None => s.serialize_none(),
             }
         }
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<OffsetDateTime>, D::Error> {
             match Option::<String>::deserialize(d)? {
-                Some(text) => OffsetDateTime::parse(&text, &Rfc3339).map(Some).map_err(D::Error::custom),
+                Some(text) => OffsetDateTime::parse(&text, &Rfc3339)
+                    .map(Some)
+                    .map_err(D::Error::custom),
                 None => Ok(None),
             }
         }
@@ -309,7 +326,11 @@ mod tests {
                 mapping: "reports".into(),
                 path: "/home/u/Outbox/reports/a.pdf".into(),
                 name: "a.pdf".into(),
-                target: Target { user: "me".into(), kind: TargetKind::Event, item_id: "AAMk".into() },
+                target: Target {
+                    user: "me".into(),
+                    kind: TargetKind::Event,
+                    item_id: "AAMk".into(),
+                },
                 size: 10,
                 mtime_ns: 1_700_000_000_123_456_789,
             },
@@ -324,19 +345,31 @@ mod tests {
             let json = serde_json::to_string(&st).unwrap();
             assert_eq!(json, format!("\"{}\"", st.as_str()));
             assert_eq!(st.as_str().parse::<EntryState>().unwrap(), st);
-            assert_eq!(st.as_str().to_uppercase().parse::<EntryState>().unwrap(), st);
+            assert_eq!(
+                st.as_str().to_uppercase().parse::<EntryState>().unwrap(),
+                st
+            );
         }
         let err = "sent".parse::<EntryState>().unwrap_err();
-        assert!(err.contains("settling") && err.contains("canceled"), "{err}");
+        assert!(
+            err.contains("settling") && err.contains("canceled"),
+            "{err}"
+        );
     }
 
     #[test]
     fn entry_round_trips_through_json() {
         let mut e = sample();
-        e.session = Some(SessionInfo { expires_at: None, created_at: e.created_at });
+        e.session = Some(SessionInfo {
+            expires_at: None,
+            created_at: e.created_at,
+        });
         e.error = Some(EntryError::new("ErrorItemNotFound", "gone"));
         let json = serde_json::to_string(&e).unwrap();
-        assert!(json.contains("\"updated_at\":\"2023-11-14T22:13:20Z\""), "{json}");
+        assert!(
+            json.contains("\"updated_at\":\"2023-11-14T22:13:20Z\""),
+            "{json}"
+        );
         assert!(json.contains("\"kind\":\"event\""), "{json}");
         let back: LedgerEntry = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
@@ -346,7 +379,11 @@ mod tests {
     fn ids_are_twelve_lowercase_hex() {
         let a = new_id();
         assert_eq!(a.len(), 12);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{a}"
+        );
         assert_ne!(a, new_id());
     }
 }

@@ -30,7 +30,11 @@ pub enum LedgerError {
          (up to {supported}); it was not changed: upgrade outbox to use it",
         path.display()
     )]
-    TooNew { path: PathBuf, found: u32, supported: u32 },
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 
     #[error("ledger I/O error at {}: {source}", path.display())]
     Io {
@@ -55,10 +59,17 @@ impl LedgerError {
             sled::Error::Io(io) => {
                 // sled 0.34 reports a held lock as `Other` with this text (fs2's WouldBlock inside).
                 let text = io.to_string();
-                if io.kind() == std::io::ErrorKind::WouldBlock || text.contains("could not acquire lock") {
-                    LedgerError::InUse { path: path.to_path_buf() }
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || text.contains("could not acquire lock")
+                {
+                    LedgerError::InUse {
+                        path: path.to_path_buf(),
+                    }
                 } else {
-                    LedgerError::Io { path: path.to_path_buf(), source: io }
+                    LedgerError::Io {
+                        path: path.to_path_buf(),
+                        source: io,
+                    }
                 }
             }
             sled::Error::Corruption { at, .. } => LedgerError::Corrupt {
@@ -68,7 +79,10 @@ impl LedgerError {
                     None => "sled found corrupt data".to_owned(),
                 },
             },
-            other => LedgerError::Corrupt { path: path.to_path_buf(), detail: format!("sled: {other}") },
+            other => LedgerError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("sled: {other}"),
+            },
         }
     }
 

@@ -33,8 +33,14 @@ impl SessionStore {
     /// is mode 0600 from its creation (tempfile creates it so), never world-readable in between.
     pub fn save(&self, entry_id: &str, url: &str) -> Result<()> {
         let target = self.file_for(entry_id)?;
-        let io = |source| LedgerError::Io { path: target.clone(), source };
-        let mut tmp = tempfile::Builder::new().prefix(".session-").tempfile_in(&self.dir).map_err(io)?;
+        let io = |source| LedgerError::Io {
+            path: target.clone(),
+            source,
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".session-")
+            .tempfile_in(&self.dir)
+            .map_err(io)?;
         tmp.write_all(url.as_bytes()).map_err(io)?;
         tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(&target).map_err(|e| io(e.error))?;
@@ -63,7 +69,10 @@ impl SessionStore {
 
     /// Entry ids that have a saved URL (to clean up after entries that no longer exist).
     pub fn ids(&self) -> Result<Vec<String>> {
-        let io = |source| LedgerError::Io { path: self.dir.clone(), source };
+        let io = |source| LedgerError::Io {
+            path: self.dir.clone(),
+            source,
+        };
         let mut ids = Vec::new();
         for item in std::fs::read_dir(&self.dir).map_err(io)? {
             let name = item.map_err(io)?.file_name();
@@ -77,8 +86,14 @@ impl SessionStore {
 
     fn file_for(&self, entry_id: &str) -> Result<PathBuf> {
         // Ids become file names: refuse anything that could leave the directory.
-        if entry_id.is_empty() || !entry_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(LedgerError::Invalid(format!("entry id `{entry_id}` is not [A-Za-z0-9_-]+")));
+        if entry_id.is_empty()
+            || !entry_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(LedgerError::Invalid(format!(
+                "entry id `{entry_id}` is not [A-Za-z0-9_-]+"
+            )));
         }
         Ok(self.dir.join(format!("{entry_id}.url")))
     }
@@ -88,8 +103,14 @@ impl SessionStore {
     fn sync_dir(&self) -> Result<()> {
         #[cfg(unix)]
         {
-            let dir = std::fs::File::open(&self.dir).map_err(|source| LedgerError::Io { path: self.dir.clone(), source })?;
-            dir.sync_all().map_err(|source| LedgerError::Io { path: self.dir.clone(), source })?;
+            let dir = std::fs::File::open(&self.dir).map_err(|source| LedgerError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+            dir.sync_all().map_err(|source| LedgerError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -104,9 +125,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SessionStore::open(dir.path()).unwrap();
         assert_eq!(store.load("abc123").unwrap(), None);
-        store.save("abc123", "https://example/up?authtoken=one").unwrap();
-        store.save("abc123", "https://example/up?authtoken=two").unwrap();
-        assert_eq!(store.load("abc123").unwrap().as_deref(), Some("https://example/up?authtoken=two"));
+        store
+            .save("abc123", "https://example/up?authtoken=one")
+            .unwrap();
+        store
+            .save("abc123", "https://example/up?authtoken=two")
+            .unwrap();
+        assert_eq!(
+            store.load("abc123").unwrap().as_deref(),
+            Some("https://example/up?authtoken=two")
+        );
         assert_eq!(store.ids().unwrap(), vec!["abc123".to_owned()]);
         store.remove("abc123").unwrap();
         store.remove("abc123").unwrap();
@@ -120,7 +148,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SessionStore::open(dir.path()).unwrap();
         for bad in ["", "../x", "a/b", "a.url", ".."] {
-            assert!(matches!(store.save(bad, "u"), Err(LedgerError::Invalid(_))), "{bad}");
+            assert!(
+                matches!(store.save(bad, "u"), Err(LedgerError::Invalid(_))),
+                "{bad}"
+            );
         }
     }
 }

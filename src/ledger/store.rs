@@ -56,11 +56,19 @@ impl FlushMark {
     /// Overwrite the mark in place (8 bytes: one sector, so not torn in practice) and sync it.
     fn write(&mut self, ledger_path: &Path, generation: u64) -> Result<()> {
         let mark_path = ledger_path.join(MARK_FILE);
-        let io = |source| LedgerError::Io { path: mark_path.clone(), source };
+        let io = |source| LedgerError::Io {
+            path: mark_path.clone(),
+            source,
+        };
         let file = match &mut self.file {
             Some(f) => f,
             None => self.file.insert(
-                std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&mark_path).map_err(io)?,
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&mark_path)
+                    .map_err(io)?,
             ),
         };
         file.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -71,7 +79,9 @@ impl FlushMark {
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Ledger")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -128,9 +138,15 @@ impl Ledger {
                 })
             }
         };
-        let tree = |name: &[u8]| db.open_tree(name).map_err(|e| LedgerError::from_sled(path, e));
+        let tree = |name: &[u8]| {
+            db.open_tree(name)
+                .map_err(|e| LedgerError::from_sled(path, e))
+        };
         let meta = tree(META_TREE)?;
-        let generation = match meta.get(GENERATION_KEY).map_err(|e| LedgerError::from_sled(path, e))? {
+        let generation = match meta
+            .get(GENERATION_KEY)
+            .map_err(|e| LedgerError::from_sled(path, e))?
+        {
             Some(bytes) => u64_from(&bytes).unwrap_or(0),
             None => 0,
         };
@@ -141,7 +157,10 @@ impl Ledger {
             db,
             path: path.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
-            flushes: Arc::new(Mutex::new(FlushMark { generation, file: None })),
+            flushes: Arc::new(Mutex::new(FlushMark {
+                generation,
+                file: None,
+            })),
         })
     }
 
@@ -152,11 +171,19 @@ impl Ledger {
         let version = self.schema_version()?;
         if let Some(v) = version {
             if v > SCHEMA_VERSION {
-                return Err(LedgerError::TooNew { path: self.path.clone(), found: v, supported: SCHEMA_VERSION });
+                return Err(LedgerError::TooNew {
+                    path: self.path.clone(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
             }
         }
         if let Some(marked) = read_mark(&self.path)? {
-            let stored = match self.meta.get(GENERATION_KEY).map_err(|e| self.sled_err(e))? {
+            let stored = match self
+                .meta
+                .get(GENERATION_KEY)
+                .map_err(|e| self.sled_err(e))?
+            {
                 Some(bytes) => u64_from(&bytes).unwrap_or(0),
                 None => 0,
             };
@@ -190,7 +217,10 @@ impl Ledger {
             None => Ok(None),
             Some(bytes) => match <[u8; 4]>::try_from(bytes.as_ref()) {
                 Ok(b) => Ok(Some(u32::from_be_bytes(b))),
-                Err(_) => Err(self.corrupt(format!("the schema version record is {} bytes, not 4", bytes.len()))),
+                Err(_) => Err(self.corrupt(format!(
+                    "the schema version record is {} bytes, not 4",
+                    bytes.len()
+                ))),
             },
         }
     }
@@ -223,7 +253,9 @@ impl Ledger {
                 None => entry.id = super::entry::new_id(),
             }
         }
-        Err(LedgerError::Invalid(format!("no free entry id after {ID_ATTEMPTS} attempts")))
+        Err(LedgerError::Invalid(format!(
+            "no free entry id after {ID_ATTEMPTS} attempts"
+        )))
     }
 
     /// Insert or replace `entry` as given (its `seq` is kept from the stored one; a new entry
@@ -245,7 +277,11 @@ impl Ledger {
 
     /// The entry with this id.
     pub fn get(&self, id: &str) -> Result<Option<LedgerEntry>> {
-        match self.entries.get(id.as_bytes()).map_err(|e| self.sled_err(e))? {
+        match self
+            .entries
+            .get(id.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
             Some(bytes) => self.decode(id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
@@ -307,7 +343,11 @@ impl Ledger {
     /// change. Not flushed.
     pub fn update(&self, id: &str, mut f: impl FnMut(&mut LedgerEntry)) -> Result<LedgerEntry> {
         loop {
-            let Some(old) = self.entries.get(id.as_bytes()).map_err(|e| self.sled_err(e))? else {
+            let Some(old) = self
+                .entries
+                .get(id.as_bytes())
+                .map_err(|e| self.sled_err(e))?
+            else {
                 return Err(LedgerError::NotFound { id: id.to_owned() });
             };
             let before = self.decode(id.as_bytes(), &old)?;
@@ -334,7 +374,12 @@ impl Ledger {
     }
 
     /// Move an entry to `state`, apply `f` to it in the same atomic step, stamp `updated_at`.
-    pub fn set_state(&self, id: &str, state: EntryState, mut f: impl FnMut(&mut LedgerEntry)) -> Result<LedgerEntry> {
+    pub fn set_state(
+        &self,
+        id: &str,
+        state: EntryState,
+        mut f: impl FnMut(&mut LedgerEntry),
+    ) -> Result<LedgerEntry> {
         self.update(id, |e| {
             e.state = state;
             f(e);
@@ -347,7 +392,9 @@ impl Ledger {
             let Some(bytes) = entries.remove(id.as_bytes())? else {
                 return Ok(None);
             };
-            let entry = self.decode(id.as_bytes(), &bytes).map_err(ConflictableTransactionError::Abort)?;
+            let entry = self
+                .decode(id.as_bytes(), &bytes)
+                .map_err(ConflictableTransactionError::Abort)?;
             by_path.remove(index_key(&entry.mapping, &entry.path, entry.seq))?;
             Ok(Some(entry))
         });
@@ -357,7 +404,12 @@ impl Ledger {
     /// Remove finished entries (done, failed, rejected, canceled) not updated for `keep_done`
     /// whose files are gone (`exists` says false), then flush. Entries of files still present
     /// are kept whatever their age, or those files would be sent again. Returns how many went.
-    pub fn prune(&self, keep_done: Duration, now: OffsetDateTime, exists: impl Fn(&Path) -> bool) -> Result<usize> {
+    pub fn prune(
+        &self,
+        keep_done: Duration,
+        now: OffsetDateTime,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Result<usize> {
         let mut doomed = Vec::new();
         for entry in self.iter() {
             let entry = entry?;
@@ -397,7 +449,9 @@ impl Ledger {
         while version < SCHEMA_VERSION {
             match version {
                 0 => self.migrate_v0_to_v1()?,
-                v => return Err(self.corrupt(format!("no migration known from schema version {v}"))),
+                v => {
+                    return Err(self.corrupt(format!("no migration known from schema version {v}")))
+                }
             }
             version += 1;
             self.flush()?;
@@ -426,9 +480,14 @@ impl Ledger {
                 entry.seq = next_seq;
             }
             let bytes = self.encode(&entry)?;
-            self.entries.insert(entry.id.as_bytes(), bytes).map_err(|e| self.sled_err(e))?;
+            self.entries
+                .insert(entry.id.as_bytes(), bytes)
+                .map_err(|e| self.sled_err(e))?;
             self.by_path
-                .insert(index_key(&entry.mapping, &entry.path, entry.seq), entry.id.as_bytes())
+                .insert(
+                    index_key(&entry.mapping, &entry.path, entry.seq),
+                    entry.id.as_bytes(),
+                )
                 .map_err(|e| self.sled_err(e))?;
         }
         // Sequence numbers handed out later must sort after the migrated ones.
@@ -437,21 +496,38 @@ impl Ledger {
     }
 
     fn set_schema_version(&self, v: u32) -> Result<()> {
-        self.meta.insert(SCHEMA_KEY, &v.to_be_bytes()).map(|_| ()).map_err(|e| self.sled_err(e))
+        self.meta
+            .insert(SCHEMA_KEY, &v.to_be_bytes())
+            .map(|_| ())
+            .map_err(|e| self.sled_err(e))
     }
 
     /// Insert or replace; `None` when `new_only` and the id is taken.
     fn write(&self, entry: &LedgerEntry, new_only: bool) -> Result<Option<LedgerEntry>> {
         if !entry.path.is_absolute() {
-            return Err(LedgerError::Invalid(format!("entry path {} is not absolute", entry.path.display())));
+            return Err(LedgerError::Invalid(format!(
+                "entry path {} is not absolute",
+                entry.path.display()
+            )));
         }
-        if entry.id.is_empty() || !entry.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(LedgerError::Invalid(format!("entry id `{}` is not [A-Za-z0-9_-]+", entry.id)));
+        if entry.id.is_empty()
+            || !entry
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(LedgerError::Invalid(format!(
+                "entry id `{}` is not [A-Za-z0-9_-]+",
+                entry.id
+            )));
         }
         loop {
             // sled's id generator cannot be called inside a transaction (it deadlocks), so a new
             // entry's seq is drawn first; if the entry appears or vanishes meanwhile, go again.
-            let exists = self.entries.contains_key(entry.id.as_bytes()).map_err(|e| self.sled_err(e))?;
+            let exists = self
+                .entries
+                .contains_key(entry.id.as_bytes())
+                .map_err(|e| self.sled_err(e))?;
             let fresh_seq = match exists {
                 true => None,
                 false => Some(self.db.generate_id().map_err(|e| self.sled_err(e))?),
@@ -488,12 +564,17 @@ impl Ledger {
     }
 
     fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<LedgerEntry> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| self.corrupt(format!("entry {} does not decode: {e}", String::from_utf8_lossy(key))))
+        serde_json::from_slice(bytes).map_err(|e| {
+            self.corrupt(format!(
+                "entry {} does not decode: {e}",
+                String::from_utf8_lossy(key)
+            ))
+        })
     }
 
     fn encode(&self, entry: &LedgerEntry) -> Result<Vec<u8>> {
-        serde_json::to_vec(entry).map_err(|e| LedgerError::Invalid(format!("entry {} does not encode: {e}", entry.id)))
+        serde_json::to_vec(entry)
+            .map_err(|e| LedgerError::Invalid(format!("entry {} does not encode: {e}", entry.id)))
     }
 
     fn txn_result<T>(&self, r: std::result::Result<T, TransactionError<LedgerError>>) -> Result<T> {
@@ -509,7 +590,10 @@ impl Ledger {
     }
 
     fn corrupt(&self, detail: String) -> LedgerError {
-        LedgerError::Corrupt { path: self.path.clone(), detail }
+        LedgerError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        }
     }
 }
 
@@ -547,7 +631,10 @@ fn path_bytes(path: &Path) -> Vec<u8> {
 #[cfg(windows)]
 fn path_bytes(path: &Path) -> Vec<u8> {
     use std::os::windows::ffi::OsStrExt;
-    path.as_os_str().encode_wide().flat_map(|u| u.to_be_bytes()).collect()
+    path.as_os_str()
+        .encode_wide()
+        .flat_map(|u| u.to_be_bytes())
+        .collect()
 }
 
 #[cfg(not(any(unix, windows)))]
@@ -564,7 +651,10 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir).map_err(|source| LedgerError::Io { path: dir.to_path_buf(), source })
+    builder.create(dir).map_err(|source| LedgerError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 fn u64_from(bytes: &[u8]) -> Option<u64> {
@@ -578,7 +668,10 @@ fn read_mark(ledger_path: &Path) -> Result<Option<u64>> {
     match std::fs::read(&mark_path) {
         Ok(bytes) => Ok(u64_from(&bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(LedgerError::Io { path: mark_path, source }),
+        Err(source) => Err(LedgerError::Io {
+            path: mark_path,
+            source,
+        }),
     }
 }
 
@@ -591,11 +684,19 @@ fn probe_lock(ledger_path: &Path) -> Result<std::fs::File> {
         .read(true)
         .write(true)
         .open(&db)
-        .map_err(|source| LedgerError::Io { path: db.clone(), source })?;
+        .map_err(|source| LedgerError::Io {
+            path: db.clone(),
+            source,
+        })?;
     match file.try_lock_exclusive() {
         Ok(()) => Ok(file),
-        Err(e) if e.kind() == fs2::lock_contended_error().kind() || e.kind() == std::io::ErrorKind::WouldBlock => {
-            Err(LedgerError::InUse { path: ledger_path.to_path_buf() })
+        Err(e)
+            if e.kind() == fs2::lock_contended_error().kind()
+                || e.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            Err(LedgerError::InUse {
+                path: ledger_path.to_path_buf(),
+            })
         }
         Err(source) => Err(LedgerError::Io { path: db, source }),
     }
@@ -607,15 +708,27 @@ fn check_copy(state_dir: &Path, ledger_path: &Path) -> Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix(".ledger-check-")
         .tempdir_in(state_dir)
-        .map_err(|source| LedgerError::Io { path: state_dir.to_path_buf(), source })?;
+        .map_err(|source| LedgerError::Io {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
     let copy = scratch.path().join("ledger");
     copy_dir(ledger_path, &copy)?;
     let rename = |e: LedgerError| match e {
-        LedgerError::Corrupt { detail, .. } => LedgerError::Corrupt { path: ledger_path.to_path_buf(), detail },
-        LedgerError::TooNew { found, supported, .. } => {
-            LedgerError::TooNew { path: ledger_path.to_path_buf(), found, supported }
-        }
-        LedgerError::InUse { .. } => LedgerError::InUse { path: ledger_path.to_path_buf() },
+        LedgerError::Corrupt { detail, .. } => LedgerError::Corrupt {
+            path: ledger_path.to_path_buf(),
+            detail,
+        },
+        LedgerError::TooNew {
+            found, supported, ..
+        } => LedgerError::TooNew {
+            path: ledger_path.to_path_buf(),
+            found,
+            supported,
+        },
+        LedgerError::InUse { .. } => LedgerError::InUse {
+            path: ledger_path.to_path_buf(),
+        },
         other => other,
     };
     let ledger = Ledger::open_db(state_dir, &copy).map_err(rename)?;
