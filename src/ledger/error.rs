@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 pub enum LedgerError {
     /// Another process holds sled's lock on the database file.
     #[error(
-        "another outbox agent is using the state dir {} (the ledger {} is locked); \
-         stop it first, or run this command while it runs and it will be asked instead",
+        "another outbox agent is using the state dir {} (its ledger {} is locked); only one \
+         agent may use a state dir at a time: stop the other one or give this one its own state_dir",
         state_dir(path).display(),
         path.display()
     )]

@@ -11,7 +11,9 @@ use super::error::LedgerError;
 use super::EntryState;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+use std::io::{Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -22,6 +24,9 @@ const META_TREE: &[u8] = b"meta";
 const ENTRIES_TREE: &[u8] = b"entries";
 const BY_PATH_TREE: &[u8] = b"by_path";
 const SCHEMA_KEY: &[u8] = b"schema_version";
+const GENERATION_KEY: &[u8] = b"flush_generation";
+/// Beside sled's files (sled ignores names not starting with `snap.`), so it moves with them.
+const MARK_FILE: &str = "outbox-flushed";
 /// sled's default cache is 1 GiB; a ledger of a few thousand entries needs a fraction of this.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Attempts at a fresh random id before giving up (48 random bits: collisions are rare).
@@ -38,6 +43,38 @@ pub struct Ledger {
     by_path: sled::Tree,
     path: PathBuf,
     state_dir: PathBuf,
+    flushes: Arc<Mutex<FlushMark>>,
+}
+
+/// The last flushed generation and the open mark file it is recorded in.
+struct FlushMark {
+    generation: u64,
+    file: Option<std::fs::File>,
+}
+
+impl FlushMark {
+    /// Overwrite the mark in place (8 bytes: one sector, so not torn in practice) and sync it.
+    fn write(&mut self, ledger_path: &Path, generation: u64) -> Result<()> {
+        let mark_path = ledger_path.join(MARK_FILE);
+        let io = |source| LedgerError::Io {
+            path: mark_path.clone(),
+            source,
+        };
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&mark_path)
+                    .map_err(io)?,
+            ),
+        };
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.write_all(&generation.to_be_bytes()).map_err(io)?;
+        file.sync_data().map_err(io)
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -51,49 +88,25 @@ impl std::fmt::Debug for Ledger {
 impl Ledger {
     /// Open (or create) the ledger at `state_dir/ledger`, creating `state_dir` owner-only when
     /// missing. Fails with [`LedgerError::InUse`] when another process has it open,
-    /// [`LedgerError::Corrupt`] when sled cannot read it, [`LedgerError::TooNew`] for a newer
+    /// [`LedgerError::Corrupt`] when it cannot be read whole, [`LedgerError::TooNew`] for a newer
     /// schema; an older schema is migrated forward. Nothing is ever reset.
+    ///
+    /// sled 0.34 "recovers" a damaged log by truncating it, i.e. it would silently drop flushed
+    /// entries. So an existing ledger is first checked on a scratch copy (while holding its
+    /// lock); the real files are opened only when the copy is whole, and stay untouched when not.
     pub fn open(state_dir: &Path) -> Result<Ledger> {
         create_private_dir(state_dir)?;
         let path = state_dir.join("ledger");
+        if path.join("db").exists() {
+            let lock = probe_lock(&path)?;
+            check_copy(state_dir, &path)?;
+            // Let go just before sled takes the lock itself; a rival that slips in between makes
+            // sled's open fail with InUse, which is the truth.
+            drop(lock);
+        }
         create_private_dir(&path)?;
-        let config = sled::Config::new()
-            .path(&path)
-            .flush_every_ms(None)
-            .cache_capacity(CACHE_BYTES);
-        // sled 0.34 panics on some kinds of damage instead of returning an error; either way the
-        // user must hear "corrupt, not reset", not see a crash.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) => return Err(LedgerError::from_sled(&path, e)),
-            Err(panic) => {
-                return Err(LedgerError::Corrupt {
-                    path,
-                    detail: format!("sled failed reading it: {}", panic_text(&panic)),
-                })
-            }
-        };
-        let tree = |name: &[u8]| {
-            db.open_tree(name)
-                .map_err(|e| LedgerError::from_sled(&path, e))
-        };
-        let ledger = Ledger {
-            meta: tree(META_TREE)?,
-            entries: tree(ENTRIES_TREE)?,
-            by_path: tree(BY_PATH_TREE)?,
-            db: db.clone(),
-            path: path.clone(),
-            state_dir: state_dir.to_path_buf(),
-        };
-        match ledger.schema_version()? {
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(LedgerError::TooNew {
-                    path,
-                    found: v,
-                    supported: SCHEMA_VERSION,
-                })
-            }
+        let ledger = Ledger::open_db(state_dir, &path)?;
+        match ledger.check(false)? {
             Some(v) if v < SCHEMA_VERSION => ledger.migrate(v)?,
             Some(_) => {}
             // No version but entries: written before versions existed (v0).
@@ -104,6 +117,88 @@ impl Ledger {
             }
         }
         Ok(ledger)
+    }
+
+    /// Open sled at `path` (no checks).
+    fn open_db(state_dir: &Path, path: &Path) -> Result<Ledger> {
+        let config = sled::Config::new()
+            .path(path)
+            .flush_every_ms(None)
+            .cache_capacity(CACHE_BYTES);
+        // sled 0.34 panics on some kinds of damage instead of returning an error; either way the
+        // user must hear "corrupt, not reset", not see a crash.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(LedgerError::from_sled(path, e)),
+            Err(panic) => {
+                return Err(LedgerError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: format!("sled failed reading it: {}", panic_text(&panic)),
+                })
+            }
+        };
+        let tree = |name: &[u8]| {
+            db.open_tree(name)
+                .map_err(|e| LedgerError::from_sled(path, e))
+        };
+        let meta = tree(META_TREE)?;
+        let generation = match meta
+            .get(GENERATION_KEY)
+            .map_err(|e| LedgerError::from_sled(path, e))?
+        {
+            Some(bytes) => u64_from(&bytes).unwrap_or(0),
+            None => 0,
+        };
+        Ok(Ledger {
+            entries: tree(ENTRIES_TREE)?,
+            by_path: tree(BY_PATH_TREE)?,
+            meta,
+            db,
+            path: path.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+            flushes: Arc::new(Mutex::new(FlushMark {
+                generation,
+                file: None,
+            })),
+        })
+    }
+
+    /// Refuse a ledger that is newer than us, or that holds less than was flushed (the mark file
+    /// beside the db records the last flushed generation). With `decode_all`, also read every
+    /// entry. Returns the schema version found.
+    fn check(&self, decode_all: bool) -> Result<Option<u32>> {
+        let version = self.schema_version()?;
+        if let Some(v) = version {
+            if v > SCHEMA_VERSION {
+                return Err(LedgerError::TooNew {
+                    path: self.path.clone(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+        }
+        if let Some(marked) = read_mark(&self.path)? {
+            let stored = match self
+                .meta
+                .get(GENERATION_KEY)
+                .map_err(|e| self.sled_err(e))?
+            {
+                Some(bytes) => u64_from(&bytes).unwrap_or(0),
+                None => 0,
+            };
+            if stored < marked {
+                return Err(self.corrupt(format!(
+                    "sled can read only up to flush {stored} of {marked}: data that was written is missing"
+                )));
+            }
+        }
+        if decode_all {
+            for entry in self.iter() {
+                entry?;
+            }
+        }
+        Ok(version)
     }
 
     /// The database directory (`state_dir/ledger`).
@@ -130,9 +225,22 @@ impl Ledger {
         }
     }
 
-    /// Make every write so far durable; returns once sled's flush has completed.
+    /// Make every write so far durable; returns once sled's flush has completed. Each flush also
+    /// bumps a generation stored in sled and then in the mark file, so that a later open can tell
+    /// a log sled truncated from a whole one. Flushes are serialised to keep the two in order.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(|e| self.sled_err(e))
+        let mut mark = match self.flushes.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let generation = mark.generation + 1;
+        self.meta
+            .insert(GENERATION_KEY, &generation.to_be_bytes())
+            .map_err(|e| self.sled_err(e))?;
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        mark.write(&self.path, generation)?;
+        mark.generation = generation;
+        Ok(())
     }
 
     /// Store a new entry under a fresh id if its id is already taken, assign its sequence number
@@ -413,30 +521,46 @@ impl Ledger {
                 entry.id
             )));
         }
-        let result = (&self.entries, &self.by_path).transaction(|(entries, by_path)| {
-            let mut stored = entry.clone();
-            match entries.get(entry.id.as_bytes())? {
-                Some(_) if new_only => return Ok(None),
-                Some(old) => {
-                    let old = self.decode(entry.id.as_bytes(), &old).map_err(ConflictableTransactionError::Abort)?;
-                    if old.mapping != entry.mapping || old.path != entry.path {
-                        return Err(ConflictableTransactionError::Abort(LedgerError::Invalid(format!(
-                            "entry {}: mapping and path are fixed; record a new entry for another file",
-                            entry.id
-                        ))));
+        loop {
+            // sled's id generator cannot be called inside a transaction (it deadlocks), so a new
+            // entry's seq is drawn first; if the entry appears or vanishes meanwhile, go again.
+            let exists = self
+                .entries
+                .contains_key(entry.id.as_bytes())
+                .map_err(|e| self.sled_err(e))?;
+            let fresh_seq = match exists {
+                true => None,
+                false => Some(self.db.generate_id().map_err(|e| self.sled_err(e))?),
+            };
+            let result = (&self.entries, &self.by_path).transaction(|(entries, by_path)| {
+                let mut stored = entry.clone();
+                match (entries.get(entry.id.as_bytes())?, fresh_seq) {
+                    (Some(_), _) if new_only => return Ok(Write::Taken),
+                    (Some(old), _) => {
+                        let old = self.decode(entry.id.as_bytes(), &old).map_err(ConflictableTransactionError::Abort)?;
+                        if old.mapping != entry.mapping || old.path != entry.path {
+                            return Err(ConflictableTransactionError::Abort(LedgerError::Invalid(format!(
+                                "entry {}: mapping and path are fixed; record a new entry for another file",
+                                entry.id
+                            ))));
+                        }
+                        stored.seq = old.seq;
                     }
-                    stored.seq = old.seq;
+                    (None, Some(seq)) => stored.seq = seq,
+                    (None, None) => return Ok(Write::Again),
                 }
-                // A rerun of the closure may waste a number; only the order matters.
-                None => stored.seq = self.db.generate_id().map_err(|e| ConflictableTransactionError::Abort(self.sled_err(e)))?,
+                let bytes = self.encode(&stored).map_err(ConflictableTransactionError::Abort)?;
+                entries.insert(stored.id.as_bytes(), bytes)?;
+                // Idempotent for an existing entry; makes a new one the current version of its path.
+                by_path.insert(index_key(&stored.mapping, &stored.path, stored.seq), stored.id.as_bytes())?;
+                Ok(Write::Stored(Box::new(stored)))
+            });
+            match self.txn_result(result)? {
+                Write::Stored(stored) => return Ok(Some(*stored)),
+                Write::Taken => return Ok(None),
+                Write::Again => continue,
             }
-            let bytes = self.encode(&stored).map_err(ConflictableTransactionError::Abort)?;
-            entries.insert(stored.id.as_bytes(), bytes)?;
-            // Idempotent for an existing entry; makes a new one the current version of its path.
-            by_path.insert(index_key(&stored.mapping, &stored.path, stored.seq), stored.id.as_bytes())?;
-            Ok(Some(stored))
-        });
-        self.txn_result(result)
+        }
     }
 
     fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<LedgerEntry> {
@@ -471,6 +595,13 @@ impl Ledger {
             detail,
         }
     }
+}
+
+/// Outcome of one attempt of [`Ledger::write`].
+enum Write {
+    Stored(Box<LedgerEntry>),
+    Taken,
+    Again,
 }
 
 /// Index keys: length-prefixed mapping and path (so no name can run into another), then the
@@ -524,6 +655,104 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
         path: dir.to_path_buf(),
         source,
     })
+}
+
+fn u64_from(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
+}
+
+/// The generation in the mark file; `None` when there is none yet. A mark of another length is
+/// a write torn by a crash and is ignored (the check is then skipped, not failed).
+fn read_mark(ledger_path: &Path) -> Result<Option<u64>> {
+    let mark_path = ledger_path.join(MARK_FILE);
+    match std::fs::read(&mark_path) {
+        Ok(bytes) => Ok(u64_from(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(LedgerError::Io {
+            path: mark_path,
+            source,
+        }),
+    }
+}
+
+/// Take sled's lock on `ledger/db` ourselves (same `fs2` lock sled uses) without letting sled
+/// touch the files: busy means another agent has the ledger open.
+fn probe_lock(ledger_path: &Path) -> Result<std::fs::File> {
+    use fs2::FileExt;
+    let db = ledger_path.join("db");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&db)
+        .map_err(|source| LedgerError::Io {
+            path: db.clone(),
+            source,
+        })?;
+    match file.try_lock_exclusive() {
+        Ok(()) => Ok(file),
+        Err(e)
+            if e.kind() == fs2::lock_contended_error().kind()
+                || e.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            Err(LedgerError::InUse {
+                path: ledger_path.to_path_buf(),
+            })
+        }
+        Err(source) => Err(LedgerError::Io { path: db, source }),
+    }
+}
+
+/// Copy the ledger's files into a scratch dir in `state_dir`, open the copy and check it whole.
+/// Errors name the real path; the scratch dir is removed either way.
+fn check_copy(state_dir: &Path, ledger_path: &Path) -> Result<()> {
+    let scratch = tempfile::Builder::new()
+        .prefix(".ledger-check-")
+        .tempdir_in(state_dir)
+        .map_err(|source| LedgerError::Io {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+    let copy = scratch.path().join("ledger");
+    copy_dir(ledger_path, &copy)?;
+    let rename = |e: LedgerError| match e {
+        LedgerError::Corrupt { detail, .. } => LedgerError::Corrupt {
+            path: ledger_path.to_path_buf(),
+            detail,
+        },
+        LedgerError::TooNew {
+            found, supported, ..
+        } => LedgerError::TooNew {
+            path: ledger_path.to_path_buf(),
+            found,
+            supported,
+        },
+        LedgerError::InUse { .. } => LedgerError::InUse {
+            path: ledger_path.to_path_buf(),
+        },
+        other => other,
+    };
+    let ledger = Ledger::open_db(state_dir, &copy).map_err(rename)?;
+    ledger.check(true).map_err(rename)?;
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LedgerError::Io { path, source }
+    };
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    for item in std::fs::read_dir(from).map_err(io(from))? {
+        let item = item.map_err(io(from))?;
+        let src = item.path();
+        let dst = to.join(item.file_name());
+        if item.file_type().map_err(io(&src))?.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(io(&src))?;
+        }
+    }
+    Ok(())
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
