@@ -38,9 +38,11 @@ const MAX_ATTEMPTS: u32 = 5;
 /// After a sign-in problem, uploads pause this long before trying again.
 const SIGN_IN_PAUSE: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub once: bool,
+    /// Stop as on SIGTERM when this is cancelled (the demo, tests).
+    pub stop: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// How a run ended.
@@ -139,9 +141,10 @@ pub async fn run(
     };
     let max_parallel = settings.agent.concurrency.max(1);
     let settler = Settler::new(settings.agent.settle, settings.agent.max_settle);
+    let once = opts.once;
     let mut agent = Agent {
         settings,
-        opts,
+        opts: opts.clone(),
         ledger,
         sessions,
         client,
@@ -168,11 +171,17 @@ pub async fn run(
     );
     let rescan_every = agent.settings.agent.rescan;
     let mut next_rescan = Instant::now() + rescan_every;
-    let shutdown = crate::cli::shutdown_signal();
+    let stop = opts.stop.clone().unwrap_or_default();
+    let shutdown = async move {
+        tokio::select! {
+            _ = crate::cli::shutdown_signal() => {},
+            _ = stop.cancelled() => {},
+        }
+    };
     tokio::pin!(shutdown);
     loop {
         agent.start_uploads();
-        if opts.once && agent.idle() {
+        if once && agent.idle() {
             break;
         }
         let deadline = agent
@@ -218,9 +227,9 @@ pub async fn run(
     agent.tasks.shutdown().await;
     agent.ledger.flush()?;
     let _ = std::fs::remove_file(control::socket_path(&agent.settings.agent.state_dir));
-    Ok(if agent.sign_in_needed && opts.once {
+    Ok(if agent.sign_in_needed && once {
         RunOutcome::SignInNeeded
-    } else if agent.failed_this_run > 0 && opts.once {
+    } else if agent.failed_this_run > 0 && once {
         RunOutcome::SomeFailed
     } else {
         RunOutcome::Clean

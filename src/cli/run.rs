@@ -13,7 +13,7 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
         ));
     }
     let creds = Credentials::from_settings(&settings.auth);
-    match agent::run(settings, creds, RunOptions { once }).await {
+    match agent::run(settings, creds, RunOptions { once, stop: None }).await {
         Ok(RunOutcome::Clean) => Ok(ExitCode::Ok),
         Ok(RunOutcome::SomeFailed) => {
             eprintln!("outbox: some files could not be attached; see `outbox status --state failed`");
