@@ -21,6 +21,9 @@ pub enum Request {
     },
     /// Test hook (honoured only with `OUTBOX_TEST_HOOKS=1`): behave as on a watcher overflow.
     Overflow,
+    /// Test hook (honoured only with `OUTBOX_TEST_HOOKS=1`): drop watcher events from now on,
+    /// as a kernel queue overflow loses them, until the next `overflow`.
+    LoseEvents,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -102,6 +102,8 @@ struct Agent {
     mapping_ok: Vec<bool>,
     max_parallel: usize,
     test_hooks: bool,
+    /// Test hook: watcher events are being lost (see `Request::LoseEvents`).
+    losing_events: bool,
 }
 
 /// Run the agent until a signal (or, with `once`, until nothing is left to do).
@@ -161,6 +163,7 @@ pub async fn run(
         mapping_ok,
         max_parallel,
         test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
+        losing_events: false,
     };
     agent.resume_from_ledger()?;
     agent.rescan(None)?;
@@ -348,6 +351,9 @@ impl Agent {
     }
 
     fn on_watch(&mut self, ev: WatchEvent) -> Result<(), AgentError> {
+        if self.losing_events {
+            return Ok(());
+        }
         match ev {
             WatchEvent::Rescan { mapping } => {
                 tracing::warn!("events may have been lost: rescanning");
@@ -937,10 +943,18 @@ impl Agent {
                 Err(e) => Err((1, e.to_string())),
             },
             Request::Overflow if self.test_hooks => {
-                let r = self.rescan(None).map_err(|e| (1, e.to_string()));
-                r.map(|_| Vec::new())
+                self.losing_events = false;
+                self.on_watch(WatchEvent::Rescan { mapping: None })
+                    .map(|_| Vec::new())
+                    .map_err(|e| (1, e.to_string()))
             }
-            Request::Overflow => Err((2, "test hooks are off".to_string())),
+            Request::LoseEvents if self.test_hooks => {
+                self.losing_events = true;
+                Ok(Vec::new())
+            }
+            Request::Overflow | Request::LoseEvents => {
+                Err((2, "test hooks are off (OUTBOX_TEST_HOOKS=1)".to_string()))
+            }
         };
         match result {
             Ok(entries) => Response::entries(entries),

@@ -249,3 +249,105 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// `outbox run` in the background; killed on drop.
+pub struct Agent {
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(env: &Env, extra_env: &[(&str, &str)]) -> Agent {
+        let log = env.path(&format!("agent-{}.log", rand_suffix()));
+        let f = std::fs::File::create(&log).expect("log file");
+        let mut cmd = env.cmd();
+        cmd.arg("run").stdout(Stdio::null()).stderr(f);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        Agent {
+            child: cmd.spawn().expect("spawn agent"),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!(
+                    "agent did not stop within 30 s after SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash or power loss would stop it.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Poll `cond` every 100 ms until it holds or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// name -> sha256 of the attachments on `item`, asserting no name appears twice.
+pub async fn attached(sandbox: &Sandbox, item: &str) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for a in sandbox.attachments(item).await {
+        let name = a["name"].as_str().unwrap_or_default().to_string();
+        let sha = a["sha256"].as_str().unwrap_or_default().to_string();
+        assert!(
+            out.insert(name.clone(), sha).is_none(),
+            "{name} is attached twice"
+        );
+    }
+    out
+}

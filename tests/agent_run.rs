@@ -1,0 +1,274 @@
+//! `outbox run` as a long-running agent: many files at once, renames and slow writers, changes
+//! and deletions during upload, the control socket, one agent per state dir.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(240);
+
+fn config(env: &Env, item: &str, extra_agent: &str) -> std::path::PathBuf {
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    env.write_config(
+        extra_agent,
+        &format!(
+            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_mixed_files_dropped_at_once_are_each_attached_once() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    config(&env, &item, "");
+    let agent = Agent::start(&env, &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let drop = env.path("drop");
+    let staging = env.path("staging");
+    std::fs::create_dir_all(&staging).expect("mkdir");
+    let mut want: HashMap<String, String> = HashMap::new();
+    let mut slow = Vec::new();
+    for i in 0..200u64 {
+        let size = match i {
+            0 => 0,
+            1 => 40 * MIB,
+            2..=4 => 3 * MIB + i * 1000,
+            5..=9 => 5 * MIB + i,
+            _ => (i * 7919) % (200 * 1024),
+        };
+        let name = format!("f{i:03}.bin");
+        match i % 10 {
+            // By rename from outside the folder, as most programs save.
+            3 => {
+                let tmp = staging.join(&name);
+                want.insert(name.clone(), write_file(&tmp, size, i));
+                std::fs::rename(&tmp, drop.join(&name)).expect("rename");
+            }
+            // Written slowly, over about two seconds, by one open handle.
+            7 => slow.push((name, size.min(300 * 1024), i)),
+            _ => {
+                want.insert(name.clone(), write_file(&drop.join(&name), size, i));
+            }
+        }
+    }
+    let writers: Vec<_> = slow
+        .into_iter()
+        .map(|(name, size, seed)| {
+            let path = drop.join(&name);
+            let full = env.path(&format!("slowsrc-{name}"));
+            let sha = write_file(&full, size, seed);
+            want.insert(name, sha);
+            std::thread::spawn(move || {
+                let bytes = std::fs::read(&full).expect("read");
+                let mut f = std::fs::File::create(&path).expect("create");
+                for part in bytes.chunks(bytes.len().div_ceil(8).max(1)) {
+                    f.write_all(part).expect("write");
+                    f.flush().expect("flush");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let want_n = want.len();
+    wait_until(T, "all 200 files attached", || async {
+        env.sandbox.attachments(&item).await.len() >= want_n
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        attached(&env.sandbox, &item).await,
+        want,
+        "each file attached once with its final bytes"
+    );
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["duplicate_attachments"], json!(0));
+    assert_eq!(stats["chunks_over_4mib"], json!(0));
+    assert!(
+        stats["peak_concurrent_requests"]["me"]
+            .as_u64()
+            .unwrap_or(0)
+            <= 4,
+        "{stats}"
+    );
+    assert!(agent.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_changed_mid_upload_ends_attached_once_with_its_new_bytes() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    config(&env, &item, "chunk_size = \"1MiB\"");
+    // Slow chunks so the change lands mid-upload.
+    env.sandbox.faults(json!({"delay_ms": 300})).await;
+    let agent = Agent::start(&env, &[]);
+    let path = env.path("drop/report.pdf");
+    write_file(&path, 8 * MIB, 1);
+    wait_until(T, "the upload to start", || async {
+        env.sandbox.stats().await["upload_bytes_committed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= MIB
+    })
+    .await;
+    let new_sha = write_file(&path, 6 * MIB, 2);
+    wait_until(T, "the new version attached", || async {
+        attached(&env.sandbox, &item).await.get("report.pdf") == Some(&new_sha)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        attached(&env.sandbox, &item).await.len(),
+        1,
+        "only the new version is attached"
+    );
+    assert_eq!(
+        env.sandbox.stats().await["open_sessions"],
+        json!(0),
+        "the old session was deleted"
+    );
+    assert!(agent.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_deleted_mid_upload_leaves_no_open_session() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    config(&env, &item, "chunk_size = \"1MiB\"");
+    env.sandbox.faults(json!({"delay_ms": 300})).await;
+    let agent = Agent::start(&env, &[]);
+    let path = env.path("drop/big.iso");
+    write_file(&path, 10 * MIB, 3);
+    wait_until(T, "the upload to start", || async {
+        env.sandbox.stats().await["upload_bytes_committed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= MIB
+    })
+    .await;
+    std::fs::remove_file(&path).expect("rm");
+    wait_until(Duration::from_secs(30), "the session deleted", || async {
+        env.sandbox.stats().await["open_sessions"] == json!(0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(env.sandbox.attachments(&item).await.is_empty());
+    let status = env.run(&["status", "--json"], T);
+    let rows: Value = serde_json::from_str(&stdout(&status)).expect("json");
+    assert_eq!(rows[0]["state"], json!("canceled"), "{rows}");
+    assert!(agent.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_retry_and_cancel_reach_the_running_agent_and_a_second_agent_exits_2() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    config(&env, &item, "");
+    // Every attachment POST fails permanently at first.
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "post", "status": 400}]}))
+        .await;
+    let agent = Agent::start(&env, &[]);
+    write_file(&env.path("drop/a.txt"), 100, 1);
+    let mut id = String::new();
+    for _ in 0..100 {
+        let out = env.run(&["status", "--json"], T);
+        assert!(
+            out.status.success(),
+            "status while running: {}",
+            stderr(&out)
+        );
+        let rows: Value = serde_json::from_str(&stdout(&out)).expect("json");
+        if rows
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["state"] == json!("failed")))
+        {
+            id = rows[0]["id"].as_str().unwrap_or_default().to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!id.is_empty(), "the entry failed");
+    // The table form works too.
+    let table = env.run(&["status"], T);
+    assert!(stdout(&table).contains("failed"), "{}", stdout(&table));
+    let second = env.run(&["run"], Duration::from_secs(30));
+    assert_eq!(
+        second.status.code(),
+        Some(2),
+        "second agent: {}",
+        stderr(&second)
+    );
+    assert!(
+        stderr(&second).contains("another outbox agent"),
+        "{}",
+        stderr(&second)
+    );
+    let retry = env.run(&["retry", "--failed"], T);
+    assert!(retry.status.success(), "{}", stderr(&retry));
+    wait_until(T, "the retried file attached", || async {
+        env.sandbox.attachments(&item).await.len() == 1
+    })
+    .await;
+    let cancel = env.run(&["cancel", &id], T);
+    assert_eq!(
+        cancel.status.code(),
+        Some(2),
+        "cancelling a done entry is refused: {}",
+        stderr(&cancel)
+    );
+    assert!(agent.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overflow_triggers_a_rescan_that_finds_unseen_files() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    config(&env, &item, "");
+    let folder = env.path("drop");
+    let agent = Agent::start(&env, &[("OUTBOX_TEST_HOOKS", "1")]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write_file(&folder.join("seen.txt"), 10, 1);
+    wait_until(T, "seen.txt attached", || async {
+        env.sandbox.attachments(&item).await.len() == 1
+    })
+    .await;
+    // From here the watcher's events are lost, as in a kernel queue overflow.
+    let out = send_control(&env, r#"{"op":"lose_events"}"#).await;
+    assert!(out.contains("\"ok\":true"), "{out}");
+    write_file(&folder.join("unseen.txt"), 20, 2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.sandbox.attachments(&item).await.len(),
+        1,
+        "no event, no upload yet"
+    );
+    // The overflow notice: a full rescan finds the file.
+    let out = send_control(&env, r#"{"op":"overflow"}"#).await;
+    assert!(out.contains("\"ok\":true"), "{out}");
+    wait_until(T, "unseen.txt attached after the rescan", || async {
+        env.sandbox.attachments(&item).await.len() == 2
+    })
+    .await;
+    assert!(agent.stop().success());
+}
+
+async fn send_control(env: &Env, line: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut s = tokio::net::UnixStream::connect(env.state_dir().join("agent.sock"))
+        .await
+        .expect("connect");
+    s.write_all(format!("{line}\n").as_bytes())
+        .await
+        .expect("write");
+    let mut lines = BufReader::new(s).lines();
+    lines.next_line().await.expect("read").unwrap_or_default()
+}
