@@ -66,6 +66,7 @@ impl Journal for LedgerJournal {
     }
 
     fn progress(&self, committed: u64) {
+        crate::failpoint!("after-chunk");
         // Progress for `status` only; durability comes from the next intent's flush.
         let _ = self.ledger.update(&self.id, |e| e.bytes_sent = committed);
     }

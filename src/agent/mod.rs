@@ -321,6 +321,11 @@ impl Agent {
                 let current = self.ledger.current_for_path(&name, &f.path)?;
                 if let Some(e) = &current {
                     let same = e.size == f.size && Some(e.mtime_ns) == f.mtime_ns;
+                    if same && e.state == EntryState::Done {
+                        // Done but still here: a crash came between `done` and the after-action.
+                        self.after_done(i, e);
+                        continue;
+                    }
                     if same
                         && (e.state.is_terminal()
                             || self.queued.contains(&e.id)

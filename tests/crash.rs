@@ -1,0 +1,148 @@
+//! Crash safety: the agent stopped dead at every failpoint (deterministic) and by `kill -9` at
+//! random instants, then restarted: every file ends attached exactly once with its bytes, and a
+//! resumed upload re-sends at most the chunk that was in flight.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(240);
+
+fn setup(env: &Env, item: &str, after: &str) -> std::path::PathBuf {
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    env.write_config(
+        "chunk_size = \"1MiB\"",
+        &format!("[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\nafter = \"{after}\"\n", folder.display()),
+    );
+    folder
+}
+
+/// Every failpoint, crashed once each, then a clean run: exactly once, right bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_failpoint_crashes_and_recovers() {
+    let points = [
+        "after-entry-recorded",
+        "before-post-intent",
+        "after-post-intent",
+        "after-session-intent",
+        "before-session-saved",
+        "after-session-saved",
+        "before-chunk:3",
+        "after-chunk:2",
+        "after-chunk:5",
+        "before-done-recorded",
+        "before-done-recorded:2",
+        "after-done-recorded",
+        "after-after-action",
+    ];
+    for point in points {
+        let env = Env::new();
+        let item = env.sandbox.create_item("message", "me").await;
+        let folder = setup(&env, &item, "move");
+        let mut want = HashMap::new();
+        want.insert(
+            "small.txt".to_string(),
+            write_file(&folder.join("small.txt"), 1000, 1),
+        );
+        want.insert(
+            "large.bin".to_string(),
+            write_file(&folder.join("large.bin"), 5 * MIB + 3, 2),
+        );
+        let crashed = run_bounded(
+            env.cmd()
+                .env("OUTBOX_CRASH_AT", point)
+                .args(["run", "--once"]),
+            T,
+        );
+        assert!(
+            crashed.status.code().is_none() || crashed.status.code() == Some(134),
+            "failpoint {point} was never reached (exit {:?}):\n{}",
+            crashed.status.code(),
+            stderr(&crashed)
+        );
+        let out = env.run(&["run", "--once"], T);
+        assert!(
+            out.status.success(),
+            "recovery after {point} failed:\n{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            attached(&env.sandbox, &item).await,
+            want,
+            "after a crash at {point}"
+        );
+        let stats = env.sandbox.stats().await;
+        assert_eq!(stats["duplicate_attachments"], json!(0), "{point}");
+        assert!(
+            stats["upload_bytes_resent"].as_u64().unwrap_or(0) <= MIB,
+            "at most one chunk re-sent after {point}: {stats}"
+        );
+        // Moved only after done: both files are in sent/, none left behind or lost.
+        assert!(
+            folder.join("sent/small.txt").exists() && folder.join("sent/large.bin").exists(),
+            "{point}"
+        );
+        assert!(
+            !folder.join("small.txt").exists() && !folder.join("large.bin").exists(),
+            "{point}"
+        );
+    }
+}
+
+/// `kill -9` at random instants during mixed uploads, 20 times, files arriving in between.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_random_instants_loses_and_duplicates_nothing() {
+    use rand::Rng;
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = setup(&env, &item, "keep");
+    // Slow the server a little so kills land inside uploads.
+    env.sandbox.faults(json!({"delay_ms": 40})).await;
+    let mut want = HashMap::new();
+    let mut rng = rand::thread_rng();
+    let kills = 20;
+    for round in 0..kills {
+        // New files each round: small POSTs, sessions, one by rename.
+        for k in 0..3u64 {
+            let n = round as u64 * 10 + k;
+            let size = match k {
+                0 => rng.gen_range(0..50_000),
+                1 => rng.gen_range(3 * MIB..6 * MIB),
+                _ => rng.gen_range(100..3_000_000),
+            };
+            let name = format!("r{round:02}-{k}.bin");
+            if k == 2 {
+                let tmp = env.path(&name);
+                want.insert(name.clone(), write_file(&tmp, size, n));
+                std::fs::rename(&tmp, folder.join(&name)).expect("rename");
+            } else {
+                want.insert(name.clone(), write_file(&folder.join(&name), size, n));
+            }
+        }
+        let agent = Agent::start(&env, &[]);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..1500))).await;
+        agent.kill9();
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "final run failed:\n{}", stderr(&out));
+    assert_eq!(
+        attached(&env.sandbox, &item).await,
+        want,
+        "every file exactly once with its bytes"
+    );
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["duplicate_attachments"], json!(0));
+    let resent = stats["upload_bytes_resent"].as_u64().unwrap_or(0);
+    assert!(
+        resent <= kills as u64 * MIB,
+        "re-sent {resent} bytes over {kills} kills: more than one chunk per kill"
+    );
+    println!(
+        "kill -9 x{kills}: {} files, {} bytes re-sent",
+        want.len(),
+        resent
+    );
+}
