@@ -667,6 +667,10 @@ impl Agent {
         };
         let m = &self.settings.mappings[mi];
         let Some(sha) = entry.sha256.clone() else {
+            // Never read (e.g. it was unreadable, then retried): settle and hash it again.
+            if let Ok(meta) = std::fs::metadata(&entry.path) {
+                self.settler.observe(mi, &entry.path, meta.len(), crate::ledger::mtime_ns(&meta), Instant::now());
+            }
             return Ok(());
         };
         let resume = if entry.session.is_some() {
