@@ -82,8 +82,8 @@ enum Source {
         argv: Vec<String>,
         cached: Mutex<Option<AccessToken>>,
     },
-    Delegated(delegated::Delegated),
-    App(client_credentials::App),
+    Delegated(Box<delegated::Delegated>),
+    App(Box<client_credentials::App>),
 }
 
 impl Credentials {
@@ -125,19 +125,21 @@ impl Credentials {
                 argv: command.clone(),
                 cached: Mutex::new(None),
             },
-            AuthMethod::DeviceCode => Source::Delegated(delegated::Delegated::new(
+            AuthMethod::DeviceCode => Source::Delegated(Box::new(delegated::Delegated::new(
                 endpoints,
                 client_id,
                 cache::TokenCache::in_dir(state_dir),
                 http,
-            )),
-            AuthMethod::ClientCredentials { secret } => Source::App(client_credentials::App::new(
-                endpoints,
-                client_id,
-                client_credentials::app_scope(graph_base),
-                secret.clone(),
-                http,
-            )),
+            ))),
+            AuthMethod::ClientCredentials { secret } => {
+                Source::App(Box::new(client_credentials::App::new(
+                    endpoints,
+                    client_id,
+                    client_credentials::app_scope(graph_base),
+                    secret.clone(),
+                    http,
+                )))
+            }
         };
         Credentials {
             source: Arc::new(source),
