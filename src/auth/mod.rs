@@ -1,11 +1,20 @@
 //! Sign-in: where bearer tokens for Graph come from. Tokens are held in memory and handed to
 //! the Graph client per request; they never reach logs, errors or the ledger.
 //!
-//! Methods here: `token_env` (a variable read at each use) and `token_command` (a command whose
-//! output is a bare token or JSON with `accessToken`/`expiresOn`; reused until near expiry).
-//! A fixed token (`Credentials::fixed`) serves the demo and tests.
+//! Methods: `device_code` (tokens cached by `outbox login`, refreshed silently: `delegated`,
+//! `device_code`, `cache`), `client_credentials` (secret or certificate: `client_credentials`),
+//! `token_env` (a variable read at each use) and `token_command` (a command whose output is a
+//! bare token or JSON with `accessToken`/`expiresOn`; reused until near expiry). A fixed token
+//! (`Credentials::fixed`) serves the demo and tests. HTTP to the identity platform: `oauth`.
 
-use crate::config::{AuthMethod, AuthSettings};
+pub mod cache;
+pub mod client_credentials;
+pub mod delegated;
+pub mod device_code;
+pub mod oauth;
+
+use crate::config::{AuthMethod, AuthSettings, Settings};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
@@ -25,6 +34,9 @@ pub enum AuthError {
     /// The method is configured but not available in this build.
     #[error("{0}")]
     Unsupported(String),
+    /// The identity platform could not be reached or answered nonsense (network, TLS, 5xx).
+    #[error("sign-in unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A bearer token and when it stops being usable.
@@ -44,7 +56,7 @@ impl std::fmt::Debug for AccessToken {
 }
 
 impl AccessToken {
-    fn fresh(&self, now: SystemTime) -> bool {
+    pub(crate) fn fresh(&self, now: SystemTime) -> bool {
         match self.expires_at {
             Some(t) => t > now + REFRESH_MARGIN,
             None => true,
@@ -70,20 +82,64 @@ enum Source {
         argv: Vec<String>,
         cached: Mutex<Option<AccessToken>>,
     },
-    Unsupported(String),
+    Delegated(Box<delegated::Delegated>),
+    App(Box<client_credentials::App>),
 }
 
 impl Credentials {
+    /// Credentials for a configuration: the token cache lives in `agent.state_dir`, the
+    /// identity platform is trusted like Graph (`graph.ca_file`), app scopes follow
+    /// `graph.base_url`.
+    pub fn from_settings_in(settings: &Settings) -> Credentials {
+        Self::build(
+            &settings.auth,
+            &settings.agent.state_dir,
+            &settings.graph.base_url,
+            oauth::http_client(Some(settings)),
+        )
+    }
+
+    /// Credentials from the auth section alone: the platform's default state dir and the
+    /// global Graph. Prefer [`Credentials::from_settings_in`].
     pub fn from_settings(auth: &AuthSettings) -> Credentials {
+        let defaults = Settings::defaults(crate::config::default_path());
+        Self::build(
+            auth,
+            &defaults.agent.state_dir,
+            &defaults.graph.base_url,
+            oauth::http_client(None),
+        )
+    }
+
+    fn build(
+        auth: &AuthSettings,
+        state_dir: &Path,
+        graph_base: &url::Url,
+        http: Result<reqwest::Client, String>,
+    ) -> Credentials {
+        let endpoints = oauth::Endpoints::new(&auth.authority, &auth.tenant);
+        let client_id = auth.client_id.clone().unwrap_or_default();
         let source = match &auth.method {
             AuthMethod::TokenEnv { var } => Source::Env(var.clone()),
-            AuthMethod::TokenCommand { command } => Source::Command { argv: command.clone(), cached: Mutex::new(None) },
-            AuthMethod::DeviceCode => Source::Unsupported(
-                "auth.method = \"device_code\" is not available in this build yet; use \"token_env\" or \"token_command\"".into(),
-            ),
-            AuthMethod::ClientCredentials { .. } => Source::Unsupported(
-                "auth.method = \"client_credentials\" is not available in this build yet; use \"token_env\" or \"token_command\"".into(),
-            ),
+            AuthMethod::TokenCommand { command } => Source::Command {
+                argv: command.clone(),
+                cached: Mutex::new(None),
+            },
+            AuthMethod::DeviceCode => Source::Delegated(Box::new(delegated::Delegated::new(
+                endpoints,
+                client_id,
+                cache::TokenCache::in_dir(state_dir),
+                http,
+            ))),
+            AuthMethod::ClientCredentials { secret } => {
+                Source::App(Box::new(client_credentials::App::new(
+                    endpoints,
+                    client_id,
+                    client_credentials::app_scope(graph_base),
+                    secret.clone(),
+                    http,
+                )))
+            }
         };
         Credentials {
             source: Arc::new(source),
@@ -120,7 +176,8 @@ impl Credentials {
                 *guard = Some(t.clone());
                 Ok(t)
             }
-            Source::Unsupported(msg) => Err(AuthError::Unsupported(msg.clone())),
+            Source::Delegated(d) => d.bearer().await,
+            Source::App(a) => a.bearer().await,
         }
     }
 
@@ -137,7 +194,9 @@ impl Credentials {
             }
             // The variable may have been updated since it was read.
             Source::Env(_) => false,
-            Source::Fixed(_) | Source::Unsupported(_) => false,
+            Source::Fixed(_) => false,
+            Source::Delegated(d) => d.invalidate(rejected).await,
+            Source::App(a) => a.invalidate(rejected).await,
         }
     }
 }

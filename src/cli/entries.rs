@@ -137,7 +137,7 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
     })
     .await?;
     if let Some((user, url)) = session_to_delete {
-        let client = GraphClient::new(&settings, Credentials::from_settings(&settings.auth))
+        let client = GraphClient::new(&settings, Credentials::from_settings_in(&settings))
             .map_err(|e| CommandError::new(ExitCode::Config, e))?;
         if let Err(e) = client.delete_session(&user, &url).await {
             eprintln!("outbox: canceled, but the upload session could not be deleted ({e}); it expires on its own");

@@ -3,6 +3,7 @@
 
 pub mod entries;
 pub mod logging;
+pub mod login;
 pub mod run;
 pub mod sandbox;
 pub mod send;
@@ -168,6 +169,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Cancel { id } => {
             entries::cancel(load_settings(cli.config.as_deref(), false)?, id).await
         }
+        Command::Login => login::login(load_settings(cli.config.as_deref(), false)?).await,
+        Command::Logout => login::logout(load_settings(cli.config.as_deref(), false)?).await,
+        Command::Whoami => login::whoami(load_settings(cli.config.as_deref(), false)?).await,
         other => Err(CommandError::new(
             ExitCode::Usage,
             format!(

@@ -12,7 +12,7 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
             format!("{}: no [[mapping]] is configured, so there is nothing to watch; add one (see `outbox init`)", settings.source.display()),
         ));
     }
-    let creds = Credentials::from_settings(&settings.auth);
+    let creds = Credentials::from_settings_in(&settings);
     match agent::run(settings, creds, RunOptions { once, stop: None }).await {
         Ok(RunOutcome::Clean) => Ok(ExitCode::Ok),
         Ok(RunOutcome::SomeFailed) => {

@@ -31,7 +31,7 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
                 format!("cannot read {}: {e}", args.file.display()),
             )
         })?;
-    let client = GraphClient::new(&settings, Credentials::from_settings(&settings.auth))
+    let client = GraphClient::new(&settings, Credentials::from_settings_in(&settings))
         .map_err(|e| CommandError::new(ExitCode::Config, e))?;
     let journal = SendJournal::new(file.size);
     let attach = client.attach(&item, &file, Resume::Fresh, &journal);

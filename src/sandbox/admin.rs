@@ -38,6 +38,8 @@ pub fn router() -> Router<Shared> {
         .route("/sessions/expire", post(expire_sessions))
         .route("/tokens/revoke", post(revoke_tokens))
         .route("/devicecode/approve", post(approve_device))
+        .route("/devicecode/interval", post(device_interval))
+        .route("/tokens/issued", get(issued_tokens))
 }
 
 fn err(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -398,4 +400,37 @@ async fn approve_device(State(st): State<Shared>, Json(a): Json<Approve>) -> Res
         DeviceStatus::Approved(canonical_user(a.user.as_deref().unwrap_or("me")))
     };
     Json(json!({"user_code": d.user_code, "approved": !a.deny})).into_response()
+}
+
+/// Every secret handed out so far (tests grep logs and files for them).
+async fn issued_tokens(State(st): State<Shared>) -> Response {
+    let g = st.lock();
+    let mut v = json!(&g.issued);
+    v["client_secret"] = json!(g.faults.client_secret);
+    Json(v).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Interval {
+    user_code: String,
+    interval_secs: u64,
+}
+
+/// Change the polling interval a pending sign-in enforces (not the one it advertised), as a
+/// busy identity platform may: polls faster than it get `slow_down`.
+async fn device_interval(State(st): State<Shared>, Json(a): Json<Interval>) -> Response {
+    let mut g = st.lock();
+    let Some(d) = g
+        .device_codes
+        .values_mut()
+        .find(|d| d.user_code.eq_ignore_ascii_case(&a.user_code))
+    else {
+        return err(
+            StatusCode::NOT_FOUND,
+            "no pending sign-in with that user_code",
+        );
+    };
+    d.interval_secs = a.interval_secs;
+    Json(json!({"user_code": d.user_code, "interval_secs": d.interval_secs})).into_response()
 }

@@ -671,6 +671,7 @@ async fn create_session(
         sid,
         authtoken
     );
+    g.issued.upload_authtokens.push(authtoken.clone());
     g.sessions.insert(
         sid.clone(),
         Session {

@@ -115,6 +115,7 @@ fn mint_access(st: &Shared, user: Option<&str>, scope: &str) -> (String, u64) {
         "jti": random_token(12),
     });
     let token = format!("{}.{}.{}", b64(&header), b64(&claims), random_token(24));
+    st.lock().issued.access_tokens.push(token.clone());
     st.lock().tokens.insert(
         token.clone(),
         TokenInfo {
@@ -137,6 +138,7 @@ fn delegated_answer(st: &Shared, user: &str, client_id: &str, scope: &str) -> Re
     });
     if scope.split_whitespace().any(|s| s == "offline_access") {
         let rt = random_token(64);
+        st.lock().issued.refresh_tokens.push(rt.clone());
         st.lock().refresh_tokens.insert(
             rt.clone(),
             RefreshInfo {

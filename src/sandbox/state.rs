@@ -82,6 +82,17 @@ pub struct Inner {
     pub inflight: HashMap<String, usize>,
     pub request_window: HashMap<String, VecDeque<Instant>>,
     pub byte_window: HashMap<String, VecDeque<(Instant, u64)>>,
+    /// Every secret the sandbox handed out (access and refresh tokens, upload-URL authtokens),
+    /// kept so tests can prove none of them leaked into logs or files (`GET /_admin/tokens/issued`).
+    pub issued: Issued,
+}
+
+/// Secrets handed out so far, by kind.
+#[derive(Default, Serialize)]
+pub struct Issued {
+    pub access_tokens: Vec<String>,
+    pub refresh_tokens: Vec<String>,
+    pub upload_authtokens: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,600 @@
+//! Sign-in end to end, against the real `outbox sandbox` process: device-code login (approved,
+//! slowed down, declined, expired), whoami/logout, a token expiring mid-upload with the session
+//! killed (one refresh, one attachment), a revoked refresh token pausing the agent until a new
+//! login, client credentials with a secret and with a certificate, and no issued secret in logs,
+//! ledger files or `status --json`.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(60);
+const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+
+/// Config with `[auth] method = "device_code"` against the sandbox's identity endpoints.
+fn device_config(env: &Env, agent_extra: &str, mappings: &str) {
+    write_auth_config(
+        env,
+        &format!(
+            "method = \"device_code\"\nclient_id = \"{CLIENT_ID}\"\nauthority = \"{}\"\ntenant = \"common\"\n",
+            env.sandbox.origin
+        ),
+        agent_extra,
+        mappings,
+    );
+}
+
+fn write_auth_config(env: &Env, auth: &str, agent_extra: &str, mappings: &str) {
+    let cfg = format!(
+        "[graph]\nbase_url = \"{}\"\n\n[auth]\n{auth}\n[agent]\nstate_dir = \"{}\"\nsettle = \"300ms\"\nrescan = \"1h\"\n{agent_extra}\n\n{mappings}\n",
+        env.sandbox.graph_base(),
+        env.state_dir().display()
+    );
+    std::fs::write(env.path("config.toml"), cfg).expect("write config");
+}
+
+/// `outbox login` running as a child: the user code it printed, and its stderr so far.
+struct LoginChild {
+    child: Child,
+    code: String,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+fn start_login(env: &Env) -> LoginChild {
+    let mut child = env
+        .cmd()
+        .arg("login")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn login");
+    let err = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    let stderr = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("enter the code ").nth(1) {
+                let _ = tx.send(rest.trim().to_string());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let code = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("login printed no user code");
+    LoginChild {
+        child,
+        code,
+        stderr,
+    }
+}
+
+impl LoginChild {
+    fn finish(mut self, timeout: Duration) -> (Option<i32>, String, String) {
+        let start = Instant::now();
+        while self.child.try_wait().expect("wait").is_none() {
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!("login did not finish within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = self.child.wait_with_output().expect("output");
+        let err = self.stderr.join().expect("stderr thread");
+        (out.status.code(), stdout(&out), err)
+    }
+}
+
+async fn approve(env: &Env, code: &str, deny: bool) {
+    env.sandbox
+        .admin(
+            reqwest::Method::POST,
+            "/devicecode/approve",
+            Some(json!({"user_code": code, "deny": deny})),
+        )
+        .await;
+}
+
+/// Log in through the device-code flow and return login's stderr.
+async fn login(env: &Env) -> String {
+    let l = start_login(env);
+    approve(env, &l.code.clone(), false).await;
+    let (code, out, err) = l.finish(T);
+    assert_eq!(code, Some(0), "login failed:\n{out}\n{err}");
+    assert!(
+        out.contains("signed in as Sandbox") || out.contains("me@sandbox.test"),
+        "{out}"
+    );
+    err
+}
+
+fn identity_ok(stats: &Value) -> u64 {
+    stats["requests"]["identity_token"]["200"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_code_login_whoami_logout() {
+    let env = Env::new();
+    device_config(&env, "", "");
+    let out = env.run(&["whoami"], T);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "not signed in yet: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("outbox login"), "{}", stderr(&out));
+
+    let l = start_login(&env);
+    // Let it poll a few times (interval 1 s) before approving.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    approve(&env, &l.code.clone(), false).await;
+    let (code, out, err) = l.finish(T);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        err.contains("/devicelogin"),
+        "the verification URL is shown: {err}"
+    );
+    assert!(out.contains("me@sandbox.test"), "{out}");
+    let stats = env.sandbox.stats().await;
+    assert!(
+        stats["requests"]["identity_token"]["400"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2,
+        "polled while pending: {stats}"
+    );
+
+    let cache = env.state_dir().join("tokens.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cache)
+            .expect("cache")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "token cache is owner-only");
+    }
+    let out = env.run(&["whoami"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("me@sandbox.test"), "{}", stdout(&out));
+
+    let out = env.run(&["logout"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!cache.exists());
+    let out = env.run(&["whoami"], T);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_down_is_obeyed_and_login_still_succeeds() {
+    let env = Env::new();
+    device_config(&env, "", "");
+    let l = start_login(&env);
+    let started = Instant::now();
+    // The platform now wants 3 s between polls, though it advertised 1 s: the next poll gets
+    // slow_down, after which the client waits 1 + 5 s.
+    env.sandbox
+        .admin(
+            reqwest::Method::POST,
+            "/devicecode/interval",
+            Some(json!({"user_code": l.code, "interval_secs": 3})),
+        )
+        .await;
+    // (slow_down is only sent while the sign-in is pending: approve after it was sent.)
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    approve(&env, &l.code.clone(), false).await;
+    let (code, out, err) = l.finish(T);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        err.contains("poll more slowly"),
+        "slow_down was seen: {err}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "backed off by 5 s"
+    );
+    let out = env.run(&["whoami"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn declined_and_expired_exit_3() {
+    let env = Env::new();
+    device_config(&env, "", "");
+    let l = start_login(&env);
+    approve(&env, &l.code.clone(), true).await;
+    let (code, _out, err) = l.finish(T);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("declined"), "{err}");
+
+    env.sandbox
+        .faults(json!({"device_code_expires_secs": 2}))
+        .await;
+    let l = start_login(&env);
+    let (code, _out, err) = l.finish(T);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("expired"), "{err}");
+    assert!(!env.state_dir().join("tokens.json").exists());
+}
+
+/// Every secret the sandbox issued, for leak checks.
+async fn issued_secrets(env: &Env) -> Vec<String> {
+    let v = env
+        .sandbox
+        .admin(reqwest::Method::GET, "/tokens/issued", None)
+        .await;
+    let mut out = Vec::new();
+    for k in ["access_tokens", "refresh_tokens", "upload_authtokens"] {
+        for t in v[k].as_array().cloned().unwrap_or_default() {
+            out.push(t.as_str().unwrap_or_default().to_string());
+        }
+    }
+    out.push(v["client_secret"].as_str().unwrap_or_default().to_string());
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+fn assert_no_secret(what: &str, haystack: &[u8], secrets: &[String]) {
+    for s in secrets {
+        let needle = s.as_bytes();
+        assert!(
+            !haystack.windows(needle.len()).any(|w| w == needle),
+            "{what} contains an issued secret ({}…)",
+            &s[..s.len().min(6)]
+        );
+    }
+}
+
+/// Every file under `dir` except the token cache, concatenated.
+fn files_except_cache(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_except_cache(&p));
+        } else if p.file_name().is_some_and(|n| n != "tokens.json") {
+            out.extend(std::fs::read(&p).unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_expires_mid_upload_and_session_dies_one_refresh_one_attachment() {
+    let env = Env::new();
+    device_config(&env, "chunk_size = \"1MiB\"", "");
+    env.sandbox.faults(json!({"token_lifetime_secs": 4})).await;
+    let login_err = login(&env).await;
+    let logged_in = Instant::now();
+    assert_eq!(identity_ok(&env.sandbox.stats().await), 1);
+    let item = env.sandbox.create_item("message", "me").await;
+    let file = env.path("big.bin");
+    let sha = write_file(&file, 40 * MIB, 7);
+    env.sandbox.faults(json!({"delay_ms": 150})).await;
+    let mut child = env
+        .cmd()
+        .args(["send", file.to_str().expect("utf8"), "--message", &item])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn send");
+    // Wait for the upload to be under way and the token to have expired, then kill the session.
+    loop {
+        let s = env
+            .sandbox
+            .admin(reqwest::Method::GET, "/sessions", None)
+            .await;
+        let progressed = s
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["next"].as_u64().unwrap_or(0) > 0));
+        if progressed && logged_in.elapsed() > Duration::from_millis(4500) {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "send finished too early"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.sandbox
+        .admin(reqwest::Method::POST, "/sessions/expire", None)
+        .await;
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(120), "send hangs");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "send failed: {}", stderr(&out));
+    let atts = env.sandbox.attachments(&item).await;
+    assert_eq!(atts.len(), 1, "exactly one attachment: {atts:?}");
+    assert_eq!(atts[0]["sha256"], json!(sha));
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["duplicate_attachments"], json!(0));
+    assert!(
+        stats["sessions_created"].as_u64().unwrap_or(0) >= 2,
+        "the session was recreated: {stats}"
+    );
+    assert_eq!(
+        identity_ok(&stats),
+        2,
+        "login + exactly one refresh: {stats}"
+    );
+    assert!(
+        stderr(&out).contains("access token refreshed"),
+        "{}",
+        stderr(&out)
+    );
+
+    let secrets = issued_secrets(&env).await;
+    assert!(
+        secrets.len() >= 5,
+        "tokens and authtokens were issued: {}",
+        secrets.len()
+    );
+    assert_no_secret("send's debug log", &out.stderr, &secrets);
+    assert_no_secret("send's stdout", &out.stdout, &secrets);
+    assert_no_secret("login's log", login_err.as_bytes(), &secrets);
+    // The cache holds the rotated refresh token (and only the cache does).
+    let cache = std::fs::read_to_string(env.state_dir().join("tokens.json")).expect("cache");
+    let issued = env
+        .sandbox
+        .admin(reqwest::Method::GET, "/tokens/issued", None)
+        .await;
+    let last_rt = issued["refresh_tokens"]
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|v| v.as_str())
+        .expect("a refresh token");
+    assert!(
+        cache.contains(last_rt),
+        "the rotated refresh token was saved"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_refresh_token_pauses_the_agent_until_login() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    let mapping = format!(
+        "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+        folder.display()
+    );
+    device_config(&env, "", &mapping);
+    let login1 = login(&env).await;
+    let log_path = env.path("agent.log");
+    let mut agent = env
+        .cmd()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).expect("log")))
+        .spawn()
+        .expect("spawn agent");
+    let sha_a = write_file(&folder.join("a.txt"), 5000, 1);
+    wait_for(Duration::from_secs(30), || async {
+        env.sandbox.attachments(&item).await.len() == 1
+    })
+    .await;
+
+    env.sandbox
+        .admin(reqwest::Method::POST, "/tokens/revoke", Some(json!({})))
+        .await;
+    let sha_b = write_file(&folder.join("b.txt"), 6000, 2);
+    wait_for(Duration::from_secs(30), || async {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("uploads are paused")
+    })
+    .await;
+    let sha_c = write_file(&folder.join("c.bin"), 3 * MIB + 5, 3);
+    assert!(
+        agent.try_wait().expect("wait").is_none(),
+        "the agent never exits for sign-in"
+    );
+    let login2 = login(&env).await;
+    wait_for(Duration::from_secs(60), || async {
+        env.sandbox.attachments(&item).await.len() == 3
+    })
+    .await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status();
+    let status = agent.wait().expect("agent exit");
+    assert_eq!(status.code(), Some(0));
+
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert_eq!(
+        log.matches("uploads are paused").count(),
+        1,
+        "one clear message while waiting:\n{log}"
+    );
+    assert!(log.contains("outbox login"), "{log}");
+    let got: std::collections::HashMap<String, String> = env
+        .sandbox
+        .attachments(&item)
+        .await
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap_or_default().to_string(),
+                a["sha256"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got.get("a.txt"), Some(&sha_a));
+    assert_eq!(got.get("b.txt"), Some(&sha_b));
+    assert_eq!(got.get("c.bin"), Some(&sha_c));
+    assert_eq!(env.sandbox.stats().await["duplicate_attachments"], json!(0));
+
+    // No issued secret in the debug logs, the ledger files or `status --json`.
+    let status = env.run(&["status", "--json"], T);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let secrets = issued_secrets(&env).await;
+    assert_no_secret("agent debug log", log.as_bytes(), &secrets);
+    assert_no_secret("login logs", (login1 + &login2).as_bytes(), &secrets);
+    assert_no_secret("status --json", &status.stdout, &secrets);
+    assert_no_secret("status stderr", &status.stderr, &secrets);
+    let ledger = files_except_cache(&env.state_dir());
+    assert!(!ledger.is_empty(), "the ledger files were read");
+    assert_no_secret("ledger files", &ledger, &secrets);
+}
+
+async fn wait_for<F, Fut>(limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn app_config(env: &Env, credential: &str) {
+    write_auth_config(
+        env,
+        &format!(
+            "method = \"client_credentials\"\nclient_id = \"{CLIENT_ID}\"\nauthority = \"{}\"\ntenant = \"contoso.example\"\n{credential}\n",
+            env.sandbox.origin
+        ),
+        "",
+        "",
+    );
+}
+
+/// whoami names the app; `send` to another user's mailbox works with the app token.
+async fn app_can_attach(env: &Env, extra_env: &[(&str, &str)]) -> Vec<u8> {
+    let mut cmd = env.cmd();
+    cmd.arg("whoami");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = run_bounded(&mut cmd, T);
+    assert!(out.status.success(), "whoami: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains(CLIENT_ID) && stdout(&out).contains("contoso.example"),
+        "{}",
+        stdout(&out)
+    );
+    let item = env.sandbox.create_item("event", "alice@sandbox.test").await;
+    let file = env.path("x.pdf");
+    let sha = write_file(&file, 1234, 9);
+    let mut cmd = env.cmd();
+    cmd.args([
+        "send",
+        file.to_str().expect("utf8"),
+        "--event",
+        &item,
+        "--user",
+        "alice@sandbox.test",
+    ]);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let send = run_bounded(&mut cmd, T);
+    assert!(send.status.success(), "send: {}", stderr(&send));
+    let atts = env.sandbox.attachments(&item).await;
+    assert_eq!(atts.len(), 1);
+    assert_eq!(atts[0]["sha256"], json!(sha));
+    [out.stderr, send.stderr].concat()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_credentials_with_a_secret() {
+    let env = Env::new();
+    app_config(&env, "client_secret_env = \"OUTBOX_TEST_SECRET\"");
+    let logs = app_can_attach(&env, &[("OUTBOX_TEST_SECRET", "sandbox-client-secret")]).await;
+    let secrets = issued_secrets(&env).await;
+    assert_no_secret("client-credential logs", &logs, &secrets);
+
+    let mut cmd = env.cmd();
+    cmd.arg("whoami")
+        .env("OUTBOX_TEST_SECRET", "wrong-secret-value");
+    let out = run_bounded(&mut cmd, T);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("invalid_client"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("wrong-secret-value"));
+    let out = env.run(&["whoami"], T);
+    assert_eq!(out.status.code(), Some(3), "no secret in the environment");
+    assert!(
+        stderr(&out).contains("OUTBOX_TEST_SECRET"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_credentials_with_a_certificate() {
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+    let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("rsa key");
+    let key_pem = key.to_pkcs8_pem(LineEnding::LF).expect("pkcs8").to_string();
+    let kp = rcgen::KeyPair::from_pem(&key_pem).expect("rcgen key");
+    let cert = rcgen::CertificateParams::new(vec!["outbox-test-app".to_string()])
+        .expect("params")
+        .self_signed(&kp)
+        .expect("self-signed cert");
+    let env = Env::new();
+    let pem_path = env.path("app.pem");
+    std::fs::write(&pem_path, format!("{}{}", cert.pem(), key_pem)).expect("write pem");
+    app_config(
+        &env,
+        &format!("certificate_path = \"{}\"", pem_path.display()),
+    );
+    let logs = app_can_attach(&env, &[]).await;
+    let secrets = issued_secrets(&env).await;
+    assert_no_secret("certificate logs", &logs, &secrets);
+    assert!(!String::from_utf8_lossy(&logs).contains("PRIVATE KEY"));
+
+    // The assertion really is signed by that key, with the expected header and claims.
+    let signer = outbox::auth::client_credentials::Signer::from_pem(
+        std::fs::read(&pem_path).expect("pem").as_slice(),
+    )
+    .expect("signer");
+    let url = format!("{}/contoso.example/oauth2/v2.0/token", env.sandbox.origin);
+    let jwt = signer
+        .assertion(CLIENT_ID, &url, std::time::SystemTime::now())
+        .expect("assertion");
+    let header = jsonwebtoken::decode_header(&jwt).expect("header");
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::PS256);
+    use base64::Engine;
+    use sha2::Digest;
+    let want =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(cert.der()));
+    assert_eq!(header.x5t_s256.as_deref(), Some(want.as_str()));
+    let public = key.to_public_key();
+    let pub_pem =
+        rsa::pkcs1::EncodeRsaPublicKey::to_pkcs1_pem(&public, LineEnding::LF).expect("pub pem");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::PS256);
+    v.set_audience(&[url.as_str()]);
+    v.set_issuer(&[CLIENT_ID]);
+    let data = jsonwebtoken::decode::<Value>(
+        &jwt,
+        &jsonwebtoken::DecodingKey::from_rsa_pem(pub_pem.as_bytes()).expect("decoding key"),
+        &v,
+    )
+    .expect("the signature verifies");
+    let c = data.claims;
+    assert_eq!(c["sub"], json!(CLIENT_ID));
+    assert!(c["jti"].is_string());
+    let life = c["exp"].as_i64().unwrap_or(0) - c["nbf"].as_i64().unwrap_or(0);
+    assert!(life > 0 && life <= 600, "{life}");
+}
