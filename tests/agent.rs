@@ -155,3 +155,31 @@ async fn a_file_over_150_mib_is_rejected_unsent() {
         "nothing was sent: {stats}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_of_files_gone_are_pruned_after_keep_done_and_others_kept() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    env.write_config("keep_done = \"1s\"", &mapping(&env, "m", &item, ""));
+    write_file(&env.path("m/stays.txt"), 10, 1);
+    write_file(&env.path("m/goes.txt"), 10, 2);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(status_json(&env).len(), 2);
+    std::fs::remove_file(env.path("m/goes.txt")).expect("rm");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(
+        rows.len(),
+        1,
+        "the entry of the deleted file is pruned: {rows:?}"
+    );
+    assert!(rows[0]["path"]
+        .as_str()
+        .unwrap_or_default()
+        .ends_with("stays.txt"));
+    // The kept entry still stops a second upload.
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 2);
+}

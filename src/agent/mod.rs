@@ -141,7 +141,13 @@ pub async fn run(
             Err(e) => return Err(AgentError::Setup(e)),
         }
     };
-    let max_parallel = settings.agent.concurrency.max(1);
+    // `concurrency` uploads per mailbox; the pacer keeps each mailbox's requests within it.
+    let mailboxes: HashSet<String> = settings
+        .mappings
+        .iter()
+        .map(|m| m.user.to_ascii_lowercase())
+        .collect();
+    let max_parallel = settings.agent.concurrency.max(1) * mailboxes.len().max(1);
     let settler = Settler::new(settings.agent.settle, settings.agent.max_settle);
     let once = opts.once;
     let mut agent = Agent {
@@ -167,6 +173,7 @@ pub async fn run(
     };
     agent.resume_from_ledger()?;
     agent.rescan(None)?;
+    agent.prune();
     tracing::info!(
         mappings = agent.settings.mappings.len(),
         once = opts.once,
@@ -669,7 +676,13 @@ impl Agent {
         let Some(sha) = entry.sha256.clone() else {
             // Never read (e.g. it was unreadable, then retried): settle and hash it again.
             if let Ok(meta) = std::fs::metadata(&entry.path) {
-                self.settler.observe(mi, &entry.path, meta.len(), crate::ledger::mtime_ns(&meta), Instant::now());
+                self.settler.observe(
+                    mi,
+                    &entry.path,
+                    meta.len(),
+                    crate::ledger::mtime_ns(&meta),
+                    Instant::now(),
+                );
             }
             return Ok(());
         };
