@@ -247,3 +247,53 @@ async fn bad_token_exits_3_and_never_prints_it() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_https_with_the_sandbox_ca_as_graph_ca_file() {
+    let sandbox = Sandbox::start_with(&["--tls"]);
+    assert!(sandbox.origin.starts_with("https://"), "{}", sandbox.origin);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = sandbox.data.path().join("ca.pem");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[graph]\nbase_url = \"{}\"\nca_file = \"{}\"\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = \"{}\"\n",
+            sandbox.graph_base(),
+            ca.display(),
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("config");
+    let item = sandbox.create_item("message", "me").await;
+    let file = dir.path().join("tls.bin");
+    let sha = write_file(&file, 5 * MIB, 11);
+    let send = |extra: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(bin());
+        c.env("OUTBOX_CONFIG", &cfg)
+            .env("OUTBOX_TEST_TOKEN", TOKEN)
+            .args([
+                "send",
+                file.to_str().unwrap_or_default(),
+                "--message",
+                &item,
+            ]);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        run_bounded(&mut c, T)
+    };
+    let out = send(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let atts = sandbox.attachments(&item).await;
+    assert_eq!(atts.len(), 1);
+    assert_eq!(atts[0]["sha256"], json!(sha));
+    // HTTPS_PROXY is honoured: a proxy that is not there stops the request.
+    let out = send(&[("HTTPS_PROXY", "http://127.0.0.1:9"), ("NO_PROXY", "")]);
+    assert!(
+        !out.status.success(),
+        "a dead proxy must be used (and fail): {}",
+        stderr(&out)
+    );
+    assert_eq!(sandbox.attachments(&item).await.len(), 1);
+}

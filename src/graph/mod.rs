@@ -475,3 +475,66 @@ async fn read_capped(resp: reqwest::Response, cap: usize) -> Vec<u8> {
 pub(crate) fn our_error(class: ErrorClass, code: &str, message: impl Into<String>) -> GraphError {
     GraphError::new(class, None, code, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> GraphClient {
+        let mut s = Settings::defaults("x.toml".into());
+        s.graph.base_url = Url::parse(base).unwrap_or_else(|e| panic!("{e}"));
+        GraphClient::new(&s, Credentials::fixed("t")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn upload_urls_only_on_microsoft_hosts_or_the_configured_origin() {
+        let c = client("https://graph.microsoft.com/v1.0");
+        for ok in [
+            "https://outlook.office.com/api/v2.0/Users('a')/Messages('b')/AttachmentSessions('c')?authtoken=x",
+            "https://outlook.office365.com/api/gv1.0/x?authtoken=y",
+            "https://graph.microsoft.com/x",
+        ] {
+            assert!(c.check_upload_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://outlook.office.com/x",
+            "https://evil.example/x?authtoken=y",
+            "https://outlook.office.com.evil.example/x",
+            "https://notoffice.com/x",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            let e = c
+                .check_upload_url(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!(e.code, "UntrustedUploadUrl");
+            assert!(!e.to_string().contains("authtoken=y"));
+        }
+        let sandbox = client("http://127.0.0.1:8080/v1.0");
+        assert!(sandbox
+            .check_upload_url("http://127.0.0.1:8080/api/v2.0/x?authtoken=z")
+            .is_ok());
+        assert!(
+            sandbox.check_upload_url("http://127.0.0.1:8081/x").is_err(),
+            "another port is another origin"
+        );
+        assert!(sandbox.check_upload_url("http://127.0.0.2:8080/x").is_err());
+    }
+
+    #[test]
+    fn item_paths_are_percent_encoded_segments() {
+        let c = client("https://graph.microsoft.com/v1.0");
+        let item = ItemRef::new("a b@contoso.com", ItemKind::Event, "AAMk/x+y=");
+        let u = c.url(&item.segments());
+        assert_eq!(
+            u.as_str(),
+            "https://graph.microsoft.com/v1.0/users/a%20b@contoso.com/events/AAMk%2Fx+y="
+        );
+        let me = ItemRef::new("ME", ItemKind::Message, "id");
+        assert_eq!(
+            c.url(&me.segments()).as_str(),
+            "https://graph.microsoft.com/v1.0/me/messages/id"
+        );
+    }
+}
