@@ -183,3 +183,53 @@ async fn entries_of_files_gone_are_pruned_after_keep_done_and_others_kept() {
     // The kept entry still stops a second upload.
     assert_eq!(env.sandbox.attachments(&item).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn desktop_notifications_for_failures_go_through_the_platform_notifier() {
+    let env = Env::new();
+    let good = env.sandbox.create_item("message", "me").await;
+    let gone = env.sandbox.create_item("message", "me").await;
+    env.sandbox.delete_item(&gone).await;
+    env.write_config(
+        "notify = \"all\"",
+        &(mapping(&env, "ok", &good, "") + &mapping(&env, "bad", &gone, "")),
+    );
+    write_file(&env.path("ok/a.txt"), 10, 1);
+    write_file(&env.path("bad/b.txt"), 10, 2);
+    // A stand-in `notify-send` that records its arguments.
+    let bin_dir = env.path("fakebin");
+    std::fs::create_dir_all(&bin_dir).expect("mkdir");
+    let log = env.path("notified.log");
+    let script = bin_dir.join("notify-send");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s|' \"$@\" >> {}\necho >> {}\n",
+            log.display(),
+            log.display()
+        ),
+    )
+    .expect("script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run_bounded(env.cmd().env("PATH", path).args(["run", "--once"]), T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // The notifier runs detached; give it a moment.
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if !text.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        text.contains("could not attach") || text.contains("attached"),
+        "notified: {text:?}"
+    );
+}

@@ -11,6 +11,7 @@
 //! - an upload URL lives only in the owner-only session store.
 
 pub mod control;
+mod desktop;
 mod journal;
 pub mod ops;
 
@@ -104,6 +105,7 @@ struct Agent {
     test_hooks: bool,
     /// Test hook: watcher events are being lost (see `Request::LoseEvents`).
     losing_events: bool,
+    notifier: desktop::Notifier,
 }
 
 /// Run the agent until a signal (or, with `once`, until nothing is left to do).
@@ -150,6 +152,7 @@ pub async fn run(
     let max_parallel = settings.agent.concurrency.max(1) * mailboxes.len().max(1);
     let settler = Settler::new(settings.agent.settle, settings.agent.max_settle);
     let once = opts.once;
+    let notify_level = settings.agent.notify;
     let mut agent = Agent {
         settings,
         opts: opts.clone(),
@@ -170,6 +173,7 @@ pub async fn run(
         max_parallel,
         test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
         losing_events: false,
+        notifier: desktop::Notifier::new(notify_level),
     };
     agent.resume_from_ledger()?;
     agent.rescan(None)?;
@@ -765,6 +769,7 @@ impl Agent {
                 self.ledger.flush()?;
                 crate::failpoint!("after-done-recorded");
                 tracing::info!(file = %flight.path.display(), attachment = %attachment_id, "attached");
+                self.notifier.attached(&done.name);
                 if let Some(mi) = mapping {
                     self.after_done(mi, &done);
                 }
@@ -865,6 +870,7 @@ impl Agent {
         let _ = self.sessions.remove(id);
         self.failed_this_run += 1;
         tracing::error!(file = %e.path.display(), code = %err.code, "{}", err.message);
+        self.notifier.failed(&e.name, &err.message);
         if let Some(mi) = self.mapping_index(&e.mapping) {
             move_to_failed_dir(&self.settings.mappings[mi], &e);
         }

@@ -1,0 +1,102 @@
+//! Desktop notifications (`agent.notify = "off" | "failures" | "all"`): a file failed, or was
+//! attached. They go through the platform's own notifier command (`notify-send` on Linux,
+//! `osascript` on macOS, PowerShell on Windows) so no D-Bus or GUI stack is linked into an
+//! agent that mostly runs headless; when the command is missing, nothing happens. Bursts are
+//! coalesced: at most one notification every few seconds, counting what was folded in.
+
+use crate::config::NotifyLevel;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const MIN_GAP: Duration = Duration::from_secs(5);
+
+pub struct Notifier {
+    level: NotifyLevel,
+    last: Option<Instant>,
+    folded: usize,
+}
+
+impl Notifier {
+    pub fn new(level: NotifyLevel) -> Self {
+        Notifier {
+            level,
+            last: None,
+            folded: 0,
+        }
+    }
+
+    pub fn attached(&mut self, name: &str) {
+        if self.level == NotifyLevel::All {
+            self.send("outbox: attached", name);
+        }
+    }
+
+    pub fn failed(&mut self, name: &str, why: &str) {
+        if self.level != NotifyLevel::Off {
+            self.send("outbox: could not attach a file", &format!("{name}: {why}"));
+        }
+    }
+
+    fn send(&mut self, title: &str, body: &str) {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < MIN_GAP) {
+            self.folded += 1;
+            return;
+        }
+        self.last = Some(now);
+        let body = match std::mem::take(&mut self.folded) {
+            0 => body.to_string(),
+            n => format!("{body} (and {n} more since the last notice; see `outbox status`)"),
+        };
+        let body = crate::secret::redact(&body);
+        let mut cmd = platform_command(title, &body);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        match cmd.spawn() {
+            // Reap it in the background so no zombie is left.
+            Ok(mut child) => {
+                tokio::task::spawn_blocking(move || child.wait());
+            }
+            Err(e) => tracing::debug!(error = %e, "no desktop notifier available"),
+        }
+    }
+}
+
+#[cfg(target_os = "macos")]
+fn platform_command(title: &str, body: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("osascript");
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    c.args([
+        "-e",
+        &format!(
+            "display notification \"{}\" with title \"{}\"",
+            esc(body),
+            esc(title)
+        ),
+    ]);
+    c
+}
+
+#[cfg(windows)]
+fn platform_command(title: &str, body: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("powershell");
+    let esc = |s: &str| s.replace('\'', "''");
+    let script = format!(
+        "[Windows.UI.Notifications.ToastNotificationManager, Windows.UI.Notifications, ContentType = WindowsRuntime] > $null; \
+         $t = [Windows.UI.Notifications.ToastNotificationManager]::GetTemplateContent([Windows.UI.Notifications.ToastTemplateType]::ToastText02); \
+         $x = $t.GetElementsByTagName('text'); $x.Item(0).AppendChild($t.CreateTextNode('{}')) > $null; $x.Item(1).AppendChild($t.CreateTextNode('{}')) > $null; \
+         [Windows.UI.Notifications.ToastNotificationManager]::CreateToastNotifier('outbox').Show([Windows.UI.Notifications.ToastNotification]::new($t))",
+        esc(title),
+        esc(body)
+    );
+    c.args(["-NoProfile", "-Command", &script]);
+    c
+}
+
+#[cfg(not(any(target_os = "macos", windows)))]
+fn platform_command(title: &str, body: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("notify-send");
+    c.args(["--app-name=outbox", title, body]);
+    c
+}
