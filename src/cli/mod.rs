@@ -1,12 +1,18 @@
 //! The command line: argument parsing (clap) and one file per command. Each command returns
 //! `Result<ExitCode, CommandError>`; `main` prints the error and exits with its code.
 
+pub mod check;
+pub mod demo;
 pub mod entries;
+pub mod init;
+pub mod items;
 pub mod logging;
 pub mod run;
 pub mod sandbox;
 pub mod send;
+pub mod service;
 pub mod status;
+pub mod verify;
 
 use crate::exit::{CommandError, ExitCode};
 use clap::{Parser, Subcommand};
@@ -84,6 +90,9 @@ pub enum Command {
         search: Option<String>,
         #[arg(long, default_value_t = 10)]
         top: u32,
+        /// Mailbox: `me` (default), a UPN or a user id.
+        #[arg(long, value_name = "U", default_value = "me")]
+        user: String,
     },
     /// Write a commented starter config (never overwrites).
     Init,
@@ -93,6 +102,9 @@ pub enum Command {
         action: String,
         #[arg(long)]
         dry_run: bool,
+        /// Which platform's service files (tests check all three on one machine).
+        #[arg(long, hide = true, value_parser = ["linux", "macos", "windows"])]
+        platform: Option<String>,
     },
     /// A local Microsoft Graph stand-in.
     Sandbox(sandbox::SandboxArgs),
@@ -134,7 +146,9 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    logging::init(cli.verbose, cli.quiet, cli.log_format);
+    // The demo talks to people on stdout; agent logs would drown it unless asked for with -v.
+    let demo_quiet = matches!(cli.command, Command::Demo { .. }) && cli.verbose == 0;
+    logging::init(cli.verbose, cli.quiet || demo_quiet, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -168,6 +182,26 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Cancel { id } => {
             entries::cancel(load_settings(cli.config.as_deref(), false)?, id).await
         }
+        Command::Demo { exit_after } => demo::run(exit_after).await,
+        Command::Init => init::run(cli.config.as_deref()),
+        Command::Check => check::run(cli.config.as_deref()).await,
+        Command::Items {
+            kind,
+            search,
+            top,
+            user,
+        } => {
+            let settings = load_settings(cli.config.as_deref(), false)?;
+            items::run(settings, &kind, search.as_deref(), top, &user).await
+        }
+        Command::Verify { id, all: _ } => {
+            verify::run(load_settings(cli.config.as_deref(), false)?, id).await
+        }
+        Command::Service {
+            action,
+            dry_run,
+            platform,
+        } => service::run(cli.config.as_deref(), &action, dry_run, platform.as_deref()),
         other => Err(CommandError::new(
             ExitCode::Usage,
             format!(
