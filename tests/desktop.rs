@@ -303,3 +303,199 @@ async fn verify_catches_deleted_and_altered_attachments() {
     let out = env.run(&["verify", "nosuchid"], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The text of the first file a `service ... --dry-run` printed.
+fn dry_run_file(out: &str) -> (String, String) {
+    let mut lines = out.lines();
+    let head = lines
+        .find(|l| l.starts_with("# write "))
+        .unwrap_or_else(|| panic!("no file in:\n{out}"));
+    let path = head
+        .trim_start_matches("# write ")
+        .trim_end_matches(':')
+        .trim_end_matches(" (UTF-16LE with BOM)")
+        .to_string();
+    let body: Vec<&str> = lines.take_while(|l| !l.starts_with("# end of ")).collect();
+    (path, body.join("\n") + "\n")
+}
+
+/// A small well-formedness check: comments, declaration and doctype skipped, every start tag
+/// closed in order, no stray `<` or `&`.
+fn assert_well_formed_xml(x: &str) {
+    let mut rest = x;
+    let mut stack: Vec<String> = Vec::new();
+    while let Some(i) = rest.find('<') {
+        let text = &rest[..i];
+        for (j, _) in text.match_indices('&') {
+            let ent = &text[j..];
+            assert!(
+                ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"]
+                    .iter()
+                    .any(|e| ent.starts_with(e)),
+                "bare & in {text:?}"
+            );
+        }
+        rest = &rest[i..];
+        if rest.starts_with("<!--") {
+            let end = rest.find("-->").expect("unclosed comment");
+            rest = &rest[end + 3..];
+            continue;
+        }
+        let end = rest.find('>').expect("unclosed tag");
+        let tag = &rest[1..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(name.trim()),
+                "mismatched </{name}>"
+            );
+        } else if !tag.ends_with('/') {
+            stack.push(tag.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+}
+
+#[test]
+fn service_install_dry_run_for_each_platform() {
+    let env = Env::new();
+    let cfg = env.write_config("", "");
+    let cfg_s = cfg.display().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = run_bounded(
+            env.cmd()
+                .args(args)
+                .env("HOME", home.path())
+                .env_remove("XDG_CONFIG_HOME")
+                .env_remove("XDG_DATA_HOME"),
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stdout(&out)
+    };
+
+    // Linux: a systemd user unit, checked by systemd-analyze when it is installed.
+    let so = run(&["service", "install", "--dry-run", "--platform", "linux"]);
+    let (path, unit) = dry_run_file(&so);
+    assert_eq!(
+        path,
+        home.path()
+            .join(".config/systemd/user/outbox.service")
+            .display()
+            .to_string()
+    );
+    assert!(
+        unit.contains(&format!(
+            "ExecStart=\"{}\" \"--config\" \"{cfg_s}\" \"run\"",
+            bin()
+        )),
+        "{unit}"
+    );
+    for line in [
+        "Restart=on-failure",
+        "RestartPreventExitStatus=2 78",
+        "WantedBy=default.target",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} missing:\n{unit}");
+    }
+    assert!(
+        !unit.contains("ExecStartPre") && !unit.contains("sleep"),
+        "no startup sleeps"
+    );
+    assert!(
+        so.contains("$ systemctl --user enable --now outbox.service"),
+        "{so}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let unit_path = dir.path().join("outbox.service");
+    std::fs::write(&unit_path, &unit).unwrap();
+    match Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_path)
+        .output()
+    {
+        Ok(o) => {
+            assert!(
+                o.status.success(),
+                "systemd-analyze: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let warnings = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !warnings.contains("outbox.service"),
+                "systemd-analyze warns about the unit: {warnings}"
+            );
+        }
+        Err(_) => eprintln!("SKIPPED: systemd-analyze is not installed; the unit was not verified"),
+    }
+
+    // macOS: a LaunchAgent plist, bootstrapped into the gui domain.
+    let so = run(&["service", "install", "--dry-run", "--platform", "macos"]);
+    let (path, plist) = dry_run_file(&so);
+    assert!(
+        path.ends_with("Library/LaunchAgents/com.outbox.agent.plist"),
+        "{path}"
+    );
+    assert_well_formed_xml(&plist);
+    assert!(
+        plist.contains(&format!("<string>{}</string>", bin())),
+        "{plist}"
+    );
+    assert!(
+        plist.contains(&format!("<string>{cfg_s}</string>")),
+        "{plist}"
+    );
+    assert!(plist.contains("<key>RunAtLoad</key>"));
+    assert!(
+        so.lines()
+            .any(|l| l.starts_with("$ launchctl bootstrap gui/")),
+        "{so}"
+    );
+
+    // Windows: a Scheduled Task at logon.
+    let so = run(&["service", "install", "--dry-run", "--platform", "windows"]);
+    let (path, task) = dry_run_file(&so);
+    assert!(path.ends_with("outbox-task.xml"), "{path}");
+    assert_well_formed_xml(&task);
+    assert!(task.contains("<LogonTrigger>"));
+    assert!(
+        task.contains(&format!("<Command>{}</Command>", bin())),
+        "{task}"
+    );
+    assert!(
+        task.contains(&format!("--config &quot;{cfg_s}&quot; run")),
+        "{task}"
+    );
+    assert!(so.contains("$ schtasks /Create /TN outbox /XML"), "{so}");
+
+    // Uninstall and status plans, and nothing written by a dry run.
+    let so = run(&["service", "uninstall", "--dry-run", "--platform", "linux"]);
+    assert!(
+        so.contains("$ systemctl --user disable --now outbox.service"),
+        "{so}"
+    );
+    let so = run(&["service", "status", "--dry-run", "--platform", "macos"]);
+    assert!(so.contains("$ launchctl print gui/"), "{so}");
+    assert!(
+        path.starts_with(&home.path().display().to_string()),
+        "{path}"
+    );
+    assert_eq!(
+        std::fs::read_dir(home.path()).unwrap().count(),
+        0,
+        "a dry run writes nothing"
+    );
+
+    // A bad config: a real install refuses with 78 before touching anything.
+    std::fs::write(&cfg, "[agent]\nnope = 1\n").unwrap();
+    let out = env.run(
+        &["service", "install", "--platform", "linux"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+}

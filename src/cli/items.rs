@@ -11,11 +11,8 @@ fn graph_err(e: RequestError) -> CommandError {
         RequestError::Graph(g) if g.status == Some(401) => ExitCode::SignIn,
         _ => ExitCode::Failed,
     };
-    let advice = match &e {
-        RequestError::Graph(g) => g.advice().map(|a| format!(": {a}")).unwrap_or_default(),
-        RequestError::Auth(_) => String::new(),
-    };
-    CommandError::new(code, format!("{e}{advice}"))
+    // GraphError's Display already carries the advice.
+    CommandError::new(code, e.to_string())
 }
 
 /// `2026-11-23T02:37:00Z` → `2026-11-23 02:37`.
