@@ -281,7 +281,7 @@ async fn tour(
                         "  attached  {}  {}  sha256 {}…{local}",
                         a.name,
                         human_size(a.size),
-                        &a.sha256[..a.sha256.len().min(12)]
+                        hash_prefix(&a.sha256)
                     ));
                     seen.insert(a.id.clone(), a);
                 }
@@ -337,6 +337,11 @@ fn local_match(folder: &Path, a: &AdminAttachment) -> &'static str {
         Ok(_) => "  (the file has changed since)",
         Err(_) => "",
     }
+}
+
+/// The first 12 characters of a hex hash, for display (char-safe whatever the input).
+fn hash_prefix(h: &str) -> String {
+    h.chars().take(12).collect()
 }
 
 #[cfg(test)]

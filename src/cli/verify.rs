@@ -75,19 +75,15 @@ pub async fn run(settings: Settings, id: Option<String>) -> Result<ExitCode, Com
         };
         match client.attachment_sha256(&item_of(e), att).await {
             Ok((got, size)) if got.eq_ignore_ascii_case(want) && size == e.size => {
-                println!(
-                    "ok        {}  {name}  sha256 {}…",
-                    e.id,
-                    &want[..want.len().min(12)]
-                );
+                println!("ok        {}  {name}  sha256 {}…", e.id, hash_prefix(want));
             }
             Ok((got, size)) => {
                 bad += 1;
                 println!(
                     "MISMATCH  {}  {name}: the attachment's bytes differ (sha256 {}…, {size} bytes; the ledger has {}…, {} bytes)",
                     e.id,
-                    &got[..got.len().min(12)],
-                    &want[..want.len().min(12)],
+                    hash_prefix(&got),
+                    hash_prefix(want),
                     e.size
                 );
             }
@@ -117,4 +113,9 @@ pub async fn run(settings: Settings, id: Option<String>) -> Result<ExitCode, Com
     } else {
         ExitCode::Failed
     })
+}
+
+/// The first 12 characters of a hex hash, for display (char-safe whatever the input).
+fn hash_prefix(h: &str) -> String {
+    h.chars().take(12).collect()
 }
