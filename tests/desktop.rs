@@ -499,3 +499,40 @@ fn service_install_dry_run_for_each_platform() {
     );
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
 }
+
+/// The man page and shell completions in packaging/ are generated from the clap definitions;
+/// this fails when they are stale. `OUTBOX_BLESS=1 cargo test --test desktop docs` rewrites them.
+#[test]
+fn packaged_man_page_and_completions_are_current() {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+    let mut want: Vec<(std::path::PathBuf, Vec<u8>)> = Vec::new();
+    let mut man = Vec::new();
+    clap_mangen::Man::new(outbox::cli::Cli::command())
+        .render(&mut man)
+        .unwrap();
+    want.push((root.join("man/outbox.1"), man));
+    for (shell, file) in [
+        (Shell::Bash, "outbox.bash"),
+        (Shell::Zsh, "_outbox"),
+        (Shell::Fish, "outbox.fish"),
+    ] {
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut outbox::cli::Cli::command(), "outbox", &mut buf);
+        want.push((root.join("completions").join(file), buf));
+    }
+    let bless = std::env::var("OUTBOX_BLESS").is_ok_and(|v| v == "1");
+    for (path, bytes) in want {
+        if bless {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let have = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            have == bytes,
+            "{} is stale: run `OUTBOX_BLESS=1 cargo test --test desktop packaged_man_page`",
+            path.display()
+        );
+    }
+}

@@ -310,6 +310,16 @@ mod tests {
     }
 
     #[test]
+    fn debian_unit_is_the_template_with_the_packaged_binary() {
+        let deb = include_str!("../../packaging/debian/outbox.service");
+        assert_eq!(
+            deb,
+            SYSTEMD_TEMPLATE.replace("{{EXEC}}", "/usr/bin/outbox run"),
+            "regenerate it: sed 's|{{{{EXEC}}}}|/usr/bin/outbox run|' packaging/systemd/outbox.service > packaging/debian/outbox.service"
+        );
+    }
+
+    #[test]
     fn plans_name_the_right_commands() {
         let c = ctx();
         let argv = |steps: Vec<Step>| -> Vec<String> {
