@@ -536,3 +536,27 @@ fn packaged_man_page_and_completions_are_current() {
         );
     }
 }
+
+#[tokio::test]
+async fn check_warns_when_an_item_nears_the_tenant_size_limit() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    std::fs::create_dir_all(env.path("f")).unwrap();
+    env.write_config("", &mapping("big", &env.path("f"), "message", &item, ""));
+    let out = env.run(&["check"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+
+    // 24 MiB raw: Graph (and the sandbox) report more than 25 MB for it.
+    let file = env.path("big.bin");
+    write_file(&file, 24 * MIB, 9);
+    let out = env.run(
+        &["send", file.to_str().unwrap(), "--message", &item],
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["check"], Duration::from_secs(30));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{so}");
+    let l = line_of(&so, "mapping big message");
+    assert!(l.starts_with("warn") && l.contains("size limit"), "{so}");
+}
