@@ -560,3 +560,48 @@ async fn check_warns_when_an_item_nears_the_tenant_size_limit() {
     let l = line_of(&so, "mapping big message");
     assert!(l.starts_with("warn") && l.contains("size limit"), "{so}");
 }
+
+#[tokio::test]
+async fn verify_asks_a_running_agent_for_its_entries() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("one.txt"), 5_000, 4);
+    env.write_config("", &mapping("drop", &folder, "message", &item, ""));
+    let mut agent = env
+        .cmd()
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while env.sandbox.attachments(&item).await.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never attached");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The agent holds the ledger: verify must get the entries over the socket.
+    let mut out = env.run(&["verify", "--all"], Duration::from_secs(30));
+    for _ in 0..20 {
+        if stdout(&out).contains("1 checked") {
+            break;
+        }
+        // The done record may land just after the attachment appears.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        out = env.run(&["verify", "--all"], Duration::from_secs(30));
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        line_of(&stdout(&out), "one.txt").starts_with("ok"),
+        "{}",
+        stdout(&out)
+    );
+}
