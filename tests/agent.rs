@@ -11,20 +11,13 @@ const T: Duration = Duration::from_secs(300);
 fn mapping(env: &Env, name: &str, item: &str, extra: &str) -> String {
     let folder = env.path(name);
     std::fs::create_dir_all(&folder).expect("mkdir");
-    format!(
-        "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\nmessage = \"{item}\"\n{extra}\n",
-        folder.display()
-    )
+    format!("[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\nmessage = \"{item}\"\n{extra}\n", folder.display())
 }
 
 fn status_json(env: &Env) -> Vec<Value> {
     let out = env.run(&["status", "--json"], T);
     assert!(out.status.success(), "status failed: {}", stderr(&out));
-    serde_json::from_str::<Value>(&stdout(&out))
-        .expect("status json")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    serde_json::from_str::<Value>(&stdout(&out)).expect("status json").as_array().cloned().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -33,15 +26,9 @@ async fn run_once_attaches_every_file_once_and_status_shows_the_ledger() {
     let item = env.sandbox.create_item("message", "me").await;
     env.write_config("", &mapping(&env, "reports", &item, ""));
     let mut want = HashMap::new();
-    for (i, size) in [0u64, 1, 5000, 3 * MIB, 3 * MIB + 17, 9 * MIB]
-        .iter()
-        .enumerate()
-    {
+    for (i, size) in [0u64, 1, 5000, 3 * MIB, 3 * MIB + 17, 9 * MIB].iter().enumerate() {
         let name = format!("doc {i}.bin");
-        want.insert(
-            name.clone(),
-            write_file(&env.path("reports").join(&name), *size, i as u64),
-        );
+        want.insert(name.clone(), write_file(&env.path("reports").join(&name), *size, i as u64));
     }
     // Excluded by the default globs.
     write_file(&env.path("reports/.hidden"), 10, 99);
@@ -49,15 +36,7 @@ async fn run_once_attaches_every_file_once_and_status_shows_the_ledger() {
     let out = env.run(&["run", "--once"], T);
     assert!(out.status.success(), "run --once failed: {}", stderr(&out));
     let atts = env.sandbox.attachments(&item).await;
-    let got: HashMap<String, String> = atts
-        .iter()
-        .map(|a| {
-            (
-                a["name"].as_str().unwrap_or_default().to_string(),
-                a["sha256"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let got: HashMap<String, String> = atts.iter().map(|a| (a["name"].as_str().unwrap_or_default().to_string(), a["sha256"].as_str().unwrap_or_default().to_string())).collect();
     assert_eq!(got, want);
     // Again: nothing new is sent.
     let out = env.run(&["run", "--once"], T);
@@ -66,19 +45,7 @@ async fn run_once_attaches_every_file_once_and_status_shows_the_ledger() {
     let rows = status_json(&env);
     assert_eq!(rows.len(), want.len());
     for r in &rows {
-        for key in [
-            "id",
-            "mapping",
-            "path",
-            "size",
-            "sha256",
-            "state",
-            "bytes_sent",
-            "attachment_id",
-            "attempts",
-            "error",
-            "updated_at",
-        ] {
+        for key in ["id", "mapping", "path", "size", "sha256", "state", "bytes_sent", "attachment_id", "attempts", "error", "updated_at"] {
             assert!(r.get(key).is_some(), "status row lacks {key}: {r}");
         }
         assert_eq!(r["state"], json!("done"));
@@ -94,8 +61,7 @@ async fn after_move_and_failures() {
     let good = env.sandbox.create_item("message", "me").await;
     let gone = env.sandbox.create_item("message", "me").await;
     env.sandbox.delete_item(&gone).await;
-    let cfg = mapping(&env, "out", &good, "after = \"move\"")
-        + &mapping(&env, "dead", &gone, "failed_dir = \"failed\"");
+    let cfg = mapping(&env, "out", &good, "after = \"move\"") + &mapping(&env, "dead", &gone, "failed_dir = \"failed\"");
     env.write_config("", &cfg);
     write_file(&env.path("out/a.pdf"), 100, 1);
     write_file(&env.path("sent-already.txt"), 1, 1);
@@ -103,27 +69,15 @@ async fn after_move_and_failures() {
     write_file(&env.path("out/sent/a.pdf"), 5, 5); // a taken name in sent_dir, never sent
     write_file(&env.path("dead/b.pdf"), 100, 2);
     let out = env.run(&["run", "--once"], T);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a failed file makes --once exit 1: {}",
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(1), "a failed file makes --once exit 1: {}", stderr(&out));
     assert_eq!(env.sandbox.attachments(&good).await.len(), 1);
     assert!(!env.path("out/a.pdf").exists());
-    assert!(
-        env.path("out/sent/a (1).pdf").exists(),
-        "moved with a suffix, never overwriting"
-    );
+    assert!(env.path("out/sent/a (1).pdf").exists(), "moved with a suffix, never overwriting");
     assert!(env.path("dead/failed/b.pdf").exists());
-    let reason =
-        std::fs::read_to_string(env.path("dead/failed/b.pdf.reason.txt")).expect("reason file");
+    let reason = std::fs::read_to_string(env.path("dead/failed/b.pdf.reason.txt")).expect("reason file");
     assert!(reason.contains("ErrorItemNotFound"), "{reason}");
     let rows = status_json(&env);
-    let failed: Vec<&Value> = rows
-        .iter()
-        .filter(|r| r["state"] == json!("failed"))
-        .collect();
+    let failed: Vec<&Value> = rows.iter().filter(|r| r["state"] == json!("failed")).collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["error"]["code"], json!("ErrorItemNotFound"));
 }
@@ -134,13 +88,7 @@ async fn a_file_over_150_mib_is_rejected_unsent() {
     let item = env.sandbox.create_item("event", "me").await;
     let folder = env.path("big");
     std::fs::create_dir_all(&folder).expect("mkdir");
-    env.write_config(
-        "",
-        &format!(
-            "[[mapping]]\nfolder = \"{}\"\nevent = \"{item}\"\n",
-            folder.display()
-        ),
-    );
+    env.write_config("", &format!("[[mapping]]\nfolder = \"{}\"\nevent = \"{item}\"\n", folder.display()));
     // Sparse: the size counts, not the bytes on disk.
     let f = std::fs::File::create(folder.join("huge.iso")).expect("create");
     f.set_len(150 * MIB + 1).expect("set_len");
@@ -150,8 +98,5 @@ async fn a_file_over_150_mib_is_rejected_unsent() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["state"], json!("rejected"));
     let stats = env.sandbox.stats().await;
-    assert!(
-        stats["requests"].as_object().is_none_or(|r| r.is_empty()),
-        "nothing was sent: {stats}"
-    );
+    assert!(stats["requests"].as_object().is_none_or(|r| r.is_empty()), "nothing was sent: {stats}");
 }
