@@ -15,4 +15,5 @@ pub mod graph;
 pub mod ledger;
 pub mod sandbox;
 pub mod secret;
+pub mod service;
 pub mod watch;

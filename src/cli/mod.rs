@@ -1,13 +1,19 @@
 //! The command line: argument parsing (clap) and one file per command. Each command returns
 //! `Result<ExitCode, CommandError>`; `main` prints the error and exits with its code.
 
+pub mod check;
+pub mod demo;
 pub mod entries;
+pub mod init;
+pub mod items;
 pub mod logging;
 pub mod login;
 pub mod run;
 pub mod sandbox;
 pub mod send;
+pub mod service;
 pub mod status;
+pub mod verify;
 
 use crate::exit::{CommandError, ExitCode};
 use clap::{Parser, Subcommand};
@@ -85,6 +91,9 @@ pub enum Command {
         search: Option<String>,
         #[arg(long, default_value_t = 10)]
         top: u32,
+        /// Mailbox: `me` (default), a UPN or a user id.
+        #[arg(long, value_name = "U", default_value = "me")]
+        user: String,
     },
     /// Write a commented starter config (never overwrites).
     Init,
@@ -94,6 +103,9 @@ pub enum Command {
         action: String,
         #[arg(long)]
         dry_run: bool,
+        /// Which platform's service files (tests check all three on one machine).
+        #[arg(long, hide = true, value_parser = ["linux", "macos", "windows"])]
+        platform: Option<String>,
     },
     /// A local Microsoft Graph stand-in.
     Sandbox(sandbox::SandboxArgs),
@@ -135,7 +147,9 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    logging::init(cli.verbose, cli.quiet, cli.log_format);
+    // The demo talks to people on stdout; agent logs would drown it unless asked for with -v.
+    let demo_quiet = matches!(cli.command, Command::Demo { .. }) && cli.verbose == 0;
+    logging::init(cli.verbose, cli.quiet || demo_quiet, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -172,33 +186,26 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Login => login::login(load_settings(cli.config.as_deref(), false)?).await,
         Command::Logout => login::logout(load_settings(cli.config.as_deref(), false)?).await,
         Command::Whoami => login::whoami(load_settings(cli.config.as_deref(), false)?).await,
-        other => Err(CommandError::new(
-            ExitCode::Usage,
-            format!(
-                "`{}` is not implemented in this build yet",
-                command_name(&other)
-            ),
-        )),
-    }
-}
-
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Run { .. } => "run",
-        Command::Send(_) => "send",
-        Command::Status { .. } => "status",
-        Command::Retry { .. } => "retry",
-        Command::Cancel { .. } => "cancel",
-        Command::Login => "login",
-        Command::Logout => "logout",
-        Command::Whoami => "whoami",
-        Command::Check => "check",
-        Command::Verify { .. } => "verify",
-        Command::Items { .. } => "items",
-        Command::Init => "init",
-        Command::Service { .. } => "service",
-        Command::Sandbox(_) => "sandbox",
-        Command::Demo { .. } => "demo",
+        Command::Demo { exit_after } => demo::run(exit_after).await,
+        Command::Init => init::run(cli.config.as_deref()),
+        Command::Check => check::run(cli.config.as_deref()).await,
+        Command::Items {
+            kind,
+            search,
+            top,
+            user,
+        } => {
+            let settings = load_settings(cli.config.as_deref(), false)?;
+            items::run(settings, &kind, search.as_deref(), top, &user).await
+        }
+        Command::Verify { id, all: _ } => {
+            verify::run(load_settings(cli.config.as_deref(), false)?, id).await
+        }
+        Command::Service {
+            action,
+            dry_run,
+            platform,
+        } => service::run(cli.config.as_deref(), &action, dry_run, platform.as_deref()),
     }
 }
 

@@ -1,0 +1,344 @@
+//! `outbox check`: validate the config, each mapping's folder, sign-in and every target item,
+//! printing one line per finding (`ok`, `warn`, `error`, with what to do). Exit 0 when every
+//! line is `ok`, 1 on any warning or error, 78 when the config itself is bad.
+//!
+//! It only reads: the one write is a throw-away temp file proving a folder is writable when
+//! `after` needs that.
+
+use crate::auth::{AuthError, Credentials};
+use crate::config::{After, AuthMethod, ItemKind, Mapping, Settings};
+use crate::exit::{CommandError, ExitCode};
+use crate::graph::retry::RetryPolicy;
+use crate::graph::{ErrorClass, GraphClient, ItemRef, RequestError};
+use std::path::Path;
+use std::time::Duration;
+
+/// Outlook's default tenant message size limit counts the encoded size (35 MB); Graph's reported
+/// attachment sizes are already inflated, so warn once they pass about 25 MB.
+const SIZE_WARN_BYTES: u64 = 25_000_000;
+
+/// A Graph client for commands a person is waiting on (check, items, verify): a few quick
+/// retries instead of the agent's patient minutes.
+pub(crate) fn interactive_client(settings: &Settings) -> Result<GraphClient, String> {
+    Ok(
+        GraphClient::new(settings, Credentials::from_settings_in(settings))?.with_retry_policy(
+            RetryPolicy {
+                max_attempts: 3,
+                base: Duration::from_millis(300),
+                cap: Duration::from_secs(5),
+                max_retry_after: Duration::from_secs(30),
+            },
+        ),
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Ok,
+    Warn,
+    Error,
+}
+
+#[derive(Default)]
+struct Report {
+    problems: usize,
+}
+
+impl Report {
+    fn line(&mut self, level: Level, what: &str, msg: impl AsRef<str>) {
+        let tag = match level {
+            Level::Ok => "ok   ",
+            Level::Warn => "warn ",
+            Level::Error => "error",
+        };
+        if level != Level::Ok {
+            self.problems += 1;
+        }
+        println!("{tag}  {what}: {}", crate::secret::redact(msg.as_ref()));
+    }
+}
+
+pub async fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
+    // A config file is required here: checking built-in defaults would tell the user nothing.
+    let settings = super::load_settings(flag, true)?;
+    let mut r = Report::default();
+    r.line(
+        Level::Ok,
+        "config",
+        format!(
+            "{} ({} mapping{})",
+            settings.source.display(),
+            settings.mappings.len(),
+            if settings.mappings.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ),
+    );
+    if settings.mappings.is_empty() {
+        r.line(
+            Level::Warn,
+            "config",
+            "no [[mapping]] is configured, so there is nothing to watch: add one (see config.example.toml)",
+        );
+    }
+    for m in &settings.mappings {
+        check_folder(&mut r, m);
+    }
+    if check_sign_in(&mut r, &settings).await {
+        match interactive_client(&settings) {
+            Ok(client) => {
+                for m in &settings.mappings {
+                    check_item(&mut r, &client, m).await;
+                }
+            }
+            Err(e) => r.line(Level::Error, "graph", e),
+        }
+    } else if !settings.mappings.is_empty() {
+        r.line(
+            Level::Warn,
+            "items",
+            "not checked: they need a working sign-in (fix the problem above, then run `outbox check` again)",
+        );
+    }
+    Ok(if r.problems == 0 {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failed
+    })
+}
+
+fn check_folder(r: &mut Report, m: &Mapping) {
+    let what = format!("mapping {} folder", m.name);
+    let f = &m.folder;
+    match std::fs::metadata(f) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return r.line(
+                Level::Error,
+                &what,
+                format!(
+                    "{} does not exist: create it (mkdir -p) or fix `folder`",
+                    f.display()
+                ),
+            )
+        }
+        Err(e) => {
+            return r.line(Level::Error, &what, format!("{}: {e}", f.display()));
+        }
+        Ok(md) if !md.is_dir() => {
+            return r.line(
+                Level::Error,
+                &what,
+                format!(
+                    "{} is not a directory: point `folder` at a directory",
+                    f.display()
+                ),
+            )
+        }
+        Ok(_) => {}
+    }
+    if let Err(e) = std::fs::read_dir(f) {
+        return r.line(
+            Level::Error,
+            &what,
+            format!("{} is not readable ({e}): fix its permissions", f.display()),
+        );
+    }
+    if matches!(m.after, After::Move | After::Delete) {
+        let verb = if m.after == After::Move {
+            "move"
+        } else {
+            "delete"
+        };
+        // Only a real write proves it (ACLs, read-only mounts); the file is gone on drop.
+        if let Err(e) = tempfile::Builder::new()
+            .prefix(".outbox-check-")
+            .tempfile_in(f)
+        {
+            return r.line(
+                Level::Error,
+                &what,
+                format!(
+                    "{} is not writable ({e}), but after = \"{verb}\" needs that: fix its permissions or set after = \"keep\"",
+                    f.display()
+                ),
+            );
+        }
+    }
+    r.line(Level::Ok, &what, f.display().to_string());
+}
+
+fn auth_line(r: &mut Report, e: &AuthError) {
+    let todo = match e {
+        AuthError::NotSignedIn(_) => {
+            "sign in (`outbox login`) or provide the token the config names"
+        }
+        AuthError::Refused(_) => {
+            "the identity platform refused: run `outbox login` again, or check client_id, tenant and the secret"
+        }
+        AuthError::Command(_) => "run the token command by hand and fix what it prints",
+        AuthError::Unsupported(_) => "pick another auth.method in the config",
+        AuthError::Unavailable(_) => "the identity platform could not be reached: check the network, proxy and auth.authority",
+    };
+    r.line(Level::Error, "sign-in", format!("{e}: {todo}"));
+}
+
+/// Get a token and, for delegated sign-in, ask Graph who it is. True when Graph can be used.
+async fn check_sign_in(r: &mut Report, settings: &Settings) -> bool {
+    // An app-only token has no `/me`: getting the token is what can be checked here.
+    if matches!(settings.auth.method, AuthMethod::ClientCredentials { .. }) {
+        return match Credentials::from_settings_in(settings).bearer().await {
+            Ok(_) => {
+                r.line(Level::Ok, "sign-in", "got an application token");
+                true
+            }
+            Err(e) => {
+                auth_line(r, &e);
+                false
+            }
+        };
+    }
+    let client = match interactive_client(settings) {
+        Ok(c) => c,
+        Err(e) => {
+            r.line(Level::Error, "graph", e);
+            return false;
+        }
+    };
+    match client.get_json("me", client.url(&["me"])).await {
+        Ok(v) => {
+            let who = ["userPrincipalName", "mail", "displayName", "id"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(|x| x.as_str()))
+                .unwrap_or("the signed-in user");
+            r.line(Level::Ok, "sign-in", format!("signed in as {who}"));
+            true
+        }
+        Err(RequestError::Auth(e)) => {
+            auth_line(r, &e);
+            false
+        }
+        Err(RequestError::Graph(e)) if e.class == ErrorClass::SignIn || e.status == Some(401) => {
+            r.line(
+                Level::Error,
+                "sign-in",
+                format!(
+                    "Graph refused the token ({} {}): {}",
+                    e.status.unwrap_or(401),
+                    e.code,
+                    e.advice().unwrap_or("sign in again")
+                ),
+            );
+            false
+        }
+        Err(e) => {
+            r.line(
+                Level::Error,
+                "sign-in",
+                format!("cannot reach Graph at {}: {e}", settings.graph.base_url),
+            );
+            false
+        }
+    }
+}
+
+async fn check_item(r: &mut Report, client: &GraphClient, m: &Mapping) {
+    let (kind, list_cmd) = match m.kind {
+        ItemKind::Message => ("message", "outbox items messages"),
+        ItemKind::Event => ("event", "outbox items events"),
+    };
+    let what = format!("mapping {} {kind}", m.name);
+    let item = ItemRef::new(m.user.clone(), m.kind, m.item_id.clone());
+    let url = client.url(&item.segments());
+    let v = match client.get_json(&m.user, url).await {
+        Ok(v) => v,
+        Err(RequestError::Graph(e)) if e.status == Some(404) => {
+            return r.line(
+                Level::Error,
+                &what,
+                format!(
+                    "not found: pick another with `{list_cmd}{}` ({} {})",
+                    if m.user == "me" {
+                        String::new()
+                    } else {
+                        format!(" --user {}", m.user)
+                    },
+                    m.item_id,
+                    e.code,
+                ),
+            )
+        }
+        Err(RequestError::Graph(e)) => {
+            let advice = e.advice().map(|a| format!(": {a}")).unwrap_or_default();
+            return r.line(
+                Level::Error,
+                &what,
+                format!(
+                    "{} {}: {}{advice}",
+                    e.status.map(|s| s.to_string()).unwrap_or_default(),
+                    e.code,
+                    e.message
+                ),
+            );
+        }
+        Err(e) => return r.line(Level::Error, &what, e.to_string()),
+    };
+    let subject = v
+        .get("subject")
+        .and_then(|s| s.as_str())
+        .unwrap_or("(no subject)");
+    if m.kind == ItemKind::Message && v.get("isDraft").and_then(|d| d.as_bool()) == Some(false) {
+        r.line(
+            Level::Warn,
+            &what,
+            format!(
+                "\"{subject}\" is not a draft (already sent?): Graph will likely refuse attachments; pick a draft with `{list_cmd}`"
+            ),
+        );
+        return;
+    }
+    let mut segs = item.segments();
+    segs.push("attachments");
+    let mut url = client.url(&segs);
+    url.query_pairs_mut().append_pair("$select", "id,name,size");
+    let (count, total) = match client.get_json(&m.user, url).await {
+        Ok(v) => v
+            .get("value")
+            .and_then(|a| a.as_array())
+            .map(|a| {
+                (
+                    a.len(),
+                    a.iter()
+                        .filter_map(|x| x.get("size").and_then(|s| s.as_u64()))
+                        .sum::<u64>(),
+                )
+            })
+            .unwrap_or((0, 0)),
+        Err(e) => {
+            return r.line(
+                Level::Error,
+                &what,
+                format!("cannot list its attachments: {e}"),
+            )
+        }
+    };
+    let mb = total as f64 / 1e6;
+    if total >= SIZE_WARN_BYTES {
+        r.line(
+            Level::Warn,
+            &what,
+            format!(
+                "\"{subject}\" already carries {count} attachments, {mb:.1} MB: near the tenant's message size limit \
+                 (35 MB by default, about 25 MB of raw attachments); further files may fail with \
+                 ErrorMessageSizeExceeded: start a new item"
+            ),
+        );
+    } else {
+        r.line(
+            Level::Ok,
+            &what,
+            format!("\"{subject}\", {count} attachments, {mb:.1} MB"),
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! `outbox demo [--exit-after N]`: the zero-setup tour. It starts the sandbox in this process,
+//! creates a draft message there through the admin API, writes a real config (in a temp dir, so
+//! nothing lands inside the watched folder), watches `./outbox-demo` with the real agent, and
+//! prints one line per attachment as it appears on the message.
+//!
+//! With `--exit-after N` it drops N sample files itself (small, ~1 MiB, ~4 MiB so an upload
+//! session shows; names with spaces and unicode) and exits 0 once all of them are attached.
+
+use crate::agent::{self, AgentError, RunOptions};
+use crate::auth::Credentials;
+use crate::config::Settings;
+use crate::exit::{CommandError, ExitCode};
+use crate::sandbox::{Sandbox, SandboxOptions};
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The watched folder, created in the current directory.
+pub const DEMO_DIR: &str = "outbox-demo";
+/// How often the sandbox is asked what is on the message.
+const POLL: Duration = Duration::from_millis(300);
+/// `--exit-after`: give up (exit 1) when the files are not all attached by then.
+const EXIT_AFTER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One attachment as the sandbox's admin API reports it (raw stored size).
+#[derive(Debug, Clone, serde::Deserialize)]
+struct AdminAttachment {
+    id: String,
+    name: String,
+    size: u64,
+    sha256: String,
+}
+
+/// A sample file `--exit-after` drops: name and size.
+fn samples(n: usize) -> Vec<(String, usize)> {
+    const BASE: [(&str, &str, usize); 3] = [
+        ("Meeting notes – résumé", "txt", 6 * 1024),
+        ("photo of the whiteboard", "bin", 1024 * 1024),
+        (
+            "Quarterly report 📊 (large)",
+            "bin",
+            4 * 1024 * 1024 + 12_345,
+        ),
+    ];
+    (0..n)
+        .map(|i| {
+            let (stem, ext, size) = BASE[i % BASE.len()];
+            let name = if i < BASE.len() {
+                format!("{stem}.{ext}")
+            } else {
+                format!("{stem} {}.{ext}", i / BASE.len() + 1)
+            };
+            (name, size)
+        })
+        .collect()
+}
+
+/// Deterministic content: readable text for `.txt`, pseudo-random bytes otherwise.
+fn sample_bytes(name: &str, size: usize, seed: u64) -> Vec<u8> {
+    if name.ends_with(".txt") {
+        let line =
+            "outbox demo: this file was dropped into ./outbox-demo and attached exactly once.\n";
+        return line.bytes().cycle().take(size).collect();
+    }
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
+/// Write `bytes` as `dir/name` the way well-behaved apps do: a hidden temp name (excluded by the
+/// default `.*` pattern), then a rename, so the agent never sees a half-written file.
+fn drop_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.part"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+fn human_size(n: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let f = n as f64;
+    if f >= KIB * KIB {
+        format!("{:.1} MiB", f / KIB / KIB)
+    } else if f >= KIB {
+        format!("{:.1} KiB", f / KIB)
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn say(line: impl AsRef<str>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", line.as_ref());
+    let _ = out.flush();
+}
+
+fn failed(msg: impl Into<String>) -> CommandError {
+    CommandError::new(ExitCode::Failed, msg)
+}
+
+/// Write the demo's config file and load it the same way `outbox run` would.
+fn write_config(
+    config_dir: &Path,
+    graph_base: &str,
+    folder: &Path,
+    item_id: &str,
+) -> Result<Settings, CommandError> {
+    let path = config_dir.join("config.toml");
+    let state = config_dir.join("state");
+    let text = format!(
+        "# Written by `outbox demo`: the sandbox stands in for Microsoft Graph.\n\
+         [graph]\nbase_url = {base}\n\n\
+         [auth]\n# The demo passes the sandbox's token directly; this variable is never read.\n\
+         method = \"token_env\"\ntoken_env = \"OUTBOX_DEMO_UNUSED_TOKEN\"\n\n\
+         [agent]\nstate_dir = {state}\nsettle = \"500ms\"\n\n\
+         [[mapping]]\nname = \"demo\"\nfolder = {folder}\nmessage = {item}\n",
+        base = toml_str(graph_base),
+        state = toml_str(&state.to_string_lossy()),
+        folder = toml_str(&folder.to_string_lossy()),
+        item = toml_str(item_id),
+    );
+    std::fs::write(&path, text)
+        .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+    Ok(Settings::load(&path)?)
+}
+
+async fn admin_attachments(
+    http: &reqwest::Client,
+    origin: &str,
+    item: &str,
+) -> Result<Vec<AdminAttachment>, String> {
+    let enc: String = url::form_urlencoded::byte_serialize(item.as_bytes()).collect();
+    let url = format!(
+        "{origin}/_admin/items/{}/attachments",
+        enc.replace('+', "%20")
+    );
+    let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("sandbox answered {}", resp.status()));
+    }
+    resp.json().await.map_err(|e| e.to_string())
+}
+
+pub async fn run(exit_after: Option<usize>) -> Result<ExitCode, CommandError> {
+    let token = format!("demo-{}", hex::encode(rand::random::<[u8; 16]>()));
+    let sandbox = Sandbox::start(SandboxOptions {
+        port: 0,
+        data_dir: None,
+        tls: false,
+        token: Some(token.clone()),
+    })
+    .await
+    .map_err(|e| failed(format!("cannot start the sandbox: {e:#}")))?;
+    let result = tour(&sandbox, token, exit_after).await;
+    sandbox.shutdown().await;
+    result
+}
+
+async fn tour(
+    sandbox: &Sandbox,
+    token: String,
+    exit_after: Option<usize>,
+) -> Result<ExitCode, CommandError> {
+    let origin = sandbox.origin();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| failed(format!("cannot set up HTTP: {e}")))?;
+    say(format!(
+        "▶ started a local Microsoft Graph sandbox at {origin}"
+    ));
+
+    // A draft message to attach to, created through the sandbox's admin API.
+    let resp = http
+        .post(format!("{origin}/_admin/items"))
+        .json(&serde_json::json!({"kind": "message", "user": "me", "isDraft": true, "subject": "outbox demo"}))
+        .send()
+        .await
+        .map_err(|e| failed(format!("cannot reach the sandbox: {e}")))?;
+    let item: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| failed(format!("the sandbox did not create the demo message: {e}")))?;
+    let item_id = item
+        .get("id")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| failed("the sandbox did not return the demo message's id"))?
+        .to_owned();
+    say(format!(
+        "▶ created the draft message \"outbox demo\" (id {item_id})"
+    ));
+
+    let cwd = std::env::current_dir()
+        .map_err(|e| failed(format!("cannot read the current directory: {e}")))?;
+    let folder: PathBuf = cwd.join(DEMO_DIR);
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| failed(format!("cannot create {}: {e}", folder.display())))?;
+    // Config and state live outside the watched folder, and go away with the sandbox.
+    let config_dir = tempfile::Builder::new()
+        .prefix("outbox-demo-")
+        .tempdir()
+        .map_err(|e| failed(format!("cannot create a temp dir: {e}")))?;
+    let settings = write_config(config_dir.path(), &sandbox.graph_base(), &folder, &item_id)?;
+    say(format!(
+        "▶ watching {} (config: {})",
+        folder.display(),
+        settings.source.display()
+    ));
+
+    let stop = CancellationToken::new();
+    let agent_task = tokio::spawn(agent::run(
+        settings,
+        Credentials::fixed(token),
+        RunOptions {
+            once: false,
+            stop: Some(stop.clone()),
+        },
+    ));
+
+    let mut expected: HashSet<String> = HashSet::new();
+    if let Some(n) = exit_after {
+        for (i, (name, size)) in samples(n).into_iter().enumerate() {
+            let bytes = sample_bytes(&name, size, i as u64 + 1);
+            drop_file(&folder, &name, &bytes).map_err(|e| {
+                failed(format!(
+                    "cannot write a sample file in {}: {e}",
+                    folder.display()
+                ))
+            })?;
+            say(format!("  dropped   {name} ({})", human_size(size as u64)));
+            expected.insert(name);
+        }
+        say(format!("▶ waiting for {n} file(s) to be attached…"));
+    } else {
+        say(format!(
+            "▶ drop files into {} and watch them get attached; Ctrl-C to stop",
+            folder.display()
+        ));
+    }
+
+    let started = Instant::now();
+    let mut seen: HashMap<String, AdminAttachment> = HashMap::new();
+    let mut ticker = tokio::time::interval(POLL);
+    let mut agent_task = agent_task;
+    let signal = crate::cli::shutdown_signal();
+    tokio::pin!(signal);
+    let outcome = loop {
+        tokio::select! {
+            _ = &mut signal => break Ok(ExitCode::Ok),
+            res = &mut agent_task => {
+                // The agent stopped on its own: it could not start, or it was signalled.
+                return match res {
+                    Ok(Ok(_)) => Ok(ExitCode::Ok),
+                    Ok(Err(AgentError::Ledger(e))) => Err(CommandError::new(e.exit_code(), e.to_string())),
+                    Ok(Err(AgentError::Setup(s))) => Err(failed(s)),
+                    Err(e) => Err(failed(format!("the agent stopped unexpectedly: {e}"))),
+                };
+            }
+            _ = ticker.tick() => {}
+        }
+        match admin_attachments(&http, &origin, &item_id).await {
+            Ok(list) => {
+                for a in list {
+                    if seen.contains_key(&a.id) {
+                        continue;
+                    }
+                    let local = local_match(&folder, &a);
+                    say(format!(
+                        "  attached  {}  {}  sha256 {}…{local}",
+                        a.name,
+                        human_size(a.size),
+                        hash_prefix(&a.sha256)
+                    ));
+                    seen.insert(a.id.clone(), a);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the demo message's attachments"),
+        }
+        if exit_after.is_some() {
+            let names: HashSet<&str> = seen.values().map(|a| a.name.as_str()).collect();
+            if expected.iter().all(|n| names.contains(n.as_str())) {
+                say(format!(
+                    "✔ all {} file(s) attached in {:.1}s",
+                    expected.len(),
+                    started.elapsed().as_secs_f64()
+                ));
+                break Ok(ExitCode::Ok);
+            }
+            if started.elapsed() > EXIT_AFTER_TIMEOUT {
+                let missing: Vec<&str> = expected
+                    .iter()
+                    .filter(|n| !names.contains(n.as_str()))
+                    .map(String::as_str)
+                    .collect();
+                eprintln!(
+                    "outbox demo: gave up after {}s; not attached: {}",
+                    EXIT_AFTER_TIMEOUT.as_secs(),
+                    missing.join(", ")
+                );
+                break Ok(ExitCode::Failed);
+            }
+        }
+    };
+    stop.cancel();
+    match agent_task.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the agent stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "the agent task failed"),
+    }
+    say(format!(
+        "▶ stopped. {} attachment(s) on the demo message; the files stay in {}",
+        seen.len(),
+        folder.display()
+    ));
+    outcome
+}
+
+/// " ✓ same bytes as the file" when the file of that name in the folder hashes the same.
+fn local_match(folder: &Path, a: &AdminAttachment) -> &'static str {
+    use sha2::{Digest, Sha256};
+    match std::fs::read(folder.join(&a.name)) {
+        Ok(bytes) if hex::encode(Sha256::digest(&bytes)) == a.sha256 => {
+            "  ✓ same bytes as the file"
+        }
+        Ok(_) => "  (the file has changed since)",
+        Err(_) => "",
+    }
+}
+
+/// The first 12 characters of a hex hash, for display (char-safe whatever the input).
+fn hash_prefix(h: &str) -> String {
+    h.chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_mix_sizes_and_names() {
+        let s = samples(4);
+        assert_eq!(s.len(), 4);
+        assert!(
+            s[2].1 > 4 * 1024 * 1024,
+            "one sample needs an upload session"
+        );
+        assert!(s.iter().any(|(n, _)| n.contains(' ') && !n.is_ascii()));
+        let names: HashSet<_> = s.iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(names.len(), 4, "names are unique");
+        assert_eq!(sample_bytes("a.bin", 1000, 1).len(), 1000);
+    }
+}

@@ -1,0 +1,137 @@
+//! `outbox items messages|events [--search T] [--top N] [--user U]`: list recent items with
+//! their ids, subject, date and attachment count, so a user can pick a mapping's target.
+
+use crate::config::{ItemKind, Settings};
+use crate::exit::{CommandError, ExitCode};
+use crate::graph::{GraphClient, ItemRef, RequestError};
+
+fn graph_err(e: RequestError) -> CommandError {
+    let code = match &e {
+        RequestError::Auth(_) => ExitCode::SignIn,
+        RequestError::Graph(g) if g.status == Some(401) => ExitCode::SignIn,
+        _ => ExitCode::Failed,
+    };
+    // GraphError's Display already carries the advice.
+    CommandError::new(code, e.to_string())
+}
+
+/// `2026-11-23T02:37:00Z` → `2026-11-23 02:37`.
+fn short_date(s: &str) -> String {
+    s.chars()
+        .take(16)
+        .map(|c| if c == 'T' { ' ' } else { c })
+        .collect()
+}
+
+pub async fn run(
+    settings: Settings,
+    kind: &str,
+    search: Option<&str>,
+    top: u32,
+    user: &str,
+) -> Result<ExitCode, CommandError> {
+    let kind = if kind == "events" {
+        ItemKind::Event
+    } else {
+        ItemKind::Message
+    };
+    let client = super::check::interactive_client(&settings)
+        .map_err(|e| CommandError::new(ExitCode::Failed, e))?;
+    let mut segs: Vec<&str> = if user.eq_ignore_ascii_case("me") {
+        vec!["me"]
+    } else {
+        vec!["users", user]
+    };
+    segs.push(match kind {
+        ItemKind::Message => "messages",
+        ItemKind::Event => "events",
+    });
+    let mut url = client.url(&segs);
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("$top", &top.clamp(1, 1000).to_string());
+        match kind {
+            ItemKind::Message => {
+                q.append_pair(
+                    "$select",
+                    "id,subject,createdDateTime,lastModifiedDateTime,hasAttachments,isDraft",
+                );
+            }
+            ItemKind::Event => {
+                q.append_pair("$select", "id,subject,start,createdDateTime,hasAttachments");
+            }
+        }
+        if let Some(t) = search.filter(|t| !t.is_empty()) {
+            match kind {
+                // Messages support $search (a quoted phrase); events do not, so filter on the
+                // subject instead.
+                ItemKind::Message => {
+                    q.append_pair("$search", &format!("\"{}\"", t.replace('"', "")));
+                }
+                ItemKind::Event => {
+                    q.append_pair(
+                        "$filter",
+                        &format!("contains(subject,'{}')", t.replace('\'', "''")),
+                    );
+                }
+            }
+        }
+    }
+    let v = client.get_json(user, url).await.map_err(graph_err)?;
+    let items = v
+        .get("value")
+        .and_then(|x| x.as_array())
+        .cloned()
+        .unwrap_or_default();
+    if items.is_empty() {
+        println!("no {} found", segs[segs.len() - 1]);
+        return Ok(ExitCode::Ok);
+    }
+    println!("{:<16}  {:>5}  {:<40}  ID", "DATE", "ATT", "SUBJECT");
+    for it in &items {
+        let Some(id) = it.get("id").and_then(|x| x.as_str()) else {
+            continue;
+        };
+        let date = it
+            .pointer("/start/dateTime")
+            .or_else(|| it.get("createdDateTime"))
+            .and_then(|x| x.as_str())
+            .map(short_date)
+            .unwrap_or_default();
+        let mut subject = it
+            .get("subject")
+            .and_then(|x| x.as_str())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("(no subject)")
+            .to_string();
+        if it.get("isDraft").and_then(|x| x.as_bool()) == Some(false) {
+            subject.push_str(" [sent]");
+        }
+        let att = attachment_count(&client, user, kind, id, it).await;
+        let subject: String = if subject.chars().count() > 40 {
+            subject.chars().take(39).chain(['…']).collect()
+        } else {
+            subject
+        };
+        println!("{date:<16}  {att:>5}  {subject:<40}  {id}");
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// Graph's list gives only `hasAttachments`; count them when there are some.
+async fn attachment_count(
+    client: &GraphClient,
+    user: &str,
+    kind: ItemKind,
+    id: &str,
+    item: &serde_json::Value,
+) -> String {
+    if item.get("hasAttachments").and_then(|x| x.as_bool()) == Some(false) {
+        return "0".into();
+    }
+    let item = ItemRef::new(user, kind, id);
+    match client.list_attachments(&item).await {
+        Ok(a) => a.len().to_string(),
+        Err(_) => "?".into(),
+    }
+}

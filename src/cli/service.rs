@@ -1,0 +1,222 @@
+//! `outbox service install|uninstall|status [--dry-run]`: carry out (or, with `--dry-run`,
+//! print) the plan `crate::service` makes for this platform. The hidden `--platform` flag
+//! picks another platform's plan so all three can be checked anywhere.
+
+use crate::exit::{CommandError, ExitCode};
+use crate::service::{self, Context, Platform, Step};
+use std::path::{Path, PathBuf};
+
+fn fail(msg: impl Into<String>) -> CommandError {
+    CommandError::new(ExitCode::Failed, msg)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    std::fs::canonicalize(&abs).unwrap_or(abs)
+}
+
+/// The effective user id, read from the owner of a file this process creates (no `unsafe`).
+#[cfg(unix)]
+fn current_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    tempfile::tempfile()
+        .and_then(|f| f.metadata())
+        .ok()
+        .map(|m| m.uid())
+}
+
+#[cfg(not(unix))]
+fn current_uid() -> Option<u32> {
+    None
+}
+
+fn context(config: PathBuf) -> Result<Context, CommandError> {
+    let binary = std::env::current_exe()
+        .map(|p| absolute(&p))
+        .map_err(|e| fail(format!("cannot find the outbox binary's path: {e}")))?;
+    let home = directories::BaseDirs::new()
+        .map(|d| d.home_dir().to_path_buf())
+        .ok_or_else(|| fail("cannot find your home directory (is $HOME set?)"))?;
+    let xdg_config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| home.join(".config"));
+    let data_dir = directories::ProjectDirs::from("", "", "outbox")
+        .map(|d| d.data_local_dir().to_path_buf())
+        .unwrap_or_else(|| home.join(".local").join("share").join("outbox"));
+    let name = std::env::var("USERNAME")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "user".into());
+    let user = match std::env::var("USERDOMAIN") {
+        Ok(d) if cfg!(windows) && !d.is_empty() => format!("{d}\\{name}"),
+        _ => name,
+    };
+    Ok(Context {
+        binary,
+        config: absolute(&config),
+        home,
+        xdg_config,
+        data_dir,
+        user,
+        uid: current_uid(),
+    })
+}
+
+fn show(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| service::shell_word(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn run(
+    flag: Option<&Path>,
+    action: &str,
+    dry_run: bool,
+    platform: Option<&str>,
+) -> Result<ExitCode, CommandError> {
+    let platform = match platform {
+        Some(p) => Platform::parse(p)
+            .ok_or_else(|| CommandError::new(ExitCode::Usage, format!("unknown platform {p}")))?,
+        None => Platform::current(),
+    };
+    let config = flag
+        .map(Path::to_path_buf)
+        .unwrap_or_else(crate::config::default_path);
+    let ctx = context(config)?;
+    if action == "install" {
+        // A service that exits 78 at every login helps no one: refuse a config that does not load.
+        match crate::config::Settings::load(&ctx.config) {
+            Ok(_) => {}
+            Err(e) if dry_run => eprintln!("outbox: note: the config does not load yet: {e}"),
+            Err(e) => return Err(e.into()),
+        }
+        if service::is_build_dir(&ctx.binary) {
+            eprintln!(
+                "outbox: note: {} is in a cargo build directory; the service breaks on the next \
+                 `cargo clean`. Install the binary first (scripts/install or `cargo install --path .`)",
+                ctx.binary.display()
+            );
+        }
+    }
+    let steps = match action {
+        "install" => service::install(platform, &ctx),
+        "uninstall" => service::uninstall(platform, &ctx),
+        "status" => service::status(platform, &ctx),
+        other => {
+            return Err(CommandError::new(
+                ExitCode::Usage,
+                format!("unknown action {other}: use install, uninstall or status"),
+            ))
+        }
+    };
+    let file = service::service_file(platform, &ctx);
+    if dry_run {
+        println!("# outbox service {action}, dry run: nothing is written or run.");
+        for s in &steps {
+            match s {
+                Step::Write {
+                    path,
+                    contents,
+                    utf16,
+                } => {
+                    println!(
+                        "# write {}{}:",
+                        path.display(),
+                        if *utf16 { " (UTF-16LE with BOM)" } else { "" }
+                    );
+                    print!("{contents}");
+                    if !contents.ends_with('\n') {
+                        println!();
+                    }
+                    println!("# end of {}", path.display());
+                }
+                Step::Remove(p) => {
+                    println!("$ rm -f {}", service::shell_word(&p.to_string_lossy()))
+                }
+                Step::Run { argv, .. } => println!("$ {}", show(argv)),
+            }
+        }
+        return Ok(ExitCode::Ok);
+    }
+    if action == "status" {
+        println!(
+            "service file: {} ({})",
+            file.display(),
+            if file.exists() {
+                "installed"
+            } else {
+                "not installed"
+            }
+        );
+    }
+    for s in &steps {
+        execute(s)?;
+    }
+    match (action, platform) {
+        ("install", Platform::Linux) => {
+            println!("installed: outbox starts at login; logs: journalctl --user -u outbox -f")
+        }
+        ("install", Platform::MacOs) => println!(
+            "installed: outbox starts at login; logs: {}",
+            service::macos_log(&ctx).display()
+        ),
+        ("install", Platform::Windows) => println!("installed: outbox starts at logon"),
+        ("uninstall", _) => println!("uninstalled: outbox no longer starts at login"),
+        _ => {}
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn execute(step: &Step) -> Result<(), CommandError> {
+    match step {
+        Step::Write {
+            path,
+            contents,
+            utf16,
+        } => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let bytes = if *utf16 {
+                service::utf16_bytes(contents)
+            } else {
+                contents.as_bytes().to_vec()
+            };
+            std::fs::write(path, bytes)
+                .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+            println!("wrote {}", path.display());
+        }
+        Step::Remove(path) => match std::fs::remove_file(path) {
+            Ok(()) => println!("removed {}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail(format!("cannot remove {}: {e}", path.display()))),
+        },
+        Step::Run { argv, may_fail } => {
+            let Some((prog, args)) = argv.split_first() else {
+                return Ok(());
+            };
+            println!("$ {}", show(argv));
+            let status = std::process::Command::new(prog)
+                .args(args)
+                .status()
+                .map_err(|e| {
+                    fail(format!(
+                        "cannot run {prog}: {e} (is this session managed by {prog}'s service manager?)"
+                    ))
+                })?;
+            if !status.success() && !may_fail {
+                return Err(fail(format!("`{}` failed ({status})", show(argv))));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,607 @@
+//! Desktop commands end to end: demo, init, check, items, verify, service. Real binary, real
+//! sandbox on loopback, temp dirs.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::json;
+use std::process::Command;
+use std::time::Duration;
+
+#[test]
+fn demo_exit_after_three_attaches_them_headless() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run_bounded(
+        Command::new(bin())
+            .args(["demo", "--exit-after", "3"])
+            .current_dir(cwd.path())
+            .env_remove("OUTBOX_CONFIG"),
+        Duration::from_secs(150),
+    );
+    let so = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {so}\nstderr: {}",
+        stderr(&out)
+    );
+    assert_eq!(so.matches("  attached  ").count(), 3, "{so}");
+    assert_eq!(so.matches("same bytes as the file").count(), 3, "{so}");
+    let folder = cwd.path().join("outbox-demo");
+    let files: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
+    assert_eq!(files.len(), 3, "only the samples are in the watched folder");
+    assert!(
+        folder
+            .join("Quarterly report 📊 (large).bin")
+            .metadata()
+            .unwrap()
+            .len()
+            > 4 * MIB
+    );
+}
+
+fn mapping(name: &str, folder: &std::path::Path, kind: &str, id: &str, extra: &str) -> String {
+    format!(
+        "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\n{kind} = \"{id}\"\n{extra}\n",
+        folder.display()
+    )
+}
+
+#[test]
+fn init_writes_a_loadable_config_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sub dir").join("config.toml");
+    let out = run_bounded(
+        Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("init")
+            .env("HOME", dir.path()),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = outbox::config::Settings::load(&cfg).expect("init's config loads");
+    assert_eq!(s.mappings.len(), 1);
+    assert!(
+        s.mappings[0].folder.starts_with(dir.path()),
+        "{:?}",
+        s.mappings[0].folder
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("# "), "commented");
+
+    // Second time: exit 2, file named, content untouched.
+    std::fs::write(&cfg, "# mine\n").unwrap();
+    let out = run_bounded(
+        Command::new(bin()).env("OUTBOX_CONFIG", &cfg).arg("init"),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&cfg.display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), "# mine\n");
+}
+
+#[tokio::test]
+async fn check_reports_each_problem_on_its_own_line() {
+    let env = Env::new();
+    let good = env.sandbox.create_item("message", "me").await;
+    let sent = env.sandbox.create_item("message", "me").await;
+    env.sandbox
+        .admin(
+            Method::PATCH,
+            &format!("/items/{}", urlenc(&sent)),
+            Some(json!({"isDraft": false})),
+        )
+        .await;
+    let event = env.sandbox.create_item("event", "me").await;
+    for d in ["ok", "sent", "event"] {
+        std::fs::create_dir_all(env.path(d)).unwrap();
+    }
+    let maps = [
+        mapping("ok", &env.path("ok"), "message", &good, "after = \"move\""),
+        mapping("sent", &env.path("sent"), "message", &sent, ""),
+        mapping(
+            "gone",
+            &env.path("missing-folder"),
+            "message",
+            "AAMkADnope==",
+            "",
+        ),
+        mapping("cal", &env.path("event"), "event", &event, ""),
+    ]
+    .join("\n");
+    env.write_config("", &maps);
+
+    let out = env.run(&["check"], Duration::from_secs(60));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{so}\n{}", stderr(&out));
+    let line = |needle: &str| {
+        so.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{so}"))
+            .to_string()
+    };
+    assert!(line("mapping ok folder").starts_with("ok"), "{so}");
+    assert!(line("mapping gone folder").starts_with("error"), "{so}");
+    assert!(
+        line("mapping gone folder").contains("does not exist"),
+        "{so}"
+    );
+    assert!(
+        line("mapping gone message")
+            .contains("not found: pick another with `outbox items messages`"),
+        "{so}"
+    );
+    assert!(line("mapping sent message").starts_with("warn"), "{so}");
+    assert!(line("mapping sent message").contains("not a draft"), "{so}");
+    assert!(line("mapping cal event").starts_with("ok"), "{so}");
+    assert!(line("sign-in").starts_with("ok"), "{so}");
+
+    // All good: exit 0.
+    env.write_config("", &mapping("ok", &env.path("ok"), "message", &good, ""));
+    let out = env.run(&["check"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+
+    // A bad token: one clear sign-in line, items not checked, exit 1; never the token itself.
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_TEST_TOKEN", "wrong-token-x1")
+            .arg("check"),
+        Duration::from_secs(60),
+    );
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{so}");
+    assert!(line_of(&so, "sign-in").starts_with("error"), "{so}");
+    assert!(
+        line_of(&so, "sign-in").contains("refused the token"),
+        "{so}"
+    );
+    assert!(!so.contains("wrong-token-x1"));
+
+    // No token at all.
+    let out = run_bounded(
+        env.cmd().env_remove("OUTBOX_TEST_TOKEN").arg("check"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        line_of(&stdout(&out), "sign-in").contains("OUTBOX_TEST_TOKEN"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A bad config: 78.
+    std::fs::write(env.path("config.toml"), "[agent]\nbogus = 1\n").unwrap();
+    let out = env.run(&["check"], Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bogus"), "{}", stderr(&out));
+}
+
+fn line_of(s: &str, needle: &str) -> String {
+    s.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{s}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn items_lists_created_items_with_ids() {
+    let env = Env::new();
+    let id = env
+        .sandbox
+        .admin(
+            Method::POST,
+            "/items",
+            Some(json!({"kind": "message", "subject": "Budget 2027 draft"})),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.sandbox
+        .admin(
+            Method::POST,
+            "/items",
+            Some(json!({"kind": "message", "subject": "Other"})),
+        )
+        .await;
+    env.write_config("", "");
+    let out = env.run(&["items", "messages"], Duration::from_secs(30));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{}", stderr(&out));
+    assert!(line_of(&so, "Budget 2027 draft").contains(&id), "{so}");
+    assert!(so.contains("Other"));
+
+    let out = env.run(
+        &["items", "messages", "--search", "Budget"],
+        Duration::from_secs(30),
+    );
+    let so = stdout(&out);
+    assert!(so.contains(&id) && !so.contains("Other"), "{so}");
+
+    let ev = env.sandbox.create_item("event", "me").await;
+    let out = env.run(&["items", "events", "--top", "5"], Duration::from_secs(30));
+    assert!(stdout(&out).contains(&ev), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn verify_catches_deleted_and_altered_attachments() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("a.bin"), 10_000, 1);
+    write_file(&folder.join("b.bin"), 20_000, 2);
+    write_file(&folder.join("c d.bin"), 3 * MIB + 5, 3);
+    env.write_config("", &mapping("drop", &folder, "message", &item, ""));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = env.run(&["verify", "--all"], Duration::from_secs(60));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{}", stderr(&out));
+    assert_eq!(
+        so.lines().filter(|l| l.starts_with("ok")).count(),
+        3,
+        "{so}"
+    );
+
+    let atts = env.sandbox.attachments(&item).await;
+    let id_of = |n: &str| {
+        atts.iter().find(|a| a["name"] == n).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    env.sandbox
+        .admin(
+            Method::DELETE,
+            &format!(
+                "/items/{}/attachments/{}",
+                urlenc(&item),
+                urlenc(&id_of("a.bin"))
+            ),
+            None,
+        )
+        .await;
+    env.sandbox
+        .admin(
+            Method::POST,
+            &format!(
+                "/items/{}/attachments/{}/corrupt",
+                urlenc(&item),
+                urlenc(&id_of("c d.bin"))
+            ),
+            None,
+        )
+        .await;
+    let out = env.run(&["verify", "--all"], Duration::from_secs(60));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{so}\n{}", stderr(&out));
+    assert!(line_of(&so, "a.bin").starts_with("MISSING"), "{so}");
+    assert!(line_of(&so, "c d.bin").starts_with("MISMATCH"), "{so}");
+    assert!(line_of(&so, "b.bin").starts_with("ok"), "{so}");
+
+    // One id: the intact one passes alone.
+    let status = env.run(&["status", "--json"], Duration::from_secs(20));
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let b_id = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"].as_str().unwrap().ends_with("b.bin"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = env.run(&["verify", &b_id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = env.run(&["verify", "nosuchid"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The text of the first file a `service ... --dry-run` printed.
+fn dry_run_file(out: &str) -> (String, String) {
+    let mut lines = out.lines();
+    let head = lines
+        .find(|l| l.starts_with("# write "))
+        .unwrap_or_else(|| panic!("no file in:\n{out}"));
+    let path = head
+        .trim_start_matches("# write ")
+        .trim_end_matches(':')
+        .trim_end_matches(" (UTF-16LE with BOM)")
+        .to_string();
+    let body: Vec<&str> = lines.take_while(|l| !l.starts_with("# end of ")).collect();
+    (path, body.join("\n") + "\n")
+}
+
+/// A small well-formedness check: comments, declaration and doctype skipped, every start tag
+/// closed in order, no stray `<` or `&`.
+fn assert_well_formed_xml(x: &str) {
+    let mut rest = x;
+    let mut stack: Vec<String> = Vec::new();
+    while let Some(i) = rest.find('<') {
+        let text = &rest[..i];
+        for (j, _) in text.match_indices('&') {
+            let ent = &text[j..];
+            assert!(
+                ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"]
+                    .iter()
+                    .any(|e| ent.starts_with(e)),
+                "bare & in {text:?}"
+            );
+        }
+        rest = &rest[i..];
+        if rest.starts_with("<!--") {
+            let end = rest.find("-->").expect("unclosed comment");
+            rest = &rest[end + 3..];
+            continue;
+        }
+        let end = rest.find('>').expect("unclosed tag");
+        let tag = &rest[1..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(name.trim()),
+                "mismatched </{name}>"
+            );
+        } else if !tag.ends_with('/') {
+            stack.push(tag.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+}
+
+#[test]
+fn service_install_dry_run_for_each_platform() {
+    let env = Env::new();
+    let cfg = env.write_config("", "");
+    let cfg_s = cfg.display().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = run_bounded(
+            env.cmd()
+                .args(args)
+                .env("HOME", home.path())
+                .env_remove("XDG_CONFIG_HOME")
+                .env_remove("XDG_DATA_HOME"),
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stdout(&out)
+    };
+
+    // Linux: a systemd user unit, checked by systemd-analyze when it is installed.
+    let so = run(&["service", "install", "--dry-run", "--platform", "linux"]);
+    let (path, unit) = dry_run_file(&so);
+    assert_eq!(
+        path,
+        home.path()
+            .join(".config/systemd/user/outbox.service")
+            .display()
+            .to_string()
+    );
+    assert!(
+        unit.contains(&format!(
+            "ExecStart=\"{}\" \"--config\" \"{cfg_s}\" \"run\"",
+            bin()
+        )),
+        "{unit}"
+    );
+    for line in [
+        "Restart=on-failure",
+        "RestartPreventExitStatus=2 78",
+        "WantedBy=default.target",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} missing:\n{unit}");
+    }
+    assert!(
+        !unit.contains("ExecStartPre") && !unit.contains("sleep"),
+        "no startup sleeps"
+    );
+    assert!(
+        so.contains("$ systemctl --user enable --now outbox.service"),
+        "{so}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let unit_path = dir.path().join("outbox.service");
+    std::fs::write(&unit_path, &unit).unwrap();
+    match Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_path)
+        .output()
+    {
+        Ok(o) => {
+            assert!(
+                o.status.success(),
+                "systemd-analyze: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let warnings = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !warnings.contains("outbox.service"),
+                "systemd-analyze warns about the unit: {warnings}"
+            );
+        }
+        Err(_) => eprintln!("SKIPPED: systemd-analyze is not installed; the unit was not verified"),
+    }
+
+    // macOS: a LaunchAgent plist, bootstrapped into the gui domain.
+    let so = run(&["service", "install", "--dry-run", "--platform", "macos"]);
+    let (path, plist) = dry_run_file(&so);
+    assert!(
+        path.ends_with("Library/LaunchAgents/com.outbox.agent.plist"),
+        "{path}"
+    );
+    assert_well_formed_xml(&plist);
+    assert!(
+        plist.contains(&format!("<string>{}</string>", bin())),
+        "{plist}"
+    );
+    assert!(
+        plist.contains(&format!("<string>{cfg_s}</string>")),
+        "{plist}"
+    );
+    assert!(plist.contains("<key>RunAtLoad</key>"));
+    assert!(
+        so.lines()
+            .any(|l| l.starts_with("$ launchctl bootstrap gui/")),
+        "{so}"
+    );
+
+    // Windows: a Scheduled Task at logon.
+    let so = run(&["service", "install", "--dry-run", "--platform", "windows"]);
+    let (path, task) = dry_run_file(&so);
+    assert!(path.ends_with("outbox-task.xml"), "{path}");
+    assert_well_formed_xml(&task);
+    assert!(task.contains("<LogonTrigger>"));
+    assert!(
+        task.contains(&format!("<Command>{}</Command>", bin())),
+        "{task}"
+    );
+    assert!(
+        task.contains(&format!("--config &quot;{cfg_s}&quot; run")),
+        "{task}"
+    );
+    assert!(so.contains("$ schtasks /Create /TN outbox /XML"), "{so}");
+
+    // Uninstall and status plans, and nothing written by a dry run.
+    let so = run(&["service", "uninstall", "--dry-run", "--platform", "linux"]);
+    assert!(
+        so.contains("$ systemctl --user disable --now outbox.service"),
+        "{so}"
+    );
+    let so = run(&["service", "status", "--dry-run", "--platform", "macos"]);
+    assert!(so.contains("$ launchctl print gui/"), "{so}");
+    assert!(
+        path.starts_with(&home.path().display().to_string()),
+        "{path}"
+    );
+    assert_eq!(
+        std::fs::read_dir(home.path()).unwrap().count(),
+        0,
+        "a dry run writes nothing"
+    );
+
+    // A bad config: a real install refuses with 78 before touching anything.
+    std::fs::write(&cfg, "[agent]\nnope = 1\n").unwrap();
+    let out = env.run(
+        &["service", "install", "--platform", "linux"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+}
+
+/// The man page and shell completions in packaging/ are generated from the clap definitions;
+/// this fails when they are stale. `OUTBOX_BLESS=1 cargo test --test desktop docs` rewrites them.
+#[test]
+fn packaged_man_page_and_completions_are_current() {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+    let mut want: Vec<(std::path::PathBuf, Vec<u8>)> = Vec::new();
+    let mut man = Vec::new();
+    clap_mangen::Man::new(outbox::cli::Cli::command())
+        .render(&mut man)
+        .unwrap();
+    want.push((root.join("man/outbox.1"), man));
+    for (shell, file) in [
+        (Shell::Bash, "outbox.bash"),
+        (Shell::Zsh, "_outbox"),
+        (Shell::Fish, "outbox.fish"),
+    ] {
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut outbox::cli::Cli::command(), "outbox", &mut buf);
+        want.push((root.join("completions").join(file), buf));
+    }
+    let bless = std::env::var("OUTBOX_BLESS").is_ok_and(|v| v == "1");
+    for (path, bytes) in want {
+        if bless {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let have = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            have == bytes,
+            "{} is stale: run `OUTBOX_BLESS=1 cargo test --test desktop packaged_man_page`",
+            path.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_warns_when_an_item_nears_the_tenant_size_limit() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    std::fs::create_dir_all(env.path("f")).unwrap();
+    env.write_config("", &mapping("big", &env.path("f"), "message", &item, ""));
+    let out = env.run(&["check"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+
+    // 24 MiB raw: Graph (and the sandbox) report more than 25 MB for it.
+    let file = env.path("big.bin");
+    write_file(&file, 24 * MIB, 9);
+    let out = env.run(
+        &["send", file.to_str().unwrap(), "--message", &item],
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["check"], Duration::from_secs(30));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{so}");
+    let l = line_of(&so, "mapping big message");
+    assert!(l.starts_with("warn") && l.contains("size limit"), "{so}");
+}
+
+#[tokio::test]
+async fn verify_asks_a_running_agent_for_its_entries() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("one.txt"), 5_000, 4);
+    env.write_config("", &mapping("drop", &folder, "message", &item, ""));
+    let mut agent = env
+        .cmd()
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while env.sandbox.attachments(&item).await.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never attached");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The agent holds the ledger: verify must get the entries over the socket.
+    let mut out = env.run(&["verify", "--all"], Duration::from_secs(30));
+    for _ in 0..20 {
+        if stdout(&out).contains("1 checked") {
+            break;
+        }
+        // The done record may land just after the attachment appears.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        out = env.run(&["verify", "--all"], Duration::from_secs(30));
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        line_of(&stdout(&out), "one.txt").starts_with("ok"),
+        "{}",
+        stdout(&out)
+    );
+}
