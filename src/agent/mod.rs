@@ -115,7 +115,7 @@ pub async fn run(
     opts: RunOptions,
 ) -> Result<RunOutcome, AgentError> {
     let state_dir = settings.agent.state_dir.clone();
-    let ledger = Arc::new(Ledger::open(&state_dir)?);
+    let ledger = Arc::new(open_ledger(&state_dir).await?);
     let sessions = Arc::new(SessionStore::open(&state_dir)?);
     let client = Arc::new(GraphClient::new(&settings, creds).map_err(AgentError::Setup)?);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Envelope>(16);
@@ -248,6 +248,20 @@ pub async fn run(
     } else {
         RunOutcome::Clean
     })
+}
+
+/// Open the ledger; while it is locked, wait a little: `status`, `retry` or `cancel` run with no
+/// agent up hold it for a moment. A second agent holds it for good, and gets `InUse` (exit 2).
+async fn open_ledger(state_dir: &Path) -> Result<Ledger, LedgerError> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match Ledger::open(state_dir) {
+            Err(LedgerError::InUse { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 impl Agent {
