@@ -67,7 +67,7 @@ impl CachedTokens {
             client_id: client_id.to_string(),
             scope: t.scope.clone().unwrap_or_else(|| scope.to_string()),
             issued_at,
-            expires_at: issued_at + t.expires_in.unwrap_or(3600),
+            expires_at: issued_at.saturating_add(t.expires_in.unwrap_or(3600)),
             access_token: t.access_token,
             refresh_token: t.refresh_token,
         }
@@ -89,7 +89,8 @@ impl CachedTokens {
     pub fn access(&self) -> super::AccessToken {
         super::AccessToken {
             secret: self.access_token.clone(),
-            expires_at: Some(UNIX_EPOCH + Duration::from_secs(self.expires_at)),
+            // A far-future expiry from a broken server must not overflow `SystemTime`.
+            expires_at: UNIX_EPOCH.checked_add(Duration::from_secs(self.expires_at)),
         }
     }
 }

@@ -116,7 +116,7 @@ impl App {
         let now = SystemTime::now();
         Ok(AccessToken {
             secret: t.access_token,
-            expires_at: Some(now + Duration::from_secs(t.expires_in.unwrap_or(3600))),
+            expires_at: now.checked_add(Duration::from_secs(t.expires_in.unwrap_or(3600))),
         })
     }
 }

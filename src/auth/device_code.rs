@@ -58,8 +58,9 @@ pub async fn login(
     let verification_uri = field("verification_uri")
         .or_else(|| field("verification_url"))
         .unwrap_or_else(|| "https://microsoft.com/devicelogin".into());
-    let expires_in = Duration::from_secs(num("expires_in").unwrap_or(900));
-    let mut interval = Duration::from_secs(num("interval").unwrap_or(5).max(1));
+    // Bounded: a huge value from a broken server must not overflow `Instant` (a panic).
+    let expires_in = Duration::from_secs(num("expires_in").unwrap_or(900).min(86_400));
+    let mut interval = Duration::from_secs(num("interval").unwrap_or(5).clamp(1, 3600));
     show(&Prompt {
         verification_uri,
         user_code,

@@ -257,12 +257,12 @@ pub fn parse_token_output(stdout: &str, now: SystemTime) -> Option<AccessToken> 
                 x.as_u64()
                     .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
             })
-            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+            .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
             .or_else(|| get("expiresOn").and_then(|x| x.as_str().and_then(parse_expires_on)))
             .or_else(|| {
                 get("expires_in")
                     .and_then(|x| x.as_u64())
-                    .map(|s| now + Duration::from_secs(s))
+                    .and_then(|s| now.checked_add(Duration::from_secs(s)))
             })
             .or_else(|| jwt_expiry(&secret));
         return Some(AccessToken {
@@ -303,7 +303,8 @@ pub fn jwt_expiry(token: &str) -> Option<SystemTime> {
         .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let exp = v.get("exp")?.as_u64()?;
-    Some(UNIX_EPOCH + Duration::from_secs(exp))
+    // A far-future `exp` (hostile or broken) must not overflow `SystemTime`.
+    UNIX_EPOCH.checked_add(Duration::from_secs(exp))
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -200,7 +200,14 @@ impl GraphClient {
             )));
         }
         // The whole file's share of the mailbox's byte budget, held until this attach ends.
-        let _budget = self.reserve_upload(&item.user, file.size).await;
+        // Graph counts request bodies: a POST carries the bytes base64-encoded (4/3) in JSON,
+        // so reserving the raw size would overrun the budget by a third on small files.
+        let wire = if file.size < crate::graph::SESSION_THRESHOLD {
+            file.size.div_ceil(3) * 4 + 1024
+        } else {
+            file.size + 1024
+        };
+        let _budget = self.reserve_upload(&item.user, wire).await;
         match resume {
             Resume::Fresh => {}
             Resume::CheckFirst | Resume::PostMaybeSent => {

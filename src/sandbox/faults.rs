@@ -116,6 +116,10 @@ pub struct Faults {
     pub revoke_used_refresh_tokens: bool,
     /// Deterministic faults, consumed in order by the next matching requests.
     pub fail_next: Vec<OneShot>,
+    /// A hostile server: createUploadSession hands out upload URLs on this origin (e.g.
+    /// `https://evil.example`, `http://localhost:PORT`) instead of the sandbox's own, to prove
+    /// the client refuses them. `null` = the sandbox's origin.
+    pub upload_url_origin: Option<String>,
 }
 
 pub const DEFAULT_CLIENT_SECRET: &str = "sandbox-client-secret";
@@ -146,6 +150,7 @@ impl Default for Faults {
             client_secret: DEFAULT_CLIENT_SECRET.to_string(),
             revoke_used_refresh_tokens: true,
             fail_next: Vec::new(),
+            upload_url_origin: None,
         }
     }
 }

@@ -662,9 +662,14 @@ async fn create_session(
             h,
         );
     }
+    let origin = g
+        .faults
+        .upload_url_origin
+        .clone()
+        .unwrap_or_else(|| state.origin.clone());
     let upload_url = format!(
         "{}/api/v2.0/Users('{}')/{}('{}')/AttachmentSessions('{}')?authtoken={}",
-        state.origin,
+        origin,
         mailbox,
         kind.outlook_collection(),
         id,
