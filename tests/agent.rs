@@ -233,3 +233,94 @@ async fn desktop_notifications_for_failures_go_through_the_platform_notifier() {
         "notified: {text:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn if_exists_skip_finds_a_copy_attached_elsewhere_and_attach_sends_anyway() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    // Another machine (here: `outbox send`, no ledger) attached these already.
+    let folder = env.path("m");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    write_file(&folder.join("small.txt"), 5000, 1);
+    write_file(&folder.join("large.bin"), 4 * MIB, 2);
+    env.write_config("", "");
+    for f in ["small.txt", "large.bin"] {
+        let out = env.run(
+            &[
+                "send",
+                folder.join(f).to_str().unwrap_or_default(),
+                "--message",
+                &item,
+            ],
+            T,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Same name, different bytes: not a copy, so it is sent.
+    write_file(&folder.join("changed.txt"), 100, 3);
+    let other = env.path("other/changed.txt");
+    write_file(&other, 100, 4);
+    let out = env.run(
+        &[
+            "send",
+            other.to_str().unwrap_or_default(),
+            "--message",
+            &item,
+        ],
+        T,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.write_config("", &mapping(&env, "m", &item, ""));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<String> = env
+        .sandbox
+        .attachments(&item)
+        .await
+        .iter()
+        .map(|a| a["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == "small.txt").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| *n == "large.bin").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| *n == "changed.txt").count(),
+        2,
+        "{names:?}"
+    );
+    assert_eq!(
+        status_json(&env)
+            .iter()
+            .filter(|r| r["state"] == json!("done"))
+            .count(),
+        3
+    );
+    // With if_exists = "attach" a second copy is sent on purpose.
+    let env2 = Env::new();
+    let item2 = env2.sandbox.create_item("message", "me").await;
+    let f2 = env2.path("n");
+    std::fs::create_dir_all(&f2).expect("mkdir");
+    write_file(&f2.join("a.txt"), 10, 9);
+    env2.write_config("", "");
+    let out = env2.run(
+        &[
+            "send",
+            f2.join("a.txt").to_str().unwrap_or_default(),
+            "--message",
+            &item2,
+        ],
+        T,
+    );
+    assert!(out.status.success());
+    env2.write_config("", &mapping(&env2, "n", &item2, "if_exists = \"attach\""));
+    let out = env2.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env2.sandbox.attachments(&item2).await.len(), 2);
+}

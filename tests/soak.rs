@@ -297,7 +297,11 @@ async fn fault_soak(files: usize, rate: f64, seed: u64) -> Tally {
     for i in 0..files {
         let to_event = i % 4 == 3;
         let folder = if to_event { &fe } else { &fm };
-        let size = match if i % 20 == 19 { 99 } else { rng.gen_range(0..100) } {
+        let size = match if i % 20 == 19 {
+            99
+        } else {
+            rng.gen_range(0..100)
+        } {
             0..=89 => rng.gen_range(0..150_000),
             90..=97 => rng.gen_range(150_000..3 * MIB),
             _ => rng.gen_range(3 * MIB..6 * MIB),

@@ -709,11 +709,11 @@ impl Agent {
                 Ok(Some(upload_url)) => Resume::Session { upload_url },
                 _ => Resume::CheckFirst,
             }
-        } else if entry.post_in_flight
-            || entry.state == EntryState::Uploading
-            || m.if_exists == IfExists::Skip
-        {
+        } else if entry.post_in_flight || entry.state == EntryState::Uploading {
+            // Something may have reached the server before a crash: a fresh look first.
             Resume::CheckFirst
+        } else if m.if_exists == IfExists::Skip {
+            Resume::SkipIfPresent
         } else {
             Resume::Fresh
         };

@@ -99,6 +99,33 @@ pub struct GraphClient {
     pacer: Pacer,
     policy: RetryPolicy,
     chunk_size: u64,
+    /// Recent attachment listings per item, for `find_attachment_recent`.
+    listings: std::sync::Mutex<
+        std::collections::HashMap<String, (std::time::Instant, Vec<(String, String)>)>,
+    >,
+}
+
+/// How long a listing of an item's attachments serves the look before a first upload.
+pub const LISTING_TTL: Duration = Duration::from_secs(30);
+
+fn item_key(item: &ItemRef) -> String {
+    format!("{}\u{0}{}", item.user.to_ascii_lowercase(), item.id)
+}
+
+#[derive(serde::Deserialize)]
+struct AttachmentPage {
+    #[serde(default)]
+    value: Vec<AttachmentName>,
+    #[serde(rename = "@odata.nextLink", default)]
+    next_link: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct AttachmentName {
+    #[serde(alias = "Id")]
+    id: String,
+    #[serde(alias = "Name", default)]
+    name: String,
 }
 
 impl GraphClient {
@@ -135,6 +162,7 @@ impl GraphClient {
             pacer: Pacer::new(a.concurrency, a.mailbox_requests, a.mailbox_upload_bytes),
             policy: RetryPolicy::default(),
             chunk_size: a.chunk_size.clamp(1, MAX_REQUEST_BODY),
+            listings: Default::default(),
         })
     }
 
@@ -292,21 +320,28 @@ impl GraphClient {
         let mut pages = 0;
         while let Some(u) = next.take() {
             pages += 1;
-            let v = self.get_json(&item.user, u).await?;
-            if let Some(arr) = v.get("value").and_then(|x| x.as_array()) {
-                for a in arr {
-                    if let (Some(id), Some(name)) =
-                        (ranges::string_prop(a, "id"), ranges::string_prop(a, "name"))
-                    {
-                        out.push((id.to_string(), name.to_string()));
-                    }
-                }
-            }
+            // Typed, with only the fields needed: an item can hold thousands of attachments.
+            let opts = RequestOpts {
+                mailbox: &item.user,
+                upload_url: false,
+                retry: true,
+                timeout: Duration::from_secs(60),
+            };
+            let resp = self.execute(opts, |c| c.get(u.clone())).await?;
+            let body = resp.bytes().await.map_err(|e| GraphError::transport(&e))?;
+            let page: AttachmentPage = serde_json::from_slice(&body).map_err(|e| {
+                GraphError::new(
+                    ErrorClass::Transient,
+                    None,
+                    "InvalidResponse",
+                    format!("Graph answered the attachment list with invalid JSON: {e}"),
+                )
+            })?;
+            out.extend(page.value.into_iter().map(|a| (a.id, a.name)));
             // Follow nextLink only on the same origin as the base URL.
-            next = v
-                .get("@odata.nextLink")
-                .and_then(|x| x.as_str())
-                .and_then(|s| Url::parse(s).ok())
+            next = page
+                .next_link
+                .and_then(|s| Url::parse(&s).ok())
                 .filter(|u| u.host_str() == self.base.host_str() && pages < 1000);
         }
         Ok(out)
@@ -349,13 +384,79 @@ impl GraphClient {
         name: &str,
         sha256: &str,
     ) -> Result<Option<String>, RequestError> {
-        for (id, n) in self.list_attachments(item).await? {
-            if n != name {
-                continue;
+        let listing = self.list_attachments(item).await?;
+        self.remember_listing(item, &listing);
+        self.confirm_by_bytes(
+            item,
+            listing
+                .iter()
+                .filter(|(_, n)| n == name)
+                .map(|(id, _)| id.as_str()),
+            sha256,
+        )
+        .await
+    }
+
+    /// As [`GraphClient::find_attachment`], but names may come from a listing of the item up to
+    /// [`LISTING_TTL`] old (plus what this client attached since): the look before every first
+    /// upload (`if_exists = "skip"`) must not list a growing item once per file. Candidates are
+    /// still confirmed by their bytes, fresh.
+    pub async fn find_attachment_recent(
+        &self,
+        item: &ItemRef,
+        name: &str,
+        sha256: &str,
+    ) -> Result<Option<String>, RequestError> {
+        let cached = {
+            let cache = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+            cache
+                .get(&item_key(item))
+                .filter(|(t, _)| t.elapsed() < LISTING_TTL)
+                .map(|(_, l)| {
+                    l.iter()
+                        .filter(|(_, n)| n == name)
+                        .map(|(id, _)| id.clone())
+                        .collect::<Vec<_>>()
+                })
+        };
+        match cached {
+            Some(ids) => {
+                self.confirm_by_bytes(item, ids.iter().map(String::as_str), sha256)
+                    .await
             }
-            let (h, _) = self.attachment_sha256(item, &id).await?;
-            if h.eq_ignore_ascii_case(sha256) {
-                return Ok(Some(id));
+            None => self.find_attachment(item, name, sha256).await,
+        }
+    }
+
+    /// Record an attachment this client made, so recent listings stay complete.
+    pub fn note_attached(&self, item: &ItemRef, id: &str, name: &str) {
+        let mut cache = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, l)) = cache.get_mut(&item_key(item)) {
+            l.push((id.to_string(), name.to_string()));
+        }
+    }
+
+    fn remember_listing(&self, item: &ItemRef, listing: &[(String, String)]) {
+        let mut cache = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(
+            item_key(item),
+            (std::time::Instant::now(), listing.to_vec()),
+        );
+    }
+
+    async fn confirm_by_bytes<'a>(
+        &self,
+        item: &ItemRef,
+        ids: impl Iterator<Item = &'a str>,
+        sha256: &str,
+    ) -> Result<Option<String>, RequestError> {
+        for id in ids {
+            match self.attachment_sha256(item, id).await {
+                Ok((h, _)) if h.eq_ignore_ascii_case(sha256) => return Ok(Some(id.to_string())),
+                Ok(_) => {}
+                // Deleted since it was listed: not a match.
+                Err(RequestError::Graph(e)) if e.status == Some(404) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(None)

@@ -91,9 +91,12 @@ pub async fn sha256_file(path: PathBuf) -> std::io::Result<String> {
 pub enum Resume {
     /// Nothing was sent before.
     Fresh,
-    /// Nothing was sent before, but the item may already have this file (another machine, a
-    /// lost state dir): look for it first (`if_exists = "skip"`).
+    /// Something may have been sent before (a crash mid-upload): look on the item first, with a
+    /// fresh listing.
     CheckFirst,
+    /// Nothing was sent before, but the item may already have this file (another machine, a
+    /// lost state dir): look for it first (`if_exists = "skip"`), a recent listing will do.
+    SkipIfPresent,
     /// A POST may have reached the server.
     PostMaybeSent,
     /// An upload session was open at this URL.
@@ -192,6 +195,18 @@ impl GraphClient {
         resume: Resume,
         journal: &J,
     ) -> Result<String, AttachError> {
+        let id = self.attach_once(item, file, resume, journal).await?;
+        self.note_attached(item, &id, &file.name);
+        Ok(id)
+    }
+
+    async fn attach_once<J: Journal>(
+        &self,
+        item: &ItemRef,
+        file: &FileToSend,
+        resume: Resume,
+        journal: &J,
+    ) -> Result<String, AttachError> {
         if file.size > MAX_ATTACHMENT {
             return Err(AttachError::Rejected(format!(
                 "{} is {} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; it was not sent",
@@ -210,6 +225,15 @@ impl GraphClient {
         let _budget = self.reserve_upload(&item.user, wire).await;
         match resume {
             Resume::Fresh => {}
+            Resume::SkipIfPresent => {
+                if let Some(id) = self
+                    .find_attachment_recent(item, &file.name, &file.sha256)
+                    .await?
+                {
+                    tracing::info!(file = %file.path.display(), "already on the item (if_exists = \"skip\"); not sending it");
+                    return Ok(id);
+                }
+            }
             Resume::CheckFirst | Resume::PostMaybeSent => {
                 if let Some(id) = self.find_attachment(item, &file.name, &file.sha256).await? {
                     tracing::info!(file = %file.path.display(), "already attached; not sending again");
