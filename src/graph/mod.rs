@@ -100,10 +100,11 @@ pub struct GraphClient {
     policy: RetryPolicy,
     chunk_size: u64,
     /// Recent attachment listings per item, for `find_attachment_recent`.
-    listings: std::sync::Mutex<
-        std::collections::HashMap<String, (std::time::Instant, Vec<(String, String)>)>,
-    >,
+    listings: std::sync::Mutex<std::collections::HashMap<String, Listing>>,
 }
+
+/// When an item's attachments were listed, and their (id, name).
+type Listing = (std::time::Instant, Vec<(String, String)>);
 
 /// How long a listing of an item's attachments serves the look before a first upload.
 pub const LISTING_TTL: Duration = Duration::from_secs(30);
