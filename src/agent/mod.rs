@@ -648,7 +648,12 @@ impl Agent {
                     tracing::error!(file = %path.display(), size, "over 150 MiB: rejected, not sent");
                 }
                 let stored = self.ledger.insert_new(entry)?;
-                self.ledger.flush()?;
+                if stored.state != EntryState::Pending {
+                    // Nothing follows that would flush it.
+                    self.ledger.flush()?;
+                }
+                // A pending entry becomes durable with the journal's first flush, before any
+                // request with an effect; lost before that, the file is simply found again.
                 crate::failpoint!("after-entry-recorded");
                 if stored.state == EntryState::Pending {
                     self.enqueue(stored.id);
@@ -733,7 +738,7 @@ impl Agent {
         let item = item_of(&entry);
         self.ledger
             .set_state(id, EntryState::Uploading, |e| e.attempts += 1)?;
-        self.ledger.flush()?;
+        // Not flushed here: the journal flushes before the first request with an effect.
         let journal = LedgerJournal {
             ledger: self.ledger.clone(),
             sessions: self.sessions.clone(),

@@ -492,6 +492,7 @@ impl GraphClient {
                     path: file.path.clone(),
                     source,
                 })?;
+        let mut buf = bytes::BytesMut::with_capacity(self.chunk_size() as usize);
         let policy = self.retry_policy();
         let mut last_sent = false;
         let mut failures = 0u32;
@@ -504,13 +505,12 @@ impl GraphClient {
             }
             self.check_unchanged(file).await?;
             let len = self.chunk_size().min(file.size - offset);
-            let chunk =
-                read_chunk(&mut f, offset, len)
-                    .await
-                    .map_err(|source| AttachError::File {
-                        path: file.path.clone(),
-                        source,
-                    })?;
+            let chunk = read_chunk(&mut f, &mut buf, offset, len)
+                .await
+                .map_err(|source| AttachError::File {
+                    path: file.path.clone(),
+                    source,
+                })?;
             journal
                 .before_chunk(offset, len)
                 .await
@@ -644,15 +644,19 @@ pub fn post_body_len(file: &FileToSend) -> u64 {
     fixed + esc(&file.name) + esc(&file.content_type) + b64
 }
 
+/// Read `len` bytes at `offset` into `buf` and hand them out as `Bytes`. Once the previous
+/// chunk's `Bytes` are dropped, `buf` gets its allocation back: one chunk buffer per upload.
 async fn read_chunk(
     f: &mut tokio::fs::File,
+    buf: &mut bytes::BytesMut,
     offset: u64,
     len: u64,
 ) -> std::io::Result<bytes::Bytes> {
     f.seek(std::io::SeekFrom::Start(offset)).await?;
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact(&mut buf).await?;
-    Ok(bytes::Bytes::from(buf))
+    buf.clear();
+    buf.resize(len as usize, 0);
+    f.read_exact(&mut buf[..]).await?;
+    Ok(buf.split().freeze())
 }
 
 /// Graph's path word for an item kind (for messages shown to users).

@@ -44,12 +44,17 @@ pub struct Ledger {
     path: PathBuf,
     state_dir: PathBuf,
     flushes: Arc<Mutex<FlushMark>>,
+    /// Writes made so far (counted after each reaches sled): a flush covers every write counted
+    /// before it started, which lets concurrent flushes share one (group commit).
+    writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The last flushed generation and the open mark file it is recorded in.
 struct FlushMark {
     generation: u64,
     file: Option<std::fs::File>,
+    /// `writes` as it was when the last completed flush started.
+    durable_writes: u64,
 }
 
 impl FlushMark {
@@ -160,7 +165,9 @@ impl Ledger {
             flushes: Arc::new(Mutex::new(FlushMark {
                 generation,
                 file: None,
+                durable_writes: 0,
             })),
+            writes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
     }
 
@@ -229,10 +236,18 @@ impl Ledger {
     /// bumps a generation stored in sled and then in the mark file, so that a later open can tell
     /// a log sled truncated from a whole one. Flushes are serialised to keep the two in order.
     pub fn flush(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        // Every write this caller made is counted by now.
+        let needed = self.writes.load(Ordering::SeqCst);
         let mut mark = match self.flushes.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
+        // Another flush started after those writes and has completed: they are durable.
+        if mark.durable_writes >= needed && needed > 0 {
+            return Ok(());
+        }
+        let covered = self.writes.load(Ordering::SeqCst);
         let generation = mark.generation + 1;
         self.meta
             .insert(GENERATION_KEY, &generation.to_be_bytes())
@@ -240,6 +255,7 @@ impl Ledger {
         self.db.flush().map_err(|e| self.sled_err(e))?;
         mark.write(&self.path, generation)?;
         mark.generation = generation;
+        mark.durable_writes = covered;
         Ok(())
     }
 
@@ -367,7 +383,10 @@ impl Ledger {
                 .compare_and_swap(id.as_bytes(), Some(old), Some(new))
                 .map_err(|e| self.sled_err(e))?
             {
-                Ok(()) => return Ok(entry),
+                Ok(()) => {
+                    self.wrote();
+                    return Ok(entry);
+                }
                 Err(_) => continue, // changed under us: redo on the fresh value
             }
         }
@@ -386,6 +405,11 @@ impl Ledger {
         })
     }
 
+    fn wrote(&self) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Remove an entry and its index row; returns it if it existed. Not flushed.
     pub fn remove(&self, id: &str) -> Result<Option<LedgerEntry>> {
         let result = (&self.entries, &self.by_path).transaction(|(entries, by_path)| {
@@ -398,7 +422,9 @@ impl Ledger {
             by_path.remove(index_key(&entry.mapping, &entry.path, entry.seq))?;
             Ok(Some(entry))
         });
-        self.txn_result(result)
+        let removed = self.txn_result(result)?;
+        self.wrote();
+        Ok(removed)
     }
 
     /// Remove finished entries (done, failed, rejected, canceled) not updated for `keep_done`
@@ -556,7 +582,10 @@ impl Ledger {
                 Ok(Write::Stored(Box::new(stored)))
             });
             match self.txn_result(result)? {
-                Write::Stored(stored) => return Ok(Some(*stored)),
+                Write::Stored(stored) => {
+                    self.wrote();
+                    return Ok(Some(*stored));
+                }
                 Write::Taken => return Ok(None),
                 Write::Again => continue,
             }
