@@ -242,7 +242,16 @@ fn an_open_in_another_process_is_in_use() {
 
 #[test]
 fn a_damaged_ledger_is_reported_by_path_and_left_untouched() {
-    for damage in ["garbage everywhere", "garbage in the middle", "truncated"] {
+    // Damage after a crash (dropped) and after a clean close (whose record lets a later open
+    // skip the check on a copy: a changed file must bring the check back).
+    for (damage, clean) in [
+        ("garbage everywhere", false),
+        ("garbage in the middle", false),
+        ("truncated", false),
+        ("garbage everywhere", true),
+        ("garbage in the middle", true),
+        ("truncated", true),
+    ] {
         let state = tempfile::tempdir().unwrap();
         {
             let ledger = Ledger::open(state.path()).unwrap();
@@ -256,6 +265,13 @@ fn a_damaged_ledger_is_reported_by_path_and_left_untouched() {
                     .unwrap();
             }
             ledger.flush().unwrap();
+            if clean {
+                ledger.close().unwrap();
+                assert!(
+                    Ledger::open(state.path()).unwrap().close().is_ok(),
+                    "a clean ledger reopens"
+                );
+            }
         }
         let db = state.path().join("ledger/db");
         let mut bytes = std::fs::read(&db).unwrap();
@@ -269,7 +285,17 @@ fn a_damaged_ledger_is_reported_by_path_and_left_untouched() {
         let ledger_dir = state.path().join("ledger");
         let before = snapshot(&ledger_dir);
         for _ in 0..2 {
-            let err = Ledger::open(state.path()).unwrap_err();
+            let err = match Ledger::open(state.path()) {
+                // Damage in a part of the log a clean close no longer uses loses nothing: the
+                // ledger may open, but only whole.
+                Ok(l) if clean => {
+                    assert_eq!(l.count(), 40, "{damage} after a clean close");
+                    assert!(l.iter().all(|e| e.is_ok()), "{damage}: every entry decodes");
+                    break;
+                }
+                Ok(l) => panic!("{damage}: opened with {} entries", l.count()),
+                Err(e) => e,
+            };
             assert!(
                 matches!(err, LedgerError::Corrupt { .. }),
                 "{damage}: {err:?}"
@@ -281,10 +307,12 @@ fn a_damaged_ledger_is_reported_by_path_and_left_untouched() {
                 "{text}"
             );
         }
-        assert!(
-            snapshot(&ledger_dir) == before,
-            "{damage}: the ledger files changed"
-        );
+        if !clean {
+            assert!(
+                snapshot(&ledger_dir) == before,
+                "{damage}: the ledger files changed"
+            );
+        }
         // No scratch copies left in the state dir.
         let names: Vec<String> = std::fs::read_dir(state.path())
             .unwrap()

@@ -240,10 +240,19 @@ pub async fn run(
     drop(watcher);
     agent.tasks.shutdown().await;
     agent.ledger.flush()?;
-    let _ = std::fs::remove_file(control::socket_path(&agent.settings.agent.state_dir));
-    Ok(if agent.sign_in_needed && once {
+    let sign_in_needed = agent.sign_in_needed;
+    let failed_this_run = agent.failed_this_run;
+    let socket = control::socket_path(&agent.settings.agent.state_dir);
+    let ledger = agent.ledger.clone();
+    drop(agent);
+    // The last handle: a clean close lets the next start skip the ledger check.
+    if let Ok(l) = Arc::try_unwrap(ledger) {
+        l.close()?;
+    }
+    let _ = std::fs::remove_file(socket);
+    Ok(if sign_in_needed && once {
         RunOutcome::SignInNeeded
-    } else if agent.failed_this_run > 0 && once {
+    } else if failed_this_run > 0 && once {
         RunOutcome::SomeFailed
     } else {
         RunOutcome::Clean

@@ -36,7 +36,9 @@ async fn via_agent_or_ledger(
         }
         Err(e) => return Err(ledger_err(e)),
     };
-    local(&ledger)
+    let result = local(&ledger);
+    ledger.close().map_err(ledger_err)?;
+    result
 }
 
 fn from_response(resp: Response) -> Result<Vec<LedgerEntry>, CommandError> {

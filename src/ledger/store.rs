@@ -27,6 +27,8 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 const GENERATION_KEY: &[u8] = b"flush_generation";
 /// Beside sled's files (sled ignores names not starting with `snap.`), so it moves with them.
 const MARK_FILE: &str = "outbox-flushed";
+/// Fingerprint (names, sizes, times) of the ledger's files as a clean close left them.
+const CLEAN_FILE: &str = "outbox-closed-clean";
 /// sled's default cache is 1 GiB; a ledger of a few thousand entries needs a fraction of this.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Attempts at a fresh random id before giving up (48 random bits: collisions are rare).
@@ -104,7 +106,12 @@ impl Ledger {
         let path = state_dir.join("ledger");
         if path.join("db").exists() {
             let lock = probe_lock(&path)?;
-            check_copy(state_dir, &path)?;
+            // Files exactly as a clean close left them need no check on a copy: only a crash,
+            // or something else writing them, calls for one (start-up stays fast).
+            let clean = std::fs::read_to_string(path.join(CLEAN_FILE)).ok();
+            if clean.is_none() || clean != fingerprint(&path) {
+                check_copy(state_dir, &path)?;
+            }
             // Let go just before sled takes the lock itself; a rival that slips in between makes
             // sled's open fail with InUse, which is the truth.
             drop(lock);
@@ -122,6 +129,19 @@ impl Ledger {
             }
         }
         Ok(ledger)
+    }
+
+    /// Flush, let go of the database, and record that its files were left whole, so the next
+    /// open can skip the check on a copy. Other clones still open make the record stale, which
+    /// only costs that check.
+    pub fn close(self) -> Result<()> {
+        self.flush()?;
+        let path = self.path.clone();
+        drop(self);
+        if let Some(fp) = fingerprint(&path) {
+            let _ = std::fs::write(path.join(CLEAN_FILE), fp);
+        }
+        Ok(())
     }
 
     /// Open sled at `path` (no checks).
@@ -733,6 +753,45 @@ fn probe_lock(ledger_path: &Path) -> Result<std::fs::File> {
 
 /// Copy the ledger's files into a scratch dir in `state_dir`, open the copy and check it whole.
 /// Errors name the real path; the scratch dir is removed either way.
+/// Names, sizes and SHA-256 of every file of the ledger (but the clean-close record): any change
+/// since a clean close, even one that keeps size and time (bit rot), brings the full check back.
+/// Hashing reads the files once, far cheaper than copying and decoding every entry.
+fn fingerprint(ledger_path: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut rows = Vec::new();
+    let mut dirs = vec![ledger_path.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for item in std::fs::read_dir(&d).ok()? {
+            let item = item.ok()?;
+            let meta = item.metadata().ok()?;
+            let p = item.path();
+            if meta.is_dir() {
+                dirs.push(p);
+            } else if item.file_name() != CLEAN_FILE {
+                let mut f = std::fs::File::open(&p).ok()?;
+                let mut h = Sha256::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = f.read(&mut buf).ok()?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                let rel = p.strip_prefix(ledger_path).ok()?.display().to_string();
+                rows.push(format!(
+                    "{rel}\t{}\t{}",
+                    meta.len(),
+                    hex::encode(h.finalize())
+                ));
+            }
+        }
+    }
+    rows.sort();
+    Some(rows.join("\n"))
+}
+
 fn check_copy(state_dir: &Path, ledger_path: &Path) -> Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix(".ledger-check-")
