@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         e.bytes_sent = e.size;
         ledger.insert_new(e)?;
     }
-    ledger.flush()?;
     println!("entries: {}", ledger.count());
+    ledger.close()?;
     Ok(())
 }
