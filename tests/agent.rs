@@ -324,3 +324,33 @@ async fn if_exists_skip_finds_a_copy_attached_elsewhere_and_attach_sends_anyway(
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(env2.sandbox.attachments(&item2).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sign_in_problem_keeps_files_queued_instead_of_failing_them() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    env.write_config("", &mapping(&env, "m", &item, ""));
+    write_file(&env.path("m/a.txt"), 10, 1);
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "post", "action": "claims_challenge"}]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "sign-in needed: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("outbox login"), "{}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 1);
+    assert_ne!(
+        rows[0]["state"],
+        json!("failed"),
+        "a sign-in problem is not the file's: {rows:?}"
+    );
+    // Signed in again (the fault was one-shot): the next run attaches it.
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
+}

@@ -297,3 +297,19 @@ async fn over_https_with_the_sandbox_ca_as_graph_ca_file() {
     );
     assert_eq!(sandbox.attachments(&item).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claims_challenge_asks_for_a_fresh_sign_in() {
+    let env = Env::new();
+    env.write_config("", "");
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "post", "action": "claims_challenge"}]}))
+        .await;
+    let item = env.sandbox.create_item("message", "me").await;
+    let path = env.path("a.txt");
+    write_file(&path, 10, 1);
+    let out = send(&env, &path, &["--message", &item]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("outbox login"), "{}", stderr(&out));
+    assert!(env.sandbox.attachments(&item).await.is_empty());
+}

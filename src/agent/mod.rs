@@ -18,7 +18,7 @@ pub mod ops;
 use crate::auth::Credentials;
 use crate::config::{After, IfExists, ItemKind, Mapping, Settings};
 use crate::core::{self, Plan, Settled, Settler};
-use crate::graph::{AttachError, ErrorClass, FileToSend, GraphClient, ItemRef, Resume};
+use crate::graph::{AttachError, ErrorClass, FileToSend, GraphClient, GraphError, ItemRef, Resume};
 use crate::ledger::{
     EntryError, EntryState, Ledger, LedgerEntry, LedgerError, NewEntry, SessionStore, Target,
     TargetKind,
@@ -835,9 +835,16 @@ impl Agent {
                     EntryError::new("io", format!("cannot read {}: {source}", path.display())),
                 )?;
             }
-            Err(AttachError::Auth(a)) => {
+            Err(e @ AttachError::Auth(_))
+            | Err(
+                e @ AttachError::Graph(GraphError {
+                    class: ErrorClass::SignIn,
+                    ..
+                }),
+            ) => {
+                // A sign-in problem is not the file's: keep it queued, pause, and say so once.
                 if !self.sign_in_needed {
-                    tracing::error!("{a} — uploads are paused and resume by themselves once sign-in works again; nothing queued is lost");
+                    tracing::error!("{e} — uploads are paused and resume by themselves once sign-in works again (`outbox login` if asked); nothing queued is lost");
                 }
                 self.sign_in_needed = true;
                 self.paused_until = Some(Instant::now() + SIGN_IN_PAUSE);
@@ -866,9 +873,6 @@ impl Agent {
                     self.ledger.flush()?;
                     self.retry_at.push((Instant::now() + wait, id));
                 } else {
-                    if g.class == ErrorClass::SignIn {
-                        self.sign_in_needed = true;
-                    }
                     self.finish_failed(
                         &id,
                         EntryState::Failed,

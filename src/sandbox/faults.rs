@@ -58,6 +58,9 @@ pub enum Action {
     Drop,
     /// Wait `delay_ms`, then serve normally.
     Delay,
+    /// 401 with a continuous-access-evaluation claims challenge in `WWW-Authenticate`: the
+    /// token was revoked for this session and only an interactive sign-in helps.
+    ClaimsChallenge,
 }
 
 /// One deterministic fault, consumed by the next matching request.
@@ -269,6 +272,18 @@ pub async fn admit(
             match o.action {
                 Action::Drop => drop_conn = true,
                 Action::Delay => delay += o.delay_ms.unwrap_or(1000),
+                Action::ClaimsChallenge => {
+                    let mut resp = injected(401, None, h);
+                    resp.headers_mut().insert(
+                        axum::http::header::WWW_AUTHENTICATE,
+                        axum::http::HeaderValue::from_static(
+                            "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", \
+                             error=\"insufficient_claims\", \
+                             claims=\"eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNzAwMDAwMDAwIn19fQ==\"",
+                        ),
+                    );
+                    return Err(resp);
+                }
                 Action::Status => {
                     let status = o.status.unwrap_or(503);
                     if status == 429 {
