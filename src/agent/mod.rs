@@ -79,6 +79,19 @@ enum TaskDone {
     },
 }
 
+/// The newest version of one path, as the start-up read of the ledger saw it.
+#[derive(Clone)]
+struct Brief {
+    seq: u64,
+    size: u64,
+    mtime_ns: i64,
+    state: EntryState,
+    id: String,
+}
+
+/// (mapping name, path) -> newest version.
+type Known = HashMap<(String, PathBuf), Brief>;
+
 struct InFlight {
     path: PathBuf,
     abort: AbortHandle,
@@ -175,8 +188,10 @@ pub async fn run(
         losing_events: false,
         notifier: desktop::Notifier::new(notify_level),
     };
-    agent.resume_from_ledger()?;
-    agent.rescan(None)?;
+    let (known, open) = agent.read_ledger()?;
+    agent.resume(open)?;
+    agent.rescan_with(None, Some(&known))?;
+    drop(known);
     agent.prune();
     tracing::info!(
         mappings = agent.settings.mappings.len(),
@@ -298,33 +313,68 @@ impl Agent {
         self.settings.mappings.iter().position(|m| m.name == name)
     }
 
+    /// One pass over the ledger at start: the newest version of every path (for the first
+    /// scan), and the entries an earlier run left pending or uploading.
+    fn read_ledger(&self) -> Result<(Known, Vec<LedgerEntry>), AgentError> {
+        let mut known: Known = HashMap::new();
+        let mut open = Vec::new();
+        for e in self.ledger.iter() {
+            let e = e?;
+            let brief = Brief {
+                seq: e.seq,
+                size: e.size,
+                mtime_ns: e.mtime_ns,
+                state: e.state,
+                id: e.id.clone(),
+            };
+            match known.entry((e.mapping.clone(), e.path.clone())) {
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    if o.get().seq < brief.seq {
+                        o.insert(brief);
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(brief);
+                }
+            }
+            if matches!(e.state, EntryState::Uploading | EntryState::Pending) {
+                open.push(e);
+            }
+        }
+        open.sort_by_key(|e| (e.state != EntryState::Uploading, e.seq));
+        Ok((known, open))
+    }
+
     /// Entries left pending or uploading by an earlier run go back in the queue when their
     /// file is unchanged; a changed file is seen by the scan as a new version.
-    fn resume_from_ledger(&mut self) -> Result<(), AgentError> {
-        for st in [EntryState::Uploading, EntryState::Pending] {
-            for e in self.ledger.by_state(st)? {
-                let Some(mi) = self.mapping_index(&e.mapping) else {
-                    continue;
-                };
-                if !self.mapping_ok[mi] {
-                    continue;
-                }
-                match std::fs::metadata(&e.path) {
-                    Ok(meta) if e.matches_metadata(&meta) => self.enqueue(e.id.clone()),
-                    Ok(_) => {} // changed while we were away: the scan queues the new version
-                    Err(_) => self.cancel_entry(
-                        &e.id,
-                        "vanished",
-                        "the file is gone from the folder; the upload was canceled",
-                    )?,
-                }
+    fn resume(&mut self, open: Vec<LedgerEntry>) -> Result<(), AgentError> {
+        for e in open {
+            let Some(mi) = self.mapping_index(&e.mapping) else {
+                continue;
+            };
+            if !self.mapping_ok[mi] {
+                continue;
+            }
+            match std::fs::metadata(&e.path) {
+                Ok(meta) if e.matches_metadata(&meta) => self.enqueue(e.id.clone()),
+                Ok(_) => {} // changed while we were away: the scan queues the new version
+                Err(_) => self.cancel_entry(
+                    &e.id,
+                    "vanished",
+                    "the file is gone from the folder; the upload was canceled",
+                )?,
             }
         }
         Ok(())
     }
 
-    /// Compare a folder (or all) with the ledger: files not yet handled start settling.
-    fn rescan(&mut self, only: Option<usize>) -> Result<(), AgentError> {
+    /// Compare a folder (or all) with the ledger: files not yet handled start settling. `known`
+    /// is a one-pass read of the ledger (start-up); without it each path is looked up.
+    fn rescan_with(
+        &mut self,
+        only: Option<usize>,
+        known: Option<&Known>,
+    ) -> Result<(), AgentError> {
         let now = Instant::now();
         for i in 0..self.settings.mappings.len() {
             if only.is_some_and(|o| o != i) {
@@ -352,12 +402,29 @@ impl Agent {
                 if self.settler.is_settling(&f.path) || self.hashing.contains(&f.path) {
                     continue;
                 }
-                let current = self.ledger.current_for_path(&name, &f.path)?;
+                let current = match known {
+                    Some(k) => k.get(&(name.clone(), f.path.clone())).cloned(),
+                    None => self
+                        .ledger
+                        .current_for_path(&name, &f.path)?
+                        .map(|e| Brief {
+                            seq: e.seq,
+                            size: e.size,
+                            mtime_ns: e.mtime_ns,
+                            state: e.state,
+                            id: e.id,
+                        }),
+                };
                 if let Some(e) = &current {
                     let same = e.size == f.size && Some(e.mtime_ns) == f.mtime_ns;
                     if same && e.state == EntryState::Done {
-                        // Done but still here: a crash came between `done` and the after-action.
-                        self.after_done(i, e);
+                        // Done but still here: a crash may have come between `done` and the
+                        // after-action.
+                        if self.settings.mappings[i].after != After::Keep {
+                            if let Some(full) = self.ledger.get(&e.id)? {
+                                self.after_done(i, &full);
+                            }
+                        }
                         continue;
                     }
                     if same
@@ -372,6 +439,10 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    fn rescan(&mut self, only: Option<usize>) -> Result<(), AgentError> {
+        self.rescan_with(only, None)
     }
 
     fn prune(&self) {
