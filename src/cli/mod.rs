@@ -223,7 +223,35 @@ pub fn load_settings(
     if explicit.is_none() && !required && !path.exists() {
         return Ok(crate::config::Settings::defaults(path));
     }
-    Ok(crate::config::Settings::load(&path)?)
+    let settings = crate::config::Settings::load(&path)?;
+    warn_if_exposed(&settings);
+    Ok(settings)
+}
+
+/// A config that says where secrets come from (a client-secret variable, a certificate, a token
+/// command) should be the owner's alone: others who can read it learn where to look, others who
+/// can write it can swap the token command. Warn, do not refuse (a shared read-only /etc config
+/// is a legitimate choice).
+fn warn_if_exposed(settings: &crate::config::Settings) {
+    #[cfg(unix)]
+    {
+        use crate::config::AuthMethod;
+        use std::os::unix::fs::PermissionsExt;
+        let secretish = matches!(
+            settings.auth.method,
+            AuthMethod::ClientCredentials { .. } | AuthMethod::TokenCommand { .. }
+        );
+        let mode = std::fs::metadata(&settings.source)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if secretish && mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %settings.source.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the config names where secrets come from and other users can read it; run `chmod 600` on it"
+            );
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
