@@ -187,30 +187,33 @@ impl Env {
     }
 }
 
-/// Run a command, killing it after `timeout`.
+/// Run a command, killing it after `timeout`. Output is drained while it runs (a chatty child
+/// must never block on a full pipe).
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn outbox");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let out = rx.recv().expect("output after kill").expect("output");
             panic!(
                 "timed out after {timeout:?}\nstdout: {}\nstderr: {}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    child.wait_with_output().expect("output")
 }
 
 /// Deterministic pseudo-random bytes (xorshift), written in blocks so large files are cheap.
