@@ -127,14 +127,12 @@ async fn a_missing_mapped_folder_is_named_and_the_other_mappings_keep_working() 
         attached(&env.sandbox, &item).await,
         HashMap::from([("a.txt".to_string(), sha)])
     );
-    // `outbox check` saying the same is not covered: `check` is not implemented in this build.
+    // `outbox check` naming a missing folder is covered in tests/desktop.rs.
 }
 
-/// Known gap (reported, not fixed here): the watcher is set up once at start; a mapped folder
-/// removed while running (or missing at start and created later) is not watched again, so its
-/// new files wait for a restart. Fixing it means watching the parent for the folder's return.
+/// A mapped folder removed while running is watched again when it comes back (the agent watches
+/// its parent meanwhile, no polling), and the other mappings keep working.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "known gap: a recreated mapped folder is not watched again until restart"]
 async fn a_folder_deleted_and_recreated_while_running_is_watched_again() {
     let env = Env::new();
     let item = env.sandbox.create_item("message", "me").await;

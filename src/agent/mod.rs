@@ -118,6 +118,8 @@ struct Agent {
     test_hooks: bool,
     /// Test hook: watcher events are being lost (see `Request::LoseEvents`).
     losing_events: bool,
+    /// `None` with `--once`.
+    watcher: Option<FolderWatcher>,
     notifier: desktop::Notifier,
 }
 
@@ -143,7 +145,7 @@ pub async fn run(
             mapping_ok[i] = false;
         }
     }
-    let watcher = if opts.once {
+    let mut watcher = if opts.once {
         None
     } else {
         match FolderWatcher::start(&settings.mappings, watch_tx.clone()) {
@@ -186,6 +188,7 @@ pub async fn run(
         max_parallel,
         test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
         losing_events: false,
+        watcher: watcher.take(),
         notifier: desktop::Notifier::new(notify_level),
     };
     let (known, open) = agent.read_ledger()?;
@@ -252,7 +255,7 @@ pub async fn run(
             }
         }
     }
-    drop(watcher);
+    agent.watcher = None;
     agent.tasks.shutdown().await;
     agent.ledger.flush()?;
     let sign_in_needed = agent.sign_in_needed;
@@ -469,6 +472,23 @@ impl Agent {
                 tracing::warn!("events may have been lost: rescanning");
                 self.rescan(mapping)?;
             }
+            WatchEvent::Touched { mapping, path }
+                if path == self.settings.mappings[mapping].folder =>
+            {
+                self.folder_back(mapping)?;
+            }
+            WatchEvent::Removed { mapping, path }
+                if path == self.settings.mappings[mapping].folder =>
+            {
+                if !path.exists() {
+                    let m = &self.settings.mappings[mapping];
+                    tracing::error!(mapping = %m.name, folder = %m.folder.display(), "mapped folder was removed; other mappings keep working, and it is watched again when it comes back");
+                    self.mapping_ok[mapping] = false;
+                    if let Some(w) = self.watcher.as_mut() {
+                        w.await_return(&path);
+                    }
+                }
+            }
             WatchEvent::Touched { mapping, path } | WatchEvent::Closed { mapping, path }
                 if !watch::accepts(&self.settings.mappings[mapping], &path) =>
             {
@@ -490,6 +510,21 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// A missing mapped folder is back: watch it again and scan it.
+    fn folder_back(&mut self, mapping: usize) -> Result<(), AgentError> {
+        let m = &self.settings.mappings[mapping];
+        if !m.folder.is_dir() {
+            return Ok(());
+        }
+        if let Some(w) = self.watcher.as_mut() {
+            if let Err(e) = w.rewatch(&m.folder, m.recursive) {
+                tracing::error!(mapping = %m.name, "{e}");
+                return Ok(());
+            }
+        }
+        self.rescan(Some(mapping))
     }
 
     fn touch(&mut self, mapping: usize, path: &Path) {

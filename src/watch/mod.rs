@@ -113,7 +113,46 @@ pub fn file_meta(m: &Mapping, root: &Path, path: &Path) -> Option<std::fs::Metad
 
 /// The running watcher; dropping it stops watching.
 pub struct FolderWatcher {
-    _inner: notify::RecommendedWatcher,
+    inner: notify::RecommendedWatcher,
+    /// Parents watched while a mapped folder is missing, to see it come back without polling.
+    parents: std::collections::HashSet<PathBuf>,
+}
+
+impl FolderWatcher {
+    /// A mapped folder is gone: watch its parent so that its return is seen (no polling).
+    pub fn await_return(&mut self, folder: &Path) {
+        let Some(parent) = folder.parent() else {
+            return;
+        };
+        if self.parents.contains(parent) {
+            return;
+        }
+        match self.inner.watch(parent, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.parents.insert(parent.to_path_buf());
+            }
+            Err(e) => {
+                tracing::warn!(folder = %folder.display(), error = %e, "cannot watch for the folder's return; the periodic rescan will find it")
+            }
+        }
+    }
+
+    /// A mapped folder is back: watch it again.
+    pub fn rewatch(&mut self, folder: &Path, recursive: bool) -> Result<(), String> {
+        if let Some(parent) = folder.parent() {
+            if self.parents.remove(parent) {
+                let _ = self.inner.unwatch(parent);
+            }
+        }
+        let mode = if recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        self.inner
+            .watch(folder, mode)
+            .map_err(|e| describe_watch_error(folder, &e))
+    }
 }
 
 impl FolderWatcher {
@@ -152,7 +191,14 @@ impl FolderWatcher {
                 problems.push((i, describe_watch_error(folder, &e)));
             }
         }
-        Ok((FolderWatcher { _inner: watcher }, problems))
+        let mut fw = FolderWatcher {
+            inner: watcher,
+            parents: Default::default(),
+        };
+        for (i, _) in &problems {
+            fw.await_return(&folders[*i].0);
+        }
+        Ok((fw, problems))
     }
 }
 
