@@ -263,9 +263,12 @@ async fn fault_soak(files: usize, rate: f64, seed: u64) -> Tally {
     for d in [&fm, &fe, &staging] {
         std::fs::create_dir_all(d).expect("mkdir");
     }
+    // Pacing off: this soak is about faults. With Outlook's default byte budget (150MB/5m) the
+    // ~1 GB of a 2,000-file run would take over half an hour of deliberate waiting; pacing is
+    // proven separately (a_paced_agent_receives_no_429_under_mailbox_budgets).
     write_soak_config(
         &env,
-        "chunk_size = \"1MiB\"",
+        "chunk_size = \"1MiB\"\nmailbox_requests = \"off\"\nmailbox_upload_bytes = \"off\"",
         &format!(
             "{}\n{}",
             mapping("msgs", &fm, "message", &msg),
@@ -297,7 +300,11 @@ async fn fault_soak(files: usize, rate: f64, seed: u64) -> Tally {
     for i in 0..files {
         let to_event = i % 4 == 3;
         let folder = if to_event { &fe } else { &fm };
-        let size = match if i % 20 == 19 { 99 } else { rng.gen_range(0..100) } {
+        let size = match if i % 20 == 19 {
+            99
+        } else {
+            rng.gen_range(0..100)
+        } {
             0..=89 => rng.gen_range(0..150_000),
             90..=97 => rng.gen_range(150_000..3 * MIB),
             _ => rng.gen_range(3 * MIB..6 * MIB),
