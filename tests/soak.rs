@@ -263,9 +263,12 @@ async fn fault_soak(files: usize, rate: f64, seed: u64) -> Tally {
     for d in [&fm, &fe, &staging] {
         std::fs::create_dir_all(d).expect("mkdir");
     }
+    // Pacing off: this soak is about faults. With Outlook's default byte budget (150MB/5m) the
+    // ~1 GB of a 2,000-file run would take over half an hour of deliberate waiting; pacing is
+    // proven separately (a_paced_agent_receives_no_429_under_mailbox_budgets).
     write_soak_config(
         &env,
-        "chunk_size = \"1MiB\"",
+        "chunk_size = \"1MiB\"\nmailbox_requests = \"off\"\nmailbox_upload_bytes = \"off\"",
         &format!(
             "{}\n{}",
             mapping("msgs", &fm, "message", &msg),
