@@ -191,7 +191,7 @@ async fn an_unreadable_file_fails_with_the_os_error_and_is_retried_on_change() {
     chmod(&f, 0o777);
     let ok = write_file(&f.join("ok.txt"), 100, 1);
     let locked = f.join("locked.txt");
-    let sha = write_file(&locked, 200, 2);
+    write_file(&locked, 200, 2);
     chmod(&locked, 0o000);
     env.write_config("", &mapping("drop", &f, "message", &item, ""));
     chmod(&env.path("config.toml"), 0o644);
