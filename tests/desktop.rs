@@ -442,6 +442,22 @@ fn service_install_dry_run_for_each_platform() {
         "{path}"
     );
     assert_well_formed_xml(&plist);
+    // A real property-list parser (Python's plistlib, as plutil is macOS-only), where present.
+    match std::process::Command::new("python3")
+        .args(["-c", "import plistlib,sys; d=plistlib.loads(sys.stdin.buffer.read()); assert d['Label'] and d['ProgramArguments'], d"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(plist.as_bytes()).expect("write plist");
+            let out = child.wait_with_output().expect("plistlib");
+            assert!(out.status.success(), "plistlib refused the plist: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Err(_) => println!("SKIPPED: python3 not found; the plist got the XML check only"),
+    }
     assert!(
         plist.contains(&format!("<string>{}</string>", bin())),
         "{plist}"
