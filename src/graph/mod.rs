@@ -91,6 +91,40 @@ pub struct RequestOpts<'a> {
     pub timeout: Duration,
 }
 
+impl<'a> RequestOpts<'a> {
+    /// A Graph request, retried on transient failures, 60 s timeout.
+    pub fn graph(mailbox: &'a str) -> Self {
+        RequestOpts {
+            mailbox,
+            upload_url: false,
+            retry: true,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// A request to an upload URL (no `Authorization`), retried on transient failures.
+    pub fn upload_url(mailbox: &'a str) -> Self {
+        RequestOpts {
+            upload_url: true,
+            ..Self::graph(mailbox)
+        }
+    }
+
+    /// A request whose effect cannot be repeated blindly (POST of an attachment, PUT of a
+    /// chunk): no retry here, the caller reconciles first; 300 s for large bodies.
+    pub fn with_effect(self) -> Self {
+        RequestOpts {
+            retry: false,
+            timeout: Duration::from_secs(300),
+            ..self
+        }
+    }
+
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        RequestOpts { timeout, ..self }
+    }
+}
+
 /// A Graph client for one configuration.
 pub struct GraphClient {
     http: reqwest::Client,
@@ -288,12 +322,7 @@ impl GraphClient {
         mailbox: &str,
         url: Url,
     ) -> Result<serde_json::Value, RequestError> {
-        let opts = RequestOpts {
-            mailbox,
-            upload_url: false,
-            retry: true,
-            timeout: Duration::from_secs(60),
-        };
+        let opts = RequestOpts::graph(mailbox);
         let resp = self.execute(opts, |c| c.get(url.clone())).await?;
         let body = resp.bytes().await.map_err(|e| GraphError::transport(&e))?;
         serde_json::from_slice(&body).map_err(|e| {
@@ -322,12 +351,7 @@ impl GraphClient {
         while let Some(u) = next.take() {
             pages += 1;
             // Typed, with only the fields needed: an item can hold thousands of attachments.
-            let opts = RequestOpts {
-                mailbox: &item.user,
-                upload_url: false,
-                retry: true,
-                timeout: Duration::from_secs(60),
-            };
+            let opts = RequestOpts::graph(&item.user);
             let resp = self.execute(opts, |c| c.get(u.clone())).await?;
             let body = resp.bytes().await.map_err(|e| GraphError::transport(&e))?;
             let page: AttachmentPage = serde_json::from_slice(&body).map_err(|e| {
@@ -359,12 +383,7 @@ impl GraphClient {
         let mut segs = item.segments();
         segs.extend(["attachments", attachment_id, "$value"]);
         let url = self.url(&segs);
-        let opts = RequestOpts {
-            mailbox: &item.user,
-            upload_url: false,
-            retry: true,
-            timeout: Duration::from_secs(600),
-        };
+        let opts = RequestOpts::graph(&item.user).with_timeout(Duration::from_secs(600));
         let resp = self.execute(opts, |c| c.get(url.clone())).await?;
         let mut hasher = Sha256::new();
         let mut n = 0u64;
@@ -471,12 +490,7 @@ impl GraphClient {
         upload_url: &str,
     ) -> Result<(), RequestError> {
         let url = self.check_upload_url(upload_url)?;
-        let opts = RequestOpts {
-            mailbox,
-            upload_url: true,
-            retry: true,
-            timeout: Duration::from_secs(60),
-        };
+        let opts = RequestOpts::upload_url(mailbox);
         match self.execute(opts, |c| c.delete(url.clone())).await {
             Ok(_) => Ok(()),
             Err(RequestError::Graph(e)) if e.class == ErrorClass::SessionDead => Ok(()),
@@ -491,12 +505,7 @@ impl GraphClient {
         mailbox: &str,
         upload_url: &Url,
     ) -> Result<Option<u64>, RequestError> {
-        let opts = RequestOpts {
-            mailbox,
-            upload_url: true,
-            retry: true,
-            timeout: Duration::from_secs(60),
-        };
+        let opts = RequestOpts::upload_url(mailbox);
         match self.execute(opts, |c| c.get(upload_url.clone())).await {
             Ok(resp) => {
                 let body = resp.bytes().await.map_err(|e| GraphError::transport(&e))?;

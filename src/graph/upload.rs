@@ -14,7 +14,7 @@ use crate::config::ItemKind;
 use base64::Engine;
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// How many upload sessions one attach may create before giving up.
@@ -325,12 +325,7 @@ impl GraphClient {
         loop {
             attempt += 1;
             journal.before_post().await.map_err(AttachError::Journal)?;
-            let opts = RequestOpts {
-                mailbox: &item.user,
-                upload_url: false,
-                retry: false,
-                timeout: Duration::from_secs(300),
-            };
+            let opts = RequestOpts::graph(&item.user).with_effect();
             let result = self
                 .execute(opts, |c| {
                     c.post(url.clone())
@@ -437,12 +432,7 @@ impl GraphClient {
                 "contentType": file.content_type,
             }
         });
-        let opts = RequestOpts {
-            mailbox: &item.user,
-            upload_url: false,
-            retry: true,
-            timeout: Duration::from_secs(60),
-        };
+        let opts = RequestOpts::graph(&item.user);
         let resp = match self
             .execute(opts, |c| c.post(url.clone()).json(&body))
             .await
@@ -517,12 +507,7 @@ impl GraphClient {
                 .map_err(AttachError::Journal)?;
             let is_last = offset + len == file.size;
             let range = format!("bytes {}-{}/{}", offset, offset + len - 1, file.size);
-            let opts = RequestOpts {
-                mailbox: &item.user,
-                upload_url: true,
-                retry: false,
-                timeout: Duration::from_secs(300),
-            };
+            let opts = RequestOpts::upload_url(&item.user).with_effect();
             let result = self
                 .execute(opts, |c| {
                     c.put(url.clone())
