@@ -89,6 +89,11 @@ pub struct RequestOpts<'a> {
     /// (POST of an attachment, PUT of a chunk): their callers reconcile first.
     pub retry: bool,
     pub timeout: Duration,
+    /// Upload bytes the request carries (its body), counted against the mailbox's byte budget.
+    pub body_bytes: u64,
+    /// Wait for room in the byte budget before sending the body; false for the bodies of a file
+    /// that took the whole window (`Pacer::take_whole_window`): counted, not held.
+    pub hold_for_budget: bool,
 }
 
 impl<'a> RequestOpts<'a> {
@@ -99,6 +104,8 @@ impl<'a> RequestOpts<'a> {
             upload_url: false,
             retry: true,
             timeout: Duration::from_secs(60),
+            body_bytes: 0,
+            hold_for_budget: true,
         }
     }
 
@@ -122,6 +129,16 @@ impl<'a> RequestOpts<'a> {
 
     pub fn with_timeout(self, timeout: Duration) -> Self {
         RequestOpts { timeout, ..self }
+    }
+
+    /// The request carries a body of `bytes`, paced by the mailbox's byte budget unless its file
+    /// took the whole window (`whole_window`).
+    pub fn with_body(self, bytes: u64, whole_window: bool) -> Self {
+        RequestOpts {
+            body_bytes: bytes,
+            hold_for_budget: !whole_window,
+            ..self
+        }
     }
 }
 
@@ -211,11 +228,6 @@ impl GraphClient {
         self.policy
     }
 
-    /// Hold a share of the mailbox's upload-byte budget for an upload of `bytes`.
-    pub async fn reserve_upload(&self, mailbox: &str, bytes: u64) -> pacing::Reservation {
-        self.pacer.reserve_upload(mailbox, bytes).await
-    }
-
     pub fn chunk_size(&self) -> u64 {
         self.chunk_size
     }
@@ -287,7 +299,10 @@ impl GraphClient {
                 req = req.bearer_auth(&t.secret);
             }
             let err = {
-                let _permit = self.pacer.acquire(opts.mailbox).await;
+                let _permit = self
+                    .pacer
+                    .acquire(opts.mailbox, opts.body_bytes, opts.hold_for_budget)
+                    .await;
                 match req.send().await {
                     Ok(resp) if resp.status().is_success() => return Ok(resp),
                     Ok(resp) => error_from_response(resp, opts.upload_url).await,
