@@ -89,11 +89,9 @@ pub struct RequestOpts<'a> {
     /// (POST of an attachment, PUT of a chunk): their callers reconcile first.
     pub retry: bool,
     pub timeout: Duration,
-    /// Upload bytes the request carries (its body), counted against the mailbox's byte budget.
+    /// Upload bytes the request carries (a POST's body), counted against the mailbox's byte
+    /// budget. Chunk PUTs leave it 0: `Pacer::admit_chunk` counted them while sizing them.
     pub body_bytes: u64,
-    /// Wait for room in the byte budget before sending the body; false for the bodies of a file
-    /// that took the whole window (`Pacer::take_whole_window`): counted, not held.
-    pub hold_for_budget: bool,
 }
 
 impl<'a> RequestOpts<'a> {
@@ -105,7 +103,6 @@ impl<'a> RequestOpts<'a> {
             retry: true,
             timeout: Duration::from_secs(60),
             body_bytes: 0,
-            hold_for_budget: true,
         }
     }
 
@@ -131,12 +128,10 @@ impl<'a> RequestOpts<'a> {
         RequestOpts { timeout, ..self }
     }
 
-    /// The request carries a body of `bytes`, paced by the mailbox's byte budget unless its file
-    /// took the whole window (`whole_window`).
-    pub fn with_body(self, bytes: u64, whole_window: bool) -> Self {
+    /// The request carries a body of `bytes`, paced by the mailbox's byte budget.
+    pub fn with_body(self, bytes: u64) -> Self {
         RequestOpts {
             body_bytes: bytes,
-            hold_for_budget: !whole_window,
             ..self
         }
     }
@@ -228,6 +223,11 @@ impl GraphClient {
         self.policy
     }
 
+    /// Count the next chunk against the mailbox's byte budget; returns its (maybe trimmed) length.
+    pub async fn admit_chunk(&self, mailbox: &str, want: u64, whole_window: bool) -> u64 {
+        self.pacer.admit_chunk(mailbox, want, whole_window).await
+    }
+
     pub fn chunk_size(&self) -> u64 {
         self.chunk_size
     }
@@ -301,7 +301,7 @@ impl GraphClient {
             let err = {
                 let _permit = self
                     .pacer
-                    .acquire(opts.mailbox, opts.body_bytes, opts.hold_for_budget)
+                    .acquire(opts.mailbox, opts.body_bytes)
                     .await;
                 match req.send().await {
                     Ok(resp) if resp.status().is_success() => return Ok(resp),

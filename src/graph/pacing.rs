@@ -69,7 +69,7 @@ impl Pacer {
     }
 
     /// Wait until no upload body is in the mailbox's byte window: a file larger than the whole
-    /// budget starts only then (and takes the window: its bodies are sent with `hold = false`).
+    /// budget starts only then (and takes the window: `admit_chunk` never holds its chunks).
     /// `false` when there is no byte budget or the file fits it (its bodies are paced one by one).
     pub async fn take_whole_window(&self, user: &str, file_bytes: u64) -> bool {
         let Some(b) = self.upload_bytes else {
@@ -98,12 +98,53 @@ impl Pacer {
         }
     }
 
+    /// Count the next chunk of an upload session against the byte budget and return its length:
+    /// `want` when it fits, else as many whole steps of `CHUNK_STEP` as the window has room for
+    /// (Outlook takes any slice size, so a chunk trimmed to the room left wastes none of the
+    /// budget), waiting until at least one step (or all of a smaller `want`) fits. The bodies of
+    /// a file that took the whole window (`whole_window`) are counted but never held back.
+    pub async fn admit_chunk(&self, user: &str, want: u64, whole_window: bool) -> u64 {
+        let Some(b) = self.upload_bytes else {
+            return want;
+        };
+        let mb = self.mailbox(user);
+        loop {
+            let wait = {
+                let mut w = mb.windows.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                let first = want.min(CHUNK_STEP);
+                let len = if whole_window || w.byte_room(now, Some(b), want).is_none() {
+                    Some(want)
+                } else if w.byte_room(now, Some(b), first).is_none() {
+                    let room = b.amount.saturating_sub(w.bytes_used);
+                    Some((room / CHUNK_STEP * CHUNK_STEP).clamp(first, want))
+                } else {
+                    None
+                };
+                match len {
+                    Some(len) => {
+                        w.bytes.push_back((now, len));
+                        w.bytes_used += len;
+                        return len;
+                    }
+                    None => w.byte_room(now, Some(b), first).unwrap_or_default(),
+                }
+            };
+            tracing::debug!(
+                mailbox = user,
+                want,
+                wait_ms = wait.as_millis() as u64,
+                "pacing a chunk inside the mailbox upload budget"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// Wait for a request slot in the mailbox and for room in its request budget and, for a
-    /// request carrying `body_bytes` of upload, in its byte budget (unless `hold` is false: a
-    /// body of a file that took the whole window); both are counted from now. The slot is given
-    /// back while waiting for a window, so a request held by the budget does not block the
-    /// mailbox's other requests.
-    pub async fn acquire(&self, user: &str, body_bytes: u64, hold: bool) -> Permit {
+    /// request carrying `body_bytes` of upload (a POST; chunks are counted by `admit_chunk`), in
+    /// its byte budget; both are counted from now. The slot is given back while waiting for a
+    /// window, so a request held by the budget does not block the mailbox's other requests.
+    pub async fn acquire(&self, user: &str, body_bytes: u64) -> Permit {
         let mb = self.mailbox(user);
         loop {
             #[allow(clippy::expect_used)]
@@ -116,10 +157,9 @@ impl Pacer {
             let wait = {
                 let mut w = mb.windows.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
-                let held = if hold { body_bytes } else { 0 };
                 let wait = w
                     .request_room(now, self.requests)
-                    .max(w.byte_room(now, self.upload_bytes, held));
+                    .max(w.byte_room(now, self.upload_bytes, body_bytes));
                 if wait.is_none() {
                     if self.requests.is_some() {
                         w.requests.push_back(now);
@@ -192,6 +232,10 @@ impl Windows {
         Some(span)
     }
 }
+
+/// The unit a chunk is trimmed by to fit the room left in a byte window (Graph's slice unit for
+/// OneDrive; Outlook has no alignment rule, this keeps slices from getting tiny).
+const CHUNK_STEP: u64 = 320 * 1024;
 
 /// Slack added when waiting for a window to free: the server stamps a request when it arrives,
 /// not when it was admitted here, and the two differ by connection set-up and scheduling on a
@@ -277,10 +321,10 @@ mod tests {
     #[tokio::test]
     async fn bodies_are_admitted_as_the_window_frees() {
         let p = Arc::new(Pacer::new(4, None, Some(budget(100, 300))));
-        let _a = p.acquire("me", 80, true).await;
+        let _a = p.acquire("me", 80).await;
         let p2 = p.clone();
         let t0 = Instant::now();
-        let second = tokio::spawn(async move { p2.acquire("me", 50, true).await });
+        let second = tokio::spawn(async move { p2.acquire("me", 50).await });
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(!second.is_finished(), "80 + 50 is over 100 until the first leaves");
         assert!(tokio::time::timeout(Duration::from_secs(2), second)
@@ -292,14 +336,14 @@ mod tests {
     #[tokio::test]
     async fn a_request_held_by_the_budget_does_not_hold_a_slot() {
         let p = Arc::new(Pacer::new(1, None, Some(budget(100, 10_000))));
-        drop(p.acquire("me", 100, true).await);
+        drop(p.acquire("me", 100).await);
         let p2 = p.clone();
-        let held = tokio::spawn(async move { p2.acquire("me", 50, true).await });
+        let held = tokio::spawn(async move { p2.acquire("me", 50).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!held.is_finished());
         // A GET (no body) still gets the mailbox's only slot.
         assert!(
-            tokio::time::timeout(Duration::from_secs(1), p.acquire("me", 0, true))
+            tokio::time::timeout(Duration::from_secs(1), p.acquire("me", 0))
                 .await
                 .is_ok()
         );
@@ -310,31 +354,49 @@ mod tests {
     async fn a_file_larger_than_the_budget_takes_an_empty_window_whole() {
         let p = Arc::new(Pacer::new(4, None, Some(budget(100, 300))));
         assert!(!p.take_whole_window("me", 100).await, "it fits: paced body by body");
-        drop(p.acquire("me", 40, true).await);
+        drop(p.acquire("me", 40).await);
         let t0 = Instant::now();
         assert!(p.take_whole_window("me", 250).await);
         assert!(t0.elapsed() >= Duration::from_millis(300), "waited for the window to empty");
-        // Its bodies are counted but not held back...
+        // Its chunks are counted but not held back...
         for _ in 0..3 {
-            drop(p.acquire("me", 80, false).await);
+            assert_eq!(p.admit_chunk("me", 80, true).await, 80);
         }
         assert!(t0.elapsed() < Duration::from_millis(600));
         // ...so a body of another file waits for them to leave the window.
-        drop(p.acquire("me", 10, true).await);
+        drop(p.acquire("me", 10).await);
         assert!(t0.elapsed() >= Duration::from_millis(600));
         assert!(!Pacer::new(4, None, None).take_whole_window("me", 1 << 40).await);
     }
 
     #[tokio::test]
+    async fn a_chunk_is_trimmed_to_the_room_left_in_the_window() {
+        let step = CHUNK_STEP;
+        let p = Pacer::new(4, None, Some(budget(10 * step + 1000, 300)));
+        assert_eq!(p.admit_chunk("me", 4 * step, false).await, 4 * step);
+        assert_eq!(p.admit_chunk("me", 4 * step, false).await, 4 * step);
+        // 2 steps and 1000 bytes are left: the chunk is cut to 2 whole steps, at once.
+        let t0 = Instant::now();
+        assert_eq!(p.admit_chunk("me", 4 * step, false).await, 2 * step);
+        assert!(t0.elapsed() < Duration::from_millis(100));
+        // The last 1000 bytes of a file fit as they are.
+        assert_eq!(p.admit_chunk("me", 1000, false).await, 1000);
+        // Nothing left: the next chunk waits for the window to move on.
+        assert_eq!(p.admit_chunk("me", 4 * step, false).await, 4 * step);
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        assert_eq!(Pacer::new(4, None, None).admit_chunk("me", 7, false).await, 7);
+    }
+
+    #[tokio::test]
     async fn concurrency_is_bounded_per_mailbox() {
         let p = Arc::new(Pacer::new(2, None, None));
-        let a = p.acquire("me", 0, true).await;
-        let _b = p.acquire("ME", 0, true).await;
+        let a = p.acquire("me", 0).await;
+        let _b = p.acquire("ME", 0).await;
         let p2 = p.clone();
-        let third = tokio::spawn(async move { p2.acquire("me", 0, true).await });
+        let third = tokio::spawn(async move { p2.acquire("me", 0).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!third.is_finished());
-        let _other = p.acquire("someone@else", 0, true).await;
+        let _other = p.acquire("someone@else", 0).await;
         drop(a);
         assert!(tokio::time::timeout(Duration::from_secs(1), third)
             .await

@@ -324,7 +324,7 @@ impl GraphClient {
             journal.before_post().await.map_err(AttachError::Journal)?;
             let opts = RequestOpts::graph(&item.user)
                 .with_effect()
-                .with_body(body.len() as u64, false);
+                .with_body(body.len() as u64);
             let result = self
                 .execute(opts, |c| {
                     c.post(url.clone())
@@ -435,7 +435,7 @@ impl GraphClient {
             }
         });
         let body = bytes::Bytes::from(body.to_string());
-        let opts = RequestOpts::graph(&item.user).with_body(body.len() as u64, false);
+        let opts = RequestOpts::graph(&item.user).with_body(body.len() as u64);
         let resp = match self
             .execute(opts, |c| {
                 c.post(url.clone())
@@ -501,8 +501,9 @@ impl GraphClient {
                     maybe_complete: true,
                 });
             }
+            let want = self.chunk_size().min(file.size - offset);
+            let len = self.admit_chunk(&item.user, want, whole_window).await;
             self.check_unchanged(file).await?;
-            let len = self.chunk_size().min(file.size - offset);
             let chunk = read_chunk(&mut f, &mut buf, offset, len)
                 .await
                 .map_err(|source| AttachError::File {
@@ -515,9 +516,7 @@ impl GraphClient {
                 .map_err(AttachError::Journal)?;
             let is_last = offset + len == file.size;
             let range = format!("bytes {}-{}/{}", offset, offset + len - 1, file.size);
-            let opts = RequestOpts::upload_url(&item.user)
-                .with_effect()
-                .with_body(len, whole_window);
+            let opts = RequestOpts::upload_url(&item.user).with_effect();
             let result = self
                 .execute(opts, |c| {
                     c.put(url.clone())

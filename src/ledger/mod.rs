@@ -16,7 +16,7 @@ mod sessions;
 mod store;
 
 pub use entry::{
-    mtime_ns, new_id, EntryError, EntryState, LedgerEntry, NewEntry, SessionInfo, Target,
+    mtime_ns, new_id, EntryBrief, EntryError, EntryState, LedgerEntry, NewEntry, SessionInfo, Target,
     TargetKind,
 };
 pub use error::LedgerError;
