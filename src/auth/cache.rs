@@ -568,4 +568,53 @@ mod tests {
         assert!(!cache.remove(&lock).unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(cache.stamp(), None);
     }
+
+    /// The file store with a size limit, as Windows' Credential Manager has one.
+    #[derive(Debug)]
+    struct Limited(FileStore, usize);
+
+    impl TokenStore for Limited {
+        fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.load()
+        }
+        fn save(&self, blob: &[u8]) -> Result<(), StoreError> {
+            if blob.len() > self.1 {
+                return Err(StoreError::new(StoreErrorKind::TooLong, "too long"));
+            }
+            self.0.save(blob)
+        }
+        fn delete(&self) -> Result<bool, StoreError> {
+            self.0.delete()
+        }
+        fn stamp_path(&self) -> &Path {
+            self.0.stamp_path()
+        }
+        fn describe(&self) -> String {
+            "limited".into()
+        }
+    }
+
+    #[test]
+    fn tokens_too_long_for_the_store_are_saved_without_the_access_token() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let state = dir.path().join("state");
+        let cache =
+            TokenCache::with_store(&state, Arc::new(Limited(FileStore::in_dir(&state), 1000)));
+        let lock = cache.lock_blocking().unwrap_or_else(|e| panic!("{e}"));
+        let now = SystemTime::now();
+        let mut t = sample(now, 3600);
+        t.access_token = "A".repeat(2000);
+        cache.write(&lock, &t).unwrap_or_else(|e| panic!("{e}"));
+        let back = cache
+            .read(&lock)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("saved"));
+        assert_eq!(back.refresh_token.as_deref(), Some("RT-SECRET"));
+        assert!(back.access_token.is_empty());
+        assert!(!back.fresh(now), "the next reader refreshes");
+        let mut huge = t.clone();
+        huge.refresh_token = Some("R".repeat(2000));
+        let e = cache.write(&lock, &huge).err();
+        assert_eq!(e.map(|e| e.kind), Some(StoreErrorKind::TooLong));
+    }
 }
