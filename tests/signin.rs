@@ -896,4 +896,21 @@ async fn keyring_round_trip_with_a_real_secret_service() {
     let out = run_with(&env, &["logout"], &vars);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("not signed in"), "{}", stdout(&out));
+
+    // Back to the file store after a keyring login: logout removes the keyring entry too.
+    login_with(&env, &vars).await;
+    assert!(marker.exists());
+    keyring_config(&env, "file", "");
+    let out = run_with(&env, &["logout"], &vars);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!marker.exists());
+    keyring_config(&env, "keyring", "");
+    let out = run_with(&env, &["whoami"], &vars);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the entry is gone: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("outbox login"), "{}", stderr(&out));
 }

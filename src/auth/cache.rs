@@ -307,6 +307,10 @@ impl TokenCache {
 
     /// Whether `remove` may find anything (no keyring call).
     pub fn may_hold_tokens(&self) -> bool {
+        #[cfg(feature = "keyring")]
+        if self.dir.join(super::keyring_store::MARKER).exists() {
+            return true;
+        }
         self.store.may_hold_tokens()
     }
 
@@ -382,9 +386,30 @@ impl TokenCache {
         }
     }
 
-    /// Remove the cache (hold the lock). Returns whether there was one.
+    /// Remove the cache (hold the lock). Returns whether there was one. A keyring entry left
+    /// from `token_store = "keyring"` (its marker is still in the state dir) goes too.
     pub fn remove(&self, _lock: &CacheLock) -> Result<bool, StoreError> {
-        self.store.delete()
+        let found = self.store.delete()?;
+        #[cfg(feature = "keyring")]
+        let found = found | self.remove_left_keyring_entry();
+        Ok(found)
+    }
+
+    /// Best effort: the tokens of the configured store are gone already, so a keyring that
+    /// cannot be reached only earns a warning.
+    #[cfg(feature = "keyring")]
+    fn remove_left_keyring_entry(&self) -> bool {
+        let marker = self.dir.join(super::keyring_store::MARKER);
+        if self.store.stamp_path() == marker || !marker.exists() {
+            return false;
+        }
+        match super::keyring_store::KeyringStore::from_marker(&self.dir).delete() {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("the keyring entry left from token_store = \"keyring\" stays: {e}");
+                false
+            }
+        }
     }
 }
 

@@ -24,6 +24,9 @@ use std::time::Duration;
 /// The keyring service every entry of outbox is saved under.
 pub const SERVICE: &str = "outbox";
 
+/// The marker file's name in the state dir.
+pub const MARKER: &str = "tokens.keyring";
+
 /// A keyring call that has not answered by then is reported as unavailable.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -93,9 +96,21 @@ impl KeyringStore {
         KeyringStore {
             dir: state_dir.to_path_buf(),
             account,
-            marker: state_dir.join("tokens.keyring"),
+            marker: state_dir.join(MARKER),
             file: state_dir.join("tokens.json"),
         }
+    }
+
+    /// The store the marker in `state_dir` names (an unreadable marker names no account: only
+    /// the marker and a leftover file are then removed by `delete`).
+    pub fn from_marker(state_dir: &Path) -> KeyringStore {
+        let account = std::fs::read(state_dir.join(MARKER))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Marker>(&b).ok())
+            .filter(|m| m.service == SERVICE)
+            .map(|m| m.account)
+            .unwrap_or_default();
+        Self::with_account(state_dir, account)
     }
 
     pub fn account(&self) -> &str {
@@ -160,7 +175,7 @@ impl TokenStore for KeyringStore {
         let mut found = false;
         let mut accounts = vec![self.account.clone()];
         accounts.extend(self.marked_other_account());
-        for account in accounts {
+        for account in accounts.into_iter().filter(|a| !a.is_empty()) {
             match call(&account, "remove the tokens", |e| e.delete_credential())? {
                 Ok(()) => found = true,
                 Err(keyring::Error::NoEntry) => {}
