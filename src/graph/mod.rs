@@ -299,10 +299,7 @@ impl GraphClient {
                 req = req.bearer_auth(&t.secret);
             }
             let err = {
-                let _permit = self
-                    .pacer
-                    .acquire(opts.mailbox, opts.body_bytes)
-                    .await;
+                let _permit = self.pacer.acquire(opts.mailbox, opts.body_bytes).await;
                 match req.send().await {
                     Ok(resp) if resp.status().is_success() => return Ok(resp),
                     Ok(resp) => error_from_response(resp, opts.upload_url).await,

@@ -157,9 +157,11 @@ impl Pacer {
             let wait = {
                 let mut w = mb.windows.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
-                let wait = w
-                    .request_room(now, self.requests)
-                    .max(w.byte_room(now, self.upload_bytes, body_bytes));
+                let wait = w.request_room(now, self.requests).max(w.byte_room(
+                    now,
+                    self.upload_bytes,
+                    body_bytes,
+                ));
                 if wait.is_none() {
                     if self.requests.is_some() {
                         w.requests.push_back(now);
@@ -326,7 +328,10 @@ mod tests {
         let t0 = Instant::now();
         let second = tokio::spawn(async move { p2.acquire("me", 50).await });
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(!second.is_finished(), "80 + 50 is over 100 until the first leaves");
+        assert!(
+            !second.is_finished(),
+            "80 + 50 is over 100 until the first leaves"
+        );
         assert!(tokio::time::timeout(Duration::from_secs(2), second)
             .await
             .is_ok());
@@ -353,11 +358,17 @@ mod tests {
     #[tokio::test]
     async fn a_file_larger_than_the_budget_takes_an_empty_window_whole() {
         let p = Arc::new(Pacer::new(4, None, Some(budget(100, 300))));
-        assert!(!p.take_whole_window("me", 100).await, "it fits: paced body by body");
+        assert!(
+            !p.take_whole_window("me", 100).await,
+            "it fits: paced body by body"
+        );
         drop(p.acquire("me", 40).await);
         let t0 = Instant::now();
         assert!(p.take_whole_window("me", 250).await);
-        assert!(t0.elapsed() >= Duration::from_millis(300), "waited for the window to empty");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(300),
+            "waited for the window to empty"
+        );
         // Its chunks are counted but not held back...
         for _ in 0..3 {
             assert_eq!(p.admit_chunk("me", 80, true).await, 80);
@@ -366,7 +377,11 @@ mod tests {
         // ...so a body of another file waits for them to leave the window.
         drop(p.acquire("me", 10).await);
         assert!(t0.elapsed() >= Duration::from_millis(600));
-        assert!(!Pacer::new(4, None, None).take_whole_window("me", 1 << 40).await);
+        assert!(
+            !Pacer::new(4, None, None)
+                .take_whole_window("me", 1 << 40)
+                .await
+        );
     }
 
     #[tokio::test]
@@ -384,7 +399,10 @@ mod tests {
         // Nothing left: the next chunk waits for the window to move on.
         assert_eq!(p.admit_chunk("me", 4 * step, false).await, 4 * step);
         assert!(t0.elapsed() >= Duration::from_millis(300));
-        assert_eq!(Pacer::new(4, None, None).admit_chunk("me", 7, false).await, 7);
+        assert_eq!(
+            Pacer::new(4, None, None).admit_chunk("me", 7, false).await,
+            7
+        );
     }
 
     #[tokio::test]
