@@ -37,6 +37,20 @@ struct Windows {
     bytes: VecDeque<(Instant, u64)>,
     /// Sum of `bytes`.
     bytes_used: u64,
+    /// Files larger than the whole budget waiting for an empty window: while any waits, no other
+    /// body is admitted, so a stream of small files cannot keep the window from emptying.
+    draining: usize,
+}
+
+/// Counts a file waiting for an empty window; dropping it (done, or the upload canceled) ends
+/// the wait's hold on other bodies.
+struct Draining(Arc<Mailbox>);
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        let mut w = self.0.windows.lock().unwrap_or_else(|p| p.into_inner());
+        w.draining = w.draining.saturating_sub(1);
+    }
 }
 
 /// Held while a request is in flight; dropping it frees the slot.
@@ -79,11 +93,15 @@ impl Pacer {
             return false;
         }
         let mb = self.mailbox(user);
+        let _draining = {
+            let mut w = mb.windows.lock().unwrap_or_else(|p| p.into_inner());
+            w.draining += 1;
+            Draining(mb.clone())
+        };
         loop {
             let wait = {
                 let mut w = mb.windows.lock().unwrap_or_else(|p| p.into_inner());
-                // Room for the whole budget means the window is empty.
-                match w.byte_room(Instant::now(), self.upload_bytes, b.amount + 1) {
+                match w.until_empty(Instant::now(), b) {
                     None => return true,
                     Some(wait) => wait,
                 }
@@ -211,13 +229,13 @@ impl Windows {
     /// (Graph admits it then too).
     fn byte_room(&mut self, now: Instant, budget: Option<Budget>, bytes: u64) -> Option<Duration> {
         let b = budget?;
-        let span = b.window + edge_margin(b.window);
-        while let Some(&(t, n)) = self.bytes.front() {
-            if now.duration_since(t) < span {
-                break;
-            }
-            self.bytes.pop_front();
-            self.bytes_used -= n;
+        let span = self.expire_bytes(now, b);
+        if bytes > 0 && self.draining > 0 {
+            // A file larger than the budget is waiting for the window to empty.
+            return Some(
+                self.until_empty(now, b)
+                    .unwrap_or(Duration::from_millis(100)),
+            );
         }
         if bytes == 0 || self.bytes_used == 0 || self.bytes_used + bytes <= b.amount {
             return None;
@@ -232,6 +250,29 @@ impl Windows {
             }
         }
         Some(span)
+    }
+}
+
+impl Windows {
+    /// Drop the bodies that have left the byte window; returns the window's span (with margin).
+    fn expire_bytes(&mut self, now: Instant, b: Budget) -> Duration {
+        let span = b.window + edge_margin(b.window);
+        while let Some(&(t, n)) = self.bytes.front() {
+            if now.duration_since(t) < span {
+                break;
+            }
+            self.bytes.pop_front();
+            self.bytes_used -= n;
+        }
+        span
+    }
+
+    /// `None` when no upload body is left in the byte window; else how long until the last
+    /// one leaves it.
+    fn until_empty(&mut self, now: Instant, b: Budget) -> Option<Duration> {
+        let span = self.expire_bytes(now, b);
+        let &(last, _) = self.bytes.back()?;
+        Some(span.saturating_sub(now.duration_since(last)) + Duration::from_millis(1))
     }
 }
 
@@ -403,6 +444,26 @@ mod tests {
             Pacer::new(4, None, None).admit_chunk("me", 7, false).await,
             7
         );
+    }
+
+    #[tokio::test]
+    async fn small_bodies_wait_while_a_file_larger_than_the_budget_drains_the_window() {
+        let p = Arc::new(Pacer::new(4, None, Some(budget(100, 300))));
+        drop(p.acquire("me", 10).await);
+        let p2 = p.clone();
+        let big = tokio::spawn(async move { p2.take_whole_window("me", 500).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // 10 + 10 fits the budget, but the big file is waiting for the window to empty.
+        let t0 = Instant::now();
+        let p3 = p.clone();
+        let small = tokio::spawn(async move { p3.acquire("me", 10).await });
+        assert!(tokio::time::timeout(Duration::from_secs(2), big)
+            .await
+            .is_ok());
+        assert!(tokio::time::timeout(Duration::from_secs(2), small)
+            .await
+            .is_ok());
+        assert!(t0.elapsed() >= Duration::from_millis(200));
     }
 
     #[tokio::test]
