@@ -99,8 +99,6 @@ struct InFlight {
 }
 
 struct Agent {
-    /// The prune running on a blocking thread, if any.
-    pruning: Option<tokio::task::JoinHandle<()>>,
     settings: Settings,
     opts: RunOptions,
     ledger: Arc<Ledger>,
@@ -133,6 +131,8 @@ pub async fn run(
     opts: RunOptions,
 ) -> Result<RunOutcome, AgentError> {
     let state_dir = settings.agent.state_dir.clone();
+    // Before anything slow: a stop asked for during start-up is then kept, not fatal.
+    let signals = crate::cli::shutdown_signal();
     let t_start = std::time::Instant::now();
     let ledger = Arc::new(open_ledger(&state_dir).await?);
     let t_ledger = t_start.elapsed();
@@ -195,7 +195,6 @@ pub async fn run(
         losing_events: false,
         watcher: watcher.take(),
         notifier: desktop::Notifier::new(notify_level),
-        pruning: None,
     };
     let t_watch = t_start.elapsed();
     let (known, open) = agent.read_ledger()?;
@@ -203,7 +202,6 @@ pub async fn run(
     agent.resume(open)?;
     agent.rescan_with(None, Some(&known))?;
     drop(known);
-    agent.prune();
     tracing::debug!(
         ledger_open_ms = t_ledger.as_millis() as u64,
         watchers_ms = (t_watch - t_ledger).as_millis() as u64,
@@ -216,12 +214,13 @@ pub async fn run(
         once = opts.once,
         "watching"
     );
+    agent.prune();
     let rescan_every = agent.settings.agent.rescan;
     let mut next_rescan = Instant::now() + rescan_every;
     let stop = opts.stop.clone().unwrap_or_default();
     let shutdown = async move {
         tokio::select! {
-            _ = crate::cli::shutdown_signal() => {},
+            _ = signals => {},
             _ = stop.cancelled() => {},
         }
     };
@@ -272,9 +271,6 @@ pub async fn run(
     }
     agent.watcher = None;
     agent.tasks.shutdown().await;
-    if let Some(p) = agent.pruning.take() {
-        let _ = p.await;
-    }
     agent.ledger.flush()?;
     let sign_in_needed = agent.sign_in_needed;
     let failed_this_run = agent.failed_this_run;
@@ -475,24 +471,23 @@ impl Agent {
         self.rescan_with(only, None)
     }
 
-    /// Drop old done entries of files gone from their folders, on a blocking thread: it reads
-    /// every entry, and the agent keeps watching meanwhile (one prune at a time).
-    fn prune(&mut self) {
-        if self.pruning.as_ref().is_some_and(|h| !h.is_finished()) {
-            return;
-        }
+    /// Drop old done entries of files gone from their folders. It reads every entry (a quarter
+    /// second for 100,000), so start-up runs it once watching has begun: events queue meanwhile.
+    /// It runs on this task, not a blocking thread: a second thread decoding beside the agent
+    /// cost ~19 MB of idle RSS (its allocator arena) for 100,000 entries.
+    fn prune(&self) {
         let keep = self.settings.agent.keep_done;
-        let ledger = self.ledger.clone();
-        self.pruning = Some(tokio::task::spawn_blocking(move || {
-            match ledger.prune(keep, time::OffsetDateTime::now_utc(), |p| p.exists()) {
-                Ok(n) if n > 0 => tracing::info!(
-                    removed = n,
-                    "pruned done entries of files gone from their folders"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot prune the ledger"),
-            }
-        }));
+        match self
+            .ledger
+            .prune(keep, time::OffsetDateTime::now_utc(), |p| p.exists())
+        {
+            Ok(n) if n > 0 => tracing::info!(
+                removed = n,
+                "pruned done entries of files gone from their folders"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot prune the ledger"),
+        }
     }
 
     fn on_watch(&mut self, ev: WatchEvent) -> Result<(), AgentError> {

@@ -254,25 +254,38 @@ fn warn_if_exposed(settings: &crate::config::Settings) {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is called,
+/// not when the future is first polled: a signal that comes while a command is still starting
+/// (a service manager stopping the agent during its start-up scan) is kept for the first poll
+/// instead of killing the process mid-write. Call it inside the runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {},
-                    _ = term.recv() => {},
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut t), Ok(mut i)) => {
+                    tokio::select! {
+                        _ = t.recv() => {},
+                        _ = i.recv() => {},
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Ok(mut t), Err(_)) => {
+                    t.recv().await;
+                }
+                (Err(_), Ok(mut i)) => {
+                    i.recv().await;
+                }
+                (Err(_), Err(_)) => std::future::pending::<()>().await,
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

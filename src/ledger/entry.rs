@@ -209,6 +209,8 @@ pub struct EntryBrief {
     pub mtime_ns: i64,
     #[serde(default)]
     pub seq: u64,
+    #[serde(with = "rfc3339")]
+    pub updated_at: OffsetDateTime,
 }
 
 /// What the agent knows of a file version when it first records it.

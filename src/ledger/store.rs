@@ -465,7 +465,7 @@ impl Ledger {
         exists: impl Fn(&Path) -> bool,
     ) -> Result<usize> {
         let mut doomed = Vec::new();
-        for entry in self.iter() {
+        for entry in self.iter_briefs() {
             let entry = entry?;
             let old_enough = entry.updated_at + keep_done <= now;
             if entry.state.is_terminal() && old_enough && !exists(&entry.path) {
