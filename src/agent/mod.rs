@@ -870,7 +870,7 @@ impl Agent {
             mtime: (entry.mtime_ns != 0).then(|| {
                 std::time::UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64)
             }),
-            sha256: sha,
+            sha256: crate::graph::upload::FileDigest::known(sha),
             name: entry.name.clone(),
             content_type: mime_guess::from_path(&entry.name)
                 .first_or_octet_stream()

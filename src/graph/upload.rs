@@ -12,6 +12,7 @@ use super::{MAX_ATTACHMENT, MAX_REQUEST_BODY, MIN_SESSION, SESSION_THRESHOLD};
 use crate::auth::AuthError;
 use crate::config::ItemKind;
 use base64::Engine;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -28,14 +29,15 @@ pub struct FileToSend {
     /// Modification time when hashed; a change during upload stops it.
     pub mtime: Option<SystemTime>,
     /// SHA-256 (hex) of the content: confirms an attachment found on the item is this file.
-    pub sha256: String,
+    pub sha256: FileDigest,
     /// Attachment name.
     pub name: String,
     pub content_type: String,
 }
 
 impl FileToSend {
-    /// Stat and hash `path` now.
+    /// Stat `path` now and start hashing it on a blocking thread: the upload need not wait for
+    /// the hash (only a look on the item does), so the two overlap.
     pub async fn from_path(path: PathBuf, name: Option<String>) -> std::io::Result<FileToSend> {
         let meta = tokio::fs::metadata(&path).await?;
         if !meta.is_file() {
@@ -44,7 +46,7 @@ impl FileToSend {
                 "not a regular file",
             ));
         }
-        let sha256 = sha256_file(path.clone()).await?;
+        let sha256 = FileDigest::compute(path.clone());
         let name = name.unwrap_or_else(|| {
             path.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -62,6 +64,53 @@ impl FileToSend {
             content_type,
             path,
         })
+    }
+}
+
+impl FileToSend {
+    /// The content's SHA-256 (hex), waiting for it if it is still being computed.
+    pub async fn sha256(&self) -> Result<String, AttachError> {
+        self.sha256.0.clone().await.map_err(|e| AttachError::File {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })
+    }
+}
+
+/// A file's SHA-256 (hex): known already, or being computed on a blocking thread (started when
+/// made, awaited by whoever needs it first; every clone shares the one result).
+#[derive(Clone)]
+pub struct FileDigest(Shared<BoxFuture<'static, Result<String, String>>>);
+
+impl FileDigest {
+    pub fn known(hex: String) -> Self {
+        FileDigest(futures_util::future::ready(Ok(hex)).boxed().shared())
+    }
+
+    /// Start hashing `path` now.
+    pub fn compute(path: PathBuf) -> Self {
+        let task = tokio::spawn(sha256_file(path));
+        FileDigest(
+            async move {
+                match task.await {
+                    Ok(Ok(hex)) => Ok(hex),
+                    Ok(Err(e)) => Err(format!("cannot read it to hash it: {e}")),
+                    Err(e) => Err(format!("hashing it stopped: {e}")),
+                }
+            }
+            .boxed()
+            .shared(),
+        )
+    }
+}
+
+impl std::fmt::Debug for FileDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.peek() {
+            Some(Ok(hex)) => write!(f, "FileDigest({hex})"),
+            Some(Err(e)) => write!(f, "FileDigest(error: {e})"),
+            None => f.write_str("FileDigest(pending)"),
+        }
     }
 }
 
@@ -222,7 +271,7 @@ impl GraphClient {
             Resume::Fresh => {}
             Resume::SkipIfPresent => {
                 if let Some(id) = self
-                    .find_attachment_recent(item, &file.name, &file.sha256)
+                    .find_attachment_recent(item, &file.name, &file.sha256().await?)
                     .await?
                 {
                     tracing::info!(file = %file.path.display(), "already on the item (if_exists = \"skip\"); not sending it");
@@ -230,7 +279,10 @@ impl GraphClient {
                 }
             }
             Resume::CheckFirst | Resume::PostMaybeSent => {
-                if let Some(id) = self.find_attachment(item, &file.name, &file.sha256).await? {
+                if let Some(id) = self
+                    .find_attachment(item, &file.name, &file.sha256().await?)
+                    .await?
+                {
                     tracing::info!(file = %file.path.display(), "already attached; not sending again");
                     return Ok(id);
                 }
@@ -287,7 +339,9 @@ impl GraphClient {
         }
         journal.session_gone().await.map_err(AttachError::Journal)?;
         // The session may have completed just before the crash: look before sending again.
-        Ok(self.find_attachment(item, &file.name, &file.sha256).await?)
+        Ok(self
+            .find_attachment(item, &file.name, &file.sha256().await?)
+            .await?)
     }
 
     async fn post_small<J: Journal>(
@@ -358,7 +412,10 @@ impl GraphClient {
             tracing::info!(code = %err.code, wait_ms = wait.as_millis() as u64, "POST failed; checking the item before retrying");
             tokio::time::sleep(wait).await;
             if err.status.is_none() || err.status.is_some_and(|s| s >= 500) {
-                if let Some(id) = self.find_attachment(item, &file.name, &file.sha256).await? {
+                if let Some(id) = self
+                    .find_attachment(item, &file.name, &file.sha256().await?)
+                    .await?
+                {
                     return Ok(id);
                 }
             }
@@ -393,8 +450,9 @@ impl GraphClient {
                 Ok(SessionEnd::Dead { maybe_complete }) => {
                     journal.session_gone().await.map_err(AttachError::Journal)?;
                     if maybe_complete {
-                        if let Some(id) =
-                            self.find_attachment(item, &file.name, &file.sha256).await?
+                        if let Some(id) = self
+                            .find_attachment(item, &file.name, &file.sha256().await?)
+                            .await?
                         {
                             return Ok(id);
                         }
@@ -538,7 +596,10 @@ impl GraphClient {
                         return Ok(SessionEnd::Done(id));
                     }
                     // Completed without a usable Location: find it on the item by its bytes.
-                    return match self.find_attachment(item, &file.name, &file.sha256).await? {
+                    return match self
+                        .find_attachment(item, &file.name, &file.sha256().await?)
+                        .await?
+                    {
                         Some(id) => Ok(SessionEnd::Done(id)),
                         None => Err(AttachError::Graph(our_error(
                             ErrorClass::Permanent,
@@ -670,7 +731,7 @@ mod tests {
             path: "x".into(),
             size,
             mtime: None,
-            sha256: String::new(),
+            sha256: FileDigest::known(String::new()),
             name: name.into(),
             content_type: "application/pdf".into(),
         }
