@@ -5,6 +5,7 @@
 
 use super::faults::{admit, Casing, RouteClass, Verdict};
 use super::graph_api::{check_item_accepts, drop_conn};
+use super::persist::{AttRec, Record};
 use super::state::{fmt_7, graph_error, Attachment, Shared};
 use super::ConnCtl;
 use axum::extract::{Request, State};
@@ -96,6 +97,7 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
         }
         if Instant::now() >= s.expires {
             g.sessions.remove(&sid);
+            g.log(Record::SessionGone { id: sid.clone() });
             drop(g);
             let _ = std::fs::remove_file(state.session_path(&sid));
             return not_found(&h);
@@ -158,7 +160,14 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
             .into_response()
         }
         RouteClass::Delete => {
-            let removed = state.lock().sessions.remove(&sid).is_some();
+            let removed = {
+                let mut g = state.lock();
+                let removed = g.sessions.remove(&sid).is_some();
+                if removed {
+                    g.log(Record::SessionGone { id: sid.clone() });
+                }
+                removed
+            };
             let _ = std::fs::remove_file(state.session_path(&sid));
             if removed {
                 StatusCode::NO_CONTENT.into_response()
@@ -300,13 +309,21 @@ async fn put(
         };
         s.next = new_next;
         s.hasher = hasher.clone();
-        (
+        let out = (
             s.expires_at,
             casing,
             s.user.clone(),
             s.kind,
             s.item_id.clone(),
-        )
+        );
+        // The final PUT is journaled as `Completed` once the attachment exists.
+        if !done {
+            g.log(Record::SessionProgress {
+                id: sid.to_string(),
+                next: new_next,
+            });
+        }
+        out
     };
     if !done {
         let ctx = format!(
@@ -339,11 +356,17 @@ async fn complete(state: &Shared, sid: &str, hasher: sha2::Sha256, h: &HeaderMap
         return not_found(h);
     };
     if let Err(r) = check_item_accepts(&mut g, &s.user, s.kind, &s.item_id, s.size, h) {
+        g.log(Record::SessionGone {
+            id: sid.to_string(),
+        });
         drop(g);
         let _ = std::fs::remove_file(state.session_path(sid));
         return r;
     }
     if std::fs::rename(state.session_path(sid), state.blob_path(&att_id)).is_err() {
+        g.log(Record::SessionGone {
+            id: sid.to_string(),
+        });
         return graph_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ErrorInternalServerError",
@@ -361,10 +384,21 @@ async fn complete(state: &Shared, sid: &str, hasher: sha2::Sha256, h: &HeaderMap
         content_id: s.content_id.clone(),
         modified: OffsetDateTime::now_utc(),
     };
+    let rec = AttRec::of(&att);
     match g.items.get_mut(&s.item_id) {
         Some(it) => it.attachments.push(att),
-        None => return not_found(h),
+        None => {
+            g.log(Record::SessionGone {
+                id: sid.to_string(),
+            });
+            return not_found(h);
+        }
     }
+    g.log(Record::Completed {
+        session: sid.to_string(),
+        item: s.item_id.clone(),
+        att: rec,
+    });
     g.stats.attachments_created += 1;
     drop(g);
     let location = format!(
