@@ -30,6 +30,34 @@ async fn session_next(sb: &Sandbox, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Wait until `n` attachments are on `item`; on timeout fail with the agent's log tail and
+/// `status`, which say why.
+async fn wait_attached(env: &Env, agent: &Agent, item: &str, n: usize, timeout: Duration) {
+    let start = Instant::now();
+    while env.sandbox.attachments(item).await.len() < n {
+        if start.elapsed() > timeout {
+            let status = env.run(&["status", "--json"], Duration::from_secs(30));
+            let log = agent.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let sandbox_log = std::fs::read_to_string(env.sandbox.data.path().join("sandbox.log"))
+                .unwrap_or_default();
+            let stail: Vec<&str> = sandbox_log
+                .lines()
+                .filter(|l| !l.contains("DEBUG") || l.contains("PUT"))
+                .rev()
+                .take(30)
+                .collect();
+            panic!(
+                "not all {n} files attached after {timeout:?}\nstatus: {}\nlog tail (newest first):\n{}\nsandbox log tail:\n{}",
+                stdout(&status),
+                tail.join("\n"),
+                stail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn open_sessions(sb: &Sandbox) -> u64 {
     sb.stats().await["open_sessions"]
         .as_u64()
@@ -206,12 +234,7 @@ async fn an_agent_finishes_when_the_sandbox_restarts_mid_upload() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     env.sandbox.restart();
 
-    let sb = &env.sandbox;
-    let n = want.len();
-    wait_until(Duration::from_secs(120), "every file attached", || async {
-        sb.attachments(&item).await.len() >= n
-    })
-    .await;
+    wait_attached(&env, &agent, &item, want.len(), Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let log = agent.log();
     assert!(agent.stop().success(), "{log}");

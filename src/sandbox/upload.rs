@@ -265,7 +265,13 @@ async fn put(
     let mut got = 0u64;
     let mut io_ok = true;
     while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else { break };
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(session = %sid, got, "PUT body ended early: {e}");
+                break;
+            }
+        };
         got += chunk.len() as u64;
         {
             let mut g = state.lock();
@@ -276,7 +282,8 @@ async fn put(
             break;
         }
         hasher.update(&chunk);
-        if file.write_all(&chunk).await.is_err() {
+        if let Err(e) = file.write_all(&chunk).await {
+            tracing::warn!(session = %sid, "cannot write the part file: {e}");
             io_ok = false;
             break;
         }
@@ -292,7 +299,20 @@ async fn put(
         let _ = truncate(&part, a).await;
         return drop_conn(state, &m, &p, ctl).await;
     }
-    if !io_ok || got != len || file.flush().await.is_err() {
+    // A failed write of our own (disk, or the runtime going down on SIGTERM) is the server's
+    // fault: 500, which clients retry; a 400 would tell them the request itself was wrong.
+    let io_ok = io_ok && (got != len || file.flush().await.is_ok());
+    if !io_ok {
+        drop(file);
+        let _ = truncate(&part, a).await;
+        return graph_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ErrorInternalServerError",
+            "Could not store the bytes of this range.",
+            h,
+        );
+    }
+    if got != len {
         drop(file);
         let _ = truncate(&part, a).await;
         return bad(&format!("Content size does not match the specified contentLength. {got} bytes written while expected {len}."));

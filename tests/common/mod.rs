@@ -39,8 +39,17 @@ fn spawn_sandbox(data: &Path, port: u16, extra: &[String]) -> Option<(Child, Str
         ])
         .arg(data)
         .args(extra)
+        .env("RUST_LOG", "outbox=debug")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // Appended across restarts, next to the state it describes.
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data.join("sandbox.log"))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        )
         .spawn()
         .expect("spawn sandbox");
     let stdout = child.stdout.take().expect("stdout");
