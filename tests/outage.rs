@@ -318,4 +318,8 @@ async fn an_agent_waits_out_a_minute_long_outage_and_finishes() {
     assert!(agent.stop().success(), "{log}");
     assert_eq!(attached(&env.sandbox, &item).await, want, "{log}");
     assert_eq!(open_sessions(&env.sandbox).await, 0);
+    // The large file went on in the session opened before the outage (the sandbox's counters
+    // restart with it): the bytes received before it stayed received.
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["sessions_created"], json!(0), "{stats}\n{log}");
 }
