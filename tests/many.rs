@@ -43,14 +43,15 @@ fn open_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-async fn many_files(n: usize, timeout: Duration) -> Figures {
+/// `agent_extra`: lines for `[agent]` (the long run turns pacing off, see `many_files_long`).
+async fn many_files(n: usize, agent_extra: &str, timeout: Duration) -> Figures {
     let started = Instant::now();
     let env = Env::new();
     let item = env.sandbox.create_item("message", "me").await;
     let folder = env.path("drop");
     std::fs::create_dir_all(&folder).expect("mkdir");
     env.write_config(
-        "",
+        agent_extra,
         &format!(
             "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
             folder.display()
@@ -104,7 +105,11 @@ async fn many_files(n: usize, timeout: Duration) -> Figures {
     f.wall = started.elapsed();
     f.peak_rss_kib = peak_rss_kib(pid);
     let log = agent.log();
-    assert!(agent.stop().success(), "{}", log.lines().rev().take(20).collect::<Vec<_>>().join("\n"));
+    assert!(
+        agent.stop().success(),
+        "{}",
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
     let mut seen: HashMap<String, usize> = HashMap::new();
     for a in env.sandbox.attachments(&item).await {
         f.attached += 1;
@@ -148,11 +153,14 @@ fn assert_clean(f: &Figures) {
 /// CI: 3,000 files dropped at once into one watched folder.
 #[tokio::test(flavor = "multi_thread")]
 async fn thousands_of_files_dropped_into_one_folder_are_each_attached_once() {
-    let f = many_files(3_000, Duration::from_secs(300)).await;
+    let f = many_files(3_000, "", Duration::from_secs(300)).await;
     assert_clean(&f);
 }
 
-/// `scripts/soak many`: `SOAK_FILES` (default 100,000) files.
+/// `scripts/soak many`: `SOAK_FILES` (default 100,000) files. Pacing off: under Outlook's
+/// default budget of 10,000 requests per 10 minutes per mailbox, 100,000 POSTs take at least
+/// 100 minutes by design (a first run stood still at 9,999 attached, waiting for the window);
+/// this run is about the agent at scale, not about waiting (`SOAK_PACED=1` keeps the budgets).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "long; run by scripts/soak many"]
 async fn many_files_long() {
@@ -160,6 +168,12 @@ async fn many_files_long() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000usize);
-    let f = many_files(n, Duration::from_secs(3 * 3600)).await;
+    let paced = std::env::var("SOAK_PACED").is_ok_and(|v| v == "1");
+    let extra = if paced {
+        ""
+    } else {
+        "mailbox_requests = \"off\"\nmailbox_upload_bytes = \"off\""
+    };
+    let f = many_files(n, extra, Duration::from_secs(3 * 3600)).await;
     assert_clean(&f);
 }

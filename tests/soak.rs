@@ -446,9 +446,15 @@ async fn fault_soak_long() {
     let seed = env_num("SOAK_SEED", 1u64);
     let every = env_num("SOAK_RESTART_SECS", 20u64);
     let restarts = if every == 0 { 0 } else { usize::MAX };
-    fault_soak(files, rate, seed, restarts, Duration::from_secs(every.max(1)))
-        .await
-        .assert_clean(&format!("fault {files} @ {rate}"));
+    fault_soak(
+        files,
+        rate,
+        seed,
+        restarts,
+        Duration::from_secs(every.max(1)),
+    )
+    .await
+    .assert_clean(&format!("fault {files} @ {rate}"));
 }
 
 /// Under the sandbox's per-mailbox budgets, an agent configured with the same budgets paces
