@@ -50,10 +50,15 @@ async fn many_files(n: usize, agent_extra: &str, timeout: Duration) -> Figures {
     let item = env.sandbox.create_item("message", "me").await;
     let folder = env.path("drop");
     std::fs::create_dir_all(&folder).expect("mkdir");
+    // `SOAK_IF_EXISTS=attach` skips the look at the item before each first upload, to tell
+    // its cost (a listing of every attachment on the item) from the agent's own.
+    let if_exists = std::env::var("SOAK_IF_EXISTS")
+        .map(|v| format!("if_exists = \"{v}\"\n"))
+        .unwrap_or_default();
     env.write_config(
         agent_extra,
         &format!(
-            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n{if_exists}",
             folder.display()
         ),
     );

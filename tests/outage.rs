@@ -323,3 +323,22 @@ async fn an_agent_waits_out_a_minute_long_outage_and_finishes() {
     let stats = env.sandbox.stats().await;
     assert_eq!(stats["sessions_created"], json!(0), "{stats}\n{log}");
 }
+
+/// With `--tls`, a restarted sandbox signs with the same CA: a client trusting the `ca.pem` of
+/// the first start still connects.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_sandbox_keeps_its_ca_across_restarts() {
+    let mut sb = Sandbox::start_with(&["--tls"]);
+    let item = sb.create_item("message", "me").await;
+    sb.kill9();
+    sb.restart();
+    // `sb`'s admin client was built with the first start's ca.pem.
+    let v = sb
+        .admin(
+            reqwest::Method::GET,
+            &format!("/items/{}", urlenc(&item)),
+            None,
+        )
+        .await;
+    assert_eq!(v["id"], json!(item));
+}

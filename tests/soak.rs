@@ -310,7 +310,8 @@ async fn fault_soak(
         }
     });
     let mut restarted = 0usize;
-    let mut resent_before_restarts = 0u64;
+    // The sandbox's counters restart with it: add up each run's.
+    let mut totals = Totals::default();
     let mut next_restart = Instant::now() + restart_every;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (mut vm, mut ve): (Versions, Versions) = (HashMap::new(), HashMap::new());
@@ -340,7 +341,7 @@ async fn fault_soak(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if restarted < restarts && Instant::now() >= next_restart {
-            resent_before_restarts += restart_sandbox(&mut env, &faults).await;
+            totals.add(&restart_sandbox(&mut env, &faults).await);
             restarted += 1;
             next_restart = Instant::now() + restart_every;
         }
@@ -355,7 +356,7 @@ async fn fault_soak(
             break;
         }
         if restarted < restarts && Instant::now() >= next_restart {
-            resent_before_restarts += restart_sandbox(&mut env, &faults).await;
+            totals.add(&restart_sandbox(&mut env, &faults).await);
             restarted += 1;
             next_restart = Instant::now() + restart_every;
         }
@@ -371,7 +372,8 @@ async fn fault_soak(
     compare(&env.sandbox, &msg, &vm, &mut t).await;
     compare(&env.sandbox, &evt, &ve, &mut t).await;
     let stats = env.sandbox.stats().await;
-    t.resent = stats["upload_bytes_resent"].as_u64().unwrap_or(0) + resent_before_restarts;
+    totals.add(&stats);
+    t.resent = totals.get("upload_bytes_resent");
     t.duplicated = t
         .duplicated
         .max(stats["duplicate_attachments"].as_u64().unwrap_or(0) as usize);
@@ -390,24 +392,53 @@ async fn fault_soak(
         t.details.push(format!("agent log tail: {tail:?}"));
     }
     println!(
-        "SOAK fault stats: throttled_429 {}, dropped_connections {}, sessions_created {}, requests {}",
-        stats["throttled_429"], stats["dropped_connections"], stats["sessions_created"], stats["requests"]
+        "SOAK fault stats (all sandbox runs): requests {}, answered 429 {}, 500 {}, 503 {}, dropped {}, sessions_created {}, attachments_created {}",
+        totals.get("requests"),
+        totals.get("answer 429"),
+        totals.get("answer 500"),
+        totals.get("answer 503"),
+        totals.get("answer dropped"),
+        totals.get("sessions_created"),
+        totals.get("attachments_created")
     );
     assert!(stopped.success(), "agent exit {stopped:?}");
     t
 }
 
 /// `kill -9` the sandbox and start it again on the same port and data dir with `faults`; the
-/// re-sent bytes it had counted (its counters restart from zero).
-async fn restart_sandbox(env: &mut Env, faults: &Value) -> u64 {
-    let resent = env.sandbox.stats().await["upload_bytes_resent"]
-        .as_u64()
-        .unwrap_or(0);
+/// stats it had counted just before (its counters restart from zero).
+async fn restart_sandbox(env: &mut Env, faults: &Value) -> Value {
+    let stats = env.sandbox.stats().await;
     env.sandbox.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
     env.sandbox.restart();
     env.sandbox.faults(faults.clone()).await;
-    resent
+    stats
+}
+
+/// Sandbox stats summed over its runs: top-level counters, and requests by answer.
+#[derive(Default)]
+struct Totals(std::collections::BTreeMap<String, u64>);
+
+impl Totals {
+    fn add(&mut self, stats: &Value) {
+        for (k, v) in stats.as_object().into_iter().flatten() {
+            if let Some(n) = v.as_u64() {
+                *self.0.entry(k.clone()).or_default() += n;
+            }
+        }
+        for by_status in stats["requests"].as_object().into_iter().flatten() {
+            for (status, n) in by_status.1.as_object().into_iter().flatten() {
+                let n = n.as_u64().unwrap_or(0);
+                *self.0.entry(format!("answer {status}")).or_default() += n;
+                *self.0.entry("requests".into()).or_default() += n;
+            }
+        }
+    }
+
+    fn get(&self, k: &str) -> u64 {
+        self.0.get(k).copied().unwrap_or(0)
+    }
 }
 
 /// CI: 10 kills over a mixed workload with a 24 MiB session.
