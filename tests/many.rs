@@ -19,6 +19,8 @@ struct Figures {
     wall: Duration,
     write_time: Duration,
     peak_rss_kib: u64,
+    /// Resident set once every file is attached (is the peak transient?).
+    end_rss_kib: u64,
     peak_fds: usize,
     status_calls: usize,
     status_max: Duration,
@@ -26,11 +28,15 @@ struct Figures {
 
 /// `VmHWM` (peak resident set) of a process, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
@@ -109,6 +115,9 @@ async fn many_files(n: usize, agent_extra: &str, timeout: Duration) -> Figures {
     }
     f.wall = started.elapsed();
     f.peak_rss_kib = peak_rss_kib(pid);
+    // A moment for the last batch's buffers to be freed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    f.end_rss_kib = proc_status_kib(pid, "VmRSS:");
     let log = agent.log();
     assert!(
         agent.stop().success(),
@@ -129,7 +138,7 @@ async fn many_files(n: usize, agent_extra: &str, timeout: Duration) -> Figures {
     f.lost = want.keys().filter(|k| !seen.contains_key(*k)).count();
     let overflow = log.contains("overflow") || log.contains("rescan");
     println!(
-        "SOAK many: files {}, attached {}, lost {}, duplicated {}, wrong bytes {}, wall time {:.1}s (writing {:.1}s), agent peak RSS {} MiB, peak open fds {}, status max {:.2}s over {} calls{}",
+        "SOAK many: files {}, attached {}, lost {}, duplicated {}, wrong bytes {}, wall time {:.1}s (writing {:.1}s), agent peak RSS {} MiB (at the end {} MiB), peak open fds {}, status max {:.2}s over {} calls{}",
         f.files,
         f.attached,
         f.lost,
@@ -138,6 +147,7 @@ async fn many_files(n: usize, agent_extra: &str, timeout: Duration) -> Figures {
         f.wall.as_secs_f64(),
         f.write_time.as_secs_f64(),
         f.peak_rss_kib / 1024,
+        f.end_rss_kib / 1024,
         f.peak_fds,
         f.status_max.as_secs_f64(),
         f.status_calls,
