@@ -46,8 +46,14 @@ struct LoginChild {
 }
 
 fn start_login(env: &Env) -> LoginChild {
+    start_login_with(env, &[])
+}
+
+/// `start_login` with extra environment variables (a private D-Bus session, for the keyring).
+fn start_login_with(env: &Env, vars: &[(&str, &str)]) -> LoginChild {
     let mut child = env
         .cmd()
+        .envs(vars.iter().copied())
         .arg("login")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -104,7 +110,11 @@ async fn approve(env: &Env, code: &str, deny: bool) {
 
 /// Log in through the device-code flow and return login's stderr.
 async fn login(env: &Env) -> String {
-    let l = start_login(env);
+    login_with(env, &[]).await
+}
+
+async fn login_with(env: &Env, vars: &[(&str, &str)]) -> String {
+    let l = start_login_with(env, vars);
     approve(env, &l.code.clone(), false).await;
     let (code, out, err) = l.finish(T);
     assert_eq!(code, Some(0), "login failed:\n{out}\n{err}");
@@ -597,4 +607,310 @@ async fn client_credentials_with_a_certificate() {
     assert!(c["jti"].is_string());
     let life = c["exp"].as_i64().unwrap_or(0) - c["nbf"].as_i64().unwrap_or(0);
     assert!(life > 0 && life <= 600, "{life}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The token store setting and the OS keyring (`--features keyring`).
+
+/// Config for device-code sign-in with `token_store = STORE`.
+fn keyring_config(env: &Env, store: &str, mappings: &str) {
+    write_auth_config(
+        env,
+        &format!(
+            "method = \"device_code\"\nclient_id = \"{CLIENT_ID}\"\nauthority = \"{}\"\ntenant = \"common\"\ntoken_store = \"{store}\"\n",
+            env.sandbox.origin
+        ),
+        "",
+        mappings,
+    );
+}
+
+#[cfg(all(feature = "keyring", target_os = "linux"))]
+fn run_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    run_bounded(env.cmd().args(args).envs(vars.iter().copied()), T)
+}
+
+#[test]
+fn a_bad_token_store_is_a_config_error() {
+    let env = Env::new();
+    keyring_config(&env, "vault", "");
+    let out = env.run(&["whoami"], T);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("auth.token_store"), "{err}");
+    assert!(err.contains("`file`") && err.contains("`keyring`"), "{err}");
+}
+
+#[cfg(not(feature = "keyring"))]
+#[test]
+fn keyring_store_without_the_feature_is_a_config_error() {
+    let env = Env::new();
+    keyring_config(&env, "keyring", "");
+    for cmd in ["whoami", "login", "logout", "run"] {
+        let out = env.run(&[cmd], T);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(78), "{cmd}: {err}");
+        assert!(err.contains(":9: auth.token_store:"), "{cmd}: {err}");
+        assert!(err.contains("--features keyring"), "{cmd}: {err}");
+        assert!(err.contains("token_store = \"file\""), "{cmd}: {err}");
+    }
+}
+
+/// With no Secret Service on the bus, every command says so, names what to do, and exits 3;
+/// `login` says it before a device code is asked for; the agent waits without exiting.
+#[cfg(all(feature = "keyring", target_os = "linux"))]
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_keyring_exits_3_and_the_agent_waits() {
+    let env = Env::new();
+    let bus = format!("unix:path={}", env.path("no-bus").display());
+    let vars = [("DBUS_SESSION_BUS_ADDRESS", bus.as_str())];
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    keyring_config(
+        &env,
+        "keyring",
+        &format!(
+            "[[mapping]]\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        ),
+    );
+    for cmd in ["whoami", "login", "logout"] {
+        let out = run_with(&env, &[cmd], &vars);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{cmd}: {err}");
+        assert!(err.contains("Secret Service"), "{cmd}: {err}");
+        assert!(err.contains("token_store = \"file\""), "{cmd}: {err}");
+    }
+    let stats = env.sandbox.stats().await;
+    assert!(
+        stats["requests"]["identity_devicecode"].is_null()
+            || stats["requests"]["identity_devicecode"] == json!({}),
+        "login asked for no device code: {stats}"
+    );
+    assert!(!env.state_dir().join("tokens.json").exists());
+
+    write_file(&folder.join("a.txt"), 1000, 1);
+    let mut agent = Agent::start(&env, &vars);
+    wait_for(Duration::from_secs(30), || async {
+        agent.log().contains("uploads are paused")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        agent.exited().is_none(),
+        "the agent never exits for sign-in"
+    );
+    let log = agent.log();
+    assert_eq!(log.matches("uploads are paused").count(), 1, "{log}");
+    assert!(log.contains("token_store = \"file\""), "{log}");
+    assert_eq!(agent.stop().code(), Some(0));
+}
+
+/// A private D-Bus session with GNOME Keyring's Secret Service, unlocked, in a temp dir: the
+/// user's own keyring is never touched. `None` (with the reason) when the programs are missing.
+#[cfg(all(feature = "keyring", target_os = "linux"))]
+struct SecretService {
+    _dir: tempfile::TempDir,
+    bus: Child,
+    daemon: Child,
+    address: String,
+}
+
+#[cfg(all(feature = "keyring", target_os = "linux"))]
+impl SecretService {
+    fn start() -> Result<SecretService, String> {
+        let have = |p: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {p}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        for p in ["dbus-daemon", "dbus-send", "gnome-keyring-daemon"] {
+            if !have(p) {
+                return Err(format!(
+                    "{p} is not installed (Debian: apt-get install dbus gnome-keyring)"
+                ));
+            }
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let address = format!("unix:path={}", dir.path().join("bus").display());
+        let home = dir.path().to_str().ok_or("temp dir not UTF-8")?.to_string();
+        let isolate = |c: &mut std::process::Command| {
+            c.env("HOME", &home)
+                .env("XDG_RUNTIME_DIR", &home)
+                .env("XDG_DATA_HOME", format!("{home}/data"))
+                .env("XDG_CONFIG_HOME", format!("{home}/config"))
+                .env("DBUS_SESSION_BUS_ADDRESS", &address)
+                .env_remove("DISPLAY")
+                .env_remove("WAYLAND_DISPLAY");
+        };
+        let mut c = std::process::Command::new("dbus-daemon");
+        c.args(["--session", "--nofork", &format!("--address={address}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        isolate(&mut c);
+        let bus = c.spawn().map_err(|e| format!("dbus-daemon: {e}"))?;
+        let mut c = std::process::Command::new("gnome-keyring-daemon");
+        c.args(["--unlock", "--components=secrets", "--foreground"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        isolate(&mut c);
+        let mut daemon = c
+            .spawn()
+            .map_err(|e| format!("gnome-keyring-daemon: {e}"))?;
+        {
+            use std::io::Write;
+            let mut stdin = daemon.stdin.take().ok_or("no stdin")?;
+            stdin
+                .write_all(b"test-keyring-password")
+                .map_err(|e| e.to_string())?;
+        }
+        let me = SecretService {
+            _dir: dir,
+            bus,
+            daemon,
+            address,
+        };
+        // Ready once org.freedesktop.secrets has an owner on the bus.
+        let start = Instant::now();
+        loop {
+            let out = std::process::Command::new("dbus-send")
+                .args([
+                    &format!("--bus={}", me.address),
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ])
+                .output()
+                .map_err(|e| format!("dbus-send: {e}"))?;
+            if String::from_utf8_lossy(&out.stdout).contains("boolean true") {
+                return Ok(me);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(
+                    "gnome-keyring-daemon did not take org.freedesktop.secrets within 10 s".into(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[cfg(all(feature = "keyring", target_os = "linux"))]
+impl Drop for SecretService {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+/// The whole cycle against a real Secret Service: login saves into the keyring (no token on
+/// disk; a leftover `tokens.json` is removed), whoami and a refresh with a rotated refresh token
+/// read and write it under the file lock, logout removes it.
+#[cfg(all(feature = "keyring", target_os = "linux"))]
+#[tokio::test(flavor = "multi_thread")]
+async fn keyring_round_trip_with_a_real_secret_service() {
+    let ss = match SecretService::start() {
+        Ok(ss) => ss,
+        Err(why) => {
+            // Straight to stderr: the test harness captures `eprintln!` of passing tests, and
+            // a skip must be seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED keyring_round_trip_with_a_real_secret_service: {why}"
+            );
+            return;
+        }
+    };
+    let vars = [("DBUS_SESSION_BUS_ADDRESS", ss.address.as_str())];
+    let env = Env::new();
+    keyring_config(&env, "keyring", "");
+    env.sandbox.faults(json!({"token_lifetime_secs": 4})).await;
+    std::fs::create_dir_all(env.state_dir()).expect("state dir");
+    let leftover = env.state_dir().join("tokens.json");
+    std::fs::write(&leftover, "{\"left\":\"from token_store = file\"}").expect("leftover");
+
+    let login_err = login_with(&env, &vars).await;
+    assert!(
+        !leftover.exists(),
+        "no token stays on disk with the keyring"
+    );
+    let marker = env.state_dir().join("tokens.keyring");
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(&marker).expect("marker")).expect("marker json");
+    assert_eq!(m["service"], json!("outbox"));
+    assert!(
+        m["account"]
+            .as_str()
+            .is_some_and(|a| a.starts_with(&format!("{CLIENT_ID}@common@127.0.0.1#"))),
+        "{m}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&marker)
+            .expect("marker")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let out = run_with(&env, &["whoami"], &vars);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("me@sandbox.test"));
+    // Without the bus the tokens cannot be had: they really are in the keyring.
+    let out = env.run(&["whoami"], T);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    // Twice past expiry: each whoami refreshes with the refresh token the last one saved
+    // (rotation through the keyring).
+    let before = identity_ok(&env.sandbox.stats().await);
+    let mut logs = login_err.into_bytes();
+    for n in 1..=2 {
+        tokio::time::sleep(Duration::from_millis(4200)).await;
+        let out = run_with(&env, &["whoami"], &vars);
+        assert!(out.status.success(), "refresh {n}: {}", stderr(&out));
+        logs.extend(&out.stderr);
+        assert_eq!(identity_ok(&env.sandbox.stats().await), before + n);
+    }
+
+    let secrets = issued_secrets(&env).await;
+    assert_no_secret("state dir", &files_except_cache(&env.state_dir()), &secrets);
+    assert_no_secret("logs", &logs, &secrets);
+
+    let out = run_with(&env, &["logout"], &vars);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("OS keyring"), "{}", stdout(&out));
+    assert!(!marker.exists());
+    let out = run_with(&env, &["whoami"], &vars);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("outbox login"), "{}", stderr(&out));
+    let out = run_with(&env, &["logout"], &vars);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("not signed in"), "{}", stdout(&out));
+
+    // Back to the file store after a keyring login: logout removes the keyring entry too.
+    login_with(&env, &vars).await;
+    assert!(marker.exists());
+    keyring_config(&env, "file", "");
+    let out = run_with(&env, &["logout"], &vars);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!marker.exists());
+    keyring_config(&env, "keyring", "");
+    let out = run_with(&env, &["whoami"], &vars);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the entry is gone: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("outbox login"), "{}", stderr(&out));
 }

@@ -1,14 +1,19 @@
-//! The token cache: `state_dir/tokens.json`, owner-only (0600), written atomically (temp file in
-//! the same directory, fsync, rename, fsync of the directory), and guarded by an advisory lock
-//! on a separate, stable file (`tokens.lock`) so `send`, `login` and the agent never refresh
-//! with the same rotating refresh token at once, nor read a half-written file. The lock lives on
-//! its own file because the rename replaces the cache's inode. The cache is never logged: its
-//! Debug hides the tokens.
+//! The token cache and its lock. The tokens live in a [`TokenStore`]: by default the file
+//! `state_dir/tokens.json`, owner-only (0600), written atomically (temp file in the same
+//! directory, fsync, rename, fsync of the directory); with the `keyring` feature and
+//! `auth.token_store = "keyring"`, the OS keyring (`keyring_store`). Whatever the store, every
+//! read-then-write is guarded by an advisory lock on a separate, stable file in the state dir
+//! (`tokens.lock`, no secret in it) so `send`, `login` and the agent never refresh with the same
+//! rotating refresh token at once, nor read a half-written cache. The lock lives on its own file
+//! because the rename replaces the cache's inode. The cache is never logged: its Debug hides the
+//! tokens, and store errors never carry their content.
 
+use crate::config::{AuthSettings, Settings, TokenStoreKind};
 use fs2::FileExt;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Format version of `tokens.json`.
@@ -101,7 +106,9 @@ pub fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Identity of the cache file's current version: changes whenever another process replaces it.
+/// Identity of the cache's current version: changes whenever another process replaces it. It is
+/// taken from a file (the cache file itself, or the keyring store's marker), so checking it costs
+/// a `stat`, never a keyring call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {
     modified: Option<SystemTime>,
@@ -110,12 +117,131 @@ pub struct Stamp {
     ino: u64,
 }
 
-/// The cache file of one state dir.
+fn stamp_of(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        #[cfg(unix)]
+        ino: std::os::unix::fs::MetadataExt::ino(&m),
+    })
+}
+
+/// What kind of failure a store had: callers map `Unavailable` to "sign-in needed" (exit 3; the
+/// agent waits), and `TooLong` makes [`TokenCache::write`] save a smaller cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The store cannot be reached or is locked (no Secret Service, a locked keychain).
+    Unavailable,
+    /// The platform limits the size of a secret and the tokens passed it.
+    TooLong,
+    Other,
+}
+
+/// Why a store failed: a sentence naming the store and what to do, never a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    pub kind: StoreErrorKind,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind,
+            message: crate::secret::redact(&message.into()),
+        }
+    }
+}
+
+/// Where the serialized tokens live. Every call is made with the cache lock held (the lock and
+/// the rotation logic are the cache's and the caller's, shared by every store), so a store needs
+/// no locking of its own. Calls block: a store may talk to the OS.
+pub trait TokenStore: Send + Sync + std::fmt::Debug {
+    /// The bytes saved last; `Ok(None)` when nothing is saved.
+    fn load(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replace what is saved.
+    fn save(&self, blob: &[u8]) -> Result<(), StoreError>;
+    /// Forget what is saved. Returns whether there was something.
+    fn delete(&self) -> Result<bool, StoreError>;
+    /// A file whose identity changes whenever `save` or `delete` ran, in any process.
+    fn stamp_path(&self) -> &Path;
+    /// Where the tokens are, for messages ("/home/u/.local/state/outbox/tokens.json").
+    fn describe(&self) -> String;
+    /// Whether `delete` may find anything, without asking the OS (a `stat` at most).
+    fn may_hold_tokens(&self) -> bool {
+        self.stamp_path().exists()
+    }
+    /// Fail early when the store cannot be used, so `outbox login` says so before the user
+    /// signs in in the browser. The file store can always be tried.
+    fn probe(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The default store: `state_dir/tokens.json`, 0600, replaced atomically.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl FileStore {
+    pub fn in_dir(state_dir: &Path) -> FileStore {
+        FileStore {
+            dir: state_dir.to_path_buf(),
+            path: state_dir.join("tokens.json"),
+        }
+    }
+}
+
+impl TokenStore for FileStore {
+    fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match std::fs::read(&self.path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::new(
+                StoreErrorKind::Other,
+                format!("cannot read {}: {e}", self.path.display()),
+            )),
+        }
+    }
+
+    fn save(&self, blob: &[u8]) -> Result<(), StoreError> {
+        write_private_atomically(&self.dir, &self.path, blob).map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::Other,
+                format!("cannot write {}: {e}", self.path.display()),
+            )
+        })
+    }
+
+    fn delete(&self) -> Result<bool, StoreError> {
+        remove_file_durably(&self.dir, &self.path).map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::Other,
+                format!("cannot remove {}: {e}", self.path.display()),
+            )
+        })
+    }
+
+    fn stamp_path(&self) -> &Path {
+        &self.path
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// The token cache of one state dir: its lock file and its store.
 #[derive(Debug, Clone)]
 pub struct TokenCache {
     dir: PathBuf,
     path: PathBuf,
     lock_path: PathBuf,
+    store: Arc<dyn TokenStore>,
 }
 
 /// Held while the cache is read-then-written; released on drop.
@@ -131,16 +257,61 @@ impl Drop for CacheLock {
 }
 
 impl TokenCache {
+    /// The file store in `state_dir`.
     pub fn in_dir(state_dir: &Path) -> TokenCache {
+        Self::with_store(state_dir, Arc::new(FileStore::in_dir(state_dir)))
+    }
+
+    /// The store `auth.token_store` names, with its lock in `state_dir`.
+    pub fn new(auth: &AuthSettings, state_dir: &Path) -> TokenCache {
+        match auth.token_store {
+            TokenStoreKind::File => Self::in_dir(state_dir),
+            #[cfg(feature = "keyring")]
+            TokenStoreKind::Keyring => Self::with_store(
+                state_dir,
+                Arc::new(super::keyring_store::KeyringStore::new(auth, state_dir)),
+            ),
+            // The config refuses "keyring" in a build without the feature; should a
+            // hand-made `Settings` ask for it anyway, a store that always fails says so.
+            #[cfg(not(feature = "keyring"))]
+            TokenStoreKind::Keyring => {
+                Self::with_store(state_dir, Arc::new(NoKeyring::in_dir(state_dir)))
+            }
+        }
+    }
+
+    /// The cache of a configuration: `auth.token_store` in `agent.state_dir`.
+    pub fn for_settings(settings: &Settings) -> TokenCache {
+        Self::new(&settings.auth, &settings.agent.state_dir)
+    }
+
+    /// Any store, with its lock in `state_dir`.
+    pub fn with_store(state_dir: &Path, store: Arc<dyn TokenStore>) -> TokenCache {
         TokenCache {
             dir: state_dir.to_path_buf(),
             path: state_dir.join("tokens.json"),
             lock_path: state_dir.join("tokens.lock"),
+            store,
         }
     }
 
+    /// `state_dir/tokens.json`, where the file store keeps the tokens.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the tokens are, for messages: the file, or the keyring entry.
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Whether `remove` may find anything (no keyring call).
+    pub fn may_hold_tokens(&self) -> bool {
+        #[cfg(feature = "keyring")]
+        if self.dir.join(super::keyring_store::MARKER).exists() {
+            return true;
+        }
+        self.store.may_hold_tokens()
     }
 
     /// Take the exclusive lock (blocking: call from `spawn_blocking`). Creates the state dir
@@ -165,61 +336,158 @@ impl TokenCache {
             .map_err(|e| format!("cannot lock {}: {e}", self.lock_path.display()))
     }
 
-    /// The version stamp of the file, `None` when it does not exist.
+    /// The version stamp of the cache, `None` when there is none.
     pub fn stamp(&self) -> Option<Stamp> {
-        let m = std::fs::metadata(&self.path).ok()?;
-        Some(Stamp {
-            modified: m.modified().ok(),
-            len: m.len(),
-            #[cfg(unix)]
-            ino: std::os::unix::fs::MetadataExt::ino(&m),
-        })
+        stamp_of(self.store.stamp_path())
+    }
+
+    /// Fail early when the store cannot be used (hold the lock).
+    pub fn probe(&self, _lock: &CacheLock) -> Result<(), StoreError> {
+        self.store.probe()
     }
 
     /// Read the cache (hold the lock). `Ok(None)`: nobody is signed in.
-    pub fn read(&self, _lock: &CacheLock) -> Result<Option<CachedTokens>, String> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", self.path.display())),
+    pub fn read(&self, _lock: &CacheLock) -> Result<Option<CachedTokens>, StoreError> {
+        let Some(bytes) = self.store.load()? else {
+            return Ok(None);
         };
         // Never show the content: it is secret. Only say it is unusable.
         match serde_json::from_slice::<CachedTokens>(&bytes) {
             Ok(t) if t.version == VERSION => Ok(Some(t)),
-            Ok(_) | Err(_) => Err(format!(
-                "the token cache {} is unreadable (another version or damaged); run `outbox login`",
-                self.path.display()
+            Ok(_) | Err(_) => Err(StoreError::new(
+                StoreErrorKind::Other,
+                format!(
+                    "the token cache {} is unreadable (another version or damaged); run `outbox login`",
+                    self.store.describe()
+                ),
             )),
         }
     }
 
-    /// Replace the cache atomically (hold the lock): temp file (0600) in the same dir, fsync,
-    /// rename over, fsync the dir.
-    pub fn write(&self, _lock: &CacheLock, t: &CachedTokens) -> std::io::Result<()> {
-        create_private_dir(&self.dir)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tokens.")
-            .suffix(".tmp")
-            .tempfile_in(&self.dir)?;
-        set_owner_only(tmp.as_file())?;
-        let body = serde_json::to_vec_pretty(t).map_err(std::io::Error::other)?;
-        tmp.write_all(&body)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&self.path).map_err(|e| e.error)?;
-        sync_dir(&self.dir);
-        Ok(())
+    /// Replace the cache (hold the lock). Where the platform limits a secret's size (Windows'
+    /// Credential Manager: 2560 bytes) and the tokens pass it, the cache is saved without the
+    /// access token: this process keeps using it from memory, and the next one refreshes.
+    pub fn write(&self, _lock: &CacheLock, t: &CachedTokens) -> Result<(), StoreError> {
+        let body = serde_json::to_vec_pretty(t)
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
+        match self.store.save(&body) {
+            Err(e) if e.kind == StoreErrorKind::TooLong => {
+                let mut slim = t.clone();
+                slim.access_token = String::new();
+                slim.expires_at = slim.issued_at;
+                let body = serde_json::to_vec(&slim)
+                    .map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
+                tracing::debug!(
+                    "the tokens are too long for the store; saving them without the access token"
+                );
+                self.store.save(&body)
+            }
+            other => other,
+        }
     }
 
-    /// Remove the cache (hold the lock). Returns whether there was one.
-    pub fn remove(&self, _lock: &CacheLock) -> std::io::Result<bool> {
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => {
-                sync_dir(&self.dir);
-                Ok(true)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+    /// Remove the cache (hold the lock). Returns whether there was one. A keyring entry left
+    /// from `token_store = "keyring"` (its marker is still in the state dir) goes too.
+    pub fn remove(&self, _lock: &CacheLock) -> Result<bool, StoreError> {
+        let found = self.store.delete()?;
+        #[cfg(feature = "keyring")]
+        let found = found | self.remove_left_keyring_entry();
+        Ok(found)
+    }
+
+    /// Best effort: the tokens of the configured store are gone already, so a keyring that
+    /// cannot be reached only earns a warning.
+    #[cfg(feature = "keyring")]
+    fn remove_left_keyring_entry(&self) -> bool {
+        let marker = self.dir.join(super::keyring_store::MARKER);
+        if self.store.stamp_path() == marker || !marker.exists() {
+            return false;
         }
+        match super::keyring_store::KeyringStore::from_marker(&self.dir).delete() {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("the keyring entry left from token_store = \"keyring\" stays: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// Stands in for the keyring in a build without the feature: every use says how to get one.
+#[cfg(not(feature = "keyring"))]
+#[derive(Debug)]
+struct NoKeyring {
+    path: PathBuf,
+}
+
+#[cfg(not(feature = "keyring"))]
+impl NoKeyring {
+    fn in_dir(state_dir: &Path) -> NoKeyring {
+        NoKeyring {
+            path: state_dir.join("tokens.keyring"),
+        }
+    }
+
+    fn error() -> StoreError {
+        StoreError::new(
+            StoreErrorKind::Unavailable,
+            "auth.token_store = \"keyring\" needs outbox built with `--features keyring`; \
+             rebuild with it, or set token_store = \"file\"",
+        )
+    }
+}
+
+#[cfg(not(feature = "keyring"))]
+impl TokenStore for NoKeyring {
+    fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(Self::error())
+    }
+    fn save(&self, _blob: &[u8]) -> Result<(), StoreError> {
+        Err(Self::error())
+    }
+    fn delete(&self) -> Result<bool, StoreError> {
+        Err(Self::error())
+    }
+    fn stamp_path(&self) -> &Path {
+        &self.path
+    }
+    fn describe(&self) -> String {
+        "the OS keyring (not in this build)".into()
+    }
+    fn probe(&self) -> Result<(), StoreError> {
+        Err(Self::error())
+    }
+}
+
+/// Write `body` to `path` owner-only and atomically: temp file (0600) in the same dir, fsync,
+/// rename over, fsync the dir.
+pub(crate) fn write_private_atomically(
+    dir: &Path,
+    path: &Path,
+    body: &[u8],
+) -> std::io::Result<()> {
+    create_private_dir(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tokens.")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    set_owner_only(tmp.as_file())?;
+    tmp.write_all(body)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Remove `path` and make that durable. Returns whether it existed.
+pub(crate) fn remove_file_durably(dir: &Path, path: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            sync_dir(dir);
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -324,5 +592,54 @@ mod tests {
         assert!(cache.remove(&lock).unwrap_or_else(|e| panic!("{e}")));
         assert!(!cache.remove(&lock).unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(cache.stamp(), None);
+    }
+
+    /// The file store with a size limit, as Windows' Credential Manager has one.
+    #[derive(Debug)]
+    struct Limited(FileStore, usize);
+
+    impl TokenStore for Limited {
+        fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.load()
+        }
+        fn save(&self, blob: &[u8]) -> Result<(), StoreError> {
+            if blob.len() > self.1 {
+                return Err(StoreError::new(StoreErrorKind::TooLong, "too long"));
+            }
+            self.0.save(blob)
+        }
+        fn delete(&self) -> Result<bool, StoreError> {
+            self.0.delete()
+        }
+        fn stamp_path(&self) -> &Path {
+            self.0.stamp_path()
+        }
+        fn describe(&self) -> String {
+            "limited".into()
+        }
+    }
+
+    #[test]
+    fn tokens_too_long_for_the_store_are_saved_without_the_access_token() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let state = dir.path().join("state");
+        let cache =
+            TokenCache::with_store(&state, Arc::new(Limited(FileStore::in_dir(&state), 1000)));
+        let lock = cache.lock_blocking().unwrap_or_else(|e| panic!("{e}"));
+        let now = SystemTime::now();
+        let mut t = sample(now, 3600);
+        t.access_token = "A".repeat(2000);
+        cache.write(&lock, &t).unwrap_or_else(|e| panic!("{e}"));
+        let back = cache
+            .read(&lock)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("saved"));
+        assert_eq!(back.refresh_token.as_deref(), Some("RT-SECRET"));
+        assert!(back.access_token.is_empty());
+        assert!(!back.fresh(now), "the next reader refreshes");
+        let mut huge = t.clone();
+        huge.refresh_token = Some("R".repeat(2000));
+        let e = cache.write(&lock, &huge).err();
+        assert_eq!(e.map(|e| e.kind), Some(StoreErrorKind::TooLong));
     }
 }

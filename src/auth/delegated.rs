@@ -98,13 +98,16 @@ impl Delegated {
             }
         }
         let lock = self.cache.lock().await.map_err(AuthError::NotSignedIn)?;
-        let cached = self.cache.read(&lock).map_err(AuthError::NotSignedIn)?;
+        let cached = self
+            .cache
+            .read(&lock)
+            .map_err(|e| AuthError::NotSignedIn(e.to_string()))?;
         mem.stamp = self.cache.stamp();
         let Some(cached) = cached else {
             mem.tokens = None;
             return Err(AuthError::NotSignedIn(format!(
                 "not signed in (no token cache at {}): {LOGIN_HINT}",
-                self.cache.path().display()
+                self.cache.describe()
             )));
         };
         if !cached.matches(
@@ -168,10 +171,7 @@ impl Delegated {
                 if let Err(e) = self.cache.write(&lock, &fresh) {
                     // The new tokens still work in this process; the old refresh token may be
                     // spent, so say so (a later run may need `outbox login`).
-                    tracing::warn!(
-                        "cannot save the refreshed tokens to {}: {e}",
-                        self.cache.path().display()
-                    );
+                    tracing::warn!("cannot save the refreshed tokens: {e}");
                 }
                 mem.stamp = self.cache.stamp();
                 mem.rejected = None;

@@ -31,6 +31,13 @@ pub async fn login(
     cache: &TokenCache,
     show: impl FnOnce(&Prompt),
 ) -> Result<CachedTokens, AuthError> {
+    // A keyring that cannot be used must be said before the user signs in in the browser.
+    {
+        let lock = cache.lock().await.map_err(AuthError::NotSignedIn)?;
+        cache
+            .probe(&lock)
+            .map_err(|e| AuthError::NotSignedIn(e.to_string()))?;
+    }
     let v = oauth::post_form(
         http,
         &endpoints.devicecode_url(),
@@ -102,10 +109,7 @@ pub async fn login(
                 );
                 let lock = cache.lock().await.map_err(AuthError::NotSignedIn)?;
                 cache.write(&lock, &tokens).map_err(|e| {
-                    AuthError::NotSignedIn(format!(
-                        "signed in, but cannot save the tokens to {}: {e}",
-                        cache.path().display()
-                    ))
+                    AuthError::NotSignedIn(format!("signed in, but cannot save the tokens: {e}"))
                 })?;
                 return Ok(tokens);
             }

@@ -2,7 +2,8 @@
 //! the Graph client per request; they never reach logs, errors or the ledger.
 //!
 //! Methods: `device_code` (tokens cached by `outbox login`, refreshed silently: `delegated`,
-//! `device_code`, `cache`), `client_credentials` (secret or certificate: `client_credentials`),
+//! `device_code`, `cache`; in the OS keyring with the `keyring` feature: `keyring_store`),
+//! `client_credentials` (secret or certificate: `client_credentials`),
 //! `token_env` (a variable read at each use) and `token_command` (a command whose output is a
 //! bare token or JSON with `accessToken`/`expiresOn`; reused until near expiry). A fixed token
 //! (`Credentials::fixed`) serves the demo and tests. HTTP to the identity platform: `oauth`.
@@ -11,6 +12,8 @@ pub mod cache;
 pub mod client_credentials;
 pub mod delegated;
 pub mod device_code;
+#[cfg(feature = "keyring")]
+pub mod keyring_store;
 pub mod oauth;
 
 use crate::config::{AuthMethod, AuthSettings, Settings};
@@ -128,7 +131,7 @@ impl Credentials {
             AuthMethod::DeviceCode => Source::Delegated(Box::new(delegated::Delegated::new(
                 endpoints,
                 client_id,
-                cache::TokenCache::in_dir(state_dir),
+                cache::TokenCache::new(auth, state_dir),
                 http,
             ))),
             AuthMethod::ClientCredentials { secret } => {

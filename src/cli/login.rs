@@ -3,7 +3,7 @@
 //! `GET /me`, or which app and tenant client credentials act as). Every sign-in failure exits 3
 //! with a sentence saying what to do; no token ever reaches the terminal.
 
-use crate::auth::cache::TokenCache;
+use crate::auth::cache::{StoreErrorKind, TokenCache};
 use crate::auth::{client_credentials, delegated, device_code, oauth, AuthError, Credentials};
 use crate::config::{AuthMethod, Settings};
 use crate::exit::{CommandError, ExitCode};
@@ -56,7 +56,7 @@ pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
     let endpoints = oauth::Endpoints::new(&auth.authority, &auth.tenant);
     let client_id = auth.client_id.clone().unwrap_or_default();
     let scope = delegated::delegated_scope(&settings.graph.base_url);
-    let cache = TokenCache::in_dir(&settings.agent.state_dir);
+    let cache = TokenCache::for_settings(&settings);
     device_code::login(&http, &endpoints, &client_id, &scope, &cache, |p| {
         // stderr: stdout stays for the result, and the prompt must show even when stdout is piped.
         eprintln!(
@@ -73,18 +73,15 @@ pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
     // Say who signed in; the tokens are saved whether or not this works.
     match me(&settings).await {
         Ok((name, upn)) => println!("signed in as {name} <{upn}>"),
-        Err(_) => println!("signed in; tokens saved in {}", cache.path().display()),
+        Err(_) => println!("signed in; tokens saved in {}", cache.describe()),
     }
     Ok(ExitCode::Ok)
 }
 
 pub async fn logout(settings: Settings) -> Result<ExitCode, CommandError> {
-    let cache = TokenCache::in_dir(&settings.agent.state_dir);
-    if cache.stamp().is_none() {
-        println!(
-            "not signed in (no token cache at {})",
-            cache.path().display()
-        );
+    let cache = TokenCache::for_settings(&settings);
+    if !cache.may_hold_tokens() {
+        println!("not signed in (no token cache at {})", cache.describe());
         return Ok(ExitCode::Ok);
     }
     let lock = cache
@@ -92,14 +89,19 @@ pub async fn logout(settings: Settings) -> Result<ExitCode, CommandError> {
         .await
         .map_err(|e| CommandError::new(ExitCode::Failed, e))?;
     match cache.remove(&lock) {
-        Ok(_) => {
-            println!("signed out: removed {}", cache.path().display());
+        Ok(true) => {
+            println!("signed out: removed {}", cache.describe());
             Ok(ExitCode::Ok)
         }
-        Err(e) => Err(CommandError::new(
-            ExitCode::Failed,
-            format!("cannot remove {}: {e}", cache.path().display()),
-        )),
+        Ok(false) => {
+            println!("not signed in (no token cache at {})", cache.describe());
+            Ok(ExitCode::Ok)
+        }
+        // A keyring that cannot be reached is a sign-in problem like any other (exit 3).
+        Err(e) if e.kind == StoreErrorKind::Unavailable => {
+            Err(CommandError::new(ExitCode::SignIn, e.message))
+        }
+        Err(e) => Err(CommandError::new(ExitCode::Failed, e.message)),
     }
 }
 

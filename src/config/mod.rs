@@ -66,6 +66,17 @@ pub struct AuthSettings {
     pub authority: url::Url,
     pub tenant: String,
     pub client_id: Option<String>,
+    /// Where `device_code` tokens are cached (`auth.token_store`).
+    pub token_store: TokenStoreKind,
+}
+
+/// `auth.token_store`: the token cache as a file in the state dir, or in the OS keyring (only in
+/// a build with the `keyring` feature; the config refuses it otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenStoreKind {
+    #[default]
+    File,
+    Keyring,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 use super::units::{parse_count_budget, parse_duration, parse_size, parse_size_budget};
 use super::{
     After, AgentSettings, AuthMethod, AuthSettings, ClientCredential, ConfigError, GraphSettings,
-    IfExists, ItemKind, Mapping, NotifyLevel, Settings,
+    IfExists, ItemKind, Mapping, NotifyLevel, Settings, TokenStoreKind,
 };
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -72,6 +72,14 @@ struct RawAuth {
     certificate_path: Option<Spanned<String>>,
     token_env: Option<Spanned<String>>,
     command: Option<Spanned<Vec<String>>>,
+    token_store: Option<Spanned<RawTokenStore>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawTokenStore {
+    File,
+    Keyring,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -399,6 +407,7 @@ pub(super) fn defaults(source: PathBuf) -> Settings {
             authority: parse_base(DEFAULT_AUTHORITY).expect(ok),
             tenant: DEFAULT_TENANT.into(),
             client_id: None,
+            token_store: TokenStoreKind::File,
         },
         agent: AgentSettings {
             // No home directory at all: keep state beside the working directory.
@@ -675,12 +684,29 @@ fn validate_auth(
             }
         },
     };
+    let token_store = match raw.token_store.as_ref().map(|v| (v, *v.get_ref())) {
+        None | Some((_, RawTokenStore::File)) => TokenStoreKind::File,
+        Some((v, RawTokenStore::Keyring)) => {
+            if !cfg!(feature = "keyring") {
+                return Err(ctx.at(
+                    v,
+                    "auth.token_store",
+                    "token_store = \"keyring\" needs outbox built with the keyring feature \
+                     (`cargo install --features keyring`, or `cargo build --release --features \
+                     keyring`); this build has none: rebuild with it, or set token_store = \
+                     \"file\"",
+                ));
+            }
+            TokenStoreKind::Keyring
+        }
+    };
     Ok((
         AuthSettings {
             method,
             authority,
             tenant,
             client_id,
+            token_store,
         },
         method_kind,
     ))

@@ -89,6 +89,9 @@ pub struct RequestOpts<'a> {
     /// (POST of an attachment, PUT of a chunk): their callers reconcile first.
     pub retry: bool,
     pub timeout: Duration,
+    /// Upload bytes the request carries (a POST's body), counted against the mailbox's byte
+    /// budget. Chunk PUTs leave it 0: `Pacer::admit_chunk` counted them while sizing them.
+    pub body_bytes: u64,
 }
 
 impl<'a> RequestOpts<'a> {
@@ -99,6 +102,7 @@ impl<'a> RequestOpts<'a> {
             upload_url: false,
             retry: true,
             timeout: Duration::from_secs(60),
+            body_bytes: 0,
         }
     }
 
@@ -122,6 +126,14 @@ impl<'a> RequestOpts<'a> {
 
     pub fn with_timeout(self, timeout: Duration) -> Self {
         RequestOpts { timeout, ..self }
+    }
+
+    /// The request carries a body of `bytes`, paced by the mailbox's byte budget.
+    pub fn with_body(self, bytes: u64) -> Self {
+        RequestOpts {
+            body_bytes: bytes,
+            ..self
+        }
     }
 }
 
@@ -211,9 +223,9 @@ impl GraphClient {
         self.policy
     }
 
-    /// Hold a share of the mailbox's upload-byte budget for an upload of `bytes`.
-    pub async fn reserve_upload(&self, mailbox: &str, bytes: u64) -> pacing::Reservation {
-        self.pacer.reserve_upload(mailbox, bytes).await
+    /// Count the next chunk against the mailbox's byte budget; returns its (maybe trimmed) length.
+    pub async fn admit_chunk(&self, mailbox: &str, want: u64, whole_window: bool) -> u64 {
+        self.pacer.admit_chunk(mailbox, want, whole_window).await
     }
 
     pub fn chunk_size(&self) -> u64 {
@@ -287,7 +299,7 @@ impl GraphClient {
                 req = req.bearer_auth(&t.secret);
             }
             let err = {
-                let _permit = self.pacer.acquire(opts.mailbox).await;
+                let _permit = self.pacer.acquire(opts.mailbox, opts.body_bytes).await;
                 match req.send().await {
                     Ok(resp) if resp.status().is_success() => return Ok(resp),
                     Ok(resp) => error_from_response(resp, opts.upload_url).await,

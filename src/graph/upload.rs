@@ -214,15 +214,10 @@ impl GraphClient {
                 file.size
             )));
         }
-        // The whole file's share of the mailbox's byte budget, held until this attach ends.
-        // Graph counts request bodies: a POST carries the bytes base64-encoded (4/3) in JSON,
-        // so reserving the raw size would overrun the budget by a third on small files.
-        let wire = if file.size < crate::graph::SESSION_THRESHOLD {
-            file.size.div_ceil(3) * 4 + 1024
-        } else {
-            file.size + 1024
-        };
-        let _budget = self.reserve_upload(&item.user, wire).await;
+        // A file larger than the mailbox's whole byte budget starts in an empty window and takes
+        // it; any other is paced body by body (see `Pacer`).
+        let whole_window = file.size >= crate::graph::SESSION_THRESHOLD
+            && self.pacer.take_whole_window(&item.user, file.size).await;
         match resume {
             Resume::Fresh => {}
             Resume::SkipIfPresent => {
@@ -242,7 +237,7 @@ impl GraphClient {
             }
             Resume::Session { upload_url } => {
                 if let Some(id) = self
-                    .resume_session(item, file, &upload_url, journal)
+                    .resume_session(item, file, &upload_url, journal, whole_window)
                     .await?
                 {
                     return Ok(id);
@@ -259,7 +254,8 @@ impl GraphClient {
                 other => return other,
             }
         }
-        self.upload_with_sessions(item, file, journal).await
+        self.upload_with_sessions(item, file, journal, whole_window)
+            .await
     }
 
     /// Continue a session left open by an earlier run; `None` when it is gone and the item does
@@ -270,6 +266,7 @@ impl GraphClient {
         file: &FileToSend,
         upload_url: &str,
         journal: &J,
+        whole_window: bool,
     ) -> Result<Option<String>, AttachError> {
         let url = self
             .check_upload_url(upload_url)
@@ -278,7 +275,7 @@ impl GraphClient {
             tracing::info!(file = %file.path.display(), offset, "resuming the upload session where the server stands");
             journal.progress(offset);
             match self
-                .upload_chunks(item, file, &url, offset, journal)
+                .upload_chunks(item, file, &url, offset, journal, whole_window)
                 .await?
             {
                 SessionEnd::Done(id) => {
@@ -325,7 +322,9 @@ impl GraphClient {
         loop {
             attempt += 1;
             journal.before_post().await.map_err(AttachError::Journal)?;
-            let opts = RequestOpts::graph(&item.user).with_effect();
+            let opts = RequestOpts::graph(&item.user)
+                .with_effect()
+                .with_body(body.len() as u64);
             let result = self
                 .execute(opts, |c| {
                     c.post(url.clone())
@@ -371,6 +370,7 @@ impl GraphClient {
         item: &ItemRef,
         file: &FileToSend,
         journal: &J,
+        whole_window: bool,
     ) -> Result<String, AttachError> {
         for n in 1..=MAX_SESSIONS {
             journal
@@ -382,7 +382,9 @@ impl GraphClient {
                 .session_created(url.as_str(), None)
                 .await
                 .map_err(AttachError::Journal)?;
-            let end = self.upload_chunks(item, file, &url, offset, journal).await;
+            let end = self
+                .upload_chunks(item, file, &url, offset, journal, whole_window)
+                .await;
             match end {
                 Ok(SessionEnd::Done(id)) => {
                     journal.session_gone().await.map_err(AttachError::Journal)?;
@@ -437,9 +439,14 @@ impl GraphClient {
                 "contentType": file.content_type,
             }
         });
-        let opts = RequestOpts::graph(&item.user);
+        let body = bytes::Bytes::from(body.to_string());
+        let opts = RequestOpts::graph(&item.user).with_body(body.len() as u64);
         let resp = match self
-            .execute(opts, |c| c.post(url.clone()).json(&body))
+            .execute(opts, |c| {
+                c.post(url.clone())
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+            })
             .await
         {
             Ok(r) => r,
@@ -479,6 +486,7 @@ impl GraphClient {
         url: &url::Url,
         mut offset: u64,
         journal: &J,
+        whole_window: bool,
     ) -> Result<SessionEnd, AttachError> {
         let mut f =
             tokio::fs::File::open(&file.path)
@@ -498,8 +506,9 @@ impl GraphClient {
                     maybe_complete: true,
                 });
             }
+            let want = self.chunk_size().min(file.size - offset);
+            let len = self.admit_chunk(&item.user, want, whole_window).await;
             self.check_unchanged(file).await?;
-            let len = self.chunk_size().min(file.size - offset);
             let chunk = read_chunk(&mut f, &mut buf, offset, len)
                 .await
                 .map_err(|source| AttachError::File {

@@ -194,6 +194,23 @@ pub struct LedgerEntry {
     pub seq: u64,
 }
 
+/// The few fields of an entry the agent's start-up needs for every entry (which version of a
+/// path is newest, whether its file is unchanged, whether it is still open), decoded from the
+/// same JSON as [`LedgerEntry`] while the rest is skipped unparsed: a ledger of months holds
+/// hundreds of thousands of done entries and start-up reads them all.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EntryBrief {
+    pub id: String,
+    pub mapping: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub state: EntryState,
+    #[serde(default)]
+    pub mtime_ns: i64,
+    #[serde(default)]
+    pub seq: u64,
+}
+
 /// What the agent knows of a file version when it first records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {

@@ -6,7 +6,7 @@
 //! Layout (trees): `meta` (schema version), `entries` (id -> JSON [`LedgerEntry`]), `by_path`
 //! (mapping + path + seq -> id; the highest seq of a path is its current version).
 
-use super::entry::LedgerEntry;
+use super::entry::{EntryBrief, LedgerEntry};
 use super::error::LedgerError;
 use super::EntryState;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -356,6 +356,14 @@ impl Ledger {
         })
     }
 
+    /// Every entry's [`EntryBrief`], in key order: the cheap whole read start-up makes.
+    pub fn iter_briefs(&self) -> impl Iterator<Item = Result<EntryBrief>> + '_ {
+        self.entries.iter().map(move |item| {
+            let (key, bytes) = item.map_err(|e| self.sled_err(e))?;
+            self.decode(&key, &bytes)
+        })
+    }
+
     /// Entries in `filter` state (all when `None`), oldest first (by insertion order).
     pub fn list(&self, filter: Option<EntryState>) -> Result<Vec<LedgerEntry>> {
         let mut out = Vec::new();
@@ -386,7 +394,7 @@ impl Ledger {
             else {
                 return Err(LedgerError::NotFound { id: id.to_owned() });
             };
-            let before = self.decode(id.as_bytes(), &old)?;
+            let before: LedgerEntry = self.decode(id.as_bytes(), &old)?;
             let mut entry = before.clone();
             f(&mut entry);
             if entry.mapping != before.mapping || entry.path != before.path {
@@ -436,7 +444,7 @@ impl Ledger {
             let Some(bytes) = entries.remove(id.as_bytes())? else {
                 return Ok(None);
             };
-            let entry = self
+            let entry: LedgerEntry = self
                 .decode(id.as_bytes(), &bytes)
                 .map_err(ConflictableTransactionError::Abort)?;
             by_path.remove(index_key(&entry.mapping, &entry.path, entry.seq))?;
@@ -583,7 +591,7 @@ impl Ledger {
                 match (entries.get(entry.id.as_bytes())?, fresh_seq) {
                     (Some(_), _) if new_only => return Ok(Write::Taken),
                     (Some(old), _) => {
-                        let old = self.decode(entry.id.as_bytes(), &old).map_err(ConflictableTransactionError::Abort)?;
+                        let old: LedgerEntry = self.decode(entry.id.as_bytes(), &old).map_err(ConflictableTransactionError::Abort)?;
                         if old.mapping != entry.mapping || old.path != entry.path {
                             return Err(ConflictableTransactionError::Abort(LedgerError::Invalid(format!(
                                 "entry {}: mapping and path are fixed; record a new entry for another file",
@@ -612,7 +620,7 @@ impl Ledger {
         }
     }
 
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<LedgerEntry> {
+    fn decode<T: serde::de::DeserializeOwned>(&self, key: &[u8], bytes: &[u8]) -> Result<T> {
         serde_json::from_slice(bytes).map_err(|e| {
             self.corrupt(format!(
                 "entry {} does not decode: {e}",
@@ -751,14 +759,12 @@ fn probe_lock(ledger_path: &Path) -> Result<std::fs::File> {
     }
 }
 
-/// Copy the ledger's files into a scratch dir in `state_dir`, open the copy and check it whole.
-/// Errors name the real path; the scratch dir is removed either way.
-/// Names, sizes and SHA-256 of every file of the ledger (but the clean-close record): any change
-/// since a clean close, even one that keeps size and time (bit rot), brings the full check back.
-/// Hashing reads the files once, far cheaper than copying and decoding every entry.
+/// Names, sizes, modification and change times and file ids of every file of the ledger (but the
+/// clean-close record): any write since a clean close changes them (a change time cannot be set
+/// back by tools such as `touch`), and reading them costs a few `stat`s where hashing the files
+/// read hundreds of MB at every start. Damage that leaves all of them unchanged (bit rot under an
+/// untouched file) is left to sled's per-record checksums.
 fn fingerprint(ledger_path: &Path) -> Option<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
     let mut rows = Vec::new();
     let mut dirs = vec![ledger_path.to_path_buf()];
     while let Some(d) = dirs.pop() {
@@ -769,22 +775,8 @@ fn fingerprint(ledger_path: &Path) -> Option<String> {
             if meta.is_dir() {
                 dirs.push(p);
             } else if item.file_name() != CLEAN_FILE {
-                let mut f = std::fs::File::open(&p).ok()?;
-                let mut h = Sha256::new();
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = f.read(&mut buf).ok()?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
                 let rel = p.strip_prefix(ledger_path).ok()?.display().to_string();
-                rows.push(format!(
-                    "{rel}\t{}\t{}",
-                    meta.len(),
-                    hex::encode(h.finalize())
-                ));
+                rows.push(format!("{rel}\t{}", stamp(&meta)?));
             }
         }
     }
@@ -792,6 +784,33 @@ fn fingerprint(ledger_path: &Path) -> Option<String> {
     Some(rows.join("\n"))
 }
 
+#[cfg(unix)]
+fn stamp(meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    Some(format!(
+        "{}\t{}.{:09}\t{}.{:09}\t{}:{}",
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+        meta.dev(),
+        meta.ino()
+    ))
+}
+
+#[cfg(not(unix))]
+fn stamp(meta: &std::fs::Metadata) -> Option<String> {
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(format!("{}\t{}", meta.len(), modified.as_nanos()))
+}
+
+/// Copy the ledger's files into a scratch dir in `state_dir`, open the copy and check it whole.
+/// Errors name the real path; the scratch dir is removed either way.
 fn check_copy(state_dir: &Path, ledger_path: &Path) -> Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix(".ledger-check-")

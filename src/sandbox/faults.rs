@@ -259,6 +259,14 @@ pub async fn admit(
                 ));
             }
             w.push_back((now, upload_bytes));
+            let unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default();
+            inner
+                .stats
+                .upload_budget_admissions
+                .push([unix_ms, upload_bytes]);
         }
         let f = &mut inner.faults;
         let mut delay = f.delay_ms;

@@ -267,6 +267,9 @@ pub struct Stats {
     pub dropped_connections: u64,
     pub sessions_created: u64,
     pub attachments_created: u64,
+    /// While a mailbox byte budget is set: each upload body it admitted, as
+    /// `[unix milliseconds, bytes]` (lets a benchmark measure the share of the budget used).
+    pub upload_budget_admissions: Vec<[u64; 2]>,
 }
 
 impl Stats {

@@ -72,7 +72,13 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
             if in_excluded_dir(m, &path) {
                 continue;
             }
-            let Some(meta) = file_meta(m, &root, &path) else {
+            // The entry's own lstat (relative to the open directory) costs no walk of the
+            // full path; only a symlink needs the path-based policy.
+            let meta = match ent.file_type() {
+                Ok(t) if !t.is_symlink() => ent.metadata().ok(),
+                _ => file_meta(m, &root, &path),
+            };
+            let Some(meta) = meta else {
                 continue;
             };
             if meta.is_dir() {
