@@ -27,19 +27,22 @@ struct Tally {
     wrong: usize,
     resent: u64,
     wall: Duration,
+    /// Sandbox restarts (kill -9) during the run.
+    restarts: usize,
     details: Vec<String>,
 }
 
 impl Tally {
     fn print(&self, what: &str) {
         println!(
-            "SOAK {what}: files {}, attached {}, lost {}, duplicated {}, wrong bytes {}, re-sent bytes {}, wall time {:.1}s",
+            "SOAK {what}: files {}, attached {}, lost {}, duplicated {}, wrong bytes {}, re-sent bytes {}, sandbox restarts {}, wall time {:.1}s",
             self.files,
             self.attached,
             self.lost,
             self.duplicated,
             self.wrong,
             self.resent,
+            self.restarts,
             self.wall.as_secs_f64()
         );
         for d in self.details.iter().take(20) {
@@ -252,10 +255,18 @@ async fn crash_soak(kills: usize, big: u64, seed: u64) -> Tally {
 
 /// The fault soak: `files` files into a message and an event mapping while the sandbox fails a
 /// share `rate` of requests (three quarters as 429/500/503 with Retry-After, rotating, one
-/// quarter as dropped connections), answers slowly and lets sessions expire after a few seconds.
-async fn fault_soak(files: usize, rate: f64, seed: u64) -> Tally {
+/// quarter as dropped connections), answers slowly, lets sessions expire after a few seconds,
+/// and is `kill -9`ed and restarted (same port, same data dir) every `restart_every` while
+/// uploads run, at most `restarts` times.
+async fn fault_soak(
+    files: usize,
+    rate: f64,
+    seed: u64,
+    restarts: usize,
+    restart_every: Duration,
+) -> Tally {
     let started = Instant::now();
-    let env = Env::new();
+    let mut env = Env::new();
     let msg = env.sandbox.create_item("message", "me").await;
     let evt = env.sandbox.create_item("event", "me").await;
     let (fm, fe) = (env.path("msgs"), env.path("evts"));
@@ -275,26 +286,33 @@ async fn fault_soak(files: usize, rate: f64, seed: u64) -> Tally {
             mapping("evts", &fe, "event", &evt)
         ),
     );
-    env.sandbox
-        .faults(json!({
-            "fail_rate": rate * 0.75, "drop_rate": rate * 0.25, "status": 503, "retry_after": 1,
-            "delay_ms": 5, "session_lifetime_secs": 8
-        }))
-        .await;
+    let faults = json!({
+        "fail_rate": rate * 0.75, "drop_rate": rate * 0.25, "status": 503, "retry_after": 1,
+        "delay_ms": 5, "session_lifetime_secs": 8
+    });
+    env.sandbox.faults(faults.clone()).await;
     let agent = Agent::start(&env, &[]);
-    // Rotate the injected status so every kind of failure is seen.
+    // Rotate the injected status so every kind of failure is seen. The whole document each
+    // time: a restarted sandbox starts with default faults.
     let origin = env.sandbox.origin.clone();
+    let doc = faults.clone();
     let rotate = tokio::spawn(async move {
         let http = reqwest::Client::new();
         for s in [429u16, 500, 503].iter().cycle() {
+            let mut d = doc.clone();
+            d["status"] = json!(s);
             let _ = http
                 .post(format!("{origin}/_admin/faults"))
-                .json(&json!({"status": s}))
+                .json(&d)
                 .send()
                 .await;
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
     });
+    let mut restarted = 0usize;
+    // The sandbox's counters restart with it: add up each run's.
+    let mut totals = Totals::default();
+    let mut next_restart = Instant::now() + restart_every;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (mut vm, mut ve): (Versions, Versions) = (HashMap::new(), HashMap::new());
     for i in 0..files {
@@ -322,6 +340,11 @@ async fn fault_soak(files: usize, rate: f64, seed: u64) -> Tally {
         if i % 50 == 49 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        if restarted < restarts && Instant::now() >= next_restart {
+            totals.add(&restart_sandbox(&mut env, &faults).await);
+            restarted += 1;
+            next_restart = Instant::now() + restart_every;
+        }
     }
     // Bounded wait: about what the faults cost, generously.
     let deadline = Duration::from_secs(120 + files as u64 / 2);
@@ -331,6 +354,11 @@ async fn fault_soak(files: usize, rate: f64, seed: u64) -> Tally {
         let b = env.sandbox.attachments(&evt).await.len();
         if a >= vm.len() && b >= ve.len() {
             break;
+        }
+        if restarted < restarts && Instant::now() >= next_restart {
+            totals.add(&restart_sandbox(&mut env, &faults).await);
+            restarted += 1;
+            next_restart = Instant::now() + restart_every;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -344,11 +372,13 @@ async fn fault_soak(files: usize, rate: f64, seed: u64) -> Tally {
     compare(&env.sandbox, &msg, &vm, &mut t).await;
     compare(&env.sandbox, &evt, &ve, &mut t).await;
     let stats = env.sandbox.stats().await;
-    t.resent = stats["upload_bytes_resent"].as_u64().unwrap_or(0);
+    totals.add(&stats);
+    t.resent = totals.get("upload_bytes_resent");
     t.duplicated = t
         .duplicated
         .max(stats["duplicate_attachments"].as_u64().unwrap_or(0) as usize);
     t.wall = started.elapsed();
+    t.restarts = restarted;
     if t.lost > 0 {
         let status = env.run(&["status", "--json"], Duration::from_secs(60));
         let rows: Value = serde_json::from_str(&stdout(&status)).unwrap_or(Value::Null);
@@ -362,11 +392,53 @@ async fn fault_soak(files: usize, rate: f64, seed: u64) -> Tally {
         t.details.push(format!("agent log tail: {tail:?}"));
     }
     println!(
-        "SOAK fault stats: throttled_429 {}, dropped_connections {}, sessions_created {}, requests {}",
-        stats["throttled_429"], stats["dropped_connections"], stats["sessions_created"], stats["requests"]
+        "SOAK fault stats (all sandbox runs): requests {}, answered 429 {}, 500 {}, 503 {}, dropped {}, sessions_created {}, attachments_created {}",
+        totals.get("requests"),
+        totals.get("answer 429"),
+        totals.get("answer 500"),
+        totals.get("answer 503"),
+        totals.get("answer dropped"),
+        totals.get("sessions_created"),
+        totals.get("attachments_created")
     );
     assert!(stopped.success(), "agent exit {stopped:?}");
     t
+}
+
+/// `kill -9` the sandbox and start it again on the same port and data dir with `faults`; the
+/// stats it had counted just before (its counters restart from zero).
+async fn restart_sandbox(env: &mut Env, faults: &Value) -> Value {
+    let stats = env.sandbox.stats().await;
+    env.sandbox.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.sandbox.restart();
+    env.sandbox.faults(faults.clone()).await;
+    stats
+}
+
+/// Sandbox stats summed over its runs: top-level counters, and requests by answer.
+#[derive(Default)]
+struct Totals(std::collections::BTreeMap<String, u64>);
+
+impl Totals {
+    fn add(&mut self, stats: &Value) {
+        for (k, v) in stats.as_object().into_iter().flatten() {
+            if let Some(n) = v.as_u64() {
+                *self.0.entry(k.clone()).or_default() += n;
+            }
+        }
+        for by_status in stats["requests"].as_object().into_iter().flatten() {
+            for (status, n) in by_status.1.as_object().into_iter().flatten() {
+                let n = n.as_u64().unwrap_or(0);
+                *self.0.entry(format!("answer {status}")).or_default() += n;
+                *self.0.entry("requests".into()).or_default() += n;
+            }
+        }
+    }
+
+    fn get(&self, k: &str) -> u64 {
+        self.0.get(k).copied().unwrap_or(0)
+    }
 }
 
 /// CI: 10 kills over a mixed workload with a 24 MiB session.
@@ -375,12 +447,12 @@ async fn crash_soak_short_loses_and_duplicates_nothing() {
     crash_soak(10, 24 * MIB, 7).await.assert_clean("crash x10");
 }
 
-/// CI: 100 files with 20% of requests failing.
+/// CI: 100 files with 20% of requests failing and two sandbox restarts (kill -9) mid-upload.
 #[tokio::test(flavor = "multi_thread")]
 async fn fault_soak_short_loses_and_duplicates_nothing() {
-    fault_soak(100, 0.20, 11)
-        .await
-        .assert_clean("fault 100 @ 20%");
+    let t = fault_soak(100, 0.20, 11, 2, Duration::from_secs(3)).await;
+    t.assert_clean("fault 100 @ 20%");
+    assert!(t.restarts >= 1, "the sandbox was never restarted");
 }
 
 /// `scripts/soak crash`: `SOAK_KILLS` (default 30) kills, `SOAK_BIG_MIB` (default 150) large file.
@@ -395,16 +467,25 @@ async fn crash_soak_long() {
         .assert_clean(&format!("crash x{kills}"));
 }
 
-/// `scripts/soak fault`: `SOAK_FILES` (default 500) files at `SOAK_RATE` (default 0.2).
+/// `scripts/soak fault`: `SOAK_FILES` (default 500) files at `SOAK_RATE` (default 0.2), the
+/// sandbox restarted every `SOAK_RESTART_SECS` (default 20; 0 = never) while uploads run.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "long; run by scripts/soak fault"]
 async fn fault_soak_long() {
     let files = env_num("SOAK_FILES", 500usize);
     let rate = env_num("SOAK_RATE", 0.2f64);
     let seed = env_num("SOAK_SEED", 1u64);
-    fault_soak(files, rate, seed)
-        .await
-        .assert_clean(&format!("fault {files} @ {rate}"));
+    let every = env_num("SOAK_RESTART_SECS", 20u64);
+    let restarts = if every == 0 { 0 } else { usize::MAX };
+    fault_soak(
+        files,
+        rate,
+        seed,
+        restarts,
+        Duration::from_secs(every.max(1)),
+    )
+    .await
+    .assert_clean(&format!("fault {files} @ {rate}"));
 }
 
 /// Under the sandbox's per-mailbox budgets, an agent configured with the same budgets paces

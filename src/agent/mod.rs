@@ -997,11 +997,17 @@ impl Agent {
                 let retryable = g.is_retryable()
                     || g.class == ErrorClass::SessionDead
                     || g.code == "UploadSessionsExhausted";
-                if retryable && !self.opts.once && entry.attempts < MAX_ATTEMPTS {
+                // Nothing answered at all (server unreachable, network down): not the file's
+                // fault, so it does not use up the file's attempts; it waits out the outage.
+                let unreachable = g.status.is_none() && g.code == "ConnectionFailed";
+                if retryable && !self.opts.once && (unreachable || entry.attempts < MAX_ATTEMPTS) {
                     let wait = Duration::from_secs(30u64 << entry.attempts.min(5));
                     tracing::warn!(file = %flight.path.display(), error = %g, retry_in_s = wait.as_secs(), "upload failed; will retry");
                     self.ledger.set_state(&id, EntryState::Pending, |e| {
-                        e.error = Some(EntryError::new(g.code.clone(), g.to_string()))
+                        e.error = Some(EntryError::new(g.code.clone(), g.to_string()));
+                        if unreachable {
+                            e.attempts = e.attempts.saturating_sub(1);
+                        }
                     })?;
                     self.ledger.flush()?;
                     self.retry_at.push((Instant::now() + wait, id));
@@ -1032,6 +1038,16 @@ impl Agent {
             e.session = None;
         })?;
         self.ledger.flush()?;
+        // A session kept open across transient failures is of no use now (best effort).
+        if let Ok(Some(url)) = self.sessions.load(id) {
+            let client = self.client.clone();
+            let user = e.target.user.clone();
+            tokio::spawn(async move {
+                if let Err(de) = client.delete_session(&user, &url).await {
+                    tracing::debug!(error = %de, "could not delete the upload session; it expires on its own");
+                }
+            });
+        }
         let _ = self.sessions.remove(id);
         self.failed_this_run += 1;
         tracing::error!(file = %e.path.display(), code = %err.code, "{}", err.message);

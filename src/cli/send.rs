@@ -45,7 +45,19 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
             println!("{id}");
             Ok(ExitCode::Ok)
         }
-        Some(Err(e)) => Err(attach_error(e)),
+        Some(Err(e)) => {
+            // A session kept open across a transient failure (for a later attempt to resume)
+            // has no later attempt here: delete it (best effort).
+            let url = journal
+                .session
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(url) = url {
+                let _ = client.delete_session(&item.user, &url).await;
+            }
+            Err(attach_error(e))
+        }
         None => {
             let url = journal
                 .session

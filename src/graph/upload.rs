@@ -459,6 +459,11 @@ impl GraphClient {
                     }
                     tracing::info!(file = %file.path.display(), session = n, "upload session died; creating a new one");
                 }
+                Err(AttachError::Graph(e)) if e.is_retryable() => {
+                    // Transient (server unreachable, throttled past our retries): the session
+                    // and the bytes it holds stay; the entry's next attempt resumes it.
+                    return Err(AttachError::Graph(e));
+                }
                 Err(e) => {
                     // Leave no session open behind a failure (best effort).
                     if let Err(de) = self.delete_session(&item.user, url.as_str()).await {

@@ -3,6 +3,7 @@
 //! sandbox through it.
 
 use super::faults::Faults;
+use super::persist::{ItemRec, Record};
 use super::state::{canonical_user, exchange_id, DeviceStatus, Item, Kind, Shared};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -87,7 +88,10 @@ async fn create_item(State(st): State<Shared>, Json(n): Json<NewItem>) -> Respon
         created: OffsetDateTime::now_utc(),
         attachments: Vec::new(),
     };
-    st.lock().items.insert(id.clone(), item);
+    let mut g = st.lock();
+    g.log(Record::Item(ItemRec::of(&item)));
+    g.items.insert(id.clone(), item);
+    drop(g);
     (StatusCode::CREATED, Json(json!({"id": id}))).into_response()
 }
 
@@ -139,11 +143,20 @@ async fn patch_item(
     if let Some(s) = p.subject {
         it.subject = s;
     }
-    Json(item_summary(it)).into_response()
+    let (rec, out) = (ItemRec::of(it), item_summary(it));
+    g.log(Record::Item(rec));
+    Json(out).into_response()
 }
 
 async fn delete_item(State(st): State<Shared>, Path(id): Path<String>) -> Response {
-    let removed = st.lock().items.remove(&id);
+    let removed = {
+        let mut g = st.lock();
+        let removed = g.items.remove(&id);
+        if removed.is_some() {
+            g.log(Record::ItemDeleted { id: id.clone() });
+        }
+        removed
+    };
     match removed {
         Some(it) => {
             for a in it.attachments {
@@ -184,7 +197,14 @@ async fn delete_attachment(
         };
         let before = it.attachments.len();
         it.attachments.retain(|a| a.id != att);
-        before != it.attachments.len()
+        let removed = before != it.attachments.len();
+        if removed {
+            g.log(Record::AttDeleted {
+                item: id.clone(),
+                att: att.clone(),
+            });
+        }
+        removed
     };
     if !removed {
         return err(StatusCode::NOT_FOUND, "no such attachment");
@@ -240,6 +260,12 @@ async fn corrupt_attachment(
             {
                 a.size = size;
                 a.sha256 = sha.clone();
+                g.log(Record::AttChanged {
+                    item: id.clone(),
+                    att: att.clone(),
+                    size,
+                    sha256: sha.clone(),
+                });
             }
             Json(json!({"id": att, "size": size, "sha256": sha})).into_response()
         }
@@ -299,10 +325,19 @@ async fn set_faults(State(st): State<Shared>, Json(body): Json<Value>) -> Respon
 
 fn expire_all(g: &mut super::state::Inner) -> usize {
     let now = Instant::now();
+    let expires_ms = super::persist::instant_to_ms(now);
+    let mut ids = Vec::new();
     for s in g.sessions.values_mut() {
         s.expires = now;
+        ids.push(s.id.clone());
     }
-    g.sessions.len()
+    for id in &ids {
+        g.log(Record::SessionExpires {
+            id: id.clone(),
+            expires_ms,
+        });
+    }
+    ids.len()
 }
 
 async fn expire_sessions(State(st): State<Shared>) -> Response {
@@ -365,12 +400,8 @@ struct Revoke {
 async fn revoke_tokens(State(st): State<Shared>, Json(r): Json<Revoke>) -> Response {
     let user = r.user.as_deref().map(canonical_user);
     let mut g = st.lock();
-    let before = g.tokens.len() + g.refresh_tokens.len();
-    g.tokens
-        .retain(|_, t| !t.minted || user.as_ref().is_some_and(|u| t.user.as_ref() != Some(u)));
-    g.refresh_tokens
-        .retain(|_, t| user.as_ref().is_some_and(|u| &t.user != u));
-    let revoked = before - g.tokens.len() - g.refresh_tokens.len();
+    let revoked = g.revoke(user.as_deref());
+    g.log(Record::Revoked { user });
     Json(json!({"revoked": revoked})).into_response()
 }
 

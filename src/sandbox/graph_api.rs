@@ -3,6 +3,7 @@
 //! segments because `me` and `users/{id}` prefix the same tree for messages and events.
 
 use super::faults::{admit, RouteClass, Verdict};
+use super::persist::{AttRec, Record, SessionRec};
 use super::state::{
     canonical_user, encoded_len, exchange_id, fmt_7, fmt_seconds, graph_error, not_found_item,
     random_token, user_json, Attachment, Inner, Kind, Session, Shared,
@@ -381,7 +382,14 @@ fn delete_attachment(
             Some(it) => {
                 let before = it.attachments.len();
                 it.attachments.retain(|a| a.id != att);
-                before != it.attachments.len()
+                let removed = before != it.attachments.len();
+                if removed {
+                    g.log(Record::AttDeleted {
+                        item: id.to_string(),
+                        att: att.to_string(),
+                    });
+                }
+                removed
             }
             None => false,
         }
@@ -567,7 +575,12 @@ async fn post_attachment(
             let _ = std::fs::remove_file(state.blob_path(&att_id));
             return not_found_item(h);
         };
+        let rec = AttRec::of(&att);
         it.attachments.push(att);
+        g.log(Record::Attached {
+            item: id.to_string(),
+            att: rec,
+        });
         g.stats.attachments_created += 1;
     }
     (StatusCode::CREATED, axum::Json(out)).into_response()
@@ -677,32 +690,31 @@ async fn create_session(
         authtoken
     );
     g.issued.upload_authtokens.push(authtoken.clone());
-    g.sessions.insert(
-        sid.clone(),
-        Session {
-            id: sid,
-            authtoken,
-            item_id: id.to_string(),
-            user: mailbox.to_string(),
-            kind,
-            name: name.to_string(),
-            size,
-            content_type,
-            is_inline: item
-                .get("isInline")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            content_id: item
-                .get("contentId")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            next: 0,
-            expires_at,
-            expires: Instant::now() + Duration::from_secs(lifetime),
-            hasher: Sha256::new(),
-            lock: Default::default(),
-        },
-    );
+    let session = Session {
+        id: sid.clone(),
+        authtoken,
+        item_id: id.to_string(),
+        user: mailbox.to_string(),
+        kind,
+        name: name.to_string(),
+        size,
+        content_type,
+        is_inline: item
+            .get("isInline")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        content_id: item
+            .get("contentId")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        next: 0,
+        expires_at,
+        expires: Instant::now() + Duration::from_secs(lifetime),
+        hasher: Sha256::new(),
+        lock: Default::default(),
+    };
+    g.log(Record::Session(SessionRec::of(&session)));
+    g.sessions.insert(sid, session);
     g.stats.sessions_created += 1;
     let out = json!({
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.uploadSession",

@@ -3,6 +3,7 @@
 //! are shaped like Entra's: 400 (401 for invalid_client) with `error`, `error_description`
 //! (AADSTS code), `error_codes`, `timestamp`, `trace_id`, `correlation_id`.
 
+use super::persist::Record;
 use super::state::{random_token, DeviceCode, DeviceStatus, RefreshInfo, Shared, TokenInfo};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -115,15 +116,23 @@ fn mint_access(st: &Shared, user: Option<&str>, scope: &str) -> (String, u64) {
         "jti": random_token(12),
     });
     let token = format!("{}.{}.{}", b64(&header), b64(&claims), random_token(24));
-    st.lock().issued.access_tokens.push(token.clone());
-    st.lock().tokens.insert(
+    let expires = Instant::now() + Duration::from_secs(lifetime);
+    let mut g = st.lock();
+    g.issued.access_tokens.push(token.clone());
+    g.tokens.insert(
         token.clone(),
         TokenInfo {
             user: user.map(str::to_string),
-            expires: Some(Instant::now() + Duration::from_secs(lifetime)),
+            expires: Some(expires),
             minted: true,
         },
     );
+    g.log(Record::Token {
+        token: token.clone(),
+        user: user.map(str::to_string),
+        expires_ms: Some(super::persist::instant_to_ms(expires)),
+    });
+    drop(g);
     (token, lifetime)
 }
 
@@ -138,8 +147,9 @@ fn delegated_answer(st: &Shared, user: &str, client_id: &str, scope: &str) -> Re
     });
     if scope.split_whitespace().any(|s| s == "offline_access") {
         let rt = random_token(64);
-        st.lock().issued.refresh_tokens.push(rt.clone());
-        st.lock().refresh_tokens.insert(
+        let mut g = st.lock();
+        g.issued.refresh_tokens.push(rt.clone());
+        g.refresh_tokens.insert(
             rt.clone(),
             RefreshInfo {
                 user: user.to_string(),
@@ -147,6 +157,13 @@ fn delegated_answer(st: &Shared, user: &str, client_id: &str, scope: &str) -> Re
                 scope: scope.to_string(),
             },
         );
+        g.log(Record::Refresh {
+            token: rt.clone(),
+            user: user.to_string(),
+            client_id: client_id.to_string(),
+            scope: scope.to_string(),
+        });
+        drop(g);
         out["refresh_token"] = json!(rt);
     }
     if scope.split_whitespace().any(|s| s == "openid") {
@@ -289,6 +306,7 @@ fn refresh_grant(st: &Shared, f: &HashMap<String, String>, client_id: &str) -> R
         }
         if revoke {
             g.refresh_tokens.remove(rt);
+            g.log(Record::RefreshGone { token: rt.clone() });
         }
         (user, scope)
     };

@@ -14,6 +14,7 @@ mod admin;
 mod faults;
 mod graph_api;
 mod identity;
+mod persist;
 mod state;
 mod tls;
 mod upload;
@@ -91,7 +92,11 @@ impl Sandbox {
         } else {
             (format!("http://127.0.0.1:{port}"), None, None)
         };
-        let state: Shared = Arc::new(AppState::new(origin.clone(), data_dir.clone(), opts.token));
+        let state: Shared = Arc::new(AppState::open(
+            origin.clone(),
+            data_dir.clone(),
+            opts.token,
+        )?);
         let app = router(state);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(accept_loop(listener, app, tls_cfg, cancel.clone()));

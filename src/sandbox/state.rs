@@ -1,13 +1,14 @@
-//! The sandbox's in-memory world: items, attachments (bytes on disk), upload sessions, tokens,
-//! device codes, counters; plus the helpers every route uses (ids, timestamps, Graph-shaped
-//! errors).
+//! The sandbox's world: items, attachments (bytes on disk), upload sessions, tokens, device
+//! codes, counters; plus the helpers every route uses (ids, timestamps, Graph-shaped errors).
+//! It lives in memory; every change that must survive a restart is also written to the
+//! journal (`persist`) through `Inner::log`.
 
 use super::faults::Faults;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -30,8 +31,17 @@ pub struct AppState {
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    pub fn new(origin: String, data_dir: PathBuf, fixed_token: Option<String>) -> Self {
+    /// The world as the journal in `data_dir` left it (empty on a new data dir), journaling on.
+    pub fn open(
+        origin: String,
+        data_dir: PathBuf,
+        fixed_token: Option<String>,
+    ) -> anyhow::Result<Self> {
         let mut inner = Inner::default();
+        let sessions_dir = data_dir.join("sessions");
+        super::persist::open(&data_dir, &mut inner, |sid| {
+            sessions_dir.join(format!("{}.part", file_key(sid)))
+        })?;
         if let Some(t) = fixed_token {
             inner.tokens.insert(
                 t,
@@ -42,11 +52,11 @@ impl AppState {
                 },
             );
         }
-        AppState {
+        Ok(AppState {
             origin,
             data_dir,
             inner: Mutex::new(inner),
-        }
+        })
     }
 
     /// Lock the world. A panic while holding the lock is a sandbox bug; keep serving anyway.
@@ -85,6 +95,28 @@ pub struct Inner {
     /// Every secret the sandbox handed out (access and refresh tokens, upload-URL authtokens),
     /// kept so tests can prove none of them leaked into logs or files (`GET /_admin/tokens/issued`).
     pub issued: Issued,
+    /// Where changes are journaled; `None` only while replaying.
+    pub journal: Option<super::persist::Journal>,
+}
+
+impl Inner {
+    /// Journal one change (call it under the lock, right after making the change in memory, so
+    /// the journal's order is the world's order).
+    pub fn log(&mut self, rec: super::persist::Record) {
+        if let Some(j) = self.journal.as_mut() {
+            j.append(&rec);
+        }
+    }
+
+    /// Revoke every minted access and refresh token (of `user`, or of everyone); the count.
+    pub fn revoke(&mut self, user: Option<&str>) -> usize {
+        let before = self.tokens.len() + self.refresh_tokens.len();
+        self.tokens
+            .retain(|_, t| !t.minted || user.is_some_and(|u| t.user.as_deref() != Some(u)));
+        self.refresh_tokens
+            .retain(|_, t| user.is_some_and(|u| t.user != u));
+        before - self.tokens.len() - self.refresh_tokens.len()
+    }
 }
 
 /// Secrets handed out so far, by kind.
@@ -95,7 +127,8 @@ pub struct Issued {
     pub upload_authtokens: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     Message,
     Event,

@@ -5,6 +5,7 @@
 
 use super::faults::{admit, Casing, RouteClass, Verdict};
 use super::graph_api::{check_item_accepts, drop_conn};
+use super::persist::{AttRec, Record};
 use super::state::{fmt_7, graph_error, Attachment, Shared};
 use super::ConnCtl;
 use axum::extract::{Request, State};
@@ -96,6 +97,7 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
         }
         if Instant::now() >= s.expires {
             g.sessions.remove(&sid);
+            g.log(Record::SessionGone { id: sid.clone() });
             drop(g);
             let _ = std::fs::remove_file(state.session_path(&sid));
             return not_found(&h);
@@ -158,7 +160,14 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
             .into_response()
         }
         RouteClass::Delete => {
-            let removed = state.lock().sessions.remove(&sid).is_some();
+            let removed = {
+                let mut g = state.lock();
+                let removed = g.sessions.remove(&sid).is_some();
+                if removed {
+                    g.log(Record::SessionGone { id: sid.clone() });
+                }
+                removed
+            };
             let _ = std::fs::remove_file(state.session_path(&sid));
             if removed {
                 StatusCode::NO_CONTENT.into_response()
@@ -256,7 +265,13 @@ async fn put(
     let mut got = 0u64;
     let mut io_ok = true;
     while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else { break };
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(session = %sid, got, "PUT body ended early: {e}");
+                break;
+            }
+        };
         got += chunk.len() as u64;
         {
             let mut g = state.lock();
@@ -267,7 +282,8 @@ async fn put(
             break;
         }
         hasher.update(&chunk);
-        if file.write_all(&chunk).await.is_err() {
+        if let Err(e) = file.write_all(&chunk).await {
+            tracing::warn!(session = %sid, "cannot write the part file: {e}");
             io_ok = false;
             break;
         }
@@ -283,7 +299,20 @@ async fn put(
         let _ = truncate(&part, a).await;
         return drop_conn(state, &m, &p, ctl).await;
     }
-    if !io_ok || got != len || file.flush().await.is_err() {
+    // A failed write of our own (disk, or the runtime going down on SIGTERM) is the server's
+    // fault: 500, which clients retry; a 400 would tell them the request itself was wrong.
+    let io_ok = io_ok && (got != len || file.flush().await.is_ok());
+    if !io_ok {
+        drop(file);
+        let _ = truncate(&part, a).await;
+        return graph_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ErrorInternalServerError",
+            "Could not store the bytes of this range.",
+            h,
+        );
+    }
+    if got != len {
         drop(file);
         let _ = truncate(&part, a).await;
         return bad(&format!("Content size does not match the specified contentLength. {got} bytes written while expected {len}."));
@@ -300,13 +329,21 @@ async fn put(
         };
         s.next = new_next;
         s.hasher = hasher.clone();
-        (
+        let out = (
             s.expires_at,
             casing,
             s.user.clone(),
             s.kind,
             s.item_id.clone(),
-        )
+        );
+        // The final PUT is journaled as `Completed` once the attachment exists.
+        if !done {
+            g.log(Record::SessionProgress {
+                id: sid.to_string(),
+                next: new_next,
+            });
+        }
+        out
     };
     if !done {
         let ctx = format!(
@@ -339,11 +376,17 @@ async fn complete(state: &Shared, sid: &str, hasher: sha2::Sha256, h: &HeaderMap
         return not_found(h);
     };
     if let Err(r) = check_item_accepts(&mut g, &s.user, s.kind, &s.item_id, s.size, h) {
+        g.log(Record::SessionGone {
+            id: sid.to_string(),
+        });
         drop(g);
         let _ = std::fs::remove_file(state.session_path(sid));
         return r;
     }
     if std::fs::rename(state.session_path(sid), state.blob_path(&att_id)).is_err() {
+        g.log(Record::SessionGone {
+            id: sid.to_string(),
+        });
         return graph_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ErrorInternalServerError",
@@ -361,10 +404,21 @@ async fn complete(state: &Shared, sid: &str, hasher: sha2::Sha256, h: &HeaderMap
         content_id: s.content_id.clone(),
         modified: OffsetDateTime::now_utc(),
     };
+    let rec = AttRec::of(&att);
     match g.items.get_mut(&s.item_id) {
         Some(it) => it.attachments.push(att),
-        None => return not_found(h),
+        None => {
+            g.log(Record::SessionGone {
+                id: sid.to_string(),
+            });
+            return not_found(h);
+        }
     }
+    g.log(Record::Completed {
+        session: sid.to_string(),
+        item: s.item_id.clone(),
+        att: rec,
+    });
     g.stats.attachments_created += 1;
     drop(g);
     let location = format!(

@@ -15,12 +15,54 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_outbox")
 }
 
-/// A running `outbox sandbox` process; killed on drop.
+/// A running `outbox sandbox` process; killed on drop. `kill9`/`stop` and `restart` bring it
+/// down and back on the same port and data dir (the sandbox keeps its state there).
 pub struct Sandbox {
-    child: Child,
+    child: Option<Child>,
     pub origin: String,
     pub data: tempfile::TempDir,
     http: reqwest::Client,
+    extra: Vec<String>,
+}
+
+/// Spawn `outbox sandbox` and read its `listening ORIGIN` line; `None` if it exited first
+/// (port still taken).
+fn spawn_sandbox(data: &Path, port: u16, extra: &[String]) -> Option<(Child, String)> {
+    let mut child = Command::new(bin())
+        .args([
+            "sandbox",
+            "--token",
+            TOKEN,
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+        ])
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "outbox=debug")
+        .stdout(Stdio::piped())
+        // Appended across restarts, next to the state it describes.
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data.join("sandbox.log"))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        )
+        .spawn()
+        .expect("spawn sandbox");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    match line.trim().strip_prefix("listening ") {
+        Some(o) => Some((child, o.to_string())),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    }
 }
 
 impl Sandbox {
@@ -30,34 +72,76 @@ impl Sandbox {
 
     pub fn start_with(extra: &[&str]) -> Sandbox {
         let data = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(bin())
-            .args(["sandbox", "--token", TOKEN, "--data-dir"])
-            .arg(data.path())
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sandbox");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
-        let origin = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, origin) = spawn_sandbox(data.path(), 0, &extra).expect("sandbox did not start");
         let mut http = reqwest::Client::builder();
         if origin.starts_with("https") {
             let pem = std::fs::read(data.path().join("ca.pem")).expect("ca.pem");
             http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"));
         }
         Sandbox {
-            child,
+            child: Some(child),
             origin,
             data,
             http: http.build().expect("client"),
+            extra,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.origin
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in origin")
+    }
+
+    /// `kill -9` the sandbox process, as a crash would stop it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit (bounded).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let start = Instant::now();
+            while c.try_wait().expect("wait").is_none() {
+                if start.elapsed() > Duration::from_secs(20) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("sandbox did not stop within 20 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Start it again on the same port and data dir (after `kill9` or `stop`), retrying while
+    /// the port is still taken.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "restart: the sandbox is still running"
+        );
+        let port = self.port();
+        let start = Instant::now();
+        loop {
+            if let Some((child, origin)) = spawn_sandbox(self.data.path(), port, &self.extra) {
+                assert_eq!(origin, self.origin, "restarted on another origin");
+                self.child = Some(child);
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "sandbox could not bind port {port} again within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -126,8 +210,7 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
     }
 }
 
