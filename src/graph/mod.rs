@@ -229,7 +229,12 @@ impl GraphClient {
     }
 
     /// Count the next chunk against the mailbox's byte budget; returns its (maybe trimmed) length.
-    pub async fn admit_chunk(&self, mailbox: &str, want: u64, whole_window: bool) -> u64 {
+    pub async fn admit_chunk(
+        &self,
+        mailbox: &str,
+        want: u64,
+        whole_window: bool,
+    ) -> (u64, pacing::Stamp) {
         self.pacer.admit_chunk(mailbox, want, whole_window).await
     }
 

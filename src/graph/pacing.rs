@@ -31,10 +31,12 @@ struct Mailbox {
 
 #[derive(Debug, Default)]
 struct Windows {
-    /// When each request in the window was admitted.
-    requests: VecDeque<Instant>,
-    /// When each upload body in the window was admitted, and its size.
-    bytes: VecDeque<(Instant, u64)>,
+    /// Each request in the window: when it was admitted, moved to when it finished (see
+    /// [`Stamp`]), and its id.
+    requests: VecDeque<(Instant, u64)>,
+    /// Each upload body in the window: the same time, its size, its id.
+    bytes: VecDeque<(Instant, u64, u64)>,
+    next_id: u64,
     /// Sum of `bytes`.
     bytes_used: u64,
     /// Files larger than the whole budget waiting for an empty window: while any waits, no other
@@ -53,10 +55,43 @@ impl Drop for Draining {
     }
 }
 
-/// Held while a request is in flight; dropping it frees the slot.
+/// Held while a request is in flight; dropping it frees the slot and moves the request's
+/// entries in the windows to that moment.
 #[derive(Debug)]
 pub struct Permit {
     _slot: OwnedSemaphorePermit,
+    _stamp: Stamp,
+}
+
+/// A request's entries in the mailbox's windows. Graph counts a request when it arrives, which
+/// on a loaded machine can be well after it was admitted here (a connection to open, a thread to
+/// be scheduled); once the answer is in, it has surely arrived, so dropping this moves the
+/// entries to now: the window here then never lets a request go before Graph's has room.
+#[derive(Debug, Default)]
+pub struct Stamp {
+    mailbox: Option<Arc<Mailbox>>,
+    request: Option<u64>,
+    body: Option<u64>,
+}
+
+impl Drop for Stamp {
+    fn drop(&mut self) {
+        let Some(mb) = &self.mailbox else {
+            return;
+        };
+        let mut w = mb.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if let Some(id) = self.request {
+            if let Some(e) = w.requests.iter_mut().find(|e| e.1 == id) {
+                e.0 = now;
+            }
+        }
+        if let Some(id) = self.body {
+            if let Some(e) = w.bytes.iter_mut().find(|e| e.2 == id) {
+                e.0 = now;
+            }
+        }
+    }
 }
 
 impl Pacer {
@@ -121,9 +156,10 @@ impl Pacer {
     /// (Outlook takes any slice size, so a chunk trimmed to the room left wastes none of the
     /// budget), waiting until at least one step (or all of a smaller `want`) fits. The bodies of
     /// a file that took the whole window (`whole_window`) are counted but never held back.
-    pub async fn admit_chunk(&self, user: &str, want: u64, whole_window: bool) -> u64 {
+    /// Hold the returned [`Stamp`] until the chunk's answer is in.
+    pub async fn admit_chunk(&self, user: &str, want: u64, whole_window: bool) -> (u64, Stamp) {
         let Some(b) = self.upload_bytes else {
-            return want;
+            return (want, Stamp::default());
         };
         let mb = self.mailbox(user);
         loop {
@@ -141,9 +177,15 @@ impl Pacer {
                 };
                 match len {
                     Some(len) => {
-                        w.bytes.push_back((now, len));
-                        w.bytes_used += len;
-                        return len;
+                        let body = Some(w.add_body(now, len));
+                        return (
+                            len,
+                            Stamp {
+                                mailbox: Some(mb.clone()),
+                                request: None,
+                                body,
+                            },
+                        );
                     }
                     None => w.byte_room(now, Some(b), first).unwrap_or_default(),
                 }
@@ -181,14 +223,17 @@ impl Pacer {
                     body_bytes,
                 ));
                 if wait.is_none() {
-                    if self.requests.is_some() {
-                        w.requests.push_back(now);
-                    }
-                    if self.upload_bytes.is_some() && body_bytes > 0 {
-                        w.bytes.push_back((now, body_bytes));
-                        w.bytes_used += body_bytes;
-                    }
-                    return Permit { _slot: slot };
+                    let request = self.requests.is_some().then(|| w.add_request(now));
+                    let body = (self.upload_bytes.is_some() && body_bytes > 0)
+                        .then(|| w.add_body(now, body_bytes));
+                    return Permit {
+                        _slot: slot,
+                        _stamp: Stamp {
+                            mailbox: Some(mb.clone()),
+                            request,
+                            body,
+                        },
+                    };
                 }
                 wait
             };
@@ -213,14 +258,14 @@ impl Windows {
         while self
             .requests
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= span)
+            .is_some_and(|(t, _)| now.duration_since(*t) >= span)
         {
             self.requests.pop_front();
         }
         if (self.requests.len() as u64) < b.amount.max(1) {
             return None;
         }
-        let oldest = self.requests.front()?;
+        let (oldest, _) = self.requests.front()?;
         Some(span.saturating_sub(now.duration_since(*oldest)) + Duration::from_millis(1))
     }
 
@@ -243,7 +288,7 @@ impl Windows {
         // The earliest moment enough bytes have left the window for this body to fit.
         let mut freed = 0u64;
         let need = (self.bytes_used + bytes).saturating_sub(b.amount);
-        for &(t, n) in &self.bytes {
+        for &(t, n, _) in &self.bytes {
             freed += n;
             if freed >= need || freed == self.bytes_used {
                 return Some(span.saturating_sub(now.duration_since(t)) + Duration::from_millis(1));
@@ -254,10 +299,23 @@ impl Windows {
 }
 
 impl Windows {
+    fn add_request(&mut self, now: Instant) -> u64 {
+        self.next_id += 1;
+        self.requests.push_back((now, self.next_id));
+        self.next_id
+    }
+
+    fn add_body(&mut self, now: Instant, n: u64) -> u64 {
+        self.next_id += 1;
+        self.bytes.push_back((now, n, self.next_id));
+        self.bytes_used += n;
+        self.next_id
+    }
+
     /// Drop the bodies that have left the byte window; returns the window's span (with margin).
     fn expire_bytes(&mut self, now: Instant, b: Budget) -> Duration {
         let span = b.window + edge_margin(b.window);
-        while let Some(&(t, n)) = self.bytes.front() {
+        while let Some(&(t, n, _)) = self.bytes.front() {
             if now.duration_since(t) < span {
                 break;
             }
@@ -271,7 +329,8 @@ impl Windows {
     /// one leaves it.
     fn until_empty(&mut self, now: Instant, b: Budget) -> Option<Duration> {
         let span = self.expire_bytes(now, b);
-        let &(last, _) = self.bytes.back()?;
+        // Entries re-stamped at their end may be out of order: the latest decides.
+        let last = self.bytes.iter().map(|e| e.0).max()?;
         Some(span.saturating_sub(now.duration_since(last)) + Duration::from_millis(1))
     }
 }
@@ -305,7 +364,7 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..3 {
             assert!(w.request_room(t0, Some(budget(3, 1000))).is_none());
-            w.requests.push_back(t0);
+            w.add_request(t0);
         }
         let wait = w.request_room(t0 + Duration::from_millis(400), Some(budget(3, 1000)));
         assert!(
@@ -318,8 +377,7 @@ mod tests {
     }
 
     fn admit(w: &mut Windows, t: Instant, n: u64) {
-        w.bytes.push_back((t, n));
-        w.bytes_used += n;
+        w.add_body(t, n);
     }
 
     #[test]
@@ -412,7 +470,7 @@ mod tests {
         );
         // Its chunks are counted but not held back...
         for _ in 0..3 {
-            assert_eq!(p.admit_chunk("me", 80, true).await, 80);
+            assert_eq!(p.admit_chunk("me", 80, true).await.0, 80);
         }
         assert!(t0.elapsed() < Duration::from_millis(600));
         // ...so a body of another file waits for them to leave the window.
@@ -429,19 +487,22 @@ mod tests {
     async fn a_chunk_is_trimmed_to_the_room_left_in_the_window() {
         let step = CHUNK_STEP;
         let p = Pacer::new(4, None, Some(budget(10 * step + 1000, 300)));
-        assert_eq!(p.admit_chunk("me", 4 * step, false).await, 4 * step);
-        assert_eq!(p.admit_chunk("me", 4 * step, false).await, 4 * step);
+        assert_eq!(p.admit_chunk("me", 4 * step, false).await.0, 4 * step);
+        assert_eq!(p.admit_chunk("me", 4 * step, false).await.0, 4 * step);
         // 2 steps and 1000 bytes are left: the chunk is cut to 2 whole steps, at once.
         let t0 = Instant::now();
-        assert_eq!(p.admit_chunk("me", 4 * step, false).await, 2 * step);
+        assert_eq!(p.admit_chunk("me", 4 * step, false).await.0, 2 * step);
         assert!(t0.elapsed() < Duration::from_millis(100));
         // The last 1000 bytes of a file fit as they are.
-        assert_eq!(p.admit_chunk("me", 1000, false).await, 1000);
+        assert_eq!(p.admit_chunk("me", 1000, false).await.0, 1000);
         // Nothing left: the next chunk waits for the window to move on.
-        assert_eq!(p.admit_chunk("me", 4 * step, false).await, 4 * step);
+        assert_eq!(p.admit_chunk("me", 4 * step, false).await.0, 4 * step);
         assert!(t0.elapsed() >= Duration::from_millis(300));
         assert_eq!(
-            Pacer::new(4, None, None).admit_chunk("me", 7, false).await,
+            Pacer::new(4, None, None)
+                .admit_chunk("me", 7, false)
+                .await
+                .0,
             7
         );
     }
@@ -464,6 +525,22 @@ mod tests {
             .await
             .is_ok());
         assert!(t0.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn a_request_counts_from_when_its_answer_came_not_from_its_admission() {
+        let p = Pacer::new(4, Some(budget(1, 300)), Some(budget(100, 300)));
+        let t0 = Instant::now();
+        let first = p.acquire("me", 80).await;
+        // The server may have counted it as late as its answer: 200 ms on.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(first);
+        drop(p.acquire("me", 50).await);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(500),
+            "{:?}: the window must run from the answer",
+            t0.elapsed()
+        );
     }
 
     #[tokio::test]

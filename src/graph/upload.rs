@@ -565,7 +565,8 @@ impl GraphClient {
                 });
             }
             let want = self.chunk_size().min(file.size - offset);
-            let len = self.admit_chunk(&item.user, want, whole_window).await;
+            // Held until the chunk's answer is in (see `pacing::Stamp`).
+            let (len, _stamp) = self.admit_chunk(&item.user, want, whole_window).await;
             self.check_unchanged(file).await?;
             let chunk = read_chunk(&mut f, &mut buf, offset, len)
                 .await
