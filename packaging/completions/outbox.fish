@@ -142,7 +142,7 @@ complete -c outbox -n "__fish_outbox_using_subcommand service" -s v -l verbose -
 complete -c outbox -n "__fish_outbox_using_subcommand service" -s q -l quiet -d 'Only errors'
 complete -c outbox -n "__fish_outbox_using_subcommand service" -s h -l help -d 'Print help'
 complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l port -d 'Port on 127.0.0.1 (0 = any free port)' -r
-complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l data-dir -d 'Where uploaded bytes (and the --tls CA) are stored (default: a temp dir)' -r -F
+complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l data-dir -d 'Where the sandbox keeps its state: items, attachments, upload sessions, issued tokens and the --tls CA; a sandbox restarted on the same dir serves them again (default: a temp dir)' -r -F
 complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l token -d 'Accept this fixed bearer token as a delegated token of the user `me`' -r
 complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l config -d 'Config file (default: $OUTBOX_CONFIG, else the platform config dir)' -r -F
 complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l log-format -d 'Log format on stderr' -r -f -a "text\t''

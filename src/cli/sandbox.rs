@@ -10,7 +10,8 @@ pub struct SandboxArgs {
     /// Port on 127.0.0.1 (0 = any free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
-    /// Where uploaded bytes (and the --tls CA) are stored (default: a temp dir).
+    /// Where the sandbox keeps its state: items, attachments, upload sessions, issued tokens and
+    /// the --tls CA; a sandbox restarted on the same dir serves them again (default: a temp dir).
     #[arg(long, value_name = "D")]
     pub data_dir: Option<PathBuf>,
     /// Serve HTTPS with a throw-away CA written to DATA_DIR/ca.pem.

@@ -132,12 +132,28 @@ impl Ledger {
     }
 
     /// Flush, let go of the database, and record that its files were left whole, so the next
-    /// open can skip the check on a copy. Other clones still open make the record stale, which
-    /// only costs that check.
+    /// open can skip the check on a copy. Returns once sled has let go of the files (at most a
+    /// few seconds); with other clones still open it records nothing, which only costs the next
+    /// open that check.
     pub fn close(self) -> Result<()> {
         self.flush()?;
         let path = self.path.clone();
         drop(self);
+        // sled lets go of its files when its last I/O job ends, which can be a moment after the
+        // flush returned (the job still holds them while it wakes the flusher). Wait for that
+        // before recording the files as whole: a record taken while sled still writes would be
+        // stale, and an open right after this returns would find the ledger in use.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let _lock = loop {
+            match probe_lock(&path) {
+                Ok(lock) => break lock,
+                Err(LedgerError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                // Another clone still open, or the files gone: no record; the next open checks.
+                Err(_) => return Ok(()),
+            }
+        };
         if let Some(fp) = fingerprint(&path) {
             let _ = std::fs::write(path.join(CLEAN_FILE), fp);
         }
