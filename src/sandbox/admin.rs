@@ -415,17 +415,27 @@ struct Approve {
     user: Option<String>,
 }
 
+/// The device-code sign-in a test names by its `user_code`.
+fn pending_sign_in<'a>(
+    g: &'a mut crate::sandbox::state::Inner,
+    user_code: &str,
+) -> Result<&'a mut crate::sandbox::state::DeviceCode, Response> {
+    g.device_codes
+        .values_mut()
+        .find(|d| d.user_code.eq_ignore_ascii_case(user_code))
+        .ok_or_else(|| {
+            err(
+                StatusCode::NOT_FOUND,
+                "no pending sign-in with that user_code",
+            )
+        })
+}
+
 async fn approve_device(State(st): State<Shared>, Json(a): Json<Approve>) -> Response {
     let mut g = st.lock();
-    let Some(d) = g
-        .device_codes
-        .values_mut()
-        .find(|d| d.user_code.eq_ignore_ascii_case(&a.user_code))
-    else {
-        return err(
-            StatusCode::NOT_FOUND,
-            "no pending sign-in with that user_code",
-        );
+    let d = match pending_sign_in(&mut g, &a.user_code) {
+        Ok(d) => d,
+        Err(r) => return r,
     };
     if d.status != DeviceStatus::Pending {
         return err(StatusCode::CONFLICT, "that sign-in is no longer pending");
@@ -457,15 +467,9 @@ struct Interval {
 /// busy identity platform may: polls faster than it get `slow_down`.
 async fn device_interval(State(st): State<Shared>, Json(a): Json<Interval>) -> Response {
     let mut g = st.lock();
-    let Some(d) = g
-        .device_codes
-        .values_mut()
-        .find(|d| d.user_code.eq_ignore_ascii_case(&a.user_code))
-    else {
-        return err(
-            StatusCode::NOT_FOUND,
-            "no pending sign-in with that user_code",
-        );
+    let d = match pending_sign_in(&mut g, &a.user_code) {
+        Ok(d) => d,
+        Err(r) => return r,
     };
     d.interval_secs = a.interval_secs;
     Json(json!({"user_code": d.user_code, "interval_secs": d.interval_secs})).into_response()
