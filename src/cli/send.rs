@@ -40,38 +40,28 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
         _ = crate::cli::shutdown_signal() => None,
     };
     journal.finish();
+    if !matches!(outcome, Some(Ok(_))) {
+        // A session kept open across a transient failure (for a later attempt to resume), or
+        // cut off by the interrupt, has no later attempt here: delete it (best effort).
+        let url = journal
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(url) = url {
+            let _ = client.delete_session(&item.user, &url).await;
+        }
+    }
     match outcome {
         Some(Ok(id)) => {
             println!("{id}");
             Ok(ExitCode::Ok)
         }
-        Some(Err(e)) => {
-            // A session kept open across a transient failure (for a later attempt to resume)
-            // has no later attempt here: delete it (best effort).
-            let url = journal
-                .session
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(url) = url {
-                let _ = client.delete_session(&item.user, &url).await;
-            }
-            Err(attach_error(e))
-        }
-        None => {
-            let url = journal
-                .session
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(url) = url {
-                let _ = client.delete_session(&item.user, &url).await;
-            }
-            Err(CommandError::new(
-                ExitCode::Failed,
-                "interrupted: nothing was attached (the upload session was deleted)",
-            ))
-        }
+        Some(Err(e)) => Err(attach_error(e)),
+        None => Err(CommandError::new(
+            ExitCode::Failed,
+            "interrupted: nothing was attached (the upload session was deleted)",
+        )),
     }
 }
 
