@@ -138,8 +138,8 @@ def make_file(path, size):
             left -= n
 
 
-def curl_puts(sb, url, parts, size):
-    """All chunk PUTs in one curl process (one connection, as a client library would)."""
+def curl_put_args(sb, url, parts, size):
+    """One curl command sending every chunk PUT of `parts` to `url` (one connection, `--next`)."""
     args = ["curl", "-sf", "--cacert", sb.ca]
     off = 0
     for i, p in enumerate(parts):
@@ -149,6 +149,12 @@ def curl_puts(sb, url, parts, size):
         args += ["-X", "PUT", url, "-H", f"content-range: bytes {off}-{off + n - 1}/{size}",
                  "-H", "content-type: application/octet-stream", "--data-binary", "@" + p, "-o", "/dev/null"]
         off += n
+    return args
+
+
+def curl_puts(sb, url, parts, size):
+    """All chunk PUTs in one curl process (one connection, as a client library would)."""
+    args = curl_put_args(sb, url, parts, size)
     t0 = time.monotonic()
     if subprocess.run(args).returncode != 0:
         raise SystemExit("curl floor upload failed")
@@ -389,16 +395,7 @@ def bench_ingest(work):
     t0 = time.monotonic()
     procs = []
     for url in urls:
-        args = ["curl", "-sf", "--cacert", sb.ca]
-        off = 0
-        for i, p in enumerate(parts):
-            n = os.path.getsize(p)
-            if i:
-                args += ["--next", "-sf", "--cacert", sb.ca]
-            args += ["-X", "PUT", url, "-H", f"content-range: bytes {off}-{off + n - 1}/{size}",
-                     "--data-binary", "@" + p, "-o", "/dev/null"]
-            off += n
-        procs.append(subprocess.Popen(args))
+        procs.append(subprocess.Popen(curl_put_args(sb, url, parts, size)))
     for p in procs:
         if p.wait() != 0:
             raise SystemExit("curl upload failed")

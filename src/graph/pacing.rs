@@ -163,32 +163,28 @@ impl Pacer {
         };
         let mb = self.mailbox(user);
         loop {
-            let wait = {
+            let wait = 'room: {
                 let mut w = mb.windows.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
                 let first = want.min(CHUNK_STEP);
                 let len = if whole_window || w.byte_room(now, Some(b), want).is_none() {
-                    Some(want)
-                } else if w.byte_room(now, Some(b), first).is_none() {
-                    let room = b.amount.saturating_sub(w.bytes_used);
-                    Some((room / CHUNK_STEP * CHUNK_STEP).clamp(first, want))
+                    want
+                } else if let Some(wait) = w.byte_room(now, Some(b), first) {
+                    // Not even one step fits: wait until it does.
+                    break 'room wait;
                 } else {
-                    None
+                    let room = b.amount.saturating_sub(w.bytes_used);
+                    (room / CHUNK_STEP * CHUNK_STEP).clamp(first, want)
                 };
-                match len {
-                    Some(len) => {
-                        let body = Some(w.add_body(now, len));
-                        return (
-                            len,
-                            Stamp {
-                                mailbox: Some(mb.clone()),
-                                request: None,
-                                body,
-                            },
-                        );
-                    }
-                    None => w.byte_room(now, Some(b), first).unwrap_or_default(),
-                }
+                let body = Some(w.add_body(now, len));
+                return (
+                    len,
+                    Stamp {
+                        mailbox: Some(mb.clone()),
+                        request: None,
+                        body,
+                    },
+                );
             };
             tracing::debug!(
                 mailbox = user,

@@ -65,9 +65,7 @@ impl FileToSend {
             path,
         })
     }
-}
 
-impl FileToSend {
     /// The content's SHA-256 (hex), waiting for it if it is still being computed.
     pub async fn sha256(&self) -> Result<String, AttachError> {
         self.sha256.0.clone().await.map_err(|e| AttachError::File {
