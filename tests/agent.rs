@@ -1,7 +1,6 @@
 //! `outbox run` end to end: the real binary, a temp state dir, folders on disk and the sandbox.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;

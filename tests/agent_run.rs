@@ -1,8 +1,7 @@
 //! `outbox run` as a long-running agent: many files at once, renames and slow writers, changes
 //! and deletions during upload, the control socket, one agent per state dir.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;

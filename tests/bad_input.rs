@@ -6,8 +6,7 @@
 //! Tests that need a non-root user (CI runs as root, and root reads anything) drop privileges
 //! with `setpriv` to `nobody`; where that is impossible they print why and return.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;

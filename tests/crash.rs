@@ -2,8 +2,7 @@
 //! random instants, then restarted: every file ends attached exactly once with its bytes, and a
 //! resumed upload re-sends at most the chunk that was in flight.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,9 +1,7 @@
 //! Desktop commands end to end: demo, init, check, items, verify, service. Real binary, real
 //! sandbox on loopback, temp dirs.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::json;
 use std::process::Command;
@@ -517,7 +515,7 @@ fn service_install_dry_run_for_each_platform() {
 }
 
 /// The man page and shell completions in packaging/ are generated from the clap definitions;
-/// this fails when they are stale. `OUTBOX_BLESS=1 cargo test --test desktop docs` rewrites them.
+/// this fails when they are stale. `OUTBOX_BLESS=1 cargo test --test it desktop::docs` rewrites them.
 #[test]
 fn packaged_man_page_and_completions_are_current() {
     use clap::CommandFactory;
@@ -547,7 +545,7 @@ fn packaged_man_page_and_completions_are_current() {
         let have = std::fs::read(&path).unwrap_or_default();
         assert!(
             have == bytes,
-            "{} is stale: run `OUTBOX_BLESS=1 cargo test --test desktop packaged_man_page`",
+            "{} is stale: run `OUTBOX_BLESS=1 cargo test --test it desktop::packaged_man_page`",
             path.display()
         );
     }

@@ -214,7 +214,7 @@ fn an_open_in_another_process_is_in_use() {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "child_opens_the_ledger",
+                "ledger::child_opens_the_ledger",
                 "--nocapture",
                 "--test-threads=1",
             ])

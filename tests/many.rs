@@ -3,8 +3,7 @@
 //! the way. CI runs 3,000 files (debug build); `scripts/soak many` runs 100,000 on a release
 //! build (`many_files_long`, sized by `SOAK_FILES`).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

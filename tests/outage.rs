@@ -4,8 +4,7 @@
 //! sandbox keeps its state in `--data-dir` to behave the same, and the agent must wait, resume
 //! and attach every file exactly once.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;

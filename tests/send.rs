@@ -1,8 +1,7 @@
 //! `outbox send` against `outbox sandbox`: every size class, both item kinds, `me` and a named
 //! mailbox, faults, and the protocol rules the sandbox counts.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::time::Duration;
 

@@ -4,8 +4,7 @@
 //! login, client credentials with a secret and with a certificate, and no issued secret in logs,
 //! ledger files or `status --json`.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;

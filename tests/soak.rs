@@ -8,8 +8,7 @@
 //! exactly once; an earlier version may be attached (it was complete and settled before it was
 //! rewritten) but at most once; anything else on the item is "wrong bytes".
 
-mod common;
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::HashMap;

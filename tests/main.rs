@@ -1,0 +1,21 @@
+//! The integration tests, as one test binary: each module below was its own binary, and every
+//! one of them linked all of outbox and its dependencies again (14 links, ~170 MB each in a debug
+//! build). Run one part with a filter: `cargo test --test it signin::`, `cargo test --test it
+//! soak::`.
+
+mod common;
+
+mod agent;
+mod agent_run;
+mod bad_input;
+mod config;
+mod crash;
+mod desktop;
+mod ledger;
+mod many;
+mod outage;
+mod properties;
+mod sandbox;
+mod send;
+mod signin;
+mod soak;
