@@ -271,3 +271,64 @@ async fn send_control(env: &Env, line: &str) -> String {
     let mut lines = BufReader::new(s).lines();
     lines.next_line().await.expect("read").unwrap_or_default()
 }
+
+/// `status` against a running agent: the ledger's entries oldest first, then a `settling` row for
+/// each file not in the ledger yet (here: one still open for writing), all streamed over the
+/// socket a batch at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_lists_the_ledger_then_files_still_settling() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let cfg = config(&env, &item, "max_settle = \"1h\"");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, text.replace("settle = \"300ms\"", "settle = \"10m\"")).expect("config");
+    let agent = Agent::start(&env, &[]);
+    let folder = env.path("drop");
+    // Written before the watch begins, they would be found by the first scan and wait `settle`.
+    wait_until(T, "the agent watching", || async {
+        agent.log().contains("watching")
+    })
+    .await;
+    // Closed after writing: sent at once, whatever `settle` says. Enough of them that the
+    // answer spans several of the socket's 64 KiB batches.
+    let n = 300;
+    for i in 0..n {
+        write_file(&folder.join(format!("done-{i:03}.txt")), 100 + i, i);
+    }
+    wait_until(T, "every closed file attached", || async {
+        env.sandbox.attachments(&item).await.len() as u64 == n
+    })
+    .await;
+    // Open and unchanged: waits for `settle`.
+    let mut open = std::fs::File::create(folder.join("still-writing.log")).expect("create");
+    open.write_all(b"first line\n").expect("write");
+    open.flush().expect("flush");
+    let rows = loop {
+        let out = env.run(&["status", "--json"], T);
+        assert!(out.status.success(), "status: {}", stderr(&out));
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("status json");
+        if rows.iter().any(|r| r["state"] == json!("settling")) {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(rows.len() as u64, n + 1, "one row per file");
+    let (done, settling) = rows.split_at(n as usize);
+    assert!(done.iter().all(|r| r["state"] == json!("done")));
+    let names: std::collections::HashSet<&str> = done
+        .iter()
+        .map(|r| r["path"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names.len() as u64, n, "each attached file once");
+    let s = &settling[0];
+    assert_eq!(s["state"], json!("settling"));
+    assert_eq!(s["size"], json!(11));
+    assert_eq!(s["mapping"], json!("drop"));
+    assert!(s["path"]
+        .as_str()
+        .unwrap_or_default()
+        .ends_with("still-writing.log"));
+    assert!(s["id"].as_str().is_some_and(|id| !id.is_empty()));
+    drop(open);
+    assert!(agent.stop().success());
+}

@@ -117,6 +117,19 @@ async fn many_files(n: usize, agent_extra: &str, timeout: Duration) -> Figures {
     // A moment for the last batch's buffers to be freed.
     tokio::time::sleep(Duration::from_secs(3)).await;
     f.end_rss_kib = proc_status_kib(pid, "VmRSS:");
+    // The running agent streams its ledger to `status`: every entry arrives, once, done.
+    let out = env.run(&["status", "--json"], Duration::from_secs(120));
+    assert!(out.status.success(), "status --json: {}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("status json");
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for r in &rows {
+        assert_eq!(r["state"], "done", "{r}");
+        let p = r["path"].as_str().unwrap_or_default();
+        let name = p.rsplit('/').next().unwrap_or_default().to_string();
+        *names.entry(name).or_default() += 1;
+    }
+    assert_eq!(rows.len(), n, "status rows");
+    assert!(names.values().all(|&c| c == 1) && names.len() == n);
     let log = agent.log();
     assert!(
         agent.stop().success(),

@@ -24,7 +24,7 @@ use crate::ledger::{
     TargetKind,
 };
 use crate::watch::{self, FolderWatcher, WatchEvent};
-use control::{Envelope, Request, Response};
+use control::{Answer, Envelope, Request, Response};
 use journal::LedgerJournal;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -38,6 +38,10 @@ use tokio::time::Instant;
 const MAX_ATTEMPTS: u32 = 5;
 /// After a sign-in problem, uploads pause this long before trying again.
 const SIGN_IN_PAUSE: Duration = Duration::from_secs(30);
+/// Files hashed at once. The rest of a backlog waits as a queue of paths: a task per file (each
+/// with a blocking thread and a read buffer once it runs) made 100,000 files dropped at once
+/// cost hundreds of MiB.
+const HASH_WORKERS: usize = 4;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -65,12 +69,17 @@ pub enum AgentError {
     Setup(String),
 }
 
+/// A finished file to hash: the version the settle rule saw.
+struct ToHash {
+    mapping: usize,
+    path: PathBuf,
+    size: u64,
+    mtime_ns: Option<i64>,
+}
+
 enum TaskDone {
     Hashed {
-        mapping: usize,
-        path: PathBuf,
-        size: u64,
-        mtime_ns: Option<i64>,
+        file: ToHash,
         result: std::io::Result<String>,
     },
     Uploaded {
@@ -108,7 +117,10 @@ struct Agent {
     queue: VecDeque<String>,
     queued: HashSet<String>,
     in_flight: HashMap<String, InFlight>,
+    /// Paths waiting for their hash or being hashed (`hash_wait` plus `hashes_running`).
     hashing: HashSet<PathBuf>,
+    hash_wait: VecDeque<ToHash>,
+    hashes_running: usize,
     tasks: JoinSet<TaskDone>,
     retry_at: Vec<(Instant, String)>,
     paused_until: Option<Instant>,
@@ -184,6 +196,8 @@ pub async fn run(
         queued: HashSet::new(),
         in_flight: HashMap::new(),
         hashing: HashSet::new(),
+        hash_wait: VecDeque::new(),
+        hashes_running: 0,
         tasks: JoinSet::new(),
         retry_at: Vec::new(),
         paused_until: None,
@@ -226,6 +240,7 @@ pub async fn run(
     };
     tokio::pin!(shutdown);
     loop {
+        agent.start_hashing();
         agent.start_uploads();
         if once && agent.idle() {
             break;
@@ -248,15 +263,15 @@ pub async fn run(
             }
             Some(done) = agent.tasks.join_next(), if !agent.tasks.is_empty() => {
                 match done {
-                    Ok(TaskDone::Hashed { mapping, path, size, mtime_ns, result }) => agent.on_hashed(mapping, path, size, mtime_ns, result)?,
+                    Ok(TaskDone::Hashed { file, result }) => agent.on_hashed(file, result)?,
                     Ok(TaskDone::Uploaded { id, result }) => agent.on_uploaded(id, result).await?,
                     Err(e) if e.is_cancelled() => {}
                     Err(e) => tracing::error!(error = %e, "a worker task failed"),
                 }
             }
             Some((req, reply)) = ctl_rx.recv() => {
-                let resp = agent.on_request(req).await;
-                let _ = reply.send(resp);
+                let answer = agent.on_request(req).await;
+                let _ = reply.send(answer);
             }
             _ = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
@@ -649,28 +664,43 @@ impl Agent {
         if !core::needs_hash(current.as_ref(), size, mtime_ns) {
             return self.apply_plan(mapping, &path, size, mtime_ns, None, current);
         }
-        self.hashing.insert(path.clone());
-        self.tasks.spawn(async move {
-            let result = crate::graph::upload::sha256_file(path.clone()).await;
-            TaskDone::Hashed {
+        if self.hashing.insert(path.clone()) {
+            self.hash_wait.push_back(ToHash {
                 mapping,
                 path,
                 size,
                 mtime_ns,
-                result,
-            }
-        });
+            });
+        }
         Ok(())
+    }
+
+    /// Start hashing waiting files, up to [`HASH_WORKERS`] at once.
+    fn start_hashing(&mut self) {
+        while self.hashes_running < HASH_WORKERS {
+            let Some(file) = self.hash_wait.pop_front() else {
+                break;
+            };
+            self.hashes_running += 1;
+            self.tasks.spawn(async move {
+                let result = crate::graph::upload::sha256_file(file.path.clone()).await;
+                TaskDone::Hashed { file, result }
+            });
+        }
     }
 
     fn on_hashed(
         &mut self,
-        mapping: usize,
-        path: PathBuf,
-        size: u64,
-        mtime_ns: Option<i64>,
+        file: ToHash,
         result: std::io::Result<String>,
     ) -> Result<(), AgentError> {
+        let ToHash {
+            mapping,
+            path,
+            size,
+            mtime_ns,
+        } = file;
+        self.hashes_running -= 1;
         self.hashing.remove(&path);
         let m = &self.settings.mappings[mapping];
         let root = m.folder.clone();
@@ -720,30 +750,7 @@ impl Agent {
         size: u64,
         mtime_ns: Option<i64>,
     ) -> LedgerEntry {
-        let m = &self.settings.mappings[mapping];
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        LedgerEntry::new(
-            NewEntry {
-                mapping: m.name.clone(),
-                path: path.to_path_buf(),
-                name,
-                target: Target {
-                    user: m.user.clone(),
-                    kind: match m.kind {
-                        ItemKind::Message => TargetKind::Message,
-                        ItemKind::Event => TargetKind::Event,
-                    },
-                    item_id: m.item_id.clone(),
-                },
-                size,
-                mtime_ns: mtime_ns.unwrap_or(0),
-            },
-            EntryState::Pending,
-            time::OffsetDateTime::now_utc(),
-        )
+        entry_for(&self.settings.mappings[mapping], path, size, mtime_ns)
     }
 
     fn apply_plan(
@@ -1114,9 +1121,9 @@ impl Agent {
         }
     }
 
-    async fn on_request(&mut self, req: Request) -> Response {
+    async fn on_request(&mut self, req: Request) -> Answer {
         let result = match req {
-            Request::Status => self.status_entries(),
+            Request::Status => return self.status_answer(),
             Request::Retry { id } => ops::retry(&self.ledger, Some(&id))
                 .map_err(|e| (e.exit_code() as i32, e.to_string()))
                 .inspect(|es| {
@@ -1165,29 +1172,79 @@ impl Agent {
                 Err((2, "test hooks are off (OUTBOX_TEST_HOOKS=1)".to_string()))
             }
         };
-        match result {
+        Answer::Line(match result {
             Ok(entries) => Response::entries(entries),
             Err((code, msg)) => Response::error(code, msg),
-        }
+        })
     }
 
-    /// The ledger, plus files still settling (not yet in the ledger) as `settling` rows.
-    fn status_entries(&self) -> Result<Vec<LedgerEntry>, (i32, String)> {
-        let mut entries = self.ledger.list(None).map_err(|e| (1, e.to_string()))?;
-        for (mapping, path, size, still_changing) in self.settler.settling() {
-            let mut row = self.new_entry(mapping, path, size, None);
-            row.id = settling_id(path);
-            row.state = EntryState::Settling;
-            if still_changing {
-                row.error = Some(EntryError::new(
-                    "stillChanging",
-                    "still changing after max_settle; waiting for it to finish",
-                ));
-            }
-            entries.push(row);
+    /// `status`: the files not in the ledger yet (still settling, or finished and waiting for
+    /// their hash), as plain values; the socket's task turns them into rows as it writes them.
+    fn status_answer(&self) -> Answer {
+        let hashing = self
+            .hash_wait
+            .iter()
+            .map(|f| (f.mapping, f.path.as_path(), f.size, false));
+        let unledgered = self
+            .settler
+            .settling()
+            .chain(hashing)
+            .map(
+                |(mapping, path, size, still_changing)| control::Unledgered {
+                    mapping,
+                    path: path.to_path_buf(),
+                    size,
+                    still_changing,
+                },
+            )
+            .collect();
+        Answer::Status {
+            ledger: self.ledger.clone(),
+            mappings: self.settings.mappings.clone(),
+            unledgered,
         }
-        Ok(entries)
     }
+}
+
+/// A new `pending` entry for a version of `path` in mapping `m`.
+fn entry_for(m: &Mapping, path: &Path, size: u64, mtime_ns: Option<i64>) -> LedgerEntry {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    LedgerEntry::new(
+        NewEntry {
+            mapping: m.name.clone(),
+            path: path.to_path_buf(),
+            name,
+            target: Target {
+                user: m.user.clone(),
+                kind: match m.kind {
+                    ItemKind::Message => TargetKind::Message,
+                    ItemKind::Event => TargetKind::Event,
+                },
+                item_id: m.item_id.clone(),
+            },
+            size,
+            mtime_ns: mtime_ns.unwrap_or(0),
+        },
+        EntryState::Pending,
+        time::OffsetDateTime::now_utc(),
+    )
+}
+
+/// The `settling` row `status` shows for a file not in the ledger yet.
+fn settling_row(m: &Mapping, f: &control::Unledgered) -> LedgerEntry {
+    let mut row = entry_for(m, &f.path, f.size, None);
+    row.id = settling_id(&f.path);
+    row.state = EntryState::Settling;
+    if f.still_changing {
+        row.error = Some(EntryError::new(
+            "stillChanging",
+            "still changing after max_settle; waiting for it to finish",
+        ));
+    }
+    row
 }
 
 /// A stable id for a file not yet in the ledger (a `settling` row of `status`).

@@ -243,7 +243,7 @@ impl GraphClient {
         journal: &J,
     ) -> Result<String, AttachError> {
         let id = self.attach_once(item, file, resume, journal).await?;
-        self.note_attached(item, &id, &file.name);
+        self.note_attached(item, &file.name);
         Ok(id)
     }
 
