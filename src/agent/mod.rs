@@ -42,6 +42,9 @@ const SIGN_IN_PAUSE: Duration = Duration::from_secs(30);
 /// with a blocking thread and a read buffer once it runs) made 100,000 files dropped at once
 /// cost hundreds of MiB.
 const HASH_WORKERS: usize = 4;
+/// Settled files checked per timer pass; more are taken on the next pass, at once, after any
+/// socket request or finished task that is ready.
+const DUE_BATCH: usize = 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -601,7 +604,7 @@ impl Agent {
     }
 
     fn on_timer(&mut self, now: Instant) -> Result<(), AgentError> {
-        for path in self.settler.due(now) {
+        for path in self.settler.due(now, DUE_BATCH) {
             let mapping = match self.settler_mapping(&path) {
                 Some(m) => m,
                 None => continue,

@@ -120,9 +120,11 @@ impl Settler {
         self.files.is_empty()
     }
 
-    /// Paths whose check is due at `now`: the caller stats each again and passes the result to
-    /// [`Settler::confirm`].
-    pub fn due(&self, now: Instant) -> Vec<PathBuf> {
+    /// Up to `limit` paths whose check is due at `now`: the caller stats each again and passes
+    /// the result to [`Settler::confirm`]. The rest stay due (so [`Settler::next_deadline`] is
+    /// already past) and come in the next batch: 100,000 files settling at once are checked a
+    /// batch at a time, with the agent's other work between.
+    pub fn due(&self, now: Instant, limit: usize) -> Vec<PathBuf> {
         self.files
             .iter()
             .filter(|(_, w)| {
@@ -130,6 +132,7 @@ impl Settler {
                     || now >= w.stable_since + self.settle
                     || (!w.warned && now >= w.first_seen + self.max_settle)
             })
+            .take(limit)
             .map(|(p, _)| p.clone())
             .collect()
     }
@@ -249,14 +252,38 @@ mod tests {
     const M: Duration = Duration::from_secs(600);
 
     #[test]
+    fn due_files_come_a_batch_at_a_time_and_the_rest_stay_due() {
+        let mut s = Settler::new(S, M);
+        let t0 = Instant::now();
+        for i in 0..25 {
+            s.observe(0, Path::new(&format!("/f/{i}")), 1, Some(1), t0);
+        }
+        let now = t0 + S;
+        let mut seen = std::collections::HashSet::new();
+        while !s.is_empty() {
+            let batch = s.due(now, 10);
+            assert!(!batch.is_empty() && batch.len() <= 10);
+            assert!(s.next_deadline().is_some_and(|d| d <= now));
+            for p in batch {
+                assert!(matches!(
+                    s.confirm(&p, 1, Some(1), now),
+                    Some(Settled::Ready { .. })
+                ));
+                assert!(seen.insert(p));
+            }
+        }
+        assert_eq!(seen.len(), 25);
+    }
+
+    #[test]
     fn ready_after_settle_when_unchanged() {
         let mut s = Settler::new(S, M);
         let t0 = Instant::now();
         let p = Path::new("/f/a.pdf");
         s.observe(0, p, 10, Some(1), t0);
-        assert!(s.due(t0 + Duration::from_secs(1)).is_empty());
+        assert!(s.due(t0 + Duration::from_secs(1), 10).is_empty());
         assert_eq!(s.next_deadline(), Some(t0 + S));
-        assert_eq!(s.due(t0 + S), vec![p.to_path_buf()]);
+        assert_eq!(s.due(t0 + S, 10), vec![p.to_path_buf()]);
         assert_eq!(
             s.confirm(p, 10, Some(1), t0 + S),
             Some(Settled::Ready {
@@ -290,7 +317,7 @@ mod tests {
         let p = Path::new("/f/a.pdf");
         s.observe(0, p, 10, Some(1), t0);
         s.closed(p);
-        assert_eq!(s.due(t0), vec![p.to_path_buf()]);
+        assert_eq!(s.due(t0, 10), vec![p.to_path_buf()]);
         assert!(matches!(
             s.confirm(p, 10, Some(1), t0),
             Some(Settled::Ready { .. })
@@ -299,7 +326,7 @@ mod tests {
         s.observe(0, p, 10, Some(1), t0);
         s.closed(p);
         assert_eq!(s.confirm(p, 11, Some(2), t0), None);
-        assert!(s.due(t0).is_empty());
+        assert!(s.due(t0, 10).is_empty());
     }
 
     #[test]
