@@ -120,10 +120,9 @@ struct Agent {
     queue: VecDeque<String>,
     queued: HashSet<String>,
     in_flight: HashMap<String, InFlight>,
-    /// Paths waiting for their hash or being hashed (`hash_wait` plus `hashes_running`).
+    /// Paths waiting for their hash (`hash_wait`) or being hashed (the rest).
     hashing: HashSet<PathBuf>,
     hash_wait: VecDeque<ToHash>,
-    hashes_running: usize,
     tasks: JoinSet<TaskDone>,
     retry_at: Vec<(Instant, String)>,
     paused_until: Option<Instant>,
@@ -200,7 +199,6 @@ pub async fn run(
         in_flight: HashMap::new(),
         hashing: HashSet::new(),
         hash_wait: VecDeque::new(),
-        hashes_running: 0,
         tasks: JoinSet::new(),
         retry_at: Vec::new(),
         paused_until: None,
@@ -680,11 +678,10 @@ impl Agent {
 
     /// Start hashing waiting files, up to [`HASH_WORKERS`] at once.
     fn start_hashing(&mut self) {
-        while self.hashes_running < HASH_WORKERS {
+        while self.hashing.len() - self.hash_wait.len() < HASH_WORKERS {
             let Some(file) = self.hash_wait.pop_front() else {
                 break;
             };
-            self.hashes_running += 1;
             self.tasks.spawn(async move {
                 let result = crate::graph::upload::sha256_file(file.path.clone()).await;
                 TaskDone::Hashed { file, result }
@@ -703,7 +700,6 @@ impl Agent {
             size,
             mtime_ns,
         } = file;
-        self.hashes_running -= 1;
         self.hashing.remove(&path);
         let m = &self.settings.mappings[mapping];
         let root = m.folder.clone();
