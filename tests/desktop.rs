@@ -209,11 +209,27 @@ async fn items_lists_created_items_with_ids() {
         )
         .await;
     env.write_config("", "");
+    // The ATT column counts the attachments, read from the item's attachment list.
+    for name in ["a.txt", "b.txt"] {
+        let f = env.path(name);
+        write_file(&f, 10, 1);
+        let out = env.run(
+            &["send", f.to_str().expect("utf8"), "--message", &id],
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "send: {}", stderr(&out));
+    }
     let out = env.run(&["items", "messages"], Duration::from_secs(30));
     let so = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{so}\n{}", stderr(&out));
-    assert!(line_of(&so, "Budget 2027 draft").contains(&id), "{so}");
-    assert!(so.contains("Other"));
+    let budget = line_of(&so, "Budget 2027 draft");
+    assert!(budget.contains(&id), "{so}");
+    assert_eq!(budget.split_whitespace().nth(2), Some("2"), "{so}");
+    assert_eq!(
+        line_of(&so, "Other").split_whitespace().nth(2),
+        Some("0"),
+        "{so}"
+    );
 
     let out = env.run(
         &["items", "messages", "--search", "Budget"],

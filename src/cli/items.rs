@@ -130,8 +130,8 @@ async fn attachment_count(
         return "0".into();
     }
     let item = ItemRef::new(user, kind, id);
-    match client.list_attachments(&item).await {
-        Ok(a) => a.len().to_string(),
+    match client.count_attachments(&item).await {
+        Ok(n) => n.to_string(),
         Err(_) => "?".into(),
     }
 }

@@ -12,9 +12,10 @@ pub trait Sink {
     fn add(&mut self, id: &str, name: &str);
 }
 
-impl Sink for Vec<(String, String)> {
-    fn add(&mut self, id: &str, name: &str) {
-        self.push((id.to_string(), name.to_string()));
+/// A count of the attachments.
+impl Sink for usize {
+    fn add(&mut self, _id: &str, _name: &str) {
+        *self += 1;
     }
 }
 
@@ -96,6 +97,12 @@ impl<'de, S: Sink> Visitor<'de> for Values<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Sink for Vec<(String, String)> {
+        fn add(&mut self, id: &str, name: &str) {
+            self.push((id.to_string(), name.to_string()));
+        }
+    }
 
     type Listed = (Vec<(String, String)>, Option<String>);
 

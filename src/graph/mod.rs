@@ -366,12 +366,9 @@ impl GraphClient {
         })
     }
 
-    /// The attachments on an item: (id, name), following `@odata.nextLink`.
-    pub async fn list_attachments(
-        &self,
-        item: &ItemRef,
-    ) -> Result<Vec<(String, String)>, RequestError> {
-        self.visit_attachments(item, Vec::new()).await
+    /// How many attachments an item has, following `@odata.nextLink`.
+    pub async fn count_attachments(&self, item: &ItemRef) -> Result<usize, RequestError> {
+        self.visit_attachments(item, 0usize).await
     }
 
     /// Hand each attachment on an item to `sink`, following `@odata.nextLink`; each page is
