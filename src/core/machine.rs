@@ -1,0 +1,1755 @@
+//! The state machine: every decision about a file version and its upload. It takes one
+//! [`Input`] at a time with the time it happened and answers with [`Action`]s for the executor
+//! (the agent, or the simulator) to carry out. It reads no clock, touches no file, sends nothing.
+//!
+//! What to do next for an entry is derived from its persisted [`Record`] plus a little volatile
+//! knowledge (the server's last offset, whether the item was already looked at): after a crash
+//! the same derivation runs on the records alone, so recovery is ordinary operation.
+
+use super::model::*;
+use super::settle::{Settled, Settler};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+/// Answers in a row that report no progress before a session counts as misbehaving.
+const MAX_STALLS: u32 = 3;
+/// Backoff after failures: first wait, and the most it grows to.
+const BACKOFF_BASE_MS: u64 = 1_000;
+const BACKOFF_CAP_MS: u64 = 60_000;
+
+/// Error code of an entry canceled because a newer version of its file took its place: such an
+/// entry comes back if its bytes do.
+pub const SUPERSEDED: &str = "superseded";
+/// Error code of an entry whose file could not be read: retried when it can be.
+pub const UNREADABLE: &str = "unreadable";
+
+/// The newest version of one path, and the version whose attachment is on the item.
+#[derive(Debug, Clone, Default)]
+struct PathInfo {
+    newest: Option<Brief>,
+    /// The newest `done` version not yet replaced: (seq, id, attachment id, target).
+    done: Option<(u64, String, String, Target)>,
+}
+
+#[derive(Debug, Clone)]
+struct Brief {
+    id: String,
+    seq: u64,
+    state: State,
+    file: FileStat,
+    sha256: Option<String>,
+    error_code: Option<String>,
+}
+
+/// An entry with work left, and what only this run knows of it.
+#[derive(Debug, Clone)]
+struct Active {
+    rec: Record,
+    /// A step is in flight; its outcome has not come back.
+    busy: bool,
+    /// Not before this time (backoff, Retry-After).
+    wait_until: Option<Time>,
+    /// The next byte the upload session wants, as the server last said.
+    next_offset: Option<u64>,
+    /// The item was looked at and did not hold this version (`if_exists = "skip"`).
+    looked: bool,
+    /// The POST was refused as too large: use a session.
+    post_too_large: bool,
+    /// Answers in a row with no progress.
+    stalls: u32,
+    /// Holds one of its mailbox's `concurrency` places.
+    slot: bool,
+    /// Waiting in its mailbox's ready queue.
+    queued: bool,
+    /// A timer is set for it at this time.
+    timer: Option<Time>,
+}
+
+/// The step an entry takes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Look { recent_ok: bool },
+    Post,
+    CreateSession,
+    Put { offset: u64 },
+    Ask,
+    DeleteSession,
+    DeleteAttachment { attachment_id: String },
+    After,
+    /// A transition with no request (cancel with nothing in flight, a finished entry).
+    Local,
+    /// Finished: leaves the active set.
+    Finished,
+}
+
+/// What the core knows and decides. See the module doc.
+#[derive(Debug)]
+pub struct Machine {
+    now: Time,
+    policy: Policy,
+    mappings: HashMap<String, MappingRule>,
+    unavailable: HashSet<String>,
+    settler: Settler,
+    stats_out: HashSet<PathBuf>,
+    hash_queue: VecDeque<(String, PathBuf, FileStat)>,
+    hash_queued: HashSet<PathBuf>,
+    hashing: HashSet<PathBuf>,
+    /// What each path being hashed was: its mapping and the stat that settled.
+    hash_info: HashMap<PathBuf, (String, FileStat)>,
+    active: HashMap<String, Active>,
+    paths: HashMap<(String, PathBuf), PathInfo>,
+    /// Done, not replaced, records per attachment id: an attachment two entries share (two
+    /// files with one name and the same bytes, `if_exists = "skip"`) is never deleted for one.
+    attachment_refs: HashMap<String, u32>,
+    /// Per mailbox: entries ready to take a step, in order.
+    ready: HashMap<String, VecDeque<String>>,
+    /// Per mailbox: places taken.
+    slots: HashMap<String, usize>,
+    /// (item, name) -> the entry that holds it: one upload per name per item at a time.
+    name_locks: HashMap<(String, String, String), String>,
+    /// Entries waiting for a name lock.
+    lock_waiters: HashMap<(String, String, String), VecDeque<String>>,
+    timers: BTreeSet<(Time, String)>,
+    /// Uploads pause until then: a sign-in problem.
+    sign_in: Option<(Time, Failure)>,
+    next_seq: u64,
+    ids_made: u64,
+    wake_asked: Option<Time>,
+    /// Failed or rejected during this run (for `run --once`).
+    pub failed_this_run: u32,
+}
+
+fn lock_key(t: &Target, name: &str) -> (String, String, String) {
+    (
+        t.user.to_lowercase(),
+        t.item_id.clone(),
+        name.to_lowercase(),
+    )
+}
+
+/// POST when the file is under 3 MiB and its JSON body fits Graph's 4 MiB request limit (long
+/// names push it over), or when it is too small for a session.
+pub fn uses_post(size: u64, name: &str) -> bool {
+    if size < MIN_SESSION {
+        return true;
+    }
+    size < SESSION_THRESHOLD && post_body_len(size, name) <= MAX_REQUEST_BODY
+}
+
+/// Length of the POST body (base64 plus the JSON around it, the name escaped).
+pub fn post_body_len(size: u64, name: &str) -> u64 {
+    let esc = |s: &str| {
+        serde_json::to_string(s)
+            .map(|x| x.len() as u64)
+            .unwrap_or(s.len() as u64 * 6 + 2)
+    };
+    let content_type = mime_guess::from_path(name)
+        .first_or_octet_stream()
+        .essence_str()
+        .to_owned();
+    let fixed = r##"{"@odata.type":"#microsoft.graph.fileAttachment","name":,"contentType":,"contentBytes":""}"##.len() as u64;
+    fixed + esc(name) + esc(&content_type) + size.div_ceil(3) * 4
+}
+
+/// Exponential backoff with jitter derived from the entry and attempt (deterministic, so a
+/// simulation replays exactly).
+pub fn backoff_ms(id: &str, attempt: u32) -> u64 {
+    let exp = BACKOFF_BASE_MS.saturating_mul(1u64 << attempt.min(16));
+    let cap = exp.min(BACKOFF_CAP_MS);
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in id.bytes().chain(attempt.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    cap / 2 + h % (cap / 2 + 1)
+}
+
+impl Machine {
+    pub fn new(mappings: Vec<MappingRule>, policy: Policy) -> Machine {
+        let settler = Settler::new(
+            policy.settle_ms,
+            policy.settle_after_close_ms,
+            policy.max_settle_ms,
+        );
+        Machine {
+            now: Time(0),
+            mappings: mappings.into_iter().map(|m| (m.name.clone(), m)).collect(),
+            policy,
+            unavailable: HashSet::new(),
+            settler,
+            stats_out: HashSet::new(),
+            hash_queue: VecDeque::new(),
+            hash_queued: HashSet::new(),
+            hashing: HashSet::new(),
+            hash_info: HashMap::new(),
+            active: HashMap::new(),
+            paths: HashMap::new(),
+            attachment_refs: HashMap::new(),
+            ready: HashMap::new(),
+            slots: HashMap::new(),
+            name_locks: HashMap::new(),
+            lock_waiters: HashMap::new(),
+            timers: BTreeSet::new(),
+            sign_in: None,
+            next_seq: 1,
+            ids_made: 0,
+            wake_asked: None,
+            failed_this_run: 0,
+        }
+    }
+
+    // ---- what the agent and status may ask -------------------------------------------------
+
+    /// Nothing settling, hashing or uploading, and no entry with work left.
+    pub fn quiescent(&self) -> bool {
+        self.settler.is_empty()
+            && self.hash_queue.is_empty()
+            && self.hashing.is_empty()
+            && self.stats_out.is_empty()
+            && self.active.is_empty()
+    }
+
+    /// Uploads are paused for sign-in (until, why).
+    pub fn sign_in_pause(&self) -> Option<(Time, &Failure)> {
+        self.sign_in.as_ref().map(|(t, f)| (*t, f))
+    }
+
+    /// Every entry with work left waits only for sign-in, or for a mapped folder to come
+    /// back: `run --once` can stop.
+    pub fn only_blocked(&self) -> bool {
+        self.settler.is_empty()
+            && self.hash_queue.is_empty()
+            && self.hashing.is_empty()
+            && self.stats_out.is_empty()
+            && self.active.values().all(|a| {
+                !a.busy && (self.sign_in.is_some() || self.unavailable.contains(&a.rec.mapping))
+            })
+    }
+
+    pub fn settler(&self) -> &Settler {
+        &self.settler
+    }
+
+    /// Paths queued for hashing or being hashed.
+    pub fn hashing(&self) -> impl Iterator<Item = &Path> + '_ {
+        self.hash_queue
+            .iter()
+            .map(|(_, p, _)| p.as_path())
+            .chain(self.hashing.iter().map(|p| p.as_path()))
+    }
+
+    /// The records with work left, and when each waits until.
+    pub fn active(&self) -> impl Iterator<Item = (&Record, Option<Time>)> + '_ {
+        self.active.values().map(|a| (&a.rec, a.wait_until))
+    }
+
+    pub fn record(&self, id: &str) -> Option<&Record> {
+        self.active.get(id).map(|a| &a.rec)
+    }
+
+    // ---- the one entry point ----------------------------------------------------------------
+
+    pub fn handle(&mut self, now: Time, input: Input) -> Vec<Action> {
+        if now > self.now {
+            self.now = now;
+        }
+        let mut out = Vec::new();
+        match input {
+            Input::Start { records, with_url } => self.start(records, with_url, &mut out),
+            Input::Observed {
+                mapping,
+                path,
+                stat,
+            } => {
+                if self.mappings.contains_key(&mapping) && !self.hash_queued.contains(&path) {
+                    self.settler.observe(&mapping, &path, stat, self.now);
+                }
+            }
+            Input::Closed { path } => self.settler.closed(&path, self.now),
+            Input::Gone { mapping, path } => self.gone(&mapping, &path, &mut out),
+            Input::FolderUnavailable { mapping } => {
+                self.settler.forget_mapping(&mapping);
+                self.unavailable.insert(mapping);
+            }
+            Input::FolderAvailable { mapping } => {
+                if self.unavailable.remove(&mapping) {
+                    let ids: Vec<String> = self
+                        .active
+                        .values()
+                        .filter(|a| a.rec.mapping == mapping)
+                        .map(|a| a.rec.id.clone())
+                        .collect();
+                    for id in ids {
+                        self.make_ready(&id);
+                    }
+                }
+            }
+            Input::Stat { path, stat } => {
+                self.stats_out.remove(&path);
+                match self.settler.confirm(&path, stat, self.now) {
+                    Some(Settled::Ready {
+                        mapping,
+                        path,
+                        stat,
+                    }) => self.settled(mapping, path, stat, &mut out),
+                    Some(Settled::StillChanging { path }) => {
+                        out.push(Action::Notify(Note::StillChanging { path }))
+                    }
+                    None => {}
+                }
+            }
+            Input::Hashed { path, result } => self.hashed(path, result, &mut out),
+            Input::Outcome { id, outcome } => self.outcome(&id, outcome, &mut out),
+            Input::Tick => self.tick(),
+            Input::Cancel { id } => self.cancel(&id, &mut out),
+            Input::Retry { records } => self.retry(records, &mut out),
+            Input::Config { mappings, policy } => {
+                self.settler.set_timing(
+                    policy.settle_ms,
+                    policy.settle_after_close_ms,
+                    policy.max_settle_ms,
+                );
+                self.policy = policy;
+                self.mappings = mappings.into_iter().map(|m| (m.name.clone(), m)).collect();
+                let ids: Vec<String> = self.active.keys().cloned().collect();
+                for id in ids {
+                    self.make_ready(&id);
+                }
+            }
+        }
+        self.pump(&mut out);
+        out
+    }
+
+    /// Failed or canceled records back to pending (`retry`, or a revived version).
+    fn retry(&mut self, records: Vec<Record>, out: &mut Vec<Action>) {
+        for mut rec in records {
+            if !matches!(rec.state, State::Failed | State::Canceled) {
+                continue;
+            }
+            if self.active.contains_key(&rec.id) {
+                continue;
+            }
+            rec.state = State::Pending;
+            rec.attempts = 0;
+            rec.restarts = 0;
+            rec.error = None;
+            rec.cancel_requested = false;
+            if !rec.may_exist && rec.session.is_none() {
+                rec.target = None;
+            }
+            rec.updated_at = self.now;
+            out.push(Action::Persist(rec.clone()));
+            self.index(&rec);
+            self.activate(rec);
+        }
+    }
+
+    // ---- start-up ---------------------------------------------------------------------------
+
+    fn start(&mut self, mut records: Vec<Record>, with_url: Vec<String>, out: &mut Vec<Action>) {
+        records.sort_by_key(|r| r.seq);
+        let urls: HashSet<String> = with_url.into_iter().collect();
+        let known: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        for id in &urls {
+            if !known.contains(id.as_str()) {
+                out.push(Action::ForgetUrl { id: id.clone() });
+            }
+        }
+        for mut rec in records {
+            self.next_seq = self.next_seq.max(rec.seq + 1);
+            let has_url = urls.contains(&rec.id);
+            let mut changed = false;
+            match (rec.session.is_some(), has_url) {
+                (true, false) => {
+                    // The URL was lost: the session cannot be reached; it expires on its own.
+                    rec.session = None;
+                    changed = true;
+                }
+                (false, true) => {
+                    // Saved before its record: no chunk was sent (each is recorded first).
+                    rec.session = Some(SessionMark::default());
+                    changed = true;
+                }
+                _ => {}
+            }
+            // A failed entry whose mapping now names another item goes to the fixed item.
+            if rec.state == State::Failed && !rec.may_exist && rec.session.is_none() {
+                if let (Some(t), Some(m)) = (&rec.target, self.mappings.get(&rec.mapping)) {
+                    if *t != m.target && rec.error.as_ref().is_some_and(|e| e.code != UNREADABLE) {
+                        rec.state = State::Pending;
+                        rec.target = None;
+                        rec.error = None;
+                        rec.attempts = 0;
+                        rec.restarts = 0;
+                        changed = true;
+                    }
+                }
+            }
+            if changed {
+                rec.updated_at = self.now;
+                out.push(Action::Persist(rec.clone()));
+            }
+            self.index(&rec);
+            if has_work(&rec) {
+                self.activate(rec);
+            }
+        }
+    }
+
+    // ---- the path index ---------------------------------------------------------------------
+
+    fn index(&mut self, rec: &Record) {
+        let key = (rec.mapping.clone(), rec.path.clone());
+        let info = self.paths.entry(key).or_default();
+        if info.newest.as_ref().is_none_or(|b| b.seq <= rec.seq) {
+            info.newest = Some(Brief {
+                id: rec.id.clone(),
+                seq: rec.seq,
+                state: rec.state,
+                file: rec.file,
+                sha256: rec.sha256.clone(),
+                error_code: rec.error.as_ref().map(|e| e.code.clone()),
+            });
+        }
+        if rec.state == State::Done && !rec.replaced {
+            if let (Some(att), Some(t)) = (&rec.attachment_id, &rec.target) {
+                let newer = info.done.as_ref().is_none_or(|(s, ..)| *s <= rec.seq);
+                let same = info.done.as_ref().is_some_and(|(_, id, ..)| *id == rec.id);
+                if newer {
+                    info.done = Some((rec.seq, rec.id.clone(), att.clone(), t.clone()));
+                }
+                if !same && !self.counted(rec) {
+                    *self.attachment_refs.entry(att.clone()).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// Whether `rec`'s attachment is already counted in `attachment_refs` (its done record
+    /// was indexed before).
+    fn counted(&self, rec: &Record) -> bool {
+        self.active
+            .get(&rec.id)
+            .is_some_and(|a| a.rec.state == State::Done && a.rec.attachment_id.is_some())
+            || self
+                .paths
+                .get(&(rec.mapping.clone(), rec.path.clone()))
+                .and_then(|i| i.done.as_ref())
+                .is_some_and(|(_, id, ..)| *id == rec.id)
+    }
+
+    fn newest(&self, mapping: &str, path: &Path) -> Option<&Brief> {
+        self.paths
+            .get(&(mapping.to_owned(), path.to_path_buf()))
+            .and_then(|i| i.newest.as_ref())
+    }
+
+    // ---- files ------------------------------------------------------------------------------
+
+    fn gone(&mut self, mapping: &str, path: &Path, out: &mut Vec<Action>) {
+        self.settler.forget(path);
+        if self.unavailable.contains(mapping) {
+            return;
+        }
+        let Some(b) = self.newest(mapping, path) else {
+            return;
+        };
+        let id = b.id.clone();
+        if let Some(a) = self.active.get_mut(&id) {
+            if !a.rec.state.is_terminal() && !a.rec.cancel_requested {
+                a.rec.cancel_requested = true;
+                a.rec.error = Some(Failure::new(
+                    "fileDeleted",
+                    "the file was deleted before it was attached",
+                ));
+                a.rec.updated_at = self.now;
+                out.push(Action::Persist(a.rec.clone()));
+                self.make_ready(&id);
+            }
+        }
+    }
+
+    fn settled(&mut self, mapping: String, path: PathBuf, stat: FileStat, _out: &mut [Action]) {
+        if let Some(b) = self.newest(&mapping, &path) {
+            if b.file == stat && b.sha256.is_some() {
+                let after_pending = self
+                    .active
+                    .get(&b.id)
+                    .is_some_and(|a| a.rec.state == State::Done && !a.rec.after_done);
+                // Same file, same time, same size: nothing new, unless an after-action waits
+                // (it runs only on bytes confirmed again) or an unreadable file may now read.
+                let retry_unreadable = b.error_code.as_deref() == Some(UNREADABLE);
+                if !after_pending && !retry_unreadable {
+                    return;
+                }
+            }
+        }
+        if self.hash_queued.insert(path.clone()) {
+            self.hash_queue.push_back((mapping, path, stat));
+        }
+    }
+
+    fn hashed(&mut self, path: PathBuf, result: HashResult, out: &mut Vec<Action>) {
+        self.hashing.remove(&path);
+        self.hash_queued.remove(&path);
+        let Some((mapping, stat)) = self.hash_info.remove(&path) else {
+            return;
+        };
+        match result {
+            HashResult::Changed => {
+                // Not the file that settled: settle it again.
+                self.settler.observe(&mapping, &path, stat, self.now);
+            }
+            HashResult::Gone => {}
+            HashResult::Unreadable(f) => {
+                if let Some(b) = self.newest(&mapping, &path) {
+                    if b.file == stat && b.error_code.as_deref() == Some(UNREADABLE) {
+                        return;
+                    }
+                }
+                let f = Failure::new(UNREADABLE, f.message);
+                let mut rec = self.new_record(&mapping, &path, stat, None);
+                rec.state = State::Failed;
+                rec.error = Some(f.clone());
+                self.failed_this_run += 1;
+                out.push(Action::Persist(rec.clone()));
+                out.push(Action::Notify(Note::Failed {
+                    id: rec.id.clone(),
+                    path: path.clone(),
+                    failure: f,
+                }));
+                self.supersede_older(&mapping, &path, &rec.id, out);
+                self.index(&rec);
+            }
+            HashResult::Hashed { sha256, stat } => {
+                self.new_version(mapping, path, stat, sha256, out)
+            }
+        }
+    }
+
+    fn new_version(
+        &mut self,
+        mapping: String,
+        path: PathBuf,
+        stat: FileStat,
+        sha256: String,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(b) = self.newest(&mapping, &path).cloned() {
+            let same = b.file.size == stat.size
+                && b.sha256
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(&sha256));
+            if same {
+                // The same bytes: a touch, a save without edits, a sync client. The entry
+                // goes on (or is done); only what it knows of the file is updated.
+                let revive = matches!(b.state, State::Canceled | State::Failed)
+                    && matches!(b.error_code.as_deref(), Some(SUPERSEDED) | Some(UNREADABLE));
+                if let Some(a) = self.active.get_mut(&b.id) {
+                    a.rec.file = stat;
+                    if revive {
+                        a.rec.state = State::Pending;
+                        a.rec.error = None;
+                        a.rec.cancel_requested = false;
+                    }
+                    a.rec.updated_at = self.now;
+                    let rec = a.rec.clone();
+                    out.push(Action::Persist(rec.clone()));
+                    self.index(&rec);
+                    self.make_ready(&b.id);
+                } else {
+                    // Terminal and not in memory: the executor updates the stored record.
+                    out.push(Action::UpdateFile {
+                        id: b.id.clone(),
+                        file: stat,
+                        revive,
+                    });
+                    if let Some(info) = self.paths.get_mut(&(mapping.clone(), path.clone())) {
+                        if let Some(n) = info.newest.as_mut() {
+                            n.file = stat;
+                        }
+                    }
+                }
+                return;
+            }
+        }
+        let mut rec = self.new_record(&mapping, &path, stat, Some(sha256));
+        if stat.size > MAX_ATTACHMENT {
+            rec.state = State::Rejected;
+            rec.error = Some(Failure::new(
+                "fileTooLarge",
+                format!(
+                    "{} is {} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; it was not sent",
+                    path.display(),
+                    stat.size
+                ),
+            ));
+            self.failed_this_run += 1;
+        }
+        out.push(Action::Persist(rec.clone()));
+        self.supersede_older(&mapping, &path, &rec.id, out);
+        self.index(&rec);
+        if has_work(&rec) {
+            self.activate(rec);
+        }
+    }
+
+    /// Older versions of `path` still at work are canceled (after settling what they sent).
+    fn supersede_older(&mut self, mapping: &str, path: &Path, newer: &str, out: &mut Vec<Action>) {
+        let ids: Vec<String> = self
+            .active
+            .values()
+            .filter(|a| {
+                a.rec.mapping == mapping
+                    && a.rec.path == path
+                    && a.rec.id != newer
+                    && !a.rec.state.is_terminal()
+            })
+            .map(|a| a.rec.id.clone())
+            .collect();
+        for id in ids {
+            if let Some(a) = self.active.get_mut(&id) {
+                a.rec.cancel_requested = true;
+                a.rec.error = Some(Failure::new(
+                    SUPERSEDED,
+                    "a newer version of the file replaced this one before it was attached",
+                ));
+                a.rec.updated_at = self.now;
+                out.push(Action::Persist(a.rec.clone()));
+            }
+            self.make_ready(&id);
+        }
+    }
+
+    fn new_record(
+        &mut self,
+        mapping: &str,
+        path: &Path,
+        stat: FileStat,
+        sha256: Option<String>,
+    ) -> Record {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.ids_made += 1;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Record {
+            id: make_id(mapping, path, seq, self.now, self.ids_made),
+            mapping: mapping.to_owned(),
+            path: path.to_path_buf(),
+            name,
+            file: stat,
+            sha256,
+            state: State::Pending,
+            target: None,
+            may_exist: false,
+            session: None,
+            bytes_sent: 0,
+            attachment_id: None,
+            attempts: 0,
+            restarts: 0,
+            error: None,
+            cancel_requested: false,
+            after_done: false,
+            after_failed: false,
+            replaced: false,
+            garbage: Vec::new(),
+            replaces: Vec::new(),
+            seq,
+            created_at: self.now,
+            updated_at: self.now,
+        }
+    }
+
+    // ---- entries ------------------------------------------------------------------------------
+
+    fn activate(&mut self, rec: Record) {
+        let id = rec.id.clone();
+        self.active.insert(
+            id.clone(),
+            Active {
+                rec,
+                busy: false,
+                wait_until: None,
+                next_offset: None,
+                looked: false,
+                post_too_large: false,
+                stalls: 0,
+                slot: false,
+                queued: false,
+                timer: None,
+            },
+        );
+        self.make_ready(&id);
+    }
+
+    fn target_of(&self, rec: &Record) -> Option<Target> {
+        rec.target
+            .clone()
+            .or_else(|| self.mappings.get(&rec.mapping).map(|m| m.target.clone()))
+    }
+
+    fn mailbox_of(&self, rec: &Record) -> String {
+        self.target_of(rec)
+            .map(|t| t.user.to_lowercase())
+            .unwrap_or_default()
+    }
+
+    /// Put `id` in its mailbox's ready queue (unless it waits for a time or is in flight).
+    fn make_ready(&mut self, id: &str) {
+        let now = self.now;
+        let Some(a) = self.active.get(id) else {
+            return;
+        };
+        if a.busy || a.queued {
+            return;
+        }
+        if let Some(t) = a.wait_until {
+            if t > now {
+                self.set_timer(id, t);
+                return;
+            }
+        }
+        let mb = self.mailbox_of(&a.rec);
+        if let Some(a) = self.active.get_mut(id) {
+            a.queued = true;
+            a.wait_until = None;
+        }
+        self.ready.entry(mb).or_default().push_back(id.to_owned());
+    }
+
+    fn set_timer(&mut self, id: &str, t: Time) {
+        if let Some(a) = self.active.get_mut(id) {
+            if let Some(old) = a.timer.take() {
+                self.timers.remove(&(old, id.to_owned()));
+            }
+            a.timer = Some(t);
+            self.timers.insert((t, id.to_owned()));
+        }
+    }
+
+    fn wait(&mut self, id: &str, ms: u64) {
+        let t = self.now.plus_ms(ms);
+        self.release_slot(id);
+        if let Some(a) = self.active.get_mut(id) {
+            a.wait_until = Some(t);
+        }
+        self.set_timer(id, t);
+    }
+
+    fn tick(&mut self) {
+        if let Some((t, _)) = &self.sign_in {
+            if *t <= self.now {
+                self.sign_in = None;
+                let ids: Vec<String> = self.active.keys().cloned().collect();
+                for id in ids {
+                    self.make_ready(&id);
+                }
+            }
+        }
+        while let Some((t, id)) = self.timers.iter().next().cloned() {
+            if t > self.now {
+                break;
+            }
+            self.timers.remove(&(t, id.clone()));
+            if let Some(a) = self.active.get_mut(&id) {
+                a.timer = None;
+                a.wait_until = None;
+            }
+            self.make_ready(&id);
+        }
+    }
+
+    fn release_slot(&mut self, id: &str) {
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
+        if !a.slot {
+            return;
+        }
+        a.slot = false;
+        let mb = self.mailbox_of(&self.active[id].rec);
+        if let Some(n) = self.slots.get_mut(&mb) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn release_lock(&mut self, id: &str) {
+        let keys: Vec<_> = self
+            .name_locks
+            .iter()
+            .filter(|(_, holder)| *holder == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.name_locks.remove(&k);
+            if let Some(mut q) = self.lock_waiters.remove(&k) {
+                while let Some(w) = q.pop_front() {
+                    self.make_ready(&w);
+                }
+            }
+        }
+    }
+
+    /// Start every step that may start now.
+    fn pump(&mut self, out: &mut Vec<Action>) {
+        // Settle checks that came due.
+        for path in self.settler.due(self.now, self.policy.stat_batch) {
+            if self.stats_out.len() >= self.policy.stat_batch {
+                break;
+            }
+            if self.stats_out.insert(path.clone()) {
+                out.push(Action::Stat { path });
+            }
+        }
+        // Hashing, a few at a time.
+        while self.hashing.len() < self.policy.hash_workers.max(1) {
+            let Some((mapping, path, stat)) = self.hash_queue.pop_front() else {
+                break;
+            };
+            self.hashing.insert(path.clone());
+            self.hash_info.insert(path.clone(), (mapping.clone(), stat));
+            out.push(Action::Hash {
+                mapping,
+                path,
+                stat,
+            });
+        }
+        // Entries.
+        let mailboxes: Vec<String> = self.ready.keys().cloned().collect();
+        for mb in mailboxes {
+            loop {
+                let Some(id) = self.ready.get_mut(&mb).and_then(|q| q.pop_front()) else {
+                    break;
+                };
+                if let Some(a) = self.active.get_mut(&id) {
+                    a.queued = false;
+                } else {
+                    continue;
+                }
+                if !self.advance(&id, out) {
+                    // No place free in this mailbox: put it back and try later.
+                    if let Some(a) = self.active.get_mut(&id) {
+                        a.queued = true;
+                    }
+                    if let Some(q) = self.ready.get_mut(&mb) {
+                        q.push_front(id);
+                    }
+                    break;
+                }
+            }
+        }
+        self.ready.retain(|_, q| !q.is_empty());
+        // The next wake-up.
+        let next = [
+            self.settler.next_deadline(),
+            self.timers.iter().next().map(|(t, _)| *t),
+            self.sign_in.as_ref().map(|(t, _)| *t),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(t) = next {
+            if self.wake_asked != Some(t) || t <= self.now {
+                self.wake_asked = Some(t);
+                out.push(Action::WakeAt(t));
+            }
+        } else {
+            self.wake_asked = None;
+        }
+    }
+
+    /// Take `id`'s next step if it can be taken now. `false`: no place free in its mailbox.
+    fn advance(&mut self, id: &str, out: &mut Vec<Action>) -> bool {
+        // Local steps first, as many as there are.
+        for _ in 0..8 {
+            let Some(a) = self.active.get(id) else {
+                return true;
+            };
+            if a.busy {
+                return true;
+            }
+            let step = self.next_step(a);
+            match step {
+                Step::Finished => {
+                    self.finish(id);
+                    return true;
+                }
+                Step::Local => {
+                    self.local(id, out);
+                    continue;
+                }
+                Step::After => {
+                    let a = &self.active[id];
+                    let Some(m) = self.mappings.get(&a.rec.mapping) else {
+                        if let Some(a) = self.active.get_mut(id) {
+                            a.rec.after_done = true;
+                        }
+                        continue;
+                    };
+                    if self.unavailable.contains(&a.rec.mapping) {
+                        return true;
+                    }
+                    out.push(Action::After {
+                        id: id.to_owned(),
+                        mapping: a.rec.mapping.clone(),
+                        path: a.rec.path.clone(),
+                        file: a.rec.file,
+                        sha256: a.rec.sha256.clone().unwrap_or_default(),
+                        after: m.after,
+                    });
+                    if let Some(a) = self.active.get_mut(id) {
+                        a.busy = true;
+                    }
+                    return true;
+                }
+                step => return self.remote(id, step, out),
+            }
+        }
+        true
+    }
+
+    fn next_step(&self, a: &Active) -> Step {
+        let r = &a.rec;
+        if r.state.is_terminal() {
+            if r.session.is_some() {
+                return Step::DeleteSession;
+            }
+            if let Some(g) = r.garbage.first() {
+                return Step::DeleteAttachment {
+                    attachment_id: g.clone(),
+                };
+            }
+            if r.state == State::Done {
+                if let Some(rep) = r.replaces.first() {
+                    return Step::DeleteAttachment {
+                        attachment_id: rep.attachment_id.clone(),
+                    };
+                }
+                if !r.after_done {
+                    return Step::After;
+                }
+            }
+            return Step::Finished;
+        }
+        if let Some(g) = r.garbage.first() {
+            return Step::DeleteAttachment {
+                attachment_id: g.clone(),
+            };
+        }
+        if r.cancel_requested {
+            if r.session.is_some() {
+                return Step::DeleteSession;
+            }
+            if r.may_exist {
+                return Step::Look { recent_ok: false };
+            }
+            return Step::Local;
+        }
+        if let Some(s) = r.session {
+            if s.abandoned {
+                return Step::DeleteSession;
+            }
+            return match a.next_offset {
+                Some(o) if o < r.file.size => Step::Put { offset: o },
+                _ => Step::Ask,
+            };
+        }
+        if r.may_exist {
+            return Step::Look { recent_ok: false };
+        }
+        if !a.looked
+            && self
+                .mappings
+                .get(&r.mapping)
+                .is_some_and(|m| m.if_exists == IfExists::Skip)
+        {
+            return Step::Look { recent_ok: true };
+        }
+        if uses_post(r.file.size, &r.name) && !a.post_too_large {
+            Step::Post
+        } else {
+            Step::CreateSession
+        }
+    }
+
+    /// A transition without a request: a cancel with nothing sent.
+    fn local(&mut self, id: &str, out: &mut Vec<Action>) {
+        let now = self.now;
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
+        if a.rec.cancel_requested && !a.rec.state.is_terminal() {
+            a.rec.state = State::Canceled;
+            a.rec.cancel_requested = false;
+            if a.rec.error.is_none() {
+                a.rec.error = Some(Failure::new("canceled", "canceled by the user"));
+            }
+            a.rec.target = None;
+            a.rec.updated_at = now;
+            let rec = a.rec.clone();
+            out.push(Action::Persist(rec.clone()));
+            self.index(&rec);
+        }
+    }
+
+    fn finish(&mut self, id: &str) {
+        self.release_slot(id);
+        self.release_lock(id);
+        if let Some(a) = self.active.remove(id) {
+            if let Some(t) = a.timer {
+                self.timers.remove(&(t, id.to_owned()));
+            }
+        }
+    }
+
+    fn remote(&mut self, id: &str, step: Step, out: &mut Vec<Action>) -> bool {
+        if self.sign_in.is_some() {
+            return true; // woken when the pause ends
+        }
+        let (rec, looked) = {
+            let a = &self.active[id];
+            (a.rec.clone(), a.looked)
+        };
+        let _ = looked;
+        if self.unavailable.contains(&rec.mapping)
+            && matches!(step, Step::Post | Step::Put { .. } | Step::CreateSession)
+        {
+            return true; // woken when the folder is back
+        }
+        let Some(target) = self.target_of(&rec) else {
+            // The mapping is gone from the config: nothing can be sent for it.
+            self.fail(
+                id,
+                Failure::new(
+                    "mappingRemoved",
+                    format!("the mapping `{}` is no longer in the config", rec.mapping),
+                ),
+                out,
+            );
+            return true;
+        };
+        // One upload per name per item at a time.
+        if !rec.state.is_terminal() {
+            let key = lock_key(&target, &rec.name);
+            match self.name_locks.get(&key) {
+                Some(holder) if holder != id => {
+                    let w = self.lock_waiters.entry(key).or_default();
+                    if !w.iter().any(|x| x == id) {
+                        w.push_back(id.to_owned());
+                    }
+                    return true;
+                }
+                Some(_) => {}
+                None => {
+                    self.name_locks.insert(key, id.to_owned());
+                }
+            }
+        }
+        let mb = target.user.to_lowercase();
+        let has_slot = self.active[id].slot;
+        if !has_slot {
+            let used = self.slots.get(&mb).copied().unwrap_or(0);
+            if used >= self.policy.concurrency.max(1) {
+                return false;
+            }
+            *self.slots.entry(mb).or_default() += 1;
+            if let Some(a) = self.active.get_mut(id) {
+                a.slot = true;
+            }
+        }
+        let now = self.now;
+        let a = self
+            .active
+            .get_mut(id)
+            .expect("checked above: the entry is active");
+        a.busy = true;
+        let sha = a.rec.sha256.clone().unwrap_or_default();
+        match step {
+            Step::Look { recent_ok } => out.push(Action::Look {
+                id: id.to_owned(),
+                target,
+                name: a.rec.name.clone(),
+                sha256: sha,
+                recent_ok,
+            }),
+            Step::Post => {
+                a.rec.state = State::Uploading;
+                a.rec.target = Some(target.clone());
+                a.rec.may_exist = true;
+                a.rec.updated_at = now;
+                out.push(Action::Persist(a.rec.clone()));
+                out.push(Action::Post {
+                    id: id.to_owned(),
+                    target,
+                    path: a.rec.path.clone(),
+                    name: a.rec.name.clone(),
+                    file: a.rec.file,
+                    sha256: sha,
+                });
+            }
+            Step::CreateSession => {
+                a.rec.state = State::Uploading;
+                a.rec.target = Some(target.clone());
+                a.rec.updated_at = now;
+                out.push(Action::Persist(a.rec.clone()));
+                out.push(Action::CreateSession {
+                    id: id.to_owned(),
+                    target,
+                    name: a.rec.name.clone(),
+                    size: a.rec.file.size,
+                });
+            }
+            Step::Put { offset } => {
+                let size = a.rec.file.size;
+                let len = self.policy.chunk_size.max(1).min(size - offset);
+                let last = offset + len == size;
+                let mut s = a.rec.session.unwrap_or_default();
+                let grew = offset + len > s.sent_end;
+                s.sent_end = s.sent_end.max(offset + len);
+                a.rec.session = Some(s);
+                a.rec.bytes_sent = offset;
+                if last && !a.rec.may_exist {
+                    a.rec.may_exist = true;
+                    out.push(Action::Persist(a.rec.clone()));
+                } else if grew {
+                    out.push(Action::Persist(a.rec.clone()));
+                }
+                out.push(Action::PutChunk {
+                    id: id.to_owned(),
+                    target,
+                    path: a.rec.path.clone(),
+                    file: a.rec.file,
+                    sha256: sha,
+                    offset,
+                    len,
+                    last,
+                });
+            }
+            Step::Ask => out.push(Action::AskSession {
+                id: id.to_owned(),
+                target,
+            }),
+            Step::DeleteSession => out.push(Action::DeleteSession {
+                id: id.to_owned(),
+                target,
+            }),
+            Step::DeleteAttachment { attachment_id } => {
+                out.push(Action::DeleteAttachment {
+                    id: id.to_owned(),
+                    target,
+                    attachment_id,
+                })
+            }
+            Step::After | Step::Local | Step::Finished => {
+                a.busy = false;
+            }
+        }
+        true
+    }
+
+    // ---- outcomes -----------------------------------------------------------------------------
+
+    fn persist(&mut self, id: &str, out: &mut Vec<Action>) {
+        let now = self.now;
+        if let Some(a) = self.active.get_mut(id) {
+            a.rec.updated_at = now;
+            let rec = a.rec.clone();
+            out.push(Action::Persist(rec.clone()));
+            self.index(&rec);
+        }
+    }
+
+    fn fail(&mut self, id: &str, f: Failure, out: &mut Vec<Action>) {
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
+        if a.rec.cancel_requested {
+            a.rec.state = State::Canceled;
+            a.rec.cancel_requested = false;
+        } else {
+            a.rec.state = State::Failed;
+            a.rec.error = Some(f.clone());
+            self.failed_this_run += 1;
+            out.push(Action::Notify(Note::Failed {
+                id: id.to_owned(),
+                path: a.rec.path.clone(),
+                failure: f,
+            }));
+        }
+        self.persist(id, out);
+        self.release_lock_if_free(id);
+    }
+
+    /// A terminal entry with nothing that may still land on the item gives up its name lock.
+    fn release_lock_if_free(&mut self, id: &str) {
+        if let Some(a) = self.active.get(id) {
+            if a.rec.state.is_terminal() && !a.rec.may_exist {
+                self.release_lock(id);
+            }
+        }
+    }
+
+    fn done(&mut self, id: &str, attachment_id: String, out: &mut Vec<Action>) {
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
+        let too_late = a.rec.cancel_requested && a.rec.error.as_ref().is_none_or(|e| e.code == "canceled");
+        a.rec.state = State::Done;
+        a.rec.may_exist = false;
+        a.rec.cancel_requested = false;
+        a.rec.error = None;
+        a.rec.bytes_sent = a.rec.file.size;
+        a.rec.attachment_id = Some(attachment_id.clone());
+        a.rec.attempts = 0;
+        let path = a.rec.path.clone();
+        let mapping = a.rec.mapping.clone();
+        let seq = a.rec.seq;
+        let target = a.rec.target.clone();
+        if too_late {
+            out.push(Action::Notify(Note::CancelTooLate {
+                id: id.to_owned(),
+                path: path.clone(),
+            }));
+        } else {
+            out.push(Action::Notify(Note::Attached {
+                id: id.to_owned(),
+                path: path.clone(),
+            }));
+        }
+        // Versions: with `replace`, the older version's attachment goes once this one is on
+        // the item; a version finishing after a newer one removes its own.
+        let replace = self
+            .mappings
+            .get(&mapping)
+            .is_some_and(|m| m.on_change == OnChange::Replace);
+        let prev = self
+            .paths
+            .get(&(mapping.clone(), path.clone()))
+            .and_then(|i| i.done.clone());
+        let mut after_done_now = false;
+        if let (true, Some((pseq, pid, patt, pt))) = (replace, prev) {
+            if pid != id && Some(&pt) == target.as_ref() && patt != attachment_id {
+                let a = self.active.get_mut(id).expect("active");
+                if pseq < seq {
+                    a.rec.replaces.push(Replaced {
+                        entry: pid,
+                        attachment_id: patt,
+                    });
+                } else {
+                    a.rec.replaces.push(Replaced {
+                        entry: id.to_owned(),
+                        attachment_id: attachment_id.clone(),
+                    });
+                    after_done_now = true;
+                }
+            }
+        }
+        let a = self.active.get_mut(id).expect("active");
+        let keep = self
+            .mappings
+            .get(&mapping)
+            .is_none_or(|m| m.after == After::Keep);
+        // A version that lost to a newer one is not moved or deleted: the file is the newer's.
+        let superseded = self
+            .paths
+            .get(&(mapping.clone(), path.clone()))
+            .and_then(|i| i.newest.as_ref())
+            .is_some_and(|n| n.seq > seq);
+        a.rec.after_done = keep || superseded || after_done_now;
+        self.persist(id, out);
+        self.release_lock(id);
+    }
+
+    fn outcome(&mut self, id: &str, outcome: Outcome, out: &mut Vec<Action>) {
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
+        if !a.busy {
+            return;
+        }
+        a.busy = false;
+        match outcome {
+            Outcome::Post(p) => self.on_post(id, p, out),
+            Outcome::CreateSession(s) => self.on_session(id, s, out),
+            Outcome::Chunk(c) => self.on_chunk(id, c, out),
+            Outcome::Ask(s) => self.on_ask(id, s, out),
+            Outcome::Look(l) => self.on_look(id, l, out),
+            Outcome::DeleteSession(d) => self.on_delete_session(id, d, out),
+            Outcome::DeleteAttachment(d) => self.on_delete_attachment(id, d, out),
+            Outcome::After(r) => self.on_after(id, r, out),
+        }
+        self.release_lock_if_free(id);
+        self.make_ready(id);
+    }
+
+    /// A fault's common handling. `taken_maybe`: the request may have taken effect.
+    fn on_fault(&mut self, id: &str, fault: Fault, out: &mut Vec<Action>) {
+        match fault {
+            Fault::Throttled { retry_after_ms } => {
+                let attempts = self.active[id].rec.attempts;
+                let ms = retry_after_ms.unwrap_or_else(|| backoff_ms(id, attempts));
+                self.wait(id, ms);
+            }
+            Fault::Unreachable(_) => {
+                let attempts = self.active[id].rec.attempts;
+                self.wait(id, backoff_ms(id, attempts + 2));
+            }
+            Fault::SignIn(f) => {
+                let until = self.now.plus_ms(self.policy.sign_in_pause_ms);
+                if self.sign_in.is_none() {
+                    out.push(Action::Notify(Note::SignInNeeded(f.clone())));
+                }
+                self.sign_in = Some((until, f));
+                self.release_slot(id);
+            }
+            Fault::Ambiguous(f) => {
+                let a = self.active.get_mut(id).expect("active");
+                a.rec.attempts += 1;
+                let attempts = a.rec.attempts;
+                if attempts >= self.policy.max_attempts && !a.rec.state.is_terminal() {
+                    self.fail(id, f, out);
+                    return;
+                }
+                self.persist(id, out);
+                self.wait(id, backoff_ms(id, attempts));
+            }
+            Fault::Permanent(f) => {
+                if self.active[id].rec.state.is_terminal() {
+                    return;
+                }
+                self.fail(id, f, out)
+            }
+        }
+    }
+
+    fn on_post(&mut self, id: &str, p: PostOutcome, out: &mut Vec<Action>) {
+        let a = self.active.get_mut(id).expect("active");
+        match p {
+            PostOutcome::Created { attachment_id } => self.done(id, attachment_id, out),
+            PostOutcome::Changed => {
+                a.rec.may_exist = false;
+                self.changed(id, out);
+            }
+            PostOutcome::FileGone => {
+                a.rec.may_exist = false;
+                self.file_gone(id, out);
+            }
+            PostOutcome::TooLarge => {
+                a.rec.may_exist = false;
+                a.post_too_large = true;
+                if a.rec.file.size < MIN_SESSION {
+                    self.fail(
+                        id,
+                        Failure::new(
+                            "requestTooLarge",
+                            "Graph refused the attachment as too large for one request, and it is too small for an upload session",
+                        ),
+                        out,
+                    );
+                } else {
+                    self.persist(id, out);
+                }
+            }
+            PostOutcome::Failed(f) => {
+                if !matches!(f, Fault::Ambiguous(_)) {
+                    a.rec.may_exist = false;
+                    self.persist(id, out);
+                }
+                self.on_fault(id, f, out);
+            }
+        }
+    }
+
+    fn on_session(&mut self, id: &str, s: SessionOutcome, out: &mut Vec<Action>) {
+        let a = self.active.get_mut(id).expect("active");
+        match s {
+            SessionOutcome::Created { next } => {
+                a.rec.session = Some(SessionMark::default());
+                a.next_offset = Some(next);
+                a.stalls = 0;
+                if next > 0 {
+                    self.violation(id, "the new upload session wanted an offset past 0", out);
+                    return;
+                }
+                self.persist(id, out);
+            }
+            SessionOutcome::Failed(f) => self.on_fault(id, f, out),
+        }
+    }
+
+    /// The server reported what it cannot have: abandon the session and start over, a bounded
+    /// number of times.
+    fn violation(&mut self, id: &str, why: &str, out: &mut Vec<Action>) {
+        let max = self.policy.max_sessions;
+        let a = self.active.get_mut(id).expect("active");
+        a.next_offset = None;
+        a.stalls = 0;
+        a.rec.restarts += 1;
+        if let Some(s) = a.rec.session.as_mut() {
+            s.abandoned = true;
+        }
+        if a.rec.restarts > max.min(2) {
+            self.fail(
+                id,
+                Failure::new(
+                    "protocolViolation",
+                    format!("the upload server misbehaved ({why}); the upload was abandoned"),
+                ),
+                out,
+            );
+            return;
+        }
+        self.persist(id, out);
+    }
+
+    fn changed(&mut self, id: &str, out: &mut Vec<Action>) {
+        let a = self.active.get_mut(id).expect("active");
+        a.rec.state = State::Canceled;
+        a.rec.cancel_requested = false;
+        a.rec.error = Some(Failure::new(
+            SUPERSEDED,
+            "the file changed while it was being sent; its new version is queued",
+        ));
+        if let Some(s) = a.rec.session.as_mut() {
+            s.abandoned = true;
+        }
+        let (mapping, path, file) = (a.rec.mapping.clone(), a.rec.path.clone(), a.rec.file);
+        self.persist(id, out);
+        // Settle the file again: its new version is found and queued.
+        self.settler.observe(&mapping, &path, FileStat { size: u64::MAX, ..file }, self.now);
+        self.settler.observe(&mapping, &path, file, self.now);
+    }
+
+    fn file_gone(&mut self, id: &str, out: &mut Vec<Action>) {
+        let mapping = self.active[id].rec.mapping.clone();
+        if self.unavailable.contains(&mapping) {
+            self.persist(id, out);
+            return; // woken when the folder is back
+        }
+        let a = self.active.get_mut(id).expect("active");
+        a.rec.state = State::Canceled;
+        a.rec.error = Some(Failure::new(
+            "fileDeleted",
+            "the file was deleted or replaced before it was attached",
+        ));
+        if let Some(s) = a.rec.session.as_mut() {
+            s.abandoned = true;
+        }
+        let (mapping, path, file) = (a.rec.mapping.clone(), a.rec.path.clone(), a.rec.file);
+        self.persist(id, out);
+        self.settler.observe(&mapping, &path, file, self.now);
+    }
+
+    fn on_chunk(&mut self, id: &str, c: ChunkOutcome, out: &mut Vec<Action>) {
+        let a = self.active.get_mut(id).expect("active");
+        let size = a.rec.file.size;
+        let sent_end = a.rec.session.map(|s| s.sent_end).unwrap_or(0);
+        match c {
+            ChunkOutcome::Accepted { next: Some(n) } => {
+                let before = a.next_offset.unwrap_or(0);
+                if n > sent_end {
+                    self.violation(id, "it reported bytes it was never sent", out);
+                } else if n >= size {
+                    // All bytes taken yet no 201: only the item can tell.
+                    self.violation(id, "it took every byte without completing", out);
+                } else {
+                    if n <= before {
+                        a.stalls += 1;
+                    } else {
+                        a.stalls = 0;
+                        a.rec.attempts = 0;
+                    }
+                    a.next_offset = Some(n);
+                    a.rec.bytes_sent = n;
+                    if a.stalls >= MAX_STALLS {
+                        self.violation(id, "its next expected range did not move", out);
+                    }
+                }
+            }
+            ChunkOutcome::Accepted { next: None } | ChunkOutcome::RangeRefused => {
+                a.next_offset = None;
+            }
+            ChunkOutcome::Completed { attachment_id } => {
+                let was_last = sent_end >= size && a.rec.may_exist;
+                a.rec.session = None;
+                a.next_offset = None;
+                out.push(Action::ForgetUrl { id: id.to_owned() });
+                match (was_last, attachment_id) {
+                    (true, Some(att)) => self.done(id, att, out),
+                    (true, None) => self.persist(id, out), // may_exist: the look finds it
+                    (false, Some(att)) => {
+                        // 201 before the last byte: a partial attachment. Delete it, start over.
+                        a.rec.garbage.push(att);
+                        a.rec.restarts += 1;
+                        if a.rec.restarts > self.policy.max_sessions.min(2) {
+                            a.rec.state = State::Failed;
+                            a.rec.error = Some(Failure::new(
+                                "protocolViolation",
+                                "the upload server completed the upload before its last byte",
+                            ));
+                            self.failed_this_run += 1;
+                        }
+                        self.persist(id, out);
+                    }
+                    (false, None) => self.fail(
+                        id,
+                        Failure::new(
+                            "protocolViolation",
+                            "the upload server completed the upload before its last byte and named no attachment",
+                        ),
+                        out,
+                    ),
+                }
+            }
+            ChunkOutcome::Changed => {
+                a.rec.may_exist = false;
+                self.changed(id, out);
+            }
+            ChunkOutcome::FileGone => {
+                if a.rec.may_exist && sent_end >= size {
+                    a.rec.may_exist = false;
+                }
+                self.file_gone(id, out);
+            }
+            ChunkOutcome::SessionGone => {
+                a.rec.session = None;
+                a.next_offset = None;
+                out.push(Action::ForgetUrl { id: id.to_owned() });
+                if !a.rec.may_exist {
+                    self.session_lost(id, out);
+                } else {
+                    self.persist(id, out);
+                }
+            }
+            ChunkOutcome::Failed(f) => {
+                match &f {
+                    Fault::Throttled { .. } => {
+                        // Not taken: the session is as it was; the same chunk goes again.
+                    }
+                    Fault::Unreachable(_) => {}
+                    _ => a.next_offset = None,
+                }
+                self.on_fault(id, f, out);
+            }
+        }
+    }
+
+    /// A session died with nothing that could have completed: a new one, a bounded number of
+    /// times.
+    fn session_lost(&mut self, id: &str, out: &mut Vec<Action>) {
+        let max = self.policy.max_sessions;
+        let a = self.active.get_mut(id).expect("active");
+        a.rec.restarts += 1;
+        if a.rec.restarts > max && !a.rec.state.is_terminal() {
+            self.fail(
+                id,
+                Failure::new(
+                    "uploadSessionsExhausted",
+                    format!("{max} upload sessions in a row died before the upload finished"),
+                ),
+                out,
+            );
+            return;
+        }
+        self.persist(id, out);
+    }
+
+    fn on_ask(&mut self, id: &str, s: AskOutcome, out: &mut Vec<Action>) {
+        let a = self.active.get_mut(id).expect("active");
+        let size = a.rec.file.size;
+        let sent_end = a.rec.session.map(|s| s.sent_end).unwrap_or(0);
+        match s {
+            AskOutcome::Next(Some(n)) if n > sent_end => {
+                self.violation(id, "it reported bytes it was never sent", out)
+            }
+            AskOutcome::Next(Some(n)) if n >= size => {
+                self.violation(id, "it holds every byte without completing", out)
+            }
+            AskOutcome::Next(Some(n)) => {
+                a.next_offset = Some(n);
+                a.rec.bytes_sent = n;
+                if n == sent_end && a.rec.may_exist && n < size {
+                    // The last chunk did not land after all.
+                    a.rec.may_exist = false;
+                    self.persist(id, out);
+                }
+            }
+            AskOutcome::Next(None) => self.violation(id, "it answered without ranges", out),
+            AskOutcome::Gone => {
+                a.rec.session = None;
+                a.next_offset = None;
+                out.push(Action::ForgetUrl { id: id.to_owned() });
+                if a.rec.may_exist || a.rec.state.is_terminal() {
+                    self.persist(id, out);
+                } else {
+                    self.session_lost(id, out);
+                }
+            }
+            AskOutcome::Failed(Fault::Permanent(f)) => {
+                // 400, 405: a session that cannot be asked is abandoned (and deleted).
+                self.violation(id, &f.message, out);
+            }
+            AskOutcome::Failed(f) => self.on_fault(id, f, out),
+        }
+    }
+
+    fn on_look(&mut self, id: &str, l: LookOutcome, out: &mut Vec<Action>) {
+        let a = self.active.get_mut(id).expect("active");
+        match l {
+            LookOutcome::Found { attachment_id } => {
+                if a.rec.state.is_terminal() {
+                    return;
+                }
+                self.done(id, attachment_id, out)
+            }
+            LookOutcome::NotFound => {
+                a.looked = true;
+                if a.rec.may_exist {
+                    a.rec.may_exist = false;
+                    if a.rec.session.is_none() {
+                        // Nothing of it is on the item: it may go to the mapping's item now.
+                        a.rec.target = None;
+                    }
+                    self.persist(id, out);
+                }
+            }
+            LookOutcome::Failed(Fault::Permanent(f)) => {
+                if a.rec.cancel_requested {
+                    // Cannot tell whether it landed: keep the doubt on record.
+                    a.rec.state = State::Canceled;
+                    a.rec.cancel_requested = false;
+                    self.persist(id, out);
+                    return;
+                }
+                self.fail(id, f, out)
+            }
+            LookOutcome::Failed(f) => self.on_fault(id, f, out),
+        }
+    }
+
+    fn on_delete_session(&mut self, id: &str, d: DeleteOutcome, out: &mut Vec<Action>) {
+        let a = self.active.get_mut(id).expect("active");
+        match d {
+            DeleteOutcome::Deleted | DeleteOutcome::Failed(Fault::Permanent(_)) => {
+                a.rec.session = None;
+                a.next_offset = None;
+                out.push(Action::ForgetUrl { id: id.to_owned() });
+                self.persist(id, out);
+            }
+            DeleteOutcome::Failed(f) => {
+                a.rec.attempts += 1;
+                if a.rec.attempts >= self.policy.max_attempts * 2 {
+                    // The server keeps it until it expires; forget the URL, not the file.
+                    a.rec.session = None;
+                    out.push(Action::ForgetUrl { id: id.to_owned() });
+                    self.persist(id, out);
+                    return;
+                }
+                if matches!(f, Fault::SignIn(_)) {
+                    self.on_fault(id, f, out);
+                } else {
+                    let n = a.rec.attempts;
+                    self.wait(id, backoff_ms(id, n));
+                }
+            }
+        }
+    }
+
+    fn on_delete_attachment(&mut self, id: &str, d: DeleteOutcome, out: &mut Vec<Action>) {
+        let a = self.active.get_mut(id).expect("active");
+        let ok = matches!(
+            d,
+            DeleteOutcome::Deleted | DeleteOutcome::Failed(Fault::Permanent(_))
+        );
+        if !ok {
+            if let DeleteOutcome::Failed(f) = d {
+                a.rec.attempts += 1;
+                if a.rec.attempts < self.policy.max_attempts * 2 {
+                    if matches!(f, Fault::SignIn(_)) {
+                        self.on_fault(id, f, out);
+                    } else {
+                        let n = a.rec.attempts;
+                        self.wait(id, backoff_ms(id, n));
+                    }
+                    return;
+                }
+            }
+        }
+        let a = self.active.get_mut(id).expect("active");
+        if !a.rec.garbage.is_empty() {
+            a.rec.garbage.remove(0);
+        } else if !a.rec.replaces.is_empty() {
+            let r = a.rec.replaces.remove(0);
+            if ok {
+                out.push(Action::MarkReplaced { id: r.entry.clone() });
+                if r.entry == id {
+                    a.rec.replaced = true;
+                }
+                let key = (a.rec.mapping.clone(), a.rec.path.clone());
+                if let Some(info) = self.paths.get_mut(&key) {
+                    if info.done.as_ref().is_some_and(|(_, did, ..)| *did == r.entry) {
+                        info.done = None;
+                    }
+                }
+            }
+        }
+        a.rec.attempts = 0;
+        self.persist(id, out);
+    }
+
+    fn on_after(&mut self, id: &str, r: AfterOutcome, out: &mut Vec<Action>) {
+        let a = self.active.get_mut(id).expect("active");
+        match r {
+            AfterOutcome::Done | AfterOutcome::NotTheSameFile => {
+                a.rec.after_done = true;
+                a.rec.error = None;
+            }
+            AfterOutcome::Failed(f) => {
+                // Shown on the row; tried again at the next start.
+                a.rec.error = Some(f);
+                a.rec.after_done = true;
+                a.rec.after_failed = true;
+            }
+        }
+        self.persist(id, out);
+    }
+
+    // ---- commands -----------------------------------------------------------------------------
+
+    fn cancel(&mut self, id: &str, out: &mut Vec<Action>) {
+        let now = self.now;
+        if let Some(a) = self.active.get_mut(id) {
+            if !a.rec.state.is_terminal() {
+                a.rec.cancel_requested = true;
+                a.rec.error = Some(Failure::new("canceled", "canceled by the user"));
+                a.rec.updated_at = now;
+                out.push(Action::Persist(a.rec.clone()));
+                self.make_ready(id);
+            }
+        }
+    }
+}
+
+/// Whether a record has anything left to do.
+pub fn has_work(r: &Record) -> bool {
+    !r.state.is_terminal()
+        || r.session.is_some()
+        || !r.garbage.is_empty()
+        || (r.state == State::Done && (!r.replaces.is_empty() || !r.after_done))
+}
+
+fn make_id(mapping: &str, path: &Path, seq: u64, now: Time, n: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(mapping.as_bytes());
+    h.update([0]);
+    h.update(path.as_os_str().as_encoded_bytes());
+    h.update(seq.to_le_bytes());
+    h.update(now.0.to_le_bytes());
+    h.update(n.to_le_bytes());
+    hex::encode(&h.finalize()[..6])
+}

@@ -1,0 +1,500 @@
+//! The values the state machine speaks in: time, file identities, targets, the persisted record
+//! of one file version, and the closed sets of inputs and actions. Plain data: no I/O.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Milliseconds on the agent's clock (wall time at start plus monotonic time since: it never
+/// goes backwards). The simulator drives it by hand.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Time(pub u64);
+
+impl Time {
+    pub fn plus_ms(self, ms: u64) -> Time {
+        Time(self.0.saturating_add(ms))
+    }
+    pub fn since(self, earlier: Time) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// Graph's limits, in bytes (SPEC: the size rule).
+pub const SESSION_THRESHOLD: u64 = 3 * 1024 * 1024;
+pub const MAX_ATTACHMENT: u64 = 150 * 1024 * 1024;
+/// The smallest upload session the sandbox accepts (GRAPH.md §0: the measured 2 MiB).
+pub const MIN_SESSION: u64 = 2 * 1024 * 1024;
+/// Graph's request body limit.
+pub const MAX_REQUEST_BODY: u64 = 4 * 1024 * 1024;
+
+/// The kind of Outlook item a mapping attaches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemKind {
+    #[default]
+    Message,
+    Event,
+}
+
+/// The item an entry's file goes to: mailbox, kind and item id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Target {
+    /// `me`, a UPN or a user id.
+    pub user: String,
+    pub kind: ItemKind,
+    pub item_id: String,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            user: "me".to_owned(),
+            kind: ItemKind::Message,
+            item_id: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    Skip,
+    Attach,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnChange {
+    Replace,
+    Add,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum After {
+    Keep,
+    Move,
+    Delete,
+}
+
+/// What the core needs of one `[[mapping]]`. Entries refer to it by `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingRule {
+    pub name: String,
+    pub target: Target,
+    pub if_exists: IfExists,
+    pub on_change: OnChange,
+    pub after: After,
+}
+
+/// Timing and limits (from `[agent]`), in milliseconds and counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub settle_ms: u64,
+    pub settle_after_close_ms: u64,
+    pub max_settle_ms: u64,
+    /// Entries uploading at once per mailbox.
+    pub concurrency: usize,
+    pub chunk_size: u64,
+    /// Ambiguous failures (5xx, timeouts, drops) of one entry before it is failed.
+    pub max_attempts: u32,
+    /// Upload sessions that may die (or misbehave) for one entry before it is failed.
+    pub max_sessions: u32,
+    /// Pause after a sign-in problem before trying again.
+    pub sign_in_pause_ms: u64,
+    /// Files hashed at once.
+    pub hash_workers: usize,
+    /// Settled files checked per wake-up.
+    pub stat_batch: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            settle_ms: 2_000,
+            settle_after_close_ms: 1_000,
+            max_settle_ms: 600_000,
+            concurrency: 4,
+            chunk_size: 3840 * 1024,
+            max_attempts: 5,
+            max_sessions: 3,
+            sign_in_pause_ms: 30_000,
+            hash_workers: 4,
+            stat_batch: 1024,
+        }
+    }
+}
+
+/// Which file a path named when it was looked at: device, inode, size and modification time.
+/// A file is hashed, sent and moved only while its descriptor still shows this identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct FileStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// The states SPEC names (`outbox status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Uploading,
+    Done,
+    Failed,
+    Rejected,
+    Canceled,
+}
+
+impl State {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            State::Done | State::Failed | State::Rejected | State::Canceled
+        )
+    }
+}
+
+/// Why an entry failed or was rejected: Graph's code (or one of ours) and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Failure {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What is persisted of an open upload session. Its URL (a secret) lives in the session store,
+/// keyed by the entry id; the core only knows that one exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Default)]
+pub struct SessionMark {
+    /// Bytes `0..sent_end` may have reached the server (written before each chunk is sent):
+    /// an offset the server reports beyond it is a protocol violation.
+    pub sent_end: u64,
+    /// The session misbehaved or is no longer wanted: delete it, do not send to it.
+    #[serde(default)]
+    pub abandoned: bool,
+}
+
+/// An attachment of an older version to delete once this version is on the item
+/// (`on_change = "replace"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replaced {
+    /// The entry whose attachment it is (marked replaced once it is deleted).
+    pub entry: String,
+    pub attachment_id: String,
+}
+
+/// One version of one file (mapping + path + size + SHA-256), as persisted. Recovery after a
+/// crash is a function of these records alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub mapping: String,
+    pub path: PathBuf,
+    /// Attachment name on the item.
+    pub name: String,
+    pub file: FileStat,
+    pub sha256: Option<String>,
+    pub state: State,
+    /// The item this version is bound to: set at its first effect (and kept while the
+    /// attachment may exist or exists); `None` = the mapping's current target.
+    pub target: Option<Target>,
+    /// An effect that can create the attachment (a POST, a session's last chunk) was sent and
+    /// its answer is not known: look on the item before sending anything again. Cleared only by
+    /// `done` or by a look that found nothing.
+    pub may_exist: bool,
+    pub session: Option<SessionMark>,
+    pub bytes_sent: u64,
+    pub attachment_id: Option<String>,
+    /// Ambiguous failures in a row.
+    pub attempts: u32,
+    /// Upload sessions lost or abandoned.
+    pub restarts: u32,
+    pub error: Option<Failure>,
+    /// `cancel` asked while an effect was in flight: settle what happened, then cancel.
+    pub cancel_requested: bool,
+    /// The after-action (move/delete) has been carried out, or there is none.
+    pub after_done: bool,
+    /// The after-action failed (shown on the row; tried again at the next start).
+    #[serde(default)]
+    pub after_failed: bool,
+    /// A newer version of the path replaced this one's attachment, which was deleted.
+    #[serde(default)]
+    pub replaced: bool,
+    /// Attachments this entry made that must not stay (a 201 before the last byte): deleted
+    /// before anything else.
+    #[serde(default)]
+    pub garbage: Vec<String>,
+    /// Older versions' attachments to delete now that this one is on the item.
+    #[serde(default)]
+    pub replaces: Vec<Replaced>,
+    /// Insertion order among all records (orders the versions of one path).
+    pub seq: u64,
+    pub created_at: Time,
+    pub updated_at: Time,
+}
+
+/// The result of reading a file through its descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashResult {
+    Hashed { sha256: String, stat: FileStat },
+    /// It is not the file that settled (identity or size changed): settle it again.
+    Changed,
+    /// The path no longer names a regular file beneath the folder.
+    Gone,
+    /// Unreadable (permissions, I/O): the entry fails with this.
+    Unreadable(Failure),
+}
+
+/// How a request ended, as the core needs to know it. The graph layer classifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// 429 / 503 with Retry-After: the request was not taken; the same request is due after
+    /// the wait.
+    Throttled { retry_after_ms: Option<u64> },
+    /// A dropped connection, a timeout, a 5xx: the request may or may not have taken effect.
+    Ambiguous(Failure),
+    /// The server could not be reached at all (connect refused, DNS, identity platform down):
+    /// nothing was taken; does not use up attempts.
+    Unreachable(Failure),
+    /// No token, refresh refused, a claims challenge: pause until sign-in.
+    SignIn(Failure),
+    /// 400/403/404 and the like: stop this entry with Graph's answer.
+    Permanent(Failure),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostOutcome {
+    Created { attachment_id: String },
+    /// The bytes read now do not hash to the entry's SHA-256: nothing was sent.
+    Changed,
+    /// The file is gone or unreadable: nothing was sent.
+    FileGone,
+    /// 413, or 400 "maximum request length": nothing was taken; use a session.
+    TooLarge,
+    Failed(Fault),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOutcome {
+    /// The URL is saved in the session store; the server expects `next` first.
+    Created { next: u64 },
+    Failed(Fault),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// 200 with `nextExpectedRanges`: the next byte the server wants (`None`: unparsable).
+    Accepted { next: Option<u64> },
+    /// 201: the attachment exists; `attachment_id` from `Location` when it had one.
+    Completed { attachment_id: Option<String> },
+    /// The bytes read do not hash to the entry's SHA-256 (checked before the last chunk):
+    /// the last chunk was not sent.
+    Changed,
+    FileGone,
+    /// 401/403/404 on the upload URL: the session is dead.
+    SessionGone,
+    /// 416: the range was not the one the server expected.
+    RangeRefused,
+    Failed(Fault),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AskOutcome {
+    /// The session lives and wants `next` first (`None`: it answered without ranges).
+    Next(Option<u64>),
+    /// 404 and the like: the session is gone (completed, expired or deleted). The URL file is
+    /// removed by the executor.
+    Gone,
+    Failed(Fault),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookOutcome {
+    /// An attachment of this name whose bytes hash to the entry's SHA-256.
+    Found { attachment_id: String },
+    /// The whole listing was read and no such attachment is there.
+    NotFound,
+    /// The look could not finish (a cut listing is this, never `NotFound`).
+    Failed(Fault),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// Deleted, or already gone.
+    Deleted,
+    Failed(Fault),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterOutcome {
+    Done,
+    /// The file at the path is not the one sent (identity or bytes differ): left alone.
+    NotTheSameFile,
+    Failed(Failure),
+}
+
+/// A remote step's answer for one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Post(PostOutcome),
+    CreateSession(SessionOutcome),
+    Chunk(ChunkOutcome),
+    Ask(AskOutcome),
+    Look(LookOutcome),
+    DeleteSession(DeleteOutcome),
+    DeleteAttachment(DeleteOutcome),
+    After(AfterOutcome),
+}
+
+/// Everything that can happen to the agent enters as one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Start-up: the ledger's records that are not finished with (every non-terminal one, and
+    /// done ones with work left), the newest version of every other path, and which entries
+    /// have an upload URL saved.
+    Start {
+        records: Vec<Record>,
+        with_url: Vec<String>,
+    },
+    /// The watcher or a scan saw `path` (a regular file with this stat).
+    Observed {
+        mapping: String,
+        path: PathBuf,
+        stat: FileStat,
+    },
+    /// The platform reported `path` closed after writing.
+    Closed { path: PathBuf },
+    /// `path` is gone (deleted, renamed away).
+    Gone { mapping: String, path: PathBuf },
+    /// A mapped folder is missing or unreadable; or back.
+    FolderUnavailable { mapping: String },
+    FolderAvailable { mapping: String },
+    /// The answer to `Action::Stat`.
+    Stat {
+        path: PathBuf,
+        stat: Option<FileStat>,
+    },
+    /// The answer to `Action::Hash`.
+    Hashed { path: PathBuf, result: HashResult },
+    /// The answer to a remote step of entry `id`.
+    Outcome { id: String, outcome: Outcome },
+    /// A wake-up asked for with `Action::WakeAt`.
+    Tick,
+    /// `cancel ID`.
+    Cancel { id: String },
+    /// Failed or canceled records to put back in the queue (`retry`; or one the machine asked
+    /// to revive with `Action::UpdateFile`), read from the ledger by the executor.
+    Retry { records: Vec<Record> },
+    /// The config was reloaded: the mappings and policy now in force.
+    Config {
+        mappings: Vec<MappingRule>,
+        policy: Policy,
+    },
+}
+
+/// Something the executor must carry out. `Persist` is durable (written and flushed) before any
+/// action after it is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Stat `path` again (a settle check came due): answer with `Input::Stat`.
+    Stat { path: PathBuf },
+    /// Open `path` once beneath its folder, check it is still `stat`, hash it reading at most
+    /// `stat.size` bytes: answer with `Input::Hashed`.
+    Hash {
+        mapping: String,
+        path: PathBuf,
+        stat: FileStat,
+    },
+    /// Write and flush this record.
+    Persist(Record),
+    /// Attach the whole file in one POST; the body must hash to `sha256` or nothing is sent.
+    Post {
+        id: String,
+        target: Target,
+        path: PathBuf,
+        name: String,
+        file: FileStat,
+        sha256: String,
+    },
+    /// createUploadSession; save the URL (session store) before answering.
+    CreateSession {
+        id: String,
+        target: Target,
+        name: String,
+        size: u64,
+    },
+    /// PUT bytes `offset..offset+len` of the file to the saved upload URL. `last`: the
+    /// executor checks that all bytes `0..size` it read hash to `sha256` before sending it.
+    PutChunk {
+        id: String,
+        target: Target,
+        path: PathBuf,
+        file: FileStat,
+        sha256: String,
+        offset: u64,
+        len: u64,
+        last: bool,
+    },
+    /// GET the saved upload URL: where does the session stand?
+    AskSession { id: String, target: Target },
+    /// DELETE the saved upload URL (then remove the URL file).
+    DeleteSession { id: String, target: Target },
+    /// List the item's attachments named `name` (whole listing) and confirm by bytes.
+    Look {
+        id: String,
+        target: Target,
+        name: String,
+        sha256: String,
+        /// A listing up to a few seconds old will do (`if_exists = "skip"` on a first upload).
+        recent_ok: bool,
+    },
+    DeleteAttachment {
+        id: String,
+        target: Target,
+        attachment_id: String,
+    },
+    /// Move or delete the file, only if it is still the version that was sent.
+    After {
+        id: String,
+        mapping: String,
+        path: PathBuf,
+        file: FileStat,
+        sha256: String,
+        after: After,
+    },
+    /// Forget the upload URL file of `id` (its session is known to be gone).
+    ForgetUrl { id: String },
+    /// Update a stored record the machine does not hold (a terminal one): its file was seen
+    /// again with the same bytes. `revive`: read it back and answer `Input::Retry` with it.
+    UpdateFile {
+        id: String,
+        file: FileStat,
+        revive: bool,
+    },
+    /// The stored record `id`'s attachment was deleted by a newer version: mark it replaced.
+    MarkReplaced { id: String },
+    Notify(Note),
+    /// Send `Input::Tick` at this time (the latest `WakeAt` wins).
+    WakeAt(Time),
+}
+
+/// A desktop notification / log line worth a person's attention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    Attached { id: String, path: PathBuf },
+    Failed { id: String, path: PathBuf, failure: Failure },
+    /// `cancel` came after the attachment was made: it stays, recorded done.
+    CancelTooLate { id: String, path: PathBuf },
+    StillChanging { path: PathBuf },
+    SignInNeeded(Failure),
+}
