@@ -741,6 +741,7 @@ impl Machine {
     }
 
     fn tick(&mut self) {
+        self.wake_asked = None;
         if let Some((t, _)) = &self.sign_in {
             if *t <= self.now {
                 self.sign_in = None;
@@ -802,6 +803,7 @@ impl Machine {
                 break;
             }
             if self.stats_out.insert(path.clone()) {
+                self.settler.checking(&path);
                 out.push(Action::Stat { path });
             }
         }
@@ -853,7 +855,7 @@ impl Machine {
         .flatten()
         .min();
         if let Some(t) = next {
-            if self.wake_asked != Some(t) || t <= self.now {
+            if self.wake_asked != Some(t) {
                 self.wake_asked = Some(t);
                 out.push(Action::WakeAt(t));
             }
