@@ -169,15 +169,14 @@ impl Dir {
         Ok(Dir { fd })
     }
 
-    /// What `fstat` says about `name` here, opened without following a link.
+    /// What `lstat` says about `name` here (not opened: a file unreadable to us has one too).
     pub(super) fn identity_of(&self, name: &OsStr) -> io::Result<Identity> {
-        let fd = rustix::fs::openat(&self.fd, name, FILE_FLAGS, Mode::empty())
-            .map_err(|e| explain(e, Path::new(name)))?;
-        let meta = std::fs::File::from(fd).metadata()?;
-        if !meta.is_file() {
-            return Err(not_regular(Path::new(name)));
+        let st = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+            rustix::fs::FileType::RegularFile => Ok(identity_from_stat(&st)),
+            rustix::fs::FileType::Symlink => Err(link_refused(Path::new(name))),
+            _ => Err(not_regular(Path::new(name))),
         }
-        Ok(Identity::of(&meta))
     }
 
     /// Create `name` (0600) holding `bytes`; never over an existing name, never through a link.
@@ -221,6 +220,21 @@ impl Dir {
         }
         rustix::fs::linkat(&self.fd, name, &dest.fd, new_name, AtFlags::empty())?;
         self.unlink(name)
+    }
+}
+
+/// The fields of `struct stat` differ in type from one platform to the next; same meaning as
+/// [`Identity::of`] on a `std::fs::Metadata`.
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+fn identity_from_stat(st: &rustix::fs::Stat) -> Identity {
+    let mtime_ns = (st.st_mtime as i64)
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(st.st_mtime_nsec as i64));
+    Identity {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        size: st.st_size as u64,
+        mtime_ns,
     }
 }
 
