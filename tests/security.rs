@@ -1,0 +1,266 @@
+//! Issue 14, "safe in a shared drop folder": one test per attack, named after what it prevents,
+//! through the real binary. The agent runs as the user (root here, as CI runs); the neighbour
+//! with write access to a drop folder is `nobody` (uid 65534), whose commands run through
+//! `setpriv`. Where privileges cannot be dropped the test says SKIPPED and returns. The threat
+//! model these tests back is in RELIABILITY.md ("Security").
+
+use crate::common::*;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(120);
+
+fn mapping(name: &str, folder: &Path, item: &str, extra: &str) -> String {
+    format!(
+        "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\nmessage = \"{item}\"\n{extra}\n",
+        folder.display()
+    )
+}
+
+fn chmod(p: &Path, m: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+}
+
+/// A drop folder the neighbour may write to (0777, as a shared scan folder is to its group).
+fn shared_folder(env: &Env, name: &str) -> PathBuf {
+    let f = env.path(name);
+    std::fs::create_dir_all(&f).expect("mkdir");
+    chmod(env.dir.path(), 0o755);
+    chmod(&f, 0o777);
+    f
+}
+
+/// Run `script` with `sh` as the neighbour (`nobody`) in `dir`; `false` (SKIPPED printed) where
+/// privileges cannot be dropped.
+fn neighbour(dir: &Path, script: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        println!("SKIPPED: not root, so no second user can be played; the attack needs one");
+        return false;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .current_dir(dir)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => panic!(
+            "the neighbour's commands failed: {script}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => {
+            println!("SKIPPED: setpriv cannot drop to uid 65534 here ({e})");
+            false
+        }
+    }
+}
+
+/// A private file of the user's, outside any mapped folder.
+fn private_file(env: &Env, rel: &str, text: &str) -> PathBuf {
+    let p = env.path(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&p, text).expect("write");
+    chmod(&p, 0o600);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_linked_folder_in_a_recursive_mapping_does_not_mail_the_users_private_files() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let private = env.path("private");
+    std::fs::create_dir_all(&private).expect("mkdir");
+    env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
+    let agent = Agent::start(&env, &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let link = format!("ln -s '{}' link && mkdir real", private.display());
+    if !neighbour(&drop, &link) {
+        return;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Written later, into the linked folder, by the user: never the agent's to send.
+    private_file(&env, "private/secret.txt", "the user's secret");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(neighbour(&drop, "echo marker > real/marker.txt"));
+    wait_until(T, "marker attached", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("marker.txt")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let names: Vec<String> = attached(&env.sandbox, &item).await.into_keys().collect();
+    assert_eq!(names, vec!["marker.txt".to_string()], "{}", agent.log());
+    // A run --once (a full scan) does not descend through the link either.
+    drop_agent(agent);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!attached(&env.sandbox, &item)
+        .await
+        .contains_key("secret.txt"));
+}
+
+fn drop_agent(a: Agent) {
+    let _ = a.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_reason_file_link_cannot_overwrite_a_file_of_the_user() {
+    let env = Env::new();
+    let gone = env.sandbox.create_item("message", "me").await;
+    env.sandbox.delete_item(&gone).await;
+    let drop = shared_folder(&env, "drop");
+    let failed = drop.join("failed");
+    std::fs::create_dir(&failed).expect("mkdir");
+    chmod(&failed, 0o777); // the user made it shared too
+    let bashrc = private_file(&env, "home/.bashrc", "the user's shell setup\n");
+    env.write_config(
+        "",
+        &mapping("drop", &drop, &gone, "failed_dir = \"failed\""),
+    );
+    let plant = format!(
+        "ln -s '{}' 'failed/$(touch pwned).txt.reason.txt' && echo x > '$(touch pwned).txt'",
+        bashrc.display()
+    );
+    if !neighbour(&drop, &plant) {
+        return;
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&bashrc).expect("bashrc"),
+        "the user's shell setup\n"
+    );
+    // Moved beside, under a free name, with its own reason file (0600).
+    let reason = failed.join("$(touch pwned) (1).txt.reason.txt");
+    assert!(failed.join("$(touch pwned) (1).txt").exists());
+    assert_eq!(
+        std::fs::metadata(&reason)
+            .expect("reason")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_or_sent_dir_swapped_for_a_link_or_owned_by_another_user_receives_nothing() {
+    let env = Env::new();
+    let gone = env.sandbox.create_item("message", "me").await;
+    env.sandbox.delete_item(&gone).await;
+    let item = env.sandbox.create_item("message", "me").await;
+    let a = shared_folder(&env, "a");
+    let b = shared_folder(&env, "b");
+    let elsewhere = env.path("home/Documents");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    env.write_config(
+        "",
+        &(mapping("a", &a, &gone, "failed_dir = \"failed\"")
+            + &mapping("b", &b, &item, "after = \"move\"")),
+    );
+    let plant = format!(
+        "ln -s '{}' a/failed && echo x > a/doc.txt && mkdir b/sent && echo y > b/doc.txt",
+        elsewhere.display()
+    );
+    if !neighbour(env.dir.path(), &plant) {
+        return;
+    }
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).expect("ls").count(),
+        0,
+        "nothing moved or written through the link: {log}"
+    );
+    assert!(a.join("doc.txt").exists() && b.join("doc.txt").exists());
+    assert_eq!(std::fs::read_dir(b.join("sent")).expect("ls").count(), 0);
+    assert!(log.contains("not a real folder"), "{log}");
+    assert!(log.contains("belongs to another user"), "{log}");
+    assert!(attached(&env.sandbox, &item).await.contains_key("doc.txt"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_delete_never_deletes_outside_the_folder_when_a_subfolder_is_swapped_for_a_link() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let keep = private_file(&env, "home/reports/q1.txt", "0123456789");
+    env.write_config(
+        "",
+        &mapping("drop", &drop, &item, "recursive = true\nafter = \"delete\""),
+    );
+    // The neighbour's file, then (while its POST is held up) its folder swapped for a link to a
+    // folder of the user's holding a file of the same name, size and time.
+    if !neighbour(&drop, "mkdir sub && printf 0123456789 > sub/q1.txt") {
+        return;
+    }
+    let t = std::fs::metadata(drop.join("sub/q1.txt"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    std::fs::File::options()
+        .write(true)
+        .open(&keep)
+        .and_then(|f| f.set_modified(t))
+        .expect("touch");
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "post", "action": "delay", "delay_ms": 5000}]}))
+        .await;
+    let agent = Agent::start(&env, &[]);
+    // Settled (300 ms) and hashed well within this; the POST is then held for 5 s.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let swap = format!(
+        "mv sub sub.old && ln -s '{}' sub",
+        keep.parent().expect("parent").display()
+    );
+    assert!(neighbour(&drop, &swap));
+    wait_until(T, "attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("q1.txt")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = agent.log();
+    drop_agent(agent);
+    assert!(
+        keep.exists(),
+        "the user's file outside the folder is kept: {log}"
+    );
+    // (`sub.old/q1.txt` is a file of the folder again: attached and deleted, as configured.)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_in_excluded_dot_folders_are_not_attached() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    for (rel, text) in [
+        (".git/config", "[remote]"),
+        (".hidden/notes.txt", "x"),
+        ("sub/.cache/blob", "y"),
+        ("sub/ok.txt", "z"),
+    ] {
+        let p = drop.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+    }
+    env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<String> = attached(&env.sandbox, &item).await.into_keys().collect();
+    assert_eq!(names, vec!["ok.txt".to_string()]);
+}
