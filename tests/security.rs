@@ -5,7 +5,6 @@
 //! model these tests back is in RELIABILITY.md ("Security").
 
 use crate::common::*;
-use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -215,4 +214,110 @@ async fn files_in_excluded_dot_folders_are_not_attached() {
     assert!(out.status.success(), "{}", stderr(&out));
     let names: Vec<String> = attached(&env.sandbox, &item).await.into_keys().collect();
     assert_eq!(names, vec!["ok.txt".to_string()]);
+}
+
+// ---- a hostile or broken server (the sandbox plays a faithful Graph; these play a rogue one) ----
+
+type Heads = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A one-thread HTTP/1.1 server on loopback answering every request with `answer(head)`; the
+/// request heads it saw are kept.
+fn rogue_server(answer: impl Fn(&str) -> Vec<u8> + Send + 'static) -> (u16, Heads) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let heads: Heads = Default::default();
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = Vec::new();
+            let mut b = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&b[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&buf).into_owned();
+            seen.lock().expect("lock").push(head.clone());
+            let _ = c.write_all(&answer(&head));
+        }
+    });
+    (port, heads)
+}
+
+fn json_answer(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn rogue_config(env: &Env, graph_port: u16) {
+    let cfg = format!(
+        "[graph]\nbase_url = \"http://127.0.0.1:{graph_port}/v1.0\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\n",
+        env.state_dir().display()
+    );
+    std::fs::write(env.path("config.toml"), cfg).expect("config");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_link_on_another_port_never_receives_the_bearer_token() {
+    let env = Env::new();
+    let (thief, stolen) = rogue_server(|_| json_answer(r#"{"value":[]}"#));
+    let (graph, _) = rogue_server(move |head| {
+        if head.contains("/attachments") {
+            json_answer(&format!(
+                r#"{{"value":[{{"id":"a1","name":"x","size":1}}],"@odata.nextLink":"http://127.0.0.1:{thief}/v1.0/me/messages/m1/attachments?page=2"}}"#
+            ))
+        } else {
+            json_answer(r#"{"value":[{"id":"m1","subject":"s","hasAttachments":true}]}"#)
+        }
+    });
+    rogue_config(&env, graph);
+    let out = env.run(&["items", "messages"], T);
+    let heads = stolen.lock().expect("lock").clone();
+    assert!(heads.is_empty(), "the other origin was asked: {heads:?}");
+    assert!(
+        stdout(&out).contains("?"),
+        "the count is unknown, not partial: {}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_answer_is_refused_without_reading_it_into_memory() {
+    let env = Env::new();
+    // Claims 1.5 GB, sends a little: refused at the header, before any body is read.
+    let (graph, _) = rogue_server(|_| {
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1500000000\r\nconnection: close\r\n\r\n{\"value\":[".to_vec()
+    });
+    rogue_config(&env, graph);
+    let out = env.run(&["items", "messages"], T);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("larger than"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_off_loopback_is_refused_for_graph_and_the_authority() {
+    let env = Env::new();
+    for (table, key, url) in [
+        ("graph", "base_url", "http://graph.example.com/v1.0"),
+        ("auth", "authority", "http://login.example.com"),
+    ] {
+        let cfg = format!(
+            "[{table}]\n{key} = \"{url}\"\n\n[agent]\nstate_dir = \"{}\"\n",
+            env.state_dir().display()
+        );
+        std::fs::write(env.path("config.toml"), cfg).expect("config");
+        let out = env.run(&["status"], T);
+        assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{table}.{key}")),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
