@@ -15,6 +15,7 @@ pub mod files;
 pub mod graph;
 pub mod ledger;
 pub mod outside;
+pub mod private;
 pub mod sandbox;
 pub mod secret;
 pub mod service;

@@ -321,3 +321,157 @@ async fn http_off_loopback_is_refused_for_graph_and_the_authority() {
         );
     }
 }
+
+// ---- outside text on the terminal ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_commands_stderr_cannot_leak_a_bare_jwt_or_drive_the_terminal() {
+    let env = Env::new();
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtZSJ9.c2lnbmF0dXJlLXNlY3JldA";
+    let tool = env.path("token-tool");
+    std::fs::write(
+        &tool,
+        format!("#!/bin/sh\nprintf 'refresh failed for {jwt}\\033[2J\\033[31m\\nINFO forged line\\n' >&2\nexit 1\n"),
+    )
+    .expect("tool");
+    chmod(&tool, 0o755);
+    let cfg = format!(
+        "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_command\"\ncommand = [\"{}\"]\n\n[agent]\nstate_dir = \"{}\"\n",
+        env.sandbox.graph_base(),
+        tool.display(),
+        env.state_dir().display()
+    );
+    std::fs::write(env.path("config.toml"), cfg).expect("config");
+    chmod(&env.path("config.toml"), 0o600);
+    let out = env.run(&["whoami"], T);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("refresh failed for REDACTED"), "{err}");
+    assert!(!err.contains("eyJzdWIi"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "escape sequences are shown escaped: {err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_name_cannot_forge_a_log_line_or_recolour_the_terminal() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    std::fs::create_dir_all(&drop).expect("mkdir");
+    let name = "a\u{1b}[31m\nINFO forged: attached secret.txt";
+    std::fs::write(drop.join(name), "x").expect("write");
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    let out = env.run(&["--log-format", "text", "run", "--once"], T);
+    let out = if out.status.code() == Some(2) {
+        env.run(&["run", "--once"], T)
+    } else {
+        out
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        attached(&env.sandbox, &item).await.contains_key(name),
+        "attached under its own name"
+    );
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    assert!(
+        !err.lines().any(|l| l.starts_with("INFO forged")),
+        "no line of the name's making: {err}"
+    );
+}
+
+// ---- the state dir, secret files, the config ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_of_another_user_is_refused_and_a_loose_one_of_ours_tightened() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    std::fs::create_dir_all(&drop).expect("mkdir");
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    let state = env.state_dir();
+    std::fs::create_dir_all(&state).expect("mkdir");
+    chmod(&state, 0o777);
+    let out = env.run(&["status"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = std::fs::metadata(&state)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "tightened: {}", stderr(&out));
+    assert!(stderr(&out).contains("now 0700"), "{}", stderr(&out));
+    // Someone else's: refused, and said why.
+    let other = env.path("others-state");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    chmod(env.dir.path(), 0o755);
+    let Ok(()) = std::os::unix::fs::chown(&other, Some(65534), Some(65534)) else {
+        println!("SKIPPED: cannot give a folder to another user here");
+        return;
+    };
+    let cfg = std::fs::read_to_string(env.path("config.toml"))
+        .expect("cfg")
+        .replace(
+            &format!("state_dir = \"{}\"", state.display()),
+            &format!("state_dir = \"{}\"", other.display()),
+        );
+    std::fs::write(env.path("config.toml"), cfg).expect("cfg");
+    let out = env.run(&["run", "--once"], T);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("belongs to another user"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_others_can_write_cannot_name_a_token_command() {
+    let env = Env::new();
+    let cfg = format!(
+        "[auth]\nmethod = \"token_command\"\ncommand = [\"/bin/echo\", \"x\"]\n\n[agent]\nstate_dir = \"{}\"\n",
+        env.state_dir().display()
+    );
+    std::fs::write(env.path("config.toml"), cfg).expect("config");
+    chmod(&env.path("config.toml"), 0o666);
+    let out = env.run(&["status"], T);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    // Any other method: a warning, not a refusal.
+    env.write_config("", "");
+    chmod(&env.path("config.toml"), 0o666);
+    let out = env.run(&["status"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("other users can write the config"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+// ---- the sandbox ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_admin_api_refuses_a_rebound_host_name_and_keeps_its_journal_private() {
+    let sandbox = Sandbox::start();
+    let url = format!("http://127.0.0.1:{}/_admin/stats", sandbox.port());
+    let c = reqwest::Client::new();
+    let rebound = c
+        .get(&url)
+        .header("host", format!("evil.example:{}", sandbox.port()))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(rebound.status(), 403);
+    let own = c.get(&url).send().await.expect("send");
+    assert_eq!(own.status(), 200);
+    let journal = sandbox.data.path().join("state.journal");
+    let mode = std::fs::metadata(&journal)
+        .expect("journal")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}

@@ -942,7 +942,7 @@ impl Agent {
                 })?;
                 self.ledger.flush()?;
                 crate::failpoint!("after-done-recorded");
-                tracing::info!(file = %flight.path.display(), attachment = %attachment_id, "attached");
+                tracing::info!(file = %crate::outside::path(&flight.path), attachment = %crate::outside::printable(&attachment_id), "attached");
                 self.notifier.attached(&done.name);
                 if let Some(mi) = mapping {
                     self.after_done(mi, &done);
@@ -1063,7 +1063,7 @@ impl Agent {
         }
         let _ = self.sessions.remove(id);
         self.failed_this_run += 1;
-        tracing::error!(file = %e.path.display(), code = %err.code, "{}", err.message);
+        tracing::error!(file = %crate::outside::path(&e.path), code = %crate::outside::printable(&err.code), "{}", crate::outside::printable(&err.message));
         self.notifier.failed(&e.name, &err.message);
         if let Some(mi) = self.mapping_index(&e.mapping) {
             move_to_failed_dir(&self.settings.mappings[mi], &e);
