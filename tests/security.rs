@@ -363,21 +363,20 @@ async fn a_file_name_cannot_forge_a_log_line_or_recolour_the_terminal() {
     let name = "a\u{1b}[31m\nINFO forged: attached secret.txt";
     std::fs::write(drop.join(name), "x").expect("write");
     env.write_config("", &mapping("drop", &drop, &item, ""));
-    let out = env.run(&["--log-format", "text", "run", "--once"], T);
-    let out = if out.status.code() == Some(2) {
-        env.run(&["run", "--once"], T)
-    } else {
-        out
-    };
+    let out = env.run(&["run", "--once"], T);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
         attached(&env.sandbox, &item).await.contains_key(name),
         "attached under its own name"
     );
-    assert!(!err.contains('\u{1b}'), "{err:?}");
+    // (The log's own colours, if any, are the formatter's; the name's escape is shown escaped.)
+    assert!(!err.contains("a\u{1b}[31m"), "{err:?}");
+    assert!(err.contains("a\\u{1b}[31m\\nINFO forged"), "{err:?}");
     assert!(
-        !err.lines().any(|l| l.starts_with("INFO forged")),
+        err.lines()
+            .filter(|l| l.contains("INFO forged"))
+            .all(|l| l.contains("drop/a")),
         "no line of the name's making: {err}"
     );
 }
