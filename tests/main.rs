@@ -16,6 +16,7 @@ mod many;
 mod outage;
 mod properties;
 mod sandbox;
+mod security;
 mod send;
 mod signin;
 mod soak;

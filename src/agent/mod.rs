@@ -682,8 +682,15 @@ impl Agent {
             let Some(file) = self.hash_wait.pop_front() else {
                 break;
             };
+            let m = &self.settings.mappings[file.mapping];
+            let (root, follow) = (m.folder.clone(), m.follow_symlinks);
+            // Opened beneath the folder, no link, the version that settled, read to its size.
+            let expected = crate::files::Expected::settled(file.size, file.mtime_ns);
             self.tasks.spawn(async move {
-                let result = crate::graph::upload::sha256_file(file.path.clone()).await;
+                let result =
+                    crate::files::sha256_settled(root, file.path.clone(), follow, expected)
+                        .await
+                        .map(|(sha, _identity)| sha);
                 TaskDone::Hashed { file, result }
             });
         }
@@ -935,7 +942,7 @@ impl Agent {
                 })?;
                 self.ledger.flush()?;
                 crate::failpoint!("after-done-recorded");
-                tracing::info!(file = %flight.path.display(), attachment = %attachment_id, "attached");
+                tracing::info!(file = %crate::outside::path(&flight.path), attachment = %crate::outside::printable(&attachment_id), "attached");
                 self.notifier.attached(&done.name);
                 if let Some(mi) = mapping {
                     self.after_done(mi, &done);
@@ -1056,7 +1063,7 @@ impl Agent {
         }
         let _ = self.sessions.remove(id);
         self.failed_this_run += 1;
-        tracing::error!(file = %e.path.display(), code = %err.code, "{}", err.message);
+        tracing::error!(file = %crate::outside::path(&e.path), code = %crate::outside::printable(&err.code), "{}", crate::outside::printable(&err.message));
         self.notifier.failed(&e.name, &err.message);
         if let Some(mi) = self.mapping_index(&e.mapping) {
             move_to_failed_dir(&self.settings.mappings[mi], &e);
@@ -1109,10 +1116,22 @@ impl Agent {
         if !entry.path.exists() {
             return;
         }
+        // Only the file that was sent, reached beneath the folder without links.
+        let expected = sent_version(entry);
         let result = match m.after {
             After::Keep => return,
-            After::Delete => std::fs::remove_file(&entry.path),
-            After::Move => move_no_clobber(&entry.path, &m.sent_dir).map(|_| ()),
+            After::Delete => {
+                crate::files::remove(&m.folder, &entry.path, m.follow_symlinks, &expected)
+            }
+            After::Move => crate::files::move_no_clobber(
+                &m.folder,
+                &entry.path,
+                m.follow_symlinks,
+                &expected,
+                &m.sent_dir,
+                None,
+            )
+            .map(|_| ()),
         };
         crate::failpoint!("after-after-action");
         if let Err(e) = result {
@@ -1264,46 +1283,10 @@ pub fn item_of(e: &LedgerEntry) -> ItemRef {
     )
 }
 
-/// Move `file` into `dir` without ever replacing a file there: a taken name gets " (1)",
-/// " (2)", ... before the extension.
-pub fn move_no_clobber(file: &Path, dir: &Path) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let name = file
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
-    let stem = Path::new(name)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = Path::new(name)
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
-    for n in 0..10_000 {
-        let candidate = if n == 0 {
-            dir.join(name)
-        } else {
-            dir.join(format!("{stem} ({n}){ext}"))
-        };
-        // A hard link fails when the name is taken, so nothing is ever overwritten.
-        match std::fs::hard_link(file, &candidate) {
-            Ok(()) => {
-                std::fs::remove_file(file)?;
-                return Ok(candidate);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(_) => {
-                if candidate.exists() {
-                    continue;
-                }
-                std::fs::rename(file, &candidate)?;
-                return Ok(candidate);
-            }
-        }
-    }
-    Err(std::io::Error::other(
-        "no free name in the destination folder",
-    ))
+/// The version of an entry's file that was hashed and sent: what the after-action and the
+/// failed-dir move insist on finding.
+fn sent_version(e: &LedgerEntry) -> crate::files::Expected {
+    crate::files::Expected::settled(e.size, (e.mtime_ns != 0).then_some(e.mtime_ns))
 }
 
 /// With `failed_dir`, a failed file moves there with `NAME.reason.txt` beside it.
@@ -1312,39 +1295,34 @@ fn move_to_failed_dir(m: &Mapping, e: &LedgerEntry) {
     if !e.path.exists() {
         return;
     }
-    match move_no_clobber(&e.path, dir) {
-        Ok(moved) => {
-            let reason = moved.with_file_name(format!(
-                "{}.reason.txt",
-                moved
-                    .file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            let err = e
-                .error
-                .clone()
-                .unwrap_or_else(|| EntryError::new("unknown", "no reason recorded"));
-            let text = format!(
-                "outbox could not attach this file.\n\nfile:    {}\nitem:    {} {} (mailbox {})\nerror:   {}\nreason:  {}\n\nWhat to do: fix the cause above, then move the file back into {} to send it again,\nor run `outbox retry {}` after moving it back.\n",
-                e.path.display(),
-                match e.target.kind {
-                    TargetKind::Message => "message",
-                    TargetKind::Event => "event",
-                },
-                e.target.item_id,
-                e.target.user,
-                err.code,
-                err.message,
-                m.folder.display(),
-                e.id
-            );
-            if let Err(we) = std::fs::write(&reason, text) {
-                tracing::warn!(error = %we, "cannot write the reason file");
-            }
-        }
-        Err(me) => {
-            tracing::warn!(file = %e.path.display(), error = %me, "cannot move the failed file to failed_dir")
-        }
+    let err = e
+        .error
+        .clone()
+        .unwrap_or_else(|| EntryError::new("unknown", "no reason recorded"));
+    let text = format!(
+        "outbox could not attach this file.\n\nfile:    {}\nitem:    {} {} (mailbox {})\nerror:   {}\nreason:  {}\n\nWhat to do: fix the cause above, then move the file back into {} to send it again,\nor run `outbox retry {}` after moving it back.\n",
+        crate::outside::path(&e.path),
+        match e.target.kind {
+            TargetKind::Message => "message",
+            TargetKind::Event => "event",
+        },
+        e.target.item_id,
+        e.target.user,
+        err.code,
+        crate::outside::printable(&err.message),
+        m.folder.display(),
+        e.id
+    );
+    // Moved only if it is still the file that failed; the reason file is created beside it,
+    // never over or through anything (see `files`).
+    if let Err(me) = crate::files::move_no_clobber(
+        &m.folder,
+        &e.path,
+        m.follow_symlinks,
+        &sent_version(e),
+        dir,
+        Some(&text),
+    ) {
+        tracing::warn!(file = %crate::outside::path(&e.path), error = %me, "cannot move the failed file to failed_dir");
     }
 }

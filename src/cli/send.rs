@@ -54,7 +54,8 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
     }
     match outcome {
         Some(Ok(id)) => {
-            println!("{id}");
+            // The id comes from the server's `Location`: printed escaped, never raw.
+            println!("{}", crate::outside::printable(&id));
             Ok(ExitCode::Ok)
         }
         Some(Err(e)) => Err(attach_error(e)),

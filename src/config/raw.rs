@@ -555,7 +555,22 @@ fn parse_base(s: &str) -> Result<url::Url, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("\"{s}\" must not have a query or fragment"));
     }
+    // Bearer tokens and secrets travel to this origin: in clear text only to this machine.
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(format!(
+            "\"{s}\": http:// is accepted only on a loopback host (the sandbox); tokens must not cross a network in clear text, use https://"
+        ));
+    }
     Ok(url)
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 fn validate_auth(

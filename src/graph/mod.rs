@@ -5,6 +5,7 @@
 //! limits, the bearer token, the retry policy and the error parsing, so those rules live in
 //! one place. Upload logic is in [`upload`].
 
+pub mod bounded;
 pub mod error;
 mod listing;
 pub mod pacing;
@@ -314,7 +315,23 @@ impl GraphClient {
             };
             let mut req = build(&self.http).timeout(opts.timeout);
             if let Some(t) = &token {
-                req = req.bearer_auth(&t.secret);
+                // A bearer token goes to the Graph origin and nowhere else (a nextLink, an id
+                // in a path: whatever built the URL).
+                let (client, built) = req.build_split();
+                let built = built.map_err(|e| GraphError::transport(&e))?;
+                if !bounded::same_origin(built.url(), &self.base) {
+                    return Err(our_error(
+                        ErrorClass::Permanent,
+                        "UntrustedUrl",
+                        format!(
+                            "refusing to send the bearer token to {}: only graph.base_url's origin ({}) receives it",
+                            crate::outside::shown(&built.url().origin().ascii_serialization()),
+                            self.base.origin().ascii_serialization()
+                        ),
+                    )
+                    .into());
+                }
+                req = reqwest::RequestBuilder::from_parts(client, built).bearer_auth(&t.secret);
             }
             let err = {
                 let _permit = self.pacer.acquire(opts.mailbox, opts.body_bytes).await;
@@ -354,16 +371,7 @@ impl GraphClient {
     ) -> Result<serde_json::Value, RequestError> {
         let opts = RequestOpts::graph(mailbox);
         let resp = self.execute(opts, |c| c.get(url.clone())).await?;
-        let body = resp.bytes().await.map_err(|e| GraphError::transport(&e))?;
-        serde_json::from_slice(&body).map_err(|e| {
-            GraphError::new(
-                ErrorClass::Transient,
-                None,
-                "InvalidResponse",
-                format!("Graph answered with invalid JSON: {e}"),
-            )
-            .into()
-        })
+        Ok(bounded::read_json(resp, bounded::JSON_PAGE).await?)
     }
 
     /// How many attachments an item has, following `@odata.nextLink`.
@@ -389,8 +397,11 @@ impl GraphClient {
             pages += 1;
             let opts = RequestOpts::graph(&item.user);
             let resp = self.execute(opts, |c| c.get(u.clone())).await?;
-            let body = tokio_util::io::StreamReader::new(
-                resp.bytes_stream().map_err(std::io::Error::other),
+            let body = tokio::io::AsyncReadExt::take(
+                tokio_util::io::StreamReader::new(
+                    resp.bytes_stream().map_err(std::io::Error::other),
+                ),
+                bounded::LISTING_PAGE,
             );
             let reader = tokio_util::io::SyncIoBridge::new(body);
             let (back, page) = tokio::task::spawn_blocking(move || {
@@ -413,10 +424,21 @@ impl GraphClient {
                     format!("{what} the attachment list: {e}"),
                 )
             })?;
-            // Follow nextLink only on the same origin as the base URL.
-            next = next_link
-                .and_then(|s| Url::parse(&s).ok())
-                .filter(|u| u.host_str() == self.base.host_str() && pages < 1000);
+            // Follow nextLink only on exactly the base URL's origin (scheme, host, port): it
+            // is sent the bearer token. Anywhere else the listing cannot be trusted as complete.
+            next = match next_link.map(|s| Url::parse(&s)) {
+                None => None,
+                Some(Ok(u)) if bounded::same_origin(&u, &self.base) => Some(u),
+                Some(_) => {
+                    return Err(our_error(
+                        ErrorClass::Permanent,
+                        "UntrustedNextLink",
+                        "refusing the attachment list's @odata.nextLink: it is not on graph.base_url's origin, which alone receives the bearer token",
+                    )
+                    .into())
+                }
+            }
+            .filter(|_| pages < 1000);
         }
         Ok(sink)
     }
@@ -544,7 +566,7 @@ impl GraphClient {
         let opts = RequestOpts::upload_url(mailbox);
         match self.execute(opts, |c| c.get(upload_url.clone())).await {
             Ok(resp) => {
-                let body = resp.bytes().await.map_err(|e| GraphError::transport(&e))?;
+                let body = bounded::read_body(resp, bounded::SMALL_ANSWER).await?;
                 let v: serde_json::Value =
                     serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                 Ok(ranges::ranges_from_json(&v)

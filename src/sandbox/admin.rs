@@ -16,6 +16,41 @@ use std::collections::HashMap;
 use std::time::Instant;
 use time::OffsetDateTime;
 
+/// The admin API has no auth: it is for this machine's user only. It listens on loopback, and a
+/// request naming another host (a web page's script after a DNS rebinding: `Host: evil.example`
+/// resolving to 127.0.0.1) is refused.
+pub async fn loopback_host_only(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    match host {
+        Some(h) if !is_loopback_host(&h) => (
+            axum::http::StatusCode::FORBIDDEN,
+            "the sandbox's admin API answers only requests addressed to a loopback host\n",
+        )
+            .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+fn is_loopback_host(host_port: &str) -> bool {
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 pub fn router() -> Router<Shared> {
     Router::new()
         .route("/items", post(create_item).get(list_items))

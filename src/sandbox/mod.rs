@@ -147,7 +147,10 @@ fn router(state: Shared) -> Router {
         )
         .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
         .route("/devicelogin", get(identity::devicelogin))
-        .nest("/_admin", admin::router())
+        .nest(
+            "/_admin",
+            admin::router().layer(middleware::from_fn(admin::loopback_host_only)),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
 }

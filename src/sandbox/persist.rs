@@ -456,7 +456,12 @@ pub fn open(
     // Compact: the current state as a fresh journal, swapped in atomically.
     let tmp = data_dir.join(format!("{JOURNAL}.tmp"));
     {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        // 0600: the journal holds the tokens the sandbox issued.
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut w = std::io::BufWriter::new(opts.open(&tmp)?);
         for r in snapshot(g) {
             serde_json::to_writer(&mut w, &r)?;
             w.write_all(b"\n")?;
