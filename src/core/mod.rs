@@ -2,6 +2,8 @@
 //! with a finished file given what the ledger knows of its path. The agent feeds it plain values
 //! (sizes, times, hashes, ledger entries) and carries out what it answers.
 
+pub mod mail;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -7,6 +7,7 @@
 
 pub mod error;
 mod listing;
+pub mod mail;
 pub mod pacing;
 pub mod ranges;
 pub mod retry;
