@@ -12,6 +12,7 @@ mod config;
 mod crash;
 mod desktop;
 mod ledger;
+mod mail_sandbox;
 mod many;
 mod outage;
 mod properties;

@@ -4,6 +4,7 @@
 //! carries out the actions it answers; the simulator does the same against an in-memory world.
 
 mod legacy;
+pub mod mail;
 pub mod machine;
 pub mod model;
 pub mod settle;

@@ -8,6 +8,7 @@
 pub mod bounded;
 pub mod error;
 mod listing;
+pub mod mail;
 pub mod pacing;
 pub mod ranges;
 pub mod retry;

@@ -76,6 +76,26 @@ pub fn router() -> Router<Shared> {
         .route("/devicecode/approve", post(approve_device))
         .route("/devicecode/interval", post(device_interval))
         .route("/tokens/issued", get(issued_tokens))
+        .route("/sent", get(sent))
+        .route("/sends/pending", get(pending_sends))
+        .route("/sends/deliver", post(deliver_sends))
+}
+
+/// Every message in Sent Items (docs/sandbox.md, "Mail").
+async fn sent(State(st): State<Shared>) -> Response {
+    Json(super::mail::admin_sent(&st.lock())).into_response()
+}
+
+async fn pending_sends(State(st): State<Shared>) -> Response {
+    Json(super::mail::admin_pending(&st.lock())).into_response()
+}
+
+/// Move every draft whose send was accepted to Sent Items now, whatever its delay.
+async fn deliver_sends(State(st): State<Shared>) -> Response {
+    let mut g = st.lock();
+    let n: u32 = g.pending_sends.iter().map(|p| p.copies).sum();
+    super::mail::deliver_due(&mut g, &st.data_dir.join("blobs"), true);
+    Json(json!({"delivered": n})).into_response()
 }
 
 fn err(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -122,6 +142,7 @@ async fn create_item(State(st): State<Shared>, Json(n): Json<NewItem>) -> Respon
         is_draft: n.is_draft.unwrap_or(true),
         created: OffsetDateTime::now_utc(),
         attachments: Vec::new(),
+        mail: Default::default(),
     };
     let mut g = st.lock();
     g.log(Record::Item(ItemRec::of(&item)));
@@ -412,6 +433,13 @@ async fn stats(State(st): State<Shared>) -> Response {
     let mut v = serde_json::to_value(&g.stats).unwrap_or_else(|_| json!({}));
     v["open_sessions"] = json!(open);
     v["duplicate_attachments"] = json!(duplicates);
+    v["duplicate_sends"] = json!(super::mail::duplicate_sends(&g));
+    v["sent_messages"] = json!(g
+        .items
+        .values()
+        .filter(|i| i.mail.sent_ns.is_some())
+        .count());
+    v["pending_sends"] = json!(g.pending_sends.iter().map(|p| p.copies).sum::<u32>());
     v["upload_bytes_resent"] = json!(g
         .stats
         .upload_bytes_received

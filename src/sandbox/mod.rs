@@ -14,6 +14,7 @@ mod admin;
 mod faults;
 mod graph_api;
 mod identity;
+mod mail;
 mod persist;
 mod state;
 mod tls;
@@ -172,7 +173,11 @@ pub(crate) fn route_label(method: &axum::http::Method, path: &str) -> Option<Str
     }
     if path.starts_with("/v1.0") {
         let last = path.rsplit('/').next().unwrap_or("");
-        let label = if last.ends_with("createUploadSession") {
+        let label = if last == "send" && m == "post" {
+            "send_message".to_string()
+        } else if last == "messages" && m == "post" {
+            "create_draft".to_string()
+        } else if last.ends_with("createUploadSession") {
             "create_session".to_string()
         } else if last == "$value" {
             "get_value".to_string()
