@@ -8,7 +8,7 @@
 
 use super::model::*;
 use super::settle::{Settled, Settler};
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 /// Answers in a row that report no progress before a session counts as misbehaving.
@@ -87,28 +87,28 @@ enum Step {
 pub struct Machine {
     now: Time,
     policy: Policy,
-    mappings: HashMap<String, MappingRule>,
-    unavailable: HashSet<String>,
+    mappings: BTreeMap<String, MappingRule>,
+    unavailable: BTreeSet<String>,
     settler: Settler,
-    stats_out: HashSet<PathBuf>,
+    stats_out: BTreeSet<PathBuf>,
     hash_queue: VecDeque<(String, PathBuf, FileStat)>,
-    hash_queued: HashSet<PathBuf>,
-    hashing: HashSet<PathBuf>,
+    hash_queued: BTreeSet<PathBuf>,
+    hashing: BTreeSet<PathBuf>,
     /// What each path being hashed was: its mapping and the stat that settled.
-    hash_info: HashMap<PathBuf, (String, FileStat)>,
-    active: HashMap<String, Active>,
-    paths: HashMap<(String, PathBuf), PathInfo>,
+    hash_info: BTreeMap<PathBuf, (String, FileStat)>,
+    active: BTreeMap<String, Active>,
+    paths: BTreeMap<(String, PathBuf), PathInfo>,
     /// Done, not replaced, records per attachment id: an attachment two entries share (two
     /// files with one name and the same bytes, `if_exists = "skip"`) is never deleted for one.
-    attachment_refs: HashMap<String, u32>,
+    attachment_refs: BTreeMap<String, u32>,
     /// Per mailbox: entries ready to take a step, in order.
-    ready: HashMap<String, VecDeque<String>>,
+    ready: BTreeMap<String, VecDeque<String>>,
     /// Per mailbox: places taken.
-    slots: HashMap<String, usize>,
+    slots: BTreeMap<String, usize>,
     /// (item, name) -> the entry that holds it: one upload per name per item at a time.
-    name_locks: HashMap<(String, String, String), String>,
+    name_locks: BTreeMap<(String, String, String), String>,
     /// Entries waiting for a name lock.
-    lock_waiters: HashMap<(String, String, String), VecDeque<String>>,
+    lock_waiters: BTreeMap<(String, String, String), VecDeque<String>>,
     timers: BTreeSet<(Time, String)>,
     /// Uploads pause until then: a sign-in problem.
     sign_in: Option<(Time, Failure)>,
@@ -175,20 +175,20 @@ impl Machine {
             now: Time(0),
             mappings: mappings.into_iter().map(|m| (m.name.clone(), m)).collect(),
             policy,
-            unavailable: HashSet::new(),
+            unavailable: BTreeSet::new(),
             settler,
-            stats_out: HashSet::new(),
+            stats_out: BTreeSet::new(),
             hash_queue: VecDeque::new(),
-            hash_queued: HashSet::new(),
-            hashing: HashSet::new(),
-            hash_info: HashMap::new(),
-            active: HashMap::new(),
-            paths: HashMap::new(),
-            attachment_refs: HashMap::new(),
-            ready: HashMap::new(),
-            slots: HashMap::new(),
-            name_locks: HashMap::new(),
-            lock_waiters: HashMap::new(),
+            hash_queued: BTreeSet::new(),
+            hashing: BTreeSet::new(),
+            hash_info: BTreeMap::new(),
+            active: BTreeMap::new(),
+            paths: BTreeMap::new(),
+            attachment_refs: BTreeMap::new(),
+            ready: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            name_locks: BTreeMap::new(),
+            lock_waiters: BTreeMap::new(),
             timers: BTreeSet::new(),
             sign_in: None,
             next_seq: 1,
@@ -245,6 +245,40 @@ impl Machine {
 
     pub fn record(&self, id: &str) -> Option<&Record> {
         self.active.get(id).map(|a| &a.rec)
+    }
+
+    /// A one-line-per-entry account of what the machine holds (for the simulator's reports).
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "settling={} hash_queue={} hashing={} stats_out={} sign_in={:?} slots={:?} locks={:?} waiters={:?} ready={:?} timers={:?}\n",
+            self.settler.len(),
+            self.hash_queue.len(),
+            self.hashing.len(),
+            self.stats_out.len(),
+            self.sign_in,
+            self.slots,
+            self.name_locks,
+            self.lock_waiters,
+            self.ready,
+            self.timers
+        );
+        for a in self.active.values() {
+            s += &format!(
+                "  {} {:?} busy={} wait={:?} slot={} queued={} next={:?} may_exist={} cancel={} session={:?} step={:?}\n",
+                a.rec.id,
+                a.rec.state,
+                a.busy,
+                a.wait_until,
+                a.slot,
+                a.queued,
+                a.next_offset,
+                a.rec.may_exist,
+                a.rec.cancel_requested,
+                a.rec.session,
+                self.next_step(a)
+            );
+        }
+        s
     }
 
     // ---- the one entry point ----------------------------------------------------------------
@@ -349,8 +383,8 @@ impl Machine {
 
     fn start(&mut self, mut records: Vec<Record>, with_url: Vec<String>, out: &mut Vec<Action>) {
         records.sort_by_key(|r| r.seq);
-        let urls: HashSet<String> = with_url.into_iter().collect();
-        let known: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let urls: BTreeSet<String> = with_url.into_iter().collect();
+        let known: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
         for id in &urls {
             if !known.contains(id.as_str()) {
                 out.push(Action::ForgetUrl { id: id.clone() });
@@ -713,12 +747,22 @@ impl Machine {
                 return;
             }
         }
-        let mb = self.mailbox_of(&a.rec);
+        // Steps that need no place in the mailbox go first; an entry that holds a place goes
+        // before those waiting for one (so places always come free again).
+        let (mb, front) = match self.next_step(a) {
+            Step::Local | Step::Finished | Step::After => (String::new(), true),
+            _ => (self.mailbox_of(&a.rec), a.slot),
+        };
         if let Some(a) = self.active.get_mut(id) {
             a.queued = true;
             a.wait_until = None;
         }
-        self.ready.entry(mb).or_default().push_back(id.to_owned());
+        let q = self.ready.entry(mb).or_default();
+        if front {
+            q.push_front(id.to_owned());
+        } else {
+            q.push_back(id.to_owned());
+        }
     }
 
     fn set_timer(&mut self, id: &str, t: Time) {
@@ -1682,16 +1726,24 @@ impl Machine {
             }
         }
         let a = self.active.get_mut(id).expect("active");
+        a.rec.attempts = 0;
         if !a.rec.garbage.is_empty() {
             a.rec.garbage.remove(0);
         } else if !a.rec.replaces.is_empty() {
             let r = a.rec.replaces.remove(0);
+            let key = (a.rec.mapping.clone(), a.rec.path.clone());
             if ok {
-                out.push(Action::MarkReplaced { id: r.entry.clone() });
                 if r.entry == id {
                     a.rec.replaced = true;
+                } else if let Some(other) = self.active.get_mut(&r.entry) {
+                    // Still at work: its own record carries the mark.
+                    other.rec.replaced = true;
+                    self.persist(&r.entry, out);
+                } else {
+                    out.push(Action::MarkReplaced {
+                        id: r.entry.clone(),
+                    });
                 }
-                let key = (a.rec.mapping.clone(), a.rec.path.clone());
                 if let Some(info) = self.paths.get_mut(&key) {
                     if info.done.as_ref().is_some_and(|(_, did, ..)| *did == r.entry) {
                         info.done = None;
@@ -1699,7 +1751,6 @@ impl Machine {
                 }
             }
         }
-        a.rec.attempts = 0;
         self.persist(id, out);
     }
 

@@ -13,12 +13,12 @@ use super::machine::{has_work, Machine};
 use super::model::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// A file's bytes, abstractly: a version number and a length. Two versions never share bytes
 /// (stricter than life: a partial rewrite would share some).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Content {
     pub ver: u64,
     pub size: u64,
@@ -144,17 +144,17 @@ pub struct Sim {
     events: BTreeMap<(Time, u64), Event>,
     next_event: u64,
     // the folder
-    inodes: HashMap<u64, Inode>,
+    inodes: BTreeMap<u64, Inode>,
     paths: BTreeMap<PathBuf, u64>,
     next_ino: u64,
     next_ver: u64,
-    unmounted: HashSet<String>,
+    unmounted: BTreeSet<String>,
     /// Contents that stayed in place long enough to count as finished (path -> content).
     /// Files removed by after-actions, with the content removed.
     removed_by_after: Vec<(PathBuf, Content)>,
     // graph
-    items: HashMap<String, Vec<SimAttachment>>,
-    sessions: HashMap<String, SimSession>,
+    items: BTreeMap<String, Vec<SimAttachment>>,
+    sessions: BTreeMap<String, SimSession>,
     next_att: u64,
     next_sess: u64,
     sign_in_until: Time,
@@ -164,9 +164,9 @@ pub struct Sim {
     machine: Option<Machine>,
     epoch: u64,
     ledger: BTreeMap<String, Record>,
-    urls: HashMap<String, String>,
-    readers: HashMap<String, Reader>,
-    pending: HashMap<u64, Pending>,
+    urls: BTreeMap<String, String>,
+    readers: BTreeMap<String, Reader>,
+    pending: BTreeMap<u64, Pending>,
     next_req: u64,
     user_ops_left: u32,
     quiet: bool,
@@ -223,7 +223,7 @@ impl Sim {
             max_attempts: 5,
             ..Policy::default()
         };
-        let mut items = HashMap::new();
+        let mut items = BTreeMap::new();
         for i in 0..n_items {
             items.insert(format!("item{i}"), Vec::new());
         }
@@ -235,14 +235,14 @@ impl Sim {
             now: Time(1_000_000),
             events: BTreeMap::new(),
             next_event: 0,
-            inodes: HashMap::new(),
+            inodes: BTreeMap::new(),
             paths: BTreeMap::new(),
             next_ino: 1,
             next_ver: 1,
-            unmounted: HashSet::new(),
+            unmounted: BTreeSet::new(),
             removed_by_after: Vec::new(),
             items,
-            sessions: HashMap::new(),
+            sessions: BTreeMap::new(),
             next_att: 1,
             next_sess: 1,
             sign_in_until: Time(0),
@@ -251,9 +251,9 @@ impl Sim {
             machine: None,
             epoch: 0,
             ledger: BTreeMap::new(),
-            urls: HashMap::new(),
-            readers: HashMap::new(),
-            pending: HashMap::new(),
+            urls: BTreeMap::new(),
+            readers: BTreeMap::new(),
+            pending: BTreeMap::new(),
             next_req: 1,
             user_ops_left,
             quiet: false,
@@ -338,7 +338,10 @@ impl Sim {
         if self.settled_down() {
             return self.check_final();
         }
-        Err(self.violation("the event queue ran dry before quiescence".into()))
+        let state = self.machine.as_ref().map(|m| m.describe()).unwrap_or_default();
+        Err(self.violation(format!(
+            "the event queue ran dry before quiescence\n{state}"
+        )))
     }
 
     fn settled_down(&self) -> bool {
@@ -392,7 +395,7 @@ impl Sim {
     fn go_quiet(&mut self) {
         self.quiet = true;
         self.note("quiet: faults stop".into());
-        let back: Vec<String> = self.unmounted.drain().collect();
+        let back: Vec<String> = std::mem::take(&mut self.unmounted).into_iter().collect();
         for m in back {
             self.schedule(1, Event::Deliver(self.epoch, Input::FolderAvailable { mapping: m }));
         }
@@ -930,7 +933,8 @@ impl Sim {
                         outcome: wrap_fault(a, f),
                     });
                 }
-                let outcome = self.graph(a, live);
+                // The client keeps what a reply carries (an upload URL) only if it arrives.
+                let outcome = self.graph(a, live && fate == Fate::Normal);
                 if fate == Fate::LostReply {
                     let f = fault(fate).expect("a fault");
                     // Session URLs never reach the client when the reply is lost.
@@ -1188,8 +1192,8 @@ impl Sim {
 
     fn check_always(&self) -> Result<(), Violation> {
         for (item, atts) in &self.items {
-            let mut seen: HashMap<(&str, Content), &str> = HashMap::new();
-            let mut by_entry: HashMap<&str, &str> = HashMap::new();
+            let mut seen: BTreeMap<(&str, Content), &str> = BTreeMap::new();
+            let mut by_entry: BTreeMap<&str, &str> = BTreeMap::new();
             for a in atts {
                 let Some(c) = a.content else {
                     return Err(self.violation(format!(
