@@ -46,7 +46,10 @@ fn main() {
         let v = u32::from(r.is_err());
         if let Err(v) = &r {
             println!("{}", v.log_tail.join("\n"));
-            println!("seed {} broke an invariant at step {}: {}", v.seed, v.step, v.what);
+            println!(
+                "seed {} broke an invariant at step {}: {}",
+                v.seed, v.step, v.what
+            );
         }
         println!(
             "simulate: 1 seeds, {v} violations, {:.0} steps/s",
@@ -56,7 +59,10 @@ fn main() {
     }
     let (bad, steps) = run_seeds(from, seeds);
     for v in &bad {
-        println!("seed {} broke an invariant at step {}: {}", v.seed, v.step, v.what);
+        println!(
+            "seed {} broke an invariant at step {}: {}",
+            v.seed, v.step, v.what
+        );
         println!("  replay: scripts/simulate --seed {} --trace", v.seed);
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);

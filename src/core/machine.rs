@@ -68,13 +68,19 @@ struct Active {
 /// The step an entry takes next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
-    Look { recent_ok: bool },
+    Look {
+        recent_ok: bool,
+    },
     Post,
     CreateSession,
-    Put { offset: u64 },
+    Put {
+        offset: u64,
+    },
     Ask,
     DeleteSession,
-    DeleteAttachment { attachment_id: String },
+    DeleteAttachment {
+        attachment_id: String,
+    },
     After,
     /// A transition with no request (cancel with nothing in flight, a finished entry).
     Local,
@@ -864,11 +870,25 @@ impl Machine {
                 stat,
             });
         }
-        // Entries.
-        let mailboxes: Vec<String> = self.ready.keys().cloned().collect();
-        for mb in mailboxes {
+        // Entries; a step can make others ready (a lock released), so pass until none moves.
+        let mut moved = true;
+        while moved {
+            moved = false;
+            let mailboxes: Vec<String> = self.ready.keys().cloned().collect();
+            for mb in mailboxes {
+                moved |= self.pump_mailbox(&mb, out);
+            }
+            self.ready.retain(|_, q| !q.is_empty());
+        }
+        self.ask_wake(out);
+    }
+
+    /// Start the steps of `mb`'s ready entries while it has places; whether any started.
+    fn pump_mailbox(&mut self, mb: &str, out: &mut Vec<Action>) -> bool {
+        let mut moved = false;
+        {
             loop {
-                let Some(id) = self.ready.get_mut(&mb).and_then(|q| q.pop_front()) else {
+                let Some(id) = self.ready.get_mut(mb).and_then(|q| q.pop_front()) else {
                     break;
                 };
                 if let Some(a) = self.active.get_mut(&id) {
@@ -881,15 +901,18 @@ impl Machine {
                     if let Some(a) = self.active.get_mut(&id) {
                         a.queued = true;
                     }
-                    if let Some(q) = self.ready.get_mut(&mb) {
+                    if let Some(q) = self.ready.get_mut(mb) {
                         q.push_front(id);
                     }
                     break;
                 }
+                moved = true;
             }
         }
-        self.ready.retain(|_, q| !q.is_empty());
-        // The next wake-up.
+        moved
+    }
+
+    fn ask_wake(&mut self, out: &mut Vec<Action>) {
         let next = [
             self.settler.next_deadline(),
             self.timers.iter().next().map(|(t, _)| *t),
@@ -1183,13 +1206,11 @@ impl Machine {
                 id: id.to_owned(),
                 target,
             }),
-            Step::DeleteAttachment { attachment_id } => {
-                out.push(Action::DeleteAttachment {
-                    id: id.to_owned(),
-                    target,
-                    attachment_id,
-                })
-            }
+            Step::DeleteAttachment { attachment_id } => out.push(Action::DeleteAttachment {
+                id: id.to_owned(),
+                target,
+                attachment_id,
+            }),
             Step::After | Step::Local | Step::Finished => {
                 a.busy = false;
             }
@@ -1243,7 +1264,8 @@ impl Machine {
         let Some(a) = self.active.get_mut(id) else {
             return;
         };
-        let too_late = a.rec.cancel_requested && a.rec.error.as_ref().is_none_or(|e| e.code == "canceled");
+        let too_late =
+            a.rec.cancel_requested && a.rec.error.as_ref().is_none_or(|e| e.code == "canceled");
         a.rec.state = State::Done;
         a.rec.may_exist = false;
         a.rec.cancel_requested = false;
@@ -1356,7 +1378,8 @@ impl Machine {
                 let a = self.active.get_mut(id).expect("active");
                 a.rec.attempts += 1;
                 let attempts = a.rec.attempts;
-                if attempts >= self.policy.max_attempts && !a.rec.state.is_terminal() {
+                let max = self.policy.max_attempts;
+                if max > 0 && attempts >= max && !a.rec.state.is_terminal() {
                     self.fail(id, f, out);
                     return;
                 }
@@ -1466,7 +1489,15 @@ impl Machine {
         let (mapping, path, file) = (a.rec.mapping.clone(), a.rec.path.clone(), a.rec.file);
         self.persist(id, out);
         // Settle the file again: its new version is found and queued.
-        self.settler.observe(&mapping, &path, FileStat { size: u64::MAX, ..file }, self.now);
+        self.settler.observe(
+            &mapping,
+            &path,
+            FileStat {
+                size: u64::MAX,
+                ..file
+            },
+            self.now,
+        );
         self.settler.observe(&mapping, &path, file, self.now);
     }
 
@@ -1590,7 +1621,8 @@ impl Machine {
         let max = self.policy.max_sessions;
         let a = self.active.get_mut(id).expect("active");
         a.rec.restarts += 1;
-        if a.rec.restarts > max && !a.rec.state.is_terminal() {
+        let restarts = a.rec.restarts;
+        if self.policy.max_attempts > 0 && restarts > max && !a.rec.state.is_terminal() {
             self.fail(
                 id,
                 Failure::new(
@@ -1602,6 +1634,10 @@ impl Machine {
             return;
         }
         self.persist(id, out);
+        if restarts > 1 {
+            // Sessions keep dying: do not hammer the server.
+            self.wait(id, backoff_ms(id, restarts));
+        }
     }
 
     fn on_ask(&mut self, id: &str, s: AskOutcome, out: &mut Vec<Action>) {
@@ -1688,7 +1724,7 @@ impl Machine {
             }
             DeleteOutcome::Failed(f) => {
                 a.rec.attempts += 1;
-                if a.rec.attempts >= self.policy.max_attempts * 2 {
+                if a.rec.attempts >= self.policy.max_attempts.max(5) * 2 {
                     // The server keeps it until it expires; forget the URL, not the file.
                     a.rec.session = None;
                     out.push(Action::ForgetUrl { id: id.to_owned() });
@@ -1714,7 +1750,7 @@ impl Machine {
         if !ok {
             if let DeleteOutcome::Failed(f) = d {
                 a.rec.attempts += 1;
-                if a.rec.attempts < self.policy.max_attempts * 2 {
+                if a.rec.attempts < self.policy.max_attempts.max(5) * 2 {
                     if matches!(f, Fault::SignIn(_)) {
                         self.on_fault(id, f, out);
                     } else {
@@ -1745,7 +1781,11 @@ impl Machine {
                     });
                 }
                 if let Some(info) = self.paths.get_mut(&key) {
-                    if info.done.as_ref().is_some_and(|(_, did, ..)| *did == r.entry) {
+                    if info
+                        .done
+                        .as_ref()
+                        .is_some_and(|(_, did, ..)| *did == r.entry)
+                    {
                         info.done = None;
                     }
                 }

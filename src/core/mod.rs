@@ -4,8 +4,8 @@
 //! carries out the actions it answers; the simulator does the same against an in-memory world.
 
 mod legacy;
-pub mod mail;
 pub mod machine;
+pub mod mail;
 pub mod model;
 pub mod settle;
 #[cfg(any(test, feature = "sim"))]

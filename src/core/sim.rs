@@ -126,6 +126,10 @@ enum Event {
     Tick(u64),
     Restart,
     Rescan(u64),
+    /// The world: a mapped folder comes back.
+    Mount(String),
+    /// The world: a writer appends to a file and closes it, `n` more times.
+    Append(PathBuf, u32),
 }
 
 /// An upload's reader: the descriptor opened once, and what its bytes hashed to so far.
@@ -220,7 +224,6 @@ impl Sim {
         let policy = Policy {
             chunk_size: [1 << 20, 3840 * 1024][rng.gen_range(0..2)],
             concurrency: rng.gen_range(1..=4),
-            max_attempts: 5,
             ..Policy::default()
         };
         let mut items = BTreeMap::new();
@@ -303,9 +306,7 @@ impl Sim {
             } else {
                 same_time += 1;
                 if same_time > 20_000 {
-                    return Err(self.violation(
-                        "livelock: 20,000 steps without time moving".into(),
-                    ));
+                    return Err(self.violation("livelock: 20,000 steps without time moving".into()));
                 }
             }
             self.steps += 1;
@@ -338,7 +339,11 @@ impl Sim {
         if self.settled_down() {
             return self.check_final();
         }
-        let state = self.machine.as_ref().map(|m| m.describe()).unwrap_or_default();
+        let state = self
+            .machine
+            .as_ref()
+            .map(|m| m.describe())
+            .unwrap_or_default();
         Err(self.violation(format!(
             "the event queue ran dry before quiescence\n{state}"
         )))
@@ -348,10 +353,11 @@ impl Sim {
         self.quiet
             && self.machine.as_ref().is_some_and(|m| m.quiescent())
             && self.pending.values().all(|p| p.epoch != self.epoch)
-            && !self
-                .events
-                .values()
-                .any(|e| matches!(e, Event::Deliver(ep, _) if *ep == self.epoch))
+            && !self.events.values().any(|e| match e {
+                Event::Deliver(ep, _) | Event::Rescan(ep) => *ep == self.epoch,
+                Event::Mount(_) | Event::Append(..) | Event::Restart => true,
+                Event::User | Event::Complete(_) | Event::Tick(_) => false,
+            })
     }
 
     fn step(&mut self, e: Event) -> Result<(), Violation> {
@@ -378,6 +384,34 @@ impl Sim {
                 }
             }
             Event::Restart => self.restart()?,
+            Event::Mount(m) => {
+                if self.unmounted.remove(&m) {
+                    self.note(format!("user: mount {m}"));
+                    let e = self.epoch;
+                    self.schedule(1, Event::Deliver(e, Input::FolderAvailable { mapping: m }));
+                    self.schedule(2, Event::Rescan(e));
+                }
+            }
+            Event::Append(path, n) => {
+                let now_ns = self.now.0 as i64 * 1_000_000;
+                if let Some(ino) = self.paths.get(&path).copied() {
+                    self.next_ver += 1;
+                    let v = self.next_ver;
+                    if let Some(node) = self.inodes.get_mut(&ino) {
+                        node.content = Content {
+                            ver: v,
+                            size: node.content.size + 4096,
+                        };
+                        node.mtime = now_ns;
+                    }
+                    self.note(format!("user: append to {}", path.display()));
+                    self.watch(&path, true);
+                    if n > 0 {
+                        let d = self.rng.gen_range(100..900);
+                        self.schedule(d, Event::Append(path, n - 1));
+                    }
+                }
+            }
             Event::Rescan(epoch) => {
                 if epoch == self.epoch && self.machine.is_some() {
                     self.rescan()?;
@@ -395,9 +429,9 @@ impl Sim {
     fn go_quiet(&mut self) {
         self.quiet = true;
         self.note("quiet: faults stop".into());
-        let back: Vec<String> = std::mem::take(&mut self.unmounted).into_iter().collect();
+        let back: Vec<String> = self.unmounted.iter().cloned().collect();
         for m in back {
-            self.schedule(1, Event::Deliver(self.epoch, Input::FolderAvailable { mapping: m }));
+            self.schedule(0, Event::Mount(m));
         }
         self.sign_in_until = Time(0);
         let e = self.epoch;
@@ -454,7 +488,11 @@ impl Sim {
             return;
         }
         let d = self.rng.gen_range(1..300);
-        let input = match self.paths.get(path).and_then(|ino| self.inodes.get(ino).map(|n| (ino, n))) {
+        let input = match self
+            .paths
+            .get(path)
+            .and_then(|ino| self.inodes.get(ino).map(|n| (ino, n)))
+        {
             Some((ino, n)) => Input::Observed {
                 mapping: mapping.clone(),
                 path: path.to_path_buf(),
@@ -547,35 +585,31 @@ impl Sim {
                 self.note(format!("user: same-size rewrite {}", path.display()));
                 self.watch(&path, true);
             }
-            // Appended and closed, again and again.
+            // Appended and closed, again and again, by a slow writer.
             64..=71 => {
-                let base = self.new_content();
-                let ino = *self.paths.entry(path.clone()).or_insert_with(|| {
-                    self.next_ino += 1;
-                    self.next_ino
-                });
-                let mut size = base.size.min(1 << 20);
+                let c = self.new_content();
+                let c = Content {
+                    ver: c.ver,
+                    size: c.size.min(1 << 20),
+                };
+                self.next_ino += 1;
+                let ino = self.next_ino;
+                self.paths.insert(path.clone(), ino);
+                self.inodes.insert(
+                    ino,
+                    Inode {
+                        content: c,
+                        mtime: now_ns,
+                    },
+                );
                 let times = self.rng.gen_range(2..8);
-                for k in 0..times {
-                    self.next_ver += 1;
-                    size += 4096;
-                    let c = Content {
-                        ver: self.next_ver,
-                        size,
-                    };
-                    // Written now; later appends come as events in time.
-                    let at = self.now.plus_ms(k * 400);
-                    let _ = at;
-                    self.inodes.insert(
-                        ino,
-                        Inode {
-                            content: c,
-                            mtime: now_ns + k as i64 * 400_000_000,
-                        },
-                    );
-                }
-                self.note(format!("user: appended {times}× {}", path.display()));
+                self.note(format!(
+                    "user: a slow writer starts {} ({times} appends)",
+                    path.display()
+                ));
                 self.watch(&path, true);
+                let d = self.rng.gen_range(100..900);
+                self.schedule(d, Event::Append(path, times));
             }
             // Deleted.
             72..=81 if exists => {
@@ -586,7 +620,11 @@ impl Sim {
             // A different file copied over with preserved size and times (after = delete must
             // not remove it unsent).
             82..=87 if exists => {
-                let old = self.paths.get(&path).and_then(|i| self.inodes.get(i)).cloned();
+                let old = self
+                    .paths
+                    .get(&path)
+                    .and_then(|i| self.inodes.get(i))
+                    .cloned();
                 if let Some(old) = old {
                     self.next_ver += 1;
                     self.next_ino += 1;
@@ -601,12 +639,19 @@ impl Sim {
                         },
                     );
                     self.paths.insert(path.clone(), self.next_ino);
-                    self.note(format!("user: copy-over with preserved times {}", path.display()));
+                    self.note(format!(
+                        "user: copy-over with preserved times {}",
+                        path.display()
+                    ));
                     self.watch(&path, false);
                 }
             }
             // The folder goes away for a while.
-            88..=91 if self.rng.gen_bool(self.knobs.unmount_prob.min(1.0) * 10.0_f64.min(1.0)) => {
+            88..=91
+                if self
+                    .rng
+                    .gen_bool(self.knobs.unmount_prob.min(1.0) * 10.0_f64.min(1.0)) =>
+            {
                 if self.unmounted.insert(mapping.clone()) {
                     self.note(format!("user: unmount {mapping}"));
                     let e = self.epoch;
@@ -620,12 +665,15 @@ impl Sim {
                         ),
                     );
                     let back = self.rng.gen_range(1_000..60_000);
-                    self.schedule(back, Event::Deliver(e, Input::FolderAvailable { mapping }));
-                    self.schedule(back + 1, Event::Rescan(e));
+                    self.schedule(back, Event::Mount(mapping));
                 }
             }
             // A sign-in pause.
-            92..=93 if self.rng.gen_bool((self.knobs.sign_in_pause_prob * 50.0).min(1.0)) => {
+            92..=93
+                if self
+                    .rng
+                    .gen_bool((self.knobs.sign_in_pause_prob * 50.0).min(1.0)) =>
+            {
                 self.sign_in_until = self.now.plus_ms(self.rng.gen_range(1_000..120_000));
                 self.note("graph: sign-in needed for a while".into());
             }
@@ -737,7 +785,10 @@ impl Sim {
                         if revive {
                             let rec = r.clone();
                             let e = self.epoch;
-                            self.schedule(0, Event::Deliver(e, Input::Retry { records: vec![rec] }));
+                            self.schedule(
+                                0,
+                                Event::Deliver(e, Input::Retry { records: vec![rec] }),
+                            );
                         }
                     }
                 }
@@ -916,11 +967,22 @@ impl Sim {
                     outcome: Outcome::After(r),
                 })
             }
-            _ if signed_out && live && !matches!(a, Action::PutChunk { .. } | Action::AskSession { .. } | Action::DeleteSession { .. }) => {
+            _ if signed_out
+                && live
+                && !matches!(
+                    a,
+                    Action::PutChunk { .. }
+                        | Action::AskSession { .. }
+                        | Action::DeleteSession { .. }
+                ) =>
+            {
                 let id = action_id(a);
                 Some(Input::Outcome {
                     id,
-                    outcome: wrap_fault(a, Fault::SignIn(Failure::new("InvalidAuthenticationToken", "sign in"))),
+                    outcome: wrap_fault(
+                        a,
+                        Fault::SignIn(Failure::new("InvalidAuthenticationToken", "sign in")),
+                    ),
                 })
             }
             _ => {
@@ -1028,7 +1090,11 @@ impl Sim {
                         }
                         let c = self.content_of(s.ino).expect("inode");
                         // A resume re-reads (and hashes) what was sent before.
-                        let read = if *offset > 0 { vec![(0, *offset, c)] } else { vec![] };
+                        let read = if *offset > 0 {
+                            vec![(0, *offset, c)]
+                        } else {
+                            vec![]
+                        };
                         Reader { ino: s.ino, read }
                     }
                 };
@@ -1058,7 +1124,9 @@ impl Sim {
                 let Some(s) = self.sessions.get_mut(&sid) else {
                     return Some(Outcome::Chunk(ChunkOutcome::SessionGone));
                 };
-                if s.expires <= self.now || (!self.quiet && self.rng.gen_bool(self.knobs.session_death_prob)) {
+                if s.expires <= self.now
+                    || (!self.quiet && self.rng.gen_bool(self.knobs.session_death_prob))
+                {
                     self.sessions.remove(&sid);
                     return Some(Outcome::Chunk(ChunkOutcome::SessionGone));
                 }
@@ -1070,10 +1138,7 @@ impl Sim {
                 if s.next >= s.size {
                     let s = self.sessions.remove(&sid).expect("session");
                     let v = s.segments.first().map(|x| x.2);
-                    let mixed = s
-                        .segments
-                        .iter()
-                        .any(|x| Some(x.2.ver) != v.map(|c| c.ver));
+                    let mixed = s.segments.iter().any(|x| Some(x.2.ver) != v.map(|c| c.ver));
                     let content = if mixed {
                         None
                     } else {
@@ -1127,7 +1192,8 @@ impl Sim {
                     .get(&target.item_id)
                     .and_then(|atts| {
                         atts.iter().find(|x| {
-                            x.name == *name && x.content.map(sha).as_deref() == Some(sha256.as_str())
+                            x.name == *name
+                                && x.content.map(sha).as_deref() == Some(sha256.as_str())
                         })
                     })
                     .map(|x| x.id.clone());
@@ -1151,23 +1217,35 @@ impl Sim {
         }
     }
 
-    fn add_attachment(&mut self, item: &str, name: &str, content: Option<Content>, by: &str) -> String {
+    fn add_attachment(
+        &mut self,
+        item: &str,
+        name: &str,
+        content: Option<Content>,
+        by: &str,
+    ) -> String {
         self.next_att += 1;
         let id = format!("att{}", self.next_att);
         self.note(format!("graph: attachment {id} {name} {content:?} by {by}"));
-        self.items.entry(item.to_owned()).or_default().push(SimAttachment {
-            id: id.clone(),
-            name: name.to_owned(),
-            content,
-            by_entry: by.to_owned(),
-        });
+        self.items
+            .entry(item.to_owned())
+            .or_default()
+            .push(SimAttachment {
+                id: id.clone(),
+                name: name.to_owned(),
+                content,
+                by_entry: by.to_owned(),
+            });
         id
     }
 
     // ---- invariants -------------------------------------------------------------------------
 
     fn rule(&self, mapping: &str) -> Option<&MappingRule> {
-        self.mappings.iter().map(|(r, _)| r).find(|r| r.name == mapping)
+        self.mappings
+            .iter()
+            .map(|(r, _)| r)
+            .find(|r| r.name == mapping)
     }
 
     fn check_persist(&self, rec: &Record) -> Result<(), Violation> {
@@ -1175,7 +1253,11 @@ impl Sim {
             let Some(att) = &rec.attachment_id else {
                 return Err(self.violation(format!("{} done without an attachment id", rec.id)));
             };
-            let t = rec.target.as_ref().map(|t| t.item_id.clone()).unwrap_or_default();
+            let t = rec
+                .target
+                .as_ref()
+                .map(|t| t.item_id.clone())
+                .unwrap_or_default();
             let ok = self.items.get(&t).is_some_and(|atts| {
                 atts.iter()
                     .any(|x| x.id == *att && x.content.map(sha) == rec.sha256)
@@ -1289,7 +1371,11 @@ impl Sim {
             }
             if c.size > MAX_ATTACHMENT {
                 if rec.state != State::Rejected {
-                    return Err(self.violation(format!("{} over the limit but {:?}", path.display(), rec.state)));
+                    return Err(self.violation(format!(
+                        "{} over the limit but {:?}",
+                        path.display(),
+                        rec.state
+                    )));
                 }
                 continue;
             }
@@ -1301,12 +1387,18 @@ impl Sim {
                 )));
             }
             let item = &rule.target.item_id;
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let on_item = self.items.get(item).is_some_and(|atts| {
-                atts.iter().any(|a| a.name == name && a.content == Some(c))
-            });
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let on_item = self
+                .items
+                .get(item)
+                .is_some_and(|atts| atts.iter().any(|a| a.name == name && a.content == Some(c)));
             if !on_item {
-                return Err(self.violation(format!("{}: final bytes not on {item}", path.display())));
+                return Err(
+                    self.violation(format!("{}: final bytes not on {item}", path.display()))
+                );
             }
             if rule.on_change == OnChange::Replace {
                 let mine: Vec<&SimAttachment> = self
@@ -1374,7 +1466,11 @@ fn brief(a: &Action) -> String {
             r.sha256.as_deref().map(|s| &s[..32]).unwrap_or("-")
         ),
         Action::PutChunk {
-            id, offset, len, last, ..
+            id,
+            offset,
+            len,
+            last,
+            ..
         } => format!("put {id} {offset}+{len} last={last}"),
         other => {
             let s = format!("{other:?}");
