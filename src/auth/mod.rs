@@ -102,18 +102,6 @@ impl Credentials {
         )
     }
 
-    /// Credentials from the auth section alone: the platform's default state dir and the
-    /// global Graph. Prefer [`Credentials::from_settings_in`].
-    pub fn from_settings(auth: &AuthSettings) -> Credentials {
-        let defaults = Settings::defaults(crate::config::default_path());
-        Self::build(
-            auth,
-            &defaults.agent.state_dir,
-            &defaults.graph.base_url,
-            oauth::http_client(None),
-        )
-    }
-
     fn build(
         auth: &AuthSettings,
         state_dir: &Path,

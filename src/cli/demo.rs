@@ -84,17 +84,7 @@ fn drop_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, dir.join(name))
 }
 
-fn human_size(n: u64) -> String {
-    const KIB: f64 = 1024.0;
-    let f = n as f64;
-    if f >= KIB * KIB {
-        format!("{:.1} MiB", f / KIB / KIB)
-    } else if f >= KIB {
-        format!("{:.1} KiB", f / KIB)
-    } else {
-        format!("{n} B")
-    }
-}
+use crate::config::units::human_size;
 
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()

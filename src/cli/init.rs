@@ -45,15 +45,6 @@ pub fn starter_config(home: &Path, state: &Path, config_dir: &Path) -> String {
     format!("{header}{body}")
 }
 
-fn state_dir() -> Option<PathBuf> {
-    let dirs = directories::ProjectDirs::from("", "", "outbox")?;
-    Some(
-        dirs.state_dir()
-            .unwrap_or_else(|| dirs.data_local_dir())
-            .to_path_buf(),
-    )
-}
-
 pub fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
     let path = flag
         .map(Path::to_path_buf)
@@ -66,7 +57,8 @@ pub fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
                 "cannot find your home directory (is $HOME set?)",
             )
         })?;
-    let state = state_dir().unwrap_or_else(|| home.join(".local/state/outbox"));
+    let state =
+        crate::config::default_state_dir().unwrap_or_else(|| home.join(".local/state/outbox"));
     let config_dir = path
         .parent()
         .map(Path::to_path_buf)

@@ -189,20 +189,7 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
-/// Binary units, one decimal above bytes: "512 B", "3.0 MiB".
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+pub use crate::config::units::human_size;
 
 /// How long ago `then` was: "just now", "42s ago", "3m ago", "5h ago", "12d ago".
 pub fn age(then: OffsetDateTime, now: OffsetDateTime) -> String {

@@ -21,6 +21,17 @@ pub fn default_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("outbox.toml"))
 }
 
+/// The platform's state dir for outbox (`~/.local/state/outbox` on Linux), where the ledger and
+/// the token cache live unless `agent.state_dir` says otherwise. `None` without a home directory.
+pub fn default_state_dir() -> Option<PathBuf> {
+    let dirs = directories::ProjectDirs::from("", "", "outbox")?;
+    Some(
+        dirs.state_dir()
+            .unwrap_or_else(|| dirs.data_local_dir())
+            .to_path_buf(),
+    )
+}
+
 /// A configuration problem: exit 78. Displayed as `FILE:LINE: KEY: MESSAGE`.
 #[derive(Debug, thiserror::Error)]
 // An empty key (the file as a whole: missing, unreadable) is left out rather than shown as ": :".

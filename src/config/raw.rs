@@ -392,6 +392,8 @@ pub(super) fn load(path: &Path) -> Result<Settings, ConfigError> {
     validate(raw, &ctx)
 }
 
+// The defaults are constants of this file, checked by `defaults_match_spec`: they cannot fail.
+#[allow(clippy::expect_used)]
 pub(super) fn defaults(source: PathBuf) -> Settings {
     let ok = "defaults are valid";
     Settings {
@@ -426,14 +428,7 @@ pub(super) fn defaults(source: PathBuf) -> Settings {
     }
 }
 
-fn default_state_dir() -> Option<PathBuf> {
-    let dirs = directories::ProjectDirs::from("", "", "outbox")?;
-    Some(
-        dirs.state_dir()
-            .unwrap_or_else(|| dirs.data_local_dir())
-            .to_path_buf(),
-    )
-}
+use super::default_state_dir;
 
 /// What every error needs: the file, its text (for lines) and the key map (for key names).
 struct Ctx<'a> {

@@ -196,17 +196,7 @@ impl GraphClient {
             // most `concurrency` at a time, so a few pooled connections cost nothing.
             .http1_only();
         if let Some(ca) = &settings.graph.ca_file {
-            let pem =
-                std::fs::read(ca).map_err(|e| format!("graph.ca_file {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                format!("graph.ca_file {}: not a PEM certificate: {e}", ca.display())
-            })?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "graph.ca_file {}: no certificate in the file",
-                    ca.display()
-                ));
-            }
+            let certs = crate::ca::load_bundle(ca)?;
             for c in certs {
                 builder = builder.add_root_certificate(c);
             }

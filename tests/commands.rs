@@ -1,5 +1,5 @@
-//! Desktop commands end to end: demo, init, check, items, verify, service. Real binary, real
-//! sandbox on loopback, temp dirs.
+//! The commands a person types around the agent, end to end: demo, init, check, items, verify,
+//! service, the man page and completions. Real binary, real sandbox on loopback, temp dirs.
 
 use crate::common::*;
 use reqwest::Method;
@@ -531,7 +531,7 @@ fn service_install_dry_run_for_each_platform() {
 }
 
 /// The man page and shell completions in packaging/ are generated from the clap definitions;
-/// this fails when they are stale. `OUTBOX_BLESS=1 cargo test --test it desktop::docs` rewrites them.
+/// this fails when they are stale. `OUTBOX_BLESS=1 cargo test --test it commands::packaged_man_page` rewrites them.
 #[test]
 fn packaged_man_page_and_completions_are_current() {
     use clap::CommandFactory;
@@ -561,7 +561,7 @@ fn packaged_man_page_and_completions_are_current() {
         let have = std::fs::read(&path).unwrap_or_default();
         assert!(
             have == bytes,
-            "{} is stale: run `OUTBOX_BLESS=1 cargo test --test it desktop::packaged_man_page`",
+            "{} is stale: run `OUTBOX_BLESS=1 cargo test --test it commands::packaged_man_page`",
             path.display()
         );
     }
