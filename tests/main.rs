@@ -16,6 +16,7 @@ mod config;
 mod crash;
 mod ledger;
 mod many;
+mod messages;
 mod outage;
 mod properties;
 mod sandbox;

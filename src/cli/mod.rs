@@ -172,20 +172,23 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
     match cli.command {
         Command::Sandbox(args) => sandbox::run(args).await,
-        Command::Send(args) => send::run(load_settings(cli.config.as_deref(), false)?, args).await,
+        Command::Send(args) => {
+            let token_in_env = std::env::var_os(DEFAULT_TOKEN_ENV).is_some();
+            send::run(load_settings(cli.config.as_deref(), !token_in_env)?, args).await
+        }
         Command::Run { once } => run::run(load_settings(cli.config.as_deref(), true)?, once).await,
         Command::Status { json, state } => {
-            entries::status(load_settings(cli.config.as_deref(), false)?, json, state).await
+            entries::status(load_settings(cli.config.as_deref(), true)?, json, state).await
         }
         Command::Retry { id, failed: _ } => {
-            entries::retry(load_settings(cli.config.as_deref(), false)?, id).await
+            entries::retry(load_settings(cli.config.as_deref(), true)?, id).await
         }
         Command::Cancel { id } => {
-            entries::cancel(load_settings(cli.config.as_deref(), false)?, id).await
+            entries::cancel(load_settings(cli.config.as_deref(), true)?, id).await
         }
-        Command::Login => login::login(load_settings(cli.config.as_deref(), false)?).await,
-        Command::Logout => login::logout(load_settings(cli.config.as_deref(), false)?).await,
-        Command::Whoami => login::whoami(load_settings(cli.config.as_deref(), false)?).await,
+        Command::Login => login::login(load_settings(cli.config.as_deref(), true)?).await,
+        Command::Logout => login::logout(load_settings(cli.config.as_deref(), true)?).await,
+        Command::Whoami => login::whoami(load_settings(cli.config.as_deref(), true)?).await,
         Command::Demo { exit_after } => demo::run(exit_after).await,
         Command::Init => init::run(cli.config.as_deref()),
         Command::Check => check::run(cli.config.as_deref()).await,
@@ -195,11 +198,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
             top,
             user,
         } => {
-            let settings = load_settings(cli.config.as_deref(), false)?;
+            let settings = load_settings(cli.config.as_deref(), true)?;
             items::run(settings, &kind, search.as_deref(), top, &user).await
         }
         Command::Verify { id, all: _ } => {
-            verify::run(load_settings(cli.config.as_deref(), false)?, id).await
+            verify::run(load_settings(cli.config.as_deref(), true)?, id).await
         }
         Command::Service {
             action,
@@ -209,9 +212,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
     }
 }
 
+/// The variable `outbox send` reads a token from when there is no config file at all.
+pub const DEFAULT_TOKEN_ENV: &str = "OUTBOX_ACCESS_TOKEN";
+
 /// Load the config: `--config`, else `$OUTBOX_CONFIG`, else the platform default. A file named
-/// explicitly must exist; a missing default file gives the built-in defaults when `required` is
-/// false (e.g. `send` with a token from the environment).
+/// explicitly must exist. A missing default file is exit 78 saying to run `outbox init`, unless
+/// `required` is false: only `send` with a token in `$OUTBOX_ACCESS_TOKEN`, where the user chose
+/// the auth method by setting the variable, runs on the built-in defaults (and writes nothing).
 pub fn load_settings(
     flag: Option<&std::path::Path>,
     required: bool,
