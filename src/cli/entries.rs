@@ -80,7 +80,10 @@ pub async fn status(
     if json {
         println!("{}", super::status::render_json(&entries));
     } else {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = super::logging::colour(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
         print!(
             "{}",
             super::status::render_table(&entries, time::OffsetDateTime::now_utc(), color)

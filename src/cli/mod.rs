@@ -74,8 +74,12 @@ pub enum Command {
     Logout,
     /// Show the signed-in account.
     Whoami,
-    /// Validate config, folders, sign-in and every target item.
-    Check,
+    /// Validate config, folders, sign-in and every target item; exit 0 unless an error.
+    Check {
+        /// Print the findings as a JSON array of {"level","what","message"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read done attachments back and compare SHA-256 with the ledger.
     Verify {
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -191,7 +195,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Whoami => login::whoami(load_settings(cli.config.as_deref(), true)?).await,
         Command::Demo { exit_after } => demo::run(exit_after).await,
         Command::Init => init::run(cli.config.as_deref()),
-        Command::Check => check::run(cli.config.as_deref()).await,
+        Command::Check { json } => check::run(cli.config.as_deref(), json).await,
         Command::Items {
             kind,
             search,

@@ -171,7 +171,9 @@ fn progress(e: &LedgerEntry) -> String {
 fn error_text(e: &LedgerEntry) -> Option<String> {
     match e.state {
         EntryState::Failed | EntryState::Rejected => e.error.as_ref().map(|err| {
-            let text = if err.code.is_empty() {
+            // The agent's message may already start with the code ("ErrorItemNotFound (HTTP
+            // 404): ..."): say it once.
+            let text = if err.code.is_empty() || err.message.starts_with(&err.code) {
                 err.message.clone()
             } else {
                 format!("{}: {}", err.code, err.message)
