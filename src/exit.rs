@@ -14,6 +14,8 @@ pub enum ExitCode {
     SignIn = 3,
     /// Bad configuration (EX_CONFIG).
     Config = 78,
+    /// Stopped by SIGINT/SIGTERM before the work was done (128 + SIGINT, as shells report it).
+    Interrupted = 130,
 }
 
 /// An error a command ends with: the message the user reads, and the exit code.

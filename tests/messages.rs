@@ -173,3 +173,183 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+fn send_args<'a>(file: &'a Path, flag: &'a str, item: &'a str) -> Vec<&'a str> {
+    vec!["send", file.to_str().unwrap(), flag, item]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_skips_a_file_already_there_says_so_and_attach_overrides() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let file = env.path("report.pdf");
+    write_file(&file, 20_000, 1);
+    // No mapping for the item: the default is skip, as a mapping's is.
+    env.write_config("", "");
+    let first = env.run(
+        &send_args(&file, "--message", &item),
+        Duration::from_secs(60),
+    );
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let id = stdout(&first).trim().to_string();
+    assert!(
+        stderr(&first).contains("attached report.pdf (19.5 KiB) to message"),
+        "{}",
+        stderr(&first)
+    );
+    let again = env.run(
+        &send_args(&file, "--message", &item),
+        Duration::from_secs(60),
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(
+        stdout(&again).trim(),
+        id,
+        "the id of the attachment already there"
+    );
+    assert!(
+        stderr(&again)
+            .contains("already there with the same bytes (if_exists = \"skip\"); not sent again"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
+
+    // A mapping that targets the item decides: its `if_exists = "attach"` sends a second copy.
+    std::fs::create_dir_all(env.path("drop")).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nfolder = \"{}\"\nmessage = \"{item}\"\nif_exists = \"attach\"\n",
+            env.path("drop").display()
+        ),
+    );
+    let out = env.run(
+        &send_args(&file, "--message", &item),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 2);
+    // And the flag decides over the mapping.
+    let mut args = send_args(&file, "--message", &item);
+    args.extend(["--if-exists", "skip"]);
+    let out = env.run(&args, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_interrupted_exits_130_and_leaves_no_session() {
+    let env = Env::new();
+    env.write_config("chunk_size = \"1MiB\"", "");
+    let item = env.sandbox.create_item("message", "me").await;
+    let file = env.path("big.bin");
+    write_file(&file, 6 * MIB, 2);
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "put", "action": "delay", "delay_ms": 10},
+            {"route": "put", "action": "delay", "delay_ms": 20000}
+        ]}))
+        .await;
+    let child = env
+        .cmd()
+        .args(send_args(&file, "--message", &item))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    wait_until(
+        Duration::from_secs(30),
+        "the upload to be under way",
+        || async {
+            env.sandbox.stats().await["open_sessions"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted: big.bin (6.0 MiB) to message"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hints_point_the_right_way() {
+    let env = Env::new();
+    env.write_config("", "");
+    let event = env.sandbox.create_item("event", "me").await;
+    let sent = env.sandbox.create_item("message", "me").await;
+    env.sandbox
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/items/{}", urlenc(&sent)),
+            Some(serde_json::json!({"isDraft": false})),
+        )
+        .await;
+    let file = env.path("a.txt");
+    write_file(&file, 100, 1);
+
+    // An event's id given to --message: not just "not found", but "use --event".
+    let out = env.run(
+        &send_args(&file, "--message", &event),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("that id is an event of this mailbox, not a message: use --event ID"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A 403 on a sent message says it is not a draft, not to check permissions.
+    let out = env.run(
+        &send_args(&file, "--message", &sent),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the message is not a draft"), "{err}");
+    assert!(!err.contains("check the account's permissions"), "{err}");
+    insta::assert_snapshot!("send_to_a_sent_message", err);
+
+    // A refused token_env token: put a fresh one in the variable; `outbox login` would refuse.
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_TEST_TOKEN", "expired-token-0x1")
+            .args(send_args(&file, "--message", &event)),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("expired-token-0x1"), "{err}");
+    insta::assert_snapshot!("send_with_a_refused_token_env_token", err);
+
+    // In the config: `message = <an event's id>` is named in `check` as such.
+    std::fs::create_dir_all(env.path("f")).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"cal\"\nfolder = \"{}\"\nmessage = \"{event}\"\n",
+            env.path("f").display()
+        ),
+    );
+    let out = env.run(&["check"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(
+            "error  mapping cal message: not found: that id is an event of this mailbox, not a message: write it as `event = \"...\"` in the mapping"
+        ),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -277,6 +277,13 @@ async fn check_item(r: &mut Report, client: &GraphClient, m: &Mapping) {
     let v = match client.get_json(&m.user, url).await {
         Ok(v) => v,
         Err(RequestError::Graph(e)) if e.status == Some(404) => {
+            if let Some(f) = super::hints::look_again(client, &item, &e).await {
+                return r.line(
+                    Level::Error,
+                    &what,
+                    format!("not found: {}", super::hints::for_mapping(f)),
+                );
+            }
             return r.line(
                 Level::Error,
                 &what,
@@ -290,7 +297,7 @@ async fn check_item(r: &mut Report, client: &GraphClient, m: &Mapping) {
                     m.item_id,
                     e.code,
                 ),
-            )
+            );
         }
         Err(RequestError::Graph(e)) => {
             let advice = e.advice().map(|a| format!(": {a}")).unwrap_or_default();

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod demo;
 pub mod entries;
+pub mod hints;
 pub mod init;
 pub mod items;
 pub mod logging;
@@ -124,9 +125,12 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["message", "event"])))]
 pub struct SendArgs {
+    /// The file to attach.
     pub file: PathBuf,
+    /// Attach to this message (a draft): an id from `outbox items messages`.
     #[arg(long, value_name = "ID")]
     pub message: Option<String>,
+    /// Attach to this calendar event: an id from `outbox items events`.
     #[arg(long, value_name = "ID")]
     pub event: Option<String>,
     /// Mailbox: `me` (default), a UPN or a user id.
@@ -135,6 +139,18 @@ pub struct SendArgs {
     /// Attachment name (default: the file's name).
     #[arg(long, value_name = "N")]
     pub name: Option<String>,
+    /// When the item already has an attachment of this name with the same bytes: `skip` (print
+    /// its id, send nothing) or `attach` anyway. Default: the `if_exists` of a mapping that
+    /// targets the same item, else `skip`.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub if_exists: Option<IfExistsArg>,
+}
+
+/// `send --if-exists`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IfExistsArg {
+    Skip,
+    Attach,
 }
 
 /// Parse the command line, run the command, return the exit code.

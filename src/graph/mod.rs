@@ -314,6 +314,7 @@ impl GraphClient {
                     Err(e) => GraphError::transport(&e),
                 }
             };
+            let err = self.creds.explain_refusal(err);
             if err.class == ErrorClass::SignIn && !refreshed && !err.claims_challenge {
                 if let Some(t) = &token {
                     refreshed = true;
