@@ -238,6 +238,19 @@ async fn items_lists_created_items_with_ids() {
     let so = stdout(&out);
     assert!(so.contains(&id) && !so.contains("Other"), "{so}");
 
+    let out = env.run(&["items", "messages", "--json"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let budget = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == json!(id))
+        .unwrap();
+    assert_eq!(budget["subject"], "Budget 2027 draft");
+    assert_eq!(budget["attachments"], 2);
+    assert_eq!(budget["kind"], "message");
+
     let ev = env.sandbox.create_item("event", "me").await;
     let out = env.run(&["items", "events", "--top", "5"], Duration::from_secs(30));
     assert!(stdout(&out).contains(&ev), "{}", stdout(&out));
@@ -299,6 +312,39 @@ async fn verify_catches_deleted_and_altered_attachments() {
     assert!(line_of(&so, "a.bin").starts_with("MISSING"), "{so}");
     assert!(line_of(&so, "c d.bin").starts_with("MISMATCH"), "{so}");
     assert!(line_of(&so, "b.bin").starts_with("ok"), "{so}");
+
+    // A mismatch says how to fix it, with the command that works: it attaches the file again
+    // (same name, other bytes: `if_exists = "skip"` does not count the bad copy).
+    let fix = line_of(&so, "c d.bin");
+    let cmd = fix
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in {fix}"));
+    assert!(cmd.starts_with("outbox send '"), "{fix}");
+    let path = cmd.split('\'').nth(1).unwrap();
+    let out = env.run(&["send", path, "--message", &item], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("attached c d.bin"),
+        "{}",
+        stderr(&out)
+    );
+
+    // --json: the same verdicts as data.
+    let out = env.run(&["verify", "--all", "--json"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result_of = |n: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["file"].as_str().unwrap().ends_with(n))
+            .unwrap()["result"]
+            .clone()
+    };
+    assert_eq!(result_of("a.bin"), "missing");
+    assert_eq!(result_of("b.bin"), "ok");
+    assert_eq!(result_of("c d.bin"), "mismatch");
 
     // One id: the intact one passes alone.
     let status = env.run(&["status", "--json"], Duration::from_secs(20));
@@ -530,19 +576,15 @@ fn service_install_dry_run_for_each_platform() {
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
 }
 
-/// The man page and shell completions in packaging/ are generated from the clap definitions;
-/// this fails when they are stale. `OUTBOX_BLESS=1 cargo test --test it commands::packaged_man_page` rewrites them.
+/// The man page (tests/man.rs) and shell completions in packaging/ are generated from the clap
+/// definitions; this fails when they are stale. `OUTBOX_BLESS=1 cargo test --test it commands::packaged_man_page` rewrites them.
 #[test]
 fn packaged_man_page_and_completions_are_current() {
     use clap::CommandFactory;
     use clap_complete::Shell;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
     let mut want: Vec<(std::path::PathBuf, Vec<u8>)> = Vec::new();
-    let mut man = Vec::new();
-    clap_mangen::Man::new(outbox::cli::Cli::command())
-        .render(&mut man)
-        .unwrap();
-    want.push((root.join("man/outbox.1"), man));
+    want.push((root.join("man/outbox.1"), crate::man::render()));
     for (shell, file) in [
         (Shell::Bash, "outbox.bash"),
         (Shell::Zsh, "_outbox"),

@@ -15,6 +15,7 @@ mod commands;
 mod config;
 mod crash;
 mod ledger;
+mod man;
 mod many;
 mod messages;
 mod outage;

@@ -353,3 +353,122 @@ async fn hints_point_the_right_way() {
         stdout(&out)
     );
 }
+
+#[test]
+fn every_command_and_option_has_help_text() {
+    use clap::CommandFactory;
+    let mut root = outbox::cli::Cli::command();
+    root.build();
+    let mut missing = Vec::new();
+    let mut look = |cmd: &clap::Command, path: &str| {
+        if cmd.get_about().is_none() {
+            missing.push(path.to_string());
+        }
+        for a in cmd.get_arguments() {
+            if !a.is_hide_set() && a.get_help().is_none() {
+                missing.push(format!("{path} {}", a.get_id()));
+            }
+        }
+    };
+    look(&root, "outbox");
+    for sc in root.get_subcommands().filter(|c| c.get_name() != "help") {
+        look(sc, &format!("outbox {}", sc.get_name()));
+    }
+    assert!(missing.is_empty(), "no help text: {missing:?}");
+}
+
+#[test]
+fn help_snapshots() {
+    let home = tempfile::tempdir().unwrap();
+    let names = [
+        "",
+        "run",
+        "send",
+        "status",
+        "retry",
+        "cancel",
+        "check",
+        "verify",
+        "items",
+        "service",
+        "sandbox",
+        "demo",
+        "completions",
+    ];
+    for name in names {
+        let mut c = clean(home.path());
+        c.env("COLUMNS", "100");
+        if !name.is_empty() {
+            c.arg(name);
+        }
+        let out = run_bounded(c.arg("--help"), Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        let label = if name.is_empty() { "outbox" } else { name };
+        insta::assert_snapshot!(format!("help_{label}"), stdout(&out));
+    }
+    // sandbox and demo read no config: not offered, refused when given.
+    for name in ["sandbox", "demo"] {
+        let out = run_bounded(
+            clean(home.path()).args([name, "--help"]),
+            Duration::from_secs(20),
+        );
+        assert!(
+            !stdout(&out).contains("--config"),
+            "{name}: {}",
+            stdout(&out)
+        );
+        let out = run_bounded(
+            clean(home.path()).args(["--config", "x.toml", name]),
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("reads no config file"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // retry and verify with nothing to act on name the flag that does it all.
+    let out = run_bounded(clean(home.path()).arg("retry"), Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!("retry_without_arguments", stderr(&out));
+    let out = run_bounded(clean(home.path()).arg("verify"), Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--all"), "{}", stderr(&out));
+    // An unknown --state lists the states.
+    let out = run_bounded(
+        clean(home.path()).args(["status", "--state", "stuck"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("settling, pending, uploading, done, failed, rejected, canceled"));
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let home = tempfile::tempdir().unwrap();
+    for (shell, needle) in [
+        ("bash", "_outbox()"),
+        ("zsh", "#compdef outbox"),
+        ("fish", "complete -c outbox"),
+        ("powershell", "Register-ArgumentCompleter"),
+        ("elvish", "edit:completion:arg-completer[outbox]"),
+    ] {
+        let out = run_bounded(
+            clean(home.path()).args(["completions", shell]),
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains(needle), "{shell}");
+    }
+    // What the packages ship is what the binary prints.
+    let out = run_bounded(
+        clean(home.path()).args(["completions", "bash"]),
+        Duration::from_secs(20),
+    );
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/completions/outbox.bash"),
+    )
+    .unwrap();
+    assert_eq!(stdout(&out), shipped);
+}
