@@ -52,7 +52,7 @@ fn commands_section(w: &mut Vec<u8>) {
         if sc.is_hide_set() || sc.get_name() == "help" {
             continue;
         }
-        let mut usage = format!("outbox {}", sc.get_name());
+        let mut usage = format!("\\fBoutbox {}\\fR", esc(sc.get_name()));
         for a in sc.get_arguments() {
             if a.is_hide_set() || a.is_global_set() || a.get_id() == "help" {
                 continue;
@@ -63,14 +63,7 @@ fn commands_section(w: &mut Vec<u8>) {
                 usage.push_str(&format!(" [{}]", arg_label(a)));
             }
         }
-        writeln!(
-            w,
-            ".TP\n{}",
-            usage
-                .replace("outbox ", "\\fBoutbox ")
-                .replacen(' ', " ", 1)
-        )
-        .unwrap();
+        writeln!(w, ".TP\n{usage}").unwrap();
         let about = sc
             .get_long_about()
             .or(sc.get_about())
