@@ -472,3 +472,42 @@ fn completions_are_printed_for_each_shell() {
     .unwrap();
     assert_eq!(stdout(&out), shipped);
 }
+
+#[test]
+fn every_config_error_is_reported_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("f")).unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[graph]\nbase_url = \"ftp://x\"\n\n[auth]\nmethod = \"token_env\"\n\n[agent]\n\
+             chunk_size = \"9MiB\"\nbogus = 1\nsettle = \"soon\"\n\n[[mapping]]\nfolder = \"{0}\"\n\
+             message = \"a\"\nevent = \"b\"\ncolour = \"red\"\n\n[[mapping]]\nname = \"f\"\n\
+             folder = \"{0}\"\nmessage = \"c\"\n",
+            dir.path().join("f").display()
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        clean(&dir.path().join("home"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check"),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = masked(&stderr(&out), dir.path());
+    for key in [
+        ":2: graph.base_url",
+        ":8: agent.chunk_size",
+        ":9: agent.bogus",
+        ":10: agent.settle",
+        ":15: mapping[0].event",
+        ":16: mapping[0].colour",
+        ":19: mapping[1].name",
+    ] {
+        assert!(err.contains(key), "{key} missing in:\n{err}");
+    }
+    insta::assert_snapshot!("config_errors_all_at_once", err);
+}

@@ -355,7 +355,7 @@ pub fn load_settings(
     if explicit.is_none() && !required && !path.exists() {
         return Ok(crate::config::Settings::defaults(path));
     }
-    let settings = crate::config::Settings::load(&path)?;
+    let settings = crate::config::Settings::load_all(&path).map_err(CommandError::config)?;
     warn_if_exposed(&settings);
     Ok(settings)
 }

@@ -195,6 +195,11 @@ impl Settings {
         raw::load(path)
     }
 
+    /// As [`Settings::load`], but every error in the file (at least one), in order.
+    pub fn load_all(path: &Path) -> Result<Settings, Vec<ConfigError>> {
+        raw::load_all(path)
+    }
+
     /// Settings with every default and no mappings, for commands that need no config file
     /// (`send` with a token from the environment, `demo`).
     pub fn defaults(source: PathBuf) -> Settings {
