@@ -55,7 +55,8 @@ fn init_writes_a_loadable_config_and_never_overwrites() {
             .arg("--config")
             .arg(&cfg)
             .arg("init")
-            .env("HOME", dir.path()),
+            .env("HOME", dir.path())
+            .env_remove("XDG_STATE_HOME"),
         Duration::from_secs(20),
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -68,6 +69,28 @@ fn init_writes_a_loadable_config_and_never_overwrites() {
     );
     let text = std::fs::read_to_string(&cfg).unwrap();
     assert!(text.contains("# "), "commented");
+    // A config of its own gets a state dir of its own: a second config's agent never collides
+    // with the first's (exit 2).
+    let default_state = dir.path().join(".local/state/outbox");
+    assert!(
+        s.agent.state_dir.starts_with(&default_state),
+        "{:?}",
+        s.agent.state_dir
+    );
+    assert_ne!(s.agent.state_dir, default_state);
+    let other = dir.path().join("other").join("config.toml");
+    let out = run_bounded(
+        Command::new(bin())
+            .arg("--config")
+            .arg(&other)
+            .arg("init")
+            .env("HOME", dir.path())
+            .env_remove("XDG_STATE_HOME"),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s2 = outbox::config::Settings::load(&other).unwrap();
+    assert_ne!(s2.agent.state_dir, s.agent.state_dir);
 
     // Second time: exit 2, file named, content untouched.
     std::fs::write(&cfg, "# mine\n").unwrap();

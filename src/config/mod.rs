@@ -16,9 +16,12 @@ pub fn default_path() -> PathBuf {
     if let Some(p) = std::env::var_os("OUTBOX_CONFIG") {
         return PathBuf::from(p);
     }
-    directories::ProjectDirs::from("", "", "outbox")
-        .map(|d| d.config_dir().join("config.toml"))
-        .unwrap_or_else(|| PathBuf::from("outbox.toml"))
+    platform_config_path().unwrap_or_else(|| PathBuf::from("outbox.toml"))
+}
+
+/// The platform's config file (`~/.config/outbox/config.toml` on Linux); `None` without a home.
+pub fn platform_config_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "outbox").map(|d| d.config_dir().join("config.toml"))
 }
 
 /// The platform's state dir for outbox (`~/.local/state/outbox` on Linux), where the ledger and
