@@ -511,3 +511,26 @@ fn every_config_error_is_reported_in_one_run() {
     }
     insta::assert_snapshot!("config_errors_all_at_once", err);
 }
+
+/// Where `systemctl --user` has no user manager to talk to (a container, a session without
+/// lingering), `service install` says what to do instead of only relaying "Failed to connect to
+/// bus". The runtime dir is pointed nowhere, so a real user manager is never touched.
+#[cfg(target_os = "linux")]
+#[test]
+fn service_install_without_a_user_systemd_says_what_to_do() {
+    let bare = Bare::new();
+    let home = bare.dir.path().join("home");
+    let out = run_bounded(
+        bare.cmd()
+            .args(["service", "install"])
+            .env("XDG_RUNTIME_DIR", bare.dir.path().join("no-runtime"))
+            .env_remove("DBUS_SESSION_BUS_ADDRESS"),
+        Duration::from_secs(30),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("loginctl enable-linger"), "{err}");
+    assert!(err.contains("under the supervisor you have"), "{err}");
+    // The unit it wrote is where the advice's `service install` again will find it.
+    assert!(home.join(".config/systemd/user/outbox.service").exists());
+}
