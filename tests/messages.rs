@@ -534,3 +534,118 @@ fn service_install_without_a_user_systemd_says_what_to_do() {
     // The unit it wrote is where the advice's `service install` again will find it.
     assert!(home.join(".config/systemd/user/outbox.service").exists());
 }
+
+/// `outbox sandbox` prints, after its `listening` line, the config lines that point outbox at
+/// it; pasted into a config as they are, they work: a device-code sign-in approved with the
+/// Approve button of the sandbox's device-login page, then `whoami`, over `--tls`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_says_how_to_point_outbox_at_it_and_its_login_page_approves() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sandbox");
+    let mut sandbox = Command::new(bin())
+        .args(["sandbox", "--tls", "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sandbox.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let origin = first.strip_prefix("listening ").unwrap().to_string();
+    let mut printed = Vec::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        let last = l.starts_with("# Items to attach to");
+        printed.push(l);
+        if last {
+            break;
+        }
+    }
+    let printed = printed.join("\n");
+    let shown = printed
+        .replace(&origin, "https://127.0.0.1:[PORT]")
+        .replace(&data.display().to_string(), "[DATA]");
+    insta::assert_snapshot!("sandbox_config_lines", shown);
+
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{printed}\n[agent]\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let mut login = clean(&home)
+        .env("OUTBOX_CONFIG", &cfg)
+        .arg("login")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(login.stderr.take().unwrap()).lines();
+    let prompt = err.next().unwrap().unwrap();
+    let code = prompt
+        .split("enter the code ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{prompt}"))
+        .trim()
+        .to_string();
+    assert!(
+        prompt.contains(&format!("{origin}/devicelogin")),
+        "{prompt}"
+    );
+
+    // The page a person opens, then its Approve button (a plain form POST).
+    let pem = std::fs::read(data.join("ca.pem")).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let page = http
+        .get(format!("{origin}/devicelogin?code={code}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(">Approve</button>") && page.contains(&code),
+        "{page}"
+    );
+    let done = http
+        .post(format!("{origin}/devicelogin"))
+        .form(&[("user_code", code.as_str()), ("action", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert!(done.status().is_success());
+    assert!(done.text().await.unwrap().contains("approved"));
+    let out = login.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("signed in as"), "{}", stdout(&out));
+    let out = run_bounded(
+        clean(&home).env("OUTBOX_CONFIG", &cfg).arg("whoami"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // A wrong code gets a page that says so.
+    let bad = http
+        .post(format!("{origin}/devicelogin"))
+        .form(&[("user_code", "NOPE-NOPE"), ("action", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 404);
+    assert!(bad
+        .text()
+        .await
+        .unwrap()
+        .contains("no pending sign-in has that code"));
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+}
