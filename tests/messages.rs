@@ -649,3 +649,83 @@ async fn the_sandbox_says_how_to_point_outbox_at_it_and_its_login_page_approves(
     let _ = sandbox.kill();
     let _ = sandbox.wait();
 }
+
+/// `outbox demo` with no options: three sample files attached without a word from the user, a
+/// line saying what the folder ignores, and each ignored name reported once in the demo's own
+/// words; no raw log line on stderr. Ctrl-C ends it with exit 0.
+#[test]
+fn the_demo_starts_with_samples_and_says_what_it_ignores() {
+    use std::io::Read;
+    let cwd = tempfile::tempdir().unwrap();
+    let folder = cwd.path().join("outbox-demo");
+    std::fs::create_dir_all(folder.join("a subfolder")).unwrap();
+    std::fs::write(folder.join(".hidden"), "x").unwrap();
+    std::fs::write(folder.join("draft.tmp"), "x").unwrap();
+    let mut child = clean(&cwd.path().join("home"))
+        .arg("demo")
+        .current_dir(cwd.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut so = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = so.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut out = String::new();
+    let start = std::time::Instant::now();
+    while out.matches("  attached  ").count() < 3 || !out.contains("draft.tmp") {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the demo did not attach its samples:\n{out}"
+        );
+        if let Ok(b) = rx.recv_timeout(Duration::from_millis(200)) {
+            out.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    while let Ok(b) = rx.recv_timeout(Duration::from_millis(500)) {
+        out.push_str(&String::from_utf8_lossy(&b));
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{out}\n{err}");
+    assert!(err.trim().is_empty(), "raw lines on stderr: {err}");
+    assert_eq!(out.matches("  dropped   ").count(), 3, "{out}");
+    assert!(
+        out.contains("ignored there: subfolders, and names matching .*"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  ignored   a subfolder: a subfolder"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  ignored   .hidden: matches an exclude pattern"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  ignored   draft.tmp: matches an exclude pattern"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("ignored   .hidden").count(),
+        1,
+        "once each: {out}"
+    );
+}

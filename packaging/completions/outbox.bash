@@ -213,7 +213,7 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__demo)
-            opts="-v -q -h --exit-after --config --verbose --quiet --log-format --help"
+            opts="-v -q -h --exit-after --no-samples --config --verbose --quiet --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

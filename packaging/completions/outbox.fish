@@ -173,6 +173,7 @@ complete -c outbox -n "__fish_outbox_using_subcommand demo" -l exit-after -d 'Dr
 complete -c outbox -n "__fish_outbox_using_subcommand demo" -l config -r -F
 complete -c outbox -n "__fish_outbox_using_subcommand demo" -l log-format -d 'Log format on stderr: text (coloured only on a terminal, never with NO_COLOR) or json' -r -f -a "text\t''
 json\t''"
+complete -c outbox -n "__fish_outbox_using_subcommand demo" -l no-samples -d 'Start with an empty folder instead of three sample files'
 complete -c outbox -n "__fish_outbox_using_subcommand demo" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG wins over it'
 complete -c outbox -n "__fish_outbox_using_subcommand demo" -s q -l quiet -d 'Log only errors'
 complete -c outbox -n "__fish_outbox_using_subcommand demo" -s h -l help -d 'Print help'

@@ -17,6 +17,15 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
         (false, 1) => "outbox=debug",
         (false, _) => "outbox=trace",
     };
+    init_with(default, format);
+}
+
+/// No log lines unless `RUST_LOG` asks (the demo says what happens itself).
+pub fn init_silent(format: LogFormat) {
+    init_with("off", format);
+}
+
+fn init_with(default: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

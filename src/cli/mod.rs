@@ -171,6 +171,9 @@ pub enum Command {
         /// Drop N sample files, exit 0 once they are attached.
         #[arg(long, value_name = "N")]
         exit_after: Option<usize>,
+        /// Start with an empty folder instead of three sample files.
+        #[arg(long, conflicts_with = "exit_after")]
+        no_samples: bool,
         #[command(flatten)]
         no_config: NoConfig,
     },
@@ -221,9 +224,13 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    // The demo talks to people on stdout; agent logs would drown it unless asked for with -v.
+    // The demo talks to people on stdout, failures included; agent logs would only repeat them.
     let demo_quiet = matches!(cli.command, Command::Demo { .. }) && cli.verbose == 0;
-    logging::init(cli.verbose, cli.quiet || demo_quiet, cli.log_format);
+    if demo_quiet {
+        logging::init_silent(cli.log_format);
+    } else {
+        logging::init(cli.verbose, cli.quiet, cli.log_format);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -274,10 +281,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Whoami => login::whoami(load_settings(cfg, true)?).await,
         Command::Demo {
             exit_after,
+            no_samples,
             no_config,
         } => {
             refuse_config("demo", cfg, &no_config)?;
-            demo::run(exit_after).await
+            demo::run(exit_after, no_samples).await
         }
         Command::Init => init::run(cfg),
         Command::Check { json } => check::run(cfg, json).await,
