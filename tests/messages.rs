@@ -729,3 +729,62 @@ fn the_demo_starts_with_samples_and_says_what_it_ignores() {
         "once each: {out}"
     );
 }
+
+/// `status` says whether an agent works on the entries (its pid), and a row an agent left
+/// `uploading` when it stopped says it is interrupted and resumes at the next start.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_names_the_agent_and_an_interrupted_upload() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("big.bin"), 6 * MIB, 7);
+    env.write_config(
+        "chunk_size = \"1MiB\"",
+        &format!(
+            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        ),
+    );
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "put", "action": "delay", "delay_ms": 10},
+            {"route": "put", "action": "delay", "delay_ms": 60000}
+        ]}))
+        .await;
+    let agent = Agent::start(&env, &[]);
+    let pid = agent.child.id();
+    let start = std::time::Instant::now();
+    let table = loop {
+        let out = env.run(&["status"], Duration::from_secs(30));
+        let t = stdout(&out);
+        if t.contains("uploading") {
+            break t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never uploading: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        table.starts_with(&format!("agent running (pid {pid}); state dir ")),
+        "{table}"
+    );
+    assert!(!table.contains("interrupted"), "{table}");
+
+    agent.kill9();
+    let out = env.run(&["status"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table.starts_with("agent not running; state dir "),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.contains("big.bin"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("uploading"), "{row}");
+    assert!(row.ends_with("interrupted; resumes at next start"), "{row}");
+    assert!(table.lines().nth(1).unwrap().ends_with("NOTE"), "{table}");
+}

@@ -10,6 +10,29 @@ use crate::graph::GraphClient;
 use crate::ledger::{EntryError, EntryState, Ledger, LedgerEntry, LedgerError, SessionStore};
 use std::io::IsTerminal;
 
+/// Whether an agent answers on the state dir's socket (`Some`), and its pid when the platform
+/// tells (the socket peer's credentials). Asks nothing of the agent: connect, look, hang up.
+async fn agent_pid(state_dir: &std::path::Path) -> Option<Option<u32>> {
+    #[cfg(unix)]
+    {
+        let stream = tokio::net::UnixStream::connect(control::socket_path(state_dir))
+            .await
+            .ok()?;
+        Some(
+            stream
+                .peer_cred()
+                .ok()
+                .and_then(|c| c.pid())
+                .and_then(|p| u32::try_from(p).ok()),
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = state_dir;
+        None
+    }
+}
+
 fn ledger_err(e: LedgerError) -> CommandError {
     CommandError::new(e.exit_code(), e.to_string())
 }
@@ -70,6 +93,8 @@ pub async fn status(
         ),
         None => None,
     };
+    let dir = settings.agent.state_dir.clone();
+    let agent = agent_pid(&dir).await;
     let mut entries = via_agent_or_ledger(&settings, Request::Status, |l| {
         l.list(None).map_err(ledger_err)
     })
@@ -84,9 +109,19 @@ pub async fn status(
             std::io::stdout().is_terminal(),
             std::env::var_os("NO_COLOR").as_deref(),
         );
+        let (running, pid) = match agent {
+            Some(pid) => (true, pid),
+            None => (false, None),
+        };
+        println!("{}", super::status::agent_header(pid, running, &dir));
         print!(
             "{}",
-            super::status::render_table(&entries, time::OffsetDateTime::now_utc(), color)
+            super::status::render_table_for(
+                &entries,
+                time::OffsetDateTime::now_utc(),
+                color,
+                running
+            )
         );
     }
     Ok(ExitCode::Ok)
