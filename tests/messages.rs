@@ -788,3 +788,42 @@ async fn status_names_the_agent_and_an_interrupted_upload() {
     assert!(row.ends_with("interrupted; resumes at next start"), "{row}");
     assert!(table.lines().nth(1).unwrap().ends_with("NOTE"), "{table}");
 }
+
+/// `run --once` says what is left from earlier runs and exits 1 while anything is: a failure
+/// that no new version of the file will retry stays visible until it is retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_counts_failures_left_from_earlier_runs() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("a.txt"), 100, 1);
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        ),
+    );
+    // A permanent refusal, once: the entry fails.
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [{"route": "post", "status": 400}]}))
+        .await;
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // Nothing changed on disk: this run tries nothing, and still says what is left.
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "outbox: not attached: 1 failed (fix the cause, then `outbox retry --failed`)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // Retried: done, exit 0.
+    let out = env.run(&["retry", "--failed"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
+}
