@@ -27,20 +27,29 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
 /// one's (a file that failed `Permission denied` yesterday and was only chmod-ed since is not a
 /// new version, so this run did not try it). Exit 1 while any is left, as SPEC says.
 fn left_over(state_dir: &std::path::Path) -> ExitCode {
-    use crate::ledger::{EntryState, Ledger};
-    let count = |l: &Ledger, s: EntryState| l.list(Some(s)).map(|v| v.len()).unwrap_or(0);
-    let (failed, rejected) = match Ledger::open(state_dir) {
+    use crate::ledger::{EntryState, Ledger, LedgerEntry};
+    use std::collections::HashMap;
+    let entries = match Ledger::open(state_dir) {
         Ok(l) => {
-            let n = (
-                count(&l, EntryState::Failed),
-                count(&l, EntryState::Rejected),
-            );
+            let all = l.list(None).unwrap_or_default();
             let _ = l.close();
-            n
+            all
         }
         // Another agent took the ledger in the meantime: it will say for itself.
         Err(_) => return ExitCode::Ok,
     };
+    // Per file, its newest version: a failure a newer version has since replaced is history.
+    let mut newest: HashMap<(&str, &std::path::Path), &LedgerEntry> = HashMap::new();
+    for e in &entries {
+        let slot = newest
+            .entry((e.mapping.as_str(), e.path.as_path()))
+            .or_insert(e);
+        if e.updated_at > slot.updated_at {
+            *slot = e;
+        }
+    }
+    let count = |s: EntryState| newest.values().filter(|e| e.state == s).count();
+    let (failed, rejected) = (count(EntryState::Failed), count(EntryState::Rejected));
     if failed + rejected == 0 {
         return ExitCode::Ok;
     }
