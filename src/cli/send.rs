@@ -1,7 +1,7 @@
 //! `outbox send FILE (--message ID | --event ID)`: attach one file now, with a progress bar naming
 //! the file and the item on a terminal (plain lines otherwise); prints the attachment id on stdout
-//! and a sentence on stderr. Honours `if_exists` (see [`if_exists_for`]); Ctrl-C deletes the
-//! upload session and exits 130. Does not touch the ledger.
+//! and a sentence on stderr. Honours `if_exists` (`--if-exists`, else the mapping that targets the
+//! item, else `skip`); Ctrl-C deletes the upload session and exits 130. Does not touch the ledger.
 
 use super::{hints, IfExistsArg, SendArgs};
 use crate::auth::Credentials;
