@@ -160,6 +160,21 @@ mod tests {
         }
     }
 
+    /// Messages that name the secret-bearing keys without a value: kept whole.
+    #[test]
+    fn messages_that_name_secret_keys_come_out_whole() {
+        for text in [
+            "auth.method = \"client_credentials\" needs client_secret_env (the name of an environment variable holding the secret, e.g. \"OUTBOX_CLIENT_SECRET\")",
+            "unknown field `client_secret`; secrets do not go in the config file: put the secret in an environment variable and set auth.client_secret_env to its name",
+            "unknown field `access_token`; tokens do not go in the config file",
+            "the identity platform issued no refresh token (offline_access not granted)",
+            "the identity platform did not recognise the device code (bad_verification_code)",
+            "Outlook upload URLs carry an authtoken query parameter",
+        ] {
+            assert_eq!(redact(text), text);
+        }
+    }
+
     #[test]
     fn leaves_ordinary_text_alone() {
         let s = "café: the authtokens list is empty; code review";
