@@ -827,3 +827,36 @@ async fn run_once_counts_failures_left_from_earlier_runs() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
 }
+
+/// With `token_env`, no hint sends the user to `outbox login` (which refuses that method).
+#[test]
+fn a_missing_token_env_token_is_never_answered_with_outbox_login() {
+    let bare = Bare::new();
+    let out = run_bounded(
+        bare.cmd().env("OUTBOX_TEST_TOKEN", "").arg("check"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.contains("sign-in"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.starts_with("error"), "{line}");
+    assert!(
+        line.contains("put a Graph access token in that variable"),
+        "{line}"
+    );
+    assert!(!line.contains("`outbox login` or"), "{line}");
+
+    std::fs::write(bare.dir.path().join("in/a.txt"), "x").unwrap();
+    let out = run_bounded(
+        bare.cmd()
+            .env("OUTBOX_TEST_TOKEN", "")
+            .env("RUST_LOG", "off")
+            .args(["run", "--once"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    insta::assert_snapshot!("run_once_without_a_token_env_token", stderr(&out));
+}

@@ -192,11 +192,18 @@ fn check_folder(r: &mut Report, m: &Mapping) {
     r.line(Level::Ok, &what, f.display().to_string());
 }
 
-fn auth_line(r: &mut Report, e: &AuthError) {
+fn auth_line(r: &mut Report, e: &AuthError, method: &AuthMethod) {
     let todo = match e {
-        AuthError::NotSignedIn(_) => {
-            "sign in (`outbox login`) or provide the token the config names"
-        }
+        AuthError::NotSignedIn(_) => match method {
+            AuthMethod::DeviceCode => "sign in with `outbox login`",
+            AuthMethod::TokenEnv { .. } => {
+                "put a Graph access token in that variable (`outbox login` does not apply to token_env)"
+            }
+            AuthMethod::TokenCommand { .. } => "run the token command by hand and fix what it prints",
+            AuthMethod::ClientCredentials { .. } => {
+                "provide the secret or certificate the config names"
+            }
+        },
         AuthError::Refused(_) => {
             "the identity platform refused: run `outbox login` again, or check client_id, tenant and the secret"
         }
@@ -217,7 +224,7 @@ async fn check_sign_in(r: &mut Report, settings: &Settings) -> bool {
                 true
             }
             Err(e) => {
-                auth_line(r, &e);
+                auth_line(r, &e, &settings.auth.method);
                 false
             }
         };
@@ -239,7 +246,7 @@ async fn check_sign_in(r: &mut Report, settings: &Settings) -> bool {
             true
         }
         Err(RequestError::Auth(e)) => {
-            auth_line(r, &e);
+            auth_line(r, &e, &settings.auth.method);
             false
         }
         Err(RequestError::Graph(e)) if e.class == ErrorClass::SignIn || e.status == Some(401) => {

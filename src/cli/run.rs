@@ -2,7 +2,7 @@
 
 use crate::agent::{self, AgentError, RunOptions, RunOutcome};
 use crate::auth::Credentials;
-use crate::config::Settings;
+use crate::config::{AuthMethod, Settings};
 use crate::exit::{CommandError, ExitCode};
 
 pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandError> {
@@ -14,10 +14,23 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
     }
     let creds = Credentials::from_settings_in(&settings);
     let state_dir = settings.agent.state_dir.clone();
+    let sign_in = match &settings.auth.method {
+        AuthMethod::DeviceCode => "run `outbox login`".to_owned(),
+        AuthMethod::TokenEnv { var } => format!("put a fresh Graph access token in ${var}"),
+        AuthMethod::TokenCommand { .. } => {
+            "run auth.command by hand and fix what it prints".to_owned()
+        }
+        AuthMethod::ClientCredentials { .. } => {
+            "check the app's secret or certificate, its permissions and consent".to_owned()
+        }
+    };
     match agent::run(settings, creds, RunOptions { once, stop: None }).await {
         Ok(RunOutcome::Clean) if !once => Ok(ExitCode::Ok),
         Ok(RunOutcome::Clean) | Ok(RunOutcome::SomeFailed) => Ok(left_over(&state_dir)),
-        Ok(RunOutcome::SignInNeeded) => Err(CommandError::new(ExitCode::SignIn, "sign-in needed: files stay queued; fix the token source or run `outbox login`, then run again")),
+        Ok(RunOutcome::SignInNeeded) => Err(CommandError::new(
+            ExitCode::SignIn,
+            format!("sign-in needed: files stay queued; {sign_in}, then run again"),
+        )),
         Err(AgentError::Ledger(e)) => Err(CommandError::new(e.exit_code(), e.to_string())),
         Err(AgentError::Setup(s)) => Err(CommandError::new(ExitCode::Failed, s)),
     }
