@@ -26,7 +26,8 @@ const DEFAULT_CONCURRENCY: usize = 4;
 const MAX_CONCURRENCY: i64 = 16;
 const DEFAULT_CHUNK: &str = "3840KiB";
 /// Graph refuses any request body over 4 MiB, upload-session chunks included.
-const MAX_CHUNK: u64 = 4 * 1024 * 1024;
+/// A chunk is one request body: Graph's limit, defined once in `graph`.
+const MAX_CHUNK: u64 = crate::graph::MAX_REQUEST_BODY;
 const DEFAULT_SETTLE: &str = "2s";
 const DEFAULT_MAX_SETTLE: &str = "10m";
 const DEFAULT_RESCAN: &str = "1h";
