@@ -25,8 +25,7 @@ const DEFAULT_TOKEN_ENV: &str = "OUTBOX_ACCESS_TOKEN";
 const DEFAULT_CONCURRENCY: usize = 4;
 const MAX_CONCURRENCY: i64 = 16;
 const DEFAULT_CHUNK: &str = "3840KiB";
-/// Graph refuses any request body over 4 MiB, upload-session chunks included.
-/// A chunk is one request body: Graph's limit, defined once in `graph`.
+/// Graph refuses any request body over 4 MiB, upload-session chunks included (defined in `graph`).
 const MAX_CHUNK: u64 = crate::graph::MAX_REQUEST_BODY;
 const DEFAULT_SETTLE: &str = "2s";
 const DEFAULT_MAX_SETTLE: &str = "10m";
