@@ -23,6 +23,8 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "outbox",
+    // Usage lines say `outbox` whatever the file is called (a renamed or test copy).
+    bin_name = "outbox",
     version,
     about = "Attach every file dropped into a folder to an Outlook message or event, exactly once.",
     after_help = "Exit status: 0 success, 1 some file could not be attached (or `check` found an \
