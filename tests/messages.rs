@@ -406,8 +406,8 @@ fn help_snapshots() {
         let label = if name.is_empty() { "outbox" } else { name };
         insta::assert_snapshot!(format!("help_{label}"), stdout(&out));
     }
-    // sandbox and demo read no config: not offered, refused when given.
-    for name in ["sandbox", "demo"] {
+    // sandbox, demo and completions read no config: not offered, refused when given.
+    for name in ["sandbox", "demo", "completions"] {
         let out = run_bounded(
             clean(home.path()).args([name, "--help"]),
             Duration::from_secs(20),
@@ -417,10 +417,12 @@ fn help_snapshots() {
             "{name}: {}",
             stdout(&out)
         );
-        let out = run_bounded(
-            clean(home.path()).args(["--config", "x.toml", name]),
-            Duration::from_secs(20),
-        );
+        let mut c = clean(home.path());
+        c.args(["--config", "x.toml", name]);
+        if name == "completions" {
+            c.arg("bash");
+        }
+        let out = run_bounded(&mut c, Duration::from_secs(20));
         assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("reads no config file"),

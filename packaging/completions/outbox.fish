@@ -163,7 +163,7 @@ complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l tls -d 'Serve 
 complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG wins over it'
 complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -s q -l quiet -d 'Log only errors'
 complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -s h -l help -d 'Print help'
-complete -c outbox -n "__fish_outbox_using_subcommand completions" -l config -d 'Config file (default: $OUTBOX_CONFIG, else ~/.config/outbox/config.toml on Linux)' -r -F
+complete -c outbox -n "__fish_outbox_using_subcommand completions" -l config -r -F
 complete -c outbox -n "__fish_outbox_using_subcommand completions" -l log-format -d 'Log format on stderr: text (coloured only on a terminal, never with NO_COLOR) or json' -r -f -a "text\t''
 json\t''"
 complete -c outbox -n "__fish_outbox_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG wins over it'

@@ -53,7 +53,8 @@ fn state_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(crate::ledger::EntryState::ALL.map(|s| s.as_str()))
 }
 
-/// Stands in for the global `--config` on commands that read no config (`sandbox`, `demo`), so
+/// Stands in for the global `--config` on commands that read no config (`sandbox`, `demo`,
+/// `completions`), so
 /// their help does not offer it; given anyway, it is refused (exit 2).
 #[derive(Debug, Clone, clap::Args)]
 pub struct NoConfig {
@@ -167,6 +168,8 @@ pub enum Command {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+        #[command(flatten)]
+        no_config: NoConfig,
     },
     /// Zero-setup tour against the built-in sandbox.
     Demo {
@@ -311,7 +314,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
             }
             verify::run(load_settings(cfg, true)?, id, json).await
         }
-        Command::Completions { shell } => {
+        Command::Completions { shell, no_config } => {
+            refuse_config("completions", cfg, &no_config)?;
             // Into a buffer first: clap_complete panics on a write error (`| head`).
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
