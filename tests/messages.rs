@@ -862,3 +862,65 @@ fn a_missing_token_env_token_is_never_answered_with_outbox_login() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     insta::assert_snapshot!("run_once_without_a_token_env_token", stderr(&out));
 }
+
+/// The agent reads its config at start: once the file changes under a running agent, `check`
+/// (a warning, exit 0) and `status` say to restart it.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_edited_under_a_running_agent_says_to_restart_it() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mapping = format!(
+        "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+        folder.display()
+    );
+    env.write_config("", &mapping);
+    let agent = Agent::start(&env, &[]);
+    let pid = agent.child.id();
+    let start = std::time::Instant::now();
+    loop {
+        let out = env.run(&["status"], Duration::from_secs(30));
+        if stdout(&out).starts_with("agent running") {
+            assert!(!stdout(&out).contains("restart"), "{}", stdout(&out));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            stdout(&out)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = env.run(&["check"], Duration::from_secs(30));
+    assert!(!stdout(&out).contains("restart"), "{}", stdout(&out));
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.write_config("concurrency = 3", &mapping);
+    let out = env.run(&["check"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.contains("restart"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.starts_with(&format!(
+            "warn   config: the config changed after the running agent (pid {pid}) started"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.run(&["status"], Duration::from_secs(30));
+    assert!(
+        stdout(&out)
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .starts_with("note: the config changed"),
+        "{}",
+        stdout(&out)
+    );
+    agent.stop();
+}

@@ -103,6 +103,11 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
             }
         ),
     );
+    if let Some(Some(pid)) = super::entries::agent_pid(&settings.agent.state_dir).await {
+        if super::entries::started_before_edit(pid, &settings.source) {
+            r.line(Level::Warn, "config", super::entries::restart_hint(pid));
+        }
+    }
     if settings.mappings.is_empty() {
         r.line(
             Level::Warn,

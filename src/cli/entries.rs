@@ -12,7 +12,7 @@ use std::io::IsTerminal;
 
 /// Whether an agent answers on the state dir's socket (`Some`), and its pid when the platform
 /// tells (the socket peer's credentials). Asks nothing of the agent: connect, look, hang up.
-async fn agent_pid(state_dir: &std::path::Path) -> Option<Option<u32>> {
+pub(crate) async fn agent_pid(state_dir: &std::path::Path) -> Option<Option<u32>> {
     #[cfg(unix)]
     {
         let stream = tokio::net::UnixStream::connect(control::socket_path(state_dir))
@@ -31,6 +31,24 @@ async fn agent_pid(state_dir: &std::path::Path) -> Option<Option<u32>> {
         let _ = state_dir;
         None
     }
+}
+
+/// Whether the process `pid` started before `config` was last written: it is running on an older
+/// config (the agent reads it only at start). Linux only (`/proc/PID`'s time is the process's
+/// start); `false` where that cannot be told.
+pub(crate) fn started_before_edit(pid: u32, config: &std::path::Path) -> bool {
+    let started = std::fs::metadata(format!("/proc/{pid}")).and_then(|m| m.modified());
+    let edited = std::fs::metadata(config).and_then(|m| m.modified());
+    matches!((started, edited), (Ok(s), Ok(e)) if e > s)
+}
+
+/// The sentence for that case.
+pub(crate) fn restart_hint(pid: u32) -> String {
+    format!(
+        "the config changed after the running agent (pid {pid}) started, and it reads the config \
+         only at start: restart it to apply the change (`systemctl --user restart outbox`, or stop \
+         and start `outbox run`)"
+    )
 }
 
 fn ledger_err(e: LedgerError) -> CommandError {
@@ -114,6 +132,9 @@ pub async fn status(
             None => (false, None),
         };
         println!("{}", super::status::agent_header(pid, running, &dir));
+        if let Some(pid) = pid.filter(|p| started_before_edit(*p, &settings.source)) {
+            println!("note: {}", restart_hint(pid));
+        }
         print!(
             "{}",
             super::status::render_table_for(
