@@ -887,10 +887,7 @@ impl Machine {
     fn pump_mailbox(&mut self, mb: &str, out: &mut Vec<Action>) -> bool {
         let mut moved = false;
         {
-            loop {
-                let Some(id) = self.ready.get_mut(mb).and_then(|q| q.pop_front()) else {
-                    break;
-                };
+            while let Some(id) = self.ready.get_mut(mb).and_then(|q| q.pop_front()) {
                 if let Some(a) = self.active.get_mut(&id) {
                     a.queued = false;
                 } else {
@@ -1131,10 +1128,9 @@ impl Machine {
             }
         }
         let now = self.now;
-        let a = self
-            .active
-            .get_mut(id)
-            .expect("checked above: the entry is active");
+        let Some(a) = self.active.get_mut(id) else {
+            return true;
+        };
         a.busy = true;
         let sha = a.rec.sha256.clone().unwrap_or_default();
         match step {
@@ -1301,7 +1297,9 @@ impl Machine {
         let mut after_done_now = false;
         if let (true, Some((pseq, pid, patt, pt))) = (replace, prev) {
             if pid != id && Some(&pt) == target.as_ref() && patt != attachment_id {
-                let a = self.active.get_mut(id).expect("active");
+                let Some(a) = self.active.get_mut(id) else {
+                    return;
+                };
                 if pseq < seq {
                     a.rec.replaces.push(Replaced {
                         entry: pid,
@@ -1316,7 +1314,9 @@ impl Machine {
                 }
             }
         }
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         let keep = self
             .mappings
             .get(&mapping)
@@ -1375,7 +1375,9 @@ impl Machine {
                 self.release_slot(id);
             }
             Fault::Ambiguous(f) => {
-                let a = self.active.get_mut(id).expect("active");
+                let Some(a) = self.active.get_mut(id) else {
+                    return;
+                };
                 a.rec.attempts += 1;
                 let attempts = a.rec.attempts;
                 let max = self.policy.max_attempts;
@@ -1396,7 +1398,9 @@ impl Machine {
     }
 
     fn on_post(&mut self, id: &str, p: PostOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         match p {
             PostOutcome::Created { attachment_id } => self.done(id, attachment_id, out),
             PostOutcome::Changed => {
@@ -1434,7 +1438,9 @@ impl Machine {
     }
 
     fn on_session(&mut self, id: &str, s: SessionOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         match s {
             SessionOutcome::Created { next } => {
                 a.rec.session = Some(SessionMark::default());
@@ -1454,7 +1460,9 @@ impl Machine {
     /// number of times.
     fn violation(&mut self, id: &str, why: &str, out: &mut Vec<Action>) {
         let max = self.policy.max_sessions;
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         a.next_offset = None;
         a.stalls = 0;
         a.rec.restarts += 1;
@@ -1476,7 +1484,9 @@ impl Machine {
     }
 
     fn changed(&mut self, id: &str, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         a.rec.state = State::Canceled;
         a.rec.cancel_requested = false;
         a.rec.error = Some(Failure::new(
@@ -1507,7 +1517,9 @@ impl Machine {
             self.persist(id, out);
             return; // woken when the folder is back
         }
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         a.rec.state = State::Canceled;
         a.rec.error = Some(Failure::new(
             "fileDeleted",
@@ -1522,7 +1534,9 @@ impl Machine {
     }
 
     fn on_chunk(&mut self, id: &str, c: ChunkOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         let size = a.rec.file.size;
         let sent_end = a.rec.session.map(|s| s.sent_end).unwrap_or(0);
         match c {
@@ -1619,7 +1633,9 @@ impl Machine {
     /// times.
     fn session_lost(&mut self, id: &str, out: &mut Vec<Action>) {
         let max = self.policy.max_sessions;
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         a.rec.restarts += 1;
         let restarts = a.rec.restarts;
         if self.policy.max_attempts > 0 && restarts > max && !a.rec.state.is_terminal() {
@@ -1641,7 +1657,9 @@ impl Machine {
     }
 
     fn on_ask(&mut self, id: &str, s: AskOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         let size = a.rec.file.size;
         let sent_end = a.rec.session.map(|s| s.sent_end).unwrap_or(0);
         match s {
@@ -1680,7 +1698,9 @@ impl Machine {
     }
 
     fn on_look(&mut self, id: &str, l: LookOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         match l {
             LookOutcome::Found { attachment_id } => {
                 if a.rec.state.is_terminal() {
@@ -1714,7 +1734,9 @@ impl Machine {
     }
 
     fn on_delete_session(&mut self, id: &str, d: DeleteOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         match d {
             DeleteOutcome::Deleted | DeleteOutcome::Failed(Fault::Permanent(_)) => {
                 a.rec.session = None;
@@ -1742,7 +1764,9 @@ impl Machine {
     }
 
     fn on_delete_attachment(&mut self, id: &str, d: DeleteOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         let ok = matches!(
             d,
             DeleteOutcome::Deleted | DeleteOutcome::Failed(Fault::Permanent(_))
@@ -1761,7 +1785,9 @@ impl Machine {
                 }
             }
         }
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         a.rec.attempts = 0;
         if !a.rec.garbage.is_empty() {
             a.rec.garbage.remove(0);
@@ -1795,7 +1821,9 @@ impl Machine {
     }
 
     fn on_after(&mut self, id: &str, r: AfterOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         match r {
             AfterOutcome::Done | AfterOutcome::NotTheSameFile => {
                 a.rec.after_done = true;

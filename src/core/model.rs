@@ -435,6 +435,8 @@ pub enum Input {
 
 /// Something the executor must carry out. `Persist` is durable (written and flushed) before any
 /// action after it is started.
+// Actions live for one batch; boxing the record would cost an allocation per write for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Stat `path` again (a settle check came due): answer with `Input::Stat`.

@@ -9,6 +9,8 @@
 //! action starts, a file is read through the descriptor opened for the upload, the last chunk
 //! is sent only if every byte read hashes to the record's SHA-256).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a harness: a broken world is a panic
+
 use super::machine::{has_work, Machine};
 use super::model::*;
 use rand::rngs::StdRng;
@@ -648,25 +650,23 @@ impl Sim {
             }
             // The folder goes away for a while.
             88..=91
-                if self
-                    .rng
-                    .gen_bool(self.knobs.unmount_prob.min(1.0) * 10.0_f64.min(1.0)) =>
+                if self.rng.gen_bool((self.knobs.unmount_prob * 10.0).min(1.0))
+                    && !self.unmounted.contains(&mapping) =>
             {
-                if self.unmounted.insert(mapping.clone()) {
-                    self.note(format!("user: unmount {mapping}"));
-                    let e = self.epoch;
-                    self.schedule(
-                        1,
-                        Event::Deliver(
-                            e,
-                            Input::FolderUnavailable {
-                                mapping: mapping.clone(),
-                            },
-                        ),
-                    );
-                    let back = self.rng.gen_range(1_000..60_000);
-                    self.schedule(back, Event::Mount(mapping));
-                }
+                self.unmounted.insert(mapping.clone());
+                self.note(format!("user: unmount {mapping}"));
+                let e = self.epoch;
+                self.schedule(
+                    1,
+                    Event::Deliver(
+                        e,
+                        Input::FolderUnavailable {
+                            mapping: mapping.clone(),
+                        },
+                    ),
+                );
+                let back = self.rng.gen_range(1_000..60_000);
+                self.schedule(back, Event::Mount(mapping));
             }
             // A sign-in pause.
             92..=93
