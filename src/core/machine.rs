@@ -686,6 +686,7 @@ impl Machine {
             state: State::Pending,
             target: None,
             may_exist: false,
+            effect_at: None,
             session: None,
             bytes_sent: 0,
             attachment_id: None,
@@ -972,6 +973,19 @@ impl Machine {
                     }
                     return true;
                 }
+                Step::Look { recent_ok: false } => {
+                    // Not before every request that may have made it is surely over.
+                    let a = &self.active[id];
+                    if let Some(t) = a.rec.effect_at.filter(|_| a.rec.may_exist) {
+                        let ready = t.plus_ms(self.policy.look_after_ms);
+                        if ready > self.now {
+                            let ms = ready.since(self.now);
+                            self.wait(id, ms);
+                            return true;
+                        }
+                    }
+                    return self.remote(id, Step::Look { recent_ok: false }, out);
+                }
                 step => return self.remote(id, step, out),
             }
         }
@@ -1145,6 +1159,7 @@ impl Machine {
                 a.rec.state = State::Uploading;
                 a.rec.target = Some(target.clone());
                 a.rec.may_exist = true;
+                a.rec.effect_at = Some(now);
                 a.rec.updated_at = now;
                 out.push(Action::Persist(a.rec.clone()));
                 out.push(Action::Post {
@@ -1179,6 +1194,7 @@ impl Machine {
                 a.rec.bytes_sent = offset;
                 if last && !a.rec.may_exist {
                     a.rec.may_exist = true;
+                    a.rec.effect_at = Some(now);
                     out.push(Action::Persist(a.rec.clone()));
                 } else if grew {
                     out.push(Action::Persist(a.rec.clone()));

@@ -107,6 +107,9 @@ pub struct Policy {
     pub hash_workers: usize,
     /// Settled files checked per wake-up.
     pub stat_batch: usize,
+    /// How long after an effect whose answer was lost the item is looked at: a request cut off
+    /// (a timeout, a crash) may still be processed by the server for a while.
+    pub look_after_ms: u64,
 }
 
 impl Default for Policy {
@@ -122,6 +125,7 @@ impl Default for Policy {
             sign_in_pause_ms: 30_000,
             hash_workers: 4,
             stat_batch: 1024,
+            look_after_ms: 120_000,
         }
     }
 }
@@ -213,6 +217,10 @@ pub struct Record {
     /// its answer is not known: look on the item before sending anything again. Cleared only by
     /// `done` or by a look that found nothing.
     pub may_exist: bool,
+    /// When that effect was sent: the look waits until no request of it can still be on its
+    /// way (`Policy::look_after_ms`), or it could miss what lands after it.
+    #[serde(default)]
+    pub effect_at: Option<Time>,
     pub session: Option<SessionMark>,
     pub bytes_sent: u64,
     pub attachment_id: Option<String>,
