@@ -104,9 +104,11 @@ pub struct Machine {
     hash_info: BTreeMap<PathBuf, (String, FileStat)>,
     active: BTreeMap<String, Active>,
     paths: BTreeMap<(String, PathBuf), PathInfo>,
-    /// Done, not replaced, records per attachment id: an attachment two entries share (two
-    /// files with one name and the same bytes, `if_exists = "skip"`) is never deleted for one.
-    attachment_refs: BTreeMap<String, u32>,
+    /// What this agent has on each item, by (mailbox, item, name): (SHA-256, attachment id,
+    /// entry) of every done, not replaced, record. A first look (`if_exists = "skip"`) that this
+    /// answers needs no request (and no listing that may lag); an attachment two entries share
+    /// (one name, the same bytes) is never deleted for one of them.
+    attached: BTreeMap<(String, String, String), Vec<(String, String, String)>>,
     /// Per mailbox: entries ready to take a step, in order.
     ready: BTreeMap<String, VecDeque<String>>,
     /// Per mailbox: places taken.
@@ -190,7 +192,7 @@ impl Machine {
             hash_info: BTreeMap::new(),
             active: BTreeMap::new(),
             paths: BTreeMap::new(),
-            attachment_refs: BTreeMap::new(),
+            attached: BTreeMap::new(),
             ready: BTreeMap::new(),
             slots: BTreeMap::new(),
             name_locks: BTreeMap::new(),
@@ -454,29 +456,43 @@ impl Machine {
         }
         if rec.state == State::Done && !rec.replaced {
             if let (Some(att), Some(t)) = (&rec.attachment_id, &rec.target) {
-                let newer = info.done.as_ref().is_none_or(|(s, ..)| *s <= rec.seq);
-                let same = info.done.as_ref().is_some_and(|(_, id, ..)| *id == rec.id);
-                if newer {
+                if info.done.as_ref().is_none_or(|(s, ..)| *s <= rec.seq) {
                     info.done = Some((rec.seq, rec.id.clone(), att.clone(), t.clone()));
                 }
-                if !same && !self.counted(rec) {
-                    *self.attachment_refs.entry(att.clone()).or_default() += 1;
+            }
+        }
+        if let Some(t) = &rec.target {
+            let key = lock_key(t, &rec.name);
+            let list = self.attached.entry(key.clone()).or_default();
+            list.retain(|(_, _, e)| *e != rec.id);
+            if rec.state == State::Done && !rec.replaced {
+                if let (Some(att), Some(sha)) = (&rec.attachment_id, &rec.sha256) {
+                    list.push((sha.to_lowercase(), att.clone(), rec.id.clone()));
                 }
+            }
+            if list.is_empty() {
+                self.attached.remove(&key);
             }
         }
     }
 
-    /// Whether `rec`'s attachment is already counted in `attachment_refs` (its done record
-    /// was indexed before).
-    fn counted(&self, rec: &Record) -> bool {
-        self.active
-            .get(&rec.id)
-            .is_some_and(|a| a.rec.state == State::Done && a.rec.attachment_id.is_some())
-            || self
-                .paths
-                .get(&(rec.mapping.clone(), rec.path.clone()))
-                .and_then(|i| i.done.as_ref())
-                .is_some_and(|(_, id, ..)| *id == rec.id)
+    /// An attachment this agent made or found on `rec`'s item with its name and bytes.
+    fn known_attachment(&self, rec: &Record) -> Option<String> {
+        let t = self.target_of(rec)?;
+        let sha = rec.sha256.as_deref()?.to_lowercase();
+        self.attached
+            .get(&lock_key(&t, &rec.name))?
+            .iter()
+            .find(|(s, _, e)| *s == sha && *e != rec.id)
+            .map(|(_, a, _)| a.clone())
+    }
+
+    /// Whether an entry other than `entry` holds attachment `att`.
+    fn shared(&self, att: &str, entry: &str) -> bool {
+        self.attached
+            .values()
+            .flatten()
+            .any(|(_, a, e)| a == att && e != entry)
     }
 
     fn newest(&self, mapping: &str, path: &Path) -> Option<&Brief> {
@@ -977,6 +993,19 @@ impl Machine {
                     }
                     return true;
                 }
+                Step::Look { recent_ok: true } => {
+                    let rec = self.active[id].rec.clone();
+                    if let Some(att) = self.known_attachment(&rec) {
+                        // Already on the item, by this agent's own record: done, no request.
+                        if let Some(a) = self.active.get_mut(id) {
+                            a.rec.target =
+                                self.mappings.get(&rec.mapping).map(|m| m.target.clone());
+                        }
+                        self.done(id, att, out);
+                        continue;
+                    }
+                    return self.remote(id, Step::Look { recent_ok: true }, out);
+                }
                 Step::Look { recent_ok: false } => {
                     // Not before every request that may have made it is surely over.
                     let a = &self.active[id];
@@ -1317,20 +1346,21 @@ impl Machine {
         let mut after_done_now = false;
         if let (true, Some((pseq, pid, patt, pt))) = (replace, prev) {
             if pid != id && Some(&pt) == target.as_ref() && patt != attachment_id {
-                let Some(a) = self.active.get_mut(id) else {
-                    return;
-                };
-                if pseq < seq {
-                    a.rec.replaces.push(Replaced {
-                        entry: pid,
-                        attachment_id: patt,
-                    });
+                // The older version's attachment goes, unless another file holds it too (one
+                // name, the same bytes): then it stays and only the older record is marked.
+                let (old_entry, old_att) = if pseq < seq {
+                    (pid, patt)
                 } else {
-                    a.rec.replaces.push(Replaced {
-                        entry: id.to_owned(),
-                        attachment_id: attachment_id.clone(),
-                    });
                     after_done_now = true;
+                    (id.to_owned(), attachment_id.clone())
+                };
+                if self.shared(&old_att, &old_entry) {
+                    self.mark_replaced(&old_entry, id, out);
+                } else if let Some(a) = self.active.get_mut(id) {
+                    a.rec.replaces.push(Replaced {
+                        entry: old_entry,
+                        attachment_id: old_att,
+                    });
                 }
             }
         }
@@ -1519,16 +1549,9 @@ impl Machine {
         let (mapping, path, file) = (a.rec.mapping.clone(), a.rec.path.clone(), a.rec.file);
         self.persist(id, out);
         // Settle the file again: its new version is found and queued.
-        self.settler.observe(
-            &mapping,
-            &path,
-            FileStat {
-                size: u64::MAX,
-                ..file
-            },
-            self.now,
-        );
-        self.settler.observe(&mapping, &path, file, self.now);
+        if !self.settler.is_settling(&path) {
+            self.settler.observe(&mapping, &path, file, self.now);
+        }
     }
 
     fn file_gone(&mut self, id: &str, out: &mut Vec<Action>) {
@@ -1813,31 +1836,36 @@ impl Machine {
             a.rec.garbage.remove(0);
         } else if !a.rec.replaces.is_empty() {
             let r = a.rec.replaces.remove(0);
-            let key = (a.rec.mapping.clone(), a.rec.path.clone());
             if ok {
-                if r.entry == id {
-                    a.rec.replaced = true;
-                } else if let Some(other) = self.active.get_mut(&r.entry) {
-                    // Still at work: its own record carries the mark.
-                    other.rec.replaced = true;
-                    self.persist(&r.entry, out);
-                } else {
-                    out.push(Action::MarkReplaced {
-                        id: r.entry.clone(),
-                    });
-                }
-                if let Some(info) = self.paths.get_mut(&key) {
-                    if info
-                        .done
-                        .as_ref()
-                        .is_some_and(|(_, did, ..)| *did == r.entry)
-                    {
-                        info.done = None;
-                    }
-                }
+                self.mark_replaced(&r.entry, id, out);
             }
         }
         self.persist(id, out);
+    }
+
+    /// `entry`'s attachment is no longer its file's (a newer version, done by `by`, took its
+    /// place). In memory if it still has work (its own next write carries the mark), else in
+    /// the ledger.
+    fn mark_replaced(&mut self, entry: &str, by: &str, out: &mut Vec<Action>) {
+        if let Some(other) = self.active.get_mut(entry) {
+            other.rec.replaced = true;
+            if entry != by {
+                self.persist(entry, out);
+            }
+        } else {
+            out.push(Action::MarkReplaced {
+                id: entry.to_owned(),
+            });
+        }
+        for info in self.paths.values_mut() {
+            if info.done.as_ref().is_some_and(|(_, did, ..)| did == entry) {
+                info.done = None;
+            }
+        }
+        for list in self.attached.values_mut() {
+            list.retain(|(_, _, e)| e != entry);
+        }
+        self.attached.retain(|_, l| !l.is_empty());
     }
 
     fn on_after(&mut self, id: &str, r: AfterOutcome, out: &mut Vec<Action>) {
