@@ -1306,9 +1306,15 @@ impl Machine {
     }
 
     fn done(&mut self, id: &str, attachment_id: String, out: &mut Vec<Action>) {
+        // The item it is on: pinned at its first effect, or (found by a first look) the
+        // mapping's item now.
+        let target = self.active.get(id).and_then(|a| self.target_of(&a.rec));
         let Some(a) = self.active.get_mut(id) else {
             return;
         };
+        if a.rec.target.is_none() {
+            a.rec.target = target;
+        }
         let too_late =
             a.rec.cancel_requested && a.rec.error.as_ref().is_none_or(|e| e.code == "canceled");
         a.rec.state = State::Done;

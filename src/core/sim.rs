@@ -44,6 +44,11 @@ pub struct Knobs {
     pub session_lifetime_ms: u64,
     pub sign_in_pause_prob: f64,
     pub unmount_prob: f64,
+    /// A server that reports what it cannot have (offsets past what was sent, a 201 before the
+    /// last byte, no progress).
+    pub evil_prob: f64,
+    /// Listings miss attachments younger than this (under the machine's `look_after`).
+    pub listing_lag_ms: u64,
 }
 
 impl Knobs {
@@ -66,6 +71,16 @@ impl Knobs {
             session_lifetime_ms: rng.gen_range(5_000..600_000),
             sign_in_pause_prob: p(rng, 0.01),
             unmount_prob: p(rng, 0.02),
+            evil_prob: if rng.gen_bool(0.15) {
+                rng.gen_range(0.0..0.2)
+            } else {
+                0.0
+            },
+            listing_lag_ms: if rng.gen_bool(0.5) {
+                rng.gen_range(0..20_000)
+            } else {
+                0
+            },
         }
     }
 }
@@ -74,6 +89,7 @@ impl Knobs {
 struct Inode {
     content: Content,
     mtime: i64,
+    ctime: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +100,7 @@ struct SimAttachment {
     content: Option<Content>,
     /// The entry whose request made it.
     by_entry: String,
+    created: Time,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +195,10 @@ pub struct Sim {
     quiet: bool,
     pub steps: u64,
     pub crashes: u32,
+    /// The server misbehaved at least once (partial attachments may exist until cleaned up,
+    /// and an entry may fail with `protocolViolation`).
+    evil: bool,
+    final_check: bool,
     log: Vec<String>,
     pub trace: bool,
 }
@@ -265,6 +286,8 @@ impl Sim {
             quiet: false,
             steps: 0,
             crashes: 0,
+            evil: false,
+            final_check: false,
             log: Vec::new(),
             trace: false,
         };
@@ -406,6 +429,7 @@ impl Sim {
                             size: node.content.size + 4096,
                         };
                         node.mtime = now_ns;
+                        node.ctime = now_ns;
                     }
                     self.note(format!("user: append to {}", path.display()));
                     self.watch(&path, true);
@@ -504,6 +528,7 @@ impl Sim {
                     ino: *ino,
                     size: n.content.size,
                     mtime_ns: n.mtime,
+                    ctime_ns: n.ctime,
                 },
             },
             None => Input::Gone {
@@ -529,7 +554,7 @@ impl Sim {
     fn user_op(&mut self) {
         let (mapping, path) = self.pick_path();
         let now_ns = self.now.0 as i64 * 1_000_000;
-        let op = self.rng.gen_range(0..100);
+        let op = self.rng.gen_range(0..113);
         let exists = self.paths.contains_key(&path);
         match op {
             // A new file written in place (or rewritten with new bytes of any size).
@@ -548,6 +573,7 @@ impl Sim {
                     Inode {
                         content: c,
                         mtime: now_ns,
+                        ctime: now_ns,
                     },
                 );
                 self.note(format!("user: write {} {:?}", path.display(), c));
@@ -562,6 +588,7 @@ impl Sim {
                     Inode {
                         content: c,
                         mtime: now_ns - 5_000_000_000,
+                        ctime: now_ns,
                     },
                 );
                 self.paths.insert(path.clone(), self.next_ino);
@@ -572,6 +599,7 @@ impl Sim {
             40..=51 if exists => {
                 if let Some(n) = self.paths.get(&path).and_then(|i| self.inodes.get_mut(i)) {
                     n.mtime = now_ns;
+                    n.ctime = now_ns;
                 }
                 self.note(format!("user: touch {}", path.display()));
                 let closed = self.rng.gen_bool(0.5);
@@ -584,6 +612,7 @@ impl Sim {
                 if let Some(n) = self.paths.get(&path).and_then(|i| self.inodes.get_mut(i)) {
                     n.content.ver = v;
                     n.mtime = now_ns;
+                    n.ctime = now_ns;
                 }
                 self.note(format!("user: same-size rewrite {}", path.display()));
                 self.watch(&path, true);
@@ -603,6 +632,7 @@ impl Sim {
                     Inode {
                         content: c,
                         mtime: now_ns,
+                        ctime: now_ns,
                     },
                 );
                 let times = self.rng.gen_range(2..8);
@@ -639,6 +669,7 @@ impl Sim {
                                 size: old.content.size,
                             },
                             mtime: old.mtime,
+                            ctime: now_ns,
                         },
                     );
                     self.paths.insert(path.clone(), self.next_ino);
@@ -677,6 +708,95 @@ impl Sim {
             {
                 self.sign_in_until = self.now.plus_ms(self.rng.gen_range(1_000..120_000));
                 self.note("graph: sign-in needed for a while".into());
+            }
+            // A copy of another file with the same name elsewhere (a recursive mapping's other
+            // folder, another mapping): one name, the same bytes.
+            94..=98 => {
+                let name = path.file_name().map(|n| n.to_owned());
+                let src = self
+                    .paths
+                    .iter()
+                    .find(|(p, _)| **p != path && p.file_name().map(|n| n.to_owned()) == name)
+                    .map(|(_, i)| *i);
+                if let Some(src) = src {
+                    let c = self.content_of(src).expect("inode");
+                    self.next_ino += 1;
+                    self.inodes.insert(
+                        self.next_ino,
+                        Inode {
+                            content: c,
+                            mtime: now_ns,
+                            ctime: now_ns,
+                        },
+                    );
+                    self.paths.insert(path.clone(), self.next_ino);
+                    self.note(format!(
+                        "user: copy same name and bytes to {}",
+                        path.display()
+                    ));
+                    self.watch(&path, true);
+                }
+            }
+            // Rewritten in place at the same size, the time put back (touch -r): only the bytes
+            // tell.
+            99..=103 if exists => {
+                self.next_ver += 1;
+                let v = self.next_ver;
+                if let Some(n) = self.paths.get(&path).and_then(|i| self.inodes.get_mut(i)) {
+                    n.content.ver = v;
+                    n.ctime = now_ns;
+                }
+                self.note(format!(
+                    "user: same-size rewrite, time kept {}",
+                    path.display()
+                ));
+                self.watch(&path, true);
+            }
+            // `outbox cancel ID`.
+            104..=107 => {
+                let ids: Vec<String> = self
+                    .ledger
+                    .values()
+                    .filter(|r| !r.state.is_terminal())
+                    .map(|r| r.id.clone())
+                    .collect();
+                if !ids.is_empty() {
+                    let id = ids[self.rng.gen_range(0..ids.len())].clone();
+                    self.note(format!("user: cancel {id}"));
+                    let e = self.epoch;
+                    self.schedule(1, Event::Deliver(e, Input::Cancel { id }));
+                }
+            }
+            // `outbox retry --failed` (and canceled ones).
+            108..=110 => {
+                let records: Vec<Record> = self
+                    .ledger
+                    .values()
+                    .filter(|r| matches!(r.state, State::Failed | State::Canceled))
+                    .cloned()
+                    .collect();
+                if !records.is_empty() {
+                    self.note(format!("user: retry {} entries", records.len()));
+                    let e = self.epoch;
+                    self.schedule(1, Event::Deliver(e, Input::Retry { records }));
+                }
+            }
+            // The config is edited: a mapping now names the other item.
+            111..=112 if self.items.len() > 1 => {
+                let i = self.rng.gen_range(0..self.mappings.len());
+                let cur = self.mappings[i].0.target.item_id.clone();
+                let next = if cur == "item0" { "item1" } else { "item0" };
+                self.mappings[i].0.target.item_id = next.to_owned();
+                self.note(format!(
+                    "user: config: {} -> {next}",
+                    self.mappings[i].0.name
+                ));
+                let e = self.epoch;
+                let input = Input::Config {
+                    mappings: self.mappings.iter().map(|(r, _)| r.clone()).collect(),
+                    policy: self.policy.clone(),
+                };
+                self.schedule(1, Event::Deliver(e, input));
             }
             _ => {}
         }
@@ -894,6 +1014,7 @@ impl Sim {
             ino,
             size: n.content.size,
             mtime_ns: n.mtime,
+            ctime_ns: n.ctime,
         })
     }
 
@@ -1134,6 +1255,35 @@ impl Sim {
                 if *offset != s.next {
                     return Some(Outcome::Chunk(ChunkOutcome::RangeRefused));
                 }
+                if !self.quiet
+                    && self.knobs.evil_prob > 0.0
+                    && self.rng.gen_bool(self.knobs.evil_prob)
+                {
+                    self.evil = true;
+                    match self.rng.gen_range(0..3) {
+                        0 => {
+                            let n = s.size.min(offset + len + 4096);
+                            return Some(Outcome::Chunk(ChunkOutcome::Accepted { next: Some(n) }));
+                        }
+                        1 => {
+                            return Some(Outcome::Chunk(ChunkOutcome::Accepted {
+                                next: Some(*offset),
+                            }))
+                        }
+                        _ if !*last => {
+                            // 201 before the last byte: a partial attachment.
+                            let s = self.sessions.remove(&sid).expect("session");
+                            let att = self.add_attachment(&s.item, &s.name, None, &s.entry);
+                            return Some(Outcome::Chunk(ChunkOutcome::Completed {
+                                attachment_id: Some(att),
+                            }));
+                        }
+                        _ => {}
+                    }
+                }
+                let Some(s) = self.sessions.get_mut(&sid) else {
+                    return Some(Outcome::Chunk(ChunkOutcome::SessionGone));
+                };
                 s.segments.push((*offset, *len, c));
                 s.next = offset + len;
                 if s.next >= s.size {
@@ -1188,12 +1338,15 @@ impl Sim {
                 sha256,
                 ..
             } => {
+                let lag = self.knobs.listing_lag_ms;
+                let now = self.now;
                 let found = self
                     .items
                     .get(&target.item_id)
                     .and_then(|atts| {
                         atts.iter().find(|x| {
-                            x.name == *name
+                            x.created.plus_ms(lag) <= now
+                                && x.name == *name
                                 && x.content.map(sha).as_deref() == Some(sha256.as_str())
                         })
                     })
@@ -1228,6 +1381,7 @@ impl Sim {
         self.next_att += 1;
         let id = format!("att{}", self.next_att);
         self.note(format!("graph: attachment {id} {name} {content:?} by {by}"));
+        let now = self.now;
         self.items
             .entry(item.to_owned())
             .or_default()
@@ -1236,6 +1390,7 @@ impl Sim {
                 name: name.to_owned(),
                 content,
                 by_entry: by.to_owned(),
+                created: now,
             });
         id
     }
@@ -1285,6 +1440,9 @@ impl Sim {
             let mut by_entry: BTreeMap<&str, &str> = BTreeMap::new();
             for a in atts {
                 let Some(c) = a.content else {
+                    if self.evil && !self.final_check {
+                        continue;
+                    }
                     return Err(self.violation(format!(
                         "{} on {item} holds bytes of more than one version",
                         a.id
@@ -1305,7 +1463,8 @@ impl Sim {
                         .is_some_and(|r| r.if_exists == IfExists::Attach)
                 };
                 if let Some(prev) = seen.insert((a.name.as_str(), c), a.by_entry.as_str()) {
-                    if !(mapping_attach(prev) && mapping_attach(&a.by_entry)) {
+                    // The later one's mapping asked for it (`attach`): not a duplicate.
+                    if !mapping_attach(&a.by_entry) {
                         return Err(self.violation(format!(
                             "duplicate on {item}: two attachments named {} with the same bytes ({prev}, {})",
                             a.name, a.by_entry
@@ -1330,12 +1489,14 @@ impl Sim {
     }
 
     fn check_final(&mut self) -> Result<(), Violation> {
+        self.final_check = true;
         self.check_always()?;
         for r in self.ledger.values() {
             if has_work(r) {
                 return Err(self.violation(format!("{} still has work at quiescence: {r:?}", r.id)));
             }
-            if r.state == State::Failed {
+            let code = r.error.as_ref().map(|e| e.code.as_str());
+            if r.state == State::Failed && !(self.evil && code == Some("protocolViolation")) {
                 return Err(self.violation(format!(
                     "{} failed though every fault was transient: {:?}",
                     r.id, r.error
@@ -1386,6 +1547,14 @@ impl Sim {
                 }
                 continue;
             }
+            let code = rec.error.as_ref().map(|e| e.code.clone());
+            let excused = (rec.state == State::Canceled && code.as_deref() == Some("canceled"))
+                || (rec.state == State::Failed
+                    && self.evil
+                    && code.as_deref() == Some("protocolViolation"));
+            if excused {
+                continue;
+            }
             if rec.state != State::Done {
                 return Err(self.violation(format!(
                     "{}: its final version is {:?}, not attached",
@@ -1393,7 +1562,11 @@ impl Sim {
                     rec.state
                 )));
             }
-            let item = &rule.target.item_id;
+            let item = &rec
+                .target
+                .as_ref()
+                .map(|t| t.item_id.clone())
+                .unwrap_or_default();
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -1414,9 +1587,17 @@ impl Sim {
                     .map(|atts| {
                         atts.iter()
                             .filter(|a| {
+                                // Made for one of this path's versions, and not the attachment
+                                // of another file (one name, the same bytes) that keeps it.
                                 self.ledger
                                     .get(&a.by_entry)
                                     .is_some_and(|r| r.path == path && r.mapping == mapping)
+                                    && !self.ledger.values().any(|r| {
+                                        r.path != path
+                                            && r.state == State::Done
+                                            && !r.replaced
+                                            && r.attachment_id.as_deref() == Some(&a.id)
+                                    })
                             })
                             .collect()
                     })
