@@ -28,7 +28,9 @@ pub const UNREADABLE: &str = "unreadable";
 struct PathInfo {
     newest: Option<Brief>,
     /// The newest `done` version not yet replaced: (seq, id, attachment id, target).
-    done: Option<(u64, String, String, Target)>,
+    /// Per item (mailbox, item id): the newest `done` version on it not yet replaced —
+    /// (seq, id, attachment id, target).
+    done: BTreeMap<(String, String), (u64, String, String, Target)>,
 }
 
 #[derive(Debug, Clone)]
@@ -456,8 +458,10 @@ impl Machine {
         }
         if rec.state == State::Done && !rec.replaced {
             if let (Some(att), Some(t)) = (&rec.attachment_id, &rec.target) {
-                if info.done.as_ref().is_none_or(|(s, ..)| *s <= rec.seq) {
-                    info.done = Some((rec.seq, rec.id.clone(), att.clone(), t.clone()));
+                let k = (t.user.to_lowercase(), t.item_id.clone());
+                if info.done.get(&k).is_none_or(|(s, ..)| *s <= rec.seq) {
+                    info.done
+                        .insert(k, (rec.seq, rec.id.clone(), att.clone(), t.clone()));
                 }
             }
         }
@@ -1345,10 +1349,12 @@ impl Machine {
             .mappings
             .get(&mapping)
             .is_some_and(|m| m.on_change == OnChange::Replace);
-        let prev = self
-            .paths
-            .get(&(mapping.clone(), path.clone()))
-            .and_then(|i| i.done.clone());
+        let prev = target.as_ref().and_then(|t| {
+            self.paths
+                .get(&(mapping.clone(), path.clone()))
+                .and_then(|i| i.done.get(&(t.user.to_lowercase(), t.item_id.clone())))
+                .cloned()
+        });
         let mut after_done_now = false;
         if let (true, Some((pseq, pid, patt, pt))) = (replace, prev) {
             if pid != id && Some(&pt) == target.as_ref() && patt != attachment_id {
@@ -1864,9 +1870,7 @@ impl Machine {
             });
         }
         for info in self.paths.values_mut() {
-            if info.done.as_ref().is_some_and(|(_, did, ..)| did == entry) {
-                info.done = None;
-            }
+            info.done.retain(|_, (_, did, ..)| did != entry);
         }
         for list in self.attached.values_mut() {
             list.retain(|(_, _, e)| e != entry);

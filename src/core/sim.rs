@@ -198,6 +198,9 @@ pub struct Sim {
     /// The server misbehaved at least once (partial attachments may exist until cleaned up,
     /// and an entry may fail with `protocolViolation`).
     evil: bool,
+    /// Partial attachments made by a 201 before the last byte whose answer never reached the
+    /// client: nothing can find them (their bytes match no version), so they are the server's.
+    evil_orphans: BTreeSet<String>,
     final_check: bool,
     log: Vec<String>,
     pub trace: bool,
@@ -287,6 +290,7 @@ impl Sim {
             steps: 0,
             crashes: 0,
             evil: false,
+            evil_orphans: BTreeSet::new(),
             final_check: false,
             log: Vec::new(),
             trace: false,
@@ -1119,6 +1123,15 @@ impl Sim {
                 }
                 // The client keeps what a reply carries (an upload URL) only if it arrives.
                 let outcome = self.graph(a, live && fate == Fate::Normal);
+                if let (
+                    Some(Outcome::Chunk(ChunkOutcome::Completed {
+                        attachment_id: Some(att),
+                    })),
+                    true,
+                ) = (&outcome, live && fate == Fate::Normal)
+                {
+                    self.evil_orphans.remove(att);
+                }
                 if fate == Fate::LostReply {
                     let f = fault(fate).expect("a fault");
                     // Session URLs never reach the client when the reply is lost.
@@ -1274,6 +1287,7 @@ impl Sim {
                             // 201 before the last byte: a partial attachment.
                             let s = self.sessions.remove(&sid).expect("session");
                             let att = self.add_attachment(&s.item, &s.name, None, &s.entry);
+                            self.evil_orphans.insert(att.clone());
                             return Some(Outcome::Chunk(ChunkOutcome::Completed {
                                 attachment_id: Some(att),
                             }));
@@ -1440,7 +1454,7 @@ impl Sim {
             let mut by_entry: BTreeMap<&str, &str> = BTreeMap::new();
             for a in atts {
                 let Some(c) = a.content else {
-                    if self.evil && !self.final_check {
+                    if self.evil && (!self.final_check || self.evil_orphans.contains(&a.id)) {
                         continue;
                     }
                     return Err(self.violation(format!(
@@ -1589,9 +1603,11 @@ impl Sim {
                             .filter(|a| {
                                 // Made for one of this path's versions, and not the attachment
                                 // of another file (one name, the same bytes) that keeps it.
-                                self.ledger
-                                    .get(&a.by_entry)
-                                    .is_some_and(|r| r.path == path && r.mapping == mapping)
+                                !self.evil_orphans.contains(&a.id)
+                                    && self
+                                        .ledger
+                                        .get(&a.by_entry)
+                                        .is_some_and(|r| r.path == path && r.mapping == mapping)
                                     && !self.ledger.values().any(|r| {
                                         r.path != path
                                             && r.state == State::Done
