@@ -540,10 +540,10 @@ impl Machine {
                 // Same file, same time, same size: nothing new, unless an after-action waits
                 // (it runs only on bytes confirmed again) or an unreadable file may now read.
                 let retry_unreadable = b.error_code.as_deref() == Some(UNREADABLE);
-                // Its bytes were found not to be the hashed ones (rewritten in place, same
-                // size and time): hash them again. (exec: smallest fix, reported to the lead.)
+                // Canceled by the agent (its bytes were found not to be the hashed ones, or
+                // its file was swapped): hash again, it may come back.
                 let rewritten =
-                    b.state == State::Canceled && b.error_code.as_deref() == Some(SUPERSEDED);
+                    b.state == State::Canceled && b.error_code.as_deref() != Some("canceled");
                 if !after_pending && !retry_unreadable && !rewritten {
                     return;
                 }
@@ -608,8 +608,11 @@ impl Machine {
             if same {
                 // The same bytes: a touch, a save without edits, a sync client. The entry
                 // goes on (or is done); only what it knows of the file is updated.
-                let revive = matches!(b.state, State::Canceled | State::Failed)
-                    && matches!(b.error_code.as_deref(), Some(SUPERSEDED) | Some(UNREADABLE));
+                // Canceled by the agent (not by the user: "canceled"), or unreadable then: the
+                // same bytes are back, so this version goes on.
+                let code = b.error_code.as_deref();
+                let revive = (b.state == State::Canceled && code != Some("canceled"))
+                    || (b.state == State::Failed && code == Some(UNREADABLE));
                 if let Some(a) = self.active.get_mut(&b.id) {
                     a.rec.file = stat;
                     if revive {
@@ -751,9 +754,14 @@ impl Machine {
         self.make_ready(&id);
     }
 
+    /// The item a record's next step is about: the one it is bound to while something of it
+    /// may be there (an effect in doubt, an open session, an attachment), else its mapping's
+    /// item as the config says now (a fixed item id is followed).
     fn target_of(&self, rec: &Record) -> Option<Target> {
+        let bound = rec.may_exist || rec.session.is_some() || rec.state == State::Done;
         rec.target
             .clone()
+            .filter(|_| bound)
             .or_else(|| self.mappings.get(&rec.mapping).map(|m| m.target.clone()))
     }
 
@@ -1764,7 +1772,15 @@ impl Machine {
                 self.done(id, attachment_id, out)
             }
             LookOutcome::NotFound => {
-                a.looked = true;
+                // The look was on the pinned item, or else the mapping's; it answers
+                // `if_exists` only for the item the file will now go to.
+                let current = self.mappings.get(&a.rec.mapping).map(|m| m.target.clone());
+                let rec = a.rec.clone();
+                let looked_on = self.target_of(&rec);
+                let Some(a) = self.active.get_mut(id) else {
+                    return;
+                };
+                a.looked = looked_on == current;
                 if a.rec.may_exist {
                     a.rec.may_exist = false;
                     if a.rec.session.is_none() {
