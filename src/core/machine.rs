@@ -436,7 +436,14 @@ impl Machine {
             }
             self.index(&rec);
             if has_work(&rec) {
+                // Something of it may be on its item: its name there is taken from the start.
+                let owns = (rec.may_exist || rec.session.is_some()) && !rec.state.is_terminal();
+                let id = rec.id.clone();
+                let target = self.target_of(&rec);
                 self.activate(rec);
+                if let (true, Some(t)) = (owns, target) {
+                    self.take_lock(&id, &t);
+                }
             }
         }
     }
@@ -1023,6 +1030,13 @@ impl Machine {
                     let a = &self.active[id];
                     if let Some(t) = a.rec.effect_at.filter(|_| a.rec.may_exist) {
                         let ready = t.plus_ms(self.policy.look_after_ms);
+                        // The name is this entry's while it waits: no other upload of it.
+                        let target = self.target_of(&a.rec);
+                        if let Some(target) = target {
+                            if !self.take_lock(id, &target) {
+                                return true;
+                            }
+                        }
                         if ready > self.now {
                             let ms = ready.since(self.now);
                             self.wait(id, ms);
@@ -1131,6 +1145,32 @@ impl Machine {
         }
     }
 
+    /// One upload per name per item at a time: `id` holds (mailbox, item, name) from its first
+    /// step until it is finished, through its waits. `false`: another holds it; `id` waits.
+    fn take_lock(&mut self, id: &str, target: &Target) -> bool {
+        let Some(a) = self.active.get(id) else {
+            return false;
+        };
+        if a.rec.state.is_terminal() {
+            return true;
+        }
+        let key = lock_key(target, &a.rec.name);
+        match self.name_locks.get(&key) {
+            Some(holder) if holder != id => {
+                let w = self.lock_waiters.entry(key).or_default();
+                if !w.iter().any(|x| x == id) {
+                    w.push_back(id.to_owned());
+                }
+                false
+            }
+            Some(_) => true,
+            None => {
+                self.name_locks.insert(key, id.to_owned());
+                true
+            }
+        }
+    }
+
     fn remote(&mut self, id: &str, step: Step, out: &mut Vec<Action>) -> bool {
         if self.sign_in.is_some() {
             return true; // woken when the pause ends
@@ -1157,22 +1197,8 @@ impl Machine {
             );
             return true;
         };
-        // One upload per name per item at a time.
-        if !rec.state.is_terminal() {
-            let key = lock_key(&target, &rec.name);
-            match self.name_locks.get(&key) {
-                Some(holder) if holder != id => {
-                    let w = self.lock_waiters.entry(key).or_default();
-                    if !w.iter().any(|x| x == id) {
-                        w.push_back(id.to_owned());
-                    }
-                    return true;
-                }
-                Some(_) => {}
-                None => {
-                    self.name_locks.insert(key, id.to_owned());
-                }
-            }
+        if !self.take_lock(id, &target) {
+            return true;
         }
         let mb = target.user.to_lowercase();
         let has_slot = self.active[id].slot;
