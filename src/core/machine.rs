@@ -765,7 +765,10 @@ impl Machine {
     /// may be there (an effect in doubt, an open session, an attachment), else its mapping's
     /// item as the config says now (a fixed item id is followed).
     fn target_of(&self, rec: &Record) -> Option<Target> {
-        let bound = rec.may_exist || rec.session.is_some() || rec.state == State::Done;
+        let bound = rec.may_exist
+            || rec.session.is_some()
+            || rec.state == State::Done
+            || !rec.garbage.is_empty();
         rec.target
             .clone()
             .filter(|_| bound)

@@ -1619,8 +1619,21 @@ impl Sim {
                     })
                     .unwrap_or_default();
                 if mine.len() > 1 {
+                    let which: Vec<String> = mine
+                        .iter()
+                        .map(|a| {
+                            let r = self.ledger.get(&a.by_entry);
+                            format!(
+                                "{} by {} ({:?}, replaced={:?})",
+                                a.id,
+                                a.by_entry,
+                                r.map(|r| r.state),
+                                r.map(|r| r.replaced)
+                            )
+                        })
+                        .collect();
                     return Err(self.violation(format!(
-                        "{}: {} attachments of its versions stay with on_change = replace",
+                        "{}: {} attachments of its versions stay with on_change = replace: {which:?}",
                         path.display(),
                         mine.len()
                     )));
