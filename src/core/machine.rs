@@ -30,7 +30,7 @@ struct PathInfo {
     /// The newest `done` version not yet replaced: (seq, id, attachment id, target).
     /// Per item (mailbox, item id): the newest `done` version on it not yet replaced —
     /// (seq, id, attachment id, target).
-    done: BTreeMap<(String, String), (u64, String, String, Target)>,
+    done: BTreeMap<(String, String), Vec<(u64, String, String, Target)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -466,9 +466,9 @@ impl Machine {
         if rec.state == State::Done && !rec.replaced {
             if let (Some(att), Some(t)) = (&rec.attachment_id, &rec.target) {
                 let k = (t.user.to_lowercase(), t.item_id.clone());
-                if info.done.get(&k).is_none_or(|(s, ..)| *s <= rec.seq) {
-                    info.done
-                        .insert(k, (rec.seq, rec.id.clone(), att.clone(), t.clone()));
+                let list = info.done.entry(k).or_default();
+                if !list.iter().any(|(_, did, ..)| *did == rec.id) {
+                    list.push((rec.seq, rec.id.clone(), att.clone(), t.clone()));
                 }
             }
         }
@@ -1386,30 +1386,48 @@ impl Machine {
             .mappings
             .get(&mapping)
             .is_some_and(|m| m.on_change == OnChange::Replace);
-        let prev = target.as_ref().and_then(|t| {
-            self.paths
-                .get(&(mapping.clone(), path.clone()))
-                .and_then(|i| i.done.get(&(t.user.to_lowercase(), t.item_id.clone())))
-                .cloned()
-        });
+        // Every other done version of the path on this item, not yet replaced.
+        let others: Vec<(u64, String, String, Target)> = target
+            .as_ref()
+            .and_then(|t| {
+                self.paths
+                    .get(&(mapping.clone(), path.clone()))
+                    .and_then(|i| i.done.get(&(t.user.to_lowercase(), t.item_id.clone())))
+                    .cloned()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, pid, ..)| pid != id)
+            .collect();
         let mut after_done_now = false;
-        if let (true, Some((pseq, pid, patt, pt))) = (replace, prev) {
-            if pid != id && Some(&pt) == target.as_ref() && patt != attachment_id {
-                // The older version's attachment goes, unless another file holds it too (one
-                // name, the same bytes): then it stays and only the older record is marked.
-                let (old_entry, old_att) = if pseq < seq {
-                    (pid, patt)
-                } else {
+        if replace {
+            let mut doomed: Vec<(String, String)> = Vec::new();
+            for (pseq, pid, patt, _) in others {
+                if pseq < seq {
+                    // An older version: its attachment goes now that this one is there.
+                    if patt != attachment_id {
+                        doomed.push((pid, patt));
+                    } else {
+                        self.mark_replaced(&pid, id, out);
+                    }
+                } else if !after_done_now {
+                    // A newer version is already there: this one's own attachment goes.
                     after_done_now = true;
-                    (id.to_owned(), attachment_id.clone())
-                };
+                    doomed.push((id.to_owned(), attachment_id.clone()));
+                }
+            }
+            for (old_entry, old_att) in doomed {
+                // Unless another file holds it too (one name, the same bytes): then it stays
+                // and only the older record is marked.
                 if self.shared(&old_att, &old_entry) {
                     self.mark_replaced(&old_entry, id, out);
                 } else if let Some(a) = self.active.get_mut(id) {
-                    a.rec.replaces.push(Replaced {
-                        entry: old_entry,
-                        attachment_id: old_att,
-                    });
+                    if !a.rec.replaces.iter().any(|r| r.entry == old_entry) {
+                        a.rec.replaces.push(Replaced {
+                            entry: old_entry,
+                            attachment_id: old_att,
+                        });
+                    }
                 }
             }
         }
@@ -1915,7 +1933,9 @@ impl Machine {
             });
         }
         for info in self.paths.values_mut() {
-            info.done.retain(|_, (_, did, ..)| did != entry);
+            for list in info.done.values_mut() {
+                list.retain(|(_, did, ..)| did != entry);
+            }
         }
         for list in self.attached.values_mut() {
             list.retain(|(_, _, e)| e != entry);
