@@ -357,6 +357,10 @@ impl Machine {
                 self.mappings = mappings.into_iter().map(|m| (m.name.clone(), m)).collect();
                 let ids: Vec<String> = self.active.keys().cloned().collect();
                 for id in ids {
+                    // An item may have changed: what a look found on the old one says nothing.
+                    if let Some(a) = self.active.get_mut(&id) {
+                        a.looked = false;
+                    }
                     self.make_ready(&id);
                 }
             }
@@ -1160,6 +1164,10 @@ impl Machine {
         let key = lock_key(target, &a.rec.name);
         match self.name_locks.get(&key) {
             Some(holder) if holder != id => {
+                // What it looked at before is stale once another upload of the name has run.
+                if let Some(a) = self.active.get_mut(id) {
+                    a.looked = false;
+                }
                 let w = self.lock_waiters.entry(key).or_default();
                 if !w.iter().any(|x| x == id) {
                     w.push_back(id.to_owned());
