@@ -1162,12 +1162,29 @@ impl Machine {
             return true;
         }
         let key = lock_key(target, &a.rec.name);
+        // Names held on another item (the mapping's item changed) are not this entry's now.
+        let stale: Vec<_> = self
+            .name_locks
+            .iter()
+            .filter(|(k, h)| *h == id && **k != key)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.name_locks.remove(&k);
+            if let Some(mut q) = self.lock_waiters.remove(&k) {
+                while let Some(w) = q.pop_front() {
+                    self.make_ready(&w);
+                }
+            }
+        }
         match self.name_locks.get(&key) {
             Some(holder) if holder != id => {
-                // What it looked at before is stale once another upload of the name has run.
+                // What it looked at before is stale once another upload of the name has run;
+                // and it gives up its place in the mailbox while it waits (no deadlock).
                 if let Some(a) = self.active.get_mut(id) {
                     a.looked = false;
                 }
+                self.release_slot(id);
                 let w = self.lock_waiters.entry(key).or_default();
                 if !w.iter().any(|x| x == id) {
                     w.push_back(id.to_owned());
