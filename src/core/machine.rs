@@ -631,6 +631,13 @@ impl Machine {
                         a.rec.error = None;
                         a.rec.cancel_requested = false;
                     }
+                    // A cancel the agent asked for (the file went, or was swapped) is taken
+                    // back: the same bytes are here again. The user's cancel stands.
+                    let by_user = a.rec.error.as_ref().is_some_and(|e| e.code == "canceled");
+                    if a.rec.cancel_requested && !by_user && !a.rec.state.is_terminal() {
+                        a.rec.cancel_requested = false;
+                        a.rec.error = None;
+                    }
                     a.rec.updated_at = self.now;
                     let rec = a.rec.clone();
                     out.push(Action::Persist(rec.clone()));
