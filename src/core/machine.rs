@@ -1298,7 +1298,9 @@ impl Machine {
                 s.sent_end = s.sent_end.max(offset + len);
                 a.rec.session = Some(s);
                 a.rec.bytes_sent = offset;
-                if last && !a.rec.may_exist {
+                if last {
+                    // Every send of the last byte is an effect of its own: the look waits for
+                    // the latest one.
                     a.rec.may_exist = true;
                     a.rec.effect_at = Some(now);
                     out.push(Action::Persist(a.rec.clone()));
