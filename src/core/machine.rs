@@ -441,7 +441,9 @@ impl Machine {
             self.index(&rec);
             if has_work(&rec) {
                 // Something of it may be on its item: its name there is taken from the start.
-                let owns = (rec.may_exist || rec.session.is_some()) && !rec.state.is_terminal();
+                let owns = ((rec.may_exist || rec.session.is_some()) && !rec.state.is_terminal())
+                    || !rec.replaces.is_empty()
+                    || !rec.garbage.is_empty();
                 let id = rec.id.clone();
                 let target = self.target_of(&rec);
                 self.activate(rec);
@@ -495,10 +497,17 @@ impl Machine {
     fn known_attachment(&self, rec: &Record) -> Option<String> {
         let t = self.target_of(rec)?;
         let sha = rec.sha256.as_deref()?.to_lowercase();
+        // Not one that is being deleted (an older version's, on its way out).
+        let going = |att: &str| {
+            self.active.values().any(|a| {
+                a.rec.replaces.iter().any(|r| r.attachment_id == att)
+                    || a.rec.garbage.iter().any(|g| g == att)
+            })
+        };
         self.attached
             .get(&lock_key(&t, &rec.name))?
             .iter()
-            .find(|(s, _, e)| *s == sha && *e != rec.id)
+            .find(|(s, a, e)| *s == sha && *e != rec.id && !going(a))
             .map(|(_, a, _)| a.clone())
     }
 
@@ -1028,6 +1037,12 @@ impl Machine {
                 }
                 Step::Look { recent_ok: true } => {
                     let rec = self.active[id].rec.clone();
+                    // The name first: an attachment it may adopt is then not being deleted.
+                    if let Some(t) = self.target_of(&rec) {
+                        if !self.take_lock(id, &t) {
+                            return true;
+                        }
+                    }
                     if let Some(att) = self.known_attachment(&rec) {
                         // Already on the item, by this agent's own record: done, no request.
                         if let Some(a) = self.active.get_mut(id) {
@@ -1165,7 +1180,8 @@ impl Machine {
         let Some(a) = self.active.get(id) else {
             return false;
         };
-        if a.rec.state.is_terminal() {
+        let deleting = !a.rec.replaces.is_empty() || !a.rec.garbage.is_empty();
+        if a.rec.state.is_terminal() && !deleting {
             return true;
         }
         let key = lock_key(target, &a.rec.name);
@@ -1374,7 +1390,11 @@ impl Machine {
     /// A terminal entry with nothing that may still land on the item gives up its name lock.
     fn release_lock_if_free(&mut self, id: &str) {
         if let Some(a) = self.active.get(id) {
-            if a.rec.state.is_terminal() && !a.rec.may_exist {
+            if a.rec.state.is_terminal()
+                && !a.rec.may_exist
+                && a.rec.replaces.is_empty()
+                && a.rec.garbage.is_empty()
+            {
                 self.release_lock(id);
             }
         }
@@ -1479,8 +1499,13 @@ impl Machine {
             .and_then(|i| i.newest.as_ref())
             .is_some_and(|n| n.seq > seq);
         a.rec.after_done = keep || superseded || after_done_now;
+        // The name stays taken while older versions' attachments are deleted: nobody adopts
+        // one on its way out.
+        let deleting = !a.rec.replaces.is_empty() || !a.rec.garbage.is_empty();
         self.persist(id, out);
-        self.release_lock(id);
+        if !deleting {
+            self.release_lock(id);
+        }
     }
 
     fn outcome(&mut self, id: &str, outcome: Outcome, out: &mut Vec<Action>) {
