@@ -383,9 +383,6 @@ impl Machine {
             rec.restarts = 0;
             rec.error = None;
             rec.cancel_requested = false;
-            if !rec.may_exist && rec.session.is_none() {
-                rec.target = None;
-            }
             rec.updated_at = self.now;
             out.push(Action::Persist(rec.clone()));
             self.index(&rec);
@@ -422,7 +419,11 @@ impl Machine {
                 _ => {}
             }
             // A failed entry whose mapping now names another item goes to the fixed item.
-            if rec.state == State::Failed && !rec.may_exist && rec.session.is_none() {
+            if rec.state == State::Failed
+                && !rec.may_exist
+                && rec.session.is_none()
+                && rec.garbage.is_empty()
+            {
                 if let (Some(t), Some(m)) = (&rec.target, self.mappings.get(&rec.mapping)) {
                     if *t != m.target && rec.error.as_ref().is_some_and(|e| e.code != UNREADABLE) {
                         rec.state = State::Pending;
@@ -1156,7 +1157,6 @@ impl Machine {
             if a.rec.error.is_none() {
                 a.rec.error = Some(Failure::new("canceled", "canceled by the user"));
             }
-            a.rec.target = None;
             a.rec.updated_at = now;
             let rec = a.rec.clone();
             out.push(Action::Persist(rec.clone()));
@@ -1407,9 +1407,7 @@ impl Machine {
         let Some(a) = self.active.get_mut(id) else {
             return;
         };
-        if a.rec.target.is_none() {
-            a.rec.target = target;
-        }
+        a.rec.target = target;
         let too_late =
             a.rec.cancel_requested && a.rec.error.as_ref().is_none_or(|e| e.code == "canceled");
         a.rec.state = State::Done;
@@ -1888,11 +1886,9 @@ impl Machine {
                 };
                 a.looked = looked_on == current;
                 if a.rec.may_exist {
+                    // Nothing of it is on the item: unbound, it goes to the mapping's item now
+                    // (see `target_of`).
                     a.rec.may_exist = false;
-                    if a.rec.session.is_none() {
-                        // Nothing of it is on the item: it may go to the mapping's item now.
-                        a.rec.target = None;
-                    }
                     self.persist(id, out);
                 }
             }
