@@ -2052,3 +2052,49 @@ fn make_id(mapping: &str, path: &Path, seq: u64, now: Time, n: u64) -> String {
     h.update(n.to_le_bytes());
     hex::encode(&h.finalize()[..6])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_size_rule_at_its_edges() {
+        // Under the session minimum: always one POST.
+        assert!(uses_post(0, "a.pdf"));
+        assert!(uses_post(MIN_SESSION - 1, "a.pdf"));
+        // Between: a POST while its body fits 4 MiB.
+        assert!(uses_post(MIN_SESSION, "a.pdf"));
+        assert!(uses_post(SESSION_THRESHOLD - 1 - 3 * 1024, "a.pdf"));
+        // 3 MiB and over: a session.
+        assert!(!uses_post(SESSION_THRESHOLD, "a.pdf"));
+        assert!(!uses_post(SESSION_THRESHOLD + 1, "a.pdf"));
+        // Just under 3 MiB, the base64 body passes 4 MiB: a session.
+        assert!(!uses_post(SESSION_THRESHOLD - 1, "a.pdf"));
+        // A long name pushes a file that would fit over the limit.
+        let size = MAX_REQUEST_BODY / 4 * 3 - 200;
+        assert!(uses_post(size, "a.pdf"));
+        assert!(!uses_post(size, &"n".repeat(400)));
+    }
+
+    #[test]
+    fn the_post_body_is_measured_exactly() {
+        let fixed = r##"{"@odata.type":"#microsoft.graph.fileAttachment","name":,"contentType":,"contentBytes":""}"##.len() as u64;
+        // "a.pdf" and "application/pdf", quoted; 3 bytes encode to 4.
+        assert_eq!(post_body_len(3, "a.pdf"), fixed + 7 + 17 + 4);
+        assert_eq!(post_body_len(4, "a.pdf"), fixed + 7 + 17 + 8);
+        assert_eq!(post_body_len(0, "x"), fixed + 3 + 26);
+        // A quote in the name is escaped.
+        assert_eq!(post_body_len(0, "\"") - post_body_len(0, "x"), 1);
+    }
+
+    #[test]
+    fn backoff_grows_to_a_cap_with_jitter_in_its_upper_half() {
+        for attempt in 0..20 {
+            let d = backoff_ms("abc", attempt);
+            let exp = (BACKOFF_BASE_MS << attempt.min(16)).min(BACKOFF_CAP_MS);
+            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d}");
+        }
+        assert_eq!(backoff_ms("abc", 3), backoff_ms("abc", 3));
+        assert_ne!(backoff_ms("abc", 5), backoff_ms("abd", 5));
+    }
+}
