@@ -1,14 +1,17 @@
 //! `outbox send FILE (--message ID | --event ID)`: attach one file now, with a progress bar on a
-//! terminal (plain lines otherwise), and print the attachment id. Does not touch the ledger.
+//! terminal (plain lines otherwise), and print the attachment id. Does not touch the ledger: the
+//! agent's state machine drives the upload with URLs kept in memory (`agent::oneshot`).
 
 use super::SendArgs;
+use crate::agent::oneshot::{attach_file, OneShotError};
 use crate::auth::Credentials;
 use crate::config::{ItemKind, Settings};
+use crate::core::model::Target;
 use crate::exit::{CommandError, ExitCode};
-use crate::graph::{AttachError, FileToSend, GraphClient, ItemRef, Journal, Resume};
+use crate::graph::GraphClient;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, CommandError> {
@@ -22,68 +25,52 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
             ))
         }
     };
-    let item = ItemRef::new(args.user, kind, id);
-    let file = FileToSend::from_path(args.file.clone(), args.name)
-        .await
-        .map_err(|e| {
-            CommandError::new(
-                ExitCode::Failed,
-                format!("cannot read {}: {e}", args.file.display()),
-            )
-        })?;
-    let client = GraphClient::new(&settings, Credentials::from_settings_in(&settings))
-        .map_err(|e| CommandError::new(ExitCode::Config, e))?;
-    let journal = SendJournal::new(file.size);
-    let attach = client.attach(&item, &file, Resume::Fresh, &journal);
-    let outcome = tokio::select! {
-        r = attach => Some(r),
-        _ = crate::cli::shutdown_signal() => None,
+    let target = Target {
+        user: args.user,
+        kind,
+        item_id: id,
     };
-    journal.finish();
-    if !matches!(outcome, Some(Ok(_))) {
-        // A session kept open across a transient failure (for a later attempt to resume), or
-        // cut off by the interrupt, has no later attempt here: delete it (best effort).
-        let url = journal
-            .session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(url) = url {
-            let _ = client.delete_session(&item.user, &url).await;
-        }
-    }
+    let total = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
+    let client = Arc::new(
+        GraphClient::new(&settings, Credentials::from_settings_in(&settings))
+            .map_err(|e| CommandError::new(ExitCode::Config, e))?,
+    );
+    let bar = Arc::new(Progress::new(total));
+    let b = bar.clone();
+    let outcome = attach_file(
+        &settings,
+        client,
+        target,
+        &args.file,
+        args.name,
+        Some(Arc::new(move |n| b.set(n))),
+    )
+    .await;
+    bar.finish();
     match outcome {
-        Some(Ok(id)) => {
+        Ok(id) => {
             println!("{id}");
             Ok(ExitCode::Ok)
         }
-        Some(Err(e)) => Err(attach_error(e)),
-        None => Err(CommandError::new(
-            ExitCode::Failed,
-            "interrupted: nothing was attached (the upload session was deleted)",
-        )),
+        Err(e) => Err(attach_error(e)),
     }
 }
 
 /// Map an attach failure to the exit code and a sentence for the user.
-pub fn attach_error(e: AttachError) -> CommandError {
+pub fn attach_error(e: OneShotError) -> CommandError {
     match e {
-        AttachError::Auth(a) => CommandError::new(ExitCode::SignIn, a.to_string()),
-        AttachError::Graph(g) if g.class == crate::graph::ErrorClass::SignIn => {
-            CommandError::new(ExitCode::SignIn, g.to_string())
-        }
+        OneShotError::SignIn(_) => CommandError::new(ExitCode::SignIn, e.to_string()),
         other => CommandError::new(ExitCode::Failed, other.to_string()),
     }
 }
 
-struct SendJournal {
+struct Progress {
     bar: Option<ProgressBar>,
     plain: Mutex<(Instant, u64)>,
     total: u64,
-    session: Mutex<Option<String>>,
 }
 
-impl SendJournal {
+impl Progress {
     fn new(total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(total);
@@ -94,11 +81,10 @@ impl SendJournal {
             }
             b
         });
-        SendJournal {
+        Progress {
             bar,
             plain: Mutex::new((Instant::now(), 0)),
             total,
-            session: Mutex::new(None),
         }
     }
 
@@ -107,24 +93,8 @@ impl SendJournal {
             b.finish_and_clear();
         }
     }
-}
 
-impl Journal for SendJournal {
-    async fn session_created(
-        &self,
-        upload_url: &str,
-        _expires: Option<&str>,
-    ) -> Result<(), String> {
-        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(upload_url.to_string());
-        Ok(())
-    }
-
-    async fn session_gone(&self) -> Result<(), String> {
-        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        Ok(())
-    }
-
-    fn progress(&self, committed: u64) {
+    fn set(&self, committed: u64) {
         match &self.bar {
             Some(b) => b.set_position(committed),
             None => {

@@ -134,11 +134,8 @@ pub struct AgentSettings {
     pub keep_done: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemKind {
-    Message,
-    Event,
-}
+/// One `ItemKind` for the whole crate: the core's.
+pub use crate::core::model::ItemKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {

@@ -68,13 +68,19 @@ struct Active {
 /// The step an entry takes next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
-    Look { recent_ok: bool },
+    Look {
+        recent_ok: bool,
+    },
     Post,
     CreateSession,
-    Put { offset: u64 },
+    Put {
+        offset: u64,
+    },
     Ask,
     DeleteSession,
-    DeleteAttachment { attachment_id: String },
+    DeleteAttachment {
+        attachment_id: String,
+    },
     After,
     /// A transition with no request (cancel with nothing in flight, a finished entry).
     Local,
@@ -1137,13 +1143,11 @@ impl Machine {
                 id: id.to_owned(),
                 target,
             }),
-            Step::DeleteAttachment { attachment_id } => {
-                out.push(Action::DeleteAttachment {
-                    id: id.to_owned(),
-                    target,
-                    attachment_id,
-                })
-            }
+            Step::DeleteAttachment { attachment_id } => out.push(Action::DeleteAttachment {
+                id: id.to_owned(),
+                target,
+                attachment_id,
+            }),
             Step::After | Step::Local | Step::Finished => {
                 a.busy = false;
             }
@@ -1197,7 +1201,8 @@ impl Machine {
         let Some(a) = self.active.get_mut(id) else {
             return;
         };
-        let too_late = a.rec.cancel_requested && a.rec.error.as_ref().is_none_or(|e| e.code == "canceled");
+        let too_late =
+            a.rec.cancel_requested && a.rec.error.as_ref().is_none_or(|e| e.code == "canceled");
         a.rec.state = State::Done;
         a.rec.may_exist = false;
         a.rec.cancel_requested = false;
@@ -1420,7 +1425,15 @@ impl Machine {
         let (mapping, path, file) = (a.rec.mapping.clone(), a.rec.path.clone(), a.rec.file);
         self.persist(id, out);
         // Settle the file again: its new version is found and queued.
-        self.settler.observe(&mapping, &path, FileStat { size: u64::MAX, ..file }, self.now);
+        self.settler.observe(
+            &mapping,
+            &path,
+            FileStat {
+                size: u64::MAX,
+                ..file
+            },
+            self.now,
+        );
         self.settler.observe(&mapping, &path, file, self.now);
     }
 
@@ -1685,13 +1698,19 @@ impl Machine {
         } else if !a.rec.replaces.is_empty() {
             let r = a.rec.replaces.remove(0);
             if ok {
-                out.push(Action::MarkReplaced { id: r.entry.clone() });
+                out.push(Action::MarkReplaced {
+                    id: r.entry.clone(),
+                });
                 if r.entry == id {
                     a.rec.replaced = true;
                 }
                 let key = (a.rec.mapping.clone(), a.rec.path.clone());
                 if let Some(info) = self.paths.get_mut(&key) {
-                    if info.done.as_ref().is_some_and(|(_, did, ..)| *did == r.entry) {
+                    if info
+                        .done
+                        .as_ref()
+                        .is_some_and(|(_, did, ..)| *did == r.entry)
+                    {
                         info.done = None;
                     }
                 }

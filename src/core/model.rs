@@ -173,8 +173,7 @@ impl Failure {
 
 /// What is persisted of an open upload session. Its URL (a secret) lives in the session store,
 /// keyed by the entry id; the core only knows that one exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SessionMark {
     /// Bytes `0..sent_end` may have reached the server (written before each chunk is sent):
     /// an offset the server reports beyond it is a protocol violation.
@@ -246,7 +245,10 @@ pub struct Record {
 /// The result of reading a file through its descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashResult {
-    Hashed { sha256: String, stat: FileStat },
+    Hashed {
+        sha256: String,
+        stat: FileStat,
+    },
     /// It is not the file that settled (identity or size changed): settle it again.
     Changed,
     /// The path no longer names a regular file beneath the folder.
@@ -274,7 +276,9 @@ pub enum Fault {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PostOutcome {
-    Created { attachment_id: String },
+    Created {
+        attachment_id: String,
+    },
     /// The bytes read now do not hash to the entry's SHA-256: nothing was sent.
     Changed,
     /// The file is gone or unreadable: nothing was sent.
@@ -287,16 +291,22 @@ pub enum PostOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionOutcome {
     /// The URL is saved in the session store; the server expects `next` first.
-    Created { next: u64 },
+    Created {
+        next: u64,
+    },
     Failed(Fault),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkOutcome {
     /// 200 with `nextExpectedRanges`: the next byte the server wants (`None`: unparsable).
-    Accepted { next: Option<u64> },
+    Accepted {
+        next: Option<u64>,
+    },
     /// 201: the attachment exists; `attachment_id` from `Location` when it had one.
-    Completed { attachment_id: Option<String> },
+    Completed {
+        attachment_id: Option<String>,
+    },
     /// The bytes read do not hash to the entry's SHA-256 (checked before the last chunk):
     /// the last chunk was not sent.
     Changed,
@@ -373,28 +383,47 @@ pub enum Input {
         stat: FileStat,
     },
     /// The platform reported `path` closed after writing.
-    Closed { path: PathBuf },
+    Closed {
+        path: PathBuf,
+    },
     /// `path` is gone (deleted, renamed away).
-    Gone { mapping: String, path: PathBuf },
+    Gone {
+        mapping: String,
+        path: PathBuf,
+    },
     /// A mapped folder is missing or unreadable; or back.
-    FolderUnavailable { mapping: String },
-    FolderAvailable { mapping: String },
+    FolderUnavailable {
+        mapping: String,
+    },
+    FolderAvailable {
+        mapping: String,
+    },
     /// The answer to `Action::Stat`.
     Stat {
         path: PathBuf,
         stat: Option<FileStat>,
     },
     /// The answer to `Action::Hash`.
-    Hashed { path: PathBuf, result: HashResult },
+    Hashed {
+        path: PathBuf,
+        result: HashResult,
+    },
     /// The answer to a remote step of entry `id`.
-    Outcome { id: String, outcome: Outcome },
+    Outcome {
+        id: String,
+        outcome: Outcome,
+    },
     /// A wake-up asked for with `Action::WakeAt`.
     Tick,
     /// `cancel ID`.
-    Cancel { id: String },
+    Cancel {
+        id: String,
+    },
     /// Failed or canceled records to put back in the queue (`retry`; or one the machine asked
     /// to revive with `Action::UpdateFile`), read from the ledger by the executor.
-    Retry { records: Vec<Record> },
+    Retry {
+        records: Vec<Record>,
+    },
     /// The config was reloaded: the mappings and policy now in force.
     Config {
         mappings: Vec<MappingRule>,
@@ -407,7 +436,9 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Stat `path` again (a settle check came due): answer with `Input::Stat`.
-    Stat { path: PathBuf },
+    Stat {
+        path: PathBuf,
+    },
     /// Open `path` once beneath its folder, check it is still `stat`, hash it reading at most
     /// `stat.size` bytes: answer with `Input::Hashed`.
     Hash {
@@ -446,9 +477,15 @@ pub enum Action {
         last: bool,
     },
     /// GET the saved upload URL: where does the session stand?
-    AskSession { id: String, target: Target },
+    AskSession {
+        id: String,
+        target: Target,
+    },
     /// DELETE the saved upload URL (then remove the URL file).
-    DeleteSession { id: String, target: Target },
+    DeleteSession {
+        id: String,
+        target: Target,
+    },
     /// List the item's attachments named `name` (whole listing) and confirm by bytes.
     Look {
         id: String,
@@ -473,7 +510,9 @@ pub enum Action {
         after: After,
     },
     /// Forget the upload URL file of `id` (its session is known to be gone).
-    ForgetUrl { id: String },
+    ForgetUrl {
+        id: String,
+    },
     /// Update a stored record the machine does not hold (a terminal one): its file was seen
     /// again with the same bytes. `revive`: read it back and answer `Input::Retry` with it.
     UpdateFile {
@@ -482,7 +521,9 @@ pub enum Action {
         revive: bool,
     },
     /// The stored record `id`'s attachment was deleted by a newer version: mark it replaced.
-    MarkReplaced { id: String },
+    MarkReplaced {
+        id: String,
+    },
     Notify(Note),
     /// Send `Input::Tick` at this time (the latest `WakeAt` wins).
     WakeAt(Time),
@@ -491,10 +532,22 @@ pub enum Action {
 /// A desktop notification / log line worth a person's attention.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
-    Attached { id: String, path: PathBuf },
-    Failed { id: String, path: PathBuf, failure: Failure },
+    Attached {
+        id: String,
+        path: PathBuf,
+    },
+    Failed {
+        id: String,
+        path: PathBuf,
+        failure: Failure,
+    },
     /// `cancel` came after the attachment was made: it stays, recorded done.
-    CancelTooLate { id: String, path: PathBuf },
-    StillChanging { path: PathBuf },
+    CancelTooLate {
+        id: String,
+        path: PathBuf,
+    },
+    StillChanging {
+        path: PathBuf,
+    },
     SignInNeeded(Failure),
 }

@@ -10,10 +10,10 @@ mod listing;
 pub mod pacing;
 pub mod ranges;
 pub mod retry;
-pub mod upload;
+pub mod steps;
 
 pub use error::{ErrorClass, GraphError};
-pub use upload::{AttachError, FileToSend, Journal, NoJournal, Resume};
+pub use steps::fault_of;
 
 use crate::auth::{AuthError, Credentials};
 use crate::config::{ItemKind, Settings};
@@ -23,14 +23,7 @@ use retry::RetryPolicy;
 use std::time::{Duration, SystemTime};
 use url::Url;
 
-/// Files of this size or more go through an upload session (3 MiB).
-pub const SESSION_THRESHOLD: u64 = 3 * 1024 * 1024;
-/// The largest attachment Graph takes (150 MiB).
-pub const MAX_ATTACHMENT: u64 = 150 * 1024 * 1024;
-/// Graph's request body limit (4 MiB).
-pub const MAX_REQUEST_BODY: u64 = 4 * 1024 * 1024;
-/// The smallest session measured to work on Graph (2 MiB): smaller files must be POSTed.
-pub const MIN_SESSION: u64 = 2 * 1024 * 1024;
+pub use crate::core::model::{MAX_ATTACHMENT, MAX_REQUEST_BODY, MIN_SESSION, SESSION_THRESHOLD};
 
 /// An Outlook item: a message or an event in a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +153,9 @@ fn name_hash(name: &str) -> u64 {
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(name)
 }
 
+/// Pages of an attachment listing read at most.
+const MAX_LISTING_PAGES: usize = 1000;
+
 /// How long a listing of an item's attachments serves the look before a first upload.
 pub const LISTING_TTL: Duration = Duration::from_secs(30);
 
@@ -244,6 +240,12 @@ impl GraphClient {
         whole_window: bool,
     ) -> (u64, pacing::Stamp) {
         self.pacer.admit_chunk(mailbox, want, whole_window).await
+    }
+
+    /// A file larger than the mailbox's whole byte budget waits for an empty window and takes
+    /// it (`true`); any other is paced body by body.
+    pub async fn take_whole_window(&self, mailbox: &str, file_bytes: u64) -> bool {
+        file_bytes >= SESSION_THRESHOLD && self.pacer.take_whole_window(mailbox, file_bytes).await
     }
 
     pub fn chunk_size(&self) -> u64 {
@@ -413,10 +415,29 @@ impl GraphClient {
                     format!("{what} the attachment list: {e}"),
                 )
             })?;
-            // Follow nextLink only on the same origin as the base URL.
-            next = next_link
-                .and_then(|s| Url::parse(&s).ok())
-                .filter(|u| u.host_str() == self.base.host_str() && pages < 1000);
+            // Follow nextLink only on the same origin as the base URL; a listing that cannot be
+            // read to its end is an error, never "not there".
+            if let Some(link) = next_link {
+                let cut = |why: &str| {
+                    GraphError::new(
+                        ErrorClass::Transient,
+                        None,
+                        "ListingIncomplete",
+                        format!("the attachment list could not be read to its end ({why})"),
+                    )
+                };
+                let u = Url::parse(&link).map_err(|_| cut("an invalid nextLink"))?;
+                let same_origin = u.scheme() == self.base.scheme()
+                    && u.host_str() == self.base.host_str()
+                    && u.port_or_known_default() == self.base.port_or_known_default();
+                if !same_origin {
+                    return Err(cut("a nextLink on another origin").into());
+                }
+                if pages >= MAX_LISTING_PAGES {
+                    return Err(cut("more than 1,000 pages").into());
+                }
+                next = Some(u);
+            }
         }
         Ok(sink)
     }
@@ -616,11 +637,6 @@ async fn read_capped(resp: reqwest::Response, cap: usize) -> Vec<u8> {
         }
     }
     out
-}
-
-/// Shorthand for building an error of ours.
-pub(crate) fn our_error(class: ErrorClass, code: &str, message: impl Into<String>) -> GraphError {
-    GraphError::new(class, None, code, message)
 }
 
 #[cfg(test)]
