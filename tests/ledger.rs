@@ -369,7 +369,7 @@ fn a_v0_ledger_is_migrated_forward() {
     assert_eq!(e.attachment_id.as_deref(), Some("ATT1"));
     assert_eq!(e.name, "old report.pdf");
     assert_eq!(e.created_at, e.updated_at);
-    assert!(e.seq > 0 && !e.post_in_flight && e.session.is_none());
+    assert!(e.seq > 0 && !e.may_exist && e.session.is_none());
     assert_eq!(
         ledger
             .current_for_path("reports", &file)
@@ -447,8 +447,8 @@ fn upload_urls_live_in_owner_only_files_never_in_the_ledger() {
     ledger
         .set_state(&e.id, EntryState::Uploading, |e| {
             e.session = Some(outbox::ledger::SessionInfo {
-                expires_at: None,
-                created_at: OffsetDateTime::now_utc(),
+                sent_end: 0,
+                abandoned: false,
             });
             e.error = Some(EntryError::new("retry", "chunk upload timed out"));
         })

@@ -142,6 +142,7 @@ pub async fn attach_file(
     }];
     let mut last: Option<Record> = None;
     let mut wake: Option<Time> = None;
+    let mut unreachable_seen = 0;
     let signal = crate::cli::shutdown_signal();
     tokio::pin!(signal);
     loop {
@@ -181,6 +182,15 @@ pub async fn attach_file(
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(Some(input)) = done {
+                    // A one-shot command does not wait out an outage as the agent does.
+                    if let Some(f) = unreachable(&input) {
+                        unreachable_seen += 1;
+                        if unreachable_seen >= MAX_UNREACHABLE {
+                            tasks.shutdown().await;
+                            delete_sessions(&client, &urls, &machine).await;
+                            return Err(OneShotError::Failed(f));
+                        }
+                    }
                     inputs.push(input);
                 }
             }
@@ -201,6 +211,27 @@ pub async fn attach_file(
             "notAttached",
             "nothing was sent",
         ))),
+    }
+}
+
+/// Times Graph may be unreachable before a one-shot attach gives up.
+const MAX_UNREACHABLE: u32 = 3;
+
+fn unreachable(input: &Input) -> Option<Failure> {
+    let Input::Outcome { outcome, .. } = input else {
+        return None;
+    };
+    let fault = match outcome {
+        Outcome::Post(PostOutcome::Failed(f))
+        | Outcome::CreateSession(SessionOutcome::Failed(f))
+        | Outcome::Chunk(ChunkOutcome::Failed(f))
+        | Outcome::Ask(AskOutcome::Failed(f))
+        | Outcome::Look(LookOutcome::Failed(f)) => f,
+        _ => return None,
+    };
+    match fault {
+        Fault::Unreachable(f) => Some(f.clone()),
+        _ => None,
     }
 }
 
