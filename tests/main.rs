@@ -11,6 +11,7 @@ mod bad_input;
 mod config;
 mod crash;
 mod desktop;
+mod exactly_once;
 mod ledger;
 mod many;
 mod outage;

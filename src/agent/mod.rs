@@ -157,7 +157,12 @@ struct Agent {
     /// Test hook: watcher events are being lost (see `Request::LoseEvents`).
     losing_events: bool,
     sign_in_said: bool,
+    /// Since when every step has found Graph (or the identity platform) unreachable, and why.
+    unreachable_since: Option<(Instant, crate::core::model::Failure)>,
 }
+
+/// `run --once` waits out an outage this long before it gives up (exit 1, nothing lost).
+const ONCE_OUTAGE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Run the agent until a signal (or, with `once`, until nothing is left to do).
 pub async fn run(
@@ -211,6 +216,7 @@ pub async fn run(
         test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
         losing_events: false,
         sign_in_said: false,
+        unreachable_since: None,
     };
     let start = startup::start_input(&agent.ledger, &agent.sessions)?;
     agent.inputs.push_back(start);
@@ -257,7 +263,10 @@ pub async fn run(
             }
             Some(done) = agent.tasks.join_next(), if !agent.tasks.is_empty() => {
                 match done {
-                    Ok(Some(input)) => agent.inputs.push_back(input),
+                    Ok(Some(input)) => {
+                        agent.note_reachability(&input);
+                        agent.inputs.push_back(input);
+                    }
                     Ok(None) => {}
                     Err(e) if e.is_cancelled() => {}
                     Err(e) => tracing::error!(error = %e, "a worker task failed"),
@@ -335,9 +344,32 @@ impl Agent {
         Ok(())
     }
 
+    fn note_reachability(&mut self, input: &Input) {
+        match oneshot::unreachable(input) {
+            Some(f) => {
+                if self.unreachable_since.is_none() {
+                    self.unreachable_since = Some((Instant::now(), f));
+                }
+            }
+            None if matches!(input, Input::Outcome { .. }) => self.unreachable_since = None,
+            None => {}
+        }
+    }
+
     /// `run --once`: stop when nothing is left, or only work that waits for sign-in or for a
-    /// folder to come back.
+    /// folder to come back, or Graph has been out of reach for a while (an outage is not a
+    /// sign-in problem: exit 1, and the next run goes on).
     fn finished(&self) -> Option<RunOutcome> {
+        if let Some((since, why)) = &self.unreachable_since {
+            if since.elapsed() >= ONCE_OUTAGE_PATIENCE {
+                tracing::error!(
+                    "stopping: Graph or the identity platform has been unreachable for {} s ({}); nothing is lost, the next run goes on",
+                    ONCE_OUTAGE_PATIENCE.as_secs(),
+                    why.message
+                );
+                return Some(RunOutcome::SomeFailed);
+            }
+        }
         if !self.tasks.is_empty() || !self.inputs.is_empty() {
             return None;
         }
