@@ -486,7 +486,11 @@ impl Machine {
                 // Same file, same time, same size: nothing new, unless an after-action waits
                 // (it runs only on bytes confirmed again) or an unreadable file may now read.
                 let retry_unreadable = b.error_code.as_deref() == Some(UNREADABLE);
-                if !after_pending && !retry_unreadable {
+                // Its bytes were found not to be the hashed ones (rewritten in place, same
+                // size and time): hash them again. (exec: smallest fix, reported to the lead.)
+                let rewritten =
+                    b.state == State::Canceled && b.error_code.as_deref() == Some(SUPERSEDED);
+                if !after_pending && !retry_unreadable && !rewritten {
                     return;
                 }
             }
