@@ -230,11 +230,12 @@ async fn an_append_and_close_writer_gets_one_attachment() {
 async fn a_fixed_item_id_and_retry_failed_send_to_the_new_item() {
     let env = Env::new();
     let item = env.sandbox.create_item("message", "me").await;
-    let folder = folder_config(&env, "AAMk-no-such-item", "", "");
+    // `attach`: the POST itself meets the wrong id (the entry was bound to it).
+    let folder = folder_config(&env, "AAMk-no-such-item", "", "if_exists = \"attach\"");
     let sha = write_file(&folder.join("a.txt"), 1000, 6);
     let out = env.run(&["run", "--once"], T);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    folder_config(&env, &item, "", "");
+    folder_config(&env, &item, "", "if_exists = \"attach\"");
     let out = env.run(&["retry", "--failed"], T);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = env.run(&["run", "--once"], T);
