@@ -346,11 +346,10 @@ impl Agent {
 
     fn note_reachability(&mut self, input: &Input) {
         match oneshot::unreachable(input) {
-            Some(f) => {
-                if self.unreachable_since.is_none() {
-                    self.unreachable_since = Some((Instant::now(), f));
-                }
+            Some(f) if self.unreachable_since.is_none() => {
+                self.unreachable_since = Some((Instant::now(), f));
             }
+            Some(_) => {}
             None if matches!(input, Input::Outcome { .. }) => self.unreachable_since = None,
             None => {}
         }
