@@ -266,6 +266,7 @@ mod tests {
             failed_dir: None,
             follow_symlinks: false,
             if_exists: crate::config::IfExists::Skip,
+            on_change: crate::config::OnChange::Add,
         }
     }
 

@@ -94,7 +94,7 @@ impl Clock {
 
 /// The core's view of the configuration.
 pub fn rules_of(settings: &Settings) -> Vec<crate::core::model::MappingRule> {
-    use crate::core::model::{IfExists, MappingRule, OnChange};
+    use crate::core::model::{IfExists, MappingRule};
     settings
         .mappings
         .iter()
@@ -105,7 +105,7 @@ pub fn rules_of(settings: &Settings) -> Vec<crate::core::model::MappingRule> {
                 crate::config::IfExists::Skip => IfExists::Skip,
                 crate::config::IfExists::Attach => IfExists::Attach,
             },
-            on_change: OnChange::Replace,
+            on_change: m.on_change,
             after: match m.after {
                 crate::config::After::Keep => crate::core::model::After::Keep,
                 crate::config::After::Move => crate::core::model::After::Move,
@@ -119,7 +119,7 @@ pub fn policy_of(settings: &Settings) -> crate::core::model::Policy {
     let a = &settings.agent;
     crate::core::model::Policy {
         settle_ms: a.settle.as_millis() as u64,
-        settle_after_close_ms: (a.settle.as_millis() as u64).min(1_000),
+        settle_after_close_ms: a.settle_after_close.as_millis() as u64,
         max_settle_ms: a.max_settle.as_millis() as u64,
         concurrency: a.concurrency.max(1),
         chunk_size: a.chunk_size.clamp(1, crate::graph::MAX_REQUEST_BODY),

@@ -48,6 +48,7 @@ fn mapping_for(path: &Path, target: &Target) -> Mapping {
         failed_dir: None,
         follow_symlinks: true,
         if_exists: crate::config::IfExists::Attach,
+        on_change: crate::config::OnChange::Add,
     }
 }
 
