@@ -364,3 +364,85 @@ fn pasted_secret_is_not_repeated() {
     assert!(e.contains(":3: auth.token_env:"), "{e}");
     assert!(!e.contains("eyJ0eXAi"), "{e}");
 }
+
+#[test]
+fn a_new_message_mapping_is_read_with_its_defaults() {
+    use outbox::config::{BodyType, Group, Target};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("body.html"), "<p>Attached: {names}</p>").unwrap();
+    let p = write(
+        dir.path(),
+        "c.toml",
+        r#"
+[auth]
+method = "token_env"
+[agent]
+mailbox_sends = "off"
+[[mapping]]
+folder = "in"
+[mapping.new_message]
+to = [" ap@contoso.com "]
+bcc = ["audit@contoso.com"]
+subject = "Invoice {stem} ({size})"
+body_file = "body.html"
+group = "batch"
+batch_quiet = "45s"
+send = false
+max_message_size = "20MB"
+
+[[mapping]]
+folder = "plain"
+[mapping.new_message]
+cc = ["x@y.org"]
+"#,
+    );
+    let s = Settings::load(&p).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.agent.mailbox_sends, None);
+    let Target::NewMessage(t) = &s.mappings[0].target else {
+        panic!("not a new_message target")
+    };
+    assert_eq!(t.to, ["ap@contoso.com"]);
+    assert_eq!(t.bcc, ["audit@contoso.com"]);
+    assert_eq!(t.subject, "Invoice {stem} ({size})");
+    assert_eq!(t.body, "<p>Attached: {names}</p>");
+    assert_eq!(
+        t.body_file.as_deref(),
+        Some(dir.path().join("body.html").as_path())
+    );
+    assert_eq!(t.body_type, BodyType::Html);
+    assert_eq!(
+        (t.group, t.batch_quiet, t.send),
+        (Group::Batch, Duration::from_secs(45), false)
+    );
+    assert_eq!(t.max_message_size, 20_000_000);
+    let Target::NewMessage(d) = &s.mappings[1].target else {
+        panic!("not a new_message target")
+    };
+    assert_eq!(
+        (d.subject.as_str(), d.body.as_str()),
+        ("{name}", "Attached: {names}")
+    );
+    assert_eq!(
+        (d.body_type, d.group, d.send),
+        (BodyType::Text, Group::File, true)
+    );
+    assert_eq!(d.max_message_size, 35_000_000);
+    assert_eq!(s.mappings[1].item_id, "");
+
+    // The commented example in config.example.toml loads once uncommented.
+    let example = std::fs::read_to_string(repo("config.example.toml")).unwrap();
+    let at = example
+        .find("# [[mapping]]\n# name = \"invoices\"")
+        .expect("the mailing example");
+    let block: String = example[at..]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let text = format!("[auth]\nmethod = \"token_env\"\n{block}");
+    let s = Settings::load(&write(dir.path(), "ex.toml", &text)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(s.mappings[0].target, Target::NewMessage(_)));
+    let req = Settings::load(&repo("config.example.toml")).unwrap();
+    let sends = req.agent.mailbox_sends.unwrap();
+    assert_eq!((sends.amount, sends.window), (30, Duration::from_secs(60)));
+}

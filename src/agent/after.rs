@@ -5,7 +5,7 @@
 use super::files;
 use crate::config::Mapping;
 use crate::core::model::{After, AfterOutcome, Failure, FileStat};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// `Action::After`: move or delete `path` if it is still the version sent (same identity and
 /// the same bytes); otherwise leave it alone.
@@ -24,10 +24,20 @@ pub fn carry_out(
         Ok(false) => return AfterOutcome::NotTheSameFile,
         Err(e) => return AfterOutcome::Failed(Failure::new("afterAction", e.to_string())),
     }
+    // Through the folder's descriptors, only if it is still that very file (`files`).
+    let expected = files::expected(file);
     let result = match after {
         After::Keep => Ok(()),
-        After::Delete => std::fs::remove_file(path),
-        After::Move => move_no_clobber(path, &m.sent_dir).map(|_| ()),
+        After::Delete => crate::files::remove(&m.folder, path, m.follow_symlinks, &expected),
+        After::Move => crate::files::move_no_clobber(
+            &m.folder,
+            path,
+            m.follow_symlinks,
+            &expected,
+            &m.sent_dir,
+            None,
+        )
+        .map(|_| ()),
     };
     crate::failpoint!("after-after-action");
     match result {
@@ -43,52 +53,12 @@ pub fn carry_out(
     }
 }
 
-/// Move `file` into `dir` without ever replacing a file there: a taken name gets " (1)",
-/// " (2)", ... before the extension.
-pub fn move_no_clobber(file: &Path, dir: &Path) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let name = file
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
-    let stem = Path::new(name)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = Path::new(name)
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
-    for n in 0..10_000 {
-        let candidate = if n == 0 {
-            dir.join(name)
-        } else {
-            dir.join(format!("{stem} ({n}){ext}"))
-        };
-        // A hard link fails when the name is taken, so nothing is ever overwritten.
-        match std::fs::hard_link(file, &candidate) {
-            Ok(()) => {
-                std::fs::remove_file(file)?;
-                return Ok(candidate);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(_) => {
-                if candidate.exists() {
-                    continue;
-                }
-                std::fs::rename(file, &candidate)?;
-                return Ok(candidate);
-            }
-        }
-    }
-    Err(std::io::Error::other(
-        "no free name in the destination folder",
-    ))
-}
-
 /// A failed entry, as the reason file tells it.
 pub struct FailedFile<'a> {
     pub id: &'a str,
     pub path: &'a Path,
+    /// The version that failed: only that file is moved.
+    pub file: Option<FileStat>,
     pub target: &'a crate::core::model::Target,
     pub failure: &'a Failure,
 }
@@ -99,35 +69,37 @@ pub fn move_to_failed_dir(m: &Mapping, e: &FailedFile<'_>) {
     if !e.path.exists() {
         return;
     }
-    match move_no_clobber(e.path, dir) {
-        Ok(moved) => {
-            let reason = moved.with_file_name(format!(
-                "{}.reason.txt",
-                moved
-                    .file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            let text = format!(
-                "outbox could not attach this file.\n\nfile:    {}\nitem:    {} {} (mailbox {})\nerror:   {}\nreason:  {}\n\nWhat to do: fix the cause above, then move the file back into {} to send it again,\nor run `outbox retry {}` after moving it back.\n",
-                e.path.display(),
-                match e.target.kind {
-                    crate::config::ItemKind::Message => "message",
-                    crate::config::ItemKind::Event => "event",
-                },
-                e.target.item_id,
-                e.target.user,
-                e.failure.code,
-                e.failure.message,
-                m.folder.display(),
-                e.id
-            );
-            if let Err(we) = std::fs::write(&reason, text) {
-                tracing::warn!(error = %we, "cannot write the reason file");
-            }
-        }
-        Err(me) => {
-            tracing::warn!(file = %e.path.display(), error = %me, "cannot move the failed file to failed_dir")
-        }
+    let text = format!(
+        "outbox could not attach this file.\n\nfile:    {}\nitem:    {} {} (mailbox {})\nerror:   {}\nreason:  {}\n\nWhat to do: fix the cause above, then move the file back into {} to send it again,\nor run `outbox retry {}` after moving it back.\n",
+        crate::outside::path(e.path),
+        match e.target.kind {
+            crate::config::ItemKind::Message => "message",
+            crate::config::ItemKind::Event => "event",
+        },
+        e.target.item_id,
+        e.target.user,
+        e.failure.code,
+        crate::outside::printable(&e.failure.message),
+        m.folder.display(),
+        e.id
+    );
+    // Moved only if it is still the file that failed; the reason file is created beside it,
+    // never over or through anything (see `files`).
+    let expected = match &e.file {
+        Some(f) => files::expected(f),
+        None => match std::fs::symlink_metadata(e.path) {
+            Ok(meta) => files::expected(&files::file_stat(&meta)),
+            Err(_) => return,
+        },
+    };
+    if let Err(me) = crate::files::move_no_clobber(
+        &m.folder,
+        e.path,
+        m.follow_symlinks,
+        &expected,
+        dir,
+        Some(&text),
+    ) {
+        tracing::warn!(file = %crate::outside::path(e.path), error = %me, "cannot move the failed file to failed_dir");
     }
 }

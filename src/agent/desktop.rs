@@ -48,7 +48,7 @@ impl Notifier {
             0 => body.to_string(),
             n => format!("{body} (and {n} more since the last notice; see `outbox status`)"),
         };
-        let body = crate::secret::redact(&body);
+        let body = crate::outside::shown(&body);
         let mut cmd = platform_command(title, &body);
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -63,17 +63,23 @@ impl Notifier {
     }
 }
 
+// Names come from a shared folder: they are passed to the notifier as data (arguments after
+// `--`, `argv` of a fixed AppleScript, environment variables read by a fixed PowerShell script),
+// never spliced into code or options.
+
 #[cfg(target_os = "macos")]
 fn platform_command(title: &str, body: &str) -> std::process::Command {
     let mut c = std::process::Command::new("osascript");
-    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     c.args([
         "-e",
-        &format!(
-            "display notification \"{}\" with title \"{}\"",
-            esc(body),
-            esc(title)
-        ),
+        "on run argv",
+        "-e",
+        "display notification (item 2 of argv) with title (item 1 of argv)",
+        "-e",
+        "end run",
+        "--",
+        title,
+        body,
     ]);
     c
 }
@@ -81,22 +87,41 @@ fn platform_command(title: &str, body: &str) -> std::process::Command {
 #[cfg(windows)]
 fn platform_command(title: &str, body: &str) -> std::process::Command {
     let mut c = std::process::Command::new("powershell");
-    let esc = |s: &str| s.replace('\'', "''");
-    let script = format!(
-        "[Windows.UI.Notifications.ToastNotificationManager, Windows.UI.Notifications, ContentType = WindowsRuntime] > $null; \
-         $t = [Windows.UI.Notifications.ToastNotificationManager]::GetTemplateContent([Windows.UI.Notifications.ToastTemplateType]::ToastText02); \
-         $x = $t.GetElementsByTagName('text'); $x.Item(0).AppendChild($t.CreateTextNode('{}')) > $null; $x.Item(1).AppendChild($t.CreateTextNode('{}')) > $null; \
-         [Windows.UI.Notifications.ToastNotificationManager]::CreateToastNotifier('outbox').Show([Windows.UI.Notifications.ToastNotification]::new($t))",
-        esc(title),
-        esc(body)
-    );
-    c.args(["-NoProfile", "-Command", &script]);
+    c.args(["-NoProfile", "-NonInteractive", "-Command", WINDOWS_TOAST])
+        .env("OUTBOX_NOTIFY_TITLE", title)
+        .env("OUTBOX_NOTIFY_BODY", body);
     c
 }
+
+/// A constant script: the texts arrive as environment variables and are only ever values.
+#[cfg(any(windows, test))]
+const WINDOWS_TOAST: &str = "[Windows.UI.Notifications.ToastNotificationManager, Windows.UI.Notifications, ContentType = WindowsRuntime] > $null; \
+     $t = [Windows.UI.Notifications.ToastNotificationManager]::GetTemplateContent([Windows.UI.Notifications.ToastTemplateType]::ToastText02); \
+     $x = $t.GetElementsByTagName('text'); $x.Item(0).AppendChild($t.CreateTextNode($env:OUTBOX_NOTIFY_TITLE)) > $null; $x.Item(1).AppendChild($t.CreateTextNode($env:OUTBOX_NOTIFY_BODY)) > $null; \
+     [Windows.UI.Notifications.ToastNotificationManager]::CreateToastNotifier('outbox').Show([Windows.UI.Notifications.ToastNotification]::new($t))";
 
 #[cfg(not(any(target_os = "macos", windows)))]
 fn platform_command(title: &str, body: &str) -> std::process::Command {
     let mut c = std::process::Command::new("notify-send");
-    c.args(["--app-name=outbox", title, body]);
+    // `--`: a name starting with `-` is text, not an option.
+    c.args(["--app-name=outbox", "--", title, body]);
     c
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_toast_script_holds_no_text_of_its_own_to_escape() {
+        let s = super::WINDOWS_TOAST;
+        assert!(s.contains("$env:OUTBOX_NOTIFY_BODY") && !s.contains("{}"));
+    }
+
+    #[cfg(not(any(target_os = "macos", windows)))]
+    #[test]
+    fn notify_send_gets_names_after_double_dash() {
+        let c = super::platform_command("t", "--help; $(x) \u{2019}");
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(args[1], "--");
+        assert_eq!(args[3], "--help; $(x) \u{2019}");
+    }
 }

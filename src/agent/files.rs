@@ -1,13 +1,13 @@
 //! Reading a file for the core: "the bytes sent are the bytes hashed". A file is opened once per
-//! upload (or hash, or after-action) through [`open_for_upload`], checked against the identity
-//! the core recorded (device, inode, size, modification time), and every byte read is hashed;
-//! nothing past the recorded size is ever read. Runs on blocking threads.
+//! upload (or hash, or after-action) through [`open_for_upload`] — beneath its mapped folder,
+//! without links (`crate::files::SafeFile`) — checked against the identity the core recorded
+//! (device, inode, size, modification time), and every byte read is hashed; nothing past the
+//! recorded size is ever read. Runs on blocking threads.
 
 use crate::config::Mapping;
 use crate::core::model::{FileStat, HashResult};
+use crate::files::{Expected, Identity, SafeFile};
 use sha2::{Digest, Sha256};
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// Read buffer for hashing.
@@ -25,72 +25,78 @@ pub enum OpenError {
     Unreadable(std::io::Error),
 }
 
-/// Whether `now` is the file `expected` names. Records from before schema v2 know no device
-/// and inode (0): size and time decide for them.
-fn same_file(expected: &FileStat, now: &FileStat) -> bool {
-    let id_known = expected.dev != 0 || expected.ino != 0;
-    (!id_known || (expected.dev == now.dev && expected.ino == now.ino))
-        && expected.size == now.size
-        && expected.mtime_ns == now.mtime_ns
+/// The core's identity of a file as `files` compares it. Records from before schema v2 know no
+/// device and inode (0): size and time decide for them.
+pub fn expected(stat: &FileStat) -> Expected {
+    Expected {
+        size: stat.size,
+        mtime_ns: Some(stat.mtime_ns),
+        dev_ino: (stat.dev != 0 || stat.ino != 0).then_some((stat.dev, stat.ino)),
+    }
 }
 
-/// Open `path` (under `mapping`'s folder) once, without following a link unless the mapping
-/// follows links, and check through the descriptor that it is still `expected`.
-/// One function so that a safer open (beneath the folder's descriptor) can replace it.
+fn stat_of(id: Identity) -> FileStat {
+    FileStat {
+        dev: id.dev,
+        ino: id.ino,
+        size: id.size,
+        mtime_ns: id.mtime_ns.unwrap_or(0),
+    }
+}
+
+/// Open `path` (under `mapping`'s folder) once, beneath the folder, following links only as the
+/// mapping allows, and check through the descriptor that it is still `expected`.
 pub fn open_for_upload(
     mapping: &Mapping,
     path: &Path,
-    expected: &FileStat,
-) -> Result<(File, FileStat), OpenError> {
+    expected_stat: &FileStat,
+) -> Result<(SafeFile, FileStat), OpenError> {
     if !path.starts_with(&mapping.folder) {
         return Err(OpenError::Gone);
     }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        if !mapping.follow_symlinks {
-            opts.custom_flags(libc::O_NOFOLLOW);
-        }
-    }
-    let f = match opts.open(path) {
+    let f = match SafeFile::open_beneath(&mapping.folder, path, mapping.follow_symlinks) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::Gone),
-        // ELOOP: a symbolic link where none is followed.
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(OpenError::Gone),
+        // A link where none is followed, or not a regular file: not a file we send.
+        Err(e)
+            if e.raw_os_error() == Some(libc::ELOOP)
+                || e.kind() == std::io::ErrorKind::InvalidInput =>
+        {
+            return Err(OpenError::Gone)
+        }
         Err(e) => return Err(OpenError::Unreadable(e)),
     };
-    let meta = f.metadata().map_err(OpenError::Unreadable)?;
-    if !meta.is_file() {
-        return Err(OpenError::Gone);
-    }
-    let now = file_stat(&meta);
-    if !same_file(expected, &now) {
+    if !f.matches(&expected(expected_stat)) {
         return Err(OpenError::Changed);
     }
+    let now = stat_of(f.identity());
     Ok((f, now))
 }
 
 /// `Action::Hash`: open once, read exactly `stat.size` bytes, hash them.
 pub fn hash_file(mapping: &Mapping, path: &Path, stat: &FileStat) -> HashResult {
-    let (mut f, now) = match open_for_upload(mapping, path, stat) {
+    let (f, now) = match open_for_upload(mapping, path, stat) {
         Ok(x) => x,
         Err(OpenError::Gone) => return HashResult::Gone,
         Err(OpenError::Changed) => return HashResult::Changed,
         Err(OpenError::Unreadable(e)) => return unreadable(path, &e),
     };
     let mut h = Sha256::new();
-    match read_hashing(&mut f, &mut h, stat.size, |_| {}) {
+    match read_hashing(&f, &mut h, 0, stat.size, |_| {}) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return HashResult::Changed,
         Err(e) => return unreadable(path, &e),
     }
-    // Changed while it was read: settle it again.
-    match f.metadata() {
-        Ok(m) if same_file(&now, &file_stat(&m)) => {}
+    // Changed while it was read (another size or time now): settle it again.
+    let meta = if mapping.follow_symlinks {
+        std::fs::metadata(path)
+    } else {
+        std::fs::symlink_metadata(path)
+    };
+    match meta {
+        Ok(m) if file_stat(&m) == now => {}
         Ok(_) => return HashResult::Changed,
-        Err(e) => return unreadable(path, &e),
+        Err(_) => return HashResult::Gone,
     }
     HashResult::Hashed {
         sha256: hex::encode(h.finalize()),
@@ -105,20 +111,22 @@ fn unreadable(path: &Path, e: &std::io::Error) -> HashResult {
     ))
 }
 
-/// Read exactly `n` bytes from the current position into the hasher (and `sink`).
+/// Read exactly `n` bytes at `offset` into the hasher (and `sink`).
 fn read_hashing(
-    f: &mut File,
+    f: &SafeFile,
     h: &mut Sha256,
+    mut offset: u64,
     mut n: u64,
     mut sink: impl FnMut(&[u8]),
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; BUF.min(n as usize).max(1)];
     while n > 0 {
         let want = buf.len().min(n as usize);
-        f.read_exact(&mut buf[..want])?;
+        f.read_exact_at(&mut buf[..want], offset)?;
         h.update(&buf[..want]);
         sink(&buf[..want]);
         n -= want as u64;
+        offset += want as u64;
     }
     Ok(())
 }
@@ -126,7 +134,7 @@ fn read_hashing(
 /// An upload in progress: the one descriptor it reads through and the running hash of bytes
 /// `0..hashed_to`.
 pub struct Upload {
-    file: File,
+    file: SafeFile,
     size: u64,
     hasher: Sha256,
     hashed_to: u64,
@@ -177,9 +185,8 @@ impl Upload {
     /// The whole file (a POST body), checked against `sha256` before anything is sent.
     pub fn read_all(&mut self, sha256: &str) -> Result<Vec<u8>, ReadProblem> {
         let mut body = Vec::with_capacity(self.size as usize);
-        self.file.seek(SeekFrom::Start(0)).map_err(io_problem)?;
         let mut h = Sha256::new();
-        read_hashing(&mut self.file, &mut h, self.size, |b| {
+        read_hashing(&self.file, &mut h, 0, self.size, |b| {
             body.extend_from_slice(b)
         })
         .map_err(io_problem)?;
@@ -199,12 +206,10 @@ impl Upload {
     ) -> Result<bytes::Bytes, ReadProblem> {
         let end = offset.saturating_add(len).min(self.size);
         if self.hashed_to < offset {
-            self.file
-                .seek(SeekFrom::Start(self.hashed_to))
-                .map_err(io_problem)?;
             read_hashing(
-                &mut self.file,
+                &self.file,
                 &mut self.hasher,
+                self.hashed_to,
                 offset - self.hashed_to,
                 |_| {},
             )
@@ -213,9 +218,8 @@ impl Upload {
         }
         let mut buf = vec![0u8; (end - offset) as usize];
         self.file
-            .seek(SeekFrom::Start(offset))
+            .read_exact_at(&mut buf, offset)
             .map_err(io_problem)?;
-        self.file.read_exact(&mut buf).map_err(io_problem)?;
         if end > self.hashed_to {
             let from = (self.hashed_to - offset) as usize;
             self.hasher.update(&buf[from..]);
@@ -255,6 +259,10 @@ mod tests {
             folder: dir.to_path_buf(),
             kind: crate::config::ItemKind::Message,
             item_id: "i".into(),
+            target: crate::config::Target::Item {
+                kind: crate::config::ItemKind::Message,
+                id: "i".into(),
+            },
             user: "me".into(),
             include: globset::GlobSet::empty(),
             exclude: globset::GlobSet::empty(),

@@ -36,8 +36,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use after::move_no_clobber;
-
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub once: bool,
@@ -98,6 +96,8 @@ pub fn rules_of(settings: &Settings) -> Vec<crate::core::model::MappingRule> {
     settings
         .mappings
         .iter()
+        // `new_message` mappings are not carried out by this agent yet (issue 12).
+        .filter(|m| matches!(m.target, crate::config::Target::Item { .. }))
         .map(|m| MappingRule {
             name: m.name.clone(),
             target: target_of(m),
@@ -218,6 +218,11 @@ pub async fn run(
         sign_in_said: false,
         unreachable_since: None,
     };
+    for m in &agent.settings.mappings {
+        if !matches!(m.target, crate::config::Target::Item { .. }) {
+            tracing::warn!(mapping = %m.name, "new_message mappings are not sent by this agent yet; its files stay where they are");
+        }
+    }
     let start = startup::start_input(&agent.ledger, &agent.sessions)?;
     agent.inputs.push_back(start);
     agent.drain()?;
@@ -540,9 +545,12 @@ impl Agent {
         else {
             return;
         };
-        let target = match self.ledger.get(id) {
-            Ok(Some(e)) => e.target,
-            _ => target_of(m),
+        let (target, file) = match self.ledger.get(id) {
+            Ok(Some(e)) => {
+                let file = e.to_record().file;
+                (e.target, Some(file))
+            }
+            _ => (target_of(m), None),
         };
         after::move_to_failed_dir(
             m,
@@ -550,6 +558,7 @@ impl Agent {
                 id,
                 path,
                 target: &target,
+                file,
                 failure,
             },
         );

@@ -38,6 +38,10 @@ fn mapping_for(path: &Path, target: &Target) -> Mapping {
         folder,
         kind: target.kind,
         item_id: target.item_id.clone(),
+        target: crate::config::Target::Item {
+            kind: target.kind,
+            id: target.item_id.clone(),
+        },
         user: target.user.clone(),
         include: globset::GlobSet::empty(),
         exclude: globset::GlobSet::empty(),

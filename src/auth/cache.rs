@@ -198,6 +198,9 @@ impl FileStore {
 
 impl TokenStore for FileStore {
     fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        // Tokens someone else could have written are not ours to use.
+        crate::private::check_private_file(&self.path)
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
         match std::fs::read(&self.path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -220,8 +220,9 @@ async fn run_token_command(argv: &[String]) -> Result<AccessToken, AuthError> {
     .map_err(|_| AuthError::Command(format!("`{program}` did not finish within 60 s")))?
     .map_err(|e| AuthError::Command(format!("cannot run `{program}` (auth.command): {e}")))?;
     if !out.status.success() {
-        // stderr of a token tool may echo a token; redact before showing it.
-        let err = crate::secret::redact(String::from_utf8_lossy(&out.stderr).trim());
+        // stderr of a token tool may echo a token (even a bare JWT) or escape sequences;
+        // redact and escape before showing it.
+        let err = crate::outside::shown(String::from_utf8_lossy(&out.stderr).trim());
         return Err(AuthError::Command(format!(
             "`{program}` exited with {}: {}",
             out.status,

@@ -153,11 +153,15 @@ pub async fn post_form(
             )))
         })?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| {
-        Failure::Transport(crate::secret::redact(&format!(
-            "the identity platform's answer was cut off: {e}"
-        )))
-    })?;
+    // Bounded: a token answer is a few KiB; a hostile or broken endpoint cannot fill memory.
+    let body = crate::graph::bounded::read_body(resp, crate::graph::bounded::SMALL_ANSWER)
+        .await
+        .map_err(|e| {
+            Failure::Transport(crate::secret::redact(&format!(
+                "the identity platform's answer could not be read: {}",
+                e.message
+            )))
+        })?;
     let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
     if status.is_success() {
         return json.ok_or_else(|| {

@@ -224,34 +224,8 @@ pub fn load_settings(
         return Ok(crate::config::Settings::defaults(path));
     }
     let settings = crate::config::Settings::load(&path)?;
-    warn_if_exposed(&settings);
+    crate::private::check_config(&settings)?;
     Ok(settings)
-}
-
-/// A config that says where secrets come from (a client-secret variable, a certificate, a token
-/// command) should be the owner's alone: others who can read it learn where to look, others who
-/// can write it can swap the token command. Warn, do not refuse (a shared read-only /etc config
-/// is a legitimate choice).
-fn warn_if_exposed(settings: &crate::config::Settings) {
-    #[cfg(unix)]
-    {
-        use crate::config::AuthMethod;
-        use std::os::unix::fs::PermissionsExt;
-        let secretish = matches!(
-            settings.auth.method,
-            AuthMethod::ClientCredentials { .. } | AuthMethod::TokenCommand { .. }
-        );
-        let mode = std::fs::metadata(&settings.source)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0);
-        if secretish && mode & 0o077 != 0 {
-            tracing::warn!(
-                path = %settings.source.display(),
-                mode = format!("{:o}", mode & 0o777),
-                "the config names where secrets come from and other users can read it; run `chmod 600` on it"
-            );
-        }
-    }
 }
 
 /// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is called,

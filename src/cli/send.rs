@@ -49,7 +49,8 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
     bar.finish();
     match outcome {
         Ok(id) => {
-            println!("{id}");
+            // The id comes from the server's `Location`: printed escaped, never raw.
+            println!("{}", crate::outside::printable(&id));
             Ok(ExitCode::Ok)
         }
         Err(e) => Err(attach_error(e)),

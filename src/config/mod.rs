@@ -3,8 +3,11 @@
 //! exactly one target per mapping). Every error names the file, the line and the key, and maps to
 //! exit code 78. This module never touches the network or the ledger.
 
+mod mail;
 mod raw;
 pub mod units;
+
+pub use mail::{check_address, BodyType, Group, MessageTemplate, Target};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -132,6 +135,8 @@ pub struct AgentSettings {
     pub mailbox_requests: Option<Budget>,
     /// `None` = "off".
     pub mailbox_upload_bytes: Option<Budget>,
+    /// Messages sent per mailbox (Exchange allows 30 a minute); `None` = "off".
+    pub mailbox_sends: Option<Budget>,
     pub notify: NotifyLevel,
     pub keep_done: Duration,
 }
@@ -158,8 +163,12 @@ pub struct Mapping {
     pub name: String,
     /// Expanded, absolute.
     pub folder: PathBuf,
+    /// Mirrors `target` for code that predates `new_message`: for a `NewMessage` target,
+    /// `Message` and an empty id (there is no item until a draft is made).
     pub kind: ItemKind,
     pub item_id: String,
+    /// Where the files go: an existing item, or new messages from a template.
+    pub target: Target,
     /// `me`, a UPN or a user id.
     pub user: String,
     pub include: globset::GlobSet,

@@ -6,6 +6,7 @@
 //! settings that cannot be wrong, and reports the first problem as `FILE:LINE: KEY: MESSAGE`.
 //! Secrets never pass through here: the config names environment variables, never values.
 
+use super::mail::Target;
 use super::units::{parse_count_budget, parse_duration, parse_size, parse_size_budget};
 use super::{
     After, AgentSettings, AuthMethod, AuthSettings, ClientCredential, ConfigError, GraphSettings,
@@ -33,6 +34,8 @@ const DEFAULT_MAX_SETTLE: &str = "10m";
 const DEFAULT_RESCAN: &str = "1h";
 const DEFAULT_MAILBOX_REQUESTS: &str = "10000/10m";
 const DEFAULT_MAILBOX_UPLOAD_BYTES: &str = "150MB/5m";
+/// Exchange Online's sending limit: 30 messages a minute per mailbox.
+const DEFAULT_MAILBOX_SENDS: &str = "30/1m";
 const DEFAULT_KEEP_DONE: &str = "180d";
 const DEFAULT_USER: &str = "me";
 const DEFAULT_INCLUDE: &[&str] = &["*"];
@@ -104,6 +107,7 @@ struct RawAgent {
     rescan: Option<Spanned<IntOrText>>,
     mailbox_requests: Option<Spanned<IntOrText>>,
     mailbox_upload_bytes: Option<Spanned<IntOrText>>,
+    mailbox_sends: Option<Spanned<IntOrText>>,
     notify: Option<Spanned<RawNotify>>,
     keep_done: Option<Spanned<IntOrText>>,
 }
@@ -123,6 +127,7 @@ struct RawMapping {
     folder: Option<Spanned<String>>,
     message: Option<Spanned<String>>,
     event: Option<Spanned<String>>,
+    new_message: Option<Spanned<super::mail::RawNewMessage>>,
     user: Option<Spanned<String>>,
     include: Option<Spanned<Vec<Spanned<String>>>>,
     exclude: Option<Spanned<Vec<Spanned<String>>>>,
@@ -160,7 +165,7 @@ enum RawOnChange {
 /// A value that may be written as an integer or a string: sizes take both (integers are bytes);
 /// durations and budgets take strings, and an integer there gets a message asking for a unit.
 #[derive(Debug, Clone)]
-enum IntOrText {
+pub(super) enum IntOrText {
     Int(i64),
     Text(String),
 }
@@ -430,6 +435,7 @@ pub(super) fn defaults(source: PathBuf) -> Settings {
             rescan: parse_duration(DEFAULT_RESCAN).expect(ok),
             mailbox_requests: parse_count_budget(DEFAULT_MAILBOX_REQUESTS).expect(ok),
             mailbox_upload_bytes: parse_size_budget(DEFAULT_MAILBOX_UPLOAD_BYTES).expect(ok),
+            mailbox_sends: parse_count_budget(DEFAULT_MAILBOX_SENDS).expect(ok),
             notify: NotifyLevel::Failures,
             keep_done: parse_duration(DEFAULT_KEEP_DONE).expect(ok),
         },
@@ -447,14 +453,14 @@ fn default_state_dir() -> Option<PathBuf> {
 }
 
 /// What every error needs: the file, its text (for lines) and the key map (for key names).
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     file: PathBuf,
     text: &'a str,
     keys: KeyMap,
 }
 
 impl Ctx<'_> {
-    fn err(
+    pub(super) fn err(
         &self,
         offset: Option<usize>,
         key: impl Into<String>,
@@ -468,7 +474,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn at<T>(
+    pub(super) fn at<T>(
         &self,
         value: &Spanned<T>,
         key: impl Into<String>,
@@ -566,7 +572,22 @@ fn parse_base(s: &str) -> Result<url::Url, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("\"{s}\" must not have a query or fragment"));
     }
+    // Bearer tokens and secrets travel to this origin: in clear text only to this machine.
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(format!(
+            "\"{s}\": http:// is accepted only on a loopback host (the sandbox); tokens must not cross a network in clear text, use https://"
+        ));
+    }
     Ok(url)
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 fn validate_auth(
@@ -846,6 +867,13 @@ fn validate_agent(raw: RawAgent, ctx: &Ctx, dir: &Path) -> Result<AgentSettings,
         DEFAULT_MAILBOX_UPLOAD_BYTES,
         parse_size_budget,
     )?;
+    let mailbox_sends = budget_value(
+        raw.mailbox_sends.as_ref(),
+        ctx,
+        "agent.mailbox_sends",
+        DEFAULT_MAILBOX_SENDS,
+        parse_count_budget,
+    )?;
     let notify = match raw.notify.as_ref().map(|v| *v.get_ref()) {
         Some(RawNotify::Off) => NotifyLevel::Off,
         Some(RawNotify::Failures) | None => NotifyLevel::Failures,
@@ -867,12 +895,13 @@ fn validate_agent(raw: RawAgent, ctx: &Ctx, dir: &Path) -> Result<AgentSettings,
         rescan,
         mailbox_requests,
         mailbox_upload_bytes,
+        mailbox_sends,
         notify,
         keep_done,
     })
 }
 
-fn size_value(
+pub(super) fn size_value(
     v: Option<&Spanned<IntOrText>>,
     ctx: &Ctx,
     key: &str,
@@ -893,7 +922,7 @@ fn size_value(
     }
 }
 
-fn duration_value(
+pub(super) fn duration_value(
     v: Option<&Spanned<IntOrText>>,
     ctx: &Ctx,
     key: &str,
@@ -955,37 +984,49 @@ fn validate_mappings(
         };
         let folder = path_value(folder_raw, ctx, &key("folder"), dir)?;
 
-        let (kind, item) =
-            match (&raw.message, &raw.event) {
-                (Some(_), Some(e)) => {
-                    return Err(ctx.at(
-                        e,
-                        key("event"),
-                        "a mapping has exactly one target: set message or event, not both",
-                    ))
-                }
-                (Some(m), None) => (ItemKind::Message, m),
-                (None, Some(e)) => (ItemKind::Event, e),
-                (None, None) => return Err(ctx.err(
+        let target =
+            match (&raw.message, &raw.event, &raw.new_message) {
+                (Some(m), None, None) => Target::Item {
+                    kind: ItemKind::Message,
+                    id: item_id(m, ctx, &key("message"), "message")?,
+                },
+                (None, Some(e), None) => Target::Item {
+                    kind: ItemKind::Event,
+                    id: item_id(e, ctx, &key("event"), "event")?,
+                },
+                (None, None, Some(n)) => Target::NewMessage(Box::new(super::mail::validate(
+                    n.get_ref(),
+                    ctx,
+                    &key("new_message"),
+                    Some(n.span().start),
+                    dir,
+                )?)),
+                (None, None, None) => return Err(ctx.err(
                     header,
                     key("message"),
                     "a mapping needs a target: message = \"ID\" or event = \"ID\" (`outbox items \
-                     messages` lists ids)",
+                     messages` lists ids), or a [mapping.new_message] table to mail the files",
                 )),
+                (m, e, n) => {
+                    // Point at the last of the targets given.
+                    let (k, offset) = match (m, e, n) {
+                        (_, _, Some(n)) => ("new_message", n.span().start),
+                        (_, Some(e), _) => ("event", e.span().start),
+                        (Some(m), _, _) => ("message", m.span().start),
+                        _ => ("message", 0),
+                    };
+                    return Err(ctx.err(
+                        Some(offset),
+                        key(k),
+                        "a mapping has exactly one target: set message, event or new_message, \
+                     not two",
+                    ));
+                }
             };
-        let item_id = item.get_ref().trim().to_owned();
-        if item_id.is_empty() {
-            let k = if kind == ItemKind::Message {
-                "message"
-            } else {
-                "event"
-            };
-            return Err(ctx.at(
-                item,
-                key(k),
-                format!("{k} id is empty; `outbox items {k}s` lists ids"),
-            ));
-        }
+        let (kind, item_id) = match &target {
+            Target::Item { kind, id } => (*kind, id.clone()),
+            Target::NewMessage(_) => (ItemKind::Message, String::new()),
+        };
 
         let (name, name_offset) = match &raw.name {
             Some(n) => {
@@ -1170,6 +1211,7 @@ fn validate_mappings(
             folder,
             kind,
             item_id,
+            target,
             user,
             include,
             exclude,
@@ -1185,6 +1227,19 @@ fn validate_mappings(
         });
     }
     Ok(mappings)
+}
+
+/// A `message` or `event` id, trimmed and not empty.
+fn item_id(v: &Spanned<String>, ctx: &Ctx, key: &str, what: &str) -> Result<String, ConfigError> {
+    let id = v.get_ref().trim().to_owned();
+    if id.is_empty() {
+        return Err(ctx.at(
+            v,
+            key,
+            format!("{what} id is empty; `outbox items {what}s` lists ids"),
+        ));
+    }
+    Ok(id)
 }
 
 fn globs(
@@ -1232,7 +1287,7 @@ fn globs(
 // ---------------------------------------------------------------------------------------------
 // Paths.
 
-fn path_value(
+pub(super) fn path_value(
     v: &Spanned<String>,
     ctx: &Ctx,
     key: &str,

@@ -751,6 +751,7 @@ impl Machine {
     }
 
     fn tick(&mut self) {
+        self.wake_asked = None;
         if let Some((t, _)) = &self.sign_in {
             if *t <= self.now {
                 self.sign_in = None;
@@ -812,6 +813,7 @@ impl Machine {
                 break;
             }
             if self.stats_out.insert(path.clone()) {
+                self.settler.checking(&path);
                 out.push(Action::Stat { path });
             }
         }
@@ -863,7 +865,7 @@ impl Machine {
         .flatten()
         .min();
         if let Some(t) = next {
-            if self.wake_asked != Some(t) || t <= self.now {
+            if self.wake_asked != Some(t) {
                 self.wake_asked = Some(t);
                 out.push(Action::WakeAt(t));
             }

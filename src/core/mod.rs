@@ -4,6 +4,7 @@
 //! carries out the actions it answers; the simulator does the same against an in-memory world.
 
 pub mod machine;
+pub mod mail;
 pub mod model;
 pub mod settle;
 #[cfg(any(test, feature = "sim"))]

@@ -121,6 +121,15 @@ impl Settler {
         }
     }
 
+    /// A check of `path` is under way: it is not due again until [`Settler::confirm`].
+    pub fn checking(&mut self, path: &Path) {
+        if let Some(w) = self.files.get_mut(path) {
+            self.due.remove(&(w.deadline, path.to_path_buf()));
+            w.deadline = Time(u64::MAX);
+            self.due.insert((w.deadline, path.to_path_buf()));
+        }
+    }
+
     pub fn forget(&mut self, path: &Path) {
         if let Some(w) = self.files.remove(path) {
             self.due.remove(&(w.deadline, path.to_path_buf()));
@@ -169,7 +178,11 @@ impl Settler {
     }
 
     pub fn next_deadline(&self) -> Option<Time> {
-        self.due.iter().next().map(|(t, _)| *t)
+        self.due
+            .iter()
+            .next()
+            .map(|(t, _)| *t)
+            .filter(|t| *t != Time(u64::MAX))
     }
 
     /// A fresh stat of a due path (`None`: it is gone). Ready files leave the settler.
@@ -243,22 +256,32 @@ mod tests {
     fn a_close_is_not_proof_a_writer_that_appends_and_closes_is_still_writing() {
         let mut s = Settler::new(2000, 1000, 600_000);
         let p = Path::new("/f/a");
-        let mut t = 0;
-        for i in 0..10 {
-            s.observe("m", p, st(i + 1, i as i64), Time(t));
-            s.closed(p, Time(t));
-            t += 500;
-            // Each check comes before a quiet second after the close: not ready.
-            for d in s.due(Time(t), 10) {
-                assert_eq!(s.confirm(&d, Some(st(i + 2, i as i64 + 1)), Time(t)), None);
-            }
+        // Appended and closed every 500 ms: never quiet for a second after a close.
+        for i in 0..10u64 {
+            let t = Time(i * 500);
+            s.observe("m", p, st(i + 1, i as i64), t);
+            s.closed(p, t);
+            assert!(s.due(t.plus_ms(499), 10).is_empty());
         }
-        s.closed(p, Time(t));
-        assert_eq!(s.next_deadline(), Some(Time(t + 1000)));
+        // The writer stopped at 4500: ready a second after its last close, not before.
+        assert_eq!(s.next_deadline(), Some(Time(5500)));
+        assert!(s.due(Time(5499), 10).is_empty());
         assert!(matches!(
-            s.confirm(p, Some(st(11, 10)), Time(t + 1000)),
+            s.confirm(p, Some(st(10, 9)), Time(5500)),
             Some(Settled::Ready { .. })
         ));
+    }
+
+    #[test]
+    fn a_path_being_checked_is_not_due_until_confirmed() {
+        let mut s = Settler::new(2000, 1000, 600_000);
+        let p = Path::new("/f/a");
+        s.observe("m", p, st(1, 1), Time(0));
+        s.checking(p);
+        assert!(s.due(Time(5000), 10).is_empty());
+        assert_eq!(s.next_deadline(), None);
+        assert_eq!(s.confirm(p, Some(st(2, 2)), Time(5000)), None);
+        assert_eq!(s.next_deadline(), Some(Time(7000)));
     }
 
     #[test]

@@ -1,1 +1,1482 @@
+//! Deterministic simulation of the core (after FoundationDB's simulator, TigerBeetle's VOPR and
+//! Dropbox's Trinity): one seed drives a whole world — a folder written to by a user, a Graph
+//! that loses replies, throttles, expires sessions and pauses sign-in, crashes that lose every
+//! volatile thing, and a virtual clock — around the real [`Machine`]. Invariants are checked
+//! after every step and again once the world has gone quiet. One seed replays one run exactly.
+//!
+//! The executor here is the simulated twin of the agent's: it carries out the machine's
+//! actions against the world with the same contract (a `Persist` is durable before the next
+//! action starts, a file is read through the descriptor opened for the upload, the last chunk
+//! is sent only if every byte read hashes to the record's SHA-256).
 
+use super::machine::{has_work, Machine};
+use super::model::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// A file's bytes, abstractly: a version number and a length. Two versions never share bytes
+/// (stricter than life: a partial rewrite would share some).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Content {
+    pub ver: u64,
+    pub size: u64,
+}
+
+pub fn sha(c: Content) -> String {
+    format!("{:016x}{:016x}{:032x}", c.ver, c.size, 0)
+}
+
+/// What a run is made of.
+#[derive(Debug, Clone)]
+pub struct Knobs {
+    /// User operations before the world goes quiet.
+    pub user_ops: u32,
+    pub crash_prob: f64,
+    pub lost_reply_prob: f64,
+    pub throttle_prob: f64,
+    pub ambiguous_prob: f64,
+    pub unreachable_prob: f64,
+    pub session_death_prob: f64,
+    pub session_lifetime_ms: u64,
+    pub sign_in_pause_prob: f64,
+    pub unmount_prob: f64,
+}
+
+impl Knobs {
+    pub fn from_seed(rng: &mut StdRng) -> Knobs {
+        let p = |rng: &mut StdRng, max: f64| {
+            if rng.gen_bool(0.3) {
+                0.0
+            } else {
+                rng.gen_range(0.0..max)
+            }
+        };
+        Knobs {
+            user_ops: rng.gen_range(3..40),
+            crash_prob: p(rng, 0.03),
+            lost_reply_prob: p(rng, 0.15),
+            throttle_prob: p(rng, 0.3),
+            ambiguous_prob: p(rng, 0.1),
+            unreachable_prob: p(rng, 0.05),
+            session_death_prob: p(rng, 0.05),
+            session_lifetime_ms: rng.gen_range(5_000..600_000),
+            sign_in_pause_prob: p(rng, 0.01),
+            unmount_prob: p(rng, 0.02),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Inode {
+    content: Content,
+    mtime: i64,
+}
+
+#[derive(Debug, Clone)]
+struct SimAttachment {
+    id: String,
+    name: String,
+    /// `None`: bytes from more than one version (a mix).
+    content: Option<Content>,
+    /// The entry whose request made it.
+    by_entry: String,
+}
+
+#[derive(Debug, Clone)]
+struct SimSession {
+    item: String,
+    name: String,
+    size: u64,
+    entry: String,
+    /// Bytes received so far, with the version each range came from.
+    segments: Vec<(u64, u64, Content)>,
+    next: u64,
+    expires: Time,
+    /// Its URL reached the client.
+    delivered: bool,
+}
+
+/// An action being carried out, to complete at a time.
+#[derive(Debug, Clone)]
+struct Pending {
+    epoch: u64,
+    action: Action,
+    /// Fixed when the request is sent: how the server will treat it.
+    fate: Fate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Normal,
+    /// The effect happens; the answer is lost.
+    LostReply,
+    Throttled,
+    /// 5xx before any effect.
+    Ambiguous,
+    Unreachable,
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    User,
+    Deliver(u64, Input),
+    Complete(u64),
+    Tick(u64),
+    Restart,
+    Rescan(u64),
+}
+
+/// An upload's reader: the descriptor opened once, and what its bytes hashed to so far.
+#[derive(Debug, Clone)]
+struct Reader {
+    ino: u64,
+    /// Ranges read, with the version each came from.
+    read: Vec<(u64, u64, Content)>,
+}
+
+pub struct Sim {
+    pub seed: u64,
+    rng: StdRng,
+    knobs: Knobs,
+    now: Time,
+    events: BTreeMap<(Time, u64), Event>,
+    next_event: u64,
+    // the folder
+    inodes: HashMap<u64, Inode>,
+    paths: BTreeMap<PathBuf, u64>,
+    next_ino: u64,
+    next_ver: u64,
+    unmounted: HashSet<String>,
+    /// Contents that stayed in place long enough to count as finished (path -> content).
+    /// Files removed by after-actions, with the content removed.
+    removed_by_after: Vec<(PathBuf, Content)>,
+    // graph
+    items: HashMap<String, Vec<SimAttachment>>,
+    sessions: HashMap<String, SimSession>,
+    next_att: u64,
+    next_sess: u64,
+    sign_in_until: Time,
+    // the agent side
+    mappings: Vec<(MappingRule, PathBuf)>,
+    policy: Policy,
+    machine: Option<Machine>,
+    epoch: u64,
+    ledger: BTreeMap<String, Record>,
+    urls: HashMap<String, String>,
+    readers: HashMap<String, Reader>,
+    pending: HashMap<u64, Pending>,
+    next_req: u64,
+    user_ops_left: u32,
+    quiet: bool,
+    pub steps: u64,
+    pub crashes: u32,
+    log: Vec<String>,
+    pub trace: bool,
+}
+
+/// A broken invariant, with the seed that shows it.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    pub seed: u64,
+    pub step: u64,
+    pub what: String,
+    pub log_tail: Vec<String>,
+}
+
+impl Sim {
+    pub fn new(seed: u64) -> Sim {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let knobs = Knobs::from_seed(&mut rng);
+        let n_items = rng.gen_range(1..=2);
+        let mut mappings = Vec::new();
+        for i in 0..rng.gen_range(1..=2) {
+            let rule = MappingRule {
+                name: format!("m{i}"),
+                target: Target {
+                    user: "me".into(),
+                    kind: ItemKind::Message,
+                    item_id: format!("item{}", rng.gen_range(0..n_items)),
+                },
+                if_exists: if rng.gen_bool(0.7) {
+                    IfExists::Skip
+                } else {
+                    IfExists::Attach
+                },
+                on_change: if rng.gen_bool(0.6) {
+                    OnChange::Replace
+                } else {
+                    OnChange::Add
+                },
+                after: match rng.gen_range(0..4) {
+                    0 => After::Move,
+                    1 => After::Delete,
+                    _ => After::Keep,
+                },
+            };
+            mappings.push((rule, PathBuf::from(format!("/m{i}"))));
+        }
+        let policy = Policy {
+            chunk_size: [1 << 20, 3840 * 1024][rng.gen_range(0..2)],
+            concurrency: rng.gen_range(1..=4),
+            max_attempts: 5,
+            ..Policy::default()
+        };
+        let mut items = HashMap::new();
+        for i in 0..n_items {
+            items.insert(format!("item{i}"), Vec::new());
+        }
+        let user_ops_left = knobs.user_ops;
+        let mut sim = Sim {
+            seed,
+            rng,
+            knobs,
+            now: Time(1_000_000),
+            events: BTreeMap::new(),
+            next_event: 0,
+            inodes: HashMap::new(),
+            paths: BTreeMap::new(),
+            next_ino: 1,
+            next_ver: 1,
+            unmounted: HashSet::new(),
+            removed_by_after: Vec::new(),
+            items,
+            sessions: HashMap::new(),
+            next_att: 1,
+            next_sess: 1,
+            sign_in_until: Time(0),
+            mappings,
+            policy,
+            machine: None,
+            epoch: 0,
+            ledger: BTreeMap::new(),
+            urls: HashMap::new(),
+            readers: HashMap::new(),
+            pending: HashMap::new(),
+            next_req: 1,
+            user_ops_left,
+            quiet: false,
+            steps: 0,
+            crashes: 0,
+            log: Vec::new(),
+            trace: false,
+        };
+        sim.schedule(0, Event::Restart);
+        sim.schedule(10, Event::User);
+        sim
+    }
+
+    fn schedule(&mut self, after_ms: u64, e: Event) {
+        self.next_event += 1;
+        self.events
+            .insert((self.now.plus_ms(after_ms), self.next_event), e);
+    }
+
+    fn note(&mut self, s: String) {
+        if self.trace {
+            eprintln!("[{}] {}", self.now.0, s);
+        }
+        self.log.push(format!("[{}] {}", self.now.0, s));
+        if self.log.len() > 400 {
+            self.log.drain(..200);
+        }
+    }
+
+    fn violation(&self, what: String) -> Violation {
+        Violation {
+            seed: self.seed,
+            step: self.steps,
+            what,
+            log_tail: self.log.iter().rev().take(60).rev().cloned().collect(),
+        }
+    }
+
+    /// Run the seed to the end: chaos, then quiet, then the final checks.
+    pub fn run(&mut self) -> Result<(), Violation> {
+        let mut quiet_since_steps = 0u64;
+        let mut same_time = 0u64;
+        while let Some(((t, _), e)) = self.events.pop_first() {
+            if t > self.now {
+                self.now = t;
+                same_time = 0;
+            } else {
+                same_time += 1;
+                if same_time > 20_000 {
+                    return Err(self.violation("livelock: 20,000 steps without time moving".into()));
+                }
+            }
+            self.steps += 1;
+            self.step(e)?;
+            self.check_always()?;
+            if self.quiet {
+                quiet_since_steps += 1;
+                if self.settled_down() {
+                    return self.check_final();
+                }
+                if quiet_since_steps > 200_000 || self.now.0 > 1_000_000 + 48 * 3_600_000 {
+                    let active: Vec<String> = self
+                        .machine
+                        .as_ref()
+                        .map(|m| {
+                            m.active()
+                                .map(|(r, w)| format!("{} {:?} {:?}", r.id, r.state, w))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return Err(self.violation(format!(
+                        "no quiescence: the machine never finished its work once faults stopped (active: {active:?})"
+                    )));
+                }
+            }
+            if self.steps > 2_000_000 {
+                return Err(self.violation("runaway: over 2,000,000 steps".into()));
+            }
+        }
+        if self.settled_down() {
+            return self.check_final();
+        }
+        Err(self.violation("the event queue ran dry before quiescence".into()))
+    }
+
+    fn settled_down(&self) -> bool {
+        self.quiet
+            && self.machine.as_ref().is_some_and(|m| m.quiescent())
+            && self.pending.values().all(|p| p.epoch != self.epoch)
+            && !self
+                .events
+                .values()
+                .any(|e| matches!(e, Event::Deliver(ep, _) if *ep == self.epoch))
+    }
+
+    fn step(&mut self, e: Event) -> Result<(), Violation> {
+        match e {
+            Event::User => {
+                if self.user_ops_left == 0 {
+                    self.go_quiet();
+                } else {
+                    self.user_ops_left -= 1;
+                    self.user_op();
+                    let d = self.rng.gen_range(10..5_000);
+                    self.schedule(d, Event::User);
+                }
+            }
+            Event::Deliver(epoch, input) => {
+                if epoch == self.epoch && self.machine.is_some() {
+                    self.feed(input)?;
+                }
+            }
+            Event::Complete(req) => self.complete(req)?,
+            Event::Tick(epoch) => {
+                if epoch == self.epoch && self.machine.is_some() {
+                    self.feed(Input::Tick)?;
+                }
+            }
+            Event::Restart => self.restart()?,
+            Event::Rescan(epoch) => {
+                if epoch == self.epoch && self.machine.is_some() {
+                    self.rescan()?;
+                }
+            }
+        }
+        if !self.quiet && self.machine.is_some() && self.rng.gen_bool(self.knobs.crash_prob) {
+            self.crash();
+            let d = self.rng.gen_range(0..20_000);
+            self.schedule(d, Event::Restart);
+        }
+        Ok(())
+    }
+
+    fn go_quiet(&mut self) {
+        self.quiet = true;
+        self.note("quiet: faults stop".into());
+        let back: Vec<String> = self.unmounted.drain().collect();
+        for m in back {
+            self.schedule(
+                1,
+                Event::Deliver(self.epoch, Input::FolderAvailable { mapping: m }),
+            );
+        }
+        self.sign_in_until = Time(0);
+        let e = self.epoch;
+        self.schedule(2, Event::Rescan(e));
+    }
+
+    // ---- the user ---------------------------------------------------------------------------
+
+    fn pick_path(&mut self) -> (String, PathBuf) {
+        let i = self.rng.gen_range(0..self.mappings.len());
+        let (rule, root) = &self.mappings[i];
+        let names = ["a.pdf", "b.txt", "c.bin", "sub/a.pdf"];
+        let name = names[self.rng.gen_range(0..names.len())];
+        (rule.name.clone(), root.join(name))
+    }
+
+    fn new_content(&mut self) -> Content {
+        let sizes = [
+            0,
+            1,
+            1000,
+            MIN_SESSION - 1,
+            SESSION_THRESHOLD - 1,
+            SESSION_THRESHOLD,
+            5 << 20,
+            9 << 20,
+            MAX_ATTACHMENT + 1,
+        ];
+        let size = if self.rng.gen_bool(0.02) {
+            sizes[8]
+        } else {
+            sizes[self.rng.gen_range(0..8)]
+        };
+        self.next_ver += 1;
+        Content {
+            ver: self.next_ver,
+            size,
+        }
+    }
+
+    fn mapping_of(&self, path: &Path) -> Option<String> {
+        self.mappings
+            .iter()
+            .find(|(_, root)| path.starts_with(root))
+            .map(|(r, _)| r.name.clone())
+    }
+
+    /// What the watcher reports, a little later (the agent's intake: a stat of the path).
+    fn watch(&mut self, path: &Path, closed: bool) {
+        let Some(mapping) = self.mapping_of(path) else {
+            return;
+        };
+        if self.unmounted.contains(&mapping) {
+            return;
+        }
+        let d = self.rng.gen_range(1..300);
+        let input = match self
+            .paths
+            .get(path)
+            .and_then(|ino| self.inodes.get(ino).map(|n| (ino, n)))
+        {
+            Some((ino, n)) => Input::Observed {
+                mapping: mapping.clone(),
+                path: path.to_path_buf(),
+                stat: FileStat {
+                    dev: 1,
+                    ino: *ino,
+                    size: n.content.size,
+                    mtime_ns: n.mtime,
+                },
+            },
+            None => Input::Gone {
+                mapping: mapping.clone(),
+                path: path.to_path_buf(),
+            },
+        };
+        let e = self.epoch;
+        self.schedule(d, Event::Deliver(e, input));
+        if closed {
+            self.schedule(
+                d + 1,
+                Event::Deliver(
+                    e,
+                    Input::Closed {
+                        path: path.to_path_buf(),
+                    },
+                ),
+            );
+        }
+    }
+
+    fn user_op(&mut self) {
+        let (mapping, path) = self.pick_path();
+        let now_ns = self.now.0 as i64 * 1_000_000;
+        let op = self.rng.gen_range(0..100);
+        let exists = self.paths.contains_key(&path);
+        match op {
+            // A new file written in place (or rewritten with new bytes of any size).
+            0..=24 => {
+                let c = self.new_content();
+                let ino = match self.paths.get(&path) {
+                    Some(i) if self.rng.gen_bool(0.5) => *i,
+                    _ => {
+                        self.next_ino += 1;
+                        self.paths.insert(path.clone(), self.next_ino);
+                        self.next_ino
+                    }
+                };
+                self.inodes.insert(
+                    ino,
+                    Inode {
+                        content: c,
+                        mtime: now_ns,
+                    },
+                );
+                self.note(format!("user: write {} {:?}", path.display(), c));
+                self.watch(&path, true);
+            }
+            // Renamed in whole (a new inode appears at once).
+            25..=39 => {
+                let c = self.new_content();
+                self.next_ino += 1;
+                self.inodes.insert(
+                    self.next_ino,
+                    Inode {
+                        content: c,
+                        mtime: now_ns - 5_000_000_000,
+                    },
+                );
+                self.paths.insert(path.clone(), self.next_ino);
+                self.note(format!("user: rename-in {} {:?}", path.display(), c));
+                self.watch(&path, false);
+            }
+            // Touch: time changes, bytes do not.
+            40..=51 if exists => {
+                if let Some(n) = self.paths.get(&path).and_then(|i| self.inodes.get_mut(i)) {
+                    n.mtime = now_ns;
+                }
+                self.note(format!("user: touch {}", path.display()));
+                let closed = self.rng.gen_bool(0.5);
+                self.watch(&path, closed);
+            }
+            // Rewritten in place at the same size with other bytes.
+            52..=63 if exists => {
+                self.next_ver += 1;
+                let v = self.next_ver;
+                if let Some(n) = self.paths.get(&path).and_then(|i| self.inodes.get_mut(i)) {
+                    n.content.ver = v;
+                    n.mtime = now_ns;
+                }
+                self.note(format!("user: same-size rewrite {}", path.display()));
+                self.watch(&path, true);
+            }
+            // Appended and closed, again and again.
+            64..=71 => {
+                let base = self.new_content();
+                let ino = *self.paths.entry(path.clone()).or_insert_with(|| {
+                    self.next_ino += 1;
+                    self.next_ino
+                });
+                let mut size = base.size.min(1 << 20);
+                let times = self.rng.gen_range(2..8);
+                for k in 0..times {
+                    self.next_ver += 1;
+                    size += 4096;
+                    let c = Content {
+                        ver: self.next_ver,
+                        size,
+                    };
+                    // Written now; later appends come as events in time.
+                    let at = self.now.plus_ms(k * 400);
+                    let _ = at;
+                    self.inodes.insert(
+                        ino,
+                        Inode {
+                            content: c,
+                            mtime: now_ns + k as i64 * 400_000_000,
+                        },
+                    );
+                }
+                self.note(format!("user: appended {times}× {}", path.display()));
+                self.watch(&path, true);
+            }
+            // Deleted.
+            72..=81 if exists => {
+                self.paths.remove(&path);
+                self.note(format!("user: delete {}", path.display()));
+                self.watch(&path, false);
+            }
+            // A different file copied over with preserved size and times (after = delete must
+            // not remove it unsent).
+            82..=87 if exists => {
+                let old = self
+                    .paths
+                    .get(&path)
+                    .and_then(|i| self.inodes.get(i))
+                    .cloned();
+                if let Some(old) = old {
+                    self.next_ver += 1;
+                    self.next_ino += 1;
+                    self.inodes.insert(
+                        self.next_ino,
+                        Inode {
+                            content: Content {
+                                ver: self.next_ver,
+                                size: old.content.size,
+                            },
+                            mtime: old.mtime,
+                        },
+                    );
+                    self.paths.insert(path.clone(), self.next_ino);
+                    self.note(format!(
+                        "user: copy-over with preserved times {}",
+                        path.display()
+                    ));
+                    self.watch(&path, false);
+                }
+            }
+            // The folder goes away for a while.
+            88..=91
+                if self
+                    .rng
+                    .gen_bool(self.knobs.unmount_prob.min(1.0) * 10.0_f64.min(1.0)) =>
+            {
+                if self.unmounted.insert(mapping.clone()) {
+                    self.note(format!("user: unmount {mapping}"));
+                    let e = self.epoch;
+                    self.schedule(
+                        1,
+                        Event::Deliver(
+                            e,
+                            Input::FolderUnavailable {
+                                mapping: mapping.clone(),
+                            },
+                        ),
+                    );
+                    let back = self.rng.gen_range(1_000..60_000);
+                    self.schedule(back, Event::Deliver(e, Input::FolderAvailable { mapping }));
+                    self.schedule(back + 1, Event::Rescan(e));
+                }
+            }
+            // A sign-in pause.
+            92..=93
+                if self
+                    .rng
+                    .gen_bool((self.knobs.sign_in_pause_prob * 50.0).min(1.0)) =>
+            {
+                self.sign_in_until = self.now.plus_ms(self.rng.gen_range(1_000..120_000));
+                self.note("graph: sign-in needed for a while".into());
+            }
+            _ => {}
+        }
+    }
+
+    fn rescan(&mut self) -> Result<(), Violation> {
+        let all: Vec<PathBuf> = self.paths.keys().cloned().collect();
+        for p in all {
+            if let Some(m) = self.mapping_of(&p) {
+                if !self.unmounted.contains(&m) {
+                    self.watch(&p, false);
+                }
+            }
+        }
+        // Paths the ledger knows that are gone.
+        let known: BTreeSet<(String, PathBuf)> = self
+            .ledger
+            .values()
+            .map(|r| (r.mapping.clone(), r.path.clone()))
+            .collect();
+        for (m, p) in known {
+            if !self.paths.contains_key(&p) && !self.unmounted.contains(&m) {
+                self.watch(&p, false);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- the agent --------------------------------------------------------------------------
+
+    fn crash(&mut self) {
+        if self.machine.is_none() {
+            return;
+        }
+        self.crashes += 1;
+        self.note("CRASH".into());
+        self.machine = None;
+        self.readers.clear();
+        self.epoch += 1;
+    }
+
+    fn restart(&mut self) -> Result<(), Violation> {
+        if self.machine.is_some() {
+            return Ok(());
+        }
+        self.note("start".into());
+        let mut m = Machine::new(
+            self.mappings.iter().map(|(r, _)| r.clone()).collect(),
+            self.policy.clone(),
+        );
+        let records: Vec<Record> = self.ledger.values().cloned().collect();
+        let with_url: Vec<String> = self.urls.keys().cloned().collect();
+        let _ = &mut m;
+        self.machine = Some(m);
+        self.feed(Input::Start { records, with_url })?;
+        for (rule, _) in self.mappings.clone() {
+            if self.unmounted.contains(&rule.name) {
+                self.feed(Input::FolderUnavailable {
+                    mapping: rule.name.clone(),
+                })?;
+            }
+        }
+        self.rescan()
+    }
+
+    fn feed(&mut self, input: Input) -> Result<(), Violation> {
+        if self.trace {
+            self.note(format!("in: {input:?}"));
+        }
+        let Some(m) = self.machine.as_mut() else {
+            return Ok(());
+        };
+        let actions = m.handle(self.now, input);
+        self.carry_out(actions)
+    }
+
+    fn carry_out(&mut self, actions: Vec<Action>) -> Result<(), Violation> {
+        for a in actions {
+            if self.machine.is_none() {
+                return Ok(()); // crashed mid-batch: the rest never happened
+            }
+            self.note(format!("act: {}", brief(&a)));
+            match a {
+                Action::Persist(rec) => {
+                    self.check_persist(&rec)?;
+                    self.ledger.insert(rec.id.clone(), rec);
+                    // A crash right after a flush.
+                    if !self.quiet && self.rng.gen_bool(self.knobs.crash_prob / 2.0) {
+                        self.crash();
+                        let d = self.rng.gen_range(0..20_000);
+                        self.schedule(d, Event::Restart);
+                        return Ok(());
+                    }
+                }
+                Action::WakeAt(t) => {
+                    let e = self.epoch;
+                    let d = t.since(self.now);
+                    self.schedule(d, Event::Tick(e));
+                }
+                Action::ForgetUrl { id } => {
+                    self.urls.remove(&id);
+                    self.readers.remove(&id);
+                }
+                Action::UpdateFile { id, file, revive } => {
+                    if let Some(r) = self.ledger.get_mut(&id) {
+                        r.file = file;
+                        if revive {
+                            let rec = r.clone();
+                            let e = self.epoch;
+                            self.schedule(
+                                0,
+                                Event::Deliver(e, Input::Retry { records: vec![rec] }),
+                            );
+                        }
+                    }
+                }
+                Action::MarkReplaced { id } => {
+                    if let Some(r) = self.ledger.get_mut(&id) {
+                        r.replaced = true;
+                    }
+                }
+                Action::Notify(_) => {}
+                other => {
+                    let fate = self.fate(&other);
+                    self.next_req += 1;
+                    let req = self.next_req;
+                    let d = self.latency(&other);
+                    self.pending.insert(
+                        req,
+                        Pending {
+                            epoch: self.epoch,
+                            action: other,
+                            fate,
+                        },
+                    );
+                    self.schedule(d, Event::Complete(req));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fate(&mut self, a: &Action) -> Fate {
+        let remote = matches!(
+            a,
+            Action::Post { .. }
+                | Action::CreateSession { .. }
+                | Action::PutChunk { .. }
+                | Action::AskSession { .. }
+                | Action::DeleteSession { .. }
+                | Action::Look { .. }
+                | Action::DeleteAttachment { .. }
+        );
+        if !remote || self.quiet {
+            return Fate::Normal;
+        }
+        let k = &self.knobs;
+        let r: f64 = self.rng.gen();
+        let mut acc = k.lost_reply_prob;
+        if r < acc {
+            return Fate::LostReply;
+        }
+        acc += k.throttle_prob;
+        if r < acc {
+            return Fate::Throttled;
+        }
+        acc += k.ambiguous_prob;
+        if r < acc {
+            return Fate::Ambiguous;
+        }
+        acc += k.unreachable_prob;
+        if r < acc {
+            return Fate::Unreachable;
+        }
+        Fate::Normal
+    }
+
+    fn latency(&mut self, a: &Action) -> u64 {
+        match a {
+            Action::Stat { .. } => self.rng.gen_range(0..5),
+            Action::Hash { stat, .. } => stat.size / (200 << 10) + self.rng.gen_range(1..20),
+            Action::PutChunk { len, .. } => len / (1 << 17) + self.rng.gen_range(10..300),
+            _ => self.rng.gen_range(5..400),
+        }
+    }
+
+    fn complete(&mut self, req: u64) -> Result<(), Violation> {
+        let Some(p) = self.pending.remove(&req) else {
+            return Ok(());
+        };
+        let live = p.epoch == self.epoch && self.machine.is_some();
+        // A request from before a crash still reaches the server (or not).
+        if !live {
+            if self.rng.gen_bool(0.5) {
+                let _ = self.serve(&p.action, Fate::Normal, false);
+            }
+            return Ok(());
+        }
+        let input = self.serve(&p.action, p.fate, true);
+        if let Some(input) = input {
+            self.feed(input)?;
+        }
+        Ok(())
+    }
+
+    fn stat_of(&self, path: &Path) -> Option<FileStat> {
+        let m = self.mapping_of(path)?;
+        if self.unmounted.contains(&m) {
+            return None;
+        }
+        let ino = *self.paths.get(path)?;
+        let n = self.inodes.get(&ino)?;
+        Some(FileStat {
+            dev: 1,
+            ino,
+            size: n.content.size,
+            mtime_ns: n.mtime,
+        })
+    }
+
+    fn content_of(&self, ino: u64) -> Option<Content> {
+        self.inodes.get(&ino).map(|n| n.content)
+    }
+
+    /// Carry out one action against the world; `Some(input)` is the answer the agent gets.
+    fn serve(&mut self, a: &Action, fate: Fate, live: bool) -> Option<Input> {
+        let fault = |f: Fate| -> Option<Fault> {
+            match f {
+                Fate::Throttled => Some(Fault::Throttled {
+                    retry_after_ms: Some(2_000),
+                }),
+                Fate::Ambiguous | Fate::LostReply => {
+                    Some(Fault::Ambiguous(Failure::new("ServiceUnavailable", "503")))
+                }
+                Fate::Unreachable => Some(Fault::Unreachable(Failure::new(
+                    "ConnectionFailed",
+                    "refused",
+                ))),
+                Fate::Normal => None,
+            }
+        };
+        let signed_out = self.now < self.sign_in_until && !self.quiet;
+        match a {
+            Action::Stat { path } => Some(Input::Stat {
+                path: path.clone(),
+                stat: self.stat_of(path),
+            }),
+            Action::Hash { path, stat, .. } => {
+                let result = match self.stat_of(path) {
+                    None => HashResult::Gone,
+                    Some(now) if now != *stat => HashResult::Changed,
+                    Some(now) => HashResult::Hashed {
+                        sha256: sha(self.content_of(now.ino).expect("inode")),
+                        stat: now,
+                    },
+                };
+                Some(Input::Hashed {
+                    path: path.clone(),
+                    result,
+                })
+            }
+            Action::After {
+                id,
+                path,
+                file,
+                sha256,
+                after,
+                ..
+            } => {
+                let r = match self.stat_of(path) {
+                    Some(s) if s == *file => {
+                        let c = self.content_of(s.ino).expect("inode");
+                        if sha(c) != *sha256 {
+                            AfterOutcome::NotTheSameFile
+                        } else {
+                            if *after != After::Keep {
+                                self.paths.remove(path);
+                                self.removed_by_after.push((path.clone(), c));
+                                self.note(format!("after: {after:?} {} ({id})", path.display()));
+                                self.watch(path, false);
+                            }
+                            AfterOutcome::Done
+                        }
+                    }
+                    _ => AfterOutcome::NotTheSameFile,
+                };
+                Some(Input::Outcome {
+                    id: id.clone(),
+                    outcome: Outcome::After(r),
+                })
+            }
+            _ if signed_out
+                && live
+                && !matches!(
+                    a,
+                    Action::PutChunk { .. }
+                        | Action::AskSession { .. }
+                        | Action::DeleteSession { .. }
+                ) =>
+            {
+                let id = action_id(a);
+                Some(Input::Outcome {
+                    id,
+                    outcome: wrap_fault(
+                        a,
+                        Fault::SignIn(Failure::new("InvalidAuthenticationToken", "sign in")),
+                    ),
+                })
+            }
+            _ => {
+                let id = action_id(a);
+                // Faults before any effect.
+                if matches!(fate, Fate::Throttled | Fate::Ambiguous | Fate::Unreachable) {
+                    let f = fault(fate).expect("a fault");
+                    return Some(Input::Outcome {
+                        id,
+                        outcome: wrap_fault(a, f),
+                    });
+                }
+                let outcome = self.graph(a, live);
+                if fate == Fate::LostReply {
+                    let f = fault(fate).expect("a fault");
+                    // Session URLs never reach the client when the reply is lost.
+                    return Some(Input::Outcome {
+                        id,
+                        outcome: wrap_fault(a, f),
+                    });
+                }
+                outcome.map(|o| Input::Outcome { id, outcome: o })
+            }
+        }
+    }
+
+    /// The Graph model: what each request does to the mailbox.
+    fn graph(&mut self, a: &Action, live: bool) -> Option<Outcome> {
+        match a {
+            Action::Post {
+                id,
+                target,
+                path,
+                file,
+                sha256,
+                name,
+            } => {
+                // The executor opens the file once and hashes the body before sending.
+                let content = match self.stat_of(path) {
+                    Some(s) if s.ino == file.ino && s.size == file.size => {
+                        self.content_of(s.ino).expect("inode")
+                    }
+                    Some(_) | None => {
+                        // The descriptor the executor would open is not this version's.
+                        return Some(Outcome::Post(PostOutcome::FileGone));
+                    }
+                };
+                if sha(content) != *sha256 {
+                    return Some(Outcome::Post(PostOutcome::Changed));
+                }
+                let att = self.add_attachment(&target.item_id, name, Some(content), id);
+                Some(Outcome::Post(PostOutcome::Created { attachment_id: att }))
+            }
+            Action::CreateSession {
+                id,
+                target,
+                name,
+                size,
+            } => {
+                self.next_sess += 1;
+                let sid = format!("s{}", self.next_sess);
+                self.sessions.insert(
+                    sid.clone(),
+                    SimSession {
+                        item: target.item_id.clone(),
+                        name: name.clone(),
+                        size: *size,
+                        entry: id.clone(),
+                        segments: Vec::new(),
+                        next: 0,
+                        expires: self.now.plus_ms(self.knobs.session_lifetime_ms),
+                        delivered: false,
+                    },
+                );
+                if live {
+                    // The executor saves the URL before it answers.
+                    if let Some(s) = self.sessions.get_mut(&sid) {
+                        s.delivered = true;
+                    }
+                    self.urls.insert(id.clone(), sid);
+                }
+                Some(Outcome::CreateSession(SessionOutcome::Created { next: 0 }))
+            }
+            Action::PutChunk {
+                id,
+                path,
+                file,
+                sha256,
+                offset,
+                len,
+                last,
+                ..
+            } => {
+                let sid = self.urls.get(id).cloned()?;
+                // The reader: the descriptor opened once for this upload.
+                let reader = match self.readers.get(id) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let Some(s) = self.stat_of(path) else {
+                            return Some(Outcome::Chunk(ChunkOutcome::FileGone));
+                        };
+                        if s.ino != file.ino || s.size != file.size {
+                            return Some(Outcome::Chunk(ChunkOutcome::FileGone));
+                        }
+                        let c = self.content_of(s.ino).expect("inode");
+                        // A resume re-reads (and hashes) what was sent before.
+                        let read = if *offset > 0 {
+                            vec![(0, *offset, c)]
+                        } else {
+                            vec![]
+                        };
+                        Reader { ino: s.ino, read }
+                    }
+                };
+                let Some(c) = self.content_of(reader.ino) else {
+                    return Some(Outcome::Chunk(ChunkOutcome::FileGone));
+                };
+                let mut reader = reader;
+                if c.size < offset + len {
+                    return Some(Outcome::Chunk(ChunkOutcome::Changed));
+                }
+                reader.read.retain(|(o, _, _)| *o < *offset);
+                reader.read.push((*offset, *len, c));
+                if *last {
+                    let want = Content {
+                        ver: reader.read.first().map(|r| r.2.ver).unwrap_or(c.ver),
+                        size: file.size,
+                    };
+                    let all_one = reader.read.iter().all(|r| r.2.ver == want.ver);
+                    if !all_one || sha(want) != *sha256 {
+                        self.readers.insert(id.clone(), reader);
+                        return Some(Outcome::Chunk(ChunkOutcome::Changed));
+                    }
+                }
+                if live {
+                    self.readers.insert(id.clone(), reader);
+                }
+                let Some(s) = self.sessions.get_mut(&sid) else {
+                    return Some(Outcome::Chunk(ChunkOutcome::SessionGone));
+                };
+                if s.expires <= self.now
+                    || (!self.quiet && self.rng.gen_bool(self.knobs.session_death_prob))
+                {
+                    self.sessions.remove(&sid);
+                    return Some(Outcome::Chunk(ChunkOutcome::SessionGone));
+                }
+                if *offset != s.next {
+                    return Some(Outcome::Chunk(ChunkOutcome::RangeRefused));
+                }
+                s.segments.push((*offset, *len, c));
+                s.next = offset + len;
+                if s.next >= s.size {
+                    let s = self.sessions.remove(&sid).expect("session");
+                    let v = s.segments.first().map(|x| x.2);
+                    let mixed = s.segments.iter().any(|x| Some(x.2.ver) != v.map(|c| c.ver));
+                    let content = if mixed {
+                        None
+                    } else {
+                        v.map(|c| Content {
+                            ver: c.ver,
+                            size: s.size,
+                        })
+                    };
+                    let att = self.add_attachment(&s.item, &s.name, content, &s.entry);
+                    return Some(Outcome::Chunk(ChunkOutcome::Completed {
+                        attachment_id: Some(att),
+                    }));
+                }
+                let next = s.next;
+                Some(Outcome::Chunk(ChunkOutcome::Accepted { next: Some(next) }))
+            }
+            Action::AskSession { id, .. } => {
+                let Some(sid) = self.urls.get(id).cloned() else {
+                    return Some(Outcome::Ask(AskOutcome::Gone));
+                };
+                match self.sessions.get(&sid) {
+                    Some(s) if s.expires > self.now => {
+                        Some(Outcome::Ask(AskOutcome::Next(Some(s.next))))
+                    }
+                    _ => {
+                        self.sessions.remove(&sid);
+                        if live {
+                            self.urls.remove(id);
+                        }
+                        Some(Outcome::Ask(AskOutcome::Gone))
+                    }
+                }
+            }
+            Action::DeleteSession { id, .. } => {
+                if let Some(sid) = self.urls.get(id).cloned() {
+                    self.sessions.remove(&sid);
+                }
+                if live {
+                    self.urls.remove(id);
+                }
+                Some(Outcome::DeleteSession(DeleteOutcome::Deleted))
+            }
+            Action::Look {
+                target,
+                name,
+                sha256,
+                ..
+            } => {
+                let found = self
+                    .items
+                    .get(&target.item_id)
+                    .and_then(|atts| {
+                        atts.iter().find(|x| {
+                            x.name == *name
+                                && x.content.map(sha).as_deref() == Some(sha256.as_str())
+                        })
+                    })
+                    .map(|x| x.id.clone());
+                Some(Outcome::Look(match found {
+                    Some(attachment_id) => LookOutcome::Found { attachment_id },
+                    None => LookOutcome::NotFound,
+                }))
+            }
+            Action::DeleteAttachment {
+                target,
+                attachment_id,
+                ..
+            } => {
+                if let Some(atts) = self.items.get_mut(&target.item_id) {
+                    atts.retain(|x| x.id != *attachment_id);
+                }
+                self.note(format!("graph: deleted attachment {attachment_id}"));
+                Some(Outcome::DeleteAttachment(DeleteOutcome::Deleted))
+            }
+            _ => None,
+        }
+    }
+
+    fn add_attachment(
+        &mut self,
+        item: &str,
+        name: &str,
+        content: Option<Content>,
+        by: &str,
+    ) -> String {
+        self.next_att += 1;
+        let id = format!("att{}", self.next_att);
+        self.note(format!("graph: attachment {id} {name} {content:?} by {by}"));
+        self.items
+            .entry(item.to_owned())
+            .or_default()
+            .push(SimAttachment {
+                id: id.clone(),
+                name: name.to_owned(),
+                content,
+                by_entry: by.to_owned(),
+            });
+        id
+    }
+
+    // ---- invariants -------------------------------------------------------------------------
+
+    fn rule(&self, mapping: &str) -> Option<&MappingRule> {
+        self.mappings
+            .iter()
+            .map(|(r, _)| r)
+            .find(|r| r.name == mapping)
+    }
+
+    fn check_persist(&self, rec: &Record) -> Result<(), Violation> {
+        if rec.state == State::Done {
+            let Some(att) = &rec.attachment_id else {
+                return Err(self.violation(format!("{} done without an attachment id", rec.id)));
+            };
+            let t = rec
+                .target
+                .as_ref()
+                .map(|t| t.item_id.clone())
+                .unwrap_or_default();
+            let ok = self.items.get(&t).is_some_and(|atts| {
+                atts.iter()
+                    .any(|x| x.id == *att && x.content.map(sha) == rec.sha256)
+            });
+            if !ok && !rec.replaced && rec.replaces.iter().all(|r| r.attachment_id != *att) {
+                return Err(self.violation(format!(
+                    "{} recorded done with {att}, which is not on {t} with its SHA-256",
+                    rec.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_always(&self) -> Result<(), Violation> {
+        for (item, atts) in &self.items {
+            let mut seen: HashMap<(&str, Content), &str> = HashMap::new();
+            let mut by_entry: HashMap<&str, &str> = HashMap::new();
+            for a in atts {
+                let Some(c) = a.content else {
+                    return Err(self.violation(format!(
+                        "{} on {item} holds bytes of more than one version",
+                        a.id
+                    )));
+                };
+                if let Some(prev) = by_entry.insert(a.by_entry.as_str(), a.id.as_str()) {
+                    return Err(self.violation(format!(
+                        "entry {} attached twice to {item}: {prev} and {}",
+                        a.by_entry, a.id
+                    )));
+                }
+                // Two attachments with one name and one SHA-256 are a duplicate unless both
+                // entries' mappings say `if_exists = "attach"`.
+                let mapping_attach = |entry: &str| {
+                    self.ledger
+                        .get(entry)
+                        .and_then(|r| self.rule(&r.mapping))
+                        .is_some_and(|r| r.if_exists == IfExists::Attach)
+                };
+                if let Some(prev) = seen.insert((a.name.as_str(), c), a.by_entry.as_str()) {
+                    if !(mapping_attach(prev) && mapping_attach(&a.by_entry)) {
+                        return Err(self.violation(format!(
+                            "duplicate on {item}: two attachments named {} with the same bytes ({prev}, {})",
+                            a.name, a.by_entry
+                        )));
+                    }
+                }
+            }
+        }
+        // A file is moved or deleted only after its done record, and only the bytes attached.
+        for (path, c) in &self.removed_by_after {
+            let ok = self.ledger.values().any(|r| {
+                r.path == *path && r.state == State::Done && r.sha256.as_deref() == Some(&sha(*c))
+            });
+            if !ok {
+                return Err(self.violation(format!(
+                    "{} was moved or deleted without a done record of its bytes",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_final(&mut self) -> Result<(), Violation> {
+        self.check_always()?;
+        for r in self.ledger.values() {
+            if has_work(r) {
+                return Err(self.violation(format!("{} still has work at quiescence: {r:?}", r.id)));
+            }
+            if r.state == State::Failed {
+                return Err(self.violation(format!(
+                    "{} failed though every fault was transient: {:?}",
+                    r.id, r.error
+                )));
+            }
+            if r.state == State::Done && !r.replaced {
+                self.check_persist(r)?;
+            }
+        }
+        if !self.urls.is_empty() {
+            return Err(self.violation(format!("upload URLs left behind: {:?}", self.urls)));
+        }
+        for (sid, s) in &self.sessions {
+            if s.delivered && s.expires > self.now {
+                return Err(self.violation(format!("session {sid} of {} left open", s.entry)));
+            }
+        }
+        // Every file in the folder is on its item with its final bytes.
+        let files: Vec<(PathBuf, u64)> = self.paths.iter().map(|(p, i)| (p.clone(), *i)).collect();
+        for (path, ino) in files {
+            let Some(mapping) = self.mapping_of(&path) else {
+                continue;
+            };
+            let c = self.content_of(ino).expect("inode");
+            let rule = self.rule(&mapping).expect("rule").clone();
+            let rec = self
+                .ledger
+                .values()
+                .filter(|r| r.path == path && r.mapping == mapping)
+                .max_by_key(|r| r.seq);
+            let Some(rec) = rec else {
+                return Err(self.violation(format!("{} was never recorded", path.display())));
+            };
+            if rec.sha256.as_deref() != Some(&sha(c)) {
+                return Err(self.violation(format!(
+                    "{}: the newest record is not the file's final bytes ({:?})",
+                    path.display(),
+                    rec
+                )));
+            }
+            if c.size > MAX_ATTACHMENT {
+                if rec.state != State::Rejected {
+                    return Err(self.violation(format!(
+                        "{} over the limit but {:?}",
+                        path.display(),
+                        rec.state
+                    )));
+                }
+                continue;
+            }
+            if rec.state != State::Done {
+                return Err(self.violation(format!(
+                    "{}: its final version is {:?}, not attached",
+                    path.display(),
+                    rec.state
+                )));
+            }
+            let item = &rule.target.item_id;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let on_item = self
+                .items
+                .get(item)
+                .is_some_and(|atts| atts.iter().any(|a| a.name == name && a.content == Some(c)));
+            if !on_item {
+                return Err(
+                    self.violation(format!("{}: final bytes not on {item}", path.display()))
+                );
+            }
+            if rule.on_change == OnChange::Replace {
+                let mine: Vec<&SimAttachment> = self
+                    .items
+                    .get(item)
+                    .map(|atts| {
+                        atts.iter()
+                            .filter(|a| {
+                                self.ledger
+                                    .get(&a.by_entry)
+                                    .is_some_and(|r| r.path == path && r.mapping == mapping)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if mine.len() > 1 {
+                    return Err(self.violation(format!(
+                        "{}: {} attachments of its versions stay with on_change = replace",
+                        path.display(),
+                        mine.len()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn action_id(a: &Action) -> String {
+    match a {
+        Action::Post { id, .. }
+        | Action::CreateSession { id, .. }
+        | Action::PutChunk { id, .. }
+        | Action::AskSession { id, .. }
+        | Action::DeleteSession { id, .. }
+        | Action::Look { id, .. }
+        | Action::DeleteAttachment { id, .. }
+        | Action::After { id, .. } => id.clone(),
+        _ => String::new(),
+    }
+}
+
+fn wrap_fault(a: &Action, f: Fault) -> Outcome {
+    match a {
+        Action::Post { .. } => Outcome::Post(PostOutcome::Failed(f)),
+        Action::CreateSession { .. } => Outcome::CreateSession(SessionOutcome::Failed(f)),
+        Action::PutChunk { .. } => Outcome::Chunk(ChunkOutcome::Failed(f)),
+        Action::AskSession { .. } => Outcome::Ask(AskOutcome::Failed(f)),
+        Action::DeleteSession { .. } => Outcome::DeleteSession(DeleteOutcome::Failed(f)),
+        Action::DeleteAttachment { .. } => Outcome::DeleteAttachment(DeleteOutcome::Failed(f)),
+        _ => Outcome::Look(LookOutcome::Failed(f)),
+    }
+}
+
+fn brief(a: &Action) -> String {
+    match a {
+        Action::Persist(r) => format!(
+            "persist {} {:?} may_exist={} session={:?} att={:?} cancel={} sha={}",
+            r.id,
+            r.state,
+            r.may_exist,
+            r.session,
+            r.attachment_id,
+            r.cancel_requested,
+            r.sha256.as_deref().map(|s| &s[..32]).unwrap_or("-")
+        ),
+        Action::PutChunk {
+            id,
+            offset,
+            len,
+            last,
+            ..
+        } => format!("put {id} {offset}+{len} last={last}"),
+        other => {
+            let s = format!("{other:?}");
+            s.chars().take(160).collect()
+        }
+    }
+}
+
+/// Run seeds `from..from+count`; the violations found.
+pub fn run_seeds(from: u64, count: u64) -> (Vec<Violation>, u64) {
+    let mut bad = Vec::new();
+    let mut steps = 0;
+    for seed in from..from + count {
+        let mut sim = Sim::new(seed);
+        if let Err(v) = sim.run() {
+            bad.push(v);
+        }
+        steps += sim.steps;
+    }
+    (bad, steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_simulation_finds_no_violation() {
+        let (bad, _) = run_seeds(0, 300);
+        if let Some(v) = bad.first() {
+            panic!(
+                "seed {} broke an invariant at step {}: {}\n{}\nreplay: scripts/simulate --seed {}",
+                v.seed,
+                v.step,
+                v.what,
+                v.log_tail.join("\n"),
+                v.seed
+            );
+        }
+    }
+}

@@ -5,8 +5,10 @@
 //! limits, the bearer token, the retry policy and the error parsing, so those rules live in
 //! one place. Upload logic is in [`upload`].
 
+pub mod bounded;
 pub mod error;
 mod listing;
+pub mod mail;
 pub mod pacing;
 pub mod ranges;
 pub mod retry;
@@ -316,7 +318,23 @@ impl GraphClient {
             };
             let mut req = build(&self.http).timeout(opts.timeout);
             if let Some(t) = &token {
-                req = req.bearer_auth(&t.secret);
+                // A bearer token goes to the Graph origin and nowhere else (a nextLink, an id
+                // in a path: whatever built the URL).
+                let (client, built) = req.build_split();
+                let built = built.map_err(|e| GraphError::transport(&e))?;
+                if !bounded::same_origin(built.url(), &self.base) {
+                    return Err(our_error(
+                        ErrorClass::Permanent,
+                        "UntrustedUrl",
+                        format!(
+                            "refusing to send the bearer token to {}: only graph.base_url's origin ({}) receives it",
+                            crate::outside::shown(&built.url().origin().ascii_serialization()),
+                            self.base.origin().ascii_serialization()
+                        ),
+                    )
+                    .into());
+                }
+                req = reqwest::RequestBuilder::from_parts(client, built).bearer_auth(&t.secret);
             }
             let err = {
                 let _permit = self.pacer.acquire(opts.mailbox, opts.body_bytes).await;
@@ -356,16 +374,7 @@ impl GraphClient {
     ) -> Result<serde_json::Value, RequestError> {
         let opts = RequestOpts::graph(mailbox);
         let resp = self.execute(opts, |c| c.get(url.clone())).await?;
-        let body = resp.bytes().await.map_err(|e| GraphError::transport(&e))?;
-        serde_json::from_slice(&body).map_err(|e| {
-            GraphError::new(
-                ErrorClass::Transient,
-                None,
-                "InvalidResponse",
-                format!("Graph answered with invalid JSON: {e}"),
-            )
-            .into()
-        })
+        Ok(bounded::read_json(resp, bounded::JSON_PAGE).await?)
     }
 
     /// How many attachments an item has, following `@odata.nextLink`.
@@ -391,8 +400,11 @@ impl GraphClient {
             pages += 1;
             let opts = RequestOpts::graph(&item.user);
             let resp = self.execute(opts, |c| c.get(u.clone())).await?;
-            let body = tokio_util::io::StreamReader::new(
-                resp.bytes_stream().map_err(std::io::Error::other),
+            let body = tokio::io::AsyncReadExt::take(
+                tokio_util::io::StreamReader::new(
+                    resp.bytes_stream().map_err(std::io::Error::other),
+                ),
+                bounded::LISTING_PAGE,
             );
             let reader = tokio_util::io::SyncIoBridge::new(body);
             let (back, page) = tokio::task::spawn_blocking(move || {
@@ -415,28 +427,32 @@ impl GraphClient {
                     format!("{what} the attachment list: {e}"),
                 )
             })?;
-            // Follow nextLink only on the same origin as the base URL; a listing that cannot be
-            // read to its end is an error, never "not there".
+            // Follow nextLink only on exactly the base URL's origin (scheme, host, port): it
+            // is sent the bearer token. A listing that cannot be read to its end (a nextLink
+            // elsewhere, too many pages) is an error, never "not there".
             if let Some(link) = next_link {
-                let cut = |why: &str| {
-                    GraphError::new(
-                        ErrorClass::Transient,
-                        None,
-                        "ListingIncomplete",
-                        format!("the attachment list could not be read to its end ({why})"),
-                    )
+                let cut = |code: &str, why: &str| {
+                    GraphError::new(ErrorClass::Transient, None, code, why.to_owned())
                 };
-                let u = Url::parse(&link).map_err(|_| cut("an invalid nextLink"))?;
-                let same_origin = u.scheme() == self.base.scheme()
-                    && u.host_str() == self.base.host_str()
-                    && u.port_or_known_default() == self.base.port_or_known_default();
-                if !same_origin {
-                    return Err(cut("a nextLink on another origin").into());
+                match Url::parse(&link) {
+                    Ok(u) if bounded::same_origin(&u, &self.base) => {
+                        if pages >= MAX_LISTING_PAGES {
+                            return Err(cut(
+                                "ListingIncomplete",
+                                "the attachment list has more than 1,000 pages; it could not be read to its end",
+                            )
+                            .into());
+                        }
+                        next = Some(u);
+                    }
+                    _ => {
+                        return Err(cut(
+                            "UntrustedNextLink",
+                            "refusing the attachment list's @odata.nextLink: it is not on graph.base_url's origin, which alone receives the bearer token",
+                        )
+                        .into())
+                    }
                 }
-                if pages >= MAX_LISTING_PAGES {
-                    return Err(cut("more than 1,000 pages").into());
-                }
-                next = Some(u);
             }
         }
         Ok(sink)
@@ -565,7 +581,7 @@ impl GraphClient {
         let opts = RequestOpts::upload_url(mailbox);
         match self.execute(opts, |c| c.get(upload_url.clone())).await {
             Ok(resp) => {
-                let body = resp.bytes().await.map_err(|e| GraphError::transport(&e))?;
+                let body = bounded::read_body(resp, bounded::SMALL_ANSWER).await?;
                 let v: serde_json::Value =
                     serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                 Ok(ranges::ranges_from_json(&v)
@@ -637,6 +653,11 @@ async fn read_capped(resp: reqwest::Response, cap: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Shorthand for building an error of ours.
+pub(crate) fn our_error(class: ErrorClass, code: &str, message: impl Into<String>) -> GraphError {
+    GraphError::new(class, None, code, message)
 }
 
 #[cfg(test)]

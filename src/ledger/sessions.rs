@@ -50,6 +50,11 @@ impl SessionStore {
     /// The upload URL saved for `entry_id`, if any.
     pub fn load(&self, entry_id: &str) -> Result<Option<String>> {
         let path = self.file_for(entry_id)?;
+        // A URL file someone else could have written is never used (the file would go to them).
+        if let Err(source) = crate::private::check_private_file(&path) {
+            tracing::warn!(error = %source, "a saved upload URL was refused; the upload starts afresh");
+            return Err(LedgerError::Io { path, source });
+        }
         match std::fs::read_to_string(&path) {
             Ok(url) => Ok(Some(url)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

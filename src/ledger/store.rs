@@ -744,14 +744,8 @@ fn path_bytes(path: &Path) -> Vec<u8> {
 
 /// Create `dir` (and missing parents) readable only by its owner; an existing dir is left as is.
 pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir).map_err(|source| LedgerError::Io {
+    // Ours or refused: see `private`.
+    crate::private::ensure_private_dir(dir).map_err(|source| LedgerError::Io {
         path: dir.to_path_buf(),
         source,
     })

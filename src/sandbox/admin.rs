@@ -16,6 +16,41 @@ use std::collections::HashMap;
 use std::time::Instant;
 use time::OffsetDateTime;
 
+/// The admin API has no auth: it is for this machine's user only. It listens on loopback, and a
+/// request naming another host (a web page's script after a DNS rebinding: `Host: evil.example`
+/// resolving to 127.0.0.1) is refused.
+pub async fn loopback_host_only(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    match host {
+        Some(h) if !is_loopback_host(&h) => (
+            axum::http::StatusCode::FORBIDDEN,
+            "the sandbox's admin API answers only requests addressed to a loopback host\n",
+        )
+            .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+fn is_loopback_host(host_port: &str) -> bool {
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 pub fn router() -> Router<Shared> {
     Router::new()
         .route("/items", post(create_item).get(list_items))
@@ -41,6 +76,26 @@ pub fn router() -> Router<Shared> {
         .route("/devicecode/approve", post(approve_device))
         .route("/devicecode/interval", post(device_interval))
         .route("/tokens/issued", get(issued_tokens))
+        .route("/sent", get(sent))
+        .route("/sends/pending", get(pending_sends))
+        .route("/sends/deliver", post(deliver_sends))
+}
+
+/// Every message in Sent Items (docs/sandbox.md, "Mail").
+async fn sent(State(st): State<Shared>) -> Response {
+    Json(super::mail::admin_sent(&st.lock())).into_response()
+}
+
+async fn pending_sends(State(st): State<Shared>) -> Response {
+    Json(super::mail::admin_pending(&st.lock())).into_response()
+}
+
+/// Move every draft whose send was accepted to Sent Items now, whatever its delay.
+async fn deliver_sends(State(st): State<Shared>) -> Response {
+    let mut g = st.lock();
+    let n: u32 = g.pending_sends.iter().map(|p| p.copies).sum();
+    super::mail::deliver_due(&mut g, &st.data_dir.join("blobs"), true);
+    Json(json!({"delivered": n})).into_response()
 }
 
 fn err(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -87,6 +142,7 @@ async fn create_item(State(st): State<Shared>, Json(n): Json<NewItem>) -> Respon
         is_draft: n.is_draft.unwrap_or(true),
         created: OffsetDateTime::now_utc(),
         attachments: Vec::new(),
+        mail: Default::default(),
     };
     let mut g = st.lock();
     g.log(Record::Item(ItemRec::of(&item)));
@@ -377,6 +433,13 @@ async fn stats(State(st): State<Shared>) -> Response {
     let mut v = serde_json::to_value(&g.stats).unwrap_or_else(|_| json!({}));
     v["open_sessions"] = json!(open);
     v["duplicate_attachments"] = json!(duplicates);
+    v["duplicate_sends"] = json!(super::mail::duplicate_sends(&g));
+    v["sent_messages"] = json!(g
+        .items
+        .values()
+        .filter(|i| i.mail.sent_ns.is_some())
+        .count());
+    v["pending_sends"] = json!(g.pending_sends.iter().map(|p| p.copies).sum::<u32>());
     v["upload_bytes_resent"] = json!(g
         .stats
         .upload_bytes_received

@@ -44,6 +44,10 @@ pub enum RouteClass {
     Status,
     /// DELETE on Graph or on an upload URL
     Delete,
+    /// POST …/messages (create a draft)
+    Draft,
+    /// POST …/messages/{id}/send
+    Send,
     /// anything above
     Any,
 }
@@ -58,6 +62,9 @@ pub enum Action {
     Drop,
     /// Wait `delay_ms`, then serve normally.
     Delay,
+    /// Carry the request out, then close the connection instead of answering: the reply was
+    /// lost after the request took effect (a created draft, an accepted send).
+    Lost,
     /// 401 with a continuous-access-evaluation claims challenge in `WWW-Authenticate`: the
     /// token was revoked for this session and only an interactive sign-in helps.
     ClaimsChallenge,
@@ -123,6 +130,37 @@ pub struct Faults {
     /// `https://evil.example`, `http://localhost:PORT`) instead of the sandbox's own, to prove
     /// the client refuses them. `null` = the sandbox's origin.
     pub upload_url_origin: Option<String>,
+    /// Milliseconds between a send's 202 and the draft's move to Sent Items (a new id); until
+    /// then the draft still answers as a draft. Graph's real delay is unconfirmed.
+    pub send_move_delay_ms: u64,
+    /// Sends accepted per mailbox over a sliding window (Exchange: 30 a minute). `null` = off.
+    pub mailbox_sends: Option<Budget>,
+    /// How a send over `mailbox_sends` is answered: `"throttle"` = 429
+    /// `ErrorExceededMessageLimit` with `Retry-After`, `"refuse"` = 403 of that code, no
+    /// `Retry-After` (Graph's real answer is unconfirmed; see docs/graph-mail.md).
+    pub send_limit_answer: SendLimitAnswer,
+    /// A second send of a draft that has not moved yet: `"duplicate"` (strict: a second email)
+    /// or `"refuse"` (403 `ErrorAccessDenied`).
+    pub send_in_window: SendInWindow,
+    /// Probability that an accepted send's 202 is lost (the connection closes after the send
+    /// took effect).
+    pub send_lost_rate: f64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SendLimitAnswer {
+    #[default]
+    Throttle,
+    Refuse,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SendInWindow {
+    #[default]
+    Duplicate,
+    Refuse,
 }
 
 pub const DEFAULT_CLIENT_SECRET: &str = "sandbox-client-secret";
@@ -154,6 +192,11 @@ impl Default for Faults {
             revoke_used_refresh_tokens: true,
             fail_next: Vec::new(),
             upload_url_origin: None,
+            send_move_delay_ms: 1000,
+            mailbox_sends: None,
+            send_limit_answer: SendLimitAnswer::Throttle,
+            send_in_window: SendInWindow::Duplicate,
+            send_lost_rate: 0.0,
         }
     }
 }
@@ -178,6 +221,8 @@ pub enum Verdict {
     Serve(Slot),
     /// Drop the connection (for a PUT: after reading part of the body).
     Drop(Slot),
+    /// Serve the request, then drop the connection instead of answering.
+    Lost(Slot),
 }
 
 fn throttled(h: &HeaderMap, message: &str, retry_after: u64) -> Response {
@@ -200,7 +245,7 @@ pub async fn admit(
     upload_bytes: u64,
     h: &HeaderMap,
 ) -> Result<Verdict, Response> {
-    let (drop_conn, delay) = {
+    let (drop_conn, lost, delay) = {
         let mut g = state.lock();
         let inner = &mut *g;
         let in_flight = inner.inflight.get(mailbox).copied().unwrap_or(0);
@@ -271,6 +316,7 @@ pub async fn admit(
         let f = &mut inner.faults;
         let mut delay = f.delay_ms;
         let mut drop_conn = false;
+        let mut lost = false;
         if let Some(pos) = f
             .fail_next
             .iter()
@@ -279,6 +325,7 @@ pub async fn admit(
             let o = f.fail_next.remove(pos);
             match o.action {
                 Action::Drop => drop_conn = true,
+                Action::Lost => lost = true,
                 Action::Delay => delay += o.delay_ms.unwrap_or(1000),
                 Action::ClaimsChallenge => {
                     let mut resp = injected(401, None, h);
@@ -321,7 +368,7 @@ pub async fn admit(
             .entry(mailbox.to_string())
             .or_default();
         *peak = (*peak).max(now_inflight);
-        (drop_conn, delay)
+        (drop_conn, lost, delay)
     };
     // Built after the lock is released: dropping a Slot takes the lock.
     let slot = Slot {
@@ -333,6 +380,8 @@ pub async fn admit(
     }
     Ok(if drop_conn {
         Verdict::Drop(slot)
+    } else if lost {
+        Verdict::Lost(slot)
     } else {
         Verdict::Serve(slot)
     })

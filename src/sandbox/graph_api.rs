@@ -157,8 +157,28 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
         }
         None => return bad_request(&h, "Invalid request."),
     };
+    // `mailFolders/{folder}/messages/...` is `messages/...` limited to that folder.
+    let (folder, rest) =
+        match rest.first() {
+            Some(f) if f.eq_ignore_ascii_case("mailFolders") => {
+                match (rest.get(1), rest.get(2).map(String::as_str)) {
+                    (Some(name), Some("messages")) => match super::mail::well_known_folder(name) {
+                        Some(f) => (Some(f), &rest[2..]),
+                        None => return not_found_item(&h),
+                    },
+                    _ => return bad_request(
+                        &h,
+                        "The sandbox serves only mailFolders/{drafts|sentitems|inbox}/messages.",
+                    ),
+                }
+            }
+            _ => (None, rest),
+        };
     let m = parts.method.clone();
+    let is_messages = rest.first().is_some_and(|s| s == "messages");
     let class = match (&m, rest.len(), rest.last().map(String::as_str)) {
+        (&Method::POST, 1, _) if is_messages => RouteClass::Draft,
+        (&Method::POST, 3, Some("send")) if is_messages => RouteClass::Send,
         (&Method::POST, 4, _) => RouteClass::Session,
         (&Method::POST, _, _) => RouteClass::Post,
         (&Method::DELETE, _, _) => RouteClass::Delete,
@@ -172,49 +192,104 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
     } else {
         0
     };
-    let _slot = match admit(&state, class, &mailbox, upload_bytes, &h).await {
+    let (_slot, mut lost) = match admit(&state, class, &mailbox, upload_bytes, &h).await {
         Err(r) => return r,
-        Ok(Verdict::Serve(s)) => s,
+        Ok(Verdict::Serve(s)) => (s, false),
+        Ok(Verdict::Lost(s)) => (s, true),
         Ok(Verdict::Drop(_s)) => {
             return drop_conn(&state, &parts.method, parts.uri.path(), ctl).await
         }
     };
+    if class == RouteClass::Send && !lost {
+        let rate = state.lock().faults.send_lost_rate;
+        lost = rate > 0.0 && rand::Rng::gen_bool(&mut rand::thread_rng(), rate.clamp(0.0, 1.0));
+    }
+    let resp = route(
+        &state, &caller, &mailbox, folder, rest, &m, &query, body, &parts.uri, &h,
+    )
+    .await;
+    if lost && (resp.status().is_success()) {
+        {
+            let mut g = state.lock();
+            if class == RouteClass::Send {
+                g.stats.send_replies_lost += 1;
+            }
+        }
+        return drop_conn(&state, &parts.method, parts.uri.path(), ctl).await;
+    }
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn route(
+    state: &Shared,
+    caller: &Caller,
+    mailbox: &str,
+    folder: Option<&str>,
+    rest: &[String],
+    m: &Method,
+    query: &HashMap<String, String>,
+    body: Body,
+    uri: &axum::http::Uri,
+    h: &HeaderMap,
+) -> Response {
     if rest.is_empty() {
-        return if m == Method::GET {
-            axum::Json(user_json(&mailbox)).into_response()
+        return if *m == Method::GET {
+            axum::Json(user_json(mailbox)).into_response()
         } else {
-            method_not_allowed(&h)
+            method_not_allowed(h)
         };
     }
     let Some(kind) = Kind::from_segment(&rest[0]) else {
         return bad_request(
-            &h,
+            h,
             &format!("Resource not found for the segment '{}'.", rest[0]),
         );
     };
-    match (m, rest.len()) {
-        (Method::GET, 1) => list_items(&state, &mailbox, kind, &query),
-        (Method::GET, 2) => get_item(&state, &mailbox, kind, &rest[1], &h),
+    if kind == Kind::Message {
+        use super::mail;
+        match (m.clone(), rest.len()) {
+            (Method::GET, 1) => {
+                let self_url = format!("{}{}", state.origin, uri.path());
+                return mail::list(state, mailbox, folder, query, &self_url, h);
+            }
+            (Method::GET, 2) => return mail::get(state, mailbox, folder, &rest[1], query, h),
+            (Method::POST, 1) => {
+                return match read_json(state, body, h).await {
+                    Ok(v) => mail::create(state, mailbox, folder, &v, h),
+                    Err(r) => r,
+                }
+            }
+            (Method::POST, 3) if rest[2] == "send" => {
+                return mail::send(state, mailbox, &rest[1], h)
+            }
+            (Method::DELETE, 2) => return mail::delete(state, mailbox, &rest[1], h),
+            _ => {}
+        }
+    }
+    match (m.clone(), rest.len()) {
+        (Method::GET, 1) => list_items(state, mailbox, kind, query),
+        (Method::GET, 2) => get_item(state, mailbox, kind, &rest[1], h),
         (Method::GET, 3) if rest[2] == "attachments" => {
-            list_attachments(&state, &mailbox, kind, &rest[1], &h)
+            list_attachments(state, mailbox, kind, &rest[1], h)
         }
         (Method::POST, 3) if rest[2] == "attachments" => {
-            post_attachment(&state, &mailbox, kind, &rest[1], body, &h).await
+            post_attachment(state, mailbox, kind, &rest[1], body, h).await
         }
         (Method::POST, 4) if rest[2] == "attachments" && is_cus(&rest[3]) => {
-            create_session(&state, &caller, &mailbox, kind, &rest[1], body, &h).await
+            create_session(state, caller, mailbox, kind, &rest[1], body, h).await
         }
         (Method::GET, 4) if rest[2] == "attachments" => {
-            get_attachment(&state, &mailbox, kind, &rest[1], &rest[3], &h)
+            get_attachment(state, mailbox, kind, &rest[1], &rest[3], h)
         }
         (Method::DELETE, 4) if rest[2] == "attachments" => {
-            delete_attachment(&state, &mailbox, kind, &rest[1], &rest[3], &h)
+            delete_attachment(state, mailbox, kind, &rest[1], &rest[3], h)
         }
         (Method::GET, 5) if rest[2] == "attachments" && rest[4] == "$value" => {
-            get_value(&state, &mailbox, kind, &rest[1], &rest[3], &h).await
+            get_value(state, mailbox, kind, &rest[1], &rest[3], h).await
         }
-        (_, n) if n <= 5 => method_not_allowed(&h),
-        _ => bad_request(&h, "Resource not found for the segment."),
+        (_, n) if n <= 5 => method_not_allowed(h),
+        _ => bad_request(h, "Resource not found for the segment."),
     }
 }
 

@@ -14,6 +14,7 @@ mod admin;
 mod faults;
 mod graph_api;
 mod identity;
+mod mail;
 mod persist;
 mod state;
 mod tls;
@@ -147,7 +148,10 @@ fn router(state: Shared) -> Router {
         )
         .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
         .route("/devicelogin", get(identity::devicelogin))
-        .nest("/_admin", admin::router())
+        .nest(
+            "/_admin",
+            admin::router().layer(middleware::from_fn(admin::loopback_host_only)),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
 }
@@ -169,7 +173,11 @@ pub(crate) fn route_label(method: &axum::http::Method, path: &str) -> Option<Str
     }
     if path.starts_with("/v1.0") {
         let last = path.rsplit('/').next().unwrap_or("");
-        let label = if last.ends_with("createUploadSession") {
+        let label = if last == "send" && m == "post" {
+            "send_message".to_string()
+        } else if last == "messages" && m == "post" {
+            "create_draft".to_string()
+        } else if last.ends_with("createUploadSession") {
             "create_session".to_string()
         } else if last == "$value" {
             "get_value".to_string()

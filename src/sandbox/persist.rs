@@ -83,6 +83,19 @@ pub enum Record {
     Revoked {
         user: Option<String>,
     },
+    /// `POST …/messages/{item}/send` answered 202: the draft moves to Sent Items at `due_ms`
+    /// (Unix ms). A second accepted send in the window adds a second copy.
+    SendAccepted {
+        item: String,
+        due_ms: i64,
+    },
+    /// A sent copy of draft `from` appeared in Sent Items with these attachments (the draft's
+    /// `ItemDeleted` follows once its last copy is made).
+    SentCopy {
+        from: String,
+        item: ItemRec,
+        atts: Vec<AttRec>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -93,6 +106,9 @@ pub struct ItemRec {
     pub subject: String,
     pub is_draft: bool,
     pub created_ns: i64,
+    /// Absent in journals written before messages could be created and sent.
+    #[serde(default)]
+    pub mail: super::mail::MailProps,
 }
 
 impl ItemRec {
@@ -104,6 +120,20 @@ impl ItemRec {
             subject: it.subject.clone(),
             is_draft: it.is_draft,
             created_ns: unix_ns(it.created),
+            mail: it.mail.clone(),
+        }
+    }
+
+    pub fn into_item(self, attachments: Vec<Attachment>) -> Item {
+        Item {
+            id: self.id,
+            kind: self.kind,
+            user: self.user,
+            subject: self.subject,
+            is_draft: self.is_draft,
+            created: from_ns(self.created_ns),
+            attachments,
+            mail: self.mail,
         }
     }
 }
@@ -134,7 +164,7 @@ impl AttRec {
         }
     }
 
-    fn into_attachment(self) -> Attachment {
+    pub fn into_attachment(self) -> Attachment {
         Attachment {
             id: self.id,
             name: self.name,
@@ -183,15 +213,15 @@ impl SessionRec {
     }
 }
 
-fn unix_ns(t: OffsetDateTime) -> i64 {
+pub fn unix_ns(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
-fn from_ns(ns: i64) -> OffsetDateTime {
+pub fn from_ns(ns: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(ns as i128).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
@@ -251,21 +281,19 @@ fn apply(g: &mut Inner, rec: Record) {
                 .remove(&r.id)
                 .map(|i| i.attachments)
                 .unwrap_or_default();
-            g.items.insert(
-                r.id.clone(),
-                Item {
-                    id: r.id,
-                    kind: r.kind,
-                    user: r.user,
-                    subject: r.subject,
-                    is_draft: r.is_draft,
-                    created: from_ns(r.created_ns),
-                    attachments,
-                },
-            );
+            g.items.insert(r.id.clone(), r.into_item(attachments));
         }
         Record::ItemDeleted { id } => {
             g.items.remove(&id);
+            g.pending_sends.retain(|p| p.item != id);
+        }
+        Record::SendAccepted { item, due_ms } => {
+            super::mail::note_accepted(g, &item, due_ms);
+        }
+        Record::SentCopy { from, item, atts } => {
+            super::mail::note_copied(g, &from);
+            let atts = atts.into_iter().map(AttRec::into_attachment).collect();
+            g.items.insert(item.id.clone(), item.into_item(atts));
         }
         Record::Attached { item, att } => {
             if let Some(it) = g.items.get_mut(&item) {
@@ -389,6 +417,14 @@ fn snapshot(g: &Inner) -> Vec<Record> {
             });
         }
     }
+    for p in &g.pending_sends {
+        for _ in 0..p.copies {
+            out.push(Record::SendAccepted {
+                item: p.item.clone(),
+                due_ms: p.due_ms,
+            });
+        }
+    }
     for s in g.sessions.values() {
         out.push(Record::Session(SessionRec::of(s)));
     }
@@ -456,7 +492,12 @@ pub fn open(
     // Compact: the current state as a fresh journal, swapped in atomically.
     let tmp = data_dir.join(format!("{JOURNAL}.tmp"));
     {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        // 0600: the journal holds the tokens the sandbox issued.
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut w = std::io::BufWriter::new(opts.open(&tmp)?);
         for r in snapshot(g) {
             serde_json::to_writer(&mut w, &r)?;
             w.write_all(b"\n")?;
@@ -533,6 +574,7 @@ mod tests {
             subject: "s".into(),
             is_draft: true,
             created_ns: 0,
+            mail: Default::default(),
         });
         serde_json::to_string(&r).unwrap_or_default()
     }

@@ -60,8 +60,14 @@ impl AppState {
     }
 
     /// Lock the world. A panic while holding the lock is a sandbox bug; keep serving anyway.
+    /// Sends whose move to Sent Items is due are carried out first, so every observer sees the
+    /// world as Graph would show it at this instant.
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !g.pending_sends.is_empty() {
+            super::mail::deliver_due(&mut g, &self.data_dir.join("blobs"), false);
+        }
+        g
     }
 
     pub fn blob_path(&self, att_id: &str) -> PathBuf {
@@ -97,6 +103,10 @@ pub struct Inner {
     pub issued: Issued,
     /// Where changes are journaled; `None` only while replaying.
     pub journal: Option<super::persist::Journal>,
+    /// Accepted sends whose draft has not yet moved to Sent Items (`mail::deliver_due`).
+    pub pending_sends: Vec<super::mail::PendingSend>,
+    /// Accepted sends per mailbox, for the `mailbox_sends` limit.
+    pub send_window: HashMap<String, VecDeque<Instant>>,
 }
 
 impl Inner {
@@ -160,6 +170,8 @@ pub struct Item {
     pub is_draft: bool,
     pub created: OffsetDateTime,
     pub attachments: Vec<Attachment>,
+    /// Recipients, body, folder, extended properties, send state (messages; see `mail`).
+    pub mail: super::mail::MailProps,
 }
 
 #[derive(Clone)]
@@ -267,6 +279,14 @@ pub struct Stats {
     pub dropped_connections: u64,
     pub sessions_created: u64,
     pub attachments_created: u64,
+    /// Drafts created through Graph (`POST …/messages`).
+    pub drafts_created: u64,
+    /// Sends answered 202 (a second send in the move window counts again).
+    pub sends_accepted: u64,
+    /// Sends refused by the `mailbox_sends` limit.
+    pub sends_over_limit: u64,
+    /// Sends that took effect but whose answer was dropped (faults).
+    pub send_replies_lost: u64,
     /// While a mailbox byte budget is set: each upload body it admitted, as
     /// `[unix milliseconds, bytes]` (lets a benchmark measure the share of the budget used).
     pub upload_budget_admissions: Vec<[u64; 2]>,

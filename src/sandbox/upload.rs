@@ -135,7 +135,7 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
     .await;
     let (slot, drop_it) = match verdict {
         Err(r) => return r,
-        Ok(Verdict::Serve(s)) => (s, false),
+        Ok(Verdict::Serve(s)) | Ok(Verdict::Lost(s)) => (s, false),
         Ok(Verdict::Drop(s)) => (s, true),
     };
     if drop_it && class != RouteClass::Put {

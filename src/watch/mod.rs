@@ -36,7 +36,8 @@ pub fn accepts(m: &Mapping, path: &Path) -> bool {
     let Some(name) = path.file_name() else {
         return false;
     };
-    m.include.is_match(name) && !m.exclude.is_match(name)
+    // Exclusions hold for every folder on the way too: `.*` keeps `.git/config` out.
+    m.include.is_match(name) && !rel.components().any(|c| m.exclude.is_match(c.as_os_str()))
 }
 
 /// Inside `sent_dir` or `failed_dir` (never scanned, even when recursive).
@@ -76,13 +77,23 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
             }
             // The entry's own lstat (relative to the open directory) costs no walk of the
             // full path; only a symlink needs the path-based policy.
-            let meta = match ent.file_type() {
-                Ok(t) if !t.is_symlink() => ent.metadata().ok(),
-                _ => file_meta(m, &root, &path),
+            let linked = !matches!(ent.file_type(), Ok(t) if !t.is_symlink());
+            let meta = if linked {
+                file_meta(m, &root, &path)
+            } else {
+                ent.metadata().ok()
             };
             let Some(meta) = meta else {
                 continue;
             };
+            // A followed link to a folder above it would be walked forever.
+            if meta.is_dir()
+                && linked
+                && std::fs::canonicalize(&path)
+                    .is_ok_and(|t| std::fs::canonicalize(&dir).is_ok_and(|d| d.starts_with(&t)))
+            {
+                continue;
+            }
             if meta.is_dir() {
                 if m.recursive {
                     dirs.push(path);
@@ -119,19 +130,36 @@ pub fn file_stat(meta: &std::fs::Metadata) -> crate::core::model::FileStat {
     }
 }
 
-/// Metadata of `path` under the symlink policy; `None` to skip it.
+/// Metadata of `path` under the symlink policy; `None` to skip it. Without `follow_symlinks` a
+/// link anywhere below the folder (a linked subfolder, not only a linked file) skips the path;
+/// with it, the path must resolve inside the folder. (Reading goes through `files`, which
+/// enforces the same rule on descriptors; this only keeps such paths out of the queue.)
 pub fn file_meta(m: &Mapping, root: &Path, path: &Path) -> Option<std::fs::Metadata> {
     let lmeta = std::fs::symlink_metadata(path).ok()?;
-    if !lmeta.file_type().is_symlink() {
-        return Some(lmeta);
-    }
+    let rel = path.strip_prefix(&m.folder).ok()?;
     if !m.follow_symlinks {
-        return None;
+        if lmeta.file_type().is_symlink() {
+            return None;
+        }
+        let mut dir = m.folder.clone();
+        let mut parts = rel.components().peekable();
+        while let Some(c) = parts.next() {
+            if parts.peek().is_none() {
+                break;
+            }
+            dir.push(c);
+            if std::fs::symlink_metadata(&dir).map_or(true, |d| d.file_type().is_symlink()) {
+                tracing::debug!(path = %crate::outside::path(path), "under a linked folder; not followed");
+                return None;
+            }
+        }
+        return Some(lmeta);
     }
     // Followed only inside the mapped folder: a link must not reach files the user never put here.
     let target = std::fs::canonicalize(path).ok()?;
-    if !target.starts_with(root) {
-        tracing::debug!(path = %path.display(), "symlink leads out of the mapped folder; not followed");
+    let real_root = std::fs::canonicalize(root).ok()?;
+    if !target.starts_with(&real_root) {
+        tracing::debug!(path = %crate::outside::path(path), "symlink leads out of the mapped folder; not followed");
         return None;
     }
     std::fs::metadata(path).ok()
@@ -193,8 +221,13 @@ impl FolderWatcher {
             .map(|m| (m.folder.clone(), m.recursive))
             .collect();
         let route = folders.clone();
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        // notify follows links by default (it would watch, and report, a linked directory's
+        // contents): only a mapping that asks for it gets that, and its files are then read only
+        // when they resolve inside the folder (`files`).
+        let follow = mappings.iter().any(|m| m.follow_symlinks);
+        let config = notify::Config::default().with_follow_symlinks(follow);
+        let mut watcher = notify::RecommendedWatcher::new(
+            move |res: notify::Result<notify::Event>| match res {
                 Ok(ev) => {
                     for we in translate(&route, ev) {
                         let _ = tx.send(we);
@@ -204,8 +237,10 @@ impl FolderWatcher {
                     tracing::warn!(error = %e, "the folder watcher reported an error; rescanning");
                     let _ = tx.send(WatchEvent::Rescan { mapping: None });
                 }
-            })
-            .map_err(|e| format!("cannot start the folder watcher: {e}"))?;
+            },
+            config,
+        )
+        .map_err(|e| format!("cannot start the folder watcher: {e}"))?;
         let mut problems = Vec::new();
         for (i, (folder, recursive)) in folders.iter().enumerate() {
             let mode = if *recursive {

@@ -1,0 +1,368 @@
+//! Files in mapped folders: the one place that opens, hashes, moves, writes beside and deletes
+//! them. A drop folder may be shared (a scanner, a colleague with group write access), so a path
+//! in it is never trusted between two system calls:
+//!
+//! - a file is opened once, **beneath** its mapped folder's directory descriptor, without
+//!   following any link (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` on Linux, else a
+//!   component-by-component `O_NOFOLLOW` walk), `O_NONBLOCK` (a FIFO cannot hang the agent) and
+//!   regular files only; with `follow_symlinks = true` a link is followed only when it resolves
+//!   inside the folder, and the resolved path is then opened the same way;
+//! - the descriptor's `fstat` ([`Identity`]) is compared with what settled, and reads
+//!   ([`SafeFile::read_at`]) never go past the size seen at open, so a file that grows, or a
+//!   device swapped in, cannot make the agent read without end;
+//! - moves, reason files and deletes act through directory descriptors after checking that the
+//!   entry is still the file that was sent; destinations must be real directories owned by the
+//!   user; nothing is created over an existing name (`O_EXCL`, `RENAME_NOREPLACE`).
+//!
+//! This module never decides what to send and never talks to the network.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as imp;
+
+#[cfg(not(unix))]
+mod portable;
+#[cfg(not(unix))]
+use portable as imp;
+
+use sha2::Digest as _;
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// What `fstat` said about an open file: which file it is (device, inode) and which version
+/// (size, modification time in ns since the epoch, `None` where the platform has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: Option<i64>,
+}
+
+/// The version a caller expects to find: what settled (size, mtime), and, once a file has been
+/// opened, which file it was (device, inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub size: u64,
+    /// `None`: not compared (a ledger entry that recorded no time).
+    pub mtime_ns: Option<i64>,
+    /// `None`: not compared (the file was never opened by this process).
+    pub dev_ino: Option<(u64, u64)>,
+}
+
+impl Expected {
+    /// The version the settle rule saw (a stat of the path).
+    pub fn settled(size: u64, mtime_ns: Option<i64>) -> Expected {
+        Expected {
+            size,
+            mtime_ns,
+            dev_ino: None,
+        }
+    }
+
+    /// Exactly the file that was opened (and hashed, and sent).
+    pub fn exact(id: Identity) -> Expected {
+        Expected {
+            size: id.size,
+            mtime_ns: id.mtime_ns,
+            dev_ino: Some((id.dev, id.ino)),
+        }
+    }
+}
+
+impl Identity {
+    /// Same size, same time (when expected) and same device and inode (when expected).
+    pub fn matches(&self, e: &Expected) -> bool {
+        self.size == e.size
+            && e.mtime_ns.is_none_or(|t| self.mtime_ns == Some(t))
+            && e.dev_ino.is_none_or(|d| d == (self.dev, self.ino))
+    }
+
+    fn of(meta: &std::fs::Metadata) -> Identity {
+        let (dev, ino) = imp::dev_ino(meta);
+        Identity {
+            dev,
+            ino,
+            size: meta.len(),
+            mtime_ns: crate::ledger::mtime_ns(meta),
+        }
+    }
+}
+
+/// A regular file opened beneath its mapped folder. Every read is positional and stops at the
+/// size `fstat` reported at open ([`SafeFile::len`]); share it freely across threads (`&self`).
+#[derive(Debug)]
+pub struct SafeFile {
+    file: std::fs::File,
+    identity: Identity,
+}
+
+impl SafeFile {
+    /// Open `rel` (relative to the mapped folder `root`; an absolute path under `root` is
+    /// accepted too) for reading. Without `follow_links` any symbolic link on the way, the last
+    /// component included, is an error; with it, a link is followed only when everything
+    /// resolves inside `root`. Anything but a regular file is an error.
+    pub fn open_beneath(root: &Path, rel: &Path, follow_links: bool) -> io::Result<SafeFile> {
+        let (root, rel) = resolve(root, rel, follow_links)?;
+        let file = imp::open_file_beneath(&root, &rel)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(not_regular(&rel));
+        }
+        Ok(SafeFile {
+            identity: Identity::of(&meta),
+            file,
+        })
+    }
+
+    /// What `fstat` said at open.
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
+    /// The size at open: no read goes past it.
+    pub fn len(&self) -> u64 {
+        self.identity.size
+    }
+
+    /// Whether the file is empty (at open).
+    pub fn is_empty(&self) -> bool {
+        self.identity.size == 0
+    }
+
+    /// Whether this is the version expected (see [`Identity::matches`]).
+    pub fn matches(&self, expected: &Expected) -> bool {
+        self.identity.matches(expected)
+    }
+
+    /// Read at `offset` into `buf`, never past [`SafeFile::len`]; 0 at or past the end.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let room = self.identity.size.saturating_sub(offset);
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        imp::read_at(&self.file, &mut buf[..want], offset)
+    }
+
+    /// Fill `buf` from `offset`. `UnexpectedEof` if the range passes [`SafeFile::len`] or the
+    /// file shrank since it was opened (it changed: do not send it).
+    pub fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file is shorter than when it was opened: it changed",
+                    ))
+                }
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Feed bytes `start..end` to `hasher` (e.g. the part of an upload already sent, on a
+    /// resume). Errors like [`SafeFile::read_exact_at`] when the range is not all there.
+    pub fn hash_range(&self, start: u64, end: u64, hasher: &mut sha2::Sha256) -> io::Result<()> {
+        let mut buf = vec![0u8; HASH_BLOCK.min(end.saturating_sub(start) as usize).max(1)];
+        let mut at = start;
+        while at < end {
+            let n = buf
+                .len()
+                .min(usize::try_from(end - at).unwrap_or(usize::MAX));
+            self.read_exact_at(&mut buf[..n], at)?;
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// SHA-256 (hex) of the whole file as opened (`0..len()`).
+    pub fn sha256(&self) -> io::Result<String> {
+        let mut h = sha2::Sha256::new();
+        self.hash_range(0, self.identity.size, &mut h)?;
+        Ok(hex::encode(h.finalize()))
+    }
+}
+
+const HASH_BLOCK: usize = 256 * 1024;
+
+/// Open `path` (absolute, under `root`) beneath `root`, check it is the version that settled
+/// and hash it, on a blocking thread. The identity is returned so that the upload can insist on
+/// the very same file ([`Expected::exact`]).
+pub async fn sha256_settled(
+    root: PathBuf,
+    path: PathBuf,
+    follow_links: bool,
+    expected: Expected,
+) -> io::Result<(String, Identity)> {
+    tokio::task::spawn_blocking(move || {
+        let f = SafeFile::open_beneath(&root, &path, follow_links)?;
+        if !f.matches(&expected) {
+            return Err(changed(&path));
+        }
+        Ok((f.sha256()?, f.identity()))
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Move the file at `rel` under `root` into `dest` (`sent_dir` or `failed_dir`) without ever
+/// replacing anything there: a taken name gets " (1)", " (2)", ... before the extension. The
+/// file must still be the `expected` version, and `dest` a real directory owned by the user
+/// (created when missing). With `reason`, `NAME.reason.txt` holding it is created beside the
+/// moved file (0600, never through a link, never over an existing file). Returns the new path.
+pub fn move_no_clobber(
+    root: &Path,
+    rel: &Path,
+    follow_links: bool,
+    expected: &Expected,
+    dest: &Path,
+    reason: Option<&str>,
+) -> io::Result<PathBuf> {
+    let (src_root, src_rel) = resolve(root, rel, follow_links)?;
+    let (parent, name) = split_parent(&src_rel)?;
+    let src_dir = imp::Dir::open_beneath(&src_root, parent)?;
+    let id = src_dir.identity_of(name)?;
+    if !id.matches(expected) {
+        return Err(changed(rel));
+    }
+    let dest_dir = imp::Dir::open_destination(root, dest)?;
+    let stem = Path::new(name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = Path::new(name)
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    for n in 0..10_000u32 {
+        let candidate = if n == 0 {
+            name.to_os_string()
+        } else {
+            format!("{stem} ({n}){ext}").into()
+        };
+        let reason_name = reason.map(|_| {
+            let mut r = candidate.clone();
+            r.push(".reason.txt");
+            r
+        });
+        if let (Some(text), Some(rn)) = (reason, &reason_name) {
+            match dest_dir.create_new(rn, text.as_bytes()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        match src_dir.move_to(name, &dest_dir, &candidate) {
+            Ok(()) => return Ok(dest.join(&candidate)),
+            Err(e) => {
+                if let Some(rn) = &reason_name {
+                    let _ = dest_dir.remove_own(rn);
+                }
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Err(io::Error::other("no free name in the destination folder"))
+}
+
+/// Delete the file at `rel` under `root` if it is still the `expected` version; through its
+/// parent directory's descriptor, so a folder swapped for a link cannot redirect the delete.
+pub fn remove(root: &Path, rel: &Path, follow_links: bool, expected: &Expected) -> io::Result<()> {
+    let (root, rel) = resolve(root, rel, follow_links)?;
+    let (parent, name) = split_parent(&rel)?;
+    let dir = imp::Dir::open_beneath(&root, parent)?;
+    if !dir.identity_of(name)?.matches(expected) {
+        return Err(changed(&rel));
+    }
+    dir.unlink(name)
+}
+
+/// `rel` made relative to `root` and checked (no `..`, no root); with `follow_links`, resolved
+/// (links followed) and required to stay inside `root`, then given relative to the resolved
+/// root, so that the open itself still follows nothing.
+fn resolve(root: &Path, rel: &Path, follow_links: bool) -> io::Result<(PathBuf, PathBuf)> {
+    let rel = rel.strip_prefix(root).unwrap_or(rel);
+    let mut clean = PathBuf::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => clean.push(n),
+            Component::CurDir => {}
+            _ => return Err(outside(rel)),
+        }
+    }
+    if clean.as_os_str().is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no file name under the mapped folder",
+        ));
+    }
+    if !follow_links {
+        return Ok((root.to_path_buf(), clean));
+    }
+    let real_root = std::fs::canonicalize(root)?;
+    let real = std::fs::canonicalize(root.join(&clean))?;
+    match real.strip_prefix(&real_root) {
+        Ok(r) if !r.as_os_str().is_empty() => Ok((real_root.clone(), r.to_path_buf())),
+        _ => Err(outside(&clean)),
+    }
+}
+
+fn split_parent(rel: &Path) -> io::Result<(&Path, &OsStr)> {
+    let name = rel
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    Ok((rel.parent().unwrap_or(Path::new("")), name))
+}
+
+fn outside(rel: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{} leads out of the mapped folder; outbox reads and writes only inside it",
+            crate::outside::printable(&rel.to_string_lossy())
+        ),
+    )
+}
+
+fn changed(rel: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} is no longer the file that was sent (replaced or changed); left where it is",
+        crate::outside::printable(&rel.to_string_lossy())
+    ))
+}
+
+fn not_regular(rel: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is not a regular file (a device, FIFO, socket or folder); only regular files are attached",
+            crate::outside::printable(&rel.to_string_lossy())
+        ),
+    )
+}
+
+/// A link met where none is followed.
+fn link_refused(rel: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{} is or passes through a symbolic link (or a file where a folder should be); links in a mapped folder are not followed (follow_symlinks = false), nor out of it",
+            crate::outside::printable(&rel.to_string_lossy())
+        ),
+    )
+}
+
+#[cfg(all(test, unix))]
+mod tests;

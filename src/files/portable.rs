@@ -1,0 +1,96 @@
+//! Elsewhere (Windows): no `openat`. Every component is checked with `symlink_metadata` (no
+//! reparse point followed) before the path is used; this narrows, but cannot close, the window
+//! a descriptor walk closes on Unix.
+
+use super::{link_refused, not_regular, Identity};
+use std::ffi::OsStr;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+pub(super) fn dev_ino(_meta: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+pub(super) fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::FileExt as _;
+        file.seek_read(buf, offset)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = (file, buf, offset);
+        Err(io::Error::other("positional reads are not supported here"))
+    }
+}
+
+fn no_links(root: &Path, rel: &Path) -> io::Result<PathBuf> {
+    let mut p = root.to_path_buf();
+    for c in rel.components() {
+        p.push(c);
+        if std::fs::symlink_metadata(&p)?.file_type().is_symlink() {
+            return Err(link_refused(rel));
+        }
+    }
+    Ok(p)
+}
+
+pub(super) fn open_file_beneath(root: &Path, rel: &Path) -> io::Result<std::fs::File> {
+    std::fs::File::open(no_links(root, rel)?)
+}
+
+pub(super) struct Dir {
+    path: PathBuf,
+}
+
+impl Dir {
+    pub(super) fn open_beneath(root: &Path, rel: &Path) -> io::Result<Dir> {
+        Ok(Dir {
+            path: no_links(root, rel)?,
+        })
+    }
+
+    pub(super) fn open_destination(root: &Path, dest: &Path) -> io::Result<Dir> {
+        std::fs::create_dir_all(dest)?;
+        let rel = dest.strip_prefix(root).unwrap_or(dest);
+        if dest.starts_with(root) {
+            no_links(root, rel)?;
+        } else if std::fs::symlink_metadata(dest)?.file_type().is_symlink() {
+            return Err(link_refused(dest));
+        }
+        Ok(Dir {
+            path: dest.to_path_buf(),
+        })
+    }
+
+    pub(super) fn identity_of(&self, name: &OsStr) -> io::Result<Identity> {
+        let meta = std::fs::symlink_metadata(self.path.join(name))?;
+        if !meta.is_file() {
+            return Err(not_regular(Path::new(name)));
+        }
+        Ok(Identity::of(&meta))
+    }
+
+    pub(super) fn create_new(&self, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.path.join(name))?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    }
+
+    pub(super) fn remove_own(&self, name: &OsStr) -> io::Result<()> {
+        self.unlink(name)
+    }
+
+    pub(super) fn unlink(&self, name: &OsStr) -> io::Result<()> {
+        std::fs::remove_file(self.path.join(name))
+    }
+
+    pub(super) fn move_to(&self, name: &OsStr, dest: &Dir, new_name: &OsStr) -> io::Result<()> {
+        let to = dest.path.join(new_name);
+        std::fs::hard_link(self.path.join(name), &to)?;
+        self.unlink(name)
+    }
+}

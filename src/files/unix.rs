@@ -1,0 +1,263 @@
+//! Unix: descriptors all the way. `openat2` (Linux 5.6+) resolves a whole path beneath the
+//! folder's descriptor refusing every link; where it is missing (older kernels, seccomp filters
+//! that answer ENOSYS/EPERM, macOS, the BSDs) the path is walked one component at a time with
+//! `O_NOFOLLOW | O_DIRECTORY`, which refuses the same links.
+
+use super::{link_refused, not_regular, outside, Identity};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, Mode, OFlags, CWD};
+use rustix::io::Errno;
+use std::ffi::OsStr;
+use std::io::{self, Write as _};
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+use std::path::{Component, Path};
+
+/// A file to read: never a link, never blocking on a FIFO, never our controlling terminal.
+const FILE_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOCTTY);
+/// A directory on the way: a real one, never a link.
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+pub(super) fn dev_ino(meta: &std::fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
+}
+
+pub(super) fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    file.read_at(buf, offset)
+}
+
+/// The mapped folder itself. Its own path is the user's configuration and is taken as given;
+/// everything below it is resolved without links.
+fn open_root(root: &Path) -> io::Result<OwnedFd> {
+    rustix::fs::openat(
+        CWD,
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}
+
+pub(super) fn open_file_beneath(root: &Path, rel: &Path) -> io::Result<std::fs::File> {
+    let root_fd = open_root(root)?;
+    let fd = open_beneath(root_fd.as_fd(), rel, FILE_FLAGS).map_err(|e| explain(e, rel))?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// `rel` (plain components only, checked by the caller) beneath `root`, no link anywhere.
+fn open_beneath(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static HAVE_OPENAT2: AtomicBool = AtomicBool::new(true);
+        if HAVE_OPENAT2.load(Ordering::Relaxed) {
+            use rustix::fs::ResolveFlags;
+            let rel = if rel.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                rel
+            };
+            match rustix::fs::openat2(
+                root,
+                rel,
+                flags,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Err(Errno::NOSYS) | Err(Errno::PERM) => {
+                    HAVE_OPENAT2.store(false, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+    }
+    walk(root, rel, flags)
+}
+
+/// The fallback: one component at a time, each a real directory, the last opened with `flags`.
+pub(super) fn walk(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
+    let names: Vec<&OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(Ok(n)),
+            Component::CurDir => None,
+            _ => Some(Err(Errno::XDEV)),
+        })
+        .collect::<Result<_, _>>()?;
+    let Some((last, dirs)) = names.split_last() else {
+        return rustix::fs::openat(root, ".", flags, Mode::empty());
+    };
+    let mut cur: Option<OwnedFd> = None;
+    for name in dirs {
+        let at = cur.as_ref().map_or(root, |f| f.as_fd());
+        cur = Some(rustix::fs::openat(at, *name, DIR_FLAGS, Mode::empty())?);
+    }
+    let at = cur.as_ref().map_or(root, |f| f.as_fd());
+    rustix::fs::openat(at, *last, flags, Mode::empty())
+}
+
+/// An errno from resolving `rel`, said in words where it is one of ours.
+fn explain(e: Errno, rel: &Path) -> io::Error {
+    // FreeBSD says EMLINK for O_NOFOLLOW on a link; Linux says ENOTDIR for a link where a
+    // directory must be (O_DIRECTORY | O_NOFOLLOW).
+    if e == Errno::LOOP || e == Errno::NOTDIR || (cfg!(target_os = "freebsd") && e == Errno::MLINK)
+    {
+        link_refused(rel)
+    } else if e == Errno::XDEV {
+        outside(rel)
+    } else {
+        io::Error::from(e)
+    }
+}
+
+/// An open directory: the parent of a file in a mapped folder, or a destination.
+pub(super) struct Dir {
+    fd: OwnedFd,
+}
+
+impl Dir {
+    /// The directory `rel` beneath `root` (`""`: `root` itself), no link on the way.
+    pub(super) fn open_beneath(root: &Path, rel: &Path) -> io::Result<Dir> {
+        let root_fd = open_root(root)?;
+        let fd = open_beneath(root_fd.as_fd(), rel, DIR_FLAGS).map_err(|e| explain(e, rel))?;
+        Ok(Dir { fd })
+    }
+
+    /// `sent_dir` or `failed_dir`: inside the mapped folder it is walked (and created) beneath
+    /// it without links; elsewhere it is the user's own configured path, created as needed, and
+    /// its last component must not be a link. Either way it must be owned by the user.
+    pub(super) fn open_destination(root: &Path, dest: &Path) -> io::Result<Dir> {
+        let shown = || crate::outside::path(dest);
+        let fd = match dest.strip_prefix(root) {
+            Ok(rel) => {
+                let root_fd = open_root(root)?;
+                walk_creating(root_fd, rel)
+            }
+            Err(_) => {
+                std::fs::create_dir_all(dest)?;
+                rustix::fs::openat(CWD, dest, DIR_FLAGS, Mode::empty())
+            }
+        }
+        .map_err(|e| {
+            if e == Errno::LOOP || e == Errno::NOTDIR || e == Errno::XDEV {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("{} is not a real folder (a symbolic link is on the way); nothing was moved or written", shown()),
+                )
+            } else {
+                io::Error::from(e)
+            }
+        })?;
+        let st = rustix::fs::fstat(&fd)?;
+        let me = rustix::process::geteuid().as_raw();
+        if u64::from(st.st_uid) != u64::from(me) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} belongs to another user (uid {}); outbox moves files only into a folder you own; nothing was moved or written",
+                    shown(),
+                    st.st_uid
+                ),
+            ));
+        }
+        Ok(Dir { fd })
+    }
+
+    /// What `lstat` says about `name` here (not opened: a file unreadable to us has one too).
+    pub(super) fn identity_of(&self, name: &OsStr) -> io::Result<Identity> {
+        let st = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+            rustix::fs::FileType::RegularFile => Ok(identity_from_stat(&st)),
+            rustix::fs::FileType::Symlink => Err(link_refused(Path::new(name))),
+            _ => Err(not_regular(Path::new(name))),
+        }
+    }
+
+    /// Create `name` (0600) holding `bytes`; never over an existing name, never through a link.
+    pub(super) fn create_new(&self, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let mut f = std::fs::File::from(fd);
+        f.write_all(bytes)?;
+        f.sync_all()
+    }
+
+    /// Remove `name`, which this process just created.
+    pub(super) fn remove_own(&self, name: &OsStr) -> io::Result<()> {
+        self.unlink(name)
+    }
+
+    pub(super) fn unlink(&self, name: &OsStr) -> io::Result<()> {
+        rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()).map_err(io::Error::from)
+    }
+
+    /// Move `name` to `dest/new_name`; `AlreadyExists` if that name is taken (never replaced).
+    pub(super) fn move_to(&self, name: &OsStr, dest: &Dir, new_name: &OsStr) -> io::Result<()> {
+        #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+        {
+            match rustix::fs::renameat_with(
+                &self.fd,
+                name,
+                &dest.fd,
+                new_name,
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => return Ok(()),
+                // A file system without it: link and unlink, which never replaces either.
+                Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::NOTSUP) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        rustix::fs::linkat(&self.fd, name, &dest.fd, new_name, AtFlags::empty())?;
+        self.unlink(name)
+    }
+}
+
+/// The fields of `struct stat` differ in type from one platform to the next; same meaning as
+/// [`Identity::of`] on a `std::fs::Metadata`.
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+fn identity_from_stat(st: &rustix::fs::Stat) -> Identity {
+    let mtime_ns = (st.st_mtime as i64)
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(st.st_mtime_nsec as i64));
+    Identity {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        size: st.st_size as u64,
+        mtime_ns,
+    }
+}
+
+/// Like [`walk`] for a directory, creating what is missing (mode 0777 less the umask, as
+/// `mkdir` would).
+fn walk_creating(root: OwnedFd, rel: &Path) -> Result<OwnedFd, Errno> {
+    let mut cur = root;
+    for c in rel.components() {
+        let name = match c {
+            Component::Normal(n) => n,
+            Component::CurDir => continue,
+            _ => return Err(Errno::XDEV),
+        };
+        cur = match rustix::fs::openat(&cur, name, DIR_FLAGS, Mode::empty()) {
+            Err(Errno::NOENT) => {
+                match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(0o777)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e),
+                }
+                rustix::fs::openat(&cur, name, DIR_FLAGS, Mode::empty())?
+            }
+            other => other?,
+        };
+    }
+    Ok(cur)
+}

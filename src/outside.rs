@@ -1,0 +1,112 @@
+//! Text from outside — file names from a shared folder, server answers (an attachment id from
+//! `Location`, error bodies), a token command's output — made safe to show on a terminal or in a
+//! log line. Control characters, escape sequences and bidirectional overrides become visible
+//! escapes (`\u{1b}`), so a name cannot forge a log line, move the cursor or recolour the
+//! terminal; JWT-shaped strings (`eyJ….….…`) are redacted like the secrets `secret::redact` knows.
+//! Never used for text that goes to Graph (names are attached as they are).
+
+use std::borrow::Cow;
+
+/// `text` with every control character (C0, DEL, C1), bidi override/isolate and line/paragraph
+/// separator written as an escape (`\n`, `\t`, `\u{1b}`); everything else unchanged.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+}
+
+/// `text` with every JWT-shaped run (three base64url parts joined by dots, the first starting
+/// `eyJ`, i.e. a JSON header) replaced by `REDACTED`, wherever it stands: a bare token on a
+/// command's stderr is a secret even without `Bearer` or `access_token=` before it.
+pub fn redact_jwts(text: &str) -> Cow<'_, str> {
+    if !text.contains("eyJ") {
+        return Cow::Borrowed(text);
+    }
+    let b = text.as_bytes();
+    let is_b64 = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i + 3 <= b.len() {
+        let starts = &b[i..i + 3] == b"eyJ" && (i == 0 || !(is_b64(b[i - 1]) || b[i - 1] == b'.'));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut end = i;
+        while end < b.len() && (is_b64(b[end]) || b[end] == b'.') {
+            end += 1;
+        }
+        let run = &text[i..end];
+        let parts: Vec<&str> = run.split('.').collect();
+        let jwt = parts.len() >= 3 && parts[0].len() >= 8 && !parts[1].is_empty();
+        if jwt {
+            out.push_str(&text[copied..i]);
+            out.push_str("REDACTED");
+            copied = end;
+        }
+        i = end.max(i + 1);
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// Outside text ready for a terminal or a log line: secrets redacted (known parameters,
+/// `Bearer`, JWTs), then control characters escaped.
+pub fn shown(text: &str) -> String {
+    let redacted = crate::secret::redact(text);
+    printable(&redact_jwts(&redacted)).into_owned()
+}
+
+/// A path from a watched folder, ready to show (its name is outside text).
+pub fn path(p: &std::path::Path) -> String {
+    printable(&p.to_string_lossy()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_what_drives_a_terminal_or_forges_a_line() {
+        assert_eq!(
+            printable("a\u{1b}[31mred\u{1b}[0m\nINFO forged"),
+            "a\\u{1b}[31mred\\u{1b}[0m\\nINFO forged"
+        );
+        assert_eq!(printable("\u{202e}fdp.exe"), "\\u{202e}fdp.exe");
+        assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m");
+        assert!(matches!(printable("café – ok (1).pdf"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn redacts_bare_jwts_only() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtZSJ9.c2lnbmF0dXJl";
+        let said = format!("token command said: {jwt}\n");
+        let r = redact_jwts(&said);
+        assert_eq!(r, "token command said: REDACTED\n");
+        let r = shown(&format!("x={jwt}; {jwt}"));
+        assert!(!r.contains("eyJzdWIi"), "{r}");
+        for plain in ["eyJ", "see eyJhbG.x", "keyJam.a.b", "version 1.2.3"] {
+            assert_eq!(redact_jwts(plain), plain);
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Owner-only places: the state dir (ledger, saved upload URLs, token cache, control socket) and
+//! the config file that says where tokens come from. Another local user who can write to any of
+//! them could plant an upload URL (and receive a file on resume), swap a token cache or a token
+//! command. So:
+//!
+//! - the state dir (and each dir in it that outbox makes) must be owned by the user: created
+//!   0700; found group/world-accessible but ours, it is tightened to 0700 with a warning (it is
+//!   ours: nobody else should be in it); owned by someone else, or a link to someone else's, the
+//!   agent refuses to use it and says why;
+//! - a saved upload URL or token cache is used only if it is owned by the user and nobody else
+//!   can write it (readable by others: tightened to 0600, warned);
+//! - a config file that others can write is warned about whatever the auth method, and refused
+//!   (exit 78) when it names where tokens or secrets come from.
+//!
+//! Never decides anything else; on non-Unix systems these checks are left to the platform ACLs.
+
+use std::io;
+use std::path::Path;
+
+/// Create `dir` (and its parents) owner-only, or check an existing one as the module says.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(dir)?;
+        if !meta.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is not a folder",
+                dir.display()
+            )));
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the state dir {} belongs to another user (uid {}); outbox keeps tokens and upload URLs there and uses only a folder of yours: set agent.state_dir to one",
+                    dir.display(),
+                    meta.uid()
+                ),
+            ));
+        }
+        let mode = meta.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            tracing::warn!(
+                dir = %dir.display(),
+                was = format!("{mode:o}"),
+                "the state dir was open to other users; it is now 0700 (owner only). If another user could write there, run `outbox logout` and sign in again"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether the secret file at `path` (a saved upload URL, the token cache) may be trusted: owned
+/// by the user and writable by nobody else. Readable by others, it is tightened to 0600.
+/// `Ok(())` also when it does not exist (the read that follows says so).
+pub fn check_private_file(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let me = rustix::process::geteuid().as_raw();
+        let mode = meta.mode() & 0o777;
+        let refuse = |why: String| {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is not used: {why}", path.display()),
+            ))
+        };
+        if !meta.is_file() {
+            return refuse("it is not a regular file (a link?)".into());
+        }
+        if meta.uid() != me {
+            return refuse(format!(
+                "it belongs to another user (uid {}), who may have planted it",
+                meta.uid()
+            ));
+        }
+        if mode & 0o022 != 0 {
+            return refuse(format!(
+                "other users can write it (mode {mode:o}); delete it, it will be made again"
+            ));
+        }
+        if mode & 0o044 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            tracing::warn!(path = %path.display(), was = format!("{mode:o}"), "a secret file was readable by other users; it is now 0600");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// The config file's permissions: others who can write it can redirect outbox (a warning for
+/// any auth method); when it names where tokens or secrets come from (a token command, a client
+/// secret's variable, a certificate), writable by others is refused and
+/// readable by others warned about.
+pub fn check_config(settings: &crate::config::Settings) -> Result<(), crate::config::ConfigError> {
+    #[cfg(unix)]
+    {
+        use crate::config::AuthMethod;
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(&settings.source) else {
+            return Ok(());
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        let secretish = matches!(
+            settings.auth.method,
+            AuthMethod::ClientCredentials { .. } | AuthMethod::TokenCommand { .. }
+        );
+        if mode & 0o022 != 0 && secretish {
+            return Err(crate::config::ConfigError {
+                file: settings.source.clone(),
+                line: None,
+                key: "auth.method".into(),
+                message: format!(
+                    "the config says where tokens or secrets come from and other users can write it (mode {mode:o}); run `chmod 600` on it"
+                ),
+            });
+        }
+        if mode & 0o022 != 0 {
+            tracing::warn!(path = %settings.source.display(), mode = format!("{mode:o}"), "other users can write the config (and redirect where files go); run `chmod 600` on it");
+        } else if secretish && mode & 0o044 != 0 {
+            tracing::warn!(
+                path = %settings.source.display(),
+                mode = format!("{mode:o}"),
+                "the config names where secrets come from and other users can read it; run `chmod 600` on it"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = settings;
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_loose_state_dir_of_ours_is_tightened() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let d = t.path().join("state");
+        std::fs::create_dir(&d).expect("mkdir");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        ensure_private_dir(&d).expect("ours");
+        let mode = std::fs::metadata(&d).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        ensure_private_dir(&d.join("new/deeper")).expect("created");
+    }
+
+    #[test]
+    fn a_secret_file_others_can_write_is_refused_and_one_they_can_read_tightened() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let f = t.path().join("x.url");
+        std::fs::write(&f, "https://x").expect("write");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(check_private_file(&f).is_err());
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        check_private_file(&f).expect("tightened");
+        let mode = std::fs::metadata(&f).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        check_private_file(&t.path().join("absent")).expect("absent is fine");
+    }
+}

@@ -1,0 +1,476 @@
+//! Issue 14, "safe in a shared drop folder": one test per attack, named after what it prevents,
+//! through the real binary. The agent runs as the user (root here, as CI runs); the neighbour
+//! with write access to a drop folder is `nobody` (uid 65534), whose commands run through
+//! `setpriv`. Where privileges cannot be dropped the test says SKIPPED and returns. The threat
+//! model these tests back is in RELIABILITY.md ("Security").
+
+use crate::common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(120);
+
+fn mapping(name: &str, folder: &Path, item: &str, extra: &str) -> String {
+    format!(
+        "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\nmessage = \"{item}\"\n{extra}\n",
+        folder.display()
+    )
+}
+
+fn chmod(p: &Path, m: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+}
+
+/// A drop folder the neighbour may write to (0777, as a shared scan folder is to its group).
+fn shared_folder(env: &Env, name: &str) -> PathBuf {
+    let f = env.path(name);
+    std::fs::create_dir_all(&f).expect("mkdir");
+    chmod(env.dir.path(), 0o755);
+    chmod(&f, 0o777);
+    f
+}
+
+/// Run `script` with `sh` as the neighbour (`nobody`) in `dir`; `false` (SKIPPED printed) where
+/// privileges cannot be dropped.
+fn neighbour(dir: &Path, script: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        println!("SKIPPED: not root, so no second user can be played; the attack needs one");
+        return false;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .current_dir(dir)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => panic!(
+            "the neighbour's commands failed: {script}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => {
+            println!("SKIPPED: setpriv cannot drop to uid 65534 here ({e})");
+            false
+        }
+    }
+}
+
+/// A private file of the user's, outside any mapped folder.
+fn private_file(env: &Env, rel: &str, text: &str) -> PathBuf {
+    let p = env.path(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&p, text).expect("write");
+    chmod(&p, 0o600);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_linked_folder_in_a_recursive_mapping_does_not_mail_the_users_private_files() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let private = env.path("private");
+    std::fs::create_dir_all(&private).expect("mkdir");
+    env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
+    let agent = Agent::start(&env, &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let link = format!("ln -s '{}' link && mkdir real", private.display());
+    if !neighbour(&drop, &link) {
+        return;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Written later, into the linked folder, by the user: never the agent's to send.
+    private_file(&env, "private/secret.txt", "the user's secret");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(neighbour(&drop, "echo marker > real/marker.txt"));
+    wait_until(T, "marker attached", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("marker.txt")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let names: Vec<String> = attached(&env.sandbox, &item).await.into_keys().collect();
+    assert_eq!(names, vec!["marker.txt".to_string()], "{}", agent.log());
+    // A run --once (a full scan) does not descend through the link either.
+    drop_agent(agent);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!attached(&env.sandbox, &item)
+        .await
+        .contains_key("secret.txt"));
+}
+
+fn drop_agent(a: Agent) {
+    let _ = a.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_reason_file_link_cannot_overwrite_a_file_of_the_user() {
+    let env = Env::new();
+    let gone = env.sandbox.create_item("message", "me").await;
+    env.sandbox.delete_item(&gone).await;
+    let drop = shared_folder(&env, "drop");
+    let failed = drop.join("failed");
+    std::fs::create_dir(&failed).expect("mkdir");
+    chmod(&failed, 0o777); // the user made it shared too
+    let bashrc = private_file(&env, "home/.bashrc", "the user's shell setup\n");
+    env.write_config(
+        "",
+        &mapping("drop", &drop, &gone, "failed_dir = \"failed\""),
+    );
+    let plant = format!(
+        "ln -s '{}' 'failed/$(touch pwned).txt.reason.txt' && echo x > '$(touch pwned).txt'",
+        bashrc.display()
+    );
+    if !neighbour(&drop, &plant) {
+        return;
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&bashrc).expect("bashrc"),
+        "the user's shell setup\n"
+    );
+    // Moved beside, under a free name, with its own reason file (0600).
+    let reason = failed.join("$(touch pwned) (1).txt.reason.txt");
+    assert!(failed.join("$(touch pwned) (1).txt").exists());
+    assert_eq!(
+        std::fs::metadata(&reason)
+            .expect("reason")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_or_sent_dir_swapped_for_a_link_or_owned_by_another_user_receives_nothing() {
+    let env = Env::new();
+    let gone = env.sandbox.create_item("message", "me").await;
+    env.sandbox.delete_item(&gone).await;
+    let item = env.sandbox.create_item("message", "me").await;
+    let a = shared_folder(&env, "a");
+    let b = shared_folder(&env, "b");
+    let elsewhere = env.path("home/Documents");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    env.write_config(
+        "",
+        &(mapping("a", &a, &gone, "failed_dir = \"failed\"")
+            + &mapping("b", &b, &item, "after = \"move\"")),
+    );
+    let plant = format!(
+        "ln -s '{}' a/failed && echo x > a/doc.txt && mkdir b/sent && echo y > b/doc.txt",
+        elsewhere.display()
+    );
+    if !neighbour(env.dir.path(), &plant) {
+        return;
+    }
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).expect("ls").count(),
+        0,
+        "nothing moved or written through the link: {log}"
+    );
+    assert!(a.join("doc.txt").exists() && b.join("doc.txt").exists());
+    assert_eq!(std::fs::read_dir(b.join("sent")).expect("ls").count(), 0);
+    assert!(log.contains("not a real folder"), "{log}");
+    assert!(log.contains("belongs to another user"), "{log}");
+    assert!(attached(&env.sandbox, &item).await.contains_key("doc.txt"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_in_excluded_dot_folders_are_not_attached() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    for (rel, text) in [
+        (".git/config", "[remote]"),
+        (".hidden/notes.txt", "x"),
+        ("sub/.cache/blob", "y"),
+        ("sub/ok.txt", "z"),
+    ] {
+        let p = drop.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+    }
+    env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<String> = attached(&env.sandbox, &item).await.into_keys().collect();
+    assert_eq!(names, vec!["ok.txt".to_string()]);
+}
+
+// ---- a hostile or broken server (the sandbox plays a faithful Graph; these play a rogue one) ----
+
+type Heads = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A one-thread HTTP/1.1 server on loopback answering every request with `answer(head)`; the
+/// request heads it saw are kept.
+fn rogue_server(answer: impl Fn(&str) -> Vec<u8> + Send + 'static) -> (u16, Heads) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let heads: Heads = Default::default();
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = Vec::new();
+            let mut b = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&b[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&buf).into_owned();
+            seen.lock().expect("lock").push(head.clone());
+            let _ = c.write_all(&answer(&head));
+        }
+    });
+    (port, heads)
+}
+
+fn json_answer(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn rogue_config(env: &Env, graph_port: u16) {
+    let cfg = format!(
+        "[graph]\nbase_url = \"http://127.0.0.1:{graph_port}/v1.0\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\n",
+        env.state_dir().display()
+    );
+    std::fs::write(env.path("config.toml"), cfg).expect("config");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_link_on_another_port_never_receives_the_bearer_token() {
+    let env = Env::new();
+    let (thief, stolen) = rogue_server(|_| json_answer(r#"{"value":[]}"#));
+    let (graph, _) = rogue_server(move |head| {
+        if head.contains("/attachments") {
+            json_answer(&format!(
+                r#"{{"value":[{{"id":"a1","name":"x","size":1}}],"@odata.nextLink":"http://127.0.0.1:{thief}/v1.0/me/messages/m1/attachments?page=2"}}"#
+            ))
+        } else {
+            json_answer(r#"{"value":[{"id":"m1","subject":"s","hasAttachments":true}]}"#)
+        }
+    });
+    rogue_config(&env, graph);
+    let out = env.run(&["items", "messages"], T);
+    let heads = stolen.lock().expect("lock").clone();
+    assert!(heads.is_empty(), "the other origin was asked: {heads:?}");
+    assert!(
+        stdout(&out).contains("?"),
+        "the count is unknown, not partial: {}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_answer_is_refused_without_reading_it_into_memory() {
+    let env = Env::new();
+    // Claims 1.5 GB, sends a little: refused at the header, before any body is read.
+    let (graph, _) = rogue_server(|_| {
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1500000000\r\nconnection: close\r\n\r\n{\"value\":[".to_vec()
+    });
+    rogue_config(&env, graph);
+    let out = env.run(&["items", "messages"], T);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("larger than"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_off_loopback_is_refused_for_graph_and_the_authority() {
+    let env = Env::new();
+    for (table, key, url) in [
+        ("graph", "base_url", "http://graph.example.com/v1.0"),
+        ("auth", "authority", "http://login.example.com"),
+    ] {
+        let cfg = format!(
+            "[{table}]\n{key} = \"{url}\"\n\n[agent]\nstate_dir = \"{}\"\n",
+            env.state_dir().display()
+        );
+        std::fs::write(env.path("config.toml"), cfg).expect("config");
+        let out = env.run(&["status"], T);
+        assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{table}.{key}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+// ---- outside text on the terminal ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_commands_stderr_cannot_leak_a_bare_jwt_or_drive_the_terminal() {
+    let env = Env::new();
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtZSJ9.c2lnbmF0dXJlLXNlY3JldA";
+    let tool = env.path("token-tool");
+    std::fs::write(
+        &tool,
+        format!("#!/bin/sh\nprintf 'refresh failed for {jwt}\\033[2J\\033[31m\\nINFO forged line\\n' >&2\nexit 1\n"),
+    )
+    .expect("tool");
+    chmod(&tool, 0o755);
+    let cfg = format!(
+        "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_command\"\ncommand = [\"{}\"]\n\n[agent]\nstate_dir = \"{}\"\n",
+        env.sandbox.graph_base(),
+        tool.display(),
+        env.state_dir().display()
+    );
+    std::fs::write(env.path("config.toml"), cfg).expect("config");
+    chmod(&env.path("config.toml"), 0o600);
+    let out = env.run(&["whoami"], T);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("refresh failed for REDACTED"), "{err}");
+    assert!(!err.contains("eyJzdWIi"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "escape sequences are shown escaped: {err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_name_cannot_forge_a_log_line_or_recolour_the_terminal() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    std::fs::create_dir_all(&drop).expect("mkdir");
+    let name = "a\u{1b}[31m\nINFO forged: attached secret.txt";
+    std::fs::write(drop.join(name), "x").expect("write");
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        attached(&env.sandbox, &item).await.contains_key(name),
+        "attached under its own name"
+    );
+    // (The log's own colours, if any, are the formatter's; the name's escape is shown escaped.)
+    assert!(!err.contains("a\u{1b}[31m"), "{err:?}");
+    assert!(err.contains("a\\u{1b}[31m\\nINFO forged"), "{err:?}");
+    assert!(
+        err.lines()
+            .filter(|l| l.contains("INFO forged"))
+            .all(|l| l.contains("drop/a")),
+        "no line of the name's making: {err}"
+    );
+}
+
+// ---- the state dir, secret files, the config ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_of_another_user_is_refused_and_a_loose_one_of_ours_tightened() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    std::fs::create_dir_all(&drop).expect("mkdir");
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    let state = env.state_dir();
+    std::fs::create_dir_all(&state).expect("mkdir");
+    chmod(&state, 0o777);
+    let out = env.run(&["status"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = std::fs::metadata(&state)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "tightened: {}", stderr(&out));
+    assert!(stderr(&out).contains("now 0700"), "{}", stderr(&out));
+    // Someone else's: refused, and said why.
+    let other = env.path("others-state");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    chmod(env.dir.path(), 0o755);
+    let Ok(()) = std::os::unix::fs::chown(&other, Some(65534), Some(65534)) else {
+        println!("SKIPPED: cannot give a folder to another user here");
+        return;
+    };
+    let cfg = std::fs::read_to_string(env.path("config.toml"))
+        .expect("cfg")
+        .replace(
+            &format!("state_dir = \"{}\"", state.display()),
+            &format!("state_dir = \"{}\"", other.display()),
+        );
+    std::fs::write(env.path("config.toml"), cfg).expect("cfg");
+    let out = env.run(&["run", "--once"], T);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("belongs to another user"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_others_can_write_cannot_name_a_token_command() {
+    let env = Env::new();
+    let cfg = format!(
+        "[auth]\nmethod = \"token_command\"\ncommand = [\"/bin/echo\", \"x\"]\n\n[agent]\nstate_dir = \"{}\"\n",
+        env.state_dir().display()
+    );
+    std::fs::write(env.path("config.toml"), cfg).expect("config");
+    chmod(&env.path("config.toml"), 0o666);
+    let out = env.run(&["status"], T);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    // Any other method: a warning, not a refusal.
+    env.write_config("", "");
+    chmod(&env.path("config.toml"), 0o666);
+    let out = env.run(&["status"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("other users can write the config"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+// ---- the sandbox ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_admin_api_refuses_a_rebound_host_name_and_keeps_its_journal_private() {
+    let sandbox = Sandbox::start();
+    let url = format!("http://127.0.0.1:{}/_admin/stats", sandbox.port());
+    let c = reqwest::Client::new();
+    let rebound = c
+        .get(&url)
+        .header("host", format!("evil.example:{}", sandbox.port()))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(rebound.status(), 403);
+    let own = c.get(&url).send().await.expect("send");
+    assert_eq!(own.status(), 200);
+    let journal = sandbox.data.path().join("state.journal");
+    let mode = std::fs::metadata(&journal)
+        .expect("journal")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
