@@ -87,15 +87,16 @@ pub async fn attach_file(
         )));
     }
     let mapping = mapping_for(&path, &target);
+    // Hashed beside the upload, not before it: only a look and the piece that ends the file
+    // wait for it (the record carries no hash; every piece read is still hashed as it is read).
     let (m, p) = (mapping.clone(), path.clone());
-    let hashed = tokio::task::spawn_blocking(move || files::hash_file(&m, &p, &stat))
-        .await
-        .map_err(|e| file_err(e.to_string()))?;
-    let (sha256, stat) = match hashed {
-        HashResult::Hashed { sha256, stat } => (sha256, stat),
-        HashResult::Changed => return Err(file_err("it changed while it was read".into())),
-        HashResult::Gone => return Err(file_err("it is gone".into())),
-        HashResult::Unreadable(f) => return Err(file_err(f.message)),
+    let digest: super::steps::Digest = {
+        use futures_util::FutureExt;
+        let task = tokio::task::spawn_blocking(move || match files::hash_file(&m, &p, &stat) {
+            HashResult::Hashed { sha256, .. } => Some(sha256),
+            _ => None,
+        });
+        async move { task.await.ok().flatten() }.boxed().shared()
     };
     let name = name.unwrap_or_else(|| {
         path.file_name()
@@ -108,7 +109,7 @@ pub async fn attach_file(
         path: path.clone(),
         name,
         file: stat,
-        sha256: Some(sha256),
+        sha256: None,
         state: State::Pending,
         target: Some(target.clone()),
         may_exist: false,
@@ -139,6 +140,7 @@ pub async fn attach_file(
     let urls = Arc::new(MemoryUrls::default());
     let mut steps = Steps::new(client.clone(), urls.clone(), vec![mapping]);
     steps.progress = progress;
+    steps.digest = Some(digest);
     let clock = super::Clock::start();
     let mut tasks: JoinSet<Option<Input>> = JoinSet::new();
     let mut inputs = vec![Input::Start {

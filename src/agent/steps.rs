@@ -81,7 +81,13 @@ pub struct Steps<U: UrlStore> {
     whole_window: Arc<Mutex<HashSet<String>>>,
     /// Bytes the server holds, for a progress bar.
     pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// `send`: the file's SHA-256, computed beside the upload (its record carries none).
+    pub digest: Option<Digest>,
 }
+
+/// A SHA-256 being computed once, awaited by whoever needs it first.
+pub type Digest =
+    futures_util::future::Shared<futures_util::future::BoxFuture<'static, Option<String>>>;
 
 impl<U: UrlStore> Clone for Steps<U> {
     fn clone(&self) -> Self {
@@ -92,6 +98,7 @@ impl<U: UrlStore> Clone for Steps<U> {
             uploads: self.uploads.clone(),
             whole_window: self.whole_window.clone(),
             progress: self.progress.clone(),
+            digest: self.digest.clone(),
         }
     }
 }
@@ -105,11 +112,21 @@ impl<U: UrlStore> Steps<U> {
             uploads: Default::default(),
             whole_window: Default::default(),
             progress: None,
+            digest: None,
         }
     }
 
     pub fn set_mappings(&mut self, mappings: Vec<Mapping>) {
         self.mappings = Arc::new(mappings);
+    }
+
+    /// The SHA-256 an action carries, or (for `send`) the one computed beside the upload.
+    async fn sha(&self, given: &str) -> String {
+        match &self.digest {
+            // Not computable (the file changed or went): nothing will match it.
+            Some(d) if given.is_empty() => d.clone().await.unwrap_or_else(|| "unavailable".into()),
+            _ => given.to_owned(),
+        }
     }
 
     fn mapping_of(&self, path: &Path) -> Option<&Mapping> {
@@ -246,6 +263,7 @@ impl<U: UrlStore> Steps<U> {
                 sha256,
                 recent_ok,
             } => {
+                let sha256 = self.sha(&sha256).await;
                 let outcome = self.client.look(&target, &name, &sha256, recent_ok).await;
                 Input::Outcome {
                     id,
@@ -300,7 +318,7 @@ impl<U: UrlStore> Steps<U> {
             return PostOutcome::FileGone;
         };
         let p = path.to_path_buf();
-        let sha = sha256.to_owned();
+        let sha = self.sha(sha256).await;
         let body = tokio::task::spawn_blocking(move || {
             let mut up = Upload::open(&m, &p, &file)?;
             up.read_all(&sha)
@@ -361,21 +379,24 @@ impl<U: UrlStore> Steps<U> {
         let (len, _stamp) = self.client.admit_chunk(&target.user, len, whole).await;
         let upload = self.take_upload(id);
         let p = path.to_path_buf();
-        let sha = sha256.to_owned();
+        // The recorded hash is needed only for a piece that ends the file.
+        let ends = |o: u64, l: u64| o + l >= file.size;
+        let sha = if ends(offset, len) {
+            self.sha(sha256).await
+        } else {
+            sha256.to_owned()
+        };
         let read = tokio::task::spawn_blocking(move || {
             let mut up = match upload {
                 Some(u) => u,
                 None => Upload::open(&m, &p, &file)?,
             };
-            let chunk = up.read_chunk(offset, len, &sha);
+            let chunk = up.chunk(offset, len, &sha);
             Ok::<_, ReadProblem>((up, chunk))
         })
         .await;
-        let chunk = match read {
-            Ok(Ok((up, Ok(chunk)))) => {
-                self.put_upload(id, up);
-                chunk
-            }
+        let (mut up, chunk) = match read {
+            Ok(Ok((up, Ok(chunk)))) => (up, chunk),
             Ok(Ok((_, Err(problem)))) | Ok(Err(problem)) => {
                 return match problem {
                     ReadProblem::Changed => ChunkOutcome::Changed,
@@ -393,10 +414,33 @@ impl<U: UrlStore> Steps<U> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         crate::failpoint!("before-chunk");
+        // The next piece is read and hashed while this one is on the wire, so hashing costs the
+        // upload next to nothing.
+        let next = offset + chunk.len() as u64;
+        let next_len = self.client.chunk_size().min(file.size.saturating_sub(next));
+        let ahead = if next_len > 0 {
+            let sha = if ends(next, next_len) {
+                self.sha(sha256).await
+            } else {
+                sha256.to_owned()
+            };
+            Some(tokio::task::spawn_blocking(move || {
+                up.read_ahead(next, next_len, &sha);
+                up
+            }))
+        } else {
+            self.put_upload(id, up);
+            None
+        };
         let out = self
             .client
             .put_chunk(target, &name, &url, offset, chunk, file.size)
             .await;
+        if let Some(task) = ahead {
+            if let Ok(up) = task.await {
+                self.put_upload(id, up);
+            }
+        }
         if let Some(p) = &self.progress {
             match &out {
                 ChunkOutcome::Accepted { next: Some(n) } => p(*n),

@@ -567,13 +567,15 @@ impl Ledger {
     }
 
     /// v2 stores the core's whole `Record`. What v1 knew maps onto it: `post_in_flight` is read
-    /// as `may_exist` (serde alias); an entry left `uploading` without a session may have sent
-    /// something too; a session's `sent_end` is unknown, so any offset up to the size is
+    /// as `may_exist` (serde alias); an entry left `uploading` may have sent its last byte too; a session's `sent_end` is unknown, so any offset up to the size is
     /// believed; an entry that may have an effect is bound to the item it recorded; done
     /// entries read as finished with their after-action (v1 ran it right after `done`).
     fn migrate_v1_to_v2(&self) -> Result<()> {
         for mut e in self.list(None)? {
-            if e.state == EntryState::Uploading && e.session.is_none() {
+            // v1 recorded neither a POST's nor a last chunk's answer as unknown: whatever was
+            // uploading may already be on the item, so it is looked for before anything is
+            // sent again (a session that turns out gone included).
+            if e.state == EntryState::Uploading {
                 e.may_exist = true;
             }
             if let Some(s) = e.session.as_mut() {
