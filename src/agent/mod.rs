@@ -343,7 +343,9 @@ impl Agent {
     fn drain(&mut self) -> Result<(), AgentError> {
         while let Some(input) = self.inputs.pop_front() {
             let now = self.clock.now();
+            tracing::trace!(?input, "core input");
             let actions = self.machine.handle(now, input);
+            tracing::trace!(?actions, "core actions");
             self.apply(actions)?;
         }
         Ok(())
