@@ -14,6 +14,8 @@ pub enum ExitCode {
     SignIn = 3,
     /// Bad configuration (EX_CONFIG).
     Config = 78,
+    /// Stopped by SIGINT/SIGTERM before the work was done (128 + SIGINT, as shells report it).
+    Interrupted = 130,
 }
 
 /// An error a command ends with: the message the user reads, and the exit code.
@@ -39,6 +41,25 @@ impl fmt::Display for CommandError {
 }
 
 impl std::error::Error for CommandError {}
+
+impl CommandError {
+    /// Every error of a config file, one per line (exit 78),
+    /// in the order of the file; errors about the file as a whole (no line) last.
+    pub fn config(mut errors: Vec<crate::config::ConfigError>) -> Self {
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        let message = match errors.as_slice() {
+            [one] => format!("configuration error: {one}"),
+            many => {
+                let mut m = format!("{} configuration errors:", many.len());
+                for e in many {
+                    m.push_str(&format!("\n  {e}"));
+                }
+                m
+            }
+        };
+        CommandError::new(ExitCode::Config, message)
+    }
+}
 
 impl From<crate::config::ConfigError> for CommandError {
     fn from(e: crate::config::ConfigError) -> Self {

@@ -34,13 +34,15 @@ pub fn redact(text: &str) -> String {
             }
         }
         if let Some(stripped) = strip_prefix_ci(rest, "bearer ") {
-            out.push_str(&rest[..7]);
-            out.push_str("REDACTED");
             let end = stripped
                 .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ',')
                 .unwrap_or(stripped.len());
-            rest = &stripped[end..];
-            continue;
+            if looks_like_token(&stripped[..end], &stripped[end..]) {
+                out.push_str(&rest[..7]);
+                out.push_str("REDACTED");
+                rest = &stripped[end..];
+                continue;
+            }
         }
         let mut chars = rest.chars();
         if let Some(c) = chars.next() {
@@ -49,6 +51,23 @@ pub fn redact(text: &str) -> String {
         rest = chars.as_str();
     }
     out
+}
+
+/// Whether `word`, which follows "Bearer ", is a credential rather than prose ("a Graph bearer
+/// token.") or an auth-param of a `WWW-Authenticate: Bearer realm="..."` challenge. Tokens are
+/// token68 (RFC 6750): JWTs have dots, opaque tokens are long or carry digits and `-_~+/`. A short
+/// word of lowercase letters is English: every message outbox shows that says "bearer" is tested
+/// below to come out whole.
+fn looks_like_token(word: &str, after: &str) -> bool {
+    let word = word.trim_end_matches(['.', ';', ':', ')', '!', '?']);
+    let auth_param = word.strip_suffix('=').is_some_and(|name| {
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    }) && after.starts_with('"');
+    if word.is_empty() || auth_param {
+        return false;
+    }
+    let prose = word.len() <= 12 && word.bytes().all(|b| b.is_ascii_lowercase());
+    !prose
 }
 
 const SECRET_PARAMS: &[&str] = &[
@@ -90,6 +109,70 @@ mod tests {
             !r.contains("abc.def") && !r.contains("xyz") && !r.contains("s3cr3t"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn redacts_tokens_of_every_shape_after_bearer() {
+        for token in [
+            "eyJ0eXAiOiJKV1Qi.eyJzdWIiOiIxIn0.c2ln",
+            "test-token-5e1f0c2a9d",
+            "EwBwA8l6BAAUO9chh8cJscQLmU+LSWpbnr0vmwwAAQ==",
+            "abc.def.ghi",
+            "SECRET123",
+            "averylongopaquelowercasetoken",
+        ] {
+            for text in [
+                format!("Authorization: Bearer {token}"),
+                format!("authorization: bearer {token}, next"),
+                format!("sent \"Bearer {token}\""),
+            ] {
+                let r = redact(&text);
+                assert!(!r.contains(token), "{text} -> {r}");
+                assert!(
+                    r.to_lowercase().contains("bearer redacted"),
+                    "{text} -> {r}"
+                );
+            }
+        }
+    }
+
+    /// Every message outbox shows that contains a word the redaction keys on, as it is written in
+    /// the code: none of them holds a secret, so each must come out unchanged.
+    #[test]
+    fn messages_that_mention_bearer_come_out_whole() {
+        for text in [
+            // auth/mod.rs, token_env with an empty variable
+            "the environment variable OUTBOX_ACCESS_TOKEN (auth.token_env) holds no access token; \
+             set it to a Graph bearer token",
+            "set it to a Graph bearer token.",
+            // cli/sandbox.rs --help, config.example.toml, docs/signin.md
+            "Accept this fixed bearer token as a delegated token of the user `me`.",
+            "a bearer token read from an environment variable at each use",
+            "# token_env: the variable holding the bearer token.",
+            "outbox talks to Microsoft Graph with a bearer token from one of four `[auth] method`s:",
+            // a claims challenge quoted in an error (sandbox faults, Graph)
+            "WWW-Authenticate: Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", error=\"insufficient_claims\"",
+            // sign-in protocol names
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "no bearer token: run `outbox login`",
+        ] {
+            assert_eq!(redact(text), text);
+        }
+    }
+
+    /// Messages that name the secret-bearing keys without a value: kept whole.
+    #[test]
+    fn messages_that_name_secret_keys_come_out_whole() {
+        for text in [
+            "auth.method = \"client_credentials\" needs client_secret_env (the name of an environment variable holding the secret, e.g. \"OUTBOX_CLIENT_SECRET\")",
+            "unknown field `client_secret`; secrets do not go in the config file: put the secret in an environment variable and set auth.client_secret_env to its name",
+            "unknown field `access_token`; tokens do not go in the config file",
+            "the identity platform issued no refresh token (offline_access not granted)",
+            "the identity platform did not recognise the device code (bad_verification_code)",
+            "Outlook upload URLs carry an authtoken query parameter",
+        ] {
+            assert_eq!(redact(text), text);
+        }
     }
 
     #[test]

@@ -126,7 +126,7 @@ async fn a_missing_mapped_folder_is_named_and_the_other_mappings_keep_working() 
         attached(&env.sandbox, &item).await,
         HashMap::from([("a.txt".to_string(), sha)])
     );
-    // `outbox check` naming a missing folder is covered in tests/desktop.rs.
+    // `outbox check` naming a missing folder is covered in tests/commands.rs.
 }
 
 /// A mapped folder removed while running is watched again when it comes back (the agent watches

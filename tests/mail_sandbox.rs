@@ -578,9 +578,17 @@ async fn the_client_steps_drive_a_message_through_its_life() {
             kind: outbox::config::ItemKind::Message,
             item_id: id.0.clone(),
         };
-        outbox::agent::oneshot::attach_file(&settings, attacher.clone(), target, p, None, None)
-            .await
-            .unwrap();
+        outbox::agent::oneshot::attach_file(
+            &settings,
+            attacher.clone(),
+            target,
+            p,
+            None,
+            outbox::core::model::IfExists::Attach,
+            None,
+        )
+        .await
+        .unwrap();
     }
     g.send_draft("me", &id).await.unwrap();
     // In the window the draft still answers; then only the sent copy.

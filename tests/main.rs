@@ -3,18 +3,23 @@
 //! build). Run one part with a filter: `cargo test --test it signin::`, `cargo test --test it
 //! soak::`.
 
+// Tests may panic on what they did not expect: that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod agent;
 mod agent_run;
 mod bad_input;
+mod commands;
 mod config;
 mod crash;
-mod desktop;
 mod exactly_once;
 mod ledger;
 mod mail_sandbox;
+mod man;
 mod many;
+mod messages;
 mod outage;
 mod properties;
 mod sandbox;

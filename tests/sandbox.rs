@@ -9,13 +9,14 @@ use sha2::{Digest, Sha256};
 const TOKEN: &str = "test-token";
 const MIB: usize = 1024 * 1024;
 
-struct Env {
+/// The sandbox started in this test process (not the binary), with an HTTP client for it.
+struct InProcessSandbox {
     sb: Sandbox,
     c: Client,
 }
 
-impl Env {
-    async fn new() -> Env {
+impl InProcessSandbox {
+    async fn new() -> InProcessSandbox {
         let sb = Sandbox::start(SandboxOptions {
             port: 0,
             data_dir: None,
@@ -24,7 +25,7 @@ impl Env {
         })
         .await
         .unwrap();
-        Env {
+        InProcessSandbox {
             sb,
             c: Client::new(),
         }
@@ -118,7 +119,7 @@ async fn code_of(r: reqwest::Response) -> String {
 
 #[tokio::test]
 async fn small_post_then_value_matches_admin_sha() {
-    let e = Env::new().await;
+    let e = InProcessSandbox::new().await;
     let item = e.message().await;
     let bytes = data(1000);
     let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes);
@@ -176,7 +177,7 @@ async fn small_post_then_value_matches_admin_sha() {
 
 #[tokio::test]
 async fn full_session_three_puts_then_location() {
-    let e = Env::new().await;
+    let e = InProcessSandbox::new().await;
     let item = e.admin_post("/items", json!({"kind": "event"})).await["id"]
         .as_str()
         .unwrap()
@@ -241,7 +242,7 @@ async fn full_session_three_puts_then_location() {
 
 #[tokio::test]
 async fn upload_url_rules_416_401_status_delete_expiry() {
-    let e = Env::new().await;
+    let e = InProcessSandbox::new().await;
     let item = e.message().await;
     let size = 3 * MIB;
     let bytes = data(size);
@@ -316,7 +317,7 @@ async fn upload_url_rules_416_401_status_delete_expiry() {
 
 #[tokio::test]
 async fn size_rules_small_session_oversize_post_message_limit_non_draft() {
-    let e = Env::new().await;
+    let e = InProcessSandbox::new().await;
     let item = e.message().await;
     let r = e.session(&item, 1000).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -394,7 +395,7 @@ async fn size_rules_small_session_oversize_post_message_limit_non_draft() {
 
 #[tokio::test]
 async fn concurrency_limit_gives_429_with_retry_after() {
-    let e = Env::new().await;
+    let e = InProcessSandbox::new().await;
     let item = e.message().await;
     e.admin_post("/faults", json!({"delay_ms": 400})).await;
     let url = e.g(&format!("/me/messages/{item}"));
@@ -414,7 +415,7 @@ async fn concurrency_limit_gives_429_with_retry_after() {
 
 #[tokio::test]
 async fn fail_next_one_shots_in_order_and_drop_commits_nothing() {
-    let e = Env::new().await;
+    let e = InProcessSandbox::new().await;
     let item = e.message().await;
     let size = 2 * MIB;
     let bytes = data(size);
@@ -455,7 +456,7 @@ async fn fail_next_one_shots_in_order_and_drop_commits_nothing() {
 
 #[tokio::test]
 async fn device_code_flow_refresh_rotation_and_expiry() {
-    let e = Env::new().await;
+    let e = InProcessSandbox::new().await;
     e.admin_post("/faults", json!({"device_code_interval_secs": 0}))
         .await;
     let tok = format!("{}/common/oauth2/v2.0/token", e.o());
@@ -575,7 +576,7 @@ async fn tls_serves_with_the_written_ca() {
 
 #[tokio::test]
 async fn mailbox_budgets_throttle_with_retry_after() {
-    let e = Env::new().await;
+    let e = InProcessSandbox::new().await;
     let item = e.message().await;
     e.admin_post(
         "/faults",
@@ -639,7 +640,7 @@ async fn mailbox_budgets_throttle_with_retry_after() {
 
 #[tokio::test]
 async fn device_code_slow_down_decline_and_client_assertion() {
-    let e = Env::new().await;
+    let e = InProcessSandbox::new().await;
     e.admin_post("/faults", json!({"device_code_interval_secs": 30}))
         .await;
     let tok = format!("{}/organizations/oauth2/v2.0/token", e.o());

@@ -22,6 +22,9 @@ _outbox() {
             outbox,check)
                 cmd="outbox__subcmd__check"
                 ;;
+            outbox,completions)
+                cmd="outbox__subcmd__completions"
+                ;;
             outbox,demo)
                 cmd="outbox__subcmd__demo"
                 ;;
@@ -69,6 +72,9 @@ _outbox() {
                 ;;
             outbox__subcmd__help,check)
                 cmd="outbox__subcmd__help__subcmd__check"
+                ;;
+            outbox__subcmd__help,completions)
+                cmd="outbox__subcmd__help__subcmd__completions"
                 ;;
             outbox__subcmd__help,demo)
                 cmd="outbox__subcmd__help__subcmd__demo"
@@ -119,7 +125,7 @@ _outbox() {
 
     case "${cmd}" in
         outbox)
-            opts="-v -q -h -V --config --verbose --quiet --log-format --help --version run send status retry cancel login logout whoami check verify items init service sandbox demo help"
+            opts="-v -q -h -V --config --verbose --quiet --log-format --help --version run send status retry cancel login logout whoami check verify items init service sandbox completions demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -163,7 +169,29 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__check)
-            opts="-v -q -h --config --verbose --quiet --log-format --help"
+            opts="-v -q -h --json --config --verbose --quiet --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        outbox__subcmd__completions)
+            opts="-v -q -h --config --verbose --quiet --log-format --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -185,7 +213,7 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__demo)
-            opts="-v -q -h --exit-after --config --verbose --quiet --log-format --help"
+            opts="-v -q -h --exit-after --no-samples --config --verbose --quiet --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -211,7 +239,7 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__help)
-            opts="run send status retry cancel login logout whoami check verify items init service sandbox demo help"
+            opts="run send status retry cancel login logout whoami check verify items init service sandbox completions demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -239,6 +267,20 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        outbox__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -471,7 +513,7 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__items)
-            opts="-v -q -h --search --top --user --config --verbose --quiet --log-format --help messages events"
+            opts="-v -q -h --search --top --user --json --config --verbose --quiet --log-format --help messages events"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -627,7 +669,7 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__send)
-            opts="-v -q -h --message --event --user --name --config --verbose --quiet --log-format --help"
+            opts="-v -q -h --message --event --user --name --if-exists --config --verbose --quiet --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -647,6 +689,10 @@ _outbox() {
                     ;;
                 --name)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --if-exists)
+                    COMPREPLY=($(compgen -W "skip attach" -- "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -698,7 +744,7 @@ _outbox() {
             fi
             case "${prev}" in
                 --state)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "settling pending uploading done failed rejected canceled" -- "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -717,7 +763,7 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__verify)
-            opts="-v -q -h --all --config --verbose --quiet --log-format --help"
+            opts="-v -q -h --all --json --config --verbose --quiet --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

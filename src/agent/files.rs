@@ -44,6 +44,17 @@ fn stat_of(id: Identity) -> FileStat {
     }
 }
 
+/// ELOOP: a symbolic link where none is followed.
+#[cfg(unix)]
+fn link_refused(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+#[cfg(not(unix))]
+fn link_refused(_: &std::io::Error) -> bool {
+    false
+}
+
 /// Open `path` (under `mapping`'s folder) once, beneath the folder, following links only as the
 /// mapping allows, and check through the descriptor that it is still `expected`.
 pub fn open_for_upload(
@@ -58,10 +69,7 @@ pub fn open_for_upload(
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::Gone),
         // A link where none is followed, or not a regular file: not a file we send.
-        Err(e)
-            if e.raw_os_error() == Some(libc::ELOOP)
-                || e.kind() == std::io::ErrorKind::InvalidInput =>
-        {
+        Err(e) if link_refused(&e) || e.kind() == std::io::ErrorKind::InvalidInput => {
             return Err(OpenError::Gone)
         }
         Err(e) => return Err(OpenError::Unreadable(e)),

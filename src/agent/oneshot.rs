@@ -56,16 +56,26 @@ fn mapping_for(path: &Path, target: &Target) -> Mapping {
     }
 }
 
+/// A file attached (or found already there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub attachment_id: String,
+    /// Whether anything was sent (false: `if_exists = "skip"` found the same bytes there).
+    pub sent: bool,
+}
+
 /// Attach `path` to `target` as `name`; returns the attachment id. `progress` hears the bytes
-/// the server holds.
+/// the server holds. With `IfExists::Skip` an attachment of the same name and bytes already on
+/// the item counts as attached.
 pub async fn attach_file(
     settings: &Settings,
     client: Arc<GraphClient>,
     target: Target,
     path: &Path,
     name: Option<String>,
+    if_exists: IfExists,
     progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
-) -> Result<String, OneShotError> {
+) -> Result<Attached, OneShotError> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let file_err = |why: String| OneShotError::File {
         path: path.clone(),
@@ -113,6 +123,7 @@ pub async fn attach_file(
         state: State::Pending,
         target: Some(target.clone()),
         may_exist: false,
+        effect_at: None,
         session: None,
         bytes_sent: 0,
         attachment_id: None,
@@ -132,7 +143,7 @@ pub async fn attach_file(
     let rule = MappingRule {
         name: MAPPING.into(),
         target,
-        if_exists: IfExists::Attach,
+        if_exists,
         on_change: OnChange::Add,
         after: After::Keep,
     };
@@ -150,6 +161,7 @@ pub async fn attach_file(
     let mut last: Option<Record> = None;
     let mut wake: Option<Time> = None;
     let mut unreachable_seen = 0;
+    let mut sent = false;
     let signal = crate::cli::shutdown_signal();
     tokio::pin!(signal);
     loop {
@@ -169,6 +181,8 @@ pub async fn attach_file(
                     | Action::UpdateFile { .. }
                     | Action::MarkReplaced { .. } => {}
                     remote => {
+                        sent |=
+                            matches!(remote, Action::Post { .. } | Action::CreateSession { .. });
                         let s = steps.clone();
                         tasks.spawn(async move { s.run(remote).await });
                     }
@@ -208,9 +222,16 @@ pub async fn attach_file(
         }
     }
     match last {
-        Some(r) if r.state == State::Done => r.attachment_id.ok_or_else(|| {
-            OneShotError::Failed(Failure::new("internal", "done without an attachment id"))
-        }),
+        Some(r) if r.state == State::Done => match r.attachment_id {
+            Some(attachment_id) => Ok(Attached {
+                attachment_id,
+                sent,
+            }),
+            None => Err(OneShotError::Failed(Failure::new(
+                "internal",
+                "done without an attachment id",
+            ))),
+        },
         Some(r) => Err(OneShotError::Failed(r.error.unwrap_or_else(|| {
             Failure::new("notAttached", format!("the upload ended {:?}", r.state))
         }))),

@@ -155,10 +155,6 @@ impl Signer {
         Ok(Signer { key, x5t_s256 })
     }
 
-    pub fn thumbprint_s256(&self) -> &str {
-        &self.x5t_s256
-    }
-
     /// A signed client assertion for `client_id` at `token_url`.
     pub fn assertion(
         &self,

@@ -90,6 +90,39 @@ enum Source {
 }
 
 impl Credentials {
+    /// A 401 from Graph gets the advice that fits where the token came from: `outbox login`
+    /// only helps device-code sign-in.
+    pub fn explain_refusal(&self, mut err: crate::graph::GraphError) -> crate::graph::GraphError {
+        if err.status == Some(401) && !err.claims_challenge {
+            err.sign_in_hint = Some(self.refused_hint());
+        }
+        err
+    }
+
+    /// What to do when Graph refuses this source's token.
+    pub fn refused_hint(&self) -> String {
+        match &*self.source {
+            Source::Fixed(_) => {
+                "the fixed token was refused: give a valid Graph access token".into()
+            }
+            Source::Env(var) => format!(
+                "the token in ${var} (auth.token_env) was refused (expired, or not for Microsoft \
+                 Graph): put a fresh Graph access token in it (`outbox login` does not apply to \
+                 auth.method = \"token_env\")"
+            ),
+            Source::Command { .. } => "the token printed by auth.command was refused (expired, or \
+                 not for Microsoft Graph): run the command by hand and check what it prints \
+                 (`outbox login` does not apply to auth.method = \"token_command\")"
+                .into(),
+            Source::Delegated(_) => {
+                "the access token was refused: sign in again (`outbox login`)".into()
+            }
+            Source::App(_) => "the application token was refused: check the app registration's \
+                 Graph application permissions and admin consent, and the tenant"
+                .into(),
+        }
+    }
+
     /// Credentials for a configuration: the token cache lives in `agent.state_dir`, the
     /// identity platform is trusted like Graph (`graph.ca_file`), app scopes follow
     /// `graph.base_url`.
@@ -99,18 +132,6 @@ impl Credentials {
             &settings.agent.state_dir,
             &settings.graph.base_url,
             oauth::http_client(Some(settings)),
-        )
-    }
-
-    /// Credentials from the auth section alone: the platform's default state dir and the
-    /// global Graph. Prefer [`Credentials::from_settings_in`].
-    pub fn from_settings(auth: &AuthSettings) -> Credentials {
-        let defaults = Settings::defaults(crate::config::default_path());
-        Self::build(
-            auth,
-            &defaults.agent.state_dir,
-            &defaults.graph.base_url,
-            oauth::http_client(None),
         )
     }
 

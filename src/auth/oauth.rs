@@ -43,9 +43,7 @@ pub fn http_client(settings: Option<&Settings>) -> Result<reqwest::Client, Strin
         .timeout(Duration::from_secs(60))
         .redirect(reqwest::redirect::Policy::none());
     if let Some(ca) = settings.and_then(|s| s.graph.ca_file.as_ref()) {
-        let pem = std::fs::read(ca).map_err(|e| format!("graph.ca_file {}: {e}", ca.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("graph.ca_file {}: not a PEM certificate: {e}", ca.display()))?;
+        let certs = crate::ca::load_bundle(ca)?;
         for c in certs {
             builder = builder.add_root_certificate(c);
         }

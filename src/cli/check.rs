@@ -1,6 +1,7 @@
 //! `outbox check`: validate the config, each mapping's folder, sign-in and every target item,
-//! printing one line per finding (`ok`, `warn`, `error`, with what to do). Exit 0 when every
-//! line is `ok`, 1 on any warning or error, 78 when the config itself is bad.
+//! printing one line per finding (`ok`, `warn`, `error`, with what to do), or with `--json` one
+//! array of `{"level","what","message"}`. Exit 0 with no error (warnings alone pass, so `outbox
+//! check && outbox service install` works), 1 on any error, 78 when the config itself is bad.
 //!
 //! It only reads: the one write is a throw-away temp file proving a folder is writable when
 //! `after` needs that.
@@ -16,6 +17,8 @@ use std::time::Duration;
 /// Outlook's default tenant message size limit counts the encoded size (35 MB); Graph's reported
 /// attachment sizes are already inflated, so warn once they pass about 25 MB.
 const SIZE_WARN_BYTES: u64 = 25_000_000;
+/// Exchange Online's default message size limit.
+const SIZE_LIMIT_BYTES: u64 = 35_000_000;
 
 /// A Graph client for commands a person is waiting on (check, items, verify): a few quick
 /// retries instead of the agent's patient minutes.
@@ -39,29 +42,53 @@ enum Level {
     Error,
 }
 
+/// The findings so far; printed as they come (text) or all at the end (`--json`).
 #[derive(Default)]
 struct Report {
-    problems: usize,
+    json: bool,
+    errors: usize,
+    findings: Vec<serde_json::Value>,
 }
 
 impl Report {
     fn line(&mut self, level: Level, what: &str, msg: impl AsRef<str>) {
-        let tag = match level {
-            Level::Ok => "ok   ",
-            Level::Warn => "warn ",
-            Level::Error => "error",
+        let (tag, word) = match level {
+            Level::Ok => ("ok   ", "ok"),
+            Level::Warn => ("warn ", "warn"),
+            Level::Error => ("error", "error"),
         };
-        if level != Level::Ok {
-            self.problems += 1;
+        if level == Level::Error {
+            self.errors += 1;
         }
-        println!("{tag}  {what}: {}", crate::secret::redact(msg.as_ref()));
+        let msg = crate::secret::redact(msg.as_ref());
+        if self.json {
+            self.findings
+                .push(serde_json::json!({"level": word, "what": what, "message": msg}));
+        } else {
+            println!("{tag}  {what}: {msg}");
+        }
+    }
+
+    fn finish(self) -> ExitCode {
+        if self.json {
+            let text = serde_json::to_string_pretty(&self.findings).unwrap_or_default();
+            println!("{text}");
+        }
+        if self.errors == 0 {
+            ExitCode::Ok
+        } else {
+            ExitCode::Failed
+        }
     }
 }
 
-pub async fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
+pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandError> {
     // A config file is required here: checking built-in defaults would tell the user nothing.
     let settings = super::load_settings(flag, true)?;
-    let mut r = Report::default();
+    let mut r = Report {
+        json,
+        ..Report::default()
+    };
     r.line(
         Level::Ok,
         "config",
@@ -76,6 +103,11 @@ pub async fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
             }
         ),
     );
+    if let Some(Some(pid)) = super::entries::agent_pid(&settings.agent.state_dir).await {
+        if super::entries::started_before_edit(pid, &settings.source) {
+            r.line(Level::Warn, "config", super::entries::restart_hint(pid));
+        }
+    }
     if settings.mappings.is_empty() {
         r.line(
             Level::Warn,
@@ -102,11 +134,7 @@ pub async fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
             "not checked: they need a working sign-in (fix the problem above, then run `outbox check` again)",
         );
     }
-    Ok(if r.problems == 0 {
-        ExitCode::Ok
-    } else {
-        ExitCode::Failed
-    })
+    Ok(r.finish())
 }
 
 fn check_folder(r: &mut Report, m: &Mapping) {
@@ -169,11 +197,18 @@ fn check_folder(r: &mut Report, m: &Mapping) {
     r.line(Level::Ok, &what, f.display().to_string());
 }
 
-fn auth_line(r: &mut Report, e: &AuthError) {
+fn auth_line(r: &mut Report, e: &AuthError, method: &AuthMethod) {
     let todo = match e {
-        AuthError::NotSignedIn(_) => {
-            "sign in (`outbox login`) or provide the token the config names"
-        }
+        AuthError::NotSignedIn(_) => match method {
+            AuthMethod::DeviceCode => "sign in with `outbox login`",
+            AuthMethod::TokenEnv { .. } => {
+                "put a Graph access token in that variable (`outbox login` does not apply to token_env)"
+            }
+            AuthMethod::TokenCommand { .. } => "run the token command by hand and fix what it prints",
+            AuthMethod::ClientCredentials { .. } => {
+                "provide the secret or certificate the config names"
+            }
+        },
         AuthError::Refused(_) => {
             "the identity platform refused: run `outbox login` again, or check client_id, tenant and the secret"
         }
@@ -194,7 +229,7 @@ async fn check_sign_in(r: &mut Report, settings: &Settings) -> bool {
                 true
             }
             Err(e) => {
-                auth_line(r, &e);
+                auth_line(r, &e, &settings.auth.method);
                 false
             }
         };
@@ -216,7 +251,7 @@ async fn check_sign_in(r: &mut Report, settings: &Settings) -> bool {
             true
         }
         Err(RequestError::Auth(e)) => {
-            auth_line(r, &e);
+            auth_line(r, &e, &settings.auth.method);
             false
         }
         Err(RequestError::Graph(e)) if e.class == ErrorClass::SignIn || e.status == Some(401) => {
@@ -254,6 +289,13 @@ async fn check_item(r: &mut Report, client: &GraphClient, m: &Mapping) {
     let v = match client.get_json(&m.user, url).await {
         Ok(v) => v,
         Err(RequestError::Graph(e)) if e.status == Some(404) => {
+            if let Some(f) = super::hints::look_again(client, &item, &e).await {
+                return r.line(
+                    Level::Error,
+                    &what,
+                    format!("not found: {}", super::hints::for_mapping(f)),
+                );
+            }
             return r.line(
                 Level::Error,
                 &what,
@@ -267,7 +309,7 @@ async fn check_item(r: &mut Report, client: &GraphClient, m: &Mapping) {
                     m.item_id,
                     e.code,
                 ),
-            )
+            );
         }
         Err(RequestError::Graph(e)) => {
             let advice = e.advice().map(|a| format!(": {a}")).unwrap_or_default();
@@ -323,22 +365,56 @@ async fn check_item(r: &mut Report, client: &GraphClient, m: &Mapping) {
             )
         }
     };
-    let mb = total as f64 / 1e6;
+    r.line(size_level(total), &what, size_text(subject, count, total));
+}
+
+fn size_level(total: u64) -> Level {
     if total >= SIZE_WARN_BYTES {
-        r.line(
-            Level::Warn,
-            &what,
-            format!(
-                "\"{subject}\" already carries {count} attachments, {mb:.1} MB: near the tenant's message size limit \
-                 (35 MB by default, about 25 MB of raw attachments); further files may fail with \
-                 ErrorMessageSizeExceeded: start a new item"
-            ),
-        );
+        Level::Warn
     } else {
-        r.line(
-            Level::Ok,
-            &what,
-            format!("\"{subject}\", {count} attachments, {mb:.1} MB"),
-        );
+        Level::Ok
+    }
+}
+
+/// What the attachments already on an item mean for the tenant's message size limit: fine, near
+/// it, or over it by how much.
+fn size_text(subject: &str, count: usize, total: u64) -> String {
+    let mb = total as f64 / 1e6;
+    let files = if count == 1 {
+        "attachment"
+    } else {
+        "attachments"
+    };
+    if total > SIZE_LIMIT_BYTES {
+        let times = total as f64 / SIZE_LIMIT_BYTES as f64;
+        format!(
+            "\"{subject}\" already carries {count} {files}, {mb:.1} MB: {times:.1}× over the tenant's \
+             default message size limit (35 MB); further files will fail with ErrorMessageSizeExceeded \
+             unless the tenant's limit was raised: start a new item"
+        )
+    } else if total >= SIZE_WARN_BYTES {
+        format!(
+            "\"{subject}\" already carries {count} {files}, {mb:.1} MB: near the tenant's message size limit \
+             (35 MB by default, about 25 MB of raw attachments); further files may fail with \
+             ErrorMessageSizeExceeded: start a new item"
+        )
+    } else {
+        format!("\"{subject}\", {count} {files}, {mb:.1} MB")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_wording_says_near_or_how_far_over() {
+        assert_eq!(size_level(1_000_000), Level::Ok);
+        assert_eq!(size_text("s", 1, 1_000_000), "\"s\", 1 attachment, 1.0 MB");
+        assert_eq!(size_level(30_000_000), Level::Warn);
+        assert!(size_text("s", 3, 30_000_000).contains("30.0 MB: near the tenant's"));
+        let over = size_text("s", 9, 157_500_000);
+        assert!(over.contains("4.5× over"), "{over}");
+        assert!(!over.contains("near"), "{over}");
     }
 }

@@ -3,8 +3,11 @@
 //! nothing lands inside the watched folder), watches `./outbox-demo` with the real agent, and
 //! prints one line per attachment as it appears on the message.
 //!
-//! With `--exit-after N` it drops N sample files itself (small, ~1 MiB, ~4 MiB so an upload
-//! session shows; names with spaces and unicode) and exits 0 once all of them are attached.
+//! It drops 3 sample files to start with (small, ~1 MiB, ~4 MiB so an upload session shows;
+//! names with spaces and unicode; `--no-samples`: none), says what the folder ignores, and
+//! reports a failed, rejected or ignored file in a line of its own (the agent's log lines stay
+//! silent unless -v). With `--exit-after N` it drops N samples and exits 0 once all of them are
+//! attached.
 
 use crate::agent::{self, AgentError, RunOptions};
 use crate::auth::Credentials;
@@ -21,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 pub const DEMO_DIR: &str = "outbox-demo";
 /// How often the sandbox is asked what is on the message.
 const POLL: Duration = Duration::from_millis(300);
+/// Sample files dropped when no `--exit-after` says how many (`--no-samples`: none).
+const DEFAULT_SAMPLES: usize = 3;
 /// `--exit-after`: give up (exit 1) when the files are not all attached by then.
 const EXIT_AFTER_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -84,17 +89,7 @@ fn drop_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, dir.join(name))
 }
 
-fn human_size(n: u64) -> String {
-    const KIB: f64 = 1024.0;
-    let f = n as f64;
-    if f >= KIB * KIB {
-        format!("{:.1} MiB", f / KIB / KIB)
-    } else if f >= KIB {
-        format!("{:.1} KiB", f / KIB)
-    } else {
-        format!("{n} B")
-    }
-}
+use crate::config::units::human_size;
 
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
@@ -153,7 +148,7 @@ async fn admin_attachments(
     resp.json().await.map_err(|e| e.to_string())
 }
 
-pub async fn run(exit_after: Option<usize>) -> Result<ExitCode, CommandError> {
+pub async fn run(exit_after: Option<usize>, no_samples: bool) -> Result<ExitCode, CommandError> {
     let token = format!("demo-{}", hex::encode(rand::random::<[u8; 16]>()));
     let sandbox = Sandbox::start(SandboxOptions {
         port: 0,
@@ -163,7 +158,7 @@ pub async fn run(exit_after: Option<usize>) -> Result<ExitCode, CommandError> {
     })
     .await
     .map_err(|e| failed(format!("cannot start the sandbox: {e:#}")))?;
-    let result = tour(&sandbox, token, exit_after).await;
+    let result = tour(&sandbox, token, exit_after, no_samples).await;
     sandbox.shutdown().await;
     result
 }
@@ -172,6 +167,7 @@ async fn tour(
     sandbox: &Sandbox,
     token: String,
     exit_after: Option<usize>,
+    no_samples: bool,
 ) -> Result<ExitCode, CommandError> {
     let origin = sandbox.origin();
     let http = reqwest::Client::builder()
@@ -213,11 +209,19 @@ async fn tour(
         .tempdir()
         .map_err(|e| failed(format!("cannot create a temp dir: {e}")))?;
     let settings = write_config(config_dir.path(), &sandbox.graph_base(), &folder, &item_id)?;
+    let state_dir = settings.agent.state_dir.clone();
+    let mapping = settings.mappings.first().cloned();
     say(format!(
         "▶ watching {} (config: {})",
         folder.display(),
         settings.source.display()
     ));
+    if let Some(m) = &mapping {
+        say(format!(
+            "  ignored there: subfolders, and names matching {}",
+            m.exclude_patterns.join(" ")
+        ));
+    }
 
     let stop = CancellationToken::new();
     let agent_task = tokio::spawn(agent::run(
@@ -230,28 +234,34 @@ async fn tour(
     ));
 
     let mut expected: HashSet<String> = HashSet::new();
-    if let Some(n) = exit_after {
-        for (i, (name, size)) in samples(n).into_iter().enumerate() {
-            let bytes = sample_bytes(&name, size, i as u64 + 1);
-            drop_file(&folder, &name, &bytes).map_err(|e| {
-                failed(format!(
-                    "cannot write a sample file in {}: {e}",
-                    folder.display()
-                ))
-            })?;
-            say(format!("  dropped   {name} ({})", human_size(size as u64)));
-            expected.insert(name);
-        }
-        say(format!("▶ waiting for {n} file(s) to be attached…"));
-    } else {
-        say(format!(
+    let to_drop = match exit_after {
+        Some(n) => n,
+        None if no_samples => 0,
+        None => DEFAULT_SAMPLES,
+    };
+    for (i, (name, size)) in samples(to_drop).into_iter().enumerate() {
+        let bytes = sample_bytes(&name, size, i as u64 + 1);
+        drop_file(&folder, &name, &bytes).map_err(|e| {
+            failed(format!(
+                "cannot write a sample file in {}: {e}",
+                folder.display()
+            ))
+        })?;
+        say(format!("  dropped   {name} ({})", human_size(size as u64)));
+        expected.insert(name);
+    }
+    match exit_after {
+        Some(n) => say(format!("▶ waiting for {n} file(s) to be attached…")),
+        None => say(format!(
             "▶ drop files into {} and watch them get attached; Ctrl-C to stop",
             folder.display()
-        ));
+        )),
     }
 
     let started = Instant::now();
     let mut seen: HashMap<String, AdminAttachment> = HashMap::new();
+    let mut reported: HashSet<String> = HashSet::new();
+    let mut ignored: HashSet<std::ffi::OsString> = HashSet::new();
     let mut ticker = tokio::time::interval(POLL);
     let mut agent_task = agent_task;
     let signal = crate::cli::shutdown_signal();
@@ -287,6 +297,10 @@ async fn tour(
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot list the demo message's attachments"),
+        }
+        report_problems(&state_dir, &mut reported).await;
+        if let Some(m) = &mapping {
+            report_ignored(&folder, m, &mut ignored);
         }
         if exit_after.is_some() {
             let names: HashSet<&str> = seen.values().map(|a| a.name.as_str()).collect();
@@ -325,6 +339,68 @@ async fn tour(
         folder.display()
     ));
     outcome
+}
+
+/// Entries the agent failed or rejected, once each, as demo lines (the agent's own log lines are
+/// silenced in the demo unless -v).
+async fn report_problems(state_dir: &Path, reported: &mut HashSet<String>) {
+    let Some(resp) =
+        crate::agent::control::ask(state_dir, &crate::agent::control::Request::Status).await
+    else {
+        return;
+    };
+    for e in resp.entries {
+        let word = match e.state {
+            crate::ledger::EntryState::Failed => "failed  ",
+            crate::ledger::EntryState::Rejected => "rejected",
+            _ => continue,
+        };
+        if reported.insert(e.id.clone()) {
+            let why = e
+                .error
+                .as_ref()
+                .map(|x| x.message.clone())
+                .unwrap_or_default();
+            say(format!(
+                "  {word}  {}: {}",
+                e.file_name(),
+                crate::secret::redact(&why)
+            ));
+        }
+    }
+}
+
+/// Names in the folder the mapping does not send, once each, saying why.
+fn report_ignored(
+    folder: &Path,
+    m: &crate::config::Mapping,
+    ignored: &mut HashSet<std::ffi::OsString>,
+) {
+    let Ok(dir) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        if ignored.contains(&name) {
+            continue;
+        }
+        let text = name.to_string_lossy();
+        let why = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            "a subfolder (the demo mapping is not recursive)"
+        } else if m.exclude.is_match(text.as_ref()) {
+            // Hidden temp names are how the demo (and well-behaved apps) write files: not news.
+            if text.starts_with('.') && text.ends_with(".part") {
+                continue;
+            }
+            "matches an exclude pattern"
+        } else if !m.include.is_match(text.as_ref()) {
+            "matches no include pattern"
+        } else {
+            continue;
+        };
+        say(format!("  ignored   {text}: {why}"));
+        ignored.insert(name);
+    }
 }
 
 /// " ✓ same bytes as the file" when the file of that name in the folder hashes the same.

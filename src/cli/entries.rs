@@ -10,6 +10,47 @@ use crate::graph::GraphClient;
 use crate::ledger::{EntryError, EntryState, Ledger, LedgerEntry, LedgerError, SessionStore};
 use std::io::IsTerminal;
 
+/// Whether an agent answers on the state dir's socket (`Some`), and its pid when the platform
+/// tells (the socket peer's credentials). Asks nothing of the agent: connect, look, hang up.
+pub(crate) async fn agent_pid(state_dir: &std::path::Path) -> Option<Option<u32>> {
+    #[cfg(unix)]
+    {
+        let stream = tokio::net::UnixStream::connect(control::socket_path(state_dir))
+            .await
+            .ok()?;
+        Some(
+            stream
+                .peer_cred()
+                .ok()
+                .and_then(|c| c.pid())
+                .and_then(|p| u32::try_from(p).ok()),
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = state_dir;
+        None
+    }
+}
+
+/// Whether the process `pid` started before `config` was last written: it is running on an older
+/// config (the agent reads it only at start). Linux only (`/proc/PID`'s time is the process's
+/// start); `false` where that cannot be told.
+pub(crate) fn started_before_edit(pid: u32, config: &std::path::Path) -> bool {
+    let started = std::fs::metadata(format!("/proc/{pid}")).and_then(|m| m.modified());
+    let edited = std::fs::metadata(config).and_then(|m| m.modified());
+    matches!((started, edited), (Ok(s), Ok(e)) if e > s)
+}
+
+/// The sentence for that case.
+pub(crate) fn restart_hint(pid: u32) -> String {
+    format!(
+        "the config changed after the running agent (pid {pid}) started, and it reads the config \
+         only at start: restart it to apply the change (`systemctl --user restart outbox`, or stop \
+         and start `outbox run`)"
+    )
+}
+
 fn ledger_err(e: LedgerError) -> CommandError {
     CommandError::new(e.exit_code(), e.to_string())
 }
@@ -70,6 +111,8 @@ pub async fn status(
         ),
         None => None,
     };
+    let dir = settings.agent.state_dir.clone();
+    let agent = agent_pid(&dir).await;
     let mut entries = via_agent_or_ledger(&settings, Request::Status, |l| {
         l.list(None).map_err(ledger_err)
     })
@@ -80,10 +123,26 @@ pub async fn status(
     if json {
         println!("{}", super::status::render_json(&entries));
     } else {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = super::logging::colour(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
+        let (running, pid) = match agent {
+            Some(pid) => (true, pid),
+            None => (false, None),
+        };
+        println!("{}", super::status::agent_header(pid, running, &dir));
+        if let Some(pid) = pid.filter(|p| started_before_edit(*p, &settings.source)) {
+            println!("note: {}", restart_hint(pid));
+        }
         print!(
             "{}",
-            super::status::render_table(&entries, time::OffsetDateTime::now_utc(), color)
+            super::status::render_table_for(
+                &entries,
+                time::OffsetDateTime::now_utc(),
+                color,
+                running
+            )
         );
     }
     Ok(ExitCode::Ok)

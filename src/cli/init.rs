@@ -45,13 +45,22 @@ pub fn starter_config(home: &Path, state: &Path, config_dir: &Path) -> String {
     format!("{header}{body}")
 }
 
-fn state_dir() -> Option<PathBuf> {
-    let dirs = directories::ProjectDirs::from("", "", "outbox")?;
-    Some(
-        dirs.state_dir()
-            .unwrap_or_else(|| dirs.data_local_dir())
-            .to_path_buf(),
-    )
+/// The state dir a new config gets. The platform's config file gets the platform's state dir; any
+/// other config its own dir under it, named after the file and its path (`work-1a2b3c4d`), so two
+/// configs never share a ledger (a second agent on one state dir exits 2).
+pub fn state_dir_for(config: &Path, default_state: PathBuf) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let config = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
+    let platform = crate::config::platform_config_path();
+    if platform.is_some_and(|p| p == config) {
+        return default_state;
+    }
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "config".into());
+    let digest = hex::encode(Sha256::digest(config.to_string_lossy().as_bytes()));
+    default_state.join(format!("{stem}-{}", &digest[..8]))
 }
 
 pub fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
@@ -66,7 +75,10 @@ pub fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
                 "cannot find your home directory (is $HOME set?)",
             )
         })?;
-    let state = state_dir().unwrap_or_else(|| home.join(".local/state/outbox"));
+    let state = state_dir_for(
+        &path,
+        crate::config::default_state_dir().unwrap_or_else(|| home.join(".local/state/outbox")),
+    );
     let config_dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -126,6 +138,21 @@ mod tests {
         for line in [FOLDER_LINE, STATE_LINE, CERT_LINE] {
             assert!(TEMPLATE.contains(line), "config.example.toml lost {line:?}");
         }
+    }
+
+    #[test]
+    fn a_config_elsewhere_gets_a_state_dir_of_its_own() {
+        let base = PathBuf::from("/home/u/.local/state/outbox");
+        let a = state_dir_for(Path::new("/srv/a/config.toml"), base.clone());
+        let b = state_dir_for(Path::new("/srv/b/config.toml"), base.clone());
+        assert_ne!(a, b);
+        assert!(a.starts_with(&base) && a != base, "{a:?}");
+        assert!(a
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("config-"));
+        assert_eq!(a, state_dir_for(Path::new("/srv/a/config.toml"), base));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `outbox items messages|events [--search T] [--top N] [--user U]`: list recent items with
-//! their ids, subject, date and attachment count, so a user can pick a mapping's target.
+//! `outbox items messages|events [--search T] [--top N] [--user U] [--json]`: list recent items
+//! with their ids, subject, date and attachment count, so a user can pick a mapping's target;
+//! `--json` gives an array of `{"id","kind","subject","date","isDraft","attachments"}`.
 
 use crate::config::{ItemKind, Settings};
 use crate::exit::{CommandError, ExitCode};
@@ -29,6 +30,7 @@ pub async fn run(
     search: Option<&str>,
     top: u32,
     user: &str,
+    json: bool,
 ) -> Result<ExitCode, CommandError> {
     let kind = if kind == "events" {
         ItemKind::Event
@@ -83,11 +85,14 @@ pub async fn run(
         .and_then(|x| x.as_array())
         .cloned()
         .unwrap_or_default();
-    if items.is_empty() {
+    if items.is_empty() && !json {
         println!("no {} found", segs[segs.len() - 1]);
         return Ok(ExitCode::Ok);
     }
-    println!("{:<16}  {:>5}  {:<40}  ID", "DATE", "ATT", "SUBJECT");
+    let mut rows = Vec::new();
+    if !json {
+        println!("{:<16}  {:>5}  {:<40}  ID", "DATE", "ATT", "SUBJECT");
+    }
     for it in &items {
         let Some(id) = it.get("id").and_then(|x| x.as_str()) else {
             continue;
@@ -98,22 +103,38 @@ pub async fn run(
             .and_then(|x| x.as_str())
             .map(short_date)
             .unwrap_or_default();
+        let draft = it.get("isDraft").and_then(|x| x.as_bool());
+        let att = attachment_count(&client, user, kind, id, it).await;
+        if json {
+            rows.push(serde_json::json!({
+                "id": id,
+                "kind": if kind == ItemKind::Event { "event" } else { "message" },
+                "subject": it.get("subject").and_then(|x| x.as_str()).unwrap_or_default(),
+                "date": it.pointer("/start/dateTime").or_else(|| it.get("createdDateTime")),
+                "isDraft": draft,
+                "attachments": att.parse::<u64>().ok(),
+            }));
+            continue;
+        }
         let mut subject = it
             .get("subject")
             .and_then(|x| x.as_str())
             .filter(|s| !s.is_empty())
             .unwrap_or("(no subject)")
             .to_string();
-        if it.get("isDraft").and_then(|x| x.as_bool()) == Some(false) {
+        if draft == Some(false) {
             subject.push_str(" [sent]");
         }
-        let att = attachment_count(&client, user, kind, id, it).await;
         let subject: String = if subject.chars().count() > 40 {
             subject.chars().take(39).chain(['…']).collect()
         } else {
             subject
         };
         println!("{date:<16}  {att:>5}  {subject:<40}  {id}");
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&rows).unwrap_or_default();
+        println!("{text}");
     }
     Ok(ExitCode::Ok)
 }

@@ -135,8 +135,9 @@ async fn me(settings: &Settings) -> Result<(String, String), CommandError> {
         .await
         .map_err(|e| match e {
             RequestError::Auth(a) => auth_err(a),
+            // The error's advice names what to do for this token source.
             RequestError::Graph(g) if g.class == ErrorClass::SignIn => {
-                CommandError::new(ExitCode::SignIn, format!("{g}; run `outbox login`"))
+                CommandError::new(ExitCode::SignIn, g.to_string())
             }
             RequestError::Graph(g) => CommandError::new(ExitCode::Failed, g.to_string()),
         })?;

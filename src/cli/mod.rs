@@ -4,6 +4,7 @@
 pub mod check;
 pub mod demo;
 pub mod entries;
+pub mod hints;
 pub mod init;
 pub mod items;
 pub mod logging;
@@ -22,107 +23,176 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "outbox",
+    // Usage lines say `outbox` whatever the file is called (a renamed or test copy).
+    bin_name = "outbox",
     version,
-    about = "Attach every file dropped into a folder to an Outlook message or event, exactly once."
+    about = "Attach every file dropped into a folder to an Outlook message or event, exactly once.",
+    after_help = "Exit status: 0 success, 1 some file could not be attached (or `check` found an \
+error), 2 bad usage or the state dir in use, 3 sign-in needed or refused, 78 bad or missing \
+configuration, 130 interrupted. `man outbox` has the configuration, files and examples."
 )]
 pub struct Cli {
-    /// Config file (default: $OUTBOX_CONFIG, else the platform config dir).
+    /// Config file (default: $OUTBOX_CONFIG, else ~/.config/outbox/config.toml on Linux).
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// More log output (repeat for more).
+    /// More log output on stderr (-v debug, -vv trace); RUST_LOG wins over it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
-    /// Only errors.
+    /// Log only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    /// Log format on stderr: text (coloured only on a terminal, never with NO_COLOR) or json.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = logging::LogFormat::Text)]
     pub log_format: logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The state names `status --state` accepts (the ledger's states).
+fn state_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(crate::ledger::EntryState::ALL.map(|s| s.as_str()))
+}
+
+/// Stands in for the global `--config` on commands that read no config (`sandbox`, `demo`,
+/// `completions`), so
+/// their help does not offer it; given anyway, it is refused (exit 2).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NoConfig {
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: attach what is new, then watch until SIGINT/SIGTERM.
     Run {
-        /// Scan, attach everything pending, then exit.
+        /// Scan, wait for files to settle, attach everything pending, then exit: 0 when all is
+        /// done, 1 when anything failed or was rejected.
         #[arg(long)]
         once: bool,
     },
-    /// Attach one file now; prints the attachment id.
+    /// Attach one file now; prints the attachment id on stdout (does not touch the ledger).
     Send(SendArgs),
-    /// Show the ledger.
+    /// Show the ledger: one row per file version, its state, progress and error.
     Status {
+        /// One JSON array of entries instead of the table.
         #[arg(long)]
         json: bool,
-        #[arg(long, value_name = "STATE")]
+        /// Only entries in this state.
+        #[arg(long, value_name = "STATE", value_parser = state_names())]
         state: Option<String>,
     },
-    /// Put failed entries back in the queue.
+    /// Put failed entries back in the queue: one by ID, or all with --failed.
+    #[command(override_usage = "outbox retry <ID>\n       outbox retry --failed")]
     Retry {
-        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        /// The entry to retry (the ID column of `outbox status`).
+        #[arg(conflicts_with = "failed")]
         id: Option<String>,
+        /// Retry every failed entry.
         #[arg(long)]
         failed: bool,
     },
-    /// Stop an upload: delete its session and mark it canceled.
-    Cancel { id: String },
-    /// Sign in interactively (device code).
+    /// Stop an upload: delete its upload session and mark it canceled.
+    Cancel {
+        /// The entry to cancel (the ID column of `outbox status`).
+        id: String,
+    },
+    /// Sign in interactively (device code); needs auth.method = "device_code".
     Login,
     /// Forget cached tokens.
     Logout,
-    /// Show the signed-in account.
+    /// Show the signed-in account (or the app, for client credentials).
     Whoami,
-    /// Validate config, folders, sign-in and every target item.
-    Check,
-    /// Read done attachments back and compare SHA-256 with the ledger.
+    /// Validate config, folders, sign-in and every target item; exit 0 unless there is an error
+    /// (warnings alone pass).
+    Check {
+        /// Print the findings as a JSON array of {"level","what","message"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read done attachments back from Graph and compare their SHA-256 with the ledger's.
+    #[command(override_usage = "outbox verify <ID> [--json]\n       outbox verify --all [--json]")]
     Verify {
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        /// The entry to verify (the ID column of `outbox status`).
+        #[arg(conflicts_with = "all")]
         id: Option<String>,
+        /// Verify every done entry.
         #[arg(long)]
         all: bool,
+        /// One JSON array of {"id","file","result","message"} instead of lines.
+        #[arg(long)]
+        json: bool,
     },
-    /// List recent messages or events with their ids.
+    /// List recent messages or events with their ids, to pick a mapping's target.
     Items {
+        /// Which items: messages (drafts are the usual targets) or events.
         #[arg(value_parser = ["messages", "events"])]
         kind: String,
-        #[arg(long)]
+        /// Only items whose text (messages) or subject (events) contains this.
+        #[arg(long, value_name = "TEXT")]
         search: Option<String>,
-        #[arg(long, default_value_t = 10)]
+        /// How many items to list (1-1000), newest first.
+        #[arg(long, value_name = "N", default_value_t = 10)]
         top: u32,
         /// Mailbox: `me` (default), a UPN or a user id.
         #[arg(long, value_name = "U", default_value = "me")]
         user: String,
+        /// One JSON array of {"id","kind","subject","date","isDraft","attachments"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a commented starter config (never overwrites).
     Init,
-    /// Run at login: install, uninstall or show the service.
+    /// Run at login: install, uninstall or show the service (systemd user unit, LaunchAgent,
+    /// Scheduled Task).
     Service {
+        /// What to do.
         #[arg(value_parser = ["install", "uninstall", "status"])]
         action: String,
+        /// Print the files and commands instead of writing or running them.
         #[arg(long)]
         dry_run: bool,
         /// Which platform's service files (tests check all three on one machine).
         #[arg(long, hide = true, value_parser = ["linux", "macos", "windows"])]
         platform: Option<String>,
     },
-    /// A local Microsoft Graph stand-in.
-    Sandbox(sandbox::SandboxArgs),
+    /// A local Microsoft Graph stand-in, on loopback.
+    Sandbox {
+        #[command(flatten)]
+        args: sandbox::SandboxArgs,
+        #[command(flatten)]
+        no_config: NoConfig,
+    },
+    /// Print the shell completion script: outbox completions bash > ~/.local/share/bash-completion/completions/outbox
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+        #[command(flatten)]
+        no_config: NoConfig,
+    },
     /// Zero-setup tour against the built-in sandbox.
     Demo {
         /// Drop N sample files, exit 0 once they are attached.
         #[arg(long, value_name = "N")]
         exit_after: Option<usize>,
+        /// Start with an empty folder instead of three sample files.
+        #[arg(long, conflicts_with = "exit_after")]
+        no_samples: bool,
+        #[command(flatten)]
+        no_config: NoConfig,
     },
 }
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["message", "event"])))]
 pub struct SendArgs {
+    /// The file to attach.
     pub file: PathBuf,
+    /// Attach to this message (a draft): an id from `outbox items messages`.
     #[arg(long, value_name = "ID")]
     pub message: Option<String>,
+    /// Attach to this calendar event: an id from `outbox items events`.
     #[arg(long, value_name = "ID")]
     pub event: Option<String>,
     /// Mailbox: `me` (default), a UPN or a user id.
@@ -131,6 +201,18 @@ pub struct SendArgs {
     /// Attachment name (default: the file's name).
     #[arg(long, value_name = "N")]
     pub name: Option<String>,
+    /// When the item already has an attachment of this name with the same bytes: `skip` (print
+    /// its id, send nothing) or `attach` anyway. Default: the `if_exists` of a mapping that
+    /// targets the same item, else `skip`.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub if_exists: Option<IfExistsArg>,
+}
+
+/// `send --if-exists`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IfExistsArg {
+    Skip,
+    Attach,
 }
 
 /// Parse the command line, run the command, return the exit code.
@@ -147,9 +229,13 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    // The demo talks to people on stdout; agent logs would drown it unless asked for with -v.
+    // The demo talks to people on stdout, failures included; agent logs would only repeat them.
     let demo_quiet = matches!(cli.command, Command::Demo { .. }) && cli.verbose == 0;
-    logging::init(cli.verbose, cli.quiet || demo_quiet, cli.log_format);
+    if demo_quiet {
+        logging::init_silent(cli.log_format);
+    } else {
+        logging::init(cli.verbose, cli.quiet, cli.log_format);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,48 +256,108 @@ pub fn main() -> i32 {
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
+    let cfg = cli.config.as_deref();
     match cli.command {
-        Command::Sandbox(args) => sandbox::run(args).await,
-        Command::Send(args) => send::run(load_settings(cli.config.as_deref(), false)?, args).await,
-        Command::Run { once } => run::run(load_settings(cli.config.as_deref(), true)?, once).await,
+        Command::Sandbox { args, no_config } => {
+            refuse_config("sandbox", cfg, &no_config)?;
+            sandbox::run(args).await
+        }
+        Command::Send(args) => {
+            let token_in_env = std::env::var_os(DEFAULT_TOKEN_ENV).is_some();
+            send::run(load_settings(cfg, !token_in_env)?, args).await
+        }
+        Command::Run { once } => run::run(load_settings(cfg, true)?, once).await,
         Command::Status { json, state } => {
-            entries::status(load_settings(cli.config.as_deref(), false)?, json, state).await
+            entries::status(load_settings(cfg, true)?, json, state).await
         }
-        Command::Retry { id, failed: _ } => {
-            entries::retry(load_settings(cli.config.as_deref(), false)?, id).await
+        Command::Retry { id, failed } => {
+            if id.is_none() && !failed {
+                return Err(CommandError::new(
+                    ExitCode::Usage,
+                    "retry what? give an entry ID (the ID column of `outbox status --state failed`), \
+                     or --failed to retry every failed entry",
+                ));
+            }
+            entries::retry(load_settings(cfg, true)?, id).await
         }
-        Command::Cancel { id } => {
-            entries::cancel(load_settings(cli.config.as_deref(), false)?, id).await
+        Command::Cancel { id } => entries::cancel(load_settings(cfg, true)?, id).await,
+        Command::Login => login::login(load_settings(cfg, true)?).await,
+        Command::Logout => login::logout(load_settings(cfg, true)?).await,
+        Command::Whoami => login::whoami(load_settings(cfg, true)?).await,
+        Command::Demo {
+            exit_after,
+            no_samples,
+            no_config,
+        } => {
+            refuse_config("demo", cfg, &no_config)?;
+            demo::run(exit_after, no_samples).await
         }
-        Command::Login => login::login(load_settings(cli.config.as_deref(), false)?).await,
-        Command::Logout => login::logout(load_settings(cli.config.as_deref(), false)?).await,
-        Command::Whoami => login::whoami(load_settings(cli.config.as_deref(), false)?).await,
-        Command::Demo { exit_after } => demo::run(exit_after).await,
-        Command::Init => init::run(cli.config.as_deref()),
-        Command::Check => check::run(cli.config.as_deref()).await,
+        Command::Init => init::run(cfg),
+        Command::Check { json } => check::run(cfg, json).await,
         Command::Items {
             kind,
             search,
             top,
             user,
+            json,
         } => {
-            let settings = load_settings(cli.config.as_deref(), false)?;
-            items::run(settings, &kind, search.as_deref(), top, &user).await
+            let settings = load_settings(cfg, true)?;
+            items::run(settings, &kind, search.as_deref(), top, &user, json).await
         }
-        Command::Verify { id, all: _ } => {
-            verify::run(load_settings(cli.config.as_deref(), false)?, id).await
+        Command::Verify { id, all, json } => {
+            if id.is_none() && !all {
+                return Err(CommandError::new(
+                    ExitCode::Usage,
+                    "verify what? give an entry ID (the ID column of `outbox status`), or --all \
+                     to verify every done entry",
+                ));
+            }
+            verify::run(load_settings(cfg, true)?, id, json).await
+        }
+        Command::Completions { shell, no_config } => {
+            refuse_config("completions", cfg, &no_config)?;
+            // Into a buffer first: clap_complete panics on a write error (`| head`).
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "outbox", &mut script);
+            let mut out = std::io::stdout().lock();
+            let _ = std::io::Write::write_all(&mut out, &script);
+            Ok(ExitCode::Ok)
         }
         Command::Service {
             action,
             dry_run,
             platform,
-        } => service::run(cli.config.as_deref(), &action, dry_run, platform.as_deref()),
+        } => service::run(cfg, &action, dry_run, platform.as_deref()),
     }
 }
 
+/// `sandbox` and `demo` read no config: a `--config` given to them is a mistake worth saying.
+fn refuse_config(
+    command: &str,
+    global: Option<&std::path::Path>,
+    given: &NoConfig,
+) -> Result<(), CommandError> {
+    match given.config.as_deref().or(global) {
+        Some(p) => Err(CommandError::new(
+            ExitCode::Usage,
+            format!(
+                "`outbox {command}` reads no config file (it was given {}); it is configured by its \
+                 own options: see `outbox {command} --help`",
+                p.display()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The variable `outbox send` reads a token from when there is no config file at all.
+pub const DEFAULT_TOKEN_ENV: &str = "OUTBOX_ACCESS_TOKEN";
+
 /// Load the config: `--config`, else `$OUTBOX_CONFIG`, else the platform default. A file named
-/// explicitly must exist; a missing default file gives the built-in defaults when `required` is
-/// false (e.g. `send` with a token from the environment).
+/// explicitly must exist. A missing default file is exit 78 saying to run `outbox init`, unless
+/// `required` is false: only `send` with a token in `$OUTBOX_ACCESS_TOKEN`, where the user chose
+/// the auth method by setting the variable, runs on the built-in defaults (and writes nothing).
 pub fn load_settings(
     flag: Option<&std::path::Path>,
     required: bool,
@@ -223,7 +369,7 @@ pub fn load_settings(
     if explicit.is_none() && !required && !path.exists() {
         return Ok(crate::config::Settings::defaults(path));
     }
-    let settings = crate::config::Settings::load(&path)?;
+    let settings = crate::config::Settings::load_all(&path).map_err(CommandError::config)?;
     crate::private::check_config(&settings)?;
     Ok(settings)
 }

@@ -2,7 +2,7 @@
 
 use crate::agent::{self, AgentError, RunOptions, RunOutcome};
 use crate::auth::Credentials;
-use crate::config::Settings;
+use crate::config::{AuthMethod, Settings};
 use crate::exit::{CommandError, ExitCode};
 
 pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandError> {
@@ -13,14 +13,71 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
         ));
     }
     let creds = Credentials::from_settings_in(&settings);
-    match agent::run(settings, creds, RunOptions { once, stop: None }).await {
-        Ok(RunOutcome::Clean) => Ok(ExitCode::Ok),
-        Ok(RunOutcome::SomeFailed) => {
-            eprintln!("outbox: some files could not be attached; see `outbox status --state failed`");
-            Ok(ExitCode::Failed)
+    let state_dir = settings.agent.state_dir.clone();
+    let sign_in = match &settings.auth.method {
+        AuthMethod::DeviceCode => "run `outbox login`".to_owned(),
+        AuthMethod::TokenEnv { var } => format!("put a fresh Graph access token in ${var}"),
+        AuthMethod::TokenCommand { .. } => {
+            "run auth.command by hand and fix what it prints".to_owned()
         }
-        Ok(RunOutcome::SignInNeeded) => Err(CommandError::new(ExitCode::SignIn, "sign-in needed: files stay queued; fix the token source or run `outbox login`, then run again")),
+        AuthMethod::ClientCredentials { .. } => {
+            "check the app's secret or certificate, its permissions and consent".to_owned()
+        }
+    };
+    match agent::run(settings, creds, RunOptions { once, stop: None }).await {
+        Ok(RunOutcome::Clean) if !once => Ok(ExitCode::Ok),
+        Ok(RunOutcome::Clean) | Ok(RunOutcome::SomeFailed) => Ok(left_over(&state_dir)),
+        Ok(RunOutcome::SignInNeeded) => Err(CommandError::new(
+            ExitCode::SignIn,
+            format!("sign-in needed: files stay queued; {sign_in}, then run again"),
+        )),
         Err(AgentError::Ledger(e)) => Err(CommandError::new(e.exit_code(), e.to_string())),
         Err(AgentError::Setup(s)) => Err(CommandError::new(ExitCode::Failed, s)),
     }
+}
+
+/// After `--once`: what the ledger still holds that is not attached, this run's or an earlier
+/// one's (a file that failed `Permission denied` yesterday and was only chmod-ed since is not a
+/// new version, so this run did not try it). Exit 1 while any is left, as SPEC says.
+fn left_over(state_dir: &std::path::Path) -> ExitCode {
+    use crate::ledger::{EntryState, Ledger, LedgerEntry};
+    use std::collections::HashMap;
+    let entries = match Ledger::open(state_dir) {
+        Ok(l) => {
+            let all = l.list(None).unwrap_or_default();
+            let _ = l.close();
+            all
+        }
+        // Another agent took the ledger in the meantime: it will say for itself.
+        Err(_) => return ExitCode::Ok,
+    };
+    // Per file, its newest version: a failure a newer version has since replaced is history.
+    let mut newest: HashMap<(&str, &std::path::Path), &LedgerEntry> = HashMap::new();
+    for e in &entries {
+        let slot = newest
+            .entry((e.mapping.as_str(), e.path.as_path()))
+            .or_insert(e);
+        if e.updated_at > slot.updated_at {
+            *slot = e;
+        }
+    }
+    let count = |s: EntryState| newest.values().filter(|e| e.state == s).count();
+    let (failed, rejected) = (count(EntryState::Failed), count(EntryState::Rejected));
+    if failed + rejected == 0 {
+        return ExitCode::Ok;
+    }
+    let mut parts = Vec::new();
+    if failed > 0 {
+        parts.push(format!(
+            "{failed} failed (fix the cause, then `outbox retry --failed`)"
+        ));
+    }
+    if rejected > 0 {
+        parts.push(format!("{rejected} rejected (over 150 MiB: never sent)"));
+    }
+    eprintln!(
+        "outbox: not attached: {}; `outbox status --state failed` says why",
+        parts.join(", ")
+    );
+    ExitCode::Failed
 }

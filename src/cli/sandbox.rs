@@ -23,6 +23,7 @@ pub struct SandboxArgs {
 }
 
 pub async fn run(args: SandboxArgs) -> Result<ExitCode, CommandError> {
+    let has_token = args.token.is_some();
     let opts = SandboxOptions {
         port: args.port,
         data_dir: args.data_dir,
@@ -36,12 +37,56 @@ pub async fn run(args: SandboxArgs) -> Result<ExitCode, CommandError> {
         // The first stdout line is a contract: scripts read the port from it.
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening {}", sandbox.origin());
+        let _ = write!(
+            out,
+            "{}",
+            config_lines(
+                &sandbox.origin(),
+                sandbox.ca_pem_path().as_deref(),
+                has_token
+            )
+        );
         let _ = out.flush();
     }
     tracing::info!(data_dir = %sandbox.data_dir().display(), "sandbox serving; admin API under /_admin");
     wait_for_signal().await;
     sandbox.shutdown().await;
     Ok(ExitCode::Ok)
+}
+
+/// What a newcomer puts in a config to point outbox at this sandbox, printed after the
+/// `listening` line (which stays first: scripts read the origin from it). TOML, so it can be
+/// pasted as is; the comments say the rest.
+pub fn config_lines(origin: &str, ca_pem: Option<&std::path::Path>, has_token: bool) -> String {
+    let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let mut t = String::from(
+        "\n# To point outbox at this sandbox, put these lines in its config (`outbox init` writes one):\n",
+    );
+    t.push_str(&format!(
+        "[graph]\nbase_url = {}\n",
+        q(&format!("{origin}/v1.0"))
+    ));
+    if let Some(ca) = ca_pem {
+        t.push_str(&format!(
+            "ca_file = {}   # the sandbox's CA (--tls)\n",
+            q(&ca.to_string_lossy())
+        ));
+    }
+    t.push_str(&format!("[auth]\nauthority = {}\n", q(origin)));
+    if has_token {
+        t.push_str(
+            "method = \"token_env\"\ntoken_env = \"OUTBOX_SANDBOX_TOKEN\"   # export OUTBOX_SANDBOX_TOKEN=<the --token value>\n",
+        );
+    } else {
+        t.push_str(&format!(
+            "method = \"device_code\"\nclient_id = \"00000000-0000-0000-0000-000000000000\"   # any id will do here\n\
+             # `outbox login` then shows a code: approve it at {origin}/devicelogin\n"
+        ));
+    }
+    t.push_str(&format!(
+        "# Items to attach to: POST {origin}/_admin/items {{\"kind\":\"message\"}}; all of it: docs/sandbox.md\n"
+    ));
+    t
 }
 
 async fn wait_for_signal() {

@@ -1,14 +1,17 @@
-//! `outbox send FILE (--message ID | --event ID)`: attach one file now, with a progress bar on a
-//! terminal (plain lines otherwise), and print the attachment id. Does not touch the ledger: the
-//! agent's state machine drives the upload with URLs kept in memory (`agent::oneshot`).
+//! `outbox send FILE (--message ID | --event ID)`: attach one file now, with a progress bar naming
+//! the file and the item on a terminal (plain lines otherwise); prints the attachment id on stdout
+//! and a sentence on stderr. Honours `if_exists` (`--if-exists`, else the mapping that targets the
+//! item, else `skip`); Ctrl-C deletes the upload session and exits 130. Does not touch the ledger:
+//! the core's state machine drives the upload with URLs kept in memory (`agent::oneshot`).
 
-use super::SendArgs;
+use super::{hints, IfExistsArg, SendArgs};
 use crate::agent::oneshot::{attach_file, OneShotError};
 use crate::auth::Credentials;
-use crate::config::{ItemKind, Settings};
+use crate::config::units::human_size;
+use crate::config::{IfExists, ItemKind, Settings};
 use crate::core::model::Target;
 use crate::exit::{CommandError, ExitCode};
-use crate::graph::GraphClient;
+use crate::graph::{ErrorClass, GraphClient, GraphError, ItemRef};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -25,42 +28,134 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
             ))
         }
     };
-    let target = Target {
-        user: args.user,
-        kind,
-        item_id: id,
-    };
-    let total = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
+    let item = ItemRef::new(args.user, kind, id);
+    let if_exists = if_exists_for(&settings, &item, args.if_exists);
+    let meta = std::fs::metadata(&args.file).map_err(|e| {
+        CommandError::new(
+            ExitCode::Failed,
+            format!("cannot read {}: {e}", args.file.display()),
+        )
+    })?;
+    let total = meta.len();
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into())
+    });
     let client = Arc::new(
         GraphClient::new(&settings, Credentials::from_settings_in(&settings))
             .map_err(|e| CommandError::new(ExitCode::Config, e))?,
     );
-    let bar = Arc::new(Progress::new(total));
+    let what = format!(
+        "{} ({}) to {} {}",
+        name,
+        human_size(total),
+        hints::kind_word(kind),
+        short_id(&item.id)
+    );
+    let bar = Arc::new(Progress::new(total).named(&what));
     let b = bar.clone();
+    let target = Target {
+        user: item.user.clone(),
+        kind,
+        item_id: item.id.clone(),
+    };
+    let started = Instant::now();
     let outcome = attach_file(
         &settings,
-        client,
+        client.clone(),
         target,
         &args.file,
         args.name,
+        match if_exists {
+            IfExists::Skip => crate::core::model::IfExists::Skip,
+            IfExists::Attach => crate::core::model::IfExists::Attach,
+        },
         Some(Arc::new(move |n| b.set(n))),
     )
     .await;
     bar.finish();
     match outcome {
-        Ok(id) => {
+        Ok(a) => {
+            // stdout is the id alone (scripts read it); the sentence for people goes to stderr.
+            if a.sent {
+                eprintln!(
+                    "attached {what} in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+            } else {
+                eprintln!(
+                    "{what}: already there with the same bytes (if_exists = \"skip\"); not sent again"
+                );
+            }
             // The id comes from the server's `Location`: printed escaped, never raw.
-            println!("{}", crate::outside::printable(&id));
+            println!("{}", crate::outside::printable(&a.attachment_id));
             Ok(ExitCode::Ok)
         }
+        Err(OneShotError::Failed(f)) if http_status(&f.message).is_some() => {
+            let status = http_status(&f.message);
+            let mut err = CommandError::new(ExitCode::Failed, format!("{}: {}", f.code, f.message));
+            // What a second look finds instead of the generic advice (a sent message is not a
+            // permissions problem, an id of the other kind is not a missing item).
+            let g = GraphError::new(ErrorClass::Permanent, status, f.code.clone(), f.message);
+            if let Some(found) = hints::look_again(&client, &item, &g).await {
+                err.message = format!("{}: {} — {}", g.code, g.message, hints::for_send(found));
+            }
+            Err(err)
+        }
+        Err(OneShotError::Interrupted) => Err(CommandError::new(
+            ExitCode::Interrupted,
+            format!("interrupted: {what} was not attached (its upload session was deleted)"),
+        )),
         Err(e) => Err(attach_error(e)),
     }
+}
+
+/// The HTTP status a Graph failure's sentence names (`CODE (HTTP 404): ...`), for the 403/404
+/// second look.
+fn http_status(message: &str) -> Option<u16> {
+    [403u16, 404]
+        .into_iter()
+        .find(|s| message.contains(&format!("(HTTP {s})")))
+}
+
+/// `--if-exists`, else the `if_exists` of a mapping that targets the same item, else `skip`:
+/// sending the same bytes under the same name to the same item twice is almost always a
+/// mistake, and `skip` is what a mapping does by default. `--if-exists attach` sends anyway.
+fn if_exists_for(settings: &Settings, item: &ItemRef, flag: Option<IfExistsArg>) -> IfExists {
+    if let Some(f) = flag {
+        return match f {
+            IfExistsArg::Skip => IfExists::Skip,
+            IfExistsArg::Attach => IfExists::Attach,
+        };
+    }
+    settings
+        .mappings
+        .iter()
+        .find(|m| {
+            m.kind == item.kind && m.item_id == item.id && m.user.eq_ignore_ascii_case(&item.user)
+        })
+        .map(|m| m.if_exists)
+        .unwrap_or(IfExists::Skip)
+}
+
+/// An item id is ~150 characters; people recognise its ends.
+fn short_id(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() <= 24 {
+        return id.to_owned();
+    }
+    let head: String = chars[..10].iter().collect();
+    let tail: String = chars[chars.len() - 8..].iter().collect();
+    format!("{head}…{tail}")
 }
 
 /// Map an attach failure to the exit code and a sentence for the user.
 pub fn attach_error(e: OneShotError) -> CommandError {
     match e {
         OneShotError::SignIn(_) => CommandError::new(ExitCode::SignIn, e.to_string()),
+        OneShotError::Interrupted => CommandError::new(ExitCode::Interrupted, e.to_string()),
         other => CommandError::new(ExitCode::Failed, other.to_string()),
     }
 }
@@ -87,6 +182,19 @@ impl Progress {
             plain: Mutex::new((Instant::now(), 0)),
             total,
         }
+    }
+
+    /// Name the file and the item on the progress bar.
+    fn named(self, what: &str) -> Self {
+        if let Some(b) = &self.bar {
+            if let Ok(style) = ProgressStyle::with_template(
+                "{prefix}\n{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            ) {
+                b.set_style(style);
+            }
+            b.set_prefix(format!("sending {what}"));
+        }
+        self
     }
 
     fn finish(&self) {

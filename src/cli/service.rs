@@ -175,6 +175,25 @@ pub fn run(
     Ok(ExitCode::Ok)
 }
 
+/// What to do where `systemctl --user` cannot reach a user manager: a container, an ssh or cron
+/// session of a user without lingering, a system without systemd.
+const NO_USER_SYSTEMD: &str = "Without a login session the user manager runs only with lingering: \
+`loginctl enable-linger $USER` (an admin: `sudo loginctl enable-linger NAME`), then `outbox service \
+install` again. In a container or without systemd, run `outbox run` under the supervisor you have \
+instead (the container's entrypoint, supervisord, runit, s6); it exits 78 on a bad config, so do not \
+restart it on that code";
+
+/// systemctl's words when no user bus exists ("Failed to connect to bus: No medium found",
+/// "Failed to connect to user scope bus via local transport", `$DBUS_SESSION_BUS_ADDRESS and
+/// $XDG_RUNTIME_DIR not defined`).
+fn no_user_bus(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    s.contains("connect to bus")
+        || s.contains("user scope bus")
+        || s.contains("xdg_runtime_dir")
+        || s.contains("dbus_session_bus_address")
+}
+
 fn execute(step: &Step) -> Result<(), CommandError> {
     match step {
         Step::Write {
@@ -205,16 +224,28 @@ fn execute(step: &Step) -> Result<(), CommandError> {
                 return Ok(());
             };
             println!("$ {}", show(argv));
-            let status = std::process::Command::new(prog)
+            let out = std::process::Command::new(prog)
                 .args(args)
-                .status()
+                .stderr(std::process::Stdio::piped())
+                .output()
                 .map_err(|e| {
-                    fail(format!(
-                        "cannot run {prog}: {e} (is this session managed by {prog}'s service manager?)"
-                    ))
+                    let mut m = format!("cannot run {prog}: {e}");
+                    if prog == "systemctl" {
+                        m.push_str(&format!("; {NO_USER_SYSTEMD}"));
+                    }
+                    fail(m)
                 })?;
-            if !status.success() && !may_fail {
-                return Err(fail(format!("`{}` failed ({status})", show(argv))));
+            let err = String::from_utf8_lossy(&out.stderr);
+            eprint!("{err}");
+            if !out.status.success() && !may_fail {
+                let mut m = format!("`{}` failed ({})", show(argv), out.status);
+                if prog == "systemctl" && no_user_bus(&err) {
+                    m.push_str(&format!(
+                        ": there is no user systemd instance to talk to ({}). {NO_USER_SYSTEMD}",
+                        err.trim()
+                    ));
+                }
+                return Err(fail(m));
             }
         }
     }

@@ -57,13 +57,39 @@ pub fn parse_state_filter(s: &str) -> Result<EntryState, String> {
 /// A table for terminals: id, state, progress, size, age, mapping, file, and the error message
 /// when any shown entry failed or was rejected. `color` adds ANSI colours to the state column.
 pub fn render_table(entries: &[LedgerEntry], now: OffsetDateTime, color: bool) -> String {
+    render_table_for(entries, now, color, true)
+}
+
+/// [`render_table`], knowing whether an agent is running: without one, a row left `uploading`
+/// is not moving, and says so (a NOTE column, which also carries the errors).
+pub fn render_table_for(
+    entries: &[LedgerEntry],
+    now: OffsetDateTime,
+    color: bool,
+    agent_running: bool,
+) -> String {
     if entries.is_empty() {
         return "No entries.\n".to_owned();
     }
+    let note = |e: &LedgerEntry| {
+        error_text(e).or_else(|| {
+            (!agent_running && e.state == EntryState::Uploading).then(|| INTERRUPTED.to_owned())
+        })
+    };
+    let any_note = entries
+        .iter()
+        .any(|e| error_text(e).is_none() && note(e).is_some());
     let headers = [
-        "ID", "STATE", "PROGRESS", "SIZE", "AGE", "MAPPING", "FILE", "ERROR",
+        "ID",
+        "STATE",
+        "PROGRESS",
+        "SIZE",
+        "AGE",
+        "MAPPING",
+        "FILE",
+        if any_note { "NOTE" } else { "ERROR" },
     ];
-    let show_error = entries.iter().any(|e| error_text(e).is_some());
+    let show_error = entries.iter().any(|e| note(e).is_some());
     let columns = if show_error {
         headers.len()
     } else {
@@ -80,7 +106,7 @@ pub fn render_table(entries: &[LedgerEntry], now: OffsetDateTime, color: bool) -
                 age(e.updated_at, now),
                 e.mapping.clone(),
                 sanitize(&e.file_name()),
-                error_text(e).unwrap_or_default(),
+                note(e).unwrap_or_default(),
             ]
         })
         .collect();
@@ -171,7 +197,9 @@ fn progress(e: &LedgerEntry) -> String {
 fn error_text(e: &LedgerEntry) -> Option<String> {
     match e.state {
         EntryState::Failed | EntryState::Rejected => e.error.as_ref().map(|err| {
-            let text = if err.code.is_empty() {
+            // The agent's message may already start with the code ("ErrorItemNotFound (HTTP
+            // 404): ..."): say it once.
+            let text = if err.code.is_empty() || err.message.starts_with(&err.code) {
                 err.message.clone()
             } else {
                 format!("{}: {}", err.code, err.message)
@@ -182,6 +210,22 @@ fn error_text(e: &LedgerEntry) -> Option<String> {
     }
 }
 
+/// A row left `uploading` when no agent runs: the next `outbox run` asks the upload session
+/// where it stands and goes on from there.
+pub const INTERRUPTED: &str = "interrupted; resumes at next start";
+
+/// The line above the table: is an agent working on these entries?
+pub fn agent_header(pid: Option<u32>, running: bool, state_dir: &std::path::Path) -> String {
+    match (running, pid) {
+        (true, Some(pid)) => format!("agent running (pid {pid}); state dir {}", state_dir.display()),
+        (true, None) => format!("agent running; state dir {}", state_dir.display()),
+        (false, _) => format!(
+            "agent not running; state dir {} (`outbox run`, or `outbox service install`, starts it)",
+            state_dir.display()
+        ),
+    }
+}
+
 /// Control characters in file names or messages would break the table (or the terminal).
 fn sanitize(s: &str) -> String {
     s.chars()
@@ -189,20 +233,7 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
-/// Binary units, one decimal above bytes: "512 B", "3.0 MiB".
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+pub use crate::config::units::human_size;
 
 /// How long ago `then` was: "just now", "42s ago", "3m ago", "5h ago", "12d ago".
 pub fn age(then: OffsetDateTime, now: OffsetDateTime) -> String {

@@ -19,9 +19,23 @@ pub fn default_path() -> PathBuf {
     if let Some(p) = std::env::var_os("OUTBOX_CONFIG") {
         return PathBuf::from(p);
     }
-    directories::ProjectDirs::from("", "", "outbox")
-        .map(|d| d.config_dir().join("config.toml"))
-        .unwrap_or_else(|| PathBuf::from("outbox.toml"))
+    platform_config_path().unwrap_or_else(|| PathBuf::from("outbox.toml"))
+}
+
+/// The platform's config file (`~/.config/outbox/config.toml` on Linux); `None` without a home.
+pub fn platform_config_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "outbox").map(|d| d.config_dir().join("config.toml"))
+}
+
+/// The platform's state dir for outbox (`~/.local/state/outbox` on Linux), where the ledger and
+/// the token cache live unless `agent.state_dir` says otherwise. `None` without a home directory.
+pub fn default_state_dir() -> Option<PathBuf> {
+    let dirs = directories::ProjectDirs::from("", "", "outbox")?;
+    Some(
+        dirs.state_dir()
+            .unwrap_or_else(|| dirs.data_local_dir())
+            .to_path_buf(),
+    )
 }
 
 /// A configuration problem: exit 78. Displayed as `FILE:LINE: KEY: MESSAGE`.
@@ -192,6 +206,11 @@ impl Settings {
     /// Read and validate the file at `path`.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         raw::load(path)
+    }
+
+    /// As [`Settings::load`], but every error in the file (at least one), in order.
+    pub fn load_all(path: &Path) -> Result<Settings, Vec<ConfigError>> {
+        raw::load_all(path)
     }
 
     /// Settings with every default and no mappings, for commands that need no config file

@@ -26,8 +26,8 @@ const DEFAULT_TOKEN_ENV: &str = "OUTBOX_ACCESS_TOKEN";
 const DEFAULT_CONCURRENCY: usize = 4;
 const MAX_CONCURRENCY: i64 = 16;
 const DEFAULT_CHUNK: &str = "3840KiB";
-/// Graph refuses any request body over 4 MiB, upload-session chunks included.
-const MAX_CHUNK: u64 = 4 * 1024 * 1024;
+/// Graph refuses any request body over 4 MiB, upload-session chunks included (defined in `graph`).
+const MAX_CHUNK: u64 = crate::graph::MAX_REQUEST_BODY;
 const DEFAULT_SETTLE: &str = "2s";
 const DEFAULT_SETTLE_AFTER_CLOSE: &str = "1s";
 const DEFAULT_MAX_SETTLE: &str = "10m";
@@ -350,14 +350,87 @@ fn guess_key(text: &str, offset: usize) -> String {
 // Loading.
 
 pub(super) fn load(path: &Path) -> Result<Settings, ConfigError> {
+    load_all(path).map_err(|mut errors| errors.swap_remove(0))
+}
+
+/// Most errors a run reports at once; past this the file is likely not TOML for outbox at all.
+const MAX_ERRORS: usize = 20;
+
+/// Like [`load`], but every error in the file, in order, as a compiler reports them: after an
+/// error on a line of its own (`key = value`), that line is blanked and the file read again. It
+/// stops at an error it cannot step over (a table header, a value spanning lines, the file as a
+/// whole) and where blanking a line would only cause the next error (the same key again, or the
+/// key that was blanked now missing).
+pub(super) fn load_all(path: &Path) -> Result<Settings, Vec<ConfigError>> {
     let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let text = read_text(&file).map_err(|e| vec![e])?;
+    let mut text = text;
+    let mut errors: Vec<ConfigError> = Vec::new();
+    let mut blanked: Vec<String> = Vec::new();
+    loop {
+        let round = match load_text(&file, &text) {
+            Ok(settings) if errors.is_empty() => return Ok(settings),
+            Ok(_) => break,
+            Err(round) => round,
+        };
+        let mut stepped = false;
+        for e in round {
+            let seen = errors
+                .iter()
+                .any(|p| p.key == e.key && p.line == e.line && p.message == e.message);
+            let cascade = !e.key.is_empty() && blanked.contains(&e.key);
+            if seen || cascade || errors.len() >= MAX_ERRORS {
+                continue;
+            }
+            if let Some((key, rest)) = e.line.and_then(|line| blank_line(&text, line)) {
+                blanked.push(key);
+                text = rest;
+                stepped = true;
+            }
+            errors.push(e);
+        }
+        if !stepped {
+            break;
+        }
+    }
+    // In the order found: the first is what `load` reports alone.
+    Err(errors)
+}
+
+/// `text` with line `line` (1-based) turned into spaces, if it is one `key = value` entry
+/// and the file stays valid TOML without it; with the dotted key it held.
+fn blank_line(text: &str, line: usize) -> Option<(String, String)> {
+    let start: usize = text
+        .split_inclusive('\n')
+        .take(line - 1)
+        .map(str::len)
+        .sum();
+    let this = text[start..].split_inclusive('\n').next()?;
+    let body = this.trim_end_matches(['\n', '\r']);
+    let t = body.trim_start();
+    if t.is_empty() || t.starts_with('[') || t.starts_with('#') || !t.contains('=') {
+        return None;
+    }
+    let keys = KeyMap::new(text);
+    let key = keys.key_at(start + (body.len() - t.len()))?.to_owned();
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..start]);
+    out.extend(body.chars().map(|_| ' '));
+    out.push_str(&this[body.len()..]);
+    out.push_str(&text[start + this.len()..]);
+    out.parse::<toml::Table>().ok()?;
+    Some((key, out))
+}
+
+/// The file's text, or the error about the file as a whole.
+fn read_text(file: &Path) -> Result<String, ConfigError> {
     let whole = |message: String| ConfigError {
-        file: file.clone(),
+        file: file.to_path_buf(),
         line: None,
         key: String::new(),
         message,
     };
-    let text = match std::fs::read(&file) {
+    let text = match std::fs::read(file) {
         Ok(bytes) => String::from_utf8(bytes)
             .map_err(|_| whole("the file is not UTF-8 text; save it as UTF-8".into()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -380,6 +453,13 @@ pub(super) fn load(path: &Path) -> Result<Settings, ConfigError> {
         }
     };
 
+    Ok(text)
+}
+
+/// Parse and validate `text`, read from `file`: a parse error, or the first error of each section.
+fn load_text(file: &Path, text: &str) -> Result<Settings, Vec<ConfigError>> {
+    let file = file.to_path_buf();
+    let text = text.to_owned();
     let ctx = Ctx {
         file: file.clone(),
         text: &text,
@@ -388,7 +468,7 @@ pub(super) fn load(path: &Path) -> Result<Settings, ConfigError> {
     // Pass 1: syntax, so a broken file gets the parser's own words and its line.
     if let Err(e) = text.parse::<toml::Table>() {
         let offset = e.span().map(|s| s.start).unwrap_or(0);
-        return Err(ConfigError {
+        return Err(vec![ConfigError {
             file,
             line: e.span().map(|s| line_of(&text, s.start)),
             key: guess_key(&text, offset),
@@ -396,17 +476,19 @@ pub(super) fn load(path: &Path) -> Result<Settings, ConfigError> {
                 "invalid TOML: {}; check the quotes and brackets on this line",
                 e.message().trim_end().replace('\n', "; ")
             ),
-        });
+        }]);
     }
     // Pass 2: where every key is. Pass 3: the typed parse.
     let ctx = Ctx {
         keys: KeyMap::new(&text),
         ..ctx
     };
-    let raw: RawFile = toml::from_str(&text).map_err(|e| ctx.toml_error(&e))?;
+    let raw: RawFile = toml::from_str(&text).map_err(|e| vec![ctx.toml_error(&e)])?;
     validate(raw, &ctx)
 }
 
+// The defaults are constants of this file, checked by `defaults_match_spec`: they cannot fail.
+#[allow(clippy::expect_used)]
 pub(super) fn defaults(source: PathBuf) -> Settings {
     let ok = "defaults are valid";
     Settings {
@@ -443,14 +525,7 @@ pub(super) fn defaults(source: PathBuf) -> Settings {
     }
 }
 
-fn default_state_dir() -> Option<PathBuf> {
-    let dirs = directories::ProjectDirs::from("", "", "outbox")?;
-    Some(
-        dirs.state_dir()
-            .unwrap_or_else(|| dirs.data_local_dir())
-            .to_path_buf(),
-    )
-}
+use super::default_state_dir;
 
 /// What every error needs: the file, its text (for lines) and the key map (for key names).
 pub(super) struct Ctx<'a> {
@@ -529,19 +604,36 @@ impl Ctx<'_> {
 // ---------------------------------------------------------------------------------------------
 // Validation.
 
-fn validate(raw: RawFile, ctx: &Ctx) -> Result<Settings, ConfigError> {
+/// Each section on its own, so one bad section does not hide another's error (the mappings are
+/// checked against the method as written even when the rest of `[auth]` is wrong).
+fn validate(raw: RawFile, ctx: &Ctx) -> Result<Settings, Vec<ConfigError>> {
     let dir = ctx.file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let graph = validate_graph(raw.graph.unwrap_or_default(), ctx, &dir)?;
-    let (auth, method) = validate_auth(raw.auth.unwrap_or_default(), ctx, &dir)?;
-    let agent = validate_agent(raw.agent.unwrap_or_default(), ctx, &dir)?;
-    let mappings = validate_mappings(raw.mapping, ctx, &dir, method)?;
-    Ok(Settings {
-        source: ctx.file.clone(),
-        graph,
-        auth,
-        agent,
-        mappings,
-    })
+    let written_method = raw
+        .auth
+        .as_ref()
+        .and_then(|a| a.method.as_ref())
+        .map(|m| *m.get_ref())
+        .unwrap_or(RawMethod::DeviceCode);
+    let graph = validate_graph(raw.graph.unwrap_or_default(), ctx, &dir);
+    let auth = validate_auth(raw.auth.unwrap_or_default(), ctx, &dir);
+    let agent = validate_agent(raw.agent.unwrap_or_default(), ctx, &dir);
+    let method = auth.as_ref().map(|(_, m)| *m).unwrap_or(written_method);
+    let mappings = validate_mappings(raw.mapping, ctx, &dir, method);
+    match (graph, auth, agent, mappings) {
+        (Ok(graph), Ok((auth, _)), Ok(agent), Ok(mappings)) => Ok(Settings {
+            source: ctx.file.clone(),
+            graph,
+            auth,
+            agent,
+            mappings,
+        }),
+        (graph, auth, agent, mappings) => {
+            Err([graph.err(), auth.err(), agent.err(), mappings.err()]
+                .into_iter()
+                .flatten()
+                .collect())
+        }
+    }
 }
 
 fn validate_graph(raw: RawGraph, ctx: &Ctx, dir: &Path) -> Result<GraphSettings, ConfigError> {

@@ -11,6 +11,22 @@ const SIZE_HELP: &str = "write a number of bytes or a size like \"4MiB\", \"3840
 const DURATION_HELP: &str =
     "write a duration like \"500ms\", \"2s\", \"5m\", \"1h30m\" or \"180d\"";
 
+/// A size for people, binary units, one decimal above bytes: "512 B", "1.5 KiB", "3.0 MiB".
+/// The one formatter for sizes shown by `status`, `demo`, `check` and `send`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// Parse a size: an integer count of bytes, or a number with a unit. `KB`/`MB`/`GB`/`TB` are
 /// decimal, `KiB`/`MiB`/`GiB`/`TiB` binary, `B` is bytes; units are case-insensitive and may follow
 /// a space. A fraction is accepted when it comes to a whole number of bytes (`"1.5MiB"`).

@@ -8,7 +8,7 @@
 
 use super::model::*;
 use super::settle::{Settled, Settler};
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 /// Answers in a row that report no progress before a session counts as misbehaving.
@@ -93,28 +93,30 @@ enum Step {
 pub struct Machine {
     now: Time,
     policy: Policy,
-    mappings: HashMap<String, MappingRule>,
-    unavailable: HashSet<String>,
+    mappings: BTreeMap<String, MappingRule>,
+    unavailable: BTreeSet<String>,
     settler: Settler,
-    stats_out: HashSet<PathBuf>,
+    stats_out: BTreeSet<PathBuf>,
     hash_queue: VecDeque<(String, PathBuf, FileStat)>,
-    hash_queued: HashSet<PathBuf>,
-    hashing: HashSet<PathBuf>,
+    hash_queued: BTreeSet<PathBuf>,
+    hashing: BTreeSet<PathBuf>,
     /// What each path being hashed was: its mapping and the stat that settled.
-    hash_info: HashMap<PathBuf, (String, FileStat)>,
-    active: HashMap<String, Active>,
-    paths: HashMap<(String, PathBuf), PathInfo>,
-    /// Done, not replaced, records per attachment id: an attachment two entries share (two
-    /// files with one name and the same bytes, `if_exists = "skip"`) is never deleted for one.
-    attachment_refs: HashMap<String, u32>,
+    hash_info: BTreeMap<PathBuf, (String, FileStat)>,
+    active: BTreeMap<String, Active>,
+    paths: BTreeMap<(String, PathBuf), PathInfo>,
+    /// What this agent has on each item, by (mailbox, item, name): (SHA-256, attachment id,
+    /// entry) of every done, not replaced, record. A first look (`if_exists = "skip"`) that this
+    /// answers needs no request (and no listing that may lag); an attachment two entries share
+    /// (one name, the same bytes) is never deleted for one of them.
+    attached: BTreeMap<(String, String, String), Vec<(String, String, String)>>,
     /// Per mailbox: entries ready to take a step, in order.
-    ready: HashMap<String, VecDeque<String>>,
+    ready: BTreeMap<String, VecDeque<String>>,
     /// Per mailbox: places taken.
-    slots: HashMap<String, usize>,
+    slots: BTreeMap<String, usize>,
     /// (item, name) -> the entry that holds it: one upload per name per item at a time.
-    name_locks: HashMap<(String, String, String), String>,
+    name_locks: BTreeMap<(String, String, String), String>,
     /// Entries waiting for a name lock.
-    lock_waiters: HashMap<(String, String, String), VecDeque<String>>,
+    lock_waiters: BTreeMap<(String, String, String), VecDeque<String>>,
     timers: BTreeSet<(Time, String)>,
     /// Uploads pause until then: a sign-in problem.
     sign_in: Option<(Time, Failure)>,
@@ -181,20 +183,20 @@ impl Machine {
             now: Time(0),
             mappings: mappings.into_iter().map(|m| (m.name.clone(), m)).collect(),
             policy,
-            unavailable: HashSet::new(),
+            unavailable: BTreeSet::new(),
             settler,
-            stats_out: HashSet::new(),
+            stats_out: BTreeSet::new(),
             hash_queue: VecDeque::new(),
-            hash_queued: HashSet::new(),
-            hashing: HashSet::new(),
-            hash_info: HashMap::new(),
-            active: HashMap::new(),
-            paths: HashMap::new(),
-            attachment_refs: HashMap::new(),
-            ready: HashMap::new(),
-            slots: HashMap::new(),
-            name_locks: HashMap::new(),
-            lock_waiters: HashMap::new(),
+            hash_queued: BTreeSet::new(),
+            hashing: BTreeSet::new(),
+            hash_info: BTreeMap::new(),
+            active: BTreeMap::new(),
+            paths: BTreeMap::new(),
+            attached: BTreeMap::new(),
+            ready: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            name_locks: BTreeMap::new(),
+            lock_waiters: BTreeMap::new(),
             timers: BTreeSet::new(),
             sign_in: None,
             next_seq: 1,
@@ -251,6 +253,40 @@ impl Machine {
 
     pub fn record(&self, id: &str) -> Option<&Record> {
         self.active.get(id).map(|a| &a.rec)
+    }
+
+    /// A one-line-per-entry account of what the machine holds (for the simulator's reports).
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "settling={} hash_queue={} hashing={} stats_out={} sign_in={:?} slots={:?} locks={:?} waiters={:?} ready={:?} timers={:?}\n",
+            self.settler.len(),
+            self.hash_queue.len(),
+            self.hashing.len(),
+            self.stats_out.len(),
+            self.sign_in,
+            self.slots,
+            self.name_locks,
+            self.lock_waiters,
+            self.ready,
+            self.timers
+        );
+        for a in self.active.values() {
+            s += &format!(
+                "  {} {:?} busy={} wait={:?} slot={} queued={} next={:?} may_exist={} cancel={} session={:?} step={:?}\n",
+                a.rec.id,
+                a.rec.state,
+                a.busy,
+                a.wait_until,
+                a.slot,
+                a.queued,
+                a.next_offset,
+                a.rec.may_exist,
+                a.rec.cancel_requested,
+                a.rec.session,
+                self.next_step(a)
+            );
+        }
+        s
     }
 
     // ---- the one entry point ----------------------------------------------------------------
@@ -355,8 +391,8 @@ impl Machine {
 
     fn start(&mut self, mut records: Vec<Record>, with_url: Vec<String>, out: &mut Vec<Action>) {
         records.sort_by_key(|r| r.seq);
-        let urls: HashSet<String> = with_url.into_iter().collect();
-        let known: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let urls: BTreeSet<String> = with_url.into_iter().collect();
+        let known: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
         for id in &urls {
             if !known.contains(id.as_str()) {
                 out.push(Action::ForgetUrl { id: id.clone() });
@@ -420,29 +456,43 @@ impl Machine {
         }
         if rec.state == State::Done && !rec.replaced {
             if let (Some(att), Some(t)) = (&rec.attachment_id, &rec.target) {
-                let newer = info.done.as_ref().is_none_or(|(s, ..)| *s <= rec.seq);
-                let same = info.done.as_ref().is_some_and(|(_, id, ..)| *id == rec.id);
-                if newer {
+                if info.done.as_ref().is_none_or(|(s, ..)| *s <= rec.seq) {
                     info.done = Some((rec.seq, rec.id.clone(), att.clone(), t.clone()));
                 }
-                if !same && !self.counted(rec) {
-                    *self.attachment_refs.entry(att.clone()).or_default() += 1;
+            }
+        }
+        if let Some(t) = &rec.target {
+            let key = lock_key(t, &rec.name);
+            let list = self.attached.entry(key.clone()).or_default();
+            list.retain(|(_, _, e)| *e != rec.id);
+            if rec.state == State::Done && !rec.replaced {
+                if let (Some(att), Some(sha)) = (&rec.attachment_id, &rec.sha256) {
+                    list.push((sha.to_lowercase(), att.clone(), rec.id.clone()));
                 }
+            }
+            if list.is_empty() {
+                self.attached.remove(&key);
             }
         }
     }
 
-    /// Whether `rec`'s attachment is already counted in `attachment_refs` (its done record
-    /// was indexed before).
-    fn counted(&self, rec: &Record) -> bool {
-        self.active
-            .get(&rec.id)
-            .is_some_and(|a| a.rec.state == State::Done && a.rec.attachment_id.is_some())
-            || self
-                .paths
-                .get(&(rec.mapping.clone(), rec.path.clone()))
-                .and_then(|i| i.done.as_ref())
-                .is_some_and(|(_, id, ..)| *id == rec.id)
+    /// An attachment this agent made or found on `rec`'s item with its name and bytes.
+    fn known_attachment(&self, rec: &Record) -> Option<String> {
+        let t = self.target_of(rec)?;
+        let sha = rec.sha256.as_deref()?.to_lowercase();
+        self.attached
+            .get(&lock_key(&t, &rec.name))?
+            .iter()
+            .find(|(s, _, e)| *s == sha && *e != rec.id)
+            .map(|(_, a, _)| a.clone())
+    }
+
+    /// Whether an entry other than `entry` holds attachment `att`.
+    fn shared(&self, att: &str, entry: &str) -> bool {
+        self.attached
+            .values()
+            .flatten()
+            .any(|(_, a, e)| a == att && e != entry)
     }
 
     fn newest(&self, mapping: &str, path: &Path) -> Option<&Brief> {
@@ -656,6 +706,7 @@ impl Machine {
             state: State::Pending,
             target: None,
             may_exist: false,
+            effect_at: None,
             session: None,
             bytes_sent: 0,
             attachment_id: None,
@@ -723,12 +774,22 @@ impl Machine {
                 return;
             }
         }
-        let mb = self.mailbox_of(&a.rec);
+        // Steps that need no place in the mailbox go first; an entry that holds a place goes
+        // before those waiting for one (so places always come free again).
+        let (mb, front) = match self.next_step(a) {
+            Step::Local | Step::Finished | Step::After => (String::new(), true),
+            _ => (self.mailbox_of(&a.rec), a.slot),
+        };
         if let Some(a) = self.active.get_mut(id) {
             a.queued = true;
             a.wait_until = None;
         }
-        self.ready.entry(mb).or_default().push_back(id.to_owned());
+        let q = self.ready.entry(mb).or_default();
+        if front {
+            q.push_front(id.to_owned());
+        } else {
+            q.push_back(id.to_owned());
+        }
     }
 
     fn set_timer(&mut self, id: &str, t: Time) {
@@ -830,13 +891,24 @@ impl Machine {
                 stat,
             });
         }
-        // Entries.
-        let mailboxes: Vec<String> = self.ready.keys().cloned().collect();
-        for mb in mailboxes {
-            loop {
-                let Some(id) = self.ready.get_mut(&mb).and_then(|q| q.pop_front()) else {
-                    break;
-                };
+        // Entries; a step can make others ready (a lock released), so pass until none moves.
+        let mut moved = true;
+        while moved {
+            moved = false;
+            let mailboxes: Vec<String> = self.ready.keys().cloned().collect();
+            for mb in mailboxes {
+                moved |= self.pump_mailbox(&mb, out);
+            }
+            self.ready.retain(|_, q| !q.is_empty());
+        }
+        self.ask_wake(out);
+    }
+
+    /// Start the steps of `mb`'s ready entries while it has places; whether any started.
+    fn pump_mailbox(&mut self, mb: &str, out: &mut Vec<Action>) -> bool {
+        let mut moved = false;
+        {
+            while let Some(id) = self.ready.get_mut(mb).and_then(|q| q.pop_front()) {
                 if let Some(a) = self.active.get_mut(&id) {
                     a.queued = false;
                 } else {
@@ -847,15 +919,18 @@ impl Machine {
                     if let Some(a) = self.active.get_mut(&id) {
                         a.queued = true;
                     }
-                    if let Some(q) = self.ready.get_mut(&mb) {
+                    if let Some(q) = self.ready.get_mut(mb) {
                         q.push_front(id);
                     }
                     break;
                 }
+                moved = true;
             }
         }
-        self.ready.retain(|_, q| !q.is_empty());
-        // The next wake-up.
+        moved
+    }
+
+    fn ask_wake(&mut self, out: &mut Vec<Action>) {
         let next = [
             self.settler.next_deadline(),
             self.timers.iter().next().map(|(t, _)| *t),
@@ -917,6 +992,32 @@ impl Machine {
                         a.busy = true;
                     }
                     return true;
+                }
+                Step::Look { recent_ok: true } => {
+                    let rec = self.active[id].rec.clone();
+                    if let Some(att) = self.known_attachment(&rec) {
+                        // Already on the item, by this agent's own record: done, no request.
+                        if let Some(a) = self.active.get_mut(id) {
+                            a.rec.target =
+                                self.mappings.get(&rec.mapping).map(|m| m.target.clone());
+                        }
+                        self.done(id, att, out);
+                        continue;
+                    }
+                    return self.remote(id, Step::Look { recent_ok: true }, out);
+                }
+                Step::Look { recent_ok: false } => {
+                    // Not before every request that may have made it is surely over.
+                    let a = &self.active[id];
+                    if let Some(t) = a.rec.effect_at.filter(|_| a.rec.may_exist) {
+                        let ready = t.plus_ms(self.policy.look_after_ms);
+                        if ready > self.now {
+                            let ms = ready.since(self.now);
+                            self.wait(id, ms);
+                            return true;
+                        }
+                    }
+                    return self.remote(id, Step::Look { recent_ok: false }, out);
                 }
                 step => return self.remote(id, step, out),
             }
@@ -1074,10 +1175,9 @@ impl Machine {
             }
         }
         let now = self.now;
-        let a = self
-            .active
-            .get_mut(id)
-            .expect("checked above: the entry is active");
+        let Some(a) = self.active.get_mut(id) else {
+            return true;
+        };
         a.busy = true;
         let sha = a.rec.sha256.clone().unwrap_or_default();
         match step {
@@ -1092,6 +1192,7 @@ impl Machine {
                 a.rec.state = State::Uploading;
                 a.rec.target = Some(target.clone());
                 a.rec.may_exist = true;
+                a.rec.effect_at = Some(now);
                 a.rec.updated_at = now;
                 out.push(Action::Persist(a.rec.clone()));
                 out.push(Action::Post {
@@ -1126,6 +1227,7 @@ impl Machine {
                 a.rec.bytes_sent = offset;
                 if last && !a.rec.may_exist {
                     a.rec.may_exist = true;
+                    a.rec.effect_at = Some(now);
                     out.push(Action::Persist(a.rec.clone()));
                 } else if grew {
                     out.push(Action::Persist(a.rec.clone()));
@@ -1244,22 +1346,27 @@ impl Machine {
         let mut after_done_now = false;
         if let (true, Some((pseq, pid, patt, pt))) = (replace, prev) {
             if pid != id && Some(&pt) == target.as_ref() && patt != attachment_id {
-                let a = self.active.get_mut(id).expect("active");
-                if pseq < seq {
-                    a.rec.replaces.push(Replaced {
-                        entry: pid,
-                        attachment_id: patt,
-                    });
+                // The older version's attachment goes, unless another file holds it too (one
+                // name, the same bytes): then it stays and only the older record is marked.
+                let (old_entry, old_att) = if pseq < seq {
+                    (pid, patt)
                 } else {
-                    a.rec.replaces.push(Replaced {
-                        entry: id.to_owned(),
-                        attachment_id: attachment_id.clone(),
-                    });
                     after_done_now = true;
+                    (id.to_owned(), attachment_id.clone())
+                };
+                if self.shared(&old_att, &old_entry) {
+                    self.mark_replaced(&old_entry, id, out);
+                } else if let Some(a) = self.active.get_mut(id) {
+                    a.rec.replaces.push(Replaced {
+                        entry: old_entry,
+                        attachment_id: old_att,
+                    });
                 }
             }
         }
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         let keep = self
             .mappings
             .get(&mapping)
@@ -1318,10 +1425,13 @@ impl Machine {
                 self.release_slot(id);
             }
             Fault::Ambiguous(f) => {
-                let a = self.active.get_mut(id).expect("active");
+                let Some(a) = self.active.get_mut(id) else {
+                    return;
+                };
                 a.rec.attempts += 1;
                 let attempts = a.rec.attempts;
-                if attempts >= self.policy.max_attempts && !a.rec.state.is_terminal() {
+                let max = self.policy.max_attempts;
+                if max > 0 && attempts >= max && !a.rec.state.is_terminal() {
                     self.fail(id, f, out);
                     return;
                 }
@@ -1338,7 +1448,9 @@ impl Machine {
     }
 
     fn on_post(&mut self, id: &str, p: PostOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         match p {
             PostOutcome::Created { attachment_id } => self.done(id, attachment_id, out),
             PostOutcome::Changed => {
@@ -1376,7 +1488,9 @@ impl Machine {
     }
 
     fn on_session(&mut self, id: &str, s: SessionOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         match s {
             SessionOutcome::Created { next } => {
                 a.rec.session = Some(SessionMark::default());
@@ -1396,7 +1510,9 @@ impl Machine {
     /// number of times.
     fn violation(&mut self, id: &str, why: &str, out: &mut Vec<Action>) {
         let max = self.policy.max_sessions;
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         a.next_offset = None;
         a.stalls = 0;
         a.rec.restarts += 1;
@@ -1418,7 +1534,9 @@ impl Machine {
     }
 
     fn changed(&mut self, id: &str, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         a.rec.state = State::Canceled;
         a.rec.cancel_requested = false;
         a.rec.error = Some(Failure::new(
@@ -1431,16 +1549,9 @@ impl Machine {
         let (mapping, path, file) = (a.rec.mapping.clone(), a.rec.path.clone(), a.rec.file);
         self.persist(id, out);
         // Settle the file again: its new version is found and queued.
-        self.settler.observe(
-            &mapping,
-            &path,
-            FileStat {
-                size: u64::MAX,
-                ..file
-            },
-            self.now,
-        );
-        self.settler.observe(&mapping, &path, file, self.now);
+        if !self.settler.is_settling(&path) {
+            self.settler.observe(&mapping, &path, file, self.now);
+        }
     }
 
     fn file_gone(&mut self, id: &str, out: &mut Vec<Action>) {
@@ -1449,7 +1560,9 @@ impl Machine {
             self.persist(id, out);
             return; // woken when the folder is back
         }
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         a.rec.state = State::Canceled;
         a.rec.error = Some(Failure::new(
             "fileDeleted",
@@ -1464,7 +1577,9 @@ impl Machine {
     }
 
     fn on_chunk(&mut self, id: &str, c: ChunkOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         let size = a.rec.file.size;
         let sent_end = a.rec.session.map(|s| s.sent_end).unwrap_or(0);
         match c {
@@ -1561,9 +1676,12 @@ impl Machine {
     /// times.
     fn session_lost(&mut self, id: &str, out: &mut Vec<Action>) {
         let max = self.policy.max_sessions;
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         a.rec.restarts += 1;
-        if a.rec.restarts > max && !a.rec.state.is_terminal() {
+        let restarts = a.rec.restarts;
+        if self.policy.max_attempts > 0 && restarts > max && !a.rec.state.is_terminal() {
             self.fail(
                 id,
                 Failure::new(
@@ -1575,10 +1693,16 @@ impl Machine {
             return;
         }
         self.persist(id, out);
+        if restarts > 1 {
+            // Sessions keep dying: do not hammer the server.
+            self.wait(id, backoff_ms(id, restarts));
+        }
     }
 
     fn on_ask(&mut self, id: &str, s: AskOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         let size = a.rec.file.size;
         let sent_end = a.rec.session.map(|s| s.sent_end).unwrap_or(0);
         match s {
@@ -1617,7 +1741,9 @@ impl Machine {
     }
 
     fn on_look(&mut self, id: &str, l: LookOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         match l {
             LookOutcome::Found { attachment_id } => {
                 if a.rec.state.is_terminal() {
@@ -1651,7 +1777,9 @@ impl Machine {
     }
 
     fn on_delete_session(&mut self, id: &str, d: DeleteOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         match d {
             DeleteOutcome::Deleted | DeleteOutcome::Failed(Fault::Permanent(_)) => {
                 a.rec.session = None;
@@ -1661,7 +1789,7 @@ impl Machine {
             }
             DeleteOutcome::Failed(f) => {
                 a.rec.attempts += 1;
-                if a.rec.attempts >= self.policy.max_attempts * 2 {
+                if a.rec.attempts >= self.policy.max_attempts.max(5) * 2 {
                     // The server keeps it until it expires; forget the URL, not the file.
                     a.rec.session = None;
                     out.push(Action::ForgetUrl { id: id.to_owned() });
@@ -1679,7 +1807,9 @@ impl Machine {
     }
 
     fn on_delete_attachment(&mut self, id: &str, d: DeleteOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         let ok = matches!(
             d,
             DeleteOutcome::Deleted | DeleteOutcome::Failed(Fault::Permanent(_))
@@ -1687,7 +1817,7 @@ impl Machine {
         if !ok {
             if let DeleteOutcome::Failed(f) = d {
                 a.rec.attempts += 1;
-                if a.rec.attempts < self.policy.max_attempts * 2 {
+                if a.rec.attempts < self.policy.max_attempts.max(5) * 2 {
                     if matches!(f, Fault::SignIn(_)) {
                         self.on_fault(id, f, out);
                     } else {
@@ -1698,36 +1828,50 @@ impl Machine {
                 }
             }
         }
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
+        a.rec.attempts = 0;
         if !a.rec.garbage.is_empty() {
             a.rec.garbage.remove(0);
         } else if !a.rec.replaces.is_empty() {
             let r = a.rec.replaces.remove(0);
             if ok {
-                out.push(Action::MarkReplaced {
-                    id: r.entry.clone(),
-                });
-                if r.entry == id {
-                    a.rec.replaced = true;
-                }
-                let key = (a.rec.mapping.clone(), a.rec.path.clone());
-                if let Some(info) = self.paths.get_mut(&key) {
-                    if info
-                        .done
-                        .as_ref()
-                        .is_some_and(|(_, did, ..)| *did == r.entry)
-                    {
-                        info.done = None;
-                    }
-                }
+                self.mark_replaced(&r.entry, id, out);
             }
         }
-        a.rec.attempts = 0;
         self.persist(id, out);
     }
 
+    /// `entry`'s attachment is no longer its file's (a newer version, done by `by`, took its
+    /// place). In memory if it still has work (its own next write carries the mark), else in
+    /// the ledger.
+    fn mark_replaced(&mut self, entry: &str, by: &str, out: &mut Vec<Action>) {
+        if let Some(other) = self.active.get_mut(entry) {
+            other.rec.replaced = true;
+            if entry != by {
+                self.persist(entry, out);
+            }
+        } else {
+            out.push(Action::MarkReplaced {
+                id: entry.to_owned(),
+            });
+        }
+        for info in self.paths.values_mut() {
+            if info.done.as_ref().is_some_and(|(_, did, ..)| did == entry) {
+                info.done = None;
+            }
+        }
+        for list in self.attached.values_mut() {
+            list.retain(|(_, _, e)| e != entry);
+        }
+        self.attached.retain(|_, l| !l.is_empty());
+    }
+
     fn on_after(&mut self, id: &str, r: AfterOutcome, out: &mut Vec<Action>) {
-        let a = self.active.get_mut(id).expect("active");
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         match r {
             AfterOutcome::Done | AfterOutcome::NotTheSameFile => {
                 a.rec.after_done = true;

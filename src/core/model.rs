@@ -95,7 +95,9 @@ pub struct Policy {
     /// Entries uploading at once per mailbox.
     pub concurrency: usize,
     pub chunk_size: u64,
-    /// Ambiguous failures (5xx, timeouts, drops) of one entry before it is failed.
+    /// Ambiguous failures (5xx, timeouts, drops) of one entry in a row before it is failed;
+    /// 0: never give up (the agent: a transient fault is retried with backoff for as long as
+    /// it lasts). `run --once` sets a bound.
     pub max_attempts: u32,
     /// Upload sessions that may die (or misbehave) for one entry before it is failed.
     pub max_sessions: u32,
@@ -105,6 +107,9 @@ pub struct Policy {
     pub hash_workers: usize,
     /// Settled files checked per wake-up.
     pub stat_batch: usize,
+    /// How long after an effect whose answer was lost the item is looked at: a request cut off
+    /// (a timeout, a crash) may still be processed by the server for a while.
+    pub look_after_ms: u64,
 }
 
 impl Default for Policy {
@@ -115,11 +120,12 @@ impl Default for Policy {
             max_settle_ms: 600_000,
             concurrency: 4,
             chunk_size: 3840 * 1024,
-            max_attempts: 5,
+            max_attempts: 0,
             max_sessions: 3,
             sign_in_pause_ms: 30_000,
             hash_workers: 4,
             stat_batch: 1024,
+            look_after_ms: 120_000,
         }
     }
 }
@@ -211,6 +217,10 @@ pub struct Record {
     /// its answer is not known: look on the item before sending anything again. Cleared only by
     /// `done` or by a look that found nothing.
     pub may_exist: bool,
+    /// When that effect was sent: the look waits until no request of it can still be on its
+    /// way (`Policy::look_after_ms`), or it could miss what lands after it.
+    #[serde(default)]
+    pub effect_at: Option<Time>,
     pub session: Option<SessionMark>,
     pub bytes_sent: u64,
     pub attachment_id: Option<String>,
@@ -433,6 +443,8 @@ pub enum Input {
 
 /// Something the executor must carry out. `Persist` is durable (written and flushed) before any
 /// action after it is started.
+// Actions live for one batch; boxing the record would cost an allocation per write for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Stat `path` again (a settle check came due): answer with `Input::Stat`.

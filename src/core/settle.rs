@@ -3,7 +3,7 @@
 //! that appends and closes again and again is still writing.
 
 use super::model::{FileStat, Time};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct Settler {
     settle: u64,
     after_close: u64,
     max_settle: u64,
-    files: HashMap<PathBuf, Watched>,
+    files: BTreeMap<PathBuf, Watched>,
     /// (deadline, path): the next check of each file, in order.
     due: BTreeSet<(Time, PathBuf)>,
 }

@@ -9,16 +9,18 @@
 //! action starts, a file is read through the descriptor opened for the upload, the last chunk
 //! is sent only if every byte read hashes to the record's SHA-256).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a harness: a broken world is a panic
+
 use super::machine::{has_work, Machine};
 use super::model::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// A file's bytes, abstractly: a version number and a length. Two versions never share bytes
 /// (stricter than life: a partial rewrite would share some).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Content {
     pub ver: u64,
     pub size: u64,
@@ -126,6 +128,10 @@ enum Event {
     Tick(u64),
     Restart,
     Rescan(u64),
+    /// The world: a mapped folder comes back.
+    Mount(String),
+    /// The world: a writer appends to a file and closes it, `n` more times.
+    Append(PathBuf, u32),
 }
 
 /// An upload's reader: the descriptor opened once, and what its bytes hashed to so far.
@@ -144,17 +150,17 @@ pub struct Sim {
     events: BTreeMap<(Time, u64), Event>,
     next_event: u64,
     // the folder
-    inodes: HashMap<u64, Inode>,
+    inodes: BTreeMap<u64, Inode>,
     paths: BTreeMap<PathBuf, u64>,
     next_ino: u64,
     next_ver: u64,
-    unmounted: HashSet<String>,
+    unmounted: BTreeSet<String>,
     /// Contents that stayed in place long enough to count as finished (path -> content).
     /// Files removed by after-actions, with the content removed.
     removed_by_after: Vec<(PathBuf, Content)>,
     // graph
-    items: HashMap<String, Vec<SimAttachment>>,
-    sessions: HashMap<String, SimSession>,
+    items: BTreeMap<String, Vec<SimAttachment>>,
+    sessions: BTreeMap<String, SimSession>,
     next_att: u64,
     next_sess: u64,
     sign_in_until: Time,
@@ -164,9 +170,9 @@ pub struct Sim {
     machine: Option<Machine>,
     epoch: u64,
     ledger: BTreeMap<String, Record>,
-    urls: HashMap<String, String>,
-    readers: HashMap<String, Reader>,
-    pending: HashMap<u64, Pending>,
+    urls: BTreeMap<String, String>,
+    readers: BTreeMap<String, Reader>,
+    pending: BTreeMap<u64, Pending>,
     next_req: u64,
     user_ops_left: u32,
     quiet: bool,
@@ -220,10 +226,10 @@ impl Sim {
         let policy = Policy {
             chunk_size: [1 << 20, 3840 * 1024][rng.gen_range(0..2)],
             concurrency: rng.gen_range(1..=4),
-            max_attempts: 5,
+            look_after_ms: 30_000,
             ..Policy::default()
         };
-        let mut items = HashMap::new();
+        let mut items = BTreeMap::new();
         for i in 0..n_items {
             items.insert(format!("item{i}"), Vec::new());
         }
@@ -235,14 +241,14 @@ impl Sim {
             now: Time(1_000_000),
             events: BTreeMap::new(),
             next_event: 0,
-            inodes: HashMap::new(),
+            inodes: BTreeMap::new(),
             paths: BTreeMap::new(),
             next_ino: 1,
             next_ver: 1,
-            unmounted: HashSet::new(),
+            unmounted: BTreeSet::new(),
             removed_by_after: Vec::new(),
             items,
-            sessions: HashMap::new(),
+            sessions: BTreeMap::new(),
             next_att: 1,
             next_sess: 1,
             sign_in_until: Time(0),
@@ -251,9 +257,9 @@ impl Sim {
             machine: None,
             epoch: 0,
             ledger: BTreeMap::new(),
-            urls: HashMap::new(),
-            readers: HashMap::new(),
-            pending: HashMap::new(),
+            urls: BTreeMap::new(),
+            readers: BTreeMap::new(),
+            pending: BTreeMap::new(),
             next_req: 1,
             user_ops_left,
             quiet: false,
@@ -336,17 +342,25 @@ impl Sim {
         if self.settled_down() {
             return self.check_final();
         }
-        Err(self.violation("the event queue ran dry before quiescence".into()))
+        let state = self
+            .machine
+            .as_ref()
+            .map(|m| m.describe())
+            .unwrap_or_default();
+        Err(self.violation(format!(
+            "the event queue ran dry before quiescence\n{state}"
+        )))
     }
 
     fn settled_down(&self) -> bool {
         self.quiet
             && self.machine.as_ref().is_some_and(|m| m.quiescent())
             && self.pending.values().all(|p| p.epoch != self.epoch)
-            && !self
-                .events
-                .values()
-                .any(|e| matches!(e, Event::Deliver(ep, _) if *ep == self.epoch))
+            && !self.events.values().any(|e| match e {
+                Event::Deliver(ep, _) | Event::Rescan(ep) => *ep == self.epoch,
+                Event::Mount(_) | Event::Append(..) | Event::Restart => true,
+                Event::User | Event::Complete(_) | Event::Tick(_) => false,
+            })
     }
 
     fn step(&mut self, e: Event) -> Result<(), Violation> {
@@ -373,6 +387,34 @@ impl Sim {
                 }
             }
             Event::Restart => self.restart()?,
+            Event::Mount(m) => {
+                if self.unmounted.remove(&m) {
+                    self.note(format!("user: mount {m}"));
+                    let e = self.epoch;
+                    self.schedule(1, Event::Deliver(e, Input::FolderAvailable { mapping: m }));
+                    self.schedule(2, Event::Rescan(e));
+                }
+            }
+            Event::Append(path, n) => {
+                let now_ns = self.now.0 as i64 * 1_000_000;
+                if let Some(ino) = self.paths.get(&path).copied() {
+                    self.next_ver += 1;
+                    let v = self.next_ver;
+                    if let Some(node) = self.inodes.get_mut(&ino) {
+                        node.content = Content {
+                            ver: v,
+                            size: node.content.size + 4096,
+                        };
+                        node.mtime = now_ns;
+                    }
+                    self.note(format!("user: append to {}", path.display()));
+                    self.watch(&path, true);
+                    if n > 0 {
+                        let d = self.rng.gen_range(100..900);
+                        self.schedule(d, Event::Append(path, n - 1));
+                    }
+                }
+            }
             Event::Rescan(epoch) => {
                 if epoch == self.epoch && self.machine.is_some() {
                     self.rescan()?;
@@ -390,12 +432,9 @@ impl Sim {
     fn go_quiet(&mut self) {
         self.quiet = true;
         self.note("quiet: faults stop".into());
-        let back: Vec<String> = self.unmounted.drain().collect();
+        let back: Vec<String> = self.unmounted.iter().cloned().collect();
         for m in back {
-            self.schedule(
-                1,
-                Event::Deliver(self.epoch, Input::FolderAvailable { mapping: m }),
-            );
+            self.schedule(0, Event::Mount(m));
         }
         self.sign_in_until = Time(0);
         let e = self.epoch;
@@ -549,35 +588,31 @@ impl Sim {
                 self.note(format!("user: same-size rewrite {}", path.display()));
                 self.watch(&path, true);
             }
-            // Appended and closed, again and again.
+            // Appended and closed, again and again, by a slow writer.
             64..=71 => {
-                let base = self.new_content();
-                let ino = *self.paths.entry(path.clone()).or_insert_with(|| {
-                    self.next_ino += 1;
-                    self.next_ino
-                });
-                let mut size = base.size.min(1 << 20);
+                let c = self.new_content();
+                let c = Content {
+                    ver: c.ver,
+                    size: c.size.min(1 << 20),
+                };
+                self.next_ino += 1;
+                let ino = self.next_ino;
+                self.paths.insert(path.clone(), ino);
+                self.inodes.insert(
+                    ino,
+                    Inode {
+                        content: c,
+                        mtime: now_ns,
+                    },
+                );
                 let times = self.rng.gen_range(2..8);
-                for k in 0..times {
-                    self.next_ver += 1;
-                    size += 4096;
-                    let c = Content {
-                        ver: self.next_ver,
-                        size,
-                    };
-                    // Written now; later appends come as events in time.
-                    let at = self.now.plus_ms(k * 400);
-                    let _ = at;
-                    self.inodes.insert(
-                        ino,
-                        Inode {
-                            content: c,
-                            mtime: now_ns + k as i64 * 400_000_000,
-                        },
-                    );
-                }
-                self.note(format!("user: appended {times}× {}", path.display()));
+                self.note(format!(
+                    "user: a slow writer starts {} ({times} appends)",
+                    path.display()
+                ));
                 self.watch(&path, true);
+                let d = self.rng.gen_range(100..900);
+                self.schedule(d, Event::Append(path, times));
             }
             // Deleted.
             72..=81 if exists => {
@@ -616,26 +651,23 @@ impl Sim {
             }
             // The folder goes away for a while.
             88..=91
-                if self
-                    .rng
-                    .gen_bool(self.knobs.unmount_prob.min(1.0) * 10.0_f64.min(1.0)) =>
+                if self.rng.gen_bool((self.knobs.unmount_prob * 10.0).min(1.0))
+                    && !self.unmounted.contains(&mapping) =>
             {
-                if self.unmounted.insert(mapping.clone()) {
-                    self.note(format!("user: unmount {mapping}"));
-                    let e = self.epoch;
-                    self.schedule(
-                        1,
-                        Event::Deliver(
-                            e,
-                            Input::FolderUnavailable {
-                                mapping: mapping.clone(),
-                            },
-                        ),
-                    );
-                    let back = self.rng.gen_range(1_000..60_000);
-                    self.schedule(back, Event::Deliver(e, Input::FolderAvailable { mapping }));
-                    self.schedule(back + 1, Event::Rescan(e));
-                }
+                self.unmounted.insert(mapping.clone());
+                self.note(format!("user: unmount {mapping}"));
+                let e = self.epoch;
+                self.schedule(
+                    1,
+                    Event::Deliver(
+                        e,
+                        Input::FolderUnavailable {
+                            mapping: mapping.clone(),
+                        },
+                    ),
+                );
+                let back = self.rng.gen_range(1_000..60_000);
+                self.schedule(back, Event::Mount(mapping));
             }
             // A sign-in pause.
             92..=93
@@ -964,7 +996,8 @@ impl Sim {
                         outcome: wrap_fault(a, f),
                     });
                 }
-                let outcome = self.graph(a, live);
+                // The client keeps what a reply carries (an upload URL) only if it arrives.
+                let outcome = self.graph(a, live && fate == Fate::Normal);
                 if fate == Fate::LostReply {
                     let f = fault(fate).expect("a fault");
                     // Session URLs never reach the client when the reply is lost.
@@ -1230,7 +1263,13 @@ impl Sim {
                 atts.iter()
                     .any(|x| x.id == *att && x.content.map(sha) == rec.sha256)
             });
-            if !ok && !rec.replaced && rec.replaces.iter().all(|r| r.attachment_id != *att) {
+            // Being deleted by a newer version (its record says so) is on the way to `replaced`.
+            let going = self
+                .ledger
+                .values()
+                .chain(std::iter::once(rec))
+                .any(|r| r.replaces.iter().any(|x| x.attachment_id == *att));
+            if !ok && !rec.replaced && !going {
                 return Err(self.violation(format!(
                     "{} recorded done with {att}, which is not on {t} with its SHA-256",
                     rec.id
@@ -1242,8 +1281,8 @@ impl Sim {
 
     fn check_always(&self) -> Result<(), Violation> {
         for (item, atts) in &self.items {
-            let mut seen: HashMap<(&str, Content), &str> = HashMap::new();
-            let mut by_entry: HashMap<&str, &str> = HashMap::new();
+            let mut seen: BTreeMap<(&str, Content), &str> = BTreeMap::new();
+            let mut by_entry: BTreeMap<&str, &str> = BTreeMap::new();
             for a in atts {
                 let Some(c) = a.content else {
                     return Err(self.violation(format!(

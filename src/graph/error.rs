@@ -32,6 +32,9 @@ pub struct GraphError {
     pub retry_after: Option<Duration>,
     /// A `WWW-Authenticate` claims challenge (continuous access evaluation) was present.
     pub claims_challenge: bool,
+    /// What to do about a refused token, for the token source in use (`outbox login` helps only
+    /// device-code sign-in); set by the client, see `Credentials::refused_hint`.
+    pub sign_in_hint: Option<String>,
 }
 
 impl GraphError {
@@ -48,6 +51,7 @@ impl GraphError {
             message: crate::secret::redact(&message.into()),
             retry_after: None,
             claims_challenge: false,
+            sign_in_hint: None,
         }
     }
 
@@ -121,7 +125,7 @@ impl GraphError {
     }
 
     /// What the user should do, for the errors that have a known answer.
-    pub fn advice(&self) -> Option<&'static str> {
+    pub fn advice(&self) -> Option<&str> {
         if self.is_message_size_exceeded() {
             return Some(
                 "the item would pass the tenant's message size limit (35 MB by default, about 25 MB of raw \
@@ -134,6 +138,7 @@ impl GraphError {
             }
             (Some(403), _) => Some("access denied: check the account's permissions (Mail.ReadWrite / Calendars.ReadWrite) and consent"),
             (Some(401), _) if self.claims_challenge => Some("the tenant requires a fresh sign-in: run `outbox login`"),
+            (Some(401), _) if self.sign_in_hint.is_some() => self.sign_in_hint.as_deref(),
             (Some(401), _) => Some("the access token was refused: sign in again (`outbox login`) or check the token source"),
             _ => None,
         }

@@ -166,13 +166,13 @@ fn item_key(item: &ItemRef) -> String {
 }
 
 /// A listing read for one name: the ids of attachments so named, and every name's hash.
-struct Look {
+struct NameSearch {
     name: String,
     names: std::collections::HashSet<u64>,
     candidates: Vec<String>,
 }
 
-impl listing::Sink for Look {
+impl listing::Sink for NameSearch {
     fn add(&mut self, id: &str, name: &str) {
         self.names.insert(name_hash(name));
         if name == self.name {
@@ -189,22 +189,12 @@ impl GraphClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none())
             // HTTP/1.1: a 4 MiB chunk streams at the pace of TCP, where over HTTP/2 it waits on
-            // the server's flow-control window updates; `scripts/bench large` measured 150 MiB
-            // in 0.83 s against 1.06 s (six alternating runs). Requests to one mailbox are at
-            // most `concurrency` at a time, so a few pooled connections cost nothing.
+            // the server's flow-control window updates (`scripts/bench large`; the figures are
+            // in BENCHMARKS.md). Requests to one mailbox are at most `concurrency` at a time, so
+            // a few pooled connections cost nothing.
             .http1_only();
         if let Some(ca) = &settings.graph.ca_file {
-            let pem =
-                std::fs::read(ca).map_err(|e| format!("graph.ca_file {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                format!("graph.ca_file {}: not a PEM certificate: {e}", ca.display())
-            })?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "graph.ca_file {}: no certificate in the file",
-                    ca.display()
-                ));
-            }
+            let certs = crate::ca::load_bundle(ca)?;
             for c in certs {
                 builder = builder.add_root_certificate(c);
             }
@@ -344,6 +334,7 @@ impl GraphClient {
                     Err(e) => GraphError::transport(&e),
                 }
             };
+            let err = self.creds.explain_refusal(err);
             if err.class == ErrorClass::SignIn && !refreshed && !err.claims_challenge {
                 if let Some(t) = &token {
                     refreshed = true;
@@ -490,7 +481,7 @@ impl GraphClient {
         name: &str,
         sha256: &str,
     ) -> Result<Option<String>, RequestError> {
-        let look = Look {
+        let look = NameSearch {
             name: name.to_string(),
             names: Default::default(),
             candidates: Vec::new(),

@@ -147,6 +147,9 @@ pub struct LedgerEntry {
     /// called it `post_in_flight`): look on the item before sending again.
     #[serde(default, alias = "post_in_flight")]
     pub may_exist: bool,
+    /// When that effect was sent (the core's clock, ms).
+    #[serde(default)]
+    pub effect_at: Option<Time>,
     /// Insertion order (the core's `Record::seq`; assigned by the ledger when 0); orders the
     /// versions of one path.
     #[serde(default)]
@@ -234,6 +237,7 @@ impl LedgerEntry {
             created_at: now,
             session: None,
             may_exist: false,
+            effect_at: None,
             seq: 0,
             dev: 0,
             ino: 0,
@@ -276,6 +280,7 @@ impl LedgerEntry {
             },
             target: self.bound.then(|| self.target.clone()),
             may_exist: self.may_exist,
+            effect_at: self.effect_at,
             session: self.session.map(|s| SessionMark {
                 sent_end: s.sent_end,
                 abandoned: s.abandoned,
@@ -336,6 +341,7 @@ impl LedgerEntry {
                 abandoned: s.abandoned,
             }),
             may_exist: r.may_exist,
+            effect_at: r.effect_at,
             seq: r.seq,
             dev: r.file.dev,
             ino: r.file.ino,

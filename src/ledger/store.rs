@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
 
-/// The schema version this build writes and reads. Bump it with a step in [`Ledger::migrate`].
+/// The schema version this build writes and reads. Bump it with a step in `Ledger::migrate`.
 pub const SCHEMA_VERSION: u32 = 2;
 
 const META_TREE: &[u8] = b"meta";

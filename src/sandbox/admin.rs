@@ -495,20 +495,34 @@ fn pending_sign_in<'a>(
 }
 
 async fn approve_device(State(st): State<Shared>, Json(a): Json<Approve>) -> Response {
-    let mut g = st.lock();
-    let d = match pending_sign_in(&mut g, &a.user_code) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    if d.status != DeviceStatus::Pending {
-        return err(StatusCode::CONFLICT, "that sign-in is no longer pending");
+    match decide_sign_in(&st, &a.user_code, a.deny, a.user.as_deref()) {
+        Ok(code) => Json(json!({"user_code": code, "approved": !a.deny})).into_response(),
+        Err(r) => r,
     }
-    d.status = if a.deny {
+}
+
+/// Approve (as `user`, default `me`) or decline the pending sign-in with `user_code`: the admin
+/// API and the device-login page's buttons both come here. The user code as issued, or the error.
+pub(super) fn decide_sign_in(
+    st: &Shared,
+    user_code: &str,
+    deny: bool,
+    user: Option<&str>,
+) -> Result<String, Response> {
+    let mut g = st.lock();
+    let d = pending_sign_in(&mut g, user_code)?;
+    if d.status != DeviceStatus::Pending {
+        return Err(err(
+            StatusCode::CONFLICT,
+            "that sign-in is no longer pending",
+        ));
+    }
+    d.status = if deny {
         DeviceStatus::Denied
     } else {
-        DeviceStatus::Approved(canonical_user(a.user.as_deref().unwrap_or("me")))
+        DeviceStatus::Approved(canonical_user(user.unwrap_or("me")))
     };
-    Json(json!({"user_code": d.user_code, "approved": !a.deny})).into_response()
+    Ok(d.user_code.clone())
 }
 
 /// Every secret handed out so far (tests grep logs and files for them).

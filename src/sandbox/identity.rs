@@ -99,8 +99,70 @@ pub async fn devicecode(
     .into_response()
 }
 
-pub async fn devicelogin() -> Html<&'static str> {
-    Html("<html><body><h1>outbox sandbox</h1><p>Approve sign-ins with <code>POST /_admin/devicecode/approve {\"user_code\":\"...\"}</code>.</p></body></html>")
+/// The page `verification_uri` points at: enter the code `outbox login` shows, then Approve or
+/// Decline (a form, no script). `?code=` fills the code in. Scripts use the admin API instead:
+/// `POST /_admin/devicecode/approve {"user_code":...}`.
+pub async fn devicelogin(
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Html<String> {
+    let code = q.get("code").map(|c| html_escape(c)).unwrap_or_default();
+    Html(login_page(&format!(
+        "<form method=\"post\" action=\"/devicelogin\">\
+         <p><label>Code shown by <code>outbox login</code>: \
+         <input name=\"user_code\" value=\"{code}\" autofocus required autocomplete=\"off\"></label></p>\
+         <p><button name=\"action\" value=\"approve\">Approve</button> \
+         <button name=\"action\" value=\"deny\">Decline</button></p></form>\
+         <p>Scripts: <code>POST /_admin/devicecode/approve {{\"user_code\":\"...\"}}</code>.</p>"
+    )))
+}
+
+/// The page's buttons: approve or decline the sign-in, as the user `me`.
+pub async fn devicelogin_submit(
+    State(st): State<Shared>,
+    axum::extract::Form(f): axum::extract::Form<HashMap<String, String>>,
+) -> Response {
+    let code = f.get("user_code").map(|c| c.trim()).unwrap_or_default();
+    let deny = f.get("action").is_some_and(|a| a == "deny");
+    match super::admin::decide_sign_in(&st, code, deny, None) {
+        Ok(code) => {
+            let what = if deny { "declined" } else { "approved" };
+            Html(login_page(&format!(
+                "<p id=\"result\">Sign-in {} {what}. You can close this page and return to the terminal.</p>",
+                html_escape(&code)
+            )))
+            .into_response()
+        }
+        Err(r) => {
+            let status = r.status();
+            let reason = if status == StatusCode::CONFLICT {
+                "that sign-in was already approved, declined or has expired"
+            } else {
+                "no pending sign-in has that code: check it, or run `outbox login` again"
+            };
+            (
+                status,
+                Html(login_page(&format!(
+                    "<p id=\"result\">{reason}.</p><p><a href=\"/devicelogin\">Try again</a></p>"
+                ))),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn login_page(body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>outbox sandbox: sign in</title></head>\
+         <body><h1>outbox sandbox: sign in</h1>{body}</body></html>"
+    )
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// A JWT-shaped (unsigned) access token: clients must treat it as opaque, but some decode it.

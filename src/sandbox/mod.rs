@@ -147,7 +147,10 @@ fn router(state: Shared) -> Router {
             post(identity::devicecode),
         )
         .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
-        .route("/devicelogin", get(identity::devicelogin))
+        .route(
+            "/devicelogin",
+            get(identity::devicelogin).post(identity::devicelogin_submit),
+        )
         .nest(
             "/_admin",
             admin::router().layer(middleware::from_fn(admin::loopback_host_only)),

@@ -11,8 +11,14 @@ use std::time::{Duration, Instant};
 pub const TOKEN: &str = "test-token-5e1f0c2a9d";
 pub const MIB: u64 = 1024 * 1024;
 
+/// The `outbox` binary under test: `$OUTBOX_TEST_BIN` when set (several worktrees sharing one
+/// `CARGO_TARGET_DIR` overwrite each other's `target/debug/outbox`; point this at the hashed copy
+/// in `target/debug/deps/`), else the one cargo built for this test run.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_outbox")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("OUTBOX_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_outbox").into())
+    })
 }
 
 /// A running `outbox sandbox` process; killed on drop. `kill9`/`stop` and `restart` bring it

@@ -1,0 +1,926 @@
+//! What a person reads, through the real binary: log colour, error messages and hints, `--help`,
+//! the no-config answer. The text itself is snapshotted with `insta` (tests/snapshots/): a change
+//! of wording shows up as a reviewed diff. `INSTA_UPDATE=always` rewrites the snapshots.
+
+use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A temp dir with a config that needs no network (token from `OUTBOX_TEST_TOKEN`) and one mapped
+/// folder, `in/`, to an item that is never asked about while the folder is empty.
+pub struct Bare {
+    pub dir: tempfile::TempDir,
+}
+
+impl Bare {
+    pub fn new() -> Bare {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("in")).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        let cfg = format!(
+            "[graph]\nbase_url = \"http://127.0.0.1:9/v1.0\"\n\n[auth]\nmethod = \"token_env\"\n\
+             token_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\n\n[[mapping]]\n\
+             folder = \"{}\"\nmessage = \"AAMkAD-demo\"\n",
+            dir.path().join("state").display(),
+            dir.path().join("in").display()
+        );
+        std::fs::write(dir.path().join("config.toml"), cfg).unwrap();
+        Bare { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// outbox with this config, a clean environment and a token.
+    pub fn cmd(&self) -> Command {
+        let mut c = clean(&self.dir.path().join("home"));
+        c.env("OUTBOX_CONFIG", self.config())
+            .env("OUTBOX_TEST_TOKEN", TOKEN);
+        c
+    }
+}
+
+/// outbox with HOME at `home` and nothing from the caller's environment that outbox reads.
+pub fn clean(home: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.env("HOME", home)
+        .env_remove("OUTBOX_CONFIG")
+        .env_remove("OUTBOX_ACCESS_TOKEN")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .env_remove("OUTBOX_CRASH_AT");
+    c
+}
+
+/// The temp dir as `[TMP]`, so a snapshot reads the same on every run.
+pub fn masked(text: &str, dir: &Path) -> String {
+    text.replace(&dir.display().to_string(), "[TMP]")
+}
+
+#[test]
+fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    let bare = Bare::new();
+    // stderr to a pipe (a file, the journal): no escape codes.
+    let out = run_bounded(bare.cmd().args(["run", "--once"]), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("watching"), "{err}");
+    assert!(!err.contains('\u{1b}'), "escape codes in a pipe: {err:?}");
+
+    // stderr on a terminal (a pty from script(1)): colour, unless NO_COLOR is set.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED the terminal half: script(1) is not installed");
+        return;
+    }
+    let on_tty = |no_color: Option<&str>| {
+        let mut c = bare.cmd();
+        c.args(["-qec", &format!("{} run --once", bin()), "/dev/null"]);
+        let mut c = {
+            let mut s = Command::new("script");
+            for (k, v) in c.get_envs() {
+                match v {
+                    Some(v) => s.env(k, v),
+                    None => s.env_remove(k),
+                };
+            }
+            s.args(c.get_args());
+            s
+        };
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        let out = run_bounded(&mut c, Duration::from_secs(30));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_tty(None);
+    assert!(coloured.contains("watching"), "{coloured}");
+    assert!(
+        coloured.contains('\u{1b}'),
+        "no colour on a terminal: {coloured:?}"
+    );
+    let plain = on_tty(Some("1"));
+    assert!(plain.contains("watching"), "{plain}");
+    assert!(
+        !plain.contains('\u{1b}'),
+        "colour despite NO_COLOR: {plain:?}"
+    );
+}
+
+#[test]
+fn a_hint_that_says_bearer_token_is_printed_whole() {
+    let bare = Bare::new();
+    let out = run_bounded(
+        bare.cmd().env("OUTBOX_TEST_TOKEN", "").arg("whoami"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("REDACTED"), "{err}");
+    insta::assert_snapshot!("whoami_empty_token_env", err);
+}
+
+#[test]
+fn without_a_config_every_command_says_so_exits_78_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let commands: &[&[&str]] = &[
+        &["status"],
+        &["status", "--json"],
+        &["retry", "--failed"],
+        &["retry", "some-id"],
+        &["cancel", "some-id"],
+        &["verify", "--all"],
+        &["whoami"],
+        &["login"],
+        &["logout"],
+        &["items", "messages"],
+        &["check"],
+        &["run", "--once"],
+        &["send", "/etc/hostname", "--message", "AAMk"],
+    ];
+    for args in commands {
+        let out = run_bounded(clean(&home).args(*args), Duration::from_secs(30));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(78), "outbox {args:?}: {err}");
+        assert!(
+            err.contains("no config file") && err.contains("outbox init"),
+            "outbox {args:?}: {err}"
+        );
+        assert!(
+            !err.contains("OUTBOX_ACCESS_TOKEN"),
+            "outbox {args:?} named an auth method nobody chose: {err}"
+        );
+        let made: Vec<_> = walk(&home);
+        assert!(made.is_empty(), "outbox {args:?} created {made:?}");
+    }
+    let out = run_bounded(clean(&home).arg("status"), Duration::from_secs(30));
+    insta::assert_snapshot!("status_without_config", masked(&stderr(&out), dir.path()));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(e.path());
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}
+
+fn send_args<'a>(file: &'a Path, flag: &'a str, item: &'a str) -> Vec<&'a str> {
+    vec!["send", file.to_str().unwrap(), flag, item]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_skips_a_file_already_there_says_so_and_attach_overrides() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let file = env.path("report.pdf");
+    write_file(&file, 20_000, 1);
+    // No mapping for the item: the default is skip, as a mapping's is.
+    env.write_config("", "");
+    let first = env.run(
+        &send_args(&file, "--message", &item),
+        Duration::from_secs(60),
+    );
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let id = stdout(&first).trim().to_string();
+    assert!(
+        stderr(&first).contains("attached report.pdf (19.5 KiB) to message"),
+        "{}",
+        stderr(&first)
+    );
+    let again = env.run(
+        &send_args(&file, "--message", &item),
+        Duration::from_secs(60),
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(
+        stdout(&again).trim(),
+        id,
+        "the id of the attachment already there"
+    );
+    assert!(
+        stderr(&again)
+            .contains("already there with the same bytes (if_exists = \"skip\"); not sent again"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
+
+    // A mapping that targets the item decides: its `if_exists = "attach"` sends a second copy.
+    std::fs::create_dir_all(env.path("drop")).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nfolder = \"{}\"\nmessage = \"{item}\"\nif_exists = \"attach\"\n",
+            env.path("drop").display()
+        ),
+    );
+    let out = env.run(
+        &send_args(&file, "--message", &item),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 2);
+    // And the flag decides over the mapping.
+    let mut args = send_args(&file, "--message", &item);
+    args.extend(["--if-exists", "skip"]);
+    let out = env.run(&args, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_interrupted_exits_130_and_leaves_no_session() {
+    let env = Env::new();
+    env.write_config("chunk_size = \"1MiB\"", "");
+    let item = env.sandbox.create_item("message", "me").await;
+    let file = env.path("big.bin");
+    write_file(&file, 6 * MIB, 2);
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "put", "action": "delay", "delay_ms": 10},
+            {"route": "put", "action": "delay", "delay_ms": 20000}
+        ]}))
+        .await;
+    let child = env
+        .cmd()
+        .args(send_args(&file, "--message", &item))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    wait_until(
+        Duration::from_secs(30),
+        "the upload to be under way",
+        || async {
+            env.sandbox.stats().await["open_sessions"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted: big.bin (6.0 MiB) to message"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hints_point_the_right_way() {
+    let env = Env::new();
+    env.write_config("", "");
+    let event = env.sandbox.create_item("event", "me").await;
+    let sent = env.sandbox.create_item("message", "me").await;
+    env.sandbox
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/items/{}", urlenc(&sent)),
+            Some(serde_json::json!({"isDraft": false})),
+        )
+        .await;
+    let file = env.path("a.txt");
+    write_file(&file, 100, 1);
+
+    // An event's id given to --message: not just "not found", but "use --event".
+    let out = env.run(
+        &send_args(&file, "--message", &event),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("that id is an event of this mailbox, not a message: use --event ID"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A 403 on a sent message says it is not a draft, not to check permissions.
+    let out = env.run(
+        &send_args(&file, "--message", &sent),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the message is not a draft"), "{err}");
+    assert!(!err.contains("check the account's permissions"), "{err}");
+    insta::assert_snapshot!("send_to_a_sent_message", err);
+
+    // A refused token_env token: put a fresh one in the variable; `outbox login` would refuse.
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_TEST_TOKEN", "expired-token-0x1")
+            .args(send_args(&file, "--message", &event)),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("expired-token-0x1"), "{err}");
+    insta::assert_snapshot!("send_with_a_refused_token_env_token", err);
+
+    // In the config: `message = <an event's id>` is named in `check` as such.
+    std::fs::create_dir_all(env.path("f")).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"cal\"\nfolder = \"{}\"\nmessage = \"{event}\"\n",
+            env.path("f").display()
+        ),
+    );
+    let out = env.run(&["check"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(
+            "error  mapping cal message: not found: that id is an event of this mailbox, not a message: write it as `event = \"...\"` in the mapping"
+        ),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn every_command_and_option_has_help_text() {
+    use clap::CommandFactory;
+    let mut root = outbox::cli::Cli::command();
+    root.build();
+    let mut missing = Vec::new();
+    let mut look = |cmd: &clap::Command, path: &str| {
+        if cmd.get_about().is_none() {
+            missing.push(path.to_string());
+        }
+        for a in cmd.get_arguments() {
+            if !a.is_hide_set() && a.get_help().is_none() {
+                missing.push(format!("{path} {}", a.get_id()));
+            }
+        }
+    };
+    look(&root, "outbox");
+    for sc in root.get_subcommands().filter(|c| c.get_name() != "help") {
+        look(sc, &format!("outbox {}", sc.get_name()));
+    }
+    assert!(missing.is_empty(), "no help text: {missing:?}");
+}
+
+#[test]
+fn help_snapshots() {
+    let home = tempfile::tempdir().unwrap();
+    let names = [
+        "",
+        "run",
+        "send",
+        "status",
+        "retry",
+        "cancel",
+        "check",
+        "verify",
+        "items",
+        "service",
+        "sandbox",
+        "demo",
+        "completions",
+    ];
+    for name in names {
+        let mut c = clean(home.path());
+        c.env("COLUMNS", "100");
+        if !name.is_empty() {
+            c.arg(name);
+        }
+        let out = run_bounded(c.arg("--help"), Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        let label = if name.is_empty() { "outbox" } else { name };
+        insta::assert_snapshot!(format!("help_{label}"), stdout(&out));
+    }
+    // sandbox, demo and completions read no config: not offered, refused when given.
+    for name in ["sandbox", "demo", "completions"] {
+        let out = run_bounded(
+            clean(home.path()).args([name, "--help"]),
+            Duration::from_secs(20),
+        );
+        assert!(
+            !stdout(&out).contains("--config"),
+            "{name}: {}",
+            stdout(&out)
+        );
+        let mut c = clean(home.path());
+        c.args(["--config", "x.toml", name]);
+        if name == "completions" {
+            c.arg("bash");
+        }
+        let out = run_bounded(&mut c, Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("reads no config file"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // retry and verify with nothing to act on name the flag that does it all.
+    let out = run_bounded(clean(home.path()).arg("retry"), Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!("retry_without_arguments", stderr(&out));
+    let out = run_bounded(clean(home.path()).arg("verify"), Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--all"), "{}", stderr(&out));
+    // An unknown --state lists the states.
+    let out = run_bounded(
+        clean(home.path()).args(["status", "--state", "stuck"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("settling, pending, uploading, done, failed, rejected, canceled"));
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let home = tempfile::tempdir().unwrap();
+    for (shell, needle) in [
+        ("bash", "_outbox()"),
+        ("zsh", "#compdef outbox"),
+        ("fish", "complete -c outbox"),
+        ("powershell", "Register-ArgumentCompleter"),
+        ("elvish", "edit:completion:arg-completer[outbox]"),
+    ] {
+        let out = run_bounded(
+            clean(home.path()).args(["completions", shell]),
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains(needle), "{shell}");
+    }
+    // What the packages ship is what the binary prints.
+    let out = run_bounded(
+        clean(home.path()).args(["completions", "bash"]),
+        Duration::from_secs(20),
+    );
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/completions/outbox.bash"),
+    )
+    .unwrap();
+    assert_eq!(stdout(&out), shipped);
+}
+
+#[test]
+fn every_config_error_is_reported_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("f")).unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[graph]\nbase_url = \"ftp://x\"\n\n[auth]\nmethod = \"token_env\"\n\n[agent]\n\
+             chunk_size = \"9MiB\"\nbogus = 1\nsettle = \"soon\"\n\n[[mapping]]\nfolder = \"{0}\"\n\
+             message = \"a\"\nevent = \"b\"\ncolour = \"red\"\n\n[[mapping]]\nname = \"f\"\n\
+             folder = \"{0}\"\nmessage = \"c\"\n",
+            dir.path().join("f").display()
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        clean(&dir.path().join("home"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check"),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = masked(&stderr(&out), dir.path());
+    for key in [
+        ":2: graph.base_url",
+        ":8: agent.chunk_size",
+        ":9: agent.bogus",
+        ":10: agent.settle",
+        ":15: mapping[0].event",
+        ":16: mapping[0].colour",
+        ":19: mapping[1].name",
+    ] {
+        assert!(err.contains(key), "{key} missing in:\n{err}");
+    }
+    insta::assert_snapshot!("config_errors_all_at_once", err);
+}
+
+/// Where `systemctl --user` has no user manager to talk to (a container, a session without
+/// lingering), `service install` says what to do instead of only relaying "Failed to connect to
+/// bus". The runtime dir is pointed nowhere, so a real user manager is never touched.
+#[cfg(target_os = "linux")]
+#[test]
+fn service_install_without_a_user_systemd_says_what_to_do() {
+    let bare = Bare::new();
+    let home = bare.dir.path().join("home");
+    let out = run_bounded(
+        bare.cmd()
+            .args(["service", "install"])
+            .env("XDG_RUNTIME_DIR", bare.dir.path().join("no-runtime"))
+            .env_remove("DBUS_SESSION_BUS_ADDRESS"),
+        Duration::from_secs(30),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("loginctl enable-linger"), "{err}");
+    assert!(err.contains("under the supervisor you have"), "{err}");
+    // The unit it wrote is where the advice's `service install` again will find it.
+    assert!(home.join(".config/systemd/user/outbox.service").exists());
+}
+
+/// `outbox sandbox` prints, after its `listening` line, the config lines that point outbox at
+/// it; pasted into a config as they are, they work: a device-code sign-in approved with the
+/// Approve button of the sandbox's device-login page, then `whoami`, over `--tls`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_says_how_to_point_outbox_at_it_and_its_login_page_approves() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sandbox");
+    let mut sandbox = Command::new(bin())
+        .args(["sandbox", "--tls", "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sandbox.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let origin = first.strip_prefix("listening ").unwrap().to_string();
+    let mut printed = Vec::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        let last = l.starts_with("# Items to attach to");
+        printed.push(l);
+        if last {
+            break;
+        }
+    }
+    let printed = printed.join("\n");
+    let shown = printed
+        .replace(&origin, "https://127.0.0.1:[PORT]")
+        .replace(&data.display().to_string(), "[DATA]");
+    insta::assert_snapshot!("sandbox_config_lines", shown);
+
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{printed}\n[agent]\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let mut login = clean(&home)
+        .env("OUTBOX_CONFIG", &cfg)
+        .arg("login")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(login.stderr.take().unwrap()).lines();
+    let prompt = err.next().unwrap().unwrap();
+    let code = prompt
+        .split("enter the code ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{prompt}"))
+        .trim()
+        .to_string();
+    assert!(
+        prompt.contains(&format!("{origin}/devicelogin")),
+        "{prompt}"
+    );
+
+    // The page a person opens, then its Approve button (a plain form POST).
+    let pem = std::fs::read(data.join("ca.pem")).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let page = http
+        .get(format!("{origin}/devicelogin?code={code}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(">Approve</button>") && page.contains(&code),
+        "{page}"
+    );
+    let done = http
+        .post(format!("{origin}/devicelogin"))
+        .form(&[("user_code", code.as_str()), ("action", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert!(done.status().is_success());
+    assert!(done.text().await.unwrap().contains("approved"));
+    let out = login.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("signed in as"), "{}", stdout(&out));
+    let out = run_bounded(
+        clean(&home).env("OUTBOX_CONFIG", &cfg).arg("whoami"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // A wrong code gets a page that says so.
+    let bad = http
+        .post(format!("{origin}/devicelogin"))
+        .form(&[("user_code", "NOPE-NOPE"), ("action", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 404);
+    assert!(bad
+        .text()
+        .await
+        .unwrap()
+        .contains("no pending sign-in has that code"));
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+}
+
+/// `outbox demo` with no options: three sample files attached without a word from the user, a
+/// line saying what the folder ignores, and each ignored name reported once in the demo's own
+/// words; no raw log line on stderr. Ctrl-C ends it with exit 0.
+#[test]
+fn the_demo_starts_with_samples_and_says_what_it_ignores() {
+    use std::io::Read;
+    let cwd = tempfile::tempdir().unwrap();
+    let folder = cwd.path().join("outbox-demo");
+    std::fs::create_dir_all(folder.join("a subfolder")).unwrap();
+    std::fs::write(folder.join(".hidden"), "x").unwrap();
+    std::fs::write(folder.join("draft.tmp"), "x").unwrap();
+    let mut child = clean(&cwd.path().join("home"))
+        .arg("demo")
+        .current_dir(cwd.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut so = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = so.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut out = String::new();
+    let start = std::time::Instant::now();
+    while out.matches("  attached  ").count() < 3 || !out.contains("draft.tmp") {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the demo did not attach its samples:\n{out}"
+        );
+        if let Ok(b) = rx.recv_timeout(Duration::from_millis(200)) {
+            out.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    while let Ok(b) = rx.recv_timeout(Duration::from_millis(500)) {
+        out.push_str(&String::from_utf8_lossy(&b));
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{out}\n{err}");
+    assert!(err.trim().is_empty(), "raw lines on stderr: {err}");
+    assert_eq!(out.matches("  dropped   ").count(), 3, "{out}");
+    assert!(
+        out.contains("ignored there: subfolders, and names matching .*"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  ignored   a subfolder: a subfolder"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  ignored   .hidden: matches an exclude pattern"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  ignored   draft.tmp: matches an exclude pattern"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("ignored   .hidden").count(),
+        1,
+        "once each: {out}"
+    );
+}
+
+/// `status` says whether an agent works on the entries (its pid), and a row an agent left
+/// `uploading` when it stopped says it is interrupted and resumes at the next start.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_names_the_agent_and_an_interrupted_upload() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("big.bin"), 6 * MIB, 7);
+    env.write_config(
+        "chunk_size = \"1MiB\"",
+        &format!(
+            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        ),
+    );
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "put", "action": "delay", "delay_ms": 10},
+            {"route": "put", "action": "delay", "delay_ms": 60000}
+        ]}))
+        .await;
+    let agent = Agent::start(&env, &[]);
+    let pid = agent.child.id();
+    let start = std::time::Instant::now();
+    let table = loop {
+        let out = env.run(&["status"], Duration::from_secs(30));
+        let t = stdout(&out);
+        if t.contains("uploading") {
+            break t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never uploading: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        table.starts_with(&format!("agent running (pid {pid}); state dir ")),
+        "{table}"
+    );
+    assert!(!table.contains("interrupted"), "{table}");
+
+    agent.kill9();
+    let out = env.run(&["status"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table.starts_with("agent not running; state dir "),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.contains("big.bin"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("uploading"), "{row}");
+    assert!(row.ends_with("interrupted; resumes at next start"), "{row}");
+    assert!(table.lines().nth(1).unwrap().ends_with("NOTE"), "{table}");
+}
+
+/// `run --once` says what is left from earlier runs and exits 1 while anything is: a failure
+/// that no new version of the file will retry stays visible until it is retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_counts_failures_left_from_earlier_runs() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("a.txt"), 100, 1);
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        ),
+    );
+    // A permanent refusal, once: the entry fails.
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [{"route": "post", "status": 400}]}))
+        .await;
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // Nothing changed on disk: this run tries nothing, and still says what is left.
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "outbox: not attached: 1 failed (fix the cause, then `outbox retry --failed`)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // Retried: done, exit 0.
+    let out = env.run(&["retry", "--failed"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
+}
+
+/// With `token_env`, no hint sends the user to `outbox login` (which refuses that method).
+#[test]
+fn a_missing_token_env_token_is_never_answered_with_outbox_login() {
+    let bare = Bare::new();
+    let out = run_bounded(
+        bare.cmd().env("OUTBOX_TEST_TOKEN", "").arg("check"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.contains("sign-in"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.starts_with("error"), "{line}");
+    assert!(
+        line.contains("put a Graph access token in that variable"),
+        "{line}"
+    );
+    assert!(!line.contains("`outbox login` or"), "{line}");
+
+    std::fs::write(bare.dir.path().join("in/a.txt"), "x").unwrap();
+    let out = run_bounded(
+        bare.cmd()
+            .env("OUTBOX_TEST_TOKEN", "")
+            .env("RUST_LOG", "off")
+            .args(["run", "--once"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    insta::assert_snapshot!("run_once_without_a_token_env_token", stderr(&out));
+}
+
+/// The agent reads its config at start: once the file changes under a running agent, `check`
+/// (a warning, exit 0) and `status` say to restart it.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_edited_under_a_running_agent_says_to_restart_it() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mapping = format!(
+        "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+        folder.display()
+    );
+    env.write_config("", &mapping);
+    let agent = Agent::start(&env, &[]);
+    let pid = agent.child.id();
+    let start = std::time::Instant::now();
+    loop {
+        let out = env.run(&["status"], Duration::from_secs(30));
+        if stdout(&out).starts_with("agent running") {
+            assert!(!stdout(&out).contains("restart"), "{}", stdout(&out));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            stdout(&out)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = env.run(&["check"], Duration::from_secs(30));
+    assert!(!stdout(&out).contains("restart"), "{}", stdout(&out));
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.write_config("concurrency = 3", &mapping);
+    let out = env.run(&["check"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.contains("restart"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.starts_with(&format!(
+            "warn   config: the config changed after the running agent (pid {pid}) started"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.run(&["status"], Duration::from_secs(30));
+    assert!(
+        stdout(&out)
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .starts_with("note: the config changed"),
+        "{}",
+        stdout(&out)
+    );
+    agent.stop();
+}
