@@ -202,6 +202,14 @@ impl<U: UrlStore> Steps<U> {
                 size,
             } => {
                 self.close_upload(&id);
+                // A file larger than the mailbox's whole byte budget waits for an empty window
+                // before anything of it is sent (the session's own request included).
+                if self.client.take_whole_window(&target.user, size).await {
+                    self.whole_window
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id.clone());
+                }
                 let urls = self.urls.clone();
                 let sid = id.clone();
                 let outcome = self
