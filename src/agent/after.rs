@@ -44,7 +44,7 @@ pub fn carry_out(
         Ok(()) => AfterOutcome::Done,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => AfterOutcome::NotTheSameFile,
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "attached, but the after-action failed");
+            tracing::warn!(file = %crate::outside::path(path), error = %e, "attached, but the after-action failed");
             AfterOutcome::Failed(Failure::new(
                 "afterAction",
                 format!("attached, but the after-action failed: {e}"),

@@ -115,7 +115,7 @@ pub fn hash_file(mapping: &Mapping, path: &Path, stat: &FileStat) -> HashResult 
 fn unreadable(path: &Path, e: &std::io::Error) -> HashResult {
     HashResult::Unreadable(crate::core::model::Failure::new(
         "io",
-        format!("cannot read {}: {e}", path.display()),
+        format!("cannot read {}: {e}", crate::outside::path(path)),
     ))
 }
 

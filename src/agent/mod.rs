@@ -390,7 +390,7 @@ impl Agent {
             let left: Vec<String> = self
                 .machine
                 .active()
-                .map(|(r, _)| format!("{} ({})", r.path.display(), r.id))
+                .map(|(r, _)| format!("{} ({})", crate::outside::path(&r.path), r.id))
                 .collect();
             if let Some((_, why)) = self.machine.sign_in_pause() {
                 tracing::error!(left = %left.join(", "), "stopping: sign-in is needed before these can be sent: {}", why.message);
@@ -513,20 +513,20 @@ impl Agent {
     fn notify(&mut self, note: Note) {
         match note {
             Note::Attached { id, path } => {
-                tracing::info!(file = %path.display(), entry = %id, "attached");
+                tracing::info!(file = %crate::outside::path(&path), entry = %id, "attached");
                 self.notifier.attached(&file_name(&path));
                 self.sign_in_said = false;
             }
             Note::Failed { id, path, failure } => {
-                tracing::error!(file = %path.display(), entry = %id, code = %failure.code, "{}", failure.message);
+                tracing::error!(file = %crate::outside::path(&path), entry = %id, code = %crate::outside::printable(&failure.code), "{}", crate::outside::printable(&failure.message));
                 self.notifier.failed(&file_name(&path), &failure.message);
                 self.failed_file(&id, &path, &failure);
             }
             Note::CancelTooLate { id, path } => {
-                tracing::warn!(file = %path.display(), entry = %id, "the cancel came too late: the file was already attached; it stays attached and is recorded done");
+                tracing::warn!(file = %crate::outside::path(&path), entry = %id, "the cancel came too late: the file was already attached; it stays attached and is recorded done");
             }
             Note::StillChanging { path } => {
-                tracing::warn!(file = %path.display(), "still changing after max_settle; waiting for it to finish");
+                tracing::warn!(file = %crate::outside::path(&path), "still changing after max_settle; waiting for it to finish");
             }
             Note::SignInNeeded(f) => {
                 if !self.sign_in_said {

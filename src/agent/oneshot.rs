@@ -20,9 +20,10 @@ const ID: &str = "send";
 pub enum OneShotError {
     #[error("cannot read {path}: {why}")]
     File { path: PathBuf, why: String },
-    #[error("sign-in needed: {0}")]
+    #[error("{0}")]
     SignIn(String),
-    #[error("{}: {}", .0.code, .0.message)]
+    /// Graph's answer (its sentence names its code) or one of ours.
+    #[error("{}", .0.message)]
     Failed(Failure),
     #[error("interrupted: nothing was attached (the upload session was deleted)")]
     Interrupted,

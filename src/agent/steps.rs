@@ -337,7 +337,7 @@ impl<U: UrlStore> Steps<U> {
             Ok(Err(ReadProblem::Changed)) => return PostOutcome::Changed,
             Ok(Err(ReadProblem::Gone)) => return PostOutcome::FileGone,
             Ok(Err(ReadProblem::Unreadable(e))) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot read the file");
+                tracing::warn!(file = %crate::outside::path(path), error = %e, "cannot read the file");
                 return PostOutcome::FileGone;
             }
             Err(_) => return PostOutcome::FileGone,
@@ -410,7 +410,7 @@ impl<U: UrlStore> Steps<U> {
                     ReadProblem::Changed => ChunkOutcome::Changed,
                     ReadProblem::Gone => ChunkOutcome::FileGone,
                     ReadProblem::Unreadable(e) => {
-                        tracing::warn!(file = %path.display(), error = %e, "cannot read the file");
+                        tracing::warn!(file = %crate::outside::path(path), error = %e, "cannot read the file");
                         ChunkOutcome::FileGone
                     }
                 }
