@@ -654,6 +654,12 @@ impl Agent {
                             format!("entry {id} is {}; only failed, canceled or rejected entries can be retried", e.state),
                         ))))
                     }
+                    Some(e) if e.size > crate::core::model::MAX_ATTACHMENT => {
+                        return Ok(line(Err((
+                            2,
+                            format!("entry {id} is {} bytes, over Graph's 150 MiB attachment limit; it cannot be sent", e.size),
+                        ))))
+                    }
                     Some(e) => {
                         let mut r = e.to_record();
                         if r.state == State::Rejected {
