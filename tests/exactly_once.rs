@@ -103,10 +103,10 @@ async fn a_file_touched_during_its_upload_is_attached_once() {
     agent.stop();
 }
 
-/// Item 2: a POST whose answer is lost, then a look that fails, never ends in a second
-/// attachment. The sandbox's "reply lost after the request took effect" fault is not in this
-/// branch yet; a dropped POST (no effect) plus a failing look exercises the same path: the entry
-/// keeps "may already exist" and looks again before any second POST.
+/// Item 2: a POST whose answer is lost after it took effect, then a look that fails, never ends
+/// in a second attachment (with `if_exists = "attach"`, where no cached listing can help): the
+/// entry keeps "may already exist" and looks again before any second POST. (The core waits
+/// `look_after` — 2 minutes — before that look: a slow test.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_post_reply_and_a_failing_look_never_duplicate() {
     let env = Env::new();
@@ -114,13 +114,13 @@ async fn a_lost_post_reply_and_a_failing_look_never_duplicate() {
     let folder = folder_config(&env, &item, "", "if_exists = \"attach\"");
     env.sandbox
         .faults(json!({"fail_next": [
-            {"route": "post", "action": "drop"},
+            {"route": "post", "action": "lost"},
             {"route": "get", "status": 500},
             {"route": "get", "status": 500},
         ]}))
         .await;
     let sha = write_file(&folder.join("small.txt"), 5000, 2);
-    let out = env.run(&["run", "--once"], T);
+    let out = env.run(&["run", "--once"], Duration::from_secs(400));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         attached(&env.sandbox, &item).await.get("small.txt"),
