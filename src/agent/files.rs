@@ -41,6 +41,7 @@ fn stat_of(id: Identity) -> FileStat {
         ino: id.ino,
         size: id.size,
         mtime_ns: id.mtime_ns.unwrap_or(0),
+        ctime_ns: id.ctime_ns.unwrap_or(0),
     }
 }
 
@@ -74,10 +75,13 @@ pub fn open_for_upload(
         }
         Err(e) => return Err(OpenError::Unreadable(e)),
     };
-    if !f.matches(&expected(expected_stat)) {
+    let now = stat_of(f.identity());
+    // The status-change time too, where both know it: a rewrite with its time put back.
+    let ctime_moved =
+        expected_stat.ctime_ns != 0 && now.ctime_ns != 0 && expected_stat.ctime_ns != now.ctime_ns;
+    if !f.matches(&expected(expected_stat)) || ctime_moved {
         return Err(OpenError::Changed);
     }
-    let now = stat_of(f.identity());
     Ok((f, now))
 }
 

@@ -480,6 +480,7 @@ impl Agent {
                 let updated = self.ledger.update(&id, |e| {
                     e.dev = file.dev;
                     e.ino = file.ino;
+                    e.ctime_ns = file.ctime_ns;
                     e.mtime_ns = file.mtime_ns;
                 });
                 match updated {

@@ -28,7 +28,9 @@ pub const UNREADABLE: &str = "unreadable";
 struct PathInfo {
     newest: Option<Brief>,
     /// The newest `done` version not yet replaced: (seq, id, attachment id, target).
-    done: Option<(u64, String, String, Target)>,
+    /// Per item (mailbox, item id): the newest `done` version on it not yet replaced —
+    /// (seq, id, attachment id, target).
+    done: BTreeMap<(String, String), Vec<(u64, String, String, Target)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -355,6 +357,10 @@ impl Machine {
                 self.mappings = mappings.into_iter().map(|m| (m.name.clone(), m)).collect();
                 let ids: Vec<String> = self.active.keys().cloned().collect();
                 for id in ids {
+                    // An item may have changed: what a look found on the old one says nothing.
+                    if let Some(a) = self.active.get_mut(&id) {
+                        a.looked = false;
+                    }
                     self.make_ready(&id);
                 }
             }
@@ -377,9 +383,6 @@ impl Machine {
             rec.restarts = 0;
             rec.error = None;
             rec.cancel_requested = false;
-            if !rec.may_exist && rec.session.is_none() {
-                rec.target = None;
-            }
             rec.updated_at = self.now;
             out.push(Action::Persist(rec.clone()));
             self.index(&rec);
@@ -416,7 +419,11 @@ impl Machine {
                 _ => {}
             }
             // A failed entry whose mapping now names another item goes to the fixed item.
-            if rec.state == State::Failed && !rec.may_exist && rec.session.is_none() {
+            if rec.state == State::Failed
+                && !rec.may_exist
+                && rec.session.is_none()
+                && rec.garbage.is_empty()
+            {
                 if let (Some(t), Some(m)) = (&rec.target, self.mappings.get(&rec.mapping)) {
                     if *t != m.target && rec.error.as_ref().is_some_and(|e| e.code != UNREADABLE) {
                         rec.state = State::Pending;
@@ -434,7 +441,16 @@ impl Machine {
             }
             self.index(&rec);
             if has_work(&rec) {
+                // Something of it may be on its item: its name there is taken from the start.
+                let owns = ((rec.may_exist || rec.session.is_some()) && !rec.state.is_terminal())
+                    || !rec.replaces.is_empty()
+                    || !rec.garbage.is_empty();
+                let id = rec.id.clone();
+                let target = self.target_of(&rec);
                 self.activate(rec);
+                if let (true, Some(t)) = (owns, target) {
+                    self.take_lock(&id, &t);
+                }
             }
         }
     }
@@ -456,8 +472,10 @@ impl Machine {
         }
         if rec.state == State::Done && !rec.replaced {
             if let (Some(att), Some(t)) = (&rec.attachment_id, &rec.target) {
-                if info.done.as_ref().is_none_or(|(s, ..)| *s <= rec.seq) {
-                    info.done = Some((rec.seq, rec.id.clone(), att.clone(), t.clone()));
+                let k = (t.user.to_lowercase(), t.item_id.clone());
+                let list = info.done.entry(k).or_default();
+                if !list.iter().any(|(_, did, ..)| *did == rec.id) {
+                    list.push((rec.seq, rec.id.clone(), att.clone(), t.clone()));
                 }
             }
         }
@@ -480,10 +498,17 @@ impl Machine {
     fn known_attachment(&self, rec: &Record) -> Option<String> {
         let t = self.target_of(rec)?;
         let sha = rec.sha256.as_deref()?.to_lowercase();
+        // Not one that is being deleted (an older version's, on its way out).
+        let going = |att: &str| {
+            self.active.values().any(|a| {
+                a.rec.replaces.iter().any(|r| r.attachment_id == att)
+                    || a.rec.garbage.iter().any(|g| g == att)
+            })
+        };
         self.attached
             .get(&lock_key(&t, &rec.name))?
             .iter()
-            .find(|(s, _, e)| *s == sha && *e != rec.id)
+            .find(|(s, a, e)| *s == sha && *e != rec.id && !going(a))
             .map(|(_, a, _)| a.clone())
     }
 
@@ -536,10 +561,10 @@ impl Machine {
                 // Same file, same time, same size: nothing new, unless an after-action waits
                 // (it runs only on bytes confirmed again) or an unreadable file may now read.
                 let retry_unreadable = b.error_code.as_deref() == Some(UNREADABLE);
-                // Its bytes were found not to be the hashed ones (rewritten in place, same
-                // size and time): hash them again. (exec: smallest fix, reported to the lead.)
+                // Canceled by the agent (its bytes were found not to be the hashed ones, or
+                // its file was swapped): hash again, it may come back.
                 let rewritten =
-                    b.state == State::Canceled && b.error_code.as_deref() == Some(SUPERSEDED);
+                    b.state == State::Canceled && b.error_code.as_deref() != Some("canceled");
                 if !after_pending && !retry_unreadable && !rewritten {
                     return;
                 }
@@ -604,14 +629,24 @@ impl Machine {
             if same {
                 // The same bytes: a touch, a save without edits, a sync client. The entry
                 // goes on (or is done); only what it knows of the file is updated.
-                let revive = matches!(b.state, State::Canceled | State::Failed)
-                    && matches!(b.error_code.as_deref(), Some(SUPERSEDED) | Some(UNREADABLE));
+                // Canceled by the agent (not by the user: "canceled"), or unreadable then: the
+                // same bytes are back, so this version goes on.
+                let code = b.error_code.as_deref();
+                let revive = (b.state == State::Canceled && code != Some("canceled"))
+                    || (b.state == State::Failed && code == Some(UNREADABLE));
                 if let Some(a) = self.active.get_mut(&b.id) {
                     a.rec.file = stat;
                     if revive {
                         a.rec.state = State::Pending;
                         a.rec.error = None;
                         a.rec.cancel_requested = false;
+                    }
+                    // A cancel the agent asked for (the file went, or was swapped) is taken
+                    // back: the same bytes are here again. The user's cancel stands.
+                    let by_user = a.rec.error.as_ref().is_some_and(|e| e.code == "canceled");
+                    if a.rec.cancel_requested && !by_user && !a.rec.state.is_terminal() {
+                        a.rec.cancel_requested = false;
+                        a.rec.error = None;
                     }
                     a.rec.updated_at = self.now;
                     let rec = a.rec.clone();
@@ -747,9 +782,17 @@ impl Machine {
         self.make_ready(&id);
     }
 
+    /// The item a record's next step is about: the one it is bound to while something of it
+    /// may be there (an effect in doubt, an open session, an attachment), else its mapping's
+    /// item as the config says now (a fixed item id is followed).
     fn target_of(&self, rec: &Record) -> Option<Target> {
+        let bound = rec.may_exist
+            || rec.session.is_some()
+            || rec.state == State::Done
+            || !rec.garbage.is_empty();
         rec.target
             .clone()
+            .filter(|_| bound)
             .or_else(|| self.mappings.get(&rec.mapping).map(|m| m.target.clone()))
     }
 
@@ -995,6 +1038,12 @@ impl Machine {
                 }
                 Step::Look { recent_ok: true } => {
                     let rec = self.active[id].rec.clone();
+                    // The name first: an attachment it may adopt is then not being deleted.
+                    if let Some(t) = self.target_of(&rec) {
+                        if !self.take_lock(id, &t) {
+                            return true;
+                        }
+                    }
                     if let Some(att) = self.known_attachment(&rec) {
                         // Already on the item, by this agent's own record: done, no request.
                         if let Some(a) = self.active.get_mut(id) {
@@ -1011,6 +1060,13 @@ impl Machine {
                     let a = &self.active[id];
                     if let Some(t) = a.rec.effect_at.filter(|_| a.rec.may_exist) {
                         let ready = t.plus_ms(self.policy.look_after_ms);
+                        // The name is this entry's while it waits: no other upload of it.
+                        let target = self.target_of(&a.rec);
+                        if let Some(target) = target {
+                            if !self.take_lock(id, &target) {
+                                return true;
+                            }
+                        }
                         if ready > self.now {
                             let ms = ready.since(self.now);
                             self.wait(id, ms);
@@ -1101,7 +1157,6 @@ impl Machine {
             if a.rec.error.is_none() {
                 a.rec.error = Some(Failure::new("canceled", "canceled by the user"));
             }
-            a.rec.target = None;
             a.rec.updated_at = now;
             let rec = a.rec.clone();
             out.push(Action::Persist(rec.clone()));
@@ -1115,6 +1170,54 @@ impl Machine {
         if let Some(a) = self.active.remove(id) {
             if let Some(t) = a.timer {
                 self.timers.remove(&(t, id.to_owned()));
+            }
+        }
+    }
+
+    /// One upload per name per item at a time: `id` holds (mailbox, item, name) from its first
+    /// step until it is finished, through its waits. `false`: another holds it; `id` waits.
+    fn take_lock(&mut self, id: &str, target: &Target) -> bool {
+        let Some(a) = self.active.get(id) else {
+            return false;
+        };
+        let deleting = !a.rec.replaces.is_empty() || !a.rec.garbage.is_empty();
+        if a.rec.state.is_terminal() && !deleting {
+            return true;
+        }
+        let key = lock_key(target, &a.rec.name);
+        // Names held on another item (the mapping's item changed) are not this entry's now.
+        let stale: Vec<_> = self
+            .name_locks
+            .iter()
+            .filter(|(k, h)| *h == id && **k != key)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.name_locks.remove(&k);
+            if let Some(mut q) = self.lock_waiters.remove(&k) {
+                while let Some(w) = q.pop_front() {
+                    self.make_ready(&w);
+                }
+            }
+        }
+        match self.name_locks.get(&key) {
+            Some(holder) if holder != id => {
+                // What it looked at before is stale once another upload of the name has run;
+                // and it gives up its place in the mailbox while it waits (no deadlock).
+                if let Some(a) = self.active.get_mut(id) {
+                    a.looked = false;
+                }
+                self.release_slot(id);
+                let w = self.lock_waiters.entry(key).or_default();
+                if !w.iter().any(|x| x == id) {
+                    w.push_back(id.to_owned());
+                }
+                false
+            }
+            Some(_) => true,
+            None => {
+                self.name_locks.insert(key, id.to_owned());
+                true
             }
         }
     }
@@ -1145,22 +1248,8 @@ impl Machine {
             );
             return true;
         };
-        // One upload per name per item at a time.
-        if !rec.state.is_terminal() {
-            let key = lock_key(&target, &rec.name);
-            match self.name_locks.get(&key) {
-                Some(holder) if holder != id => {
-                    let w = self.lock_waiters.entry(key).or_default();
-                    if !w.iter().any(|x| x == id) {
-                        w.push_back(id.to_owned());
-                    }
-                    return true;
-                }
-                Some(_) => {}
-                None => {
-                    self.name_locks.insert(key, id.to_owned());
-                }
-            }
+        if !self.take_lock(id, &target) {
+            return true;
         }
         let mb = target.user.to_lowercase();
         let has_slot = self.active[id].slot;
@@ -1225,7 +1314,9 @@ impl Machine {
                 s.sent_end = s.sent_end.max(offset + len);
                 a.rec.session = Some(s);
                 a.rec.bytes_sent = offset;
-                if last && !a.rec.may_exist {
+                if last {
+                    // Every send of the last byte is an effect of its own: the look waits for
+                    // the latest one.
                     a.rec.may_exist = true;
                     a.rec.effect_at = Some(now);
                     out.push(Action::Persist(a.rec.clone()));
@@ -1299,16 +1390,24 @@ impl Machine {
     /// A terminal entry with nothing that may still land on the item gives up its name lock.
     fn release_lock_if_free(&mut self, id: &str) {
         if let Some(a) = self.active.get(id) {
-            if a.rec.state.is_terminal() && !a.rec.may_exist {
+            if a.rec.state.is_terminal()
+                && !a.rec.may_exist
+                && a.rec.replaces.is_empty()
+                && a.rec.garbage.is_empty()
+            {
                 self.release_lock(id);
             }
         }
     }
 
     fn done(&mut self, id: &str, attachment_id: String, out: &mut Vec<Action>) {
+        // The item it is on: pinned at its first effect, or (found by a first look) the
+        // mapping's item now.
+        let target = self.active.get(id).and_then(|a| self.target_of(&a.rec));
         let Some(a) = self.active.get_mut(id) else {
             return;
         };
+        a.rec.target = target;
         let too_late =
             a.rec.cancel_requested && a.rec.error.as_ref().is_none_or(|e| e.code == "canceled");
         a.rec.state = State::Done;
@@ -1339,28 +1438,48 @@ impl Machine {
             .mappings
             .get(&mapping)
             .is_some_and(|m| m.on_change == OnChange::Replace);
-        let prev = self
-            .paths
-            .get(&(mapping.clone(), path.clone()))
-            .and_then(|i| i.done.clone());
+        // Every other done version of the path on this item, not yet replaced.
+        let others: Vec<(u64, String, String, Target)> = target
+            .as_ref()
+            .and_then(|t| {
+                self.paths
+                    .get(&(mapping.clone(), path.clone()))
+                    .and_then(|i| i.done.get(&(t.user.to_lowercase(), t.item_id.clone())))
+                    .cloned()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, pid, ..)| pid != id)
+            .collect();
         let mut after_done_now = false;
-        if let (true, Some((pseq, pid, patt, pt))) = (replace, prev) {
-            if pid != id && Some(&pt) == target.as_ref() && patt != attachment_id {
-                // The older version's attachment goes, unless another file holds it too (one
-                // name, the same bytes): then it stays and only the older record is marked.
-                let (old_entry, old_att) = if pseq < seq {
-                    (pid, patt)
-                } else {
+        if replace {
+            let mut doomed: Vec<(String, String)> = Vec::new();
+            for (pseq, pid, patt, _) in others {
+                if pseq < seq {
+                    // An older version: its attachment goes now that this one is there.
+                    if patt != attachment_id {
+                        doomed.push((pid, patt));
+                    } else {
+                        self.mark_replaced(&pid, id, out);
+                    }
+                } else if !after_done_now {
+                    // A newer version is already there: this one's own attachment goes.
                     after_done_now = true;
-                    (id.to_owned(), attachment_id.clone())
-                };
+                    doomed.push((id.to_owned(), attachment_id.clone()));
+                }
+            }
+            for (old_entry, old_att) in doomed {
+                // Unless another file holds it too (one name, the same bytes): then it stays
+                // and only the older record is marked.
                 if self.shared(&old_att, &old_entry) {
                     self.mark_replaced(&old_entry, id, out);
                 } else if let Some(a) = self.active.get_mut(id) {
-                    a.rec.replaces.push(Replaced {
-                        entry: old_entry,
-                        attachment_id: old_att,
-                    });
+                    if !a.rec.replaces.iter().any(|r| r.entry == old_entry) {
+                        a.rec.replaces.push(Replaced {
+                            entry: old_entry,
+                            attachment_id: old_att,
+                        });
+                    }
                 }
             }
         }
@@ -1378,8 +1497,13 @@ impl Machine {
             .and_then(|i| i.newest.as_ref())
             .is_some_and(|n| n.seq > seq);
         a.rec.after_done = keep || superseded || after_done_now;
+        // The name stays taken while older versions' attachments are deleted: nobody adopts
+        // one on its way out.
+        let deleting = !a.rec.replaces.is_empty() || !a.rec.garbage.is_empty();
         self.persist(id, out);
-        self.release_lock(id);
+        if !deleting {
+            self.release_lock(id);
+        }
     }
 
     fn outcome(&mut self, id: &str, outcome: Outcome, out: &mut Vec<Action>) {
@@ -1752,13 +1876,19 @@ impl Machine {
                 self.done(id, attachment_id, out)
             }
             LookOutcome::NotFound => {
-                a.looked = true;
+                // The look was on the pinned item, or else the mapping's; it answers
+                // `if_exists` only for the item the file will now go to.
+                let current = self.mappings.get(&a.rec.mapping).map(|m| m.target.clone());
+                let rec = a.rec.clone();
+                let looked_on = self.target_of(&rec);
+                let Some(a) = self.active.get_mut(id) else {
+                    return;
+                };
+                a.looked = looked_on == current;
                 if a.rec.may_exist {
+                    // Nothing of it is on the item: unbound, it goes to the mapping's item now
+                    // (see `target_of`).
                     a.rec.may_exist = false;
-                    if a.rec.session.is_none() {
-                        // Nothing of it is on the item: it may go to the mapping's item now.
-                        a.rec.target = None;
-                    }
                     self.persist(id, out);
                 }
             }
@@ -1858,8 +1988,8 @@ impl Machine {
             });
         }
         for info in self.paths.values_mut() {
-            if info.done.as_ref().is_some_and(|(_, did, ..)| did == entry) {
-                info.done = None;
+            for list in info.done.values_mut() {
+                list.retain(|(_, did, ..)| did != entry);
             }
         }
         for list in self.attached.values_mut() {

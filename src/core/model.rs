@@ -138,6 +138,10 @@ pub struct FileStat {
     pub ino: u64,
     pub size: u64,
     pub mtime_ns: i64,
+    /// Status-change time: moves on every write and on `touch -r`, and cannot be set back, so
+    /// a rewrite at the same size with the time put back is still seen.
+    #[serde(default)]
+    pub ctime_ns: i64,
 }
 
 /// The states SPEC names (`outbox status`).

@@ -233,6 +233,7 @@ mod tests {
             ino: 1,
             size,
             mtime_ns: m,
+            ctime_ns: m,
         }
     }
 

@@ -161,6 +161,9 @@ pub struct LedgerEntry {
     pub dev: u64,
     #[serde(default)]
     pub ino: u64,
+    /// Status-change time (ns) of the file that was hashed.
+    #[serde(default)]
+    pub ctime_ns: i64,
     /// `target` is the item this version is bound to (its first effect was sent there); when
     /// false it only shows the mapping's item at the time it was written.
     #[serde(default)]
@@ -241,6 +244,7 @@ impl LedgerEntry {
             seq: 0,
             dev: 0,
             ino: 0,
+            ctime_ns: 0,
             bound: false,
             restarts: 0,
             cancel_requested: false,
@@ -268,6 +272,7 @@ impl LedgerEntry {
                 ino: self.ino,
                 size: self.size,
                 mtime_ns: self.mtime_ns,
+                ctime_ns: self.ctime_ns,
             },
             sha256: self.sha256.clone(),
             state: match self.state {
@@ -345,6 +350,7 @@ impl LedgerEntry {
             seq: r.seq,
             dev: r.file.dev,
             ino: r.file.ino,
+            ctime_ns: r.file.ctime_ns,
             bound: r.target.is_some(),
             restarts: r.restarts,
             cancel_requested: r.cancel_requested,

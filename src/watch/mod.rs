@@ -116,17 +116,23 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
 /// The identity of a file as the core compares it: device, inode, size, modification time.
 pub fn file_stat(meta: &std::fs::Metadata) -> crate::core::model::FileStat {
     #[cfg(unix)]
-    let (dev, ino) = {
+    let (dev, ino, ctime_ns) = {
         use std::os::unix::fs::MetadataExt;
-        (meta.dev(), meta.ino())
+        let ctime = meta
+            .ctime()
+            .checked_mul(1_000_000_000)
+            .and_then(|s| s.checked_add(meta.ctime_nsec()))
+            .unwrap_or(0);
+        (meta.dev(), meta.ino(), ctime)
     };
     #[cfg(not(unix))]
-    let (dev, ino) = (0, 0);
+    let (dev, ino, ctime_ns) = (0, 0, 0);
     crate::core::model::FileStat {
         dev,
         ino,
         size: meta.len(),
         mtime_ns: crate::ledger::mtime_ns(meta).unwrap_or(0),
+        ctime_ns,
     }
 }
 
