@@ -5,7 +5,7 @@
 //! Usage: `cargo run --release --example bench_ledger -- STATE_DIR COUNT ITEM_ID FOLDER...`
 //! (mapping names are the folders' file names, the config's default).
 
-use outbox::ledger::{mtime_ns, EntryState, Ledger, LedgerEntry, NewEntry, Target, TargetKind};
+use outbox::ledger::{mtime_ns, EntryState, ItemKind, Ledger, LedgerEntry, NewEntry, Target};
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 name,
                 target: Target {
                     user: "me".into(),
-                    kind: TargetKind::Message,
+                    kind: ItemKind::Message,
                     item_id: item_id.clone(),
                 },
                 size: meta.len(),

@@ -369,7 +369,7 @@ fn a_v0_ledger_is_migrated_forward() {
     assert_eq!(e.attachment_id.as_deref(), Some("ATT1"));
     assert_eq!(e.name, "old report.pdf");
     assert_eq!(e.created_at, e.updated_at);
-    assert!(e.seq > 0 && !e.post_in_flight && e.session.is_none());
+    assert!(e.seq > 0 && !e.may_exist && e.session.is_none());
     assert_eq!(
         ledger
             .current_for_path("reports", &file)
@@ -447,8 +447,8 @@ fn upload_urls_live_in_owner_only_files_never_in_the_ledger() {
     ledger
         .set_state(&e.id, EntryState::Uploading, |e| {
             e.session = Some(outbox::ledger::SessionInfo {
-                expires_at: None,
-                created_at: OffsetDateTime::now_utc(),
+                sent_end: 0,
+                abandoned: false,
             });
             e.error = Some(EntryError::new("retry", "chunk upload timed out"));
         })
@@ -473,4 +473,87 @@ fn upload_urls_live_in_owner_only_files_never_in_the_ledger() {
     }
     sessions.remove(&e.id).unwrap();
     assert_eq!(sessions.load(&e.id).unwrap(), None);
+}
+
+/// Schema v1 (the ledger before the core's `Record`): a POST in flight, a session, a pending
+/// entry and a done one come forward as the core needs them, nothing reset.
+#[test]
+fn a_v1_ledger_is_migrated_to_the_cores_records() {
+    let state = tempfile::tempdir().unwrap();
+    let p = |n: &str| state.path().join(n);
+    {
+        let db = sled::open(state.path().join("ledger")).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", &1u32.to_be_bytes())
+            .unwrap();
+        let entries = db.open_tree("entries").unwrap();
+        let by_path = db.open_tree("by_path").unwrap();
+        let target = serde_json::json!({"user": "me", "kind": "message", "item_id": "AAMk"});
+        let rows = [
+            ("0000000000a1", "posted.txt", "uploading", true, false, 1u64),
+            ("0000000000a2", "session.bin", "uploading", false, true, 2),
+            ("0000000000a3", "queued.txt", "pending", false, false, 3),
+            ("0000000000a4", "sent.txt", "done", false, false, 4),
+        ];
+        for (id, name, state_, posted, session, seq) in rows {
+            let mut v = serde_json::json!({
+                "id": id, "mapping": "m", "path": p(name), "size": 5_000_000,
+                "sha256": "ab".repeat(32), "state": state_, "bytes_sent": 0,
+                "attachment_id": if state_ == "done" { serde_json::json!("ATT") } else { serde_json::Value::Null },
+                "attempts": 0, "error": null, "updated_at": "2024-01-02T03:04:05Z",
+                "name": name, "target": target, "mtime_ns": 7, "created_at": "2024-01-02T03:04:05Z",
+                "post_in_flight": posted, "seq": seq,
+            });
+            if session {
+                v["session"] =
+                    serde_json::json!({"expires_at": null, "created_at": "2024-01-02T03:04:05Z"});
+            }
+            entries.insert(id, serde_json::to_vec(&v).unwrap()).unwrap();
+            let path = p(name);
+            let path = path.to_string_lossy();
+            let mut key = Vec::new();
+            key.extend_from_slice(&1u32.to_be_bytes());
+            key.extend_from_slice(b"m");
+            key.extend_from_slice(&(path.len() as u32).to_be_bytes());
+            key.extend_from_slice(path.as_bytes());
+            key.extend_from_slice(&seq.to_be_bytes());
+            by_path.insert(key, id.as_bytes()).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let ledger = Ledger::open(state.path()).unwrap();
+    assert_eq!(ledger.schema_version().unwrap(), Some(SCHEMA_VERSION));
+    let rec = |id: &str| ledger.get(id).unwrap().unwrap().to_record();
+    let posted = rec("0000000000a1");
+    assert!(
+        posted.may_exist,
+        "a POST in flight may have made the attachment"
+    );
+    assert!(posted.target.is_some(), "bound to the item it was sent to");
+    let session = rec("0000000000a2");
+    let mark = session.session.expect("the session is kept");
+    assert_eq!(
+        mark.sent_end, 5_000_000,
+        "any offset up to the size is believed"
+    );
+    assert!(
+        session.may_exist,
+        "left uploading: look before sending again"
+    );
+    let queued = rec("0000000000a3");
+    assert!(
+        !queued.may_exist && queued.target.is_none(),
+        "goes to the mapping's item"
+    );
+    let sent = rec("0000000000a4");
+    assert!(sent.after_done, "v1 ran the after-action at done");
+    assert_eq!(sent.attachment_id.as_deref(), Some("ATT"));
+    assert_eq!(
+        ledger
+            .current_for_path("m", &p("sent.txt"))
+            .unwrap()
+            .map(|e| e.id),
+        Some("0000000000a4".to_string())
+    );
 }

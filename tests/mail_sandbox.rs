@@ -7,7 +7,7 @@ use outbox::auth::Credentials;
 use outbox::config::{BodyType, Settings};
 use outbox::graph::mail::{DraftSpec, Folder, MailError, MARKER_PROPERTY};
 use outbox::graph::retry::RetryPolicy;
-use outbox::graph::{FileToSend, GraphClient, NoJournal, Resume};
+use outbox::graph::GraphClient;
 use outbox::sandbox::{Sandbox, SandboxOptions};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -564,17 +564,31 @@ async fn the_client_steps_drive_a_message_through_its_life() {
         (found.id.as_str(), found.is_draft, found.others),
         (id.0.as_str(), true, 0)
     );
-    // Attach with the existing code: one POST and one upload session.
+    // Attach with the agent's one-shot driver: one POST and one upload session.
+    let settings = Settings::defaults("t.toml".into());
+    let attacher = std::sync::Arc::new(env.client());
     let dir = tempfile::tempdir().unwrap();
     let small = dir.path().join("small.txt");
     std::fs::write(&small, b"small file").unwrap();
     let big = dir.path().join("big.bin");
     std::fs::write(&big, vec![7u8; 3 * 1024 * 1024 + 5]).unwrap();
     for p in [&small, &big] {
-        let f = FileToSend::from_path(p.clone(), None).await.unwrap();
-        g.attach(&id.item("me"), &f, Resume::Fresh, &NoJournal)
-            .await
-            .unwrap();
+        let target = outbox::core::model::Target {
+            user: "me".into(),
+            kind: outbox::config::ItemKind::Message,
+            item_id: id.0.clone(),
+        };
+        outbox::agent::oneshot::attach_file(
+            &settings,
+            attacher.clone(),
+            target,
+            p,
+            None,
+            outbox::core::model::IfExists::Attach,
+            None,
+        )
+        .await
+        .unwrap();
     }
     g.send_draft("me", &id).await.unwrap();
     // In the window the draft still answers; then only the sent copy.

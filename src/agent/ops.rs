@@ -26,10 +26,15 @@ pub fn retry(ledger: &Ledger, id: Option<&str>) -> Result<Vec<LedgerEntry>, Ledg
     };
     let mut out = Vec::new();
     for e in targets {
-        // A retried entry starts over on the server side too: no session or POST is assumed.
+        // As the core's retry: a version that cannot be on an item yet goes to the mapping's
+        // item as the config names it now (a fixed item id); one that may be keeps its item,
+        // and is looked for there first.
         out.push(ledger.set_state(&e.id, EntryState::Pending, |x| {
             x.error = None;
             x.attempts = 0;
+            x.restarts = 0;
+            x.cancel_requested = false;
+            x.bound = x.may_exist || x.session.is_some();
         })?);
     }
     ledger.flush()?;

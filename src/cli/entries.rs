@@ -189,7 +189,7 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
             .set_state(&id, EntryState::Canceled, |x| {
                 x.error = Some(EntryError::new("canceled", "canceled by `outbox cancel`"));
                 x.session = None;
-                x.post_in_flight = false;
+                // `may_exist` stays: a later `retry` looks on the item before sending again.
             })
             .map_err(ledger_err)?;
         l.flush().map_err(ledger_err)?;

@@ -26,7 +26,13 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
     };
     match agent::run(settings, creds, RunOptions { once, stop: None }).await {
         Ok(RunOutcome::Clean) if !once => Ok(ExitCode::Ok),
-        Ok(RunOutcome::Clean) | Ok(RunOutcome::SomeFailed) => Ok(left_over(&state_dir)),
+        Ok(RunOutcome::Clean) => Ok(left_over(&state_dir)),
+        // Failed this run, or stopped with work left (an outage, a folder gone): the agent said
+        // what; the ledger's failures are listed too.
+        Ok(RunOutcome::SomeFailed) => {
+            let _ = left_over(&state_dir);
+            Ok(ExitCode::Failed)
+        }
         Ok(RunOutcome::SignInNeeded) => Err(CommandError::new(
             ExitCode::SignIn,
             format!("sign-in needed: files stay queued; {sign_in}, then run again"),

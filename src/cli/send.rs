@@ -1,17 +1,20 @@
 //! `outbox send FILE (--message ID | --event ID)`: attach one file now, with a progress bar naming
 //! the file and the item on a terminal (plain lines otherwise); prints the attachment id on stdout
 //! and a sentence on stderr. Honours `if_exists` (`--if-exists`, else the mapping that targets the
-//! item, else `skip`); Ctrl-C deletes the upload session and exits 130. Does not touch the ledger.
+//! item, else `skip`); Ctrl-C deletes the upload session and exits 130. Does not touch the ledger:
+//! the core's state machine drives the upload with URLs kept in memory (`agent::oneshot`).
 
 use super::{hints, IfExistsArg, SendArgs};
+use crate::agent::oneshot::{attach_file, OneShotError};
 use crate::auth::Credentials;
 use crate::config::units::human_size;
 use crate::config::{IfExists, ItemKind, Settings};
+use crate::core::model::Target;
 use crate::exit::{CommandError, ExitCode};
-use crate::graph::{AttachError, FileToSend, GraphClient, ItemRef, Journal, Resume};
+use crate::graph::{ErrorClass, GraphClient, GraphError, ItemRef};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, CommandError> {
@@ -27,51 +30,56 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
     };
     let item = ItemRef::new(args.user, kind, id);
     let if_exists = if_exists_for(&settings, &item, args.if_exists);
-    let file = FileToSend::from_path(args.file.clone(), args.name)
-        .await
-        .map_err(|e| {
-            CommandError::new(
-                ExitCode::Failed,
-                format!("cannot read {}: {e}", args.file.display()),
-            )
-        })?;
-    let client = GraphClient::new(&settings, Credentials::from_settings_in(&settings))
-        .map_err(|e| CommandError::new(ExitCode::Config, e))?;
+    let meta = std::fs::metadata(&args.file).map_err(|e| {
+        CommandError::new(
+            ExitCode::Failed,
+            format!("cannot read {}: {e}", args.file.display()),
+        )
+    })?;
+    let total = meta.len();
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into())
+    });
+    let client = Arc::new(
+        GraphClient::new(&settings, Credentials::from_settings_in(&settings))
+            .map_err(|e| CommandError::new(ExitCode::Config, e))?,
+    );
     let what = format!(
         "{} ({}) to {} {}",
-        file.name,
-        human_size(file.size),
+        name,
+        human_size(total),
         hints::kind_word(kind),
         short_id(&item.id)
     );
-    let journal = SendJournal::new(file.size).named(&what);
-    let resume = match if_exists {
-        IfExists::Skip => Resume::SkipIfPresent,
-        IfExists::Attach => Resume::Fresh,
+    let bar = Arc::new(Progress::new(total).named(&what));
+    let b = bar.clone();
+    let target = Target {
+        user: item.user.clone(),
+        kind,
+        item_id: item.id.clone(),
     };
     let started = Instant::now();
-    let attach = client.attach(&item, &file, resume, &journal);
-    let outcome = tokio::select! {
-        r = attach => Some(r),
-        _ = crate::cli::shutdown_signal() => None,
-    };
-    journal.finish();
-    if !matches!(outcome, Some(Ok(_))) {
-        // A session kept open across a transient failure (for a later attempt to resume), or
-        // cut off by the interrupt, has no later attempt here: delete it (best effort).
-        let url = journal
-            .session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(url) = url {
-            let _ = client.delete_session(&item.user, &url).await;
-        }
-    }
+    let outcome = attach_file(
+        &settings,
+        client.clone(),
+        target,
+        &args.file,
+        args.name,
+        match if_exists {
+            IfExists::Skip => crate::core::model::IfExists::Skip,
+            IfExists::Attach => crate::core::model::IfExists::Attach,
+        },
+        Some(Arc::new(move |n| b.set(n))),
+    )
+    .await;
+    bar.finish();
     match outcome {
-        Some(Ok(id)) => {
+        Ok(a) => {
             // stdout is the id alone (scripts read it); the sentence for people goes to stderr.
-            if journal.sent() {
+            if a.sent {
                 eprintln!(
                     "attached {what} in {:.1} s",
                     started.elapsed().as_secs_f64()
@@ -82,24 +90,46 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
                 );
             }
             // The id comes from the server's `Location`: printed escaped, never raw.
-            println!("{}", crate::outside::printable(&id));
+            println!("{}", crate::outside::printable(&a.attachment_id));
             Ok(ExitCode::Ok)
         }
-        Some(Err(AttachError::Graph(g))) if matches!(g.status, Some(403) | Some(404)) => {
-            let mut err = attach_error(AttachError::Graph(g.clone()));
-            // Graph's own words, then what the second look found instead of the generic advice
-            // (a sent message is not a permissions problem).
-            if let Some(f) = hints::look_again(&client, &item, &g).await {
-                err.message = format!("{}: {} — {}", g.code, g.message, hints::for_send(f));
+        Err(OneShotError::Failed(f)) if graph_error_of(&f).is_some() => {
+            let mut err = CommandError::new(ExitCode::Failed, f.message.clone());
+            // What a second look finds instead of the generic advice (a sent message is not a
+            // permissions problem, an id of the other kind is not a missing item).
+            if let Some(g) = graph_error_of(&f) {
+                if let Some(found) = hints::look_again(&client, &item, &g).await {
+                    err.message = format!("{}: {} — {}", g.code, g.message, hints::for_send(found));
+                }
             }
             Err(err)
         }
-        Some(Err(e)) => Err(attach_error(e)),
-        None => Err(CommandError::new(
+        Err(OneShotError::Interrupted) => Err(CommandError::new(
             ExitCode::Interrupted,
             format!("interrupted: {what} was not attached (its upload session was deleted)"),
         )),
+        Err(e) => Err(attach_error(e)),
     }
+}
+
+/// Graph's 403/404 answer back from the core's failure (`CODE (HTTP 404): message — advice`,
+/// as `GraphError` shows itself), for the second look.
+fn graph_error_of(f: &crate::core::model::Failure) -> Option<GraphError> {
+    let status = [403u16, 404]
+        .into_iter()
+        .find(|s| f.message.starts_with(&format!("{} (HTTP {s}): ", f.code)))?;
+    let raw = &f.message[format!("{} (HTTP {status}): ", f.code).len()..];
+    let g = GraphError::new(ErrorClass::Permanent, Some(status), f.code.clone(), raw);
+    let raw = match g.advice() {
+        Some(a) => raw.strip_suffix(&format!(" — {a}")).unwrap_or(raw),
+        None => raw,
+    };
+    Some(GraphError::new(
+        ErrorClass::Permanent,
+        Some(status),
+        f.code.clone(),
+        raw,
+    ))
 }
 
 /// `--if-exists`, else the `if_exists` of a mapping that targets the same item, else `skip`:
@@ -134,26 +164,21 @@ fn short_id(id: &str) -> String {
 }
 
 /// Map an attach failure to the exit code and a sentence for the user.
-pub fn attach_error(e: AttachError) -> CommandError {
+pub fn attach_error(e: OneShotError) -> CommandError {
     match e {
-        AttachError::Auth(a) => CommandError::new(ExitCode::SignIn, a.to_string()),
-        AttachError::Graph(g) if g.class == crate::graph::ErrorClass::SignIn => {
-            CommandError::new(ExitCode::SignIn, g.to_string())
-        }
+        OneShotError::SignIn(_) => CommandError::new(ExitCode::SignIn, e.to_string()),
+        OneShotError::Interrupted => CommandError::new(ExitCode::Interrupted, e.to_string()),
         other => CommandError::new(ExitCode::Failed, other.to_string()),
     }
 }
 
-struct SendJournal {
+struct Progress {
     bar: Option<ProgressBar>,
     plain: Mutex<(Instant, u64)>,
     total: u64,
-    session: Mutex<Option<String>>,
-    /// Whether a POST or a session was started (false when `if_exists = "skip"` found it there).
-    any_progress: std::sync::atomic::AtomicBool,
 }
 
-impl SendJournal {
+impl Progress {
     fn new(total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(total);
@@ -164,12 +189,10 @@ impl SendJournal {
             }
             b
         });
-        SendJournal {
+        Progress {
             bar,
             plain: Mutex::new((Instant::now(), 0)),
             total,
-            session: Mutex::new(None),
-            any_progress: Default::default(),
         }
     }
 
@@ -186,47 +209,13 @@ impl SendJournal {
         self
     }
 
-    fn sent(&self) -> bool {
-        self.any_progress.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
     }
-}
 
-impl Journal for SendJournal {
-    async fn before_post(&self) -> Result<(), String> {
-        self.any_progress
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn before_session(&self) -> Result<(), String> {
-        self.any_progress
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn session_created(
-        &self,
-        upload_url: &str,
-        _expires: Option<&str>,
-    ) -> Result<(), String> {
-        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(upload_url.to_string());
-        Ok(())
-    }
-
-    async fn session_gone(&self) -> Result<(), String> {
-        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        Ok(())
-    }
-
-    fn progress(&self, committed: u64) {
-        self.any_progress
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+    fn set(&self, committed: u64) {
         match &self.bar {
             Some(b) => b.set_position(committed),
             None => {

@@ -141,6 +141,8 @@ pub struct AgentSettings {
     /// Upload-session chunk size in bytes, 1..=4 MiB.
     pub chunk_size: u64,
     pub settle: Duration,
+    /// Closed after writing and then unchanged this long = finished (a close alone is not proof).
+    pub settle_after_close: Duration,
     pub max_settle: Duration,
     pub rescan: Duration,
     /// `None` = "off".
@@ -153,11 +155,8 @@ pub struct AgentSettings {
     pub keep_done: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemKind {
-    Message,
-    Event,
-}
+/// One `ItemKind` for the whole crate: the core's.
+pub use crate::core::model::{ItemKind, OnChange};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
@@ -199,6 +198,8 @@ pub struct Mapping {
     pub failed_dir: Option<PathBuf>,
     pub follow_symlinks: bool,
     pub if_exists: IfExists,
+    /// A new version of a file already attached: replace its attachment, or add beside it.
+    pub on_change: OnChange,
 }
 
 impl Settings {

@@ -29,6 +29,7 @@ const DEFAULT_CHUNK: &str = "3840KiB";
 /// Graph refuses any request body over 4 MiB, upload-session chunks included (defined in `graph`).
 const MAX_CHUNK: u64 = crate::graph::MAX_REQUEST_BODY;
 const DEFAULT_SETTLE: &str = "2s";
+const DEFAULT_SETTLE_AFTER_CLOSE: &str = "1s";
 const DEFAULT_MAX_SETTLE: &str = "10m";
 const DEFAULT_RESCAN: &str = "1h";
 const DEFAULT_MAILBOX_REQUESTS: &str = "10000/10m";
@@ -101,6 +102,7 @@ struct RawAgent {
     concurrency: Option<Spanned<i64>>,
     chunk_size: Option<Spanned<IntOrText>>,
     settle: Option<Spanned<IntOrText>>,
+    settle_after_close: Option<Spanned<IntOrText>>,
     max_settle: Option<Spanned<IntOrText>>,
     rescan: Option<Spanned<IntOrText>>,
     mailbox_requests: Option<Spanned<IntOrText>>,
@@ -135,6 +137,7 @@ struct RawMapping {
     failed_dir: Option<Spanned<String>>,
     follow_symlinks: Option<bool>,
     if_exists: Option<Spanned<RawIfExists>>,
+    on_change: Option<Spanned<RawOnChange>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -150,6 +153,13 @@ enum RawAfter {
 enum RawIfExists {
     Skip,
     Attach,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawOnChange {
+    Replace,
+    Add,
 }
 
 /// A value that may be written as an integer or a string: sizes take both (integers are bytes);
@@ -502,6 +512,7 @@ pub(super) fn defaults(source: PathBuf) -> Settings {
             concurrency: DEFAULT_CONCURRENCY,
             chunk_size: parse_size(DEFAULT_CHUNK).expect(ok),
             settle: parse_duration(DEFAULT_SETTLE).expect(ok),
+            settle_after_close: parse_duration(DEFAULT_SETTLE_AFTER_CLOSE).expect(ok),
             max_settle: parse_duration(DEFAULT_MAX_SETTLE).expect(ok),
             rescan: parse_duration(DEFAULT_RESCAN).expect(ok),
             mailbox_requests: parse_count_budget(DEFAULT_MAILBOX_REQUESTS).expect(ok),
@@ -902,6 +913,12 @@ fn validate_agent(raw: RawAgent, ctx: &Ctx, dir: &Path) -> Result<AgentSettings,
         ));
     }
     let settle = duration_value(raw.settle.as_ref(), ctx, "agent.settle", DEFAULT_SETTLE)?;
+    let settle_after_close = duration_value(
+        raw.settle_after_close.as_ref(),
+        ctx,
+        "agent.settle_after_close",
+        DEFAULT_SETTLE_AFTER_CLOSE,
+    )?;
     let max_settle = duration_value(
         raw.max_settle.as_ref(),
         ctx,
@@ -965,6 +982,7 @@ fn validate_agent(raw: RawAgent, ctx: &Ctx, dir: &Path) -> Result<AgentSettings,
         concurrency,
         chunk_size,
         settle,
+        settle_after_close,
         max_settle,
         rescan,
         mailbox_requests,
@@ -1210,6 +1228,10 @@ fn validate_mappings(
             Some(RawIfExists::Skip) | None => IfExists::Skip,
             Some(RawIfExists::Attach) => IfExists::Attach,
         };
+        let on_change = match raw.on_change.as_ref().map(|v| *v.get_ref()) {
+            Some(RawOnChange::Replace) | None => super::OnChange::Replace,
+            Some(RawOnChange::Add) => super::OnChange::Add,
+        };
 
         // One folder (or a folder inside it) feeding two mappings would attach files twice.
         for (j, other) in mappings.iter().enumerate() {
@@ -1293,6 +1315,7 @@ fn validate_mappings(
             failed_dir,
             follow_symlinks: raw.follow_symlinks.unwrap_or(false),
             if_exists,
+            on_change,
         });
     }
     Ok(mappings)

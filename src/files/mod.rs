@@ -39,6 +39,9 @@ pub struct Identity {
     pub ino: u64,
     pub size: u64,
     pub mtime_ns: Option<i64>,
+    /// Status-change time (ns), where the platform has one: it moves on every write and cannot
+    /// be set back. Not compared by [`Identity::matches`]; the core compares it.
+    pub ctime_ns: Option<i64>,
 }
 
 /// The version a caller expects to find: what settled (size, mtime), and, once a file has been
@@ -87,6 +90,7 @@ impl Identity {
             ino,
             size: meta.len(),
             mtime_ns: crate::ledger::mtime_ns(meta),
+            ctime_ns: imp::ctime_ns(meta),
         }
     }
 }

@@ -11,6 +11,10 @@ pub(super) fn dev_ino(_meta: &std::fs::Metadata) -> (u64, u64) {
     (0, 0)
 }
 
+pub(super) fn ctime_ns(_meta: &std::fs::Metadata) -> Option<i64> {
+    None
+}
+
 pub(super) fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     #[cfg(windows)]
     {

@@ -28,6 +28,12 @@ pub(super) fn dev_ino(meta: &std::fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
+pub(super) fn ctime_ns(meta: &std::fs::Metadata) -> Option<i64> {
+    meta.ctime()
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(meta.ctime_nsec()))
+}
+
 pub(super) fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     file.read_at(buf, offset)
 }
@@ -230,11 +236,15 @@ fn identity_from_stat(st: &rustix::fs::Stat) -> Identity {
     let mtime_ns = (st.st_mtime as i64)
         .checked_mul(1_000_000_000)
         .and_then(|s| s.checked_add(st.st_mtime_nsec as i64));
+    let ctime_ns = (st.st_ctime as i64)
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(st.st_ctime_nsec as i64));
     Identity {
         dev: st.st_dev as u64,
         ino: st.st_ino as u64,
         size: st.st_size as u64,
         mtime_ns,
+        ctime_ns,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The steps of a new message, as the core's executor calls them: create a draft carrying
 //! outbox's marker, find a message by its marker, send a draft. Each returns a typed outcome;
 //! the requests go through [`GraphClient::execute`] (pacing, token, error parsing). Attaching
-//! files to a draft is [`GraphClient::attach`] with an [`ItemRef`] of kind message, unchanged.
+//! files to a draft is the attachment steps (`steps.rs`, driven by the core) with an item of kind
+//! message: `agent::oneshot::attach_file` for one file now.
 //! What Graph answers, with sources: docs/graph-mail.md.
 
 use super::{ErrorClass, GraphClient, GraphError, ItemRef, RequestError, RequestOpts};
@@ -34,7 +35,7 @@ pub struct DraftSpec {
 pub struct DraftId(pub String);
 
 impl DraftId {
-    /// The draft as an attachment target for [`GraphClient::attach`].
+    /// The draft as an attachment target.
     pub fn item(&self, user: &str) -> ItemRef {
         ItemRef::new(user, ItemKind::Message, self.0.clone())
     }

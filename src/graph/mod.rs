@@ -12,10 +12,10 @@ pub mod mail;
 pub mod pacing;
 pub mod ranges;
 pub mod retry;
-pub mod upload;
+pub mod steps;
 
 pub use error::{ErrorClass, GraphError};
-pub use upload::{AttachError, FileToSend, Journal, NoJournal, Resume};
+pub use steps::fault_of;
 
 use crate::auth::{AuthError, Credentials};
 use crate::config::{ItemKind, Settings};
@@ -25,14 +25,7 @@ use retry::RetryPolicy;
 use std::time::{Duration, SystemTime};
 use url::Url;
 
-/// Files of this size or more go through an upload session (3 MiB).
-pub const SESSION_THRESHOLD: u64 = 3 * 1024 * 1024;
-/// The largest attachment Graph takes (150 MiB).
-pub const MAX_ATTACHMENT: u64 = 150 * 1024 * 1024;
-/// Graph's request body limit (4 MiB).
-pub const MAX_REQUEST_BODY: u64 = 4 * 1024 * 1024;
-/// The smallest session measured to work on Graph (2 MiB): smaller files must be POSTed.
-pub const MIN_SESSION: u64 = 2 * 1024 * 1024;
+pub use crate::core::model::{MAX_ATTACHMENT, MAX_REQUEST_BODY, MIN_SESSION, SESSION_THRESHOLD};
 
 /// An Outlook item: a message or an event in a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +155,9 @@ fn name_hash(name: &str) -> u64 {
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(name)
 }
 
+/// Pages of an attachment listing read at most.
+const MAX_LISTING_PAGES: usize = 1000;
+
 /// How long a listing of an item's attachments serves the look before a first upload.
 pub const LISTING_TTL: Duration = Duration::from_secs(30);
 
@@ -236,6 +232,12 @@ impl GraphClient {
         whole_window: bool,
     ) -> (u64, pacing::Stamp) {
         self.pacer.admit_chunk(mailbox, want, whole_window).await
+    }
+
+    /// A file larger than the mailbox's whole byte budget waits for an empty window and takes
+    /// it (`true`); any other is paced body by body.
+    pub async fn take_whole_window(&self, mailbox: &str, file_bytes: u64) -> bool {
+        file_bytes >= SESSION_THRESHOLD && self.pacer.take_whole_window(mailbox, file_bytes).await
     }
 
     pub fn chunk_size(&self) -> u64 {
@@ -417,20 +419,32 @@ impl GraphClient {
                 )
             })?;
             // Follow nextLink only on exactly the base URL's origin (scheme, host, port): it
-            // is sent the bearer token. Anywhere else the listing cannot be trusted as complete.
-            next = match next_link.map(|s| Url::parse(&s)) {
-                None => None,
-                Some(Ok(u)) if bounded::same_origin(&u, &self.base) => Some(u),
-                Some(_) => {
-                    return Err(our_error(
-                        ErrorClass::Permanent,
-                        "UntrustedNextLink",
-                        "refusing the attachment list's @odata.nextLink: it is not on graph.base_url's origin, which alone receives the bearer token",
-                    )
-                    .into())
+            // is sent the bearer token. A listing that cannot be read to its end (a nextLink
+            // elsewhere, too many pages) is an error, never "not there".
+            if let Some(link) = next_link {
+                let cut = |code: &str, why: &str| {
+                    GraphError::new(ErrorClass::Transient, None, code, why.to_owned())
+                };
+                match Url::parse(&link) {
+                    Ok(u) if bounded::same_origin(&u, &self.base) => {
+                        if pages >= MAX_LISTING_PAGES {
+                            return Err(cut(
+                                "ListingIncomplete",
+                                "the attachment list has more than 1,000 pages; it could not be read to its end",
+                            )
+                            .into());
+                        }
+                        next = Some(u);
+                    }
+                    _ => {
+                        return Err(cut(
+                            "UntrustedNextLink",
+                            "refusing the attachment list's @odata.nextLink: it is not on graph.base_url's origin, which alone receives the bearer token",
+                        )
+                        .into())
+                    }
                 }
             }
-            .filter(|_| pages < 1000);
         }
         Ok(sink)
     }

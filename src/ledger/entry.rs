@@ -86,60 +86,19 @@ impl FromStr for EntryState {
     }
 }
 
-/// The kind of Outlook item a mapping attaches to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetKind {
-    #[default]
-    Message,
-    Event,
-}
-
-/// The item an entry is attached to: mailbox, kind and item id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Target {
-    /// `me`, a UPN or a user id.
-    pub user: String,
-    pub kind: TargetKind,
-    pub item_id: String,
-}
-
-impl Default for Target {
-    fn default() -> Self {
-        Target {
-            user: "me".to_owned(),
-            kind: TargetKind::Message,
-            item_id: String::new(),
-        }
-    }
-}
-
-/// Why an entry failed or was rejected: Graph's error code (or an outbox code such as
-/// `fileTooLarge`, `io`) and a sentence for the user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EntryError {
-    pub code: String,
-    pub message: String,
-}
-
-impl EntryError {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        EntryError {
-            code: code.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use crate::core::model::{Failure as EntryError, ItemKind, Target};
+use crate::core::model::{FileStat, Record, Replaced, SessionMark, State, Time};
 
 /// What the ledger remembers of an open upload session. The URL itself carries an `authtoken`
-/// and is kept in the [`crate::ledger::SessionStore`], never here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// and is kept in the [`crate::ledger::SessionStore`], never here. Schema v1 stored
+/// `expires_at`/`created_at` here; they are ignored when read (v2 migration fills `sent_end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SessionInfo {
-    /// `expirationDateTime` from Graph, when it gave one.
-    #[serde(default, with = "rfc3339::option")]
-    pub expires_at: Option<OffsetDateTime>,
-    #[serde(with = "rfc3339")]
-    pub created_at: OffsetDateTime,
+    /// Bytes `0..sent_end` may have reached the server (see [`SessionMark`]).
+    #[serde(default)]
+    pub sent_end: u64,
+    #[serde(default)]
+    pub abandoned: bool,
 }
 
 /// One version of one file (path + size + content hash) and where its upload stands.
@@ -184,14 +143,47 @@ pub struct LedgerEntry {
     /// The open upload session, if any (its URL is in the session store).
     #[serde(default)]
     pub session: Option<SessionInfo>,
-    /// A simple-attachment POST may have reached the server: look for the attachment on the item
-    /// (name + bytes) before sending again.
+    /// An effect that can create the attachment was sent and its answer is not known (schema v1
+    /// called it `post_in_flight`): look on the item before sending again.
+    #[serde(default, alias = "post_in_flight")]
+    pub may_exist: bool,
+    /// When that effect was sent (the core's clock, ms).
     #[serde(default)]
-    pub post_in_flight: bool,
-    /// Insertion order, assigned by the ledger (the value callers hold is ignored); orders the
+    pub effect_at: Option<Time>,
+    /// Insertion order (the core's `Record::seq`; assigned by the ledger when 0); orders the
     /// versions of one path.
     #[serde(default)]
     pub seq: u64,
+
+    // Schema v2: the rest of the core's `Record`.
+    /// Device and inode of the file that was hashed.
+    #[serde(default)]
+    pub dev: u64,
+    #[serde(default)]
+    pub ino: u64,
+    /// Status-change time (ns) of the file that was hashed.
+    #[serde(default)]
+    pub ctime_ns: i64,
+    /// `target` is the item this version is bound to (its first effect was sent there); when
+    /// false it only shows the mapping's item at the time it was written.
+    #[serde(default)]
+    pub bound: bool,
+    #[serde(default)]
+    pub restarts: u32,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// Done, but the after-action (move/delete) is still to be carried out. Inverted so that a
+    /// done entry of schema v1 (whose after-action ran) reads as finished.
+    #[serde(default)]
+    pub after_pending: bool,
+    #[serde(default)]
+    pub after_failed: bool,
+    #[serde(default)]
+    pub replaced: bool,
+    #[serde(default)]
+    pub garbage: Vec<String>,
+    #[serde(default)]
+    pub replaces: Vec<Replaced>,
 }
 
 /// The few fields of an entry the agent's start-up needs for every entry (which version of a
@@ -247,8 +239,126 @@ impl LedgerEntry {
             mtime_ns: version.mtime_ns,
             created_at: now,
             session: None,
-            post_in_flight: false,
+            may_exist: false,
+            effect_at: None,
             seq: 0,
+            dev: 0,
+            ino: 0,
+            ctime_ns: 0,
+            bound: false,
+            restarts: 0,
+            cancel_requested: false,
+            after_pending: false,
+            after_failed: false,
+            replaced: false,
+            garbage: Vec::new(),
+            replaces: Vec::new(),
+        }
+    }
+
+    /// The core's view of this entry.
+    pub fn to_record(&self) -> Record {
+        Record {
+            id: self.id.clone(),
+            mapping: self.mapping.clone(),
+            path: self.path.clone(),
+            name: if self.name.is_empty() {
+                self.file_name()
+            } else {
+                self.name.clone()
+            },
+            file: FileStat {
+                dev: self.dev,
+                ino: self.ino,
+                size: self.size,
+                mtime_ns: self.mtime_ns,
+                ctime_ns: self.ctime_ns,
+            },
+            sha256: self.sha256.clone(),
+            state: match self.state {
+                EntryState::Settling | EntryState::Pending => State::Pending,
+                EntryState::Uploading => State::Uploading,
+                EntryState::Done => State::Done,
+                EntryState::Failed => State::Failed,
+                EntryState::Rejected => State::Rejected,
+                EntryState::Canceled => State::Canceled,
+            },
+            target: self.bound.then(|| self.target.clone()),
+            may_exist: self.may_exist,
+            effect_at: self.effect_at,
+            session: self.session.map(|s| SessionMark {
+                sent_end: s.sent_end,
+                abandoned: s.abandoned,
+            }),
+            bytes_sent: self.bytes_sent,
+            attachment_id: self.attachment_id.clone(),
+            attempts: self.attempts,
+            restarts: self.restarts,
+            error: self.error.clone(),
+            cancel_requested: self.cancel_requested,
+            after_done: !self.after_pending,
+            after_failed: self.after_failed,
+            replaced: self.replaced,
+            garbage: self.garbage.clone(),
+            replaces: self.replaces.clone(),
+            seq: self.seq,
+            created_at: time_of(self.created_at),
+            updated_at: time_of(self.updated_at),
+        }
+    }
+
+    /// The entry that stores `r`. `current` is the mapping's item, shown for a version not yet
+    /// bound to one.
+    pub fn from_record(r: &Record, current: Option<&Target>) -> LedgerEntry {
+        LedgerEntry {
+            id: r.id.clone(),
+            mapping: r.mapping.clone(),
+            path: r.path.clone(),
+            size: r.file.size,
+            sha256: r.sha256.clone(),
+            state: match r.state {
+                State::Pending => EntryState::Pending,
+                State::Uploading => EntryState::Uploading,
+                State::Done => EntryState::Done,
+                State::Failed => EntryState::Failed,
+                State::Rejected => EntryState::Rejected,
+                State::Canceled => EntryState::Canceled,
+            },
+            bytes_sent: if r.state == State::Done {
+                r.file.size
+            } else {
+                r.bytes_sent
+            },
+            attachment_id: r.attachment_id.clone(),
+            attempts: r.attempts,
+            error: r.error.clone(),
+            updated_at: datetime_of(r.updated_at),
+            name: r.name.clone(),
+            target: r
+                .target
+                .clone()
+                .or_else(|| current.cloned())
+                .unwrap_or_default(),
+            mtime_ns: r.file.mtime_ns,
+            created_at: datetime_of(r.created_at),
+            session: r.session.map(|s| SessionInfo {
+                sent_end: s.sent_end,
+                abandoned: s.abandoned,
+            }),
+            may_exist: r.may_exist,
+            effect_at: r.effect_at,
+            seq: r.seq,
+            dev: r.file.dev,
+            ino: r.file.ino,
+            ctime_ns: r.file.ctime_ns,
+            bound: r.target.is_some(),
+            restarts: r.restarts,
+            cancel_requested: r.cancel_requested,
+            after_pending: !r.after_done,
+            after_failed: r.after_failed,
+            replaced: r.replaced,
+            garbage: r.garbage.clone(),
+            replaces: r.replaces.clone(),
         }
     }
 
@@ -288,6 +398,17 @@ pub fn new_id() -> String {
     format!("{bits:012x}")
 }
 
+/// The core's clock (milliseconds since the Unix epoch) for a stored time.
+pub fn time_of(t: OffsetDateTime) -> Time {
+    Time(u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
+}
+
+/// A stored time for the core's clock.
+pub fn datetime_of(t: Time) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
 fn epoch() -> OffsetDateTime {
     OffsetDateTime::UNIX_EPOCH
 }
@@ -307,32 +428,6 @@ pub(crate) mod rfc3339 {
         let text = String::deserialize(d)?;
         OffsetDateTime::parse(&text, &Rfc3339).map_err(D::Error::custom)
     }
-
-    /// The same for `Option<OffsetDateTime>` (`null` when unset).
-    pub mod option {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(
-            t: &Option<OffsetDateTime>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match t {
-                Some(t) => super::serialize(t, s),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<OffsetDateTime>, D::Error> {
-            match Option::<String>::deserialize(d)? {
-                Some(text) => OffsetDateTime::parse(&text, &Rfc3339)
-                    .map(Some)
-                    .map_err(D::Error::custom),
-                None => Ok(None),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -347,7 +442,7 @@ mod tests {
                 name: "a.pdf".into(),
                 target: Target {
                     user: "me".into(),
-                    kind: TargetKind::Event,
+                    kind: ItemKind::Event,
                     item_id: "AAMk".into(),
                 },
                 size: 10,
@@ -380,8 +475,8 @@ mod tests {
     fn entry_round_trips_through_json() {
         let mut e = sample();
         e.session = Some(SessionInfo {
-            expires_at: None,
-            created_at: e.created_at,
+            sent_end: 7,
+            abandoned: false,
         });
         e.error = Some(EntryError::new("ErrorItemNotFound", "gone"));
         let json = serde_json::to_string(&e).unwrap();

@@ -18,7 +18,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 /// The schema version this build writes and reads. Bump it with a step in `Ledger::migrate`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META_TREE: &[u8] = b"meta";
 const ENTRIES_TREE: &[u8] = b"entries";
@@ -519,6 +519,7 @@ impl Ledger {
         while version < SCHEMA_VERSION {
             match version {
                 0 => self.migrate_v0_to_v1()?,
+                1 => self.migrate_v1_to_v2()?,
                 v => {
                     return Err(self.corrupt(format!("no migration known from schema version {v}")))
                 }
@@ -562,6 +563,32 @@ impl Ledger {
         }
         // Sequence numbers handed out later must sort after the migrated ones.
         while self.db.generate_id().map_err(|e| self.sled_err(e))? <= next_seq {}
+        Ok(())
+    }
+
+    /// v2 stores the core's whole `Record`. What v1 knew maps onto it: `post_in_flight` is read
+    /// as `may_exist` (serde alias); an entry left `uploading` may have sent its last byte too; a session's `sent_end` is unknown, so any offset up to the size is
+    /// believed; an entry that may have an effect is bound to the item it recorded; done
+    /// entries read as finished with their after-action (v1 ran it right after `done`).
+    fn migrate_v1_to_v2(&self) -> Result<()> {
+        for mut e in self.list(None)? {
+            // v1 recorded neither a POST's nor a last chunk's answer as unknown: whatever was
+            // uploading may already be on the item, so it is looked for before anything is
+            // sent again (a session that turns out gone included).
+            if e.state == EntryState::Uploading {
+                e.may_exist = true;
+            }
+            if let Some(s) = e.session.as_mut() {
+                if s.sent_end == 0 {
+                    s.sent_end = e.size;
+                }
+            }
+            e.bound = e.may_exist || e.session.is_some() || e.state.is_terminal();
+            let bytes = self.encode(&e)?;
+            self.entries
+                .insert(e.id.as_bytes(), bytes)
+                .map_err(|err| self.sled_err(err))?;
+        }
         Ok(())
     }
 
@@ -616,6 +643,8 @@ impl Ledger {
                         }
                         stored.seq = old.seq;
                     }
+                    // The core numbers the versions it records; keep its order.
+                    (None, Some(_)) if entry.seq != 0 => {}
                     (None, Some(seq)) => stored.seq = seq,
                     (None, None) => return Ok(Write::Again),
                 }

@@ -51,6 +51,8 @@ pub struct Found {
     pub path: PathBuf,
     pub size: u64,
     pub mtime_ns: Option<i64>,
+    /// Device, inode, size and time, as the core compares files.
+    pub stat: crate::core::model::FileStat,
 }
 
 /// Every accepted regular file under the mapping's folder. Symlinks are skipped unless
@@ -102,12 +104,36 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
                 out.push(Found {
                     size: meta.len(),
                     mtime_ns: crate::ledger::mtime_ns(&meta),
+                    stat: file_stat(&meta),
                     path,
                 });
             }
         }
     }
     Ok(out)
+}
+
+/// The identity of a file as the core compares it: device, inode, size, modification time.
+pub fn file_stat(meta: &std::fs::Metadata) -> crate::core::model::FileStat {
+    #[cfg(unix)]
+    let (dev, ino, ctime_ns) = {
+        use std::os::unix::fs::MetadataExt;
+        let ctime = meta
+            .ctime()
+            .checked_mul(1_000_000_000)
+            .and_then(|s| s.checked_add(meta.ctime_nsec()))
+            .unwrap_or(0);
+        (meta.dev(), meta.ino(), ctime)
+    };
+    #[cfg(not(unix))]
+    let (dev, ino, ctime_ns) = (0, 0, 0);
+    crate::core::model::FileStat {
+        dev,
+        ino,
+        size: meta.len(),
+        mtime_ns: crate::ledger::mtime_ns(meta).unwrap_or(0),
+        ctime_ns,
+    }
 }
 
 /// Metadata of `path` under the symlink policy; `None` to skip it. Without `follow_symlinks` a

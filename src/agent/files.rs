@@ -1,0 +1,348 @@
+//! Reading a file for the core: "the bytes sent are the bytes hashed". A file is opened once per
+//! upload (or hash, or after-action) through [`open_for_upload`] — beneath its mapped folder,
+//! without links (`crate::files::SafeFile`) — checked against the identity the core recorded
+//! (device, inode, size, modification time), and every byte read is hashed; nothing past the
+//! recorded size is ever read. Runs on blocking threads.
+
+use crate::config::Mapping;
+use crate::core::model::{FileStat, HashResult};
+use crate::files::{Expected, Identity, SafeFile};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Read buffer for hashing.
+const BUF: usize = 256 * 1024;
+
+pub use crate::watch::file_stat;
+
+/// Why a file could not be opened as the version the core recorded.
+#[derive(Debug)]
+pub enum OpenError {
+    /// No regular file at the path (deleted, renamed away, a link where links are not followed).
+    Gone,
+    /// Another file, or this one with another size or time.
+    Changed,
+    Unreadable(std::io::Error),
+}
+
+/// The core's identity of a file as `files` compares it. Records from before schema v2 know no
+/// device and inode (0): size and time decide for them.
+pub fn expected(stat: &FileStat) -> Expected {
+    Expected {
+        size: stat.size,
+        mtime_ns: Some(stat.mtime_ns),
+        dev_ino: (stat.dev != 0 || stat.ino != 0).then_some((stat.dev, stat.ino)),
+    }
+}
+
+fn stat_of(id: Identity) -> FileStat {
+    FileStat {
+        dev: id.dev,
+        ino: id.ino,
+        size: id.size,
+        mtime_ns: id.mtime_ns.unwrap_or(0),
+        ctime_ns: id.ctime_ns.unwrap_or(0),
+    }
+}
+
+/// ELOOP: a symbolic link where none is followed.
+#[cfg(unix)]
+fn link_refused(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+#[cfg(not(unix))]
+fn link_refused(_: &std::io::Error) -> bool {
+    false
+}
+
+/// Open `path` (under `mapping`'s folder) once, beneath the folder, following links only as the
+/// mapping allows, and check through the descriptor that it is still `expected`.
+pub fn open_for_upload(
+    mapping: &Mapping,
+    path: &Path,
+    expected_stat: &FileStat,
+) -> Result<(SafeFile, FileStat), OpenError> {
+    if !path.starts_with(&mapping.folder) {
+        return Err(OpenError::Gone);
+    }
+    let f = match SafeFile::open_beneath(&mapping.folder, path, mapping.follow_symlinks) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::Gone),
+        // A link where none is followed, or not a regular file: not a file we send.
+        Err(e) if link_refused(&e) || e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(OpenError::Gone)
+        }
+        Err(e) => return Err(OpenError::Unreadable(e)),
+    };
+    let now = stat_of(f.identity());
+    // The status-change time too, where both know it: a rewrite with its time put back.
+    let ctime_moved =
+        expected_stat.ctime_ns != 0 && now.ctime_ns != 0 && expected_stat.ctime_ns != now.ctime_ns;
+    if !f.matches(&expected(expected_stat)) || ctime_moved {
+        return Err(OpenError::Changed);
+    }
+    Ok((f, now))
+}
+
+/// `Action::Hash`: open once, read exactly `stat.size` bytes, hash them.
+pub fn hash_file(mapping: &Mapping, path: &Path, stat: &FileStat) -> HashResult {
+    let (f, now) = match open_for_upload(mapping, path, stat) {
+        Ok(x) => x,
+        Err(OpenError::Gone) => return HashResult::Gone,
+        Err(OpenError::Changed) => return HashResult::Changed,
+        Err(OpenError::Unreadable(e)) => return unreadable(path, &e),
+    };
+    let mut h = Sha256::new();
+    match read_hashing(&f, &mut h, 0, stat.size, |_| {}) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return HashResult::Changed,
+        Err(e) => return unreadable(path, &e),
+    }
+    // Changed while it was read (another size or time now): settle it again.
+    let meta = if mapping.follow_symlinks {
+        std::fs::metadata(path)
+    } else {
+        std::fs::symlink_metadata(path)
+    };
+    match meta {
+        Ok(m) if file_stat(&m) == now => {}
+        Ok(_) => return HashResult::Changed,
+        Err(_) => return HashResult::Gone,
+    }
+    HashResult::Hashed {
+        sha256: hex::encode(h.finalize()),
+        stat: now,
+    }
+}
+
+fn unreadable(path: &Path, e: &std::io::Error) -> HashResult {
+    HashResult::Unreadable(crate::core::model::Failure::new(
+        "io",
+        format!("cannot read {}: {e}", crate::outside::path(path)),
+    ))
+}
+
+/// Read exactly `n` bytes at `offset` into the hasher (and `sink`).
+fn read_hashing(
+    f: &SafeFile,
+    h: &mut Sha256,
+    mut offset: u64,
+    mut n: u64,
+    mut sink: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; BUF.min(n as usize).max(1)];
+    while n > 0 {
+        let want = buf.len().min(n as usize);
+        f.read_exact_at(&mut buf[..want], offset)?;
+        h.update(&buf[..want]);
+        sink(&buf[..want]);
+        n -= want as u64;
+        offset += want as u64;
+    }
+    Ok(())
+}
+
+/// An upload in progress: the one descriptor it reads through and the running hash of bytes
+/// `0..hashed_to`.
+pub struct Upload {
+    file: SafeFile,
+    size: u64,
+    hasher: Sha256,
+    hashed_to: u64,
+    /// The next piece, read (and hashed) while the previous one was on the wire.
+    ahead: Option<(u64, u64, Result<bytes::Bytes, ReadProblem>)>,
+}
+
+/// What reading a piece of an upload found.
+#[derive(Debug)]
+pub enum ReadProblem {
+    /// The bytes do not hash to the record's SHA-256, or the file shrank.
+    Changed,
+    Gone,
+    Unreadable(std::io::Error),
+}
+
+impl From<OpenError> for ReadProblem {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Gone => ReadProblem::Gone,
+            OpenError::Changed => ReadProblem::Changed,
+            OpenError::Unreadable(e) => ReadProblem::Unreadable(e),
+        }
+    }
+}
+
+fn io_problem(e: std::io::Error) -> ReadProblem {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ReadProblem::Changed
+    } else {
+        ReadProblem::Unreadable(e)
+    }
+}
+
+impl Upload {
+    pub fn open(
+        mapping: &Mapping,
+        path: &Path,
+        expected: &FileStat,
+    ) -> Result<Upload, ReadProblem> {
+        let (file, _) = open_for_upload(mapping, path, expected)?;
+        Ok(Upload {
+            file,
+            size: expected.size,
+            hasher: Sha256::new(),
+            hashed_to: 0,
+            ahead: None,
+        })
+    }
+
+    /// The whole file (a POST body), checked against `sha256` before anything is sent.
+    pub fn read_all(&mut self, sha256: &str) -> Result<Vec<u8>, ReadProblem> {
+        let mut body = Vec::with_capacity(self.size as usize);
+        let mut h = Sha256::new();
+        read_hashing(&self.file, &mut h, 0, self.size, |b| {
+            body.extend_from_slice(b)
+        })
+        .map_err(io_problem)?;
+        if !hex::encode(h.finalize()).eq_ignore_ascii_case(sha256) {
+            return Err(ReadProblem::Changed);
+        }
+        Ok(body)
+    }
+
+    /// Read (and hash) the piece at `offset` now, to be taken by the next [`Upload::chunk`].
+    pub fn read_ahead(&mut self, offset: u64, len: u64, sha256: &str) {
+        let r = self.read_chunk(offset, len, sha256);
+        self.ahead = Some((offset, len, r));
+    }
+
+    /// The piece at `offset`: the one read ahead when it is that piece, else read now.
+    pub fn chunk(
+        &mut self,
+        offset: u64,
+        len: u64,
+        sha256: &str,
+    ) -> Result<bytes::Bytes, ReadProblem> {
+        match self.ahead.take() {
+            Some((o, l, r)) if o == offset && l == len => r,
+            _ => self.read_chunk(offset, len, sha256),
+        }
+    }
+
+    /// Bytes `offset..offset+len`. Bytes before `offset` not hashed yet (a resume) are read and
+    /// hashed first; a piece that ends the file is sent only if all `0..size` hash to `sha256`
+    /// (an empty `sha256`: `send` has no recorded hash for a piece that does not end the file).
+    pub fn read_chunk(
+        &mut self,
+        offset: u64,
+        len: u64,
+        sha256: &str,
+    ) -> Result<bytes::Bytes, ReadProblem> {
+        let end = offset.saturating_add(len).min(self.size);
+        if self.hashed_to < offset {
+            read_hashing(
+                &self.file,
+                &mut self.hasher,
+                self.hashed_to,
+                offset - self.hashed_to,
+                |_| {},
+            )
+            .map_err(io_problem)?;
+            self.hashed_to = offset;
+        }
+        let mut buf = vec![0u8; (end - offset) as usize];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(io_problem)?;
+        if end > self.hashed_to {
+            let from = (self.hashed_to - offset) as usize;
+            self.hasher.update(&buf[from..]);
+            self.hashed_to = end;
+        }
+        if end == self.size
+            && !sha256.is_empty()
+            && !hex::encode(self.hasher.clone().finalize()).eq_ignore_ascii_case(sha256)
+        {
+            return Err(ReadProblem::Changed);
+        }
+        Ok(bytes::Bytes::from(buf))
+    }
+}
+
+/// `Action::After`'s check: the file at `path` is still the version sent, by identity and by
+/// its bytes.
+pub fn still_the_version(
+    mapping: &Mapping,
+    path: &Path,
+    expected: &FileStat,
+    sha256: &str,
+) -> Result<bool, std::io::Error> {
+    match hash_file(mapping, path, expected) {
+        HashResult::Hashed { sha256: h, .. } => Ok(h.eq_ignore_ascii_case(sha256)),
+        HashResult::Changed | HashResult::Gone => Ok(false),
+        HashResult::Unreadable(f) => Err(std::io::Error::other(f.message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(dir: &Path) -> Mapping {
+        Mapping {
+            name: "m".into(),
+            folder: dir.to_path_buf(),
+            kind: crate::config::ItemKind::Message,
+            item_id: "i".into(),
+            target: crate::config::Target::Item {
+                kind: crate::config::ItemKind::Message,
+                id: "i".into(),
+            },
+            user: "me".into(),
+            include: globset::GlobSet::empty(),
+            exclude: globset::GlobSet::empty(),
+            include_patterns: Vec::new(),
+            exclude_patterns: Vec::new(),
+            recursive: false,
+            after: crate::config::After::Keep,
+            sent_dir: dir.join("sent"),
+            failed_dir: None,
+            follow_symlinks: false,
+            if_exists: crate::config::IfExists::Skip,
+            on_change: crate::config::OnChange::Add,
+        }
+    }
+
+    #[test]
+    fn bytes_sent_are_bytes_hashed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let m = mapping(dir.path());
+        let p = dir.path().join("a.bin");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap_or_else(|e| panic!("{e}"));
+        let meta = std::fs::metadata(&p).unwrap_or_else(|e| panic!("{e}"));
+        let st = file_stat(&meta);
+        let HashResult::Hashed { sha256, .. } = hash_file(&m, &p, &st) else {
+            panic!("not hashed")
+        };
+        let mut up = Upload::open(&m, &p, &st).unwrap_or_else(|_| panic!("open"));
+        // A resume at 4000: 0..4000 is read and hashed first.
+        let a = up
+            .read_chunk(4000, 3000, &sha256)
+            .unwrap_or_else(|_| panic!("chunk"));
+        assert_eq!(&a[..], &data[4000..7000]);
+        let b = up
+            .read_chunk(7000, 3000, &sha256)
+            .unwrap_or_else(|_| panic!("last"));
+        assert_eq!(&b[..], &data[7000..]);
+        let mut up = Upload::open(&m, &p, &st).unwrap_or_else(|_| panic!("open"));
+        let wrong = "0".repeat(64);
+        assert!(matches!(
+            up.read_chunk(0, 10_000, &wrong),
+            Err(ReadProblem::Changed)
+        ));
+        let mut up = Upload::open(&m, &p, &st).unwrap_or_else(|_| panic!("open"));
+        assert!(matches!(up.read_all(&wrong), Err(ReadProblem::Changed)));
+    }
+}

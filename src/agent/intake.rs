@@ -1,0 +1,164 @@
+//! What the watcher and scans see, as the core's inputs: a file observed (or closed after
+//! writing, or gone), a mapped folder unavailable or back.
+
+use super::files::file_stat;
+use super::Agent;
+use crate::config::Settings;
+use crate::core::model::{FileStat, Input};
+use crate::watch::{self, WatchEvent};
+use std::path::Path;
+
+/// `Action::Stat`: the path's identity now, if it is still a file the mapping accepts.
+pub fn stat_of(settings: &Settings, path: &Path) -> Option<FileStat> {
+    let m = settings
+        .mappings
+        .iter()
+        .find(|m| path.starts_with(&m.folder))?;
+    let meta = watch::file_meta(m, &m.folder, path)?;
+    meta.is_file().then(|| file_stat(&meta))
+}
+
+impl Agent {
+    pub(super) fn on_watch(&mut self, ev: WatchEvent) {
+        if self.losing_events {
+            return;
+        }
+        let name = |i: usize, s: &Settings| s.mappings.get(i).map(|m| m.name.clone());
+        match ev {
+            WatchEvent::Rescan { mapping } => {
+                tracing::warn!("events may have been lost: rescanning");
+                self.rescan(mapping);
+            }
+            WatchEvent::Touched { mapping, path }
+                if self
+                    .settings
+                    .mappings
+                    .get(mapping)
+                    .is_some_and(|m| m.folder == path) =>
+            {
+                self.folder_back(mapping);
+            }
+            WatchEvent::Removed { mapping, path }
+                if self
+                    .settings
+                    .mappings
+                    .get(mapping)
+                    .is_some_and(|m| m.folder == path) =>
+            {
+                if !path.exists() {
+                    self.folder_gone(mapping);
+                    if let Some(w) = self.watcher.as_mut() {
+                        w.await_return(&path);
+                    }
+                }
+            }
+            WatchEvent::Touched { mapping, path } | WatchEvent::Closed { mapping, path }
+                if self
+                    .settings
+                    .mappings
+                    .get(mapping)
+                    .is_some_and(|m| !watch::accepts(m, &path)) =>
+            {
+                // A directory that appeared in a recursive mapping: scan it.
+                if self.settings.mappings[mapping].recursive && path.is_dir() {
+                    self.rescan(Some(mapping));
+                }
+            }
+            WatchEvent::Touched { mapping, path } => self.observe(mapping, &path),
+            WatchEvent::Closed { mapping, path } => {
+                self.observe(mapping, &path);
+                self.inputs.push_back(Input::Closed { path });
+            }
+            WatchEvent::Removed { mapping, path } => {
+                if !path.exists() {
+                    if let Some(mapping) = name(mapping, &self.settings) {
+                        self.inputs.push_back(Input::Gone { mapping, path });
+                    }
+                }
+            }
+        }
+    }
+
+    fn observe(&mut self, mapping: usize, path: &Path) {
+        let Some(m) = self.settings.mappings.get(mapping) else {
+            return;
+        };
+        match watch::file_meta(m, &m.folder, path) {
+            Some(meta) if meta.is_file() => self.inputs.push_back(Input::Observed {
+                mapping: m.name.clone(),
+                path: path.to_path_buf(),
+                stat: file_stat(&meta),
+            }),
+            Some(meta) if meta.is_dir() && m.recursive => self.rescan(Some(mapping)),
+            _ => {}
+        }
+    }
+
+    fn folder_gone(&mut self, mapping: usize) {
+        let Some(m) = self.settings.mappings.get(mapping) else {
+            return;
+        };
+        if self.available[mapping] {
+            tracing::error!(mapping = %m.name, folder = %m.folder.display(), "mapped folder is missing or unreadable; its entries are kept, nothing is sent from it until it is back; other mappings keep working");
+        }
+        self.available[mapping] = false;
+        self.inputs.push_back(Input::FolderUnavailable {
+            mapping: m.name.clone(),
+        });
+    }
+
+    /// A missing mapped folder is back: watch it again and scan it.
+    fn folder_back(&mut self, mapping: usize) {
+        let Some(m) = self.settings.mappings.get(mapping) else {
+            return;
+        };
+        if !m.folder.is_dir() {
+            return;
+        }
+        if let Some(w) = self.watcher.as_mut() {
+            if let Err(e) = w.rewatch(&m.folder, m.recursive) {
+                tracing::error!(mapping = %m.name, "{e}");
+                return;
+            }
+        }
+        self.rescan(Some(mapping));
+    }
+
+    /// Compare a folder (or all) with what the core knows: every file found is observed.
+    pub(super) fn rescan(&mut self, only: Option<usize>) {
+        for i in 0..self.settings.mappings.len() {
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
+            let m = &self.settings.mappings[i];
+            match watch::scan(m) {
+                Ok(found) => {
+                    if !self.available[i] {
+                        tracing::info!(mapping = %m.name, "mapped folder is back");
+                    }
+                    self.available[i] = true;
+                    let name = m.name.clone();
+                    self.inputs.push_back(Input::FolderAvailable {
+                        mapping: name.clone(),
+                    });
+                    for f in found {
+                        self.inputs.push_back(Input::Observed {
+                            mapping: name.clone(),
+                            path: f.path,
+                            stat: f.stat,
+                        });
+                    }
+                }
+                Err(e) => {
+                    if self.available[i] {
+                        tracing::error!(mapping = %m.name, folder = %m.folder.display(), error = %e, "mapped folder is missing or unreadable; its entries are kept, nothing is sent from it until it is back; other mappings keep working");
+                    }
+                    self.available[i] = false;
+                    self.inputs.push_back(Input::FolderUnavailable {
+                        mapping: m.name.clone(),
+                    });
+                }
+            }
+        }
+    }
+}

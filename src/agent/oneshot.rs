@@ -1,0 +1,278 @@
+//! Attach one file now, without the ledger (`outbox send`, and anything else that attaches a
+//! file on the spot): the same state machine as the agent, fed one pre-hashed record, with
+//! upload URLs kept in memory. One resume/retry policy for both.
+
+use super::files;
+use super::steps::{MemoryUrls, Steps, UrlStore};
+use crate::config::{Mapping, Settings};
+use crate::core::model::*;
+use crate::core::Machine;
+use crate::graph::GraphClient;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::task::JoinSet;
+
+const MAPPING: &str = "send";
+const ID: &str = "send";
+
+/// Why a file was not attached.
+#[derive(Debug, thiserror::Error)]
+pub enum OneShotError {
+    #[error("cannot read {path}: {why}")]
+    File { path: PathBuf, why: String },
+    #[error("{0}")]
+    SignIn(String),
+    /// Graph's answer (its sentence names its code) or one of ours.
+    #[error("{}", .0.message)]
+    Failed(Failure),
+    #[error("interrupted: nothing was attached (the upload session was deleted)")]
+    Interrupted,
+}
+
+/// A stand-in mapping for a file named on the command line: its folder is the file's own, and
+/// a link the user named is followed.
+fn mapping_for(path: &Path, target: &Target) -> Mapping {
+    let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Mapping {
+        name: MAPPING.into(),
+        sent_dir: folder.join(".outbox-never"),
+        folder,
+        kind: target.kind,
+        item_id: target.item_id.clone(),
+        target: crate::config::Target::Item {
+            kind: target.kind,
+            id: target.item_id.clone(),
+        },
+        user: target.user.clone(),
+        include: globset::GlobSet::empty(),
+        exclude: globset::GlobSet::empty(),
+        include_patterns: Vec::new(),
+        exclude_patterns: Vec::new(),
+        recursive: false,
+        after: crate::config::After::Keep,
+        failed_dir: None,
+        follow_symlinks: true,
+        if_exists: crate::config::IfExists::Attach,
+        on_change: crate::config::OnChange::Add,
+    }
+}
+
+/// A file attached (or found already there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub attachment_id: String,
+    /// Whether anything was sent (false: `if_exists = "skip"` found the same bytes there).
+    pub sent: bool,
+}
+
+/// Attach `path` to `target` as `name`; returns the attachment id. `progress` hears the bytes
+/// the server holds. With `IfExists::Skip` an attachment of the same name and bytes already on
+/// the item counts as attached.
+pub async fn attach_file(
+    settings: &Settings,
+    client: Arc<GraphClient>,
+    target: Target,
+    path: &Path,
+    name: Option<String>,
+    if_exists: IfExists,
+    progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+) -> Result<Attached, OneShotError> {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let file_err = |why: String| OneShotError::File {
+        path: path.clone(),
+        why,
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| file_err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(file_err("not a regular file".into()));
+    }
+    let stat = files::file_stat(&meta);
+    if stat.size > MAX_ATTACHMENT {
+        return Err(OneShotError::Failed(Failure::new(
+            "fileTooLarge",
+            format!(
+                "{} is {} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; it was not sent",
+                path.display(),
+                stat.size
+            ),
+        )));
+    }
+    let mapping = mapping_for(&path, &target);
+    // Hashed beside the upload, not before it: only a look and the piece that ends the file
+    // wait for it (the record carries no hash; every piece read is still hashed as it is read).
+    let (m, p) = (mapping.clone(), path.clone());
+    let digest: super::steps::Digest = {
+        use futures_util::FutureExt;
+        let task = tokio::task::spawn_blocking(move || match files::hash_file(&m, &p, &stat) {
+            HashResult::Hashed { sha256, .. } => Some(sha256),
+            _ => None,
+        });
+        async move { task.await.ok().flatten() }.boxed().shared()
+    };
+    let name = name.unwrap_or_else(|| {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into())
+    });
+    let record = Record {
+        id: ID.into(),
+        mapping: MAPPING.into(),
+        path: path.clone(),
+        name,
+        file: stat,
+        sha256: None,
+        state: State::Pending,
+        target: Some(target.clone()),
+        may_exist: false,
+        effect_at: None,
+        session: None,
+        bytes_sent: 0,
+        attachment_id: None,
+        attempts: 0,
+        restarts: 0,
+        error: None,
+        cancel_requested: false,
+        after_done: true,
+        after_failed: false,
+        replaced: false,
+        garbage: Vec::new(),
+        replaces: Vec::new(),
+        seq: 1,
+        created_at: Time(0),
+        updated_at: Time(0),
+    };
+    let rule = MappingRule {
+        name: MAPPING.into(),
+        target,
+        if_exists,
+        on_change: OnChange::Add,
+        after: After::Keep,
+    };
+    let mut machine = Machine::new(vec![rule], super::policy_of(settings));
+    let urls = Arc::new(MemoryUrls::default());
+    let mut steps = Steps::new(client.clone(), urls.clone(), vec![mapping]);
+    steps.progress = progress;
+    steps.digest = Some(digest);
+    let clock = super::Clock::start();
+    let mut tasks: JoinSet<Option<Input>> = JoinSet::new();
+    let mut inputs = vec![Input::Start {
+        records: vec![record],
+        with_url: Vec::new(),
+    }];
+    let mut last: Option<Record> = None;
+    let mut wake: Option<Time> = None;
+    let mut unreachable_seen = 0;
+    let mut sent = false;
+    let signal = crate::cli::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        for input in inputs.drain(..) {
+            for action in machine.handle(clock.now(), input) {
+                match action {
+                    Action::Persist(r) => last = Some(r),
+                    Action::WakeAt(t) => wake = Some(t),
+                    Action::ForgetUrl { id } => urls.forget(&id),
+                    Action::Notify(Note::SignInNeeded(f)) => {
+                        tasks.shutdown().await;
+                        delete_sessions(&client, &urls, &machine).await;
+                        return Err(OneShotError::SignIn(f.message));
+                    }
+                    Action::Notify(_)
+                    | Action::Stat { .. }
+                    | Action::UpdateFile { .. }
+                    | Action::MarkReplaced { .. } => {}
+                    remote => {
+                        sent |=
+                            matches!(remote, Action::Post { .. } | Action::CreateSession { .. });
+                        let s = steps.clone();
+                        tasks.spawn(async move { s.run(remote).await });
+                    }
+                }
+            }
+        }
+        if tasks.is_empty() && machine.quiescent() {
+            break;
+        }
+        let until = wake
+            .map(|t| clock.instant_of(t))
+            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
+        tokio::select! {
+            _ = &mut signal => {
+                tasks.shutdown().await;
+                delete_sessions(&client, &urls, &machine).await;
+                return Err(OneShotError::Interrupted);
+            }
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(Some(input)) = done {
+                    // A one-shot command does not wait out an outage as the agent does.
+                    if let Some(f) = unreachable(&input) {
+                        unreachable_seen += 1;
+                        if unreachable_seen >= MAX_UNREACHABLE {
+                            tasks.shutdown().await;
+                            delete_sessions(&client, &urls, &machine).await;
+                            return Err(OneShotError::Failed(f));
+                        }
+                    }
+                    inputs.push(input);
+                }
+            }
+            _ = tokio::time::sleep_until(until) => {
+                wake = None;
+                inputs.push(Input::Tick);
+            }
+        }
+    }
+    match last {
+        Some(r) if r.state == State::Done => match r.attachment_id {
+            Some(attachment_id) => Ok(Attached {
+                attachment_id,
+                sent,
+            }),
+            None => Err(OneShotError::Failed(Failure::new(
+                "internal",
+                "done without an attachment id",
+            ))),
+        },
+        Some(r) => Err(OneShotError::Failed(r.error.unwrap_or_else(|| {
+            Failure::new("notAttached", format!("the upload ended {:?}", r.state))
+        }))),
+        None => Err(OneShotError::Failed(Failure::new(
+            "notAttached",
+            "nothing was sent",
+        ))),
+    }
+}
+
+/// Times Graph may be unreachable before a one-shot attach gives up.
+const MAX_UNREACHABLE: u32 = 3;
+
+/// The failure of a step that could not reach Graph or the identity platform at all.
+pub(super) fn unreachable(input: &Input) -> Option<Failure> {
+    let Input::Outcome { outcome, .. } = input else {
+        return None;
+    };
+    let fault = match outcome {
+        Outcome::Post(PostOutcome::Failed(f))
+        | Outcome::CreateSession(SessionOutcome::Failed(f))
+        | Outcome::Chunk(ChunkOutcome::Failed(f))
+        | Outcome::Ask(AskOutcome::Failed(f))
+        | Outcome::Look(LookOutcome::Failed(f)) => f,
+        _ => return None,
+    };
+    match fault {
+        Fault::Unreachable(f) => Some(f.clone()),
+        _ => None,
+    }
+}
+
+/// Best effort: a session left open by an interrupted or paused send has no later attempt.
+async fn delete_sessions(client: &GraphClient, urls: &MemoryUrls, machine: &Machine) {
+    let user = machine
+        .record(ID)
+        .and_then(|r| r.target.as_ref())
+        .map(|t| t.user.clone())
+        .unwrap_or_else(|| "me".into());
+    for url in urls.all() {
+        let _ = client.delete_session(&user, &url).await;
+    }
+}

@@ -1,0 +1,461 @@
+//! Carrying out the core's actions that take time: hashing, each remote step, the after-action.
+//! Each runs as a task and answers with the [`Input`] the core is waiting for. Shared by the
+//! agent (with the ledger's session store) and `outbox send` (with URLs kept in memory).
+
+use super::files::{self, ReadProblem, Upload};
+use crate::config::Mapping;
+use crate::core::model::*;
+use crate::graph::GraphClient;
+use crate::ledger::SessionStore;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Where upload URLs (secrets) are kept between steps.
+pub trait UrlStore: Send + Sync + 'static {
+    fn save(&self, id: &str, url: &str) -> Result<(), String>;
+    fn load(&self, id: &str) -> Option<String>;
+    fn forget(&self, id: &str);
+}
+
+impl UrlStore for SessionStore {
+    fn save(&self, id: &str, url: &str) -> Result<(), String> {
+        crate::failpoint!("before-session-saved");
+        SessionStore::save(self, id, url).map_err(|e| e.to_string())?;
+        crate::failpoint!("after-session-saved");
+        Ok(())
+    }
+    fn load(&self, id: &str) -> Option<String> {
+        SessionStore::load(self, id).ok().flatten()
+    }
+    fn forget(&self, id: &str) {
+        if let Err(e) = self.remove(id) {
+            tracing::warn!(entry = id, error = %e, "cannot remove the upload URL file");
+        }
+    }
+}
+
+/// Upload URLs in memory (`outbox send`).
+#[derive(Default)]
+pub struct MemoryUrls(Mutex<HashMap<String, String>>);
+
+impl MemoryUrls {
+    pub fn all(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+impl UrlStore for MemoryUrls {
+    fn save(&self, id: &str, url: &str) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), url.to_owned());
+        Ok(())
+    }
+    fn load(&self, id: &str) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+    fn forget(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+/// Everything a step needs, cheap to clone into a task.
+pub struct Steps<U: UrlStore> {
+    pub client: Arc<GraphClient>,
+    pub urls: Arc<U>,
+    pub mappings: Arc<Vec<Mapping>>,
+    /// Open uploads by entry id: taken by the step that reads, put back after.
+    uploads: Arc<Mutex<HashMap<String, Upload>>>,
+    /// Entries whose file takes the mailbox's whole byte window (larger than the budget).
+    whole_window: Arc<Mutex<HashSet<String>>>,
+    /// Bytes the server holds, for a progress bar.
+    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// `send`: the file's SHA-256, computed beside the upload (its record carries none).
+    pub digest: Option<Digest>,
+}
+
+/// A SHA-256 being computed once, awaited by whoever needs it first.
+pub type Digest =
+    futures_util::future::Shared<futures_util::future::BoxFuture<'static, Option<String>>>;
+
+impl<U: UrlStore> Clone for Steps<U> {
+    fn clone(&self) -> Self {
+        Steps {
+            client: self.client.clone(),
+            urls: self.urls.clone(),
+            mappings: self.mappings.clone(),
+            uploads: self.uploads.clone(),
+            whole_window: self.whole_window.clone(),
+            progress: self.progress.clone(),
+            digest: self.digest.clone(),
+        }
+    }
+}
+
+impl<U: UrlStore> Steps<U> {
+    pub fn new(client: Arc<GraphClient>, urls: Arc<U>, mappings: Vec<Mapping>) -> Self {
+        Steps {
+            client,
+            urls,
+            mappings: Arc::new(mappings),
+            uploads: Default::default(),
+            whole_window: Default::default(),
+            progress: None,
+            digest: None,
+        }
+    }
+
+    pub fn set_mappings(&mut self, mappings: Vec<Mapping>) {
+        self.mappings = Arc::new(mappings);
+    }
+
+    /// The SHA-256 an action carries, or (for `send`) the one computed beside the upload.
+    async fn sha(&self, given: &str) -> String {
+        match &self.digest {
+            // Not computable (the file changed or went): nothing will match it.
+            Some(d) if given.is_empty() => d.clone().await.unwrap_or_else(|| "unavailable".into()),
+            _ => given.to_owned(),
+        }
+    }
+
+    fn mapping_of(&self, path: &Path) -> Option<&Mapping> {
+        self.mappings.iter().find(|m| path.starts_with(&m.folder))
+    }
+
+    pub fn mapping_named(&self, name: &str) -> Option<&Mapping> {
+        self.mappings.iter().find(|m| m.name == name)
+    }
+
+    /// Forget an entry's open upload (its session is over).
+    pub fn close_upload(&self, id: &str) {
+        self.uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.whole_window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    fn take_upload(&self, id: &str) -> Option<Upload> {
+        self.uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+
+    fn put_upload(&self, id: &str, u: Upload) {
+        self.uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), u);
+    }
+
+    /// Carry out one action that takes time; `None` for an action this does not run.
+    pub async fn run(&self, action: Action) -> Option<Input> {
+        Some(match action {
+            Action::Hash {
+                mapping,
+                path,
+                stat,
+            } => {
+                let m = self.mapping_named(&mapping).cloned();
+                let p = path.clone();
+                let result = tokio::task::spawn_blocking(move || match m {
+                    Some(m) => files::hash_file(&m, &p, &stat),
+                    None => HashResult::Gone,
+                })
+                .await
+                .unwrap_or(HashResult::Gone);
+                Input::Hashed { path, result }
+            }
+            Action::Post {
+                id,
+                target,
+                path,
+                name,
+                file,
+                sha256,
+            } => {
+                let outcome = self.post(&id, &target, &path, &name, file, &sha256).await;
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::Post(outcome),
+                }
+            }
+            Action::CreateSession {
+                id,
+                target,
+                name,
+                size,
+            } => {
+                self.close_upload(&id);
+                // A file larger than the mailbox's whole byte budget waits for an empty window
+                // before anything of it is sent (the session's own request included).
+                if self.client.take_whole_window(&target.user, size).await {
+                    self.whole_window
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id.clone());
+                }
+                let urls = self.urls.clone();
+                let sid = id.clone();
+                let outcome = self
+                    .client
+                    .create_session(&target, &name, size, move |url| urls.save(&sid, url))
+                    .await;
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::CreateSession(outcome),
+                }
+            }
+            Action::PutChunk {
+                id,
+                target,
+                path,
+                file,
+                sha256,
+                offset,
+                len,
+                last: _,
+            } => {
+                let outcome = self
+                    .put(&id, &target, &path, file, &sha256, offset, len)
+                    .await;
+                crate::failpoint!("after-chunk");
+                if !matches!(outcome, ChunkOutcome::Accepted { .. }) {
+                    self.close_upload(&id);
+                }
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::Chunk(outcome),
+                }
+            }
+            Action::AskSession { id, target } => {
+                let outcome = match self.urls.load(&id) {
+                    Some(url) => self.client.ask_session(&target, &url).await,
+                    None => AskOutcome::Gone,
+                };
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::Ask(outcome),
+                }
+            }
+            Action::DeleteSession { id, target } => {
+                self.close_upload(&id);
+                let outcome = match self.urls.load(&id) {
+                    Some(url) => self.client.delete_upload_session(&target, &url).await,
+                    None => DeleteOutcome::Deleted,
+                };
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::DeleteSession(outcome),
+                }
+            }
+            Action::Look {
+                id,
+                target,
+                name,
+                sha256,
+                recent_ok,
+            } => {
+                let sha256 = self.sha(&sha256).await;
+                let outcome = self.client.look(&target, &name, &sha256, recent_ok).await;
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::Look(outcome),
+                }
+            }
+            Action::DeleteAttachment {
+                id,
+                target,
+                attachment_id,
+            } => {
+                let outcome = self.client.delete_attachment(&target, &attachment_id).await;
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::DeleteAttachment(outcome),
+                }
+            }
+            Action::After {
+                id,
+                mapping,
+                path,
+                file,
+                sha256,
+                after,
+            } => {
+                let m = self.mapping_named(&mapping).cloned();
+                let result = tokio::task::spawn_blocking(move || match m {
+                    Some(m) => super::after::carry_out(&m, &path, &file, &sha256, after),
+                    None => AfterOutcome::Done,
+                })
+                .await
+                .unwrap_or_else(|e| AfterOutcome::Failed(Failure::new("internal", e.to_string())));
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::After(result),
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    async fn post(
+        &self,
+        _id: &str,
+        target: &Target,
+        path: &Path,
+        name: &str,
+        file: FileStat,
+        sha256: &str,
+    ) -> PostOutcome {
+        let Some(m) = self.mapping_of(path).cloned() else {
+            return PostOutcome::FileGone;
+        };
+        let p = path.to_path_buf();
+        let sha = self.sha(sha256).await;
+        let body = tokio::task::spawn_blocking(move || {
+            let mut up = Upload::open(&m, &p, &file)?;
+            up.read_all(&sha)
+        })
+        .await;
+        let body = match body {
+            Ok(Ok(b)) => b,
+            Ok(Err(ReadProblem::Changed)) => return PostOutcome::Changed,
+            Ok(Err(ReadProblem::Gone)) => return PostOutcome::FileGone,
+            Ok(Err(ReadProblem::Unreadable(e))) => {
+                tracing::warn!(file = %crate::outside::path(path), error = %e, "cannot read the file");
+                return PostOutcome::FileGone;
+            }
+            Err(_) => return PostOutcome::FileGone,
+        };
+        let out = self.client.post_attachment(target, name, &body).await;
+        if let (Some(p), PostOutcome::Created { .. }) = (&self.progress, &out) {
+            p(file.size);
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put(
+        &self,
+        id: &str,
+        target: &Target,
+        path: &Path,
+        file: FileStat,
+        sha256: &str,
+        offset: u64,
+        len: u64,
+    ) -> ChunkOutcome {
+        let Some(url) = self.urls.load(id) else {
+            return ChunkOutcome::SessionGone;
+        };
+        let Some(m) = self.mapping_of(path).cloned() else {
+            return ChunkOutcome::FileGone;
+        };
+        let whole = {
+            let known = self
+                .whole_window
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(id);
+            known || {
+                let w = self.client.take_whole_window(&target.user, file.size).await;
+                if w {
+                    self.whole_window
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id.to_owned());
+                }
+                w
+            }
+        };
+        // Counted against the byte budget before it is read; held until the answer is in.
+        let (len, _stamp) = self.client.admit_chunk(&target.user, len, whole).await;
+        let upload = self.take_upload(id);
+        let p = path.to_path_buf();
+        // The recorded hash is needed only for a piece that ends the file.
+        let ends = |o: u64, l: u64| o + l >= file.size;
+        let sha = if ends(offset, len) {
+            self.sha(sha256).await
+        } else {
+            sha256.to_owned()
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            let mut up = match upload {
+                Some(u) => u,
+                None => Upload::open(&m, &p, &file)?,
+            };
+            let chunk = up.chunk(offset, len, &sha);
+            Ok::<_, ReadProblem>((up, chunk))
+        })
+        .await;
+        let (mut up, chunk) = match read {
+            Ok(Ok((up, Ok(chunk)))) => (up, chunk),
+            Ok(Ok((_, Err(problem)))) | Ok(Err(problem)) => {
+                return match problem {
+                    ReadProblem::Changed => ChunkOutcome::Changed,
+                    ReadProblem::Gone => ChunkOutcome::FileGone,
+                    ReadProblem::Unreadable(e) => {
+                        tracing::warn!(file = %crate::outside::path(path), error = %e, "cannot read the file");
+                        ChunkOutcome::FileGone
+                    }
+                }
+            }
+            Err(_) => return ChunkOutcome::FileGone,
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        crate::failpoint!("before-chunk");
+        // The next piece is read and hashed while this one is on the wire, so hashing costs the
+        // upload next to nothing.
+        let next = offset + chunk.len() as u64;
+        let next_len = self.client.chunk_size().min(file.size.saturating_sub(next));
+        let ahead = if next_len > 0 {
+            let sha = if ends(next, next_len) {
+                self.sha(sha256).await
+            } else {
+                sha256.to_owned()
+            };
+            Some(tokio::task::spawn_blocking(move || {
+                up.read_ahead(next, next_len, &sha);
+                up
+            }))
+        } else {
+            self.put_upload(id, up);
+            None
+        };
+        let out = self
+            .client
+            .put_chunk(target, &name, &url, offset, chunk, file.size)
+            .await;
+        if let Some(task) = ahead {
+            if let Ok(up) = task.await {
+                self.put_upload(id, up);
+            }
+        }
+        if let Some(p) = &self.progress {
+            match &out {
+                ChunkOutcome::Accepted { next: Some(n) } => p(*n),
+                ChunkOutcome::Completed { .. } => p(file.size),
+                _ => {}
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,455 @@
+//! Regressions of issue 11, one per way exactly-once broke, with the real binary against the
+//! sandbox. Each test is named after what broke.
+
+use crate::common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, SystemTime};
+
+const T: Duration = Duration::from_secs(240);
+
+fn folder_config(env: &Env, item: &str, agent: &str, mapping_extra: &str) -> std::path::PathBuf {
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    env.write_config(
+        agent,
+        &format!(
+            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n{mapping_extra}\n",
+            folder.display()
+        ),
+    );
+    folder
+}
+
+fn status_rows(env: &Env) -> Vec<Value> {
+    let out = env.run(&["status", "--json"], T);
+    assert!(out.status.success(), "status: {}", stderr(&out));
+    serde_json::from_str::<Value>(&stdout(&out))
+        .expect("status json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn set_mtime(path: &std::path::Path, t: SystemTime) {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open");
+    f.set_modified(t).expect("set mtime");
+}
+
+fn mtime(path: &std::path::Path) -> SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("mtime")
+}
+
+/// Rewrite `path` in place (same inode, same size) with other bytes, keeping its time.
+fn rewrite_in_place(path: &std::path::Path, seed: u64) -> String {
+    use std::io::{Seek, Write};
+    let t = mtime(path);
+    let size = std::fs::metadata(path).expect("meta").len();
+    let other = path.with_extension("other");
+    let sha = write_file(&other, size, seed);
+    let bytes = std::fs::read(&other).expect("read");
+    std::fs::remove_file(&other).expect("rm");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open");
+    f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+    f.write_all(&bytes).expect("write");
+    f.sync_all().expect("sync");
+    drop(f);
+    set_mtime(path, t);
+    sha
+}
+
+fn count(stats: &Value, route: &str) -> u64 {
+    stats["requests"][route]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0)
+}
+
+/// Item 1: a file whose time changes during its upload, bytes unchanged, is attached once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_touched_during_its_upload_is_attached_once() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(&env, &item, "chunk_size = \"1MiB\"", "");
+    env.sandbox.faults(json!({"delay_ms": 300})).await;
+    let agent = Agent::start(&env, &[]);
+    let file = folder.join("touched.bin");
+    let sha = write_file(&file, 6 * MIB, 1);
+    wait_until(T, "the upload session to open", || async {
+        env.sandbox.stats().await["open_sessions"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    })
+    .await;
+    set_mtime(&file, SystemTime::now() + Duration::from_secs(5));
+    wait_until(T, "the file to be attached", || async {
+        !env.sandbox.attachments(&item).await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        attached(&env.sandbox, &item).await.get("touched.bin"),
+        Some(&sha)
+    );
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
+    agent.stop();
+}
+
+/// Item 2: a POST whose answer is lost after it took effect, then a look that fails, never ends
+/// in a second attachment (with `if_exists = "attach"`, where no cached listing can help): the
+/// entry keeps "may already exist" and looks again before any second POST. (The core waits
+/// `look_after` — 2 minutes — before that look: a slow test.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_post_reply_and_a_failing_look_never_duplicate() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(&env, &item, "", "if_exists = \"attach\"");
+    env.sandbox
+        .faults(json!({"fail_next": [
+            {"route": "post", "action": "lost"},
+            {"route": "get", "status": 500},
+            {"route": "get", "status": 500},
+        ]}))
+        .await;
+    let sha = write_file(&folder.join("small.txt"), 5000, 2);
+    let out = env.run(&["run", "--once"], Duration::from_secs(400));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        attached(&env.sandbox, &item).await.get("small.txt"),
+        Some(&sha)
+    );
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["duplicate_attachments"], json!(0), "{stats}");
+    assert!(
+        count(&stats, "get_attachments") >= 1,
+        "the item was looked at before the POST was sent again: {stats}"
+    );
+}
+
+/// Item 3: a file rewritten in place at the same size (and time) between hashing and sending:
+/// the bytes attached are the bytes recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_same_size_rewrite_in_place_attaches_the_recorded_bytes() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(&env, &item, "", "if_exists = \"attach\"");
+    // The first POST is throttled for 3 s: time to rewrite the file before it is sent.
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "post", "status": 429, "retry_after": 3}]}))
+        .await;
+    let file = folder.join("report.bin");
+    write_file(&file, 100_000, 3);
+    let agent = Agent::start(&env, &[]);
+    wait_until(T, "the first POST", || async {
+        count(&env.sandbox.stats().await, "post_attachments") > 0
+    })
+    .await;
+    let new_sha = rewrite_in_place(&file, 33);
+    wait_until(T, "an attachment", || async {
+        !env.sandbox.attachments(&item).await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let atts = attached(&env.sandbox, &item).await;
+    assert_eq!(atts.get("report.bin"), Some(&new_sha), "the new bytes stay");
+    agent.stop();
+    let done: Vec<Value> = status_rows(&env)
+        .into_iter()
+        .filter(|r| r["state"] == json!("done"))
+        .collect();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0]["sha256"], json!(new_sha), "recorded = attached");
+    let out = env.run(&["verify", "--all"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Item 4: identical files in two subfolders of a recursive mapping put one attachment on the
+/// item (`if_exists = "skip"`), never two at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_files_in_two_subfolders_make_one_attachment() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(&env, &item, "", "recursive = true\nif_exists = \"skip\"");
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(folder.join(sub)).expect("mkdir");
+        write_file(&folder.join(sub).join("same.pdf"), 4 * MIB, 4);
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
+    assert_eq!(env.sandbox.stats().await["duplicate_attachments"], json!(0));
+}
+
+/// Item 5: a writer that appends and closes again and again gets one attachment, its final
+/// bytes: a close alone is not proof that the file is finished.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_append_and_close_writer_gets_one_attachment() {
+    use std::io::Write;
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(&env, &item, "", "");
+    let agent = Agent::start(&env, &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let file = folder.join("log.txt");
+    for i in 0..10 {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .expect("open");
+        writeln!(f, "line {i} {}", "x".repeat(1000)).expect("write");
+        drop(f);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let sha = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(std::fs::read(&file).expect("read")))
+    };
+    wait_until(T, "the attachment", || async {
+        !env.sandbox.attachments(&item).await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let atts = env.sandbox.attachments(&item).await;
+    assert_eq!(atts.len(), 1, "{atts:?}");
+    assert_eq!(atts[0]["sha256"], json!(sha));
+    agent.stop();
+}
+
+/// Item 6: after a mapping's wrong item id is fixed in the config, `retry --failed` sends to
+/// the fixed item.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fixed_item_id_and_retry_failed_send_to_the_new_item() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    // `attach`: the POST itself meets the wrong id (the entry was bound to it).
+    let folder = folder_config(&env, "AAMk-no-such-item", "", "if_exists = \"attach\"");
+    let sha = write_file(&folder.join("a.txt"), 1000, 6);
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    folder_config(&env, &item, "", "if_exists = \"attach\"");
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(attached(&env.sandbox, &item).await.get("a.txt"), Some(&sha));
+}
+
+/// Item 7: with every other request throttled, the upload completes, and no GET of the upload
+/// URL is spent after a 429 (the session is unchanged: the same chunk goes again).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_other_request_throttled_completes_without_asking_the_session() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(
+        &env,
+        &item,
+        "chunk_size = \"1MiB\"",
+        "if_exists = \"attach\"",
+    );
+    let mut next = Vec::new();
+    for _ in 0..6 {
+        next.push(json!({"route": "put", "status": 429, "retry_after": 1}));
+    }
+    env.sandbox.faults(json!({"fail_next": next})).await;
+    let sha = write_file(&folder.join("big.bin"), 3 * MIB + 5, 7);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        attached(&env.sandbox, &item).await.get("big.bin"),
+        Some(&sha)
+    );
+    let stats = env.sandbox.stats().await;
+    assert_eq!(
+        count(&stats, "upload_get"),
+        0,
+        "no GET after a 429: {stats}"
+    );
+}
+
+/// Item 8: the entries of a mapped folder that is missing (unmounted) are kept, and nothing is
+/// sent twice when it comes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unmounted_folder_keeps_its_entries() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(&env, &item, "keep_done = \"1s\"", "if_exists = \"attach\"");
+    write_file(&folder.join("a.txt"), 1000, 8);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let away = env.path("unmounted");
+    std::fs::rename(&folder, &away).expect("unmount");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = env.run(&["run", "--once"], T);
+    assert_eq!(status_rows(&env).len(), 1, "the entry is kept");
+    std::fs::rename(&away, &folder).expect("mount");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
+}
+
+/// Item 11: a cancel that races the upload's completion leaves the entry done (the attachment
+/// is on the item) and nothing is sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_racing_completion_ends_done_not_duplicated() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(
+        &env,
+        &item,
+        "chunk_size = \"4MiB\"",
+        "if_exists = \"attach\"",
+    );
+    env.sandbox.faults(json!({"delay_ms": 1500})).await;
+    let agent = Agent::start(&env, &[]);
+    let sha = write_file(&folder.join("late.bin"), 3 * MIB + 10, 11);
+    wait_until(T, "the chunk in flight", || async {
+        env.sandbox.stats().await["open_sessions"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let id = status_rows(&env)
+        .iter()
+        .find(|r| r["path"].as_str().is_some_and(|p| p.ends_with("late.bin")))
+        .and_then(|r| r["id"].as_str().map(str::to_owned))
+        .expect("an entry");
+    let _ = env.run(&["cancel", &id], T);
+    wait_until(T, "the entry to settle", || async {
+        status_rows(&env).iter().any(|r| {
+            r["id"] == json!(id) && matches!(r["state"].as_str(), Some("done" | "canceled"))
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let row = status_rows(&env)
+        .into_iter()
+        .find(|r| r["id"] == json!(id))
+        .expect("row");
+    let atts = attached(&env.sandbox, &item).await;
+    match row["state"].as_str() {
+        Some("done") => assert_eq!(atts.get("late.bin"), Some(&sha)),
+        _ => assert!(atts.is_empty(), "canceled, yet attached: {atts:?}"),
+    }
+    let _ = env.run(&["retry", &id], T);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(env.sandbox.attachments(&item).await.len() <= 1);
+    assert_eq!(env.sandbox.stats().await["duplicate_attachments"], json!(0));
+    agent.stop();
+}
+
+/// Item 12: the after-action runs only on bytes confirmed to be the ones sent: a file rewritten
+/// in place (same size and time) after a crash between `done` and `delete` is not deleted
+/// unsent.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_after_action_runs_only_on_the_bytes_sent() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(
+        &env,
+        &item,
+        "",
+        "after = \"delete\"\nif_exists = \"attach\"",
+    );
+    let file = folder.join("doc.txt");
+    let first = write_file(&file, 4000, 12);
+    let crashed = run_bounded(
+        env.cmd()
+            .env("OUTBOX_CRASH_AT", "after-done-recorded")
+            .args(["run", "--once"]),
+        T,
+    );
+    assert!(crashed.status.code().is_none() || crashed.status.code() == Some(134));
+    let second = rewrite_in_place(&file, 120);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shas: Vec<Value> = env
+        .sandbox
+        .attachments(&item)
+        .await
+        .iter()
+        .map(|a| a["sha256"].clone())
+        .collect();
+    assert!(
+        shas.contains(&json!(second)) || file.exists(),
+        "the rewritten bytes were deleted unsent: attached {shas:?}, first {first}"
+    );
+}
+
+/// Item 13: the identity platform being unreachable is an outage, not "sign-in needed": no
+/// exit 3, no advice to run `outbox login`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_identity_platform_is_not_a_sign_in_problem() {
+    let env = Env::new();
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    let cfg = format!(
+        "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"client_credentials\"\nclient_id = \"app\"\nauthority = \"http://127.0.0.1:9\"\ntenant = \"contoso.example\"\nclient_secret_env = \"OUTBOX_TEST_SECRET\"\n\n[agent]\nstate_dir = \"{}\"\nsettle = \"300ms\"\n\n[[mapping]]\nfolder = \"{}\"\nmessage = \"AAMk\"\nuser = \"someone@contoso.example\"\n",
+        env.sandbox.graph_base(),
+        env.state_dir().display(),
+        folder.display()
+    );
+    std::fs::write(env.path("config.toml"), cfg).expect("config");
+    write_file(&folder.join("a.txt"), 100, 13);
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_TEST_SECRET", "s")
+            .args(["run", "--once"]),
+        T,
+    );
+    assert_ne!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("outbox login"), "{}", stderr(&out));
+    let rows = status_rows(&env);
+    assert!(
+        rows.iter().all(|r| r["state"] != json!("failed")),
+        "nothing failed for an outage: {rows:?}"
+    );
+}
+
+/// Item 14: the URL file of a session (it holds the authtoken) is removed once the session is
+/// deleted, even when the first DELETE fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_url_file_goes_once_its_session_is_deleted() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(
+        &env,
+        &item,
+        "chunk_size = \"1MiB\"",
+        "if_exists = \"attach\"",
+    );
+    env.sandbox.faults(json!({"delay_ms": 300})).await;
+    let agent = Agent::start(&env, &[]);
+    let file = folder.join("gone.bin");
+    write_file(&file, 8 * MIB, 14);
+    wait_until(T, "the upload session to open", || async {
+        env.sandbox.stats().await["open_sessions"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    })
+    .await;
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "delete", "status": 500}]}))
+        .await;
+    std::fs::remove_file(&file).expect("rm");
+    let sessions = env.state_dir().join("sessions");
+    wait_until(T, "the session and its URL file to go", || async {
+        let files = std::fs::read_dir(&sessions).map(|d| d.count()).unwrap_or(0);
+        files == 0 && env.sandbox.stats().await["open_sessions"] == json!(0)
+    })
+    .await;
+    assert!(env.sandbox.attachments(&item).await.is_empty());
+    agent.stop();
+}
