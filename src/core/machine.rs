@@ -23,6 +23,13 @@ pub const SUPERSEDED: &str = "superseded";
 /// Error code of an entry whose file could not be read: retried when it can be.
 pub const UNREADABLE: &str = "unreadable";
 
+/// (mailbox, item id).
+type ItemKey = (String, String);
+/// (mailbox, item id, attachment name), lower-cased where Graph does not care.
+type NameKey = (String, String, String);
+/// A done version on an item: (seq, entry id, attachment id, target).
+type DoneRef = (u64, String, String, Target);
+
 /// The newest version of one path, and the version whose attachment is on the item.
 #[derive(Debug, Clone, Default)]
 struct PathInfo {
@@ -30,7 +37,7 @@ struct PathInfo {
     /// The newest `done` version not yet replaced: (seq, id, attachment id, target).
     /// Per item (mailbox, item id): the newest `done` version on it not yet replaced —
     /// (seq, id, attachment id, target).
-    done: BTreeMap<(String, String), Vec<(u64, String, String, Target)>>,
+    done: BTreeMap<ItemKey, Vec<DoneRef>>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,15 +117,15 @@ pub struct Machine {
     /// entry) of every done, not replaced, record. A first look (`if_exists = "skip"`) that this
     /// answers needs no request (and no listing that may lag); an attachment two entries share
     /// (one name, the same bytes) is never deleted for one of them.
-    attached: BTreeMap<(String, String, String), Vec<(String, String, String)>>,
+    attached: BTreeMap<NameKey, Vec<(String, String, String)>>,
     /// Per mailbox: entries ready to take a step, in order.
     ready: BTreeMap<String, VecDeque<String>>,
     /// Per mailbox: places taken.
     slots: BTreeMap<String, usize>,
     /// (item, name) -> the entry that holds it: one upload per name per item at a time.
-    name_locks: BTreeMap<(String, String, String), String>,
+    name_locks: BTreeMap<NameKey, String>,
     /// Entries waiting for a name lock.
-    lock_waiters: BTreeMap<(String, String, String), VecDeque<String>>,
+    lock_waiters: BTreeMap<NameKey, VecDeque<String>>,
     timers: BTreeSet<(Time, String)>,
     /// Uploads pause until then: a sign-in problem.
     sign_in: Option<(Time, Failure)>,
@@ -129,7 +136,7 @@ pub struct Machine {
     pub failed_this_run: u32,
 }
 
-fn lock_key(t: &Target, name: &str) -> (String, String, String) {
+fn lock_key(t: &Target, name: &str) -> NameKey {
     (
         t.user.to_lowercase(),
         t.item_id.clone(),

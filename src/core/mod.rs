@@ -3,7 +3,6 @@
 //! (what the watcher saw, hash results, each request's typed outcome, timers, commands) and
 //! carries out the actions it answers; the simulator does the same against an in-memory world.
 
-mod legacy;
 pub mod machine;
 pub mod mail;
 pub mod model;
@@ -11,5 +10,4 @@ pub mod settle;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 
-pub use legacy::{needs_hash, plan, Plan, Settled, Settler};
 pub use machine::Machine;
