@@ -105,8 +105,8 @@ async fn a_file_touched_during_its_upload_is_attached_once() {
 
 /// Item 2: a POST whose answer is lost after it took effect, then a look that fails, never ends
 /// in a second attachment (with `if_exists = "attach"`, where no cached listing can help): the
-/// entry keeps "may already exist" and looks again before any second POST. (The core waits
-/// `look_after` — 2 minutes — before that look: a slow test.)
+/// entry keeps "may already exist" and looks again before any second POST (after
+/// `agent.look_after`, 2 s in the tests' config).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_post_reply_and_a_failing_look_never_duplicate() {
     let env = Env::new();
@@ -120,7 +120,7 @@ async fn a_lost_post_reply_and_a_failing_look_never_duplicate() {
         ]}))
         .await;
     let sha = write_file(&folder.join("small.txt"), 5000, 2);
-    let out = env.run(&["run", "--once"], Duration::from_secs(400));
+    let out = env.run(&["run", "--once"], Duration::from_secs(120));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         attached(&env.sandbox, &item).await.get("small.txt"),

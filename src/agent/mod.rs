@@ -123,6 +123,7 @@ pub fn policy_of(settings: &Settings) -> crate::core::model::Policy {
         max_settle_ms: a.max_settle.as_millis() as u64,
         concurrency: a.concurrency.max(1),
         chunk_size: a.chunk_size.clamp(1, crate::graph::MAX_REQUEST_BODY),
+        look_after_ms: a.look_after.as_millis() as u64,
         ..crate::core::model::Policy::default()
     }
 }

@@ -143,6 +143,8 @@ pub struct AgentSettings {
     pub settle: Duration,
     /// Closed after writing and then unchanged this long = finished (a close alone is not proof).
     pub settle_after_close: Duration,
+    /// After a request whose answer was lost, the item is looked at no sooner than this.
+    pub look_after: Duration,
     pub max_settle: Duration,
     pub rescan: Duration,
     /// `None` = "off".

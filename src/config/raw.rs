@@ -30,6 +30,9 @@ const DEFAULT_CHUNK: &str = "3840KiB";
 const MAX_CHUNK: u64 = crate::graph::MAX_REQUEST_BODY;
 const DEFAULT_SETTLE: &str = "2s";
 const DEFAULT_SETTLE_AFTER_CLOSE: &str = "1s";
+/// How long after a request whose answer was lost the item is looked at (a request cut off may
+/// still be processed by Graph for a while; looking sooner could miss what lands after).
+const DEFAULT_LOOK_AFTER: &str = "2m";
 const DEFAULT_MAX_SETTLE: &str = "10m";
 const DEFAULT_RESCAN: &str = "1h";
 const DEFAULT_MAILBOX_REQUESTS: &str = "10000/10m";
@@ -103,6 +106,7 @@ struct RawAgent {
     chunk_size: Option<Spanned<IntOrText>>,
     settle: Option<Spanned<IntOrText>>,
     settle_after_close: Option<Spanned<IntOrText>>,
+    look_after: Option<Spanned<IntOrText>>,
     max_settle: Option<Spanned<IntOrText>>,
     rescan: Option<Spanned<IntOrText>>,
     mailbox_requests: Option<Spanned<IntOrText>>,
@@ -513,6 +517,7 @@ pub(super) fn defaults(source: PathBuf) -> Settings {
             chunk_size: parse_size(DEFAULT_CHUNK).expect(ok),
             settle: parse_duration(DEFAULT_SETTLE).expect(ok),
             settle_after_close: parse_duration(DEFAULT_SETTLE_AFTER_CLOSE).expect(ok),
+            look_after: parse_duration(DEFAULT_LOOK_AFTER).expect(ok),
             max_settle: parse_duration(DEFAULT_MAX_SETTLE).expect(ok),
             rescan: parse_duration(DEFAULT_RESCAN).expect(ok),
             mailbox_requests: parse_count_budget(DEFAULT_MAILBOX_REQUESTS).expect(ok),
@@ -919,6 +924,12 @@ fn validate_agent(raw: RawAgent, ctx: &Ctx, dir: &Path) -> Result<AgentSettings,
         "agent.settle_after_close",
         DEFAULT_SETTLE_AFTER_CLOSE,
     )?;
+    let look_after = duration_value(
+        raw.look_after.as_ref(),
+        ctx,
+        "agent.look_after",
+        DEFAULT_LOOK_AFTER,
+    )?;
     let max_settle = duration_value(
         raw.max_settle.as_ref(),
         ctx,
@@ -983,6 +994,7 @@ fn validate_agent(raw: RawAgent, ctx: &Ctx, dir: &Path) -> Result<AgentSettings,
         chunk_size,
         settle,
         settle_after_close,
+        look_after,
         max_settle,
         rescan,
         mailbox_requests,

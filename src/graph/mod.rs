@@ -344,7 +344,10 @@ impl GraphClient {
                     }
                 }
             }
-            if !(opts.retry && err.is_retryable()) {
+            // A server that cannot be reached at all is not waited for here: the caller (the
+            // core's backoff, or a one-shot command's own patience) decides, at once.
+            let unreachable = err.status.is_none() && err.code == "ConnectionFailed";
+            if !(opts.retry && err.is_retryable()) || unreachable {
                 return Err(err.into());
             }
             match self.policy.delay(attempt, err.retry_after) {

@@ -252,7 +252,7 @@ impl Env {
     /// and the given `[[mapping]]` tables (and any extra `[agent]` lines).
     pub fn write_config(&self, agent_extra: &str, mappings: &str) -> PathBuf {
         let cfg = format!(
-            "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\nsettle = \"300ms\"\nrescan = \"1h\"\n{agent_extra}\n\n{mappings}\n",
+            "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\nsettle = \"300ms\"\nlook_after = \"2s\"\nrescan = \"1h\"\n{agent_extra}\n\n{mappings}\n",
             self.sandbox.graph_base(),
             self.state_dir().display()
         );
