@@ -66,6 +66,8 @@ struct Active {
     post_too_large: bool,
     /// Answers in a row with no progress.
     stalls: u32,
+    /// The item the look in flight is about (its answer speaks for that item only).
+    look_target: Option<Target>,
     /// Holds one of its mailbox's `concurrency` places.
     slot: bool,
     /// Waiting in its mailbox's ready queue.
@@ -781,6 +783,7 @@ impl Machine {
                 looked: false,
                 post_too_large: false,
                 stalls: 0,
+                look_target: None,
                 slot: false,
                 queued: false,
                 timer: None,
@@ -1279,7 +1282,10 @@ impl Machine {
         match step {
             Step::Look { recent_ok } => out.push(Action::Look {
                 id: id.to_owned(),
-                target,
+                target: {
+                    a.look_target = Some(target.clone());
+                    target
+                },
                 name: a.rec.name.clone(),
                 sha256: sha,
                 recent_ok,
@@ -1887,7 +1893,7 @@ impl Machine {
                 // `if_exists` only for the item the file will now go to.
                 let current = self.mappings.get(&a.rec.mapping).map(|m| m.target.clone());
                 let rec = a.rec.clone();
-                let looked_on = self.target_of(&rec);
+                let looked_on = a.look_target.take().or_else(|| self.target_of(&rec));
                 let Some(a) = self.active.get_mut(id) else {
                     return;
                 };

@@ -1829,6 +1829,21 @@ mod tests {
             87200,
             "a failed record with a partial attachment was sent to a fixed item",
         ),
+        (
+            1123476,
+            "a look in flight across a config edit answered if_exists for the new item",
+        ),
+        (1149748, "the same, for another name"),
+        (1267252, "the same, after a crash"),
+        (1285860, "the same, on item1"),
+        (1606144, "the same, with a copy into a sibling folder"),
+        (1674560, "the same, with replace"),
+        (1711881, "the same, for b.txt on item1"),
+        (
+            1750524,
+            "a look on item1 answered for item0 after the mapping moved",
+        ),
+        (1769967, "the same, for c.bin"),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {

@@ -3,7 +3,8 @@
 //! One `reqwest` client serves both Graph (with a bearer token) and upload URLs (never with
 //! one). Every request goes through [`GraphClient::execute`], which applies the per-mailbox
 //! limits, the bearer token, the retry policy and the error parsing, so those rules live in
-//! one place. Upload logic is in [`upload`].
+//! one place. The single steps the core asks for (one request each, a typed outcome) are in
+//! [`steps`].
 
 pub mod bounded;
 pub mod error;
