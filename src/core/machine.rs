@@ -538,7 +538,9 @@ impl Machine {
     // ---- files ------------------------------------------------------------------------------
 
     fn gone(&mut self, mapping: &str, path: &Path, out: &mut Vec<Action>) {
-        self.settler.forget(path);
+        // A path still settling stays: its next check stats it, and a report of its going
+        // that arrives after a new file took the name (a delete, then a rename in) loses
+        // nothing.
         if self.unavailable.contains(mapping) {
             return;
         }

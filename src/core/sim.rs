@@ -1844,6 +1844,11 @@ mod tests {
             "a look on item1 answered for item0 after the mapping moved",
         ),
         (1769967, "the same, for c.bin"),
+        (
+            1456512,
+            "a late report that a path was gone dropped the new file at that name",
+        ),
+        (1525563, "the same, after a user's cancel"),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {
