@@ -651,6 +651,8 @@ impl Machine {
                         a.rec.state = State::Pending;
                         a.rec.error = None;
                         a.rec.cancel_requested = false;
+                        // What it looked at before it was canceled is stale.
+                        a.looked = false;
                     }
                     // A cancel the agent asked for (the file went, or was swapped) is taken
                     // back: the same bytes are here again. The user's cancel stands.

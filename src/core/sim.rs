@@ -1848,7 +1848,15 @@ mod tests {
             1456512,
             "a late report that a path was gone dropped the new file at that name",
         ),
-        (1525563, "the same, after a user's cancel"),
+        (1525563, "fixed by the same change (a late gone report)"),
+        (
+            1702768,
+            "a canceled version revived by its bytes kept a stale look",
+        ),
+        (
+            1420642,
+            "fixed by the same change (a stale look after a revival)",
+        ),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {
