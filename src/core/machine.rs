@@ -2091,6 +2091,11 @@ mod tests {
         let size = MAX_REQUEST_BODY / 4 * 3 - 200;
         assert!(uses_post(size, "a.pdf"));
         assert!(!uses_post(size, &"n".repeat(400)));
+        // Too small for a session: a POST whatever the name makes of the body; at the session
+        // minimum, the body decides.
+        let huge = "n".repeat(2 << 20);
+        assert!(uses_post(MIN_SESSION - 1, &huge));
+        assert!(!uses_post(MIN_SESSION, &huge));
     }
 
     #[test]
