@@ -115,31 +115,19 @@ pub async fn attach_file(
             .unwrap_or_else(|| "file".into())
     });
     let record = Record {
-        id: ID.into(),
-        mapping: MAPPING.into(),
-        path: path.clone(),
-        name,
-        file: stat,
-        sha256: None,
-        state: State::Pending,
         target: Some(target.clone()),
-        may_exist: false,
-        effect_at: None,
-        session: None,
-        bytes_sent: 0,
-        attachment_id: None,
-        attempts: 0,
-        restarts: 0,
-        error: None,
-        cancel_requested: false,
+        // `send` moves or deletes nothing.
         after_done: true,
-        after_failed: false,
-        replaced: false,
-        garbage: Vec::new(),
-        replaces: Vec::new(),
-        seq: 1,
-        created_at: Time(0),
-        updated_at: Time(0),
+        ..Record::pending(
+            ID.into(),
+            MAPPING.into(),
+            path.clone(),
+            name,
+            stat,
+            None,
+            1,
+            Time(0),
+        )
     };
     let rule = MappingRule {
         name: MAPPING.into(),

@@ -344,7 +344,7 @@ impl Machine {
                         mapping,
                         path,
                         stat,
-                    }) => self.settled(mapping, path, stat, &mut out),
+                    }) => self.settled(mapping, path, stat),
                     Some(Settled::StillChanging { path }) => {
                         out.push(Action::Notify(Note::StillChanging { path }))
                     }
@@ -562,7 +562,7 @@ impl Machine {
         }
     }
 
-    fn settled(&mut self, mapping: String, path: PathBuf, stat: FileStat, _out: &mut [Action]) {
+    fn settled(&mut self, mapping: String, path: PathBuf, stat: FileStat) {
         if let Some(b) = self.newest(&mapping, &path) {
             if b.file == stat && b.sha256.is_some() {
                 let after_pending = self
@@ -744,33 +744,16 @@ impl Machine {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Record {
-            id: make_id(mapping, path, seq, self.now, self.ids_made),
-            mapping: mapping.to_owned(),
-            path: path.to_path_buf(),
+        Record::pending(
+            make_id(mapping, path, seq, self.now, self.ids_made),
+            mapping.to_owned(),
+            path.to_path_buf(),
             name,
-            file: stat,
+            stat,
             sha256,
-            state: State::Pending,
-            target: None,
-            may_exist: false,
-            effect_at: None,
-            session: None,
-            bytes_sent: 0,
-            attachment_id: None,
-            attempts: 0,
-            restarts: 0,
-            error: None,
-            cancel_requested: false,
-            after_done: false,
-            after_failed: false,
-            replaced: false,
-            garbage: Vec::new(),
-            replaces: Vec::new(),
             seq,
-            created_at: self.now,
-            updated_at: self.now,
-        }
+            self.now,
+        )
     }
 
     // ---- entries ------------------------------------------------------------------------------
@@ -1240,11 +1223,7 @@ impl Machine {
         if self.sign_in.is_some() {
             return true; // woken when the pause ends
         }
-        let (rec, looked) = {
-            let a = &self.active[id];
-            (a.rec.clone(), a.looked)
-        };
-        let _ = looked;
+        let rec = self.active[id].rec.clone();
         if self.unavailable.contains(&rec.mapping)
             && matches!(step, Step::Post | Step::Put { .. } | Step::CreateSession)
         {

@@ -256,6 +256,49 @@ pub struct Record {
     pub updated_at: Time,
 }
 
+impl Record {
+    /// A new version, pending, with nothing sent and nothing known of the item yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pending(
+        id: String,
+        mapping: String,
+        path: PathBuf,
+        name: String,
+        file: FileStat,
+        sha256: Option<String>,
+        seq: u64,
+        now: Time,
+    ) -> Record {
+        Record {
+            id,
+            mapping,
+            path,
+            name,
+            file,
+            sha256,
+            state: State::Pending,
+            target: None,
+            may_exist: false,
+            effect_at: None,
+            session: None,
+            bytes_sent: 0,
+            attachment_id: None,
+            attempts: 0,
+            restarts: 0,
+            error: None,
+            cancel_requested: false,
+            after_done: false,
+            after_failed: false,
+            replaced: false,
+            garbage: Vec::new(),
+            replaces: Vec::new(),
+            seq,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// The result of reading a file through its descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashResult {
