@@ -1,5 +1,5 @@
 //! `scripts/simulate`: run the deterministic simulation of the core over many seeds, or replay
-//! one with its trace. See `src/core/sim.rs`.
+//! one with its trace. See `crates/core/src/sim.rs`.
 //!
 //! simulate [--seeds N] [--from S] [--seed S [--trace]]
 

@@ -9,7 +9,7 @@ pub mod auth;
 pub mod ca;
 pub mod cli;
 pub mod config;
-pub mod core;
+pub use outbox_core as core;
 pub mod exit;
 pub mod failpoint;
 pub mod files;
