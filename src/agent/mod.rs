@@ -111,6 +111,7 @@ pub fn rules_of(settings: &Settings) -> Vec<crate::core::model::MappingRule> {
                 crate::config::After::Move => crate::core::model::After::Move,
                 crate::config::After::Delete => crate::core::model::After::Delete,
             },
+            mail: None,
         })
         .collect()
 }
@@ -529,6 +530,19 @@ impl Agent {
             }
             Note::StillChanging { path } => {
                 tracing::warn!(file = %crate::outside::path(&path), "still changing after max_settle; waiting for it to finish");
+            }
+            Note::MessageSent { id, subject } => {
+                tracing::info!(message = %id, subject = %crate::outside::printable(&subject), "sent");
+            }
+            Note::MessageFailed {
+                id,
+                subject,
+                failure,
+            } => {
+                tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "{}", crate::outside::printable(&failure.message));
+            }
+            Note::MessageUnconfirmed { id, subject } => {
+                tracing::error!(message = %id, subject = %crate::outside::printable(&subject), "the send could not be confirmed; it was not sent again: look in Sent Items, then `outbox retry {id}` sends it only if its draft is still a draft");
             }
             Note::SignInNeeded(f) => {
                 if !self.sign_in_said {

@@ -135,6 +135,7 @@ pub async fn attach_file(
         if_exists,
         on_change: OnChange::Add,
         after: After::Keep,
+        mail: None,
     };
     let mut machine = Machine::new(vec![rule], super::policy_of(settings));
     let urls = Arc::new(MemoryUrls::default());
@@ -146,6 +147,7 @@ pub async fn attach_file(
     let mut inputs = vec![Input::Start {
         records: vec![record],
         with_url: Vec::new(),
+        messages: Vec::new(),
     }];
     let mut last: Option<Record> = None;
     let mut wake: Option<Time> = None;

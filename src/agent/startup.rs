@@ -51,5 +51,7 @@ pub fn start_input(ledger: &Ledger, sessions: &SessionStore) -> Result<Input, Ag
     Ok(Input::Start {
         records: keep,
         with_url,
+        // Messages are not kept by this agent yet (issue 12).
+        messages: Vec::new(),
     })
 }

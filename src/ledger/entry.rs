@@ -184,6 +184,9 @@ pub struct LedgerEntry {
     pub garbage: Vec<String>,
     #[serde(default)]
     pub replaces: Vec<Replaced>,
+    /// The message it is mailed in (a `new_message` mapping).
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 /// The few fields of an entry the agent's start-up needs for every entry (which version of a
@@ -253,6 +256,7 @@ impl LedgerEntry {
             replaced: false,
             garbage: Vec::new(),
             replaces: Vec::new(),
+            message: None,
         }
     }
 
@@ -301,6 +305,7 @@ impl LedgerEntry {
             replaced: self.replaced,
             garbage: self.garbage.clone(),
             replaces: self.replaces.clone(),
+            message: self.message.clone(),
             seq: self.seq,
             created_at: time_of(self.created_at),
             updated_at: time_of(self.updated_at),
@@ -359,6 +364,7 @@ impl LedgerEntry {
             replaced: r.replaced,
             garbage: r.garbage.clone(),
             replaces: r.replaces.clone(),
+            message: r.message.clone(),
         }
     }
 

@@ -8,6 +8,10 @@
 
 use super::model::*;
 use super::settle::{Settled, Settler};
+pub use messages::{civil_date, MESSAGE_TOO_LARGE, NO_FILES_LEFT};
+
+#[path = "messages.rs"]
+mod messages;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
@@ -70,6 +74,9 @@ struct Active {
     look_target: Option<Target>,
     /// Holds one of its mailbox's `concurrency` places.
     slot: bool,
+    /// The mailbox that place is in (the entry's item may change while it holds it: a file of
+    /// a message whose draft is made, a config edit).
+    slot_mb: String,
     /// Waiting in its mailbox's ready queue.
     queued: bool,
     /// A timer is set for it at this time.
@@ -93,6 +100,9 @@ enum Step {
         attachment_id: String,
     },
     After,
+    /// Nothing until something else moves (an entry waiting for its message's draft, or for
+    /// its message to be sent before its after-action).
+    Idle,
     /// A transition with no request (cancel with nothing in flight, a finished entry).
     Local,
     /// Finished: leaves the active set.
@@ -136,6 +146,17 @@ pub struct Machine {
     wake_asked: Option<Time>,
     /// Failed or rejected during this run (for `run --once`).
     pub failed_this_run: u32,
+    /// Messages not finished with (and finished ones whose files wait on them).
+    messages: BTreeMap<String, messages::ActiveMessage>,
+    /// Entry -> its message.
+    member_of: BTreeMap<String, String>,
+    /// Per mailing mapping: entries waiting to be put in a message, and when the batch closes.
+    collecting: BTreeMap<String, (Vec<String>, Time)>,
+    /// Per mailbox: when recent sends started (pacing inside Exchange's sending limit).
+    sent_times: BTreeMap<String, VecDeque<Time>>,
+    /// Messages that may have a step to take.
+    msg_ready: BTreeSet<String>,
+    msg_timers: BTreeSet<(Time, String)>,
 }
 
 fn lock_key(t: &Target, name: &str) -> NameKey {
@@ -214,6 +235,12 @@ impl Machine {
             ids_made: 0,
             wake_asked: None,
             failed_this_run: 0,
+            messages: BTreeMap::new(),
+            member_of: BTreeMap::new(),
+            collecting: BTreeMap::new(),
+            sent_times: BTreeMap::new(),
+            msg_ready: BTreeSet::new(),
+            msg_timers: BTreeSet::new(),
         }
     }
 
@@ -226,6 +253,7 @@ impl Machine {
             && self.hashing.is_empty()
             && self.stats_out.is_empty()
             && self.active.is_empty()
+            && self.messages_quiet()
     }
 
     /// Uploads are paused for sign-in (until, why).
@@ -243,6 +271,7 @@ impl Machine {
             && self.active.values().all(|a| {
                 !a.busy && (self.sign_in.is_some() || self.unavailable.contains(&a.rec.mapping))
             })
+            && (self.sign_in.is_some() || self.messages_quiet())
     }
 
     pub fn settler(&self) -> &Settler {
@@ -308,7 +337,14 @@ impl Machine {
         }
         let mut out = Vec::new();
         match input {
-            Input::Start { records, with_url } => self.start(records, with_url, &mut out),
+            Input::Start {
+                records,
+                with_url,
+                messages,
+            } => {
+                self.start_messages(messages);
+                self.start(records, with_url, &mut out);
+            }
             Input::Observed {
                 mapping,
                 path,
@@ -352,10 +388,31 @@ impl Machine {
                 }
             }
             Input::Hashed { path, result } => self.hashed(path, result, &mut out),
-            Input::Outcome { id, outcome } => self.outcome(&id, outcome, &mut out),
-            Input::Tick => self.tick(),
-            Input::Cancel { id } => self.cancel(&id, &mut out),
+            Input::Outcome { id, outcome } => match outcome {
+                Outcome::CreateDraft(_)
+                | Outcome::Find(..)
+                | Outcome::Send(_)
+                | Outcome::ListDraft(_) => self.message_outcome(&id, outcome, &mut out),
+                Outcome::DeleteAttachment(d) if self.messages.contains_key(&id) => {
+                    self.message_outcome(&id, Outcome::DeleteAttachment(d), &mut out)
+                }
+                outcome => {
+                    self.outcome(&id, outcome, &mut out);
+                    self.member_touched(&id);
+                }
+            },
+            Input::Tick => {
+                self.tick();
+                self.tick_messages();
+            }
+            Input::Cancel { id } => {
+                self.cancel(&id, &mut out);
+                self.member_touched(&id);
+            }
             Input::Retry { records } => self.retry(records, &mut out),
+            Input::RetryMessage { message, records } => {
+                self.retry_message(message, records, &mut out)
+            }
             Input::Config { mappings, policy } => {
                 self.settler.set_timing(
                     policy.settle_ms,
@@ -372,6 +429,8 @@ impl Machine {
                     }
                     self.make_ready(&id);
                 }
+                let mids: Vec<String> = self.messages.keys().cloned().collect();
+                self.msg_ready.extend(mids);
             }
         }
         self.pump(&mut out);
@@ -395,7 +454,9 @@ impl Machine {
             rec.updated_at = self.now;
             out.push(Action::Persist(rec.clone()));
             self.index(&rec);
+            let id = rec.id.clone();
             self.activate(rec);
+            self.retried_member(&id);
         }
     }
 
@@ -403,6 +464,7 @@ impl Machine {
 
     fn start(&mut self, mut records: Vec<Record>, with_url: Vec<String>, out: &mut Vec<Action>) {
         records.sort_by_key(|r| r.seq);
+        let seen = records.clone();
         let urls: BTreeSet<String> = with_url.into_iter().collect();
         let known: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
         for id in &urls {
@@ -462,6 +524,7 @@ impl Machine {
                 }
             }
         }
+        self.start_members(&seen);
     }
 
     // ---- the path index ---------------------------------------------------------------------
@@ -696,10 +759,15 @@ impl Machine {
             self.failed_this_run += 1;
         }
         out.push(Action::Persist(rec.clone()));
+        let older = self.newest(&mapping, &path).map(|b| b.id.clone());
         self.supersede_older(&mapping, &path, &rec.id, out);
         self.index(&rec);
         if has_work(&rec) {
+            let id = rec.id.clone();
             self.activate(rec);
+            if self.mail_rule(&mapping).is_some() {
+                self.mail_new_version(&id, older.as_deref(), out);
+            }
         }
     }
 
@@ -772,6 +840,7 @@ impl Machine {
                 stalls: 0,
                 look_target: None,
                 slot: false,
+                slot_mb: String::new(),
                 queued: false,
                 timer: None,
             },
@@ -787,10 +856,14 @@ impl Machine {
             || rec.session.is_some()
             || rec.state == State::Done
             || !rec.garbage.is_empty();
-        rec.target
-            .clone()
-            .filter(|_| bound)
-            .or_else(|| self.mappings.get(&rec.mapping).map(|m| m.target.clone()))
+        if let Some(t) = rec.target.clone().filter(|_| bound) {
+            return Some(t);
+        }
+        if rec.message.is_some() || self.mail_rule(&rec.mapping).is_some() {
+            // A file of a message goes to its message's draft (none yet: nowhere yet).
+            return self.draft_target(rec);
+        }
+        self.mappings.get(&rec.mapping).map(|m| m.target.clone())
     }
 
     fn mailbox_of(&self, rec: &Record) -> String {
@@ -817,7 +890,7 @@ impl Machine {
         // Steps that need no place in the mailbox go first; an entry that holds a place goes
         // before those waiting for one (so places always come free again).
         let (mb, front) = match self.next_step(a) {
-            Step::Local | Step::Finished | Step::After => (String::new(), true),
+            Step::Local | Step::Finished | Step::After | Step::Idle => (String::new(), true),
             _ => (self.mailbox_of(&a.rec), a.slot),
         };
         if let Some(a) = self.active.get_mut(id) {
@@ -860,6 +933,8 @@ impl Machine {
                 for id in ids {
                     self.make_ready(&id);
                 }
+                let mids: Vec<String> = self.messages.keys().cloned().collect();
+                self.msg_ready.extend(mids);
             }
         }
         while let Some((t, id)) = self.timers.iter().next().cloned() {
@@ -883,7 +958,7 @@ impl Machine {
             return;
         }
         a.slot = false;
-        let mb = self.mailbox_of(&self.active[id].rec);
+        let mb = std::mem::take(&mut a.slot_mb);
         if let Some(n) = self.slots.get_mut(&mb) {
             *n = n.saturating_sub(1);
         }
@@ -908,6 +983,8 @@ impl Machine {
 
     /// Start every step that may start now.
     fn pump(&mut self, out: &mut Vec<Action>) {
+        self.close_batches(out);
+        self.pump_messages(out);
         // Settle checks that came due.
         for path in self.settler.due(self.now, self.policy.stat_batch) {
             if self.stats_out.len() >= self.policy.stat_batch {
@@ -940,6 +1017,11 @@ impl Machine {
                 moved |= self.pump_mailbox(&mb, out);
             }
             self.ready.retain(|_, q| !q.is_empty());
+            if !self.msg_ready.is_empty() {
+                // Files that finished may let their message on (and it its files).
+                self.pump_messages(out);
+                moved |= self.ready.values().any(|q| !q.is_empty());
+            }
         }
         self.ask_wake(out);
     }
@@ -975,6 +1057,7 @@ impl Machine {
             self.settler.next_deadline(),
             self.timers.iter().next().map(|(t, _)| *t),
             self.sign_in.as_ref().map(|(t, _)| *t),
+            self.next_message_timer(),
         ]
         .into_iter()
         .flatten()
@@ -1001,6 +1084,11 @@ impl Machine {
             }
             let step = self.next_step(a);
             match step {
+                Step::Idle => {
+                    // Waiting on its message holds no place in the mailbox.
+                    self.release_slot(id);
+                    return true;
+                }
                 Step::Finished => {
                     self.finish(id);
                     return true;
@@ -1080,6 +1168,15 @@ impl Machine {
 
     fn next_step(&self, a: &Active) -> Step {
         let r = &a.rec;
+        if r.state == State::Done
+            && r.replaces.is_empty()
+            && r.garbage.is_empty()
+            && r.session.is_none()
+        {
+            if let Some(step) = self.mail_gate(r) {
+                return step;
+            }
+        }
         if r.state.is_terminal() {
             if r.session.is_some() {
                 return Step::DeleteSession;
@@ -1115,6 +1212,9 @@ impl Machine {
             }
             return Step::Local;
         }
+        if let Some(step) = self.mail_gate(r) {
+            return step;
+        }
         if let Some(s) = r.session {
             if s.abandoned {
                 return Step::DeleteSession;
@@ -1131,7 +1231,8 @@ impl Machine {
             && self
                 .mappings
                 .get(&r.mapping)
-                .is_some_and(|m| m.if_exists == IfExists::Skip)
+                .is_some_and(|m| m.if_exists == IfExists::Skip && m.mail.is_none())
+            && r.message.is_none()
         {
             return Step::Look { recent_ok: true };
         }
@@ -1144,6 +1245,7 @@ impl Machine {
 
     /// A transition without a request: a cancel with nothing sent.
     fn local(&mut self, id: &str, out: &mut Vec<Action>) {
+        self.member_touched(id);
         let now = self.now;
         let Some(a) = self.active.get_mut(id) else {
             return;
@@ -1168,6 +1270,7 @@ impl Machine {
             if let Some(t) = a.timer {
                 self.timers.remove(&(t, id.to_owned()));
             }
+            self.member_finished(a.rec);
         }
     }
 
@@ -1251,9 +1354,10 @@ impl Machine {
             if used >= self.policy.concurrency.max(1) {
                 return false;
             }
-            *self.slots.entry(mb).or_default() += 1;
+            *self.slots.entry(mb.clone()).or_default() += 1;
             if let Some(a) = self.active.get_mut(id) {
                 a.slot = true;
+                a.slot_mb = mb;
             }
         }
         let now = self.now;
@@ -1343,7 +1447,7 @@ impl Machine {
                 target,
                 attachment_id,
             }),
-            Step::After | Step::Local | Step::Finished => {
+            Step::After | Step::Local | Step::Finished | Step::Idle => {
                 a.busy = false;
             }
         }
@@ -1363,6 +1467,7 @@ impl Machine {
     }
 
     fn fail(&mut self, id: &str, f: Failure, out: &mut Vec<Action>) {
+        self.member_touched(id);
         let Some(a) = self.active.get_mut(id) else {
             return;
         };
@@ -1430,10 +1535,11 @@ impl Machine {
         }
         // Versions: with `replace`, the older version's attachment goes once this one is on
         // the item; a version finishing after a newer one removes its own.
+        // A file of a message: a newer version on the draft replaces the older one there.
         let replace = self
             .mappings
             .get(&mapping)
-            .is_some_and(|m| m.on_change == OnChange::Replace);
+            .is_some_and(|m| m.on_change == OnChange::Replace || m.mail.is_some());
         // Every other done version of the path on this item, not yet replaced.
         let others: Vec<(u64, String, String, Target)> = target
             .as_ref()
@@ -1519,6 +1625,10 @@ impl Machine {
             Outcome::DeleteSession(d) => self.on_delete_session(id, d, out),
             Outcome::DeleteAttachment(d) => self.on_delete_attachment(id, d, out),
             Outcome::After(r) => self.on_after(id, r, out),
+            Outcome::CreateDraft(_)
+            | Outcome::Find(..)
+            | Outcome::Send(_)
+            | Outcome::ListDraft(_) => {}
         }
         self.release_lock_if_free(id);
         self.make_ready(id);

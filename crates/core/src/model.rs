@@ -80,10 +80,35 @@ pub enum After {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappingRule {
     pub name: String,
+    /// The item files go to. For a mailing mapping (`mail`), only `user` counts: each message's
+    /// draft is the item of its files.
     pub target: Target,
     pub if_exists: IfExists,
     pub on_change: OnChange,
     pub after: After,
+    /// `[mapping.new_message]`: what lands here is mailed.
+    pub mail: Option<MailRule>,
+}
+
+/// A `[mapping.new_message]`, as the core needs it: the templates (validated by the config),
+/// the body already read from `body_file`, and how files are grouped.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MailRule {
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    /// Templates: placeholders are filled when a message is made (`crate::mail`).
+    pub subject: String,
+    pub body: String,
+    pub html: bool,
+    /// `group = "batch"`: the files that settle within `batch_quiet_ms` of each other go in
+    /// one message; else one message per file.
+    pub batch: bool,
+    pub batch_quiet_ms: u64,
+    /// `false`: leave the draft, fully attached, unsent.
+    pub send: bool,
+    /// The tenant's message size limit (transport bytes, base64 counted).
+    pub max_message_size: u64,
 }
 
 /// Timing and limits (from `[agent]`), in milliseconds and counts.
@@ -110,6 +135,12 @@ pub struct Policy {
     /// How long after an effect whose answer was lost the item is looked at: a request cut off
     /// (a timeout, a crash) may still be processed by the server for a while.
     pub look_after_ms: u64,
+    /// Messages sent per mailbox within `send_window_ms` (Exchange's sending limit); 0: no
+    /// pacing.
+    pub sends_per_window: u32,
+    pub send_window_ms: u64,
+    /// The day `{date}` names in a message made at a time (UTC offset of the user, in ms).
+    pub utc_offset_ms: i64,
 }
 
 impl Default for Policy {
@@ -126,6 +157,9 @@ impl Default for Policy {
             hash_workers: 4,
             stat_batch: 1024,
             look_after_ms: 120_000,
+            sends_per_window: 30,
+            send_window_ms: 60_000,
+            utc_offset_ms: 0,
         }
     }
 }
@@ -250,6 +284,9 @@ pub struct Record {
     /// Older versions' attachments to delete now that this one is on the item.
     #[serde(default)]
     pub replaces: Vec<Replaced>,
+    /// The message it is mailed in (a mailing mapping), once its message is made.
+    #[serde(default)]
+    pub message: Option<String>,
     /// Insertion order among all records (orders the versions of one path).
     pub seq: u64,
     pub created_at: Time,
@@ -292,11 +329,97 @@ impl Record {
             replaced: false,
             garbage: Vec::new(),
             replaces: Vec::new(),
+            message: None,
             seq,
             created_at: now,
             updated_at: now,
         }
     }
+}
+
+/// The states of a message (SPEC: Sending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageState {
+    /// Its draft is being made (or found again by its marker).
+    Drafting,
+    /// The draft exists; its files are being attached.
+    Attaching,
+    /// Every file is on the draft; the send is due, in flight or being confirmed.
+    Sending,
+    Sent,
+    /// `send = false`: left as a draft, fully attached.
+    Drafted,
+    Failed,
+    /// A send whose outcome could not be told: never sent again by itself; `retry` sends it
+    /// only if the draft is still a draft.
+    Unconfirmed,
+}
+
+impl MessageState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            MessageState::Sent
+                | MessageState::Drafted
+                | MessageState::Failed
+                | MessageState::Unconfirmed
+        )
+    }
+}
+
+/// What a message says: recipients, subject, body (templates already filled).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Letter {
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub subject: String,
+    pub body: String,
+    pub html: bool,
+}
+
+/// One message of a mailing mapping (or `outbox mail`), as persisted. Its id is also the
+/// marker its draft carries, so the draft and the sent copy can be found again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub id: String,
+    pub mapping: String,
+    /// The mailbox.
+    pub user: String,
+    pub letter: Letter,
+    /// The entries (file versions) it carries, in order. Fixed when the message is made; a
+    /// newer version of one of its files takes that file's place while it is not yet sent.
+    pub files: Vec<String>,
+    /// `false`: stop at `Drafted`.
+    pub send: bool,
+    pub state: MessageState,
+    pub draft_id: Option<String>,
+    /// A draft may have been created (the answer was lost): find it by the marker before
+    /// creating another. Cleared when found or when a search after `effect_at` found none.
+    pub may_exist: bool,
+    pub effect_at: Option<Time>,
+    /// A send was started at this time and its outcome is not known: confirm it in Sent Items
+    /// by the marker; never send again by itself.
+    pub send_at: Option<Time>,
+    /// `retry` of an unconfirmed message: send only if the draft is still a draft.
+    #[serde(default)]
+    pub resend_if_draft: bool,
+    pub internet_message_id: Option<String>,
+    pub sent_at: Option<Time>,
+    /// Failures in a row of its own requests (not its files').
+    pub attempts: u32,
+    pub error: Option<Failure>,
+    pub seq: u64,
+    pub created_at: Time,
+    pub updated_at: Time,
+}
+
+/// Where a message is looked for by its marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MailFolder {
+    Drafts,
+    SentItems,
 }
 
 /// The result of reading a file through its descriptor.
@@ -410,6 +533,42 @@ pub enum AfterOutcome {
     Failed(Failure),
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DraftOutcome {
+    Created {
+        draft_id: String,
+        internet_message_id: Option<String>,
+    },
+    Failed(Fault),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FindOutcome {
+    /// A message carrying the marker (a sent copy is preferred over a draft).
+    Found {
+        id: String,
+        is_draft: bool,
+        internet_message_id: Option<String>,
+    },
+    /// The whole listing was read and none carries it.
+    NotFound,
+    Failed(Fault),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListOutcome {
+    /// The ids of every attachment on the draft (the whole listing).
+    Listed(Vec<String>),
+    Failed(Fault),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// 202: accepted for sending.
+    Sent,
+    Failed(Fault),
+}
+
 /// A remote step's answer for one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -421,9 +580,16 @@ pub enum Outcome {
     DeleteSession(DeleteOutcome),
     DeleteAttachment(DeleteOutcome),
     After(AfterOutcome),
+    // A message's steps (the id is the message's).
+    CreateDraft(DraftOutcome),
+    Find(MailFolder, FindOutcome),
+    ListDraft(ListOutcome),
+    Send(SendOutcome),
 }
 
 /// Everything that can happen to the agent enters as one of these.
+// Inputs live for one call; boxing a message record would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// Start-up: the ledger's records that are not finished with (every non-terminal one, and
@@ -432,6 +598,9 @@ pub enum Input {
     Start {
         records: Vec<Record>,
         with_url: Vec<String>,
+        /// Messages not finished with, and the records of all their files (whatever their
+        /// state) among `records`.
+        messages: Vec<MessageRecord>,
     },
     /// The watcher or a scan saw `path` (a regular file with this stat).
     Observed {
@@ -479,6 +648,12 @@ pub enum Input {
     /// Failed or canceled records to put back in the queue (`retry`; or one the machine asked
     /// to revive with `Action::UpdateFile`), read from the ledger by the executor.
     Retry {
+        records: Vec<Record>,
+    },
+    /// `retry` of a failed or unconfirmed message, with the records of all its files (those
+    /// failed or canceled are retried with it).
+    RetryMessage {
+        message: MessageRecord,
         records: Vec<Record>,
     },
     /// The config was reloaded: the mappings and policy now in force.
@@ -583,6 +758,33 @@ pub enum Action {
     MarkReplaced {
         id: String,
     },
+    /// Write and flush this message.
+    PersistMessage(MessageRecord),
+    /// `POST {mailbox}/messages`: a draft saying `letter`, carrying marker `id`.
+    CreateDraft {
+        id: String,
+        user: String,
+        letter: Letter,
+    },
+    /// Find the message carrying marker `id` in `folder` (every page).
+    FindMessage {
+        id: String,
+        user: String,
+        folder: MailFolder,
+    },
+    /// List the attachments of draft `draft_id` (ids, every page): before a send, the draft
+    /// must hold its files' attachments and nothing else.
+    ListDraft {
+        id: String,
+        user: String,
+        draft_id: String,
+    },
+    /// `POST {mailbox}/messages/{draft_id}/send`.
+    SendDraft {
+        id: String,
+        user: String,
+        draft_id: String,
+    },
     Notify(Note),
     /// Send `Input::Tick` at this time (the latest `WakeAt` wins).
     WakeAt(Time),
@@ -609,4 +811,18 @@ pub enum Note {
         path: PathBuf,
     },
     SignInNeeded(Failure),
+    MessageSent {
+        id: String,
+        subject: String,
+    },
+    MessageFailed {
+        id: String,
+        subject: String,
+        failure: Failure,
+    },
+    /// A send could not be confirmed: nothing is sent again until `retry`.
+    MessageUnconfirmed {
+        id: String,
+        subject: String,
+    },
 }

@@ -3,7 +3,7 @@
 //!
 //! simulate [--seeds N] [--from S] [--seed S [--trace]]
 
-use outbox::core::sim::{run_seeds, Sim};
+use outbox_core::sim::{run_seeds, Sim};
 use std::time::Instant;
 
 fn main() {

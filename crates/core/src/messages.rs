@@ -1,0 +1,1273 @@
+//! Messages: more states of the same machine (SPEC: Sending). A file that settles in a mailing
+//! mapping becomes an entry like any other; a message is made of one entry (`group = "file"`)
+//! or of the entries that settled within `batch_quiet` (`group = "batch"`, split to fit
+//! `max_message_size`). Its life: `Drafting` (create a draft carrying the message id as its
+//! marker; after a lost answer, find it by the marker before creating another), `Attaching`
+//! (its entries upload to the draft exactly as to any item), `Sending` (only once every entry
+//! is `done`; paced per mailbox; a send whose answer was lost is confirmed in Sent Items by the
+//! marker and never repeated), then `Sent`, `Drafted` (`send = false`), `Failed` or
+//! `Unconfirmed` (the send could not be told: `retry` sends only if the draft is still a
+//! draft). An entry's after-action runs once its message is sent (or drafted).
+
+use super::*;
+use crate::mail::{part_subject, render_str, split_batch, FileFacts, RenderContext};
+
+/// A message with work left (or whose files still wait for its outcome), and what only this
+/// run knows of it.
+#[derive(Debug, Clone)]
+pub(super) struct ActiveMessage {
+    pub(super) rec: MessageRecord,
+    /// A request of it is in flight.
+    pub(super) busy: bool,
+    /// Not before this time (backoff, Retry-After, pacing, a confirmation's wait).
+    pub(super) wait_until: Option<Time>,
+    /// Sent Items was searched and did not hold it (a `retry` looks in Drafts next).
+    pub(super) sent_checked: bool,
+    /// The files that left the active set, as they last were.
+    pub(super) finished: BTreeMap<String, Record>,
+    /// The draft was listed and holds exactly its files' attachments: it may be sent.
+    pub(super) verified: bool,
+    /// Attachments on the draft that are none of its files' (a partial one a server made, a
+    /// copy whose answer was lost, one added by hand): deleted before the send.
+    pub(super) extra: Vec<String>,
+    /// Listings that missed one of its files' attachments (a listing that lags).
+    pub(super) short_lists: u32,
+}
+
+/// The step a message takes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MStep {
+    /// Nothing now (files still attaching, a wait, finished).
+    Idle,
+    CreateDraft,
+    Find(MailFolder),
+    ListDraft,
+    DeleteExtra(String),
+    Send,
+    /// A change of state with no request.
+    Local,
+}
+
+/// What a message's files say (see `files_state`).
+struct FilesState {
+    all_done: bool,
+    failed: Option<(String, Failure)>,
+    dropped: Vec<String>,
+}
+
+/// Error code of a message none of whose files is left (canceled or deleted before sending).
+pub const NO_FILES_LEFT: &str = "noFilesLeft";
+
+/// Error code of a file alone over `max_message_size`.
+pub const MESSAGE_TOO_LARGE: &str = "messageTooLarge";
+
+impl Machine {
+    pub(super) fn mail_rule(&self, mapping: &str) -> Option<&MailRule> {
+        self.mappings.get(mapping).and_then(|m| m.mail.as_ref())
+    }
+
+    /// The messages with work left, or whose files wait for them.
+    pub fn messages(&self) -> impl Iterator<Item = &MessageRecord> + '_ {
+        self.messages.values().map(|m| &m.rec)
+    }
+
+    pub(super) fn messages_quiet(&self) -> bool {
+        self.collecting.is_empty()
+            && self
+                .messages
+                .values()
+                .all(|m| m.rec.state.is_terminal() && !m.busy)
+    }
+
+    /// The item an entry of a message goes to: its draft, once there is one.
+    pub(super) fn draft_target(&self, rec: &Record) -> Option<Target> {
+        let m = self.messages.get(rec.message.as_deref()?)?;
+        Some(Target {
+            user: m.rec.user.clone(),
+            kind: ItemKind::Message,
+            item_id: m.rec.draft_id.clone()?,
+        })
+    }
+
+    /// Whether an entry of a mailing mapping must wait for its message: it has none yet, or
+    /// its draft is not made; for a done entry, the message is not sent (or drafted) yet.
+    /// `Some(step)`: the entry's step instead of its own.
+    pub(super) fn mail_gate(&self, r: &Record) -> Option<Step> {
+        if self.mail_rule(&r.mapping).is_none() && r.message.is_none() {
+            return None;
+        }
+        // Only a message that still counts it (a newer version may have taken its place).
+        let m = r
+            .message
+            .as_deref()
+            .and_then(|id| self.messages.get(id))
+            .filter(|m| m.rec.files.contains(&r.id));
+        if r.state == State::Done {
+            if r.message.is_some() && m.is_none() && !self.member_of.contains_key(&r.id) {
+                // Left its message (replaced by a newer version there): nothing waits on it.
+                return None;
+            }
+            return match m.map(|m| m.rec.state) {
+                Some(MessageState::Sent | MessageState::Drafted) => None,
+                Some(MessageState::Failed | MessageState::Unconfirmed) | None => {
+                    Some(Step::Finished)
+                }
+                Some(_) => Some(Step::Idle),
+            };
+        }
+        if r.state.is_terminal() {
+            return None;
+        }
+        let bound = r.may_exist || r.session.is_some() || !r.garbage.is_empty();
+        if bound {
+            return None;
+        }
+        match m {
+            Some(m) if m.rec.draft_id.is_some() && !m.rec.state.is_terminal() => None,
+            // A file of a message that failed or could not be confirmed waits for `retry`.
+            _ => Some(Step::Idle),
+        }
+    }
+
+    /// Something happened to entry `id`: its message looks again.
+    pub(super) fn member_touched(&mut self, id: &str) {
+        if let Some(mid) = self.member_of.get(id) {
+            self.msg_ready.insert(mid.clone());
+        }
+    }
+
+    /// Entry `rec` left the active set.
+    pub(super) fn member_finished(&mut self, rec: Record) {
+        if let Some(mid) = self.member_of.get(&rec.id).cloned() {
+            if let Some(m) = self.messages.get_mut(&mid) {
+                m.finished.insert(rec.id.clone(), rec);
+            }
+            self.msg_ready.insert(mid);
+        }
+    }
+
+    // ---- making messages ----------------------------------------------------------------------
+
+    /// A new version in a mailing mapping: it takes its older version's place in a message not
+    /// yet sending, or waits to be put in one.
+    pub(super) fn mail_new_version(
+        &mut self,
+        id: &str,
+        older: Option<&str>,
+        out: &mut Vec<Action>,
+    ) {
+        let joined = older
+            .and_then(|o| self.member_of.get(o).cloned())
+            .filter(|mid| {
+                self.messages.get(mid).is_some_and(|m| {
+                    matches!(
+                        m.rec.state,
+                        MessageState::Drafting | MessageState::Attaching
+                    )
+                })
+            });
+        if let (Some(mid), Some(old)) = (joined, older) {
+            let now = self.now;
+            if let Some(m) = self.messages.get_mut(&mid) {
+                for f in m.rec.files.iter_mut() {
+                    if f == old {
+                        *f = id.to_owned();
+                    }
+                }
+                m.rec.updated_at = now;
+                out.push(Action::PersistMessage(m.rec.clone()));
+            }
+            self.member_of.remove(old);
+            // The older one no longer waits on the message.
+            self.make_ready(old);
+            self.member_of.insert(id.to_owned(), mid.clone());
+            if let Some(a) = self.active.get_mut(id) {
+                a.rec.message = Some(mid.clone());
+                a.rec.updated_at = now;
+                out.push(Action::Persist(a.rec.clone()));
+            }
+            self.msg_ready.insert(mid);
+            return;
+        }
+        self.collect(id);
+    }
+
+    /// Put entry `id` with the files waiting for a message of its mapping.
+    pub(super) fn collect(&mut self, id: &str) {
+        let Some(a) = self.active.get(id) else {
+            return;
+        };
+        let mapping = a.rec.mapping.clone();
+        let Some(rule) = self.mail_rule(&mapping) else {
+            return;
+        };
+        let quiet = if rule.batch { rule.batch_quiet_ms } else { 0 };
+        let close = self.now.plus_ms(quiet);
+        let c = self.collecting.entry(mapping).or_default();
+        if !c.0.iter().any(|x| x == id) {
+            c.0.push(id.to_owned());
+        }
+        // Each file that settles keeps the batch open for another `batch_quiet`.
+        c.1 = close;
+    }
+
+    /// Batches whose quiet time is over become messages.
+    pub(super) fn close_batches(&mut self, out: &mut Vec<Action>) {
+        let due: Vec<String> = self
+            .collecting
+            .iter()
+            .filter(|(_, (_, t))| *t <= self.now)
+            .map(|(m, _)| m.clone())
+            .collect();
+        for mapping in due {
+            if let Some((ids, _)) = self.collecting.remove(&mapping) {
+                self.make_messages(&mapping, ids, out);
+            }
+        }
+    }
+
+    fn make_messages(&mut self, mapping: &str, ids: Vec<String>, out: &mut Vec<Action>) {
+        let Some(rule) = self.mail_rule(mapping).cloned() else {
+            return;
+        };
+        let user = self
+            .mappings
+            .get(mapping)
+            .map(|m| m.target.user.clone())
+            .unwrap_or_else(|| "me".to_owned());
+        // The files still wanting a message, in the order they settled.
+        let mut files: Vec<(u64, String)> = ids
+            .iter()
+            .filter_map(|id| self.active.get(id))
+            .filter(|a| {
+                a.rec.message.is_none() && !a.rec.state.is_terminal() && !a.rec.cancel_requested
+            })
+            .map(|a| (a.rec.seq, a.rec.id.clone()))
+            .collect();
+        files.sort();
+        let mut facts: Vec<FileFacts> = Vec::new();
+        let mut members: Vec<String> = Vec::new();
+        let body_len = rule.body.len() as u64;
+        for (_, id) in files {
+            let a = &self.active[&id];
+            let f = FileFacts {
+                name: a.rec.name.clone(),
+                size: a.rec.file.size,
+            };
+            // A file alone over the limit fails, explained; the others go.
+            if let Err(e) = split_batch(std::slice::from_ref(&f), rule.max_message_size, body_len) {
+                self.fail(
+                    &id,
+                    Failure::new(
+                        MESSAGE_TOO_LARGE,
+                        format!("{} cannot be mailed: {e}", a.rec.name),
+                    ),
+                    out,
+                );
+                self.make_ready(&id);
+                continue;
+            }
+            facts.push(f);
+            members.push(id);
+        }
+        if members.is_empty() {
+            return;
+        }
+        let Ok(parts) = split_batch(&facts, rule.max_message_size, body_len) else {
+            return; // cannot be: each file fits alone
+        };
+        let date = civil_date(self.now, self.policy.utc_offset_ms);
+        let n = parts.len();
+        for (k, range) in parts.into_iter().enumerate() {
+            let ctx = RenderContext {
+                files: &facts[range.clone()],
+                mapping,
+                date: &date,
+            };
+            let subject = part_subject(&render_str(&rule.subject, &ctx), k, n);
+            let body = render_str(&rule.body, &ctx);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.ids_made += 1;
+            let mid = format!(
+                "m{}",
+                make_id(
+                    mapping,
+                    Path::new(&members[range.start]),
+                    seq,
+                    self.now,
+                    self.ids_made
+                )
+            );
+            let rec = MessageRecord {
+                id: mid.clone(),
+                mapping: mapping.to_owned(),
+                user: user.clone(),
+                letter: Letter {
+                    to: rule.to.clone(),
+                    cc: rule.cc.clone(),
+                    bcc: rule.bcc.clone(),
+                    subject,
+                    body,
+                    html: rule.html,
+                },
+                files: members[range.clone()].to_vec(),
+                send: rule.send,
+                state: MessageState::Drafting,
+                draft_id: None,
+                may_exist: false,
+                effect_at: None,
+                send_at: None,
+                resend_if_draft: false,
+                internet_message_id: None,
+                sent_at: None,
+                attempts: 0,
+                error: None,
+                seq,
+                created_at: self.now,
+                updated_at: self.now,
+            };
+            // The message first: an entry names only a message that is on record.
+            out.push(Action::PersistMessage(rec.clone()));
+            for id in &members[range] {
+                self.member_of.insert(id.clone(), mid.clone());
+                if let Some(a) = self.active.get_mut(id) {
+                    a.rec.message = Some(mid.clone());
+                    a.rec.updated_at = self.now;
+                    out.push(Action::Persist(a.rec.clone()));
+                }
+            }
+            self.add_message(rec);
+        }
+    }
+
+    pub(super) fn add_message(&mut self, rec: MessageRecord) {
+        for f in &rec.files {
+            self.member_of.insert(f.clone(), rec.id.clone());
+        }
+        let id = rec.id.clone();
+        self.messages.insert(
+            id.clone(),
+            ActiveMessage {
+                rec,
+                busy: false,
+                wait_until: None,
+                sent_checked: false,
+                finished: BTreeMap::new(),
+                verified: false,
+                extra: Vec::new(),
+                short_lists: 0,
+            },
+        );
+        self.msg_ready.insert(id);
+    }
+
+    /// Start-up, first: the messages given.
+    pub(super) fn start_messages(&mut self, messages: Vec<MessageRecord>) {
+        for m in messages {
+            if let Some(t) = m.send_at {
+                // A send that may have happened counts against the mailbox's window.
+                self.sent_times
+                    .entry(m.user.to_lowercase())
+                    .or_default()
+                    .push_back(t);
+            }
+            self.add_message(m);
+        }
+    }
+
+    /// Start-up, once the entries are in: which message each belongs to, and those that were
+    /// waiting for one.
+    pub(super) fn start_members(&mut self, records: &[Record]) {
+        for r in records {
+            let mid = self.member_of.get(&r.id).cloned();
+            match mid {
+                Some(mid) => {
+                    let finished = !self.active.contains_key(&r.id);
+                    if let Some(m) = self.messages.get_mut(&mid) {
+                        if finished {
+                            m.finished.insert(r.id.clone(), r.clone());
+                        }
+                    }
+                    // Written before its entries: an entry may not say so yet.
+                    if let Some(a) = self.active.get_mut(&r.id) {
+                        a.rec.message = Some(mid);
+                    }
+                }
+                None => {
+                    if self.active.contains_key(&r.id) && r.state == State::Done {
+                        continue;
+                    }
+                    if self.mail_rule(&r.mapping).is_some()
+                        && !r.state.is_terminal()
+                        && self.active.contains_key(&r.id)
+                    {
+                        if let Some(a) = self.active.get_mut(&r.id) {
+                            a.rec.message = None;
+                        }
+                        self.collect(&r.id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `retry` of a failed or unconfirmed message.
+    pub(super) fn retry_message(
+        &mut self,
+        rec: MessageRecord,
+        records: Vec<Record>,
+        out: &mut Vec<Action>,
+    ) {
+        let mid = rec.id.clone();
+        if !matches!(rec.state, MessageState::Failed | MessageState::Unconfirmed) {
+            return;
+        }
+        if !self.messages.contains_key(&mid) {
+            self.add_message(rec);
+        }
+        // Its files: the done ones as they are, the failed and canceled ones retried.
+        let mut again = Vec::new();
+        for r in records {
+            if self.member_of.get(&r.id).is_none_or(|m| *m != mid)
+                || self.active.contains_key(&r.id)
+            {
+                continue;
+            }
+            if matches!(r.state, State::Failed | State::Canceled) {
+                again.push(r);
+            } else if let Some(m) = self.messages.get_mut(&mid) {
+                m.finished.insert(r.id.clone(), r);
+            }
+        }
+        let now = self.now;
+        let Some(m) = self.messages.get_mut(&mid) else {
+            return;
+        };
+        if m.busy {
+            return;
+        }
+        match m.rec.state {
+            MessageState::Failed => {
+                m.rec.state = if m.rec.draft_id.is_some() {
+                    MessageState::Attaching
+                } else {
+                    MessageState::Drafting
+                };
+            }
+            MessageState::Unconfirmed => {
+                m.rec.state = MessageState::Sending;
+                m.rec.resend_if_draft = true;
+                m.rec.send_at = None;
+                m.sent_checked = false;
+            }
+            _ => return,
+        }
+        m.rec.error = None;
+        m.rec.attempts = 0;
+        m.wait_until = None;
+        m.rec.updated_at = now;
+        out.push(Action::PersistMessage(m.rec.clone()));
+        self.msg_ready.insert(mid.clone());
+        self.retry(again, out);
+        self.wake_files(&mid);
+    }
+
+    /// A retried entry of a mailing mapping: back in its message if that message still counts
+    /// it and may still take it, else waiting for a new one.
+    pub(super) fn retried_member(&mut self, id: &str) {
+        let Some(a) = self.active.get(id) else {
+            return;
+        };
+        if self.mail_rule(&a.rec.mapping).is_none() && a.rec.message.is_none() {
+            return;
+        }
+        let keeps = a.rec.message.as_deref().is_some_and(|mid| {
+            self.messages.get(mid).is_some_and(|m| {
+                m.rec.files.iter().any(|f| f == id)
+                    && matches!(
+                        m.rec.state,
+                        MessageState::Drafting | MessageState::Attaching | MessageState::Failed
+                    )
+            })
+        });
+        if keeps {
+            if let Some(mid) = a.rec.message.clone() {
+                if let Some(m) = self.messages.get_mut(&mid) {
+                    m.finished.remove(id);
+                }
+                self.msg_ready.insert(mid);
+            }
+            return;
+        }
+        self.member_of.remove(id);
+        if let Some(a) = self.active.get_mut(id) {
+            a.rec.message = None;
+        }
+        self.collect(id);
+    }
+
+    // ---- steps --------------------------------------------------------------------------------
+
+    /// Take the steps of every message that may have something to do.
+    pub(super) fn pump_messages(&mut self, out: &mut Vec<Action>) {
+        let ready: Vec<String> = std::mem::take(&mut self.msg_ready).into_iter().collect();
+        for mid in ready {
+            for _ in 0..6 {
+                if !self.advance_message(&mid, out) {
+                    break;
+                }
+            }
+            self.forget_if_over(&mid);
+        }
+    }
+
+    /// A message over, none of whose files is still at work, leaves memory.
+    fn forget_if_over(&mut self, mid: &str) {
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        if !m.rec.state.is_terminal()
+            || m.busy
+            || m.rec.files.iter().any(|f| self.active.contains_key(f))
+        {
+            return;
+        }
+        if let Some(m) = self.messages.remove(mid) {
+            for f in &m.rec.files {
+                if self.member_of.get(f).is_some_and(|x| x == mid) {
+                    self.member_of.remove(f);
+                }
+            }
+        }
+    }
+
+    /// One step of message `mid`; `true`: a local transition happened, look again.
+    fn advance_message(&mut self, mid: &str, out: &mut Vec<Action>) -> bool {
+        let Some(m) = self.messages.get(mid) else {
+            return false;
+        };
+        if m.busy {
+            return false;
+        }
+        if let Some(t) = m.wait_until {
+            if t > self.now {
+                self.msg_timers.insert((t, mid.to_owned()));
+                return false;
+            }
+        }
+        let step = self.message_step(m);
+        match step {
+            MStep::Idle => false,
+            MStep::Local => {
+                self.message_local(mid, out);
+                true
+            }
+            MStep::CreateDraft
+            | MStep::Find(_)
+            | MStep::ListDraft
+            | MStep::DeleteExtra(_)
+            | MStep::Send => {
+                if self.sign_in.is_some() {
+                    return false; // woken when the pause ends
+                }
+                self.message_remote(mid, step, out);
+                false
+            }
+        }
+    }
+
+    /// What the files of a message say: whether all are on its draft, the first that failed,
+    /// and those canceled or deleted before they were attached (dropped from the message).
+    fn files_state(&self, m: &ActiveMessage) -> FilesState {
+        let mut st = FilesState {
+            all_done: true,
+            failed: None,
+            dropped: Vec::new(),
+        };
+        let draft = m.rec.draft_id.as_deref();
+        for f in &m.rec.files {
+            let (rec, active) = match self.active.get(f) {
+                Some(a) => (Some(&a.rec), true),
+                None => (m.finished.get(f), false),
+            };
+            let Some(rec) = rec else {
+                st.all_done = false;
+                continue;
+            };
+            match rec.state {
+                State::Done => {
+                    let on_draft = rec.target.as_ref().map(|t| t.item_id.as_str()) == draft;
+                    if !on_draft {
+                        st.failed = Some((
+                            rec.name.clone(),
+                            Failure::new(
+                                "notOnDraft",
+                                "it was attached to another item than this message's draft",
+                            ),
+                        ));
+                    }
+                    // Older versions' copies (or partial ones) still on the draft: not yet.
+                    if !rec.replaces.is_empty() || !rec.garbage.is_empty() || rec.session.is_some()
+                    {
+                        st.all_done = false;
+                    }
+                }
+                State::Canceled if !active => st.dropped.push(f.clone()),
+                State::Failed | State::Rejected if !active => {
+                    if st.failed.is_none() {
+                        let e = rec
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| Failure::new("failed", "it was not attached"));
+                        st.failed = Some((rec.name.clone(), e));
+                    }
+                }
+                _ => st.all_done = false,
+            }
+        }
+        st
+    }
+
+    fn message_step(&self, m: &ActiveMessage) -> MStep {
+        let r = &m.rec;
+        match r.state {
+            MessageState::Drafting => {
+                if r.draft_id.is_some() {
+                    return MStep::Local;
+                }
+                if r.may_exist {
+                    MStep::Find(MailFolder::Drafts)
+                } else {
+                    MStep::CreateDraft
+                }
+            }
+            MessageState::Attaching => {
+                let st = self.files_state(m);
+                if st.all_done || st.failed.is_some() || !st.dropped.is_empty() {
+                    MStep::Local
+                } else {
+                    MStep::Idle
+                }
+            }
+            MessageState::Sending => {
+                if r.send_at.is_some() {
+                    MStep::Find(MailFolder::SentItems)
+                } else if r.resend_if_draft {
+                    if m.sent_checked {
+                        MStep::Find(MailFolder::Drafts)
+                    } else {
+                        MStep::Find(MailFolder::SentItems)
+                    }
+                } else if let Some(x) = m.extra.first() {
+                    MStep::DeleteExtra(x.clone())
+                } else if !m.verified {
+                    MStep::ListDraft
+                } else {
+                    MStep::Send
+                }
+            }
+            _ => MStep::Idle,
+        }
+    }
+
+    fn message_local(&mut self, mid: &str, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        let st = self.files_state(m);
+        let now = self.now;
+        for d in &st.dropped {
+            self.member_of.remove(d);
+        }
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        let r = &mut m.rec;
+        match r.state {
+            MessageState::Drafting => r.state = MessageState::Attaching,
+            MessageState::Attaching => {
+                // Files canceled or deleted before they were attached leave the message.
+                r.files.retain(|f| !st.dropped.contains(f));
+                for d in &st.dropped {
+                    m.finished.remove(d);
+                }
+                let failed = st.failed.map(|(name, e)| {
+                    Failure::new(
+                        e.code.clone(),
+                        format!(
+                            "{name} was not attached ({}); the message was not sent",
+                            e.message
+                        ),
+                    )
+                });
+                let failed = failed.or_else(|| {
+                    r.files.is_empty().then(|| {
+                        Failure::new(
+                            NO_FILES_LEFT,
+                            "every file of it was canceled or deleted before it was sent",
+                        )
+                    })
+                });
+                if let Some(f) = failed {
+                    r.state = MessageState::Failed;
+                    r.error = Some(f.clone());
+                    out.push(Action::Notify(Note::MessageFailed {
+                        id: mid.to_owned(),
+                        subject: r.letter.subject.clone(),
+                        failure: f,
+                    }));
+                    self.failed_this_run += 1;
+                } else if st.all_done && st.dropped.is_empty() {
+                    r.state = if r.send {
+                        MessageState::Sending
+                    } else {
+                        MessageState::Drafted
+                    };
+                }
+            }
+            _ => return,
+        }
+        r.updated_at = now;
+        out.push(Action::PersistMessage(r.clone()));
+        self.wake_files(mid);
+    }
+
+    /// The files of `mid` take their next step (the draft is there, or the message is over:
+    /// a file done before, whose after-action waited for the send, comes back for it).
+    fn wake_files(&mut self, mid: &str) {
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        let over = matches!(m.rec.state, MessageState::Sent | MessageState::Drafted);
+        let files = m.rec.files.clone();
+        let mut back = Vec::new();
+        for f in &files {
+            if self.active.contains_key(f) {
+                continue;
+            }
+            if let Some(r) = m.finished.get(f) {
+                if over && r.state == State::Done && !r.after_done {
+                    back.push(r.clone());
+                }
+            }
+        }
+        for r in back {
+            self.activate(r);
+        }
+        for f in files {
+            self.make_ready(&f);
+        }
+    }
+
+    fn message_remote(&mut self, mid: &str, step: MStep, out: &mut Vec<Action>) {
+        let now = self.now;
+        let look_after = self.policy.look_after_ms;
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        let user = m.rec.user.clone();
+        let mb = user.to_lowercase();
+        // Not before every request that may have made it is surely over.
+        let wait_for = match step {
+            MStep::Find(MailFolder::Drafts) if m.rec.may_exist => m.rec.effect_at,
+            MStep::Find(MailFolder::SentItems) => m.rec.send_at,
+            _ => None,
+        }
+        .map(|t| t.plus_ms(look_after))
+        .filter(|t| *t > now);
+        if let Some(t) = wait_for {
+            self.message_wait_until(mid, t);
+            return;
+        }
+        if step == MStep::Send && self.policy.sends_per_window > 0 {
+            let window = self.policy.send_window_ms;
+            let q = self.sent_times.entry(mb.clone()).or_default();
+            while q.front().is_some_and(|t| t.plus_ms(window) <= now) {
+                q.pop_front();
+            }
+            if q.len() >= self.policy.sends_per_window as usize {
+                if let Some(t) = q.front().map(|t| t.plus_ms(window)) {
+                    self.message_wait_until(mid, t);
+                }
+                return;
+            }
+        }
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        m.busy = true;
+        match step {
+            MStep::CreateDraft => {
+                m.rec.may_exist = true;
+                m.rec.effect_at = Some(now);
+                m.rec.updated_at = now;
+                out.push(Action::PersistMessage(m.rec.clone()));
+                out.push(Action::CreateDraft {
+                    id: mid.to_owned(),
+                    user,
+                    letter: m.rec.letter.clone(),
+                });
+            }
+            MStep::Find(folder) => out.push(Action::FindMessage {
+                id: mid.to_owned(),
+                user,
+                folder,
+            }),
+            MStep::ListDraft | MStep::DeleteExtra(_) => {
+                let Some(draft_id) = m.rec.draft_id.clone() else {
+                    m.busy = false;
+                    return;
+                };
+                match step {
+                    MStep::DeleteExtra(attachment_id) => out.push(Action::DeleteAttachment {
+                        id: mid.to_owned(),
+                        target: Target {
+                            user,
+                            kind: ItemKind::Message,
+                            item_id: draft_id,
+                        },
+                        attachment_id,
+                    }),
+                    _ => out.push(Action::ListDraft {
+                        id: mid.to_owned(),
+                        user,
+                        draft_id,
+                    }),
+                }
+            }
+            MStep::Send => {
+                let Some(draft_id) = m.rec.draft_id.clone() else {
+                    m.busy = false;
+                    return;
+                };
+                m.rec.send_at = Some(now);
+                m.rec.updated_at = now;
+                out.push(Action::PersistMessage(m.rec.clone()));
+                out.push(Action::SendDraft {
+                    id: mid.to_owned(),
+                    user,
+                    draft_id,
+                });
+                self.sent_times.entry(mb).or_default().push_back(now);
+            }
+            MStep::Idle | MStep::Local => m.busy = false,
+        }
+    }
+
+    fn message_wait_until(&mut self, mid: &str, t: Time) {
+        if let Some(m) = self.messages.get_mut(mid) {
+            m.wait_until = Some(t);
+            self.msg_timers.insert((t, mid.to_owned()));
+        }
+    }
+
+    fn message_wait(&mut self, mid: &str, ms: u64) {
+        let t = self.now.plus_ms(ms);
+        self.message_wait_until(mid, t);
+    }
+
+    /// Timers of messages that came due.
+    pub(super) fn tick_messages(&mut self) {
+        while let Some((t, mid)) = self.msg_timers.iter().next().cloned() {
+            if t > self.now {
+                break;
+            }
+            self.msg_timers.remove(&(t, mid.clone()));
+            if let Some(m) = self.messages.get_mut(&mid) {
+                if m.wait_until.is_some_and(|w| w <= self.now) {
+                    m.wait_until = None;
+                }
+            }
+            self.msg_ready.insert(mid);
+        }
+    }
+
+    pub(super) fn next_message_timer(&self) -> Option<Time> {
+        let t = self.msg_timers.iter().next().map(|(t, _)| *t);
+        let c = self.collecting.values().map(|(_, t)| *t).min();
+        [t, c].into_iter().flatten().min()
+    }
+
+    // ---- outcomes -----------------------------------------------------------------------------
+
+    pub(super) fn message_outcome(&mut self, mid: &str, outcome: Outcome, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        if !m.busy {
+            return;
+        }
+        m.busy = false;
+        self.msg_ready.insert(mid.to_owned());
+        match outcome {
+            Outcome::CreateDraft(d) => self.on_draft(mid, d, out),
+            Outcome::Find(folder, f) => self.on_find(mid, folder, f, out),
+            Outcome::Send(s) => self.on_send(mid, s, out),
+            Outcome::ListDraft(l) => self.on_list(mid, l, out),
+            Outcome::DeleteAttachment(d) => self.on_delete_extra(mid, d, out),
+            _ => {}
+        }
+    }
+
+    /// The entry whose recorded attachment `att` is (an active one, or a done one indexed).
+    fn owner_of_attachment(&self, att: &str) -> Option<String> {
+        if let Some(a) = self
+            .active
+            .values()
+            .find(|a| a.rec.attachment_id.as_deref() == Some(att))
+        {
+            return Some(a.rec.id.clone());
+        }
+        self.paths
+            .values()
+            .flat_map(|i| i.done.values().flatten())
+            .find(|(_, _, a, _)| a == att)
+            .map(|(_, id, ..)| id.clone())
+    }
+
+    /// The attachments each file of `mid` has on its draft.
+    fn expected_attachments(&self, mid: &str) -> Vec<String> {
+        let Some(m) = self.messages.get(mid) else {
+            return Vec::new();
+        };
+        m.rec
+            .files
+            .iter()
+            .filter_map(|f| {
+                self.active
+                    .get(f)
+                    .map(|a| &a.rec)
+                    .or_else(|| m.finished.get(f))
+                    .and_then(|r| r.attachment_id.clone())
+            })
+            .collect()
+    }
+
+    fn on_list(&mut self, mid: &str, l: ListOutcome, out: &mut Vec<Action>) {
+        let ids = match l {
+            ListOutcome::Failed(f) => return self.message_fault(mid, f, out),
+            ListOutcome::Listed(ids) => ids,
+        };
+        let want = self.expected_attachments(mid);
+        let look_after = self.policy.look_after_ms;
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        m.rec.attempts = 0;
+        m.extra = ids.iter().filter(|x| !want.contains(x)).cloned().collect();
+        let missing = want.iter().any(|w| !ids.contains(w));
+        if missing {
+            // A listing that lags behind a write, or a copy gone: look again later, a few
+            // times; never send a message short of a file.
+            m.short_lists += 1;
+            if m.short_lists > 3 {
+                self.message_failed(
+                    mid,
+                    Failure::new(
+                        "attachmentMissing",
+                        "an attachment recorded on the draft is not there; the message was not sent",
+                    ),
+                    out,
+                );
+                return;
+            }
+            self.message_wait(mid, look_after);
+            return;
+        }
+        m.short_lists = 0;
+        m.verified = m.extra.is_empty();
+    }
+
+    fn on_delete_extra(&mut self, mid: &str, d: DeleteOutcome, out: &mut Vec<Action>) {
+        match d {
+            DeleteOutcome::Deleted | DeleteOutcome::Failed(Fault::Permanent(_)) => {
+                let mut gone = None;
+                if let Some(m) = self.messages.get_mut(mid) {
+                    if !m.extra.is_empty() {
+                        gone = Some(m.extra.remove(0));
+                    }
+                    // Listed again before the send: the draft must then be exact.
+                    m.verified = false;
+                }
+                // An older version's copy (it lost its place in the message to a newer one):
+                // its record says its attachment is gone.
+                if let Some(att) = gone {
+                    if let Some(owner) = self.owner_of_attachment(&att) {
+                        self.mark_replaced(&owner, mid, out);
+                    }
+                }
+            }
+            DeleteOutcome::Failed(f) => self.message_fault(mid, f, out),
+        }
+    }
+
+    fn persist_message(&mut self, mid: &str, out: &mut Vec<Action>) {
+        let now = self.now;
+        if let Some(m) = self.messages.get_mut(mid) {
+            m.rec.updated_at = now;
+            out.push(Action::PersistMessage(m.rec.clone()));
+        }
+    }
+
+    fn on_draft(&mut self, mid: &str, d: DraftOutcome, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        match d {
+            DraftOutcome::Created {
+                draft_id,
+                internet_message_id,
+            } => {
+                m.rec.draft_id = Some(draft_id);
+                m.rec.internet_message_id = internet_message_id;
+                m.rec.may_exist = false;
+                m.rec.attempts = 0;
+                m.rec.state = MessageState::Attaching;
+                self.persist_message(mid, out);
+                self.wake_files(mid);
+            }
+            DraftOutcome::Failed(f) => {
+                if !matches!(f, Fault::Ambiguous(_)) {
+                    // Not taken: no draft can exist from it.
+                    m.rec.may_exist = false;
+                    self.persist_message(mid, out);
+                }
+                self.message_fault(mid, f, out);
+            }
+        }
+    }
+
+    fn on_find(&mut self, mid: &str, folder: MailFolder, f: FindOutcome, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        let state = m.rec.state;
+        match f {
+            FindOutcome::Failed(fault) => self.message_fault(mid, fault, out),
+            FindOutcome::Found {
+                id,
+                is_draft,
+                internet_message_id,
+            } => {
+                m.rec.attempts = 0;
+                if !is_draft {
+                    // Sent (by this message's send, or an earlier run's).
+                    self.message_sent(mid, internet_message_id, out);
+                    return;
+                }
+                match state {
+                    MessageState::Drafting => {
+                        m.rec.draft_id = Some(id);
+                        m.rec.may_exist = false;
+                        if internet_message_id.is_some() {
+                            m.rec.internet_message_id = internet_message_id;
+                        }
+                        m.rec.state = MessageState::Attaching;
+                        self.persist_message(mid, out);
+                        self.wake_files(mid);
+                    }
+                    MessageState::Sending if folder == MailFolder::Drafts => {
+                        // `retry` of an unconfirmed message: the draft is still a draft.
+                        m.rec.resend_if_draft = false;
+                        m.sent_checked = false;
+                        m.rec.draft_id = Some(id);
+                        self.persist_message(mid, out);
+                    }
+                    _ => {}
+                }
+            }
+            FindOutcome::NotFound => {
+                m.rec.attempts = 0;
+                match (state, folder) {
+                    (MessageState::Drafting, _) => {
+                        // No draft carries it: none was made.
+                        m.rec.may_exist = false;
+                        self.persist_message(mid, out);
+                    }
+                    (MessageState::Sending, MailFolder::SentItems) if m.rec.resend_if_draft => {
+                        m.sent_checked = true;
+                    }
+                    (MessageState::Sending, _) => {
+                        self.message_unconfirmed(mid, out);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn on_send(&mut self, mid: &str, s: SendOutcome, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        match s {
+            SendOutcome::Sent => {
+                let imid = m.rec.internet_message_id.clone();
+                self.message_sent(mid, imid, out)
+            }
+            SendOutcome::Failed(Fault::Ambiguous(_)) => {
+                // It may have been sent: only Sent Items can tell (`send_at` stays).
+                m.rec.attempts += 1;
+                self.persist_message(mid, out);
+            }
+            SendOutcome::Failed(f) => {
+                // Not taken: nothing was sent.
+                m.rec.send_at = None;
+                if let Some(q) = self.sent_times.get_mut(&m.rec.user.to_lowercase()) {
+                    q.pop_back();
+                }
+                self.persist_message(mid, out);
+                self.message_fault(mid, f, out);
+            }
+        }
+    }
+
+    fn message_sent(&mut self, mid: &str, imid: Option<String>, out: &mut Vec<Action>) {
+        let now = self.now;
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        m.rec.state = MessageState::Sent;
+        m.rec.send_at = None;
+        m.rec.resend_if_draft = false;
+        m.rec.may_exist = false;
+        m.rec.sent_at = Some(now);
+        m.rec.error = None;
+        if imid.is_some() {
+            m.rec.internet_message_id = imid;
+        }
+        let subject = m.rec.letter.subject.clone();
+        self.persist_message(mid, out);
+        out.push(Action::Notify(Note::MessageSent {
+            id: mid.to_owned(),
+            subject,
+        }));
+        self.wake_files(mid);
+    }
+
+    fn message_unconfirmed(&mut self, mid: &str, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        m.rec.state = MessageState::Unconfirmed;
+        m.rec.resend_if_draft = false;
+        m.rec.send_at = None;
+        m.sent_checked = false;
+        m.rec.error = Some(Failure::new(
+            "sendUnconfirmed",
+            "the send's answer was lost and no sent copy carrying the message's marker was found \
+             in Sent Items; it was not sent again. Look in Sent Items; `outbox retry` sends it \
+             only if its draft is still a draft",
+        ));
+        let subject = m.rec.letter.subject.clone();
+        self.failed_this_run += 1;
+        self.persist_message(mid, out);
+        out.push(Action::Notify(Note::MessageUnconfirmed {
+            id: mid.to_owned(),
+            subject,
+        }));
+        self.wake_files(mid);
+    }
+
+    fn message_fault(&mut self, mid: &str, fault: Fault, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        match fault {
+            Fault::Throttled { retry_after_ms } => {
+                let ms = retry_after_ms.unwrap_or_else(|| backoff_ms(mid, m.rec.attempts));
+                self.message_wait(mid, ms);
+            }
+            Fault::Unreachable(_) => {
+                let ms = backoff_ms(mid, m.rec.attempts + 2);
+                self.message_wait(mid, ms);
+            }
+            Fault::SignIn(f) => {
+                let until = self.now.plus_ms(self.policy.sign_in_pause_ms);
+                if self.sign_in.is_none() {
+                    out.push(Action::Notify(Note::SignInNeeded(f.clone())));
+                }
+                self.sign_in = Some((until, f));
+            }
+            Fault::Ambiguous(f) => {
+                m.rec.attempts += 1;
+                let attempts = m.rec.attempts;
+                let max = self.policy.max_attempts;
+                if max > 0 && attempts >= max && m.rec.send_at.is_none() && !m.rec.may_exist {
+                    self.message_failed(mid, f, out);
+                    return;
+                }
+                self.persist_message(mid, out);
+                self.message_wait(mid, backoff_ms(mid, attempts));
+            }
+            Fault::Permanent(f) => self.message_failed(mid, f, out),
+        }
+    }
+
+    fn message_failed(&mut self, mid: &str, f: Failure, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        if m.rec.send_at.is_some() {
+            // A send may have happened: never "failed" (which `retry` would send again).
+            self.message_unconfirmed(mid, out);
+            return;
+        }
+        m.rec.state = MessageState::Failed;
+        m.rec.may_exist = false;
+        m.rec.error = Some(f.clone());
+        let subject = m.rec.letter.subject.clone();
+        self.failed_this_run += 1;
+        self.persist_message(mid, out);
+        out.push(Action::Notify(Note::MessageFailed {
+            id: mid.to_owned(),
+            subject,
+            failure: f,
+        }));
+        self.wake_files(mid);
+    }
+}
+
+/// `YYYY-MM-DD` of a time in ms since the Unix epoch, shifted by `offset_ms`.
+pub fn civil_date(t: Time, offset_ms: i64) -> String {
+    let ms = t.0 as i64 + offset_ms;
+    let days = ms.div_euclid(86_400_000);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_across_leap_years_and_offsets() {
+        let day = 86_400_000u64;
+        assert_eq!(civil_date(Time(0), 0), "1970-01-01");
+        // 2024-02-29 is day 19782 after the epoch.
+        assert_eq!(civil_date(Time(19_782 * day), 0), "2024-02-29");
+        assert_eq!(civil_date(Time(19_783 * day), 0), "2024-03-01");
+        // 2000-12-31 (a leap year divisible by 400) is day 11322.
+        assert_eq!(civil_date(Time(11_322 * day), 0), "2000-12-31");
+        // An hour before midnight UTC, two hours east: the next day.
+        assert_eq!(
+            civil_date(Time(19_783 * day - 3_600_000), 7_200_000),
+            "2024-03-01"
+        );
+        assert_eq!(
+            civil_date(Time(19_783 * day + 3_600_000), -7_200_000),
+            "2024-02-29"
+        );
+    }
+}
