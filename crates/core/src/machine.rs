@@ -2036,7 +2036,7 @@ impl Machine {
                     self.on_fault(id, f, out);
                 } else {
                     let n = a.rec.attempts;
-                    self.wait(id, backoff_ms(id, n));
+                    self.wait(id, retry_wait_ms(id, n, &f));
                 }
             }
         }
@@ -2058,7 +2058,7 @@ impl Machine {
                         self.on_fault(id, f, out);
                     } else {
                         let n = a.rec.attempts;
-                        self.wait(id, backoff_ms(id, n));
+                        self.wait(id, retry_wait_ms(id, n, &f));
                     }
                     return;
                 }
@@ -2136,6 +2136,17 @@ impl Machine {
                 self.make_ready(id);
             }
         }
+    }
+}
+
+/// How long to wait before asking again after `f`: the server's Retry-After when it gave one
+/// (never less), else the backoff for attempt `n`.
+pub fn retry_wait_ms(id: &str, n: u32, f: &Fault) -> u64 {
+    match f {
+        Fault::Throttled {
+            retry_after_ms: Some(ms),
+        } => *ms,
+        _ => backoff_ms(id, n),
     }
 }
 

@@ -221,6 +221,9 @@ pub struct Sim {
     msg_ledger: BTreeMap<String, MessageRecord>,
     /// Attachments added to a draft after it was sent (never allowed).
     late_attachments: Vec<String>,
+    /// Per entry or message: no request of it before this time (a Retry-After it was given, or
+    /// the least backoff after a failure). Reset by a crash and by `retry`.
+    not_before: BTreeMap<String, (Time, &'static str)>,
 }
 
 /// A send Exchange accepted: (marker, draft id, the draft's attachments then: name, bytes).
@@ -378,6 +381,7 @@ impl Sim {
             send_move_ms,
             msg_ledger: BTreeMap::new(),
             late_attachments: Vec::new(),
+            not_before: BTreeMap::new(),
         };
         sim.schedule(0, Event::Restart);
         sim.schedule(10, Event::User);
@@ -990,6 +994,7 @@ impl Sim {
         self.note("CRASH".into());
         self.machine = None;
         self.readers.clear();
+        self.not_before.clear();
         self.epoch += 1;
     }
 
@@ -1035,11 +1040,61 @@ impl Sim {
         if self.trace {
             self.note(format!("in: {input:?}"));
         }
+        self.note_waits(&input);
         let Some(m) = self.machine.as_mut() else {
             return Ok(());
         };
         let actions = m.handle(self.now, input);
         self.carry_out(actions)
+    }
+
+    /// The waits an input obliges the agent to: Retry-After to the millisecond, and at least
+    /// half the first backoff after a failure (SPEC: no retry storms).
+    fn note_waits(&mut self, input: &Input) {
+        let now = self.now;
+        match input {
+            Input::Outcome { id, outcome } => {
+                let fault = match outcome {
+                    Outcome::Post(PostOutcome::Failed(f))
+                    | Outcome::CreateSession(SessionOutcome::Failed(f))
+                    | Outcome::Chunk(ChunkOutcome::Failed(f))
+                    | Outcome::Ask(AskOutcome::Failed(f))
+                    | Outcome::Look(LookOutcome::Failed(f))
+                    | Outcome::DeleteSession(DeleteOutcome::Failed(f))
+                    | Outcome::DeleteAttachment(DeleteOutcome::Failed(f))
+                    | Outcome::CreateDraft(DraftOutcome::Failed(f))
+                    | Outcome::Find(_, FindOutcome::Failed(f))
+                    | Outcome::ListDraft(ListOutcome::Failed(f))
+                    | Outcome::Send(SendOutcome::Failed(f)) => Some(f),
+                    _ => None,
+                };
+                match fault {
+                    Some(Fault::Throttled {
+                        retry_after_ms: Some(ms),
+                    }) => {
+                        self.not_before
+                            .insert(id.clone(), (now.plus_ms(*ms), "its Retry-After"));
+                    }
+                    Some(Fault::Ambiguous(_) | Fault::Unreachable(_)) => {
+                        self.not_before
+                            .insert(id.clone(), (now.plus_ms(500), "a backoff after a failure"));
+                    }
+                    _ => {}
+                }
+            }
+            Input::Retry { records } => {
+                for r in records {
+                    self.not_before.remove(&r.id);
+                }
+            }
+            Input::RetryMessage { message, records } => {
+                self.not_before.remove(&message.id);
+                for r in records {
+                    self.not_before.remove(&r.id);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn carry_out(&mut self, actions: Vec<Action>) -> Result<(), Violation> {
@@ -1099,6 +1154,16 @@ impl Sim {
                 }
                 Action::Notify(_) => {}
                 other => {
+                    let id = action_id(&other);
+                    if let Some((t, why)) = self.not_before.get(&id) {
+                        if *t > self.now && !id.is_empty() {
+                            return Err(self.violation(format!(
+                                "{id} sent {} {} ms before {why} was over",
+                                brief(&other),
+                                t.since(self.now)
+                            )));
+                        }
+                    }
                     let fate = self.fate(&other);
                     self.next_req += 1;
                     let req = self.next_req;
@@ -2260,6 +2325,44 @@ mod tests {
             1420642,
             "fixed by the same change (a stale look after a revival)",
         ),
+        // Messages (issue 12), found while building them:
+        (
+            2963,
+            "a file refused as too large for a message was never woken again",
+        ),
+        (
+            2979,
+            "a file waiting on its message held a mailbox place: the mailbox stalled",
+        ),
+        (
+            81,
+            "an older version replaced on a draft waited on the message forever",
+        ),
+        (
+            78,
+            "an older version that lost its place in a message was never woken",
+        ),
+        (
+            234,
+            "a partial attachment a server made on the draft went out with the message",
+        ),
+        (
+            1218,
+            "a stray copy deleted from a draft stayed recorded as done",
+        ),
+        (
+            990,
+            "a mailbox place released on the wrong mailbox once the item changed",
+        ),
+        // Retry-After honoured on every request, deletes included:
+        (
+            13,
+            "a session delete retried before its Retry-After was over",
+        ),
+        (
+            28,
+            "a session delete retried before its Retry-After was over",
+        ),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {
@@ -2286,7 +2389,7 @@ mod tests {
 
     #[test]
     fn a_short_simulation_finds_no_violation() {
-        for seed in 0..500 {
+        for seed in 0..1000 {
             if let Err(e) = replay(seed) {
                 panic!("{e}");
             }
