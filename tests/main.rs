@@ -16,6 +16,7 @@ mod config;
 mod crash;
 mod exactly_once;
 mod ledger;
+mod mail_command;
 mod mail_sandbox;
 mod man;
 mod many;

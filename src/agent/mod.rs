@@ -14,6 +14,7 @@ pub mod control;
 mod desktop;
 mod files;
 mod intake;
+pub mod mailnow;
 pub mod oneshot;
 pub mod ops;
 mod startup;

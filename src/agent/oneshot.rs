@@ -29,12 +29,12 @@ pub enum OneShotError {
     Interrupted,
 }
 
-/// A stand-in mapping for a file named on the command line: its folder is the file's own, and
-/// a link the user named is followed.
-fn mapping_for(path: &Path, target: &Target) -> Mapping {
+/// A stand-in mapping `name` for a file named on the command line: its folder is the file's
+/// own, and a link the user named is followed.
+pub(super) fn mapping_for(name: &str, path: &Path, target: &Target) -> Mapping {
     let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Mapping {
-        name: MAPPING.into(),
+        name: name.into(),
         sent_dir: folder.join(".outbox-never"),
         folder,
         kind: target.kind,
@@ -97,7 +97,7 @@ pub async fn attach_file(
             ),
         )));
     }
-    let mapping = mapping_for(&path, &target);
+    let mapping = mapping_for(MAPPING, &path, &target);
     // Hashed beside the upload, not before it: only a look and the piece that ends the file
     // wait for it (the record carries no hash; every piece read is still hashed as it is read).
     let (m, p) = (mapping.clone(), path.clone());
@@ -246,7 +246,12 @@ pub(super) fn unreachable(input: &Input) -> Option<Failure> {
         | Outcome::CreateSession(SessionOutcome::Failed(f))
         | Outcome::Chunk(ChunkOutcome::Failed(f))
         | Outcome::Ask(AskOutcome::Failed(f))
-        | Outcome::Look(LookOutcome::Failed(f)) => f,
+        | Outcome::Look(LookOutcome::Failed(f))
+        | Outcome::DeleteAttachment(DeleteOutcome::Failed(f))
+        | Outcome::CreateDraft(DraftOutcome::Failed(f))
+        | Outcome::Find(_, FindOutcome::Failed(f))
+        | Outcome::ListDraft(ListOutcome::Failed(f))
+        | Outcome::Send(SendOutcome::Failed(f)) => f,
         _ => return None,
     };
     match fault {

@@ -9,6 +9,7 @@ pub mod init;
 pub mod items;
 pub mod logging;
 pub mod login;
+pub mod mail;
 pub mod run;
 pub mod sandbox;
 pub mod send;
@@ -73,6 +74,12 @@ pub enum Command {
     },
     /// Attach one file now; prints the attachment id on stdout (does not touch the ledger).
     Send(SendArgs),
+    /// Mail files now as one new message (draft, attach, send); prints the sent message's
+    /// internetMessageId on stdout (does not touch the ledger). For scripts that used `mailx -a`.
+    #[command(
+        override_usage = "outbox mail FILE... --to ADDR... [--cc ADDR...] [--bcc ADDR...] [--subject S] [--body TEXT | --body-file F] [--user U] [--draft]"
+    )]
+    Mail(MailArgs),
     /// Show the ledger: one row per file version, its state, progress and error.
     Status {
         /// One JSON array of entries instead of the table.
@@ -208,6 +215,39 @@ pub struct SendArgs {
     pub if_exists: Option<IfExistsArg>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct MailArgs {
+    /// The files to attach (each by the size rule: one POST under 3 MiB, an upload session up
+    /// to 150 MiB).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Recipient (repeat for several); at least one of --to, --cc, --bcc.
+    #[arg(long, value_name = "ADDR")]
+    pub to: Vec<String>,
+    /// Copy recipient (repeat for several).
+    #[arg(long, value_name = "ADDR")]
+    pub cc: Vec<String>,
+    /// Blind copy recipient (repeat for several).
+    #[arg(long, value_name = "ADDR")]
+    pub bcc: Vec<String>,
+    /// Subject; placeholders as in `[mapping.new_message]` ({name} {stem} {ext} {size} {date}
+    /// {count} {names}). Default: the file names.
+    #[arg(long, value_name = "S")]
+    pub subject: Option<String>,
+    /// Body text (placeholders as for --subject). Default: "Attached: {names}."
+    #[arg(long, value_name = "TEXT", conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// Read the body from this file (HTML when it ends in .html or .htm).
+    #[arg(long, value_name = "F")]
+    pub body_file: Option<PathBuf>,
+    /// Mailbox to send from: `me` (default), a UPN or a user id.
+    #[arg(long, value_name = "U", default_value = "me")]
+    pub user: String,
+    /// Leave the message as a draft, fully attached; print the draft's id instead.
+    #[arg(long)]
+    pub draft: bool,
+}
+
 /// `send --if-exists`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum IfExistsArg {
@@ -265,6 +305,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Send(args) => {
             let token_in_env = std::env::var_os(DEFAULT_TOKEN_ENV).is_some();
             send::run(load_settings(cfg, !token_in_env)?, args).await
+        }
+        Command::Mail(args) => {
+            let token_in_env = std::env::var_os(DEFAULT_TOKEN_ENV).is_some();
+            mail::run(load_settings(cfg, !token_in_env)?, args).await
         }
         Command::Run { once } => run::run(load_settings(cfg, true)?, once).await,
         Command::Status { json, state } => {

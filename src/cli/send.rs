@@ -172,14 +172,14 @@ pub fn attach_error(e: OneShotError) -> CommandError {
     }
 }
 
-struct Progress {
+pub(super) struct Progress {
     bar: Option<ProgressBar>,
     plain: Mutex<(Instant, u64)>,
     total: u64,
 }
 
 impl Progress {
-    fn new(total: u64) -> Self {
+    pub(super) fn new(total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(total);
             if let Ok(style) = ProgressStyle::with_template(
@@ -197,7 +197,7 @@ impl Progress {
     }
 
     /// Name the file and the item on the progress bar.
-    fn named(self, what: &str) -> Self {
+    pub(super) fn named(self, what: &str) -> Self {
         if let Some(b) = &self.bar {
             if let Ok(style) = ProgressStyle::with_template(
                 "{prefix}\n{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
@@ -209,13 +209,13 @@ impl Progress {
         self
     }
 
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
     }
 
-    fn set(&self, committed: u64) {
+    pub(super) fn set(&self, committed: u64) {
         match &self.bar {
             Some(b) => b.set_position(committed),
             None => {

@@ -1,0 +1,246 @@
+//! Mail files now as one new message, without the ledger (`outbox mail`): the same state machine
+//! as the agent, fed the files' hashed records and their message, with upload URLs kept in
+//! memory. The draft carries a fresh marker, so a draft or a sent copy is found again by it
+//! exactly as the agent finds its own; a send whose answer is lost is confirmed in Sent Items,
+//! never repeated.
+
+use super::files;
+use super::oneshot::{mapping_for, unreachable, OneShotError};
+use super::steps::{MemoryUrls, Steps, UrlStore};
+use crate::config::Settings;
+use crate::core::model::*;
+use crate::core::Machine;
+use crate::graph::GraphClient;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+
+/// How a message ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailed {
+    pub state: MessageState,
+    /// The sent message's `internetMessageId` (sent), or the draft's (drafted).
+    pub internet_message_id: Option<String>,
+    pub draft_id: Option<String>,
+    /// The marker the draft and its sent copy carry.
+    pub marker: String,
+}
+
+/// One file to mail: its path and the attachment name.
+#[derive(Debug, Clone)]
+pub struct MailFile {
+    pub path: PathBuf,
+    pub name: String,
+}
+
+/// Mail `files` from `user`'s mailbox as one message saying `letter`; `send = false` leaves
+/// the draft, fully attached. `progress` hears the bytes of the files attached so far.
+pub async fn mail_files(
+    settings: &Settings,
+    client: Arc<GraphClient>,
+    user: &str,
+    letter: Letter,
+    files: Vec<MailFile>,
+    send: bool,
+    progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+) -> Result<Mailed, OneShotError> {
+    let marker = format!("m{}", uuid::Uuid::new_v4().simple());
+    let target = Target {
+        user: user.to_owned(),
+        kind: ItemKind::Message,
+        item_id: String::new(),
+    };
+    let mut mappings = Vec::new();
+    let mut rules = Vec::new();
+    let mut records = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let path = std::path::absolute(&f.path).unwrap_or_else(|_| f.path.clone());
+        let file_err = |why: String| OneShotError::File {
+            path: path.clone(),
+            why,
+        };
+        let meta = std::fs::metadata(&path).map_err(|e| file_err(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(file_err("not a regular file".into()));
+        }
+        let stat = files::file_stat(&meta);
+        if stat.size > MAX_ATTACHMENT {
+            return Err(file_err(format!(
+                "{} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; nothing was sent",
+                stat.size
+            )));
+        }
+        let name = format!("mail-{i}");
+        let mapping = mapping_for(&name, &path, &target);
+        let (m, p) = (mapping.clone(), path.clone());
+        let hashed = tokio::task::spawn_blocking(move || files::hash_file(&m, &p, &stat))
+            .await
+            .unwrap_or(HashResult::Gone);
+        let (sha256, stat) = match hashed {
+            HashResult::Hashed { sha256, stat } => (sha256, stat),
+            HashResult::Unreadable(f) => return Err(file_err(f.message)),
+            HashResult::Changed => return Err(file_err("it changed while it was read".into())),
+            HashResult::Gone => return Err(file_err("it is gone".into())),
+        };
+        mappings.push(mapping);
+        rules.push(MappingRule {
+            name: name.clone(),
+            target: target.clone(),
+            if_exists: IfExists::Attach,
+            on_change: OnChange::Add,
+            after: After::Keep,
+            mail: Some(MailRule {
+                send,
+                batch: true,
+                max_message_size: u64::MAX,
+                ..MailRule::default()
+            }),
+        });
+        records.push(Record {
+            // `mail` moves or deletes nothing.
+            after_done: true,
+            message: Some(marker.clone()),
+            ..Record::pending(
+                format!("f{i}"),
+                name,
+                path,
+                f.name.clone(),
+                stat,
+                Some(sha256),
+                i as u64 + 1,
+                Time(0),
+            )
+        });
+    }
+    let sizes: BTreeMap<String, u64> = records
+        .iter()
+        .map(|r| (r.id.clone(), r.file.size))
+        .collect();
+    let message = MessageRecord {
+        id: marker.clone(),
+        mapping: "mail-0".into(),
+        user: user.to_owned(),
+        letter,
+        files: records.iter().map(|r| r.id.clone()).collect(),
+        send,
+        state: MessageState::Drafting,
+        draft_id: None,
+        may_exist: false,
+        effect_at: None,
+        send_at: None,
+        resend_if_draft: false,
+        internet_message_id: None,
+        sent_at: None,
+        attempts: 0,
+        error: None,
+        seq: records.len() as u64 + 1,
+        created_at: Time(0),
+        updated_at: Time(0),
+    };
+    let mut machine = Machine::new(rules, super::policy_of(settings));
+    let urls = Arc::new(MemoryUrls::default());
+    let steps = Arc::new(Steps::new(client.clone(), urls.clone(), mappings));
+    let clock = super::Clock::start();
+    let mut tasks: JoinSet<Option<Input>> = JoinSet::new();
+    let mut inputs = vec![Input::Start {
+        records,
+        with_url: Vec::new(),
+        messages: vec![message],
+    }];
+    let mut last: Option<MessageRecord> = None;
+    let mut done: BTreeMap<String, u64> = BTreeMap::new();
+    let mut wake: Option<Time> = None;
+    let mut unreachable_seen = 0;
+    let signal = crate::cli::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        for input in inputs.drain(..) {
+            for action in machine.handle(clock.now(), input) {
+                match action {
+                    Action::Persist(r) => {
+                        if r.state == State::Done {
+                            done.insert(r.id.clone(), sizes.get(&r.id).copied().unwrap_or(0));
+                            if let Some(p) = &progress {
+                                p(done.values().sum());
+                            }
+                        }
+                    }
+                    Action::PersistMessage(m) => last = Some(m),
+                    Action::WakeAt(t) => wake = Some(t),
+                    Action::ForgetUrl { id } => urls.forget(&id),
+                    Action::Notify(Note::SignInNeeded(f)) => {
+                        tasks.shutdown().await;
+                        delete_sessions(&client, &urls, user).await;
+                        return Err(OneShotError::SignIn(f.message));
+                    }
+                    Action::Notify(_)
+                    | Action::Stat { .. }
+                    | Action::Hash { .. }
+                    | Action::After { .. }
+                    | Action::UpdateFile { .. }
+                    | Action::MarkReplaced { .. } => {}
+                    remote => {
+                        let s = steps.clone();
+                        tasks.spawn(async move { s.run(remote).await });
+                    }
+                }
+            }
+        }
+        if tasks.is_empty() && machine.quiescent() {
+            break;
+        }
+        let until = wake
+            .map(|t| clock.instant_of(t))
+            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
+        tokio::select! {
+            _ = &mut signal => {
+                tasks.shutdown().await;
+                delete_sessions(&client, &urls, user).await;
+                return Err(OneShotError::Interrupted);
+            }
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(Some(input)) = joined {
+                    // A one-shot command does not wait out an outage as the agent does.
+                    if let Some(f) = unreachable(&input) {
+                        unreachable_seen += 1;
+                        if unreachable_seen >= 3 {
+                            tasks.shutdown().await;
+                            delete_sessions(&client, &urls, user).await;
+                            return Err(OneShotError::Failed(f));
+                        }
+                    }
+                    inputs.push(input);
+                }
+            }
+            _ = tokio::time::sleep_until(until) => {
+                wake = None;
+                inputs.push(Input::Tick);
+            }
+        }
+    }
+    let Some(m) = last else {
+        return Err(OneShotError::Failed(Failure::new(
+            "notSent",
+            "nothing was sent",
+        )));
+    };
+    match m.state {
+        MessageState::Sent | MessageState::Drafted => Ok(Mailed {
+            state: m.state,
+            internet_message_id: m.internet_message_id,
+            draft_id: m.draft_id,
+            marker,
+        }),
+        _ => Err(OneShotError::Failed(m.error.unwrap_or_else(|| {
+            Failure::new("notSent", format!("the message ended {:?}", m.state))
+        }))),
+    }
+}
+
+/// Best effort: sessions left open by an interrupted mail have no later attempt.
+async fn delete_sessions(client: &GraphClient, urls: &MemoryUrls, user: &str) {
+    for url in urls.all() {
+        let _ = client.delete_session(user, &url).await;
+    }
+}

@@ -1,0 +1,167 @@
+//! `outbox mail FILE... --to ADDR...`: mail files now as one new message: a draft carrying a
+//! marker is created, every file attached by the size rule, then the draft is sent (`--draft`
+//! leaves it). Prints the sent message's `internetMessageId` on stdout (the draft's id with
+//! `--draft`) and a sentence on stderr; a progress bar on a terminal. Ctrl-C deletes open upload
+//! sessions and exits 130 (the draft stays, unsent). A send whose answer was lost is confirmed in
+//! Sent Items by the marker, never repeated: when it cannot be told, exit 1 says so. Does not
+//! touch the ledger (`agent::mailnow`).
+
+use super::send::Progress;
+use super::MailArgs;
+use crate::agent::mailnow::{mail_files, MailFile};
+use crate::agent::oneshot::OneShotError;
+use crate::auth::Credentials;
+use crate::config::check_address;
+use crate::config::units::human_size;
+use crate::config::Settings;
+use crate::core::mail::{render_str, FileFacts, RenderContext};
+use crate::core::model::{Letter, MessageState};
+use crate::exit::{CommandError, ExitCode};
+use crate::graph::GraphClient;
+use std::sync::Arc;
+use std::time::Instant;
+
+const DEFAULT_SUBJECT: &str = "{names}";
+const DEFAULT_BODY: &str = "Attached: {names}.";
+
+pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, CommandError> {
+    let usage = |m: String| CommandError::new(ExitCode::Usage, m);
+    if args.to.is_empty() && args.cc.is_empty() && args.bcc.is_empty() {
+        return Err(usage(
+            "mail to whom? give at least one of --to, --cc, --bcc (e.g. --to ap@contoso.com)"
+                .into(),
+        ));
+    }
+    for (flag, list) in [("--to", &args.to), ("--cc", &args.cc), ("--bcc", &args.bcc)] {
+        for a in list {
+            check_address(a).map_err(|e| usage(format!("{flag}: {e}")))?;
+        }
+    }
+    let mut files = Vec::new();
+    let mut facts = Vec::new();
+    let mut total = 0u64;
+    for path in &args.files {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            CommandError::new(
+                ExitCode::Failed,
+                format!("cannot read {}: {e}; nothing was sent", path.display()),
+            )
+        })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        total += meta.len();
+        facts.push(FileFacts {
+            name: name.clone(),
+            size: meta.len(),
+        });
+        files.push(MailFile {
+            path: path.clone(),
+            name,
+        });
+    }
+    let (body, html) = match (&args.body, &args.body_file) {
+        (Some(b), _) => (b.clone(), false),
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                CommandError::new(ExitCode::Usage, format!("--body-file {}: {e}", f.display()))
+            })?;
+            let html = f
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
+            (text, html)
+        }
+        (None, None) => (DEFAULT_BODY.to_owned(), false),
+    };
+    let today = crate::core::machine::civil_date(
+        crate::core::model::Time(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        ),
+        crate::agent::policy_of(&settings).utc_offset_ms,
+    );
+    let ctx = RenderContext {
+        files: &facts,
+        mapping: "mail",
+        date: &today,
+    };
+    let letter = Letter {
+        to: args.to.clone(),
+        cc: args.cc.clone(),
+        bcc: args.bcc.clone(),
+        subject: render_str(args.subject.as_deref().unwrap_or(DEFAULT_SUBJECT), &ctx),
+        body: render_str(&body, &ctx),
+        html,
+    };
+    let client = Arc::new(
+        GraphClient::new(&settings, Credentials::from_settings_in(&settings))
+            .map_err(|e| CommandError::new(ExitCode::Config, e))?,
+    );
+    let recipients = [&args.to, &args.cc, &args.bcc]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let what = format!(
+        "\"{}\" to {} ({} file{}, {})",
+        crate::outside::printable(&letter.subject),
+        recipients,
+        files.len(),
+        if files.len() == 1 { "" } else { "s" },
+        human_size(total)
+    );
+    let bar = Arc::new(Progress::new(total).named(&what));
+    let b = bar.clone();
+    let started = Instant::now();
+    let outcome = mail_files(
+        &settings,
+        client,
+        &args.user,
+        letter,
+        files,
+        !args.draft,
+        Some(Arc::new(move |n| b.set(n))),
+    )
+    .await;
+    bar.finish();
+    match outcome {
+        Ok(m) if m.state == MessageState::Sent => {
+            eprintln!("sent {what} in {:.1} s", started.elapsed().as_secs_f64());
+            println!(
+                "{}",
+                crate::outside::printable(m.internet_message_id.as_deref().unwrap_or(&m.marker))
+            );
+            Ok(ExitCode::Ok)
+        }
+        Ok(m) => {
+            eprintln!("left as a draft, fully attached: {what}");
+            println!(
+                "{}",
+                crate::outside::printable(m.draft_id.as_deref().unwrap_or(&m.marker))
+            );
+            Ok(ExitCode::Ok)
+        }
+        Err(OneShotError::Interrupted) => Err(CommandError::new(
+            ExitCode::Interrupted,
+            format!("interrupted: {what} was not sent (its draft, if made, stays in Drafts)"),
+        )),
+        Err(OneShotError::SignIn(m)) => Err(CommandError::new(ExitCode::SignIn, m)),
+        Err(OneShotError::Failed(f)) if f.code == "sendUnconfirmed" => Err(CommandError::new(
+            ExitCode::Failed,
+            format!(
+                "{what}: the send could not be confirmed (its answer was lost and no sent copy \
+                 was found in Sent Items yet); it was NOT sent again. Look in Sent Items before \
+                 mailing it again"
+            ),
+        )),
+        Err(e) => Err(CommandError::new(
+            ExitCode::Failed,
+            format!("{what} was not sent: {e}"),
+        )),
+    }
+}

@@ -1,0 +1,193 @@
+//! `outbox mail FILE... --to ...` through the real binary against the sandbox: one message per
+//! call, every file attached by the size rule with its exact bytes, sent exactly once (a lost
+//! send answer is confirmed in Sent Items, never repeated), `--draft` left unsent, bad input
+//! refused before anything is created.
+
+use crate::common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn sent(env: &Env, rt: &tokio::runtime::Runtime) -> Vec<Value> {
+    rt.block_on(env.sandbox.admin(reqwest::Method::GET, "/sent", None))
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+fn setup() -> Env {
+    let env = Env::new();
+    env.write_config("", "");
+    env
+}
+
+#[test]
+fn mail_sends_one_message_with_every_file_byte_for_byte() {
+    let env = setup();
+    let rt = rt();
+    let small = env.path("in/note.txt");
+    let large = env.path("in/scan 2026 ü.pdf");
+    std::fs::create_dir_all(env.path("in")).unwrap();
+    let sha_small = write_file(&small, 10_000, 1);
+    // Over 3 MiB: an upload session.
+    let sha_large = write_file(&large, 5 * 1024 * 1024 + 17, 2);
+    let out = env.run(
+        &[
+            "mail",
+            small.to_str().unwrap(),
+            large.to_str().unwrap(),
+            "--to",
+            "ap@contoso.com",
+            "--cc",
+            "boss@contoso.com",
+            "--subject",
+            "Scans of {date}",
+        ],
+        LONG,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let imid = stdout(&out).trim().to_string();
+    assert!(imid.starts_with('<') && imid.ends_with('>'), "{imid}");
+    let sent = sent(&env, &rt);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let m = &sent[0];
+    assert_eq!(m["internetMessageId"], json!(imid));
+    assert_eq!(m["to"], json!(["ap@contoso.com"]));
+    assert_eq!(m["cc"], json!(["boss@contoso.com"]));
+    assert!(
+        m["subject"].as_str().unwrap().starts_with("Scans of 20"),
+        "{m}"
+    );
+    let mut atts: Vec<(String, String)> = m["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_string(),
+                a["sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    atts.sort();
+    let mut want = vec![
+        ("note.txt".to_string(), sha_small),
+        ("scan 2026 ü.pdf".to_string(), sha_large),
+    ];
+    want.sort();
+    assert_eq!(atts, want);
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["duplicate_sends"], json!(0));
+    assert_eq!(stats["drafts_created"], json!(1));
+    // It touched no ledger.
+    assert!(!env.state_dir().join("ledger").exists());
+}
+
+#[test]
+fn mail_draft_leaves_the_draft_attached_and_unsent() {
+    let env = setup();
+    let rt = rt();
+    let f = env.path("a.bin");
+    let sha = write_file(&f, 4096, 3);
+    let out = env.run(
+        &[
+            "mail",
+            f.to_str().unwrap(),
+            "--to",
+            "ap@contoso.com",
+            "--draft",
+        ],
+        LONG,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let draft = stdout(&out).trim().to_string();
+    assert!(sent(&env, &rt).is_empty());
+    let atts = rt.block_on(env.sandbox.attachments(&draft));
+    assert_eq!(atts.len(), 1, "{atts:?}");
+    assert_eq!(atts[0]["sha256"], json!(sha));
+    assert!(stderr(&out).contains("left as a draft"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_lost_send_answer_is_confirmed_in_sent_items_not_sent_again() {
+    let env = setup();
+    let rt = rt();
+    rt.block_on(env.sandbox.faults(json!({
+        "send_move_delay_ms": 300,
+        "fail_next": [{"route": "send", "action": "lost"}]
+    })));
+    let f = env.path("report.pdf");
+    let sha = write_file(&f, 20_000, 4);
+    let out = env.run(
+        &["mail", f.to_str().unwrap(), "--to", "ap@contoso.com"],
+        LONG,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sent = sent(&env, &rt);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["attachments"][0]["sha256"], json!(sha));
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["duplicate_sends"], json!(0));
+    assert_eq!(stats["sends_accepted"], json!(1));
+}
+
+#[test]
+fn a_lost_draft_answer_is_found_by_its_marker_not_made_twice() {
+    let env = setup();
+    let rt = rt();
+    rt.block_on(env.sandbox.faults(json!({
+        "fail_next": [{"route": "draft", "action": "lost"}]
+    })));
+    let f = env.path("x.txt");
+    write_file(&f, 100, 5);
+    let out = env.run(
+        &["mail", f.to_str().unwrap(), "--to", "ap@contoso.com"],
+        LONG,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+    assert_eq!(sent(&env, &rt).len(), 1);
+}
+
+#[test]
+fn mail_refuses_bad_input_before_creating_anything() {
+    let env = setup();
+    let rt = rt();
+    let f = env.path("x.txt");
+    write_file(&f, 100, 6);
+    let p = f.to_str().unwrap();
+    let none = env.run(&["mail", p], LONG);
+    assert_eq!(none.status.code(), Some(2), "{}", stderr(&none));
+    assert!(stderr(&none).contains("--to"), "{}", stderr(&none));
+    let bad = env.run(&["mail", p, "--to", "Bob <bob@contoso.com>"], LONG);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("not a bare address"),
+        "{}",
+        stderr(&bad)
+    );
+    let missing = env.run(
+        &[
+            "mail",
+            p,
+            env.path("nope.pdf").to_str().unwrap(),
+            "--to",
+            "a@contoso.com",
+        ],
+        LONG,
+    );
+    assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("nope.pdf"),
+        "{}",
+        stderr(&missing)
+    );
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["drafts_created"], json!(0), "{stats}");
+}
