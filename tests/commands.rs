@@ -26,6 +26,12 @@ fn demo_exit_after_three_attaches_them_headless() {
     );
     assert_eq!(so.matches("  attached  ").count(), 3, "{so}");
     assert_eq!(so.matches("same bytes as the file").count(), 3, "{so}");
+    // The mailing folder beside it: its sample went out in a message of its own.
+    assert_eq!(so.matches("  mailed    ").count(), 1, "{so}");
+    assert!(
+        so.contains("to demo@example.com with invoice 2026-0042.pdf"),
+        "{so}"
+    );
     let folder = cwd.path().join("outbox-demo");
     let files: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
     assert_eq!(files.len(), 3, "only the samples are in the watched folder");

@@ -7,7 +7,11 @@
 //! names with spaces and unicode; `--no-samples`: none), says what the folder ignores, and
 //! reports a failed, rejected or ignored file in a line of its own (the agent's log lines stay
 //! silent unless -v). With `--exit-after N` it drops N samples and exits 0 once all of them are
-//! attached.
+//! attached and the mailing folder's sample is sent.
+//!
+//! Beside it, `./outbox-demo-mail` is a mailing folder (`[mapping.new_message]`, one message per
+//! file to a sandbox recipient): a file dropped there becomes a draft, is attached, and is sent;
+//! the tour prints each sent message as the sandbox's Sent Items shows it.
 
 use crate::agent::{self, AgentError, RunOptions};
 use crate::auth::Credentials;
@@ -22,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 /// The watched folder, created in the current directory.
 pub const DEMO_DIR: &str = "outbox-demo";
+/// The mailing folder beside it: each file is mailed in a message of its own.
+pub const DEMO_MAIL_DIR: &str = "outbox-demo-mail";
+/// Where the demo's messages go (the sandbox delivers nothing; Sent Items shows them).
+const DEMO_RECIPIENT: &str = "demo@example.com";
 /// How often the sandbox is asked what is on the message.
 const POLL: Duration = Duration::from_millis(300);
 /// Sample files dropped when no `--exit-after` says how many (`--no-samples`: none).
@@ -36,6 +44,22 @@ struct AdminAttachment {
     name: String,
     size: u64,
     sha256: String,
+}
+
+/// A sent message as the sandbox's admin API reports it.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct AdminSent {
+    id: String,
+    subject: String,
+    #[serde(default)]
+    to: Vec<String>,
+    #[serde(default)]
+    attachments: Vec<AdminSentAttachment>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct AdminSentAttachment {
+    name: String,
 }
 
 /// A sample file `--exit-after` drops: name and size.
@@ -110,6 +134,7 @@ fn write_config(
     config_dir: &Path,
     graph_base: &str,
     folder: &Path,
+    mail_folder: &Path,
     item_id: &str,
 ) -> Result<Settings, CommandError> {
     let path = config_dir.join("config.toml");
@@ -120,15 +145,33 @@ fn write_config(
          [auth]\n# The demo passes the sandbox's token directly; this variable is never read.\n\
          method = \"token_env\"\ntoken_env = \"OUTBOX_DEMO_UNUSED_TOKEN\"\n\n\
          [agent]\nstate_dir = {state}\nsettle = \"500ms\"\n\n\
-         [[mapping]]\nname = \"demo\"\nfolder = {folder}\nmessage = {item}\n",
+         [[mapping]]\nname = \"demo\"\nfolder = {folder}\nmessage = {item}\n\n\
+         # A mailing folder: every file dropped here is mailed in a message of its own.\n\
+         [[mapping]]\nname = \"mail\"\nfolder = {mail}\n\
+         [mapping.new_message]\nto = [{to}]\nsubject = \"outbox demo: {{name}}\"\n\
+         body = \"Attached: {{names}} ({{size}}).\"\n",
         base = toml_str(graph_base),
         state = toml_str(&state.to_string_lossy()),
         folder = toml_str(&folder.to_string_lossy()),
+        mail = toml_str(&mail_folder.to_string_lossy()),
+        to = toml_str(DEMO_RECIPIENT),
         item = toml_str(item_id),
     );
     std::fs::write(&path, text)
         .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
     Ok(Settings::load(&path)?)
+}
+
+async fn admin_sent(http: &reqwest::Client, origin: &str) -> Result<Vec<AdminSent>, String> {
+    let resp = http
+        .get(format!("{origin}/_admin/sent"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("sandbox answered {}", resp.status()));
+    }
+    resp.json().await.map_err(|e| e.to_string())
 }
 
 async fn admin_attachments(
@@ -201,14 +244,23 @@ async fn tour(
     let cwd = std::env::current_dir()
         .map_err(|e| failed(format!("cannot read the current directory: {e}")))?;
     let folder: PathBuf = cwd.join(DEMO_DIR);
-    std::fs::create_dir_all(&folder)
-        .map_err(|e| failed(format!("cannot create {}: {e}", folder.display())))?;
+    let mail_folder: PathBuf = cwd.join(DEMO_MAIL_DIR);
+    for f in [&folder, &mail_folder] {
+        std::fs::create_dir_all(f)
+            .map_err(|e| failed(format!("cannot create {}: {e}", f.display())))?;
+    }
     // Config and state live outside the watched folder, and go away with the sandbox.
     let config_dir = tempfile::Builder::new()
         .prefix("outbox-demo-")
         .tempdir()
         .map_err(|e| failed(format!("cannot create a temp dir: {e}")))?;
-    let settings = write_config(config_dir.path(), &sandbox.graph_base(), &folder, &item_id)?;
+    let settings = write_config(
+        config_dir.path(),
+        &sandbox.graph_base(),
+        &folder,
+        &mail_folder,
+        &item_id,
+    )?;
     let state_dir = settings.agent.state_dir.clone();
     let mapping = settings.mappings.first().cloned();
     say(format!(
@@ -222,6 +274,10 @@ async fn tour(
             m.exclude_patterns.join(" ")
         ));
     }
+    say(format!(
+        "▶ and {}: each file dropped there is mailed to {DEMO_RECIPIENT} in a message of its own",
+        mail_folder.display()
+    ));
 
     let stop = CancellationToken::new();
     let agent_task = tokio::spawn(agent::run(
@@ -250,6 +306,23 @@ async fn tour(
         say(format!("  dropped   {name} ({})", human_size(size as u64)));
         expected.insert(name);
     }
+    // One file to mail, when samples are dropped at all.
+    let mut mail_expected: HashSet<String> = HashSet::new();
+    if to_drop > 0 {
+        let name = "invoice 2026-0042.pdf".to_owned();
+        let bytes = sample_bytes(&name, 48 * 1024, 99);
+        drop_file(&mail_folder, &name, &bytes).map_err(|e| {
+            failed(format!(
+                "cannot write a sample file in {}: {e}",
+                mail_folder.display()
+            ))
+        })?;
+        say(format!(
+            "  dropped   {name} ({}) to mail",
+            human_size(bytes.len() as u64)
+        ));
+        mail_expected.insert(name);
+    }
     match exit_after {
         Some(n) => say(format!("▶ waiting for {n} file(s) to be attached…")),
         None => say(format!(
@@ -260,6 +333,7 @@ async fn tour(
 
     let started = Instant::now();
     let mut seen: HashMap<String, AdminAttachment> = HashMap::new();
+    let mut mailed: HashMap<String, AdminSent> = HashMap::new();
     let mut reported: HashSet<String> = HashSet::new();
     let mut ignored: HashSet<std::ffi::OsString> = HashSet::new();
     let mut ticker = tokio::time::interval(POLL);
@@ -298,16 +372,43 @@ async fn tour(
             }
             Err(e) => tracing::warn!(error = %e, "cannot list the demo message's attachments"),
         }
+        match admin_sent(&http, &origin).await {
+            Ok(list) => {
+                for m in list {
+                    if mailed.contains_key(&m.id) {
+                        continue;
+                    }
+                    let names: Vec<&str> = m.attachments.iter().map(|a| a.name.as_str()).collect();
+                    say(format!(
+                        "  mailed    \"{}\" to {} with {}",
+                        crate::outside::printable(&m.subject),
+                        m.to.join(", "),
+                        names.join(", ")
+                    ));
+                    mailed.insert(m.id.clone(), m);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the sandbox's sent messages"),
+        }
         report_problems(&state_dir, &mut reported).await;
         if let Some(m) = &mapping {
             report_ignored(&folder, m, &mut ignored);
         }
         if exit_after.is_some() {
             let names: HashSet<&str> = seen.values().map(|a| a.name.as_str()).collect();
-            if expected.iter().all(|n| names.contains(n.as_str())) {
+            let sent_names: HashSet<&str> = mailed
+                .values()
+                .flat_map(|m| m.attachments.iter().map(|a| a.name.as_str()))
+                .collect();
+            if expected.iter().all(|n| names.contains(n.as_str()))
+                && mail_expected
+                    .iter()
+                    .all(|n| sent_names.contains(n.as_str()))
+            {
                 say(format!(
-                    "✔ all {} file(s) attached in {:.1}s",
+                    "✔ all {} file(s) attached and {} mailed in {:.1}s",
                     expected.len(),
+                    mail_expected.len(),
                     started.elapsed().as_secs_f64()
                 ));
                 break Ok(ExitCode::Ok);
@@ -316,10 +417,15 @@ async fn tour(
                 let missing: Vec<&str> = expected
                     .iter()
                     .filter(|n| !names.contains(n.as_str()))
+                    .chain(
+                        mail_expected
+                            .iter()
+                            .filter(|n| !sent_names.contains(n.as_str())),
+                    )
                     .map(String::as_str)
                     .collect();
                 eprintln!(
-                    "outbox demo: gave up after {}s; not attached: {}",
+                    "outbox demo: gave up after {}s; not attached or mailed: {}",
                     EXIT_AFTER_TIMEOUT.as_secs(),
                     missing.join(", ")
                 );
@@ -334,9 +440,11 @@ async fn tour(
         Err(e) => tracing::warn!(error = %e, "the agent task failed"),
     }
     say(format!(
-        "▶ stopped. {} attachment(s) on the demo message; the files stay in {}",
+        "▶ stopped. {} attachment(s) on the demo message, {} message(s) mailed; the files stay in {} and {}",
         seen.len(),
-        folder.display()
+        mailed.len(),
+        folder.display(),
+        mail_folder.display()
     ));
     outcome
 }
