@@ -261,15 +261,18 @@ impl Machine {
         self.sign_in.as_ref().map(|(t, f)| (*t, f))
     }
 
-    /// Every entry with work left waits only for sign-in, or for a mapped folder to come
-    /// back: `run --once` can stop.
+    /// Every entry with work left waits only for sign-in, for a mapped folder to come back,
+    /// or for `retry` of its message (failed or unconfirmed): `run --once` can stop.
     pub fn only_blocked(&self) -> bool {
         self.settler.is_empty()
             && self.hash_queue.is_empty()
             && self.hashing.is_empty()
             && self.stats_out.is_empty()
             && self.active.values().all(|a| {
-                !a.busy && (self.sign_in.is_some() || self.unavailable.contains(&a.rec.mapping))
+                !a.busy
+                    && (self.sign_in.is_some()
+                        || self.unavailable.contains(&a.rec.mapping)
+                        || self.waits_for_retry(&a.rec))
             })
             && (self.sign_in.is_some() || self.messages_quiet())
     }

@@ -129,6 +129,20 @@ impl Machine {
         }
     }
 
+    /// An entry that can do nothing until its message is retried (the message failed, or its
+    /// send could not be confirmed).
+    pub(super) fn waits_for_retry(&self, r: &Record) -> bool {
+        r.message
+            .as_deref()
+            .and_then(|m| self.messages.get(m))
+            .is_some_and(|m| {
+                matches!(
+                    m.rec.state,
+                    MessageState::Failed | MessageState::Unconfirmed
+                )
+            })
+    }
+
     /// Something happened to entry `id`: its message looks again.
     pub(super) fn member_touched(&mut self, id: &str) {
         if let Some(mid) = self.member_of.get(id) {
@@ -1250,6 +1264,273 @@ pub fn civil_date(t: Time, offset_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mail_machine(send: bool) -> Machine {
+        let rule = MappingRule {
+            name: "mail".into(),
+            target: Target {
+                user: "me".into(),
+                kind: ItemKind::Message,
+                item_id: String::new(),
+            },
+            if_exists: IfExists::Attach,
+            on_change: OnChange::Replace,
+            after: After::Keep,
+            mail: Some(MailRule {
+                to: vec!["a@example.com".into()],
+                subject: "{name}".into(),
+                body: "{names}".into(),
+                send,
+                max_message_size: 35_000_000,
+                ..MailRule::default()
+            }),
+        };
+        Machine::new(vec![rule], Policy::default())
+    }
+
+    fn stat(ino: u64, size: u64) -> FileStat {
+        FileStat {
+            dev: 1,
+            ino,
+            size,
+            mtime_ns: 1,
+            ctime_ns: 1,
+        }
+    }
+
+    /// Feed a settled, hashed file; the actions answered.
+    fn drop_file(m: &mut Machine, t: u64, name: &str, size: u64) -> Vec<Action> {
+        let path = PathBuf::from(format!("/mail/{name}"));
+        let mut out = m.handle(
+            Time(t),
+            Input::Observed {
+                mapping: "mail".into(),
+                path: path.clone(),
+                stat: stat(7, size),
+            },
+        );
+        out.extend(m.handle(Time(t + 5_000), Input::Tick));
+        out.extend(m.handle(
+            Time(t + 5_000),
+            Input::Stat {
+                path: path.clone(),
+                stat: Some(stat(7, size)),
+            },
+        ));
+        out.extend(m.handle(
+            Time(t + 5_001),
+            Input::Hashed {
+                path,
+                result: HashResult::Hashed {
+                    sha256: "ab".repeat(32),
+                    stat: stat(7, size),
+                },
+            },
+        ));
+        out
+    }
+
+    fn draft_asked(out: &[Action]) -> Option<String> {
+        out.iter().find_map(|a| match a {
+            Action::CreateDraft { id, letter, .. } => {
+                assert_eq!(letter.subject, "x.pdf");
+                Some(id.clone())
+            }
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_message_whose_draft_is_refused_fails_and_its_file_waits_for_retry() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("a draft is created for the file");
+        // The intent is on record before the request.
+        let persisted = out
+            .iter()
+            .position(|a| matches!(a, Action::PersistMessage(r) if r.id == mid && r.may_exist));
+        let asked = out
+            .iter()
+            .position(|a| matches!(a, Action::CreateDraft { .. }));
+        assert!(persisted < asked && persisted.is_some(), "{out:?}");
+        assert!(!m.only_blocked());
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Permanent(
+                    Failure::new("ErrorAccessDenied", "no"),
+                ))),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.state == MessageState::Failed && !r.may_exist
+        )));
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Notify(Note::MessageFailed { .. }))));
+        // `run --once` can stop: the file waits for `retry`, nothing is in flight.
+        assert!(m.only_blocked());
+        assert!(!m.quiescent());
+        let message = m.messages().next().cloned().expect("the message");
+        let out = m.handle(
+            Time(9_000),
+            Input::RetryMessage {
+                message,
+                records: Vec::new(),
+            },
+        );
+        assert!(draft_asked(&out).is_some(), "retried: {out:?}");
+    }
+
+    #[test]
+    fn a_lost_send_answer_is_confirmed_in_sent_items_and_never_sent_again() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: Some("<d1@x>".into()),
+                }),
+            },
+        );
+        let (eid, target) = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, target, .. } => Some((id.clone(), target.clone())),
+                _ => None,
+            })
+            .expect("the file is posted to the draft");
+        assert_eq!(target.item_id, "d1");
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        let file = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Persist(r) if r.state == State::Done => Some(r.clone()),
+                _ => None,
+            })
+            .expect("the file is done");
+        // The draft is listed before the send.
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::ListDraft { draft_id, .. } if draft_id == "d1")));
+        let out = m.handle(
+            Time(7_200),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
+            },
+        );
+        let p = out
+            .iter()
+            .position(|a| matches!(a, Action::PersistMessage(r) if r.send_at.is_some()));
+        let s = out
+            .iter()
+            .position(|a| matches!(a, Action::SendDraft { .. }));
+        assert!(p.is_some() && p < s, "intent first: {out:?}");
+        // The answer is lost: no second send, a look in Sent Items after `look_after`.
+        let out = m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Failed(Fault::Ambiguous(Failure::new(
+                    "Timeout", "t",
+                )))),
+            },
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+        assert!(!out.iter().any(|a| matches!(a, Action::FindMessage { .. })));
+        let later = Time(7_200 + Policy::default().look_after_ms);
+        let out = m.handle(later, Input::Tick);
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::SentItems,
+                ..
+            }
+        )));
+        // Not there: unconfirmed, never sent again.
+        let out = m.handle(
+            later,
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.state == MessageState::Unconfirmed
+        )));
+        assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+        assert!(m.only_blocked() || m.quiescent());
+        // `retry` (the executor reads the message and its files from the ledger): Sent Items
+        // first, then Drafts; sent only because the draft is still one.
+        let message = out
+            .iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) => Some(r.clone()),
+                _ => None,
+            })
+            .expect("message");
+        let out = m.handle(
+            Time(later.0 + 1),
+            Input::RetryMessage {
+                message,
+                records: vec![file.clone()],
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::SentItems,
+                ..
+            }
+        )));
+        let out = m.handle(
+            Time(later.0 + 2),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::Drafts,
+                ..
+            }
+        )));
+        let out = m.handle(
+            Time(later.0 + 3),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(
+                    MailFolder::Drafts,
+                    FindOutcome::Found {
+                        id: "d1".into(),
+                        is_draft: true,
+                        internet_message_id: None,
+                    },
+                ),
+            },
+        );
+        // Listed again, then sent.
+        assert!(out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
+    }
 
     #[test]
     fn civil_dates_across_leap_years_and_offsets() {
