@@ -1042,7 +1042,10 @@ impl Machine {
                 self.wake_files(mid);
             }
             DraftOutcome::Failed(f) => {
-                if !matches!(f, Fault::Ambiguous(_)) {
+                if matches!(f, Fault::Ambiguous(_)) {
+                    // It could take effect until its answer ended: the search waits from then.
+                    m.rec.effect_at = Some(self.now);
+                } else {
                     // Not taken: no draft can exist from it.
                     m.rec.may_exist = false;
                     self.persist_message(mid, out);
@@ -1121,8 +1124,10 @@ impl Machine {
                 self.message_sent(mid, imid, out)
             }
             SendOutcome::Failed(Fault::Ambiguous(_)) => {
-                // It may have been sent: only Sent Items can tell (`send_at` stays).
+                // It may have been sent, up to when its answer ended: only Sent Items can
+                // tell, searched `look_after` from then.
                 m.rec.attempts += 1;
+                m.rec.send_at = Some(self.now);
                 self.persist_message(mid, out);
             }
             SendOutcome::Failed(f) => {
@@ -1453,7 +1458,10 @@ mod tests {
         );
         assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
         assert!(!out.iter().any(|a| matches!(a, Action::FindMessage { .. })));
-        let later = Time(7_200 + Policy::default().look_after_ms);
+        // From when the answer ended, not from when the send started.
+        let out = m.handle(Time(7_200 + Policy::default().look_after_ms), Input::Tick);
+        assert!(!out.iter().any(|a| matches!(a, Action::FindMessage { .. })));
+        let later = Time(7_300 + Policy::default().look_after_ms);
         let out = m.handle(later, Input::Tick);
         assert!(out.iter().any(|a| matches!(
             a,
