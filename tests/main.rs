@@ -17,6 +17,7 @@ mod crash;
 mod exactly_once;
 mod ledger;
 mod mail_sandbox;
+mod mailing;
 mod man;
 mod many;
 mod messages;

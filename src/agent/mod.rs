@@ -733,11 +733,31 @@ impl Agent {
         Ok(match req {
             Request::Status => self.status_answer(),
             Request::Retry { id } => {
-                let records = match self.ledger.get(&id)? {
+                let entry = self.ledger.get(&id)?;
+                // A message by its id, or the failed message of a file named.
+                let message = match &entry {
+                    None => match ops::retryable_message(&self.ledger, &id) {
+                        Ok(m) => m,
+                        Err(LedgerError::Invalid(why)) => return Ok(line(Err((2, why)))),
+                        Err(e) => return Err(e.into()),
+                    },
+                    Some(e) if matches!(e.state, crate::ledger::EntryState::Failed) => e
+                        .message
+                        .as_deref()
+                        .map(|m| self.ledger.get_message(m))
+                        .transpose()?
+                        .flatten()
+                        .filter(|m| m.state == crate::core::model::MessageState::Failed),
+                    Some(_) => None,
+                };
+                if let Some(m) = message {
+                    return Ok(self.retry_messages(vec![m], Vec::new())?);
+                }
+                let records = match entry {
                     None => {
                         return Ok(line(Err((
                             2,
-                            format!("no ledger entry with id `{id}` (see `outbox status`)"),
+                            format!("no ledger entry or message with id `{id}` (see `outbox status`)"),
                         ))))
                     }
                     Some(e) if !matches!(e.to_record().state, State::Failed | State::Canceled | State::Rejected) => {
@@ -767,16 +787,22 @@ impl Agent {
                 line(Ok(entries(&ids, &self.ledger)?))
             }
             Request::RetryFailed => {
+                // Failed messages first (never unconfirmed ones: those take an explicit id),
+                // each before any plain retry of its files.
+                let mut messages = Vec::new();
+                for m in self.ledger.messages() {
+                    let m = m?;
+                    if m.state == crate::core::model::MessageState::Failed {
+                        messages.push(m);
+                    }
+                }
                 let records: Vec<Record> = self
                     .ledger
                     .by_state(crate::ledger::EntryState::Failed)?
                     .iter()
                     .map(LedgerEntry::to_record)
                     .collect();
-                let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-                self.inputs.push_back(Input::Retry { records });
-                self.drain()?;
-                line(Ok(entries(&ids, &self.ledger)?))
+                self.retry_messages(messages, records)?
             }
             Request::Cancel { id } => match self.ledger.get(&id)? {
                 None => line(Err((
@@ -807,6 +833,58 @@ impl Agent {
                 "test hooks are off (OUTBOX_TEST_HOOKS=1)".to_string(),
             ))),
         })
+    }
+
+    /// `retry` of `messages` (each with the records of all its files), then of `records` not
+    /// among those files. Answers with the entries retried and the messages as they now are.
+    fn retry_messages(
+        &mut self,
+        messages: Vec<crate::core::model::MessageRecord>,
+        records: Vec<Record>,
+    ) -> Result<Answer, AgentError> {
+        let mut taken = HashSet::new();
+        let mut ids = Vec::new();
+        let mut mids = Vec::new();
+        for m in messages {
+            let files: Vec<Record> = ops::files_of(&self.ledger, &m)?
+                .iter()
+                .map(LedgerEntry::to_record)
+                .collect();
+            for f in &files {
+                taken.insert(f.id.clone());
+                if matches!(f.state, State::Failed | State::Canceled) {
+                    ids.push(f.id.clone());
+                }
+            }
+            mids.push(m.id.clone());
+            self.inputs.push_back(Input::RetryMessage {
+                message: m,
+                records: files,
+            });
+            self.drain()?;
+        }
+        let records: Vec<Record> = records
+            .into_iter()
+            .filter(|r| !taken.contains(&r.id))
+            .collect();
+        ids.extend(records.iter().map(|r| r.id.clone()));
+        if !records.is_empty() {
+            self.inputs.push_back(Input::Retry { records });
+            self.drain()?;
+        }
+        let mut entries = Vec::new();
+        for id in &ids {
+            if let Some(e) = self.ledger.get(id)? {
+                entries.push(e);
+            }
+        }
+        let mut resp = Response::entries(entries);
+        for id in &mids {
+            if let Some(m) = self.ledger.get_message(id)? {
+                resp.messages.push(m);
+            }
+        }
+        Ok(Answer::Line(resp))
     }
 
     /// `status`: the files not in the ledger yet (settling, or waiting for their hash).
