@@ -373,3 +373,115 @@ async fn retry_of_an_unconfirmed_message_sends_it_only_if_its_draft_is_still_a_d
         )])
     );
 }
+
+/// The agent stopped dead at every step of a message's life (before and after its draft is
+/// made, after its files' intents and answers, before and after the send), then started again:
+/// every file ends in exactly one sent message with its exact bytes, moved only after it went.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_at_every_step_of_a_message_then_a_restart_sends_each_file_once() {
+    let points = [
+        "after-entry-recorded",
+        "after-draft-intent",
+        "after-draft-created",
+        "after-post-intent",
+        "after-session-intent",
+        "after-chunk:1",
+        "before-done-recorded",
+        "after-done-recorded",
+        "after-send-intent",
+        "after-send",
+        "after-send:2",
+        "after-after-action",
+    ];
+    for point in points {
+        let env = Env::new();
+        let folder = setup(&env, "chunk_size = \"1MiB\"", "after = \"move\"", "");
+        let mut want = BTreeMap::new();
+        for (i, size) in [3_000u64, 3 * MIB + 5].into_iter().enumerate() {
+            let name = format!("c{i}.bin");
+            let sha = write_file(&folder.join(&name), size, i as u64 + 60);
+            want.insert(format!("Scan c{i}"), HashMap::from([(name, sha)]));
+        }
+        let crashed = run_bounded(
+            env.cmd()
+                .env("OUTBOX_CRASH_AT", point)
+                .args(["run", "--once"]),
+            T,
+        );
+        assert!(
+            crashed.status.code().is_none() || crashed.status.code() == Some(134),
+            "failpoint {point} was never reached (exit {:?}):\n{}",
+            crashed.status.code(),
+            stderr(&crashed)
+        );
+        let out = env.run(&["run", "--once"], T);
+        if point == "after-send-intent" {
+            // The send's intent is on record and no answer: the agent cannot tell whether it
+            // went (a sent draft can look like a draft for a while), so it does not send again
+            // by itself; `retry` sends it because its draft is still a draft.
+            assert_eq!(out.status.code(), Some(1), "{point}: {}", stderr(&out));
+            let rows = status_json(&env);
+            let m = rows
+                .iter()
+                .map(|r| &r["message"])
+                .find(|m| m["state"] == "unconfirmed")
+                .unwrap_or_else(|| panic!("{point}: no unconfirmed message: {rows:#?}"));
+            let id = m["id"].as_str().expect("id").to_string();
+            let retried = env.run(&["retry", &id], T);
+            assert!(retried.status.success(), "{}", stderr(&retried));
+            let again = env.run(&["run", "--once"], T);
+            assert!(again.status.success(), "{point}: {}", stderr(&again));
+        } else {
+            assert!(
+                out.status.success(),
+                "recovery after {point} failed:\n{}",
+                stderr(&out)
+            );
+        }
+        assert_eq!(
+            by_subject(&sent(&env).await),
+            want,
+            "after a crash at {point}"
+        );
+        let stats = no_duplicates(&env, point).await;
+        assert_eq!(stats["sends_accepted"], json!(2), "{point}: {stats}");
+        assert_eq!(stats["duplicate_attachments"], json!(0), "{point}: {stats}");
+        for i in 0..2 {
+            assert!(folder.join(format!("sent/c{i}.bin")).exists(), "{point}");
+        }
+    }
+}
+
+/// 100 files into a per-file mapping with the sandbox's sending limit on and
+/// `agent.mailbox_sends` at the same rate: all sent, none refused, none twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_drains_at_the_sending_limit_without_a_refusal() {
+    let env = Env::new();
+    env.sandbox
+        .faults(json!({
+            "mailbox_sends": {"amount": 25, "window_secs": 2},
+            "send_limit_answer": "refuse",
+            "send_move_delay_ms": 0
+        }))
+        .await;
+    let folder = setup(&env, "mailbox_sends = \"25/2s\"", "", "");
+    let mut want = BTreeMap::new();
+    for i in 0..100u64 {
+        let name = format!("f{i:03}.txt");
+        let sha = write_file(&folder.join(&name), 100 + i, i + 100);
+        want.insert(format!("Scan f{i:03}"), HashMap::from([(name, sha)]));
+    }
+    let start = std::time::Instant::now();
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    // 100 sends at 25 per 2 s take at least 3 full windows.
+    assert!(
+        start.elapsed() >= Duration::from_secs(6),
+        "not paced: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(by_subject(&sent(&env).await), want);
+    let stats = no_duplicates(&env, "backlog").await;
+    assert_eq!(stats["sends_over_limit"], json!(0), "{stats}");
+    assert_eq!(stats["sends_accepted"], json!(100), "{stats}");
+}

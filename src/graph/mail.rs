@@ -375,13 +375,18 @@ impl GraphClient {
         let opts = RequestOpts::graph(user)
             .with_effect()
             .with_timeout(Duration::from_secs(120));
-        self.execute(opts, |c| {
-            c.post(url.clone())
-                .header(reqwest::header::CONTENT_LENGTH, "0")
-                .body(Vec::<u8>::new())
-        })
-        .await
-        .map_err(classify_effectful)?;
+        // Inside Exchange's sending limit as the server counts it (`sends.rs`).
+        self.sends
+            .send(
+                user,
+                self.execute(opts, |c| {
+                    c.post(url.clone())
+                        .header(reqwest::header::CONTENT_LENGTH, "0")
+                        .body(Vec::<u8>::new())
+                }),
+            )
+            .await
+            .map_err(classify_effectful)?;
         Ok(())
     }
 }
