@@ -62,30 +62,29 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn no_window_holds_more_than_the_budget() {
-        let gate = SendGate::new(Some(Budget {
-            amount: 2,
-            window: Duration::from_secs(10),
-        }));
+        let window = Duration::from_millis(300);
+        let gate = SendGate::new(Some(Budget { amount: 2, window }));
         let t0 = Instant::now();
         let mut starts = Vec::new();
         for _ in 0..5 {
             let s = gate
                 .send("Me", async {
                     let s = Instant::now();
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     s
                 })
                 .await;
             starts.push(s.duration_since(t0));
         }
-        // Two at once, then each pair 10 s after the answers of the pair before.
-        assert!(starts[1] < Duration::from_secs(1), "{starts:?}");
-        assert!(starts[2] >= Duration::from_millis(10_100), "{starts:?}");
-        assert!(starts[4] >= Duration::from_millis(20_200), "{starts:?}");
+        // Two at once, then each send a window after the answer two sends before it.
+        assert!(starts[1] < Duration::from_millis(100), "{starts:?}");
         for w in starts.windows(3) {
-            assert!(w[2] - w[0] >= Duration::from_secs(10), "{starts:?}");
+            assert!(
+                w[2] - w[0] >= window + Duration::from_millis(20),
+                "{starts:?}"
+            );
         }
         // Off: no wait.
         let off = SendGate::new(None);
@@ -93,6 +92,6 @@ mod tests {
         for _ in 0..10 {
             off.send("me", async {}).await;
         }
-        assert_eq!(t.elapsed(), Duration::ZERO);
+        assert!(t.elapsed() < Duration::from_millis(50));
     }
 }
