@@ -2,7 +2,8 @@
 //! attached; a message was sent, was not sent, or its send could not be confirmed. They go
 //! through the platform's own notifier command (`notify-send` on Linux, `osascript` on macOS,
 //! PowerShell on Windows) so no D-Bus or GUI stack is linked into an agent that mostly runs
-//! headless; when the command is missing, nothing happens. Bursts are coalesced: at most one notification every few seconds, counting what was folded in.
+//! headless; when the command is missing, nothing happens. Bursts are coalesced: at most one
+//! notification every few seconds, counting what was folded in.
 
 use crate::config::NotifyLevel;
 use std::time::Duration;

@@ -751,7 +751,7 @@ impl Agent {
                     Some(_) => None,
                 };
                 if let Some(m) = message {
-                    return Ok(self.retry_messages(vec![m], Vec::new())?);
+                    return self.retry_messages(vec![m], Vec::new());
                 }
                 let records = match entry {
                     None => {

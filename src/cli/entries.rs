@@ -145,7 +145,7 @@ pub async fn status(
             println!("note: {}", restart_hint(pid));
         }
         let now = time::OffsetDateTime::now_utc();
-        if !(entries.is_empty() && !messages.is_empty()) {
+        if !entries.is_empty() || messages.is_empty() {
             print!(
                 "{}",
                 super::status::render_table_for(&entries, now, color, running)

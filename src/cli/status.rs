@@ -101,6 +101,17 @@ const MESSAGE_STATES: [MessageState; 7] = [
     MessageState::Unconfirmed,
 ];
 
+/// The names of a message's states, in the order of its life.
+pub const MESSAGE_STATE_NAMES: [&str; 7] = [
+    "drafting",
+    "attaching",
+    "sending",
+    "sent",
+    "drafted",
+    "failed",
+    "unconfirmed",
+];
+
 pub fn message_state_name(s: MessageState) -> &'static str {
     match s {
         MessageState::Drafting => "drafting",
