@@ -485,3 +485,43 @@ async fn a_backlog_drains_at_the_sending_limit_without_a_refusal() {
     assert_eq!(stats["sends_over_limit"], json!(0), "{stats}");
     assert_eq!(stats["sends_accepted"], json!(100), "{stats}");
 }
+
+/// A send Graph refuses fails the message (its file stays where it is, `after` waits for the
+/// send); `retry --failed` takes failed messages, and the message goes on from its draft: sent
+/// once, then the file moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_send_fails_the_message_and_retry_failed_sends_it() {
+    let env = Env::new();
+    let folder = setup(&env, "", "after = \"move\"", "");
+    let sha = write_file(&folder.join("r.pdf"), 9_000, 70);
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "status": 400}]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["state"], "done", "{rows:#?}");
+    assert_eq!(rows[0]["message"]["state"], "failed", "{rows:#?}");
+    let id = rows[0]["message"]["id"].as_str().expect("id").to_string();
+    let failed = stdout(&env.run(&["status", "--state", "failed"], T));
+    assert!(failed.contains(&format!("{id}  failed")), "{failed}");
+    assert!(
+        folder.join("r.pdf").exists(),
+        "not moved before its message went"
+    );
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "retry --failed: {}", stderr(&out));
+    assert!(stdout(&out).contains(&id), "{}", stdout(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(status_json(&env)[0]["message"]["state"], "sent");
+    assert_eq!(
+        by_subject(&sent(&env).await),
+        BTreeMap::from([(
+            "Scan r".to_string(),
+            HashMap::from([("r.pdf".to_string(), sha)])
+        )])
+    );
+    no_duplicates(&env, "refused then retried").await;
+    assert!(folder.join("sent/r.pdf").exists());
+}
