@@ -607,6 +607,31 @@ fn messages_are_kept_beside_entries_and_an_older_v2_ledger_has_none() {
     ledger.close().unwrap();
     let ledger = Ledger::open(state.path()).unwrap();
     assert_eq!(ledger.get_message(&m.id).unwrap(), Some(m.clone()));
-    assert_eq!(ledger.list_messages().unwrap(), vec![m]);
+    assert_eq!(ledger.list_messages().unwrap(), vec![m.clone()]);
     assert_eq!(ledger.get_message("m-none").unwrap(), None);
+    // Pruning: a sent message whose entries are all gone goes after keep_done; one still
+    // sending, or failed, stays.
+    let later = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let keep = std::time::Duration::from_secs(86_400);
+    assert_eq!(
+        ledger.prune(keep, later, |_| false).unwrap(),
+        0,
+        "sending stays"
+    );
+    let mut sent = m.clone();
+    sent.state = MessageState::Sent;
+    ledger.put_message(&sent).unwrap();
+    let mut failed = m.clone();
+    failed.id = "m-failed".into();
+    failed.state = MessageState::Failed;
+    ledger.put_message(&failed).unwrap();
+    let early = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    assert_eq!(
+        ledger.prune(keep, early, |_| false).unwrap(),
+        0,
+        "not old enough"
+    );
+    assert_eq!(ledger.prune(keep, later, |_| false).unwrap(), 1);
+    assert_eq!(ledger.get_message(&m.id).unwrap(), None);
+    assert_eq!(ledger.get_message("m-failed").unwrap(), Some(failed));
 }

@@ -11,7 +11,7 @@
 use super::entry::{EntryBrief, LedgerEntry};
 use super::error::LedgerError;
 use super::EntryState;
-use crate::core::model::MessageRecord;
+use crate::core::model::{MessageRecord, MessageState};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::io::{Seek, SeekFrom, Write as _};
@@ -482,7 +482,9 @@ impl Ledger {
 
     /// Remove finished entries (done, failed, rejected, canceled) not updated for `keep_done`
     /// whose files are gone (`exists` says false), then flush. Entries of files still present
-    /// are kept whatever their age, or those files would be sent again. Returns how many went.
+    /// are kept whatever their age, or those files would be sent again. Then the messages sent
+    /// or drafted as long ago none of whose entries is left. Returns how many went (entries and
+    /// messages).
     pub fn prune(
         &self,
         keep_done: Duration,
@@ -502,6 +504,37 @@ impl Ledger {
             if self.remove(&id)?.is_some() {
                 removed += 1;
             }
+        }
+        // A message sent (or left drafted) that long ago, none of whose files' entries is left,
+        // has nothing more to say; a failed or unconfirmed one stays for a person to look at.
+        let mut gone_messages = Vec::new();
+        for m in self.messages() {
+            let m = m?;
+            let over = matches!(m.state, MessageState::Sent | MessageState::Drafted);
+            let old_enough = super::entry::datetime_of(m.updated_at) + keep_done <= now;
+            if over && old_enough {
+                let mut any = false;
+                for f in &m.files {
+                    if self
+                        .entries
+                        .contains_key(f.as_bytes())
+                        .map_err(|e| self.sled_err(e))?
+                    {
+                        any = true;
+                        break;
+                    }
+                }
+                if !any {
+                    gone_messages.push(m.id);
+                }
+            }
+        }
+        for id in gone_messages {
+            self.messages
+                .remove(id.as_bytes())
+                .map_err(|e| self.sled_err(e))?;
+            self.wrote();
+            removed += 1;
         }
         if removed > 0 {
             self.flush()?;
