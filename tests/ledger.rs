@@ -557,3 +557,81 @@ fn a_v1_ledger_is_migrated_to_the_cores_records() {
         Some("0000000000a4".to_string())
     );
 }
+
+/// Messages (`new_message` mappings) live in their own tree: a v2 ledger written before they
+/// existed (no `messages` tree) opens as is and has none; one put is read back after a reopen.
+#[test]
+fn messages_are_kept_beside_entries_and_an_older_v2_ledger_has_none() {
+    use outbox::core::model::{Letter, MessageRecord, MessageState, Time};
+    let state = tempfile::tempdir().unwrap();
+    {
+        // v2 as it was before messages: meta with the version, entries, no messages tree.
+        let db = sled::open(state.path().join("ledger")).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", &2u32.to_be_bytes())
+            .unwrap();
+        db.open_tree("entries").unwrap();
+        db.flush().unwrap();
+    }
+    let ledger = Ledger::open(state.path()).unwrap();
+    assert_eq!(ledger.schema_version().unwrap(), Some(2));
+    assert!(ledger.list_messages().unwrap().is_empty());
+    let m = MessageRecord {
+        id: "m0123456789ab".into(),
+        mapping: "scans".into(),
+        user: "me".into(),
+        letter: Letter {
+            to: vec!["ap@contoso.example".into()],
+            subject: "Scan one".into(),
+            body: "Attached: one.pdf".into(),
+            ..Letter::default()
+        },
+        files: vec!["0123456789ab".into()],
+        send: true,
+        state: MessageState::Sending,
+        draft_id: Some("AAMkDraft".into()),
+        may_exist: false,
+        effect_at: None,
+        send_at: Some(Time(1_700_000_000_000)),
+        resend_if_draft: false,
+        internet_message_id: Some("<x@contoso.example>".into()),
+        sent_at: None,
+        attempts: 0,
+        error: None,
+        seq: 3,
+        created_at: Time(1_700_000_000_000),
+        updated_at: Time(1_700_000_000_000),
+    };
+    ledger.put_message(&m).unwrap();
+    ledger.close().unwrap();
+    let ledger = Ledger::open(state.path()).unwrap();
+    assert_eq!(ledger.get_message(&m.id).unwrap(), Some(m.clone()));
+    assert_eq!(ledger.list_messages().unwrap(), vec![m.clone()]);
+    assert_eq!(ledger.get_message("m-none").unwrap(), None);
+    // Pruning: a sent message whose entries are all gone goes after keep_done; one still
+    // sending, or failed, stays.
+    let later = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let keep = std::time::Duration::from_secs(86_400);
+    assert_eq!(
+        ledger.prune(keep, later, |_| false).unwrap(),
+        0,
+        "sending stays"
+    );
+    let mut sent = m.clone();
+    sent.state = MessageState::Sent;
+    ledger.put_message(&sent).unwrap();
+    let mut failed = m.clone();
+    failed.id = "m-failed".into();
+    failed.state = MessageState::Failed;
+    ledger.put_message(&failed).unwrap();
+    let early = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    assert_eq!(
+        ledger.prune(keep, early, |_| false).unwrap(),
+        0,
+        "not old enough"
+    );
+    assert_eq!(ledger.prune(keep, later, |_| false).unwrap(), 1);
+    assert_eq!(ledger.get_message(&m.id).unwrap(), None);
+    assert_eq!(ledger.get_message("m-failed").unwrap(), Some(failed));
+}

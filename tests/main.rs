@@ -18,6 +18,7 @@ mod exactly_once;
 mod ledger;
 mod mail_command;
 mod mail_sandbox;
+mod mailing;
 mod man;
 mod many;
 mod messages;

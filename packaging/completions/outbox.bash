@@ -744,7 +744,7 @@ _outbox() {
             fi
             case "${prev}" in
                 --state)
-                    COMPREPLY=($(compgen -W "settling pending uploading done failed rejected canceled" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "settling pending uploading done failed rejected canceled drafting attaching sending sent drafted unconfirmed" -- "${cur}"))
                     return 0
                     ;;
                 --config)

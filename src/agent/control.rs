@@ -2,10 +2,11 @@
 //! ledger, `status`, `retry` and `cancel` ask it over this socket; one JSON request per line,
 //! one JSON answer per line. The answer to `status` (`more: true`) is followed by its rows, one
 //! [`Chunk`] per line, made and written a batch at a time: the ledger's entries as they are read,
-//! then the files not in the ledger yet. Building the whole answer first cost the agent a
+//! then the files not in the ledger yet, then the messages of `new_message` mappings. Building the whole answer first cost the agent a
 //! transient ~110 MiB per `status` with 100,000 files.
 
 use crate::config::Mapping;
+use crate::core::model::MessageRecord;
 use crate::ledger::{EntryState, Ledger, LedgerEntry};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,9 @@ pub struct Response {
     pub ok: bool,
     #[serde(default)]
     pub entries: Vec<LedgerEntry>,
+    /// Messages of `new_message` mappings (`status`: all of them; `retry`: the one retried).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<MessageRecord>,
     #[serde(default)]
     pub error: Option<String>,
     /// Exit code the CLI should end with on error.
@@ -51,6 +55,7 @@ pub struct Response {
 #[serde(rename_all = "snake_case")]
 pub enum Chunk {
     Entry(Box<LedgerEntry>),
+    Message(Box<MessageRecord>),
     /// The last line; an error means the entries are incomplete.
     End {
         error: Option<String>,
@@ -83,6 +88,7 @@ impl Response {
         Response {
             ok: true,
             entries,
+            messages: Vec::new(),
             error: None,
             code: None,
             more: false,
@@ -92,6 +98,7 @@ impl Response {
         Response {
             ok: false,
             entries: Vec::new(),
+            messages: Vec::new(),
             error: Some(msg.into()),
             code: Some(code),
             more: false,
@@ -176,20 +183,28 @@ async fn write_answer(
     let mut rows = unledgered
         .iter()
         .filter_map(|f| Some(super::settling_row(mappings.get(f.mapping)?, f)));
+    let mut messages = ledger.messages();
     loop {
         while out.len() < BATCH {
-            let entry = match entries.next() {
-                Some(Ok(e)) => e,
+            let chunk = match entries.next() {
+                Some(Ok(e)) => Chunk::Entry(Box::new(e)),
                 Some(Err(e)) => {
                     error = Some(e.to_string());
                     break;
                 }
                 None => match rows.next() {
-                    Some(row) => row,
-                    None => break,
+                    Some(row) => Chunk::Entry(Box::new(row)),
+                    None => match messages.next() {
+                        Some(Ok(m)) => Chunk::Message(Box::new(m)),
+                        Some(Err(e)) => {
+                            error = Some(e.to_string());
+                            break;
+                        }
+                        None => break,
+                    },
                 },
             };
-            serde_json::to_writer(&mut out, &Chunk::Entry(Box::new(entry)))?;
+            serde_json::to_writer(&mut out, &chunk)?;
             out.push(b'\n');
         }
         if out.len() < BATCH {
@@ -235,6 +250,7 @@ pub async fn ask(state_dir: &Path, req: &Request) -> Option<Response> {
             .ok()??;
         match serde_json::from_str::<Chunk>(&line).ok()? {
             Chunk::Entry(e) => resp.entries.push(*e),
+            Chunk::Message(m) => resp.messages.push(*m),
             Chunk::End { error: None } => break,
             Chunk::End { error: Some(e) } => return Some(Response::error(1, e)),
         }
@@ -242,6 +258,7 @@ pub async fn ask(state_dir: &Path, req: &Request) -> Option<Response> {
     // The ledger's entries oldest first, then the files not in it yet (in the order sent).
     resp.entries
         .sort_by_key(|e| (e.state == EntryState::Settling, e.seq));
+    resp.messages.sort_by_key(|m| m.seq);
     resp.more = false;
     Some(resp)
 }

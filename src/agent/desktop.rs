@@ -1,8 +1,9 @@
 //! Desktop notifications (`agent.notify = "off" | "failures" | "all"`): a file failed, or was
-//! attached. They go through the platform's own notifier command (`notify-send` on Linux,
-//! `osascript` on macOS, PowerShell on Windows) so no D-Bus or GUI stack is linked into an
-//! agent that mostly runs headless; when the command is missing, nothing happens. Bursts are
-//! coalesced: at most one notification every few seconds, counting what was folded in.
+//! attached; a message was sent, was not sent, or its send could not be confirmed. They go
+//! through the platform's own notifier command (`notify-send` on Linux, `osascript` on macOS,
+//! PowerShell on Windows) so no D-Bus or GUI stack is linked into an agent that mostly runs
+//! headless; when the command is missing, nothing happens. Bursts are coalesced: at most one
+//! notification every few seconds, counting what was folded in.
 
 use crate::config::NotifyLevel;
 use std::time::Duration;
@@ -34,6 +35,32 @@ impl Notifier {
     pub fn failed(&mut self, name: &str, why: &str) {
         if self.level != NotifyLevel::Off {
             self.send("outbox: could not attach a file", &format!("{name}: {why}"));
+        }
+    }
+
+    pub fn sent(&mut self, subject: &str) {
+        if self.level == NotifyLevel::All {
+            self.send("outbox: sent", subject);
+        }
+    }
+
+    pub fn message_failed(&mut self, subject: &str, why: &str) {
+        if self.level != NotifyLevel::Off {
+            self.send(
+                "outbox: a message was not sent",
+                &format!("{subject}: {why}"),
+            );
+        }
+    }
+
+    /// A send whose outcome could not be told: a person must look (never folded away silently:
+    /// it still counts in the folded total).
+    pub fn unconfirmed(&mut self, subject: &str, id: &str) {
+        if self.level != NotifyLevel::Off {
+            self.send(
+                "outbox: a send could not be confirmed",
+                &format!("{subject}: not sent again; look in Sent Items, then `outbox retry {id}` if it is not there"),
+            );
         }
     }
 

@@ -91,14 +91,14 @@ impl Clock {
     }
 }
 
-/// The core's view of the configuration.
+/// The core's view of the configuration. A `new_message` mapping carries its templates (the
+/// body already read from `body_file` when the config was loaded); its files' item is each
+/// message's draft, so only `target.user` counts.
 pub fn rules_of(settings: &Settings) -> Vec<crate::core::model::MappingRule> {
-    use crate::core::model::{IfExists, MappingRule};
+    use crate::core::model::{IfExists, MailRule, MappingRule};
     settings
         .mappings
         .iter()
-        // `new_message` mappings are not carried out by this agent yet (issue 12).
-        .filter(|m| matches!(m.target, crate::config::Target::Item { .. }))
         .map(|m| MappingRule {
             name: m.name.clone(),
             target: target_of(m),
@@ -112,13 +112,34 @@ pub fn rules_of(settings: &Settings) -> Vec<crate::core::model::MappingRule> {
                 crate::config::After::Move => crate::core::model::After::Move,
                 crate::config::After::Delete => crate::core::model::After::Delete,
             },
-            mail: None,
+            mail: match &m.target {
+                crate::config::Target::Item { .. } => None,
+                crate::config::Target::NewMessage(t) => Some(MailRule {
+                    to: t.to.clone(),
+                    cc: t.cc.clone(),
+                    bcc: t.bcc.clone(),
+                    subject: t.subject.clone(),
+                    body: t.body.clone(),
+                    html: t.body_type == crate::config::BodyType::Html,
+                    batch: t.group == crate::config::Group::Batch,
+                    batch_quiet_ms: t.batch_quiet.as_millis() as u64,
+                    send: t.send,
+                    max_message_size: t.max_message_size,
+                }),
+            },
         })
         .collect()
 }
 
 pub fn policy_of(settings: &Settings) -> crate::core::model::Policy {
     let a = &settings.agent;
+    let (sends_per_window, send_window_ms) = match a.mailbox_sends {
+        Some(b) => (
+            u32::try_from(b.amount).unwrap_or(u32::MAX),
+            b.window.as_millis() as u64,
+        ),
+        None => (0, 0),
+    };
     crate::core::model::Policy {
         settle_ms: a.settle.as_millis() as u64,
         settle_after_close_ms: a.settle_after_close.as_millis() as u64,
@@ -126,8 +147,50 @@ pub fn policy_of(settings: &Settings) -> crate::core::model::Policy {
         concurrency: a.concurrency.max(1),
         chunk_size: a.chunk_size.clamp(1, crate::graph::MAX_REQUEST_BODY),
         look_after_ms: a.look_after.as_millis() as u64,
+        sends_per_window,
+        send_window_ms,
+        utc_offset_ms: local_utc_offset_ms(),
         ..crate::core::model::Policy::default()
     }
+}
+
+/// The local time's offset from UTC (for `{date}` in a message's subject and body), in ms; 0
+/// when it cannot be told. Asked of `date +%z` once per process: the `time` crate will not read
+/// the local offset in a multi-threaded program, and the core must not read clocks.
+fn local_utc_offset_ms() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        #[cfg(unix)]
+        {
+            std::process::Command::new("date")
+                .arg("+%z")
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+                .and_then(|o| parse_utc_offset(String::from_utf8_lossy(&o.stdout).trim()))
+                .unwrap_or(0)
+        }
+        #[cfg(not(unix))]
+        {
+            0
+        }
+    })
+}
+
+/// `+HHMM` / `-HHMM` in ms.
+fn parse_utc_offset(s: &str) -> Option<i64> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    if rest.len() != 4 || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let h: i64 = rest[..2].parse().ok()?;
+    let m: i64 = rest[2..].parse().ok()?;
+    (h <= 14 && m < 60).then_some(sign * (h * 3_600_000 + m * 60_000))
 }
 
 pub fn target_of(m: &Mapping) -> crate::core::model::Target {
@@ -221,11 +284,6 @@ pub async fn run(
         sign_in_said: false,
         unreachable_since: None,
     };
-    for m in &agent.settings.mappings {
-        if !matches!(m.target, crate::config::Target::Item { .. }) {
-            tracing::warn!(mapping = %m.name, "new_message mappings are not sent by this agent yet; its files stay where they are");
-        }
-    }
     let start = startup::start_input(&agent.ledger, &agent.sessions)?;
     agent.inputs.push_back(start);
     agent.drain()?;
@@ -410,6 +468,10 @@ impl Agent {
         for action in actions {
             match action {
                 Action::Persist(rec) => self.persist(&rec)?,
+                Action::PersistMessage(m) => {
+                    self.ledger.put_message(&m)?;
+                    self.dirty = true;
+                }
                 other => {
                     self.flush_before(&other)?;
                     self.act(other)?;
@@ -438,6 +500,12 @@ impl Agent {
             }
             Action::CreateSession { .. } => {
                 crate::failpoint!("after-session-intent");
+            }
+            Action::CreateDraft { .. } => {
+                crate::failpoint!("after-draft-intent");
+            }
+            Action::SendDraft { .. } => {
+                crate::failpoint!("after-send-intent");
             }
             _ => {}
         }
@@ -471,6 +539,10 @@ impl Agent {
     fn act(&mut self, action: Action) -> Result<(), AgentError> {
         match action {
             Action::Persist(rec) => self.persist(&rec)?,
+            Action::PersistMessage(m) => {
+                self.ledger.put_message(&m)?;
+                self.dirty = true;
+            }
             Action::Stat { path } => {
                 let stat = intake::stat_of(&self.settings, &path);
                 self.inputs.push_back(Input::Stat { path, stat });
@@ -534,16 +606,20 @@ impl Agent {
             }
             Note::MessageSent { id, subject } => {
                 tracing::info!(message = %id, subject = %crate::outside::printable(&subject), "sent");
+                self.notifier.sent(&subject);
+                self.sign_in_said = false;
             }
             Note::MessageFailed {
                 id,
                 subject,
                 failure,
             } => {
-                tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "{}", crate::outside::printable(&failure.message));
+                tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "the message was not sent: {}", crate::outside::printable(&failure.message));
+                self.notifier.message_failed(&subject, &failure.message);
             }
             Note::MessageUnconfirmed { id, subject } => {
                 tracing::error!(message = %id, subject = %crate::outside::printable(&subject), "the send could not be confirmed; it was not sent again: look in Sent Items, then `outbox retry {id}` sends it only if its draft is still a draft");
+                self.notifier.unconfirmed(&subject, &id);
             }
             Note::SignInNeeded(f) => {
                 if !self.sign_in_said {
@@ -658,11 +734,31 @@ impl Agent {
         Ok(match req {
             Request::Status => self.status_answer(),
             Request::Retry { id } => {
-                let records = match self.ledger.get(&id)? {
+                let entry = self.ledger.get(&id)?;
+                // A message by its id, or the failed message of a file named.
+                let message = match &entry {
+                    None => match ops::retryable_message(&self.ledger, &id) {
+                        Ok(m) => m,
+                        Err(LedgerError::Invalid(why)) => return Ok(line(Err((2, why)))),
+                        Err(e) => return Err(e.into()),
+                    },
+                    Some(e) if matches!(e.state, crate::ledger::EntryState::Failed) => e
+                        .message
+                        .as_deref()
+                        .map(|m| self.ledger.get_message(m))
+                        .transpose()?
+                        .flatten()
+                        .filter(|m| m.state == crate::core::model::MessageState::Failed),
+                    Some(_) => None,
+                };
+                if let Some(m) = message {
+                    return self.retry_messages(vec![m], Vec::new());
+                }
+                let records = match entry {
                     None => {
                         return Ok(line(Err((
                             2,
-                            format!("no ledger entry with id `{id}` (see `outbox status`)"),
+                            format!("no ledger entry or message with id `{id}` (see `outbox status`)"),
                         ))))
                     }
                     Some(e) if !matches!(e.to_record().state, State::Failed | State::Canceled | State::Rejected) => {
@@ -692,16 +788,22 @@ impl Agent {
                 line(Ok(entries(&ids, &self.ledger)?))
             }
             Request::RetryFailed => {
+                // Failed messages first (never unconfirmed ones: those take an explicit id),
+                // each before any plain retry of its files.
+                let mut messages = Vec::new();
+                for m in self.ledger.messages() {
+                    let m = m?;
+                    if m.state == crate::core::model::MessageState::Failed {
+                        messages.push(m);
+                    }
+                }
                 let records: Vec<Record> = self
                     .ledger
                     .by_state(crate::ledger::EntryState::Failed)?
                     .iter()
                     .map(LedgerEntry::to_record)
                     .collect();
-                let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-                self.inputs.push_back(Input::Retry { records });
-                self.drain()?;
-                line(Ok(entries(&ids, &self.ledger)?))
+                self.retry_messages(messages, records)?
             }
             Request::Cancel { id } => match self.ledger.get(&id)? {
                 None => line(Err((
@@ -732,6 +834,58 @@ impl Agent {
                 "test hooks are off (OUTBOX_TEST_HOOKS=1)".to_string(),
             ))),
         })
+    }
+
+    /// `retry` of `messages` (each with the records of all its files), then of `records` not
+    /// among those files. Answers with the entries retried and the messages as they now are.
+    fn retry_messages(
+        &mut self,
+        messages: Vec<crate::core::model::MessageRecord>,
+        records: Vec<Record>,
+    ) -> Result<Answer, AgentError> {
+        let mut taken = HashSet::new();
+        let mut ids = Vec::new();
+        let mut mids = Vec::new();
+        for m in messages {
+            let files: Vec<Record> = ops::files_of(&self.ledger, &m)?
+                .iter()
+                .map(LedgerEntry::to_record)
+                .collect();
+            for f in &files {
+                taken.insert(f.id.clone());
+                if matches!(f.state, State::Failed | State::Canceled) {
+                    ids.push(f.id.clone());
+                }
+            }
+            mids.push(m.id.clone());
+            self.inputs.push_back(Input::RetryMessage {
+                message: m,
+                records: files,
+            });
+            self.drain()?;
+        }
+        let records: Vec<Record> = records
+            .into_iter()
+            .filter(|r| !taken.contains(&r.id))
+            .collect();
+        ids.extend(records.iter().map(|r| r.id.clone()));
+        if !records.is_empty() {
+            self.inputs.push_back(Input::Retry { records });
+            self.drain()?;
+        }
+        let mut entries = Vec::new();
+        for id in &ids {
+            if let Some(e) = self.ledger.get(id)? {
+                entries.push(e);
+            }
+        }
+        let mut resp = Response::entries(entries);
+        for id in &mids {
+            if let Some(m) = self.ledger.get_message(id)? {
+                resp.messages.push(m);
+            }
+        }
+        Ok(Answer::Line(resp))
     }
 
     /// `status`: the files not in the ledger yet (settling, or waiting for their hash).

@@ -4,7 +4,7 @@ use super::AgentError;
 use crate::core::machine::has_work;
 use crate::core::model::{Input, Record, State};
 use crate::ledger::{Ledger, LedgerError, SessionStore};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -24,8 +24,10 @@ pub async fn open_ledger(state_dir: &Path) -> Result<Ledger, LedgerError> {
 }
 
 /// One pass over the ledger: every record with work left, every failed one, and the newest
-/// version of every other path (the core decides a new version against it); and the entries
-/// with an upload URL saved.
+/// version of every other path (the core decides a new version against it); the entries with an
+/// upload URL saved; every message not finished with and every message named by a record
+/// passed, with the records of all of their files (whatever their state: a done file waits for
+/// its message's send before its after-action).
 pub fn start_input(ledger: &Ledger, sessions: &SessionStore) -> Result<Input, AgentError> {
     let mut keep: Vec<Record> = Vec::new();
     let mut newest: HashMap<(String, PathBuf), Record> = HashMap::new();
@@ -47,11 +49,31 @@ pub fn start_input(ledger: &Ledger, sessions: &SessionStore) -> Result<Input, Ag
         }
     }
     keep.extend(newest.into_values());
+    let named: HashSet<String> = keep.iter().filter_map(|r| r.message.clone()).collect();
+    let mut messages = Vec::new();
+    for m in ledger.messages() {
+        let m = m?;
+        if !m.state.is_terminal() || named.contains(&m.id) {
+            messages.push(m);
+        }
+    }
+    let mut have: HashSet<String> = keep.iter().map(|r| r.id.clone()).collect();
+    for m in &messages {
+        for f in &m.files {
+            if have.contains(f) {
+                continue;
+            }
+            if let Some(e) = ledger.get(f)? {
+                have.insert(f.clone());
+                keep.push(e.to_record());
+            }
+        }
+    }
+    messages.sort_by_key(|m| m.seq);
     let with_url = sessions.ids()?;
     Ok(Input::Start {
         records: keep,
         with_url,
-        // Messages are not kept by this agent yet (issue 12).
-        messages: Vec::new(),
+        messages,
     })
 }

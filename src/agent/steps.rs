@@ -1,4 +1,6 @@
-//! Carrying out the core's actions that take time: hashing, each remote step, the after-action.
+//! Carrying out the core's actions that take time: hashing, each remote step (a file's, and a
+//! message's: create its draft, find it by its marker, list its draft, send it), the
+//! after-action.
 //! Each runs as a task and answers with the [`Input`] the core is waiting for. Shared by the
 //! agent (with the ledger's session store) and `outbox send` (with URLs kept in memory).
 
@@ -307,6 +309,38 @@ impl<U: UrlStore> Steps<U> {
                 Input::Outcome {
                     id,
                     outcome: Outcome::After(result),
+                }
+            }
+            Action::CreateDraft { id, user, letter } => {
+                let outcome = self.client.draft_step(&user, &id, &letter).await;
+                if matches!(outcome, DraftOutcome::Created { .. }) {
+                    crate::failpoint!("after-draft-created");
+                }
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::CreateDraft(outcome),
+                }
+            }
+            Action::FindMessage { id, user, folder } => {
+                let outcome = self.client.find_step(&user, &id, folder).await;
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::Find(folder, outcome),
+                }
+            }
+            Action::ListDraft { id, user, draft_id } => {
+                let outcome = self.client.list_draft_step(&user, &draft_id).await;
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::ListDraft(outcome),
+                }
+            }
+            Action::SendDraft { id, user, draft_id } => {
+                let outcome = self.client.send_step(&user, &draft_id).await;
+                crate::failpoint!("after-send");
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::Send(outcome),
                 }
             }
             _ => return None,

@@ -26,14 +26,21 @@ const NATIONAL_GRAPH_HOSTS: &[&str] = &[
     "microsoftgraph.chinacloudapi.cn",
 ];
 
-/// The scope string for `outbox login` against this Graph root.
-pub fn delegated_scope(graph_base: &url::Url) -> String {
+/// Asked for besides [`DELEGATED_SCOPES`] when a `new_message` mapping (or `outbox mail`) sends.
+pub const SEND_SCOPE: &str = "Mail.Send";
+
+/// The scope string for `outbox login` against this Graph root; `send`: `Mail.Send` too.
+pub fn delegated_scope(graph_base: &url::Url, send: bool) -> String {
     let host = graph_base.host_str().unwrap_or_default();
     let national = NATIONAL_GRAPH_HOSTS
         .iter()
         .any(|h| host.eq_ignore_ascii_case(h));
+    let send = send.then_some(SEND_SCOPE);
     DELEGATED_SCOPES
         .iter()
+        .take(1)
+        .chain(send.iter())
+        .chain(DELEGATED_SCOPES.iter().skip(1))
         .map(|s| {
             if national && *s != "offline_access" {
                 format!("{}/{s}", graph_base.origin().ascii_serialization())
@@ -226,13 +233,17 @@ mod tests {
         let g =
             url::Url::parse("https://graph.microsoft.com/v1.0").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            delegated_scope(&g),
+            delegated_scope(&g, false),
             "Mail.ReadWrite Calendars.ReadWrite User.Read offline_access"
+        );
+        assert_eq!(
+            delegated_scope(&g, true),
+            "Mail.ReadWrite Mail.Send Calendars.ReadWrite User.Read offline_access"
         );
         let us =
             url::Url::parse("https://graph.microsoft.us/v1.0").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            delegated_scope(&us),
+            delegated_scope(&us, false),
             "https://graph.microsoft.us/Mail.ReadWrite https://graph.microsoft.us/Calendars.ReadWrite https://graph.microsoft.us/User.Read offline_access"
         );
     }

@@ -5,6 +5,7 @@ use crate::agent::control::{self, Request, Response};
 use crate::agent::ops;
 use crate::auth::Credentials;
 use crate::config::Settings;
+use crate::core::model::MessageRecord;
 use crate::exit::{CommandError, ExitCode};
 use crate::graph::GraphClient;
 use crate::ledger::{EntryError, EntryState, Ledger, LedgerEntry, LedgerError, SessionStore};
@@ -55,12 +56,15 @@ fn ledger_err(e: LedgerError) -> CommandError {
     CommandError::new(e.exit_code(), e.to_string())
 }
 
+/// What a request answers: entries, and messages (`status`, a message's `retry`).
+type Rows = (Vec<LedgerEntry>, Vec<MessageRecord>);
+
 /// Ask the agent, or run `local` on the ledger when none answers.
 async fn via_agent_or_ledger(
     settings: &Settings,
     req: Request,
-    local: impl FnOnce(&Ledger) -> Result<Vec<LedgerEntry>, CommandError>,
-) -> Result<Vec<LedgerEntry>, CommandError> {
+    local: impl FnOnce(&Ledger) -> Result<Rows, CommandError>,
+) -> Result<Rows, CommandError> {
     let dir = &settings.agent.state_dir;
     if let Some(resp) = control::ask(dir, &req).await {
         return from_response(resp);
@@ -82,9 +86,9 @@ async fn via_agent_or_ledger(
     result
 }
 
-fn from_response(resp: Response) -> Result<Vec<LedgerEntry>, CommandError> {
+fn from_response(resp: Response) -> Result<Rows, CommandError> {
     if resp.ok {
-        Ok(resp.entries)
+        Ok((resp.entries, resp.messages))
     } else {
         let code = match resp.code {
             Some(2) => ExitCode::Usage,
@@ -113,15 +117,20 @@ pub async fn status(
     };
     let dir = settings.agent.state_dir.clone();
     let agent = agent_pid(&dir).await;
-    let mut entries = via_agent_or_ledger(&settings, Request::Status, |l| {
-        l.list(None).map_err(ledger_err)
+    let (mut entries, mut messages) = via_agent_or_ledger(&settings, Request::Status, |l| {
+        Ok((
+            l.list(None).map_err(ledger_err)?,
+            l.list_messages().map_err(ledger_err)?,
+        ))
     })
     .await?;
+    // A message's block lists its files whatever the filter keeps.
+    let all_entries = (filter.is_some() && !json).then(|| entries.clone());
     if let Some(f) = filter {
-        entries.retain(|e| e.state == f);
+        super::status::filter_rows(&mut entries, &mut messages, f, json);
     }
     if json {
-        println!("{}", super::status::render_json(&entries));
+        println!("{}", super::status::render_json(&entries, &messages));
     } else {
         let color = super::logging::colour(
             std::io::stdout().is_terminal(),
@@ -135,13 +144,19 @@ pub async fn status(
         if let Some(pid) = pid.filter(|p| started_before_edit(*p, &settings.source)) {
             println!("note: {}", restart_hint(pid));
         }
+        let now = time::OffsetDateTime::now_utc();
+        if !entries.is_empty() || messages.is_empty() {
+            print!(
+                "{}",
+                super::status::render_table_for(&entries, now, color, running)
+            );
+        }
         print!(
             "{}",
-            super::status::render_table_for(
-                &entries,
-                time::OffsetDateTime::now_utc(),
-                color,
-                running
+            super::status::render_messages(
+                &messages,
+                all_entries.as_deref().unwrap_or(&entries),
+                now
             )
         );
     }
@@ -153,12 +168,24 @@ pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, C
         Some(id) => Request::Retry { id: id.clone() },
         None => Request::RetryFailed,
     };
-    let entries = via_agent_or_ledger(&settings, req, |l| {
+    let (entries, messages) = via_agent_or_ledger(&settings, req, |l| {
         ops::retry(l, id.as_deref()).map_err(ledger_err)
     })
     .await?;
-    if entries.is_empty() {
+    if entries.is_empty() && messages.is_empty() {
         println!("no failed entries");
+    }
+    for m in &messages {
+        let how = if m.state == crate::core::model::MessageState::Sending {
+            "to be sent only if its draft is still a draft"
+        } else {
+            "queued again"
+        };
+        println!(
+            "{}  {how}  message \"{}\"",
+            m.id,
+            crate::outside::printable(&m.letter.subject)
+        );
     }
     for e in &entries {
         println!("{}  queued again  {}", e.id, e.path.display());
@@ -170,7 +197,7 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
     let dir = settings.agent.state_dir.clone();
     let req = Request::Cancel { id: id.clone() };
     let mut session_to_delete = None;
-    let entries = via_agent_or_ledger(&settings, req, |l| {
+    let (entries, _) = via_agent_or_ledger(&settings, req, |l| {
         let e = l
             .get(&id)
             .map_err(ledger_err)?
@@ -194,7 +221,7 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
             .map_err(ledger_err)?;
         l.flush().map_err(ledger_err)?;
         let _ = sessions.remove(&id);
-        Ok(vec![c])
+        Ok((vec![c], Vec::new()))
     })
     .await?;
     if let Some((user, url)) = session_to_delete {

@@ -55,7 +55,12 @@ pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
         oauth::http_client(Some(&settings)).map_err(|e| CommandError::new(ExitCode::Config, e))?;
     let endpoints = oauth::Endpoints::new(&auth.authority, &auth.tenant);
     let client_id = auth.client_id.clone().unwrap_or_default();
-    let scope = delegated::delegated_scope(&settings.graph.base_url);
+    // A mapping that mails what lands in it sends as the user: `Mail.Send` (SPEC: Sign-in).
+    let sends = settings
+        .mappings
+        .iter()
+        .any(|m| matches!(m.target, crate::config::Target::NewMessage(_)));
+    let scope = delegated::delegated_scope(&settings.graph.base_url, sends);
     let cache = TokenCache::for_settings(&settings);
     device_code::login(&http, &endpoints, &client_id, &scope, &cache, |p| {
         // stderr: stdout stays for the result, and the prompt must show even when stdout is piped.

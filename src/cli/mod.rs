@@ -51,7 +51,16 @@ pub struct Cli {
 
 /// The state names `status --state` accepts (the ledger's states).
 fn state_names() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(crate::ledger::EntryState::ALL.map(|s| s.as_str()))
+    let mut names: Vec<&'static str> = crate::ledger::EntryState::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    for m in status::MESSAGE_STATE_NAMES {
+        if !names.contains(&m) {
+            names.push(m);
+        }
+    }
+    clap::builder::PossibleValuesParser::new(names)
 }
 
 /// Stands in for the global `--config` on commands that read no config (`sandbox`, `demo`,
@@ -85,14 +94,16 @@ pub enum Command {
         /// One JSON array of entries instead of the table.
         #[arg(long)]
         json: bool,
-        /// Only entries in this state.
+        /// Only entries (or messages of mailing folders) in this state.
         #[arg(long, value_name = "STATE", value_parser = state_names())]
         state: Option<String>,
     },
-    /// Put failed entries back in the queue: one by ID, or all with --failed.
+    /// Put failed entries back in the queue: one by ID, or all with --failed. A message's ID
+    /// retries it: a failed one goes on, an unconfirmed one is sent only if its draft is still a
+    /// draft (--failed never takes an unconfirmed message).
     #[command(override_usage = "outbox retry <ID>\n       outbox retry --failed")]
     Retry {
-        /// The entry to retry (the ID column of `outbox status`).
+        /// The entry or message to retry (an ID of `outbox status`).
         #[arg(conflicts_with = "failed")]
         id: Option<String>,
         /// Retry every failed entry.

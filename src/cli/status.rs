@@ -1,9 +1,14 @@
-//! `outbox status`: rendering ledger entries as SPEC's JSON array or a table for terminals.
-//! Pure functions over entries; reading the ledger (directly or from the running agent) is the
+//! `outbox status`: rendering ledger entries as SPEC's JSON array or a table for terminals, and
+//! the messages of `new_message` mappings (SPEC: Sending): in the table, a block per message
+//! below the entries; in `--json`, a `message` key on each entry (`null` for a file that is not
+//! mailed), so the output stays one array of entries with every SPEC key. Pure functions over
+//! entries and messages; reading the ledger (directly or from the running agent) is the
 //! caller's job.
 
+use crate::core::model::{MessageRecord, MessageState, Time};
 use crate::ledger::{EntryError, EntryState, LedgerEntry};
 use serde::Serialize;
+use std::collections::HashMap;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -21,10 +26,157 @@ struct JsonRow<'a> {
     attempts: u32,
     error: Option<&'a EntryError>,
     updated_at: String,
+    /// The message the file is mailed in (`new_message` mappings), else `null`.
+    message: Option<JsonMessage<'a>>,
 }
 
-/// The JSON array `outbox status --json` prints (pretty, no trailing newline).
-pub fn render_json(entries: &[LedgerEntry]) -> String {
+/// A message, as `status --json` shows it on each of its files' entries.
+#[derive(Serialize)]
+struct JsonMessage<'a> {
+    id: &'a str,
+    state: MessageState,
+    to: &'a [String],
+    cc: &'a [String],
+    bcc: &'a [String],
+    subject: &'a str,
+    /// Its entries' ids, in order.
+    files: &'a [String],
+    draft_id: Option<&'a str>,
+    internet_message_id: Option<&'a str>,
+    sent_at: Option<String>,
+    error: Option<&'a EntryError>,
+    updated_at: String,
+}
+
+fn rfc3339(t: Time) -> String {
+    let dt = crate::ledger::datetime_of(t);
+    dt.format(&Rfc3339).unwrap_or_else(|_| format!("{dt:?}"))
+}
+
+fn json_message(m: &MessageRecord) -> JsonMessage<'_> {
+    JsonMessage {
+        id: &m.id,
+        state: m.state,
+        to: &m.letter.to,
+        cc: &m.letter.cc,
+        bcc: &m.letter.bcc,
+        subject: &m.letter.subject,
+        files: &m.files,
+        draft_id: m.draft_id.as_deref(),
+        internet_message_id: m.internet_message_id.as_deref(),
+        sent_at: m.sent_at.map(rfc3339),
+        error: m.error.as_ref(),
+        updated_at: rfc3339(m.updated_at),
+    }
+}
+
+/// What `--state S` keeps: entries in an entry state, messages in a message state (`failed`
+/// names both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateFilter {
+    pub entry: Option<EntryState>,
+    pub message: Option<MessageState>,
+}
+
+impl StateFilter {
+    /// An entry row stays if its state matches, or its message's does (`--json`).
+    pub fn keeps_row(&self, e: &LedgerEntry, message: Option<&MessageRecord>) -> bool {
+        self.entry == Some(e.state) || message.is_some_and(|m| self.keeps_message(m))
+    }
+    pub fn keeps_entry(&self, e: &LedgerEntry) -> bool {
+        self.entry == Some(e.state)
+    }
+    pub fn keeps_message(&self, m: &MessageRecord) -> bool {
+        self.message == Some(m.state)
+    }
+}
+
+const MESSAGE_STATES: [MessageState; 7] = [
+    MessageState::Drafting,
+    MessageState::Attaching,
+    MessageState::Sending,
+    MessageState::Sent,
+    MessageState::Drafted,
+    MessageState::Failed,
+    MessageState::Unconfirmed,
+];
+
+/// The names of a message's states, in the order of its life.
+pub const MESSAGE_STATE_NAMES: [&str; 7] = [
+    "drafting",
+    "attaching",
+    "sending",
+    "sent",
+    "drafted",
+    "failed",
+    "unconfirmed",
+];
+
+pub fn message_state_name(s: MessageState) -> &'static str {
+    match s {
+        MessageState::Drafting => "drafting",
+        MessageState::Attaching => "attaching",
+        MessageState::Sending => "sending",
+        MessageState::Sent => "sent",
+        MessageState::Drafted => "drafted",
+        MessageState::Failed => "failed",
+        MessageState::Unconfirmed => "unconfirmed",
+    }
+}
+
+/// The message each entry names, by entry id.
+fn messages_by_entry(messages: &[MessageRecord]) -> HashMap<&str, &MessageRecord> {
+    let mut out = HashMap::new();
+    for m in messages {
+        for f in &m.files {
+            out.insert(f.as_str(), m);
+        }
+    }
+    out
+}
+
+/// The message of entry `e`: the one whose files list it (a newer version may have taken its
+/// place), else the one its record names.
+pub fn message_of<'a>(
+    e: &LedgerEntry,
+    by_entry: &HashMap<&str, &'a MessageRecord>,
+    by_id: &HashMap<&str, &'a MessageRecord>,
+) -> Option<&'a MessageRecord> {
+    by_entry
+        .get(e.id.as_str())
+        .copied()
+        .or_else(|| e.message.as_deref().and_then(|id| by_id.get(id).copied()))
+}
+
+/// Keep the entries and messages `filter` keeps (for `--json`: an entry whose message matches
+/// stays with it).
+pub fn filter_rows(
+    entries: &mut Vec<LedgerEntry>,
+    messages: &mut Vec<MessageRecord>,
+    filter: StateFilter,
+    json: bool,
+) {
+    {
+        let by_entry = messages_by_entry(messages);
+        let by_id: HashMap<&str, &MessageRecord> =
+            messages.iter().map(|m| (m.id.as_str(), m)).collect();
+        entries.retain(|e| {
+            if json {
+                filter.keeps_row(e, message_of(e, &by_entry, &by_id))
+            } else {
+                filter.keeps_entry(e)
+            }
+        });
+    }
+    messages.retain(|m| filter.keeps_message(m));
+}
+
+/// The JSON array `outbox status --json` prints (pretty, no trailing newline): one object per
+/// entry, SPEC's keys and `message`.
+pub fn render_json(entries: &[LedgerEntry], messages: &[MessageRecord]) -> String {
+    let by_entry = messages_by_entry(messages);
+    let by_id: HashMap<&str, &MessageRecord> =
+        messages.iter().map(|m| (m.id.as_str(), m)).collect();
     let rows: Vec<JsonRow<'_>> = entries
         .iter()
         .map(|e| JsonRow {
@@ -43,15 +195,101 @@ pub fn render_json(entries: &[LedgerEntry]) -> String {
                 .updated_at
                 .format(&Rfc3339)
                 .unwrap_or_else(|_| format!("{:?}", e.updated_at)),
+            message: message_of(e, &by_entry, &by_id).map(json_message),
         })
         .collect();
     // Plain strings, numbers and options: serialising cannot fail.
     serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// Parse `--state S` (case-insensitive); the error lists the valid states.
-pub fn parse_state_filter(s: &str) -> Result<EntryState, String> {
-    s.parse()
+/// Parse `--state S` (case-insensitive): an entry's state or a message's; the error lists the
+/// valid states.
+pub fn parse_state_filter(s: &str) -> Result<StateFilter, String> {
+    let wanted = s.trim();
+    let entry = wanted.parse::<EntryState>().ok();
+    let message = MESSAGE_STATES
+        .into_iter()
+        .find(|m| message_state_name(*m).eq_ignore_ascii_case(wanted));
+    if entry.is_none() && message.is_none() {
+        let mut names: Vec<&str> = EntryState::ALL.iter().map(|s| s.as_str()).collect();
+        for m in MESSAGE_STATES {
+            if !names.contains(&message_state_name(m)) {
+                names.push(message_state_name(m));
+            }
+        }
+        return Err(format!(
+            "unknown state `{wanted}`; expected one of: {}",
+            names.join(", ")
+        ));
+    }
+    Ok(StateFilter { entry, message })
+}
+
+/// The messages below the entries' table: a block each, oldest first — id, state, subject and
+/// recipients, then when it was sent (or why not) with its `internetMessageId`, then its files
+/// and their states.
+pub fn render_messages(
+    messages: &[MessageRecord],
+    entries: &[LedgerEntry],
+    now: OffsetDateTime,
+) -> String {
+    if messages.is_empty() {
+        return String::new();
+    }
+    let by_id: HashMap<&str, &LedgerEntry> = entries.iter().map(|e| (e.id.as_str(), e)).collect();
+    let mut out = String::from("\nMESSAGES\n");
+    for m in messages {
+        let mut to: Vec<String> = m.letter.to.clone();
+        to.extend(m.letter.cc.iter().map(|a| format!("cc {a}")));
+        to.extend(m.letter.bcc.iter().map(|a| format!("bcc {a}")));
+        out.push_str(&format!(
+            "{}  {}  \"{}\"  to {}\n",
+            m.id,
+            message_state_name(m.state),
+            sanitize(&m.letter.subject),
+            sanitize(&to.join(", "))
+        ));
+        match (m.state, m.sent_at) {
+            (MessageState::Sent, Some(t)) => out.push_str(&format!(
+                "    sent {} ({}); internetMessageId {}\n",
+                age(crate::ledger::datetime_of(t), now),
+                rfc3339(t),
+                sanitize(m.internet_message_id.as_deref().unwrap_or("-"))
+            )),
+            (MessageState::Drafted, _) => out.push_str(&format!(
+                "    left as a draft (send = false), fully attached; draft {}\n",
+                sanitize(m.draft_id.as_deref().unwrap_or("-"))
+            )),
+            _ => {}
+        }
+        if let Some(err) = &m.error {
+            if matches!(m.state, MessageState::Failed | MessageState::Unconfirmed) {
+                let text = if err.code.is_empty() || err.message.starts_with(&err.code) {
+                    err.message.clone()
+                } else {
+                    format!("{}: {}", err.code, err.message)
+                };
+                out.push_str(&format!(
+                    "    {}\n",
+                    sanitize(&crate::secret::redact(&text))
+                ));
+            }
+        }
+        let files: Vec<String> = m
+            .files
+            .iter()
+            .map(|f| match by_id.get(f.as_str()) {
+                Some(e) => format!("{} {} ({})", e.id, sanitize(&e.file_name()), e.state),
+                None => format!("{f} (not in the ledger)"),
+            })
+            .collect();
+        if files.is_empty() {
+            out.push_str("    files: none\n");
+        } else {
+            out.push_str(&format!("    files: {}\n", files.join(", ")));
+        }
+    }
+    out
 }
 
 /// A table for terminals: id, state, progress, size, age, mapping, file, and the error message
@@ -273,7 +511,8 @@ mod tests {
         e
     }
 
-    const KEYS: [&str; 11] = [
+    const KEYS: [&str; 12] = [
+        "message",
         "id",
         "mapping",
         "path",
@@ -295,7 +534,7 @@ mod tests {
             "The item was deleted.",
         ));
         failed.sha256 = Some("ab".repeat(32));
-        let json = render_json(&[entry(EntryState::Pending), failed]);
+        let json = render_json(&[entry(EntryState::Pending), failed], &[]);
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         let rows = value.as_array().unwrap();
         assert_eq!(rows.len(), 2);
@@ -316,7 +555,8 @@ mod tests {
         assert_eq!(pending["path"], "/home/u/Outbox/reports/Q3 report.pdf");
         assert_eq!(rows[1]["error"]["code"], "ErrorItemNotFound");
         assert_eq!(rows[1]["error"]["message"], "The item was deleted.");
-        assert_eq!(render_json(&[]).trim(), "[]");
+        assert_eq!(render_json(&[], &[]).trim(), "[]");
+        assert!(rows[0]["message"].is_null());
     }
 
     #[test]
@@ -389,9 +629,117 @@ mod tests {
         assert_eq!(age(at(0), at(59)), "59s ago");
         assert_eq!(age(at(0), at(7200)), "2h ago");
         assert_eq!(age(at(0), at(3 * 86_400)), "3d ago");
-        assert_eq!(parse_state_filter("Failed"), Ok(EntryState::Failed));
-        assert!(parse_state_filter("sent")
-            .unwrap_err()
-            .contains("expected one of"));
+        assert_eq!(
+            parse_state_filter("Failed"),
+            Ok(StateFilter {
+                entry: Some(EntryState::Failed),
+                message: Some(MessageState::Failed)
+            })
+        );
+        assert_eq!(
+            parse_state_filter("unconfirmed"),
+            Ok(StateFilter {
+                entry: None,
+                message: Some(MessageState::Unconfirmed)
+            })
+        );
+        let e = parse_state_filter("lost").unwrap_err();
+        assert!(
+            e.contains("expected one of") && e.contains("uploading") && e.contains("unconfirmed"),
+            "{e}"
+        );
+    }
+
+    fn message(state: MessageState, files: &[&str]) -> MessageRecord {
+        MessageRecord {
+            id: "m0123456789ab".into(),
+            mapping: "scans".into(),
+            user: "me".into(),
+            letter: crate::core::model::Letter {
+                to: vec!["ap@contoso.example".into()],
+                cc: vec!["boss@contoso.example".into()],
+                bcc: Vec::new(),
+                subject: "Scan Q3 report".into(),
+                body: "Attached: Q3 report.pdf".into(),
+                html: false,
+            },
+            files: files.iter().map(|f| f.to_string()).collect(),
+            send: true,
+            state,
+            draft_id: Some("AAMkDraft".into()),
+            may_exist: false,
+            effect_at: None,
+            send_at: None,
+            resend_if_draft: false,
+            internet_message_id: Some("<abc@contoso.example>".into()),
+            sent_at: (state == MessageState::Sent).then_some(Time(1_700_000_000_000)),
+            attempts: 0,
+            error: (state == MessageState::Unconfirmed).then(|| {
+                EntryError::new(
+                    "sendUnconfirmed",
+                    "the send's answer was lost and no sent copy was found",
+                )
+            }),
+            seq: 1,
+            created_at: Time(1_700_000_000_000),
+            updated_at: Time(1_700_000_000_000),
+        }
+    }
+
+    #[test]
+    fn messages_show_in_json_on_their_entries_and_as_blocks_in_the_table() {
+        let done = entry(EntryState::Done);
+        let mut other = entry(EntryState::Pending);
+        other.id = "fedcba987654".into();
+        let sent = message(MessageState::Sent, &["0123456789ab"]);
+        let json = render_json(&[done.clone(), other.clone()], std::slice::from_ref(&sent));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v[0]["message"]["id"], "m0123456789ab");
+        assert_eq!(v[0]["message"]["state"], "sent");
+        assert_eq!(v[0]["message"]["to"][0], "ap@contoso.example");
+        assert_eq!(v[0]["message"]["subject"], "Scan Q3 report");
+        assert_eq!(
+            v[0]["message"]["internet_message_id"],
+            "<abc@contoso.example>"
+        );
+        assert_eq!(v[0]["message"]["sent_at"], "2023-11-14T22:13:20Z");
+        assert!(v[1]["message"].is_null());
+        let text = render_messages(
+            &[sent, message(MessageState::Unconfirmed, &["0123456789ab"])],
+            &[done],
+            at(1_700_000_000 + 120),
+        );
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn a_state_filter_keeps_messages_and_their_entries() {
+        let done = entry(EntryState::Done);
+        let mut failed = entry(EntryState::Failed);
+        failed.id = "fedcba987654".into();
+        let unconfirmed = message(MessageState::Unconfirmed, &["0123456789ab"]);
+        let f = parse_state_filter("unconfirmed").unwrap();
+        let (mut es, mut ms) = (
+            vec![done.clone(), failed.clone()],
+            vec![unconfirmed.clone()],
+        );
+        filter_rows(&mut es, &mut ms, f, true);
+        assert_eq!(
+            es.len(),
+            1,
+            "the entry of the unconfirmed message stays in --json"
+        );
+        assert_eq!(es[0].id, "0123456789ab");
+        assert_eq!(ms.len(), 1);
+        let (mut es, mut ms) = (vec![done, failed], vec![unconfirmed]);
+        filter_rows(&mut es, &mut ms, f, false);
+        assert!(
+            es.is_empty(),
+            "the table filters entries by their own state"
+        );
+        assert_eq!(ms.len(), 1);
+        let f = parse_state_filter("failed").unwrap();
+        filter_rows(&mut es, &mut ms, f, false);
+        assert!(ms.is_empty());
     }
 }

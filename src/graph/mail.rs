@@ -1,12 +1,17 @@
 //! The steps of a new message, as the core's executor calls them: create a draft carrying
-//! outbox's marker, find a message by its marker, send a draft. Each returns a typed outcome;
-//! the requests go through [`GraphClient::execute`] (pacing, token, error parsing). Attaching
+//! outbox's marker, find a message by its marker, list a draft's attachments, send a draft.
+//! The `*_step` functions answer the core's typed outcomes (one request each, no retry: the
+//! core decides; [`mail_fault`] maps errors as `steps::fault_of` does); the others return
+//! `MailError`s. The requests go through [`GraphClient::execute`] (pacing, token, error parsing). Attaching
 //! files to a draft is the attachment steps (`steps.rs`, driven by the core) with an item of kind
 //! message: `agent::oneshot::attach_file` for one file now.
 //! What Graph answers, with sources: docs/graph-mail.md.
 
 use super::{ErrorClass, GraphClient, GraphError, ItemRef, RequestError, RequestOpts};
 use crate::config::{BodyType, ItemKind};
+use crate::core::model::{
+    DraftOutcome, Failure, Fault, FindOutcome, Letter, ListOutcome, MailFolder, SendOutcome,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 use url::Url;
@@ -239,6 +244,16 @@ impl GraphClient {
     /// before creating another. Errors: `Throttled`, `Ambiguous`, `Transient` (never sent),
     /// `Permanent`, `SignIn`.
     pub async fn create_draft(&self, user: &str, spec: &DraftSpec) -> Result<DraftId, MailError> {
+        self.create_draft_full(user, spec).await.map(|(id, _)| id)
+    }
+
+    /// [`GraphClient::create_draft`], with the `internetMessageId` Graph assigned (already set
+    /// on the draft, kept by the sent copy) when the answer carries one.
+    pub async fn create_draft_full(
+        &self,
+        user: &str,
+        spec: &DraftSpec,
+    ) -> Result<(DraftId, Option<String>), MailError> {
         let mut segs = mailbox_segments(user);
         segs.push("messages");
         let url = self.url(&segs);
@@ -261,8 +276,13 @@ impl GraphClient {
             .map_err(|e| MailError::Ambiguous(GraphError::transport(&e)))?;
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|_| MailError::Ambiguous(invalid("a created draft with invalid JSON")))?;
+        let imid = v
+            .get("internetMessageId")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
         match v.get("id").and_then(Value::as_str) {
-            Some(id) if !id.is_empty() => Ok(DraftId(id.to_string())),
+            Some(id) if !id.is_empty() => Ok((DraftId(id.to_string()), imid)),
             _ => Err(MailError::Ambiguous(invalid(
                 "a created draft without an id",
             ))),
@@ -277,6 +297,18 @@ impl GraphClient {
         user: &str,
         folder: Folder,
         marker: &str,
+    ) -> Result<Option<FoundMessage>, MailError> {
+        self.find_marker(user, folder, marker, true).await
+    }
+
+    /// [`GraphClient::find_by_marker`]; `retry`: transient failures of a page are retried
+    /// here (off for the agent's steps: the core decides).
+    async fn find_marker(
+        &self,
+        user: &str,
+        folder: Folder,
+        marker: &str,
+        retry: bool,
     ) -> Result<Option<FoundMessage>, MailError> {
         let mut segs = mailbox_segments(user);
         match folder {
@@ -300,8 +332,12 @@ impl GraphClient {
                     "more than 100 pages of messages for one marker",
                 )));
             }
+            let opts = RequestOpts {
+                retry,
+                ..RequestOpts::graph(user)
+            };
             let resp = self
-                .execute(RequestOpts::graph(user), |c| c.get(u.clone()))
+                .execute(opts, |c| c.get(u.clone()))
                 .await
                 .map_err(classify_read)?;
             let bytes = resp
@@ -319,7 +355,7 @@ impl GraphClient {
             if let Some(l) = link {
                 let u = Url::parse(&l)
                     .ok()
-                    .filter(|u| u.host_str() == self.base.host_str())
+                    .filter(|u| super::bounded::same_origin(u, &self.base))
                     .ok_or_else(|| MailError::Incomplete(invalid("a next page on another host")))?;
                 next = Some(u);
             }
@@ -339,15 +375,183 @@ impl GraphClient {
         let opts = RequestOpts::graph(user)
             .with_effect()
             .with_timeout(Duration::from_secs(120));
-        self.execute(opts, |c| {
-            c.post(url.clone())
-                .header(reqwest::header::CONTENT_LENGTH, "0")
-                .body(Vec::<u8>::new())
-        })
-        .await
-        .map_err(classify_effectful)?;
+        // Inside Exchange's sending limit as the server counts it (`sends.rs`).
+        self.sends
+            .send(
+                user,
+                self.execute(opts, |c| {
+                    c.post(url.clone())
+                        .header(reqwest::header::CONTENT_LENGTH, "0")
+                        .body(Vec::<u8>::new())
+                }),
+            )
+            .await
+            .map_err(classify_effectful)?;
         Ok(())
     }
+}
+
+/// A mail step's error as the core sees it, as [`super::steps::fault_of`] maps a file step's:
+/// a 429 is `Throttled` (with its `Retry-After`); a create or a send that may have taken effect
+/// (dropped, timed out, any 5xx) is `Ambiguous`; a connection never made is `Unreachable`; a read
+/// that failed or was cut short is `Ambiguous` (it took no effect, and the core counts it);
+/// Graph's refusal is `Permanent`; no usable token is `SignIn`.
+pub fn mail_fault(e: &MailError) -> Fault {
+    let failure = |g: &GraphError| Failure::new(g.code.clone(), g.to_string());
+    match e {
+        MailError::Throttled(g) => Fault::Throttled {
+            retry_after_ms: g
+                .retry_after
+                .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+        },
+        MailError::Ambiguous(g) | MailError::Incomplete(g) => Fault::Ambiguous(failure(g)),
+        MailError::Transient(g) if g.status.is_none() && g.code == "ConnectionFailed" => {
+            Fault::Unreachable(failure(g))
+        }
+        MailError::Transient(g) => Fault::Ambiguous(failure(g)),
+        MailError::Permanent(g) => Fault::Permanent(failure(g)),
+        MailError::SignIn(m) => Fault::SignIn(Failure::new("signInNeeded", m.clone())),
+    }
+}
+
+/// Pages of a draft's attachment listing read at most (a draft holds a few files).
+const MAX_DRAFT_PAGES: usize = 100;
+
+impl GraphClient {
+    /// The core's `CreateDraft`: one POST of a draft saying `letter`, carrying `marker`.
+    pub async fn draft_step(&self, user: &str, marker: &str, letter: &Letter) -> DraftOutcome {
+        let spec = DraftSpec {
+            to: letter.to.clone(),
+            cc: letter.cc.clone(),
+            bcc: letter.bcc.clone(),
+            subject: letter.subject.clone(),
+            body: letter.body.clone(),
+            body_type: if letter.html {
+                BodyType::Html
+            } else {
+                BodyType::Text
+            },
+            marker: marker.to_owned(),
+        };
+        match self.create_draft_full(user, &spec).await {
+            Ok((id, internet_message_id)) => DraftOutcome::Created {
+                draft_id: id.0,
+                internet_message_id,
+            },
+            Err(e) => DraftOutcome::Failed(mail_fault(&e)),
+        }
+    }
+
+    /// The core's `FindMessage`: the message carrying `marker` in Drafts or Sent Items, every
+    /// page read (a listing cut short is a failure, never "not found"); no retry here.
+    pub async fn find_step(&self, user: &str, marker: &str, folder: MailFolder) -> FindOutcome {
+        let f = match folder {
+            MailFolder::Drafts => Folder::Drafts,
+            MailFolder::SentItems => Folder::SentItems,
+        };
+        match self.find_marker(user, f, marker, false).await {
+            Ok(Some(m)) => {
+                if m.others > 0 {
+                    tracing::warn!(message = %marker, others = m.others, "more than one message carries this message's marker");
+                }
+                FindOutcome::Found {
+                    id: m.id,
+                    is_draft: m.is_draft,
+                    internet_message_id: m.internet_message_id,
+                }
+            }
+            Ok(None) => FindOutcome::NotFound,
+            Err(e) => FindOutcome::Failed(mail_fault(&e)),
+        }
+    }
+
+    /// The core's `ListDraft`: the id of every attachment on draft `draft_id`
+    /// (`GET …/messages/{id}/attachments?$select=id`, each `@odata.nextLink` followed on
+    /// graph.base_url's origin only). A listing that cannot be read to its end is a failure,
+    /// never a short list: the core would delete or send on it.
+    pub async fn list_draft_step(&self, user: &str, draft_id: &str) -> ListOutcome {
+        match self.list_draft(user, draft_id).await {
+            Ok(ids) => ListOutcome::Listed(ids),
+            Err(e) => ListOutcome::Failed(super::steps::fault_of(&e)),
+        }
+    }
+
+    async fn list_draft(&self, user: &str, draft_id: &str) -> Result<Vec<String>, RequestError> {
+        let mut segs = mailbox_segments(user);
+        segs.extend(["messages", draft_id, "attachments"]);
+        let mut url = self.url(&segs);
+        url.query_pairs_mut().append_pair("$select", "id");
+        let cut = |code: &str, why: String| {
+            RequestError::from(GraphError::new(ErrorClass::Transient, None, code, why))
+        };
+        let mut next = Some(url);
+        let mut pages = 0;
+        let mut ids = Vec::new();
+        while let Some(u) = next.take() {
+            pages += 1;
+            let opts = RequestOpts {
+                retry: false,
+                ..RequestOpts::graph(user)
+            };
+            let resp = self.execute(opts, |c| c.get(u.clone())).await?;
+            let v = super::bounded::read_json(resp, super::bounded::JSON_PAGE).await?;
+            let (value, link) = page_of(&v).ok_or_else(|| {
+                cut(
+                    "InvalidResponse",
+                    "Graph answered the draft's attachment list with something else".into(),
+                )
+            })?;
+            for a in value {
+                match a.get("id").and_then(Value::as_str) {
+                    Some(id) if !id.is_empty() => ids.push(id.to_owned()),
+                    _ => {
+                        return Err(cut(
+                            "InvalidResponse",
+                            "an attachment of the draft was listed without an id".into(),
+                        ))
+                    }
+                }
+            }
+            if let Some(l) = link {
+                match Url::parse(&l) {
+                    Ok(u) if super::bounded::same_origin(&u, &self.base) => {
+                        if pages >= MAX_DRAFT_PAGES {
+                            return Err(cut(
+                                "ListingIncomplete",
+                                format!("the draft's attachment list has more than {MAX_DRAFT_PAGES} pages; it could not be read to its end"),
+                            ));
+                        }
+                        next = Some(u);
+                    }
+                    _ => {
+                        return Err(cut(
+                            "UntrustedNextLink",
+                            "refusing the draft's attachment list's @odata.nextLink: it is not on graph.base_url's origin, which alone receives the bearer token".into(),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The core's `SendDraft`: one POST of `…/send`, never repeated here.
+    pub async fn send_step(&self, user: &str, draft_id: &str) -> SendOutcome {
+        match self.send_draft(user, &DraftId(draft_id.to_owned())).await {
+            Ok(()) => SendOutcome::Sent,
+            Err(e) => SendOutcome::Failed(mail_fault(&e)),
+        }
+    }
+}
+
+/// `(value, nextLink)` of a listing page.
+fn page_of(v: &Value) -> Option<(&Vec<Value>, Option<String>)> {
+    let value = v.get("value")?.as_array()?;
+    let next = v
+        .get("@odata.nextLink")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Some((value, next))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod mail;
 pub mod pacing;
 pub mod ranges;
 pub mod retry;
+pub mod sends;
 pub mod steps;
 
 pub use error::{ErrorClass, GraphError};
@@ -142,6 +143,8 @@ pub struct GraphClient {
     pacer: Pacer,
     policy: RetryPolicy,
     chunk_size: u64,
+    /// Exchange's sending limit, counted as the server counts it.
+    sends: sends::SendGate,
     /// Recent attachment listings per item, for `find_attachment_recent`.
     listings: std::sync::Mutex<std::collections::HashMap<String, Listing>>,
 }
@@ -211,6 +214,7 @@ impl GraphClient {
             pacer: Pacer::new(a.concurrency, a.mailbox_requests, a.mailbox_upload_bytes),
             policy: RetryPolicy::default(),
             chunk_size: a.chunk_size.clamp(1, MAX_REQUEST_BODY),
+            sends: sends::SendGate::new(a.mailbox_sends),
             listings: Default::default(),
         })
     }

@@ -4,11 +4,14 @@
 //! does not wake every 500 ms.
 //!
 //! Layout (trees): `meta` (schema version), `entries` (id -> JSON [`LedgerEntry`]), `by_path`
-//! (mapping + path + seq -> id; the highest seq of a path is its current version).
+//! (mapping + path + seq -> id; the highest seq of a path is its current version), `messages`
+//! (message id -> JSON `core::model::MessageRecord`, a `new_message` mapping's messages; a
+//! ledger written before messages existed simply has none: sled makes the tree when opened).
 
 use super::entry::{EntryBrief, LedgerEntry};
 use super::error::LedgerError;
 use super::EntryState;
+use crate::core::model::{MessageRecord, MessageState};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::io::{Seek, SeekFrom, Write as _};
@@ -23,6 +26,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 const META_TREE: &[u8] = b"meta";
 const ENTRIES_TREE: &[u8] = b"entries";
 const BY_PATH_TREE: &[u8] = b"by_path";
+const MESSAGES_TREE: &[u8] = b"messages";
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const GENERATION_KEY: &[u8] = b"flush_generation";
 /// Beside sled's files (sled ignores names not starting with `snap.`), so it moves with them.
@@ -43,6 +47,7 @@ pub struct Ledger {
     meta: sled::Tree,
     entries: sled::Tree,
     by_path: sled::Tree,
+    messages: sled::Tree,
     path: PathBuf,
     state_dir: PathBuf,
     flushes: Arc<Mutex<FlushMark>>,
@@ -194,6 +199,7 @@ impl Ledger {
         Ok(Ledger {
             entries: tree(ENTRIES_TREE)?,
             by_path: tree(BY_PATH_TREE)?,
+            messages: tree(MESSAGES_TREE)?,
             meta,
             db,
             path: path.to_path_buf(),
@@ -239,6 +245,9 @@ impl Ledger {
         if decode_all {
             for entry in self.iter() {
                 entry?;
+            }
+            for message in self.messages() {
+                message?;
             }
         }
         Ok(version)
@@ -473,7 +482,9 @@ impl Ledger {
 
     /// Remove finished entries (done, failed, rejected, canceled) not updated for `keep_done`
     /// whose files are gone (`exists` says false), then flush. Entries of files still present
-    /// are kept whatever their age, or those files would be sent again. Returns how many went.
+    /// are kept whatever their age, or those files would be sent again. Then the messages sent
+    /// or drafted as long ago none of whose entries is left. Returns how many went (entries and
+    /// messages).
     pub fn prune(
         &self,
         keep_done: Duration,
@@ -494,10 +505,79 @@ impl Ledger {
                 removed += 1;
             }
         }
+        // A message sent (or left drafted) that long ago, none of whose files' entries is left,
+        // has nothing more to say; a failed or unconfirmed one stays for a person to look at.
+        let mut gone_messages = Vec::new();
+        for m in self.messages() {
+            let m = m?;
+            let over = matches!(m.state, MessageState::Sent | MessageState::Drafted);
+            let old_enough = super::entry::datetime_of(m.updated_at) + keep_done <= now;
+            if over && old_enough {
+                let mut any = false;
+                for f in &m.files {
+                    if self
+                        .entries
+                        .contains_key(f.as_bytes())
+                        .map_err(|e| self.sled_err(e))?
+                    {
+                        any = true;
+                        break;
+                    }
+                }
+                if !any {
+                    gone_messages.push(m.id);
+                }
+            }
+        }
+        for id in gone_messages {
+            self.messages
+                .remove(id.as_bytes())
+                .map_err(|e| self.sled_err(e))?;
+            self.wrote();
+            removed += 1;
+        }
         if removed > 0 {
             self.flush()?;
         }
         Ok(removed)
+    }
+
+    /// Insert or replace a message record. Not flushed.
+    pub fn put_message(&self, m: &MessageRecord) -> Result<()> {
+        let bytes = serde_json::to_vec(m)
+            .map_err(|e| LedgerError::Invalid(format!("message {} does not encode: {e}", m.id)))?;
+        self.messages
+            .insert(m.id.as_bytes(), bytes)
+            .map_err(|e| self.sled_err(e))?;
+        self.wrote();
+        Ok(())
+    }
+
+    /// The message with this id.
+    pub fn get_message(&self, id: &str) -> Result<Option<MessageRecord>> {
+        match self
+            .messages
+            .get(id.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(bytes) => self.decode(id.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every message, streamed from sled (in id order).
+    pub fn messages(&self) -> impl Iterator<Item = Result<MessageRecord>> + '_ {
+        self.messages.iter().map(move |item| {
+            let (key, bytes) = item.map_err(|e| self.sled_err(e))?;
+            self.decode(&key, &bytes)
+        })
+    }
+
+    /// Every message, oldest first.
+    pub fn list_messages(&self) -> Result<Vec<MessageRecord>> {
+        let mut out = self.messages().collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|m| m.seq);
+        Ok(out)
     }
 
     /// How many entries the ledger holds.

@@ -1,0 +1,527 @@
+//! Mailing a folder (`[mapping.new_message]`, SPEC: Sending) through the real binary against the
+//! sandbox: every file (or batch) ends as exactly one sent message holding exactly its bytes,
+//! whatever is lost or crashed on the way. The sandbox's admin API lists what was sent (with
+//! each attachment's SHA-256) and counts `duplicate_sends`, which must stay 0 everywhere.
+
+use crate::common::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(120);
+const TO: &str = "ap@contoso.example";
+
+/// A mailing mapping of `folder` with `new_message` lines `extra` (and mapping lines `lines`).
+fn mapping(folder: &Path, lines: &str, extra: &str) -> String {
+    format!(
+        "[[mapping]]\nname = \"mail\"\nfolder = \"{}\"\n{lines}\n[mapping.new_message]\nto = [\"{TO}\"]\nsubject = \"Scan {{stem}}\"\nbody = \"Attached: {{names}}.\"\n{extra}\n",
+        folder.display()
+    )
+}
+
+fn setup(env: &Env, agent: &str, lines: &str, extra: &str) -> PathBuf {
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    env.write_config(agent, &mapping(&folder, lines, extra));
+    folder
+}
+
+/// Every message in the sandbox's Sent Items, once every accepted send has moved there.
+async fn sent(env: &Env) -> Vec<Value> {
+    env.sandbox
+        .admin(reqwest::Method::POST, "/sends/deliver", Some(json!({})))
+        .await;
+    let v = env.sandbox.admin(reqwest::Method::GET, "/sent", None).await;
+    v.as_array().cloned().unwrap_or_default()
+}
+
+/// subject -> (attachment name -> sha256) of the sent messages, asserting no subject twice.
+fn by_subject(sent: &[Value]) -> BTreeMap<String, HashMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for m in sent {
+        let subject = m["subject"].as_str().unwrap_or_default().to_string();
+        let atts: HashMap<String, String> = m["attachments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["name"].as_str().unwrap_or_default().to_string(),
+                    a["sha256"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        assert!(
+            out.insert(subject.clone(), atts).is_none(),
+            "{subject} was sent twice: {sent:#?}"
+        );
+    }
+    out
+}
+
+async fn no_duplicates(env: &Env, what: &str) -> Value {
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["duplicate_sends"], json!(0), "{what}: {stats}");
+    stats
+}
+
+fn status_json(env: &Env) -> Vec<Value> {
+    let out = env.run(&["status", "--json"], T);
+    assert!(out.status.success(), "status: {}", stderr(&out));
+    serde_json::from_str::<Value>(&stdout(&out))
+        .expect("status json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// One message per file: 3 files -> 3 sent messages, each with exactly its file's bytes, to the
+/// template's recipient; the files move to `sent_dir` only once their message went.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_file_mapping_sends_one_message_per_file_then_moves_it() {
+    let env = Env::new();
+    let folder = setup(&env, "", "after = \"move\"", "");
+    let mut want = BTreeMap::new();
+    for (i, size) in [10_000u64, 4 * MIB + 7, 0].into_iter().enumerate() {
+        let name = format!("page{i}.pdf");
+        let sha = write_file(&folder.join(&name), size, i as u64 + 1);
+        want.insert(
+            format!("Scan page{i}"),
+            HashMap::from([(name.clone(), sha)]),
+        );
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let sent = sent(&env).await;
+    assert_eq!(by_subject(&sent), want);
+    for m in &sent {
+        assert_eq!(m["to"], json!([TO]), "{m}");
+        assert!(
+            m["body"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Attached: page"),
+            "{m}"
+        );
+    }
+    no_duplicates(&env, "per file").await;
+    for i in 0..3 {
+        assert!(folder.join(format!("sent/page{i}.pdf")).exists());
+        assert!(!folder.join(format!("page{i}.pdf")).exists());
+    }
+    // status --json: every entry is done and names its sent message.
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    for r in &rows {
+        assert_eq!(r["state"], "done", "{r}");
+        assert_eq!(r["message"]["state"], "sent", "{r}");
+        assert_eq!(r["message"]["to"], json!([TO]), "{r}");
+        assert!(r["message"]["internet_message_id"].is_string(), "{r}");
+        assert!(r["message"]["sent_at"].is_string(), "{r}");
+    }
+}
+
+/// `group = "batch"`: files that settle together go in one message, split by
+/// `max_message_size` into parts that fit ("(1/2)"), each part under the limit (the sandbox's
+/// tenant limit set to the same value refuses any attachment past it); a file alone over the
+/// limit fails, explained, and the others are sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_mapping_splits_to_fit_and_fails_only_a_file_alone_over_the_limit() {
+    let env = Env::new();
+    let limit: u64 = 2_000_000;
+    env.sandbox
+        .faults(json!({"message_size_limit": limit}))
+        .await;
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"mail\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"{TO}\"]\nsubject = \"Batch of {{count}}\"\nbody = \"{{names}}\"\ngroup = \"batch\"\nbatch_quiet = \"1s\"\nmax_message_size = {limit}\n",
+            folder.display()
+        ),
+    );
+    let mut want = HashMap::new();
+    for (i, size) in [600_000u64, 600_000, 600_000].into_iter().enumerate() {
+        let name = format!("part{i}.bin");
+        want.insert(
+            name.clone(),
+            write_file(&folder.join(&name), size, i as u64 + 10),
+        );
+    }
+    // Alone it is about 2.1 MB once encoded: over the limit.
+    write_file(&folder.join("huge.bin"), 1_600_000, 99);
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed file makes run --once exit 1: {}",
+        stderr(&out)
+    );
+    let sent = sent(&env).await;
+    let got = by_subject(&sent);
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        vec![
+            "Batch of 1 (2/2)".to_string(),
+            "Batch of 2 (1/2)".to_string()
+        ],
+        "{sent:#?}"
+    );
+    let mut all = HashMap::new();
+    for atts in got.values() {
+        let raw: u64 = sent
+            .iter()
+            .flat_map(|m| m["attachments"].as_array().cloned().unwrap_or_default())
+            .filter(|a| atts.contains_key(a["name"].as_str().unwrap_or_default()))
+            .map(|a| a["size"].as_u64().unwrap_or(0))
+            .sum();
+        assert!(
+            raw.div_ceil(3) * 4 < limit,
+            "a part over the limit: {atts:?}"
+        );
+        all.extend(atts.clone());
+    }
+    assert_eq!(
+        all, want,
+        "every file of the batch in exactly one part, its bytes exact"
+    );
+    no_duplicates(&env, "batch").await;
+    let rows = status_json(&env);
+    let huge = rows
+        .iter()
+        .find(|r| r["path"].as_str().unwrap_or_default().ends_with("huge.bin"))
+        .expect("huge.bin's entry");
+    assert_eq!(huge["state"], "failed", "{huge}");
+    assert_eq!(huge["error"]["code"], "messageTooLarge", "{huge}");
+    assert!(
+        huge["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_message_size"),
+        "{huge}"
+    );
+    assert!(huge["message"].is_null(), "{huge}");
+}
+
+/// `send = false`: every draft is made and fully attached, none is sent, and the messages are
+/// `drafted`.
+#[tokio::test(flavor = "multi_thread")]
+async fn send_false_leaves_fully_attached_drafts_and_sends_nothing() {
+    let env = Env::new();
+    let folder = setup(&env, "", "after = \"move\"", "send = false");
+    let mut want = HashMap::new();
+    for (i, size) in [5_000u64, 3 * MIB + 11].into_iter().enumerate() {
+        let name = format!("d{i}.pdf");
+        want.insert(
+            name.clone(),
+            write_file(&folder.join(&name), size, i as u64 + 20),
+        );
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert!(sent(&env).await.is_empty(), "nothing may be sent");
+    let stats = no_duplicates(&env, "send = false").await;
+    assert_eq!(stats["sends_accepted"], json!(0), "{stats}");
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for r in &rows {
+        assert_eq!(r["message"]["state"], "drafted", "{r}");
+        let draft = r["message"]["draft_id"].as_str().expect("draft id");
+        let name = r["path"]
+            .as_str()
+            .and_then(|p| Path::new(p).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let on_draft = attached(&env.sandbox, draft).await;
+        assert_eq!(
+            on_draft,
+            HashMap::from([(name.clone(), want[&name].clone())]),
+            "the draft holds exactly its file"
+        );
+    }
+    // Drafted counts as finished: the after-action ran.
+    assert!(folder.join("sent/d0.pdf").exists() && folder.join("sent/d1.pdf").exists());
+}
+
+/// The send's reply is lost after it took effect: the agent confirms it in Sent Items by the
+/// marker and never sends again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_send_reply_is_confirmed_not_repeated() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let sha = write_file(&folder.join("one.pdf"), 70_000, 30);
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "action": "lost"}]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let stats = no_duplicates(&env, "lost send").await;
+    assert_eq!(
+        stats["send_replies_lost"],
+        json!(1),
+        "the fault fired: {stats}"
+    );
+    assert_eq!(stats["sends_accepted"], json!(1), "one send only: {stats}");
+    let sent = sent(&env).await;
+    assert_eq!(
+        by_subject(&sent),
+        BTreeMap::from([(
+            "Scan one".to_string(),
+            HashMap::from([("one.pdf".to_string(), sha)])
+        )])
+    );
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["message"]["state"], "sent", "{rows:#?}");
+}
+
+/// The send's reply is lost and Exchange takes longer than the agent's patience to move it to
+/// Sent Items: the message is `unconfirmed` (never sent twice); once the copy is there, `retry`
+/// finds it and records it sent, again without a second send.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_moved_later_than_look_after_is_unconfirmed_then_retry_confirms_it() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let sha = write_file(&folder.join("slow.pdf"), 12_345, 40);
+    env.sandbox
+        .faults(json!({
+            "send_move_delay_ms": 600_000,
+            "fail_next": [{"route": "send", "action": "lost"}]
+        }))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    let m = &rows[0]["message"];
+    assert_eq!(m["state"], "unconfirmed", "{rows:#?}");
+    assert_eq!(m["error"]["code"], "sendUnconfirmed", "{m}");
+    let id = m["id"].as_str().expect("message id").to_string();
+    let table = stdout(&env.run(&["status"], T));
+    assert!(
+        table.contains(&format!("{id}  unconfirmed")),
+        "the table shows it: {table}"
+    );
+    let stats = no_duplicates(&env, "unconfirmed").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    // `retry --failed` leaves an unconfirmed message alone.
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "retry --failed: {}", stderr(&out));
+    assert!(!stdout(&out).contains(&id), "{}", stdout(&out));
+    // The copy reaches Sent Items; `retry ID` confirms it there.
+    assert_eq!(sent(&env).await.len(), 1);
+    let out = env.run(&["retry", &id], T);
+    assert!(out.status.success(), "retry: {}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["message"]["state"], "sent", "{rows:#?}");
+    let stats = no_duplicates(&env, "after retry").await;
+    assert_eq!(
+        stats["sends_accepted"],
+        json!(1),
+        "never a second send: {stats}"
+    );
+    assert_eq!(
+        by_subject(&sent(&env).await),
+        BTreeMap::from([(
+            "Scan slow".to_string(),
+            HashMap::from([("slow.pdf".to_string(), sha)])
+        )])
+    );
+}
+
+/// `outbox retry ID` of an unconfirmed message whose draft is still a draft (the send never
+/// happened) sends it, once; asked of the running agent over its socket.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_an_unconfirmed_message_sends_it_only_if_its_draft_is_still_a_draft() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let sha = write_file(&folder.join("never.pdf"), 2_000, 50);
+    // The send is cut off before it reaches the mailbox (dropped, not carried out); the
+    // sandbox then never moves anything, so nothing can be confirmed: unconfirmed.
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "action": "drop"}]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["message"]["state"], "unconfirmed", "{rows:#?}");
+    let id = rows[0]["message"]["id"].as_str().expect("id").to_string();
+    assert_eq!(env.sandbox.stats().await["sends_accepted"], json!(0));
+    let agent = Agent::start(&env, &[]);
+    wait_until(T, "the agent's socket", || {
+        let p = env.state_dir().join("agent.sock");
+        async move { p.exists() }
+    })
+    .await;
+    let out = env.run(&["retry", &id], T);
+    assert!(out.status.success(), "retry: {}", stderr(&out));
+    assert!(stdout(&out).contains(&id), "{}", stdout(&out));
+    wait_until(T, "the message sent", || async {
+        status_json(&env)[0]["message"]["state"] == "sent"
+    })
+    .await;
+    agent.stop();
+    let stats = no_duplicates(&env, "retry").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert_eq!(
+        by_subject(&sent(&env).await),
+        BTreeMap::from([(
+            "Scan never".to_string(),
+            HashMap::from([("never.pdf".to_string(), sha)])
+        )])
+    );
+}
+
+/// The agent stopped dead at every step of a message's life (before and after its draft is
+/// made, after its files' intents and answers, before and after the send), then started again:
+/// every file ends in exactly one sent message with its exact bytes, moved only after it went.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_at_every_step_of_a_message_then_a_restart_sends_each_file_once() {
+    let points = [
+        "after-entry-recorded",
+        "after-draft-intent",
+        "after-draft-created",
+        "after-post-intent",
+        "after-session-intent",
+        "after-chunk:1",
+        "before-done-recorded",
+        "after-done-recorded",
+        "after-send-intent",
+        "after-send",
+        "after-send:2",
+        "after-after-action",
+    ];
+    for point in points {
+        let env = Env::new();
+        let folder = setup(&env, "chunk_size = \"1MiB\"", "after = \"move\"", "");
+        let mut want = BTreeMap::new();
+        for (i, size) in [3_000u64, 3 * MIB + 5].into_iter().enumerate() {
+            let name = format!("c{i}.bin");
+            let sha = write_file(&folder.join(&name), size, i as u64 + 60);
+            want.insert(format!("Scan c{i}"), HashMap::from([(name, sha)]));
+        }
+        let crashed = run_bounded(
+            env.cmd()
+                .env("OUTBOX_CRASH_AT", point)
+                .args(["run", "--once"]),
+            T,
+        );
+        assert!(
+            crashed.status.code().is_none() || crashed.status.code() == Some(134),
+            "failpoint {point} was never reached (exit {:?}):\n{}",
+            crashed.status.code(),
+            stderr(&crashed)
+        );
+        let out = env.run(&["run", "--once"], T);
+        if point == "after-send-intent" {
+            // The send's intent is on record and no answer: the agent cannot tell whether it
+            // went (a sent draft can look like a draft for a while), so it does not send again
+            // by itself; `retry` sends it because its draft is still a draft.
+            assert_eq!(out.status.code(), Some(1), "{point}: {}", stderr(&out));
+            let rows = status_json(&env);
+            let m = rows
+                .iter()
+                .map(|r| &r["message"])
+                .find(|m| m["state"] == "unconfirmed")
+                .unwrap_or_else(|| panic!("{point}: no unconfirmed message: {rows:#?}"));
+            let id = m["id"].as_str().expect("id").to_string();
+            let retried = env.run(&["retry", &id], T);
+            assert!(retried.status.success(), "{}", stderr(&retried));
+            let again = env.run(&["run", "--once"], T);
+            assert!(again.status.success(), "{point}: {}", stderr(&again));
+        } else {
+            assert!(
+                out.status.success(),
+                "recovery after {point} failed:\n{}",
+                stderr(&out)
+            );
+        }
+        assert_eq!(
+            by_subject(&sent(&env).await),
+            want,
+            "after a crash at {point}"
+        );
+        let stats = no_duplicates(&env, point).await;
+        assert_eq!(stats["sends_accepted"], json!(2), "{point}: {stats}");
+        assert_eq!(stats["duplicate_attachments"], json!(0), "{point}: {stats}");
+        for i in 0..2 {
+            assert!(folder.join(format!("sent/c{i}.bin")).exists(), "{point}");
+        }
+    }
+}
+
+/// 100 files into a per-file mapping with the sandbox's sending limit on and
+/// `agent.mailbox_sends` at the same rate: all sent, none refused, none twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_drains_at_the_sending_limit_without_a_refusal() {
+    let env = Env::new();
+    env.sandbox
+        .faults(json!({
+            "mailbox_sends": {"amount": 25, "window_secs": 2},
+            "send_limit_answer": "refuse",
+            "send_move_delay_ms": 0
+        }))
+        .await;
+    let folder = setup(&env, "mailbox_sends = \"25/2s\"", "", "");
+    let mut want = BTreeMap::new();
+    for i in 0..100u64 {
+        let name = format!("f{i:03}.txt");
+        let sha = write_file(&folder.join(&name), 100 + i, i + 100);
+        want.insert(format!("Scan f{i:03}"), HashMap::from([(name, sha)]));
+    }
+    let start = std::time::Instant::now();
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    // 100 sends at 25 per 2 s take at least 3 full windows.
+    assert!(
+        start.elapsed() >= Duration::from_secs(6),
+        "not paced: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(by_subject(&sent(&env).await), want);
+    let stats = no_duplicates(&env, "backlog").await;
+    assert_eq!(stats["sends_over_limit"], json!(0), "{stats}");
+    assert_eq!(stats["sends_accepted"], json!(100), "{stats}");
+}
+
+/// A send Graph refuses fails the message (its file stays where it is, `after` waits for the
+/// send); `retry --failed` takes failed messages, and the message goes on from its draft: sent
+/// once, then the file moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_send_fails_the_message_and_retry_failed_sends_it() {
+    let env = Env::new();
+    let folder = setup(&env, "", "after = \"move\"", "");
+    let sha = write_file(&folder.join("r.pdf"), 9_000, 70);
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "status": 400}]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["state"], "done", "{rows:#?}");
+    assert_eq!(rows[0]["message"]["state"], "failed", "{rows:#?}");
+    let id = rows[0]["message"]["id"].as_str().expect("id").to_string();
+    let failed = stdout(&env.run(&["status", "--state", "failed"], T));
+    assert!(failed.contains(&format!("{id}  failed")), "{failed}");
+    assert!(
+        folder.join("r.pdf").exists(),
+        "not moved before its message went"
+    );
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "retry --failed: {}", stderr(&out));
+    assert!(stdout(&out).contains(&id), "{}", stdout(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(status_json(&env)[0]["message"]["state"], "sent");
+    assert_eq!(
+        by_subject(&sent(&env).await),
+        BTreeMap::from([(
+            "Scan r".to_string(),
+            HashMap::from([("r.pdf".to_string(), sha)])
+        )])
+    );
+    no_duplicates(&env, "refused then retried").await;
+    assert!(folder.join("sent/r.pdf").exists());
+}
