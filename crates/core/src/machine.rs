@@ -459,7 +459,7 @@ impl Machine {
             self.index(&rec);
             let id = rec.id.clone();
             self.activate(rec);
-            self.retried_member(&id);
+            self.retried_member(&id, out);
         }
     }
 

@@ -480,6 +480,10 @@ impl Machine {
         m.rec.error = None;
         m.rec.attempts = 0;
         m.wait_until = None;
+        // The draft may have changed since it was last listed: listed again before a send.
+        m.verified = false;
+        m.extra.clear();
+        m.short_lists = 0;
         m.rec.updated_at = now;
         out.push(Action::PersistMessage(m.rec.clone()));
         self.msg_ready.insert(mid.clone());
@@ -489,7 +493,7 @@ impl Machine {
 
     /// A retried entry of a mailing mapping: back in its message if that message still counts
     /// it and may still take it, else waiting for a new one.
-    pub(super) fn retried_member(&mut self, id: &str) {
+    pub(super) fn retried_member(&mut self, id: &str, out: &mut Vec<Action>) {
         let Some(a) = self.active.get(id) else {
             return;
         };
@@ -507,8 +511,23 @@ impl Machine {
         });
         if keeps {
             if let Some(mid) = a.rec.message.clone() {
+                let now = self.now;
                 if let Some(m) = self.messages.get_mut(&mid) {
                     m.finished.remove(id);
+                    if m.rec.state == MessageState::Failed && !m.busy {
+                        // A file of a failed message retried on its own: the message goes on
+                        // with it (else the file would wait for a message that never moves).
+                        m.rec.state = if m.rec.draft_id.is_some() {
+                            MessageState::Attaching
+                        } else {
+                            MessageState::Drafting
+                        };
+                        m.rec.error = None;
+                        m.rec.attempts = 0;
+                        m.wait_until = None;
+                        m.rec.updated_at = now;
+                        out.push(Action::PersistMessage(m.rec.clone()));
+                    }
                 }
                 self.msg_ready.insert(mid);
             }
@@ -536,15 +555,14 @@ impl Machine {
         }
     }
 
-    /// A message over, none of whose files is still at work, leaves memory.
+    /// A message sent (or drafted), none of whose files is still at work, leaves memory.
     fn forget_if_over(&mut self, mid: &str) {
         let Some(m) = self.messages.get(mid) else {
             return;
         };
-        if !m.rec.state.is_terminal()
-            || m.busy
-            || m.rec.files.iter().any(|f| self.active.contains_key(f))
-        {
+        // A failed or unconfirmed one stays: a `retry` of one of its files takes it on.
+        let over = matches!(m.rec.state, MessageState::Sent | MessageState::Drafted);
+        if !over || m.busy || m.rec.files.iter().any(|f| self.active.contains_key(f)) {
             return;
         }
         if let Some(m) = self.messages.remove(mid) {
@@ -1387,6 +1405,68 @@ mod tests {
             },
         );
         assert!(draft_asked(&out).is_some(), "retried: {out:?}");
+    }
+
+    #[test]
+    fn a_file_of_a_failed_message_retried_alone_takes_its_message_on() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid.clone(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
+                    "ErrorAccessDenied",
+                    "no",
+                )))),
+            },
+        );
+        let failed = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Persist(r) if r.state == State::Failed => Some(r.clone()),
+                _ => None,
+            })
+            .expect("the file failed");
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.state == MessageState::Failed
+        )));
+        // `retry` of the file alone (not of its message).
+        let out = m.handle(
+            Time(8_000),
+            Input::Retry {
+                records: vec![failed],
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.state == MessageState::Attaching
+        )));
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Post { id, .. } if *id == eid)),
+            "{out:?}"
+        );
+        assert!(!m.only_blocked());
     }
 
     #[test]
