@@ -353,6 +353,10 @@ impl Agent {
     }
 
     fn note_reachability(&mut self, input: &Input) {
+        // The core waits and tries again; the log says why (a file that does not go says so).
+        if let Some((id, crate::core::model::Fault::Ambiguous(f))) = oneshot::fault(input) {
+            tracing::warn!(entry = id, code = %crate::outside::shown(&f.code), error = %crate::outside::shown(&f.message), "a request failed (it may have taken effect): the entry checks and tries again after a pause");
+        }
         match oneshot::unreachable(input) {
             Some(f) if self.unreachable_since.is_none() => {
                 self.unreachable_since = Some((Instant::now(), f));
