@@ -652,3 +652,63 @@ async fn a_next_link_to_another_host_fails_the_look_and_gets_no_token() {
     assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
     assert!(!String::from_utf8_lossy(&got).contains(TOKEN));
 }
+
+/// Issue item 10: an upload server that breaks the protocol (the sandbox's `upload_misbehaves`,
+/// on every session) is refused, bounded: each session it misbehaves in is abandoned and
+/// deleted (with any attachment it made early), the upload starts over a bounded number of
+/// times, and then the entry fails with a clear error; nothing is recorded done, nothing stays
+/// on the item, no session and no URL file are left, and the sandbox served at most 30 requests.
+async fn a_misbehaving_upload_server_is_refused(mode: &str, seed: u64) {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(
+        &env,
+        &item,
+        "chunk_size = \"1MiB\"",
+        "if_exists = \"attach\"",
+    );
+    env.sandbox.faults(json!({"upload_misbehaves": mode})).await;
+    write_file(&folder.join("big.bin"), 3 * MIB + 5, seed);
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{mode}: {}", stderr(&out));
+    let rows = status_rows(&env);
+    assert_eq!(rows.len(), 1, "{mode}: {rows:?}");
+    assert_eq!(rows[0]["state"], json!("failed"), "{mode}: {rows:?}");
+    let error = rows[0]["error"].to_string();
+    assert!(
+        error.contains("protocolViolation") && error.contains("upload server"),
+        "{mode}: a clear error: {error}"
+    );
+    let atts = env.sandbox.attachments(&item).await;
+    assert!(atts.is_empty(), "{mode}: left on the item: {atts:?}");
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["open_sessions"], json!(0), "{mode}: {stats}");
+    let sessions = env.state_dir().join("sessions");
+    let left = std::fs::read_dir(&sessions).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "{mode}: URL files left");
+    let created = stats["sessions_created"].as_u64().unwrap_or(0);
+    assert!(
+        (2..=3).contains(&created),
+        "{mode}: restarted, then failed: {created} sessions"
+    );
+    let requests: u64 = stats["requests"]
+        .as_object()
+        .map(|m| m.keys().map(|k| count(&stats, k)).sum())
+        .unwrap_or(0);
+    assert!(requests <= 30, "{mode}: {requests} requests: {stats}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_server_answering_past_the_bytes_sent_is_refused_bounded() {
+    a_misbehaving_upload_server_is_refused("ahead", 101).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_server_completing_before_the_last_chunk_is_refused_bounded() {
+    a_misbehaving_upload_server_is_refused("early_complete", 102).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_server_whose_next_range_never_moves_is_refused_bounded() {
+    a_misbehaving_upload_server_is_refused("stuck", 103).await;
+}

@@ -158,6 +158,23 @@ pub struct Faults {
     /// client never sends the bearer token there and counts the list as cut short. `null` =
     /// the sandbox's origin.
     pub next_link_origin: Option<String>,
+    /// A misbehaving upload server: every upload session breaks the protocol this way (see
+    /// [`Misbehaviour`]). `null` = it keeps the protocol.
+    pub upload_misbehaves: Option<Misbehaviour>,
+}
+
+/// How an upload server breaks the protocol, for the client's refusals.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Misbehaviour {
+    /// A chunk that is not the last is taken, and the answer's `nextExpectedRanges` starts
+    /// past the bytes sent (by the chunk's length).
+    Ahead,
+    /// A chunk that is not the last completes the upload: 201 with a `Location`, and an
+    /// attachment of the bytes so far is on the item.
+    EarlyComplete,
+    /// Nothing is taken: every PUT answers 200 with `nextExpectedRanges` at its own start.
+    Stuck,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -213,6 +230,7 @@ impl Default for Faults {
             listing_lag_ms: 0,
             attachments_page_size: None,
             next_link_origin: None,
+            upload_misbehaves: None,
         }
     }
 }
