@@ -712,3 +712,35 @@ async fn an_upload_server_completing_before_the_last_chunk_is_refused_bounded() 
 async fn an_upload_server_whose_next_range_never_moves_is_refused_bounded() {
     a_misbehaving_upload_server_is_refused("stuck", 103).await;
 }
+
+/// The look is one request per page: a listing GET that fails (503, no `Retry-After`) is not
+/// retried inside the step; its failure goes to the core as a fault (the agent says so), the
+/// core backs off and looks again, and the file goes once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_look_is_one_request_and_the_core_decides_the_retry() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(&env, &item, "", "if_exists = \"skip\"");
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "get", "status": 503}]}))
+        .await;
+    let sha = write_file(&folder.join("looked.txt"), 3000, 41);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        !log.contains("retrying after a transient error"),
+        "the step retried its own request: {log}"
+    );
+    assert!(
+        log.contains("a request failed") && log.contains("ServiceUnavailable"),
+        "the look's failure reached the core: {log}"
+    );
+    assert_eq!(
+        attached(&env.sandbox, &item).await.get("looked.txt"),
+        Some(&sha)
+    );
+    let stats = env.sandbox.stats().await;
+    assert_eq!(count(&stats, "get_attachments"), 2, "{stats}");
+    assert_eq!(count(&stats, "post_attachments"), 1, "{stats}");
+}
