@@ -151,7 +151,7 @@ pub async fn attach_file(
     let mut wake: Option<Time> = None;
     let mut unreachable_seen = 0;
     let mut sent = false;
-    let signal = crate::cli::shutdown_signal();
+    let signal = super::shutdown_signal();
     tokio::pin!(signal);
     loop {
         for input in inputs.drain(..) {

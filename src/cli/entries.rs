@@ -4,8 +4,8 @@
 use crate::agent::control::{self, Request, Response};
 use crate::agent::ops;
 use crate::auth::Credentials;
+use crate::cli::exit::{CommandError, ExitCode};
 use crate::config::Settings;
-use crate::exit::{CommandError, ExitCode};
 use crate::graph::GraphClient;
 use crate::ledger::{EntryError, EntryState, Ledger, LedgerEntry, LedgerError, SessionStore};
 use std::io::IsTerminal;
@@ -52,7 +52,7 @@ pub(crate) fn restart_hint(pid: u32) -> String {
 }
 
 fn ledger_err(e: LedgerError) -> CommandError {
-    CommandError::new(e.exit_code(), e.to_string())
+    CommandError::from(e)
 }
 
 /// Ask the agent, or run `local` on the ledger when none answers.

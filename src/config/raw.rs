@@ -27,7 +27,7 @@ const DEFAULT_CONCURRENCY: usize = 4;
 const MAX_CONCURRENCY: i64 = 16;
 const DEFAULT_CHUNK: &str = "3840KiB";
 /// Graph refuses any request body over 4 MiB, upload-session chunks included (defined in `graph`).
-const MAX_CHUNK: u64 = crate::graph::MAX_REQUEST_BODY;
+const MAX_CHUNK: u64 = crate::core::model::MAX_REQUEST_BODY;
 const DEFAULT_SETTLE: &str = "2s";
 const DEFAULT_SETTLE_AFTER_CLOSE: &str = "1s";
 /// How long after a request whose answer was lost the item is looked at (a request cut off may

@@ -352,7 +352,7 @@ impl GraphClient {
                     Err(e) => GraphError::transport(&e),
                 }
             };
-            let err = self.creds.explain_refusal(err);
+            let err = explain_refusal(&self.creds, err);
             if err.class == ErrorClass::SignIn && !refreshed && !err.claims_challenge {
                 if let Some(t) = &token {
                     refreshed = true;
@@ -691,6 +691,15 @@ async fn read_capped(resp: reqwest::Response, cap: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A 401 from Graph gets the advice that fits where the token came from: `outbox login` only
+/// helps device-code sign-in.
+fn explain_refusal(creds: &Credentials, mut err: GraphError) -> GraphError {
+    if err.status == Some(401) && !err.claims_challenge {
+        err.sign_in_hint = Some(creds.refused_hint());
+    }
+    err
 }
 
 /// Shorthand for building an error of ours.

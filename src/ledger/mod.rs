@@ -16,8 +16,8 @@ mod sessions;
 mod store;
 
 pub use entry::{
-    mtime_ns, new_id, EntryBrief, EntryError, EntryState, ItemKind, LedgerEntry, NewEntry,
-    SessionInfo, Target,
+    new_id, EntryBrief, EntryError, EntryState, ItemKind, LedgerEntry, NewEntry, SessionInfo,
+    Target,
 };
 pub use error::LedgerError;
 pub use sessions::SessionStore;

@@ -159,7 +159,7 @@ pub struct Faults {
     /// the sandbox's origin.
     pub next_link_origin: Option<String>,
     /// A misbehaving upload server: every upload session breaks the protocol this way (see
-    /// [`Misbehaviour`]). `null` = it keeps the protocol.
+    /// `Misbehaviour`). `null` = it keeps the protocol.
     pub upload_misbehaves: Option<Misbehaviour>,
 }
 
