@@ -5,7 +5,8 @@
 //! Usage: `cargo run --release --example bench_ledger -- STATE_DIR COUNT ITEM_ID FOLDER...`
 //! (mapping names are the folders' file names, the config's default).
 
-use outbox::ledger::{mtime_ns, EntryState, ItemKind, Ledger, LedgerEntry, NewEntry, Target};
+use outbox::files::mtime_ns;
+use outbox::ledger::{EntryState, ItemKind, Ledger, LedgerEntry, NewEntry, Target};
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -6,11 +6,11 @@
 
 pub mod agent;
 pub mod auth;
+pub mod bounded;
 pub mod ca;
 pub mod cli;
 pub mod config;
 pub use outbox_core as core;
-pub mod exit;
 pub mod failpoint;
 pub mod files;
 pub mod graph;

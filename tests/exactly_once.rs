@@ -453,3 +453,294 @@ async fn the_url_file_goes_once_its_session_is_deleted() {
     assert!(env.sandbox.attachments(&item).await.is_empty());
     agent.stop();
 }
+
+/// A listing that lags behind a write (the sandbox's `listing_lag_ms`: attachments younger than
+/// that are left out of the list) and a POST whose reply is lost after it took effect: the look
+/// waits `agent.look_after` (2 s in the tests) after the effect, finds the attachment by its
+/// bytes, and nothing is sent twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_post_reply_and_a_lagging_listing_never_duplicate() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(&env, &item, "", "if_exists = \"attach\"");
+    env.sandbox
+        .faults(json!({
+            "listing_lag_ms": 1500,
+            "fail_next": [{"route": "post", "action": "lost"}],
+        }))
+        .await;
+    let sha = write_file(&folder.join("small.txt"), 5000, 21);
+    let out = env.run(&["run", "--once"], Duration::from_secs(120));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let atts = env.sandbox.attachments(&item).await;
+    assert_eq!(atts.len(), 1, "{atts:?}");
+    assert_eq!(atts[0]["sha256"], json!(sha));
+    let stats = env.sandbox.stats().await;
+    assert_eq!(count(&stats, "post_attachments"), 1, "one POST: {stats}");
+    assert!(count(&stats, "get_attachments") >= 1, "looked: {stats}");
+    assert!(
+        count(&stats, "get_value") >= 1,
+        "confirmed by bytes: {stats}"
+    );
+}
+
+/// As above, but the POST is slow: it takes effect 3 s after it was sent, and then its reply is
+/// lost. The look must wait `look_after` from when the answer ended (the latest moment the
+/// request could take effect), not from when it was sent: a look right after the drop reads a
+/// listing that does not show the attachment yet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_lost_post_and_a_lagging_listing_never_duplicate() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(&env, &item, "", "if_exists = \"attach\"");
+    env.sandbox
+        .faults(json!({
+            "listing_lag_ms": 1900,
+            "fail_next": [{"route": "post", "action": "lost", "delay_ms": 3000}],
+        }))
+        .await;
+    let sha = write_file(&folder.join("slow.txt"), 5000, 22);
+    let out = env.run(&["run", "--once"], Duration::from_secs(120));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let atts = env.sandbox.attachments(&item).await;
+    assert_eq!(atts.len(), 1, "{atts:?}");
+    assert_eq!(atts[0]["sha256"], json!(sha));
+    let stats = env.sandbox.stats().await;
+    assert_eq!(count(&stats, "post_attachments"), 1, "one POST: {stats}");
+}
+
+/// POST an attachment to `item` through Graph, as another client would.
+async fn attach_through_graph(env: &Env, item: &str, name: &str, bytes: &[u8]) {
+    use base64::Engine;
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/me/messages/{}/attachments",
+            env.sandbox.graph_base(),
+            urlenc(item)
+        ))
+        .bearer_auth(TOKEN)
+        .json(&json!({
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "name": name,
+            "contentBytes": base64::engine::general_purpose::STANDARD.encode(bytes),
+        }))
+        .send()
+        .await
+        .expect("POST attachment");
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+}
+
+/// Issue item 9 (a): the sandbox pages attachment lists (2 a page, `@odata.nextLink`); a file
+/// whose attachment of the same name and bytes is on page 2 is found there with
+/// `if_exists = "skip"`, and not sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_same_name_attachment_on_page_two_is_found_not_sent_again() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(&env, &item, "", "if_exists = \"skip\"");
+    let file = folder.join("report.pdf");
+    let sha = write_file(&file, 3000, 91);
+    attach_through_graph(&env, &item, "first.txt", b"one").await;
+    attach_through_graph(&env, &item, "second.txt", b"two").await;
+    attach_through_graph(
+        &env,
+        &item,
+        "report.pdf",
+        &std::fs::read(&file).expect("read"),
+    )
+    .await;
+    env.sandbox
+        .admin(reqwest::Method::POST, "/reset-stats", None)
+        .await;
+    env.sandbox
+        .faults(json!({"attachments_page_size": 2}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats = env.sandbox.stats().await;
+    assert_eq!(count(&stats, "post_attachments"), 0, "sent again: {stats}");
+    assert_eq!(count(&stats, "create_session"), 0, "sent again: {stats}");
+    assert!(
+        count(&stats, "get_attachments") >= 2,
+        "both pages read: {stats}"
+    );
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 3);
+    let rows = status_rows(&env);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["state"], json!("done"), "{rows:?}");
+    assert_eq!(rows[0]["sha256"], json!(sha));
+}
+
+/// Issue item 9 (b): an attachment list whose `@odata.nextLink` points at another host (the
+/// sandbox's `next_link_origin`, here a listener of the test's own) is a list cut short: the
+/// look fails as an error and is tried again later, the file is not sent blindly, and the other
+/// host never sees a request (so never the bearer token). Once the list is whole again, the
+/// file goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_link_to_another_host_fails_the_look_and_gets_no_token() {
+    use std::io::Read;
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(&env, &item, "", "if_exists = \"skip\"");
+    attach_through_graph(&env, &item, "first.txt", b"one").await;
+    attach_through_graph(&env, &item, "second.txt", b"two").await;
+    // The other host: whatever reaches it is kept.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let other_origin = format!("http://{}", other.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for conn in other.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 4096];
+                let n = c.read(&mut buf).unwrap_or(0);
+                let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                s.extend_from_slice(b"<connection>");
+                s.extend_from_slice(&buf[..n]);
+            }
+        });
+    }
+    env.sandbox
+        .admin(reqwest::Method::POST, "/reset-stats", None)
+        .await;
+    env.sandbox
+        .faults(json!({"attachments_page_size": 1, "next_link_origin": other_origin}))
+        .await;
+    let sha = write_file(&folder.join("new.txt"), 2000, 92);
+    let agent = Agent::start(&env, &[]);
+    wait_until(
+        T,
+        "the look to be tried again (or the file sent)",
+        || async {
+            let stats = env.sandbox.stats().await;
+            count(&stats, "get_attachments") >= 2
+                || count(&stats, "post_attachments") + count(&stats, "create_session") > 0
+        },
+    )
+    .await;
+    let stats = env.sandbox.stats().await;
+    assert_eq!(
+        count(&stats, "post_attachments"),
+        0,
+        "sent blindly: {stats}"
+    );
+    assert_eq!(count(&stats, "create_session"), 0, "sent blindly: {stats}");
+    assert!(
+        agent.log().contains("UntrustedNextLink"),
+        "the look's error names the cut-short list: {}",
+        agent.log()
+    );
+    let got = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(
+        got.is_empty(),
+        "the other host was sent: {}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(status_rows(&env)
+        .iter()
+        .all(|r| r["state"] != json!("done")));
+    // The list is whole again: the next look reads it to its end and the file goes.
+    env.sandbox.faults(json!({"next_link_origin": null})).await;
+    wait_until(T, "the file to be attached", || async {
+        attached(&env.sandbox, &item).await.get("new.txt") == Some(&sha)
+    })
+    .await;
+    agent.stop();
+    let got = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(!String::from_utf8_lossy(&got).contains(TOKEN));
+}
+
+/// Issue item 10: an upload server that breaks the protocol (the sandbox's `upload_misbehaves`,
+/// on every session) is refused, bounded: each session it misbehaves in is abandoned and
+/// deleted (with any attachment it made early), the upload starts over a bounded number of
+/// times, and then the entry fails with a clear error; nothing is recorded done, nothing stays
+/// on the item, no session and no URL file are left, and the sandbox served at most 30 requests.
+async fn a_misbehaving_upload_server_is_refused(mode: &str, seed: u64) {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(
+        &env,
+        &item,
+        "chunk_size = \"1MiB\"",
+        "if_exists = \"attach\"",
+    );
+    env.sandbox.faults(json!({"upload_misbehaves": mode})).await;
+    write_file(&folder.join("big.bin"), 3 * MIB + 5, seed);
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{mode}: {}", stderr(&out));
+    let rows = status_rows(&env);
+    assert_eq!(rows.len(), 1, "{mode}: {rows:?}");
+    assert_eq!(rows[0]["state"], json!("failed"), "{mode}: {rows:?}");
+    let error = rows[0]["error"].to_string();
+    assert!(
+        error.contains("protocolViolation") && error.contains("upload server"),
+        "{mode}: a clear error: {error}"
+    );
+    let atts = env.sandbox.attachments(&item).await;
+    assert!(atts.is_empty(), "{mode}: left on the item: {atts:?}");
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["open_sessions"], json!(0), "{mode}: {stats}");
+    let sessions = env.state_dir().join("sessions");
+    let left = std::fs::read_dir(&sessions).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "{mode}: URL files left");
+    let created = stats["sessions_created"].as_u64().unwrap_or(0);
+    assert!(
+        (2..=3).contains(&created),
+        "{mode}: restarted, then failed: {created} sessions"
+    );
+    let requests: u64 = stats["requests"]
+        .as_object()
+        .map(|m| m.keys().map(|k| count(&stats, k)).sum())
+        .unwrap_or(0);
+    assert!(requests <= 30, "{mode}: {requests} requests: {stats}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_server_answering_past_the_bytes_sent_is_refused_bounded() {
+    a_misbehaving_upload_server_is_refused("ahead", 101).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_server_completing_before_the_last_chunk_is_refused_bounded() {
+    a_misbehaving_upload_server_is_refused("early_complete", 102).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_server_whose_next_range_never_moves_is_refused_bounded() {
+    a_misbehaving_upload_server_is_refused("stuck", 103).await;
+}
+
+/// The look is one request per page: a listing GET that fails (503, no `Retry-After`) is not
+/// retried inside the step; its failure goes to the core as a fault (the agent says so), the
+/// core backs off and looks again, and the file goes once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_look_is_one_request_and_the_core_decides_the_retry() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(&env, &item, "", "if_exists = \"skip\"");
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "get", "status": 503}]}))
+        .await;
+    let sha = write_file(&folder.join("looked.txt"), 3000, 41);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        !log.contains("retrying after a transient error"),
+        "the step retried its own request: {log}"
+    );
+    assert!(
+        log.contains("a request failed") && log.contains("ServiceUnavailable"),
+        "the look's failure reached the core: {log}"
+    );
+    assert_eq!(
+        attached(&env.sandbox, &item).await.get("looked.txt"),
+        Some(&sha)
+    );
+    let stats = env.sandbox.stats().await;
+    assert_eq!(count(&stats, "get_attachments"), 2, "{stats}");
+    assert_eq!(count(&stats, "post_attachments"), 1, "{stats}");
+}

@@ -191,7 +191,7 @@ fn a_second_open_in_this_process_is_in_use() {
     let text = err.to_string();
     assert!(text.contains("another outbox agent"), "{text}");
     assert!(text.contains(&state.path().display().to_string()), "{text}");
-    assert_eq!(err.exit_code() as i32, 2);
+    assert_eq!(outbox::cli::exit::CommandError::from(err).code as i32, 2);
 }
 
 /// Runs only as the child of `an_open_in_another_process_is_in_use`.

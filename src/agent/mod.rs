@@ -238,7 +238,7 @@ pub async fn run(
 ) -> Result<RunOutcome, AgentError> {
     let state_dir = settings.agent.state_dir.clone();
     // Before anything slow: a stop asked for during start-up is then kept, not fatal.
-    let signals = crate::cli::shutdown_signal();
+    let signals = shutdown_signal();
     let ledger = Arc::new(startup::open_ledger(&state_dir).await?);
     let sessions = Arc::new(SessionStore::open(&state_dir)?);
     let client = Arc::new(GraphClient::new(&settings, creds).map_err(AgentError::Setup)?);
@@ -413,6 +413,10 @@ impl Agent {
     }
 
     fn note_reachability(&mut self, input: &Input) {
+        // The core waits and tries again; the log says why (a file that does not go says so).
+        if let Some((id, crate::core::model::Fault::Ambiguous(f))) = oneshot::fault(input) {
+            tracing::warn!(entry = id, code = %crate::outside::shown(&f.code), error = %crate::outside::shown(&f.message), "a request failed (it may have taken effect): the entry checks and tries again after a pause");
+        }
         match oneshot::unreachable(input) {
             Some(f) if self.unreachable_since.is_none() => {
                 self.unreachable_since = Some((Instant::now(), f));
@@ -967,4 +971,40 @@ fn settling_id(path: &Path) -> String {
 
 pub fn item_of(e: &LedgerEntry) -> ItemRef {
     ItemRef::from(&e.target)
+}
+
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is called,
+/// not when the future is first polled: a signal that comes while a command is still starting
+/// (a service manager stopping the agent during its start-up scan) is kept for the first poll
+/// instead of killing the process mid-write. Call it inside the runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut t), Ok(mut i)) => {
+                    tokio::select! {
+                        _ = t.recv() => {},
+                        _ = i.recv() => {},
+                    }
+                }
+                (Ok(mut t), Err(_)) => {
+                    t.recv().await;
+                }
+                (Err(_), Ok(mut i)) => {
+                    i.recv().await;
+                }
+                (Err(_), Err(_)) => std::future::pending::<()>().await,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -153,7 +153,7 @@ pub async fn attach_file(
     let mut wake: Option<Time> = None;
     let mut unreachable_seen = 0;
     let mut sent = false;
-    let signal = crate::cli::shutdown_signal();
+    let signal = super::shutdown_signal();
     tokio::pin!(signal);
     loop {
         for input in inputs.drain(..) {
@@ -238,24 +238,29 @@ const MAX_UNREACHABLE: u32 = 3;
 
 /// The failure of a step that could not reach Graph or the identity platform at all.
 pub(super) fn unreachable(input: &Input) -> Option<Failure> {
-    let Input::Outcome { outcome, .. } = input else {
+    match fault(input) {
+        Some((_, Fault::Unreachable(f))) => Some(f.clone()),
+        _ => None,
+    }
+}
+
+/// The entry and the fault of a remote step's failed outcome.
+pub(super) fn fault(input: &Input) -> Option<(&str, &Fault)> {
+    let Input::Outcome { id, outcome } = input else {
         return None;
     };
-    let fault = match outcome {
+    match outcome {
         Outcome::Post(PostOutcome::Failed(f))
         | Outcome::CreateSession(SessionOutcome::Failed(f))
         | Outcome::Chunk(ChunkOutcome::Failed(f))
         | Outcome::Ask(AskOutcome::Failed(f))
         | Outcome::Look(LookOutcome::Failed(f))
+        | Outcome::DeleteSession(DeleteOutcome::Failed(f))
         | Outcome::DeleteAttachment(DeleteOutcome::Failed(f))
         | Outcome::CreateDraft(DraftOutcome::Failed(f))
         | Outcome::Find(_, FindOutcome::Failed(f))
         | Outcome::ListDraft(ListOutcome::Failed(f))
-        | Outcome::Send(SendOutcome::Failed(f)) => f,
-        _ => return None,
-    };
-    match fault {
-        Fault::Unreachable(f) => Some(f.clone()),
+        | Outcome::Send(SendOutcome::Failed(f)) => Some((id, f)),
         _ => None,
     }
 }

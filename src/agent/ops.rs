@@ -12,7 +12,7 @@ pub fn retryable_message(ledger: &Ledger, id: &str) -> Result<Option<MessageReco
     if !matches!(m.state, MessageState::Failed | MessageState::Unconfirmed) {
         return Err(LedgerError::Invalid(format!(
             "message {id} is {}; only failed or unconfirmed messages can be retried",
-            crate::cli::status::message_state_name(m.state)
+            m.state.name()
         )));
     }
     Ok(Some(m))

@@ -90,15 +90,6 @@ enum Source {
 }
 
 impl Credentials {
-    /// A 401 from Graph gets the advice that fits where the token came from: `outbox login`
-    /// only helps device-code sign-in.
-    pub fn explain_refusal(&self, mut err: crate::graph::GraphError) -> crate::graph::GraphError {
-        if err.status == Some(401) && !err.claims_challenge {
-            err.sign_in_hint = Some(self.refused_hint());
-        }
-        err
-    }
-
     /// What to do when Graph refuses this source's token.
     pub fn refused_hint(&self) -> String {
         match &*self.source {

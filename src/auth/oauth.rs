@@ -152,12 +152,17 @@ pub async fn post_form(
         })?;
     let status = resp.status();
     // Bounded: a token answer is a few KiB; a hostile or broken endpoint cannot fill memory.
-    let body = crate::graph::bounded::read_body(resp, crate::graph::bounded::SMALL_ANSWER)
+    let body = crate::bounded::read_body(resp, crate::bounded::SMALL_ANSWER)
         .await
         .map_err(|e| {
+            let why = match e {
+                crate::bounded::BodyError::TooLarge(n) => {
+                    format!("it is larger than {} MiB", n / (1024 * 1024))
+                }
+                crate::bounded::BodyError::Transport(e) => e.to_string(),
+            };
             Failure::Transport(crate::secret::redact(&format!(
-                "the identity platform's answer could not be read: {}",
-                e.message
+                "the identity platform's answer could not be read: {why}"
             )))
         })?;
     let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();

@@ -7,8 +7,8 @@
 //! `after` needs that.
 
 use crate::auth::{AuthError, Credentials};
+use crate::cli::exit::{CommandError, ExitCode};
 use crate::config::{After, AuthMethod, ItemKind, Mapping, Settings};
-use crate::exit::{CommandError, ExitCode};
 use crate::graph::retry::RetryPolicy;
 use crate::graph::{ErrorClass, GraphClient, ItemRef, RequestError};
 use std::path::Path;

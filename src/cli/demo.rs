@@ -15,8 +15,8 @@
 
 use crate::agent::{self, AgentError, RunOptions};
 use crate::auth::Credentials;
+use crate::cli::exit::{CommandError, ExitCode};
 use crate::config::Settings;
-use crate::exit::{CommandError, ExitCode};
 use crate::sandbox::{Sandbox, SandboxOptions};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -338,7 +338,7 @@ async fn tour(
     let mut ignored: HashSet<std::ffi::OsString> = HashSet::new();
     let mut ticker = tokio::time::interval(POLL);
     let mut agent_task = agent_task;
-    let signal = crate::cli::shutdown_signal();
+    let signal = crate::agent::shutdown_signal();
     tokio::pin!(signal);
     let outcome = loop {
         tokio::select! {
@@ -347,7 +347,7 @@ async fn tour(
                 // The agent stopped on its own: it could not start, or it was signalled.
                 return match res {
                     Ok(Ok(_)) => Ok(ExitCode::Ok),
-                    Ok(Err(AgentError::Ledger(e))) => Err(CommandError::new(e.exit_code(), e.to_string())),
+                    Ok(Err(AgentError::Ledger(e))) => Err(CommandError::from(e)),
                     Ok(Err(AgentError::Setup(s))) => Err(failed(s)),
                     Err(e) => Err(failed(format!("the agent stopped unexpectedly: {e}"))),
                 };

@@ -4,9 +4,9 @@
 use crate::agent::control::{self, Request, Response};
 use crate::agent::ops;
 use crate::auth::Credentials;
+use crate::cli::exit::{CommandError, ExitCode};
 use crate::config::Settings;
 use crate::core::model::MessageRecord;
-use crate::exit::{CommandError, ExitCode};
 use crate::graph::GraphClient;
 use crate::ledger::{EntryError, EntryState, Ledger, LedgerEntry, LedgerError, SessionStore};
 use std::io::IsTerminal;
@@ -53,7 +53,7 @@ pub(crate) fn restart_hint(pid: u32) -> String {
 }
 
 fn ledger_err(e: LedgerError) -> CommandError {
-    CommandError::new(e.exit_code(), e.to_string())
+    CommandError::from(e)
 }
 
 /// What a request answers: entries, and messages (`status`, a message's `retry`).

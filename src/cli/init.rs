@@ -2,7 +2,7 @@
 //! `$OUTBOX_CONFIG`, else the platform default), never over an existing file. The text is
 //! `config.example.toml` with this user's real paths filled in, so the comments stay in one place.
 
-use crate::exit::{CommandError, ExitCode};
+use crate::cli::exit::{CommandError, ExitCode};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -2,8 +2,8 @@
 //! with their ids, subject, date and attachment count, so a user can pick a mapping's target;
 //! `--json` gives an array of `{"id","kind","subject","date","isDraft","attachments"}`.
 
+use crate::cli::exit::{CommandError, ExitCode};
 use crate::config::{ItemKind, Settings};
-use crate::exit::{CommandError, ExitCode};
 use crate::graph::{GraphClient, ItemRef, RequestError};
 
 fn graph_err(e: RequestError) -> CommandError {

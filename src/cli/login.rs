@@ -5,8 +5,8 @@
 
 use crate::auth::cache::{StoreErrorKind, TokenCache};
 use crate::auth::{client_credentials, delegated, device_code, oauth, AuthError, Credentials};
+use crate::cli::exit::{CommandError, ExitCode};
 use crate::config::{AuthMethod, Settings};
-use crate::exit::{CommandError, ExitCode};
 use crate::graph::{ErrorClass, GraphClient, RequestError};
 
 fn auth_err(e: AuthError) -> CommandError {

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod demo;
 pub mod entries;
+pub mod exit;
 pub mod hints;
 pub mod init;
 pub mod items;
@@ -17,7 +18,7 @@ pub mod service;
 pub mod status;
 pub mod verify;
 
-use crate::exit::{CommandError, ExitCode};
+use crate::cli::exit::{CommandError, ExitCode};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -429,38 +430,4 @@ pub fn load_settings(
     Ok(settings)
 }
 
-/// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is called,
-/// not when the future is first polled: a signal that comes while a command is still starting
-/// (a service manager stopping the agent during its start-up scan) is kept for the first poll
-/// instead of killing the process mid-write. Call it inside the runtime.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        async move {
-            match (term, int) {
-                (Ok(mut t), Ok(mut i)) => {
-                    tokio::select! {
-                        _ = t.recv() => {},
-                        _ = i.recv() => {},
-                    }
-                }
-                (Ok(mut t), Err(_)) => {
-                    t.recv().await;
-                }
-                (Err(_), Ok(mut i)) => {
-                    i.recv().await;
-                }
-                (Err(_), Err(_)) => std::future::pending::<()>().await,
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
+pub use crate::agent::shutdown_signal;

@@ -2,8 +2,8 @@
 
 use crate::agent::{self, AgentError, RunOptions, RunOutcome};
 use crate::auth::Credentials;
+use crate::cli::exit::{CommandError, ExitCode};
 use crate::config::{AuthMethod, Settings};
-use crate::exit::{CommandError, ExitCode};
 
 pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandError> {
     if settings.mappings.is_empty() {
@@ -37,7 +37,7 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
             ExitCode::SignIn,
             format!("sign-in needed: files stay queued; {sign_in}, then run again"),
         )),
-        Err(AgentError::Ledger(e)) => Err(CommandError::new(e.exit_code(), e.to_string())),
+        Err(AgentError::Ledger(e)) => Err(CommandError::from(e)),
         Err(AgentError::Setup(s)) => Err(CommandError::new(ExitCode::Failed, s)),
     }
 }

@@ -1,6 +1,6 @@
 //! `outbox sandbox`: serve the Graph stand-in until interrupted.
 
-use crate::exit::{CommandError, ExitCode};
+use crate::cli::exit::{CommandError, ExitCode};
 use crate::sandbox::{Sandbox, SandboxOptions};
 use std::io::Write;
 use std::path::PathBuf;

@@ -7,10 +7,10 @@
 use super::{hints, IfExistsArg, SendArgs};
 use crate::agent::oneshot::{attach_file, OneShotError};
 use crate::auth::Credentials;
+use crate::cli::exit::{CommandError, ExitCode};
 use crate::config::units::human_size;
 use crate::config::{IfExists, ItemKind, Settings};
 use crate::core::model::Target;
-use crate::exit::{CommandError, ExitCode};
 use crate::graph::{ErrorClass, GraphClient, GraphError, ItemRef};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;

@@ -2,7 +2,7 @@
 //! print) the plan `crate::service` makes for this platform. The hidden `--platform` flag
 //! picks another platform's plan so all three can be checked anywhere.
 
-use crate::exit::{CommandError, ExitCode};
+use crate::cli::exit::{CommandError, ExitCode};
 use crate::service::{self, Context, Platform, Step};
 use std::path::{Path, PathBuf};
 

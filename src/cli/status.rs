@@ -113,15 +113,7 @@ pub const MESSAGE_STATE_NAMES: [&str; 7] = [
 ];
 
 pub fn message_state_name(s: MessageState) -> &'static str {
-    match s {
-        MessageState::Drafting => "drafting",
-        MessageState::Attaching => "attaching",
-        MessageState::Sending => "sending",
-        MessageState::Sent => "sent",
-        MessageState::Drafted => "drafted",
-        MessageState::Failed => "failed",
-        MessageState::Unconfirmed => "unconfirmed",
-    }
+    s.name()
 }
 
 /// The message each entry names, by entry id.

@@ -5,8 +5,8 @@
 
 use crate::agent::control::{self, Request};
 use crate::agent::item_of;
+use crate::cli::exit::{CommandError, ExitCode};
 use crate::config::Settings;
-use crate::exit::{CommandError, ExitCode};
 use crate::graph::RequestError;
 use crate::ledger::{EntryState, Ledger, LedgerEntry, LedgerError};
 

@@ -89,7 +89,7 @@ impl Identity {
             dev,
             ino,
             size: meta.len(),
-            mtime_ns: crate::ledger::mtime_ns(meta),
+            mtime_ns: mtime_ns(meta),
             ctime_ns: imp::ctime_ns(meta),
         }
     }
@@ -370,3 +370,14 @@ fn link_refused(rel: &Path) -> io::Error {
 
 #[cfg(all(test, unix))]
 mod tests;
+
+/// Modification time of `meta` in nanoseconds since the Unix epoch (negative before 1970);
+/// `None` where the platform does not report it or it is out of range.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> Option<i64> {
+    let modified = meta.modified().ok()?;
+    let nanos = match modified.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).ok()?,
+        Err(e) => -i128::try_from(e.duration().as_nanos()).ok()?,
+    };
+    i64::try_from(nanos).ok()
+}

@@ -4,33 +4,23 @@
 //! (a POST's attachment, createUploadSession, an upload session's status, the token endpoint)
 //! are small. Error bodies keep their own cap (`error.rs`). Overall time is bounded by each
 //! request's timeout (`RequestOpts`), which covers the body too.
+//!
+//! The read itself is [`crate::bounded`] (the identity platform's answers use it too); this
+//! module turns its errors into `GraphError`s.
 
 use super::error::{ErrorClass, GraphError};
-
-/// A single JSON answer: an attachment, an upload session, a session's status, a token.
-pub const SMALL_ANSWER: usize = 1024 * 1024;
-/// One page of an item listing or of `items` (`$top` up to 1,000 items with their fields).
-pub const JSON_PAGE: usize = 32 * 1024 * 1024;
-/// One page of an attachment list, parsed as it streams (the sink keeps what it needs).
-pub const LISTING_PAGE: u64 = 64 * 1024 * 1024;
+use crate::bounded::BodyError;
+pub use crate::bounded::{same_origin, JSON_PAGE, LISTING_PAGE, SMALL_ANSWER};
 
 /// The whole body, or an error once it passes `limit` bytes (checked against `Content-Length`
 /// first, then while reading).
 pub async fn read_body(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, GraphError> {
-    use futures_util::StreamExt;
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_large(limit));
-    }
-    let mut out = Vec::new();
-    let mut s = resp.bytes_stream();
-    while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| GraphError::transport(&e))?;
-        if out.len() + chunk.len() > limit {
-            return Err(too_large(limit));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
+    crate::bounded::read_body(resp, limit)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(limit) => too_large(limit),
+            BodyError::Transport(e) => GraphError::transport(&e),
+        })
 }
 
 /// The body as JSON, read with [`read_body`].
@@ -59,11 +49,4 @@ fn too_large(limit: usize) -> GraphError {
             limit / (1024 * 1024)
         ),
     )
-}
-
-/// Whether `u` has exactly the origin (scheme, host, port) of `base`.
-pub fn same_origin(u: &url::Url, base: &url::Url) -> bool {
-    u.scheme() == base.scheme()
-        && u.host_str().map(str::to_ascii_lowercase) == base.host_str().map(str::to_ascii_lowercase)
-        && u.port_or_known_default() == base.port_or_known_default()
 }

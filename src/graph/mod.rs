@@ -159,6 +159,23 @@ fn name_hash(name: &str) -> u64 {
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(name)
 }
 
+/// Who retries a request that failed transiently: [`GraphClient::execute`] itself (commands),
+/// or its caller (the core's steps: one request each, the failure a typed outcome).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    Here,
+    Caller,
+}
+
+impl Retry {
+    fn apply(self, opts: RequestOpts<'_>) -> RequestOpts<'_> {
+        RequestOpts {
+            retry: self == Retry::Here,
+            ..opts
+        }
+    }
+}
+
 /// Pages of an attachment listing read at most.
 const MAX_LISTING_PAGES: usize = 1000;
 
@@ -339,7 +356,7 @@ impl GraphClient {
                     Err(e) => GraphError::transport(&e),
                 }
             };
-            let err = self.creds.explain_refusal(err);
+            let err = explain_refusal(&self.creds, err);
             if err.class == ErrorClass::SignIn && !refreshed && !err.claims_challenge {
                 if let Some(t) = &token {
                     refreshed = true;
@@ -376,9 +393,10 @@ impl GraphClient {
         Ok(bounded::read_json(resp, bounded::JSON_PAGE).await?)
     }
 
-    /// How many attachments an item has, following `@odata.nextLink`.
+    /// How many attachments an item has, following `@odata.nextLink` (each page retried on
+    /// transient failures: a command, not a step of the core).
     pub async fn count_attachments(&self, item: &ItemRef) -> Result<usize, RequestError> {
-        self.visit_attachments(item, 0usize).await
+        self.visit_attachments(item, 0usize, Retry::Here).await
     }
 
     /// Hand each attachment on an item to `sink`, following `@odata.nextLink`; each page is
@@ -387,6 +405,7 @@ impl GraphClient {
         &self,
         item: &ItemRef,
         mut sink: S,
+        retry: Retry,
     ) -> Result<S, RequestError> {
         use futures_util::TryStreamExt;
         let mut segs = item.segments();
@@ -397,7 +416,7 @@ impl GraphClient {
         let mut pages = 0;
         while let Some(u) = next.take() {
             pages += 1;
-            let opts = RequestOpts::graph(&item.user);
+            let opts = retry.apply(RequestOpts::graph(&item.user));
             let resp = self.execute(opts, |c| c.get(u.clone())).await?;
             let body = tokio::io::AsyncReadExt::take(
                 tokio_util::io::StreamReader::new(
@@ -457,18 +476,29 @@ impl GraphClient {
         Ok(sink)
     }
 
-    /// SHA-256 (hex) of an attachment's raw bytes (`$value`), streamed.
+    /// SHA-256 (hex) of an attachment's raw bytes (`$value`), streamed; retried on transient
+    /// failures (`verify`).
     pub async fn attachment_sha256(
         &self,
         item: &ItemRef,
         attachment_id: &str,
+    ) -> Result<(String, u64), RequestError> {
+        self.value_sha256(item, attachment_id, Retry::Here).await
+    }
+
+    async fn value_sha256(
+        &self,
+        item: &ItemRef,
+        attachment_id: &str,
+        retry: Retry,
     ) -> Result<(String, u64), RequestError> {
         use futures_util::StreamExt;
         use sha2::{Digest, Sha256};
         let mut segs = item.segments();
         segs.extend(["attachments", attachment_id, "$value"]);
         let url = self.url(&segs);
-        let opts = RequestOpts::graph(&item.user).with_timeout(Duration::from_secs(600));
+        let opts =
+            retry.apply(RequestOpts::graph(&item.user).with_timeout(Duration::from_secs(600)));
         let resp = self.execute(opts, |c| c.get(url.clone())).await?;
         let mut hasher = Sha256::new();
         let mut n = 0u64;
@@ -483,6 +513,8 @@ impl GraphClient {
 
     /// An attachment named `name` on `item` whose bytes hash to `sha256`, if there is one.
     /// Outlook's reported `size` is not the raw size, so candidates are confirmed by their bytes.
+    /// One request per page and per candidate, none retried: the look is a step of the core,
+    /// which decides what a failure costs.
     pub async fn find_attachment(
         &self,
         item: &ItemRef,
@@ -494,7 +526,7 @@ impl GraphClient {
             names: Default::default(),
             candidates: Vec::new(),
         };
-        let look = self.visit_attachments(item, look).await?;
+        let look = self.visit_attachments(item, look, Retry::Caller).await?;
         self.remember_listing(item, look.names);
         self.confirm_by_bytes(item, look.candidates.iter().map(String::as_str), sha256)
             .await
@@ -543,7 +575,7 @@ impl GraphClient {
         sha256: &str,
     ) -> Result<Option<String>, RequestError> {
         for id in ids {
-            match self.attachment_sha256(item, id).await {
+            match self.value_sha256(item, id, Retry::Caller).await {
                 Ok((h, _)) if h.eq_ignore_ascii_case(sha256) => return Ok(Some(id.to_string())),
                 Ok(_) => {}
                 // Deleted since it was listed: not a match.
@@ -554,15 +586,26 @@ impl GraphClient {
         Ok(None)
     }
 
-    /// Cancel an upload session: DELETE on its URL, without Authorization. A session already
-    /// gone counts as deleted.
+    /// Cancel an upload session: DELETE on its URL, without Authorization, retried on
+    /// transient failures (commands). A session already gone counts as deleted.
     pub async fn delete_session(
         &self,
         mailbox: &str,
         upload_url: &str,
     ) -> Result<(), RequestError> {
+        self.delete_session_with(mailbox, upload_url, Retry::Here)
+            .await
+    }
+
+    /// As [`GraphClient::delete_session`], one request when `retry` leaves it to the caller.
+    pub(crate) async fn delete_session_with(
+        &self,
+        mailbox: &str,
+        upload_url: &str,
+        retry: Retry,
+    ) -> Result<(), RequestError> {
         let url = self.check_upload_url(upload_url)?;
-        let opts = RequestOpts::upload_url(mailbox);
+        let opts = retry.apply(RequestOpts::upload_url(mailbox));
         match self.execute(opts, |c| c.delete(url.clone())).await {
             Ok(_) => Ok(()),
             Err(RequestError::Graph(e)) if e.class == ErrorClass::SessionDead => Ok(()),
@@ -652,6 +695,15 @@ async fn read_capped(resp: reqwest::Response, cap: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A 401 from Graph gets the advice that fits where the token came from: `outbox login` only
+/// helps device-code sign-in.
+fn explain_refusal(creds: &Credentials, mut err: GraphError) -> GraphError {
+    if err.status == Some(401) && !err.claims_challenge {
+        err.sign_in_hint = Some(creds.refused_hint());
+    }
+    err
 }
 
 /// Shorthand for building an error of ours.

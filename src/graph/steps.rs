@@ -292,7 +292,10 @@ impl GraphClient {
 
     /// DELETE an upload URL. A session already gone counts as deleted.
     pub async fn delete_upload_session(&self, target: &Target, upload_url: &str) -> DeleteOutcome {
-        match self.delete_session(&target.user, upload_url).await {
+        match self
+            .delete_session_with(&target.user, upload_url, super::Retry::Caller)
+            .await
+        {
             Ok(()) => DeleteOutcome::Deleted,
             Err(e) => DeleteOutcome::Failed(fault_of(&e)),
         }
@@ -300,7 +303,8 @@ impl GraphClient {
 
     /// Look on the item for an attachment named `name` whose bytes hash to `sha256`. The whole
     /// listing is read (a listing cut short is a failure, never "not there"); `recent_ok` lets
-    /// a listing up to [`super::LISTING_TTL`] old answer "not there".
+    /// a listing up to [`super::LISTING_TTL`] old answer "not there". One request per page and
+    /// per candidate's `$value`, none retried here: a failure is the core's `Fault`.
     pub async fn look(
         &self,
         target: &Target,

@@ -218,7 +218,7 @@ pub struct NewEntry {
     pub name: String,
     pub target: Target,
     pub size: u64,
-    /// See [`mtime_ns`].
+    /// See [`crate::files::mtime_ns`].
     pub mtime_ns: i64,
 }
 
@@ -378,24 +378,13 @@ impl LedgerEntry {
 
     /// True when `path`'s metadata says this is still the same version (size and mtime).
     pub fn matches_metadata(&self, meta: &std::fs::Metadata) -> bool {
-        meta.len() == self.size && mtime_ns(meta) == Some(self.mtime_ns)
+        meta.len() == self.size && crate::files::mtime_ns(meta) == Some(self.mtime_ns)
     }
 
     /// The path as stored.
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// Modification time of `meta` in nanoseconds since the Unix epoch (negative before 1970);
-/// `None` where the platform does not report it or it is out of range.
-pub fn mtime_ns(meta: &std::fs::Metadata) -> Option<i64> {
-    let modified = meta.modified().ok()?;
-    let nanos = match modified.duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => i128::try_from(d.as_nanos()).ok()?,
-        Err(e) => -i128::try_from(e.duration().as_nanos()).ok()?,
-    };
-    i64::try_from(nanos).ok()
 }
 
 /// A fresh entry id: 12 lowercase hex digits (48 random bits). The store checks for collisions.

@@ -1,7 +1,6 @@
 //! Ledger errors: each says which path is involved and what the user should do. All of them stop
 //! the agent (the ledger is not per-file), except `NotFound`, which is a bad id from the user.
 
-use crate::exit::{CommandError, ExitCode};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,18 +85,12 @@ impl LedgerError {
         }
     }
 
-    /// The process exit code SPEC gives this error (2 for a state dir in use).
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            LedgerError::InUse { .. } | LedgerError::NotFound { .. } => ExitCode::Usage,
-            _ => ExitCode::Failed,
-        }
-    }
-}
-
-impl From<LedgerError> for CommandError {
-    fn from(e: LedgerError) -> Self {
-        CommandError::new(e.exit_code(), e.to_string())
+    /// A mistake of the user's (a state dir in use, an unknown id), not a failure of the work.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::InUse { .. } | LedgerError::NotFound { .. }
+        )
     }
 }
 

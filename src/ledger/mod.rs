@@ -16,8 +16,8 @@ mod sessions;
 mod store;
 
 pub use entry::{
-    datetime_of, mtime_ns, new_id, time_of, EntryBrief, EntryError, EntryState, ItemKind,
-    LedgerEntry, NewEntry, SessionInfo, Target,
+    datetime_of, new_id, time_of, EntryBrief, EntryError, EntryState, ItemKind, LedgerEntry,
+    NewEntry, SessionInfo, Target,
 };
 pub use error::LedgerError;
 pub use sessions::SessionStore;

@@ -62,8 +62,9 @@ pub enum Action {
     Drop,
     /// Wait `delay_ms`, then serve normally.
     Delay,
-    /// Carry the request out, then close the connection instead of answering: the reply was
-    /// lost after the request took effect (a created draft, an accepted send).
+    /// Carry the request out (after `delay_ms`, if given), then close the connection instead of
+    /// answering: the reply was lost after the request took effect (a created draft, an
+    /// accepted send).
     Lost,
     /// 401 with a continuous-access-evaluation claims challenge in `WWW-Authenticate`: the
     /// token was revoked for this session and only an interactive sign-in helps.
@@ -145,6 +146,35 @@ pub struct Faults {
     /// Probability that an accepted send's 202 is lost (the connection closes after the send
     /// took effect).
     pub send_lost_rate: f64,
+    /// Exchange's eventual consistency, read strictly: a GET of an item's attachment list
+    /// leaves out attachments created less than this many milliseconds ago (a GET of the
+    /// attachment itself or of its `$value` still finds it). 0 = listings are current.
+    pub listing_lag_ms: u64,
+    /// Attachment lists answer in pages of this many, with `@odata.nextLink` while more
+    /// remain. `null` = one page.
+    pub attachments_page_size: Option<usize>,
+    /// A hostile server: the attachment list's `@odata.nextLink` points at this origin (e.g.
+    /// `http://127.0.0.1:PORT` of another listener) instead of the sandbox's, to prove the
+    /// client never sends the bearer token there and counts the list as cut short. `null` =
+    /// the sandbox's origin.
+    pub next_link_origin: Option<String>,
+    /// A misbehaving upload server: every upload session breaks the protocol this way (see
+    /// `Misbehaviour`). `null` = it keeps the protocol.
+    pub upload_misbehaves: Option<Misbehaviour>,
+}
+
+/// How an upload server breaks the protocol, for the client's refusals.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Misbehaviour {
+    /// A chunk that is not the last is taken, and the answer's `nextExpectedRanges` starts
+    /// past the bytes sent (by the chunk's length).
+    Ahead,
+    /// A chunk that is not the last completes the upload: 201 with a `Location`, and an
+    /// attachment of the bytes so far is on the item.
+    EarlyComplete,
+    /// Nothing is taken: every PUT answers 200 with `nextExpectedRanges` at its own start.
+    Stuck,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -197,6 +227,10 @@ impl Default for Faults {
             send_limit_answer: SendLimitAnswer::Throttle,
             send_in_window: SendInWindow::Duplicate,
             send_lost_rate: 0.0,
+            listing_lag_ms: 0,
+            attachments_page_size: None,
+            next_link_origin: None,
+            upload_misbehaves: None,
         }
     }
 }
@@ -325,7 +359,11 @@ pub async fn admit(
             let o = f.fail_next.remove(pos);
             match o.action {
                 Action::Drop => drop_conn = true,
-                Action::Lost => lost = true,
+                Action::Lost => {
+                    // A slow request whose reply is lost: it takes effect after `delay_ms`.
+                    lost = true;
+                    delay += o.delay_ms.unwrap_or(0);
+                }
                 Action::Delay => delay += o.delay_ms.unwrap_or(1000),
                 Action::ClaimsChallenge => {
                     let mut resp = injected(401, None, h);

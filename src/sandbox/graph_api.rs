@@ -271,7 +271,7 @@ async fn route(
         (Method::GET, 1) => list_items(state, mailbox, kind, query),
         (Method::GET, 2) => get_item(state, mailbox, kind, &rest[1], h),
         (Method::GET, 3) if rest[2] == "attachments" => {
-            list_attachments(state, mailbox, kind, &rest[1], h)
+            list_attachments(state, mailbox, kind, &rest[1], query, uri.path(), h)
         }
         (Method::POST, 3) if rest[2] == "attachments" => {
             post_attachment(state, mailbox, kind, &rest[1], body, h).await
@@ -396,20 +396,43 @@ fn att_context(state: &Shared, mailbox: &str, kind: Kind, id: &str) -> String {
     format!("https://graph.microsoft.com/v1.0/$metadata#users('{mailbox}')/{coll}('{id}')/attachments/$entity")
 }
 
+/// `GET …/attachments`: the item's attachments, oldest first, in pages of
+/// `attachments_page_size` (all at once when unset) with `@odata.nextLink` (`$skip`) while more
+/// remain, on `next_link_origin` when that is set; attachments younger than `listing_lag_ms`
+/// left out.
 fn list_attachments(
     state: &Shared,
     mailbox: &str,
     kind: Kind,
     id: &str,
+    q: &HashMap<String, String>,
+    path: &str,
     h: &HeaderMap,
 ) -> Response {
     let ctx = att_context(state, mailbox, kind, id);
     let mut g = state.lock();
+    let lag = time::Duration::milliseconds(g.faults.listing_lag_ms.min(i64::MAX as u64) as i64);
+    let seen_before = OffsetDateTime::now_utc() - lag;
+    let page = g.faults.attachments_page_size.filter(|n| *n > 0);
+    let next_origin = g
+        .faults
+        .next_link_origin
+        .clone()
+        .unwrap_or_else(|| state.origin.clone());
+    let skip: usize = q.get("$skip").and_then(|s| s.parse().ok()).unwrap_or(0);
     match find_item(&mut g, mailbox, kind, id) {
         Some(it) => {
-            let value: Vec<Value> = it
+            let listed: Vec<&super::state::Attachment> = it
                 .attachments
                 .iter()
+                .filter(|a| a.modified <= seen_before)
+                .collect();
+            let total = listed.len();
+            let take = page.unwrap_or(usize::MAX);
+            let value: Vec<Value> = listed
+                .into_iter()
+                .skip(skip)
+                .take(take)
                 .map(|a| {
                     let mut v = a.metadata_json(&ctx);
                     if let Some(o) = v.as_object_mut() {
@@ -418,8 +441,21 @@ fn list_attachments(
                     v
                 })
                 .collect();
-            axum::Json(json!({"@odata.context": ctx.replace("/$entity", ""), "value": value}))
-                .into_response()
+            let mut out = json!({"@odata.context": ctx.replace("/$entity", ""), "value": value});
+            if skip.saturating_add(take) < total {
+                let mut pairs: Vec<(String, String)> = q
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "$skip")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                pairs.sort();
+                pairs.push(("$skip".into(), (skip + take).to_string()));
+                let qs = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs)
+                    .finish();
+                out["@odata.nextLink"] = json!(format!("{next_origin}{path}?{qs}"));
+            }
+            axum::Json(out).into_response()
         }
         None => not_found_item(h),
     }

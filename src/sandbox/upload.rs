@@ -3,7 +3,7 @@
 //! received in full are committed; the final PUT turns the part file into an attachment and
 //! answers 201 with an empty body and a `Location`.
 
-use super::faults::{admit, Casing, RouteClass, Verdict};
+use super::faults::{admit, Casing, Misbehaviour, RouteClass, Verdict};
 use super::graph_api::{check_item_accepts, drop_conn};
 use super::persist::{AttRec, Record};
 use super::state::{fmt_7, graph_error, Attachment, Shared};
@@ -243,9 +243,13 @@ async fn put(
             h,
         );
     }
-    if len > FOUR_MIB {
-        state.lock().stats.chunks_over_4mib += 1;
-    }
+    let misbehaves = {
+        let mut g = state.lock();
+        if len > FOUR_MIB {
+            g.stats.chunks_over_4mib += 1;
+        }
+        g.faults.upload_misbehaves
+    };
     let part = state.session_path(sid);
     let mut file = match tokio::fs::OpenOptions::new().write(true).open(&part).await {
         Ok(f) => f,
@@ -318,6 +322,18 @@ async fn put(
         return bad(&format!("Content size does not match the specified contentLength. {got} bytes written while expected {len}."));
     }
     drop(file);
+    if misbehaves == Some(Misbehaviour::Stuck) {
+        // Nothing taken, and the answer says so: the next expected byte does not move.
+        let _ = truncate(&part, a).await;
+        let (expires_at, casing) = {
+            let g = state.lock();
+            let Some(s) = g.sessions.get(sid) else {
+                return not_found(h);
+            };
+            (s.expires_at, g.faults.casing)
+        };
+        return axum::Json(session_answer(casing, &fmt_7(expires_at), a, None)).into_response();
+    }
     let new_next = b + 1;
     let done = new_next == size;
     let (expires_at, casing, user, kind, item_id) = {
@@ -345,7 +361,16 @@ async fn put(
         }
         out
     };
+    if !done && misbehaves == Some(Misbehaviour::EarlyComplete) {
+        // A 201 before the last byte: the bytes so far become the attachment.
+        return complete(state, sid, hasher, new_next, h).await;
+    }
     if !done {
+        // `Ahead`: the answer claims bytes past the ones sent.
+        let answered = match misbehaves {
+            Some(Misbehaviour::Ahead) => new_next + len,
+            _ => new_next,
+        };
         let ctx = format!(
             "{}/api/v2.0/$metadata#Users('{}')/{}('{}')/AttachmentSessions/$entity",
             state.origin,
@@ -356,12 +381,12 @@ async fn put(
         return axum::Json(session_answer(
             casing,
             &fmt_7(expires_at),
-            new_next,
+            answered,
             Some(ctx),
         ))
         .into_response();
     }
-    complete(state, sid, hasher, h).await
+    complete(state, sid, hasher, size, h).await
 }
 
 async fn truncate(path: &std::path::Path, len: u64) -> std::io::Result<()> {
@@ -369,7 +394,15 @@ async fn truncate(path: &std::path::Path, len: u64) -> std::io::Result<()> {
     f.set_len(len).await
 }
 
-async fn complete(state: &Shared, sid: &str, hasher: sha2::Sha256, h: &HeaderMap) -> Response {
+/// The upload becomes an attachment of its first `size` bytes (all of them, unless the server
+/// misbehaves).
+async fn complete(
+    state: &Shared,
+    sid: &str,
+    hasher: sha2::Sha256,
+    size: u64,
+    h: &HeaderMap,
+) -> Response {
     let att_id = super::state::exchange_id("AAMkADAtt");
     let mut g = state.lock();
     let Some(s) = g.sessions.remove(sid) else {
@@ -398,7 +431,7 @@ async fn complete(state: &Shared, sid: &str, hasher: sha2::Sha256, h: &HeaderMap
         id: att_id.clone(),
         name: s.name.clone(),
         content_type: s.content_type.clone(),
-        size: s.size,
+        size,
         sha256: hex::encode(hasher.finalize()),
         is_inline: s.is_inline,
         content_id: s.content_id.clone(),

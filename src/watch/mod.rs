@@ -103,7 +103,7 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
             if meta.is_file() && accepts(m, &path) {
                 out.push(Found {
                     size: meta.len(),
-                    mtime_ns: crate::ledger::mtime_ns(&meta),
+                    mtime_ns: crate::files::mtime_ns(&meta),
                     stat: file_stat(&meta),
                     path,
                 });
@@ -131,7 +131,7 @@ pub fn file_stat(meta: &std::fs::Metadata) -> crate::core::model::FileStat {
         dev,
         ino,
         size: meta.len(),
-        mtime_ns: crate::ledger::mtime_ns(meta).unwrap_or(0),
+        mtime_ns: crate::files::mtime_ns(meta).unwrap_or(0),
         ctime_ns,
     }
 }

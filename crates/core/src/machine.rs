@@ -1711,7 +1711,10 @@ impl Machine {
                 }
             }
             PostOutcome::Failed(f) => {
-                if !matches!(f, Fault::Ambiguous(_)) {
+                if matches!(f, Fault::Ambiguous(_)) {
+                    // It could take effect until its answer ended: the look waits from then.
+                    a.rec.effect_at = Some(self.now);
+                } else {
                     a.rec.may_exist = false;
                     self.persist(id, out);
                 }
@@ -1898,6 +1901,12 @@ impl Machine {
                         // Not taken: the session is as it was; the same chunk goes again.
                     }
                     Fault::Unreachable(_) => {}
+                    Fault::Ambiguous(_) if a.rec.may_exist && sent_end >= size => {
+                        // The last byte could land until its answer ended: the look waits
+                        // from then.
+                        a.rec.effect_at = Some(self.now);
+                        a.next_offset = None;
+                    }
                     _ => a.next_offset = None,
                 }
                 self.on_fault(id, f, out);
@@ -2210,6 +2219,115 @@ mod tests {
         assert_eq!(post_body_len(0, "x"), fixed + 3 + 26);
         // A quote in the name is escaped.
         assert_eq!(post_body_len(0, "\"") - post_body_len(0, "x"), 1);
+    }
+
+    /// Drive one small file through the machine: a POST whose answer is lost (ambiguous) only
+    /// after `answer_after_ms`, then wake-ups until the look. Answers the time of the look.
+    fn look_time_after_a_lost_post(answer_after_ms: u64, look_after_ms: u64) -> u64 {
+        let target = Target {
+            user: "me".into(),
+            kind: ItemKind::Message,
+            item_id: "item".into(),
+        };
+        let rule = MappingRule {
+            name: "m".into(),
+            target,
+            if_exists: IfExists::Attach,
+            on_change: OnChange::Add,
+            after: After::Keep,
+        };
+        let policy = Policy {
+            look_after_ms,
+            ..Policy::default()
+        };
+        let mut m = Machine::new(vec![rule], policy);
+        let file = FileStat {
+            dev: 1,
+            ino: 2,
+            size: 10,
+            mtime_ns: 1,
+            ctime_ns: 1,
+        };
+        let rec = Record::pending(
+            "e1".into(),
+            "m".into(),
+            "/f/a.txt".into(),
+            "a.txt".into(),
+            file,
+            Some("ab".repeat(32)),
+            1,
+            Time(0),
+        );
+        let mut now = Time(0);
+        let mut actions = m.handle(
+            now,
+            Input::Start {
+                records: vec![rec],
+                with_url: vec![],
+            },
+        );
+        let mut posted = None;
+        for _ in 0..100 {
+            let mut wake = None;
+            for a in std::mem::take(&mut actions) {
+                match a {
+                    Action::Stat { path } => actions.extend(m.handle(
+                        now,
+                        Input::Stat {
+                            path,
+                            stat: Some(file),
+                        },
+                    )),
+                    Action::Hash { path, stat, .. } => actions.extend(m.handle(
+                        now,
+                        Input::Hashed {
+                            path,
+                            result: HashResult::Hashed {
+                                sha256: "ab".repeat(32),
+                                stat,
+                            },
+                        },
+                    )),
+                    Action::Post { id, .. } => {
+                        assert!(posted.is_none(), "a second POST before any look");
+                        posted = Some(now);
+                        now = now.plus_ms(answer_after_ms);
+                        let lost = PostOutcome::Failed(Fault::Ambiguous(Failure::new(
+                            "ConnectionDropped",
+                            "lost",
+                        )));
+                        actions.extend(m.handle(
+                            now,
+                            Input::Outcome {
+                                id,
+                                outcome: Outcome::Post(lost),
+                            },
+                        ));
+                    }
+                    Action::Look { .. } => return now.0,
+                    Action::WakeAt(t) => wake = Some(t),
+                    _ => {}
+                }
+            }
+            if actions.is_empty() {
+                let t = wake.expect("the machine waits for something");
+                now = now.max(t);
+                actions = m.handle(now, Input::Tick);
+            }
+        }
+        panic!("no look");
+    }
+
+    #[test]
+    fn the_look_after_a_lost_answer_waits_from_when_the_answer_ended() {
+        // A POST that took 3 s to be lost could take effect at any moment of those 3 s: the
+        // look comes `look_after` after its end, not after it was sent (a listing that lags
+        // behind the write would not show it yet, and the file would go twice).
+        let t = look_time_after_a_lost_post(3_000, 2_000);
+        assert!(t >= 5_000, "looked at {t} ms");
+        // A quick loss: the backoff, then the look, no later than needed.
+        let t = look_time_after_a_lost_post(10, 2_000);
+        assert!((2_010..=2_010 + 2_000).contains(&t), "looked at {t} ms");
     }
 
     #[test]

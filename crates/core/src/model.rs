@@ -357,6 +357,19 @@ pub enum MessageState {
 }
 
 impl MessageState {
+    /// The name `status` shows (and `--state` takes).
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageState::Drafting => "drafting",
+            MessageState::Attaching => "attaching",
+            MessageState::Sending => "sending",
+            MessageState::Sent => "sent",
+            MessageState::Drafted => "drafted",
+            MessageState::Failed => "failed",
+            MessageState::Unconfirmed => "unconfirmed",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,

@@ -66,3 +66,15 @@ impl From<crate::config::ConfigError> for CommandError {
         CommandError::new(ExitCode::Config, format!("configuration error: {e}"))
     }
 }
+
+/// SPEC's exit code for a ledger error: 2 for a state dir in use or an unknown id, else 1.
+impl From<crate::ledger::LedgerError> for CommandError {
+    fn from(e: crate::ledger::LedgerError) -> Self {
+        let code = if e.is_usage() {
+            ExitCode::Usage
+        } else {
+            ExitCode::Failed
+        };
+        CommandError::new(code, e.to_string())
+    }
+}
