@@ -650,19 +650,10 @@ impl Agent {
                             format!("no ledger entry with id `{id}` (see `outbox status`)"),
                         ))))
                     }
-                    Some(e) if !matches!(e.to_record().state, State::Failed | State::Canceled | State::Rejected) => {
-                        return Ok(line(Err((
-                            2,
-                            format!("entry {id} is {}; only failed, canceled or rejected entries can be retried", e.state),
-                        ))))
-                    }
-                    Some(e) if e.size > crate::core::model::MAX_ATTACHMENT => {
-                        return Ok(line(Err((
-                            2,
-                            format!("entry {id} is {} bytes, over Graph's 150 MiB attachment limit; it cannot be sent", e.size),
-                        ))))
-                    }
                     Some(e) => {
+                        if let Some(why) = ops::retry_refusal(&e) {
+                            return Ok(line(Err((2, why))));
+                        }
                         let mut r = e.to_record();
                         if r.state == State::Rejected {
                             // Retried by request: the core treats it as failed.

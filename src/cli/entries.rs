@@ -154,6 +154,18 @@ pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, C
         None => Request::RetryFailed,
     };
     let entries = via_agent_or_ledger(&settings, req, |l| {
+        // A refusal of this entry is a usage error, as the agent answers it.
+        if let Some(e) = id
+            .as_deref()
+            .map(|i| l.get(i))
+            .transpose()
+            .map_err(ledger_err)?
+            .flatten()
+        {
+            if let Some(why) = ops::retry_refusal(&e) {
+                return Err(CommandError::new(ExitCode::Usage, why));
+            }
+        }
         ops::retry(l, id.as_deref()).map_err(ledger_err)
     })
     .await?;
