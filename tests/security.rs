@@ -194,6 +194,111 @@ async fn a_failed_or_sent_dir_swapped_for_a_link_or_owned_by_another_user_receiv
     assert!(attached(&env.sandbox, &item).await.contains_key("doc.txt"));
 }
 
+fn sha_of(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `status --json`'s rows.
+fn rows(env: &Env) -> Vec<serde_json::Value> {
+    let out = env.run(&["status", "--json"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .expect("json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Issue 14, item 3: the file that was hashed is swapped, before its upload opens it, for a link
+/// to a secret of the same size outside the folder, then for another file of the same size. The
+/// pause point `before-upload-open` holds the window open. The secret never reaches the item,
+/// and no entry is recorded done with bytes other than its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_swapped_after_its_hash_for_a_link_to_a_secret_never_sends_the_secret() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let secret_text = "S".repeat(64);
+    let secret = private_file(&env, "private/secret.txt", &secret_text);
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    // The decoy, 64 bytes like the secret, written by the neighbour.
+    if !neighbour(&drop, "printf '%064d' 0 > report.txt") {
+        return;
+    }
+    let agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "before-upload-open:3000")]);
+    let pauses = |a: &Agent| {
+        a.log()
+            .matches("failpoint before-upload-open: pausing")
+            .count()
+    };
+    wait_until(T, "the upload to pause after the hash", || async {
+        pauses(&agent) >= 1
+    })
+    .await;
+    let swap = format!("rm report.txt && ln -s '{}' report.txt", secret.display());
+    assert!(neighbour(&drop, &swap));
+    let decoy = sha_of(format!("{:064}", 0).as_bytes());
+    wait_until(T, "the decoy's entry to settle", || async {
+        rows(&env).iter().any(|r| {
+            r["sha256"] == decoy.as_str()
+                && ["canceled", "done", "failed"].contains(&r["state"].as_str().unwrap_or(""))
+        })
+    })
+    .await;
+    let secret_sha = sha_of(secret_text.as_bytes());
+    assert!(
+        !attached(&env.sandbox, &item)
+            .await
+            .values()
+            .any(|s| *s == secret_sha),
+        "the secret was sent: {}",
+        agent.log()
+    );
+    let decoy_row = rows(&env)
+        .into_iter()
+        .find(|r| r["sha256"] == decoy.as_str())
+        .expect("decoy row");
+    assert_eq!(decoy_row["state"], "canceled", "{decoy_row}");
+
+    // Again with a regular file of the same size renamed over it.
+    assert!(neighbour(
+        &drop,
+        "rm report.txt && printf '%064d' 1 > report.txt"
+    ));
+    wait_until(T, "the second decoy's upload to pause", || async {
+        pauses(&agent) >= 2
+    })
+    .await;
+    assert!(neighbour(
+        &drop,
+        "printf '%064d' 2 > .other && mv .other report.txt"
+    ));
+    let other = sha_of(format!("{:064}", 2).as_bytes());
+    wait_until(T, "the file now there attached", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("report.txt")
+    })
+    .await;
+    let log = agent.log();
+    let _ = agent.stop();
+    let on_item = attached(&env.sandbox, &item).await;
+    assert_eq!(on_item.get("report.txt"), Some(&other), "{log}");
+    assert!(
+        !on_item.values().any(|s| *s == secret_sha),
+        "the secret was sent: {log}"
+    );
+    // Every done entry's hash is the hash of what is on the item; the decoys are not done.
+    for r in rows(&env) {
+        if r["state"] == "done" {
+            assert_eq!(r["sha256"].as_str(), Some(other.as_str()), "{r}\n{log}");
+        } else {
+            assert_ne!(r["sha256"].as_str(), Some(other.as_str()), "{r}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn files_in_excluded_dot_folders_are_not_attached() {
     let env = Env::new();
