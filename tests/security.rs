@@ -531,6 +531,98 @@ async fn a_state_dir_of_another_user_is_refused_and_a_loose_one_of_ours_tightene
     );
 }
 
+/// Issue 14, item 8: upload URLs saved in the state dir are replaced, while the agent is down in
+/// the middle of two uploads, by URLs of sessions on someone else's item (an allowed host: the
+/// sandbox is `graph.base_url`'s origin). One file belongs to another user, the other is ours
+/// but writable by others. Neither is used: nothing reaches the planted sessions, the files go
+/// to their own item once each, and the log says why each URL was refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_upload_url_file_never_receives_the_file() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let theirs = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    let size = 4 * MIB;
+    let a_sha = write_file(&drop.join("a.bin"), size, 1);
+    let b_sha = write_file(&drop.join("b.bin"), size, 2);
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    // Down after both upload URLs were saved, before a byte was sent.
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_CRASH_AT", "after-session-saved:2")
+            .args(["run", "--once"]),
+        T,
+    );
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let sessions = env.state_dir().join("sessions");
+    let mut saved: Vec<PathBuf> = std::fs::read_dir(&sessions)
+        .expect("sessions")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "url"))
+        .collect();
+    saved.sort();
+    assert_eq!(saved.len(), 2, "{}", stderr(&out));
+    let http = reqwest::Client::new();
+    let mut planted = Vec::new();
+    for (i, file) in saved.iter().enumerate() {
+        let r = http
+            .post(format!(
+                "{}/me/messages/{}/attachments/createUploadSession",
+                env.sandbox.graph_base(),
+                urlenc(&theirs)
+            ))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"AttachmentItem": {
+                "attachmentType": "file", "name": format!("{i}.bin"), "size": size}}))
+            .send()
+            .await
+            .expect("session");
+        assert_eq!(r.status(), 201);
+        let url = r.json::<serde_json::Value>().await.expect("json")["uploadUrl"]
+            .as_str()
+            .expect("uploadUrl")
+            .to_string();
+        std::fs::write(file, &url).expect("plant");
+        planted.push(url);
+    }
+    // One planted by another user; one of ours that others could have written.
+    let Ok(()) = std::os::unix::fs::chown(&saved[0], Some(65534), Some(65534)) else {
+        println!("SKIPPED: cannot give a file to another user here");
+        return;
+    };
+    chmod(&saved[0], 0o600);
+    chmod(&saved[1], 0o666);
+
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(attached(&env.sandbox, &theirs).await.is_empty(), "{log}");
+    for url in &planted {
+        let r = http.get(url).send().await.expect("ask");
+        let v: serde_json::Value = r.json().await.expect("json");
+        let next = v["nextExpectedRanges"][0].as_str().unwrap_or_default();
+        assert!(
+            next == "0" || next == "0-",
+            "the planted session received bytes: {v}\n{log}"
+        );
+    }
+    assert!(
+        log.contains(
+            "is not used: it belongs to another user (uid 65534), who may have planted it"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("is not used: other users can write it (mode 666)"),
+        "{log}"
+    );
+    assert!(log.contains("a saved upload URL was refused"), "{log}");
+    let on_item = attached(&env.sandbox, &item).await;
+    assert_eq!(on_item.get("a.bin"), Some(&a_sha));
+    assert_eq!(on_item.get("b.bin"), Some(&b_sha));
+    assert_eq!(std::fs::read_dir(&sessions).expect("ls").count(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_config_others_can_write_cannot_name_a_token_command() {
     let env = Env::new();
