@@ -924,3 +924,83 @@ async fn a_config_edited_under_a_running_agent_says_to_restart_it() {
     );
     agent.stop();
 }
+
+/// A wrong item id is said once per mapping (the log's error and its notification), not once per
+/// file; a 403 from a message that is no longer a draft says so on the agent's entries, as
+/// `send` and `check` do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_item_is_said_once_per_mapping_and_a_sent_message_as_not_a_draft() {
+    let env = Env::new();
+    let gone = env.sandbox.create_item("message", "me").await;
+    env.sandbox.delete_item(&gone).await;
+    let sent = env.sandbox.create_item("message", "me").await;
+    env.sandbox
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/items/{}", urlenc(&sent)),
+            Some(serde_json::json!({"isDraft": false})),
+        )
+        .await;
+    let mut mappings = String::new();
+    for (name, item, files) in [("wrong", &gone, 3u64), ("sent", &sent, 2)] {
+        let folder = env.path(name);
+        for i in 0..files {
+            write_file(&folder.join(format!("{name}-{i}.txt")), 100 + i, i);
+        }
+        mappings += &format!(
+            "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        );
+    }
+    env.write_config("", &mappings);
+    let out = run_bounded(
+        env.cmd()
+            .env("RUST_LOG", "outbox=info")
+            .args(["run", "--once"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = stderr(&out);
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    let said = |code: &str| errors.iter().filter(|l| l.contains(code)).count();
+    assert_eq!(said("ErrorItemNotFound"), 1, "once for the mapping: {log}");
+    assert_eq!(said("ErrorAccessDenied"), 1, "once for the mapping: {log}");
+    assert_eq!(
+        log.matches("failed as the mapping's first file did")
+            .count(),
+        3,
+        "{log}"
+    );
+    // Every file's entry still says why (`status`), the sent message's as not a draft.
+    let out = env.run(
+        &["status", "--state", "failed", "--json"],
+        Duration::from_secs(30),
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut lines: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r["path"].as_str().unwrap().rsplit('/').next().unwrap(),
+                r["error"]["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    insta::assert_snapshot!(
+        "failed_rows_of_a_wrong_item_and_a_sent_message",
+        lines.join("\n")
+    );
+    // The log's line for the mapping, as a person reads it.
+    let first = errors
+        .iter()
+        .find(|l| l.contains("ErrorAccessDenied"))
+        .unwrap();
+    let text = first.split_once(" ERROR ").unwrap().1;
+    let text = text.split(" file=").next().unwrap();
+    insta::assert_snapshot!("a_sent_message_said_once_for_its_mapping", text);
+}

@@ -158,6 +158,9 @@ struct Agent {
     /// Test hook: watcher events are being lost (see `Request::LoseEvents`).
     losing_events: bool,
     sign_in_said: bool,
+    /// (mapping, Graph's code) of item-level refusals (a wrong item id, a message not a draft)
+    /// already said: every file of the mapping fails the same way, and it is said once.
+    item_errors_said: HashSet<(String, String)>,
     /// Since when every step has found Graph (or the identity platform) unreachable, and why.
     unreachable_since: Option<(Instant, crate::core::model::Failure)>,
 }
@@ -198,7 +201,8 @@ pub async fn run(
     let once = opts.once;
     let clock = Clock::start();
     let machine = Machine::new(rules_of(&settings), policy_of(&settings));
-    let steps = Steps::new(client, sessions.clone(), settings.mappings.clone());
+    let mut steps = Steps::new(client, sessions.clone(), settings.mappings.clone());
+    steps.second_looks = Some(Default::default());
     let mut agent = Agent {
         available: vec![true; settings.mappings.len()],
         notifier: desktop::Notifier::new(settings.agent.notify),
@@ -217,6 +221,7 @@ pub async fn run(
         test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
         losing_events: false,
         sign_in_said: false,
+        item_errors_said: HashSet::new(),
         unreachable_since: None,
     };
     for m in &agent.settings.mappings {
@@ -516,12 +521,39 @@ impl Agent {
         match note {
             Note::Attached { id, path } => {
                 tracing::info!(file = %crate::outside::path(&path), entry = %id, "attached");
+                // The item takes files again: a later refusal is news.
+                if let Some(m) = self.mapping_of(&path) {
+                    let m = m.name.clone();
+                    self.item_errors_said.retain(|(said, _)| *said != m);
+                }
                 self.notifier.attached(&file_name(&path));
                 self.sign_in_said = false;
             }
             Note::Failed { id, path, failure } => {
-                tracing::error!(file = %crate::outside::path(&path), entry = %id, code = %crate::outside::printable(&failure.code), "{}", crate::outside::printable(&failure.message));
-                self.notifier.failed(&file_name(&path), &failure.message);
+                let file = crate::outside::path(&path);
+                let code = crate::outside::printable(&failure.code);
+                let message = crate::outside::printable(&failure.message);
+                match self.item_error_key(&path, &failure) {
+                    // The item refused it: the mapping's other files fail the same way; once.
+                    Some(key) if self.item_errors_said.contains(&key) => {
+                        tracing::info!(file = %file, entry = %id, code = %code, mapping = %key.0, "failed as the mapping's first file did (said above)");
+                    }
+                    Some(key) => {
+                        tracing::error!(file = %file, entry = %id, code = %code, mapping = %key.0, "{message} — said once for mapping `{}`: its other files refused this way are listed by `outbox status --state failed`; once the item is fixed in the config, `outbox retry --failed`", crate::outside::printable(&key.0));
+                        self.notifier.failed(
+                            &format!("mapping {}", key.0),
+                            &format!(
+                                "{}; its files wait for the item to be fixed",
+                                failure.message
+                            ),
+                        );
+                        self.item_errors_said.insert(key);
+                    }
+                    None => {
+                        tracing::error!(file = %file, entry = %id, code = %code, "{message}");
+                        self.notifier.failed(&file_name(&path), &failure.message);
+                    }
+                }
                 self.failed_file(&id, &path, &failure);
             }
             Note::CancelTooLate { id, path } => {
@@ -537,6 +569,29 @@ impl Agent {
                 }
             }
         }
+    }
+
+    fn mapping_of(&self, path: &Path) -> Option<&Mapping> {
+        self.settings
+            .mappings
+            .iter()
+            .find(|m| path.starts_with(&m.folder))
+    }
+
+    /// (mapping, code) when `failure` is the item's refusal (Graph's 403/404 on it), which every
+    /// file of the mapping meets.
+    fn item_error_key(
+        &self,
+        path: &Path,
+        failure: &crate::core::model::Failure,
+    ) -> Option<(String, String)> {
+        // As Graph said it (`CODE (HTTP 404): ...`), or as the second look put it (`CODE: ...`).
+        let item_level = crate::cli::hints::graph_error_of(failure).is_some()
+            || failure.message.starts_with(&format!("{}: ", failure.code));
+        if !item_level {
+            return None;
+        }
+        Some((self.mapping_of(path)?.name.clone(), failure.code.clone()))
     }
 
     /// A failed file moves to `failed_dir` with its reason, when the mapping has one.
@@ -582,6 +637,7 @@ impl Agent {
                 });
                 self.steps.set_mappings(s.mappings.clone());
                 self.available = vec![true; s.mappings.len()];
+                self.item_errors_said.clear();
                 self.settings = s;
                 self.rescan(None);
             }
