@@ -163,6 +163,9 @@ struct Agent {
     item_errors_said: HashSet<(String, String)>,
     /// Since when every step has found Graph (or the identity platform) unreachable, and why.
     unreachable_since: Option<(Instant, crate::core::model::Failure)>,
+    /// Each entry's last step's fault, while its next step has not succeeded: what `status`
+    /// says a waiting row waits for (the core keeps only when).
+    last_fault: std::collections::HashMap<String, crate::core::model::Fault>,
 }
 
 /// `run --once` waits out an outage this long before it gives up (exit 1, nothing lost).
@@ -223,6 +226,7 @@ pub async fn run(
         sign_in_said: false,
         item_errors_said: HashSet::new(),
         unreachable_since: None,
+        last_fault: Default::default(),
     };
     for m in &agent.settings.mappings {
         if !matches!(m.target, crate::config::Target::Item { .. }) {
@@ -276,6 +280,7 @@ pub async fn run(
                 match done {
                     Ok(Some(input)) => {
                         agent.note_reachability(&input);
+                        agent.note_fault(&input);
                         agent.inputs.push_back(input);
                     }
                     Ok(None) => {}
@@ -366,6 +371,115 @@ impl Agent {
             None if matches!(input, Input::Outcome { .. }) => self.unreachable_since = None,
             None => {}
         }
+    }
+
+    fn note_fault(&mut self, input: &Input) {
+        use crate::core::model::{
+            AskOutcome as A, ChunkOutcome as C, DeleteOutcome as D, LookOutcome as L, Outcome as O,
+            PostOutcome as P, SessionOutcome as S,
+        };
+        let Input::Outcome { id, outcome } = input else {
+            return;
+        };
+        let fault = match outcome {
+            O::Post(P::Failed(f))
+            | O::CreateSession(S::Failed(f))
+            | O::Chunk(C::Failed(f))
+            | O::Ask(A::Failed(f))
+            | O::Look(L::Failed(f))
+            | O::DeleteSession(D::Failed(f))
+            | O::DeleteAttachment(D::Failed(f)) => Some(f.clone()),
+            _ => None,
+        };
+        match fault {
+            Some(f) => self.last_fault.insert(id.clone(), f),
+            None => self.last_fault.remove(id),
+        };
+        // Entries that failed for good keep theirs: drop those the machine no longer holds.
+        if self.last_fault.len() > 1024 {
+            let machine = &self.machine;
+            self.last_fault.retain(|id, _| machine.record(id).is_some());
+        }
+    }
+
+    /// What the agent and each entry wait for (`status`).
+    fn view(&self) -> control::AgentView {
+        use crate::core::model::Fault;
+        use control::{Wait, WaitReason};
+        let now = self.clock.now();
+        let mut waits = Vec::new();
+        let sign_in = self.machine.sign_in_pause();
+        for (rec, until) in self.machine.active() {
+            let until = until.filter(|t| *t > now);
+            let fault = self.last_fault.get(&rec.id);
+            let wait = |reason, error: Option<&crate::core::model::Failure>| Wait {
+                reason,
+                until_ms: until.map(|t| t.0),
+                error: error.map(|f| f.message.clone()),
+                attempts: rec.attempts,
+            };
+            let w = match (until, fault) {
+                (None, _) => match sign_in {
+                    Some((t, f)) => Wait {
+                        reason: WaitReason::SignIn,
+                        until_ms: Some(t.0),
+                        error: Some(f.message.clone()),
+                        attempts: rec.attempts,
+                    },
+                    None => continue,
+                },
+                (Some(_), Some(Fault::Throttled { .. })) => wait(WaitReason::Throttled, None),
+                (Some(_), Some(Fault::Unreachable(f))) => wait(WaitReason::Unreachable, Some(f)),
+                (Some(_), Some(Fault::SignIn(f))) => wait(WaitReason::SignIn, Some(f)),
+                (Some(_), Some(Fault::Ambiguous(f) | Fault::Permanent(f))) => {
+                    wait(WaitReason::Backoff, Some(f))
+                }
+                (Some(_), None) if rec.may_exist => wait(WaitReason::Look, None),
+                (Some(_), None) => wait(WaitReason::Backoff, rec.error.as_ref()),
+            };
+            waits.push((rec.id.clone(), w));
+        }
+        for (_, path, _, _) in self.machine.settler().settling() {
+            waits.push((
+                settling_id(path),
+                Wait {
+                    reason: WaitReason::Settle,
+                    until_ms: self.machine.settler().settles_at(path).map(|t| t.0),
+                    error: None,
+                    attempts: 0,
+                },
+            ));
+        }
+        let latest = |r: WaitReason| {
+            waits
+                .iter()
+                .filter(|(_, w)| w.reason == r)
+                .filter_map(|(_, w)| w.until_ms)
+                .min()
+        };
+        let paused = if let Some((t, f)) = sign_in {
+            Some(Wait {
+                reason: WaitReason::SignIn,
+                until_ms: Some(t.0),
+                error: Some(f.message.clone()),
+                attempts: 0,
+            })
+        } else if let Some((_, f)) = &self.unreachable_since {
+            Some(Wait {
+                reason: WaitReason::Unreachable,
+                until_ms: latest(WaitReason::Unreachable),
+                error: Some(f.message.clone()),
+                attempts: 0,
+            })
+        } else {
+            latest(WaitReason::Throttled).map(|t| Wait {
+                reason: WaitReason::Throttled,
+                until_ms: Some(t),
+                error: None,
+                attempts: 0,
+            })
+        };
+        control::AgentView { paused, waits }
     }
 
     /// `run --once`: stop when nothing is left, or only work that waits for sign-in or for a
@@ -802,6 +916,7 @@ impl Agent {
             ledger: self.ledger.clone(),
             mappings: self.settings.mappings.clone(),
             unledgered,
+            view: self.view(),
         }
     }
 }

@@ -113,37 +113,45 @@ pub async fn status(
     };
     let dir = settings.agent.state_dir.clone();
     let agent = agent_pid(&dir).await;
-    let mut entries = via_agent_or_ledger(&settings, Request::Status, |l| {
-        l.list(None).map_err(ledger_err)
-    })
-    .await?;
+    // The agent's answer carries what it waits for; without one, the ledger alone.
+    let (mut entries, view) = match control::ask(&dir, &Request::Status).await {
+        Some(resp) => {
+            let view = resp.agent.clone();
+            (from_response(resp)?, view)
+        }
+        None => (
+            via_agent_or_ledger(&settings, Request::Status, |l| {
+                l.list(None).map_err(ledger_err)
+            })
+            .await?,
+            None,
+        ),
+    };
     if let Some(f) = filter {
         entries.retain(|e| e.state == f);
     }
+    let (running, pid) = match agent {
+        Some(pid) => (true, pid),
+        None => (view.is_some(), None),
+    };
+    let facts = super::status::Facts {
+        running,
+        pid,
+        view: view.as_ref(),
+        now: time::OffsetDateTime::now_utc(),
+    };
     if json {
-        println!("{}", super::status::render_json(&entries));
+        println!("{}", super::status::render_json(&entries, &facts));
     } else {
         let color = super::logging::colour(
             std::io::stdout().is_terminal(),
             std::env::var_os("NO_COLOR").as_deref(),
         );
-        let (running, pid) = match agent {
-            Some(pid) => (true, pid),
-            None => (false, None),
-        };
-        println!("{}", super::status::agent_header(pid, running, &dir));
+        println!("{}", super::status::agent_header(&facts, &dir));
         if let Some(pid) = pid.filter(|p| started_before_edit(*p, &settings.source)) {
             println!("note: {}", restart_hint(pid));
         }
-        print!(
-            "{}",
-            super::status::render_table_for(
-                &entries,
-                time::OffsetDateTime::now_utc(),
-                color,
-                running
-            )
-        );
+        print!("{}", super::status::render_table(&entries, &facts, color));
     }
     Ok(ExitCode::Ok)
 }
