@@ -538,6 +538,72 @@ mod tests {
     }
 
     #[test]
+    fn rows_and_header_say_what_the_agent_waits_for_and_until_when() {
+        let now = at(1_700_000_000);
+        let mut settling = entry(EntryState::Settling);
+        settling.id = "settling0001".into();
+        let pending = entry(EntryState::Pending);
+        let wait = |reason, secs: u64, error: Option<&str>, attempts| Wait {
+            reason,
+            until_ms: Some((1_700_000_000 + secs) * 1000),
+            error: error.map(str::to_owned),
+            attempts,
+        };
+        let view = AgentView {
+            paused: None,
+            waits: vec![
+                (
+                    pending.id.clone(),
+                    wait(WaitReason::Backoff, 75, Some("HTTP 500"), 2),
+                ),
+                (settling.id.clone(), wait(WaitReason::Settle, 2, None, 0)),
+            ],
+        };
+        let facts = Facts {
+            running: true,
+            pid: Some(7),
+            view: Some(&view),
+            now,
+        };
+        let table = render_table(&[pending, settling], &facts, false);
+        assert!(
+            table.contains(
+                "backing off after an error (HTTP 500, attempt 2); tries again at 22:14:35 UTC (in 1m 15s)"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("settling: checked again at 22:13:22 UTC (in 2s)"),
+            "{table}"
+        );
+        let header = agent_header(&facts, std::path::Path::new("/s"));
+        assert_eq!(header, "agent running (pid 7); state dir /s");
+        let paused = AgentView {
+            paused: Some(wait(WaitReason::SignIn, 30, Some("no token"), 0)),
+            waits: Vec::new(),
+        };
+        let facts = Facts {
+            view: Some(&paused),
+            ..facts
+        };
+        assert_eq!(
+            agent_header(&facts, std::path::Path::new("/s")),
+            "agent running (pid 7); state dir /s\npaused: waits for sign-in (no token); tries again at 22:13:50 UTC (in 30s)"
+        );
+        let mut moved = entry(EntryState::Done);
+        moved.after_failed = true;
+        moved.error = Some(EntryError::new("afterAction", "read-only"));
+        let json = render_json(&[moved], &facts);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v[0]["note"],
+            "read-only; not tried again by itself: fix it, then `outbox retry 0123456789ab`"
+        );
+        assert_eq!(v[0]["agent_pid"], 7);
+        assert!(v[0]["waiting_for"].is_null());
+    }
+
+    #[test]
     fn error_column_redacts_upload_tokens() {
         let mut failed = entry(EntryState::Failed);
         failed.error = Some(EntryError::new(

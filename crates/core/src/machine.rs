@@ -2035,7 +2035,7 @@ impl Machine {
                 a.rec.error = None;
             }
             AfterOutcome::Failed(f) => {
-                // Shown on the row; tried again at the next start.
+                // Shown on the row; run again by `retry` of the entry, not by itself.
                 a.rec.error = Some(f);
                 a.rec.after_done = true;
                 a.rec.after_failed = true;
