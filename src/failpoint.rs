@@ -1,6 +1,8 @@
-//! Crash points for tests: in debug builds, `OUTBOX_CRASH_AT=name` makes the process abort the
-//! first time (or the Nth time, `name:N`) execution reaches `failpoint!("name")`, as a `kill -9`
-//! would stop it there. Release builds compile them to nothing.
+//! Crash and pause points for tests: in debug builds, `OUTBOX_CRASH_AT=name` makes the process
+//! abort the first time (or the Nth time, `name:N`) execution reaches `failpoint!("name")`, as a
+//! `kill -9` would stop it there; `OUTBOX_PAUSE_AT=name:MS` makes the thread that reaches it
+//! sleep MS milliseconds each time, after saying so on stderr, to hold a window open (a file
+//! swapped between its hash and its upload). Release builds compile them to nothing.
 
 /// Abort here when `OUTBOX_CRASH_AT` names this point (debug builds only).
 #[macro_export]
@@ -13,6 +15,27 @@ macro_rules! failpoint {
 
 #[cfg(debug_assertions)]
 pub fn hit(name: &str) {
+    pause(name);
+    crash(name);
+}
+
+#[cfg(debug_assertions)]
+fn pause(name: &str) {
+    let Ok(spec) = std::env::var("OUTBOX_PAUSE_AT") else {
+        return;
+    };
+    let Some((point, ms)) = spec.split_once(':') else {
+        return;
+    };
+    if point == name {
+        let ms = ms.parse::<u64>().unwrap_or(1000);
+        eprintln!("outbox: failpoint {name}: pausing {ms} ms (OUTBOX_PAUSE_AT)");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+#[cfg(debug_assertions)]
+fn crash(name: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static HITS: AtomicU64 = AtomicU64::new(0);
     let Ok(spec) = std::env::var("OUTBOX_CRASH_AT") else {

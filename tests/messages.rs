@@ -924,3 +924,278 @@ async fn a_config_edited_under_a_running_agent_says_to_restart_it() {
     );
     agent.stop();
 }
+
+/// A wrong item id is said once per mapping (the log's error and its notification), not once per
+/// file; a 403 from a message that is no longer a draft says so on the agent's entries, as
+/// `send` and `check` do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_item_is_said_once_per_mapping_and_a_sent_message_as_not_a_draft() {
+    let env = Env::new();
+    let gone = env.sandbox.create_item("message", "me").await;
+    env.sandbox.delete_item(&gone).await;
+    let sent = env.sandbox.create_item("message", "me").await;
+    env.sandbox
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/items/{}", urlenc(&sent)),
+            Some(serde_json::json!({"isDraft": false})),
+        )
+        .await;
+    let mut mappings = String::new();
+    for (name, item, files) in [("wrong", &gone, 3u64), ("sent", &sent, 2)] {
+        let folder = env.path(name);
+        for i in 0..files {
+            write_file(&folder.join(format!("{name}-{i}.txt")), 100 + i, i);
+        }
+        mappings += &format!(
+            "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        );
+    }
+    env.write_config("", &mappings);
+    let out = run_bounded(
+        env.cmd()
+            .env("RUST_LOG", "outbox=info")
+            .args(["run", "--once"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = stderr(&out);
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    let said = |code: &str| errors.iter().filter(|l| l.contains(code)).count();
+    assert_eq!(said("ErrorItemNotFound"), 1, "once for the mapping: {log}");
+    assert_eq!(said("ErrorAccessDenied"), 1, "once for the mapping: {log}");
+    assert_eq!(
+        log.matches("failed as the mapping's first file did")
+            .count(),
+        3,
+        "{log}"
+    );
+    // Every file's entry still says why (`status`), the sent message's as not a draft.
+    let out = env.run(
+        &["status", "--state", "failed", "--json"],
+        Duration::from_secs(30),
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut lines: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r["path"].as_str().unwrap().rsplit('/').next().unwrap(),
+                r["error"]["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    insta::assert_snapshot!(
+        "failed_rows_of_a_wrong_item_and_a_sent_message",
+        lines.join("\n")
+    );
+    // The log's line for the mapping, as a person reads it.
+    let first = errors
+        .iter()
+        .find(|l| l.contains("ErrorAccessDenied"))
+        .unwrap();
+    let text = first.split_once(" ERROR ").unwrap().1;
+    let text = text.split(" file=").next().unwrap();
+    insta::assert_snapshot!("a_sent_message_said_once_for_its_mapping", text);
+}
+
+/// Digits as `N` (times, pids, counts), the temp dir as `[TMP]`: a snapshot of text with clock
+/// times in it reads the same on every run.
+fn masked_times(text: &str, dir: &Path) -> String {
+    let text = masked(text, dir);
+    let mut out = String::new();
+    let mut in_digits = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('N');
+            }
+            in_digits = true;
+        } else {
+            in_digits = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `status` as a person and a script read it: (the table, the rows by file name).
+fn status_now(env: &Env) -> (String, std::collections::HashMap<String, serde_json::Value>) {
+    let out = env.run(&["status"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json = env.run(&["status", "--json"], Duration::from_secs(30));
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let rows = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let name = r["path"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string();
+            (name, r.clone())
+        })
+        .collect();
+    (stdout(&out), rows)
+}
+
+/// Poll `status` until `file`'s note contains `needle`: (the table, its JSON row).
+async fn poll(env: &Env, what: &str, file: &str, needle: &str) -> (String, serde_json::Value) {
+    let start = std::time::Instant::now();
+    loop {
+        let (table, rows) = status_now(env);
+        // Both reads (the table, then the JSON) saw it.
+        if table.contains(needle)
+            && rows
+                .get(file)
+                .and_then(|r| r["note"].as_str())
+                .is_some_and(|n| n.contains(needle))
+        {
+            return (table, rows[file].clone());
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "{what}: {table}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 13, items 4 and 15: `status` says whether the agent is paused, why and until when, and
+/// per row what it waits for (a throttle's Retry-After, a backoff after an error with the error
+/// and the attempts, Graph out of reach, sign-in) and a failed after-action; `--json` carries
+/// the same facts (`waiting_for`, `waiting_until`, `note`, `agent_pid`).
+#[tokio::test(flavor = "multi_thread")]
+async fn status_says_why_the_agent_is_paused_and_what_each_row_waits_for() {
+    let mut env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    let moved = env.path("moved");
+    let sent = moved.join("sent");
+    std::fs::create_dir_all(&drop).unwrap();
+    std::fs::create_dir_all(&sent).unwrap();
+    // A sent_dir of another user's: the move after the attachment fails.
+    std::os::unix::fs::chown(&sent, Some(65534), Some(65534)).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\nif_exists = \"attach\"\n\n\
+             [[mapping]]\nname = \"moved\"\nfolder = \"{}\"\nmessage = \"{item}\"\nafter = \"move\"\n",
+            drop.display(),
+            moved.display()
+        ),
+    );
+    let dir = env.dir.path().to_path_buf();
+    let agent = Agent::start(&env, &[]);
+    let pid = agent.child.id();
+    // A failed after-action shows on its done row, with what to do.
+    write_file(&moved.join("b.txt"), 100, 1);
+    let (table, row) = poll(&env, "after-action", "b.txt", "not tried again by itself").await;
+    assert_eq!(row["state"], "done", "{table}");
+    assert_eq!(row["agent_pid"], pid, "{row}");
+    let id = row["id"].as_str().unwrap().to_string();
+    let mut seen = vec![masked_times(
+        &row["note"].as_str().unwrap().replace(&id, "[ID]"),
+        &dir,
+    )];
+    // Fixed, `retry ID` (through the agent) runs the move again, and only the move.
+    std::os::unix::fs::chown(&sent, Some(0), Some(0)).unwrap();
+    let out = env.run(&["retry", &id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_until(Duration::from_secs(30), "b.txt moved", || async {
+        sent.join("b.txt").exists()
+    })
+    .await;
+    let (table, rows) = status_now(&env);
+    assert!(rows["b.txt"]["note"].is_null(), "{table}");
+
+    // A throttled upload: the agent is paused until Retry-After, and the row says so.
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "post", "status": 429, "retry_after": 40}
+        ]}))
+        .await;
+    write_file(&drop.join("a.txt"), 100, 2);
+    let (table, row) = poll(&env, "throttled", "a.txt", "throttled by Graph").await;
+    assert_eq!(row["waiting_for"], "throttled", "{row}");
+    assert!(row["waiting_until"].is_string(), "{row}");
+    let paused = table
+        .lines()
+        .find(|l| l.starts_with("paused: "))
+        .unwrap_or_else(|| panic!("no pause in the header: {table}"));
+    assert!(table.lines().nth(1) == Some(paused), "{table}");
+    seen.push(masked_times(paused, &dir));
+    seen.push(masked_times(row["note"].as_str().unwrap(), &dir));
+
+    // Errors that may have taken effect: backing off, with the error and the attempts.
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "post", "status": 500}, {"route": "post", "status": 500},
+            {"route": "post", "status": 500}, {"route": "post", "status": 500},
+            {"route": "post", "status": 500}, {"route": "post", "status": 500}
+        ]}))
+        .await;
+    write_file(&drop.join("c.txt"), 100, 3);
+    let (_, row) = poll(&env, "backoff", "c.txt", "attempt 3").await;
+    assert_eq!(row["waiting_for"], "backoff", "{row}");
+    assert!(row["attempts"].as_u64() >= Some(3), "{row}");
+    seen.push(masked_times(row["note"].as_str().unwrap(), &dir));
+
+    // Graph out of reach: paused, and the rows wait for it.
+    wait_until(
+        Duration::from_secs(120),
+        "a.txt and c.txt attached",
+        || async {
+            let on = attached(&env.sandbox, &item).await;
+            on.contains_key("a.txt") && on.contains_key("c.txt")
+        },
+    )
+    .await;
+    env.sandbox.kill9();
+    write_file(&drop.join("d.txt"), 100, 4);
+    let (table, row) = poll(&env, "outage", "d.txt", "Graph unreachable").await;
+    assert_eq!(row["waiting_for"], "unreachable", "{row}");
+    let paused = table
+        .lines()
+        .find(|l| l.starts_with("paused: Graph unreachable"))
+        .unwrap_or_else(|| panic!("no outage in the header: {table}"));
+    seen.push(masked_times(&paused.replace(&item, "[ITEM]"), &dir));
+    env.sandbox.restart();
+    wait_until(Duration::from_secs(120), "d.txt attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("d.txt")
+    })
+    .await;
+    let (table, _) = status_now(&env);
+    assert!(!table.contains("paused"), "{table}");
+    let _ = agent.stop();
+
+    // Sign-in: an agent whose token is refused says so, and until when it waits.
+    let agent = {
+        let log = env.path("agent-signin.log");
+        let mut cmd = env.cmd();
+        cmd.env("OUTBOX_TEST_TOKEN", "refused-token")
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        cmd.spawn().unwrap()
+    };
+    write_file(&drop.join("e.txt"), 100, 5);
+    let (table, row) = poll(&env, "sign-in", "e.txt", "waits for sign-in").await;
+    assert_eq!(row["waiting_for"], "sign-in", "{row}");
+    let paused = table
+        .lines()
+        .find(|l| l.starts_with("paused: waits for sign-in"))
+        .unwrap_or_else(|| panic!("no sign-in pause in the header: {table}"));
+    seen.push(masked_times(paused, &dir));
+    let mut agent = agent;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    insta::assert_snapshot!("status_pauses_and_waits", seen.join("\n"));
+}

@@ -194,6 +194,111 @@ async fn a_failed_or_sent_dir_swapped_for_a_link_or_owned_by_another_user_receiv
     assert!(attached(&env.sandbox, &item).await.contains_key("doc.txt"));
 }
 
+fn sha_of(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `status --json`'s rows.
+fn rows(env: &Env) -> Vec<serde_json::Value> {
+    let out = env.run(&["status", "--json"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .expect("json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Issue 14, item 3: the file that was hashed is swapped, before its upload opens it, for a link
+/// to a secret of the same size outside the folder, then for another file of the same size. The
+/// pause point `before-upload-open` holds the window open. The secret never reaches the item,
+/// and no entry is recorded done with bytes other than its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_swapped_after_its_hash_for_a_link_to_a_secret_never_sends_the_secret() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let secret_text = "S".repeat(64);
+    let secret = private_file(&env, "private/secret.txt", &secret_text);
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    // The decoy, 64 bytes like the secret, written by the neighbour.
+    if !neighbour(&drop, "printf '%064d' 0 > report.txt") {
+        return;
+    }
+    let agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "before-upload-open:3000")]);
+    let pauses = |a: &Agent| {
+        a.log()
+            .matches("failpoint before-upload-open: pausing")
+            .count()
+    };
+    wait_until(T, "the upload to pause after the hash", || async {
+        pauses(&agent) >= 1
+    })
+    .await;
+    let swap = format!("rm report.txt && ln -s '{}' report.txt", secret.display());
+    assert!(neighbour(&drop, &swap));
+    let decoy = sha_of(format!("{:064}", 0).as_bytes());
+    wait_until(T, "the decoy's entry to settle", || async {
+        rows(&env).iter().any(|r| {
+            r["sha256"] == decoy.as_str()
+                && ["canceled", "done", "failed"].contains(&r["state"].as_str().unwrap_or(""))
+        })
+    })
+    .await;
+    let secret_sha = sha_of(secret_text.as_bytes());
+    assert!(
+        !attached(&env.sandbox, &item)
+            .await
+            .values()
+            .any(|s| *s == secret_sha),
+        "the secret was sent: {}",
+        agent.log()
+    );
+    let decoy_row = rows(&env)
+        .into_iter()
+        .find(|r| r["sha256"] == decoy.as_str())
+        .expect("decoy row");
+    assert_eq!(decoy_row["state"], "canceled", "{decoy_row}");
+
+    // Again with a regular file of the same size renamed over it.
+    assert!(neighbour(
+        &drop,
+        "rm report.txt && printf '%064d' 1 > report.txt"
+    ));
+    wait_until(T, "the second decoy's upload to pause", || async {
+        pauses(&agent) >= 2
+    })
+    .await;
+    assert!(neighbour(
+        &drop,
+        "printf '%064d' 2 > .other && mv .other report.txt"
+    ));
+    let other = sha_of(format!("{:064}", 2).as_bytes());
+    wait_until(T, "the file now there attached", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("report.txt")
+    })
+    .await;
+    let log = agent.log();
+    let _ = agent.stop();
+    let on_item = attached(&env.sandbox, &item).await;
+    assert_eq!(on_item.get("report.txt"), Some(&other), "{log}");
+    assert!(
+        !on_item.values().any(|s| *s == secret_sha),
+        "the secret was sent: {log}"
+    );
+    // Every done entry's hash is the hash of what is on the item; the decoys are not done.
+    for r in rows(&env) {
+        if r["state"] == "done" {
+            assert_eq!(r["sha256"].as_str(), Some(other.as_str()), "{r}\n{log}");
+        } else {
+            assert_ne!(r["sha256"].as_str(), Some(other.as_str()), "{r}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn files_in_excluded_dot_folders_are_not_attached() {
     let env = Env::new();
@@ -424,6 +529,98 @@ async fn a_state_dir_of_another_user_is_refused_and_a_loose_one_of_ours_tightene
         "{}",
         stderr(&out)
     );
+}
+
+/// Issue 14, item 8: upload URLs saved in the state dir are replaced, while the agent is down in
+/// the middle of two uploads, by URLs of sessions on someone else's item (an allowed host: the
+/// sandbox is `graph.base_url`'s origin). One file belongs to another user, the other is ours
+/// but writable by others. Neither is used: nothing reaches the planted sessions, the files go
+/// to their own item once each, and the log says why each URL was refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_upload_url_file_never_receives_the_file() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let theirs = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    let size = 4 * MIB;
+    let a_sha = write_file(&drop.join("a.bin"), size, 1);
+    let b_sha = write_file(&drop.join("b.bin"), size, 2);
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    // Down after both upload URLs were saved, before a byte was sent.
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_CRASH_AT", "after-session-saved:2")
+            .args(["run", "--once"]),
+        T,
+    );
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let sessions = env.state_dir().join("sessions");
+    let mut saved: Vec<PathBuf> = std::fs::read_dir(&sessions)
+        .expect("sessions")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "url"))
+        .collect();
+    saved.sort();
+    assert_eq!(saved.len(), 2, "{}", stderr(&out));
+    let http = reqwest::Client::new();
+    let mut planted = Vec::new();
+    for (i, file) in saved.iter().enumerate() {
+        let r = http
+            .post(format!(
+                "{}/me/messages/{}/attachments/createUploadSession",
+                env.sandbox.graph_base(),
+                urlenc(&theirs)
+            ))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"AttachmentItem": {
+                "attachmentType": "file", "name": format!("{i}.bin"), "size": size}}))
+            .send()
+            .await
+            .expect("session");
+        assert_eq!(r.status(), 201);
+        let url = r.json::<serde_json::Value>().await.expect("json")["uploadUrl"]
+            .as_str()
+            .expect("uploadUrl")
+            .to_string();
+        std::fs::write(file, &url).expect("plant");
+        planted.push(url);
+    }
+    // One planted by another user; one of ours that others could have written.
+    let Ok(()) = std::os::unix::fs::chown(&saved[0], Some(65534), Some(65534)) else {
+        println!("SKIPPED: cannot give a file to another user here");
+        return;
+    };
+    chmod(&saved[0], 0o600);
+    chmod(&saved[1], 0o666);
+
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(attached(&env.sandbox, &theirs).await.is_empty(), "{log}");
+    for url in &planted {
+        let r = http.get(url).send().await.expect("ask");
+        let v: serde_json::Value = r.json().await.expect("json");
+        let next = v["nextExpectedRanges"][0].as_str().unwrap_or_default();
+        assert!(
+            next == "0" || next == "0-",
+            "the planted session received bytes: {v}\n{log}"
+        );
+    }
+    assert!(
+        log.contains(
+            "is not used: it belongs to another user (uid 65534), who may have planted it"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("is not used: other users can write it (mode 666)"),
+        "{log}"
+    );
+    assert!(log.contains("a saved upload URL was refused"), "{log}");
+    let on_item = attached(&env.sandbox, &item).await;
+    assert_eq!(on_item.get("a.bin"), Some(&a_sha));
+    assert_eq!(on_item.get("b.bin"), Some(&b_sha));
+    assert_eq!(std::fs::read_dir(&sessions).expect("ls").count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -48,6 +48,64 @@ pub struct Response {
     /// More entries follow, one [`Chunk`] per line, up to [`Chunk::End`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub more: bool,
+    /// `status`: what the agent waits for, which only it knows (nothing of it is in the ledger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentView>,
+}
+
+/// What the running agent waits for: as a whole (a pause), and per entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentView {
+    /// Uploads are held for every entry (sign-in, Graph out of reach, throttled).
+    pub paused: Option<Wait>,
+    /// By entry id (a `settling` row's too): what it waits for.
+    pub waits: Vec<(String, Wait)>,
+}
+
+/// One wait: for what, until when (Unix ms), after which error and how many attempts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Wait {
+    pub reason: WaitReason,
+    pub until_ms: Option<u64>,
+    pub error: Option<String>,
+    pub attempts: u32,
+}
+
+/// Why an entry (or the agent) waits; the names `status --json` shows in `waiting_for`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitReason {
+    /// Sign-in is needed (or was refused); tried again at `until`.
+    SignIn,
+    /// Graph or the identity platform could not be reached.
+    Unreachable,
+    /// A 429/503 with `Retry-After`: the same request goes again at `until`.
+    Throttled,
+    /// An error that may have taken effect (a drop, a timeout, a 5xx): backing off.
+    Backoff,
+    /// An answer was lost: the item is looked at once nothing of it can still land.
+    Look,
+    /// The file is still being written, or not unchanged for `settle` yet.
+    Settle,
+    /// No agent runs: an upload left mid-way goes on at the next start.
+    NextStart,
+    /// No agent runs: nothing moves until one starts.
+    Agent,
+}
+
+impl WaitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitReason::SignIn => "sign-in",
+            WaitReason::Unreachable => "unreachable",
+            WaitReason::Throttled => "throttled",
+            WaitReason::Backoff => "backoff",
+            WaitReason::Look => "look",
+            WaitReason::Settle => "settle",
+            WaitReason::NextStart => "next-start",
+            WaitReason::Agent => "agent",
+        }
+    }
 }
 
 /// One line after a response with `more`.
@@ -80,6 +138,7 @@ pub enum Answer {
         ledger: Arc<Ledger>,
         mappings: Vec<Mapping>,
         unledgered: Vec<Unledgered>,
+        view: AgentView,
     },
 }
 
@@ -92,6 +151,7 @@ impl Response {
             error: None,
             code: None,
             more: false,
+            agent: None,
         }
     }
     pub fn error(code: i32, msg: impl Into<String>) -> Self {
@@ -102,6 +162,7 @@ impl Response {
             error: Some(msg.into()),
             code: Some(code),
             more: false,
+            agent: None,
         }
     }
 }
@@ -162,7 +223,7 @@ async fn write_answer(
     answer: Answer,
 ) -> std::io::Result<()> {
     const BATCH: usize = 64 * 1024;
-    let (ledger, mappings, unledgered) = match answer {
+    let (ledger, mappings, unledgered, view) = match answer {
         Answer::Line(r) => {
             let mut out = serde_json::to_vec(&r)?;
             out.push(b'\n');
@@ -172,10 +233,12 @@ async fn write_answer(
             ledger,
             mappings,
             unledgered,
-        } => (ledger, mappings, unledgered),
+            view,
+        } => (ledger, mappings, unledgered, view),
     };
     let mut head = Response::entries(Vec::new());
     head.more = true;
+    head.agent = Some(view);
     let mut out = serde_json::to_vec(&head)?;
     out.push(b'\n');
     let mut error = None;

@@ -187,6 +187,8 @@ impl Upload {
         path: &Path,
         expected: &FileStat,
     ) -> Result<Upload, ReadProblem> {
+        // Between the hash and this open, the path may have been swapped (a test pauses here).
+        crate::failpoint!("before-upload-open");
         let (file, _) = open_for_upload(mapping, path, expected)?;
         Ok(Upload {
             file,

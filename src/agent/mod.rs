@@ -223,8 +223,14 @@ struct Agent {
     /// Test hook: watcher events are being lost (see `Request::LoseEvents`).
     losing_events: bool,
     sign_in_said: bool,
+    /// (mapping, Graph's code) of item-level refusals (a wrong item id, a message not a draft)
+    /// already said: every file of the mapping fails the same way, and it is said once.
+    item_errors_said: HashSet<(String, String)>,
     /// Since when every step has found Graph (or the identity platform) unreachable, and why.
     unreachable_since: Option<(Instant, crate::core::model::Failure)>,
+    /// Each entry's last step's fault, while its next step has not succeeded: what `status`
+    /// says a waiting row waits for (the core keeps only when).
+    last_fault: std::collections::HashMap<String, crate::core::model::Fault>,
 }
 
 /// `run --once` waits out an outage this long before it gives up (exit 1, nothing lost).
@@ -263,7 +269,8 @@ pub async fn run(
     let once = opts.once;
     let clock = Clock::start();
     let machine = Machine::new(rules_of(&settings), policy_of(&settings));
-    let steps = Steps::new(client, sessions.clone(), settings.mappings.clone());
+    let mut steps = Steps::new(client, sessions.clone(), settings.mappings.clone());
+    steps.second_looks = Some(Default::default());
     let mut agent = Agent {
         available: vec![true; settings.mappings.len()],
         notifier: desktop::Notifier::new(settings.agent.notify),
@@ -282,7 +289,9 @@ pub async fn run(
         test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
         losing_events: false,
         sign_in_said: false,
+        item_errors_said: HashSet::new(),
         unreachable_since: None,
+        last_fault: Default::default(),
     };
     let start = startup::start_input(&agent.ledger, &agent.sessions)?;
     agent.inputs.push_back(start);
@@ -331,6 +340,7 @@ pub async fn run(
                 match done {
                     Ok(Some(input)) => {
                         agent.note_reachability(&input);
+                        agent.note_fault(&input);
                         agent.inputs.push_back(input);
                     }
                     Ok(None) => {}
@@ -425,6 +435,115 @@ impl Agent {
             None if matches!(input, Input::Outcome { .. }) => self.unreachable_since = None,
             None => {}
         }
+    }
+
+    fn note_fault(&mut self, input: &Input) {
+        use crate::core::model::{
+            AskOutcome as A, ChunkOutcome as C, DeleteOutcome as D, LookOutcome as L, Outcome as O,
+            PostOutcome as P, SessionOutcome as S,
+        };
+        let Input::Outcome { id, outcome } = input else {
+            return;
+        };
+        let fault = match outcome {
+            O::Post(P::Failed(f))
+            | O::CreateSession(S::Failed(f))
+            | O::Chunk(C::Failed(f))
+            | O::Ask(A::Failed(f))
+            | O::Look(L::Failed(f))
+            | O::DeleteSession(D::Failed(f))
+            | O::DeleteAttachment(D::Failed(f)) => Some(f.clone()),
+            _ => None,
+        };
+        match fault {
+            Some(f) => self.last_fault.insert(id.clone(), f),
+            None => self.last_fault.remove(id),
+        };
+        // Entries that failed for good keep theirs: drop those the machine no longer holds.
+        if self.last_fault.len() > 1024 {
+            let machine = &self.machine;
+            self.last_fault.retain(|id, _| machine.record(id).is_some());
+        }
+    }
+
+    /// What the agent and each entry wait for (`status`).
+    fn view(&self) -> control::AgentView {
+        use crate::core::model::Fault;
+        use control::{Wait, WaitReason};
+        let now = self.clock.now();
+        let mut waits = Vec::new();
+        let sign_in = self.machine.sign_in_pause();
+        for (rec, until) in self.machine.active() {
+            let until = until.filter(|t| *t > now);
+            let fault = self.last_fault.get(&rec.id);
+            let wait = |reason, error: Option<&crate::core::model::Failure>| Wait {
+                reason,
+                until_ms: until.map(|t| t.0),
+                error: error.map(|f| f.message.clone()),
+                attempts: rec.attempts,
+            };
+            let w = match (until, fault) {
+                (None, _) => match sign_in {
+                    Some((t, f)) => Wait {
+                        reason: WaitReason::SignIn,
+                        until_ms: Some(t.0),
+                        error: Some(f.message.clone()),
+                        attempts: rec.attempts,
+                    },
+                    None => continue,
+                },
+                (Some(_), Some(Fault::Throttled { .. })) => wait(WaitReason::Throttled, None),
+                (Some(_), Some(Fault::Unreachable(f))) => wait(WaitReason::Unreachable, Some(f)),
+                (Some(_), Some(Fault::SignIn(f))) => wait(WaitReason::SignIn, Some(f)),
+                (Some(_), Some(Fault::Ambiguous(f) | Fault::Permanent(f))) => {
+                    wait(WaitReason::Backoff, Some(f))
+                }
+                (Some(_), None) if rec.may_exist => wait(WaitReason::Look, None),
+                (Some(_), None) => wait(WaitReason::Backoff, rec.error.as_ref()),
+            };
+            waits.push((rec.id.clone(), w));
+        }
+        for (_, path, _, _) in self.machine.settler().settling() {
+            waits.push((
+                settling_id(path),
+                Wait {
+                    reason: WaitReason::Settle,
+                    until_ms: self.machine.settler().settles_at(path).map(|t| t.0),
+                    error: None,
+                    attempts: 0,
+                },
+            ));
+        }
+        let latest = |r: WaitReason| {
+            waits
+                .iter()
+                .filter(|(_, w)| w.reason == r)
+                .filter_map(|(_, w)| w.until_ms)
+                .min()
+        };
+        let paused = if let Some((t, f)) = sign_in {
+            Some(Wait {
+                reason: WaitReason::SignIn,
+                until_ms: Some(t.0),
+                error: Some(f.message.clone()),
+                attempts: 0,
+            })
+        } else if let Some((_, f)) = &self.unreachable_since {
+            Some(Wait {
+                reason: WaitReason::Unreachable,
+                until_ms: latest(WaitReason::Unreachable),
+                error: Some(f.message.clone()),
+                attempts: 0,
+            })
+        } else {
+            latest(WaitReason::Throttled).map(|t| Wait {
+                reason: WaitReason::Throttled,
+                until_ms: Some(t),
+                error: None,
+                attempts: 0,
+            })
+        };
+        control::AgentView { paused, waits }
     }
 
     /// `run --once`: stop when nothing is left, or only work that waits for sign-in or for a
@@ -594,12 +713,39 @@ impl Agent {
         match note {
             Note::Attached { id, path } => {
                 tracing::info!(file = %crate::outside::path(&path), entry = %id, "attached");
+                // The item takes files again: a later refusal is news.
+                if let Some(m) = self.mapping_of(&path) {
+                    let m = m.name.clone();
+                    self.item_errors_said.retain(|(said, _)| *said != m);
+                }
                 self.notifier.attached(&file_name(&path));
                 self.sign_in_said = false;
             }
             Note::Failed { id, path, failure } => {
-                tracing::error!(file = %crate::outside::path(&path), entry = %id, code = %crate::outside::printable(&failure.code), "{}", crate::outside::printable(&failure.message));
-                self.notifier.failed(&file_name(&path), &failure.message);
+                let file = crate::outside::path(&path);
+                let code = crate::outside::printable(&failure.code);
+                let message = crate::outside::printable(&failure.message);
+                match self.item_error_key(&path, &failure) {
+                    // The item refused it: the mapping's other files fail the same way; once.
+                    Some(key) if self.item_errors_said.contains(&key) => {
+                        tracing::info!(file = %file, entry = %id, code = %code, mapping = %key.0, "failed as the mapping's first file did (said above)");
+                    }
+                    Some(key) => {
+                        tracing::error!(file = %file, entry = %id, code = %code, mapping = %key.0, "{message} — said once for mapping `{}`: its other files refused this way are listed by `outbox status --state failed`; once the item is fixed in the config, `outbox retry --failed`", crate::outside::printable(&key.0));
+                        self.notifier.failed(
+                            &format!("mapping {}", key.0),
+                            &format!(
+                                "{}; its files wait for the item to be fixed",
+                                failure.message
+                            ),
+                        );
+                        self.item_errors_said.insert(key);
+                    }
+                    None => {
+                        tracing::error!(file = %file, entry = %id, code = %code, "{message}");
+                        self.notifier.failed(&file_name(&path), &failure.message);
+                    }
+                }
                 self.failed_file(&id, &path, &failure);
             }
             Note::CancelTooLate { id, path } => {
@@ -632,6 +778,29 @@ impl Agent {
                 }
             }
         }
+    }
+
+    fn mapping_of(&self, path: &Path) -> Option<&Mapping> {
+        self.settings
+            .mappings
+            .iter()
+            .find(|m| path.starts_with(&m.folder))
+    }
+
+    /// (mapping, code) when `failure` is the item's refusal (Graph's 403/404 on it), which every
+    /// file of the mapping meets.
+    fn item_error_key(
+        &self,
+        path: &Path,
+        failure: &crate::core::model::Failure,
+    ) -> Option<(String, String)> {
+        // As Graph said it (`CODE (HTTP 404): ...`), or as the second look put it (`CODE: ...`).
+        let item_level = crate::graph::hints::graph_error_of(failure).is_some()
+            || failure.message.starts_with(&format!("{}: ", failure.code));
+        if !item_level {
+            return None;
+        }
+        Some((self.mapping_of(path)?.name.clone(), failure.code.clone()))
     }
 
     /// A failed file moves to `failed_dir` with its reason, when the mapping has one.
@@ -677,6 +846,7 @@ impl Agent {
                 });
                 self.steps.set_mappings(s.mappings.clone());
                 self.available = vec![true; s.mappings.len()];
+                self.item_errors_said.clear();
                 self.settings = s;
                 self.rescan(None);
             }
@@ -762,22 +932,15 @@ impl Agent {
                     None => {
                         return Ok(line(Err((
                             2,
-                            format!("no ledger entry or message with id `{id}` (see `outbox status`)"),
-                        ))))
-                    }
-                    Some(e) if !matches!(e.to_record().state, State::Failed | State::Canceled | State::Rejected) => {
-                        return Ok(line(Err((
-                            2,
-                            format!("entry {id} is {}; only failed, canceled or rejected entries can be retried", e.state),
-                        ))))
-                    }
-                    Some(e) if e.size > crate::core::model::MAX_ATTACHMENT => {
-                        return Ok(line(Err((
-                            2,
-                            format!("entry {id} is {} bytes, over Graph's 150 MiB attachment limit; it cannot be sent", e.size),
+                            format!(
+                                "no ledger entry or message with id `{id}` (see `outbox status`)"
+                            ),
                         ))))
                     }
                     Some(e) => {
+                        if let Some(why) = ops::retry_refusal(&e) {
+                            return Ok(line(Err((2, why))));
+                        }
                         let mut r = e.to_record();
                         if r.state == State::Rejected {
                             // Retried by request: the core treats it as failed.
@@ -928,6 +1091,7 @@ impl Agent {
             ledger: self.ledger.clone(),
             mappings: self.settings.mappings.clone(),
             unledgered,
+            view: self.view(),
         }
     }
 }

@@ -85,7 +85,14 @@ pub struct Steps<U: UrlStore> {
     pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
     /// `send`: the file's SHA-256, computed beside the upload (its record carries none).
     pub digest: Option<Digest>,
+    /// The agent: a 403/404 from an item gets a second look (`cli::hints`: an id of the other
+    /// kind, a message that is not a draft), once per (mailbox, item, code), its answer kept.
+    /// `send` looks for itself.
+    pub second_looks: Option<SecondLooks>,
 }
+
+/// What the second look found per (mailbox, item, Graph's code): the failure to record instead.
+pub type SecondLooks = Arc<tokio::sync::Mutex<HashMap<(String, String, String), Option<Failure>>>>;
 
 /// A SHA-256 being computed once, awaited by whoever needs it first.
 pub type Digest =
@@ -101,6 +108,7 @@ impl<U: UrlStore> Clone for Steps<U> {
             whole_window: self.whole_window.clone(),
             progress: self.progress.clone(),
             digest: self.digest.clone(),
+            second_looks: self.second_looks.clone(),
         }
     }
 }
@@ -115,6 +123,7 @@ impl<U: UrlStore> Steps<U> {
             whole_window: Default::default(),
             progress: None,
             digest: None,
+            second_looks: None,
         }
     }
 
@@ -165,6 +174,33 @@ impl<U: UrlStore> Steps<U> {
             .insert(id.to_owned(), u);
     }
 
+    /// A permanent refusal from the item, with what a second look finds about it said instead of
+    /// Graph's generic advice.
+    async fn explained(&self, target: &Target, fault: Fault) -> Fault {
+        let (Some(looks), Fault::Permanent(f)) = (&self.second_looks, &fault) else {
+            return fault;
+        };
+        if crate::graph::hints::graph_error_of(f).is_none() {
+            return fault;
+        }
+        let key = (
+            target.user.to_lowercase(),
+            target.item_id.clone(),
+            f.code.clone(),
+        );
+        // Held across the look: the files of one item wait for its one answer.
+        let mut known = looks.lock().await;
+        if !known.contains_key(&key) {
+            let item = crate::graph::ItemRef::from(target);
+            let found = crate::graph::hints::for_mapping_failure(&self.client, &item, f).await;
+            known.insert(key.clone(), found);
+        }
+        match known.get(&key) {
+            Some(Some(better)) => Fault::Permanent(better.clone()),
+            _ => fault,
+        }
+    }
+
     /// Carry out one action that takes time; `None` for an action this does not run.
     pub async fn run(&self, action: Action) -> Option<Input> {
         Some(match action {
@@ -191,7 +227,10 @@ impl<U: UrlStore> Steps<U> {
                 file,
                 sha256,
             } => {
-                let outcome = self.post(&id, &target, &path, &name, file, &sha256).await;
+                let outcome = match self.post(&id, &target, &path, &name, file, &sha256).await {
+                    PostOutcome::Failed(f) => PostOutcome::Failed(self.explained(&target, f).await),
+                    o => o,
+                };
                 Input::Outcome {
                     id,
                     outcome: Outcome::Post(outcome),
@@ -218,6 +257,12 @@ impl<U: UrlStore> Steps<U> {
                     .client
                     .create_session(&target, &name, size, move |url| urls.save(&sid, url))
                     .await;
+                let outcome = match outcome {
+                    SessionOutcome::Failed(f) => {
+                        SessionOutcome::Failed(self.explained(&target, f).await)
+                    }
+                    o => o,
+                };
                 Input::Outcome {
                     id,
                     outcome: Outcome::CreateSession(outcome),
@@ -274,7 +319,10 @@ impl<U: UrlStore> Steps<U> {
                 recent_ok,
             } => {
                 let sha256 = self.sha(&sha256).await;
-                let outcome = self.client.look(&target, &name, &sha256, recent_ok).await;
+                let outcome = match self.client.look(&target, &name, &sha256, recent_ok).await {
+                    LookOutcome::Failed(f) => LookOutcome::Failed(self.explained(&target, f).await),
+                    o => o,
+                };
                 Input::Outcome {
                     id,
                     outcome: Outcome::Look(outcome),

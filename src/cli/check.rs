@@ -289,11 +289,11 @@ async fn check_item(r: &mut Report, client: &GraphClient, m: &Mapping) {
     let v = match client.get_json(&m.user, url).await {
         Ok(v) => v,
         Err(RequestError::Graph(e)) if e.status == Some(404) => {
-            if let Some(f) = super::hints::look_again(client, &item, &e).await {
+            if let Some(f) = crate::graph::hints::look_again(client, &item, &e).await {
                 return r.line(
                     Level::Error,
                     &what,
-                    format!("not found: {}", super::hints::for_mapping(f)),
+                    format!("not found: {}", crate::graph::hints::for_mapping(f)),
                 );
             }
             return r.line(

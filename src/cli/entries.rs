@@ -117,46 +117,61 @@ pub async fn status(
     };
     let dir = settings.agent.state_dir.clone();
     let agent = agent_pid(&dir).await;
-    let (mut entries, mut messages) = via_agent_or_ledger(&settings, Request::Status, |l| {
-        Ok((
-            l.list(None).map_err(ledger_err)?,
-            l.list_messages().map_err(ledger_err)?,
-        ))
-    })
-    .await?;
+    // The agent's answer carries what it waits for; without one, the ledger alone.
+    let ((mut entries, mut messages), view) = match control::ask(&dir, &Request::Status).await {
+        Some(resp) => {
+            let view = resp.agent.clone();
+            (from_response(resp)?, view)
+        }
+        None => (
+            via_agent_or_ledger(&settings, Request::Status, |l| {
+                Ok((
+                    l.list(None).map_err(ledger_err)?,
+                    l.list_messages().map_err(ledger_err)?,
+                ))
+            })
+            .await?,
+            None,
+        ),
+    };
     // A message's block lists its files whatever the filter keeps.
     let all_entries = (filter.is_some() && !json).then(|| entries.clone());
     if let Some(f) = filter {
         super::status::filter_rows(&mut entries, &mut messages, f, json);
     }
+    let (running, pid) = match agent {
+        Some(pid) => (true, pid),
+        None => (view.is_some(), None),
+    };
+    let facts = super::status::Facts {
+        running,
+        pid,
+        view: view.as_ref(),
+        now: time::OffsetDateTime::now_utc(),
+    };
     if json {
-        println!("{}", super::status::render_json(&entries, &messages));
+        println!(
+            "{}",
+            super::status::render_json(&entries, &messages, &facts)
+        );
     } else {
         let color = super::logging::colour(
             std::io::stdout().is_terminal(),
             std::env::var_os("NO_COLOR").as_deref(),
         );
-        let (running, pid) = match agent {
-            Some(pid) => (true, pid),
-            None => (false, None),
-        };
-        println!("{}", super::status::agent_header(pid, running, &dir));
+        println!("{}", super::status::agent_header(&facts, &dir));
         if let Some(pid) = pid.filter(|p| started_before_edit(*p, &settings.source)) {
             println!("note: {}", restart_hint(pid));
         }
-        let now = time::OffsetDateTime::now_utc();
         if !entries.is_empty() || messages.is_empty() {
-            print!(
-                "{}",
-                super::status::render_table_for(&entries, now, color, running)
-            );
+            print!("{}", super::status::render_table(&entries, &facts, color));
         }
         print!(
             "{}",
             super::status::render_messages(
                 &messages,
                 all_entries.as_deref().unwrap_or(&entries),
-                now
+                facts.now
             )
         );
     }
@@ -169,6 +184,18 @@ pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, C
         None => Request::RetryFailed,
     };
     let (entries, messages) = via_agent_or_ledger(&settings, req, |l| {
+        // A refusal of this entry is a usage error, as the agent answers it.
+        if let Some(e) = id
+            .as_deref()
+            .map(|i| l.get(i))
+            .transpose()
+            .map_err(ledger_err)?
+            .flatten()
+        {
+            if let Some(why) = ops::retry_refusal(&e) {
+                return Err(CommandError::new(ExitCode::Usage, why));
+            }
+        }
         ops::retry(l, id.as_deref()).map_err(ledger_err)
     })
     .await?;

@@ -5,7 +5,6 @@ pub mod check;
 pub mod demo;
 pub mod entries;
 pub mod exit;
-pub mod hints;
 pub mod init;
 pub mod items;
 pub mod logging;

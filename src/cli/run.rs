@@ -69,6 +69,13 @@ fn left_over(state_dir: &std::path::Path) -> ExitCode {
     }
     let count = |s: EntryState| newest.values().filter(|e| e.state == s).count();
     let (failed, rejected) = (count(EntryState::Failed), count(EntryState::Rejected));
+    // Attached, but not moved or deleted: not retried by itself, so said every run.
+    let after_failed = newest.values().filter(|e| e.after_failed).count();
+    if after_failed > 0 {
+        eprintln!(
+            "outbox: attached, but {after_failed} after-action(s) (move/delete) failed and are not tried again by themselves; `outbox status` says why; fix it, then `outbox retry ID`"
+        );
+    }
     if failed + rejected == 0 {
         return ExitCode::Ok;
     }

@@ -4,14 +4,15 @@
 //! item, else `skip`); Ctrl-C deletes the upload session and exits 130. Does not touch the ledger:
 //! the core's state machine drives the upload with URLs kept in memory (`agent::oneshot`).
 
-use super::{hints, IfExistsArg, SendArgs};
+use super::{IfExistsArg, SendArgs};
 use crate::agent::oneshot::{attach_file, OneShotError};
 use crate::auth::Credentials;
 use crate::cli::exit::{CommandError, ExitCode};
 use crate::config::units::human_size;
 use crate::config::{IfExists, ItemKind, Settings};
 use crate::core::model::Target;
-use crate::graph::{ErrorClass, GraphClient, GraphError, ItemRef};
+use crate::graph::hints;
+use crate::graph::{GraphClient, ItemRef};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -93,11 +94,11 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
             println!("{}", crate::outside::printable(&a.attachment_id));
             Ok(ExitCode::Ok)
         }
-        Err(OneShotError::Failed(f)) if graph_error_of(&f).is_some() => {
+        Err(OneShotError::Failed(f)) if hints::graph_error_of(&f).is_some() => {
             let mut err = CommandError::new(ExitCode::Failed, f.message.clone());
             // What a second look finds instead of the generic advice (a sent message is not a
             // permissions problem, an id of the other kind is not a missing item).
-            if let Some(g) = graph_error_of(&f) {
+            if let Some(g) = hints::graph_error_of(&f) {
                 if let Some(found) = hints::look_again(&client, &item, &g).await {
                     err.message = format!("{}: {} — {}", g.code, g.message, hints::for_send(found));
                 }
@@ -110,26 +111,6 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
         )),
         Err(e) => Err(attach_error(e)),
     }
-}
-
-/// Graph's 403/404 answer back from the core's failure (`CODE (HTTP 404): message — advice`,
-/// as `GraphError` shows itself), for the second look.
-fn graph_error_of(f: &crate::core::model::Failure) -> Option<GraphError> {
-    let status = [403u16, 404]
-        .into_iter()
-        .find(|s| f.message.starts_with(&format!("{} (HTTP {s}): ", f.code)))?;
-    let raw = &f.message[format!("{} (HTTP {status}): ", f.code).len()..];
-    let g = GraphError::new(ErrorClass::Permanent, Some(status), f.code.clone(), raw);
-    let raw = match g.advice() {
-        Some(a) => raw.strip_suffix(&format!(" — {a}")).unwrap_or(raw),
-        None => raw,
-    };
-    Some(GraphError::new(
-        ErrorClass::Permanent,
-        Some(status),
-        f.code.clone(),
-        raw,
-    ))
 }
 
 /// `--if-exists`, else the `if_exists` of a mapping that targets the same item, else `skip`:

@@ -1,10 +1,12 @@
-//! `outbox status`: rendering ledger entries as SPEC's JSON array or a table for terminals, and
-//! the messages of `new_message` mappings (SPEC: Sending): in the table, a block per message
-//! below the entries; in `--json`, a `message` key on each entry (`null` for a file that is not
-//! mailed), so the output stays one array of entries with every SPEC key. Pure functions over
-//! entries and messages; reading the ledger (directly or from the running agent) is the
-//! caller's job.
+//! `outbox status`: rendering ledger entries as SPEC's JSON array or a table for terminals, under
+//! a header that says whether an agent runs (its pid) and whether it is paused, why and until
+//! when; each row says what it waits for and until when. The messages of `new_message` mappings
+//! (SPEC: Sending): in the table, a block per message below the entries; in `--json`, a
+//! `message` key on each entry (`null` for a file that is not mailed), so the output stays one
+//! array of entries with every SPEC key. Pure functions over entries, messages and what the
+//! agent said ([`AgentView`]); reading them (from the ledger or the agent) is the caller's.
 
+use crate::agent::control::{AgentView, Wait, WaitReason};
 use crate::core::model::{MessageRecord, MessageState, Time};
 use crate::ledger::{EntryError, EntryState, LedgerEntry};
 use serde::Serialize;
@@ -12,7 +14,53 @@ use std::collections::HashMap;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// One row of `status --json`: exactly SPEC's keys, every one present (`null` when unset).
+/// What `status` knows besides the entries: is an agent running (its pid), what it said it waits
+/// for, and the time now.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub view: Option<&'a AgentView>,
+    pub now: OffsetDateTime,
+}
+
+impl Facts<'_> {
+    /// No agent, at `now`.
+    pub fn offline(now: OffsetDateTime) -> Facts<'static> {
+        Facts {
+            running: false,
+            pid: None,
+            view: None,
+            now,
+        }
+    }
+
+    /// What entry `e` waits for, if anything: as the agent said, or (no agent) for one.
+    fn wait_of(&self, e: &LedgerEntry) -> Option<Wait> {
+        if let Some(v) = self.view {
+            return v
+                .waits
+                .iter()
+                .find(|(id, _)| *id == e.id)
+                .map(|(_, w)| w.clone());
+        }
+        let reason = match e.state {
+            _ if self.running => return None,
+            EntryState::Uploading => WaitReason::NextStart,
+            EntryState::Pending | EntryState::Settling => WaitReason::Agent,
+            _ => return None,
+        };
+        Some(Wait {
+            reason,
+            until_ms: None,
+            error: None,
+            attempts: e.attempts,
+        })
+    }
+}
+
+/// One row of `status --json`: SPEC's keys, and what the row waits for, every one present
+/// (`null` when unset).
 #[derive(Serialize)]
 struct JsonRow<'a> {
     id: &'a str,
@@ -26,6 +74,13 @@ struct JsonRow<'a> {
     attempts: u32,
     error: Option<&'a EntryError>,
     updated_at: String,
+    /// `sign-in`, `unreachable`, `throttled`, `backoff`, `look`, `settle`, `next-start`, `agent`.
+    waiting_for: Option<&'static str>,
+    waiting_until: Option<String>,
+    /// The table's NOTE: what a person reads about the row.
+    note: Option<String>,
+    /// The running agent's pid (`null`: none runs, or the platform does not tell).
+    agent_pid: Option<u32>,
     /// The message the file is mailed in (`new_message` mappings), else `null`.
     message: Option<JsonMessage<'a>>,
 }
@@ -48,9 +103,17 @@ struct JsonMessage<'a> {
     updated_at: String,
 }
 
-fn rfc3339(t: Time) -> String {
-    let dt = crate::ledger::datetime_of(t);
-    dt.format(&Rfc3339).unwrap_or_else(|_| format!("{dt:?}"))
+fn rfc3339(t: OffsetDateTime) -> String {
+    // Formatting an in-range UTC timestamp cannot fail; fall back to the Debug form anyway.
+    t.format(&Rfc3339).unwrap_or_else(|_| format!("{t:?}"))
+}
+
+fn rfc3339_ms(t: Time) -> String {
+    rfc3339(crate::ledger::datetime_of(t))
+}
+
+fn time_of_ms(ms: u64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
 fn json_message(m: &MessageRecord) -> JsonMessage<'_> {
@@ -64,9 +127,9 @@ fn json_message(m: &MessageRecord) -> JsonMessage<'_> {
         files: &m.files,
         draft_id: m.draft_id.as_deref(),
         internet_message_id: m.internet_message_id.as_deref(),
-        sent_at: m.sent_at.map(rfc3339),
+        sent_at: m.sent_at.map(rfc3339_ms),
         error: m.error.as_ref(),
-        updated_at: rfc3339(m.updated_at),
+        updated_at: rfc3339_ms(m.updated_at),
     }
 }
 
@@ -164,34 +227,130 @@ pub fn filter_rows(
 }
 
 /// The JSON array `outbox status --json` prints (pretty, no trailing newline): one object per
-/// entry, SPEC's keys and `message`.
-pub fn render_json(entries: &[LedgerEntry], messages: &[MessageRecord]) -> String {
+/// entry, SPEC's keys, what it waits for, and `message`.
+pub fn render_json(
+    entries: &[LedgerEntry],
+    messages: &[MessageRecord],
+    facts: &Facts<'_>,
+) -> String {
     let by_entry = messages_by_entry(messages);
     let by_id: HashMap<&str, &MessageRecord> =
         messages.iter().map(|m| (m.id.as_str(), m)).collect();
     let rows: Vec<JsonRow<'_>> = entries
         .iter()
-        .map(|e| JsonRow {
-            id: &e.id,
-            mapping: &e.mapping,
-            path: e.path.to_string_lossy().into_owned(),
-            size: e.size,
-            sha256: e.sha256.as_deref(),
-            state: e.state,
-            bytes_sent: e.bytes_sent,
-            attachment_id: e.attachment_id.as_deref(),
-            attempts: e.attempts,
-            error: e.error.as_ref(),
-            // Formatting an in-range UTC timestamp cannot fail; fall back to the Debug form anyway.
-            updated_at: e
-                .updated_at
-                .format(&Rfc3339)
-                .unwrap_or_else(|_| format!("{:?}", e.updated_at)),
-            message: message_of(e, &by_entry, &by_id).map(json_message),
+        .map(|e| {
+            let wait = facts.wait_of(e);
+            JsonRow {
+                id: &e.id,
+                mapping: &e.mapping,
+                path: e.path.to_string_lossy().into_owned(),
+                size: e.size,
+                sha256: e.sha256.as_deref(),
+                state: e.state,
+                bytes_sent: e.bytes_sent,
+                attachment_id: e.attachment_id.as_deref(),
+                attempts: e.attempts,
+                error: e.error.as_ref(),
+                updated_at: rfc3339(e.updated_at),
+                waiting_for: wait.as_ref().map(|w| w.reason.as_str()),
+                waiting_until: wait
+                    .as_ref()
+                    .and_then(|w| w.until_ms)
+                    .and_then(time_of_ms)
+                    .map(rfc3339),
+                note: note(e, facts),
+                agent_pid: facts.pid.filter(|_| facts.running),
+                message: message_of(e, &by_entry, &by_id).map(json_message),
+            }
         })
         .collect();
     // Plain strings, numbers and options: serialising cannot fail.
     serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// "at 14:02:05 UTC (in 25s)"; "now" once it is due.
+fn at(until_ms: Option<u64>, now: OffsetDateTime) -> String {
+    let Some(t) = until_ms.and_then(time_of_ms) else {
+        return "soon".to_owned();
+    };
+    let secs = (t - now).whole_seconds();
+    if secs <= 0 {
+        return "now".to_owned();
+    }
+    let (h, m, s) = t.to_hms();
+    let left = match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{}h {}m", s / 3600, s % 3600 / 60),
+    };
+    format!("at {h:02}:{m:02}:{s:02} UTC (in {left})")
+}
+
+/// What a wait says on a row (and in the header).
+fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
+    let error = w
+        .error
+        .as_deref()
+        .map(|m| sanitize(&crate::secret::redact(m)));
+    let when = at(w.until_ms, now);
+    match w.reason {
+        WaitReason::SignIn => match error {
+            Some(m) => format!("waits for sign-in ({m}); tries again {when}"),
+            None => format!("waits for sign-in; tries again {when}"),
+        },
+        WaitReason::Unreachable => match error {
+            Some(m) => format!("Graph unreachable ({m}); tries again {when}"),
+            None => format!("Graph unreachable; tries again {when}"),
+        },
+        WaitReason::Throttled => format!("throttled by Graph (Retry-After); sends again {when}"),
+        WaitReason::Backoff => {
+            let attempts = match w.attempts {
+                0 => String::new(),
+                n => format!(", attempt {n}"),
+            };
+            match error {
+                Some(m) => {
+                    format!("backing off after an error ({m}{attempts}); tries again {when}")
+                }
+                None => format!("backing off{attempts}; tries again {when}"),
+            }
+        }
+        WaitReason::Look => {
+            format!("an answer was lost; looks on the item {when} (when nothing more can land)")
+        }
+        WaitReason::Settle => {
+            let still = e
+                .and_then(|e| e.error.as_ref())
+                .map(|x| format!("{}; ", sanitize(&x.message)))
+                .unwrap_or_default();
+            format!("{still}settling: checked again {when}")
+        }
+        WaitReason::NextStart => INTERRUPTED.to_owned(),
+        WaitReason::Agent => "waits for the agent (`outbox run`)".to_owned(),
+    }
+}
+
+/// A row's NOTE: its error, a failed after-action, or what it waits for.
+fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
+    error_text(e)
+        .or_else(|| after_failed_text(e))
+        .or_else(|| facts.wait_of(e).map(|w| wait_text(&w, Some(e), facts.now)))
+}
+
+/// A done row whose move or delete failed: attached, and the file is still where it was.
+fn after_failed_text(e: &LedgerEntry) -> Option<String> {
+    if e.state != EntryState::Done || !e.after_failed {
+        return None;
+    }
+    let why = e
+        .error
+        .as_ref()
+        .map(|x| sanitize(&crate::secret::redact(&x.message)))
+        .unwrap_or_else(|| "the after-action failed".to_owned());
+    Some(format!(
+        "{why}; not tried again by itself: fix it, then `outbox retry {}`",
+        e.id
+    ))
 }
 
 /// Parse `--state S` (case-insensitive): an entry's state or a message's; the error lists the
@@ -245,7 +404,7 @@ pub fn render_messages(
             (MessageState::Sent, Some(t)) => out.push_str(&format!(
                 "    sent {} ({}); internetMessageId {}\n",
                 age(crate::ledger::datetime_of(t), now),
-                rfc3339(t),
+                rfc3339_ms(t),
                 sanitize(m.internet_message_id.as_deref().unwrap_or("-"))
             )),
             (MessageState::Drafted, _) => out.push_str(&format!(
@@ -284,59 +443,35 @@ pub fn render_messages(
     out
 }
 
-/// A table for terminals: id, state, progress, size, age, mapping, file, and the error message
-/// when any shown entry failed or was rejected. `color` adds ANSI colours to the state column.
-pub fn render_table(entries: &[LedgerEntry], now: OffsetDateTime, color: bool) -> String {
-    render_table_for(entries, now, color, true)
-}
-
-/// [`render_table`], knowing whether an agent is running: without one, a row left `uploading`
-/// is not moving, and says so (a NOTE column, which also carries the errors).
-pub fn render_table_for(
-    entries: &[LedgerEntry],
-    now: OffsetDateTime,
-    color: bool,
-    agent_running: bool,
-) -> String {
+/// A table for terminals: id, state, progress, size, age, mapping, file, and a NOTE column when
+/// any row has something to say (an error, a failed after-action, what it waits for). `color`
+/// adds ANSI colours to the state column.
+pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> String {
     if entries.is_empty() {
         return "No entries.\n".to_owned();
     }
-    let note = |e: &LedgerEntry| {
-        error_text(e).or_else(|| {
-            (!agent_running && e.state == EntryState::Uploading).then(|| INTERRUPTED.to_owned())
-        })
-    };
-    let any_note = entries
-        .iter()
-        .any(|e| error_text(e).is_none() && note(e).is_some());
     let headers = [
-        "ID",
-        "STATE",
-        "PROGRESS",
-        "SIZE",
-        "AGE",
-        "MAPPING",
-        "FILE",
-        if any_note { "NOTE" } else { "ERROR" },
+        "ID", "STATE", "PROGRESS", "SIZE", "AGE", "MAPPING", "FILE", "NOTE",
     ];
-    let show_error = entries.iter().any(|e| note(e).is_some());
-    let columns = if show_error {
+    let notes: Vec<Option<String>> = entries.iter().map(|e| note(e, facts)).collect();
+    let columns = if notes.iter().any(Option::is_some) {
         headers.len()
     } else {
         headers.len() - 1
     };
     let rows: Vec<[String; 8]> = entries
         .iter()
-        .map(|e| {
+        .zip(&notes)
+        .map(|(e, n)| {
             [
                 e.id.clone(),
                 e.state.to_string(),
                 progress(e),
                 human_size(e.size),
-                age(e.updated_at, now),
+                age(e.updated_at, facts.now),
                 e.mapping.clone(),
                 sanitize(&e.file_name()),
-                note(e).unwrap_or_default(),
+                n.clone().unwrap_or_default(),
             ]
         })
         .collect();
@@ -444,16 +579,22 @@ fn error_text(e: &LedgerEntry) -> Option<String> {
 /// where it stands and goes on from there.
 pub const INTERRUPTED: &str = "interrupted; resumes at next start";
 
-/// The line above the table: is an agent working on these entries?
-pub fn agent_header(pid: Option<u32>, running: bool, state_dir: &std::path::Path) -> String {
-    match (running, pid) {
+/// The lines above the table: is an agent working on these entries, and is it paused (a
+/// `paused:` line: why, until when; none when it is not)?
+pub fn agent_header(facts: &Facts<'_>, state_dir: &std::path::Path) -> String {
+    let mut out = match (facts.running, facts.pid) {
         (true, Some(pid)) => format!("agent running (pid {pid}); state dir {}", state_dir.display()),
         (true, None) => format!("agent running; state dir {}", state_dir.display()),
         (false, _) => format!(
             "agent not running; state dir {} (`outbox run`, or `outbox service install`, starts it)",
             state_dir.display()
         ),
+    };
+    if let Some(w) = facts.view.and_then(|v| v.paused.as_ref()) {
+        out.push_str("\npaused: ");
+        out.push_str(&wait_text(w, None, facts.now));
     }
+    out
 }
 
 /// Control characters in file names or messages would break the table (or the terminal).
@@ -503,7 +644,16 @@ mod tests {
         e
     }
 
-    const KEYS: [&str; 12] = [
+    fn running(now: OffsetDateTime) -> Facts<'static> {
+        Facts {
+            running: true,
+            pid: Some(42),
+            view: None,
+            now,
+        }
+    }
+
+    const KEYS: [&str; 16] = [
         "message",
         "id",
         "mapping",
@@ -516,6 +666,10 @@ mod tests {
         "attempts",
         "error",
         "updated_at",
+        "waiting_for",
+        "waiting_until",
+        "note",
+        "agent_pid",
     ];
 
     #[test]
@@ -526,7 +680,11 @@ mod tests {
             "The item was deleted.",
         ));
         failed.sha256 = Some("ab".repeat(32));
-        let json = render_json(&[entry(EntryState::Pending), failed], &[]);
+        let json = render_json(
+            &[entry(EntryState::Pending), failed],
+            &[],
+            &Facts::offline(at(1_700_000_000)),
+        );
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         let rows = value.as_array().unwrap();
         assert_eq!(rows.len(), 2);
@@ -539,7 +697,15 @@ mod tests {
             assert_eq!(keys, want);
         }
         let pending = &rows[0];
-        for k in ["sha256", "attachment_id", "error"] {
+        assert_eq!(pending["waiting_for"], "agent");
+        assert_eq!(pending["note"], "waits for the agent (`outbox run`)");
+        for k in [
+            "sha256",
+            "attachment_id",
+            "error",
+            "waiting_until",
+            "agent_pid",
+        ] {
             assert!(pending[k].is_null(), "{k} should be null: {pending}");
         }
         assert_eq!(pending["state"], "pending");
@@ -547,7 +713,7 @@ mod tests {
         assert_eq!(pending["path"], "/home/u/Outbox/reports/Q3 report.pdf");
         assert_eq!(rows[1]["error"]["code"], "ErrorItemNotFound");
         assert_eq!(rows[1]["error"]["message"], "The item was deleted.");
-        assert_eq!(render_json(&[], &[]).trim(), "[]");
+        assert_eq!(render_json(&[], &[], &Facts::offline(at(0))).trim(), "[]");
         assert!(rows[0]["message"].is_null());
     }
 
@@ -557,11 +723,11 @@ mod tests {
         up.bytes_sent = 1024 * 1024;
         let mut failed = entry(EntryState::Failed);
         failed.error = Some(EntryError::new("ErrorAccessDenied", "Access is denied."));
-        let table = render_table(&[up, failed], at(1_700_000_000 + 180), false);
+        let table = render_table(&[up, failed], &running(at(1_700_000_000 + 180)), false);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "{table}");
         assert!(
-            lines[0].starts_with("ID") && lines[0].ends_with("ERROR"),
+            lines[0].starts_with("ID") && lines[0].ends_with("NOTE"),
             "{table}"
         );
         assert!(
@@ -585,18 +751,92 @@ mod tests {
 
     #[test]
     fn table_without_errors_has_no_error_column_and_colour_is_optional() {
-        let plain = render_table(&[entry(EntryState::Done)], at(1_700_000_000), false);
+        let plain = render_table(
+            &[entry(EntryState::Done)],
+            &running(at(1_700_000_000)),
+            false,
+        );
         assert!(
-            !plain.contains("ERROR") && !plain.contains('\x1b'),
+            !plain.contains("NOTE") && !plain.contains('\x1b'),
             "{plain}"
         );
         assert!(
             plain.contains("100%") && plain.contains("just now"),
             "{plain}"
         );
-        let coloured = render_table(&[entry(EntryState::Done)], at(1_700_000_000), true);
+        let coloured = render_table(
+            &[entry(EntryState::Done)],
+            &running(at(1_700_000_000)),
+            true,
+        );
         assert!(coloured.contains("\x1b[32mdone\x1b[0m"), "{coloured:?}");
-        assert_eq!(render_table(&[], at(0), false), "No entries.\n");
+        assert_eq!(render_table(&[], &running(at(0)), false), "No entries.\n");
+    }
+
+    #[test]
+    fn rows_and_header_say_what_the_agent_waits_for_and_until_when() {
+        let now = at(1_700_000_000);
+        let mut settling = entry(EntryState::Settling);
+        settling.id = "settling0001".into();
+        let pending = entry(EntryState::Pending);
+        let wait = |reason, secs: u64, error: Option<&str>, attempts| Wait {
+            reason,
+            until_ms: Some((1_700_000_000 + secs) * 1000),
+            error: error.map(str::to_owned),
+            attempts,
+        };
+        let view = AgentView {
+            paused: None,
+            waits: vec![
+                (
+                    pending.id.clone(),
+                    wait(WaitReason::Backoff, 75, Some("HTTP 500"), 2),
+                ),
+                (settling.id.clone(), wait(WaitReason::Settle, 2, None, 0)),
+            ],
+        };
+        let facts = Facts {
+            running: true,
+            pid: Some(7),
+            view: Some(&view),
+            now,
+        };
+        let table = render_table(&[pending, settling], &facts, false);
+        assert!(
+            table.contains(
+                "backing off after an error (HTTP 500, attempt 2); tries again at 22:14:35 UTC (in 1m 15s)"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("settling: checked again at 22:13:22 UTC (in 2s)"),
+            "{table}"
+        );
+        let header = agent_header(&facts, std::path::Path::new("/s"));
+        assert_eq!(header, "agent running (pid 7); state dir /s");
+        let paused = AgentView {
+            paused: Some(wait(WaitReason::SignIn, 30, Some("no token"), 0)),
+            waits: Vec::new(),
+        };
+        let facts = Facts {
+            view: Some(&paused),
+            ..facts
+        };
+        assert_eq!(
+            agent_header(&facts, std::path::Path::new("/s")),
+            "agent running (pid 7); state dir /s\npaused: waits for sign-in (no token); tries again at 22:13:50 UTC (in 30s)"
+        );
+        let mut moved = entry(EntryState::Done);
+        moved.after_failed = true;
+        moved.error = Some(EntryError::new("afterAction", "read-only"));
+        let json = render_json(&[moved], &[], &facts);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v[0]["note"],
+            "read-only; not tried again by itself: fix it, then `outbox retry 0123456789ab`"
+        );
+        assert_eq!(v[0]["agent_pid"], 7);
+        assert!(v[0]["waiting_for"].is_null());
     }
 
     #[test]
@@ -606,7 +846,7 @@ mod tests {
             "io",
             "PUT https://x/up?authtoken=SECRET123 failed",
         ));
-        let table = render_table(&[failed], at(1_700_000_000), false);
+        let table = render_table(&[failed], &running(at(1_700_000_000)), false);
         assert!(!table.contains("SECRET123"), "{table}");
     }
 
@@ -684,7 +924,11 @@ mod tests {
         let mut other = entry(EntryState::Pending);
         other.id = "fedcba987654".into();
         let sent = message(MessageState::Sent, &["0123456789ab"]);
-        let json = render_json(&[done.clone(), other.clone()], std::slice::from_ref(&sent));
+        let json = render_json(
+            &[done.clone(), other.clone()],
+            std::slice::from_ref(&sent),
+            &Facts::offline(time::OffsetDateTime::now_utc()),
+        );
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v[0]["message"]["id"], "m0123456789ab");
         assert_eq!(v[0]["message"]["state"], "sent");

@@ -1,7 +1,9 @@
 //! `outbox verify [ID | --all]`: read done attachments back from Graph (`$value`, streamed) and
 //! compare their SHA-256 with the ledger's. Entries come from the running agent over its socket,
 //! or from the ledger when no agent runs; verify itself never changes the ledger. A mismatch or a
-//! missing attachment comes with the `outbox send` command that attaches the file again.
+//! missing attachment comes with the command that fixes it: `outbox retry ID` attaches the file
+//! again and then deletes the bad copy (by its recorded id), or, when the file is no longer at its
+//! path, what to do instead.
 
 use crate::agent::control::{self, Request};
 use crate::agent::item_of;
@@ -103,7 +105,7 @@ pub async fn run(
                         hash_prefix(&got),
                         hash_prefix(want),
                         e.size,
-                        attach_again(e, "then delete the bad copy from the item in Outlook")
+                        attach_again(e, true)
                     ),
                 );
             }
@@ -114,7 +116,7 @@ pub async fn run(
                     format!(
                         "{name}: the attachment is no longer on its item ({}); {}",
                         g.code,
-                        attach_again(e, "if it is still wanted")
+                        attach_again(e, false)
                     ),
                 );
             }
@@ -185,24 +187,17 @@ impl Findings {
     }
 }
 
-/// The command that attaches the entry's file to its item again (the file is still at its path
-/// unless `after` moved or deleted it).
-fn attach_again(e: &LedgerEntry, then: &str) -> String {
-    let item = item_of(e);
-    let flag = match item.kind {
-        crate::config::ItemKind::Message => "--message",
-        crate::config::ItemKind::Event => "--event",
-    };
-    let user = if item.user.eq_ignore_ascii_case("me") {
-        String::new()
-    } else {
-        format!(" --user {}", item.user)
-    };
-    format!(
-        "attach it again with `outbox send '{}' {flag} {}{user}`, {then}",
-        e.path.display(),
-        item.id
-    )
+/// How to attach the entry's file again: `outbox retry ID` (which then deletes the recorded
+/// attachment) while the file sent is at its path; otherwise why it cannot, and the way back.
+fn attach_again(e: &LedgerEntry, bad_copy: bool) -> String {
+    match crate::agent::ops::retry_refusal(e) {
+        None if bad_copy => format!(
+            "`outbox retry {}` attaches the file again and then deletes this copy",
+            e.id
+        ),
+        None => format!("`outbox retry {}` attaches the file again", e.id),
+        Some(why) => format!("to fix it: {why}"),
+    }
 }
 
 /// The first 12 characters of a hex hash, for display (char-safe whatever the input).

@@ -8,6 +8,7 @@
 
 pub mod bounded;
 pub mod error;
+pub mod hints;
 mod listing;
 pub mod mail;
 pub mod pacing;

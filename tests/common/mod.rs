@@ -266,7 +266,8 @@ impl Env {
         c.env("OUTBOX_CONFIG", self.path("config.toml"))
             .env("OUTBOX_TEST_TOKEN", TOKEN)
             .env("RUST_LOG", "outbox=debug")
-            .env_remove("OUTBOX_CRASH_AT");
+            .env_remove("OUTBOX_CRASH_AT")
+            .env_remove("OUTBOX_PAUSE_AT");
         c
     }
 

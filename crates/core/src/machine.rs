@@ -440,14 +440,39 @@ impl Machine {
         out
     }
 
-    /// Failed or canceled records back to pending (`retry`, or a revived version).
+    /// Failed or canceled records back to pending (`retry`, or a revived version). A done
+    /// record (the executor sends one only when `retry` names it) redoes what went wrong: its
+    /// failed after-action; or else its attachment, which `verify` found wrong or missing: the
+    /// file is attached again and then the recorded attachment deleted (as `replaces`, the way
+    /// an older version's goes), ending with one good copy.
     fn retry(&mut self, records: Vec<Record>, out: &mut Vec<Action>) {
         for mut rec in records {
-            if !matches!(rec.state, State::Failed | State::Canceled) {
-                continue;
-            }
             if self.active.contains_key(&rec.id) {
                 continue;
+            }
+            match rec.state {
+                State::Failed | State::Canceled => {}
+                State::Done if rec.after_failed => {
+                    rec.after_done = false;
+                    rec.after_failed = false;
+                    rec.error = None;
+                    rec.updated_at = self.now;
+                    out.push(Action::Persist(rec.clone()));
+                    self.activate(rec);
+                    continue;
+                }
+                State::Done => {
+                    let Some(bad) = rec.attachment_id.take() else {
+                        continue;
+                    };
+                    rec.replaces.push(Replaced {
+                        entry: rec.id.clone(),
+                        attachment_id: bad,
+                    });
+                    rec.may_exist = false;
+                    rec.bytes_sent = 0;
+                }
+                _ => continue,
             }
             rec.state = State::Pending;
             rec.attempts = 0;
@@ -549,6 +574,8 @@ impl Machine {
             if let (Some(att), Some(t)) = (&rec.attachment_id, &rec.target) {
                 let k = (t.user.to_lowercase(), t.item_id.clone());
                 let list = info.done.entry(k).or_default();
+                // A re-attached version is on the item under its new id.
+                list.retain(|(_, did, a, _)| *did != rec.id || a == att);
                 if !list.iter().any(|(_, did, ..)| *did == rec.id) {
                     list.push((rec.seq, rec.id.clone(), att.clone(), t.clone()));
                 }
@@ -1521,6 +1548,8 @@ impl Machine {
         a.rec.bytes_sent = a.rec.file.size;
         a.rec.attachment_id = Some(attachment_id.clone());
         a.rec.attempts = 0;
+        // Never delete the attachment it is done with (a re-attach that found its old copy).
+        a.rec.replaces.retain(|r| r.attachment_id != attachment_id);
         let path = a.rec.path.clone();
         let mapping = a.rec.mapping.clone();
         let seq = a.rec.seq;
@@ -2084,7 +2113,9 @@ impl Machine {
             a.rec.garbage.remove(0);
         } else if !a.rec.replaces.is_empty() {
             let r = a.rec.replaces.remove(0);
-            if ok {
+            // Its own earlier copy (a re-attach) leaves it unreplaced: its new one stays.
+            let own_old = r.entry == id && a.rec.attachment_id.as_ref() != Some(&r.attachment_id);
+            if ok && !own_old {
                 self.mark_replaced(&r.entry, id, out);
             }
         }
@@ -2126,7 +2157,7 @@ impl Machine {
                 a.rec.error = None;
             }
             AfterOutcome::Failed(f) => {
-                // Shown on the row; tried again at the next start.
+                // Shown on the row; run again by `retry` of the entry, not by itself.
                 a.rec.error = Some(f);
                 a.rec.after_done = true;
                 a.rec.after_failed = true;
@@ -2235,6 +2266,7 @@ mod tests {
             if_exists: IfExists::Attach,
             on_change: OnChange::Add,
             after: After::Keep,
+            mail: None,
         };
         let policy = Policy {
             look_after_ms,
@@ -2264,6 +2296,7 @@ mod tests {
             Input::Start {
                 records: vec![rec],
                 with_url: vec![],
+                messages: vec![],
             },
         );
         let mut posted = None;
@@ -2328,6 +2361,150 @@ mod tests {
         // A quick loss: the backoff, then the look, no later than needed.
         let t = look_time_after_a_lost_post(10, 2_000);
         assert!((2_010..=2_010 + 2_000).contains(&t), "looked at {t} ms");
+    }
+
+    fn rule(if_exists: IfExists, after: After) -> MappingRule {
+        MappingRule {
+            name: "m".into(),
+            target: Target {
+                user: "me".into(),
+                kind: ItemKind::Message,
+                item_id: "item".into(),
+            },
+            if_exists,
+            on_change: OnChange::Replace,
+            after,
+            mail: None,
+        }
+    }
+
+    fn done_record() -> Record {
+        let mut r = Record::pending(
+            "e1".into(),
+            "m".into(),
+            "/f/a.txt".into(),
+            "a.txt".into(),
+            FileStat {
+                size: 10,
+                ..FileStat::default()
+            },
+            Some("ab".repeat(32)),
+            1,
+            Time(1),
+        );
+        r.state = State::Done;
+        r.target = Some(rule(IfExists::Skip, After::Keep).target);
+        r.attachment_id = Some("bad".into());
+        r.after_done = true;
+        r
+    }
+
+    fn persisted(actions: &[Action]) -> Option<&Record> {
+        actions.iter().rev().find_map(|a| match a {
+            Action::Persist(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn retrying_a_done_entry_attaches_again_then_deletes_the_bad_copy() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let rec = done_record();
+        assert!(m
+            .handle(
+                Time(10),
+                Input::Start {
+                    records: vec![rec.clone()],
+                    with_url: vec![],
+                    messages: vec![],
+                }
+            )
+            .is_empty());
+        let out = m.handle(Time(20), Input::Retry { records: vec![rec] });
+        let r = persisted(&out).expect("persisted");
+        assert_eq!(r.state, State::Uploading);
+        assert_eq!(r.attachment_id, None);
+        assert_eq!(
+            r.replaces,
+            vec![Replaced {
+                entry: "e1".into(),
+                attachment_id: "bad".into()
+            }]
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Post { id, .. } if id == "e1")));
+        // The new copy is there: the bad one is deleted, by its recorded id.
+        let out = m.handle(
+            Time(30),
+            Input::Outcome {
+                id: "e1".into(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "good".into(),
+                }),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::DeleteAttachment { attachment_id, .. } if attachment_id == "bad"
+        )));
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if attachment_id == "good")));
+        let out = m.handle(
+            Time(40),
+            Input::Outcome {
+                id: "e1".into(),
+                outcome: Outcome::DeleteAttachment(DeleteOutcome::Deleted),
+            },
+        );
+        let r = persisted(&out).expect("persisted");
+        assert_eq!(r.state, State::Done);
+        assert_eq!(r.attachment_id.as_deref(), Some("good"));
+        assert!(r.replaces.is_empty() && !r.replaced, "{r:?}");
+        assert!(!out.iter().any(|a| matches!(a, Action::MarkReplaced { .. })));
+        assert!(m.quiescent());
+    }
+
+    #[test]
+    fn a_re_attach_that_finds_its_own_recorded_copy_deletes_nothing() {
+        let mut m = Machine::new(vec![rule(IfExists::Skip, After::Keep)], Policy::default());
+        let rec = done_record();
+        m.handle(Time(10), Input::Retry { records: vec![rec] });
+        let out = m.handle(
+            Time(30),
+            Input::Outcome {
+                id: "e1".into(),
+                outcome: Outcome::Look(LookOutcome::Found {
+                    attachment_id: "bad".into(),
+                }),
+            },
+        );
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::DeleteAttachment { .. })));
+        let r = persisted(&out).expect("persisted");
+        assert_eq!(
+            (r.state, r.attachment_id.as_deref()),
+            (State::Done, Some("bad"))
+        );
+        assert!(r.replaces.is_empty());
+    }
+
+    #[test]
+    fn retrying_a_failed_after_action_runs_it_again_and_attaches_nothing() {
+        let mut m = Machine::new(vec![rule(IfExists::Skip, After::Move)], Policy::default());
+        let mut rec = done_record();
+        rec.after_failed = true;
+        rec.error = Some(Failure::new("afterAction", "read-only"));
+        let out = m.handle(Time(10), Input::Retry { records: vec![rec] });
+        let r = persisted(&out).expect("persisted");
+        assert!(!r.after_done && !r.after_failed && r.error.is_none());
+        assert_eq!(r.attachment_id.as_deref(), Some("bad"));
+        assert!(out.iter().any(|a| matches!(a, Action::After { .. })));
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::Post { .. } | Action::Look { .. })));
     }
 
     #[test]

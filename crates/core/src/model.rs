@@ -271,7 +271,8 @@ pub struct Record {
     pub cancel_requested: bool,
     /// The after-action (move/delete) has been carried out, or there is none.
     pub after_done: bool,
-    /// The after-action failed (shown on the row; tried again at the next start).
+    /// The after-action failed (shown on the row; not tried again by itself: `retry` of the
+    /// entry runs it again).
     #[serde(default)]
     pub after_failed: bool,
     /// A newer version of the path replaced this one's attachment, which was deleted.

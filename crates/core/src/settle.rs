@@ -167,6 +167,14 @@ impl Settler {
             .map(|(p, w)| (w.mapping.as_str(), p.as_path(), w.stat.size, w.warned))
     }
 
+    /// When `path` is next checked (settled then, if it does not change).
+    pub fn settles_at(&self, path: &Path) -> Option<Time> {
+        self.files
+            .get(path)
+            .map(|w| w.deadline)
+            .filter(|t| *t != Time(u64::MAX))
+    }
+
     /// Up to `limit` paths whose check is due at `now`. They stay due until confirmed.
     pub fn due(&self, now: Time, limit: usize) -> Vec<PathBuf> {
         self.due

@@ -1,9 +1,11 @@
 //! Second looks that turn a bare refusal from Graph into what to do: an item id of the other kind
 //! (`--message` given an event's id), a message that is no longer a draft. Each costs one GET, and
-//! only after a failure a person is about to read. Never changes anything.
+//! only after a failure a person is about to read (`send`, `check`, and the agent's failed
+//! entries, once per item). Never changes anything.
 
 use crate::config::ItemKind;
-use crate::graph::{GraphClient, GraphError, ItemRef};
+use crate::core::model::Failure;
+use crate::graph::{ErrorClass, GraphClient, GraphError, ItemRef};
 
 /// What a second look found about a refused item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,4 +95,40 @@ fn other(k: ItemKind) -> ItemKind {
         ItemKind::Message => ItemKind::Event,
         ItemKind::Event => ItemKind::Message,
     }
+}
+
+/// Graph's 403/404 answer back from the core's failure (`CODE (HTTP 404): message — advice`,
+/// as `GraphError` shows itself), for the second look.
+pub fn graph_error_of(f: &Failure) -> Option<GraphError> {
+    let status = [403u16, 404]
+        .into_iter()
+        .find(|s| f.message.starts_with(&format!("{} (HTTP {s}): ", f.code)))?;
+    let raw = &f.message[format!("{} (HTTP {status}): ", f.code).len()..];
+    let g = GraphError::new(ErrorClass::Permanent, Some(status), f.code.clone(), raw);
+    let raw = match g.advice() {
+        Some(a) => raw.strip_suffix(&format!(" — {a}")).unwrap_or(raw),
+        None => raw,
+    };
+    Some(GraphError::new(
+        ErrorClass::Permanent,
+        Some(status),
+        f.code.clone(),
+        raw,
+    ))
+}
+
+/// The agent's failure of a file sent to a mapping's item, with what a second look finds (an id
+/// of the other kind, a message that is not a draft) in place of Graph's generic advice; `None`
+/// when it finds nothing to add.
+pub async fn for_mapping_failure(
+    client: &GraphClient,
+    item: &ItemRef,
+    f: &Failure,
+) -> Option<Failure> {
+    let g = graph_error_of(f)?;
+    let found = look_again(client, item, &g).await?;
+    Some(Failure::new(
+        f.code.clone(),
+        format!("{}: {} — {}", g.code, g.message, for_mapping(found)),
+    ))
 }
