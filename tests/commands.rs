@@ -787,3 +787,28 @@ fn status_rows(env: &Env) -> Vec<serde_json::Value> {
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     rows.as_array().unwrap().clone()
 }
+
+#[tokio::test]
+async fn check_describes_a_mailing_folder_and_the_sending_pace() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("inv")).unwrap();
+    env.write_config(
+        "mailbox_sends = \"20/1m\"",
+        &format!(
+            "[[mapping]]\nname = \"invoices\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.com\"]\ncc = [\"boss@contoso.com\"]\nsubject = \"Invoice {{stem}}\"\ngroup = \"batch\"\nbatch_quiet = \"30s\"\n",
+            env.path("inv").display()
+        ),
+    );
+    let out = env.run(&["check"], Duration::from_secs(30));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{}", stderr(&out));
+    assert!(
+        so.contains("mapping invoices mail")
+            && so.contains("to ap@contoso.com, cc boss@contoso.com")
+            && so.contains("within 30s of each other"),
+        "{so}"
+    );
+    assert!(so.contains("sends at most 20 message(s) per 1m"), "{so}");
+    // No item to look up for it: no error about an empty item id.
+    assert!(!so.contains("error"), "{so}");
+}

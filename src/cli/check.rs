@@ -8,6 +8,7 @@
 
 use crate::auth::{AuthError, Credentials};
 use crate::cli::exit::{CommandError, ExitCode};
+use crate::config::units::human_size;
 use crate::config::{After, AuthMethod, ItemKind, Mapping, Settings};
 use crate::graph::retry::RetryPolicy;
 use crate::graph::{ErrorClass, GraphClient, ItemRef, RequestError};
@@ -117,12 +118,18 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
     }
     for m in &settings.mappings {
         check_folder(&mut r, m);
+        if let crate::config::Target::NewMessage(t) = &m.target {
+            check_mailing(&mut r, m, t, &settings);
+        }
     }
     if check_sign_in(&mut r, &settings).await {
         match interactive_client(&settings) {
             Ok(client) => {
                 for m in &settings.mappings {
-                    check_item(&mut r, &client, m).await;
+                    // A mailing mapping has no item: each message makes its own draft.
+                    if matches!(m.target, crate::config::Target::Item { .. }) {
+                        check_item(&mut r, &client, m).await;
+                    }
                 }
             }
             Err(e) => r.line(Level::Error, "graph", e),
@@ -275,6 +282,77 @@ async fn check_sign_in(r: &mut Report, settings: &Settings) -> bool {
             );
             false
         }
+    }
+}
+
+/// A mailing mapping: what it sends, to whom, and at what pace the mailbox allows. Its
+/// templates, addresses and body file were checked when the config loaded (exit 78 otherwise).
+fn check_mailing(
+    r: &mut Report,
+    m: &Mapping,
+    t: &crate::config::MessageTemplate,
+    settings: &Settings,
+) {
+    let what = format!("mapping {} mail", m.name);
+    let mut to: Vec<String> = t.to.clone();
+    to.extend(t.cc.iter().map(|a| format!("cc {a}")));
+    to.extend(t.bcc.iter().map(|a| format!("bcc {a}")));
+    let grouping = match t.group {
+        crate::config::Group::File => "one message per file".to_owned(),
+        crate::config::Group::Batch => format!(
+            "the files that settle within {} of each other in one message (split over {})",
+            humantime_short(t.batch_quiet),
+            human_size(t.max_message_size)
+        ),
+    };
+    let fate = if t.send {
+        "sent"
+    } else {
+        "left as drafts (send = false)"
+    };
+    r.line(
+        Level::Ok,
+        &what,
+        format!(
+            "to {}: {grouping}, {fate}; subject \"{}\"; templates and addresses valid",
+            to.join(", "),
+            crate::outside::printable(&t.subject)
+        ),
+    );
+    let pace = match &settings.agent.mailbox_sends {
+        Some(b) => {
+            let per_minute = b.amount as f64 * 60.0 / b.window.as_secs_f64().max(0.001);
+            format!(
+                "mailbox {} sends at most {} message(s) per {} (agent.mailbox_sends; about {per_minute:.0} a minute); a backlog drains at that pace",
+                m.user,
+                b.amount,
+                humantime_short(b.window)
+            )
+        }
+        None => format!(
+            "mailbox {}: sending is not paced (agent.mailbox_sends = \"off\"); Exchange Online refuses more than 30 a minute",
+            m.user
+        ),
+    };
+    let level = if settings.agent.mailbox_sends.is_some() {
+        Level::Ok
+    } else {
+        Level::Warn
+    };
+    r.line(level, &what, pace);
+}
+
+/// `30s`, `1m`, `2h`, as the config writes durations.
+fn humantime_short(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_millis() != 0 || s == 0 {
+        format!("{}ms", d.as_millis())
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
     }
 }
 
