@@ -384,6 +384,7 @@ fn help_snapshots() {
         "",
         "run",
         "send",
+        "mail",
         "status",
         "retry",
         "cancel",
@@ -682,7 +683,10 @@ fn the_demo_starts_with_samples_and_says_what_it_ignores() {
     });
     let mut out = String::new();
     let start = std::time::Instant::now();
-    while out.matches("  attached  ").count() < 3 || !out.contains("draft.tmp") {
+    while out.matches("  attached  ").count() < 3
+        || !out.contains("draft.tmp")
+        || !out.contains("  mailed    ")
+    {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "the demo did not attach its samples:\n{out}"
@@ -708,7 +712,10 @@ fn the_demo_starts_with_samples_and_says_what_it_ignores() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "{out}\n{err}");
     assert!(err.trim().is_empty(), "raw lines on stderr: {err}");
-    assert_eq!(out.matches("  dropped   ").count(), 3, "{out}");
+    // Three to attach, one to mail.
+    assert_eq!(out.matches("  dropped   ").count(), 4, "{out}");
+    assert_eq!(out.matches(") to mail").count(), 1, "{out}");
+    assert!(out.contains("  mailed    \"outbox demo: invoice 2026-0042.pdf\" to demo@example.com with invoice 2026-0042.pdf"), "{out}");
     assert!(
         out.contains("ignored there: subfolders, and names matching .*"),
         "{out}"

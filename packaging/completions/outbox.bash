@@ -43,6 +43,9 @@ _outbox() {
             outbox,logout)
                 cmd="outbox__subcmd__logout"
                 ;;
+            outbox,mail)
+                cmd="outbox__subcmd__mail"
+                ;;
             outbox,retry)
                 cmd="outbox__subcmd__retry"
                 ;;
@@ -94,6 +97,9 @@ _outbox() {
             outbox__subcmd__help,logout)
                 cmd="outbox__subcmd__help__subcmd__logout"
                 ;;
+            outbox__subcmd__help,mail)
+                cmd="outbox__subcmd__help__subcmd__mail"
+                ;;
             outbox__subcmd__help,retry)
                 cmd="outbox__subcmd__help__subcmd__retry"
                 ;;
@@ -125,7 +131,7 @@ _outbox() {
 
     case "${cmd}" in
         outbox)
-            opts="-v -q -h -V --config --verbose --quiet --log-format --help --version run send status retry cancel login logout whoami check verify items init service sandbox completions demo help"
+            opts="-v -q -h -V --config --verbose --quiet --log-format --help --version run send mail status retry cancel login logout whoami check verify items init service sandbox completions demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -239,7 +245,7 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__help)
-            opts="run send status retry cancel login logout whoami check verify items init service sandbox completions demo help"
+            opts="run send mail status retry cancel login logout whoami check verify items init service sandbox completions demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -365,6 +371,20 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__help__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        outbox__subcmd__help__subcmd__mail)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -575,6 +595,56 @@ _outbox() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        outbox__subcmd__mail)
+            opts="-v -q -h --to --cc --bcc --subject --body --body-file --user --draft --config --verbose --quiet --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cc)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bcc)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --subject)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --body)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --body-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -1257,6 +1257,13 @@ impl Machine {
         if r.may_exist {
             return Step::Look { recent_ok: false };
         }
+        // A re-attach (`retry` of a done entry) looks first, whatever `if_exists` says, and
+        // with a fresh listing confirmed by the bytes (never this agent's own record, which is
+        // what is in doubt): a recorded copy that is in fact good is kept, nothing is sent, and
+        // no second copy is made even for a moment.
+        if !a.looked && r.replaces.iter().any(|x| x.entry == r.id) {
+            return Step::Look { recent_ok: false };
+        }
         if !a.looked
             && self
                 .mappings
@@ -2421,6 +2428,18 @@ mod tests {
             )
             .is_empty());
         let out = m.handle(Time(20), Input::Retry { records: vec![rec] });
+        // It looks first (a fresh listing, by the bytes): the recorded copy may be good.
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Look { id, recent_ok: false, .. } if id == "e1")));
+        assert!(!out.iter().any(|a| matches!(a, Action::Post { .. })));
+        let out = m.handle(
+            Time(25),
+            Input::Outcome {
+                id: "e1".into(),
+                outcome: Outcome::Look(LookOutcome::NotFound),
+            },
+        );
         let r = persisted(&out).expect("persisted");
         assert_eq!(r.state, State::Uploading);
         assert_eq!(r.attachment_id, None);
