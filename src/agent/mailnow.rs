@@ -138,7 +138,7 @@ pub async fn mail_files(
         created_at: Time(0),
         updated_at: Time(0),
     };
-    let mut machine = Machine::new(rules, super::policy_of(settings));
+    let mut machine = Machine::new(rules, super::once_policy_of(settings));
     let urls = Arc::new(MemoryUrls::default());
     let steps = Arc::new(Steps::new(client.clone(), urls.clone(), mappings));
     let clock = super::Clock::start();

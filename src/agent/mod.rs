@@ -235,6 +235,18 @@ struct Agent {
 
 /// `run --once` waits out an outage this long before it gives up (exit 1, nothing lost).
 const ONCE_OUTAGE_PATIENCE: Duration = Duration::from_secs(30);
+/// `run --once` (and the one-shot commands): failures that may have taken effect (5xx,
+/// timeouts, dropped connections) in a row before an entry fails, so the command ends; the
+/// backoff between them grows to a minute (a few minutes in all). `run` never gives up.
+pub const ONCE_MAX_ATTEMPTS: u32 = 8;
+
+/// The policy of `run --once` and the one-shot commands: bounded where `run` is patient.
+pub fn once_policy_of(settings: &Settings) -> crate::core::model::Policy {
+    crate::core::model::Policy {
+        max_attempts: ONCE_MAX_ATTEMPTS,
+        ..policy_of(settings)
+    }
+}
 
 /// Run the agent until a signal (or, with `once`, until nothing is left to do).
 pub async fn run(
@@ -268,7 +280,12 @@ pub async fn run(
     };
     let once = opts.once;
     let clock = Clock::start();
-    let machine = Machine::new(rules_of(&settings), policy_of(&settings));
+    let policy = if once {
+        once_policy_of(&settings)
+    } else {
+        policy_of(&settings)
+    };
+    let machine = Machine::new(rules_of(&settings), policy);
     let mut steps = Steps::new(client, sessions.clone(), settings.mappings.clone());
     steps.second_looks = Some(Default::default());
     let mut agent = Agent {
@@ -840,9 +857,15 @@ impl Agent {
                 let mut s = new;
                 // Where the ledger lives cannot change under a running agent.
                 s.agent.state_dir = self.settings.agent.state_dir.clone();
+                // `run --once` has no watcher; it keeps its bound.
+                let policy = if self.watcher.is_none() {
+                    once_policy_of(&s)
+                } else {
+                    policy_of(&s)
+                };
                 self.inputs.push_back(Input::Config {
                     mappings: rules_of(&s),
-                    policy: policy_of(&s),
+                    policy,
                 });
                 self.steps.set_mappings(s.mappings.clone());
                 self.available = vec![true; s.mappings.len()];

@@ -137,7 +137,7 @@ pub async fn attach_file(
         after: After::Keep,
         mail: None,
     };
-    let mut machine = Machine::new(vec![rule], super::policy_of(settings));
+    let mut machine = Machine::new(vec![rule], super::once_policy_of(settings));
     let urls = Arc::new(MemoryUrls::default());
     let mut steps = Steps::new(client.clone(), urls.clone(), vec![mapping]);
     steps.progress = progress;
