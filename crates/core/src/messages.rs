@@ -1469,6 +1469,178 @@ mod tests {
         assert!(!m.only_blocked());
     }
 
+    /// A message whose file failed at Graph: (machine, message id, the failed record, the
+    /// failed message as persisted).
+    fn a_failed_message() -> (Machine, String, Record, MessageRecord) {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
+                    "ErrorAccessDenied",
+                    "no",
+                )))),
+            },
+        );
+        let failed = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Persist(r) if r.state == State::Failed => Some(r.clone()),
+                _ => None,
+            })
+            .expect("the file failed");
+        let message = out
+            .iter()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.state == MessageState::Failed => Some(r.clone()),
+                _ => None,
+            })
+            .expect("the message failed");
+        // Nothing left to do until a retry: run --once ends (exit 1).
+        assert!(m.quiescent() && m.failed_this_run > 0);
+        (m, mid, failed, message)
+    }
+
+    #[test]
+    fn retry_of_a_failed_message_retries_its_failed_files_on_its_draft() {
+        let (mut m, _, failed, message) = a_failed_message();
+        let out = m.handle(
+            Time(8_000),
+            Input::RetryMessage {
+                message,
+                records: vec![failed.clone()],
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.state == MessageState::Attaching && r.error.is_none()
+        )));
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::Post { id, target, .. } if *id == failed.id && target.item_id == "d1"
+            )),
+            "{out:?}"
+        );
+        assert!(!m.only_blocked());
+    }
+
+    #[test]
+    fn retry_of_a_failed_message_after_a_restart_knows_it_from_its_record() {
+        let (_, mid, failed, message) = a_failed_message();
+        // A new run that holds nothing of it.
+        let mut m = mail_machine(true);
+        let out = m.handle(
+            Time(9_000),
+            Input::RetryMessage {
+                message,
+                records: vec![failed.clone()],
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.id == mid && r.state == MessageState::Attaching
+        )));
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Post { id, .. } if *id == failed.id)),
+            "{out:?}"
+        );
+        // A record of another message (or none) is not retried through this one.
+        let mut other = failed.clone();
+        other.id = "zz".into();
+        other.message = Some("mother".into());
+        let (_, _, _, message) = a_failed_message();
+        let mut m = mail_machine(true);
+        let out = m.handle(
+            Time(9_000),
+            Input::RetryMessage {
+                message,
+                records: vec![other],
+            },
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Post { .. })),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_pending_file_with_no_message_after_a_restart_gets_one() {
+        let mut m = mail_machine(true);
+        let file = FileStat {
+            dev: 1,
+            ino: 3,
+            size: 10,
+            mtime_ns: 1,
+            ctime_ns: 1,
+        };
+        let pending = Record::pending(
+            "p1".into(),
+            "mail".into(),
+            "/mail/a.pdf".into(),
+            "a.pdf".into(),
+            file,
+            Some("cd".repeat(32)),
+            1,
+            Time(0),
+        );
+        let mut done = Record::pending(
+            "d1".into(),
+            "mail".into(),
+            "/mail/b.pdf".into(),
+            "b.pdf".into(),
+            file,
+            Some("ef".repeat(32)),
+            2,
+            Time(0),
+        );
+        done.state = State::Done;
+        done.after_done = true;
+        done.attachment_id = Some("a".into());
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![pending, done],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let made: Vec<&MessageRecord> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::PersistMessage(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        // One message, for the pending file only (a done one is never mailed again).
+        assert!(!made.is_empty());
+        assert!(
+            made.iter().all(|r| r.files == vec!["p1".to_string()]),
+            "{made:?}"
+        );
+    }
+
     #[test]
     fn a_lost_send_answer_is_confirmed_in_sent_items_and_never_sent_again() {
         let mut m = mail_machine(true);
@@ -1538,6 +1710,8 @@ mod tests {
         );
         assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
         assert!(!out.iter().any(|a| matches!(a, Action::FindMessage { .. })));
+        // Its file is done, yet the machine is not finished: the send is in doubt.
+        assert!(!m.quiescent() && !m.only_blocked());
         // From when the answer ended, not from when the send started.
         let out = m.handle(Time(7_200 + Policy::default().look_after_ms), Input::Tick);
         assert!(!out.iter().any(|a| matches!(a, Action::FindMessage { .. })));
