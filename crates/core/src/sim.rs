@@ -1078,6 +1078,19 @@ impl Sim {
                         self.not_before
                             .insert(id.clone(), (now.plus_ms(*ms), "its Retry-After"));
                     }
+                    // An answer lost after a request that creates something (an attachment, a
+                    // draft, a send): nothing of it is looked for until `look_after` has passed
+                    // since that answer ended, or a late effect is missed.
+                    Some(Fault::Ambiguous(_))
+                        if matches!(
+                            outcome,
+                            Outcome::Post(_) | Outcome::CreateDraft(_) | Outcome::Send(_)
+                        ) =>
+                    {
+                        let t = now.plus_ms(self.policy.look_after_ms);
+                        self.not_before
+                            .insert(id.clone(), (t, "the look_after after a lost answer"));
+                    }
                     Some(Fault::Ambiguous(_) | Fault::Unreachable(_)) => {
                         self.not_before
                             .insert(id.clone(), (now.plus_ms(500), "a backoff after a failure"));
