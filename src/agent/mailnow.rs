@@ -130,6 +130,7 @@ pub async fn mail_files(
         effect_at: None,
         send_at: None,
         resend_if_draft: false,
+        last_send_at: None,
         internet_message_id: None,
         sent_at: None,
         attempts: 0,
@@ -172,7 +173,7 @@ pub async fn mail_files(
                     Action::Notify(Note::SignInNeeded(f)) => {
                         tasks.shutdown().await;
                         delete_sessions(&client, &urls, user).await;
-                        return Err(OneShotError::SignIn(f.message));
+                        return Err(in_doubt(&last).unwrap_or(OneShotError::SignIn(f.message)));
                     }
                     Action::Notify(_)
                     | Action::Stat { .. }
@@ -197,7 +198,7 @@ pub async fn mail_files(
             _ = &mut signal => {
                 tasks.shutdown().await;
                 delete_sessions(&client, &urls, user).await;
-                return Err(OneShotError::Interrupted);
+                return Err(in_doubt(&last).unwrap_or(OneShotError::Interrupted));
             }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(Some(input)) = joined {
@@ -207,7 +208,7 @@ pub async fn mail_files(
                         if unreachable_seen >= 3 {
                             tasks.shutdown().await;
                             delete_sessions(&client, &urls, user).await;
-                            return Err(OneShotError::Failed(f));
+                            return Err(in_doubt(&last).unwrap_or(OneShotError::Failed(f)));
                         }
                     }
                     inputs.push(input);
@@ -236,6 +237,21 @@ pub async fn mail_files(
             Failure::new("notSent", format!("the message ended {:?}", m.state))
         }))),
     }
+}
+
+/// Stopping while a send may have happened is never "not sent": a script that mails again on
+/// a failure would send a second copy. The error says it could not be confirmed.
+fn in_doubt(last: &Option<MessageRecord>) -> Option<OneShotError> {
+    let m = last.as_ref()?;
+    m.send_at.is_some().then(|| {
+        OneShotError::Failed(Failure::new(
+            "sendUnconfirmed",
+            format!(
+                "the send was started and its outcome is not known (marker {}); it was not sent again",
+                m.id
+            ),
+        ))
+    })
 }
 
 /// Best effort: sessions left open by an interrupted mail have no later attempt.

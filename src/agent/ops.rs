@@ -42,6 +42,12 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
         )),
         EntryState::Rejected => None,
         EntryState::Done if e.after_failed => None,
+        // A file of a message is on that message's draft (or in the mail sent): attaching it
+        // again on its own would mail it twice, or send the message without it.
+        EntryState::Done if e.message.is_some() => Some(format!(
+            "entry {id} is a file of message {m}, already on it; `outbox retry {m}` retries the message if it failed or could not be confirmed",
+            m = e.message.as_deref().unwrap_or_default()
+        )),
         EntryState::Done => {
             let path = crate::outside::path(&e.path);
             let recorded = e.to_record().file;

@@ -122,8 +122,10 @@ pub fn classify_effectful(err: RequestError) -> MailError {
     };
     match (e.class, e.status) {
         (ErrorClass::SignIn, _) => MailError::SignIn(e.to_string()),
-        // A 429 is an admission refusal: nothing was done.
+        // A 429 is an admission refusal: nothing was done. So is Exchange's sending limit,
+        // whatever status it comes with (403 has been seen): wait, then send, not fail.
         (_, Some(429)) => MailError::Throttled(e),
+        (_, Some(400..=499)) if e.code == "ErrorExceededMessageLimit" => MailError::Throttled(e),
         // The request never left (connect failure).
         (_, None) if e.code == "ConnectionFailed" => MailError::Transient(e),
         // Dropped, timed out, any 5xx (a 503 with Retry-After included: Graph has been seen to
@@ -593,6 +595,10 @@ mod tests {
         assert!(matches!(
             c(e(Some(400), Permanent, "ErrorInvalidRecipients")),
             MailError::Permanent(_)
+        ));
+        assert!(matches!(
+            c(e(Some(403), Permanent, "ErrorExceededMessageLimit")),
+            MailError::Throttled(_)
         ));
         assert!(matches!(
             c(e(Some(401), SignIn, "InvalidAuthenticationToken")),

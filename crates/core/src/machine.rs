@@ -434,6 +434,22 @@ impl Machine {
                 }
                 let mids: Vec<String> = self.messages.keys().cloned().collect();
                 self.msg_ready.extend(mids);
+                // A mapping that mails now: its files not yet in a message wait for one.
+                let waiting: Vec<String> = self
+                    .active
+                    .values()
+                    .filter(|a| {
+                        a.rec.message.is_none()
+                            && !a.rec.state.is_terminal()
+                            && !a.rec.may_exist
+                            && a.rec.session.is_none()
+                            && self.mail_rule(&a.rec.mapping).is_some()
+                    })
+                    .map(|a| a.rec.id.clone())
+                    .collect();
+                for id in waiting {
+                    self.collect(&id);
+                }
             }
         }
         self.pump(&mut out);

@@ -32,6 +32,8 @@ pub(super) struct ActiveMessage {
     pub(super) extra: Vec<String>,
     /// Listings that missed one of its files' attachments (a listing that lags).
     pub(super) short_lists: u32,
+    /// Stray attachments deleted from its draft: one listed again is a listing that lags.
+    pub(super) deleted: BTreeSet<String>,
 }
 
 /// The step a message takes next.
@@ -333,6 +335,7 @@ impl Machine {
                 effect_at: None,
                 send_at: None,
                 resend_if_draft: false,
+                last_send_at: None,
                 internet_message_id: None,
                 sent_at: None,
                 attempts: 0,
@@ -371,6 +374,7 @@ impl Machine {
                 verified: false,
                 extra: Vec::new(),
                 short_lists: 0,
+                deleted: BTreeSet::new(),
             },
         );
         self.msg_ready.insert(id);
@@ -484,6 +488,7 @@ impl Machine {
         m.verified = false;
         m.extra.clear();
         m.short_lists = 0;
+        m.deleted.clear();
         m.rec.updated_at = now;
         out.push(Action::PersistMessage(m.rec.clone()));
         self.msg_ready.insert(mid.clone());
@@ -802,11 +807,19 @@ impl Machine {
         let mb = user.to_lowercase();
         // Not before every request that may have made it is surely over.
         let wait_for = match step {
-            MStep::Find(MailFolder::Drafts) if m.rec.may_exist => m.rec.effect_at,
-            MStep::Find(MailFolder::SentItems) => m.rec.send_at,
+            MStep::Find(MailFolder::Drafts) if m.rec.may_exist => {
+                m.rec.effect_at.map(|t| t.plus_ms(look_after))
+            }
+            MStep::Find(_) if m.rec.resend_if_draft => {
+                // `retry` of an unconfirmed message: "still a draft" proves nothing while
+                // Exchange may still be moving a sent one, so not before that has surely had time.
+                m.rec
+                    .last_send_at
+                    .map(|t| t.plus_ms(move_grace_ms(look_after)))
+            }
+            MStep::Find(MailFolder::SentItems) => m.rec.send_at.map(|t| t.plus_ms(look_after)),
             _ => None,
         }
-        .map(|t| t.plus_ms(look_after))
         .filter(|t| *t > now);
         if let Some(t) = wait_for {
             self.message_wait_until(mid, t);
@@ -874,6 +887,7 @@ impl Machine {
                     return;
                 };
                 m.rec.send_at = Some(now);
+                m.rec.last_send_at = Some(now);
                 m.rec.updated_at = now;
                 out.push(Action::PersistMessage(m.rec.clone()));
                 out.push(Action::SendDraft {
@@ -987,8 +1001,14 @@ impl Machine {
             return;
         };
         m.rec.attempts = 0;
-        m.extra = ids.iter().filter(|x| !want.contains(x)).cloned().collect();
-        let missing = want.iter().any(|w| !ids.contains(w));
+        // Stray ones deleted already but still listed: the listing lags behind the delete.
+        let lagging = ids.iter().any(|x| m.deleted.contains(x));
+        m.extra = ids
+            .iter()
+            .filter(|x| !want.contains(x) && !m.deleted.contains(*x))
+            .cloned()
+            .collect();
+        let missing = want.iter().any(|w| !ids.contains(w)) || lagging;
         if missing {
             // A listing that lags behind a write, or a copy gone: look again later, a few
             // times; never send a message short of a file.
@@ -1013,11 +1033,17 @@ impl Machine {
 
     fn on_delete_extra(&mut self, mid: &str, d: DeleteOutcome, out: &mut Vec<Action>) {
         match d {
-            DeleteOutcome::Deleted | DeleteOutcome::Failed(Fault::Permanent(_)) => {
+            DeleteOutcome::Failed(Fault::Permanent(f)) => {
+                // Graph refuses to remove what is not the message's: it is not sent with it.
+                self.message_failed(mid, f, out);
+            }
+            DeleteOutcome::Deleted => {
                 let mut gone = None;
                 if let Some(m) = self.messages.get_mut(mid) {
                     if !m.extra.is_empty() {
-                        gone = Some(m.extra.remove(0));
+                        let x = m.extra.remove(0);
+                        m.deleted.insert(x.clone());
+                        gone = Some(x);
                     }
                     // Listed again before the send: the draft must then be exact.
                     m.verified = false;
@@ -1113,7 +1139,11 @@ impl Machine {
                 }
             }
             FindOutcome::NotFound => {
-                m.rec.attempts = 0;
+                if state != MessageState::Drafting {
+                    // (A draft search that found nothing leads to a create: failures of
+                    // creates in a row are still counted.)
+                    m.rec.attempts = 0;
+                }
                 match (state, folder) {
                     (MessageState::Drafting, _) => {
                         // No draft carries it: none was made.
@@ -1146,11 +1176,13 @@ impl Machine {
                 // tell, searched `look_after` from then.
                 m.rec.attempts += 1;
                 m.rec.send_at = Some(self.now);
+                m.rec.last_send_at = Some(self.now);
                 self.persist_message(mid, out);
             }
             SendOutcome::Failed(f) => {
                 // Not taken: nothing was sent.
                 m.rec.send_at = None;
+                m.rec.last_send_at = None;
                 if let Some(q) = self.sent_times.get_mut(&m.rec.user.to_lowercase()) {
                     q.pop_back();
                 }
@@ -1231,7 +1263,9 @@ impl Machine {
                 m.rec.attempts += 1;
                 let attempts = m.rec.attempts;
                 let max = self.policy.max_attempts;
-                if max > 0 && attempts >= max && m.rec.send_at.is_none() && !m.rec.may_exist {
+                // Bounded like a file's (`run --once`, `mail`): a send in doubt then becomes
+                // unconfirmed, a draft in doubt a failed message that searches before creating.
+                if max > 0 && attempts >= max {
                     self.message_failed(mid, f, out);
                     return;
                 }
@@ -1252,7 +1286,7 @@ impl Machine {
             return;
         }
         m.rec.state = MessageState::Failed;
-        m.rec.may_exist = false;
+        // A draft that may exist stays in doubt: `retry` searches before creating another.
         m.rec.error = Some(f.clone());
         let subject = m.rec.letter.subject.clone();
         self.failed_this_run += 1;
@@ -1264,6 +1298,12 @@ impl Machine {
         }));
         self.wake_files(mid);
     }
+}
+
+/// How long after a send that may have happened a `retry` waits before it may send again: five
+/// times `look_after` (10 minutes by default), for Exchange's move of a sent draft to Sent Items.
+pub fn move_grace_ms(look_after_ms: u64) -> u64 {
+    look_after_ms.saturating_mul(5)
 }
 
 /// `YYYY-MM-DD` of a time in ms since the Unix epoch, shifted by `offset_ms`.
@@ -1755,6 +1795,15 @@ mod tests {
                 records: vec![file.clone()],
             },
         );
+        // Not at once: a draft that still looks like one proves nothing while Exchange may
+        // still be moving the sent message (the user was told to look in Sent Items, and it
+        // is not there yet).
+        assert!(!out.iter().any(|a| matches!(a, Action::FindMessage { .. })));
+        let grace = Time(7_300 + move_grace_ms(Policy::default().look_after_ms));
+        let out = m.handle(Time(grace.0 - 1), Input::Tick);
+        assert!(!out.iter().any(|a| matches!(a, Action::FindMessage { .. })));
+        let later = grace;
+        let out = m.handle(later, Input::Tick);
         assert!(out.iter().any(|a| matches!(
             a,
             Action::FindMessage {

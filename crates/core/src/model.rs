@@ -419,6 +419,10 @@ pub struct MessageRecord {
     /// `retry` of an unconfirmed message: send only if the draft is still a draft.
     #[serde(default)]
     pub resend_if_draft: bool,
+    /// When the last send that may have happened was started (kept through `unconfirmed` and
+    /// `retry`): no second send before Exchange's move to Sent Items has surely had time.
+    #[serde(default)]
+    pub last_send_at: Option<Time>,
     pub internet_message_id: Option<String>,
     pub sent_at: Option<Time>,
     /// Failures in a row of its own requests (not its files').

@@ -916,11 +916,12 @@ impl Sim {
                     let e = self.epoch;
                     self.schedule(1, Event::Deliver(e, Input::Retry { records }));
                 }
-                // Failed messages too (never an unconfirmed one while sends may be moving).
+                // Failed messages too, and unconfirmed ones: a person told to look in Sent
+                // Items may retry before Exchange has moved the sent copy there.
                 let failed: Vec<MessageRecord> = self
                     .msg_ledger
                     .values()
-                    .filter(|m| m.state == MessageState::Failed)
+                    .filter(|m| matches!(m.state, MessageState::Failed | MessageState::Unconfirmed))
                     .cloned()
                     .collect();
                 for m in failed {
@@ -2387,6 +2388,15 @@ mod tests {
         (
             114199,
             "two files of one name and bytes in one message: the check wanted two copies",
+        ),
+        // A review's findings (session 5):
+        (
+            6359,
+            "retry of an unconfirmed message inside Exchange's move window sent it twice",
+        ),
+        (
+            14084,
+            "retry of an unconfirmed message inside Exchange's move window sent it twice",
         ),
     ];
 
