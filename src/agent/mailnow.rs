@@ -117,28 +117,16 @@ pub async fn mail_files(
         .iter()
         .map(|r| (r.id.clone(), r.file.size))
         .collect();
-    let message = MessageRecord {
-        id: marker.clone(),
-        mapping: "mail-0".into(),
-        user: user.to_owned(),
+    let message = MessageRecord::drafting(
+        marker.clone(),
+        "mail-0".into(),
+        user.to_owned(),
         letter,
-        files: records.iter().map(|r| r.id.clone()).collect(),
+        records.iter().map(|r| r.id.clone()).collect(),
         send,
-        state: MessageState::Drafting,
-        draft_id: None,
-        may_exist: false,
-        effect_at: None,
-        send_at: None,
-        resend_if_draft: false,
-        last_send_at: None,
-        internet_message_id: None,
-        sent_at: None,
-        attempts: 0,
-        error: None,
-        seq: records.len() as u64 + 1,
-        created_at: Time(0),
-        updated_at: Time(0),
-    };
+        records.len() as u64 + 1,
+        Time(0),
+    );
     let mut machine = Machine::new(rules, super::once_policy_of(settings));
     let urls = Arc::new(MemoryUrls::default());
     let steps = Arc::new(Steps::new(client.clone(), urls.clone(), mappings));

@@ -249,20 +249,7 @@ pub(super) fn fault(input: &Input) -> Option<(&str, &Fault)> {
     let Input::Outcome { id, outcome } = input else {
         return None;
     };
-    match outcome {
-        Outcome::Post(PostOutcome::Failed(f))
-        | Outcome::CreateSession(SessionOutcome::Failed(f))
-        | Outcome::Chunk(ChunkOutcome::Failed(f))
-        | Outcome::Ask(AskOutcome::Failed(f))
-        | Outcome::Look(LookOutcome::Failed(f))
-        | Outcome::DeleteSession(DeleteOutcome::Failed(f))
-        | Outcome::DeleteAttachment(DeleteOutcome::Failed(f))
-        | Outcome::CreateDraft(DraftOutcome::Failed(f))
-        | Outcome::Find(_, FindOutcome::Failed(f))
-        | Outcome::ListDraft(ListOutcome::Failed(f))
-        | Outcome::Send(SendOutcome::Failed(f)) => Some((id, f)),
-        _ => None,
-    }
+    outcome.fault().map(|f| (id.as_str(), f))
 }
 
 /// Best effort: a session left open by an interrupted or paused send has no later attempt.

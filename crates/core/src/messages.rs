@@ -315,11 +315,11 @@ impl Machine {
                     self.ids_made
                 )
             );
-            let rec = MessageRecord {
-                id: mid.clone(),
-                mapping: mapping.to_owned(),
-                user: user.clone(),
-                letter: Letter {
+            let rec = MessageRecord::drafting(
+                mid.clone(),
+                mapping.to_owned(),
+                user.clone(),
+                Letter {
                     to: rule.to.clone(),
                     cc: rule.cc.clone(),
                     bcc: rule.bcc.clone(),
@@ -327,23 +327,11 @@ impl Machine {
                     body,
                     html: rule.html,
                 },
-                files: members[range.clone()].to_vec(),
-                send: rule.send,
-                state: MessageState::Drafting,
-                draft_id: None,
-                may_exist: false,
-                effect_at: None,
-                send_at: None,
-                resend_if_draft: false,
-                last_send_at: None,
-                internet_message_id: None,
-                sent_at: None,
-                attempts: 0,
-                error: None,
+                members[range.clone()].to_vec(),
+                rule.send,
                 seq,
-                created_at: self.now,
-                updated_at: self.now,
-            };
+                self.now,
+            );
             // The message first: an entry names only a message that is on record.
             out.push(Action::PersistMessage(rec.clone()));
             for id in &members[range] {

@@ -605,6 +605,64 @@ pub enum Outcome {
     Send(SendOutcome),
 }
 
+impl Outcome {
+    /// The fault of a step that failed (whatever the step).
+    pub fn fault(&self) -> Option<&Fault> {
+        match self {
+            Outcome::Post(PostOutcome::Failed(f))
+            | Outcome::CreateSession(SessionOutcome::Failed(f))
+            | Outcome::Chunk(ChunkOutcome::Failed(f))
+            | Outcome::Ask(AskOutcome::Failed(f))
+            | Outcome::Look(LookOutcome::Failed(f))
+            | Outcome::DeleteSession(DeleteOutcome::Failed(f))
+            | Outcome::DeleteAttachment(DeleteOutcome::Failed(f))
+            | Outcome::CreateDraft(DraftOutcome::Failed(f))
+            | Outcome::Find(_, FindOutcome::Failed(f))
+            | Outcome::ListDraft(ListOutcome::Failed(f))
+            | Outcome::Send(SendOutcome::Failed(f)) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl MessageRecord {
+    /// A new message, drafting, with nothing of it on the server yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn drafting(
+        id: String,
+        mapping: String,
+        user: String,
+        letter: Letter,
+        files: Vec<String>,
+        send: bool,
+        seq: u64,
+        now: Time,
+    ) -> MessageRecord {
+        MessageRecord {
+            id,
+            mapping,
+            user,
+            letter,
+            files,
+            send,
+            state: MessageState::Drafting,
+            draft_id: None,
+            may_exist: false,
+            effect_at: None,
+            send_at: None,
+            resend_if_draft: false,
+            last_send_at: None,
+            internet_message_id: None,
+            sent_at: None,
+            attempts: 0,
+            error: None,
+            seq,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// Everything that can happen to the agent enters as one of these.
 // Inputs live for one call; boxing a message record would cost an allocation for nothing.
 #[allow(clippy::large_enum_variant)]

@@ -1058,20 +1058,7 @@ impl Sim {
         let now = self.now;
         match input {
             Input::Outcome { id, outcome } => {
-                let fault = match outcome {
-                    Outcome::Post(PostOutcome::Failed(f))
-                    | Outcome::CreateSession(SessionOutcome::Failed(f))
-                    | Outcome::Chunk(ChunkOutcome::Failed(f))
-                    | Outcome::Ask(AskOutcome::Failed(f))
-                    | Outcome::Look(LookOutcome::Failed(f))
-                    | Outcome::DeleteSession(DeleteOutcome::Failed(f))
-                    | Outcome::DeleteAttachment(DeleteOutcome::Failed(f))
-                    | Outcome::CreateDraft(DraftOutcome::Failed(f))
-                    | Outcome::Find(_, FindOutcome::Failed(f))
-                    | Outcome::ListDraft(ListOutcome::Failed(f))
-                    | Outcome::Send(SendOutcome::Failed(f)) => Some(f),
-                    _ => None,
-                };
+                let fault = outcome.fault();
                 match fault {
                     Some(Fault::Throttled {
                         retry_after_ms: Some(ms),
