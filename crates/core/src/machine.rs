@@ -534,10 +534,14 @@ impl Machine {
                 _ => {}
             }
             // A failed entry whose mapping now names another item goes to the fixed item.
+            // (Not a mailing mapping's: its files have no item of their own, only their
+            // message's draft.)
             if rec.state == State::Failed
                 && !rec.may_exist
                 && rec.session.is_none()
                 && rec.garbage.is_empty()
+                && self.mail_rule(&rec.mapping).is_none()
+                && rec.message.is_none()
             {
                 if let (Some(t), Some(m)) = (&rec.target, self.mappings.get(&rec.mapping)) {
                     if *t != m.target && rec.error.as_ref().is_some_and(|e| e.code != UNREADABLE) {
@@ -2088,18 +2092,23 @@ impl Machine {
                 self.persist(id, out);
             }
             DeleteOutcome::Failed(f) => {
-                a.rec.attempts += 1;
-                if a.rec.attempts >= self.policy.max_attempts.max(5) * 2 {
+                // A refusal to admit it (429) is not a failure of it: only those count.
+                if !matches!(f, Fault::Throttled { .. }) {
+                    a.rec.attempts += 1;
+                }
+                let n = a.rec.attempts;
+                if n >= self.policy.max_attempts.max(5) * 2 {
                     // The server keeps it until it expires; forget the URL, not the file.
                     a.rec.session = None;
                     out.push(Action::ForgetUrl { id: id.to_owned() });
                     self.persist(id, out);
+                    // Its next request still waits what this answer asked.
+                    self.wait(id, retry_wait_ms(id, n, &f));
                     return;
                 }
                 if matches!(f, Fault::SignIn(_)) {
                     self.on_fault(id, f, out);
                 } else {
-                    let n = a.rec.attempts;
                     self.wait(id, retry_wait_ms(id, n, &f));
                 }
             }
@@ -2114,18 +2123,24 @@ impl Machine {
             d,
             DeleteOutcome::Deleted | DeleteOutcome::Failed(Fault::Permanent(_))
         );
+        let mut then_wait = None;
         if !ok {
             if let DeleteOutcome::Failed(f) = d {
-                a.rec.attempts += 1;
-                if a.rec.attempts < self.policy.max_attempts.max(5) * 2 {
+                // A refusal to admit it (429) is not a failure of it: only those count.
+                if !matches!(f, Fault::Throttled { .. }) {
+                    a.rec.attempts += 1;
+                }
+                let n = a.rec.attempts;
+                if n < self.policy.max_attempts.max(5) * 2 {
                     if matches!(f, Fault::SignIn(_)) {
                         self.on_fault(id, f, out);
                     } else {
-                        let n = a.rec.attempts;
                         self.wait(id, retry_wait_ms(id, n, &f));
                     }
                     return;
                 }
+                // Given up on: its next request still waits what this answer asked.
+                then_wait = Some(retry_wait_ms(id, n, &f));
             }
         }
         let Some(a) = self.active.get_mut(id) else {
@@ -2143,6 +2158,9 @@ impl Machine {
             }
         }
         self.persist(id, out);
+        if let Some(ms) = then_wait {
+            self.wait(id, ms);
+        }
     }
 
     /// `entry`'s attachment is no longer its file's (a newer version, done by `by`, took its

@@ -401,13 +401,11 @@ impl Machine {
                     }
                 }
                 None => {
-                    if self.active.contains_key(&r.id) && r.state == State::Done {
+                    // As the machine holds it now (start-up may have changed it).
+                    let Some(state) = self.active.get(&r.id).map(|a| a.rec.state) else {
                         continue;
-                    }
-                    if self.mail_rule(&r.mapping).is_some()
-                        && !r.state.is_terminal()
-                        && self.active.contains_key(&r.id)
-                    {
+                    };
+                    if self.mail_rule(&r.mapping).is_some() && !state.is_terminal() {
                         if let Some(a) = self.active.get_mut(&r.id) {
                             a.rec.message = None;
                         }

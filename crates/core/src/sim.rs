@@ -2385,6 +2385,23 @@ mod tests {
             14084,
             "retry of an unconfirmed message inside Exchange's move window sent it twice",
         ),
+        // The 1,000,000-seed run of session 5 (seeds 3,000,000-3,999,999):
+        (
+            3130931,
+            "a failed mailed file moved to a 'fixed' item at start-up, then waited forever",
+        ),
+        (
+            3041844,
+            "fixed by the same change (a mailed file revived at start-up)",
+        ),
+        (
+            3437516,
+            "fixed by the same change (a mailed file revived at start-up)",
+        ),
+        (
+            3210133,
+            "a session delete given up on sent the next request inside its Retry-After",
+        ),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {
