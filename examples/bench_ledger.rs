@@ -1,12 +1,14 @@
 //! Bench helper: fill a ledger with COUNT `done` entries spread over the given folders, each
-//! with a real file of matching size and mtime (so start-up, rescan and prune see them as
-//! handled, as they would after months of use).
+//! with a real file whose identity (device, inode, size, mtime, ctime) and SHA-256 it records,
+//! as the agent records what it attached (so start-up, rescan and prune see them as handled, as
+//! they would after months of use).
 //!
 //! Usage: `cargo run --release --example bench_ledger -- STATE_DIR COUNT ITEM_ID FOLDER...`
 //! (mapping names are the folders' file names, the config's default).
 
 use outbox::files::mtime_ns;
 use outbox::ledger::{EntryState, ItemKind, Ledger, LedgerEntry, NewEntry, Target};
+use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,7 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let folder = folder.canonicalize()?;
         let name = format!("old-{i:06}.txt");
         let path = folder.join(&name);
-        std::fs::write(&path, format!("entry {i}\n"))?;
+        let bytes = format!("entry {i}\n");
+        std::fs::write(&path, &bytes)?;
         let meta = std::fs::metadata(&path)?;
         let mapping = folder
             .file_name()
@@ -48,7 +51,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             EntryState::Done,
             now,
         );
-        e.sha256 = Some(format!("{:064x}", i));
+        // What the agent records of a file it attached: its bytes' hash and its identity.
+        e.sha256 = Some(hex::encode(Sha256::digest(bytes.as_bytes())));
+        let stat = outbox::watch::file_stat(&meta);
+        e.dev = stat.dev;
+        e.ino = stat.ino;
+        e.ctime_ns = stat.ctime_ns;
+        e.bound = true;
         e.attachment_id = Some(format!("AAMk-bench-{i}"));
         e.bytes_sent = e.size;
         ledger.insert_new(e)?;

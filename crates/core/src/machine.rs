@@ -508,7 +508,13 @@ impl Machine {
 
     fn start(&mut self, mut records: Vec<Record>, with_url: Vec<String>, out: &mut Vec<Action>) {
         records.sort_by_key(|r| r.seq);
-        let seen = records.clone();
+        // What start-up must tell messages about: only records of mailing mappings (a ledger
+        // of 100,000 done files of ordinary mappings is not copied).
+        let seen: Vec<Record> = records
+            .iter()
+            .filter(|r| r.message.is_some() || self.mail_rule(&r.mapping).is_some())
+            .cloned()
+            .collect();
         let urls: BTreeSet<String> = with_url.into_iter().collect();
         let known: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
         for id in &urls {
