@@ -2567,6 +2567,61 @@ mod tests {
     }
 
     #[test]
+    fn a_sign_in_pause_is_told_and_blocks_only_what_is_not_in_flight() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut rec = done_record();
+        rec.state = State::Pending;
+        rec.attachment_id = None;
+        let mut two = rec.clone();
+        two.id = "e2".into();
+        two.path = "/f/b.txt".into();
+        two.name = "b.txt".into();
+        two.seq = 2;
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![rec, two],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let posts = out
+            .iter()
+            .filter(|a| matches!(a, Action::Post { .. }))
+            .count();
+        assert_eq!(posts, 2, "{out:?}");
+        assert!(m.sign_in_pause().is_none());
+        assert!(!m.only_blocked(), "two requests in flight");
+        let _ = m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e1".into(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::SignIn(Failure::new(
+                    "InvalidAuthenticationToken",
+                    "sign in",
+                )))),
+            },
+        );
+        let (until, why) = m.sign_in_pause().expect("paused");
+        assert_eq!(until, Time(20).plus_ms(Policy::default().sign_in_pause_ms));
+        assert_eq!(why.code, "InvalidAuthenticationToken");
+        // e2's request is still in flight: `run --once` waits for it.
+        assert!(!m.only_blocked());
+        let _ = m.handle(
+            Time(30),
+            Input::Outcome {
+                id: "e2".into(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::SignIn(Failure::new(
+                    "InvalidAuthenticationToken",
+                    "sign in",
+                )))),
+            },
+        );
+        // Now everything waits for sign-in only.
+        assert!(m.only_blocked() && !m.quiescent());
+    }
+
+    #[test]
     fn backoff_grows_to_a_cap_with_jitter_in_its_upper_half() {
         for attempt in 0..20 {
             let d = backoff_ms("abc", attempt);
