@@ -2622,6 +2622,58 @@ mod tests {
     }
 
     #[test]
+    fn start_up_reconciles_records_with_the_saved_upload_urls() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let big = FileStat {
+            size: 5 << 20,
+            ..FileStat::default()
+        };
+        // A record says a session is open, but its URL file is gone.
+        let mut lost = done_record();
+        lost.state = State::Uploading;
+        lost.attachment_id = None;
+        lost.file = big;
+        lost.session = Some(SessionMark {
+            sent_end: 4096,
+            abandoned: false,
+        });
+        // A URL was saved, but the record was not written after it (a crash between).
+        let mut saved = lost.clone();
+        saved.id = "e2".into();
+        saved.path = "/f/b.txt".into();
+        saved.name = "b.txt".into();
+        saved.seq = 2;
+        saved.session = None;
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![lost, saved],
+                with_url: vec!["e2".into(), "orphan".into()],
+                messages: vec![],
+            },
+        );
+        // The lost session cannot be reached: forgotten (it expires on its own).
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Persist(r) if r.id == "e1" && r.session.is_none())));
+        // The saved one is asked where it stands before anything is sent to it.
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Persist(r) if r.id == "e2" && r.session == Some(SessionMark::default())
+        )));
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::AskSession { id, .. } if id == "e2")));
+        // A URL no record names is forgotten.
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::ForgetUrl { id } if id == "orphan")));
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::ForgetUrl { id } if id == "e2")));
+    }
+
+    #[test]
     fn backoff_grows_to_a_cap_with_jitter_in_its_upper_half() {
         for attempt in 0..20 {
             let d = backoff_ms("abc", attempt);
