@@ -5,7 +5,7 @@
 //! never repeated.
 
 use super::files;
-use super::oneshot::{mapping_for, unreachable, OneShotError};
+use super::oneshot::{mapping_for, unreachable, OneShotError, MAX_UNREACHABLE};
 use super::steps::{MemoryUrls, Steps, UrlStore};
 use crate::config::Settings;
 use crate::core::model::*;
@@ -193,7 +193,7 @@ pub async fn mail_files(
                     // A one-shot command does not wait out an outage as the agent does.
                     if let Some(f) = unreachable(&input) {
                         unreachable_seen += 1;
-                        if unreachable_seen >= 3 {
+                        if unreachable_seen >= MAX_UNREACHABLE {
                             tasks.shutdown().await;
                             delete_sessions(&client, &urls, user).await;
                             return Err(in_doubt(&last).unwrap_or(OneShotError::Failed(f)));

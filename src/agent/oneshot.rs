@@ -233,8 +233,8 @@ pub async fn attach_file(
     }
 }
 
-/// Times Graph may be unreachable before a one-shot attach gives up.
-const MAX_UNREACHABLE: u32 = 3;
+/// Times Graph may be unreachable before a one-shot command (`send`, `mail`) gives up.
+pub(super) const MAX_UNREACHABLE: u32 = 3;
 
 /// The failure of a step that could not reach Graph or the identity platform at all.
 pub(super) fn unreachable(input: &Input) -> Option<Failure> {

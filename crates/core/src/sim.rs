@@ -539,9 +539,7 @@ impl Sim {
             Event::RetryMail(n) => self.retry_mail(n)?,
         }
         if !self.quiet && self.machine.is_some() && self.rng.gen_bool(self.knobs.crash_prob) {
-            self.crash();
-            let d = self.rng.gen_range(0..20_000);
-            self.schedule(d, Event::Restart);
+            self.crash_and_restart_later();
         }
         Ok(())
     }
@@ -990,6 +988,22 @@ impl Sim {
 
     // ---- the agent --------------------------------------------------------------------------
 
+    /// Crash, and start again some time later.
+    fn crash_and_restart_later(&mut self) {
+        self.crash();
+        let d = self.rng.gen_range(0..20_000);
+        self.schedule(d, Event::Restart);
+    }
+
+    /// Maybe crash right after a flush (while faults last): whether it did.
+    fn crash_after_flush(&mut self) -> bool {
+        if !self.quiet && self.rng.gen_bool(self.knobs.crash_prob / 2.0) {
+            self.crash_and_restart_later();
+            return true;
+        }
+        false
+    }
+
     fn crash(&mut self) {
         if self.machine.is_none() {
             return;
@@ -1112,20 +1126,14 @@ impl Sim {
                     self.check_persist(&rec)?;
                     self.ledger.insert(rec.id.clone(), rec);
                     // A crash right after a flush.
-                    if !self.quiet && self.rng.gen_bool(self.knobs.crash_prob / 2.0) {
-                        self.crash();
-                        let d = self.rng.gen_range(0..20_000);
-                        self.schedule(d, Event::Restart);
+                    if self.crash_after_flush() {
                         return Ok(());
                     }
                 }
                 Action::PersistMessage(m) => {
                     self.check_message(&m)?;
                     self.msg_ledger.insert(m.id.clone(), m);
-                    if !self.quiet && self.rng.gen_bool(self.knobs.crash_prob / 2.0) {
-                        self.crash();
-                        let d = self.rng.gen_range(0..20_000);
-                        self.schedule(d, Event::Restart);
+                    if self.crash_after_flush() {
                         return Ok(());
                     }
                 }
