@@ -1435,47 +1435,9 @@ mod tests {
 
     #[test]
     fn a_file_of_a_failed_message_retried_alone_takes_its_message_on() {
-        let mut m = mail_machine(true);
-        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
-        let mid = draft_asked(&out).expect("draft");
-        let out = m.handle(
-            Time(7_000),
-            Input::Outcome {
-                id: mid.clone(),
-                outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                    draft_id: "d1".into(),
-                    internet_message_id: None,
-                }),
-            },
-        );
-        let eid = out
-            .iter()
-            .find_map(|a| match a {
-                Action::Post { id, .. } => Some(id.clone()),
-                _ => None,
-            })
-            .expect("posted");
-        let out = m.handle(
-            Time(7_100),
-            Input::Outcome {
-                id: eid.clone(),
-                outcome: Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
-                    "ErrorAccessDenied",
-                    "no",
-                )))),
-            },
-        );
-        let failed = out
-            .iter()
-            .find_map(|a| match a {
-                Action::Persist(r) if r.state == State::Failed => Some(r.clone()),
-                _ => None,
-            })
-            .expect("the file failed");
-        assert!(out.iter().any(|a| matches!(
-            a,
-            Action::PersistMessage(r) if r.state == MessageState::Failed
-        )));
+        // (The message's failure is asserted by `a_failed_message`.)
+        let (mut m, _, failed, _) = a_failed_message();
+        let eid = failed.id.clone();
         // `retry` of the file alone (not of its message).
         let out = m.handle(
             Time(8_000),
