@@ -310,12 +310,32 @@ pub async fn run(
         unreachable_since: None,
         last_fault: Default::default(),
     };
-    let start = startup::start_input(&agent.ledger, &agent.sessions)?;
+    let t0 = std::time::Instant::now();
+    let (start, stale) = startup::start_input(
+        &agent.ledger,
+        &agent.sessions,
+        agent.settings.agent.keep_done,
+        time::OffsetDateTime::now_utc(),
+    )?;
+    let t1 = std::time::Instant::now();
     agent.inputs.push_back(start);
     agent.drain()?;
+    let t2 = std::time::Instant::now();
     agent.rescan(None);
+    let t3 = std::time::Instant::now();
     agent.drain()?;
-    agent.prune();
+    let t4 = std::time::Instant::now();
+    agent.prune(Some(stale));
+    let t5 = std::time::Instant::now();
+    let ms = |a: std::time::Instant, b: std::time::Instant| (b - a).as_millis() as u64;
+    tracing::debug!(
+        read_ms = ms(t0, t1),
+        start_ms = ms(t1, t2),
+        scan_ms = ms(t2, t3),
+        observe_ms = ms(t3, t4),
+        prune_ms = ms(t4, t5),
+        "start-up phases"
+    );
     tracing::info!(mappings = agent.settings.mappings.len(), once, "watching");
     let rescan_every = agent.settings.agent.rescan;
     let mut next_rescan = Instant::now() + rescan_every;
@@ -379,7 +399,7 @@ pub async fn run(
                 if now >= next_rescan {
                     next_rescan = now + rescan_every;
                     agent.rescan(None);
-                    agent.prune();
+                    agent.prune(None);
                 }
                 agent.wake = None;
                 agent.inputs.push_back(Input::Tick);
@@ -881,7 +901,9 @@ impl Agent {
 
     /// Drop old finished entries of files gone from their folders. Entries of a mapping whose
     /// folder is missing or unreadable are kept: an unmounted folder's files are not gone.
-    fn prune(&self) {
+    /// Prune the ledger ([`Ledger::prune`]); `stale`: only those entries (start-up's read found
+    /// them), instead of a whole read.
+    fn prune(&self, stale: Option<Vec<String>>) {
         let keep = self.settings.agent.keep_done;
         let unavailable: Vec<&Path> = self
             .settings
@@ -898,11 +920,14 @@ impl Agent {
                 .iter()
                 .any(|m| p.starts_with(&m.folder))
         };
-        match self
-            .ledger
-            .prune(keep, time::OffsetDateTime::now_utc(), |p| {
-                unavailable.iter().any(|f| p.starts_with(f)) || (!unmapped(p) && p.exists())
-            }) {
+        let exists =
+            |p: &Path| unavailable.iter().any(|f| p.starts_with(f)) || (!unmapped(p) && p.exists());
+        let now = time::OffsetDateTime::now_utc();
+        let pruned = match stale {
+            Some(ids) => self.ledger.prune_stale(ids, keep, now, exists),
+            None => self.ledger.prune(keep, now, exists),
+        };
+        match pruned {
             Ok(n) if n > 0 => tracing::info!(
                 removed = n,
                 "pruned done entries of files gone from their folders"

@@ -262,15 +262,22 @@ impl LedgerEntry {
 
     /// The core's view of this entry.
     pub fn to_record(&self) -> Record {
+        self.clone().into_record()
+    }
+
+    /// The core's view of this entry, taking it apart (start-up reads every entry of the
+    /// ledger: no string is copied).
+    pub fn into_record(self) -> Record {
+        let name = if self.name.is_empty() {
+            self.file_name()
+        } else {
+            self.name
+        };
         Record {
-            id: self.id.clone(),
-            mapping: self.mapping.clone(),
-            path: self.path.clone(),
-            name: if self.name.is_empty() {
-                self.file_name()
-            } else {
-                self.name.clone()
-            },
+            id: self.id,
+            mapping: self.mapping,
+            path: self.path,
+            name,
             file: FileStat {
                 dev: self.dev,
                 ino: self.ino,
@@ -278,7 +285,7 @@ impl LedgerEntry {
                 mtime_ns: self.mtime_ns,
                 ctime_ns: self.ctime_ns,
             },
-            sha256: self.sha256.clone(),
+            sha256: self.sha256,
             state: match self.state {
                 EntryState::Settling | EntryState::Pending => State::Pending,
                 EntryState::Uploading => State::Uploading,
@@ -287,7 +294,7 @@ impl LedgerEntry {
                 EntryState::Rejected => State::Rejected,
                 EntryState::Canceled => State::Canceled,
             },
-            target: self.bound.then(|| self.target.clone()),
+            target: self.bound.then_some(self.target),
             may_exist: self.may_exist,
             effect_at: self.effect_at,
             session: self.session.map(|s| SessionMark {
@@ -295,17 +302,17 @@ impl LedgerEntry {
                 abandoned: s.abandoned,
             }),
             bytes_sent: self.bytes_sent,
-            attachment_id: self.attachment_id.clone(),
+            attachment_id: self.attachment_id,
             attempts: self.attempts,
             restarts: self.restarts,
-            error: self.error.clone(),
+            error: self.error,
             cancel_requested: self.cancel_requested,
             after_done: !self.after_pending,
             after_failed: self.after_failed,
             replaced: self.replaced,
-            garbage: self.garbage.clone(),
-            replaces: self.replaces.clone(),
-            message: self.message.clone(),
+            garbage: self.garbage,
+            replaces: self.replaces,
+            message: self.message,
             seq: self.seq,
             created_at: time_of(self.created_at),
             updated_at: time_of(self.updated_at),

@@ -21,4 +21,4 @@ pub use entry::{
 };
 pub use error::LedgerError;
 pub use sessions::SessionStore;
-pub use store::{Ledger, SCHEMA_VERSION};
+pub use store::{is_stale, Ledger, SCHEMA_VERSION};

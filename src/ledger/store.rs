@@ -97,6 +97,17 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+/// Finished (done, failed, rejected, canceled) and not updated for `keep_done`: pruned once
+/// its file is gone.
+pub fn is_stale(
+    state: EntryState,
+    updated_at: OffsetDateTime,
+    keep_done: Duration,
+    now: OffsetDateTime,
+) -> bool {
+    state.is_terminal() && updated_at + keep_done <= now
+}
+
 impl Ledger {
     /// Open (or create) the ledger at `state_dir/ledger`, creating `state_dir` owner-only when
     /// missing. Fails with [`LedgerError::InUse`] when another process has it open,
@@ -491,17 +502,35 @@ impl Ledger {
         now: OffsetDateTime,
         exists: impl Fn(&Path) -> bool,
     ) -> Result<usize> {
-        let mut doomed = Vec::new();
+        let mut stale = Vec::new();
         for entry in self.iter_briefs() {
             let entry = entry?;
-            let old_enough = entry.updated_at + keep_done <= now;
-            if entry.state.is_terminal() && old_enough && !exists(&entry.path) {
-                doomed.push(entry.id);
+            if is_stale(entry.state, entry.updated_at, keep_done, now) {
+                stale.push(entry.id);
             }
         }
+        self.prune_stale(stale, keep_done, now, exists)
+    }
+
+    /// [`Ledger::prune`] of the entries `stale` names (finished and not updated for
+    /// `keep_done` when a whole read found them: start-up's read collects them, so it needs no
+    /// second pass). Each is read again: one changed since is kept.
+    pub fn prune_stale(
+        &self,
+        stale: Vec<String>,
+        keep_done: Duration,
+        now: OffsetDateTime,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Result<usize> {
         let mut removed = 0;
-        for id in doomed {
-            if self.remove(&id)?.is_some() {
+        for id in stale {
+            let Some(entry) = self.get(&id)? else {
+                continue;
+            };
+            if is_stale(entry.state, entry.updated_at, keep_done, now)
+                && !exists(&entry.path)
+                && self.remove(&id)?.is_some()
+            {
                 removed += 1;
             }
         }

@@ -13,6 +13,7 @@ pub use messages::{civil_date, MESSAGE_TOO_LARGE, NO_FILES_LEFT};
 #[path = "messages.rs"]
 mod messages;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// Answers in a row that report no progress before a session counts as misbehaving.
@@ -27,21 +28,28 @@ pub const SUPERSEDED: &str = "superseded";
 /// Error code of an entry whose file could not be read: retried when it can be.
 pub const UNREADABLE: &str = "unreadable";
 
-/// (mailbox, item id).
+/// (mailbox, item id), the mailbox lower-cased.
 type ItemKey = (String, String);
 /// (mailbox, item id, attachment name), lower-cased where Graph does not care.
 type NameKey = (String, String, String);
 /// A done version on an item: (seq, entry id, attachment id, target).
 type DoneRef = (u64, String, String, Target);
+/// What this agent has under one name on one item: (SHA-256, attachment id, entry).
+type Holders = Vec<(String, String, String)>;
 
 /// The newest version of one path, and the version whose attachment is on the item.
+/// (Kept small: start-up makes one per path of the ledger, 100,000 and more.)
 #[derive(Debug, Clone, Default)]
 struct PathInfo {
     newest: Option<Brief>,
-    /// The newest `done` version not yet replaced: (seq, id, attachment id, target).
-    /// Per item (mailbox, item id): the newest `done` version on it not yet replaced —
-    /// (seq, id, attachment id, target).
-    done: BTreeMap<ItemKey, Vec<DoneRef>>,
+    /// The `done` versions not yet replaced, on whichever item: (seq, id, attachment id,
+    /// target). Nearly always one.
+    done: Vec<DoneRef>,
+}
+
+/// Whether two targets name one item (Graph does not care about the mailbox's case).
+fn same_item(a: &Target, b: &Target) -> bool {
+    a.item_id == b.item_id && (a.user == b.user || a.user.to_lowercase() == b.user.to_lowercase())
 }
 
 #[derive(Debug, Clone)]
@@ -117,19 +125,23 @@ pub struct Machine {
     mappings: BTreeMap<String, MappingRule>,
     unavailable: BTreeSet<String>,
     settler: Settler,
-    stats_out: BTreeSet<PathBuf>,
+    // Paths are kept by their bytes (`OsString` orders by bytes, `PathBuf` component by
+    // component, which with 100,000 files was most of start-up's time).
+    stats_out: BTreeSet<OsString>,
     hash_queue: VecDeque<(String, PathBuf, FileStat)>,
-    hash_queued: BTreeSet<PathBuf>,
-    hashing: BTreeSet<PathBuf>,
+    hash_queued: BTreeSet<OsString>,
+    hashing: BTreeSet<OsString>,
     /// What each path being hashed was: its mapping and the stat that settled.
-    hash_info: BTreeMap<PathBuf, (String, FileStat)>,
+    hash_info: BTreeMap<OsString, (String, FileStat)>,
     active: BTreeMap<String, Active>,
-    paths: BTreeMap<(String, PathBuf), PathInfo>,
+    /// Per mapping, per path: its newest version and its done ones.
+    paths: BTreeMap<String, BTreeMap<OsString, PathInfo>>,
     /// What this agent has on each item, by (mailbox, item, name): (SHA-256, attachment id,
     /// entry) of every done, not replaced, record. A first look (`if_exists = "skip"`) that this
     /// answers needs no request (and no listing that may lag); an attachment two entries share
     /// (one name, the same bytes) is never deleted for one of them.
-    attached: BTreeMap<NameKey, Vec<(String, String, String)>>,
+    /// Per item, per name (lower-cased); the item's key is not repeated per name.
+    attached: BTreeMap<ItemKey, BTreeMap<String, Holders>>,
     /// Per mailbox: entries ready to take a step, in order.
     ready: BTreeMap<String, VecDeque<String>>,
     /// Per mailbox: places taken.
@@ -157,6 +169,10 @@ pub struct Machine {
     /// Messages that may have a step to take.
     msg_ready: BTreeSet<String>,
     msg_timers: BTreeSet<(Time, String)>,
+}
+
+fn item_key(t: &Target) -> ItemKey {
+    (t.user.to_lowercase(), t.item_id.clone())
 }
 
 fn lock_key(t: &Target, name: &str) -> NameKey {
@@ -286,7 +302,7 @@ impl Machine {
         self.hash_queue
             .iter()
             .map(|(_, p, _)| p.as_path())
-            .chain(self.hashing.iter().map(|p| p.as_path()))
+            .chain(self.hashing.iter().map(Path::new))
     }
 
     /// The records with work left, and when each waits until.
@@ -353,7 +369,12 @@ impl Machine {
                 path,
                 stat,
             } => {
-                if self.mappings.contains_key(&mapping) && !self.hash_queued.contains(&path) {
+                // A file seen as its newest version was recorded has nothing to settle (start-up
+                // sees every done file of the folders so; a change moves its ctime, and is seen).
+                if self.mappings.contains_key(&mapping)
+                    && !self.hash_queued.contains(path.as_os_str())
+                    && (self.settler.is_settling(&path) || !self.nothing_new(&mapping, &path, stat))
+                {
                     self.settler.observe(&mapping, &path, stat, self.now);
                 }
             }
@@ -377,7 +398,7 @@ impl Machine {
                 }
             }
             Input::Stat { path, stat } => {
-                self.stats_out.remove(&path);
+                self.stats_out.remove(path.as_os_str());
                 match self.settler.confirm(&path, stat, self.now) {
                     Some(Settled::Ready {
                         mapping,
@@ -584,8 +605,16 @@ impl Machine {
     // ---- the path index ---------------------------------------------------------------------
 
     fn index(&mut self, rec: &Record) {
-        let key = (rec.mapping.clone(), rec.path.clone());
-        let info = self.paths.entry(key).or_default();
+        let by_path = match self.paths.get_mut(&rec.mapping) {
+            Some(m) => m,
+            None => self.paths.entry(rec.mapping.clone()).or_default(),
+        };
+        let info = match by_path.get_mut(rec.path.as_os_str()) {
+            Some(i) => i,
+            None => by_path
+                .entry(rec.path.clone().into_os_string())
+                .or_default(),
+        };
         if info.newest.as_ref().is_none_or(|b| b.seq <= rec.seq) {
             info.newest = Some(Brief {
                 id: rec.id.clone(),
@@ -598,26 +627,39 @@ impl Machine {
         }
         if rec.state == State::Done && !rec.replaced {
             if let (Some(att), Some(t)) = (&rec.attachment_id, &rec.target) {
-                let k = (t.user.to_lowercase(), t.item_id.clone());
-                let list = info.done.entry(k).or_default();
+                let list = &mut info.done;
                 // A re-attached version is on the item under its new id.
-                list.retain(|(_, did, a, _)| *did != rec.id || a == att);
-                if !list.iter().any(|(_, did, ..)| *did == rec.id) {
+                list.retain(|(_, did, a, dt)| *did != rec.id || a == att || !same_item(dt, t));
+                if !list
+                    .iter()
+                    .any(|(_, did, _, dt)| *did == rec.id && same_item(dt, t))
+                {
                     list.push((rec.seq, rec.id.clone(), att.clone(), t.clone()));
                 }
             }
         }
         if let Some(t) = &rec.target {
-            let key = lock_key(t, &rec.name);
-            let list = self.attached.entry(key.clone()).or_default();
+            let holds = rec.state == State::Done && !rec.replaced;
+            let held = match (&rec.attachment_id, &rec.sha256) {
+                (Some(att), Some(sha)) if holds => Some((sha, att)),
+                _ => None,
+            };
+            let item = item_key(t);
+            let name = rec.name.to_lowercase();
+            if held.is_none() && !self.attached.contains_key(&item) {
+                return;
+            }
+            let names = self.attached.entry(item.clone()).or_default();
+            let list = names.entry(name.clone()).or_default();
             list.retain(|(_, _, e)| *e != rec.id);
-            if rec.state == State::Done && !rec.replaced {
-                if let (Some(att), Some(sha)) = (&rec.attachment_id, &rec.sha256) {
-                    list.push((sha.to_lowercase(), att.clone(), rec.id.clone()));
-                }
+            if let Some((sha, att)) = held {
+                list.push((sha.to_lowercase(), att.clone(), rec.id.clone()));
             }
             if list.is_empty() {
-                self.attached.remove(&key);
+                names.remove(&name);
+                if names.is_empty() {
+                    self.attached.remove(&item);
+                }
             }
         }
     }
@@ -634,7 +676,8 @@ impl Machine {
             })
         };
         self.attached
-            .get(&lock_key(&t, &rec.name))?
+            .get(&item_key(&t))?
+            .get(&rec.name.to_lowercase())?
             .iter()
             .find(|(s, a, e)| *s == sha && *e != rec.id && !going(a))
             .map(|(_, a, _)| a.clone())
@@ -644,13 +687,16 @@ impl Machine {
     fn shared(&self, att: &str, entry: &str) -> bool {
         self.attached
             .values()
-            .flatten()
+            .flat_map(|names| names.values().flatten())
             .any(|(_, a, e)| a == att && e != entry)
     }
 
+    fn path_info(&self, mapping: &str, path: &Path) -> Option<&PathInfo> {
+        self.paths.get(mapping)?.get(path.as_os_str())
+    }
+
     fn newest(&self, mapping: &str, path: &Path) -> Option<&Brief> {
-        self.paths
-            .get(&(mapping.to_owned(), path.to_path_buf()))
+        self.path_info(mapping, path)
             .and_then(|i| i.newest.as_ref())
     }
 
@@ -681,34 +727,40 @@ impl Machine {
         }
     }
 
-    fn settled(&mut self, mapping: String, path: PathBuf, stat: FileStat) {
-        if let Some(b) = self.newest(&mapping, &path) {
-            if b.file == stat && b.sha256.is_some() {
-                let after_pending = self
-                    .active
-                    .get(&b.id)
-                    .is_some_and(|a| a.rec.state == State::Done && !a.rec.after_done);
-                // Same file, same time, same size: nothing new, unless an after-action waits
-                // (it runs only on bytes confirmed again) or an unreadable file may now read.
-                let retry_unreadable = b.error_code.as_deref() == Some(UNREADABLE);
-                // Canceled by the agent (its bytes were found not to be the hashed ones, or
-                // its file was swapped): hash again, it may come back.
-                let rewritten =
-                    b.state == State::Canceled && b.error_code.as_deref() != Some("canceled");
-                if !after_pending && !retry_unreadable && !rewritten {
-                    return;
-                }
-            }
+    /// Whether `path` at `stat` is its newest recorded version with nothing left to do on
+    /// seeing it: the same file, time and size, hashed, and no after-action waiting (it runs
+    /// only on bytes confirmed again), not unreadable before (it may read now), not canceled by
+    /// the agent (its bytes were found not to be the hashed ones, or its file was swapped: hash
+    /// again, it may come back).
+    fn nothing_new(&self, mapping: &str, path: &Path, stat: FileStat) -> bool {
+        let Some(b) = self.newest(mapping, path) else {
+            return false;
+        };
+        if b.file != stat || b.sha256.is_none() {
+            return false;
         }
-        if self.hash_queued.insert(path.clone()) {
+        let after_pending = self
+            .active
+            .get(&b.id)
+            .is_some_and(|a| a.rec.state == State::Done && !a.rec.after_done);
+        let retry_unreadable = b.error_code.as_deref() == Some(UNREADABLE);
+        let rewritten = b.state == State::Canceled && b.error_code.as_deref() != Some("canceled");
+        !after_pending && !retry_unreadable && !rewritten
+    }
+
+    fn settled(&mut self, mapping: String, path: PathBuf, stat: FileStat) {
+        if self.nothing_new(&mapping, &path, stat) {
+            return;
+        }
+        if self.hash_queued.insert(path.clone().into_os_string()) {
             self.hash_queue.push_back((mapping, path, stat));
         }
     }
 
     fn hashed(&mut self, path: PathBuf, result: HashResult, out: &mut Vec<Action>) {
-        self.hashing.remove(&path);
-        self.hash_queued.remove(&path);
-        let Some((mapping, stat)) = self.hash_info.remove(&path) else {
+        self.hashing.remove(path.as_os_str());
+        self.hash_queued.remove(path.as_os_str());
+        let Some((mapping, stat)) = self.hash_info.remove(path.as_os_str()) else {
             return;
         };
         match result {
@@ -792,7 +844,11 @@ impl Machine {
                         file: stat,
                         revive,
                     });
-                    if let Some(info) = self.paths.get_mut(&(mapping.clone(), path.clone())) {
+                    if let Some(info) = self
+                        .paths
+                        .get_mut(&mapping)
+                        .and_then(|m| m.get_mut(path.as_os_str()))
+                    {
                         if let Some(n) = info.newest.as_mut() {
                             n.file = stat;
                         }
@@ -1046,7 +1102,7 @@ impl Machine {
             if self.stats_out.len() >= self.policy.stat_batch {
                 break;
             }
-            if self.stats_out.insert(path.clone()) {
+            if self.stats_out.insert(path.clone().into_os_string()) {
                 self.settler.checking(&path);
                 out.push(Action::Stat { path });
             }
@@ -1056,8 +1112,9 @@ impl Machine {
             let Some((mapping, path, stat)) = self.hash_queue.pop_front() else {
                 break;
             };
-            self.hashing.insert(path.clone());
-            self.hash_info.insert(path.clone(), (mapping.clone(), stat));
+            self.hashing.insert(path.clone().into_os_string());
+            self.hash_info
+                .insert(path.clone().into_os_string(), (mapping.clone(), stat));
             out.push(Action::Hash {
                 mapping,
                 path,
@@ -1609,15 +1666,15 @@ impl Machine {
         let others: Vec<(u64, String, String, Target)> = target
             .as_ref()
             .and_then(|t| {
-                self.paths
-                    .get(&(mapping.clone(), path.clone()))
-                    .and_then(|i| i.done.get(&(t.user.to_lowercase(), t.item_id.clone())))
-                    .cloned()
+                self.path_info(&mapping, &path).map(|i| {
+                    i.done
+                        .iter()
+                        .filter(|(_, pid, _, dt)| pid != id && same_item(dt, t))
+                        .cloned()
+                        .collect()
+                })
             })
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(_, pid, ..)| pid != id)
-            .collect();
+            .unwrap_or_default();
         let mut after_done_now = false;
         if replace {
             let mut doomed: Vec<(String, String)> = Vec::new();
@@ -1660,7 +1717,8 @@ impl Machine {
         // A version that lost to a newer one is not moved or deleted: the file is the newer's.
         let superseded = self
             .paths
-            .get(&(mapping.clone(), path.clone()))
+            .get(&mapping)
+            .and_then(|m| m.get(path.as_os_str()))
             .and_then(|i| i.newest.as_ref())
             .is_some_and(|n| n.seq > seq);
         a.rec.after_done = keep || superseded || after_done_now;
@@ -2183,15 +2241,16 @@ impl Machine {
                 id: entry.to_owned(),
             });
         }
-        for info in self.paths.values_mut() {
-            for list in info.done.values_mut() {
-                list.retain(|(_, did, ..)| did != entry);
+        for info in self.paths.values_mut().flat_map(|m| m.values_mut()) {
+            info.done.retain(|(_, did, ..)| did != entry);
+        }
+        for names in self.attached.values_mut() {
+            for list in names.values_mut() {
+                list.retain(|(_, _, e)| e != entry);
             }
+            names.retain(|_, l| !l.is_empty());
         }
-        for list in self.attached.values_mut() {
-            list.retain(|(_, _, e)| e != entry);
-        }
-        self.attached.retain(|_, l| !l.is_empty());
+        self.attached.retain(|_, n| !n.is_empty());
     }
 
     fn on_after(&mut self, id: &str, r: AfterOutcome, out: &mut Vec<Action>) {

@@ -953,7 +953,8 @@ impl Machine {
         }
         self.paths
             .values()
-            .flat_map(|i| i.done.values().flatten())
+            .flat_map(|m| m.values())
+            .flat_map(|i| i.done.iter())
             .find(|(_, _, a, _)| a == att)
             .map(|(_, id, ..)| id.clone())
     }
