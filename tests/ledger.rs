@@ -430,6 +430,77 @@ fn prune_removes_only_old_finished_entries_of_gone_files() {
 }
 
 #[test]
+fn prune_stale_removes_only_what_is_still_stale_when_pruned() {
+    let state = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(state.path()).unwrap();
+    let gone = state.path().join("gone.pdf");
+    let present = state.path().join("present.pdf");
+    std::fs::write(&present, b"x").unwrap();
+    let doomed = ledger
+        .insert_new(new_entry("m", &gone, EntryState::Done))
+        .unwrap();
+    let reopened = ledger
+        .insert_new(new_entry("m", &gone, EntryState::Failed))
+        .unwrap();
+    let kept = ledger
+        .insert_new(new_entry("m", &present, EntryState::Done))
+        .unwrap();
+    let keep_days = Duration::from_secs(180 * 86_400);
+    let later = OffsetDateTime::now_utc() + Duration::from_secs(181 * 86_400);
+    // Found stale by a read, then one is retried (pending again) before the prune.
+    ledger
+        .update(&reopened.id, |e| e.state = EntryState::Pending)
+        .unwrap();
+    let ids = vec![
+        doomed.id.clone(),
+        reopened.id.clone(),
+        kept.id.clone(),
+        "000000000000".to_owned(),
+    ];
+    let n = ledger
+        .prune_stale(ids, keep_days, later, |p: &Path| p.exists())
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(ledger.get(&doomed.id).unwrap().is_none());
+    assert!(
+        ledger.get(&reopened.id).unwrap().is_some(),
+        "it has work again"
+    );
+    assert!(ledger.get(&kept.id).unwrap().is_some(), "its file is there");
+}
+
+#[test]
+fn the_parts_of_the_ledger_are_every_entry_once() {
+    let state = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(state.path()).unwrap();
+    let mut all: Vec<String> = (0..200)
+        .map(|i| {
+            let p = state.path().join(format!("f{i}"));
+            ledger
+                .insert_new(new_entry("m", &p, EntryState::Done))
+                .unwrap()
+                .id
+        })
+        .collect();
+    all.sort();
+    for parts in 1..=5u8 {
+        let mut seen: Vec<String> = Vec::new();
+        for part in 0..parts {
+            let got: Vec<String> = ledger
+                .iter_part(part, parts)
+                .map(|e| e.unwrap().id)
+                .collect();
+            if parts == 2 {
+                assert!(!got.is_empty(), "200 random ids fall in both halves");
+            }
+            seen.extend(got);
+        }
+        seen.sort();
+        assert_eq!(seen, all, "{parts} parts");
+    }
+}
+
+#[test]
 fn upload_urls_live_in_owner_only_files_never_in_the_ledger() {
     let state = tempfile::tempdir().unwrap();
     let token = "FAKEAUTHTOKEN0123456789zzqq";

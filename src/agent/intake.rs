@@ -126,12 +126,28 @@ impl Agent {
 
     /// Compare a folder (or all) with what the core knows: every file found is observed.
     pub(super) fn rescan(&mut self, only: Option<usize>) {
-        for i in 0..self.settings.mappings.len() {
-            if only.is_some_and(|o| o != i) {
+        let found = self
+            .settings
+            .mappings
+            .iter()
+            .enumerate()
+            .map(|(i, m)| only.is_none_or(|o| o == i).then(|| watch::scan(m)))
+            .collect();
+        self.take_scans(found);
+    }
+
+    /// What [`Agent::rescan`] found (per mapping, in order; `None`: not scanned) becomes
+    /// inputs. Start-up scans on another thread while it reads the ledger, then hands the
+    /// scans here.
+    pub(super) fn take_scans(&mut self, scans: Vec<Option<std::io::Result<Vec<watch::Found>>>>) {
+        for (i, scan) in scans.into_iter().enumerate() {
+            let Some(scan) = scan else {
                 continue;
-            }
-            let m = &self.settings.mappings[i];
-            match watch::scan(m) {
+            };
+            let Some(m) = self.settings.mappings.get(i) else {
+                continue;
+            };
+            match scan {
                 Ok(found) => {
                     if !self.available[i] {
                         tracing::info!(mapping = %m.name, "mapped folder is back");

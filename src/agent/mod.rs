@@ -310,31 +310,56 @@ pub async fn run(
         unreachable_since: None,
         last_fault: Default::default(),
     };
+    // The folders are scanned on another thread while the ledger is read and the core takes
+    // it in (the watcher is already up: a change from now on is reported either way); the
+    // core sees what the scan found after its start, as if scanned then.
     let t0 = std::time::Instant::now();
-    let (start, stale) = startup::start_input(
-        &agent.ledger,
-        &agent.sessions,
-        agent.settings.agent.keep_done,
-        time::OffsetDateTime::now_utc(),
-    )?;
-    let t1 = std::time::Instant::now();
-    agent.inputs.push_back(start);
-    agent.drain()?;
+    let mappings = agent.settings.mappings.clone();
+    let (scans, scan_ms, read_ms, started) = std::thread::scope(|s| {
+        let scanning = s.spawn(move || {
+            let t = std::time::Instant::now();
+            let found: Vec<_> = mappings
+                .iter()
+                .map(|m| Some(crate::watch::scan(m)))
+                .collect();
+            (found, t.elapsed())
+        });
+        let read = startup::start_input(
+            &agent.ledger,
+            &agent.sessions,
+            agent.settings.agent.keep_done,
+            time::OffsetDateTime::now_utc(),
+        );
+        let read_ms = t0.elapsed();
+        let started = read.and_then(|(start, stale)| {
+            agent.inputs.push_back(start);
+            agent.drain().map(|()| stale)
+        });
+        let (scans, scan_ms) = match scanning.join() {
+            Ok(done) => done,
+            // A scan that panicked: scanned again here (and it panics here).
+            Err(_) => (Vec::new(), std::time::Duration::ZERO),
+        };
+        (scans, scan_ms, read_ms, started)
+    });
+    let stale = started?;
     let t2 = std::time::Instant::now();
-    agent.rescan(None);
-    let t3 = std::time::Instant::now();
+    if scans.is_empty() {
+        agent.rescan(None);
+    } else {
+        agent.take_scans(scans);
+    }
     agent.drain()?;
     let t4 = std::time::Instant::now();
     agent.prune(Some(stale));
-    let t5 = std::time::Instant::now();
-    let ms = |a: std::time::Instant, b: std::time::Instant| (b - a).as_millis() as u64;
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
     tracing::debug!(
-        read_ms = ms(t0, t1),
-        start_ms = ms(t1, t2),
-        scan_ms = ms(t2, t3),
-        observe_ms = ms(t3, t4),
-        prune_ms = ms(t4, t5),
-        "start-up phases"
+        read_ms = ms(read_ms),
+        start_ms = ms(t2 - t0 - read_ms),
+        scan_ms = ms(scan_ms),
+        observe_ms = ms(t4 - t2),
+        prune_ms = ms(t4.elapsed()),
+        "start-up phases (the scan alongside read and start)"
     );
     tracing::info!(mappings = agent.settings.mappings.len(), once, "watching");
     let rescan_every = agent.settings.agent.rescan;

@@ -4,8 +4,8 @@ use super::AgentError;
 use crate::core::machine::has_work;
 use crate::core::model::{Input, Record, State};
 use crate::ledger::{is_stale, Ledger, LedgerError, SessionStore};
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -36,31 +36,42 @@ pub fn start_input(
     keep_done: Duration,
     now: time::OffsetDateTime,
 ) -> Result<(Input, Vec<String>), AgentError> {
-    let mut keep: Vec<Record> = Vec::new();
-    let mut stale: Vec<String> = Vec::new();
-    let mut newest: HashMap<(String, PathBuf), Record> = HashMap::new();
-    for e in ledger.iter() {
-        let e = e?;
-        if is_stale(e.state, e.updated_at, keep_done, now) {
-            stale.push(e.id.clone());
-        }
-        let r = e.into_record();
-        if has_work(&r) || r.state == State::Failed {
-            keep.push(r);
-            continue;
-        }
-        match newest.entry((r.mapping.clone(), r.path.clone())) {
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                if o.get().seq < r.seq {
-                    o.insert(r);
-                }
+    // Two halves of the ledger read and decoded side by side.
+    let read = |part| -> Result<Part, LedgerError> {
+        let mut p = Part::default();
+        for e in ledger.iter_part(part, 2) {
+            let e = e?;
+            if is_stale(e.state, e.updated_at, keep_done, now) {
+                p.stale.push(e.id.clone());
             }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(r);
+            let r = e.into_record();
+            if has_work(&r) || r.state == State::Failed {
+                p.keep.push(r);
+            } else {
+                p.others.push(r);
             }
         }
-    }
-    keep.extend(newest.into_values());
+        Ok(p)
+    };
+    let (first, second) = std::thread::scope(|s| {
+        let other = s.spawn(|| read(1));
+        let first = read(0);
+        (first, other.join())
+    });
+    let second = match second {
+        Ok(p) => p?,
+        // A panic while reading: read that half again here (and panic here).
+        Err(_) => read(1)?,
+    };
+    let Part {
+        mut keep,
+        mut others,
+        mut stale,
+    } = first?;
+    keep.extend(second.keep);
+    others.extend(second.others);
+    stale.extend(second.stale);
+    keep.extend(newest_of_each_path(others));
     let named: HashSet<&str> = keep.iter().filter_map(|r| r.message.as_deref()).collect();
     let mut messages = Vec::new();
     for m in ledger.messages() {
@@ -97,4 +108,80 @@ pub fn start_input(
         },
         stale,
     ))
+}
+
+/// What start-up keeps of a part of the ledger.
+#[derive(Default)]
+struct Part {
+    /// Records with work left, or failed.
+    keep: Vec<Record>,
+    /// The others: only the newest version of each path is passed on.
+    others: Vec<Record>,
+    /// Ids old enough to prune once their files are gone.
+    stale: Vec<String>,
+}
+
+/// The newest (highest seq) of each (mapping, path) among `records`. Sorted by index rather than
+/// hashed: no key is copied and no record moved until the end (100,000 of them at start-up).
+fn newest_of_each_path(records: Vec<Record>) -> Vec<Record> {
+    let mut order: Vec<u32> = (0..records.len() as u32).collect();
+    let key = |i: u32| {
+        let r = &records[i as usize];
+        (r.mapping.as_str(), r.path.as_os_str(), r.seq)
+    };
+    order.sort_unstable_by(|a, b| key(*a).cmp(&key(*b)));
+    let mut newest = vec![false; records.len()];
+    for (n, i) in order.iter().enumerate() {
+        let (m, p, _) = key(*i);
+        let last_of_path = order.get(n + 1).is_none_or(|next| {
+            let (nm, np, _) = key(*next);
+            nm != m || np != p
+        });
+        if last_of_path {
+            newest[*i as usize] = true;
+        }
+    }
+    records
+        .into_iter()
+        .zip(newest)
+        .filter_map(|(r, n)| n.then_some(r))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{FileStat, Time};
+
+    fn rec(id: &str, mapping: &str, path: &str, seq: u64) -> Record {
+        Record::pending(
+            id.into(),
+            mapping.into(),
+            path.into(),
+            "n".into(),
+            FileStat::default(),
+            None,
+            seq,
+            Time(0),
+        )
+    }
+
+    #[test]
+    fn only_the_newest_version_of_each_path_of_each_mapping_is_kept() {
+        let records = vec![
+            rec("a1", "m", "/f/a", 1),
+            rec("b1", "m", "/f/b", 2),
+            rec("a3", "m", "/f/a", 3),
+            rec("a2", "m", "/f/a", 2),
+            rec("a-other", "n", "/f/a", 1),
+            rec("c", "m", "/f/a/c", 0),
+        ];
+        let mut kept: Vec<String> = newest_of_each_path(records)
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["a-other", "a3", "b1", "c"]);
+        assert!(newest_of_each_path(Vec::new()).is_empty());
+    }
 }

@@ -528,7 +528,8 @@ impl Machine {
     // ---- start-up ---------------------------------------------------------------------------
 
     fn start(&mut self, mut records: Vec<Record>, with_url: Vec<String>, out: &mut Vec<Action>) {
-        records.sort_by_key(|r| r.seq);
+        // By seq, then id (entries migrated from before seqs all have 0).
+        records.sort_unstable_by(|a, b| a.seq.cmp(&b.seq).then_with(|| a.id.cmp(&b.id)));
         // What start-up must tell messages about: only records of mailing mappings (a ledger
         // of 100,000 done files of ordinary mappings is not copied).
         let seen: Vec<Record> = records
@@ -537,10 +538,12 @@ impl Machine {
             .cloned()
             .collect();
         let urls: BTreeSet<String> = with_url.into_iter().collect();
-        let known: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
-        for id in &urls {
-            if !known.contains(id.as_str()) {
-                out.push(Action::ForgetUrl { id: id.clone() });
+        if !urls.is_empty() {
+            let known: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+            for id in &urls {
+                if !known.contains(id.as_str()) {
+                    out.push(Action::ForgetUrl { id: id.clone() });
+                }
             }
         }
         for mut rec in records {
