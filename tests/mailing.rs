@@ -525,3 +525,56 @@ async fn a_refused_send_fails_the_message_and_retry_failed_sends_it() {
     no_duplicates(&env, "refused then retried").await;
     assert!(folder.join("sent/r.pdf").exists());
 }
+
+/// One file dropped into two subfolders of a recursive batch mapping: one name, the same bytes,
+/// one message. The second POST's answer is lost after it took effect; the look that follows
+/// must not take the first file's attachment for its own (they look the same): the recipient
+/// gets both.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_files_of_one_name_and_bytes_in_one_batch_are_both_sent() {
+    let env = Env::new();
+    let folder = setup(
+        &env,
+        "",
+        "recursive = true",
+        "group = \"batch\"\nbatch_quiet = \"1s\"",
+    );
+    let mut shas = Vec::new();
+    for sub in ["x", "y"] {
+        std::fs::create_dir_all(folder.join(sub)).expect("mkdir");
+        shas.push(write_file(&folder.join(sub).join("a.pdf"), 5_000, 80));
+    }
+    assert_eq!(shas[0], shas[1]);
+    env.sandbox
+        .faults(json!({"fail_next": [
+            {"route": "post", "action": "delay", "delay_ms": 1},
+            {"route": "post", "action": "lost"}
+        ]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let sent = sent(&env).await;
+    assert_eq!(sent.len(), 1, "one message: {sent:#?}");
+    let atts: Vec<(String, String)> = sent[0]["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap_or_default().to_string(),
+                a["sha256"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let one = ("a.pdf".to_string(), shas[0].clone());
+    assert_eq!(atts, vec![one.clone(), one], "both files: {sent:#?}");
+    let stats = no_duplicates(&env, "twins").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let ids: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter_map(|r| r["attachment_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "each file its own attachment: {rows:#?}");
+}

@@ -1424,6 +1424,10 @@ impl Machine {
             }
         }
         let now = self.now;
+        let exclude = match step {
+            Step::Look { .. } => self.claimed_by_others(&rec, &target),
+            _ => Vec::new(),
+        };
         let Some(a) = self.active.get_mut(id) else {
             return true;
         };
@@ -1439,6 +1443,7 @@ impl Machine {
                 name: a.rec.name.clone(),
                 sha256: sha,
                 recent_ok,
+                exclude,
             }),
             Step::Post => {
                 a.rec.state = State::Uploading;

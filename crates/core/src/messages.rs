@@ -824,6 +824,14 @@ impl Machine {
                 return;
             }
         }
+        if let MStep::DeleteExtra(att) = &step {
+            // An older version's copy (it lost its place in the message to a newer one): its
+            // record says so before the delete is sent, so a crash between the two leaves no
+            // record naming an attachment that is gone.
+            for owner in self.owners_of_attachment(att) {
+                self.mark_replaced(&owner, mid, out);
+            }
+        }
         let Some(m) = self.messages.get_mut(mid) else {
             return;
         };
@@ -942,20 +950,53 @@ impl Machine {
         }
     }
 
-    /// The entry whose recorded attachment `att` is (an active one, or a done one indexed).
-    fn owner_of_attachment(&self, att: &str) -> Option<String> {
-        if let Some(a) = self
+    /// The entries whose recorded attachment `att` is (active ones, and done ones indexed): two
+    /// older versions of one name and the same bytes may share one.
+    fn owners_of_attachment(&self, att: &str) -> BTreeSet<String> {
+        let mut owners: BTreeSet<String> = self
             .active
             .values()
-            .find(|a| a.rec.attachment_id.as_deref() == Some(att))
-        {
-            return Some(a.rec.id.clone());
+            .filter(|a| a.rec.attachment_id.as_deref() == Some(att))
+            .map(|a| a.rec.id.clone())
+            .collect();
+        owners.extend(
+            self.paths
+                .values()
+                .flat_map(|i| i.done.values().flatten())
+                .filter(|(_, _, a, _)| a == att)
+                .map(|(_, id, ..)| id.clone()),
+        );
+        owners
+    }
+
+    /// The attachments other entries hold on the draft of `rec`'s message: those of the
+    /// message's other files, and older versions' copies on their way out. A look for `rec` must
+    /// not adopt one (the recipient gets each file, even two of one name and one content).
+    pub(super) fn claimed_by_others(&self, rec: &Record, target: &Target) -> Vec<String> {
+        let Some(m) = rec.message.as_deref().and_then(|m| self.messages.get(m)) else {
+            return Vec::new();
+        };
+        let mut claimed: Vec<String> = m
+            .rec
+            .files
+            .iter()
+            .filter(|f| **f != rec.id)
+            .filter_map(|f| {
+                self.active
+                    .get(f)
+                    .map(|a| &a.rec)
+                    .or_else(|| m.finished.get(f))
+                    .and_then(|r| r.attachment_id.clone())
+            })
+            .collect();
+        if let Some(list) = self.attached.get(&lock_key(target, &rec.name)) {
+            for (_, att, entry) in list {
+                if *entry != rec.id && !claimed.contains(att) {
+                    claimed.push(att.clone());
+                }
+            }
         }
-        self.paths
-            .values()
-            .flat_map(|i| i.done.values().flatten())
-            .find(|(_, _, a, _)| a == att)
-            .map(|(_, id, ..)| id.clone())
+        claimed
     }
 
     /// The attachments each file of `mid` has on its draft.
@@ -1024,22 +1065,14 @@ impl Machine {
                 self.message_failed(mid, f, out);
             }
             DeleteOutcome::Deleted => {
-                let mut gone = None;
+                // (Its owner, if any, was marked replaced before the delete was sent.)
                 if let Some(m) = self.messages.get_mut(mid) {
                     if !m.extra.is_empty() {
                         let x = m.extra.remove(0);
-                        m.deleted.insert(x.clone());
-                        gone = Some(x);
+                        m.deleted.insert(x);
                     }
                     // Listed again before the send: the draft must then be exact.
                     m.verified = false;
-                }
-                // An older version's copy (it lost its place in the message to a newer one):
-                // its record says its attachment is gone.
-                if let Some(att) = gone {
-                    if let Some(owner) = self.owner_of_attachment(&att) {
-                        self.mark_replaced(&owner, mid, out);
-                    }
                 }
             }
             DeleteOutcome::Failed(f) => self.message_fault(mid, f, out),
@@ -1808,6 +1841,141 @@ mod tests {
         assert_eq!(
             civil_date(Time(19_783 * day + 3_600_000), -7_200_000),
             "2024-02-29"
+        );
+    }
+
+    /// A batch mapping's machine (files that settle within a second go together).
+    fn batch_machine() -> Machine {
+        let mut m = mail_machine(true);
+        let mut rules: Vec<MappingRule> = m.mappings.values().cloned().collect();
+        for r in &mut rules {
+            if let Some(mail) = r.mail.as_mut() {
+                mail.batch = true;
+                mail.batch_quiet_ms = 10_000;
+                mail.subject = "{count} files".into();
+            }
+        }
+        m.mappings = rules.into_iter().map(|r| (r.name.clone(), r)).collect();
+        m
+    }
+
+    #[test]
+    fn two_files_of_one_name_and_bytes_in_one_message_are_two_attachments() {
+        // One file dropped into two subfolders of a recursive mapping: one name, the same bytes.
+        let mut m = batch_machine();
+        let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
+        out.extend(drop_file(&mut m, 6_100, "sub/a.pdf", 10));
+        out.extend(m.handle(Time(22_000), Input::Tick));
+        let mid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::CreateDraft { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("one message for both");
+        let out = m.handle(
+            Time(22_100),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        // One upload per name per item at a time: the first file, then the second.
+        let first = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("the first is posted");
+        let out = m.handle(
+            Time(22_200),
+            Input::Outcome {
+                id: first.clone(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "att1".into(),
+                }),
+            },
+        );
+        let second = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } if *id != first => Some(id.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("then the second: {out:?}"));
+        // Its answer is lost: it looks before posting again, and that look must not adopt the
+        // first file's attachment (one name, the same bytes).
+        m.handle(
+            Time(22_300),
+            Input::Outcome {
+                id: second.clone(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Ambiguous(Failure::new(
+                    "Timeout", "t",
+                )))),
+            },
+        );
+        let later = Time(22_300 + Policy::default().look_after_ms);
+        let out = m.handle(later, Input::Tick);
+        let exclude = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Look { id, exclude, .. } if *id == second => Some(exclude.clone()),
+                _ => None,
+            })
+            .expect("a look");
+        assert_eq!(exclude, vec!["att1".to_string()]);
+        // Nothing of its own there: posted again, then listed with both, then sent.
+        let out = m.handle(
+            later,
+            Input::Outcome {
+                id: second.clone(),
+                outcome: Outcome::Look(LookOutcome::NotFound),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Post { id, .. } if *id == second)));
+        let out = m.handle(
+            Time(later.0 + 100),
+            Input::Outcome {
+                id: second.clone(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "att2".into(),
+                }),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
+        // A listing with only one of them is short: not sent.
+        let out = m.handle(
+            Time(later.0 + 200),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["att1".into()])),
+            },
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+        let out = m.handle(
+            Time(later.0 + 200 + Policy::default().look_after_ms),
+            Input::Tick,
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
+        let out = m.handle(
+            Time(later.0 + 300 + Policy::default().look_after_ms),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec![
+                    "att1".into(),
+                    "att2".into(),
+                ])),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+            "{out:?}"
         );
     }
 }

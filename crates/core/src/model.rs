@@ -804,6 +804,9 @@ pub enum Action {
         sha256: String,
         /// A listing up to a few seconds old will do (`if_exists = "skip"` on a first upload).
         recent_ok: bool,
+        /// Attachments it must not adopt: those the other files of its message hold (two files
+        /// of one name and the same bytes in one message are two attachments).
+        exclude: Vec<String>,
     },
     DeleteAttachment {
         id: String,

@@ -224,6 +224,10 @@ pub struct Sim {
     /// Per entry or message: no request of it before this time (a Retry-After it was given, or
     /// the least backoff after a failure). Reset by a crash and by `retry`.
     not_before: BTreeMap<String, (Time, &'static str)>,
+    /// The mailing mapping's own draws (a seed without `twins` never uses it after `new`).
+    mail_rng: StdRng,
+    /// The user sometimes drops one file into two subfolders of the mailing folder at once.
+    twins: bool,
 }
 
 /// A send Exchange accepted: (marker, draft id, the draft's attachments then: name, bytes).
@@ -286,6 +290,7 @@ impl Sim {
         // before messages existed (so every seed kept in FAILED_ONCE still shows its case).
         let mut mrng = StdRng::seed_from_u64(seed ^ 0x6d61_696c_6d61_696c);
         let mut send_move_ms = 0;
+        let mut twins = false;
         if mrng.gen_bool(0.4) {
             let batch = mrng.gen_bool(0.5);
             let rule = MappingRule {
@@ -326,6 +331,9 @@ impl Sim {
             } else {
                 mrng.gen_range(0..5_000)
             };
+            // Drawn last (every draw above as before): some seeds also drop one file into two
+            // subfolders at once, so a batch holds two files of one name and the same bytes.
+            twins = mrng.gen_bool(0.3);
         }
         let policy = Policy {
             chunk_size: [1 << 20, 3840 * 1024][rng.gen_range(0..2)],
@@ -382,6 +390,8 @@ impl Sim {
             msg_ledger: BTreeMap::new(),
             late_attachments: Vec::new(),
             not_before: BTreeMap::new(),
+            mail_rng: mrng,
+            twins,
         };
         sim.schedule(0, Event::Restart);
         sim.schedule(10, Event::User);
@@ -486,6 +496,9 @@ impl Sim {
                 } else {
                     self.user_ops_left -= 1;
                     self.user_op();
+                    if self.twins && self.mail_rng.gen_bool(0.25) {
+                        self.twin_drop();
+                    }
                     let d = self.rng.gen_range(10..5_000);
                     self.schedule(d, Event::User);
                 }
@@ -649,6 +662,17 @@ impl Sim {
             return;
         }
         let d = self.rng.gen_range(1..300);
+        self.watch_after(path, closed, d);
+    }
+
+    /// What the watcher reports `d` ms from now.
+    fn watch_after(&mut self, path: &Path, closed: bool, d: u64) {
+        let Some(mapping) = self.mapping_of(path) else {
+            return;
+        };
+        if self.unmounted.contains(&mapping) {
+            return;
+        }
         let input = match self
             .paths
             .get(path)
@@ -960,6 +984,35 @@ impl Sim {
                 self.schedule(1, Event::Deliver(e, input));
             }
             _ => {}
+        }
+    }
+
+    /// One file dropped into two subfolders of the mailing folder at once (renamed in whole):
+    /// one name, the same bytes, likely one batch. Drawn from the mailing rng only.
+    fn twin_drop(&mut self) {
+        let sizes = [0, 1000, MIN_SESSION - 1, 5 << 20];
+        let size = sizes[self.mail_rng.gen_range(0..sizes.len())];
+        self.next_ver += 1;
+        let c = Content {
+            ver: self.next_ver,
+            size,
+        };
+        let now_ns = self.now.0 as i64 * 1_000_000;
+        for p in ["/mail/a.pdf", "/mail/sub/a.pdf"] {
+            let path = PathBuf::from(p);
+            self.next_ino += 1;
+            self.inodes.insert(
+                self.next_ino,
+                Inode {
+                    content: c,
+                    mtime: now_ns - 5_000_000_000,
+                    ctime: now_ns,
+                },
+            );
+            self.paths.insert(path.clone(), self.next_ino);
+            self.note(format!("user: twin drop {} {c:?}", path.display()));
+            let d = self.mail_rng.gen_range(1..300);
+            self.watch_after(&path, false, d);
         }
     }
 
@@ -1606,6 +1659,7 @@ impl Sim {
                 target,
                 name,
                 sha256,
+                exclude,
                 ..
             } => {
                 let lag = self.knobs.listing_lag_ms;
@@ -1616,6 +1670,7 @@ impl Sim {
                     .and_then(|atts| {
                         atts.iter().find(|x| {
                             x.created.plus_ms(lag) <= now
+                                && !exclude.contains(&x.id)
                                 && x.name == *name
                                 && x.content.map(sha).as_deref() == Some(sha256.as_str())
                         })
@@ -1848,13 +1903,10 @@ impl Sim {
                 want.push((r.name.clone(), Some(c)));
             }
             let mut have = atts.clone();
+            // As multisets: two files of one name and the same bytes in one message (a copy in
+            // a subfolder) are two attachments; the recipient gets both.
             want.sort();
-            // Two files of one name and the same bytes in one message (a copy in a subfolder)
-            // may share one attachment (a look after a lost answer adopts the other's)...
-            want.dedup();
             have.sort();
-            // ...and each may have been attached on its own (`if_exists` is attach on a draft).
-            have.dedup();
             if want != have {
                 return Err(self.violation(format!(
                     "message {marker} sent with {have:?}, its files are {want:?}"
@@ -2409,6 +2461,18 @@ mod tests {
         (
             3210133,
             "a session delete given up on sent the next request inside its Retry-After",
+        ),
+        (
+            291,
+            "twin drops: a look after a lost answer adopted the other file's attachment (one name, the same bytes), and the message went with one copy for two files",
+        ),
+        (
+            3402,
+            "twin drops: a crash between a draft's stray delete and marking its owner replaced left a done record naming a deleted attachment",
+        ),
+        (
+            13701,
+            "twin drops: two older versions sharing one stray copy, only one marked replaced when it was deleted",
         ),
     ];
 
