@@ -578,3 +578,46 @@ async fn two_files_of_one_name_and_bytes_in_one_batch_are_both_sent() {
         .collect();
     assert_eq!(ids.len(), 2, "each file its own attachment: {rows:#?}");
 }
+
+/// Exchange's sending limit counts across a restart: a run that sent a full window's worth,
+/// then a new run (a restart) with more files, waits for the window instead of bursting past
+/// it: the sandbox (same limit, refusing past it) refuses nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_pacing_with_the_sends_on_record() {
+    let env = Env::new();
+    env.sandbox
+        .faults(json!({
+            "mailbox_sends": {"amount": 5, "window_secs": 10},
+            "send_limit_answer": "refuse",
+            "send_move_delay_ms": 0
+        }))
+        .await;
+    let folder = setup(&env, "mailbox_sends = \"5/10s\"", "", "");
+    let mut want = BTreeMap::new();
+    for round in 0..2u64 {
+        for i in 0..5u64 {
+            let name = format!("r{round}f{i}.txt");
+            let sha = write_file(&folder.join(&name), 100 + i, round * 10 + i + 200);
+            want.insert(format!("Scan r{round}f{i}"), HashMap::from([(name, sha)]));
+        }
+        let start = std::time::Instant::now();
+        let out = env.run(&["run", "--once"], T);
+        assert!(
+            out.status.success(),
+            "run --once (round {round}): {}",
+            stderr(&out)
+        );
+        if round == 1 {
+            // The first run's five sends are still inside the window: the second waits.
+            assert!(
+                start.elapsed() >= Duration::from_secs(5),
+                "not paced after the restart: {:?}",
+                start.elapsed()
+            );
+        }
+    }
+    assert_eq!(by_subject(&sent(&env).await), want);
+    let stats = no_duplicates(&env, "paced restart").await;
+    assert_eq!(stats["sends_over_limit"], json!(0), "{stats}");
+    assert_eq!(stats["sends_accepted"], json!(10), "{stats}");
+}

@@ -310,7 +310,14 @@ pub async fn run(
         unreachable_since: None,
         last_fault: Default::default(),
     };
-    let start = startup::start_input(&agent.ledger, &agent.sessions)?;
+    // Sends the ledger holds within the pacing window count against it after a restart.
+    let window_ms = agent
+        .settings
+        .agent
+        .mailbox_sends
+        .map_or(0, |b| b.window.as_millis() as u64);
+    let sends_since = Time(agent.clock.now().0.saturating_sub(window_ms));
+    let start = startup::start_input(&agent.ledger, &agent.sessions, sends_since)?;
     agent.inputs.push_back(start);
     agent.drain()?;
     agent.rescan(None);

@@ -2,7 +2,7 @@
 
 use super::AgentError;
 use crate::core::machine::has_work;
-use crate::core::model::{Input, Record, State};
+use crate::core::model::{Input, Record, State, Time};
 use crate::ledger::{Ledger, LedgerError, SessionStore};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -27,8 +27,13 @@ pub async fn open_ledger(state_dir: &Path) -> Result<Ledger, LedgerError> {
 /// version of every other path (the core decides a new version against it); the entries with an
 /// upload URL saved; every message not finished with and every message named by a record
 /// passed, with the records of all of their files (whatever their state: a done file waits for
-/// its message's send before its after-action).
-pub fn start_input(ledger: &Ledger, sessions: &SessionStore) -> Result<Input, AgentError> {
+/// its message's send before its after-action); and every message whose last send started at
+/// or after `sends_since` (the pacing window: a restart does not reset Exchange's count).
+pub fn start_input(
+    ledger: &Ledger,
+    sessions: &SessionStore,
+    sends_since: Time,
+) -> Result<Input, AgentError> {
     let mut keep: Vec<Record> = Vec::new();
     let mut newest: HashMap<(String, PathBuf), Record> = HashMap::new();
     for e in ledger.iter() {
@@ -53,7 +58,8 @@ pub fn start_input(ledger: &Ledger, sessions: &SessionStore) -> Result<Input, Ag
     let mut messages = Vec::new();
     for m in ledger.messages() {
         let m = m?;
-        if !m.state.is_terminal() || named.contains(&m.id) {
+        let recent = m.last_send_at.is_some_and(|t| t >= sends_since);
+        if !m.state.is_terminal() || named.contains(&m.id) || recent {
             messages.push(m);
         }
     }

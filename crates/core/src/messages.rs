@@ -368,17 +368,23 @@ impl Machine {
         self.msg_ready.insert(id);
     }
 
-    /// Start-up, first: the messages given.
+    /// Start-up, first: the messages given (those not finished with, those a record names, and
+    /// those sent within the pacing window).
     pub(super) fn start_messages(&mut self, messages: Vec<MessageRecord>) {
         for m in messages {
-            if let Some(t) = m.send_at {
-                // A send that may have happened counts against the mailbox's window.
+            // Every send that may have happened counts against its mailbox's window, sent or
+            // still in doubt: a restart does not reset Exchange's count.
+            // (A time ahead of this run's clock, the wall clock set back: counted as now.)
+            if let Some(t) = m.last_send_at.or(m.send_at).map(|t| t.min(self.now)) {
                 self.sent_times
                     .entry(m.user.to_lowercase())
                     .or_default()
                     .push_back(t);
             }
             self.add_message(m);
+        }
+        for q in self.sent_times.values_mut() {
+            q.make_contiguous().sort();
         }
     }
 
@@ -1973,6 +1979,90 @@ mod tests {
                 ])),
             },
         );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn after_a_restart_the_sends_on_record_count_against_the_pacing_window() {
+        let mut m = mail_machine(true);
+        let window = Policy::default().send_window_ms;
+        let per = Policy::default().sends_per_window as u64;
+        // The last run sent a full window's worth just before it stopped (and one in doubt
+        // would count the same).
+        let sent: Vec<MessageRecord> = (0..per)
+            .map(|i| {
+                let mut r = MessageRecord::drafting(
+                    format!("old{i}"),
+                    "mail".into(),
+                    "Me".into(),
+                    Letter::default(),
+                    Vec::new(),
+                    true,
+                    i,
+                    Time(1_000),
+                );
+                r.state = MessageState::Sent;
+                r.draft_id = Some(format!("od{i}"));
+                r.last_send_at = Some(Time(50_000 + i * 100));
+                r.sent_at = Some(Time(50_001 + i * 100));
+                r
+            })
+            .collect();
+        m.handle(
+            Time(100_000),
+            Input::Start {
+                records: Vec::new(),
+                with_url: Vec::new(),
+                messages: sent,
+            },
+        );
+        let out = drop_file(&mut m, 100_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(105_100),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        m.handle(
+            Time(105_200),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        let out = m.handle(
+            Time(105_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
+            },
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+            "a 31st send inside the window: {out:?}"
+        );
+        // Once the oldest of them is a window old, it goes.
+        let free = Time(50_000 + window);
+        let out = m.handle(Time(free.0 - 1), Input::Tick);
+        assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+        let out = m.handle(free, Input::Tick);
         assert!(
             out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
             "{out:?}"

@@ -674,8 +674,9 @@ pub enum Input {
     Start {
         records: Vec<Record>,
         with_url: Vec<String>,
-        /// Messages not finished with, and the records of all their files (whatever their
-        /// state) among `records`.
+        /// Messages not finished with (and those sent within the pacing window: their
+        /// `last_send_at` counts against it), and the records of all their files (whatever
+        /// their state) among `records`.
         messages: Vec<MessageRecord>,
     },
     /// The watcher or a scan saw `path` (a regular file with this stat).

@@ -1080,15 +1080,21 @@ impl Sim {
         );
         let records: Vec<Record> = self.ledger.values().cloned().collect();
         let with_url: Vec<String> = self.urls.keys().cloned().collect();
-        // Messages not finished with, and those any record given names.
+        // Messages not finished with, those any record given names, and those sent within the
+        // pacing window (as the agent's start-up passes them).
         let named: BTreeSet<&str> = records
             .iter()
             .filter_map(|r| r.message.as_deref())
             .collect();
+        let since = Time(self.now.0.saturating_sub(self.policy.send_window_ms));
         let messages: Vec<MessageRecord> = self
             .msg_ledger
             .values()
-            .filter(|m| !m.state.is_terminal() || named.contains(m.id.as_str()))
+            .filter(|m| {
+                !m.state.is_terminal()
+                    || named.contains(m.id.as_str())
+                    || m.last_send_at.is_some_and(|t| t >= since)
+            })
             .cloned()
             .collect();
         self.machine = Some(m);
