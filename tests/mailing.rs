@@ -621,3 +621,42 @@ async fn a_restart_keeps_pacing_with_the_sends_on_record() {
     assert_eq!(stats["sends_over_limit"], json!(0), "{stats}");
     assert_eq!(stats["sends_accepted"], json!(10), "{stats}");
 }
+
+/// A message that was never sent, whose draft the user deleted in Outlook (here: after its send
+/// was refused), is not lost: `retry` looks for its draft by its marker (Sent Items, Drafts),
+/// finds it gone, makes a new draft, attaches the file again and sends it, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_never_sent_message_whose_draft_was_deleted_drafts_it_again() {
+    let env = Env::new();
+    let folder = setup(&env, "", "after = \"move\"", "");
+    let sha = write_file(&folder.join("gone.pdf"), 8_000, 90);
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "status": 400}]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["message"]["state"], "failed", "{rows:#?}");
+    let old = rows[0]["message"]["draft_id"]
+        .as_str()
+        .expect("draft id")
+        .to_string();
+    env.sandbox.delete_item(&old).await;
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "retry --failed: {}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["message"]["state"], "sent", "{rows:#?}");
+    assert_ne!(rows[0]["message"]["draft_id"], json!(old), "{rows:#?}");
+    assert_eq!(
+        by_subject(&sent(&env).await),
+        BTreeMap::from([(
+            "Scan gone".to_string(),
+            HashMap::from([("gone.pdf".to_string(), sha)])
+        )])
+    );
+    let stats = no_duplicates(&env, "drafted again").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert!(folder.join("sent/gone.pdf").exists());
+}

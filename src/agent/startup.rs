@@ -27,8 +27,9 @@ pub async fn open_ledger(state_dir: &Path) -> Result<Ledger, LedgerError> {
 /// version of every other path (the core decides a new version against it); the entries with an
 /// upload URL saved; every message not finished with and every message named by a record
 /// passed, with the records of all of their files (whatever their state: a done file waits for
-/// its message's send before its after-action); and every message whose last send started at
-/// or after `sends_since` (the pacing window: a restart does not reset Exchange's count).
+/// its message's send before its after-action); and every message whose last send started (or
+/// was answered) at or after `sends_since` (the pacing window: a restart does not reset
+/// Exchange's count).
 pub fn start_input(
     ledger: &Ledger,
     sessions: &SessionStore,
@@ -58,7 +59,10 @@ pub fn start_input(
     let mut messages = Vec::new();
     for m in ledger.messages() {
         let m = m?;
-        let recent = m.last_send_at.is_some_and(|t| t >= sends_since);
+        let recent = m
+            .last_send_at
+            .max(m.sent_at)
+            .is_some_and(|t| t >= sends_since);
         if !m.state.is_terminal() || named.contains(&m.id) || recent {
             messages.push(m);
         }

@@ -26,6 +26,8 @@ const BACKOFF_CAP_MS: u64 = 60_000;
 pub const SUPERSEDED: &str = "superseded";
 /// Error code of an entry whose file could not be read: retried when it can be.
 pub const UNREADABLE: &str = "unreadable";
+/// Graph's code for an item that is not there (deleted).
+pub const ITEM_NOT_FOUND: &str = "ErrorItemNotFound";
 
 /// (mailbox, item id).
 type ItemKey = (String, String);
@@ -2050,6 +2052,10 @@ impl Machine {
     }
 
     fn on_look(&mut self, id: &str, l: LookOutcome, out: &mut Vec<Action>) {
+        let old_draft_gone = matches!(
+            &l,
+            LookOutcome::Failed(Fault::Permanent(f)) if f.code == ITEM_NOT_FOUND
+        ) && self.gone_old_draft(id);
         let Some(a) = self.active.get_mut(id) else {
             return;
         };
@@ -2076,6 +2082,17 @@ impl Machine {
                     a.rec.may_exist = false;
                     self.persist(id, out);
                 }
+            }
+            LookOutcome::Failed(Fault::Permanent(_)) if old_draft_gone => {
+                // A file of a message bound to a draft that is no longer there (deleted by
+                // hand; its message has another now): nothing of it can be on it. Unbound, it
+                // goes to its message's draft.
+                a.look_target = None;
+                a.rec.may_exist = false;
+                a.rec.target = None;
+                a.rec.garbage.clear();
+                self.release_lock(id);
+                self.persist(id, out);
             }
             LookOutcome::Failed(Fault::Permanent(f)) => {
                 if a.rec.cancel_requested {

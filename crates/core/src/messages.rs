@@ -91,6 +91,29 @@ impl Machine {
         })
     }
 
+    /// Whether entry `id` is a file of a mailing mapping whose look was about another item than
+    /// its message's draft now (a draft it was bound to, since replaced; or it is in no message
+    /// now: it was canceled, and retried).
+    pub(super) fn gone_old_draft(&self, id: &str) -> bool {
+        let Some(a) = self.active.get(id) else {
+            return false;
+        };
+        if a.rec.message.is_none() && self.mail_rule(&a.rec.mapping).is_none() {
+            return false;
+        }
+        let Some(looked) = a.look_target.as_ref().or(a.rec.target.as_ref()) else {
+            return false;
+        };
+        let draft = a
+            .rec
+            .message
+            .as_deref()
+            .and_then(|m| self.messages.get(m))
+            .filter(|m| m.rec.files.contains(&a.rec.id))
+            .and_then(|m| m.rec.draft_id.as_deref());
+        draft != Some(looked.item_id.as_str())
+    }
+
     /// Whether an entry of a mailing mapping must wait for its message: it has none yet, or
     /// its draft is not made; for a done entry, the message is not sent (or drafted) yet.
     /// `Some(step)`: the entry's step instead of its own.
@@ -121,11 +144,15 @@ impl Machine {
             return None;
         }
         let bound = r.may_exist || r.session.is_some() || !r.garbage.is_empty();
-        if bound {
+        // While its message looks for its draft again (it may be gone), not even a look there.
+        if bound && !m.is_some_and(|m| m.rec.redraft) {
             return None;
         }
         match m {
-            Some(m) if m.rec.draft_id.is_some() && !m.rec.state.is_terminal() => None,
+            // (Not while its draft is looked for again: it may be gone.)
+            Some(m) if m.rec.draft_id.is_some() && !m.rec.redraft && !m.rec.state.is_terminal() => {
+                None
+            }
             // A file of a message that failed or could not be confirmed waits for `retry`.
             _ => Some(Step::Idle),
         }
@@ -194,7 +221,16 @@ impl Machine {
                 out.push(Action::PersistMessage(m.rec.clone()));
             }
             self.member_of.remove(old);
-            // The older one no longer waits on the message.
+            // The older one no longer waits on the message (one that had left the active set,
+            // done while the message had failed, comes back for what it has left to do).
+            let back = self
+                .messages
+                .get_mut(&mid)
+                .and_then(|m| m.finished.remove(old))
+                .filter(|r| !self.active.contains_key(&r.id) && has_work(r));
+            if let Some(r) = back {
+                self.activate(r);
+            }
             self.make_ready(old);
             self.member_of.insert(id.to_owned(), mid.clone());
             if let Some(a) = self.active.get_mut(id) {
@@ -373,9 +409,14 @@ impl Machine {
     pub(super) fn start_messages(&mut self, messages: Vec<MessageRecord>) {
         for m in messages {
             // Every send that may have happened counts against its mailbox's window, sent or
-            // still in doubt: a restart does not reset Exchange's count.
+            // still in doubt: a restart does not reset Exchange's count. From the latest time
+            // known of it (a sent one's answer: Exchange counted it no later than that).
             // (A time ahead of this run's clock, the wall clock set back: counted as now.)
-            if let Some(t) = m.last_send_at.or(m.send_at).map(|t| t.min(self.now)) {
+            let latest = [m.last_send_at, m.send_at, m.sent_at]
+                .into_iter()
+                .flatten()
+                .max();
+            if let Some(t) = latest.map(|t| t.min(self.now)) {
                 self.sent_times
                     .entry(m.user.to_lowercase())
                     .or_default()
@@ -457,24 +498,16 @@ impl Machine {
         if m.busy {
             return;
         }
-        match m.rec.state {
-            MessageState::Failed => {
-                m.rec.state = if m.rec.draft_id.is_some() {
-                    MessageState::Attaching
-                } else {
-                    MessageState::Drafting
-                };
-            }
-            MessageState::Unconfirmed => {
-                m.rec.state = MessageState::Sending;
-                m.rec.resend_if_draft = true;
-                m.rec.send_at = None;
-                m.sent_checked = false;
-            }
-            _ => return,
+        if !matches!(
+            m.rec.state,
+            MessageState::Failed | MessageState::Unconfirmed
+        ) {
+            return;
         }
-        m.rec.error = None;
-        m.rec.attempts = 0;
+        // A failed one goes on where it stopped (a never-sent one with a draft finds its draft
+        // first: it may have been deleted), an unconfirmed one is sent only if still a draft.
+        m.rec.retried();
+        m.sent_checked = false;
         m.wait_until = None;
         // The draft may have changed since it was last listed: listed again before a send.
         m.verified = false;
@@ -662,6 +695,15 @@ impl Machine {
         let r = &m.rec;
         match r.state {
             MessageState::Drafting => {
+                if r.redraft {
+                    // Its draft is looked for again: sent by hand (Sent Items), still there
+                    // (Drafts), or gone.
+                    return MStep::Find(if m.sent_checked {
+                        MailFolder::Drafts
+                    } else {
+                        MailFolder::SentItems
+                    });
+                }
                 if r.draft_id.is_some() {
                     return MStep::Local;
                 }
@@ -692,6 +734,9 @@ impl Machine {
                     MStep::DeleteExtra(x.clone())
                 } else if !m.verified {
                     MStep::ListDraft
+                } else if !r.send {
+                    // Left for review, exactly its files (a deleted draft shows here too).
+                    MStep::Local
                 } else {
                     MStep::Send
                 }
@@ -701,6 +746,13 @@ impl Machine {
     }
 
     fn message_local(&mut self, mid: &str, out: &mut Vec<Action>) {
+        if self
+            .messages
+            .get(mid)
+            .is_some_and(|m| m.rec.state == MessageState::Attaching)
+        {
+            self.reopen_off_draft(mid, out);
+        }
         let Some(m) = self.messages.get(mid) else {
             return;
         };
@@ -748,18 +800,160 @@ impl Machine {
                     }));
                     self.failed_this_run += 1;
                 } else if st.all_done && st.dropped.is_empty() {
-                    r.state = if r.send {
-                        MessageState::Sending
-                    } else {
-                        MessageState::Drafted
-                    };
+                    // Listed first either way (strays deleted): sent, or left as a draft.
+                    r.state = MessageState::Sending;
                 }
             }
+            MessageState::Sending if !r.send && m.verified => r.state = MessageState::Drafted,
             _ => return,
         }
         r.updated_at = now;
         out.push(Action::PersistMessage(r.clone()));
         self.wake_files(mid);
+    }
+
+    /// The files of `mid` that are not done leave it, and wait for a message of their own.
+    fn split_off_unattached(&mut self, mid: &str, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        let ids: Vec<String> = m
+            .rec
+            .files
+            .iter()
+            .filter(|f| {
+                self.active
+                    .get(*f)
+                    .is_some_and(|a| !a.busy && a.rec.state != State::Done)
+            })
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Some(m) = self.messages.get_mut(mid) {
+            m.rec.files.retain(|f| !ids.contains(f));
+        }
+        for id in ids {
+            self.member_of.remove(&id);
+            if let Some(a) = self.active.get_mut(&id) {
+                a.rec.message = None;
+            }
+            self.persist(&id, out);
+            self.collect(&id);
+        }
+    }
+
+    /// The files of `mid` not done that are bound to draft `old`, which is gone (deleted by
+    /// hand): nothing of them can be there any more, so they go to the new draft afresh.
+    fn unbind_from(&mut self, mid: &str, old: &str, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        let ids: Vec<String> = m
+            .rec
+            .files
+            .iter()
+            .filter(|f| {
+                self.active.get(*f).is_some_and(|a| {
+                    !a.busy
+                        && a.rec.state != State::Done
+                        && a.rec.target.as_ref().is_some_and(|t| t.item_id == old)
+                })
+            })
+            .cloned()
+            .collect();
+        for id in ids {
+            self.release_lock(&id);
+            let Some(a) = self.active.get_mut(&id) else {
+                continue;
+            };
+            a.rec.may_exist = false;
+            a.rec.effect_at = None;
+            a.rec.target = None;
+            a.rec.garbage.clear();
+            a.rec.bytes_sent = 0;
+            if a.rec.session.take().is_some() {
+                out.push(Action::ForgetUrl { id: id.clone() });
+            }
+            a.next_offset = None;
+            a.looked = false;
+            self.persist(&id, out);
+            self.make_ready(&id);
+        }
+    }
+
+    /// Files of a message never sent that are done on another item than its draft (the draft
+    /// they were attached to is gone, deleted by hand, and a new one took its place): attached
+    /// again, to the new draft. (A message that may have been sent never gets a new draft.)
+    fn reopen_off_draft(&mut self, mid: &str, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        let Some(draft) = m.rec.draft_id.clone() else {
+            return;
+        };
+        if m.rec.may_have_been_sent() {
+            return;
+        }
+        let stale: Vec<Record> = m
+            .rec
+            .files
+            .iter()
+            .filter_map(|f| match self.active.get(f) {
+                Some(a) if a.busy => None,
+                Some(a) => Some(&a.rec),
+                None => m.finished.get(f),
+            })
+            .filter(|r| {
+                r.state == State::Done
+                    && r.session.is_none()
+                    && r.target.as_ref().is_some_and(|t| t.item_id != draft)
+            })
+            .cloned()
+            .collect();
+        let now = self.now;
+        for mut r in stale {
+            r.state = State::Pending;
+            r.target = None;
+            r.may_exist = false;
+            r.effect_at = None;
+            r.bytes_sent = 0;
+            r.attachment_id = None;
+            r.attempts = 0;
+            r.restarts = 0;
+            r.error = None;
+            r.after_done = false;
+            r.after_failed = false;
+            r.replaced = false;
+            r.garbage.clear();
+            r.replaces.clear();
+            r.updated_at = now;
+            // What this agent knew of it on the old draft is gone with that draft.
+            for info in self.paths.values_mut() {
+                for list in info.done.values_mut() {
+                    list.retain(|(_, did, ..)| *did != r.id);
+                }
+            }
+            for list in self.attached.values_mut() {
+                list.retain(|(_, _, e)| *e != r.id);
+            }
+            self.attached.retain(|_, l| !l.is_empty());
+            if let Some(m) = self.messages.get_mut(mid) {
+                m.finished.remove(&r.id);
+            }
+            out.push(Action::Persist(r.clone()));
+            self.index(&r);
+            let id = r.id.clone();
+            match self.active.get_mut(&id) {
+                Some(a) => {
+                    a.rec = r;
+                    a.looked = false;
+                    self.make_ready(&id);
+                }
+                None => self.activate(r),
+            }
+        }
     }
 
     /// The files of `mid` take their next step (the draft is there, or the message is over:
@@ -1138,13 +1332,22 @@ impl Machine {
             } => {
                 m.rec.attempts = 0;
                 if !is_draft {
+                    if m.rec.redraft {
+                        // A message never sent by this agent whose draft someone sent from
+                        // Outlook: it went. Its files not yet on it were not in it: each goes
+                        // in a new message.
+                        self.split_off_unattached(mid, out);
+                    }
                     // Sent (by this message's send, or an earlier run's).
                     self.message_sent(mid, internet_message_id, out);
                     return;
                 }
                 match state {
                     MessageState::Drafting => {
+                        // (Also a draft looked for again on `retry`: still there.)
                         m.rec.draft_id = Some(id);
+                        m.rec.redraft = false;
+                        m.sent_checked = false;
                         m.rec.may_exist = false;
                         if internet_message_id.is_some() {
                             m.rec.internet_message_id = internet_message_id;
@@ -1170,6 +1373,22 @@ impl Machine {
                     m.rec.attempts = 0;
                 }
                 match (state, folder) {
+                    (MessageState::Drafting, MailFolder::SentItems) if m.rec.redraft => {
+                        // Not sent by hand: Drafts next.
+                        m.sent_checked = true;
+                    }
+                    (MessageState::Drafting, _) if m.rec.redraft => {
+                        // Its draft is gone (deleted by hand) and it was never sent: a new
+                        // draft (its files are attached again once it is there).
+                        m.rec.redraft = false;
+                        let old = m.rec.draft_id.take();
+                        m.rec.may_exist = false;
+                        m.sent_checked = false;
+                        self.persist_message(mid, out);
+                        if let Some(old) = old {
+                            self.unbind_from(mid, &old, out);
+                        }
+                    }
                     (MessageState::Drafting, _) => {
                         // No draft carries it: none was made.
                         m.rec.may_exist = false;
@@ -1225,6 +1444,7 @@ impl Machine {
         m.rec.state = MessageState::Sent;
         m.rec.send_at = None;
         m.rec.resend_if_draft = false;
+        m.rec.redraft = false;
         m.rec.may_exist = false;
         m.rec.sent_at = Some(now);
         m.rec.error = None;
@@ -1548,9 +1768,56 @@ mod tests {
         (m, mid, failed, message)
     }
 
+    /// A retried message that was never sent looks for its draft by its marker (it may have
+    /// been deleted): not in Sent Items, still in Drafts as `d1`. The actions that follow.
+    fn draft_found_again(m: &mut Machine, mid: &str, out: &[Action], t: u64) -> Vec<Action> {
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::FindMessage {
+                    folder: MailFolder::SentItems,
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::Post { .. })));
+        let out = m.handle(
+            Time(t),
+            Input::Outcome {
+                id: mid.to_owned(),
+                outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::FindMessage {
+                    folder: MailFolder::Drafts,
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+        m.handle(
+            Time(t + 1),
+            Input::Outcome {
+                id: mid.to_owned(),
+                outcome: Outcome::Find(
+                    MailFolder::Drafts,
+                    FindOutcome::Found {
+                        id: "d1".into(),
+                        is_draft: true,
+                        internet_message_id: None,
+                    },
+                ),
+            },
+        )
+    }
+
     #[test]
     fn retry_of_a_failed_message_retries_its_failed_files_on_its_draft() {
-        let (mut m, _, failed, message) = a_failed_message();
+        let (mut m, mid, failed, message) = a_failed_message();
         let out = m.handle(
             Time(8_000),
             Input::RetryMessage {
@@ -1558,6 +1825,7 @@ mod tests {
                 records: vec![failed.clone()],
             },
         );
+        let out = draft_found_again(&mut m, &mid, &out, 8_100);
         assert!(out.iter().any(|a| matches!(
             a,
             Action::PersistMessage(r) if r.state == MessageState::Attaching && r.error.is_none()
@@ -1584,6 +1852,7 @@ mod tests {
                 records: vec![failed.clone()],
             },
         );
+        let out = draft_found_again(&mut m, &mid, &out, 9_100);
         assert!(out.iter().any(|a| matches!(
             a,
             Action::PersistMessage(r) if r.id == mid && r.state == MessageState::Attaching
@@ -2058,8 +2327,8 @@ mod tests {
             !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
             "a 31st send inside the window: {out:?}"
         );
-        // Once the oldest of them is a window old, it goes.
-        let free = Time(50_000 + window);
+        // Once the oldest of them is a window old (from its answer), it goes.
+        let free = Time(50_001 + window);
         let out = m.handle(Time(free.0 - 1), Input::Tick);
         assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
         let out = m.handle(free, Input::Tick);
@@ -2067,5 +2336,260 @@ mod tests {
             out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
             "{out:?}"
         );
+    }
+
+    /// A message whose file is on draft `d1` and whose send Graph refused (the draft was deleted
+    /// by hand): (machine, message id, the done file's record, the failed message).
+    fn a_message_whose_draft_was_deleted() -> (Machine, String, Record, MessageRecord) {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        let file = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Persist(r) if r.state == State::Done => Some(r.clone()),
+                _ => None,
+            })
+            .expect("done");
+        let out = m.handle(
+            Time(7_200),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+        let out = m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Failed(Fault::Permanent(Failure::new(
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                )))),
+            },
+        );
+        let message = out
+            .iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.state == MessageState::Failed => Some(r.clone()),
+                _ => None,
+            })
+            .expect("failed");
+        // Refused, not in doubt: it was never sent, and the ledger says so.
+        assert!(!message.may_have_been_sent(), "{message:?}");
+        (m, mid, file, message)
+    }
+
+    #[test]
+    fn retry_of_a_never_sent_message_whose_draft_is_gone_drafts_it_again_and_sends_it() {
+        let (_, mid, file, message) = a_message_whose_draft_was_deleted();
+        // `retry` after a restart (the machine knows it from the ledger only).
+        let mut m = mail_machine(true);
+        let out = m.handle(
+            Time(9_000),
+            Input::RetryMessage {
+                message,
+                records: vec![file.clone()],
+            },
+        );
+        // Its marker is looked for first: not sent by hand (Sent Items), not in Drafts.
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::SentItems,
+                ..
+            }
+        )));
+        assert!(!out.iter().any(|a| matches!(a, Action::CreateDraft { .. })));
+        let out = m.handle(
+            Time(9_100),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::Drafts,
+                ..
+            }
+        )));
+        let out = m.handle(
+            Time(9_200),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::Drafts, FindOutcome::NotFound),
+            },
+        );
+        // Gone: a new draft (its intent on record first), under the same marker.
+        let forgot = out.iter().position(
+            |a| matches!(a, Action::PersistMessage(r) if r.draft_id.is_none() && !r.redraft),
+        );
+        let asked = out
+            .iter()
+            .position(|a| matches!(a, Action::CreateDraft { .. }));
+        assert!(forgot.is_some() && forgot < asked, "{out:?}");
+        assert!(
+            matches!(out.get(asked.unwrap_or(0)), Some(Action::CreateDraft { id, .. }) if *id == mid)
+        );
+        let out = m.handle(
+            Time(9_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d2".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        // Its file, done on the deleted draft, is attached again to the new one.
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Persist(r) if r.id == file.id && r.state == State::Pending && r.attachment_id.is_none()
+        )));
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::Post { id, target, .. } if *id == file.id && target.item_id == "d2"
+            )),
+            "{out:?}"
+        );
+        let out = m.handle(
+            Time(9_400),
+            Input::Outcome {
+                id: file.id.clone(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a2".into(),
+                }),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::ListDraft { draft_id, .. } if draft_id == "d2")));
+        let out = m.handle(
+            Time(9_500),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a2".into()])),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::SendDraft { draft_id, .. } if draft_id == "d2")));
+    }
+
+    #[test]
+    fn retry_of_a_message_that_may_have_been_sent_never_drafts_it_again() {
+        let (_, mid, file, mut message) = a_message_whose_draft_was_deleted();
+        // As if a send of it had been in doubt before (an earlier run's unconfirmed send, then
+        // `retry`, then this refusal): the ledger's `last_send_at` says a send may have
+        // happened.
+        message.last_send_at = Some(Time(5_000));
+        message.resend_if_draft = true;
+        assert!(message.may_have_been_sent());
+        let mut m = mail_machine(true);
+        let grace = 5_000 + move_grace_ms(Policy::default().look_after_ms);
+        let out = m.handle(
+            Time(grace),
+            Input::RetryMessage {
+                message,
+                records: vec![file],
+            },
+        );
+        // Not looked for as a draft to replace: the send in doubt is confirmed first.
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.state == MessageState::Attaching && !r.redraft
+        )));
+        let mut out = out;
+        for (t, folder) in [
+            (grace + 1, MailFolder::SentItems),
+            (grace + 2, MailFolder::Drafts),
+        ] {
+            assert!(
+                out.iter()
+                    .any(|a| matches!(a, Action::FindMessage { folder: f, .. } if *f == folder)),
+                "{out:?}"
+            );
+            out = m.handle(
+                Time(t),
+                Input::Outcome {
+                    id: mid.clone(),
+                    outcome: Outcome::Find(folder, FindOutcome::NotFound),
+                },
+            );
+        }
+        // Neither sent copy nor draft: it cannot be told, so it stays unconfirmed; never a new
+        // draft, never a send.
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.state == MessageState::Unconfirmed
+        )));
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::CreateDraft { .. } | Action::SendDraft { .. })));
+    }
+
+    #[test]
+    fn retry_of_a_never_sent_message_sent_by_hand_from_outlook_records_it_sent() {
+        let (_, mid, file, message) = a_message_whose_draft_was_deleted();
+        let mut m = mail_machine(true);
+        m.handle(
+            Time(9_000),
+            Input::RetryMessage {
+                message,
+                records: vec![file],
+            },
+        );
+        let out = m.handle(
+            Time(9_100),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::Find(
+                    MailFolder::SentItems,
+                    FindOutcome::Found {
+                        id: "s1".into(),
+                        is_draft: false,
+                        internet_message_id: Some("<s1@x>".into()),
+                    },
+                ),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.state == MessageState::Sent && !r.redraft
+        )));
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::CreateDraft { .. } | Action::SendDraft { .. })));
     }
 }

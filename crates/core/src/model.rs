@@ -420,9 +420,15 @@ pub struct MessageRecord {
     #[serde(default)]
     pub resend_if_draft: bool,
     /// When the last send that may have happened was started (kept through `unconfirmed` and
-    /// `retry`): no second send before Exchange's move to Sent Items has surely had time.
+    /// `retry`): no second send before Exchange's move to Sent Items has surely had time. Also
+    /// the persisted fact that a send may ever have happened (see `may_have_been_sent`).
     #[serde(default)]
     pub last_send_at: Option<Time>,
+    /// `retry` of a message never sent that has a draft: the draft may be gone (deleted by
+    /// hand), so it is looked for by its marker first, in Sent Items (sent by hand: `sent`), then
+    /// in Drafts (there: it goes on with it); gone: a new draft, and its files attached to it.
+    #[serde(default)]
+    pub redraft: bool,
     pub internet_message_id: Option<String>,
     pub sent_at: Option<Time>,
     /// Failures in a row of its own requests (not its files').
@@ -626,6 +632,44 @@ impl Outcome {
 }
 
 impl MessageRecord {
+    /// Whether a send of it may ever have happened (in this run or an earlier one): then its
+    /// draft is never replaced by a new one, and it is sent again only if the draft is still a
+    /// draft. (An unconfirmed message counts whatever it says: a ledger older than
+    /// `last_send_at` has none.)
+    pub fn may_have_been_sent(&self) -> bool {
+        self.last_send_at.is_some()
+            || self.send_at.is_some()
+            || self.resend_if_draft
+            || self.state == MessageState::Unconfirmed
+    }
+
+    /// `retry` of a failed or unconfirmed message, as persisted (the machine's `retry`, and the
+    /// offline `outbox retry` that the next start carries on from): a failed one goes on from
+    /// where it stopped (a never-sent one with a draft looks for its draft first, see
+    /// `redraft`); an unconfirmed one is sent only if its draft is still a draft.
+    pub fn retried(&mut self) {
+        match self.state {
+            MessageState::Failed => {
+                if self.draft_id.is_some() && !self.may_have_been_sent() {
+                    self.state = MessageState::Drafting;
+                    self.redraft = true;
+                } else if self.draft_id.is_some() {
+                    self.state = MessageState::Attaching;
+                } else {
+                    self.state = MessageState::Drafting;
+                }
+            }
+            MessageState::Unconfirmed => {
+                self.state = MessageState::Sending;
+                self.resend_if_draft = true;
+                self.send_at = None;
+            }
+            _ => return,
+        }
+        self.error = None;
+        self.attempts = 0;
+    }
+
     /// A new message, drafting, with nothing of it on the server yet.
     #[allow(clippy::too_many_arguments)]
     pub fn drafting(
@@ -652,6 +696,7 @@ impl MessageRecord {
             send_at: None,
             resend_if_draft: false,
             last_send_at: None,
+            redraft: false,
             internet_message_id: None,
             sent_at: None,
             attempts: 0,

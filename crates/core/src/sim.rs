@@ -228,6 +228,9 @@ pub struct Sim {
     mail_rng: StdRng,
     /// The user sometimes drops one file into two subfolders of the mailing folder at once.
     twins: bool,
+    /// The user sometimes deletes a draft that was not sent (nor left for review) in Outlook.
+    deletes_drafts: bool,
+    deleted_drafts: BTreeSet<String>,
 }
 
 /// A send Exchange accepted: (marker, draft id, the draft's attachments then: name, bytes).
@@ -291,6 +294,7 @@ impl Sim {
         let mut mrng = StdRng::seed_from_u64(seed ^ 0x6d61_696c_6d61_696c);
         let mut send_move_ms = 0;
         let mut twins = false;
+        let mut deletes_drafts = false;
         if mrng.gen_bool(0.4) {
             let batch = mrng.gen_bool(0.5);
             let rule = MappingRule {
@@ -334,6 +338,8 @@ impl Sim {
             // Drawn last (every draw above as before): some seeds also drop one file into two
             // subfolders at once, so a batch holds two files of one name and the same bytes.
             twins = mrng.gen_bool(0.3);
+            // And some have a user who deletes drafts not yet sent in Outlook.
+            deletes_drafts = mrng.gen_bool(0.3);
         }
         let policy = Policy {
             chunk_size: [1 << 20, 3840 * 1024][rng.gen_range(0..2)],
@@ -392,6 +398,8 @@ impl Sim {
             not_before: BTreeMap::new(),
             mail_rng: mrng,
             twins,
+            deletes_drafts,
+            deleted_drafts: BTreeSet::new(),
         };
         sim.schedule(0, Event::Restart);
         sim.schedule(10, Event::User);
@@ -498,6 +506,9 @@ impl Sim {
                     self.user_op();
                     if self.twins && self.mail_rng.gen_bool(0.25) {
                         self.twin_drop();
+                    }
+                    if self.deletes_drafts && self.mail_rng.gen_bool(0.15) {
+                        self.delete_a_draft();
                     }
                     let d = self.rng.gen_range(10..5_000);
                     self.schedule(d, Event::User);
@@ -1016,6 +1027,32 @@ impl Sim {
         }
     }
 
+    /// The user deletes a draft never sent of a message not left for review (`drafted`): what
+    /// is attached to it goes with it; requests about it answer 404. Mailing rng only.
+    fn delete_a_draft(&mut self) {
+        let drafts: Vec<String> = self
+            .mail
+            .iter()
+            .filter(|(_, m)| {
+                m.is_draft
+                    && m.gone_at.is_none()
+                    && self.msg_ledger.get(&m.marker).is_some_and(|r| {
+                        !matches!(r.state, MessageState::Drafted | MessageState::Sent)
+                    })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if drafts.is_empty() {
+            return;
+        }
+        let d = drafts[self.mail_rng.gen_range(0..drafts.len())].clone();
+        self.mail.remove(&d);
+        self.items.remove(&d);
+        self.sessions.retain(|_, s| s.item != d);
+        self.note(format!("user: deletes draft {d}"));
+        self.deleted_drafts.insert(d);
+    }
+
     fn rescan(&mut self) -> Result<(), Violation> {
         let all: Vec<PathBuf> = self.paths.keys().cloned().collect();
         for p in all {
@@ -1093,7 +1130,7 @@ impl Sim {
             .filter(|m| {
                 !m.state.is_terminal()
                     || named.contains(m.id.as_str())
-                    || m.last_send_at.is_some_and(|t| t >= since)
+                    || m.last_send_at.max(m.sent_at).is_some_and(|t| t >= since)
             })
             .cloned()
             .collect();
@@ -1462,6 +1499,31 @@ impl Sim {
 
     /// The Graph model: what each request does to the mailbox.
     fn graph(&mut self, a: &Action, live: bool) -> Option<Outcome> {
+        let gone = |item: &str| {
+            Fault::Permanent(Failure::new(
+                "ErrorItemNotFound",
+                format!("The specified object was not found in the store ({item})."),
+            ))
+        };
+        match a {
+            Action::Post { target, .. } if self.deleted_drafts.contains(&target.item_id) => {
+                return Some(Outcome::Post(PostOutcome::Failed(gone(&target.item_id))));
+            }
+            Action::CreateSession { target, .. }
+                if self.deleted_drafts.contains(&target.item_id) =>
+            {
+                return Some(Outcome::CreateSession(SessionOutcome::Failed(gone(
+                    &target.item_id,
+                ))));
+            }
+            Action::Look { target, .. } if self.deleted_drafts.contains(&target.item_id) => {
+                return Some(Outcome::Look(LookOutcome::Failed(gone(&target.item_id))));
+            }
+            Action::ListDraft { draft_id, .. } if self.deleted_drafts.contains(draft_id) => {
+                return Some(Outcome::ListDraft(ListOutcome::Failed(gone(draft_id))));
+            }
+            _ => {}
+        }
         match a {
             Action::Post {
                 id,
@@ -1855,6 +1917,10 @@ impl Sim {
                 .as_ref()
                 .map(|t| t.item_id.clone())
                 .unwrap_or_default();
+            if self.deleted_drafts.contains(&t) {
+                // Deleted by the user with what was on it.
+                return Ok(());
+            }
             let ok = self.items.get(&t).is_some_and(|atts| {
                 atts.iter()
                     .any(|x| x.id == *att && x.content.map(sha) == rec.sha256)
@@ -1920,6 +1986,21 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// A file of a message whose send is in doubt and whose draft the user deleted: it cannot be
+    /// told whether it went, so it stays unconfirmed, and the file waits for it (never sent
+    /// again, never moved).
+    fn unconfirmed_deleted(&self, r: &Record) -> bool {
+        r.message
+            .as_ref()
+            .and_then(|m| self.msg_ledger.get(m))
+            .is_some_and(|m| {
+                m.state == MessageState::Unconfirmed
+                    && m.draft_id
+                        .as_ref()
+                        .is_some_and(|d| self.deleted_drafts.contains(d))
+            })
     }
 
     /// The content a record's SHA-256 names (the simulation's hashes encode it).
@@ -1997,7 +2078,7 @@ impl Sim {
         self.final_check = true;
         self.check_always()?;
         for r in self.ledger.values() {
-            if has_work(r) {
+            if has_work(r) && !self.unconfirmed_deleted(r) {
                 return Err(self.violation(format!("{} still has work at quiescence: {r:?}", r.id)));
             }
             let code = r.error.as_ref().map(|e| e.code.as_str());
@@ -2021,6 +2102,12 @@ impl Sim {
             let ok = match m.state {
                 MessageState::Sent | MessageState::Drafted => true,
                 MessageState::Failed => m.error.as_ref().is_some_and(|e| e.code == NO_FILES_LEFT),
+                // A send in doubt whose draft the user deleted cannot be told: it stays so,
+                // never sent again (retried, it looked in Sent Items and Drafts).
+                MessageState::Unconfirmed => m
+                    .draft_id
+                    .as_ref()
+                    .is_some_and(|d| self.deleted_drafts.contains(d)),
                 _ => false,
             };
             if !ok {
@@ -2094,6 +2181,9 @@ impl Sim {
                     path.display(),
                     rec.state
                 )));
+            }
+            if self.unconfirmed_deleted(rec) {
+                continue;
             }
             let item = &rec
                 .target
@@ -2479,6 +2569,18 @@ mod tests {
         (
             13701,
             "twin drops: two older versions sharing one stray copy, only one marked replaced when it was deleted",
+        ),
+        (
+            19862,
+            "deleted drafts: a file bound to a deleted draft looked there (and failed) while its retried message was still finding its draft",
+        ),
+        (
+            15,
+            "deleted drafts: a canceled file bound to a deleted draft, retried, failed on its look there instead of going to a new message",
+        ),
+        (
+            4768,
+            "deleted drafts: an older version done in a retried message, replaced there by a newer one, never came back for its after-action",
         ),
     ];
 
