@@ -660,3 +660,68 @@ async fn retry_of_a_never_sent_message_whose_draft_was_deleted_drafts_it_again()
     assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
     assert!(folder.join("sent/gone.pdf").exists());
 }
+
+/// A mailing folder: each drop is a request to mail. The file still there is not mailed again
+/// by a restart's rescan or a touch; the same bytes dropped again as a new file (copied over it)
+/// once its message went are a second message.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_file_dropped_again_is_mailed_again_but_not_on_a_touch_or_a_restart() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let path = folder.join("inv.pdf");
+    let sha = write_file(&path, 3_000, 95);
+    let sends = || async { env.sandbox.stats().await["sends_accepted"].clone() };
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(sends().await, json!(1));
+    // A restart: the start-up scan finds it unchanged.
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(sends().await, json!(1), "a rescan mailed it again");
+    // A touch: new times, same file.
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .expect("touch");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(sends().await, json!(1), "a touch mailed it again");
+    // The same invoice dropped again (a new file over it): mailed again.
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    assert_eq!(write_file(&elsewhere.join("inv.pdf"), 3_000, 95), sha);
+    std::fs::rename(elsewhere.join("inv.pdf"), &path).expect("drop again");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(sends().await, json!(2), "dropped again: a second message");
+    let sent = sent(&env).await;
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    for m in &sent {
+        assert_eq!(m["attachments"][0]["sha256"], json!(sha), "{m}");
+    }
+    no_duplicates(&env, "dropped again").await;
+}
+
+/// After `after = "move"` took the mailed file away, the same bytes dropped at its path are a
+/// new message (and the second copy moves beside the first, renamed).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_file_dropped_again_after_it_was_moved_is_mailed_again() {
+    let env = Env::new();
+    let folder = setup(&env, "", "after = \"move\"", "");
+    let path = folder.join("inv.pdf");
+    let sha = write_file(&path, 4_000, 96);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert!(folder.join("sent/inv.pdf").exists() && !path.exists());
+    assert_eq!(write_file(&path, 4_000, 96), sha);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let stats = no_duplicates(&env, "moved then dropped again").await;
+    assert_eq!(stats["sends_accepted"], json!(2), "{stats}");
+    assert!(!path.exists(), "the second copy moved too");
+    let moved = std::fs::read_dir(folder.join("sent"))
+        .expect("sent dir")
+        .count();
+    assert_eq!(moved, 2);
+}

@@ -669,6 +669,11 @@ impl Machine {
             return;
         };
         let id = b.id.clone();
+        if b.state == State::Done && self.mail_rule(mapping).is_some() {
+            // A mailed file left the folder: the same bytes there later are a new drop.
+            self.file_left(mapping, path, out);
+            return;
+        }
         if let Some(a) = self.active.get_mut(&id) {
             if !a.rec.state.is_terminal() && !a.rec.cancel_requested {
                 a.rec.cancel_requested = true;
@@ -680,6 +685,35 @@ impl Machine {
                 out.push(Action::Persist(a.rec.clone()));
                 self.make_ready(&id);
             }
+        }
+    }
+
+    /// The newest version of `path` (done, in a mailing folder) says its file left the folder.
+    fn file_left(&mut self, mapping: &str, path: &Path, out: &mut Vec<Action>) {
+        let Some(b) = self.newest(mapping, path) else {
+            return;
+        };
+        if b.file.has_left() {
+            return;
+        }
+        let (id, file) = (b.id.clone(), b.file.left());
+        if let Some(info) = self
+            .paths
+            .get_mut(&(mapping.to_owned(), path.to_path_buf()))
+        {
+            if let Some(n) = info.newest.as_mut() {
+                n.file = file;
+            }
+        }
+        if let Some(a) = self.active.get_mut(&id) {
+            a.rec.file = file;
+            self.persist(&id, out);
+        } else {
+            out.push(Action::UpdateFile {
+                id,
+                file,
+                revive: false,
+            });
         }
     }
 
@@ -758,7 +792,16 @@ impl Machine {
                 && b.sha256
                     .as_deref()
                     .is_some_and(|s| s.eq_ignore_ascii_case(&sha256));
-            if same {
+            // In a mailing folder each drop is a request to mail: the same bytes again as a new
+            // file (the one mailed was moved, deleted or removed, or this one was copied in)
+            // once its message went are a new message. A touch, or a rescan of the file still
+            // there, is not; nor a copy over it before its message went (still one request).
+            let dropped_again = same
+                && b.state == State::Done
+                && self.mail_rule(&mapping).is_some()
+                && b.file.other_file(&stat)
+                && !self.message_pending(&b.id);
+            if same && !dropped_again {
                 // The same bytes: a touch, a save without edits, a sync client. The entry
                 // goes on (or is done); only what it knows of the file is updated.
                 // Canceled by the agent (not by the user: "canceled"), or unreadable then: the
@@ -2224,6 +2267,20 @@ impl Machine {
             AfterOutcome::Done | AfterOutcome::NotTheSameFile => {
                 a.rec.after_done = true;
                 a.rec.error = None;
+                let removed = r == AfterOutcome::Done
+                    && self
+                        .mappings
+                        .get(&a.rec.mapping)
+                        .is_some_and(|m| m.after != After::Keep && m.mail.is_some());
+                if removed {
+                    // Moved or deleted: the same bytes at its path later are a new drop.
+                    let (mapping, path) = (a.rec.mapping.clone(), a.rec.path.clone());
+                    self.persist(id, out);
+                    if self.newest(&mapping, &path).is_some_and(|b| b.id == id) {
+                        self.file_left(&mapping, &path, out);
+                    }
+                    return;
+                }
             }
             AfterOutcome::Failed(f) => {
                 // Shown on the row; run again by `retry` of the entry, not by itself.

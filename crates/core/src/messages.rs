@@ -91,6 +91,14 @@ impl Machine {
         })
     }
 
+    /// Whether entry `id` is in a message not yet sent (nor left as a draft).
+    pub(super) fn message_pending(&self, id: &str) -> bool {
+        self.member_of
+            .get(id)
+            .and_then(|m| self.messages.get(m))
+            .is_some_and(|m| !matches!(m.rec.state, MessageState::Sent | MessageState::Drafted))
+    }
+
     /// Whether entry `id` is a file of a mailing mapping whose look was about another item than
     /// its message's draft now (a draft it was bound to, since replaced; or it is in no message
     /// now: it was canceled, and retried).
@@ -2591,5 +2599,141 @@ mod tests {
         assert!(!out
             .iter()
             .any(|a| matches!(a, Action::CreateDraft { .. } | Action::SendDraft { .. })));
+    }
+
+    /// Observe `path` with `stat`, let it settle, hash it to the bytes `drop_file` uses.
+    fn settle_as(m: &mut Machine, t: u64, path: &str, st: FileStat) -> Vec<Action> {
+        let path = PathBuf::from(path);
+        let mut out = m.handle(
+            Time(t),
+            Input::Observed {
+                mapping: "mail".into(),
+                path: path.clone(),
+                stat: st,
+            },
+        );
+        out.extend(m.handle(Time(t + 5_000), Input::Tick));
+        out.extend(m.handle(
+            Time(t + 5_000),
+            Input::Stat {
+                path: path.clone(),
+                stat: Some(st),
+            },
+        ));
+        if out
+            .iter()
+            .any(|a| matches!(a, Action::Hash { path: p, .. } if *p == path))
+        {
+            out.extend(m.handle(
+                Time(t + 5_001),
+                Input::Hashed {
+                    path,
+                    result: HashResult::Hashed {
+                        sha256: "ab".repeat(32),
+                        stat: st,
+                    },
+                },
+            ));
+        }
+        out
+    }
+
+    /// Carry message `mid` (one file, no faults) from its draft to sent.
+    fn send_through(m: &mut Machine, mid: &str, t: u64) {
+        let out = m.handle(
+            Time(t),
+            Input::Outcome {
+                id: mid.to_owned(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: format!("d-{mid}"),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        m.handle(
+            Time(t + 1),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: format!("a-{mid}"),
+                }),
+            },
+        );
+        m.handle(
+            Time(t + 2),
+            Input::Outcome {
+                id: mid.to_owned(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec![format!("a-{mid}")])),
+            },
+        );
+        let out = m.handle(
+            Time(t + 3),
+            Input::Outcome {
+                id: mid.to_owned(),
+                outcome: Outcome::Send(SendOutcome::Sent),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.id == mid && r.state == MessageState::Sent
+        )));
+    }
+
+    fn new_message(out: &[Action]) -> Option<String> {
+        out.iter().find_map(|a| match a {
+            Action::CreateDraft { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_same_bytes_dropped_again_into_a_mailing_folder_are_mailed_again_a_touch_is_not() {
+        let mut m = mail_machine(true);
+        let st = |ino: u64, time: i64| FileStat {
+            dev: 1,
+            ino,
+            size: 10,
+            mtime_ns: time,
+            ctime_ns: time,
+        };
+        let out = settle_as(&mut m, 1_000, "/mail/inv.pdf", st(7, 1));
+        let first = new_message(&out).expect("mailed");
+        send_through(&mut m, &first, 7_000);
+        // A touch (same inode, new times): the same file, not mailed again.
+        let out = settle_as(&mut m, 10_000, "/mail/inv.pdf", st(7, 2));
+        assert!(new_message(&out).is_none(), "a touch: {out:?}");
+        // A rescan of it, unchanged: nothing.
+        let out = settle_as(&mut m, 20_000, "/mail/inv.pdf", st(7, 2));
+        assert!(new_message(&out).is_none(), "a rescan: {out:?}");
+        // The same bytes dropped again as a new file (copied over it): a new request.
+        let out = settle_as(&mut m, 30_000, "/mail/inv.pdf", st(8, 3));
+        let second = new_message(&out).expect("a drop again is mailed again");
+        assert_ne!(first, second);
+        send_through(&mut m, &second, 36_000);
+        // The user removes it, then drops it again; the filesystem hands out the same inode.
+        let out = m.handle(
+            Time(40_000),
+            Input::Gone {
+                mapping: "mail".into(),
+                path: "/mail/inv.pdf".into(),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::Persist(r) if r.file.has_left()
+            ) || matches!(a, Action::UpdateFile { file, .. } if file.has_left())),
+            "the record says its file left: {out:?}"
+        );
+        let out = settle_as(&mut m, 41_000, "/mail/inv.pdf", st(8, 4));
+        let third = new_message(&out).expect("after it was gone, a drop again is mailed");
+        assert!(third != first && third != second);
     }
 }

@@ -178,6 +178,32 @@ pub struct FileStat {
     pub ctime_ns: i64,
 }
 
+impl FileStat {
+    /// What a record keeps of a file that left its folder (moved or deleted by the
+    /// after-action, or reported gone): no identity (device, inode and ctime 0), so a file at
+    /// its path later is never taken for it.
+    pub fn left(self) -> FileStat {
+        FileStat {
+            dev: 0,
+            ino: 0,
+            ctime_ns: 0,
+            ..self
+        }
+    }
+
+    pub fn has_left(&self) -> bool {
+        self.dev == 0 && self.ino == 0 && self.ctime_ns == 0
+    }
+
+    /// Another file than the one `self` describes, though the bytes may be the same: it left
+    /// (see `left`), or the file at the path has another inode and another ctime (copied or
+    /// renamed in). A touch keeps the inode; a rescan of an unchanged file keeps both (inode
+    /// numbers some network filesystems do not keep are not enough alone).
+    pub fn other_file(&self, now: &FileStat) -> bool {
+        self.has_left() || (self.ino != now.ino && self.ctime_ns != now.ctime_ns)
+    }
+}
+
 /// The states SPEC names (`outbox status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -87,6 +87,8 @@ impl Knobs {
 
 #[derive(Debug, Clone)]
 struct Inode {
+    /// When it was made (a file dropped, copied or renamed in; a touch keeps it).
+    born: Time,
     content: Content,
     mtime: i64,
     ctime: i64,
@@ -740,6 +742,7 @@ impl Sim {
                 self.inodes.insert(
                     ino,
                     Inode {
+                        born: self.now,
                         content: c,
                         mtime: now_ns,
                         ctime: now_ns,
@@ -755,6 +758,7 @@ impl Sim {
                 self.inodes.insert(
                     self.next_ino,
                     Inode {
+                        born: self.now,
                         content: c,
                         mtime: now_ns - 5_000_000_000,
                         ctime: now_ns,
@@ -799,6 +803,7 @@ impl Sim {
                 self.inodes.insert(
                     ino,
                     Inode {
+                        born: self.now,
                         content: c,
                         mtime: now_ns,
                         ctime: now_ns,
@@ -833,6 +838,7 @@ impl Sim {
                     self.inodes.insert(
                         self.next_ino,
                         Inode {
+                            born: self.now,
                             content: Content {
                                 ver: self.next_ver,
                                 size: old.content.size,
@@ -893,6 +899,7 @@ impl Sim {
                     self.inodes.insert(
                         self.next_ino,
                         Inode {
+                            born: self.now,
                             content: c,
                             mtime: now_ns,
                             ctime: now_ns,
@@ -1015,6 +1022,7 @@ impl Sim {
             self.inodes.insert(
                 self.next_ino,
                 Inode {
+                    born: self.now,
                     content: c,
                     mtime: now_ns - 5_000_000_000,
                     ctime: now_ns,
@@ -2204,6 +2212,24 @@ impl Sim {
                 );
             }
             if let Some(mail) = &rule.mail {
+                // Each drop is a request to mail: a file dropped (again) after its newest
+                // record's message was sent is not mailed by that message, even with the same
+                // bytes.
+                let born = self.inodes.get(&ino).map(|n| n.born).unwrap_or(Time(0));
+                let went_before = rec
+                    .message
+                    .as_ref()
+                    .and_then(|m| self.msg_ledger.get(m))
+                    .and_then(|m| m.sent_at)
+                    .is_some_and(|t| t < born);
+                if rec.created_at < born && went_before {
+                    return Err(self.violation(format!(
+                        "{}: dropped at {} but its newest record {} is older: not mailed again",
+                        path.display(),
+                        born.0,
+                        rec.id
+                    )));
+                }
                 // Mailed: in a message sent with these bytes (or a draft left, `send = false`).
                 let m = rec.message.as_ref().and_then(|m| self.msg_ledger.get(m));
                 let Some(m) = m else {
@@ -2581,6 +2607,10 @@ mod tests {
         (
             4768,
             "deleted drafts: an older version done in a retried message, replaced there by a newer one, never came back for its after-action",
+        ),
+        (
+            3749,
+            "a file dropped again with the same bytes after its message went was taken for the one mailed (not mailed again)",
         ),
     ];
 
