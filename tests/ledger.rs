@@ -666,6 +666,7 @@ fn messages_are_kept_beside_entries_and_an_older_v2_ledger_has_none() {
         effect_at: None,
         send_at: Some(Time(1_700_000_000_000)),
         resend_if_draft: false,
+        redraft: false,
         last_send_at: None,
         internet_message_id: Some("<x@contoso.example>".into()),
         sent_at: None,

@@ -525,3 +525,203 @@ async fn a_refused_send_fails_the_message_and_retry_failed_sends_it() {
     no_duplicates(&env, "refused then retried").await;
     assert!(folder.join("sent/r.pdf").exists());
 }
+
+/// One file dropped into two subfolders of a recursive batch mapping: one name, the same bytes,
+/// one message. The second POST's answer is lost after it took effect; the look that follows
+/// must not take the first file's attachment for its own (they look the same): the recipient
+/// gets both.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_files_of_one_name_and_bytes_in_one_batch_are_both_sent() {
+    let env = Env::new();
+    let folder = setup(
+        &env,
+        "",
+        "recursive = true",
+        "group = \"batch\"\nbatch_quiet = \"1s\"",
+    );
+    let mut shas = Vec::new();
+    for sub in ["x", "y"] {
+        std::fs::create_dir_all(folder.join(sub)).expect("mkdir");
+        shas.push(write_file(&folder.join(sub).join("a.pdf"), 5_000, 80));
+    }
+    assert_eq!(shas[0], shas[1]);
+    env.sandbox
+        .faults(json!({"fail_next": [
+            {"route": "post", "action": "delay", "delay_ms": 1},
+            {"route": "post", "action": "lost"}
+        ]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let sent = sent(&env).await;
+    assert_eq!(sent.len(), 1, "one message: {sent:#?}");
+    let atts: Vec<(String, String)> = sent[0]["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap_or_default().to_string(),
+                a["sha256"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let one = ("a.pdf".to_string(), shas[0].clone());
+    assert_eq!(atts, vec![one.clone(), one], "both files: {sent:#?}");
+    let stats = no_duplicates(&env, "twins").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let ids: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter_map(|r| r["attachment_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "each file its own attachment: {rows:#?}");
+}
+
+/// Exchange's sending limit counts across a restart: a run that sent a full window's worth,
+/// then a new run (a restart) with more files, waits for the window instead of bursting past
+/// it: the sandbox (same limit, refusing past it) refuses nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_pacing_with_the_sends_on_record() {
+    let env = Env::new();
+    env.sandbox
+        .faults(json!({
+            "mailbox_sends": {"amount": 5, "window_secs": 10},
+            "send_limit_answer": "refuse",
+            "send_move_delay_ms": 0
+        }))
+        .await;
+    let folder = setup(&env, "mailbox_sends = \"5/10s\"", "", "");
+    let mut want = BTreeMap::new();
+    for round in 0..2u64 {
+        for i in 0..5u64 {
+            let name = format!("r{round}f{i}.txt");
+            let sha = write_file(&folder.join(&name), 100 + i, round * 10 + i + 200);
+            want.insert(format!("Scan r{round}f{i}"), HashMap::from([(name, sha)]));
+        }
+        let start = std::time::Instant::now();
+        let out = env.run(&["run", "--once"], T);
+        assert!(
+            out.status.success(),
+            "run --once (round {round}): {}",
+            stderr(&out)
+        );
+        if round == 1 {
+            // The first run's five sends are still inside the window: the second waits.
+            assert!(
+                start.elapsed() >= Duration::from_secs(5),
+                "not paced after the restart: {:?}",
+                start.elapsed()
+            );
+        }
+    }
+    assert_eq!(by_subject(&sent(&env).await), want);
+    let stats = no_duplicates(&env, "paced restart").await;
+    assert_eq!(stats["sends_over_limit"], json!(0), "{stats}");
+    assert_eq!(stats["sends_accepted"], json!(10), "{stats}");
+}
+
+/// A message that was never sent, whose draft the user deleted in Outlook (here: after its send
+/// was refused), is not lost: `retry` looks for its draft by its marker (Sent Items, Drafts),
+/// finds it gone, makes a new draft, attaches the file again and sends it, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_never_sent_message_whose_draft_was_deleted_drafts_it_again() {
+    let env = Env::new();
+    let folder = setup(&env, "", "after = \"move\"", "");
+    let sha = write_file(&folder.join("gone.pdf"), 8_000, 90);
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "status": 400}]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["message"]["state"], "failed", "{rows:#?}");
+    let old = rows[0]["message"]["draft_id"]
+        .as_str()
+        .expect("draft id")
+        .to_string();
+    env.sandbox.delete_item(&old).await;
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "retry --failed: {}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["message"]["state"], "sent", "{rows:#?}");
+    assert_ne!(rows[0]["message"]["draft_id"], json!(old), "{rows:#?}");
+    assert_eq!(
+        by_subject(&sent(&env).await),
+        BTreeMap::from([(
+            "Scan gone".to_string(),
+            HashMap::from([("gone.pdf".to_string(), sha)])
+        )])
+    );
+    let stats = no_duplicates(&env, "drafted again").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert!(folder.join("sent/gone.pdf").exists());
+}
+
+/// A mailing folder: each drop is a request to mail. The file still there is not mailed again
+/// by a restart's rescan or a touch; the same bytes dropped again as a new file (copied over it)
+/// once its message went are a second message.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_file_dropped_again_is_mailed_again_but_not_on_a_touch_or_a_restart() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let path = folder.join("inv.pdf");
+    let sha = write_file(&path, 3_000, 95);
+    let sends = || async { env.sandbox.stats().await["sends_accepted"].clone() };
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(sends().await, json!(1));
+    // A restart: the start-up scan finds it unchanged.
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(sends().await, json!(1), "a rescan mailed it again");
+    // A touch: new times, same file.
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .expect("touch");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(sends().await, json!(1), "a touch mailed it again");
+    // The same invoice dropped again (a new file over it): mailed again.
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    assert_eq!(write_file(&elsewhere.join("inv.pdf"), 3_000, 95), sha);
+    std::fs::rename(elsewhere.join("inv.pdf"), &path).expect("drop again");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(sends().await, json!(2), "dropped again: a second message");
+    let sent = sent(&env).await;
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    for m in &sent {
+        assert_eq!(m["attachments"][0]["sha256"], json!(sha), "{m}");
+    }
+    no_duplicates(&env, "dropped again").await;
+}
+
+/// After `after = "move"` took the mailed file away, the same bytes dropped at its path are a
+/// new message (and the second copy moves beside the first, renamed).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_file_dropped_again_after_it_was_moved_is_mailed_again() {
+    let env = Env::new();
+    let folder = setup(&env, "", "after = \"move\"", "");
+    let path = folder.join("inv.pdf");
+    let sha = write_file(&path, 4_000, 96);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert!(folder.join("sent/inv.pdf").exists() && !path.exists());
+    assert_eq!(write_file(&path, 4_000, 96), sha);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let stats = no_duplicates(&env, "moved then dropped again").await;
+    assert_eq!(stats["sends_accepted"], json!(2), "{stats}");
+    assert!(!path.exists(), "the second copy moved too");
+    let moved = std::fs::read_dir(folder.join("sent"))
+        .expect("sent dir")
+        .count();
+    assert_eq!(moved, 2);
+}

@@ -313,6 +313,13 @@ pub async fn run(
     // The folders are scanned on another thread while the ledger is read and the core takes
     // it in (the watcher is already up: a change from now on is reported either way); the
     // core sees what the scan found after its start, as if scanned then.
+    // Sends the ledger holds within the pacing window count against it after a restart.
+    let window_ms = agent
+        .settings
+        .agent
+        .mailbox_sends
+        .map_or(0, |b| b.window.as_millis() as u64);
+    let sends_since = Time(agent.clock.now().0.saturating_sub(window_ms));
     let t0 = std::time::Instant::now();
     let mappings = agent.settings.mappings.clone();
     let (scans, scan_ms, read_ms, started) = std::thread::scope(|s| {
@@ -327,6 +334,7 @@ pub async fn run(
         let read = startup::start_input(
             &agent.ledger,
             &agent.sessions,
+            sends_since,
             agent.settings.agent.keep_done,
             time::OffsetDateTime::now_utc(),
         );

@@ -127,24 +127,8 @@ pub fn retry(
     let mut retried_messages = Vec::new();
     let mut taken = std::collections::HashSet::new();
     for mut m in messages {
-        // As the core's `retry` of a message: a failed one goes on from where it stopped, an
-        // unconfirmed one sends only if its draft is still a draft.
-        match m.state {
-            MessageState::Failed => {
-                m.state = if m.draft_id.is_some() {
-                    MessageState::Attaching
-                } else {
-                    MessageState::Drafting
-                };
-            }
-            _ => {
-                m.state = MessageState::Sending;
-                m.resend_if_draft = true;
-                m.send_at = None;
-            }
-        }
-        m.error = None;
-        m.attempts = 0;
+        // As the core's `retry` of a message (the one rule for both).
+        m.retried();
         m.updated_at = crate::ledger::time_of(time::OffsetDateTime::now_utc());
         ledger.put_message(&m)?;
         for e in files_of(ledger, &m)? {

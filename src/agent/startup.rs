@@ -2,7 +2,7 @@
 
 use super::AgentError;
 use crate::core::machine::has_work;
-use crate::core::model::{Input, Record, State};
+use crate::core::model::{Input, Record, State, Time};
 use crate::ledger::{is_stale, Ledger, LedgerError, SessionStore};
 use std::collections::HashSet;
 use std::path::Path;
@@ -27,12 +27,15 @@ pub async fn open_ledger(state_dir: &Path) -> Result<Ledger, LedgerError> {
 /// version of every other path (the core decides a new version against it); the entries with an
 /// upload URL saved; every message not finished with and every message named by a record
 /// passed, with the records of all of their files (whatever their state: a done file waits for
-/// its message's send before its after-action). Also the ids of the entries old enough to prune
+/// its message's send before its after-action); every message whose last send started (or
+/// was answered) at or after `sends_since` (the pacing window: a restart does not reset
+/// Exchange's count). Also the ids of the entries old enough to prune
 /// once their files are found gone ([`crate::ledger::is_stale`]), so pruning at start-up needs
 /// no second pass.
 pub fn start_input(
     ledger: &Ledger,
     sessions: &SessionStore,
+    sends_since: Time,
     keep_done: Duration,
     now: time::OffsetDateTime,
 ) -> Result<(Input, Vec<String>), AgentError> {
@@ -76,7 +79,11 @@ pub fn start_input(
     let mut messages = Vec::new();
     for m in ledger.messages() {
         let m = m?;
-        if !m.state.is_terminal() || named.contains(m.id.as_str()) {
+        let recent = m
+            .last_send_at
+            .max(m.sent_at)
+            .is_some_and(|t| t >= sends_since);
+        if !m.state.is_terminal() || named.contains(m.id.as_str()) || recent {
             messages.push(m);
         }
     }

@@ -317,9 +317,14 @@ impl<U: UrlStore> Steps<U> {
                 name,
                 sha256,
                 recent_ok,
+                exclude,
             } => {
                 let sha256 = self.sha(&sha256).await;
-                let outcome = match self.client.look(&target, &name, &sha256, recent_ok).await {
+                let outcome = match self
+                    .client
+                    .look(&target, &name, &sha256, recent_ok, &exclude)
+                    .await
+                {
                     LookOutcome::Failed(f) => LookOutcome::Failed(self.explained(&target, f).await),
                     o => o,
                 };

@@ -903,6 +903,7 @@ mod tests {
             effect_at: None,
             send_at: None,
             resend_if_draft: false,
+            redraft: false,
             last_send_at: None,
             internet_message_id: Some("<abc@contoso.example>".into()),
             sent_at: (state == MessageState::Sent).then_some(Time(1_700_000_000_000)),

@@ -521,6 +521,7 @@ impl GraphClient {
         item: &ItemRef,
         name: &str,
         sha256: &str,
+        exclude: &[String],
     ) -> Result<Option<String>, RequestError> {
         let look = NameSearch {
             name: name.to_string(),
@@ -529,8 +530,13 @@ impl GraphClient {
         };
         let look = self.visit_attachments(item, look, Retry::Caller).await?;
         self.remember_listing(item, look.names);
-        self.confirm_by_bytes(item, look.candidates.iter().map(String::as_str), sha256)
-            .await
+        // Not one another file of the same message holds (one name, the same bytes).
+        let ids = look
+            .candidates
+            .iter()
+            .filter(|c| !exclude.contains(c))
+            .map(String::as_str);
+        self.confirm_by_bytes(item, ids, sha256).await
     }
 
     /// As [`GraphClient::find_attachment`], but a listing of the item up to [`LISTING_TTL`] old
@@ -542,6 +548,7 @@ impl GraphClient {
         item: &ItemRef,
         name: &str,
         sha256: &str,
+        exclude: &[String],
     ) -> Result<Option<String>, RequestError> {
         let absent = {
             let cache = self.listings.lock().unwrap_or_else(|p| p.into_inner());
@@ -553,7 +560,7 @@ impl GraphClient {
         if absent {
             return Ok(None);
         }
-        self.find_attachment(item, name, sha256).await
+        self.find_attachment(item, name, sha256, exclude).await
     }
 
     /// Record an attachment this client made, so recent listings stay complete.

@@ -311,12 +311,14 @@ impl GraphClient {
         name: &str,
         sha256: &str,
         recent_ok: bool,
+        exclude: &[String],
     ) -> LookOutcome {
         let item = ItemRef::from(target);
         let found = if recent_ok {
-            self.find_attachment_recent(&item, name, sha256).await
+            self.find_attachment_recent(&item, name, sha256, exclude)
+                .await
         } else {
-            self.find_attachment(&item, name, sha256).await
+            self.find_attachment(&item, name, sha256, exclude).await
         };
         match found {
             Ok(Some(id)) => LookOutcome::Found { attachment_id: id },

@@ -27,6 +27,8 @@ const BACKOFF_CAP_MS: u64 = 60_000;
 pub const SUPERSEDED: &str = "superseded";
 /// Error code of an entry whose file could not be read: retried when it can be.
 pub const UNREADABLE: &str = "unreadable";
+/// Graph's code for an item that is not there (deleted).
+pub const ITEM_NOT_FOUND: &str = "ErrorItemNotFound";
 
 /// (mailbox, item id), the mailbox lower-cased.
 type ItemKey = (String, String);
@@ -716,6 +718,11 @@ impl Machine {
             return;
         };
         let id = b.id.clone();
+        if b.state == State::Done && self.mail_rule(mapping).is_some() {
+            // A mailed file left the folder: the same bytes there later are a new drop.
+            self.file_left(mapping, path, out);
+            return;
+        }
         if let Some(a) = self.active.get_mut(&id) {
             if !a.rec.state.is_terminal() && !a.rec.cancel_requested {
                 a.rec.cancel_requested = true;
@@ -727,6 +734,36 @@ impl Machine {
                 out.push(Action::Persist(a.rec.clone()));
                 self.make_ready(&id);
             }
+        }
+    }
+
+    /// The newest version of `path` (done, in a mailing folder) says its file left the folder.
+    fn file_left(&mut self, mapping: &str, path: &Path, out: &mut Vec<Action>) {
+        let Some(b) = self.newest(mapping, path) else {
+            return;
+        };
+        if b.file.has_left() {
+            return;
+        }
+        let (id, file) = (b.id.clone(), b.file.left());
+        if let Some(info) = self
+            .paths
+            .get_mut(mapping)
+            .and_then(|m| m.get_mut(path.as_os_str()))
+        {
+            if let Some(n) = info.newest.as_mut() {
+                n.file = file;
+            }
+        }
+        if let Some(a) = self.active.get_mut(&id) {
+            a.rec.file = file;
+            self.persist(&id, out);
+        } else {
+            out.push(Action::UpdateFile {
+                id,
+                file,
+                revive: false,
+            });
         }
     }
 
@@ -811,7 +848,16 @@ impl Machine {
                 && b.sha256
                     .as_deref()
                     .is_some_and(|s| s.eq_ignore_ascii_case(&sha256));
-            if same {
+            // In a mailing folder each drop is a request to mail: the same bytes again as a new
+            // file (the one mailed was moved, deleted or removed, or this one was copied in)
+            // once its message went are a new message. A touch, or a rescan of the file still
+            // there, is not; nor a copy over it before its message went (still one request).
+            let dropped_again = same
+                && b.state == State::Done
+                && self.mail_rule(&mapping).is_some()
+                && b.file.other_file(&stat)
+                && !self.message_pending(&b.id);
+            if same && !dropped_again {
                 // The same bytes: a touch, a save without edits, a sync client. The entry
                 // goes on (or is done); only what it knows of the file is updated.
                 // Canceled by the agent (not by the user: "canceled"), or unreadable then: the
@@ -1484,6 +1530,10 @@ impl Machine {
             }
         }
         let now = self.now;
+        let exclude = match step {
+            Step::Look { .. } => self.claimed_by_others(&rec, &target),
+            _ => Vec::new(),
+        };
         let Some(a) = self.active.get_mut(id) else {
             return true;
         };
@@ -1499,6 +1549,7 @@ impl Machine {
                 name: a.rec.name.clone(),
                 sha256: sha,
                 recent_ok,
+                exclude,
             }),
             Step::Post => {
                 a.rec.state = State::Uploading;
@@ -2106,6 +2157,10 @@ impl Machine {
     }
 
     fn on_look(&mut self, id: &str, l: LookOutcome, out: &mut Vec<Action>) {
+        let old_draft_gone = matches!(
+            &l,
+            LookOutcome::Failed(Fault::Permanent(f)) if f.code == ITEM_NOT_FOUND
+        ) && self.gone_old_draft(id);
         let Some(a) = self.active.get_mut(id) else {
             return;
         };
@@ -2132,6 +2187,17 @@ impl Machine {
                     a.rec.may_exist = false;
                     self.persist(id, out);
                 }
+            }
+            LookOutcome::Failed(Fault::Permanent(_)) if old_draft_gone => {
+                // A file of a message bound to a draft that is no longer there (deleted by
+                // hand; its message has another now): nothing of it can be on it. Unbound, it
+                // goes to its message's draft.
+                a.look_target = None;
+                a.rec.may_exist = false;
+                a.rec.target = None;
+                a.rec.garbage.clear();
+                self.release_lock(id);
+                self.persist(id, out);
             }
             LookOutcome::Failed(Fault::Permanent(f)) => {
                 if a.rec.cancel_requested {
@@ -2244,6 +2310,11 @@ impl Machine {
                 id: entry.to_owned(),
             });
         }
+        self.forget_done(entry);
+    }
+
+    /// `entry` no longer counts as done on any item (replaced, or its draft is gone).
+    fn forget_done(&mut self, entry: &str) {
         for info in self.paths.values_mut().flat_map(|m| m.values_mut()) {
             info.done.retain(|(_, did, ..)| did != entry);
         }
@@ -2264,6 +2335,20 @@ impl Machine {
             AfterOutcome::Done | AfterOutcome::NotTheSameFile => {
                 a.rec.after_done = true;
                 a.rec.error = None;
+                let removed = r == AfterOutcome::Done
+                    && self
+                        .mappings
+                        .get(&a.rec.mapping)
+                        .is_some_and(|m| m.after != After::Keep && m.mail.is_some());
+                if removed {
+                    // Moved or deleted: the same bytes at its path later are a new drop.
+                    let (mapping, path) = (a.rec.mapping.clone(), a.rec.path.clone());
+                    self.persist(id, out);
+                    if self.newest(&mapping, &path).is_some_and(|b| b.id == id) {
+                        self.file_left(&mapping, &path, out);
+                    }
+                    return;
+                }
             }
             AfterOutcome::Failed(f) => {
                 // Shown on the row; run again by `retry` of the entry, not by itself.

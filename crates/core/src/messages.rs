@@ -91,6 +91,37 @@ impl Machine {
         })
     }
 
+    /// Whether entry `id` is in a message not yet sent (nor left as a draft).
+    pub(super) fn message_pending(&self, id: &str) -> bool {
+        self.member_of
+            .get(id)
+            .and_then(|m| self.messages.get(m))
+            .is_some_and(|m| !matches!(m.rec.state, MessageState::Sent | MessageState::Drafted))
+    }
+
+    /// Whether entry `id` is a file of a mailing mapping whose look was about another item than
+    /// its message's draft now (a draft it was bound to, since replaced; or it is in no message
+    /// now: it was canceled, and retried).
+    pub(super) fn gone_old_draft(&self, id: &str) -> bool {
+        let Some(a) = self.active.get(id) else {
+            return false;
+        };
+        if a.rec.message.is_none() && self.mail_rule(&a.rec.mapping).is_none() {
+            return false;
+        }
+        let Some(looked) = a.look_target.as_ref().or(a.rec.target.as_ref()) else {
+            return false;
+        };
+        let draft = a
+            .rec
+            .message
+            .as_deref()
+            .and_then(|m| self.messages.get(m))
+            .filter(|m| m.rec.files.contains(&a.rec.id))
+            .and_then(|m| m.rec.draft_id.as_deref());
+        draft != Some(looked.item_id.as_str())
+    }
+
     /// Whether an entry of a mailing mapping must wait for its message: it has none yet, or
     /// its draft is not made; for a done entry, the message is not sent (or drafted) yet.
     /// `Some(step)`: the entry's step instead of its own.
@@ -121,11 +152,15 @@ impl Machine {
             return None;
         }
         let bound = r.may_exist || r.session.is_some() || !r.garbage.is_empty();
-        if bound {
+        // While its message looks for its draft again (it may be gone), not even a look there.
+        if bound && !m.is_some_and(|m| m.rec.redraft) {
             return None;
         }
         match m {
-            Some(m) if m.rec.draft_id.is_some() && !m.rec.state.is_terminal() => None,
+            // (Not while its draft is looked for again: it may be gone.)
+            Some(m) if m.rec.draft_id.is_some() && !m.rec.redraft && !m.rec.state.is_terminal() => {
+                None
+            }
             // A file of a message that failed or could not be confirmed waits for `retry`.
             _ => Some(Step::Idle),
         }
@@ -194,7 +229,16 @@ impl Machine {
                 out.push(Action::PersistMessage(m.rec.clone()));
             }
             self.member_of.remove(old);
-            // The older one no longer waits on the message.
+            // The older one no longer waits on the message (one that had left the active set,
+            // done while the message had failed, comes back for what it has left to do).
+            let back = self
+                .messages
+                .get_mut(&mid)
+                .and_then(|m| m.finished.remove(old))
+                .filter(|r| !self.active.contains_key(&r.id) && has_work(r));
+            if let Some(r) = back {
+                self.activate(r);
+            }
             self.make_ready(old);
             self.member_of.insert(id.to_owned(), mid.clone());
             if let Some(a) = self.active.get_mut(id) {
@@ -368,17 +412,28 @@ impl Machine {
         self.msg_ready.insert(id);
     }
 
-    /// Start-up, first: the messages given.
+    /// Start-up, first: the messages given (those not finished with, those a record names, and
+    /// those sent within the pacing window).
     pub(super) fn start_messages(&mut self, messages: Vec<MessageRecord>) {
         for m in messages {
-            if let Some(t) = m.send_at {
-                // A send that may have happened counts against the mailbox's window.
+            // Every send that may have happened counts against its mailbox's window, sent or
+            // still in doubt: a restart does not reset Exchange's count. From the latest time
+            // known of it (a sent one's answer: Exchange counted it no later than that).
+            // (A time ahead of this run's clock, the wall clock set back: counted as now.)
+            let latest = [m.last_send_at, m.send_at, m.sent_at]
+                .into_iter()
+                .flatten()
+                .max();
+            if let Some(t) = latest.map(|t| t.min(self.now)) {
                 self.sent_times
                     .entry(m.user.to_lowercase())
                     .or_default()
                     .push_back(t);
             }
             self.add_message(m);
+        }
+        for q in self.sent_times.values_mut() {
+            q.make_contiguous().sort();
         }
     }
 
@@ -451,24 +506,16 @@ impl Machine {
         if m.busy {
             return;
         }
-        match m.rec.state {
-            MessageState::Failed => {
-                m.rec.state = if m.rec.draft_id.is_some() {
-                    MessageState::Attaching
-                } else {
-                    MessageState::Drafting
-                };
-            }
-            MessageState::Unconfirmed => {
-                m.rec.state = MessageState::Sending;
-                m.rec.resend_if_draft = true;
-                m.rec.send_at = None;
-                m.sent_checked = false;
-            }
-            _ => return,
+        if !matches!(
+            m.rec.state,
+            MessageState::Failed | MessageState::Unconfirmed
+        ) {
+            return;
         }
-        m.rec.error = None;
-        m.rec.attempts = 0;
+        // A failed one goes on where it stopped (a never-sent one with a draft finds its draft
+        // first: it may have been deleted), an unconfirmed one is sent only if still a draft.
+        m.rec.retried();
+        m.sent_checked = false;
         m.wait_until = None;
         // The draft may have changed since it was last listed: listed again before a send.
         m.verified = false;
@@ -656,6 +703,15 @@ impl Machine {
         let r = &m.rec;
         match r.state {
             MessageState::Drafting => {
+                if r.redraft {
+                    // Its draft is looked for again: sent by hand (Sent Items), still there
+                    // (Drafts), or gone.
+                    return MStep::Find(if m.sent_checked {
+                        MailFolder::Drafts
+                    } else {
+                        MailFolder::SentItems
+                    });
+                }
                 if r.draft_id.is_some() {
                     return MStep::Local;
                 }
@@ -686,6 +742,9 @@ impl Machine {
                     MStep::DeleteExtra(x.clone())
                 } else if !m.verified {
                     MStep::ListDraft
+                } else if !r.send {
+                    // Left for review, exactly its files (a deleted draft shows here too).
+                    MStep::Local
                 } else {
                     MStep::Send
                 }
@@ -695,6 +754,13 @@ impl Machine {
     }
 
     fn message_local(&mut self, mid: &str, out: &mut Vec<Action>) {
+        if self
+            .messages
+            .get(mid)
+            .is_some_and(|m| m.rec.state == MessageState::Attaching)
+        {
+            self.reopen_off_draft(mid, out);
+        }
         let Some(m) = self.messages.get(mid) else {
             return;
         };
@@ -742,18 +808,152 @@ impl Machine {
                     }));
                     self.failed_this_run += 1;
                 } else if st.all_done && st.dropped.is_empty() {
-                    r.state = if r.send {
-                        MessageState::Sending
-                    } else {
-                        MessageState::Drafted
-                    };
+                    // Listed first either way (strays deleted): sent, or left as a draft.
+                    r.state = MessageState::Sending;
                 }
             }
+            MessageState::Sending if !r.send && m.verified => r.state = MessageState::Drafted,
             _ => return,
         }
         r.updated_at = now;
         out.push(Action::PersistMessage(r.clone()));
         self.wake_files(mid);
+    }
+
+    /// The files of `mid` that are not done leave it, and wait for a message of their own.
+    fn split_off_unattached(&mut self, mid: &str, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        let ids: Vec<String> = m
+            .rec
+            .files
+            .iter()
+            .filter(|f| {
+                self.active
+                    .get(*f)
+                    .is_some_and(|a| !a.busy && a.rec.state != State::Done)
+            })
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Some(m) = self.messages.get_mut(mid) {
+            m.rec.files.retain(|f| !ids.contains(f));
+        }
+        for id in ids {
+            self.member_of.remove(&id);
+            if let Some(a) = self.active.get_mut(&id) {
+                a.rec.message = None;
+            }
+            self.persist(&id, out);
+            self.collect(&id);
+        }
+    }
+
+    /// The files of `mid` not done that are bound to draft `old`, which is gone (deleted by
+    /// hand): nothing of them can be there any more, so they go to the new draft afresh.
+    fn unbind_from(&mut self, mid: &str, old: &str, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        let ids: Vec<String> = m
+            .rec
+            .files
+            .iter()
+            .filter(|f| {
+                self.active.get(*f).is_some_and(|a| {
+                    !a.busy
+                        && a.rec.state != State::Done
+                        && a.rec.target.as_ref().is_some_and(|t| t.item_id == old)
+                })
+            })
+            .cloned()
+            .collect();
+        for id in ids {
+            self.release_lock(&id);
+            let Some(a) = self.active.get_mut(&id) else {
+                continue;
+            };
+            a.rec.may_exist = false;
+            a.rec.effect_at = None;
+            a.rec.target = None;
+            a.rec.garbage.clear();
+            a.rec.bytes_sent = 0;
+            if a.rec.session.take().is_some() {
+                out.push(Action::ForgetUrl { id: id.clone() });
+            }
+            a.next_offset = None;
+            a.looked = false;
+            self.persist(&id, out);
+            self.make_ready(&id);
+        }
+    }
+
+    /// Files of a message never sent that are done on another item than its draft (the draft
+    /// they were attached to is gone, deleted by hand, and a new one took its place): attached
+    /// again, to the new draft. (A message that may have been sent never gets a new draft.)
+    fn reopen_off_draft(&mut self, mid: &str, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        let Some(draft) = m.rec.draft_id.clone() else {
+            return;
+        };
+        if m.rec.may_have_been_sent() {
+            return;
+        }
+        let stale: Vec<Record> = m
+            .rec
+            .files
+            .iter()
+            .filter_map(|f| match self.active.get(f) {
+                Some(a) if a.busy => None,
+                Some(a) => Some(&a.rec),
+                None => m.finished.get(f),
+            })
+            .filter(|r| {
+                r.state == State::Done
+                    && r.session.is_none()
+                    && r.target.as_ref().is_some_and(|t| t.item_id != draft)
+            })
+            .cloned()
+            .collect();
+        let now = self.now;
+        for mut r in stale {
+            r.state = State::Pending;
+            r.target = None;
+            r.may_exist = false;
+            r.effect_at = None;
+            r.bytes_sent = 0;
+            r.attachment_id = None;
+            r.attempts = 0;
+            r.restarts = 0;
+            r.error = None;
+            r.after_done = false;
+            r.after_failed = false;
+            r.replaced = false;
+            r.garbage.clear();
+            r.replaces.clear();
+            r.updated_at = now;
+            // What this agent knew of it on the old draft is gone with that draft.
+            self.forget_done(&r.id);
+            if let Some(m) = self.messages.get_mut(mid) {
+                m.finished.remove(&r.id);
+            }
+            out.push(Action::Persist(r.clone()));
+            self.index(&r);
+            let id = r.id.clone();
+            match self.active.get_mut(&id) {
+                Some(a) => {
+                    a.rec = r;
+                    a.looked = false;
+                    self.make_ready(&id);
+                }
+                None => self.activate(r),
+            }
+        }
     }
 
     /// The files of `mid` take their next step (the draft is there, or the message is over:
@@ -822,6 +1022,14 @@ impl Machine {
                     self.message_wait_until(mid, t);
                 }
                 return;
+            }
+        }
+        if let MStep::DeleteExtra(att) = &step {
+            // An older version's copy (it lost its place in the message to a newer one): its
+            // record says so before the delete is sent, so a crash between the two leaves no
+            // record naming an attachment that is gone.
+            for owner in self.owners_of_attachment(att) {
+                self.mark_replaced(&owner, mid, out);
             }
         }
         let Some(m) = self.messages.get_mut(mid) else {
@@ -942,21 +1150,58 @@ impl Machine {
         }
     }
 
-    /// The entry whose recorded attachment `att` is (an active one, or a done one indexed).
-    fn owner_of_attachment(&self, att: &str) -> Option<String> {
-        if let Some(a) = self
+    /// The entries whose recorded attachment `att` is (active ones, and done ones indexed): two
+    /// older versions of one name and the same bytes may share one.
+    fn owners_of_attachment(&self, att: &str) -> BTreeSet<String> {
+        let mut owners: BTreeSet<String> = self
             .active
             .values()
-            .find(|a| a.rec.attachment_id.as_deref() == Some(att))
+            .filter(|a| a.rec.attachment_id.as_deref() == Some(att))
+            .map(|a| a.rec.id.clone())
+            .collect();
+        owners.extend(
+            self.paths
+                .values()
+                .flat_map(|m| m.values())
+                .flat_map(|i| i.done.iter())
+                .filter(|(_, _, a, _)| a == att)
+                .map(|(_, id, ..)| id.clone()),
+        );
+        owners
+    }
+
+    /// The attachments other entries hold on the draft of `rec`'s message: those of the
+    /// message's other files, and older versions' copies on their way out. A look for `rec` must
+    /// not adopt one (the recipient gets each file, even two of one name and one content).
+    pub(super) fn claimed_by_others(&self, rec: &Record, target: &Target) -> Vec<String> {
+        let Some(m) = rec.message.as_deref().and_then(|m| self.messages.get(m)) else {
+            return Vec::new();
+        };
+        let mut claimed: Vec<String> = m
+            .rec
+            .files
+            .iter()
+            .filter(|f| **f != rec.id)
+            .filter_map(|f| {
+                self.active
+                    .get(f)
+                    .map(|a| &a.rec)
+                    .or_else(|| m.finished.get(f))
+                    .and_then(|r| r.attachment_id.clone())
+            })
+            .collect();
+        if let Some(list) = self
+            .attached
+            .get(&item_key(target))
+            .and_then(|names| names.get(&rec.name.to_lowercase()))
         {
-            return Some(a.rec.id.clone());
+            for (_, att, entry) in list {
+                if *entry != rec.id && !claimed.contains(att) {
+                    claimed.push(att.clone());
+                }
+            }
         }
-        self.paths
-            .values()
-            .flat_map(|m| m.values())
-            .flat_map(|i| i.done.iter())
-            .find(|(_, _, a, _)| a == att)
-            .map(|(_, id, ..)| id.clone())
+        claimed
     }
 
     /// The attachments each file of `mid` has on its draft.
@@ -1025,22 +1270,14 @@ impl Machine {
                 self.message_failed(mid, f, out);
             }
             DeleteOutcome::Deleted => {
-                let mut gone = None;
+                // (Its owner, if any, was marked replaced before the delete was sent.)
                 if let Some(m) = self.messages.get_mut(mid) {
                     if !m.extra.is_empty() {
                         let x = m.extra.remove(0);
-                        m.deleted.insert(x.clone());
-                        gone = Some(x);
+                        m.deleted.insert(x);
                     }
                     // Listed again before the send: the draft must then be exact.
                     m.verified = false;
-                }
-                // An older version's copy (it lost its place in the message to a newer one):
-                // its record says its attachment is gone.
-                if let Some(att) = gone {
-                    if let Some(owner) = self.owner_of_attachment(&att) {
-                        self.mark_replaced(&owner, mid, out);
-                    }
                 }
             }
             DeleteOutcome::Failed(f) => self.message_fault(mid, f, out),
@@ -1100,13 +1337,22 @@ impl Machine {
             } => {
                 m.rec.attempts = 0;
                 if !is_draft {
+                    if m.rec.redraft {
+                        // A message never sent by this agent whose draft someone sent from
+                        // Outlook: it went. Its files not yet on it were not in it: each goes
+                        // in a new message.
+                        self.split_off_unattached(mid, out);
+                    }
                     // Sent (by this message's send, or an earlier run's).
                     self.message_sent(mid, internet_message_id, out);
                     return;
                 }
                 match state {
                     MessageState::Drafting => {
+                        // (Also a draft looked for again on `retry`: still there.)
                         m.rec.draft_id = Some(id);
+                        m.rec.redraft = false;
+                        m.sent_checked = false;
                         m.rec.may_exist = false;
                         if internet_message_id.is_some() {
                             m.rec.internet_message_id = internet_message_id;
@@ -1132,6 +1378,22 @@ impl Machine {
                     m.rec.attempts = 0;
                 }
                 match (state, folder) {
+                    (MessageState::Drafting, MailFolder::SentItems) if m.rec.redraft => {
+                        // Not sent by hand: Drafts next.
+                        m.sent_checked = true;
+                    }
+                    (MessageState::Drafting, _) if m.rec.redraft => {
+                        // Its draft is gone (deleted by hand) and it was never sent: a new
+                        // draft (its files are attached again once it is there).
+                        m.rec.redraft = false;
+                        let old = m.rec.draft_id.take();
+                        m.rec.may_exist = false;
+                        m.sent_checked = false;
+                        self.persist_message(mid, out);
+                        if let Some(old) = old {
+                            self.unbind_from(mid, &old, out);
+                        }
+                    }
                     (MessageState::Drafting, _) => {
                         // No draft carries it: none was made.
                         m.rec.may_exist = false;
@@ -1187,6 +1449,7 @@ impl Machine {
         m.rec.state = MessageState::Sent;
         m.rec.send_at = None;
         m.rec.resend_if_draft = false;
+        m.rec.redraft = false;
         m.rec.may_exist = false;
         m.rec.sent_at = Some(now);
         m.rec.error = None;
@@ -1510,9 +1773,56 @@ mod tests {
         (m, mid, failed, message)
     }
 
+    /// A retried message that was never sent looks for its draft by its marker (it may have
+    /// been deleted): not in Sent Items, still in Drafts as `d1`. The actions that follow.
+    fn draft_found_again(m: &mut Machine, mid: &str, out: &[Action], t: u64) -> Vec<Action> {
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::FindMessage {
+                    folder: MailFolder::SentItems,
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::Post { .. })));
+        let out = m.handle(
+            Time(t),
+            Input::Outcome {
+                id: mid.to_owned(),
+                outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::FindMessage {
+                    folder: MailFolder::Drafts,
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+        m.handle(
+            Time(t + 1),
+            Input::Outcome {
+                id: mid.to_owned(),
+                outcome: Outcome::Find(
+                    MailFolder::Drafts,
+                    FindOutcome::Found {
+                        id: "d1".into(),
+                        is_draft: true,
+                        internet_message_id: None,
+                    },
+                ),
+            },
+        )
+    }
+
     #[test]
     fn retry_of_a_failed_message_retries_its_failed_files_on_its_draft() {
-        let (mut m, _, failed, message) = a_failed_message();
+        let (mut m, mid, failed, message) = a_failed_message();
         let out = m.handle(
             Time(8_000),
             Input::RetryMessage {
@@ -1520,6 +1830,7 @@ mod tests {
                 records: vec![failed.clone()],
             },
         );
+        let out = draft_found_again(&mut m, &mid, &out, 8_100);
         assert!(out.iter().any(|a| matches!(
             a,
             Action::PersistMessage(r) if r.state == MessageState::Attaching && r.error.is_none()
@@ -1546,6 +1857,7 @@ mod tests {
                 records: vec![failed.clone()],
             },
         );
+        let out = draft_found_again(&mut m, &mid, &out, 9_100);
         assert!(out.iter().any(|a| matches!(
             a,
             Action::PersistMessage(r) if r.id == mid && r.state == MessageState::Attaching
@@ -1810,5 +2122,615 @@ mod tests {
             civil_date(Time(19_783 * day + 3_600_000), -7_200_000),
             "2024-02-29"
         );
+    }
+
+    /// A batch mapping's machine (files that settle within a second go together).
+    fn batch_machine() -> Machine {
+        let mut m = mail_machine(true);
+        let mut rules: Vec<MappingRule> = m.mappings.values().cloned().collect();
+        for r in &mut rules {
+            if let Some(mail) = r.mail.as_mut() {
+                mail.batch = true;
+                mail.batch_quiet_ms = 10_000;
+                mail.subject = "{count} files".into();
+            }
+        }
+        m.mappings = rules.into_iter().map(|r| (r.name.clone(), r)).collect();
+        m
+    }
+
+    #[test]
+    fn two_files_of_one_name_and_bytes_in_one_message_are_two_attachments() {
+        // One file dropped into two subfolders of a recursive mapping: one name, the same bytes.
+        let mut m = batch_machine();
+        let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
+        out.extend(drop_file(&mut m, 6_100, "sub/a.pdf", 10));
+        out.extend(m.handle(Time(22_000), Input::Tick));
+        let mid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::CreateDraft { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("one message for both");
+        let out = m.handle(
+            Time(22_100),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        // One upload per name per item at a time: the first file, then the second.
+        let first = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("the first is posted");
+        let out = m.handle(
+            Time(22_200),
+            Input::Outcome {
+                id: first.clone(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "att1".into(),
+                }),
+            },
+        );
+        let second = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } if *id != first => Some(id.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("then the second: {out:?}"));
+        // Its answer is lost: it looks before posting again, and that look must not adopt the
+        // first file's attachment (one name, the same bytes).
+        m.handle(
+            Time(22_300),
+            Input::Outcome {
+                id: second.clone(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Ambiguous(Failure::new(
+                    "Timeout", "t",
+                )))),
+            },
+        );
+        let later = Time(22_300 + Policy::default().look_after_ms);
+        let out = m.handle(later, Input::Tick);
+        let exclude = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Look { id, exclude, .. } if *id == second => Some(exclude.clone()),
+                _ => None,
+            })
+            .expect("a look");
+        assert_eq!(exclude, vec!["att1".to_string()]);
+        // Nothing of its own there: posted again, then listed with both, then sent.
+        let out = m.handle(
+            later,
+            Input::Outcome {
+                id: second.clone(),
+                outcome: Outcome::Look(LookOutcome::NotFound),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Post { id, .. } if *id == second)));
+        let out = m.handle(
+            Time(later.0 + 100),
+            Input::Outcome {
+                id: second.clone(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "att2".into(),
+                }),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
+        // A listing with only one of them is short: not sent.
+        let out = m.handle(
+            Time(later.0 + 200),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["att1".into()])),
+            },
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+        let out = m.handle(
+            Time(later.0 + 200 + Policy::default().look_after_ms),
+            Input::Tick,
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
+        let out = m.handle(
+            Time(later.0 + 300 + Policy::default().look_after_ms),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec![
+                    "att1".into(),
+                    "att2".into(),
+                ])),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn after_a_restart_the_sends_on_record_count_against_the_pacing_window() {
+        let mut m = mail_machine(true);
+        let window = Policy::default().send_window_ms;
+        let per = Policy::default().sends_per_window as u64;
+        // The last run sent a full window's worth just before it stopped (and one in doubt
+        // would count the same).
+        let sent: Vec<MessageRecord> = (0..per)
+            .map(|i| {
+                let mut r = MessageRecord::drafting(
+                    format!("old{i}"),
+                    "mail".into(),
+                    "Me".into(),
+                    Letter::default(),
+                    Vec::new(),
+                    true,
+                    i,
+                    Time(1_000),
+                );
+                r.state = MessageState::Sent;
+                r.draft_id = Some(format!("od{i}"));
+                r.last_send_at = Some(Time(50_000 + i * 100));
+                r.sent_at = Some(Time(50_001 + i * 100));
+                r
+            })
+            .collect();
+        m.handle(
+            Time(100_000),
+            Input::Start {
+                records: Vec::new(),
+                with_url: Vec::new(),
+                messages: sent,
+            },
+        );
+        let out = drop_file(&mut m, 100_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(105_100),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        m.handle(
+            Time(105_200),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        let out = m.handle(
+            Time(105_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
+            },
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+            "a 31st send inside the window: {out:?}"
+        );
+        // Once the oldest of them is a window old (from its answer), it goes.
+        let free = Time(50_001 + window);
+        let out = m.handle(Time(free.0 - 1), Input::Tick);
+        assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+        let out = m.handle(free, Input::Tick);
+        assert!(
+            out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+            "{out:?}"
+        );
+    }
+
+    /// A message whose file is on draft `d1` and whose send Graph refused (the draft was deleted
+    /// by hand): (machine, message id, the done file's record, the failed message).
+    fn a_message_whose_draft_was_deleted() -> (Machine, String, Record, MessageRecord) {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        let file = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Persist(r) if r.state == State::Done => Some(r.clone()),
+                _ => None,
+            })
+            .expect("done");
+        let out = m.handle(
+            Time(7_200),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+        let out = m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Failed(Fault::Permanent(Failure::new(
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                )))),
+            },
+        );
+        let message = out
+            .iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.state == MessageState::Failed => Some(r.clone()),
+                _ => None,
+            })
+            .expect("failed");
+        // Refused, not in doubt: it was never sent, and the ledger says so.
+        assert!(!message.may_have_been_sent(), "{message:?}");
+        (m, mid, file, message)
+    }
+
+    #[test]
+    fn retry_of_a_never_sent_message_whose_draft_is_gone_drafts_it_again_and_sends_it() {
+        let (_, mid, file, message) = a_message_whose_draft_was_deleted();
+        // `retry` after a restart (the machine knows it from the ledger only).
+        let mut m = mail_machine(true);
+        let out = m.handle(
+            Time(9_000),
+            Input::RetryMessage {
+                message,
+                records: vec![file.clone()],
+            },
+        );
+        // Its marker is looked for first: not sent by hand (Sent Items), not in Drafts.
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::SentItems,
+                ..
+            }
+        )));
+        assert!(!out.iter().any(|a| matches!(a, Action::CreateDraft { .. })));
+        let out = m.handle(
+            Time(9_100),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::Drafts,
+                ..
+            }
+        )));
+        let out = m.handle(
+            Time(9_200),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::Drafts, FindOutcome::NotFound),
+            },
+        );
+        // Gone: a new draft (its intent on record first), under the same marker.
+        let forgot = out.iter().position(
+            |a| matches!(a, Action::PersistMessage(r) if r.draft_id.is_none() && !r.redraft),
+        );
+        let asked = out
+            .iter()
+            .position(|a| matches!(a, Action::CreateDraft { .. }));
+        assert!(forgot.is_some() && forgot < asked, "{out:?}");
+        assert!(
+            matches!(out.get(asked.unwrap_or(0)), Some(Action::CreateDraft { id, .. }) if *id == mid)
+        );
+        let out = m.handle(
+            Time(9_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d2".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        // Its file, done on the deleted draft, is attached again to the new one.
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Persist(r) if r.id == file.id && r.state == State::Pending && r.attachment_id.is_none()
+        )));
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::Post { id, target, .. } if *id == file.id && target.item_id == "d2"
+            )),
+            "{out:?}"
+        );
+        let out = m.handle(
+            Time(9_400),
+            Input::Outcome {
+                id: file.id.clone(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a2".into(),
+                }),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::ListDraft { draft_id, .. } if draft_id == "d2")));
+        let out = m.handle(
+            Time(9_500),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a2".into()])),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::SendDraft { draft_id, .. } if draft_id == "d2")));
+    }
+
+    #[test]
+    fn retry_of_a_message_that_may_have_been_sent_never_drafts_it_again() {
+        let (_, mid, file, mut message) = a_message_whose_draft_was_deleted();
+        // As if a send of it had been in doubt before (an earlier run's unconfirmed send, then
+        // `retry`, then this refusal): the ledger's `last_send_at` says a send may have
+        // happened.
+        message.last_send_at = Some(Time(5_000));
+        message.resend_if_draft = true;
+        assert!(message.may_have_been_sent());
+        let mut m = mail_machine(true);
+        let grace = 5_000 + move_grace_ms(Policy::default().look_after_ms);
+        let out = m.handle(
+            Time(grace),
+            Input::RetryMessage {
+                message,
+                records: vec![file],
+            },
+        );
+        // Not looked for as a draft to replace: the send in doubt is confirmed first.
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.state == MessageState::Attaching && !r.redraft
+        )));
+        let mut out = out;
+        for (t, folder) in [
+            (grace + 1, MailFolder::SentItems),
+            (grace + 2, MailFolder::Drafts),
+        ] {
+            assert!(
+                out.iter()
+                    .any(|a| matches!(a, Action::FindMessage { folder: f, .. } if *f == folder)),
+                "{out:?}"
+            );
+            out = m.handle(
+                Time(t),
+                Input::Outcome {
+                    id: mid.clone(),
+                    outcome: Outcome::Find(folder, FindOutcome::NotFound),
+                },
+            );
+        }
+        // Neither sent copy nor draft: it cannot be told, so it stays unconfirmed; never a new
+        // draft, never a send.
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.state == MessageState::Unconfirmed
+        )));
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::CreateDraft { .. } | Action::SendDraft { .. })));
+    }
+
+    #[test]
+    fn retry_of_a_never_sent_message_sent_by_hand_from_outlook_records_it_sent() {
+        let (_, mid, file, message) = a_message_whose_draft_was_deleted();
+        let mut m = mail_machine(true);
+        m.handle(
+            Time(9_000),
+            Input::RetryMessage {
+                message,
+                records: vec![file],
+            },
+        );
+        let out = m.handle(
+            Time(9_100),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::Find(
+                    MailFolder::SentItems,
+                    FindOutcome::Found {
+                        id: "s1".into(),
+                        is_draft: false,
+                        internet_message_id: Some("<s1@x>".into()),
+                    },
+                ),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.state == MessageState::Sent && !r.redraft
+        )));
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::CreateDraft { .. } | Action::SendDraft { .. })));
+    }
+
+    /// Observe `path` with `stat`, let it settle, hash it to the bytes `drop_file` uses.
+    fn settle_as(m: &mut Machine, t: u64, path: &str, st: FileStat) -> Vec<Action> {
+        let path = PathBuf::from(path);
+        let mut out = m.handle(
+            Time(t),
+            Input::Observed {
+                mapping: "mail".into(),
+                path: path.clone(),
+                stat: st,
+            },
+        );
+        out.extend(m.handle(Time(t + 5_000), Input::Tick));
+        out.extend(m.handle(
+            Time(t + 5_000),
+            Input::Stat {
+                path: path.clone(),
+                stat: Some(st),
+            },
+        ));
+        if out
+            .iter()
+            .any(|a| matches!(a, Action::Hash { path: p, .. } if *p == path))
+        {
+            out.extend(m.handle(
+                Time(t + 5_001),
+                Input::Hashed {
+                    path,
+                    result: HashResult::Hashed {
+                        sha256: "ab".repeat(32),
+                        stat: st,
+                    },
+                },
+            ));
+        }
+        out
+    }
+
+    /// Carry message `mid` (one file, no faults) from its draft to sent.
+    fn send_through(m: &mut Machine, mid: &str, t: u64) {
+        let out = m.handle(
+            Time(t),
+            Input::Outcome {
+                id: mid.to_owned(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: format!("d-{mid}"),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        m.handle(
+            Time(t + 1),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: format!("a-{mid}"),
+                }),
+            },
+        );
+        m.handle(
+            Time(t + 2),
+            Input::Outcome {
+                id: mid.to_owned(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec![format!("a-{mid}")])),
+            },
+        );
+        let out = m.handle(
+            Time(t + 3),
+            Input::Outcome {
+                id: mid.to_owned(),
+                outcome: Outcome::Send(SendOutcome::Sent),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.id == mid && r.state == MessageState::Sent
+        )));
+    }
+
+    fn new_message(out: &[Action]) -> Option<String> {
+        out.iter().find_map(|a| match a {
+            Action::CreateDraft { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_same_bytes_dropped_again_into_a_mailing_folder_are_mailed_again_a_touch_is_not() {
+        let mut m = mail_machine(true);
+        let st = |ino: u64, time: i64| FileStat {
+            dev: 1,
+            ino,
+            size: 10,
+            mtime_ns: time,
+            ctime_ns: time,
+        };
+        let out = settle_as(&mut m, 1_000, "/mail/inv.pdf", st(7, 1));
+        let first = new_message(&out).expect("mailed");
+        send_through(&mut m, &first, 7_000);
+        // A touch (same inode, new times): the same file, not mailed again.
+        let out = settle_as(&mut m, 10_000, "/mail/inv.pdf", st(7, 2));
+        assert!(new_message(&out).is_none(), "a touch: {out:?}");
+        // A rescan of it, unchanged: nothing.
+        let out = settle_as(&mut m, 20_000, "/mail/inv.pdf", st(7, 2));
+        assert!(new_message(&out).is_none(), "a rescan: {out:?}");
+        // The same bytes dropped again as a new file (copied over it): a new request.
+        let out = settle_as(&mut m, 30_000, "/mail/inv.pdf", st(8, 3));
+        let second = new_message(&out).expect("a drop again is mailed again");
+        assert_ne!(first, second);
+        send_through(&mut m, &second, 36_000);
+        // The user removes it, then drops it again; the filesystem hands out the same inode.
+        let out = m.handle(
+            Time(40_000),
+            Input::Gone {
+                mapping: "mail".into(),
+                path: "/mail/inv.pdf".into(),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::Persist(r) if r.file.has_left()
+            ) || matches!(a, Action::UpdateFile { file, .. } if file.has_left())),
+            "the record says its file left: {out:?}"
+        );
+        let out = settle_as(&mut m, 41_000, "/mail/inv.pdf", st(8, 4));
+        let third = new_message(&out).expect("after it was gone, a drop again is mailed");
+        assert!(third != first && third != second);
     }
 }

@@ -178,6 +178,32 @@ pub struct FileStat {
     pub ctime_ns: i64,
 }
 
+impl FileStat {
+    /// What a record keeps of a file that left its folder (moved or deleted by the
+    /// after-action, or reported gone): no identity (device, inode and ctime 0), so a file at
+    /// its path later is never taken for it.
+    pub fn left(self) -> FileStat {
+        FileStat {
+            dev: 0,
+            ino: 0,
+            ctime_ns: 0,
+            ..self
+        }
+    }
+
+    pub fn has_left(&self) -> bool {
+        self.dev == 0 && self.ino == 0 && self.ctime_ns == 0
+    }
+
+    /// Another file than the one `self` describes, though the bytes may be the same: it left
+    /// (see `left`), or the file at the path has another inode and another ctime (copied or
+    /// renamed in). A touch keeps the inode; a rescan of an unchanged file keeps both (inode
+    /// numbers some network filesystems do not keep are not enough alone).
+    pub fn other_file(&self, now: &FileStat) -> bool {
+        self.has_left() || (self.ino != now.ino && self.ctime_ns != now.ctime_ns)
+    }
+}
+
 /// The states SPEC names (`outbox status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -420,9 +446,15 @@ pub struct MessageRecord {
     #[serde(default)]
     pub resend_if_draft: bool,
     /// When the last send that may have happened was started (kept through `unconfirmed` and
-    /// `retry`): no second send before Exchange's move to Sent Items has surely had time.
+    /// `retry`): no second send before Exchange's move to Sent Items has surely had time. Also
+    /// the persisted fact that a send may ever have happened (see `may_have_been_sent`).
     #[serde(default)]
     pub last_send_at: Option<Time>,
+    /// `retry` of a message never sent that has a draft: the draft may be gone (deleted by
+    /// hand), so it is looked for by its marker first, in Sent Items (sent by hand: `sent`), then
+    /// in Drafts (there: it goes on with it); gone: a new draft, and its files attached to it.
+    #[serde(default)]
+    pub redraft: bool,
     pub internet_message_id: Option<String>,
     pub sent_at: Option<Time>,
     /// Failures in a row of its own requests (not its files').
@@ -626,6 +658,44 @@ impl Outcome {
 }
 
 impl MessageRecord {
+    /// Whether a send of it may ever have happened (in this run or an earlier one): then its
+    /// draft is never replaced by a new one, and it is sent again only if the draft is still a
+    /// draft. (An unconfirmed message counts whatever it says: a ledger older than
+    /// `last_send_at` has none.)
+    pub fn may_have_been_sent(&self) -> bool {
+        self.last_send_at.is_some()
+            || self.send_at.is_some()
+            || self.resend_if_draft
+            || self.state == MessageState::Unconfirmed
+    }
+
+    /// `retry` of a failed or unconfirmed message, as persisted (the machine's `retry`, and the
+    /// offline `outbox retry` that the next start carries on from): a failed one goes on from
+    /// where it stopped (a never-sent one with a draft looks for its draft first, see
+    /// `redraft`); an unconfirmed one is sent only if its draft is still a draft.
+    pub fn retried(&mut self) {
+        match self.state {
+            MessageState::Failed => {
+                if self.draft_id.is_some() && !self.may_have_been_sent() {
+                    self.state = MessageState::Drafting;
+                    self.redraft = true;
+                } else if self.draft_id.is_some() {
+                    self.state = MessageState::Attaching;
+                } else {
+                    self.state = MessageState::Drafting;
+                }
+            }
+            MessageState::Unconfirmed => {
+                self.state = MessageState::Sending;
+                self.resend_if_draft = true;
+                self.send_at = None;
+            }
+            _ => return,
+        }
+        self.error = None;
+        self.attempts = 0;
+    }
+
     /// A new message, drafting, with nothing of it on the server yet.
     #[allow(clippy::too_many_arguments)]
     pub fn drafting(
@@ -652,6 +722,7 @@ impl MessageRecord {
             send_at: None,
             resend_if_draft: false,
             last_send_at: None,
+            redraft: false,
             internet_message_id: None,
             sent_at: None,
             attempts: 0,
@@ -674,8 +745,9 @@ pub enum Input {
     Start {
         records: Vec<Record>,
         with_url: Vec<String>,
-        /// Messages not finished with, and the records of all their files (whatever their
-        /// state) among `records`.
+        /// Messages not finished with (and those sent within the pacing window: their
+        /// `last_send_at` counts against it), and the records of all their files (whatever
+        /// their state) among `records`.
         messages: Vec<MessageRecord>,
     },
     /// The watcher or a scan saw `path` (a regular file with this stat).
@@ -804,6 +876,9 @@ pub enum Action {
         sha256: String,
         /// A listing up to a few seconds old will do (`if_exists = "skip"` on a first upload).
         recent_ok: bool,
+        /// Attachments it must not adopt: those the other files of its message hold (two files
+        /// of one name and the same bytes in one message are two attachments).
+        exclude: Vec<String>,
     },
     DeleteAttachment {
         id: String,

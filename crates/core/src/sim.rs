@@ -87,6 +87,8 @@ impl Knobs {
 
 #[derive(Debug, Clone)]
 struct Inode {
+    /// When it was made (a file dropped, copied or renamed in; a touch keeps it).
+    born: Time,
     content: Content,
     mtime: i64,
     ctime: i64,
@@ -224,6 +226,13 @@ pub struct Sim {
     /// Per entry or message: no request of it before this time (a Retry-After it was given, or
     /// the least backoff after a failure). Reset by a crash and by `retry`.
     not_before: BTreeMap<String, (Time, &'static str)>,
+    /// The mailing mapping's own draws (a seed without `twins` never uses it after `new`).
+    mail_rng: StdRng,
+    /// The user sometimes drops one file into two subfolders of the mailing folder at once.
+    twins: bool,
+    /// The user sometimes deletes a draft that was not sent (nor left for review) in Outlook.
+    deletes_drafts: bool,
+    deleted_drafts: BTreeSet<String>,
 }
 
 /// A send Exchange accepted: (marker, draft id, the draft's attachments then: name, bytes).
@@ -286,6 +295,8 @@ impl Sim {
         // before messages existed (so every seed kept in FAILED_ONCE still shows its case).
         let mut mrng = StdRng::seed_from_u64(seed ^ 0x6d61_696c_6d61_696c);
         let mut send_move_ms = 0;
+        let mut twins = false;
+        let mut deletes_drafts = false;
         if mrng.gen_bool(0.4) {
             let batch = mrng.gen_bool(0.5);
             let rule = MappingRule {
@@ -326,6 +337,11 @@ impl Sim {
             } else {
                 mrng.gen_range(0..5_000)
             };
+            // Drawn last (every draw above as before): some seeds also drop one file into two
+            // subfolders at once, so a batch holds two files of one name and the same bytes.
+            twins = mrng.gen_bool(0.3);
+            // And some have a user who deletes drafts not yet sent in Outlook.
+            deletes_drafts = mrng.gen_bool(0.3);
         }
         let policy = Policy {
             chunk_size: [1 << 20, 3840 * 1024][rng.gen_range(0..2)],
@@ -382,6 +398,10 @@ impl Sim {
             msg_ledger: BTreeMap::new(),
             late_attachments: Vec::new(),
             not_before: BTreeMap::new(),
+            mail_rng: mrng,
+            twins,
+            deletes_drafts,
+            deleted_drafts: BTreeSet::new(),
         };
         sim.schedule(0, Event::Restart);
         sim.schedule(10, Event::User);
@@ -486,6 +506,12 @@ impl Sim {
                 } else {
                     self.user_ops_left -= 1;
                     self.user_op();
+                    if self.twins && self.mail_rng.gen_bool(0.25) {
+                        self.twin_drop();
+                    }
+                    if self.deletes_drafts && self.mail_rng.gen_bool(0.15) {
+                        self.delete_a_draft();
+                    }
                     let d = self.rng.gen_range(10..5_000);
                     self.schedule(d, Event::User);
                 }
@@ -649,6 +675,17 @@ impl Sim {
             return;
         }
         let d = self.rng.gen_range(1..300);
+        self.watch_after(path, closed, d);
+    }
+
+    /// What the watcher reports `d` ms from now.
+    fn watch_after(&mut self, path: &Path, closed: bool, d: u64) {
+        let Some(mapping) = self.mapping_of(path) else {
+            return;
+        };
+        if self.unmounted.contains(&mapping) {
+            return;
+        }
         let input = match self
             .paths
             .get(path)
@@ -705,6 +742,7 @@ impl Sim {
                 self.inodes.insert(
                     ino,
                     Inode {
+                        born: self.now,
                         content: c,
                         mtime: now_ns,
                         ctime: now_ns,
@@ -720,6 +758,7 @@ impl Sim {
                 self.inodes.insert(
                     self.next_ino,
                     Inode {
+                        born: self.now,
                         content: c,
                         mtime: now_ns - 5_000_000_000,
                         ctime: now_ns,
@@ -764,6 +803,7 @@ impl Sim {
                 self.inodes.insert(
                     ino,
                     Inode {
+                        born: self.now,
                         content: c,
                         mtime: now_ns,
                         ctime: now_ns,
@@ -798,6 +838,7 @@ impl Sim {
                     self.inodes.insert(
                         self.next_ino,
                         Inode {
+                            born: self.now,
                             content: Content {
                                 ver: self.next_ver,
                                 size: old.content.size,
@@ -858,6 +899,7 @@ impl Sim {
                     self.inodes.insert(
                         self.next_ino,
                         Inode {
+                            born: self.now,
                             content: c,
                             mtime: now_ns,
                             ctime: now_ns,
@@ -963,6 +1005,62 @@ impl Sim {
         }
     }
 
+    /// One file dropped into two subfolders of the mailing folder at once (renamed in whole):
+    /// one name, the same bytes, likely one batch. Drawn from the mailing rng only.
+    fn twin_drop(&mut self) {
+        let sizes = [0, 1000, MIN_SESSION - 1, 5 << 20];
+        let size = sizes[self.mail_rng.gen_range(0..sizes.len())];
+        self.next_ver += 1;
+        let c = Content {
+            ver: self.next_ver,
+            size,
+        };
+        let now_ns = self.now.0 as i64 * 1_000_000;
+        for p in ["/mail/a.pdf", "/mail/sub/a.pdf"] {
+            let path = PathBuf::from(p);
+            self.next_ino += 1;
+            self.inodes.insert(
+                self.next_ino,
+                Inode {
+                    born: self.now,
+                    content: c,
+                    mtime: now_ns - 5_000_000_000,
+                    ctime: now_ns,
+                },
+            );
+            self.paths.insert(path.clone(), self.next_ino);
+            self.note(format!("user: twin drop {} {c:?}", path.display()));
+            let d = self.mail_rng.gen_range(1..300);
+            self.watch_after(&path, false, d);
+        }
+    }
+
+    /// The user deletes a draft never sent of a message not left for review (`drafted`): what
+    /// is attached to it goes with it; requests about it answer 404. Mailing rng only.
+    fn delete_a_draft(&mut self) {
+        let drafts: Vec<String> = self
+            .mail
+            .iter()
+            .filter(|(_, m)| {
+                m.is_draft
+                    && m.gone_at.is_none()
+                    && self.msg_ledger.get(&m.marker).is_some_and(|r| {
+                        !matches!(r.state, MessageState::Drafted | MessageState::Sent)
+                    })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if drafts.is_empty() {
+            return;
+        }
+        let d = drafts[self.mail_rng.gen_range(0..drafts.len())].clone();
+        self.mail.remove(&d);
+        self.items.remove(&d);
+        self.sessions.retain(|_, s| s.item != d);
+        self.note(format!("user: deletes draft {d}"));
+        self.deleted_drafts.insert(d);
+    }
+
     fn rescan(&mut self) -> Result<(), Violation> {
         let all: Vec<PathBuf> = self.paths.keys().cloned().collect();
         for p in all {
@@ -1027,15 +1125,21 @@ impl Sim {
         );
         let records: Vec<Record> = self.ledger.values().cloned().collect();
         let with_url: Vec<String> = self.urls.keys().cloned().collect();
-        // Messages not finished with, and those any record given names.
+        // Messages not finished with, those any record given names, and those sent within the
+        // pacing window (as the agent's start-up passes them).
         let named: BTreeSet<&str> = records
             .iter()
             .filter_map(|r| r.message.as_deref())
             .collect();
+        let since = Time(self.now.0.saturating_sub(self.policy.send_window_ms));
         let messages: Vec<MessageRecord> = self
             .msg_ledger
             .values()
-            .filter(|m| !m.state.is_terminal() || named.contains(m.id.as_str()))
+            .filter(|m| {
+                !m.state.is_terminal()
+                    || named.contains(m.id.as_str())
+                    || m.last_send_at.max(m.sent_at).is_some_and(|t| t >= since)
+            })
             .cloned()
             .collect();
         self.machine = Some(m);
@@ -1403,6 +1507,31 @@ impl Sim {
 
     /// The Graph model: what each request does to the mailbox.
     fn graph(&mut self, a: &Action, live: bool) -> Option<Outcome> {
+        let gone = |item: &str| {
+            Fault::Permanent(Failure::new(
+                "ErrorItemNotFound",
+                format!("The specified object was not found in the store ({item})."),
+            ))
+        };
+        match a {
+            Action::Post { target, .. } if self.deleted_drafts.contains(&target.item_id) => {
+                return Some(Outcome::Post(PostOutcome::Failed(gone(&target.item_id))));
+            }
+            Action::CreateSession { target, .. }
+                if self.deleted_drafts.contains(&target.item_id) =>
+            {
+                return Some(Outcome::CreateSession(SessionOutcome::Failed(gone(
+                    &target.item_id,
+                ))));
+            }
+            Action::Look { target, .. } if self.deleted_drafts.contains(&target.item_id) => {
+                return Some(Outcome::Look(LookOutcome::Failed(gone(&target.item_id))));
+            }
+            Action::ListDraft { draft_id, .. } if self.deleted_drafts.contains(draft_id) => {
+                return Some(Outcome::ListDraft(ListOutcome::Failed(gone(draft_id))));
+            }
+            _ => {}
+        }
         match a {
             Action::Post {
                 id,
@@ -1606,6 +1735,7 @@ impl Sim {
                 target,
                 name,
                 sha256,
+                exclude,
                 ..
             } => {
                 let lag = self.knobs.listing_lag_ms;
@@ -1616,6 +1746,7 @@ impl Sim {
                     .and_then(|atts| {
                         atts.iter().find(|x| {
                             x.created.plus_ms(lag) <= now
+                                && !exclude.contains(&x.id)
                                 && x.name == *name
                                 && x.content.map(sha).as_deref() == Some(sha256.as_str())
                         })
@@ -1794,6 +1925,10 @@ impl Sim {
                 .as_ref()
                 .map(|t| t.item_id.clone())
                 .unwrap_or_default();
+            if self.deleted_drafts.contains(&t) {
+                // Deleted by the user with what was on it.
+                return Ok(());
+            }
             let ok = self.items.get(&t).is_some_and(|atts| {
                 atts.iter()
                     .any(|x| x.id == *att && x.content.map(sha) == rec.sha256)
@@ -1848,13 +1983,10 @@ impl Sim {
                 want.push((r.name.clone(), Some(c)));
             }
             let mut have = atts.clone();
+            // As multisets: two files of one name and the same bytes in one message (a copy in
+            // a subfolder) are two attachments; the recipient gets both.
             want.sort();
-            // Two files of one name and the same bytes in one message (a copy in a subfolder)
-            // may share one attachment (a look after a lost answer adopts the other's)...
-            want.dedup();
             have.sort();
-            // ...and each may have been attached on its own (`if_exists` is attach on a draft).
-            have.dedup();
             if want != have {
                 return Err(self.violation(format!(
                     "message {marker} sent with {have:?}, its files are {want:?}"
@@ -1862,6 +1994,21 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// A file of a message whose send is in doubt and whose draft the user deleted: it cannot be
+    /// told whether it went, so it stays unconfirmed, and the file waits for it (never sent
+    /// again, never moved).
+    fn unconfirmed_deleted(&self, r: &Record) -> bool {
+        r.message
+            .as_ref()
+            .and_then(|m| self.msg_ledger.get(m))
+            .is_some_and(|m| {
+                m.state == MessageState::Unconfirmed
+                    && m.draft_id
+                        .as_ref()
+                        .is_some_and(|d| self.deleted_drafts.contains(d))
+            })
     }
 
     /// The content a record's SHA-256 names (the simulation's hashes encode it).
@@ -1939,7 +2086,7 @@ impl Sim {
         self.final_check = true;
         self.check_always()?;
         for r in self.ledger.values() {
-            if has_work(r) {
+            if has_work(r) && !self.unconfirmed_deleted(r) {
                 return Err(self.violation(format!("{} still has work at quiescence: {r:?}", r.id)));
             }
             let code = r.error.as_ref().map(|e| e.code.as_str());
@@ -1963,6 +2110,12 @@ impl Sim {
             let ok = match m.state {
                 MessageState::Sent | MessageState::Drafted => true,
                 MessageState::Failed => m.error.as_ref().is_some_and(|e| e.code == NO_FILES_LEFT),
+                // A send in doubt whose draft the user deleted cannot be told: it stays so,
+                // never sent again (retried, it looked in Sent Items and Drafts).
+                MessageState::Unconfirmed => m
+                    .draft_id
+                    .as_ref()
+                    .is_some_and(|d| self.deleted_drafts.contains(d)),
                 _ => false,
             };
             if !ok {
@@ -2037,6 +2190,9 @@ impl Sim {
                     rec.state
                 )));
             }
+            if self.unconfirmed_deleted(rec) {
+                continue;
+            }
             let item = &rec
                 .target
                 .as_ref()
@@ -2056,6 +2212,24 @@ impl Sim {
                 );
             }
             if let Some(mail) = &rule.mail {
+                // Each drop is a request to mail: a file dropped (again) after its newest
+                // record's message was sent is not mailed by that message, even with the same
+                // bytes.
+                let born = self.inodes.get(&ino).map(|n| n.born).unwrap_or(Time(0));
+                let went_before = rec
+                    .message
+                    .as_ref()
+                    .and_then(|m| self.msg_ledger.get(m))
+                    .and_then(|m| m.sent_at)
+                    .is_some_and(|t| t < born);
+                if rec.created_at < born && went_before {
+                    return Err(self.violation(format!(
+                        "{}: dropped at {} but its newest record {} is older: not mailed again",
+                        path.display(),
+                        born.0,
+                        rec.id
+                    )));
+                }
                 // Mailed: in a message sent with these bytes (or a draft left, `send = false`).
                 let m = rec.message.as_ref().and_then(|m| self.msg_ledger.get(m));
                 let Some(m) = m else {
@@ -2409,6 +2583,34 @@ mod tests {
         (
             3210133,
             "a session delete given up on sent the next request inside its Retry-After",
+        ),
+        (
+            291,
+            "twin drops: a look after a lost answer adopted the other file's attachment (one name, the same bytes), and the message went with one copy for two files",
+        ),
+        (
+            3402,
+            "twin drops: a crash between a draft's stray delete and marking its owner replaced left a done record naming a deleted attachment",
+        ),
+        (
+            13701,
+            "twin drops: two older versions sharing one stray copy, only one marked replaced when it was deleted",
+        ),
+        (
+            19862,
+            "deleted drafts: a file bound to a deleted draft looked there (and failed) while its retried message was still finding its draft",
+        ),
+        (
+            15,
+            "deleted drafts: a canceled file bound to a deleted draft, retried, failed on its look there instead of going to a new message",
+        ),
+        (
+            4768,
+            "deleted drafts: an older version done in a retried message, replaced there by a newer one, never came back for its after-action",
+        ),
+        (
+            3749,
+            "a file dropped again with the same bytes after its message went was taken for the one mailed (not mailed again)",
         ),
     ];
 
