@@ -213,6 +213,8 @@ struct Agent {
     wake: Option<Time>,
     /// Ledger writes not yet flushed.
     dirty: bool,
+    /// A first `done` record was written and is not flushed yet (a crash point after it).
+    done_unflushed: bool,
     /// Entries whose `done` was written in this run (for the crash-test failpoints).
     done_written: HashSet<String>,
     /// Per mapping: its folder is there and readable.
@@ -301,6 +303,7 @@ pub async fn run(
         inputs: VecDeque::new(),
         wake: None,
         dirty: false,
+        done_unflushed: false,
         done_written: HashSet::new(),
         watcher,
         test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
@@ -407,15 +410,10 @@ pub async fn run(
                 }
             }
             Some(done) = agent.tasks.join_next(), if !agent.tasks.is_empty() => {
-                match done {
-                    Ok(Some(input)) => {
-                        agent.note_reachability(&input);
-                        agent.note_fault(&input);
-                        agent.inputs.push_back(input);
-                    }
-                    Ok(None) => {}
-                    Err(e) if e.is_cancelled() => {}
-                    Err(e) => tracing::error!(error = %e, "a worker task failed"),
+                agent.take_task(done);
+                // And every other answer already in: one batch for the core (one flush).
+                while let Some(done) = agent.tasks.try_join_next() {
+                    agent.take_task(done);
                 }
             }
             Some((req, reply)) = ctl_rx.recv() => {
@@ -481,15 +479,64 @@ async fn recv_hup(_: &mut Option<()>) {
 
 impl Agent {
     /// Feed every queued input to the machine and carry out what it answers.
+    /// Feed the core every input queued, a batch at a time (group commit): the records the
+    /// batch's inputs produce are written as they come and flushed once, and only then are the
+    /// batch's requests, file moves and notifications started. So every action still starts
+    /// after every record the core asked for before it is on disk (the core's one rule for its
+    /// executor), with one flush per batch instead of one or more per file: a burst of
+    /// thousands of files waits on the disk a few hundred times, not tens of thousands.
+    /// Ledger updates the core asks for (`UpdateFile`, `MarkReplaced`) are written in order
+    /// with the records; a stat and a timer are local and taken at once.
     fn drain(&mut self) -> Result<(), AgentError> {
-        while let Some(input) = self.inputs.pop_front() {
-            let now = self.clock.now();
-            tracing::trace!(?input, "core input");
-            let actions = self.machine.handle(now, input);
-            tracing::trace!(?actions, "core actions");
-            self.apply(actions)?;
+        /// Inputs per batch: bounds how long the first request of a batch waits for the rest.
+        const BATCH: usize = 256;
+        while !self.inputs.is_empty() {
+            let mut later: Vec<Action> = Vec::new();
+            let mut taken = 0;
+            while taken < BATCH {
+                let Some(input) = self.inputs.pop_front() else {
+                    break;
+                };
+                taken += 1;
+                let now = self.clock.now();
+                tracing::trace!(?input, "core input");
+                let actions = self.machine.handle(now, input);
+                tracing::trace!(?actions, "core actions");
+                for action in actions {
+                    match action {
+                        Action::Persist(rec) => self.persist(&rec)?,
+                        Action::PersistMessage(m) => {
+                            self.ledger.put_message(&m)?;
+                            self.dirty = true;
+                        }
+                        local @ (Action::UpdateFile { .. }
+                        | Action::MarkReplaced { .. }
+                        | Action::Stat { .. }
+                        | Action::WakeAt(_)) => self.act(local)?,
+                        other => later.push(other),
+                    }
+                }
+            }
+            self.commit(&later)?;
+            for action in later {
+                self.act(action)?;
+            }
         }
         Ok(())
+    }
+
+    /// A finished step's answer becomes the core's input.
+    fn take_task(&mut self, done: Result<Option<Input>, tokio::task::JoinError>) {
+        match done {
+            Ok(Some(input)) => {
+                self.note_reachability(&input);
+                self.note_fault(&input);
+                self.inputs.push_back(input);
+            }
+            Ok(None) => {}
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => tracing::error!(error = %e, "a worker task failed"),
+        }
     }
 
     fn note_reachability(&mut self, input: &Input) {
@@ -657,50 +704,33 @@ impl Agent {
     }
 
     /// Carry out actions in order. A persisted record is flushed before any later action starts.
-    fn apply(&mut self, actions: Vec<Action>) -> Result<(), AgentError> {
-        for action in actions {
-            match action {
-                Action::Persist(rec) => self.persist(&rec)?,
-                Action::PersistMessage(m) => {
-                    self.ledger.put_message(&m)?;
-                    self.dirty = true;
-                }
-                other => {
-                    self.flush_before(&other)?;
-                    self.act(other)?;
-                }
-            }
-        }
-        if self.dirty {
-            self.ledger.flush()?;
-            self.dirty = false;
-        }
-        Ok(())
-    }
-
-    fn flush_before(&mut self, next: &Action) -> Result<(), AgentError> {
+    /// Flush what the batch wrote, before any of its `next` actions starts. The crash points
+    /// name the first kind of step the flush makes way for, as they did when each record was
+    /// flushed before its own step.
+    fn commit(&mut self, next: &[Action]) -> Result<(), AgentError> {
         if !self.dirty {
             return Ok(());
         }
-        if matches!(next, Action::Post { .. }) {
+        let has = |f: fn(&Action) -> bool| next.iter().any(f);
+        if has(|a| matches!(a, Action::Post { .. })) {
             crate::failpoint!("before-post-intent");
         }
         self.ledger.flush()?;
         self.dirty = false;
-        match next {
-            Action::Post { .. } => {
-                crate::failpoint!("after-post-intent");
-            }
-            Action::CreateSession { .. } => {
-                crate::failpoint!("after-session-intent");
-            }
-            Action::CreateDraft { .. } => {
-                crate::failpoint!("after-draft-intent");
-            }
-            Action::SendDraft { .. } => {
-                crate::failpoint!("after-send-intent");
-            }
-            _ => {}
+        if has(|a| matches!(a, Action::Post { .. })) {
+            crate::failpoint!("after-post-intent");
+        }
+        if has(|a| matches!(a, Action::CreateSession { .. })) {
+            crate::failpoint!("after-session-intent");
+        }
+        if has(|a| matches!(a, Action::CreateDraft { .. })) {
+            crate::failpoint!("after-draft-intent");
+        }
+        if has(|a| matches!(a, Action::SendDraft { .. })) {
+            crate::failpoint!("after-send-intent");
+        }
+        if std::mem::take(&mut self.done_unflushed) {
+            crate::failpoint!("after-done-recorded");
         }
         Ok(())
     }
@@ -720,9 +750,8 @@ impl Agent {
         self.ledger.put(&entry)?;
         self.dirty = true;
         if first_done {
-            self.ledger.flush()?;
-            self.dirty = false;
-            crate::failpoint!("after-done-recorded");
+            // Flushed with the batch, before its after-action or anything else starts.
+            self.done_unflushed = true;
         } else if rec.state == State::Pending && rec.created_at == rec.updated_at {
             crate::failpoint!("after-entry-recorded");
         }

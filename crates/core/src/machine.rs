@@ -47,6 +47,9 @@ struct PathInfo {
     /// The `done` versions not yet replaced, on whichever item: (seq, id, attachment id,
     /// target). Nearly always one.
     done: Vec<DoneRef>,
+    /// The versions of the path in `active` (a new version finds those it supersedes here,
+    /// not by a walk over every active entry).
+    working: Vec<String>,
 }
 
 /// Whether two targets name one item (Graph does not care about the mailbox's case).
@@ -934,17 +937,21 @@ impl Machine {
 
     /// Older versions of `path` still at work are canceled (after settling what they sent).
     fn supersede_older(&mut self, mapping: &str, path: &Path, newer: &str, out: &mut Vec<Action>) {
-        let ids: Vec<String> = self
-            .active
-            .values()
-            .filter(|a| {
-                a.rec.mapping == mapping
-                    && a.rec.path == path
-                    && a.rec.id != newer
-                    && !a.rec.state.is_terminal()
+        let mut ids: Vec<String> = self
+            .path_info(mapping, path)
+            .map(|i| i.working.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|id| {
+                *id != newer
+                    && self
+                        .active
+                        .get(*id)
+                        .is_some_and(|a| !a.rec.state.is_terminal())
             })
-            .map(|a| a.rec.id.clone())
+            .cloned()
             .collect();
+        ids.sort();
         for id in ids {
             if let Some(a) = self.active.get_mut(&id) {
                 a.rec.cancel_requested = true;
@@ -989,6 +996,16 @@ impl Machine {
 
     fn activate(&mut self, rec: Record) {
         let id = rec.id.clone();
+        let working = &mut self
+            .paths
+            .entry(rec.mapping.clone())
+            .or_default()
+            .entry(rec.path.clone().into_os_string())
+            .or_default()
+            .working;
+        if !working.contains(&id) {
+            working.push(id.clone());
+        }
         self.active.insert(
             id.clone(),
             Active {
@@ -1438,6 +1455,13 @@ impl Machine {
         if let Some(a) = self.active.remove(id) {
             if let Some(t) = a.timer {
                 self.timers.remove(&(t, id.to_owned()));
+            }
+            if let Some(info) = self
+                .paths
+                .get_mut(&a.rec.mapping)
+                .and_then(|m| m.get_mut(a.rec.path.as_os_str()))
+            {
+                info.working.retain(|w| w != id);
             }
             self.member_finished(a.rec);
         }
