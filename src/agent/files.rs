@@ -253,13 +253,13 @@ impl Upload {
             .map_err(io_problem)?;
             self.hashed_to = offset;
         }
-        let mut buf = vec![0u8; (end - offset) as usize];
+        let mut buf = PieceBuf::new((end - offset) as usize).map_err(io_problem)?;
         self.file
-            .read_exact_at(&mut buf, offset)
+            .read_exact_at(buf.as_mut(), offset)
             .map_err(io_problem)?;
         if end > self.hashed_to {
             let from = (self.hashed_to - offset) as usize;
-            self.hasher.update(&buf[from..]);
+            self.hasher.update(&buf.as_ref()[from..]);
             self.hashed_to = end;
         }
         if end == self.size
@@ -268,7 +268,7 @@ impl Upload {
         {
             return Err(ReadProblem::Changed);
         }
-        Ok(bytes::Bytes::from(buf))
+        Ok(buf.into_bytes())
     }
 }
 
@@ -287,9 +287,69 @@ pub fn still_the_version(
     }
 }
 
+/// The buffer of one piece of an upload. A large one is an anonymous mapping of its own,
+/// unmapped when the request that sends it lets go: through malloc, glibc's first free of a
+/// mapped 4 MiB buffer raises its mmap threshold, and every later piece comes from (and stays
+/// resident in) its arenas: one 150 MiB upload peaked at 34 MiB RSS instead of 25.
+enum PieceBuf {
+    Heap(Vec<u8>),
+    Mapped(memmap2::MmapMut),
+}
+
+impl PieceBuf {
+    /// Below this a piece is an ordinary allocation (glibc maps nothing that small).
+    const MAP_FROM: usize = 1 << 20;
+
+    fn new(len: usize) -> std::io::Result<PieceBuf> {
+        if len < Self::MAP_FROM {
+            return Ok(PieceBuf::Heap(vec![0u8; len]));
+        }
+        memmap2::MmapMut::map_anon(len).map(PieceBuf::Mapped)
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        match self {
+            PieceBuf::Heap(v) => v,
+            PieceBuf::Mapped(m) => m,
+        }
+    }
+
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            PieceBuf::Heap(v) => v,
+            PieceBuf::Mapped(m) => m,
+        }
+    }
+
+    fn into_bytes(self) -> bytes::Bytes {
+        match self {
+            PieceBuf::Heap(v) => bytes::Bytes::from(v),
+            PieceBuf::Mapped(m) => bytes::Bytes::from_owner(m),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_piece_holds_its_bytes_whether_mapped_or_allocated() {
+        for len in [0, 10, PieceBuf::MAP_FROM - 1, PieceBuf::MAP_FROM, 4 << 20] {
+            let mut b = PieceBuf::new(len).unwrap();
+            assert_eq!(
+                matches!(b, PieceBuf::Mapped(_)),
+                len >= PieceBuf::MAP_FROM,
+                "{len}"
+            );
+            for (i, x) in b.as_mut().iter_mut().enumerate() {
+                *x = (i % 251) as u8;
+            }
+            let bytes = b.into_bytes();
+            assert_eq!(bytes.len(), len);
+            assert!(bytes.iter().enumerate().all(|(i, x)| *x == (i % 251) as u8));
+        }
+    }
 
     fn mapping(dir: &Path) -> Mapping {
         Mapping {
