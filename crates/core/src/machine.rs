@@ -2625,6 +2625,42 @@ mod tests {
     }
 
     #[test]
+    fn a_file_seen_as_its_done_record_is_not_settled_and_a_changed_one_is() {
+        // Start-up scans every done file: those unchanged must cost nothing (no settling, no
+        // stat, no hash); one whose ctime moved settles; one with an after-action still to
+        // run settles too (it runs only on bytes confirmed again).
+        let mut m = Machine::new(vec![rule(IfExists::Skip, After::Keep)], Policy::default());
+        let rec = done_record();
+        let mut waiting = done_record();
+        waiting.id = "e2".into();
+        waiting.path = "/f/b.txt".into();
+        waiting.name = "b.txt".into();
+        waiting.after_done = false;
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![rec.clone(), waiting.clone()],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let seen = |path: &Path, stat| Input::Observed {
+            mapping: "m".into(),
+            path: path.to_path_buf(),
+            stat,
+        };
+        m.handle(Time(11), seen(&rec.path, rec.file));
+        assert!(m.settler().is_empty(), "an unchanged done file settles");
+        m.handle(Time(12), seen(&waiting.path, waiting.file));
+        assert!(m.settler().is_settling(&waiting.path));
+        let mut touched = rec.file;
+        touched.ctime_ns += 1;
+        m.handle(Time(13), seen(&rec.path, touched));
+        assert!(m.settler().is_settling(&rec.path));
+        assert_eq!(m.settler().len(), 2);
+    }
+
+    #[test]
     fn retrying_a_done_entry_attaches_again_then_deletes_the_bad_copy() {
         let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
         let rec = done_record();
