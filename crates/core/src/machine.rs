@@ -2683,4 +2683,451 @@ mod tests {
         assert_eq!(backoff_ms("abc", 3), backoff_ms("abc", 3));
         assert_ne!(backoff_ms("abc", 5), backoff_ms("abd", 5));
     }
+
+    #[test]
+    fn what_status_asks_shows_what_is_settling_hashing_and_at_work() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let path = PathBuf::from("/f/a.txt");
+        let stat = FileStat {
+            ino: 7,
+            size: 10,
+            mtime_ns: 1,
+            ..FileStat::default()
+        };
+        m.handle(
+            Time(0),
+            Input::Observed {
+                mapping: "m".into(),
+                path: path.clone(),
+                stat,
+            },
+        );
+        assert_eq!(m.settler().len(), 1);
+        assert_eq!(m.hashing().count(), 0);
+        let settle = Policy::default().settle_ms;
+        let out = m.handle(Time(settle), Input::Tick);
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Stat { .. })),
+            "{out:?}"
+        );
+        let out = m.handle(
+            Time(settle),
+            Input::Stat {
+                path: path.clone(),
+                stat: Some(stat),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Hash { .. })),
+            "{out:?}"
+        );
+        assert!(m.settler().is_empty());
+        assert_eq!(m.hashing().collect::<Vec<_>>(), vec![path.as_path()]);
+        let out = m.handle(
+            Time(settle + 1),
+            Input::Hashed {
+                path: path.clone(),
+                result: HashResult::Hashed {
+                    sha256: "ab".repeat(32),
+                    stat,
+                },
+            },
+        );
+        assert_eq!(m.hashing().count(), 0);
+        let id = persisted(&out).expect("persisted").id.clone();
+        let active: Vec<_> = m.active().map(|(r, w)| (r.id.clone(), w)).collect();
+        assert_eq!(active, vec![(id.clone(), None)]);
+        assert_eq!(m.record(&id).map(|r| r.state), Some(State::Uploading));
+        assert!(m.record("nobody").is_none());
+        // Unreachable: it waits, and says until when.
+        m.handle(
+            Time(settle + 2),
+            Input::Outcome {
+                id: id.clone(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
+                    "ConnectionRefused",
+                    "down",
+                )))),
+            },
+        );
+        let (_, until) = m.active().next().expect("still at work");
+        assert!(until.is_some_and(|t| t > Time(settle + 2)), "{until:?}");
+    }
+
+    #[test]
+    fn a_file_being_hashed_or_of_no_mapping_is_not_settled_again() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let path = PathBuf::from("/f/a.txt");
+        let stat = FileStat {
+            ino: 7,
+            size: 10,
+            mtime_ns: 1,
+            ..FileStat::default()
+        };
+        let seen = |mapping: &str, stat| Input::Observed {
+            mapping: mapping.into(),
+            path: path.clone(),
+            stat,
+        };
+        m.handle(Time(0), seen("gone", stat));
+        assert!(m.settler().is_empty(), "a mapping the config does not have");
+        m.handle(Time(0), seen("m", stat));
+        let settle = Policy::default().settle_ms;
+        m.handle(Time(settle), Input::Tick);
+        let out = m.handle(
+            Time(settle),
+            Input::Stat {
+                path: path.clone(),
+                stat: Some(stat),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Hash { .. })),
+            "{out:?}"
+        );
+        // While it is hashed, what the watcher reports of it waits for the hash's answer.
+        let later = FileStat {
+            mtime_ns: 2,
+            ..stat
+        };
+        m.handle(Time(settle + 1), seen("m", later));
+        assert!(m.settler().is_empty());
+    }
+
+    #[test]
+    fn at_start_a_failed_entry_goes_to_its_mappings_new_item_unless_it_failed_there_or_may_be_there(
+    ) {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let old = Target {
+            item_id: "old".into(),
+            ..rule(IfExists::Attach, After::Keep).target
+        };
+        let failed = |id: &str, seq: u64, code: &str, target: &Target| {
+            let mut r = done_record();
+            r.id = id.into();
+            r.seq = seq;
+            r.path = format!("/f/{id}.txt").into();
+            r.name = format!("{id}.txt");
+            r.state = State::Failed;
+            r.attachment_id = None;
+            r.after_done = false;
+            r.target = Some(target.clone());
+            r.error = Some(Failure::new(code, "refused"));
+            r
+        };
+        let here = rule(IfExists::Attach, After::Keep).target;
+        // Failed on the item the mapping named then: it goes to the one it names now.
+        let moved = failed("f1", 1, "ErrorItemNotFound", &old);
+        // Failed on the item the mapping still names: it waits for `retry`.
+        let same = failed("f2", 2, "ErrorAccessDenied", &here);
+        // Its last POST may have landed on the old item: it stays bound there.
+        let mut doubt = failed("f3", 3, "ErrorItemNotFound", &old);
+        doubt.may_exist = true;
+        // Canceled, and unreadable: not failures of the item.
+        let mut canceled = failed("f4", 4, "canceled", &old);
+        canceled.state = State::Canceled;
+        let unreadable = failed("f5", 5, UNREADABLE, &old);
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![moved, same, doubt, canceled, unreadable],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let persisted: Vec<&Record> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            persisted.iter().all(|r| r.id == "f1"),
+            "only f1 is revived: {persisted:?}"
+        );
+        let r = persisted.first().expect("f1 revived");
+        assert_eq!(
+            (r.state, r.target.as_ref(), r.error.as_ref()),
+            (State::Pending, None, None)
+        );
+        assert!(out.iter().any(
+            |a| matches!(a, Action::Post { id, target, .. } if id == "f1" && target.item_id == "item")
+        ));
+    }
+
+    #[test]
+    fn at_start_a_name_that_may_be_on_the_item_is_held_by_that_version_first() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut first = done_record();
+        first.state = State::Pending;
+        first.attachment_id = None;
+        first.after_done = false;
+        first.target = None;
+        // Another file of the same name, later, whose POST's answer was lost.
+        let mut doubt = first.clone();
+        doubt.id = "e2".into();
+        doubt.path = "/f/sub/a.txt".into();
+        doubt.seq = 2;
+        doubt.state = State::Uploading;
+        doubt.target = Some(rule(IfExists::Attach, After::Keep).target);
+        doubt.may_exist = true;
+        doubt.effect_at = Some(Time(5));
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![first, doubt],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        // e2 may be on the item under the name: nothing else goes under it until its look.
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Post { .. })),
+            "{out:?}"
+        );
+        let look = Time(5).plus_ms(Policy::default().look_after_ms);
+        let out = m.handle(look, Input::Tick);
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Look { id, .. } if id == "e2")));
+        let out = m.handle(
+            look,
+            Input::Outcome {
+                id: "e2".into(),
+                outcome: Outcome::Look(LookOutcome::Found {
+                    attachment_id: "att2".into(),
+                }),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Post { id, .. } if id == "e1")));
+        // Done, and deleting the attachment of an older version it replaced: nobody takes the
+        // name (or adopts that attachment) until it is gone.
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut replacing = done_record();
+        replacing.id = "e2".into();
+        replacing.path = "/f/sub/a.txt".into();
+        replacing.seq = 2;
+        replacing.replaces = vec![Replaced {
+            entry: "e0".into(),
+            attachment_id: "old".into(),
+        }];
+        let mut first = done_record();
+        first.state = State::Pending;
+        first.attachment_id = None;
+        first.after_done = false;
+        first.target = None;
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![first, replacing],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Post { .. })),
+            "{out:?}"
+        );
+        let out = m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e2".into(),
+                outcome: Outcome::DeleteAttachment(DeleteOutcome::Deleted),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Post { id, .. } if id == "e1")));
+    }
+
+    #[test]
+    fn a_new_version_deletes_only_the_older_attachments_not_yet_replaced() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        // Version 1 was replaced by version 2 (its attachment is gone); version 3 is new.
+        let mut v1 = done_record();
+        v1.attachment_id = Some("a1".into());
+        v1.replaced = true;
+        let mut v2 = done_record();
+        v2.id = "e2".into();
+        v2.seq = 2;
+        v2.attachment_id = Some("a2".into());
+        let mut v3 = done_record();
+        v3.id = "e3".into();
+        v3.seq = 3;
+        v3.state = State::Pending;
+        v3.attachment_id = None;
+        v3.after_done = false;
+        v3.target = None;
+        v3.sha256 = Some("cd".repeat(32));
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![v1, v2, v3],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Post { id, .. } if id == "e3")));
+        let out = m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e3".into(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a3".into(),
+                }),
+            },
+        );
+        let r = persisted(&out).expect("persisted");
+        assert_eq!(
+            r.replaces,
+            vec![Replaced {
+                entry: "e2".into(),
+                attachment_id: "a2".into()
+            }]
+        );
+        let deleted: Vec<&str> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::DeleteAttachment { attachment_id, .. } => Some(attachment_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, vec!["a2"]);
+    }
+
+    #[test]
+    fn with_replace_every_older_version_on_the_item_goes_under_the_id_it_has_now() {
+        // Two older versions both on the item (made while the mapping said `add`), one new.
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut v1 = done_record();
+        v1.attachment_id = Some("a1".into());
+        let mut v2 = done_record();
+        v2.id = "e2".into();
+        v2.seq = 2;
+        v2.attachment_id = Some("a2".into());
+        let mut v3 = done_record();
+        v3.id = "e3".into();
+        v3.seq = 3;
+        v3.state = State::Pending;
+        v3.attachment_id = None;
+        v3.after_done = false;
+        v3.target = None;
+        v3.sha256 = Some("cd".repeat(32));
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![v1, v2, v3],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let out = m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e3".into(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a3".into(),
+                }),
+            },
+        );
+        let r = persisted(&out).expect("persisted");
+        let mut doomed: Vec<&str> = r
+            .replaces
+            .iter()
+            .map(|x| x.attachment_id.as_str())
+            .collect();
+        doomed.sort();
+        assert_eq!(doomed, vec!["a1", "a2"]);
+
+        // A version attached again (`retry` after `verify`) is on the item under its new id:
+        // that is the one a newer version deletes.
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let rec = done_record();
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![rec.clone()],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        m.handle(Time(20), Input::Retry { records: vec![rec] });
+        let answers = [
+            Outcome::Look(LookOutcome::NotFound),
+            Outcome::Post(PostOutcome::Created {
+                attachment_id: "good".into(),
+            }),
+            Outcome::DeleteAttachment(DeleteOutcome::Deleted),
+        ];
+        for (k, outcome) in answers.into_iter().enumerate() {
+            m.handle(
+                Time(30 + k as u64),
+                Input::Outcome {
+                    id: "e1".into(),
+                    outcome,
+                },
+            );
+        }
+        // A new version of the file: settled and hashed.
+        let path = PathBuf::from("/f/a.txt");
+        let stat = FileStat {
+            ino: 9,
+            size: 12,
+            ..FileStat::default()
+        };
+        let seen = Input::Observed {
+            mapping: "m".into(),
+            path: path.clone(),
+            stat,
+        };
+        m.handle(Time(40), seen);
+        let settled = Time(40).plus_ms(Policy::default().settle_ms);
+        m.handle(settled, Input::Tick);
+        m.handle(
+            settled,
+            Input::Stat {
+                path: path.clone(),
+                stat: Some(stat),
+            },
+        );
+        let out = m.handle(
+            settled,
+            Input::Hashed {
+                path,
+                result: HashResult::Hashed {
+                    sha256: "cd".repeat(32),
+                    stat,
+                },
+            },
+        );
+        let v2 = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("the new version is posted");
+        let out = m.handle(
+            Time(60),
+            Input::Outcome {
+                id: v2,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a2".into(),
+                }),
+            },
+        );
+        let deleted: Vec<&str> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::DeleteAttachment { attachment_id, .. } => Some(attachment_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, vec!["good"]);
+    }
 }

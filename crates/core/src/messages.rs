@@ -1810,4 +1810,126 @@ mod tests {
             "2024-02-29"
         );
     }
+
+    #[test]
+    fn a_mapping_that_mails_after_a_reload_mails_its_waiting_files_not_one_that_may_be_on_its_item()
+    {
+        let plain = MappingRule {
+            name: "mail".into(),
+            target: Target {
+                user: "me".into(),
+                kind: ItemKind::Message,
+                item_id: "item".into(),
+            },
+            if_exists: IfExists::Attach,
+            on_change: OnChange::Replace,
+            after: After::Keep,
+            mail: None,
+        };
+        let mut m = Machine::new(vec![plain.clone()], Policy::default());
+        let waiting = Record::pending(
+            "p1".into(),
+            "mail".into(),
+            "/mail/a.pdf".into(),
+            "a.pdf".into(),
+            stat(3, 10),
+            Some("cd".repeat(32)),
+            1,
+            Time(0),
+        );
+        // A POST whose answer was lost: it may be on the item already.
+        let mut doubt = Record::pending(
+            "p2".into(),
+            "mail".into(),
+            "/mail/b.pdf".into(),
+            "b.pdf".into(),
+            stat(4, 10),
+            Some("ef".repeat(32)),
+            2,
+            Time(0),
+        );
+        doubt.state = State::Uploading;
+        doubt.target = Some(plain.target.clone());
+        doubt.may_exist = true;
+        doubt.effect_at = Some(Time(0));
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![waiting, doubt],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Post { id, .. } if id == "p1")));
+        // p1's POST certainly did not land: it waits to try again, nothing of it on the item.
+        m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "p1".into(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
+                    "ConnectionRefused",
+                    "down",
+                )))),
+            },
+        );
+        let mut mailing = mail_machine(true).mappings["mail"].clone();
+        mailing.target.item_id = String::new();
+        let out = m.handle(
+            Time(30),
+            Input::Config {
+                mappings: vec![mailing],
+                policy: Policy::default(),
+            },
+        );
+        let made: Vec<&MessageRecord> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::PersistMessage(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert!(!made.is_empty(), "{out:?}");
+        // p2 stays bound to the item its POST may have reached; its look settles it.
+        assert!(
+            made.iter().all(|r| r.files == vec!["p1".to_string()]),
+            "{made:?}"
+        );
+    }
+
+    #[test]
+    fn a_reload_opens_no_batch_for_files_already_in_a_message() {
+        let mut m = mail_machine(true);
+        let mut rule = m.mappings["mail"].clone();
+        if let Some(mail) = rule.mail.as_mut() {
+            mail.batch = true;
+            mail.batch_quiet_ms = 60_000;
+        }
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule.clone()],
+                policy: Policy::default(),
+            },
+        );
+        drop_file(&mut m, 1_000, "x.pdf", 10);
+        assert!(!m.collecting.is_empty(), "the batch is open");
+        let out = m.handle(Time(70_000), Input::Tick);
+        assert!(draft_asked(&out).is_some(), "{out:?}");
+        assert!(m.collecting.is_empty());
+        // Its file is in a message (the draft on its way): a reload leaves it there.
+        let out = m.handle(
+            Time(71_000),
+            Input::Config {
+                mappings: vec![rule],
+                policy: Policy::default(),
+            },
+        );
+        assert!(m.collecting.is_empty(), "{out:?}");
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::WakeAt(_))),
+            "{out:?}"
+        );
+    }
 }
