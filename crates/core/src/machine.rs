@@ -3130,4 +3130,339 @@ mod tests {
             .collect();
         assert_eq!(deleted, vec!["good"]);
     }
+
+    #[test]
+    fn an_attachment_on_its_way_out_is_never_adopted_as_the_same_bytes() {
+        // v1's attachment holds the bytes a new version comes back with; v2 is deleting it
+        // (as the older version it replaced, or as garbage).
+        let v1 = {
+            let mut r = done_record();
+            r.attachment_id = Some("a1".into());
+            r
+        };
+        let v2 = {
+            let mut r = done_record();
+            r.id = "e2".into();
+            r.seq = 2;
+            r.path = "/f/sub/a.txt".into();
+            r.attachment_id = Some("a2".into());
+            r.sha256 = Some("cd".repeat(32));
+            r
+        };
+        let mut back = done_record();
+        back.id = "e3".into();
+        back.seq = 3;
+        back.state = State::Pending;
+        back.attachment_id = None;
+        back.target = None;
+        let known = |v2: Option<Record>| {
+            let mut m = Machine::new(vec![rule(IfExists::Skip, After::Keep)], Policy::default());
+            let records = [Some(v1.clone()), v2].into_iter().flatten().collect();
+            m.handle(
+                Time(10),
+                Input::Start {
+                    records,
+                    with_url: vec![],
+                    messages: vec![],
+                },
+            );
+            m.known_attachment(&back)
+        };
+        assert_eq!(known(None).as_deref(), Some("a1"));
+        let mut replacing = v2.clone();
+        replacing.replaces = vec![Replaced {
+            entry: "e1".into(),
+            attachment_id: "a1".into(),
+        }];
+        assert_eq!(known(Some(replacing)), None);
+        let mut collecting = v2.clone();
+        collecting.garbage = vec!["a1".into()];
+        assert_eq!(known(Some(collecting)), None);
+    }
+
+    /// The watcher reports `path` with `stat` at `t` and it settles: the actions answered.
+    fn settle(m: &mut Machine, t: u64, path: &Path, stat: FileStat) -> Vec<Action> {
+        let mut out = m.handle(
+            Time(t),
+            Input::Observed {
+                mapping: "m".into(),
+                path: path.to_path_buf(),
+                stat,
+            },
+        );
+        let settled = Time(t).plus_ms(Policy::default().settle_ms);
+        out.extend(m.handle(settled, Input::Tick));
+        out.extend(m.handle(
+            settled,
+            Input::Stat {
+                path: path.to_path_buf(),
+                stat: Some(stat),
+            },
+        ));
+        out
+    }
+
+    #[test]
+    fn a_file_deleted_before_it_was_attached_cancels_its_entry_with_no_request() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut rec = done_record();
+        rec.state = State::Pending;
+        rec.attachment_id = None;
+        rec.after_done = false;
+        rec.target = None;
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![rec],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        // Unreachable: it waits to try again.
+        m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e1".into(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
+                    "ConnectionRefused",
+                    "down",
+                )))),
+            },
+        );
+        let out = m.handle(
+            Time(30),
+            Input::Gone {
+                mapping: "m".into(),
+                path: "/f/a.txt".into(),
+            },
+        );
+        let r = persisted(&out).expect("persisted");
+        assert!(r.cancel_requested, "{r:?}");
+        assert_eq!(
+            r.error.as_ref().map(|e| e.code.as_str()),
+            Some("fileDeleted")
+        );
+        // Its wait over, it is canceled: nothing is sent.
+        let out = m.handle(Time(120_000), Input::Tick);
+        let r = persisted(&out).expect("persisted");
+        assert_eq!(r.state, State::Canceled);
+        assert!(!out.iter().any(|a| matches!(a, Action::Post { .. })));
+        assert!(m.quiescent());
+    }
+
+    #[test]
+    fn an_unchanged_file_settling_again_is_hashed_again_only_for_an_after_action_waiting() {
+        let path = PathBuf::from("/f/a.txt");
+        let stat = done_record().file;
+        let hashed = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Hash { .. }));
+        // Done, its move not yet run: it runs only on bytes confirmed again.
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Move)], Policy::default());
+        let mut rec = done_record();
+        rec.after_done = false;
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![rec.clone()],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::After { .. })));
+        assert!(hashed(&settle(&mut m, 20, &path, stat)));
+        // Being uploaded: the same file again is nothing new.
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Move)], Policy::default());
+        rec.state = State::Pending;
+        rec.attachment_id = None;
+        rec.target = None;
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![rec],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::Post { .. })));
+        assert!(!hashed(&settle(&mut m, 20, &path, stat)));
+    }
+
+    #[test]
+    fn an_unchanged_file_settling_again_is_hashed_again_if_unreadable_or_canceled_by_the_agent() {
+        let path = PathBuf::from("/f/a.txt");
+        let hashed_again = |state: State, code: Option<&str>| {
+            let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+            let mut rec = done_record();
+            rec.state = state;
+            if state != State::Done {
+                rec.attachment_id = None;
+            }
+            rec.error = code.map(|c| Failure::new(c, "why"));
+            let stat = rec.file;
+            m.handle(
+                Time(10),
+                Input::Start {
+                    records: vec![rec],
+                    with_url: vec![],
+                    messages: vec![],
+                },
+            );
+            settle(&mut m, 20, &path, stat)
+                .iter()
+                .any(|a| matches!(a, Action::Hash { .. }))
+        };
+        // It may read now.
+        assert!(hashed_again(State::Failed, Some(UNREADABLE)));
+        // Its bytes were not the hashed ones, or its file was swapped: it may come back.
+        assert!(hashed_again(State::Canceled, Some(SUPERSEDED)));
+        assert!(hashed_again(State::Canceled, Some("fileDeleted")));
+        // Nothing new: failed at Graph, canceled by the user, done.
+        assert!(!hashed_again(State::Failed, Some("ErrorAccessDenied")));
+        assert!(!hashed_again(State::Canceled, Some("canceled")));
+        assert!(!hashed_again(State::Done, None));
+    }
+
+    #[test]
+    fn an_unreadable_file_fails_once_until_it_changes() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let path = PathBuf::from("/f/a.txt");
+        let unreadable = |m: &mut Machine, t: u64, stat: FileStat| {
+            let out = settle(m, t, &path, stat);
+            assert!(
+                out.iter().any(|a| matches!(a, Action::Hash { .. })),
+                "{out:?}"
+            );
+            m.handle(
+                Time(t + 10_000),
+                Input::Hashed {
+                    path: path.clone(),
+                    result: HashResult::Unreadable(Failure::new("EACCES", "denied")),
+                },
+            )
+        };
+        let stat = done_record().file;
+        let out = unreadable(&mut m, 0, stat);
+        let r = persisted(&out).expect("a failed record");
+        assert_eq!(
+            (r.state, r.error.as_ref().map(|e| e.code.as_str())),
+            (State::Failed, Some(UNREADABLE))
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Notify(Note::Failed { .. }))));
+        assert_eq!(m.failed_this_run, 1);
+        // Still unreadable, unchanged: tried again, nothing new to tell.
+        let out = unreadable(&mut m, 20_000, stat);
+        assert!(out.is_empty() || persisted(&out).is_none(), "{out:?}");
+        assert_eq!(m.failed_this_run, 1);
+        // Changed, and still unreadable: that version fails too.
+        let changed = FileStat { size: 11, ..stat };
+        let out = unreadable(&mut m, 40_000, changed);
+        assert!(persisted(&out).is_some_and(|r| r.state == State::Failed && r.file == changed));
+        assert_eq!(m.failed_this_run, 2);
+    }
+
+    #[test]
+    fn the_same_bytes_back_revive_a_version_the_agent_canceled_not_one_canceled_or_failed() {
+        let path = PathBuf::from("/f/a.txt");
+        let updated = |state: State, code: &str, stat: FileStat| {
+            let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+            let mut rec = done_record();
+            rec.state = state;
+            rec.attachment_id = None;
+            rec.error = Some(Failure::new(code, "why"));
+            m.handle(
+                Time(10),
+                Input::Start {
+                    records: vec![rec],
+                    with_url: vec![],
+                    messages: vec![],
+                },
+            );
+            let out = settle(&mut m, 20, &path, stat);
+            assert!(
+                out.iter().any(|a| matches!(a, Action::Hash { .. })),
+                "{out:?}"
+            );
+            let out = m.handle(
+                Time(30_000),
+                Input::Hashed {
+                    path: path.clone(),
+                    result: HashResult::Hashed {
+                        sha256: "AB".repeat(32),
+                        stat,
+                    },
+                },
+            );
+            out.iter()
+                .find_map(|a| match a {
+                    Action::UpdateFile { id, file, revive } if id == "e1" && *file == stat => {
+                        Some(*revive)
+                    }
+                    _ => None,
+                })
+                .expect("the stored record is updated, no new version")
+        };
+        let stat = done_record().file;
+        // The file changed while it was sent, then came back to the bytes hashed.
+        assert!(updated(State::Canceled, SUPERSEDED, stat));
+        // Touched after the user canceled it: it stays canceled; after it failed at Graph: it
+        // waits for `retry`.
+        let touched = FileStat {
+            mtime_ns: 5,
+            ..stat
+        };
+        assert!(!updated(State::Canceled, "canceled", touched));
+        assert!(!updated(State::Failed, "ErrorAccessDenied", touched));
+    }
+
+    #[test]
+    fn the_same_bytes_back_take_back_the_agents_cancel_never_the_users() {
+        let path = PathBuf::from("/f/a.txt");
+        let after_touch = |cancel: Input| {
+            let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+            let mut rec = done_record();
+            rec.state = State::Pending;
+            rec.attachment_id = None;
+            rec.after_done = false;
+            rec.target = None;
+            let stat = rec.file;
+            let out = m.handle(
+                Time(10),
+                Input::Start {
+                    records: vec![rec],
+                    with_url: vec![],
+                    messages: vec![],
+                },
+            );
+            assert!(out.iter().any(|a| matches!(a, Action::Post { .. })));
+            // Asked while its POST is in flight: it settles what it sent first.
+            let out = m.handle(Time(20), cancel);
+            assert!(persisted(&out).is_some_and(|r| r.cancel_requested));
+            let touched = FileStat {
+                mtime_ns: 5,
+                ..stat
+            };
+            settle(&mut m, 30, &path, touched);
+            let out = m.handle(
+                Time(30_000),
+                Input::Hashed {
+                    path: path.clone(),
+                    result: HashResult::Hashed {
+                        sha256: "ab".repeat(32),
+                        stat: touched,
+                    },
+                },
+            );
+            persisted(&out).cloned().expect("persisted")
+        };
+        let r = after_touch(Input::Cancel { id: "e1".into() });
+        assert!(r.cancel_requested, "{r:?}");
+        assert_eq!(r.error.map(|e| e.code), Some("canceled".to_string()));
+        // Reported gone, then back with the same bytes: it goes on.
+        let r = after_touch(Input::Gone {
+            mapping: "m".into(),
+            path: path.clone(),
+        });
+        assert!(!r.cancel_requested && r.error.is_none(), "{r:?}");
+    }
 }
