@@ -3465,4 +3465,225 @@ mod tests {
         });
         assert!(!r.cancel_requested && r.error.is_none(), "{r:?}");
     }
+
+    #[test]
+    fn a_file_over_150_mib_is_rejected_and_counted_one_of_150_mib_is_sent() {
+        let path = PathBuf::from("/f/a.txt");
+        let first_record = |size: u64| {
+            let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+            let stat = FileStat {
+                size,
+                ..FileStat::default()
+            };
+            settle(&mut m, 0, &path, stat);
+            let out = m.handle(
+                Time(10_000),
+                Input::Hashed {
+                    path: path.clone(),
+                    result: HashResult::Hashed {
+                        sha256: "ab".repeat(32),
+                        stat,
+                    },
+                },
+            );
+            let first = out
+                .iter()
+                .find_map(|a| match a {
+                    Action::Persist(r) => Some(r.state),
+                    _ => None,
+                })
+                .expect("persisted");
+            (first, m.failed_this_run)
+        };
+        assert_eq!(first_record(MAX_ATTACHMENT + 1), (State::Rejected, 1));
+        assert_eq!(first_record(MAX_ATTACHMENT), (State::Pending, 0));
+    }
+
+    #[test]
+    fn a_mailbox_with_no_place_free_holds_up_no_other_mailbox() {
+        let mut theirs = rule(IfExists::Attach, After::Keep);
+        theirs.name = "b".into();
+        theirs.target.user = "Other@example.com".into();
+        let policy = Policy {
+            concurrency: 1,
+            ..Policy::default()
+        };
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep), theirs], policy);
+        let pending = |id: &str, seq: u64, mapping: &str| {
+            let mut r = done_record();
+            r.id = id.into();
+            r.seq = seq;
+            r.mapping = mapping.into();
+            r.path = format!("/f/{id}.txt").into();
+            r.name = format!("{id}.txt");
+            r.state = State::Pending;
+            r.attachment_id = None;
+            r.after_done = false;
+            r.target = None;
+            r
+        };
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![
+                    pending("e1", 1, "m"),
+                    pending("e2", 2, "m"),
+                    pending("e3", 3, "b"),
+                ],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let posted: Vec<&str> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Post { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        // e2 waits for e1's place; e3 is in another mailbox.
+        assert_eq!(posted, vec!["e1", "e3"]);
+    }
+
+    fn pending_record(id: &str, seq: u64) -> Record {
+        let mut r = done_record();
+        r.id = id.into();
+        r.seq = seq;
+        r.path = format!("/f/{id}.txt").into();
+        r.name = format!("{id}.txt");
+        r.state = State::Pending;
+        r.attachment_id = None;
+        r.after_done = false;
+        r.target = None;
+        r
+    }
+
+    fn posts(out: &[Action]) -> Vec<&str> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Post { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_step_that_needs_no_place_in_the_mailbox_does_not_wait_for_one() {
+        let policy = Policy {
+            concurrency: 1,
+            ..Policy::default()
+        };
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Move)], policy);
+        let mut moved = done_record();
+        moved.id = "e3".into();
+        moved.seq = 3;
+        moved.path = "/f/e3.txt".into();
+        moved.after_done = false;
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![pending_record("e1", 1), pending_record("e2", 2), moved],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert_eq!(posts(&out), vec!["e1"]);
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::After { id, .. } if id == "e3")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_retry_after_of_zero_sends_the_same_request_again_at_once() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![pending_record("e1", 1)],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert_eq!(posts(&out), vec!["e1"]);
+        let out = m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e1".into(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Throttled {
+                    retry_after_ms: Some(0),
+                })),
+            },
+        );
+        assert_eq!(posts(&out), vec!["e1"], "{out:?}");
+    }
+
+    #[test]
+    fn uploads_resume_when_the_sign_in_pause_ends_not_before() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![pending_record("e1", 1)],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e1".into(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::SignIn(Failure::new(
+                    "InvalidAuthenticationToken",
+                    "sign in",
+                )))),
+            },
+        );
+        let (until, _) = m.sign_in_pause().expect("paused");
+        let out = m.handle(Time(until.0 - 1), Input::Tick);
+        assert!(posts(&out).is_empty() && m.sign_in_pause().is_some());
+        let out = m.handle(until, Input::Tick);
+        assert_eq!(posts(&out), vec!["e1"]);
+        assert!(m.sign_in_pause().is_none());
+    }
+
+    #[test]
+    fn no_more_files_are_hashed_at_once_than_hash_workers() {
+        let policy = Policy {
+            hash_workers: 2,
+            ..Policy::default()
+        };
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], policy);
+        let stat = done_record().file;
+        let paths: Vec<PathBuf> = (0..4).map(|k| format!("/f/{k}.txt").into()).collect();
+        for p in &paths {
+            m.handle(
+                Time(0),
+                Input::Observed {
+                    mapping: "m".into(),
+                    path: p.clone(),
+                    stat,
+                },
+            );
+        }
+        let settled = Time(Policy::default().settle_ms);
+        m.handle(settled, Input::Tick);
+        let mut hashes = 0;
+        for p in &paths {
+            let out = m.handle(
+                settled,
+                Input::Stat {
+                    path: p.clone(),
+                    stat: Some(stat),
+                },
+            );
+            hashes += out
+                .iter()
+                .filter(|a| matches!(a, Action::Hash { .. }))
+                .count();
+        }
+        assert_eq!(hashes, 2);
+        assert_eq!(m.hashing().count(), 4, "two hashed, two queued");
+    }
 }

@@ -1932,4 +1932,96 @@ mod tests {
             "{out:?}"
         );
     }
+
+    #[test]
+    fn a_file_in_a_message_keeps_going_to_its_draft_after_its_mapping_stops_mailing() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        // Certainly not attached: it waits to try again.
+        m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid.clone(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
+                    "ConnectionRefused",
+                    "down",
+                )))),
+            },
+        );
+        // The mapping now names an item instead of mailing.
+        let mut plain = m.mappings["mail"].clone();
+        plain.mail = None;
+        plain.target.item_id = "other".into();
+        m.handle(
+            Time(7_200),
+            Input::Config {
+                mappings: vec![plain],
+                policy: Policy::default(),
+            },
+        );
+        let out = m.handle(Time(600_000), Input::Tick);
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::Post { id, target, .. } if *id == eid && target.item_id == "d1"
+            )),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_draft_left_unsent_lets_its_files_finish_in_the_same_step() {
+        let mut m = mail_machine(false);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::PersistMessage(r) if r.state == MessageState::Drafted)));
+        // Its file, done, is finished with now: nothing waits for another input.
+        assert!(m.quiescent(), "{}", m.describe());
+    }
 }
