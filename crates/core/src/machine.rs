@@ -3686,4 +3686,128 @@ mod tests {
         assert_eq!(hashes, 2);
         assert_eq!(m.hashing().count(), 4, "two hashed, two queued");
     }
+
+    #[test]
+    fn a_session_upload_is_not_posted() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut big = pending_record("e1", 1);
+        big.file.size = 5 << 20;
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![big],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert!(posts(&out).is_empty());
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::CreateSession { id, .. } if id == "e1")));
+    }
+
+    #[test]
+    fn a_name_lock_follows_its_entry_to_its_new_item_and_frees_the_old_one() {
+        let on = |mapping: &str, item: &str| {
+            let mut r = rule(IfExists::Attach, After::Keep);
+            r.name = mapping.into();
+            r.target.item_id = item.into();
+            r
+        };
+        let named = |id: &str, seq: u64, mapping: &str| {
+            let mut r = pending_record(id, seq);
+            r.mapping = mapping.into();
+            r.name = "a.txt".into();
+            r
+        };
+        let mut m = Machine::new(
+            vec![on("m", "i1"), on("b", "i1"), on("c", "i3"), on("d", "i3")],
+            Policy::default(),
+        );
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![
+                    named("e1", 1, "m"),
+                    named("e2", 2, "b"),
+                    named("e3", 3, "c"),
+                    named("e4", 4, "d"),
+                ],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        // One upload per name per item.
+        assert_eq!(posts(&out), vec!["e1", "e3"]);
+        m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e1".into(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
+                    "ConnectionRefused",
+                    "down",
+                )))),
+            },
+        );
+        // e1's mapping now names another item: its next POST goes there.
+        m.handle(
+            Time(30),
+            Input::Config {
+                mappings: vec![on("m", "i2"), on("b", "i1"), on("c", "i3"), on("d", "i3")],
+                policy: Policy::default(),
+            },
+        );
+        let out = m.handle(Time(600_000), Input::Tick);
+        let targets: Vec<(&str, &str)> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Post { id, target, .. } => Some((id.as_str(), target.item_id.as_str())),
+                _ => None,
+            })
+            .collect();
+        // The name on i1 is free for e2; e3 still holds it on i3 (its POST in flight).
+        assert_eq!(targets, vec![("e1", "i2"), ("e2", "i1")], "{out:?}");
+    }
+
+    #[test]
+    fn a_failed_entry_deleting_its_partial_attachment_holds_the_name_from_start() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut partial = pending_record("e2", 2);
+        partial.path = "/f/sub/e1.txt".into();
+        partial.name = "e1.txt".into();
+        partial.state = State::Failed;
+        partial.error = Some(Failure::new("protocolViolation", "201 early"));
+        partial.target = Some(rule(IfExists::Attach, After::Keep).target);
+        partial.garbage = vec!["part".into()];
+        // Done, moving its file: it holds no name.
+        let mut moving = pending_record("e3", 3);
+        moving.name = "e1.txt".into();
+        moving.path = "/f/other/e1.txt".into();
+        moving.state = State::Done;
+        moving.attachment_id = Some("a3".into());
+        moving.target = Some(rule(IfExists::Attach, After::Move).target);
+        let mut m2 = Machine::new(vec![rule(IfExists::Attach, After::Move)], Policy::default());
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![pending_record("e1", 1), partial],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert!(posts(&out).is_empty(), "{out:?}");
+        assert!(out.iter().any(
+            |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if attachment_id == "part")
+        ));
+        let out = m2.handle(
+            Time(10),
+            Input::Start {
+                records: vec![pending_record("e1", 1), moving],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert_eq!(posts(&out), vec!["e1"]);
+        assert!(out.iter().any(|a| matches!(a, Action::After { .. })));
+    }
 }
