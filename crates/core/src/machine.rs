@@ -3810,4 +3810,323 @@ mod tests {
         assert_eq!(posts(&out), vec!["e1"]);
         assert!(out.iter().any(|a| matches!(a, Action::After { .. })));
     }
+
+    #[test]
+    fn a_chunk_is_recorded_before_it_is_first_sent_not_when_sent_again() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut big = pending_record("e1", 1);
+        big.file.size = 5 << 20;
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![big],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let out = m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e1".into(),
+                outcome: Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
+            },
+        );
+        let chunk = Policy::default().chunk_size;
+        let recorded = out.iter().position(
+            |a| matches!(a, Action::Persist(r) if r.session.is_some_and(|s| s.sent_end == chunk)),
+        );
+        let sent = out
+            .iter()
+            .position(|a| matches!(a, Action::PutChunk { offset: 0, .. }));
+        assert!(recorded.is_some() && recorded < sent, "{out:?}");
+        // Throttled: the same chunk again, nothing new to record.
+        let out = m.handle(
+            Time(30),
+            Input::Outcome {
+                id: "e1".into(),
+                outcome: Outcome::Chunk(ChunkOutcome::Failed(Fault::Throttled {
+                    retry_after_ms: Some(0),
+                })),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::PutChunk { offset: 0, .. })));
+        assert!(persisted(&out).is_none(), "{out:?}");
+    }
+
+    #[test]
+    fn a_failure_is_counted_and_a_cancel_too_late_is_told_as_such() {
+        let attached = |cancel: Option<Input>, outcome: PostOutcome| {
+            let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+            m.handle(
+                Time(10),
+                Input::Start {
+                    records: vec![pending_record("e1", 1)],
+                    with_url: vec![],
+                    messages: vec![],
+                },
+            );
+            if let Some(c) = cancel {
+                m.handle(Time(15), c);
+            }
+            let out = m.handle(
+                Time(20),
+                Input::Outcome {
+                    id: "e1".into(),
+                    outcome: Outcome::Post(outcome),
+                },
+            );
+            let note = out.iter().find_map(|a| match a {
+                Action::Notify(n) => Some(n.clone()),
+                _ => None,
+            });
+            (note, m.failed_this_run)
+        };
+        let created = || PostOutcome::Created {
+            attachment_id: "a1".into(),
+        };
+        let (note, failed) = attached(None, created());
+        assert!(matches!(note, Some(Note::Attached { .. })), "{note:?}");
+        assert_eq!(failed, 0);
+        // Canceled by the user while its POST was in flight, and it landed.
+        let (note, _) = attached(Some(Input::Cancel { id: "e1".into() }), created());
+        assert!(matches!(note, Some(Note::CancelTooLate { .. })), "{note:?}");
+        // Its file went meanwhile (the agent's cancel): attached, as the file was.
+        let gone = Input::Gone {
+            mapping: "m".into(),
+            path: "/f/e1.txt".into(),
+        };
+        let (note, _) = attached(Some(gone), created());
+        assert!(matches!(note, Some(Note::Attached { .. })), "{note:?}");
+        let refused =
+            PostOutcome::Failed(Fault::Permanent(Failure::new("ErrorAccessDenied", "no")));
+        let (note, failed) = attached(None, refused);
+        assert!(matches!(note, Some(Note::Failed { .. })), "{note:?}");
+        assert_eq!(failed, 1);
+    }
+
+    fn started(policy: Policy, after: After, records: Vec<Record>) -> (Machine, Vec<Action>) {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, after)], policy);
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records,
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        (m, out)
+    }
+
+    fn answer(m: &mut Machine, t: u64, id: &str, outcome: Outcome) -> Vec<Action> {
+        m.handle(
+            Time(t),
+            Input::Outcome {
+                id: id.into(),
+                outcome,
+            },
+        )
+    }
+
+    fn created(att: &str) -> Outcome {
+        Outcome::Post(PostOutcome::Created {
+            attachment_id: att.into(),
+        })
+    }
+
+    #[test]
+    fn a_version_done_after_a_newer_one_deletes_its_own_copy_and_is_not_moved() {
+        let mut newer = done_record();
+        newer.id = "e2".into();
+        newer.seq = 2;
+        newer.path = "/f/e1.txt".into();
+        newer.attachment_id = Some("a2".into());
+        let (mut m, out) = started(
+            Policy::default(),
+            After::Move,
+            vec![pending_record("e1", 1), newer],
+        );
+        assert_eq!(posts(&out), vec!["e1"]);
+        let out = answer(&mut m, 20, "e1", created("a1"));
+        let r = persisted(&out).expect("persisted");
+        assert!(r.after_done, "the file is the newer version's");
+        assert_eq!(
+            r.replaces,
+            vec![Replaced {
+                entry: "e1".into(),
+                attachment_id: "a1".into()
+            }]
+        );
+        assert!(out.iter().any(
+            |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if attachment_id == "a1")
+        ));
+        assert!(!out.iter().any(|a| matches!(a, Action::After { .. })));
+    }
+
+    #[test]
+    fn the_newest_version_done_runs_its_after_action() {
+        let (mut m, _) = started(
+            Policy::default(),
+            After::Move,
+            vec![pending_record("e1", 1)],
+        );
+        let out = answer(&mut m, 20, "e1", created("a1"));
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::After { id, .. } if id == "e1")));
+    }
+
+    #[test]
+    fn a_done_version_frees_its_name_unless_it_is_deleting_an_older_copy() {
+        // e1 and e3 share a name; e1 holds it.
+        let mut e3 = pending_record("e3", 3);
+        e3.name = "e1.txt".into();
+        let (mut m, out) = started(
+            Policy::default(),
+            After::Keep,
+            vec![pending_record("e1", 1), e3.clone()],
+        );
+        assert_eq!(posts(&out), vec!["e1"]);
+        let out = answer(&mut m, 20, "e1", created("a1"));
+        assert_eq!(posts(&out), vec!["e3"], "the name is free at once");
+        // Now e1 replaces an older version of its file: the name stays taken until that
+        // version's attachment is deleted.
+        let mut older = done_record();
+        older.id = "e0".into();
+        older.seq = 0;
+        older.path = "/f/e1.txt".into();
+        older.attachment_id = Some("a0".into());
+        let (mut m, _) = started(
+            Policy::default(),
+            After::Keep,
+            vec![older, pending_record("e1", 1), e3],
+        );
+        let out = answer(&mut m, 20, "e1", created("a1"));
+        assert!(posts(&out).is_empty(), "{out:?}");
+        assert!(out.iter().any(
+            |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if attachment_id == "a0")
+        ));
+        let out = answer(
+            &mut m,
+            30,
+            "e1",
+            Outcome::DeleteAttachment(DeleteOutcome::Deleted),
+        );
+        assert_eq!(posts(&out), vec!["e3"]);
+    }
+
+    #[test]
+    fn an_unreachable_server_is_tried_again_after_a_longer_backoff() {
+        let (mut m, _) = started(
+            Policy::default(),
+            After::Keep,
+            vec![pending_record("e1", 1)],
+        );
+        let out = answer(
+            &mut m,
+            20,
+            "e1",
+            Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
+                "ConnectionRefused",
+                "down",
+            )))),
+        );
+        let wake = out.iter().find_map(|a| match a {
+            Action::WakeAt(t) => Some(*t),
+            _ => None,
+        });
+        assert_eq!(wake, Some(Time(20).plus_ms(backoff_ms("e1", 2))));
+    }
+
+    #[test]
+    fn answers_in_doubt_fail_an_entry_after_max_attempts_in_a_row() {
+        let policy = Policy {
+            max_attempts: 3,
+            ..Policy::default()
+        };
+        let mut doubt = pending_record("e1", 1);
+        doubt.state = State::Uploading;
+        doubt.target = Some(rule(IfExists::Attach, After::Keep).target);
+        doubt.may_exist = true;
+        doubt.effect_at = Some(Time(0));
+        let (mut m, _) = started(policy, After::Keep, vec![doubt]);
+        let mut t = 0;
+        for k in 1..=3 {
+            t += 1_000_000;
+            let out = m.handle(Time(t), Input::Tick);
+            assert!(
+                out.iter().any(|a| matches!(a, Action::Look { .. })),
+                "look {k}: {out:?}"
+            );
+            let out = answer(
+                &mut m,
+                t + 1,
+                "e1",
+                Outcome::Look(LookOutcome::Failed(Fault::Ambiguous(Failure::new(
+                    "ServiceUnavailable",
+                    "503",
+                )))),
+            );
+            let r = persisted(&out).expect("persisted");
+            assert_eq!(r.attempts, k);
+            assert_eq!(r.state == State::Failed, k == 3, "after {k}: {r:?}");
+        }
+        assert_eq!(m.failed_this_run, 1);
+    }
+
+    #[test]
+    fn a_post_refused_as_too_large_goes_by_session_or_fails_if_too_small_for_one() {
+        let refused = |size: u64| {
+            let mut r = pending_record("e1", 1);
+            r.file.size = size;
+            let (mut m, out) = started(Policy::default(), After::Keep, vec![r]);
+            assert_eq!(posts(&out), vec!["e1"]);
+            answer(&mut m, 20, "e1", Outcome::Post(PostOutcome::TooLarge))
+        };
+        let out = refused(MIN_SESSION - 1);
+        let r = persisted(&out).expect("persisted");
+        assert_eq!(
+            (r.state, r.error.as_ref().map(|e| e.code.as_str())),
+            (State::Failed, Some("requestTooLarge"))
+        );
+        let out = refused(MIN_SESSION);
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::CreateSession { .. })));
+    }
+
+    #[test]
+    fn a_version_found_already_attached_frees_its_name_while_its_file_is_moved() {
+        // e0: a copy of e1's bytes under the same name, attached by this agent.
+        let mut copy = done_record();
+        copy.id = "e0".into();
+        copy.seq = 0;
+        copy.path = "/f/copy/e1.txt".into();
+        copy.name = "e1.txt".into();
+        copy.attachment_id = Some("a0".into());
+        let mut other = pending_record("e3", 3);
+        other.path = "/f/sub/e1.txt".into();
+        other.name = "e1.txt".into();
+        other.sha256 = Some("cd".repeat(32));
+        let mut m = Machine::new(vec![rule(IfExists::Skip, After::Move)], Policy::default());
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![copy, pending_record("e1", 1), other],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        // e1 is done with no request, and its file is being moved...
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::After { id, .. } if id == "e1")));
+        // ...while e3 of the same name goes on.
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Look { id, .. } if id == "e3")),
+            "{out:?}"
+        );
+    }
 }
