@@ -4129,4 +4129,347 @@ mod tests {
             "{out:?}"
         );
     }
+
+    #[test]
+    fn a_session_that_wants_an_offset_past_0_is_abandoned_and_the_entry_fails_after_3() {
+        let mut big = pending_record("e1", 1);
+        big.file.size = 5 << 20;
+        let (mut m, out) = started(Policy::default(), After::Keep, vec![big]);
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::CreateSession { .. })));
+        let mut t = 20;
+        for k in 1..=3 {
+            let out = answer(
+                &mut m,
+                t,
+                "e1",
+                Outcome::CreateSession(SessionOutcome::Created { next: 5 }),
+            );
+            let r = persisted(&out).expect("persisted");
+            assert_eq!(r.restarts, k);
+            if k < 3 {
+                assert_eq!(r.state, State::Uploading);
+                assert!(r.session.is_some_and(|s| s.abandoned), "{r:?}");
+            } else {
+                assert_eq!(
+                    (r.state, r.error.as_ref().map(|e| e.code.as_str())),
+                    (State::Failed, Some("protocolViolation"))
+                );
+            }
+            // The abandoned session is deleted (then a new one made, while any are left).
+            assert!(out
+                .iter()
+                .any(|a| matches!(a, Action::DeleteSession { .. })));
+            let out = answer(
+                &mut m,
+                t + 1,
+                "e1",
+                Outcome::DeleteSession(DeleteOutcome::Deleted),
+            );
+            let again = out
+                .iter()
+                .any(|a| matches!(a, Action::CreateSession { .. }));
+            assert_eq!(again, k < 3, "after {k}: {out:?}");
+            t += 10;
+        }
+        // A session that starts at 0 is used.
+        let mut big = pending_record("e1", 1);
+        big.file.size = 5 << 20;
+        let (mut m, _) = started(Policy::default(), After::Keep, vec![big]);
+        let out = answer(
+            &mut m,
+            20,
+            "e1",
+            Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::PutChunk { offset: 0, .. })));
+    }
+
+    #[test]
+    fn a_file_that_changed_while_it_was_sent_is_settled_again() {
+        let (mut m, _) = started(
+            Policy::default(),
+            After::Keep,
+            vec![pending_record("e1", 1)],
+        );
+        assert!(m.settler().is_empty());
+        let out = answer(&mut m, 20, "e1", Outcome::Post(PostOutcome::Changed));
+        let r = persisted(&out).expect("persisted");
+        assert_eq!(r.state, State::Canceled);
+        assert!(m.settler().is_settling(Path::new("/f/e1.txt")));
+    }
+
+    /// A 5 MiB file whose session was made and whose first chunk is in flight.
+    fn first_chunk_in_flight() -> Machine {
+        let mut big = pending_record("e1", 1);
+        big.file.size = 5 << 20;
+        let (mut m, _) = started(Policy::default(), After::Keep, vec![big]);
+        let out = answer(
+            &mut m,
+            20,
+            "e1",
+            Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::PutChunk { offset: 0, .. })));
+        m
+    }
+
+    #[test]
+    fn a_session_whose_next_range_does_not_move_three_times_is_abandoned() {
+        let mut m = first_chunk_in_flight();
+        let chunk = Policy::default().chunk_size;
+        let out = answer(
+            &mut m,
+            30,
+            "e1",
+            Outcome::Chunk(ChunkOutcome::Accepted { next: Some(chunk) }),
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::PutChunk { offset, .. } if *offset == chunk)));
+        // The server keeps asking for the same range.
+        for k in 1..=3 {
+            let out = answer(
+                &mut m,
+                30 + k,
+                "e1",
+                Outcome::Chunk(ChunkOutcome::Accepted { next: Some(chunk) }),
+            );
+            let abandoned = out
+                .iter()
+                .any(|a| matches!(a, Action::DeleteSession { .. }));
+            assert_eq!(abandoned, k == 3, "after {k}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn a_201_before_the_last_byte_is_deleted_and_the_entry_fails_the_third_time() {
+        let mut m = first_chunk_in_flight();
+        let mut t = 30;
+        for k in 1..=3 {
+            let part = format!("p{k}");
+            let out = answer(
+                &mut m,
+                t,
+                "e1",
+                Outcome::Chunk(ChunkOutcome::Completed {
+                    attachment_id: Some(part.clone()),
+                }),
+            );
+            let r = persisted(&out).expect("persisted");
+            assert_eq!((r.restarts, r.garbage.clone()), (k, vec![part.clone()]));
+            assert_eq!(r.state == State::Failed, k == 3, "after {k}: {r:?}");
+            assert!(out.iter().any(
+                |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if *attachment_id == part)
+            ));
+            let out = answer(
+                &mut m,
+                t + 1,
+                "e1",
+                Outcome::DeleteAttachment(DeleteOutcome::Deleted),
+            );
+            if k < 3 {
+                assert!(out
+                    .iter()
+                    .any(|a| matches!(a, Action::CreateSession { .. })));
+                answer(
+                    &mut m,
+                    t + 2,
+                    "e1",
+                    Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
+                );
+            }
+            t += 10;
+        }
+        assert_eq!(m.failed_this_run, 1);
+    }
+
+    /// `first_chunk_in_flight`, the first chunk taken: the last one in flight.
+    fn last_chunk_in_flight() -> Machine {
+        let mut m = first_chunk_in_flight();
+        let chunk = Policy::default().chunk_size;
+        let out = answer(
+            &mut m,
+            30,
+            "e1",
+            Outcome::Chunk(ChunkOutcome::Accepted { next: Some(chunk) }),
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::PutChunk { offset, last: true, .. } if *offset == chunk)));
+        m
+    }
+
+    #[test]
+    fn a_file_gone_before_its_last_chunk_was_read_leaves_nothing_in_doubt() {
+        let mut m = last_chunk_in_flight();
+        let out = answer(&mut m, 40, "e1", Outcome::Chunk(ChunkOutcome::FileGone));
+        let r = persisted(&out).expect("persisted");
+        assert_eq!(r.state, State::Canceled);
+        assert!(!r.may_exist, "{r:?}");
+    }
+
+    #[test]
+    fn a_session_gone_mid_file_is_replaced_but_after_its_last_chunk_the_item_is_looked_at() {
+        let mut m = first_chunk_in_flight();
+        let out = answer(&mut m, 40, "e1", Outcome::Chunk(ChunkOutcome::SessionGone));
+        let r = persisted(&out).expect("persisted");
+        assert_eq!((r.restarts, r.session), (1, None));
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::CreateSession { .. })));
+        // The last byte may have landed: no new session before a look.
+        let mut m = last_chunk_in_flight();
+        let out = answer(&mut m, 40, "e1", Outcome::Chunk(ChunkOutcome::SessionGone));
+        let r = persisted(&out).expect("persisted");
+        assert_eq!((r.restarts, r.session, r.may_exist), (0, None, true));
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::CreateSession { .. })));
+    }
+
+    #[test]
+    fn a_chunk_not_taken_goes_again_and_one_in_doubt_dates_the_last_bytes_effect() {
+        let unreachable = || {
+            Outcome::Chunk(ChunkOutcome::Failed(Fault::Unreachable(Failure::new(
+                "ConnectionRefused",
+                "down",
+            ))))
+        };
+        let ambiguous = || {
+            Outcome::Chunk(ChunkOutcome::Failed(Fault::Ambiguous(Failure::new(
+                "ConnectionDropped",
+                "lost",
+            ))))
+        };
+        // Unreachable: the session is as it was; after the wait, the same chunk again.
+        let mut m = first_chunk_in_flight();
+        answer(&mut m, 40, "e1", unreachable());
+        let out = m.handle(Time(1_000_000), Input::Tick);
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::PutChunk { offset: 0, .. })),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::AskSession { .. })));
+        // In doubt mid-file: nothing may be on the item yet.
+        let mut m = first_chunk_in_flight();
+        let out = answer(&mut m, 50, "e1", ambiguous());
+        let r = persisted(&out).expect("persisted");
+        assert_eq!((r.may_exist, r.effect_at), (false, None));
+        // In doubt on the last chunk: it could land until its answer ended.
+        let mut m = last_chunk_in_flight();
+        let out = answer(&mut m, 50, "e1", ambiguous());
+        let r = persisted(&out).expect("persisted");
+        assert_eq!((r.may_exist, r.effect_at), (true, Some(Time(50))));
+    }
+
+    #[test]
+    fn sessions_that_keep_dying_back_off_and_fail_the_entry_only_when_bounded() {
+        let dies = |max_attempts: u32| {
+            let policy = Policy {
+                max_attempts,
+                ..Policy::default()
+            };
+            let mut big = pending_record("e1", 1);
+            big.file.size = 5 << 20;
+            let (mut m, _) = started(policy, After::Keep, vec![big]);
+            let mut t = 20;
+            let mut seen = Vec::new();
+            for k in 1..=4u32 {
+                answer(
+                    &mut m,
+                    t,
+                    "e1",
+                    Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
+                );
+                let out = answer(
+                    &mut m,
+                    t + 1,
+                    "e1",
+                    Outcome::Chunk(ChunkOutcome::SessionGone),
+                );
+                let r = persisted(&out).expect("persisted").clone();
+                assert_eq!(r.restarts, k);
+                let at_once = out
+                    .iter()
+                    .any(|a| matches!(a, Action::CreateSession { .. }));
+                seen.push((r.state, at_once));
+                if !at_once {
+                    t += 10_000_000;
+                    let out = m.handle(Time(t), Input::Tick);
+                    let again = out
+                        .iter()
+                        .any(|a| matches!(a, Action::CreateSession { .. }));
+                    assert_eq!(again, r.state != State::Failed, "{out:?}");
+                } else {
+                    t += 10;
+                }
+            }
+            seen
+        };
+        use State::{Failed, Uploading};
+        // A new session at once, then after a backoff; with a bound (max_sessions = 3), the
+        // fourth death fails the entry.
+        assert_eq!(
+            dies(8),
+            vec![
+                (Uploading, true),
+                (Uploading, false),
+                (Uploading, false),
+                (Failed, false)
+            ]
+        );
+        // `run`: never given up.
+        assert_eq!(
+            dies(0),
+            vec![
+                (Uploading, true),
+                (Uploading, false),
+                (Uploading, false),
+                (Uploading, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_session_asked_that_reports_what_it_cannot_have_is_abandoned() {
+        let asked = |mut m: Machine, next: u64| {
+            answer(
+                &mut m,
+                50,
+                "e1",
+                Outcome::Chunk(ChunkOutcome::Failed(Fault::Ambiguous(Failure::new(
+                    "ConnectionDropped",
+                    "lost",
+                )))),
+            );
+            let out = m.handle(Time(10_000_000), Input::Tick);
+            assert!(
+                out.iter().any(|a| matches!(a, Action::AskSession { .. })),
+                "{out:?}"
+            );
+            let out = answer(
+                &mut m,
+                10_000_001,
+                "e1",
+                Outcome::Ask(AskOutcome::Next(Some(next))),
+            );
+            let r = persisted(&out).expect("persisted");
+            assert!(r.session.is_some_and(|s| s.abandoned), "{r:?}");
+            assert!(out
+                .iter()
+                .any(|a| matches!(a, Action::DeleteSession { .. })));
+        };
+        let chunk = Policy::default().chunk_size;
+        // Bytes it was never sent.
+        asked(first_chunk_in_flight(), chunk + 10);
+        // Every byte, yet no attachment.
+        asked(last_chunk_in_flight(), 5 << 20);
+    }
 }
