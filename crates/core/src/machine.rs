@@ -4472,4 +4472,201 @@ mod tests {
         // Every byte, yet no attachment.
         asked(last_chunk_in_flight(), 5 << 20);
     }
+
+    /// `last_chunk_in_flight`, its answer lost: the session is asked where it stands.
+    fn last_chunk_in_doubt() -> Machine {
+        let mut m = last_chunk_in_flight();
+        answer(
+            &mut m,
+            50,
+            "e1",
+            Outcome::Chunk(ChunkOutcome::Failed(Fault::Ambiguous(Failure::new(
+                "ConnectionDropped",
+                "lost",
+            )))),
+        );
+        let out = m.handle(Time(10_000_000), Input::Tick);
+        assert!(
+            out.iter().any(|a| matches!(a, Action::AskSession { .. })),
+            "{out:?}"
+        );
+        m
+    }
+
+    #[test]
+    fn after_the_last_chunk_in_doubt_the_item_is_looked_at_before_any_new_session() {
+        // The session is gone: it may have completed.
+        let mut m = last_chunk_in_doubt();
+        let out = answer(&mut m, 10_000_001, "e1", Outcome::Ask(AskOutcome::Gone));
+        let r = persisted(&out).expect("persisted");
+        assert_eq!((r.session, r.may_exist, r.restarts), (None, true, 0));
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::CreateSession { .. })));
+        // (Its effect is long enough ago: the look goes at once.)
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Look { .. })),
+            "{out:?}"
+        );
+        // It wants bytes from the start again: sent again, and the doubt stays (the lost
+        // request may still complete), so a session dying now is followed by a look too.
+        let mut m = last_chunk_in_doubt();
+        let out = answer(
+            &mut m,
+            10_000_001,
+            "e1",
+            Outcome::Ask(AskOutcome::Next(Some(0))),
+        );
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PutChunk {
+                offset: 0,
+                last: false,
+                ..
+            }
+        )));
+        assert!(m.record("e1").is_some_and(|r| r.may_exist));
+        let out = answer(
+            &mut m,
+            10_000_002,
+            "e1",
+            Outcome::Chunk(ChunkOutcome::SessionGone),
+        );
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::CreateSession { .. })));
+        assert!(m
+            .record("e1")
+            .is_some_and(|r| r.may_exist && r.restarts == 0));
+    }
+
+    /// Answers `fault` to the delete of e1 in flight, then wakes the machine for the next
+    /// one, `n` times; the actions answered.
+    fn deletes_refused(m: &mut Machine, t: &mut u64, n: usize, fault: &Fault) -> Vec<Vec<Action>> {
+        let mut outs = Vec::new();
+        for _ in 0..n {
+            let outcome = match m.record("e1").map(|r| r.session.is_some()) {
+                Some(true) => Outcome::DeleteSession(DeleteOutcome::Failed(fault.clone())),
+                _ => Outcome::DeleteAttachment(DeleteOutcome::Failed(fault.clone())),
+            };
+            outs.push(answer(m, *t, "e1", outcome));
+            *t += 10_000_000;
+            let out = m.handle(Time(*t), Input::Tick);
+            outs.push(out);
+        }
+        outs
+    }
+
+    #[test]
+    fn a_session_delete_is_given_up_after_10_failures_not_counting_429s() {
+        let mut abandoned = pending_record("e1", 1);
+        abandoned.state = State::Canceled;
+        abandoned.error = Some(Failure::new("canceled", "canceled by the user"));
+        abandoned.target = Some(rule(IfExists::Attach, After::Keep).target);
+        abandoned.session = Some(SessionMark {
+            sent_end: 4096,
+            abandoned: true,
+        });
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![abandoned],
+                with_url: vec!["e1".into()],
+                messages: vec![],
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::DeleteSession { .. })));
+        let mut t = 20;
+        let forgot = |outs: &[Vec<Action>]| {
+            outs.iter()
+                .flatten()
+                .any(|a| matches!(a, Action::ForgetUrl { .. }))
+        };
+        let throttled = Fault::Throttled {
+            retry_after_ms: Some(1_000),
+        };
+        let down = Fault::Unreachable(Failure::new("ConnectionRefused", "down"));
+        assert!(!forgot(&deletes_refused(&mut m, &mut t, 12, &throttled)));
+        assert!(!forgot(&deletes_refused(&mut m, &mut t, 9, &down)));
+        let outs = deletes_refused(&mut m, &mut t, 1, &down);
+        assert!(forgot(&outs), "{outs:?}");
+        assert!(m.record("e1").is_none_or(|r| r.session.is_none()));
+    }
+
+    #[test]
+    fn an_older_copys_delete_is_given_up_after_10_failures_not_counting_429s() {
+        let mut replacing = done_record();
+        replacing.replaces = vec![Replaced {
+            entry: "e0".into(),
+            attachment_id: "old".into(),
+        }];
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![replacing],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::DeleteAttachment { .. })));
+        let mut t = 20;
+        let throttled = Fault::Throttled {
+            retry_after_ms: Some(1_000),
+        };
+        let down = Fault::Unreachable(Failure::new("ConnectionRefused", "down"));
+        deletes_refused(&mut m, &mut t, 12, &throttled);
+        deletes_refused(&mut m, &mut t, 9, &down);
+        assert_eq!(m.record("e1").map(|r| r.replaces.len()), Some(1));
+        let outs = deletes_refused(&mut m, &mut t, 1, &down);
+        let r = outs
+            .iter()
+            .flat_map(|o| persisted(o))
+            .next()
+            .expect("persisted");
+        assert!(r.replaces.is_empty(), "{r:?}");
+        // Given up on, not deleted: the older record is not marked replaced.
+        assert!(!outs
+            .iter()
+            .flatten()
+            .any(|a| matches!(a, Action::MarkReplaced { .. })));
+    }
+
+    #[test]
+    fn an_older_version_still_at_work_is_marked_replaced_on_record_once_its_copy_is_deleted() {
+        // e1 is done and its file being moved; e2, a newer version, is new.
+        let mut moving = done_record();
+        moving.path = "/f/a.txt".into();
+        moving.attachment_id = Some("a1".into());
+        moving.after_done = false;
+        let mut newer = pending_record("e2", 2);
+        newer.path = "/f/a.txt".into();
+        newer.name = "a.txt".into();
+        newer.sha256 = Some("cd".repeat(32));
+        let (mut m, out) = started(Policy::default(), After::Move, vec![moving, newer]);
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::After { id, .. } if id == "e1")));
+        assert_eq!(posts(&out), vec!["e2"]);
+        let out = answer(&mut m, 20, "e2", created("a2"));
+        assert!(out.iter().any(
+            |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if attachment_id == "a1")
+        ));
+        let out = answer(
+            &mut m,
+            30,
+            "e2",
+            Outcome::DeleteAttachment(DeleteOutcome::Deleted),
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Persist(r) if r.id == "e1" && r.replaced)),
+            "{out:?}"
+        );
+    }
 }
