@@ -2024,4 +2024,198 @@ mod tests {
         // Its file, done, is finished with now: nothing waits for another input.
         assert!(m.quiescent(), "{}", m.describe());
     }
+
+    #[test]
+    fn a_file_in_doubt_settles_its_doubt_even_when_its_message_failed() {
+        let (_, mid, failed, message) = a_failed_message();
+        // As a restart finds it: the message failed, its file's POST answer was lost.
+        let mut doubt = failed.clone();
+        doubt.state = State::Uploading;
+        doubt.error = None;
+        doubt.may_exist = true;
+        doubt.effect_at = Some(Time(7_000));
+        doubt.message = Some(mid);
+        let mut m = mail_machine(true);
+        let out = m.handle(
+            Time(8_000),
+            Input::Start {
+                records: vec![doubt.clone()],
+                with_url: vec![],
+                messages: vec![message],
+            },
+        );
+        let mut out = out;
+        out.extend(m.handle(Time(1_000_000), Input::Tick));
+        assert!(
+            out.iter().any(
+                |a| matches!(a, Action::Look { id, target, .. } if *id == doubt.id && target.item_id == "d1")
+            ),
+            "{out:?}"
+        );
+        // Its session open (mid-file): it goes on with it, to the end or to its delete.
+        let (_, mid, failed, message) = a_failed_message();
+        let mut open = failed.clone();
+        open.state = State::Uploading;
+        open.error = None;
+        open.file.size = 5 << 20;
+        open.session = Some(SessionMark {
+            sent_end: 1 << 20,
+            abandoned: false,
+        });
+        open.message = Some(mid);
+        let mut m = mail_machine(true);
+        let out = m.handle(
+            Time(8_000),
+            Input::Start {
+                records: vec![open.clone()],
+                with_url: vec![open.id.clone()],
+                messages: vec![message],
+            },
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::AskSession { id, .. } if *id == open.id)),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_waiting_out_a_backoff_is_not_one_waiting_for_retry() {
+        let mut plain = mail_machine(true).mappings["mail"].clone();
+        plain.mail = None;
+        plain.target.item_id = "item".into();
+        let mut m = Machine::new(vec![plain], Policy::default());
+        let file = Record::pending(
+            "p1".into(),
+            "mail".into(),
+            "/mail/a.pdf".into(),
+            "a.pdf".into(),
+            stat(3, 10),
+            Some("cd".repeat(32)),
+            1,
+            Time(0),
+        );
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![file],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "p1".into(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
+                    "ConnectionRefused",
+                    "down",
+                )))),
+            },
+        );
+        // Nothing in flight, no message, but the file will try again by itself: `run --once`
+        // waits for it.
+        assert!(!m.only_blocked());
+    }
+
+    #[test]
+    fn messages_and_files_take_their_places_in_one_order() {
+        let mut m = mail_machine(true);
+        let mut out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        out.extend(drop_file(&mut m, 20_000, "y.pdf", 10));
+        // Each record and message as first written, in the order written.
+        let mut seen: Vec<(String, u64)> = Vec::new();
+        for a in &out {
+            let (id, seq) = match a {
+                Action::Persist(r) => (r.id.clone(), r.seq),
+                Action::PersistMessage(r) => (r.id.clone(), r.seq),
+                _ => continue,
+            };
+            if !seen.iter().any(|(i, _)| *i == id) {
+                seen.push((id, seq));
+            }
+        }
+        assert_eq!(seen.len(), 4, "two files, two messages: {seen:?}");
+        assert!(
+            seen.windows(2).all(|w| w[0].1 < w[1].1),
+            "made in this order: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_message_retry_retries_only_its_own_files() {
+        let (_, _, failed, message) = a_failed_message();
+        // A failed record of another message, and one of none.
+        let mut other = failed.clone();
+        other.id = "zz".into();
+        other.message = Some("mother".into());
+        let mut loose = failed.clone();
+        loose.id = "yy".into();
+        loose.message = None;
+        let mut m = mail_machine(true);
+        let out = m.handle(
+            Time(9_000),
+            Input::RetryMessage {
+                message,
+                records: vec![failed.clone(), other, loose],
+            },
+        );
+        let retried: Vec<&str> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist(r) => Some(r.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(retried.contains(&failed.id.as_str()), "{out:?}");
+        assert!(
+            retried.iter().all(|id| *id == failed.id),
+            "only its own file: {out:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_retried_alone_leaves_its_message_as_it_is_unless_the_message_failed() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let eid = persisted_file(&out).id.clone();
+        // The draft's answer was lost: the message counts the attempt and waits.
+        m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(
+                    Failure::new("ConnectionDropped", "lost"),
+                ))),
+            },
+        );
+        let attempts = |m: &Machine| m.messages().next().map(|r| r.attempts);
+        assert_eq!(attempts(&m), Some(1));
+        // The user cancels the file, then retries it.
+        let out = m.handle(Time(7_100), Input::Cancel { id: eid.clone() });
+        let canceled = persisted_file(&out).clone();
+        assert_eq!(canceled.state, State::Canceled);
+        let out = m.handle(
+            Time(7_200),
+            Input::Retry {
+                records: vec![canceled],
+            },
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::PersistMessage(_))),
+            "{out:?}"
+        );
+        assert_eq!(attempts(&m), Some(1));
+    }
+
+    fn persisted_file(out: &[Action]) -> &Record {
+        out.iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::Persist(r) => Some(r),
+                _ => None,
+            })
+            .expect("a record persisted")
+    }
 }
