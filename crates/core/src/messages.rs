@@ -2218,4 +2218,492 @@ mod tests {
             })
             .expect("a record persisted")
     }
+
+    #[test]
+    fn a_message_over_leaves_memory_one_failed_stays_for_retry() {
+        let (m, mid, _, _) = a_failed_message();
+        assert_eq!(
+            m.messages().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            vec![mid]
+        );
+        // Drafted (send = false) and its file finished: nothing of it is kept.
+        let mut m = mail_machine(false);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = persisted_file(&out).id.clone();
+        m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        assert_eq!(m.messages().count(), 0);
+        assert!(m.member_of.is_empty(), "{:?}", m.member_of);
+        // Kept while a file of it is still at work (its move runs once the draft is done).
+        let mut m = mail_machine(false);
+        let mut rule = m.mappings["mail"].clone();
+        rule.after = After::Move;
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule],
+                policy: Policy::default(),
+            },
+        );
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = persisted_file(&out).id.clone();
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid.clone(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::After { .. })),
+            "{out:?}"
+        );
+        assert_eq!(m.messages().count(), 1);
+        m.handle(
+            Time(7_200),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::After(AfterOutcome::Done),
+            },
+        );
+        assert_eq!(m.messages().count(), 0);
+    }
+
+    #[test]
+    fn a_message_told_to_retry_after_0_asks_again_at_once() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Throttled {
+                    retry_after_ms: Some(0),
+                })),
+            },
+        );
+        assert!(draft_asked(&out).is_some(), "{out:?}");
+    }
+
+    /// A mail machine whose one message has its draft, its 5 MiB file's session made: the
+    /// machine, the file's id and the actions of the session's creation.
+    fn mail_session() -> (Machine, String, Vec<Action>) {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 5 << 20);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::CreateSession { .. })));
+        let eid = persisted_file(&out).id.clone();
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid.clone(),
+                outcome: Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
+            },
+        );
+        (m, eid, out)
+    }
+
+    fn message_states(out: &[Action]) -> Vec<MessageState> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::PersistMessage(r) => Some(r.state),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_waits_for_a_file_still_cleaning_up_before_it_drops_or_fails_it() {
+        // The file changed while sent: canceled, its session being deleted, its new version
+        // on its way; the message does not give up on it meanwhile.
+        let (mut m, eid, out) = mail_session();
+        assert!(out.iter().any(|a| matches!(a, Action::PutChunk { .. })));
+        let out = m.handle(
+            Time(7_200),
+            Input::Outcome {
+                id: eid.clone(),
+                outcome: Outcome::Chunk(ChunkOutcome::Changed),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::DeleteSession { .. })));
+        assert!(message_states(&out).is_empty(), "{out:?}");
+        // The server misbehaves three times: the file fails, then its session is deleted;
+        // the message fails once that is done.
+        let (mut m, eid, mut out) = mail_session();
+        for k in 0..3u64 {
+            if k > 0 {
+                out = m.handle(
+                    Time(7_200 + k),
+                    Input::Outcome {
+                        id: eid.clone(),
+                        outcome: Outcome::CreateSession(SessionOutcome::Created { next: 5 }),
+                    },
+                );
+            } else {
+                out = m.handle(
+                    Time(7_200),
+                    Input::Outcome {
+                        id: eid.clone(),
+                        outcome: Outcome::Chunk(ChunkOutcome::Accepted {
+                            next: Some(1 << 40),
+                        }),
+                    },
+                );
+            }
+            assert!(out
+                .iter()
+                .any(|a| matches!(a, Action::DeleteSession { .. })));
+            if k < 2 {
+                m.handle(
+                    Time(7_300 + k),
+                    Input::Outcome {
+                        id: eid.clone(),
+                        outcome: Outcome::DeleteSession(DeleteOutcome::Deleted),
+                    },
+                );
+            }
+        }
+        assert_eq!(persisted_file(&out).state, State::Failed);
+        assert!(message_states(&out).is_empty(), "{out:?}");
+        let out = m.handle(
+            Time(7_400),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::DeleteSession(DeleteOutcome::Deleted),
+            },
+        );
+        assert_eq!(message_states(&out), vec![MessageState::Failed]);
+    }
+
+    #[test]
+    fn a_message_is_not_listed_for_sending_while_an_older_copy_is_deleted_from_its_draft() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let v1 = persisted_file(&out).id.clone();
+        // The file changes while its POST is in flight: the new version takes its place.
+        let path = PathBuf::from("/mail/x.pdf");
+        let changed = stat(7, 11);
+        m.handle(
+            Time(8_000),
+            Input::Observed {
+                mapping: "mail".into(),
+                path: path.clone(),
+                stat: changed,
+            },
+        );
+        m.handle(Time(13_000), Input::Tick);
+        m.handle(
+            Time(13_000),
+            Input::Stat {
+                path: path.clone(),
+                stat: Some(changed),
+            },
+        );
+        m.handle(
+            Time(13_001),
+            Input::Hashed {
+                path,
+                result: HashResult::Hashed {
+                    sha256: "cd".repeat(32),
+                    stat: changed,
+                },
+            },
+        );
+        // v1's POST landed after all: it is on the draft, as a1.
+        let out = m.handle(
+            Time(13_100),
+            Input::Outcome {
+                id: v1,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        let v2 = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("the new version is posted");
+        let out = m.handle(
+            Time(13_200),
+            Input::Outcome {
+                id: v2.clone(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a2".into(),
+                }),
+            },
+        );
+        assert!(out.iter().any(
+            |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if attachment_id == "a1")
+        ));
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+            "{out:?}"
+        );
+        let out = m.handle(
+            Time(13_300),
+            Input::Outcome {
+                id: v2,
+                outcome: Outcome::DeleteAttachment(DeleteOutcome::Deleted),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+            "{out:?}"
+        );
+    }
+
+    /// A batch message of x.pdf and y.pdf whose draft is asked for: (machine, message id,
+    /// the two files' ids).
+    fn batch_of_two() -> (Machine, String, String, String) {
+        let mut m = mail_machine(true);
+        let mut rule = m.mappings["mail"].clone();
+        if let Some(mail) = rule.mail.as_mut() {
+            mail.batch = true;
+            mail.batch_quiet_ms = 10_000;
+            mail.subject = "batch".into();
+        }
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule],
+                policy: Policy::default(),
+            },
+        );
+        let x = persisted_file(&drop_file(&mut m, 1_000, "x.pdf", 10))
+            .id
+            .clone();
+        let y = persisted_file(&drop_file(&mut m, 7_000, "y.pdf", 10))
+            .id
+            .clone();
+        let out = m.handle(Time(30_000), Input::Tick);
+        let mid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::CreateDraft { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("one draft for both");
+        (m, mid, x, y)
+    }
+
+    fn draft_made(mid: &str) -> Input {
+        Input::Outcome {
+            id: mid.into(),
+            outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                draft_id: "d1".into(),
+                internet_message_id: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_file_failed_or_dropped_changes_its_message_at_once_not_when_the_others_are_done() {
+        // x fails at Graph while y is still on its way: the message fails now.
+        let (mut m, mid, x, _) = batch_of_two();
+        let out = m.handle(Time(31_000), draft_made(&mid));
+        assert_eq!(
+            out.iter()
+                .filter(|a| matches!(a, Action::Post { .. }))
+                .count(),
+            2
+        );
+        let out = m.handle(
+            Time(31_100),
+            Input::Outcome {
+                id: x,
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
+                    "ErrorAccessDenied",
+                    "no",
+                )))),
+            },
+        );
+        assert!(
+            message_states(&out).contains(&MessageState::Failed),
+            "{out:?}"
+        );
+        // x canceled before the draft was made: it leaves the message as soon as there is one.
+        let (mut m, mid, x, y) = batch_of_two();
+        m.handle(Time(30_500), Input::Cancel { id: x });
+        let out = m.handle(Time(31_000), draft_made(&mid));
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::PersistMessage(r) if r.files == vec![y.clone()])),
+            "{out:?}"
+        );
+        // ...and the message waits for y, not sent short of it.
+        assert!(
+            !message_states(&out).contains(&MessageState::Sending),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
+    }
+
+    #[test]
+    fn a_message_all_of_whose_files_were_canceled_fails_and_is_counted() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let eid = persisted_file(&out).id.clone();
+        m.handle(Time(6_500), Input::Cancel { id: eid });
+        assert_eq!(m.failed_this_run, 0);
+        let out = m.handle(Time(7_000), draft_made(&mid));
+        let failed = out.iter().find_map(|a| match a {
+            Action::PersistMessage(r) if r.state == MessageState::Failed => r.error.clone(),
+            _ => None,
+        });
+        assert_eq!(failed.map(|e| e.code), Some(NO_FILES_LEFT.to_string()));
+        assert_eq!(m.failed_this_run, 1);
+    }
+
+    /// Drops `name` at `t` and takes its message up to its send: the actions answered to
+    /// the listing of its draft (with the SendDraft if the send may go now).
+    fn up_to_its_send(m: &mut Machine, t: u64, name: &str) -> Vec<Action> {
+        let out = drop_file(m, t, name, 10);
+        let mid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::CreateDraft { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("a draft asked for");
+        let out = m.handle(
+            Time(t + 6_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: format!("d-{name}"),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = persisted_file(&out).id.clone();
+        let out = m.handle(
+            Time(t + 6_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: format!("a-{name}"),
+                }),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+            "{out:?}"
+        );
+        m.handle(
+            Time(t + 6_200),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec![format!("a-{name}")])),
+            },
+        )
+    }
+
+    fn sent(out: &[Action]) -> bool {
+        out.iter().any(|a| matches!(a, Action::SendDraft { .. }))
+    }
+
+    #[test]
+    fn sends_are_paced_per_mailbox_within_the_window_and_only_sends() {
+        let mut m = mail_machine(true);
+        let mut rule = m.mappings["mail"].clone();
+        rule.mail.as_mut().expect("mails").subject = "s".into();
+        let paced = Policy {
+            sends_per_window: 1,
+            send_window_ms: 60_000,
+            ..Policy::default()
+        };
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule.clone()],
+                policy: paced,
+            },
+        );
+        assert!(sent(&up_to_its_send(&mut m, 1_000, "x.pdf")));
+        // The second message is drafted and attached at once, but its send waits for the
+        // window to pass since the first (at 7,200).
+        let out = up_to_its_send(&mut m, 20_000, "y.pdf");
+        assert!(!sent(&out), "{out:?}");
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::WakeAt(t) if *t == Time(67_200))));
+        // (A tick that comes late still wakes it.)
+        assert!(sent(&m.handle(Time(70_000), Input::Tick)));
+        // No pacing at all with 0.
+        let mut m = mail_machine(true);
+        let free = Policy {
+            sends_per_window: 0,
+            ..Policy::default()
+        };
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule],
+                policy: free,
+            },
+        );
+        assert!(sent(&up_to_its_send(&mut m, 1_000, "x.pdf")));
+        assert!(sent(&up_to_its_send(&mut m, 20_000, "y.pdf")));
+    }
 }
