@@ -2706,4 +2706,192 @@ mod tests {
         assert!(sent(&up_to_its_send(&mut m, 1_000, "x.pdf")));
         assert!(sent(&up_to_its_send(&mut m, 20_000, "y.pdf")));
     }
+
+    #[test]
+    fn a_listing_short_of_a_file_is_asked_again_three_times_then_the_message_fails() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(Time(7_000), draft_made(&mid));
+        let eid = persisted_file(&out).id.clone();
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
+        let look_after = Policy::default().look_after_ms;
+        let mut t = 7_200;
+        for k in 1..=4 {
+            // The draft shows nothing (a listing that lags behind the attach).
+            let out = m.handle(
+                Time(t),
+                Input::Outcome {
+                    id: mid.clone(),
+                    outcome: Outcome::ListDraft(ListOutcome::Listed(vec![])),
+                },
+            );
+            assert!(!sent(&out), "never sent short of a file: {out:?}");
+            let failed = message_states(&out).contains(&MessageState::Failed);
+            assert_eq!(failed, k == 4, "after {k}: {out:?}");
+            if k < 4 {
+                t += look_after;
+                let out = m.handle(Time(t), Input::Tick);
+                assert!(
+                    out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+                    "asked again: {out:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_send_in_doubt_is_counted_and_one_not_found_in_sent_items_is_unconfirmed_and_counted() {
+        let mut m = mail_machine(true);
+        let out = up_to_its_send(&mut m, 1_000, "x.pdf");
+        let mid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::SendDraft { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("sent");
+        m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Failed(Fault::Ambiguous(Failure::new(
+                    "ConnectionDropped",
+                    "lost",
+                )))),
+            },
+        );
+        assert_eq!(m.messages().next().map(|r| r.attempts), Some(1));
+        assert_eq!(m.failed_this_run, 0);
+        let out = m.handle(Time(10_000_000), Input::Tick);
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::SentItems,
+                ..
+            }
+        )));
+        let out = m.handle(
+            Time(10_000_001),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+            },
+        );
+        assert_eq!(message_states(&out), vec![MessageState::Unconfirmed]);
+        assert_eq!(m.failed_this_run, 1);
+    }
+
+    #[test]
+    fn a_draft_search_that_finds_nothing_keeps_counting_the_creates_in_doubt() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(
+                    Failure::new("ConnectionDropped", "lost"),
+                ))),
+            },
+        );
+        let out = m.handle(Time(10_000_000), Input::Tick);
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::Drafts,
+                ..
+            }
+        )));
+        let out = m.handle(
+            Time(10_000_001),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::Find(MailFolder::Drafts, FindOutcome::NotFound),
+            },
+        );
+        assert!(draft_asked(&out).is_some(), "created again: {out:?}");
+        assert_eq!(m.messages().next().map(|r| r.attempts), Some(1));
+    }
+
+    #[test]
+    fn a_message_step_unreachable_waits_the_longer_backoff_and_drafts_in_doubt_are_bounded() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Unreachable(
+                    Failure::new("ConnectionRefused", "down"),
+                ))),
+            },
+        );
+        assert!(out.iter().any(
+            |a| matches!(a, Action::WakeAt(t) if *t == Time(7_000).plus_ms(backoff_ms(&mid, 2)))
+        ));
+        // `mail` (max_attempts = 2): the second create in doubt fails the message.
+        let mut m = mail_machine(true);
+        let rule = m.mappings["mail"].clone();
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule],
+                policy: Policy {
+                    max_attempts: 2,
+                    ..Policy::default()
+                },
+            },
+        );
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let lost = || {
+            Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(Failure::new(
+                "ConnectionDropped",
+                "lost",
+            ))))
+        };
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: lost(),
+            },
+        );
+        assert!(message_states(&out)
+            .iter()
+            .all(|s| *s != MessageState::Failed));
+        m.handle(Time(10_000_000), Input::Tick);
+        let out = m.handle(
+            Time(10_000_001),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::Drafts, FindOutcome::NotFound),
+            },
+        );
+        assert!(draft_asked(&out).is_some(), "{out:?}");
+        let out = m.handle(
+            Time(10_000_002),
+            Input::Outcome {
+                id: mid,
+                outcome: lost(),
+            },
+        );
+        assert!(
+            message_states(&out).contains(&MessageState::Failed),
+            "{out:?}"
+        );
+        assert_eq!(m.failed_this_run, 1);
+    }
 }
