@@ -2733,4 +2733,1114 @@ mod tests {
         let third = new_message(&out).expect("after it was gone, a drop again is mailed");
         assert!(third != first && third != second);
     }
+
+    #[test]
+    fn a_mapping_that_mails_after_a_reload_mails_its_waiting_files_not_one_that_may_be_on_its_item()
+    {
+        let plain = MappingRule {
+            name: "mail".into(),
+            target: Target {
+                user: "me".into(),
+                kind: ItemKind::Message,
+                item_id: "item".into(),
+            },
+            if_exists: IfExists::Attach,
+            on_change: OnChange::Replace,
+            after: After::Keep,
+            mail: None,
+        };
+        let mut m = Machine::new(vec![plain.clone()], Policy::default());
+        let waiting = Record::pending(
+            "p1".into(),
+            "mail".into(),
+            "/mail/a.pdf".into(),
+            "a.pdf".into(),
+            stat(3, 10),
+            Some("cd".repeat(32)),
+            1,
+            Time(0),
+        );
+        // A POST whose answer was lost: it may be on the item already.
+        let mut doubt = Record::pending(
+            "p2".into(),
+            "mail".into(),
+            "/mail/b.pdf".into(),
+            "b.pdf".into(),
+            stat(4, 10),
+            Some("ef".repeat(32)),
+            2,
+            Time(0),
+        );
+        doubt.state = State::Uploading;
+        doubt.target = Some(plain.target.clone());
+        doubt.may_exist = true;
+        doubt.effect_at = Some(Time(0));
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![waiting, doubt],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Post { id, .. } if id == "p1")));
+        // p1's POST certainly did not land: it waits to try again, nothing of it on the item.
+        m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "p1".into(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
+                    "ConnectionRefused",
+                    "down",
+                )))),
+            },
+        );
+        let mut mailing = mail_machine(true).mappings["mail"].clone();
+        mailing.target.item_id = String::new();
+        let out = m.handle(
+            Time(30),
+            Input::Config {
+                mappings: vec![mailing],
+                policy: Policy::default(),
+            },
+        );
+        let made: Vec<&MessageRecord> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::PersistMessage(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert!(!made.is_empty(), "{out:?}");
+        // p2 stays bound to the item its POST may have reached; its look settles it.
+        assert!(
+            made.iter().all(|r| r.files == vec!["p1".to_string()]),
+            "{made:?}"
+        );
+    }
+
+    #[test]
+    fn a_reload_opens_no_batch_for_files_already_in_a_message() {
+        let mut m = mail_machine(true);
+        let mut rule = m.mappings["mail"].clone();
+        if let Some(mail) = rule.mail.as_mut() {
+            mail.batch = true;
+            mail.batch_quiet_ms = 60_000;
+        }
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule.clone()],
+                policy: Policy::default(),
+            },
+        );
+        drop_file(&mut m, 1_000, "x.pdf", 10);
+        assert!(!m.collecting.is_empty(), "the batch is open");
+        let out = m.handle(Time(70_000), Input::Tick);
+        assert!(draft_asked(&out).is_some(), "{out:?}");
+        assert!(m.collecting.is_empty());
+        // Its file is in a message (the draft on its way): a reload leaves it there.
+        let out = m.handle(
+            Time(71_000),
+            Input::Config {
+                mappings: vec![rule],
+                policy: Policy::default(),
+            },
+        );
+        assert!(m.collecting.is_empty(), "{out:?}");
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::WakeAt(_))),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_in_a_message_keeps_going_to_its_draft_after_its_mapping_stops_mailing() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        // Certainly not attached: it waits to try again.
+        m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid.clone(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
+                    "ConnectionRefused",
+                    "down",
+                )))),
+            },
+        );
+        // The mapping now names an item instead of mailing.
+        let mut plain = m.mappings["mail"].clone();
+        plain.mail = None;
+        plain.target.item_id = "other".into();
+        m.handle(
+            Time(7_200),
+            Input::Config {
+                mappings: vec![plain],
+                policy: Policy::default(),
+            },
+        );
+        let out = m.handle(Time(600_000), Input::Tick);
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::Post { id, target, .. } if *id == eid && target.item_id == "d1"
+            )),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_draft_left_unsent_lets_its_files_finish_in_the_same_step() {
+        let mut m = mail_machine(false);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        // A draft left for a person is listed first (strays deleted), like one to be sent.
+        assert!(
+            out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+            "{out:?}"
+        );
+        let out = m.handle(
+            Time(7_200),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::PersistMessage(r) if r.state == MessageState::Drafted)));
+        // Its file, done, is finished with now: nothing waits for another input.
+        assert!(m.quiescent(), "{}", m.describe());
+    }
+
+    #[test]
+    fn a_file_in_doubt_settles_its_doubt_even_when_its_message_failed() {
+        let (_, mid, failed, message) = a_failed_message();
+        // As a restart finds it: the message failed, its file's POST answer was lost.
+        let mut doubt = failed.clone();
+        doubt.state = State::Uploading;
+        doubt.error = None;
+        doubt.may_exist = true;
+        doubt.effect_at = Some(Time(7_000));
+        doubt.message = Some(mid);
+        let mut m = mail_machine(true);
+        let out = m.handle(
+            Time(8_000),
+            Input::Start {
+                records: vec![doubt.clone()],
+                with_url: vec![],
+                messages: vec![message],
+            },
+        );
+        let mut out = out;
+        out.extend(m.handle(Time(1_000_000), Input::Tick));
+        assert!(
+            out.iter().any(
+                |a| matches!(a, Action::Look { id, target, .. } if *id == doubt.id && target.item_id == "d1")
+            ),
+            "{out:?}"
+        );
+        // Its session open (mid-file): it goes on with it, to the end or to its delete.
+        let (_, mid, failed, message) = a_failed_message();
+        let mut open = failed.clone();
+        open.state = State::Uploading;
+        open.error = None;
+        open.file.size = 5 << 20;
+        open.session = Some(SessionMark {
+            sent_end: 1 << 20,
+            abandoned: false,
+        });
+        open.message = Some(mid);
+        let mut m = mail_machine(true);
+        let out = m.handle(
+            Time(8_000),
+            Input::Start {
+                records: vec![open.clone()],
+                with_url: vec![open.id.clone()],
+                messages: vec![message],
+            },
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::AskSession { id, .. } if *id == open.id)),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_waiting_out_a_backoff_is_not_one_waiting_for_retry() {
+        let mut plain = mail_machine(true).mappings["mail"].clone();
+        plain.mail = None;
+        plain.target.item_id = "item".into();
+        let mut m = Machine::new(vec![plain], Policy::default());
+        let file = Record::pending(
+            "p1".into(),
+            "mail".into(),
+            "/mail/a.pdf".into(),
+            "a.pdf".into(),
+            stat(3, 10),
+            Some("cd".repeat(32)),
+            1,
+            Time(0),
+        );
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![file],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "p1".into(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
+                    "ConnectionRefused",
+                    "down",
+                )))),
+            },
+        );
+        // Nothing in flight, no message, but the file will try again by itself: `run --once`
+        // waits for it.
+        assert!(!m.only_blocked());
+    }
+
+    #[test]
+    fn messages_and_files_take_their_places_in_one_order() {
+        let mut m = mail_machine(true);
+        let mut out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        out.extend(drop_file(&mut m, 20_000, "y.pdf", 10));
+        // Each record and message as first written, in the order written.
+        let mut seen: Vec<(String, u64)> = Vec::new();
+        for a in &out {
+            let (id, seq) = match a {
+                Action::Persist(r) => (r.id.clone(), r.seq),
+                Action::PersistMessage(r) => (r.id.clone(), r.seq),
+                _ => continue,
+            };
+            if !seen.iter().any(|(i, _)| *i == id) {
+                seen.push((id, seq));
+            }
+        }
+        assert_eq!(seen.len(), 4, "two files, two messages: {seen:?}");
+        assert!(
+            seen.windows(2).all(|w| w[0].1 < w[1].1),
+            "made in this order: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_message_retry_retries_only_its_own_files() {
+        let (_, _, failed, message) = a_failed_message();
+        // A failed record of another message, and one of none.
+        let mut other = failed.clone();
+        other.id = "zz".into();
+        other.message = Some("mother".into());
+        let mut loose = failed.clone();
+        loose.id = "yy".into();
+        loose.message = None;
+        let mut m = mail_machine(true);
+        let out = m.handle(
+            Time(9_000),
+            Input::RetryMessage {
+                message,
+                records: vec![failed.clone(), other, loose],
+            },
+        );
+        let retried: Vec<&str> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist(r) => Some(r.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(retried.contains(&failed.id.as_str()), "{out:?}");
+        assert!(
+            retried.iter().all(|id| *id == failed.id),
+            "only its own file: {out:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_retried_alone_leaves_its_message_as_it_is_unless_the_message_failed() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let eid = persisted_file(&out).id.clone();
+        // The draft's answer was lost: the message counts the attempt and waits.
+        m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(
+                    Failure::new("ConnectionDropped", "lost"),
+                ))),
+            },
+        );
+        let attempts = |m: &Machine| m.messages().next().map(|r| r.attempts);
+        assert_eq!(attempts(&m), Some(1));
+        // The user cancels the file, then retries it.
+        let out = m.handle(Time(7_100), Input::Cancel { id: eid.clone() });
+        let canceled = persisted_file(&out).clone();
+        assert_eq!(canceled.state, State::Canceled);
+        let out = m.handle(
+            Time(7_200),
+            Input::Retry {
+                records: vec![canceled],
+            },
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::PersistMessage(_))),
+            "{out:?}"
+        );
+        assert_eq!(attempts(&m), Some(1));
+    }
+
+    fn persisted_file(out: &[Action]) -> &Record {
+        out.iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::Persist(r) => Some(r),
+                _ => None,
+            })
+            .expect("a record persisted")
+    }
+
+    #[test]
+    fn a_message_over_leaves_memory_one_failed_stays_for_retry() {
+        let (m, mid, _, _) = a_failed_message();
+        assert_eq!(
+            m.messages().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            vec![mid]
+        );
+        // Drafted (send = false) and its file finished: nothing of it is kept.
+        let mut m = mail_machine(false);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = persisted_file(&out).id.clone();
+        m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        m.handle(
+            Time(7_200),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
+            },
+        );
+        assert_eq!(m.messages().count(), 0);
+        assert!(m.member_of.is_empty(), "{:?}", m.member_of);
+        // Kept while a file of it is still at work (its move runs once the draft is done).
+        let mut m = mail_machine(false);
+        let mut rule = m.mappings["mail"].clone();
+        rule.after = After::Move;
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule],
+                policy: Policy::default(),
+            },
+        );
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = persisted_file(&out).id.clone();
+        m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid.clone(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        let out = m.handle(
+            Time(7_150),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::After { .. })),
+            "{out:?}"
+        );
+        assert_eq!(m.messages().count(), 1);
+        m.handle(
+            Time(7_200),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::After(AfterOutcome::Done),
+            },
+        );
+        assert_eq!(m.messages().count(), 0);
+    }
+
+    #[test]
+    fn a_message_told_to_retry_after_0_asks_again_at_once() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Throttled {
+                    retry_after_ms: Some(0),
+                })),
+            },
+        );
+        assert!(draft_asked(&out).is_some(), "{out:?}");
+    }
+
+    /// A mail machine whose one message has its draft, its 5 MiB file's session made: the
+    /// machine, the file's id and the actions of the session's creation.
+    fn mail_session() -> (Machine, String, Vec<Action>) {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 5 << 20);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::CreateSession { .. })));
+        let eid = persisted_file(&out).id.clone();
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid.clone(),
+                outcome: Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
+            },
+        );
+        (m, eid, out)
+    }
+
+    fn message_states(out: &[Action]) -> Vec<MessageState> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::PersistMessage(r) => Some(r.state),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_waits_for_a_file_still_cleaning_up_before_it_drops_or_fails_it() {
+        // The file changed while sent: canceled, its session being deleted, its new version
+        // on its way; the message does not give up on it meanwhile.
+        let (mut m, eid, out) = mail_session();
+        assert!(out.iter().any(|a| matches!(a, Action::PutChunk { .. })));
+        let out = m.handle(
+            Time(7_200),
+            Input::Outcome {
+                id: eid.clone(),
+                outcome: Outcome::Chunk(ChunkOutcome::Changed),
+            },
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::DeleteSession { .. })));
+        assert!(message_states(&out).is_empty(), "{out:?}");
+        // The server misbehaves three times: the file fails, then its session is deleted;
+        // the message fails once that is done.
+        let (mut m, eid, mut out) = mail_session();
+        for k in 0..3u64 {
+            if k > 0 {
+                out = m.handle(
+                    Time(7_200 + k),
+                    Input::Outcome {
+                        id: eid.clone(),
+                        outcome: Outcome::CreateSession(SessionOutcome::Created { next: 5 }),
+                    },
+                );
+            } else {
+                out = m.handle(
+                    Time(7_200),
+                    Input::Outcome {
+                        id: eid.clone(),
+                        outcome: Outcome::Chunk(ChunkOutcome::Accepted {
+                            next: Some(1 << 40),
+                        }),
+                    },
+                );
+            }
+            assert!(out
+                .iter()
+                .any(|a| matches!(a, Action::DeleteSession { .. })));
+            if k < 2 {
+                m.handle(
+                    Time(7_300 + k),
+                    Input::Outcome {
+                        id: eid.clone(),
+                        outcome: Outcome::DeleteSession(DeleteOutcome::Deleted),
+                    },
+                );
+            }
+        }
+        assert_eq!(persisted_file(&out).state, State::Failed);
+        assert!(message_states(&out).is_empty(), "{out:?}");
+        let out = m.handle(
+            Time(7_400),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::DeleteSession(DeleteOutcome::Deleted),
+            },
+        );
+        assert_eq!(message_states(&out), vec![MessageState::Failed]);
+    }
+
+    #[test]
+    fn a_message_is_not_listed_for_sending_while_an_older_copy_is_deleted_from_its_draft() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let v1 = persisted_file(&out).id.clone();
+        // The file changes while its POST is in flight: the new version takes its place.
+        let path = PathBuf::from("/mail/x.pdf");
+        let changed = stat(7, 11);
+        m.handle(
+            Time(8_000),
+            Input::Observed {
+                mapping: "mail".into(),
+                path: path.clone(),
+                stat: changed,
+            },
+        );
+        m.handle(Time(13_000), Input::Tick);
+        m.handle(
+            Time(13_000),
+            Input::Stat {
+                path: path.clone(),
+                stat: Some(changed),
+            },
+        );
+        m.handle(
+            Time(13_001),
+            Input::Hashed {
+                path,
+                result: HashResult::Hashed {
+                    sha256: "cd".repeat(32),
+                    stat: changed,
+                },
+            },
+        );
+        // v1's POST landed after all: it is on the draft, as a1.
+        let out = m.handle(
+            Time(13_100),
+            Input::Outcome {
+                id: v1,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        let v2 = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("the new version is posted");
+        let out = m.handle(
+            Time(13_200),
+            Input::Outcome {
+                id: v2.clone(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a2".into(),
+                }),
+            },
+        );
+        assert!(out.iter().any(
+            |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if attachment_id == "a1")
+        ));
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+            "{out:?}"
+        );
+        let out = m.handle(
+            Time(13_300),
+            Input::Outcome {
+                id: v2,
+                outcome: Outcome::DeleteAttachment(DeleteOutcome::Deleted),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+            "{out:?}"
+        );
+    }
+
+    /// A batch message of x.pdf and y.pdf whose draft is asked for: (machine, message id,
+    /// the two files' ids).
+    fn batch_of_two() -> (Machine, String, String, String) {
+        let mut m = mail_machine(true);
+        let mut rule = m.mappings["mail"].clone();
+        if let Some(mail) = rule.mail.as_mut() {
+            mail.batch = true;
+            mail.batch_quiet_ms = 10_000;
+            mail.subject = "batch".into();
+        }
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule],
+                policy: Policy::default(),
+            },
+        );
+        let x = persisted_file(&drop_file(&mut m, 1_000, "x.pdf", 10))
+            .id
+            .clone();
+        let y = persisted_file(&drop_file(&mut m, 7_000, "y.pdf", 10))
+            .id
+            .clone();
+        let out = m.handle(Time(30_000), Input::Tick);
+        let mid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::CreateDraft { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("one draft for both");
+        (m, mid, x, y)
+    }
+
+    fn draft_made(mid: &str) -> Input {
+        Input::Outcome {
+            id: mid.into(),
+            outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                draft_id: "d1".into(),
+                internet_message_id: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_file_failed_or_dropped_changes_its_message_at_once_not_when_the_others_are_done() {
+        // x fails at Graph while y is still on its way: the message fails now.
+        let (mut m, mid, x, _) = batch_of_two();
+        let out = m.handle(Time(31_000), draft_made(&mid));
+        assert_eq!(
+            out.iter()
+                .filter(|a| matches!(a, Action::Post { .. }))
+                .count(),
+            2
+        );
+        let out = m.handle(
+            Time(31_100),
+            Input::Outcome {
+                id: x,
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
+                    "ErrorAccessDenied",
+                    "no",
+                )))),
+            },
+        );
+        assert!(
+            message_states(&out).contains(&MessageState::Failed),
+            "{out:?}"
+        );
+        // x canceled before the draft was made: it leaves the message as soon as there is one.
+        let (mut m, mid, x, y) = batch_of_two();
+        m.handle(Time(30_500), Input::Cancel { id: x });
+        let out = m.handle(Time(31_000), draft_made(&mid));
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::PersistMessage(r) if r.files == vec![y.clone()])),
+            "{out:?}"
+        );
+        // ...and the message waits for y, not sent short of it.
+        assert!(
+            !message_states(&out).contains(&MessageState::Sending),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
+    }
+
+    #[test]
+    fn a_message_all_of_whose_files_were_canceled_fails_and_is_counted() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let eid = persisted_file(&out).id.clone();
+        m.handle(Time(6_500), Input::Cancel { id: eid });
+        assert_eq!(m.failed_this_run, 0);
+        let out = m.handle(Time(7_000), draft_made(&mid));
+        let failed = out.iter().find_map(|a| match a {
+            Action::PersistMessage(r) if r.state == MessageState::Failed => r.error.clone(),
+            _ => None,
+        });
+        assert_eq!(failed.map(|e| e.code), Some(NO_FILES_LEFT.to_string()));
+        assert_eq!(m.failed_this_run, 1);
+    }
+
+    /// Drops `name` at `t` and takes its message up to its send: the actions answered to
+    /// the listing of its draft (with the SendDraft if the send may go now).
+    fn up_to_its_send(m: &mut Machine, t: u64, name: &str) -> Vec<Action> {
+        let out = drop_file(m, t, name, 10);
+        let mid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::CreateDraft { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("a draft asked for");
+        let out = m.handle(
+            Time(t + 6_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: format!("d-{name}"),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = persisted_file(&out).id.clone();
+        let out = m.handle(
+            Time(t + 6_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: format!("a-{name}"),
+                }),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+            "{out:?}"
+        );
+        m.handle(
+            Time(t + 6_200),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec![format!("a-{name}")])),
+            },
+        )
+    }
+
+    fn sent(out: &[Action]) -> bool {
+        out.iter().any(|a| matches!(a, Action::SendDraft { .. }))
+    }
+
+    #[test]
+    fn sends_are_paced_per_mailbox_within_the_window_and_only_sends() {
+        let mut m = mail_machine(true);
+        let mut rule = m.mappings["mail"].clone();
+        rule.mail.as_mut().expect("mails").subject = "s".into();
+        let paced = Policy {
+            sends_per_window: 1,
+            send_window_ms: 60_000,
+            ..Policy::default()
+        };
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule.clone()],
+                policy: paced,
+            },
+        );
+        assert!(sent(&up_to_its_send(&mut m, 1_000, "x.pdf")));
+        // The second message is drafted and attached at once, but its send waits for the
+        // window to pass since the first (at 7,200).
+        let out = up_to_its_send(&mut m, 20_000, "y.pdf");
+        assert!(!sent(&out), "{out:?}");
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::WakeAt(t) if *t == Time(67_200))));
+        // (A tick that comes late still wakes it.)
+        assert!(sent(&m.handle(Time(70_000), Input::Tick)));
+        // No pacing at all with 0.
+        let mut m = mail_machine(true);
+        let free = Policy {
+            sends_per_window: 0,
+            ..Policy::default()
+        };
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule],
+                policy: free,
+            },
+        );
+        assert!(sent(&up_to_its_send(&mut m, 1_000, "x.pdf")));
+        assert!(sent(&up_to_its_send(&mut m, 20_000, "y.pdf")));
+    }
+
+    #[test]
+    fn a_listing_short_of_a_file_is_asked_again_three_times_then_the_message_fails() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(Time(7_000), draft_made(&mid));
+        let eid = persisted_file(&out).id.clone();
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
+        let look_after = Policy::default().look_after_ms;
+        let mut t = 7_200;
+        for k in 1..=4 {
+            // The draft shows nothing (a listing that lags behind the attach).
+            let out = m.handle(
+                Time(t),
+                Input::Outcome {
+                    id: mid.clone(),
+                    outcome: Outcome::ListDraft(ListOutcome::Listed(vec![])),
+                },
+            );
+            assert!(!sent(&out), "never sent short of a file: {out:?}");
+            let failed = message_states(&out).contains(&MessageState::Failed);
+            assert_eq!(failed, k == 4, "after {k}: {out:?}");
+            if k < 4 {
+                t += look_after;
+                let out = m.handle(Time(t), Input::Tick);
+                assert!(
+                    out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+                    "asked again: {out:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_send_in_doubt_is_counted_and_one_not_found_in_sent_items_is_unconfirmed_and_counted() {
+        let mut m = mail_machine(true);
+        let out = up_to_its_send(&mut m, 1_000, "x.pdf");
+        let mid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::SendDraft { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("sent");
+        m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Failed(Fault::Ambiguous(Failure::new(
+                    "ConnectionDropped",
+                    "lost",
+                )))),
+            },
+        );
+        assert_eq!(m.messages().next().map(|r| r.attempts), Some(1));
+        assert_eq!(m.failed_this_run, 0);
+        let out = m.handle(Time(10_000_000), Input::Tick);
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::SentItems,
+                ..
+            }
+        )));
+        let out = m.handle(
+            Time(10_000_001),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+            },
+        );
+        assert_eq!(message_states(&out), vec![MessageState::Unconfirmed]);
+        assert_eq!(m.failed_this_run, 1);
+    }
+
+    #[test]
+    fn a_draft_search_that_finds_nothing_keeps_counting_the_creates_in_doubt() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(
+                    Failure::new("ConnectionDropped", "lost"),
+                ))),
+            },
+        );
+        let out = m.handle(Time(10_000_000), Input::Tick);
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::Drafts,
+                ..
+            }
+        )));
+        let out = m.handle(
+            Time(10_000_001),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::Find(MailFolder::Drafts, FindOutcome::NotFound),
+            },
+        );
+        assert!(draft_asked(&out).is_some(), "created again: {out:?}");
+        assert_eq!(m.messages().next().map(|r| r.attempts), Some(1));
+    }
+
+    #[test]
+    fn a_message_step_unreachable_waits_the_longer_backoff_and_drafts_in_doubt_are_bounded() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Unreachable(
+                    Failure::new("ConnectionRefused", "down"),
+                ))),
+            },
+        );
+        assert!(out.iter().any(
+            |a| matches!(a, Action::WakeAt(t) if *t == Time(7_000).plus_ms(backoff_ms(&mid, 2)))
+        ));
+        // `mail` (max_attempts = 2): the second create in doubt fails the message.
+        let mut m = mail_machine(true);
+        let rule = m.mappings["mail"].clone();
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule],
+                policy: Policy {
+                    max_attempts: 2,
+                    ..Policy::default()
+                },
+            },
+        );
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let lost = || {
+            Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(Failure::new(
+                "ConnectionDropped",
+                "lost",
+            ))))
+        };
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: lost(),
+            },
+        );
+        assert!(message_states(&out)
+            .iter()
+            .all(|s| *s != MessageState::Failed));
+        m.handle(Time(10_000_000), Input::Tick);
+        let out = m.handle(
+            Time(10_000_001),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::Drafts, FindOutcome::NotFound),
+            },
+        );
+        assert!(draft_asked(&out).is_some(), "{out:?}");
+        let out = m.handle(
+            Time(10_000_002),
+            Input::Outcome {
+                id: mid,
+                outcome: lost(),
+            },
+        );
+        assert!(
+            message_states(&out).contains(&MessageState::Failed),
+            "{out:?}"
+        );
+        assert_eq!(m.failed_this_run, 1);
+    }
 }
