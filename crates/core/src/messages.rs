@@ -3843,4 +3843,20 @@ mod tests {
         );
         assert_eq!(m.failed_this_run, 1);
     }
+
+    #[test]
+    fn a_stale_timer_of_a_message_does_not_end_a_later_wait() {
+        // A message told to wait until 9 s, then (a retry, a second fault) until 60 s: the
+        // timer set for 9 s still fires, and must not let it go before 60 s.
+        let (mut m, mid, _, _) = a_failed_message();
+        m.message_wait_until(&mid, Time(9_000));
+        m.message_wait_until(&mid, Time(60_000));
+        m.now = Time(9_000);
+        m.tick_messages();
+        assert_eq!(m.messages[&mid].wait_until, Some(Time(60_000)));
+        m.now = Time(60_000);
+        m.tick_messages();
+        assert_eq!(m.messages[&mid].wait_until, None);
+        assert!(m.msg_ready.contains(&mid));
+    }
 }
