@@ -2122,6 +2122,22 @@ mod tests {
             civil_date(Time(19_783 * day + 3_600_000), -7_200_000),
             "2024-02-29"
         );
+        // The century rules at their edges (each term of the year-of-era formula matters on
+        // one of these days only): 2000 is leap, 1900 and 2100 are not, 2400 is.
+        for (days, date) in [
+            (11_016, "2000-02-29"),
+            (11_017, "2000-03-01"),
+            (47_481, "2099-12-31"),
+            (47_540, "2100-02-28"),
+            (47_541, "2100-03-01"),
+            (157_113, "2400-02-29"),
+        ] {
+            assert_eq!(civil_date(Time(days * day), 0), date);
+        }
+        // Before the epoch (a clock set back, a far west offset): the same calendar.
+        let day = day as i64;
+        assert_eq!(civil_date(Time(0), -25_509 * day), "1900-02-28");
+        assert_eq!(civil_date(Time(0), -25_508 * day), "1900-03-01");
     }
 
     /// A batch mapping's machine (files that settle within a second go together).
