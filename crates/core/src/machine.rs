@@ -608,6 +608,31 @@ impl Machine {
             }
         }
         self.start_members(&seen);
+        // A `retry` of a message writes the message first, then its files: after a crash in
+        // between, the message goes on while its failed files still say failed. They are
+        // retried as that retry asked (otherwise a failed file fails its message in the same
+        // step: a message at work holds no failed file but in that window).
+        let revive: Vec<Record> = seen
+            .into_iter()
+            .filter(|r| r.state == State::Failed && !self.active.contains_key(&r.id))
+            .filter(|r| {
+                self.member_of
+                    .get(&r.id)
+                    .and_then(|m| self.messages.get(m))
+                    .is_some_and(|m| {
+                        m.rec.files.contains(&r.id)
+                            && matches!(
+                                m.rec.state,
+                                MessageState::Drafting
+                                    | MessageState::Attaching
+                                    | MessageState::Sending
+                            )
+                    })
+            })
+            .collect();
+        if !revive.is_empty() {
+            self.retry(revive, out);
+        }
     }
 
     // ---- the path index ---------------------------------------------------------------------

@@ -2612,6 +2612,10 @@ mod tests {
             3749,
             "a file dropped again with the same bytes after its message went was taken for the one mailed (not mailed again)",
         ),
+        (
+            5_266_302,
+            "a crash between a message's retry record and its files' left the failed file failed for good while the message went on",
+        ),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {
