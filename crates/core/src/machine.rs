@@ -2210,6 +2210,13 @@ impl Machine {
             &l,
             LookOutcome::Failed(Fault::Permanent(f)) if f.code == ITEM_NOT_FOUND
         ) && self.gone_old_draft(id);
+        // A copy its message is deleting as a stray is not the file's: nothing of it is there.
+        let l = match l {
+            LookOutcome::Found { attachment_id } if self.stray_of_message(id, &attachment_id) => {
+                LookOutcome::NotFound
+            }
+            other => other,
+        };
         let Some(a) = self.active.get_mut(id) else {
             return;
         };

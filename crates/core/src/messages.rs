@@ -122,6 +122,24 @@ impl Machine {
         draft != Some(looked.item_id.as_str())
     }
 
+    /// Whether `att` is an attachment the message of entry `id` found to be no file's and is
+    /// deleting (or has deleted): a look of the entry answered before that delete landed must
+    /// not take it for the file's (the message would be sent without it).
+    /// (The entry may have left the message: a canceled or superseded version whose copy is
+    /// what the message deletes; so any message whose draft the entry looked on counts.)
+    pub(super) fn stray_of_message(&self, id: &str, att: &str) -> bool {
+        let Some(a) = self.active.get(id) else {
+            return false;
+        };
+        let Some(item) = a.look_target.as_ref().or(a.rec.target.as_ref()) else {
+            return false;
+        };
+        self.messages.values().any(|m| {
+            m.rec.draft_id.as_deref() == Some(item.item_id.as_str())
+                && (m.extra.iter().any(|x| x == att) || m.deleted.contains(att))
+        })
+    }
+
     /// Whether an entry of a mailing mapping must wait for its message: it has none yet, or
     /// its draft is not made; for a done entry, the message is not sent (or drafted) yet.
     /// `Some(step)`: the entry's step instead of its own.

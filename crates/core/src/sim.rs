@@ -2616,6 +2616,14 @@ mod tests {
             5_266_302,
             "a crash between a message's retry record and its files' left the failed file failed for good while the message went on",
         ),
+        (
+            5_455_723,
+            "a look in doubt adopted the copy its message was deleting as a stray: the message went without the file, recorded done",
+        ),
+        (
+            5_592_208,
+            "a look in doubt adopted the copy its message was deleting as a stray (a second case)",
+        ),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {
