@@ -126,13 +126,7 @@ impl Agent {
 
     /// Compare a folder (or all) with what the core knows: every file found is observed.
     pub(super) fn rescan(&mut self, only: Option<usize>) {
-        let found = self
-            .settings
-            .mappings
-            .iter()
-            .enumerate()
-            .map(|(i, m)| only.is_none_or(|o| o == i).then(|| watch::scan(m)))
-            .collect();
+        let found = scan_mappings(&self.settings.mappings, only);
         self.take_scans(found);
     }
 
@@ -177,4 +171,17 @@ impl Agent {
             }
         }
     }
+}
+
+/// Each mapping's folder scanned (`only`: that mapping alone, the others `None`), in order:
+/// what [`Agent::take_scans`] takes. Start-up runs it on a thread of its own.
+pub(super) fn scan_mappings(
+    mappings: &[crate::config::Mapping],
+    only: Option<usize>,
+) -> Vec<Option<std::io::Result<Vec<watch::Found>>>> {
+    mappings
+        .iter()
+        .enumerate()
+        .map(|(i, m)| only.is_none_or(|o| o == i).then(|| watch::scan(m)))
+        .collect()
 }

@@ -328,11 +328,7 @@ pub async fn run(
     let (scans, scan_ms, read_ms, started) = std::thread::scope(|s| {
         let scanning = s.spawn(move || {
             let t = std::time::Instant::now();
-            let found: Vec<_> = mappings
-                .iter()
-                .map(|m| Some(crate::watch::scan(m)))
-                .collect();
-            (found, t.elapsed())
+            (intake::scan_mappings(&mappings, None), t.elapsed())
         });
         let read = startup::start_input(
             &agent.ledger,
@@ -504,15 +500,13 @@ impl Agent {
                 tracing::trace!(?actions, "core actions");
                 for action in actions {
                     match action {
-                        Action::Persist(rec) => self.persist(&rec)?,
-                        Action::PersistMessage(m) => {
-                            self.ledger.put_message(&m)?;
-                            self.dirty = true;
-                        }
-                        local @ (Action::UpdateFile { .. }
+                        // Written now (flushed by the batch's commit), or local.
+                        now @ (Action::Persist(_)
+                        | Action::PersistMessage(_)
+                        | Action::UpdateFile { .. }
                         | Action::MarkReplaced { .. }
                         | Action::Stat { .. }
-                        | Action::WakeAt(_)) => self.act(local)?,
+                        | Action::WakeAt(_)) => self.act(now)?,
                         other => later.push(other),
                     }
                 }
