@@ -1898,9 +1898,32 @@ impl Machine {
                 if self.active[id].rec.state.is_terminal() {
                     return;
                 }
+                if f.code == ITEM_NOT_FOUND && self.gone_old_draft(id) {
+                    // A POST or session on a draft its message already knows is gone.
+                    return self.unbind_from_gone_draft(id, out);
+                }
                 self.fail(id, f, out)
             }
         }
+    }
+
+    /// A file of a message bound to a draft that is no longer there (deleted by hand; its
+    /// message has another now, or looks for one): nothing of it can be on it. Unbound, it
+    /// goes to its message's draft.
+    fn unbind_from_gone_draft(&mut self, id: &str, out: &mut Vec<Action>) {
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
+        a.look_target = None;
+        a.rec.may_exist = false;
+        a.rec.target = None;
+        a.rec.garbage.clear();
+        a.next_offset = None;
+        if a.rec.session.take().is_some() {
+            out.push(Action::ForgetUrl { id: id.to_owned() });
+        }
+        self.release_lock(id);
+        self.persist(id, out);
     }
 
     fn on_post(&mut self, id: &str, p: PostOutcome, out: &mut Vec<Action>) {
@@ -2245,15 +2268,7 @@ impl Machine {
                 }
             }
             LookOutcome::Failed(Fault::Permanent(_)) if old_draft_gone => {
-                // A file of a message bound to a draft that is no longer there (deleted by
-                // hand; its message has another now): nothing of it can be on it. Unbound, it
-                // goes to its message's draft.
-                a.look_target = None;
-                a.rec.may_exist = false;
-                a.rec.target = None;
-                a.rec.garbage.clear();
-                self.release_lock(id);
-                self.persist(id, out);
+                self.unbind_from_gone_draft(id, out)
             }
             LookOutcome::Failed(Fault::Permanent(f)) => {
                 if a.rec.cancel_requested {

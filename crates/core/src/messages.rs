@@ -99,9 +99,10 @@ impl Machine {
             .is_some_and(|m| !matches!(m.rec.state, MessageState::Sent | MessageState::Drafted))
     }
 
-    /// Whether entry `id` is a file of a mailing mapping whose look was about another item than
-    /// its message's draft now (a draft it was bound to, since replaced; or it is in no message
-    /// now: it was canceled, and retried).
+    /// Whether entry `id` is a file of a mailing mapping whose request was about another item
+    /// than its message's draft now (a draft it was bound to, since replaced; or it is in no
+    /// message now: it was canceled, and retried), or about a draft its message is looking
+    /// for again (`retry` of a message whose draft went; the request was under way then).
     pub(super) fn gone_old_draft(&self, id: &str) -> bool {
         let Some(a) = self.active.get(id) else {
             return false;
@@ -118,7 +119,7 @@ impl Machine {
             .as_deref()
             .and_then(|m| self.messages.get(m))
             .filter(|m| m.rec.files.contains(&a.rec.id))
-            .and_then(|m| m.rec.draft_id.as_deref());
+            .and_then(|m| m.rec.draft_id.as_deref().filter(|_| !m.rec.redraft));
         draft != Some(looked.item_id.as_str())
     }
 
@@ -1240,12 +1241,37 @@ impl Machine {
             .collect()
     }
 
+    /// The attachments this agent's records hold on the draft of `mid`.
+    fn known_on_draft(&self, mid: &str) -> Vec<String> {
+        let Some(m) = self.messages.get(mid) else {
+            return Vec::new();
+        };
+        let Some(draft_id) = m.rec.draft_id.as_ref() else {
+            return Vec::new();
+        };
+        let key = (m.rec.user.to_lowercase(), draft_id.clone());
+        self.attached
+            .get(&key)
+            .map(|names| {
+                names
+                    .values()
+                    .flatten()
+                    .map(|(_, att, _)| att.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn on_list(&mut self, mid: &str, l: ListOutcome, out: &mut Vec<Action>) {
         let ids = match l {
             ListOutcome::Failed(f) => return self.message_fault(mid, f, out),
             ListOutcome::Listed(ids) => ids,
         };
         let want = self.expected_attachments(mid);
+        // What this agent knows it put on the draft (an older version's copy whose successor
+        // left the message, say): a listing that lags may not show it yet, and the message
+        // must not go with it.
+        let known = self.known_on_draft(mid);
         let look_after = self.policy.look_after_ms;
         let Some(m) = self.messages.get_mut(mid) else {
             return;
@@ -1253,11 +1279,13 @@ impl Machine {
         m.rec.attempts = 0;
         // Stray ones deleted already but still listed: the listing lags behind the delete.
         let lagging = ids.iter().any(|x| m.deleted.contains(x));
-        m.extra = ids
-            .iter()
-            .filter(|x| !want.contains(x) && !m.deleted.contains(*x))
-            .cloned()
-            .collect();
+        let mut extra: Vec<String> = Vec::new();
+        for x in ids.iter().chain(known.iter()) {
+            if !want.contains(x) && !m.deleted.contains(x) && !extra.contains(x) {
+                extra.push(x.clone());
+            }
+        }
+        m.extra = extra;
         let missing = want.iter().any(|w| !ids.contains(w)) || lagging;
         if missing {
             // A listing that lags behind a write, or a copy gone: look again later, a few
@@ -1631,13 +1659,18 @@ mod tests {
 
     /// Feed a settled, hashed file; the actions answered.
     fn drop_file(m: &mut Machine, t: u64, name: &str, size: u64) -> Vec<Action> {
+        drop_version(m, t, name, stat(7, size), &"ab".repeat(32))
+    }
+
+    /// Feed a settled, hashed version of a file with these bytes; the actions answered.
+    fn drop_version(m: &mut Machine, t: u64, name: &str, st: FileStat, sha: &str) -> Vec<Action> {
         let path = PathBuf::from(format!("/mail/{name}"));
         let mut out = m.handle(
             Time(t),
             Input::Observed {
                 mapping: "mail".into(),
                 path: path.clone(),
-                stat: stat(7, size),
+                stat: st,
             },
         );
         out.extend(m.handle(Time(t + 5_000), Input::Tick));
@@ -1645,7 +1678,7 @@ mod tests {
             Time(t + 5_000),
             Input::Stat {
                 path: path.clone(),
-                stat: Some(stat(7, size)),
+                stat: Some(st),
             },
         ));
         out.extend(m.handle(
@@ -1653,8 +1686,8 @@ mod tests {
             Input::Hashed {
                 path,
                 result: HashResult::Hashed {
-                    sha256: "ab".repeat(32),
-                    stat: stat(7, size),
+                    sha256: sha.to_owned(),
+                    stat: st,
                 },
             },
         ));
@@ -2291,6 +2324,232 @@ mod tests {
             out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
             "{out:?}"
         );
+    }
+
+    fn posted(out: &[Action], path: &str) -> Option<String> {
+        out.iter().find_map(|a| match a {
+            Action::Post { id, path: p, .. } if p == Path::new(path) => Some(id.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_copy_on_the_draft_that_left_its_message_is_deleted_though_the_listing_does_not_show_it() {
+        // a.pdf and b.pdf go together; a.pdf is attached, then rewritten twice: the second
+        // version replaces the first on the draft, the third is gone before it is attached (so
+        // a.pdf leaves the message), and the pre-send listing lags behind the second's attach.
+        let mut m = batch_machine();
+        let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
+        out.extend(drop_file(&mut m, 6_100, "b.pdf", 20));
+        out.extend(m.handle(Time(22_000), Input::Tick));
+        let mid = new_message(&out).expect("one message for both");
+        let out = m.handle(
+            Time(22_100),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let a1 = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
+        let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
+        m.handle(
+            Time(22_200),
+            Input::Outcome {
+                id: a1.clone(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "att-a1".into(),
+                }),
+            },
+        );
+        let v2 = FileStat {
+            size: 11,
+            mtime_ns: 2,
+            ..stat(7, 11)
+        };
+        let out = drop_version(&mut m, 23_000, "a.pdf", v2, &"cd".repeat(32));
+        let a2 = posted(&out, "/mail/a.pdf").unwrap_or_else(|| panic!("v2 posted: {out:?}"));
+        assert_ne!(a2, a1);
+        let out = m.handle(
+            Time(28_100),
+            Input::Outcome {
+                id: a2.clone(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "att-a2".into(),
+                }),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::DeleteAttachment { attachment_id, .. } if attachment_id == "att-a1"
+            )),
+            "{out:?}"
+        );
+        m.handle(
+            Time(28_200),
+            Input::Outcome {
+                id: a2.clone(),
+                outcome: Outcome::DeleteAttachment(DeleteOutcome::Deleted),
+            },
+        );
+        let v3 = FileStat {
+            size: 12,
+            mtime_ns: 3,
+            ..stat(8, 12)
+        };
+        let out = drop_version(&mut m, 29_000, "a.pdf", v3, &"ef".repeat(32));
+        let a3 = posted(&out, "/mail/a.pdf").unwrap_or_else(|| panic!("v3 posted: {out:?}"));
+        m.handle(
+            Time(34_100),
+            Input::Outcome {
+                id: a3,
+                outcome: Outcome::Post(PostOutcome::FileGone),
+            },
+        );
+        let out = m.handle(
+            Time(34_200),
+            Input::Outcome {
+                id: b,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "att-b".into(),
+                }),
+            },
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+            "{out:?}"
+        );
+        // The listing shows b.pdf only: att-a2 is not shown yet, but this agent put it there.
+        let out = m.handle(
+            Time(34_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["att-b".into()])),
+            },
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+            "{out:?}"
+        );
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::DeleteAttachment { attachment_id, .. } if attachment_id == "att-a2"
+            )),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_post_under_way_when_its_message_was_retried_goes_to_the_new_draft_not_failed() {
+        // a.pdf and b.pdf go together; the user deletes the draft while both are posted.
+        let mut m = batch_machine();
+        let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
+        out.extend(drop_file(&mut m, 6_100, "b.pdf", 20));
+        out.extend(m.handle(Time(22_000), Input::Tick));
+        let mid = new_message(&out).expect("one message for both");
+        let out = m.handle(
+            Time(22_100),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let a = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
+        let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
+        let gone = || {
+            Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
+                ITEM_NOT_FOUND,
+                "The specified object was not found in the store.",
+            ))))
+        };
+        // a.pdf's answer: the draft is gone; the file fails, and its message with it.
+        let out = m.handle(
+            Time(22_200),
+            Input::Outcome {
+                id: a.clone(),
+                outcome: gone(),
+            },
+        );
+        let failed_a = out
+            .iter()
+            .rev()
+            .find_map(|x| match x {
+                Action::Persist(r) if r.id == a && r.state == State::Failed => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("a.pdf failed: {out:?}"));
+        let message = out
+            .iter()
+            .rev()
+            .find_map(|x| match x {
+                Action::PersistMessage(r) if r.state == MessageState::Failed => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("the message failed: {out:?}"));
+        // `retry` while b.pdf's POST is still under way: its draft is looked for again.
+        m.handle(
+            Time(22_300),
+            Input::RetryMessage {
+                message,
+                records: vec![failed_a],
+            },
+        );
+        // b.pdf's answer comes now: the same gone draft. Not a failure of the file: it waits
+        // for the new draft.
+        let out = m.handle(
+            Time(22_400),
+            Input::Outcome {
+                id: b.clone(),
+                outcome: gone(),
+            },
+        );
+        assert!(
+            !out.iter().any(|x| matches!(
+                x,
+                Action::Persist(r) if r.id == b && r.state == State::Failed
+            )),
+            "{out:?}"
+        );
+        m.handle(
+            Time(22_500),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+            },
+        );
+        m.handle(
+            Time(22_600),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::Drafts, FindOutcome::NotFound),
+            },
+        );
+        let out = m.handle(
+            Time(22_700),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d2".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        for id in [&a, &b] {
+            assert!(
+                out.iter().any(|x| matches!(
+                    x,
+                    Action::Post { id: p, target, .. } if p == id && target.item_id == "d2"
+                )),
+                "{id} goes to the new draft: {out:?}"
+            );
+        }
     }
 
     #[test]

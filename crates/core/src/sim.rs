@@ -2624,6 +2624,14 @@ mod tests {
             5_592_208,
             "a look in doubt adopted the copy its message was deleting as a stray (a second case)",
         ),
+        (
+            5_373_929,
+            "a POST on a draft the user deleted, under way when the message was retried, failed its file for good",
+        ),
+        (
+            5_684_955,
+            "a message went with an older version's copy the pre-send listing did not show yet (a listing that lags)",
+        ),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {
