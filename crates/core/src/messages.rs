@@ -155,7 +155,12 @@ impl Machine {
             .and_then(|id| self.messages.get(id))
             .filter(|m| m.rec.files.contains(&r.id));
         if r.state == State::Done {
-            if r.message.is_some() && m.is_none() && !self.member_of.contains_key(&r.id) {
+            if r.message.is_none() {
+                // Attached to its mapping's item before the mapping began to mail (a reload,
+                // or a restart with the new configuration): its after-action is still owed.
+                return None;
+            }
+            if m.is_none() && !self.member_of.contains_key(&r.id) {
                 // Left its message (replaced by a newer version there): nothing waits on it.
                 return None;
             }
@@ -3112,6 +3117,44 @@ mod tests {
             made.iter().all(|r| r.files == vec!["p1".to_string()]),
             "{made:?}"
         );
+    }
+
+    #[test]
+    fn a_file_attached_before_its_mapping_began_to_mail_still_gets_its_after_action() {
+        // Done on the mapping's item, its after-action not run yet (the agent stopped), and the
+        // mapping mails now: the file is on its item, and its after-action is owed.
+        let mut m = mail_machine(true);
+        let mut done = Record::pending(
+            "p1".into(),
+            "mail".into(),
+            "/mail/a.pdf".into(),
+            "a.pdf".into(),
+            stat(3, 10),
+            Some("cd".repeat(32)),
+            1,
+            Time(0),
+        );
+        done.state = State::Done;
+        done.target = Some(Target {
+            user: "me".into(),
+            kind: ItemKind::Message,
+            item_id: "item".into(),
+        });
+        done.attachment_id = Some("att1".into());
+        let out = m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![done],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::After { id, .. } if id == "p1")),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::CreateDraft { .. })));
     }
 
     #[test]
