@@ -651,6 +651,14 @@ impl Machine {
             }
         }
         let step = self.message_step(m);
+        if matches!(step, MStep::ListDraft | MStep::Send) && self.doubt_on_draft(m) {
+            // A file that left the message (a newer version took its place, or it was
+            // canceled) may still have put a copy on the draft: its look settles it first (and a
+            // copy it finds is then a stray to delete). Asked again after `look_after`.
+            let look_after = self.policy.look_after_ms;
+            self.message_wait(mid, look_after);
+            return false;
+        }
         match step {
             MStep::Idle => false,
             MStep::Local => {
@@ -1244,6 +1252,26 @@ impl Machine {
                     .and_then(|r| r.attachment_id.clone())
             })
             .collect()
+    }
+
+    /// Whether an entry bound to the draft of `m` has a copy there in doubt, an upload session
+    /// open on it, or copies there it is deleting.
+    fn doubt_on_draft(&self, m: &ActiveMessage) -> bool {
+        let Some(draft_id) = m.rec.draft_id.as_deref() else {
+            return false;
+        };
+        self.active.values().any(|a| {
+            let r = &a.rec;
+            let bound = [a.look_target.as_ref(), r.target.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|t| t.item_id == draft_id && t.user.eq_ignore_ascii_case(&m.rec.user));
+            bound
+                && (r.may_exist
+                    || r.session.is_some()
+                    || !r.garbage.is_empty()
+                    || !r.replaces.is_empty())
+        })
     }
 
     /// The attachments this agent's records hold on the draft of `mid`.
@@ -2443,6 +2471,115 @@ mod tests {
             out.iter().any(|a| matches!(
                 a,
                 Action::DeleteAttachment { attachment_id, .. } if attachment_id == "att-a2"
+            )),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_message_waits_for_the_look_of_a_file_that_left_it_with_a_copy_in_doubt() {
+        // a.pdf and b.pdf go together; a.pdf's POST answer is lost, then a newer version takes
+        // its place in the message and is deleted before it is attached: a.pdf leaves the
+        // message with a copy perhaps on the draft.
+        let mut m = batch_machine();
+        let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
+        out.extend(drop_file(&mut m, 6_100, "b.pdf", 20));
+        out.extend(m.handle(Time(22_000), Input::Tick));
+        let mid = new_message(&out).expect("one message for both");
+        let out = m.handle(
+            Time(22_100),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let a1 = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
+        let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
+        m.handle(
+            Time(22_200),
+            Input::Outcome {
+                id: a1.clone(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Ambiguous(Failure::new(
+                    "ServiceUnavailable",
+                    "503",
+                )))),
+            },
+        );
+        let v2 = FileStat {
+            mtime_ns: 2,
+            ..stat(8, 11)
+        };
+        drop_version(&mut m, 22_300, "a.pdf", v2, &"cd".repeat(32));
+        m.handle(
+            Time(27_400),
+            Input::Gone {
+                mapping: "mail".into(),
+                path: "/mail/a.pdf".into(),
+            },
+        );
+        let mut out = m.handle(
+            Time(27_500),
+            Input::Outcome {
+                id: b,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "att-b".into(),
+                }),
+            },
+        );
+        // Not listed, not sent, while a.pdf's first copy is in doubt: its look comes first.
+        let mut t = 27_500;
+        let mut look = None;
+        while look.is_none() && t < 200_000 {
+            assert!(
+                !out.iter()
+                    .any(|a| matches!(a, Action::ListDraft { .. } | Action::SendDraft { .. })),
+                "{out:?}"
+            );
+            look = out.iter().find_map(|a| match a {
+                Action::Look { id, target, .. } if *id == a1 && target.item_id == "d1" => {
+                    Some(id.clone())
+                }
+                _ => None,
+            });
+            t += 1_000;
+            out = m.handle(Time(t), Input::Tick);
+        }
+        assert!(look.is_some(), "a1 looks on the draft");
+        m.handle(
+            Time(t),
+            Input::Outcome {
+                id: a1.clone(),
+                outcome: Outcome::Look(LookOutcome::Found {
+                    attachment_id: "att-a1".into(),
+                }),
+            },
+        );
+        // Then the listing (which lags: it shows b.pdf only), and the copy found is deleted.
+        let mut listed = false;
+        while !listed && t < 400_000 {
+            t += 1_000;
+            let out = m.handle(Time(t), Input::Tick);
+            listed = out.iter().any(|a| matches!(a, Action::ListDraft { .. }));
+        }
+        assert!(listed);
+        let out = m.handle(
+            Time(t),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["att-b".into()])),
+            },
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+            "{out:?}"
+        );
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::DeleteAttachment { attachment_id, .. } if attachment_id == "att-a1"
             )),
             "{out:?}"
         );

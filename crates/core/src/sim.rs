@@ -2632,6 +2632,10 @@ mod tests {
             5_684_955,
             "a message went with an older version's copy the pre-send listing did not show yet (a listing that lags)",
         ),
+        (
+            556_928,
+            "a message went with the copy of a version that had left it while its POST answer was in doubt (the listing lagged)",
+        ),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {
