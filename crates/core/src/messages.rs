@@ -155,11 +155,9 @@ impl Machine {
             .and_then(|id| self.messages.get(id))
             .filter(|m| m.rec.files.contains(&r.id));
         if r.state == State::Done {
-            if r.message.is_none() {
-                // Attached to its mapping's item before the mapping began to mail (a reload,
-                // or a restart with the new configuration): its after-action is still owed.
-                return None;
-            }
+            // None: attached to its mapping's item before the mapping began to mail (a
+            // reload, or a restart with the new configuration); its after-action is still owed.
+            r.message.as_ref()?;
             if m.is_none() && !self.member_of.contains_key(&r.id) {
                 // Left its message (replaced by a newer version there): nothing waits on it.
                 return None;
