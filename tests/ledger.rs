@@ -24,6 +24,21 @@ fn new_entry(mapping: &str, path: &Path, state: EntryState) -> LedgerEntry {
     LedgerEntry::new(version(mapping, path, 10), state, OffsetDateTime::now_utc())
 }
 
+/// `Ledger::open` once this process's last handle on the ledger has let go of it: sled releases
+/// its lock when its background flusher ends, a moment after a handle is dropped (a loaded
+/// machine widens that moment; `Ledger::close` waits for it, a plain drop does not).
+fn open_when_free(dir: &Path) -> Result<Ledger, LedgerError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Ledger::open(dir) {
+            Err(LedgerError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Every file under `dir` with its bytes, sorted by path.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -61,7 +76,7 @@ fn put_flush_reopen_keeps_entries_and_the_path_index() {
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "state dir mode {mode:o}");
     }
-    let ledger = Ledger::open(&dir).unwrap();
+    let ledger = open_when_free(&dir).unwrap();
     assert_eq!(ledger.schema_version().unwrap(), Some(SCHEMA_VERSION));
     let e = ledger.get(&id).unwrap().expect("entry survives reopen");
     assert_eq!(e.sha256.as_deref(), Some("ab".repeat(32).as_str()));
@@ -285,7 +300,7 @@ fn a_damaged_ledger_is_reported_by_path_and_left_untouched() {
         let ledger_dir = state.path().join("ledger");
         let before = snapshot(&ledger_dir);
         for _ in 0..2 {
-            let err = match Ledger::open(state.path()) {
+            let err = match open_when_free(state.path()) {
                 // Damage in a part of the log a clean close no longer uses loses nothing: the
                 // ledger may open, but only whole.
                 Ok(l) if clean => {
@@ -325,7 +340,7 @@ fn a_damaged_ledger_is_reported_by_path_and_left_untouched() {
 #[test]
 fn a_newer_schema_is_refused_and_left_untouched() {
     let state = tempfile::tempdir().unwrap();
-    drop(Ledger::open(state.path()).unwrap());
+    Ledger::open(state.path()).unwrap().close().unwrap();
     {
         let db = sled::open(state.path().join("ledger")).unwrap();
         db.open_tree("meta")
@@ -335,7 +350,7 @@ fn a_newer_schema_is_refused_and_left_untouched() {
         db.flush().unwrap();
     }
     let before = snapshot(&state.path().join("ledger"));
-    let err = Ledger::open(state.path()).unwrap_err();
+    let err = open_when_free(state.path()).unwrap_err();
     assert!(
         matches!(err, LedgerError::TooNew { found: 99, .. }),
         "{err:?}"
@@ -362,7 +377,7 @@ fn a_v0_ledger_is_migrated_forward() {
             .unwrap();
         db.flush().unwrap();
     }
-    let ledger = Ledger::open(state.path()).unwrap();
+    let ledger = open_when_free(state.path()).unwrap();
     assert_eq!(ledger.schema_version().unwrap(), Some(SCHEMA_VERSION));
     let e = ledger.get("00000000abcd").unwrap().unwrap();
     assert_eq!(e.state, EntryState::Done);
@@ -392,7 +407,7 @@ fn a_v0_ledger_is_migrated_forward() {
     );
     ledger.flush().unwrap();
     drop(ledger);
-    assert_eq!(Ledger::open(state.path()).unwrap().count(), 2);
+    assert_eq!(open_when_free(state.path()).unwrap().count(), 2);
 }
 
 #[test]
@@ -593,7 +608,7 @@ fn a_v1_ledger_is_migrated_to_the_cores_records() {
         }
         db.flush().unwrap();
     }
-    let ledger = Ledger::open(state.path()).unwrap();
+    let ledger = open_when_free(state.path()).unwrap();
     assert_eq!(ledger.schema_version().unwrap(), Some(SCHEMA_VERSION));
     let rec = |id: &str| ledger.get(id).unwrap().unwrap().to_record();
     let posted = rec("0000000000a1");
@@ -645,7 +660,7 @@ fn messages_are_kept_beside_entries_and_an_older_v2_ledger_has_none() {
         db.open_tree("entries").unwrap();
         db.flush().unwrap();
     }
-    let ledger = Ledger::open(state.path()).unwrap();
+    let ledger = open_when_free(state.path()).unwrap();
     assert_eq!(ledger.schema_version().unwrap(), Some(2));
     assert!(ledger.list_messages().unwrap().is_empty());
     let m = MessageRecord {
