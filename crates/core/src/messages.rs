@@ -2585,6 +2585,16 @@ mod tests {
 
     #[test]
     fn a_post_under_way_when_its_message_was_retried_goes_to_the_new_draft_not_failed() {
+        post_under_way_at_a_retry(false);
+    }
+
+    #[test]
+    fn a_post_under_way_at_a_retry_goes_to_the_new_draft_after_its_mapping_stops_mailing() {
+        // The files of a message keep going to its draft once their mapping names an item.
+        post_under_way_at_a_retry(true);
+    }
+
+    fn post_under_way_at_a_retry(reload_plain: bool) {
         // a.pdf and b.pdf go together; the user deletes the draft while both are posted.
         let mut m = batch_machine();
         let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
@@ -2641,6 +2651,18 @@ mod tests {
                 records: vec![failed_a],
             },
         );
+        if reload_plain {
+            let mut plain = m.mappings["mail"].clone();
+            plain.mail = None;
+            plain.target.item_id = "other".into();
+            m.handle(
+                Time(22_350),
+                Input::Config {
+                    mappings: vec![plain],
+                    policy: Policy::default(),
+                },
+            );
+        }
         // b.pdf's answer comes now: the same gone draft. Not a failure of the file: it waits
         // for the new draft.
         let out = m.handle(
