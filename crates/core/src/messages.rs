@@ -2584,6 +2584,225 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_in_doubt_on_another_item_of_the_mailbox_does_not_hold_a_message() {
+        let mut rules: Vec<MappingRule> = mail_machine(true).mappings.into_values().collect();
+        rules.push(MappingRule {
+            name: "plain".into(),
+            target: Target {
+                user: "me".into(),
+                kind: ItemKind::Event,
+                item_id: "event1".into(),
+            },
+            if_exists: IfExists::Attach,
+            on_change: OnChange::Replace,
+            after: After::Keep,
+            mail: None,
+        });
+        let mut m = Machine::new(rules, Policy::default());
+        // A file of the plain mapping whose POST answer was lost: in doubt on the event.
+        let path = PathBuf::from("/plain/p.pdf");
+        m.handle(
+            Time(1_000),
+            Input::Observed {
+                mapping: "plain".into(),
+                path: path.clone(),
+                stat: stat(9, 10),
+            },
+        );
+        m.handle(Time(6_000), Input::Tick);
+        m.handle(
+            Time(6_000),
+            Input::Stat {
+                path: path.clone(),
+                stat: Some(stat(9, 10)),
+            },
+        );
+        let out = m.handle(
+            Time(6_001),
+            Input::Hashed {
+                path: path.clone(),
+                result: HashResult::Hashed {
+                    sha256: "ef".repeat(32),
+                    stat: stat(9, 10),
+                },
+            },
+        );
+        let p = posted(&out, "/plain/p.pdf").unwrap_or_else(|| panic!("posted: {out:?}"));
+        m.handle(
+            Time(6_100),
+            Input::Outcome {
+                id: p,
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Ambiguous(Failure::new(
+                    "Timeout", "t",
+                )))),
+            },
+        );
+        // A message of the mailing mapping in the same mailbox goes on regardless.
+        let out = drop_file(&mut m, 7_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(12_100),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let x = posted(&out, "/mail/x.pdf").expect("x.pdf posted");
+        let out = m.handle(
+            Time(12_200),
+            Input::Outcome {
+                id: x,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "att-x".into(),
+                }),
+            },
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::ListDraft { draft_id, .. } if draft_id == "d1")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_message_waits_for_a_file_that_left_it_to_close_its_upload_session() {
+        left_with_work_on_the_draft(false);
+    }
+
+    #[test]
+    fn a_message_waits_for_a_file_that_left_it_to_delete_its_partial_copy() {
+        left_with_work_on_the_draft(true);
+    }
+
+    /// a.pdf (an upload session) and b.pdf go together; a.pdf is rewritten, and the newer
+    /// version deleted before it is attached, while the first version has a session open on the
+    /// draft (or a partial copy there to delete: a 201 before the last byte). The message is
+    /// neither listed nor sent until that is cleaned up.
+    fn left_with_work_on_the_draft(partial: bool) {
+        let mut m = batch_machine();
+        let big = 10 * 1024 * 1024;
+        let mut out = drop_file(&mut m, 1_000, "a.pdf", big);
+        out.extend(drop_file(&mut m, 6_100, "b.pdf", 20));
+        out.extend(m.handle(Time(22_000), Input::Tick));
+        let mid = new_message(&out).expect("one message for both");
+        let out = m.handle(
+            Time(22_100),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let a1 = out
+            .iter()
+            .find_map(|a| match a {
+                Action::CreateSession { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("a.pdf's session: {out:?}"));
+        let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
+        let out = m.handle(
+            Time(22_200),
+            Input::Outcome {
+                id: a1.clone(),
+                outcome: Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
+            },
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::PutChunk { id, last: false, .. } if *id == a1)),
+            "{out:?}"
+        );
+        let mut early = Vec::new();
+        if partial {
+            // The server completes the upload before its last byte: a partial copy to delete.
+            early = m.handle(
+                Time(22_300),
+                Input::Outcome {
+                    id: a1.clone(),
+                    outcome: Outcome::Chunk(ChunkOutcome::Completed {
+                        attachment_id: Some("part".into()),
+                    }),
+                },
+            );
+        }
+        let v2 = FileStat {
+            mtime_ns: 2,
+            ..stat(8, 11)
+        };
+        drop_version(&mut m, 22_400, "a.pdf", v2, &"cd".repeat(32));
+        m.handle(
+            Time(27_500),
+            Input::Gone {
+                mapping: "mail".into(),
+                path: "/mail/a.pdf".into(),
+            },
+        );
+        early.extend(m.handle(
+            Time(27_600),
+            Input::Outcome {
+                id: b,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "att-b".into(),
+                }),
+            },
+        ));
+        let mut out = early;
+        // Until a1's session is closed (or its partial copy deleted): no listing, no send.
+        let mut t = 27_600;
+        let mut cleanup = None;
+        while t < 200_000 {
+            assert!(
+                !out.iter()
+                    .any(|a| matches!(a, Action::ListDraft { .. } | Action::SendDraft { .. })),
+                "{out:?}"
+            );
+            cleanup = cleanup.or_else(|| {
+                out.iter().find_map(|a| match a {
+                    Action::DeleteSession { id, .. } if !partial && *id == a1 => Some(()),
+                    Action::DeleteAttachment {
+                        id, attachment_id, ..
+                    } if partial && *id == a1 && attachment_id == "part" => Some(()),
+                    _ => None,
+                })
+            });
+            t += 1_000;
+            out = m.handle(Time(t), Input::Tick);
+            if !partial && cleanup.is_none() {
+                // The chunk under way comes back; the canceled upload's session then goes.
+                out.extend(m.handle(
+                    Time(t),
+                    Input::Outcome {
+                        id: a1.clone(),
+                        outcome: Outcome::Chunk(ChunkOutcome::Accepted {
+                            next: Some(1024 * 1024),
+                        }),
+                    },
+                ));
+            }
+        }
+        assert!(cleanup.is_some(), "a1 cleans up");
+        let outcome = if partial {
+            Outcome::DeleteAttachment(DeleteOutcome::Deleted)
+        } else {
+            Outcome::DeleteSession(DeleteOutcome::Deleted)
+        };
+        m.handle(Time(t), Input::Outcome { id: a1, outcome });
+        let mut listed = false;
+        while !listed && t < 400_000 {
+            t += 1_000;
+            let out = m.handle(Time(t), Input::Tick);
+            listed = out.iter().any(|a| matches!(a, Action::ListDraft { .. }));
+        }
+        assert!(listed, "then the draft is listed");
+    }
+
+    #[test]
     fn a_post_under_way_when_its_message_was_retried_goes_to_the_new_draft_not_failed() {
         post_under_way_at_a_retry(false);
     }
