@@ -21,6 +21,8 @@ const MAX_STALLS: u32 = 3;
 /// Backoff after failures: first wait, and the most it grows to.
 const BACKOFF_BASE_MS: u64 = 1_000;
 const BACKOFF_CAP_MS: u64 = 60_000;
+/// An attempt count whose backoff is the cap (kept when an entry must keep trying).
+const BACKOFF_PATIENT_ATTEMPTS: u32 = 16;
 
 /// Error code of an entry canceled because a newer version of its file took its place: such an
 /// entry comes back if its bytes do.
@@ -1691,6 +1693,15 @@ impl Machine {
 
     fn fail(&mut self, id: &str, f: Failure, out: &mut Vec<Action>) {
         self.member_touched(id);
+        if self.active.get(id).is_some_and(|a| a.rec.cancel_requested)
+            && f.code != ITEM_NOT_FOUND
+            && self.doubt_holds_a_message(id)
+        {
+            // A canceled upload whose copy may be on a draft still to be sent does not end in
+            // doubt: the draft would be sent with it. It looks again, patiently.
+            let n = self.active[id].rec.attempts;
+            return self.look_again(id, n, out);
+        }
         let Some(a) = self.active.get_mut(id) else {
             return;
         };
@@ -1709,6 +1720,34 @@ impl Machine {
         }
         self.persist(id, out);
         self.release_lock_if_free(id);
+    }
+
+    /// Whether entry `id` may have a copy on the draft of a message that may still be sent.
+    fn doubt_holds_a_message(&self, id: &str) -> bool {
+        let Some(a) = self.active.get(id) else {
+            return false;
+        };
+        if !a.rec.may_exist {
+            return false;
+        }
+        let Some(t) = a.look_target.as_ref().or(a.rec.target.as_ref()) else {
+            return false;
+        };
+        self.messages.values().any(|m| {
+            m.rec.draft_id.as_deref() == Some(t.item_id.as_str())
+                && !matches!(m.rec.state, MessageState::Sent | MessageState::Drafted)
+        })
+    }
+
+    /// Look again after the backoff for attempt `n` (kept on record).
+    fn look_again(&mut self, id: &str, n: u32, out: &mut Vec<Action>) {
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
+        a.rec.attempts = n.min(BACKOFF_PATIENT_ATTEMPTS);
+        let n = a.rec.attempts;
+        self.persist(id, out);
+        self.wait(id, backoff_ms(id, n));
     }
 
     /// A terminal entry with nothing that may still land on the item gives up its name lock.
@@ -1900,7 +1939,7 @@ impl Machine {
                 }
                 if f.code == ITEM_NOT_FOUND && self.gone_old_draft(id) {
                     // A POST or session on a draft its message already knows is gone.
-                    return self.unbind_from_gone_draft(id, out);
+                    return self.unbind(id, out);
                 }
                 self.fail(id, f, out)
             }
@@ -1909,20 +1948,23 @@ impl Machine {
 
     /// A file of a message bound to a draft that is no longer there (deleted by hand; its
     /// message has another now, or looks for one): nothing of it can be on it. Unbound, it
-    /// goes to its message's draft.
-    fn unbind_from_gone_draft(&mut self, id: &str, out: &mut Vec<Action>) {
+    /// goes to its message's draft, from its first byte.
+    pub(super) fn unbind(&mut self, id: &str, out: &mut Vec<Action>) {
+        self.release_lock(id);
         let Some(a) = self.active.get_mut(id) else {
             return;
         };
         a.look_target = None;
         a.rec.may_exist = false;
+        a.rec.effect_at = None;
         a.rec.target = None;
         a.rec.garbage.clear();
-        a.next_offset = None;
+        a.rec.bytes_sent = 0;
         if a.rec.session.take().is_some() {
             out.push(Action::ForgetUrl { id: id.to_owned() });
         }
-        self.release_lock(id);
+        a.next_offset = None;
+        a.looked = false;
         self.persist(id, out);
     }
 
@@ -2267,11 +2309,19 @@ impl Machine {
                     self.persist(id, out);
                 }
             }
-            LookOutcome::Failed(Fault::Permanent(_)) if old_draft_gone => {
-                self.unbind_from_gone_draft(id, out)
-            }
+            LookOutcome::Failed(Fault::Permanent(_)) if old_draft_gone => self.unbind(id, out),
             LookOutcome::Failed(Fault::Permanent(f)) => {
                 if a.rec.cancel_requested {
+                    // (A draft that is not found holds no copy of it: nothing to settle.)
+                    if f.code != ITEM_NOT_FOUND && self.doubt_holds_a_message(id) {
+                        // A copy perhaps on a draft still to be sent: it is settled first.
+                        let n = self.active[id].rec.attempts.saturating_add(1);
+                        self.look_again(id, n, out);
+                        return;
+                    }
+                    let Some(a) = self.active.get_mut(id) else {
+                        return;
+                    };
                     // Cannot tell whether it landed: keep the doubt on record.
                     a.rec.state = State::Canceled;
                     a.rec.cancel_requested = false;
