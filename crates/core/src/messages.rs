@@ -1254,18 +1254,15 @@ impl Machine {
         let Some(draft_id) = m.rec.draft_id.as_deref() else {
             return false;
         };
-        let user = &m.rec.user;
         self.active.values().any(|a| {
             let r = &a.rec;
-            // (The flags first: most entries have none, and no mailbox is compared for them.)
+            // (The flags first: most entries have none. An item id names one item of one
+            // mailbox: Exchange's ids are unique across mailboxes.)
             (r.may_exist || r.session.is_some() || !r.garbage.is_empty() || !r.replaces.is_empty())
                 && [a.look_target.as_ref(), r.target.as_ref()]
                     .into_iter()
                     .flatten()
-                    .any(|t| {
-                        t.item_id == draft_id
-                            && (t.user == *user || t.user.to_lowercase() == user.to_lowercase())
-                    })
+                    .any(|t| t.item_id == draft_id)
         })
     }
 
@@ -3546,6 +3543,235 @@ mod tests {
             },
         );
         (m, mid, a1, b, t)
+    }
+
+    #[test]
+    fn a_canceled_copy_in_doubt_out_of_attempts_keeps_looking_while_its_draft_may_be_sent() {
+        // As `run --once` (a bound on attempts): a canceled file's looks answer 5xx until the
+        // bound; its copy may be on the draft, so it does not end in doubt.
+        let mut m = batch_machine();
+        m.policy.max_attempts = 2;
+        let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
+        out.extend(drop_file(&mut m, 6_100, "b.pdf", 20));
+        out.extend(m.handle(Time(22_000), Input::Tick));
+        let mid = new_message(&out).expect("one message");
+        let out = m.handle(
+            Time(22_100),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let a1 = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
+        let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
+        let lost = || Fault::Ambiguous(Failure::new("ServiceUnavailable", "503"));
+        m.handle(
+            Time(22_200),
+            Input::Outcome {
+                id: a1.clone(),
+                outcome: Outcome::Post(PostOutcome::Failed(lost())),
+            },
+        );
+        m.handle(Time(22_300), Input::Cancel { id: a1.clone() });
+        let mut out = m.handle(
+            Time(22_400),
+            Input::Outcome {
+                id: b,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "att-b".into(),
+                }),
+            },
+        );
+        let mut t = 22_400;
+        let mut looks = 0;
+        while t < 1_000_000 {
+            assert!(
+                !out.iter()
+                    .any(|a| matches!(a, Action::ListDraft { .. } | Action::SendDraft { .. })),
+                "listed or sent while a1's copy is in doubt: {out:?}"
+            );
+            if out
+                .iter()
+                .any(|a| matches!(a, Action::Look { id, .. } if *id == a1))
+            {
+                looks += 1;
+                out = m.handle(
+                    Time(t),
+                    Input::Outcome {
+                        id: a1.clone(),
+                        outcome: Outcome::Look(LookOutcome::Failed(lost())),
+                    },
+                );
+                continue;
+            }
+            t += 1_000;
+            out = m.handle(Time(t), Input::Tick);
+        }
+        assert!(looks > 2, "it kept looking past its bound: {looks}");
+        assert!(m.record(&a1).is_some_and(|r| r.may_exist));
+    }
+
+    #[test]
+    fn a_canceled_copy_in_doubt_on_an_ordinary_item_ends_in_doubt_when_its_look_is_refused() {
+        canceled_in_doubt_on_an_ordinary_item(true);
+    }
+
+    #[test]
+    fn a_canceled_copy_in_doubt_on_an_ordinary_item_ends_in_doubt_out_of_attempts() {
+        canceled_in_doubt_on_an_ordinary_item(false);
+    }
+
+    /// Not a draft (a message at work elsewhere changes nothing): canceled, the doubt kept,
+    /// when its look is refused (or, `refused` false, answers 5xx up to a bound on attempts).
+    fn canceled_in_doubt_on_an_ordinary_item(refused: bool) {
+        let mut rules: Vec<MappingRule> = batch_machine().mappings.into_values().collect();
+        rules.push(MappingRule {
+            name: "plain".into(),
+            target: Target {
+                user: "me".into(),
+                kind: ItemKind::Event,
+                item_id: "event1".into(),
+            },
+            if_exists: IfExists::Attach,
+            on_change: OnChange::Replace,
+            after: After::Keep,
+            mail: None,
+        });
+        let policy = Policy {
+            max_attempts: if refused { 0 } else { 2 },
+            ..Policy::default()
+        };
+        let mut m = Machine::new(rules, policy);
+        // A message at work on d1.
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let out = [out, m.handle(Time(22_000), Input::Tick)].concat();
+        let mid = new_message(&out).expect("a message");
+        m.handle(
+            Time(22_100),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let path = PathBuf::from("/plain/p.pdf");
+        m.handle(
+            Time(23_000),
+            Input::Observed {
+                mapping: "plain".into(),
+                path: path.clone(),
+                stat: stat(9, 10),
+            },
+        );
+        m.handle(Time(28_000), Input::Tick);
+        m.handle(
+            Time(28_000),
+            Input::Stat {
+                path: path.clone(),
+                stat: Some(stat(9, 10)),
+            },
+        );
+        let out = m.handle(
+            Time(28_001),
+            Input::Hashed {
+                path,
+                result: HashResult::Hashed {
+                    sha256: "ef".repeat(32),
+                    stat: stat(9, 10),
+                },
+            },
+        );
+        let p = posted(&out, "/plain/p.pdf").unwrap_or_else(|| panic!("posted: {out:?}"));
+        m.handle(
+            Time(28_100),
+            Input::Outcome {
+                id: p.clone(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Ambiguous(Failure::new(
+                    "Timeout", "t",
+                )))),
+            },
+        );
+        m.handle(Time(28_200), Input::Cancel { id: p.clone() });
+        let mut t = 28_200;
+        let mut looked = false;
+        while !looked && t < 400_000 {
+            t += 1_000;
+            let out = m.handle(Time(t), Input::Tick);
+            looked = out
+                .iter()
+                .any(|a| matches!(a, Action::Look { id, .. } if *id == p));
+        }
+        assert!(looked);
+        let fault = if refused {
+            Fault::Permanent(Failure::new("ErrorAccessDenied", "Access is denied."))
+        } else {
+            Fault::Ambiguous(Failure::new("ServiceUnavailable", "503"))
+        };
+        let mut ended = false;
+        while !ended && t < 1_000_000 {
+            let out = m.handle(
+                Time(t),
+                Input::Outcome {
+                    id: p.clone(),
+                    outcome: Outcome::Look(LookOutcome::Failed(fault.clone())),
+                },
+            );
+            ended = out.iter().any(|a| {
+                matches!(
+                    a,
+                    Action::Persist(r) if r.id == p && r.state == State::Canceled && r.may_exist
+                )
+            });
+            let mut again = false;
+            while !ended && !again && t < 1_000_000 {
+                t += 1_000;
+                let out = m.handle(Time(t), Input::Tick);
+                again = out
+                    .iter()
+                    .any(|a| matches!(a, Action::Look { id, .. } if *id == p));
+            }
+        }
+        assert!(ended, "canceled, its doubt on record");
+        assert!(m.record(&p).is_none(), "it ended");
+    }
+
+    #[test]
+    fn a_file_of_a_message_refused_by_graph_fails_though_its_post_was_sent() {
+        // Not canceled: a refusal fails it (and its message), it does not look again.
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid,
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let x = posted(&out, "/mail/x.pdf").expect("posted");
+        let out = m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: x.clone(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
+                    "ErrorAttachmentSizeLimitExceeded",
+                    "too large",
+                )))),
+            },
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Persist(r) if r.id == x && r.state == State::Failed)),
+            "{out:?}"
+        );
     }
 
     #[test]
