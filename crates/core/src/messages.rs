@@ -1689,11 +1689,23 @@ mod tests {
 
     /// Feed a settled, hashed version of a file with these bytes; the actions answered.
     fn drop_version(m: &mut Machine, t: u64, name: &str, st: FileStat, sha: &str) -> Vec<Action> {
-        let path = PathBuf::from(format!("/mail/{name}"));
+        drop_into(m, t, "mail", &format!("/mail/{name}"), st, sha)
+    }
+
+    /// The same, into mapping `mapping` at `path`.
+    fn drop_into(
+        m: &mut Machine,
+        t: u64,
+        mapping: &str,
+        path: &str,
+        st: FileStat,
+        sha: &str,
+    ) -> Vec<Action> {
+        let path = PathBuf::from(path);
         let mut out = m.handle(
             Time(t),
             Input::Observed {
-                mapping: "mail".into(),
+                mapping: mapping.into(),
                 path: path.clone(),
                 stat: st,
             },
@@ -2351,6 +2363,90 @@ mod tests {
         );
     }
 
+    /// A mapping "plain" that attaches to an event of the same mailbox.
+    fn plain_rule() -> MappingRule {
+        MappingRule {
+            name: "plain".into(),
+            target: Target {
+                user: "me".into(),
+                kind: ItemKind::Event,
+                item_id: "event1".into(),
+            },
+            if_exists: IfExists::Attach,
+            on_change: OnChange::Replace,
+            after: After::Keep,
+            mail: None,
+        }
+    }
+
+    /// The pre-send listing of `mid` shows b.pdf's attachment alone (it lags): nothing is sent,
+    /// and `stray`, a copy this agent's records hold there, is deleted.
+    fn a_listing_of_b_alone_deletes(m: &mut Machine, t: u64, mid: &str, stray: &str) {
+        let out = m.handle(
+            Time(t),
+            Input::Outcome {
+                id: mid.into(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["att-b".into()])),
+            },
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+            "{out:?}"
+        );
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::DeleteAttachment { attachment_id, .. } if attachment_id == stray
+            )),
+            "{out:?}"
+        );
+    }
+
+    /// Lose the answer to `id`'s POST at `t`, cancel it, and run the clock to its look.
+    fn lose_post_cancel_and_wait_for_look(m: &mut Machine, id: &str, t: u64) -> u64 {
+        m.handle(
+            Time(t),
+            Input::Outcome {
+                id: id.into(),
+                outcome: Outcome::Post(PostOutcome::Failed(Fault::Ambiguous(Failure::new(
+                    "Timeout", "t",
+                )))),
+            },
+        );
+        m.handle(Time(t + 100), Input::Cancel { id: id.into() });
+        let mut t = t + 100;
+        let mut looked = false;
+        while !looked && t < 400_000 {
+            t += 1_000;
+            let out = m.handle(Time(t), Input::Tick);
+            looked = out
+                .iter()
+                .any(|a| matches!(a, Action::Look { id: l, .. } if l == id));
+        }
+        assert!(looked, "{id} looks before it counts as canceled");
+        t
+    }
+
+    /// a.pdf (`a_size` bytes) and b.pdf dropped together into a batch mapping, their message
+    /// drafted as d1: the message id, and the actions that answered the draft (their uploads).
+    fn a_and_b_on_d1(m: &mut Machine, a_size: u64) -> (String, Vec<Action>) {
+        let mut out = drop_file(m, 1_000, "a.pdf", a_size);
+        out.extend(drop_file(m, 6_100, "b.pdf", 20));
+        out.extend(m.handle(Time(22_000), Input::Tick));
+        let mid = new_message(&out).expect("one message for both");
+        let out = m.handle(
+            Time(22_100),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        (mid, out)
+    }
+
     fn posted(out: &[Action], path: &str) -> Option<String> {
         out.iter().find_map(|a| match a {
             Action::Post { id, path: p, .. } if p == Path::new(path) => Some(id.clone()),
@@ -2364,20 +2460,7 @@ mod tests {
         // version replaces the first on the draft, the third is gone before it is attached (so
         // a.pdf leaves the message), and the pre-send listing lags behind the second's attach.
         let mut m = batch_machine();
-        let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
-        out.extend(drop_file(&mut m, 6_100, "b.pdf", 20));
-        out.extend(m.handle(Time(22_000), Input::Tick));
-        let mid = new_message(&out).expect("one message for both");
-        let out = m.handle(
-            Time(22_100),
-            Input::Outcome {
-                id: mid.clone(),
-                outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                    draft_id: "d1".into(),
-                    internet_message_id: None,
-                }),
-            },
-        );
+        let (mid, out) = a_and_b_on_d1(&mut m, 10);
         let a1 = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
         let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
         m.handle(
@@ -2448,24 +2531,7 @@ mod tests {
             "{out:?}"
         );
         // The listing shows b.pdf only: att-a2 is not shown yet, but this agent put it there.
-        let out = m.handle(
-            Time(34_300),
-            Input::Outcome {
-                id: mid.clone(),
-                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["att-b".into()])),
-            },
-        );
-        assert!(
-            !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
-            "{out:?}"
-        );
-        assert!(
-            out.iter().any(|a| matches!(
-                a,
-                Action::DeleteAttachment { attachment_id, .. } if attachment_id == "att-a2"
-            )),
-            "{out:?}"
-        );
+        a_listing_of_b_alone_deletes(&mut m, 34_300, &mid, "att-a2");
     }
 
     #[test]
@@ -2474,20 +2540,7 @@ mod tests {
         // its place in the message and is deleted before it is attached: a.pdf leaves the
         // message with a copy perhaps on the draft.
         let mut m = batch_machine();
-        let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
-        out.extend(drop_file(&mut m, 6_100, "b.pdf", 20));
-        out.extend(m.handle(Time(22_000), Input::Tick));
-        let mid = new_message(&out).expect("one message for both");
-        let out = m.handle(
-            Time(22_100),
-            Input::Outcome {
-                id: mid.clone(),
-                outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                    draft_id: "d1".into(),
-                    internet_message_id: None,
-                }),
-            },
-        );
+        let (mid, out) = a_and_b_on_d1(&mut m, 10);
         let a1 = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
         let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
         m.handle(
@@ -2557,69 +2610,22 @@ mod tests {
             listed = out.iter().any(|a| matches!(a, Action::ListDraft { .. }));
         }
         assert!(listed);
-        let out = m.handle(
-            Time(t),
-            Input::Outcome {
-                id: mid.clone(),
-                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["att-b".into()])),
-            },
-        );
-        assert!(
-            !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
-            "{out:?}"
-        );
-        assert!(
-            out.iter().any(|a| matches!(
-                a,
-                Action::DeleteAttachment { attachment_id, .. } if attachment_id == "att-a1"
-            )),
-            "{out:?}"
-        );
+        a_listing_of_b_alone_deletes(&mut m, t, &mid, "att-a1");
     }
 
     #[test]
     fn a_copy_in_doubt_on_another_item_of_the_mailbox_does_not_hold_a_message() {
         let mut rules: Vec<MappingRule> = mail_machine(true).mappings.into_values().collect();
-        rules.push(MappingRule {
-            name: "plain".into(),
-            target: Target {
-                user: "me".into(),
-                kind: ItemKind::Event,
-                item_id: "event1".into(),
-            },
-            if_exists: IfExists::Attach,
-            on_change: OnChange::Replace,
-            after: After::Keep,
-            mail: None,
-        });
+        rules.push(plain_rule());
         let mut m = Machine::new(rules, Policy::default());
         // A file of the plain mapping whose POST answer was lost: in doubt on the event.
-        let path = PathBuf::from("/plain/p.pdf");
-        m.handle(
-            Time(1_000),
-            Input::Observed {
-                mapping: "plain".into(),
-                path: path.clone(),
-                stat: stat(9, 10),
-            },
-        );
-        m.handle(Time(6_000), Input::Tick);
-        m.handle(
-            Time(6_000),
-            Input::Stat {
-                path: path.clone(),
-                stat: Some(stat(9, 10)),
-            },
-        );
-        let out = m.handle(
-            Time(6_001),
-            Input::Hashed {
-                path: path.clone(),
-                result: HashResult::Hashed {
-                    sha256: "ef".repeat(32),
-                    stat: stat(9, 10),
-                },
-            },
+        let out = drop_into(
+            &mut m,
+            1_000,
+            "plain",
+            "/plain/p.pdf",
+            stat(9, 10),
+            &"ef".repeat(32),
         );
         let p = posted(&out, "/plain/p.pdf").unwrap_or_else(|| panic!("posted: {out:?}"));
         m.handle(
@@ -2678,20 +2684,7 @@ mod tests {
     fn left_with_work_on_the_draft(partial: bool) {
         let mut m = batch_machine();
         let big = 10 * 1024 * 1024;
-        let mut out = drop_file(&mut m, 1_000, "a.pdf", big);
-        out.extend(drop_file(&mut m, 6_100, "b.pdf", 20));
-        out.extend(m.handle(Time(22_000), Input::Tick));
-        let mid = new_message(&out).expect("one message for both");
-        let out = m.handle(
-            Time(22_100),
-            Input::Outcome {
-                id: mid.clone(),
-                outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                    draft_id: "d1".into(),
-                    internet_message_id: None,
-                }),
-            },
-        );
+        let (_, out) = a_and_b_on_d1(&mut m, big);
         let a1 = out
             .iter()
             .find_map(|a| match a {
@@ -2810,20 +2803,7 @@ mod tests {
     fn post_under_way_at_a_retry(reload_plain: bool) {
         // a.pdf and b.pdf go together; the user deletes the draft while both are posted.
         let mut m = batch_machine();
-        let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
-        out.extend(drop_file(&mut m, 6_100, "b.pdf", 20));
-        out.extend(m.handle(Time(22_000), Input::Tick));
-        let mid = new_message(&out).expect("one message for both");
-        let out = m.handle(
-            Time(22_100),
-            Input::Outcome {
-                id: mid.clone(),
-                outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                    draft_id: "d1".into(),
-                    internet_message_id: None,
-                }),
-            },
-        );
+        let (mid, out) = a_and_b_on_d1(&mut m, 10);
         let a = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
         let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
         let gone = || {
@@ -3496,42 +3476,10 @@ mod tests {
         for r in m.mappings.values_mut() {
             r.after = After::Delete;
         }
-        let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
-        out.extend(drop_file(&mut m, 6_100, "b.pdf", 20));
-        out.extend(m.handle(Time(22_000), Input::Tick));
-        let mid = new_message(&out).expect("one message");
-        let out = m.handle(
-            Time(22_100),
-            Input::Outcome {
-                id: mid.clone(),
-                outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                    draft_id: "d1".into(),
-                    internet_message_id: None,
-                }),
-            },
-        );
+        let (mid, out) = a_and_b_on_d1(&mut m, 10);
         let a1 = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
         let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
-        m.handle(
-            Time(22_200),
-            Input::Outcome {
-                id: a1.clone(),
-                outcome: Outcome::Post(PostOutcome::Failed(Fault::Ambiguous(Failure::new(
-                    "Timeout", "t",
-                )))),
-            },
-        );
-        m.handle(Time(22_300), Input::Cancel { id: a1.clone() });
-        let mut t = 22_300;
-        let mut looked = false;
-        while !looked && t < 400_000 {
-            t += 1_000;
-            let out = m.handle(Time(t), Input::Tick);
-            looked = out
-                .iter()
-                .any(|a| matches!(a, Action::Look { id, .. } if *id == a1));
-        }
-        assert!(looked, "a1 looks before it counts as canceled");
+        let t = lose_post_cancel_and_wait_for_look(&mut m, &a1, 22_200);
         m.handle(
             Time(t),
             Input::Outcome {
@@ -3551,20 +3499,7 @@ mod tests {
         // bound; its copy may be on the draft, so it does not end in doubt.
         let mut m = batch_machine();
         m.policy.max_attempts = 2;
-        let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
-        out.extend(drop_file(&mut m, 6_100, "b.pdf", 20));
-        out.extend(m.handle(Time(22_000), Input::Tick));
-        let mid = new_message(&out).expect("one message");
-        let out = m.handle(
-            Time(22_100),
-            Input::Outcome {
-                id: mid.clone(),
-                outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                    draft_id: "d1".into(),
-                    internet_message_id: None,
-                }),
-            },
-        );
+        let (_, out) = a_and_b_on_d1(&mut m, 10);
         let a1 = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
         let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
         let lost = || Fault::Ambiguous(Failure::new("ServiceUnavailable", "503"));
@@ -3628,18 +3563,7 @@ mod tests {
     /// when its look is refused (or, `refused` false, answers 5xx up to a bound on attempts).
     fn canceled_in_doubt_on_an_ordinary_item(refused: bool) {
         let mut rules: Vec<MappingRule> = batch_machine().mappings.into_values().collect();
-        rules.push(MappingRule {
-            name: "plain".into(),
-            target: Target {
-                user: "me".into(),
-                kind: ItemKind::Event,
-                item_id: "event1".into(),
-            },
-            if_exists: IfExists::Attach,
-            on_change: OnChange::Replace,
-            after: After::Keep,
-            mail: None,
-        });
+        rules.push(plain_rule());
         let policy = Policy {
             max_attempts: if refused { 0 } else { 2 },
             ..Policy::default()
@@ -3659,54 +3583,16 @@ mod tests {
                 }),
             },
         );
-        let path = PathBuf::from("/plain/p.pdf");
-        m.handle(
-            Time(23_000),
-            Input::Observed {
-                mapping: "plain".into(),
-                path: path.clone(),
-                stat: stat(9, 10),
-            },
-        );
-        m.handle(Time(28_000), Input::Tick);
-        m.handle(
-            Time(28_000),
-            Input::Stat {
-                path: path.clone(),
-                stat: Some(stat(9, 10)),
-            },
-        );
-        let out = m.handle(
-            Time(28_001),
-            Input::Hashed {
-                path,
-                result: HashResult::Hashed {
-                    sha256: "ef".repeat(32),
-                    stat: stat(9, 10),
-                },
-            },
+        let out = drop_into(
+            &mut m,
+            23_000,
+            "plain",
+            "/plain/p.pdf",
+            stat(9, 10),
+            &"ef".repeat(32),
         );
         let p = posted(&out, "/plain/p.pdf").unwrap_or_else(|| panic!("posted: {out:?}"));
-        m.handle(
-            Time(28_100),
-            Input::Outcome {
-                id: p.clone(),
-                outcome: Outcome::Post(PostOutcome::Failed(Fault::Ambiguous(Failure::new(
-                    "Timeout", "t",
-                )))),
-            },
-        );
-        m.handle(Time(28_200), Input::Cancel { id: p.clone() });
-        let mut t = 28_200;
-        let mut looked = false;
-        while !looked && t < 400_000 {
-            t += 1_000;
-            let out = m.handle(Time(t), Input::Tick);
-            looked = out
-                .iter()
-                .any(|a| matches!(a, Action::Look { id, .. } if *id == p));
-        }
-        assert!(looked);
+        let mut t = lose_post_cancel_and_wait_for_look(&mut m, &p, 28_100);
         let fault = if refused {
             Fault::Permanent(Failure::new("ErrorAccessDenied", "Access is denied."))
         } else {
