@@ -467,10 +467,10 @@ fn prune_stale_removes_only_what_is_still_stale_when_pruned() {
         .update(&reopened.id, |e| e.state = EntryState::Pending)
         .unwrap();
     let ids = vec![
-        doomed.id.clone(),
-        reopened.id.clone(),
-        kept.id.clone(),
-        "000000000000".to_owned(),
+        (doomed.id.clone(), gone.clone()),
+        (reopened.id.clone(), gone.clone()),
+        (kept.id.clone(), present.clone()),
+        ("000000000000".to_owned(), gone.clone()),
     ];
     let n = ledger
         .prune_stale(ids, keep_days, later, |p: &Path| p.exists())

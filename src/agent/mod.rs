@@ -474,7 +474,6 @@ async fn recv_hup(_: &mut Option<()>) {
 }
 
 impl Agent {
-    /// Feed every queued input to the machine and carry out what it answers.
     /// Feed the core every input queued, a batch at a time (group commit): the records the
     /// batch's inputs produce are written as they come and flushed once, and only then are the
     /// batch's requests, file moves and notifications started. So every action still starts
@@ -697,7 +696,6 @@ impl Agent {
         None
     }
 
-    /// Carry out actions in order. A persisted record is flushed before any later action starts.
     /// Flush what the batch wrote, before any of its `next` actions starts. The crash points
     /// name the first kind of step the flush makes way for, as they did when each record was
     /// flushed before its own step.
@@ -959,7 +957,7 @@ impl Agent {
     /// folder is missing or unreadable are kept: an unmounted folder's files are not gone.
     /// Prune the ledger ([`Ledger::prune`]); `stale`: only those entries (start-up's read found
     /// them), instead of a whole read.
-    fn prune(&self, stale: Option<Vec<String>>) {
+    fn prune(&self, stale: Option<Vec<(String, std::path::PathBuf)>>) {
         let keep = self.settings.agent.keep_done;
         let unavailable: Vec<&Path> = self
             .settings

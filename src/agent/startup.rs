@@ -5,7 +5,7 @@ use crate::core::machine::has_work;
 use crate::core::model::{Input, Record, State, Time};
 use crate::ledger::{is_stale, Ledger, LedgerError, SessionStore};
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -29,7 +29,7 @@ pub async fn open_ledger(state_dir: &Path) -> Result<Ledger, LedgerError> {
 /// passed, with the records of all of their files (whatever their state: a done file waits for
 /// its message's send before its after-action); every message whose last send started (or
 /// was answered) at or after `sends_since` (the pacing window: a restart does not reset
-/// Exchange's count). Also the ids of the entries old enough to prune
+/// Exchange's count). Also the ids (and paths) of the entries old enough to prune
 /// once their files are found gone ([`crate::ledger::is_stale`]), so pruning at start-up needs
 /// no second pass.
 pub fn start_input(
@@ -38,14 +38,14 @@ pub fn start_input(
     sends_since: Time,
     keep_done: Duration,
     now: time::OffsetDateTime,
-) -> Result<(Input, Vec<String>), AgentError> {
+) -> Result<(Input, Vec<(String, PathBuf)>), AgentError> {
     // Two halves of the ledger read and decoded side by side.
     let read = |part| -> Result<Part, LedgerError> {
         let mut p = Part::default();
         for e in ledger.iter_part(part, 2) {
             let e = e?;
             if is_stale(e.state, e.updated_at, keep_done, now) {
-                p.stale.push(e.id.clone());
+                p.stale.push((e.id.clone(), e.path.clone()));
             }
             let r = e.into_record();
             if has_work(&r) || r.state == State::Failed {
@@ -124,8 +124,8 @@ struct Part {
     keep: Vec<Record>,
     /// The others: only the newest version of each path is passed on.
     others: Vec<Record>,
-    /// Ids old enough to prune once their files are gone.
-    stale: Vec<String>,
+    /// Ids (and paths) old enough to prune once their files are gone.
+    stale: Vec<(String, PathBuf)>,
 }
 
 /// The newest (highest seq) of each (mapping, path) among `records`. Sorted by index rather than

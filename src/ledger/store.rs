@@ -529,29 +529,33 @@ impl Ledger {
         for entry in self.iter_briefs() {
             let entry = entry?;
             if is_stale(entry.state, entry.updated_at, keep_done, now) {
-                stale.push(entry.id);
+                stale.push((entry.id, entry.path));
             }
         }
         self.prune_stale(stale, keep_done, now, exists)
     }
 
-    /// [`Ledger::prune`] of the entries `stale` names (finished and not updated for
-    /// `keep_done` when a whole read found them: start-up's read collects them, so it needs no
-    /// second pass). Each is read again: one changed since is kept.
+    /// [`Ledger::prune`] of the entries `stale` names, each with its path (finished and not
+    /// updated for `keep_done` when a whole read found them: start-up's read collects them, so
+    /// it needs no second pass). One whose file is there is passed over unread; the others are
+    /// read again, and one changed since is kept.
     pub fn prune_stale(
         &self,
-        stale: Vec<String>,
+        stale: Vec<(String, PathBuf)>,
         keep_done: Duration,
         now: OffsetDateTime,
         exists: impl Fn(&Path) -> bool,
     ) -> Result<usize> {
         let mut removed = 0;
-        for id in stale {
+        for (id, path) in stale {
+            // (An entry's path is its own for good: a file elsewhere is another entry.)
+            if exists(&path) {
+                continue;
+            }
             let Some(entry) = self.get(&id)? else {
                 continue;
             };
             if is_stale(entry.state, entry.updated_at, keep_done, now)
-                && !exists(&entry.path)
                 && self.remove(&id)?.is_some()
             {
                 removed += 1;
