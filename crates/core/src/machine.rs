@@ -98,6 +98,13 @@ struct Active {
     timer: Option<Time>,
 }
 
+impl Active {
+    /// The item its request in flight (or else its record) is about.
+    fn item(&self) -> Option<&Target> {
+        self.look_target.as_ref().or(self.rec.target.as_ref())
+    }
+}
+
 /// The step an entry takes next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
@@ -730,6 +737,21 @@ impl Machine {
         self.paths.get(mapping)?.get(path.as_os_str())
     }
 
+    fn path_info_mut(&mut self, mapping: &str, path: &Path) -> Option<&mut PathInfo> {
+        self.paths.get_mut(mapping)?.get_mut(path.as_os_str())
+    }
+
+    /// What the index knows of the newest version of `path`'s file (its record is updated
+    /// apart).
+    fn set_newest_file(&mut self, mapping: &str, path: &Path, file: FileStat) {
+        if let Some(n) = self
+            .path_info_mut(mapping, path)
+            .and_then(|i| i.newest.as_mut())
+        {
+            n.file = file;
+        }
+    }
+
     fn newest(&self, mapping: &str, path: &Path) -> Option<&Brief> {
         self.path_info(mapping, path)
             .and_then(|i| i.newest.as_ref())
@@ -776,15 +798,7 @@ impl Machine {
             return;
         }
         let (id, file) = (b.id.clone(), b.file.left());
-        if let Some(info) = self
-            .paths
-            .get_mut(mapping)
-            .and_then(|m| m.get_mut(path.as_os_str()))
-        {
-            if let Some(n) = info.newest.as_mut() {
-                n.file = file;
-            }
-        }
+        self.set_newest_file(mapping, path, file);
         if let Some(a) = self.active.get_mut(&id) {
             a.rec.file = file;
             self.persist(&id, out);
@@ -923,15 +937,7 @@ impl Machine {
                         file: stat,
                         revive,
                     });
-                    if let Some(info) = self
-                        .paths
-                        .get_mut(&mapping)
-                        .and_then(|m| m.get_mut(path.as_os_str()))
-                    {
-                        if let Some(n) = info.newest.as_mut() {
-                            n.file = stat;
-                        }
-                    }
+                    self.set_newest_file(&mapping, &path, stat);
                 }
                 return;
             }
@@ -1483,11 +1489,7 @@ impl Machine {
             if let Some(t) = a.timer {
                 self.timers.remove(&(t, id.to_owned()));
             }
-            if let Some(info) = self
-                .paths
-                .get_mut(&a.rec.mapping)
-                .and_then(|m| m.get_mut(a.rec.path.as_os_str()))
-            {
+            if let Some(info) = self.path_info_mut(&a.rec.mapping, &a.rec.path) {
                 info.working.retain(|w| w != id);
             }
             self.member_finished(a.rec);
@@ -1730,13 +1732,11 @@ impl Machine {
         if !a.rec.may_exist {
             return false;
         }
-        let Some(t) = a.look_target.as_ref().or(a.rec.target.as_ref()) else {
+        let Some(t) = a.item() else {
             return false;
         };
-        self.messages.values().any(|m| {
-            m.rec.draft_id.as_deref() == Some(t.item_id.as_str())
-                && !matches!(m.rec.state, MessageState::Sent | MessageState::Drafted)
-        })
+        self.messages_on_draft(&t.item_id)
+            .any(|m| !matches!(m.rec.state, MessageState::Sent | MessageState::Drafted))
     }
 
     /// Look again after the backoff for attempt `n` (kept on record).
@@ -1849,20 +1849,15 @@ impl Machine {
                 }
             }
         }
-        let Some(a) = self.active.get_mut(id) else {
-            return;
-        };
         let keep = self
             .mappings
             .get(&mapping)
             .is_none_or(|m| m.after == After::Keep);
         // A version that lost to a newer one is not moved or deleted: the file is the newer's.
-        let superseded = self
-            .paths
-            .get(&mapping)
-            .and_then(|m| m.get(path.as_os_str()))
-            .and_then(|i| i.newest.as_ref())
-            .is_some_and(|n| n.seq > seq);
+        let superseded = self.newest(&mapping, &path).is_some_and(|n| n.seq > seq);
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
         a.rec.after_done = keep || superseded || after_done_now;
         // The name stays taken while older versions' attachments are deleted: nobody adopts
         // one on its way out.

@@ -110,7 +110,7 @@ impl Machine {
         if a.rec.message.is_none() && self.mail_rule(&a.rec.mapping).is_none() {
             return false;
         }
-        let Some(looked) = a.look_target.as_ref().or(a.rec.target.as_ref()) else {
+        let Some(looked) = a.item() else {
             return false;
         };
         let draft = a
@@ -132,13 +132,21 @@ impl Machine {
         let Some(a) = self.active.get(id) else {
             return false;
         };
-        let Some(item) = a.look_target.as_ref().or(a.rec.target.as_ref()) else {
+        let Some(item) = a.item() else {
             return false;
         };
-        self.messages.values().any(|m| {
-            m.rec.draft_id.as_deref() == Some(item.item_id.as_str())
-                && (m.extra.iter().any(|x| x == att) || m.deleted.contains(att))
-        })
+        self.messages_on_draft(&item.item_id)
+            .any(|m| m.extra.iter().any(|x| x == att) || m.deleted.contains(att))
+    }
+
+    /// The messages (known to this run) whose draft is item `item_id`.
+    pub(super) fn messages_on_draft<'a>(
+        &'a self,
+        item_id: &'a str,
+    ) -> impl Iterator<Item = &'a ActiveMessage> + 'a {
+        self.messages
+            .values()
+            .filter(move |m| m.rec.draft_id.as_deref() == Some(item_id))
     }
 
     /// Whether an entry of a mailing mapping must wait for its message: it has none yet, or
@@ -159,11 +167,9 @@ impl Machine {
             // restart with the new configuration): its after-action is still owed. (Not one
             // found on a message's draft: that copy is no mail of it.)
             let on_a_draft = || {
-                r.target.as_ref().is_some_and(|t| {
-                    self.messages
-                        .values()
-                        .any(|m| m.rec.draft_id.as_deref() == Some(t.item_id.as_str()))
-                })
+                r.target
+                    .as_ref()
+                    .is_some_and(|t| self.messages_on_draft(&t.item_id).next().is_some())
             };
             if r.message.is_none() && !on_a_draft() {
                 return None;
