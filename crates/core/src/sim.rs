@@ -754,17 +754,7 @@ impl Sim {
             // Renamed in whole (a new inode appears at once).
             25..=39 => {
                 let c = self.new_content();
-                self.next_ino += 1;
-                self.inodes.insert(
-                    self.next_ino,
-                    Inode {
-                        born: self.now,
-                        content: c,
-                        mtime: now_ns - 5_000_000_000,
-                        ctime: now_ns,
-                    },
-                );
-                self.paths.insert(path.clone(), self.next_ino);
+                self.new_file(&path, c, now_ns - 5_000_000_000);
                 self.note(format!("user: rename-in {} {:?}", path.display(), c));
                 self.watch(&path, false);
             }
@@ -797,18 +787,7 @@ impl Sim {
                     ver: c.ver,
                     size: c.size.min(1 << 20),
                 };
-                self.next_ino += 1;
-                let ino = self.next_ino;
-                self.paths.insert(path.clone(), ino);
-                self.inodes.insert(
-                    ino,
-                    Inode {
-                        born: self.now,
-                        content: c,
-                        mtime: now_ns,
-                        ctime: now_ns,
-                    },
-                );
+                self.new_file(&path, c, now_ns);
                 let times = self.rng.gen_range(2..8);
                 self.note(format!(
                     "user: a slow writer starts {} ({times} appends)",
@@ -834,20 +813,14 @@ impl Sim {
                     .cloned();
                 if let Some(old) = old {
                     self.next_ver += 1;
-                    self.next_ino += 1;
-                    self.inodes.insert(
-                        self.next_ino,
-                        Inode {
-                            born: self.now,
-                            content: Content {
-                                ver: self.next_ver,
-                                size: old.content.size,
-                            },
-                            mtime: old.mtime,
-                            ctime: now_ns,
+                    self.new_file(
+                        &path,
+                        Content {
+                            ver: self.next_ver,
+                            size: old.content.size,
                         },
+                        old.mtime,
                     );
-                    self.paths.insert(path.clone(), self.next_ino);
                     self.note(format!(
                         "user: copy-over with preserved times {}",
                         path.display()
@@ -895,17 +868,7 @@ impl Sim {
                     .map(|(_, i)| *i);
                 if let Some(src) = src {
                     let c = self.content_of(src).expect("inode");
-                    self.next_ino += 1;
-                    self.inodes.insert(
-                        self.next_ino,
-                        Inode {
-                            born: self.now,
-                            content: c,
-                            mtime: now_ns,
-                            ctime: now_ns,
-                        },
-                    );
-                    self.paths.insert(path.clone(), self.next_ino);
+                    self.new_file(&path, c, now_ns);
                     self.note(format!(
                         "user: copy same name and bytes to {}",
                         path.display()
@@ -1005,6 +968,21 @@ impl Sim {
         }
     }
 
+    /// A new file (a new inode) at `path` now, with `content` and modification time `mtime`.
+    fn new_file(&mut self, path: &Path, content: Content, mtime: i64) {
+        self.next_ino += 1;
+        self.inodes.insert(
+            self.next_ino,
+            Inode {
+                born: self.now,
+                content,
+                mtime,
+                ctime: self.now.0 as i64 * 1_000_000,
+            },
+        );
+        self.paths.insert(path.to_path_buf(), self.next_ino);
+    }
+
     /// One file dropped into two subfolders of the mailing folder at once (renamed in whole):
     /// one name, the same bytes, likely one batch. Drawn from the mailing rng only.
     fn twin_drop(&mut self) {
@@ -1018,17 +996,7 @@ impl Sim {
         let now_ns = self.now.0 as i64 * 1_000_000;
         for p in ["/mail/a.pdf", "/mail/sub/a.pdf"] {
             let path = PathBuf::from(p);
-            self.next_ino += 1;
-            self.inodes.insert(
-                self.next_ino,
-                Inode {
-                    born: self.now,
-                    content: c,
-                    mtime: now_ns - 5_000_000_000,
-                    ctime: now_ns,
-                },
-            );
-            self.paths.insert(path.clone(), self.next_ino);
+            self.new_file(&path, c, now_ns - 5_000_000_000);
             self.note(format!("user: twin drop {} {c:?}", path.display()));
             let d = self.mail_rng.gen_range(1..300);
             self.watch_after(&path, false, d);
