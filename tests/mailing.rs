@@ -492,16 +492,8 @@ async fn a_backlog_drains_at_the_sending_limit_without_a_refusal() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_send_fails_the_message_and_retry_failed_sends_it() {
     let env = Env::new();
-    let folder = setup(&env, "", "after = \"move\"", "");
-    let sha = write_file(&folder.join("r.pdf"), 9_000, 70);
-    env.sandbox
-        .faults(json!({"fail_next": [{"route": "send", "status": 400}]}))
-        .await;
-    let out = env.run(&["run", "--once"], T);
-    assert_eq!(out.status.code(), Some(1), "run --once: {}", stderr(&out));
-    let rows = status_json(&env);
+    let (folder, sha, rows) = refused_send(&env, "r.pdf", 9_000, 70).await;
     assert_eq!(rows[0]["state"], "done", "{rows:#?}");
-    assert_eq!(rows[0]["message"]["state"], "failed", "{rows:#?}");
     let id = rows[0]["message"]["id"].as_str().expect("id").to_string();
     let failed = stdout(&env.run(&["status", "--state", "failed"], T));
     assert!(failed.contains(&format!("{id}  failed")), "{failed}");
@@ -515,15 +507,48 @@ async fn a_refused_send_fails_the_message_and_retry_failed_sends_it() {
     let out = env.run(&["run", "--once"], T);
     assert!(out.status.success(), "run --once: {}", stderr(&out));
     assert_eq!(status_json(&env)[0]["message"]["state"], "sent");
+    mailed_once_then_moved(&env, &folder, "r", sha, "refused then retried").await;
+}
+
+/// A file `name` dropped into a mailing folder (`after = "move"`) whose message's send Graph
+/// refuses: the folder, the file's SHA-256, and `status --json` after (the message failed).
+async fn refused_send(
+    env: &Env,
+    name: &str,
+    size: u64,
+    seed: u64,
+) -> (PathBuf, String, Vec<Value>) {
+    let folder = setup(env, "", "after = \"move\"", "");
+    let sha = write_file(&folder.join(name), size, seed);
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "status": 400}]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "run --once: {}", stderr(&out));
+    let rows = status_json(env);
+    assert_eq!(rows[0]["message"]["state"], "failed", "{rows:#?}");
+    (folder, sha, rows)
+}
+
+/// Exactly one message went, "Scan {stem}" with `{stem}.pdf` of `sha`, and the file moved to
+/// `sent/` after it; the stats of the sandbox, which saw no duplicate.
+async fn mailed_once_then_moved(
+    env: &Env,
+    folder: &Path,
+    stem: &str,
+    sha: String,
+    what: &str,
+) -> Value {
     assert_eq!(
-        by_subject(&sent(&env).await),
+        by_subject(&sent(env).await),
         BTreeMap::from([(
-            "Scan r".to_string(),
-            HashMap::from([("r.pdf".to_string(), sha)])
+            format!("Scan {stem}"),
+            HashMap::from([(format!("{stem}.pdf"), sha)])
         )])
     );
-    no_duplicates(&env, "refused then retried").await;
-    assert!(folder.join("sent/r.pdf").exists());
+    let stats = no_duplicates(env, what).await;
+    assert!(folder.join(format!("sent/{stem}.pdf")).exists());
+    stats
 }
 
 /// One file dropped into two subfolders of a recursive batch mapping: one name, the same bytes,
@@ -628,15 +653,7 @@ async fn a_restart_keeps_pacing_with_the_sends_on_record() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_of_a_never_sent_message_whose_draft_was_deleted_drafts_it_again() {
     let env = Env::new();
-    let folder = setup(&env, "", "after = \"move\"", "");
-    let sha = write_file(&folder.join("gone.pdf"), 8_000, 90);
-    env.sandbox
-        .faults(json!({"fail_next": [{"route": "send", "status": 400}]}))
-        .await;
-    let out = env.run(&["run", "--once"], T);
-    assert_eq!(out.status.code(), Some(1), "run --once: {}", stderr(&out));
-    let rows = status_json(&env);
-    assert_eq!(rows[0]["message"]["state"], "failed", "{rows:#?}");
+    let (folder, sha, rows) = refused_send(&env, "gone.pdf", 8_000, 90).await;
     let old = rows[0]["message"]["draft_id"]
         .as_str()
         .expect("draft id")
@@ -649,16 +666,8 @@ async fn retry_of_a_never_sent_message_whose_draft_was_deleted_drafts_it_again()
     let rows = status_json(&env);
     assert_eq!(rows[0]["message"]["state"], "sent", "{rows:#?}");
     assert_ne!(rows[0]["message"]["draft_id"], json!(old), "{rows:#?}");
-    assert_eq!(
-        by_subject(&sent(&env).await),
-        BTreeMap::from([(
-            "Scan gone".to_string(),
-            HashMap::from([("gone.pdf".to_string(), sha)])
-        )])
-    );
-    let stats = no_duplicates(&env, "drafted again").await;
+    let stats = mailed_once_then_moved(&env, &folder, "gone", sha, "drafted again").await;
     assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
-    assert!(folder.join("sent/gone.pdf").exists());
 }
 
 /// A mailing folder: each drop is a request to mail. The file still there is not mailed again
