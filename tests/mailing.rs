@@ -480,10 +480,7 @@ async fn a_backlog_drains_at_the_sending_limit_without_a_refusal() {
         "not paced: {:?}",
         start.elapsed()
     );
-    assert_eq!(by_subject(&sent(&env).await), want);
-    let stats = no_duplicates(&env, "backlog").await;
-    assert_eq!(stats["sends_over_limit"], json!(0), "{stats}");
-    assert_eq!(stats["sends_accepted"], json!(100), "{stats}");
+    paced_and_each_sent_once(&env, &want, "backlog", 100).await;
 }
 
 /// A send Graph refuses fails the message (its file stays where it is, `after` waits for the
@@ -508,6 +505,19 @@ async fn a_refused_send_fails_the_message_and_retry_failed_sends_it() {
     assert!(out.status.success(), "run --once: {}", stderr(&out));
     assert_eq!(status_json(&env)[0]["message"]["state"], "sent");
     mailed_once_then_moved(&env, &folder, "r", sha, "refused then retried").await;
+}
+
+/// Every message of `want` went once, `accepted` sends in all, none over the sending limit.
+async fn paced_and_each_sent_once(
+    env: &Env,
+    want: &BTreeMap<String, HashMap<String, String>>,
+    what: &str,
+    accepted: u64,
+) {
+    assert_eq!(&by_subject(&sent(env).await), want);
+    let stats = no_duplicates(env, what).await;
+    assert_eq!(stats["sends_over_limit"], json!(0), "{stats}");
+    assert_eq!(stats["sends_accepted"], json!(accepted), "{stats}");
 }
 
 /// A file `name` dropped into a mailing folder (`after = "move"`) whose message's send Graph
@@ -641,10 +651,7 @@ async fn a_restart_keeps_pacing_with_the_sends_on_record() {
             );
         }
     }
-    assert_eq!(by_subject(&sent(&env).await), want);
-    let stats = no_duplicates(&env, "paced restart").await;
-    assert_eq!(stats["sends_over_limit"], json!(0), "{stats}");
-    assert_eq!(stats["sends_accepted"], json!(10), "{stats}");
+    paced_and_each_sent_once(&env, &want, "paced restart", 10).await;
 }
 
 /// A message that was never sent, whose draft the user deleted in Outlook (here: after its send
