@@ -531,7 +531,7 @@ async fn refused_send(
     let folder = setup(env, "", "after = \"move\"", "");
     let sha = write_file(&folder.join(name), size, seed);
     env.sandbox
-        .faults(json!({"fail_next": [{"route": "send", "status": 400}]}))
+        .faults(json!({"fail_next": [{"route": "send", "status": 400, "code": "ErrorInvalidRecipients"}]}))
         .await;
     let out = env.run(&["run", "--once"], T);
     assert_eq!(out.status.code(), Some(1), "run --once: {}", stderr(&out));

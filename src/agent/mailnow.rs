@@ -221,9 +221,23 @@ pub async fn mail_files(
             draft_id: m.draft_id,
             marker,
         }),
+        _ if m.may_have_been_sent() => Err(maybe_sent(&m)),
         _ => Err(OneShotError::Failed(m.error.unwrap_or_else(|| {
             Failure::new("notSent", format!("the message ended {:?}", m.state))
         }))),
+    }
+}
+
+fn maybe_sent(m: &MessageRecord) -> OneShotError {
+    OneShotError::MaybeSent {
+        marker: m.id.clone(),
+        internet_message_id: m.internet_message_id.clone(),
+        why: m.error.clone().unwrap_or_else(|| {
+            Failure::new(
+                "sendUnconfirmed",
+                "the send was started and its outcome is not known",
+            )
+        }),
     }
 }
 
@@ -231,15 +245,7 @@ pub async fn mail_files(
 /// a failure would send a second copy. The error says it could not be confirmed.
 fn in_doubt(last: &Option<MessageRecord>) -> Option<OneShotError> {
     let m = last.as_ref()?;
-    m.send_at.is_some().then(|| {
-        OneShotError::Failed(Failure::new(
-            "sendUnconfirmed",
-            format!(
-                "the send was started and its outcome is not known (marker {}); it was not sent again",
-                m.id
-            ),
-        ))
-    })
+    m.may_have_been_sent().then(|| maybe_sent(m))
 }
 
 /// Best effort: sessions left open by an interrupted mail have no later attempt.

@@ -27,6 +27,13 @@ pub enum OneShotError {
     Failed(Failure),
     #[error("interrupted: nothing was attached (the upload session was deleted)")]
     Interrupted,
+    /// `mail`: a send may have happened and could not be confirmed (never "not sent").
+    #[error("it may have been sent: {}", why.message)]
+    MaybeSent {
+        marker: String,
+        internet_message_id: Option<String>,
+        why: Failure,
+    },
 }
 
 /// A stand-in mapping `name` for a file named on the command line: its folder is the file's

@@ -374,8 +374,16 @@ impl<U: UrlStore> Steps<U> {
                     outcome: Outcome::CreateDraft(outcome),
                 }
             }
-            Action::FindMessage { id, user, folder } => {
-                let outcome = self.client.find_step(&user, &id, folder).await;
+            Action::FindMessage {
+                id,
+                user,
+                folder,
+                internet_message_id,
+            } => {
+                let outcome = self
+                    .client
+                    .find_step(&user, &id, folder, internet_message_id.as_deref())
+                    .await;
                 Input::Outcome {
                     id,
                     outcome: Outcome::Find(folder, outcome),

@@ -12,6 +12,9 @@ pub enum ExitCode {
     Usage = 2,
     /// Sign-in needed or refused.
     SignIn = 3,
+    /// A message may have been sent but could not be confirmed (`mail`, `run --once`): never
+    /// "not sent", so a script must not mail it again.
+    MaybeSent = 4,
     /// Bad configuration (EX_CONFIG).
     Config = 78,
     /// Stopped by SIGINT/SIGTERM before the work was done (128 + SIGINT, as shells report it).

@@ -131,7 +131,11 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
     bar.finish();
     match outcome {
         Ok(m) if m.state == MessageState::Sent => {
-            eprintln!("sent {what} in {:.1} s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "sent {what} in {:.1} s (marker {})",
+                started.elapsed().as_secs_f64(),
+                m.marker
+            );
             println!(
                 "{}",
                 crate::outside::printable(m.internet_message_id.as_deref().unwrap_or(&m.marker))
@@ -151,14 +155,27 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             format!("interrupted: {what} was not sent (its draft, if made, stays in Drafts)"),
         )),
         Err(OneShotError::SignIn(m)) => Err(CommandError::new(ExitCode::SignIn, m)),
-        Err(OneShotError::Failed(f)) if f.code == "sendUnconfirmed" => Err(CommandError::new(
-            ExitCode::Failed,
-            format!(
-                "{what}: the send could not be confirmed (its answer was lost and no sent copy \
-                 was found in Sent Items yet); it was NOT sent again. Look in Sent Items before \
-                 mailing it again"
-            ),
-        )),
+        Err(OneShotError::MaybeSent {
+            marker,
+            internet_message_id,
+            why,
+        }) => {
+            // On stdout too: what a script keeps to look for it (the marker is the message's
+            // single-value extended property; the internetMessageId is in the sent copy).
+            println!(
+                "{}",
+                crate::outside::printable(internet_message_id.as_deref().unwrap_or(&marker))
+            );
+            Err(CommandError::new(
+                ExitCode::MaybeSent,
+                format!(
+                    "{what} may have been sent: {}; it was NOT sent again (exit 4: do not mail \
+                     it again). Look in Sent Items for internetMessageId {} (marker {marker})",
+                    crate::outside::printable(&why.message),
+                    crate::outside::printable(internet_message_id.as_deref().unwrap_or("unknown")),
+                ),
+            ))
+        }
         Err(e) => Err(CommandError::new(
             ExitCode::Failed,
             format!("{what} was not sent: {e}"),

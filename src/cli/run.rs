@@ -26,12 +26,12 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
     };
     match agent::run(settings, creds, RunOptions { once, stop: None }).await {
         Ok(RunOutcome::Clean) if !once => Ok(ExitCode::Ok),
-        Ok(RunOutcome::Clean) => Ok(left_over(&state_dir)),
+        Ok(RunOutcome::Clean) => Ok(maybe_sent(&state_dir).unwrap_or(left_over(&state_dir))),
         // Failed this run, or stopped with work left (an outage, a folder gone): the agent said
         // what; the ledger's failures are listed too.
         Ok(RunOutcome::SomeFailed) => {
             let _ = left_over(&state_dir);
-            Ok(ExitCode::Failed)
+            Ok(maybe_sent(&state_dir).unwrap_or(ExitCode::Failed))
         }
         Ok(RunOutcome::SignInNeeded) => Err(CommandError::new(
             ExitCode::SignIn,
@@ -40,6 +40,32 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
         Err(AgentError::Ledger(e)) => Err(CommandError::from(e)),
         Err(AgentError::Setup(s)) => Err(CommandError::new(ExitCode::Failed, s)),
     }
+}
+
+/// After `--once`: exit 4 (SPEC) while a message of the ledger may have been sent and could not
+/// be confirmed, said with what to do; `None` when there is none.
+fn maybe_sent(state_dir: &std::path::Path) -> Option<ExitCode> {
+    use crate::core::model::MessageState;
+    use crate::ledger::Ledger;
+    let l = Ledger::open(state_dir).ok()?;
+    let messages = l.list_messages().unwrap_or_default();
+    let _ = l.close();
+    let unconfirmed: Vec<_> = messages
+        .iter()
+        .filter(|m| m.state == MessageState::Unconfirmed)
+        .collect();
+    if unconfirmed.is_empty() {
+        return None;
+    }
+    for m in &unconfirmed {
+        eprintln!(
+            "outbox: message {} (\"{}\") may have been sent and could not be confirmed; it was not sent again. Look in Sent Items; `outbox retry {}` sends it only if its draft is still a draft",
+            m.id,
+            crate::outside::printable(&m.letter.subject),
+            m.id
+        );
+    }
+    Some(ExitCode::MaybeSent)
 }
 
 /// After `--once`: what the ledger still holds that is not attached, this run's or an earlier

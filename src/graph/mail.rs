@@ -120,17 +120,18 @@ pub fn classify_effectful(err: RequestError) -> MailError {
         RequestError::Auth(a) => return MailError::SignIn(a.to_string()),
         RequestError::Graph(e) => e,
     };
+    // What each answer says about whether the message went is the core's decision
+    // (`SendRefusal`): this only tells the answers apart faithfully.
     match (e.class, e.status) {
         (ErrorClass::SignIn, _) => MailError::SignIn(e.to_string()),
-        // A 429 is an admission refusal: nothing was done. So is Exchange's sending limit,
-        // whatever status it comes with (403 has been seen): wait, then send, not fail.
+        // A throttle, with the wait it names (a 503 only with `Retry-After`).
         (_, Some(429)) => MailError::Throttled(e),
-        (_, Some(400..=499)) if e.code == "ErrorExceededMessageLimit" => MailError::Throttled(e),
+        (_, Some(503)) if e.retry_after.is_some() => MailError::Throttled(e),
         // The request never left (connect failure).
         (_, None) if e.code == "ConnectionFailed" => MailError::Transient(e),
-        // Dropped, timed out, any 5xx (a 503 with Retry-After included: Graph has been seen to
-        // deliver mail it answered 5xx for).
+        // Dropped, timed out, any other 5xx: it may have taken effect.
         (ErrorClass::Transient | ErrorClass::Throttled, _) => MailError::Ambiguous(e),
+        // Graph's code and message (Exchange's sending limit included, whatever its status).
         (ErrorClass::Permanent | ErrorClass::SessionDead, _) => MailError::Permanent(e),
     }
 }
@@ -188,6 +189,11 @@ pub fn marker_filter(marker: &str) -> String {
         MARKER_PROPERTY.replace('\'', "''"),
         marker.replace('\'', "''")
     )
+}
+
+/// The `$filter` that finds a message by its `internetMessageId` (kept by the sent copy).
+pub fn imid_filter(imid: &str) -> String {
+    format!("internetMessageId eq '{}'", imid.replace('\'', "''"))
 }
 
 fn mailbox_segments(user: &str) -> Vec<&str> {
@@ -312,6 +318,18 @@ impl GraphClient {
         marker: &str,
         retry: bool,
     ) -> Result<Option<FoundMessage>, MailError> {
+        self.find_filtered(user, folder, &marker_filter(marker), retry)
+            .await
+    }
+
+    /// The messages of `folder` that `filter` selects (every page), a sent copy preferred.
+    async fn find_filtered(
+        &self,
+        user: &str,
+        folder: Folder,
+        filter: &str,
+        retry: bool,
+    ) -> Result<Option<FoundMessage>, MailError> {
         let mut segs = mailbox_segments(user);
         match folder {
             Folder::Drafts => segs.extend(["mailFolders", "drafts"]),
@@ -321,7 +339,7 @@ impl GraphClient {
         segs.push("messages");
         let mut url = self.url(&segs);
         url.query_pairs_mut()
-            .append_pair("$filter", &marker_filter(marker))
+            .append_pair("$filter", filter)
             .append_pair("$select", "id,isDraft,internetMessageId,sentDateTime")
             .append_pair("$top", "50");
         let mut next = Some(url);
@@ -331,7 +349,7 @@ impl GraphClient {
             pages += 1;
             if pages > 100 {
                 return Err(MailError::Incomplete(invalid(
-                    "more than 100 pages of messages for one marker",
+                    "more than 100 pages of messages for one search",
                 )));
             }
             let opts = RequestOpts {
@@ -367,7 +385,8 @@ impl GraphClient {
 
     /// `POST {mailbox}/messages/{id}/send`, never retried here. `Ok(())` on 202 (whatever else
     /// comes with it). `Ambiguous`: the send may have happened — confirm through Sent Items by
-    /// the marker before any second send. `Throttled` (429): nothing was sent. `Permanent`:
+    /// the marker before any second send. `Throttled` (429, 503 with `Retry-After`) and
+    /// `Permanent` do not prove it was not sent either: the core decides (`SendRefusal`). `Permanent`:
     /// Graph's code and message (e.g. `ErrorInvalidRecipients`, `ErrorItemNotFound` for a
     /// draft that already moved). `Transient`: the connection was never made. `SignIn`.
     pub async fn send_draft(&self, user: &str, id: &DraftId) -> Result<(), MailError> {
@@ -446,12 +465,27 @@ impl GraphClient {
 
     /// The core's `FindMessage`: the message carrying `marker` in Drafts or Sent Items, every
     /// page read (a listing cut short is a failure, never "not found"); no retry here.
-    pub async fn find_step(&self, user: &str, marker: &str, folder: MailFolder) -> FindOutcome {
+    /// In Sent Items, a copy that did not keep the marker is found by `internet_message_id`.
+    pub async fn find_step(
+        &self,
+        user: &str,
+        marker: &str,
+        folder: MailFolder,
+        internet_message_id: Option<&str>,
+    ) -> FindOutcome {
         let f = match folder {
             MailFolder::Drafts => Folder::Drafts,
             MailFolder::SentItems => Folder::SentItems,
         };
-        match self.find_marker(user, f, marker, false).await {
+        let mut found = self.find_marker(user, f, marker, false).await;
+        if let (Ok(None), MailFolder::SentItems, Some(imid)) = (&found, folder, internet_message_id)
+        {
+            found = self
+                .find_filtered(user, f, &imid_filter(imid), false)
+                .await
+                .map(|m| m.filter(|m| !m.is_draft));
+        }
+        match found {
             Ok(Some(m)) => {
                 if m.others > 0 {
                     tracing::warn!(message = %marker, others = m.others, "more than one message carries this message's marker");
@@ -576,6 +610,12 @@ mod tests {
             c(e(Some(503), Throttled, "ServiceUnavailable")),
             MailError::Ambiguous(_)
         ));
+        let mut with_wait = GraphError::new(Throttled, Some(503), "ServiceUnavailable", "m");
+        with_wait.retry_after = Some(Duration::from_secs(3));
+        assert!(matches!(
+            c(RequestError::Graph(with_wait)),
+            MailError::Throttled(_)
+        ));
         assert!(matches!(
             c(e(Some(504), Transient, "GatewayTimeout")),
             MailError::Ambiguous(_)
@@ -596,9 +636,10 @@ mod tests {
             c(e(Some(400), Permanent, "ErrorInvalidRecipients")),
             MailError::Permanent(_)
         ));
+        // The core reads the code (it may have been sent: GRAPH.md §13).
         assert!(matches!(
             c(e(Some(403), Permanent, "ErrorExceededMessageLimit")),
-            MailError::Throttled(_)
+            MailError::Permanent(_)
         ));
         assert!(matches!(
             c(e(Some(401), SignIn, "InvalidAuthenticationToken")),

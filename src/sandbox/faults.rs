@@ -84,6 +84,10 @@ pub struct OneShot {
     pub retry_after: Option<u64>,
     #[serde(default)]
     pub delay_ms: Option<u64>,
+    /// Graph's error code to answer with (`status` action; default: the status's usual one,
+    /// e.g. `ErrorInvalidRecipients` for a send refused before anything was submitted).
+    #[serde(default)]
+    pub code: Option<String>,
 }
 
 /// The fault document. `POST /_admin/faults` merges the given keys into it.
@@ -382,7 +386,7 @@ pub async fn admit(
                     if status == 429 {
                         inner.stats.throttled_429 += 1;
                     }
-                    return Err(injected(status, o.retry_after, h));
+                    return Err(injected_as(status, o.retry_after, o.code.as_deref(), h));
                 }
             }
         } else {
@@ -426,6 +430,16 @@ pub async fn admit(
 }
 
 fn injected(status: u16, retry_after: Option<u64>, h: &HeaderMap) -> Response {
+    injected_as(status, retry_after, None, h)
+}
+
+/// [`injected`], with Graph's `code` when given.
+fn injected_as(
+    status: u16,
+    retry_after: Option<u64>,
+    with_code: Option<&str>,
+    h: &HeaderMap,
+) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let (c, m) = match status {
         429 => (
@@ -458,5 +472,6 @@ fn injected(status: u16, retry_after: Option<u64>, h: &HeaderMap) -> Response {
         ),
         _ => ("InjectedFault", "Fault injected by the sandbox."),
     };
+    let c = with_code.unwrap_or(c);
     with_retry_after(graph_error(code, c, m, h), retry_after)
 }

@@ -34,6 +34,9 @@ pub(super) struct ActiveMessage {
     pub(super) short_lists: u32,
     /// Stray attachments deleted from its draft: one listed again is a listing that lags.
     pub(super) deleted: BTreeSet<String>,
+    /// `last_send_at` as it was before the send in flight: what a refusal of that send puts
+    /// back (a send refused before any effect adds nothing, and takes nothing away).
+    pub(super) send_before: Option<Time>,
 }
 
 /// The step a message takes next.
@@ -445,6 +448,7 @@ impl Machine {
                 extra: Vec::new(),
                 short_lists: 0,
                 deleted: BTreeSet::new(),
+                send_before: None,
             },
         );
         self.msg_ready.insert(id);
@@ -762,7 +766,13 @@ impl Machine {
                     return MStep::Local;
                 }
                 if r.may_exist {
-                    MStep::Find(MailFolder::Drafts)
+                    // A draft in doubt: sent already (by hand, or by this message in a life of
+                    // the ledger it does not remember) is asked first, then Drafts.
+                    MStep::Find(if m.sent_checked {
+                        MailFolder::Drafts
+                    } else {
+                        MailFolder::SentItems
+                    })
                 } else {
                     MStep::CreateDraft
                 }
@@ -1025,7 +1035,7 @@ impl Machine {
         let mb = user.to_lowercase();
         // Not before every request that may have made it is surely over.
         let wait_for = match step {
-            MStep::Find(MailFolder::Drafts) if m.rec.may_exist => {
+            MStep::Find(_) if m.rec.may_exist && m.rec.state == MessageState::Drafting => {
                 m.rec.effect_at.map(|t| t.plus_ms(look_after))
             }
             MStep::Find(_) if m.rec.resend_if_draft => {
@@ -1071,6 +1081,7 @@ impl Machine {
         match step {
             MStep::CreateDraft => {
                 m.rec.may_exist = true;
+                m.sent_checked = false;
                 m.rec.effect_at = Some(now);
                 m.rec.updated_at = now;
                 out.push(Action::PersistMessage(m.rec.clone()));
@@ -1084,6 +1095,7 @@ impl Machine {
                 id: mid.to_owned(),
                 user,
                 folder,
+                internet_message_id: m.rec.internet_message_id.clone(),
             }),
             MStep::ListDraft | MStep::DeleteExtra(_) => {
                 let Some(draft_id) = m.rec.draft_id.clone() else {
@@ -1112,6 +1124,7 @@ impl Machine {
                     m.busy = false;
                     return;
                 };
+                m.send_before = m.rec.last_send_at;
                 m.rec.send_at = Some(now);
                 m.rec.last_send_at = Some(now);
                 m.rec.updated_at = now;
@@ -1412,9 +1425,13 @@ impl Machine {
                 is_draft,
                 internet_message_id,
             } => {
-                m.rec.attempts = 0;
+                if state != MessageState::Sending {
+                    // (A throttled send's draft found still a draft: its refusals in a row are
+                    // still counted, so a one-shot command gives up.)
+                    m.rec.attempts = 0;
+                }
                 if !is_draft {
-                    if m.rec.redraft {
+                    if m.rec.redraft || (state == MessageState::Drafting && m.rec.may_exist) {
                         // A message never sent by this agent whose draft someone sent from
                         // Outlook: it went. Its files not yet on it were not in it: each goes
                         // in a new message.
@@ -1455,8 +1472,10 @@ impl Machine {
                     m.rec.attempts = 0;
                 }
                 match (state, folder) {
-                    (MessageState::Drafting, MailFolder::SentItems) if m.rec.redraft => {
-                        // Not sent by hand: Drafts next.
+                    (MessageState::Drafting, MailFolder::SentItems)
+                        if m.rec.redraft || m.rec.may_exist =>
+                    {
+                        // Not sent (by hand, or before the ledger's memory): Drafts next.
                         m.sent_checked = true;
                     }
                     (MessageState::Drafting, _) if m.rec.redraft => {
@@ -1477,7 +1496,11 @@ impl Machine {
                         self.persist_message(mid, out);
                     }
                     (MessageState::Sending, MailFolder::SentItems) if m.rec.resend_if_draft => {
+                        // (A throttled send searched here first: Drafts next, the grace past.)
                         m.sent_checked = true;
+                        if m.rec.send_at.take().is_some() {
+                            self.persist_message(mid, out);
+                        }
                     }
                     (MessageState::Sending, _) => {
                         self.message_unconfirmed(mid, out);
@@ -1492,28 +1515,78 @@ impl Machine {
         let Some(m) = self.messages.get_mut(mid) else {
             return;
         };
-        match s {
+        let f = match s {
             SendOutcome::Sent => {
                 let imid = m.rec.internet_message_id.clone();
-                self.message_sent(mid, imid, out)
+                self.message_sent(mid, imid, out);
+                return;
             }
-            SendOutcome::Failed(Fault::Ambiguous(_)) => {
-                // It may have been sent, up to when its answer ended: only Sent Items can
-                // tell, searched `look_after` from then.
-                m.rec.attempts += 1;
-                m.rec.send_at = Some(self.now);
-                m.rec.last_send_at = Some(self.now);
-                self.persist_message(mid, out);
-            }
-            SendOutcome::Failed(f) => {
-                // Not taken: nothing was sent.
-                m.rec.send_at = None;
-                m.rec.last_send_at = None;
-                if let Some(q) = self.sent_times.get_mut(&m.rec.user.to_lowercase()) {
-                    q.pop_back();
+            SendOutcome::Failed(f) => f,
+        };
+        let now = self.now;
+        match send_refusal(&f) {
+            SendRefusal::NotSent => {
+                // Refused before any effect: this send adds nothing to what may have gone, and
+                // takes nothing away (an earlier send in doubt stays in doubt).
+                let this_send = m.rec.send_at.take();
+                m.rec.last_send_at = m.send_before;
+                let earlier = m.rec.last_send_at.is_some();
+                let mb = m.rec.user.to_lowercase();
+                if let (Some(t), Some(q)) = (this_send, self.sent_times.get_mut(&mb)) {
+                    // Its own slot, not the latest one (another message's).
+                    if let Some(i) = q.iter().rposition(|x| *x == t) {
+                        q.remove(i);
+                    }
                 }
+                match f {
+                    Fault::Permanent(e) if earlier => {
+                        // A re-send after a send in doubt refused (its draft gone: the first
+                        // send may have moved it): still "may have been sent", never "failed".
+                        self.persist_message(mid, out);
+                        self.message_unconfirmed_by(mid, Some(e), out);
+                    }
+                    Fault::SignIn(_) | Fault::Unreachable(_) if earlier => {
+                        // Asked again from the start: Sent Items, then still a draft.
+                        m.rec.resend_if_draft = true;
+                        m.sent_checked = false;
+                        self.persist_message(mid, out);
+                        self.message_fault(mid, f, out);
+                    }
+                    f => {
+                        self.persist_message(mid, out);
+                        self.message_fault(mid, f, out);
+                    }
+                }
+            }
+            SendRefusal::Throttled { wait_ms } => {
+                // A 429, a 503 or Exchange's sending limit: Graph has delivered mail it answered
+                // so. Sent Items first (once Exchange's move has surely had time), then, not
+                // there and its draft still a draft, sent again. Bounded like any failure.
+                m.rec.attempts += 1;
+                m.rec.send_at = Some(now);
+                m.rec.last_send_at = Some(now);
+                m.rec.resend_if_draft = true;
+                m.sent_checked = false;
+                let attempts = m.rec.attempts;
+                let max = self.policy.max_attempts;
+                let error = fault_failure(&f);
+                m.rec.error = error.clone();
                 self.persist_message(mid, out);
-                self.message_fault(mid, f, out);
+                if max > 0 && attempts >= max {
+                    self.message_unconfirmed_by(mid, error, out);
+                    return;
+                }
+                let ms = wait_ms.unwrap_or_else(|| send_limit_backoff_ms(mid, attempts));
+                self.message_wait(mid, ms);
+            }
+            SendRefusal::MaybeSent => {
+                // It may have been sent, up to when its answer ended: only Sent Items can
+                // tell, searched `look_after` from then; not there, it is unconfirmed.
+                m.rec.attempts += 1;
+                m.rec.send_at = Some(now);
+                m.rec.last_send_at = Some(now);
+                m.rec.error = fault_failure(&f);
+                self.persist_message(mid, out);
             }
         }
     }
@@ -1543,6 +1616,11 @@ impl Machine {
     }
 
     fn message_unconfirmed(&mut self, mid: &str, out: &mut Vec<Action>) {
+        self.message_unconfirmed_by(mid, None, out);
+    }
+
+    /// Unconfirmed, with the answer that left it so (`None`: the send's answer was lost).
+    fn message_unconfirmed_by(&mut self, mid: &str, why: Option<Failure>, out: &mut Vec<Action>) {
         let Some(m) = self.messages.get_mut(mid) else {
             return;
         };
@@ -1550,11 +1628,17 @@ impl Machine {
         m.rec.resend_if_draft = false;
         m.rec.send_at = None;
         m.sent_checked = false;
+        let answer = why
+            .map(|f| format!("the send was answered {} ({})", f.code, f.message))
+            .unwrap_or_else(|| "the send's answer was lost".to_owned());
         m.rec.error = Some(Failure::new(
             "sendUnconfirmed",
-            "the send's answer was lost and no sent copy carrying the message's marker was found \
-             in Sent Items; it was not sent again. Look in Sent Items; `outbox retry` sends it \
-             only if its draft is still a draft",
+            format!(
+                "{answer}, which does not prove it was not sent, and no sent copy carrying the \
+                 message's marker or internetMessageId was found in Sent Items; it was not sent \
+                 again. Look in Sent Items; `outbox retry` sends it only if its draft is still a \
+                 draft"
+            ),
         ));
         let subject = m.rec.letter.subject.clone();
         self.failed_this_run += 1;
@@ -1625,6 +1709,80 @@ impl Machine {
         }));
         self.wake_files(mid);
     }
+}
+
+/// What an answer to `send` that is not a 202 says about whether the message went (GRAPH.md
+/// §13, "Answers that do not mean 'not sent'").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendRefusal {
+    /// Refused before any effect: a refusal Graph documents as checked first, no usable token,
+    /// or the connection never made.
+    NotSent,
+    /// A throttle (429, 503 with `Retry-After`, Exchange's sending limit): it may have gone;
+    /// confirmed in Sent Items, then sent again only if its draft is still a draft.
+    Throttled { wait_ms: Option<u64> },
+    /// Dropped, timed out, a 5xx, any other refusal: it may have gone; not found in Sent
+    /// Items, it is unconfirmed.
+    MaybeSent,
+}
+
+/// Graph's codes for a send refused before anything was submitted: the request is checked
+/// (recipients, size, permission, the draft's existence) before the message is handed over.
+pub(crate) const SEND_REFUSED_BEFORE_EFFECT: &[&str] = &[
+    "ErrorInvalidRecipients",
+    "ErrorMessageSizeExceeded",
+    "ErrorItemNotFound",
+    "ErrorAccessDenied",
+    "ErrorSendAsDenied",
+    "ErrorSendOnBehalfOfDenied",
+    "AccessDenied",
+    "Authorization_RequestDenied",
+];
+
+/// Exchange's sending limit (consumer Outlook.com answers 403/400 with it).
+pub(crate) const SEND_LIMIT: &str = "ErrorExceededMessageLimit";
+
+pub(crate) fn send_refusal(f: &Fault) -> SendRefusal {
+    match f {
+        Fault::SignIn(_) | Fault::Unreachable(_) => SendRefusal::NotSent,
+        Fault::Permanent(e) if SEND_REFUSED_BEFORE_EFFECT.contains(&e.code.as_str()) => {
+            SendRefusal::NotSent
+        }
+        Fault::Permanent(e) if e.code == SEND_LIMIT => SendRefusal::Throttled { wait_ms: None },
+        Fault::Throttled { retry_after_ms } => SendRefusal::Throttled {
+            wait_ms: *retry_after_ms,
+        },
+        Fault::Ambiguous(_) | Fault::Permanent(_) => SendRefusal::MaybeSent,
+    }
+}
+
+fn fault_failure(f: &Fault) -> Option<Failure> {
+    match f {
+        Fault::Throttled { retry_after_ms } => Some(Failure::new(
+            "throttled",
+            match retry_after_ms {
+                Some(ms) => {
+                    format!("Graph answered the send with a throttle (Retry-After {ms} ms)")
+                }
+                None => "Graph answered the send with a throttle".to_owned(),
+            },
+        )),
+        Fault::Ambiguous(e) | Fault::Unreachable(e) | Fault::SignIn(e) | Fault::Permanent(e) => {
+            Some(e.clone())
+        }
+    }
+}
+
+/// Base and cap of the backoff after sending-limit refusals that name no wait.
+const SEND_LIMIT_BASE_MS: u64 = 30_000;
+const SEND_LIMIT_CAP_MS: u64 = 15 * 60_000;
+
+/// The wait after the `attempt`-th sending-limit refusal in a row that named none: doubling
+/// from 30 s, capped at 15 minutes, with jitter (Exchange's limit is counted over minutes).
+pub fn send_limit_backoff_ms(id: &str, attempt: u32) -> u64 {
+    let exp = SEND_LIMIT_BASE_MS.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
+    let cap = exp.min(SEND_LIMIT_CAP_MS);
+    cap / 2 + backoff_ms(id, attempt) % (cap / 2 + 1)
 }
 
 /// How long after a send that may have happened a `retry` waits before it may send again: five
@@ -4619,6 +4777,343 @@ mod tests {
         out.iter().any(|a| matches!(a, Action::SendDraft { .. }))
     }
 
+    fn send_answered(m: &mut Machine, t: u64, mid: &str, f: Fault) -> Vec<Action> {
+        m.handle(
+            Time(t),
+            Input::Outcome {
+                id: mid.to_owned(),
+                outcome: Outcome::Send(SendOutcome::Failed(f)),
+            },
+        )
+    }
+
+    fn find_asked(out: &[Action]) -> Option<MailFolder> {
+        out.iter().find_map(|a| match a {
+            Action::FindMessage { folder, .. } => Some(*folder),
+            _ => None,
+        })
+    }
+
+    fn found(
+        m: &mut Machine,
+        t: u64,
+        mid: &str,
+        folder: MailFolder,
+        f: FindOutcome,
+    ) -> Vec<Action> {
+        m.handle(
+            Time(t),
+            Input::Outcome {
+                id: mid.to_owned(),
+                outcome: Outcome::Find(folder, f),
+            },
+        )
+    }
+
+    /// Ticks from `from` to `to` (1 s apart); every action asked on the way.
+    fn ticks(m: &mut Machine, from: u64, to: u64) -> Vec<(u64, Action)> {
+        let mut all = Vec::new();
+        let mut t = from;
+        while t <= to {
+            for a in m.handle(Time(t), Input::Tick) {
+                all.push((t, a));
+            }
+            t += 1_000;
+        }
+        all
+    }
+
+    fn the_send(out: &[Action]) -> String {
+        out.iter()
+            .find_map(|a| match a {
+                Action::SendDraft { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("a send")
+    }
+
+    /// A message whose send was answered `fault`, up to its first search: no send and no
+    /// search before Exchange's move has surely had time; then Sent Items first.
+    fn throttled_to_its_search(fault: &Fault) -> (Machine, String, u64) {
+        let mut m = mail_machine(true);
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        let out = send_answered(&mut m, 7_300, &mid, fault.clone());
+        assert!(!sent(&out), "{fault:?}: {out:?}");
+        let rec = m.messages().find(|r| r.id == mid).expect("message");
+        assert!(
+            rec.last_send_at.is_some(),
+            "{fault:?}: the send may have gone"
+        );
+        assert!(rec.may_have_been_sent());
+        let grace = move_grace_ms(Policy::default().look_after_ms);
+        let during = ticks(&mut m, 8_000, 7_200 + grace - 1_000);
+        assert!(
+            during
+                .iter()
+                .all(|(_, a)| !matches!(a, Action::SendDraft { .. } | Action::FindMessage { .. })),
+            "{fault:?}: {during:?}"
+        );
+        let after = ticks(&mut m, 7_300 + grace, 7_300 + grace + 20 * 60_000);
+        let (t, first) = after
+            .iter()
+            .find(|(_, a)| matches!(a, Action::FindMessage { .. }))
+            .expect("a search");
+        assert!(
+            matches!(
+                first,
+                Action::FindMessage {
+                    folder: MailFolder::SentItems,
+                    ..
+                }
+            ),
+            "{first:?}"
+        );
+        assert!(!after
+            .iter()
+            .any(|(_, a)| matches!(a, Action::SendDraft { .. })));
+        (m, mid, *t)
+    }
+
+    fn throttles() -> [Fault; 3] {
+        [
+            Fault::Throttled {
+                retry_after_ms: Some(2_000),
+            },
+            Fault::Throttled {
+                retry_after_ms: None,
+            },
+            Fault::Permanent(Failure::new(SEND_LIMIT, "sending limit")),
+        ]
+    }
+
+    #[test]
+    fn a_throttled_send_found_in_sent_items_is_sent_and_never_sent_again() {
+        for fault in throttles() {
+            let (mut m, mid, t) = throttled_to_its_search(&fault);
+            let out = found(
+                &mut m,
+                t + 10,
+                &mid,
+                MailFolder::SentItems,
+                FindOutcome::Found {
+                    id: "s1".into(),
+                    is_draft: false,
+                    internet_message_id: None,
+                },
+            );
+            assert!(!sent(&out));
+            assert!(out.iter().any(|a| matches!(
+                a,
+                Action::PersistMessage(r) if r.id == mid && r.state == MessageState::Sent
+            )));
+        }
+    }
+
+    #[test]
+    fn a_throttled_send_not_in_sent_items_and_still_a_draft_is_sent_again_once() {
+        for fault in throttles() {
+            let (mut m, mid, t) = throttled_to_its_search(&fault);
+            let out = found(
+                &mut m,
+                t + 10,
+                &mid,
+                MailFolder::SentItems,
+                FindOutcome::NotFound,
+            );
+            assert_eq!(find_asked(&out), Some(MailFolder::Drafts), "{out:?}");
+            let out = found(
+                &mut m,
+                t + 20,
+                &mid,
+                MailFolder::Drafts,
+                FindOutcome::Found {
+                    id: "d-a.pdf".into(),
+                    is_draft: true,
+                    internet_message_id: None,
+                },
+            );
+            assert!(sent(&out), "{fault:?}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn a_throttled_send_whose_draft_left_drafts_is_unconfirmed_not_sent_again() {
+        let mut m = mail_machine(true);
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        send_answered(
+            &mut m,
+            7_300,
+            &mid,
+            Fault::Throttled {
+                retry_after_ms: Some(1_000),
+            },
+        );
+        let grace = move_grace_ms(Policy::default().look_after_ms);
+        let t = 7_300 + grace + 1_000;
+        m.handle(Time(t), Input::Tick);
+        found(
+            &mut m,
+            t + 10,
+            &mid,
+            MailFolder::SentItems,
+            FindOutcome::NotFound,
+        );
+        let out = found(
+            &mut m,
+            t + 20,
+            &mid,
+            MailFolder::Drafts,
+            FindOutcome::NotFound,
+        );
+        assert!(!sent(&out));
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.id == mid && r.state == MessageState::Unconfirmed
+        )));
+    }
+
+    #[test]
+    fn sending_limit_refusals_without_a_wait_back_off_to_fifteen_minutes() {
+        assert!(send_limit_backoff_ms("m", 1) >= 15_000);
+        assert!(send_limit_backoff_ms("m", 1) <= 30_000);
+        assert!(send_limit_backoff_ms("m", 3) >= 60_000);
+        for n in [6, 10, 40] {
+            let w = send_limit_backoff_ms("m", n);
+            assert!((7 * 60_000..=15 * 60_000).contains(&w), "{n}: {w}");
+        }
+        let mut m = mail_machine(true);
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        let out = send_answered(
+            &mut m,
+            7_300,
+            &mid,
+            Fault::Permanent(Failure::new(SEND_LIMIT, "limit")),
+        );
+        assert!(!sent(&out));
+        let rec = m.messages().find(|r| r.id == mid).expect("message");
+        assert_eq!(rec.state, MessageState::Sending, "{rec:?}");
+        assert_eq!(rec.attempts, 1);
+    }
+
+    #[test]
+    fn a_refused_resend_after_a_send_in_doubt_keeps_it_may_have_been_sent() {
+        let mut m = mail_machine(true);
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        send_answered(
+            &mut m,
+            7_300,
+            &mid,
+            Fault::Throttled {
+                retry_after_ms: Some(1_000),
+            },
+        );
+        let first = m
+            .messages()
+            .find(|r| r.id == mid)
+            .and_then(|r| r.last_send_at);
+        let grace = move_grace_ms(Policy::default().look_after_ms);
+        let t = 7_300 + grace + 1_000;
+        m.handle(Time(t), Input::Tick);
+        found(
+            &mut m,
+            t + 10,
+            &mid,
+            MailFolder::SentItems,
+            FindOutcome::NotFound,
+        );
+        let out = found(
+            &mut m,
+            t + 20,
+            &mid,
+            MailFolder::Drafts,
+            FindOutcome::Found {
+                id: "d-a.pdf".into(),
+                is_draft: true,
+                internet_message_id: None,
+            },
+        );
+        assert!(sent(&out));
+        // The first send finished moving the draft meanwhile: the re-send is refused 404.
+        let out = send_answered(
+            &mut m,
+            t + 30,
+            &mid,
+            Fault::Permanent(Failure::new("ErrorItemNotFound", "not found")),
+        );
+        let rec = out
+            .iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.id == mid => Some(r.clone()),
+                _ => None,
+            })
+            .expect("persisted");
+        assert_eq!(rec.state, MessageState::Unconfirmed, "{rec:?}");
+        assert_eq!(rec.last_send_at, first, "the first send's doubt is kept");
+        // And `retry` never drafts it again.
+        let mut r = rec.clone();
+        r.retried();
+        assert!(!r.redraft && r.resend_if_draft, "{r:?}");
+    }
+
+    #[test]
+    fn a_send_refused_before_any_effect_fails_and_frees_its_own_pacing_slot() {
+        let mut m = mail_machine(true);
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        let out = send_answered(
+            &mut m,
+            7_300,
+            &mid,
+            Fault::Permanent(Failure::new("ErrorInvalidRecipients", "no recipients")),
+        );
+        let rec = out
+            .iter()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.id == mid && r.state == MessageState::Failed => {
+                    Some(r.clone())
+                }
+                _ => None,
+            })
+            .expect("failed");
+        assert_eq!(rec.last_send_at, None);
+        assert!(!rec.may_have_been_sent());
+        assert!(m.sent_times.get("me").is_none_or(|q| q.is_empty()));
+    }
+
+    #[test]
+    fn what_a_send_answer_says_about_the_send() {
+        let p = |c: &str| Fault::Permanent(Failure::new(c, "m"));
+        assert_eq!(
+            send_refusal(&p("ErrorInvalidRecipients")),
+            SendRefusal::NotSent
+        );
+        assert_eq!(send_refusal(&p("ErrorItemNotFound")), SendRefusal::NotSent);
+        assert_eq!(send_refusal(&p("UnknownError")), SendRefusal::MaybeSent);
+        assert_eq!(
+            send_refusal(&p(SEND_LIMIT)),
+            SendRefusal::Throttled { wait_ms: None }
+        );
+        assert_eq!(
+            send_refusal(&Fault::Throttled {
+                retry_after_ms: Some(5)
+            }),
+            SendRefusal::Throttled { wait_ms: Some(5) }
+        );
+        assert_eq!(
+            send_refusal(&Fault::Ambiguous(Failure::new("x", "y"))),
+            SendRefusal::MaybeSent
+        );
+        assert_eq!(
+            send_refusal(&Fault::SignIn(Failure::new("x", "y"))),
+            SendRefusal::NotSent
+        );
+    }
+
     #[test]
     fn sends_are_paced_per_mailbox_within_the_window_and_only_sends() {
         let mut m = mail_machine(true);
@@ -4761,7 +5256,23 @@ mod tests {
                 ))),
             },
         );
+        // A draft in doubt is asked for in Sent Items first (sent by hand, or by a life of this
+        // message the ledger does not remember), then in Drafts.
         let out = m.handle(Time(10_000_000), Input::Tick);
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::SentItems,
+                ..
+            }
+        )));
+        let out = m.handle(
+            Time(10_000_001),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+            },
+        );
         assert!(out.iter().any(|a| matches!(
             a,
             Action::FindMessage {
@@ -4770,7 +5281,7 @@ mod tests {
             }
         )));
         let out = m.handle(
-            Time(10_000_001),
+            Time(10_000_002),
             Input::Outcome {
                 id: mid,
                 outcome: Outcome::Find(MailFolder::Drafts, FindOutcome::NotFound),
@@ -4778,6 +5289,49 @@ mod tests {
         );
         assert!(draft_asked(&out).is_some(), "created again: {out:?}");
         assert_eq!(m.messages().next().map(|r| r.attempts), Some(1));
+    }
+
+    #[test]
+    fn a_draft_in_doubt_found_sent_is_sent_and_never_drafted_again() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(
+                    Failure::new("ConnectionDropped", "lost"),
+                ))),
+            },
+        );
+        m.handle(Time(10_000_000), Input::Tick);
+        let out = m.handle(
+            Time(10_000_001),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(
+                    MailFolder::SentItems,
+                    FindOutcome::Found {
+                        id: "sent1".into(),
+                        is_draft: false,
+                        internet_message_id: Some("<x@y>".into()),
+                    },
+                ),
+            },
+        );
+        assert!(!sent(&out));
+        let rec = out
+            .iter()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.id == mid => Some(r),
+                _ => None,
+            })
+            .expect("message persisted");
+        assert_eq!(rec.state, MessageState::Sent);
+        // Its file, never on that copy, goes in a message of its own (never this one again).
+        assert!(rec.files.is_empty(), "{rec:?}");
+        assert_ne!(draft_asked(&out).as_deref(), Some(mid.as_str()), "{out:?}");
     }
 
     #[test]

@@ -917,11 +917,14 @@ pub enum Action {
         user: String,
         letter: Letter,
     },
-    /// Find the message carrying marker `id` in `folder` (every page).
+    /// Find the message carrying marker `id` in `folder` (every page); in Sent Items, when
+    /// no copy carries the marker, also the one whose `internetMessageId` is
+    /// `internet_message_id` (the marker's survival on a sent copy is unconfirmed).
     FindMessage {
         id: String,
         user: String,
         folder: MailFolder,
+        internet_message_id: Option<String>,
     },
     /// List the attachments of draft `draft_id` (ids, every page): before a send, the draft
     /// must hold its files' attachments and nothing else.

@@ -134,6 +134,8 @@ enum Fate {
     /// The effect happens; the answer is lost.
     LostReply,
     Throttled,
+    /// The effect happens; the answer is a throttle (a send: GRAPH.md §13).
+    EffectThenThrottled,
     /// 5xx before any effect.
     Ambiguous,
     Unreachable,
@@ -233,6 +235,49 @@ pub struct Sim {
     /// The user sometimes deletes a draft that was not sent (nor left for review) in Outlook.
     deletes_drafts: bool,
     deleted_drafts: BTreeSet<String>,
+    /// Draws of the world's harsher faults (an rng of their own: every earlier draw as before).
+    harsh_rng: StdRng,
+    harsh: Harsh,
+}
+
+/// Faults as unkind as Graph's, drawn per seed from a generator of their own.
+#[derive(Debug, Clone)]
+pub struct Harsh {
+    /// A send that took effect answered with a throttle (429, 503, or Exchange's sending limit)
+    /// instead of its 202 (GRAPH.md §13: Graph has delivered mail it answered 429 for).
+    pub send_effect_then_throttled: f64,
+    /// A throttle that names no `Retry-After`.
+    pub no_retry_after: f64,
+    /// `Retry-After` up to this long (0: always 2 s, as before).
+    pub retry_after_max_ms: u64,
+    /// A throttle of a send that is Exchange's sending limit (a 403 with its code).
+    pub send_limit: f64,
+    /// The Sent Items copy of a message does not keep its marker (found by
+    /// `internetMessageId` only).
+    pub unmarked_sent_copy: f64,
+}
+
+impl Harsh {
+    fn from_seed(rng: &mut StdRng) -> Harsh {
+        let some = |rng: &mut StdRng, max: f64| {
+            if rng.gen_bool(0.5) {
+                0.0
+            } else {
+                rng.gen_range(0.0..max)
+            }
+        };
+        Harsh {
+            send_effect_then_throttled: some(rng, 0.4),
+            no_retry_after: some(rng, 0.3),
+            retry_after_max_ms: if rng.gen_bool(0.5) {
+                0
+            } else {
+                [5_000, 60_000, 600_000][rng.gen_range(0..3)]
+            },
+            send_limit: some(rng, 0.5),
+            unmarked_sent_copy: some(rng, 0.5),
+        }
+    }
 }
 
 /// A send Exchange accepted: (marker, draft id, the draft's attachments then: name, bytes).
@@ -241,7 +286,10 @@ type SimSend = (String, String, Vec<(String, Option<Content>)>);
 /// A message in the simulated mailbox.
 #[derive(Debug, Clone)]
 struct SimMessage {
-    marker: String,
+    /// Its marker; `None`: a sent copy that did not keep it.
+    marker: Option<String>,
+    /// The draft's `internetMessageId`, kept by its sent copy.
+    imid: String,
     is_draft: bool,
     /// A draft that was sent: gone from Drafts (404) from this time.
     gone_at: Option<Time>,
@@ -354,6 +402,8 @@ impl Sim {
             items.insert(format!("item{i}"), Vec::new());
         }
         let user_ops_left = knobs.user_ops;
+        let mut harsh_rng = StdRng::seed_from_u64(seed ^ 0x6861_7273_6877_6f72);
+        let harsh = Harsh::from_seed(&mut harsh_rng);
         let mut sim = Sim {
             seed,
             rng,
@@ -402,6 +452,8 @@ impl Sim {
             twins,
             deletes_drafts,
             deleted_drafts: BTreeSet::new(),
+            harsh_rng,
+            harsh,
         };
         sim.schedule(0, Event::Restart);
         sim.schedule(10, Event::User);
@@ -1012,9 +1064,12 @@ impl Sim {
             .filter(|(_, m)| {
                 m.is_draft
                     && m.gone_at.is_none()
-                    && self.msg_ledger.get(&m.marker).is_some_and(|r| {
-                        !matches!(r.state, MessageState::Drafted | MessageState::Sent)
-                    })
+                    && m.marker
+                        .as_ref()
+                        .and_then(|k| self.msg_ledger.get(k))
+                        .is_some_and(|r| {
+                            !matches!(r.state, MessageState::Drafted | MessageState::Sent)
+                        })
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -1303,7 +1358,43 @@ impl Sim {
         if r < acc {
             return Fate::Unreachable;
         }
+        if matches!(a, Action::SendDraft { .. })
+            && self.harsh.send_effect_then_throttled > 0.0
+            && self
+                .harsh_rng
+                .gen_bool(self.harsh.send_effect_then_throttled)
+        {
+            return Fate::EffectThenThrottled;
+        }
         Fate::Normal
+    }
+
+    /// A throttle's answer: `Retry-After` as unkind as the seed's world (or 2 s), and for a
+    /// send sometimes Exchange's sending limit instead of a 429.
+    fn throttle(&mut self, a: &Action) -> Fault {
+        let h = self.harsh.clone();
+        if matches!(a, Action::SendDraft { .. })
+            && h.send_limit > 0.0
+            && self.harsh_rng.gen_bool(h.send_limit)
+        {
+            return Fault::Permanent(Failure::new(
+                "ErrorExceededMessageLimit",
+                "Cannot send mail: the sending limit was exceeded",
+            ));
+        }
+        if h.no_retry_after > 0.0 && self.harsh_rng.gen_bool(h.no_retry_after) {
+            return Fault::Throttled {
+                retry_after_ms: None,
+            };
+        }
+        let ms = if h.retry_after_max_ms == 0 {
+            2_000
+        } else {
+            self.harsh_rng.gen_range(0..=h.retry_after_max_ms)
+        };
+        Fault::Throttled {
+            retry_after_ms: Some(ms),
+        }
     }
 
     fn latency(&mut self, a: &Action) -> u64 {
@@ -1358,7 +1449,7 @@ impl Sim {
     fn serve(&mut self, a: &Action, fate: Fate, live: bool) -> Option<Input> {
         let fault = |f: Fate| -> Option<Fault> {
             match f {
-                Fate::Throttled => Some(Fault::Throttled {
+                Fate::Throttled | Fate::EffectThenThrottled => Some(Fault::Throttled {
                     retry_after_ms: Some(2_000),
                 }),
                 Fate::Ambiguous | Fate::LostReply => {
@@ -1443,7 +1534,11 @@ impl Sim {
                 let id = action_id(a);
                 // Faults before any effect.
                 if matches!(fate, Fate::Throttled | Fate::Ambiguous | Fate::Unreachable) {
-                    let f = fault(fate).expect("a fault");
+                    let f = if fate == Fate::Throttled {
+                        self.throttle(a)
+                    } else {
+                        fault(fate).expect("a fault")
+                    };
                     return Some(Input::Outcome {
                         id,
                         outcome: wrap_fault(a, f),
@@ -1459,6 +1554,14 @@ impl Sim {
                 ) = (&outcome, live && fate == Fate::Normal)
                 {
                     self.evil_orphans.remove(att);
+                }
+                if fate == Fate::EffectThenThrottled {
+                    let f = self.throttle(a);
+                    self.note(format!("graph: the send took effect, answered {f:?}"));
+                    return Some(Input::Outcome {
+                        id,
+                        outcome: wrap_fault(a, f),
+                    });
                 }
                 if fate == Fate::LostReply {
                     let f = fault(fate).expect("a fault");
@@ -1757,7 +1860,8 @@ impl Sim {
                 self.mail.insert(
                     did.clone(),
                     SimMessage {
-                        marker: id.clone(),
+                        marker: Some(id.clone()),
+                        imid: format!("<{did}@sim>"),
                         is_draft: true,
                         gone_at: None,
                         visible_at: self.now,
@@ -1769,20 +1873,35 @@ impl Sim {
                     draft_id: did,
                 }))
             }
-            Action::FindMessage { id, folder, .. } => {
+            Action::FindMessage {
+                id,
+                folder,
+                internet_message_id,
+                ..
+            } => {
                 let now = self.now;
-                let found = self
+                let in_folder = |m: &SimMessage| match folder {
+                    MailFolder::Drafts => m.is_draft && m.gone_at.is_none_or(|g| g > now),
+                    MailFolder::SentItems => !m.is_draft && m.visible_at <= now,
+                };
+                // By the marker; in Sent Items, else by `internetMessageId`.
+                let by_marker = self
                     .mail
                     .iter()
-                    .filter(|(_, m)| m.marker == *id)
-                    .find(|(_, m)| match folder {
-                        MailFolder::Drafts => m.is_draft && m.gone_at.is_none_or(|g| g > now),
-                        MailFolder::SentItems => !m.is_draft && m.visible_at <= now,
+                    .find(|(_, m)| m.marker.as_deref() == Some(id.as_str()) && in_folder(m));
+                let by_imid = || {
+                    self.mail.iter().find(|(_, m)| {
+                        *folder == MailFolder::SentItems
+                            && internet_message_id.as_deref() == Some(m.imid.as_str())
+                            && in_folder(m)
                     })
+                };
+                let found = by_marker
+                    .or_else(by_imid)
                     .map(|(gid, m)| FindOutcome::Found {
                         id: gid.clone(),
                         is_draft: m.is_draft,
-                        internet_message_id: Some(format!("<{gid}@sim>")),
+                        internet_message_id: Some(m.imid.clone()),
                     })
                     .unwrap_or(FindOutcome::NotFound);
                 Some(Outcome::Find(*folder, found))
@@ -1822,15 +1941,20 @@ impl Sim {
                     .map(|v| v.iter().map(|a| (a.name.clone(), a.content)).collect())
                     .unwrap_or_default();
                 let at = now.plus_ms(self.send_move_ms);
+                let mut imid = String::new();
                 if let Some(m) = self.mail.get_mut(draft_id) {
                     m.gone_at = Some(at);
+                    imid = m.imid.clone();
                 }
                 self.next_msg += 1;
                 let sent = format!("sent{}", self.next_msg);
+                let unmarked = self.harsh.unmarked_sent_copy > 0.0
+                    && self.harsh_rng.gen_bool(self.harsh.unmarked_sent_copy);
                 self.mail.insert(
                     sent.clone(),
                     SimMessage {
-                        marker: id.clone(),
+                        marker: (!unmarked).then(|| id.clone()),
+                        imid,
                         is_draft: false,
                         gone_at: None,
                         visible_at: at,
