@@ -206,3 +206,88 @@ fn mail_refuses_bad_input_before_creating_anything() {
     let stats = rt.block_on(env.sandbox.stats());
     assert_eq!(stats["drafts_created"], json!(0), "{stats}");
 }
+
+/// A 429 to the send is not proof that nothing went (GRAPH.md §13): the message is looked for
+/// in Sent Items once Exchange's move has surely had time, then sent again only because its
+/// draft is still a draft. Once, exit 0.
+#[test]
+fn a_throttled_send_is_sent_again_only_once_its_draft_is_seen_still_a_draft() {
+    let env = setup();
+    let rt = rt();
+    rt.block_on(env.sandbox.faults(json!({
+        "fail_next": [{"route": "send", "status": 429, "retry_after": 1}]
+    })));
+    let f = env.path("t.pdf");
+    let sha = write_file(&f, 20_000, 21);
+    let started = std::time::Instant::now();
+    let out = env.run(
+        &["mail", f.to_str().unwrap(), "--to", "ap@contoso.com"],
+        LONG,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Not before the move grace (5 × look_after = 10 s in these tests).
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let sent = sent_after_move(&env, &rt, 1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["attachments"][0]["sha256"], json!(sha));
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["duplicate_sends"], json!(0), "{stats}");
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+}
+
+/// An answer to the send that Graph does not document as checked before any effect (a 400 of
+/// no known code, a dropped connection): "may have been sent". Not found in Sent Items, `mail`
+/// exits 4 with the message's internetMessageId on stdout and its marker on stderr, and never
+/// sends it again.
+#[test]
+fn a_send_that_may_have_gone_exits_4_with_what_finds_it_and_is_not_sent_again() {
+    for fault in [
+        json!({"route": "send", "status": 400}),
+        json!({"route": "send", "action": "drop"}),
+    ] {
+        let env = setup();
+        let rt = rt();
+        rt.block_on(env.sandbox.faults(json!({ "fail_next": [fault.clone()] })));
+        let f = env.path("u.pdf");
+        write_file(&f, 5_000, 22);
+        let out = env.run(
+            &["mail", f.to_str().unwrap(), "--to", "ap@contoso.com"],
+            LONG,
+        );
+        assert_eq!(out.status.code(), Some(4), "{fault}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("may have been sent"), "{err}");
+        assert!(err.contains("marker m"), "{err}");
+        assert!(err.contains("NOT sent again"), "{err}");
+        assert!(stdout(&out).trim().starts_with('<'), "{}", stdout(&out));
+        let stats = rt.block_on(env.sandbox.stats());
+        assert_eq!(stats["sends_accepted"], json!(0), "{fault}: {stats}");
+    }
+}
+
+/// A send refused before anything was submitted (no valid recipient) is "not sent": exit 1,
+/// Graph's code named.
+#[test]
+fn a_send_refused_before_any_effect_exits_1_not_sent() {
+    let env = setup();
+    let rt = rt();
+    rt.block_on(env.sandbox.faults(json!({
+        "fail_next": [{"route": "send", "status": 400, "code": "ErrorInvalidRecipients"}]
+    })));
+    let f = env.path("v.pdf");
+    write_file(&f, 5_000, 23);
+    let out = env.run(
+        &["mail", f.to_str().unwrap(), "--to", "ap@contoso.com"],
+        LONG,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ErrorInvalidRecipients"),
+        "{}",
+        stderr(&out)
+    );
+}

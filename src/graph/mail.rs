@@ -124,15 +124,26 @@ pub fn classify_effectful(err: RequestError) -> MailError {
     // (`SendRefusal`): this only tells the answers apart faithfully.
     match (e.class, e.status) {
         (ErrorClass::SignIn, _) => MailError::SignIn(e.to_string()),
-        // A throttle, with the wait it names (a 503 only with `Retry-After`).
+        // A throttle, with the wait it names.
         (_, Some(429)) => MailError::Throttled(e),
-        (_, Some(503)) if e.retry_after.is_some() => MailError::Throttled(e),
         // The request never left (connect failure).
         (_, None) if e.code == "ConnectionFailed" => MailError::Transient(e),
         // Dropped, timed out, any other 5xx: it may have taken effect.
         (ErrorClass::Transient | ErrorClass::Throttled, _) => MailError::Ambiguous(e),
         // Graph's code and message (Exchange's sending limit included, whatever its status).
         (ErrorClass::Permanent | ErrorClass::SessionDead, _) => MailError::Permanent(e),
+    }
+}
+
+/// [`classify_effectful`] for a send: a 503 that names its wait is a throttle too (the core
+/// treats every throttle of a send as "may have gone": GRAPH.md §13). A create's 503 stays
+/// ambiguous, so its draft is searched for before another is made.
+pub fn classify_send(err: RequestError) -> MailError {
+    match classify_effectful(err) {
+        MailError::Ambiguous(e) if e.status == Some(503) && e.retry_after.is_some() => {
+            MailError::Throttled(e)
+        }
+        other => other,
     }
 }
 
@@ -407,7 +418,7 @@ impl GraphClient {
                 }),
             )
             .await
-            .map_err(classify_effectful)?;
+            .map_err(classify_send)?;
         Ok(())
     }
 }
@@ -613,7 +624,11 @@ mod tests {
         let mut with_wait = GraphError::new(Throttled, Some(503), "ServiceUnavailable", "m");
         with_wait.retry_after = Some(Duration::from_secs(3));
         assert!(matches!(
-            c(RequestError::Graph(with_wait)),
+            c(RequestError::Graph(with_wait.clone())),
+            MailError::Ambiguous(_)
+        ));
+        assert!(matches!(
+            classify_send(RequestError::Graph(with_wait)),
             MailError::Throttled(_)
         ));
         assert!(matches!(
