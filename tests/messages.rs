@@ -1206,3 +1206,71 @@ async fn status_says_why_the_agent_is_paused_and_what_each_row_waits_for() {
     let _ = agent.wait();
     insta::assert_snapshot!("status_pauses_and_waits", seen.join("\n"));
 }
+
+/// The letter a mailing mapping writes (SPEC: placeholders are data, never markup): a dropped
+/// file's name cannot add markup to an HTML body (a tracking pixel, a link), nor a line to a text
+/// body or a subject (a forged "pay to IBAN …" postscript), nor run on for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_name_is_data_in_the_letter_never_markup_or_lines() {
+    let env = Env::new();
+    let html = env.path("html");
+    let text = env.path("text");
+    std::fs::create_dir_all(&html).unwrap();
+    std::fs::create_dir_all(&text).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"html\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n\
+             subject = \"Scan {{stem}}\"\nbody = \"<p>Attached: {{names}}</p>\"\nbody_type = \"html\"\n\n\
+             [[mapping]]\nname = \"text\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+            html.display(),
+            text.display()
+        ),
+    );
+    let pixel =
+        "x<img src=\"https:⁄⁄t.example⁄p.gif\"><a href='https:⁄⁄evil.example'>pay here<⁄a>.pdf";
+    write_file(&html.join(pixel), 100, 1);
+    let forged = format!(
+        "invoice.pdf\n\nPS: our bank details changed, pay to IBAN DE00 1234\u{2028}{}.pdf",
+        "x".repeat(150)
+    );
+    write_file(&text.join(&forged), 100, 2);
+    let out = env.run(&["run", "--once"], Duration::from_secs(120));
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    env.sandbox
+        .admin(
+            reqwest::Method::POST,
+            "/sends/deliver",
+            Some(serde_json::json!({})),
+        )
+        .await;
+    let sent = env.sandbox.admin(reqwest::Method::GET, "/sent", None).await;
+    let sent = sent.as_array().cloned().unwrap_or_default();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    let by = |name: &str| {
+        sent.iter()
+            .find(|m| m["attachments"][0]["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no message with {name:?}: {sent:#?}"))
+            .clone()
+    };
+    // HTML: the template's tags alone; the name escaped, its bytes attached under its own name.
+    let m = by(pixel);
+    let body = m["body"].as_str().unwrap();
+    assert_eq!(
+        body,
+        "<p>Attached: x&lt;img src=&quot;https:⁄⁄t.example⁄p.gif&quot;&gt;&lt;a href=&#39;https:⁄⁄evil.example&#39;&gt;pay here&lt;⁄a&gt;.pdf</p>"
+    );
+    assert!(!m["subject"].as_str().unwrap().contains('\n'), "{m}");
+    // Text: the name cannot start a line; {name} in the default subject is capped.
+    let m = by(&forged);
+    let body = m["body"].as_str().unwrap();
+    assert_eq!(body.lines().count(), 1, "{body:?}");
+    assert!(
+        body.starts_with("Attached: invoice.pdf\u{FFFD}\u{FFFD}PS: our bank details changed, pay to IBAN DE00 1234\u{FFFD}xxx"),
+        "{body:?}"
+    );
+    let subject = m["subject"].as_str().unwrap();
+    assert!(!subject.contains(['\n', '\u{2028}']), "{subject:?}");
+    assert_eq!(subject.chars().count(), 120, "{subject:?}");
+    assert!(subject.ends_with('…'), "{subject:?}");
+}

@@ -15,7 +15,7 @@ use crate::cli::exit::{CommandError, ExitCode};
 use crate::config::check_address;
 use crate::config::units::human_size;
 use crate::config::Settings;
-use crate::core::mail::{render_str, FileFacts, RenderContext};
+use crate::core::mail::{render_body, render_str, FileFacts, RenderContext};
 use crate::core::model::{Letter, MessageState};
 use crate::graph::GraphClient;
 use std::sync::Arc;
@@ -94,7 +94,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         cc: args.cc.clone(),
         bcc: args.bcc.clone(),
         subject: render_str(args.subject.as_deref().unwrap_or(DEFAULT_SUBJECT), &ctx),
-        body: render_str(&body, &ctx),
+        body: render_body(&body, &ctx, html),
         html,
     };
     let client = Arc::new(

@@ -10,7 +10,7 @@
 //! draft). An entry's after-action runs once its message is sent (or drafted).
 
 use super::*;
-use crate::mail::{part_subject, render_str, split_batch, FileFacts, RenderContext};
+use crate::mail::{part_subject, render_body, render_str, split_batch, FileFacts, RenderContext};
 
 /// A message with work left (or whose files still wait for its outcome), and what only this
 /// run knows of it.
@@ -383,7 +383,7 @@ impl Machine {
                 date: &date,
             };
             let subject = part_subject(&render_str(&rule.subject, &ctx), k, n);
-            let body = render_str(&rule.body, &ctx);
+            let body = render_body(&rule.body, &ctx, rule.html);
             let seq = self.next_seq;
             self.next_seq += 1;
             self.ids_made += 1;
