@@ -1274,3 +1274,65 @@ async fn a_file_name_is_data_in_the_letter_never_markup_or_lines() {
     assert_eq!(subject.chars().count(), 120, "{subject:?}");
     assert!(subject.ends_with('…'), "{subject:?}");
 }
+
+/// `batch_max_wait`: a neighbour dropping a file every few seconds cannot hold a batch open for
+/// ever (and ride in the user's message): the batch closes that long after its first file,
+/// however often files arrive, and the files after it go in the next message, each file once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_closes_batch_max_wait_after_its_first_file_however_often_files_arrive() {
+    let env = Env::new();
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"batch\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n\
+             subject = \"{{count}} files\"\nbody = \"{{names}}\"\ngroup = \"batch\"\nbatch_quiet = \"2s\"\nbatch_max_wait = \"4s\"\n",
+            folder.display()
+        ),
+    );
+    let agent = Agent::start(&env, &[]);
+    // A file every 0.6 s for 9 s: never 2 s quiet, so only batch_max_wait closes a batch.
+    let n = 15;
+    for k in 0..n {
+        write_file(&folder.join(format!("f{k:02}.txt")), 100, k);
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let sent_names = || async {
+        env.sandbox
+            .admin(
+                reqwest::Method::POST,
+                "/sends/deliver",
+                Some(serde_json::json!({})),
+            )
+            .await;
+        let sent = env.sandbox.admin(reqwest::Method::GET, "/sent", None).await;
+        sent.as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                m["attachments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a["name"].as_str().unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_until(Duration::from_secs(60), "every file mailed", || async {
+        sent_names().await.iter().map(Vec::len).sum::<usize>() >= n as usize
+    })
+    .await;
+    let _ = agent.stop();
+    let messages = sent_names().await;
+    let mut all: Vec<String> = messages.iter().flatten().cloned().collect();
+    all.sort();
+    let want: Vec<String> = (0..n).map(|k| format!("f{k:02}.txt")).collect();
+    assert_eq!(all, want, "each file once: {messages:?}");
+    // 9 s of files in batches closed 4 s after they opened: at least two messages, none
+    // holding more than about 4 s of files (7 at 0.6 s, with a settle's slack).
+    assert!(messages.len() >= 2, "one batch held open: {messages:?}");
+    assert!(messages.iter().all(|m| m.len() <= 9), "{messages:?}");
+}
