@@ -156,8 +156,15 @@ fn addresses(
         .collect()
 }
 
+/// A subject or body template as a mapping's config and `outbox mail` take it: every
+/// placeholder known, every brace closed. `Err` says what is wrong (the unknown placeholder
+/// named, with the list of known ones).
+pub fn check_template(t: &str) -> Result<(), String> {
+    parse_template(t).map(|_| ()).map_err(|e| e.to_string())
+}
+
 fn template(v: &Spanned<String>, ctx: &Ctx, key: &str) -> Result<String, ConfigError> {
-    parse_template(v.get_ref()).map_err(|e| ctx.at(v, key, e.to_string()))?;
+    check_template(v.get_ref()).map_err(|m| ctx.at(v, key, m))?;
     Ok(v.get_ref().clone())
 }
 
@@ -199,7 +206,7 @@ pub(super) fn validate(
         (None, Some(f)) => {
             let path = path_value(f, ctx, &k("body_file"), dir)?;
             let text = read_body(&path).map_err(|m| ctx.at(f, k("body_file"), m))?;
-            parse_template(&text)
+            check_template(&text)
                 .map_err(|e| ctx.at(f, k("body_file"), format!("in {}: {e}", path.display())))?;
             (text, Some(path))
         }

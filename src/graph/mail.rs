@@ -388,7 +388,7 @@ impl GraphClient {
                 }),
             )
             .await
-            .map_err(classify_effectful)?;
+            .map_err(|e| classify_effectful(e.of_send()))?;
         Ok(())
     }
 }
