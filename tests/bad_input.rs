@@ -831,3 +831,44 @@ impl RunWithLog for Env {
         (status.is_some_and(|s| s.success()), text)
     }
 }
+
+/// `outbox mail` takes placeholders as a mapping's config does: an unknown one (or a brace left
+/// open) is refused with exit 2, naming it, before any draft is made, never sent as written.
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_refuses_an_unknown_placeholder_as_a_mapping_does() {
+    let env = Env::new();
+    env.write_config("", "");
+    let file = env.path("a.txt");
+    write_file(&file, 10, 1);
+    let body = env.path("body.html");
+    std::fs::write(&body, "<p>{names} {stme}</p>").unwrap();
+    let f = file.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["--subject", "Scan {nope}"],
+            "--subject: unknown placeholder {nope}",
+        ),
+        (
+            vec!["--body", "see {name"],
+            "--body: '{' at character 4 is not closed",
+        ),
+        (
+            vec!["--body-file", body.to_str().unwrap()],
+            "unknown placeholder {stme}",
+        ),
+    ] {
+        let mut all = vec!["mail", f, "--to", "ap@contoso.example"];
+        all.extend(args);
+        let out = env.run(&all, T);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {err}");
+        assert!(err.contains(want), "{all:?}: {err}");
+        // An unknown placeholder is shown with the ones there are.
+        assert!(
+            !want.contains("unknown") || err.contains("{stem}"),
+            "{all:?}: {err}"
+        );
+    }
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["drafts_created"], json!(0), "{stats}");
+}

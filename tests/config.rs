@@ -387,6 +387,7 @@ subject = "Invoice {stem} ({size})"
 body_file = "body.html"
 group = "batch"
 batch_quiet = "45s"
+batch_max_wait = "10m"
 send = false
 max_message_size = "20MB"
 
@@ -414,6 +415,7 @@ cc = ["x@y.org"]
         (t.group, t.batch_quiet, t.send),
         (Group::Batch, Duration::from_secs(45), false)
     );
+    assert_eq!(t.batch_max_wait, Duration::from_secs(600));
     assert_eq!(t.max_message_size, 20_000_000);
     let Target::NewMessage(d) = &s.mappings[1].target else {
         panic!("not a new_message target")
@@ -427,6 +429,8 @@ cc = ["x@y.org"]
         (BodyType::Text, Group::File, true)
     );
     assert_eq!(d.max_message_size, 35_000_000);
+    // batch_max_wait: 5 minutes, or batch_quiet when that alone is set longer.
+    assert_eq!(d.batch_max_wait, Duration::from_secs(300));
     assert_eq!(s.mappings[1].item_id, "");
 
     // The commented example in config.example.toml loads once uncommented.

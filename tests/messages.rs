@@ -1206,3 +1206,133 @@ async fn status_says_why_the_agent_is_paused_and_what_each_row_waits_for() {
     let _ = agent.wait();
     insta::assert_snapshot!("status_pauses_and_waits", seen.join("\n"));
 }
+
+/// The letter a mailing mapping writes (SPEC: placeholders are data, never markup): a dropped
+/// file's name cannot add markup to an HTML body (a tracking pixel, a link), nor a line to a text
+/// body or a subject (a forged "pay to IBAN …" postscript), nor run on for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_name_is_data_in_the_letter_never_markup_or_lines() {
+    let env = Env::new();
+    let html = env.path("html");
+    let text = env.path("text");
+    std::fs::create_dir_all(&html).unwrap();
+    std::fs::create_dir_all(&text).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"html\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n\
+             subject = \"Scan {{stem}}\"\nbody = \"<p>Attached: {{names}}</p>\"\nbody_type = \"html\"\n\n\
+             [[mapping]]\nname = \"text\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+            html.display(),
+            text.display()
+        ),
+    );
+    let pixel =
+        "x<img src=\"https:⁄⁄t.example⁄p.gif\"><a href='https:⁄⁄evil.example'>pay here<⁄a>.pdf";
+    write_file(&html.join(pixel), 100, 1);
+    let forged = format!(
+        "invoice.pdf\n\nPS: our bank details changed, pay to IBAN DE00 1234\u{2028}{}.pdf",
+        "x".repeat(150)
+    );
+    write_file(&text.join(&forged), 100, 2);
+    let out = env.run(&["run", "--once"], Duration::from_secs(120));
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    env.sandbox
+        .admin(
+            reqwest::Method::POST,
+            "/sends/deliver",
+            Some(serde_json::json!({})),
+        )
+        .await;
+    let sent = env.sandbox.admin(reqwest::Method::GET, "/sent", None).await;
+    let sent = sent.as_array().cloned().unwrap_or_default();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    let by = |name: &str| {
+        sent.iter()
+            .find(|m| m["attachments"][0]["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no message with {name:?}: {sent:#?}"))
+            .clone()
+    };
+    // HTML: the template's tags alone; the name escaped, its bytes attached under its own name.
+    let m = by(pixel);
+    let body = m["body"].as_str().unwrap();
+    assert_eq!(
+        body,
+        "<p>Attached: x&lt;img src=&quot;https:⁄⁄t.example⁄p.gif&quot;&gt;&lt;a href=&#39;https:⁄⁄evil.example&#39;&gt;pay here&lt;⁄a&gt;.pdf</p>"
+    );
+    assert!(!m["subject"].as_str().unwrap().contains('\n'), "{m}");
+    // Text: the name cannot start a line; {name} in the default subject is capped.
+    let m = by(&forged);
+    let body = m["body"].as_str().unwrap();
+    assert_eq!(body.lines().count(), 1, "{body:?}");
+    assert!(
+        body.starts_with("Attached: invoice.pdf\u{FFFD}\u{FFFD}PS: our bank details changed, pay to IBAN DE00 1234\u{FFFD}xxx"),
+        "{body:?}"
+    );
+    let subject = m["subject"].as_str().unwrap();
+    assert!(!subject.contains(['\n', '\u{2028}']), "{subject:?}");
+    assert_eq!(subject.chars().count(), 120, "{subject:?}");
+    assert!(subject.ends_with('…'), "{subject:?}");
+}
+
+/// `batch_max_wait`: a neighbour dropping a file every few seconds cannot hold a batch open for
+/// ever (and ride in the user's message): the batch closes that long after its first file,
+/// however often files arrive, and the files after it go in the next message, each file once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_closes_batch_max_wait_after_its_first_file_however_often_files_arrive() {
+    let env = Env::new();
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"batch\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n\
+             subject = \"{{count}} files\"\nbody = \"{{names}}\"\ngroup = \"batch\"\nbatch_quiet = \"2s\"\nbatch_max_wait = \"4s\"\n",
+            folder.display()
+        ),
+    );
+    let agent = Agent::start(&env, &[]);
+    // A file every 0.6 s for 9 s: never 2 s quiet, so only batch_max_wait closes a batch.
+    let n = 15;
+    for k in 0..n {
+        write_file(&folder.join(format!("f{k:02}.txt")), 100, k);
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let sent_names = || async {
+        env.sandbox
+            .admin(
+                reqwest::Method::POST,
+                "/sends/deliver",
+                Some(serde_json::json!({})),
+            )
+            .await;
+        let sent = env.sandbox.admin(reqwest::Method::GET, "/sent", None).await;
+        sent.as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                m["attachments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a["name"].as_str().unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_until(Duration::from_secs(60), "every file mailed", || async {
+        sent_names().await.iter().map(Vec::len).sum::<usize>() >= n as usize
+    })
+    .await;
+    let _ = agent.stop();
+    let messages = sent_names().await;
+    let mut all: Vec<String> = messages.iter().flatten().cloned().collect();
+    all.sort();
+    let want: Vec<String> = (0..n).map(|k| format!("f{k:02}.txt")).collect();
+    assert_eq!(all, want, "each file once: {messages:?}");
+    // 9 s of files in batches closed 4 s after they opened: at least two messages, none
+    // holding more than about 4 s of files (7 at 0.6 s, with a settle's slack).
+    assert!(messages.len() >= 2, "one batch held open: {messages:?}");
+    assert!(messages.iter().all(|m| m.len() <= 9), "{messages:?}");
+}

@@ -913,3 +913,128 @@ async fn keyring_round_trip_with_a_real_secret_service() {
     );
     assert!(stderr(&out).contains("outbox login"), "{}", stderr(&out));
 }
+
+/// A mailing mapping's folder, sending to a made-up address.
+fn mailing(env: &Env, extra: &str) -> String {
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    format!(
+        "[[mapping]]\nname = \"scans\"\nfolder = \"{}\"\n{extra}\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+        folder.display()
+    )
+}
+
+/// `outbox login` asks for Mail.Send whether or not a mailing folder exists yet (`outbox mail`
+/// sends with none, and one added later must not find a token that cannot send); `check` says
+/// the token grants it. An app token without Mail.Send is named by `check` as the error it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn login_asks_for_mail_send_and_check_says_whether_the_token_grants_it() {
+    let env = Env::new();
+    device_config(&env, "", "");
+    login(&env).await;
+    let cache: Value = serde_json::from_slice(
+        &std::fs::read(env.state_dir().join("tokens.json")).expect("token cache"),
+    )
+    .expect("json");
+    let scope = cache["scope"].as_str().unwrap_or_default();
+    assert!(
+        scope.split_whitespace().any(|s| s == "Mail.Send"),
+        "no mailing mapping, and still Mail.Send: {scope}"
+    );
+    // A mailing mapping added after the login: check finds the token can send.
+    device_config(&env, "", &mailing(&env, ""));
+    let out = env.run(&["check"], T);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("the token grants Mail.Send, which mapping scans needs"),
+        "{}",
+        stdout(&out)
+    );
+
+    // The sandbox's application tokens carry Mail.ReadWrite and Calendars.ReadWrite only.
+    app_config(&env, "client_secret_env = \"OUTBOX_TEST_SECRET\"");
+    let cfg = std::fs::read_to_string(env.path("config.toml")).expect("config");
+    std::fs::write(
+        env.path("config.toml"),
+        format!("{cfg}\n{}", mailing(&env, "user = \"alice@sandbox.test\"")),
+    )
+    .expect("config");
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_TEST_SECRET", "sandbox-client-secret")
+            .arg("check"),
+        T,
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains(
+            "error  sign-in: the token does not grant Mail.Send, which mapping scans needs"
+        ) && text.contains("admin consent"),
+        "{text}"
+    );
+    // A mapping that leaves its drafts unsent needs no Mail.Send.
+    std::fs::write(
+        env.path("config.toml"),
+        format!(
+            "{cfg}\n{}send = false\n",
+            mailing(&env, "user = \"alice@sandbox.test\"")
+        ),
+    )
+    .expect("config");
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_TEST_SECRET", "sandbox-client-secret")
+            .arg("check"),
+        T,
+    );
+    assert!(!stdout(&out).contains("Mail.Send"), "{}", stdout(&out));
+}
+
+/// A send refused with 403 names Mail.Send (not Mail.ReadWrite, which it is not about) and says
+/// the draft is left in Drafts, for `outbox mail` and for a mailing mapping alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_refused_with_403_names_mail_send_and_the_draft_left_in_drafts() {
+    let env = Env::new();
+    env.write_config("", &mailing(&env, ""));
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "status": 403}]}))
+        .await;
+    let file = env.path("note.txt");
+    write_file(&file, 100, 1);
+    let out = env.run(
+        &["mail", file.to_str().unwrap(), "--to", "ap@contoso.example"],
+        T,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Mail.Send") && err.contains("left in Drafts"),
+        "{err}"
+    );
+    assert!(!err.contains("Mail.ReadWrite"), "{err}");
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "status": 403}]}))
+        .await;
+    write_file(&env.path("scans/scan.pdf"), 100, 2);
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = env.run(&["status", "--json"], T);
+    let rows: Value = serde_json::from_str(&stdout(&out)).expect("status json");
+    let error = rows[0]["message"]["error"].to_string();
+    assert!(
+        error.contains("Mail.Send")
+            && error.contains("left in Drafts")
+            && !error.contains("Mail.ReadWrite"),
+        "{rows:#}"
+    );
+}

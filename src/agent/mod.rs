@@ -123,6 +123,7 @@ pub fn rules_of(settings: &Settings) -> Vec<crate::core::model::MappingRule> {
                     html: t.body_type == crate::config::BodyType::Html,
                     batch: t.group == crate::config::Group::Batch,
                     batch_quiet_ms: t.batch_quiet.as_millis() as u64,
+                    batch_max_wait_ms: t.batch_max_wait.as_millis() as u64,
                     send: t.send,
                     max_message_size: t.max_message_size,
                 }),

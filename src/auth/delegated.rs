@@ -26,7 +26,8 @@ const NATIONAL_GRAPH_HOSTS: &[&str] = &[
     "microsoftgraph.chinacloudapi.cn",
 ];
 
-/// Asked for besides [`DELEGATED_SCOPES`] when a `new_message` mapping (or `outbox mail`) sends.
+/// Asked for besides [`DELEGATED_SCOPES`] by `outbox login`: `outbox mail` and `new_message`
+/// mappings send as the user.
 pub const SEND_SCOPE: &str = "Mail.Send";
 
 /// The scope string for `outbox login` against this Graph root; `send`: `Mail.Send` too.

@@ -323,6 +323,32 @@ pub fn jwt_expiry(token: &str) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_secs(exp))
 }
 
+/// The permissions a JWT access token carries: its delegated `scp` (space-separated) and its
+/// application `roles`, as short names (`Mail.Send`, a national cloud's
+/// `https://graph.microsoft.us/Mail.Send` too). `None` when that cannot be known: an opaque token
+/// (personal accounts, a fixed test token) or one carrying neither claim.
+pub fn jwt_permissions(token: &str) -> Option<Vec<String>> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let scp = v.get("scp").and_then(|s| s.as_str());
+    let roles = v.get("roles").and_then(|r| r.as_array());
+    if scp.is_none() && roles.is_none() {
+        return None;
+    }
+    let short = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    Some(
+        scp.into_iter()
+            .flat_map(str::split_whitespace)
+            .chain(roles.into_iter().flatten().filter_map(|r| r.as_str()))
+            .map(short)
+            .collect(),
+    )
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
@@ -374,6 +400,27 @@ mod tests {
             Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000))
         );
         assert_eq!(jwt_expiry("opaque"), None);
+    }
+
+    #[test]
+    fn jwt_permissions_are_read_from_scp_and_roles() {
+        use base64::Engine;
+        let tok = |claims: &str| {
+            let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims);
+            format!("eyJhbGciOiJub25lIn0.{p}.sig")
+        };
+        assert_eq!(
+            jwt_permissions(&tok(
+                r#"{"scp":"Mail.ReadWrite https://graph.microsoft.us/Mail.Send"}"#
+            )),
+            Some(vec!["Mail.ReadWrite".to_string(), "Mail.Send".to_string()])
+        );
+        assert_eq!(
+            jwt_permissions(&tok(r#"{"roles":["Mail.ReadWrite"],"scp":null}"#)),
+            Some(vec!["Mail.ReadWrite".to_string()])
+        );
+        assert_eq!(jwt_permissions(&tok(r#"{"exp":1}"#)), None);
+        assert_eq!(jwt_permissions("opaque"), None);
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
         }
     }
     if check_sign_in(&mut r, &settings).await {
+        check_send_permission(&mut r, &settings).await;
         match interactive_client(&settings) {
             Ok(client) => {
                 for m in &settings.mappings {
@@ -283,6 +284,58 @@ async fn check_sign_in(r: &mut Report, settings: &Settings) -> bool {
             false
         }
     }
+}
+
+/// A mapping that sends needs `Mail.Send`, which `Mail.ReadWrite` does not give: said when the
+/// token shows its permissions (a JWT's `scp` or `roles`); an opaque token is not judged.
+async fn check_send_permission(r: &mut Report, settings: &Settings) {
+    let senders: Vec<&str> = settings
+        .mappings
+        .iter()
+        .filter(|m| matches!(&m.target, crate::config::Target::NewMessage(t) if t.send))
+        .map(|m| m.name.as_str())
+        .collect();
+    if senders.is_empty() {
+        return;
+    }
+    let Ok(token) = Credentials::from_settings_in(settings).bearer().await else {
+        return;
+    };
+    let Some(granted) = crate::auth::jwt_permissions(&token.secret) else {
+        return;
+    };
+    let names = senders.join(", ");
+    if granted.iter().any(|p| p.eq_ignore_ascii_case("Mail.Send")) {
+        return r.line(
+            Level::Ok,
+            "sign-in",
+            format!("the token grants Mail.Send, which mapping {names} needs to send"),
+        );
+    }
+    let todo = match &settings.auth.method {
+        AuthMethod::DeviceCode => {
+            "run `outbox login` again (it asks for Mail.Send) and consent".to_owned()
+        }
+        AuthMethod::ClientCredentials { .. } => {
+            "add the application permission Mail.Send to the app registration and grant admin consent"
+                .to_owned()
+        }
+        AuthMethod::TokenEnv { var } => {
+            format!("put a token that grants Mail.Send in ${var}")
+        }
+        AuthMethod::TokenCommand { .. } => {
+            "make the token command ask for Mail.Send".to_owned()
+        }
+    };
+    r.line(
+        Level::Error,
+        "sign-in",
+        format!(
+            "the token does not grant Mail.Send, which mapping {names} needs to send: each send \
+             would be refused (403) and its draft left in Drafts; {todo} (or set send = false to \
+             leave the drafts for a person)"
+        ),
+    );
 }
 
 /// A mailing mapping: what it sends, to whom, and at what pace the mailbox allows. Its

@@ -55,12 +55,9 @@ pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
         oauth::http_client(Some(&settings)).map_err(|e| CommandError::new(ExitCode::Config, e))?;
     let endpoints = oauth::Endpoints::new(&auth.authority, &auth.tenant);
     let client_id = auth.client_id.clone().unwrap_or_default();
-    // A mapping that mails what lands in it sends as the user: `Mail.Send` (SPEC: Sign-in).
-    let sends = settings
-        .mappings
-        .iter()
-        .any(|m| matches!(m.target, crate::config::Target::NewMessage(_)));
-    let scope = delegated::delegated_scope(&settings.graph.base_url, sends);
+    // `Mail.Send` always (SPEC: Sign-in): `outbox mail` sends with no mapping at all, and a
+    // mailing mapping added later must not find a token that cannot send.
+    let scope = delegated::delegated_scope(&settings.graph.base_url, true);
     let cache = TokenCache::for_settings(&settings);
     device_code::login(&http, &endpoints, &client_id, &scope, &cache, |p| {
         // stderr: stdout stays for the result, and the prompt must show even when stdout is piped.

@@ -12,10 +12,10 @@ use crate::agent::mailnow::{mail_files, MailFile};
 use crate::agent::oneshot::OneShotError;
 use crate::auth::Credentials;
 use crate::cli::exit::{CommandError, ExitCode};
-use crate::config::check_address;
 use crate::config::units::human_size;
 use crate::config::Settings;
-use crate::core::mail::{render_str, FileFacts, RenderContext};
+use crate::config::{check_address, check_template};
+use crate::core::mail::{render_body, render_str, FileFacts, RenderContext};
 use crate::core::model::{Letter, MessageState};
 use crate::graph::GraphClient;
 use std::sync::Arc;
@@ -75,6 +75,20 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         }
         (None, None) => (DEFAULT_BODY.to_owned(), false),
     };
+    // Placeholders as a mapping's config takes them: an unknown one is refused, not sent.
+    let body_flag = match (&args.body, &args.body_file) {
+        (None, Some(f)) => format!("--body-file {}", f.display()),
+        _ => "--body".to_owned(),
+    };
+    for (flag, t) in [
+        (
+            "--subject".to_owned(),
+            args.subject.as_deref().unwrap_or(DEFAULT_SUBJECT),
+        ),
+        (body_flag, body.as_str()),
+    ] {
+        check_template(t).map_err(|e| usage(format!("{flag}: {e}; nothing was sent")))?;
+    }
     let today = crate::core::machine::civil_date(
         crate::core::model::Time(
             std::time::SystemTime::now()
@@ -94,7 +108,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         cc: args.cc.clone(),
         bcc: args.bcc.clone(),
         subject: render_str(args.subject.as_deref().unwrap_or(DEFAULT_SUBJECT), &ctx),
-        body: render_str(&body, &ctx),
+        body: render_body(&body, &ctx, html),
         html,
     };
     let client = Arc::new(

@@ -14,6 +14,9 @@ use std::time::Duration;
 /// The tenant's default message size limit (Exchange Online: 35 MB).
 pub const DEFAULT_MAX_MESSAGE_SIZE: &str = "35MB";
 pub const DEFAULT_BATCH_QUIET: &str = "30s";
+/// A batch closes this long after its first file however often files arrive (at least
+/// `batch_quiet`: when only that is set, longer, the default follows it).
+pub const DEFAULT_BATCH_MAX_WAIT: &str = "5m";
 pub const DEFAULT_SUBJECT: &str = "{name}";
 pub const DEFAULT_BODY: &str = "Attached: {names}";
 /// A body file larger than this is refused (a body, not an attachment).
@@ -54,6 +57,10 @@ pub struct MessageTemplate {
     pub body_type: BodyType,
     pub group: Group,
     pub batch_quiet: Duration,
+    /// A batch closes this long after its first file, however often files keep arriving (a
+    /// neighbour dropping a file every few seconds cannot hold it open); never below
+    /// `batch_quiet`.
+    pub batch_max_wait: Duration,
     /// `false`: leave the drafts, fully attached, for a person to send.
     pub send: bool,
     /// Transport bytes a message may reach (the tenant's limit).
@@ -72,6 +79,7 @@ pub(super) struct RawNewMessage {
     body_type: Option<Spanned<RawBodyType>>,
     group: Option<Spanned<RawGroup>>,
     batch_quiet: Option<Spanned<IntOrText>>,
+    batch_max_wait: Option<Spanned<IntOrText>>,
     send: Option<bool>,
     max_message_size: Option<Spanned<IntOrText>>,
 }
@@ -148,8 +156,15 @@ fn addresses(
         .collect()
 }
 
+/// A subject or body template as a mapping's config and `outbox mail` take it: every
+/// placeholder known, every brace closed. `Err` says what is wrong (the unknown placeholder
+/// named, with the list of known ones).
+pub fn check_template(t: &str) -> Result<(), String> {
+    parse_template(t).map(|_| ()).map_err(|e| e.to_string())
+}
+
 fn template(v: &Spanned<String>, ctx: &Ctx, key: &str) -> Result<String, ConfigError> {
-    parse_template(v.get_ref()).map_err(|e| ctx.at(v, key, e.to_string()))?;
+    check_template(v.get_ref()).map_err(|m| ctx.at(v, key, m))?;
     Ok(v.get_ref().clone())
 }
 
@@ -191,7 +206,7 @@ pub(super) fn validate(
         (None, Some(f)) => {
             let path = path_value(f, ctx, &k("body_file"), dir)?;
             let text = read_body(&path).map_err(|m| ctx.at(f, k("body_file"), m))?;
-            parse_template(&text)
+            check_template(&text)
                 .map_err(|e| ctx.at(f, k("body_file"), format!("in {}: {e}", path.display())))?;
             (text, Some(path))
         }
@@ -228,6 +243,27 @@ pub(super) fn validate(
             "batch_quiet must be longer than 0 for group = \"batch\"; e.g. \"30s\"",
         ));
     }
+    let batch_max_wait = match raw.batch_max_wait.as_ref() {
+        Some(v) => {
+            let d = duration_value(Some(v), ctx, &k("batch_max_wait"), DEFAULT_BATCH_MAX_WAIT)?;
+            if d < batch_quiet {
+                return Err(ctx.at(
+                    v,
+                    k("batch_max_wait"),
+                    format!(
+                        "batch_max_wait ({}) is shorter than batch_quiet ({}): a batch closes \
+                         batch_quiet after its last file and at the latest batch_max_wait after \
+                         its first, so make it at least batch_quiet; e.g. \"5m\"",
+                        written(Some(v), DEFAULT_BATCH_MAX_WAIT),
+                        written(raw.batch_quiet.as_ref(), DEFAULT_BATCH_QUIET)
+                    ),
+                ));
+            }
+            d
+        }
+        None => duration_value(None, ctx, &k("batch_max_wait"), DEFAULT_BATCH_MAX_WAIT)?
+            .max(batch_quiet),
+    };
     let max_message_size = size_value(
         raw.max_message_size.as_ref(),
         ctx,
@@ -254,9 +290,18 @@ pub(super) fn validate(
         body_type,
         group,
         batch_quiet,
+        batch_max_wait,
         send: raw.send.unwrap_or(true),
         max_message_size,
     })
+}
+
+/// A duration as the config wrote it (or its default).
+fn written(v: Option<&Spanned<IntOrText>>, default: &str) -> String {
+    match v.map(|v| v.get_ref()) {
+        Some(IntOrText::Text(s)) => s.trim().to_string(),
+        _ => default.to_string(),
+    }
 }
 
 fn read_body(path: &Path) -> Result<String, String> {

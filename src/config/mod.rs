@@ -7,7 +7,7 @@ mod mail;
 mod raw;
 pub mod units;
 
-pub use mail::{check_address, BodyType, Group, MessageTemplate, Target};
+pub use mail::{check_address, check_template, BodyType, Group, MessageTemplate, Target};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -35,6 +35,9 @@ pub struct GraphError {
     /// What to do about a refused token, for the token source in use (`outbox login` helps only
     /// device-code sign-in); set by the client, see `Credentials::refused_hint`.
     pub sign_in_hint: Option<String>,
+    /// The refused request was a message's send (`…/send`): a 403 there is the `Mail.Send`
+    /// permission, and the draft stays in Drafts. Set by [`GraphError::of_send`].
+    pub send: bool,
 }
 
 impl GraphError {
@@ -52,7 +55,14 @@ impl GraphError {
             retry_after: None,
             claims_challenge: false,
             sign_in_hint: None,
+            send: false,
         }
+    }
+
+    /// The same error, known to answer a message's send (its advice says so).
+    pub fn of_send(mut self) -> Self {
+        self.send = true;
+        self
     }
 
     /// Build from an HTTP status and body. `upload_url` says whether the request went to an
@@ -136,6 +146,8 @@ impl GraphError {
             (Some(404), "ErrorItemNotFound") | (Some(404), "ResourceNotFound") => {
                 Some("the target item does not exist (deleted, or a wrong id): pick another with `outbox items`")
             }
+            // Exchange's sending limit comes as a 403 too: that is a wait, not a permission.
+            (Some(403), code) if self.send && code != "ErrorExceededMessageLimit" => Some(SEND_403),
             (Some(403), _) => Some("access denied: check the account's permissions (Mail.ReadWrite / Calendars.ReadWrite) and consent"),
             (Some(401), _) if self.claims_challenge => Some("the tenant requires a fresh sign-in: run `outbox login`"),
             (Some(401), _) if self.sign_in_hint.is_some() => self.sign_in_hint.as_deref(),
@@ -144,6 +156,13 @@ impl GraphError {
         }
     }
 }
+
+/// A send refused with 403: sending needs `Mail.Send`, which `Mail.ReadWrite` does not give, and
+/// the draft made for the message is still there, fully attached.
+pub const SEND_403: &str = "sending needs the Mail.Send permission, which this sign-in lacks \
+(delegated: run `outbox login` again and consent to Mail.Send; application: grant Mail.Send and \
+admin consent); nothing was sent: the draft, fully attached, is left in Drafts (send it from \
+Outlook, or delete it; a mapping's message is sent by `outbox retry` once the permission is there)";
 
 /// Explanation for Graph's known issue: createUploadSession with delegated permissions on a
 /// shared or delegated mailbox answers 403.
@@ -235,6 +254,16 @@ fn status_text(status: u16) -> &'static str {
         .unwrap_or("unexpected status")
 }
 
+impl super::RequestError {
+    /// The same error, known to answer a message's send ([`GraphError::of_send`]).
+    pub fn of_send(self) -> Self {
+        match self {
+            super::RequestError::Graph(g) => super::RequestError::Graph(g.of_send()),
+            other => other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +327,32 @@ mod tests {
             "url https://h/x?authtoken=SECRET123&a=b",
         );
         assert!(!e.to_string().contains("SECRET123"));
+    }
+
+    #[test]
+    fn a_refused_send_names_mail_send_and_the_draft_left() {
+        let e = GraphError::new(
+            ErrorClass::Permanent,
+            Some(403),
+            "ErrorAccessDenied",
+            "Access is denied.",
+        );
+        let advice = e.clone().of_send().advice().map(str::to_owned);
+        let advice = advice.unwrap_or_default();
+        assert!(
+            advice.contains("Mail.Send") && advice.contains("Drafts"),
+            "{advice}"
+        );
+        assert!(!advice.contains("Mail.ReadWrite"), "{advice}");
+        // Any other 403 keeps its advice; the sending limit is no permission problem.
+        assert!(e.advice().is_some_and(|a| a.contains("Mail.ReadWrite")));
+        let limit = GraphError::new(
+            ErrorClass::Permanent,
+            Some(403),
+            "ErrorExceededMessageLimit",
+            "m",
+        )
+        .of_send();
+        assert!(!limit.advice().is_some_and(|a| a.contains("Mail.Send")));
     }
 }

@@ -418,7 +418,7 @@ impl GraphClient {
                 }),
             )
             .await
-            .map_err(classify_send)?;
+            .map_err(|e| classify_send(e.of_send()))?;
         Ok(())
     }
 }

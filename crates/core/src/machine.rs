@@ -176,8 +176,9 @@ pub struct Machine {
     messages: BTreeMap<String, messages::ActiveMessage>,
     /// Entry -> its message.
     member_of: BTreeMap<String, String>,
-    /// Per mailing mapping: entries waiting to be put in a message, and when the batch closes.
-    collecting: BTreeMap<String, (Vec<String>, Time)>,
+    /// Per mailing mapping: entries waiting to be put in a message, when the batch closes, and
+    /// when it opened (it closes `batch_max_wait` after that at the latest).
+    collecting: BTreeMap<String, (Vec<String>, Time, Time)>,
     /// Per mailbox: when recent sends started (pacing inside Exchange's sending limit).
     sent_times: BTreeMap<String, VecDeque<Time>>,
     /// Messages that may have a step to take.

@@ -139,46 +139,153 @@ pub fn human_size(n: u64) -> String {
     format!("{v:.1} {}", UNITS[u])
 }
 
-/// Fill a parsed template. For several files `{name}`, `{stem}` and `{ext}` are the first
-/// file's; `{size}` is the total; `{count}` the number of files; `{names}` every name, joined
-/// by ", ".
-pub fn render(pieces: &[Piece], ctx: &RenderContext) -> String {
-    let first = ctx.files.first();
-    let name = first.map(|f| f.name.as_str()).unwrap_or("");
-    let (stem, ext) = stem_and_ext(name);
-    let mut out = String::new();
-    for p in pieces {
-        match p {
-            Piece::Text(t) => out.push_str(t),
-            Piece::Field("name") => out.push_str(name),
-            Piece::Field("stem") => out.push_str(stem),
-            Piece::Field("ext") => out.push_str(ext),
-            Piece::Field("size") => {
-                out.push_str(&human_size(ctx.files.iter().map(|f| f.size).sum()))
-            }
-            Piece::Field("date") => out.push_str(ctx.date),
-            Piece::Field("count") => out.push_str(&ctx.files.len().to_string()),
-            Piece::Field("names") => out.push_str(
-                &ctx.files
-                    .iter()
-                    .map(|f| f.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-            Piece::Field("mapping") => out.push_str(ctx.mapping),
-            Piece::Field(_) => {}
+/// Where a filled template goes, which decides how a placeholder's value is made safe: values
+/// are data, never markup or layout (a file name is written by whoever dropped the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// A subject: one line, `{names}` cut to [`SUBJECT_NAMES_MAX`].
+    Subject,
+    /// A text body: values cannot start a new line or turn text around.
+    Text,
+    /// An HTML body: values are HTML-escaped as well.
+    Html,
+}
+
+/// Characters a value may not carry into a letter: controls (C0, DEL, C1: a newline in a file
+/// name would start a line of the letter), the Unicode line and paragraph separators, and the
+/// bidirectional marks, embeddings, overrides and isolates (U+202E before `fdp.exe` shows it as `exe.pdf`).
+pub fn is_unsafe_in_letter(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{061C}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// What an unsafe character of a value becomes: visible, so the oddity shows.
+pub const REPLACEMENT: char = '\u{FFFD}';
+
+/// `{name}`, `{stem}` and `{ext}`, and each name of `{names}`, are cut to this many characters
+/// (the last one an ellipsis).
+pub const NAME_MAX: usize = 120;
+/// `{names}` in a subject is cut at a whole name to this many characters, then "… and N more".
+pub const SUBJECT_NAMES_MAX: usize = 240;
+/// `{names}` in a body lists at most this many names, then "… and N more".
+pub const BODY_NAMES_MAX: usize = 200;
+
+/// `s` cut to at most `max` characters, the last an ellipsis when cut.
+pub fn cap(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// A value made safe for `place`: unsafe characters replaced, and in HTML `& < > " '` escaped.
+pub fn clean_value(v: &str, place: Place) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            c if is_unsafe_in_letter(c) => out.push(REPLACEMENT),
+            '&' if place == Place::Html => out.push_str("&amp;"),
+            '<' if place == Place::Html => out.push_str("&lt;"),
+            '>' if place == Place::Html => out.push_str("&gt;"),
+            '"' if place == Place::Html => out.push_str("&quot;"),
+            '\'' if place == Place::Html => out.push_str("&#39;"),
+            c => out.push(c),
         }
     }
     out
 }
 
-/// Parse and fill in one go (a template already validated by the config cannot fail; one that
-/// was not is rendered as written).
-pub fn render_str(template: &str, ctx: &RenderContext) -> String {
+/// `{names}`: every name (each capped), joined by ", "; past the place's limit, "… and N more".
+fn names_value(files: &[FileFacts], place: Place) -> String {
+    let names: Vec<String> = files.iter().map(|f| cap(&f.name, NAME_MAX)).collect();
+    let more = |n: usize| format!("… and {n} more");
+    let mut out = String::new();
+    for (i, name) in names.iter().enumerate() {
+        let fits = match place {
+            Place::Subject => {
+                let rest = names.len() - i - 1;
+                let tail = if rest > 0 {
+                    more(rest).chars().count() + 2
+                } else {
+                    0
+                };
+                i == 0 || out.chars().count() + 2 + name.chars().count() + tail <= SUBJECT_NAMES_MAX
+            }
+            Place::Text | Place::Html => i < BODY_NAMES_MAX,
+        };
+        if !fits {
+            out.push_str(", ");
+            out.push_str(&more(names.len() - i));
+            break;
+        }
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(name);
+    }
+    if place == Place::Subject {
+        out = cap(&out, SUBJECT_NAMES_MAX);
+    }
+    out
+}
+
+/// Fill a parsed template for `place`. For several files `{name}`, `{stem}` and `{ext}` are
+/// the first file's; `{size}` is the total; `{count}` the number of files; `{names}` every name,
+/// joined by ", ". Every value is data: see [`clean_value`], [`NAME_MAX`].
+pub fn render(pieces: &[Piece], ctx: &RenderContext, place: Place) -> String {
+    let first = ctx.files.first();
+    let name = first.map(|f| f.name.as_str()).unwrap_or("");
+    let (stem, ext) = stem_and_ext(name);
+    let mut out = String::new();
+    for p in pieces {
+        let value = match p {
+            Piece::Text(t) => {
+                out.push_str(t);
+                continue;
+            }
+            Piece::Field("name") => cap(name, NAME_MAX),
+            Piece::Field("stem") => cap(stem, NAME_MAX),
+            Piece::Field("ext") => cap(ext, NAME_MAX),
+            Piece::Field("size") => human_size(ctx.files.iter().map(|f| f.size).sum()),
+            Piece::Field("date") => ctx.date.to_string(),
+            Piece::Field("count") => ctx.files.len().to_string(),
+            Piece::Field("names") => names_value(ctx.files, place),
+            Piece::Field("mapping") => ctx.mapping.to_string(),
+            Piece::Field(_) => continue,
+        };
+        out.push_str(&clean_value(&value, place));
+    }
+    out
+}
+
+/// Parse and fill in one go, for `place` (a template already validated by the config cannot
+/// fail; one that was not is rendered as written).
+pub fn render_in(template: &str, ctx: &RenderContext, place: Place) -> String {
     match parse_template(template) {
-        Ok(p) => render(&p, ctx),
+        Ok(p) => render(&p, ctx, place),
         Err(_) => template.to_string(),
     }
+}
+
+/// A subject, filled.
+pub fn render_str(template: &str, ctx: &RenderContext) -> String {
+    render_in(template, ctx, Place::Subject)
+}
+
+/// A body, filled: HTML-escaped values when `html`.
+pub fn render_body(template: &str, ctx: &RenderContext, html: bool) -> String {
+    render_in(template, ctx, if html { Place::Html } else { Place::Text })
 }
 
 /// `subject (1/2)` for part `index` (0-based) of `parts`; the subject alone when there is one.
@@ -284,7 +391,7 @@ mod tests {
         let p = parse_template("{name}|{stem}|{ext}|{size}|{date}|{count}|{names}|{mapping}|{{x}}")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            render(&p, &ctx),
+            render(&p, &ctx, Place::Text),
             "scan 01.pdf|scan 01|pdf|2.0 KB|2026-11-29|2|scan 01.pdf, b.txt|invoices|{x}"
         );
         assert_eq!(stem_and_ext(".bashrc"), (".bashrc", ""));
@@ -325,6 +432,92 @@ mod tests {
         assert_eq!(part_subject("S", 0, 1), "S");
     }
 
+    #[test]
+    fn a_file_name_is_data_in_an_html_body() {
+        let files = [f("<img src=\"https://t.example/p.gif\">&'x'.pdf", 1)];
+        let ctx = RenderContext {
+            files: &files,
+            mapping: "m",
+            date: "d",
+        };
+        assert_eq!(
+            render_body("<p>Attached: <b>{names}</b></p>", &ctx, true),
+            "<p>Attached: <b>&lt;img src=&quot;https://t.example/p.gif&quot;&gt;&amp;&#39;x&#39;.pdf</b></p>"
+        );
+        // A text body keeps the name as written: nothing there is markup.
+        assert_eq!(
+            render_body("{stem}", &ctx, false),
+            "<img src=\"https://t.example/p.gif\">&'x'"
+        );
+    }
+
+    #[test]
+    fn a_file_name_cannot_start_a_line_or_turn_text_around() {
+        let forged = "scan.pdf\r\n\r\nPS: our bank details changed, pay to IBAN DE00 0000\u{2028}x\u{202E}fdp.exe\u{0085}\u{7f}";
+        let files = [f(forged, 1)];
+        let ctx = RenderContext {
+            files: &files,
+            mapping: "m",
+            date: "d",
+        };
+        let body = render_body("Attached: {names}.\nThanks", &ctx, false);
+        assert_eq!(body.lines().count(), 2, "{body:?}");
+        assert_eq!(
+            body,
+            "Attached: scan.pdf\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}PS: our bank details changed, pay to IBAN DE00 0000\u{FFFD}x\u{FFFD}fdp.exe\u{FFFD}\u{FFFD}.\nThanks"
+        );
+        let subject = render_str("Scan {name}", &ctx);
+        assert!(!subject.chars().any(is_unsafe_in_letter), "{subject:?}");
+        for c in [
+            '\u{200E}', '\u{200F}', '\u{061C}', '\u{202A}', '\u{2066}', '\u{2069}', '\u{2029}',
+            '\0', '\t',
+        ] {
+            assert_eq!(
+                clean_value(&format!("a{c}b"), Place::Text),
+                "a\u{FFFD}b",
+                "{c:?}"
+            );
+        }
+        // What a person names a file with stays: accents, emoji with joiners, other scripts.
+        for ok in ["Rechnung ü.pdf", "👩‍💻 notes.txt", "فاتورة.pdf", "請求書.pdf"]
+        {
+            assert_eq!(clean_value(ok, Place::Text), ok);
+        }
+    }
+
+    #[test]
+    fn long_names_are_capped_at_a_char_boundary() {
+        let long = format!("{}.pdf", "ü".repeat(300));
+        let files: Vec<FileFacts> = (0..40).map(|i| f(&format!("{i}{long}"), 1)).collect();
+        let ctx = RenderContext {
+            files: &files,
+            mapping: "m",
+            date: "d",
+        };
+        let name = render_str("{name}", &ctx);
+        assert_eq!(name.chars().count(), NAME_MAX);
+        assert!(name.starts_with("0üü") && name.ends_with("ü…"), "{name}");
+        assert_eq!(render_str("{stem}", &ctx).chars().count(), NAME_MAX);
+        // {names} in a subject: whole names up to the limit, then how many more.
+        let subject = render_str("{names}", &ctx);
+        assert!(subject.chars().count() <= SUBJECT_NAMES_MAX, "{subject}");
+        assert!(subject.ends_with(", … and 39 more"), "{subject}");
+        // In a body each name is capped and all 40 are listed; past BODY_NAMES_MAX, a count.
+        let body = render_body("{names}", &ctx, false);
+        assert_eq!(body.matches(", ").count(), 39);
+        let many: Vec<FileFacts> = (0..BODY_NAMES_MAX + 5)
+            .map(|i| f(&format!("f{i}"), 1))
+            .collect();
+        let ctx = RenderContext {
+            files: &many,
+            mapping: "m",
+            date: "d",
+        };
+        assert!(render_body("{names}", &ctx, true).ends_with(", f199, … and 5 more"));
+        assert_eq!(cap("abc", 3), "abc");
+        assert_eq!(cap("abcd", 3), "ab…");
+    }
+
     fn piece_text() -> impl Strategy<Value = String> {
         "[^{}]{0,8}"
     }
@@ -358,6 +551,37 @@ mod tests {
                 want.push_str(values[*k]);
             }
             prop_assert_eq!(render_str(&t, &ctx), want);
+        }
+
+        /// Whatever the file names, a value adds no line, no unsafe character, and in HTML no
+        /// markup: the letter's lines and tags are the template's alone.
+        #[test]
+        fn no_placeholder_value_adds_a_line_or_markup(
+            names in proptest::collection::vec("\\PC{0,30}|[\\x00-\\x{a0}\\u{2028}\\u{2029}\\u{202a}-\\u{202e}\\u{2066}-\\u{2069}<>&\"' a]{0,30}|.{0,200}", 1..6),
+            k in proptest::collection::vec(0usize..8, 1..6),
+            mapping in ".{0,20}",
+        ) {
+            let files: Vec<FileFacts> = names.iter().map(|n| f(n, 7)).collect();
+            let ctx = RenderContext { files: &files, mapping: &mapping, date: "2026-01-02" };
+            // One line per placeholder: the template's newlines are the only ones.
+            let template: String = k.iter().map(|i| format!("{{{}}}\n", PLACEHOLDERS[*i])).collect();
+            for place in [Place::Subject, Place::Text, Place::Html] {
+                let out = render_in(&template, &ctx, place);
+                prop_assert_eq!(out.matches('\n').count(), k.len());
+                let values = out.replace('\n', "");
+                prop_assert!(!values.chars().any(is_unsafe_in_letter), "{:?}: {:?}", place, out);
+                if place == Place::Html {
+                    prop_assert!(!out.contains(['<', '>', '"', '\'']), "{}", out);
+                    let unescaped = out.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "").replace("&quot;", "").replace("&#39;", "");
+                    prop_assert!(!unescaped.contains('&'), "{}", out);
+                }
+            }
+            for i in &k {
+                if matches!(PLACEHOLDERS[*i], "name" | "stem" | "ext") {
+                    let one = render_in(&format!("{{{}}}", PLACEHOLDERS[*i]), &ctx, Place::Text);
+                    prop_assert!(one.chars().count() <= NAME_MAX);
+                }
+            }
         }
 
         #[test]

@@ -10,7 +10,7 @@
 //! draft). An entry's after-action runs once its message is sent (or drafted).
 
 use super::*;
-use crate::mail::{part_subject, render_str, split_batch, FileFacts, RenderContext};
+use crate::mail::{part_subject, render_body, render_str, split_batch, FileFacts, RenderContext};
 
 /// A message with work left (or whose files still wait for its outcome), and what only this
 /// run knows of it.
@@ -303,13 +303,21 @@ impl Machine {
             return;
         };
         let quiet = if rule.batch { rule.batch_quiet_ms } else { 0 };
-        let close = self.now.plus_ms(quiet);
-        let c = self.collecting.entry(mapping).or_default();
+        let max_wait = match rule.batch_max_wait_ms {
+            0 => u64::MAX,
+            w => w.max(quiet),
+        };
+        let now = self.now;
+        let c = self
+            .collecting
+            .entry(mapping)
+            .or_insert_with(|| (Vec::new(), now, now));
         if !c.0.iter().any(|x| x == id) {
             c.0.push(id.to_owned());
         }
-        // Each file that settles keeps the batch open for another `batch_quiet`.
-        c.1 = close;
+        // Each file that settles keeps the batch open for another `batch_quiet`, but not past
+        // `batch_max_wait` after it opened: files arriving every few seconds cannot hold it open.
+        c.1 = now.plus_ms(quiet).min(c.2.plus_ms(max_wait));
     }
 
     /// Batches whose quiet time is over become messages.
@@ -317,11 +325,11 @@ impl Machine {
         let due: Vec<String> = self
             .collecting
             .iter()
-            .filter(|(_, (_, t))| *t <= self.now)
+            .filter(|(_, (_, t, _))| *t <= self.now)
             .map(|(m, _)| m.clone())
             .collect();
         for mapping in due {
-            if let Some((ids, _)) = self.collecting.remove(&mapping) {
+            if let Some((ids, _, _)) = self.collecting.remove(&mapping) {
                 self.make_messages(&mapping, ids, out);
             }
         }
@@ -386,7 +394,7 @@ impl Machine {
                 date: &date,
             };
             let subject = part_subject(&render_str(&rule.subject, &ctx), k, n);
-            let body = render_str(&rule.body, &ctx);
+            let body = render_body(&rule.body, &ctx, rule.html);
             let seq = self.next_seq;
             self.next_seq += 1;
             self.ids_made += 1;
@@ -1170,7 +1178,7 @@ impl Machine {
 
     pub(super) fn next_message_timer(&self) -> Option<Time> {
         let t = self.msg_timers.iter().next().map(|(t, _)| *t);
-        let c = self.collecting.values().map(|(_, t)| *t).min();
+        let c = self.collecting.values().map(|c| c.1).min();
         [t, c].into_iter().flatten().min()
     }
 
@@ -3984,6 +3992,53 @@ mod tests {
             "{out:?}"
         );
         assert!(!out.iter().any(|a| matches!(a, Action::CreateDraft { .. })));
+    }
+
+    #[test]
+    fn a_batch_closes_batch_max_wait_after_it_opened_however_often_files_arrive() {
+        let mut m = mail_machine(true);
+        let mut rule = m.mappings["mail"].clone();
+        if let Some(mail) = rule.mail.as_mut() {
+            mail.batch = true;
+            mail.batch_quiet_ms = 10_000;
+            mail.batch_max_wait_ms = 30_000;
+        }
+        m.handle(
+            Time(0),
+            Input::Config {
+                mappings: vec![rule],
+                policy: Policy::default(),
+            },
+        );
+        // A file every 8 s, inside batch_quiet: only batch_max_wait closes the batch.
+        let mut letters = Vec::new();
+        for k in 0..10u64 {
+            let t = 1_000 + 8_000 * k;
+            let mut out = drop_version(
+                &mut m,
+                t,
+                &format!("f{k}.pdf"),
+                stat(100 + k, 10),
+                &"ab".repeat(32),
+            );
+            out.extend(m.handle(Time(t + 7_000), Input::Tick));
+            letters.extend(out.iter().filter_map(|a| match a {
+                Action::CreateDraft { letter, .. } => Some((t + 5_001, letter.body.clone())),
+                _ => None,
+            }));
+        }
+        // Opened when f0 settled (6,001): closed at the first moment past 36,001, with the files
+        // that settled by then; the next batch holds the rest.
+        assert_eq!(
+            letters.first(),
+            Some(&(38_001, "f0.pdf, f1.pdf, f2.pdf, f3.pdf".to_owned())),
+            "{letters:?}"
+        );
+        assert_eq!(
+            letters.get(1).map(|l| l.1.as_str()),
+            Some("f4.pdf, f5.pdf, f6.pdf, f7.pdf"),
+            "{letters:?}"
+        );
     }
 
     #[test]

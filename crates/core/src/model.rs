@@ -105,6 +105,9 @@ pub struct MailRule {
     /// one message; else one message per file.
     pub batch: bool,
     pub batch_quiet_ms: u64,
+    /// A batch closes this long after it opened however often files arrive (at least
+    /// `batch_quiet_ms`); 0: no such limit (the config always sets one).
+    pub batch_max_wait_ms: u64,
     /// `false`: leave the draft, fully attached, unsent.
     pub send: bool,
     /// The tenant's message size limit (transport bytes, base64 counted).
