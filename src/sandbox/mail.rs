@@ -47,6 +47,11 @@ pub struct MailProps {
     /// When it was sent (Unix ns); `Some` only on a Sent Items copy.
     #[serde(default)]
     pub sent_ns: Option<i64>,
+    /// A Sent Items copy made under `sent_copy_without_properties`: Graph shows it without its
+    /// extended properties (`$expand` finds none, `$filter` on them misses it); the admin API
+    /// and `duplicate_sends` still see them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub props_hidden: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -94,7 +99,10 @@ pub fn note_copied(g: &mut Inner, from: &str) {
 
 /// Move every draft whose send is due (all of them with `all`) to Sent Items: one copy per
 /// accepted send, each with a new id, `isDraft: false`, `sentDateTime`; then the draft is gone.
-/// The first copy takes the draft's attachments (same blobs); further copies get hard links.
+/// Exchange gives a new item new attachment ids (an attachment id embeds its item), so every
+/// copy's attachments get ids of their own, over the same bytes (hard links to the draft's
+/// blobs, which go with the draft). With `sent_copy_without_properties` the copies show no
+/// single-value extended properties to Graph (they stay on record for the admin API).
 pub fn deliver_due(g: &mut Inner, blobs: &Path, all: bool) {
     let now = now_ms();
     let due: Vec<(String, u32)> = g
@@ -103,36 +111,34 @@ pub fn deliver_due(g: &mut Inner, blobs: &Path, all: bool) {
         .filter(|p| all || p.due_ms <= now)
         .map(|p| (p.item.clone(), p.copies))
         .collect();
+    let hide = g.faults.sent_copy_without_properties;
     for (draft_id, copies) in due {
         let Some(draft) = g.items.remove(&draft_id) else {
             g.pending_sends.retain(|p| p.item != draft_id);
             continue;
         };
         let sent = OffsetDateTime::now_utc();
-        for n in 0..copies {
-            let atts: Vec<Attachment> = if n == 0 {
-                draft.attachments.clone()
-            } else {
-                draft
-                    .attachments
-                    .iter()
-                    .map(|a| {
-                        let mut c = a.clone();
-                        c.id = exchange_id("AAMkADAtt");
-                        let (src, dst) = (
-                            blobs.join(hex::encode(&a.id)),
-                            blobs.join(hex::encode(&c.id)),
-                        );
-                        if std::fs::hard_link(&src, &dst).is_err() {
-                            let _ = std::fs::copy(&src, &dst);
-                        }
-                        c
-                    })
-                    .collect()
-            };
+        for _ in 0..copies {
+            let atts: Vec<Attachment> = draft
+                .attachments
+                .iter()
+                .map(|a| {
+                    let mut c = a.clone();
+                    c.id = exchange_id("AAMkADAtt");
+                    let (src, dst) = (
+                        blobs.join(hex::encode(&a.id)),
+                        blobs.join(hex::encode(&c.id)),
+                    );
+                    if std::fs::hard_link(&src, &dst).is_err() {
+                        let _ = std::fs::copy(&src, &dst);
+                    }
+                    c
+                })
+                .collect();
             let mut mail = draft.mail.clone();
             mail.folder = Some("sentitems".into());
             mail.sent_ns = Some(unix_ns(sent));
+            mail.props_hidden = hide;
             let copy = Item {
                 id: exchange_id("AAMkADSnt"),
                 kind: Kind::Message,
@@ -155,6 +161,9 @@ pub fn deliver_due(g: &mut Inner, blobs: &Path, all: bool) {
         g.log(Record::ItemDeleted {
             id: draft_id.clone(),
         });
+        for a in &draft.attachments {
+            let _ = std::fs::remove_file(blobs.join(hex::encode(&a.id)));
+        }
     }
 }
 
@@ -477,7 +486,7 @@ fn matches(it: &Item, f: &MessageFilter) -> bool {
             let Some(want) = prop_key(id) else {
                 return false;
             };
-            it.mail.props.iter().any(|p| {
+            graph_props(it).iter().any(|p| {
                 prop_key(&p.id).as_deref() == Some(want.as_str())
                     && value
                         .as_ref()
@@ -487,6 +496,15 @@ fn matches(it: &Item, f: &MessageFilter) -> bool {
         MessageFilter::InternetMessageId(m) => {
             !it.mail.internet_message_id.is_empty() && it.mail.internet_message_id == *m
         }
+    }
+}
+
+/// The extended properties Graph shows on `it` (none on a copy that dropped them).
+fn graph_props(it: &Item) -> &[ExtProp] {
+    if it.mail.props_hidden {
+        &[]
+    } else {
+        &it.mail.props
     }
 }
 
@@ -569,9 +587,7 @@ impl View {
         }
         if let Some(ids) = &self.expand {
             let keys: Vec<Option<String>> = ids.iter().map(|i| prop_key(i)).collect();
-            let props: Vec<Value> = it
-                .mail
-                .props
+            let props: Vec<Value> = graph_props(it)
                 .iter()
                 .filter(|p| {
                     let k = prop_key(&p.id);
@@ -643,12 +659,20 @@ pub fn list(
         }
     }
     let g = state.lock();
+    // `filter_lag_ms`: the search index has not caught up with items made (a draft) or moved
+    // (a sent copy) less than this long ago; reads by id find them at once.
+    let lag = time::Duration::milliseconds(g.faults.filter_lag_ms.min(i64::MAX as u64) as i64);
+    let indexed_before = OffsetDateTime::now_utc() - lag;
     let mut items: Vec<&Item> = g
         .items
         .values()
         .filter(|i| i.user == mailbox && i.kind == Kind::Message)
         .filter(|i| folder.is_none_or(|f| folder_of(i) == f))
-        .filter(|i| filter.as_ref().is_none_or(|f| matches(i, f)))
+        .filter(|i| {
+            filter
+                .as_ref()
+                .is_none_or(|f| i.created <= indexed_before && matches(i, f))
+        })
         .filter(|i| {
             needle
                 .as_ref()
@@ -907,6 +931,7 @@ pub fn create(
             ),
             conversation_id: exchange_id("AAQkADCnv"),
             sent_ns: None,
+            props_hidden: false,
         },
     };
     let mut out = message_json(&item);
@@ -1100,7 +1125,8 @@ pub fn admin_sent(g: &Inner) -> Value {
                     "sentDateTime": m.sent_ns.map(|n| fmt_seconds(from_ns(n))),
                     "sentMs": m.sent_ns.map(|n| n / 1_000_000),
                     "extendedProperties": props,
-                    "attachments": it.attachments.iter().map(|a| json!({"name": a.name, "size": a.size, "sha256": a.sha256})).collect::<Vec<_>>(),
+                    "propertiesDropped": m.props_hidden,
+                    "attachments": it.attachments.iter().map(|a| json!({"id": a.id, "name": a.name, "size": a.size, "sha256": a.sha256})).collect::<Vec<_>>(),
                 })
             })
             .collect(),
