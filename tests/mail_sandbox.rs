@@ -961,3 +961,58 @@ async fn a_sent_copy_without_its_marker_is_found_by_internet_message_id() {
         1
     );
 }
+
+/// Graph's "Create message" takes file attachments inline (`attachments` in the JSON body), as
+/// the O365 library sends a new draft; they are on the draft and on its sent copy. An inline
+/// attachment without `@odata.type` is refused as the attachment POST refuses it.
+#[tokio::test]
+async fn a_draft_created_with_attachments_inline_keeps_them() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let env = Env::new().await;
+    env.faults(json!({"send_move_delay_ms": 0})).await;
+    let bytes = b"inline attachment bytes\n".to_vec();
+    let (s, d) = env
+        .post(
+            "/me/mailFolders/drafts/messages",
+            Some(json!({
+                "subject": "inline",
+                "body": {"contentType": "HTML", "content": "<p>x</p>"},
+                "importance": "normal",
+                "flag": {"flagStatus": "notFlagged"},
+                "isReadReceiptRequested": false,
+                "isDeliveryReceiptRequested": false,
+                "toRecipients": [{"emailAddress": {"address": "a@contoso.com", "name": "A"}}],
+                "ccRecipients": [], "bccRecipients": [], "replyTo": [],
+                "from": {"emailAddress": {"address": "me@sandbox.test"}},
+                "attachments": [{"@odata.type": "#microsoft.graph.fileAttachment", "name": "in.txt", "contentBytes": b64.encode(&bytes)}],
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    assert_eq!(d["hasAttachments"], json!(true));
+    let id = d["id"].as_str().unwrap();
+    let (_, v) = env.get(&format!("/me/messages/{id}/attachments")).await;
+    assert_eq!(v["value"][0]["name"], json!("in.txt"));
+    assert_eq!(
+        b64.decode(v["value"][0]["contentBytes"].as_str().unwrap())
+            .unwrap(),
+        bytes
+    );
+    assert_eq!(env.send(id).await.status(), StatusCode::ACCEPTED);
+    let sent = env.admin("/sent").await;
+    assert_eq!(
+        sent[0]["attachments"][0]["sha256"].as_str().unwrap(),
+        hex::encode(Sha256::digest(&bytes))
+    );
+    let (s, v) = env
+        .post(
+            "/me/messages",
+            Some(json!({"attachments": [{"name": "x", "contentBytes": "AA=="}]})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("UnprocessableType"))
+    );
+}

@@ -7,8 +7,8 @@
 use super::faults::{SendInWindow, SendLimitAnswer};
 use super::persist::{from_ns, now_ms, unix_ns, AttRec, ItemRec, Record};
 use super::state::{
-    exchange_id, fmt_seconds, graph_error, not_found_item, with_retry_after, Attachment, Inner,
-    Item, Kind, Shared,
+    encoded_len, exchange_id, fmt_seconds, graph_error, not_found_item, with_retry_after,
+    Attachment, Inner, Item, Kind, Shared,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -780,7 +780,84 @@ const KNOWN: &[&str] = &[
     "internetMessageHeaders",
     "flag",
     "inferenceClassification",
+    "from",
+    "sender",
+    "attachments",
 ];
+
+/// A file attachment given inline in a create body (`attachments`: Graph's "Create message"
+/// takes them in JSON format).
+struct Inline {
+    name: String,
+    content_type: String,
+    bytes: Vec<u8>,
+    is_inline: bool,
+    content_id: Option<String>,
+}
+
+/// Parse `attachments` of a create body: `fileAttachment`s with `name` and base64
+/// `contentBytes` (no `@odata.type`: 422 `UnprocessableType`, as for the attachment POST).
+fn parse_inline(v: Option<&Value>) -> Result<Vec<Inline>, (StatusCode, &'static str, String)> {
+    use base64::Engine;
+    let Some(arr) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let bad = |m: String| (StatusCode::BAD_REQUEST, "RequestBodyRead", m);
+    let arr = arr
+        .as_array()
+        .ok_or_else(|| bad("'attachments' must be an array".into()))?;
+    arr.iter()
+        .map(|a| {
+            let Some(t) = a.get("@odata.type").and_then(Value::as_str) else {
+                return Err((
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "UnprocessableType",
+                    "Cannot process input of abstract type 'Microsoft.OutlookServices.Attachment'"
+                        .to_string(),
+                ));
+            };
+            if t.trim_start_matches('#') != "microsoft.graph.fileAttachment" {
+                return Err(bad(format!(
+                    "The sandbox only supports '#microsoft.graph.fileAttachment', not '{t}'."
+                )));
+            }
+            let name = a
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| bad("An attachment has no 'name'.".into()))?;
+            let b64 = a
+                .get("contentBytes")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("The attachment '{name}' has no 'contentBytes'.")))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| {
+                    bad(format!(
+                        "The 'contentBytes' of '{name}' is not valid base64."
+                    ))
+                })?;
+            Ok(Inline {
+                name: name.to_string(),
+                content_type: a
+                    .get("contentType")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| {
+                        mime_guess::from_path(name)
+                            .first_or_octet_stream()
+                            .to_string()
+                    }),
+                bytes,
+                is_inline: a.get("isInline").and_then(Value::as_bool).unwrap_or(false),
+                content_id: a
+                    .get("contentId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            })
+        })
+        .collect()
+}
 
 fn parse_addrs(v: Option<&Value>, key: &str) -> Result<Vec<Addr>, String> {
     let Some(v) = v else {
@@ -903,12 +980,54 @@ pub fn create(
             (ty, c.to_string())
         }
     };
+    let inline = match parse_inline(obj.get("attachments")) {
+        Ok(a) => a,
+        Err((status, code, msg)) => return graph_error(status, code, &msg, h),
+    };
+    if let Some(limit) = state.lock().faults.message_size_limit {
+        let total: u64 = inline
+            .iter()
+            .map(|a| encoded_len(a.bytes.len() as u64))
+            .sum();
+        if total > limit {
+            return bad_request(
+                h,
+                "ErrorMessageSizeExceeded",
+                "The message exceeds the maximum supported size.",
+            );
+        }
+    }
     let subject = obj
         .get("subject")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
     let now = OffsetDateTime::now_utc();
+    let mut attachments: Vec<Attachment> = Vec::with_capacity(inline.len());
+    for a in inline {
+        let id = exchange_id("AAMkADAtt");
+        if std::fs::write(state.blob_path(&id), &a.bytes).is_err() {
+            for done in &attachments {
+                let _ = std::fs::remove_file(state.blob_path(&done.id));
+            }
+            return graph_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ErrorInternalServerError",
+                "Could not store the attachment.",
+                h,
+            );
+        }
+        attachments.push(Attachment {
+            id,
+            name: a.name,
+            content_type: a.content_type,
+            size: a.bytes.len() as u64,
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&a.bytes)),
+            is_inline: a.is_inline,
+            content_id: a.content_id,
+            modified: now,
+        });
+    }
     let item = Item {
         id: exchange_id("AAMkADMsg"),
         kind: Kind::Message,
@@ -916,7 +1035,7 @@ pub fn create(
         subject,
         is_draft: true,
         created: now,
-        attachments: Vec::new(),
+        attachments,
         mail: MailProps {
             folder: Some(folder.unwrap_or("drafts").to_string()),
             to,
@@ -939,6 +1058,13 @@ pub fn create(
     // The create answer carries no extended properties (Graph needs $expand for them).
     let mut g = state.lock();
     g.log(Record::Item(ItemRec::of(&item)));
+    for a in &item.attachments {
+        g.log(Record::Attached {
+            item: item.id.clone(),
+            att: AttRec::of(a),
+        });
+    }
+    g.stats.attachments_created += item.attachments.len() as u64;
     g.items.insert(item.id.clone(), item);
     g.stats.drafts_created += 1;
     (StatusCode::CREATED, axum::Json(out)).into_response()
