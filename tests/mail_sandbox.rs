@@ -807,6 +807,27 @@ async fn the_sent_copy_has_new_attachment_ids_over_the_same_bytes() {
         .map(|m| m["attachments"][0]["id"].as_str().unwrap())
         .collect();
     assert!(admin_ids.iter().all(|i| seen[1..].contains(&i.to_string())));
+    // The copies share their bytes on disk; corrupting one copy's attachment leaves the other's.
+    let (c0, a0) = (sent[0]["id"].as_str().unwrap(), admin_ids[0]);
+    let r = env
+        .c
+        .post(format!(
+            "{}/_admin/items/{c0}/attachments/{a0}/corrupt",
+            env.sb.origin()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (c1, a1) = (sent[1]["id"].as_str().unwrap(), admin_ids[1]);
+    let r = env
+        .c
+        .get(env.g(&format!("/me/messages/{c1}/attachments/{a1}/$value")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
 }
 
 /// `effect_then_status`: the send is carried out (the message reaches Sent Items as usual) but
