@@ -692,3 +692,348 @@ async fn the_client_steps_drive_a_message_through_its_life() {
     ));
     assert_eq!(env.admin("/stats").await["duplicate_sends"], json!(0));
 }
+
+fn imid_filter(imid: &str) -> String {
+    url::form_urlencoded::byte_serialize(format!("internetMessageId eq '{imid}'").as_bytes())
+        .collect()
+}
+
+impl Env {
+    async fn send(&self, id: &str) -> reqwest::Response {
+        self.c
+            .post(self.g(&format!("/me/messages/{id}/send")))
+            .bearer_auth(TOKEN)
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap()
+    }
+    async fn ids(&self, p: &str) -> Vec<String> {
+        let (s, v) = self.get(p).await;
+        assert_eq!(s, StatusCode::OK, "{p}: {v}");
+        v["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// Exchange gives the Sent Items copy (a new item) new attachment ids over the same bytes; the
+/// draft's attachment ids stop resolving with the draft. Two copies of one draft (a second send
+/// in the window) have ids of their own each.
+#[tokio::test]
+async fn the_sent_copy_has_new_attachment_ids_over_the_same_bytes() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let env = Env::new().await;
+    env.faults(json!({"send_move_delay_ms": 60_000})).await;
+    let d = env.draft("me", "att-ids", &["a@contoso.com"]).await;
+    let id = d["id"].as_str().unwrap().to_string();
+    let bytes: Vec<u8> = (0..5000u32).map(|i| (i * 13 % 256) as u8).collect();
+    let (s, a) = env
+        .post(
+            &format!("/me/messages/{id}/attachments"),
+            Some(json!({"@odata.type": "#microsoft.graph.fileAttachment", "name": "a.bin", "contentBytes": b64.encode(&bytes)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let old = a["id"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        assert_eq!(env.send(&id).await.status(), StatusCode::ACCEPTED);
+    }
+    let r = env
+        .c
+        .post(format!("{}/_admin/sends/deliver", env.sb.origin()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let copies = env
+        .ids(&format!(
+            "/me/mailFolders/sentitems/messages?$filter={}",
+            imid_filter(d["internetMessageId"].as_str().unwrap())
+        ))
+        .await;
+    assert_eq!(copies.len(), 2);
+    let mut seen = vec![old.clone()];
+    for c in &copies {
+        let ids = env
+            .ids(&format!("/me/messages/{c}/attachments?$select=id"))
+            .await;
+        assert_eq!(ids.len(), 1);
+        assert!(!seen.contains(&ids[0]), "a new attachment id on each copy");
+        seen.push(ids[0].clone());
+    }
+    for c in &copies {
+        let (s, v) = env.get(&format!("/me/messages/{c}/attachments")).await;
+        assert_eq!(s, StatusCode::OK);
+        let list = v["value"].as_array().unwrap();
+        let new = list[0]["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            b64.decode(list[0]["contentBytes"].as_str().unwrap())
+                .unwrap(),
+            bytes
+        );
+        let r = env
+            .c
+            .get(env.g(&format!("/me/messages/{c}/attachments/{new}/$value")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
+        // The draft's attachment id does not resolve on the copy.
+        let (s, _) = env
+            .get(&format!("/me/messages/{c}/attachments/{old}"))
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    // Nor on the draft, which is gone.
+    let (s, v) = env
+        .get(&format!("/me/messages/{id}/attachments/{old}"))
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("ErrorItemNotFound"))
+    );
+    // The admin API names the copies' attachment ids.
+    let sent = env.admin("/sent").await;
+    let admin_ids: Vec<&str> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["attachments"][0]["id"].as_str().unwrap())
+        .collect();
+    assert!(admin_ids.iter().all(|i| seen[1..].contains(&i.to_string())));
+    // The copies share their bytes on disk; corrupting one copy's attachment leaves the other's.
+    let (c0, a0) = (sent[0]["id"].as_str().unwrap(), admin_ids[0]);
+    let r = env
+        .c
+        .post(format!(
+            "{}/_admin/items/{c0}/attachments/{a0}/corrupt",
+            env.sb.origin()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (c1, a1) = (sent[1]["id"].as_str().unwrap(), admin_ids[1]);
+    let r = env
+        .c
+        .get(env.g(&format!("/me/messages/{c1}/attachments/{a1}/$value")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
+}
+
+/// `effect_then_status`: the send is carried out (the message reaches Sent Items as usual) but
+/// answered as a refusal: 429 `ApplicationThrottled` with `Retry-After`, 503 with it, or 403
+/// `ErrorExceededMessageLimit` without it. None of them means "not sent".
+#[tokio::test]
+async fn a_send_refused_after_it_took_effect_still_went() {
+    let env = Env::new().await;
+    env.faults(json!({"send_move_delay_ms": 0})).await;
+    let cases = [
+        (
+            json!({"route": "send", "action": "effect_then_status", "status": 429, "retry_after": 7}),
+            StatusCode::TOO_MANY_REQUESTS,
+            "ApplicationThrottled",
+            Some("7"),
+        ),
+        (
+            json!({"route": "send", "action": "effect_then_status", "status": 503, "retry_after": 2}),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            Some("2"),
+        ),
+        (
+            json!({"route": "send", "action": "effect_then_status", "status": 403, "code": "ErrorExceededMessageLimit"}),
+            StatusCode::FORBIDDEN,
+            "ErrorExceededMessageLimit",
+            None,
+        ),
+    ];
+    for (n, (fault, status, code, retry_after)) in cases.into_iter().enumerate() {
+        let marker = format!("after-{n}");
+        let d = env.draft("me", &marker, &["a@contoso.com"]).await;
+        env.faults(json!({"fail_next": [fault]})).await;
+        let r = env.send(d["id"].as_str().unwrap()).await;
+        assert_eq!(r.status(), status, "{marker}");
+        assert_eq!(
+            r.headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string())
+                .as_deref(),
+            retry_after,
+            "{marker}"
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], json!(code), "{marker}");
+        // ... and yet it is in Sent Items, found by its marker.
+        let sent = env
+            .ids(&format!(
+                "/me/mailFolders/sentitems/messages?$filter={}",
+                filter(&marker)
+            ))
+            .await;
+        assert_eq!(sent.len(), 1, "{marker} was sent");
+    }
+    let stats = env.admin("/stats").await;
+    assert_eq!(
+        (
+            stats["sends_accepted"].clone(),
+            stats["sent_messages"].clone(),
+            stats["refused_after_effect"].clone(),
+            stats["duplicate_sends"].clone()
+        ),
+        (json!(3), json!(3), json!(3), json!(0))
+    );
+}
+
+/// `filter_lag_ms`: a new draft, and a sent copy just moved, are not in `$filter` searches (by
+/// marker or by internetMessageId) until the lag has passed; reads by id find them at once.
+#[tokio::test]
+async fn filter_lag_hides_new_messages_from_searches_not_from_reads() {
+    let env = Env::new().await;
+    env.faults(json!({"send_move_delay_ms": 0, "filter_lag_ms": 700}))
+        .await;
+    let d = env.draft("me", "lag", &["a@contoso.com"]).await;
+    let id = d["id"].as_str().unwrap().to_string();
+    let imid = d["internetMessageId"].as_str().unwrap().to_string();
+    let by_marker = format!("/me/mailFolders/drafts/messages?$filter={}", filter("lag"));
+    assert!(env.ids(&by_marker).await.is_empty(), "not indexed yet");
+    let (s, _) = env.get(&format!("/me/messages/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "a read by id finds it at once");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(env.ids(&by_marker).await, std::slice::from_ref(&id));
+    // The sent copy: moved now, searched for too early by both keys.
+    assert_eq!(env.send(&id).await.status(), StatusCode::ACCEPTED);
+    let sent_marker = format!(
+        "/me/mailFolders/sentitems/messages?$filter={}",
+        filter("lag")
+    );
+    let sent_imid = format!(
+        "/me/mailFolders/sentitems/messages?$filter={}",
+        imid_filter(&imid)
+    );
+    assert!(env.ids(&sent_marker).await.is_empty());
+    assert!(env.ids(&sent_imid).await.is_empty());
+    let copy = env.admin("/sent").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = env.get(&format!("/me/messages/{copy}")).await;
+    assert_eq!((s, v["isDraft"].clone()), (StatusCode::OK, json!(false)));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(env.ids(&sent_marker).await, std::slice::from_ref(&copy));
+    assert_eq!(env.ids(&sent_imid).await, [copy]);
+}
+
+/// `sent_copy_without_properties`: the Sent Items copy shows no extended property (no
+/// `$expand`, no `$filter` match), so a client must find it by `internetMessageId`, which works
+/// on Sent Items. The admin API still knows the marker (and counts duplicates by it).
+#[tokio::test]
+async fn a_sent_copy_without_its_marker_is_found_by_internet_message_id() {
+    let env = Env::new().await;
+    env.faults(json!({"send_move_delay_ms": 0, "sent_copy_without_properties": true}))
+        .await;
+    let d = env.draft("me", "bare", &["a@contoso.com"]).await;
+    let imid = d["internetMessageId"].as_str().unwrap().to_string();
+    assert_eq!(
+        env.send(d["id"].as_str().unwrap()).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert!(env
+        .ids(&format!(
+            "/me/mailFolders/sentitems/messages?$filter={}",
+            filter("bare")
+        ))
+        .await
+        .is_empty());
+    let found = env
+        .ids(&format!(
+            "/me/mailFolders/sentitems/messages?$filter={}",
+            imid_filter(&imid)
+        ))
+        .await;
+    assert_eq!(found.len(), 1);
+    let (s, v) = env
+        .get(&format!("/me/messages/{}?$expand={}", found[0], expand()))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v.get("singleValueExtendedProperties").is_none(), "{v}");
+    assert_eq!(v["internetMessageId"], json!(imid));
+    let sent = env.admin("/sent").await;
+    assert_eq!(sent[0]["propertiesDropped"], json!(true));
+    assert_eq!(sent[0]["extendedProperties"][PROP], json!("bare"));
+    // Drafts keep theirs: the switch is about the sent copy.
+    env.draft("me", "bare-2", &["a@contoso.com"]).await;
+    assert_eq!(
+        env.ids(&format!(
+            "/me/mailFolders/drafts/messages?$filter={}",
+            filter("bare-2")
+        ))
+        .await
+        .len(),
+        1
+    );
+}
+
+/// Graph's "Create message" takes file attachments inline (`attachments` in the JSON body), as
+/// the O365 library sends a new draft; they are on the draft and on its sent copy. An inline
+/// attachment without `@odata.type` is refused as the attachment POST refuses it.
+#[tokio::test]
+async fn a_draft_created_with_attachments_inline_keeps_them() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let env = Env::new().await;
+    env.faults(json!({"send_move_delay_ms": 0})).await;
+    let bytes = b"inline attachment bytes\n".to_vec();
+    let (s, d) = env
+        .post(
+            "/me/mailFolders/drafts/messages",
+            Some(json!({
+                "subject": "inline",
+                "body": {"contentType": "HTML", "content": "<p>x</p>"},
+                "importance": "normal",
+                "flag": {"flagStatus": "notFlagged"},
+                "isReadReceiptRequested": false,
+                "isDeliveryReceiptRequested": false,
+                "toRecipients": [{"emailAddress": {"address": "a@contoso.com", "name": "A"}}],
+                "ccRecipients": [], "bccRecipients": [], "replyTo": [],
+                "from": {"emailAddress": {"address": "me@sandbox.test"}},
+                "attachments": [{"@odata.type": "#microsoft.graph.fileAttachment", "name": "in.txt", "contentBytes": b64.encode(&bytes)}],
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    assert_eq!(d["hasAttachments"], json!(true));
+    let id = d["id"].as_str().unwrap();
+    let (_, v) = env.get(&format!("/me/messages/{id}/attachments")).await;
+    assert_eq!(v["value"][0]["name"], json!("in.txt"));
+    assert_eq!(
+        b64.decode(v["value"][0]["contentBytes"].as_str().unwrap())
+            .unwrap(),
+        bytes
+    );
+    assert_eq!(env.send(id).await.status(), StatusCode::ACCEPTED);
+    let sent = env.admin("/sent").await;
+    assert_eq!(
+        sent[0]["attachments"][0]["sha256"].as_str().unwrap(),
+        hex::encode(Sha256::digest(&bytes))
+    );
+    let (s, v) = env
+        .post(
+            "/me/messages",
+            Some(json!({"attachments": [{"name": "x", "contentBytes": "AA=="}]})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("UnprocessableType"))
+    );
+}

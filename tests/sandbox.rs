@@ -762,3 +762,103 @@ async fn cli_prints_listening_first_and_serves() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// Graph's attachment reads carry the bytes: `GET …/attachments/{id}` and the list answer
+/// `contentBytes` (base64) with the metadata, unless `$select` leaves it out; `$select` keeps
+/// only the named properties (plus `id` and `@odata.*`). A file of an upload session reads back
+/// as exactly its bytes too (it is streamed from disk, a piece at a time).
+#[tokio::test]
+async fn attachment_reads_carry_content_bytes_unless_select_leaves_them_out() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let e = InProcessSandbox::new().await;
+    let item = e.message().await;
+    let small = data(1000);
+    let r = e
+        .c
+        .post(e.g(&format!("/me/messages/{item}/attachments")))
+        .bearer_auth(TOKEN)
+        .json(&json!({"@odata.type": "#microsoft.graph.fileAttachment", "name": "small.bin", "contentBytes": b64.encode(&small)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let small_id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // 3 MiB + 1: not a multiple of 3, so the last base64 piece carries padding.
+    let big: Vec<u8> = (0..3 * MIB + 1).map(|i| (i * 7 % 253) as u8).collect();
+    let url = e.upload_url(&item, big.len()).await;
+    let r = e.put(&url, &big, 0, big.len()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let get = |p: String| {
+        let c = e.c.clone();
+        let u = e.g(&p);
+        async move {
+            let r = c.get(u).bearer_auth(TOKEN).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{p}");
+            assert!(r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"));
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let list = get(format!("/me/messages/{item}/attachments")).await;
+    let atts = list["value"].as_array().unwrap();
+    assert_eq!(atts.len(), 2, "{list:#}");
+    for (a, want) in atts.iter().zip([&small, &big]) {
+        assert_eq!(a["@odata.type"], json!("#microsoft.graph.fileAttachment"));
+        let got = b64.decode(a["contentBytes"].as_str().unwrap()).unwrap();
+        assert!(got == **want, "the list's contentBytes of {}", a["name"]);
+        // One attachment by id: the same bytes with the metadata.
+        let one = get(format!(
+            "/me/messages/{item}/attachments/{}",
+            a["id"].as_str().unwrap()
+        ))
+        .await;
+        assert_eq!(one["@odata.type"], json!("#microsoft.graph.fileAttachment"));
+        assert_eq!(one["name"], a["name"]);
+        assert!(one["size"].is_u64() && one["contentType"].is_string());
+        let got = b64.decode(one["contentBytes"].as_str().unwrap()).unwrap();
+        assert!(got == **want, "contentBytes of {}", a["name"]);
+    }
+    // $select leaves the bytes out, on the list and on the single GET, and keeps only what
+    // it names (plus id and @odata.*).
+    let list = get(format!(
+        "/me/messages/{item}/attachments?$select=id,name,size,contentType"
+    ))
+    .await;
+    for a in list["value"].as_array().unwrap() {
+        let mut keys: Vec<&str> = a
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !k.starts_with('@'))
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["contentType", "id", "name", "size"], "{a}");
+    }
+    let one = get(format!(
+        "/me/messages/{item}/attachments/{small_id}?$select=name"
+    ))
+    .await;
+    assert_eq!(one["name"], json!("small.bin"));
+    assert_eq!(one["@odata.type"], json!("#microsoft.graph.fileAttachment"));
+    assert!(
+        one.get("contentBytes").is_none() && one.get("size").is_none(),
+        "{one}"
+    );
+    // Named, the bytes come (also in the cast form).
+    let one = get(format!(
+        "/me/messages/{item}/attachments/{small_id}?$select=name,microsoft.graph.fileAttachment/contentBytes"
+    ))
+    .await;
+    assert_eq!(
+        b64.decode(one["contentBytes"].as_str().unwrap()).unwrap(),
+        small
+    );
+    assert!(one.get("size").is_none(), "{one}");
+}

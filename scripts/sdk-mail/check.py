@@ -1,8 +1,9 @@
 """Drive `outbox sandbox --tls` with Microsoft's Python Graph SDK (msgraph-sdk): create a draft
 carrying an extended property, attach a small file (attachment POST) and a large one (the SDK's
 createUploadSession + msgraph_core LargeFileUploadTask), find the draft by the documented
-$filter, send it, and read the copy back from Sent Items by the marker. Every answer is parsed by
-the SDK's models. Usage: check.py ORIGIN CA_FILE TOKEN WORKDIR. Exit 0 = every check held."""
+$filter, send it, and read the copy back from Sent Items by the marker, then its attachments
+(list and by id) with each FileAttachment's content_bytes compared with the file sent. Every
+answer is parsed by the SDK's models. Usage: check.py ORIGIN CA_FILE TOKEN WORKDIR. Exit 0 = every check held."""
 
 import asyncio
 import hashlib
@@ -188,6 +189,7 @@ async def main(origin, ca, token, work):
     atts = await item.attachments.get()
     names = sorted(a.name for a in atts.value)
     check(names == ["big.bin", "small.txt"], f"attachments listed: {names}")
+    draft_att_ids = {a.id for a in atts.value}
 
     # Find the draft by the documented $filter, with the property expanded.
     flt = f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP}' and ep/value eq '{marker}')"
@@ -231,6 +233,28 @@ async def main(origin, ca, token, work):
     got = {a["name"]: a["sha256"] for a in listed[0]["attachments"]}
     check(got.get("big.bin") == big_sha and got.get("small.txt") == hashlib.sha256(small).hexdigest(), f"sent attachments {got}")
     check(admin(origin, ca, "/stats")["duplicate_sends"] == 0, "duplicate sends")
+
+    # Read the sent copy's attachments back through the SDK: the list and one by id, each
+    # parsed as a FileAttachment whose content_bytes (the base64 contentBytes, decoded by the
+    # SDK) must be exactly the bytes sent; the copy's attachment ids are its own.
+    with open(big_path, "rb") as f:
+        big = f.read()
+    want = {"small.txt": small, "big.bin": big}
+    copy = client.me.messages.by_message_id(sent.id)
+    back = await copy.attachments.get()
+    by_name = {a.name: a for a in back.value}
+    check(sorted(by_name) == ["big.bin", "small.txt"], f"sent copy's attachments: {sorted(by_name)}")
+    for name, a in by_name.items():
+        check(isinstance(a, FileAttachment), f"{name} is a {type(a).__name__}, not a FileAttachment")
+        check(a.content_bytes == want[name], f"{name}: content_bytes of the list differ from the file sent")
+        check(a.id not in draft_att_ids, f"{name}: the sent copy kept the draft's attachment id")
+        one = await copy.attachments.by_attachment_id(a.id).get()
+        check(isinstance(one, FileAttachment), f"{name} by id is a {type(one).__name__}")
+        check(one.content_bytes == want[name], f"{name}: content_bytes by id differ from the file sent")
+    print(
+        "sdk-check-mail: sent copy's attachments read back through the SDK (list and by id): "
+        f"FileAttachment.content_bytes equal to the files sent ({len(small)} and {len(big)} bytes), new ids"
+    )
     print(f"sdk-check-mail: sent; copy {sent.id[:16]}... in Sent Items, isDraft=false, internetMessageId kept, attachments' sha256 ok")
     print("sdk-check-mail: LargeFileUploadTask " + ("ok" if sdk_ok else "did not finish (SDK bug, see NOTE); session finished by plain PUTs"))
     return 0

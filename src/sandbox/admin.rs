@@ -288,6 +288,11 @@ async fn corrupt_attachment(
     let path = st.blob_path(&att);
     let result = (|| -> std::io::Result<(u64, String)> {
         use std::io::{Read, Seek, SeekFrom, Write};
+        // The copies of a draft sent twice share their blobs by hard links: change a copy of
+        // the bytes and rename it in, so only this attachment's bytes change.
+        let tmp = path.with_extension("corrupt");
+        std::fs::copy(&path, &tmp)?;
+        std::fs::rename(&tmp, &path)?;
         let mut f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

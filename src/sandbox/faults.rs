@@ -69,6 +69,10 @@ pub enum Action {
     /// 401 with a continuous-access-evaluation claims challenge in `WWW-Authenticate`: the
     /// token was revoked for this session and only an interactive sign-in helps.
     ClaimsChallenge,
+    /// Carry the request out, then answer `status` (default 429) with `code` (default: the
+    /// status's usual code) and `Retry-After: retry_after` when given, instead of its success:
+    /// a refusal that is no proof of nothing done (a send throttled after it went).
+    EffectThenStatus,
 }
 
 /// One deterministic fault, consumed by the next matching request.
@@ -84,8 +88,8 @@ pub struct OneShot {
     pub retry_after: Option<u64>,
     #[serde(default)]
     pub delay_ms: Option<u64>,
-    /// Graph's error code to answer with (`status` action; default: the status's usual one,
-    /// e.g. `ErrorInvalidRecipients` for a send refused before anything was submitted).
+    /// Graph error code of an injected answer (`status`, `effect_then_status`), e.g.
+    /// `ErrorExceededMessageLimit`; default: the status's usual code.
     #[serde(default)]
     pub code: Option<String>,
 }
@@ -165,6 +169,14 @@ pub struct Faults {
     /// A misbehaving upload server: every upload session breaks the protocol this way (see
     /// `Misbehaviour`). `null` = it keeps the protocol.
     pub upload_misbehaves: Option<Misbehaviour>,
+    /// Exchange's search index, read strictly: a message is left out of `$filter` searches on
+    /// extended properties and `internetMessageId` until this many milliseconds after it was
+    /// created (a draft) or moved (a Sent Items copy); a GET by id finds it at once. 0 = current.
+    pub filter_lag_ms: u64,
+    /// Sent Items copies made from now on drop the single-value extended properties (as Graph
+    /// shows them: no `$expand`, no `$filter` match), so clients must find a sent copy by
+    /// `internetMessageId` too. Whether Graph keeps them is unconfirmed (GRAPH.md §13).
+    pub sent_copy_without_properties: bool,
 }
 
 /// How an upload server breaks the protocol, for the client's refusals.
@@ -235,6 +247,8 @@ impl Default for Faults {
             attachments_page_size: None,
             next_link_origin: None,
             upload_misbehaves: None,
+            filter_lag_ms: 0,
+            sent_copy_without_properties: false,
         }
     }
 }
@@ -261,6 +275,8 @@ pub enum Verdict {
     Drop(Slot),
     /// Serve the request, then drop the connection instead of answering.
     Lost(Slot),
+    /// Serve the request, then, if it succeeded, answer this instead (`effect_then_status`).
+    EffectThen(Slot, Response),
 }
 
 fn throttled(h: &HeaderMap, message: &str, retry_after: u64) -> Response {
@@ -283,7 +299,7 @@ pub async fn admit(
     upload_bytes: u64,
     h: &HeaderMap,
 ) -> Result<Verdict, Response> {
-    let (drop_conn, lost, delay) = {
+    let (drop_conn, lost, delay, after) = {
         let mut g = state.lock();
         let inner = &mut *g;
         let in_flight = inner.inflight.get(mailbox).copied().unwrap_or(0);
@@ -355,6 +371,7 @@ pub async fn admit(
         let mut delay = f.delay_ms;
         let mut drop_conn = false;
         let mut lost = false;
+        let mut after = None;
         if let Some(pos) = f
             .fail_next
             .iter()
@@ -370,7 +387,7 @@ pub async fn admit(
                 }
                 Action::Delay => delay += o.delay_ms.unwrap_or(1000),
                 Action::ClaimsChallenge => {
-                    let mut resp = injected(401, None, h);
+                    let mut resp = injected(401, None, None, h);
                     resp.headers_mut().insert(
                         axum::http::header::WWW_AUTHENTICATE,
                         axum::http::HeaderValue::from_static(
@@ -386,7 +403,11 @@ pub async fn admit(
                     if status == 429 {
                         inner.stats.throttled_429 += 1;
                     }
-                    return Err(injected_as(status, o.retry_after, o.code.as_deref(), h));
+                    return Err(injected(status, o.retry_after, o.code.as_deref(), h));
+                }
+                Action::EffectThenStatus => {
+                    let status = o.status.unwrap_or(429);
+                    after = Some(injected(status, o.retry_after, o.code.as_deref(), h));
                 }
             }
         } else {
@@ -398,7 +419,7 @@ pub async fn admit(
                 if status == 429 {
                     inner.stats.throttled_429 += 1;
                 }
-                return Err(injected(status, Some(ra), h));
+                return Err(injected(status, Some(ra), None, h));
             }
         }
         let n = inner.inflight.entry(mailbox.to_string()).or_default();
@@ -410,7 +431,7 @@ pub async fn admit(
             .entry(mailbox.to_string())
             .or_default();
         *peak = (*peak).max(now_inflight);
-        (drop_conn, lost, delay)
+        (drop_conn, lost, delay, after)
     };
     // Built after the lock is released: dropping a Slot takes the lock.
     let slot = Slot {
@@ -424,20 +445,17 @@ pub async fn admit(
         Verdict::Drop(slot)
     } else if lost {
         Verdict::Lost(slot)
+    } else if let Some(resp) = after {
+        Verdict::EffectThen(slot, resp)
     } else {
         Verdict::Serve(slot)
     })
 }
 
-fn injected(status: u16, retry_after: Option<u64>, h: &HeaderMap) -> Response {
-    injected_as(status, retry_after, None, h)
-}
-
-/// [`injected`], with Graph's `code` when given.
-fn injected_as(
+fn injected(
     status: u16,
     retry_after: Option<u64>,
-    with_code: Option<&str>,
+    code_override: Option<&str>,
     h: &HeaderMap,
 ) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -472,6 +490,13 @@ fn injected_as(
         ),
         _ => ("InjectedFault", "Fault injected by the sandbox."),
     };
-    let c = with_code.unwrap_or(c);
+    let (c, m) = match code_override {
+        Some(o @ "ErrorExceededMessageLimit") => (
+            o,
+            "Cannot send mail: the mailbox's message rate limit was exceeded.",
+        ),
+        Some(o) => (o, m),
+        None => (c, m),
+    };
     with_retry_after(graph_error(code, c, m, h), retry_after)
 }

@@ -2,6 +2,7 @@
 //! metadata, `$value`, DELETE) and `createUploadSession`. Paths are routed by hand from their
 //! segments because `me` and `users/{id}` prefix the same tree for messages and events.
 
+use super::content;
 use super::faults::{admit, RouteClass, Verdict};
 use super::persist::{AttRec, Record, SessionRec};
 use super::state::{
@@ -192,10 +193,15 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
     } else {
         0
     };
+    let mut after = None;
     let (_slot, mut lost) = match admit(&state, class, &mailbox, upload_bytes, &h).await {
         Err(r) => return r,
         Ok(Verdict::Serve(s)) => (s, false),
         Ok(Verdict::Lost(s)) => (s, true),
+        Ok(Verdict::EffectThen(s, r)) => {
+            after = Some(r);
+            (s, false)
+        }
         Ok(Verdict::Drop(_s)) => {
             return drop_conn(&state, &parts.method, parts.uri.path(), ctl).await
         }
@@ -217,7 +223,18 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
         }
         return drop_conn(&state, &parts.method, parts.uri.path(), ctl).await;
     }
-    resp
+    match after {
+        // It took effect; the answer says otherwise.
+        Some(refusal) if resp.status().is_success() => {
+            let mut g = state.lock();
+            g.stats.refused_after_effect += 1;
+            if refusal.status() == StatusCode::TOO_MANY_REQUESTS {
+                g.stats.throttled_429 += 1;
+            }
+            refusal
+        }
+        _ => resp,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -280,7 +297,7 @@ async fn route(
             create_session(state, caller, mailbox, kind, &rest[1], body, h).await
         }
         (Method::GET, 4) if rest[2] == "attachments" => {
-            get_attachment(state, mailbox, kind, &rest[1], &rest[3], h)
+            get_attachment(state, mailbox, kind, &rest[1], &rest[3], query, h)
         }
         (Method::DELETE, 4) if rest[2] == "attachments" => {
             delete_attachment(state, mailbox, kind, &rest[1], &rest[3], h)
@@ -399,7 +416,7 @@ fn att_context(state: &Shared, mailbox: &str, kind: Kind, id: &str) -> String {
 /// `GET …/attachments`: the item's attachments, oldest first, in pages of
 /// `attachments_page_size` (all at once when unset) with `@odata.nextLink` (`$skip`) while more
 /// remain, on `next_link_origin` when that is set; attachments younger than `listing_lag_ms`
-/// left out.
+/// left out. Each carries `contentBytes` unless `$select` leaves it out (see `content.rs`).
 fn list_attachments(
     state: &Shared,
     mailbox: &str,
@@ -410,6 +427,7 @@ fn list_attachments(
     h: &HeaderMap,
 ) -> Response {
     let ctx = att_context(state, mailbox, kind, id);
+    let select = content::Select::parse(q);
     let mut g = state.lock();
     let lag = time::Duration::milliseconds(g.faults.listing_lag_ms.min(i64::MAX as u64) as i64);
     let seen_before = OffsetDateTime::now_utc() - lag;
@@ -420,63 +438,81 @@ fn list_attachments(
         .clone()
         .unwrap_or_else(|| state.origin.clone());
     let skip: usize = q.get("$skip").and_then(|s| s.parse().ok()).unwrap_or(0);
-    match find_item(&mut g, mailbox, kind, id) {
-        Some(it) => {
-            let listed: Vec<&super::state::Attachment> = it
-                .attachments
-                .iter()
-                .filter(|a| a.modified <= seen_before)
-                .collect();
-            let total = listed.len();
-            let take = page.unwrap_or(usize::MAX);
-            let value: Vec<Value> = listed
-                .into_iter()
-                .skip(skip)
-                .take(take)
-                .map(|a| {
-                    let mut v = a.metadata_json(&ctx);
-                    if let Some(o) = v.as_object_mut() {
-                        o.remove("@odata.context");
-                    }
-                    v
-                })
-                .collect();
-            let mut out = json!({"@odata.context": ctx.replace("/$entity", ""), "value": value});
-            if skip.saturating_add(take) < total {
-                let mut pairs: Vec<(String, String)> = q
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "$skip")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                pairs.sort();
-                pairs.push(("$skip".into(), (skip + take).to_string()));
-                let qs = url::form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(pairs)
-                    .finish();
-                out["@odata.nextLink"] = json!(format!("{next_origin}{path}?{qs}"));
-            }
-            axum::Json(out).into_response()
+    let Some(it) = find_item(&mut g, mailbox, kind, id) else {
+        return not_found_item(h);
+    };
+    let listed: Vec<&super::state::Attachment> = it
+        .attachments
+        .iter()
+        .filter(|a| a.modified <= seen_before)
+        .collect();
+    let total = listed.len();
+    let take = page.unwrap_or(usize::MAX);
+    let atts: Vec<super::state::Attachment> =
+        listed.into_iter().skip(skip).take(take).cloned().collect();
+    drop(g);
+    let mut out = content::Streamed::default();
+    out.text(format!(
+        "{{\"@odata.context\":{},\"value\":[",
+        json!(ctx.replace("/$entity", ""))
+    ));
+    for (n, a) in atts.iter().enumerate() {
+        if n > 0 {
+            out.text(",");
         }
-        None => not_found_item(h),
+        let mut meta = select.apply(a.metadata_json(&ctx));
+        if let Some(o) = meta.as_object_mut() {
+            o.remove("@odata.context");
+        }
+        content::attachment_value(&mut out, meta, &select, state.blob_path(&a.id));
     }
+    out.text("]");
+    if skip.saturating_add(take) < total {
+        let mut pairs: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, _)| k.as_str() != "$skip")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        pairs.sort();
+        pairs.push(("$skip".into(), (skip + take).to_string()));
+        let qs = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        out.text(format!(
+            ",\"@odata.nextLink\":{}",
+            json!(format!("{next_origin}{path}?{qs}"))
+        ));
+    }
+    out.text("}");
+    out.into_response()
 }
 
+/// `GET …/attachments/{att}`: its metadata and, unless `$select` leaves it out, its
+/// `contentBytes` (streamed from the blob).
 fn get_attachment(
     state: &Shared,
     mailbox: &str,
     kind: Kind,
     id: &str,
     att: &str,
+    q: &HashMap<String, String>,
     h: &HeaderMap,
 ) -> Response {
     let ctx = att_context(state, mailbox, kind, id);
-    let mut g = state.lock();
-    match find_item(&mut g, mailbox, kind, id)
-        .and_then(|it| it.attachments.iter().find(|a| a.id == att))
-    {
-        Some(a) => axum::Json(a.metadata_json(&ctx)).into_response(),
-        None => not_found_item(h),
-    }
+    let a = {
+        let mut g = state.lock();
+        find_item(&mut g, mailbox, kind, id)
+            .and_then(|it| it.attachments.iter().find(|a| a.id == att))
+            .cloned()
+    };
+    let Some(a) = a else {
+        return not_found_item(h);
+    };
+    let select = content::Select::parse(q);
+    let mut out = content::Streamed::default();
+    let meta = select.apply(a.metadata_json(&ctx));
+    content::attachment_value(&mut out, meta, &select, state.blob_path(&a.id));
+    out.into_response()
 }
 
 fn delete_attachment(

@@ -7,8 +7,8 @@
 use super::faults::{SendInWindow, SendLimitAnswer};
 use super::persist::{from_ns, now_ms, unix_ns, AttRec, ItemRec, Record};
 use super::state::{
-    exchange_id, fmt_seconds, graph_error, not_found_item, with_retry_after, Attachment, Inner,
-    Item, Kind, Shared,
+    encoded_len, exchange_id, fmt_seconds, graph_error, not_found_item, with_retry_after,
+    Attachment, Inner, Item, Kind, Shared,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -47,6 +47,11 @@ pub struct MailProps {
     /// When it was sent (Unix ns); `Some` only on a Sent Items copy.
     #[serde(default)]
     pub sent_ns: Option<i64>,
+    /// A Sent Items copy made under `sent_copy_without_properties`: Graph shows it without its
+    /// extended properties (`$expand` finds none, `$filter` on them misses it); the admin API
+    /// and `duplicate_sends` still see them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub props_hidden: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -94,7 +99,10 @@ pub fn note_copied(g: &mut Inner, from: &str) {
 
 /// Move every draft whose send is due (all of them with `all`) to Sent Items: one copy per
 /// accepted send, each with a new id, `isDraft: false`, `sentDateTime`; then the draft is gone.
-/// The first copy takes the draft's attachments (same blobs); further copies get hard links.
+/// Exchange gives a new item new attachment ids (an attachment id embeds its item), so every
+/// copy's attachments get ids of their own, over the same bytes (hard links to the draft's
+/// blobs, which go with the draft). With `sent_copy_without_properties` the copies show no
+/// single-value extended properties to Graph (they stay on record for the admin API).
 pub fn deliver_due(g: &mut Inner, blobs: &Path, all: bool) {
     let now = now_ms();
     let due: Vec<(String, u32)> = g
@@ -103,36 +111,34 @@ pub fn deliver_due(g: &mut Inner, blobs: &Path, all: bool) {
         .filter(|p| all || p.due_ms <= now)
         .map(|p| (p.item.clone(), p.copies))
         .collect();
+    let hide = g.faults.sent_copy_without_properties;
     for (draft_id, copies) in due {
         let Some(draft) = g.items.remove(&draft_id) else {
             g.pending_sends.retain(|p| p.item != draft_id);
             continue;
         };
         let sent = OffsetDateTime::now_utc();
-        for n in 0..copies {
-            let atts: Vec<Attachment> = if n == 0 {
-                draft.attachments.clone()
-            } else {
-                draft
-                    .attachments
-                    .iter()
-                    .map(|a| {
-                        let mut c = a.clone();
-                        c.id = exchange_id("AAMkADAtt");
-                        let (src, dst) = (
-                            blobs.join(hex::encode(&a.id)),
-                            blobs.join(hex::encode(&c.id)),
-                        );
-                        if std::fs::hard_link(&src, &dst).is_err() {
-                            let _ = std::fs::copy(&src, &dst);
-                        }
-                        c
-                    })
-                    .collect()
-            };
+        for _ in 0..copies {
+            let atts: Vec<Attachment> = draft
+                .attachments
+                .iter()
+                .map(|a| {
+                    let mut c = a.clone();
+                    c.id = exchange_id("AAMkADAtt");
+                    let (src, dst) = (
+                        blobs.join(hex::encode(&a.id)),
+                        blobs.join(hex::encode(&c.id)),
+                    );
+                    if std::fs::hard_link(&src, &dst).is_err() {
+                        let _ = std::fs::copy(&src, &dst);
+                    }
+                    c
+                })
+                .collect();
             let mut mail = draft.mail.clone();
             mail.folder = Some("sentitems".into());
             mail.sent_ns = Some(unix_ns(sent));
+            mail.props_hidden = hide;
             let copy = Item {
                 id: exchange_id("AAMkADSnt"),
                 kind: Kind::Message,
@@ -155,6 +161,9 @@ pub fn deliver_due(g: &mut Inner, blobs: &Path, all: bool) {
         g.log(Record::ItemDeleted {
             id: draft_id.clone(),
         });
+        for a in &draft.attachments {
+            let _ = std::fs::remove_file(blobs.join(hex::encode(&a.id)));
+        }
     }
 }
 
@@ -477,7 +486,7 @@ fn matches(it: &Item, f: &MessageFilter) -> bool {
             let Some(want) = prop_key(id) else {
                 return false;
             };
-            it.mail.props.iter().any(|p| {
+            graph_props(it).iter().any(|p| {
                 prop_key(&p.id).as_deref() == Some(want.as_str())
                     && value
                         .as_ref()
@@ -487,6 +496,15 @@ fn matches(it: &Item, f: &MessageFilter) -> bool {
         MessageFilter::InternetMessageId(m) => {
             !it.mail.internet_message_id.is_empty() && it.mail.internet_message_id == *m
         }
+    }
+}
+
+/// The extended properties Graph shows on `it` (none on a copy that dropped them).
+fn graph_props(it: &Item) -> &[ExtProp] {
+    if it.mail.props_hidden {
+        &[]
+    } else {
+        &it.mail.props
     }
 }
 
@@ -569,9 +587,7 @@ impl View {
         }
         if let Some(ids) = &self.expand {
             let keys: Vec<Option<String>> = ids.iter().map(|i| prop_key(i)).collect();
-            let props: Vec<Value> = it
-                .mail
-                .props
+            let props: Vec<Value> = graph_props(it)
                 .iter()
                 .filter(|p| {
                     let k = prop_key(&p.id);
@@ -643,12 +659,20 @@ pub fn list(
         }
     }
     let g = state.lock();
+    // `filter_lag_ms`: the search index has not caught up with items made (a draft) or moved
+    // (a sent copy) less than this long ago; reads by id find them at once.
+    let lag = time::Duration::milliseconds(g.faults.filter_lag_ms.min(i64::MAX as u64) as i64);
+    let indexed_before = OffsetDateTime::now_utc() - lag;
     let mut items: Vec<&Item> = g
         .items
         .values()
         .filter(|i| i.user == mailbox && i.kind == Kind::Message)
         .filter(|i| folder.is_none_or(|f| folder_of(i) == f))
-        .filter(|i| filter.as_ref().is_none_or(|f| matches(i, f)))
+        .filter(|i| {
+            filter
+                .as_ref()
+                .is_none_or(|f| i.created <= indexed_before && matches(i, f))
+        })
         .filter(|i| {
             needle
                 .as_ref()
@@ -756,7 +780,84 @@ const KNOWN: &[&str] = &[
     "internetMessageHeaders",
     "flag",
     "inferenceClassification",
+    "from",
+    "sender",
+    "attachments",
 ];
+
+/// A file attachment given inline in a create body (`attachments`: Graph's "Create message"
+/// takes them in JSON format).
+struct Inline {
+    name: String,
+    content_type: String,
+    bytes: Vec<u8>,
+    is_inline: bool,
+    content_id: Option<String>,
+}
+
+/// Parse `attachments` of a create body: `fileAttachment`s with `name` and base64
+/// `contentBytes` (no `@odata.type`: 422 `UnprocessableType`, as for the attachment POST).
+fn parse_inline(v: Option<&Value>) -> Result<Vec<Inline>, (StatusCode, &'static str, String)> {
+    use base64::Engine;
+    let Some(arr) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let bad = |m: String| (StatusCode::BAD_REQUEST, "RequestBodyRead", m);
+    let arr = arr
+        .as_array()
+        .ok_or_else(|| bad("'attachments' must be an array".into()))?;
+    arr.iter()
+        .map(|a| {
+            let Some(t) = a.get("@odata.type").and_then(Value::as_str) else {
+                return Err((
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "UnprocessableType",
+                    "Cannot process input of abstract type 'Microsoft.OutlookServices.Attachment'"
+                        .to_string(),
+                ));
+            };
+            if t.trim_start_matches('#') != "microsoft.graph.fileAttachment" {
+                return Err(bad(format!(
+                    "The sandbox only supports '#microsoft.graph.fileAttachment', not '{t}'."
+                )));
+            }
+            let name = a
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| bad("An attachment has no 'name'.".into()))?;
+            let b64 = a
+                .get("contentBytes")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("The attachment '{name}' has no 'contentBytes'.")))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| {
+                    bad(format!(
+                        "The 'contentBytes' of '{name}' is not valid base64."
+                    ))
+                })?;
+            Ok(Inline {
+                name: name.to_string(),
+                content_type: a
+                    .get("contentType")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| {
+                        mime_guess::from_path(name)
+                            .first_or_octet_stream()
+                            .to_string()
+                    }),
+                bytes,
+                is_inline: a.get("isInline").and_then(Value::as_bool).unwrap_or(false),
+                content_id: a
+                    .get("contentId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            })
+        })
+        .collect()
+}
 
 fn parse_addrs(v: Option<&Value>, key: &str) -> Result<Vec<Addr>, String> {
     let Some(v) = v else {
@@ -879,12 +980,54 @@ pub fn create(
             (ty, c.to_string())
         }
     };
+    let inline = match parse_inline(obj.get("attachments")) {
+        Ok(a) => a,
+        Err((status, code, msg)) => return graph_error(status, code, &msg, h),
+    };
+    if let Some(limit) = state.lock().faults.message_size_limit {
+        let total: u64 = inline
+            .iter()
+            .map(|a| encoded_len(a.bytes.len() as u64))
+            .sum();
+        if total > limit {
+            return bad_request(
+                h,
+                "ErrorMessageSizeExceeded",
+                "The message exceeds the maximum supported size.",
+            );
+        }
+    }
     let subject = obj
         .get("subject")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
     let now = OffsetDateTime::now_utc();
+    let mut attachments: Vec<Attachment> = Vec::with_capacity(inline.len());
+    for a in inline {
+        let id = exchange_id("AAMkADAtt");
+        if std::fs::write(state.blob_path(&id), &a.bytes).is_err() {
+            for done in &attachments {
+                let _ = std::fs::remove_file(state.blob_path(&done.id));
+            }
+            return graph_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ErrorInternalServerError",
+                "Could not store the attachment.",
+                h,
+            );
+        }
+        attachments.push(Attachment {
+            id,
+            name: a.name,
+            content_type: a.content_type,
+            size: a.bytes.len() as u64,
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&a.bytes)),
+            is_inline: a.is_inline,
+            content_id: a.content_id,
+            modified: now,
+        });
+    }
     let item = Item {
         id: exchange_id("AAMkADMsg"),
         kind: Kind::Message,
@@ -892,7 +1035,7 @@ pub fn create(
         subject,
         is_draft: true,
         created: now,
-        attachments: Vec::new(),
+        attachments,
         mail: MailProps {
             folder: Some(folder.unwrap_or("drafts").to_string()),
             to,
@@ -907,6 +1050,7 @@ pub fn create(
             ),
             conversation_id: exchange_id("AAQkADCnv"),
             sent_ns: None,
+            props_hidden: false,
         },
     };
     let mut out = message_json(&item);
@@ -914,6 +1058,13 @@ pub fn create(
     // The create answer carries no extended properties (Graph needs $expand for them).
     let mut g = state.lock();
     g.log(Record::Item(ItemRec::of(&item)));
+    for a in &item.attachments {
+        g.log(Record::Attached {
+            item: item.id.clone(),
+            att: AttRec::of(a),
+        });
+    }
+    g.stats.attachments_created += item.attachments.len() as u64;
     g.items.insert(item.id.clone(), item);
     g.stats.drafts_created += 1;
     (StatusCode::CREATED, axum::Json(out)).into_response()
@@ -1100,7 +1251,8 @@ pub fn admin_sent(g: &Inner) -> Value {
                     "sentDateTime": m.sent_ns.map(|n| fmt_seconds(from_ns(n))),
                     "sentMs": m.sent_ns.map(|n| n / 1_000_000),
                     "extendedProperties": props,
-                    "attachments": it.attachments.iter().map(|a| json!({"name": a.name, "size": a.size, "sha256": a.sha256})).collect::<Vec<_>>(),
+                    "propertiesDropped": m.props_hidden,
+                    "attachments": it.attachments.iter().map(|a| json!({"id": a.id, "name": a.name, "size": a.size, "sha256": a.sha256})).collect::<Vec<_>>(),
                 })
             })
             .collect(),

@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
+mod content;
 mod faults;
 mod graph_api;
 mod identity;

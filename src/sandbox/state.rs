@@ -287,6 +287,8 @@ pub struct Stats {
     pub sends_over_limit: u64,
     /// Sends that took effect but whose answer was dropped (faults).
     pub send_replies_lost: u64,
+    /// Requests that took effect but were answered with an error (`effect_then_status`).
+    pub refused_after_effect: u64,
     /// While a mailbox byte budget is set: each upload body it admitted, as
     /// `[unix milliseconds, bytes]` (lets a benchmark measure the share of the budget used).
     pub upload_budget_admissions: Vec<[u64; 2]>,

@@ -135,7 +135,8 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
     .await;
     let (slot, drop_it) = match verdict {
         Err(r) => return r,
-        Ok(Verdict::Serve(s)) | Ok(Verdict::Lost(s)) => (s, false),
+        // `lost` and `effect_then_status` are Graph-route faults: served as usual here.
+        Ok(Verdict::Serve(s)) | Ok(Verdict::Lost(s)) | Ok(Verdict::EffectThen(s, _)) => (s, false),
         Ok(Verdict::Drop(s)) => (s, true),
     };
     if drop_it && class != RouteClass::Put {
