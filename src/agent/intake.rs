@@ -23,6 +23,9 @@ impl Agent {
         if self.losing_events {
             return;
         }
+        let Some(ev) = self.placed(ev) else {
+            return;
+        };
         let name = |i: usize, s: &Settings| s.mappings.get(i).map(|m| m.name.clone());
         match ev {
             WatchEvent::Rescan { mapping } => {
@@ -77,6 +80,36 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// `ev` with its mapping as the config in force places it: an event the watcher of a
+    /// config since reloaded sent may name a mapping by its old place (`None`: no mapping of
+    /// the config in force holds the path).
+    fn placed(&self, ev: WatchEvent) -> Option<WatchEvent> {
+        let place = |mapping: usize, path: &Path| {
+            let holds = |m: &crate::config::Mapping| path.starts_with(&m.folder);
+            match self.settings.mappings.get(mapping) {
+                Some(m) if holds(m) => Some(mapping),
+                _ => self.settings.mappings.iter().position(holds),
+            }
+        };
+        Some(match ev {
+            WatchEvent::Touched { mapping, path } => WatchEvent::Touched {
+                mapping: place(mapping, &path)?,
+                path,
+            },
+            WatchEvent::Closed { mapping, path } => WatchEvent::Closed {
+                mapping: place(mapping, &path)?,
+                path,
+            },
+            WatchEvent::Removed { mapping, path } => WatchEvent::Removed {
+                mapping: place(mapping, &path)?,
+                path,
+            },
+            WatchEvent::Rescan { mapping } => WatchEvent::Rescan {
+                mapping: mapping.filter(|i| *i < self.settings.mappings.len()),
+            },
+        })
     }
 
     fn observe(&mut self, mapping: usize, path: &Path) {

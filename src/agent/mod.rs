@@ -220,6 +220,9 @@ struct Agent {
     /// Per mapping: its folder is there and readable.
     available: Vec<bool>,
     watcher: Option<FolderWatcher>,
+    /// Where the watcher sends its events (`None` in `run --once`, which has no watcher): a
+    /// reload starts a watcher of the new mappings on it.
+    watch_tx: Option<mpsc::UnboundedSender<crate::watch::WatchEvent>>,
     notifier: desktop::Notifier,
     test_hooks: bool,
     /// Test hook: watcher events are being lost (see `Request::LoseEvents`).
@@ -306,6 +309,7 @@ pub async fn run(
         done_unflushed: false,
         done_written: HashSet::new(),
         watcher,
+        watch_tx: (!once).then(|| watch_tx.clone()),
         test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
         losing_events: false,
         sign_in_said: false,
@@ -923,34 +927,58 @@ impl Agent {
         );
     }
 
-    /// `SIGHUP`: read the config again; an invalid one is refused and the old one kept.
+    /// `SIGHUP`: read the config again; an invalid one is refused and the old one kept. The
+    /// folders are watched anew (a watcher knows the mappings it was started with: one kept
+    /// from before would not see a new mapping's folder, and would name mappings by their old
+    /// places); a watcher that cannot start refuses the reload too.
     fn reload(&mut self) {
-        match Settings::load(&self.settings.source) {
-            Ok(new) => {
-                tracing::info!(file = %new.source.display(), "configuration reloaded");
-                let mut s = new;
-                // Where the ledger lives cannot change under a running agent.
-                s.agent.state_dir = self.settings.agent.state_dir.clone();
-                // `run --once` has no watcher; it keeps its bound.
-                let policy = if self.watcher.is_none() {
-                    once_policy_of(&s)
-                } else {
-                    policy_of(&s)
-                };
-                self.inputs.push_back(Input::Config {
-                    mappings: rules_of(&s),
-                    policy,
-                });
-                self.steps.set_mappings(s.mappings.clone());
-                self.available = vec![true; s.mappings.len()];
-                self.item_errors_said.clear();
-                self.settings = s;
-                self.rescan(None);
-            }
+        let new = match Settings::load(&self.settings.source) {
+            Ok(new) => new,
             Err(e) => {
-                tracing::error!("the new configuration is refused; the old one stays in force: {e}")
+                tracing::error!(
+                    "the new configuration is refused; the old one stays in force: {e}"
+                );
+                return;
+            }
+        };
+        let mut problems = Vec::new();
+        if let Some(tx) = &self.watch_tx {
+            match FolderWatcher::start(&new.mappings, tx.clone()) {
+                Ok((w, p)) => {
+                    // The old watcher stops here; the rescan below covers the moment between.
+                    self.watcher = Some(w);
+                    problems = p;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "the new configuration is refused; the old one stays in force: {e}"
+                    );
+                    return;
+                }
             }
         }
+        for (i, why) in problems {
+            tracing::error!(mapping = %new.mappings[i].name, "{why}");
+        }
+        tracing::info!(file = %new.source.display(), mappings = new.mappings.len(), "configuration reloaded; every mapping's folder is watched anew");
+        let mut s = new;
+        // Where the ledger lives cannot change under a running agent.
+        s.agent.state_dir = self.settings.agent.state_dir.clone();
+        // `run --once` has no watcher; it keeps its bound.
+        let policy = if self.watcher.is_none() {
+            once_policy_of(&s)
+        } else {
+            policy_of(&s)
+        };
+        self.inputs.push_back(Input::Config {
+            mappings: rules_of(&s),
+            policy,
+        });
+        self.steps.set_mappings(s.mappings.clone());
+        self.available = vec![true; s.mappings.len()];
+        self.item_errors_said.clear();
+        self.settings = s;
+        self.rescan(None);
     }
 
     /// Drop old finished entries of files gone from their folders. Entries of a mapping whose
