@@ -353,3 +353,49 @@ async fn a_sign_in_problem_keeps_files_queued_instead_of_failing_them() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
 }
+
+/// Issue 22 bug 5: `run --once` exited 0 when a mapped folder was missing, its files never
+/// attached, and `status` showed nothing of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_exits_1_naming_a_missing_folder_and_status_shows_it_unavailable() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let missing = env.path("unmounted/share");
+    let cfg = mapping(&env, "here", &item, "")
+        + &format!(
+            "[[mapping]]\nname = \"share\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            missing.display()
+        );
+    env.write_config("", &cfg);
+    let sha = write_file(&env.path("here/a.txt"), 10, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains(&missing.display().to_string()) && said.contains("`share`"),
+        "names the folder and its mapping: {said}"
+    );
+    // The other mapping went on.
+    assert_eq!(attached(&env.sandbox, &item).await.get("a.txt"), Some(&sha));
+    let out = env.run(&["status"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let header = stdout(&out);
+    assert!(
+        header.contains(&format!(
+            "folder unavailable: mapping `share`: {} is missing",
+            missing.display()
+        )),
+        "{header}"
+    );
+    assert!(!header.contains("mapping `here`"), "{header}");
+    // Back: a clean run, and nothing more in the header.
+    std::fs::create_dir_all(&missing).unwrap();
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["status"], T);
+    assert!(
+        !stdout(&out).contains("folder unavailable"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -132,7 +132,7 @@ impl Agent {
             return;
         };
         if self.available[mapping] {
-            tracing::error!(mapping = %m.name, folder = %m.folder.display(), "mapped folder is missing or unreadable; its entries are kept, nothing is sent from it until it is back; other mappings keep working");
+            tracing::error!(mapping = %m.name, folder = %crate::outside::path(&m.folder), "mapped folder is missing or unreadable; its entries are kept, nothing is sent from it until it is back; other mappings keep working");
         }
         self.available[mapping] = false;
         self.inputs.push_back(Input::FolderUnavailable {
@@ -194,7 +194,7 @@ impl Agent {
                 }
                 Err(e) => {
                     if self.available[i] {
-                        tracing::error!(mapping = %m.name, folder = %m.folder.display(), error = %e, "mapped folder is missing or unreadable; its entries are kept, nothing is sent from it until it is back; other mappings keep working");
+                        tracing::error!(mapping = %m.name, folder = %crate::outside::path(&m.folder), error = %e, "mapped folder is missing or unreadable; its entries are kept, nothing is sent from it until it is back; other mappings keep working");
                     }
                     self.available[i] = false;
                     self.inputs.push_back(Input::FolderUnavailable {

@@ -678,6 +678,22 @@ impl Agent {
             return None;
         }
         if self.machine.quiescent() {
+            // A folder that could not be read sent nothing: not a clean run.
+            let unavailable: Vec<String> = self
+                .settings
+                .mappings
+                .iter()
+                .zip(&self.available)
+                .filter(|(_, ok)| !**ok)
+                .map(|(m, _)| format!("`{}` ({})", m.name, crate::outside::path(&m.folder)))
+                .collect();
+            if !unavailable.is_empty() {
+                tracing::error!(
+                    "stopping: nothing was sent from these mapped folders, missing or unreadable: {}; mount or create them (or fix their permissions), then run again",
+                    unavailable.join(", ")
+                );
+                return Some(RunOutcome::SomeFailed);
+            }
             return Some(if self.machine.failed_this_run > 0 {
                 RunOutcome::SomeFailed
             } else {
