@@ -217,6 +217,8 @@ struct Agent {
     done_unflushed: bool,
     /// Entries whose `done` was written in this run (for the crash-test failpoints).
     done_written: HashSet<String>,
+    /// Rejected versions already said (see [`Agent::rejected_note`]).
+    rejected_said: HashSet<String>,
     /// Per mapping: its folder is there and readable.
     available: Vec<bool>,
     watcher: Option<FolderWatcher>,
@@ -308,6 +310,7 @@ pub async fn run(
         dirty: false,
         done_unflushed: false,
         done_written: HashSet::new(),
+        rejected_said: HashSet::new(),
         watcher,
         watch_tx: (!once).then(|| watch_tx.clone()),
         test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
@@ -502,6 +505,10 @@ impl Agent {
                 let actions = self.machine.handle(now, input);
                 tracing::trace!(?actions, "core actions");
                 for action in actions {
+                    if let Some(note) = self.rejected_note(&action) {
+                        // Said, and moved to `failed_dir`, once its record is flushed.
+                        later.push(Action::Notify(note));
+                    }
                     match action {
                         // Written now (flushed by the batch's commit), or local.
                         now @ (Action::Persist(_)
@@ -520,6 +527,37 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// A version the core records rejected (over Graph's 150 MiB) is a failed file to the
+    /// user: logged with its size, the limit and what to do, notified, and moved to
+    /// `failed_dir` with its reason, as a failure is. The core records it once, at its first
+    /// sight; `rejected_said` keeps a re-persisted one from being said again.
+    fn rejected_note(&mut self, action: &Action) -> Option<Note> {
+        let Action::Persist(rec) = action else {
+            return None;
+        };
+        if rec.state != State::Rejected
+            || rec.created_at != rec.updated_at
+            || !self.rejected_said.insert(rec.id.clone())
+        {
+            return None;
+        }
+        let limit = crate::core::model::MAX_ATTACHMENT;
+        let failure = crate::core::model::Failure::new(
+            rec.error.as_ref().map_or("fileTooLarge", |e| e.code.as_str()),
+            format!(
+                "{} is {} bytes ({}), over Graph's 150 MiB ({limit} bytes) attachment limit: it was not sent and is never sent as it is; split or compress it under 150 MiB (or share a link to it instead), then drop the smaller file in",
+                crate::outside::path(&rec.path),
+                rec.file.size,
+                crate::config::units::human_size(rec.file.size),
+            ),
+        );
+        Some(Note::Failed {
+            id: rec.id.clone(),
+            path: rec.path.clone(),
+            failure,
+        })
     }
 
     /// A finished step's answer becomes the core's input.
