@@ -105,3 +105,53 @@ async fn a_file_name_that_is_not_utf8_is_attached_under_a_lossy_name_and_kept_lo
         stdout(&out)
     );
 }
+
+/// Whatever makes one entry fail to encode, that file fails with a reason and the agent goes
+/// on: it never exits over one file (a debug-build hook stands in for a name the ledger cannot
+/// store, now that every name can be stored).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_the_ledger_refuses_fails_that_file_alone() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\nfailed_dir = \"failed\"\n",
+            folder.display()
+        ),
+    );
+    write_file(&folder.join("poison.txt"), 100, 1);
+    let ok = write_file(&folder.join("ok.txt"), 100, 2);
+    let big = write_file(&folder.join("big.bin"), 4 * MIB, 3);
+    let out = run_bounded(
+        env.cmd()
+            .args(["run", "--once"])
+            .env("OUTBOX_REFUSE_ENTRY", "poison"),
+        T,
+    );
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(!said.contains("invalid ledger operation"), "{said}");
+    assert!(
+        said.lines().any(|l| l.contains("ERROR")
+            && l.contains("poison.txt")
+            && l.contains("cannot be written to the ledger")),
+        "{said}"
+    );
+    let got = attached(&env.sandbox, &item).await;
+    assert_eq!(got.get("ok.txt"), Some(&ok));
+    assert_eq!(got.get("big.bin"), Some(&big));
+    assert!(
+        !got.contains_key("poison.txt"),
+        "never sent without its record"
+    );
+    // Moved aside with its reason, like any failed file.
+    let reason =
+        std::fs::read_to_string(folder.join("failed/poison.txt.reason.txt")).expect("reason file");
+    assert!(reason.contains("notRecorded"), "{reason}");
+    // The next start goes on as usual.
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -219,6 +219,8 @@ struct Agent {
     done_written: HashSet<String>,
     /// Rejected versions already said (see [`Agent::rejected_note`]).
     rejected_said: HashSet<String>,
+    /// Entries whose record the ledger refused: never sent (see [`Agent::unrecordable`]).
+    unrecorded: HashSet<String>,
     /// Per mapping: its folder is there and readable.
     available: Vec<bool>,
     watcher: Option<FolderWatcher>,
@@ -311,6 +313,7 @@ pub async fn run(
         done_unflushed: false,
         done_written: HashSet::new(),
         rejected_said: HashSet::new(),
+        unrecorded: HashSet::new(),
         watcher,
         watch_tx: (!once).then(|| watch_tx.clone()),
         test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
@@ -797,7 +800,15 @@ impl Agent {
         if first_done {
             crate::failpoint!("before-done-recorded");
         }
-        self.ledger.put(&entry)?;
+        match self.ledger.put(&entry) {
+            Ok(_) => {}
+            // One entry the ledger refuses (it does not encode, say) fails that file alone.
+            Err(LedgerError::Invalid(why)) => {
+                self.unrecordable(rec, &why);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.dirty = true;
         if first_done {
             // Flushed with the batch, before its after-action or anything else starts.
@@ -806,6 +817,16 @@ impl Agent {
             crate::failpoint!("after-entry-recorded");
         }
         Ok(())
+    }
+
+    /// `rec`'s entry cannot be written (the ledger refuses that entry, not the disk): it is
+    /// never sent (nothing goes out without its flushed record); its first step is answered as
+    /// refused ([`refused_unrecorded`]), so the core fails it and the agent goes on.
+    fn unrecordable(&mut self, rec: &Record, why: &str) {
+        if !self.unrecorded.insert(rec.id.clone()) {
+            return;
+        }
+        tracing::error!(file = %crate::outside::path(&rec.path), entry = %rec.id, "this file's entry cannot be written to the ledger ({}); it is not sent; the agent goes on with the other files", crate::outside::printable(why));
     }
 
     fn act(&mut self, action: Action) -> Result<(), AgentError> {
@@ -851,6 +872,10 @@ impl Agent {
             Action::Notify(note) => self.notify(note),
             Action::WakeAt(t) => self.wake = Some(t),
             remote => {
+                if let Some(input) = refused_unrecorded(&remote, &self.unrecorded) {
+                    self.inputs.push_back(input);
+                    return Ok(());
+                }
                 let steps = self.steps.clone();
                 self.tasks.spawn(async move { steps.run(remote).await });
             }
@@ -1355,4 +1380,30 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// The answer to a first step (a POST, a session, the look before either) of an entry whose
+/// record could not be written: refused before any effect, so the core fails the entry; `None`
+/// for any other action (those follow an effect, which needed the record).
+fn refused_unrecorded(action: &Action, unrecorded: &HashSet<String>) -> Option<Input> {
+    use crate::core::model::{Failure, Fault, LookOutcome, Outcome, PostOutcome, SessionOutcome};
+    let refused = || {
+        Fault::Permanent(Failure::new(
+            "notRecorded",
+            "the ledger could not record this file's entry, so it was not sent; `outbox status` and the log say why",
+        ))
+    };
+    let (id, outcome) = match action {
+        Action::Post { id, .. } => (id, Outcome::Post(PostOutcome::Failed(refused()))),
+        Action::CreateSession { id, .. } => (
+            id,
+            Outcome::CreateSession(SessionOutcome::Failed(refused())),
+        ),
+        Action::Look { id, .. } => (id, Outcome::Look(LookOutcome::Failed(refused()))),
+        _ => return None,
+    };
+    unrecorded.contains(id).then(|| Input::Outcome {
+        id: id.clone(),
+        outcome,
+    })
 }
