@@ -104,6 +104,24 @@ async fn a_file_name_that_is_not_utf8_is_attached_under_a_lossy_name_and_kept_lo
         "{}",
         stdout(&out)
     );
+    // The same through a running agent's control socket.
+    let agent = Agent::start(&env, &[]);
+    wait_until(T, "the agent watching", || async {
+        agent.log().contains("watching")
+    })
+    .await;
+    let out = env.run(&["status", "--json"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let via_agent: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(
+        via_agent
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["path_bytes"] == row["path_bytes"] && r["agent_pid"].is_number()),
+        "{via_agent}"
+    );
+    assert!(agent.stop().success());
 }
 
 /// Whatever makes one entry fail to encode, that file fails with a reason and the agent goes
