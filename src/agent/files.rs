@@ -585,6 +585,7 @@ mod tests {
     }
 
     /// A file, its stat and its hash, and an upload of it.
+    #[cfg(unix)]
     fn upload_of(m: &Mapping, p: &Path, data: &[u8]) -> (Upload, String) {
         std::fs::write(p, data).unwrap();
         let st = file_stat(&std::fs::metadata(p).unwrap());
@@ -596,6 +597,7 @@ mod tests {
     }
 
     /// Write `bytes` at `at` in place (same size; the upload's descriptor sees it).
+    #[cfg(unix)]
     fn edit(p: &Path, at: u64, bytes: &[u8]) {
         use std::os::unix::fs::FileExt;
         let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
