@@ -1390,7 +1390,7 @@ fn refused_unrecorded(action: &Action, unrecorded: &HashSet<String>) -> Option<I
     let refused = || {
         Fault::Permanent(Failure::new(
             "notRecorded",
-            "the ledger could not record this file's entry, so it was not sent; `outbox status` and the log say why",
+            "the ledger could not record this file's entry, so it was not sent; the agent's log says why",
         ))
     };
     let (id, outcome) = match action {
