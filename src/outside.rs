@@ -77,9 +77,34 @@ pub fn shown(text: &str) -> String {
     printable(&redact_jwts(&redacted)).into_owned()
 }
 
-/// A path from a watched folder, ready to show (its name is outside text).
+/// A path from a watched folder, ready to show (its name is outside text): control characters
+/// escaped, and every byte that is not UTF-8 written `\xff` (see [`os_text`]).
 pub fn path(p: &std::path::Path) -> String {
-    printable(&p.to_string_lossy()).into_owned()
+    printable(&os_text(p.as_os_str())).into_owned()
+}
+
+/// `text` as a string without losing what is not Unicode: on Unix every byte that is not part of
+/// valid UTF-8 is written `\xNN` (a name from a scanner or an SMB share can be any bytes);
+/// elsewhere the lossy form (U+FFFD). Valid text is returned as it is.
+#[cfg(unix)]
+pub fn os_text(text: &std::ffi::OsStr) -> Cow<'_, str> {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(t) = text.to_str() {
+        return Cow::Borrowed(t);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for chunk in text.as_bytes().utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(not(unix))]
+pub fn os_text(text: &std::ffi::OsStr) -> Cow<'_, str> {
+    text.to_string_lossy()
 }
 
 #[cfg(test)]
@@ -95,6 +120,20 @@ mod tests {
         assert_eq!(printable("\u{202e}fdp.exe"), "\\u{202e}fdp.exe");
         assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m");
         assert!(matches!(printable("café – ok (1).pdf"), Cow::Borrowed(_)));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn bytes_that_are_not_utf8_show_as_hex_escapes() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"bad\xffbyte\xc3.txt");
+        assert_eq!(os_text(name), "bad\\xffbyte\\xc3.txt");
+        assert!(matches!(
+            os_text(std::ffi::OsStr::new("café")),
+            Cow::Borrowed(_)
+        ));
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/s/a\n\xfe"));
+        assert_eq!(path(p), "/s/a\\n\\xfe");
     }
 
     #[test]

@@ -353,3 +353,98 @@ async fn a_sign_in_problem_keeps_files_queued_instead_of_failing_them() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
 }
+
+/// Issue 22 bug 5: `run --once` exited 0 when a mapped folder was missing, its files never
+/// attached, and `status` showed nothing of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_exits_1_naming_a_missing_folder_and_status_shows_it_unavailable() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let missing = env.path("unmounted/share");
+    let cfg = mapping(&env, "here", &item, "")
+        + &format!(
+            "[[mapping]]\nname = \"share\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            missing.display()
+        );
+    env.write_config("", &cfg);
+    let sha = write_file(&env.path("here/a.txt"), 10, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains(&missing.display().to_string()) && said.contains("`share`"),
+        "names the folder and its mapping: {said}"
+    );
+    // The other mapping went on.
+    assert_eq!(attached(&env.sandbox, &item).await.get("a.txt"), Some(&sha));
+    let out = env.run(&["status"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let header = stdout(&out);
+    assert!(
+        header.contains(&format!(
+            "folder unavailable: mapping `share`: {} is missing",
+            missing.display()
+        )),
+        "{header}"
+    );
+    assert!(!header.contains("mapping `here`"), "{header}");
+    // Back: a clean run, and nothing more in the header.
+    std::fs::create_dir_all(&missing).unwrap();
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["status"], T);
+    assert!(
+        !stdout(&out).contains("folder unavailable"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Issue 22 bug 8: a file over 150 MiB was rejected without a log line and never moved to
+/// `failed_dir`. (Sparse: its size counts, its bytes are never written.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_over_150_mib_is_logged_and_moved_to_failed_dir_with_its_reason() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("event", "me").await;
+    let folder = env.path("big");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"big\"\nfolder = \"{}\"\nevent = \"{item}\"\nfailed_dir = \"failed\"\n",
+            folder.display()
+        ),
+    );
+    let size = 150 * MIB + 1;
+    let f = std::fs::File::create(folder.join("huge\u{1b}[31m.iso")).expect("create");
+    f.set_len(size).expect("set_len");
+    drop(f);
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stderr(&out);
+    let line = said
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("fileTooLarge"))
+        .unwrap_or_else(|| panic!("no error line for the rejected file: {said}"));
+    for piece in ["huge\\u{1b}[31m.iso", &size.to_string(), "150 MiB", "split"] {
+        assert!(line.contains(piece), "`{piece}` not in: {line}");
+    }
+    assert!(!said.contains('\u{1b}'), "the name is escaped: {said}");
+    let moved = folder.join("failed/huge\u{1b}[31m.iso");
+    assert_eq!(std::fs::metadata(&moved).expect("moved").len(), size);
+    assert!(!folder.join("huge\u{1b}[31m.iso").exists());
+    let reason = std::fs::read_to_string(folder.join("failed/huge\u{1b}[31m.iso.reason.txt"))
+        .expect("reason file");
+    assert!(
+        reason.contains("fileTooLarge") && reason.contains(&size.to_string()),
+        "{reason}"
+    );
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["state"], json!("rejected"));
+    let stats = env.sandbox.stats().await;
+    assert!(
+        stats["requests"].as_object().is_none_or(|r| r.is_empty()),
+        "nothing was sent: {stats}"
+    );
+}

@@ -332,3 +332,64 @@ async fn status_lists_the_ledger_then_files_still_settling() {
     drop(open);
     assert!(agent.stop().success());
 }
+
+/// Issue 22 bug 2: after `SIGHUP` a new mapping's folder was not watched (the watcher kept the
+/// mappings it started with), and each later reload made it deaf again, while the log said
+/// "configuration reloaded".
+#[tokio::test(flavor = "multi_thread")]
+async fn every_mapping_of_a_reloaded_config_is_watched_reload_after_reload() {
+    const W: Duration = Duration::from_secs(60);
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let table = |name: &str| {
+        let folder = env.path(name);
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        format!(
+            "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        )
+    };
+    env.write_config("", &table("one"));
+    let agent = Agent::start(&env, &[]);
+    let pid = agent.child.id().to_string();
+    wait_until(W, "the agent watching", || async {
+        agent.log().contains("watching")
+    })
+    .await;
+    let reloads = |n: usize| {
+        let agent = &agent;
+        move || async move { agent.log().matches("configuration reloaded").count() >= n }
+    };
+    let hup = || {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    };
+    // A mapping added: its folder is watched from the reload on.
+    env.write_config("", &(table("one") + &table("two")));
+    hup();
+    wait_until(W, "the first reload", reloads(1)).await;
+    write_file(&env.path("two/a.txt"), 10, 1);
+    wait_until(W, "two/a.txt attached after one reload", || async {
+        attached(&env.sandbox, &item).await.contains_key("a.txt")
+    })
+    .await;
+    // Another change: the added mapping stays watched, and the next one is watched too.
+    env.write_config("", &(table("one") + &table("two") + &table("three")));
+    hup();
+    wait_until(W, "the second reload", reloads(2)).await;
+    write_file(&env.path("two/b.txt"), 20, 2);
+    write_file(&env.path("three/c.txt"), 30, 3);
+    write_file(&env.path("one/d.txt"), 40, 4);
+    wait_until(W, "b.txt, c.txt and d.txt attached", || async {
+        let got = attached(&env.sandbox, &item).await;
+        ["b.txt", "c.txt", "d.txt"]
+            .iter()
+            .all(|n| got.contains_key(*n))
+    })
+    .await;
+    assert_eq!(attached(&env.sandbox, &item).await.len(), 4);
+    assert!(agent.stop().success());
+}

@@ -22,6 +22,7 @@ mod mailing;
 mod man;
 mod many;
 mod messages;
+mod names;
 mod outage;
 mod properties;
 mod sandbox;

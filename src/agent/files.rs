@@ -127,6 +127,19 @@ fn unreadable(path: &Path, e: &std::io::Error) -> HashResult {
 fn read_hashing(
     f: &SafeFile,
     h: &mut Sha256,
+    offset: u64,
+    n: u64,
+    mut sink: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    read_into(f, offset, n, |b| {
+        h.update(b);
+        sink(b)
+    })
+}
+
+/// Read exactly `n` bytes at `offset`, a buffer at a time, into `sink`.
+fn read_into(
+    f: &SafeFile,
     mut offset: u64,
     mut n: u64,
     mut sink: impl FnMut(&[u8]),
@@ -135,7 +148,6 @@ fn read_hashing(
     while n > 0 {
         let want = buf.len().min(n as usize);
         f.read_exact_at(&mut buf[..want], offset)?;
-        h.update(&buf[..want]);
         sink(&buf[..want]);
         n -= want as u64;
         offset += want as u64;
@@ -143,18 +155,29 @@ fn read_hashing(
     Ok(())
 }
 
-/// An upload in progress: the one descriptor it reads through and the running hash of bytes
-/// `0..hashed_to`.
+/// An upload in progress: the one descriptor it reads through, the running hash of bytes
+/// `0..hashed_to`, and a digest of each [`BLOCK`] of them, so that a piece read again (a partial
+/// commit, a resend) is checked against the bytes hashed before it goes out.
 pub struct Upload {
     file: SafeFile,
     size: u64,
     hasher: Sha256,
     hashed_to: u64,
+    /// The digest of each whole block of `0..hashed_to` (and of a last, short one at the end).
+    blocks: Vec<[u8; 32]>,
+    /// The hash of the block `hashed_to` is in, so far.
+    block: Sha256,
     /// The next piece, read (and hashed) while the previous one was on the wire.
     ahead: Option<(u64, u64, Result<bytes::Bytes, ReadProblem>)>,
     /// Mapped pieces sent and let go of, for the next ones.
     spare: Spare,
 }
+
+/// The grain of [`Upload`]'s record of what it hashed: 32 bytes a block, 75 KiB for a file at
+/// Graph's 150 MiB limit, whatever the pieces. 64 KiB divides a session's 320 KiB pieces, so a
+/// piece read again usually starts and ends on a block; one that does not reads at most a block
+/// more on each side to check it.
+const BLOCK: u64 = 64 * 1024;
 
 /// What reading a piece of an upload found.
 #[derive(Debug)]
@@ -197,6 +220,8 @@ impl Upload {
             size: expected.size,
             hasher: Sha256::new(),
             hashed_to: 0,
+            blocks: Vec::new(),
+            block: Sha256::new(),
             ahead: None,
             spare: Spare::default(),
         })
@@ -235,8 +260,10 @@ impl Upload {
         }
     }
 
-    /// Bytes `offset..offset+len`. Bytes before `offset` not hashed yet (a resume) are read and
-    /// hashed first; a piece that ends the file is sent only if all `0..size` hash to `sha256`
+    /// Bytes `offset..offset+len`. Every byte read is hashed: bytes before `offset` not hashed
+    /// yet (a resume) are read and hashed first; bytes hashed before (a piece read again) must be
+    /// the bytes they were, block by block, or the file changed under the upload (`Changed`,
+    /// nothing sent); a piece that ends the file is sent only if all `0..size` hash to `sha256`
     /// (an empty `sha256`: `send` has no recorded hash for a piece that does not end the file).
     pub fn read_chunk(
         &mut self,
@@ -245,25 +272,38 @@ impl Upload {
         sha256: &str,
     ) -> Result<bytes::Bytes, ReadProblem> {
         let end = offset.saturating_add(len).min(self.size);
+        let offset = offset.min(end);
         if self.hashed_to < offset {
-            read_hashing(
-                &self.file,
+            let (size, from) = (self.size, self.hashed_to);
+            let (hasher, block, blocks, at) = (
                 &mut self.hasher,
-                self.hashed_to,
-                offset - self.hashed_to,
-                |_| {},
-            )
+                &mut self.block,
+                &mut self.blocks,
+                &mut self.hashed_to,
+            );
+            read_into(&self.file, from, offset - from, |b| {
+                absorb(hasher, block, blocks, at, size, b)
+            })
             .map_err(io_problem)?;
-            self.hashed_to = offset;
         }
         let mut buf = PieceBuf::new((end - offset) as usize, &self.spare).map_err(io_problem)?;
         self.file
             .read_exact_at(buf.as_mut(), offset)
             .map_err(io_problem)?;
+        let piece = buf.as_ref();
+        if offset < self.hashed_to && !self.same_as_hashed(offset, piece)? {
+            return Err(ReadProblem::Changed);
+        }
         if end > self.hashed_to {
             let from = (self.hashed_to - offset) as usize;
-            self.hasher.update(&buf.as_ref()[from..]);
-            self.hashed_to = end;
+            absorb(
+                &mut self.hasher,
+                &mut self.block,
+                &mut self.blocks,
+                &mut self.hashed_to,
+                self.size,
+                &piece[from..],
+            );
         }
         if end == self.size
             && !sha256.is_empty()
@@ -272,6 +312,63 @@ impl Upload {
             return Err(ReadProblem::Changed);
         }
         Ok(buf.into_bytes())
+    }
+
+    /// Whether `piece` (read at `offset`, which is below `hashed_to`) holds, up to `hashed_to`,
+    /// the bytes hashed there before: each block it touches is hashed again (its bytes outside
+    /// the piece read for it) and compared with the block's digest.
+    fn same_as_hashed(&self, offset: u64, piece: &[u8]) -> Result<bool, ReadProblem> {
+        let until = (offset + piece.len() as u64).min(self.hashed_to);
+        let mut start = offset - offset % BLOCK;
+        while start < until {
+            let block_end = (start + BLOCK).min(self.hashed_to);
+            let mut h = Sha256::new();
+            if start < offset {
+                read_hashing(&self.file, &mut h, start, offset - start, |_| {})
+                    .map_err(io_problem)?;
+            }
+            let (from, to) = (
+                start.max(offset),
+                block_end.min(offset + piece.len() as u64),
+            );
+            h.update(&piece[(from - offset) as usize..(to - offset) as usize]);
+            if to < block_end {
+                read_hashing(&self.file, &mut h, to, block_end - to, |_| {}).map_err(io_problem)?;
+            }
+            let was: [u8; 32] = match self.blocks.get((start / BLOCK) as usize) {
+                Some(d) => *d,
+                // The block `hashed_to` is in, hashed so far.
+                None => self.block.clone().finalize().into(),
+            };
+            if <[u8; 32]>::from(h.finalize()) != was {
+                return Ok(false);
+            }
+            start = block_end;
+        }
+        Ok(true)
+    }
+}
+
+/// Bytes `at..at+bytes.len()` (the next ones not hashed yet) into the running hash and the
+/// block digests.
+fn absorb(
+    hasher: &mut Sha256,
+    block: &mut Sha256,
+    blocks: &mut Vec<[u8; 32]>,
+    at: &mut u64,
+    size: u64,
+    mut bytes: &[u8],
+) {
+    hasher.update(bytes);
+    while !bytes.is_empty() {
+        let room = (BLOCK - *at % BLOCK) as usize;
+        let (now, rest) = bytes.split_at(room.min(bytes.len()));
+        block.update(now);
+        *at += now.len() as u64;
+        if *at % BLOCK == 0 || *at == size {
+            blocks.push(block.finalize_reset().into());
+        }
+        bytes = rest;
     }
 }
 
@@ -485,5 +582,96 @@ mod tests {
         ));
         let mut up = Upload::open(&m, &p, &st).unwrap_or_else(|_| panic!("open"));
         assert!(matches!(up.read_all(&wrong), Err(ReadProblem::Changed)));
+    }
+
+    /// A file, its stat and its hash, and an upload of it.
+    #[cfg(unix)]
+    fn upload_of(m: &Mapping, p: &Path, data: &[u8]) -> (Upload, String) {
+        std::fs::write(p, data).unwrap();
+        let st = file_stat(&std::fs::metadata(p).unwrap());
+        let HashResult::Hashed { sha256, .. } = hash_file(m, p, &st) else {
+            panic!("not hashed")
+        };
+        let up = Upload::open(m, p, &st).unwrap_or_else(|_| panic!("open"));
+        (up, sha256)
+    }
+
+    /// Write `bytes` at `at` in place (same size; the upload's descriptor sees it).
+    #[cfg(unix)]
+    fn edit(p: &Path, at: u64, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        f.write_all_at(bytes, at).unwrap();
+    }
+
+    /// Issue 21: a piece read again (after a 429, a 5xx, a partial commit) was read afresh and
+    /// not hashed again, so bytes edited in place between the two reads went out and the final
+    /// check passed.
+    #[cfg(unix)]
+    #[test]
+    fn a_piece_edited_between_two_reads_is_changed_and_not_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mapping(dir.path());
+        let p = dir.path().join("a.bin");
+        let size = 5 * BLOCK as usize + 1234;
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        // Pieces on the block grain and off it, edits inside the piece and beside it in a block
+        // the piece shares, and in the block the hashing stopped in.
+        for (piece, at) in [
+            ((0, 2 * BLOCK), 100),
+            ((BLOCK / 2, BLOCK), BLOCK / 2 + 10),
+            ((BLOCK / 2, BLOCK), 10),
+            ((BLOCK, 3 * BLOCK / 2), 2 * BLOCK + 5),
+        ] {
+            let (mut up, sha) = upload_of(&m, &p, &data);
+            let (o, l) = piece;
+            let first = up
+                .read_chunk(o, l, &sha)
+                .unwrap_or_else(|_| panic!("first"));
+            assert_eq!(&first[..], &data[o as usize..(o + l) as usize]);
+            edit(&p, at, b"edited");
+            assert!(
+                matches!(up.read_chunk(o, l, &sha), Err(ReadProblem::Changed)),
+                "{piece:?} edited at {at}"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_piece_read_again_unchanged_is_sent_again_and_the_upload_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mapping(dir.path());
+        let p = dir.path().join("a.bin");
+        let size = 5 * BLOCK + 1234;
+        let data: Vec<u8> = (0..size as usize).map(|i| (i % 241) as u8).collect();
+        let (mut up, sha) = upload_of(&m, &p, &data);
+        let piece = 320 * 1024 / 2;
+        let mut offset = 0;
+        let mut again = true;
+        while offset < size {
+            let len = piece.min(size - offset);
+            let got = up
+                .read_chunk(offset, len, &sha)
+                .unwrap_or_else(|_| panic!("{offset}"));
+            assert_eq!(&got[..], &data[offset as usize..(offset + len) as usize]);
+            if again {
+                // Sent again whole, then from its middle (a partial commit).
+                let got = up
+                    .read_chunk(offset, len, &sha)
+                    .unwrap_or_else(|_| panic!("again"));
+                assert_eq!(&got[..], &data[offset as usize..(offset + len) as usize]);
+                offset += len / 3;
+                again = false;
+                continue;
+            }
+            offset += len;
+        }
+        // The last piece checked the whole file against its hash.
+        let (mut up, _) = upload_of(&m, &p, &data);
+        assert!(matches!(
+            up.read_chunk(0, size, &"0".repeat(64)),
+            Err(ReadProblem::Changed)
+        ));
     }
 }

@@ -23,6 +23,9 @@ impl Agent {
         if self.losing_events {
             return;
         }
+        let Some(ev) = self.placed(ev) else {
+            return;
+        };
         let name = |i: usize, s: &Settings| s.mappings.get(i).map(|m| m.name.clone());
         match ev {
             WatchEvent::Rescan { mapping } => {
@@ -79,6 +82,36 @@ impl Agent {
         }
     }
 
+    /// `ev` with its mapping as the config in force places it: an event the watcher of a
+    /// config since reloaded sent may name a mapping by its old place (`None`: no mapping of
+    /// the config in force holds the path).
+    fn placed(&self, ev: WatchEvent) -> Option<WatchEvent> {
+        let place = |mapping: usize, path: &Path| {
+            let holds = |m: &crate::config::Mapping| path.starts_with(&m.folder);
+            match self.settings.mappings.get(mapping) {
+                Some(m) if holds(m) => Some(mapping),
+                _ => self.settings.mappings.iter().position(holds),
+            }
+        };
+        Some(match ev {
+            WatchEvent::Touched { mapping, path } => WatchEvent::Touched {
+                mapping: place(mapping, &path)?,
+                path,
+            },
+            WatchEvent::Closed { mapping, path } => WatchEvent::Closed {
+                mapping: place(mapping, &path)?,
+                path,
+            },
+            WatchEvent::Removed { mapping, path } => WatchEvent::Removed {
+                mapping: place(mapping, &path)?,
+                path,
+            },
+            WatchEvent::Rescan { mapping } => WatchEvent::Rescan {
+                mapping: mapping.filter(|i| *i < self.settings.mappings.len()),
+            },
+        })
+    }
+
     fn observe(&mut self, mapping: usize, path: &Path) {
         let Some(m) = self.settings.mappings.get(mapping) else {
             return;
@@ -99,7 +132,7 @@ impl Agent {
             return;
         };
         if self.available[mapping] {
-            tracing::error!(mapping = %m.name, folder = %m.folder.display(), "mapped folder is missing or unreadable; its entries are kept, nothing is sent from it until it is back; other mappings keep working");
+            tracing::error!(mapping = %m.name, folder = %crate::outside::path(&m.folder), "mapped folder is missing or unreadable; its entries are kept, nothing is sent from it until it is back; other mappings keep working");
         }
         self.available[mapping] = false;
         self.inputs.push_back(Input::FolderUnavailable {
@@ -161,7 +194,7 @@ impl Agent {
                 }
                 Err(e) => {
                     if self.available[i] {
-                        tracing::error!(mapping = %m.name, folder = %m.folder.display(), error = %e, "mapped folder is missing or unreadable; its entries are kept, nothing is sent from it until it is back; other mappings keep working");
+                        tracing::error!(mapping = %m.name, folder = %crate::outside::path(&m.folder), error = %e, "mapped folder is missing or unreadable; its entries are kept, nothing is sent from it until it is back; other mappings keep working");
                     }
                     self.available[i] = false;
                     self.inputs.push_back(Input::FolderUnavailable {

@@ -218,9 +218,16 @@ struct Agent {
     done_unflushed: bool,
     /// Entries whose `done` was written in this run (for the crash-test failpoints).
     done_written: HashSet<String>,
+    /// Rejected versions already said (see [`Agent::rejected_note`]).
+    rejected_said: HashSet<String>,
+    /// Entries whose record the ledger refused: never sent (see [`Agent::unrecordable`]).
+    unrecorded: HashSet<String>,
     /// Per mapping: its folder is there and readable.
     available: Vec<bool>,
     watcher: Option<FolderWatcher>,
+    /// Where the watcher sends its events (`None` in `run --once`, which has no watcher): a
+    /// reload starts a watcher of the new mappings on it.
+    watch_tx: Option<mpsc::UnboundedSender<crate::watch::WatchEvent>>,
     notifier: desktop::Notifier,
     test_hooks: bool,
     /// Test hook: watcher events are being lost (see `Request::LoseEvents`).
@@ -306,7 +313,10 @@ pub async fn run(
         dirty: false,
         done_unflushed: false,
         done_written: HashSet::new(),
+        rejected_said: HashSet::new(),
+        unrecorded: HashSet::new(),
         watcher,
+        watch_tx: (!once).then(|| watch_tx.clone()),
         test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
         losing_events: false,
         sign_in_said: false,
@@ -499,6 +509,10 @@ impl Agent {
                 let actions = self.machine.handle(now, input);
                 tracing::trace!(?actions, "core actions");
                 for action in actions {
+                    if let Some(note) = self.rejected_note(&action) {
+                        // Said, and moved to `failed_dir`, once its record is flushed.
+                        later.push(Action::Notify(note));
+                    }
                     match action {
                         // Written now (flushed by the batch's commit), or local.
                         now @ (Action::Persist(_)
@@ -517,6 +531,37 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// A version the core records rejected (over Graph's 150 MiB) is a failed file to the
+    /// user: logged with its size, the limit and what to do, notified, and moved to
+    /// `failed_dir` with its reason, as a failure is. The core records it once, at its first
+    /// sight; `rejected_said` keeps a re-persisted one from being said again.
+    fn rejected_note(&mut self, action: &Action) -> Option<Note> {
+        let Action::Persist(rec) = action else {
+            return None;
+        };
+        if rec.state != State::Rejected
+            || rec.created_at != rec.updated_at
+            || !self.rejected_said.insert(rec.id.clone())
+        {
+            return None;
+        }
+        let limit = crate::core::model::MAX_ATTACHMENT;
+        let failure = crate::core::model::Failure::new(
+            rec.error.as_ref().map_or("fileTooLarge", |e| e.code.as_str()),
+            format!(
+                "{} is {} bytes ({}), over Graph's 150 MiB ({limit} bytes) attachment limit: it was not sent and is never sent as it is; split or compress it under 150 MiB (or share a link to it instead), then drop the smaller file in",
+                crate::outside::path(&rec.path),
+                rec.file.size,
+                crate::config::units::human_size(rec.file.size),
+            ),
+        );
+        Some(Note::Failed {
+            id: rec.id.clone(),
+            path: rec.path.clone(),
+            failure,
+        })
     }
 
     /// A finished step's answer becomes the core's input.
@@ -675,6 +720,22 @@ impl Agent {
             return None;
         }
         if self.machine.quiescent() {
+            // A folder that could not be read sent nothing: not a clean run.
+            let unavailable: Vec<String> = self
+                .settings
+                .mappings
+                .iter()
+                .zip(&self.available)
+                .filter(|(_, ok)| !**ok)
+                .map(|(m, _)| format!("`{}` ({})", m.name, crate::outside::path(&m.folder)))
+                .collect();
+            if !unavailable.is_empty() {
+                tracing::error!(
+                    "stopping: nothing was sent from these mapped folders, missing or unreadable: {}; mount or create them (or fix their permissions), then run again",
+                    unavailable.join(", ")
+                );
+                return Some(RunOutcome::SomeFailed);
+            }
             return Some(if self.machine.failed_this_run > 0 {
                 RunOutcome::SomeFailed
             } else {
@@ -740,7 +801,15 @@ impl Agent {
         if first_done {
             crate::failpoint!("before-done-recorded");
         }
-        self.ledger.put(&entry)?;
+        match self.ledger.put(&entry) {
+            Ok(_) => {}
+            // One entry the ledger refuses (it does not encode, say) fails that file alone.
+            Err(LedgerError::Invalid(why)) => {
+                self.unrecordable(rec, &why);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.dirty = true;
         if first_done {
             // Flushed with the batch, before its after-action or anything else starts.
@@ -749,6 +818,16 @@ impl Agent {
             crate::failpoint!("after-entry-recorded");
         }
         Ok(())
+    }
+
+    /// `rec`'s entry cannot be written (the ledger refuses that entry, not the disk): it is
+    /// never sent (nothing goes out without its flushed record); its first step is answered as
+    /// refused ([`refused_unrecorded`]), so the core fails it and the agent goes on.
+    fn unrecordable(&mut self, rec: &Record, why: &str) {
+        if !self.unrecorded.insert(rec.id.clone()) {
+            return;
+        }
+        tracing::error!(file = %crate::outside::path(&rec.path), entry = %rec.id, "this file's entry cannot be written to the ledger ({}); it is not sent; the agent goes on with the other files", crate::outside::printable(why));
     }
 
     fn act(&mut self, action: Action) -> Result<(), AgentError> {
@@ -794,6 +873,10 @@ impl Agent {
             Action::Notify(note) => self.notify(note),
             Action::WakeAt(t) => self.wake = Some(t),
             remote => {
+                if let Some(input) = refused_unrecorded(&remote, &self.unrecorded) {
+                    self.inputs.push_back(input);
+                    return Ok(());
+                }
                 let steps = self.steps.clone();
                 self.tasks.spawn(async move { steps.run(remote).await });
             }
@@ -924,34 +1007,58 @@ impl Agent {
         );
     }
 
-    /// `SIGHUP`: read the config again; an invalid one is refused and the old one kept.
+    /// `SIGHUP`: read the config again; an invalid one is refused and the old one kept. The
+    /// folders are watched anew (a watcher knows the mappings it was started with: one kept
+    /// from before would not see a new mapping's folder, and would name mappings by their old
+    /// places); a watcher that cannot start refuses the reload too.
     fn reload(&mut self) {
-        match Settings::load(&self.settings.source) {
-            Ok(new) => {
-                tracing::info!(file = %new.source.display(), "configuration reloaded");
-                let mut s = new;
-                // Where the ledger lives cannot change under a running agent.
-                s.agent.state_dir = self.settings.agent.state_dir.clone();
-                // `run --once` has no watcher; it keeps its bound.
-                let policy = if self.watcher.is_none() {
-                    once_policy_of(&s)
-                } else {
-                    policy_of(&s)
-                };
-                self.inputs.push_back(Input::Config {
-                    mappings: rules_of(&s),
-                    policy,
-                });
-                self.steps.set_mappings(s.mappings.clone());
-                self.available = vec![true; s.mappings.len()];
-                self.item_errors_said.clear();
-                self.settings = s;
-                self.rescan(None);
-            }
+        let new = match Settings::load(&self.settings.source) {
+            Ok(new) => new,
             Err(e) => {
-                tracing::error!("the new configuration is refused; the old one stays in force: {e}")
+                tracing::error!(
+                    "the new configuration is refused; the old one stays in force: {e}"
+                );
+                return;
+            }
+        };
+        let mut problems = Vec::new();
+        if let Some(tx) = &self.watch_tx {
+            match FolderWatcher::start(&new.mappings, tx.clone()) {
+                Ok((w, p)) => {
+                    // The old watcher stops here; the rescan below covers the moment between.
+                    self.watcher = Some(w);
+                    problems = p;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "the new configuration is refused; the old one stays in force: {e}"
+                    );
+                    return;
+                }
             }
         }
+        for (i, why) in problems {
+            tracing::error!(mapping = %new.mappings[i].name, "{why}");
+        }
+        tracing::info!(file = %new.source.display(), mappings = new.mappings.len(), "configuration reloaded; every mapping's folder is watched anew");
+        let mut s = new;
+        // Where the ledger lives cannot change under a running agent.
+        s.agent.state_dir = self.settings.agent.state_dir.clone();
+        // `run --once` has no watcher; it keeps its bound.
+        let policy = if self.watcher.is_none() {
+            once_policy_of(&s)
+        } else {
+            policy_of(&s)
+        };
+        self.inputs.push_back(Input::Config {
+            mappings: rules_of(&s),
+            policy,
+        });
+        self.steps.set_mappings(s.mappings.clone());
+        self.available = vec![true; s.mappings.len()];
+        self.item_errors_said.clear();
+        self.settings = s;
+        self.rescan(None);
     }
 
     /// Drop old finished entries of files gone from their folders. Entries of a mapping whose
@@ -1274,4 +1381,30 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// The answer to a first step (a POST, a session, the look before either) of an entry whose
+/// record could not be written: refused before any effect, so the core fails the entry; `None`
+/// for any other action (those follow an effect, which needed the record).
+fn refused_unrecorded(action: &Action, unrecorded: &HashSet<String>) -> Option<Input> {
+    use crate::core::model::{Failure, Fault, LookOutcome, Outcome, PostOutcome, SessionOutcome};
+    let refused = || {
+        Fault::Permanent(Failure::new(
+            "notRecorded",
+            "the ledger could not record this file's entry, so it was not sent; the agent's log says why",
+        ))
+    };
+    let (id, outcome) = match action {
+        Action::Post { id, .. } => (id, Outcome::Post(PostOutcome::Failed(refused()))),
+        Action::CreateSession { id, .. } => (
+            id,
+            Outcome::CreateSession(SessionOutcome::Failed(refused())),
+        ),
+        Action::Look { id, .. } => (id, Outcome::Look(LookOutcome::Failed(refused()))),
+        _ => return None,
+    };
+    unrecorded.contains(id).then(|| Input::Outcome {
+        id: id.clone(),
+        outcome,
+    })
 }

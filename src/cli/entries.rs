@@ -160,6 +160,9 @@ pub async fn status(
             std::env::var_os("NO_COLOR").as_deref(),
         );
         println!("{}", super::status::agent_header(&facts, &dir));
+        for line in crate::watch::unavailable_lines(&settings.mappings) {
+            println!("{line}");
+        }
         if let Some(pid) = pid.filter(|p| started_before_edit(*p, &settings.source)) {
             println!("note: {}", restart_hint(pid));
         }

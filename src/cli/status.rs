@@ -65,7 +65,11 @@ impl Facts<'_> {
 struct JsonRow<'a> {
     id: &'a str,
     mapping: &'a str,
+    /// The path as text (U+FFFD for each byte that is not UTF-8).
     path: String,
+    /// The path's exact bytes in lowercase hex when it is not UTF-8 (`null` otherwise), so a
+    /// script can name the file `path` only approximates.
+    path_bytes: Option<String>,
     size: u64,
     sha256: Option<&'a str>,
     state: EntryState,
@@ -244,6 +248,11 @@ pub fn render_json(
                 id: &e.id,
                 mapping: &e.mapping,
                 path: e.path.to_string_lossy().into_owned(),
+                path_bytes: e
+                    .path
+                    .to_str()
+                    .is_none()
+                    .then(|| crate::core::model::path_bytes::raw(&e.path).1),
                 size: e.size,
                 sha256: e.sha256.as_deref(),
                 state: e.state,
@@ -430,7 +439,7 @@ pub fn render_messages(
             .files
             .iter()
             .map(|f| match by_id.get(f.as_str()) {
-                Some(e) => format!("{} {} ({})", e.id, sanitize(&e.file_name()), e.state),
+                Some(e) => format!("{} {} ({})", e.id, sanitize(&e.file_name_shown()), e.state),
                 None => format!("{f} (not in the ledger)"),
             })
             .collect();
@@ -470,7 +479,7 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
                 human_size(e.size),
                 age(e.updated_at, facts.now),
                 e.mapping.clone(),
-                sanitize(&e.file_name()),
+                sanitize(&e.file_name_shown()),
                 n.clone().unwrap_or_default(),
             ]
         })
@@ -653,11 +662,12 @@ mod tests {
         }
     }
 
-    const KEYS: [&str; 16] = [
+    const KEYS: [&str; 17] = [
         "message",
         "id",
         "mapping",
         "path",
+        "path_bytes",
         "size",
         "sha256",
         "state",

@@ -240,19 +240,20 @@ pub fn move_no_clobber(
         return Err(changed(rel));
     }
     let dest_dir = imp::Dir::open_destination(root, dest)?;
-    let stem = Path::new(name)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = Path::new(name)
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
+    // Built from the name's own bytes: a name that is not UTF-8 keeps them in `NAME (1).ext`.
+    let stem = Path::new(name).file_stem().unwrap_or_default();
+    let ext = Path::new(name).extension();
     for n in 0..10_000u32 {
         let candidate = if n == 0 {
             name.to_os_string()
         } else {
-            format!("{stem} ({n}){ext}").into()
+            let mut c = stem.to_os_string();
+            c.push(format!(" ({n})"));
+            if let Some(ext) = ext {
+                c.push(".");
+                c.push(ext);
+            }
+            c
         };
         let reason_name = reason.map(|_| {
             let mut r = candidate.clone();

@@ -112,7 +112,9 @@ pub struct LedgerEntry {
     pub id: String,
     /// The mapping's name.
     pub mapping: String,
-    /// Absolute path of the file.
+    /// Absolute path of the file: stored as the string it is, or as its bytes when it is not
+    /// UTF-8 (see [`crate::core::model::path_bytes`]).
+    #[serde(with = "crate::core::model::path_bytes")]
     pub path: PathBuf,
     pub size: u64,
     /// Lowercase hex SHA-256 of the content, once read.
@@ -197,6 +199,7 @@ pub struct LedgerEntry {
 pub struct EntryBrief {
     pub id: String,
     pub mapping: String,
+    #[serde(with = "crate::core::model::path_bytes")]
     pub path: PathBuf,
     pub size: u64,
     pub state: EntryState,
@@ -383,6 +386,15 @@ impl LedgerEntry {
         }
     }
 
+    /// The file name as a person reads it: bytes that are not UTF-8 written `\xff`
+    /// ([`crate::outside::os_text`]; the attachment name has U+FFFD there).
+    pub fn file_name_shown(&self) -> String {
+        match self.path.file_name() {
+            Some(n) => crate::outside::os_text(n).into_owned(),
+            None => self.name.clone(),
+        }
+    }
+
     /// True when `path`'s metadata says this is still the same version (size and mtime).
     pub fn matches_metadata(&self, meta: &std::fs::Metadata) -> bool {
         meta.len() == self.size && crate::files::mtime_ns(meta) == Some(self.mtime_ns)
@@ -489,6 +501,37 @@ mod tests {
         assert!(json.contains("\"kind\":\"event\""), "{json}");
         let back: LedgerEntry = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_path_that_is_not_utf8_round_trips_as_its_bytes_and_plain_paths_stay_strings() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut e = sample();
+        let plain = serde_json::to_string(&e).unwrap();
+        assert!(
+            plain.contains("\"path\":\"/home/u/Outbox/reports/a.pdf\""),
+            "a valid path is stored as before: {plain}"
+        );
+        e.path = PathBuf::from(std::ffi::OsStr::from_bytes(b"/home/u/bad\xffbyte.txt"));
+        e.name.clear();
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(
+            json.contains("\"path\":{\"bytes_hex\":\"2f686f6d652f752f626164ff627974652e747874\"}"),
+            "{json}"
+        );
+        let back: LedgerEntry = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
+        let brief: EntryBrief = serde_json::from_str(&json).unwrap();
+        assert_eq!(brief.path, e.path);
+        let record = back.into_record();
+        assert_eq!(record.name, "bad\u{FFFD}byte.txt");
+        let json = serde_json::to_string(&record).unwrap();
+        let again: Record = serde_json::from_str(&json).unwrap();
+        assert_eq!(again.path, e.path);
+        // A marker this build does not know is an error, not a guess.
+        let odd = plain.replace("\"/home/u/Outbox/reports/a.pdf\"", "{\"rot13\":\"2f\"}");
+        assert!(serde_json::from_str::<LedgerEntry>(&odd).is_err());
     }
 
     #[test]

@@ -811,6 +811,16 @@ impl Ledger {
     }
 
     fn encode(&self, entry: &LedgerEntry) -> Result<Vec<u8>> {
+        // Test hook (debug builds): an entry that does not encode, whatever made it so.
+        #[cfg(debug_assertions)]
+        if let Ok(part) = std::env::var("OUTBOX_REFUSE_ENTRY") {
+            if !part.is_empty() && entry.path.to_string_lossy().contains(&part) {
+                return Err(LedgerError::Invalid(format!(
+                    "entry {} does not encode: refused by OUTBOX_REFUSE_ENTRY",
+                    entry.id
+                )));
+            }
+        }
         serde_json::to_vec(entry)
             .map_err(|e| LedgerError::Invalid(format!("entry {} does not encode: {e}", entry.id)))
     }

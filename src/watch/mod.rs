@@ -45,6 +45,31 @@ fn in_excluded_dir(m: &Mapping, path: &Path) -> bool {
     path.starts_with(&m.sent_dir) || m.failed_dir.as_deref().is_some_and(|d| path.starts_with(d))
 }
 
+/// Why `m`'s folder cannot be read now (missing, not a folder, unreadable), or `None` when it
+/// can: what `status` says in its header, as the agent finds it at each scan.
+pub fn folder_problem(m: &Mapping) -> Option<String> {
+    match std::fs::read_dir(&m.folder) {
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("missing".to_owned()),
+        Err(e) => Some(format!("unreadable ({e})")),
+    }
+}
+
+/// The `status` header's line for each mapping whose folder cannot be read now.
+pub fn unavailable_lines(mappings: &[Mapping]) -> Vec<String> {
+    mappings
+        .iter()
+        .filter_map(|m| {
+            let why = folder_problem(m)?;
+            Some(format!(
+                "folder unavailable: mapping `{}`: {} is {why}; nothing is sent from it until it is back",
+                crate::outside::printable(&m.name),
+                crate::outside::path(&m.folder)
+            ))
+        })
+        .collect()
+}
+
 /// A file found by a scan.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -66,7 +91,7 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
             Ok(rd) => rd,
             Err(e) if dir == m.folder => return Err(e),
             Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot read a subfolder; skipping it");
+                tracing::warn!(dir = %crate::outside::path(&dir), error = %e, "cannot read a subfolder; skipping it");
                 continue;
             }
         };

@@ -256,6 +256,113 @@ pub struct SessionMark {
     pub abandoned: bool,
 }
 
+/// A path as stored (the ledger's JSON): the string it is when it is valid Unicode (every
+/// ledger written before stays readable as is), else `{"bytes_hex": "…"}`, its exact bytes (Unix
+/// paths are bytes: a scanner or an SMB share makes names that are not UTF-8), or on Windows
+/// `{"wide_hex": "…"}`, its UTF-16 units big-endian. Lossless both ways; for `#[serde(with)]`.
+pub mod path_bytes {
+    use serde::de::{self, MapAccess, Visitor};
+    use serde::ser::SerializeMap;
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+    use std::path::{Path, PathBuf};
+
+    /// The key of a Unix path's bytes.
+    pub const BYTES_KEY: &str = "bytes_hex";
+    /// The key of a Windows path's UTF-16 units.
+    pub const WIDE_KEY: &str = "wide_hex";
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        if let Some(text) = path.to_str() {
+            return s.serialize_str(text);
+        }
+        let (key, value) = raw(path);
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(key, &value)?;
+        map.end()
+    }
+
+    /// The key and hex of a path that is not valid Unicode.
+    #[cfg(unix)]
+    pub fn raw(path: &Path) -> (&'static str, String) {
+        use std::os::unix::ffi::OsStrExt;
+        (BYTES_KEY, hex::encode(path.as_os_str().as_bytes()))
+    }
+
+    #[cfg(windows)]
+    pub fn raw(path: &Path) -> (&'static str, String) {
+        use std::os::windows::ffi::OsStrExt;
+        let bytes: Vec<u8> = path
+            .as_os_str()
+            .encode_wide()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        (WIDE_KEY, hex::encode(bytes))
+    }
+
+    #[cfg(not(any(unix, windows)))]
+    pub fn raw(path: &Path) -> (&'static str, String) {
+        (BYTES_KEY, hex::encode(path.to_string_lossy().as_bytes()))
+    }
+
+    #[cfg(unix)]
+    fn from_raw(key: &str, bytes: Vec<u8>) -> Option<PathBuf> {
+        use std::os::unix::ffi::OsStringExt;
+        (key == BYTES_KEY).then(|| PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+    }
+
+    #[cfg(windows)]
+    fn from_raw(key: &str, bytes: Vec<u8>) -> Option<PathBuf> {
+        use std::os::windows::ffi::OsStringExt;
+        if key != WIDE_KEY || bytes.len() % 2 != 0 {
+            return None;
+        }
+        let wide: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
+        Some(PathBuf::from(std::ffi::OsString::from_wide(&wide)))
+    }
+
+    #[cfg(not(any(unix, windows)))]
+    fn from_raw(key: &str, bytes: Vec<u8>) -> Option<PathBuf> {
+        (key == BYTES_KEY).then(|| PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        d.deserialize_any(PathVisitor)
+    }
+
+    struct PathVisitor;
+
+    impl<'de> Visitor<'de> for PathVisitor {
+        type Value = PathBuf;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a path: a string, or {{\"{BYTES_KEY}\": …}}")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<PathBuf, E> {
+            Ok(PathBuf::from(v))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<PathBuf, E> {
+            Ok(PathBuf::from(v))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PathBuf, A::Error> {
+            let Some((key, value)) = map.next_entry::<String, String>()? else {
+                return Err(de::Error::custom("an empty path"));
+            };
+            let bytes =
+                hex::decode(&value).map_err(|e| de::Error::custom(format!("path {key}: {e}")))?;
+            from_raw(&key, bytes).ok_or_else(|| {
+                de::Error::custom(format!("a path as `{key}` is not one this platform reads"))
+            })
+        }
+    }
+}
+
 /// An attachment of an older version to delete once this version is on the item
 /// (`on_change = "replace"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,6 +378,7 @@ pub struct Replaced {
 pub struct Record {
     pub id: String,
     pub mapping: String,
+    #[serde(with = "path_bytes")]
     pub path: PathBuf,
     /// Attachment name on the item.
     pub name: String,
