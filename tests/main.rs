@@ -29,3 +29,4 @@ mod security;
 mod send;
 mod signin;
 mod soak;
+mod truth;

@@ -27,6 +27,9 @@ use std::path::PathBuf;
     // Usage lines say `outbox` whatever the file is called (a renamed or test copy).
     bin_name = "outbox",
     version,
+    // Help wraps to the terminal, but never wider than 100 columns (`COLUMNS` counts only off a
+    // terminal): the same text at 100 columns and at 220, readable on a wide screen.
+    max_term_width = 100,
     about = "Attach every file dropped into a folder to an Outlook message or event, exactly once.",
     after_help = "Exit status: 0 success, 1 some file could not be attached (or `check` found an \
 error), 2 bad usage or the state dir in use, 3 sign-in needed or refused, 78 bad or missing \
@@ -86,7 +89,7 @@ pub enum Command {
     /// Mail files now as one new message (draft, attach, send); prints the sent message's
     /// internetMessageId on stdout (does not touch the ledger). For scripts that used `mailx -a`.
     #[command(
-        override_usage = "outbox mail FILE... --to ADDR... [--cc ADDR...] [--bcc ADDR...] [--subject S] [--body TEXT | --body-file F] [--user U] [--draft]"
+        override_usage = "outbox mail FILE... --to ADDR... [--cc ADDR...] [--bcc ADDR...] [--subject S]\n                   [--body TEXT | --body-file F] [--user U] [--draft]"
     )]
     Mail(MailArgs),
     /// Show the ledger: one row per file version, its state, progress and error.
