@@ -46,3 +46,74 @@ fn help_does_not_depend_on_the_terminal_width() {
         }
     }
 }
+
+/// Run `args` with stdout a pipe whose reading end is already closed (`| head` that has read
+/// its lines): the command ends quietly, exit 0, no panic.
+fn into_a_closed_pipe(env: &Env, args: &[&str]) {
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = run_bounded_child(child, Duration::from_secs(60));
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+}
+
+fn run_bounded_child(child: std::process::Child, timeout: Duration) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("timed out after {timeout:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_printing_command_ends_quietly_on_a_closed_pipe() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"m\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        ),
+    );
+    std::fs::write(folder.join("a.txt"), b"hello").unwrap();
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["status", "--state", "done"],
+        &["retry", "--failed"],
+        &["check"],
+        &["check", "--json"],
+        &["items", "messages"],
+        &["items", "messages", "--json"],
+        &["verify", "--all"],
+        &["verify", "--all", "--json"],
+        &["whoami"],
+        &["service", "install", "--dry-run", "--platform", "linux"],
+        &["completions", "bash"],
+        &["--help"],
+    ] {
+        into_a_closed_pipe(&env, args);
+    }
+}

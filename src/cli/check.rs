@@ -66,14 +66,14 @@ impl Report {
             self.findings
                 .push(serde_json::json!({"level": word, "what": what, "message": msg}));
         } else {
-            println!("{tag}  {what}: {msg}");
+            outln!("{tag}  {what}: {msg}");
         }
     }
 
     fn finish(self) -> ExitCode {
         if self.json {
             let text = serde_json::to_string_pretty(&self.findings).unwrap_or_default();
-            println!("{text}");
+            outln!("{text}");
         }
         if self.errors == 0 {
             ExitCode::Ok

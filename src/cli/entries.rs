@@ -150,7 +150,7 @@ pub async fn status(
         now: time::OffsetDateTime::now_utc(),
     };
     if json {
-        println!(
+        outln!(
             "{}",
             super::status::render_json(&entries, &messages, &facts)
         );
@@ -159,14 +159,14 @@ pub async fn status(
             std::io::stdout().is_terminal(),
             std::env::var_os("NO_COLOR").as_deref(),
         );
-        println!("{}", super::status::agent_header(&facts, &dir));
+        outln!("{}", super::status::agent_header(&facts, &dir));
         if let Some(pid) = pid.filter(|p| started_before_edit(*p, &settings.source)) {
-            println!("note: {}", restart_hint(pid));
+            outln!("note: {}", restart_hint(pid));
         }
         if !entries.is_empty() || messages.is_empty() {
-            print!("{}", super::status::render_table(&entries, &facts, color));
+            out!("{}", super::status::render_table(&entries, &facts, color));
         }
-        print!(
+        out!(
             "{}",
             super::status::render_messages(
                 &messages,
@@ -200,7 +200,7 @@ pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, C
     })
     .await?;
     if entries.is_empty() && messages.is_empty() {
-        println!("no failed entries");
+        outln!("no failed entries");
     }
     for m in &messages {
         let how = if m.state == crate::core::model::MessageState::Sending {
@@ -208,14 +208,14 @@ pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, C
         } else {
             "queued again"
         };
-        println!(
+        outln!(
             "{}  {how}  message \"{}\"",
             m.id,
             crate::outside::printable(&m.letter.subject)
         );
     }
     for e in &entries {
-        println!("{}  queued again  {}", e.id, e.path.display());
+        outln!("{}  queued again  {}", e.id, e.path.display());
     }
     Ok(ExitCode::Ok)
 }
@@ -255,11 +255,11 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
         let client = GraphClient::new(&settings, Credentials::from_settings_in(&settings))
             .map_err(|e| CommandError::new(ExitCode::Config, e))?;
         if let Err(e) = client.delete_session(&user, &url).await {
-            eprintln!("outbox: canceled, but the upload session could not be deleted ({e}); it expires on its own");
+            errln!("outbox: canceled, but the upload session could not be deleted ({e}); it expires on its own");
         }
     }
     for e in &entries {
-        println!("{}  canceled  {}", e.id, e.path.display());
+        outln!("{}  canceled  {}", e.id, e.path.display());
     }
     Ok(ExitCode::Ok)
 }

@@ -124,8 +124,8 @@ pub fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
                 format!("cannot write {}: {e}", path.display()),
             )
         })?;
-    println!("wrote {}", path.display());
-    println!("next: edit it (auth.client_id, the [[mapping]] folder and target), then run `outbox check`");
+    outln!("wrote {}", path.display());
+    outln!("next: edit it (auth.client_id, the [[mapping]] folder and target), then run `outbox check`");
     Ok(ExitCode::Ok)
 }
 

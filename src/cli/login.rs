@@ -32,7 +32,7 @@ pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
                 .bearer()
                 .await
                 .map_err(auth_err)?;
-            println!(
+            outln!(
                 "client credentials work: app {} in tenant {} ({}); tokens are requested as needed, nothing is cached",
                 auth.client_id.as_deref().unwrap_or_default(),
                 auth.tenant,
@@ -64,11 +64,12 @@ pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
     let cache = TokenCache::for_settings(&settings);
     device_code::login(&http, &endpoints, &client_id, &scope, &cache, |p| {
         // stderr: stdout stays for the result, and the prompt must show even when stdout is piped.
-        eprintln!(
+        errln!(
             "To sign in, open {} in a browser and enter the code {}",
-            p.verification_uri, p.user_code
+            p.verification_uri,
+            p.user_code
         );
-        eprintln!(
+        errln!(
             "(the code is valid for {} minutes; waiting for you to finish…)",
             p.expires_in.as_secs().div_ceil(60)
         );
@@ -77,8 +78,8 @@ pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
     .map_err(auth_err)?;
     // Say who signed in; the tokens are saved whether or not this works.
     match me(&settings).await {
-        Ok((name, upn)) => println!("signed in as {name} <{upn}>"),
-        Err(_) => println!("signed in; tokens saved in {}", cache.describe()),
+        Ok((name, upn)) => outln!("signed in as {name} <{upn}>"),
+        Err(_) => outln!("signed in; tokens saved in {}", cache.describe()),
     }
     Ok(ExitCode::Ok)
 }
@@ -86,7 +87,7 @@ pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
 pub async fn logout(settings: Settings) -> Result<ExitCode, CommandError> {
     let cache = TokenCache::for_settings(&settings);
     if !cache.may_hold_tokens() {
-        println!("not signed in (no token cache at {})", cache.describe());
+        outln!("not signed in (no token cache at {})", cache.describe());
         return Ok(ExitCode::Ok);
     }
     let lock = cache
@@ -95,11 +96,11 @@ pub async fn logout(settings: Settings) -> Result<ExitCode, CommandError> {
         .map_err(|e| CommandError::new(ExitCode::Failed, e))?;
     match cache.remove(&lock) {
         Ok(true) => {
-            println!("signed out: removed {}", cache.describe());
+            outln!("signed out: removed {}", cache.describe());
             Ok(ExitCode::Ok)
         }
         Ok(false) => {
-            println!("not signed in (no token cache at {})", cache.describe());
+            outln!("not signed in (no token cache at {})", cache.describe());
             Ok(ExitCode::Ok)
         }
         // A keyring that cannot be reached is a sign-in problem like any other (exit 3).
@@ -118,7 +119,7 @@ pub async fn whoami(settings: Settings) -> Result<ExitCode, CommandError> {
             .bearer()
             .await
             .map_err(auth_err)?;
-        println!(
+        outln!(
             "app {} in tenant {} (client credentials, {}); no signed-in user: mappings name a `user`",
             settings.auth.client_id.as_deref().unwrap_or_default(),
             settings.auth.tenant,
@@ -127,7 +128,7 @@ pub async fn whoami(settings: Settings) -> Result<ExitCode, CommandError> {
         return Ok(ExitCode::Ok);
     }
     let (name, upn) = me(&settings).await?;
-    println!("{name} <{upn}>");
+    outln!("{name} <{upn}>");
     Ok(ExitCode::Ok)
 }
 

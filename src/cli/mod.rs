@@ -1,6 +1,37 @@
 //! The command line: argument parsing (clap) and one file per command. Each command returns
 //! `Result<ExitCode, CommandError>`; `main` prints the error and exits with its code.
 
+/// `println!` to stdout that ends the command quietly when the reader has gone (`| head`).
+macro_rules! outln {
+    () => {
+        $crate::cli::out::stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out::stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` to stdout, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::out::stdout(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that never panics (stderr closed too: nothing to do).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!`, as [`errln!`].
+macro_rules! err {
+    ($($arg:tt)*) => {
+        $crate::cli::out::stderr(format_args!($($arg)*))
+    };
+}
+
 pub mod check;
 pub mod demo;
 pub mod entries;
@@ -10,6 +41,7 @@ pub mod items;
 pub mod logging;
 pub mod login;
 pub mod mail;
+pub mod out;
 pub mod run;
 pub mod sandbox;
 pub mod send;
@@ -296,14 +328,14 @@ pub fn main() -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("outbox: cannot start the async runtime: {e}");
+            errln!("outbox: cannot start the async runtime: {e}");
             return ExitCode::Failed as i32;
         }
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code as i32,
         Err(e) => {
-            eprintln!("outbox: {}", crate::secret::redact(&e.message));
+            errln!("outbox: {}", crate::secret::redact(&e.message));
             e.code as i32
         }
     }

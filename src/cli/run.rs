@@ -72,7 +72,7 @@ fn left_over(state_dir: &std::path::Path) -> ExitCode {
     // Attached, but not moved or deleted: not retried by itself, so said every run.
     let after_failed = newest.values().filter(|e| e.after_failed).count();
     if after_failed > 0 {
-        eprintln!(
+        errln!(
             "outbox: attached, but {after_failed} after-action(s) (move/delete) failed and are not tried again by themselves; `outbox status` says why; fix it, then `outbox retry ID`"
         );
     }
@@ -88,7 +88,7 @@ fn left_over(state_dir: &std::path::Path) -> ExitCode {
     if rejected > 0 {
         parts.push(format!("{rejected} rejected (over 150 MiB: never sent)"));
     }
-    eprintln!(
+    errln!(
         "outbox: not attached: {}; `outbox status --state failed` says why",
         parts.join(", ")
     );

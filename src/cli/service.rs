@@ -95,11 +95,11 @@ pub fn run(
         // A service that exits 78 at every login helps no one: refuse a config that does not load.
         match crate::config::Settings::load(&ctx.config) {
             Ok(_) => {}
-            Err(e) if dry_run => eprintln!("outbox: note: the config does not load yet: {e}"),
+            Err(e) if dry_run => errln!("outbox: note: the config does not load yet: {e}"),
             Err(e) => return Err(e.into()),
         }
         if service::is_build_dir(&ctx.binary) {
-            eprintln!(
+            errln!(
                 "outbox: note: {} is in a cargo build directory; the service breaks on the next \
                  `cargo clean`. Install the binary first (scripts/install or `cargo install --path .`)",
                 ctx.binary.display()
@@ -119,7 +119,7 @@ pub fn run(
     };
     let file = service::service_file(platform, &ctx);
     if dry_run {
-        println!("# outbox service {action}, dry run: nothing is written or run.");
+        outln!("# outbox service {action}, dry run: nothing is written or run.");
         for s in &steps {
             match s {
                 Step::Write {
@@ -127,27 +127,27 @@ pub fn run(
                     contents,
                     utf16,
                 } => {
-                    println!(
+                    outln!(
                         "# write {}{}:",
                         path.display(),
                         if *utf16 { " (UTF-16LE with BOM)" } else { "" }
                     );
-                    print!("{contents}");
+                    out!("{contents}");
                     if !contents.ends_with('\n') {
-                        println!();
+                        outln!();
                     }
-                    println!("# end of {}", path.display());
+                    outln!("# end of {}", path.display());
                 }
                 Step::Remove(p) => {
-                    println!("$ rm -f {}", service::shell_word(&p.to_string_lossy()))
+                    outln!("$ rm -f {}", service::shell_word(&p.to_string_lossy()))
                 }
-                Step::Run { argv, .. } => println!("$ {}", show(argv)),
+                Step::Run { argv, .. } => outln!("$ {}", show(argv)),
             }
         }
         return Ok(ExitCode::Ok);
     }
     if action == "status" {
-        println!(
+        outln!(
             "service file: {} ({})",
             file.display(),
             if file.exists() {
@@ -162,14 +162,14 @@ pub fn run(
     }
     match (action, platform) {
         ("install", Platform::Linux) => {
-            println!("installed: outbox starts at login; logs: journalctl --user -u outbox -f")
+            outln!("installed: outbox starts at login; logs: journalctl --user -u outbox -f")
         }
-        ("install", Platform::MacOs) => println!(
+        ("install", Platform::MacOs) => outln!(
             "installed: outbox starts at login; logs: {}",
             service::macos_log(&ctx).display()
         ),
-        ("install", Platform::Windows) => println!("installed: outbox starts at logon"),
-        ("uninstall", _) => println!("uninstalled: outbox no longer starts at login"),
+        ("install", Platform::Windows) => outln!("installed: outbox starts at logon"),
+        ("uninstall", _) => outln!("uninstalled: outbox no longer starts at login"),
         _ => {}
     }
     Ok(ExitCode::Ok)
@@ -212,10 +212,10 @@ fn execute(step: &Step) -> Result<(), CommandError> {
             };
             std::fs::write(path, bytes)
                 .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
-            println!("wrote {}", path.display());
+            outln!("wrote {}", path.display());
         }
         Step::Remove(path) => match std::fs::remove_file(path) {
-            Ok(()) => println!("removed {}", path.display()),
+            Ok(()) => outln!("removed {}", path.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(fail(format!("cannot remove {}: {e}", path.display()))),
         },
@@ -223,7 +223,7 @@ fn execute(step: &Step) -> Result<(), CommandError> {
             let Some((prog, args)) = argv.split_first() else {
                 return Ok(());
             };
-            println!("$ {}", show(argv));
+            outln!("$ {}", show(argv));
             let out = std::process::Command::new(prog)
                 .args(args)
                 .stderr(std::process::Stdio::piped())
@@ -236,7 +236,7 @@ fn execute(step: &Step) -> Result<(), CommandError> {
                     fail(m)
                 })?;
             let err = String::from_utf8_lossy(&out.stderr);
-            eprint!("{err}");
+            err!("{err}");
             if !out.status.success() && !may_fail {
                 let mut m = format!("`{}` failed ({})", show(argv), out.status);
                 if prog == "systemctl" && no_user_bus(&err) {
