@@ -117,3 +117,165 @@ async fn every_printing_command_ends_quietly_on_a_closed_pipe() {
         into_a_closed_pipe(&env, args);
     }
 }
+
+/// `status --json` rows by file name.
+fn rows(env: &Env) -> std::collections::HashMap<String, serde_json::Value> {
+    let out = env.run(&["status", "--json"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let name = std::path::Path::new(r["path"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (name, r.clone())
+        })
+        .collect()
+}
+
+/// Three files that fail (their message is gone), in folder `in`.
+async fn three_failed(env: &Env, extra: &str) -> std::path::PathBuf {
+    let gone = env.sandbox.create_item("message", "me").await;
+    env.sandbox.delete_item(&gone).await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (i, n) in ["a.txt", "b.txt", "c.txt"].iter().enumerate() {
+        write_file(&folder.join(n), 100, i as u64);
+    }
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"m\"\nfolder = \"{}\"\nmessage = \"{gone}\"\n{extra}\n",
+            folder.display()
+        ),
+    );
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    folder
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_file_deleted_since_can_be_canceled_and_run_once_stops_counting_it() {
+    let env = Env::new();
+    let folder = three_failed(&env, "").await;
+    let r = rows(&env);
+    let id = |n: &str| r[n]["id"].as_str().unwrap().to_string();
+    let (a, b) = (id("a.txt"), id("b.txt"));
+    std::fs::remove_file(folder.join("a.txt")).unwrap();
+    std::fs::remove_file(folder.join("b.txt")).unwrap();
+    std::fs::remove_file(folder.join("c.txt")).unwrap();
+
+    // Retry tells the truth: the file is gone, and how to clear the entry.
+    let out = env.run(&["retry", &a], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no longer at"), "{err}");
+    assert!(err.contains(&format!("`outbox cancel {a}`")), "{err}");
+    assert_eq!(rows(&env)["a.txt"]["state"], "failed");
+
+    // Cancel clears it: offline, and through a running agent.
+    let out = env.run(&["cancel", &a], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{a}  canceled")),
+        "{}",
+        stdout(&out)
+    );
+    let agent = Agent::start(&env, &[]);
+    let mut out = env.run(&["cancel", &b], Duration::from_secs(30));
+    for _ in 0..50 {
+        if !stderr(&out).contains("holds the ledger") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        out = env.run(&["cancel", &b], Duration::from_secs(30));
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        agent.log()
+    );
+    // `retry --failed` does not queue a file that is gone: it says so.
+    let out = env.run(&["retry", "--failed"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(!said.contains("queued again"), "{said}");
+    assert!(
+        said.contains("c.txt") && said.contains("no longer at"),
+        "{said}"
+    );
+    agent.stop();
+    let r = rows(&env);
+    assert_eq!(r["a.txt"]["state"], "canceled");
+    assert_eq!(r["b.txt"]["state"], "canceled");
+    assert_eq!(r["c.txt"]["state"], "failed");
+    let out = env.run(&["cancel", &a], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("already canceled"),
+        "{}",
+        stderr(&out)
+    );
+
+    let c = r["c.txt"]["id"].as_str().unwrap().to_string();
+    let out = env.run(&["cancel", &c], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_file_in_failed_dir_says_where_it_is_and_what_to_do() {
+    let env = Env::new();
+    let failed_dir = env.path("failed");
+    let folder = three_failed(&env, &format!("failed_dir = \"{}\"", failed_dir.display())).await;
+    assert!(failed_dir.join("a.txt").exists(), "moved to failed_dir");
+    let a = rows(&env)["a.txt"]["id"].as_str().unwrap().to_string();
+    let out = env.run(&["retry", &a], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no longer at") && err.contains("failed_dir"),
+        "{err}"
+    );
+    assert!(!stdout(&out).contains("queued again"), "{}", stdout(&out));
+    // Moved back: queued again.
+    std::fs::rename(failed_dir.join("a.txt"), folder.join("a.txt")).unwrap();
+    let out = env.run(&["retry", &a], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{a}  queued again")),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_done_entry_says_it_attaches_it_again() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let done = env.path("done");
+    std::fs::create_dir_all(&done).unwrap();
+    write_file(&done.join("d.txt"), 100, 9);
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"d\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            done.display()
+        ),
+    );
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let d = rows(&env)["d.txt"]["id"].as_str().unwrap().to_string();
+    let out = env.run(&["retry", &d], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(!said.contains("queued again"), "{said}");
+    assert!(said.contains("to be attached again"), "{said}");
+}

@@ -199,7 +199,24 @@ pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, C
         ops::retry(l, id.as_deref()).map_err(ledger_err)
     })
     .await?;
-    if entries.is_empty() && messages.is_empty() {
+    // `--failed` leaves a failed entry whose file is gone or changed: say which, and why.
+    let left = match id {
+        Some(_) => Vec::new(),
+        None => {
+            let (all, _) = via_agent_or_ledger(&settings, Request::Status, |l| {
+                Ok((
+                    l.by_state(EntryState::Failed).map_err(ledger_err)?,
+                    Vec::new(),
+                ))
+            })
+            .await?;
+            all.into_iter()
+                .filter(|e| e.state == EntryState::Failed)
+                .filter_map(|e| ops::retry_refusal(&e).map(|why| (e, why)))
+                .collect()
+        }
+    };
+    if entries.is_empty() && messages.is_empty() && left.is_empty() {
         outln!("no failed entries");
     }
     for m in &messages {
@@ -215,7 +232,24 @@ pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, C
         );
     }
     for e in &entries {
-        outln!("{}  queued again  {}", e.id, e.path.display());
+        // What the retry did, from the entry as it now is.
+        let what = if e.state == EntryState::Done && e.after_pending {
+            "attached; its move or delete to be done again".to_string()
+        } else if e.replaces.iter().any(|r| r.entry == e.id) {
+            "to be attached again (the attachment now on the item is deleted once the new one is in)"
+                .to_string()
+        } else if matches!(
+            e.state,
+            EntryState::Pending | EntryState::Settling | EntryState::Uploading
+        ) {
+            "queued again".to_string()
+        } else {
+            format!("not queued: it is {}", e.state)
+        };
+        outln!("{}  {what}  {}", e.id, crate::outside::path(&e.path));
+    }
+    for (e, why) in &left {
+        outln!("{}  not retried: {why}", e.id);
     }
     Ok(ExitCode::Ok)
 }
@@ -229,10 +263,14 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
             .get(&id)
             .map_err(ledger_err)?
             .ok_or_else(|| ledger_err(LedgerError::NotFound { id: id.clone() }))?;
+        if let Some(why) = ops::cancel_refusal(&e) {
+            return Err(CommandError::new(ExitCode::Usage, why));
+        }
         if e.state.is_terminal() {
-            return Err(CommandError::new(
-                ExitCode::Usage,
-                format!("entry {id} is already {}; nothing to cancel", e.state),
+            // Failed or rejected: cleared, so `run --once` stops counting it.
+            return Ok((
+                vec![ops::cancel_ended(l, &e).map_err(ledger_err)?],
+                Vec::new(),
             ));
         }
         let sessions = SessionStore::open(&dir).map_err(ledger_err)?;

@@ -145,7 +145,8 @@ pub enum Command {
         #[arg(long)]
         failed: bool,
     },
-    /// Stop an upload: delete its upload session and mark it canceled.
+    /// Stop an upload: delete its upload session and mark it canceled. A failed or rejected
+    /// entry (its file deleted, say) is cleared: canceled, and no longer counted by `run --once`.
     Cancel {
         /// The entry to cancel (the ID column of `outbox status`).
         id: String,
