@@ -279,3 +279,117 @@ async fn retry_of_a_done_entry_says_it_attaches_it_again() {
     assert!(!said.contains("queued again"), "{said}");
     assert!(said.contains("to be attached again"), "{said}");
 }
+
+/// Wait until the agent answers on its socket (status says it runs).
+async fn agent_answers(env: &Env) {
+    wait_until(Duration::from_secs(30), "the agent's socket", || async {
+        let out = env.run(&["status"], Duration::from_secs(30));
+        stdout(&out).starts_with("agent running")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_retry_and_cancel_reach_the_agent_over_a_config_typo() {
+    let env = Env::new();
+    three_failed(&env, "").await;
+    let r = rows(&env);
+    let (a, b) = (
+        r["a.txt"]["id"].as_str().unwrap().to_string(),
+        r["b.txt"]["id"].as_str().unwrap().to_string(),
+    );
+    let agent = Agent::start(&env, &[]);
+    agent_answers(&env).await;
+    // A typo while the agent runs on the config it read.
+    let cfg = env.path("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("settle = \"300ms\"", "settle = \"300 mss\""),
+    )
+    .unwrap();
+
+    let out = env.run(&["status"], Duration::from_secs(30));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        agent.log()
+    );
+    assert!(stdout(&out).contains("a.txt"), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("agent.settle") && err.contains("running agent"),
+        "{err}"
+    );
+    let out = env.run(&["status", "--json"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
+
+    let out = env.run(&["retry", &a], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("queued again"), "{}", stdout(&out));
+    let out = env.run(&["cancel", &b], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{b}  canceled")),
+        "{}",
+        stdout(&out)
+    );
+    agent.stop();
+
+    // No agent: the config error, exit 78, as before.
+    let out = env.run(&["status"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(78), "{}", stdout(&out));
+    assert!(stderr(&out).contains("agent.settle"), "{}", stderr(&out));
+
+    // The state dir itself unreadable from the file: said, with the line to fix.
+    std::fs::write(&cfg, text.replace("state_dir = \"", "state_dir = 5 #\"")).unwrap();
+    let out = env.run(&["status"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(78), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("agent.state_dir") && err.contains("cannot be asked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_json_prints_a_json_document_when_the_config_does_not_load() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.toml");
+    std::fs::write(&cfg, "[agent]\nsettle = \"fast\"\nconcurrency = 0\n").unwrap();
+    let out = run_bounded(
+        bare(home.path())
+            .args(["check", "--json", "--config"])
+            .arg(&cfg),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout {:?}", stdout(&out)));
+    let found = v.as_array().unwrap();
+    assert!(found.len() >= 2, "{v}");
+    for f in found {
+        assert_eq!(f["level"], "error", "{v}");
+        assert_eq!(f["what"], "config", "{v}");
+    }
+    assert!(
+        found[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("agent.settle"),
+        "{v}"
+    );
+    // A missing file too.
+    let out = run_bounded(
+        bare(home.path())
+            .args(["check", "--json", "--config"])
+            .arg(home.path().join("nope.toml")),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["level"], "error", "{v}");
+}

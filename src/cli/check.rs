@@ -85,7 +85,42 @@ impl Report {
 
 pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandError> {
     // A config file is required here: checking built-in defaults would tell the user nothing.
-    let settings = super::load_settings(flag, true)?;
+    let settings = match super::load_settings(flag, true) {
+        Ok(s) => s,
+        Err(e) if json => {
+            // Still one JSON document on stdout: one finding per config error.
+            let (path, _) = super::config_path(flag);
+            let findings: Vec<serde_json::Value> = match crate::config::Settings::load_all(&path) {
+                Err(mut errors) if e.code == ExitCode::Config => {
+                    errors.sort_by_key(|c| c.line.unwrap_or(usize::MAX));
+                    errors
+                        .iter()
+                        .map(|c| {
+                            serde_json::json!({
+                                "level": "error",
+                                "what": "config",
+                                "message": crate::secret::redact(&c.to_string()),
+                                "file": c.file.display().to_string(),
+                                "line": c.line,
+                                "key": c.key,
+                            })
+                        })
+                        .collect()
+                }
+                _ => vec![serde_json::json!({
+                    "level": "error",
+                    "what": "config",
+                    "message": crate::secret::redact(&e.message),
+                })],
+            };
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&findings).unwrap_or_default()
+            );
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let mut r = Report {
         json,
         ..Report::default()

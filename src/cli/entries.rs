@@ -52,6 +52,103 @@ pub(crate) fn restart_hint(pid: u32) -> String {
     )
 }
 
+/// The settings for `status`, `retry` and `cancel`, and whether the config failed to load. When
+/// it does not load but an agent answers on the state dir the file names (or the default one),
+/// that agent is asked (it runs on the config it read before): the errors are said on stderr as
+/// a warning, and the settings hold that state dir and defaults.
+pub async fn settings_or_agent(
+    flag: Option<&std::path::Path>,
+) -> Result<(Settings, bool), CommandError> {
+    let e = match super::load_settings(flag, true) {
+        Ok(s) => return Ok((s, false)),
+        Err(e) => e,
+    };
+    let (path, _) = super::config_path(flag);
+    if e.code != ExitCode::Config || !path.is_file() {
+        return Err(e);
+    }
+    let dir = match broken_state_dir(&path) {
+        Ok(d) => d,
+        Err(why) => {
+            return Err(CommandError::new(
+                ExitCode::Config,
+                format!(
+                    "{}\n(a running agent cannot be asked instead: {why}; fix the line named, then run this again)",
+                    e.message
+                ),
+            ))
+        }
+    };
+    let Some(pid) = agent_pid(&dir).await else {
+        return Err(e);
+    };
+    let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    errln!("outbox: warning: {}", e.message);
+    errln!(
+        "outbox: the running agent{pid} answers instead, on the config it read before; fix the line named (`outbox check` lists every error): the agent cannot reload or restart on this file"
+    );
+    let mut settings = Settings::defaults(path);
+    settings.agent.state_dir = dir;
+    Ok((settings, true))
+}
+
+/// The state dir a config that does not load names (`agent.state_dir`, else the platform's),
+/// read from the file with its lines in error left out; or why it cannot be told.
+fn broken_state_dir(path: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let errors = match Settings::load_all(path) {
+        Ok(s) => return Ok(s.agent.state_dir),
+        Err(errors) => errors,
+    };
+    if errors.iter().any(|e| e.key == "agent.state_dir") {
+        return Err(
+            "its agent.state_dir, where the agent's socket is, is the line in error".into(),
+        );
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let bad: Vec<usize> = errors.iter().filter_map(|e| e.line).collect();
+    let kept: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if bad.contains(&(i + 1)) { "" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let table: toml::Table = kept
+        .parse()
+        .map_err(|_| "it is not TOML that its agent.state_dir can be read from".to_string())?;
+    let value = table
+        .get("agent")
+        .and_then(|a| a.as_table())
+        .and_then(|a| a.get("state_dir"));
+    let dir = match value {
+        None => {
+            return crate::config::default_state_dir()
+                .ok_or_else(|| "there is no home directory for the default state dir".into())
+        }
+        Some(v) => v
+            .as_str()
+            .ok_or("its agent.state_dir is not a string")?
+            .to_string(),
+    };
+    let expanded = if dir.contains('$') {
+        return Err("its agent.state_dir names an environment variable".into());
+    } else if let Some(rest) = dir
+        .strip_prefix('~')
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    {
+        let home = directories::BaseDirs::new()
+            .map(|d| d.home_dir().to_path_buf())
+            .ok_or("there is no home directory for its agent.state_dir")?;
+        home.join(rest.trim_start_matches('/'))
+    } else {
+        std::path::PathBuf::from(dir)
+    };
+    // A relative state dir is relative to the config file's directory.
+    Ok(match path.parent() {
+        Some(p) if expanded.is_relative() => p.join(expanded),
+        _ => expanded,
+    })
+}
+
 fn ledger_err(e: LedgerError) -> CommandError {
     CommandError::from(e)
 }
@@ -107,6 +204,7 @@ pub async fn status(
     settings: Settings,
     json: bool,
     state: Option<String>,
+    config_broken: bool,
 ) -> Result<ExitCode, CommandError> {
     let filter = match state.as_deref() {
         Some(s) => Some(
@@ -160,7 +258,9 @@ pub async fn status(
             std::env::var_os("NO_COLOR").as_deref(),
         );
         outln!("{}", super::status::agent_header(&facts, &dir));
-        if let Some(pid) = pid.filter(|p| started_before_edit(*p, &settings.source)) {
+        if let Some(pid) =
+            pid.filter(|p| !config_broken && started_before_edit(*p, &settings.source))
+        {
             outln!("note: {}", restart_hint(pid));
         }
         if !entries.is_empty() || messages.is_empty() {

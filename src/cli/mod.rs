@@ -359,7 +359,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         }
         Command::Run { once } => run::run(load_settings(cfg, true)?, once).await,
         Command::Status { json, state } => {
-            entries::status(load_settings(cfg, true)?, json, state).await
+            let (settings, broken) = entries::settings_or_agent(cfg).await?;
+            entries::status(settings, json, state, broken).await
         }
         Command::Retry { id, failed } => {
             if id.is_none() && !failed {
@@ -369,9 +370,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
                      or --failed to retry every failed entry",
                 ));
             }
-            entries::retry(load_settings(cfg, true)?, id).await
+            entries::retry(entries::settings_or_agent(cfg).await?.0, id).await
         }
-        Command::Cancel { id } => entries::cancel(load_settings(cfg, true)?, id).await,
+        Command::Cancel { id } => {
+            entries::cancel(entries::settings_or_agent(cfg).await?.0, id).await
+        }
         Command::Login => login::login(load_settings(cfg, true)?).await,
         Command::Logout => login::logout(load_settings(cfg, true)?).await,
         Command::Whoami => login::whoami(load_settings(cfg, true)?).await,
@@ -442,6 +445,18 @@ fn refuse_config(
     }
 }
 
+/// The config file a command reads: `--config`, else `$OUTBOX_CONFIG`, else the platform
+/// default; and whether it was named (by the flag or the variable).
+pub fn config_path(flag: Option<&std::path::Path>) -> (PathBuf, bool) {
+    match flag
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| std::env::var_os("OUTBOX_CONFIG").map(PathBuf::from))
+    {
+        Some(p) => (p, true),
+        None => (crate::config::default_path(), false),
+    }
+}
+
 /// The variable `outbox send` reads a token from when there is no config file at all.
 pub const DEFAULT_TOKEN_ENV: &str = "OUTBOX_ACCESS_TOKEN";
 
@@ -453,11 +468,8 @@ pub fn load_settings(
     flag: Option<&std::path::Path>,
     required: bool,
 ) -> Result<crate::config::Settings, CommandError> {
-    let explicit = flag
-        .map(std::path::Path::to_path_buf)
-        .or_else(|| std::env::var_os("OUTBOX_CONFIG").map(PathBuf::from));
-    let path = explicit.clone().unwrap_or_else(crate::config::default_path);
-    if explicit.is_none() && !required && !path.exists() {
+    let (path, explicit) = config_path(flag);
+    if !explicit && !required && !path.exists() {
         return Ok(crate::config::Settings::defaults(path));
     }
     let settings = crate::config::Settings::load_all(&path).map_err(CommandError::config)?;
