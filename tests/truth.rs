@@ -393,3 +393,59 @@ fn check_json_prints_a_json_document_when_the_config_does_not_load() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["level"], "error", "{v}");
 }
+
+#[test]
+fn with_config_path_every_hint_names_that_path() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("work conf.toml");
+    let quoted = format!("'{}'", cfg.display());
+    // init: the next step, on stdout and in the file's header.
+    let out = run_bounded(
+        bare(home.path()).args(["init", "--config"]).arg(&cfg),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!("`outbox --config {quoted} check`")),
+        "{said}"
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        text.contains(&format!("`outbox --config {quoted} check`")),
+        "{text}"
+    );
+    // A missing file: the init that writes it.
+    let missing = home.path().join("missing.toml");
+    let out = run_bounded(
+        bare(home.path()).args(["status", "--config"]).arg(&missing),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("`outbox --config {} init`", missing.display())),
+        "{err}"
+    );
+    // Sign-in: the login that signs in for this config.
+    let state = home.path().join("state");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\n[agent]\nstate_dir = \"{}\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        bare(home.path()).args(["whoami", "--config"]).arg(&cfg),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("`outbox --config {quoted} login`")),
+        "{err}"
+    );
+    assert!(!err.contains("`outbox login`"), "{err}");
+}

@@ -316,6 +316,7 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    out::set_config_flag(cli.config.as_deref());
     // The demo talks to people on stdout, failures included; agent logs would only repeat them.
     let demo_quiet = matches!(cli.command, Command::Demo { .. }) && cli.verbose == 0;
     if demo_quiet {
