@@ -449,3 +449,48 @@ fn with_config_path_every_hint_names_that_path() {
     );
     assert!(!err.contains("`outbox login`"), "{err}");
 }
+
+#[test]
+fn check_and_login_name_the_placeholder_client_id_init_writes() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.toml");
+    let out = run_bounded(
+        bare(home.path()).args(["init", "--config"]).arg(&cfg),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run_bounded(
+        bare(home.path()).args(["check", "--config"]).arg(&cfg),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stdout(&out);
+    let line = said
+        .lines()
+        .find(|l| l.contains("client_id"))
+        .unwrap_or_else(|| panic!("no client_id line: {said}"));
+    assert!(line.starts_with("error"), "{said}");
+    assert!(line.contains("placeholder"), "{said}");
+    // No advice to sign in that cannot work with it.
+    assert!(!said.contains("login`"), "{said}");
+    let out = run_bounded(
+        bare(home.path()).args(["login", "--config"]).arg(&cfg),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("placeholder") && err.contains("auth.client_id"),
+        "{err}"
+    );
+    assert!(!err.contains("To sign in, open"), "{err}");
+    // The agent and whoami say the same instead of "sign-in needed: run `outbox login`".
+    for args in [&["run", "--once"][..], &["whoami"]] {
+        let out = run_bounded(
+            bare(home.path()).args(args).arg("--config").arg(&cfg),
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("placeholder"), "{}", stderr(&out));
+    }
+}

@@ -157,7 +157,12 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
             check_mailing(&mut r, m, t, &settings);
         }
     }
-    if check_sign_in(&mut r, &settings).await {
+    // The placeholder `init` writes: no sign-in can work until it is set.
+    let placeholder = super::login::placeholder_client_id(&settings);
+    if let Some(why) = &placeholder {
+        r.line(Level::Error, "auth.client_id", why);
+    }
+    if placeholder.is_none() && check_sign_in(&mut r, &settings).await {
         match interactive_client(&settings) {
             Ok(client) => {
                 for m in &settings.mappings {

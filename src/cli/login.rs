@@ -22,7 +22,29 @@ fn method_name(m: &AuthMethod) -> &'static str {
     }
 }
 
+/// The client id `outbox init` writes (config.example.toml): a placeholder, no app's id.
+pub const PLACEHOLDER_CLIENT_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// When the config still has the placeholder client id and its auth method needs a real one:
+/// what to do about it.
+pub fn placeholder_client_id(settings: &Settings) -> Option<String> {
+    let needs = matches!(
+        settings.auth.method,
+        AuthMethod::DeviceCode | AuthMethod::ClientCredentials { .. }
+    );
+    let id = settings.auth.client_id.as_deref()?.trim();
+    (needs && (id == PLACEHOLDER_CLIENT_ID || (!id.is_empty() && id.chars().all(|c| c == '0' || c == '-')))).then(|| {
+        format!(
+            "auth.client_id in {} is still the placeholder {PLACEHOLDER_CLIENT_ID} that `outbox init` wrote: set it to the Application (client) ID of your app registration (docs/signin.md says how to register one)",
+            settings.source.display()
+        )
+    })
+}
+
 pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
+    if let Some(why) = placeholder_client_id(&settings) {
+        return Err(CommandError::new(ExitCode::Config, why));
+    }
     let auth = &settings.auth;
     match &auth.method {
         AuthMethod::DeviceCode => {}
@@ -112,6 +134,9 @@ pub async fn logout(settings: Settings) -> Result<ExitCode, CommandError> {
 }
 
 pub async fn whoami(settings: Settings) -> Result<ExitCode, CommandError> {
+    if let Some(why) = placeholder_client_id(&settings) {
+        return Err(CommandError::new(ExitCode::Config, why));
+    }
     if let AuthMethod::ClientCredentials { secret } = &settings.auth.method {
         // App-only tokens have no user (`/me` answers 400): say which app, after proving the
         // credentials work.

@@ -12,6 +12,9 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
             format!("{}: no [[mapping]] is configured, so there is nothing to watch; add one (see `outbox init`)", settings.source.display()),
         ));
     }
+    if let Some(why) = super::login::placeholder_client_id(&settings) {
+        return Err(CommandError::new(ExitCode::Config, why));
+    }
     let creds = Credentials::from_settings_in(&settings);
     let state_dir = settings.agent.state_dir.clone();
     let sign_in = match &settings.auth.method {
