@@ -494,3 +494,59 @@ fn check_and_login_name_the_placeholder_client_id_init_writes() {
         assert!(stderr(&out).contains("placeholder"), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn service_install_without_user_systemd_writes_nothing_and_says_what_to_do() {
+    let probe = Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .output();
+    if matches!(&probe, Ok(o) if o.status.success()) {
+        println!("SKIPPED: a user systemd instance runs here");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let xdg = home.path().join(".config");
+    let cfg = home.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = \"{}\"\n",
+            home.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let unit = xdg.join("systemd/user/outbox.service");
+    let service = |action: &str| {
+        run_bounded(
+            bare(home.path())
+                .env("XDG_CONFIG_HOME", &xdg)
+                .args(["service", action, "--platform", "linux", "--config"])
+                .arg(&cfg),
+            Duration::from_secs(60),
+        )
+    };
+    let out = service("install");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no user systemd"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(!unit.exists(), "the unit was written: {}", stdout(&out));
+    assert!(!stdout(&out).contains("wrote"), "{}", stdout(&out));
+
+    let out = service("status");
+    assert!(stdout(&out).contains("not installed"), "{}", stdout(&out));
+
+    // A unit left by an earlier install: not "installed", and uninstall removes it without
+    // suggesting to install again.
+    std::fs::create_dir_all(unit.parent().unwrap()).unwrap();
+    std::fs::write(&unit, "[Unit]\n").unwrap();
+    let out = service("status");
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!said.contains("(installed)"), "{said}");
+    assert!(said.contains("no user systemd"), "{said}");
+    let out = service("uninstall");
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(!unit.exists(), "{said}");
+    assert!(!said.contains("service install"), "{said}");
+}

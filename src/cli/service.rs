@@ -118,6 +118,14 @@ pub fn run(
         }
     };
     let file = service::service_file(platform, &ctx);
+    // Linux: ask the user's systemd first, so nothing is written that cannot be enabled.
+    let no_systemd = match platform {
+        Platform::Linux if !dry_run => user_systemd_missing(),
+        _ => None,
+    };
+    if let Some(why) = &no_systemd {
+        return without_user_systemd(action, &file, why);
+    }
     if dry_run {
         outln!("# outbox service {action}, dry run: nothing is written or run.");
         for s in &steps {
@@ -182,6 +190,60 @@ const NO_USER_SYSTEMD: &str = "Without a login session the user manager runs onl
 install` again. In a container or without systemd, run `outbox run` under the supervisor you have \
 instead (the container's entrypoint, supervisord, runit, s6); it exits 78 on a bad config, so do not \
 restart it on that code";
+
+/// Why `systemctl --user` cannot reach a user manager here, if it cannot: systemctl missing, or
+/// no user bus (`show-environment` asks the manager and changes nothing).
+fn user_systemd_missing() -> Option<String> {
+    match std::process::Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+    {
+        Err(e) => Some(format!("cannot run systemctl: {e}")),
+        Ok(o) if o.status.success() => None,
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            Some(if err.is_empty() {
+                format!("`systemctl --user show-environment` failed ({})", o.status)
+            } else {
+                crate::outside::printable(&err).to_string()
+            })
+        }
+    }
+}
+
+/// `service ACTION` where no user systemd runs: install writes nothing and says what to do;
+/// status says a unit file left there is not running; uninstall removes it (nothing runs it).
+fn without_user_systemd(action: &str, file: &Path, why: &str) -> Result<ExitCode, CommandError> {
+    let shown = file.display();
+    match action {
+        "install" => Err(fail(format!(
+            "there is no user systemd instance to talk to ({why}): nothing was written. {NO_USER_SYSTEMD}"
+        ))),
+        "status" => {
+            if file.exists() {
+                outln!("service file: {shown} (present, but not running: there is no user systemd instance to run it)");
+            } else {
+                outln!("service file: {shown} (not installed)");
+            }
+            errln!("outbox: no user systemd instance here ({why})");
+            Ok(ExitCode::Failed)
+        }
+        _ => {
+            match std::fs::remove_file(file) {
+                Ok(()) => outln!("removed {shown}"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    outln!("not installed: there is no {shown}")
+                }
+                Err(e) => return Err(fail(format!("cannot remove {shown}: {e}"))),
+            }
+            outln!("uninstalled: no user systemd instance runs here ({why}), so nothing was running under it");
+            Ok(ExitCode::Ok)
+        }
+    }
+}
 
 /// systemctl's words when no user bus exists ("Failed to connect to bus: No medium found",
 /// "Failed to connect to user scope bus via local transport", `$DBUS_SESSION_BUS_ADDRESS and
