@@ -550,3 +550,37 @@ fn service_install_without_user_systemd_writes_nothing_and_says_what_to_do() {
     assert!(!unit.exists(), "{said}");
     assert!(!said.contains("service install"), "{said}");
 }
+
+#[test]
+fn the_manual_page_comes_with_the_binary_and_install_says_to_sign_in() {
+    let home = tempfile::tempdir().unwrap();
+    let out = run_bounded(bare(home.path()).arg("--help"), Duration::from_secs(20));
+    let help = stdout(&out);
+    assert!(help.contains("`outbox man`"), "{help}");
+    assert!(!help.contains("`man outbox`"), "{help}");
+    // Off a terminal: the page itself, as packaged (for `outbox man > outbox.1`).
+    let out = run_bounded(bare(home.path()).arg("man"), Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let packaged = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/man/outbox.1"),
+    )
+    .unwrap();
+    assert!(
+        out.stdout == packaged,
+        "`outbox man` is not packaging/man/outbox.1"
+    );
+    // scripts/install's next steps sign in before anything that needs it.
+    let script = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install"),
+    )
+    .unwrap();
+    let steps = script.split("next steps:").nth(1).unwrap();
+    let at = |cmd: &str| {
+        steps
+            .find(cmd)
+            .unwrap_or_else(|| panic!("no {cmd}: {steps}"))
+    };
+    assert!(at("outbox init") < at("outbox login"), "{steps}");
+    assert!(at("outbox login") < at("outbox items"), "{steps}");
+    assert!(at("outbox login") < at("outbox check"), "{steps}");
+}

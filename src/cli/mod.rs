@@ -41,6 +41,7 @@ pub mod items;
 pub mod logging;
 pub mod login;
 pub mod mail;
+pub mod man;
 pub mod out;
 pub mod run;
 pub mod sandbox;
@@ -65,7 +66,8 @@ use std::path::PathBuf;
     about = "Attach every file dropped into a folder to an Outlook message or event, exactly once.",
     after_help = "Exit status: 0 success, 1 some file could not be attached (or `check` found an \
 error), 2 bad usage or the state dir in use, 3 sign-in needed or refused, 78 bad or missing \
-configuration, 130 interrupted. `man outbox` has the configuration, files and examples."
+configuration, 130 interrupted. `outbox man` shows the manual page: the configuration, files and \
+examples."
 )]
 pub struct Cli {
     /// Config file (default: $OUTBOX_CONFIG, else ~/.config/outbox/config.toml on Linux).
@@ -222,6 +224,12 @@ pub enum Command {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+        #[command(flatten)]
+        no_config: NoConfig,
+    },
+    /// Show the manual page (the configuration, files and examples); off a terminal, print it
+    /// (roff): outbox man > ~/.local/share/man/man1/outbox.1
+    Man {
         #[command(flatten)]
         no_config: NoConfig,
     },
@@ -408,6 +416,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
                 ));
             }
             verify::run(load_settings(cfg, true)?, id, json).await
+        }
+        Command::Man { no_config } => {
+            refuse_config("man", cfg, &no_config)?;
+            man::run()
         }
         Command::Completions { shell, no_config } => {
             refuse_config("completions", cfg, &no_config)?;
