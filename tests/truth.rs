@@ -497,14 +497,18 @@ fn check_and_login_name_the_placeholder_client_id_init_writes() {
 
 #[test]
 fn service_install_without_user_systemd_writes_nothing_and_says_what_to_do() {
+    let home = tempfile::tempdir().unwrap();
+    // The runtime dir pointed nowhere: a real user manager is never touched.
+    let runtime = home.path().join("no-runtime");
     let probe = Command::new("systemctl")
         .args(["--user", "show-environment"])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .output();
     if matches!(&probe, Ok(o) if o.status.success()) {
-        println!("SKIPPED: a user systemd instance runs here");
+        println!("SKIPPED: a user systemd instance answers even without a runtime dir");
         return;
     }
-    let home = tempfile::tempdir().unwrap();
     let xdg = home.path().join(".config");
     let cfg = home.path().join("config.toml");
     std::fs::write(
@@ -520,6 +524,8 @@ fn service_install_without_user_systemd_writes_nothing_and_says_what_to_do() {
         run_bounded(
             bare(home.path())
                 .env("XDG_CONFIG_HOME", &xdg)
+                .env("XDG_RUNTIME_DIR", &runtime)
+                .env_remove("DBUS_SESSION_BUS_ADDRESS")
                 .args(["service", action, "--platform", "linux", "--config"])
                 .arg(&cfg),
             Duration::from_secs(60),
@@ -583,4 +589,87 @@ fn the_manual_page_comes_with_the_binary_and_install_says_to_sign_in() {
     assert!(at("outbox init") < at("outbox login"), "{steps}");
     assert!(at("outbox login") < at("outbox items"), "{steps}");
     assert!(at("outbox login") < at("outbox check"), "{steps}");
+}
+
+/// Each backticked `outbox ...` command in `text`.
+fn hints(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|h| h.starts_with("outbox "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_hint_per_cause_and_each_works_when_pasted() {
+    let env = Env::new();
+    let gone = env.sandbox.create_item("message", "me").await;
+    env.sandbox.delete_item(&gone).await;
+    env.write_config("", "");
+    let file = env.path("a.txt");
+    write_file(&file, 100, 1);
+    // A deleted item: the hint lists items of the kind that was asked for, and it runs.
+    let out = env.run(
+        &["send", file.to_str().unwrap(), "--message", &gone],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let found = hints(&err);
+    assert!(!found.is_empty(), "{err}");
+    for (i, h) in found.iter().enumerate() {
+        assert!(!found[..i].contains(h), "said twice: {err}");
+        let pasted: Vec<&str> = h.split_whitespace().skip(1).collect();
+        let out = env.run(&pasted, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(0), "`{h}`: {}", stderr(&out));
+    }
+
+    // The shared mailbox's 403 on an upload session: its explanation, not a second, opposite
+    // one about permissions.
+    let item = env
+        .sandbox
+        .create_item("message", "shared@sandbox.test")
+        .await;
+    env.sandbox
+        .faults(serde_json::json!({"shared_mailbox_403": true}))
+        .await;
+    let big = env.path("big.bin");
+    write_file(&big, 4 * MIB, 2);
+    let out = env.run(
+        &[
+            "send",
+            big.to_str().unwrap(),
+            "--message",
+            &item,
+            "--user",
+            "shared@sandbox.test",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("application permissions"), "{err}");
+    assert!(!err.contains("check the account's permissions"), "{err}");
+}
+
+#[test]
+fn check_says_to_sign_in_once() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\n[agent]\nstate_dir = \"{}\"\n",
+            home.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        bare(home.path()).args(["check", "--config"]).arg(&cfg),
+        Duration::from_secs(60),
+    );
+    let said = stdout(&out);
+    let line = said.lines().find(|l| l.contains("sign-in")).unwrap();
+    assert_eq!(line.matches("login`").count(), 1, "{said}");
 }

@@ -263,7 +263,13 @@ fn auth_line(r: &mut Report, e: &AuthError, method: &AuthMethod) {
         AuthError::Unsupported(_) => "pick another auth.method in the config",
         AuthError::Unavailable(_) => "the identity platform could not be reached: check the network, proxy and auth.authority",
     };
-    r.line(Level::Error, "sign-in", format!("{e}: {todo}"));
+    // One hint per cause: the error's own advice (`run `outbox login``, "set it to ...") is it.
+    let text = e.to_string();
+    if text.contains("`outbox login`") || text.contains("; set it to") {
+        r.line(Level::Error, "sign-in", text);
+    } else {
+        r.line(Level::Error, "sign-in", format!("{text}: {todo}"));
+    }
 }
 
 /// Get a token and, for delegated sign-in, ask Graph who it is. True when Graph can be used.

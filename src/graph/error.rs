@@ -134,8 +134,10 @@ impl GraphError {
         }
         match (self.status, self.code.as_str()) {
             (Some(404), "ErrorItemNotFound") | (Some(404), "ResourceNotFound") => {
-                Some("the target item does not exist (deleted, or a wrong id): pick another with `outbox items`")
+                Some("the target item does not exist (deleted, or a wrong id): pick another from `outbox items messages` or `outbox items events`")
             }
+            // The shared-mailbox explanation is the hint: not a second, opposite one.
+            (Some(403), _) if self.message.contains(SHARED_MAILBOX_403) => None,
             (Some(403), _) => Some("access denied: check the account's permissions (Mail.ReadWrite / Calendars.ReadWrite) and consent"),
             (Some(401), _) if self.claims_challenge => Some("the tenant requires a fresh sign-in: run `outbox login`"),
             (Some(401), _) if self.sign_in_hint.is_some() => self.sign_in_hint.as_deref(),
