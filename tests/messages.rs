@@ -824,7 +824,7 @@ async fn run_once_counts_failures_left_from_earlier_runs() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(
-            "outbox: not attached: 1 failed (fix the cause, then `outbox retry --failed`)"
+            "outbox: not attached: 1 failed (`outbox status --state failed` says why; fix the cause, then `outbox retry --failed`)"
         ),
         "{}",
         stderr(&out)

@@ -673,3 +673,50 @@ fn check_says_to_sign_in_once() {
     let line = said.lines().find(|l| l.contains("sign-in")).unwrap();
     assert_eq!(line.matches("login`").count(), 1, "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_points_each_kind_of_left_over_at_the_rows_that_say_why() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    // Sparse: costs no disk.
+    let big = std::fs::File::create(folder.join("huge.iso")).unwrap();
+    big.set_len(150 * MIB + 1).unwrap();
+    drop(big);
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"m\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        ),
+    );
+    let out = env.run(&["run", "--once"], Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let summary = err
+        .lines()
+        .find(|l| l.contains("not attached:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        summary.contains("`outbox status --state rejected`"),
+        "{summary}"
+    );
+    assert!(!summary.contains("--state failed"), "{summary}");
+    // Each hint runs as pasted, and the rows it lists are the rejected one.
+    for h in hints(summary) {
+        if h.contains(" ID") {
+            continue;
+        }
+        let pasted: Vec<&str> = h.split_whitespace().skip(1).collect();
+        let out = env.run(&pasted, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(0), "`{h}`: {}", stderr(&out));
+        assert!(stdout(&out).contains("huge.iso"), "`{h}`: {}", stdout(&out));
+    }
+    // Cleared with cancel: run --once ends clean.
+    let id = rows(&env)["huge.iso"]["id"].as_str().unwrap().to_string();
+    let out = env.run(&["cancel", &id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
