@@ -720,3 +720,44 @@ async fn run_once_points_each_kind_of_left_over_at_the_rows_that_say_why() {
     let out = env.run(&["run", "--once"], Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_edit_is_said_to_be_reloaded_by_sighup_and_the_unit_can_reload() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mapping = format!(
+        "[[mapping]]\nname = \"m\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+        folder.display()
+    );
+    env.write_config("", &mapping);
+    let agent = Agent::start(&env, &[]);
+    agent_answers(&env).await;
+    std::thread::sleep(Duration::from_millis(1100));
+    env.write_config("# edited", &mapping);
+    let out = env.run(&["status"], Duration::from_secs(30));
+    let said = stdout(&out);
+    let note = said
+        .lines()
+        .find(|l| l.starts_with("note:"))
+        .unwrap_or_else(|| panic!("no note: {said}"));
+    assert!(!note.contains("only at start"), "{note}");
+    assert!(note.contains("kill -HUP"), "{note}");
+    assert!(note.contains("systemctl --user reload outbox"), "{note}");
+    let out = env.run(&["check"], Duration::from_secs(60));
+    let said = stdout(&out);
+    assert!(!said.contains("only at start"), "{said}");
+    assert!(said.contains("kill -HUP"), "{said}");
+    agent.stop();
+    // The unit `service install` writes reloads with SIGHUP.
+    let out = env.run(
+        &["service", "install", "--dry-run", "--platform", "linux"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        stdout(&out).contains("ExecReload=/bin/kill -HUP $MAINPID"),
+        "{}",
+        stdout(&out)
+    );
+}

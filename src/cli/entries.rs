@@ -34,21 +34,43 @@ pub(crate) async fn agent_pid(state_dir: &std::path::Path) -> Option<Option<u32>
     }
 }
 
-/// Whether the process `pid` started before `config` was last written: it is running on an older
-/// config (the agent reads it only at start). Linux only (`/proc/PID`'s time is the process's
-/// start); `false` where that cannot be told.
+/// Whether the process `pid` started before `config` was last written: it may run on an older
+/// config. Linux only (the start from `/proc/PID/stat`, in clock ticks since boot, against
+/// `/proc/uptime`); `false` where that cannot be told.
 pub(crate) fn started_before_edit(pid: u32, config: &std::path::Path) -> bool {
-    let started = std::fs::metadata(format!("/proc/{pid}")).and_then(|m| m.modified());
-    let edited = std::fs::metadata(config).and_then(|m| m.modified());
-    matches!((started, edited), (Ok(s), Ok(e)) if e > s)
+    let (Some(started), Ok(edited)) = (
+        process_start(pid),
+        std::fs::metadata(config).and_then(|m| m.modified()),
+    ) else {
+        return false;
+    };
+    edited > started
 }
 
-/// The sentence for that case.
+/// When process `pid` started (Linux: `/proc`; `USER_HZ` is 100 on every Linux ABI).
+fn process_start(pid: u32) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses (which may hold spaces): field 22 is `starttime`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let age = uptime - ticks as f64 / 100.0;
+    std::time::SystemTime::now().checked_sub(std::time::Duration::from_secs_f64(age.max(0.0)))
+}
+
+/// The sentence for that case: `SIGHUP` reloads the config (one with errors is refused and the
+/// old one kept); what a reload does not change takes a restart.
 pub(crate) fn restart_hint(pid: u32) -> String {
     format!(
-        "the config changed after the running agent (pid {pid}) started, and it reads the config \
-         only at start: restart it to apply the change (`systemctl --user restart outbox`, or stop \
-         and start `outbox run`)"
+        "the config changed after the running agent (pid {pid}) started; unless it was reloaded \
+         since, reload it to apply the change: `systemctl --user reload outbox` (as a service) or \
+         `kill -HUP {pid}` (a config with errors is refused and the old one kept); [graph], [auth] \
+         and state_dir take a restart (`systemctl --user restart outbox`)"
     )
 }
 
