@@ -95,11 +95,12 @@ fn same_version(e: &LedgerEntry, m: &std::fs::Metadata) -> bool {
             || (now.dev, now.ino) == (recorded.dev, recorded.ino))
 }
 
+/// Failed entries `retry --failed` leaves, each with the reason.
+pub type Left = Vec<(LedgerEntry, String)>;
+
 /// The failed entries `retry --failed` takes, and those it leaves with the reason (their file is
 /// gone or changed: see [`retry_refusal`]).
-pub fn failed_to_retry(
-    ledger: &Ledger,
-) -> Result<(Vec<LedgerEntry>, Vec<(LedgerEntry, String)>), LedgerError> {
+pub fn failed_to_retry(ledger: &Ledger) -> Result<(Vec<LedgerEntry>, Left), LedgerError> {
     let mut take = Vec::new();
     let mut leave = Vec::new();
     for e in ledger.by_state(EntryState::Failed)? {
