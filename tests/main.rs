@@ -30,3 +30,4 @@ mod security;
 mod send;
 mod signin;
 mod soak;
+mod truth;

@@ -147,7 +147,9 @@ Sizes take "4MiB", "3840KiB", "150MB" or bytes; durations "500ms", "2s", "5m", "
 \fB~\fR and \fB$VARS\fR expand in paths. Every key, its default and its meaning:
 /usr/share/doc/outbox/config.example.toml. A bad config stops outbox with exit 78 and
 \fIFILE\fR:\fILINE\fR: \fIKEY\fR: what to do, for every error in the file. \fBoutbox run\fR reads
-the config when it starts: restart it (\fBsystemctl \-\-user restart outbox\fR) after an edit.
+the config again on SIGHUP (\fBsystemctl \-\-user reload outbox\fR, or \fBkill \-HUP\fR \fIPID\fR):
+the mappings and [agent] settings; a config with errors is refused and the old one kept.
+[graph], [auth] and state_dir take a restart (\fBsystemctl \-\-user restart outbox\fR).
 .SH FILES
 .TP
 \fI~/.config/outbox/config.toml\fR

@@ -534,8 +534,8 @@ fn service_install_without_a_user_systemd_says_what_to_do() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("loginctl enable-linger"), "{err}");
     assert!(err.contains("under the supervisor you have"), "{err}");
-    // The unit it wrote is where the advice's `service install` again will find it.
-    assert!(home.join(".config/systemd/user/outbox.service").exists());
+    // Nothing is written that no systemd can run (issue 22): it asks first.
+    assert!(!home.join(".config/systemd/user/outbox.service").exists());
 }
 
 /// `outbox sandbox` prints, after its `listening` line, the config lines that point outbox at
@@ -824,7 +824,7 @@ async fn run_once_counts_failures_left_from_earlier_runs() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(
-            "outbox: not attached: 1 failed (fix the cause, then `outbox retry --failed`)"
+            "outbox: not attached: 1 failed (`outbox status --state failed` says why; fix the cause, then `outbox retry --failed`)"
         ),
         "{}",
         stderr(&out)
@@ -852,8 +852,10 @@ fn a_missing_token_env_token_is_never_answered_with_outbox_login() {
         .unwrap_or_default()
         .to_string();
     assert!(line.starts_with("error"), "{line}");
+    // One hint, the variable's own (not a second one saying it again).
+    assert!(line.contains("set it to a Graph bearer token"), "{line}");
     assert!(
-        line.contains("put a Graph access token in that variable"),
+        !line.contains("put a Graph access token in that variable"),
         "{line}"
     );
     assert!(!line.contains("`outbox login` or"), "{line}");

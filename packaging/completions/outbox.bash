@@ -46,6 +46,9 @@ _outbox() {
             outbox,mail)
                 cmd="outbox__subcmd__mail"
                 ;;
+            outbox,man)
+                cmd="outbox__subcmd__man"
+                ;;
             outbox,retry)
                 cmd="outbox__subcmd__retry"
                 ;;
@@ -100,6 +103,9 @@ _outbox() {
             outbox__subcmd__help,mail)
                 cmd="outbox__subcmd__help__subcmd__mail"
                 ;;
+            outbox__subcmd__help,man)
+                cmd="outbox__subcmd__help__subcmd__man"
+                ;;
             outbox__subcmd__help,retry)
                 cmd="outbox__subcmd__help__subcmd__retry"
                 ;;
@@ -131,7 +137,7 @@ _outbox() {
 
     case "${cmd}" in
         outbox)
-            opts="-v -q -h -V --config --verbose --quiet --log-format --help --version run send mail status retry cancel login logout whoami check verify items init service sandbox completions demo help"
+            opts="-v -q -h -V --config --verbose --quiet --log-format --help --version run send mail status retry cancel login logout whoami check verify items init service sandbox completions man demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -245,7 +251,7 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__help)
-            opts="run send mail status retry cancel login logout whoami check verify items init service sandbox completions demo help"
+            opts="run send mail status retry cancel login logout whoami check verify items init service sandbox completions man demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -385,6 +391,20 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__help__subcmd__mail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        outbox__subcmd__help__subcmd__man)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -645,6 +665,28 @@ _outbox() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        outbox__subcmd__man)
+            opts="-v -q -h --config --verbose --quiet --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -1174,9 +1174,8 @@ impl Agent {
                         messages.push(m);
                     }
                 }
-                let records: Vec<Record> = self
-                    .ledger
-                    .by_state(crate::ledger::EntryState::Failed)?
+                let records: Vec<Record> = ops::failed_to_retry(&self.ledger)?
+                    .0
                     .iter()
                     .map(LedgerEntry::to_record)
                     .collect();
@@ -1187,10 +1186,11 @@ impl Agent {
                     2,
                     format!("no ledger entry with id `{id}` (see `outbox status`)"),
                 ))),
-                Some(e) if e.state.is_terminal() => line(Err((
-                    2,
-                    format!("entry {id} is already {}; nothing to cancel", e.state),
-                ))),
+                // Ended (failed, rejected): nothing runs for it, the ledger is all to change.
+                Some(e) if e.state.is_terminal() => line(match ops::cancel_refusal(&e) {
+                    Some(why) => Err((2, why)),
+                    None => Ok(vec![ops::cancel_ended(&self.ledger, &e)?]),
+                }),
                 Some(_) => {
                     self.inputs.push_back(Input::Cancel { id: id.clone() });
                     self.drain()?;

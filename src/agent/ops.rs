@@ -32,15 +32,32 @@ pub fn files_of(ledger: &Ledger, m: &MessageRecord) -> Result<Vec<LedgerEntry>, 
 /// Why `retry ID` cannot take entry `e`, if it cannot. A done entry is retried to redo what went
 /// wrong: its failed after-action, or (`verify` found its attachment wrong or missing) its
 /// attachment, which needs the very file that was sent still at its path.
+///
+/// A failed, canceled or rejected entry is sent again from its file: one no longer at its path
+/// (deleted, or moved to the mapping's `failed_dir`), or changed since, has nothing to send.
 pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
     let id = &e.id;
     match e.state {
-        EntryState::Failed | EntryState::Canceled => None,
         EntryState::Rejected if e.size > crate::core::model::MAX_ATTACHMENT => Some(format!(
-            "entry {id} is {} bytes, over Graph's 150 MiB attachment limit; it cannot be sent",
+            "entry {id} is {} bytes, over Graph's 150 MiB attachment limit; it cannot be sent (`outbox cancel {id}` clears it)",
             e.size
         )),
-        EntryState::Rejected => None,
+        EntryState::Failed | EntryState::Canceled | EntryState::Rejected => {
+            let path = crate::outside::path(&e.path);
+            let state = e.state;
+            match std::fs::symlink_metadata(&e.path) {
+                Ok(m) if m.is_file() && same_version(e, &m) => None,
+                Ok(m) if m.is_file() => Some(format!(
+                    "entry {id} is {state}, and {path} has changed since: its new version is sent on its own; nothing to retry"
+                )),
+                _ if state == EntryState::Canceled => Some(format!(
+                    "entry {id} is canceled, and its file is no longer at {path}: put it back there, then `outbox retry {id}` sends it"
+                )),
+                _ => Some(format!(
+                    "entry {id} is {state}, and its file is no longer at {path} (deleted, or moved to the mapping's failed_dir): put it back there, then `outbox retry {id}`; or `outbox cancel {id}` to clear the entry"
+                )),
+            }
+        }
         EntryState::Done if e.after_failed => None,
         // A file of a message is on that message's draft (or in the mail sent): attaching it
         // again on its own would mail it twice, or send the message without it.
@@ -50,17 +67,8 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
         )),
         EntryState::Done => {
             let path = crate::outside::path(&e.path);
-            let recorded = e.to_record().file;
-            // The file sent, by size, time and (where recorded) device and inode.
-            let same = |m: &std::fs::Metadata| {
-                let now = crate::watch::file_stat(m);
-                now.size == recorded.size
-                    && now.mtime_ns == recorded.mtime_ns
-                    && ((recorded.dev, recorded.ino) == (0, 0)
-                        || (now.dev, now.ino) == (recorded.dev, recorded.ino))
-            };
             match std::fs::symlink_metadata(&e.path) {
-                Ok(m) if m.is_file() && same(&m) => None,
+                Ok(m) if m.is_file() && same_version(e, &m) => None,
                 Ok(m) if m.is_file() => Some(format!(
                     "entry {id} is done, and {path} has changed since it was attached: its new version is attached on its own; nothing to retry"
                 )),
@@ -76,10 +84,67 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
     }
 }
 
+/// Whether `m` is the version of the file `e` recorded: by size, time and (where recorded)
+/// device and inode.
+fn same_version(e: &LedgerEntry, m: &std::fs::Metadata) -> bool {
+    let recorded = e.to_record().file;
+    let now = crate::watch::file_stat(m);
+    now.size == recorded.size
+        && now.mtime_ns == recorded.mtime_ns
+        && ((recorded.dev, recorded.ino) == (0, 0)
+            || (now.dev, now.ino) == (recorded.dev, recorded.ino))
+}
+
+/// Failed entries `retry --failed` leaves, each with the reason.
+pub type Left = Vec<(LedgerEntry, String)>;
+
+/// The failed entries `retry --failed` takes, and those it leaves with the reason (their file is
+/// gone or changed: see [`retry_refusal`]).
+pub fn failed_to_retry(ledger: &Ledger) -> Result<(Vec<LedgerEntry>, Left), LedgerError> {
+    let mut take = Vec::new();
+    let mut leave = Vec::new();
+    for e in ledger.by_state(EntryState::Failed)? {
+        match retry_refusal(&e) {
+            None => take.push(e),
+            Some(why) => leave.push((e, why)),
+        }
+    }
+    Ok((take, leave))
+}
+
+/// Why `cancel` cannot take entry `e`, if it cannot: it is done, or canceled already. A failed
+/// or rejected entry is canceled to clear it (`run --once` stops counting it).
+pub fn cancel_refusal(e: &LedgerEntry) -> Option<String> {
+    let id = &e.id;
+    match e.state {
+        EntryState::Done => Some(format!("entry {id} is done; nothing to cancel")),
+        EntryState::Canceled => Some(format!("entry {id} is already canceled")),
+        _ => None,
+    }
+}
+
+/// Cancel an entry that has ended (failed or rejected): nothing runs for it, so the ledger is
+/// all there is to change. Its error says it was cleared, and what it was. Flushed.
+pub fn cancel_ended(ledger: &Ledger, e: &LedgerEntry) -> Result<LedgerEntry, LedgerError> {
+    let was = e
+        .error
+        .as_ref()
+        .map(|x| format!(" (it had {}: {})", e.state, x.message))
+        .unwrap_or_else(|| format!(" (it had {})", e.state));
+    let c = ledger.set_state(&e.id, EntryState::Canceled, |x| {
+        x.error = Some(crate::ledger::EntryError::new(
+            "canceled",
+            format!("canceled by `outbox cancel`{was}"),
+        ));
+    })?;
+    ledger.flush()?;
+    Ok(c)
+}
+
 /// Put entries back in the queue: one by id (see [`retry_refusal`]; or a failed or unconfirmed
 /// message, with its failed files), or every failed entry and every failed
 /// message (never an unconfirmed one: a second send is the worst failure, so that takes its
-/// id). Returns the entries now pending and the messages retried (flushed).
+/// id), but no failed entry whose file is gone or changed ([`failed_to_retry`]). Returns the entries now pending and the messages retried (flushed).
 pub fn retry(
     ledger: &Ledger,
     id: Option<&str>,
@@ -120,7 +185,7 @@ pub fn retry(
                     messages.push(m);
                 }
             }
-            ledger.by_state(EntryState::Failed)?
+            failed_to_retry(ledger)?.0
         }
     };
     let mut out = Vec::new();

@@ -66,14 +66,14 @@ impl Report {
             self.findings
                 .push(serde_json::json!({"level": word, "what": what, "message": msg}));
         } else {
-            println!("{tag}  {what}: {msg}");
+            outln!("{tag}  {what}: {msg}");
         }
     }
 
     fn finish(self) -> ExitCode {
         if self.json {
             let text = serde_json::to_string_pretty(&self.findings).unwrap_or_default();
-            println!("{text}");
+            outln!("{text}");
         }
         if self.errors == 0 {
             ExitCode::Ok
@@ -85,7 +85,42 @@ impl Report {
 
 pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandError> {
     // A config file is required here: checking built-in defaults would tell the user nothing.
-    let settings = super::load_settings(flag, true)?;
+    let settings = match super::load_settings(flag, true) {
+        Ok(s) => s,
+        Err(e) if json => {
+            // Still one JSON document on stdout: one finding per config error.
+            let (path, _) = super::config_path(flag);
+            let findings: Vec<serde_json::Value> = match crate::config::Settings::load_all(&path) {
+                Err(mut errors) if e.code == ExitCode::Config => {
+                    errors.sort_by_key(|c| c.line.unwrap_or(usize::MAX));
+                    errors
+                        .iter()
+                        .map(|c| {
+                            serde_json::json!({
+                                "level": "error",
+                                "what": "config",
+                                "message": crate::secret::redact(&c.to_string()),
+                                "file": c.file.display().to_string(),
+                                "line": c.line,
+                                "key": c.key,
+                            })
+                        })
+                        .collect()
+                }
+                _ => vec![serde_json::json!({
+                    "level": "error",
+                    "what": "config",
+                    "message": crate::secret::redact(&e.message),
+                })],
+            };
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&findings).unwrap_or_default()
+            );
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let mut r = Report {
         json,
         ..Report::default()
@@ -122,7 +157,12 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
             check_mailing(&mut r, m, t, &settings);
         }
     }
-    if check_sign_in(&mut r, &settings).await {
+    // The placeholder `init` writes: no sign-in can work until it is set.
+    let placeholder = super::login::placeholder_client_id(&settings);
+    if let Some(why) = &placeholder {
+        r.line(Level::Error, "auth.client_id", why);
+    }
+    if placeholder.is_none() && check_sign_in(&mut r, &settings).await {
         check_send_permission(&mut r, &settings).await;
         match interactive_client(&settings) {
             Ok(client) => {
@@ -224,7 +264,13 @@ fn auth_line(r: &mut Report, e: &AuthError, method: &AuthMethod) {
         AuthError::Unsupported(_) => "pick another auth.method in the config",
         AuthError::Unavailable(_) => "the identity platform could not be reached: check the network, proxy and auth.authority",
     };
-    r.line(Level::Error, "sign-in", format!("{e}: {todo}"));
+    // One hint per cause: the error's own advice (`run `outbox login``, "set it to ...") is it.
+    let text = e.to_string();
+    if text.contains("`outbox login`") || text.contains("; set it to") {
+        r.line(Level::Error, "sign-in", text);
+    } else {
+        r.line(Level::Error, "sign-in", format!("{text}: {todo}"));
+    }
 }
 
 /// Get a token and, for delegated sign-in, ask Graph who it is. True when Graph can be used.

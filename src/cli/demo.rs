@@ -424,7 +424,7 @@ async fn tour(
                     )
                     .map(String::as_str)
                     .collect();
-                eprintln!(
+                errln!(
                     "outbox demo: gave up after {}s; not attached or mailed: {}",
                     EXIT_AFTER_TIMEOUT.as_secs(),
                     missing.join(", ")

@@ -34,22 +34,141 @@ pub(crate) async fn agent_pid(state_dir: &std::path::Path) -> Option<Option<u32>
     }
 }
 
-/// Whether the process `pid` started before `config` was last written: it is running on an older
-/// config (the agent reads it only at start). Linux only (`/proc/PID`'s time is the process's
-/// start); `false` where that cannot be told.
+/// Whether the process `pid` started before `config` was last written: it may run on an older
+/// config. Linux only (the start from `/proc/PID/stat`, in clock ticks since boot, against
+/// `/proc/uptime`); `false` where that cannot be told.
 pub(crate) fn started_before_edit(pid: u32, config: &std::path::Path) -> bool {
-    let started = std::fs::metadata(format!("/proc/{pid}")).and_then(|m| m.modified());
-    let edited = std::fs::metadata(config).and_then(|m| m.modified());
-    matches!((started, edited), (Ok(s), Ok(e)) if e > s)
+    let (Some(started), Ok(edited)) = (
+        process_start(pid),
+        std::fs::metadata(config).and_then(|m| m.modified()),
+    ) else {
+        return false;
+    };
+    edited > started
 }
 
-/// The sentence for that case.
+/// When process `pid` started (Linux: `/proc`; `USER_HZ` is 100 on every Linux ABI).
+fn process_start(pid: u32) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses (which may hold spaces): field 22 is `starttime`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let age = uptime - ticks as f64 / 100.0;
+    std::time::SystemTime::now().checked_sub(std::time::Duration::from_secs_f64(age.max(0.0)))
+}
+
+/// The sentence for that case: `SIGHUP` reloads the config (one with errors is refused and the
+/// old one kept); what a reload does not change takes a restart.
 pub(crate) fn restart_hint(pid: u32) -> String {
     format!(
-        "the config changed after the running agent (pid {pid}) started, and it reads the config \
-         only at start: restart it to apply the change (`systemctl --user restart outbox`, or stop \
-         and start `outbox run`)"
+        "the config changed after the running agent (pid {pid}) started; unless it was reloaded \
+         since, reload it to apply the change: `systemctl --user reload outbox` (as a service) or \
+         `kill -HUP {pid}` (a config with errors is refused and the old one kept); [graph], [auth] \
+         and state_dir take a restart (`systemctl --user restart outbox`)"
     )
+}
+
+/// The settings for `status`, `retry` and `cancel`, and whether the config failed to load. When
+/// it does not load but an agent answers on the state dir the file names (or the default one),
+/// that agent is asked (it runs on the config it read before): the errors are said on stderr as
+/// a warning, and the settings hold that state dir and defaults.
+pub async fn settings_or_agent(
+    flag: Option<&std::path::Path>,
+) -> Result<(Settings, bool), CommandError> {
+    let e = match super::load_settings(flag, true) {
+        Ok(s) => return Ok((s, false)),
+        Err(e) => e,
+    };
+    let (path, _) = super::config_path(flag);
+    if e.code != ExitCode::Config || !path.is_file() {
+        return Err(e);
+    }
+    let dir = match broken_state_dir(&path) {
+        Ok(d) => d,
+        Err(why) => {
+            return Err(CommandError::new(
+                ExitCode::Config,
+                format!(
+                    "{}\n(a running agent cannot be asked instead: {why}; fix the line named, then run this again)",
+                    e.message
+                ),
+            ))
+        }
+    };
+    let Some(pid) = agent_pid(&dir).await else {
+        return Err(e);
+    };
+    let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    errln!("outbox: warning: {}", e.message);
+    errln!(
+        "outbox: the running agent{pid} answers instead, on the config it read before; fix the line named (`outbox check` lists every error): the agent cannot reload or restart on this file"
+    );
+    let mut settings = Settings::defaults(path);
+    settings.agent.state_dir = dir;
+    Ok((settings, true))
+}
+
+/// The state dir a config that does not load names (`agent.state_dir`, else the platform's),
+/// read from the file with its lines in error left out; or why it cannot be told.
+fn broken_state_dir(path: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let errors = match Settings::load_all(path) {
+        Ok(s) => return Ok(s.agent.state_dir),
+        Err(errors) => errors,
+    };
+    if errors.iter().any(|e| e.key == "agent.state_dir") {
+        return Err(
+            "its agent.state_dir, where the agent's socket is, is the line in error".into(),
+        );
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let bad: Vec<usize> = errors.iter().filter_map(|e| e.line).collect();
+    let kept: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if bad.contains(&(i + 1)) { "" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let table: toml::Table = kept
+        .parse()
+        .map_err(|_| "it is not TOML that its agent.state_dir can be read from".to_string())?;
+    let value = table
+        .get("agent")
+        .and_then(|a| a.as_table())
+        .and_then(|a| a.get("state_dir"));
+    let dir = match value {
+        None => {
+            return crate::config::default_state_dir()
+                .ok_or_else(|| "there is no home directory for the default state dir".into())
+        }
+        Some(v) => v
+            .as_str()
+            .ok_or("its agent.state_dir is not a string")?
+            .to_string(),
+    };
+    let expanded = if dir.contains('$') {
+        return Err("its agent.state_dir names an environment variable".into());
+    } else if let Some(rest) = dir
+        .strip_prefix('~')
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    {
+        let home = directories::BaseDirs::new()
+            .map(|d| d.home_dir().to_path_buf())
+            .ok_or("there is no home directory for its agent.state_dir")?;
+        home.join(rest.trim_start_matches('/'))
+    } else {
+        std::path::PathBuf::from(dir)
+    };
+    // A relative state dir is relative to the config file's directory.
+    Ok(match path.parent() {
+        Some(p) if expanded.is_relative() => p.join(expanded),
+        _ => expanded,
+    })
 }
 
 fn ledger_err(e: LedgerError) -> CommandError {
@@ -107,6 +226,7 @@ pub async fn status(
     settings: Settings,
     json: bool,
     state: Option<String>,
+    config_broken: bool,
 ) -> Result<ExitCode, CommandError> {
     let filter = match state.as_deref() {
         Some(s) => Some(
@@ -150,7 +270,7 @@ pub async fn status(
         now: time::OffsetDateTime::now_utc(),
     };
     if json {
-        println!(
+        outln!(
             "{}",
             super::status::render_json(&entries, &messages, &facts)
         );
@@ -159,17 +279,19 @@ pub async fn status(
             std::io::stdout().is_terminal(),
             std::env::var_os("NO_COLOR").as_deref(),
         );
-        println!("{}", super::status::agent_header(&facts, &dir));
+        outln!("{}", super::status::agent_header(&facts, &dir));
         for line in crate::watch::unavailable_lines(&settings.mappings) {
-            println!("{line}");
+            outln!("{line}");
         }
-        if let Some(pid) = pid.filter(|p| started_before_edit(*p, &settings.source)) {
-            println!("note: {}", restart_hint(pid));
+        if let Some(pid) =
+            pid.filter(|p| !config_broken && started_before_edit(*p, &settings.source))
+        {
+            outln!("note: {}", restart_hint(pid));
         }
         if !entries.is_empty() || messages.is_empty() {
-            print!("{}", super::status::render_table(&entries, &facts, color));
+            out!("{}", super::status::render_table(&entries, &facts, color));
         }
-        print!(
+        out!(
             "{}",
             super::status::render_messages(
                 &messages,
@@ -202,8 +324,25 @@ pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, C
         ops::retry(l, id.as_deref()).map_err(ledger_err)
     })
     .await?;
-    if entries.is_empty() && messages.is_empty() {
-        println!("no failed entries");
+    // `--failed` leaves a failed entry whose file is gone or changed: say which, and why.
+    let left = match id {
+        Some(_) => Vec::new(),
+        None => {
+            let (all, _) = via_agent_or_ledger(&settings, Request::Status, |l| {
+                Ok((
+                    l.by_state(EntryState::Failed).map_err(ledger_err)?,
+                    Vec::new(),
+                ))
+            })
+            .await?;
+            all.into_iter()
+                .filter(|e| e.state == EntryState::Failed)
+                .filter_map(|e| ops::retry_refusal(&e).map(|why| (e, why)))
+                .collect()
+        }
+    };
+    if entries.is_empty() && messages.is_empty() && left.is_empty() {
+        outln!("no failed entries");
     }
     for m in &messages {
         let how = if m.state == crate::core::model::MessageState::Sending {
@@ -211,14 +350,31 @@ pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, C
         } else {
             "queued again"
         };
-        println!(
+        outln!(
             "{}  {how}  message \"{}\"",
             m.id,
             crate::outside::printable(&m.letter.subject)
         );
     }
     for e in &entries {
-        println!("{}  queued again  {}", e.id, e.path.display());
+        // What the retry did, from the entry as it now is.
+        let what = if e.state == EntryState::Done && e.after_pending {
+            "attached; its move or delete to be done again".to_string()
+        } else if e.replaces.iter().any(|r| r.entry == e.id) {
+            "to be attached again (the attachment now on the item is deleted once the new one is in)"
+                .to_string()
+        } else if matches!(
+            e.state,
+            EntryState::Pending | EntryState::Settling | EntryState::Uploading
+        ) {
+            "queued again".to_string()
+        } else {
+            format!("not queued: it is {}", e.state)
+        };
+        outln!("{}  {what}  {}", e.id, crate::outside::path(&e.path));
+    }
+    for (e, why) in &left {
+        outln!("{}  not retried: {why}", e.id);
     }
     Ok(ExitCode::Ok)
 }
@@ -232,10 +388,14 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
             .get(&id)
             .map_err(ledger_err)?
             .ok_or_else(|| ledger_err(LedgerError::NotFound { id: id.clone() }))?;
+        if let Some(why) = ops::cancel_refusal(&e) {
+            return Err(CommandError::new(ExitCode::Usage, why));
+        }
         if e.state.is_terminal() {
-            return Err(CommandError::new(
-                ExitCode::Usage,
-                format!("entry {id} is already {}; nothing to cancel", e.state),
+            // Failed or rejected: cleared, so `run --once` stops counting it.
+            return Ok((
+                vec![ops::cancel_ended(l, &e).map_err(ledger_err)?],
+                Vec::new(),
             ));
         }
         let sessions = SessionStore::open(&dir).map_err(ledger_err)?;
@@ -258,11 +418,11 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
         let client = GraphClient::new(&settings, Credentials::from_settings_in(&settings))
             .map_err(|e| CommandError::new(ExitCode::Config, e))?;
         if let Err(e) = client.delete_session(&user, &url).await {
-            eprintln!("outbox: canceled, but the upload session could not be deleted ({e}); it expires on its own");
+            errln!("outbox: canceled, but the upload session could not be deleted ({e}); it expires on its own");
         }
     }
     for e in &entries {
-        println!("{}  canceled  {}", e.id, e.path.display());
+        outln!("{}  canceled  {}", e.id, e.path.display());
     }
     Ok(ExitCode::Ok)
 }

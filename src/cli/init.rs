@@ -116,6 +116,8 @@ pub fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
             ))
         }
     };
+    // The header's next steps name this config when `--config` named it.
+    let text = super::out::hint(&text);
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| {
@@ -124,8 +126,8 @@ pub fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
                 format!("cannot write {}: {e}", path.display()),
             )
         })?;
-    println!("wrote {}", path.display());
-    println!("next: edit it (auth.client_id, the [[mapping]] folder and target), then run `outbox check`");
+    outln!("wrote {}", path.display());
+    outln!("next: edit it (auth.client_id, the [[mapping]] folder and target), then run `outbox check`");
     Ok(ExitCode::Ok)
 }
 

@@ -86,12 +86,12 @@ pub async fn run(
         .cloned()
         .unwrap_or_default();
     if items.is_empty() && !json {
-        println!("no {} found", segs[segs.len() - 1]);
+        outln!("no {} found", segs[segs.len() - 1]);
         return Ok(ExitCode::Ok);
     }
     let mut rows = Vec::new();
     if !json {
-        println!("{:<16}  {:>5}  {:<40}  ID", "DATE", "ATT", "SUBJECT");
+        outln!("{:<16}  {:>5}  {:<40}  ID", "DATE", "ATT", "SUBJECT");
     }
     for it in &items {
         let Some(id) = it.get("id").and_then(|x| x.as_str()) else {
@@ -130,11 +130,11 @@ pub async fn run(
         } else {
             subject
         };
-        println!("{date:<16}  {att:>5}  {subject:<40}  {id}");
+        outln!("{date:<16}  {att:>5}  {subject:<40}  {id}");
     }
     if json {
         let text = serde_json::to_string_pretty(&rows).unwrap_or_default();
-        println!("{text}");
+        outln!("{text}");
     }
     Ok(ExitCode::Ok)
 }

@@ -22,7 +22,29 @@ fn method_name(m: &AuthMethod) -> &'static str {
     }
 }
 
+/// The client id `outbox init` writes (config.example.toml): a placeholder, no app's id.
+pub const PLACEHOLDER_CLIENT_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// When the config still has the placeholder client id and its auth method needs a real one:
+/// what to do about it.
+pub fn placeholder_client_id(settings: &Settings) -> Option<String> {
+    let needs = matches!(
+        settings.auth.method,
+        AuthMethod::DeviceCode | AuthMethod::ClientCredentials { .. }
+    );
+    let id = settings.auth.client_id.as_deref()?.trim();
+    (needs && (id == PLACEHOLDER_CLIENT_ID || (!id.is_empty() && id.chars().all(|c| c == '0' || c == '-')))).then(|| {
+        format!(
+            "auth.client_id in {} is still the placeholder {PLACEHOLDER_CLIENT_ID} that `outbox init` wrote: set it to the Application (client) ID of your app registration (docs/signin.md says how to register one)",
+            settings.source.display()
+        )
+    })
+}
+
 pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
+    if let Some(why) = placeholder_client_id(&settings) {
+        return Err(CommandError::new(ExitCode::Config, why));
+    }
     let auth = &settings.auth;
     match &auth.method {
         AuthMethod::DeviceCode => {}
@@ -32,7 +54,7 @@ pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
                 .bearer()
                 .await
                 .map_err(auth_err)?;
-            println!(
+            outln!(
                 "client credentials work: app {} in tenant {} ({}); tokens are requested as needed, nothing is cached",
                 auth.client_id.as_deref().unwrap_or_default(),
                 auth.tenant,
@@ -61,11 +83,12 @@ pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
     let cache = TokenCache::for_settings(&settings);
     device_code::login(&http, &endpoints, &client_id, &scope, &cache, |p| {
         // stderr: stdout stays for the result, and the prompt must show even when stdout is piped.
-        eprintln!(
+        errln!(
             "To sign in, open {} in a browser and enter the code {}",
-            p.verification_uri, p.user_code
+            p.verification_uri,
+            p.user_code
         );
-        eprintln!(
+        errln!(
             "(the code is valid for {} minutes; waiting for you to finish…)",
             p.expires_in.as_secs().div_ceil(60)
         );
@@ -74,8 +97,8 @@ pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
     .map_err(auth_err)?;
     // Say who signed in; the tokens are saved whether or not this works.
     match me(&settings).await {
-        Ok((name, upn)) => println!("signed in as {name} <{upn}>"),
-        Err(_) => println!("signed in; tokens saved in {}", cache.describe()),
+        Ok((name, upn)) => outln!("signed in as {name} <{upn}>"),
+        Err(_) => outln!("signed in; tokens saved in {}", cache.describe()),
     }
     Ok(ExitCode::Ok)
 }
@@ -83,7 +106,7 @@ pub async fn login(settings: Settings) -> Result<ExitCode, CommandError> {
 pub async fn logout(settings: Settings) -> Result<ExitCode, CommandError> {
     let cache = TokenCache::for_settings(&settings);
     if !cache.may_hold_tokens() {
-        println!("not signed in (no token cache at {})", cache.describe());
+        outln!("not signed in (no token cache at {})", cache.describe());
         return Ok(ExitCode::Ok);
     }
     let lock = cache
@@ -92,11 +115,11 @@ pub async fn logout(settings: Settings) -> Result<ExitCode, CommandError> {
         .map_err(|e| CommandError::new(ExitCode::Failed, e))?;
     match cache.remove(&lock) {
         Ok(true) => {
-            println!("signed out: removed {}", cache.describe());
+            outln!("signed out: removed {}", cache.describe());
             Ok(ExitCode::Ok)
         }
         Ok(false) => {
-            println!("not signed in (no token cache at {})", cache.describe());
+            outln!("not signed in (no token cache at {})", cache.describe());
             Ok(ExitCode::Ok)
         }
         // A keyring that cannot be reached is a sign-in problem like any other (exit 3).
@@ -108,6 +131,9 @@ pub async fn logout(settings: Settings) -> Result<ExitCode, CommandError> {
 }
 
 pub async fn whoami(settings: Settings) -> Result<ExitCode, CommandError> {
+    if let Some(why) = placeholder_client_id(&settings) {
+        return Err(CommandError::new(ExitCode::Config, why));
+    }
     if let AuthMethod::ClientCredentials { secret } = &settings.auth.method {
         // App-only tokens have no user (`/me` answers 400): say which app, after proving the
         // credentials work.
@@ -115,7 +141,7 @@ pub async fn whoami(settings: Settings) -> Result<ExitCode, CommandError> {
             .bearer()
             .await
             .map_err(auth_err)?;
-        println!(
+        outln!(
             "app {} in tenant {} (client credentials, {}); no signed-in user: mappings name a `user`",
             settings.auth.client_id.as_deref().unwrap_or_default(),
             settings.auth.tenant,
@@ -124,7 +150,7 @@ pub async fn whoami(settings: Settings) -> Result<ExitCode, CommandError> {
         return Ok(ExitCode::Ok);
     }
     let (name, upn) = me(&settings).await?;
-    println!("{name} <{upn}>");
+    outln!("{name} <{upn}>");
     Ok(ExitCode::Ok)
 }
 

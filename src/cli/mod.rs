@@ -1,6 +1,37 @@
 //! The command line: argument parsing (clap) and one file per command. Each command returns
 //! `Result<ExitCode, CommandError>`; `main` prints the error and exits with its code.
 
+/// `println!` to stdout that ends the command quietly when the reader has gone (`| head`).
+macro_rules! outln {
+    () => {
+        $crate::cli::out::stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out::stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` to stdout, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::out::stdout(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that never panics (stderr closed too: nothing to do).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!`, as [`errln!`].
+macro_rules! err {
+    ($($arg:tt)*) => {
+        $crate::cli::out::stderr(format_args!($($arg)*))
+    };
+}
+
 pub mod check;
 pub mod demo;
 pub mod entries;
@@ -10,6 +41,8 @@ pub mod items;
 pub mod logging;
 pub mod login;
 pub mod mail;
+pub mod man;
+pub mod out;
 pub mod run;
 pub mod sandbox;
 pub mod send;
@@ -27,10 +60,14 @@ use std::path::PathBuf;
     // Usage lines say `outbox` whatever the file is called (a renamed or test copy).
     bin_name = "outbox",
     version,
+    // Help wraps to the terminal, but never wider than 100 columns (`COLUMNS` counts only off a
+    // terminal): the same text at 100 columns and at 220, readable on a wide screen.
+    max_term_width = 100,
     about = "Attach every file dropped into a folder to an Outlook message or event, exactly once.",
     after_help = "Exit status: 0 success, 1 some file could not be attached (or `check` found an \
 error), 2 bad usage or the state dir in use, 3 sign-in needed or refused, 78 bad or missing \
-configuration, 130 interrupted. `man outbox` has the configuration, files and examples."
+configuration, 130 interrupted. `outbox man` shows the manual page: the configuration, files and \
+examples."
 )]
 pub struct Cli {
     /// Config file (default: $OUTBOX_CONFIG, else ~/.config/outbox/config.toml on Linux).
@@ -86,7 +123,7 @@ pub enum Command {
     /// Mail files now as one new message (draft, attach, send); prints the sent message's
     /// internetMessageId on stdout (does not touch the ledger). For scripts that used `mailx -a`.
     #[command(
-        override_usage = "outbox mail FILE... --to ADDR... [--cc ADDR...] [--bcc ADDR...] [--subject S] [--body TEXT | --body-file F] [--user U] [--draft]"
+        override_usage = "outbox mail FILE... --to ADDR... [--cc ADDR...] [--bcc ADDR...] [--subject S]\n                   [--body TEXT | --body-file F] [--user U] [--draft]"
     )]
     Mail(MailArgs),
     /// Show the ledger: one row per file version, its state, progress and error.
@@ -110,7 +147,8 @@ pub enum Command {
         #[arg(long)]
         failed: bool,
     },
-    /// Stop an upload: delete its upload session and mark it canceled.
+    /// Stop an upload: delete its upload session and mark it canceled. A failed or rejected
+    /// entry (its file deleted, say) is cleared: canceled, and no longer counted by `run --once`.
     Cancel {
         /// The entry to cancel (the ID column of `outbox status`).
         id: String,
@@ -186,6 +224,12 @@ pub enum Command {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+        #[command(flatten)]
+        no_config: NoConfig,
+    },
+    /// Show the manual page (the configuration, files and examples); off a terminal, print it
+    /// (roff): outbox man > ~/.local/share/man/man1/outbox.1
+    Man {
         #[command(flatten)]
         no_config: NoConfig,
     },
@@ -280,6 +324,7 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    out::set_config_flag(cli.config.as_deref());
     // The demo talks to people on stdout, failures included; agent logs would only repeat them.
     let demo_quiet = matches!(cli.command, Command::Demo { .. }) && cli.verbose == 0;
     if demo_quiet {
@@ -293,14 +338,14 @@ pub fn main() -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("outbox: cannot start the async runtime: {e}");
+            errln!("outbox: cannot start the async runtime: {e}");
             return ExitCode::Failed as i32;
         }
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code as i32,
         Err(e) => {
-            eprintln!("outbox: {}", crate::secret::redact(&e.message));
+            errln!("outbox: {}", crate::secret::redact(&e.message));
             e.code as i32
         }
     }
@@ -323,7 +368,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         }
         Command::Run { once } => run::run(load_settings(cfg, true)?, once).await,
         Command::Status { json, state } => {
-            entries::status(load_settings(cfg, true)?, json, state).await
+            let (settings, broken) = entries::settings_or_agent(cfg).await?;
+            entries::status(settings, json, state, broken).await
         }
         Command::Retry { id, failed } => {
             if id.is_none() && !failed {
@@ -333,9 +379,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
                      or --failed to retry every failed entry",
                 ));
             }
-            entries::retry(load_settings(cfg, true)?, id).await
+            entries::retry(entries::settings_or_agent(cfg).await?.0, id).await
         }
-        Command::Cancel { id } => entries::cancel(load_settings(cfg, true)?, id).await,
+        Command::Cancel { id } => {
+            entries::cancel(entries::settings_or_agent(cfg).await?.0, id).await
+        }
         Command::Login => login::login(load_settings(cfg, true)?).await,
         Command::Logout => login::logout(load_settings(cfg, true)?).await,
         Command::Whoami => login::whoami(load_settings(cfg, true)?).await,
@@ -368,6 +416,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
                 ));
             }
             verify::run(load_settings(cfg, true)?, id, json).await
+        }
+        Command::Man { no_config } => {
+            refuse_config("man", cfg, &no_config)?;
+            man::run()
         }
         Command::Completions { shell, no_config } => {
             refuse_config("completions", cfg, &no_config)?;
@@ -406,6 +458,18 @@ fn refuse_config(
     }
 }
 
+/// The config file a command reads: `--config`, else `$OUTBOX_CONFIG`, else the platform
+/// default; and whether it was named (by the flag or the variable).
+pub fn config_path(flag: Option<&std::path::Path>) -> (PathBuf, bool) {
+    match flag
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| std::env::var_os("OUTBOX_CONFIG").map(PathBuf::from))
+    {
+        Some(p) => (p, true),
+        None => (crate::config::default_path(), false),
+    }
+}
+
 /// The variable `outbox send` reads a token from when there is no config file at all.
 pub const DEFAULT_TOKEN_ENV: &str = "OUTBOX_ACCESS_TOKEN";
 
@@ -417,11 +481,8 @@ pub fn load_settings(
     flag: Option<&std::path::Path>,
     required: bool,
 ) -> Result<crate::config::Settings, CommandError> {
-    let explicit = flag
-        .map(std::path::Path::to_path_buf)
-        .or_else(|| std::env::var_os("OUTBOX_CONFIG").map(PathBuf::from));
-    let path = explicit.clone().unwrap_or_else(crate::config::default_path);
-    if explicit.is_none() && !required && !path.exists() {
+    let (path, explicit) = config_path(flag);
+    if !explicit && !required && !path.exists() {
         return Ok(crate::config::Settings::defaults(path));
     }
     let settings = crate::config::Settings::load_all(&path).map_err(CommandError::config)?;

@@ -12,6 +12,9 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
             format!("{}: no [[mapping]] is configured, so there is nothing to watch; add one (see `outbox init`)", settings.source.display()),
         ));
     }
+    if let Some(why) = super::login::placeholder_client_id(&settings) {
+        return Err(CommandError::new(ExitCode::Config, why));
+    }
     let creds = Credentials::from_settings_in(&settings);
     let state_dir = settings.agent.state_dir.clone();
     let sign_in = match &settings.auth.method {
@@ -95,28 +98,39 @@ fn left_over(state_dir: &std::path::Path) -> ExitCode {
     }
     let count = |s: EntryState| newest.values().filter(|e| e.state == s).count();
     let (failed, rejected) = (count(EntryState::Failed), count(EntryState::Rejected));
+    // Failed, and the file is gone (deleted, or in failed_dir): a retry cannot send it.
+    let gone = newest
+        .values()
+        .filter(|e| e.state == EntryState::Failed && !e.path.exists())
+        .count();
     // Attached, but not moved or deleted: not retried by itself, so said every run.
     let after_failed = newest.values().filter(|e| e.after_failed).count();
     if after_failed > 0 {
-        eprintln!(
+        errln!(
             "outbox: attached, but {after_failed} after-action(s) (move/delete) failed and are not tried again by themselves; `outbox status` says why; fix it, then `outbox retry ID`"
         );
     }
     if failed + rejected == 0 {
         return ExitCode::Ok;
     }
+    // Each kind with the rows that say why, and what clears it.
     let mut parts = Vec::new();
-    if failed > 0 {
+    if failed > gone {
         parts.push(format!(
-            "{failed} failed (fix the cause, then `outbox retry --failed`)"
+            "{} failed (`outbox status --state failed` says why; fix the cause, then `outbox retry --failed`)",
+            failed - gone
+        ));
+    }
+    if gone > 0 {
+        parts.push(format!(
+            "{gone} failed whose file is no longer at its path (`outbox status --state failed` lists them; put the file back and `outbox retry ID`, or `outbox cancel ID` to clear it)"
         ));
     }
     if rejected > 0 {
-        parts.push(format!("{rejected} rejected (over 150 MiB: never sent)"));
+        parts.push(format!(
+            "{rejected} rejected (over 150 MiB, never sent: `outbox status --state rejected` lists them; `outbox cancel ID` clears one)"
+        ));
     }
-    eprintln!(
-        "outbox: not attached: {}; `outbox status --state failed` says why",
-        parts.join(", ")
-    );
+    errln!("outbox: not attached: {}", parts.join("; "));
     ExitCode::Failed
 }

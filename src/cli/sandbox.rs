@@ -79,7 +79,7 @@ pub fn config_lines(origin: &str, ca_pem: Option<&std::path::Path>, has_token: b
         );
     } else {
         t.push_str(&format!(
-            "method = \"device_code\"\nclient_id = \"00000000-0000-0000-0000-000000000000\"   # any id will do here\n\
+            "method = \"device_code\"\nclient_id = \"5a4db0c0-0000-4000-8000-000000000001\"   # any id will do here\n\
              # `outbox login` then shows a code: approve it at {origin}/devicelogin\n"
         ));
     }

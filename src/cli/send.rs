@@ -81,17 +81,17 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
         Ok(a) => {
             // stdout is the id alone (scripts read it); the sentence for people goes to stderr.
             if a.sent {
-                eprintln!(
+                errln!(
                     "attached {what} in {:.1} s",
                     started.elapsed().as_secs_f64()
                 );
             } else {
-                eprintln!(
+                errln!(
                     "{what}: already there with the same bytes (if_exists = \"skip\"); not sent again"
                 );
             }
             // The id comes from the server's `Location`: printed escaped, never raw.
-            println!("{}", crate::outside::printable(&a.attachment_id));
+            outln!("{}", crate::outside::printable(&a.attachment_id));
             Ok(ExitCode::Ok)
         }
         Err(OneShotError::Failed(f)) if hints::graph_error_of(&f).is_some() => {
@@ -205,7 +205,7 @@ impl Progress {
                 if committed > p.1
                     && (p.0.elapsed() >= Duration::from_secs(2) || committed == self.total)
                 {
-                    eprintln!("sent {committed} of {} bytes", self.total);
+                    errln!("sent {committed} of {} bytes", self.total);
                     *p = (Instant::now(), committed);
                 }
             }

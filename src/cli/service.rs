@@ -95,11 +95,11 @@ pub fn run(
         // A service that exits 78 at every login helps no one: refuse a config that does not load.
         match crate::config::Settings::load(&ctx.config) {
             Ok(_) => {}
-            Err(e) if dry_run => eprintln!("outbox: note: the config does not load yet: {e}"),
+            Err(e) if dry_run => errln!("outbox: note: the config does not load yet: {e}"),
             Err(e) => return Err(e.into()),
         }
         if service::is_build_dir(&ctx.binary) {
-            eprintln!(
+            errln!(
                 "outbox: note: {} is in a cargo build directory; the service breaks on the next \
                  `cargo clean`. Install the binary first (scripts/install or `cargo install --path .`)",
                 ctx.binary.display()
@@ -118,8 +118,16 @@ pub fn run(
         }
     };
     let file = service::service_file(platform, &ctx);
+    // Linux: ask the user's systemd first, so nothing is written that cannot be enabled.
+    let no_systemd = match platform {
+        Platform::Linux if !dry_run => user_systemd_missing(),
+        _ => None,
+    };
+    if let Some(why) = &no_systemd {
+        return without_user_systemd(action, &file, why);
+    }
     if dry_run {
-        println!("# outbox service {action}, dry run: nothing is written or run.");
+        outln!("# outbox service {action}, dry run: nothing is written or run.");
         for s in &steps {
             match s {
                 Step::Write {
@@ -127,27 +135,27 @@ pub fn run(
                     contents,
                     utf16,
                 } => {
-                    println!(
+                    outln!(
                         "# write {}{}:",
                         path.display(),
                         if *utf16 { " (UTF-16LE with BOM)" } else { "" }
                     );
-                    print!("{contents}");
+                    out!("{contents}");
                     if !contents.ends_with('\n') {
-                        println!();
+                        outln!();
                     }
-                    println!("# end of {}", path.display());
+                    outln!("# end of {}", path.display());
                 }
                 Step::Remove(p) => {
-                    println!("$ rm -f {}", service::shell_word(&p.to_string_lossy()))
+                    outln!("$ rm -f {}", service::shell_word(&p.to_string_lossy()))
                 }
-                Step::Run { argv, .. } => println!("$ {}", show(argv)),
+                Step::Run { argv, .. } => outln!("$ {}", show(argv)),
             }
         }
         return Ok(ExitCode::Ok);
     }
     if action == "status" {
-        println!(
+        outln!(
             "service file: {} ({})",
             file.display(),
             if file.exists() {
@@ -162,14 +170,14 @@ pub fn run(
     }
     match (action, platform) {
         ("install", Platform::Linux) => {
-            println!("installed: outbox starts at login; logs: journalctl --user -u outbox -f")
+            outln!("installed: outbox starts at login; logs: journalctl --user -u outbox -f")
         }
-        ("install", Platform::MacOs) => println!(
+        ("install", Platform::MacOs) => outln!(
             "installed: outbox starts at login; logs: {}",
             service::macos_log(&ctx).display()
         ),
-        ("install", Platform::Windows) => println!("installed: outbox starts at logon"),
-        ("uninstall", _) => println!("uninstalled: outbox no longer starts at login"),
+        ("install", Platform::Windows) => outln!("installed: outbox starts at logon"),
+        ("uninstall", _) => outln!("uninstalled: outbox no longer starts at login"),
         _ => {}
     }
     Ok(ExitCode::Ok)
@@ -182,6 +190,60 @@ const NO_USER_SYSTEMD: &str = "Without a login session the user manager runs onl
 install` again. In a container or without systemd, run `outbox run` under the supervisor you have \
 instead (the container's entrypoint, supervisord, runit, s6); it exits 78 on a bad config, so do not \
 restart it on that code";
+
+/// Why `systemctl --user` cannot reach a user manager here, if it cannot: systemctl missing, or
+/// no user bus (`show-environment` asks the manager and changes nothing).
+fn user_systemd_missing() -> Option<String> {
+    match std::process::Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+    {
+        Err(e) => Some(format!("cannot run systemctl: {e}")),
+        Ok(o) if o.status.success() => None,
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            Some(if err.is_empty() {
+                format!("`systemctl --user show-environment` failed ({})", o.status)
+            } else {
+                crate::outside::printable(&err).to_string()
+            })
+        }
+    }
+}
+
+/// `service ACTION` where no user systemd runs: install writes nothing and says what to do;
+/// status says a unit file left there is not running; uninstall removes it (nothing runs it).
+fn without_user_systemd(action: &str, file: &Path, why: &str) -> Result<ExitCode, CommandError> {
+    let shown = file.display();
+    match action {
+        "install" => Err(fail(format!(
+            "there is no user systemd instance to talk to ({why}): nothing was written. {NO_USER_SYSTEMD}"
+        ))),
+        "status" => {
+            if file.exists() {
+                outln!("service file: {shown} (present, but not running: there is no user systemd instance to run it)");
+            } else {
+                outln!("service file: {shown} (not installed)");
+            }
+            errln!("outbox: no user systemd instance here ({why})");
+            Ok(ExitCode::Failed)
+        }
+        _ => {
+            match std::fs::remove_file(file) {
+                Ok(()) => outln!("removed {shown}"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    outln!("not installed: there is no {shown}")
+                }
+                Err(e) => return Err(fail(format!("cannot remove {shown}: {e}"))),
+            }
+            outln!("uninstalled: no user systemd instance runs here ({why}), so nothing was running under it");
+            Ok(ExitCode::Ok)
+        }
+    }
+}
 
 /// systemctl's words when no user bus exists ("Failed to connect to bus: No medium found",
 /// "Failed to connect to user scope bus via local transport", `$DBUS_SESSION_BUS_ADDRESS and
@@ -212,10 +274,10 @@ fn execute(step: &Step) -> Result<(), CommandError> {
             };
             std::fs::write(path, bytes)
                 .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
-            println!("wrote {}", path.display());
+            outln!("wrote {}", path.display());
         }
         Step::Remove(path) => match std::fs::remove_file(path) {
-            Ok(()) => println!("removed {}", path.display()),
+            Ok(()) => outln!("removed {}", path.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(fail(format!("cannot remove {}: {e}", path.display()))),
         },
@@ -223,7 +285,7 @@ fn execute(step: &Step) -> Result<(), CommandError> {
             let Some((prog, args)) = argv.split_first() else {
                 return Ok(());
             };
-            println!("$ {}", show(argv));
+            outln!("$ {}", show(argv));
             let out = std::process::Command::new(prog)
                 .args(args)
                 .stderr(std::process::Stdio::piped())
@@ -236,7 +298,7 @@ fn execute(step: &Step) -> Result<(), CommandError> {
                     fail(m)
                 })?;
             let err = String::from_utf8_lossy(&out.stderr);
-            eprint!("{err}");
+            err!("{err}");
             if !out.status.success() && !may_fail {
                 let mut m = format!("`{}` failed ({})", show(argv), out.status);
                 if prog == "systemctl" && no_user_bus(&err) {

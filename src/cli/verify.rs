@@ -65,9 +65,9 @@ pub async fn run(
     };
     if todo.is_empty() {
         if json {
-            println!("[]");
+            outln!("[]");
         } else {
-            println!("no done entries to verify");
+            outln!("no done entries to verify");
         }
         return Ok(ExitCode::Ok);
     }
@@ -164,16 +164,16 @@ impl Findings {
                 "message": message,
             }));
         } else {
-            println!("{tag}  {}  {message}", e.id);
+            outln!("{tag}  {}  {message}", e.id);
         }
     }
 
     fn finish(self, checked: usize) -> ExitCode {
         if self.json {
             let text = serde_json::to_string_pretty(&self.rows).unwrap_or_default();
-            println!("{text}");
+            outln!("{text}");
         } else {
-            println!(
+            outln!(
                 "{checked} checked, {} ok, {} with problems",
                 checked - self.bad,
                 self.bad

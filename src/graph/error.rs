@@ -144,8 +144,10 @@ impl GraphError {
         }
         match (self.status, self.code.as_str()) {
             (Some(404), "ErrorItemNotFound") | (Some(404), "ResourceNotFound") => {
-                Some("the target item does not exist (deleted, or a wrong id): pick another with `outbox items`")
+                Some("the target item does not exist (deleted, or a wrong id): pick another from `outbox items messages` or `outbox items events`")
             }
+            // The shared-mailbox explanation is the hint: not a second, opposite one.
+            (Some(403), _) if self.message.contains(SHARED_MAILBOX_403) => None,
             // Exchange's sending limit comes as a 403 too: that is a wait, not a permission.
             (Some(403), code) if self.send && code != "ErrorExceededMessageLimit" => Some(SEND_403),
             (Some(403), _) => Some("access denied: check the account's permissions (Mail.ReadWrite / Calendars.ReadWrite) and consent"),

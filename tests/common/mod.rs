@@ -280,7 +280,10 @@ impl Env {
 /// Run a command, killing it after `timeout`. Output is drained while it runs (a chatty child
 /// must never block on a full pipe).
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
+    // No terminal for the child: stdin too (clap's help wraps to the first of stdout, stderr,
+    // stdin that is one), so what it prints does not depend on where `cargo test` runs.
     let child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,0 +1,102 @@
+//! Writing to stdout and stderr without `println!`'s panic: a reader that has gone (`outbox
+//! status | head`) ends the command quietly with exit 0, as a pipeline expects; any other write
+//! error on stdout is said once on stderr, exit 1. Use the `outln!`/`out!`/`errln!` macros of
+//! `cli/mod.rs`. What they write names the `--config` the command was given in every
+//! `` `outbox COMMAND` `` hint ([`hint`]), so a hint pasted as is works on that config.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The `--config` this process was given, if any (set once by `main`).
+static CONFIG_FLAG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Remember `--config PATH` for [`hint`].
+pub fn set_config_flag(path: Option<&Path>) {
+    if let Some(p) = path {
+        let _ = CONFIG_FLAG.set(p.to_path_buf());
+    }
+}
+
+/// The commands that read the config: a hint naming one gets `--config PATH`.
+const READS_CONFIG: [&str; 14] = [
+    "run", "send", "mail", "status", "retry", "cancel", "login", "logout", "whoami", "check",
+    "verify", "items", "init", "service",
+];
+
+/// `text` with `--config PATH` put into each `` `outbox COMMAND `` of a command that reads the
+/// config, when this process was given `--config` (with `$OUTBOX_CONFIG` or the default path the
+/// hint works as it is).
+pub fn hint(text: &str) -> String {
+    match CONFIG_FLAG.get() {
+        Some(p) => with_config(text, p),
+        None => text.to_string(),
+    }
+}
+
+fn with_config(text: &str, path: &Path) -> String {
+    let flag = format!(
+        "`outbox --config {} ",
+        crate::service::shell_word(&path.to_string_lossy())
+    );
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("`outbox ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "`outbox ".len()..];
+        let word_end = after
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(after.len());
+        let next = after[word_end..].chars().next();
+        if READS_CONFIG.contains(&&after[..word_end]) && matches!(next, Some(' ' | '`')) {
+            out.push_str(&flag);
+        } else {
+            out.push_str("`outbox ");
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Write to stdout; on a closed pipe, exit 0 at once (nothing left to say to anyone).
+pub fn stdout(args: std::fmt::Arguments<'_>) {
+    let text = hint(&args.to_string());
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()) {
+        gone(&e);
+    }
+}
+
+/// After a failed write to stdout: a closed pipe ends the process quietly (exit 0); anything
+/// else (a full disk) is said on stderr, exit 1.
+pub fn gone(e: &std::io::Error) -> ! {
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        stderr(format_args!(
+            "outbox: cannot write to standard output: {e}\n"
+        ));
+        std::process::exit(crate::cli::exit::ExitCode::Failed as i32);
+    }
+    std::process::exit(0)
+}
+
+/// Write to stderr; if that fails too there is no one left to tell, so nothing happens.
+pub fn stderr(args: std::fmt::Arguments<'_>) {
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(hint(&args.to_string()).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hint_names_the_config_only_for_commands_that_read_it() {
+        let p = Path::new("/c/my conf.toml");
+        assert_eq!(
+            with_config("run `outbox login`, then `outbox retry ID`; `outbox sandbox --help`", p),
+            "run `outbox --config '/c/my conf.toml' login`, then `outbox --config '/c/my conf.toml' retry ID`; `outbox sandbox --help`"
+        );
+        assert_eq!(with_config("`outbox logins`", p), "`outbox logins`");
+    }
+}
