@@ -761,3 +761,35 @@ async fn a_config_edit_is_said_to_be_reloaded_by_sighup_and_the_unit_can_reload(
         stdout(&out)
     );
 }
+
+#[test]
+fn with_config_path_the_agents_log_hints_name_that_path_too() {
+    let home = tempfile::tempdir().unwrap();
+    let folder = home.path().join("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("a.txt"), "x").unwrap();
+    let cfg = home.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[graph]\nbase_url = \"http://127.0.0.1:9/v1.0\"\n[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\nauthority = \"http://127.0.0.1:9\"\n[agent]\nstate_dir = \"{}\"\nsettle = \"300ms\"\n[[mapping]]\nname = \"m\"\nfolder = \"{}\"\nmessage = \"AAA\"\n",
+            home.path().join("state").display(),
+            folder.display()
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        bare(home.path())
+            .args(["run", "--once", "--config"])
+            .arg(&cfg),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("ERROR"), "no log line: {err}");
+    assert!(!err.contains("`outbox login`"), "{err}");
+    assert!(
+        err.contains(&format!("`outbox --config {} login`", cfg.display())),
+        "{err}"
+    );
+}

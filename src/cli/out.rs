@@ -17,6 +17,11 @@ pub fn set_config_flag(path: Option<&Path>) {
     }
 }
 
+/// Whether this process was given `--config`.
+pub fn config_flag_given() -> bool {
+    CONFIG_FLAG.get().is_some()
+}
+
 /// The commands that read the config: a hint naming one gets `--config PATH`.
 const READS_CONFIG: [&str; 14] = [
     "run", "send", "mail", "status", "retry", "cancel", "login", "logout", "whoami", "check",
