@@ -793,3 +793,44 @@ fn with_config_path_the_agents_log_hints_name_that_path_too() {
         "{err}"
     );
 }
+
+#[test]
+fn with_no_mapping_run_and_check_point_at_something_that_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = \"{}\"\n",
+            home.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    for args in [&["run", "--once"][..], &["check"]] {
+        let out = run_bounded(
+            bare(home.path())
+                .env("OUTBOX_TEST_TOKEN", "t")
+                .args(args)
+                .arg("--config")
+                .arg(&cfg),
+            Duration::from_secs(60),
+        );
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        let line = said
+            .lines()
+            .find(|l| l.contains("no [[mapping]]"))
+            .unwrap_or_else(|| panic!("{args:?}: {said}"));
+        assert!(!line.contains("config.example.toml"), "{line}");
+        let found = hints(line);
+        assert!(!found.is_empty(), "{line}");
+        for h in found {
+            let pasted: Vec<&str> = h.split_whitespace().skip(1).collect();
+            let out = run_bounded(bare(home.path()).args(&pasted), Duration::from_secs(30));
+            assert_eq!(out.status.code(), Some(0), "`{h}`: {}", stderr(&out));
+            assert!(
+                stdout(&out).contains("[[mapping]]"),
+                "`{h}` says nothing of [[mapping]]"
+            );
+        }
+    }
+}

@@ -148,7 +148,7 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
         r.line(
             Level::Warn,
             "config",
-            "no [[mapping]] is configured, so there is nothing to watch: add one (see config.example.toml)",
+            "no [[mapping]] is configured, so there is nothing to watch: add one: a [[mapping]] table with a folder and its target (`outbox man` shows its keys)",
         );
     }
     for m in &settings.mappings {

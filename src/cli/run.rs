@@ -9,7 +9,7 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
     if settings.mappings.is_empty() {
         return Err(CommandError::new(
             ExitCode::Config,
-            format!("{}: no [[mapping]] is configured, so there is nothing to watch; add one (see `outbox init`)", settings.source.display()),
+            format!("{}: no [[mapping]] is configured, so there is nothing to watch; add one: a [[mapping]] table with a folder and its target (`outbox man` shows its keys)", settings.source.display()),
         ));
     }
     if let Some(why) = super::login::placeholder_client_id(&settings) {
