@@ -485,7 +485,17 @@ fn check_and_login_name_the_placeholder_client_id_init_writes() {
     );
     assert!(!err.contains("To sign in, open"), "{err}");
     // The agent and whoami say the same instead of "sign-in needed: run `outbox login`".
-    for args in [&["run", "--once"][..], &["whoami"]] {
+    let file = home.path().join("a.txt");
+    std::fs::write(&file, "x").unwrap();
+    let file = file.to_str().unwrap();
+    for args in [
+        &["run", "--once"][..],
+        &["whoami"],
+        &["items", "messages"],
+        &["verify", "--all"],
+        &["send", file, "--message", "AAMk"],
+        &["mail", file, "--to", "a@example.com"],
+    ] {
         let out = run_bounded(
             bare(home.path()).args(args).arg("--config").arg(&cfg),
             Duration::from_secs(60),

@@ -360,11 +360,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         }
         Command::Send(args) => {
             let token_in_env = std::env::var_os(DEFAULT_TOKEN_ENV).is_some();
-            send::run(load_settings(cfg, !token_in_env)?, args).await
+            send::run(signs_in(load_settings(cfg, !token_in_env)?)?, args).await
         }
         Command::Mail(args) => {
             let token_in_env = std::env::var_os(DEFAULT_TOKEN_ENV).is_some();
-            mail::run(load_settings(cfg, !token_in_env)?, args).await
+            mail::run(signs_in(load_settings(cfg, !token_in_env)?)?, args).await
         }
         Command::Run { once } => run::run(load_settings(cfg, true)?, once).await,
         Command::Status { json, state } => {
@@ -404,7 +404,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
             user,
             json,
         } => {
-            let settings = load_settings(cfg, true)?;
+            let settings = signs_in(load_settings(cfg, true)?)?;
             items::run(settings, &kind, search.as_deref(), top, &user, json).await
         }
         Command::Verify { id, all, json } => {
@@ -415,7 +415,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
                      to verify every done entry",
                 ));
             }
-            verify::run(load_settings(cfg, true)?, id, json).await
+            verify::run(signs_in(load_settings(cfg, true)?)?, id, json).await
         }
         Command::Man { no_config } => {
             refuse_config("man", cfg, &no_config)?;
@@ -436,6 +436,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
             dry_run,
             platform,
         } => service::run(cfg, &action, dry_run, platform.as_deref()),
+    }
+}
+
+/// Settings a command signs in with: refused (exit 78) while `auth.client_id` is still the
+/// placeholder `init` wrote, instead of a sign-in error whose `outbox login` cannot help.
+fn signs_in(settings: crate::config::Settings) -> Result<crate::config::Settings, CommandError> {
+    match login::placeholder_client_id(&settings) {
+        Some(why) => Err(CommandError::new(ExitCode::Config, why)),
+        None => Ok(settings),
     }
 }
 
