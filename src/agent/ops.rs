@@ -84,13 +84,13 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
     }
 }
 
-/// Whether `m` is the version of the file `e` recorded: by size, time and (where recorded)
-/// device and inode.
+/// Whether `m` is the version of the file `e` recorded: by size, time (where recorded) and
+/// (where recorded) device and inode.
 fn same_version(e: &LedgerEntry, m: &std::fs::Metadata) -> bool {
     let recorded = e.to_record().file;
     let now = crate::watch::file_stat(m);
     now.size == recorded.size
-        && now.mtime_ns == recorded.mtime_ns
+        && (recorded.mtime_ns == 0 || now.mtime_ns == recorded.mtime_ns)
         && ((recorded.dev, recorded.ino) == (0, 0)
             || (now.dev, now.ino) == (recorded.dev, recorded.ino))
 }
