@@ -844,3 +844,33 @@ fn with_no_mapping_run_and_check_point_at_something_that_runs() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_says_a_failure_of_a_mapping_no_longer_configured_is_cleared_by_cancel() {
+    let env = Env::new();
+    three_failed(&env, "").await;
+    // The mapping goes away (renamed, pointed elsewhere): its failures stay in the ledger.
+    let item = env.sandbox.create_item("message", "me").await;
+    let other = env.path("other");
+    std::fs::create_dir_all(&other).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"n\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            other.display()
+        ),
+    );
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let summary = err
+        .lines()
+        .find(|l| l.contains("not attached:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        summary.contains("3 failed of a mapping no longer in the config"),
+        "{summary}"
+    );
+    assert!(summary.contains("`outbox cancel ID`"), "{summary}");
+    assert!(!summary.contains("retry --failed"), "{summary}");
+}
