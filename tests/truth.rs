@@ -874,3 +874,43 @@ async fn run_once_says_a_failure_of_a_mapping_no_longer_configured_is_cleared_by
     assert!(summary.contains("`outbox cancel ID`"), "{summary}");
     assert!(!summary.contains("retry --failed"), "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_does_not_queue_a_failure_of_a_mapping_no_longer_configured() {
+    let env = Env::new();
+    three_failed(&env, "").await;
+    let r = rows(&env);
+    let a = r["a.txt"]["id"].as_str().unwrap().to_string();
+    let item = env.sandbox.create_item("message", "me").await;
+    let other = env.path("other");
+    std::fs::create_dir_all(&other).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"n\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            other.display()
+        ),
+    );
+    let out = env.run(&["retry", &a], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no longer in the config"), "{err}");
+    assert!(err.contains(&format!("`outbox cancel {a}`")), "{err}");
+    let out = env.run(&["retry", "--failed"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(!said.contains("queued again"), "{said}");
+    assert_eq!(said.matches("no longer in the config").count(), 3, "{said}");
+    // Nothing was queued: every one is still failed.
+    for (n, row) in rows(&env) {
+        assert_eq!(row["state"], "failed", "{n}");
+    }
+    // Through a running agent too.
+    let agent = Agent::start(&env, &[]);
+    agent_answers(&env).await;
+    let out = env.run(&["retry", &a], Duration::from_secs(30));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!said.contains("queued again"), "{said}");
+    assert!(said.contains("no longer in the config"), "{said}");
+    agent.stop();
+}

@@ -379,7 +379,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
                      or --failed to retry every failed entry",
                 ));
             }
-            entries::retry(entries::settings_or_agent(cfg).await?.0, id).await
+            let (settings, broken) = entries::settings_or_agent(cfg).await?;
+            entries::retry(settings, id, broken).await
         }
         Command::Cancel { id } => {
             entries::cancel(entries::settings_or_agent(cfg).await?.0, id).await
