@@ -914,3 +914,42 @@ async fn retry_does_not_queue_a_failure_of_a_mapping_no_longer_configured() {
     assert!(said.contains("no longer in the config"), "{said}");
     agent.stop();
 }
+
+#[test]
+fn service_install_without_the_service_manager_writes_nothing() {
+    if Command::new("launchctl").arg("help").output().is_ok() {
+        println!("SKIPPED: launchctl is here");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = \"{}\"\n",
+            home.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        bare(home.path())
+            .args(["service", "install", "--platform", "macos", "--config"])
+            .arg(&cfg),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("launchctl"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was written"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !home
+            .path()
+            .join("Library/LaunchAgents/com.outbox.agent.plist")
+            .exists(),
+        "{}",
+        stdout(&out)
+    );
+}
