@@ -953,3 +953,26 @@ fn service_install_without_the_service_manager_writes_nothing() {
         stdout(&out)
     );
 }
+
+#[test]
+fn json_stays_json_whatever_the_config_path() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("my \"odd\\ conf.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\n[agent]\nstate_dir = \"{}\"\n",
+            home.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        bare(home.path())
+            .args(["check", "--json", "--config"])
+            .arg(&cfg),
+        Duration::from_secs(60),
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    assert!(v.to_string().contains("login"), "{v}");
+}

@@ -73,7 +73,7 @@ impl Report {
     fn finish(self) -> ExitCode {
         if self.json {
             let text = serde_json::to_string_pretty(&self.findings).unwrap_or_default();
-            outln!("{text}");
+            jsonln!("{text}");
         }
         if self.errors == 0 {
             ExitCode::Ok
@@ -113,7 +113,7 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
                     "message": crate::secret::redact(&e.message),
                 })],
             };
-            outln!(
+            jsonln!(
                 "{}",
                 serde_json::to_string_pretty(&findings).unwrap_or_default()
             );

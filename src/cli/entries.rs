@@ -270,7 +270,7 @@ pub async fn status(
         now: time::OffsetDateTime::now_utc(),
     };
     if json {
-        outln!(
+        jsonln!(
             "{}",
             super::status::render_json(&entries, &messages, &facts)
         );

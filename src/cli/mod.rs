@@ -11,6 +11,13 @@ macro_rules! outln {
     };
 }
 
+/// A JSON document on stdout, as [`outln!`] but as it is (no `--config` put into its hints).
+macro_rules! jsonln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::stdout_raw(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// `print!` to stdout, as [`outln!`].
 macro_rules! out {
     ($($arg:tt)*) => {
