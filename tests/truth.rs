@@ -485,7 +485,17 @@ fn check_and_login_name_the_placeholder_client_id_init_writes() {
     );
     assert!(!err.contains("To sign in, open"), "{err}");
     // The agent and whoami say the same instead of "sign-in needed: run `outbox login`".
-    for args in [&["run", "--once"][..], &["whoami"]] {
+    let file = home.path().join("a.txt");
+    std::fs::write(&file, "x").unwrap();
+    let file = file.to_str().unwrap();
+    for args in [
+        &["run", "--once"][..],
+        &["whoami"],
+        &["items", "messages"],
+        &["verify", "--all"],
+        &["send", file, "--message", "AAMk"],
+        &["mail", file, "--to", "a@example.com"],
+    ] {
         let out = run_bounded(
             bare(home.path()).args(args).arg("--config").arg(&cfg),
             Duration::from_secs(60),
@@ -760,4 +770,209 @@ async fn a_config_edit_is_said_to_be_reloaded_by_sighup_and_the_unit_can_reload(
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn with_config_path_the_agents_log_hints_name_that_path_too() {
+    let home = tempfile::tempdir().unwrap();
+    let folder = home.path().join("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("a.txt"), "x").unwrap();
+    let cfg = home.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[graph]\nbase_url = \"http://127.0.0.1:9/v1.0\"\n[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\nauthority = \"http://127.0.0.1:9\"\n[agent]\nstate_dir = \"{}\"\nsettle = \"300ms\"\n[[mapping]]\nname = \"m\"\nfolder = \"{}\"\nmessage = \"AAA\"\n",
+            home.path().join("state").display(),
+            folder.display()
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        bare(home.path())
+            .args(["run", "--once", "--config"])
+            .arg(&cfg),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("ERROR"), "no log line: {err}");
+    assert!(!err.contains("`outbox login`"), "{err}");
+    assert!(
+        err.contains(&format!("`outbox --config {} login`", cfg.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn with_no_mapping_run_and_check_point_at_something_that_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = \"{}\"\n",
+            home.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    for args in [&["run", "--once"][..], &["check"]] {
+        let out = run_bounded(
+            bare(home.path())
+                .env("OUTBOX_TEST_TOKEN", "t")
+                .args(args)
+                .arg("--config")
+                .arg(&cfg),
+            Duration::from_secs(60),
+        );
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        let line = said
+            .lines()
+            .find(|l| l.contains("no [[mapping]]"))
+            .unwrap_or_else(|| panic!("{args:?}: {said}"));
+        assert!(!line.contains("config.example.toml"), "{line}");
+        let found = hints(line);
+        assert!(!found.is_empty(), "{line}");
+        for h in found {
+            let pasted: Vec<&str> = h.split_whitespace().skip(1).collect();
+            let out = run_bounded(bare(home.path()).args(&pasted), Duration::from_secs(30));
+            assert_eq!(out.status.code(), Some(0), "`{h}`: {}", stderr(&out));
+            assert!(
+                stdout(&out).contains("[[mapping]]"),
+                "`{h}` says nothing of [[mapping]]"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_says_a_failure_of_a_mapping_no_longer_configured_is_cleared_by_cancel() {
+    let env = Env::new();
+    three_failed(&env, "").await;
+    // The mapping goes away (renamed, pointed elsewhere): its failures stay in the ledger.
+    let item = env.sandbox.create_item("message", "me").await;
+    let other = env.path("other");
+    std::fs::create_dir_all(&other).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"n\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            other.display()
+        ),
+    );
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let summary = err
+        .lines()
+        .find(|l| l.contains("not attached:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        summary.contains("3 failed of a mapping no longer in the config"),
+        "{summary}"
+    );
+    assert!(summary.contains("`outbox cancel ID`"), "{summary}");
+    assert!(!summary.contains("retry --failed"), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_does_not_queue_a_failure_of_a_mapping_no_longer_configured() {
+    let env = Env::new();
+    three_failed(&env, "").await;
+    let r = rows(&env);
+    let a = r["a.txt"]["id"].as_str().unwrap().to_string();
+    let item = env.sandbox.create_item("message", "me").await;
+    let other = env.path("other");
+    std::fs::create_dir_all(&other).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"n\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            other.display()
+        ),
+    );
+    let out = env.run(&["retry", &a], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no longer in the config"), "{err}");
+    assert!(err.contains(&format!("`outbox cancel {a}`")), "{err}");
+    let out = env.run(&["retry", "--failed"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(!said.contains("queued again"), "{said}");
+    assert_eq!(said.matches("no longer in the config").count(), 3, "{said}");
+    // Nothing was queued: every one is still failed.
+    for (n, row) in rows(&env) {
+        assert_eq!(row["state"], "failed", "{n}");
+    }
+    // Through a running agent too.
+    let agent = Agent::start(&env, &[]);
+    agent_answers(&env).await;
+    let out = env.run(&["retry", &a], Duration::from_secs(30));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!said.contains("queued again"), "{said}");
+    assert!(said.contains("no longer in the config"), "{said}");
+    agent.stop();
+}
+
+#[test]
+fn service_install_without_the_service_manager_writes_nothing() {
+    if Command::new("launchctl").arg("help").output().is_ok() {
+        println!("SKIPPED: launchctl is here");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = \"{}\"\n",
+            home.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        bare(home.path())
+            .args(["service", "install", "--platform", "macos", "--config"])
+            .arg(&cfg),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("launchctl"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was written"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !home
+            .path()
+            .join("Library/LaunchAgents/com.outbox.agent.plist")
+            .exists(),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn json_stays_json_whatever_the_config_path() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("my \"odd\\ conf.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\n[agent]\nstate_dir = \"{}\"\n",
+            home.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        bare(home.path())
+            .args(["check", "--json", "--config"])
+            .arg(&cfg),
+        Duration::from_secs(60),
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    assert!(v.to_string().contains("login"), "{v}");
 }

@@ -84,13 +84,13 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
     }
 }
 
-/// Whether `m` is the version of the file `e` recorded: by size, time and (where recorded)
-/// device and inode.
+/// Whether `m` is the version of the file `e` recorded: by size, time (where recorded) and
+/// (where recorded) device and inode.
 fn same_version(e: &LedgerEntry, m: &std::fs::Metadata) -> bool {
     let recorded = e.to_record().file;
     let now = crate::watch::file_stat(m);
     now.size == recorded.size
-        && now.mtime_ns == recorded.mtime_ns
+        && (recorded.mtime_ns == 0 || now.mtime_ns == recorded.mtime_ns)
         && ((recorded.dev, recorded.ino) == (0, 0)
             || (now.dev, now.ino) == (recorded.dev, recorded.ino))
 }
@@ -101,10 +101,21 @@ pub type Left = Vec<(LedgerEntry, String)>;
 /// The failed entries `retry --failed` takes, and those it leaves with the reason (their file is
 /// gone or changed: see [`retry_refusal`]).
 pub fn failed_to_retry(ledger: &Ledger) -> Result<(Vec<LedgerEntry>, Left), LedgerError> {
+    failed_refused_by(ledger, &retry_refusal)
+}
+
+/// A refusal of `retry`: [`retry_refusal`], or one that also knows the config.
+pub type Refusal<'a> = &'a dyn Fn(&LedgerEntry) -> Option<String>;
+
+/// As [`failed_to_retry`], with `refuse` saying which entries are left.
+pub fn failed_refused_by(
+    ledger: &Ledger,
+    refuse: Refusal<'_>,
+) -> Result<(Vec<LedgerEntry>, Left), LedgerError> {
     let mut take = Vec::new();
     let mut leave = Vec::new();
     for e in ledger.by_state(EntryState::Failed)? {
-        match retry_refusal(&e) {
+        match refuse(&e) {
             None => take.push(e),
             Some(why) => leave.push((e, why)),
         }
@@ -149,11 +160,20 @@ pub fn retry(
     ledger: &Ledger,
     id: Option<&str>,
 ) -> Result<(Vec<LedgerEntry>, Vec<MessageRecord>), LedgerError> {
+    retry_refused_by(ledger, id, &retry_refusal)
+}
+
+/// As [`retry`], with `refuse` saying which entries are not taken.
+pub fn retry_refused_by(
+    ledger: &Ledger,
+    id: Option<&str>,
+    refuse: Refusal<'_>,
+) -> Result<(Vec<LedgerEntry>, Vec<MessageRecord>), LedgerError> {
     let mut messages = Vec::new();
     let targets: Vec<LedgerEntry> = match id {
         Some(id) => match ledger.get(id)? {
             Some(e) => {
-                if let Some(why) = retry_refusal(&e) {
+                if let Some(why) = refuse(&e) {
                     return Err(LedgerError::Invalid(why));
                 }
                 // A file of a message that failed goes again with its message.
@@ -185,7 +205,7 @@ pub fn retry(
                     messages.push(m);
                 }
             }
-            failed_to_retry(ledger)?.0
+            failed_refused_by(ledger, refuse)?.0
         }
     };
     let mut out = Vec::new();

@@ -73,7 +73,7 @@ impl Report {
     fn finish(self) -> ExitCode {
         if self.json {
             let text = serde_json::to_string_pretty(&self.findings).unwrap_or_default();
-            outln!("{text}");
+            jsonln!("{text}");
         }
         if self.errors == 0 {
             ExitCode::Ok
@@ -113,7 +113,7 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
                     "message": crate::secret::redact(&e.message),
                 })],
             };
-            outln!(
+            jsonln!(
                 "{}",
                 serde_json::to_string_pretty(&findings).unwrap_or_default()
             );
@@ -148,7 +148,7 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
         r.line(
             Level::Warn,
             "config",
-            "no [[mapping]] is configured, so there is nothing to watch: add one (see config.example.toml)",
+            "no [[mapping]] is configured, so there is nothing to watch: add one: a [[mapping]] table with a folder and its target (`outbox man` shows its keys)",
         );
     }
     for m in &settings.mappings {

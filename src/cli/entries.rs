@@ -270,7 +270,7 @@ pub async fn status(
         now: time::OffsetDateTime::now_utc(),
     };
     if json {
-        outln!(
+        jsonln!(
             "{}",
             super::status::render_json(&entries, &messages, &facts)
         );
@@ -303,11 +303,47 @@ pub async fn status(
     Ok(ExitCode::Ok)
 }
 
-pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, CommandError> {
+/// Why `retry` does not take `e` because of the config: its mapping is no longer there (nothing
+/// could be sent for it). `None` when the config did not load (nothing is known of it then).
+fn unmapped(settings: &Settings, broken: bool, e: &LedgerEntry) -> Option<String> {
+    (!broken && !settings.mappings.iter().any(|m| m.name == e.mapping)).then(|| {
+        format!(
+            "entry {id} is of the mapping `{m}`, no longer in the config {file}: nothing can be sent for it (`outbox cancel {id}` clears it)",
+            id = e.id,
+            m = crate::outside::printable(&e.mapping),
+            file = settings.source.display()
+        )
+    })
+}
+
+pub async fn retry(
+    settings: Settings,
+    id: Option<String>,
+    broken: bool,
+) -> Result<ExitCode, CommandError> {
+    let refuse = |e: &LedgerEntry| ops::retry_refusal(e).or_else(|| unmapped(&settings, broken, e));
     let req = match &id {
         Some(id) => Request::Retry { id: id.clone() },
         None => Request::RetryFailed,
     };
+    // One entry of a mapping gone from the config: refused before anything is asked.
+    if let Some(e) = match &id {
+        Some(i) if !broken => via_agent_or_ledger(&settings, Request::Status, |l| {
+            Ok((
+                l.get(i).map_err(ledger_err)?.into_iter().collect(),
+                Vec::new(),
+            ))
+        })
+        .await?
+        .0
+        .into_iter()
+        .find(|e| &e.id == i),
+        _ => None,
+    } {
+        if let Some(why) = unmapped(&settings, broken, &e) {
+            return Err(CommandError::new(ExitCode::Usage, why));
+        }
+    }
     let (entries, messages) = via_agent_or_ledger(&settings, req, |l| {
         // A refusal of this entry is a usage error, as the agent answers it.
         if let Some(e) = id
@@ -317,11 +353,11 @@ pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, C
             .map_err(ledger_err)?
             .flatten()
         {
-            if let Some(why) = ops::retry_refusal(&e) {
+            if let Some(why) = refuse(&e) {
                 return Err(CommandError::new(ExitCode::Usage, why));
             }
         }
-        ops::retry(l, id.as_deref()).map_err(ledger_err)
+        ops::retry_refused_by(l, id.as_deref(), &refuse).map_err(ledger_err)
     })
     .await?;
     // `--failed` leaves a failed entry whose file is gone or changed: say which, and why.
@@ -337,7 +373,7 @@ pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, C
             .await?;
             all.into_iter()
                 .filter(|e| e.state == EntryState::Failed)
-                .filter_map(|e| ops::retry_refusal(&e).map(|why| (e, why)))
+                .filter_map(|e| refuse(&e).map(|why| (e, why)))
                 .collect()
         }
     };
@@ -358,7 +394,10 @@ pub async fn retry(settings: Settings, id: Option<String>) -> Result<ExitCode, C
     }
     for e in &entries {
         // What the retry did, from the entry as it now is.
-        let what = if e.state == EntryState::Done && e.after_pending {
+        let what = if let Some(why) = unmapped(&settings, broken, e) {
+            // Queued by the agent's own config, which still had it: said as it stands now.
+            format!("queued by the running agent, but {why}")
+        } else if e.state == EntryState::Done && e.after_pending {
             "attached; its move or delete to be done again".to_string()
         } else if e.replaces.iter().any(|r| r.entry == e.id) {
             "to be attached again (the attachment now on the item is deleted once the new one is in)"

@@ -134,7 +134,7 @@ pub async fn run(
     }
     if json {
         let text = serde_json::to_string_pretty(&rows).unwrap_or_default();
-        outln!("{text}");
+        jsonln!("{text}");
     }
     Ok(ExitCode::Ok)
 }

@@ -27,17 +27,49 @@ pub fn init_silent(format: LogFormat) {
 
 fn init_with(default: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour(
-            std::io::stderr().is_terminal(),
-            std::env::var_os("NO_COLOR").as_deref(),
-        ));
+    let ansi = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        // A text line's hints name the `--config` given, as every other line (`out::hint`).
+        LogFormat::Text if super::out::config_flag_given() => builder
+            .with_writer(|| HintedLine(Vec::new()))
+            .with_ansi(ansi)
+            .try_init(),
+        LogFormat::Text => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .try_init(),
+        LogFormat::Json => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .json()
+            .try_init(),
     };
+}
+
+/// One log line, gathered, then written to stderr with its hints naming the `--config` given.
+struct HintedLine(Vec<u8>);
+
+impl std::io::Write for HintedLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for HintedLine {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            super::out::stderr(format_args!("{}", String::from_utf8_lossy(&self.0)));
+        }
+    }
 }
 
 /// <https://no-color.org>: a `NO_COLOR` that is present and not empty turns colour off.

@@ -145,20 +145,20 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
     bar.finish();
     match outcome {
         Ok(m) if m.state == MessageState::Sent => {
-            eprintln!(
+            errln!(
                 "sent {what} in {:.1} s (marker {})",
                 started.elapsed().as_secs_f64(),
                 m.marker
             );
-            println!(
+            outln!(
                 "{}",
                 crate::outside::printable(m.internet_message_id.as_deref().unwrap_or(&m.marker))
             );
             Ok(ExitCode::Ok)
         }
         Ok(m) => {
-            eprintln!("left as a draft, fully attached: {what}");
-            println!(
+            errln!("left as a draft, fully attached: {what}");
+            outln!(
                 "{}",
                 crate::outside::printable(m.draft_id.as_deref().unwrap_or(&m.marker))
             );
@@ -176,7 +176,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         }) => {
             // On stdout too: what a script keeps to look for it (the marker is the message's
             // single-value extended property; the internetMessageId is in the sent copy).
-            println!(
+            outln!(
                 "{}",
                 crate::outside::printable(internet_message_id.as_deref().unwrap_or(&marker))
             );

@@ -11,6 +11,13 @@ macro_rules! outln {
     };
 }
 
+/// A JSON document on stdout, as [`outln!`] but as it is (no `--config` put into its hints).
+macro_rules! jsonln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::stdout_raw(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// `print!` to stdout, as [`outln!`].
 macro_rules! out {
     ($($arg:tt)*) => {
@@ -360,11 +367,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         }
         Command::Send(args) => {
             let token_in_env = std::env::var_os(DEFAULT_TOKEN_ENV).is_some();
-            send::run(load_settings(cfg, !token_in_env)?, args).await
+            send::run(signs_in(load_settings(cfg, !token_in_env)?)?, args).await
         }
         Command::Mail(args) => {
             let token_in_env = std::env::var_os(DEFAULT_TOKEN_ENV).is_some();
-            mail::run(load_settings(cfg, !token_in_env)?, args).await
+            mail::run(signs_in(load_settings(cfg, !token_in_env)?)?, args).await
         }
         Command::Run { once } => run::run(load_settings(cfg, true)?, once).await,
         Command::Status { json, state } => {
@@ -379,7 +386,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
                      or --failed to retry every failed entry",
                 ));
             }
-            entries::retry(entries::settings_or_agent(cfg).await?.0, id).await
+            let (settings, broken) = entries::settings_or_agent(cfg).await?;
+            entries::retry(settings, id, broken).await
         }
         Command::Cancel { id } => {
             entries::cancel(entries::settings_or_agent(cfg).await?.0, id).await
@@ -404,7 +412,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
             user,
             json,
         } => {
-            let settings = load_settings(cfg, true)?;
+            let settings = signs_in(load_settings(cfg, true)?)?;
             items::run(settings, &kind, search.as_deref(), top, &user, json).await
         }
         Command::Verify { id, all, json } => {
@@ -415,7 +423,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
                      to verify every done entry",
                 ));
             }
-            verify::run(load_settings(cfg, true)?, id, json).await
+            verify::run(signs_in(load_settings(cfg, true)?)?, id, json).await
         }
         Command::Man { no_config } => {
             refuse_config("man", cfg, &no_config)?;
@@ -436,6 +444,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
             dry_run,
             platform,
         } => service::run(cfg, &action, dry_run, platform.as_deref()),
+    }
+}
+
+/// Settings a command signs in with: refused (exit 78) while `auth.client_id` is still the
+/// placeholder `init` wrote, instead of a sign-in error whose `outbox login` cannot help.
+fn signs_in(settings: crate::config::Settings) -> Result<crate::config::Settings, CommandError> {
+    match login::placeholder_client_id(&settings) {
+        Some(why) => Err(CommandError::new(ExitCode::Config, why)),
+        None => Ok(settings),
     }
 }
 

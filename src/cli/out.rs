@@ -17,6 +17,11 @@ pub fn set_config_flag(path: Option<&Path>) {
     }
 }
 
+/// Whether this process was given `--config`.
+pub fn config_flag_given() -> bool {
+    CONFIG_FLAG.get().is_some()
+}
+
 /// The commands that read the config: a hint naming one gets `--config PATH`.
 const READS_CONFIG: [&str; 14] = [
     "run", "send", "mail", "status", "retry", "cancel", "login", "logout", "whoami", "check",
@@ -60,9 +65,14 @@ fn with_config(text: &str, path: &Path) -> String {
 
 /// Write to stdout; on a closed pipe, exit 0 at once (nothing left to say to anyone).
 pub fn stdout(args: std::fmt::Arguments<'_>) {
-    let text = hint(&args.to_string());
+    stdout_raw(format_args!("{}", hint(&args.to_string())));
+}
+
+/// As [`stdout`], the text as it is: JSON documents (a `--config` put into a hint could need
+/// escaping there), and hints are data in them.
+pub fn stdout_raw(args: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()) {
+    if let Err(e) = out.write_fmt(args) {
         gone(&e);
     }
 }

@@ -9,7 +9,7 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
     if settings.mappings.is_empty() {
         return Err(CommandError::new(
             ExitCode::Config,
-            format!("{}: no [[mapping]] is configured, so there is nothing to watch; add one (see `outbox init`)", settings.source.display()),
+            format!("{}: no [[mapping]] is configured, so there is nothing to watch; add one: a [[mapping]] table with a folder and its target (`outbox man` shows its keys)", settings.source.display()),
         ));
     }
     if let Some(why) = super::login::placeholder_client_id(&settings) {
@@ -17,6 +17,7 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
     }
     let creds = Credentials::from_settings_in(&settings);
     let state_dir = settings.agent.state_dir.clone();
+    let mapped: Vec<String> = settings.mappings.iter().map(|m| m.name.clone()).collect();
     let sign_in = match &settings.auth.method {
         AuthMethod::DeviceCode => "run `outbox login`".to_owned(),
         AuthMethod::TokenEnv { var } => format!("put a fresh Graph access token in ${var}"),
@@ -29,11 +30,11 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
     };
     match agent::run(settings, creds, RunOptions { once, stop: None }).await {
         Ok(RunOutcome::Clean) if !once => Ok(ExitCode::Ok),
-        Ok(RunOutcome::Clean) => Ok(maybe_sent(&state_dir).unwrap_or(left_over(&state_dir))),
+        Ok(RunOutcome::Clean) => Ok(maybe_sent(&state_dir).unwrap_or(left_over(&state_dir, &mapped))),
         // Failed this run, or stopped with work left (an outage, a folder gone): the agent said
         // what; the ledger's failures are listed too.
         Ok(RunOutcome::SomeFailed) => {
-            let _ = left_over(&state_dir);
+            let _ = left_over(&state_dir, &mapped);
             Ok(maybe_sent(&state_dir).unwrap_or(ExitCode::Failed))
         }
         Ok(RunOutcome::SignInNeeded) => Err(CommandError::new(
@@ -61,7 +62,7 @@ fn maybe_sent(state_dir: &std::path::Path) -> Option<ExitCode> {
         return None;
     }
     for m in &unconfirmed {
-        eprintln!(
+        errln!(
             "outbox: message {} (\"{}\") may have been sent and could not be confirmed; it was not sent again. Look in Sent Items; `outbox retry {}` sends it only if its draft is still a draft",
             m.id,
             crate::outside::printable(&m.letter.subject),
@@ -74,7 +75,7 @@ fn maybe_sent(state_dir: &std::path::Path) -> Option<ExitCode> {
 /// After `--once`: what the ledger still holds that is not attached, this run's or an earlier
 /// one's (a file that failed `Permission denied` yesterday and was only chmod-ed since is not a
 /// new version, so this run did not try it). Exit 1 while any is left, as SPEC says.
-fn left_over(state_dir: &std::path::Path) -> ExitCode {
+fn left_over(state_dir: &std::path::Path, mapped: &[String]) -> ExitCode {
     use crate::ledger::{EntryState, Ledger, LedgerEntry};
     use std::collections::HashMap;
     let entries = match Ledger::open(state_dir) {
@@ -98,10 +99,17 @@ fn left_over(state_dir: &std::path::Path) -> ExitCode {
     }
     let count = |s: EntryState| newest.values().filter(|e| e.state == s).count();
     let (failed, rejected) = (count(EntryState::Failed), count(EntryState::Rejected));
+    // Failed, of a mapping no longer in the config: a retry cannot send it anywhere.
+    let unmapped = newest
+        .values()
+        .filter(|e| e.state == EntryState::Failed && !mapped.contains(&e.mapping))
+        .count();
     // Failed, and the file is gone (deleted, or in failed_dir): a retry cannot send it.
     let gone = newest
         .values()
-        .filter(|e| e.state == EntryState::Failed && !e.path.exists())
+        .filter(|e| {
+            e.state == EntryState::Failed && mapped.contains(&e.mapping) && !e.path.exists()
+        })
         .count();
     // Attached, but not moved or deleted: not retried by itself, so said every run.
     let after_failed = newest.values().filter(|e| e.after_failed).count();
@@ -115,10 +123,15 @@ fn left_over(state_dir: &std::path::Path) -> ExitCode {
     }
     // Each kind with the rows that say why, and what clears it.
     let mut parts = Vec::new();
-    if failed > gone {
+    if failed > gone + unmapped {
         parts.push(format!(
             "{} failed (`outbox status --state failed` says why; fix the cause, then `outbox retry --failed`)",
-            failed - gone
+            failed - gone - unmapped
+        ));
+    }
+    if unmapped > 0 {
+        parts.push(format!(
+            "{unmapped} failed of a mapping no longer in the config (`outbox status --state failed` lists them; `outbox cancel ID` clears each)"
         ));
     }
     if gone > 0 {

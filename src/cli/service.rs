@@ -126,6 +126,18 @@ pub fn run(
     if let Some(why) = &no_systemd {
         return without_user_systemd(action, &file, why);
     }
+    // Any platform: the service manager's program must be there before anything is written.
+    if !dry_run && action == "install" {
+        for s in &steps {
+            if let Step::Run { argv, .. } = s {
+                if let Some(prog) = argv.first().filter(|p| !on_path(p)) {
+                    return Err(fail(format!(
+                        "{prog} is not found on PATH, and installing the service needs it: nothing was written. Without it, run `outbox run` under the supervisor you have"
+                    )));
+                }
+            }
+        }
+    }
     if dry_run {
         outln!("# outbox service {action}, dry run: nothing is written or run.");
         for s in &steps {
@@ -190,6 +202,16 @@ const NO_USER_SYSTEMD: &str = "Without a login session the user manager runs onl
 install` again. In a container or without systemd, run `outbox run` under the supervisor you have \
 instead (the container's entrypoint, supervisord, runit, s6); it exits 78 on a bad config, so do not \
 restart it on that code";
+
+/// Whether `prog` is an executable file in a directory of `$PATH` (or a path to one).
+fn on_path(prog: &str) -> bool {
+    let is_exe = |p: &Path| p.is_file() || (cfg!(windows) && p.with_extension("exe").is_file());
+    if prog.contains(std::path::MAIN_SEPARATOR) {
+        return is_exe(Path::new(prog));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| is_exe(&d.join(prog))))
+}
 
 /// Why `systemctl --user` cannot reach a user manager here, if it cannot: systemctl missing, or
 /// no user bus (`show-environment` asks the manager and changes nothing).

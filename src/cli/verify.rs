@@ -65,7 +65,7 @@ pub async fn run(
     };
     if todo.is_empty() {
         if json {
-            outln!("[]");
+            jsonln!("[]");
         } else {
             outln!("no done entries to verify");
         }
@@ -171,7 +171,7 @@ impl Findings {
     fn finish(self, checked: usize) -> ExitCode {
         if self.json {
             let text = serde_json::to_string_pretty(&self.rows).unwrap_or_default();
-            outln!("{text}");
+            jsonln!("{text}");
         } else {
             outln!(
                 "{checked} checked, {} ok, {} with problems",
