@@ -44,7 +44,9 @@ pub(crate) fn started_before_edit(pid: u32, config: &std::path::Path) -> bool {
     ) else {
         return false;
     };
-    edited > started
+    // The start is known to 10 ms (clock ticks) from two clocks read apart: a config written
+    // just before the agent started must not count as edited after it.
+    edited > started + std::time::Duration::from_secs(1)
 }
 
 /// When process `pid` started (Linux: `/proc`; `USER_HZ` is 100 on every Linux ABI).
