@@ -751,3 +751,37 @@ async fn the_same_file_dropped_again_after_it_was_moved_is_mailed_again() {
         .count();
     assert_eq!(moved, 2);
 }
+
+/// Issue #20 ("delivered means seen"): a 202 is "accepted". With `after = "move"` a mailed file
+/// is moved only once its sent copy is in Sent Items; a copy that never shows leaves the file
+/// where it is and the message `unconfirmed` (exit 4). Before, the file was moved on the 202.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mailed_file_is_moved_only_once_its_sent_copy_is_seen() {
+    let env = Env::new();
+    let folder = setup(&env, "", "after = \"move\"", "");
+    write_file(&folder.join("late.pdf"), 4_000, 91);
+    env.sandbox
+        .faults(json!({"send_move_delay_ms": 600_000}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(4), "run --once: {}", stderr(&out));
+    assert!(
+        folder.join("late.pdf").exists(),
+        "moved before its copy was seen"
+    );
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["message"]["state"], "unconfirmed", "{rows:#?}");
+    assert_eq!(rows[0]["message"]["error"]["code"], "sendUnconfirmed");
+    // Once the copy is there, a retry finds it (never a second send) and the file moves.
+    env.sandbox
+        .admin(reqwest::Method::POST, "/sends/deliver", Some(json!({})))
+        .await;
+    let id = rows[0]["message"]["id"].as_str().expect("id").to_string();
+    let out = env.run(&["retry", &id], T);
+    assert!(out.status.success(), "retry: {}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(0), "run --once: {}", stderr(&out));
+    assert!(folder.join("sent/late.pdf").exists());
+    let stats = no_duplicates(&env, "seen then moved").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+}

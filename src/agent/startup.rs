@@ -83,7 +83,7 @@ pub fn start_input(
             .last_send_at
             .max(m.sent_at)
             .is_some_and(|t| t >= sends_since);
-        if !m.state.is_terminal() || named.contains(m.id.as_str()) || recent {
+        if m.at_work() || named.contains(m.id.as_str()) || recent {
             messages.push(m);
         }
     }

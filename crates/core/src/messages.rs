@@ -77,11 +77,7 @@ impl Machine {
     }
 
     pub(super) fn messages_quiet(&self) -> bool {
-        self.collecting.is_empty()
-            && self
-                .messages
-                .values()
-                .all(|m| m.rec.state.is_terminal() && !m.busy)
+        self.collecting.is_empty() && self.messages.values().all(|m| !m.rec.at_work() && !m.busy)
     }
 
     /// The item an entry of a message goes to: its draft, once there is one.
@@ -181,9 +177,11 @@ impl Machine {
                 // Left its message (replaced by a newer version there): nothing waits on it.
                 return None;
             }
-            return match m.map(|m| m.rec.state) {
-                Some(MessageState::Sent | MessageState::Drafted) => None,
-                Some(MessageState::Failed | MessageState::Unconfirmed) | None => {
+            return match m.map(|m| (m.rec.state, m.rec.unseen)) {
+                // Accepted but not yet seen in Sent Items: its after-action waits.
+                Some((MessageState::Sent, true)) => Some(Step::Idle),
+                Some((MessageState::Sent | MessageState::Drafted, _)) => None,
+                Some((MessageState::Failed | MessageState::Unconfirmed, _)) | None => {
                     Some(Step::Finished)
                 }
                 Some(_) => Some(Step::Idle),
@@ -649,7 +647,8 @@ impl Machine {
             return;
         };
         // A failed or unconfirmed one stays: a `retry` of one of its files takes it on.
-        let over = matches!(m.rec.state, MessageState::Sent | MessageState::Drafted);
+        let over =
+            matches!(m.rec.state, MessageState::Sent | MessageState::Drafted) && !m.rec.unseen;
         if !over || m.busy || m.rec.files.iter().any(|f| self.active.contains_key(f)) {
             return;
         }
@@ -813,6 +812,8 @@ impl Machine {
                     MStep::Send
                 }
             }
+            // Accepted, its files' after-actions waiting for the copy in Sent Items.
+            MessageState::Sent if r.unseen => MStep::Find(MailFolder::SentItems),
             _ => MStep::Idle,
         }
     }
@@ -1012,7 +1013,8 @@ impl Machine {
         let Some(m) = self.messages.get(mid) else {
             return;
         };
-        let over = matches!(m.rec.state, MessageState::Sent | MessageState::Drafted);
+        let over =
+            matches!(m.rec.state, MessageState::Sent | MessageState::Drafted) && !m.rec.unseen;
         let files = m.rec.files.clone();
         let mut back = Vec::new();
         for f in &files {
@@ -1052,6 +1054,9 @@ impl Machine {
                 m.rec
                     .last_send_at
                     .map(|t| t.plus_ms(move_grace_ms(look_after)))
+            }
+            MStep::Find(MailFolder::SentItems) if m.rec.state == MessageState::Sent => {
+                m.rec.sent_at.map(|t| t.plus_ms(look_after))
             }
             MStep::Find(MailFolder::SentItems) => m.rec.send_at.map(|t| t.plus_ms(look_after)),
             _ => None,
@@ -1433,10 +1438,37 @@ impl Machine {
                 is_draft,
                 internet_message_id,
             } => {
-                if state != MessageState::Sending {
+                if !matches!(state, MessageState::Sending | MessageState::Sent) {
                     // (A throttled send's draft found still a draft: its refusals in a row are
-                    // still counted, so a one-shot command gives up.)
+                    // still counted, so a one-shot command gives up; so are the searches for a
+                    // sent copy not there yet.)
                     m.rec.attempts = 0;
+                }
+                if state == MessageState::Sent {
+                    if is_draft {
+                        // Not the sent copy yet (a Sent Items answer still a draft).
+                        self.sent_copy_not_seen(mid, out);
+                    } else {
+                        m.rec.unseen = false;
+                        if internet_message_id.is_some() {
+                            m.rec.internet_message_id = internet_message_id;
+                        }
+                        self.persist_message(mid, out);
+                        self.wake_files(mid);
+                    }
+                    return;
+                }
+                if is_draft && folder == MailFolder::SentItems {
+                    // A Sent Items answer that is still a draft proves nothing yet: as not
+                    // found, asked again after `look_after` (never at once, forever).
+                    m.rec.attempts += 1;
+                    let attempts = m.rec.attempts;
+                    let look_after = self.policy.look_after_ms;
+                    if attempts >= SENT_COPY_TRIES {
+                        return self.on_find(mid, folder, FindOutcome::NotFound, out);
+                    }
+                    self.message_wait(mid, look_after);
+                    return;
                 }
                 if !is_draft {
                     if m.rec.redraft || (state == MessageState::Drafting && m.rec.may_exist) {
@@ -1474,9 +1506,9 @@ impl Machine {
                 }
             }
             FindOutcome::NotFound => {
-                if state != MessageState::Drafting {
+                if !matches!(state, MessageState::Drafting | MessageState::Sent) {
                     // (A draft search that found nothing leads to a create: failures of
-                    // creates in a row are still counted.)
+                    // creates in a row are still counted; a sent copy not there yet counts.)
                     m.rec.attempts = 0;
                 }
                 match (state, folder) {
@@ -1513,6 +1545,7 @@ impl Machine {
                     (MessageState::Sending, _) => {
                         self.message_unconfirmed(mid, out);
                     }
+                    (MessageState::Sent, _) => self.sent_copy_not_seen(mid, out),
                     _ => {}
                 }
             }
@@ -1526,6 +1559,23 @@ impl Machine {
         let f = match s {
             SendOutcome::Sent => {
                 let imid = m.rec.internet_message_id.clone();
+                // A 202 is "accepted", not "delivered": a file moved or deleted after it waits
+                // until its copy is seen in Sent Items.
+                let moves = self
+                    .mappings
+                    .get(&m.rec.mapping)
+                    .is_some_and(|r| r.after != After::Keep);
+                let owed = m.rec.files.iter().any(|f| {
+                    self.active
+                        .get(f)
+                        .map(|a| &a.rec)
+                        .or_else(|| m.finished.get(f))
+                        .is_some_and(|r| !r.after_done)
+                });
+                if moves && owed {
+                    m.rec.unseen = true;
+                    m.rec.attempts = 0;
+                }
                 self.message_sent(mid, imid, out);
                 return;
             }
@@ -1623,6 +1673,35 @@ impl Machine {
         self.wake_files(mid);
     }
 
+    /// A message accepted for sending whose copy a Sent Items search did not show: asked again
+    /// after `look_after`, `SENT_COPY_TRIES` times, then `unconfirmed` (its files kept where
+    /// they are; `retry` sends it only if its draft is still a draft).
+    fn sent_copy_not_seen(&mut self, mid: &str, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        m.rec.attempts += 1;
+        if m.rec.attempts < SENT_COPY_TRIES {
+            self.persist_message(mid, out);
+            let look_after = self.policy.look_after_ms;
+            self.message_wait(mid, look_after);
+            return;
+        }
+        m.rec.state = MessageState::Sending;
+        m.rec.last_send_at = m.rec.last_send_at.or(m.rec.sent_at);
+        self.message_unconfirmed_by(
+            mid,
+            Some(Failure::new(
+                "sentCopyNotSeen",
+                format!(
+                    "Graph accepted it (202) but no copy showed in Sent Items in {SENT_COPY_TRIES} \
+                     searches; its files were not moved or deleted"
+                ),
+            )),
+            out,
+        );
+    }
+
     fn message_unconfirmed(&mut self, mid: &str, out: &mut Vec<Action>) {
         self.message_unconfirmed_by(mid, None, out);
     }
@@ -1635,6 +1714,7 @@ impl Machine {
         m.rec.state = MessageState::Unconfirmed;
         m.rec.resend_if_draft = false;
         m.rec.send_at = None;
+        m.rec.unseen = false;
         m.sent_checked = false;
         let answer = why
             .map(|f| format!("the send was answered {} ({})", f.code, f.message))
@@ -1780,6 +1860,10 @@ fn fault_failure(f: &Fault) -> Option<Failure> {
         }
     }
 }
+
+/// Searches of Sent Items for a copy that is not there yet (a message accepted for sending, a
+/// Sent Items answer still a draft) before the message is `unconfirmed`.
+pub(crate) const SENT_COPY_TRIES: u32 = 5;
 
 /// Base and cap of the backoff after sending-limit refusals that name no wait.
 const SEND_LIMIT_BASE_MS: u64 = 30_000;
@@ -5138,6 +5222,133 @@ mod tests {
         assert_eq!(rec.last_send_at, None);
         assert!(!rec.may_have_been_sent());
         assert!(m.sent_times.get("me").is_none_or(|q| q.is_empty()));
+    }
+
+    fn moving_mail_machine() -> Machine {
+        let mut m = mail_machine(true);
+        let mut rules: Vec<MappingRule> = m.mappings.values().cloned().collect();
+        for r in &mut rules {
+            r.after = After::Move;
+        }
+        Machine::new(rules, Policy::default())
+    }
+
+    #[test]
+    fn a_mailed_file_is_moved_only_once_its_sent_copy_is_seen() {
+        let mut m = moving_mail_machine();
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        let out = m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Sent),
+            },
+        );
+        let after = |out: &[Action]| out.iter().any(|a| matches!(a, Action::After { .. }));
+        assert!(!after(&out), "moved on a 202 alone: {out:?}");
+        let rec = m.messages().find(|r| r.id == mid).expect("kept");
+        assert!(rec.unseen && rec.state == MessageState::Sent, "{rec:?}");
+        assert!(!m.quiescent(), "a copy still to see is work");
+        // Looked for after look_after; not there yet: again; there: moved.
+        let t = 7_300 + Policy::default().look_after_ms;
+        let out = m.handle(Time(t), Input::Tick);
+        assert_eq!(find_asked(&out), Some(MailFolder::SentItems), "{out:?}");
+        let out = found(
+            &mut m,
+            t + 10,
+            &mid,
+            MailFolder::SentItems,
+            FindOutcome::NotFound,
+        );
+        assert!(!after(&out));
+        let t2 = t + 10 + Policy::default().look_after_ms;
+        let out = m.handle(Time(t2), Input::Tick);
+        assert_eq!(find_asked(&out), Some(MailFolder::SentItems), "{out:?}");
+        let out = found(
+            &mut m,
+            t2 + 10,
+            &mid,
+            MailFolder::SentItems,
+            FindOutcome::Found {
+                id: "s1".into(),
+                is_draft: false,
+                internet_message_id: None,
+            },
+        );
+        let mut all = out.clone();
+        all.extend(m.handle(Time(t2 + 20), Input::Tick));
+        assert!(after(&all), "{all:?}");
+    }
+
+    #[test]
+    fn a_mailed_file_whose_copy_never_shows_is_kept_and_its_message_unconfirmed() {
+        let mut m = moving_mail_machine();
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Sent),
+            },
+        );
+        let mut t = 7_300;
+        let mut last = Vec::new();
+        for _ in 0..SENT_COPY_TRIES {
+            t += Policy::default().look_after_ms + 1;
+            let out = m.handle(Time(t), Input::Tick);
+            assert_eq!(find_asked(&out), Some(MailFolder::SentItems), "{out:?}");
+            last = found(
+                &mut m,
+                t + 1,
+                &mid,
+                MailFolder::SentItems,
+                FindOutcome::NotFound,
+            );
+            assert!(!last.iter().any(|a| matches!(a, Action::After { .. })));
+        }
+        assert!(
+            last.iter().any(|a| matches!(
+                a,
+                Action::PersistMessage(r) if r.state == MessageState::Unconfirmed
+                    && r.may_have_been_sent()
+            )),
+            "{last:?}"
+        );
+    }
+
+    #[test]
+    fn a_sent_items_answer_still_a_draft_is_asked_again_later_not_at_once() {
+        let mut m = mail_machine(true);
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Failed(Fault::Ambiguous(Failure::new(
+                    "ConnectionDropped",
+                    "lost",
+                )))),
+            },
+        );
+        let t = 7_300 + Policy::default().look_after_ms;
+        let out = m.handle(Time(t), Input::Tick);
+        assert_eq!(find_asked(&out), Some(MailFolder::SentItems));
+        let out = found(
+            &mut m,
+            t + 1,
+            &mid,
+            MailFolder::SentItems,
+            FindOutcome::Found {
+                id: "d-a.pdf".into(),
+                is_draft: true,
+                internet_message_id: None,
+            },
+        );
+        assert_eq!(find_asked(&out), None, "asked again at once: {out:?}");
+        assert!(!sent(&out));
     }
 
     #[test]

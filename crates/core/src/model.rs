@@ -568,6 +568,10 @@ pub struct MessageRecord {
     pub redraft: bool,
     pub internet_message_id: Option<String>,
     pub sent_at: Option<Time>,
+    /// Accepted for sending (a 202) but its copy not yet seen in Sent Items: its files'
+    /// after-actions (move, delete) wait for the copy (SPEC §8, "delivered means seen").
+    #[serde(default)]
+    pub unseen: bool,
     /// Failures in a row of its own requests (not its files').
     pub attempts: u32,
     pub error: Option<Failure>,
@@ -836,12 +840,18 @@ impl MessageRecord {
             redraft: false,
             internet_message_id: None,
             sent_at: None,
+            unseen: false,
             attempts: 0,
             error: None,
             seq,
             created_at: now,
             updated_at: now,
         }
+    }
+
+    /// It has work left: not in a final state, or sent with its copy not yet seen.
+    pub fn at_work(&self) -> bool {
+        !self.state.is_terminal() || self.unseen
     }
 }
 

@@ -183,6 +183,8 @@ pub struct Sim {
     /// Contents that stayed in place long enough to count as finished (path -> content).
     /// Files removed by after-actions, with the content removed.
     removed_by_after: Vec<(PathBuf, Content)>,
+    /// Mailed files removed by after-actions before their message's sent copy was visible.
+    after_unseen: Vec<String>,
     // graph
     items: BTreeMap<String, Vec<SimAttachment>>,
     sessions: BTreeMap<String, SimSession>,
@@ -288,6 +290,8 @@ type SimSend = (String, String, Vec<(String, Option<Content>)>);
 struct SimMessage {
     /// Its marker; `None`: a sent copy that did not keep it.
     marker: Option<String>,
+    /// The marker it was made under (the oracle's, whatever Graph shows).
+    of: String,
     /// The draft's `internetMessageId`, kept by its sent copy.
     imid: String,
     is_draft: bool,
@@ -417,6 +421,7 @@ impl Sim {
             next_ver: 1,
             unmounted: BTreeSet::new(),
             removed_by_after: Vec::new(),
+            after_unseen: Vec::new(),
             items,
             sessions: BTreeMap::new(),
             next_att: 1,
@@ -642,7 +647,7 @@ impl Sim {
     /// has nothing of them in flight (later, if it has).
     fn retry_mail(&mut self, n: u32) -> Result<(), Violation> {
         let busy = self.machine.is_none()
-            || self.msg_ledger.values().any(|m| !m.state.is_terminal())
+            || self.msg_ledger.values().any(|m| m.at_work())
             || self
                 .machine
                 .as_ref()
@@ -1159,7 +1164,7 @@ impl Sim {
             .msg_ledger
             .values()
             .filter(|m| {
-                !m.state.is_terminal()
+                m.at_work()
                     || named.contains(m.id.as_str())
                     || m.last_send_at.max(m.sent_at).is_some_and(|t| t >= since)
             })
@@ -1497,6 +1502,19 @@ impl Sim {
                             AfterOutcome::NotTheSameFile
                         } else {
                             if *after != After::Keep {
+                                let marker = self.ledger.get(id).and_then(|r| r.message.clone());
+                                let now = self.now;
+                                let seen = marker.as_ref().is_none_or(|k| {
+                                    self.msg_ledger
+                                        .get(k)
+                                        .is_some_and(|m| m.state == MessageState::Drafted)
+                                        || self.mail.values().any(|m| {
+                                            !m.is_draft && m.of == *k && m.visible_at <= now
+                                        })
+                                });
+                                if !seen {
+                                    self.after_unseen.push(path.display().to_string());
+                                }
                                 self.paths.remove(path);
                                 self.removed_by_after.push((path.clone(), c));
                                 self.note(format!("after: {after:?} {} ({id})", path.display()));
@@ -1861,6 +1879,7 @@ impl Sim {
                     did.clone(),
                     SimMessage {
                         marker: Some(id.clone()),
+                        of: id.clone(),
                         imid: format!("<{did}@sim>"),
                         is_draft: true,
                         gone_at: None,
@@ -1954,6 +1973,7 @@ impl Sim {
                     sent.clone(),
                     SimMessage {
                         marker: (!unmarked).then(|| id.clone()),
+                        of: id.clone(),
                         imid,
                         is_draft: false,
                         gone_at: None,
@@ -2153,6 +2173,12 @@ impl Sim {
         }
         // A file is moved or deleted only after its done record, and only the bytes attached;
         // a mailed file only once its message is sent (or left as a draft).
+        // A mailed file is moved or deleted only once its sent copy was seen (SPEC §8).
+        if let Some(p) = self.after_unseen.first() {
+            return Err(self.violation(format!(
+                "{p} was moved or deleted before its message's sent copy was in Sent Items"
+            )));
+        }
         for (path, c) in &self.removed_by_after {
             let ok = self.ledger.values().any(|r| {
                 r.path == *path
@@ -2160,7 +2186,8 @@ impl Sim {
                     && r.sha256.as_deref() == Some(&sha(*c))
                     && r.message.as_ref().is_none_or(|m| {
                         self.msg_ledger.get(m).is_some_and(|m| {
-                            matches!(m.state, MessageState::Sent | MessageState::Drafted)
+                            (m.state == MessageState::Sent && !m.unseen)
+                                || m.state == MessageState::Drafted
                         })
                     })
             });
