@@ -5225,7 +5225,7 @@ mod tests {
     }
 
     fn moving_mail_machine() -> Machine {
-        let mut m = mail_machine(true);
+        let m = mail_machine(true);
         let mut rules: Vec<MappingRule> = m.mappings.values().cloned().collect();
         for r in &mut rules {
             r.after = After::Move;
