@@ -686,6 +686,7 @@ fn messages_are_kept_beside_entries_and_an_older_v2_ledger_has_none() {
         internet_message_id: Some("<x@contoso.example>".into()),
         sent_at: None,
         unseen: false,
+        keyed: false,
         attempts: 0,
         error: None,
         seq: 3,

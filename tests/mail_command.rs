@@ -342,3 +342,78 @@ fn a_sent_copy_without_the_marker_is_confirmed_by_its_internet_message_id() {
     assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
     assert_eq!(stats["duplicate_sends"], json!(0), "{stats}");
 }
+
+/// Issue #20, item 3: a script re-running `outbox mail` with the same `--key` finds the earlier
+/// message in Sent Items and reports it (its internetMessageId again) instead of mailing twice.
+#[test]
+fn mail_with_the_same_key_twice_mails_once() {
+    let env = setup();
+    let rt = rt();
+    let f = env.path("k.pdf");
+    write_file(&f, 9_000, 31);
+    let args = [
+        "mail",
+        f.to_str().unwrap(),
+        "--to",
+        "ap@contoso.com",
+        "--key",
+        "invoice-2026-117",
+    ];
+    let first = env.run(&args, LONG);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    sent_after_move(&env, &rt, 1);
+    let again = env.run(&args, LONG);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(stdout(&again).trim(), stdout(&first).trim());
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+    // Another key is another message.
+    let other = env.run(
+        &[
+            "mail",
+            f.to_str().unwrap(),
+            "--to",
+            "ap@contoso.com",
+            "--key",
+            "invoice-2026-118",
+        ],
+        LONG,
+    );
+    assert_eq!(other.status.code(), Some(0), "{}", stderr(&other));
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["sends_accepted"], json!(2), "{stats}");
+}
+
+/// A run whose send may have gone exits 4; the re-run with the same key resumes the earlier
+/// draft (its attachment found by name and bytes, not attached twice), sends it only once
+/// Exchange's move has surely had time and it is still a draft: one message in all.
+#[test]
+fn mail_with_a_key_after_a_send_in_doubt_resumes_the_same_draft() {
+    let env = setup();
+    let rt = rt();
+    rt.block_on(env.sandbox.faults(json!({
+        "fail_next": [{"route": "send", "action": "drop"}]
+    })));
+    let f = env.path("d.pdf");
+    let sha = write_file(&f, 9_000, 32);
+    let args = [
+        "mail",
+        f.to_str().unwrap(),
+        "--to",
+        "ap@contoso.com",
+        "--key",
+        "run-7",
+    ];
+    let first = env.run(&args, LONG);
+    assert_eq!(first.status.code(), Some(4), "{}", stderr(&first));
+    let again = env.run(&args, LONG);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let sent = sent_after_move(&env, &rt, 1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["attachments"].as_array().map(Vec::len), Some(1));
+    assert_eq!(sent[0]["attachments"][0]["sha256"], json!(sha));
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+}

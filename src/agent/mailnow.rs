@@ -43,9 +43,13 @@ pub async fn mail_files(
     letter: Letter,
     files: Vec<MailFile>,
     send: bool,
+    key: Option<&str>,
     progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 ) -> Result<Mailed, OneShotError> {
-    let marker = format!("m{}", uuid::Uuid::new_v4().simple());
+    let marker = match key {
+        Some(k) => keyed_marker(user, k),
+        None => format!("m{}", uuid::Uuid::new_v4().simple()),
+    };
     let target = Target {
         user: user.to_owned(),
         kind: ItemKind::Message,
@@ -87,7 +91,13 @@ pub async fn mail_files(
         rules.push(MappingRule {
             name: name.clone(),
             target: target.clone(),
-            if_exists: IfExists::Attach,
+            // With a key, a draft an earlier run made may hold some files already: those are
+            // found by name and bytes, not attached twice.
+            if_exists: if key.is_some() {
+                IfExists::Skip
+            } else {
+                IfExists::Attach
+            },
             on_change: OnChange::Add,
             after: After::Keep,
             mail: Some(MailRule {
@@ -117,7 +127,7 @@ pub async fn mail_files(
         .iter()
         .map(|r| (r.id.clone(), r.file.size))
         .collect();
-    let message = MessageRecord::drafting(
+    let mut message = MessageRecord::drafting(
         marker.clone(),
         "mail-0".into(),
         user.to_owned(),
@@ -127,6 +137,11 @@ pub async fn mail_files(
         records.len() as u64 + 1,
         Time(0),
     );
+    if key.is_some() {
+        // Looked for first (Sent Items, then Drafts) by its marker, before any draft is made.
+        message.keyed = true;
+        message.may_exist = true;
+    }
     let mut machine = Machine::new(rules, super::once_policy_of(settings));
     let urls = Arc::new(MemoryUrls::default());
     let steps = Arc::new(Steps::new(client.clone(), urls.clone(), mappings));
@@ -179,6 +194,11 @@ pub async fn mail_files(
         if tasks.is_empty() && machine.quiescent() {
             break;
         }
+        // An earlier run with the same key sent it: nothing more to do.
+        if key.is_some() && last.as_ref().is_some_and(|m| m.state == MessageState::Sent) {
+            tasks.shutdown().await;
+            break;
+        }
         let until = wake
             .map(|t| clock.instant_of(t))
             .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
@@ -226,6 +246,19 @@ pub async fn mail_files(
             Failure::new("notSent", format!("the message ended {:?}", m.state))
         }))),
     }
+}
+
+/// The marker of `outbox mail --key KEY` from `user`'s mailbox: the same key, the same marker,
+/// so a re-run finds the earlier message (Sent Items, Drafts) instead of making another.
+pub fn keyed_marker(user: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(user.to_lowercase().as_bytes());
+    h.update(b"\n");
+    h.update(key.as_bytes());
+    let d = h.finalize();
+    let hex: String = d.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("k{hex}")
 }
 
 fn maybe_sent(m: &MessageRecord) -> OneShotError {

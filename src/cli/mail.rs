@@ -139,6 +139,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         letter,
         files,
         !args.draft,
+        args.key.as_deref(),
         Some(Arc::new(move |n| b.set(n))),
     )
     .await;

@@ -130,7 +130,7 @@ pub enum Command {
     /// Mail files now as one new message (draft, attach, send); prints the sent message's
     /// internetMessageId on stdout (does not touch the ledger). For scripts that used `mailx -a`.
     #[command(
-        override_usage = "outbox mail FILE... --to ADDR... [--cc ADDR...] [--bcc ADDR...] [--subject S]\n                   [--body TEXT | --body-file F] [--user U] [--draft]"
+        override_usage = "outbox mail FILE... --to ADDR... [--cc ADDR...] [--bcc ADDR...] [--subject S]\n                   [--body TEXT | --body-file F] [--user U] [--draft] [--key KEY]"
     )]
     Mail(MailArgs),
     /// Show the ledger: one row per file version, its state, progress and error.
@@ -308,6 +308,10 @@ pub struct MailArgs {
     /// Leave the message as a draft, fully attached; print the draft's id instead.
     #[arg(long)]
     pub draft: bool,
+    /// An idempotency key: a re-run with the same key (and mailbox) finds the earlier message
+    /// (Sent Items, then Drafts) and reports or resumes it instead of mailing again.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
 }
 
 /// `send --if-exists`.

@@ -918,6 +918,7 @@ mod tests {
             internet_message_id: Some("<abc@contoso.example>".into()),
             sent_at: (state == MessageState::Sent).then_some(Time(1_700_000_000_000)),
             unseen: false,
+            keyed: false,
             attempts: 0,
             error: (state == MessageState::Unconfirmed).then(|| {
                 EntryError::new(

@@ -1471,7 +1471,9 @@ impl Machine {
                     return;
                 }
                 if !is_draft {
-                    if m.rec.redraft || (state == MessageState::Drafting && m.rec.may_exist) {
+                    if !m.rec.keyed
+                        && (m.rec.redraft || (state == MessageState::Drafting && m.rec.may_exist))
+                    {
                         // A message never sent by this agent whose draft someone sent from
                         // Outlook: it went. Its files not yet on it were not in it: each goes
                         // in a new message.
@@ -1483,6 +1485,11 @@ impl Machine {
                 }
                 match state {
                     MessageState::Drafting => {
+                        if m.rec.keyed && m.rec.may_exist {
+                            // An earlier run's draft: it may have been sent and not moved yet.
+                            m.rec.last_send_at = Some(self.now);
+                            m.rec.resend_if_draft = true;
+                        }
                         // (Also a draft looked for again on `retry`: still there.)
                         m.rec.draft_id = Some(id);
                         m.rec.redraft = false;

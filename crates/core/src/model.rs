@@ -572,6 +572,12 @@ pub struct MessageRecord {
     /// after-actions (move, delete) wait for the copy (SPEC §8, "delivered means seen").
     #[serde(default)]
     pub unseen: bool,
+    /// Its marker is an idempotency key (`outbox mail --key`): a copy found sent is this
+    /// message, whole (its files are not split off into another); a draft found carrying it
+    /// may have been sent by an earlier run, so it is sent only once Exchange's move has surely
+    /// had time and it is still a draft.
+    #[serde(default)]
+    pub keyed: bool,
     /// Failures in a row of its own requests (not its files').
     pub attempts: u32,
     pub error: Option<Failure>,
@@ -841,6 +847,7 @@ impl MessageRecord {
             internet_message_id: None,
             sent_at: None,
             unseen: false,
+            keyed: false,
             attempts: 0,
             error: None,
             seq,
