@@ -785,3 +785,26 @@ async fn a_mailed_file_is_moved_only_once_its_sent_copy_is_seen() {
     let stats = no_duplicates(&env, "seen then moved").await;
     assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
 }
+
+/// Issue #23 item 12 (SPEC `max_messages`): a neighbour dropping file after file into a shared
+/// mailing folder cannot make the mailbox send without end. Past the mapping's cap the files
+/// wait for its window, `run --once` stops saying so (exit 1), and `status` says until when.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mapping_mails_at_most_max_messages_per_window_the_rest_wait() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "max_messages = \"2/1h\"");
+    for (i, n) in ["a", "b", "c"].into_iter().enumerate() {
+        write_file(&folder.join(format!("{n}.pdf")), 1_000, 60 + i as u64);
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "run --once: {}", stderr(&out));
+    assert!(stderr(&out).contains("max_messages"), "{}", stderr(&out));
+    assert_eq!(sent(&env).await.len(), 2);
+    let table = stdout(&env.run(&["status"], T));
+    assert!(table.contains("max_messages"), "{table}");
+    // A bad value is refused with the key named.
+    env.write_config("", &mapping(&folder, "", "max_messages = \"lots\""));
+    let out = env.run(&["check"], T);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("max_messages"), "{}", stderr(&out));
+}

@@ -91,6 +91,8 @@ pub enum WaitReason {
     NextStart,
     /// No agent runs: nothing moves until one starts.
     Agent,
+    /// The mapping made its `max_messages` messages in their window: files wait for it.
+    MaxMessages,
 }
 
 impl WaitReason {
@@ -104,6 +106,7 @@ impl WaitReason {
             WaitReason::Settle => "settle",
             WaitReason::NextStart => "next-start",
             WaitReason::Agent => "agent",
+            WaitReason::MaxMessages => "max-messages",
         }
     }
 }

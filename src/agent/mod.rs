@@ -126,6 +126,12 @@ pub fn rules_of(settings: &Settings) -> Vec<crate::core::model::MappingRule> {
                     batch_max_wait_ms: t.batch_max_wait.as_millis() as u64,
                     send: t.send,
                     max_message_size: t.max_message_size,
+                    max_messages: t
+                        .max_messages
+                        .map_or(0, |b| b.amount.min(u32::MAX as u64) as u32),
+                    max_messages_window_ms: t
+                        .max_messages
+                        .map_or(0, |b| b.window.as_millis() as u64),
                 }),
             },
         })
@@ -328,11 +334,24 @@ pub async fn run(
     // it in (the watcher is already up: a change from now on is reported either way); the
     // core sees what the scan found after its start, as if scanned then.
     // Sends the ledger holds within the pacing window count against it after a restart.
+    // So do the messages a mapping made within its `max_messages` window.
+    let caps = agent
+        .settings
+        .mappings
+        .iter()
+        .filter_map(|m| match &m.target {
+            crate::config::Target::NewMessage(t) => t.max_messages.map(|b| b.window),
+            crate::config::Target::Item { .. } => None,
+        });
     let window_ms = agent
         .settings
         .agent
         .mailbox_sends
-        .map_or(0, |b| b.window.as_millis() as u64);
+        .map(|b| b.window)
+        .into_iter()
+        .chain(caps)
+        .max()
+        .map_or(0, |w| w.as_millis() as u64);
     let sends_since = Time(agent.clock.now().0.saturating_sub(window_ms));
     let t0 = std::time::Instant::now();
     let mappings = agent.settings.mappings.clone();
@@ -638,7 +657,14 @@ impl Agent {
                 error: error.map(|f| f.message.clone()),
                 attempts: rec.attempts,
             };
+            let capped = self.machine.capped_until(&rec.mapping);
             let w = match (until, fault) {
+                (None, _) if capped.is_some() && rec.message.is_none() => Wait {
+                    reason: WaitReason::MaxMessages,
+                    until_ms: capped.map(|t| t.0),
+                    error: None,
+                    attempts: 0,
+                },
                 (None, _) => match sign_in {
                     Some((t, f)) => Wait {
                         reason: WaitReason::SignIn,
@@ -752,7 +778,15 @@ impl Agent {
                 tracing::error!(left = %left.join(", "), "stopping: sign-in is needed before these can be sent: {}", why.message);
                 return Some(RunOutcome::SignInNeeded);
             }
-            tracing::error!(left = %left.join(", "), "stopping: these wait for their mapped folder to come back");
+            let capped = self
+                .machine
+                .active()
+                .any(|(r, _)| self.machine.capped_until(&r.mapping).is_some());
+            if capped {
+                tracing::error!(left = %left.join(", "), "stopping: these wait for their mapping's max_messages window (`outbox status` says until when)");
+            } else {
+                tracing::error!(left = %left.join(", "), "stopping: these wait for their mapped folder to come back");
+            }
             return Some(RunOutcome::SomeFailed);
         }
         None
@@ -928,6 +962,22 @@ impl Agent {
             }
             Note::StillChanging { path } => {
                 tracing::warn!(file = %crate::outside::path(&path), "still changing after max_settle; waiting for it to finish");
+            }
+            Note::MessagesCapped {
+                mapping,
+                until,
+                waiting,
+            } => {
+                let mins = until.0.saturating_sub(self.clock.now().0).div_ceil(60_000);
+                tracing::warn!(
+                    mapping = %crate::outside::printable(&mapping),
+                    waiting,
+                    "the mapping made its max_messages messages in their window: {waiting} file(s) wait about {mins} min for it (raise [mapping.new_message] max_messages, or \"off\", if the folder should mail more)"
+                );
+                self.notifier.failed(
+                    &format!("mapping {mapping}"),
+                    &format!("max_messages reached: {waiting} file(s) wait about {mins} min"),
+                );
             }
             Note::MessageSent { id, subject } => {
                 tracing::info!(message = %id, subject = %crate::outside::printable(&subject), "sent");

@@ -37,6 +37,36 @@ pub(crate) async fn agent_pid(state_dir: &std::path::Path) -> Option<Option<u32>
 /// Whether the process `pid` started before `config` was last written: it may run on an older
 /// config. Linux only (the start from `/proc/PID/stat`, in clock ticks since boot, against
 /// `/proc/uptime`); `false` where that cannot be told.
+/// With no agent: the mailing mappings whose `max_messages` messages were made within their
+/// window (from the ledger's messages), and when the window frees (ms since the epoch).
+fn capped_mappings(
+    settings: &crate::config::Settings,
+    messages: &[crate::core::model::MessageRecord],
+    now: time::OffsetDateTime,
+) -> Vec<(String, u64)> {
+    let now_ms = (now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+    let mut out = Vec::new();
+    for m in &settings.mappings {
+        let crate::config::Target::NewMessage(t) = &m.target else {
+            continue;
+        };
+        let Some(cap) = t.max_messages else { continue };
+        let window = cap.window.as_millis() as u64;
+        let mut made: Vec<u64> = messages
+            .iter()
+            .filter(|r| r.mapping == m.name && r.created_at.0 + window > now_ms)
+            .map(|r| r.created_at.0)
+            .collect();
+        made.sort_unstable();
+        if made.len() as u64 >= cap.amount {
+            if let Some(first) = made.first() {
+                out.push((m.name.clone(), first + window));
+            }
+        }
+    }
+    out
+}
+
 pub(crate) fn started_before_edit(pid: u32, config: &std::path::Path) -> bool {
     let (Some(started), Ok(edited)) = (
         process_start(pid),
@@ -265,11 +295,18 @@ pub async fn status(
         Some(pid) => (true, pid),
         None => (view.is_some(), None),
     };
+    let now = time::OffsetDateTime::now_utc();
+    let capped = if running {
+        Vec::new()
+    } else {
+        capped_mappings(&settings, &messages, now)
+    };
     let facts = super::status::Facts {
         running,
         pid,
         view: view.as_ref(),
-        now: time::OffsetDateTime::now_utc(),
+        now,
+        capped,
     };
     if json {
         jsonln!(

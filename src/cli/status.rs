@@ -22,6 +22,8 @@ pub struct Facts<'a> {
     pub pid: Option<u32>,
     pub view: Option<&'a AgentView>,
     pub now: OffsetDateTime,
+    /// With no agent: the mailing mappings over their `max_messages` cap, and until when (ms).
+    pub capped: Vec<(String, u64)>,
 }
 
 impl Facts<'_> {
@@ -32,6 +34,7 @@ impl Facts<'_> {
             pid: None,
             view: None,
             now,
+            capped: Vec::new(),
         }
     }
 
@@ -43,6 +46,16 @@ impl Facts<'_> {
                 .iter()
                 .find(|(id, _)| *id == e.id)
                 .map(|(_, w)| w.clone());
+        }
+        if let (false, EntryState::Pending, None) = (self.running, e.state, &e.message) {
+            if let Some((_, until)) = self.capped.iter().find(|(m, _)| *m == e.mapping) {
+                return Some(Wait {
+                    reason: WaitReason::MaxMessages,
+                    until_ms: Some(*until),
+                    error: None,
+                    attempts: e.attempts,
+                });
+            }
         }
         let reason = match e.state {
             _ if self.running => return None,
@@ -336,6 +349,10 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
         }
         WaitReason::NextStart => INTERRUPTED.to_owned(),
         WaitReason::Agent => "waits for the agent (`outbox run`)".to_owned(),
+        WaitReason::MaxMessages => format!(
+            "its mapping made its max_messages messages in their window; mailed {when} (raise \
+             [mapping.new_message] max_messages if the folder should mail more)"
+        ),
     }
 }
 
@@ -659,6 +676,7 @@ mod tests {
             pid: Some(42),
             view: None,
             now,
+            capped: Vec::new(),
         }
     }
 
@@ -810,6 +828,7 @@ mod tests {
             pid: Some(7),
             view: Some(&view),
             now,
+            capped: Vec::new(),
         };
         let table = render_table(&[pending, settling], &facts, false);
         assert!(

@@ -17,6 +17,11 @@ pub const DEFAULT_BATCH_QUIET: &str = "30s";
 /// A batch closes this long after its first file however often files arrive (at least
 /// `batch_quiet`: when only that is set, longer, the default follows it).
 pub const DEFAULT_BATCH_MAX_WAIT: &str = "5m";
+/// Messages one mapping may make per window. A drop folder that mails more than 200 messages a
+/// day is a mistake or a neighbour's abuse far more often than a need, and a mailbox that
+/// suddenly sends thousands is restricted by Exchange Online's outbound-spam protection; the
+/// cap keeps a shared folder from spending the user's sending reputation.
+pub const DEFAULT_MAX_MESSAGES: &str = "200/1d";
 pub const DEFAULT_SUBJECT: &str = "{name}";
 pub const DEFAULT_BODY: &str = "Attached: {names}";
 /// A body file larger than this is refused (a body, not an attachment).
@@ -65,6 +70,9 @@ pub struct MessageTemplate {
     pub send: bool,
     /// Transport bytes a message may reach (the tenant's limit).
     pub max_message_size: u64,
+    /// At most this many messages from this mapping per window (`None`: "off"); beyond it
+    /// files wait.
+    pub max_messages: Option<super::Budget>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +90,7 @@ pub(super) struct RawNewMessage {
     batch_max_wait: Option<Spanned<IntOrText>>,
     send: Option<bool>,
     max_message_size: Option<Spanned<IntOrText>>,
+    max_messages: Option<Spanned<IntOrText>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -280,6 +289,13 @@ pub(super) fn validate(
             ),
         ));
     }
+    let max_messages = super::raw::budget_value(
+        raw.max_messages.as_ref(),
+        ctx,
+        &k("max_messages"),
+        DEFAULT_MAX_MESSAGES,
+        super::units::parse_count_budget,
+    )?;
     Ok(MessageTemplate {
         to,
         cc,
@@ -293,6 +309,7 @@ pub(super) fn validate(
         batch_max_wait,
         send: raw.send.unwrap_or(true),
         max_message_size,
+        max_messages,
     })
 }
 

@@ -181,6 +181,10 @@ pub struct Machine {
     collecting: BTreeMap<String, (Vec<String>, Time, Time)>,
     /// Per mailbox: when recent sends started (pacing inside Exchange's sending limit).
     sent_times: BTreeMap<String, VecDeque<Time>>,
+    /// Per mailing mapping: when its recent messages were made (its `max_messages` cap), and
+    /// until when files wait because the cap is reached.
+    made_times: BTreeMap<String, VecDeque<Time>>,
+    capped: BTreeMap<String, Time>,
     /// Messages that may have a step to take.
     msg_ready: BTreeSet<String>,
     msg_timers: BTreeSet<(Time, String)>,
@@ -270,6 +274,8 @@ impl Machine {
             member_of: BTreeMap::new(),
             collecting: BTreeMap::new(),
             sent_times: BTreeMap::new(),
+            made_times: BTreeMap::new(),
+            capped: BTreeMap::new(),
             msg_ready: BTreeSet::new(),
             msg_timers: BTreeSet::new(),
         }
@@ -303,9 +309,10 @@ impl Machine {
                 !a.busy
                     && (self.sign_in.is_some()
                         || self.unavailable.contains(&a.rec.mapping)
-                        || self.waits_for_retry(&a.rec))
+                        || self.waits_for_retry(&a.rec)
+                        || (a.rec.message.is_none() && self.capped_until(&a.rec.mapping).is_some()))
             })
-            && (self.sign_in.is_some() || self.messages_quiet())
+            && (self.sign_in.is_some() || self.messages_quiet_but_capped())
     }
 
     pub fn settler(&self) -> &Settler {

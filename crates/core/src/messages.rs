@@ -76,6 +76,15 @@ impl Machine {
         self.messages.values().map(|m| &m.rec)
     }
 
+    /// As [`Machine::messages_quiet`], but files held by their mapping's `max_messages` cap
+    /// count as quiet (they wait for a window, not for work).
+    pub(super) fn messages_quiet_but_capped(&self) -> bool {
+        self.collecting
+            .keys()
+            .all(|m| self.capped_until(m).is_some())
+            && self.messages.values().all(|m| !m.rec.at_work() && !m.busy)
+    }
+
     pub(super) fn messages_quiet(&self) -> bool {
         self.collecting.is_empty() && self.messages.values().all(|m| !m.rec.at_work() && !m.busy)
     }
@@ -386,6 +395,35 @@ impl Machine {
         let date = civil_date(self.now, self.policy.utc_offset_ms);
         let n = parts.len();
         for (k, range) in parts.into_iter().enumerate() {
+            if let Some(until) = self.cap_reached(mapping, &rule) {
+                // Over the mapping's `max_messages`: the rest wait for the window (a neighbour
+                // dropping files cannot make the mailbox send without end).
+                let rest = members[range.start..].to_vec();
+                if self.capped.insert(mapping.to_owned(), until).is_none() {
+                    out.push(Action::Notify(Note::MessagesCapped {
+                        mapping: mapping.to_owned(),
+                        until,
+                        waiting: rest.len(),
+                    }));
+                }
+                let now = self.now;
+                let c = self
+                    .collecting
+                    .entry(mapping.to_owned())
+                    .or_insert_with(|| (Vec::new(), until, now));
+                for id in rest {
+                    if !c.0.contains(&id) {
+                        c.0.push(id);
+                    }
+                }
+                c.1 = c.1.max(until);
+                return;
+            }
+            self.capped.remove(mapping);
+            self.made_times
+                .entry(mapping.to_owned())
+                .or_default()
+                .push_back(self.now);
             let ctx = RenderContext {
                 files: &facts[range.clone()],
                 mapping,
@@ -437,6 +475,28 @@ impl Machine {
         }
     }
 
+    /// `Some(until)`: mapping `mapping` made `max_messages` messages within its window; the
+    /// next may be made at `until`.
+    fn cap_reached(&mut self, mapping: &str, rule: &MailRule) -> Option<Time> {
+        if rule.max_messages == 0 {
+            return None;
+        }
+        let window = rule.max_messages_window_ms;
+        let now = self.now;
+        let q = self.made_times.entry(mapping.to_owned()).or_default();
+        while q.front().is_some_and(|t| t.plus_ms(window) <= now) {
+            q.pop_front();
+        }
+        (q.len() >= rule.max_messages as usize)
+            .then(|| q.front().map(|t| t.plus_ms(window)))
+            .flatten()
+    }
+
+    /// Until when mapping `mapping`'s files wait for its `max_messages` window, if they do.
+    pub fn capped_until(&self, mapping: &str) -> Option<Time> {
+        self.capped.get(mapping).copied().filter(|t| *t > self.now)
+    }
+
     pub(super) fn add_message(&mut self, rec: MessageRecord) {
         for f in &rec.files {
             self.member_of.insert(f.clone(), rec.id.clone());
@@ -478,9 +538,17 @@ impl Machine {
                     .or_default()
                     .push_back(t);
             }
+            // Every message made within its mapping's window counts against `max_messages`.
+            self.made_times
+                .entry(m.mapping.clone())
+                .or_default()
+                .push_back(m.created_at.min(self.now));
             self.add_message(m);
         }
         for q in self.sent_times.values_mut() {
+            q.make_contiguous().sort();
+        }
+        for q in self.made_times.values_mut() {
             q.make_contiguous().sort();
         }
     }
@@ -5356,6 +5424,52 @@ mod tests {
         );
         assert_eq!(find_asked(&out), None, "asked again at once: {out:?}");
         assert!(!sent(&out));
+    }
+
+    #[test]
+    fn a_mapping_makes_at_most_max_messages_per_window_the_rest_wait() {
+        let m0 = mail_machine(true);
+        let mut rules: Vec<MappingRule> = m0.mappings.values().cloned().collect();
+        for r in &mut rules {
+            if let Some(mail) = r.mail.as_mut() {
+                mail.max_messages = 2;
+                mail.max_messages_window_ms = 3_600_000;
+            }
+        }
+        let mut m = Machine::new(rules, Policy::default());
+        let mut drafts = 0;
+        let mut capped = Vec::new();
+        for (i, name) in ["a.pdf", "b.pdf", "c.pdf"].into_iter().enumerate() {
+            let out = drop_file(&mut m, 1_000 + i as u64 * 10_000, name, 10);
+            drafts += out
+                .iter()
+                .filter(|a| matches!(a, Action::CreateDraft { .. }))
+                .count();
+            capped.extend(out.into_iter().filter_map(|a| match a {
+                Action::Notify(Note::MessagesCapped { until, waiting, .. }) => {
+                    Some((until, waiting))
+                }
+                _ => None,
+            }));
+        }
+        assert_eq!(drafts, 2, "two messages, the third file waits");
+        assert_eq!(capped.len(), 1, "{capped:?}");
+        let (until, waiting) = capped[0];
+        assert_eq!(waiting, 1);
+        assert_eq!(m.capped_until("mail"), Some(until));
+        // Nothing is made before the window frees; then the third file's message is.
+        let early = m.handle(Time(until.0 - 1), Input::Tick);
+        assert!(!early
+            .iter()
+            .any(|a| matches!(a, Action::CreateDraft { .. })));
+        let later = m.handle(until, Input::Tick);
+        assert!(
+            later
+                .iter()
+                .any(|a| matches!(a, Action::CreateDraft { .. })),
+            "{later:?}"
+        );
+        assert_eq!(m.capped_until("mail"), None);
     }
 
     #[test]

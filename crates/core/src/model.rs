@@ -112,6 +112,10 @@ pub struct MailRule {
     pub send: bool,
     /// The tenant's message size limit (transport bytes, base64 counted).
     pub max_message_size: u64,
+    /// At most this many messages made per `max_messages_window_ms` (0: no cap); beyond it the
+    /// files wait for the window.
+    pub max_messages: u32,
+    pub max_messages_window_ms: u64,
 }
 
 /// Timing and limits (from `[agent]`), in milliseconds and counts.
@@ -1093,6 +1097,13 @@ pub enum Note {
         path: PathBuf,
     },
     SignInNeeded(Failure),
+    /// A mailing mapping made `max_messages` messages within its window: `waiting` files wait
+    /// until `until`.
+    MessagesCapped {
+        mapping: String,
+        until: Time,
+        waiting: usize,
+    },
     MessageSent {
         id: String,
         subject: String,

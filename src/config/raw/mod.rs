@@ -210,7 +210,7 @@ use mappings::*;
 pub(super) use paths::path_value;
 use paths::*;
 use validate::*;
-pub(super) use validate::{duration_value, size_value};
+pub(in crate::config) use validate::{budget_value, duration_value, size_value};
 
 // ---------------------------------------------------------------------------------------------
 // Loading.

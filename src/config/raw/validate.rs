@@ -447,7 +447,7 @@ pub(in crate::config) fn duration_value(
     }
 }
 
-pub(super) fn budget_value(
+pub(in crate::config) fn budget_value(
     v: Option<&Spanned<IntOrText>>,
     ctx: &Ctx,
     key: &str,
