@@ -79,10 +79,12 @@ pub fn start_input(
     let mut messages = Vec::new();
     for m in ledger.messages() {
         let m = m?;
+        // (Made within the window too: it counts against its mapping's `max_messages`.)
         let recent = m
             .last_send_at
             .max(m.sent_at)
-            .is_some_and(|t| t >= sends_since);
+            .is_some_and(|t| t >= sends_since)
+            || m.created_at >= sends_since;
         if m.at_work() || named.contains(m.id.as_str()) || recent {
             messages.push(m);
         }

@@ -408,6 +408,18 @@ impl Sim {
         let user_ops_left = knobs.user_ops;
         let mut harsh_rng = StdRng::seed_from_u64(seed ^ 0x6861_7273_6877_6f72);
         let harsh = Harsh::from_seed(&mut harsh_rng);
+        // Some mailing mappings have a small `max_messages` cap (drawn last, from the harsh
+        // generator: every earlier draw as before).
+        if harsh_rng.gen_bool(0.3) {
+            let cap = harsh_rng.gen_range(1..=3);
+            let window = harsh_rng.gen_range(10_000..600_000);
+            for (rule, _) in &mut mappings {
+                if let Some(mail) = rule.mail.as_mut() {
+                    mail.max_messages = cap;
+                    mail.max_messages_window_ms = window;
+                }
+            }
+        }
         let mut sim = Sim {
             seed,
             rng,
@@ -1159,7 +1171,18 @@ impl Sim {
             .iter()
             .filter_map(|r| r.message.as_deref())
             .collect();
-        let since = Time(self.now.0.saturating_sub(self.policy.send_window_ms));
+        // As the agent: the sends window, or a mapping's `max_messages` window if longer.
+        let cap_window = self
+            .mappings
+            .iter()
+            .filter_map(|(r, _)| r.mail.as_ref().map(|m| m.max_messages_window_ms))
+            .max()
+            .unwrap_or(0);
+        let since = Time(
+            self.now
+                .0
+                .saturating_sub(self.policy.send_window_ms.max(cap_window)),
+        );
         let messages: Vec<MessageRecord> = self
             .msg_ledger
             .values()
@@ -1167,6 +1190,7 @@ impl Sim {
                 m.at_work()
                     || named.contains(m.id.as_str())
                     || m.last_send_at.max(m.sent_at).is_some_and(|t| t >= since)
+                    || m.created_at >= since
             })
             .cloned()
             .collect();
@@ -2069,6 +2093,30 @@ impl Sim {
     }
 
     fn check_mail(&self) -> Result<(), Violation> {
+        // No mapping makes more messages in a window than its `max_messages`.
+        for (rule, _) in &self.mappings {
+            let Some(mail) = rule.mail.as_ref().filter(|m| m.max_messages > 0) else {
+                continue;
+            };
+            let mut made: Vec<Time> = self
+                .msg_ledger
+                .values()
+                .filter(|m| m.mapping == rule.name)
+                .map(|m| m.created_at)
+                .collect();
+            made.sort();
+            let cap = mail.max_messages as usize;
+            for w in made.windows(cap + 1) {
+                if w[cap].0 < w[0].0 + mail.max_messages_window_ms {
+                    return Err(self.violation(format!(
+                        "mapping {} made {} messages within {} ms (max_messages {cap})",
+                        rule.name,
+                        cap + 1,
+                        mail.max_messages_window_ms
+                    )));
+                }
+            }
+        }
         if let Some(l) = self.late_attachments.first() {
             return Err(self.violation(format!("attachment {l}")));
         }
