@@ -2569,6 +2569,18 @@ mod tests {
     /// the world; the comment says which).
     const FAILED_ONCE: &[(u64, &str)] = &[
         (
+            8091,
+            "max_messages: a message made and failed before a restart stopped counting against its window",
+        ),
+        (
+            2066,
+            "max_messages: a restart forgot the messages made within the window (cap 1)",
+        ),
+        (
+            245,
+            "a 429 on send taken as 'not sent' sent a message twice (caught with the mutant planted)",
+        ),
+        (
             8,
             "head-of-line: an entry holding a mailbox place queued behind one waiting for it",
         ),
