@@ -1128,7 +1128,7 @@ async fn status_says_why_the_agent_is_paused_and_what_each_row_waits_for() {
     // A throttled upload: the agent is paused until Retry-After, and the row says so.
     env.sandbox
         .faults(serde_json::json!({"fail_next": [
-            {"route": "post", "status": 429, "retry_after": 40}
+            {"route": "post", "status": 429, "retry_after": 10}
         ]}))
         .await;
     write_file(&drop.join("a.txt"), 100, 2);
