@@ -197,7 +197,7 @@ async fn an_append_and_close_writer_gets_one_attachment() {
     let item = env.sandbox.create_item("message", "me").await;
     let folder = folder_config(&env, &item, "", "");
     let agent = Agent::start(&env, &[]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    agent.watching().await;
     let file = folder.join("log.txt");
     for i in 0..10 {
         let mut f = std::fs::OpenOptions::new()

@@ -71,7 +71,7 @@ async fn many_files(n: usize, agent_extra: &str, timeout: Duration) -> Figures {
     // agent's.
     let agent = Agent::start(&env, &[("RUST_LOG", "outbox=info")]);
     let pid = agent.child.id();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    agent.watching().await;
     let mut f = Figures {
         files: n,
         ..Figures::default()

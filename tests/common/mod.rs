@@ -379,6 +379,20 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Wait (polling its log, bounded) until the agent says `watching`: its start-up scan is
+    /// done and its folders are watched, so a file written now is an event it sees.
+    pub async fn watching(&self) {
+        let start = Instant::now();
+        while !self.log().contains("watching") {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the agent never said `watching`:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
