@@ -27,7 +27,7 @@ async fn two_hundred_mixed_files_dropped_at_once_are_each_attached_once() {
     let item = env.sandbox.create_item("message", "me").await;
     config(&env, &item, "");
     let agent = Agent::start(&env, &[]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    agent.watching().await;
     let drop = env.path("drop");
     let staging = env.path("staging");
     std::fs::create_dir_all(&staging).expect("mkdir");
@@ -234,7 +234,7 @@ async fn an_overflow_triggers_a_rescan_that_finds_unseen_files() {
     config(&env, &item, "");
     let folder = env.path("drop");
     let agent = Agent::start(&env, &[("OUTBOX_TEST_HOOKS", "1")]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    agent.watching().await;
     write_file(&folder.join("seen.txt"), 10, 1);
     wait_until(T, "seen.txt attached", || async {
         env.sandbox.attachments(&item).await.len() == 1

@@ -32,7 +32,13 @@ fn demo_exit_after_three_attaches_them_headless() {
         so.contains("to demo@example.com with invoice 2026-0042.pdf"),
         "{so}"
     );
-    let folder = cwd.path().join("outbox-demo");
+    // Everything the demo made is under the one directory a clone's .gitignore names.
+    let made: Vec<_> = std::fs::read_dir(cwd.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(made, ["outbox-demo"], "the demo left {made:?}");
+    let folder = cwd.path().join("outbox-demo").join("attach");
     let files: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
     assert_eq!(files.len(), 3, "only the samples are in the watched folder");
     assert!(

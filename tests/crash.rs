@@ -20,8 +20,8 @@ fn setup(env: &Env, item: &str, after: &str) -> std::path::PathBuf {
 }
 
 /// Every failpoint, crashed once each, then a clean run: exactly once, right bytes.
-#[tokio::test(flavor = "multi_thread")]
-async fn every_failpoint_crashes_and_recovers() {
+#[test]
+fn every_failpoint_crashes_and_recovers() {
     let points = [
         "after-entry-recorded",
         "before-post-intent",
@@ -37,7 +37,13 @@ async fn every_failpoint_crashes_and_recovers() {
         "after-done-recorded",
         "after-after-action",
     ];
-    for point in points {
+    // Each point has its own sandbox and state: four at a time.
+    in_parallel(points.to_vec(), 4, crash_at_and_recover);
+}
+
+/// One failpoint of `every_failpoint_crashes_and_recovers`: crash there, run again, check.
+async fn crash_at_and_recover(point: &str) {
+    {
         let env = Env::new();
         let item = env.sandbox.create_item("message", "me").await;
         let folder = setup(&env, &item, "move");
@@ -91,8 +97,10 @@ async fn every_failpoint_crashes_and_recovers() {
     }
 }
 
-/// `kill -9` at random instants during mixed uploads, 20 times, files arriving in between.
+/// `kill -9` at random instants during mixed uploads, 20 times, files arriving in between. A soak
+/// (about a minute of kills): `scripts/soak ci` runs it, as CI does.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "soak tier: scripts/soak ci"]
 async fn kill_9_at_random_instants_loses_and_duplicates_nothing() {
     use rand::Rng;
     let env = Env::new();

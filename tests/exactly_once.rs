@@ -197,7 +197,7 @@ async fn an_append_and_close_writer_gets_one_attachment() {
     let item = env.sandbox.create_item("message", "me").await;
     let folder = folder_config(&env, &item, "", "");
     let agent = Agent::start(&env, &[]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    agent.watching().await;
     let file = folder.join("log.txt");
     for i in 0..10 {
         let mut f = std::fs::OpenOptions::new()
@@ -404,6 +404,8 @@ async fn an_unreachable_identity_platform_is_not_a_sign_in_problem() {
     let out = run_bounded(
         env.cmd()
             .env("OUTBOX_TEST_SECRET", "s")
+            // Gives up on the outage after 3 s, not 30 (a test hook of debug builds).
+            .env("OUTBOX_ONCE_PATIENCE", "3")
             .args(["run", "--once"]),
         T,
     );

@@ -297,28 +297,33 @@ fn a_send_refused_before_any_effect_exits_1_not_sent() {
 /// now the message is found in Sent Items and never sent again.
 #[test]
 fn a_send_answered_with_a_throttle_after_it_went_is_found_sent_not_sent_again() {
-    for fault in [
-        json!({"route": "send", "action": "effect_then_status", "status": 429, "retry_after": 1}),
-        json!({"route": "send", "action": "effect_then_status", "status": 503, "retry_after": 1}),
-        json!({"route": "send", "action": "effect_then_status", "status": 403, "code": "ErrorExceededMessageLimit"}),
-    ] {
-        let env = setup();
-        let rt = rt();
-        rt.block_on(env.sandbox.faults(json!({ "fail_next": [fault.clone()] })));
-        let f = env.path("went.pdf");
-        let sha = write_file(&f, 30_000, 24);
-        let out = env.run(
-            &["mail", f.to_str().unwrap(), "--to", "ap@contoso.com"],
-            LONG,
-        );
-        assert_eq!(out.status.code(), Some(0), "{fault}: {}", stderr(&out));
-        let sent = sent_after_move(&env, &rt, 1);
-        assert_eq!(sent.len(), 1, "{fault}: {sent:?}");
-        assert_eq!(sent[0]["attachments"][0]["sha256"], json!(sha));
-        let stats = rt.block_on(env.sandbox.stats());
-        assert_eq!(stats["duplicate_sends"], json!(0), "{fault}: {stats}");
-        assert_eq!(stats["sends_accepted"], json!(1), "{fault}: {stats}");
-    }
+    // Each case has its own sandbox and state: all three at once.
+    std::thread::scope(|s| {
+        for fault in [
+            json!({"route": "send", "action": "effect_then_status", "status": 429, "retry_after": 1}),
+            json!({"route": "send", "action": "effect_then_status", "status": 503, "retry_after": 1}),
+            json!({"route": "send", "action": "effect_then_status", "status": 403, "code": "ErrorExceededMessageLimit"}),
+        ] {
+            s.spawn(move || {
+                let env = setup();
+                let rt = rt();
+                rt.block_on(env.sandbox.faults(json!({ "fail_next": [fault.clone()] })));
+                let f = env.path("went.pdf");
+                let sha = write_file(&f, 30_000, 24);
+                let out = env.run(
+                    &["mail", f.to_str().unwrap(), "--to", "ap@contoso.com"],
+                    LONG,
+                );
+                assert_eq!(out.status.code(), Some(0), "{fault}: {}", stderr(&out));
+                let sent = sent_after_move(&env, &rt, 1);
+                assert_eq!(sent.len(), 1, "{fault}: {sent:?}");
+                assert_eq!(sent[0]["attachments"][0]["sha256"], json!(sha));
+                let stats = rt.block_on(env.sandbox.stats());
+                assert_eq!(stats["duplicate_sends"], json!(0), "{fault}: {stats}");
+                assert_eq!(stats["sends_accepted"], json!(1), "{fault}: {stats}");
+            });
+        }
+    });
 }
 
 /// Issue #20, item 7: the Sent Items copy did not keep the marker; a lost send answer is still

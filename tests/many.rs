@@ -1,7 +1,7 @@
 //! Many files in one mapped folder, dropped while the agent runs: every one attached exactly
 //! once, with the agent's memory, open descriptors and `outbox status` latency measured along
-//! the way. CI runs 3,000 files (debug build); `scripts/soak many` runs 100,000 on a release
-//! build (`many_files_long`, sized by `SOAK_FILES`).
+//! the way. `scripts/soak ci` (as CI) runs 3,000 files (debug build); `scripts/soak many` runs
+//! 100,000 on a release build (`many_files_long`, sized by `SOAK_FILES`).
 
 use crate::common::*;
 use std::collections::HashMap;
@@ -71,7 +71,7 @@ async fn many_files(n: usize, agent_extra: &str, timeout: Duration) -> Figures {
     // agent's.
     let agent = Agent::start(&env, &[("RUST_LOG", "outbox=info")]);
     let pid = agent.child.id();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    agent.watching().await;
     let mut f = Figures {
         files: n,
         ..Figures::default()
@@ -177,8 +177,9 @@ fn assert_clean(f: &Figures) {
     assert!(f.status_max < Duration::from_secs(10), "{f:?}");
 }
 
-/// CI: 3,000 files dropped at once into one watched folder.
+/// CI (`scripts/soak ci`): 3,000 files dropped at once into one watched folder.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "soak tier: scripts/soak ci"]
 async fn thousands_of_files_dropped_into_one_folder_are_each_attached_once() {
     let f = many_files(3_000, "", Duration::from_secs(300)).await;
     assert_clean(&f);

@@ -660,7 +660,7 @@ async fn the_sandbox_says_how_to_point_outbox_at_it_and_its_login_page_approves(
 fn the_demo_starts_with_samples_and_says_what_it_ignores() {
     use std::io::Read;
     let cwd = tempfile::tempdir().unwrap();
-    let folder = cwd.path().join("outbox-demo");
+    let folder = cwd.path().join("outbox-demo").join("attach");
     std::fs::create_dir_all(folder.join("a subfolder")).unwrap();
     std::fs::write(folder.join(".hidden"), "x").unwrap();
     std::fs::write(folder.join("draft.tmp"), "x").unwrap();
@@ -1128,7 +1128,7 @@ async fn status_says_why_the_agent_is_paused_and_what_each_row_waits_for() {
     // A throttled upload: the agent is paused until Retry-After, and the row says so.
     env.sandbox
         .faults(serde_json::json!({"fail_next": [
-            {"route": "post", "status": 429, "retry_after": 40}
+            {"route": "post", "status": 429, "retry_after": 10}
         ]}))
         .await;
     write_file(&drop.join("a.txt"), 100, 2);
@@ -1337,4 +1337,65 @@ async fn a_batch_closes_batch_max_wait_after_its_first_file_however_often_files_
     // holding more than about 4 s of files (7 at 0.6 s, with a settle's slack).
     assert!(messages.len() >= 2, "one batch held open: {messages:?}");
     assert!(messages.iter().all(|m| m.len() <= 9), "{messages:?}");
+}
+
+/// The sandbox's banner pasted under a config `outbox init` wrote (issue 22, item 18): that
+/// config has [graph] and [auth] already, so the paste opens them twice. The error names the
+/// table and the line that opened it first, and says what to do; not "check the quotes".
+#[test]
+fn the_sandbox_banner_pasted_into_an_init_config_names_the_table_twice_opened() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let mut sandbox = Command::new(bin())
+        .args(["sandbox", "--token", "t", "--data-dir"])
+        .arg(dir.path().join("sandbox"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = Vec::new();
+    for l in BufReader::new(sandbox.stdout.take().unwrap())
+        .lines()
+        .skip(1)
+    {
+        let l = l.unwrap();
+        let last = l.starts_with("# Items to attach to");
+        banner.push(l);
+        if last {
+            break;
+        }
+    }
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+    assert!(
+        banner.join("\n").contains("set these keys in those tables"),
+        "the banner says what to do with a config that has the tables: {banner:?}"
+    );
+    let cfg = dir.path().join("config.toml");
+    let out = run_bounded(
+        clean(&home).arg("--config").arg(&cfg).arg("init"),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let written = std::fs::read_to_string(&cfg).unwrap();
+    let graph_line = written.lines().position(|l| l.trim() == "[graph]").unwrap() + 1;
+    std::fs::write(&cfg, format!("{written}\n{}\n", banner.join("\n"))).unwrap();
+    let out = run_bounded(
+        clean(&home).arg("--config").arg(&cfg).arg("check"),
+        Duration::from_secs(20),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the table [graph] is already opened on line {graph_line}"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("move the keys below this line into that one"),
+        "{err}"
+    );
+    assert!(!err.contains("check the quotes"), "{err}");
 }

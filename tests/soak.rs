@@ -1,8 +1,9 @@
 //! Soaks: the agent under `kill -9` at random instants, and under a sandbox that fails a share of
 //! requests (429/500/503 with Retry-After, dropped connections mid-body, slow answers, short
 //! session lifetimes), each ending with a file-by-file comparison of what the sandbox holds
-//! against what was written. Short configurations run in CI; `scripts/soak` runs the long ones
-//! (the `#[ignore]`d tests, sized by `SOAK_*` variables) on a release build.
+//! against what was written. All are `#[ignore]`d, out of `cargo test`: `scripts/soak ci` runs
+//! the short configurations (as CI does), `scripts/soak crash|fault` the long ones (sized by
+//! `SOAK_*` variables) on a release build.
 //!
 //! Verdict per file name: every version written is remembered; the final version must be attached
 //! exactly once; an earlier version may be attached (it was complete and settled before it was
@@ -440,14 +441,17 @@ impl Totals {
     }
 }
 
-/// CI: 10 kills over a mixed workload with a 24 MiB session.
+/// CI (`scripts/soak ci`): 10 kills over a mixed workload with a 24 MiB session.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "soak tier: scripts/soak ci"]
 async fn crash_soak_short_loses_and_duplicates_nothing() {
     crash_soak(10, 24 * MIB, 7).await.assert_clean("crash x10");
 }
 
-/// CI: 100 files with 20% of requests failing and two sandbox restarts (kill -9) mid-upload.
+/// CI (`scripts/soak ci`): 100 files with 20% of requests failing and two sandbox restarts
+/// (kill -9) mid-upload.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "soak tier: scripts/soak ci"]
 async fn fault_soak_short_loses_and_duplicates_nothing() {
     let t = fault_soak(100, 0.20, 11, 2, Duration::from_secs(3)).await;
     t.assert_clean("fault 100 @ 20%");

@@ -251,6 +251,18 @@ struct Agent {
 
 /// `run --once` waits out an outage this long before it gives up (exit 1, nothing lost).
 const ONCE_OUTAGE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// `ONCE_OUTAGE_PATIENCE`, or (debug builds only, a test hook) `OUTBOX_ONCE_PATIENCE` seconds.
+fn once_outage_patience() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(secs) = std::env::var("OUTBOX_ONCE_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Duration::from_secs(secs);
+    }
+    ONCE_OUTAGE_PATIENCE
+}
 /// `run --once` (and the one-shot commands): failures that may have taken effect (5xx,
 /// timeouts, dropped connections) in a row before an entry fails, so the command ends; the
 /// backoff between them grows to a minute (a few minutes in all). `run` never gives up.
@@ -733,10 +745,11 @@ impl Agent {
     /// sign-in problem: exit 1, and the next run goes on).
     fn finished(&self) -> Option<RunOutcome> {
         if let Some((since, why)) = &self.unreachable_since {
-            if since.elapsed() >= ONCE_OUTAGE_PATIENCE {
+            let patience = once_outage_patience();
+            if since.elapsed() >= patience {
                 tracing::error!(
                     "stopping: Graph or the identity platform has been unreachable for {} s ({}); nothing is lost, the next run goes on",
-                    ONCE_OUTAGE_PATIENCE.as_secs(),
+                    patience.as_secs(),
                     why.message
                 );
                 return Some(RunOutcome::SomeFailed);

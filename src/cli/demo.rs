@@ -1,7 +1,7 @@
 //! `outbox demo [--exit-after N]`: the zero-setup tour. It starts the sandbox in this process,
 //! creates a draft message there through the admin API, writes a real config (in a temp dir, so
-//! nothing lands inside the watched folder), watches `./outbox-demo` with the real agent, and
-//! prints one line per attachment as it appears on the message.
+//! nothing lands inside the watched folder), watches `./outbox-demo/attach` with the real agent,
+//! and prints one line per attachment as it appears on the message.
 //!
 //! It drops 3 sample files to start with (small, ~1 MiB, ~4 MiB so an upload session shows;
 //! names with spaces and unicode; `--no-samples`: none), says what the folder ignores, and
@@ -9,7 +9,7 @@
 //! silent unless -v). With `--exit-after N` it drops N samples and exits 0 once all of them are
 //! attached and the mailing folder's sample is sent.
 //!
-//! Beside it, `./outbox-demo-mail` is a mailing folder (`[mapping.new_message]`, one message per
+//! Beside it, `./outbox-demo/mail` is a mailing folder (`[mapping.new_message]`, one message per
 //! file to a sandbox recipient): a file dropped there becomes a draft, is attached, and is sent;
 //! the tour prints each sent message as the sandbox's Sent Items shows it.
 
@@ -24,10 +24,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// The watched folder, created in the current directory.
+/// The one directory the demo creates in the current directory (a clone ignores it in
+/// `.gitignore`); its two folders below.
 pub const DEMO_DIR: &str = "outbox-demo";
-/// The mailing folder beside it: each file is mailed in a message of its own.
-pub const DEMO_MAIL_DIR: &str = "outbox-demo-mail";
+/// The watched folder, in `DEMO_DIR`.
+pub const DEMO_ATTACH_DIR: &str = "attach";
+/// The mailing folder beside it, in `DEMO_DIR`: each file is mailed in a message of its own.
+pub const DEMO_MAIL_DIR: &str = "mail";
 /// Where the demo's messages go (the sandbox delivers nothing; Sent Items shows them).
 const DEMO_RECIPIENT: &str = "demo@example.com";
 /// How often the sandbox is asked what is on the message.
@@ -90,7 +93,7 @@ fn samples(n: usize) -> Vec<(String, usize)> {
 fn sample_bytes(name: &str, size: usize, seed: u64) -> Vec<u8> {
     if name.ends_with(".txt") {
         let line =
-            "outbox demo: this file was dropped into ./outbox-demo and attached exactly once.\n";
+            "outbox demo: this file was dropped into ./outbox-demo/attach and attached exactly once.\n";
         return line.bytes().cycle().take(size).collect();
     }
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -243,8 +246,8 @@ async fn tour(
 
     let cwd = std::env::current_dir()
         .map_err(|e| failed(format!("cannot read the current directory: {e}")))?;
-    let folder: PathBuf = cwd.join(DEMO_DIR);
-    let mail_folder: PathBuf = cwd.join(DEMO_MAIL_DIR);
+    let folder: PathBuf = cwd.join(DEMO_DIR).join(DEMO_ATTACH_DIR);
+    let mail_folder: PathBuf = cwd.join(DEMO_DIR).join(DEMO_MAIL_DIR);
     for f in [&folder, &mail_folder] {
         std::fs::create_dir_all(f)
             .map_err(|e| failed(format!("cannot create {}: {e}", f.display())))?;

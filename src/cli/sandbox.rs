@@ -60,7 +60,8 @@ pub async fn run(args: SandboxArgs) -> Result<ExitCode, CommandError> {
 pub fn config_lines(origin: &str, ca_pem: Option<&std::path::Path>, has_token: bool) -> String {
     let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
     let mut t = String::from(
-        "\n# To point outbox at this sandbox, put these lines in its config (`outbox init` writes one):\n",
+        "\n# To point outbox at this sandbox, start its config with these lines; a config that has\n\
+         # [graph] and [auth] already (`outbox init` writes both): set these keys in those tables.\n",
     );
     t.push_str(&format!(
         "[graph]\nbase_url = {}\n",

@@ -309,7 +309,10 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
     }
 }
 
-/// Deterministic pseudo-random bytes (xorshift), written in blocks so large files are cheap.
+/// Deterministic pseudo-random bytes: the first 64 KiB from xorshift, each later 64 KiB block
+/// that one with its own number and the seed in its first 16 bytes (the tests build unoptimised:
+/// xorshift over every byte of a 150 MiB file took seconds). Blocks, and files of other seeds,
+/// all differ.
 pub fn write_file(path: &Path, size: u64, seed: u64) -> String {
     use sha2::{Digest, Sha256};
     use std::io::Write;
@@ -319,20 +322,25 @@ pub fn write_file(path: &Path, size: u64, seed: u64) -> String {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
     let mut h = Sha256::new();
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut left = size;
     let mut buf = vec![0u8; 64 * 1024];
+    for chunk in buf.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    let mut left = size;
+    let mut block = 0u64;
     while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        for chunk in buf[..n].chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let b = x.to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
+        if block > 0 {
+            buf[..8].copy_from_slice(&block.to_le_bytes());
+            buf[8..16].copy_from_slice(&seed.to_le_bytes());
         }
+        let n = left.min(buf.len() as u64) as usize;
         f.write_all(&buf[..n]).expect("write");
         h.update(&buf[..n]);
         left -= n as u64;
+        block += 1;
     }
     f.flush().expect("flush");
     hex::encode(h.finalize())
@@ -369,6 +377,20 @@ impl Agent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait (polling its log, bounded) until the agent says `watching`: its start-up scan is
+    /// done and its folders are watched, so a file written now is an event it sees.
+    pub async fn watching(&self) {
+        let start = Instant::now();
+        while !self.log().contains("watching") {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the agent never said `watching`:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// SIGTERM, then wait (bounded) for the exit status.
@@ -446,4 +468,45 @@ pub async fn attached(sandbox: &Sandbox, item: &str) -> std::collections::HashMa
         );
     }
     out
+}
+
+/// Run `f` on each of `items`, `width` at a time, each on a thread of its own with a runtime of
+/// its own (`run_bounded` blocks its thread, so futures on one task would take turns): for the
+/// independent cases of one test (each with its own sandbox and state), which mostly wait on
+/// timers and child processes. A panic in one is raised here once the others are done.
+pub fn in_parallel<T, F, Fut>(items: Vec<T>, width: usize, f: F)
+where
+    T: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(items.into_iter()));
+    let f = std::sync::Arc::new(f);
+    let workers: Vec<_> = (0..width.max(1))
+        .map(|_| {
+            let (queue, f) = (queue.clone(), f.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                loop {
+                    let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                    match next {
+                        Some(item) => rt.block_on(f(item)),
+                        None => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut panicked = None;
+    for w in workers {
+        if let Err(p) = w.join() {
+            panicked.get_or_insert(p);
+        }
+    }
+    if let Some(p) = panicked {
+        std::panic::resume_unwind(p);
+    }
 }

@@ -151,3 +151,36 @@ pub(super) fn guess_key(text: &str, offset: usize) -> String {
         (true, None) => "(toml)".to_owned(),
     }
 }
+
+/// For a syntax error on a `[table]` header that an earlier line already opened (a block pasted
+/// into a config that has the table, as the sandbox's banner into an `outbox init` config): the
+/// table's name and that earlier line. A `[[array]]` header starts a new element, so the
+/// sub-tables of the one before it (`[mapping.new_message]`) may come again.
+pub(super) fn repeated_table(text: &str, offset: usize) -> Option<(String, usize)> {
+    fn header(line: &str) -> Option<(bool, String)> {
+        let t = line.trim();
+        let array = t.starts_with("[[");
+        let inner = t.trim_start_matches('[');
+        let name = inner.split(']').next()?.trim();
+        let name: String = name
+            .split('.')
+            .map(|p| p.trim().trim_matches('"').trim_matches('\''))
+            .collect::<Vec<_>>()
+            .join(".");
+        (t.starts_with('[') && !name.is_empty()).then_some((array, name))
+    }
+    let line_no = line_of(text, offset);
+    let (array, name) = header(text.lines().nth(line_no - 1)?)?;
+    if array {
+        return None;
+    }
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for (i, line) in text.lines().take(line_no - 1).enumerate() {
+        match header(line) {
+            Some((true, a)) => seen.retain(|(n, _)| !n.starts_with(&format!("{a}."))),
+            Some((false, n)) => seen.push((n, i + 1)),
+            None => {}
+        }
+    }
+    seen.into_iter().find(|(n, _)| *n == name)
+}

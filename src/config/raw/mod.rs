@@ -334,14 +334,22 @@ fn load_text(file: &Path, text: &str) -> Result<Settings, Vec<ConfigError>> {
     // Pass 1: syntax, so a broken file gets the parser's own words and its line.
     if let Err(e) = text.parse::<toml::Table>() {
         let offset = e.span().map(|s| s.start).unwrap_or(0);
+        let message = match repeated_table(&text, offset) {
+            Some((table, first)) => format!(
+                "the table [{table}] is already opened on line {first}, and a table is written \
+                 once: move the keys below this line into that one (replacing any it has \
+                 already), then delete this [{table}] line"
+            ),
+            None => format!(
+                "invalid TOML: {}; check the quotes and brackets on this line",
+                e.message().trim_end().replace('\n', "; ")
+            ),
+        };
         return Err(vec![ConfigError {
             file,
             line: e.span().map(|s| line_of(&text, s.start)),
             key: guess_key(&text, offset),
-            message: format!(
-                "invalid TOML: {}; check the quotes and brackets on this line",
-                e.message().trim_end().replace('\n', "; ")
-            ),
+            message,
         }]);
     }
     // Pass 2: where every key is. Pass 3: the typed parse.
