@@ -342,3 +342,43 @@ fn a_sent_copy_without_the_marker_is_confirmed_by_its_internet_message_id() {
     assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
     assert_eq!(stats["duplicate_sends"], json!(0), "{stats}");
 }
+
+/// Issue 20, item 10: a file over Graph's 150 MiB attachment limit is said to be so, not "cannot
+/// read"; files together over Exchange's largest maximum message size are refused before
+/// anything is created (and named over the default 35 MB when sent); `--draft` is not bound by
+/// the send limit. Sparse files: no bytes are read.
+#[test]
+fn a_file_over_the_limits_says_so_before_anything_is_created() {
+    let env = setup();
+    let rt = rt();
+    let sparse = |name: &str, size: u64| {
+        let p = env.path(name);
+        std::fs::File::create(&p).unwrap().set_len(size).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let big = sparse("big.bin", 200 * 1024 * 1024);
+    let out = env.run(&["mail", &big, "--to", "a@contoso.com"], LONG);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("cannot read"), "{err}");
+    assert!(
+        err.contains("big.bin is 200.0 MiB")
+            && err.contains("over Graph's 150 MiB attachment limit"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was sent or created"), "{err}");
+    let (a, b) = (
+        sparse("a.bin", 60 * 1024 * 1024),
+        sparse("b.bin", 60 * 1024 * 1024),
+    );
+    let out = env.run(&["mail", &a, &b, "--to", "a@contoso.com"], LONG);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("these 2 files make a message of about")
+            && err.contains("over Exchange's largest maximum message size"),
+        "{err}"
+    );
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["drafts_created"], json!(0), "{stats}");
+}

@@ -16,13 +16,16 @@ use crate::config::units::human_size;
 use crate::config::Settings;
 use crate::config::{check_address, check_template};
 use crate::core::mail::{render_body, render_str, FileFacts, RenderContext};
-use crate::core::model::{Letter, MessageState};
+use crate::core::model::{Letter, MessageState, MAX_ATTACHMENT};
 use crate::graph::GraphClient;
 use std::sync::Arc;
 use std::time::Instant;
 
 const DEFAULT_SUBJECT: &str = "{names}";
 const DEFAULT_BODY: &str = "Attached: {names}.";
+/// Exchange Online's default `MaxSendSize`, and the most a tenant can raise it to.
+const DEFAULT_SEND_SIZE: u64 = 35_000_000;
+const MAX_SEND_SIZE: u64 = 150_000_000;
 
 pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, CommandError> {
     let usage = |m: String| CommandError::new(ExitCode::Usage, m);
@@ -51,6 +54,19 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into());
+        if meta.is_file() && meta.len() > MAX_ATTACHMENT {
+            return Err(CommandError::new(
+                ExitCode::Failed,
+                format!(
+                    "{} is {} ({} bytes), over Graph's 150 MiB attachment limit ({MAX_ATTACHMENT} \
+                     bytes): no message can carry it; nothing was sent or created (split it, or \
+                     share a link to it instead)",
+                    crate::outside::path(path),
+                    human_size(meta.len()),
+                    meta.len()
+                ),
+            ));
+        }
         total += meta.len();
         facts.push(FileFacts {
             name: name.clone(),
@@ -60,6 +76,39 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             path: path.clone(),
             name,
         });
+    }
+    // Exchange counts the encoded message against the tenant's MaxSendSize: 35 MB by default,
+    // 150 MB at most (GRAPH.md, tenant size limits).
+    let encoded = facts
+        .iter()
+        .fold(crate::core::mail::MESSAGE_OVERHEAD, |n, f| {
+            n.saturating_add(crate::core::mail::encoded_attachment_size(f.size, &f.name))
+        });
+    if !args.draft && encoded > MAX_SEND_SIZE {
+        return Err(CommandError::new(
+            ExitCode::Failed,
+            format!(
+                "{} make{} a message of about {} once encoded, over Exchange's largest maximum \
+                 message size (150 MB, the most a tenant's MaxSendSize allows): no mailbox can \
+                 send it; nothing was sent or created (mail the files in several messages, or \
+                 `--draft` to leave it as a draft)",
+                if files.len() == 1 {
+                    "this file".to_owned()
+                } else {
+                    format!("these {} files", files.len())
+                },
+                if files.len() == 1 { "s" } else { "" },
+                human_size(encoded)
+            ),
+        ));
+    }
+    if !args.draft && encoded > DEFAULT_SEND_SIZE {
+        errln!(
+            "note: this message is about {} once encoded, over Exchange Online's default maximum \
+             message size (35 MB); unless your tenant's MaxSendSize was raised, the send will be \
+             refused (the draft stays in Drafts)",
+            human_size(encoded)
+        );
     }
     let (body, html) = match (&args.body, &args.body_file) {
         (Some(b), _) => (b.clone(), false),
