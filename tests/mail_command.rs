@@ -382,3 +382,65 @@ fn a_file_over_the_limits_says_so_before_anything_is_created() {
     let stats = rt.block_on(env.sandbox.stats());
     assert_eq!(stats["drafts_created"], json!(0), "{stats}");
 }
+
+/// Issue 20, item 8: SIGHUP (a closed terminal, `kill -HUP`) ends `mail` as Ctrl-C does, with a
+/// line that names it, instead of the default action's silent death: during an upload, exit 130
+/// and nothing sent; while the send may have happened, exit 4 (never "not sent").
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_ends_mail_with_a_clear_line_and_its_exit_code() {
+    for (fault, code, words, during, want) in [
+        (
+            json!({"route": "put", "action": "delay", "delay_ms": 20000}),
+            130,
+            "interrupted by SIGHUP",
+            "open_sessions",
+            1,
+        ),
+        (
+            json!({"route": "send", "action": "delay", "delay_ms": 20000}),
+            4,
+            "may have been sent",
+            // Every byte on the draft: the send comes next (and waits on the fault).
+            "upload_bytes_committed",
+            4 * 1024 * 1024,
+        ),
+    ] {
+        let env = Env::new();
+        env.write_config("chunk_size = \"1MiB\"", "");
+        let file = env.path("scan.pdf");
+        write_file(&file, 4 * 1024 * 1024, 31);
+        env.sandbox
+            .faults(json!({ "fail_next": [fault.clone()] }))
+            .await;
+        let child = env
+            .cmd()
+            .args(["mail", file.to_str().unwrap(), "--to", "ap@contoso.com"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id().to_string();
+        wait_until(
+            Duration::from_secs(30),
+            "the fault to be reached",
+            || async {
+                let s = env.sandbox.stats().await;
+                s[during].as_u64().unwrap_or(0) >= want
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{fault}: {err}");
+        assert!(err.contains(words), "{fault}: {err}");
+        if code == 130 {
+            assert!(err.contains("was not sent"), "{err}");
+            assert_eq!(env.sandbox.stats().await["sends_accepted"], json!(0));
+        }
+    }
+}

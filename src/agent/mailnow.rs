@@ -141,7 +141,7 @@ pub async fn mail_files(
     let mut done: BTreeMap<String, u64> = BTreeMap::new();
     let mut wake: Option<Time> = None;
     let mut unreachable_seen = 0;
-    let signal = crate::agent::shutdown_signal();
+    let signal = crate::agent::command_signal();
     tokio::pin!(signal);
     loop {
         for input in inputs.drain(..) {

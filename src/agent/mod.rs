@@ -1383,6 +1383,36 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     }
 }
 
+/// The name of the signal that ended a one-shot command ([`command_signal`]), for its last line.
+static LAST_SIGNAL: std::sync::Mutex<Option<&'static str>> = std::sync::Mutex::new(None);
+
+/// Which signal [`command_signal`] saw, if any: `"SIGHUP"`, or `None` for SIGINT/SIGTERM.
+pub fn hangup_seen() -> Option<&'static str> {
+    *LAST_SIGNAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// [`shutdown_signal`], or SIGHUP: for the one-shot commands (`send`, `mail`), which a closed
+/// terminal (or a `kill -HUP`) ends as Ctrl-C does, with their last words, instead of the
+/// default action's silent death. The agent keeps SIGHUP for reading its config again.
+pub fn command_signal() -> impl std::future::Future<Output = ()> + Send {
+    let shutdown = shutdown_signal();
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut h) = hup {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = h.recv() => {
+                    *LAST_SIGNAL.lock().unwrap_or_else(|p| p.into_inner()) = Some("SIGHUP");
+                }
+            }
+            return;
+        }
+        shutdown.await
+    }
+}
+
 /// The answer to a first step (a POST, a session, the look before either) of an entry whose
 /// record could not be written: refused before any effect, so the core fails the entry; `None`
 /// for any other action (those follow an effect, which needed the record).

@@ -160,7 +160,7 @@ pub async fn attach_file(
     let mut wake: Option<Time> = None;
     let mut unreachable_seen = 0;
     let mut sent = false;
-    let signal = super::shutdown_signal();
+    let signal = super::command_signal();
     tokio::pin!(signal);
     loop {
         for input in inputs.drain(..) {

@@ -215,7 +215,10 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         }
         Err(OneShotError::Interrupted) => Err(CommandError::new(
             ExitCode::Interrupted,
-            format!("interrupted: {what} was not sent (its draft, if made, stays in Drafts)"),
+            format!(
+                "{}: {what} was not sent (its draft, if made, stays in Drafts)",
+                interrupted()
+            ),
         )),
         Err(OneShotError::SignIn(m)) => Err(CommandError::new(ExitCode::SignIn, m)),
         Err(OneShotError::MaybeSent {
@@ -243,5 +246,14 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             ExitCode::Failed,
             format!("{what} was not sent: {e}"),
         )),
+    }
+}
+
+/// How a one-shot command was interrupted, for its last line: by SIGHUP (named: nobody pressed
+/// Ctrl-C), or plainly.
+pub fn interrupted() -> String {
+    match crate::agent::hangup_seen() {
+        Some(sig) => format!("interrupted by {sig} (its terminal closed, or a `kill -HUP`)"),
+        None => "interrupted".to_owned(),
     }
 }

@@ -107,7 +107,10 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
         }
         Err(OneShotError::Interrupted) => Err(CommandError::new(
             ExitCode::Interrupted,
-            format!("interrupted: {what} was not attached (its upload session was deleted)"),
+            format!(
+                "{}: {what} was not attached (its upload session was deleted)",
+                super::mail::interrupted()
+            ),
         )),
         Err(e) => Err(attach_error(e)),
     }
