@@ -1338,3 +1338,66 @@ async fn a_batch_closes_batch_max_wait_after_its_first_file_however_often_files_
     assert!(messages.len() >= 2, "one batch held open: {messages:?}");
     assert!(messages.iter().all(|m| m.len() <= 9), "{messages:?}");
 }
+
+/// Issue 20, item 8: a failed or unconfirmed message's advice speaks of the message (Sent Items,
+/// Drafts, `outbox retry MESSAGE_ID`), not of a file's upload: in `status` (its block and its
+/// files' rows), in `run --once`'s summary.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_failure_carries_advice_about_the_message() {
+    let env = Env::new();
+    let folder = env.path("mail");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"ap\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+            folder.display()
+        ),
+    );
+    write_file(&folder.join("scan.pdf"), 2_000, 3);
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "send", "status": 400, "code": "ErrorInvalidRecipients"}
+        ]}))
+        .await;
+    let out = env.run(&["run", "--once"], Duration::from_secs(90));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("outbox: message m"))
+        .unwrap_or_else(|| panic!("no summary line for the message: {err}"));
+    let mid = line["outbox: message ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        line.contains("was not sent: ErrorInvalidRecipients"),
+        "{line}"
+    );
+    assert!(line.contains("its draft stays in Drafts"), "{line}");
+    let retry = format!("`outbox retry {mid}`");
+    assert!(line.contains(&retry), "{line}");
+    assert!(!line.contains("attach"), "file-step advice: {line}");
+
+    let (table, _) = status_now(&env);
+    let block = table.split("MESSAGES").nth(1).unwrap_or_default();
+    assert!(block.contains(&format!("{mid}  failed")), "{table}");
+    assert!(
+        block.contains("→ its draft stays in Drafts") && block.contains(&retry),
+        "{table}"
+    );
+
+    // The advice works: retry the message, and it is sent.
+    let out = env.run(&["retry", &mid], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], Duration::from_secs(90));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        env.sandbox.stats().await["sends_accepted"],
+        serde_json::json!(1)
+    );
+    let (table, _) = status_now(&env);
+    assert!(!table.contains('→'), "{table}");
+}

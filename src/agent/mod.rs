@@ -940,7 +940,8 @@ impl Agent {
                 failure,
             } => {
                 tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "the message was not sent: {}", crate::outside::printable(&failure.message));
-                self.notifier.message_failed(&subject, &failure.message);
+                self.notifier
+                    .message_failed(&subject, &failure.message, &id);
             }
             Note::MessageUnconfirmed { id, subject } => {
                 tracing::error!(message = %id, subject = %crate::outside::printable(&subject), "the send could not be confirmed; it was not sent again: look in Sent Items, then `outbox retry {id}` sends it only if its draft is still a draft");
