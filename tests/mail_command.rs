@@ -444,3 +444,42 @@ async fn sighup_ends_mail_with_a_clear_line_and_its_exit_code() {
         }
     }
 }
+
+/// Issue 20, item 10: `mail`'s progress moves with the bytes on the draft (each chunk, each
+/// POST), not only when a file is done; and a wait after a lost send answer is said ("confirming
+/// the send in Sent Items at HH:MM:SS …"), not two minutes of silence. Stderr is not a terminal
+/// here: the plain lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_says_its_progress_by_chunk_and_what_it_waits_for() {
+    let env = Env::new();
+    env.write_config("chunk_size = \"1MiB\"", "");
+    let file = env.path("scan.pdf");
+    write_file(&file, 4 * 1024 * 1024, 41);
+    let slow = json!({"route": "put", "action": "delay", "delay_ms": 1200});
+    env.sandbox
+        .faults(json!({ "fail_next": [
+            slow.clone(), slow.clone(), slow.clone(), slow,
+            {"route": "send", "action": "lost"}
+        ] }))
+        .await;
+    let out = run_bounded(
+        env.cmd()
+            .args(["mail", file.to_str().unwrap(), "--to", "ap@contoso.com"])
+            .env("RUST_LOG", "off"),
+        LONG,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let partial: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("sent ") && l.ends_with(" of 4194304 bytes"))
+        .filter(|l| !l.starts_with("sent 4194304 "))
+        .collect();
+    assert!(!partial.is_empty(), "no progress before the end: {err}");
+    let wait = err
+        .lines()
+        .find(|l| l.starts_with("confirming the send in Sent Items at "))
+        .unwrap_or_else(|| panic!("the wait was not said: {err}"));
+    assert!(wait.contains(" UTC"), "{wait}");
+    assert_eq!(env.sandbox.stats().await["sends_accepted"], json!(1));
+}

@@ -81,8 +81,9 @@ pub struct Steps<U: UrlStore> {
     uploads: Arc<Mutex<HashMap<String, Upload>>>,
     /// Entries whose file takes the mailbox's whole byte window (larger than the budget).
     whole_window: Arc<Mutex<HashSet<String>>>,
-    /// Bytes the server holds, for a progress bar.
-    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// Bytes the server holds of an entry's file (its id, the bytes), for a progress bar: after
+    /// each chunk of a session, and after a POST.
+    pub progress: Option<Arc<dyn Fn(&str, u64) + Send + Sync>>,
     /// `send`: the file's SHA-256, computed beside the upload (its record carries none).
     pub digest: Option<Digest>,
     /// The agent: a 403/404 from an item gets a second look (`cli::hints`: an id of the other
@@ -410,7 +411,7 @@ impl<U: UrlStore> Steps<U> {
 
     async fn post(
         &self,
-        _id: &str,
+        id: &str,
         target: &Target,
         path: &Path,
         name: &str,
@@ -439,7 +440,7 @@ impl<U: UrlStore> Steps<U> {
         };
         let out = self.client.post_attachment(target, name, &body).await;
         if let (Some(p), PostOutcome::Created { .. }) = (&self.progress, &out) {
-            p(file.size);
+            p(id, file.size);
         }
         out
     }
@@ -546,8 +547,8 @@ impl<U: UrlStore> Steps<U> {
         }
         if let Some(p) = &self.progress {
             match &out {
-                ChunkOutcome::Accepted { next: Some(n) } => p(*n),
-                ChunkOutcome::Completed { .. } => p(file.size),
+                ChunkOutcome::Accepted { next: Some(n) } => p(id, *n),
+                ChunkOutcome::Completed { .. } => p(id, file.size),
                 _ => {}
             }
         }

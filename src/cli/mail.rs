@@ -1,14 +1,16 @@
 //! `outbox mail FILE... --to ADDR...`: mail files now as one new message: a draft carrying a
 //! marker is created, every file attached by the size rule, then the draft is sent (`--draft`
 //! leaves it). Prints the sent message's `internetMessageId` on stdout (the draft's id with
-//! `--draft`) and a sentence on stderr; a progress bar on a terminal. Ctrl-C deletes open upload
+//! `--draft`) and a sentence on stderr; a progress bar on a terminal (a line every 2 s
+//! otherwise), moving with each chunk and POST, and a line for each wait that is not an upload
+//! (Exchange's sending limit, the confirmation of a send in Sent Items). Ctrl-C deletes open upload
 //! sessions and exits 130 (the draft stays, unsent). A send whose answer was lost is confirmed in
 //! Sent Items by the marker, never repeated: when it cannot be told, exit 1 says so. Does not
 //! touch the ledger (`agent::mailnow`).
 
 use super::send::Progress;
 use super::MailArgs;
-use crate::agent::mailnow::{mail_files, MailFile};
+use crate::agent::mailnow::{mail_files, MailFile, Watch};
 use crate::agent::oneshot::OneShotError;
 use crate::auth::Credentials;
 use crate::cli::exit::{CommandError, ExitCode};
@@ -179,7 +181,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         human_size(total)
     );
     let bar = Arc::new(Progress::new(total).named(&what));
-    let b = bar.clone();
+    let (b, w) = (bar.clone(), bar.clone());
     let started = Instant::now();
     let outcome = mail_files(
         &settings,
@@ -188,7 +190,10 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         letter,
         files,
         !args.draft,
-        Some(Arc::new(move |n| b.set(n))),
+        Watch {
+            progress: Some(Arc::new(move |n| b.set(n))),
+            waiting: Some(Arc::new(move |text: String| w.say(&text))),
+        },
     )
     .await;
     bar.finish();

@@ -214,4 +214,13 @@ impl Progress {
             }
         }
     }
+
+    /// What it waits for now (the sending limit, a confirmation in Sent Items): above the bar on
+    /// a terminal, a line of its own otherwise.
+    pub(super) fn say(&self, text: &str) {
+        match &self.bar {
+            Some(b) => b.println(text),
+            None => errln!("{text}"),
+        }
+    }
 }
