@@ -155,7 +155,7 @@ pub async fn mail_files(
             }
         }
     };
-    let report: Arc<dyn Fn(&str, u64) + Send + Sync> = Arc::new(report);
+    let report: super::steps::FileProgress = Arc::new(report);
     let mut steps = Steps::new(client.clone(), urls.clone(), mappings);
     steps.progress = Some(report.clone());
     let steps = Arc::new(steps);

@@ -83,7 +83,7 @@ pub struct Steps<U: UrlStore> {
     whole_window: Arc<Mutex<HashSet<String>>>,
     /// Bytes the server holds of an entry's file (its id, the bytes), for a progress bar: after
     /// each chunk of a session, and after a POST.
-    pub progress: Option<Arc<dyn Fn(&str, u64) + Send + Sync>>,
+    pub progress: Option<FileProgress>,
     /// `send`: the file's SHA-256, computed beside the upload (its record carries none).
     pub digest: Option<Digest>,
     /// The agent: a 403/404 from an item gets a second look (`cli::hints`: an id of the other
@@ -91,6 +91,9 @@ pub struct Steps<U: UrlStore> {
     /// `send` looks for itself.
     pub second_looks: Option<SecondLooks>,
 }
+
+/// Hears an entry's id and the bytes of its file the server holds.
+pub type FileProgress = Arc<dyn Fn(&str, u64) + Send + Sync>;
 
 /// What the second look found per (mailbox, item, Graph's code): the failure to record instead.
 pub type SecondLooks = Arc<tokio::sync::Mutex<HashMap<(String, String, String), Option<Failure>>>>;
