@@ -896,3 +896,47 @@ async fn verify_checks_a_mailed_file_in_its_sent_copy() {
     assert_eq!(sent.len(), 2, "{sent:#?}");
     assert_eq!(sent[1]["attachments"][0]["name"], "invoice 7.pdf");
 }
+
+/// A mailed file whose message's send could not be confirmed: verify reads nothing, says so,
+/// and advises Sent Items (and a retry that is accepted: only if the draft is still a draft).
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_of_an_unconfirmed_message_says_to_look_in_sent_items() {
+    let env = Env::new();
+    let folder = env.path("mail");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"ap\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+            folder.display()
+        ),
+    );
+    write_file(&folder.join("q3.pdf"), 3_000, 9);
+    // A 400 of no known code: it may have gone; never found in Sent Items.
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "status": 400}]}))
+        .await;
+    let out = env.run(&["run", "--once"], Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(4), "run --once: {}", stderr(&out));
+    let out = env.run(&["verify", "--all"], Duration::from_secs(60));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{so}\n{}", stderr(&out));
+    assert!(so.starts_with("UNSURE"), "{so}");
+    assert!(
+        so.contains("never confirmed") && so.contains("look in Sent Items for internetMessageId <"),
+        "{so}"
+    );
+    let mid = so
+        .split("message ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    // The retry it names is one `retry` takes.
+    let out = env.run(&["retry", mid], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["verify", "--all", "--json"], Duration::from_secs(60));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["result"], "unconfirmed", "{rows}");
+}
