@@ -483,3 +483,32 @@ async fn mail_says_its_progress_by_chunk_and_what_it_waits_for() {
     assert!(wait.contains(" UTC"), "{wait}");
     assert_eq!(env.sandbox.stats().await["sends_accepted"], json!(1));
 }
+
+/// A throttled send is waited out aloud: the line names the throttle and the time it ends.
+#[test]
+fn a_throttled_send_says_what_it_waits_for_and_until_when() {
+    let env = setup();
+    let rt = rt();
+    rt.block_on(env.sandbox.faults(json!({ "fail_next": [
+        {"route": "send", "status": 429, "retry_after": 3}
+    ] })));
+    let f = env.path("t.pdf");
+    write_file(&f, 5_000, 43);
+    let out = run_bounded(
+        env.cmd()
+            .args(["mail", f.to_str().unwrap(), "--to", "ap@contoso.com"])
+            .env("RUST_LOG", "off"),
+        LONG,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("waiting for Graph's throttle until "))
+        .unwrap_or_else(|| panic!("the wait was not said: {err}"));
+    assert!(
+        line.contains(" UTC (") && line.contains("Sent Items"),
+        "{line}"
+    );
+    assert_eq!(rt.block_on(env.sandbox.stats())["sends_accepted"], json!(1));
+}

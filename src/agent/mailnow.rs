@@ -306,9 +306,14 @@ fn waiting_for(
         (MessageState::Sending, _)
             if code == "ErrorExceededMessageLimit" || code == "throttled" =>
         {
+            let whose = if code == "throttled" {
+                "Graph's throttle"
+            } else {
+                "Exchange's sending limit"
+            };
             format!(
-                "waiting for Exchange's sending limit until {until} ({why}); the send is confirmed in \
-                 Sent Items before any second one"
+                "waiting for {whose} until {until} ({why}); the send is looked for in Sent Items \
+                 before any second one"
             )
         }
         (MessageState::Sending, true) => format!(
