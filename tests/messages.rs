@@ -1380,6 +1380,11 @@ async fn a_message_failure_carries_advice_about_the_message() {
     let retry = format!("`outbox retry {mid}`");
     assert!(line.contains(&retry), "{line}");
     assert!(!line.contains("attach"), "file-step advice: {line}");
+    // The agent's log line says it too.
+    assert!(
+        err.contains(&format!("fix the cause, then {retry} (a draft it made stays in Drafts)")),
+        "{err}"
+    );
 
     let (table, _) = status_now(&env);
     let block = table.split("MESSAGES").nth(1).unwrap_or_default();

@@ -49,7 +49,7 @@ impl Notifier {
         if self.level != NotifyLevel::Off {
             self.send(
                 "outbox: a message was not sent",
-                &format!("{subject}: {why}; its draft stays in Drafts; fix the cause, then `outbox retry {id}`"),
+                &format!("{subject}: {why}; fix the cause, then `outbox retry {id}` (a draft it made stays in Drafts)"),
             );
         }
     }

@@ -939,7 +939,7 @@ impl Agent {
                 subject,
                 failure,
             } => {
-                tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "the message was not sent: {}", crate::outside::printable(&failure.message));
+                tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "the message was not sent: {}; fix the cause, then `outbox retry {id}` (a draft it made stays in Drafts)", crate::outside::printable(failure.message.trim_end_matches('.')));
                 self.notifier
                     .message_failed(&subject, &failure.message, &id);
             }
