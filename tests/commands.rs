@@ -940,3 +940,59 @@ async fn verify_of_an_unconfirmed_message_says_to_look_in_sent_items() {
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows[0]["result"], "unconfirmed", "{rows}");
 }
+
+/// A file of a message left as a draft (`send = false`) is checked on the draft by its recorded
+/// id; a bad copy there comes with advice that works pasted (`outbox send … --message DRAFT`),
+/// not an entry `retry` that refuses a file of a message.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_of_a_drafted_message_advises_attaching_to_the_draft_again() {
+    let env = Env::new();
+    let folder = env.path("drafts");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"d\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\nsend = false\n",
+            folder.display()
+        ),
+    );
+    write_file(&folder.join("plan.pdf"), 8_000, 5);
+    let out = env.run(&["run", "--once"], Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(0), "run --once: {}", stderr(&out));
+    let out = env.run(&["verify", "--all"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+
+    let rows: serde_json::Value = serde_json::from_slice(
+        &env.run(&["status", "--json"], Duration::from_secs(30))
+            .stdout,
+    )
+    .unwrap();
+    let draft = rows[0]["message"]["draft_id"].as_str().unwrap().to_owned();
+    let att = rows[0]["attachment_id"].as_str().unwrap().to_owned();
+    env.sandbox
+        .admin(
+            Method::POST,
+            &format!("/items/{draft}/attachments/{att}/corrupt"),
+            Some(json!({})),
+        )
+        .await;
+    let out = env.run(&["verify", "--all"], Duration::from_secs(60));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{so}");
+    assert!(so.starts_with("MISMATCH"), "{so}");
+    assert!(!so.contains("outbox retry"), "advice retry refuses: {so}");
+    let advice = so
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no advice: {so}"));
+    assert!(advice.starts_with("outbox send "), "{advice}");
+    let pasted = advice.replacen("outbox", &format!("'{}'", bin()), 1);
+    let mut c = Command::new("sh");
+    c.env("OUTBOX_CONFIG", env.path("config.toml"))
+        .env("OUTBOX_TEST_TOKEN", TOKEN)
+        .env_remove("OUTBOX_CRASH_AT")
+        .env_remove("OUTBOX_PAUSE_AT");
+    let out = run_bounded(c.args(["-c", &pasted]), Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{pasted}: {}", stderr(&out));
+    assert_eq!(env.sandbox.attachments(&draft).await.len(), 2);
+}

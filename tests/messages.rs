@@ -1382,7 +1382,9 @@ async fn a_message_failure_carries_advice_about_the_message() {
     assert!(!line.contains("attach"), "file-step advice: {line}");
     // The agent's log line says it too.
     assert!(
-        err.contains(&format!("fix the cause, then {retry} (a draft it made stays in Drafts)")),
+        err.contains(&format!(
+            "fix the cause, then {retry} (a draft it made stays in Drafts)"
+        )),
         "{err}"
     );
 

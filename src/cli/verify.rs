@@ -95,12 +95,29 @@ pub async fn run(
     let mut copies: HashMap<String, SentCopy> = HashMap::new();
     for e in &todo {
         let name = e.file_name();
-        if let Some(m) = e.message.as_deref().and_then(|m| messages.get(m)) {
+        let message = e.message.as_deref().and_then(|m| messages.get(m));
+        if let Some(m) = message {
             if let Some((v, msg)) = in_message(&client, e, m, &mut copies).await? {
                 out.add(e, v, msg);
                 continue;
             }
+        } else if let Some(mid) = &e.message {
+            out.add(
+                e,
+                Verdict::Error,
+                format!(
+                    "{name}: its message {mid} is no longer in the ledger, so where it went is not \
+                     known; look for it in Sent Items"
+                ),
+            );
+            continue;
         }
+        // A file of a message on its draft: `retry` of the entry is refused (it would mail it
+        // twice); attaching it to the draft again is `outbox send`.
+        let fix = |bad_copy: bool| match message {
+            Some(m) => on_draft_again(e, m, bad_copy),
+            None => attach_again(e, bad_copy),
+        };
         let (Some(att), Some(want)) = (e.attachment_id.as_deref(), e.sha256.as_deref()) else {
             out.add(
                 e,
@@ -126,7 +143,7 @@ pub async fn run(
                         hash_prefix(&got),
                         hash_prefix(want),
                         e.size,
-                        attach_again(e, true)
+                        fix(true)
                     ),
                 );
             }
@@ -137,7 +154,7 @@ pub async fn run(
                     format!(
                         "{name}: the attachment is no longer on its item ({}); {}",
                         g.code,
-                        attach_again(e, false)
+                        fix(false)
                     ),
                 );
             }
@@ -287,6 +304,36 @@ async fn in_message(
             ),
         ),
     }))
+}
+
+/// How to attach a file of a message left as a draft (or still being attached) to its draft
+/// again: `outbox send FILE --message DRAFT_ID` while the file sent is at its path.
+fn on_draft_again(e: &LedgerEntry, m: &MessageRecord, bad_copy: bool) -> String {
+    let Some(draft) = m.draft_id.as_deref() else {
+        return format!("message {} has no draft on record", m.id);
+    };
+    let then = if bad_copy {
+        " (then delete the bad copy from the draft in Outlook)"
+    } else {
+        ""
+    };
+    let path = crate::outside::path(&e.path);
+    let draft = crate::service::shell_word(draft);
+    match std::fs::symlink_metadata(&e.path) {
+        Ok(md) if md.is_file() && md.len() == e.size => match e.path.to_str() {
+            Some(p) if crate::outside::printable(p) == p => format!(
+                "`outbox send {} --message {draft}` attaches it to message {}'s draft again{then}",
+                crate::service::shell_word(p),
+                m.id
+            ),
+            _ => format!(
+                "`outbox send FILE --message {draft}`, with FILE the file at {path}, attaches it to the draft again{then}"
+            ),
+        },
+        _ => format!(
+            "the file is no longer at {path}; `outbox send FILE --message {draft}` with FILE where it is now attaches it to the draft again{then}"
+        ),
+    }
 }
 
 /// How to mail a file of a sent message again: `outbox mail` to the same recipients while the
