@@ -1408,3 +1408,49 @@ async fn a_message_failure_carries_advice_about_the_message() {
     let (table, _) = status_now(&env);
     assert!(!table.contains('→'), "{table}");
 }
+
+/// Issue 20, item 8: SIGHUP (a closed terminal) ends `send` as Ctrl-C does, said by name, exit
+/// 130, nothing attached; before, the default action killed it silently.
+#[tokio::test(flavor = "multi_thread")]
+async fn send_hung_up_exits_130_and_says_so() {
+    let env = Env::new();
+    env.write_config("chunk_size = \"1MiB\"", "");
+    let item = env.sandbox.create_item("message", "me").await;
+    let file = env.path("big.bin");
+    write_file(&file, 6 * MIB, 4);
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "put", "action": "delay", "delay_ms": 20000}
+        ]}))
+        .await;
+    let child = env
+        .cmd()
+        .args(send_args(&file, "--message", &item))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    wait_until(
+        Duration::from_secs(30),
+        "the upload to be under way",
+        || async {
+            env.sandbox.stats().await["open_sessions"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted by SIGHUP") && err.contains("was not attached"),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 0);
+}
