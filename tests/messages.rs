@@ -1376,7 +1376,7 @@ async fn a_message_failure_carries_advice_about_the_message() {
         line.contains("was not sent: ErrorInvalidRecipients"),
         "{line}"
     );
-    assert!(line.contains("its draft stays in Drafts"), "{line}");
+    assert!(line.contains("looks for the draft in Sent Items"), "{line}");
     let retry = format!("`outbox retry {mid}`");
     assert!(line.contains(&retry), "{line}");
     assert!(!line.contains("attach"), "file-step advice: {line}");
@@ -1392,7 +1392,7 @@ async fn a_message_failure_carries_advice_about_the_message() {
     let block = table.split("MESSAGES").nth(1).unwrap_or_default();
     assert!(block.contains(&format!("{mid}  failed")), "{table}");
     assert!(
-        block.contains("→ its draft stays in Drafts") && block.contains(&retry),
+        block.contains("→ fix the cause, then ") && block.contains(&retry),
         "{table}"
     );
 
@@ -1453,4 +1453,75 @@ async fn send_hung_up_exits_130_and_says_so() {
     );
     assert!(stdout(&out).is_empty());
     assert_eq!(env.sandbox.attachments(&item).await.len(), 0);
+}
+
+/// Issue 20, item 8: a message's draft sent by hand while its files are attached is said in the
+/// message's terms, not with a mapping's advice ("pick a draft with `outbox items messages`"):
+/// the agent made that draft, and no config names it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draft_sent_by_hand_is_said_as_the_messages_not_a_mappings() {
+    let env = Env::new();
+    let folder = env.path("mail");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"ap\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+            folder.display()
+        ),
+    );
+    write_file(&folder.join("memo.pdf"), 3_000, 8);
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "post", "action": "delay", "delay_ms": 3000}
+        ]}))
+        .await;
+    let child = env
+        .cmd()
+        .args(["run", "--once"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the draft", || async {
+        env.sandbox.stats().await["drafts_created"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    })
+    .await;
+    // While the attachment's POST is on its way: the draft stops being one (sent by hand).
+    let items = env
+        .sandbox
+        .admin(reqwest::Method::GET, "/items", None)
+        .await;
+    let draft = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["isDraft"] == serde_json::json!(true))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.sandbox
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/items/{draft}"),
+            Some(serde_json::json!({"isDraft": false})),
+        )
+        .await;
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (table, _) = status_now(&env);
+    let block = table.split("MESSAGES").nth(1).unwrap_or_default();
+    assert!(block.contains("failed"), "{table}");
+    assert!(
+        block.contains("the message's draft is no longer a draft"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("outbox items messages"),
+        "a mapping's advice: {table}"
+    );
 }

@@ -92,6 +92,29 @@ pub struct Steps<U: UrlStore> {
     pub second_looks: Option<SecondLooks>,
 }
 
+/// A refusal from a message's own draft, with what a second look finds: a draft that is no
+/// longer one was sent (or changed) by hand, said in the message's terms; `None` otherwise.
+async fn message_draft_failure(
+    client: &GraphClient,
+    item: &crate::graph::ItemRef,
+    f: &Failure,
+) -> Option<Failure> {
+    use crate::graph::hints::{graph_error_of, look_again, ItemFinding};
+    let g = graph_error_of(f)?;
+    match look_again(client, item, &g).await? {
+        ItemFinding::NotDraft => Some(Failure::new(
+            f.code.clone(),
+            format!(
+                "{}: {} — the message's draft is no longer a draft (sent from Outlook by hand?), \
+                 and Graph attaches only to drafts; `outbox status` shows the message, and \
+                 `outbox retry MESSAGE_ID` looks for it in Sent Items before anything else",
+                g.code, g.message
+            ),
+        )),
+        ItemFinding::OtherKind(_) => None,
+    }
+}
+
 /// Hears an entry's id and the bytes of its file the server holds.
 pub type FileProgress = Arc<dyn Fn(&str, u64) + Send + Sync>;
 
@@ -196,7 +219,16 @@ impl<U: UrlStore> Steps<U> {
         let mut known = looks.lock().await;
         if !known.contains_key(&key) {
             let item = crate::graph::ItemRef::from(target);
-            let found = crate::graph::hints::for_mapping_failure(&self.client, &item, f).await;
+            // A draft the agent made for a message is no mapping's item: the advice about a
+            // mapping's `message = "…"` (pick another draft) would be wrong for it.
+            let named = self.mappings.iter().any(|m| {
+                matches!(&m.target, crate::config::Target::Item { id, .. } if *id == target.item_id)
+            });
+            let found = if named {
+                crate::graph::hints::for_mapping_failure(&self.client, &item, f).await
+            } else {
+                message_draft_failure(&self.client, &item, f).await
+            };
             known.insert(key.clone(), found);
         }
         match known.get(&key) {

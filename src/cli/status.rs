@@ -466,9 +466,13 @@ pub fn message_advice(m: &MessageRecord) -> Option<String> {
     };
     match m.state {
         MessageState::Failed => Some(match &m.draft_id {
+            Some(_) if m.may_have_been_sent() => format!(
+                "fix the cause, then `outbox retry {id}`: a send of it may have happened, so it \
+                 is sent again only if its draft is still a draft"
+            ),
             Some(_) => format!(
-                "its draft stays in Drafts; fix the cause, then `outbox retry {id}` sends it \
-                 (drafted again if the draft was deleted)"
+                "fix the cause, then `outbox retry {id}`: it looks for the draft in Sent Items \
+                 (sent by hand: done) and Drafts first, and drafts it again if it is gone"
             ),
             None => format!("no draft was made; fix the cause, then `outbox retry {id}`"),
         }),
