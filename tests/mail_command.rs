@@ -512,3 +512,30 @@ fn a_throttled_send_says_what_it_waits_for_and_until_when() {
     );
     assert_eq!(rt.block_on(env.sandbox.stats())["sends_accepted"], json!(1));
 }
+
+/// A send in doubt exits 4 even when stdout is gone (a reader that quit, the terminal of a
+/// SIGHUP): before, the closed pipe ended `mail` quietly with exit 0, "sent" to a script.
+#[test]
+fn a_send_in_doubt_exits_4_even_with_stdout_closed() {
+    let env = setup();
+    let rt = rt();
+    rt.block_on(
+        env.sandbox
+            .faults(json!({ "fail_next": [{"route": "send", "status": 400}] })),
+    );
+    let f = env.path("d.pdf");
+    write_file(&f, 5_000, 44);
+    let mut child = env
+        .cmd()
+        .args(["mail", f.to_str().unwrap(), "--to", "ap@contoso.com"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("may have been sent"), "{err}");
+}

@@ -232,11 +232,17 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             why,
         }) => {
             // On stdout too: what a script keeps to look for it (the marker is the message's
-            // single-value extended property; the internetMessageId is in the sent copy).
-            outln!(
-                "{}",
-                crate::outside::printable(internet_message_id.as_deref().unwrap_or(&marker))
-            );
+            // single-value extended property; the internetMessageId is in the sent copy). A
+            // stdout gone (a closed pipe, the terminal of a SIGHUP) must not turn exit 4 into
+            // outln!'s quiet exit 0 or its exit 1: the line is written if it can be.
+            {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    crate::outside::printable(internet_message_id.as_deref().unwrap_or(&marker))
+                );
+            }
             Err(CommandError::new(
                 ExitCode::MaybeSent,
                 format!(
