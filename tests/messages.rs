@@ -1399,3 +1399,190 @@ fn the_sandbox_banner_pasted_into_an_init_config_names_the_table_twice_opened() 
     );
     assert!(!err.contains("check the quotes"), "{err}");
 }
+
+/// Issue 20, item 8: a failed or unconfirmed message's advice speaks of the message (Sent Items,
+/// Drafts, `outbox retry MESSAGE_ID`), not of a file's upload: in `status` (its block and its
+/// files' rows), in `run --once`'s summary.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_failure_carries_advice_about_the_message() {
+    let env = Env::new();
+    let folder = env.path("mail");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"ap\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+            folder.display()
+        ),
+    );
+    write_file(&folder.join("scan.pdf"), 2_000, 3);
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "send", "status": 400, "code": "ErrorInvalidRecipients"}
+        ]}))
+        .await;
+    let out = env.run(&["run", "--once"], Duration::from_secs(90));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("outbox: message m"))
+        .unwrap_or_else(|| panic!("no summary line for the message: {err}"));
+    let mid = line["outbox: message ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        line.contains("was not sent: ErrorInvalidRecipients"),
+        "{line}"
+    );
+    assert!(line.contains("looks for the draft in Sent Items"), "{line}");
+    let retry = format!("`outbox retry {mid}`");
+    assert!(line.contains(&retry), "{line}");
+    assert!(!line.contains("attach"), "file-step advice: {line}");
+    // The agent's log line says it too.
+    assert!(
+        err.contains(&format!(
+            "fix the cause, then {retry} (a draft it made stays in Drafts)"
+        )),
+        "{err}"
+    );
+
+    let (table, _) = status_now(&env);
+    let block = table.split("MESSAGES").nth(1).unwrap_or_default();
+    assert!(block.contains(&format!("{mid}  failed")), "{table}");
+    assert!(
+        block.contains("→ fix the cause, then ") && block.contains(&retry),
+        "{table}"
+    );
+
+    // The advice works: retry the message, and it is sent.
+    let out = env.run(&["retry", &mid], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], Duration::from_secs(90));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        env.sandbox.stats().await["sends_accepted"],
+        serde_json::json!(1)
+    );
+    let (table, _) = status_now(&env);
+    assert!(!table.contains('→'), "{table}");
+}
+
+/// Issue 20, item 8: SIGHUP (a closed terminal) ends `send` as Ctrl-C does, said by name, exit
+/// 130, nothing attached; before, the default action killed it silently.
+#[tokio::test(flavor = "multi_thread")]
+async fn send_hung_up_exits_130_and_says_so() {
+    let env = Env::new();
+    env.write_config("chunk_size = \"1MiB\"", "");
+    let item = env.sandbox.create_item("message", "me").await;
+    let file = env.path("big.bin");
+    write_file(&file, 6 * MIB, 4);
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "put", "action": "delay", "delay_ms": 20000}
+        ]}))
+        .await;
+    let child = env
+        .cmd()
+        .args(send_args(&file, "--message", &item))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    wait_until(
+        Duration::from_secs(30),
+        "the upload to be under way",
+        || async {
+            env.sandbox.stats().await["open_sessions"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted by SIGHUP") && err.contains("was not attached"),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 0);
+}
+
+/// Issue 20, item 8: a message's draft sent by hand while its files are attached is said in the
+/// message's terms, not with a mapping's advice ("pick a draft with `outbox items messages`"):
+/// the agent made that draft, and no config names it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draft_sent_by_hand_is_said_as_the_messages_not_a_mappings() {
+    let env = Env::new();
+    let folder = env.path("mail");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"ap\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+            folder.display()
+        ),
+    );
+    write_file(&folder.join("memo.pdf"), 3_000, 8);
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "post", "action": "delay", "delay_ms": 3000}
+        ]}))
+        .await;
+    let child = env
+        .cmd()
+        .args(["run", "--once"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the draft", || async {
+        env.sandbox.stats().await["drafts_created"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    })
+    .await;
+    // While the attachment's POST is on its way: the draft stops being one (sent by hand).
+    let items = env
+        .sandbox
+        .admin(reqwest::Method::GET, "/items", None)
+        .await;
+    let draft = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["isDraft"] == serde_json::json!(true))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.sandbox
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/items/{draft}"),
+            Some(serde_json::json!({"isDraft": false})),
+        )
+        .await;
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (table, _) = status_now(&env);
+    let block = table.split("MESSAGES").nth(1).unwrap_or_default();
+    assert!(block.contains("failed"), "{table}");
+    assert!(
+        block.contains("the message's draft is no longer a draft"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("outbox items messages"),
+        "a mapping's advice: {table}"
+    );
+}

@@ -44,11 +44,12 @@ impl Notifier {
         }
     }
 
-    pub fn message_failed(&mut self, subject: &str, why: &str) {
+    /// A message not sent: what to do is about the message (its draft, `outbox retry ID`).
+    pub fn message_failed(&mut self, subject: &str, why: &str, id: &str) {
         if self.level != NotifyLevel::Off {
             self.send(
                 "outbox: a message was not sent",
-                &format!("{subject}: {why}"),
+                &format!("{subject}: {why}; fix the cause, then `outbox retry {id}` (a draft it made stays in Drafts)"),
             );
         }
     }

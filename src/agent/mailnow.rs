@@ -34,8 +34,17 @@ pub struct MailFile {
     pub name: String,
 }
 
+/// What `mail` is told while it runs: bytes on the draft so far (after each chunk and POST), and
+/// a sentence whenever it starts waiting for something other than an upload (the sending limit,
+/// the confirmation of a send in Sent Items), said once per wait.
+#[derive(Clone, Default)]
+pub struct Watch {
+    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    pub waiting: Option<Arc<dyn Fn(String) + Send + Sync>>,
+}
+
 /// Mail `files` from `user`'s mailbox as one message saying `letter`; `send = false` leaves
-/// the draft, fully attached. `progress` hears the bytes of the files attached so far.
+/// the draft, fully attached. `watch` hears the bytes on the draft so far and what it waits for.
 // The message's parts, each a plain value a caller has at hand; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub async fn mail_files(
@@ -46,8 +55,9 @@ pub async fn mail_files(
     files: Vec<MailFile>,
     send: bool,
     key: Option<&str>,
-    progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    watch: Watch,
 ) -> Result<Mailed, OneShotError> {
+    let progress = watch.progress.clone();
     let marker = match key {
         Some(k) => keyed_marker(user, k),
         None => format!("m{}", uuid::Uuid::new_v4().simple()),
@@ -146,7 +156,27 @@ pub async fn mail_files(
     }
     let mut machine = Machine::new(rules, super::once_policy_of(settings));
     let urls = Arc::new(MemoryUrls::default());
-    let steps = Arc::new(Steps::new(client.clone(), urls.clone(), mappings));
+    // Bytes on the draft per file, summed for the bar: a chunk or a POST, and a file done.
+    let held: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let report = {
+        let (held, progress) = (held.clone(), progress.clone());
+        move |id: &str, n: u64| {
+            let total = {
+                let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
+                let slot = h.entry(id.to_owned()).or_default();
+                *slot = (*slot).max(n);
+                h.values().sum::<u64>()
+            };
+            if let Some(p) = &progress {
+                p(total);
+            }
+        }
+    };
+    let report: super::steps::FileProgress = Arc::new(report);
+    let mut steps = Steps::new(client.clone(), urls.clone(), mappings);
+    steps.progress = Some(report.clone());
+    let steps = Arc::new(steps);
+    let mut said: Option<String> = None;
     let clock = super::Clock::start();
     let mut tasks: JoinSet<Option<Input>> = JoinSet::new();
     let mut inputs = vec![Input::Start {
@@ -158,7 +188,7 @@ pub async fn mail_files(
     let mut done: BTreeMap<String, u64> = BTreeMap::new();
     let mut wake: Option<Time> = None;
     let mut unreachable_seen = 0;
-    let signal = crate::agent::shutdown_signal();
+    let signal = crate::agent::command_signal();
     tokio::pin!(signal);
     loop {
         for input in inputs.drain(..) {
@@ -166,10 +196,9 @@ pub async fn mail_files(
                 match action {
                     Action::Persist(r) => {
                         if r.state == State::Done {
-                            done.insert(r.id.clone(), sizes.get(&r.id).copied().unwrap_or(0));
-                            if let Some(p) = &progress {
-                                p(done.values().sum());
-                            }
+                            let n = sizes.get(&r.id).copied().unwrap_or(0);
+                            done.insert(r.id.clone(), n);
+                            report(&r.id, n);
                         }
                     }
                     Action::PersistMessage(m) => last = Some(m),
@@ -200,6 +229,16 @@ pub async fn mail_files(
         if key.is_some() && last.as_ref().is_some_and(|m| m.state == MessageState::Sent) {
             tasks.shutdown().await;
             break;
+        }
+        if let (Some(say), Some(t)) = (&watch.waiting, wake) {
+            if let Some(text) =
+                waiting_for(last.as_ref(), &tasks, t.0.saturating_sub(clock.now().0))
+            {
+                if said.as_deref() != Some(text.as_str()) {
+                    say(text.clone());
+                    said = Some(text);
+                }
+            }
         }
         let until = wake
             .map(|t| clock.instant_of(t))
@@ -274,6 +313,63 @@ fn maybe_sent(m: &MessageRecord) -> OneShotError {
             )
         }),
     }
+}
+
+/// What the message waits for, when it waits `in_ms` with nothing in flight: the sending limit,
+/// the confirmation of a send in Sent Items, or a retry after an error; `None` for short waits
+/// (a settle, a backoff of a second) and while a request is out.
+fn waiting_for(
+    m: Option<&MessageRecord>,
+    tasks: &JoinSet<Option<Input>>,
+    in_ms: u64,
+) -> Option<String> {
+    let m = m?;
+    if !tasks.is_empty() || in_ms < 2_000 || m.state.is_terminal() {
+        return None;
+    }
+    let until = clock_text(in_ms);
+    let error = m.error.as_ref();
+    let code = error.map(|e| e.code.as_str()).unwrap_or_default();
+    let why = error
+        .map(|e| {
+            crate::outside::printable(&e.message)
+                .trim_end_matches('.')
+                .to_owned()
+        })
+        .unwrap_or_default();
+    Some(match (m.state, m.send_at.or(m.last_send_at).is_some()) {
+        (MessageState::Sending, _)
+            if code == "ErrorExceededMessageLimit" || code == "throttled" =>
+        {
+            let whose = if code == "throttled" {
+                "Graph's throttle"
+            } else {
+                "Exchange's sending limit"
+            };
+            format!(
+                "waiting for {whose} until {until} ({why}); the send is looked for in Sent Items \
+                 before any second one"
+            )
+        }
+        (MessageState::Sending, true) => format!(
+            "confirming the send in Sent Items at {until}, once Exchange's move has surely had \
+             time (the send's answer was {})…",
+            if code.is_empty() {
+                "lost".to_owned()
+            } else {
+                crate::outside::printable(code).into_owned()
+            }
+        ),
+        _ if why.is_empty() => format!("waiting until {until}"),
+        _ => format!("waiting until {until} after an error ({why})"),
+    })
+}
+
+/// The wall-clock time `in_ms` from now, `HH:MM:SS UTC`.
+fn clock_text(in_ms: u64) -> String {
+    let t = time::OffsetDateTime::now_utc()
+        + time::Duration::milliseconds(in_ms.min(i64::MAX as u64) as i64);
+    format!("{:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second())
 }
 
 /// Stopping while a send may have happened is never "not sent": a script that mails again on

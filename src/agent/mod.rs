@@ -1002,8 +1002,9 @@ impl Agent {
                 subject,
                 failure,
             } => {
-                tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "the message was not sent: {}", crate::outside::printable(&failure.message));
-                self.notifier.message_failed(&subject, &failure.message);
+                tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "the message was not sent: {}; fix the cause, then `outbox retry {id}` (a draft it made stays in Drafts)", crate::outside::printable(failure.message.trim_end_matches('.')));
+                self.notifier
+                    .message_failed(&subject, &failure.message, &id);
             }
             Note::MessageUnconfirmed { id, subject } => {
                 tracing::error!(message = %id, subject = %crate::outside::printable(&subject), "the send could not be confirmed; it was not sent again: look in Sent Items, then `outbox retry {id}` sends it only if its draft is still a draft");
@@ -1443,6 +1444,36 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
         async {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// The name of the signal that ended a one-shot command ([`command_signal`]), for its last line.
+static LAST_SIGNAL: std::sync::Mutex<Option<&'static str>> = std::sync::Mutex::new(None);
+
+/// Which signal [`command_signal`] saw, if any: `"SIGHUP"`, or `None` for SIGINT/SIGTERM.
+pub fn hangup_seen() -> Option<&'static str> {
+    *LAST_SIGNAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// [`shutdown_signal`], or SIGHUP: for the one-shot commands (`send`, `mail`), which a closed
+/// terminal (or a `kill -HUP`) ends as Ctrl-C does, with their last words, instead of the
+/// default action's silent death. The agent keeps SIGHUP for reading its config again.
+pub fn command_signal() -> impl std::future::Future<Output = ()> + Send {
+    let shutdown = shutdown_signal();
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut h) = hup {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = h.recv() => {
+                    *LAST_SIGNAL.lock().unwrap_or_else(|p| p.into_inner()) = Some("SIGHUP");
+                }
+            }
+            return;
+        }
+        shutdown.await
     }
 }
 

@@ -147,7 +147,8 @@ pub async fn attach_file(
     let mut machine = Machine::new(vec![rule], super::once_policy_of(settings));
     let urls = Arc::new(MemoryUrls::default());
     let mut steps = Steps::new(client.clone(), urls.clone(), vec![mapping]);
-    steps.progress = progress;
+    steps.progress = progress
+        .map(|p| Arc::new(move |_: &str, n: u64| p(n)) as Arc<dyn Fn(&str, u64) + Send + Sync>);
     steps.digest = Some(digest);
     let clock = super::Clock::start();
     let mut tasks: JoinSet<Option<Input>> = JoinSet::new();
@@ -160,7 +161,7 @@ pub async fn attach_file(
     let mut wake: Option<Time> = None;
     let mut unreachable_seen = 0;
     let mut sent = false;
-    let signal = super::shutdown_signal();
+    let signal = super::command_signal();
     tokio::pin!(signal);
     loop {
         for input in inputs.drain(..) {

@@ -81,8 +81,9 @@ pub struct Steps<U: UrlStore> {
     uploads: Arc<Mutex<HashMap<String, Upload>>>,
     /// Entries whose file takes the mailbox's whole byte window (larger than the budget).
     whole_window: Arc<Mutex<HashSet<String>>>,
-    /// Bytes the server holds, for a progress bar.
-    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// Bytes the server holds of an entry's file (its id, the bytes), for a progress bar: after
+    /// each chunk of a session, and after a POST.
+    pub progress: Option<FileProgress>,
     /// `send`: the file's SHA-256, computed beside the upload (its record carries none).
     pub digest: Option<Digest>,
     /// The agent: a 403/404 from an item gets a second look (`cli::hints`: an id of the other
@@ -90,6 +91,32 @@ pub struct Steps<U: UrlStore> {
     /// `send` looks for itself.
     pub second_looks: Option<SecondLooks>,
 }
+
+/// A refusal from a message's own draft, with what a second look finds: a draft that is no
+/// longer one was sent (or changed) by hand, said in the message's terms; `None` otherwise.
+async fn message_draft_failure(
+    client: &GraphClient,
+    item: &crate::graph::ItemRef,
+    f: &Failure,
+) -> Option<Failure> {
+    use crate::graph::hints::{graph_error_of, look_again, ItemFinding};
+    let g = graph_error_of(f)?;
+    match look_again(client, item, &g).await? {
+        ItemFinding::NotDraft => Some(Failure::new(
+            f.code.clone(),
+            format!(
+                "{}: {} — the message's draft is no longer a draft (sent from Outlook by hand?), \
+                 and Graph attaches only to drafts; `outbox status` shows the message, and \
+                 `outbox retry MESSAGE_ID` looks for it in Sent Items before anything else",
+                g.code, g.message
+            ),
+        )),
+        ItemFinding::OtherKind(_) => None,
+    }
+}
+
+/// Hears an entry's id and the bytes of its file the server holds.
+pub type FileProgress = Arc<dyn Fn(&str, u64) + Send + Sync>;
 
 /// What the second look found per (mailbox, item, Graph's code): the failure to record instead.
 pub type SecondLooks = Arc<tokio::sync::Mutex<HashMap<(String, String, String), Option<Failure>>>>;
@@ -192,7 +219,16 @@ impl<U: UrlStore> Steps<U> {
         let mut known = looks.lock().await;
         if !known.contains_key(&key) {
             let item = crate::graph::ItemRef::from(target);
-            let found = crate::graph::hints::for_mapping_failure(&self.client, &item, f).await;
+            // A draft the agent made for a message is no mapping's item: the advice about a
+            // mapping's `message = "…"` (pick another draft) would be wrong for it.
+            let named = self.mappings.iter().any(|m| {
+                matches!(&m.target, crate::config::Target::Item { id, .. } if *id == target.item_id)
+            });
+            let found = if named {
+                crate::graph::hints::for_mapping_failure(&self.client, &item, f).await
+            } else {
+                message_draft_failure(&self.client, &item, f).await
+            };
             known.insert(key.clone(), found);
         }
         match known.get(&key) {
@@ -410,7 +446,7 @@ impl<U: UrlStore> Steps<U> {
 
     async fn post(
         &self,
-        _id: &str,
+        id: &str,
         target: &Target,
         path: &Path,
         name: &str,
@@ -439,7 +475,7 @@ impl<U: UrlStore> Steps<U> {
         };
         let out = self.client.post_attachment(target, name, &body).await;
         if let (Some(p), PostOutcome::Created { .. }) = (&self.progress, &out) {
-            p(file.size);
+            p(id, file.size);
         }
         out
     }
@@ -546,8 +582,8 @@ impl<U: UrlStore> Steps<U> {
         }
         if let Some(p) = &self.progress {
             match &out {
-                ChunkOutcome::Accepted { next: Some(n) } => p(*n),
-                ChunkOutcome::Completed { .. } => p(file.size),
+                ChunkOutcome::Accepted { next: Some(n) } => p(id, *n),
+                ChunkOutcome::Completed { .. } => p(id, file.size),
                 _ => {}
             }
         }

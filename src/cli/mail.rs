@@ -1,14 +1,16 @@
 //! `outbox mail FILE... --to ADDR...`: mail files now as one new message: a draft carrying a
 //! marker is created, every file attached by the size rule, then the draft is sent (`--draft`
 //! leaves it). Prints the sent message's `internetMessageId` on stdout (the draft's id with
-//! `--draft`) and a sentence on stderr; a progress bar on a terminal. Ctrl-C deletes open upload
+//! `--draft`) and a sentence on stderr; a progress bar on a terminal (a line every 2 s
+//! otherwise), moving with each chunk and POST, and a line for each wait that is not an upload
+//! (Exchange's sending limit, the confirmation of a send in Sent Items). Ctrl-C deletes open upload
 //! sessions and exits 130 (the draft stays, unsent). A send whose answer was lost is confirmed in
 //! Sent Items by the marker, never repeated: when it cannot be told, exit 1 says so. Does not
 //! touch the ledger (`agent::mailnow`).
 
 use super::send::Progress;
 use super::MailArgs;
-use crate::agent::mailnow::{mail_files, MailFile};
+use crate::agent::mailnow::{mail_files, MailFile, Watch};
 use crate::agent::oneshot::OneShotError;
 use crate::auth::Credentials;
 use crate::cli::exit::{CommandError, ExitCode};
@@ -16,13 +18,16 @@ use crate::config::units::human_size;
 use crate::config::Settings;
 use crate::config::{check_address, check_template};
 use crate::core::mail::{render_body, render_str, FileFacts, RenderContext};
-use crate::core::model::{Letter, MessageState};
+use crate::core::model::{Letter, MessageState, MAX_ATTACHMENT};
 use crate::graph::GraphClient;
 use std::sync::Arc;
 use std::time::Instant;
 
 const DEFAULT_SUBJECT: &str = "{names}";
 const DEFAULT_BODY: &str = "Attached: {names}.";
+/// Exchange Online's default `MaxSendSize`, and the most a tenant can raise it to.
+const DEFAULT_SEND_SIZE: u64 = 35_000_000;
+const MAX_SEND_SIZE: u64 = 150_000_000;
 
 pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, CommandError> {
     let usage = |m: String| CommandError::new(ExitCode::Usage, m);
@@ -51,6 +56,19 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into());
+        if meta.is_file() && meta.len() > MAX_ATTACHMENT {
+            return Err(CommandError::new(
+                ExitCode::Failed,
+                format!(
+                    "{} is {} ({} bytes), over Graph's 150 MiB attachment limit ({MAX_ATTACHMENT} \
+                     bytes): no message can carry it; nothing was sent or created (split it, or \
+                     share a link to it instead)",
+                    crate::outside::path(path),
+                    human_size(meta.len()),
+                    meta.len()
+                ),
+            ));
+        }
         total += meta.len();
         facts.push(FileFacts {
             name: name.clone(),
@@ -60,6 +78,39 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             path: path.clone(),
             name,
         });
+    }
+    // Exchange counts the encoded message against the tenant's MaxSendSize: 35 MB by default,
+    // 150 MB at most (GRAPH.md, tenant size limits).
+    let encoded = facts
+        .iter()
+        .fold(crate::core::mail::MESSAGE_OVERHEAD, |n, f| {
+            n.saturating_add(crate::core::mail::encoded_attachment_size(f.size, &f.name))
+        });
+    if !args.draft && encoded > MAX_SEND_SIZE {
+        return Err(CommandError::new(
+            ExitCode::Failed,
+            format!(
+                "{} make{} a message of about {} once encoded, over Exchange's largest maximum \
+                 message size (150 MB, the most a tenant's MaxSendSize allows): no mailbox can \
+                 send it; nothing was sent or created (mail the files in several messages, or \
+                 `--draft` to leave it as a draft)",
+                if files.len() == 1 {
+                    "this file".to_owned()
+                } else {
+                    format!("these {} files", files.len())
+                },
+                if files.len() == 1 { "s" } else { "" },
+                human_size(encoded)
+            ),
+        ));
+    }
+    if !args.draft && encoded > DEFAULT_SEND_SIZE {
+        errln!(
+            "note: this message is about {} once encoded, over Exchange Online's default maximum \
+             message size (35 MB); unless your tenant's MaxSendSize was raised, the send will be \
+             refused (the draft stays in Drafts)",
+            human_size(encoded)
+        );
     }
     let (body, html) = match (&args.body, &args.body_file) {
         (Some(b), _) => (b.clone(), false),
@@ -130,7 +181,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         human_size(total)
     );
     let bar = Arc::new(Progress::new(total).named(&what));
-    let b = bar.clone();
+    let (b, w) = (bar.clone(), bar.clone());
     let started = Instant::now();
     let outcome = mail_files(
         &settings,
@@ -140,7 +191,10 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         files,
         !args.draft,
         args.key.as_deref(),
-        Some(Arc::new(move |n| b.set(n))),
+        Watch {
+            progress: Some(Arc::new(move |n| b.set(n))),
+            waiting: Some(Arc::new(move |text: String| w.say(&text))),
+        },
     )
     .await;
     bar.finish();
@@ -167,7 +221,10 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         }
         Err(OneShotError::Interrupted) => Err(CommandError::new(
             ExitCode::Interrupted,
-            format!("interrupted: {what} was not sent (its draft, if made, stays in Drafts)"),
+            format!(
+                "{}: {what} was not sent (its draft, if made, stays in Drafts)",
+                interrupted()
+            ),
         )),
         Err(OneShotError::SignIn(m)) => Err(CommandError::new(ExitCode::SignIn, m)),
         Err(OneShotError::MaybeSent {
@@ -176,11 +233,17 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             why,
         }) => {
             // On stdout too: what a script keeps to look for it (the marker is the message's
-            // single-value extended property; the internetMessageId is in the sent copy).
-            outln!(
-                "{}",
-                crate::outside::printable(internet_message_id.as_deref().unwrap_or(&marker))
-            );
+            // single-value extended property; the internetMessageId is in the sent copy). A
+            // stdout gone (a closed pipe, the terminal of a SIGHUP) must not turn exit 4 into
+            // outln!'s quiet exit 0 or its exit 1: the line is written if it can be.
+            {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    crate::outside::printable(internet_message_id.as_deref().unwrap_or(&marker))
+                );
+            }
             Err(CommandError::new(
                 ExitCode::MaybeSent,
                 format!(
@@ -195,5 +258,14 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             ExitCode::Failed,
             format!("{what} was not sent: {e}"),
         )),
+    }
+}
+
+/// How a one-shot command was interrupted, for its last line: by SIGHUP (named: nobody pressed
+/// Ctrl-C), or plainly.
+pub fn interrupted() -> String {
+    match crate::agent::hangup_seen() {
+        Some(sig) => format!("interrupted by {sig} (its terminal closed, or a `kill -HUP`)"),
+        None => "interrupted".to_owned(),
     }
 }

@@ -49,19 +49,43 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
 }
 
 /// After `--once`: exit 4 (SPEC) while a message of the ledger may have been sent and could not
-/// be confirmed, said with what to do; `None` when there is none.
+/// be confirmed, said with what to do; else exit 1 while one failed (each said with what to do
+/// about the message); `None` when there is neither.
 fn maybe_sent(state_dir: &std::path::Path) -> Option<ExitCode> {
     use crate::core::model::MessageState;
     use crate::ledger::Ledger;
     let l = Ledger::open(state_dir).ok()?;
     let messages = l.list_messages().unwrap_or_default();
     let _ = l.close();
+    // A failed message, said as a message (its files' rows say `done`: they are on its draft).
+    let failed = messages
+        .iter()
+        .filter(|m| m.state == MessageState::Failed)
+        .count();
+    for m in messages.iter().filter(|m| m.state == MessageState::Failed) {
+        let why = m
+            .error
+            .as_ref()
+            .map(|e| {
+                crate::outside::printable(&crate::secret::redact(&e.message))
+                    .trim_end_matches('.')
+                    .to_owned()
+            })
+            .unwrap_or_else(|| "it failed".to_owned());
+        errln!(
+            "outbox: message {} (\"{}\") was not sent: {why}; {}",
+            m.id,
+            crate::outside::printable(&m.letter.subject),
+            super::status::message_advice(m).unwrap_or_default()
+        );
+    }
     let unconfirmed: Vec<_> = messages
         .iter()
         .filter(|m| m.state == MessageState::Unconfirmed)
         .collect();
     if unconfirmed.is_empty() {
-        return None;
+        // Exit 1 while any message failed, as while any file did.
+        return (failed > 0).then_some(ExitCode::Failed);
     }
     for m in &unconfirmed {
         errln!(

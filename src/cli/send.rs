@@ -107,7 +107,10 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
         }
         Err(OneShotError::Interrupted) => Err(CommandError::new(
             ExitCode::Interrupted,
-            format!("interrupted: {what} was not attached (its upload session was deleted)"),
+            format!(
+                "{}: {what} was not attached (its upload session was deleted)",
+                super::mail::interrupted()
+            ),
         )),
         Err(e) => Err(attach_error(e)),
     }
@@ -209,6 +212,15 @@ impl Progress {
                     *p = (Instant::now(), committed);
                 }
             }
+        }
+    }
+
+    /// What it waits for now (the sending limit, a confirmation in Sent Items): above the bar on
+    /// a terminal, a line of its own otherwise.
+    pub(super) fn say(&self, text: &str) {
+        match &self.bar {
+            Some(b) => b.println(text),
+            None => errln!("{text}"),
         }
     }
 }

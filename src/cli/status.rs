@@ -452,6 +452,9 @@ pub fn render_messages(
                 ));
             }
         }
+        if let Some(advice) = message_advice(m) {
+            out.push_str(&format!("    → {advice}\n"));
+        }
         let files: Vec<String> = m
             .files
             .iter()
@@ -467,6 +470,35 @@ pub fn render_messages(
         }
     }
     out
+}
+
+/// What to do about a failed or unconfirmed message, in terms of the message (its draft in
+/// Drafts, its copy in Sent Items, `outbox retry MESSAGE_ID`), never of a file's upload; `None`
+/// for the other states. `status` shows it under the message, `run --once` in its summary.
+pub fn message_advice(m: &MessageRecord) -> Option<String> {
+    let id = &m.id;
+    let look = match &m.internet_message_id {
+        Some(i) => format!("internetMessageId {}", sanitize(i)),
+        None => format!("the subject \"{}\"", sanitize(&m.letter.subject)),
+    };
+    match m.state {
+        MessageState::Failed => Some(match &m.draft_id {
+            Some(_) if m.may_have_been_sent() => format!(
+                "fix the cause, then `outbox retry {id}`: a send of it may have happened, so it \
+                 is sent again only if its draft is still a draft"
+            ),
+            Some(_) => format!(
+                "fix the cause, then `outbox retry {id}`: it looks for the draft in Sent Items \
+                 (sent by hand: done) and Drafts first, and drafts it again if it is gone"
+            ),
+            None => format!("no draft was made; fix the cause, then `outbox retry {id}`"),
+        }),
+        MessageState::Unconfirmed => Some(format!(
+            "may have been sent and was not sent again: look in Sent Items for {look}; there, it \
+             went; not there, `outbox retry {id}` sends it only if its draft is still a draft"
+        )),
+        _ => None,
+    }
 }
 
 /// A table for terminals: id, state, progress, size, age, mapping, file, and a NOTE column when

@@ -4,26 +4,38 @@
 //! missing attachment comes with the command that fixes it: `outbox retry ID` attaches the file
 //! again and then deletes the bad copy (by its recorded id), or, when the file is no longer at its
 //! path, what to do instead.
+//!
+//! A file of a sent message is checked in the message's sent copy (Sent Items, found by the
+//! message's marker, else by its `internetMessageId`): Exchange gives the sent copy new
+//! attachment ids, so the file is found there by its name and confirmed by its bytes. A file of a
+//! message left as a draft is checked on the draft by its recorded id; one of a message whose
+//! send is not confirmed is not read at all (the advice is to look in Sent Items).
 
 use crate::agent::control::{self, Request};
 use crate::agent::item_of;
 use crate::cli::exit::{CommandError, ExitCode};
+use crate::config::ItemKind;
 use crate::config::Settings;
+use crate::core::model::{MessageRecord, MessageState};
 use crate::graph::RequestError;
+use crate::graph::{GraphClient, ItemRef};
 use crate::ledger::{EntryState, Ledger, LedgerEntry, LedgerError};
+use std::collections::HashMap;
 
-async fn entries(settings: &Settings) -> Result<Vec<LedgerEntry>, CommandError> {
+type Known = (Vec<LedgerEntry>, Vec<MessageRecord>);
+
+async fn entries(settings: &Settings) -> Result<Known, CommandError> {
     let dir = &settings.agent.state_dir;
     if let Some(resp) = control::ask(dir, &Request::Status).await {
         if resp.ok {
-            return Ok(resp.entries);
+            return Ok((resp.entries, resp.messages));
         }
     }
     if !dir.exists() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     match Ledger::open(dir) {
-        Ok(l) => Ok(l.list(Some(EntryState::Done))?),
+        Ok(l) => Ok((l.list(Some(EntryState::Done))?, l.list_messages()?)),
         Err(LedgerError::InUse { .. }) => Err(CommandError::new(
             ExitCode::Usage,
             format!(
@@ -40,7 +52,9 @@ pub async fn run(
     id: Option<String>,
     json: bool,
 ) -> Result<ExitCode, CommandError> {
-    let all = entries(&settings).await?;
+    let (all, messages) = entries(&settings).await?;
+    let messages: HashMap<String, MessageRecord> =
+        messages.into_iter().map(|m| (m.id.clone(), m)).collect();
     let todo: Vec<LedgerEntry> = match &id {
         Some(id) => {
             let e = all
@@ -78,8 +92,32 @@ pub async fn run(
         bad: 0,
         rows: Vec::new(),
     };
+    let mut copies: HashMap<String, SentCopy> = HashMap::new();
     for e in &todo {
         let name = e.file_name();
+        let message = e.message.as_deref().and_then(|m| messages.get(m));
+        if let Some(m) = message {
+            if let Some((v, msg)) = in_message(&client, e, m, &mut copies).await? {
+                out.add(e, v, msg);
+                continue;
+            }
+        } else if let Some(mid) = &e.message {
+            out.add(
+                e,
+                Verdict::Error,
+                format!(
+                    "{name}: its message {mid} is no longer in the ledger, so where it went is not \
+                     known; look for it in Sent Items"
+                ),
+            );
+            continue;
+        }
+        // A file of a message on its draft: `retry` of the entry is refused (it would mail it
+        // twice); attaching it to the draft again is `outbox send`.
+        let fix = |bad_copy: bool| match message {
+            Some(m) => on_draft_again(e, m, bad_copy),
+            None => attach_again(e, bad_copy),
+        };
         let (Some(att), Some(want)) = (e.attachment_id.as_deref(), e.sha256.as_deref()) else {
             out.add(
                 e,
@@ -105,7 +143,7 @@ pub async fn run(
                         hash_prefix(&got),
                         hash_prefix(want),
                         e.size,
-                        attach_again(e, true)
+                        fix(true)
                     ),
                 );
             }
@@ -116,7 +154,7 @@ pub async fn run(
                     format!(
                         "{name}: the attachment is no longer on its item ({}); {}",
                         g.code,
-                        attach_again(e, false)
+                        fix(false)
                     ),
                 );
             }
@@ -129,11 +167,210 @@ pub async fn run(
     Ok(out.finish(todo.len()))
 }
 
+/// A sent copy as found once per message: its id and its attachments' `(id, name)`, or why it
+/// could not be read (said for each of its files).
+type SentCopy = Result<Option<(String, Vec<(String, String)>)>, String>;
+
+/// The verdict on a file of message `m`, when the message says where to look: its sent copy
+/// (`Sent`), or nowhere yet (`Sending`, `Unconfirmed`, `Failed`). `None`: the file is on the
+/// draft, checked by its recorded attachment id.
+async fn in_message(
+    client: &GraphClient,
+    e: &LedgerEntry,
+    m: &MessageRecord,
+    copies: &mut HashMap<String, SentCopy>,
+) -> Result<Option<(Verdict, String)>, CommandError> {
+    let name = e.file_name();
+    let mid = &m.id;
+    let imid = m
+        .internet_message_id
+        .as_deref()
+        .map(crate::outside::printable);
+    let look = match &imid {
+        Some(i) => format!("internetMessageId {i}"),
+        None => format!(
+            "the subject \"{}\"",
+            crate::outside::printable(&m.letter.subject)
+        ),
+    };
+    match m.state {
+        MessageState::Sent => {}
+        MessageState::Unconfirmed => {
+            return Ok(Some((
+                Verdict::Unconfirmed,
+                format!(
+                    "{name}: message {mid} was sent but its arrival in Sent Items was never confirmed; \
+                     look in Sent Items for {look}: there, it went; not there, `outbox retry {mid}` \
+                     sends it only if its draft is still a draft"
+                ),
+            )))
+        }
+        MessageState::Sending => {
+            return Ok(Some((
+                Verdict::Unconfirmed,
+                format!(
+                    "{name}: message {mid} is being sent; verify it again once `outbox status` says it is sent"
+                ),
+            )))
+        }
+        MessageState::Failed => {
+            return Ok(Some((
+                Verdict::Error,
+                format!(
+                    "{name}: message {mid} failed and was not sent; `outbox status {mid}` says why, \
+                     `outbox retry {mid}` tries it again"
+                ),
+            )))
+        }
+        MessageState::Drafting | MessageState::Attaching | MessageState::Drafted => {
+            return Ok(None)
+        }
+    }
+    if !copies.contains_key(mid) {
+        let copy = match client
+            .find_sent_copy(&m.user, mid, m.internet_message_id.as_deref())
+            .await
+        {
+            Ok(Some(found)) => match client.attachment_names(&m.user, &found.id).await {
+                Ok(list) => Ok(Some((found.id, list))),
+                Err(RequestError::Auth(a)) => {
+                    return Err(CommandError::new(ExitCode::SignIn, a.to_string()))
+                }
+                Err(err) => Err(format!(
+                    "the sent copy's attachments could not be listed: {err}"
+                )),
+            },
+            Ok(None) => Ok(None),
+            Err(crate::graph::mail::MailError::SignIn(a)) => {
+                return Err(CommandError::new(ExitCode::SignIn, a))
+            }
+            Err(err) => Err(format!("Sent Items could not be searched: {err}")),
+        };
+        copies.insert(mid.clone(), copy);
+    }
+    let (sent_id, list) = match copies.get(mid) {
+        Some(Ok(Some(c))) => c,
+        Some(Ok(None)) | None => {
+            return Ok(Some((
+                Verdict::Missing,
+                format!(
+                    "{name}: message {mid} was sent, but no copy of it is in Sent Items (searched by its \
+                     marker and its internetMessageId): it was moved or deleted there, or has not \
+                     arrived yet; look for {look} in the mailbox; {}",
+                    mail_again(e, m)
+                ),
+            )))
+        }
+        Some(Err(why)) => return Ok(Some((Verdict::Error, format!("{name}: {why}")))),
+    };
+    let want = e.sha256.as_deref().unwrap_or_default();
+    let item = ItemRef::new(&m.user, ItemKind::Message, sent_id.clone());
+    let mut differs = None;
+    for (att, _) in list.iter().filter(|(_, n)| *n == e.name) {
+        match client.attachment_sha256(&item, att).await {
+            Ok((got, size)) if got.eq_ignore_ascii_case(want) && size == e.size => {
+                return Ok(Some((
+                    Verdict::Ok,
+                    format!(
+                        "{name}  sha256 {}…  (sent in message {mid})",
+                        hash_prefix(want)
+                    ),
+                )))
+            }
+            Ok((got, size)) => differs = Some((got, size)),
+            Err(RequestError::Auth(a)) => {
+                return Err(CommandError::new(ExitCode::SignIn, a.to_string()))
+            }
+            Err(err) => return Ok(Some((Verdict::Error, format!("{name}: {err}")))),
+        }
+    }
+    Ok(Some(match differs {
+        Some((got, size)) => (
+            Verdict::Mismatch,
+            format!(
+                "{name}: the copy in message {mid}'s sent copy differs (sha256 {}…, {size} bytes; the \
+                 ledger has {}…, {} bytes); mail already sent cannot be changed: {}",
+                hash_prefix(&got),
+                hash_prefix(want),
+                e.size,
+                mail_again(e, m)
+            ),
+        ),
+        None => (
+            Verdict::Missing,
+            format!(
+                "{name}: message {mid}'s sent copy (in Sent Items) has no attachment of that name; {}",
+                mail_again(e, m)
+            ),
+        ),
+    }))
+}
+
+/// How to attach a file of a message left as a draft (or still being attached) to its draft
+/// again: `outbox send FILE --message DRAFT_ID` while the file sent is at its path.
+fn on_draft_again(e: &LedgerEntry, m: &MessageRecord, bad_copy: bool) -> String {
+    let Some(draft) = m.draft_id.as_deref() else {
+        return format!("message {} has no draft on record", m.id);
+    };
+    let then = if bad_copy {
+        " (then delete the bad copy from the draft in Outlook)"
+    } else {
+        ""
+    };
+    let path = crate::outside::path(&e.path);
+    let draft = crate::service::shell_word(draft);
+    match std::fs::symlink_metadata(&e.path) {
+        Ok(md) if md.is_file() && md.len() == e.size => match e.path.to_str() {
+            Some(p) if crate::outside::printable(p) == p => format!(
+                "`outbox send {} --message {draft}` attaches it to message {}'s draft again{then}",
+                crate::service::shell_word(p),
+                m.id
+            ),
+            _ => format!(
+                "`outbox send FILE --message {draft}`, with FILE the file at {path}, attaches it to the draft again{then}"
+            ),
+        },
+        _ => format!(
+            "the file is no longer at {path}; `outbox send FILE --message {draft}` with FILE where it is now attaches it to the draft again{then}"
+        ),
+    }
+}
+
+/// How to mail a file of a sent message again: `outbox mail` to the same recipients while the
+/// file sent is at its path (quoted for a POSIX shell); otherwise where it went.
+fn mail_again(e: &LedgerEntry, m: &MessageRecord) -> String {
+    let mut cmd = String::from("outbox mail");
+    for (flag, list) in [
+        ("--to", &m.letter.to),
+        ("--cc", &m.letter.cc),
+        ("--bcc", &m.letter.bcc),
+    ] {
+        for a in list {
+            cmd.push_str(&format!(" {flag} {}", crate::service::shell_word(a)));
+        }
+    }
+    let path = crate::outside::path(&e.path);
+    match std::fs::symlink_metadata(&e.path) {
+        Ok(md) if md.is_file() && md.len() == e.size => match e.path.to_str() {
+            Some(p) if crate::outside::printable(p) == p => format!(
+                "to mail the file again, `{cmd} {}`",
+                crate::service::shell_word(p)
+            ),
+            _ => format!("to mail the file again, `{cmd} FILE` with FILE the file at {path}"),
+        },
+        _ => format!(
+            "the file is no longer at {path} (moved or deleted by `after`?); to mail it again, `{cmd} FILE` with FILE where it is now"
+        ),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Ok,
     Mismatch,
     Missing,
+    /// A message whose send is in flight or not confirmed: nothing to read yet.
+    Unconfirmed,
     Error,
 }
 
@@ -151,6 +388,7 @@ impl Findings {
             Verdict::Ok => ("ok      ", "ok"),
             Verdict::Mismatch => ("MISMATCH", "mismatch"),
             Verdict::Missing => ("MISSING ", "missing"),
+            Verdict::Unconfirmed => ("UNSURE  ", "unconfirmed"),
             Verdict::Error => ("error   ", "error"),
         };
         if v != Verdict::Ok {

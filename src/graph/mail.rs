@@ -524,10 +524,54 @@ impl GraphClient {
     }
 
     async fn list_draft(&self, user: &str, draft_id: &str) -> Result<Vec<String>, RequestError> {
+        let rows = self.list_message_attachments(user, draft_id, false).await?;
+        Ok(rows.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// The sent copy of the message carrying `marker`: in Sent Items by the marker, else (a
+    /// copy that did not keep it) by `internet_message_id`. A draft is never taken for it.
+    /// Transient failures are retried here (`verify`). Errors as [`GraphClient::find_by_marker`].
+    pub async fn find_sent_copy(
+        &self,
+        user: &str,
+        marker: &str,
+        internet_message_id: Option<&str>,
+    ) -> Result<Option<FoundMessage>, MailError> {
+        let found = self
+            .find_marker(user, Folder::SentItems, marker, true)
+            .await?
+            .filter(|m| !m.is_draft);
+        match (found, internet_message_id) {
+            (Some(m), _) => Ok(Some(m)),
+            (None, Some(imid)) => Ok(self
+                .find_filtered(user, Folder::SentItems, &imid_filter(imid), true)
+                .await?
+                .filter(|m| !m.is_draft)),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// `(id, name)` of every attachment of message `message_id` (every page, on
+    /// graph.base_url's origin only; a listing cut short is an error, never a short list).
+    pub async fn attachment_names(
+        &self,
+        user: &str,
+        message_id: &str,
+    ) -> Result<Vec<(String, String)>, RequestError> {
+        self.list_message_attachments(user, message_id, true).await
+    }
+
+    async fn list_message_attachments(
+        &self,
+        user: &str,
+        draft_id: &str,
+        names: bool,
+    ) -> Result<Vec<(String, String)>, RequestError> {
         let mut segs = mailbox_segments(user);
         segs.extend(["messages", draft_id, "attachments"]);
         let mut url = self.url(&segs);
-        url.query_pairs_mut().append_pair("$select", "id");
+        url.query_pairs_mut()
+            .append_pair("$select", if names { "id,name" } else { "id" });
         let cut = |code: &str, why: String| {
             RequestError::from(GraphError::new(ErrorClass::Transient, None, code, why))
         };
@@ -549,8 +593,9 @@ impl GraphClient {
                 )
             })?;
             for a in value {
+                let name = a.get("name").and_then(Value::as_str).unwrap_or_default();
                 match a.get("id").and_then(Value::as_str) {
-                    Some(id) if !id.is_empty() => ids.push(id.to_owned()),
+                    Some(id) if !id.is_empty() => ids.push((id.to_owned(), name.to_owned())),
                     _ => {
                         return Err(cut(
                             "InvalidResponse",
