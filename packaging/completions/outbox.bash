@@ -631,7 +631,7 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__mail)
-            opts="-v -q -h --to --cc --bcc --subject --body --body-file --user --draft --config --verbose --quiet --log-format --help"
+            opts="-v -q -h --to --cc --bcc --subject --body --body-file --user --draft --key --config --verbose --quiet --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -662,6 +662,10 @@ _outbox() {
                     return 0
                     ;;
                 --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

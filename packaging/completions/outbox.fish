@@ -76,6 +76,7 @@ complete -c outbox -n "__fish_outbox_using_subcommand mail" -l subject -d 'Subje
 complete -c outbox -n "__fish_outbox_using_subcommand mail" -l body -d 'Body text (placeholders as for --subject). Default: "Attached: {names}."' -r
 complete -c outbox -n "__fish_outbox_using_subcommand mail" -l body-file -d 'Read the body from this file (HTML when it ends in .html or .htm)' -r -F
 complete -c outbox -n "__fish_outbox_using_subcommand mail" -l user -d 'Mailbox to send from: `me` (default), a UPN or a user id' -r
+complete -c outbox -n "__fish_outbox_using_subcommand mail" -l key -d 'An idempotency key: a re-run with the same key (and mailbox) finds the earlier message (Sent Items, then Drafts) and reports or resumes it instead of mailing again' -r
 complete -c outbox -n "__fish_outbox_using_subcommand mail" -l config -d 'Config file (default: $OUTBOX_CONFIG, else ~/.config/outbox/config.toml on Linux)' -r -F
 complete -c outbox -n "__fish_outbox_using_subcommand mail" -l log-format -d 'Log format on stderr: text (coloured only on a terminal, never with NO_COLOR) or json' -r -f -a "text\t''
 json\t''"
