@@ -487,6 +487,7 @@ impl GraphClient {
         let f = match folder {
             MailFolder::Drafts => Folder::Drafts,
             MailFolder::SentItems => Folder::SentItems,
+            MailFolder::Anywhere => Folder::Any,
         };
         let mut found = self.find_marker(user, f, marker, false).await;
         if let (Ok(None), MailFolder::SentItems, Some(imid)) = (&found, folder, internet_message_id)

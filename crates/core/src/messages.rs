@@ -37,6 +37,8 @@ pub(super) struct ActiveMessage {
     /// `last_send_at` as it was before the send in flight: what a refusal of that send puts
     /// back (a send refused before any effect adds nothing, and takes nothing away).
     pub(super) send_before: Option<Time>,
+    /// A keyed message found in neither folder: the whole mailbox is asked next.
+    pub(super) rechecked: bool,
 }
 
 /// The step a message takes next.
@@ -515,6 +517,7 @@ impl Machine {
                 short_lists: 0,
                 deleted: BTreeSet::new(),
                 send_before: None,
+                rechecked: false,
             },
         );
         self.msg_ready.insert(id);
@@ -842,8 +845,11 @@ impl Machine {
                 }
                 if r.may_exist {
                     // A draft in doubt: sent already (by hand, or by this message in a life of
-                    // the ledger it does not remember) is asked first, then Drafts.
-                    MStep::Find(if m.sent_checked {
+                    // the ledger it does not remember) is asked first, then Drafts (then, for
+                    // `mail --key`, the whole mailbox).
+                    MStep::Find(if m.rechecked {
+                        MailFolder::Anywhere
+                    } else if m.sent_checked {
                         MailFolder::Drafts
                     } else {
                         MailFolder::SentItems
@@ -1581,7 +1587,9 @@ impl Machine {
                 }
             }
             FindOutcome::NotFound => {
-                if !matches!(state, MessageState::Drafting | MessageState::Sent) {
+                if !matches!(state, MessageState::Drafting | MessageState::Sent)
+                    && !m.rec.resend_if_draft
+                {
                     // (A draft search that found nothing leads to a create: failures of
                     // creates in a row are still counted; a sent copy not there yet counts.)
                     m.rec.attempts = 0;
@@ -1604,6 +1612,12 @@ impl Machine {
                         if let Some(old) = old {
                             self.unbind_from(mid, &old, out);
                         }
+                    }
+                    (MessageState::Drafting, _) if m.rec.keyed && !m.rechecked => {
+                        // `mail --key`: an earlier run's message may be in Exchange's move (sent,
+                        // gone from Drafts, not yet in Sent Items: in the Outbox): the whole
+                        // mailbox is asked before a draft is made.
+                        m.rechecked = true;
                     }
                     (MessageState::Drafting, _) => {
                         // No draft carries it: none was made.
@@ -1791,9 +1805,11 @@ impl Machine {
         m.rec.send_at = None;
         m.rec.unseen = false;
         m.sent_checked = false;
-        let answer = why
-            .map(|f| format!("the send was answered {} ({})", f.code, f.message))
-            .unwrap_or_else(|| "the send's answer was lost".to_owned());
+        let answer = match why {
+            Some(f) if f.code == "sentCopyNotSeen" => f.message,
+            Some(f) => format!("its last answer was {} ({})", f.code, f.message),
+            None => "the send's answer was lost".to_owned(),
+        };
         m.rec.error = Some(Failure::new(
             "sendUnconfirmed",
             format!(
@@ -1854,9 +1870,13 @@ impl Machine {
         let Some(m) = self.messages.get_mut(mid) else {
             return;
         };
-        if m.rec.send_at.is_some() {
-            // A send may have happened: never "failed" (which `retry` would send again).
-            self.message_unconfirmed(mid, out);
+        if m.rec.send_at.is_some()
+            || m.rec.state == MessageState::Sent
+            || m.rec.may_have_been_sent()
+        {
+            // A send may have happened (or was accepted, its copy not yet seen): never
+            // "failed" (which `retry` would send again), but unconfirmed.
+            self.message_unconfirmed_by(mid, Some(f), out);
             return;
         }
         m.rec.state = MessageState::Failed;
@@ -5470,6 +5490,188 @@ mod tests {
             "{later:?}"
         );
         assert_eq!(m.capped_until("mail"), None);
+    }
+
+    /// Review finding 1: a message Graph accepted (202) whose Sent Items search is refused
+    /// must never end `failed` (which `retry` would send again): it is unconfirmed.
+    #[test]
+    fn an_accepted_message_whose_copy_search_is_refused_is_unconfirmed_and_never_sent_again() {
+        let mut m = moving_mail_machine();
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Sent),
+            },
+        );
+        let t = 7_300 + Policy::default().look_after_ms;
+        let out = m.handle(Time(t), Input::Tick);
+        assert_eq!(find_asked(&out), Some(MailFolder::SentItems), "{out:?}");
+        found(
+            &mut m,
+            t + 10,
+            &mid,
+            MailFolder::SentItems,
+            FindOutcome::Failed(Fault::Permanent(Failure::new(
+                "ErrorAccessDenied",
+                "denied",
+            ))),
+        );
+        let rec = m.messages().find(|r| r.id == mid).cloned().expect("kept");
+        assert_eq!(rec.state, MessageState::Unconfirmed, "{rec:?}");
+        assert!(!rec.at_work(), "nothing left to do: {rec:?}");
+        let mut out = m.handle(
+            Time(t + 20),
+            Input::RetryMessage {
+                message: rec,
+                records: Vec::new(),
+            },
+        );
+        out.extend(m.handle(Time(t + 30), Input::Tick));
+        if out.iter().any(|a| matches!(a, Action::ListDraft { .. })) {
+            out = m.handle(
+                Time(t + 40),
+                Input::Outcome {
+                    id: mid.clone(),
+                    outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a-a.pdf".into()])),
+                },
+            );
+        }
+        assert!(!sent(&out), "sent again at once: {out:?}");
+    }
+
+    /// Review finding 3: throttled sends in a row are bounded by `max_attempts`.
+    #[test]
+    fn throttled_sends_in_a_row_are_bounded_by_max_attempts() {
+        let rules: Vec<MappingRule> = mail_machine(true).mappings.values().cloned().collect();
+        let mut m = Machine::new(
+            rules,
+            Policy {
+                max_attempts: 3,
+                ..Policy::default()
+            },
+        );
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        let grace = move_grace_ms(Policy::default().look_after_ms);
+        let (mut t, mut sends) = (7_300, 1);
+        for _ in 0..10 {
+            send_answered(
+                &mut m,
+                t,
+                &mid,
+                Fault::Throttled {
+                    retry_after_ms: Some(1_000),
+                },
+            );
+            if m.messages().find(|r| r.id == mid).map(|r| r.state)
+                == Some(MessageState::Unconfirmed)
+            {
+                break;
+            }
+            t += grace + 1_000;
+            let out = m.handle(Time(t), Input::Tick);
+            assert_eq!(find_asked(&out), Some(MailFolder::SentItems));
+            found(
+                &mut m,
+                t + 10,
+                &mid,
+                MailFolder::SentItems,
+                FindOutcome::NotFound,
+            );
+            let out = found(
+                &mut m,
+                t + 20,
+                &mid,
+                MailFolder::Drafts,
+                FindOutcome::Found {
+                    id: "d-a.pdf".into(),
+                    is_draft: true,
+                    internet_message_id: None,
+                },
+            );
+            assert!(sent(&out));
+            sends += 1;
+            t += 30;
+        }
+        assert!(
+            sends <= 3,
+            "{sends} sends answered 429 in a row with max_attempts = 3"
+        );
+    }
+
+    /// Review finding 2: a keyed message found in neither folder may be in Exchange's move
+    /// (sent by an earlier run just killed, in the Outbox): the whole mailbox is asked before a
+    /// draft is made.
+    #[test]
+    fn a_keyed_message_in_neither_folder_is_looked_for_in_the_whole_mailbox_first() {
+        let rules: Vec<MappingRule> = mail_machine(true).mappings.values().cloned().collect();
+        let mut m = Machine::new(rules, Policy::default());
+        let mut rec = MessageRecord::drafting(
+            "kabc".into(),
+            "mail".into(),
+            "me".into(),
+            Letter {
+                to: vec!["a@example.com".into()],
+                subject: "s".into(),
+                body: "b".into(),
+                ..Letter::default()
+            },
+            vec![],
+            true,
+            1,
+            Time(0),
+        );
+        rec.keyed = true;
+        rec.may_exist = true;
+        let out = m.handle(
+            Time(0),
+            Input::Start {
+                records: vec![],
+                with_url: vec![],
+                messages: vec![rec],
+            },
+        );
+        assert_eq!(find_asked(&out), Some(MailFolder::SentItems));
+        let out = found(
+            &mut m,
+            100,
+            "kabc",
+            MailFolder::SentItems,
+            FindOutcome::NotFound,
+        );
+        assert_eq!(find_asked(&out), Some(MailFolder::Drafts));
+        let mut out = found(
+            &mut m,
+            200,
+            "kabc",
+            MailFolder::Drafts,
+            FindOutcome::NotFound,
+        );
+        out.extend(m.handle(Time(1_000), Input::Tick));
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::CreateDraft { .. })),
+            "{out:?}"
+        );
+        let out: Vec<Action> = out
+            .into_iter()
+            .filter(|a| matches!(a, Action::FindMessage { .. }))
+            .collect();
+        // The whole mailbox (the Outbox too) is asked; not there either: a draft.
+        assert_eq!(find_asked(&out), Some(MailFolder::Anywhere), "{out:?}");
+        let out = found(
+            &mut m,
+            1_001,
+            "kabc",
+            MailFolder::Anywhere,
+            FindOutcome::NotFound,
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::CreateDraft { .. })),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -595,6 +595,9 @@ pub struct MessageRecord {
 pub enum MailFolder {
     Drafts,
     SentItems,
+    /// The whole mailbox (the Outbox too, where a message Exchange is sending sits between
+    /// Drafts and Sent Items).
+    Anywhere,
 }
 
 /// The result of reading a file through its descriptor.

@@ -1926,6 +1926,10 @@ impl Sim {
                 let in_folder = |m: &SimMessage| match folder {
                     MailFolder::Drafts => m.is_draft && m.gone_at.is_none_or(|g| g > now),
                     MailFolder::SentItems => !m.is_draft && m.visible_at <= now,
+                    MailFolder::Anywhere => {
+                        (m.is_draft && m.gone_at.is_none_or(|g| g > now))
+                            || (!m.is_draft && m.visible_at <= now)
+                    }
                 };
                 // By the marker; in Sent Items, else by `internetMessageId`.
                 let by_marker = self
