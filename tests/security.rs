@@ -671,3 +671,44 @@ async fn the_sandbox_admin_api_refuses_a_rebound_host_name_and_keeps_its_journal
         & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+/// Issue 23, item 2: a hard link in a shared drop folder to a 0600 file of the user's (made by
+/// root here: Linux's `fs.protected_hardlinks` stops a plain user, macOS and FreeBSD do not) is
+/// refused, reason "hard link"; a mapping with `allow_hard_links = true` sends its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hard_link_to_a_private_file_is_refused_unless_the_mapping_allows_them() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let other = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let linked = shared_folder(&env, "linked");
+    let secret = private_file(&env, "home/secret.txt", "the user's secret\n");
+    std::fs::hard_link(&secret, drop.join("secret.txt")).expect("link");
+    std::fs::write(drop.join("plain.txt"), "plain\n").expect("write");
+    let mine = private_file(&env, "home/mine.txt", "linked on purpose\n");
+    std::fs::hard_link(&mine, linked.join("mine.txt")).expect("link");
+    env.write_config(
+        "",
+        &(mapping("drop", &drop, &item, "")
+            + &mapping("linked", &linked, &other, "allow_hard_links = true")),
+    );
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    let names: Vec<String> = attached(&env.sandbox, &item).await.into_keys().collect();
+    assert_eq!(names, vec!["plain.txt".to_string()], "{log}");
+    assert!(log.contains("hard link"), "{log}");
+    assert!(log.contains("allow_hard_links = true"), "{log}");
+    assert!(attached(&env.sandbox, &other)
+        .await
+        .contains_key("mine.txt"));
+    let rows = rows(&env);
+    let refused = rows
+        .iter()
+        .find(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("secret.txt"))
+        })
+        .expect("an entry for the link");
+    assert_eq!(refused["state"], "failed", "{refused}");
+}

@@ -23,6 +23,8 @@ pub enum OpenError {
     /// Another file, or this one with another size or time.
     Changed,
     Unreadable(std::io::Error),
+    /// A file outbox does not send from this mapping (a hard link): why, after the path.
+    Refused(String),
 }
 
 /// The core's identity of a file as `files` compares it. Records from before schema v2 know no
@@ -82,6 +84,16 @@ pub fn open_for_upload(
     if !f.matches(&expected(expected_stat)) || ctime_moved {
         return Err(OpenError::Changed);
     }
+    // A second name for a file: perhaps a private file of the user's linked into a shared
+    // folder by a neighbour (macOS and FreeBSD allow it, Linux without
+    // `fs.protected_hardlinks`). Refused unless the mapping allows them.
+    if f.links() > 1 && !mapping.allow_hard_links {
+        return Err(OpenError::Refused(format!(
+            "is refused: it is a hard link (the file has {} names, so it may be a file from outside the folder); set allow_hard_links = true on mapping \"{}\" if this folder needs them",
+            f.links(),
+            crate::outside::printable(&mapping.name)
+        )));
+    }
     Ok((f, now))
 }
 
@@ -92,6 +104,12 @@ pub fn hash_file(mapping: &Mapping, path: &Path, stat: &FileStat) -> HashResult 
         Err(OpenError::Gone) => return HashResult::Gone,
         Err(OpenError::Changed) => return HashResult::Changed,
         Err(OpenError::Unreadable(e)) => return unreadable(path, &e),
+        Err(OpenError::Refused(why)) => {
+            return HashResult::Unreadable(crate::core::model::Failure::new(
+                "hardLink",
+                format!("{} {why}", crate::outside::path(path)),
+            ))
+        }
     };
     let mut h = Sha256::new();
     match read_hashing(&f, &mut h, 0, stat.size, |_| {}) {
@@ -194,6 +212,7 @@ impl From<OpenError> for ReadProblem {
             OpenError::Gone => ReadProblem::Gone,
             OpenError::Changed => ReadProblem::Changed,
             OpenError::Unreadable(e) => ReadProblem::Unreadable(e),
+            OpenError::Refused(why) => ReadProblem::Unreadable(std::io::Error::other(why)),
         }
     }
 }
@@ -547,6 +566,7 @@ mod tests {
             sent_dir: dir.join("sent"),
             failed_dir: None,
             follow_symlinks: false,
+            allow_hard_links: false,
             if_exists: crate::config::IfExists::Skip,
             on_change: crate::config::OnChange::Add,
         }

@@ -30,7 +30,9 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
     };
     match agent::run(settings, creds, RunOptions { once, stop: None }).await {
         Ok(RunOutcome::Clean) if !once => Ok(ExitCode::Ok),
-        Ok(RunOutcome::Clean) => Ok(maybe_sent(&state_dir).unwrap_or(left_over(&state_dir, &mapped))),
+        Ok(RunOutcome::Clean) => {
+            Ok(maybe_sent(&state_dir).unwrap_or(left_over(&state_dir, &mapped)))
+        }
         // Failed this run, or stopped with work left (an outage, a folder gone): the agent said
         // what; the ledger's failures are listed too.
         Ok(RunOutcome::SomeFailed) => {

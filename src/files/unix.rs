@@ -28,6 +28,10 @@ pub(super) fn dev_ino(meta: &std::fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
+pub(super) fn links(meta: &std::fs::Metadata) -> u64 {
+    meta.nlink()
+}
+
 pub(super) fn ctime_ns(meta: &std::fs::Metadata) -> Option<i64> {
     meta.ctime()
         .checked_mul(1_000_000_000)
