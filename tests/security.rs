@@ -712,3 +712,99 @@ async fn a_hard_link_to_a_private_file_is_refused_unless_the_mapping_allows_them
         .expect("an entry for the link");
     assert_eq!(refused["state"], "failed", "{refused}");
 }
+
+fn sparse(path: &Path, size: u64) {
+    std::fs::File::create(path)
+        .and_then(|f| f.set_len(size))
+        .expect("sparse file");
+}
+
+/// Bytes the process has read (`rchar` of /proc/PID/io: files and sockets alike).
+fn read_so_far(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .expect("/proc/PID/io")
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("rchar")
+}
+
+/// Issue 23, item 3: a neighbour's `truncate -s 10G huge.pdf` is refused by its size when it
+/// settles, unread; four big files hashing slowly (the pause point `hash-read` holds each
+/// 256 KiB read 50 ms) do not hold another mapping's file in `settling`; deleting them stops
+/// their reads; and SIGTERM during a hash ends the agent within 2 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sparse_10_gib_drop_is_refused_unread_and_big_files_neither_starve_nor_outlive_sigterm() {
+    let env = Env::new();
+    let item_a = env.sandbox.create_item("message", "me").await;
+    let item_b = env.sandbox.create_item("message", "me").await;
+    let a = shared_folder(&env, "a");
+    let b = shared_folder(&env, "b");
+    env.write_config(
+        "",
+        &(mapping("a", &a, &item_a, "") + &mapping("b", &b, &item_b, "")),
+    );
+    sparse(&a.join("huge.pdf"), 10 << 30);
+    for i in 0..4 {
+        sparse(&a.join(format!("big{i}.bin")), 100 * MIB);
+    }
+    let mut agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "hash-read:50")]);
+    let pid = agent.child.id();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::write(b.join("note.txt"), "another mapping's file\n").expect("write");
+    wait_until(
+        Duration::from_secs(10),
+        "b's file attached while a's hash",
+        || async {
+            attached(&env.sandbox, &item_b)
+                .await
+                .contains_key("note.txt")
+        },
+    )
+    .await;
+    let huge = rows(&env)
+        .into_iter()
+        .find(|r| r["path"].as_str().is_some_and(|p| p.ends_with("huge.pdf")))
+        .unwrap_or_else(|| panic!("no entry for huge.pdf: {}", agent.log()));
+    assert_eq!(huge["state"], "rejected", "{huge}");
+    // All the agent read so far: the big files' first pieces at 5 MiB/s each, never 10 GiB.
+    let read = read_so_far(pid);
+    assert!(read < 200 * MIB, "read {read} bytes:\n{}", agent.log());
+    // Deleted while hashed: their reads stop (a look at the path every 4 MiB).
+    for i in 0..4 {
+        std::fs::remove_file(a.join(format!("big{i}.bin"))).expect("rm");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = read_so_far(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = read_so_far(pid);
+    assert!(
+        after - before < MIB,
+        "{} bytes read in a second after the files were deleted",
+        after - before
+    );
+    // SIGTERM while a hash is under way: obeyed within 2 s.
+    sparse(&a.join("late.bin"), 100 * MIB);
+    wait_until(Duration::from_secs(10), "late.bin hashing", || async {
+        read_so_far(pid) > after + 2 * MIB
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = loop {
+        if let Some(s) = agent.exited() {
+            break s;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = asked.elapsed();
+    assert!(status.success(), "{}", agent.log());
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+}

@@ -9,6 +9,7 @@ use crate::core::model::{FileStat, HashResult};
 use crate::files::{Expected, Identity, SafeFile};
 use sha2::{Digest, Sha256};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Read buffer for hashing.
 const BUF: usize = 256 * 1024;
@@ -99,6 +100,21 @@ pub fn open_for_upload(
 
 /// `Action::Hash`: open once, read exactly `stat.size` bytes, hash them.
 pub fn hash_file(mapping: &Mapping, path: &Path, stat: &FileStat) -> HashResult {
+    hash_file_until(mapping, path, stat, &AtomicBool::new(false))
+}
+
+/// How often a hash looks whether its path is still the file it reads (a stat).
+const LOOK_EVERY: u64 = 4 * 1024 * 1024;
+
+/// [`hash_file`], given up (`Gone`) as soon as `stop` is set (the agent is stopping), and
+/// (`Gone` or `Changed`) when its path no longer names the file being read: a deleted or
+/// replaced file is not read on to its end.
+pub fn hash_file_until(
+    mapping: &Mapping,
+    path: &Path,
+    stat: &FileStat,
+    stop: &AtomicBool,
+) -> HashResult {
     let (f, now) = match open_for_upload(mapping, path, stat) {
         Ok(x) => x,
         Err(OpenError::Gone) => return HashResult::Gone,
@@ -111,22 +127,44 @@ pub fn hash_file(mapping: &Mapping, path: &Path, stat: &FileStat) -> HashResult 
             ))
         }
     };
+    let still = || {
+        let meta = if mapping.follow_symlinks {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        };
+        match meta {
+            Ok(m) if file_stat(&m) == now => None,
+            Ok(_) => Some(HashResult::Changed),
+            Err(_) => Some(HashResult::Gone),
+        }
+    };
     let mut h = Sha256::new();
-    match read_hashing(&f, &mut h, 0, stat.size, |_| {}) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return HashResult::Changed,
-        Err(e) => return unreadable(path, &e),
+    let mut buf = vec![0u8; BUF.min(stat.size as usize).max(1)];
+    let (mut at, mut looked) = (0u64, 0u64);
+    while at < stat.size {
+        if stop.load(Ordering::Relaxed) {
+            return HashResult::Gone;
+        }
+        crate::failpoint!("hash-read");
+        let want = buf.len().min((stat.size - at) as usize);
+        match f.read_exact_at(&mut buf[..want], at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return HashResult::Changed,
+            Err(e) => return unreadable(path, &e),
+        }
+        h.update(&buf[..want]);
+        at += want as u64;
+        if at - looked >= LOOK_EVERY && at < stat.size {
+            looked = at;
+            if let Some(r) = still() {
+                return r;
+            }
+        }
     }
     // Changed while it was read (another size or time now): settle it again.
-    let meta = if mapping.follow_symlinks {
-        std::fs::metadata(path)
-    } else {
-        std::fs::symlink_metadata(path)
-    };
-    match meta {
-        Ok(m) if file_stat(&m) == now => {}
-        Ok(_) => return HashResult::Changed,
-        Err(_) => return HashResult::Gone,
+    if let Some(r) = still() {
+        return r;
     }
     HashResult::Hashed {
         sha256: hex::encode(h.finalize()),

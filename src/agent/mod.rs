@@ -445,6 +445,11 @@ pub async fn run(
         }
     }
     agent.watcher = None;
+    // A hash in progress stops at its next read (its file is seen again at the next start).
+    agent
+        .steps
+        .stop
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     // A step in flight is checkpointed by its intent record: the next start reconciles it.
     agent.tasks.shutdown().await;
     agent.ledger.flush()?;
