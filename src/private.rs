@@ -5,8 +5,9 @@
 //!
 //! - the state dir (and each dir in it that outbox makes) must be owned by the user: created
 //!   0700; found group/world-accessible but ours, it is tightened to 0700 with a warning (it is
-//!   ours: nobody else should be in it); owned by someone else, or a link to someone else's, the
-//!   agent refuses to use it and says why;
+//!   ours: nobody else should be in it); owned by someone else, a symbolic link (to anything), or
+//!   in a parent others can write (unless sticky, as `/tmp` is, with the dir ours) or that
+//!   belongs to another user but root, the agent refuses to use it and says why;
 //! - a saved upload URL or token cache is used only if it is owned by the user and nobody else
 //!   can write it (readable by others: tightened to 0600, warned);
 //! - a config file that others can write is warned about whatever the auth method, and refused
@@ -30,6 +31,47 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let refuse = |why: String| {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the state dir {} is not used: {why}; outbox keeps tokens and upload URLs there, so it must be a real folder of yours in a folder only you (or root) can change: set agent.state_dir to one (the default is under your home)",
+                    dir.display()
+                ),
+            ))
+        };
+        // A link: whoever made it chose where the ledger goes (and what would be tightened).
+        if std::fs::symlink_metadata(dir)?.file_type().is_symlink() {
+            let to = std::fs::read_link(dir)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            return refuse(format!("it is a symbolic link (to {to})"));
+        }
+        // A parent others can write: they could replace the folder (with a link) at any time.
+        // Sticky (as /tmp is), only the folder's owner can, and the folder must be ours (below).
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let pm = std::fs::metadata(parent)?;
+            let pmode = pm.mode();
+            let me = rustix::process::geteuid().as_raw();
+            let my_group = rustix::process::getegid().as_raw();
+            let sticky = pmode & 0o1000 != 0;
+            let others_write = pmode & 0o002 != 0 || (pmode & 0o020 != 0 && pm.gid() != my_group);
+            if others_write && !sticky {
+                return refuse(format!(
+                    "other users can write its parent {} (mode {:o}); run `chmod go-w {}` or choose another place",
+                    parent.display(),
+                    pmode & 0o7777,
+                    parent.display()
+                ));
+            }
+            if pm.uid() != me && pm.uid() != 0 && !sticky {
+                return refuse(format!(
+                    "its parent {} belongs to another user (uid {})",
+                    parent.display(),
+                    pm.uid()
+                ));
+            }
+        }
         let meta = std::fs::metadata(dir)?;
         if !meta.is_dir() {
             return Err(io::Error::other(format!(
@@ -162,6 +204,31 @@ mod tests {
         let mode = std::fs::metadata(&d).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         ensure_private_dir(&d.join("new/deeper")).expect("created");
+    }
+
+    #[test]
+    fn a_state_dir_that_is_a_link_or_in_a_parent_others_can_write_is_refused() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let target = t.path().join("target");
+        std::fs::create_dir(&target).expect("mkdir");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let link = t.path().join("state");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let e = ensure_private_dir(&link).expect_err("a link");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let mode = std::fs::metadata(&target)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o755, "the link's target is left as it was");
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let e = ensure_private_dir(&open.join("state")).expect_err("an open parent");
+        assert!(e.to_string().contains("chmod go-w"), "{e}");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        ensure_private_dir(&open.join("state")).expect("sticky, and ours");
     }
 
     #[test]

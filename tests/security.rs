@@ -808,3 +808,48 @@ async fn a_sparse_10_gib_drop_is_refused_unread_and_big_files_neither_starve_nor
     assert!(status.success(), "{}", agent.log());
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
 }
+
+/// Issue 23, item 7: a state dir pre-created as a link under a shared path (outbox used to
+/// tighten the link's target to 0700 and put its ledger there), or in a parent others can write,
+/// is refused with a clear error; nothing is written or tightened.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_that_is_a_link_or_in_a_folder_others_can_write_is_refused() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    std::fs::create_dir_all(&drop).expect("mkdir");
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    let target = env.path("elsewhere");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    chmod(&target, 0o755);
+    std::os::unix::fs::symlink(&target, env.state_dir()).expect("symlink");
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("is a symbolic link"), "{log}");
+    assert!(log.contains("agent.state_dir"), "{log}");
+    let mode = std::fs::metadata(&target)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o755, "the target was tightened: {log}");
+    assert_eq!(std::fs::read_dir(&target).expect("ls").count(), 0, "{log}");
+    // A real folder, in a shared parent without the sticky bit: refused too.
+    std::fs::remove_file(env.state_dir()).expect("rm link");
+    let shared = env.path("shared");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    chmod(&shared, 0o777);
+    let cfg = std::fs::read_to_string(env.path("config.toml"))
+        .expect("cfg")
+        .replace(
+            &format!("state_dir = \"{}\"", env.state_dir().display()),
+            &format!("state_dir = \"{}\"", shared.join("state").display()),
+        );
+    std::fs::write(env.path("config.toml"), cfg).expect("cfg");
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("other users can write its parent"), "{log}");
+    assert!(!shared.join("state").join("ledger").exists(), "{log}");
+}
