@@ -623,27 +623,82 @@ async fn a_planted_upload_url_file_never_receives_the_file() {
     assert_eq!(std::fs::read_dir(&sessions).expect("ls").count(), 0);
 }
 
+/// Issue 23, item 5: a config that others can write, or that another user owns, or in a folder
+/// others can write, is refused for every auth method (an edited `base_url` got the bearer
+/// token; a neighbour's `token_command` ran), at start and on reload, naming the file and the
+/// command that fixes it.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_config_others_can_write_cannot_name_a_token_command() {
+async fn a_config_others_can_write_or_own_is_refused_for_every_auth_method_and_on_reload() {
     let env = Env::new();
     let cfg = format!(
         "[auth]\nmethod = \"token_command\"\ncommand = [\"/bin/echo\", \"x\"]\n\n[agent]\nstate_dir = \"{}\"\n",
         env.state_dir().display()
     );
-    std::fs::write(env.path("config.toml"), cfg).expect("config");
-    chmod(&env.path("config.toml"), 0o666);
+    let file = env.path("config.toml");
+    std::fs::write(&file, cfg).expect("config");
+    chmod(&file, 0o666);
     let out = env.run(&["status"], T);
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
-    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
-    // Any other method: a warning, not a refusal.
+    assert!(stderr(&out).contains("chmod go-w"), "{}", stderr(&out));
+    // Any other method too: group-writable is enough.
     env.write_config("", "");
-    chmod(&env.path("config.toml"), 0o666);
+    chmod(&file, 0o620);
+    let out = env.run(&["status"], T);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let msg = stderr(&out);
+    assert!(
+        msg.contains(&format!("chmod go-w {}", file.display())),
+        "{msg}"
+    );
+    // Its folder writable by others.
+    chmod(&file, 0o600);
+    chmod(env.dir.path(), 0o777);
+    let out = env.run(&["status"], T);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("config's folder"), "{}", stderr(&out));
+    chmod(env.dir.path(), 0o700);
     let out = env.run(&["status"], T);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Owned by another user.
+    if std::os::unix::fs::chown(&file, Some(65534), None).is_ok() {
+        let out = env.run(&["status"], T);
+        assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("belongs to another user"),
+            "{}",
+            stderr(&out)
+        );
+        std::os::unix::fs::chown(&file, Some(0), None).expect("chown back");
+    } else {
+        println!("SKIPPED (the other owner): cannot give a file to another user here");
+    }
+    // On reload: a running agent keeps its config when the new one is writable by others.
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    let first = env.path("first");
+    std::fs::create_dir_all(&drop).expect("mkdir");
+    std::fs::create_dir_all(&first).expect("mkdir");
+    env.write_config("", &mapping("first", &first, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    chmod(&file, 0o666);
+    let _ = Command::new("kill")
+        .args(["-HUP", &agent.child.id().to_string()])
+        .status();
+    let refused = || async { agent.log().contains("the new configuration is refused") };
+    let start = std::time::Instant::now();
+    while !refused().await {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(agent.log().contains("chmod go-w"), "{}", agent.log());
+    std::fs::write(drop.join("a.txt"), "a\n").expect("write");
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        stderr(&out).contains("other users can write the config"),
-        "{}",
-        stderr(&out)
+        attached(&env.sandbox, &item).await.is_empty(),
+        "the refused config was used: {}",
+        agent.log()
     );
 }
 

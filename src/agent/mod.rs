@@ -1017,7 +1017,9 @@ impl Agent {
     /// from before would not see a new mapping's folder, and would name mappings by their old
     /// places); a watcher that cannot start refuses the reload too.
     fn reload(&mut self) {
-        let new = match Settings::load(&self.settings.source) {
+        let new = match Settings::load(&self.settings.source)
+            .and_then(|new| crate::private::check_config(&new).map(|()| new))
+        {
             Ok(new) => new,
             Err(e) => {
                 tracing::error!(
