@@ -908,3 +908,41 @@ async fn a_state_dir_that_is_a_link_or_in_a_folder_others_can_write_is_refused()
     assert!(log.contains("other users can write its parent"), "{log}");
     assert!(!shared.join("state").join("ledger").exists(), "{log}");
 }
+
+/// Issue 23, item 8: `outbox status` printed bidi controls raw (`Scan_2026_\u{202e}fdp.exe`
+/// reads "…exe.pdf"); every line goes through one printable-text function, the marks U+200E,
+/// U+200F and U+061C too.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_escapes_bidi_controls_in_every_line() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    std::fs::create_dir_all(&drop).expect("mkdir");
+    let names = [
+        "Scan_2026_\u{202e}fdp.exe",
+        "a\u{200e}b.txt",
+        "c\u{200f}d.txt",
+        "e\u{061c}f.txt",
+        "g\u{2067}h.txt",
+    ];
+    for n in names {
+        std::fs::write(drop.join(n), n).expect("write");
+    }
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(attached(&env.sandbox, &item).await.len(), names.len());
+    let out = env.run(&["status"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for c in ['\u{202e}', '\u{200e}', '\u{200f}', '\u{061c}', '\u{2067}'] {
+        assert!(
+            !text.contains(c),
+            "U+{:04X} raw in status:\n{text}",
+            c as u32
+        );
+    }
+    assert!(text.contains("Scan_2026_\\u{202e}fdp.exe"), "{text}");
+    assert!(text.contains("a\\u{200e}b.txt"), "{text}");
+    assert!(text.contains("e\\u{61c}f.txt"), "{text}");
+}
