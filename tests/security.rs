@@ -946,3 +946,60 @@ async fn status_escapes_bidi_controls_in_every_line() {
     assert!(text.contains("a\\u{200e}b.txt"), "{text}");
     assert!(text.contains("e\\u{61c}f.txt"), "{text}");
 }
+
+/// A stand-in `notify-send` on PATH that writes its arguments, then its environment, to
+/// `notified.log`; the PATH to run outbox with.
+fn fake_notifier(env: &Env) -> (PathBuf, String) {
+    let bin_dir = env.path("fakebin");
+    std::fs::create_dir_all(&bin_dir).expect("mkdir");
+    let log = env.path("notified.log");
+    let script = bin_dir.join("notify-send");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf 'ARG:%s\\n' \"$@\" >> '{0}'\nenv | sed 's/^/ENV:/' >> '{0}'\necho END >> '{0}'\n",
+            log.display()
+        ),
+    )
+    .expect("script");
+    chmod(&script, 0o755);
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (log, path)
+}
+
+async fn notified(log: &Path) -> String {
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("END") {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no notification: {:?}", std::fs::read_to_string(log));
+}
+
+/// Issue 23, item 9: notification bodies went to `notify-send` as markup (servers with
+/// `body-markup` render a name's `<a href>` and `<img>`): `&`, `<` and `>` are escaped.
+#[tokio::test(flavor = "multi_thread")]
+async fn notification_markup_in_a_file_name_is_escaped() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    env.write_config("notify = \"all\"", &mapping("drop", &drop, &item, ""));
+    let name = "<a href=x>&<img src=y>.txt";
+    std::fs::write(drop.join(name), "x").expect("write");
+    let (log, path) = fake_notifier(&env);
+    let out = run_bounded(env.cmd().env("PATH", path).args(["run", "--once"]), T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = notified(&log).await;
+    let body = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ARG:"))
+        .last()
+        .expect("a body");
+    assert_eq!(body, "&lt;a href=x&gt;&amp;&lt;img src=y&gt;.txt", "{text}");
+}

@@ -130,9 +130,25 @@ const WINDOWS_TOAST: &str = "[Windows.UI.Notifications.ToastNotificationManager,
 #[cfg(not(any(target_os = "macos", windows)))]
 fn platform_command(title: &str, body: &str) -> std::process::Command {
     let mut c = std::process::Command::new("notify-send");
-    // `--`: a name starting with `-` is text, not an option.
-    c.args(["--app-name=outbox", "--", title, body]);
+    // `--`: a name starting with `-` is text, not an option. The body is markup to servers with
+    // `body-markup` (a name's `<a href>` or `<img>` would be rendered): escaped as text.
+    c.args(["--app-name=outbox", "--", title, &markup_escaped(body)]);
     c
+}
+
+/// `text` as the Desktop Notifications markup shows it literally: `&`, `<` and `>` escaped.
+#[cfg(any(not(any(target_os = "macos", windows)), test))]
+fn markup_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -150,5 +166,13 @@ mod tests {
         let args: Vec<_> = c.get_args().collect();
         assert_eq!(args[1], "--");
         assert_eq!(args[3], "--help; $(x) \u{2019}");
+    }
+
+    #[test]
+    fn markup_in_a_name_is_escaped_as_text() {
+        assert_eq!(
+            super::markup_escaped("<a href=\"x\">&amp;</a>"),
+            "&lt;a href=\"x\"&gt;&amp;amp;&lt;/a&gt;"
+        );
     }
 }
