@@ -1003,3 +1003,35 @@ async fn notification_markup_in_a_file_name_is_escaped() {
         .expect("a body");
     assert_eq!(body, "&lt;a href=x&gt;&amp;&lt;img src=y&gt;.txt", "{text}");
 }
+
+/// Issue 23, item 10: `outbox sandbox --data-dir` left attachment bytes world-readable (blobs
+/// 0644 in 0755 folders): the data dir is owner-only like the state dir, its files 0600.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_data_dir_keeps_attachment_bytes_owner_only() {
+    let mut env = Env::new();
+    let data = env.sandbox.data.path().to_path_buf();
+    env.sandbox.stop();
+    chmod(&data, 0o755);
+    env.sandbox.restart();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    std::fs::create_dir_all(&drop).expect("mkdir");
+    write_file(&drop.join("small.txt"), 1000, 1);
+    write_file(&drop.join("large.bin"), 4 * MIB, 2);
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(attached(&env.sandbox, &item).await.len(), 2);
+    let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    for d in [data.clone(), data.join("blobs"), data.join("sessions")] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+    }
+    let blobs: Vec<PathBuf> = std::fs::read_dir(data.join("blobs"))
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(blobs.len(), 2, "{blobs:?}");
+    for b in blobs {
+        assert_eq!(mode(&b), 0o600, "{}", b.display());
+    }
+}
