@@ -94,7 +94,7 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
         if mode & 0o077 != 0 {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
             tracing::warn!(
-                dir = %dir.display(),
+                dir = %crate::outside::path(dir),
                 was = format!("{mode:o}"),
                 "the state dir was open to other users; it is now 0700 (owner only). If another user could write there, run `outbox logout` and sign in again"
             );
@@ -139,7 +139,7 @@ pub fn check_private_file(path: &Path) -> io::Result<()> {
         }
         if mode & 0o044 != 0 {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-            tracing::warn!(path = %path.display(), was = format!("{mode:o}"), "a secret file was readable by other users; it is now 0600");
+            tracing::warn!(path = %crate::outside::path(path), was = format!("{mode:o}"), "a secret file was readable by other users; it is now 0600");
         }
     }
     #[cfg(not(unix))]

@@ -1035,3 +1035,49 @@ async fn the_sandbox_data_dir_keeps_attachment_bytes_owner_only() {
         assert_eq!(mode(&b), 0o600, "{}", b.display());
     }
 }
+
+/// Issue 23, item 6: a subfolder named with a newline and a forged log line, unreadable to the
+/// agent, is named in the scan's warning escaped; no log line starts with the forged text. The
+/// agent runs as `nobody` here (root reads any folder).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subfolder_name_cannot_forge_a_line_in_the_scans_warning() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
+    chmod(&env.path("config.toml"), 0o644);
+    let evil = "evil\n2026-01-01T00:00:00Z  INFO outbox: forged";
+    if !neighbour(
+        &drop,
+        &format!("mkdir '{evil}' && chmod 000 '{evil}' && echo x > ok.txt"),
+    ) {
+        return;
+    }
+    // nobody must reach the workspace and make its state dir there (sticky, as /tmp).
+    chmod(env.dir.path(), 0o1777);
+    let out = run_bounded(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                bin(),
+                "run",
+                "--once",
+            ])
+            .env("OUTBOX_CONFIG", env.path("config.toml"))
+            .env("OUTBOX_TEST_TOKEN", TOKEN)
+            .env("RUST_LOG", "outbox=debug")
+            .env("HOME", env.dir.path()),
+        T,
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("cannot read a subfolder"), "{log}");
+    assert!(log.contains("evil\\n2026-01-01"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a forged line: {log}"
+    );
+    assert!(attached(&env.sandbox, &item).await.contains_key("ok.txt"));
+}

@@ -1047,7 +1047,7 @@ impl Agent {
         for (i, why) in problems {
             tracing::error!(mapping = %new.mappings[i].name, "{why}");
         }
-        tracing::info!(file = %new.source.display(), mappings = new.mappings.len(), "configuration reloaded; every mapping's folder is watched anew");
+        tracing::info!(file = %crate::outside::path(&new.source), mappings = new.mappings.len(), "configuration reloaded; every mapping's folder is watched anew");
         let mut s = new;
         // Where the ledger lives cannot change under a running agent.
         s.agent.state_dir = self.settings.agent.state_dir.clone();

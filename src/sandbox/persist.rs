@@ -299,7 +299,7 @@ impl Journal {
         // One write call per record: whole lines even under kill -9.
         if let Err(e) = self.file.write_all(&line) {
             if !self.warned {
-                tracing::warn!(path = %self.path.display(), "sandbox cannot write its journal ({e}); state after a restart will be incomplete");
+                tracing::warn!(path = ?self.path, "sandbox cannot write its journal ({e}); state after a restart will be incomplete");
                 self.warned = true;
             }
         }

@@ -217,7 +217,7 @@ impl FolderWatcher {
                 self.parents.insert(parent.to_path_buf());
             }
             Err(e) => {
-                tracing::warn!(folder = %folder.display(), error = %e, "cannot watch for the folder's return; the periodic rescan will find it")
+                tracing::warn!(folder = %crate::outside::path(&folder), error = %e, "cannot watch for the folder's return; the periodic rescan will find it")
             }
         }
     }
@@ -302,10 +302,14 @@ fn describe_watch_error(folder: &Path, e: &notify::Error) -> String {
         format!(
             "cannot watch {}: the inotify watch limit is reached; raise it with `sudo sysctl fs.inotify.max_user_watches=524288` \
              (and persist it in /etc/sysctl.d/)",
-            folder.display()
+            crate::outside::path(folder)
         )
     } else {
-        format!("cannot watch {}: {text}", folder.display())
+        format!(
+            "cannot watch {}: {}",
+            crate::outside::path(folder),
+            crate::outside::printable(&text)
+        )
     }
 }
 
