@@ -1081,3 +1081,74 @@ async fn a_subfolder_name_cannot_forge_a_line_in_the_scans_warning() {
     );
     assert!(attached(&env.sandbox, &item).await.contains_key("ok.txt"));
 }
+
+/// inotify watches the process holds (`inotify wd:` lines of /proc/PID/fdinfo).
+fn inotify_watches(pid: u32) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
+        let text = std::fs::read_to_string(e.expect("entry").path()).unwrap_or_default();
+        n += text
+            .lines()
+            .filter(|l| l.starts_with("inotify wd:"))
+            .count();
+    }
+    n
+}
+
+/// Issue 23, item 4: `follow_symlinks = true` on one mapping made the watcher follow links out
+/// of every folder (the user's home got watches), and a link into `failed/` attached a private
+/// reason file. The watcher never follows links; a followed link is walked by the scan, inside
+/// the folder, and the exclusions (`failed_dir`, `sent_dir`, globs) apply to where it leads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_followed_link_into_failed_or_an_excluded_folder_is_refused_and_never_watched_through() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let failed = drop.join("failed");
+    std::fs::create_dir(&failed).expect("mkdir");
+    std::fs::create_dir(drop.join(".git")).expect("mkdir");
+    std::fs::write(drop.join(".git/config"), "[remote] url = secret\n").expect("write");
+    let reason = failed.join("old.pdf.reason.txt");
+    std::fs::write(&reason, "a private reason\n").expect("write");
+    chmod(&reason, 0o600);
+    // A tree of the user's outside the folder, five folders deep.
+    let home = env.path("home");
+    let mut d = home.clone();
+    for i in 0..5 {
+        d = d.join(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&d).expect("mkdir");
+    env.write_config(
+        "",
+        &(mapping(
+            "drop",
+            &drop,
+            &item,
+            "recursive = true\nfollow_symlinks = true\nfailed_dir = \"failed\"",
+        )),
+    );
+    let plant = format!(
+        "ln -s failed/old.pdf.reason.txt steal.txt && ln -s .git/config conf.txt && ln -s '{}' home && mkdir real && ln -s real/inside.txt ok.txt && echo fine > real/inside.txt",
+        home.display()
+    );
+    if !neighbour(&drop, &plant) {
+        return;
+    }
+    let agent = Agent::start(&env, &[]);
+    wait_until(T, "the link inside the folder attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("ok.txt")
+    })
+    .await;
+    // Watches: the folder, real/, failed/ and .git/ at most; none through `home`.
+    let watches = inotify_watches(agent.child.id());
+    assert!(watches <= 4, "{watches} inotify watches:\n{}", agent.log());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let names = attached(&env.sandbox, &item).await;
+    assert!(!names.contains_key("steal.txt"), "{}", agent.log());
+    assert!(!names.contains_key("conf.txt"), "{}", agent.log());
+    drop_agent(agent);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names = attached(&env.sandbox, &item).await;
+    assert!(!names.contains_key("steal.txt") && !names.contains_key("conf.txt"));
+}
