@@ -1152,3 +1152,192 @@ async fn a_followed_link_into_failed_or_an_excluded_folder_is_refused_and_never_
     let names = attached(&env.sandbox, &item).await;
     assert!(!names.contains_key("steal.txt") && !names.contains_key("conf.txt"));
 }
+
+/// Issue 23, item 11: the notifier (and what it runs) inherited the agent's token and secret
+/// variables; it gets none: the config's `token_env`, and any `*TOKEN*`, `*SECRET*`, … name.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_notifier_inherits_no_token_or_secret_variable() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    std::fs::create_dir_all(&drop).expect("mkdir");
+    std::fs::write(drop.join("a.txt"), "a").expect("write");
+    env.write_config("notify = \"all\"", &mapping("drop", &drop, &item, ""));
+    let (log, path) = fake_notifier(&env);
+    let out = run_bounded(
+        env.cmd()
+            .env("PATH", path)
+            .env("AZURE_CLIENT_SECRET", "s3cret-value")
+            .env("GITHUB_TOKEN", "ghp-value")
+            .env("KEEP_ME", "visible")
+            .args(["run", "--once"]),
+        T,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = notified(&log).await;
+    assert!(text.contains("ENV:KEEP_ME=visible"), "{text}");
+    for secret in [TOKEN, "s3cret-value", "ghp-value"] {
+        assert!(
+            !text.contains(secret),
+            "{secret} reached the notifier:\n{text}"
+        );
+    }
+}
+
+/// Issue 23, item 11: `failed_dir`/`sent_dir` were created with the agent's umask (group-
+/// writable in a setgid shared folder): 0700, plus the read and enter rights the folder gives,
+/// never write. The agent runs with umask 002 here, as on a desktop with user-private groups.
+#[tokio::test(flavor = "multi_thread")]
+async fn sent_and_failed_dirs_are_created_owner_only_unless_the_folder_lets_others_read() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let gone = env.sandbox.create_item("message", "me").await;
+    env.sandbox.delete_item(&gone).await;
+    let private = env.path("private");
+    let shared = env.path("shared");
+    std::fs::create_dir_all(&private).expect("mkdir");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    chmod(&private, 0o700);
+    chmod(&shared, 0o2775);
+    std::fs::write(private.join("a.txt"), "a").expect("write");
+    std::fs::write(shared.join("b.txt"), "b").expect("write");
+    env.write_config(
+        "",
+        &(mapping("private", &private, &item, "after = \"move\"")
+            + &mapping("shared", &shared, &gone, "failed_dir = \"failed\"")),
+    );
+    let cmd = env.cmd();
+    let out = run_bounded(
+        Command::new("sh")
+            .args(["-c", "umask 002 && exec \"$0\" run --once", bin()])
+            .envs(
+                cmd.get_envs()
+                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+            )
+            .current_dir(env.dir.path()),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert!(private.join("sent/a.txt").exists(), "{}", stderr(&out));
+    assert!(shared.join("failed/b.txt").exists(), "{}", stderr(&out));
+    assert_eq!(mode(&private.join("sent")), 0o700);
+    assert_eq!(
+        mode(&shared.join("failed")),
+        0o755,
+        "read and enter, never write"
+    );
+}
+
+/// Issue 23, item 11: the user unit had only `NoNewPrivileges`. It now sets `UMask=0077`,
+/// `LimitCORE=0` and the sandboxing a user manager can apply, and `systemd-analyze security`
+/// rates it better than before (9.6 then).
+#[test]
+fn the_user_unit_is_hardened() {
+    let env = Env::new();
+    env.write_config("", "");
+    let home = tempfile::tempdir().expect("home");
+    let out = run_bounded(
+        env.cmd()
+            .args(["service", "install", "--dry-run", "--platform", "linux"])
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME"),
+        T,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in [
+        "NoNewPrivileges=yes",
+        "UMask=0077",
+        "LimitCORE=0",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "LockPersonality=yes",
+        "MemoryDenyWriteExecute=yes",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    let unit: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("# write "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("# end of "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("outbox.service");
+    std::fs::write(&path, unit).expect("unit");
+    let runtime = dir.path().join("run");
+    std::fs::create_dir_all(&runtime).expect("mkdir");
+    let Ok(o) = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--user", "--no-pager"])
+        .arg(&path)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+    else {
+        println!("SKIPPED (the score): systemd-analyze is not installed");
+        return;
+    };
+    let report = String::from_utf8_lossy(&o.stdout);
+    let Some(score) = report
+        .lines()
+        .find_map(|l| l.split("exposure level for outbox.service: ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse::<f64>().ok())
+    else {
+        println!(
+            "SKIPPED (the score): systemd-analyze security gave none: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        return;
+    };
+    assert!(score <= 7.0, "exposure {score}:\n{report}");
+}
+
+/// Issue 23, item 11: the agent holds tokens for hours; it is not dumpable (PR_SET_DUMPABLE 0:
+/// no core dump, and another process of the same user cannot read its /proc environment). Run
+/// as `nobody` so that a second process of the same user can try.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_is_not_dumpable() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    chmod(&env.path("config.toml"), 0o644);
+    if !neighbour(&drop, "true") {
+        return;
+    }
+    chmod(env.dir.path(), 0o1777);
+    let log = std::fs::File::create(env.path("nobody-agent.log")).expect("log");
+    let mut child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin(),
+            "run",
+        ])
+        .env("OUTBOX_CONFIG", env.path("config.toml"))
+        .env("OUTBOX_TEST_TOKEN", TOKEN)
+        .env("HOME", env.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("agent");
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let read = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(format!("/proc/{pid}/environ"))
+        .output()
+        .expect("cat");
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    let agent_log = std::fs::read_to_string(env.path("nobody-agent.log")).unwrap_or_default();
+    assert!(
+        !read.status.success() && !String::from_utf8_lossy(&read.stdout).contains(TOKEN),
+        "the same user read the agent's environment; log:\n{agent_log}"
+    );
+}

@@ -265,6 +265,14 @@ pub async fn run(
     opts: RunOptions,
 ) -> Result<RunOutcome, AgentError> {
     let state_dir = settings.agent.state_dir.clone();
+    // The agent holds bearer tokens for hours: no core dump of it, and no other process of the
+    // user's (without ptrace rights) reads its memory, environment or descriptors in /proc.
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::debug!(error = %e, "cannot mark the agent not dumpable");
+    }
     // Before anything slow: a stop asked for during start-up is then kept, not fatal.
     let signals = shutdown_signal();
     let ledger = Arc::new(startup::open_ledger(&state_dir).await?);
@@ -300,7 +308,8 @@ pub async fn run(
     steps.second_looks = Some(Default::default());
     let mut agent = Agent {
         available: vec![true; settings.mappings.len()],
-        notifier: desktop::Notifier::new(settings.agent.notify),
+        notifier: desktop::Notifier::new(settings.agent.notify)
+            .with_secret_vars(&settings.auth.method),
         settings,
         machine,
         clock,
