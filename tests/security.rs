@@ -998,8 +998,8 @@ async fn notification_markup_in_a_file_name_is_escaped() {
     let text = notified(&log).await;
     let body = text
         .lines()
-        .filter_map(|l| l.strip_prefix("ARG:"))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("ARG:"))
         .expect("a body");
     assert_eq!(body, "&lt;a href=x&gt;&amp;&lt;img src=y&gt;.txt", "{text}");
 }

@@ -228,7 +228,7 @@ impl FolderWatcher {
                 self.parents.insert(parent.to_path_buf());
             }
             Err(e) => {
-                tracing::warn!(folder = %crate::outside::path(&folder), error = %e, "cannot watch for the folder's return; the periodic rescan will find it")
+                tracing::warn!(folder = %crate::outside::path(folder), error = %e, "cannot watch for the folder's return; the periodic rescan will find it")
             }
         }
     }

@@ -3918,7 +3918,7 @@ mod tests {
             ..FileStat::default()
         };
         let mut out = Vec::new();
-        let mut observe = |m: &mut Machine, mapping: &str, path: &str| {
+        let observe = |m: &mut Machine, mapping: &str, path: &str| {
             m.handle(
                 Time(0),
                 Input::Observed {
