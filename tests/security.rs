@@ -1341,3 +1341,37 @@ async fn the_agent_is_not_dumpable() {
         "the same user read the agent's environment; log:\n{agent_log}"
     );
 }
+
+/// Issue 23, item 5, its other side: `outbox init` under a umask that lets the group write
+/// (002, user-private groups) writes a config outbox then accepts (0600), not one it refuses.
+#[test]
+fn init_writes_a_config_outbox_accepts_whatever_the_umask() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("conf").join("config.toml");
+    let sh = |args: &str| {
+        run_bounded(
+            Command::new("sh")
+                .args([
+                    "-c",
+                    &format!("umask 002 && exec \"$0\" --config \"$1\" {args}"),
+                ])
+                .arg(bin())
+                .arg(&cfg)
+                .env("HOME", dir.path())
+                .env_remove("XDG_STATE_HOME")
+                .env_remove("XDG_CONFIG_HOME")
+                .env_remove("OUTBOX_CONFIG"),
+            T,
+        )
+    };
+    let out = sh("init");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = std::fs::metadata(&cfg)
+        .expect("config")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = sh("status");
+    assert_ne!(out.status.code(), Some(78), "{}", stderr(&out));
+}
