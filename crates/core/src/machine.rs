@@ -824,8 +824,13 @@ impl Machine {
             return false;
         }
         if b.sha256.is_none() {
-            // Refused by its size, unread: the same stat is the same refusal.
-            return b.state == State::Rejected && b.error_code.as_deref() == Some(TOO_LARGE);
+            // Refused by its size, unread: the same stat is the same refusal (and, canceled by
+            // the user since, stays cleared).
+            let code = b.error_code.as_deref();
+            return (b.state == State::Rejected && code == Some(TOO_LARGE))
+                || (b.state == State::Canceled
+                    && code == Some("canceled")
+                    && stat.size > MAX_ATTACHMENT);
         }
         let after_pending = self
             .active
