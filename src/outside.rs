@@ -7,8 +7,10 @@
 
 use std::borrow::Cow;
 
-/// `text` with every control character (C0, DEL, C1), bidi override/isolate and line/paragraph
-/// separator written as an escape (`\n`, `\t`, `\u{1b}`); everything else unchanged.
+/// `text` with every control character (C0, DEL, C1), bidi control (embeddings, overrides,
+/// isolates, and the marks U+200E, U+200F, U+061C) and line/paragraph separator written as an
+/// escape (`\n`, `\t`, `\u{1b}`, `\u{202e}`); everything else unchanged. The one function every
+/// terminal line and log field of outside text goes through.
 pub fn printable(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
@@ -28,7 +30,16 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 
 fn needs_escape(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+        || matches!(
+            c,
+            '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{061c}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
 }
 
 /// `text` with every JWT-shaped run (three base64url parts joined by dots, the first starting
@@ -119,6 +130,10 @@ mod tests {
         );
         assert_eq!(printable("\u{202e}fdp.exe"), "\\u{202e}fdp.exe");
         assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m");
+        assert_eq!(
+            printable("a\u{200e}b\u{200f}c\u{61c}d"),
+            "a\\u{200e}b\\u{200f}c\\u{61c}d"
+        );
         assert!(matches!(printable("café – ok (1).pdf"), Cow::Borrowed(_)));
     }
 

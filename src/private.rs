@@ -5,12 +5,13 @@
 //!
 //! - the state dir (and each dir in it that outbox makes) must be owned by the user: created
 //!   0700; found group/world-accessible but ours, it is tightened to 0700 with a warning (it is
-//!   ours: nobody else should be in it); owned by someone else, or a link to someone else's, the
-//!   agent refuses to use it and says why;
+//!   ours: nobody else should be in it); owned by someone else, a symbolic link (to anything), or
+//!   in a parent others can write (unless sticky, as `/tmp` is, with the dir ours) or that
+//!   belongs to another user but root, the agent refuses to use it and says why;
 //! - a saved upload URL or token cache is used only if it is owned by the user and nobody else
 //!   can write it (readable by others: tightened to 0600, warned);
-//! - a config file that others can write is warned about whatever the auth method, and refused
-//!   (exit 78) when it names where tokens or secrets come from.
+//! - a config file (or its folder) that another user owns or can write is refused (exit 78) for
+//!   every auth method: it could send the bearer token elsewhere or run a command as the user.
 //!
 //! Never decides anything else; on non-Unix systems these checks are left to the platform ACLs.
 
@@ -30,6 +31,47 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let refuse = |why: String| {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the state dir {} is not used: {why}; outbox keeps tokens and upload URLs there, so it must be a real folder of yours in a folder only you (or root) can change: set agent.state_dir to one (the default is under your home)",
+                    dir.display()
+                ),
+            ))
+        };
+        // A link: whoever made it chose where the ledger goes (and what would be tightened).
+        if std::fs::symlink_metadata(dir)?.file_type().is_symlink() {
+            let to = std::fs::read_link(dir)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            return refuse(format!("it is a symbolic link (to {to})"));
+        }
+        // A parent others can write: they could replace the folder (with a link) at any time.
+        // Sticky (as /tmp is), only the folder's owner can, and the folder must be ours (below).
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let pm = std::fs::metadata(parent)?;
+            let pmode = pm.mode();
+            let me = rustix::process::geteuid().as_raw();
+            let my_group = rustix::process::getegid().as_raw();
+            let sticky = pmode & 0o1000 != 0;
+            let others_write = pmode & 0o002 != 0 || (pmode & 0o020 != 0 && pm.gid() != my_group);
+            if others_write && !sticky {
+                return refuse(format!(
+                    "other users can write its parent {} (mode {:o}); run `chmod go-w {}` or choose another place",
+                    parent.display(),
+                    pmode & 0o7777,
+                    parent.display()
+                ));
+            }
+            if pm.uid() != me && pm.uid() != 0 && !sticky {
+                return refuse(format!(
+                    "its parent {} belongs to another user (uid {})",
+                    parent.display(),
+                    pm.uid()
+                ));
+            }
+        }
         let meta = std::fs::metadata(dir)?;
         if !meta.is_dir() {
             return Err(io::Error::other(format!(
@@ -52,7 +94,7 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
         if mode & 0o077 != 0 {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
             tracing::warn!(
-                dir = %dir.display(),
+                dir = %crate::outside::path(dir),
                 was = format!("{mode:o}"),
                 "the state dir was open to other users; it is now 0700 (owner only). If another user could write there, run `outbox logout` and sign in again"
             );
@@ -97,7 +139,7 @@ pub fn check_private_file(path: &Path) -> io::Result<()> {
         }
         if mode & 0o044 != 0 {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-            tracing::warn!(path = %path.display(), was = format!("{mode:o}"), "a secret file was readable by other users; it is now 0600");
+            tracing::warn!(path = %crate::outside::path(path), was = format!("{mode:o}"), "a secret file was readable by other users; it is now 0600");
         }
     }
     #[cfg(not(unix))]
@@ -105,38 +147,82 @@ pub fn check_private_file(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The config file's permissions: others who can write it can redirect outbox (a warning for
-/// any auth method); when it names where tokens or secrets come from (a token command, a client
-/// secret's variable, a certificate), writable by others is refused and
-/// readable by others warned about.
+/// The config file's permissions. Whoever can change the config can redirect outbox (another
+/// `graph.base_url` gets the bearer token; a `token_command` runs as the user), whatever the auth
+/// method. So the file, and the folder it is in, must belong to the user (or root) and nobody
+/// else may write them (the folder: unless sticky, as `/tmp` is, or group-writable only by the
+/// user's own group); else it is refused (exit 78, naming the file and the command that fixes
+/// it). A config that names where secrets come from, readable by others, is warned about. Checked
+/// at every load: start-up, every command, and each reload of a running agent.
 pub fn check_config(settings: &crate::config::Settings) -> Result<(), crate::config::ConfigError> {
     #[cfg(unix)]
     {
         use crate::config::AuthMethod;
-        use std::os::unix::fs::PermissionsExt;
-        let Ok(meta) = std::fs::metadata(&settings.source) else {
+        use std::os::unix::fs::MetadataExt;
+        let path = &settings.source;
+        let Ok(meta) = std::fs::metadata(path) else {
             return Ok(());
         };
-        let mode = meta.permissions().mode() & 0o777;
+        let refuse = |message: String| {
+            Err(crate::config::ConfigError {
+                file: path.clone(),
+                line: None,
+                key: String::new(),
+                message,
+            })
+        };
+        let me = rustix::process::geteuid().as_raw();
+        let my_group = rustix::process::getegid().as_raw();
+        let mode = meta.mode() & 0o7777;
+        let shown = crate::outside::path(path);
+        if meta.uid() != me && meta.uid() != 0 {
+            return refuse(format!(
+                "the config belongs to another user (uid {}), who could redirect outbox or run commands as you; it is not used. Copy it to a file of yours (`cp {shown} ~/.config/outbox/config.toml`), or have root run `chown {me} {shown}`",
+                meta.uid()
+            ));
+        }
+        if mode & 0o022 != 0 {
+            return refuse(format!(
+                "other users can write the config (mode {mode:o}) and so redirect outbox or run commands as you; it is not used: run `chmod go-w {shown}`"
+            ));
+        }
+        // The folder: whoever can write it can put another file in the config's place.
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+        for p in [path, &real] {
+            if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dirs.iter().any(|x| x == d) {
+                    dirs.push(d.to_path_buf());
+                }
+            }
+        }
+        for dir in dirs {
+            let Ok(dm) = std::fs::metadata(&dir) else {
+                continue;
+            };
+            let dmode = dm.mode() & 0o7777;
+            let sticky = dmode & 0o1000 != 0;
+            let shown = crate::outside::path(&dir);
+            if dm.uid() != me && dm.uid() != 0 && !sticky {
+                return refuse(format!(
+                    "the config's folder {shown} belongs to another user (uid {}), who could put another config in its place; it is not used: keep the config in a folder of yours, or have root run `chown {me} {shown}`",
+                    dm.uid()
+                ));
+            }
+            let others_write = dmode & 0o002 != 0 || (dmode & 0o020 != 0 && dm.gid() != my_group);
+            if others_write && !sticky {
+                return refuse(format!(
+                    "other users can write the config's folder {shown} (mode {dmode:o}) and so put another config in its place; it is not used: run `chmod go-w {shown}`"
+                ));
+            }
+        }
         let secretish = matches!(
             settings.auth.method,
             AuthMethod::ClientCredentials { .. } | AuthMethod::TokenCommand { .. }
         );
-        if mode & 0o022 != 0 && secretish {
-            return Err(crate::config::ConfigError {
-                file: settings.source.clone(),
-                line: None,
-                key: "auth.method".into(),
-                message: format!(
-                    "the config says where tokens or secrets come from and other users can write it (mode {mode:o}); run `chmod 600` on it"
-                ),
-            });
-        }
-        if mode & 0o022 != 0 {
-            tracing::warn!(path = %settings.source.display(), mode = format!("{mode:o}"), "other users can write the config (and redirect where files go); run `chmod 600` on it");
-        } else if secretish && mode & 0o044 != 0 {
+        if secretish && mode & 0o044 != 0 {
             tracing::warn!(
-                path = %settings.source.display(),
+                path = %shown,
                 mode = format!("{mode:o}"),
                 "the config names where secrets come from and other users can read it; run `chmod 600` on it"
             );
@@ -162,6 +248,31 @@ mod tests {
         let mode = std::fs::metadata(&d).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         ensure_private_dir(&d.join("new/deeper")).expect("created");
+    }
+
+    #[test]
+    fn a_state_dir_that_is_a_link_or_in_a_parent_others_can_write_is_refused() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let target = t.path().join("target");
+        std::fs::create_dir(&target).expect("mkdir");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let link = t.path().join("state");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let e = ensure_private_dir(&link).expect_err("a link");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let mode = std::fs::metadata(&target)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o755, "the link's target is left as it was");
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let e = ensure_private_dir(&open.join("state")).expect_err("an open parent");
+        assert!(e.to_string().contains("chmod go-w"), "{e}");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        ensure_private_dir(&open.join("state")).expect("sticky, and ours");
     }
 
     #[test]

@@ -69,8 +69,9 @@ fn as_nobody(env: &Env) -> Option<Command> {
         println!("SKIPPED: setpriv cannot drop to uid 65534 here");
         return None;
     }
-    // nobody must reach the workspace.
-    chmod(env.dir.path(), 0o777);
+    // nobody must reach the workspace (sticky, as /tmp: a state dir of nobody's in it is
+    // accepted, in a parent everyone can write without it refused).
+    chmod(env.dir.path(), 0o1777);
     let mut c = Command::new("setpriv");
     c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
         .env("OUTBOX_CONFIG", env.path("config.toml"))

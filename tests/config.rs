@@ -114,6 +114,7 @@ fn example_config_mentions_every_key() {
         "sent_dir",
         "failed_dir",
         "follow_symlinks",
+        "allow_hard_links",
         "if_exists",
     ];
     for key in keys {

@@ -15,6 +15,8 @@ pub struct Notifier {
     level: NotifyLevel,
     last: Option<Instant>,
     folded: usize,
+    /// Environment variables the config names as holding a token or a secret.
+    secret_vars: Vec<String>,
 }
 
 impl Notifier {
@@ -23,7 +25,22 @@ impl Notifier {
             level,
             last: None,
             folded: 0,
+            secret_vars: Vec::new(),
         }
+    }
+
+    /// Variables the config reads a token or secret from (`token_env`, a client secret's):
+    /// never passed on to the notifier, whatever their names.
+    pub fn with_secret_vars(mut self, auth: &crate::config::AuthMethod) -> Self {
+        use crate::config::{AuthMethod, ClientCredential};
+        match auth {
+            AuthMethod::TokenEnv { var } => self.secret_vars.push(var.clone()),
+            AuthMethod::ClientCredentials {
+                secret: ClientCredential::SecretEnv(var),
+            } => self.secret_vars.push(var.clone()),
+            _ => {}
+        }
+        self
     }
 
     pub fn attached(&mut self, name: &str) {
@@ -78,6 +95,13 @@ impl Notifier {
         };
         let body = crate::outside::shown(&body);
         let mut cmd = platform_command(title, &body);
+        // The notifier (and whatever it runs) gets no token or secret of ours.
+        for (k, _) in std::env::vars_os() {
+            let name = k.to_string_lossy();
+            if self.secret_vars.iter().any(|v| *v == name) || secret_name(&name) {
+                cmd.env_remove(&k);
+            }
+        }
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
@@ -89,6 +113,30 @@ impl Notifier {
             Err(e) => tracing::debug!(error = %e, "no desktop notifier available"),
         }
     }
+}
+
+/// A variable whose name says it holds a credential (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`,
+/// `*CREDENTIAL*`, `*API_KEY*`, `*PRIVATE_KEY*`, `*AUTH*`), or one of outbox's own (`OUTBOX_*`,
+/// but the texts the Windows notifier reads).
+fn secret_name(name: &str) -> bool {
+    let up = name.to_ascii_uppercase();
+    if up.starts_with("OUTBOX_NOTIFY_") {
+        return false;
+    }
+    up.starts_with("OUTBOX_")
+        || [
+            "TOKEN",
+            "SECRET",
+            "PASSWORD",
+            "PASSWD",
+            "CREDENTIAL",
+            "API_KEY",
+            "APIKEY",
+            "PRIVATE_KEY",
+            "AUTH",
+        ]
+        .iter()
+        .any(|w| up.contains(w))
 }
 
 // Names come from a shared folder: they are passed to the notifier as data (arguments after
@@ -131,9 +179,25 @@ const WINDOWS_TOAST: &str = "[Windows.UI.Notifications.ToastNotificationManager,
 #[cfg(not(any(target_os = "macos", windows)))]
 fn platform_command(title: &str, body: &str) -> std::process::Command {
     let mut c = std::process::Command::new("notify-send");
-    // `--`: a name starting with `-` is text, not an option.
-    c.args(["--app-name=outbox", "--", title, body]);
+    // `--`: a name starting with `-` is text, not an option. The body is markup to servers with
+    // `body-markup` (a name's `<a href>` or `<img>` would be rendered): escaped as text.
+    c.args(["--app-name=outbox", "--", title, &markup_escaped(body)]);
     c
+}
+
+/// `text` as the Desktop Notifications markup shows it literally: `&`, `<` and `>` escaped.
+#[cfg(any(not(any(target_os = "macos", windows)), test))]
+fn markup_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -151,5 +215,36 @@ mod tests {
         let args: Vec<_> = c.get_args().collect();
         assert_eq!(args[1], "--");
         assert_eq!(args[3], "--help; $(x) \u{2019}");
+    }
+
+    #[test]
+    fn credential_variables_are_known_by_name() {
+        for n in [
+            "OUTBOX_TEST_TOKEN",
+            "GITHUB_TOKEN",
+            "AZURE_CLIENT_SECRET",
+            "PGPASSWORD",
+            "OPENAI_API_KEY",
+            "SSH_AUTH_SOCK",
+        ] {
+            assert!(super::secret_name(n), "{n}");
+        }
+        for n in [
+            "PATH",
+            "HOME",
+            "DISPLAY",
+            "DBUS_SESSION_BUS_ADDRESS",
+            "OUTBOX_NOTIFY_BODY",
+        ] {
+            assert!(!super::secret_name(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn markup_in_a_name_is_escaped_as_text() {
+        assert_eq!(
+            super::markup_escaped("<a href=\"x\">&amp;</a>"),
+            "&lt;a href=\"x\"&gt;&amp;amp;&lt;/a&gt;"
+        );
     }
 }

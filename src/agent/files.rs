@@ -9,6 +9,7 @@ use crate::core::model::{FileStat, HashResult};
 use crate::files::{Expected, Identity, SafeFile};
 use sha2::{Digest, Sha256};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Read buffer for hashing.
 const BUF: usize = 256 * 1024;
@@ -23,6 +24,8 @@ pub enum OpenError {
     /// Another file, or this one with another size or time.
     Changed,
     Unreadable(std::io::Error),
+    /// A file outbox does not send from this mapping (a hard link): why, after the path.
+    Refused(String),
 }
 
 /// The core's identity of a file as `files` compares it. Records from before schema v2 know no
@@ -82,33 +85,86 @@ pub fn open_for_upload(
     if !f.matches(&expected(expected_stat)) || ctime_moved {
         return Err(OpenError::Changed);
     }
+    // A second name for a file: perhaps a private file of the user's linked into a shared
+    // folder by a neighbour (macOS and FreeBSD allow it, Linux without
+    // `fs.protected_hardlinks`). Refused unless the mapping allows them.
+    if f.links() > 1 && !mapping.allow_hard_links {
+        return Err(OpenError::Refused(format!(
+            "is refused: it is a hard link (the file has {} names, so it may be a file from outside the folder); set allow_hard_links = true on mapping \"{}\" if this folder needs them",
+            f.links(),
+            crate::outside::printable(&mapping.name)
+        )));
+    }
     Ok((f, now))
 }
 
 /// `Action::Hash`: open once, read exactly `stat.size` bytes, hash them.
 pub fn hash_file(mapping: &Mapping, path: &Path, stat: &FileStat) -> HashResult {
+    hash_file_until(mapping, path, stat, &AtomicBool::new(false))
+}
+
+/// How often a hash looks whether its path is still the file it reads (a stat).
+const LOOK_EVERY: u64 = 4 * 1024 * 1024;
+
+/// [`hash_file`], given up (`Gone`) as soon as `stop` is set (the agent is stopping), and
+/// (`Gone` or `Changed`) when its path no longer names the file being read: a deleted or
+/// replaced file is not read on to its end.
+pub fn hash_file_until(
+    mapping: &Mapping,
+    path: &Path,
+    stat: &FileStat,
+    stop: &AtomicBool,
+) -> HashResult {
     let (f, now) = match open_for_upload(mapping, path, stat) {
         Ok(x) => x,
         Err(OpenError::Gone) => return HashResult::Gone,
         Err(OpenError::Changed) => return HashResult::Changed,
         Err(OpenError::Unreadable(e)) => return unreadable(path, &e),
+        Err(OpenError::Refused(why)) => {
+            return HashResult::Unreadable(crate::core::model::Failure::new(
+                "hardLink",
+                format!("{} {why}", crate::outside::path(path)),
+            ))
+        }
+    };
+    let still = || {
+        let meta = if mapping.follow_symlinks {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        };
+        match meta {
+            Ok(m) if file_stat(&m) == now => None,
+            Ok(_) => Some(HashResult::Changed),
+            Err(_) => Some(HashResult::Gone),
+        }
     };
     let mut h = Sha256::new();
-    match read_hashing(&f, &mut h, 0, stat.size, |_| {}) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return HashResult::Changed,
-        Err(e) => return unreadable(path, &e),
+    let mut buf = vec![0u8; BUF.min(stat.size as usize).max(1)];
+    let (mut at, mut looked) = (0u64, 0u64);
+    while at < stat.size {
+        if stop.load(Ordering::Relaxed) {
+            return HashResult::Gone;
+        }
+        crate::failpoint!("hash-read");
+        let want = buf.len().min((stat.size - at) as usize);
+        match f.read_exact_at(&mut buf[..want], at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return HashResult::Changed,
+            Err(e) => return unreadable(path, &e),
+        }
+        h.update(&buf[..want]);
+        at += want as u64;
+        if at - looked >= LOOK_EVERY && at < stat.size {
+            looked = at;
+            if let Some(r) = still() {
+                return r;
+            }
+        }
     }
     // Changed while it was read (another size or time now): settle it again.
-    let meta = if mapping.follow_symlinks {
-        std::fs::metadata(path)
-    } else {
-        std::fs::symlink_metadata(path)
-    };
-    match meta {
-        Ok(m) if file_stat(&m) == now => {}
-        Ok(_) => return HashResult::Changed,
-        Err(_) => return HashResult::Gone,
+    if let Some(r) = still() {
+        return r;
     }
     HashResult::Hashed {
         sha256: hex::encode(h.finalize()),
@@ -194,6 +250,7 @@ impl From<OpenError> for ReadProblem {
             OpenError::Gone => ReadProblem::Gone,
             OpenError::Changed => ReadProblem::Changed,
             OpenError::Unreadable(e) => ReadProblem::Unreadable(e),
+            OpenError::Refused(why) => ReadProblem::Unreadable(std::io::Error::other(why)),
         }
     }
 }
@@ -547,6 +604,7 @@ mod tests {
             sent_dir: dir.join("sent"),
             failed_dir: None,
             follow_symlinks: false,
+            allow_hard_links: false,
             if_exists: crate::config::IfExists::Skip,
             on_change: crate::config::OnChange::Add,
         }

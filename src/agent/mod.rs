@@ -283,6 +283,14 @@ pub async fn run(
     opts: RunOptions,
 ) -> Result<RunOutcome, AgentError> {
     let state_dir = settings.agent.state_dir.clone();
+    // The agent holds bearer tokens for hours: no core dump of it, and no other process of the
+    // user's (without ptrace rights) reads its memory, environment or descriptors in /proc.
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::debug!(error = %e, "cannot mark the agent not dumpable");
+    }
     // Before anything slow: a stop asked for during start-up is then kept, not fatal.
     let signals = shutdown_signal();
     let ledger = Arc::new(startup::open_ledger(&state_dir).await?);
@@ -318,7 +326,8 @@ pub async fn run(
     steps.second_looks = Some(Default::default());
     let mut agent = Agent {
         available: vec![true; settings.mappings.len()],
-        notifier: desktop::Notifier::new(settings.agent.notify),
+        notifier: desktop::Notifier::new(settings.agent.notify)
+            .with_secret_vars(&settings.auth.method),
         settings,
         machine,
         clock,
@@ -476,6 +485,11 @@ pub async fn run(
         }
     }
     agent.watcher = None;
+    // A hash in progress stops at its next read (its file is seen again at the next start).
+    agent
+        .steps
+        .stop
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     // A step in flight is checkpointed by its intent record: the next start reconciles it.
     agent.tasks.shutdown().await;
     agent.ledger.flush()?;
@@ -1076,7 +1090,9 @@ impl Agent {
     /// from before would not see a new mapping's folder, and would name mappings by their old
     /// places); a watcher that cannot start refuses the reload too.
     fn reload(&mut self) {
-        let new = match Settings::load(&self.settings.source) {
+        let new = match Settings::load(&self.settings.source)
+            .and_then(|new| crate::private::check_config(&new).map(|()| new))
+        {
             Ok(new) => new,
             Err(e) => {
                 tracing::error!(
@@ -1104,7 +1120,7 @@ impl Agent {
         for (i, why) in problems {
             tracing::error!(mapping = %new.mappings[i].name, "{why}");
         }
-        tracing::info!(file = %new.source.display(), mappings = new.mappings.len(), "configuration reloaded; every mapping's folder is watched anew");
+        tracing::info!(file = %crate::outside::path(&new.source), mappings = new.mappings.len(), "configuration reloaded; every mapping's folder is watched anew");
         let mut s = new;
         // Where the ledger lives cannot change under a running agent.
         s.agent.state_dir = self.settings.agent.state_dir.clone();

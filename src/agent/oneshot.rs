@@ -59,6 +59,8 @@ pub(super) fn mapping_for(name: &str, path: &Path, target: &Target) -> Mapping {
         after: crate::config::After::Keep,
         failed_dir: None,
         follow_symlinks: true,
+        // The user named this file.
+        allow_hard_links: true,
         if_exists: crate::config::IfExists::Attach,
         on_change: crate::config::OnChange::Add,
     }

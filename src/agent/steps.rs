@@ -90,6 +90,8 @@ pub struct Steps<U: UrlStore> {
     /// kind, a message that is not a draft), once per (mailbox, item, code), its answer kept.
     /// `send` looks for itself.
     pub second_looks: Option<SecondLooks>,
+    /// Set when the agent stops: a hash in progress gives up at its next read.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A refusal from a message's own draft, with what a second look finds: a draft that is no
@@ -136,6 +138,7 @@ impl<U: UrlStore> Clone for Steps<U> {
             progress: self.progress.clone(),
             digest: self.digest.clone(),
             second_looks: self.second_looks.clone(),
+            stop: self.stop.clone(),
         }
     }
 }
@@ -151,6 +154,7 @@ impl<U: UrlStore> Steps<U> {
             progress: None,
             digest: None,
             second_looks: None,
+            stop: Default::default(),
         }
     }
 
@@ -247,8 +251,9 @@ impl<U: UrlStore> Steps<U> {
             } => {
                 let m = self.mapping_named(&mapping).cloned();
                 let p = path.clone();
+                let stop = self.stop.clone();
                 let result = tokio::task::spawn_blocking(move || match m {
-                    Some(m) => files::hash_file(&m, &p, &stat),
+                    Some(m) => files::hash_file_until(&m, &p, &stat, &stop),
                     None => HashResult::Gone,
                 })
                 .await

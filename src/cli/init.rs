@@ -92,12 +92,13 @@ pub fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
             )
         })?;
     }
-    // create_new: an existing file is never touched, even if it appears in a race.
-    let mut f = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-    {
+    // create_new: an existing file is never touched, even if it appears in a race. 0600: a
+    // config others can write is refused (`private::check_config`), whatever the umask.
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = match opts.open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(CommandError::new(

@@ -48,7 +48,7 @@ pub async fn run(args: SandboxArgs) -> Result<ExitCode, CommandError> {
         );
         let _ = out.flush();
     }
-    tracing::info!(data_dir = %sandbox.data_dir().display(), "sandbox serving; admin API under /_admin");
+    tracing::info!(data_dir = %crate::outside::path(&sandbox.data_dir()), "sandbox serving; admin API under /_admin");
     wait_for_signal().await;
     sandbox.shutdown().await;
     Ok(ExitCode::Ok)

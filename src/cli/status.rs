@@ -528,9 +528,10 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
                 human_size(e.size),
                 age(e.updated_at, facts.now),
                 e.mapping.clone(),
-                sanitize(&e.file_name_shown()),
+                e.file_name_shown(),
                 n.clone().unwrap_or_default(),
             ]
+            .map(|cell| sanitize(&cell))
         })
         .collect();
     let mut widths = [0usize; 8];
@@ -641,25 +642,31 @@ pub const INTERRUPTED: &str = "interrupted; resumes at next start";
 /// `paused:` line: why, until when; none when it is not)?
 pub fn agent_header(facts: &Facts<'_>, state_dir: &std::path::Path) -> String {
     let mut out = match (facts.running, facts.pid) {
-        (true, Some(pid)) => format!("agent running (pid {pid}); state dir {}", state_dir.display()),
-        (true, None) => format!("agent running; state dir {}", state_dir.display()),
+        (true, Some(pid)) => format!(
+            "agent running (pid {pid}); state dir {}",
+            crate::outside::path(state_dir)
+        ),
+        (true, None) => format!(
+            "agent running; state dir {}",
+            crate::outside::path(state_dir)
+        ),
         (false, _) => format!(
             "agent not running; state dir {} (`outbox run`, or `outbox service install`, starts it)",
-            state_dir.display()
+            crate::outside::path(state_dir)
         ),
     };
     if let Some(w) = facts.view.and_then(|v| v.paused.as_ref()) {
         out.push_str("\npaused: ");
-        out.push_str(&wait_text(w, None, facts.now));
+        out.push_str(&sanitize(&wait_text(w, None, facts.now)));
     }
     out
 }
 
-/// Control characters in file names or messages would break the table (or the terminal).
+/// Control characters in file names or messages would break the table (or the terminal), and
+/// bidi controls make a name read as another (`Scan_\u{202e}fdp.exe` as "…exe.pdf"): every
+/// cell and line of `status` goes through the one printable-text function.
 fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    crate::outside::printable(s).into_owned()
 }
 
 pub use crate::config::units::human_size;

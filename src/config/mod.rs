@@ -199,6 +199,11 @@ pub struct Mapping {
     /// Absolute (resolved against `folder`).
     pub failed_dir: Option<PathBuf>,
     pub follow_symlinks: bool,
+    /// Send a regular file with more than one name (a hard link). Off: such a file is refused,
+    /// since a neighbour with write access to the folder could link a private file of the
+    /// user's into it where the system allows (macOS, FreeBSD; Linux without
+    /// `fs.protected_hardlinks`).
+    pub allow_hard_links: bool,
     pub if_exists: IfExists,
     /// A new version of a file already attached: replace its attachment, or add beside it.
     pub on_change: OnChange,

@@ -101,6 +101,8 @@ impl Identity {
 pub struct SafeFile {
     file: std::fs::File,
     identity: Identity,
+    /// The link count `fstat` reported at open (1 where the platform has none).
+    links: u64,
 }
 
 impl SafeFile {
@@ -117,8 +119,15 @@ impl SafeFile {
         }
         Ok(SafeFile {
             identity: Identity::of(&meta),
+            links: imp::links(&meta),
             file,
         })
+    }
+
+    /// How many names the file had at open: more than one is a hard link, perhaps to a file
+    /// outside the folder (see `Mapping::allow_hard_links`).
+    pub fn links(&self) -> u64 {
+        self.links
     }
 
     /// What `fstat` said at open.

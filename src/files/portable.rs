@@ -11,6 +11,10 @@ pub(super) fn dev_ino(_meta: &std::fs::Metadata) -> (u64, u64) {
     (0, 0)
 }
 
+pub(super) fn links(_meta: &std::fs::Metadata) -> u64 {
+    1
+}
+
 pub(super) fn ctime_ns(_meta: &std::fs::Metadata) -> Option<i64> {
     None
 }

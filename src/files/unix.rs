@@ -28,6 +28,10 @@ pub(super) fn dev_ino(meta: &std::fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
+pub(super) fn links(meta: &std::fs::Metadata) -> u64 {
+    meta.nlink()
+}
+
 pub(super) fn ctime_ns(meta: &std::fs::Metadata) -> Option<i64> {
     meta.ctime()
         .checked_mul(1_000_000_000)
@@ -143,10 +147,19 @@ impl Dir {
         let fd = match dest.strip_prefix(root) {
             Ok(rel) => {
                 let root_fd = open_root(root)?;
-                walk_creating(root_fd, rel)
+                let mode = new_dir_mode(rustix::fs::fstat(&root_fd)?.st_mode);
+                walk_creating(root_fd, rel, mode)
             }
             Err(_) => {
-                std::fs::create_dir_all(dest)?;
+                let mode = std::fs::metadata(root).map_or(0o700, |m| {
+                    use std::os::unix::fs::PermissionsExt;
+                    new_dir_mode(m.permissions().mode())
+                });
+                std::os::unix::fs::DirBuilderExt::mode(
+                    std::fs::DirBuilder::new().recursive(true),
+                    mode,
+                )
+                .create(dest)?;
                 rustix::fs::openat(CWD, dest, DIR_FLAGS, Mode::empty())
             }
         }
@@ -248,9 +261,16 @@ fn identity_from_stat(st: &rustix::fs::Stat) -> Identity {
     }
 }
 
-/// Like [`walk`] for a directory, creating what is missing (mode 0777 less the umask, as
-/// `mkdir` would).
-fn walk_creating(root: OwnedFd, rel: &Path) -> Result<OwnedFd, Errno> {
+/// The mode of a `sent_dir`/`failed_dir` outbox creates: the user's alone (0700), with the
+/// read and enter rights the mapped folder gives its group and others, never write: in a
+/// shared (group-writable, setgid) folder the moved files and reason files are not the group's
+/// to rename, delete or replace.
+fn new_dir_mode(folder_mode: impl Into<u32>) -> u32 {
+    0o700 | (folder_mode.into() & 0o055)
+}
+
+/// Like [`walk`] for a directory, creating what is missing with `mode` (less the umask).
+fn walk_creating(root: OwnedFd, rel: &Path, mode: u32) -> Result<OwnedFd, Errno> {
     let mut cur = root;
     for c in rel.components() {
         let name = match c {
@@ -260,7 +280,7 @@ fn walk_creating(root: OwnedFd, rel: &Path) -> Result<OwnedFd, Errno> {
         };
         cur = match rustix::fs::openat(&cur, name, DIR_FLAGS, Mode::empty()) {
             Err(Errno::NOENT) => {
-                match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(0o777)) {
+                match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(mode as _)) {
                     Ok(()) | Err(Errno::EXIST) => {}
                     Err(e) => return Err(e),
                 }

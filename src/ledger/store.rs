@@ -650,7 +650,7 @@ impl Ledger {
     /// each step's version only after its data is written. Each step is idempotent, so a crash
     /// mid-migration is repaired by the next open.
     fn migrate(&self, from: u32) -> Result<()> {
-        tracing::info!(path = %self.path.display(), from, to = SCHEMA_VERSION, "migrating the ledger");
+        tracing::info!(path = %crate::outside::path(&self.path), from, to = SCHEMA_VERSION, "migrating the ledger");
         let mut version = from;
         while version < SCHEMA_VERSION {
             match version {

@@ -678,10 +678,15 @@ async fn post_attachment(
         return r;
     }
     let att_id = exchange_id("AAMkADAtt");
-    if tokio::fs::write(state.blob_path(&att_id), &bytes)
-        .await
-        .is_err()
-    {
+    let written = async {
+        use tokio::io::AsyncWriteExt as _;
+        let mut f = tokio::fs::OpenOptions::from(super::persist::private_file())
+            .open(state.blob_path(&att_id))
+            .await?;
+        f.write_all(&bytes).await?;
+        f.flush().await
+    };
+    if written.await.is_err() {
         return graph_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ErrorInternalServerError",
@@ -814,7 +819,7 @@ async fn create_session(
                 .to_string()
         });
     let part = state.session_path(&sid);
-    if std::fs::File::create(&part).is_err() {
+    if super::persist::private_file().open(&part).is_err() {
         return graph_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ErrorInternalServerError",

@@ -1006,7 +1006,7 @@ pub fn create(
     let mut attachments: Vec<Attachment> = Vec::with_capacity(inline.len());
     for a in inline {
         let id = exchange_id("AAMkADAtt");
-        if std::fs::write(state.blob_path(&id), &a.bytes).is_err() {
+        if super::persist::write_private(&state.blob_path(&id), &a.bytes).is_err() {
             for done in &attachments {
                 let _ = std::fs::remove_file(state.blob_path(&done.id));
             }

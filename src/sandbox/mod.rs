@@ -84,8 +84,10 @@ impl Sandbox {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        std::fs::create_dir_all(data_dir.join("blobs"))?;
-        std::fs::create_dir_all(data_dir.join("sessions"))?;
+        // Owner-only, like the agent's state dir: attachment bytes and issued tokens live here.
+        persist::private_dir(&data_dir)?;
+        persist::private_dir(&data_dir.join("blobs"))?;
+        persist::private_dir(&data_dir.join("sessions"))?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
         let port = listener.local_addr()?.port();
         let (origin, tls_cfg, ca_pem) = if opts.tls {

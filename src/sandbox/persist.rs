@@ -213,6 +213,40 @@ impl SessionRec {
     }
 }
 
+/// Create (or tighten) `dir` owner-only (0700): the data dir holds the attachments' bytes and
+/// the tokens the sandbox issued.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode != 0o700 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    Ok(())
+}
+
+/// Open options for a new file of the data dir: owner-only (0600).
+pub fn private_file() -> std::fs::OpenOptions {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts
+}
+
+/// Write `bytes` to a new owner-only file (an attachment's blob).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    private_file().open(path)?.write_all(bytes)
+}
+
 pub fn unix_ns(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
@@ -265,7 +299,7 @@ impl Journal {
         // One write call per record: whole lines even under kill -9.
         if let Err(e) = self.file.write_all(&line) {
             if !self.warned {
-                tracing::warn!(path = %self.path.display(), "sandbox cannot write its journal ({e}); state after a restart will be incomplete");
+                tracing::warn!(path = ?self.path, "sandbox cannot write its journal ({e}); state after a restart will be incomplete");
                 self.warned = true;
             }
         }

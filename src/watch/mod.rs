@@ -189,8 +189,19 @@ pub fn file_meta(m: &Mapping, root: &Path, path: &Path) -> Option<std::fs::Metad
     // Followed only inside the mapped folder: a link must not reach files the user never put here.
     let target = std::fs::canonicalize(path).ok()?;
     let real_root = std::fs::canonicalize(root).ok()?;
-    if !target.starts_with(&real_root) {
+    let Ok(rel_target) = target.strip_prefix(&real_root) else {
         tracing::debug!(path = %crate::outside::path(path), "symlink leads out of the mapped folder; not followed");
+        return None;
+    };
+    // The exclusions hold for where the link leads too: a link into `failed_dir` (a reason file)
+    // or `sent_dir`, or to `.git/config`, is not a way around them.
+    let resolved = m.folder.join(rel_target);
+    if in_excluded_dir(m, &resolved)
+        || rel_target
+            .components()
+            .any(|c| m.exclude.is_match(c.as_os_str()))
+    {
+        tracing::debug!(path = %crate::outside::path(path), to = %crate::outside::path(&resolved), "symlink leads to an excluded place; not followed");
         return None;
     }
     std::fs::metadata(path).ok()
@@ -217,7 +228,7 @@ impl FolderWatcher {
                 self.parents.insert(parent.to_path_buf());
             }
             Err(e) => {
-                tracing::warn!(folder = %folder.display(), error = %e, "cannot watch for the folder's return; the periodic rescan will find it")
+                tracing::warn!(folder = %crate::outside::path(folder), error = %e, "cannot watch for the folder's return; the periodic rescan will find it")
             }
         }
     }
@@ -252,11 +263,13 @@ impl FolderWatcher {
             .map(|m| (m.folder.clone(), m.recursive))
             .collect();
         let route = folders.clone();
-        // notify follows links by default (it would watch, and report, a linked directory's
-        // contents): only a mapping that asks for it gets that, and its files are then read only
-        // when they resolve inside the folder (`files`).
-        let follow = mappings.iter().any(|m| m.follow_symlinks);
-        let config = notify::Config::default().with_follow_symlinks(follow);
+        // notify follows links by default: it would add watches through a linked directory
+        // wherever it leads (one mapping's `follow_symlinks` once put the user's whole home
+        // under watch, and a log file there fed itself). It never follows one: a mapping with
+        // `follow_symlinks` has its links walked by the scan (`scan`, `file_meta`), inside the
+        // folder only; a linked folder's changes are found by the rescan, or by the watch of
+        // the folder it leads to (inside the mapped folder, so watched already when recursive).
+        let config = notify::Config::default().with_follow_symlinks(false);
         let mut watcher = notify::RecommendedWatcher::new(
             move |res: notify::Result<notify::Event>| match res {
                 Ok(ev) => {
@@ -302,10 +315,14 @@ fn describe_watch_error(folder: &Path, e: &notify::Error) -> String {
         format!(
             "cannot watch {}: the inotify watch limit is reached; raise it with `sudo sysctl fs.inotify.max_user_watches=524288` \
              (and persist it in /etc/sysctl.d/)",
-            folder.display()
+            crate::outside::path(folder)
         )
     } else {
-        format!("cannot watch {}: {text}", folder.display())
+        format!(
+            "cannot watch {}: {}",
+            crate::outside::path(folder),
+            crate::outside::printable(&text)
+        )
     }
 }
 

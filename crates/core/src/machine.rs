@@ -142,7 +142,7 @@ pub struct Machine {
     // Paths are kept by their bytes (`OsString` orders by bytes, `PathBuf` component by
     // component, which with 100,000 files was most of start-up's time).
     stats_out: BTreeSet<OsString>,
-    hash_queue: VecDeque<(String, PathBuf, FileStat)>,
+    hash_queue: HashQueue,
     hash_queued: BTreeSet<OsString>,
     hashing: BTreeSet<OsString>,
     /// What each path being hashed was: its mapping and the stat that settled.
@@ -253,7 +253,7 @@ impl Machine {
             unavailable: BTreeSet::new(),
             settler,
             stats_out: BTreeSet::new(),
-            hash_queue: VecDeque::new(),
+            hash_queue: HashQueue::default(),
             hash_queued: BTreeSet::new(),
             hashing: BTreeSet::new(),
             hash_info: BTreeMap::new(),
@@ -322,8 +322,7 @@ impl Machine {
     /// Paths queued for hashing or being hashed.
     pub fn hashing(&self) -> impl Iterator<Item = &Path> + '_ {
         self.hash_queue
-            .iter()
-            .map(|(_, p, _)| p.as_path())
+            .paths()
             .chain(self.hashing.iter().map(Path::new))
     }
 
@@ -426,7 +425,7 @@ impl Machine {
                         mapping,
                         path,
                         stat,
-                    }) => self.settled(mapping, path, stat),
+                    }) => self.settled(mapping, path, stat, &mut out),
                     Some(Settled::StillChanging { path }) => {
                         out.push(Action::Notify(Note::StillChanging { path }))
                     }
@@ -828,8 +827,17 @@ impl Machine {
         let Some(b) = self.newest(mapping, path) else {
             return false;
         };
-        if b.file != stat || b.sha256.is_none() {
+        if b.file != stat {
             return false;
+        }
+        if b.sha256.is_none() {
+            // Refused by its size, unread: the same stat is the same refusal (and, canceled by
+            // the user since, stays cleared).
+            let code = b.error_code.as_deref();
+            return (b.state == State::Rejected && code == Some(TOO_LARGE))
+                || (b.state == State::Canceled
+                    && code == Some("canceled")
+                    && stat.size > MAX_ATTACHMENT);
         }
         let after_pending = self
             .active
@@ -840,12 +848,23 @@ impl Machine {
         !after_pending && !retry_unreadable && !rewritten
     }
 
-    fn settled(&mut self, mapping: String, path: PathBuf, stat: FileStat) {
+    fn settled(&mut self, mapping: String, path: PathBuf, stat: FileStat, out: &mut Vec<Action>) {
         if self.nothing_new(&mapping, &path, stat) {
             return;
         }
+        if stat.size > MAX_ATTACHMENT {
+            // Refused by its size before a byte is read: a sparse 10 GiB file costs a stat.
+            let mut rec = self.new_record(&mapping, &path, stat, None);
+            rec.state = State::Rejected;
+            rec.error = Some(too_large(&path, stat.size));
+            self.failed_this_run += 1;
+            out.push(Action::Persist(rec.clone()));
+            self.supersede_older(&mapping, &path, &rec.id, out);
+            self.index(&rec);
+            return;
+        }
         if self.hash_queued.insert(path.clone().into_os_string()) {
-            self.hash_queue.push_back((mapping, path, stat));
+            self.hash_queue.push(mapping, path, stat);
         }
     }
 
@@ -952,15 +971,9 @@ impl Machine {
         }
         let mut rec = self.new_record(&mapping, &path, stat, Some(sha256));
         if stat.size > MAX_ATTACHMENT {
+            // Grown past the limit between its settle and its hash.
             rec.state = State::Rejected;
-            rec.error = Some(Failure::new(
-                "fileTooLarge",
-                format!(
-                    "{} is {} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; it was not sent",
-                    path.display(),
-                    stat.size
-                ),
-            ));
+            rec.error = Some(too_large(&path, stat.size));
             self.failed_this_run += 1;
         }
         out.push(Action::Persist(rec.clone()));
@@ -1214,9 +1227,16 @@ impl Machine {
                 out.push(Action::Stat { path });
             }
         }
-        // Hashing, a few at a time.
-        while self.hashing.len() < self.policy.hash_workers.max(1) {
-            let Some((mapping, path, stat)) = self.hash_queue.pop_front() else {
+        // Hashing, a few at a time; with more than one mapping, one mapping never takes every
+        // worker, so another's file is hashed while its big ones are.
+        let workers = self.policy.hash_workers.max(1);
+        let cap = if self.mappings.len() > 1 && workers > 1 {
+            workers - 1
+        } else {
+            workers
+        };
+        while self.hashing.len() < workers {
+            let Some((mapping, path, stat)) = self.hash_queue.pop(&self.hash_info, cap) else {
                 break;
             };
             self.hashing.insert(path.clone().into_os_string());
@@ -2512,6 +2532,80 @@ pub fn retry_wait_ms(id: &str, n: u32, f: &Fault) -> u64 {
 }
 
 /// Whether a record has anything left to do.
+const TOO_LARGE: &str = "fileTooLarge";
+
+fn too_large(path: &Path, size: u64) -> Failure {
+    Failure::new(
+        TOO_LARGE,
+        format!(
+            "{} is {size} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; it was not sent",
+            path.display(),
+        ),
+    )
+}
+
+/// Files settled and waiting for a hash worker, a queue per mapping: the next goes to the
+/// mapping with the fewest being hashed (in turn among equals), so one mapping's big files
+/// cannot hold another's small ones in `settling`.
+#[derive(Debug, Default)]
+struct HashQueue {
+    queues: BTreeMap<String, VecDeque<(PathBuf, FileStat)>>,
+    len: usize,
+    /// The mapping served last (turns go round after it).
+    last: Option<String>,
+}
+
+impl HashQueue {
+    fn push(&mut self, mapping: String, path: PathBuf, stat: FileStat) {
+        self.queues
+            .entry(mapping)
+            .or_default()
+            .push_back((path, stat));
+        self.len += 1;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn paths(&self) -> impl Iterator<Item = &Path> + '_ {
+        self.queues
+            .values()
+            .flat_map(|q| q.iter().map(|(p, _)| p.as_path()))
+    }
+
+    /// The next file to hash, given how many of each mapping are being hashed; none of a
+    /// mapping that has `cap` being hashed.
+    fn pop(
+        &mut self,
+        hashing: &BTreeMap<OsString, (String, FileStat)>,
+        cap: usize,
+    ) -> Option<(String, PathBuf, FileStat)> {
+        let busy = |m: &str| hashing.values().filter(|(hm, _)| hm == m).count();
+        let after = |m: &String| self.last.as_ref().is_some_and(|l| m > l);
+        let mapping = self
+            .queues
+            .keys()
+            .map(|m| (busy(m), m))
+            .filter(|(b, _)| *b < cap)
+            .min_by_key(|(b, m)| (*b, !after(m)))?
+            .1
+            .clone();
+        let q = self.queues.get_mut(&mapping)?;
+        let (path, stat) = q.pop_front()?;
+        if q.is_empty() {
+            self.queues.remove(&mapping);
+        }
+        self.len -= 1;
+        self.last = Some(mapping.clone());
+        Some((mapping, path, stat))
+    }
+}
+
 pub fn has_work(r: &Record) -> bool {
     !r.state.is_terminal()
         || r.session.is_some()
@@ -3774,7 +3868,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_over_150_mib_is_rejected_and_counted_one_of_150_mib_is_sent() {
+    fn a_file_over_150_mib_is_rejected_at_settle_unread_and_counted_one_of_150_mib_is_sent() {
         let path = PathBuf::from("/f/a.txt");
         let first_record = |size: u64| {
             let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
@@ -3782,17 +3876,20 @@ mod tests {
                 size,
                 ..FileStat::default()
             };
-            settle(&mut m, 0, &path, stat);
-            let out = m.handle(
-                Time(10_000),
-                Input::Hashed {
-                    path: path.clone(),
-                    result: HashResult::Hashed {
-                        sha256: "ab".repeat(32),
-                        stat,
+            let mut out = settle(&mut m, 0, &path, stat);
+            let hashed = out.iter().any(|a| matches!(a, Action::Hash { .. }));
+            if hashed {
+                out = m.handle(
+                    Time(10_000),
+                    Input::Hashed {
+                        path: path.clone(),
+                        result: HashResult::Hashed {
+                            sha256: "ab".repeat(32),
+                            stat,
+                        },
                     },
-                },
-            );
+                );
+            }
             let first = out
                 .iter()
                 .find_map(|a| match a {
@@ -3800,10 +3897,81 @@ mod tests {
                     _ => None,
                 })
                 .expect("persisted");
-            (first, m.failed_this_run)
+            // Seen again unchanged (a rescan): nothing new, no second record, no hash.
+            let again = settle(&mut m, 20_000, &path, stat);
+            assert!(
+                !again
+                    .iter()
+                    .any(|a| matches!(a, Action::Persist(_) | Action::Hash { .. })),
+                "{again:?}"
+            );
+            (first, hashed, m.failed_this_run)
         };
-        assert_eq!(first_record(MAX_ATTACHMENT + 1), (State::Rejected, 1));
-        assert_eq!(first_record(MAX_ATTACHMENT), (State::Pending, 0));
+        // A sparse 10 GiB file is refused by its size, never read.
+        assert_eq!(first_record(10 << 30), (State::Rejected, false, 1));
+        assert_eq!(
+            first_record(MAX_ATTACHMENT + 1),
+            (State::Rejected, false, 1)
+        );
+        assert_eq!(first_record(MAX_ATTACHMENT), (State::Pending, true, 0));
+    }
+
+    #[test]
+    fn one_mappings_queue_of_files_to_hash_cannot_starve_anothers() {
+        let mut big = rule(IfExists::Attach, After::Keep);
+        big.name = "big".into();
+        let mut small = rule(IfExists::Attach, After::Keep);
+        small.name = "small".into();
+        let policy = Policy::default();
+        let workers = policy.hash_workers.max(1);
+        let mut m = Machine::new(vec![big, small], policy);
+        let stat = FileStat {
+            size: 100 << 20,
+            ..FileStat::default()
+        };
+        let mut out = Vec::new();
+        let observe = |m: &mut Machine, mapping: &str, path: &str| {
+            m.handle(
+                Time(0),
+                Input::Observed {
+                    mapping: mapping.into(),
+                    path: PathBuf::from(path),
+                    stat,
+                },
+            )
+        };
+        for i in 0..(workers * 3) {
+            out.extend(observe(&mut m, "big", &format!("/big/{i}.bin")));
+        }
+        out.extend(observe(&mut m, "small", "/small/a.txt"));
+        let settled = Time(0).plus_ms(Policy::default().settle_ms);
+        out.extend(m.handle(settled, Input::Tick));
+        let stats: Vec<PathBuf> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stat { path } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut hashes = Vec::new();
+        for path in stats {
+            let out = m.handle(
+                settled,
+                Input::Stat {
+                    path,
+                    stat: Some(stat),
+                },
+            );
+            hashes.extend(out.into_iter().filter_map(|a| match a {
+                Action::Hash { mapping, .. } => Some(mapping),
+                _ => None,
+            }));
+        }
+        assert_eq!(hashes.len(), workers, "{hashes:?}");
+        assert!(
+            hashes.iter().any(|m| m == "small"),
+            "every worker went to one mapping: {hashes:?}"
+        );
     }
 
     #[test]

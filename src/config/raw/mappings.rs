@@ -265,6 +265,7 @@ pub(super) fn validate_mappings(
             sent_dir,
             failed_dir,
             follow_symlinks: raw.follow_symlinks.unwrap_or(false),
+            allow_hard_links: raw.allow_hard_links.unwrap_or(false),
             if_exists,
             on_change,
         });

@@ -140,6 +140,7 @@ struct RawMapping {
     sent_dir: Option<Spanned<String>>,
     failed_dir: Option<Spanned<String>>,
     follow_symlinks: Option<bool>,
+    allow_hard_links: Option<bool>,
     if_exists: Option<Spanned<RawIfExists>>,
     on_change: Option<Spanned<RawOnChange>>,
 }
