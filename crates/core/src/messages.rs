@@ -5057,6 +5057,23 @@ mod tests {
         all
     }
 
+    /// Sent Items searched at `t + 10`: not there; Drafts at `t + 20`: still a draft. What
+    /// the machine does then.
+    fn not_in_sent_items_still_a_draft(m: &mut Machine, t: u64, mid: &str) -> Vec<Action> {
+        found(m, t + 10, mid, MailFolder::SentItems, FindOutcome::NotFound);
+        found(
+            m,
+            t + 20,
+            mid,
+            MailFolder::Drafts,
+            FindOutcome::Found {
+                id: "d-a.pdf".into(),
+                is_draft: true,
+                internet_message_id: None,
+            },
+        )
+    }
+
     fn the_send(out: &[Action]) -> String {
         out.iter()
             .find_map(|a| match a {
@@ -5252,24 +5269,7 @@ mod tests {
         let grace = move_grace_ms(Policy::default().look_after_ms);
         let t = 7_300 + grace + 1_000;
         m.handle(Time(t), Input::Tick);
-        found(
-            &mut m,
-            t + 10,
-            &mid,
-            MailFolder::SentItems,
-            FindOutcome::NotFound,
-        );
-        let out = found(
-            &mut m,
-            t + 20,
-            &mid,
-            MailFolder::Drafts,
-            FindOutcome::Found {
-                id: "d-a.pdf".into(),
-                is_draft: true,
-                internet_message_id: None,
-            },
-        );
+        let out = not_in_sent_items_still_a_draft(&mut m, t, &mid);
         assert!(sent(&out));
         // The first send finished moving the draft meanwhile: the re-send is refused 404.
         let out = send_answered(
@@ -5574,24 +5574,7 @@ mod tests {
             t += grace + 1_000;
             let out = m.handle(Time(t), Input::Tick);
             assert_eq!(find_asked(&out), Some(MailFolder::SentItems));
-            found(
-                &mut m,
-                t + 10,
-                &mid,
-                MailFolder::SentItems,
-                FindOutcome::NotFound,
-            );
-            let out = found(
-                &mut m,
-                t + 20,
-                &mid,
-                MailFolder::Drafts,
-                FindOutcome::Found {
-                    id: "d-a.pdf".into(),
-                    is_draft: true,
-                    internet_message_id: None,
-                },
-            );
+            let out = not_in_sent_items_still_a_draft(&mut m, t, &mid);
             assert!(sent(&out));
             sends += 1;
             t += 30;
