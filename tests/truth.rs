@@ -976,3 +976,40 @@ fn json_stays_json_whatever_the_config_path() {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
     assert!(v.to_string().contains("login"), "{v}");
 }
+
+/// A file queued for a mapping that is then removed from the config: `run --once` fails it
+/// ("no longer in the config"), says so and exits 1, instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_ends_when_a_queued_files_mapping_was_removed() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let (a, b) = (env.path("a"), env.path("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let m = |name: &str, dir: &std::path::Path| {
+        format!(
+            "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            dir.display()
+        )
+    };
+    env.write_config("", &format!("{}\n{}", m("a", &a), m("b", &b)));
+    write_file(&b.join("x.txt"), 100, 7);
+    // Queued while the token is refused.
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_TEST_TOKEN", "refused")
+            .args(["run", "--once"]),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    env.write_config("", &m("a", &a));
+    let started = std::time::Instant::now();
+    let out = env.run(&["run", "--once"], std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        stderr(&out).contains("no longer in the config"),
+        "{}",
+        stderr(&out)
+    );
+}

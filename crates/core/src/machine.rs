@@ -1592,6 +1592,9 @@ impl Machine {
                 ),
                 out,
             );
+            // Looked at again: a failed entry leaves the active set (else `run --once` waits
+            // for it for ever).
+            self.make_ready(id);
             return true;
         };
         if !self.take_lock(id, &target) {
@@ -2788,6 +2791,50 @@ mod tests {
             after,
             mail: None,
         }
+    }
+
+    /// Issue #22 (noticed by the CLI round): a pending entry whose mapping was removed from the
+    /// config fails (`mappingRemoved`) and `run --once` then ends, instead of waiting for ever.
+    #[test]
+    fn an_entry_of_a_removed_mapping_fails_and_leaves_the_machine_quiescent() {
+        let mut m = Machine::new(vec![rule(IfExists::Skip, After::Keep)], Policy::default());
+        let rec = Record::pending(
+            "e9".into(),
+            "gone".into(),
+            "/g/x.txt".into(),
+            "x.txt".into(),
+            FileStat {
+                dev: 1,
+                ino: 9,
+                size: 3,
+                mtime_ns: 1,
+                ctime_ns: 1,
+            },
+            Some("cd".repeat(32)),
+            1,
+            Time(0),
+        );
+        let mut out = m.handle(
+            Time(0),
+            Input::Start {
+                records: vec![rec],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        out.extend(m.handle(Time(10), Input::Tick));
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Persist(r) if r.state == State::Failed)),
+            "{out:?}"
+        );
+        assert!(
+            m.quiescent() || m.only_blocked(),
+            "still at work: {:?}",
+            m.active()
+                .map(|(r, t)| (r.id.clone(), r.state, t))
+                .collect::<Vec<_>>()
+        );
     }
 
     fn done_record() -> Record {
