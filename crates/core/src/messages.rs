@@ -718,8 +718,7 @@ impl Machine {
             return;
         };
         // A failed or unconfirmed one stays: a `retry` of one of its files takes it on.
-        let over =
-            matches!(m.rec.state, MessageState::Sent | MessageState::Drafted) && !m.rec.unseen;
+        let over = m.rec.is_over();
         if !over || m.busy || m.rec.files.iter().any(|f| self.active.contains_key(f)) {
             return;
         }
@@ -1087,8 +1086,7 @@ impl Machine {
         let Some(m) = self.messages.get(mid) else {
             return;
         };
-        let over =
-            matches!(m.rec.state, MessageState::Sent | MessageState::Drafted) && !m.rec.unseen;
+        let over = m.rec.is_over();
         let files = m.rec.files.clone();
         let mut back = Vec::new();
         for f in &files {
@@ -1776,7 +1774,6 @@ impl Machine {
             self.message_wait(mid, look_after);
             return;
         }
-        m.rec.state = MessageState::Sending;
         m.rec.last_send_at = m.rec.last_send_at.or(m.rec.sent_at);
         self.message_unconfirmed_by(
             mid,
@@ -1870,10 +1867,7 @@ impl Machine {
         let Some(m) = self.messages.get_mut(mid) else {
             return;
         };
-        if m.rec.send_at.is_some()
-            || m.rec.state == MessageState::Sent
-            || m.rec.may_have_been_sent()
-        {
+        if m.rec.state == MessageState::Sent || m.rec.may_have_been_sent() {
             // A send may have happened (or was accepted, its copy not yet seen): never
             // "failed" (which `retry` would send again), but unconfirmed.
             self.message_unconfirmed_by(mid, Some(f), out);

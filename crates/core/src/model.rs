@@ -867,6 +867,11 @@ impl MessageRecord {
     pub fn at_work(&self) -> bool {
         !self.state.is_terminal() || self.unseen
     }
+
+    /// Done with: sent (its copy seen, when that was awaited) or left as a draft.
+    pub fn is_over(&self) -> bool {
+        matches!(self.state, MessageState::Sent | MessageState::Drafted) && !self.unseen
+    }
 }
 
 /// Everything that can happen to the agent enters as one of these.
