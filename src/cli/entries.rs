@@ -51,17 +51,19 @@ fn capped_mappings(
             continue;
         };
         let Some(cap) = t.max_messages else { continue };
-        let window = cap.window.as_millis() as u64;
-        let mut made: Vec<u64> = messages
+        let made = messages
             .iter()
-            .filter(|r| r.mapping == m.name && r.created_at.0 + window > now_ms)
-            .map(|r| r.created_at.0)
-            .collect();
-        made.sort_unstable();
-        if made.len() as u64 >= cap.amount {
-            if let Some(first) = made.first() {
-                out.push((m.name.clone(), first + window));
-            }
+            .filter(|r| r.mapping == m.name)
+            .map(|r| r.created_at);
+        let amount = cap.amount.min(u64::from(u32::MAX)) as u32;
+        let window = cap.window.as_millis() as u64;
+        if let Some(t) = crate::core::machine::cap_frees_at(
+            made,
+            amount,
+            window,
+            crate::core::model::Time(now_ms),
+        ) {
+            out.push((m.name.clone(), t.0));
         }
     }
     out

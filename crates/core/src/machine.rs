@@ -8,7 +8,7 @@
 
 use super::model::*;
 use super::settle::{Settled, Settler};
-pub use messages::{civil_date, MESSAGE_TOO_LARGE, NO_FILES_LEFT};
+pub use messages::{cap_frees_at, civil_date, MESSAGE_TOO_LARGE, NO_FILES_LEFT};
 
 #[path = "messages.rs"]
 mod messages;

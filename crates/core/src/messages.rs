@@ -489,9 +489,7 @@ impl Machine {
         while q.front().is_some_and(|t| t.plus_ms(window) <= now) {
             q.pop_front();
         }
-        (q.len() >= rule.max_messages as usize)
-            .then(|| q.front().map(|t| t.plus_ms(window)))
-            .flatten()
+        cap_frees_at(q.iter().copied(), rule.max_messages, window, now)
     }
 
     /// Until when mapping `mapping`'s files wait for its `max_messages` window, if they do.
@@ -1964,6 +1962,26 @@ pub fn send_limit_backoff_ms(id: &str, attempt: u32) -> u64 {
     let exp = SEND_LIMIT_BASE_MS.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
     let cap = exp.min(SEND_LIMIT_CAP_MS);
     cap / 2 + backoff_ms(id, attempt) % (cap / 2 + 1)
+}
+
+/// `max_messages`: of the times messages were `made`, `Some(t)` when `cap` or more fall within
+/// the `window_ms` before `now`: the next may be made at `t`, when the oldest of them leaves
+/// the window. (The core's pacing, and `status` reading the ledger with no agent.)
+pub fn cap_frees_at(
+    made: impl IntoIterator<Item = Time>,
+    cap: u32,
+    window_ms: u64,
+    now: Time,
+) -> Option<Time> {
+    let mut within: Vec<Time> = made
+        .into_iter()
+        .filter(|t| t.plus_ms(window_ms) > now)
+        .collect();
+    if cap == 0 || within.len() < cap as usize {
+        return None;
+    }
+    within.sort();
+    within.first().map(|t| t.plus_ms(window_ms))
 }
 
 /// How long after a send that may have happened a `retry` waits before it may send again: five
