@@ -547,6 +547,7 @@ async fn the_client_steps_drive_a_message_through_its_life() {
         body: "Attached.".into(),
         body_type: BodyType::Text,
         marker: "ledger-42".into(),
+        file_keys: Vec::new(),
     };
     assert_eq!(
         g.find_by_marker("me", Folder::Any, "ledger-42")
@@ -629,6 +630,7 @@ async fn the_client_steps_drive_a_message_through_its_life() {
         to: vec![],
         bcc: vec![],
         marker: "n".into(),
+        file_keys: Vec::new(),
         ..spec.clone()
     };
     let nid = g.create_draft("me", &none).await.unwrap();
@@ -644,6 +646,7 @@ async fn the_client_steps_drive_a_message_through_its_life() {
             "me",
             &DraftSpec {
                 marker: "t1".into(),
+                file_keys: Vec::new(),
                 ..spec.clone()
             },
         )
@@ -655,6 +658,7 @@ async fn the_client_steps_drive_a_message_through_its_life() {
             "me",
             &DraftSpec {
                 marker: "t2".into(),
+                file_keys: Vec::new(),
                 ..spec.clone()
             },
         )

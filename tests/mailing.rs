@@ -811,3 +811,148 @@ async fn a_mapping_mails_at_most_max_messages_per_window_the_rest_wait() {
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     assert!(stderr(&out).contains("max_messages"), "{}", stderr(&out));
 }
+
+/// Copies directory `from` to `to` (the state dir as a backup would keep it).
+fn copy_dir(from: &Path, to: &Path) {
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+}
+
+/// The mailbox is the record of last resort (SPEC 8): each file's key is stamped on its draft and
+/// searched for before a file the ledger does not know is mailed. A lost state dir does not mail
+/// the files still in the folder (`after = "keep"`) again; a state dir restored from a backup
+/// taken before a file was mailed does not mail that file again; new files still go, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_or_restored_state_dir_mails_no_file_again() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let a = write_file(&folder.join("a.pdf"), 10_000, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "first run: {}", stderr(&out));
+    let backup = env.path("backup");
+    copy_dir(&env.state_dir(), &backup);
+    let b = write_file(&folder.join("b.pdf"), 4 * MIB + 3, 2);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "second run: {}", stderr(&out));
+    let want = BTreeMap::from([
+        (
+            "Scan a".to_string(),
+            HashMap::from([("a.pdf".to_string(), a)]),
+        ),
+        (
+            "Scan b".to_string(),
+            HashMap::from([("b.pdf".to_string(), b)]),
+        ),
+    ]);
+    assert_eq!(by_subject(&sent(&env).await), want);
+
+    // The state dir is lost: both files are still in the folder.
+    std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the loss: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already mailed"),
+        "the log says why nothing was mailed: {}",
+        stderr(&out)
+    );
+    assert_eq!(by_subject(&sent(&env).await), want, "nothing mailed again");
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for r in &rows {
+        assert_eq!(r["state"], "done", "found mailed: {r}");
+        assert!(r["attachment_id"].is_string(), "{r}");
+    }
+
+    // Restored from the backup, which knows a.pdf mailed but not b.pdf.
+    std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+    copy_dir(&backup, &env.state_dir());
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the restore: {}", stderr(&out));
+    assert_eq!(by_subject(&sent(&env).await), want, "nothing mailed again");
+
+    // A new file still goes, once.
+    let c = write_file(&folder.join("c.pdf"), 3_000, 3);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "a new file: {}", stderr(&out));
+    let got = by_subject(&sent(&env).await);
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert_eq!(got["Scan c"], HashMap::from([("c.pdf".to_string(), c)]));
+    let stats = no_duplicates(&env, "lost and restored").await;
+    assert_eq!(stats["sends_accepted"], json!(3), "{stats}");
+}
+
+/// A draft that carries a file's key (left by a state dir lost after its draft was made, or
+/// another agent's at work) holds the file: it is never mailed beside that draft. After a few
+/// looks the file fails, explained; once the draft is gone, `retry` mails it, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draft_carrying_a_files_key_holds_it_and_it_is_never_mailed_twice() {
+    let env = Env::new();
+    let folder = setup(&env, "look_after = \"300ms\"", "", "");
+    let sha = write_file(&folder.join("held.pdf"), 20_000, 7);
+    let crashed = run_bounded(
+        env.cmd()
+            .env("OUTBOX_CRASH_AT", "after-draft-created")
+            .args(["run", "--once"]),
+        T,
+    );
+    assert!(
+        crashed.status.code().is_none() || crashed.status.code() == Some(134),
+        "the failpoint was reached: {}",
+        stderr(&crashed)
+    );
+    std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "held, then failed: {}",
+        stderr(&out)
+    );
+    assert!(
+        sent(&env).await.is_empty(),
+        "nothing sent while a draft holds it"
+    );
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["state"], "failed", "{}", rows[0]);
+    assert_eq!(rows[0]["error"]["code"], "heldByDraft", "{}", rows[0]);
+    assert!(
+        rows[0]["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Scan held"),
+        "the reason names the draft: {}",
+        rows[0]
+    );
+    // The user deletes the left-over draft, then retries.
+    let items = env
+        .sandbox
+        .admin(reqwest::Method::GET, "/items", None)
+        .await;
+    let drafts: Vec<String> = items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["isDraft"] == json!(true) && i["subject"] == "Scan held")
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(drafts.len(), 1, "{items:#}");
+    env.sandbox.delete_item(&drafts[0]).await;
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "retry: {}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the retry: {}", stderr(&out));
+    assert_eq!(
+        by_subject(&sent(&env).await),
+        BTreeMap::from([(
+            "Scan held".to_string(),
+            HashMap::from([("held.pdf".to_string(), sha)])
+        )])
+    );
+    no_duplicates(&env, "held").await;
+}

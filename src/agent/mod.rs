@@ -132,6 +132,8 @@ pub fn rules_of(settings: &Settings) -> Vec<crate::core::model::MappingRule> {
                     max_messages_window_ms: t
                         .max_messages
                         .map_or(0, |b| b.window.as_millis() as u64),
+                    folder: m.folder.clone(),
+                    remember_sent_ms: settings.agent.remember_sent.as_millis() as u64,
                 }),
             },
         })
@@ -983,6 +985,16 @@ impl Agent {
                     }
                 }
                 self.failed_file(&id, &path, &failure);
+            }
+            Note::FoundMailed {
+                id,
+                path,
+                internet_message_id,
+            } => {
+                let imid = internet_message_id
+                    .as_deref()
+                    .unwrap_or("(no internetMessageId)");
+                tracing::info!(file = %crate::outside::path(&path), entry = %id, message = %crate::outside::printable(imid), "already mailed: a sent copy in the mailbox carries this file's key (an earlier state dir, or another agent); not mailed again");
             }
             Note::CancelTooLate { id, path } => {
                 tracing::warn!(file = %crate::outside::path(&path), entry = %id, "the cancel came too late: the file was already attached; it stays attached and is recorded done");

@@ -405,8 +405,13 @@ impl<U: UrlStore> Steps<U> {
                     outcome: Outcome::After(result),
                 }
             }
-            Action::CreateDraft { id, user, letter } => {
-                let outcome = self.client.draft_step(&user, &id, &letter).await;
+            Action::CreateDraft {
+                id,
+                user,
+                letter,
+                keys,
+            } => {
+                let outcome = self.client.draft_step(&user, &id, &letter, &keys).await;
                 if matches!(outcome, DraftOutcome::Created { .. }) {
                     crate::failpoint!("after-draft-created");
                 }
@@ -428,6 +433,19 @@ impl<U: UrlStore> Steps<U> {
                 Input::Outcome {
                     id,
                     outcome: Outcome::Find(folder, outcome),
+                }
+            }
+            Action::FindFileKey {
+                id,
+                user,
+                key,
+                name,
+                since,
+            } => {
+                let outcome = self.client.key_step(&user, &key, &name, since).await;
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::Key(outcome),
                 }
             }
             Action::ListDraft { id, user, draft_id } => {

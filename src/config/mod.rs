@@ -155,6 +155,8 @@ pub struct AgentSettings {
     pub mailbox_sends: Option<Budget>,
     pub notify: NotifyLevel,
     pub keep_done: Duration,
+    /// How far back the mailbox is searched for a mailing file's key before it is mailed.
+    pub remember_sent: Duration,
 }
 
 /// One `ItemKind` for the whole crate: the core's.

@@ -10,7 +10,8 @@
 use super::{ErrorClass, GraphClient, GraphError, ItemRef, RequestError, RequestOpts};
 use crate::config::{BodyType, ItemKind};
 use crate::core::model::{
-    DraftOutcome, Failure, Fault, FindOutcome, Letter, ListOutcome, MailFolder, SendOutcome,
+    DraftOutcome, Failure, Fault, FindOutcome, KeyOutcome, Letter, ListOutcome, MailFolder,
+    SendOutcome, Time,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -20,6 +21,13 @@ use url::Url;
 /// The GUID is outbox's own property set; the `Name` part is case-sensitive on Graph.
 pub const MARKER_PROPERTY: &str =
     "String {4f0c6e1a-8b3d-4c52-9e7f-2a1d5b6c7e80} Name outboxMessageId";
+
+/// The single-value extended property that carries the keys of a message's files (SPEC: the
+/// mailbox is the record of last resort), space-separated, searched with `contains` (documented
+/// for string-typed properties). One name for every message: named properties are a mailbox
+/// quota, never one per file.
+pub const FILE_KEYS_PROPERTY: &str =
+    "String {4f0c6e1a-8b3d-4c52-9e7f-2a1d5b6c7e80} Name outboxFileKeys";
 
 /// What a new draft carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +41,9 @@ pub struct DraftSpec {
     /// Stored as [`MARKER_PROPERTY`]; how the message is found again after a crash or a lost
     /// answer (its id changes when it is sent).
     pub marker: String,
+    /// The keys of its files (a mailing mapping's; none for `outbox mail`), stored as
+    /// [`FILE_KEYS_PROPERTY`].
+    pub file_keys: Vec<String>,
 }
 
 /// A draft's id, as Graph returned it.
@@ -63,6 +74,7 @@ pub struct FoundMessage {
     pub internet_message_id: Option<String>,
     /// `sentDateTime` as Graph gave it (RFC 3339); `None` for a draft.
     pub sent: Option<String>,
+    pub subject: Option<String>,
     /// Other messages carrying the same marker (a sent copy is preferred over a draft, so a
     /// non-zero count with a sent message means a duplicate send or a draft not yet moved).
     pub others: usize,
@@ -189,8 +201,25 @@ pub fn draft_body(spec: &DraftSpec) -> Value {
         "toRecipients": recipients(&spec.to),
         "ccRecipients": recipients(&spec.cc),
         "bccRecipients": recipients(&spec.bcc),
-        "singleValueExtendedProperties": [{"id": MARKER_PROPERTY, "value": spec.marker}],
+        "singleValueExtendedProperties": properties(spec),
     })
+}
+
+fn properties(spec: &DraftSpec) -> Value {
+    let mut props = vec![json!({"id": MARKER_PROPERTY, "value": spec.marker})];
+    if !spec.file_keys.is_empty() {
+        props.push(json!({"id": FILE_KEYS_PROPERTY, "value": spec.file_keys.join(" ")}));
+    }
+    Value::Array(props)
+}
+
+/// `$filter` that finds messages carrying file key `key` among their files' keys.
+pub fn file_key_filter(key: &str) -> String {
+    format!(
+        "singleValueExtendedProperties/Any(ep: ep/id eq '{}' and contains(ep/value, '{}'))",
+        FILE_KEYS_PROPERTY.replace('\'', "''"),
+        key.replace('\'', "''")
+    )
 }
 
 /// `$filter` that finds messages carrying `marker` (quotes doubled, as OData wants).
@@ -238,6 +267,7 @@ fn found(v: &Value) -> Option<FoundMessage> {
             .get("sentDateTime")
             .and_then(Value::as_str)
             .map(str::to_string),
+        subject: v.get("subject").and_then(Value::as_str).map(str::to_string),
         others: 0,
     })
 }
@@ -341,6 +371,18 @@ impl GraphClient {
         filter: &str,
         retry: bool,
     ) -> Result<Option<FoundMessage>, MailError> {
+        Ok(pick(self.list_filtered(user, folder, filter, retry).await?))
+    }
+
+    /// Every message of `folder` that `filter` selects (every page; a listing cut short is an
+    /// error, never a short list).
+    async fn list_filtered(
+        &self,
+        user: &str,
+        folder: Folder,
+        filter: &str,
+        retry: bool,
+    ) -> Result<Vec<FoundMessage>, MailError> {
         let mut segs = mailbox_segments(user);
         match folder {
             Folder::Drafts => segs.extend(["mailFolders", "drafts"]),
@@ -351,7 +393,10 @@ impl GraphClient {
         let mut url = self.url(&segs);
         url.query_pairs_mut()
             .append_pair("$filter", filter)
-            .append_pair("$select", "id,isDraft,internetMessageId,sentDateTime")
+            .append_pair(
+                "$select",
+                "id,isDraft,internetMessageId,sentDateTime,subject",
+            )
             .append_pair("$top", "50");
         let mut next = Some(url);
         let mut all = Vec::new();
@@ -391,7 +436,7 @@ impl GraphClient {
                 next = Some(u);
             }
         }
-        Ok(pick(all))
+        Ok(all)
     }
 
     /// `POST {mailbox}/messages/{id}/send`, never retried here. `Ok(())` on 202 (whatever else
@@ -451,7 +496,13 @@ const MAX_DRAFT_PAGES: usize = 100;
 
 impl GraphClient {
     /// The core's `CreateDraft`: one POST of a draft saying `letter`, carrying `marker`.
-    pub async fn draft_step(&self, user: &str, marker: &str, letter: &Letter) -> DraftOutcome {
+    pub async fn draft_step(
+        &self,
+        user: &str,
+        marker: &str,
+        letter: &Letter,
+        keys: &[String],
+    ) -> DraftOutcome {
         let spec = DraftSpec {
             to: letter.to.clone(),
             cc: letter.cc.clone(),
@@ -464,6 +515,7 @@ impl GraphClient {
                 BodyType::Text
             },
             marker: marker.to_owned(),
+            file_keys: keys.to_vec(),
         };
         match self.create_draft_full(user, &spec).await {
             Ok((id, internet_message_id)) => DraftOutcome::Created {
@@ -511,6 +563,56 @@ impl GraphClient {
             Ok(None) => FindOutcome::NotFound,
             Err(e) => FindOutcome::Failed(mail_fault(&e)),
         }
+    }
+
+    /// The core's `FindFileKey`: a sent copy since `since` carrying `key` with an attachment
+    /// named `name` (Sent Items, every page, earliest first), else a draft carrying it
+    /// (Drafts). No retry here.
+    pub async fn key_step(&self, user: &str, key: &str, name: &str, since: Time) -> KeyOutcome {
+        match self.find_file_key(user, key, name, since).await {
+            Ok(k) => k,
+            Err(e) => KeyOutcome::Failed(mail_fault(&e)),
+        }
+    }
+
+    async fn find_file_key(
+        &self,
+        user: &str,
+        key: &str,
+        name: &str,
+        since: Time,
+    ) -> Result<KeyOutcome, MailError> {
+        let filter = file_key_filter(key);
+        let mut sent = self
+            .list_filtered(user, Folder::SentItems, &filter, false)
+            .await?;
+        sent.retain(|m| !m.is_draft && sent_since(m.sent.as_deref(), since));
+        sent.sort_by(|a, b| a.sent.cmp(&b.sent).then_with(|| a.id.cmp(&b.id)));
+        for m in sent {
+            // The key names the file; the attachment by its name proves it went in that
+            // message (a file that left its message before the send left its key behind).
+            let atts = self
+                .list_message_attachments(user, &m.id, true)
+                .await
+                .map_err(classify_read)?;
+            if let Some((attachment_id, _)) = atts.into_iter().find(|(_, n)| n == name) {
+                return Ok(KeyOutcome::Mailed {
+                    message_id: m.id,
+                    internet_message_id: m.internet_message_id,
+                    attachment_id,
+                });
+            }
+        }
+        let drafts = self
+            .list_filtered(user, Folder::Drafts, &filter, false)
+            .await?;
+        Ok(match drafts.into_iter().find(|m| m.is_draft) {
+            Some(d) => KeyOutcome::Drafted {
+                message_id: d.id,
+                subject: d.subject.unwrap_or_default(),
+            },
+            None => KeyOutcome::NotFound,
+        })
     }
 
     /// The core's `ListDraft`: the id of every attachment on draft `draft_id`
@@ -647,6 +749,18 @@ fn page_of(v: &Value) -> Option<(&Vec<Value>, Option<String>)> {
     Some((value, next))
 }
 
+/// Whether a copy sent at `sent` (RFC 3339; unknown counts as recent) is within the window
+/// starting at `since` (ms since the epoch).
+fn sent_since(sent: Option<&str>, since: Time) -> bool {
+    let Some(t) = sent.and_then(|s| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    }) else {
+        return true;
+    };
+    let ms = t.unix_timestamp_nanos() / 1_000_000;
+    ms >= i128::from(since.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -722,6 +836,7 @@ mod tests {
             is_draft: draft,
             internet_message_id: None,
             sent: sent.map(str::to_string),
+            subject: None,
             others: 0,
         };
         assert_eq!(pick(vec![]), None);

@@ -189,6 +189,10 @@ pub struct LedgerEntry {
     /// The message it is mailed in (a `new_message` mapping).
     #[serde(default)]
     pub message: Option<String>,
+    /// Mailed without a search of the mailbox for its key (a drop again of bytes the ledger
+    /// knows it mailed from this path).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mail_again: bool,
 }
 
 /// The few fields of an entry the agent's start-up needs for every entry (which version of a
@@ -260,6 +264,7 @@ impl LedgerEntry {
             garbage: Vec::new(),
             replaces: Vec::new(),
             message: None,
+            mail_again: false,
         }
     }
 
@@ -316,6 +321,7 @@ impl LedgerEntry {
             garbage: self.garbage,
             replaces: self.replaces,
             message: self.message,
+            mail_again: self.mail_again,
             seq: self.seq,
             created_at: time_of(self.created_at),
             updated_at: time_of(self.updated_at),
@@ -375,6 +381,7 @@ impl LedgerEntry {
             garbage: r.garbage.clone(),
             replaces: r.replaces.clone(),
             message: r.message.clone(),
+            mail_again: r.mail_again,
         }
     }
 

@@ -359,8 +359,13 @@ impl Cursor {
 /// A `$filter` on messages the sandbox answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MessageFilter {
-    /// `singleValueExtendedProperties/Any(ep: ep/id eq 'ID' [and ep/value eq 'V'])`
-    ExtProp { id: String, value: Option<String> },
+    /// `singleValueExtendedProperties/Any(ep: ep/id eq 'ID' [and ep/value eq 'V'])`, or
+    /// `[and contains(ep/value, 'V')]` (documented for string-typed properties only).
+    ExtProp {
+        id: String,
+        value: Option<String>,
+        contains: Option<String>,
+    },
     /// `internetMessageId eq '<…>'`
     InternetMessageId(String),
 }
@@ -387,7 +392,7 @@ pub fn parse_filter(s: &str) -> Result<MessageFilter, String> {
         c.sym('(')?;
         let var = c.ident()?;
         c.sym(':')?;
-        let (mut id, mut value) = (None, None);
+        let (mut id, mut value, mut contains) = (None, None, None);
         let mut first = true;
         loop {
             if !first {
@@ -402,6 +407,29 @@ pub fn parse_filter(s: &str) -> Result<MessageFilter, String> {
             while c.is_sym('(') {
                 c.next();
                 inner += 1;
+            }
+            if c.is_kw("contains") {
+                c.next();
+                c.sym('(')?;
+                let v = c.ident()?;
+                if v != var {
+                    return Err(format!("'{v}' is not the lambda variable '{var}'"));
+                }
+                c.sym('/')?;
+                let field = c.ident()?;
+                if !field.eq_ignore_ascii_case("value") {
+                    return Err(format!("contains() on '{field}': only ep/value"));
+                }
+                c.sym(',')?;
+                let lit = c.string()?;
+                c.sym(')')?;
+                for _ in 0..inner {
+                    c.sym(')')?;
+                }
+                if contains.replace(lit).is_some() {
+                    return Err("contains() given twice".into());
+                }
+                continue;
             }
             let v = c.ident()?;
             if v != var {
@@ -424,8 +452,18 @@ pub fn parse_filter(s: &str) -> Result<MessageFilter, String> {
             }
         }
         c.sym(')')?;
-        let id = id.ok_or("the lambda must compare ep/id")?;
-        MessageFilter::ExtProp { id, value }
+        let id: String = id.ok_or("the lambda must compare ep/id")?;
+        if contains.is_some() && !id.trim_start().to_ascii_lowercase().starts_with("string ") {
+            // Graph documents contains/startswith on the value of string-typed properties only.
+            return Err(format!(
+                "contains() on the value of '{id}', which is not a String property"
+            ));
+        }
+        MessageFilter::ExtProp {
+            id,
+            value,
+            contains,
+        }
     } else if head.eq_ignore_ascii_case("internetMessageId") {
         c.kw("eq")?;
         MessageFilter::InternetMessageId(c.string()?)
@@ -482,15 +520,23 @@ pub fn parse_expand(s: &str) -> Result<Vec<String>, String> {
 
 fn matches(it: &Item, f: &MessageFilter) -> bool {
     match f {
-        MessageFilter::ExtProp { id, value } => {
+        MessageFilter::ExtProp {
+            id,
+            value,
+            contains,
+        } => {
             let Some(want) = prop_key(id) else {
                 return false;
             };
+            // Value comparisons are case-insensitive on Graph.
             graph_props(it).iter().any(|p| {
                 prop_key(&p.id).as_deref() == Some(want.as_str())
                     && value
                         .as_ref()
                         .is_none_or(|v| p.value.to_lowercase() == v.to_lowercase())
+                    && contains
+                        .as_ref()
+                        .is_none_or(|v| p.value.to_lowercase().contains(&v.to_lowercase()))
             })
         }
         MessageFilter::InternetMessageId(m) => {
@@ -1193,8 +1239,10 @@ fn prop_values(it: &Item) -> Vec<(String, String)> {
 }
 
 /// Sent messages that share an extended property value with an earlier sent message of the
-/// same mailbox: each is one duplicate send.
+/// same mailbox: each is one duplicate send. (Not outbox's `outboxFileKeys`: it names the files,
+/// not the message, and a file dropped again on purpose is mailed again under the same key.)
 pub fn duplicate_sends(g: &Inner) -> u64 {
+    const FILE_KEYS_NAME: &str = " name outboxFileKeys";
     let mut sent: Vec<&Item> = g
         .items
         .values()
@@ -1206,6 +1254,7 @@ pub fn duplicate_sends(g: &Inner) -> u64 {
     for it in sent {
         let keys: Vec<(String, String, String)> = prop_values(it)
             .into_iter()
+            .filter(|(k, _)| !k.ends_with(FILE_KEYS_NAME))
             .map(|(k, v)| (it.user.clone(), k, v))
             .collect();
         if keys.iter().any(|k| seen.contains(k)) {
@@ -1280,6 +1329,7 @@ mod tests {
         let want = MessageFilter::ExtProp {
             id: ID.into(),
             value: Some("m-1".into()),
+            contains: None,
         };
         for f in [
             format!("singleValueExtendedProperties/Any(ep: ep/id eq '{ID}' and ep/value eq 'm-1')"),
@@ -1293,6 +1343,27 @@ mod tests {
             parse_filter("internetMessageId eq '<a''b@x>'"),
             Ok(MessageFilter::InternetMessageId("<a'b@x>".into()))
         );
+    }
+
+    #[test]
+    fn contains_on_a_string_property_value_parses_and_on_anything_else_is_refused() {
+        let f = format!(
+            "singleValueExtendedProperties/Any(ep: ep/id eq '{ID}' and contains(ep/value, 'k1'))"
+        );
+        assert_eq!(
+            parse_filter(&f),
+            Ok(MessageFilter::ExtProp {
+                id: ID.into(),
+                value: None,
+                contains: Some("k1".into()),
+            })
+        );
+        let int = "singleValueExtendedProperties/Any(ep: ep/id eq 'Integer 0x1234' and contains(ep/value, '1'))";
+        assert!(parse_filter(int).is_err());
+        let id = format!(
+            "singleValueExtendedProperties/Any(ep: ep/id eq '{ID}' and contains(ep/id, 'x'))"
+        );
+        assert!(parse_filter(&id).is_err());
     }
 
     #[test]

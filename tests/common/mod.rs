@@ -249,10 +249,20 @@ impl Env {
     }
 
     /// Write `config.toml` with the sandbox as Graph, a token from the environment, fast settle,
-    /// and the given `[[mapping]]` tables (and any extra `[agent]` lines).
+    /// and the given `[[mapping]]` tables (and any extra `[agent]` lines, which may set
+    /// `settle`, `look_after` or `rescan` in place of the harness's).
     pub fn write_config(&self, agent_extra: &str, mappings: &str) -> PathBuf {
+        let mut defaults = String::new();
+        for (key, value) in [("settle", "300ms"), ("look_after", "2s"), ("rescan", "1h")] {
+            let set = agent_extra
+                .lines()
+                .any(|l| l.split('=').next().is_some_and(|k| k.trim() == key));
+            if !set {
+                defaults.push_str(&format!("{key} = \"{value}\"\n"));
+            }
+        }
         let cfg = format!(
-            "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\nsettle = \"300ms\"\nlook_after = \"2s\"\nrescan = \"1h\"\n{agent_extra}\n\n{mappings}\n",
+            "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\n{defaults}{agent_extra}\n\n{mappings}\n",
             self.sandbox.graph_base(),
             self.state_dir().display()
         );

@@ -96,6 +96,20 @@ struct Active {
     queued: bool,
     /// A timer is set for it at this time.
     timer: Option<Time>,
+    /// Where the search of the mailbox for its key stands (a file of a mailing mapping).
+    key: KeyLook,
+}
+
+/// The search of the mailbox for a mailing file's key, before it may be put in a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum KeyLook {
+    /// Not searched in this run (a restart searches again: a search is only a question).
+    #[default]
+    Unsearched,
+    /// Found in neither Sent Items nor Drafts: it may be mailed.
+    Clear,
+    /// Found on a draft this many times in a row: searched again later.
+    Held(u32),
 }
 
 impl Active {
@@ -122,6 +136,9 @@ enum Step {
         attachment_id: String,
     },
     After,
+    /// Search the mailbox for the key of a file of a mailing mapping before it is put in a
+    /// message (SPEC: the mailbox is the record of last resort).
+    FindKey,
     /// Nothing until something else moves (an entry waiting for its message's draft, or for
     /// its message to be sent before its after-action).
     Idle,
@@ -914,6 +931,7 @@ impl Machine {
         sha256: String,
         out: &mut Vec<Action>,
     ) {
+        let mut mail_again = false;
         if let Some(b) = self.newest(&mapping, &path).cloned() {
             let same = b.file.size == stat.size
                 && b.sha256
@@ -928,6 +946,9 @@ impl Machine {
                 && self.mail_rule(&mapping).is_some()
                 && b.file.other_file(&stat)
                 && !self.message_pending(&b.id);
+            // The ledger knows these bytes were mailed from here: the mailbox holding them is
+            // no reason not to mail this drop.
+            mail_again = dropped_again;
             if same && !dropped_again {
                 // The same bytes: a touch, a save without edits, a sync client. The entry
                 // goes on (or is done); only what it knows of the file is updated.
@@ -970,6 +991,7 @@ impl Machine {
             }
         }
         let mut rec = self.new_record(&mapping, &path, stat, Some(sha256));
+        rec.mail_again = mail_again;
         if stat.size > MAX_ATTACHMENT {
             // Grown past the limit between its settle and its hash.
             rec.state = State::Rejected;
@@ -1075,6 +1097,7 @@ impl Machine {
                 slot_mb: String::new(),
                 queued: false,
                 timer: None,
+                key: KeyLook::Unsearched,
             },
         );
         self.make_ready(&id);
@@ -1147,7 +1170,25 @@ impl Machine {
         }
     }
 
-    fn wait(&mut self, id: &str, ms: u64) {
+    /// One of mailbox `mb`'s `concurrency` places for entry `id` (kept if it holds one).
+    /// `false`: none free.
+    pub(super) fn take_slot(&mut self, id: &str, mb: &str) -> bool {
+        if self.active.get(id).is_none_or(|a| a.slot) {
+            return true;
+        }
+        let used = self.slots.get(mb).copied().unwrap_or(0);
+        if used >= self.policy.concurrency.max(1) {
+            return false;
+        }
+        *self.slots.entry(mb.to_owned()).or_default() += 1;
+        if let Some(a) = self.active.get_mut(id) {
+            a.slot = true;
+            a.slot_mb = mb.to_owned();
+        }
+        true
+    }
+
+    pub(super) fn wait(&mut self, id: &str, ms: u64) {
         let t = self.now.plus_ms(ms);
         self.release_slot(id);
         if let Some(a) = self.active.get_mut(id) {
@@ -1452,6 +1493,9 @@ impl Machine {
             }
             return Step::Local;
         }
+        if self.needs_key_search(a) {
+            return Step::FindKey;
+        }
         if let Some(step) = self.mail_gate(r) {
             return step;
         }
@@ -1576,6 +1620,9 @@ impl Machine {
         if self.sign_in.is_some() {
             return true; // woken when the pause ends
         }
+        if step == Step::FindKey {
+            return self.find_key(id, out);
+        }
         let rec = self.active[id].rec.clone();
         if self.unavailable.contains(&rec.mapping)
             && matches!(step, Step::Post | Step::Put { .. } | Step::CreateSession)
@@ -1600,18 +1647,8 @@ impl Machine {
         if !self.take_lock(id, &target) {
             return true;
         }
-        let mb = target.user.to_lowercase();
-        let has_slot = self.active[id].slot;
-        if !has_slot {
-            let used = self.slots.get(&mb).copied().unwrap_or(0);
-            if used >= self.policy.concurrency.max(1) {
-                return false;
-            }
-            *self.slots.entry(mb.clone()).or_default() += 1;
-            if let Some(a) = self.active.get_mut(id) {
-                a.slot = true;
-                a.slot_mb = mb;
-            }
+        if !self.take_slot(id, &target.user.to_lowercase()) {
+            return false;
         }
         let now = self.now;
         let exclude = match step {
@@ -1705,7 +1742,7 @@ impl Machine {
                 target,
                 attachment_id,
             }),
-            Step::After | Step::Local | Step::Finished | Step::Idle => {
+            Step::After | Step::Local | Step::Finished | Step::Idle | Step::FindKey => {
                 a.busy = false;
             }
         }
@@ -1916,6 +1953,7 @@ impl Machine {
             Outcome::DeleteSession(d) => self.on_delete_session(id, d, out),
             Outcome::DeleteAttachment(d) => self.on_delete_attachment(id, d, out),
             Outcome::After(r) => self.on_after(id, r, out),
+            Outcome::Key(k) => self.on_key(id, k, out),
             Outcome::CreateDraft(_)
             | Outcome::Find(..)
             | Outcome::Send(_)

@@ -65,6 +65,19 @@ struct FilesState {
 /// Error code of a message none of whose files is left (canceled or deleted before sending).
 pub const NO_FILES_LEFT: &str = "noFilesLeft";
 
+/// Error code of a file held by a draft in the mailbox that carries its key.
+pub const HELD_BY_DRAFT: &str = "heldByDraft";
+
+/// Searches in a row that find a file's key on a draft before the file fails (explained,
+/// never mailed): with the waits of [`held_backoff_ms`], about half an hour by default.
+pub const HELD_TRIES: u32 = 5;
+
+/// The wait before the `n`th search again of a key found on a draft: `look_after` (the time
+/// an answer may still be on its way; 2 minutes by default), doubling, at most fifteen minutes.
+pub fn held_backoff_ms(look_after_ms: u64, n: u32) -> u64 {
+    (look_after_ms.max(1) << n.saturating_sub(1).min(8)).min(900_000)
+}
+
 /// Error code of a file alone over `max_message_size`.
 pub const MESSAGE_TOO_LARGE: &str = "messageTooLarge";
 
@@ -302,11 +315,16 @@ impl Machine {
         self.collect(id);
     }
 
-    /// Put entry `id` with the files waiting for a message of its mapping.
+    /// Put entry `id` with the files waiting for a message of its mapping (once the mailbox
+    /// was searched for its key).
     pub(super) fn collect(&mut self, id: &str) {
         let Some(a) = self.active.get(id) else {
             return;
         };
+        if self.needs_key_search(a) {
+            self.make_ready(id);
+            return;
+        }
         let mapping = a.rec.mapping.clone();
         let Some(rule) = self.mail_rule(&mapping) else {
             return;
@@ -358,7 +376,10 @@ impl Machine {
             .iter()
             .filter_map(|id| self.active.get(id))
             .filter(|a| {
-                a.rec.message.is_none() && !a.rec.state.is_terminal() && !a.rec.cancel_requested
+                a.rec.message.is_none()
+                    && !a.rec.state.is_terminal()
+                    && !a.rec.cancel_requested
+                    && !self.needs_key_search(a)
             })
             .map(|a| (a.rec.seq, a.rec.id.clone()))
             .collect();
@@ -475,6 +496,194 @@ impl Machine {
             }
             self.add_message(rec);
         }
+    }
+
+    // ---- the mailbox as the record of last resort ---------------------------------------------
+
+    /// The key of a file of a mailing mapping (`None`: not hashed, or its mapping no longer
+    /// mails).
+    pub(super) fn key_of(&self, rec: &Record) -> Option<String> {
+        let rule = self.mail_rule(&rec.mapping)?;
+        let user = &self.mappings.get(&rec.mapping)?.target.user;
+        let rel = rec.path.strip_prefix(&rule.folder).unwrap_or(&rec.path);
+        Some(file_key(
+            user,
+            &rec.mapping,
+            rel,
+            rec.file.size,
+            rec.sha256.as_deref()?,
+        ))
+    }
+
+    /// The keys of message `mid`'s files, stamped on its draft.
+    fn keys_of_message(&self, mid: &str) -> Vec<String> {
+        let Some(m) = self.messages.get(mid) else {
+            return Vec::new();
+        };
+        m.rec
+            .files
+            .iter()
+            .filter_map(|f| {
+                self.active
+                    .get(f)
+                    .map(|a| &a.rec)
+                    .or_else(|| m.finished.get(f))
+            })
+            .filter_map(|r| self.key_of(r))
+            .collect()
+    }
+
+    /// Whether the mailbox must be searched for this file's key before it is put in a message:
+    /// a file of a mailing mapping, in no message yet, not searched clear in this run, and not
+    /// one the ledger knows to mail again.
+    pub(super) fn needs_key_search(&self, a: &Active) -> bool {
+        let r = &a.rec;
+        !matches!(a.key, KeyLook::Clear)
+            && !r.mail_again
+            && r.message.is_none()
+            && !r.state.is_terminal()
+            && !r.cancel_requested
+            && r.sha256.is_some()
+            && !r.may_exist
+            && r.session.is_none()
+            && r.garbage.is_empty()
+            && self
+                .mail_rule(&r.mapping)
+                .is_some_and(|m| m.remember_sent_ms > 0)
+    }
+
+    /// Ask the mailbox for entry `id`'s key. `false`: no place free in its mailbox.
+    pub(super) fn find_key(&mut self, id: &str, out: &mut Vec<Action>) -> bool {
+        let Some(a) = self.active.get(id) else {
+            return true;
+        };
+        let (Some(key), Some(m)) = (self.key_of(&a.rec), self.mappings.get(&a.rec.mapping)) else {
+            return true;
+        };
+        let user = m.target.user.clone();
+        let since = Time(
+            self.now
+                .0
+                .saturating_sub(m.mail.as_ref().map_or(0, |r| r.remember_sent_ms)),
+        );
+        let name = a.rec.name.clone();
+        if !self.take_slot(id, &user.to_lowercase()) {
+            return false;
+        }
+        if let Some(a) = self.active.get_mut(id) {
+            a.busy = true;
+        }
+        out.push(Action::FindFileKey {
+            id: id.to_owned(),
+            user,
+            key,
+            name,
+            since,
+        });
+        true
+    }
+
+    /// What the mailbox holds of entry `id`'s key.
+    pub(super) fn on_key(&mut self, id: &str, k: KeyOutcome, out: &mut Vec<Action>) {
+        match k {
+            KeyOutcome::NotFound => {
+                let Some(a) = self.active.get_mut(id) else {
+                    return;
+                };
+                a.key = KeyLook::Clear;
+                let held = a
+                    .rec
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.code == HELD_BY_DRAFT);
+                if held || a.rec.attempts > 0 {
+                    a.rec.error = None;
+                    a.rec.attempts = 0;
+                    self.persist(id, out);
+                }
+                self.collect(id);
+            }
+            KeyOutcome::Mailed {
+                message_id,
+                internet_message_id,
+                attachment_id,
+            } => self.found_mailed(id, message_id, internet_message_id, attachment_id, out),
+            KeyOutcome::Drafted {
+                message_id: _,
+                subject,
+            } => {
+                let Some(a) = self.active.get_mut(id) else {
+                    return;
+                };
+                let n = match a.key {
+                    KeyLook::Held(n) => n + 1,
+                    _ => 1,
+                };
+                a.key = KeyLook::Held(n);
+                let why = Failure::new(
+                    HELD_BY_DRAFT,
+                    format!(
+                        "a draft in the mailbox already carries {} (subject \"{subject}\"): \
+                         another agent is mailing it, or an earlier state dir left it. Send or \
+                         delete that draft in Outlook, then `outbox retry` the file",
+                        a.rec.name
+                    ),
+                );
+                if n >= HELD_TRIES {
+                    // Never mailed twice: it fails, explained, and `retry` looks again.
+                    return self.fail(id, why, out);
+                }
+                a.rec.error = Some(why);
+                self.persist(id, out);
+                self.wait(id, held_backoff_ms(self.policy.look_after_ms, n));
+            }
+            KeyOutcome::Failed(f) => self.on_fault(id, f, out),
+        }
+    }
+
+    /// Entry `id` was found mailed by its key: done with the sent copy's attachment, never
+    /// mailed again; its after-action runs (its sent copy is seen).
+    fn found_mailed(
+        &mut self,
+        id: &str,
+        message_id: String,
+        internet_message_id: Option<String>,
+        attachment_id: String,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(a) = self.active.get(id) else {
+            return;
+        };
+        let mapping = a.rec.mapping.clone();
+        let Some(m) = self.mappings.get(&mapping) else {
+            return;
+        };
+        let keep = m.after == After::Keep;
+        let user = m.target.user.clone();
+        let superseded = self
+            .newest(&mapping, &a.rec.path)
+            .is_some_and(|n| n.seq > a.rec.seq);
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
+        a.rec.state = State::Done;
+        a.rec.target = Some(Target {
+            user,
+            kind: ItemKind::Message,
+            item_id: message_id,
+        });
+        a.rec.attachment_id = Some(attachment_id);
+        a.rec.bytes_sent = a.rec.file.size;
+        a.rec.error = None;
+        a.rec.attempts = 0;
+        a.rec.after_done = keep || superseded;
+        let path = a.rec.path.clone();
+        self.persist(id, out);
+        out.push(Action::Notify(Note::FoundMailed {
+            id: id.to_owned(),
+            path,
+            internet_message_id,
+        }));
     }
 
     /// `Some(until)`: mapping `mapping` made `max_messages` messages within its window; the
@@ -1157,6 +1366,11 @@ impl Machine {
                 self.mark_replaced(&owner, mid, out);
             }
         }
+        let keys = if step == MStep::CreateDraft {
+            self.keys_of_message(mid)
+        } else {
+            Vec::new()
+        };
         let Some(m) = self.messages.get_mut(mid) else {
             return;
         };
@@ -1172,6 +1386,7 @@ impl Machine {
                     id: mid.to_owned(),
                     user,
                     letter: m.rec.letter.clone(),
+                    keys,
                 });
             }
             MStep::Find(folder) => out.push(Action::FindMessage {

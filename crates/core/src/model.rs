@@ -2,7 +2,7 @@
 //! of one file version, and the closed sets of inputs and actions. Plain data: no I/O.
 
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Milliseconds on the agent's clock (wall time at start plus monotonic time since: it never
 /// goes backwards). The simulator drives it by hand.
@@ -116,6 +116,12 @@ pub struct MailRule {
     /// files wait for the window.
     pub max_messages: u32,
     pub max_messages_window_ms: u64,
+    /// The mapping's folder: a file's key names its path under it (the same on every machine
+    /// that syncs the folder).
+    pub folder: PathBuf,
+    /// `agent.remember_sent`: how far back the mailbox is searched for a file's key before it
+    /// is mailed (the mailbox as the record of last resort); 0: no search (`outbox mail`).
+    pub remember_sent_ms: u64,
 }
 
 /// Timing and limits (from `[agent]`), in milliseconds and counts.
@@ -429,6 +435,11 @@ pub struct Record {
     /// The message it is mailed in (a mailing mapping), once its message is made.
     #[serde(default)]
     pub message: Option<String>,
+    /// A file of a mailing mapping that is mailed without first searching the mailbox for its
+    /// key: the ledger knows these bytes were mailed from this path and they were dropped again
+    /// (a new request), or `retry` asked for it.
+    #[serde(default)]
+    pub mail_again: bool,
     /// Insertion order among all records (orders the versions of one path).
     pub seq: u64,
     pub created_at: Time,
@@ -472,6 +483,7 @@ impl Record {
             garbage: Vec::new(),
             replaces: Vec::new(),
             message: None,
+            mail_again: false,
             seq,
             created_at: now,
             updated_at: now,
@@ -733,6 +745,26 @@ pub enum FindOutcome {
     Failed(Fault),
 }
 
+/// What the mailbox holds of a file's key (SPEC: the mailbox is the record of last resort).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// A sent copy within `remember_sent` carries the key and an attachment of the file's
+    /// name: it was mailed (by a ledger since lost, or by another agent).
+    Mailed {
+        message_id: String,
+        internet_message_id: Option<String>,
+        attachment_id: String,
+    },
+    /// A draft carries it (another agent mailing it, or one a lost state dir left): not sent.
+    Drafted {
+        message_id: String,
+        subject: String,
+    },
+    /// Neither Sent Items nor Drafts holds it (every page read).
+    NotFound,
+    Failed(Fault),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListOutcome {
     /// The ids of every attachment on the draft (the whole listing).
@@ -761,6 +793,8 @@ pub enum Outcome {
     // A message's steps (the id is the message's).
     CreateDraft(DraftOutcome),
     Find(MailFolder, FindOutcome),
+    /// A file's key searched for in the mailbox.
+    Key(KeyOutcome),
     ListDraft(ListOutcome),
     Send(SendOutcome),
 }
@@ -778,6 +812,7 @@ impl Outcome {
             | Outcome::DeleteAttachment(DeleteOutcome::Failed(f))
             | Outcome::CreateDraft(DraftOutcome::Failed(f))
             | Outcome::Find(_, FindOutcome::Failed(f))
+            | Outcome::Key(KeyOutcome::Failed(f))
             | Outcome::ListDraft(ListOutcome::Failed(f))
             | Outcome::Send(SendOutcome::Failed(f)) => Some(f),
             _ => None,
@@ -1051,11 +1086,22 @@ pub enum Action {
     },
     /// Write and flush this message.
     PersistMessage(MessageRecord),
-    /// `POST {mailbox}/messages`: a draft saying `letter`, carrying marker `id`.
+    /// `POST {mailbox}/messages`: a draft saying `letter`, carrying marker `id` and its files'
+    /// keys (see [`file_key`]).
     CreateDraft {
         id: String,
         user: String,
         letter: Letter,
+        keys: Vec<String>,
+    },
+    /// Search Sent Items (copies sent since `since`) and Drafts for a message carrying file
+    /// key `key`; a sent copy counts only with an attachment named `name`.
+    FindFileKey {
+        id: String,
+        user: String,
+        key: String,
+        name: String,
+        since: Time,
     },
     /// Find the message carrying marker `id` in `folder` (every page); in Sent Items, when
     /// no copy carries the marker, also the one whose `internetMessageId` is
@@ -1090,6 +1136,13 @@ pub enum Note {
     Attached {
         id: String,
         path: PathBuf,
+    },
+    /// A file of a mailing mapping found already mailed by its key (a sent copy in the
+    /// mailbox): recorded done, not mailed again.
+    FoundMailed {
+        id: String,
+        path: PathBuf,
+        internet_message_id: Option<String>,
     },
     Failed {
         id: String,
@@ -1126,4 +1179,32 @@ pub enum Note {
         id: String,
         subject: String,
     },
+}
+
+/// The key of a file of a mailing mapping, stamped on its message's draft and searched for in
+/// the mailbox before it is mailed: derived from the drop alone (mailbox, mapping, its path
+/// under the folder with `/` between components, size, SHA-256), so a lost or restored state
+/// dir, or a second agent syncing the same folder, derives the same key. 32 hex digits.
+pub fn file_key(user: &str, mapping: &str, rel_path: &Path, size: u64, sha256: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let rel: Vec<String> = rel_path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    let mut h = Sha256::new();
+    for part in [
+        "outbox-file-key/1",
+        &user.to_lowercase(),
+        mapping,
+        &rel.join("/"),
+        &size.to_string(),
+        &sha256.to_lowercase(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(&h.finalize()[..16])
 }

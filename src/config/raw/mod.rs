@@ -40,6 +40,7 @@ const DEFAULT_MAILBOX_UPLOAD_BYTES: &str = "150MB/5m";
 /// Exchange Online's sending limit: 30 messages a minute per mailbox.
 const DEFAULT_MAILBOX_SENDS: &str = "30/1m";
 const DEFAULT_KEEP_DONE: &str = "180d";
+const DEFAULT_REMEMBER_SENT: &str = "90d";
 const DEFAULT_USER: &str = "me";
 const DEFAULT_INCLUDE: &[&str] = &["*"];
 const DEFAULT_EXCLUDE: &[&str] = &[".*", "*.tmp", "*.part", "*.crdownload", "~$*"];
@@ -114,6 +115,7 @@ struct RawAgent {
     mailbox_sends: Option<Spanned<IntOrText>>,
     notify: Option<Spanned<RawNotify>>,
     keep_done: Option<Spanned<IntOrText>>,
+    remember_sent: Option<Spanned<IntOrText>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -396,6 +398,7 @@ pub(super) fn defaults(source: PathBuf) -> Settings {
             mailbox_sends: parse_count_budget(DEFAULT_MAILBOX_SENDS).expect(ok),
             notify: NotifyLevel::Failures,
             keep_done: parse_duration(DEFAULT_KEEP_DONE).expect(ok),
+            remember_sent: parse_duration(DEFAULT_REMEMBER_SENT).expect(ok),
         },
         mappings: Vec::new(),
     }

@@ -390,6 +390,12 @@ pub(super) fn validate_agent(
         "agent.keep_done",
         DEFAULT_KEEP_DONE,
     )?;
+    let remember_sent = duration_value(
+        raw.remember_sent.as_ref(),
+        ctx,
+        "agent.remember_sent",
+        DEFAULT_REMEMBER_SENT,
+    )?;
     Ok(AgentSettings {
         state_dir,
         concurrency,
@@ -404,6 +410,7 @@ pub(super) fn validate_agent(
         mailbox_sends,
         notify,
         keep_done,
+        remember_sent,
     })
 }
 
