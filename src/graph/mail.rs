@@ -10,8 +10,8 @@
 use super::{ErrorClass, GraphClient, GraphError, ItemRef, RequestError, RequestOpts};
 use crate::config::{BodyType, ItemKind};
 use crate::core::model::{
-    DraftOutcome, Failure, Fault, FindOutcome, KeyOutcome, Letter, ListOutcome, MailFolder,
-    SendOutcome, Time,
+    DraftHolding, DraftOutcome, Failure, Fault, FindOutcome, KeyOutcome, Letter, ListOutcome,
+    MailFolder, SendOutcome, Time,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -75,6 +75,8 @@ pub struct FoundMessage {
     /// `sentDateTime` as Graph gave it (RFC 3339); `None` for a draft.
     pub sent: Option<String>,
     pub subject: Option<String>,
+    /// The marker it carries, when the listing showed it (`$expand`).
+    pub marker: Option<String>,
     /// Other messages carrying the same marker (a sent copy is preferred over a draft, so a
     /// non-zero count with a sent message means a duplicate send or a draft not yet moved).
     pub others: usize,
@@ -268,6 +270,19 @@ fn found(v: &Value) -> Option<FoundMessage> {
             .and_then(Value::as_str)
             .map(str::to_string),
         subject: v.get("subject").and_then(Value::as_str).map(str::to_string),
+        marker: v
+            .get("singleValueExtendedProperties")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| {
+                p.get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| id.eq_ignore_ascii_case(MARKER_PROPERTY))
+            })
+            .and_then(|p| p.get("value"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
         others: 0,
     })
 }
@@ -396,6 +411,13 @@ impl GraphClient {
             .append_pair(
                 "$select",
                 "id,isDraft,internetMessageId,sentDateTime,subject",
+            )
+            .append_pair(
+                "$expand",
+                &format!(
+                    "singleValueExtendedProperties($filter=id eq '{}')",
+                    MARKER_PROPERTY.replace('\'', "''")
+                ),
             )
             .append_pair("$top", "50");
         let mut next = Some(url);
@@ -606,13 +628,17 @@ impl GraphClient {
         let drafts = self
             .list_filtered(user, Folder::Drafts, &filter, false)
             .await?;
-        Ok(match drafts.into_iter().find(|m| m.is_draft) {
-            Some(d) => KeyOutcome::Drafted {
-                message_id: d.id,
-                subject: d.subject.unwrap_or_default(),
-            },
-            None => KeyOutcome::NotFound,
-        })
+        Ok(KeyOutcome::Drafted(
+            drafts
+                .into_iter()
+                .filter(|m| m.is_draft)
+                .map(|d| DraftHolding {
+                    message_id: d.id,
+                    marker: d.marker,
+                    subject: d.subject.unwrap_or_default(),
+                })
+                .collect(),
+        ))
     }
 
     /// The core's `ListDraft`: the id of every attachment on draft `draft_id`
@@ -837,6 +863,7 @@ mod tests {
             internet_message_id: None,
             sent: sent.map(str::to_string),
             subject: None,
+            marker: None,
             others: 0,
         };
         assert_eq!(pick(vec![]), None);

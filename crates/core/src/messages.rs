@@ -586,59 +586,75 @@ impl Machine {
     /// What the mailbox holds of entry `id`'s key.
     pub(super) fn on_key(&mut self, id: &str, k: KeyOutcome, out: &mut Vec<Action>) {
         match k {
-            KeyOutcome::NotFound => {
-                let Some(a) = self.active.get_mut(id) else {
-                    return;
-                };
-                a.key = KeyLook::Clear;
-                let held = a
-                    .rec
-                    .error
-                    .as_ref()
-                    .is_some_and(|e| e.code == HELD_BY_DRAFT);
-                if held || a.rec.attempts > 0 {
-                    a.rec.error = None;
-                    a.rec.attempts = 0;
-                    self.persist(id, out);
-                }
-                self.collect(id);
-            }
             KeyOutcome::Mailed {
                 message_id,
                 internet_message_id,
                 attachment_id,
             } => self.found_mailed(id, message_id, internet_message_id, attachment_id, out),
-            KeyOutcome::Drafted {
-                message_id: _,
-                subject,
-            } => {
-                let Some(a) = self.active.get_mut(id) else {
-                    return;
-                };
-                let n = match a.key {
-                    KeyLook::Held(n) => n + 1,
-                    _ => 1,
-                };
-                a.key = KeyLook::Held(n);
-                let why = Failure::new(
-                    HELD_BY_DRAFT,
-                    format!(
-                        "a draft in the mailbox already carries {} (subject \"{subject}\"): \
-                         another agent is mailing it, or an earlier state dir left it. Send or \
-                         delete that draft in Outlook, then `outbox retry` the file",
-                        a.rec.name
-                    ),
-                );
-                if n >= HELD_TRIES {
-                    // Never mailed twice: it fails, explained, and `retry` looks again.
-                    return self.fail(id, why, out);
+            KeyOutcome::Drafted(drafts) => {
+                // A draft of a message of this ledger's (the file left it, or was retried)
+                // holds nothing: its stale key is no other agent's claim.
+                let holder = drafts.into_iter().find(|d| {
+                    d.marker
+                        .as_deref()
+                        .is_none_or(|m| !self.messages.contains_key(m))
+                });
+                match holder {
+                    None => self.key_clear(id, out),
+                    Some(d) => self.held_by(id, &d.subject, out),
                 }
-                a.rec.error = Some(why);
-                self.persist(id, out);
-                self.wait(id, held_backoff_ms(self.policy.look_after_ms, n));
             }
             KeyOutcome::Failed(f) => self.on_fault(id, f, out),
         }
+    }
+
+    /// Entry `id`'s key is in no message of the mailbox but this ledger's: it may be put in a
+    /// message.
+    fn key_clear(&mut self, id: &str, out: &mut Vec<Action>) {
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
+        a.key = KeyLook::Clear;
+        let held = a
+            .rec
+            .error
+            .as_ref()
+            .is_some_and(|e| e.code == HELD_BY_DRAFT);
+        if held || a.rec.attempts > 0 {
+            a.rec.error = None;
+            a.rec.attempts = 0;
+            self.persist(id, out);
+        }
+        self.collect(id);
+    }
+
+    /// Entry `id`'s key is on a draft not this ledger's (subject `subject`): it waits and is
+    /// looked for again; after [`HELD_TRIES`] looks it fails, explained, never mailed.
+    fn held_by(&mut self, id: &str, subject: &str, out: &mut Vec<Action>) {
+        let Some(a) = self.active.get_mut(id) else {
+            return;
+        };
+        let n = match a.key {
+            KeyLook::Held(n) => n + 1,
+            _ => 1,
+        };
+        a.key = KeyLook::Held(n);
+        let why = Failure::new(
+            HELD_BY_DRAFT,
+            format!(
+                "a draft in the mailbox already carries {} (subject \"{subject}\"): another \
+                 agent is mailing it, or an earlier state dir left it. Send or delete that \
+                 draft in Outlook, then `outbox retry` the file",
+                a.rec.name
+            ),
+        );
+        if n >= HELD_TRIES {
+            // Never mailed twice: it fails, explained, and `retry` looks again.
+            return self.fail(id, why, out);
+        }
+        a.rec.error = Some(why);
+        self.persist(id, out);
+        self.wait(id, held_backoff_ms(self.policy.look_after_ms, n));
     }
 
     /// Entry `id` was found mailed by its key: done with the sent copy's attachment, never

@@ -745,6 +745,15 @@ pub enum FindOutcome {
     Failed(Fault),
 }
 
+/// A draft carrying a file's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftHolding {
+    pub message_id: String,
+    /// Its marker, as the listing showed it: a message of this agent's is no holder.
+    pub marker: Option<String>,
+    pub subject: String,
+}
+
 /// What the mailbox holds of a file's key (SPEC: the mailbox is the record of last resort).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyOutcome {
@@ -755,13 +764,10 @@ pub enum KeyOutcome {
         internet_message_id: Option<String>,
         attachment_id: String,
     },
-    /// A draft carries it (another agent mailing it, or one a lost state dir left): not sent.
-    Drafted {
-        message_id: String,
-        subject: String,
-    },
-    /// Neither Sent Items nor Drafts holds it (every page read).
-    NotFound,
+    /// The drafts that carry it (every page read; none: neither folder holds it). One that
+    /// is not this agent's (another agent mailing it, or one a lost state dir left) holds the
+    /// file: it is not sent.
+    Drafted(Vec<DraftHolding>),
     Failed(Fault),
 }
 
