@@ -326,6 +326,7 @@ pub async fn run(
     let machine = Machine::new(rules_of(&settings), policy);
     let mut steps = Steps::new(client, sessions.clone(), settings.mappings.clone());
     steps.second_looks = Some(Default::default());
+    steps.ledger = Some(ledger.clone());
     let mut agent = Agent {
         available: vec![true; settings.mappings.len()],
         notifier: desktop::Notifier::new(settings.agent.notify)

@@ -92,6 +92,8 @@ pub struct Steps<U: UrlStore> {
     pub second_looks: Option<SecondLooks>,
     /// Set when the agent stops: a hash in progress gives up at its next read.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The agent's ledger: a message found by a file's key is told apart as this ledger's own.
+    pub ledger: Option<Arc<crate::ledger::Ledger>>,
 }
 
 /// A refusal from a message's own draft, with what a second look finds: a draft that is no
@@ -139,6 +141,7 @@ impl<U: UrlStore> Clone for Steps<U> {
             digest: self.digest.clone(),
             second_looks: self.second_looks.clone(),
             stop: self.stop.clone(),
+            ledger: self.ledger.clone(),
         }
     }
 }
@@ -155,6 +158,7 @@ impl<U: UrlStore> Steps<U> {
             digest: None,
             second_looks: None,
             stop: Default::default(),
+            ledger: None,
         }
     }
 
@@ -442,7 +446,8 @@ impl<U: UrlStore> Steps<U> {
                 name,
                 since,
             } => {
-                let outcome = self.client.key_step(&user, &key, &name, since).await;
+                let mut outcome = self.client.key_step(&user, &key, &name, since).await;
+                self.mark_ours(&mut outcome);
                 Input::Outcome {
                     id,
                     outcome: Outcome::Key(outcome),
@@ -465,6 +470,29 @@ impl<U: UrlStore> Steps<U> {
             }
             _ => return None,
         })
+    }
+
+    /// Tell which messages found by a file's key are this ledger's own (a message record
+    /// under their marker). A ledger that cannot answer says "not ours": the file is then not
+    /// mailed beside that message (never twice; `retry` asks again).
+    fn mark_ours(&self, outcome: &mut KeyOutcome) {
+        let Some(ledger) = &self.ledger else {
+            return;
+        };
+        let ours = |marker: Option<&str>| {
+            marker.is_some_and(|m| ledger.get_message(m).is_ok_and(|r| r.is_some()))
+        };
+        match outcome {
+            KeyOutcome::Mailed {
+                marker, ours: o, ..
+            } => *o = ours(marker.as_deref()),
+            KeyOutcome::Drafted(drafts) => {
+                for d in drafts {
+                    d.ours = ours(d.marker.as_deref());
+                }
+            }
+            KeyOutcome::Failed(_) => {}
+        }
     }
 
     async fn post(

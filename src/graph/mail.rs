@@ -622,6 +622,8 @@ impl GraphClient {
                     message_id: m.id,
                     internet_message_id: m.internet_message_id,
                     attachment_id,
+                    marker: m.marker,
+                    ours: false,
                 });
             }
         }
@@ -635,6 +637,7 @@ impl GraphClient {
                 .map(|d| DraftHolding {
                     message_id: d.id,
                     marker: d.marker,
+                    ours: false,
                     subject: d.subject.unwrap_or_default(),
                 })
                 .collect(),

@@ -586,18 +586,23 @@ impl Machine {
     /// What the mailbox holds of entry `id`'s key.
     pub(super) fn on_key(&mut self, id: &str, k: KeyOutcome, out: &mut Vec<Action>) {
         match k {
+            // Mailed by a message of this ledger's: the ledger knows these bytes went from this
+            // path, so this is the user's new drop of them (each drop is a request to mail).
+            KeyOutcome::Mailed { ours: true, .. } => self.key_clear(id, out),
             KeyOutcome::Mailed {
                 message_id,
                 internet_message_id,
                 attachment_id,
+                ..
             } => self.found_mailed(id, message_id, internet_message_id, attachment_id, out),
             KeyOutcome::Drafted(drafts) => {
                 // A draft of a message of this ledger's (the file left it, or was retried)
                 // holds nothing: its stale key is no other agent's claim.
                 let holder = drafts.into_iter().find(|d| {
-                    d.marker
-                        .as_deref()
-                        .is_none_or(|m| !self.messages.contains_key(m))
+                    !d.ours
+                        && d.marker
+                            .as_deref()
+                            .is_none_or(|m| !self.messages.contains_key(m))
                 });
                 match holder {
                     None => self.key_clear(id, out),

@@ -749,8 +749,10 @@ pub enum FindOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DraftHolding {
     pub message_id: String,
-    /// Its marker, as the listing showed it: a message of this agent's is no holder.
+    /// Its marker, as the listing showed it.
     pub marker: Option<String>,
+    /// The marker names a message this ledger has on record (the executor looks): no holder.
+    pub ours: bool,
     pub subject: String,
 }
 
@@ -763,6 +765,11 @@ pub enum KeyOutcome {
         message_id: String,
         internet_message_id: Option<String>,
         attachment_id: String,
+        /// Its marker, as the listing showed it.
+        marker: Option<String>,
+        /// Its marker names a message this ledger has on record (the executor looks): the
+        /// ledger knows it mailed these bytes from this path, so this file is a new drop.
+        ours: bool,
     },
     /// The drafts that carry it (every page read; none: neither folder holds it). One that
     /// is not this agent's (another agent mailing it, or one a lost state dir left) holds the

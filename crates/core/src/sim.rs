@@ -299,6 +299,10 @@ struct SimMessage {
     gone_at: Option<Time>,
     /// A sent copy: in Sent Items from this time.
     visible_at: Time,
+    /// The keys of its files (the file-key property; none on a copy that kept no property).
+    keys: Vec<String>,
+    /// A sent copy's attachments: (name, id of its own).
+    atts: Vec<(String, String)>,
 }
 
 /// A broken invariant, with the seed that shows it.
@@ -417,6 +421,16 @@ impl Sim {
                 if let Some(mail) = rule.mail.as_mut() {
                     mail.max_messages = cap;
                     mail.max_messages_window_ms = window;
+                }
+            }
+        }
+        // Most mailing mappings search the mailbox for each file's key before mailing it (drawn
+        // last: every earlier draw as before).
+        if harsh_rng.gen_bool(0.7) {
+            for (rule, dir) in &mut mappings {
+                if let Some(mail) = rule.mail.as_mut() {
+                    mail.remember_sent_ms = 90 * 86_400_000;
+                    mail.folder = dir.clone();
                 }
             }
         }
@@ -1363,6 +1377,7 @@ impl Sim {
                 | Action::DeleteAttachment { .. }
                 | Action::CreateDraft { .. }
                 | Action::FindMessage { .. }
+                | Action::FindFileKey { .. }
                 | Action::ListDraft { .. }
                 | Action::SendDraft { .. }
         );
@@ -1895,7 +1910,7 @@ impl Sim {
                 self.note(format!("graph: deleted attachment {attachment_id}"));
                 Some(Outcome::DeleteAttachment(DeleteOutcome::Deleted))
             }
-            Action::CreateDraft { id, .. } => {
+            Action::CreateDraft { id, keys, .. } => {
                 self.next_msg += 1;
                 let did = format!("draft{}", self.next_msg);
                 self.items.insert(did.clone(), Vec::new());
@@ -1908,6 +1923,8 @@ impl Sim {
                         is_draft: true,
                         gone_at: None,
                         visible_at: self.now,
+                        keys: keys.clone(),
+                        atts: Vec::new(),
                     },
                 );
                 self.note(format!("graph: draft {did} marked {id}"));
@@ -1953,6 +1970,53 @@ impl Sim {
                     .unwrap_or(FindOutcome::NotFound);
                 Some(Outcome::Find(*folder, found))
             }
+            Action::FindFileKey {
+                key, name, since, ..
+            } => {
+                let now = self.now;
+                // Sent Items: a copy carrying the key with an attachment of the name.
+                let mailed = self.mail.iter().find_map(|(gid, m)| {
+                    if m.is_draft || m.visible_at > now || m.visible_at < *since {
+                        return None;
+                    }
+                    if !m.keys.contains(key) {
+                        return None;
+                    }
+                    let (_, att) = m.atts.iter().find(|(n, _)| n == name)?;
+                    Some(KeyOutcome::Mailed {
+                        message_id: gid.clone(),
+                        internet_message_id: Some(m.imid.clone()),
+                        attachment_id: att.clone(),
+                        marker: m.marker.clone(),
+                        ours: m
+                            .marker
+                            .as_ref()
+                            .is_some_and(|mk| self.msg_ledger.contains_key(mk)),
+                    })
+                });
+                let found = mailed.unwrap_or_else(|| {
+                    KeyOutcome::Drafted(
+                        self.mail
+                            .iter()
+                            .filter(|(_, m)| {
+                                m.is_draft
+                                    && m.gone_at.is_none_or(|g| g > now)
+                                    && m.keys.contains(key)
+                            })
+                            .map(|(gid, m)| DraftHolding {
+                                message_id: gid.clone(),
+                                marker: m.marker.clone(),
+                                ours: m
+                                    .marker
+                                    .as_ref()
+                                    .is_some_and(|mk| self.msg_ledger.contains_key(mk)),
+                                subject: String::new(),
+                            })
+                            .collect(),
+                    )
+                });
+                Some(Outcome::Key(found))
+            }
             Action::ListDraft { draft_id, .. } => {
                 let lag = self.knobs.listing_lag_ms;
                 let now = self.now;
@@ -1989,14 +2053,21 @@ impl Sim {
                     .unwrap_or_default();
                 let at = now.plus_ms(self.send_move_ms);
                 let mut imid = String::new();
+                let mut keys = Vec::new();
                 if let Some(m) = self.mail.get_mut(draft_id) {
                     m.gone_at = Some(at);
                     imid = m.imid.clone();
+                    keys = m.keys.clone();
                 }
                 self.next_msg += 1;
                 let sent = format!("sent{}", self.next_msg);
                 let unmarked = self.harsh.unmarked_sent_copy > 0.0
                     && self.harsh_rng.gen_bool(self.harsh.unmarked_sent_copy);
+                let copy_atts = atts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, _))| (n.clone(), format!("{sent}-a{i}")))
+                    .collect();
                 self.mail.insert(
                     sent.clone(),
                     SimMessage {
@@ -2006,6 +2077,9 @@ impl Sim {
                         is_draft: false,
                         gone_at: None,
                         visible_at: at,
+                        // A copy that kept no property kept no key either.
+                        keys: if unmarked { Vec::new() } else { keys },
+                        atts: copy_atts,
                     },
                 );
                 self.note(format!(
@@ -2508,6 +2582,7 @@ fn action_id(a: &Action) -> String {
         | Action::After { id, .. }
         | Action::CreateDraft { id, .. }
         | Action::FindMessage { id, .. }
+        | Action::FindFileKey { id, .. }
         | Action::ListDraft { id, .. }
         | Action::SendDraft { id, .. } => id.clone(),
         _ => String::new(),
@@ -2526,6 +2601,7 @@ fn wrap_fault(a: &Action, f: Fault) -> Outcome {
         Action::FindMessage { folder, .. } => Outcome::Find(*folder, FindOutcome::Failed(f)),
         Action::SendDraft { .. } => Outcome::Send(SendOutcome::Failed(f)),
         Action::ListDraft { .. } => Outcome::ListDraft(ListOutcome::Failed(f)),
+        Action::FindFileKey { .. } => Outcome::Key(KeyOutcome::Failed(f)),
         _ => Outcome::Look(LookOutcome::Failed(f)),
     }
 }
