@@ -687,6 +687,7 @@ fn messages_are_kept_beside_entries_and_an_older_v2_ledger_has_none() {
         sent_at: None,
         unseen: false,
         keyed: false,
+        keys: Vec::new(),
         attempts: 0,
         error: None,
         seq: 3,

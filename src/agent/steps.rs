@@ -453,6 +453,18 @@ impl<U: UrlStore> Steps<U> {
                     outcome: Outcome::Key(outcome),
                 }
             }
+            Action::StampKeys {
+                id,
+                user,
+                draft_id,
+                keys,
+            } => {
+                let outcome = self.client.stamp_step(&user, &draft_id, &keys).await;
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::StampKeys(outcome),
+                }
+            }
             Action::ListDraft { id, user, draft_id } => {
                 let outcome = self.client.list_draft_step(&user, &draft_id).await;
                 Input::Outcome {

@@ -977,6 +977,7 @@ mod tests {
             sent_at: (state == MessageState::Sent).then_some(Time(1_700_000_000_000)),
             unseen: false,
             keyed: false,
+            keys: Vec::new(),
             attempts: 0,
             error: (state == MessageState::Unconfirmed).then(|| {
                 EntryError::new(

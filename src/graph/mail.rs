@@ -587,6 +587,33 @@ impl GraphClient {
         }
     }
 
+    /// The core's `StampKeys`: `PATCH …/messages/{draft_id}` setting its file keys (Graph's
+    /// documented way to set an extended property on an existing item). Never retried here.
+    pub async fn stamp_step(
+        &self,
+        user: &str,
+        draft_id: &str,
+        keys: &[String],
+    ) -> Result<(), Fault> {
+        let mut segs = mailbox_segments(user);
+        segs.extend(["messages", draft_id]);
+        let url = self.url(&segs);
+        let body = json!({"singleValueExtendedProperties": [
+            {"id": FILE_KEYS_PROPERTY, "value": keys.join(" ")}
+        ]});
+        let opts = RequestOpts {
+            retry: false,
+            ..RequestOpts::graph(user)
+        };
+        match self
+            .execute(opts, |c| c.patch(url.clone()).json(&body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(mail_fault(&classify_effectful(e))),
+        }
+    }
+
     /// The core's `FindFileKey`: a sent copy since `since` carrying `key` with an attachment
     /// named `name` (Sent Items, every page, earliest first), else a draft carrying it
     /// (Drafts). No retry here.

@@ -281,6 +281,12 @@ async fn route(
                 return mail::send(state, mailbox, &rest[1], h)
             }
             (Method::DELETE, 2) => return mail::delete(state, mailbox, &rest[1], h),
+            (Method::PATCH, 2) => {
+                return match read_json(state, body, h).await {
+                    Ok(v) => mail::patch(state, mailbox, &rest[1], &v, h),
+                    Err(r) => r,
+                }
+            }
             _ => {}
         }
     }

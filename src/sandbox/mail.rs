@@ -970,6 +970,49 @@ fn parse_props(v: Option<&Value>) -> Result<Vec<ExtProp>, (String, String)> {
     Ok(out)
 }
 
+/// `PATCH {mb}/messages/{id}`: single-value extended properties created or replaced on a
+/// message (Graph's documented way to set them on an existing item) → 200 with the message.
+/// The sandbox updates nothing else (any other property: 400).
+pub fn patch(state: &Shared, mailbox: &str, id: &str, body: &Value, h: &HeaderMap) -> Response {
+    let Some(obj) = body.as_object() else {
+        return bad_request(h, "RequestBodyRead", "the body must be a JSON object");
+    };
+    if let Some(k) = obj
+        .keys()
+        .find(|k| k.as_str() != "singleValueExtendedProperties")
+    {
+        return bad_request(
+            h,
+            "RequestBodyRead",
+            &format!(
+                "the sandbox updates only singleValueExtendedProperties on a message, not '{k}'"
+            ),
+        );
+    }
+    let props = match parse_props(obj.get("singleValueExtendedProperties")) {
+        Ok(p) => p,
+        Err((code, msg)) => return bad_request(h, &code, &msg),
+    };
+    {
+        let mut g = state.lock();
+        let Some(it) = g
+            .items
+            .get_mut(id)
+            .filter(|i| i.user == mailbox && i.kind == Kind::Message)
+        else {
+            return not_found_item(h);
+        };
+        for p in props {
+            let k = prop_key(&p.id);
+            it.mail.props.retain(|q| prop_key(&q.id) != k);
+            it.mail.props.push(p);
+        }
+        let rec = ItemRec::of(it);
+        g.log(Record::Item(rec));
+    }
+    get(state, mailbox, None, id, &HashMap::new(), h)
+}
+
 /// `POST {mb}/[mailFolders/{f}/]messages` → 201 with the draft.
 pub fn create(
     state: &Shared,

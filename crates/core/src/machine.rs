@@ -8,7 +8,10 @@
 
 use super::model::*;
 use super::settle::{Settled, Settler};
-pub use messages::{cap_frees_at, civil_date, MESSAGE_TOO_LARGE, NO_FILES_LEFT};
+pub use messages::{
+    cap_frees_at, civil_date, held_backoff_ms, HELD_BY_DRAFT, HELD_TRIES, MESSAGE_TOO_LARGE,
+    NO_FILES_LEFT,
+};
 
 #[path = "messages.rs"]
 mod messages;
@@ -454,7 +457,8 @@ impl Machine {
                 Outcome::CreateDraft(_)
                 | Outcome::Find(..)
                 | Outcome::Send(_)
-                | Outcome::ListDraft(_) => self.message_outcome(&id, outcome, &mut out),
+                | Outcome::ListDraft(_)
+                | Outcome::StampKeys(_) => self.message_outcome(&id, outcome, &mut out),
                 Outcome::DeleteAttachment(d) if self.messages.contains_key(&id) => {
                     self.message_outcome(&id, Outcome::DeleteAttachment(d), &mut out)
                 }
@@ -1957,7 +1961,8 @@ impl Machine {
             Outcome::CreateDraft(_)
             | Outcome::Find(..)
             | Outcome::Send(_)
-            | Outcome::ListDraft(_) => {}
+            | Outcome::ListDraft(_)
+            | Outcome::StampKeys(_) => {}
         }
         self.release_lock_if_free(id);
         self.make_ready(id);

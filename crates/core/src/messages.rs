@@ -50,6 +50,8 @@ enum MStep {
     Find(MailFolder),
     ListDraft,
     DeleteExtra(String),
+    /// Its draft's file keys set to its files' keys now (a newer version took a place).
+    StampKeys,
     Send,
     /// A change of state with no request.
     Local,
@@ -501,9 +503,11 @@ impl Machine {
     // ---- the mailbox as the record of last resort ---------------------------------------------
 
     /// The key of a file of a mailing mapping (`None`: not hashed, or its mapping no longer
-    /// mails).
+    /// mails, or does not search the mailbox: `outbox mail`).
     pub(super) fn key_of(&self, rec: &Record) -> Option<String> {
-        let rule = self.mail_rule(&rec.mapping)?;
+        let rule = self
+            .mail_rule(&rec.mapping)
+            .filter(|r| r.remember_sent_ms > 0)?;
         let user = &self.mappings.get(&rec.mapping)?.target.user;
         let rel = rec.path.strip_prefix(&rule.folder).unwrap_or(&rec.path);
         Some(file_key(
@@ -992,6 +996,7 @@ impl Machine {
             | MStep::Find(_)
             | MStep::ListDraft
             | MStep::DeleteExtra(_)
+            | MStep::StampKeys
             | MStep::Send => {
                 if self.sign_in.is_some() {
                     return false; // woken when the pause ends
@@ -1104,6 +1109,8 @@ impl Machine {
                     }
                 } else if let Some(x) = m.extra.first() {
                     MStep::DeleteExtra(x.clone())
+                } else if self.keys_stale(m) {
+                    MStep::StampKeys
                 } else if !m.verified {
                     MStep::ListDraft
                 } else if !r.send {
@@ -1387,7 +1394,7 @@ impl Machine {
                 self.mark_replaced(&owner, mid, out);
             }
         }
-        let keys = if step == MStep::CreateDraft {
+        let keys = if matches!(step, MStep::CreateDraft | MStep::StampKeys) {
             self.keys_of_message(mid)
         } else {
             Vec::new()
@@ -1402,6 +1409,7 @@ impl Machine {
                 m.sent_checked = false;
                 m.rec.effect_at = Some(now);
                 m.rec.updated_at = now;
+                m.rec.keys = keys.clone();
                 out.push(Action::PersistMessage(m.rec.clone()));
                 out.push(Action::CreateDraft {
                     id: mid.to_owned(),
@@ -1416,6 +1424,18 @@ impl Machine {
                 folder,
                 internet_message_id: m.rec.internet_message_id.clone(),
             }),
+            MStep::StampKeys => {
+                let Some(draft_id) = m.rec.draft_id.clone() else {
+                    m.busy = false;
+                    return;
+                };
+                out.push(Action::StampKeys {
+                    id: mid.to_owned(),
+                    user,
+                    draft_id,
+                    keys,
+                });
+            }
             MStep::ListDraft | MStep::DeleteExtra(_) => {
                 let Some(draft_id) = m.rec.draft_id.clone() else {
                     m.busy = false;
@@ -1510,6 +1530,7 @@ impl Machine {
             Outcome::Send(s) => self.on_send(mid, s, out),
             Outcome::ListDraft(l) => self.on_list(mid, l, out),
             Outcome::DeleteAttachment(d) => self.on_delete_extra(mid, d, out),
+            Outcome::StampKeys(r) => self.on_stamp(mid, r, out),
             _ => {}
         }
     }
@@ -1670,6 +1691,36 @@ impl Machine {
         }
         m.short_lists = 0;
         m.verified = m.extra.is_empty();
+    }
+
+    /// Whether message `m`'s draft carries other keys than its files' now (a newer version
+    /// took an older one's place after the draft was made): set again before the send, or a
+    /// lost state dir would not find the newer version mailed.
+    fn keys_stale(&self, m: &ActiveMessage) -> bool {
+        if m.rec.draft_id.is_none() {
+            return false;
+        }
+        let mut now = self.keys_of_message(&m.rec.id);
+        let mut had = m.rec.keys.clone();
+        now.sort();
+        had.sort();
+        now != had
+    }
+
+    fn on_stamp(&mut self, mid: &str, r: Result<(), Fault>, out: &mut Vec<Action>) {
+        match r {
+            Ok(()) => {
+                let keys = self.keys_of_message(mid);
+                let now = self.now;
+                if let Some(m) = self.messages.get_mut(mid) {
+                    m.rec.keys = keys;
+                    m.rec.attempts = 0;
+                    m.rec.updated_at = now;
+                    out.push(Action::PersistMessage(m.rec.clone()));
+                }
+            }
+            Err(f) => self.message_fault(mid, f, out),
+        }
     }
 
     fn on_delete_extra(&mut self, mid: &str, d: DeleteOutcome, out: &mut Vec<Action>) {
@@ -6241,3 +6292,7 @@ mod tests {
         assert!(m.msg_ready.contains(&mid));
     }
 }
+
+#[cfg(test)]
+#[path = "key_tests.rs"]
+mod key_tests;

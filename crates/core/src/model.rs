@@ -594,6 +594,10 @@ pub struct MessageRecord {
     /// had time and it is still a draft.
     #[serde(default)]
     pub keyed: bool,
+    /// The file keys stamped on its draft (at its creation, or set again when a file's newer
+    /// version took an older one's place): the send waits until they are its files' keys.
+    #[serde(default)]
+    pub keys: Vec<String>,
     /// Failures in a row of its own requests (not its files').
     pub attempts: u32,
     pub error: Option<Failure>,
@@ -808,6 +812,8 @@ pub enum Outcome {
     Find(MailFolder, FindOutcome),
     /// A file's key searched for in the mailbox.
     Key(KeyOutcome),
+    /// A draft's file keys set again: `Ok` (200), or how it failed.
+    StampKeys(Result<(), Fault>),
     ListDraft(ListOutcome),
     Send(SendOutcome),
 }
@@ -826,6 +832,7 @@ impl Outcome {
             | Outcome::CreateDraft(DraftOutcome::Failed(f))
             | Outcome::Find(_, FindOutcome::Failed(f))
             | Outcome::Key(KeyOutcome::Failed(f))
+            | Outcome::StampKeys(Err(f))
             | Outcome::ListDraft(ListOutcome::Failed(f))
             | Outcome::Send(SendOutcome::Failed(f)) => Some(f),
             _ => None,
@@ -903,6 +910,7 @@ impl MessageRecord {
             sent_at: None,
             unseen: false,
             keyed: false,
+            keys: Vec::new(),
             attempts: 0,
             error: None,
             seq,
@@ -1124,6 +1132,13 @@ pub enum Action {
         user: String,
         folder: MailFolder,
         internet_message_id: Option<String>,
+    },
+    /// `PATCH {mailbox}/messages/{draft_id}`: its file keys set to `keys` (message `id`).
+    StampKeys {
+        id: String,
+        user: String,
+        draft_id: String,
+        keys: Vec<String>,
     },
     /// List the attachments of draft `draft_id` (ids, every page): before a send, the draft
     /// must hold its files' attachments and nothing else.

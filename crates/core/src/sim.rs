@@ -11,7 +11,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a harness: a broken world is a panic
 
-use super::machine::{has_work, Machine, MESSAGE_TOO_LARGE, NO_FILES_LEFT};
+use super::machine::{has_work, Machine, HELD_BY_DRAFT, MESSAGE_TOO_LARGE, NO_FILES_LEFT};
 use super::model::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -240,6 +240,16 @@ pub struct Sim {
     /// Draws of the world's harsher faults (an rng of their own: every earlier draw as before).
     harsh_rng: StdRng,
     harsh: Harsh,
+    /// Per (name, bytes): how many times they were dropped into the mailing folder (a new
+    /// inode, or new bytes in place). No name and bytes are mailed more often.
+    drops: BTreeMap<(String, Content), u32>,
+    last_placed: BTreeMap<PathBuf, (u64, Content)>,
+    /// Sometimes the state dir is lost at a restart (the mailing mapping's records and every
+    /// message record): the mailbox is the record of last resort.
+    loses_ledger: bool,
+    /// What the agent lost, for the oracle (the agent never sees it again).
+    lost_ledger: BTreeMap<String, Record>,
+    lost_msgs: BTreeMap<String, MessageRecord>,
 }
 
 /// Faults as unkind as Graph's, drawn per seed from a generator of their own.
@@ -426,7 +436,8 @@ impl Sim {
         }
         // Most mailing mappings search the mailbox for each file's key before mailing it (drawn
         // last: every earlier draw as before).
-        if harsh_rng.gen_bool(0.7) {
+        let searches = harsh_rng.gen_bool(0.7);
+        if searches {
             for (rule, dir) in &mut mappings {
                 if let Some(mail) = rule.mail.as_mut() {
                     mail.remember_sent_ms = 90 * 86_400_000;
@@ -434,6 +445,10 @@ impl Sim {
                 }
             }
         }
+        // (Not in a world whose sent copies may keep no property: there the key cannot be
+        // found, and the mailbox cannot be the record of last resort. docs/core.md: known
+        // limits.)
+        let loses_ledger = searches && harsh_rng.gen_bool(0.4) && harsh.unmarked_sent_copy == 0.0;
         let mut sim = Sim {
             seed,
             rng,
@@ -485,6 +500,11 @@ impl Sim {
             deleted_drafts: BTreeSet::new(),
             harsh_rng,
             harsh,
+            drops: BTreeMap::new(),
+            last_placed: BTreeMap::new(),
+            loses_ledger,
+            lost_ledger: BTreeMap::new(),
+            lost_msgs: BTreeMap::new(),
         };
         sim.schedule(0, Event::Restart);
         sim.schedule(10, Event::User);
@@ -633,6 +653,7 @@ impl Sim {
                         node.ctime = now_ns;
                     }
                     self.note(format!("user: append to {}", path.display()));
+                    self.placed(&path);
                     self.watch(&path, true);
                     if n > 0 {
                         let d = self.rng.gen_range(100..900);
@@ -807,6 +828,34 @@ impl Sim {
 
     fn user_op(&mut self) {
         let (mapping, path) = self.pick_path();
+        self.user_op_on(mapping, path.clone());
+        self.placed(&path);
+    }
+
+    /// Bytes that are new at `path` (a new inode, or new content in place) are a drop: the
+    /// oracle's count of how often a name and its bytes may be mailed.
+    fn placed(&mut self, path: &Path) {
+        if !path.starts_with("/mail") {
+            return;
+        }
+        let Some(ino) = self.paths.get(path).copied() else {
+            return;
+        };
+        let Some(c) = self.content_of(ino) else {
+            return;
+        };
+        if self.last_placed.get(path) == Some(&(ino, c)) {
+            return;
+        }
+        self.last_placed.insert(path.to_path_buf(), (ino, c));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        *self.drops.entry((name, c)).or_default() += 1;
+    }
+
+    fn user_op_on(&mut self, mapping: String, path: PathBuf) {
         let now_ns = self.now.0 as i64 * 1_000_000;
         let op = self.rng.gen_range(0..113);
         let exists = self.paths.contains_key(&path);
@@ -1064,6 +1113,7 @@ impl Sim {
             },
         );
         self.paths.insert(path.to_path_buf(), self.next_ino);
+        self.placed(path);
     }
 
     /// One file dropped into two subfolders of the mailing folder at once (renamed in whole):
@@ -1173,6 +1223,9 @@ impl Sim {
             return Ok(());
         }
         self.note("start".into());
+        if self.loses_ledger && self.harsh_rng.gen_bool(0.3) {
+            self.lose_ledger();
+        }
         let m = Machine::new(
             self.mappings.iter().map(|(r, _)| r.clone()).collect(),
             self.policy.clone(),
@@ -1222,6 +1275,38 @@ impl Sim {
             }
         }
         self.rescan()
+    }
+
+    /// The state dir is lost: the mailing mapping's records, their upload URLs and every
+    /// message record (the plain mappings' records stay: their loss is SPEC'd apart, by
+    /// `if_exists`).
+    fn lose_ledger(&mut self) {
+        let mailing: BTreeSet<String> = self
+            .mappings
+            .iter()
+            .filter(|(r, _)| r.mail.is_some())
+            .map(|(r, _)| r.name.clone())
+            .collect();
+        let ids: Vec<String> = self
+            .ledger
+            .values()
+            .filter(|r| mailing.contains(&r.mapping))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in ids {
+            if let Some(r) = self.ledger.remove(&id) {
+                self.urls.remove(&id);
+                self.lost_ledger.insert(id, r);
+            }
+        }
+        let msgs = std::mem::take(&mut self.msg_ledger);
+        self.lost_msgs.extend(msgs);
+        self.note("LEDGER LOST (the mailing mapping's records and every message)".into());
+    }
+
+    /// A record of this ledger's, or of one lost.
+    fn any_record(&self, id: &str) -> Option<&Record> {
+        self.ledger.get(id).or_else(|| self.lost_ledger.get(id))
     }
 
     fn feed(&mut self, input: Input) -> Result<(), Violation> {
@@ -1378,6 +1463,7 @@ impl Sim {
                 | Action::CreateDraft { .. }
                 | Action::FindMessage { .. }
                 | Action::FindFileKey { .. }
+                | Action::StampKeys { .. }
                 | Action::ListDraft { .. }
                 | Action::SendDraft { .. }
         );
@@ -2017,6 +2103,16 @@ impl Sim {
                 });
                 Some(Outcome::Key(found))
             }
+            Action::StampKeys { draft_id, keys, .. } => match self.mail.get_mut(draft_id) {
+                Some(m) if m.is_draft => {
+                    m.keys = keys.clone();
+                    Some(Outcome::StampKeys(Ok(())))
+                }
+                _ => Some(Outcome::StampKeys(Err(Fault::Permanent(Failure::new(
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                ))))),
+            },
             Action::ListDraft { draft_id, .. } => {
                 let lag = self.knobs.listing_lag_ms;
                 let now = self.now;
@@ -2146,7 +2242,7 @@ impl Sim {
             let ok = self.items.get(&t).is_some_and(|atts| {
                 atts.iter()
                     .any(|x| x.id == *att && x.content.map(sha) == rec.sha256)
-            });
+            }) || self.sent_copy_holds(&t, att, rec.sha256.as_deref());
             // Being deleted by a newer version (its record says so) is on the way to `replaced`.
             let going = self
                 .ledger
@@ -2161,6 +2257,42 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// Whether sent copy `t` holds attachment `att` with SHA-256 `sha` (a file found mailed by
+    /// its key is done with the sent copy's attachment).
+    fn sent_copy_holds(&self, t: &str, att: &str, sha256: Option<&str>) -> bool {
+        let Some(m) = self.mail.get(t).filter(|m| !m.is_draft) else {
+            return false;
+        };
+        let Some((name, _)) = m.atts.iter().find(|(_, id)| id == att) else {
+            return false;
+        };
+        self.sends.iter().any(|(k, _, atts)| {
+            *k == m.of
+                && atts
+                    .iter()
+                    .any(|(n, c)| n == name && c.map(sha).as_deref() == sha256)
+        })
+    }
+
+    /// A file failed because a draft of a lost ledger's message carries its key (it is never
+    /// mailed beside it; the user sends or deletes that draft).
+    fn held_by_lost_draft(&self, r: &Record) -> bool {
+        if r.error.as_ref().is_none_or(|e| e.code != HELD_BY_DRAFT) {
+            return false;
+        }
+        let Some(sha256) = r.sha256.as_deref() else {
+            return false;
+        };
+        let rel = r.path.strip_prefix("/mail").unwrap_or(&r.path);
+        let key = crate::model::file_key("me", &r.mapping, rel, r.file.size, sha256);
+        self.mail.values().any(|m| {
+            m.is_draft
+                && m.gone_at.is_none_or(|g| g > self.now)
+                && m.keys.contains(&key)
+                && self.lost_msgs.contains_key(&m.of)
+        })
     }
 
     fn check_message(&self, m: &MessageRecord) -> Result<(), Violation> {
@@ -2198,12 +2330,37 @@ impl Sim {
         if let Some(l) = self.late_attachments.first() {
             return Err(self.violation(format!("attachment {l}")));
         }
+        // No name and bytes mailed more often than they were dropped (a lost state dir, a
+        // restored one, the user's own drop again: the mailbox answers).
+        let mut mailed: BTreeMap<(String, Content), u32> = BTreeMap::new();
+        let mut once = BTreeSet::new();
+        for (marker, _, atts) in &self.sends {
+            if !once.insert(marker) {
+                continue;
+            }
+            for (n, c) in atts {
+                let Some(c) = c else { continue };
+                let k = (n.clone(), *c);
+                let times = mailed.entry(k.clone()).or_default();
+                *times += 1;
+                let dropped = self.drops.get(&k).copied().unwrap_or(0);
+                if *times > dropped {
+                    return Err(self.violation(format!(
+                        "{n} {c:?} mailed {times} times, dropped {dropped} (message {marker})"
+                    )));
+                }
+            }
+        }
         let mut seen = BTreeSet::new();
         for (marker, draft, atts) in &self.sends {
             if !seen.insert(marker) {
                 return Err(self.violation(format!("message {marker} sent twice")));
             }
-            let Some(m) = self.msg_ledger.get(marker) else {
+            let Some(m) = self
+                .msg_ledger
+                .get(marker)
+                .or_else(|| self.lost_msgs.get(marker))
+            else {
                 return Err(self.violation(format!("{draft} sent with no message on record")));
             };
             if !m.send {
@@ -2212,7 +2369,7 @@ impl Sim {
             // Exactly its files' bytes, each once: none missing, none extra, none mixed.
             let mut want: Vec<(String, Option<Content>)> = Vec::new();
             for f in &m.files {
-                let Some(r) = self.ledger.get(f) else {
+                let Some(r) = self.any_record(f) else {
                     return Err(self.violation(format!("message {marker}: file {f} not on record")));
                 };
                 let c = self
@@ -2281,8 +2438,7 @@ impl Sim {
                 // Two attachments with one name and one SHA-256 are a duplicate unless both
                 // entries' mappings say `if_exists = "attach"`.
                 let mapping_attach = |entry: &str| {
-                    self.ledger
-                        .get(entry)
+                    self.any_record(entry)
                         .and_then(|r| self.rule(&r.mapping))
                         .is_some_and(|r| r.if_exists == IfExists::Attach)
                 };
@@ -2306,17 +2462,22 @@ impl Sim {
             )));
         }
         for (path, c) in &self.removed_by_after {
-            let ok = self.ledger.values().any(|r| {
-                r.path == *path
-                    && r.state == State::Done
-                    && r.sha256.as_deref() == Some(&sha(*c))
-                    && r.message.as_ref().is_none_or(|m| {
-                        self.msg_ledger.get(m).is_some_and(|m| {
-                            (m.state == MessageState::Sent && !m.unseen)
-                                || m.state == MessageState::Drafted
+            let ok = self
+                .ledger
+                .values()
+                .chain(self.lost_ledger.values())
+                .any(|r| {
+                    r.path == *path
+                        && r.state == State::Done
+                        && r.sha256.as_deref() == Some(&sha(*c))
+                        && r.message.as_ref().is_none_or(|m| {
+                            let m = self.msg_ledger.get(m).or_else(|| self.lost_msgs.get(m));
+                            m.is_some_and(|m| {
+                                (m.state == MessageState::Sent && !m.unseen)
+                                    || m.state == MessageState::Drafted
+                            })
                         })
-                    })
-            });
+                });
             if !ok {
                 return Err(self.violation(format!(
                     "{} was moved or deleted without a done record of its bytes",
@@ -2338,6 +2499,7 @@ impl Sim {
             if r.state == State::Failed
                 && !(self.evil && code == Some("protocolViolation"))
                 && code != Some(MESSAGE_TOO_LARGE)
+                && !self.held_by_lost_draft(r)
             {
                 return Err(self.violation(format!(
                     "{} failed though every fault was transient: {:?}",
@@ -2371,7 +2533,9 @@ impl Sim {
             }
         }
         for (sid, s) in &self.sessions {
-            if s.delivered && s.expires > self.now {
+            let lost =
+                self.lost_ledger.contains_key(&s.entry) && !self.ledger.contains_key(&s.entry);
+            if s.delivered && s.expires > self.now && !lost {
                 return Err(self.violation(format!("session {sid} of {} left open", s.entry)));
             }
         }
@@ -2427,6 +2591,7 @@ impl Sim {
                 }
             }
             let excused = (rec.state == State::Canceled && code.as_deref() == Some("canceled"))
+                || self.held_by_lost_draft(rec)
                 || (rec.state == State::Failed
                     && self.evil
                     && code.as_deref() == Some("protocolViolation"));
@@ -2452,16 +2617,22 @@ impl Sim {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let on_item = self
-                .items
-                .get(item)
-                .is_some_and(|atts| atts.iter().any(|a| a.name == name && a.content == Some(c)));
+            // Found mailed by its key: done with its sent copy's attachment.
+            let found_mailed = rec.message.is_none()
+                && rec
+                    .attachment_id
+                    .as_deref()
+                    .is_some_and(|att| self.sent_copy_holds(item, att, Some(sha(c).as_str())));
+            let on_item = found_mailed
+                || self.items.get(item).is_some_and(|atts| {
+                    atts.iter().any(|a| a.name == name && a.content == Some(c))
+                });
             if !on_item {
                 return Err(
                     self.violation(format!("{}: final bytes not on {item}", path.display()))
                 );
             }
-            if let Some(mail) = &rule.mail {
+            if let Some(mail) = rule.mail.as_ref().filter(|_| !found_mailed) {
                 // Each drop is a request to mail: a file dropped (again) after its newest
                 // record's message was sent is not mailed by that message, even with the same
                 // bytes.
@@ -2583,6 +2754,7 @@ fn action_id(a: &Action) -> String {
         | Action::CreateDraft { id, .. }
         | Action::FindMessage { id, .. }
         | Action::FindFileKey { id, .. }
+        | Action::StampKeys { id, .. }
         | Action::ListDraft { id, .. }
         | Action::SendDraft { id, .. } => id.clone(),
         _ => String::new(),
@@ -2602,6 +2774,7 @@ fn wrap_fault(a: &Action, f: Fault) -> Outcome {
         Action::SendDraft { .. } => Outcome::Send(SendOutcome::Failed(f)),
         Action::ListDraft { .. } => Outcome::ListDraft(ListOutcome::Failed(f)),
         Action::FindFileKey { .. } => Outcome::Key(KeyOutcome::Failed(f)),
+        Action::StampKeys { .. } => Outcome::StampKeys(Err(f)),
         _ => Outcome::Look(LookOutcome::Failed(f)),
     }
 }
