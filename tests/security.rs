@@ -1375,3 +1375,97 @@ fn init_writes_a_config_outbox_accepts_whatever_the_umask() {
     let out = sh("status");
     assert_ne!(out.status.code(), Some(78), "{}", stderr(&out));
 }
+
+/// name -> every SHA-256 attached under it (a name may be there twice: another owner's file).
+async fn attached_all(sandbox: &Sandbox, item: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = sandbox
+        .attachments(item)
+        .await
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap_or_default().to_string(),
+                a["sha256"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Issue 23, item 1: with `on_change = "replace"` (the default) and `after = "delete"`, the
+/// neighbour's own `contract.pdf` dropped after the user's was attached and deleted was taken as
+/// its new version, and the user's attachment deleted. A version replaces an earlier one only
+/// if both files have the same owner (recorded in the ledger); the neighbour's is added beside
+/// it, and the log and `status` say so. A replacement (the user's own next version) is
+/// announced in the log and by a notification, and leaves the neighbour's file alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_neighbours_same_name_file_is_added_beside_the_users_never_replacing_it() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    env.write_config(
+        "notify = \"all\"",
+        &mapping("drop", &drop, &item, "after = \"delete\""),
+    );
+    let (notes, path) = fake_notifier(&env);
+    let run = || {
+        let out = run_bounded(env.cmd().env("PATH", &path).args(["run", "--once"]), T);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let users = b"the user's contract, version 1\n";
+    std::fs::write(drop.join("contract.pdf"), users).expect("write");
+    run();
+    assert!(
+        !drop.join("contract.pdf").exists(),
+        "deleted after it was attached"
+    );
+    let mine = sha_of(users);
+    assert_eq!(
+        attached_all(&env.sandbox, &item).await,
+        vec![("contract.pdf".to_string(), mine.clone())]
+    );
+    let theirs = b"the neighbour's contract\n";
+    if !neighbour(
+        &drop,
+        "printf \"the neighbour's contract\\n\" > contract.pdf",
+    ) {
+        return;
+    }
+    let log = run();
+    let now = attached_all(&env.sandbox, &item).await;
+    assert!(
+        now.contains(&("contract.pdf".to_string(), mine.clone())),
+        "the user's attachment was deleted: {now:?}\n{log}"
+    );
+    assert!(
+        now.contains(&("contract.pdf".to_string(), sha_of(theirs))),
+        "{now:?}\n{log}"
+    );
+    assert!(log.contains("another owner"), "{log}");
+    let rows = rows(&env);
+    let beside = rows
+        .iter()
+        .find(|r| r["state"] == "done" && r["size"] == theirs.len() as u64)
+        .unwrap_or_else(|| panic!("the neighbour's entry: {rows:?}"));
+    let note = beside["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("another owner") && note.contains("not replaced"),
+        "{beside}"
+    );
+    // The user's next version replaces the user's earlier one, announced, and only that one.
+    let _ = std::fs::remove_file(&notes);
+    let users2 = b"the user's contract, version 2\n";
+    std::fs::write(drop.join("contract.pdf"), users2).expect("write");
+    let log = run();
+    let mut want = vec![
+        ("contract.pdf".to_string(), sha_of(theirs)),
+        ("contract.pdf".to_string(), sha_of(users2)),
+    ];
+    want.sort();
+    assert_eq!(attached_all(&env.sandbox, &item).await, want, "{log}");
+    assert!(log.contains("replaced its earlier version"), "{log}");
+    let said = notified(&notes).await;
+    assert!(said.contains("replaced"), "{said}");
+}

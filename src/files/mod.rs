@@ -42,6 +42,8 @@ pub struct Identity {
     /// Status-change time (ns), where the platform has one: it moves on every write and cannot
     /// be set back. Not compared by [`Identity::matches`]; the core compares it.
     pub ctime_ns: Option<i64>,
+    /// The owner (uid), where the platform has one. Not compared by [`Identity::matches`].
+    pub owner: Option<u32>,
 }
 
 /// The version a caller expects to find: what settled (size, mtime), and, once a file has been
@@ -91,6 +93,7 @@ impl Identity {
             size: meta.len(),
             mtime_ns: mtime_ns(meta),
             ctime_ns: imp::ctime_ns(meta),
+            owner: imp::owner(meta),
         }
     }
 }

@@ -15,6 +15,10 @@ pub(super) fn links(_meta: &std::fs::Metadata) -> u64 {
     1
 }
 
+pub(super) fn owner(_meta: &std::fs::Metadata) -> Option<u32> {
+    None
+}
+
 pub(super) fn ctime_ns(_meta: &std::fs::Metadata) -> Option<i64> {
     None
 }

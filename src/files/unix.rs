@@ -32,6 +32,10 @@ pub(super) fn links(meta: &std::fs::Metadata) -> u64 {
     meta.nlink()
 }
 
+pub(super) fn owner(meta: &std::fs::Metadata) -> Option<u32> {
+    Some(meta.uid())
+}
+
 pub(super) fn ctime_ns(meta: &std::fs::Metadata) -> Option<i64> {
     meta.ctime()
         .checked_mul(1_000_000_000)
@@ -258,6 +262,7 @@ fn identity_from_stat(st: &rustix::fs::Stat) -> Identity {
         size: st.st_size as u64,
         mtime_ns,
         ctime_ns,
+        owner: Some(st.st_uid as u32),
     }
 }
 

@@ -189,6 +189,14 @@ pub struct LedgerEntry {
     /// The message it is mailed in (a `new_message` mapping).
     #[serde(default)]
     pub message: Option<String>,
+    /// The owner (Unix uid) of the file that was hashed: a later version replaces this one
+    /// only if its file has the same owner. Absent in entries from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
+    /// Earlier versions of the path on the item of another owner's, left beside this one (not
+    /// replaced).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub beside: Vec<String>,
 }
 
 /// The few fields of an entry the agent's start-up needs for every entry (which version of a
@@ -260,6 +268,8 @@ impl LedgerEntry {
             garbage: Vec::new(),
             replaces: Vec::new(),
             message: None,
+            owner: None,
+            beside: Vec::new(),
         }
     }
 
@@ -287,6 +297,7 @@ impl LedgerEntry {
                 size: self.size,
                 mtime_ns: self.mtime_ns,
                 ctime_ns: self.ctime_ns,
+                owner: self.owner,
             },
             sha256: self.sha256,
             state: match self.state {
@@ -316,6 +327,7 @@ impl LedgerEntry {
             garbage: self.garbage,
             replaces: self.replaces,
             message: self.message,
+            beside: self.beside,
             seq: self.seq,
             created_at: time_of(self.created_at),
             updated_at: time_of(self.updated_at),
@@ -375,6 +387,8 @@ impl LedgerEntry {
             garbage: r.garbage.clone(),
             replaces: r.replaces.clone(),
             message: r.message.clone(),
+            owner: r.file.owner,
+            beside: r.beside.clone(),
         }
     }
 

@@ -138,26 +138,28 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
     Ok(out)
 }
 
-/// The identity of a file as the core compares it: device, inode, size, modification time.
+/// The identity of a file as the core compares it: device, inode, size, modification time; and
+/// its owner (which versions replace which).
 pub fn file_stat(meta: &std::fs::Metadata) -> crate::core::model::FileStat {
     #[cfg(unix)]
-    let (dev, ino, ctime_ns) = {
+    let (dev, ino, ctime_ns, owner) = {
         use std::os::unix::fs::MetadataExt;
         let ctime = meta
             .ctime()
             .checked_mul(1_000_000_000)
             .and_then(|s| s.checked_add(meta.ctime_nsec()))
             .unwrap_or(0);
-        (meta.dev(), meta.ino(), ctime)
+        (meta.dev(), meta.ino(), ctime, Some(meta.uid()))
     };
     #[cfg(not(unix))]
-    let (dev, ino, ctime_ns) = (0, 0, 0);
+    let (dev, ino, ctime_ns, owner) = (0, 0, 0, None);
     crate::core::model::FileStat {
         dev,
         ino,
         size: meta.len(),
         mtime_ns: crate::files::mtime_ns(meta).unwrap_or(0),
         ctime_ns,
+        owner,
     }
 }
 

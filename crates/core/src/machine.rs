@@ -49,6 +49,9 @@ struct PathInfo {
     /// The `done` versions not yet replaced, on whichever item: (seq, id, attachment id,
     /// target). Nearly always one.
     done: Vec<DoneRef>,
+    /// The owners of those of `done` whose owner is known (entry id, uid): a version replaces
+    /// only an earlier one of its own owner's.
+    owners: Vec<(String, u32)>,
     /// The versions of the path in `active` (a new version finds those it supersedes here,
     /// not by a walk over every active entry).
     working: Vec<String>,
@@ -685,6 +688,11 @@ impl Machine {
                 {
                     list.push((rec.seq, rec.id.clone(), att.clone(), t.clone()));
                 }
+                if let Some(uid) = rec.file.owner {
+                    if !info.owners.iter().any(|(oid, _)| *oid == rec.id) {
+                        info.owners.push((rec.id.clone(), uid));
+                    }
+                }
             }
         }
         if let Some(t) = &rec.target {
@@ -930,7 +938,13 @@ impl Machine {
                 && !self.message_pending(&b.id);
             if same && !dropped_again {
                 // The same bytes: a touch, a save without edits, a sync client. The entry
-                // goes on (or is done); only what it knows of the file is updated.
+                // goes on (or is done); only what it knows of the file is updated, but not
+                // its owner: a neighbour's copy of the user's bytes does not make the user's
+                // version the neighbour's (whose next version would then replace it).
+                let stat = FileStat {
+                    owner: b.file.owner.or(stat.owner),
+                    ..stat
+                };
                 // Canceled by the agent (not by the user: "canceled"), or unreadable then: the
                 // same bytes are back, so this version goes on.
                 let code = b.error_code.as_deref();
@@ -1817,17 +1831,6 @@ impl Machine {
         let mapping = a.rec.mapping.clone();
         let seq = a.rec.seq;
         let target = a.rec.target.clone();
-        if too_late {
-            out.push(Action::Notify(Note::CancelTooLate {
-                id: id.to_owned(),
-                path: path.clone(),
-            }));
-        } else {
-            out.push(Action::Notify(Note::Attached {
-                id: id.to_owned(),
-                path: path.clone(),
-            }));
-        }
         // Versions: with `replace`, the older version's attachment goes once this one is on
         // the item; a version finishing after a newer one removes its own.
         // A file of a message: a newer version on the draft replaces the older one there.
@@ -1848,6 +1851,32 @@ impl Machine {
                 })
             })
             .unwrap_or_default();
+        // Only a version of the same owner's is replaced (or replaces this one): a
+        // neighbour's same-name file in a shared folder goes beside the user's.
+        let (others, beside) = self.split_by_owner(id, &mapping, &path, others);
+        let replaced_any = replace && others.iter().any(|(pseq, ..)| *pseq < seq);
+        if too_late {
+            out.push(Action::Notify(Note::CancelTooLate {
+                id: id.to_owned(),
+                path: path.clone(),
+            }));
+        } else {
+            out.push(Action::Notify(Note::Attached {
+                id: id.to_owned(),
+                path: path.clone(),
+                replaced: replaced_any,
+                beside: if replace { beside.clone() } else { Vec::new() },
+            }));
+        }
+        if replace && !beside.is_empty() {
+            if let Some(a) = self.active.get_mut(id) {
+                for b in beside {
+                    if !a.rec.beside.contains(&b) {
+                        a.rec.beside.push(b);
+                    }
+                }
+            }
+        }
         let mut after_done_now = false;
         if replace {
             let mut doomed: Vec<(String, String)> = Vec::new();
@@ -2460,10 +2489,43 @@ impl Machine {
         self.forget_done(entry);
     }
 
+    /// `others` (done versions of `path` beside entry `id`) split into those of the same owner
+    /// as `id`'s file, which versions replace, and the ids of those of another owner, which stay.
+    fn split_by_owner(
+        &self,
+        id: &str,
+        mapping: &str,
+        path: &Path,
+        others: Vec<DoneRef>,
+    ) -> (Vec<DoneRef>, Vec<String>) {
+        let Some(mine) = self.active.get(id).map(|a| a.rec.file) else {
+            return (others, Vec::new());
+        };
+        let owners = self
+            .path_info(mapping, path)
+            .map(|i| i.owners.as_slice())
+            .unwrap_or_default();
+        let mut beside = Vec::new();
+        let same = others
+            .into_iter()
+            .filter(|(_, pid, ..)| {
+                let owner = owners.iter().find(|(o, _)| o == pid).map(|(_, u)| *u);
+                let theirs = FileStat { owner, ..mine };
+                let same = mine.same_owner(&theirs);
+                if !same {
+                    beside.push(pid.clone());
+                }
+                same
+            })
+            .collect();
+        (same, beside)
+    }
+
     /// `entry` no longer counts as done on any item (replaced, or its draft is gone).
     fn forget_done(&mut self, entry: &str) {
         for info in self.paths.values_mut().flat_map(|m| m.values_mut()) {
             info.done.retain(|(_, did, ..)| did != entry);
+            info.owners.retain(|(oid, _)| oid != entry);
         }
         for names in self.attached.values_mut() {
             for list in names.values_mut() {
@@ -2694,6 +2756,7 @@ mod tests {
             size: 10,
             mtime_ns: 1,
             ctime_ns: 1,
+            owner: None,
         };
         let rec = Record::pending(
             "e1".into(),
@@ -2809,6 +2872,7 @@ mod tests {
                 size: 3,
                 mtime_ns: 1,
                 ctime_ns: 1,
+                owner: None,
             },
             Some("cd".repeat(32)),
             1,
@@ -3446,6 +3510,150 @@ mod tests {
             })
             .collect();
         assert_eq!(deleted, vec!["a2"]);
+    }
+
+    /// Issue 23, item 1: a neighbour's same-name file in a shared folder (another owner) is
+    /// added beside the user's version, never replacing it; the user's next version replaces
+    /// only the user's earlier one, and says so.
+    #[test]
+    fn a_version_replaces_only_an_earlier_one_of_the_same_owner() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut v1 = done_record();
+        v1.attachment_id = Some("a1".into());
+        v1.file.owner = Some(1000);
+        let mut v2 = done_record();
+        v2.id = "e2".into();
+        v2.seq = 2;
+        v2.attachment_id = Some("a2".into());
+        v2.file.owner = Some(65534);
+        let mut v3 = done_record();
+        v3.id = "e3".into();
+        v3.seq = 3;
+        v3.state = State::Pending;
+        v3.attachment_id = None;
+        v3.after_done = false;
+        v3.target = None;
+        v3.sha256 = Some("cd".repeat(32));
+        v3.file.owner = Some(1000);
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![v1, v2, v3],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let out = m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e3".into(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a3".into(),
+                }),
+            },
+        );
+        let r = persisted(&out).expect("persisted");
+        assert_eq!(
+            r.replaces,
+            vec![Replaced {
+                entry: "e1".into(),
+                attachment_id: "a1".into()
+            }]
+        );
+        assert_eq!(r.beside, vec!["e2".to_string()]);
+        assert!(
+            out.iter().any(|a| matches!(a,
+                Action::Notify(Note::Attached { replaced: true, beside, .. }) if beside == &["e2"])),
+            "{out:?}"
+        );
+        // The neighbour's version finishing after the user's newer one: neither attachment
+        // goes (of one owner, the older version's own would).
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut mine = done_record();
+        mine.id = "e5".into();
+        mine.seq = 5;
+        mine.attachment_id = Some("a5".into());
+        mine.file.owner = Some(1000);
+        let mut theirs = done_record();
+        theirs.id = "e4".into();
+        theirs.seq = 4;
+        theirs.state = State::Pending;
+        theirs.attachment_id = None;
+        theirs.after_done = false;
+        theirs.target = None;
+        theirs.sha256 = Some("cd".repeat(32));
+        theirs.file.owner = Some(65534);
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![mine, theirs],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let out = m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e4".into(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a4".into(),
+                }),
+            },
+        );
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, Action::DeleteAttachment { .. })),
+            "{out:?}"
+        );
+    }
+
+    /// A neighbour's copy of the user's bytes at the path does not make the user's version the
+    /// neighbour's (whose next version would then replace the user's attachment).
+    #[test]
+    fn the_same_bytes_from_another_owner_keep_the_versions_owner() {
+        let path = PathBuf::from("/f/a.txt");
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut rec = done_record();
+        rec.file.owner = Some(1000);
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![rec],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let copy = FileStat {
+            dev: 1,
+            ino: 77,
+            size: 10,
+            mtime_ns: 9,
+            ctime_ns: 9,
+            owner: Some(65534),
+        };
+        let out = settle(&mut m, 20, &path, copy);
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Hash { .. })),
+            "{out:?}"
+        );
+        let out = m.handle(
+            Time(30_000),
+            Input::Hashed {
+                path: path.clone(),
+                result: HashResult::Hashed {
+                    sha256: "ab".repeat(32),
+                    stat: copy,
+                },
+            },
+        );
+        let file = out
+            .iter()
+            .find_map(|a| match a {
+                Action::UpdateFile { file, .. } => Some(*file),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("the stored record is updated: {out:?}"));
+        assert_eq!((file.ino, file.owner), (77, Some(1000)));
     }
 
     #[test]

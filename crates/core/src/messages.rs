@@ -2042,6 +2042,7 @@ mod tests {
             size,
             mtime_ns: 1,
             ctime_ns: 1,
+            owner: None,
         }
     }
 
@@ -2346,6 +2347,7 @@ mod tests {
             size: 10,
             mtime_ns: 1,
             ctime_ns: 1,
+            owner: None,
         };
         let pending = Record::pending(
             "p1".into(),
@@ -3710,6 +3712,7 @@ mod tests {
             size: 10,
             mtime_ns: time,
             ctime_ns: time,
+            owner: None,
         };
         let out = settle_as(&mut m, 1_000, "/mail/inv.pdf", st(7, 1));
         let first = new_message(&out).expect("mailed");

@@ -769,6 +769,7 @@ impl Sim {
                     size: n.content.size,
                     mtime_ns: n.mtime,
                     ctime_ns: n.ctime,
+                    owner: None,
                 },
             },
             None => Input::Gone {
@@ -1467,6 +1468,7 @@ impl Sim {
             size: n.content.size,
             mtime_ns: n.mtime,
             ctime_ns: n.ctime,
+            owner: None,
         })
     }
 
