@@ -1469,3 +1469,55 @@ async fn a_neighbours_same_name_file_is_added_beside_the_users_never_replacing_i
     let said = notified(&notes).await;
     assert!(said.contains("replaced"), "{said}");
 }
+
+/// Issue 23, item 3 (a mailing mapping's message limit): a file alone over `max_message_size`
+/// is refused when it settles, by its size alone: never read (no hash), no draft made, nothing
+/// sent; the reason names the file, its size once encoded, the limit and the option to change.
+/// The neighbour's sparse file costs a stat, as one over 150 MiB does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_alone_over_the_message_limit_is_refused_at_settle_unread_and_undrafted() {
+    let env = Env::new();
+    let drop = shared_folder(&env, "scans");
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"mail\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\nsubject = \"Scan {{stem}}\"\nbody = \"Attached: {{names}}.\"\nmax_message_size = \"1MB\"\n",
+            drop.display()
+        ),
+    );
+    // 100 MiB: under the attachment limit, far over the message limit.
+    sparse(&drop.join("big scan.pdf"), 100 * MIB);
+    std::fs::write(drop.join("small.pdf"), "small").expect("write");
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "a refused file: exit 1\n{log}");
+    let stats = env.sandbox.stats().await;
+    assert_eq!(
+        stats["drafts_created"], 1,
+        "only small.pdf's draft: {stats}\n{log}"
+    );
+    let rows = rows(&env);
+    let big = rows
+        .iter()
+        .find(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("big scan.pdf"))
+        })
+        .unwrap_or_else(|| panic!("big scan.pdf's entry: {rows:?}"));
+    assert!(big["sha256"].is_null(), "read before it was refused: {big}");
+    assert!(big["message"].is_null(), "{big}");
+    assert_eq!(big["error"]["code"], "messageTooLarge", "{big}");
+    let why = big["error"]["message"].as_str().unwrap_or_default();
+    for part in [
+        "big scan.pdf",
+        "1.0 MB",
+        "max_message_size = 1000000",
+        "Mapping \"mail\"",
+        "not read",
+    ] {
+        assert!(why.contains(part), "{part:?} not in: {why}");
+    }
+    assert!(why.contains("143.5 MB once encoded"), "{why}");
+    assert!(log.contains("max_message_size"), "{log}");
+}

@@ -841,11 +841,15 @@ impl Machine {
         if b.sha256.is_none() {
             // Refused by its size, unread: the same stat is the same refusal (and, canceled by
             // the user since, stays cleared).
+            // Over a mailing mapping's message limit, the same: while the limit (which a
+            // reload may raise) still refuses it.
             let code = b.error_code.as_deref();
+            let over_message = self.over_message_limit(mapping, path, stat.size).is_some();
             return (b.state == State::Rejected && code == Some(TOO_LARGE))
+                || (b.state == State::Failed && code == Some(MESSAGE_TOO_LARGE) && over_message)
                 || (b.state == State::Canceled
                     && code == Some("canceled")
-                    && stat.size > MAX_ATTACHMENT);
+                    && (stat.size > MAX_ATTACHMENT || over_message));
         }
         let after_pending = self
             .active
@@ -871,9 +875,49 @@ impl Machine {
             self.index(&rec);
             return;
         }
+        if let Some(why) = self.over_message_limit(&mapping, &path, stat.size) {
+            // A file alone over a mailing mapping's `max_message_size` is refused by its size
+            // too, before a byte is read or a draft made (a file that grows past it between
+            // its settle and its hash is caught when its message is made).
+            let f = Failure::new(MESSAGE_TOO_LARGE, why);
+            let mut rec = self.new_record(&mapping, &path, stat, None);
+            rec.state = State::Failed;
+            rec.error = Some(f.clone());
+            self.failed_this_run += 1;
+            out.push(Action::Persist(rec.clone()));
+            out.push(Action::Notify(Note::Failed {
+                id: rec.id.clone(),
+                path: path.clone(),
+                failure: f,
+            }));
+            self.supersede_older(&mapping, &path, &rec.id, out);
+            self.index(&rec);
+            return;
+        }
         if self.hash_queued.insert(path.clone().into_os_string()) {
             self.hash_queue.push(mapping, path, stat);
         }
+    }
+
+    /// Why a file of `size` at `path` cannot be mailed by `mapping` at all: alone it makes a
+    /// message over the mapping's `max_message_size` (counted as `make_messages` counts it).
+    /// `None` for a mapping that does not mail, or a file that fits.
+    fn over_message_limit(&self, mapping: &str, path: &Path, size: u64) -> Option<String> {
+        let rule = self.mail_rule(mapping)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let facts = crate::mail::FileFacts {
+            name: name.clone(),
+            size,
+        };
+        let e = crate::mail::split_batch(&[facts], rule.max_message_size, rule.body.len() as u64)
+            .err()?;
+        Some(format!(
+            "{name} cannot be mailed: {e}; it was not read and no draft was made. Mapping \"{mapping}\" has max_message_size = {}: raise it in its [mapping.new_message] if the tenant's limit is higher (then touch the file, or it goes at the next rescan or start), or send the file another way",
+            rule.max_message_size
+        ))
     }
 
     fn hashed(&mut self, path: PathBuf, result: HashResult, out: &mut Vec<Action>) {
@@ -3603,6 +3647,75 @@ mod tests {
         assert!(
             !out.iter()
                 .any(|a| matches!(a, Action::DeleteAttachment { .. })),
+            "{out:?}"
+        );
+    }
+
+    /// Issue 23, item 3: a file alone over a mailing mapping's `max_message_size` is refused
+    /// when it settles, by its size: no hash, no draft; the same file seen again is the same
+    /// refusal (no new entry); once a reload raises the limit it is hashed and mailed.
+    #[test]
+    fn a_file_alone_over_the_message_limit_is_refused_at_settle_unread() {
+        let mailing = |limit: u64| MappingRule {
+            mail: Some(MailRule {
+                to: vec!["a@b.example".into()],
+                subject: "s".into(),
+                send: true,
+                max_message_size: limit,
+                ..MailRule::default()
+            }),
+            ..rule(IfExists::Attach, After::Keep)
+        };
+        let mut m = Machine::new(vec![mailing(1_000_000)], Policy::default());
+        let path = PathBuf::from("/f/big.pdf");
+        let stat = FileStat {
+            dev: 1,
+            ino: 5,
+            size: 800_000,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            owner: None,
+        };
+        let out = settle(&mut m, 10, &path, stat);
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Hash { .. })),
+            "{out:?}"
+        );
+        let r = persisted(&out).unwrap_or_else(|| panic!("refused: {out:?}"));
+        assert_eq!(r.state, State::Failed);
+        assert!(r.sha256.is_none());
+        let why = r
+            .error
+            .as_ref()
+            .map(|e| (e.code.as_str(), e.message.as_str()));
+        assert!(
+            why.is_some_and(|(c, t)| c == MESSAGE_TOO_LARGE
+                && t.contains("big.pdf")
+                && t.contains("max_message_size = 1000000")),
+            "{why:?}"
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Notify(Note::Failed { .. }))),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::CreateDraft { .. })));
+        assert_eq!(m.failed_this_run, 1);
+        // Seen again (a rescan): the same refusal, nothing new.
+        let out = settle(&mut m, 20_000, &path, stat);
+        assert!(persisted(&out).is_none(), "{out:?}");
+        assert_eq!(m.failed_this_run, 1);
+        // The limit raised: the next sight of it hashes it.
+        m.handle(
+            Time(30_000),
+            Input::Config {
+                mappings: vec![mailing(2_000_000)],
+                policy: Policy::default(),
+            },
+        );
+        let out = settle(&mut m, 40_000, &path, stat);
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Hash { .. })),
             "{out:?}"
         );
     }

@@ -2319,11 +2319,21 @@ impl Sim {
             let Some(rec) = rec else {
                 return Err(self.violation(format!("{} was never recorded", path.display())));
             };
-            // Over the limit, a file is refused by its size at settle, never read (no hash).
+            // Over the limit, a file is refused by its size at settle, never read (no hash):
+            // over 150 MiB, or alone over a mailing mapping's message limit.
+            let over_message = rule.mail.as_ref().is_some_and(|m| {
+                let f = crate::mail::FileFacts {
+                    name: rec.name.clone(),
+                    size: c.size,
+                };
+                crate::mail::split_batch(&[f], m.max_message_size, m.body.len() as u64).is_err()
+            });
             let refused_unread = rec.sha256.is_none()
-                && rec.state == State::Rejected
-                && c.size > MAX_ATTACHMENT
-                && rec.file.size == c.size;
+                && rec.file.size == c.size
+                && ((rec.state == State::Rejected && c.size > MAX_ATTACHMENT)
+                    || (rec.state == State::Failed
+                        && over_message
+                        && rec.error.as_ref().map(|e| e.code.as_str()) == Some(MESSAGE_TOO_LARGE)));
             if rec.sha256.as_deref() != Some(&sha(c)) && !refused_unread {
                 return Err(self.violation(format!(
                     "{}: the newest record is not the file's final bytes ({:?})",
