@@ -1521,3 +1521,36 @@ async fn a_file_alone_over_the_message_limit_is_refused_at_settle_unread_and_und
     assert!(why.contains("143.5 MB once encoded"), "{why}");
     assert!(log.contains("max_message_size"), "{log}");
 }
+
+/// Review of issue 23: a failed file whose name is near the 255-byte limit stayed in the
+/// shared folder ("cannot move the failed file to failed_dir: File name too long": its
+/// `.reason.txt` name did not fit). It is moved, shortened with its extension kept, its reason
+/// file beside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_file_with_a_name_near_the_limit_still_goes_to_failed_dir() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    env.write_config(
+        "",
+        &mapping("drop", &drop, &item, "failed_dir = \"failed\""),
+    );
+    let name = format!("{}.pdf", "n".repeat(246));
+    if !neighbour(&drop, &format!("truncate -s 200M {name}")) {
+        return;
+    }
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert!(!drop.join(&name).exists(), "left in the folder:\n{log}");
+    let moved: Vec<String> = std::fs::read_dir(drop.join("failed"))
+        .expect("failed_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(moved.len(), 2, "{moved:?}\n{log}");
+    let file = moved
+        .iter()
+        .find(|n| n.ends_with(".pdf"))
+        .unwrap_or_else(|| panic!("{moved:?}"));
+    assert!(file.starts_with("nnnn") && file.len() + 11 <= 255, "{file}");
+    assert!(moved.contains(&format!("{file}.reason.txt")), "{moved:?}");
+}

@@ -171,7 +171,7 @@ impl Dir {
             if e == Errno::LOOP || e == Errno::NOTDIR || e == Errno::XDEV {
                 io::Error::new(
                     io::ErrorKind::PermissionDenied,
-                    format!("{} is not a real folder (a symbolic link is on the way); nothing was moved or written", shown()),
+                    format!("{} is not a real folder (a symbolic link, or something else that is not a folder, is in the way); nothing was moved or written", shown()),
                 )
             } else {
                 io::Error::from(e)
