@@ -1554,3 +1554,45 @@ async fn a_failed_file_with_a_name_near_the_limit_still_goes_to_failed_dir() {
     assert!(file.starts_with("nnnn") && file.len() + 11 <= 255, "{file}");
     assert!(moved.contains(&format!("{file}.reason.txt")), "{moved:?}");
 }
+
+/// Review of issue 23: a subfolder swapped for a link between the scan seeing it as a folder
+/// and listing it was listed through the link (`read_dir` by path): with the neighbour racing
+/// `renameat2(RENAME_EXCHANGE)`, a `run --once` observed the 703 files of `/usr/bin`, and a
+/// link to `/` in a recursive mapping walks the whole disk. Nothing was read or sent (every
+/// later step refuses links), but the scan read folders of the user's outside the mapped one.
+/// Now each subfolder is opened beneath the folder with no link on the way and listed through
+/// that descriptor. The pause point `scan-subfolder` holds the window open.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subfolder_swapped_for_a_link_mid_scan_is_not_listed_through_it() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let private = env.path("private");
+    std::fs::create_dir_all(&private).expect("mkdir");
+    chmod(&private, 0o700);
+    private_file(&env, "private/secret-name.txt", "the user's secret\n");
+    env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
+    if !neighbour(&drop, "mkdir sub && echo mine > sub/mine.txt") {
+        return;
+    }
+    let mut cmd = env.cmd();
+    cmd.env("OUTBOX_PAUSE_AT", "scan-subfolder:2500")
+        .env("RUST_LOG", "outbox=trace")
+        .args(["run", "--once"]);
+    let run = std::thread::spawn(move || run_bounded(&mut cmd, T));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let swap = format!("mv sub sub.real && ln -s '{}' sub", private.display());
+    assert!(neighbour(&drop, &swap));
+    let out = run.join().expect("run");
+    let log = stderr(&out);
+    assert!(
+        log.contains("failpoint scan-subfolder"),
+        "never paused:\n{log}"
+    );
+    assert!(
+        !log.contains("secret-name"),
+        "the private folder was listed through the link:\n{log}"
+    );
+    assert!(log.contains("symbolic link"), "{log}");
+    assert!(attached(&env.sandbox, &item).await.is_empty());
+}

@@ -307,6 +307,28 @@ pub fn move_no_clobber(
     Err(io::Error::other("no free name in the destination folder"))
 }
 
+/// The entries of the folder `rel` beneath the mapped folder `root` (`""`: the folder itself),
+/// opened with no link on the way and listed through that descriptor, so that a subfolder a
+/// neighbour swaps for a link between its check and its listing is refused (an error saying
+/// so), never listed through the link. Where a descriptor cannot be listed by its name the
+/// folder is listed by its path after the same check. Each entry's `metadata` is its own
+/// `lstat` in the folder listed; its `path` may not be under `root`: join `file_name` to the
+/// folder's path.
+pub fn read_dir_beneath(root: &Path, rel: &Path) -> io::Result<std::fs::ReadDir> {
+    let rel = rel.strip_prefix(root).unwrap_or(rel);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(outside(rel));
+    }
+    let dir = imp::Dir::open_beneath(root, rel)?;
+    match dir.read_dir() {
+        Some(listed) => listed,
+        None => std::fs::read_dir(root.join(rel)),
+    }
+}
+
 /// What a failed file's reason file adds to its name.
 const REASON_SUFFIX: &str = ".reason.txt";
 

@@ -143,6 +143,35 @@ impl Dir {
         Ok(Dir { fd })
     }
 
+    /// Its entries, read through this descriptor (not by its path, which a neighbour may have
+    /// swapped for a link since it was opened): the descriptor's own name in `/proc/self/fd`
+    /// (Linux) or `/dev/fd` (where that is a file-descriptor filesystem) names this very folder.
+    /// `None` where neither does.
+    pub(super) fn read_dir(&self) -> Option<io::Result<std::fs::ReadDir>> {
+        use std::os::fd::AsRawFd;
+        let fd = self.fd.as_raw_fd();
+        for base in ["/proc/self/fd", "/dev/fd"] {
+            let named = Path::new(base).join(fd.to_string());
+            match std::fs::read_dir(&named) {
+                // It must be this folder: the same device and inode as the descriptor.
+                Ok(rd) => {
+                    let same = rustix::fs::fstat(&self.fd)
+                        .ok()
+                        .zip(std::fs::metadata(&named).ok());
+                    #[allow(clippy::unnecessary_cast)]
+                    if same.is_some_and(|(st, m)| {
+                        st.st_dev as u64 == m.dev() && st.st_ino as u64 == m.ino()
+                    }) {
+                        return Some(Ok(rd));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        None
+    }
+
     /// `sent_dir` or `failed_dir`: inside the mapped folder it is walked (and created) beneath
     /// it without links; elsewhere it is the user's own configured path, created as needed, and
     /// its last component must not be a link. Either way it must be owned by the user.
