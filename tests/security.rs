@@ -1596,3 +1596,43 @@ async fn a_subfolder_swapped_for_a_link_mid_scan_is_not_listed_through_it() {
     assert!(log.contains("symbolic link"), "{log}");
     assert!(attached(&env.sandbox, &item).await.is_empty());
 }
+
+/// Review of issue 23: a read that never returns (a file on a FUSE or network mount a
+/// neighbour made in a drop folder; the pause point `hash-read` holds the read for 10 min the
+/// same way) kept the agent alive after SIGTERM for as long as the read lasted: the runtime's
+/// drop waited for the blocking thread after the agent had checkpointed and closed its ledger.
+/// It now exits within 2 s, and the next start attaches the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_is_obeyed_while_a_read_never_returns() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let sha = write_file(&drop.join("stuck.bin"), MIB, 7);
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    let mut agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "hash-read:600000")]);
+    wait_until(T, "the read held", || async {
+        agent.log().contains("failpoint hash-read")
+    })
+    .await;
+    let pid = agent.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = agent.exited() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "still running 2 s after SIGTERM:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}\n{}", agent.log());
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        attached(&env.sandbox, &item).await.get("stuck.bin"),
+        Some(&sha)
+    );
+}
