@@ -1636,3 +1636,51 @@ async fn sigterm_is_obeyed_while_a_read_never_returns() {
         Some(&sha)
     );
 }
+
+/// Review of issue 23: a mailing folder sent the neighbour's `Invoice_\u{202E}fdp.exe` out of
+/// the user's mailbox under that name (Outlook shows "Invoice_exe.pdf"), and a name with
+/// newlines as it was, though the letter's subject and body showed both escaped. A mailing
+/// mapping's attachment names follow the letter's rule: controls, line separators and bidi
+/// controls become U+FFFD.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mailed_attachment_name_carries_no_bidi_override_or_line_break() {
+    let env = Env::new();
+    let drop = shared_folder(&env, "scans");
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"mail\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\nsubject = \"Scan {{name}}\"\nbody = \"Attached: {{names}}.\"\n",
+            drop.display()
+        ),
+    );
+    let script = "printf a > \"$(printf 'Invoice_\\342\\200\\256fdp.exe')\" && printf b > \"$(printf 'x\\nBcc: evil@example.com.pdf')\"";
+    if !neighbour(&drop, script) {
+        return;
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.sandbox
+        .admin(
+            reqwest::Method::POST,
+            "/sends/deliver",
+            Some(serde_json::json!({})),
+        )
+        .await;
+    let sent = env.sandbox.admin(reqwest::Method::GET, "/sent", None).await;
+    let mut names: Vec<String> = sent
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|m| m["attachments"].as_array().cloned().unwrap_or_default())
+        .map(|a| a["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "Invoice_\u{FFFD}fdp.exe".to_string(),
+            "x\u{FFFD}Bcc: evil@example.com.pdf".to_string()
+        ]
+    );
+}
