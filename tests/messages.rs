@@ -1263,8 +1263,9 @@ async fn a_file_name_is_data_in_the_letter_never_markup_or_lines() {
         "<p>Attached: x&lt;img src=&quot;https:⁄⁄t.example⁄p.gif&quot;&gt;&lt;a href=&#39;https:⁄⁄evil.example&#39;&gt;pay here&lt;⁄a&gt;.pdf</p>"
     );
     assert!(!m["subject"].as_str().unwrap().contains('\n'), "{m}");
-    // Text: the name cannot start a line; {name} in the default subject is capped.
-    let m = by(&forged);
+    // Text: the name cannot start a line; {name} in the default subject is capped. The
+    // attachment's name follows the same rule (issue 23's review: no line break, no bidi).
+    let m = by(&forged.replace(['\n', '\u{2028}'], "\u{FFFD}"));
     let body = m["body"].as_str().unwrap();
     assert_eq!(body.lines().count(), 1, "{body:?}");
     assert!(

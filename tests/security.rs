@@ -1375,3 +1375,312 @@ fn init_writes_a_config_outbox_accepts_whatever_the_umask() {
     let out = sh("status");
     assert_ne!(out.status.code(), Some(78), "{}", stderr(&out));
 }
+
+/// name -> every SHA-256 attached under it (a name may be there twice: another owner's file).
+async fn attached_all(sandbox: &Sandbox, item: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = sandbox
+        .attachments(item)
+        .await
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap_or_default().to_string(),
+                a["sha256"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Issue 23, item 1: with `on_change = "replace"` (the default) and `after = "delete"`, the
+/// neighbour's own `contract.pdf` dropped after the user's was attached and deleted was taken as
+/// its new version, and the user's attachment deleted. A version replaces an earlier one only
+/// if both files have the same owner (recorded in the ledger); the neighbour's is added beside
+/// it, and the log and `status` say so. A replacement (the user's own next version) is
+/// announced in the log and by a notification, and leaves the neighbour's file alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_neighbours_same_name_file_is_added_beside_the_users_never_replacing_it() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    env.write_config(
+        "notify = \"all\"",
+        &mapping("drop", &drop, &item, "after = \"delete\""),
+    );
+    let (notes, path) = fake_notifier(&env);
+    let run = || {
+        let out = run_bounded(env.cmd().env("PATH", &path).args(["run", "--once"]), T);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let users = b"the user's contract, version 1\n";
+    std::fs::write(drop.join("contract.pdf"), users).expect("write");
+    run();
+    assert!(
+        !drop.join("contract.pdf").exists(),
+        "deleted after it was attached"
+    );
+    let mine = sha_of(users);
+    assert_eq!(
+        attached_all(&env.sandbox, &item).await,
+        vec![("contract.pdf".to_string(), mine.clone())]
+    );
+    let theirs = b"the neighbour's contract\n";
+    if !neighbour(
+        &drop,
+        "printf \"the neighbour's contract\\n\" > contract.pdf",
+    ) {
+        return;
+    }
+    let log = run();
+    let now = attached_all(&env.sandbox, &item).await;
+    assert!(
+        now.contains(&("contract.pdf".to_string(), mine.clone())),
+        "the user's attachment was deleted: {now:?}\n{log}"
+    );
+    assert!(
+        now.contains(&("contract.pdf".to_string(), sha_of(theirs))),
+        "{now:?}\n{log}"
+    );
+    assert!(log.contains("another owner"), "{log}");
+    let rows = rows(&env);
+    let beside = rows
+        .iter()
+        .find(|r| r["state"] == "done" && r["size"] == theirs.len() as u64)
+        .unwrap_or_else(|| panic!("the neighbour's entry: {rows:?}"));
+    let note = beside["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("another owner") && note.contains("not replaced"),
+        "{beside}"
+    );
+    // The user's next version replaces the user's earlier one, announced, and only that one.
+    let _ = std::fs::remove_file(&notes);
+    let users2 = b"the user's contract, version 2\n";
+    std::fs::write(drop.join("contract.pdf"), users2).expect("write");
+    let log = run();
+    let mut want = vec![
+        ("contract.pdf".to_string(), sha_of(theirs)),
+        ("contract.pdf".to_string(), sha_of(users2)),
+    ];
+    want.sort();
+    assert_eq!(attached_all(&env.sandbox, &item).await, want, "{log}");
+    assert!(log.contains("replaced its earlier version"), "{log}");
+    let said = notified(&notes).await;
+    assert!(said.contains("replaced"), "{said}");
+}
+
+/// Issue 23, item 3 (a mailing mapping's message limit): a file alone over `max_message_size`
+/// is refused when it settles, by its size alone: never read (no hash), no draft made, nothing
+/// sent; the reason names the file, its size once encoded, the limit and the option to change.
+/// The neighbour's sparse file costs a stat, as one over 150 MiB does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_alone_over_the_message_limit_is_refused_at_settle_unread_and_undrafted() {
+    let env = Env::new();
+    let drop = shared_folder(&env, "scans");
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"mail\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\nsubject = \"Scan {{stem}}\"\nbody = \"Attached: {{names}}.\"\nmax_message_size = \"1MB\"\n",
+            drop.display()
+        ),
+    );
+    // 100 MiB: under the attachment limit, far over the message limit.
+    sparse(&drop.join("big scan.pdf"), 100 * MIB);
+    std::fs::write(drop.join("small.pdf"), "small").expect("write");
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "a refused file: exit 1\n{log}");
+    let stats = env.sandbox.stats().await;
+    assert_eq!(
+        stats["drafts_created"], 1,
+        "only small.pdf's draft: {stats}\n{log}"
+    );
+    let rows = rows(&env);
+    let big = rows
+        .iter()
+        .find(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("big scan.pdf"))
+        })
+        .unwrap_or_else(|| panic!("big scan.pdf's entry: {rows:?}"));
+    assert!(big["sha256"].is_null(), "read before it was refused: {big}");
+    assert!(big["message"].is_null(), "{big}");
+    assert_eq!(big["error"]["code"], "messageTooLarge", "{big}");
+    let why = big["error"]["message"].as_str().unwrap_or_default();
+    for part in [
+        "big scan.pdf",
+        "1.0 MB",
+        "max_message_size = 1000000",
+        "Mapping \"mail\"",
+        "not read",
+    ] {
+        assert!(why.contains(part), "{part:?} not in: {why}");
+    }
+    assert!(why.contains("143.5 MB once encoded"), "{why}");
+    assert!(log.contains("max_message_size"), "{log}");
+}
+
+/// Review of issue 23: a failed file whose name is near the 255-byte limit stayed in the
+/// shared folder ("cannot move the failed file to failed_dir: File name too long": its
+/// `.reason.txt` name did not fit). It is moved, shortened with its extension kept, its reason
+/// file beside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_file_with_a_name_near_the_limit_still_goes_to_failed_dir() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    env.write_config(
+        "",
+        &mapping("drop", &drop, &item, "failed_dir = \"failed\""),
+    );
+    let name = format!("{}.pdf", "n".repeat(246));
+    if !neighbour(&drop, &format!("truncate -s 200M {name}")) {
+        return;
+    }
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert!(!drop.join(&name).exists(), "left in the folder:\n{log}");
+    let moved: Vec<String> = std::fs::read_dir(drop.join("failed"))
+        .expect("failed_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(moved.len(), 2, "{moved:?}\n{log}");
+    let file = moved
+        .iter()
+        .find(|n| n.ends_with(".pdf"))
+        .unwrap_or_else(|| panic!("{moved:?}"));
+    assert!(file.starts_with("nnnn") && file.len() + 11 <= 255, "{file}");
+    assert!(moved.contains(&format!("{file}.reason.txt")), "{moved:?}");
+}
+
+/// Review of issue 23: a subfolder swapped for a link between the scan seeing it as a folder
+/// and listing it was listed through the link (`read_dir` by path): with the neighbour racing
+/// `renameat2(RENAME_EXCHANGE)`, a `run --once` observed the 703 files of `/usr/bin`, and a
+/// link to `/` in a recursive mapping walks the whole disk. Nothing was read or sent (every
+/// later step refuses links), but the scan read folders of the user's outside the mapped one.
+/// Now each subfolder is opened beneath the folder with no link on the way and listed through
+/// that descriptor. The pause point `scan-subfolder` holds the window open.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subfolder_swapped_for_a_link_mid_scan_is_not_listed_through_it() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let private = env.path("private");
+    std::fs::create_dir_all(&private).expect("mkdir");
+    chmod(&private, 0o700);
+    private_file(&env, "private/secret-name.txt", "the user's secret\n");
+    env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
+    if !neighbour(&drop, "mkdir sub && echo mine > sub/mine.txt") {
+        return;
+    }
+    let mut cmd = env.cmd();
+    cmd.env("OUTBOX_PAUSE_AT", "scan-subfolder:2500")
+        .env("RUST_LOG", "outbox=trace")
+        .args(["run", "--once"]);
+    let run = std::thread::spawn(move || run_bounded(&mut cmd, T));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let swap = format!("mv sub sub.real && ln -s '{}' sub", private.display());
+    assert!(neighbour(&drop, &swap));
+    let out = run.join().expect("run");
+    let log = stderr(&out);
+    assert!(
+        log.contains("failpoint scan-subfolder"),
+        "never paused:\n{log}"
+    );
+    assert!(
+        !log.contains("secret-name"),
+        "the private folder was listed through the link:\n{log}"
+    );
+    assert!(log.contains("symbolic link"), "{log}");
+    assert!(attached(&env.sandbox, &item).await.is_empty());
+}
+
+/// Review of issue 23: a read that never returns (a file on a FUSE or network mount a
+/// neighbour made in a drop folder; the pause point `hash-read` holds the read for 10 min the
+/// same way) kept the agent alive after SIGTERM for as long as the read lasted: the runtime's
+/// drop waited for the blocking thread after the agent had checkpointed and closed its ledger.
+/// It now exits within 2 s, and the next start attaches the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_is_obeyed_while_a_read_never_returns() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let sha = write_file(&drop.join("stuck.bin"), MIB, 7);
+    env.write_config("", &mapping("drop", &drop, &item, ""));
+    let mut agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "hash-read:600000")]);
+    wait_until(T, "the read held", || async {
+        agent.log().contains("failpoint hash-read")
+    })
+    .await;
+    let pid = agent.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = agent.exited() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "still running 2 s after SIGTERM:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}\n{}", agent.log());
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        attached(&env.sandbox, &item).await.get("stuck.bin"),
+        Some(&sha)
+    );
+}
+
+/// Review of issue 23: a mailing folder sent the neighbour's `Invoice_\u{202E}fdp.exe` out of
+/// the user's mailbox under that name (Outlook shows "Invoice_exe.pdf"), and a name with
+/// newlines as it was, though the letter's subject and body showed both escaped. A mailing
+/// mapping's attachment names follow the letter's rule: controls, line separators and bidi
+/// controls become U+FFFD.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mailed_attachment_name_carries_no_bidi_override_or_line_break() {
+    let env = Env::new();
+    let drop = shared_folder(&env, "scans");
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"mail\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\nsubject = \"Scan {{name}}\"\nbody = \"Attached: {{names}}.\"\n",
+            drop.display()
+        ),
+    );
+    let script = "printf a > \"$(printf 'Invoice_\\342\\200\\256fdp.exe')\" && printf b > \"$(printf 'x\\nBcc: evil@example.com.pdf')\"";
+    if !neighbour(&drop, script) {
+        return;
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.sandbox
+        .admin(
+            reqwest::Method::POST,
+            "/sends/deliver",
+            Some(serde_json::json!({})),
+        )
+        .await;
+    let sent = env.sandbox.admin(reqwest::Method::GET, "/sent", None).await;
+    let mut names: Vec<String> = sent
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|m| m["attachments"].as_array().cloned().unwrap_or_default())
+        .map(|a| a["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "Invoice_\u{FFFD}fdp.exe".to_string(),
+            "x\u{FFFD}Bcc: evil@example.com.pdf".to_string()
+        ]
+    );
+}

@@ -1,5 +1,6 @@
 //! Desktop notifications (`agent.notify = "off" | "failures" | "all"`): a file failed, or was
-//! attached; a message was sent, was not sent, or its send could not be confirmed. They go
+//! attached (or replaced its earlier version); a message was sent, was not sent, or its send
+//! could not be confirmed. They go
 //! through the platform's own notifier command (`notify-send` on Linux, `osascript` on macOS,
 //! PowerShell on Windows) so no D-Bus or GUI stack is linked into an agent that mostly runs
 //! headless; when the command is missing, nothing happens. Bursts are coalesced: at most one
@@ -46,6 +47,16 @@ impl Notifier {
     pub fn attached(&mut self, name: &str) {
         if self.level == NotifyLevel::All {
             self.send("outbox: attached", name);
+        }
+    }
+
+    /// Attached, and the attachment of its earlier version (of the same owner's) deleted.
+    pub fn replaced(&mut self, name: &str) {
+        if self.level == NotifyLevel::All {
+            self.send(
+                "outbox: replaced",
+                &format!("{name}: attached; its earlier version's attachment is deleted"),
+            );
         }
     }
 

@@ -45,6 +45,7 @@ fn stat_of(id: Identity) -> FileStat {
         size: id.size,
         mtime_ns: id.mtime_ns.unwrap_or(0),
         ctime_ns: id.ctime_ns.unwrap_or(0),
+        owner: id.owner,
     }
 }
 

@@ -915,6 +915,7 @@ impl Agent {
                     e.ino = file.ino;
                     e.ctime_ns = file.ctime_ns;
                     e.mtime_ns = file.mtime_ns;
+                    e.owner = file.owner;
                 });
                 match updated {
                     Ok(e) => {
@@ -950,14 +951,31 @@ impl Agent {
 
     fn notify(&mut self, note: Note) {
         match note {
-            Note::Attached { id, path } => {
-                tracing::info!(file = %crate::outside::path(&path), entry = %id, "attached");
+            Note::Attached {
+                id,
+                path,
+                replaced,
+                beside,
+            } => {
+                let file = crate::outside::path(&path);
+                if replaced {
+                    tracing::info!(file = %file, entry = %id, "attached; it replaced its earlier version, whose attachment is deleted from the item");
+                } else {
+                    tracing::info!(file = %file, entry = %id, "attached");
+                }
+                if !beside.is_empty() {
+                    tracing::warn!(file = %file, entry = %id, beside = %beside.join(", "), "attached beside an earlier version of the same name: that file had another owner, so it was not replaced (both stay on the item)");
+                }
                 // The item takes files again: a later refusal is news.
                 if let Some(m) = self.mapping_of(&path) {
                     let m = m.name.clone();
                     self.item_errors_said.retain(|(said, _)| *said != m);
                 }
-                self.notifier.attached(&file_name(&path));
+                if replaced {
+                    self.notifier.replaced(&file_name(&path));
+                } else {
+                    self.notifier.attached(&file_name(&path));
+                }
                 self.sign_in_said = false;
             }
             Note::Failed { id, path, failure } => {

@@ -75,6 +75,24 @@ pub fn start_input(
     others.extend(second.others);
     stale.extend(second.stale);
     keep.extend(newest_of_each_path(others));
+    // The versions of another owner's that a newest version was attached beside (not
+    // replaced): still on their item, so the next version of their own owner's replaces them.
+    let mut beside: HashSet<&str> = keep
+        .iter()
+        .flat_map(|r| r.beside.iter().map(String::as_str))
+        .collect();
+    if !beside.is_empty() {
+        for r in &keep {
+            beside.remove(r.id.as_str());
+        }
+    }
+    let mut beside_records = Vec::new();
+    for id in beside {
+        if let Some(e) = ledger.get(id)? {
+            beside_records.push(e.into_record());
+        }
+    }
+    keep.extend(beside_records);
     let named: HashSet<&str> = keep.iter().filter_map(|r| r.message.as_deref()).collect();
     let mut messages = Vec::new();
     for m in ledger.messages() {

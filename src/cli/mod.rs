@@ -353,13 +353,19 @@ pub fn main() -> i32 {
             return ExitCode::Failed as i32;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code as i32,
         Err(e) => {
             errln!("outbox: {}", crate::secret::redact(&e.message));
             e.code as i32
         }
-    }
+    };
+    // Everything a command must finish is done inside `block_on` (the agent checkpoints and
+    // closes its ledger there). A blocking thread still in a read that does not return (a
+    // file on a hung network or FUSE mount a neighbour made in a drop folder) must not keep
+    // the process alive after SIGTERM: dropping the runtime would wait for it for ever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {

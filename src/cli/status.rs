@@ -356,11 +356,25 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
     }
 }
 
-/// A row's NOTE: its error, a failed after-action, or what it waits for.
+/// A row's NOTE: its error, a failed after-action, what it waits for, or the versions of another
+/// owner's it was attached beside.
 fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
     error_text(e)
         .or_else(|| after_failed_text(e))
         .or_else(|| facts.wait_of(e).map(|w| wait_text(&w, Some(e), facts.now)))
+        .or_else(|| beside_text(e))
+}
+
+/// A done row attached beside an earlier version of the same name whose file had another
+/// owner: that one was not replaced, both are on the item.
+fn beside_text(e: &LedgerEntry) -> Option<String> {
+    if e.state != EntryState::Done || e.beside.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "attached beside {} (an earlier version of the same name from another owner: not replaced, both are on the item)",
+        e.beside.join(", ")
+    ))
 }
 
 /// A done row whose move or delete failed: attached, and the file is still where it was.

@@ -42,6 +42,8 @@ pub struct Identity {
     /// Status-change time (ns), where the platform has one: it moves on every write and cannot
     /// be set back. Not compared by [`Identity::matches`]; the core compares it.
     pub ctime_ns: Option<i64>,
+    /// The owner (uid), where the platform has one. Not compared by [`Identity::matches`].
+    pub owner: Option<u32>,
 }
 
 /// The version a caller expects to find: what settled (size, mtime), and, once a file has been
@@ -91,6 +93,7 @@ impl Identity {
             size: meta.len(),
             mtime_ns: mtime_ns(meta),
             ctime_ns: imp::ctime_ns(meta),
+            owner: imp::owner(meta),
         }
     }
 }
@@ -250,14 +253,27 @@ pub fn move_no_clobber(
     }
     let dest_dir = imp::Dir::open_destination(root, dest)?;
     // Built from the name's own bytes: a name that is not UTF-8 keeps them in `NAME (1).ext`.
+    // A name near the filesystem's limit is shortened (its stem, keeping the extension) so that
+    // ` (n)` and `.reason.txt` still fit: a neighbour's 250-byte name must not keep a failed
+    // file out of `failed_dir`.
     let stem = Path::new(name).file_stem().unwrap_or_default();
-    let ext = Path::new(name).extension();
+    let (stem, ext) = match Path::new(name).extension() {
+        Some(e) if e.len() <= 16 => (stem, Some(e)),
+        _ => (name, None),
+    };
+    let extra = reason.map_or(0, |_| REASON_SUFFIX.len());
     for n in 0..10_000u32 {
-        let candidate = if n == 0 {
+        let candidate = if n == 0 && name.len() + extra <= NAME_MAX {
             name.to_os_string()
         } else {
-            let mut c = stem.to_os_string();
-            c.push(format!(" ({n})"));
+            let suffix = if n == 0 {
+                String::new()
+            } else {
+                format!(" ({n})")
+            };
+            let room = NAME_MAX - extra - suffix.len() - ext.map_or(0, |e| e.len() + 1);
+            let mut c = cut_name(stem, room);
+            c.push(suffix);
             if let Some(ext) = ext {
                 c.push(".");
                 c.push(ext);
@@ -266,7 +282,7 @@ pub fn move_no_clobber(
         };
         let reason_name = reason.map(|_| {
             let mut r = candidate.clone();
-            r.push(".reason.txt");
+            r.push(REASON_SUFFIX);
             r
         });
         if let (Some(text), Some(rn)) = (reason, &reason_name) {
@@ -289,6 +305,63 @@ pub fn move_no_clobber(
         }
     }
     Err(io::Error::other("no free name in the destination folder"))
+}
+
+/// The entries of the folder `rel` beneath the mapped folder `root` (`""`: the folder itself),
+/// opened with no link on the way and listed through that descriptor, so that a subfolder a
+/// neighbour swaps for a link between its check and its listing is refused (an error saying
+/// so), never listed through the link. Where a descriptor cannot be listed by its name the
+/// folder is listed by its path after the same check. Each entry's `metadata` is its own
+/// `lstat` in the folder listed; its `path` may not be under `root`: join `file_name` to the
+/// folder's path.
+pub fn read_dir_beneath(root: &Path, rel: &Path) -> io::Result<std::fs::ReadDir> {
+    let rel = rel.strip_prefix(root).unwrap_or(rel);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(outside(rel));
+    }
+    let dir = imp::Dir::open_beneath(root, rel)?;
+    match dir.read_dir() {
+        Some(listed) => listed,
+        None => std::fs::read_dir(root.join(rel)),
+    }
+}
+
+/// What a failed file's reason file adds to its name.
+const REASON_SUFFIX: &str = ".reason.txt";
+
+/// The longest name of a directory entry, in bytes (`NAME_MAX` of Linux, macOS and the BSDs).
+const NAME_MAX: usize = 255;
+
+/// `name` cut to at most `max` bytes: at a character boundary when it is UTF-8, else (a name
+/// that is not) at a byte.
+fn cut_name(name: &OsStr, max: usize) -> std::ffi::OsString {
+    if name.len() <= max {
+        return name.to_os_string();
+    }
+    if let Some(text) = name.to_str() {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        return text[..end].into();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        OsStr::from_bytes(&name.as_bytes()[..max]).to_os_string()
+    }
+    #[cfg(not(unix))]
+    {
+        let text = name.to_string_lossy();
+        let mut end = max.min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].into()
+    }
 }
 
 /// Delete the file at `rel` under `root` if it is still the `expected` version; through its

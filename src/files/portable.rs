@@ -15,6 +15,10 @@ pub(super) fn links(_meta: &std::fs::Metadata) -> u64 {
     1
 }
 
+pub(super) fn owner(_meta: &std::fs::Metadata) -> Option<u32> {
+    None
+}
+
 pub(super) fn ctime_ns(_meta: &std::fs::Metadata) -> Option<i64> {
     None
 }
@@ -52,6 +56,11 @@ pub(super) struct Dir {
 }
 
 impl Dir {
+    /// Listing through a descriptor is not available here: `None` (the caller lists by path).
+    pub(super) fn read_dir(&self) -> Option<io::Result<std::fs::ReadDir>> {
+        None
+    }
+
     pub(super) fn open_beneath(root: &Path, rel: &Path) -> io::Result<Dir> {
         Ok(Dir {
             path: no_links(root, rel)?,

@@ -136,6 +136,46 @@ fn moves_never_clobber_and_never_write_through_a_link() {
     assert!(!root.join("failed/a (1).txt").exists());
 }
 
+/// A name near the filesystem's 255-byte limit still goes to `failed_dir` with its reason
+/// file beside it (shortened, its extension kept): a neighbour's 250-byte name stayed in the
+/// folder ("File name too long").
+#[test]
+fn a_name_near_the_limit_is_moved_shortened_with_its_reason_file() {
+    let (_t, root) = tree();
+    std::fs::create_dir(root.join("failed")).expect("mkdir");
+    for (name, taken) in [
+        (format!("{}.pdf", "é".repeat(123)), false),
+        (format!("{}.pdf", "x".repeat(251)), true),
+        ("y".repeat(255), false),
+    ] {
+        std::fs::write(root.join(&name), b"bytes").expect("write");
+        if taken {
+            let short = format!("{}.pdf", "x".repeat(255 - 4 - 11));
+            std::fs::write(root.join("failed").join(short), b"older").expect("write");
+        }
+        let id = SafeFile::open_beneath(&root, Path::new(&name), false)
+            .expect("open")
+            .identity();
+        let moved = move_no_clobber(
+            &root,
+            Path::new(&name),
+            false,
+            &Expected::exact(id),
+            &root.join("failed"),
+            Some("why"),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = moved.file_name().expect("name").to_str().expect("utf-8");
+        assert!(got.len() + 11 <= 255, "{got}");
+        assert_eq!(got.ends_with(".pdf"), name.ends_with(".pdf"), "{got}");
+        assert_eq!(got.ends_with(" (1).pdf"), taken, "{got}");
+        assert_eq!(std::fs::read(&moved).expect("moved"), b"bytes");
+        let reason = root.join("failed").join(format!("{got}.reason.txt"));
+        assert_eq!(std::fs::read(reason).expect("reason"), b"why");
+        assert!(!root.join(&name).exists());
+    }
+}
+
 #[test]
 fn a_destination_that_is_a_link_is_refused() {
     let (t, root) = tree();

@@ -32,6 +32,10 @@ pub(super) fn links(meta: &std::fs::Metadata) -> u64 {
     meta.nlink()
 }
 
+pub(super) fn owner(meta: &std::fs::Metadata) -> Option<u32> {
+    Some(meta.uid())
+}
+
 pub(super) fn ctime_ns(meta: &std::fs::Metadata) -> Option<i64> {
     meta.ctime()
         .checked_mul(1_000_000_000)
@@ -139,6 +143,35 @@ impl Dir {
         Ok(Dir { fd })
     }
 
+    /// Its entries, read through this descriptor (not by its path, which a neighbour may have
+    /// swapped for a link since it was opened): the descriptor's own name in `/proc/self/fd`
+    /// (Linux) or `/dev/fd` (where that is a file-descriptor filesystem) names this very folder.
+    /// `None` where neither does.
+    pub(super) fn read_dir(&self) -> Option<io::Result<std::fs::ReadDir>> {
+        use std::os::fd::AsRawFd;
+        let fd = self.fd.as_raw_fd();
+        for base in ["/proc/self/fd", "/dev/fd"] {
+            let named = Path::new(base).join(fd.to_string());
+            match std::fs::read_dir(&named) {
+                // It must be this folder: the same device and inode as the descriptor.
+                Ok(rd) => {
+                    let same = rustix::fs::fstat(&self.fd)
+                        .ok()
+                        .zip(std::fs::metadata(&named).ok());
+                    #[allow(clippy::unnecessary_cast)]
+                    if same.is_some_and(|(st, m)| {
+                        st.st_dev as u64 == m.dev() && st.st_ino as u64 == m.ino()
+                    }) {
+                        return Some(Ok(rd));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        None
+    }
+
     /// `sent_dir` or `failed_dir`: inside the mapped folder it is walked (and created) beneath
     /// it without links; elsewhere it is the user's own configured path, created as needed, and
     /// its last component must not be a link. Either way it must be owned by the user.
@@ -167,7 +200,7 @@ impl Dir {
             if e == Errno::LOOP || e == Errno::NOTDIR || e == Errno::XDEV {
                 io::Error::new(
                     io::ErrorKind::PermissionDenied,
-                    format!("{} is not a real folder (a symbolic link is on the way); nothing was moved or written", shown()),
+                    format!("{} is not a real folder (a symbolic link, or something else that is not a folder, is in the way); nothing was moved or written", shown()),
                 )
             } else {
                 io::Error::from(e)
@@ -258,6 +291,7 @@ fn identity_from_stat(st: &rustix::fs::Stat) -> Identity {
         size: st.st_size as u64,
         mtime_ns,
         ctime_ns,
+        owner: Some(st.st_uid as u32),
     }
 }
 

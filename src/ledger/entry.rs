@@ -193,6 +193,14 @@ pub struct LedgerEntry {
     /// knows it mailed from this path).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mail_again: bool,
+    /// The owner (Unix uid) of the file that was hashed: a later version replaces this one
+    /// only if its file has the same owner. Absent in entries from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
+    /// Earlier versions of the path on the item of another owner's, left beside this one (not
+    /// replaced).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub beside: Vec<String>,
 }
 
 /// The few fields of an entry the agent's start-up needs for every entry (which version of a
@@ -265,6 +273,8 @@ impl LedgerEntry {
             replaces: Vec::new(),
             message: None,
             mail_again: false,
+            owner: None,
+            beside: Vec::new(),
         }
     }
 
@@ -292,6 +302,7 @@ impl LedgerEntry {
                 size: self.size,
                 mtime_ns: self.mtime_ns,
                 ctime_ns: self.ctime_ns,
+                owner: self.owner,
             },
             sha256: self.sha256,
             state: match self.state {
@@ -322,6 +333,7 @@ impl LedgerEntry {
             replaces: self.replaces,
             message: self.message,
             mail_again: self.mail_again,
+            beside: self.beside,
             seq: self.seq,
             created_at: time_of(self.created_at),
             updated_at: time_of(self.updated_at),
@@ -382,6 +394,8 @@ impl LedgerEntry {
             replaces: r.replaces.clone(),
             message: r.message.clone(),
             mail_again: r.mail_again,
+            owner: r.file.owner,
+            beside: r.beside.clone(),
         }
     }
 

@@ -87,7 +87,19 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
     let mut dirs = vec![m.folder.clone()];
     let root = std::fs::canonicalize(&m.folder)?;
     while let Some(dir) = dirs.pop() {
-        let rd = match std::fs::read_dir(&dir) {
+        // Listed through a descriptor opened beneath the folder with no link on the way: a
+        // subfolder swapped for a link after it was seen as a folder is not walked through
+        // the link (a folder of the user's, or `/`). Links are walked by path only when the
+        // mapping follows them (and then only inside the folder, by `file_meta`).
+        if dir != m.folder {
+            crate::failpoint!("scan-subfolder");
+        }
+        let listed = if m.follow_symlinks {
+            std::fs::read_dir(&dir)
+        } else {
+            crate::files::read_dir_beneath(&m.folder, &dir)
+        };
+        let rd = match listed {
             Ok(rd) => rd,
             Err(e) if dir == m.folder => return Err(e),
             Err(e) => {
@@ -96,7 +108,8 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
             }
         };
         for ent in rd.flatten() {
-            let path = ent.path();
+            // (Not `ent.path()`: a folder listed through its descriptor has another name.)
+            let path = dir.join(ent.file_name());
             if in_excluded_dir(m, &path) {
                 continue;
             }
@@ -138,26 +151,28 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
     Ok(out)
 }
 
-/// The identity of a file as the core compares it: device, inode, size, modification time.
+/// The identity of a file as the core compares it: device, inode, size, modification time; and
+/// its owner (which versions replace which).
 pub fn file_stat(meta: &std::fs::Metadata) -> crate::core::model::FileStat {
     #[cfg(unix)]
-    let (dev, ino, ctime_ns) = {
+    let (dev, ino, ctime_ns, owner) = {
         use std::os::unix::fs::MetadataExt;
         let ctime = meta
             .ctime()
             .checked_mul(1_000_000_000)
             .and_then(|s| s.checked_add(meta.ctime_nsec()))
             .unwrap_or(0);
-        (meta.dev(), meta.ino(), ctime)
+        (meta.dev(), meta.ino(), ctime, Some(meta.uid()))
     };
     #[cfg(not(unix))]
-    let (dev, ino, ctime_ns) = (0, 0, 0);
+    let (dev, ino, ctime_ns, owner) = (0, 0, 0, None);
     crate::core::model::FileStat {
         dev,
         ino,
         size: meta.len(),
         mtime_ns: crate::files::mtime_ns(meta).unwrap_or(0),
         ctime_ns,
+        owner,
     }
 }
 

@@ -39,6 +39,7 @@ fn drop(m: &mut Machine, t: u64, name: &str) -> Vec<Action> {
         size: 10,
         mtime_ns: 1,
         ctime_ns: 1,
+        owner: None,
     };
     let mut out = m.handle(
         Time(t),

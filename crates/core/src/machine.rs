@@ -52,6 +52,9 @@ struct PathInfo {
     /// The `done` versions not yet replaced, on whichever item: (seq, id, attachment id,
     /// target). Nearly always one.
     done: Vec<DoneRef>,
+    /// The owners of those of `done` whose owner is known (entry id, uid): a version replaces
+    /// only an earlier one of its own owner's.
+    owners: Vec<(String, u32)>,
     /// The versions of the path in `active` (a new version finds those it supersedes here,
     /// not by a walk over every active entry).
     working: Vec<String>,
@@ -706,6 +709,11 @@ impl Machine {
                 {
                     list.push((rec.seq, rec.id.clone(), att.clone(), t.clone()));
                 }
+                if let Some(uid) = rec.file.owner {
+                    if !info.owners.iter().any(|(oid, _)| *oid == rec.id) {
+                        info.owners.push((rec.id.clone(), uid));
+                    }
+                }
             }
         }
         if let Some(t) = &rec.target {
@@ -854,11 +862,15 @@ impl Machine {
         if b.sha256.is_none() {
             // Refused by its size, unread: the same stat is the same refusal (and, canceled by
             // the user since, stays cleared).
+            // Over a mailing mapping's message limit, the same: while the limit (which a
+            // reload may raise) still refuses it.
             let code = b.error_code.as_deref();
+            let over_message = self.over_message_limit(mapping, path, stat.size).is_some();
             return (b.state == State::Rejected && code == Some(TOO_LARGE))
+                || (b.state == State::Failed && code == Some(MESSAGE_TOO_LARGE) && over_message)
                 || (b.state == State::Canceled
                     && code == Some("canceled")
-                    && stat.size > MAX_ATTACHMENT);
+                    && (stat.size > MAX_ATTACHMENT || over_message));
         }
         let after_pending = self
             .active
@@ -884,9 +896,49 @@ impl Machine {
             self.index(&rec);
             return;
         }
+        if let Some(why) = self.over_message_limit(&mapping, &path, stat.size) {
+            // A file alone over a mailing mapping's `max_message_size` is refused by its size
+            // too, before a byte is read or a draft made (a file that grows past it between
+            // its settle and its hash is caught when its message is made).
+            let f = Failure::new(MESSAGE_TOO_LARGE, why);
+            let mut rec = self.new_record(&mapping, &path, stat, None);
+            rec.state = State::Failed;
+            rec.error = Some(f.clone());
+            self.failed_this_run += 1;
+            out.push(Action::Persist(rec.clone()));
+            out.push(Action::Notify(Note::Failed {
+                id: rec.id.clone(),
+                path: path.clone(),
+                failure: f,
+            }));
+            self.supersede_older(&mapping, &path, &rec.id, out);
+            self.index(&rec);
+            return;
+        }
         if self.hash_queued.insert(path.clone().into_os_string()) {
             self.hash_queue.push(mapping, path, stat);
         }
+    }
+
+    /// Why a file of `size` at `path` cannot be mailed by `mapping` at all: alone it makes a
+    /// message over the mapping's `max_message_size` (counted as `make_messages` counts it).
+    /// `None` for a mapping that does not mail, or a file that fits.
+    fn over_message_limit(&self, mapping: &str, path: &Path, size: u64) -> Option<String> {
+        let rule = self.mail_rule(mapping)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let facts = crate::mail::FileFacts {
+            name: name.clone(),
+            size,
+        };
+        let e = crate::mail::split_batch(&[facts], rule.max_message_size, rule.body.len() as u64)
+            .err()?;
+        Some(format!(
+            "{name} cannot be mailed: {e}; it was not read and no draft was made. Mapping \"{mapping}\" has max_message_size = {}: raise it in its [mapping.new_message] if the tenant's limit is higher (then touch the file, or it goes at the next rescan or start), or send the file another way",
+            rule.max_message_size
+        ))
     }
 
     fn hashed(&mut self, path: PathBuf, result: HashResult, out: &mut Vec<Action>) {
@@ -955,7 +1007,13 @@ impl Machine {
             mail_again = dropped_again;
             if same && !dropped_again {
                 // The same bytes: a touch, a save without edits, a sync client. The entry
-                // goes on (or is done); only what it knows of the file is updated.
+                // goes on (or is done); only what it knows of the file is updated, but not
+                // its owner: a neighbour's copy of the user's bytes does not make the user's
+                // version the neighbour's (whose next version would then replace it).
+                let stat = FileStat {
+                    owner: b.file.owner.or(stat.owner),
+                    ..stat
+                };
                 // Canceled by the agent (not by the user: "canceled"), or unreadable then: the
                 // same bytes are back, so this version goes on.
                 let code = b.error_code.as_deref();
@@ -1056,10 +1114,26 @@ impl Machine {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.ids_made += 1;
-        let name = path
+        let mut name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // A mailing mapping sends what others drop straight out of the user's mailbox: its
+        // attachment names follow the letter's rule (`Invoice_\u{202E}fdp.exe` would read
+        // "Invoice_exe.pdf", a newline would start a line), as `{name}` does. An item
+        // mapping's attachment keeps the file's own name.
+        if self.mail_rule(mapping).is_some() && name.chars().any(crate::mail::is_unsafe_in_letter) {
+            name = name
+                .chars()
+                .map(|c| {
+                    if crate::mail::is_unsafe_in_letter(c) {
+                        crate::mail::REPLACEMENT
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+        }
         Record::pending(
             make_id(mapping, path, seq, self.now, self.ids_made),
             mapping.to_owned(),
@@ -1858,17 +1932,6 @@ impl Machine {
         let mapping = a.rec.mapping.clone();
         let seq = a.rec.seq;
         let target = a.rec.target.clone();
-        if too_late {
-            out.push(Action::Notify(Note::CancelTooLate {
-                id: id.to_owned(),
-                path: path.clone(),
-            }));
-        } else {
-            out.push(Action::Notify(Note::Attached {
-                id: id.to_owned(),
-                path: path.clone(),
-            }));
-        }
         // Versions: with `replace`, the older version's attachment goes once this one is on
         // the item; a version finishing after a newer one removes its own.
         // A file of a message: a newer version on the draft replaces the older one there.
@@ -1889,6 +1952,32 @@ impl Machine {
                 })
             })
             .unwrap_or_default();
+        // Only a version of the same owner's is replaced (or replaces this one): a
+        // neighbour's same-name file in a shared folder goes beside the user's.
+        let (others, beside) = self.split_by_owner(id, &mapping, &path, others);
+        let replaced_any = replace && others.iter().any(|(pseq, ..)| *pseq < seq);
+        if too_late {
+            out.push(Action::Notify(Note::CancelTooLate {
+                id: id.to_owned(),
+                path: path.clone(),
+            }));
+        } else {
+            out.push(Action::Notify(Note::Attached {
+                id: id.to_owned(),
+                path: path.clone(),
+                replaced: replaced_any,
+                beside: if replace { beside.clone() } else { Vec::new() },
+            }));
+        }
+        if replace && !beside.is_empty() {
+            if let Some(a) = self.active.get_mut(id) {
+                for b in beside {
+                    if !a.rec.beside.contains(&b) {
+                        a.rec.beside.push(b);
+                    }
+                }
+            }
+        }
         let mut after_done_now = false;
         if replace {
             let mut doomed: Vec<(String, String)> = Vec::new();
@@ -2503,10 +2592,43 @@ impl Machine {
         self.forget_done(entry);
     }
 
+    /// `others` (done versions of `path` beside entry `id`) split into those of the same owner
+    /// as `id`'s file, which versions replace, and the ids of those of another owner, which stay.
+    fn split_by_owner(
+        &self,
+        id: &str,
+        mapping: &str,
+        path: &Path,
+        others: Vec<DoneRef>,
+    ) -> (Vec<DoneRef>, Vec<String>) {
+        let Some(mine) = self.active.get(id).map(|a| a.rec.file) else {
+            return (others, Vec::new());
+        };
+        let owners = self
+            .path_info(mapping, path)
+            .map(|i| i.owners.as_slice())
+            .unwrap_or_default();
+        let mut beside = Vec::new();
+        let same = others
+            .into_iter()
+            .filter(|(_, pid, ..)| {
+                let owner = owners.iter().find(|(o, _)| o == pid).map(|(_, u)| *u);
+                let theirs = FileStat { owner, ..mine };
+                let same = mine.same_owner(&theirs);
+                if !same {
+                    beside.push(pid.clone());
+                }
+                same
+            })
+            .collect();
+        (same, beside)
+    }
+
     /// `entry` no longer counts as done on any item (replaced, or its draft is gone).
     fn forget_done(&mut self, entry: &str) {
         for info in self.paths.values_mut().flat_map(|m| m.values_mut()) {
             info.done.retain(|(_, did, ..)| did != entry);
+            info.owners.retain(|(oid, _)| oid != entry);
         }
         for names in self.attached.values_mut() {
             for list in names.values_mut() {
@@ -2737,6 +2859,7 @@ mod tests {
             size: 10,
             mtime_ns: 1,
             ctime_ns: 1,
+            owner: None,
         };
         let rec = Record::pending(
             "e1".into(),
@@ -2852,6 +2975,7 @@ mod tests {
                 size: 3,
                 mtime_ns: 1,
                 ctime_ns: 1,
+                owner: None,
             },
             Some("cd".repeat(32)),
             1,
@@ -3489,6 +3613,219 @@ mod tests {
             })
             .collect();
         assert_eq!(deleted, vec!["a2"]);
+    }
+
+    /// Issue 23, item 1: a neighbour's same-name file in a shared folder (another owner) is
+    /// added beside the user's version, never replacing it; the user's next version replaces
+    /// only the user's earlier one, and says so.
+    #[test]
+    fn a_version_replaces_only_an_earlier_one_of_the_same_owner() {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut v1 = done_record();
+        v1.attachment_id = Some("a1".into());
+        v1.file.owner = Some(1000);
+        let mut v2 = done_record();
+        v2.id = "e2".into();
+        v2.seq = 2;
+        v2.attachment_id = Some("a2".into());
+        v2.file.owner = Some(65534);
+        let mut v3 = done_record();
+        v3.id = "e3".into();
+        v3.seq = 3;
+        v3.state = State::Pending;
+        v3.attachment_id = None;
+        v3.after_done = false;
+        v3.target = None;
+        v3.sha256 = Some("cd".repeat(32));
+        v3.file.owner = Some(1000);
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![v1, v2, v3],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let out = m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e3".into(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a3".into(),
+                }),
+            },
+        );
+        let r = persisted(&out).expect("persisted");
+        assert_eq!(
+            r.replaces,
+            vec![Replaced {
+                entry: "e1".into(),
+                attachment_id: "a1".into()
+            }]
+        );
+        assert_eq!(r.beside, vec!["e2".to_string()]);
+        assert!(
+            out.iter().any(|a| matches!(a,
+                Action::Notify(Note::Attached { replaced: true, beside, .. }) if beside == &["e2"])),
+            "{out:?}"
+        );
+        // The neighbour's version finishing after the user's newer one: neither attachment
+        // goes (of one owner, the older version's own would).
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut mine = done_record();
+        mine.id = "e5".into();
+        mine.seq = 5;
+        mine.attachment_id = Some("a5".into());
+        mine.file.owner = Some(1000);
+        let mut theirs = done_record();
+        theirs.id = "e4".into();
+        theirs.seq = 4;
+        theirs.state = State::Pending;
+        theirs.attachment_id = None;
+        theirs.after_done = false;
+        theirs.target = None;
+        theirs.sha256 = Some("cd".repeat(32));
+        theirs.file.owner = Some(65534);
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![mine, theirs],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let out = m.handle(
+            Time(20),
+            Input::Outcome {
+                id: "e4".into(),
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a4".into(),
+                }),
+            },
+        );
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, Action::DeleteAttachment { .. })),
+            "{out:?}"
+        );
+    }
+
+    /// Issue 23, item 3: a file alone over a mailing mapping's `max_message_size` is refused
+    /// when it settles, by its size: no hash, no draft; the same file seen again is the same
+    /// refusal (no new entry); once a reload raises the limit it is hashed and mailed.
+    #[test]
+    fn a_file_alone_over_the_message_limit_is_refused_at_settle_unread() {
+        let mailing = |limit: u64| MappingRule {
+            mail: Some(MailRule {
+                to: vec!["a@b.example".into()],
+                subject: "s".into(),
+                send: true,
+                max_message_size: limit,
+                ..MailRule::default()
+            }),
+            ..rule(IfExists::Attach, After::Keep)
+        };
+        let mut m = Machine::new(vec![mailing(1_000_000)], Policy::default());
+        let path = PathBuf::from("/f/big.pdf");
+        let stat = FileStat {
+            dev: 1,
+            ino: 5,
+            size: 800_000,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            owner: None,
+        };
+        let out = settle(&mut m, 10, &path, stat);
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Hash { .. })),
+            "{out:?}"
+        );
+        let r = persisted(&out).unwrap_or_else(|| panic!("refused: {out:?}"));
+        assert_eq!(r.state, State::Failed);
+        assert!(r.sha256.is_none());
+        let why = r
+            .error
+            .as_ref()
+            .map(|e| (e.code.as_str(), e.message.as_str()));
+        assert!(
+            why.is_some_and(|(c, t)| c == MESSAGE_TOO_LARGE
+                && t.contains("big.pdf")
+                && t.contains("max_message_size = 1000000")),
+            "{why:?}"
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Notify(Note::Failed { .. }))),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::CreateDraft { .. })));
+        assert_eq!(m.failed_this_run, 1);
+        // Seen again (a rescan): the same refusal, nothing new.
+        let out = settle(&mut m, 20_000, &path, stat);
+        assert!(persisted(&out).is_none(), "{out:?}");
+        assert_eq!(m.failed_this_run, 1);
+        // The limit raised: the next sight of it hashes it.
+        m.handle(
+            Time(30_000),
+            Input::Config {
+                mappings: vec![mailing(2_000_000)],
+                policy: Policy::default(),
+            },
+        );
+        let out = settle(&mut m, 40_000, &path, stat);
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Hash { .. })),
+            "{out:?}"
+        );
+    }
+
+    /// A neighbour's copy of the user's bytes at the path does not make the user's version the
+    /// neighbour's (whose next version would then replace the user's attachment).
+    #[test]
+    fn the_same_bytes_from_another_owner_keep_the_versions_owner() {
+        let path = PathBuf::from("/f/a.txt");
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut rec = done_record();
+        rec.file.owner = Some(1000);
+        m.handle(
+            Time(10),
+            Input::Start {
+                records: vec![rec],
+                with_url: vec![],
+                messages: vec![],
+            },
+        );
+        let copy = FileStat {
+            dev: 1,
+            ino: 77,
+            size: 10,
+            mtime_ns: 9,
+            ctime_ns: 9,
+            owner: Some(65534),
+        };
+        let out = settle(&mut m, 20, &path, copy);
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Hash { .. })),
+            "{out:?}"
+        );
+        let out = m.handle(
+            Time(30_000),
+            Input::Hashed {
+                path: path.clone(),
+                result: HashResult::Hashed {
+                    sha256: "ab".repeat(32),
+                    stat: copy,
+                },
+            },
+        );
+        let file = out
+            .iter()
+            .find_map(|a| match a {
+                Action::UpdateFile { file, .. } => Some(*file),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("the stored record is updated: {out:?}"));
+        assert_eq!((file.ino, file.owner), (77, Some(1000)));
     }
 
     #[test]

@@ -2329,6 +2329,7 @@ mod tests {
             size,
             mtime_ns: 1,
             ctime_ns: 1,
+            owner: None,
         }
     }
 
@@ -2633,6 +2634,7 @@ mod tests {
             size: 10,
             mtime_ns: 1,
             ctime_ns: 1,
+            owner: None,
         };
         let pending = Record::pending(
             "p1".into(),
@@ -3997,6 +3999,7 @@ mod tests {
             size: 10,
             mtime_ns: time,
             ctime_ns: time,
+            owner: None,
         };
         let out = settle_as(&mut m, 1_000, "/mail/inv.pdf", st(7, 1));
         let first = new_message(&out).expect("mailed");

@@ -189,9 +189,25 @@ pub struct FileStat {
     /// a rewrite at the same size with the time put back is still seen.
     #[serde(default)]
     pub ctime_ns: i64,
+    /// The file's owner (Unix uid); `None` where the platform has none, and in records from
+    /// before owners were kept. A version replaces an earlier one only when both have the same
+    /// owner ([`FileStat::same_owner`]): a neighbour's same-name file in a shared folder is
+    /// added beside the user's, never taking its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
 }
 
 impl FileStat {
+    /// Whether a version of `self`'s file may replace one of `other`'s: the same owner, or an
+    /// owner not known on either side (a record from before owners were kept, a platform
+    /// without them), which is replaced as before.
+    pub fn same_owner(&self, other: &FileStat) -> bool {
+        match (self.owner, other.owner) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+    }
+
     /// What a record keeps of a file that left its folder (moved or deleted by the
     /// after-action, or reported gone): no identity (device, inode and ctime 0), so a file at
     /// its path later is never taken for it.
@@ -440,6 +456,10 @@ pub struct Record {
     /// (a new request), or `retry` asked for it.
     #[serde(default)]
     pub mail_again: bool,
+    /// Earlier versions of the path on the same item that this one did not replace because
+    /// their files had another owner (`FileStat::owner`): both attachments stay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub beside: Vec<String>,
     /// Insertion order among all records (orders the versions of one path).
     pub seq: u64,
     pub created_at: Time,
@@ -484,6 +504,7 @@ impl Record {
             replaces: Vec::new(),
             message: None,
             mail_again: false,
+            beside: Vec::new(),
             seq,
             created_at: now,
             updated_at: now,
@@ -1164,6 +1185,10 @@ pub enum Note {
     Attached {
         id: String,
         path: PathBuf,
+        /// It replaces the attachment of an earlier version of the same owner's (deleted now).
+        replaced: bool,
+        /// Earlier versions of another owner's left beside it, not replaced.
+        beside: Vec<String>,
     },
     /// A file of a mailing mapping found already mailed by its key (a sent copy in the
     /// mailbox): recorded done, not mailed again.

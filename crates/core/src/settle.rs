@@ -248,6 +248,7 @@ mod tests {
             size,
             mtime_ns: m,
             ctime_ns: m,
+            owner: None,
         }
     }
 
