@@ -329,10 +329,29 @@ async fn the_sandbox_keeps_onedrives_upload_rules() {
     assert_eq!(links.as_array().unwrap().len(), 1, "{links}");
     assert_eq!(links[0]["path"], "Outbox/a.bin");
 
-    // It all survives a restart.
+    // It all survives a restart, an upload half done included.
+    let (_, v) = post_json(
+        &sb,
+        "/users/me@sandbox.test/drive/root:/Outbox/half.bin:/createUploadSession",
+        json!({"item": {"@microsoft.graph.conflictBehavior": "fail", "fileSize": total}}),
+    )
+    .await;
+    let half = v["uploadUrl"].as_str().unwrap().to_string();
+    let (s, _) = put(&sb, &half, &bytes[..unit], 0, total).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
     let mut sb = sb;
     sb.kill9();
     sb.restart();
+    let (s, v) = call(&sb, Method::GET, &half, &[], None).await;
+    assert_eq!(
+        (s, &v["nextExpectedRanges"]),
+        (StatusCode::OK, &json!([format!("{unit}-")]))
+    );
+    let (s, v) = put(&sb, &half, &bytes[unit..], FRAGMENT_UNIT, total).await;
+    assert_eq!(
+        (s, &v["file"]["hashes"]["quickXorHash"]),
+        (StatusCode::CREATED, &json!(qx))
+    );
     let (s, found) = call(&sb, Method::GET, "/me/drive/root:/Outbox/a.bin", &[], None).await;
     assert_eq!(
         (s, &found["file"]["hashes"]["quickXorHash"]),

@@ -599,9 +599,9 @@ impl GraphClient {
                     })
                 }
                 FragmentOutcome::Accepted { next: Some(n) } if n == end => return Ok(None),
-                FragmentOutcome::Accepted { next } => {
+                FragmentOutcome::Accepted { next: Some(n) } => {
                     return Err(DriveError::Disagrees {
-                        wants: next.unwrap_or(0),
+                        wants: n,
                         sent: end,
                     })
                 }
@@ -613,8 +613,10 @@ impl GraphClient {
                 FragmentOutcome::Failed(Fault::Throttled { retry_after_ms }) => {
                     retry_after_ms.map(std::time::Duration::from_millis)
                 }
-                // It may have been taken, or refused as sent before: the session says which.
-                FragmentOutcome::RangeRefused
+                // It may have been taken, or refused as sent before, or taken without saying
+                // where the session stands now: the session says which.
+                FragmentOutcome::Accepted { next: None }
+                | FragmentOutcome::RangeRefused
                 | FragmentOutcome::SessionGone
                 | FragmentOutcome::Failed(_) => {
                     match self.drive_session_next(&at.user, upload_url).await {
