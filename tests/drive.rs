@@ -493,3 +493,82 @@ async fn the_client_never_overwrites_and_never_sends_changed_bytes() {
         1
     );
 }
+
+#[tokio::test]
+async fn the_client_resumes_a_drive_upload_where_the_session_stands() {
+    use outbox::graph::drive::{DriveSessionOutcome, FragmentOutcome};
+    let sb = Sandbox::start();
+    let c = client(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("resume.bin");
+    let size = 3 * FRAGMENT_UNIT + 99;
+    let sha = write_file(&file, size, 21);
+    let bytes = std::fs::read(&file).unwrap();
+    let at = DrivePath::new("me", "Outbox/resume.bin");
+    let mut url = None;
+    let made = c
+        .drive_session(&at, size, |u| {
+            url = Some(u.to_owned());
+            Ok(())
+        })
+        .await;
+    assert_eq!(made, DriveSessionOutcome::Created { next: 0 });
+    let url = url.unwrap();
+    // One fragment in, as a run that then stopped.
+    let first = bytes::Bytes::from(bytes[..FRAGMENT_UNIT as usize].to_vec());
+    assert_eq!(
+        c.drive_fragment("me", &url, 0, first, size).await,
+        FragmentOutcome::Accepted {
+            next: Some(FRAGMENT_UNIT)
+        }
+    );
+    let up = c
+        .resume_drive_upload(
+            &at,
+            &url,
+            std::fs::File::open(&file).unwrap(),
+            size,
+            Some(&sha),
+            FRAGMENT_UNIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(up.sha256, sha);
+    assert_eq!(up.quick_xor, outbox::quickxor::of(&bytes));
+    let stats = sb.stats().await;
+    assert_eq!(
+        stats["upload_bytes_received"], size,
+        "a byte sent twice: {stats}"
+    );
+    // Resumed again once it is over: the session is gone, the file at the path is ours.
+    let again = c
+        .resume_drive_upload(
+            &at,
+            &url,
+            std::fs::File::open(&file).unwrap(),
+            size,
+            Some(&sha),
+            FRAGMENT_UNIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.item.id, up.item.id);
+    // ... unless the bytes read now are not the ones recorded.
+    let e = c
+        .resume_drive_upload(
+            &at,
+            &url,
+            std::fs::File::open(&file).unwrap(),
+            size,
+            Some(&"0".repeat(64)),
+            FRAGMENT_UNIT,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DriveError::Changed), "{e}");
+    assert_eq!(
+        drive_items(&sb.admin(Method::GET, "/drive", None).await).len(),
+        1
+    );
+    assert_eq!(sb.stats().await["upload_bytes_received"], size);
+}

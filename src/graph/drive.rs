@@ -8,7 +8,8 @@
 //! [`GraphClient::create_link`]) are one request each and answer typed outcomes with the core's
 //! [`Fault`]s, as `steps.rs` does for attachments: what to do next is the caller's. The
 //! [`GraphClient::upload_to_drive`] driver strings them together for one file read from a
-//! reader, with the bytes-hashed rule: every byte sent is hashed as it is read (SHA-256 and
+//! reader ([`GraphClient::resume_drive_upload`] goes on with a session after a restart, hashing
+//! the bytes the session has before sending the rest), with the bytes-hashed rule: every byte sent is hashed as it is read (SHA-256 and
 //! quickXorHash), the fragment that ends the file is sent only if all of it hashes to the SHA-256
 //! the caller expects, and the driveItem Graph answers is accepted only with our size and
 //! quickXorHash.
@@ -510,51 +511,91 @@ impl GraphClient {
                 None => return Err(DriveError::Fault(fault)),
             }
         };
-        let mut reader = Some(reader);
-        let (mut sha, mut qx) = (sha2::Sha256::new(), QuickXor::new());
-        let mut offset = 0u64;
-        while offset < size {
-            let want = unit.min(size - offset);
-            let Some(r) = reader.take() else {
-                return Err(DriveError::Read(std::io::Error::other("reader lost")));
-            };
-            let (r, buf) = tokio::task::spawn_blocking(move || {
-                let mut r = r;
-                let mut buf = Vec::with_capacity(want as usize);
-                let got = (&mut r).take(want).read_to_end(&mut buf);
-                (r, got.map(|_| buf))
-            })
+        let mut file = Hashing::new(reader);
+        self.send_rest(at, &upload_url, &mut file, size, expect_sha256, unit)
             .await
-            .map_err(|e| DriveError::Read(std::io::Error::other(e.to_string())))?;
-            reader = Some(r);
-            let buf = buf.map_err(DriveError::Read)?;
-            if buf.len() as u64 != want {
-                return Err(DriveError::Changed);
+    }
+
+    /// Go on with a drive upload after a restart: the session at `upload_url` says where it
+    /// stands; the bytes before that are read from `reader` and hashed (not sent), the rest sent
+    /// as [`GraphClient::upload_to_drive`] does. A session already gone is a finished upload if
+    /// the file at `at` holds all of `reader`'s bytes (`Uploaded`), else `SessionGone` (start
+    /// again with a new session).
+    pub async fn resume_drive_upload<R: Read + Send + 'static>(
+        &self,
+        at: &DrivePath,
+        upload_url: &str,
+        reader: R,
+        size: u64,
+        expect_sha256: Option<&str>,
+        fragment: u64,
+    ) -> Result<Uploaded, DriveError> {
+        let unit =
+            (fragment / FRAGMENT_UNIT).clamp(1, FRAGMENT_MAX / FRAGMENT_UNIT) * FRAGMENT_UNIT;
+        let mut file = Hashing::new(reader);
+        let mut attempt = 0u32;
+        let next = loop {
+            attempt += 1;
+            let (fault, wait) = match self.drive_session_next(&at.user, upload_url).await {
+                Ok(n) => break n,
+                Err(f @ Fault::Throttled { retry_after_ms }) => {
+                    (f, retry_after_ms.map(std::time::Duration::from_millis))
+                }
+                Err(f @ (Fault::Ambiguous(_) | Fault::Unreachable(_))) => (f, None),
+                Err(f) => return Err(DriveError::Fault(f)),
+            };
+            match self.retry_policy().delay(attempt, wait) {
+                Some(d) => tokio::time::sleep(d).await,
+                None => return Err(DriveError::Fault(fault)),
             }
+        };
+        match next {
+            Some(n) if n <= size => {
+                file.skip_to(n, unit).await?;
+                self.send_rest(at, upload_url, &mut file, size, expect_sha256, unit)
+                    .await
+            }
+            Some(n) => Err(DriveError::Disagrees { wants: n, sent: 0 }),
+            None => {
+                file.skip_to(size, unit).await?;
+                file.check(expect_sha256)?;
+                match self.drive_item(at).await {
+                    Ok(Some(item)) if item.holds(size, &file.qx.base64()) => Ok(file.done(item)),
+                    Ok(_) => Err(DriveError::SessionGone),
+                    Err(e) => Err(DriveError::Fault(fault_of(&e))),
+                }
+            }
+        }
+    }
+
+    /// Send `file` from where it was read to (`file.read`) to `size`, a fragment of `unit` at a
+    /// time, the last only if all of it hashes to `expect_sha256`.
+    async fn send_rest<R: Read + Send + 'static>(
+        &self,
+        at: &DrivePath,
+        upload_url: &str,
+        file: &mut Hashing<R>,
+        size: u64,
+        expect_sha256: Option<&str>,
+        unit: u64,
+    ) -> Result<Uploaded, DriveError> {
+        while file.read < size {
+            let offset = file.read;
+            let want = unit.min(size - offset);
             // The bytes sent are the bytes hashed.
-            sha.update(&buf);
-            qx.update(&buf);
-            let last = offset + want == size;
-            if last {
-                let got = hex::encode(sha.clone().finalize());
-                if expect_sha256.is_some_and(|e| !e.eq_ignore_ascii_case(&got)) {
-                    let _ = self.drive_session_delete(&at.user, &upload_url).await;
-                    return Err(DriveError::Changed);
+            let buf = file.next(want).await?;
+            if offset + want == size {
+                if let Err(e) = file.check(expect_sha256) {
+                    let _ = self.drive_session_delete(&at.user, upload_url).await;
+                    return Err(e);
                 }
             }
             let piece = bytes::Bytes::from(buf);
-            match self
-                .send_fragment(at, &upload_url, offset, piece, size, &qx)
+            if let Some(item) = self
+                .send_fragment(at, upload_url, offset, piece, size, &file.qx)
                 .await?
             {
-                Some(item) => {
-                    return Ok(Uploaded {
-                        item,
-                        sha256: hex::encode(sha.finalize()),
-                        quick_xor: qx.base64(),
-                    })
-                }
-                None => offset += want,
+                return Ok(file.done(item));
             }
         }
         Err(DriveError::Disagrees {
@@ -658,6 +699,76 @@ impl GraphClient {
                     ))))
                 }
             }
+        }
+    }
+}
+
+/// A file read once, in order, every byte hashed as it is read (SHA-256 and quickXorHash); the
+/// reads run on a blocking thread.
+struct Hashing<R> {
+    reader: Option<R>,
+    sha: sha2::Sha256,
+    qx: QuickXor,
+    /// Bytes read (and hashed) so far.
+    read: u64,
+}
+
+impl<R: Read + Send + 'static> Hashing<R> {
+    fn new(reader: R) -> Self {
+        Hashing {
+            reader: Some(reader),
+            sha: sha2::Sha256::new(),
+            qx: QuickXor::new(),
+            read: 0,
+        }
+    }
+
+    /// The next `want` bytes, hashed. Fewer than that (the file shrank) is `Changed`.
+    async fn next(&mut self, want: u64) -> Result<Vec<u8>, DriveError> {
+        let Some(r) = self.reader.take() else {
+            return Err(DriveError::Read(std::io::Error::other("reader lost")));
+        };
+        let (r, buf) = tokio::task::spawn_blocking(move || {
+            let mut r = r;
+            let mut buf = Vec::with_capacity(want as usize);
+            let got = (&mut r).take(want).read_to_end(&mut buf);
+            (r, got.map(|_| buf))
+        })
+        .await
+        .map_err(|e| DriveError::Read(std::io::Error::other(e.to_string())))?;
+        self.reader = Some(r);
+        let buf = buf.map_err(DriveError::Read)?;
+        if buf.len() as u64 != want {
+            return Err(DriveError::Changed);
+        }
+        self.sha.update(&buf);
+        self.qx.update(&buf);
+        self.read += want;
+        Ok(buf)
+    }
+
+    /// Read and hash up to byte `to`, `unit` at a time, sending nothing.
+    async fn skip_to(&mut self, to: u64, unit: u64) -> Result<(), DriveError> {
+        while self.read < to {
+            self.next(unit.min(to - self.read)).await?;
+        }
+        Ok(())
+    }
+
+    /// All bytes read hash to `expect` (when given).
+    fn check(&self, expect: Option<&str>) -> Result<(), DriveError> {
+        let got = hex::encode(self.sha.clone().finalize());
+        match expect {
+            Some(e) if !e.eq_ignore_ascii_case(&got) => Err(DriveError::Changed),
+            _ => Ok(()),
+        }
+    }
+
+    fn done(&self, item: DriveFile) -> Uploaded {
+        Uploaded {
+            item,
+            sha256: hex::encode(self.sha.clone().finalize()),
+            quick_xor: self.qx.base64(),
         }
     }
 }
