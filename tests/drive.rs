@@ -572,3 +572,52 @@ async fn the_client_resumes_a_drive_upload_where_the_session_stands() {
     );
     assert_eq!(sb.stats().await["upload_bytes_received"], size);
 }
+
+#[tokio::test]
+async fn a_lost_answer_on_an_upload_url_comes_after_its_effect() {
+    let sb = Sandbox::start();
+    // Outlook's sessions too: a PUT whose answer is lost was taken.
+    let item = sb.create_item("message", "me").await;
+    let size = 3 * 1024 * 1024u64;
+    let (s, v) = post_json(
+        &sb,
+        &format!(
+            "/me/messages/{}/attachments/createUploadSession",
+            crate::common::urlenc(&item)
+        ),
+        json!({"AttachmentItem": {"attachmentType": "file", "name": "a.bin", "size": size}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let url = v["uploadUrl"].as_str().unwrap().to_string();
+    sb.faults(json!({"fail_next": [{"route": "put", "action": "lost"}]}))
+        .await;
+    let bytes = random_bytes(size as usize, 9);
+    let range = format!("bytes 0-{}/{size}", 1024 * 1024 - 1);
+    let lost = reqwest::Client::new()
+        .put(&url)
+        .header("content-range", range)
+        .body(bytes[..1024 * 1024].to_vec())
+        .send()
+        .await;
+    assert!(lost.is_err(), "the answer should be lost: {lost:?}");
+    let (s, v) = call(&sb, Method::GET, &url, &[], None).await;
+    assert_eq!(
+        (s, &v["nextExpectedRanges"]),
+        (StatusCode::OK, &json!(["1048576"]))
+    );
+    // A drive fragment taken and answered 503.
+    let (_, v) = post_json(&sb, "/me/drive/root:/x.bin:/createUploadSession", json!({})).await;
+    let drive_url = v["uploadUrl"].as_str().unwrap().to_string();
+    sb.faults(json!({"fail_next": [{"route": "drive_put", "action": "effect_then_status", "status": 503}]}))
+        .await;
+    let unit = FRAGMENT_UNIT as usize;
+    let (s, _) = put(&sb, &drive_url, &bytes[..unit], 0, 2 * FRAGMENT_UNIT).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    let (s, v) = call(&sb, Method::GET, &drive_url, &[], None).await;
+    assert_eq!(
+        (s, &v["nextExpectedRanges"]),
+        (StatusCode::OK, &json!([format!("{unit}-")]))
+    );
+    assert_eq!(sb.stats().await["refused_after_effect"], 1);
+}
