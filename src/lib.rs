@@ -17,6 +17,7 @@ pub mod graph;
 pub mod ledger;
 pub mod outside;
 pub mod private;
+pub mod quickxor;
 pub mod sandbox;
 pub mod secret;
 pub mod service;

@@ -1,5 +1,6 @@
 //! Redaction of secrets in anything that may be printed or logged: bearer tokens, refresh
-//! tokens, client secrets and the `authtoken` query parameter of upload URLs.
+//! tokens, client secrets and the `authtoken` (Outlook) and `tempauth` (SharePoint) query
+//! parameters of upload URLs.
 
 /// Replace the value of every secret-bearing query parameter (`authtoken`, `access_token`,
 /// `client_secret`, `refresh_token`, `code`) and every `Bearer` token in `text` with `REDACTED`.
@@ -72,6 +73,8 @@ fn looks_like_token(word: &str, after: &str) -> bool {
 
 const SECRET_PARAMS: &[&str] = &[
     "authtoken",
+    // SharePoint's (OneDrive for Business) upload URLs carry their token as `tempauth`.
+    "tempauth",
     "access_token",
     "refresh_token",
     "client_secret",
@@ -100,6 +103,11 @@ mod tests {
         let r = redact(s);
         assert!(!r.contains("eyJ0eXAi"), "{r}");
         assert!(r.contains("authtoken=REDACTED&x=1"), "{r}");
+        let d = redact("url (https://contoso-my.sharepoint.com/x/uploadSession?guid='g'&tempauth=v1.eyJhbGc.sig)");
+        assert!(
+            !d.contains("eyJhbGc") && d.contains("tempauth=REDACTED"),
+            "{d}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod bad_input;
 mod commands;
 mod config;
 mod crash;
+mod drive;
 mod exactly_once;
 mod ledger;
 mod mail_command;

@@ -7,6 +7,7 @@
 //! [`steps`].
 
 pub mod bounded;
+pub mod drive;
 pub mod error;
 pub mod hints;
 mod listing;
@@ -280,6 +281,11 @@ impl GraphClient {
     /// An upload URL is used only when it is https on a Microsoft host, or has the scheme and
     /// host (and port) of `graph.base_url` (the sandbox).
     pub fn check_upload_url(&self, raw: &str) -> Result<Url, GraphError> {
+        self.check_url_among(raw, MICROSOFT_UPLOAD_HOSTS)
+    }
+
+    /// `raw` if it is https on one of `hosts` (or a subdomain), or on `graph.base_url`'s origin.
+    fn check_url_among(&self, raw: &str, hosts: &[&str]) -> Result<Url, GraphError> {
         let bad = |why: &str| {
             GraphError::new(
                 ErrorClass::Permanent,
@@ -299,7 +305,7 @@ impl GraphClient {
             return Err(bad("not https"));
         }
         let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
-        if MICROSOFT_UPLOAD_HOSTS
+        if hosts
             .iter()
             .any(|s| host == *s || host.ends_with(&format!(".{s}")))
         {

@@ -77,8 +77,29 @@ pub fn router() -> Router<Shared> {
         .route("/devicecode/interval", post(device_interval))
         .route("/tokens/issued", get(issued_tokens))
         .route("/sent", get(sent))
+        .route("/drive", get(drive_items).post(drive_put))
+        .route("/links", get(links))
         .route("/sends/pending", get(pending_sends))
         .route("/sends/deliver", post(deliver_sends))
+}
+
+/// Every file and folder on every drive (docs/sandbox.md, "OneDrive").
+async fn drive_items(State(st): State<Shared>) -> Response {
+    Json(super::drive::admin_items(&st.lock())).into_response()
+}
+
+/// Put a file on a drive as another program would.
+async fn drive_put(State(st): State<Shared>, Json(body): Json<HashMap<String, Value>>) -> Response {
+    match super::drive::admin_put(&st, &body) {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => err(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// Every sharing link made, with its `webUrl`.
+async fn links(State(st): State<Shared>) -> Response {
+    let g = st.lock();
+    Json(super::drive::admin_links(&st, &g)).into_response()
 }
 
 /// Every message in Sent Items (docs/sandbox.md, "Mail").

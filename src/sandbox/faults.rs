@@ -48,6 +48,12 @@ pub enum RouteClass {
     Draft,
     /// POST …/messages/{id}/send
     Send,
+    /// POST {mb}/drive/…:/createUploadSession (a OneDrive upload session)
+    DriveSession,
+    /// PUT of a fragment on a OneDrive upload URL
+    DrivePut,
+    /// POST {mb}/drive/items/{id}/createLink
+    Link,
     /// anything above
     Any,
 }
@@ -177,6 +183,11 @@ pub struct Faults {
     /// shows them: no `$expand`, no `$filter` match), so clients must find a sent copy by
     /// `internetMessageId` too. Whether Graph keeps them is unconfirmed (GRAPH.md §13).
     pub sent_copy_without_properties: bool,
+    /// The tenant's policy forbids anonymous ("anyone with the link") sharing: `createLink`
+    /// with `scope: anonymous` → 403 `accessDenied` (the real answer is unconfirmed).
+    pub refuse_anonymous_links: bool,
+    /// The largest file a drive upload session takes (OneDrive's limit: 250 GB).
+    pub drive_max_size: u64,
 }
 
 /// How an upload server breaks the protocol, for the client's refusals.
@@ -249,6 +260,8 @@ impl Default for Faults {
             upload_misbehaves: None,
             filter_lag_ms: 0,
             sent_copy_without_properties: false,
+            refuse_anonymous_links: false,
+            drive_max_size: 250 * 1024 * 1024 * 1024,
         }
     }
 }

@@ -139,6 +139,21 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
+    // `drives/{id}/…` is `{owner}/drive/…`.
+    let drives: Vec<String>;
+    let segs: &[String] = match segs.first().map(|s| s.to_ascii_lowercase()).as_deref() {
+        Some("drives") if segs.len() >= 2 => match super::drive::owner_of(&segs[1]) {
+            Some(owner) => {
+                drives = ["users".to_string(), owner, "drive".to_string()]
+                    .into_iter()
+                    .chain(segs[2..].iter().cloned())
+                    .collect();
+                &drives
+            }
+            None => return super::drive::not_found(&h),
+        },
+        _ => &segs,
+    };
     let (mailbox, rest) = match segs.first().map(|s| s.to_ascii_lowercase()).as_deref() {
         Some("me") => match &caller.user {
             Some(u) => (u.clone(), &segs[1..]),
@@ -177,7 +192,12 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
         };
     let m = parts.method.clone();
     let is_messages = rest.first().is_some_and(|s| s == "messages");
+    let drive_tail =
+        (rest.first().map(String::as_str) == Some("drive")).then(|| rest[1..].join("/"));
     let class = match (&m, rest.len(), rest.last().map(String::as_str)) {
+        _ if drive_tail.is_some() => {
+            super::drive::route_class(&m, drive_tail.as_deref().unwrap_or_default())
+        }
         (&Method::POST, 1, _) if is_messages => RouteClass::Draft,
         (&Method::POST, 3, Some("send")) if is_messages => RouteClass::Send,
         (&Method::POST, 4, _) => RouteClass::Session,
@@ -210,22 +230,51 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
         let rate = state.lock().faults.send_lost_rate;
         lost = rate > 0.0 && rand::Rng::gen_bool(&mut rand::thread_rng(), rate.clamp(0.0, 1.0));
     }
-    let resp = route(
-        &state, &caller, &mailbox, folder, rest, &m, &query, body, &parts.uri, &h,
-    )
-    .await;
-    if lost && (resp.status().is_success()) {
-        {
-            let mut g = state.lock();
-            if class == RouteClass::Send {
-                g.stats.send_replies_lost += 1;
-            }
+    let resp = match &drive_tail {
+        Some(tail) => super::drive::route(&state, &mailbox, tail, &m, body, &h).await,
+        None => {
+            route(
+                &state, &caller, &mailbox, folder, rest, &m, &query, body, &parts.uri, &h,
+            )
+            .await
         }
-        return drop_conn(&state, &parts.method, parts.uri.path(), ctl).await;
+    };
+    if lost && resp.status().is_success() && class == RouteClass::Send {
+        state.lock().stats.send_replies_lost += 1;
+    }
+    answer_after_effect(
+        &state,
+        resp,
+        lost,
+        after,
+        &parts.method,
+        parts.uri.path(),
+        ctl,
+    )
+    .await
+}
+
+/// A request served (`resp`) under a fault that strikes after its effect: `lost`, the
+/// connection closes instead of the answer; `after`, that refusal is the answer. Either only
+/// when the request succeeded.
+pub(crate) async fn answer_after_effect(
+    state: &Shared,
+    resp: Response,
+    lost: bool,
+    after: Option<Response>,
+    method: &Method,
+    path: &str,
+    ctl: Option<ConnCtl>,
+) -> Response {
+    if !resp.status().is_success() {
+        return resp;
+    }
+    if lost {
+        return drop_conn(state, method, path, ctl).await;
     }
     match after {
         // It took effect; the answer says otherwise.
-        Some(refusal) if resp.status().is_success() => {
+        Some(refusal) => {
             let mut g = state.lock();
             g.stats.refused_after_effect += 1;
             if refusal.status() == StatusCode::TOO_MANY_REQUESTS {
@@ -233,7 +282,7 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
             }
             refusal
         }
-        _ => resp,
+        None => resp,
     }
 }
 
@@ -631,7 +680,11 @@ fn oversize(state: &Shared, h: &HeaderMap) -> Response {
     }
 }
 
-async fn read_json(state: &Shared, body: Body, h: &HeaderMap) -> Result<Value, Response> {
+pub(crate) async fn read_json(
+    state: &Shared,
+    body: Body,
+    h: &HeaderMap,
+) -> Result<Value, Response> {
     let max = state.lock().faults.post_max_bytes;
     let bytes = read_limited(state, body, max)
         .await
@@ -788,11 +841,7 @@ async fn create_session(
     if find_item(&mut g, mailbox, kind, id).is_none() {
         return not_found_item(h);
     }
-    let (min, max, lifetime) = (
-        g.faults.session_min_size,
-        g.faults.session_max_size,
-        g.faults.session_lifetime_secs,
-    );
+    let (min, max) = (g.faults.session_min_size, g.faults.session_max_size);
     if let Err(r) = check_item_accepts(&mut g, mailbox, kind, id, size, h) {
         return r;
     }
@@ -812,9 +861,6 @@ async fn create_session(
             h,
         );
     }
-    let sid = exchange_id("AAMkADSes");
-    let authtoken = random_token(32);
-    let expires_at = OffsetDateTime::now_utc() + Duration::from_secs(lifetime);
     let content_type = item
         .get("contentType")
         .and_then(Value::as_str)
@@ -824,33 +870,9 @@ async fn create_session(
                 .first_or_octet_stream()
                 .to_string()
         });
-    let part = state.session_path(&sid);
-    if super::persist::private_file().open(&part).is_err() {
-        return graph_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ErrorInternalServerError",
-            "Could not create the session.",
-            h,
-        );
-    }
-    let origin = g
-        .faults
-        .upload_url_origin
-        .clone()
-        .unwrap_or_else(|| state.origin.clone());
-    let upload_url = format!(
-        "{}/api/v2.0/Users('{}')/{}('{}')/AttachmentSessions('{}')?authtoken={}",
-        origin,
-        mailbox,
-        kind.outlook_collection(),
-        id,
-        sid,
-        authtoken
-    );
-    g.issued.upload_authtokens.push(authtoken.clone());
-    let session = Session {
-        id: sid.clone(),
-        authtoken,
+    let opened = open_session(state, &mut g, exchange_id("AAMkADSes"), h, |n| Session {
+        id: n.id.clone(),
+        authtoken: n.authtoken.clone(),
         item_id: id.to_string(),
         user: mailbox.to_string(),
         kind,
@@ -866,19 +888,80 @@ async fn create_session(
             .and_then(Value::as_str)
             .map(str::to_string),
         next: 0,
-        expires_at,
-        expires: Instant::now() + Duration::from_secs(lifetime),
+        expires_at: n.expires_at,
+        expires: n.expires,
         hasher: Sha256::new(),
+        drive: None,
         lock: Default::default(),
+    });
+    let n = match opened {
+        Ok(n) => n,
+        Err(r) => return r,
     };
-    g.log(Record::Session(SessionRec::of(&session)));
-    g.sessions.insert(sid, session);
-    g.stats.sessions_created += 1;
+    let upload_url = format!(
+        "{}/api/v2.0/Users('{}')/{}('{}')/AttachmentSessions('{}')?authtoken={}",
+        n.origin,
+        mailbox,
+        kind.outlook_collection(),
+        id,
+        n.id,
+        n.authtoken
+    );
     let out = json!({
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.uploadSession",
         "uploadUrl": upload_url,
-        "expirationDateTime": fmt_7(expires_at),
+        "expirationDateTime": fmt_7(n.expires_at),
         "nextExpectedRanges": ["0-"],
     });
     (StatusCode::CREATED, axum::Json(out)).into_response()
+}
+
+/// An upload session about to open: its id, secret, expiry and the origin of its URL.
+pub(crate) struct NewSession {
+    pub id: String,
+    pub authtoken: String,
+    pub expires_at: OffsetDateTime,
+    pub expires: Instant,
+    pub origin: String,
+}
+
+/// Open upload session `id` (an Outlook attachment's or a drive file's, as `build` makes it):
+/// its empty part file, a fresh `authtoken`, the lifetime of `session_lifetime_secs`, the
+/// journal, the stats; the URL on `upload_url_origin` when that fault is set.
+pub(crate) fn open_session(
+    state: &Shared,
+    g: &mut Inner,
+    id: String,
+    h: &HeaderMap,
+    build: impl FnOnce(&NewSession) -> Session,
+) -> Result<NewSession, Response> {
+    let lifetime = Duration::from_secs(g.faults.session_lifetime_secs);
+    let n = NewSession {
+        id,
+        authtoken: random_token(32),
+        expires_at: OffsetDateTime::now_utc() + lifetime,
+        expires: Instant::now() + lifetime,
+        origin: g
+            .faults
+            .upload_url_origin
+            .clone()
+            .unwrap_or_else(|| state.origin.clone()),
+    };
+    if super::persist::private_file()
+        .open(state.session_path(&n.id))
+        .is_err()
+    {
+        return Err(graph_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ErrorInternalServerError",
+            "Could not create the session.",
+            h,
+        ));
+    }
+    g.issued.upload_authtokens.push(n.authtoken.clone());
+    let session = build(&n);
+    g.log(Record::Session(SessionRec::of(&session)));
+    g.sessions.insert(n.id.clone(), session);
+    g.stats.sessions_created += 1;
+    Ok(n)
 }

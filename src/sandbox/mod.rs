@@ -1,5 +1,6 @@
 //! `outbox sandbox`: a local Microsoft Graph stand-in on 127.0.0.1, one origin serving Graph
-//! (`/v1.0`), Outlook upload URLs (`/api/v2.0/...AttachmentSessions('ID')?authtoken=`), the
+//! (`/v1.0`, OneDrive included), Outlook upload URLs (`/api/v2.0/...AttachmentSessions('ID')?authtoken=`),
+//! OneDrive upload URLs (`/api/v2.0/drives/...?guid=&tempauth=`), sharing links (`/s/`), the
 //! identity platform (`/{tenant}/oauth2/v2.0/`) and an admin API (`/_admin`). See
 //! docs/sandbox.md for routes, defaults and the faults document.
 //!
@@ -12,6 +13,7 @@
 
 mod admin;
 mod content;
+mod drive;
 mod faults;
 mod graph_api;
 mod identity;
@@ -145,6 +147,7 @@ fn router(state: Shared) -> Router {
         .route("/v1.0", any(graph_api::handle))
         .route("/v1.0/{*rest}", any(graph_api::handle))
         .route("/api/v2.0/{*rest}", any(upload::handle))
+        .route("/s/{token}", get(drive::open_link))
         .route(
             "/{tenant}/oauth2/v2.0/devicecode",
             post(identity::devicecode),
@@ -168,8 +171,14 @@ pub(crate) fn route_label(method: &axum::http::Method, path: &str) -> Option<Str
     if path.starts_with("/_admin") {
         return None;
     }
+    if path.starts_with("/api/v2.0/drives/") {
+        return Some(format!("drive_upload_{m}"));
+    }
     if path.starts_with("/api/v2.0/") {
         return Some(format!("upload_{m}"));
+    }
+    if path.starts_with("/s/") {
+        return Some("open_link".to_string());
     }
     if path.contains("/oauth2/v2.0/") {
         return Some(format!(
@@ -179,7 +188,15 @@ pub(crate) fn route_label(method: &axum::http::Method, path: &str) -> Option<Str
     }
     if path.starts_with("/v1.0") {
         let last = path.rsplit('/').next().unwrap_or("");
-        let label = if last == "send" && m == "post" {
+        let drive =
+            path.contains("/drive/") || path.ends_with("/drive") || path.contains("/drives/");
+        let label = if drive && last.ends_with("createUploadSession") {
+            "drive_create_session".to_string()
+        } else if drive && last.ends_with("createLink") {
+            "create_link".to_string()
+        } else if drive {
+            format!("drive_{m}")
+        } else if last == "send" && m == "post" {
             "send_message".to_string()
         } else if last == "messages" && m == "post" {
             "create_draft".to_string()

@@ -83,6 +83,18 @@ pub enum Record {
     Revoked {
         user: Option<String>,
     },
+    /// A file or folder on a OneDrive created, or replaced (upsert by id).
+    DriveItem(super::drive::DriveItem),
+    /// A drive upload session completed as drive item `item` (its bytes moved to its blob).
+    DriveCompleted {
+        session: String,
+        item: super::drive::DriveItem,
+    },
+    DriveItemDeleted {
+        id: String,
+    },
+    /// A sharing link made by `createLink`.
+    Link(super::drive::Link),
     /// `POST …/messages/{item}/send` answered 202: the draft moves to Sent Items at `due_ms`
     /// (Unix ms). A second accepted send in the window adds a second copy.
     SendAccepted {
@@ -192,6 +204,9 @@ pub struct SessionRec {
     pub content_id: Option<String>,
     pub next: u64,
     pub expires_ms: i64,
+    /// A OneDrive upload's target (absent in journals from before drive uploads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drive: Option<super::drive::DriveTarget>,
 }
 
 impl SessionRec {
@@ -209,6 +224,7 @@ impl SessionRec {
             content_id: s.content_id.clone(),
             next: s.next,
             expires_ms: instant_to_ms(s.expires),
+            drive: s.drive.clone(),
         }
     }
 }
@@ -374,6 +390,7 @@ fn apply(g: &mut Inner, rec: Record) {
                     expires_at,
                     expires: ms_to_instant(r.expires_ms),
                     hasher: sha2::Sha256::new(),
+                    drive: r.drive,
                     lock: Default::default(),
                 },
             );
@@ -397,6 +414,18 @@ fn apply(g: &mut Inner, rec: Record) {
                 it.attachments.push(att.into_attachment());
             }
         }
+        Record::DriveItem(it) => {
+            g.drive_items.insert(it.id.clone(), it);
+        }
+        Record::DriveCompleted { session, item } => {
+            g.sessions.remove(&session);
+            g.drive_items.insert(item.id.clone(), item);
+        }
+        Record::DriveItemDeleted { id } => {
+            g.drive_items.remove(&id);
+            g.links.retain(|l| l.item != id);
+        }
+        Record::Link(l) => g.links.push(l),
         Record::Token {
             token,
             user,
@@ -459,6 +488,10 @@ fn snapshot(g: &Inner) -> Vec<Record> {
             });
         }
     }
+    let mut drive: Vec<&super::drive::DriveItem> = g.drive_items.values().collect();
+    drive.sort_by(|a, b| a.created_ns.cmp(&b.created_ns).then(a.id.cmp(&b.id)));
+    out.extend(drive.into_iter().cloned().map(Record::DriveItem));
+    out.extend(g.links.iter().cloned().map(Record::Link));
     for s in g.sessions.values() {
         out.push(Record::Session(SessionRec::of(s)));
     }
@@ -634,6 +667,7 @@ mod tests {
             content_id: None,
             next: 0,
             expires_ms: now_ms() + 600_000,
+            drive: None,
         });
         let progress = Record::SessionProgress {
             id: "s1".into(),

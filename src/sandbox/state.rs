@@ -107,6 +107,10 @@ pub struct Inner {
     pub pending_sends: Vec<super::mail::PendingSend>,
     /// Accepted sends per mailbox, for the `mailbox_sends` limit.
     pub send_window: HashMap<String, VecDeque<Instant>>,
+    /// Every user's OneDrive: files and folders by id (`drive.rs`).
+    pub drive_items: HashMap<String, super::drive::DriveItem>,
+    /// Sharing links made by `createLink`, oldest first.
+    pub links: Vec<super::drive::Link>,
 }
 
 impl Inner {
@@ -228,6 +232,9 @@ pub struct Session {
     pub expires: Instant,
     /// SHA-256 of the committed bytes so far (cloned per PUT, stored on commit).
     pub hasher: sha2::Sha256,
+    /// A OneDrive upload (`item_id` empty, `kind` unused): where the file goes and what to do
+    /// when its name is taken. `None`: an Outlook attachment session.
+    pub drive: Option<super::drive::DriveTarget>,
     /// Serialises PUTs of one session (a second concurrent PUT then sees the new offset).
     pub lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -279,6 +286,10 @@ pub struct Stats {
     pub dropped_connections: u64,
     pub sessions_created: u64,
     pub attachments_created: u64,
+    /// Files created (or replaced) on a OneDrive by an upload session.
+    pub drive_items_created: u64,
+    /// Sharing links created (a `createLink` answered 200 with an existing link is not counted).
+    pub links_created: u64,
     /// Drafts created through Graph (`POST …/messages`).
     pub drafts_created: u64,
     /// Sends answered 202 (a second send in the move window counts again).

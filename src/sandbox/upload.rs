@@ -29,8 +29,12 @@ fn not_found(h: &HeaderMap) -> Response {
     )
 }
 
-/// `AttachmentSessions('ID')` → `ID` (the last such segment of the path).
-fn session_id(path: &str) -> Option<String> {
+/// `AttachmentSessions('ID')` → `ID` (the last such segment of the path), or a drive upload
+/// URL's `guid='ID'`.
+fn session_id(path: &str, query: &[(String, String)]) -> Option<String> {
+    if let Some((_, g)) = query.iter().find(|(k, _)| k == "guid") {
+        return Some(g.trim_matches('\'').to_string());
+    }
     let decoded = super::graph_api::pct_decode(path);
     let start = decoded.rfind("AttachmentSessions('")? + "AttachmentSessions('".len();
     let end = decoded[start..].find("')")? + start;
@@ -80,19 +84,34 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
             &h,
         );
     }
-    let Some(sid) = session_id(parts.uri.path()) else {
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    // A drive upload URL (`/api/v2.0/drives/…?guid=…&tempauth=…`) answers in OneDrive's words.
+    let drive_url = parts.uri.path().starts_with("/api/v2.0/drives/");
+    let not_found = |h: &HeaderMap| {
+        if drive_url {
+            super::drive::not_found(h)
+        } else {
+            not_found(h)
+        }
+    };
+    let Some(sid) = session_id(parts.uri.path(), &query) else {
         return not_found(&h);
     };
-    let authtoken = url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "authtoken")
-        .map(|(_, v)| v.into_owned());
+    let secret = if drive_url { "tempauth" } else { "authtoken" };
+    let authtoken = query
+        .iter()
+        .find(|(k, _)| k == secret)
+        .map(|(_, v)| v.clone());
     // Look the session up; an expired one is removed with its bytes.
-    let (user, lock) = {
+    let (user, lock, drive) = {
         let mut g = state.lock();
         let Some(s) = g.sessions.get(&sid) else {
             return not_found(&h);
         };
-        if authtoken.as_deref() != Some(s.authtoken.as_str()) {
+        if authtoken.as_deref() != Some(s.authtoken.as_str()) || s.drive.is_some() != drive_url {
             return not_found(&h);
         }
         if Instant::now() >= s.expires {
@@ -102,9 +121,10 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
             let _ = std::fs::remove_file(state.session_path(&sid));
             return not_found(&h);
         }
-        (s.user.clone(), s.lock.clone())
+        (s.user.clone(), s.lock.clone(), s.drive.is_some())
     };
     let class = match parts.method {
+        Method::PUT if drive => RouteClass::DrivePut,
         Method::PUT => RouteClass::Put,
         Method::GET => RouteClass::Status,
         Method::DELETE => RouteClass::Delete,
@@ -125,7 +145,7 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
         &state,
         class,
         &user,
-        if class == RouteClass::Put {
+        if matches!(class, RouteClass::Put | RouteClass::DrivePut) {
             content_length.unwrap_or(0)
         } else {
             0
@@ -133,32 +153,33 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
         &h,
     )
     .await;
-    let (slot, drop_it) = match verdict {
+    let (slot, drop_it, lost, after) = match verdict {
         Err(r) => return r,
-        // `lost` and `effect_then_status` are Graph-route faults: served as usual here.
-        Ok(Verdict::Serve(s)) | Ok(Verdict::Lost(s)) | Ok(Verdict::EffectThen(s, _)) => (s, false),
-        Ok(Verdict::Drop(s)) => (s, true),
+        Ok(Verdict::Serve(s)) => (s, false, false, None),
+        Ok(Verdict::Lost(s)) => (s, false, true, None),
+        Ok(Verdict::EffectThen(s, r)) => (s, false, false, Some(r)),
+        Ok(Verdict::Drop(s)) => (s, true, false, None),
     };
-    if drop_it && class != RouteClass::Put {
+    let is_put = class != RouteClass::Status && class != RouteClass::Delete;
+    if drop_it && !is_put {
         return drop_conn(&state, &parts.method, parts.uri.path(), ctl).await;
     }
     let _slot = slot;
-    match class {
+    let resp = match class {
         RouteClass::Status => {
             let g = state.lock();
-            if !g.faults.status_get {
-                return not_found(&h);
+            match g.sessions.get(&sid) {
+                // OneDrive documents the status GET; Outlook's answer is unconfirmed.
+                Some(s) if drive => super::drive::session_status(s),
+                Some(s) if g.faults.status_get => axum::Json(session_answer(
+                    g.faults.casing,
+                    &fmt_7(s.expires_at),
+                    s.next,
+                    None,
+                ))
+                .into_response(),
+                _ => not_found(&h),
             }
-            let Some(s) = g.sessions.get(&sid) else {
-                return not_found(&h);
-            };
-            axum::Json(session_answer(
-                g.faults.casing,
-                &fmt_7(s.expires_at),
-                s.next,
-                None,
-            ))
-            .into_response()
         }
         RouteClass::Delete => {
             let removed = {
@@ -180,29 +201,61 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
             put(
                 &state,
                 &sid,
+                drive,
                 lock,
                 body,
                 &h,
                 content_length,
-                drop_it.then_some((ctl, parts.method.clone(), parts.uri.path().to_string())),
+                drop_it.then(|| {
+                    (
+                        ctl.clone(),
+                        parts.method.clone(),
+                        parts.uri.path().to_string(),
+                    )
+                }),
             )
             .await
         }
-    }
+    };
+    super::graph_api::answer_after_effect(
+        &state,
+        resp,
+        lost,
+        after,
+        &parts.method,
+        parts.uri.path(),
+        ctl,
+    )
+    .await
 }
 
 type DropPlan = Option<(Option<ConnCtl>, Method, String)>;
 
+#[allow(clippy::too_many_arguments)]
 async fn put(
     state: &Shared,
     sid: &str,
+    drive: bool,
     lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     body: axum::body::Body,
     h: &HeaderMap,
     content_length: Option<u64>,
     drop_plan: DropPlan,
 ) -> Response {
-    let bad = |msg: &str| graph_error(StatusCode::BAD_REQUEST, "ErrorInvalidRequest", msg, h);
+    // OneDrive's codes on a drive upload URL, Outlook's on an attachment's.
+    let (bad_code, range_code) = if drive {
+        ("invalidRequest", "invalidRange")
+    } else {
+        ("ErrorInvalidRequest", "ErrorInvalidRange")
+    };
+    let bad = |msg: &str| graph_error(StatusCode::BAD_REQUEST, bad_code, msg, h);
+    let not_found = |h: &HeaderMap| {
+        if drive {
+            super::drive::not_found(h)
+        } else {
+            not_found(h)
+        }
+    };
     let Some(len) = content_length else {
         return bad("The Content-Length header is required.");
     };
@@ -217,7 +270,25 @@ async fn put(
     };
     let _guard = lock.lock().await;
     let (size, next, mut hasher) = {
-        let g = state.lock();
+        let mut g = state.lock();
+        let max = g.faults.drive_max_size;
+        let Some(s) = g.sessions.get_mut(sid) else {
+            return not_found(h);
+        };
+        // A drive session made without `fileSize` takes the total its first fragment declares.
+        if drive && s.size == super::drive::SIZE_UNKNOWN && a == 0 && total > 0 {
+            if total > max {
+                return graph_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "maxFileSizeExceeded",
+                    &format!("The file is larger than the drive allows ({max} bytes)."),
+                    h,
+                );
+            }
+            s.size = total;
+            let rec = super::persist::SessionRec::of(s);
+            g.log(Record::Session(rec));
+        }
         let Some(s) = g.sessions.get(sid) else {
             return not_found(h);
         };
@@ -236,20 +307,33 @@ async fn put(
             "Content-Length {len} does not match the length of the range {a}-{b}."
         ));
     }
+    if drive && len > super::drive::FRAGMENT_MAX {
+        return bad(&format!(
+            "A fragment must be smaller than {} bytes; this one is {len}.",
+            super::drive::FRAGMENT_MAX
+        ));
+    }
+    if drive && b + 1 != total && len % super::drive::FRAGMENT_UNIT != 0 {
+        return bad(&format!(
+            "Every fragment but the last must be a multiple of 320 KiB ({} bytes); this one is {len}.",
+            super::drive::FRAGMENT_UNIT
+        ));
+    }
     if a != next {
-        return graph_error(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "ErrorInvalidRange",
-            &format!("The range must start at the next expected byte {next}; bytes must be uploaded in order."),
-            h,
-        );
+        let why = match (drive, a < next) {
+            (true, true) => "Uploaded fragment overlaps with existing data.".to_string(),
+            (true, false) => format!("The fragment starts at {a}; the next expected byte is {next} (fragmentOutOfOrder)."),
+            (false, _) => format!("The range must start at the next expected byte {next}; bytes must be uploaded in order."),
+        };
+        return graph_error(StatusCode::RANGE_NOT_SATISFIABLE, range_code, &why, h);
     }
     let misbehaves = {
         let mut g = state.lock();
-        if len > FOUR_MIB {
+        if len > FOUR_MIB && !drive {
             g.stats.chunks_over_4mib += 1;
         }
-        g.faults.upload_misbehaves
+        // The misbehaviours are an Outlook upload server's.
+        g.faults.upload_misbehaves.filter(|_| !drive)
     };
     let part = state.session_path(sid);
     let mut file = match tokio::fs::OpenOptions::new().write(true).open(&part).await {
@@ -341,6 +425,7 @@ async fn put(
         let mut g = state.lock();
         g.stats.upload_bytes_committed += len;
         let casing = g.faults.casing;
+        let lifetime = std::time::Duration::from_secs(g.faults.session_lifetime_secs);
         let Some(s) = g.sessions.get_mut(sid) else {
             return not_found(h);
         };
@@ -353,6 +438,13 @@ async fn put(
             s.kind,
             s.item_id.clone(),
         );
+        // OneDrive extends a session's life with each fragment it takes (onedrive-api-docs
+        // #1260); Outlook's expiry stays.
+        let extended = (drive && !done).then(|| {
+            s.expires = Instant::now() + lifetime;
+            s.expires_at = OffsetDateTime::now_utc() + lifetime;
+            s.expires
+        });
         // The final PUT is journaled as `Completed` once the attachment exists.
         if !done {
             g.log(Record::SessionProgress {
@@ -360,8 +452,27 @@ async fn put(
                 next: new_next,
             });
         }
+        if let Some(e) = extended {
+            g.log(Record::SessionExpires {
+                id: sid.to_string(),
+                expires_ms: super::persist::instant_to_ms(e),
+            });
+        }
         out
     };
+    if drive {
+        if done {
+            return super::drive::complete(state, sid, hex::encode(hasher.finalize()), size, h)
+                .await;
+        }
+        let g = state.lock();
+        let Some(s) = g.sessions.get(sid) else {
+            return not_found(h);
+        };
+        let mut resp = super::drive::session_status(s);
+        *resp.status_mut() = StatusCode::ACCEPTED;
+        return resp;
+    }
     if !done && misbehaves == Some(Misbehaviour::EarlyComplete) {
         // A 201 before the last byte: the bytes so far become the attachment.
         return complete(state, sid, hasher, new_next, h).await;
