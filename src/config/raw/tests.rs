@@ -72,5 +72,6 @@ fn defaults_match_spec() {
     assert_eq!(s.agent.chunk_size, 3840 * 1024);
     assert_eq!(s.agent.concurrency, 4);
     assert_eq!(s.agent.keep_done, Duration::from_secs(180 * 86_400));
+    assert_eq!(s.agent.remember_sent, Duration::from_secs(90 * 86_400));
     assert!(s.mappings.is_empty());
 }
