@@ -937,6 +937,20 @@ impl Machine {
                 let revive = (b.state == State::Canceled && code != Some("canceled"))
                     || (b.state == State::Failed && code == Some(UNREADABLE));
                 if let Some(a) = self.active.get_mut(&b.id) {
+                    // The bytes an open session holds were read from the file the record named
+                    // until now. Once it names another (another inode, or times moved: an edit
+                    // and a copy back are a touch to a stat), a resume after a restart reads
+                    // and hashes what went before from the new file, which proves nothing of
+                    // what the session holds (seed 2179010: an in-place edit went out mid-file,
+                    // a copy of the old bytes replaced the file, and the resumed session
+                    // completed with bytes of two versions). The session is abandoned and the
+                    // upload starts again from the new file; not counted as a restart.
+                    if a.rec.file != stat {
+                        if let Some(s) = a.rec.session.as_mut() {
+                            s.abandoned = true;
+                            a.next_offset = None;
+                        }
+                    }
                     a.rec.file = stat;
                     if revive {
                         a.rec.state = State::Pending;
@@ -4825,6 +4839,91 @@ mod tests {
             .iter()
             .any(|a| matches!(a, Action::PutChunk { offset, last: true, .. } if *offset == chunk)));
         m
+    }
+
+    /// Seed 2179010: a session's bytes came from the file the record named; the path now holds
+    /// another file with the same bytes (an in-place edit went out mid-file, then a copy of the
+    /// old bytes replaced the file). A resume would re-read the start from the new file and pass
+    /// the hash check with the edit still in the session: the session is abandoned and the
+    /// upload starts again from the new file, with no restart counted.
+    #[test]
+    fn a_session_whose_file_was_replaced_by_the_same_bytes_is_started_again() {
+        let chunk = Policy::default().chunk_size;
+        let mut big = pending_record("e1", 1);
+        big.file.size = 3 * chunk;
+        let path = big.path.clone();
+        let (mut m, _) = started(Policy::default(), After::Keep, vec![big.clone()]);
+        answer(
+            &mut m,
+            20,
+            "e1",
+            Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
+        );
+        let out = answer(
+            &mut m,
+            30,
+            "e1",
+            Outcome::Chunk(ChunkOutcome::Accepted { next: Some(chunk) }),
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::PutChunk { offset, .. } if *offset == chunk)));
+        // While the second chunk is on the wire, another file with the same bytes settles.
+        let copy = FileStat {
+            ino: 7,
+            mtime_ns: 40,
+            ctime_ns: 50,
+            ..big.file
+        };
+        let out = settle(&mut m, 40, &path, copy);
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Hash { .. })),
+            "{out:?}"
+        );
+        let out = m.handle(
+            Time(40_000),
+            Input::Hashed {
+                path: path.clone(),
+                result: HashResult::Hashed {
+                    sha256: big.sha256.clone().expect("sha"),
+                    stat: copy,
+                },
+            },
+        );
+        let r = persisted(&out).expect("persisted");
+        assert_eq!(r.file, copy);
+        assert!(r.session.is_some_and(|s| s.abandoned), "{r:?}");
+        // The chunk in flight is taken; nothing more goes into that session.
+        let out = answer(
+            &mut m,
+            40_010,
+            "e1",
+            Outcome::Chunk(ChunkOutcome::Accepted {
+                next: Some(2 * chunk),
+            }),
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::PutChunk { .. })),
+            "{out:?}"
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::DeleteSession { .. })),
+            "{out:?}"
+        );
+        let out = answer(
+            &mut m,
+            40_020,
+            "e1",
+            Outcome::DeleteSession(DeleteOutcome::Deleted),
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::CreateSession { .. })),
+            "{out:?}"
+        );
+        let r = persisted(&out).expect("persisted");
+        assert_eq!((r.restarts, r.session), (0, None));
     }
 
     #[test]
