@@ -3977,6 +3977,42 @@ mod tests {
         assert_eq!(first_record(MAX_ATTACHMENT), (State::Pending, true, 0));
     }
 
+    /// 92d7248: `outbox cancel` of a file rejected by its size clears it; the next run's scan of
+    /// the same file (same stat) makes no new rejection (`run --once` would count it again).
+    #[test]
+    fn a_file_rejected_by_its_size_then_canceled_by_the_user_stays_cleared() {
+        let path = PathBuf::from("/f/a.txt");
+        let over = FileStat {
+            size: MAX_ATTACHMENT + 1,
+            ..FileStat::default()
+        };
+        // Whether `seen` at the path, with an unread record of `recorded`, is settled again.
+        let seen_again = |state: State, code: &str, recorded: FileStat, seen: FileStat| {
+            let mut rec = done_record();
+            rec.file = recorded;
+            rec.sha256 = None;
+            rec.attachment_id = None;
+            rec.state = state;
+            rec.error = Some(Failure::new(code, "why"));
+            let (mut m, _) = started(Policy::default(), After::Keep, vec![rec]);
+            settle(&mut m, 20, &path, seen)
+                .into_iter()
+                .any(|a| matches!(a, Action::Persist(_) | Action::Hash { .. }))
+        };
+        assert!(!seen_again(State::Canceled, "canceled", over, over));
+        assert!(!seen_again(State::Rejected, TOO_LARGE, over, over));
+        // Another file at the path is new.
+        let other = FileStat { ino: 9, ..over };
+        assert!(seen_again(State::Canceled, "canceled", over, other));
+        // Unread and not over the limit, it was unreadable; canceled by the user it is read
+        // again, as every unreadable file is (it may read now): only a refusal by size stays.
+        let at_limit = FileStat {
+            size: MAX_ATTACHMENT,
+            ..over
+        };
+        assert!(seen_again(State::Canceled, "canceled", at_limit, at_limit));
+    }
+
     #[test]
     fn one_mappings_queue_of_files_to_hash_cannot_starve_anothers() {
         let mut big = rule(IfExists::Attach, After::Keep);
