@@ -4259,6 +4259,58 @@ mod tests {
         assert_eq!(m.hashing().count(), 4, "two hashed, two queued");
     }
 
+    /// With two mappings and files of both waiting: one worker still hashes (the share kept
+    /// for the other mapping never leaves none), and three hash three at once, never four
+    /// (each mapping may take two).
+    #[test]
+    fn with_two_mappings_every_hash_worker_is_used_and_no_more() {
+        let hashed_at_once = |workers: usize| {
+            let mut a = rule(IfExists::Attach, After::Keep);
+            a.name = "a".into();
+            let mut b = rule(IfExists::Attach, After::Keep);
+            b.name = "b".into();
+            let policy = Policy {
+                hash_workers: workers,
+                ..Policy::default()
+            };
+            let mut m = Machine::new(vec![a, b], policy);
+            let stat = done_record().file;
+            let paths: Vec<(&str, PathBuf)> = (0..4)
+                .flat_map(|k| [("a", k), ("b", k)])
+                .map(|(mapping, k)| (mapping, PathBuf::from(format!("/{mapping}/{k}.txt"))))
+                .collect();
+            for (mapping, p) in &paths {
+                m.handle(
+                    Time(0),
+                    Input::Observed {
+                        mapping: (*mapping).into(),
+                        path: p.clone(),
+                        stat,
+                    },
+                );
+            }
+            let settled = Time(Policy::default().settle_ms);
+            m.handle(settled, Input::Tick);
+            let mut hashes = 0;
+            for (_, p) in &paths {
+                let out = m.handle(
+                    settled,
+                    Input::Stat {
+                        path: p.clone(),
+                        stat: Some(stat),
+                    },
+                );
+                hashes += out
+                    .iter()
+                    .filter(|a| matches!(a, Action::Hash { .. }))
+                    .count();
+            }
+            hashes
+        };
+        assert_eq!(hashed_at_once(1), 1);
+        assert_eq!(hashed_at_once(3), 3);
+    }
+
     #[test]
     fn a_session_upload_is_not_posted() {
         let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
