@@ -4311,6 +4311,70 @@ mod tests {
         assert_eq!(hashed_at_once(3), 3);
     }
 
+    /// One worker, two mappings with two files each: the mappings take turns (a, b, a, b), so
+    /// neither waits for all of the other's files.
+    #[test]
+    fn mappings_with_files_to_hash_take_turns() {
+        let mut a = rule(IfExists::Attach, After::Keep);
+        a.name = "a".into();
+        let mut b = rule(IfExists::Attach, After::Keep);
+        b.name = "b".into();
+        let policy = Policy {
+            hash_workers: 1,
+            ..Policy::default()
+        };
+        let mut m = Machine::new(vec![a, b], policy);
+        let stat = done_record().file;
+        let paths: Vec<(&str, PathBuf)> = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+            .into_iter()
+            .map(|(mapping, k)| (mapping, PathBuf::from(format!("/{mapping}/{k}.txt"))))
+            .collect();
+        for (mapping, p) in &paths {
+            m.handle(
+                Time(0),
+                Input::Observed {
+                    mapping: (*mapping).into(),
+                    path: p.clone(),
+                    stat,
+                },
+            );
+        }
+        let settled = Time(Policy::default().settle_ms);
+        m.handle(settled, Input::Tick);
+        let hashes = |out: Vec<Action>| -> Vec<PathBuf> {
+            out.into_iter()
+                .filter_map(|a| match a {
+                    Action::Hash { path, .. } => Some(path),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut order = Vec::new();
+        for (_, p) in &paths {
+            order.extend(hashes(m.handle(
+                settled,
+                Input::Stat {
+                    path: p.clone(),
+                    stat: Some(stat),
+                },
+            )));
+        }
+        while let Some(p) = order.last().cloned().filter(|_| order.len() < 4) {
+            order.extend(hashes(m.handle(
+                settled,
+                Input::Hashed {
+                    path: p,
+                    result: HashResult::Gone,
+                },
+            )));
+        }
+        let want: Vec<PathBuf> = ["/a/0.txt", "/b/0.txt", "/a/1.txt", "/b/1.txt"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(order, want);
+    }
+
     #[test]
     fn a_session_upload_is_not_posted() {
         let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
