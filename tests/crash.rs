@@ -153,3 +153,96 @@ async fn kill_9_at_random_instants_loses_and_duplicates_nothing() {
         resent
     );
 }
+
+/// The bytes sent are the bytes hashed, across a restart (seed 2179010 of the simulation): an
+/// edit in place goes out in the middle of a session, the agent stops dead before it hashes the
+/// edit, and a copy of the original bytes replaces the file. The record moves to the copy (same
+/// bytes); the session holds the edit, and a resume re-reads the start from the copy, which
+/// hashes right. The session must be abandoned, never completed with bytes of two versions.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_sent_mid_session_is_not_completed_after_the_file_is_copied_back() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    let mapping = format!(
+        "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\nafter = \"keep\"\n",
+        folder.display()
+    );
+    // First life: a settle longer than the life, so the edit is never hashed in it.
+    let cfg = format!(
+        "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\nsettle = \"10s\"\nsettle_after_close = \"10s\"\nlook_after = \"2s\"\nrescan = \"1h\"\nchunk_size = \"1MiB\"\n\n{mapping}\n",
+        env.sandbox.graph_base(),
+        env.state_dir().display()
+    );
+    std::fs::write(env.path("config.toml"), cfg).expect("write config");
+    let size = 5 * MIB + 3;
+    let file = folder.join("big.bin");
+    let want = write_file(&file, size, 7);
+    // Each piece waits 1.5 s once read, before it is sent; the agent dies once the second is
+    // answered (the read-ahead reads the second piece after the first one's wait).
+    let mut agent = Agent::start(
+        &env,
+        &[
+            ("OUTBOX_PAUSE_AT", "before-chunk:1500"),
+            ("OUTBOX_CRASH_AT", "after-chunk:2"),
+        ],
+    );
+    wait_until(Duration::from_secs(60), "the first piece read", || {
+        let log = agent.log();
+        async move { log.contains("failpoint before-chunk: pausing") }
+    })
+    .await;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .expect("open for the edit");
+        f.seek(SeekFrom::Start(MIB + 100)).expect("seek");
+        f.write_all(&[0xEE; 16]).expect("edit in place");
+    }
+    let start = std::time::Instant::now();
+    while agent.exited().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the agent never reached after-chunk:2:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        agent.log().contains("failpoint after-chunk: aborting"),
+        "{}",
+        agent.log()
+    );
+    // The edit went out in the first session, unhashed: one session, two pieces in it.
+    let stats = env.sandbox.stats().await;
+    assert_eq!(
+        (&stats["sessions_created"], &stats["open_sessions"]),
+        (&json!(1), &json!(1)),
+        "{stats}"
+    );
+    assert!(
+        stats["upload_bytes_committed"].as_u64().unwrap_or(0) >= 2 * MIB,
+        "{stats}"
+    );
+    // The original bytes come back as another file (a copy over it, a sync client).
+    let copy = env.path("copy.bin");
+    assert_eq!(write_file(&copy, size, 7), want);
+    std::fs::rename(&copy, &file).expect("rename the copy in");
+    // Second life: the session's first answer waits 5 s, long enough for the copy to settle and
+    // hash before the upload goes on.
+    env.write_config("chunk_size = \"1MiB\"", &mapping);
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "status", "status": 429, "retry_after": 5}]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "second life:\n{}", stderr(&out));
+    assert_eq!(
+        attached(&env.sandbox, &item).await.get("big.bin"),
+        Some(&want),
+        "the attachment holds the original bytes, not the edit sent before the restart:\n{}",
+        stderr(&out)
+    );
+}

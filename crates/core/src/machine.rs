@@ -1020,6 +1020,20 @@ impl Machine {
                 let revive = (b.state == State::Canceled && code != Some("canceled"))
                     || (b.state == State::Failed && code == Some(UNREADABLE));
                 if let Some(a) = self.active.get_mut(&b.id) {
+                    // The bytes an open session holds were read from the file the record named
+                    // until now. Once it names another (another inode, or times moved: an edit
+                    // and a copy back are a touch to a stat), a resume after a restart reads
+                    // and hashes what went before from the new file, which proves nothing of
+                    // what the session holds (seed 2179010: an in-place edit went out mid-file,
+                    // a copy of the old bytes replaced the file, and the resumed session
+                    // completed with bytes of two versions). The session is abandoned and the
+                    // upload starts again from the new file; not counted as a restart.
+                    if a.rec.file != stat {
+                        if let Some(s) = a.rec.session.as_mut() {
+                            s.abandoned = true;
+                            a.next_offset = None;
+                        }
+                    }
                     a.rec.file = stat;
                     if revive {
                         a.rec.state = State::Pending;
@@ -4343,6 +4357,42 @@ mod tests {
         assert_eq!(first_record(MAX_ATTACHMENT), (State::Pending, true, 0));
     }
 
+    /// 92d7248: `outbox cancel` of a file rejected by its size clears it; the next run's scan of
+    /// the same file (same stat) makes no new rejection (`run --once` would count it again).
+    #[test]
+    fn a_file_rejected_by_its_size_then_canceled_by_the_user_stays_cleared() {
+        let path = PathBuf::from("/f/a.txt");
+        let over = FileStat {
+            size: MAX_ATTACHMENT + 1,
+            ..FileStat::default()
+        };
+        // Whether `seen` at the path, with an unread record of `recorded`, is settled again.
+        let seen_again = |state: State, code: &str, recorded: FileStat, seen: FileStat| {
+            let mut rec = done_record();
+            rec.file = recorded;
+            rec.sha256 = None;
+            rec.attachment_id = None;
+            rec.state = state;
+            rec.error = Some(Failure::new(code, "why"));
+            let (mut m, _) = started(Policy::default(), After::Keep, vec![rec]);
+            settle(&mut m, 20, &path, seen)
+                .into_iter()
+                .any(|a| matches!(a, Action::Persist(_) | Action::Hash { .. }))
+        };
+        assert!(!seen_again(State::Canceled, "canceled", over, over));
+        assert!(!seen_again(State::Rejected, TOO_LARGE, over, over));
+        // Another file at the path is new.
+        let other = FileStat { ino: 9, ..over };
+        assert!(seen_again(State::Canceled, "canceled", over, other));
+        // Unread and not over the limit, it was unreadable; canceled by the user it is read
+        // again, as every unreadable file is (it may read now): only a refusal by size stays.
+        let at_limit = FileStat {
+            size: MAX_ATTACHMENT,
+            ..over
+        };
+        assert!(seen_again(State::Canceled, "canceled", at_limit, at_limit));
+    }
+
     #[test]
     fn one_mappings_queue_of_files_to_hash_cannot_starve_anothers() {
         let mut big = rule(IfExists::Attach, After::Keep);
@@ -4587,6 +4637,122 @@ mod tests {
         }
         assert_eq!(hashes, 2);
         assert_eq!(m.hashing().count(), 4, "two hashed, two queued");
+    }
+
+    /// With two mappings and files of both waiting: one worker still hashes (the share kept
+    /// for the other mapping never leaves none), and three hash three at once, never four
+    /// (each mapping may take two).
+    #[test]
+    fn with_two_mappings_every_hash_worker_is_used_and_no_more() {
+        let hashed_at_once = |workers: usize| {
+            let mut a = rule(IfExists::Attach, After::Keep);
+            a.name = "a".into();
+            let mut b = rule(IfExists::Attach, After::Keep);
+            b.name = "b".into();
+            let policy = Policy {
+                hash_workers: workers,
+                ..Policy::default()
+            };
+            let mut m = Machine::new(vec![a, b], policy);
+            let stat = done_record().file;
+            let paths: Vec<(&str, PathBuf)> = (0..4)
+                .flat_map(|k| [("a", k), ("b", k)])
+                .map(|(mapping, k)| (mapping, PathBuf::from(format!("/{mapping}/{k}.txt"))))
+                .collect();
+            for (mapping, p) in &paths {
+                m.handle(
+                    Time(0),
+                    Input::Observed {
+                        mapping: (*mapping).into(),
+                        path: p.clone(),
+                        stat,
+                    },
+                );
+            }
+            let settled = Time(Policy::default().settle_ms);
+            m.handle(settled, Input::Tick);
+            let mut hashes = 0;
+            for (_, p) in &paths {
+                let out = m.handle(
+                    settled,
+                    Input::Stat {
+                        path: p.clone(),
+                        stat: Some(stat),
+                    },
+                );
+                hashes += out
+                    .iter()
+                    .filter(|a| matches!(a, Action::Hash { .. }))
+                    .count();
+            }
+            hashes
+        };
+        assert_eq!(hashed_at_once(1), 1);
+        assert_eq!(hashed_at_once(3), 3);
+    }
+
+    /// One worker, two mappings with two files each: the mappings take turns (a, b, a, b), so
+    /// neither waits for all of the other's files.
+    #[test]
+    fn mappings_with_files_to_hash_take_turns() {
+        let mut a = rule(IfExists::Attach, After::Keep);
+        a.name = "a".into();
+        let mut b = rule(IfExists::Attach, After::Keep);
+        b.name = "b".into();
+        let policy = Policy {
+            hash_workers: 1,
+            ..Policy::default()
+        };
+        let mut m = Machine::new(vec![a, b], policy);
+        let stat = done_record().file;
+        let paths: Vec<(&str, PathBuf)> = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+            .into_iter()
+            .map(|(mapping, k)| (mapping, PathBuf::from(format!("/{mapping}/{k}.txt"))))
+            .collect();
+        for (mapping, p) in &paths {
+            m.handle(
+                Time(0),
+                Input::Observed {
+                    mapping: (*mapping).into(),
+                    path: p.clone(),
+                    stat,
+                },
+            );
+        }
+        let settled = Time(Policy::default().settle_ms);
+        m.handle(settled, Input::Tick);
+        let hashes = |out: Vec<Action>| -> Vec<PathBuf> {
+            out.into_iter()
+                .filter_map(|a| match a {
+                    Action::Hash { path, .. } => Some(path),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut order = Vec::new();
+        for (_, p) in &paths {
+            order.extend(hashes(m.handle(
+                settled,
+                Input::Stat {
+                    path: p.clone(),
+                    stat: Some(stat),
+                },
+            )));
+        }
+        while let Some(p) = order.last().cloned().filter(|_| order.len() < 4) {
+            order.extend(hashes(m.handle(
+                settled,
+                Input::Hashed {
+                    path: p,
+                    result: HashResult::Gone,
+                },
+            )));
+        }
+        let want: Vec<PathBuf> = ["/a/0.txt", "/b/0.txt", "/a/1.txt", "/b/1.txt"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(order, want);
     }
 
     #[test]
@@ -5205,6 +5371,91 @@ mod tests {
             .iter()
             .any(|a| matches!(a, Action::PutChunk { offset, last: true, .. } if *offset == chunk)));
         m
+    }
+
+    /// Seed 2179010: a session's bytes came from the file the record named; the path now holds
+    /// another file with the same bytes (an in-place edit went out mid-file, then a copy of the
+    /// old bytes replaced the file). A resume would re-read the start from the new file and pass
+    /// the hash check with the edit still in the session: the session is abandoned and the
+    /// upload starts again from the new file, with no restart counted.
+    #[test]
+    fn a_session_whose_file_was_replaced_by_the_same_bytes_is_started_again() {
+        let chunk = Policy::default().chunk_size;
+        let mut big = pending_record("e1", 1);
+        big.file.size = 3 * chunk;
+        let path = big.path.clone();
+        let (mut m, _) = started(Policy::default(), After::Keep, vec![big.clone()]);
+        answer(
+            &mut m,
+            20,
+            "e1",
+            Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
+        );
+        let out = answer(
+            &mut m,
+            30,
+            "e1",
+            Outcome::Chunk(ChunkOutcome::Accepted { next: Some(chunk) }),
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::PutChunk { offset, .. } if *offset == chunk)));
+        // While the second chunk is on the wire, another file with the same bytes settles.
+        let copy = FileStat {
+            ino: 7,
+            mtime_ns: 40,
+            ctime_ns: 50,
+            ..big.file
+        };
+        let out = settle(&mut m, 40, &path, copy);
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Hash { .. })),
+            "{out:?}"
+        );
+        let out = m.handle(
+            Time(40_000),
+            Input::Hashed {
+                path: path.clone(),
+                result: HashResult::Hashed {
+                    sha256: big.sha256.clone().expect("sha"),
+                    stat: copy,
+                },
+            },
+        );
+        let r = persisted(&out).expect("persisted");
+        assert_eq!(r.file, copy);
+        assert!(r.session.is_some_and(|s| s.abandoned), "{r:?}");
+        // The chunk in flight is taken; nothing more goes into that session.
+        let out = answer(
+            &mut m,
+            40_010,
+            "e1",
+            Outcome::Chunk(ChunkOutcome::Accepted {
+                next: Some(2 * chunk),
+            }),
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::PutChunk { .. })),
+            "{out:?}"
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::DeleteSession { .. })),
+            "{out:?}"
+        );
+        let out = answer(
+            &mut m,
+            40_020,
+            "e1",
+            Outcome::DeleteSession(DeleteOutcome::Deleted),
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::CreateSession { .. })),
+            "{out:?}"
+        );
+        let r = persisted(&out).expect("persisted");
+        assert_eq!((r.restarts, r.session), (0, None));
     }
 
     #[test]

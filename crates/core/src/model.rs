@@ -1261,3 +1261,61 @@ pub fn file_key(user: &str, mapping: &str, rel_path: &Path, size: u64, sha256: &
     }
     hex::encode(&h.finalize()[..16])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::path_bytes;
+    use serde::{Deserialize, Serialize};
+    use std::path::PathBuf;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Stored {
+        #[serde(with = "path_bytes")]
+        path: PathBuf,
+    }
+
+    fn read(v: serde_json::Value) -> Result<PathBuf, String> {
+        serde_json::from_value::<Stored>(v)
+            .map(|s| s.path)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_unicode_path_is_stored_as_its_string_and_read_back_from_text_or_a_value() {
+        let s = Stored {
+            path: PathBuf::from("/drop/é.pdf"),
+        };
+        let text = serde_json::to_string(&s).expect("serialize");
+        assert_eq!(text, r#"{"path":"/drop/é.pdf"}"#);
+        // Borrowed from the text (visit_str) and owned in a value (visit_string).
+        assert_eq!(serde_json::from_str::<Stored>(&text).expect("text"), s);
+        assert_eq!(
+            read(serde_json::json!({"path": "/drop/é.pdf"})),
+            Ok(s.path.clone())
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_path_that_is_not_unicode_is_stored_as_its_exact_bytes() {
+        use std::os::unix::ffi::OsStringExt;
+        let path = PathBuf::from(std::ffi::OsString::from_vec(b"/d/\xffa".to_vec()));
+        let s = Stored { path: path.clone() };
+        let v = serde_json::to_value(&s).expect("serialize");
+        assert_eq!(v, serde_json::json!({"path": {"bytes_hex": "2f642fff61"}}));
+        assert_eq!(read(v), Ok(path));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_stored_path_that_cannot_be_read_is_refused_with_what_it_is() {
+        let refused = |v| read(v).expect_err("refused");
+        assert!(refused(serde_json::json!({"path": {}})).contains("an empty path"));
+        assert!(
+            refused(serde_json::json!({"path": {"bytes_hex": "zz"}})).contains("path bytes_hex")
+        );
+        assert!(refused(serde_json::json!({"path": {"wide_hex": "0041"}}))
+            .contains("a path as `wide_hex` is not one this platform reads"));
+        assert!(refused(serde_json::json!({"path": 7})).contains("a path: a string, or"));
+    }
+}

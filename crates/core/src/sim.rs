@@ -3097,6 +3097,10 @@ mod tests {
             556_928,
             "a message went with the copy of a version that had left it while its POST answer was in doubt (the listing lagged)",
         ),
+        (
+            2_179_010,
+            "a resumed session completed with bytes of two versions: an in-place edit went out mid-file, a copy of the old bytes replaced the file, and its same-bytes hash moved the record to the copy, so the resume re-read (and passed) the start from the copy",
+        ),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {
