@@ -2843,6 +2843,10 @@ mod tests {
     /// the world; the comment says which).
     const FAILED_ONCE: &[(u64, &str)] = &[
         (
+            2179010,
+            "a session resumed after a same-bytes rehash that moved its record to another file: its last chunk came from other bytes",
+        ),
+        (
             2730,
             "oracle: a retried refusal at settle (never read) canceled by the user has no hash to match",
         ),
