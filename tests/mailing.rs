@@ -866,7 +866,18 @@ async fn a_lost_or_restored_state_dir_mails_no_file_again() {
     for r in &rows {
         assert_eq!(r["state"], "done", "found mailed: {r}");
         assert!(r["attachment_id"].is_string(), "{r}");
+        assert_eq!(r["error"]["code"], "foundMailed", "the row says why: {r}");
     }
+    // Its attachment is on a message already sent: `retry` of it is refused, saying how to
+    // mail it again on purpose (never a delete on the sent copy).
+    let id = rows[0]["id"].as_str().expect("id").to_string();
+    let out = env.run(&["retry", &id], T);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("mailed before") && stderr(&out).contains("anew"),
+        "{}",
+        stderr(&out)
+    );
 
     // Restored from the backup, which knows a.pdf mailed but not b.pdf.
     std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");

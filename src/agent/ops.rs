@@ -59,6 +59,18 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
             }
         }
         EntryState::Done if e.after_failed => None,
+        // Found mailed by its key (a sent copy in the mailbox): its attachment is on a message
+        // already sent, which nothing may change; mailing it again is a new drop.
+        EntryState::Done
+            if e
+                .error
+                .as_ref()
+                .is_some_and(|f| f.code == crate::core::machine::FOUND_MAILED) =>
+        {
+            Some(format!(
+                "entry {id} was mailed before (found in Sent Items by its key); to mail it again on purpose, copy the file into its folder anew"
+            ))
+        }
         // A file of a message is on that message's draft (or in the mail sent): attaching it
         // again on its own would mail it twice, or send the message without it.
         EntryState::Done if e.message.is_some() => Some(format!(

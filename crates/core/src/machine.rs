@@ -9,8 +9,8 @@
 use super::model::*;
 use super::settle::{Settled, Settler};
 pub use messages::{
-    cap_frees_at, civil_date, held_backoff_ms, HELD_BY_DRAFT, HELD_TRIES, MESSAGE_TOO_LARGE,
-    NO_FILES_LEFT,
+    cap_frees_at, civil_date, held_backoff_ms, FOUND_MAILED, HELD_BY_DRAFT, HELD_TRIES,
+    MESSAGE_TOO_LARGE, NO_FILES_LEFT,
 };
 
 #[path = "messages.rs"]

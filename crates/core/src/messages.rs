@@ -67,6 +67,9 @@ struct FilesState {
 /// Error code of a message none of whose files is left (canceled or deleted before sending).
 pub const NO_FILES_LEFT: &str = "noFilesLeft";
 
+/// Code of the note on a `done` file found already mailed by its key (not mailed again).
+pub const FOUND_MAILED: &str = "foundMailed";
+
 /// Error code of a file held by a draft in the mailbox that carries its key.
 pub const HELD_BY_DRAFT: &str = "heldByDraft";
 
@@ -699,7 +702,17 @@ impl Machine {
         });
         a.rec.attachment_id = Some(attachment_id);
         a.rec.bytes_sent = a.rec.file.size;
-        a.rec.error = None;
+        // Said on its row: why this drop was not mailed.
+        a.rec.error = Some(Failure::new(
+            FOUND_MAILED,
+            format!(
+                "already mailed: a sent copy in the mailbox ({}) carries this file's key; not \
+                 mailed again (to mail it again on purpose, copy the file into the folder anew)",
+                internet_message_id
+                    .as_deref()
+                    .unwrap_or("its internetMessageId unknown")
+            ),
+        ));
         a.rec.attempts = 0;
         a.rec.after_done = keep || superseded;
         let path = a.rec.path.clone();
