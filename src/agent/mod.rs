@@ -157,8 +157,22 @@ pub fn policy_of(settings: &Settings) -> crate::core::model::Policy {
         sends_per_window,
         send_window_ms,
         utc_offset_ms: local_utc_offset_ms(),
+        sign_in_pause_ms: sign_in_pause_ms(),
         ..crate::core::model::Policy::default()
     }
+}
+
+/// How long uploads pause after a sign-in problem before they try again: the core's default
+/// (30 s), or (debug builds only, a test hook) `OUTBOX_SIGN_IN_PAUSE` seconds.
+fn sign_in_pause_ms() -> u64 {
+    #[cfg(debug_assertions)]
+    if let Some(secs) = std::env::var("OUTBOX_SIGN_IN_PAUSE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return secs.saturating_mul(1000);
+    }
+    crate::core::model::Policy::default().sign_in_pause_ms
 }
 
 /// The local time's offset from UTC (for `{date}` in a message's subject and body), in ms; 0
