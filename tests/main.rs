@@ -24,6 +24,7 @@ mod many;
 mod messages;
 mod names;
 mod outage;
+mod pause;
 mod properties;
 mod sandbox;
 mod security;

@@ -17,6 +17,7 @@ mod intake;
 pub mod mailnow;
 pub mod oneshot;
 pub mod ops;
+mod pause;
 mod startup;
 pub mod steps;
 
@@ -261,6 +262,8 @@ struct Agent {
     /// Each entry's last step's fault, while its next step has not succeeded: what `status`
     /// says a waiting row waits for (the core keeps only when).
     last_fault: std::collections::HashMap<String, crate::core::model::Fault>,
+    /// `outbox pause`: mappings that take no new file for now.
+    pauses: pause::Pauses,
 }
 
 /// `run --once` waits out an outage this long before it gives up (exit 1, nothing lost).
@@ -364,6 +367,7 @@ pub async fn run(
         item_errors_said: HashSet::new(),
         unreachable_since: None,
         last_fault: Default::default(),
+        pauses: Default::default(),
     };
     // The folders are scanned on another thread while the ledger is read and the core takes
     // it in (the watcher is already up: a change from now on is reported either way); the
@@ -459,6 +463,10 @@ pub async fn run(
             .map(|t| agent.clock.instant_of(t))
             .unwrap_or(next_rescan)
             .min(next_rescan);
+        let wake = agent
+            .pauses
+            .next_end()
+            .map_or(wake, |t| wake.min(Instant::from_std(t)));
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("signal received: checkpointing and stopping");
@@ -493,6 +501,7 @@ pub async fn run(
                     agent.rescan(None);
                     agent.prune(None);
                 }
+                agent.end_pauses();
                 agent.wake = None;
                 agent.inputs.push_back(Input::Tick);
             }
@@ -765,7 +774,12 @@ impl Agent {
                 attempts: 0,
             })
         };
-        control::AgentView { paused, waits }
+        waits.extend(self.held_waits());
+        control::AgentView {
+            paused,
+            waits,
+            held: self.pauses.view(),
+        }
     }
 
     /// `run --once`: stop when nothing is left, or only work that waits for sign-in or for a
@@ -1291,6 +1305,8 @@ impl Agent {
                     line(Ok(entries(std::slice::from_ref(&id), &self.ledger)?))
                 }
             },
+            Request::Pause { mapping, for_ms } => Answer::Line(self.pause(mapping, for_ms)),
+            Request::Resume { mapping } => Answer::Line(self.resume(mapping)),
             Request::Overflow if self.test_hooks => {
                 self.losing_events = false;
                 self.rescan(None);
@@ -1382,6 +1398,18 @@ impl Agent {
                 .iter()
                 .position(|m| path.starts_with(&m.folder))
             {
+                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                unledgered.push(control::Unledgered {
+                    mapping: i,
+                    path: path.to_path_buf(),
+                    size,
+                    still_changing: false,
+                });
+            }
+        }
+        // Files left in their folders by `outbox pause`.
+        for (mapping, path, _) in self.pauses.held_files() {
+            if let Some(i) = index(mapping) {
                 let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                 unledgered.push(control::Unledgered {
                     mapping: i,

@@ -506,3 +506,58 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
     }
     Ok(ExitCode::Ok)
 }
+
+/// `outbox pause` / `outbox resume`: asked of the running agent, the only one a pause holds.
+/// With no agent there is nothing to pause: said, exit 1.
+pub async fn pause_or_resume(settings: Settings, req: Request) -> Result<ExitCode, CommandError> {
+    let dir = settings.agent.state_dir.clone();
+    let (verb, mapping) = match &req {
+        Request::Pause { mapping, .. } => ("pause", mapping.clone()),
+        Request::Resume { mapping } => ("resume", mapping.clone()),
+        _ => ("ask", None),
+    };
+    let resp = match control::ask(&dir, &req).await {
+        Some(r) => r,
+        None => {
+            // The agent may be starting (it holds the ledger, its socket not up yet): once more.
+            let starting = matches!(Ledger::open(&dir), Err(LedgerError::InUse { .. }));
+            let again = if starting {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                control::ask(&dir, &req).await
+            } else {
+                None
+            };
+            again.ok_or_else(|| {
+                CommandError::new(
+                    ExitCode::Failed,
+                    format!(
+                        "no agent is running on state dir {}: nothing to {verb}. A pause holds a \
+                         running agent only; `outbox run` (or `outbox service install`) starts one, \
+                         and it takes every file waiting in the folders",
+                        crate::outside::path(&dir)
+                    ),
+                )
+            })?
+        }
+    };
+    from_response(resp.clone())?;
+    let now = time::OffsetDateTime::now_utc();
+    let held = resp.agent.map(|v| v.held).unwrap_or_default();
+    match (verb, &mapping) {
+        ("resume", Some(m)) => outln!(
+            "resumed: mapping {}; new files are taken again, and those dropped while it was paused",
+            crate::outside::printable(m)
+        ),
+        ("resume", None) => outln!(
+            "resumed: every mapping; new files are taken again, and those dropped while paused"
+        ),
+        _ => {}
+    }
+    for h in &held {
+        outln!(
+            "paused: {}",
+            crate::outside::printable(&super::status::held_text(h, now))
+        );
+    }
+    Ok(ExitCode::Ok)
+}
