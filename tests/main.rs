@@ -32,3 +32,4 @@ mod send;
 mod signin;
 mod soak;
 mod truth;
+mod voice;

@@ -325,7 +325,7 @@ async fn check_sign_in(r: &mut Report, settings: &Settings) -> bool {
             r.line(
                 Level::Error,
                 "sign-in",
-                format!("cannot reach Graph at {}: {e}", settings.graph.base_url),
+                crate::cli::out::cannot_reach(&settings.graph.base_url, &e.to_string()),
             );
             false
         }

@@ -221,7 +221,8 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         search: Option<String>,
         /// How many items to list (1-1000), newest first.
-        #[arg(long, value_name = "N", default_value_t = 10)]
+        #[arg(long, value_name = "N", default_value_t = 10,
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
         top: u32,
         /// Mailbox: `me` (default), a UPN or a user id.
         #[arg(long, value_name = "U", default_value = "me")]

@@ -94,7 +94,7 @@ pub async fn run(
     };
     let mut copies: HashMap<String, SentCopy> = HashMap::new();
     for e in &todo {
-        let name = e.file_name();
+        let name = crate::outside::printable(&e.file_name_shown()).into_owned();
         let message = e.message.as_deref().and_then(|m| messages.get(m));
         if let Some(m) = message {
             if let Some((v, msg)) = in_message(&client, e, m, &mut copies).await? {
@@ -180,7 +180,7 @@ async fn in_message(
     m: &MessageRecord,
     copies: &mut HashMap<String, SentCopy>,
 ) -> Result<Option<(Verdict, String)>, CommandError> {
-    let name = e.file_name();
+    let name = crate::outside::printable(&e.file_name_shown()).into_owned();
     let mid = &m.id;
     let imid = m
         .internet_message_id
@@ -402,7 +402,8 @@ impl Findings {
                 "message": message,
             }));
         } else {
-            outln!("{tag}  {}  {message}", e.id);
+            // A file name, a server's answer: one line, secrets redacted, controls escaped.
+            outln!("{tag}  {}  {}", e.id, crate::outside::shown(&message));
         }
     }
 
