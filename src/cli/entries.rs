@@ -225,9 +225,7 @@ async fn via_agent_or_ledger(
     let ledger = match Ledger::open(dir) {
         Ok(l) => l,
         Err(LedgerError::InUse { .. }) => {
-            // Locked but the socket did not answer: the agent may be starting; ask once more.
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            return match control::ask(dir, &req).await {
+            return match ask_while_starting(dir, &req).await {
                 Some(resp) => from_response(resp),
                 None => Err(CommandError::new(ExitCode::Usage, format!("another outbox process holds the ledger in {} and does not answer on its socket; try again in a moment", dir.display()))),
             };
@@ -237,6 +235,22 @@ async fn via_agent_or_ledger(
     let result = local(&ledger);
     ledger.close().map_err(ledger_err)?;
     result
+}
+
+/// The ledger is held but the socket did not answer: an agent may be starting (it opens the
+/// ledger, then its socket; on a busy machine that can take seconds). Ask again, every 100 ms,
+/// for up to 5 s.
+async fn ask_while_starting(dir: &std::path::Path, req: &Request) -> Option<Response> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Some(r) = control::ask(dir, req).await {
+            return Some(r);
+        }
+        if std::time::Instant::now() >= until {
+            return None;
+        }
+    }
 }
 
 fn from_response(resp: Response) -> Result<Rows, CommandError> {
@@ -519,13 +533,19 @@ pub async fn pause_or_resume(settings: Settings, req: Request) -> Result<ExitCod
     let resp = match control::ask(&dir, &req).await {
         Some(r) => r,
         None => {
-            // The agent may be starting (it holds the ledger, its socket not up yet): once more.
-            let starting = matches!(Ledger::open(&dir), Err(LedgerError::InUse { .. }));
-            let again = if starting {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                control::ask(&dir, &req).await
-            } else {
+            // The agent may be starting (it holds the ledger, its socket not up yet). No ledger
+            // yet: no agent ever ran here, and nothing is made by asking.
+            let again = if !dir.join("ledger").join("db").exists() {
                 None
+            } else {
+                match Ledger::open(&dir) {
+                    Err(LedgerError::InUse { .. }) => ask_while_starting(&dir, &req).await,
+                    Ok(l) => {
+                        let _ = l.close();
+                        None
+                    }
+                    Err(_) => None,
+                }
             };
             again.ok_or_else(|| {
                 CommandError::new(
