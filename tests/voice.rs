@@ -112,3 +112,118 @@ async fn an_untrusted_or_unreachable_graph_is_said_alike_by_items_send_and_check
         says_cannot_reach(what, &text, &base, "Connection refused", "graph.base_url");
     }
 }
+
+/// `outbox run` at a terminal (a pseudo-terminal from `script`, of util-linux): each line the
+/// time of day and what happened, not the date to the microsecond and the Rust module that
+/// logged it; in a file (the journal, a redirect) the full form stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_at_a_terminal_says_the_time_of_day_not_the_module() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        ),
+    );
+    write_file(&folder.join("a.txt"), 100, 1);
+    let line = format!("'{}' run --once", bin());
+    let out = run_bounded(
+        std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("OUTBOX_CONFIG", env.path("config.toml"))
+            .env("OUTBOX_TEST_TOKEN", TOKEN)
+            .env("RUST_LOG", "outbox=info")
+            .env("NO_COLOR", "1"),
+        T,
+    );
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "needs `script` (util-linux): {text}{}",
+        stderr(&out)
+    );
+    let attached = text
+        .lines()
+        .find(|l| l.contains("attached"))
+        .unwrap_or_else(|| panic!("no `attached` line:\n{text}"));
+    let time = attached.split(' ').next().unwrap_or_default();
+    assert!(
+        time.len() == 9
+            && time.ends_with('Z')
+            && time[..8].chars().enumerate().all(|(i, c)| if i % 3 == 2 {
+                c == ':'
+            } else {
+                c.is_ascii_digit()
+            }),
+        "not HH:MM:SSZ first: {attached}"
+    );
+    assert!(
+        !text.contains("outbox::"),
+        "a module path at a terminal:\n{text}"
+    );
+    // Not at a terminal: the full timestamp and the module, for the journal and files.
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert!(log.contains("outbox::agent"), "{log}");
+}
+
+/// `check` and `verify` colour their verdicts at a terminal as `status` colours its states (and
+/// never with `NO_COLOR`, nor in a pipe).
+#[tokio::test(flavor = "multi_thread")]
+async fn check_and_verify_colour_their_verdicts_at_a_terminal_only() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            folder.display()
+        ),
+    );
+    write_file(&folder.join("a.txt"), 100, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let at_terminal = |args: &str, no_color: bool| {
+        let line = format!("'{}' {args}", bin());
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"])
+            .env("OUTBOX_CONFIG", env.path("config.toml"))
+            .env("OUTBOX_TEST_TOKEN", TOKEN)
+            .env("RUST_LOG", "off");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let out = run_bounded(&mut cmd, T);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args}: needs `script` (util-linux): {}",
+            stdout(&out)
+        );
+        stdout(&out)
+    };
+    for (args, good) in [
+        ("check", "\x1b[32mok   \x1b[0m  config"),
+        ("verify --all", "\x1b[32mok      \x1b[0m  "),
+    ] {
+        let text = at_terminal(args, false);
+        assert!(text.contains(good), "{args} at a terminal: {text:?}");
+        let text = at_terminal(args, true);
+        assert!(!text.contains('\x1b'), "{args} with NO_COLOR: {text:?}");
+        let piped = env.run(&args.split(' ').collect::<Vec<_>>(), T);
+        assert!(
+            !stdout(&piped).contains('\x1b'),
+            "{args} in a pipe: {}",
+            stdout(&piped)
+        );
+    }
+}

@@ -9,7 +9,6 @@ use crate::config::Settings;
 use crate::core::model::MessageRecord;
 use crate::graph::GraphClient;
 use crate::ledger::{EntryError, EntryState, Ledger, LedgerEntry, LedgerError, SessionStore};
-use std::io::IsTerminal;
 
 /// Whether an agent answers on the state dir's socket (`Some`), and its pid when the platform
 /// tells (the socket peer's credentials). Asks nothing of the agent: connect, look, hang up.
@@ -330,10 +329,7 @@ pub async fn status(
             super::status::render_json(&entries, &messages, &facts)
         );
     } else {
-        let color = super::logging::colour(
-            std::io::stdout().is_terminal(),
-            std::env::var_os("NO_COLOR").as_deref(),
-        );
+        let color = super::out::stdout_colour();
         outln!("{}", super::status::agent_header(&facts, &dir));
         for line in crate::watch::unavailable_lines(&settings.mappings) {
             outln!("{line}");

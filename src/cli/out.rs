@@ -28,6 +28,37 @@ const READS_CONFIG: [&str; 16] = [
     "whoami", "check", "verify", "items", "init", "service",
 ];
 
+/// Whether what goes to stdout gets colour: the one rule of every command (a terminal, and no
+/// `NO_COLOR`; `status`, `check`, `verify`).
+pub fn stdout_colour() -> bool {
+    use std::io::IsTerminal;
+    super::logging::colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+/// A verdict's colour: green for good, yellow for a warning or a doubt, red for a problem.
+#[derive(Debug, Clone, Copy)]
+pub enum Tone {
+    Good,
+    Doubt,
+    Bad,
+}
+
+/// `text` in its tone's colour when `on` (padding belongs inside `text`, so columns line up).
+pub fn paint(text: &str, tone: Tone, on: bool) -> String {
+    if !on {
+        return text.to_owned();
+    }
+    let code = match tone {
+        Tone::Good => "\x1b[32m",
+        Tone::Doubt => "\x1b[33m",
+        Tone::Bad => "\x1b[31m",
+    };
+    format!("{code}{text}\x1b[0m")
+}
+
 /// Codes of ours for a request that got no answer (`graph::GraphError::transport`).
 const NO_ANSWER: [&str; 3] = ["ConnectionFailed", "Timeout", "ConnectionDropped"];
 

@@ -89,6 +89,7 @@ pub async fn run(
         .map_err(|e| CommandError::new(ExitCode::Failed, e))?;
     let mut out = Findings {
         json,
+        colour: !json && crate::cli::out::stdout_colour(),
         bad: 0,
         rows: Vec::new(),
     };
@@ -378,18 +379,21 @@ enum Verdict {
 /// `{"id","file","result","message"}` at the end.
 struct Findings {
     json: bool,
+    /// The tags in colour (`out::stdout_colour`).
+    colour: bool,
     bad: usize,
     rows: Vec<serde_json::Value>,
 }
 
 impl Findings {
     fn add(&mut self, e: &LedgerEntry, v: Verdict, message: String) {
-        let (tag, word) = match v {
-            Verdict::Ok => ("ok      ", "ok"),
-            Verdict::Mismatch => ("MISMATCH", "mismatch"),
-            Verdict::Missing => ("MISSING ", "missing"),
-            Verdict::Unconfirmed => ("UNSURE  ", "unconfirmed"),
-            Verdict::Error => ("error   ", "error"),
+        use crate::cli::out::{paint, Tone};
+        let (tag, word, tone) = match v {
+            Verdict::Ok => ("ok      ", "ok", Tone::Good),
+            Verdict::Mismatch => ("MISMATCH", "mismatch", Tone::Bad),
+            Verdict::Missing => ("MISSING ", "missing", Tone::Bad),
+            Verdict::Unconfirmed => ("UNSURE  ", "unconfirmed", Tone::Doubt),
+            Verdict::Error => ("error   ", "error", Tone::Bad),
         };
         if v != Verdict::Ok {
             self.bad += 1;
@@ -403,6 +407,7 @@ impl Findings {
             }));
         } else {
             // A file name, a server's answer: one line, secrets redacted, controls escaped.
+            let tag = paint(tag, tone, self.colour);
             outln!("{tag}  {}  {}", e.id, crate::outside::shown(&message));
         }
     }
