@@ -116,6 +116,8 @@ async fn an_untrusted_or_unreachable_graph_is_said_alike_by_items_send_and_check
 /// `outbox run` at a terminal (a pseudo-terminal from `script`, of util-linux): each line the
 /// time of day and what happened, not the date to the microsecond and the Rust module that
 /// logged it; in a file (the journal, a redirect) the full form stays.
+// `script -qec` is util-linux's (BSD `script` takes other options).
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread")]
 async fn run_at_a_terminal_says_the_time_of_day_not_the_module() {
     let env = Env::new();
@@ -174,6 +176,8 @@ async fn run_at_a_terminal_says_the_time_of_day_not_the_module() {
 
 /// `check` and `verify` colour their verdicts at a terminal as `status` colours its states (and
 /// never with `NO_COLOR`, nor in a pipe).
+// `script -qec` is util-linux's (BSD `script` takes other options).
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread")]
 async fn check_and_verify_colour_their_verdicts_at_a_terminal_only() {
     let env = Env::new();
