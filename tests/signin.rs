@@ -387,9 +387,12 @@ async fn revoked_refresh_token_pauses_the_agent_until_login() {
     device_config(&env, "", &mapping);
     let login1 = login(&env).await;
     let log_path = env.path("agent.log");
+    // Uploads pause 2 s after a sign-in problem instead of 30 (debug-only hook): the agent
+    // tries again, and fails again, several times before the second login, and says it once.
     let mut agent = env
         .cmd()
         .arg("run")
+        .env("OUTBOX_SIGN_IN_PAUSE", "2")
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(&log_path).expect("log")))
         .spawn()

@@ -49,6 +49,12 @@ _outbox() {
             outbox,man)
                 cmd="outbox__subcmd__man"
                 ;;
+            outbox,pause)
+                cmd="outbox__subcmd__pause"
+                ;;
+            outbox,resume)
+                cmd="outbox__subcmd__resume"
+                ;;
             outbox,retry)
                 cmd="outbox__subcmd__retry"
                 ;;
@@ -106,6 +112,12 @@ _outbox() {
             outbox__subcmd__help,man)
                 cmd="outbox__subcmd__help__subcmd__man"
                 ;;
+            outbox__subcmd__help,pause)
+                cmd="outbox__subcmd__help__subcmd__pause"
+                ;;
+            outbox__subcmd__help,resume)
+                cmd="outbox__subcmd__help__subcmd__resume"
+                ;;
             outbox__subcmd__help,retry)
                 cmd="outbox__subcmd__help__subcmd__retry"
                 ;;
@@ -137,7 +149,7 @@ _outbox() {
 
     case "${cmd}" in
         outbox)
-            opts="-v -q -h -V --config --verbose --quiet --log-format --help --version run send mail status retry cancel login logout whoami check verify items init service sandbox completions man demo help"
+            opts="-v -q -h -V --config --verbose --quiet --log-format --help --version run send mail status retry cancel pause resume login logout whoami check verify items init service sandbox completions man demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -251,7 +263,7 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__help)
-            opts="run send mail status retry cancel login logout whoami check verify items init service sandbox completions man demo help"
+            opts="run send mail status retry cancel pause resume login logout whoami check verify items init service sandbox completions man demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -405,6 +417,34 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        outbox__subcmd__help__subcmd__pause)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        outbox__subcmd__help__subcmd__resume)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -685,6 +725,54 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__man)
+            opts="-v -q -h --config --verbose --quiet --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        outbox__subcmd__pause)
+            opts="-v -q -h --for --config --verbose --quiet --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --for)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        outbox__subcmd__resume)
             opts="-v -q -h --config --verbose --quiet --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

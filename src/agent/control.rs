@@ -25,6 +25,16 @@ pub enum Request {
     Cancel {
         id: String,
     },
+    /// `outbox pause`: take no new file from a mapping's folder (`None`: every mapping's), for
+    /// `for_ms` or until `resume`; what is under way goes on.
+    Pause {
+        mapping: Option<String>,
+        for_ms: Option<u64>,
+    },
+    /// `outbox resume`: take new files again, and those dropped while paused.
+    Resume {
+        mapping: Option<String>,
+    },
     /// Test hook (honoured only with `OUTBOX_TEST_HOOKS=1`): behave as on a watcher overflow.
     Overflow,
     /// Test hook (honoured only with `OUTBOX_TEST_HOOKS=1`): drop watcher events from now on,
@@ -60,6 +70,20 @@ pub struct AgentView {
     pub paused: Option<Wait>,
     /// By entry id (a `settling` row's too): what it waits for.
     pub waits: Vec<(String, Wait)>,
+    /// `outbox pause`: what takes no new file, until when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Held>,
+}
+
+/// A pause asked for with `outbox pause`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Held {
+    /// The mapping paused; `None`: every mapping.
+    pub mapping: Option<String>,
+    /// When it resumes by itself (Unix ms; `--for`); `None`: at `outbox resume`.
+    pub until_ms: Option<u64>,
+    /// Files seen in its folders since, left there until it resumes.
+    pub files: usize,
 }
 
 /// One wait: for what, until when (Unix ms), after which error and how many attempts.
@@ -93,6 +117,8 @@ pub enum WaitReason {
     Agent,
     /// The mapping made its `max_messages` messages in their window: files wait for it.
     MaxMessages,
+    /// `outbox pause`: the file waits in its folder until `outbox resume` (or `--for` ends).
+    Paused,
 }
 
 impl WaitReason {
@@ -107,6 +133,7 @@ impl WaitReason {
             WaitReason::NextStart => "next-start",
             WaitReason::Agent => "agent",
             WaitReason::MaxMessages => "max-messages",
+            WaitReason::Paused => "paused",
         }
     }
 }

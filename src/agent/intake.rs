@@ -69,12 +69,20 @@ impl Agent {
             }
             WatchEvent::Touched { mapping, path } => self.observe(mapping, &path),
             WatchEvent::Closed { mapping, path } => {
+                let held = self
+                    .settings
+                    .mappings
+                    .get(mapping)
+                    .is_some_and(|m| self.pauses.holds(&m.name));
                 self.observe(mapping, &path);
-                self.inputs.push_back(Input::Closed { path });
+                if !held {
+                    self.inputs.push_back(Input::Closed { path });
+                }
             }
             WatchEvent::Removed { mapping, path } => {
                 if !path.exists() {
                     if let Some(mapping) = name(mapping, &self.settings) {
+                        self.pauses.gone(&mapping, &path);
                         self.inputs.push_back(Input::Gone { mapping, path });
                     }
                 }
@@ -112,17 +120,22 @@ impl Agent {
         })
     }
 
+    /// A file seen: to the core, or left in its folder while its mapping is paused.
     fn observe(&mut self, mapping: usize, path: &Path) {
         let Some(m) = self.settings.mappings.get(mapping) else {
             return;
         };
         match watch::file_meta(m, &m.folder, path) {
+            Some(meta) if meta.is_dir() && m.recursive => self.rescan(Some(mapping)),
+            Some(meta) if meta.is_file() && self.pauses.holds(&m.name) => {
+                let name = m.name.clone();
+                self.pauses.hold(&name, path);
+            }
             Some(meta) if meta.is_file() => self.inputs.push_back(Input::Observed {
                 mapping: m.name.clone(),
                 path: path.to_path_buf(),
                 stat: file_stat(&meta),
             }),
-            Some(meta) if meta.is_dir() && m.recursive => self.rescan(Some(mapping)),
             _ => {}
         }
     }
@@ -185,6 +198,10 @@ impl Agent {
                         mapping: name.clone(),
                     });
                     for f in found {
+                        if self.pauses.holds(&name) {
+                            self.pauses.hold(&name, &f.path);
+                            continue;
+                        }
                         self.inputs.push_back(Input::Observed {
                             mapping: name.clone(),
                             path: f.path,

@@ -17,6 +17,7 @@ mod intake;
 pub mod mailnow;
 pub mod oneshot;
 pub mod ops;
+mod pause;
 mod startup;
 pub mod steps;
 
@@ -159,8 +160,22 @@ pub fn policy_of(settings: &Settings) -> crate::core::model::Policy {
         sends_per_window,
         send_window_ms,
         utc_offset_ms: local_utc_offset_ms(),
+        sign_in_pause_ms: sign_in_pause_ms(),
         ..crate::core::model::Policy::default()
     }
+}
+
+/// How long uploads pause after a sign-in problem before they try again: the core's default
+/// (30 s), or (debug builds only, a test hook) `OUTBOX_SIGN_IN_PAUSE` seconds.
+fn sign_in_pause_ms() -> u64 {
+    #[cfg(debug_assertions)]
+    if let Some(secs) = std::env::var("OUTBOX_SIGN_IN_PAUSE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return secs.saturating_mul(1000);
+    }
+    crate::core::model::Policy::default().sign_in_pause_ms
 }
 
 /// The local time's offset from UTC (for `{date}` in a message's subject and body), in ms; 0
@@ -249,6 +264,8 @@ struct Agent {
     /// Each entry's last step's fault, while its next step has not succeeded: what `status`
     /// says a waiting row waits for (the core keeps only when).
     last_fault: std::collections::HashMap<String, crate::core::model::Fault>,
+    /// `outbox pause`: mappings that take no new file for now.
+    pauses: pause::Pauses,
 }
 
 /// `run --once` waits out an outage this long before it gives up (exit 1, nothing lost).
@@ -353,6 +370,7 @@ pub async fn run(
         item_errors_said: HashSet::new(),
         unreachable_since: None,
         last_fault: Default::default(),
+        pauses: Default::default(),
     };
     // The folders are scanned on another thread while the ledger is read and the core takes
     // it in (the watcher is already up: a change from now on is reported either way); the
@@ -448,6 +466,10 @@ pub async fn run(
             .map(|t| agent.clock.instant_of(t))
             .unwrap_or(next_rescan)
             .min(next_rescan);
+        let wake = agent
+            .pauses
+            .next_end()
+            .map_or(wake, |t| wake.min(Instant::from_std(t)));
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("signal received: checkpointing and stopping");
@@ -482,6 +504,7 @@ pub async fn run(
                     agent.rescan(None);
                     agent.prune(None);
                 }
+                agent.end_pauses();
                 agent.wake = None;
                 agent.inputs.push_back(Input::Tick);
             }
@@ -754,7 +777,12 @@ impl Agent {
                 attempts: 0,
             })
         };
-        control::AgentView { paused, waits }
+        waits.extend(self.held_waits());
+        control::AgentView {
+            paused,
+            waits,
+            held: self.pauses.view(),
+        }
     }
 
     /// `run --once`: stop when nothing is left, or only work that waits for sign-in or for a
@@ -1308,6 +1336,8 @@ impl Agent {
                     line(Ok(entries(std::slice::from_ref(&id), &self.ledger)?))
                 }
             },
+            Request::Pause { mapping, for_ms } => Answer::Line(self.pause(mapping, for_ms)),
+            Request::Resume { mapping } => Answer::Line(self.resume(mapping)),
             Request::Overflow if self.test_hooks => {
                 self.losing_events = false;
                 self.rescan(None);
@@ -1399,6 +1429,18 @@ impl Agent {
                 .iter()
                 .position(|m| path.starts_with(&m.folder))
             {
+                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                unledgered.push(control::Unledgered {
+                    mapping: i,
+                    path: path.to_path_buf(),
+                    size,
+                    still_changing: false,
+                });
+            }
+        }
+        // Files left in their folders by `outbox pause`.
+        for (mapping, path, _) in self.pauses.held_files() {
+            if let Some(i) = index(mapping) {
                 let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                 unledgered.push(control::Unledgered {
                     mapping: i,

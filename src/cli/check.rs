@@ -47,16 +47,19 @@ enum Level {
 #[derive(Default)]
 struct Report {
     json: bool,
+    /// The tags in colour (`out::stdout_colour`).
+    colour: bool,
     errors: usize,
     findings: Vec<serde_json::Value>,
 }
 
 impl Report {
     fn line(&mut self, level: Level, what: &str, msg: impl AsRef<str>) {
-        let (tag, word) = match level {
-            Level::Ok => ("ok   ", "ok"),
-            Level::Warn => ("warn ", "warn"),
-            Level::Error => ("error", "error"),
+        use crate::cli::out::{paint, Tone};
+        let (tag, word, tone) = match level {
+            Level::Ok => ("ok   ", "ok", Tone::Good),
+            Level::Warn => ("warn ", "warn", Tone::Doubt),
+            Level::Error => ("error", "error", Tone::Bad),
         };
         if level == Level::Error {
             self.errors += 1;
@@ -66,6 +69,7 @@ impl Report {
             self.findings
                 .push(serde_json::json!({"level": word, "what": what, "message": msg}));
         } else {
+            let tag = paint(tag, tone, self.colour);
             outln!("{tag}  {what}: {msg}");
         }
     }
@@ -123,6 +127,7 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
     };
     let mut r = Report {
         json,
+        colour: !json && crate::cli::out::stdout_colour(),
         ..Report::default()
     };
     r.line(
@@ -325,7 +330,7 @@ async fn check_sign_in(r: &mut Report, settings: &Settings) -> bool {
             r.line(
                 Level::Error,
                 "sign-in",
-                format!("cannot reach Graph at {}: {e}", settings.graph.base_url),
+                crate::cli::out::cannot_reach(&settings.graph.base_url, &e.to_string()),
             );
             false
         }

@@ -9,7 +9,6 @@ use crate::config::Settings;
 use crate::core::model::MessageRecord;
 use crate::graph::GraphClient;
 use crate::ledger::{EntryError, EntryState, Ledger, LedgerEntry, LedgerError, SessionStore};
-use std::io::IsTerminal;
 
 /// Whether an agent answers on the state dir's socket (`Some`), and its pid when the platform
 /// tells (the socket peer's credentials). Asks nothing of the agent: connect, look, hang up.
@@ -225,9 +224,7 @@ async fn via_agent_or_ledger(
     let ledger = match Ledger::open(dir) {
         Ok(l) => l,
         Err(LedgerError::InUse { .. }) => {
-            // Locked but the socket did not answer: the agent may be starting; ask once more.
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            return match control::ask(dir, &req).await {
+            return match ask_while_starting(dir, &req).await {
                 Some(resp) => from_response(resp),
                 None => Err(CommandError::new(ExitCode::Usage, format!("another outbox process holds the ledger in {} and does not answer on its socket; try again in a moment", dir.display()))),
             };
@@ -237,6 +234,22 @@ async fn via_agent_or_ledger(
     let result = local(&ledger);
     ledger.close().map_err(ledger_err)?;
     result
+}
+
+/// The ledger is held but the socket did not answer: an agent may be starting (it opens the
+/// ledger, then its socket; on a busy machine that can take seconds). Ask again, every 100 ms,
+/// for up to 5 s.
+async fn ask_while_starting(dir: &std::path::Path, req: &Request) -> Option<Response> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Some(r) = control::ask(dir, req).await {
+            return Some(r);
+        }
+        if std::time::Instant::now() >= until {
+            return None;
+        }
+    }
 }
 
 fn from_response(resp: Response) -> Result<Rows, CommandError> {
@@ -316,10 +329,7 @@ pub async fn status(
             super::status::render_json(&entries, &messages, &facts)
         );
     } else {
-        let color = super::logging::colour(
-            std::io::stdout().is_terminal(),
-            std::env::var_os("NO_COLOR").as_deref(),
-        );
+        let color = super::out::stdout_colour();
         outln!("{}", super::status::agent_header(&facts, &dir));
         for line in crate::watch::unavailable_lines(&settings.mappings) {
             outln!("{line}");
@@ -503,6 +513,67 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
     }
     for e in &entries {
         outln!("{}  canceled  {}", e.id, e.path.display());
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// `outbox pause` / `outbox resume`: asked of the running agent, the only one a pause holds.
+/// With no agent there is nothing to pause: said, exit 1.
+pub async fn pause_or_resume(settings: Settings, req: Request) -> Result<ExitCode, CommandError> {
+    let dir = settings.agent.state_dir.clone();
+    let (verb, mapping) = match &req {
+        Request::Pause { mapping, .. } => ("pause", mapping.clone()),
+        Request::Resume { mapping } => ("resume", mapping.clone()),
+        _ => ("ask", None),
+    };
+    let resp = match control::ask(&dir, &req).await {
+        Some(r) => r,
+        None => {
+            // The agent may be starting (it holds the ledger, its socket not up yet). No ledger
+            // yet: no agent ever ran here, and nothing is made by asking.
+            let again = if !dir.join("ledger").join("db").exists() {
+                None
+            } else {
+                match Ledger::open(&dir) {
+                    Err(LedgerError::InUse { .. }) => ask_while_starting(&dir, &req).await,
+                    Ok(l) => {
+                        let _ = l.close();
+                        None
+                    }
+                    Err(_) => None,
+                }
+            };
+            again.ok_or_else(|| {
+                CommandError::new(
+                    ExitCode::Failed,
+                    format!(
+                        "no agent is running on state dir {}: nothing to {verb}. A pause holds a \
+                         running agent only; `outbox run` (or `outbox service install`) starts one, \
+                         and it takes every file waiting in the folders",
+                        crate::outside::path(&dir)
+                    ),
+                )
+            })?
+        }
+    };
+    from_response(resp.clone())?;
+    let now = time::OffsetDateTime::now_utc();
+    let held = resp.agent.map(|v| v.held).unwrap_or_default();
+    match (verb, &mapping) {
+        ("resume", Some(m)) => outln!(
+            "resumed: mapping {}; new files are taken again, and those dropped while it was paused",
+            crate::outside::printable(m)
+        ),
+        ("resume", None) => outln!(
+            "resumed: every mapping; new files are taken again, and those dropped while paused"
+        ),
+        _ => {}
+    }
+    for h in &held {
+        outln!(
+            "paused: {}",
+            crate::outside::printable(&super::status::held_text(h, now))
+        );
     }
     Ok(ExitCode::Ok)
 }

@@ -6,14 +6,22 @@ use crate::cli::exit::{CommandError, ExitCode};
 use crate::config::{ItemKind, Settings};
 use crate::graph::{GraphClient, ItemRef, RequestError};
 
-fn graph_err(e: RequestError) -> CommandError {
+fn graph_err(base_url: &url::Url, e: RequestError) -> CommandError {
     let code = match &e {
         RequestError::Auth(_) => ExitCode::SignIn,
         RequestError::Graph(g) if g.status == Some(401) => ExitCode::SignIn,
         _ => ExitCode::Failed,
     };
-    // GraphError's Display already carries the advice.
-    CommandError::new(code, e.to_string())
+    // GraphError's Display already carries the advice; no answer at all is said as `check` says it.
+    match &e {
+        RequestError::Graph(g) if g.status.is_none() && crate::cli::out::no_answer(&g.code) => {
+            CommandError::new(
+                code,
+                crate::cli::out::cannot_reach(base_url, &g.to_string()),
+            )
+        }
+        _ => CommandError::new(code, e.to_string()),
+    }
 }
 
 /// `2026-11-23T02:37:00Z` → `2026-11-23 02:37`.
@@ -51,7 +59,7 @@ pub async fn run(
     let mut url = client.url(&segs);
     {
         let mut q = url.query_pairs_mut();
-        q.append_pair("$top", &top.clamp(1, 1000).to_string());
+        q.append_pair("$top", &top.to_string());
         match kind {
             ItemKind::Message => {
                 q.append_pair(
@@ -79,7 +87,10 @@ pub async fn run(
             }
         }
     }
-    let v = client.get_json(user, url).await.map_err(graph_err)?;
+    let v = client
+        .get_json(user, url)
+        .await
+        .map_err(|e| graph_err(&settings.graph.base_url, e))?;
     let items = v
         .get("value")
         .and_then(|x| x.as_array())

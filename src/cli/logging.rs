@@ -33,6 +33,14 @@ fn init_with(default: &str, format: LogFormat) {
     );
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
+        // A person at a terminal reads the time of day and what happened: not the date to the
+        // microsecond, nor the Rust module that logged it (a file or the journal keeps both).
+        LogFormat::Text if std::io::stderr().is_terminal() => builder
+            .with_writer(|| HintedLine(Vec::new()))
+            .with_ansi(ansi)
+            .with_target(false)
+            .with_timer(TimeOfDay)
+            .try_init(),
         // A text line's hints name the `--config` given, as every other line (`out::hint`).
         LogFormat::Text if super::out::config_flag_given() => builder
             .with_writer(|| HintedLine(Vec::new()))
@@ -48,6 +56,26 @@ fn init_with(default: &str, format: LogFormat) {
             .json()
             .try_init(),
     };
+}
+
+/// `08:29:11Z`: the time of day (UTC, as `status` gives times) of a line at a terminal.
+struct TimeOfDay;
+
+impl tracing_subscriber::fmt::time::FormatTime for TimeOfDay {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            % 86_400;
+        write!(
+            w,
+            "{:02}:{:02}:{:02}Z",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        )
+    }
 }
 
 /// One log line, gathered, then written to stderr with its hints naming the `--config` given.

@@ -107,6 +107,15 @@ fn state_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(names)
 }
 
+/// `pause --for`: a duration as the config writes one, more than zero.
+fn pause_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::units::parse_duration(s)?;
+    if d.is_zero() {
+        return Err("a pause of no time; leave --for out to pause until `outbox resume`".into());
+    }
+    Ok(d)
+}
+
 /// Stands in for the global `--config` on commands that read no config (`sandbox`, `demo`,
 /// `completions`), so
 /// their help does not offer it; given anyway, it is refused (exit 2).
@@ -160,6 +169,23 @@ pub enum Command {
         /// The entry to cancel (the ID column of `outbox status`).
         id: String,
     },
+    /// Stop the running agent taking new files (one mapping, or all) without stopping it.
+    ///
+    /// Uploads under way finish, `status` says so, and files dropped meanwhile wait in their
+    /// folders until `outbox resume` (or the end of --for). With no agent running there is
+    /// nothing to pause (exit 1).
+    Pause {
+        /// The mapping to pause (its `name` in the config); every mapping when left out.
+        mapping: Option<String>,
+        /// Resume by itself after this long ("30m", "2h", "1h30m").
+        #[arg(long = "for", value_name = "DURATION", value_parser = pause_duration)]
+        for_: Option<std::time::Duration>,
+    },
+    /// Take new files again (one mapping, or all), and those dropped while paused.
+    Resume {
+        /// The mapping to resume; every mapping when left out.
+        mapping: Option<String>,
+    },
     /// Sign in interactively (device code); needs auth.method = "device_code".
     Login,
     /// Forget cached tokens.
@@ -195,7 +221,8 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         search: Option<String>,
         /// How many items to list (1-1000), newest first.
-        #[arg(long, value_name = "N", default_value_t = 10)]
+        #[arg(long, value_name = "N", default_value_t = 10,
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
         top: u32,
         /// Mailbox: `me` (default), a UPN or a user id.
         #[arg(long, value_name = "U", default_value = "me")]
@@ -401,6 +428,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
         }
         Command::Cancel { id } => {
             entries::cancel(entries::settings_or_agent(cfg).await?.0, id).await
+        }
+        Command::Pause { mapping, for_ } => {
+            let for_ms = for_.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let req = crate::agent::control::Request::Pause { mapping, for_ms };
+            entries::pause_or_resume(entries::settings_or_agent(cfg).await?.0, req).await
+        }
+        Command::Resume { mapping } => {
+            let req = crate::agent::control::Request::Resume { mapping };
+            entries::pause_or_resume(entries::settings_or_agent(cfg).await?.0, req).await
         }
         Command::Login => login::login(load_settings(cfg, true)?).await,
         Command::Logout => login::logout(load_settings(cfg, true)?).await,

@@ -23,10 +23,65 @@ pub fn config_flag_given() -> bool {
 }
 
 /// The commands that read the config: a hint naming one gets `--config PATH`.
-const READS_CONFIG: [&str; 14] = [
-    "run", "send", "mail", "status", "retry", "cancel", "login", "logout", "whoami", "check",
-    "verify", "items", "init", "service",
+const READS_CONFIG: [&str; 16] = [
+    "run", "send", "mail", "status", "retry", "cancel", "pause", "resume", "login", "logout",
+    "whoami", "check", "verify", "items", "init", "service",
 ];
+
+/// Whether what goes to stdout gets colour: the one rule of every command (a terminal, and no
+/// `NO_COLOR`; `status`, `check`, `verify`).
+pub fn stdout_colour() -> bool {
+    use std::io::IsTerminal;
+    super::logging::colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+/// A verdict's colour: green for good, yellow for a warning or a doubt, red for a problem.
+#[derive(Debug, Clone, Copy)]
+pub enum Tone {
+    Good,
+    Doubt,
+    Bad,
+}
+
+/// `text` in its tone's colour when `on` (padding belongs inside `text`, so columns line up).
+pub fn paint(text: &str, tone: Tone, on: bool) -> String {
+    if !on {
+        return text.to_owned();
+    }
+    let code = match tone {
+        Tone::Good => "\x1b[32m",
+        Tone::Doubt => "\x1b[33m",
+        Tone::Bad => "\x1b[31m",
+    };
+    format!("{code}{text}\x1b[0m")
+}
+
+/// Codes of ours for a request that got no answer (`graph::GraphError::transport`).
+const NO_ANSWER: [&str; 3] = ["ConnectionFailed", "Timeout", "ConnectionDropped"];
+
+/// Whether an error `code` is one of a request that got no answer from Graph.
+pub fn no_answer(code: &str) -> bool {
+    NO_ANSWER.contains(&code)
+}
+
+/// Graph out of reach, in the words every command uses (`check`, `items`, `send`): "cannot
+/// reach Graph at BASE_URL: CAUSE — ADVICE", from a `GraphError`'s text (`CODE: ORIGIN: CAUSE —
+/// ADVICE`): the code goes, and the origin when it is the base URL's.
+pub fn cannot_reach(base_url: &url::Url, text: &str) -> String {
+    let base_url = base_url.as_str().trim_end_matches('/');
+    let rest = NO_ANSWER
+        .iter()
+        .find_map(|c| text.strip_prefix(c).and_then(|r| r.strip_prefix(": ")))
+        .unwrap_or(text);
+    let rest = match rest.split_once(": ") {
+        Some((origin, cause)) if base_url.starts_with(origin) && origin.contains("://") => cause,
+        _ => rest,
+    };
+    format!("cannot reach Graph at {base_url}: {rest}")
+}
 
 /// `text` with `--config PATH` put into each `` `outbox COMMAND `` of a command that reads the
 /// config, when this process was given `--config` (with `$OUTBOX_CONFIG` or the default path the

@@ -112,6 +112,12 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
                 super::mail::interrupted()
             ),
         )),
+        Err(OneShotError::Failed(f)) if crate::cli::out::no_answer(&f.code) => {
+            Err(CommandError::new(
+                ExitCode::Failed,
+                crate::cli::out::cannot_reach(&settings.graph.base_url, &f.message),
+            ))
+        }
         Err(e) => Err(attach_error(e)),
     }
 }

@@ -349,6 +349,14 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
         }
         WaitReason::NextStart => INTERRUPTED.to_owned(),
         WaitReason::Agent => "waits for the agent (`outbox run`)".to_owned(),
+        WaitReason::Paused => match w.until_ms {
+            Some(_) => format!(
+                "paused by `outbox pause`: left in its folder, taken {when} or at `outbox resume`"
+            ),
+            None => {
+                "paused by `outbox pause`: left in its folder, taken at `outbox resume`".to_owned()
+            }
+        },
         WaitReason::MaxMessages => format!(
             "its mapping made its max_messages messages in their window; mailed {when} (raise \
              [mapping.new_message] max_messages if the folder should mail more)"
@@ -673,7 +681,31 @@ pub fn agent_header(facts: &Facts<'_>, state_dir: &std::path::Path) -> String {
         out.push_str("\npaused: ");
         out.push_str(&sanitize(&wait_text(w, None, facts.now)));
     }
+    for h in facts.view.map(|v| v.held.as_slice()).unwrap_or_default() {
+        out.push_str("\npaused: ");
+        out.push_str(&sanitize(&held_text(h, facts.now)));
+    }
     out
+}
+
+/// A pause of `outbox pause`, as `status`, `pause` and `resume` say it.
+pub fn held_text(h: &crate::agent::control::Held, now: OffsetDateTime) -> String {
+    let (what, resume) = match &h.mapping {
+        Some(m) => (format!("mapping {m}"), format!("`outbox resume {m}`")),
+        None => ("every mapping".to_owned(), "`outbox resume`".to_owned()),
+    };
+    let until = match h.until_ms {
+        Some(_) => format!("resumes by itself {} or at {resume}", at(h.until_ms, now)),
+        None => format!("until {resume}"),
+    };
+    let files = match h.files {
+        0 => "no file left waiting yet".to_owned(),
+        1 => "1 file left waiting in its folder".to_owned(),
+        n => format!("{n} files left waiting in their folder"),
+    };
+    format!(
+        "{what} by `outbox pause`, {until}; takes no new file ({files}), uploads under way finish"
+    )
 }
 
 /// Control characters in file names or messages would break the table (or the terminal), and
@@ -875,6 +907,7 @@ mod tests {
                 ),
                 (settling.id.clone(), wait(WaitReason::Settle, 2, None, 0)),
             ],
+            held: Vec::new(),
         };
         let facts = Facts {
             running: true,
@@ -899,6 +932,11 @@ mod tests {
         let paused = AgentView {
             paused: Some(wait(WaitReason::SignIn, 30, Some("no token"), 0)),
             waits: Vec::new(),
+            held: vec![crate::agent::control::Held {
+                mapping: Some("scans".into()),
+                until_ms: Some((1_700_000_000 + 600) * 1000),
+                files: 2,
+            }],
         };
         let facts = Facts {
             view: Some(&paused),
@@ -906,7 +944,8 @@ mod tests {
         };
         assert_eq!(
             agent_header(&facts, std::path::Path::new("/s")),
-            "agent running (pid 7); state dir /s\npaused: waits for sign-in (no token); tries again at 22:13:50 UTC (in 30s)"
+            "agent running (pid 7); state dir /s\npaused: waits for sign-in (no token); tries again at 22:13:50 UTC (in 30s)\n\
+             paused: mapping scans by `outbox pause`, resumes by itself at 22:23:20 UTC (in 10m 0s) or at `outbox resume scans`; takes no new file (2 files left waiting in their folder), uploads under way finish"
         );
         let mut moved = entry(EntryState::Done);
         moved.after_failed = true;

@@ -89,12 +89,13 @@ pub async fn run(
         .map_err(|e| CommandError::new(ExitCode::Failed, e))?;
     let mut out = Findings {
         json,
+        colour: !json && crate::cli::out::stdout_colour(),
         bad: 0,
         rows: Vec::new(),
     };
     let mut copies: HashMap<String, SentCopy> = HashMap::new();
     for e in &todo {
-        let name = e.file_name();
+        let name = crate::outside::printable(&e.file_name_shown()).into_owned();
         let message = e.message.as_deref().and_then(|m| messages.get(m));
         if let Some(m) = message {
             if let Some((v, msg)) = in_message(&client, e, m, &mut copies).await? {
@@ -180,7 +181,7 @@ async fn in_message(
     m: &MessageRecord,
     copies: &mut HashMap<String, SentCopy>,
 ) -> Result<Option<(Verdict, String)>, CommandError> {
-    let name = e.file_name();
+    let name = crate::outside::printable(&e.file_name_shown()).into_owned();
     let mid = &m.id;
     let imid = m
         .internet_message_id
@@ -378,18 +379,21 @@ enum Verdict {
 /// `{"id","file","result","message"}` at the end.
 struct Findings {
     json: bool,
+    /// The tags in colour (`out::stdout_colour`).
+    colour: bool,
     bad: usize,
     rows: Vec<serde_json::Value>,
 }
 
 impl Findings {
     fn add(&mut self, e: &LedgerEntry, v: Verdict, message: String) {
-        let (tag, word) = match v {
-            Verdict::Ok => ("ok      ", "ok"),
-            Verdict::Mismatch => ("MISMATCH", "mismatch"),
-            Verdict::Missing => ("MISSING ", "missing"),
-            Verdict::Unconfirmed => ("UNSURE  ", "unconfirmed"),
-            Verdict::Error => ("error   ", "error"),
+        use crate::cli::out::{paint, Tone};
+        let (tag, word, tone) = match v {
+            Verdict::Ok => ("ok      ", "ok", Tone::Good),
+            Verdict::Mismatch => ("MISMATCH", "mismatch", Tone::Bad),
+            Verdict::Missing => ("MISSING ", "missing", Tone::Bad),
+            Verdict::Unconfirmed => ("UNSURE  ", "unconfirmed", Tone::Doubt),
+            Verdict::Error => ("error   ", "error", Tone::Bad),
         };
         if v != Verdict::Ok {
             self.bad += 1;
@@ -402,7 +406,9 @@ impl Findings {
                 "message": message,
             }));
         } else {
-            outln!("{tag}  {}  {message}", e.id);
+            // A file name, a server's answer: one line, secrets redacted, controls escaped.
+            let tag = paint(tag, tone, self.colour);
+            outln!("{tag}  {}  {}", e.id, crate::outside::shown(&message));
         }
     }
 

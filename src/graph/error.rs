@@ -105,15 +105,14 @@ impl GraphError {
         } else {
             "ConnectionDropped"
         };
-        // reqwest's Display includes the URL; upload URLs carry `authtoken`: redact.
-        let mut msg = err.to_string();
-        let mut src = std::error::Error::source(err);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        GraphError::new(ErrorClass::Transient, None, code, msg)
+        GraphError::new(ErrorClass::Transient, None, code, transport_text(err))
+    }
+
+    /// A connection that was never made because the server's TLS certificate is not trusted.
+    pub fn is_untrusted_certificate(&self) -> bool {
+        self.status.is_none()
+            && self.code == "ConnectionFailed"
+            && self.message.contains("certificate")
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -142,7 +141,11 @@ impl GraphError {
                  attachments after encoding): attach to another item, or ask the Exchange admin to raise the limit",
             );
         }
+        if self.is_untrusted_certificate() {
+            return Some(UNTRUSTED_CERTIFICATE);
+        }
         match (self.status, self.code.as_str()) {
+            (None, "ConnectionFailed") => Some("check the network, a proxy (HTTPS_PROXY, NO_PROXY) and graph.base_url in the config"),
             (Some(404), "ErrorItemNotFound") | (Some(404), "ResourceNotFound") => {
                 Some("the target item does not exist (deleted, or a wrong id): pick another from `outbox items messages` or `outbox items events`")
             }
@@ -156,6 +159,36 @@ impl GraphError {
             (Some(401), _) => Some("the access token was refused: sign in again (`outbox login`) or check the token source"),
             _ => None,
         }
+    }
+}
+
+/// The server's certificate does not lead to a trusted root.
+pub const UNTRUSTED_CERTIFICATE: &str = "the server's TLS certificate is not trusted: when a \
+TLS-inspecting proxy (or `outbox sandbox --tls`) signs it, set graph.ca_file to its CA certificate \
+(a PEM file)";
+
+/// What a request that got no answer says: the server's origin (no path or query: they are long,
+/// percent-encoded, and an upload URL's carries its `authtoken`) and the innermost cause
+/// ("Connection refused (os error 111)", "invalid peer certificate: UnknownIssuer").
+fn transport_text(err: &reqwest::Error) -> String {
+    let origin = err
+        .url()
+        .map(|u| u.origin().ascii_serialization())
+        .filter(|o| o != "null");
+    let mut cause = err.to_string();
+    let mut src = std::error::Error::source(err);
+    while let Some(s) = src {
+        cause = s.to_string();
+        src = s.source();
+    }
+    let cause = if err.is_timeout() && !cause.contains("timed out") {
+        format!("no answer in time ({cause})")
+    } else {
+        cause
+    };
+    match origin {
+        Some(o) => format!("{o}: {cause}"),
+        None => cause,
     }
 }
 
