@@ -6,6 +6,10 @@ use super::super::*;
 const SHA: &str = "abababababababababababababababababababababababababababababababab";
 
 fn keyed_machine() -> Machine {
+    keyed_machine_grouped(false)
+}
+
+fn keyed_machine_grouped(batch: bool) -> Machine {
     let rule = MappingRule {
         name: "mail".into(),
         target: Target {
@@ -24,6 +28,9 @@ fn keyed_machine() -> Machine {
             max_message_size: 35_000_000,
             folder: PathBuf::from("/mail"),
             remember_sent_ms: 90 * 86_400_000,
+            batch,
+            batch_quiet_ms: if batch { 10_000 } else { 0 },
+            batch_max_wait_ms: if batch { 60_000 } else { 0 },
             ..MailRule::default()
         }),
     };
@@ -224,4 +231,27 @@ fn a_draft_of_this_ledgers_own_message_holds_nothing() {
     let (id, _) = key_asked(&out).expect("searched");
     let out = answer(&mut m, 7_000, &id, holding(true));
     assert!(drafted(&out), "{out:?}");
+}
+
+#[test]
+fn a_held_file_is_asked_again_after_look_after_doubling_to_fifteen_minutes() {
+    assert_eq!(held_backoff_ms(120_000, 1), 120_000);
+    assert_eq!(held_backoff_ms(120_000, 2), 240_000);
+    assert_eq!(held_backoff_ms(120_000, 3), 480_000);
+    assert_eq!(held_backoff_ms(120_000, 4), 900_000);
+    assert_eq!(held_backoff_ms(120_000, 40), 900_000);
+    assert_eq!(held_backoff_ms(0, 1), 1, "never at once");
+}
+
+#[test]
+fn a_file_searched_clear_then_canceled_before_its_batch_closes_is_in_no_message() {
+    let mut m = keyed_machine_grouped(true);
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let out = answer(&mut m, 7_000, &id, KeyOutcome::Drafted(Vec::new()));
+    assert!(!drafted(&out), "the batch is still open: {out:?}");
+    let out = m.handle(Time(8_000), Input::Cancel { id: id.clone() });
+    assert!(!drafted(&out), "{out:?}");
+    let out = m.handle(Time(30_000), Input::Tick);
+    assert!(!drafted(&out), "a canceled file makes no message: {out:?}");
 }
