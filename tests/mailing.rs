@@ -874,7 +874,7 @@ async fn a_lost_or_restored_state_dir_mails_no_file_again() {
     let out = env.run(&["retry", &id], T);
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(
-        stderr(&out).contains("mailed before") && stderr(&out).contains("anew"),
+        stderr(&out).contains("mailed before") && stderr(&out).contains("--resend"),
         "{}",
         stderr(&out)
     );
@@ -966,4 +966,48 @@ async fn a_draft_carrying_a_files_key_holds_it_and_it_is_never_mailed_twice() {
         )])
     );
     no_duplicates(&env, "held").await;
+}
+
+/// `retry --resend ID` mails a done file again, on purpose, in a new message: with no agent
+/// running (taken at the next start) and through a running agent; a file not mailed yet, or no
+/// longer at its path, is refused, saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_resend_mails_a_done_file_again_on_purpose_once_each_time() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let sha = write_file(&folder.join("a.pdf"), 10_000, 5);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = status_json(&env)[0]["id"].as_str().expect("id").to_string();
+    // No agent: the request waits on the entry.
+    let out = env.run(&["retry", "--resend", &id], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("next start"), "{}", stdout(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent_now = sent(&env).await;
+    assert_eq!(sent_now.len(), 2, "mailed again once: {sent_now:#?}");
+    for m in &sent_now {
+        assert_eq!(m["attachments"][0]["sha256"], json!(sha), "{m}");
+    }
+    // A second run takes no request twice.
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sent(&env).await.len(), 2);
+    // Through a running agent.
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let out = env.run(&["retry", "--resend", &id], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(T, "mailed a third time", || async {
+        sent(&env).await.len() == 3
+    })
+    .await;
+    agent.stop();
+    no_duplicates(&env, "resend").await;
+    // Its file gone: refused, saying what to do.
+    std::fs::remove_file(folder.join("a.pdf")).expect("rm");
+    let out = env.run(&["retry", "--resend", &id], T);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no longer at"), "{}", stderr(&out));
 }

@@ -795,7 +795,7 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__retry)
-            opts="-v -q -h --failed --config --verbose --quiet --log-format --help"
+            opts="-v -q -h --failed --resend --config --verbose --quiet --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -22,6 +22,10 @@ pub enum Request {
         id: String,
     },
     RetryFailed,
+    /// `outbox retry --resend ID`: mail a done file of a mailing mapping again, on purpose.
+    Resend {
+        id: String,
+    },
     Cancel {
         id: String,
     },

@@ -1303,6 +1303,31 @@ impl Agent {
                 self.drain()?;
                 line(Ok(entries(&ids, &self.ledger)?))
             }
+            Request::Resend { id } => {
+                let Some(e) = self.ledger.get(&id)? else {
+                    return Ok(line(Err((
+                        2,
+                        format!("no ledger entry with id `{id}` (see `outbox status`)"),
+                    ))));
+                };
+                let mails = self.settings.mappings.iter().any(|m| {
+                    m.name == e.mapping && matches!(m.target, crate::config::Target::NewMessage(_))
+                });
+                let message = e
+                    .message
+                    .as_deref()
+                    .map(|m| self.ledger.get_message(m))
+                    .transpose()?
+                    .flatten();
+                if let Some(why) = ops::resend_refusal(&e, mails, message.as_ref()) {
+                    return Ok(line(Err((2, why))));
+                }
+                let mut r = e.to_record();
+                r.resend = true;
+                self.inputs.push_back(Input::Retry { records: vec![r] });
+                self.drain()?;
+                line(Ok(entries(&[id], &self.ledger)?))
+            }
             Request::RetryFailed => {
                 // Failed messages first (never unconfirmed ones: those take an explicit id),
                 // each before any plain retry of its files.

@@ -68,7 +68,7 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
                 .is_some_and(|f| f.code == crate::core::machine::FOUND_MAILED) =>
         {
             Some(format!(
-                "entry {id} was mailed before (found in Sent Items by its key); to mail it again on purpose, copy the file into its folder anew"
+                "entry {id} was mailed before (found in Sent Items by its key); to mail it again on purpose: `outbox retry --resend {id}`"
             ))
         }
         // A file of a message is on that message's draft (or in the mail sent): attaching it
@@ -94,6 +94,67 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
             e.state
         )),
     }
+}
+
+/// Why `retry --resend ID` cannot take entry `e`, if it cannot: only a done file of a mailing
+/// mapping (`mails`), whose message (if any; `message`) was sent or left as a draft, and whose
+/// file is still at its path as it was mailed, is mailed again.
+pub fn resend_refusal(
+    e: &LedgerEntry,
+    mails: bool,
+    message: Option<&MessageRecord>,
+) -> Option<String> {
+    let id = &e.id;
+    if !mails {
+        return Some(format!(
+            "entry {id} is of the mapping `{}`, which does not mail ([mapping.new_message]); --resend mails a file again, `outbox retry {id}` attaches one again",
+            crate::outside::printable(&e.mapping)
+        ));
+    }
+    if e.state != EntryState::Done {
+        return Some(format!(
+            "entry {id} is {}: only a mailed (done) file is mailed again; `outbox retry {id}` sends a failed or canceled one",
+            e.state
+        ));
+    }
+    if let Some(m) =
+        message.filter(|m| !matches!(m.state, MessageState::Sent | MessageState::Drafted))
+    {
+        return Some(format!(
+            "entry {id} is in message {} ({:?}), not sent yet: it is mailed once that message is; nothing to resend",
+            m.id, m.state
+        ));
+    }
+    let path = crate::outside::path(&e.path);
+    match std::fs::symlink_metadata(&e.path) {
+        Ok(m) if m.is_file() && same_version(e, &m) => None,
+        Ok(m) if m.is_file() => Some(format!(
+            "entry {id}: {path} has changed since it was mailed; its new version is mailed on its own"
+        )),
+        _ => Some(format!(
+            "entry {id}: its file is no longer at {path} (moved or deleted by `after`?); put it back there, then `outbox retry --resend {id}`"
+        )),
+    }
+}
+
+/// `retry --resend ID` with no agent running: the request is written on the entry (flushed);
+/// the agent takes it at its start. See [`resend_refusal`].
+pub fn request_resend(ledger: &Ledger, id: &str, mails: bool) -> Result<LedgerEntry, LedgerError> {
+    let e = ledger
+        .get(id)?
+        .ok_or_else(|| LedgerError::NotFound { id: id.to_owned() })?;
+    let message = e
+        .message
+        .as_deref()
+        .map(|m| ledger.get_message(m))
+        .transpose()?
+        .flatten();
+    if let Some(why) = resend_refusal(&e, mails, message.as_ref()) {
+        return Err(LedgerError::Invalid(why));
+    }
+    let e = ledger.update(id, |x| x.resend = true)?;
+    ledger.flush()?;
+    Ok(e)
 }
 
 /// Whether `m` is the version of the file `e` recorded: by size, time (where recorded) and

@@ -469,6 +469,40 @@ pub async fn retry(
     Ok(ExitCode::Ok)
 }
 
+/// `retry --resend ID`: the agent mails the file again now, or at its next start.
+pub async fn resend(settings: Settings, id: String) -> Result<ExitCode, CommandError> {
+    let mails = |e: &LedgerEntry| {
+        settings.mappings.iter().any(|m| {
+            m.name == e.mapping && matches!(m.target, crate::config::Target::NewMessage(_))
+        })
+    };
+    let (entries, _) = via_agent_or_ledger(&settings, Request::Resend { id: id.clone() }, |l| {
+        let e = l
+            .get(&id)
+            .map_err(ledger_err)?
+            .ok_or_else(|| ledger_err(LedgerError::NotFound { id: id.clone() }))?;
+        let e = ops::request_resend(l, &id, mails(&e)).map_err(|err| match err {
+            LedgerError::Invalid(why) => CommandError::new(ExitCode::Usage, why),
+            other => ledger_err(other),
+        })?;
+        Ok((vec![e], Vec::new()))
+    })
+    .await?;
+    for e in &entries {
+        let when = if e.resend {
+            "at the agent's next start"
+        } else {
+            "now"
+        };
+        outln!(
+            "{}  to be mailed again, in a new message ({when})  {}",
+            e.id,
+            crate::outside::path(&e.path)
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
 pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandError> {
     let dir = settings.agent.state_dir.clone();
     let req = Request::Cancel { id: id.clone() };

@@ -153,8 +153,11 @@ pub enum Command {
     },
     /// Put failed entries back in the queue: one by ID, or all with --failed. A message's ID
     /// retries it: a failed one goes on, an unconfirmed one is sent only if its draft is still a
-    /// draft (--failed never takes an unconfirmed message).
-    #[command(override_usage = "outbox retry <ID>\n       outbox retry --failed")]
+    /// draft (--failed never takes an unconfirmed message). `--resend ID` mails a done file of a
+    /// mailing folder again, on purpose, in a new message.
+    #[command(
+        override_usage = "outbox retry <ID>\n       outbox retry --failed\n       outbox retry --resend <ID>"
+    )]
     Retry {
         /// The entry or message to retry (an ID of `outbox status`).
         #[arg(conflicts_with = "failed")]
@@ -162,6 +165,10 @@ pub enum Command {
         /// Retry every failed entry.
         #[arg(long)]
         failed: bool,
+        /// Mail a done file of a mailing mapping again, on purpose, in a new message (the
+        /// mailbox is not searched for it first).
+        #[arg(long, requires = "id", conflicts_with = "failed")]
+        resend: bool,
     },
     /// Stop an upload: delete its upload session and mark it canceled. A failed or rejected
     /// entry (its file deleted, say) is cleared: canceled, and no longer counted by `run --once`.
@@ -415,7 +422,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
             let (settings, broken) = entries::settings_or_agent(cfg).await?;
             entries::status(settings, json, state, broken).await
         }
-        Command::Retry { id, failed } => {
+        Command::Retry {
+            id: Some(id),
+            resend: true,
+            ..
+        } => {
+            let (settings, _) = entries::settings_or_agent(cfg).await?;
+            entries::resend(settings, id).await
+        }
+        Command::Retry { id, failed, .. } => {
             if id.is_none() && !failed {
                 return Err(CommandError::new(
                     ExitCode::Usage,

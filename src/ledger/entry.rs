@@ -193,6 +193,9 @@ pub struct LedgerEntry {
     /// knows it mailed from this path).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mail_again: bool,
+    /// `outbox retry --resend` asked to mail this done file again (taken by the agent).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resend: bool,
     /// The owner (Unix uid) of the file that was hashed: a later version replaces this one
     /// only if its file has the same owner. Absent in entries from before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -273,6 +276,7 @@ impl LedgerEntry {
             replaces: Vec::new(),
             message: None,
             mail_again: false,
+            resend: false,
             owner: None,
             beside: Vec::new(),
         }
@@ -333,6 +337,7 @@ impl LedgerEntry {
             replaces: self.replaces,
             message: self.message,
             mail_again: self.mail_again,
+            resend: self.resend,
             beside: self.beside,
             seq: self.seq,
             created_at: time_of(self.created_at),
@@ -394,6 +399,7 @@ impl LedgerEntry {
             replaces: r.replaces.clone(),
             message: r.message.clone(),
             mail_again: r.mail_again,
+            resend: r.resend,
             owner: r.file.owner,
             beside: r.beside.clone(),
         }

@@ -255,3 +255,101 @@ fn a_file_searched_clear_then_canceled_before_its_batch_closes_is_in_no_message(
     let out = m.handle(Time(30_000), Input::Tick);
     assert!(!drafted(&out), "a canceled file makes no message: {out:?}");
 }
+
+fn mailed_record() -> Record {
+    let mut r = Record::pending(
+        "e-old".into(),
+        "mail".into(),
+        PathBuf::from("/mail/inv.pdf"),
+        "inv.pdf".into(),
+        FileStat {
+            dev: 1,
+            ino: 7,
+            size: 10,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            owner: None,
+        },
+        Some(SHA.into()),
+        1,
+        Time(1_000),
+    );
+    r.state = State::Done;
+    r.attachment_id = Some("att-1".into());
+    r.after_done = true;
+    r.resend = true;
+    r
+}
+
+/// `retry --resend`: the request is taken first (the old record cleared and written before
+/// the new version: a crash loses the request, never doubles it), then a new version is mailed
+/// with no search of the mailbox.
+fn resent(out: &[Action]) {
+    let persists: Vec<&Record> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Persist(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let first = persists.first().expect("persisted");
+    assert_eq!(first.id, "e-old", "the request is taken first: {out:?}");
+    assert!(!first.resend);
+    let new = persists
+        .iter()
+        .find(|r| r.id != "e-old")
+        .expect("a new version");
+    assert!(new.mail_again, "{new:?}");
+    assert!(
+        key_asked(out).is_none(),
+        "no search: the user asked: {out:?}"
+    );
+    assert!(drafted(out), "mailed again: {out:?}");
+}
+
+#[test]
+fn resend_asked_of_a_running_agent_mails_a_new_version_without_a_search() {
+    let mut m = keyed_machine();
+    m.handle(
+        Time(1_000),
+        Input::Start {
+            records: Vec::new(),
+            with_url: Vec::new(),
+            messages: Vec::new(),
+        },
+    );
+    let out = m.handle(
+        Time(2_000),
+        Input::Retry {
+            records: vec![mailed_record()],
+        },
+    );
+    resent(&out);
+}
+
+#[test]
+fn resend_asked_while_no_agent_ran_is_taken_at_start() {
+    let mut m = keyed_machine();
+    let out = m.handle(
+        Time(2_000),
+        Input::Start {
+            records: vec![mailed_record()],
+            with_url: Vec::new(),
+            messages: Vec::new(),
+        },
+    );
+    resent(&out);
+    // Started again with the request taken: nothing more.
+    let mut again = mailed_record();
+    again.resend = false;
+    let mut m = keyed_machine();
+    let out = m.handle(
+        Time(3_000),
+        Input::Start {
+            records: vec![again],
+            with_url: Vec::new(),
+            messages: Vec::new(),
+        },
+    );
+    assert!(!drafted(&out), "{out:?}");
+}

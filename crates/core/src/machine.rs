@@ -529,6 +529,10 @@ impl Machine {
     /// an older version's goes), ending with one good copy.
     fn retry(&mut self, records: Vec<Record>, out: &mut Vec<Action>) {
         for mut rec in records {
+            if rec.resend && rec.state == State::Done {
+                self.resend(rec, out);
+                continue;
+            }
             if self.active.contains_key(&rec.id) {
                 continue;
             }
@@ -648,6 +652,15 @@ impl Machine {
             }
         }
         self.start_members(&seen);
+        // `retry --resend` asked while no agent ran.
+        let resend: Vec<Record> = seen
+            .iter()
+            .filter(|r| r.resend && r.state == State::Done)
+            .cloned()
+            .collect();
+        for r in resend {
+            self.resend(r, out);
+        }
         // A `retry` of a message writes the message first, then its files: after a crash in
         // between, the message goes on while its failed files still say failed. They are
         // retried as that retry asked (otherwise a failed file fails its message in the same

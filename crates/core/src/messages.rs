@@ -669,6 +669,38 @@ impl Machine {
         self.wait(id, held_backoff_ms(self.policy.look_after_ms, n));
     }
 
+    /// `retry --resend` of done file `old`: the request is taken (cleared, persisted first: a
+    /// crash then loses it, never doubles it), and a new version of the file is mailed in a
+    /// message of its own, without a search of the mailbox (the user asked).
+    pub(super) fn resend(&mut self, mut old: Record, out: &mut Vec<Action>) {
+        let now = self.now;
+        match self.active.get_mut(&old.id) {
+            Some(a) => {
+                a.rec.resend = false;
+                a.rec.updated_at = now;
+                out.push(Action::Persist(a.rec.clone()));
+            }
+            None => {
+                old.resend = false;
+                old.updated_at = now;
+                out.push(Action::Persist(old.clone()));
+            }
+        }
+        let Some(sha) = old.sha256.clone() else {
+            return;
+        };
+        if self.mail_rule(&old.mapping).is_none() {
+            return;
+        }
+        let mut rec = self.new_record(&old.mapping, &old.path, old.file, Some(sha));
+        rec.mail_again = true;
+        out.push(Action::Persist(rec.clone()));
+        self.index(&rec);
+        let id = rec.id.clone();
+        self.activate(rec);
+        self.mail_new_version(&id, None, out);
+    }
+
     /// Entry `id` was found mailed by its key: done with the sent copy's attachment, never
     /// mailed again; its after-action runs (its sent copy is seen).
     fn found_mailed(
@@ -707,7 +739,7 @@ impl Machine {
             FOUND_MAILED,
             format!(
                 "already mailed: a sent copy in the mailbox ({}) carries this file's key; not \
-                 mailed again (to mail it again on purpose, copy the file into the folder anew)",
+                 mailed again (to mail it again on purpose: `outbox retry --resend` this entry)",
                 internet_message_id
                     .as_deref()
                     .unwrap_or("its internetMessageId unknown")

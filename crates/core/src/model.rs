@@ -456,6 +456,11 @@ pub struct Record {
     /// (a new request), or `retry` asked for it.
     #[serde(default)]
     pub mail_again: bool,
+    /// `outbox retry --resend`: this done file of a mailing mapping is to be mailed again, on
+    /// purpose. The core takes the request (clears it, persisted first: a crash loses the
+    /// request, never doubles it) and mails a new version of the file, without a search.
+    #[serde(default)]
+    pub resend: bool,
     /// Earlier versions of the path on the same item that this one did not replace because
     /// their files had another owner (`FileStat::owner`): both attachments stay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -504,6 +509,7 @@ impl Record {
             replaces: Vec::new(),
             message: None,
             mail_again: false,
+            resend: false,
             beside: Vec::new(),
             seq,
             created_at: now,
