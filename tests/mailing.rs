@@ -956,3 +956,41 @@ async fn a_draft_carrying_a_files_key_holds_it_and_it_is_never_mailed_twice() {
     );
     no_duplicates(&env, "held").await;
 }
+
+/// Review of issue 20, finding 1: a file found mailed by its key (a lost state dir) is done with
+/// the sent copy's attachment; `outbox retry ID` of it (what `verify` advises when it cannot read
+/// that attachment) put the attachment among those to delete, the search found the file mailed
+/// again, and the agent deleted the attachment from the user's Sent Items copy. The sent copy
+/// is never touched: still there, the file stays mailed, nothing is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn retrying_a_file_found_mailed_never_touches_its_sent_copy() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let a = write_file(&folder.join("a.pdf"), 10_000, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "first run: {}", stderr(&out));
+    let want = BTreeMap::from([(
+        "Scan a".to_string(),
+        HashMap::from([("a.pdf".to_string(), a)]),
+    )]);
+    assert_eq!(by_subject(&sent(&env).await), want);
+    std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the loss: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["state"], "done", "found mailed: {}", rows[0]);
+    let id = rows[0]["id"].as_str().expect("id").to_string();
+    let out = env.run(&["retry", &id], T);
+    assert!(out.status.success(), "retry: {}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the retry: {}", stderr(&out));
+    assert_eq!(
+        by_subject(&sent(&env).await),
+        want,
+        "the sent copy keeps its attachment, nothing is mailed again"
+    );
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["state"], "done", "{}", rows[0]);
+    no_duplicates(&env, "retried found-mailed").await;
+}

@@ -225,3 +225,106 @@ fn a_draft_of_this_ledgers_own_message_holds_nothing() {
     let out = answer(&mut m, 7_000, &id, holding(true));
     assert!(drafted(&out), "{out:?}");
 }
+
+fn mailed(att: &str) -> KeyOutcome {
+    KeyOutcome::Mailed {
+        message_id: "sent-1".into(),
+        internet_message_id: Some("<x@y>".into()),
+        attachment_id: att.into(),
+        marker: Some("m-lost".into()),
+        ours: false,
+    }
+}
+
+fn last_persist(out: &[Action], id: &str) -> Option<Record> {
+    out.iter().rev().find_map(|a| match a {
+        Action::Persist(r) if r.id == id => Some(r.clone()),
+        _ => None,
+    })
+}
+
+/// Drive the machine with Ticks until quiet, answering nothing; every action collected.
+fn settle_out(m: &mut Machine, t: u64) -> Vec<Action> {
+    let mut all = Vec::new();
+    for k in 0..5 {
+        all.extend(m.handle(Time(t + k * 1_000), Input::Tick));
+    }
+    all
+}
+
+/// Review of issue 20, finding 1: `verify` advises `outbox retry ID` for a file found mailed
+/// (its `message` is null) whose sent copy's attachment it could not read; the retry put the
+/// sent copy's attachment in `replaces`, the search found the file mailed again (the same
+/// attachment), and the entry then deleted that attachment from the user's Sent Items copy.
+#[test]
+fn a_retried_found_mailed_file_never_deletes_the_sent_copys_attachment() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let out = answer(&mut m, 7_000, &id, mailed("att-s1"));
+    let done = last_persist(&out, &id).expect("recorded done");
+    assert_eq!(done.state, State::Done);
+    let _ = settle_out(&mut m, 8_000);
+    // `outbox retry ID` of the done entry, as verify advises.
+    let mut out = m.handle(
+        Time(20_000),
+        Input::Retry {
+            records: vec![done],
+        },
+    );
+    out.extend(settle_out(&mut m, 20_001));
+    let (id2, _) = key_asked(&out).expect("searched again");
+    let mut out = answer(&mut m, 30_000, &id2, mailed("att-s1"));
+    out.extend(settle_out(&mut m, 30_001));
+    let deletes: Vec<&Action> = out
+        .iter()
+        .filter(|a| matches!(a, Action::DeleteAttachment { .. }))
+        .collect();
+    assert!(
+        deletes.is_empty(),
+        "the sent copy's attachment is deleted: {deletes:?}"
+    );
+}
+
+/// Cancel while the key search is in flight: nothing is drafted, the entry ends canceled.
+#[test]
+fn a_file_canceled_during_its_key_search_is_never_drafted() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let mut out = m.handle(Time(6_000), Input::Cancel { id: id.clone() });
+    out.extend(answer(&mut m, 7_000, &id, KeyOutcome::Drafted(Vec::new())));
+    out.extend(settle_out(&mut m, 8_000));
+    out.extend(m.handle(Time(600_000), Input::Tick));
+    assert!(!drafted(&out), "{out:?}");
+    let rec = last_persist(&out, &id).expect("recorded");
+    assert_eq!(rec.state, State::Canceled, "{rec:?}");
+}
+
+/// A retried heldByDraft file gets its looks again, not one.
+#[test]
+fn a_retried_held_file_is_looked_for_again_before_it_fails() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let mut t = 7_000;
+    let mut out = answer(&mut m, t, &id, holding(false));
+    for n in 1..HELD_TRIES {
+        t += held_backoff_ms(Policy::default().look_after_ms, n);
+        let _ = m.handle(Time(t), Input::Tick);
+        out = answer(&mut m, t, &id, holding(false));
+    }
+    let failed = last_persist(&out, &id).expect("failed");
+    assert_eq!(failed.state, State::Failed);
+    t += 1_000;
+    let out = m.handle(
+        Time(t),
+        Input::Retry {
+            records: vec![failed],
+        },
+    );
+    let (id2, _) = key_asked(&out).expect("searched again");
+    let out = answer(&mut m, t + 1, &id2, holding(false));
+    let rec = last_persist(&out, &id2).expect("recorded");
+    assert_ne!(rec.state, State::Failed, "failed after one look: {rec:?}");
+}
