@@ -994,3 +994,53 @@ async fn retrying_a_file_found_mailed_never_touches_its_sent_copy() {
     assert_eq!(rows[0]["state"], "done", "{}", rows[0]);
     no_duplicates(&env, "retried found-mailed").await;
 }
+
+/// Review of issue 20, finding 2: the mapping's folder moved (the config's `folder` changed and
+/// the files moved with it, ledger intact). The file's key is the same (mailbox, mapping, path
+/// under the folder, bytes) and the search finds it in a sent copy of this ledger's own; that
+/// was taken as "the user dropped these bytes again" and the file was mailed a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moved_mailing_folder_mails_no_file_again() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let a = write_file(&folder.join("a.pdf"), 10_000, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "first run: {}", stderr(&out));
+    let want = BTreeMap::from([(
+        "Scan a".to_string(),
+        HashMap::from([("a.pdf".to_string(), a)]),
+    )]);
+    assert_eq!(by_subject(&sent(&env).await), want);
+    let moved = env.path("scans-moved");
+    std::fs::rename(&folder, &moved).expect("mv folder");
+    env.write_config("", &mapping(&moved, "", ""));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the move: {}", stderr(&out));
+    assert_eq!(by_subject(&sent(&env).await), want, "nothing mailed again");
+    no_duplicates(&env, "moved folder").await;
+}
+
+/// Review of issue 20, finding 3: the mapping renamed (`name = "mail"` → `"invoices"`, same
+/// folder, ledger intact). The ledger's entries are the old name's; the key includes the
+/// mapping's name, so the search finds nothing and every file in the folder is mailed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renamed_mailing_mapping_mails_no_file_again() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let a = write_file(&folder.join("a.pdf"), 10_000, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "first run: {}", stderr(&out));
+    let want = BTreeMap::from([(
+        "Scan a".to_string(),
+        HashMap::from([("a.pdf".to_string(), a)]),
+    )]);
+    assert_eq!(by_subject(&sent(&env).await), want);
+    env.write_config(
+        "",
+        &mapping(&folder, "", "").replace("name = \"mail\"", "name = \"invoices\""),
+    );
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the rename: {}", stderr(&out));
+    assert_eq!(by_subject(&sent(&env).await), want, "nothing mailed again");
+    no_duplicates(&env, "renamed mapping").await;
+}

@@ -163,9 +163,48 @@ fn a_file_found_mailed_by_its_key_is_done_with_the_sent_copy_and_never_drafted()
     assert!(!drafted(&later) && key_asked(&later).is_none(), "{later:?}");
 }
 
+/// A version of `/mail/{name}` with other bytes, done (mailed) by this ledger.
+fn start_with_other_bytes_done(m: &mut Machine, name: &str) {
+    let mut rec = Record::pending(
+        "e-old".into(),
+        "mail".into(),
+        PathBuf::from(format!("/mail/{name}")),
+        name.into(),
+        FileStat {
+            dev: 1,
+            ino: 6,
+            size: 10,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            owner: None,
+        },
+        Some("cd".repeat(32)),
+        0,
+        Time(0),
+    );
+    rec.state = State::Done;
+    rec.attachment_id = Some("att-0".into());
+    rec.target = Some(Target {
+        user: "me".into(),
+        kind: ItemKind::Message,
+        item_id: "sent-0".into(),
+    });
+    rec.after_done = true;
+    let _ = m.handle(
+        Time(10),
+        Input::Start {
+            records: vec![rec],
+            with_url: Vec::new(),
+            messages: Vec::new(),
+        },
+    );
+}
+
 #[test]
 fn a_file_mailed_by_a_message_of_its_own_ledger_is_a_new_drop_and_mailed() {
     let mut m = keyed_machine();
+    // These bytes went from this path, then others: these are dropped again.
+    start_with_other_bytes_done(&mut m, "inv.pdf");
     let out = drop(&mut m, 1_000, "inv.pdf");
     let (id, _) = key_asked(&out).expect("searched");
     let out = answer(
@@ -327,4 +366,29 @@ fn a_retried_held_file_is_looked_for_again_before_it_fails() {
     let out = answer(&mut m, t + 1, &id2, holding(false));
     let rec = last_persist(&out, &id2).expect("recorded");
     assert_ne!(rec.state, State::Failed, "failed after one look: {rec:?}");
+}
+
+/// Review of issue 20, finding 2: the mapping's folder moved with its files (ledger intact):
+/// the key (path under the folder) is found in a sent copy of this ledger's own, but no
+/// version of this path was ever done here: the same file, found mailed, not mailed again.
+#[test]
+fn a_file_found_in_a_sent_copy_of_its_own_ledger_with_no_version_done_here_is_not_mailed_again() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let out = answer(
+        &mut m,
+        7_000,
+        &id,
+        KeyOutcome::Mailed {
+            message_id: "sent-1".into(),
+            internet_message_id: None,
+            attachment_id: "att-s1".into(),
+            marker: Some("m-mine".into()),
+            ours: true,
+        },
+    );
+    assert!(!drafted(&out), "{out:?}");
+    let rec = last_persist(&out, &id).expect("recorded");
+    assert_eq!(rec.state, State::Done, "{rec:?}");
 }

@@ -590,9 +590,14 @@ impl Machine {
     /// What the mailbox holds of entry `id`'s key.
     pub(super) fn on_key(&mut self, id: &str, k: KeyOutcome, out: &mut Vec<Action>) {
         match k {
-            // Mailed by a message of this ledger's: the ledger knows these bytes went from this
-            // path, so this is the user's new drop of them (each drop is a request to mail).
-            KeyOutcome::Mailed { ours: true, .. } => self.key_clear(id, out),
+            // Mailed by a message of this ledger's, and other bytes went from this path since
+            // (a drop of the same bytes again at the path is `mail_again`, never searched):
+            // this is the user's new drop of them (each drop is a request to mail). With no
+            // version of this path done, the key was mailed from the same place under the
+            // folder elsewhere (the mapping's folder moved, the files with it): the same file.
+            KeyOutcome::Mailed { ours: true, .. } if self.other_done_here(id) => {
+                self.key_clear(id, out)
+            }
             KeyOutcome::Mailed {
                 message_id,
                 internet_message_id,
@@ -615,6 +620,14 @@ impl Machine {
             }
             KeyOutcome::Failed(f) => self.on_fault(id, f, out),
         }
+    }
+
+    /// Whether this ledger has another version of entry `id`'s path done (not replaced).
+    fn other_done_here(&self, id: &str) -> bool {
+        self.active.get(id).is_some_and(|a| {
+            self.path_info(&a.rec.mapping, &a.rec.path)
+                .is_some_and(|i| i.done.iter().any(|(_, did, _, _)| did != id))
+        })
     }
 
     /// Entry `id`'s key is in no message of the mailbox but this ledger's: it may be put in a
