@@ -1045,3 +1045,32 @@ async fn a_renamed_mailing_mapping_mails_no_file_again() {
     assert_eq!(by_subject(&sent(&env).await), want, "nothing mailed again");
     no_duplicates(&env, "renamed mapping").await;
 }
+
+/// Review of issue 20, finding 4: two files whose names differ only in bytes that are not UTF-8
+/// (`a\xff.pdf`, `a\xfe.pdf`: both attached as `a\u{FFFD}.pdf`) with the same bytes had one key,
+/// the path read lossily. After a lost state dir the second, dropped then and never mailed, was
+/// found "mailed" in the first one's sent copy and never went.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_that_is_not_utf8_is_not_taken_for_another_by_its_key() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let first = folder.join(std::ffi::OsStr::from_bytes(b"a\xff.pdf"));
+    let sha = write_file(&first, 10_000, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "first run: {}", stderr(&out));
+    assert_eq!(sent(&env).await.len(), 1);
+    std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+    let second = folder.join(std::ffi::OsStr::from_bytes(b"a\xfe.pdf"));
+    assert_eq!(write_file(&second, 10_000, 1), sha, "the same bytes");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the loss: {}", stderr(&out));
+    let got = sent(&env).await;
+    assert_eq!(
+        got.len(),
+        2,
+        "the first found mailed, the second mailed once: {got:#?}"
+    );
+    no_duplicates(&env, "not utf-8").await;
+}

@@ -392,3 +392,24 @@ fn a_file_found_in_a_sent_copy_of_its_own_ledger_with_no_version_done_here_is_no
     let rec = last_persist(&out, &id).expect("recorded");
     assert_eq!(rec.state, State::Done, "{rec:?}");
 }
+
+/// Review of issue 20, finding 4: the key read a path that is not UTF-8 lossily, so two files
+/// whose names differ only in their non-UTF-8 bytes (`a\xff.pdf`, `a\xfe.pdf`; their
+/// attachment names are both `a\u{FFFD}.pdf`) with the same bytes had one key: after a lost
+/// state dir the second, never mailed, was found "mailed" in the first one's sent copy.
+#[cfg(unix)]
+#[test]
+fn names_differing_only_in_bytes_that_are_not_utf8_have_different_keys() {
+    use std::os::unix::ffi::OsStrExt;
+    let a = Path::new(std::ffi::OsStr::from_bytes(b"sub/a\xff.pdf"));
+    let b = Path::new(std::ffi::OsStr::from_bytes(b"sub/a\xfe.pdf"));
+    assert_ne!(
+        file_key("me", "mail", a, 10, SHA),
+        file_key("me", "mail", b, 10, SHA)
+    );
+    // A UTF-8 path keeps the key it had (drafts already stamped are still found).
+    assert_eq!(
+        file_key("me", "mail", Path::new("sub/inv.pdf"), 10, SHA),
+        "59174fb30739368843c319acf0eef82c"
+    );
+}
