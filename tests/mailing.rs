@@ -1074,3 +1074,59 @@ async fn a_name_that_is_not_utf8_is_not_taken_for_another_by_its_key() {
     );
     no_duplicates(&env, "not utf-8").await;
 }
+
+/// A state dir restored from a backup taken mid-message (at each step: its draft made, its
+/// file attached, its send answered), after that message went: neither
+/// the restored agent nor `retry --failed` after it (what the exit line advises) mails the
+/// file again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_restored_from_mid_message_then_retried_mails_no_file_again() {
+    for point in [
+        "after-draft-intent",
+        "after-draft-created",
+        "after-done-recorded",
+        "after-send",
+    ] {
+        let env = Env::new();
+        let folder = setup(&env, "", "", "");
+        let a = write_file(&folder.join("a.pdf"), 10_000, 1);
+        let crashed = run_bounded(
+            env.cmd()
+                .env("OUTBOX_CRASH_AT", point)
+                .args(["run", "--once"]),
+            T,
+        );
+        assert!(
+            crashed.status.code().is_none() || crashed.status.code() == Some(134),
+            "{point}: the failpoint was reached: {}",
+            stderr(&crashed)
+        );
+        let backup = env.path("backup");
+        copy_dir(&env.state_dir(), &backup);
+        let out = env.run(&["run", "--once"], T);
+        assert!(out.status.success(), "{point}: sent: {}", stderr(&out));
+        let want = BTreeMap::from([(
+            "Scan a".to_string(),
+            HashMap::from([("a.pdf".to_string(), a)]),
+        )]);
+        assert_eq!(by_subject(&sent(&env).await), want, "{point}");
+        std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+        copy_dir(&backup, &env.state_dir());
+        let restored = env.run(&["run", "--once"], T);
+        assert_eq!(
+            by_subject(&sent(&env).await),
+            want,
+            "{point}: restored: {}",
+            stderr(&restored)
+        );
+        let _ = env.run(&["retry", "--failed"], T);
+        let out = env.run(&["run", "--once"], T);
+        assert_eq!(
+            by_subject(&sent(&env).await),
+            want,
+            "{point}: retried: {}",
+            stderr(&out)
+        );
+        no_duplicates(&env, point).await;
+    }
+}
