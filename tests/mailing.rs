@@ -1130,3 +1130,38 @@ async fn a_state_dir_restored_from_mid_message_then_retried_mails_no_file_again(
         no_duplicates(&env, point).await;
     }
 }
+
+/// Review of issue 20, finding 5: with `keep_done` shorter than `remember_sent`, a mailed file's
+/// entry and message were pruned while the mailbox still remembered its key: the same bytes
+/// dropped again at that path (a new request, as the ledger would know it) were searched for,
+/// found in the sent copy of no message the ledger still had, and taken for mailed: never
+/// mailed, and moved to `sent_dir` as if they had been.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_dropped_again_after_its_entry_was_pruned_is_mailed_again() {
+    let env = Env::new();
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    env.write_config(
+        "keep_done = \"1s\"",
+        &mapping(&folder, "after = \"move\"", ""),
+    );
+    let path = folder.join("inv.pdf");
+    let sha = write_file(&path, 4_000, 96);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert!(folder.join("sent/inv.pdf").exists() && !path.exists());
+    std::thread::sleep(Duration::from_millis(1_500));
+    // A start with the file gone from its path prunes its entry (kept 1 s).
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(write_file(&path, 4_000, 96), sha);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let stats = no_duplicates(&env, "pruned then dropped again").await;
+    assert_eq!(
+        stats["sends_accepted"],
+        json!(2),
+        "dropped again: a second message: {stats}\n{}",
+        stderr(&out)
+    );
+}

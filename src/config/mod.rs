@@ -159,6 +159,15 @@ pub struct AgentSettings {
     pub remember_sent: Duration,
 }
 
+impl AgentSettings {
+    /// How long a finished entry (and its message) of a file gone from its folder is kept:
+    /// `keep_done`, but never less than `remember_sent`, or the same bytes dropped again at a
+    /// pruned path would be searched for and taken for mailed by the mailbox's copy.
+    pub fn keep_finished(&self) -> Duration {
+        self.keep_done.max(self.remember_sent)
+    }
+}
+
 /// One `ItemKind` for the whole crate: the core's.
 pub use crate::core::model::{ItemKind, OnChange};
 
