@@ -1165,3 +1165,33 @@ async fn a_file_dropped_again_after_its_entry_was_pruned_is_mailed_again() {
         stderr(&out)
     );
 }
+
+/// A file found mailed by its key (a lost state dir) shows sanely: `status --json` gives no
+/// message and the sent copy's attachment, `status` a line for it, and `verify` finds its bytes
+/// in the sent copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_found_mailed_shows_in_status_and_verifies_in_its_sent_copy() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    write_file(&folder.join("a.pdf"), 10_000, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "first run: {}", stderr(&out));
+    std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the loss: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["state"], "done", "{}", rows[0]);
+    assert_eq!(rows[0]["message"], Value::Null, "{}", rows[0]);
+    let out = env.run(&["status"], T);
+    assert!(out.status.success(), "status: {}", stderr(&out));
+    assert!(stdout(&out).contains("a.pdf"), "{}", stdout(&out));
+    let out = env.run(&["verify", "--all"], T);
+    assert!(
+        out.status.success(),
+        "verify: {}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("1 ok"), "{}", stdout(&out));
+}
