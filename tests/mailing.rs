@@ -1195,3 +1195,47 @@ async fn a_file_found_mailed_shows_in_status_and_verifies_in_its_sent_copy() {
     );
     assert!(stdout(&out).contains("1 ok"), "{}", stdout(&out));
 }
+
+/// Review of issue 20, finding 6: a state dir restored from a backup taken before the same
+/// bytes were dropped again at a mailed file's path (and mailed again, a second request). The
+/// restored ledger knows the first drop mailed, sees a new file at the path, and took it for a
+/// new drop (`mail_again`, never searched): the second drop was mailed a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_restored_from_before_a_drop_again_mails_that_drop_no_second_time() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let path = folder.join("inv.pdf");
+    let sha = write_file(&path, 3_000, 95);
+    let sends = || async { env.sandbox.stats().await["sends_accepted"].clone() };
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(sends().await, json!(1));
+    let backup = env.path("backup");
+    copy_dir(&env.state_dir(), &backup);
+    // The same invoice dropped again (a new file over it): mailed again, as it should be.
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    assert_eq!(write_file(&elsewhere.join("inv.pdf"), 3_000, 95), sha);
+    std::fs::rename(elsewhere.join("inv.pdf"), &path).expect("drop again");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(sends().await, json!(2), "dropped again: a second message");
+    let _ = sent(&env).await;
+    // Restored from the backup, which knows only the first drop mailed.
+    std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+    copy_dir(&backup, &env.state_dir());
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the restore: {}", stderr(&out));
+    assert_eq!(sends().await, json!(2), "the second drop mailed twice");
+    // And a third drop is still a new request, mailed once.
+    assert_eq!(write_file(&elsewhere.join("inv.pdf"), 3_000, 95), sha);
+    std::fs::rename(elsewhere.join("inv.pdf"), &path).expect("drop again");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(
+        sends().await,
+        json!(3),
+        "dropped a third time: a third message"
+    );
+    no_duplicates(&env, "restored before a drop again").await;
+}

@@ -165,6 +165,12 @@ fn a_file_found_mailed_by_its_key_is_done_with_the_sent_copy_and_never_drafted()
 
 /// A version of `/mail/{name}` with other bytes, done (mailed) by this ledger.
 fn start_with_other_bytes_done(m: &mut Machine, name: &str) {
+    start_with_done(m, name, &"cd".repeat(32));
+}
+
+/// A version of `/mail/{name}` (another file: inode 6) with bytes `sha`, done by this ledger
+/// with attachment `att-0` on item `sent-0`.
+fn start_with_done(m: &mut Machine, name: &str, sha: &str) {
     let mut rec = Record::pending(
         "e-old".into(),
         "mail".into(),
@@ -178,7 +184,7 @@ fn start_with_other_bytes_done(m: &mut Machine, name: &str) {
             ctime_ns: 0,
             owner: None,
         },
-        Some("cd".repeat(32)),
+        Some(sha.to_owned()),
         0,
         Time(0),
     );
@@ -412,4 +418,47 @@ fn names_differing_only_in_bytes_that_are_not_utf8_have_different_keys() {
         file_key("me", "mail", Path::new("sub/inv.pdf"), 10, SHA),
         "59174fb30739368843c319acf0eef82c"
     );
+}
+
+/// Review of issue 20, finding 6: the same bytes dropped again at a mailed file's path are a
+/// new request (`mail_again`) but are searched for too: a ledger restored from a backup taken
+/// before that drop was mailed (by the lost later ledger) finds it in a sent copy it does not
+/// know, and does not mail it again; the sent copy it recorded the first drop found in, or
+/// one of its own, means a new drop, mailed.
+#[test]
+fn a_drop_again_mailed_by_a_lost_later_ledger_is_found_mailed_not_mailed_twice() {
+    let mailed_in = |message_id: &str, marker: &str, ours: bool| KeyOutcome::Mailed {
+        message_id: message_id.into(),
+        internet_message_id: None,
+        attachment_id: "att-x".into(),
+        marker: Some(marker.into()),
+        ours,
+    };
+    // The lost later ledger's copy: found mailed.
+    let mut m = keyed_machine();
+    start_with_done(&mut m, "inv.pdf", SHA);
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    assert!(!drafted(&out), "{out:?}");
+    let (id, _) = key_asked(&out).expect("a drop again is searched for too");
+    let out = answer(&mut m, 7_000, &id, mailed_in("sent-9", "m-later", false));
+    assert!(!drafted(&out), "{out:?}");
+    assert_eq!(
+        last_persist(&out, &id).map(|r| r.state),
+        Some(State::Done),
+        "{out:?}"
+    );
+    // The copy the first drop was found mailed in: a new drop, mailed.
+    let mut m = keyed_machine();
+    start_with_done(&mut m, "inv.pdf", SHA);
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let out = answer(&mut m, 7_000, &id, mailed_in("sent-0", "m-lost", false));
+    assert!(drafted(&out), "{out:?}");
+    // A copy of this ledger's own: a new drop, mailed.
+    let mut m = keyed_machine();
+    start_with_done(&mut m, "inv.pdf", SHA);
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let out = answer(&mut m, 7_000, &id, mailed_in("sent-1", "m-mine", true));
+    assert!(drafted(&out), "{out:?}");
 }

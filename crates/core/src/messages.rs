@@ -538,12 +538,12 @@ impl Machine {
     }
 
     /// Whether the mailbox must be searched for this file's key before it is put in a message:
-    /// a file of a mailing mapping, in no message yet, not searched clear in this run, and not
-    /// one the ledger knows to mail again.
+    /// a file of a mailing mapping, in no message yet, not searched clear in this run. (One the
+    /// ledger knows to mail again, `mail_again`, too: a ledger restored from a backup does not
+    /// know the drop that a lost later ledger mailed.)
     pub(super) fn needs_key_search(&self, a: &Active) -> bool {
         let r = &a.rec;
         !matches!(a.key, KeyLook::Clear)
-            && !r.mail_again
             && r.message.is_none()
             && !r.state.is_terminal()
             && !r.cancel_requested
@@ -598,6 +598,11 @@ impl Machine {
             KeyOutcome::Mailed { ours: true, .. } if self.other_done_here(id) => {
                 self.key_clear(id, out)
             }
+            // The latest sent copy carrying the key is one a version of this path is done
+            // with (found mailed before): known to this ledger, so this is a new drop.
+            KeyOutcome::Mailed { ref message_id, .. } if self.done_here_in(id, message_id) => {
+                self.key_clear(id, out)
+            }
             KeyOutcome::Mailed {
                 message_id,
                 internet_message_id,
@@ -620,6 +625,19 @@ impl Machine {
             }
             KeyOutcome::Failed(f) => self.on_fault(id, f, out),
         }
+    }
+
+    /// Whether another version of entry `id`'s path is done with an attachment on item
+    /// `item_id` (a sent copy it was found mailed in).
+    fn done_here_in(&self, id: &str, item_id: &str) -> bool {
+        self.active.get(id).is_some_and(|a| {
+            self.path_info(&a.rec.mapping, &a.rec.path)
+                .is_some_and(|i| {
+                    i.done
+                        .iter()
+                        .any(|(_, did, _, t)| did != id && t.item_id == item_id)
+                })
+        })
     }
 
     /// Whether this ledger has another version of entry `id`'s path done (not replaced).
