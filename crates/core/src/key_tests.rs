@@ -462,3 +462,22 @@ fn a_drop_again_mailed_by_a_lost_later_ledger_is_found_mailed_not_mailed_twice()
     let out = answer(&mut m, 7_000, &id, mailed_in("sent-1", "m-mine", true));
     assert!(drafted(&out), "{out:?}");
 }
+
+/// A held file canceled while it waits for its next look ends canceled, never searched or
+/// drafted again.
+#[test]
+fn a_held_file_canceled_while_it_waits_ends_canceled() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let _ = answer(&mut m, 7_000, &id, holding(false));
+    let mut out = m.handle(Time(8_000), Input::Cancel { id: id.clone() });
+    out.extend(settle_out(&mut m, 9_000));
+    out.extend(m.handle(Time(3_600_000), Input::Tick));
+    assert!(!drafted(&out) && key_asked(&out).is_none(), "{out:?}");
+    assert_eq!(
+        last_persist(&out, &id).map(|r| r.state),
+        Some(State::Canceled),
+        "{out:?}"
+    );
+}
