@@ -1239,3 +1239,32 @@ async fn a_state_dir_restored_from_before_a_drop_again_mails_that_drop_no_second
     );
     no_duplicates(&env, "restored before a drop again").await;
 }
+
+/// A file found mailed by its key takes its mapping's after-action (its sent copy is seen):
+/// `move` puts it in `sent_dir`, `delete` removes it; nothing is mailed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_found_mailed_is_moved_or_deleted_as_its_mapping_says() {
+    for after in ["move", "delete"] {
+        let env = Env::new();
+        let folder = setup(&env, "", "", "");
+        write_file(&folder.join("a.pdf"), 10_000, 1);
+        let out = env.run(&["run", "--once"], T);
+        assert!(out.status.success(), "{after}: first run: {}", stderr(&out));
+        std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+        env.write_config("", &mapping(&folder, &format!("after = \"{after}\""), ""));
+        let out = env.run(&["run", "--once"], T);
+        assert!(
+            out.status.success(),
+            "{after}: after the loss: {}",
+            stderr(&out)
+        );
+        assert!(!folder.join("a.pdf").exists(), "{after}: still there");
+        assert_eq!(
+            folder.join("sent/a.pdf").exists(),
+            after == "move",
+            "{after}"
+        );
+        let stats = no_duplicates(&env, after).await;
+        assert_eq!(stats["sends_accepted"], json!(1), "{after}: {stats}");
+    }
+}
