@@ -388,7 +388,7 @@ pub async fn run(
             &agent.ledger,
             &agent.sessions,
             sends_since,
-            agent.settings.agent.keep_finished(),
+            agent.settings.keep_finished(),
             time::OffsetDateTime::now_utc(),
         );
         let read_ms = t0.elapsed();
@@ -1177,7 +1177,7 @@ impl Agent {
     /// Prune the ledger ([`Ledger::prune`]); `stale`: only those entries (start-up's read found
     /// them), instead of a whole read.
     fn prune(&self, stale: Option<Vec<(String, std::path::PathBuf)>>) {
-        let keep = self.settings.agent.keep_finished();
+        let keep = self.settings.keep_finished();
         let unavailable: Vec<&Path> = self
             .settings
             .mappings

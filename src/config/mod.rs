@@ -159,12 +159,21 @@ pub struct AgentSettings {
     pub remember_sent: Duration,
 }
 
-impl AgentSettings {
+impl Settings {
     /// How long a finished entry (and its message) of a file gone from its folder is kept:
-    /// `keep_done`, but never less than `remember_sent`, or the same bytes dropped again at a
-    /// pruned path would be searched for and taken for mailed by the mailbox's copy.
+    /// `keep_done`; where a folder is mailed, never less than `remember_sent`, or the same
+    /// bytes dropped again at a pruned path would be searched for and taken for mailed by the
+    /// mailbox's copy.
     pub fn keep_finished(&self) -> Duration {
-        self.keep_done.max(self.remember_sent)
+        let mails = self
+            .mappings
+            .iter()
+            .any(|m| matches!(m.target, Target::NewMessage(_)));
+        if mails {
+            self.agent.keep_done.max(self.agent.remember_sent)
+        } else {
+            self.agent.keep_done
+        }
     }
 }
 
