@@ -1011,3 +1011,317 @@ async fn retry_resend_mails_a_done_file_again_on_purpose_once_each_time() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("no longer at"), "{}", stderr(&out));
 }
+
+/// Review of issue 20, finding 1: a file found mailed by its key (a lost state dir) is done with
+/// the sent copy's attachment; `outbox retry ID` of it (what `verify` advises when it cannot read
+/// that attachment) put the attachment among those to delete, the search found the file mailed
+/// again, and the agent deleted the attachment from the user's Sent Items copy. The sent copy
+/// is never touched: still there, the file stays mailed, nothing is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn retrying_a_file_found_mailed_never_touches_its_sent_copy() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let a = write_file(&folder.join("a.pdf"), 10_000, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "first run: {}", stderr(&out));
+    let want = BTreeMap::from([(
+        "Scan a".to_string(),
+        HashMap::from([("a.pdf".to_string(), a)]),
+    )]);
+    assert_eq!(by_subject(&sent(&env).await), want);
+    std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the loss: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["state"], "done", "found mailed: {}", rows[0]);
+    let id = rows[0]["id"].as_str().expect("id").to_string();
+    // Refused by the CLI (its attachment is on a sent message; `--resend` mails it again on
+    // purpose); the core never deletes it either (key_tests: a retried found-mailed file).
+    let out = env.run(&["retry", &id], T);
+    assert_eq!(out.status.code(), Some(2), "retry: {}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the retry: {}", stderr(&out));
+    assert_eq!(
+        by_subject(&sent(&env).await),
+        want,
+        "the sent copy keeps its attachment, nothing is mailed again"
+    );
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["state"], "done", "{}", rows[0]);
+    no_duplicates(&env, "retried found-mailed").await;
+}
+
+/// Review of issue 20, finding 2: the mapping's folder moved (the config's `folder` changed and
+/// the files moved with it, ledger intact). The file's key is the same (mailbox, mapping, path
+/// under the folder, bytes) and the search finds it in a sent copy of this ledger's own; that
+/// was taken as "the user dropped these bytes again" and the file was mailed a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moved_mailing_folder_mails_no_file_again() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let a = write_file(&folder.join("a.pdf"), 10_000, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "first run: {}", stderr(&out));
+    let want = BTreeMap::from([(
+        "Scan a".to_string(),
+        HashMap::from([("a.pdf".to_string(), a)]),
+    )]);
+    assert_eq!(by_subject(&sent(&env).await), want);
+    let moved = env.path("scans-moved");
+    std::fs::rename(&folder, &moved).expect("mv folder");
+    env.write_config("", &mapping(&moved, "", ""));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the move: {}", stderr(&out));
+    assert_eq!(by_subject(&sent(&env).await), want, "nothing mailed again");
+    no_duplicates(&env, "moved folder").await;
+}
+
+/// Review of issue 20, finding 3: the mapping renamed (`name = "mail"` → `"invoices"`, same
+/// folder, ledger intact). The ledger's entries are the old name's; the key includes the
+/// mapping's name, so the search finds nothing and every file in the folder is mailed again.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "review of issue 20: finding 3 (the key names the mapping; SPEC 8 says so: a design decision)"]
+async fn a_renamed_mailing_mapping_mails_no_file_again() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let a = write_file(&folder.join("a.pdf"), 10_000, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "first run: {}", stderr(&out));
+    let want = BTreeMap::from([(
+        "Scan a".to_string(),
+        HashMap::from([("a.pdf".to_string(), a)]),
+    )]);
+    assert_eq!(by_subject(&sent(&env).await), want);
+    env.write_config(
+        "",
+        &mapping(&folder, "", "").replace("name = \"mail\"", "name = \"invoices\""),
+    );
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the rename: {}", stderr(&out));
+    assert_eq!(by_subject(&sent(&env).await), want, "nothing mailed again");
+    no_duplicates(&env, "renamed mapping").await;
+}
+
+/// Review of issue 20, finding 4: two files whose names differ only in bytes that are not UTF-8
+/// (`a\xff.pdf`, `a\xfe.pdf`: both attached as `a\u{FFFD}.pdf`) with the same bytes had one key,
+/// the path read lossily. After a lost state dir the second, dropped then and never mailed, was
+/// found "mailed" in the first one's sent copy and never went.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_that_is_not_utf8_is_not_taken_for_another_by_its_key() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let first = folder.join(std::ffi::OsStr::from_bytes(b"a\xff.pdf"));
+    let sha = write_file(&first, 10_000, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "first run: {}", stderr(&out));
+    assert_eq!(sent(&env).await.len(), 1);
+    std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+    let second = folder.join(std::ffi::OsStr::from_bytes(b"a\xfe.pdf"));
+    assert_eq!(write_file(&second, 10_000, 1), sha, "the same bytes");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the loss: {}", stderr(&out));
+    let got = sent(&env).await;
+    assert_eq!(
+        got.len(),
+        2,
+        "the first found mailed, the second mailed once: {got:#?}"
+    );
+    no_duplicates(&env, "not utf-8").await;
+}
+
+/// A state dir restored from a backup taken mid-message (at each step: its draft made, its
+/// file attached, its send answered), after that message went: neither
+/// the restored agent nor `retry --failed` after it (what the exit line advises) mails the
+/// file again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_restored_from_mid_message_then_retried_mails_no_file_again() {
+    for point in [
+        "after-draft-intent",
+        "after-draft-created",
+        "after-done-recorded",
+        "after-send",
+    ] {
+        let env = Env::new();
+        let folder = setup(&env, "", "", "");
+        let a = write_file(&folder.join("a.pdf"), 10_000, 1);
+        let crashed = run_bounded(
+            env.cmd()
+                .env("OUTBOX_CRASH_AT", point)
+                .args(["run", "--once"]),
+            T,
+        );
+        assert!(
+            crashed.status.code().is_none() || crashed.status.code() == Some(134),
+            "{point}: the failpoint was reached: {}",
+            stderr(&crashed)
+        );
+        let backup = env.path("backup");
+        copy_dir(&env.state_dir(), &backup);
+        let out = env.run(&["run", "--once"], T);
+        assert!(out.status.success(), "{point}: sent: {}", stderr(&out));
+        let want = BTreeMap::from([(
+            "Scan a".to_string(),
+            HashMap::from([("a.pdf".to_string(), a)]),
+        )]);
+        assert_eq!(by_subject(&sent(&env).await), want, "{point}");
+        std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+        copy_dir(&backup, &env.state_dir());
+        let restored = env.run(&["run", "--once"], T);
+        assert_eq!(
+            by_subject(&sent(&env).await),
+            want,
+            "{point}: restored: {}",
+            stderr(&restored)
+        );
+        let _ = env.run(&["retry", "--failed"], T);
+        let out = env.run(&["run", "--once"], T);
+        assert_eq!(
+            by_subject(&sent(&env).await),
+            want,
+            "{point}: retried: {}",
+            stderr(&out)
+        );
+        no_duplicates(&env, point).await;
+    }
+}
+
+/// Review of issue 20, finding 5: with `keep_done` shorter than `remember_sent`, a mailed file's
+/// entry and message were pruned while the mailbox still remembered its key: the same bytes
+/// dropped again at that path (a new request, as the ledger would know it) were searched for,
+/// found in the sent copy of no message the ledger still had, and taken for mailed: never
+/// mailed, and moved to `sent_dir` as if they had been.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_dropped_again_after_its_entry_was_pruned_is_mailed_again() {
+    let env = Env::new();
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    env.write_config(
+        "keep_done = \"1s\"",
+        &mapping(&folder, "after = \"move\"", ""),
+    );
+    let path = folder.join("inv.pdf");
+    let sha = write_file(&path, 4_000, 96);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert!(folder.join("sent/inv.pdf").exists() && !path.exists());
+    std::thread::sleep(Duration::from_millis(1_500));
+    // A start with the file gone from its path prunes its entry (kept 1 s).
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(write_file(&path, 4_000, 96), sha);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let stats = no_duplicates(&env, "pruned then dropped again").await;
+    assert_eq!(
+        stats["sends_accepted"],
+        json!(2),
+        "dropped again: a second message: {stats}\n{}",
+        stderr(&out)
+    );
+}
+
+/// A file found mailed by its key (a lost state dir) shows sanely: `status --json` gives no
+/// message and the sent copy's attachment, `status` a line for it, and `verify` finds its bytes
+/// in the sent copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_found_mailed_shows_in_status_and_verifies_in_its_sent_copy() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    write_file(&folder.join("a.pdf"), 10_000, 1);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "first run: {}", stderr(&out));
+    std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the loss: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["state"], "done", "{}", rows[0]);
+    assert_eq!(rows[0]["message"], Value::Null, "{}", rows[0]);
+    let out = env.run(&["status"], T);
+    assert!(out.status.success(), "status: {}", stderr(&out));
+    assert!(stdout(&out).contains("a.pdf"), "{}", stdout(&out));
+    let out = env.run(&["verify", "--all"], T);
+    assert!(
+        out.status.success(),
+        "verify: {}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("1 ok"), "{}", stdout(&out));
+}
+
+/// Review of issue 20, finding 6: a state dir restored from a backup taken before the same
+/// bytes were dropped again at a mailed file's path (and mailed again, a second request). The
+/// restored ledger knows the first drop mailed, sees a new file at the path, and took it for a
+/// new drop (`mail_again`, never searched): the second drop was mailed a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_restored_from_before_a_drop_again_mails_that_drop_no_second_time() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let path = folder.join("inv.pdf");
+    let sha = write_file(&path, 3_000, 95);
+    let sends = || async { env.sandbox.stats().await["sends_accepted"].clone() };
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(sends().await, json!(1));
+    let backup = env.path("backup");
+    copy_dir(&env.state_dir(), &backup);
+    // The same invoice dropped again (a new file over it): mailed again, as it should be.
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    assert_eq!(write_file(&elsewhere.join("inv.pdf"), 3_000, 95), sha);
+    std::fs::rename(elsewhere.join("inv.pdf"), &path).expect("drop again");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(sends().await, json!(2), "dropped again: a second message");
+    let _ = sent(&env).await;
+    // Restored from the backup, which knows only the first drop mailed.
+    std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+    copy_dir(&backup, &env.state_dir());
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the restore: {}", stderr(&out));
+    assert_eq!(sends().await, json!(2), "the second drop mailed twice");
+    // And a third drop is still a new request, mailed once.
+    assert_eq!(write_file(&elsewhere.join("inv.pdf"), 3_000, 95), sha);
+    std::fs::rename(elsewhere.join("inv.pdf"), &path).expect("drop again");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert_eq!(
+        sends().await,
+        json!(3),
+        "dropped a third time: a third message"
+    );
+    no_duplicates(&env, "restored before a drop again").await;
+}
+
+/// A file found mailed by its key takes its mapping's after-action (its sent copy is seen):
+/// `move` puts it in `sent_dir`, `delete` removes it; nothing is mailed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_found_mailed_is_moved_or_deleted_as_its_mapping_says() {
+    for after in ["move", "delete"] {
+        let env = Env::new();
+        let folder = setup(&env, "", "", "");
+        write_file(&folder.join("a.pdf"), 10_000, 1);
+        let out = env.run(&["run", "--once"], T);
+        assert!(out.status.success(), "{after}: first run: {}", stderr(&out));
+        std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+        env.write_config("", &mapping(&folder, &format!("after = \"{after}\""), ""));
+        let out = env.run(&["run", "--once"], T);
+        assert!(
+            out.status.success(),
+            "{after}: after the loss: {}",
+            stderr(&out)
+        );
+        assert!(!folder.join("a.pdf").exists(), "{after}: still there");
+        assert_eq!(
+            folder.join("sent/a.pdf").exists(),
+            after == "move",
+            "{after}"
+        );
+        let stats = no_duplicates(&env, after).await;
+        assert_eq!(stats["sends_accepted"], json!(1), "{after}: {stats}");
+    }
+}

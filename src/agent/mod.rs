@@ -406,7 +406,7 @@ pub async fn run(
             &agent.ledger,
             &agent.sessions,
             sends_since,
-            agent.settings.agent.keep_done,
+            agent.settings.keep_finished(),
             time::OffsetDateTime::now_utc(),
         );
         let read_ms = t0.elapsed();
@@ -1205,7 +1205,7 @@ impl Agent {
     /// Prune the ledger ([`Ledger::prune`]); `stale`: only those entries (start-up's read found
     /// them), instead of a whole read.
     fn prune(&self, stale: Option<Vec<(String, std::path::PathBuf)>>) {
-        let keep = self.settings.agent.keep_done;
+        let keep = self.settings.keep_finished();
         let unavailable: Vec<&Path> = self
             .settings
             .mappings

@@ -159,6 +159,24 @@ pub struct AgentSettings {
     pub remember_sent: Duration,
 }
 
+impl Settings {
+    /// How long a finished entry (and its message) of a file gone from its folder is kept:
+    /// `keep_done`; where a folder is mailed, never less than `remember_sent`, or the same
+    /// bytes dropped again at a pruned path would be searched for and taken for mailed by the
+    /// mailbox's copy.
+    pub fn keep_finished(&self) -> Duration {
+        let mails = self
+            .mappings
+            .iter()
+            .any(|m| matches!(m.target, Target::NewMessage(_)));
+        if mails {
+            self.agent.keep_done.max(self.agent.remember_sent)
+        } else {
+            self.agent.keep_done
+        }
+    }
+}
+
 /// One `ItemKind` for the whole crate: the core's.
 pub use crate::core::model::{ItemKind, OnChange};
 

@@ -615,7 +615,7 @@ impl GraphClient {
     }
 
     /// The core's `FindFileKey`: a sent copy since `since` carrying `key` with an attachment
-    /// named `name` (Sent Items, every page, earliest first), else a draft carrying it
+    /// named `name` (Sent Items, every page, the latest first), else a draft carrying it
     /// (Drafts). No retry here.
     pub async fn key_step(&self, user: &str, key: &str, name: &str, since: Time) -> KeyOutcome {
         match self.find_file_key(user, key, name, since).await {
@@ -637,7 +637,9 @@ impl GraphClient {
             .await?;
         sent.retain(|m| !m.is_draft && sent_since(m.sent.as_deref(), since));
         sent.sort_by(|a, b| a.sent.cmp(&b.sent).then_with(|| a.id.cmp(&b.id)));
-        for m in sent {
+        // The latest first: the core tells a copy of this ledger's own, or one it recorded a
+        // file found mailed in, from one a lost (or later) ledger mailed.
+        for m in sent.into_iter().rev() {
             // The key names the file; the attachment by its name proves it went in that
             // message (a file that left its message before the send left its key behind).
             let atts = self

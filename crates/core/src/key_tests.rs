@@ -170,9 +170,54 @@ fn a_file_found_mailed_by_its_key_is_done_with_the_sent_copy_and_never_drafted()
     assert!(!drafted(&later) && key_asked(&later).is_none(), "{later:?}");
 }
 
+/// A version of `/mail/{name}` with other bytes, done (mailed) by this ledger.
+fn start_with_other_bytes_done(m: &mut Machine, name: &str) {
+    start_with_done(m, name, &"cd".repeat(32));
+}
+
+/// A version of `/mail/{name}` (another file: inode 6) with bytes `sha`, done by this ledger
+/// with attachment `att-0` on item `sent-0`.
+fn start_with_done(m: &mut Machine, name: &str, sha: &str) {
+    let mut rec = Record::pending(
+        "e-old".into(),
+        "mail".into(),
+        PathBuf::from(format!("/mail/{name}")),
+        name.into(),
+        FileStat {
+            dev: 1,
+            ino: 6,
+            size: 10,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            owner: None,
+        },
+        Some(sha.to_owned()),
+        0,
+        Time(0),
+    );
+    rec.state = State::Done;
+    rec.attachment_id = Some("att-0".into());
+    rec.target = Some(Target {
+        user: "me".into(),
+        kind: ItemKind::Message,
+        item_id: "sent-0".into(),
+    });
+    rec.after_done = true;
+    let _ = m.handle(
+        Time(10),
+        Input::Start {
+            records: vec![rec],
+            with_url: Vec::new(),
+            messages: Vec::new(),
+        },
+    );
+}
+
 #[test]
 fn a_file_mailed_by_a_message_of_its_own_ledger_is_a_new_drop_and_mailed() {
     let mut m = keyed_machine();
+    // These bytes went from this path, then others: these are dropped again.
+    start_with_other_bytes_done(&mut m, "inv.pdf");
     let out = drop(&mut m, 1_000, "inv.pdf");
     let (id, _) = key_asked(&out).expect("searched");
     let out = answer(
@@ -352,4 +397,215 @@ fn resend_asked_while_no_agent_ran_is_taken_at_start() {
         },
     );
     assert!(!drafted(&out), "{out:?}");
+}
+
+fn mailed(att: &str) -> KeyOutcome {
+    KeyOutcome::Mailed {
+        message_id: "sent-1".into(),
+        internet_message_id: Some("<x@y>".into()),
+        attachment_id: att.into(),
+        marker: Some("m-lost".into()),
+        ours: false,
+    }
+}
+
+fn last_persist(out: &[Action], id: &str) -> Option<Record> {
+    out.iter().rev().find_map(|a| match a {
+        Action::Persist(r) if r.id == id => Some(r.clone()),
+        _ => None,
+    })
+}
+
+/// Drive the machine with Ticks until quiet, answering nothing; every action collected.
+fn settle_out(m: &mut Machine, t: u64) -> Vec<Action> {
+    let mut all = Vec::new();
+    for k in 0..5 {
+        all.extend(m.handle(Time(t + k * 1_000), Input::Tick));
+    }
+    all
+}
+
+/// Review of issue 20, finding 1: `verify` advises `outbox retry ID` for a file found mailed
+/// (its `message` is null) whose sent copy's attachment it could not read; the retry put the
+/// sent copy's attachment in `replaces`, the search found the file mailed again (the same
+/// attachment), and the entry then deleted that attachment from the user's Sent Items copy.
+#[test]
+fn a_retried_found_mailed_file_never_deletes_the_sent_copys_attachment() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let out = answer(&mut m, 7_000, &id, mailed("att-s1"));
+    let done = last_persist(&out, &id).expect("recorded done");
+    assert_eq!(done.state, State::Done);
+    let _ = settle_out(&mut m, 8_000);
+    // `outbox retry ID` of the done entry, as verify advises.
+    let mut out = m.handle(
+        Time(20_000),
+        Input::Retry {
+            records: vec![done],
+        },
+    );
+    out.extend(settle_out(&mut m, 20_001));
+    let (id2, _) = key_asked(&out).expect("searched again");
+    let mut out = answer(&mut m, 30_000, &id2, mailed("att-s1"));
+    out.extend(settle_out(&mut m, 30_001));
+    let deletes: Vec<&Action> = out
+        .iter()
+        .filter(|a| matches!(a, Action::DeleteAttachment { .. }))
+        .collect();
+    assert!(
+        deletes.is_empty(),
+        "the sent copy's attachment is deleted: {deletes:?}"
+    );
+}
+
+/// Cancel while the key search is in flight: nothing is drafted, the entry ends canceled.
+#[test]
+fn a_file_canceled_during_its_key_search_is_never_drafted() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let mut out = m.handle(Time(6_000), Input::Cancel { id: id.clone() });
+    out.extend(answer(&mut m, 7_000, &id, KeyOutcome::Drafted(Vec::new())));
+    out.extend(settle_out(&mut m, 8_000));
+    out.extend(m.handle(Time(600_000), Input::Tick));
+    assert!(!drafted(&out), "{out:?}");
+    let rec = last_persist(&out, &id).expect("recorded");
+    assert_eq!(rec.state, State::Canceled, "{rec:?}");
+}
+
+/// A retried heldByDraft file gets its looks again, not one.
+#[test]
+fn a_retried_held_file_is_looked_for_again_before_it_fails() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let mut t = 7_000;
+    let mut out = answer(&mut m, t, &id, holding(false));
+    for n in 1..HELD_TRIES {
+        t += held_backoff_ms(Policy::default().look_after_ms, n);
+        let _ = m.handle(Time(t), Input::Tick);
+        out = answer(&mut m, t, &id, holding(false));
+    }
+    let failed = last_persist(&out, &id).expect("failed");
+    assert_eq!(failed.state, State::Failed);
+    t += 1_000;
+    let out = m.handle(
+        Time(t),
+        Input::Retry {
+            records: vec![failed],
+        },
+    );
+    let (id2, _) = key_asked(&out).expect("searched again");
+    let out = answer(&mut m, t + 1, &id2, holding(false));
+    let rec = last_persist(&out, &id2).expect("recorded");
+    assert_ne!(rec.state, State::Failed, "failed after one look: {rec:?}");
+}
+
+/// Review of issue 20, finding 2: the mapping's folder moved with its files (ledger intact):
+/// the key (path under the folder) is found in a sent copy of this ledger's own, but no
+/// version of this path was ever done here: the same file, found mailed, not mailed again.
+#[test]
+fn a_file_found_in_a_sent_copy_of_its_own_ledger_with_no_version_done_here_is_not_mailed_again() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let out = answer(
+        &mut m,
+        7_000,
+        &id,
+        KeyOutcome::Mailed {
+            message_id: "sent-1".into(),
+            internet_message_id: None,
+            attachment_id: "att-s1".into(),
+            marker: Some("m-mine".into()),
+            ours: true,
+        },
+    );
+    assert!(!drafted(&out), "{out:?}");
+    let rec = last_persist(&out, &id).expect("recorded");
+    assert_eq!(rec.state, State::Done, "{rec:?}");
+}
+
+/// Review of issue 20, finding 4: the key read a path that is not UTF-8 lossily, so two files
+/// whose names differ only in their non-UTF-8 bytes (`a\xff.pdf`, `a\xfe.pdf`; their
+/// attachment names are both `a\u{FFFD}.pdf`) with the same bytes had one key: after a lost
+/// state dir the second, never mailed, was found "mailed" in the first one's sent copy.
+#[cfg(unix)]
+#[test]
+fn names_differing_only_in_bytes_that_are_not_utf8_have_different_keys() {
+    use std::os::unix::ffi::OsStrExt;
+    let a = Path::new(std::ffi::OsStr::from_bytes(b"sub/a\xff.pdf"));
+    let b = Path::new(std::ffi::OsStr::from_bytes(b"sub/a\xfe.pdf"));
+    assert_ne!(
+        file_key("me", "mail", a, 10, SHA),
+        file_key("me", "mail", b, 10, SHA)
+    );
+    // A UTF-8 path keeps the key it had (drafts already stamped are still found).
+    assert_eq!(
+        file_key("me", "mail", Path::new("sub/inv.pdf"), 10, SHA),
+        "59174fb30739368843c319acf0eef82c"
+    );
+}
+
+/// Review of issue 20, finding 6: the same bytes dropped again at a mailed file's path are a
+/// new request (`mail_again`) but are searched for too: a ledger restored from a backup taken
+/// before that drop was mailed (by the lost later ledger) finds it in a sent copy it does not
+/// know, and does not mail it again; the sent copy it recorded the first drop found in, or
+/// one of its own, means a new drop, mailed.
+#[test]
+fn a_drop_again_mailed_by_a_lost_later_ledger_is_found_mailed_not_mailed_twice() {
+    let mailed_in = |message_id: &str, marker: &str, ours: bool| KeyOutcome::Mailed {
+        message_id: message_id.into(),
+        internet_message_id: None,
+        attachment_id: "att-x".into(),
+        marker: Some(marker.into()),
+        ours,
+    };
+    // The lost later ledger's copy: found mailed.
+    let mut m = keyed_machine();
+    start_with_done(&mut m, "inv.pdf", SHA);
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    assert!(!drafted(&out), "{out:?}");
+    let (id, _) = key_asked(&out).expect("a drop again is searched for too");
+    let out = answer(&mut m, 7_000, &id, mailed_in("sent-9", "m-later", false));
+    assert!(!drafted(&out), "{out:?}");
+    assert_eq!(
+        last_persist(&out, &id).map(|r| r.state),
+        Some(State::Done),
+        "{out:?}"
+    );
+    // The copy the first drop was found mailed in: a new drop, mailed.
+    let mut m = keyed_machine();
+    start_with_done(&mut m, "inv.pdf", SHA);
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let out = answer(&mut m, 7_000, &id, mailed_in("sent-0", "m-lost", false));
+    assert!(drafted(&out), "{out:?}");
+    // A copy of this ledger's own: a new drop, mailed.
+    let mut m = keyed_machine();
+    start_with_done(&mut m, "inv.pdf", SHA);
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let out = answer(&mut m, 7_000, &id, mailed_in("sent-1", "m-mine", true));
+    assert!(drafted(&out), "{out:?}");
+}
+
+/// A held file canceled while it waits for its next look ends canceled, never searched or
+/// drafted again.
+#[test]
+fn a_held_file_canceled_while_it_waits_ends_canceled() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let _ = answer(&mut m, 7_000, &id, holding(false));
+    let mut out = m.handle(Time(8_000), Input::Cancel { id: id.clone() });
+    out.extend(settle_out(&mut m, 9_000));
+    out.extend(m.handle(Time(3_600_000), Input::Tick));
+    assert!(!drafted(&out) && key_asked(&out).is_none(), "{out:?}");
+    assert_eq!(
+        last_persist(&out, &id).map(|r| r.state),
+        Some(State::Canceled),
+        "{out:?}"
+    );
 }

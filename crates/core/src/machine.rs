@@ -1175,8 +1175,18 @@ impl Machine {
 
     // ---- entries ------------------------------------------------------------------------------
 
-    fn activate(&mut self, rec: Record) {
+    fn activate(&mut self, mut rec: Record) {
         let id = rec.id.clone();
+        if rec.message.is_none()
+            && rec.state == State::Pending
+            && self.mail_rule(&rec.mapping).is_some()
+        {
+            // A file of a mailing mapping retried while done in no message (found mailed by
+            // its key): its attachment is on a sent copy, the user's record, never deleted
+            // (`retry` and the offline requeue put it among those to replace). Its key is
+            // searched for again: still there, it stays mailed; gone, it is mailed again.
+            rec.replaces.retain(|r| r.entry != id);
+        }
         let working = &mut self
             .paths
             .entry(rec.mapping.clone())

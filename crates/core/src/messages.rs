@@ -541,12 +541,12 @@ impl Machine {
     }
 
     /// Whether the mailbox must be searched for this file's key before it is put in a message:
-    /// a file of a mailing mapping, in no message yet, not searched clear in this run, and not
-    /// one the ledger knows to mail again.
+    /// a file of a mailing mapping, in no message yet, not searched clear in this run. (One the
+    /// ledger knows to mail again, `mail_again`, too: a ledger restored from a backup does not
+    /// know the drop that a lost later ledger mailed.)
     pub(super) fn needs_key_search(&self, a: &Active) -> bool {
         let r = &a.rec;
         !matches!(a.key, KeyLook::Clear)
-            && !r.mail_again
             && r.message.is_none()
             && !r.state.is_terminal()
             && !r.cancel_requested
@@ -593,9 +593,19 @@ impl Machine {
     /// What the mailbox holds of entry `id`'s key.
     pub(super) fn on_key(&mut self, id: &str, k: KeyOutcome, out: &mut Vec<Action>) {
         match k {
-            // Mailed by a message of this ledger's: the ledger knows these bytes went from this
-            // path, so this is the user's new drop of them (each drop is a request to mail).
-            KeyOutcome::Mailed { ours: true, .. } => self.key_clear(id, out),
+            // Mailed by a message of this ledger's, and other bytes went from this path since
+            // (a drop of the same bytes again at the path is `mail_again`, never searched):
+            // this is the user's new drop of them (each drop is a request to mail). With no
+            // version of this path done, the key was mailed from the same place under the
+            // folder elsewhere (the mapping's folder moved, the files with it): the same file.
+            KeyOutcome::Mailed { ours: true, .. } if self.other_done_here(id) => {
+                self.key_clear(id, out)
+            }
+            // The latest sent copy carrying the key is one a version of this path is done
+            // with (found mailed before): known to this ledger, so this is a new drop.
+            KeyOutcome::Mailed { ref message_id, .. } if self.done_here_in(id, message_id) => {
+                self.key_clear(id, out)
+            }
             KeyOutcome::Mailed {
                 message_id,
                 internet_message_id,
@@ -618,6 +628,27 @@ impl Machine {
             }
             KeyOutcome::Failed(f) => self.on_fault(id, f, out),
         }
+    }
+
+    /// Whether another version of entry `id`'s path is done with an attachment on item
+    /// `item_id` (a sent copy it was found mailed in).
+    fn done_here_in(&self, id: &str, item_id: &str) -> bool {
+        self.active.get(id).is_some_and(|a| {
+            self.path_info(&a.rec.mapping, &a.rec.path)
+                .is_some_and(|i| {
+                    i.done
+                        .iter()
+                        .any(|(_, did, _, t)| did != id && t.item_id == item_id)
+                })
+        })
+    }
+
+    /// Whether this ledger has another version of entry `id`'s path done (not replaced).
+    fn other_done_here(&self, id: &str) -> bool {
+        self.active.get(id).is_some_and(|a| {
+            self.path_info(&a.rec.mapping, &a.rec.path)
+                .is_some_and(|i| i.done.iter().any(|(_, did, _, _)| did != id))
+        })
     }
 
     /// Entry `id`'s key is in no message of the mailbox but this ledger's: it may be put in a
@@ -698,6 +729,11 @@ impl Machine {
         self.index(&rec);
         let id = rec.id.clone();
         self.activate(rec);
+        // The user asked: no search (after a restart before its message is made, one finds
+        // this ledger's own sent copy, which counts as a new drop: mailed all the same).
+        if let Some(a) = self.active.get_mut(&id) {
+            a.key = KeyLook::Clear;
+        }
         self.mail_new_version(&id, None, out);
     }
 

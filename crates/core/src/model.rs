@@ -1246,23 +1246,26 @@ pub enum Note {
 /// dir, or a second agent syncing the same folder, derives the same key. 32 hex digits.
 pub fn file_key(user: &str, mapping: &str, rel_path: &Path, size: u64, sha256: &str) -> String {
     use sha2::{Digest, Sha256};
-    let rel: Vec<String> = rel_path
+    // A name's own bytes (UTF-8 where it is, so a UTF-8 path's key is the same everywhere),
+    // never read lossily: two names differing only in bytes that are not UTF-8 are two files.
+    let rel: Vec<&[u8]> = rel_path
         .components()
         .filter_map(|c| match c {
-            std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            std::path::Component::Normal(s) => Some(s.as_encoded_bytes()),
             _ => None,
         })
         .collect();
+    let rel = rel.join(&b'/');
     let mut h = Sha256::new();
     for part in [
-        "outbox-file-key/1",
-        &user.to_lowercase(),
-        mapping,
-        &rel.join("/"),
-        &size.to_string(),
-        &sha256.to_lowercase(),
+        "outbox-file-key/1".as_bytes(),
+        user.to_lowercase().as_bytes(),
+        mapping.as_bytes(),
+        &rel,
+        size.to_string().as_bytes(),
+        sha256.to_lowercase().as_bytes(),
     ] {
-        h.update(part.as_bytes());
+        h.update(part);
         h.update([0u8]);
     }
     hex::encode(&h.finalize()[..16])

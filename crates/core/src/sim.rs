@@ -2062,25 +2062,31 @@ impl Sim {
                 key, name, since, ..
             } => {
                 let now = self.now;
-                // Sent Items: a copy carrying the key with an attachment of the name.
-                let mailed = self.mail.iter().find_map(|(gid, m)| {
-                    if m.is_draft || m.visible_at > now || m.visible_at < *since {
-                        return None;
-                    }
-                    if !m.keys.contains(key) {
-                        return None;
-                    }
-                    let (_, att) = m.atts.iter().find(|(n, _)| n == name)?;
-                    Some(KeyOutcome::Mailed {
-                        message_id: gid.clone(),
-                        internet_message_id: Some(m.imid.clone()),
-                        attachment_id: att.clone(),
-                        marker: m.marker.clone(),
-                        ours: m
-                            .marker
-                            .as_ref()
-                            .is_some_and(|mk| self.msg_ledger.contains_key(mk)),
+                // Sent Items: the latest copy carrying the key with an attachment of the
+                // name (as graph::mail's key_step).
+                let latest = self
+                    .mail
+                    .iter()
+                    .filter_map(|(gid, m)| {
+                        if m.is_draft || m.visible_at > now || m.visible_at < *since {
+                            return None;
+                        }
+                        if !m.keys.contains(key) {
+                            return None;
+                        }
+                        let (_, att) = m.atts.iter().find(|(n, _)| n == name)?;
+                        Some((m.visible_at, gid, m, att))
                     })
+                    .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+                let mailed = latest.map(|(_, gid, m, att)| KeyOutcome::Mailed {
+                    message_id: gid.clone(),
+                    internet_message_id: Some(m.imid.clone()),
+                    attachment_id: att.clone(),
+                    marker: m.marker.clone(),
+                    ours: m
+                        .marker
+                        .as_ref()
+                        .is_some_and(|mk| self.msg_ledger.contains_key(mk)),
                 });
                 let found = mailed.unwrap_or_else(|| {
                     KeyOutcome::Drafted(
