@@ -39,6 +39,8 @@ pub(super) struct ActiveMessage {
     pub(super) send_before: Option<Time>,
     /// A keyed message found in neither folder: the whole mailbox is asked next.
     pub(super) rechecked: bool,
+    /// The keys of the `StampKeys` in flight (what its draft carries once it is answered).
+    pub(super) stamping: Vec<String>,
 }
 
 /// The step a message takes next.
@@ -831,6 +833,7 @@ impl Machine {
                 deleted: BTreeSet::new(),
                 send_before: None,
                 rechecked: false,
+                stamping: Vec::new(),
             },
         );
         self.msg_ready.insert(id);
@@ -1510,6 +1513,7 @@ impl Machine {
                     m.busy = false;
                     return;
                 };
+                m.stamping = keys.clone();
                 out.push(Action::StampKeys {
                     id: mid.to_owned(),
                     user,
@@ -1791,10 +1795,10 @@ impl Machine {
     fn on_stamp(&mut self, mid: &str, r: Result<(), Fault>, out: &mut Vec<Action>) {
         match r {
             Ok(()) => {
-                let keys = self.keys_of_message(mid);
+                // The keys sent (a file's change meanwhile is stamped again before the send).
                 let now = self.now;
                 if let Some(m) = self.messages.get_mut(mid) {
-                    m.rec.keys = keys;
+                    m.rec.keys = std::mem::take(&mut m.stamping);
                     m.rec.attempts = 0;
                     m.rec.updated_at = now;
                     out.push(Action::PersistMessage(m.rec.clone()));
