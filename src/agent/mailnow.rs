@@ -4,9 +4,10 @@
 //! exactly as the agent finds its own; a send whose answer is lost is confirmed in Sent Items,
 //! never repeated.
 
+use super::drive::{OneShot, Stop};
 use super::files;
-use super::oneshot::{mapping_for, unreachable, OneShotError, MAX_UNREACHABLE};
-use super::steps::{MemoryUrls, Steps, UrlStore};
+use super::oneshot::{mapping_for, OneShotError};
+use super::steps::{MemoryUrls, Steps};
 use crate::config::Settings;
 use crate::core::model::*;
 use crate::core::Machine;
@@ -14,7 +15,6 @@ use crate::graph::GraphClient;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::task::JoinSet;
 
 /// How a message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,98 +176,31 @@ pub async fn mail_files(
     let mut steps = Steps::new(client.clone(), urls.clone(), mappings);
     steps.progress = Some(report.clone());
     let steps = Arc::new(steps);
-    let mut said: Option<String> = None;
-    let clock = super::Clock::start();
-    let mut tasks: JoinSet<Option<Input>> = JoinSet::new();
-    let mut inputs = vec![Input::Start {
+    let inputs = vec![Input::Start {
         records,
         with_url: Vec::new(),
         messages: vec![message],
     }];
-    let mut last: Option<MessageRecord> = None;
-    let mut done: BTreeMap<String, u64> = BTreeMap::new();
-    let mut wake: Option<Time> = None;
-    let mut unreachable_seen = 0;
-    let signal = crate::agent::command_signal();
-    tokio::pin!(signal);
-    loop {
-        for input in inputs.drain(..) {
-            for action in machine.handle(clock.now(), input) {
-                match action {
-                    Action::Persist(r) => {
-                        if r.state == State::Done {
-                            let n = sizes.get(&r.id).copied().unwrap_or(0);
-                            done.insert(r.id.clone(), n);
-                            report(&r.id, n);
-                        }
-                    }
-                    Action::PersistMessage(m) => last = Some(m),
-                    Action::WakeAt(t) => wake = Some(t),
-                    Action::ForgetUrl { id } => urls.forget(&id),
-                    Action::Notify(Note::SignInNeeded(f)) => {
-                        tasks.shutdown().await;
-                        delete_sessions(&client, &urls, user).await;
-                        return Err(in_doubt(&last).unwrap_or(OneShotError::SignIn(f.message)));
-                    }
-                    Action::Notify(_)
-                    | Action::Stat { .. }
-                    | Action::Hash { .. }
-                    | Action::After { .. }
-                    | Action::UpdateFile { .. }
-                    | Action::MarkReplaced { .. } => {}
-                    remote => {
-                        let s = steps.clone();
-                        tasks.spawn(async move { s.run(remote).await });
-                    }
-                }
-            }
+    let mut hooks = MailHooks {
+        client: &client,
+        urls: &urls,
+        user,
+        sizes: &sizes,
+        report: report.clone(),
+        keyed: key.is_some(),
+        say: watch.waiting.as_ref(),
+        said: None,
+        last: None,
+    };
+    let ran = super::drive::drive(&mut machine, steps, &*urls, inputs, &mut hooks).await;
+    let last = hooks.last;
+    match ran {
+        Ok(()) => {}
+        Err(Stop::SignIn(f)) => {
+            return Err(in_doubt(&last).unwrap_or(OneShotError::SignIn(f.message)))
         }
-        if tasks.is_empty() && machine.quiescent() {
-            break;
-        }
-        // An earlier run with the same key sent it: nothing more to do.
-        if key.is_some() && last.as_ref().is_some_and(|m| m.state == MessageState::Sent) {
-            tasks.shutdown().await;
-            break;
-        }
-        if let (Some(say), Some(t)) = (&watch.waiting, wake) {
-            if let Some(text) =
-                waiting_for(last.as_ref(), &tasks, t.0.saturating_sub(clock.now().0))
-            {
-                if said.as_deref() != Some(text.as_str()) {
-                    say(text.clone());
-                    said = Some(text);
-                }
-            }
-        }
-        let until = wake
-            .map(|t| clock.instant_of(t))
-            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
-        tokio::select! {
-            _ = &mut signal => {
-                tasks.shutdown().await;
-                delete_sessions(&client, &urls, user).await;
-                return Err(in_doubt(&last).unwrap_or(OneShotError::Interrupted));
-            }
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(Some(input)) = joined {
-                    // A one-shot command does not wait out an outage as the agent does.
-                    if let Some(f) = unreachable(&input) {
-                        unreachable_seen += 1;
-                        if unreachable_seen >= MAX_UNREACHABLE {
-                            tasks.shutdown().await;
-                            delete_sessions(&client, &urls, user).await;
-                            return Err(in_doubt(&last).unwrap_or(OneShotError::Failed(f)));
-                        }
-                    }
-                    inputs.push(input);
-                }
-            }
-            _ = tokio::time::sleep_until(until) => {
-                wake = None;
-                inputs.push(Input::Tick);
-            }
-        }
+        Err(Stop::Interrupted) => return Err(in_doubt(&last).unwrap_or(OneShotError::Interrupted)),
+        Err(Stop::Unreachable(f)) => return Err(in_doubt(&last).unwrap_or(OneShotError::Failed(f))),
     }
     let Some(m) = last else {
         return Err(OneShotError::Failed(Failure::new(
@@ -318,13 +251,9 @@ fn maybe_sent(m: &MessageRecord) -> OneShotError {
 /// What the message waits for, when it waits `in_ms` with nothing in flight: the sending limit,
 /// the confirmation of a send in Sent Items, or a retry after an error; `None` for short waits
 /// (a settle, a backoff of a second) and while a request is out.
-fn waiting_for(
-    m: Option<&MessageRecord>,
-    tasks: &JoinSet<Option<Input>>,
-    in_ms: u64,
-) -> Option<String> {
+fn waiting_for(m: Option<&MessageRecord>, running: bool, in_ms: u64) -> Option<String> {
     let m = m?;
-    if !tasks.is_empty() || in_ms < 2_000 || m.state.is_terminal() {
+    if running || in_ms < 2_000 || m.state.is_terminal() {
         return None;
     }
     let until = clock_text(in_ms);
@@ -380,6 +309,70 @@ fn in_doubt(last: &Option<MessageRecord>) -> Option<OneShotError> {
 }
 
 /// Best effort: sessions left open by an interrupted mail have no later attempt.
+/// `mail`'s part of the one-shot loop: its message as it last was, its files' progress, what it
+/// says while it waits.
+struct MailHooks<'a> {
+    client: &'a GraphClient,
+    urls: &'a MemoryUrls,
+    user: &'a str,
+    sizes: &'a BTreeMap<String, u64>,
+    report: super::steps::FileProgress,
+    /// `--key`: an earlier run that sent the message leaves nothing to do.
+    keyed: bool,
+    say: Option<&'a Arc<dyn Fn(String) + Send + Sync>>,
+    said: Option<String>,
+    last: Option<MessageRecord>,
+}
+
+impl OneShot for MailHooks<'_> {
+    fn local(&mut self, action: &Action) -> bool {
+        match action {
+            Action::Persist(r) => {
+                if r.state == State::Done {
+                    let n = self.sizes.get(&r.id).copied().unwrap_or(0);
+                    (self.report)(&r.id, n);
+                }
+                true
+            }
+            Action::PersistMessage(m) => {
+                self.last = Some(m.clone());
+                true
+            }
+            Action::Notify(_)
+            | Action::Stat { .. }
+            | Action::Hash { .. }
+            | Action::After { .. }
+            | Action::UpdateFile { .. }
+            | Action::MarkReplaced { .. } => true,
+            _ => false,
+        }
+    }
+
+    fn done_early(&self) -> bool {
+        self.keyed
+            && self
+                .last
+                .as_ref()
+                .is_some_and(|m| m.state == MessageState::Sent)
+    }
+
+    fn waiting(&mut self, wake_in_ms: u64, running: bool) {
+        let Some(say) = self.say else {
+            return;
+        };
+        if let Some(text) = waiting_for(self.last.as_ref(), running, wake_in_ms) {
+            if self.said.as_deref() != Some(text.as_str()) {
+                say(text.clone());
+                self.said = Some(text);
+            }
+        }
+    }
+
+    async fn clean_up(&mut self, _machine: &Machine) {
+        delete_sessions(self.client, self.urls, self.user).await;
+    }
+}
+
 async fn delete_sessions(client: &GraphClient, urls: &MemoryUrls, user: &str) {
     for url in urls.all() {
         let _ = client.delete_session(user, &url).await;

@@ -12,6 +12,7 @@
 mod after;
 pub mod control;
 mod desktop;
+mod drive;
 mod files;
 mod intake;
 pub mod mailnow;

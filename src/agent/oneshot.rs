@@ -2,15 +2,15 @@
 //! file on the spot): the same state machine as the agent, fed one pre-hashed record, with
 //! upload URLs kept in memory. One resume/retry policy for both.
 
+use super::drive::{OneShot, Stop};
 use super::files;
-use super::steps::{MemoryUrls, Steps, UrlStore};
+use super::steps::{MemoryUrls, Steps};
 use crate::config::{Mapping, Settings};
 use crate::core::model::*;
 use crate::core::Machine;
 use crate::graph::GraphClient;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::task::JoinSet;
 
 const MAPPING: &str = "send";
 const ID: &str = "send";
@@ -152,75 +152,24 @@ pub async fn attach_file(
     steps.progress = progress
         .map(|p| Arc::new(move |_: &str, n: u64| p(n)) as Arc<dyn Fn(&str, u64) + Send + Sync>);
     steps.digest = Some(digest);
-    let clock = super::Clock::start();
-    let mut tasks: JoinSet<Option<Input>> = JoinSet::new();
-    let mut inputs = vec![Input::Start {
+    let inputs = vec![Input::Start {
         records: vec![record],
         with_url: Vec::new(),
         messages: Vec::new(),
     }];
-    let mut last: Option<Record> = None;
-    let mut wake: Option<Time> = None;
-    let mut unreachable_seen = 0;
-    let mut sent = false;
-    let signal = super::command_signal();
-    tokio::pin!(signal);
-    loop {
-        for input in inputs.drain(..) {
-            for action in machine.handle(clock.now(), input) {
-                match action {
-                    Action::Persist(r) => last = Some(r),
-                    Action::WakeAt(t) => wake = Some(t),
-                    Action::ForgetUrl { id } => urls.forget(&id),
-                    Action::Notify(Note::SignInNeeded(f)) => {
-                        tasks.shutdown().await;
-                        delete_sessions(&client, &urls, &machine).await;
-                        return Err(OneShotError::SignIn(f.message));
-                    }
-                    Action::Notify(_)
-                    | Action::Stat { .. }
-                    | Action::UpdateFile { .. }
-                    | Action::MarkReplaced { .. } => {}
-                    remote => {
-                        sent |=
-                            matches!(remote, Action::Post { .. } | Action::CreateSession { .. });
-                        let s = steps.clone();
-                        tasks.spawn(async move { s.run(remote).await });
-                    }
-                }
-            }
-        }
-        if tasks.is_empty() && machine.quiescent() {
-            break;
-        }
-        let until = wake
-            .map(|t| clock.instant_of(t))
-            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
-        tokio::select! {
-            _ = &mut signal => {
-                tasks.shutdown().await;
-                delete_sessions(&client, &urls, &machine).await;
-                return Err(OneShotError::Interrupted);
-            }
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(Some(input)) = done {
-                    // A one-shot command does not wait out an outage as the agent does.
-                    if let Some(f) = unreachable(&input) {
-                        unreachable_seen += 1;
-                        if unreachable_seen >= MAX_UNREACHABLE {
-                            tasks.shutdown().await;
-                            delete_sessions(&client, &urls, &machine).await;
-                            return Err(OneShotError::Failed(f));
-                        }
-                    }
-                    inputs.push(input);
-                }
-            }
-            _ = tokio::time::sleep_until(until) => {
-                wake = None;
-                inputs.push(Input::Tick);
-            }
-        }
+    let mut hooks = SendHooks {
+        client: &client,
+        urls: &urls,
+        last: None,
+        sent: false,
+    };
+    let ran = super::drive::drive(&mut machine, Arc::new(steps), &*urls, inputs, &mut hooks).await;
+    let (last, sent) = (hooks.last, hooks.sent);
+    match ran {
+        Ok(()) => {}
+        Err(Stop::SignIn(f)) => return Err(OneShotError::SignIn(f.message)),
+        Err(Stop::Interrupted) => return Err(OneShotError::Interrupted),
+        Err(Stop::Unreachable(f)) => return Err(OneShotError::Failed(f)),
     }
     match last {
         Some(r) if r.state == State::Done => match r.attachment_id {
@@ -263,6 +212,38 @@ pub(super) fn fault(input: &Input) -> Option<(&str, &Fault)> {
 }
 
 /// Best effort: a session left open by an interrupted or paused send has no later attempt.
+/// `send`'s part of the one-shot loop: the file's record as it last was, whether any byte went.
+struct SendHooks<'a> {
+    client: &'a GraphClient,
+    urls: &'a MemoryUrls,
+    last: Option<Record>,
+    sent: bool,
+}
+
+impl OneShot for SendHooks<'_> {
+    fn local(&mut self, action: &Action) -> bool {
+        match action {
+            Action::Persist(r) => {
+                self.last = Some(r.clone());
+                true
+            }
+            Action::Notify(_)
+            | Action::Stat { .. }
+            | Action::UpdateFile { .. }
+            | Action::MarkReplaced { .. } => true,
+            _ => false,
+        }
+    }
+
+    fn spawned(&mut self, action: &Action) {
+        self.sent |= matches!(action, Action::Post { .. } | Action::CreateSession { .. });
+    }
+
+    async fn clean_up(&mut self, machine: &Machine) {
+        delete_sessions(self.client, self.urls, machine).await;
+    }
+}
+
 async fn delete_sessions(client: &GraphClient, urls: &MemoryUrls, machine: &Machine) {
     let user = machine
         .record(ID)
