@@ -39,42 +39,7 @@ fn keyed_machine_grouped(batch: bool) -> Machine {
 
 /// A file settled and hashed at `t`; the actions answered.
 fn drop(m: &mut Machine, t: u64, name: &str) -> Vec<Action> {
-    let path = PathBuf::from(format!("/mail/{name}"));
-    let st = FileStat {
-        dev: 1,
-        ino: 7,
-        size: 10,
-        mtime_ns: 1,
-        ctime_ns: 1,
-        owner: None,
-    };
-    let mut out = m.handle(
-        Time(t),
-        Input::Observed {
-            mapping: "mail".into(),
-            path: path.clone(),
-            stat: st,
-        },
-    );
-    out.extend(m.handle(Time(t + 5_000), Input::Tick));
-    out.extend(m.handle(
-        Time(t + 5_000),
-        Input::Stat {
-            path: path.clone(),
-            stat: Some(st),
-        },
-    ));
-    out.extend(m.handle(
-        Time(t + 5_001),
-        Input::Hashed {
-            path,
-            result: HashResult::Hashed {
-                sha256: SHA.into(),
-                stat: st,
-            },
-        },
-    ));
-    out
+    super::tests::drop_version(m, t, name, super::tests::stat(7, 10), SHA)
 }
 
 fn key_asked(out: &[Action]) -> Option<(String, String)> {

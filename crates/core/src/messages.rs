@@ -2407,7 +2407,7 @@ mod tests {
         Machine::new(vec![rule], Policy::default())
     }
 
-    fn stat(ino: u64, size: u64) -> FileStat {
+    pub(super) fn stat(ino: u64, size: u64) -> FileStat {
         FileStat {
             dev: 1,
             ino,
@@ -2424,7 +2424,13 @@ mod tests {
     }
 
     /// Feed a settled, hashed version of a file with these bytes; the actions answered.
-    fn drop_version(m: &mut Machine, t: u64, name: &str, st: FileStat, sha: &str) -> Vec<Action> {
+    pub(super) fn drop_version(
+        m: &mut Machine,
+        t: u64,
+        name: &str,
+        st: FileStat,
+        sha: &str,
+    ) -> Vec<Action> {
         drop_into(m, t, "mail", &format!("/mail/{name}"), st, sha)
     }
 
