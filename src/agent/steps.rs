@@ -446,7 +446,17 @@ impl<U: UrlStore> Steps<U> {
                 name,
                 since,
             } => {
-                let mut outcome = self.client.key_step(&user, &key, &name, since).await;
+                let ledger = self.ledger.clone();
+                let ours = move |marker: &str| -> Result<bool, String> {
+                    match &ledger {
+                        Some(l) => l
+                            .get_message(marker)
+                            .map(|r| r.is_some())
+                            .map_err(|e| e.to_string()),
+                        None => Ok(false),
+                    }
+                };
+                let mut outcome = self.client.key_step(&user, &key, &name, since, &ours).await;
                 self.mark_ours(&mut outcome);
                 Input::Outcome {
                     id,

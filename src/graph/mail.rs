@@ -617,8 +617,15 @@ impl GraphClient {
     /// The core's `FindFileKey`: a sent copy since `since` carrying `key` with an attachment
     /// named `name` (Sent Items, every page, the latest first), else a draft carrying it
     /// (Drafts). No retry here.
-    pub async fn key_step(&self, user: &str, key: &str, name: &str, since: Time) -> KeyOutcome {
-        match self.find_file_key(user, key, name, since).await {
+    pub async fn key_step(
+        &self,
+        user: &str,
+        key: &str,
+        name: &str,
+        since: Time,
+        ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
+    ) -> KeyOutcome {
+        match self.find_file_key(user, key, name, since, ours).await {
             Ok(k) => k,
             Err(e) => KeyOutcome::Failed(mail_fault(&e)),
         }
@@ -630,6 +637,7 @@ impl GraphClient {
         key: &str,
         name: &str,
         since: Time,
+        ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
     ) -> Result<KeyOutcome, MailError> {
         let filter = file_key_filter(key);
         let mut sent = self
@@ -638,23 +646,55 @@ impl GraphClient {
         sent.retain(|m| !m.is_draft && sent_since(m.sent.as_deref(), since));
         sent.sort_by(|a, b| a.sent.cmp(&b.sent).then_with(|| a.id.cmp(&b.id)));
         // The latest first: the core tells a copy of this ledger's own, or one it recorded a
-        // file found mailed in, from one a lost (or later) ledger mailed.
+        // file found mailed in, from one a lost (or later) ledger mailed. Copies sent within one
+        // second (`sentDateTime` has no finer grain) are one time: of those, one not this
+        // ledger's is taken first (never mail twice on a tie).
+        let mut groups: Vec<Vec<FoundMessage>> = Vec::new();
         for m in sent.into_iter().rev() {
-            // The key names the file; the attachment by its name proves it went in that
-            // message (a file that left its message before the send left its key behind).
-            let atts = self
-                .list_message_attachments(user, &m.id, true)
-                .await
-                .map_err(classify_read)?;
-            if let Some((attachment_id, _)) = atts.into_iter().find(|(_, n)| n == name) {
-                return Ok(KeyOutcome::Mailed {
-                    message_id: m.id,
-                    internet_message_id: m.internet_message_id,
-                    attachment_id,
-                    marker: m.marker,
-                    ours: false,
-                });
+            match groups.last_mut() {
+                Some(g) if g.first().is_some_and(|f| f.sent == m.sent) => g.push(m),
+                _ => groups.push(vec![m]),
             }
+        }
+        for group in groups {
+            let mut found: Vec<(FoundMessage, String)> = Vec::new();
+            for m in group {
+                // The key names the file; the attachment by its name proves it went in that
+                // message (a file that left its message before the send left its key behind).
+                let atts = self
+                    .list_message_attachments(user, &m.id, true)
+                    .await
+                    .map_err(classify_read)?;
+                if let Some((attachment_id, _)) = atts.into_iter().find(|(_, n)| n == name) {
+                    found.push((m, attachment_id));
+                }
+            }
+            if found.is_empty() {
+                continue;
+            }
+            let mut pick = 0;
+            for (i, (m, _)) in found.iter().enumerate() {
+                let mine = match m.marker.as_deref() {
+                    Some(marker) => ours(marker).map_err(|e| {
+                        MailError::Transient(invalid(&format!(
+                            "the ledger could not say whether a sent copy is its own: {e}"
+                        )))
+                    })?,
+                    None => false,
+                };
+                if !mine {
+                    pick = i;
+                    break;
+                }
+            }
+            let (m, attachment_id) = found.swap_remove(pick);
+            return Ok(KeyOutcome::Mailed {
+                message_id: m.id,
+                internet_message_id: m.internet_message_id,
+                attachment_id,
+                marker: m.marker,
+                ours: false,
+            });
         }
         let drafts = self
             .list_filtered(user, Folder::Drafts, &filter, false)
