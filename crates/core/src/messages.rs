@@ -2393,6 +2393,69 @@ mod tests {
         );
     }
 
+    /// `run --once` stops when everything left only waits (`only_blocked`): a file whose folder
+    /// went away does, a message whose send is in flight, or waits out a 429, does not.
+    #[test]
+    fn a_message_sending_is_not_blocked_when_its_files_folder_goes_away() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        let out = m.handle(
+            Time(7_200),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+        m.handle(
+            Time(7_250),
+            Input::FolderUnavailable {
+                mapping: "mail".into(),
+            },
+        );
+        // The send is in flight: its file waits only for the folder, the message does not.
+        assert!(!m.only_blocked());
+        let out = m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Failed(Fault::Throttled {
+                    retry_after_ms: Some(60_000),
+                })),
+            },
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+        // Waiting out the 429 (nothing in flight), the message is still at work.
+        assert!(!m.only_blocked());
+    }
+
     #[test]
     fn a_lost_send_answer_is_confirmed_in_sent_items_and_never_sent_again() {
         let mut m = mail_machine(true);
