@@ -5567,6 +5567,33 @@ mod tests {
         assert_eq!(m.capped_until("mail"), None);
     }
 
+    /// A cap whose waiting file was canceled ends at `until` all the same (nothing is made to
+    /// clear it): `status` and `run --once` no longer see the mapping capped from then.
+    #[test]
+    fn a_cap_with_nothing_left_waiting_ends_when_its_window_frees() {
+        let m0 = mail_machine(true);
+        let mut rules: Vec<MappingRule> = m0.mappings.values().cloned().collect();
+        for r in &mut rules {
+            if let Some(mail) = r.mail.as_mut() {
+                mail.max_messages = 1;
+                mail.max_messages_window_ms = 3_600_000;
+            }
+        }
+        let mut m = Machine::new(rules, Policy::default());
+        drop_file(&mut m, 1_000, "a.pdf", 10);
+        let out = drop_file(&mut m, 11_000, "b.pdf", 10);
+        let waiting = persisted_file(&out).id.clone();
+        let until = m.capped_until("mail").expect("capped");
+        m.handle(Time(12_000), Input::Cancel { id: waiting });
+        assert_eq!(m.capped_until("mail"), Some(until));
+        let out = m.handle(until, Input::Tick);
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::CreateDraft { .. })),
+            "{out:?}"
+        );
+        assert_eq!(m.capped_until("mail"), None);
+    }
+
     /// Review finding 1: a message Graph accepted (202) whose Sent Items search is refused
     /// must never end `failed` (which `retry` would send again): it is unconfirmed.
     #[test]
