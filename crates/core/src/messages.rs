@@ -5488,6 +5488,45 @@ mod tests {
         );
     }
 
+    /// A send in doubt whose Sent Items answers keep showing a draft: asked again after
+    /// `look_after` each time, and after SENT_COPY_TRIES such answers it is unconfirmed (as not
+    /// found), never sent again and never asked for ever.
+    #[test]
+    fn sent_items_answers_still_a_draft_end_unconfirmed_after_sent_copy_tries() {
+        let mut m = mail_machine(true);
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        let ambiguous = Fault::Ambiguous(Failure::new("ConnectionDropped", "lost"));
+        send_answered(&mut m, 7_300, &mid, ambiguous);
+        let mut t = 7_300;
+        let mut answers = 0;
+        loop {
+            t += Policy::default().look_after_ms;
+            let out = m.handle(Time(t), Input::Tick);
+            assert_eq!(
+                find_asked(&out),
+                Some(MailFolder::SentItems),
+                "after {answers}: {out:?}"
+            );
+            let still_a_draft = FindOutcome::Found {
+                id: "d-a.pdf".into(),
+                is_draft: true,
+                internet_message_id: None,
+            };
+            t += 1;
+            let out = found(&mut m, t, &mid, MailFolder::SentItems, still_a_draft);
+            answers += 1;
+            assert!(!sent(&out), "{out:?}");
+            if out.iter().any(
+                |a| matches!(a, Action::PersistMessage(r) if r.state == MessageState::Unconfirmed),
+            ) {
+                break;
+            }
+            assert!(answers < SENT_COPY_TRIES, "still asking after {answers}");
+        }
+        assert!(answers > 1, "unconfirmed at the first answer");
+    }
+
     #[test]
     fn a_sent_items_answer_still_a_draft_is_asked_again_later_not_at_once() {
         let mut m = mail_machine(true);
