@@ -6004,6 +6004,64 @@ mod tests {
         assert_eq!(m.messages().next().map(|r| r.attempts), Some(1));
     }
 
+    /// A draft in doubt (its create's answer lost) found in Drafts is adopted and its file
+    /// attached to it; never taken for a send that may have happened (that is `mail --key`'s
+    /// earlier run only): no send time on record, no resend.
+    #[test]
+    fn a_draft_in_doubt_found_in_drafts_is_adopted_not_taken_for_sent() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(
+                    Failure::new("ConnectionDropped", "lost"),
+                ))),
+            },
+        );
+        m.handle(Time(10_000_000), Input::Tick);
+        m.handle(
+            Time(10_000_001),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+            },
+        );
+        let out = m.handle(
+            Time(10_000_002),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(
+                    MailFolder::Drafts,
+                    FindOutcome::Found {
+                        id: "d1".into(),
+                        is_draft: true,
+                        internet_message_id: None,
+                    },
+                ),
+            },
+        );
+        let rec = out
+            .iter()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.id == mid => Some(r),
+                _ => None,
+            })
+            .expect("message persisted");
+        assert_eq!(rec.draft_id.as_deref(), Some("d1"));
+        assert!(
+            rec.last_send_at.is_none() && !rec.resend_if_draft && !rec.may_have_been_sent(),
+            "{rec:?}"
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Post { target, .. } if target.item_id == "d1")),
+            "{out:?}"
+        );
+    }
+
     #[test]
     fn a_draft_in_doubt_found_sent_is_sent_and_never_drafted_again() {
         let mut m = mail_machine(true);
