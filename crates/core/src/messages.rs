@@ -5798,6 +5798,75 @@ mod tests {
         );
     }
 
+    /// `mail --key` found its message already sent (an earlier run's): it is that message
+    /// whole; its files are not split off into a message of their own (they were in it).
+    #[test]
+    fn a_keyed_message_found_sent_keeps_its_files() {
+        let rules: Vec<MappingRule> = mail_machine(true).mappings.values().cloned().collect();
+        let mut m = Machine::new(rules, Policy::default());
+        let mut rec = MessageRecord::drafting(
+            "kabc".into(),
+            "mail".into(),
+            "me".into(),
+            Letter {
+                to: vec!["a@example.com".into()],
+                subject: "s".into(),
+                body: "b".into(),
+                ..Letter::default()
+            },
+            vec!["e1".into()],
+            true,
+            1,
+            Time(0),
+        );
+        rec.keyed = true;
+        rec.may_exist = true;
+        let mut file = Record::pending(
+            "e1".into(),
+            "mail".into(),
+            "/mail/x.pdf".into(),
+            "x.pdf".into(),
+            stat(7, 10),
+            Some("ab".repeat(32)),
+            1,
+            Time(0),
+        );
+        file.message = Some("kabc".into());
+        let out = m.handle(
+            Time(0),
+            Input::Start {
+                records: vec![file],
+                with_url: vec![],
+                messages: vec![rec],
+            },
+        );
+        assert_eq!(find_asked(&out), Some(MailFolder::SentItems));
+        let out = found(
+            &mut m,
+            100,
+            "kabc",
+            MailFolder::SentItems,
+            FindOutcome::Found {
+                id: "sent1".into(),
+                is_draft: false,
+                internet_message_id: None,
+            },
+        );
+        let rec = out
+            .iter()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.id == "kabc" => Some(r),
+                _ => None,
+            })
+            .expect("message persisted");
+        assert_eq!(rec.state, MessageState::Sent);
+        assert_eq!(rec.files, vec!["e1".to_string()], "{rec:?}");
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::CreateDraft { .. })),
+            "{out:?}"
+        );
+    }
+
     #[test]
     fn what_a_send_answer_says_about_the_send() {
         let p = |c: &str| Fault::Permanent(Failure::new(c, "m"));
