@@ -5527,6 +5527,54 @@ mod tests {
         assert!(answers > 1, "unconfirmed at the first answer");
     }
 
+    /// With `max_attempts` (as `mail` and `run --once` have), a 429 on a send is one attempt:
+    /// the message waits and is asked again, not left unconfirmed at once. With `after =
+    /// "keep"` a 202 is final: nothing waits for the Sent Items copy.
+    #[test]
+    fn a_throttled_send_under_max_attempts_waits_and_a_kept_files_send_is_final() {
+        let rules: Vec<MappingRule> = mail_machine(true).mappings.values().cloned().collect();
+        let policy = Policy {
+            max_attempts: 8,
+            ..Policy::default()
+        };
+        let unconfirmed = |out: &[Action]| {
+            out.iter().any(
+                |a| matches!(a, Action::PersistMessage(r) if r.state == MessageState::Unconfirmed),
+            )
+        };
+        let mut m = Machine::new(rules.clone(), policy.clone());
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        let out = send_answered(
+            &mut m,
+            7_300,
+            &mid,
+            Fault::Throttled {
+                retry_after_ms: Some(5_000),
+            },
+        );
+        assert!(!unconfirmed(&out), "{out:?}");
+        let mut m = Machine::new(rules, policy);
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        let out = m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Sent),
+            },
+        );
+        let rec = out
+            .iter()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.id == mid => Some(r),
+                _ => None,
+            })
+            .expect("message persisted");
+        assert_eq!(rec.state, MessageState::Sent);
+        assert!(!rec.unseen, "{rec:?}");
+    }
+
     #[test]
     fn a_sent_items_answer_still_a_draft_is_asked_again_later_not_at_once() {
         let mut m = mail_machine(true);
