@@ -518,6 +518,41 @@ mod tests {
         assert_eq!(cap("abcd", 3), "ab…");
     }
 
+    /// `{names}` in a subject at its edges: a name goes in when it fits with the "… and N more"
+    /// still to come (", " and 12 characters for one more), to exactly SUBJECT_NAMES_MAX.
+    #[test]
+    fn names_in_a_subject_fit_to_the_character() {
+        let subject = |lens: &[(char, usize)]| {
+            let files: Vec<FileFacts> = lens
+                .iter()
+                .map(|(c, n)| f(&c.to_string().repeat(*n), 1))
+                .collect();
+            let ctx = RenderContext {
+                files: &files,
+                mapping: "m",
+                date: "d",
+            };
+            render_str("{names}", &ctx)
+        };
+        let (a, b, c) = ("a", "b", "c");
+        // Two names filling the limit exactly: both, nothing more to say.
+        assert_eq!(
+            subject(&[('a', 119), ('b', 119)]),
+            format!("{}, {}", a.repeat(119), b.repeat(119))
+        );
+        // 112 + ", " + 112 + ", … and 1 more" = 240: the second fits, the third is counted.
+        assert_eq!(
+            subject(&[('a', 112), ('b', 112), ('c', 50)]),
+            format!("{}, {}, … and 1 more", a.repeat(112), b.repeat(112))
+        );
+        // One character more: the second no longer fits beside the count.
+        assert_eq!(
+            subject(&[('a', 113), ('b', 112), ('c', 50)]),
+            format!("{}, … and 2 more", a.repeat(113))
+        );
+        assert_eq!(subject(&[('c', 5)]), c.repeat(5));
+    }
+
     fn piece_text() -> impl Strategy<Value = String> {
         "[^{}]{0,8}"
     }

@@ -2773,6 +2773,69 @@ mod tests {
         );
     }
 
+    /// `run --once` stops when everything left only waits (`only_blocked`): a file whose folder
+    /// went away does, a message whose send is in flight, or waits out a 429, does not.
+    #[test]
+    fn a_message_sending_is_not_blocked_when_its_files_folder_goes_away() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        let out = m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                    draft_id: "d1".into(),
+                    internet_message_id: None,
+                }),
+            },
+        );
+        let eid = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Post { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .expect("posted");
+        m.handle(
+            Time(7_100),
+            Input::Outcome {
+                id: eid,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "a1".into(),
+                }),
+            },
+        );
+        let out = m.handle(
+            Time(7_200),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
+            },
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+        m.handle(
+            Time(7_250),
+            Input::FolderUnavailable {
+                mapping: "mail".into(),
+            },
+        );
+        // The send is in flight: its file waits only for the folder, the message does not.
+        assert!(!m.only_blocked());
+        let out = m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Failed(Fault::Throttled {
+                    retry_after_ms: Some(60_000),
+                })),
+            },
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+        // Waiting out the 429 (nothing in flight), the message is still at work.
+        assert!(!m.only_blocked());
+    }
+
     #[test]
     fn a_lost_send_answer_is_confirmed_in_sent_items_and_never_sent_again() {
         let mut m = mail_machine(true);
@@ -5806,6 +5869,93 @@ mod tests {
         );
     }
 
+    /// A send in doubt whose Sent Items answers keep showing a draft: asked again after
+    /// `look_after` each time, and after SENT_COPY_TRIES such answers it is unconfirmed (as not
+    /// found), never sent again and never asked for ever.
+    #[test]
+    fn sent_items_answers_still_a_draft_end_unconfirmed_after_sent_copy_tries() {
+        let mut m = mail_machine(true);
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        let ambiguous = Fault::Ambiguous(Failure::new("ConnectionDropped", "lost"));
+        send_answered(&mut m, 7_300, &mid, ambiguous);
+        let mut t = 7_300;
+        let mut answers = 0;
+        loop {
+            t += Policy::default().look_after_ms;
+            let out = m.handle(Time(t), Input::Tick);
+            assert_eq!(
+                find_asked(&out),
+                Some(MailFolder::SentItems),
+                "after {answers}: {out:?}"
+            );
+            let still_a_draft = FindOutcome::Found {
+                id: "d-a.pdf".into(),
+                is_draft: true,
+                internet_message_id: None,
+            };
+            t += 1;
+            let out = found(&mut m, t, &mid, MailFolder::SentItems, still_a_draft);
+            answers += 1;
+            assert!(!sent(&out), "{out:?}");
+            if out.iter().any(
+                |a| matches!(a, Action::PersistMessage(r) if r.state == MessageState::Unconfirmed),
+            ) {
+                break;
+            }
+            assert!(answers < SENT_COPY_TRIES, "still asking after {answers}");
+        }
+        assert!(answers > 1, "unconfirmed at the first answer");
+    }
+
+    /// With `max_attempts` (as `mail` and `run --once` have), a 429 on a send is one attempt:
+    /// the message waits and is asked again, not left unconfirmed at once. With `after =
+    /// "keep"` a 202 is final: nothing waits for the Sent Items copy.
+    #[test]
+    fn a_throttled_send_under_max_attempts_waits_and_a_kept_files_send_is_final() {
+        let rules: Vec<MappingRule> = mail_machine(true).mappings.values().cloned().collect();
+        let policy = Policy {
+            max_attempts: 8,
+            ..Policy::default()
+        };
+        let unconfirmed = |out: &[Action]| {
+            out.iter().any(
+                |a| matches!(a, Action::PersistMessage(r) if r.state == MessageState::Unconfirmed),
+            )
+        };
+        let mut m = Machine::new(rules.clone(), policy.clone());
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        let out = send_answered(
+            &mut m,
+            7_300,
+            &mid,
+            Fault::Throttled {
+                retry_after_ms: Some(5_000),
+            },
+        );
+        assert!(!unconfirmed(&out), "{out:?}");
+        let mut m = Machine::new(rules, policy);
+        let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+        let mid = the_send(&out);
+        let out = m.handle(
+            Time(7_300),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Send(SendOutcome::Sent),
+            },
+        );
+        let rec = out
+            .iter()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.id == mid => Some(r),
+                _ => None,
+            })
+            .expect("message persisted");
+        assert_eq!(rec.state, MessageState::Sent);
+        assert!(!rec.unseen, "{rec:?}");
+    }
+
     #[test]
     fn a_sent_items_answer_still_a_draft_is_asked_again_later_not_at_once() {
         let mut m = mail_machine(true);
@@ -5881,6 +6031,33 @@ mod tests {
                 .iter()
                 .any(|a| matches!(a, Action::CreateDraft { .. })),
             "{later:?}"
+        );
+        assert_eq!(m.capped_until("mail"), None);
+    }
+
+    /// A cap whose waiting file was canceled ends at `until` all the same (nothing is made to
+    /// clear it): `status` and `run --once` no longer see the mapping capped from then.
+    #[test]
+    fn a_cap_with_nothing_left_waiting_ends_when_its_window_frees() {
+        let m0 = mail_machine(true);
+        let mut rules: Vec<MappingRule> = m0.mappings.values().cloned().collect();
+        for r in &mut rules {
+            if let Some(mail) = r.mail.as_mut() {
+                mail.max_messages = 1;
+                mail.max_messages_window_ms = 3_600_000;
+            }
+        }
+        let mut m = Machine::new(rules, Policy::default());
+        drop_file(&mut m, 1_000, "a.pdf", 10);
+        let out = drop_file(&mut m, 11_000, "b.pdf", 10);
+        let waiting = persisted_file(&out).id.clone();
+        let until = m.capped_until("mail").expect("capped");
+        m.handle(Time(12_000), Input::Cancel { id: waiting });
+        assert_eq!(m.capped_until("mail"), Some(until));
+        let out = m.handle(until, Input::Tick);
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::CreateDraft { .. })),
+            "{out:?}"
         );
         assert_eq!(m.capped_until("mail"), None);
     }
@@ -6046,6 +6223,75 @@ mod tests {
         );
         assert!(
             out.iter().any(|a| matches!(a, Action::CreateDraft { .. })),
+            "{out:?}"
+        );
+    }
+
+    /// `mail --key` found its message already sent (an earlier run's): it is that message
+    /// whole; its files are not split off into a message of their own (they were in it).
+    #[test]
+    fn a_keyed_message_found_sent_keeps_its_files() {
+        let rules: Vec<MappingRule> = mail_machine(true).mappings.values().cloned().collect();
+        let mut m = Machine::new(rules, Policy::default());
+        let mut rec = MessageRecord::drafting(
+            "kabc".into(),
+            "mail".into(),
+            "me".into(),
+            Letter {
+                to: vec!["a@example.com".into()],
+                subject: "s".into(),
+                body: "b".into(),
+                ..Letter::default()
+            },
+            vec!["e1".into()],
+            true,
+            1,
+            Time(0),
+        );
+        rec.keyed = true;
+        rec.may_exist = true;
+        let mut file = Record::pending(
+            "e1".into(),
+            "mail".into(),
+            "/mail/x.pdf".into(),
+            "x.pdf".into(),
+            stat(7, 10),
+            Some("ab".repeat(32)),
+            1,
+            Time(0),
+        );
+        file.message = Some("kabc".into());
+        let out = m.handle(
+            Time(0),
+            Input::Start {
+                records: vec![file],
+                with_url: vec![],
+                messages: vec![rec],
+            },
+        );
+        assert_eq!(find_asked(&out), Some(MailFolder::SentItems));
+        let out = found(
+            &mut m,
+            100,
+            "kabc",
+            MailFolder::SentItems,
+            FindOutcome::Found {
+                id: "sent1".into(),
+                is_draft: false,
+                internet_message_id: None,
+            },
+        );
+        let rec = out
+            .iter()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.id == "kabc" => Some(r),
+                _ => None,
+            })
+            .expect("message persisted");
+        assert_eq!(rec.state, MessageState::Sent);
+        assert_eq!(rec.files, vec!["e1".to_string()], "{rec:?}");
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::CreateDraft { .. })),
             "{out:?}"
         );
     }
@@ -6254,6 +6500,64 @@ mod tests {
         );
         assert!(draft_asked(&out).is_some(), "created again: {out:?}");
         assert_eq!(m.messages().next().map(|r| r.attempts), Some(1));
+    }
+
+    /// A draft in doubt (its create's answer lost) found in Drafts is adopted and its file
+    /// attached to it; never taken for a send that may have happened (that is `mail --key`'s
+    /// earlier run only): no send time on record, no resend.
+    #[test]
+    fn a_draft_in_doubt_found_in_drafts_is_adopted_not_taken_for_sent() {
+        let mut m = mail_machine(true);
+        let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+        let mid = draft_asked(&out).expect("draft");
+        m.handle(
+            Time(7_000),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(
+                    Failure::new("ConnectionDropped", "lost"),
+                ))),
+            },
+        );
+        m.handle(Time(10_000_000), Input::Tick);
+        m.handle(
+            Time(10_000_001),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+            },
+        );
+        let out = m.handle(
+            Time(10_000_002),
+            Input::Outcome {
+                id: mid.clone(),
+                outcome: Outcome::Find(
+                    MailFolder::Drafts,
+                    FindOutcome::Found {
+                        id: "d1".into(),
+                        is_draft: true,
+                        internet_message_id: None,
+                    },
+                ),
+            },
+        );
+        let rec = out
+            .iter()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.id == mid => Some(r),
+                _ => None,
+            })
+            .expect("message persisted");
+        assert_eq!(rec.draft_id.as_deref(), Some("d1"));
+        assert!(
+            rec.last_send_at.is_none() && !rec.resend_if_draft && !rec.may_have_been_sent(),
+            "{rec:?}"
+        );
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Post { target, .. } if target.item_id == "d1")),
+            "{out:?}"
+        );
     }
 
     #[test]
