@@ -22,10 +22,14 @@ mod mailing;
 mod man;
 mod many;
 mod messages;
+// Unix only: names as raw bytes (`OsStrExt`).
+#[cfg(unix)]
 mod names;
 mod outage;
 mod properties;
 mod sandbox;
+// Unix only: modes, owners (chown) and symlinks.
+#[cfg(unix)]
 mod security;
 mod send;
 mod signin;
