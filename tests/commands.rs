@@ -53,7 +53,7 @@ fn demo_exit_after_three_attaches_them_headless() {
 
 fn mapping(name: &str, folder: &std::path::Path, kind: &str, id: &str, extra: &str) -> String {
     format!(
-        "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\n{kind} = \"{id}\"\n{extra}\n",
+        "[[mapping]]\nname = \"{name}\"\nfolder = '{}'\n{kind} = \"{id}\"\n{extra}\n",
         folder.display()
     )
 }
@@ -801,7 +801,7 @@ async fn check_describes_a_mailing_folder_and_the_sending_pace() {
     env.write_config(
         "mailbox_sends = \"20/1m\"",
         &format!(
-            "[[mapping]]\nname = \"invoices\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.com\"]\ncc = [\"boss@contoso.com\"]\nsubject = \"Invoice {{stem}}\"\ngroup = \"batch\"\nbatch_quiet = \"30s\"\n",
+            "[[mapping]]\nname = \"invoices\"\nfolder = '{}'\n[mapping.new_message]\nto = [\"ap@contoso.com\"]\ncc = [\"boss@contoso.com\"]\nsubject = \"Invoice {{stem}}\"\ngroup = \"batch\"\nbatch_quiet = \"30s\"\n",
             env.path("inv").display()
         ),
     );
@@ -832,7 +832,7 @@ async fn verify_checks_a_mailed_file_in_its_sent_copy() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"ap\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+            "[[mapping]]\nname = \"ap\"\nfolder = '{}'\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
             folder.display()
         ),
     );
@@ -913,7 +913,7 @@ async fn verify_of_an_unconfirmed_message_says_to_look_in_sent_items() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"ap\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+            "[[mapping]]\nname = \"ap\"\nfolder = '{}'\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
             folder.display()
         ),
     );
@@ -958,7 +958,7 @@ async fn verify_of_a_drafted_message_advises_attaching_to_the_draft_again() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"d\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\nsend = false\n",
+            "[[mapping]]\nname = \"d\"\nfolder = '{}'\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\nsend = false\n",
             folder.display()
         ),
     );

@@ -463,6 +463,8 @@ fn a_file_over_the_limits_says_so_before_anything_is_created() {
     assert_eq!(stats["drafts_created"], json!(0), "{stats}");
 }
 
+// Unix only: SIGHUP.
+#[cfg(unix)]
 /// Issue 20, item 8: SIGHUP (a closed terminal, `kill -HUP`) ends `mail` as Ctrl-C does, with a
 /// line that names it, instead of the default action's silent death: during an upload, exit 130
 /// and nothing sent; while the send may have happened, exit 4 (never "not sent").

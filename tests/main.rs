@@ -23,11 +23,15 @@ mod mailing;
 mod man;
 mod many;
 mod messages;
+// Unix only: names as raw bytes (`OsStrExt`).
+#[cfg(unix)]
 mod names;
 mod outage;
 mod pause;
 mod properties;
 mod sandbox;
+// Unix only: modes, owners (chown) and symlinks.
+#[cfg(unix)]
 mod security;
 mod send;
 mod signin;

@@ -63,7 +63,7 @@ async fn many_files(n: usize, agent_extra: &str, timeout: Duration) -> Figures {
     env.write_config(
         agent_extra,
         &format!(
-            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n{if_exists}",
+            "[[mapping]]\nname = \"drop\"\nfolder = '{}'\nmessage = \"{item}\"\n{if_exists}",
             folder.display()
         ),
     );

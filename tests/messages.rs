@@ -20,8 +20,8 @@ impl Bare {
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         let cfg = format!(
             "[graph]\nbase_url = \"http://127.0.0.1:9/v1.0\"\n\n[auth]\nmethod = \"token_env\"\n\
-             token_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\n\n[[mapping]]\n\
-             folder = \"{}\"\nmessage = \"AAMkAD-demo\"\n",
+             token_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = '{}'\n\n[[mapping]]\n\
+             folder = '{}'\nmessage = \"AAMkAD-demo\"\n",
             dir.path().join("state").display(),
             dir.path().join("in").display()
         );
@@ -220,7 +220,7 @@ async fn send_skips_a_file_already_there_says_so_and_attach_overrides() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nfolder = \"{}\"\nmessage = \"{item}\"\nif_exists = \"attach\"\n",
+            "[[mapping]]\nfolder = '{}'\nmessage = \"{item}\"\nif_exists = \"attach\"\n",
             env.path("drop").display()
         ),
     );
@@ -238,6 +238,8 @@ async fn send_skips_a_file_already_there_says_so_and_attach_overrides() {
     assert_eq!(env.sandbox.attachments(&item).await.len(), 2);
 }
 
+// Unix only: SIGINT to another process (Ctrl-C reaches only its own console on Windows).
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn send_interrupted_exits_130_and_leaves_no_session() {
     let env = Env::new();
@@ -339,7 +341,7 @@ async fn hints_point_the_right_way() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"cal\"\nfolder = \"{}\"\nmessage = \"{event}\"\n",
+            "[[mapping]]\nname = \"cal\"\nfolder = '{}'\nmessage = \"{event}\"\n",
             env.path("f").display()
         ),
     );
@@ -485,9 +487,9 @@ fn every_config_error_is_reported_in_one_run() {
         &cfg,
         format!(
             "[graph]\nbase_url = \"ftp://x\"\n\n[auth]\nmethod = \"token_env\"\n\n[agent]\n\
-             chunk_size = \"9MiB\"\nbogus = 1\nsettle = \"soon\"\n\n[[mapping]]\nfolder = \"{0}\"\n\
+             chunk_size = \"9MiB\"\nbogus = 1\nsettle = \"soon\"\n\n[[mapping]]\nfolder = '{0}'\n\
              message = \"a\"\nevent = \"b\"\ncolour = \"red\"\n\n[[mapping]]\nname = \"f\"\n\
-             folder = \"{0}\"\nmessage = \"c\"\n",
+             folder = '{0}'\nmessage = \"c\"\n",
             dir.path().join("f").display()
         ),
     )
@@ -575,7 +577,7 @@ async fn the_sandbox_says_how_to_point_outbox_at_it_and_its_login_page_approves(
     std::fs::write(
         &cfg,
         format!(
-            "{printed}\n[agent]\nstate_dir = \"{}\"\n",
+            "{printed}\n[agent]\nstate_dir = '{}'\n",
             dir.path().join("state").display()
         ),
     )
@@ -653,6 +655,8 @@ async fn the_sandbox_says_how_to_point_outbox_at_it_and_its_login_page_approves(
     let _ = sandbox.wait();
 }
 
+// Unix only: ended by SIGINT (Ctrl-C reaches only its own console on Windows).
+#[cfg(unix)]
 /// `outbox demo` with no options: three sample files attached without a word from the user, a
 /// line saying what the folder ignores, and each ignored name reported once in the demo's own
 /// words; no raw log line on stderr. Ctrl-C ends it with exit 0.
@@ -750,7 +754,7 @@ async fn status_names_the_agent_and_an_interrupted_upload() {
     env.write_config(
         "chunk_size = \"1MiB\"",
         &format!(
-            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            "[[mapping]]\nname = \"drop\"\nfolder = '{}'\nmessage = \"{item}\"\n",
             folder.display()
         ),
     );
@@ -809,7 +813,7 @@ async fn run_once_counts_failures_left_from_earlier_runs() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            "[[mapping]]\nname = \"drop\"\nfolder = '{}'\nmessage = \"{item}\"\n",
             folder.display()
         ),
     );
@@ -882,7 +886,7 @@ async fn a_config_edited_under_a_running_agent_says_to_restart_it() {
     let folder = env.path("drop");
     std::fs::create_dir_all(&folder).unwrap();
     let mapping = format!(
-        "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+        "[[mapping]]\nname = \"drop\"\nfolder = '{}'\nmessage = \"{item}\"\n",
         folder.display()
     );
     env.write_config("", &mapping);
@@ -957,7 +961,7 @@ async fn a_wrong_item_is_said_once_per_mapping_and_a_sent_message_as_not_a_draft
             write_file(&folder.join(format!("{name}-{i}.txt")), 100 + i, i);
         }
         mappings += &format!(
-            "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            "[[mapping]]\nname = \"{name}\"\nfolder = '{}'\nmessage = \"{item}\"\n",
             folder.display()
         );
     }
@@ -1077,6 +1081,8 @@ async fn poll(env: &Env, what: &str, file: &str, needle: &str) -> (String, serde
     }
 }
 
+// Unix only: chown makes Sent Items unwritable.
+#[cfg(unix)]
 /// Issue 13, items 4 and 15: `status` says whether the agent is paused, why and until when, and
 /// per row what it waits for (a throttle's Retry-After, a backoff after an error with the error
 /// and the attempts, Graph out of reach, sign-in) and a failed after-action; `--json` carries
@@ -1095,8 +1101,8 @@ async fn status_says_why_the_agent_is_paused_and_what_each_row_waits_for() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\nif_exists = \"attach\"\n\n\
-             [[mapping]]\nname = \"moved\"\nfolder = \"{}\"\nmessage = \"{item}\"\nafter = \"move\"\n",
+            "[[mapping]]\nname = \"drop\"\nfolder = '{}'\nmessage = \"{item}\"\nif_exists = \"attach\"\n\n\
+             [[mapping]]\nname = \"moved\"\nfolder = '{}'\nmessage = \"{item}\"\nafter = \"move\"\n",
             drop.display(),
             moved.display()
         ),
@@ -1222,9 +1228,9 @@ async fn a_file_name_is_data_in_the_letter_never_markup_or_lines() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"html\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n\
+            "[[mapping]]\nname = \"html\"\nfolder = '{}'\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n\
              subject = \"Scan {{stem}}\"\nbody = \"<p>Attached: {{names}}</p>\"\nbody_type = \"html\"\n\n\
-             [[mapping]]\nname = \"text\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+             [[mapping]]\nname = \"text\"\nfolder = '{}'\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
             html.display(),
             text.display()
         ),
@@ -1289,7 +1295,7 @@ async fn a_batch_closes_batch_max_wait_after_its_first_file_however_often_files_
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"batch\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n\
+            "[[mapping]]\nname = \"batch\"\nfolder = '{}'\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n\
              subject = \"{{count}} files\"\nbody = \"{{names}}\"\ngroup = \"batch\"\nbatch_quiet = \"2s\"\nbatch_max_wait = \"4s\"\n",
             folder.display()
         ),
@@ -1412,7 +1418,7 @@ async fn a_message_failure_carries_advice_about_the_message() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"ap\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+            "[[mapping]]\nname = \"ap\"\nfolder = '{}'\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
             folder.display()
         ),
     );
@@ -1471,6 +1477,8 @@ async fn a_message_failure_carries_advice_about_the_message() {
     assert!(!table.contains('→'), "{table}");
 }
 
+// Unix only: SIGHUP.
+#[cfg(unix)]
 /// Issue 20, item 8: SIGHUP (a closed terminal) ends `send` as Ctrl-C does, said by name, exit
 /// 130, nothing attached; before, the default action killed it silently.
 #[tokio::test(flavor = "multi_thread")]
@@ -1528,7 +1536,7 @@ async fn a_draft_sent_by_hand_is_said_as_the_messages_not_a_mappings() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"ap\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+            "[[mapping]]\nname = \"ap\"\nfolder = '{}'\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
             folder.display()
         ),
     );

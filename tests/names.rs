@@ -30,7 +30,7 @@ async fn a_file_name_that_is_not_utf8_is_attached_under_a_lossy_name_and_kept_lo
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"scans\"\nfolder = \"{}\"\nmessage = \"{item}\"\nafter = \"move\"\nrecursive = true\n",
+            "[[mapping]]\nname = \"scans\"\nfolder = '{}'\nmessage = \"{item}\"\nafter = \"move\"\nrecursive = true\n",
             folder.display()
         ),
     );
@@ -136,7 +136,7 @@ async fn an_entry_the_ledger_refuses_fails_that_file_alone() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\nfailed_dir = \"failed\"\n",
+            "[[mapping]]\nname = \"drop\"\nfolder = '{}'\nmessage = \"{item}\"\nfailed_dir = \"failed\"\n",
             folder.display()
         ),
     );

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 fn mapping(folder: &Path, item: &str) -> String {
     format!(
-        "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+        "[[mapping]]\nname = \"drop\"\nfolder = '{}'\nmessage = \"{item}\"\n",
         folder.display()
     )
 }

@@ -14,7 +14,7 @@ const T: Duration = Duration::from_secs(120);
 
 fn mapping(name: &str, folder: &Path, item: &str, extra: &str) -> String {
     format!(
-        "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\nmessage = \"{item}\"\n{extra}\n",
+        "[[mapping]]\nname = \"{name}\"\nfolder = '{}'\nmessage = \"{item}\"\n{extra}\n",
         folder.display()
     )
 }
@@ -362,7 +362,7 @@ fn json_answer(body: &str) -> Vec<u8> {
 
 fn rogue_config(env: &Env, graph_port: u16) {
     let cfg = format!(
-        "[graph]\nbase_url = \"http://127.0.0.1:{graph_port}/v1.0\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\n",
+        "[graph]\nbase_url = \"http://127.0.0.1:{graph_port}/v1.0\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = '{}'\n",
         env.state_dir().display()
     );
     std::fs::write(env.path("config.toml"), cfg).expect("config");
@@ -413,7 +413,7 @@ async fn http_off_loopback_is_refused_for_graph_and_the_authority() {
         ("auth", "authority", "http://login.example.com"),
     ] {
         let cfg = format!(
-            "[{table}]\n{key} = \"{url}\"\n\n[agent]\nstate_dir = \"{}\"\n",
+            "[{table}]\n{key} = \"{url}\"\n\n[agent]\nstate_dir = '{}'\n",
             env.state_dir().display()
         );
         std::fs::write(env.path("config.toml"), cfg).expect("config");
@@ -441,7 +441,7 @@ async fn a_token_commands_stderr_cannot_leak_a_bare_jwt_or_drive_the_terminal() 
     .expect("tool");
     chmod(&tool, 0o755);
     let cfg = format!(
-        "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_command\"\ncommand = [\"{}\"]\n\n[agent]\nstate_dir = \"{}\"\n",
+        "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_command\"\ncommand = [\"{}\"]\n\n[agent]\nstate_dir = '{}'\n",
         env.sandbox.graph_base(),
         tool.display(),
         env.state_dir().display()
@@ -518,8 +518,8 @@ async fn a_state_dir_of_another_user_is_refused_and_a_loose_one_of_ours_tightene
     let cfg = std::fs::read_to_string(env.path("config.toml"))
         .expect("cfg")
         .replace(
-            &format!("state_dir = \"{}\"", state.display()),
-            &format!("state_dir = \"{}\"", other.display()),
+            &format!("state_dir = '{}'", state.display()),
+            &format!("state_dir = '{}'", other.display()),
         );
     std::fs::write(env.path("config.toml"), cfg).expect("cfg");
     let out = env.run(&["run", "--once"], T);
@@ -631,7 +631,7 @@ async fn a_planted_upload_url_file_never_receives_the_file() {
 async fn a_config_others_can_write_or_own_is_refused_for_every_auth_method_and_on_reload() {
     let env = Env::new();
     let cfg = format!(
-        "[auth]\nmethod = \"token_command\"\ncommand = [\"/bin/echo\", \"x\"]\n\n[agent]\nstate_dir = \"{}\"\n",
+        "[auth]\nmethod = \"token_command\"\ncommand = [\"/bin/echo\", \"x\"]\n\n[agent]\nstate_dir = '{}'\n",
         env.state_dir().display()
     );
     let file = env.path("config.toml");
@@ -898,8 +898,8 @@ async fn a_state_dir_that_is_a_link_or_in_a_folder_others_can_write_is_refused()
     let cfg = std::fs::read_to_string(env.path("config.toml"))
         .expect("cfg")
         .replace(
-            &format!("state_dir = \"{}\"", env.state_dir().display()),
-            &format!("state_dir = \"{}\"", shared.join("state").display()),
+            &format!("state_dir = '{}'", env.state_dir().display()),
+            &format!("state_dir = '{}'", shared.join("state").display()),
         );
     std::fs::write(env.path("config.toml"), cfg).expect("cfg");
     let out = env.run(&["run", "--once"], T);

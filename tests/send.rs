@@ -96,7 +96,13 @@ async fn the_largest_allowed_file_arrives_and_one_byte_more_is_refused_unsent() 
 async fn names_with_unicode_spaces_and_quotes_are_kept() {
     let env = Env::new();
     env.write_config("", "");
-    roundtrip(&env, "message", "me", 2048, "Rapport d'été \"final\" ✓.pdf").await;
+    // Windows refuses `"` in a file name: guillemets there.
+    let name = if cfg!(windows) {
+        "Rapport d'été «final» ✓.pdf"
+    } else {
+        "Rapport d'été \"final\" ✓.pdf"
+    };
+    roundtrip(&env, "message", "me", 2048, name).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -261,7 +267,7 @@ async fn over_https_with_the_sandbox_ca_as_graph_ca_file() {
     std::fs::write(
         &cfg,
         format!(
-            "[graph]\nbase_url = \"{}\"\nca_file = \"{}\"\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = \"{}\"\n",
+            "[graph]\nbase_url = \"{}\"\nca_file = '{}'\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = '{}'\n",
             sandbox.graph_base(),
             ca.display(),
             dir.path().join("state").display()

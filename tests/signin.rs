@@ -30,7 +30,7 @@ fn device_config(env: &Env, agent_extra: &str, mappings: &str) {
 
 fn write_auth_config(env: &Env, auth: &str, agent_extra: &str, mappings: &str) {
     let cfg = format!(
-        "[graph]\nbase_url = \"{}\"\n\n[auth]\n{auth}\n[agent]\nstate_dir = \"{}\"\nsettle = \"300ms\"\nrescan = \"1h\"\n{agent_extra}\n\n{mappings}\n",
+        "[graph]\nbase_url = \"{}\"\n\n[auth]\n{auth}\n[agent]\nstate_dir = '{}'\nsettle = \"300ms\"\nrescan = \"1h\"\n{agent_extra}\n\n{mappings}\n",
         env.sandbox.graph_base(),
         env.state_dir().display()
     );
@@ -381,7 +381,7 @@ async fn revoked_refresh_token_pauses_the_agent_until_login() {
     let folder = env.path("drop");
     std::fs::create_dir_all(&folder).expect("mkdir");
     let mapping = format!(
-        "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+        "[[mapping]]\nname = \"drop\"\nfolder = '{}'\nmessage = \"{item}\"\n",
         folder.display()
     );
     device_config(&env, "", &mapping);
@@ -423,9 +423,7 @@ async fn revoked_refresh_token_pauses_the_agent_until_login() {
         env.sandbox.attachments(&item).await.len() == 3
     })
     .await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &agent.id().to_string()])
-        .status();
+    terminate(agent.id());
     let status = agent.wait().expect("agent exit");
     assert_eq!(status.code(), Some(0));
 
@@ -569,7 +567,7 @@ async fn client_credentials_with_a_certificate() {
     std::fs::write(&pem_path, format!("{}{}", cert.pem(), key_pem)).expect("write pem");
     app_config(
         &env,
-        &format!("certificate_path = \"{}\"", pem_path.display()),
+        &format!("certificate_path = '{}'", pem_path.display()),
     );
     let logs = app_can_attach(&env, &[]).await;
     let secrets = issued_secrets(&env).await;
@@ -673,7 +671,7 @@ async fn unreachable_keyring_exits_3_and_the_agent_waits() {
         &env,
         "keyring",
         &format!(
-            "[[mapping]]\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            "[[mapping]]\nfolder = '{}'\nmessage = \"{item}\"\n",
             folder.display()
         ),
     );
@@ -922,7 +920,7 @@ fn mailing(env: &Env, extra: &str) -> String {
     let folder = env.path("scans");
     std::fs::create_dir_all(&folder).expect("mkdir");
     format!(
-        "[[mapping]]\nname = \"scans\"\nfolder = \"{}\"\n{extra}\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
+        "[[mapping]]\nname = \"scans\"\nfolder = '{}'\n{extra}\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\n",
         folder.display()
     )
 }

@@ -117,7 +117,7 @@ fn env_num<T: std::str::FromStr>(key: &str, default: T) -> T {
 /// finished between two writes (the harness's 300 ms is tuned for quick tests).
 fn write_soak_config(env: &Env, agent_extra: &str, mappings: &str) {
     let cfg = format!(
-        "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\nsettle = \"1s\"\nlook_after = \"3s\"\nrescan = \"1h\"\n{agent_extra}\n\n{mappings}\n",
+        "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = '{}'\nsettle = \"1s\"\nlook_after = \"3s\"\nrescan = \"1h\"\n{agent_extra}\n\n{mappings}\n",
         env.sandbox.graph_base(),
         env.state_dir().display()
     );
@@ -126,7 +126,7 @@ fn write_soak_config(env: &Env, agent_extra: &str, mappings: &str) {
 
 fn mapping(name: &str, folder: &Path, kind: &str, item: &str) -> String {
     format!(
-        "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\n{kind} = \"{item}\"\n",
+        "[[mapping]]\nname = \"{name}\"\nfolder = '{}'\n{kind} = \"{item}\"\n",
         folder.display()
     )
 }

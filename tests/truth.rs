@@ -74,9 +74,7 @@ fn run_bounded_child(child: std::process::Child, timeout: Duration) -> std::proc
     match rx.recv_timeout(timeout) {
         Ok(out) => out.unwrap(),
         Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            kill(pid);
             panic!("timed out after {timeout:?}");
         }
     }
@@ -91,7 +89,7 @@ async fn every_printing_command_ends_quietly_on_a_closed_pipe() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"m\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            "[[mapping]]\nname = \"m\"\nfolder = '{}'\nmessage = \"{item}\"\n",
             folder.display()
         ),
     );
@@ -149,7 +147,7 @@ async fn three_failed(env: &Env, extra: &str) -> std::path::PathBuf {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"m\"\nfolder = \"{}\"\nmessage = \"{gone}\"\n{extra}\n",
+            "[[mapping]]\nname = \"m\"\nfolder = '{}'\nmessage = \"{gone}\"\n{extra}\n",
             folder.display()
         ),
     );
@@ -234,7 +232,7 @@ async fn a_failed_file_deleted_since_can_be_canceled_and_run_once_stops_counting
 async fn retry_of_a_file_in_failed_dir_says_where_it_is_and_what_to_do() {
     let env = Env::new();
     let failed_dir = env.path("failed");
-    let folder = three_failed(&env, &format!("failed_dir = \"{}\"", failed_dir.display())).await;
+    let folder = three_failed(&env, &format!("failed_dir = '{}'", failed_dir.display())).await;
     assert!(failed_dir.join("a.txt").exists(), "moved to failed_dir");
     let a = rows(&env)["a.txt"]["id"].as_str().unwrap().to_string();
     let out = env.run(&["retry", &a], Duration::from_secs(30));
@@ -266,7 +264,7 @@ async fn retry_of_a_done_entry_says_it_attaches_it_again() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"d\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            "[[mapping]]\nname = \"d\"\nfolder = '{}'\nmessage = \"{item}\"\n",
             done.display()
         ),
     );
@@ -345,7 +343,7 @@ async fn status_retry_and_cancel_reach_the_agent_over_a_config_typo() {
     assert!(stderr(&out).contains("agent.settle"), "{}", stderr(&out));
 
     // The state dir itself unreadable from the file: said, with the line to fix.
-    std::fs::write(&cfg, text.replace("state_dir = \"", "state_dir = 5 #\"")).unwrap();
+    std::fs::write(&cfg, text.replace("state_dir = '", "state_dir = 5 #'")).unwrap();
     let out = env.run(&["status"], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(78), "{}", stdout(&out));
     let err = stderr(&out);
@@ -432,7 +430,7 @@ fn with_config_path_every_hint_names_that_path() {
     std::fs::write(
         &cfg,
         format!(
-            "[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\n[agent]\nstate_dir = \"{}\"\n",
+            "[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\n[agent]\nstate_dir = '{}'\n",
             state.display()
         ),
     )
@@ -524,7 +522,7 @@ fn service_install_without_user_systemd_writes_nothing_and_says_what_to_do() {
     std::fs::write(
         &cfg,
         format!(
-            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = \"{}\"\n",
+            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = '{}'\n",
             home.path().join("state").display()
         ),
     )
@@ -670,7 +668,7 @@ fn check_says_to_sign_in_once() {
     std::fs::write(
         &cfg,
         format!(
-            "[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\n[agent]\nstate_dir = \"{}\"\n",
+            "[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\n[agent]\nstate_dir = '{}'\n",
             home.path().join("state").display()
         ),
     )
@@ -697,7 +695,7 @@ async fn run_once_points_each_kind_of_left_over_at_the_rows_that_say_why() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"m\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            "[[mapping]]\nname = \"m\"\nfolder = '{}'\nmessage = \"{item}\"\n",
             folder.display()
         ),
     );
@@ -738,7 +736,7 @@ async fn a_config_edit_is_said_to_be_reloaded_by_sighup_and_the_unit_can_reload(
     let folder = env.path("in");
     std::fs::create_dir_all(&folder).unwrap();
     let mapping = format!(
-        "[[mapping]]\nname = \"m\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+        "[[mapping]]\nname = \"m\"\nfolder = '{}'\nmessage = \"{item}\"\n",
         folder.display()
     );
     env.write_config("", &mapping);
@@ -782,7 +780,7 @@ fn with_config_path_the_agents_log_hints_name_that_path_too() {
     std::fs::write(
         &cfg,
         format!(
-            "[graph]\nbase_url = \"http://127.0.0.1:9/v1.0\"\n[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\nauthority = \"http://127.0.0.1:9\"\n[agent]\nstate_dir = \"{}\"\nsettle = \"300ms\"\n[[mapping]]\nname = \"m\"\nfolder = \"{}\"\nmessage = \"AAA\"\n",
+            "[graph]\nbase_url = \"http://127.0.0.1:9/v1.0\"\n[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\nauthority = \"http://127.0.0.1:9\"\n[agent]\nstate_dir = '{}'\nsettle = \"300ms\"\n[[mapping]]\nname = \"m\"\nfolder = '{}'\nmessage = \"AAA\"\n",
             home.path().join("state").display(),
             folder.display()
         ),
@@ -811,7 +809,7 @@ fn with_no_mapping_run_and_check_point_at_something_that_runs() {
     std::fs::write(
         &cfg,
         format!(
-            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = \"{}\"\n",
+            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = '{}'\n",
             home.path().join("state").display()
         ),
     )
@@ -856,7 +854,7 @@ async fn run_once_says_a_failure_of_a_mapping_no_longer_configured_is_cleared_by
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"n\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            "[[mapping]]\nname = \"n\"\nfolder = '{}'\nmessage = \"{item}\"\n",
             other.display()
         ),
     );
@@ -887,7 +885,7 @@ async fn retry_does_not_queue_a_failure_of_a_mapping_no_longer_configured() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"n\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            "[[mapping]]\nname = \"n\"\nfolder = '{}'\nmessage = \"{item}\"\n",
             other.display()
         ),
     );
@@ -926,7 +924,7 @@ fn service_install_without_the_service_manager_writes_nothing() {
     std::fs::write(
         &cfg,
         format!(
-            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = \"{}\"\n",
+            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = '{}'\n",
             home.path().join("state").display()
         ),
     )
@@ -961,7 +959,7 @@ fn json_stays_json_whatever_the_config_path() {
     std::fs::write(
         &cfg,
         format!(
-            "[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\n[agent]\nstate_dir = \"{}\"\n",
+            "[auth]\nclient_id = \"1b2c3d4e-1111-2222-3333-444455556666\"\n[agent]\nstate_dir = '{}'\n",
             home.path().join("state").display()
         ),
     )
@@ -988,7 +986,7 @@ async fn run_once_ends_when_a_queued_files_mapping_was_removed() {
     std::fs::create_dir_all(&b).unwrap();
     let m = |name: &str, dir: &std::path::Path| {
         format!(
-            "[[mapping]]\nname = \"{name}\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
+            "[[mapping]]\nname = \"{name}\"\nfolder = '{}'\nmessage = \"{item}\"\n",
             dir.display()
         )
     };

@@ -423,7 +423,7 @@ fn absorb(
         let (now, rest) = bytes.split_at(room.min(bytes.len()));
         block.update(now);
         *at += now.len() as u64;
-        if *at % BLOCK == 0 || *at == size {
+        if at.is_multiple_of(BLOCK) || *at == size {
             blocks.push(block.finalize_reset().into());
         }
         bytes = rest;

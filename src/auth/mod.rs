@@ -434,12 +434,32 @@ mod tests {
 
     #[tokio::test]
     async fn command_token_is_cached_until_invalidated() {
+        // A command whose answer changes each time it runs: the token is the count of runs.
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let counter = dir.path().join("n");
-        let script = format!("echo x >> {0}; echo tok$(wc -l < {0})", counter.display());
+        #[cfg(unix)]
+        let argv = vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo x >> {0}; echo tok$(wc -l < {0})", counter.display()),
+        ];
+        // cmd's twin: one more `x` on one line a run (`set /p` writes no newline), and the token
+        // is that line. One argument a word: an argument with a space would be quoted as cmd
+        // does not read it (the temp dir has none here).
+        #[cfg(windows)]
+        let argv = vec![
+            "cmd".into(),
+            "/C".into(),
+            "<nul".into(),
+            "set".into(),
+            "/p".into(),
+            format!("=x>>{}&", counter.display()),
+            "type".into(),
+            counter.display().to_string(),
+        ];
         let creds = Credentials {
             source: Arc::new(Source::Command {
-                argv: vec!["sh".into(), "-c".into(), script],
+                argv,
                 cached: Mutex::new(None),
             }),
         };

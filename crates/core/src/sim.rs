@@ -736,7 +736,13 @@ impl Sim {
         let (rule, root) = &self.mappings[i];
         let names = ["a.pdf", "b.txt", "c.bin", "sub/a.pdf"];
         let name = names[self.rng.gen_range(0..names.len())];
-        (rule.name.clone(), root.join(name))
+        // One spelling per file: `root.join("sub/a.pdf")` is `/mail\sub/a.pdf` on Windows, and
+        // `twin_drop`'s `/mail/sub/a.pdf` would then be another file to the core, which keeps
+        // paths by their bytes (seed 33 broke an invariant under Wine).
+        (
+            rule.name.clone(),
+            PathBuf::from(format!("{}/{name}", root.display())),
+        )
     }
 
     fn new_content(&mut self) -> Content {
