@@ -10,6 +10,10 @@ fn keyed_machine() -> Machine {
 }
 
 fn keyed_machine_grouped(batch: bool) -> Machine {
+    keyed_machine_with(batch, After::Keep)
+}
+
+fn keyed_machine_with(batch: bool, after: After) -> Machine {
     let rule = MappingRule {
         name: "mail".into(),
         target: Target {
@@ -19,7 +23,7 @@ fn keyed_machine_grouped(batch: bool) -> Machine {
         },
         if_exists: IfExists::Attach,
         on_change: OnChange::Replace,
-        after: After::Keep,
+        after,
         mail: Some(MailRule {
             to: vec!["a@example.com".into()],
             subject: "{name}".into(),
@@ -573,4 +577,32 @@ fn a_held_file_canceled_while_it_waits_ends_canceled() {
         Some(State::Canceled),
         "{out:?}"
     );
+}
+
+#[test]
+fn a_file_found_mailed_in_a_moving_folder_is_moved_its_sent_copy_being_seen() {
+    let mut m = keyed_machine_with(false, After::Move);
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let out = answer(&mut m, 7_000, &id, mailed("att-s1"));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::After { id: x, after: After::Move, .. } if *x == id)),
+        "its after-action runs: {out:?}"
+    );
+}
+
+#[test]
+fn a_held_file_found_clear_at_last_loses_its_held_note_before_it_is_mailed() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    answer(&mut m, 7_000, &id, holding(false));
+    let t = 7_000 + held_backoff_ms(Policy::default().look_after_ms, 1);
+    let woke = m.handle(Time(t), Input::Tick);
+    assert!(key_asked(&woke).is_some(), "{woke:?}");
+    let out = answer(&mut m, t, &id, KeyOutcome::Drafted(Vec::new()));
+    let rec = last_persist(&out, &id).expect("written again");
+    assert_eq!(rec.error, None, "the held note goes: {rec:?}");
+    assert!(drafted(&out), "{out:?}");
 }
