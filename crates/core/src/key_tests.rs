@@ -606,3 +606,69 @@ fn a_held_file_found_clear_at_last_loses_its_held_note_before_it_is_mailed() {
     assert_eq!(rec.error, None, "the held note goes: {rec:?}");
     assert!(drafted(&out), "{out:?}");
 }
+
+#[test]
+fn a_newer_version_that_took_a_place_on_a_made_draft_has_its_key_stamped_before_the_send() {
+    let mut m = keyed_machine_grouped(true);
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (v1, k1) = key_asked(&out).expect("searched");
+    answer(&mut m, 7_000, &v1, KeyOutcome::Drafted(Vec::new()));
+    let out = m.handle(Time(20_000), Input::Tick);
+    let (mid, keys) = out
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateDraft { id, keys, .. } => Some((id.clone(), keys.clone())),
+            _ => None,
+        })
+        .expect("the batch closed: a draft");
+    assert_eq!(keys, vec![k1.clone()]);
+    // A newer version settles while the draft is being made: it takes the older one's place.
+    let sha2 = "cd".repeat(32);
+    let out =
+        super::tests::drop_version(&mut m, 21_000, "inv.pdf", super::tests::stat(8, 12), &sha2);
+    assert!(key_asked(&out).is_none(), "it joins the message: {out:?}");
+    let k2 = file_key("me", "mail", Path::new("inv.pdf"), 12, &sha2);
+    let mut out = m.handle(
+        Time(27_000),
+        Input::Outcome {
+            id: mid.clone(),
+            outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                draft_id: "d1".into(),
+                internet_message_id: None,
+            }),
+        },
+    );
+    // Its file posts to the draft; answered, the message goes to its send.
+    let mut t = 28_000;
+    for _ in 0..6 {
+        let post = out.iter().find_map(|a| match a {
+            Action::Post { id, .. } => Some(id.clone()),
+            _ => None,
+        });
+        let Some(id) = post else { break };
+        out = m.handle(
+            Time(t),
+            Input::Outcome {
+                id,
+                outcome: Outcome::Post(PostOutcome::Created {
+                    attachment_id: "att-2".into(),
+                }),
+            },
+        );
+        t += 1_000;
+    }
+    let stamp = out.iter().find_map(|a| match a {
+        Action::StampKeys { keys, .. } => Some(keys.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        stamp,
+        Some(vec![k2]),
+        "stamped before any listing or send: {out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::ListDraft { .. } | Action::SendDraft { .. })),
+        "{out:?}"
+    );
+}
