@@ -534,7 +534,9 @@ async fn sighup_ends_mail_with_a_clear_line_and_its_exit_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mail_says_its_progress_by_chunk_and_what_it_waits_for() {
     let env = Env::new();
-    env.write_config("chunk_size = \"1MiB\"", "");
+    // The confirmation waits `look_after` after the send: 4 s, so a loaded machine's late loop
+    // still finds a wait over the 2 s worth saying (with the harness's 2 s it was borderline).
+    env.write_config("chunk_size = \"1MiB\"\nlook_after = \"4s\"", "");
     let file = env.path("scan.pdf");
     write_file(&file, 4 * 1024 * 1024, 41);
     let slow = json!({"route": "put", "action": "delay", "delay_ms": 1200});
