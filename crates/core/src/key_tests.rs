@@ -104,18 +104,7 @@ fn a_file_found_mailed_by_its_key_is_done_with_the_sent_copy_and_never_drafted()
     let mut m = keyed_machine();
     let out = drop(&mut m, 1_000, "inv.pdf");
     let (id, _) = key_asked(&out).expect("searched");
-    let out = answer(
-        &mut m,
-        7_000,
-        &id,
-        KeyOutcome::Mailed {
-            message_id: "sent-1".into(),
-            internet_message_id: Some("<x@y>".into()),
-            attachment_id: "att-s1".into(),
-            marker: Some("m-lost".into()),
-            ours: false,
-        },
-    );
+    let out = answer(&mut m, 7_000, &id, mailed("att-s1"));
     assert!(!drafted(&out), "{out:?}");
     let rec = out
         .iter()
@@ -193,13 +182,7 @@ fn a_file_mailed_by_a_message_of_its_own_ledger_is_a_new_drop_and_mailed() {
         &mut m,
         7_000,
         &id,
-        KeyOutcome::Mailed {
-            message_id: "sent-1".into(),
-            internet_message_id: None,
-            attachment_id: "att-s1".into(),
-            marker: Some("m-mine".into()),
-            ours: true,
-        },
+        mailed_by("sent-1", "att-s1", "m-mine", true),
     );
     assert!(
         drafted(&out),
@@ -368,6 +351,7 @@ fn resend_asked_while_no_agent_ran_is_taken_at_start() {
     assert!(!drafted(&out), "{out:?}");
 }
 
+/// A sent copy of a lost ledger's carrying the key, with attachment `att`.
 fn mailed(att: &str) -> KeyOutcome {
     KeyOutcome::Mailed {
         message_id: "sent-1".into(),
@@ -375,6 +359,18 @@ fn mailed(att: &str) -> KeyOutcome {
         attachment_id: att.into(),
         marker: Some("m-lost".into()),
         ours: false,
+    }
+}
+
+/// A sent copy `message_id` carrying the key, with attachment `att`, under `marker` (`ours`:
+/// a message this ledger has on record).
+fn mailed_by(message_id: &str, att: &str, marker: &str, ours: bool) -> KeyOutcome {
+    KeyOutcome::Mailed {
+        message_id: message_id.into(),
+        internet_message_id: None,
+        attachment_id: att.into(),
+        marker: Some(marker.into()),
+        ours,
     }
 }
 
@@ -483,13 +479,7 @@ fn a_file_found_in_a_sent_copy_of_its_own_ledger_with_no_version_done_here_is_no
         &mut m,
         7_000,
         &id,
-        KeyOutcome::Mailed {
-            message_id: "sent-1".into(),
-            internet_message_id: None,
-            attachment_id: "att-s1".into(),
-            marker: Some("m-mine".into()),
-            ours: true,
-        },
+        mailed_by("sent-1", "att-s1", "m-mine", true),
     );
     assert!(!drafted(&out), "{out:?}");
     let rec = last_persist(&out, &id).expect("recorded");
@@ -524,13 +514,8 @@ fn names_differing_only_in_bytes_that_are_not_utf8_have_different_keys() {
 /// one of its own, means a new drop, mailed.
 #[test]
 fn a_drop_again_mailed_by_a_lost_later_ledger_is_found_mailed_not_mailed_twice() {
-    let mailed_in = |message_id: &str, marker: &str, ours: bool| KeyOutcome::Mailed {
-        message_id: message_id.into(),
-        internet_message_id: None,
-        attachment_id: "att-x".into(),
-        marker: Some(marker.into()),
-        ours,
-    };
+    let mailed_in =
+        |message_id: &str, marker: &str, ours: bool| mailed_by(message_id, "att-x", marker, ours);
     // The lost later ledger's copy: found mailed.
     let mut m = keyed_machine();
     start_with_done(&mut m, "inv.pdf", SHA);
