@@ -456,8 +456,9 @@ impl<U: UrlStore> Steps<U> {
                         None => Ok(false),
                     }
                 };
-                let mut outcome = self.client.key_step(&user, &key, &name, since, &ours).await;
-                self.mark_ours(&mut outcome);
+                // Which messages found by the key are this ledger's own (a record under their
+                // marker): the graph step asks, the core decides.
+                let outcome = self.client.key_step(&user, &key, &name, since, &ours).await;
                 Input::Outcome {
                     id,
                     outcome: Outcome::Key(outcome),
@@ -492,54 +493,6 @@ impl<U: UrlStore> Steps<U> {
             }
             _ => return None,
         })
-    }
-
-    /// Tell which messages found by a file's key are this ledger's own (a message record
-    /// under their marker). A ledger that cannot answer makes the search a transient failure,
-    /// asked again after a backoff: "not ours" could record a file as mailed for good, "ours"
-    /// could mail it twice.
-    fn mark_ours(&self, outcome: &mut KeyOutcome) {
-        let Some(ledger) = &self.ledger else {
-            return;
-        };
-        let ours = |marker: Option<&str>| -> Result<bool, String> {
-            match marker {
-                None => Ok(false),
-                Some(m) => ledger
-                    .get_message(m)
-                    .map(|r| r.is_some())
-                    .map_err(|e| e.to_string()),
-            }
-        };
-        let failed = match outcome {
-            KeyOutcome::Mailed {
-                marker, ours: o, ..
-            } => match ours(marker.as_deref()) {
-                Ok(v) => {
-                    *o = v;
-                    None
-                }
-                Err(e) => Some(e),
-            },
-            KeyOutcome::Drafted(drafts) => {
-                let mut err = None;
-                for d in drafts.iter_mut() {
-                    match ours(d.marker.as_deref()) {
-                        Ok(v) => d.ours = v,
-                        Err(e) => err = Some(e),
-                    }
-                }
-                err
-            }
-            KeyOutcome::Failed(_) => None,
-        };
-        if let Some(e) = failed {
-            tracing::warn!(error = %e, "the ledger could not say whether a message found by a file's key is its own; asked again later");
-            *outcome = KeyOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "ledgerUnreadable",
-                format!("the ledger could not be read: {e}"),
-            )));
-        }
     }
 
     async fn post(

@@ -615,8 +615,9 @@ impl GraphClient {
     }
 
     /// The core's `FindFileKey`: a sent copy since `since` carrying `key` with an attachment
-    /// named `name` (Sent Items, every page, the latest first), else a draft carrying it
-    /// (Drafts). No retry here.
+    /// named `name` (Sent Items, every page, the latest first), else the drafts carrying it
+    /// (Drafts), each marked `ours` by `ours(marker)` (the caller's ledger holds a message under
+    /// that marker; an error is a transient failure). No retry here.
     pub async fn key_step(
         &self,
         user: &str,
@@ -639,6 +640,21 @@ impl GraphClient {
         since: Time,
         ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
     ) -> Result<KeyOutcome, MailError> {
+        // A ledger that cannot answer makes the search a transient failure, asked again after
+        // a backoff: "not ours" could record a file as mailed for good, "ours" mail it twice.
+        let is_ours = |marker: Option<&str>| -> Result<bool, MailError> {
+            let Some(marker) = marker else {
+                return Ok(false);
+            };
+            ours(marker).map_err(|e| {
+                MailError::Transient(GraphError::new(
+                    ErrorClass::Transient,
+                    None,
+                    "ledgerUnreadable",
+                    format!("the ledger could not be read: {e}"),
+                ))
+            })
+        };
         let filter = file_key_filter(key);
         let mut sent = self
             .list_filtered(user, Folder::SentItems, &filter, false)
@@ -672,18 +688,14 @@ impl GraphClient {
             if found.is_empty() {
                 continue;
             }
+            // All this ledger's own unless one is not (then that one).
             let mut pick = 0;
+            let mut picked_ours = true;
             for (i, (m, _)) in found.iter().enumerate() {
-                let mine = match m.marker.as_deref() {
-                    Some(marker) => ours(marker).map_err(|e| {
-                        MailError::Transient(invalid(&format!(
-                            "the ledger could not say whether a sent copy is its own: {e}"
-                        )))
-                    })?,
-                    None => false,
-                };
+                let mine = is_ours(m.marker.as_deref())?;
                 if !mine {
                     pick = i;
+                    picked_ours = false;
                     break;
                 }
             }
@@ -693,24 +705,22 @@ impl GraphClient {
                 internet_message_id: m.internet_message_id,
                 attachment_id,
                 marker: m.marker,
-                ours: false,
+                ours: picked_ours,
             });
         }
         let drafts = self
             .list_filtered(user, Folder::Drafts, &filter, false)
             .await?;
-        Ok(KeyOutcome::Drafted(
-            drafts
-                .into_iter()
-                .filter(|m| m.is_draft)
-                .map(|d| DraftHolding {
-                    message_id: d.id,
-                    marker: d.marker,
-                    ours: false,
-                    subject: d.subject.unwrap_or_default(),
-                })
-                .collect(),
-        ))
+        let mut holding = Vec::new();
+        for d in drafts.into_iter().filter(|m| m.is_draft) {
+            holding.push(DraftHolding {
+                ours: is_ours(d.marker.as_deref())?,
+                message_id: d.id,
+                marker: d.marker,
+                subject: d.subject.unwrap_or_default(),
+            });
+        }
+        Ok(KeyOutcome::Drafted(holding))
     }
 
     /// The core's `ListDraft`: the id of every attachment on draft `draft_id`
