@@ -1311,9 +1311,7 @@ impl Agent {
                         format!("no ledger entry with id `{id}` (see `outbox status`)"),
                     ))));
                 };
-                let mails = self.settings.mappings.iter().any(|m| {
-                    m.name == e.mapping && matches!(m.target, crate::config::Target::NewMessage(_))
-                });
+                let mails = self.settings.mails(&e.mapping);
                 let message = e
                     .message
                     .as_deref()

@@ -471,20 +471,16 @@ pub async fn retry(
 
 /// `retry --resend ID`: the agent mails the file again now, or at its next start.
 pub async fn resend(settings: Settings, id: String) -> Result<ExitCode, CommandError> {
-    let mails = |e: &LedgerEntry| {
-        settings.mappings.iter().any(|m| {
-            m.name == e.mapping && matches!(m.target, crate::config::Target::NewMessage(_))
-        })
-    };
     let (entries, _) = via_agent_or_ledger(&settings, Request::Resend { id: id.clone() }, |l| {
         let e = l
             .get(&id)
             .map_err(ledger_err)?
             .ok_or_else(|| ledger_err(LedgerError::NotFound { id: id.clone() }))?;
-        let e = ops::request_resend(l, &id, mails(&e)).map_err(|err| match err {
-            LedgerError::Invalid(why) => CommandError::new(ExitCode::Usage, why),
-            other => ledger_err(other),
-        })?;
+        let e =
+            ops::request_resend(l, &id, settings.mails(&e.mapping)).map_err(|err| match err {
+                LedgerError::Invalid(why) => CommandError::new(ExitCode::Usage, why),
+                other => ledger_err(other),
+            })?;
         Ok((vec![e], Vec::new()))
     })
     .await?;

@@ -160,6 +160,13 @@ pub struct AgentSettings {
 }
 
 impl Settings {
+    /// Whether mapping `name` mails its files (`[mapping.new_message]`).
+    pub fn mails(&self, name: &str) -> bool {
+        self.mappings
+            .iter()
+            .any(|m| m.name == name && matches!(m.target, Target::NewMessage(_)))
+    }
+
     /// How long a finished entry (and its message) of a file gone from its folder is kept:
     /// `keep_done`; where a folder is mailed, never less than `remember_sent`, or the same
     /// bytes dropped again at a pruned path would be searched for and taken for mailed by the
