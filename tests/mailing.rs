@@ -1078,10 +1078,10 @@ async fn a_moved_mailing_folder_mails_no_file_again() {
 }
 
 /// Review of issue 20, finding 3: the mapping renamed (`name = "mail"` → `"invoices"`, same
-/// folder, ledger intact). The ledger's entries are the old name's; the key includes the
-/// mapping's name, so the search finds nothing and every file in the folder is mailed again.
+/// folder, ledger intact). The ledger's entries are the old name's; the key included the
+/// mapping's name, so the search found nothing and every file in the folder was mailed again.
+/// The key now names the recipients (`core::model::recipients_id`).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "review of issue 20: finding 3 (the key names the mapping; SPEC 8 says so: a design decision)"]
 async fn a_renamed_mailing_mapping_mails_no_file_again() {
     let env = Env::new();
     let folder = setup(&env, "", "", "");

@@ -1241,10 +1241,11 @@ pub enum Note {
 }
 
 /// The key of a file of a mailing mapping, stamped on its message's draft and searched for in
-/// the mailbox before it is mailed: derived from the drop alone (mailbox, mapping, its path
-/// under the folder with `/` between components, size, SHA-256), so a lost or restored state
-/// dir, or a second agent syncing the same folder, derives the same key. 32 hex digits.
-pub fn file_key(user: &str, mapping: &str, rel_path: &Path, size: u64, sha256: &str) -> String {
+/// the mailbox before it is mailed: derived from the drop alone (mailbox, the mapping as where
+/// it sends: [`recipients_id`], its path under the folder with `/` between components, size,
+/// SHA-256), so a lost or restored state dir, a second agent syncing the same folder, or a
+/// mapping renamed, derives the same key. 32 hex digits.
+pub fn file_key(user: &str, recipients: &str, rel_path: &Path, size: u64, sha256: &str) -> String {
     use sha2::{Digest, Sha256};
     // A name's own bytes (UTF-8 where it is, so a UTF-8 path's key is the same everywhere),
     // never read lossily: two names differing only in bytes that are not UTF-8 are two files.
@@ -1258,9 +1259,9 @@ pub fn file_key(user: &str, mapping: &str, rel_path: &Path, size: u64, sha256: &
     let rel = rel.join(&b'/');
     let mut h = Sha256::new();
     for part in [
-        "outbox-file-key/1".as_bytes(),
+        "outbox-file-key/2".as_bytes(),
         user.to_lowercase().as_bytes(),
-        mapping.as_bytes(),
+        recipients.as_bytes(),
         &rel,
         size.to_string().as_bytes(),
         sha256.to_lowercase().as_bytes(),
@@ -1269,6 +1270,21 @@ pub fn file_key(user: &str, mapping: &str, rel_path: &Path, size: u64, sha256: &
         h.update([0u8]);
     }
     hex::encode(&h.finalize()[..16])
+}
+
+/// Who a mailing mapping mails, as a file's key names it: every address of `to`, `cc` and
+/// `bcc`, lowercased, sorted, once each. The key names the mapping by where it sends, not by
+/// its `name`: renaming a mapping (or moving an address from `to` to `cc`) mails no file again,
+/// while a lost ledger and a new set of recipients mails the files to the new set.
+pub fn recipients_id(rule: &MailRule) -> String {
+    let mut all: Vec<String> = (rule.to.iter())
+        .chain(&rule.cc)
+        .chain(&rule.bcc)
+        .map(|a| a.trim().to_lowercase())
+        .collect();
+    all.sort();
+    all.dedup();
+    all.join(",")
 }
 
 #[cfg(test)]

@@ -2300,7 +2300,14 @@ impl Sim {
             return false;
         };
         let rel = r.path.strip_prefix("/mail").unwrap_or(&r.path);
-        let key = crate::model::file_key("me", &r.mapping, rel, r.file.size, sha256);
+        let Some(rule) = (self.mappings.iter())
+            .find(|(m, _)| m.name == r.mapping)
+            .and_then(|(m, _)| m.mail.as_ref())
+        else {
+            return false;
+        };
+        let to = crate::model::recipients_id(rule);
+        let key = crate::model::file_key("me", &to, rel, r.file.size, sha256);
         self.mail.values().any(|m| {
             m.is_draft
                 && m.gone_at.is_none_or(|g| g > self.now)

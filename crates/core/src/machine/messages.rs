@@ -517,7 +517,7 @@ impl Machine {
         let rel = rec.path.strip_prefix(&rule.folder).unwrap_or(&rec.path);
         Some(file_key(
             user,
-            &rec.mapping,
+            &recipients_id(rule),
             rel,
             rec.file.size,
             rec.sha256.as_deref()?,

@@ -84,8 +84,8 @@ fn a_file_is_searched_for_by_its_key_before_any_draft_and_the_key_is_stamped_on_
     let (id, key) = key_asked(&out).expect("its key is searched for");
     assert_eq!(
         key,
-        file_key("me", "mail", Path::new("inv.pdf"), 10, SHA),
-        "the key names the path under the folder"
+        file_key("me", "a@example.com", Path::new("inv.pdf"), 10, SHA),
+        "the key names the recipients and the path under the folder"
     );
     let out = answer(&mut m, 7_000, &id, KeyOutcome::Drafted(Vec::new()));
     let keys = out.iter().find_map(|a| match a {
@@ -490,6 +490,50 @@ fn a_file_found_in_a_sent_copy_of_its_own_ledger_with_no_version_done_here_is_no
 /// whose names differ only in their non-UTF-8 bytes (`a\xff.pdf`, `a\xfe.pdf`; their
 /// attachment names are both `a\u{FFFD}.pdf`) with the same bytes had one key: after a lost
 /// state dir the second, never mailed, was found "mailed" in the first one's sent copy.
+/// Review of #20, finding 3: the key named the mapping, so renaming a mailing mapping mailed
+/// every file still in its folder again. The key names where the mapping sends: its name, the
+/// order of addresses, their case and their field (`to`, `cc`, `bcc`) change nothing; another
+/// set of recipients is another key.
+#[test]
+fn the_key_names_the_recipients_not_the_mapping_name() {
+    let rule = |to: &[&str], cc: &[&str]| MailRule {
+        to: to.iter().map(|s| s.to_string()).collect(),
+        cc: cc.iter().map(|s| s.to_string()).collect(),
+        ..keyed_machine().mappings["mail"]
+            .mail
+            .clone()
+            .expect("mails")
+    };
+    let a = recipients_id(&rule(&["B@example.com", "a@example.com"], &[]));
+    assert_eq!(a, "a@example.com,b@example.com");
+    assert_eq!(
+        a,
+        recipients_id(&rule(&["a@example.com"], &["b@example.com"]))
+    );
+    assert_eq!(
+        a,
+        recipients_id(&rule(
+            &["a@example.com", "b@example.com"],
+            &["A@example.com"]
+        ))
+    );
+    assert_ne!(a, recipients_id(&rule(&["a@example.com"], &[])));
+    // The machine's key follows a rename of the mapping.
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, before) = key_asked(&out).expect("its key is searched for");
+    let mut renamed = keyed_machine();
+    let mut mapping = renamed.mappings.remove("mail").expect("the mapping");
+    mapping.name = "invoices-2026".into();
+    renamed.mappings.insert("invoices-2026".into(), mapping);
+    let rec = m.record(&id).expect("its record").clone();
+    let rec = Record {
+        mapping: "invoices-2026".into(),
+        ..rec
+    };
+    assert_eq!(renamed.key_of(&rec), Some(before));
+}
+
 #[cfg(unix)]
 #[test]
 fn names_differing_only_in_bytes_that_are_not_utf8_have_different_keys() {
@@ -497,13 +541,13 @@ fn names_differing_only_in_bytes_that_are_not_utf8_have_different_keys() {
     let a = Path::new(std::ffi::OsStr::from_bytes(b"sub/a\xff.pdf"));
     let b = Path::new(std::ffi::OsStr::from_bytes(b"sub/a\xfe.pdf"));
     assert_ne!(
-        file_key("me", "mail", a, 10, SHA),
-        file_key("me", "mail", b, 10, SHA)
+        file_key("me", "a@example.com", a, 10, SHA),
+        file_key("me", "a@example.com", b, 10, SHA)
     );
-    // A UTF-8 path keeps the key it had (drafts already stamped are still found).
+    // A UTF-8 path's key is pinned (a change of the key's inputs bumps its version tag).
     assert_eq!(
-        file_key("me", "mail", Path::new("sub/inv.pdf"), 10, SHA),
-        "59174fb30739368843c319acf0eef82c"
+        file_key("me", "a@example.com", Path::new("sub/inv.pdf"), 10, SHA),
+        "0d6e5a8f327d7bbf4d5bb72eb4c31e12"
     );
 }
 
@@ -612,7 +656,7 @@ fn a_newer_version_that_took_a_place_on_a_made_draft_has_its_key_stamped_before_
     let out =
         super::tests::drop_version(&mut m, 21_000, "inv.pdf", super::tests::stat(8, 12), &sha2);
     assert!(key_asked(&out).is_none(), "it joins the message: {out:?}");
-    let k2 = file_key("me", "mail", Path::new("inv.pdf"), 12, &sha2);
+    let k2 = file_key("me", "a@example.com", Path::new("inv.pdf"), 12, &sha2);
     let mut out = m.handle(
         Time(27_000),
         Input::Outcome {
