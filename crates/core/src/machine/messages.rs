@@ -842,7 +842,21 @@ impl Machine {
     /// Start-up, first: the messages given (those not finished with, those a record names, and
     /// those sent within the pacing window).
     pub(super) fn start_messages(&mut self, messages: Vec<MessageRecord>) {
-        for m in messages {
+        for mut m in messages {
+            if matches!(
+                m.state,
+                MessageState::Drafting | MessageState::Attaching | MessageState::Sending
+            ) && m.draft_id.is_some()
+                && !m.may_have_been_sent()
+            {
+                // A start does not know what became of a draft since the ledger last wrote: a
+                // ledger restored from a backup, a draft sent from Outlook while the agent was
+                // down. It is looked for again (Sent Items, then Drafts) before anything more
+                // goes on it or it is sent: sent already, its files not on it go in a new
+                // message (each searched for by its key first); gone, a new draft.
+                m.state = MessageState::Drafting;
+                m.redraft = true;
+            }
             // Every send that may have happened counts against its mailbox's window, sent or
             // still in doubt: a restart does not reset Exchange's count. From the latest time
             // known of it (a sent one's answer: Exchange counted it no later than that).
@@ -1301,10 +1315,24 @@ impl Machine {
         }
         for id in ids {
             self.member_of.remove(&id);
+            let searches = self.active.get(&id).is_some_and(|a| {
+                self.mail_rule(&a.rec.mapping)
+                    .is_some_and(|m| m.remember_sent_ms > 0)
+            });
             if let Some(a) = self.active.get_mut(&id) {
                 a.rec.message = None;
+                if searches {
+                    // Not done on it here, but it may be in it: an attachment in doubt, or one
+                    // a ledger restored from a backup forgot. Its key answers (the sent copy
+                    // carries its draft's keys): found with its name there, it went.
+                    a.key = KeyLook::Unsearched;
+                }
             }
-            self.persist(&id, out);
+            if searches {
+                self.unbind(&id, out);
+            } else {
+                self.persist(&id, out);
+            }
             self.collect(&id);
         }
     }
@@ -2385,3 +2413,6 @@ mod tests;
 
 #[cfg(test)]
 mod key_tests;
+
+#[cfg(test)]
+mod restore_tests;

@@ -5,7 +5,7 @@ use super::super::*;
 
 const SHA: &str = "abababababababababababababababababababababababababababababababab";
 
-fn keyed_machine() -> Machine {
+pub(super) fn keyed_machine() -> Machine {
     keyed_machine_grouped(false)
 }
 
@@ -42,11 +42,11 @@ fn keyed_machine_with(batch: bool, after: After) -> Machine {
 }
 
 /// A file settled and hashed at `t`; the actions answered.
-fn drop(m: &mut Machine, t: u64, name: &str) -> Vec<Action> {
+pub(super) fn drop(m: &mut Machine, t: u64, name: &str) -> Vec<Action> {
     super::tests::drop_version(m, t, name, super::tests::stat(7, 10), SHA)
 }
 
-fn key_asked(out: &[Action]) -> Option<(String, String)> {
+pub(super) fn key_asked(out: &[Action]) -> Option<(String, String)> {
     out.iter().find_map(|a| match a {
         Action::FindFileKey { id, key, .. } => Some((id.clone(), key.clone())),
         _ => None,
@@ -57,7 +57,7 @@ fn drafted(out: &[Action]) -> bool {
     out.iter().any(|a| matches!(a, Action::CreateDraft { .. }))
 }
 
-fn answer(m: &mut Machine, t: u64, id: &str, k: KeyOutcome) -> Vec<Action> {
+pub(super) fn answer(m: &mut Machine, t: u64, id: &str, k: KeyOutcome) -> Vec<Action> {
     m.handle(
         Time(t),
         Input::Outcome {

@@ -1,0 +1,180 @@
+//! A start does not know what became of a draft since the ledger last wrote (a state dir
+//! restored from a backup, a draft sent from Outlook while the agent was down): the draft is
+//! looked for again before anything more goes on it (seeds 24934 and 23733).
+
+use super::super::*;
+use super::key_tests::{answer, drop, key_asked, keyed_machine};
+
+/// The ledger as a backup took it: `inv.pdf` in a message whose draft `d1` is made, the file
+/// not yet attached. Returns (file record, message record).
+fn mid_attach() -> (Record, MessageRecord) {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let out = answer(&mut m, 2_000, &id, KeyOutcome::Drafted(Vec::new()));
+    let mid = out
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateDraft { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .expect("a draft");
+    let out = m.handle(
+        Time(3_000),
+        Input::Outcome {
+            id: mid.clone(),
+            outcome: Outcome::CreateDraft(DraftOutcome::Created {
+                draft_id: "d1".into(),
+                internet_message_id: Some("<d1@x>".into()),
+            }),
+        },
+    );
+    let msg = out
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::PersistMessage(r) if r.id == mid => Some(r.clone()),
+            _ => None,
+        })
+        .expect("the message written");
+    assert_eq!(msg.state, MessageState::Attaching);
+    let rec = m.record(&id).expect("its record").clone();
+    (rec, msg)
+}
+
+fn start(rec: &Record, msg: &MessageRecord) -> (Machine, Vec<Action>) {
+    let mut m = keyed_machine();
+    let out = m.handle(
+        Time(100_000),
+        Input::Start {
+            records: vec![rec.clone()],
+            with_url: Vec::new(),
+            messages: vec![msg.clone()],
+        },
+    );
+    (m, out)
+}
+
+fn finds(out: &[Action]) -> Vec<MailFolder> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::FindMessage { folder, .. } => Some(*folder),
+            _ => None,
+        })
+        .collect()
+}
+
+fn posts(out: &[Action]) -> bool {
+    out.iter()
+        .any(|a| matches!(a, Action::Post { .. } | Action::CreateSession { .. }))
+}
+
+#[test]
+fn a_draft_being_attached_to_at_start_is_looked_for_in_sent_items_before_any_attachment() {
+    let (rec, msg) = mid_attach();
+    let (_, out) = start(&rec, &msg);
+    assert_eq!(finds(&out), vec![MailFolder::SentItems], "{out:?}");
+    assert!(
+        !posts(&out),
+        "nothing goes on the draft before it is found: {out:?}"
+    );
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_draft_sent_since_the_ledger_last_wrote_is_sent_and_its_file_is_searched_for_not_mailed() {
+    let (rec, msg) = mid_attach();
+    let (mut m, _) = start(&rec, &msg);
+    let out = m.handle(
+        Time(101_000),
+        Input::Outcome {
+            id: msg.id.clone(),
+            outcome: Outcome::Find(
+                MailFolder::SentItems,
+                FindOutcome::Found {
+                    id: "s1".into(),
+                    is_draft: false,
+                    internet_message_id: Some("<d1@x>".into()),
+                },
+            ),
+        },
+    );
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.id == msg.id && r.state == MessageState::Sent
+        )),
+        "the message went: {out:?}"
+    );
+    assert!(!posts(&out), "nothing attached to a sent message: {out:?}");
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::CreateDraft { .. })),
+        "no new draft before its key is searched for: {out:?}"
+    );
+    assert!(
+        key_asked(&out).is_some(),
+        "its key is searched for: {out:?}"
+    );
+}
+
+#[test]
+fn a_draft_still_a_draft_at_start_is_used_again_after_both_looks() {
+    let (rec, msg) = mid_attach();
+    let (mut m, _) = start(&rec, &msg);
+    let out = m.handle(
+        Time(101_000),
+        Input::Outcome {
+            id: msg.id.clone(),
+            outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+        },
+    );
+    assert_eq!(finds(&out), vec![MailFolder::Drafts], "{out:?}");
+    let out = m.handle(
+        Time(102_000),
+        Input::Outcome {
+            id: msg.id.clone(),
+            outcome: Outcome::Find(
+                MailFolder::Drafts,
+                FindOutcome::Found {
+                    id: "d1".into(),
+                    is_draft: true,
+                    internet_message_id: Some("<d1@x>".into()),
+                },
+            ),
+        },
+    );
+    // Its POST was in doubt when the backup was taken: after `look_after` from then, it is
+    // looked for on the draft found (and attached if not there).
+    assert!(!posts(&out), "{out:?}");
+    let t = rec
+        .effect_at
+        .expect("a POST in doubt")
+        .plus_ms(Policy::default().look_after_ms);
+    let out = m.handle(t, Input::Tick);
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::Look { target, .. } if target.item_id == "d1"
+        )),
+        "{out:?}"
+    );
+}
+
+/// A message whose send may have happened is not looked for this way: its own rules (Sent
+/// Items by marker, then `unconfirmed`) hold.
+#[test]
+fn a_message_whose_send_may_have_happened_keeps_its_own_search() {
+    let (rec, mut msg) = mid_attach();
+    msg.state = MessageState::Sending;
+    msg.send_at = Some(Time(4_000));
+    msg.last_send_at = Some(Time(4_000));
+    let (_, out) = start(&rec, &msg);
+    assert!(!posts(&out), "{out:?}");
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+        "never sent again before Sent Items is searched: {out:?}"
+    );
+}
