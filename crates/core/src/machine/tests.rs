@@ -385,6 +385,135 @@ fn retrying_a_failed_after_action_runs_it_again_and_attaches_nothing() {
 }
 
 #[test]
+fn retry_in_each_state_by_the_one_rule() {
+    let now = Time(50);
+    // Failed (bound to an item, out of attempts): pending again, counts and error cleared;
+    // the item stays on record.
+    let mut failed = done_record();
+    failed.state = State::Failed;
+    failed.attachment_id = None;
+    failed.attempts = 3;
+    failed.restarts = 2;
+    failed.error = Some(Failure::new("ErrorAccessDenied", "no"));
+    failed.cancel_requested = true;
+    let mut r = failed.clone();
+    assert_eq!(r.retried(now), Retried::Queued);
+    assert_eq!(
+        (
+            r.state,
+            r.attempts,
+            r.restarts,
+            r.error.clone(),
+            r.cancel_requested
+        ),
+        (State::Pending, 0, 0, None, false)
+    );
+    assert_eq!(
+        (r.target.clone(), r.updated_at),
+        (failed.target.clone(), now)
+    );
+    // Canceled and (by request) rejected alike.
+    for state in [State::Canceled, State::Rejected] {
+        let mut r = Record {
+            state,
+            ..failed.clone()
+        };
+        assert_eq!(r.retried(now), Retried::Queued, "{state:?}");
+        assert_eq!(r.state, State::Pending);
+    }
+    // Done with its attachment on record: attached again, the recorded one then deleted.
+    let mut r = done_record();
+    assert_eq!(r.retried(now), Retried::Queued);
+    assert_eq!(
+        (r.state, r.attachment_id.clone(), r.bytes_sent, r.may_exist),
+        (State::Pending, None, 0, false)
+    );
+    assert_eq!(
+        r.replaces,
+        vec![Replaced {
+            entry: "e1".into(),
+            attachment_id: "bad".into()
+        }]
+    );
+    // Done, its after-action failed: still done, the after-action to do again.
+    let mut r = done_record();
+    r.after_failed = true;
+    r.error = Some(Failure::new("afterAction", "read-only"));
+    assert_eq!(r.retried(now), Retried::After);
+    assert_eq!(r.state, State::Done);
+    assert!(!r.after_done && !r.after_failed && r.error.is_none());
+    assert_eq!(r.attachment_id.as_deref(), Some("bad"));
+    // Nothing to retry: left exactly as it was.
+    let mut bare = done_record();
+    bare.attachment_id = None;
+    for before in [
+        bare,
+        pending_record("p1", 2),
+        Record {
+            state: State::Uploading,
+            ..pending_record("u1", 3)
+        },
+    ] {
+        let mut r = before.clone();
+        assert_eq!(r.retried(now), Retried::Nothing);
+        assert_eq!(r, before);
+    }
+}
+
+#[test]
+fn the_machine_persists_a_retried_record_as_the_rule_writes_it_for_the_offline_cli() {
+    // `outbox retry` with no agent writes `Record::retried` to the ledger; the agent's machine
+    // must persist the very same record, or the next start would differ by who retried.
+    let mut failed = done_record();
+    failed.state = State::Failed;
+    failed.attachment_id = None;
+    failed.attempts = 3;
+    failed.error = Some(Failure::new("ErrorAccessDenied", "no"));
+    let mut after = done_record();
+    after.after_failed = true;
+    after.after_done = false;
+    let mut bare = done_record();
+    bare.attachment_id = None;
+    for (rule_of, rec) in [
+        (After::Keep, failed.clone()),
+        (
+            After::Keep,
+            Record {
+                state: State::Canceled,
+                ..failed.clone()
+            },
+        ),
+        (
+            After::Keep,
+            Record {
+                state: State::Rejected,
+                ..failed
+            },
+        ),
+        (After::Keep, done_record()),
+        (After::Move, after),
+        (After::Keep, bare),
+    ] {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, rule_of)], Policy::default());
+        let out = m.handle(
+            Time(20),
+            Input::Retry {
+                records: vec![rec.clone()],
+            },
+        );
+        let first = out.iter().find_map(|a| match a {
+            Action::Persist(r) => Some(r),
+            _ => None,
+        });
+        let mut offline = rec.clone();
+        match offline.retried(Time(20)) {
+            Retried::Nothing => assert!(first.is_none(), "{rec:?}: {out:?}"),
+            _ => assert_eq!(first, Some(&offline), "{rec:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_sign_in_pause_is_told_and_blocks_only_what_is_not_in_flight() {
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
     let mut rec = done_record();
