@@ -2807,4 +2807,6 @@ fn make_id(mapping: &str, path: &Path, seq: u64, now: Time, n: u64) -> String {
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
