@@ -389,3 +389,23 @@ async fn what_commands_print_at_a_terminal_fits_it_with_hints_whole() {
     let said = stderr(&out);
     assert_eq!(said.trim_end().lines().count(), 1, "{said}");
 }
+
+/// What is pasted or read by a program is never wrapped, at a terminal of any width: a service
+/// dry run's unit file and commands, and the manual page's source where `man` is not at hand.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_unit_file_and_its_commands_are_printed_whole_at_a_narrow_terminal() {
+    let env = Env::new();
+    env.write_config("", "");
+    let piped = env.run(&["service", "install", "--dry-run"], T);
+    assert_eq!(piped.status.code(), Some(0), "{}", stderr(&piped));
+    let whole = stdout(&piped);
+    assert!(
+        whole.lines().any(|l| l.chars().count() > 40),
+        "nothing to wrap at 40 columns:\n{whole}"
+    );
+    let (code, text) = at_a_terminal_of(&env, 40, "service install --dry-run");
+    assert_eq!(code, Some(0), "{text}");
+    // (Its notes on stderr are a person's, and wrapped.)
+    assert!(text.contains(&whole), "{text}");
+}

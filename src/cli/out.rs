@@ -128,6 +128,11 @@ pub fn stdout(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// As [`stdout`], never wrapped: text pasted or read by a program (`verbatimln!`).
+pub fn verbatim(args: std::fmt::Arguments<'_>) {
+    stdout_raw(format_args!("{}", hint(&args.to_string())));
+}
+
 /// Never wider than help's 100 columns: the same text on a wide screen, readable.
 const MAX_WIDTH: usize = 100;
 
