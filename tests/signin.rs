@@ -635,7 +635,11 @@ fn keyring_built() {
     // With the feature, `whoami` answers about the keyring (no bus here: exit 3); without it,
     // the config is refused (exit 78) naming the feature.
     let bus = format!("unix:path={}", env.path("no-bus").display());
-    let out = run_with(&env, &["whoami"], &[("DBUS_SESSION_BUS_ADDRESS", bus.as_str())]);
+    let out = run_with(
+        &env,
+        &["whoami"],
+        &[("DBUS_SESSION_BUS_ADDRESS", bus.as_str())],
+    );
     assert!(
         !stderr(&out).contains("--features keyring"),
         "{} was built without --features keyring: build one (cargo build --features keyring), \

@@ -409,3 +409,44 @@ fn a_unit_file_and_its_commands_are_printed_whole_at_a_narrow_terminal() {
     // (Its notes on stderr are a person's, and wrapped.)
     assert!(text.contains(&whole), "{text}");
 }
+
+/// `status` at a terminal: a row whose note is long goes on two spaces in, each line within the
+/// width; in a pipe each row is one line.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn status_at_a_terminal_wraps_a_long_note_and_a_pipe_keeps_the_row_whole() {
+    let env = Env::new();
+    let gone = env.sandbox.create_item("message", "me").await;
+    env.sandbox.delete_item(&gone).await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    write_file(&folder.join("a.txt"), 100, 1);
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"m\"\nfolder = '{}'\nmessage = \"{gone}\"\n",
+            folder.display()
+        ),
+    );
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let piped = stdout(&env.run(&["status"], T));
+    let row = piped
+        .lines()
+        .find(|l| l.contains("a.txt"))
+        .unwrap_or_else(|| panic!("no row:\n{piped}"));
+    assert!(row.chars().count() > 100, "a short note: {row}");
+    let (code, text) = at_a_terminal_of(&env, 100, "status");
+    assert_eq!(code, Some(0), "{text}");
+    fits(&text, 100, &[]);
+    let at = text.lines().position(|l| l.contains("a.txt")).unwrap();
+    let more: Vec<&str> = text
+        .lines()
+        .skip(at + 1)
+        .take_while(|l| l.starts_with(' '))
+        .collect();
+    assert!(!more.is_empty(), "not continued:\n{text}");
+    for l in more {
+        assert_eq!(l.len() - l.trim_start().len(), 2, "{text}");
+    }
+}

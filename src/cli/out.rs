@@ -137,7 +137,7 @@ pub fn verbatim(args: std::fmt::Arguments<'_>) {
 const MAX_WIDTH: usize = 100;
 
 /// The width to fit what a person reads to, when `stream` is a terminal: its own width (else
-/// `COLUMNS`, else 80), at most [`MAX_WIDTH`]. `None` off a terminal: a pipe, a file or the
+/// `COLUMNS`, else 80), at most 100 (`MAX_WIDTH`). `None` off a terminal: a pipe, a file or the
 /// journal gets each line whole, as a script reading it expects.
 pub fn width_of<T: std::io::IsTerminal + TerminalSized>(stream: &T) -> Option<usize> {
     if !stream.is_terminal() {
@@ -172,11 +172,11 @@ impl<T: std::os::windows::io::AsHandle> TerminalSized for T {
 
 /// The one formatter of what a person reads at a terminal (what every command prints, its
 /// errors and hints, and `run`'s log lines): each line wider than `width` is wrapped at a space
-/// and continued indented (under its last column when it has columns, else two spaces in).
-/// It is never broken inside a `` `hint` ``, a `'quoted word'` (a `--config` path with a
-/// space) or a path (no break after a word with `/` or `\` in it: a path's own spaces stay), so
-/// what is copied from it and pasted still runs; a word longer than the line stays whole.
-/// Escape codes (colour) take no width.
+/// and continued two spaces in. It is never broken inside a `` `hint` ``, a `'quoted word'` (a
+/// `--config` path with a space) or a path with a space shown through `outside::path`
+/// ([`crate::outside::spaced_paths`]), so what is copied from it and pasted still runs; a word
+/// (a path without a space) longer than the line stays whole. Escape codes (colour) take no
+/// width.
 pub fn for_person(text: &str, width: usize) -> String {
     let mut out = String::with_capacity(text.len() + 16);
     for (i, line) in text.split('\n').enumerate() {
@@ -188,8 +188,8 @@ pub fn for_person(text: &str, width: usize) -> String {
     out
 }
 
-/// Where `line` may break: the byte offsets of its spaces outside hints, quoted words and
-/// paths (and past its leading spaces), each with the visible column it is at.
+/// Where `line` may break: the byte offsets of its spaces outside hints, quoted words and paths
+/// with a space (and past its leading spaces), each with the visible column it is at.
 fn breaks(line: &str) -> Vec<(usize, usize)> {
     // The paths with a space shown through `outside::path` (else the folder names between two
     // of their slashes could break).
@@ -258,17 +258,7 @@ fn wrap_line(line: &str, width: usize, out: &mut String) {
         out.push_str(line);
         return;
     }
-    // Continued under its last column (after a gap of two spaces), else two spaces in.
-    let body = line.trim_start();
-    let lead = line.len() - body.len();
-    let indent = body
-        .rfind("  ")
-        .map(|i| {
-            let gap = &body[i..];
-            visible_width(&line[..lead + i + gap.len() - gap.trim_start().len()])
-        })
-        .filter(|c| *c <= width / 2)
-        .unwrap_or(2);
+    let indent = 2;
     let mut rest = line;
     let mut limit = width;
     loop {
@@ -365,14 +355,14 @@ mod tests {
     }
 
     #[test]
-    fn a_row_of_columns_continues_under_its_last_column_and_colour_takes_no_width() {
+    fn colour_takes_no_width_and_a_long_word_stays_whole() {
         let row = "\x1b[31mfailed\x1b[0m  3f2a  drop  a.pdf  Graph refused the file: the item is gone (ErrorItemNotFound)";
         let got = for_person(row, 60);
-        let col = "failed  3f2a  drop  a.pdf  ".len();
         let mut lines = got.lines();
-        assert!(visible_width(lines.next().unwrap()) <= 60, "{got}");
+        let first = lines.next().unwrap();
+        assert!(visible_width(first) <= 60 && first.len() > 60, "{got}");
         for l in lines {
-            assert_eq!(l.len() - l.trim_start().len(), col, "{got}");
+            assert!(l.starts_with("  ") && visible_width(l) <= 60, "{got}");
         }
         // A word longer than the line stays whole.
         let long = format!("at /{} now", "x".repeat(80));
