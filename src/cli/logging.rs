@@ -59,7 +59,7 @@ fn init_with(default: &str, format: LogFormat) {
 }
 
 /// A log line as a person at a terminal reads it: `08:29:11Z` (the time of day, UTC, as
-/// `status` gives times), `warning:` or `error:` (nothing for news), the file it is about,
+/// `status` gives times; dimmed where colour is on), `warning:` or `error:` (nothing for news), the file it is about,
 /// what happened, and the other fields in words: `(entry 3f2a…, code ErrorItemNotFound)`.
 struct Person;
 
@@ -134,7 +134,12 @@ impl Fields {
 /// The words of one line (see [`Person`]): the file or path first, as a compiler names the file
 /// a message is about, the rest after what happened, `_` in a name read as a space.
 fn person_line(time: String, level: tracing::Level, fields: &Fields, paint: bool) -> String {
-    let mut line = time;
+    // The time dimmed, as tracing's own lines have it: what happened stands out.
+    let mut line = if paint {
+        format!("\x1b[2m{time}\x1b[0m")
+    } else {
+        time
+    };
     let label = match level {
         tracing::Level::ERROR => Some(("error:", "\x1b[31m")),
         tracing::Level::WARN => Some(("warning:", "\x1b[33m")),
@@ -234,7 +239,7 @@ mod tests {
         );
         assert_eq!(
             person_line("08:29:11Z".into(), tracing::Level::ERROR, &alone, true),
-            "08:29:11Z \x1b[31merror:\x1b[0m watching"
+            "\x1b[2m08:29:11Z\x1b[0m \x1b[31merror:\x1b[0m watching"
         );
     }
 
