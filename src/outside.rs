@@ -90,8 +90,41 @@ pub fn shown(text: &str) -> String {
 
 /// A path from a watched folder, ready to show (its name is outside text): control characters
 /// escaped, and every byte that is not UTF-8 written `\xff` (see [`os_text`]).
+/// A path with a space is remembered (see [`spaced_paths`]).
 pub fn path(p: &std::path::Path) -> String {
-    printable(&os_text(p.as_os_str())).into_owned()
+    let shown = printable(&os_text(p.as_os_str())).into_owned();
+    if shown.contains(' ') {
+        remember_spaced(&shown);
+    }
+    shown
+}
+
+/// How many of the latest paths with a space [`spaced_paths`] keeps.
+const SPACED_KEPT: usize = 64;
+
+static SPACED: std::sync::Mutex<std::collections::VecDeque<String>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+fn remember_spaced(shown: &str) {
+    let Ok(mut kept) = SPACED.lock() else {
+        return;
+    };
+    if kept.iter().any(|k| k == shown) {
+        return;
+    }
+    if kept.len() == SPACED_KEPT {
+        kept.pop_front();
+    }
+    kept.push_back(shown.to_owned());
+}
+
+/// The latest paths with a space in them shown through [`path`]: a line a person reads is never
+/// wrapped inside one (`cli::out::for_person`), so it still pastes whole.
+pub fn spaced_paths() -> Vec<String> {
+    SPACED
+        .lock()
+        .map(|k| k.iter().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// `text` as a string without losing what is not Unicode: on Unix every byte that is not part of

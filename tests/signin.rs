@@ -625,7 +625,32 @@ fn keyring_config(env: &Env, store: &str, mappings: &str) {
     );
 }
 
-#[cfg(all(feature = "keyring", target_os = "linux"))]
+/// The binary under test was built with `--features keyring`, or the test says how to run it:
+/// these tests are `#[ignore]`d, run by .ci/run against a keyring build through
+/// `OUTBOX_TEST_BIN`, so the integration binary itself needs no second build.
+#[cfg(target_os = "linux")]
+fn keyring_built() {
+    let env = Env::new();
+    keyring_config(&env, "keyring", "");
+    // With the feature, `whoami` answers about the keyring (no bus here: exit 3); without it,
+    // the config is refused (exit 78) naming the feature.
+    let bus = format!("unix:path={}", env.path("no-bus").display());
+    let out = run_with(
+        &env,
+        &["whoami"],
+        &[("DBUS_SESSION_BUS_ADDRESS", bus.as_str())],
+    );
+    assert!(
+        !stderr(&out).contains("--features keyring"),
+        "{} was built without --features keyring: build one (cargo build --features keyring), \
+         copy it and run OUTBOX_TEST_BIN=THAT_COPY cargo test --test it -- --ignored signin::keyring \
+         signin::unreachable_keyring\n{}",
+        bin(),
+        stderr(&out)
+    );
+}
+
+#[cfg(target_os = "linux")]
 fn run_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
     run_bounded(env.cmd().args(args).envs(vars.iter().copied()), T)
 }
@@ -658,9 +683,11 @@ fn keyring_store_without_the_feature_is_a_config_error() {
 
 /// With no Secret Service on the bus, every command says so, names what to do, and exits 3;
 /// `login` says it before a device code is asked for; the agent waits without exiting.
-#[cfg(all(feature = "keyring", target_os = "linux"))]
+#[cfg(target_os = "linux")]
+#[ignore = "needs outbox built with --features keyring: OUTBOX_TEST_BIN=PATH cargo test --test it -- --ignored signin::keyring signin::unreachable_keyring (.ci/run's keyring step)"]
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_keyring_exits_3_and_the_agent_waits() {
+    keyring_built();
     let env = Env::new();
     let bus = format!("unix:path={}", env.path("no-bus").display());
     let vars = [("DBUS_SESSION_BUS_ADDRESS", bus.as_str())];
@@ -709,7 +736,7 @@ async fn unreachable_keyring_exits_3_and_the_agent_waits() {
 
 /// A private D-Bus session with GNOME Keyring's Secret Service, unlocked, in a temp dir: the
 /// user's own keyring is never touched. `None` (with the reason) when the programs are missing.
-#[cfg(all(feature = "keyring", target_os = "linux"))]
+#[cfg(target_os = "linux")]
 struct SecretService {
     _dir: tempfile::TempDir,
     bus: Child,
@@ -717,7 +744,7 @@ struct SecretService {
     address: String,
 }
 
-#[cfg(all(feature = "keyring", target_os = "linux"))]
+#[cfg(target_os = "linux")]
 impl SecretService {
     fn start() -> Result<SecretService, String> {
         let have = |p: &str| {
@@ -801,7 +828,7 @@ impl SecretService {
     }
 }
 
-#[cfg(all(feature = "keyring", target_os = "linux"))]
+#[cfg(target_os = "linux")]
 impl Drop for SecretService {
     fn drop(&mut self) {
         let _ = self.daemon.kill();
@@ -814,9 +841,11 @@ impl Drop for SecretService {
 /// The whole cycle against a real Secret Service: login saves into the keyring (no token on
 /// disk; a leftover `tokens.json` is removed), whoami and a refresh with a rotated refresh token
 /// read and write it under the file lock, logout removes it.
-#[cfg(all(feature = "keyring", target_os = "linux"))]
+#[cfg(target_os = "linux")]
+#[ignore = "needs outbox built with --features keyring: OUTBOX_TEST_BIN=PATH cargo test --test it -- --ignored signin::keyring signin::unreachable_keyring (.ci/run's keyring step)"]
 #[tokio::test(flavor = "multi_thread")]
 async fn keyring_round_trip_with_a_real_secret_service() {
+    keyring_built();
     let ss = match SecretService::start() {
         Ok(ss) => ss,
         Err(why) => {

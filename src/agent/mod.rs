@@ -1291,12 +1291,7 @@ impl Agent {
                         if let Some(why) = ops::retry_refusal(&e) {
                             return Ok(line(Err((2, why))));
                         }
-                        let mut r = e.to_record();
-                        if r.state == State::Rejected {
-                            // Retried by request: the core treats it as failed.
-                            r.state = State::Failed;
-                        }
-                        vec![r]
+                        vec![e.to_record()]
                     }
                 };
                 let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();

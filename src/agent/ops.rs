@@ -1,7 +1,7 @@
 //! Ledger operations shared by the running agent (over the socket) and by the CLI when no agent
 //! runs: the same rules either way, so the user sees the same result.
 
-use crate::core::model::{MessageRecord, MessageState};
+use crate::core::model::{MessageRecord, MessageState, Retried};
 use crate::ledger::{EntryState, Ledger, LedgerEntry, LedgerError};
 
 /// The message `id` names, if it is one that `retry` may take: failed or unconfirmed.
@@ -306,33 +306,18 @@ pub fn retry_refused_by(
     Ok((out, retried_messages))
 }
 
+/// `retry` of one entry by the core's rule ([`crate::core::model::Record::retried`], as the
+/// agent's machine applies it), written to the ledger; the entry as it now is (unchanged when
+/// there is nothing to retry, as the agent answers it).
 fn requeue(ledger: &Ledger, e: &LedgerEntry) -> Result<LedgerEntry, LedgerError> {
-    // As the core's retry (`Machine::retry`), which the next start carries on from.
-    if e.state == EntryState::Done && e.after_failed {
-        return ledger.update(&e.id, |x| {
-            x.after_pending = true;
-            x.after_failed = false;
-            x.error = None;
-        });
+    let now = crate::ledger::time_of(time::OffsetDateTime::now_utc());
+    if e.to_record().retried(now) == Retried::Nothing {
+        return Ok(e.clone());
     }
-    let reattach = e.state == EntryState::Done;
-    ledger.set_state(&e.id, EntryState::Pending, |x| {
-        if let Some(bad) = x.attachment_id.take().filter(|_| reattach) {
-            // Done, and its attachment is wrong: attach again, then delete this one.
-            x.replaces.push(crate::core::model::Replaced {
-                entry: x.id.clone(),
-                attachment_id: bad,
-            });
-            x.may_exist = false;
-            x.bytes_sent = 0;
+    ledger.update(&e.id, |x| {
+        let mut r = x.to_record();
+        if r.retried(now) != Retried::Nothing {
+            *x = LedgerEntry::from_record(&r, Some(&x.target));
         }
-        x.error = None;
-        x.attempts = 0;
-        x.restarts = 0;
-        x.cancel_requested = false;
-        // A version that cannot be on an item yet goes to the mapping's item as the config
-        // names it now (a fixed item id); one that may be keeps its item, and is looked for
-        // there first.
-        x.bound = x.may_exist || x.session.is_some();
     })
 }

@@ -24,6 +24,6 @@ pub fn run() -> Result<ExitCode, CommandError> {
             return Ok(ExitCode::Ok);
         }
     }
-    out!("{PAGE}");
+    verbatim!("{PAGE}");
     Ok(ExitCode::Ok)
 }

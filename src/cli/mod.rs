@@ -25,6 +25,24 @@ macro_rules! out {
     };
 }
 
+/// [`outln!`] for text pasted or read by a program (a unit file, a shell command, the manual's
+/// source): never wrapped to the terminal.
+macro_rules! verbatimln {
+    () => {
+        $crate::cli::out::verbatim(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out::verbatim(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!`, as [`verbatimln!`].
+macro_rules! verbatim {
+    ($($arg:tt)*) => {
+        $crate::cli::out::verbatim(format_args!($($arg)*))
+    };
+}
+
 /// `eprintln!` that never panics (stderr closed too: nothing to do).
 macro_rules! errln {
     ($($arg:tt)*) => {

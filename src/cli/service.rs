@@ -139,7 +139,7 @@ pub fn run(
         }
     }
     if dry_run {
-        outln!("# outbox service {action}, dry run: nothing is written or run.");
+        verbatimln!("# outbox service {action}, dry run: nothing is written or run.");
         for s in &steps {
             match s {
                 Step::Write {
@@ -147,21 +147,21 @@ pub fn run(
                     contents,
                     utf16,
                 } => {
-                    outln!(
+                    verbatimln!(
                         "# write {}{}:",
                         path.display(),
                         if *utf16 { " (UTF-16LE with BOM)" } else { "" }
                     );
-                    out!("{contents}");
+                    verbatim!("{contents}");
                     if !contents.ends_with('\n') {
-                        outln!();
+                        verbatimln!();
                     }
-                    outln!("# end of {}", path.display());
+                    verbatimln!("# end of {}", path.display());
                 }
                 Step::Remove(p) => {
-                    outln!("$ rm -f {}", service::shell_word(&p.to_string_lossy()))
+                    verbatimln!("$ rm -f {}", service::shell_word(&p.to_string_lossy()))
                 }
-                Step::Run { argv, .. } => outln!("$ {}", show(argv)),
+                Step::Run { argv, .. } => verbatimln!("$ {}", show(argv)),
             }
         }
         return Ok(ExitCode::Ok);
@@ -307,7 +307,7 @@ fn execute(step: &Step) -> Result<(), CommandError> {
             let Some((prog, args)) = argv.split_first() else {
                 return Ok(());
             };
-            outln!("$ {}", show(argv));
+            verbatimln!("$ {}", show(argv));
             let out = std::process::Command::new(prog)
                 .args(args)
                 .stderr(std::process::Stdio::piped())

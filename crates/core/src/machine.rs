@@ -521,11 +521,9 @@ impl Machine {
         out
     }
 
-    /// Failed or canceled records back to pending (`retry`, or a revived version). A done
-    /// record (the executor sends one only when `retry` names it) redoes what went wrong: its
-    /// failed after-action; or else its attachment, which `verify` found wrong or missing: the
-    /// file is attached again and then the recorded attachment deleted (as `replaces`, the way
-    /// an older version's goes), ending with one good copy.
+    /// Failed or canceled records back to pending (`retry`, or a revived version), by the one
+    /// rule of [`Record::retried`]. A done record (the executor sends one only when `retry`
+    /// names it) redoes what went wrong: its failed after-action, or its attachment.
     fn retry(&mut self, records: Vec<Record>, out: &mut Vec<Action>) {
         for mut rec in records {
             if rec.resend && rec.state == State::Done {
@@ -535,41 +533,20 @@ impl Machine {
             if self.active.contains_key(&rec.id) {
                 continue;
             }
-            match rec.state {
-                State::Failed | State::Canceled => {}
-                State::Done if rec.after_failed => {
-                    rec.after_done = false;
-                    rec.after_failed = false;
-                    rec.error = None;
-                    rec.updated_at = self.now;
+            match rec.retried(self.now) {
+                Retried::Nothing => {}
+                Retried::After => {
                     out.push(Action::Persist(rec.clone()));
                     self.activate(rec);
-                    continue;
                 }
-                State::Done => {
-                    let Some(bad) = rec.attachment_id.take() else {
-                        continue;
-                    };
-                    rec.replaces.push(Replaced {
-                        entry: rec.id.clone(),
-                        attachment_id: bad,
-                    });
-                    rec.may_exist = false;
-                    rec.bytes_sent = 0;
+                Retried::Queued => {
+                    out.push(Action::Persist(rec.clone()));
+                    self.index(&rec);
+                    let id = rec.id.clone();
+                    self.activate(rec);
+                    self.retried_member(&id, out);
                 }
-                _ => continue,
             }
-            rec.state = State::Pending;
-            rec.attempts = 0;
-            rec.restarts = 0;
-            rec.error = None;
-            rec.cancel_requested = false;
-            rec.updated_at = self.now;
-            out.push(Action::Persist(rec.clone()));
-            self.index(&rec);
-            let id = rec.id.clone();
-            self.activate(rec);
-            self.retried_member(&id, out);
         }
     }
 
@@ -2829,5 +2806,7 @@ fn make_id(mapping: &str, path: &Path, seq: u64, now: Time, n: u64) -> String {
     hex::encode(&h.finalize()[..6])
 }
 
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;

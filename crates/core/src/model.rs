@@ -516,6 +516,58 @@ impl Record {
             updated_at: now,
         }
     }
+
+    /// `retry` of this version, as persisted: the one rule for the machine's `retry` and the
+    /// offline `outbox retry` (no agent running; the next start carries on from what it wrote).
+    /// A failed, canceled or (retried by request) rejected version goes back to pending, its
+    /// count of attempts and its error cleared. A done one redoes what went wrong: its failed
+    /// after-action; or else its attachment (which `verify` found wrong or missing): attached
+    /// again from the file, then the recorded attachment deleted (as `replaces`, the way an
+    /// older version's goes), ending with one good copy. Its item stays on record: whether the
+    /// version is still bound to it is the machine's to say from the rest (an upload that
+    /// cannot be on it goes to the mapping's item as the config names it then).
+    pub fn retried(&mut self, now: Time) -> Retried {
+        match self.state {
+            State::Failed | State::Canceled | State::Rejected => {}
+            State::Done if self.after_failed => {
+                self.after_done = false;
+                self.after_failed = false;
+                self.error = None;
+                self.updated_at = now;
+                return Retried::After;
+            }
+            State::Done => {
+                let Some(bad) = self.attachment_id.take() else {
+                    return Retried::Nothing;
+                };
+                self.replaces.push(Replaced {
+                    entry: self.id.clone(),
+                    attachment_id: bad,
+                });
+                self.may_exist = false;
+                self.bytes_sent = 0;
+            }
+            State::Pending | State::Uploading => return Retried::Nothing,
+        }
+        self.state = State::Pending;
+        self.attempts = 0;
+        self.restarts = 0;
+        self.error = None;
+        self.cancel_requested = false;
+        self.updated_at = now;
+        Retried::Queued
+    }
+}
+
+/// What [`Record::retried`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retried {
+    /// Back in the queue (pending): sent again from its file, or attached again.
+    Queued,
+    /// Still done; its after-action (move or delete) is to be carried out again.
+    After,
+    /// Nothing to retry (in flight, or done with no attachment on record): left as it was.
+    Nothing,
 }
 
 /// The states of a message (SPEC: Sending).

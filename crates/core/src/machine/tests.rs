@@ -1,3 +1,4 @@
+use super::test_support::*;
 use super::*;
 
 #[test]
@@ -75,14 +76,7 @@ fn look_time_after_a_lost_post(answer_after_ms: u64, look_after_ms: u64) -> u64 
         Time(0),
     );
     let mut now = Time(0);
-    let mut actions = m.handle(
-        now,
-        Input::Start {
-            records: vec![rec],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let mut actions = m.start_up(now.0, vec![rec]);
     let mut posted = None;
     for _ in 0..100 {
         let mut wake = None;
@@ -109,17 +103,8 @@ fn look_time_after_a_lost_post(answer_after_ms: u64, look_after_ms: u64) -> u64 
                     assert!(posted.is_none(), "a second POST before any look");
                     posted = Some(now);
                     now = now.plus_ms(answer_after_ms);
-                    let lost = PostOutcome::Failed(Fault::Ambiguous(Failure::new(
-                        "ConnectionDropped",
-                        "lost",
-                    )));
-                    actions.extend(m.handle(
-                        now,
-                        Input::Outcome {
-                            id,
-                            outcome: Outcome::Post(lost),
-                        },
-                    ));
+                    let lost = PostOutcome::Failed(ambiguous("ConnectionDropped", "lost"));
+                    actions.extend(m.answer(now.0, &id, Outcome::Post(lost)));
                 }
                 Action::Look { .. } => return now.0,
                 Action::WakeAt(t) => wake = Some(t),
@@ -184,14 +169,7 @@ fn an_entry_of_a_removed_mapping_fails_and_leaves_the_machine_quiescent() {
         1,
         Time(0),
     );
-    let mut out = m.handle(
-        Time(0),
-        Input::Start {
-            records: vec![rec],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let mut out = m.start_up(0, vec![rec]);
     out.extend(m.handle(Time(10), Input::Tick));
     assert!(
         out.iter()
@@ -247,14 +225,7 @@ fn a_file_seen_as_its_done_record_is_not_settled_and_a_changed_one_is() {
     waiting.path = "/f/b.txt".into();
     waiting.name = "b.txt".into();
     waiting.after_done = false;
-    m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![rec.clone(), waiting.clone()],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    m.start_up(10, vec![rec.clone(), waiting.clone()]);
     let seen = |path: &Path, stat| Input::Observed {
         mapping: "m".into(),
         path: path.to_path_buf(),
@@ -291,13 +262,7 @@ fn retrying_a_done_entry_attaches_again_then_deletes_the_bad_copy() {
         .iter()
         .any(|a| matches!(a, Action::Look { id, recent_ok: false, .. } if id == "e1")));
     assert!(!out.iter().any(|a| matches!(a, Action::Post { .. })));
-    let out = m.handle(
-        Time(25),
-        Input::Outcome {
-            id: "e1".into(),
-            outcome: Outcome::Look(LookOutcome::NotFound),
-        },
-    );
+    let out = m.answer(25, "e1", look_not_found());
     let r = persisted(&out).expect("persisted");
     assert_eq!(r.state, State::Uploading);
     assert_eq!(r.attachment_id, None);
@@ -312,15 +277,7 @@ fn retrying_a_done_entry_attaches_again_then_deletes_the_bad_copy() {
         .iter()
         .any(|a| matches!(a, Action::Post { id, .. } if id == "e1")));
     // The new copy is there: the bad one is deleted, by its recorded id.
-    let out = m.handle(
-        Time(30),
-        Input::Outcome {
-            id: "e1".into(),
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "good".into(),
-            }),
-        },
-    );
+    let out = m.answer(30, "e1", post_created("good"));
     assert!(out.iter().any(|a| matches!(
         a,
         Action::DeleteAttachment { attachment_id, .. } if attachment_id == "bad"
@@ -328,13 +285,7 @@ fn retrying_a_done_entry_attaches_again_then_deletes_the_bad_copy() {
     assert!(!out.iter().any(
         |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if attachment_id == "good")
     ));
-    let out = m.handle(
-        Time(40),
-        Input::Outcome {
-            id: "e1".into(),
-            outcome: Outcome::DeleteAttachment(DeleteOutcome::Deleted),
-        },
-    );
+    let out = m.answer(40, "e1", attachment_deleted());
     let r = persisted(&out).expect("persisted");
     assert_eq!(r.state, State::Done);
     assert_eq!(r.attachment_id.as_deref(), Some("good"));
@@ -348,15 +299,7 @@ fn a_re_attach_that_finds_its_own_recorded_copy_deletes_nothing() {
     let mut m = Machine::new(vec![rule(IfExists::Skip, After::Keep)], Policy::default());
     let rec = done_record();
     m.handle(Time(10), Input::Retry { records: vec![rec] });
-    let out = m.handle(
-        Time(30),
-        Input::Outcome {
-            id: "e1".into(),
-            outcome: Outcome::Look(LookOutcome::Found {
-                attachment_id: "bad".into(),
-            }),
-        },
-    );
+    let out = m.answer(30, "e1", look_found("bad"));
     assert!(!out
         .iter()
         .any(|a| matches!(a, Action::DeleteAttachment { .. })));
@@ -385,6 +328,135 @@ fn retrying_a_failed_after_action_runs_it_again_and_attaches_nothing() {
 }
 
 #[test]
+fn retry_in_each_state_by_the_one_rule() {
+    let now = Time(50);
+    // Failed (bound to an item, out of attempts): pending again, counts and error cleared;
+    // the item stays on record.
+    let mut failed = done_record();
+    failed.state = State::Failed;
+    failed.attachment_id = None;
+    failed.attempts = 3;
+    failed.restarts = 2;
+    failed.error = Some(Failure::new("ErrorAccessDenied", "no"));
+    failed.cancel_requested = true;
+    let mut r = failed.clone();
+    assert_eq!(r.retried(now), Retried::Queued);
+    assert_eq!(
+        (
+            r.state,
+            r.attempts,
+            r.restarts,
+            r.error.clone(),
+            r.cancel_requested
+        ),
+        (State::Pending, 0, 0, None, false)
+    );
+    assert_eq!(
+        (r.target.clone(), r.updated_at),
+        (failed.target.clone(), now)
+    );
+    // Canceled and (by request) rejected alike.
+    for state in [State::Canceled, State::Rejected] {
+        let mut r = Record {
+            state,
+            ..failed.clone()
+        };
+        assert_eq!(r.retried(now), Retried::Queued, "{state:?}");
+        assert_eq!(r.state, State::Pending);
+    }
+    // Done with its attachment on record: attached again, the recorded one then deleted.
+    let mut r = done_record();
+    assert_eq!(r.retried(now), Retried::Queued);
+    assert_eq!(
+        (r.state, r.attachment_id.clone(), r.bytes_sent, r.may_exist),
+        (State::Pending, None, 0, false)
+    );
+    assert_eq!(
+        r.replaces,
+        vec![Replaced {
+            entry: "e1".into(),
+            attachment_id: "bad".into()
+        }]
+    );
+    // Done, its after-action failed: still done, the after-action to do again.
+    let mut r = done_record();
+    r.after_failed = true;
+    r.error = Some(Failure::new("afterAction", "read-only"));
+    assert_eq!(r.retried(now), Retried::After);
+    assert_eq!(r.state, State::Done);
+    assert!(!r.after_done && !r.after_failed && r.error.is_none());
+    assert_eq!(r.attachment_id.as_deref(), Some("bad"));
+    // Nothing to retry: left exactly as it was.
+    let mut bare = done_record();
+    bare.attachment_id = None;
+    for before in [
+        bare,
+        pending_record("p1", 2),
+        Record {
+            state: State::Uploading,
+            ..pending_record("u1", 3)
+        },
+    ] {
+        let mut r = before.clone();
+        assert_eq!(r.retried(now), Retried::Nothing);
+        assert_eq!(r, before);
+    }
+}
+
+#[test]
+fn the_machine_persists_a_retried_record_as_the_rule_writes_it_for_the_offline_cli() {
+    // `outbox retry` with no agent writes `Record::retried` to the ledger; the agent's machine
+    // must persist the very same record, or the next start would differ by who retried.
+    let mut failed = done_record();
+    failed.state = State::Failed;
+    failed.attachment_id = None;
+    failed.attempts = 3;
+    failed.error = Some(Failure::new("ErrorAccessDenied", "no"));
+    let mut after = done_record();
+    after.after_failed = true;
+    after.after_done = false;
+    let mut bare = done_record();
+    bare.attachment_id = None;
+    for (rule_of, rec) in [
+        (After::Keep, failed.clone()),
+        (
+            After::Keep,
+            Record {
+                state: State::Canceled,
+                ..failed.clone()
+            },
+        ),
+        (
+            After::Keep,
+            Record {
+                state: State::Rejected,
+                ..failed
+            },
+        ),
+        (After::Keep, done_record()),
+        (After::Move, after),
+        (After::Keep, bare),
+    ] {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, rule_of)], Policy::default());
+        let out = m.handle(
+            Time(20),
+            Input::Retry {
+                records: vec![rec.clone()],
+            },
+        );
+        let first = out.iter().find_map(|a| match a {
+            Action::Persist(r) => Some(r),
+            _ => None,
+        });
+        let mut offline = rec.clone();
+        match offline.retried(Time(20)) {
+            Retried::Nothing => assert!(first.is_none(), "{rec:?}: {out:?}"),
+            _ => assert_eq!(first, Some(&offline), "{rec:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_sign_in_pause_is_told_and_blocks_only_what_is_not_in_flight() {
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
     let mut rec = done_record();
@@ -395,14 +467,7 @@ fn a_sign_in_pause_is_told_and_blocks_only_what_is_not_in_flight() {
     two.path = "/f/b.txt".into();
     two.name = "b.txt".into();
     two.seq = 2;
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![rec, two],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![rec, two]);
     let posts = out
         .iter()
         .filter(|a| matches!(a, Action::Post { .. }))
@@ -410,30 +475,20 @@ fn a_sign_in_pause_is_told_and_blocks_only_what_is_not_in_flight() {
     assert_eq!(posts, 2, "{out:?}");
     assert!(m.sign_in_pause().is_none());
     assert!(!m.only_blocked(), "two requests in flight");
-    let _ = m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "e1".into(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::SignIn(Failure::new(
-                "InvalidAuthenticationToken",
-                "sign in",
-            )))),
-        },
+    let _ = m.answer(
+        20,
+        "e1",
+        post_failed(sign_in("InvalidAuthenticationToken", "sign in")),
     );
     let (until, why) = m.sign_in_pause().expect("paused");
     assert_eq!(until, Time(20).plus_ms(Policy::default().sign_in_pause_ms));
     assert_eq!(why.code, "InvalidAuthenticationToken");
     // e2's request is still in flight: `run --once` waits for it.
     assert!(!m.only_blocked());
-    let _ = m.handle(
-        Time(30),
-        Input::Outcome {
-            id: "e2".into(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::SignIn(Failure::new(
-                "InvalidAuthenticationToken",
-                "sign in",
-            )))),
-        },
+    let _ = m.answer(
+        30,
+        "e2",
+        post_failed(sign_in("InvalidAuthenticationToken", "sign in")),
     );
     // Now everything waits for sign-in only.
     assert!(m.only_blocked() && !m.quiescent());
@@ -558,15 +613,10 @@ fn what_status_asks_shows_what_is_settling_hashing_and_at_work() {
     assert_eq!(m.record(&id).map(|r| r.state), Some(State::Uploading));
     assert!(m.record("nobody").is_none());
     // Unreachable: it waits, and says until when.
-    m.handle(
-        Time(settle + 2),
-        Input::Outcome {
-            id: id.clone(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
-                "ConnectionRefused",
-                "down",
-            )))),
-        },
+    m.answer(
+        settle + 2,
+        &id,
+        post_failed(unreachable("ConnectionRefused", "down")),
     );
     let (_, until) = m.active().next().expect("still at work");
     assert!(until.is_some_and(|t| t > Time(settle + 2)), "{until:?}");
@@ -644,14 +694,7 @@ fn at_start_a_failed_entry_goes_to_its_mappings_new_item_unless_it_failed_there_
     let mut canceled = failed("f4", 4, "canceled", &old);
     canceled.state = State::Canceled;
     let unreadable = failed("f5", 5, UNREADABLE, &old);
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![moved, same, doubt, canceled, unreadable],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![moved, same, doubt, canceled, unreadable]);
     let persisted: Vec<&Record> = out
         .iter()
         .filter_map(|a| match a {
@@ -690,14 +733,7 @@ fn at_start_a_name_that_may_be_on_the_item_is_held_by_that_version_first() {
     doubt.target = Some(rule(IfExists::Attach, After::Keep).target);
     doubt.may_exist = true;
     doubt.effect_at = Some(Time(5));
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![first, doubt],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![first, doubt]);
     // e2 may be on the item under the name: nothing else goes under it until its look.
     assert!(
         !out.iter().any(|a| matches!(a, Action::Post { .. })),
@@ -708,15 +744,7 @@ fn at_start_a_name_that_may_be_on_the_item_is_held_by_that_version_first() {
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::Look { id, .. } if id == "e2")));
-    let out = m.handle(
-        look,
-        Input::Outcome {
-            id: "e2".into(),
-            outcome: Outcome::Look(LookOutcome::Found {
-                attachment_id: "att2".into(),
-            }),
-        },
-    );
+    let out = m.answer(look.0, "e2", look_found("att2"));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::Post { id, .. } if id == "e1")));
@@ -736,25 +764,12 @@ fn at_start_a_name_that_may_be_on_the_item_is_held_by_that_version_first() {
     first.attachment_id = None;
     first.after_done = false;
     first.target = None;
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![first, replacing],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![first, replacing]);
     assert!(
         !out.iter().any(|a| matches!(a, Action::Post { .. })),
         "{out:?}"
     );
-    let out = m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "e2".into(),
-            outcome: Outcome::DeleteAttachment(DeleteOutcome::Deleted),
-        },
-    );
+    let out = m.answer(20, "e2", attachment_deleted());
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::Post { id, .. } if id == "e1")));
@@ -779,26 +794,11 @@ fn a_new_version_deletes_only_the_older_attachments_not_yet_replaced() {
     v3.after_done = false;
     v3.target = None;
     v3.sha256 = Some("cd".repeat(32));
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![v1, v2, v3],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![v1, v2, v3]);
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::Post { id, .. } if id == "e3")));
-    let out = m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "e3".into(),
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a3".into(),
-            }),
-        },
-    );
+    let out = m.answer(20, "e3", post_created("a3"));
     let r = persisted(&out).expect("persisted");
     assert_eq!(
         r.replaces,
@@ -840,23 +840,8 @@ fn a_version_replaces_only_an_earlier_one_of_the_same_owner() {
     v3.target = None;
     v3.sha256 = Some("cd".repeat(32));
     v3.file.owner = Some(1000);
-    m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![v1, v2, v3],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
-    let out = m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "e3".into(),
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a3".into(),
-            }),
-        },
-    );
+    m.start_up(10, vec![v1, v2, v3]);
+    let out = m.answer(20, "e3", post_created("a3"));
     let r = persisted(&out).expect("persisted");
     assert_eq!(
         r.replaces,
@@ -888,23 +873,8 @@ fn a_version_replaces_only_an_earlier_one_of_the_same_owner() {
     theirs.target = None;
     theirs.sha256 = Some("cd".repeat(32));
     theirs.file.owner = Some(65534);
-    m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![mine, theirs],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
-    let out = m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "e4".into(),
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a4".into(),
-            }),
-        },
-    );
+    m.start_up(10, vec![mine, theirs]);
+    let out = m.answer(20, "e4", post_created("a4"));
     assert!(
         !out.iter()
             .any(|a| matches!(a, Action::DeleteAttachment { .. })),
@@ -989,14 +959,7 @@ fn the_same_bytes_from_another_owner_keep_the_versions_owner() {
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
     let mut rec = done_record();
     rec.file.owner = Some(1000);
-    m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![rec],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    m.start_up(10, vec![rec]);
     let copy = FileStat {
         dev: 1,
         ino: 77,
@@ -1048,23 +1011,8 @@ fn with_replace_every_older_version_on_the_item_goes_under_the_id_it_has_now() {
     v3.after_done = false;
     v3.target = None;
     v3.sha256 = Some("cd".repeat(32));
-    m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![v1, v2, v3],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
-    let out = m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "e3".into(),
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a3".into(),
-            }),
-        },
-    );
+    m.start_up(10, vec![v1, v2, v3]);
+    let out = m.answer(20, "e3", post_created("a3"));
     let r = persisted(&out).expect("persisted");
     let mut doomed: Vec<&str> = r
         .replaces
@@ -1078,30 +1026,11 @@ fn with_replace_every_older_version_on_the_item_goes_under_the_id_it_has_now() {
     // that is the one a newer version deletes.
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
     let rec = done_record();
-    m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![rec.clone()],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    m.start_up(10, vec![rec.clone()]);
     m.handle(Time(20), Input::Retry { records: vec![rec] });
-    let answers = [
-        Outcome::Look(LookOutcome::NotFound),
-        Outcome::Post(PostOutcome::Created {
-            attachment_id: "good".into(),
-        }),
-        Outcome::DeleteAttachment(DeleteOutcome::Deleted),
-    ];
+    let answers = [look_not_found(), post_created("good"), attachment_deleted()];
     for (k, outcome) in answers.into_iter().enumerate() {
-        m.handle(
-            Time(30 + k as u64),
-            Input::Outcome {
-                id: "e1".into(),
-                outcome,
-            },
-        );
+        m.answer(30 + k as u64, "e1", outcome);
     }
     // A new version of the file: settled and hashed.
     let path = PathBuf::from("/f/a.txt");
@@ -1142,15 +1071,7 @@ fn with_replace_every_older_version_on_the_item_goes_under_the_id_it_has_now() {
             _ => None,
         })
         .expect("the new version is posted");
-    let out = m.handle(
-        Time(60),
-        Input::Outcome {
-            id: v2,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a2".into(),
-            }),
-        },
-    );
+    let out = m.answer(60, &v2, post_created("a2"));
     let deleted: Vec<&str> = out
         .iter()
         .filter_map(|a| match a {
@@ -1188,14 +1109,7 @@ fn an_attachment_on_its_way_out_is_never_adopted_as_the_same_bytes() {
     let known = |v2: Option<Record>| {
         let mut m = Machine::new(vec![rule(IfExists::Skip, After::Keep)], Policy::default());
         let records = [Some(v1.clone()), v2].into_iter().flatten().collect();
-        m.handle(
-            Time(10),
-            Input::Start {
-                records,
-                with_url: vec![],
-                messages: vec![],
-            },
-        );
+        m.start_up(10, records);
         m.known_attachment(&back)
     };
     assert_eq!(known(None).as_deref(), Some("a1"));
@@ -1240,24 +1154,12 @@ fn a_file_deleted_before_it_was_attached_cancels_its_entry_with_no_request() {
     rec.attachment_id = None;
     rec.after_done = false;
     rec.target = None;
-    m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![rec],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    m.start_up(10, vec![rec]);
     // Unreachable: it waits to try again.
-    m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "e1".into(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
-                "ConnectionRefused",
-                "down",
-            )))),
-        },
+    m.answer(
+        20,
+        "e1",
+        post_failed(unreachable("ConnectionRefused", "down")),
     );
     let out = m.handle(
         Time(30),
@@ -1289,14 +1191,7 @@ fn an_unchanged_file_settling_again_is_hashed_again_only_for_an_after_action_wai
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Move)], Policy::default());
     let mut rec = done_record();
     rec.after_done = false;
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![rec.clone()],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![rec.clone()]);
     assert!(out.iter().any(|a| matches!(a, Action::After { .. })));
     assert!(hashed(&settle(&mut m, 20, &path, stat)));
     // Being uploaded: the same file again is nothing new.
@@ -1304,14 +1199,7 @@ fn an_unchanged_file_settling_again_is_hashed_again_only_for_an_after_action_wai
     rec.state = State::Pending;
     rec.attachment_id = None;
     rec.target = None;
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![rec],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![rec]);
     assert!(out.iter().any(|a| matches!(a, Action::Post { .. })));
     assert!(!hashed(&settle(&mut m, 20, &path, stat)));
 }
@@ -1328,14 +1216,7 @@ fn an_unchanged_file_settling_again_is_hashed_again_if_unreadable_or_canceled_by
         }
         rec.error = code.map(|c| Failure::new(c, "why"));
         let stat = rec.file;
-        m.handle(
-            Time(10),
-            Input::Start {
-                records: vec![rec],
-                with_url: vec![],
-                messages: vec![],
-            },
-        );
+        m.start_up(10, vec![rec]);
         settle(&mut m, 20, &path, stat)
             .iter()
             .any(|a| matches!(a, Action::Hash { .. }))
@@ -1400,14 +1281,7 @@ fn the_same_bytes_back_revive_a_version_the_agent_canceled_not_one_canceled_or_f
         rec.state = state;
         rec.attachment_id = None;
         rec.error = Some(Failure::new(code, "why"));
-        m.handle(
-            Time(10),
-            Input::Start {
-                records: vec![rec],
-                with_url: vec![],
-                messages: vec![],
-            },
-        );
+        m.start_up(10, vec![rec]);
         let out = settle(&mut m, 20, &path, stat);
         assert!(
             out.iter().any(|a| matches!(a, Action::Hash { .. })),
@@ -1456,14 +1330,7 @@ fn the_same_bytes_back_take_back_the_agents_cancel_never_the_users() {
         rec.after_done = false;
         rec.target = None;
         let stat = rec.file;
-        let out = m.handle(
-            Time(10),
-            Input::Start {
-                records: vec![rec],
-                with_url: vec![],
-                messages: vec![],
-            },
-        );
+        let out = m.start_up(10, vec![rec]);
         assert!(out.iter().any(|a| matches!(a, Action::Post { .. })));
         // Asked while its POST is in flight: it settles what it sent first.
         let out = m.handle(Time(20), cancel);
@@ -1662,17 +1529,13 @@ fn a_mailbox_with_no_place_free_holds_up_no_other_mailbox() {
         r.target = None;
         r
     };
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![
-                pending("e1", 1, "m"),
-                pending("e2", 2, "m"),
-                pending("e3", 3, "b"),
-            ],
-            with_url: vec![],
-            messages: vec![],
-        },
+    let out = m.start_up(
+        10,
+        vec![
+            pending("e1", 1, "m"),
+            pending("e2", 2, "m"),
+            pending("e3", 3, "b"),
+        ],
     );
     let posted: Vec<&str> = out
         .iter()
@@ -1719,13 +1582,9 @@ fn a_step_that_needs_no_place_in_the_mailbox_does_not_wait_for_one() {
     moved.seq = 3;
     moved.path = "/f/e3.txt".into();
     moved.after_done = false;
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![pending_record("e1", 1), pending_record("e2", 2), moved],
-            with_url: vec![],
-            messages: vec![],
-        },
+    let out = m.start_up(
+        10,
+        vec![pending_record("e1", 1), pending_record("e2", 2), moved],
     );
     assert_eq!(posts(&out), vec!["e1"]);
     assert!(
@@ -1738,47 +1597,20 @@ fn a_step_that_needs_no_place_in_the_mailbox_does_not_wait_for_one() {
 #[test]
 fn a_retry_after_of_zero_sends_the_same_request_again_at_once() {
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![pending_record("e1", 1)],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![pending_record("e1", 1)]);
     assert_eq!(posts(&out), vec!["e1"]);
-    let out = m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "e1".into(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Throttled {
-                retry_after_ms: Some(0),
-            })),
-        },
-    );
+    let out = m.answer(20, "e1", post_failed(throttled(Some(0))));
     assert_eq!(posts(&out), vec!["e1"], "{out:?}");
 }
 
 #[test]
 fn uploads_resume_when_the_sign_in_pause_ends_not_before() {
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
-    m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![pending_record("e1", 1)],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
-    m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "e1".into(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::SignIn(Failure::new(
-                "InvalidAuthenticationToken",
-                "sign in",
-            )))),
-        },
+    m.start_up(10, vec![pending_record("e1", 1)]);
+    m.answer(
+        20,
+        "e1",
+        post_failed(sign_in("InvalidAuthenticationToken", "sign in")),
     );
     let (until, _) = m.sign_in_pause().expect("paused");
     let out = m.handle(Time(until.0 - 1), Input::Tick);
@@ -1948,14 +1780,7 @@ fn a_session_upload_is_not_posted() {
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
     let mut big = pending_record("e1", 1);
     big.file.size = 5 << 20;
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![big],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![big]);
     assert!(posts(&out).is_empty());
     assert!(out
         .iter()
@@ -1980,30 +1805,21 @@ fn a_name_lock_follows_its_entry_to_its_new_item_and_frees_the_old_one() {
         vec![on("m", "i1"), on("b", "i1"), on("c", "i3"), on("d", "i3")],
         Policy::default(),
     );
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![
-                named("e1", 1, "m"),
-                named("e2", 2, "b"),
-                named("e3", 3, "c"),
-                named("e4", 4, "d"),
-            ],
-            with_url: vec![],
-            messages: vec![],
-        },
+    let out = m.start_up(
+        10,
+        vec![
+            named("e1", 1, "m"),
+            named("e2", 2, "b"),
+            named("e3", 3, "c"),
+            named("e4", 4, "d"),
+        ],
     );
     // One upload per name per item.
     assert_eq!(posts(&out), vec!["e1", "e3"]);
-    m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "e1".into(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
-                "ConnectionRefused",
-                "down",
-            )))),
-        },
+    m.answer(
+        20,
+        "e1",
+        post_failed(unreachable("ConnectionRefused", "down")),
     );
     // e1's mapping now names another item: its next POST goes there.
     m.handle(
@@ -2043,26 +1859,12 @@ fn a_failed_entry_deleting_its_partial_attachment_holds_the_name_from_start() {
     moving.attachment_id = Some("a3".into());
     moving.target = Some(rule(IfExists::Attach, After::Move).target);
     let mut m2 = Machine::new(vec![rule(IfExists::Attach, After::Move)], Policy::default());
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![pending_record("e1", 1), partial],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![pending_record("e1", 1), partial]);
     assert!(posts(&out).is_empty(), "{out:?}");
     assert!(out.iter().any(
         |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if attachment_id == "part")
     ));
-    let out = m2.handle(
-        Time(10),
-        Input::Start {
-            records: vec![pending_record("e1", 1), moving],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m2.start_up(10, vec![pending_record("e1", 1), moving]);
     assert_eq!(posts(&out), vec!["e1"]);
     assert!(out.iter().any(|a| matches!(a, Action::After { .. })));
 }
@@ -2072,21 +1874,8 @@ fn a_chunk_is_recorded_before_it_is_first_sent_not_when_sent_again() {
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
     let mut big = pending_record("e1", 1);
     big.file.size = 5 << 20;
-    m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![big],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
-    let out = m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "e1".into(),
-            outcome: Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
-        },
-    );
+    m.start_up(10, vec![big]);
+    let out = m.answer(20, "e1", session_created(0));
     let chunk = Policy::default().chunk_size;
     let recorded = out.iter().position(
         |a| matches!(a, Action::Persist(r) if r.session.is_some_and(|s| s.sent_end == chunk)),
@@ -2096,15 +1885,7 @@ fn a_chunk_is_recorded_before_it_is_first_sent_not_when_sent_again() {
         .position(|a| matches!(a, Action::PutChunk { offset: 0, .. }));
     assert!(recorded.is_some() && recorded < sent, "{out:?}");
     // Throttled: the same chunk again, nothing new to record.
-    let out = m.handle(
-        Time(30),
-        Input::Outcome {
-            id: "e1".into(),
-            outcome: Outcome::Chunk(ChunkOutcome::Failed(Fault::Throttled {
-                retry_after_ms: Some(0),
-            })),
-        },
-    );
+    let out = m.answer(30, "e1", chunk_failed(throttled(Some(0))));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::PutChunk { offset: 0, .. })));
@@ -2115,24 +1896,11 @@ fn a_chunk_is_recorded_before_it_is_first_sent_not_when_sent_again() {
 fn a_failure_is_counted_and_a_cancel_too_late_is_told_as_such() {
     let attached = |cancel: Option<Input>, outcome: PostOutcome| {
         let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
-        m.handle(
-            Time(10),
-            Input::Start {
-                records: vec![pending_record("e1", 1)],
-                with_url: vec![],
-                messages: vec![],
-            },
-        );
+        m.start_up(10, vec![pending_record("e1", 1)]);
         if let Some(c) = cancel {
             m.handle(Time(15), c);
         }
-        let out = m.handle(
-            Time(20),
-            Input::Outcome {
-                id: "e1".into(),
-                outcome: Outcome::Post(outcome),
-            },
-        );
+        let out = m.answer(20, "e1", Outcome::Post(outcome));
         let note = out.iter().find_map(|a| match a {
             Action::Notify(n) => Some(n.clone()),
             _ => None,
@@ -2155,7 +1923,7 @@ fn a_failure_is_counted_and_a_cancel_too_late_is_told_as_such() {
     };
     let (note, _) = attached(Some(gone), created());
     assert!(matches!(note, Some(Note::Attached { .. })), "{note:?}");
-    let refused = PostOutcome::Failed(Fault::Permanent(Failure::new("ErrorAccessDenied", "no")));
+    let refused = PostOutcome::Failed(permanent("ErrorAccessDenied", "no"));
     let (note, failed) = attached(None, refused);
     assert!(matches!(note, Some(Note::Failed { .. })), "{note:?}");
     assert_eq!(failed, 1);
@@ -2163,31 +1931,8 @@ fn a_failure_is_counted_and_a_cancel_too_late_is_told_as_such() {
 
 fn started(policy: Policy, after: After, records: Vec<Record>) -> (Machine, Vec<Action>) {
     let mut m = Machine::new(vec![rule(IfExists::Attach, after)], policy);
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records,
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, records);
     (m, out)
-}
-
-fn answer(m: &mut Machine, t: u64, id: &str, outcome: Outcome) -> Vec<Action> {
-    m.handle(
-        Time(t),
-        Input::Outcome {
-            id: id.into(),
-            outcome,
-        },
-    )
-}
-
-fn created(att: &str) -> Outcome {
-    Outcome::Post(PostOutcome::Created {
-        attachment_id: att.into(),
-    })
 }
 
 #[test]
@@ -2203,7 +1948,7 @@ fn a_version_done_after_a_newer_one_deletes_its_own_copy_and_is_not_moved() {
         vec![pending_record("e1", 1), newer],
     );
     assert_eq!(posts(&out), vec!["e1"]);
-    let out = answer(&mut m, 20, "e1", created("a1"));
+    let out = m.answer(20, "e1", post_created("a1"));
     let r = persisted(&out).expect("persisted");
     assert!(r.after_done, "the file is the newer version's");
     assert_eq!(
@@ -2226,7 +1971,7 @@ fn the_newest_version_done_runs_its_after_action() {
         After::Move,
         vec![pending_record("e1", 1)],
     );
-    let out = answer(&mut m, 20, "e1", created("a1"));
+    let out = m.answer(20, "e1", post_created("a1"));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::After { id, .. } if id == "e1")));
@@ -2243,7 +1988,7 @@ fn a_done_version_frees_its_name_unless_it_is_deleting_an_older_copy() {
         vec![pending_record("e1", 1), e3.clone()],
     );
     assert_eq!(posts(&out), vec!["e1"]);
-    let out = answer(&mut m, 20, "e1", created("a1"));
+    let out = m.answer(20, "e1", post_created("a1"));
     assert_eq!(posts(&out), vec!["e3"], "the name is free at once");
     // Now e1 replaces an older version of its file: the name stays taken until that
     // version's attachment is deleted.
@@ -2257,17 +2002,12 @@ fn a_done_version_frees_its_name_unless_it_is_deleting_an_older_copy() {
         After::Keep,
         vec![older, pending_record("e1", 1), e3],
     );
-    let out = answer(&mut m, 20, "e1", created("a1"));
+    let out = m.answer(20, "e1", post_created("a1"));
     assert!(posts(&out).is_empty(), "{out:?}");
     assert!(out.iter().any(
         |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if attachment_id == "a0")
     ));
-    let out = answer(
-        &mut m,
-        30,
-        "e1",
-        Outcome::DeleteAttachment(DeleteOutcome::Deleted),
-    );
+    let out = m.answer(30, "e1", attachment_deleted());
     assert_eq!(posts(&out), vec!["e3"]);
 }
 
@@ -2278,14 +2018,10 @@ fn an_unreachable_server_is_tried_again_after_a_longer_backoff() {
         After::Keep,
         vec![pending_record("e1", 1)],
     );
-    let out = answer(
-        &mut m,
+    let out = m.answer(
         20,
         "e1",
-        Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
-            "ConnectionRefused",
-            "down",
-        )))),
+        post_failed(unreachable("ConnectionRefused", "down")),
     );
     let wake = out.iter().find_map(|a| match a {
         Action::WakeAt(t) => Some(*t),
@@ -2314,14 +2050,10 @@ fn answers_in_doubt_fail_an_entry_after_max_attempts_in_a_row() {
             out.iter().any(|a| matches!(a, Action::Look { .. })),
             "look {k}: {out:?}"
         );
-        let out = answer(
-            &mut m,
+        let out = m.answer(
             t + 1,
             "e1",
-            Outcome::Look(LookOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "ServiceUnavailable",
-                "503",
-            )))),
+            look_failed(ambiguous("ServiceUnavailable", "503")),
         );
         let r = persisted(&out).expect("persisted");
         assert_eq!(r.attempts, k);
@@ -2337,7 +2069,7 @@ fn a_post_refused_as_too_large_goes_by_session_or_fails_if_too_small_for_one() {
         r.file.size = size;
         let (mut m, out) = started(Policy::default(), After::Keep, vec![r]);
         assert_eq!(posts(&out), vec!["e1"]);
-        answer(&mut m, 20, "e1", Outcome::Post(PostOutcome::TooLarge))
+        m.answer(20, "e1", Outcome::Post(PostOutcome::TooLarge))
     };
     let out = refused(MIN_SESSION - 1);
     let r = persisted(&out).expect("persisted");
@@ -2365,14 +2097,7 @@ fn a_version_found_already_attached_frees_its_name_while_its_file_is_moved() {
     other.name = "e1.txt".into();
     other.sha256 = Some("cd".repeat(32));
     let mut m = Machine::new(vec![rule(IfExists::Skip, After::Move)], Policy::default());
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![copy, pending_record("e1", 1), other],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![copy, pending_record("e1", 1), other]);
     // e1 is done with no request, and its file is being moved...
     assert!(out
         .iter()
@@ -2395,12 +2120,7 @@ fn a_session_that_wants_an_offset_past_0_is_abandoned_and_the_entry_fails_after_
         .any(|a| matches!(a, Action::CreateSession { .. })));
     let mut t = 20;
     for k in 1..=3 {
-        let out = answer(
-            &mut m,
-            t,
-            "e1",
-            Outcome::CreateSession(SessionOutcome::Created { next: 5 }),
-        );
+        let out = m.answer(t, "e1", session_created(5));
         let r = persisted(&out).expect("persisted");
         assert_eq!(r.restarts, k);
         if k < 3 {
@@ -2416,12 +2136,7 @@ fn a_session_that_wants_an_offset_past_0_is_abandoned_and_the_entry_fails_after_
         assert!(out
             .iter()
             .any(|a| matches!(a, Action::DeleteSession { .. })));
-        let out = answer(
-            &mut m,
-            t + 1,
-            "e1",
-            Outcome::DeleteSession(DeleteOutcome::Deleted),
-        );
+        let out = m.answer(t + 1, "e1", session_deleted());
         let again = out
             .iter()
             .any(|a| matches!(a, Action::CreateSession { .. }));
@@ -2432,12 +2147,7 @@ fn a_session_that_wants_an_offset_past_0_is_abandoned_and_the_entry_fails_after_
     let mut big = pending_record("e1", 1);
     big.file.size = 5 << 20;
     let (mut m, _) = started(Policy::default(), After::Keep, vec![big]);
-    let out = answer(
-        &mut m,
-        20,
-        "e1",
-        Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
-    );
+    let out = m.answer(20, "e1", session_created(0));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::PutChunk { offset: 0, .. })));
@@ -2451,7 +2161,7 @@ fn a_file_that_changed_while_it_was_sent_is_settled_again() {
         vec![pending_record("e1", 1)],
     );
     assert!(m.settler().is_empty());
-    let out = answer(&mut m, 20, "e1", Outcome::Post(PostOutcome::Changed));
+    let out = m.answer(20, "e1", Outcome::Post(PostOutcome::Changed));
     let r = persisted(&out).expect("persisted");
     assert_eq!(r.state, State::Canceled);
     assert!(m.settler().is_settling(Path::new("/f/e1.txt")));
@@ -2462,12 +2172,7 @@ fn first_chunk_in_flight() -> Machine {
     let mut big = pending_record("e1", 1);
     big.file.size = 5 << 20;
     let (mut m, _) = started(Policy::default(), After::Keep, vec![big]);
-    let out = answer(
-        &mut m,
-        20,
-        "e1",
-        Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
-    );
+    let out = m.answer(20, "e1", session_created(0));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::PutChunk { offset: 0, .. })));
@@ -2478,23 +2183,13 @@ fn first_chunk_in_flight() -> Machine {
 fn a_session_whose_next_range_does_not_move_three_times_is_abandoned() {
     let mut m = first_chunk_in_flight();
     let chunk = Policy::default().chunk_size;
-    let out = answer(
-        &mut m,
-        30,
-        "e1",
-        Outcome::Chunk(ChunkOutcome::Accepted { next: Some(chunk) }),
-    );
+    let out = m.answer(30, "e1", chunk_accepted(chunk));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::PutChunk { offset, .. } if *offset == chunk)));
     // The server keeps asking for the same range.
     for k in 1..=3 {
-        let out = answer(
-            &mut m,
-            30 + k,
-            "e1",
-            Outcome::Chunk(ChunkOutcome::Accepted { next: Some(chunk) }),
-        );
+        let out = m.answer(30 + k, "e1", chunk_accepted(chunk));
         let abandoned = out
             .iter()
             .any(|a| matches!(a, Action::DeleteSession { .. }));
@@ -2508,8 +2203,7 @@ fn a_201_before_the_last_byte_is_deleted_and_the_entry_fails_the_third_time() {
     let mut t = 30;
     for k in 1..=3 {
         let part = format!("p{k}");
-        let out = answer(
-            &mut m,
+        let out = m.answer(
             t,
             "e1",
             Outcome::Chunk(ChunkOutcome::Completed {
@@ -2522,22 +2216,12 @@ fn a_201_before_the_last_byte_is_deleted_and_the_entry_fails_the_third_time() {
         assert!(out.iter().any(
             |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if *attachment_id == part)
         ));
-        let out = answer(
-            &mut m,
-            t + 1,
-            "e1",
-            Outcome::DeleteAttachment(DeleteOutcome::Deleted),
-        );
+        let out = m.answer(t + 1, "e1", attachment_deleted());
         if k < 3 {
             assert!(out
                 .iter()
                 .any(|a| matches!(a, Action::CreateSession { .. })));
-            answer(
-                &mut m,
-                t + 2,
-                "e1",
-                Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
-            );
+            m.answer(t + 2, "e1", session_created(0));
         }
         t += 10;
     }
@@ -2548,12 +2232,7 @@ fn a_201_before_the_last_byte_is_deleted_and_the_entry_fails_the_third_time() {
 fn last_chunk_in_flight() -> Machine {
     let mut m = first_chunk_in_flight();
     let chunk = Policy::default().chunk_size;
-    let out = answer(
-        &mut m,
-        30,
-        "e1",
-        Outcome::Chunk(ChunkOutcome::Accepted { next: Some(chunk) }),
-    );
+    let out = m.answer(30, "e1", chunk_accepted(chunk));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::PutChunk { offset, last: true, .. } if *offset == chunk)));
@@ -2572,18 +2251,8 @@ fn a_session_whose_file_was_replaced_by_the_same_bytes_is_started_again() {
     big.file.size = 3 * chunk;
     let path = big.path.clone();
     let (mut m, _) = started(Policy::default(), After::Keep, vec![big.clone()]);
-    answer(
-        &mut m,
-        20,
-        "e1",
-        Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
-    );
-    let out = answer(
-        &mut m,
-        30,
-        "e1",
-        Outcome::Chunk(ChunkOutcome::Accepted { next: Some(chunk) }),
-    );
+    m.answer(20, "e1", session_created(0));
+    let out = m.answer(30, "e1", chunk_accepted(chunk));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::PutChunk { offset, .. } if *offset == chunk)));
@@ -2613,14 +2282,7 @@ fn a_session_whose_file_was_replaced_by_the_same_bytes_is_started_again() {
     assert_eq!(r.file, copy);
     assert!(r.session.is_some_and(|s| s.abandoned), "{r:?}");
     // The chunk in flight is taken; nothing more goes into that session.
-    let out = answer(
-        &mut m,
-        40_010,
-        "e1",
-        Outcome::Chunk(ChunkOutcome::Accepted {
-            next: Some(2 * chunk),
-        }),
-    );
+    let out = m.answer(40_010, "e1", chunk_accepted(2 * chunk));
     assert!(
         !out.iter().any(|a| matches!(a, Action::PutChunk { .. })),
         "{out:?}"
@@ -2630,12 +2292,7 @@ fn a_session_whose_file_was_replaced_by_the_same_bytes_is_started_again() {
             .any(|a| matches!(a, Action::DeleteSession { .. })),
         "{out:?}"
     );
-    let out = answer(
-        &mut m,
-        40_020,
-        "e1",
-        Outcome::DeleteSession(DeleteOutcome::Deleted),
-    );
+    let out = m.answer(40_020, "e1", session_deleted());
     assert!(
         out.iter()
             .any(|a| matches!(a, Action::CreateSession { .. })),
@@ -2648,7 +2305,7 @@ fn a_session_whose_file_was_replaced_by_the_same_bytes_is_started_again() {
 #[test]
 fn a_file_gone_before_its_last_chunk_was_read_leaves_nothing_in_doubt() {
     let mut m = last_chunk_in_flight();
-    let out = answer(&mut m, 40, "e1", Outcome::Chunk(ChunkOutcome::FileGone));
+    let out = m.answer(40, "e1", Outcome::Chunk(ChunkOutcome::FileGone));
     let r = persisted(&out).expect("persisted");
     assert_eq!(r.state, State::Canceled);
     assert!(!r.may_exist, "{r:?}");
@@ -2657,7 +2314,7 @@ fn a_file_gone_before_its_last_chunk_was_read_leaves_nothing_in_doubt() {
 #[test]
 fn a_session_gone_mid_file_is_replaced_but_after_its_last_chunk_the_item_is_looked_at() {
     let mut m = first_chunk_in_flight();
-    let out = answer(&mut m, 40, "e1", Outcome::Chunk(ChunkOutcome::SessionGone));
+    let out = m.answer(40, "e1", chunk_session_gone());
     let r = persisted(&out).expect("persisted");
     assert_eq!((r.restarts, r.session), (1, None));
     assert!(out
@@ -2665,7 +2322,7 @@ fn a_session_gone_mid_file_is_replaced_but_after_its_last_chunk_the_item_is_look
         .any(|a| matches!(a, Action::CreateSession { .. })));
     // The last byte may have landed: no new session before a look.
     let mut m = last_chunk_in_flight();
-    let out = answer(&mut m, 40, "e1", Outcome::Chunk(ChunkOutcome::SessionGone));
+    let out = m.answer(40, "e1", chunk_session_gone());
     let r = persisted(&out).expect("persisted");
     assert_eq!((r.restarts, r.session, r.may_exist), (0, None, true));
     assert!(!out
@@ -2675,21 +2332,11 @@ fn a_session_gone_mid_file_is_replaced_but_after_its_last_chunk_the_item_is_look
 
 #[test]
 fn a_chunk_not_taken_goes_again_and_one_in_doubt_dates_the_last_bytes_effect() {
-    let unreachable = || {
-        Outcome::Chunk(ChunkOutcome::Failed(Fault::Unreachable(Failure::new(
-            "ConnectionRefused",
-            "down",
-        ))))
-    };
-    let ambiguous = || {
-        Outcome::Chunk(ChunkOutcome::Failed(Fault::Ambiguous(Failure::new(
-            "ConnectionDropped",
-            "lost",
-        ))))
-    };
+    let unreachable = || chunk_failed(unreachable("ConnectionRefused", "down"));
+    let ambiguous = || chunk_failed(ambiguous("ConnectionDropped", "lost"));
     // Unreachable: the session is as it was; after the wait, the same chunk again.
     let mut m = first_chunk_in_flight();
-    answer(&mut m, 40, "e1", unreachable());
+    m.answer(40, "e1", unreachable());
     let out = m.handle(Time(1_000_000), Input::Tick);
     assert!(
         out.iter()
@@ -2699,12 +2346,12 @@ fn a_chunk_not_taken_goes_again_and_one_in_doubt_dates_the_last_bytes_effect() {
     assert!(!out.iter().any(|a| matches!(a, Action::AskSession { .. })));
     // In doubt mid-file: nothing may be on the item yet.
     let mut m = first_chunk_in_flight();
-    let out = answer(&mut m, 50, "e1", ambiguous());
+    let out = m.answer(50, "e1", ambiguous());
     let r = persisted(&out).expect("persisted");
     assert_eq!((r.may_exist, r.effect_at), (false, None));
     // In doubt on the last chunk: it could land until its answer ended.
     let mut m = last_chunk_in_flight();
-    let out = answer(&mut m, 50, "e1", ambiguous());
+    let out = m.answer(50, "e1", ambiguous());
     let r = persisted(&out).expect("persisted");
     assert_eq!((r.may_exist, r.effect_at), (true, Some(Time(50))));
 }
@@ -2722,18 +2369,8 @@ fn sessions_that_keep_dying_back_off_and_fail_the_entry_only_when_bounded() {
         let mut t = 20;
         let mut seen = Vec::new();
         for k in 1..=4u32 {
-            answer(
-                &mut m,
-                t,
-                "e1",
-                Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
-            );
-            let out = answer(
-                &mut m,
-                t + 1,
-                "e1",
-                Outcome::Chunk(ChunkOutcome::SessionGone),
-            );
+            m.answer(t, "e1", session_created(0));
+            let out = m.answer(t + 1, "e1", chunk_session_gone());
             let r = persisted(&out).expect("persisted").clone();
             assert_eq!(r.restarts, k);
             let at_once = out
@@ -2780,26 +2417,17 @@ fn sessions_that_keep_dying_back_off_and_fail_the_entry_only_when_bounded() {
 #[test]
 fn a_session_asked_that_reports_what_it_cannot_have_is_abandoned() {
     let asked = |mut m: Machine, next: u64| {
-        answer(
-            &mut m,
+        m.answer(
             50,
             "e1",
-            Outcome::Chunk(ChunkOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "ConnectionDropped",
-                "lost",
-            )))),
+            chunk_failed(ambiguous("ConnectionDropped", "lost")),
         );
         let out = m.handle(Time(10_000_000), Input::Tick);
         assert!(
             out.iter().any(|a| matches!(a, Action::AskSession { .. })),
             "{out:?}"
         );
-        let out = answer(
-            &mut m,
-            10_000_001,
-            "e1",
-            Outcome::Ask(AskOutcome::Next(Some(next))),
-        );
+        let out = m.answer(10_000_001, "e1", Outcome::Ask(AskOutcome::Next(Some(next))));
         let r = persisted(&out).expect("persisted");
         assert!(r.session.is_some_and(|s| s.abandoned), "{r:?}");
         assert!(out
@@ -2816,14 +2444,10 @@ fn a_session_asked_that_reports_what_it_cannot_have_is_abandoned() {
 /// `last_chunk_in_flight`, its answer lost: the session is asked where it stands.
 fn last_chunk_in_doubt() -> Machine {
     let mut m = last_chunk_in_flight();
-    answer(
-        &mut m,
+    m.answer(
         50,
         "e1",
-        Outcome::Chunk(ChunkOutcome::Failed(Fault::Ambiguous(Failure::new(
-            "ConnectionDropped",
-            "lost",
-        )))),
+        chunk_failed(ambiguous("ConnectionDropped", "lost")),
     );
     let out = m.handle(Time(10_000_000), Input::Tick);
     assert!(
@@ -2837,7 +2461,7 @@ fn last_chunk_in_doubt() -> Machine {
 fn after_the_last_chunk_in_doubt_the_item_is_looked_at_before_any_new_session() {
     // The session is gone: it may have completed.
     let mut m = last_chunk_in_doubt();
-    let out = answer(&mut m, 10_000_001, "e1", Outcome::Ask(AskOutcome::Gone));
+    let out = m.answer(10_000_001, "e1", Outcome::Ask(AskOutcome::Gone));
     let r = persisted(&out).expect("persisted");
     assert_eq!((r.session, r.may_exist, r.restarts), (None, true, 0));
     assert!(!out
@@ -2851,12 +2475,7 @@ fn after_the_last_chunk_in_doubt_the_item_is_looked_at_before_any_new_session() 
     // It wants bytes from the start again: sent again, and the doubt stays (the lost
     // request may still complete), so a session dying now is followed by a look too.
     let mut m = last_chunk_in_doubt();
-    let out = answer(
-        &mut m,
-        10_000_001,
-        "e1",
-        Outcome::Ask(AskOutcome::Next(Some(0))),
-    );
+    let out = m.answer(10_000_001, "e1", Outcome::Ask(AskOutcome::Next(Some(0))));
     assert!(out.iter().any(|a| matches!(
         a,
         Action::PutChunk {
@@ -2866,12 +2485,7 @@ fn after_the_last_chunk_in_doubt_the_item_is_looked_at_before_any_new_session() 
         }
     )));
     assert!(m.record("e1").is_some_and(|r| r.may_exist));
-    let out = answer(
-        &mut m,
-        10_000_002,
-        "e1",
-        Outcome::Chunk(ChunkOutcome::SessionGone),
-    );
+    let out = m.answer(10_000_002, "e1", chunk_session_gone());
     assert!(!out
         .iter()
         .any(|a| matches!(a, Action::CreateSession { .. })));
@@ -2889,7 +2503,7 @@ fn deletes_refused(m: &mut Machine, t: &mut u64, n: usize, fault: &Fault) -> Vec
             Some(true) => Outcome::DeleteSession(DeleteOutcome::Failed(fault.clone())),
             _ => Outcome::DeleteAttachment(DeleteOutcome::Failed(fault.clone())),
         };
-        outs.push(answer(m, *t, "e1", outcome));
+        outs.push(m.answer(*t, "e1", outcome));
         *t += 10_000_000;
         let out = m.handle(Time(*t), Input::Tick);
         outs.push(out);
@@ -2925,10 +2539,8 @@ fn a_session_delete_is_given_up_after_10_failures_not_counting_429s() {
             .flatten()
             .any(|a| matches!(a, Action::ForgetUrl { .. }))
     };
-    let throttled = Fault::Throttled {
-        retry_after_ms: Some(1_000),
-    };
-    let down = Fault::Unreachable(Failure::new("ConnectionRefused", "down"));
+    let throttled = throttled(Some(1_000));
+    let down = unreachable("ConnectionRefused", "down");
     assert!(!forgot(&deletes_refused(&mut m, &mut t, 12, &throttled)));
     assert!(!forgot(&deletes_refused(&mut m, &mut t, 9, &down)));
     let outs = deletes_refused(&mut m, &mut t, 1, &down);
@@ -2944,22 +2556,13 @@ fn an_older_copys_delete_is_given_up_after_10_failures_not_counting_429s() {
         attachment_id: "old".into(),
     }];
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![replacing],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![replacing]);
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::DeleteAttachment { .. })));
     let mut t = 20;
-    let throttled = Fault::Throttled {
-        retry_after_ms: Some(1_000),
-    };
-    let down = Fault::Unreachable(Failure::new("ConnectionRefused", "down"));
+    let throttled = throttled(Some(1_000));
+    let down = unreachable("ConnectionRefused", "down");
     deletes_refused(&mut m, &mut t, 12, &throttled);
     deletes_refused(&mut m, &mut t, 9, &down);
     assert_eq!(m.record("e1").map(|r| r.replaces.len()), Some(1));
@@ -2993,16 +2596,11 @@ fn an_older_version_still_at_work_is_marked_replaced_on_record_once_its_copy_is_
         .iter()
         .any(|a| matches!(a, Action::After { id, .. } if id == "e1")));
     assert_eq!(posts(&out), vec!["e2"]);
-    let out = answer(&mut m, 20, "e2", created("a2"));
+    let out = m.answer(20, "e2", post_created("a2"));
     assert!(out.iter().any(
         |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if attachment_id == "a1")
     ));
-    let out = answer(
-        &mut m,
-        30,
-        "e2",
-        Outcome::DeleteAttachment(DeleteOutcome::Deleted),
-    );
+    let out = m.answer(30, "e2", attachment_deleted());
     assert!(
         out.iter()
             .any(|a| matches!(a, Action::Persist(r) if r.id == "e1" && r.replaced)),

@@ -1,4 +1,5 @@
 use super::*;
+use crate::machine::test_support::*;
 
 fn mail_machine(send: bool) -> Machine {
     let rule = MappingRule {
@@ -113,15 +114,10 @@ fn a_message_whose_draft_is_refused_fails_and_its_file_waits_for_retry() {
         .position(|a| matches!(a, Action::CreateDraft { .. }));
     assert!(persisted < asked && persisted.is_some(), "{out:?}");
     assert!(!m.only_blocked());
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Permanent(Failure::new(
-                "ErrorAccessDenied",
-                "no",
-            )))),
-        },
+    let out = m.answer(
+        7_000,
+        &mid,
+        draft_failed(permanent("ErrorAccessDenied", "no")),
     );
     assert!(out.iter().any(|a| matches!(
         a,
@@ -174,16 +170,7 @@ fn a_failed_message() -> (Machine, String, Record, MessageRecord) {
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(7_000, &mid, draft_created("d1", None));
     let eid = out
         .iter()
         .find_map(|a| match a {
@@ -191,15 +178,10 @@ fn a_failed_message() -> (Machine, String, Record, MessageRecord) {
             _ => None,
         })
         .expect("posted");
-    let out = m.handle(
-        Time(7_100),
-        Input::Outcome {
-            id: eid,
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
-                "ErrorAccessDenied",
-                "no",
-            )))),
-        },
+    let out = m.answer(
+        7_100,
+        &eid,
+        post_failed(permanent("ErrorAccessDenied", "no")),
     );
     let failed = out
         .iter()
@@ -234,13 +216,7 @@ fn draft_found_again(m: &mut Machine, mid: &str, out: &[Action], t: u64) -> Vec<
         "{out:?}"
     );
     assert!(!out.iter().any(|a| matches!(a, Action::Post { .. })));
-    let out = m.handle(
-        Time(t),
-        Input::Outcome {
-            id: mid.to_owned(),
-            outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
-        },
-    );
+    let out = m.answer(t, mid, not_found_in(MailFolder::SentItems));
     assert!(
         out.iter().any(|a| matches!(
             a,
@@ -251,19 +227,17 @@ fn draft_found_again(m: &mut Machine, mid: &str, out: &[Action], t: u64) -> Vec<
         )),
         "{out:?}"
     );
-    m.handle(
-        Time(t + 1),
-        Input::Outcome {
-            id: mid.to_owned(),
-            outcome: Outcome::Find(
-                MailFolder::Drafts,
-                FindOutcome::Found {
-                    id: "d1".into(),
-                    is_draft: true,
-                    internet_message_id: None,
-                },
-            ),
-        },
+    m.answer(
+        t + 1,
+        mid,
+        Outcome::Find(
+            MailFolder::Drafts,
+            FindOutcome::Found {
+                id: "d1".into(),
+                is_draft: true,
+                internet_message_id: None,
+            },
+        ),
     )
 }
 
@@ -367,14 +341,7 @@ fn a_pending_file_with_no_message_after_a_restart_gets_one() {
     done.state = State::Done;
     done.after_done = true;
     done.attachment_id = Some("a".into());
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![pending, done],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![pending, done]);
     let made: Vec<&MessageRecord> = out
         .iter()
         .filter_map(|a| match a {
@@ -397,16 +364,7 @@ fn a_message_sending_is_not_blocked_when_its_files_folder_goes_away() {
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(7_000, &mid, draft_created("d1", None));
     let eid = out
         .iter()
         .find_map(|a| match a {
@@ -414,22 +372,8 @@ fn a_message_sending_is_not_blocked_when_its_files_folder_goes_away() {
             _ => None,
         })
         .expect("posted");
-    m.handle(
-        Time(7_100),
-        Input::Outcome {
-            id: eid,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a1".into(),
-            }),
-        },
-    );
-    let out = m.handle(
-        Time(7_200),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
-        },
-    );
+    m.answer(7_100, &eid, post_created("a1"));
+    let out = m.answer(7_200, &mid, listed(&["a1"]));
     assert!(out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
     m.handle(
         Time(7_250),
@@ -439,15 +383,7 @@ fn a_message_sending_is_not_blocked_when_its_files_folder_goes_away() {
     );
     // The send is in flight: its file waits only for the folder, the message does not.
     assert!(!m.only_blocked());
-    let out = m.handle(
-        Time(7_300),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Send(SendOutcome::Failed(Fault::Throttled {
-                retry_after_ms: Some(60_000),
-            })),
-        },
-    );
+    let out = m.answer(7_300, &mid, send_failed(throttled(Some(60_000))));
     assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
     // Waiting out the 429 (nothing in flight), the message is still at work.
     assert!(!m.only_blocked());
@@ -458,16 +394,7 @@ fn a_lost_send_answer_is_confirmed_in_sent_items_and_never_sent_again() {
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: Some("<d1@x>".into()),
-            }),
-        },
-    );
+    let out = m.answer(7_000, &mid, draft_created("d1", Some("<d1@x>")));
     let (eid, target) = out
         .iter()
         .find_map(|a| match a {
@@ -476,15 +403,7 @@ fn a_lost_send_answer_is_confirmed_in_sent_items_and_never_sent_again() {
         })
         .expect("the file is posted to the draft");
     assert_eq!(target.item_id, "d1");
-    let out = m.handle(
-        Time(7_100),
-        Input::Outcome {
-            id: eid,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a1".into(),
-            }),
-        },
-    );
+    let out = m.answer(7_100, &eid, post_created("a1"));
     let file = out
         .iter()
         .find_map(|a| match a {
@@ -496,13 +415,7 @@ fn a_lost_send_answer_is_confirmed_in_sent_items_and_never_sent_again() {
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::ListDraft { draft_id, .. } if draft_id == "d1")));
-    let out = m.handle(
-        Time(7_200),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
-        },
-    );
+    let out = m.answer(7_200, &mid, listed(&["a1"]));
     let p = out
         .iter()
         .position(|a| matches!(a, Action::PersistMessage(r) if r.send_at.is_some()));
@@ -511,15 +424,7 @@ fn a_lost_send_answer_is_confirmed_in_sent_items_and_never_sent_again() {
         .position(|a| matches!(a, Action::SendDraft { .. }));
     assert!(p.is_some() && p < s, "intent first: {out:?}");
     // The answer is lost: no second send, a look in Sent Items after `look_after`.
-    let out = m.handle(
-        Time(7_300),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Send(SendOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "Timeout", "t",
-            )))),
-        },
-    );
+    let out = m.answer(7_300, &mid, send_failed(ambiguous("Timeout", "t")));
     assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
     assert!(!out.iter().any(|a| matches!(a, Action::FindMessage { .. })));
     // Its file is done, yet the machine is not finished: the send is in doubt.
@@ -537,13 +442,7 @@ fn a_lost_send_answer_is_confirmed_in_sent_items_and_never_sent_again() {
         }
     )));
     // Not there: unconfirmed, never sent again.
-    let out = m.handle(
-        later,
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
-        },
-    );
+    let out = m.answer(later.0, &mid, not_found_in(MailFolder::SentItems));
     assert!(out.iter().any(|a| matches!(
         a,
         Action::PersistMessage(r) if r.state == MessageState::Unconfirmed
@@ -583,13 +482,7 @@ fn a_lost_send_answer_is_confirmed_in_sent_items_and_never_sent_again() {
             ..
         }
     )));
-    let out = m.handle(
-        Time(later.0 + 2),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
-        },
-    );
+    let out = m.answer(later.0 + 2, &mid, not_found_in(MailFolder::SentItems));
     assert!(out.iter().any(|a| matches!(
         a,
         Action::FindMessage {
@@ -597,19 +490,17 @@ fn a_lost_send_answer_is_confirmed_in_sent_items_and_never_sent_again() {
             ..
         }
     )));
-    let out = m.handle(
-        Time(later.0 + 3),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Find(
-                MailFolder::Drafts,
-                FindOutcome::Found {
-                    id: "d1".into(),
-                    is_draft: true,
-                    internet_message_id: None,
-                },
-            ),
-        },
+    let out = m.answer(
+        later.0 + 3,
+        &mid,
+        Outcome::Find(
+            MailFolder::Drafts,
+            FindOutcome::Found {
+                id: "d1".into(),
+                is_draft: true,
+                internet_message_id: None,
+            },
+        ),
     );
     // Listed again, then sent.
     assert!(out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
@@ -680,16 +571,7 @@ fn two_files_of_one_name_and_bytes_in_one_message_are_two_attachments() {
             _ => None,
         })
         .expect("one message for both");
-    let out = m.handle(
-        Time(22_100),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(22_100, &mid, draft_created("d1", None));
     // One upload per name per item at a time: the first file, then the second.
     let first = out
         .iter()
@@ -698,15 +580,7 @@ fn two_files_of_one_name_and_bytes_in_one_message_are_two_attachments() {
             _ => None,
         })
         .expect("the first is posted");
-    let out = m.handle(
-        Time(22_200),
-        Input::Outcome {
-            id: first.clone(),
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "att1".into(),
-            }),
-        },
-    );
+    let out = m.answer(22_200, &first, post_created("att1"));
     let second = out
         .iter()
         .find_map(|a| match a {
@@ -716,15 +590,7 @@ fn two_files_of_one_name_and_bytes_in_one_message_are_two_attachments() {
         .unwrap_or_else(|| panic!("then the second: {out:?}"));
     // Its answer is lost: it looks before posting again, and that look must not adopt the
     // first file's attachment (one name, the same bytes).
-    m.handle(
-        Time(22_300),
-        Input::Outcome {
-            id: second.clone(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "Timeout", "t",
-            )))),
-        },
-    );
+    m.answer(22_300, &second, post_failed(ambiguous("Timeout", "t")));
     let later = Time(22_300 + Policy::default().look_after_ms);
     let out = m.handle(later, Input::Tick);
     let exclude = out
@@ -736,46 +602,24 @@ fn two_files_of_one_name_and_bytes_in_one_message_are_two_attachments() {
         .expect("a look");
     assert_eq!(exclude, vec!["att1".to_string()]);
     // Nothing of its own there: posted again, then listed with both, then sent.
-    let out = m.handle(
-        later,
-        Input::Outcome {
-            id: second.clone(),
-            outcome: Outcome::Look(LookOutcome::NotFound),
-        },
-    );
+    let out = m.answer(later.0, &second, look_not_found());
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::Post { id, .. } if *id == second)));
-    let out = m.handle(
-        Time(later.0 + 100),
-        Input::Outcome {
-            id: second.clone(),
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "att2".into(),
-            }),
-        },
-    );
+    let out = m.answer(later.0 + 100, &second, post_created("att2"));
     assert!(out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
     // A listing with only one of them is short: not sent.
-    let out = m.handle(
-        Time(later.0 + 200),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["att1".into()])),
-        },
-    );
+    let out = m.answer(later.0 + 200, &mid, listed(&["att1"]));
     assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
     let out = m.handle(
         Time(later.0 + 200 + Policy::default().look_after_ms),
         Input::Tick,
     );
     assert!(out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
-    let out = m.handle(
-        Time(later.0 + 300 + Policy::default().look_after_ms),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["att1".into(), "att2".into()])),
-        },
+    let out = m.answer(
+        later.0 + 300 + Policy::default().look_after_ms,
+        &mid,
+        listed(&["att1", "att2"]),
     );
     assert!(
         out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
@@ -802,13 +646,7 @@ fn plain_rule() -> MappingRule {
 /// The pre-send listing of `mid` shows b.pdf's attachment alone (it lags): nothing is sent,
 /// and `stray`, a copy this agent's records hold there, is deleted.
 fn a_listing_of_b_alone_deletes(m: &mut Machine, t: u64, mid: &str, stray: &str) {
-    let out = m.handle(
-        Time(t),
-        Input::Outcome {
-            id: mid.into(),
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["att-b".into()])),
-        },
-    );
+    let out = m.answer(t, mid, listed(&["att-b"]));
     assert!(
         !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
         "{out:?}"
@@ -824,15 +662,7 @@ fn a_listing_of_b_alone_deletes(m: &mut Machine, t: u64, mid: &str, stray: &str)
 
 /// Lose the answer to `id`'s POST at `t`, cancel it, and run the clock to its look.
 fn lose_post_cancel_and_wait_for_look(m: &mut Machine, id: &str, t: u64) -> u64 {
-    m.handle(
-        Time(t),
-        Input::Outcome {
-            id: id.into(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "Timeout", "t",
-            )))),
-        },
-    );
+    m.answer(t, id, post_failed(ambiguous("Timeout", "t")));
     m.handle(Time(t + 100), Input::Cancel { id: id.into() });
     let mut t = t + 100;
     let mut looked = false;
@@ -854,16 +684,7 @@ fn a_and_b_on_d1(m: &mut Machine, a_size: u64) -> (String, Vec<Action>) {
     out.extend(drop_file(m, 6_100, "b.pdf", 20));
     out.extend(m.handle(Time(22_000), Input::Tick));
     let mid = new_message(&out).expect("one message for both");
-    let out = m.handle(
-        Time(22_100),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(22_100, &mid, draft_created("d1", None));
     (mid, out)
 }
 
@@ -883,15 +704,7 @@ fn a_copy_on_the_draft_that_left_its_message_is_deleted_though_the_listing_does_
     let (mid, out) = a_and_b_on_d1(&mut m, 10);
     let a1 = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
     let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
-    m.handle(
-        Time(22_200),
-        Input::Outcome {
-            id: a1.clone(),
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "att-a1".into(),
-            }),
-        },
-    );
+    m.answer(22_200, &a1, post_created("att-a1"));
     let v2 = FileStat {
         size: 11,
         mtime_ns: 2,
@@ -900,15 +713,7 @@ fn a_copy_on_the_draft_that_left_its_message_is_deleted_though_the_listing_does_
     let out = drop_version(&mut m, 23_000, "a.pdf", v2, &"cd".repeat(32));
     let a2 = posted(&out, "/mail/a.pdf").unwrap_or_else(|| panic!("v2 posted: {out:?}"));
     assert_ne!(a2, a1);
-    let out = m.handle(
-        Time(28_100),
-        Input::Outcome {
-            id: a2.clone(),
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "att-a2".into(),
-            }),
-        },
-    );
+    let out = m.answer(28_100, &a2, post_created("att-a2"));
     assert!(
         out.iter().any(|a| matches!(
             a,
@@ -916,13 +721,7 @@ fn a_copy_on_the_draft_that_left_its_message_is_deleted_though_the_listing_does_
         )),
         "{out:?}"
     );
-    m.handle(
-        Time(28_200),
-        Input::Outcome {
-            id: a2.clone(),
-            outcome: Outcome::DeleteAttachment(DeleteOutcome::Deleted),
-        },
-    );
+    m.answer(28_200, &a2, attachment_deleted());
     let v3 = FileStat {
         size: 12,
         mtime_ns: 3,
@@ -930,22 +729,8 @@ fn a_copy_on_the_draft_that_left_its_message_is_deleted_though_the_listing_does_
     };
     let out = drop_version(&mut m, 29_000, "a.pdf", v3, &"ef".repeat(32));
     let a3 = posted(&out, "/mail/a.pdf").unwrap_or_else(|| panic!("v3 posted: {out:?}"));
-    m.handle(
-        Time(34_100),
-        Input::Outcome {
-            id: a3,
-            outcome: Outcome::Post(PostOutcome::FileGone),
-        },
-    );
-    let out = m.handle(
-        Time(34_200),
-        Input::Outcome {
-            id: b,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "att-b".into(),
-            }),
-        },
-    );
+    m.answer(34_100, &a3, Outcome::Post(PostOutcome::FileGone));
+    let out = m.answer(34_200, &b, post_created("att-b"));
     assert!(
         out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
         "{out:?}"
@@ -963,15 +748,10 @@ fn a_message_waits_for_the_look_of_a_file_that_left_it_with_a_copy_in_doubt() {
     let (mid, out) = a_and_b_on_d1(&mut m, 10);
     let a1 = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
     let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
-    m.handle(
-        Time(22_200),
-        Input::Outcome {
-            id: a1.clone(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "ServiceUnavailable",
-                "503",
-            )))),
-        },
+    m.answer(
+        22_200,
+        &a1,
+        post_failed(ambiguous("ServiceUnavailable", "503")),
     );
     let v2 = FileStat {
         mtime_ns: 2,
@@ -985,15 +765,7 @@ fn a_message_waits_for_the_look_of_a_file_that_left_it_with_a_copy_in_doubt() {
             path: "/mail/a.pdf".into(),
         },
     );
-    let mut out = m.handle(
-        Time(27_500),
-        Input::Outcome {
-            id: b,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "att-b".into(),
-            }),
-        },
-    );
+    let mut out = m.answer(27_500, &b, post_created("att-b"));
     // Not listed, not sent, while a.pdf's first copy is in doubt: its look comes first.
     let mut t = 27_500;
     let mut look = None;
@@ -1013,15 +785,7 @@ fn a_message_waits_for_the_look_of_a_file_that_left_it_with_a_copy_in_doubt() {
         out = m.handle(Time(t), Input::Tick);
     }
     assert!(look.is_some(), "a1 looks on the draft");
-    m.handle(
-        Time(t),
-        Input::Outcome {
-            id: a1.clone(),
-            outcome: Outcome::Look(LookOutcome::Found {
-                attachment_id: "att-a1".into(),
-            }),
-        },
-    );
+    m.answer(t, &a1, look_found("att-a1"));
     // Then the listing (which lags: it shows b.pdf only), and the copy found is deleted.
     let mut listed = false;
     while !listed && t < 400_000 {
@@ -1048,38 +812,13 @@ fn a_copy_in_doubt_on_another_item_of_the_mailbox_does_not_hold_a_message() {
         &"ef".repeat(32),
     );
     let p = posted(&out, "/plain/p.pdf").unwrap_or_else(|| panic!("posted: {out:?}"));
-    m.handle(
-        Time(6_100),
-        Input::Outcome {
-            id: p,
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "Timeout", "t",
-            )))),
-        },
-    );
+    m.answer(6_100, &p, post_failed(ambiguous("Timeout", "t")));
     // A message of the mailing mapping in the same mailbox goes on regardless.
     let out = drop_file(&mut m, 7_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(12_100),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(12_100, &mid, draft_created("d1", None));
     let x = posted(&out, "/mail/x.pdf").expect("x.pdf posted");
-    let out = m.handle(
-        Time(12_200),
-        Input::Outcome {
-            id: x,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "att-x".into(),
-            }),
-        },
-    );
+    let out = m.answer(12_200, &x, post_created("att-x"));
     assert!(
         out.iter()
             .any(|a| matches!(a, Action::ListDraft { draft_id, .. } if draft_id == "d1")),
@@ -1113,13 +852,7 @@ fn left_with_work_on_the_draft(partial: bool) {
         })
         .unwrap_or_else(|| panic!("a.pdf's session: {out:?}"));
     let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
-    let out = m.handle(
-        Time(22_200),
-        Input::Outcome {
-            id: a1.clone(),
-            outcome: Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
-        },
-    );
+    let out = m.answer(22_200, &a1, session_created(0));
     assert!(
         out.iter()
             .any(|a| matches!(a, Action::PutChunk { id, last: false, .. } if *id == a1)),
@@ -1128,14 +861,12 @@ fn left_with_work_on_the_draft(partial: bool) {
     let mut early = Vec::new();
     if partial {
         // The server completes the upload before its last byte: a partial copy to delete.
-        early = m.handle(
-            Time(22_300),
-            Input::Outcome {
-                id: a1.clone(),
-                outcome: Outcome::Chunk(ChunkOutcome::Completed {
-                    attachment_id: Some("part".into()),
-                }),
-            },
+        early = m.answer(
+            22_300,
+            &a1,
+            Outcome::Chunk(ChunkOutcome::Completed {
+                attachment_id: Some("part".into()),
+            }),
         );
     }
     let v2 = FileStat {
@@ -1150,15 +881,7 @@ fn left_with_work_on_the_draft(partial: bool) {
             path: "/mail/a.pdf".into(),
         },
     );
-    early.extend(m.handle(
-        Time(27_600),
-        Input::Outcome {
-            id: b,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "att-b".into(),
-            }),
-        },
-    ));
+    early.extend(m.answer(27_600, &b, post_created("att-b")));
     let mut out = early;
     // Until a1's session is closed (or its partial copy deleted): no listing, no send.
     let mut t = 27_600;
@@ -1182,24 +905,16 @@ fn left_with_work_on_the_draft(partial: bool) {
         out = m.handle(Time(t), Input::Tick);
         if !partial && cleanup.is_none() {
             // The chunk under way comes back; the canceled upload's session then goes.
-            out.extend(m.handle(
-                Time(t),
-                Input::Outcome {
-                    id: a1.clone(),
-                    outcome: Outcome::Chunk(ChunkOutcome::Accepted {
-                        next: Some(1024 * 1024),
-                    }),
-                },
-            ));
+            out.extend(m.answer(t, &a1, chunk_accepted(1024 * 1024)));
         }
     }
     assert!(cleanup.is_some(), "a1 cleans up");
     let outcome = if partial {
-        Outcome::DeleteAttachment(DeleteOutcome::Deleted)
+        attachment_deleted()
     } else {
-        Outcome::DeleteSession(DeleteOutcome::Deleted)
+        session_deleted()
     };
-    m.handle(Time(t), Input::Outcome { id: a1, outcome });
+    m.answer(t, &a1, outcome);
     let mut listed = false;
     while !listed && t < 400_000 {
         t += 1_000;
@@ -1227,19 +942,13 @@ fn post_under_way_at_a_retry(reload_plain: bool) {
     let a = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
     let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
     let gone = || {
-        Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
+        post_failed(permanent(
             ITEM_NOT_FOUND,
             "The specified object was not found in the store.",
-        ))))
+        ))
     };
     // a.pdf's answer: the draft is gone; the file fails, and its message with it.
-    let out = m.handle(
-        Time(22_200),
-        Input::Outcome {
-            id: a.clone(),
-            outcome: gone(),
-        },
-    );
+    let out = m.answer(22_200, &a, gone());
     let failed_a = out
         .iter()
         .rev()
@@ -1278,13 +987,7 @@ fn post_under_way_at_a_retry(reload_plain: bool) {
     }
     // b.pdf's answer comes now: the same gone draft. Not a failure of the file: it waits
     // for the new draft.
-    let out = m.handle(
-        Time(22_400),
-        Input::Outcome {
-            id: b.clone(),
-            outcome: gone(),
-        },
-    );
+    let out = m.answer(22_400, &b, gone());
     assert!(
         !out.iter().any(|x| matches!(
             x,
@@ -1292,30 +995,9 @@ fn post_under_way_at_a_retry(reload_plain: bool) {
         )),
         "{out:?}"
     );
-    m.handle(
-        Time(22_500),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
-        },
-    );
-    m.handle(
-        Time(22_600),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Find(MailFolder::Drafts, FindOutcome::NotFound),
-        },
-    );
-    let out = m.handle(
-        Time(22_700),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d2".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    m.answer(22_500, &mid, not_found_in(MailFolder::SentItems));
+    m.answer(22_600, &mid, not_found_in(MailFolder::Drafts));
+    let out = m.answer(22_700, &mid, draft_created("d2", None));
     for id in [&a, &b] {
         assert!(
             out.iter().any(|x| matches!(
@@ -1363,16 +1045,7 @@ fn after_a_restart_the_sends_on_record_count_against_the_pacing_window() {
     );
     let out = drop_file(&mut m, 100_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(105_100),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(105_100, &mid, draft_created("d1", None));
     let eid = out
         .iter()
         .find_map(|a| match a {
@@ -1380,22 +1053,8 @@ fn after_a_restart_the_sends_on_record_count_against_the_pacing_window() {
             _ => None,
         })
         .expect("posted");
-    m.handle(
-        Time(105_200),
-        Input::Outcome {
-            id: eid,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a1".into(),
-            }),
-        },
-    );
-    let out = m.handle(
-        Time(105_300),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
-        },
-    );
+    m.answer(105_200, &eid, post_created("a1"));
+    let out = m.answer(105_300, &mid, listed(&["a1"]));
     assert!(
         !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
         "a 31st send inside the window: {out:?}"
@@ -1417,16 +1076,7 @@ fn a_message_whose_draft_was_deleted() -> (Machine, String, Record, MessageRecor
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(7_000, &mid, draft_created("d1", None));
     let eid = out
         .iter()
         .find_map(|a| match a {
@@ -1434,15 +1084,7 @@ fn a_message_whose_draft_was_deleted() -> (Machine, String, Record, MessageRecor
             _ => None,
         })
         .expect("posted");
-    let out = m.handle(
-        Time(7_100),
-        Input::Outcome {
-            id: eid,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a1".into(),
-            }),
-        },
-    );
+    let out = m.answer(7_100, &eid, post_created("a1"));
     let file = out
         .iter()
         .find_map(|a| match a {
@@ -1450,23 +1092,15 @@ fn a_message_whose_draft_was_deleted() -> (Machine, String, Record, MessageRecor
             _ => None,
         })
         .expect("done");
-    let out = m.handle(
-        Time(7_200),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
-        },
-    );
+    let out = m.answer(7_200, &mid, listed(&["a1"]));
     assert!(out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
-    let out = m.handle(
-        Time(7_300),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Send(SendOutcome::Failed(Fault::Permanent(Failure::new(
-                "ErrorItemNotFound",
-                "The specified object was not found in the store.",
-            )))),
-        },
+    let out = m.answer(
+        7_300,
+        &mid,
+        send_failed(permanent(
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        )),
     );
     let message = out
         .iter()
@@ -1502,13 +1136,7 @@ fn retry_of_a_never_sent_message_whose_draft_is_gone_drafts_it_again_and_sends_i
         }
     )));
     assert!(!out.iter().any(|a| matches!(a, Action::CreateDraft { .. })));
-    let out = m.handle(
-        Time(9_100),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
-        },
-    );
+    let out = m.answer(9_100, &mid, not_found_in(MailFolder::SentItems));
     assert!(out.iter().any(|a| matches!(
         a,
         Action::FindMessage {
@@ -1516,13 +1144,7 @@ fn retry_of_a_never_sent_message_whose_draft_is_gone_drafts_it_again_and_sends_i
             ..
         }
     )));
-    let out = m.handle(
-        Time(9_200),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Find(MailFolder::Drafts, FindOutcome::NotFound),
-        },
-    );
+    let out = m.answer(9_200, &mid, not_found_in(MailFolder::Drafts));
     // Gone: a new draft (its intent on record first), under the same marker.
     let forgot = out
         .iter()
@@ -1534,16 +1156,7 @@ fn retry_of_a_never_sent_message_whose_draft_is_gone_drafts_it_again_and_sends_i
     assert!(
         matches!(out.get(asked.unwrap_or(0)), Some(Action::CreateDraft { id, .. }) if *id == mid)
     );
-    let out = m.handle(
-        Time(9_300),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d2".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(9_300, &mid, draft_created("d2", None));
     // Its file, done on the deleted draft, is attached again to the new one.
     assert!(out.iter().any(|a| matches!(
         a,
@@ -1556,25 +1169,11 @@ fn retry_of_a_never_sent_message_whose_draft_is_gone_drafts_it_again_and_sends_i
         )),
         "{out:?}"
     );
-    let out = m.handle(
-        Time(9_400),
-        Input::Outcome {
-            id: file.id.clone(),
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a2".into(),
-            }),
-        },
-    );
+    let out = m.answer(9_400, &file.id, post_created("a2"));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::ListDraft { draft_id, .. } if draft_id == "d2")));
-    let out = m.handle(
-        Time(9_500),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a2".into()])),
-        },
-    );
+    let out = m.answer(9_500, &mid, listed(&["a2"]));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::SendDraft { draft_id, .. } if draft_id == "d2")));
@@ -1613,13 +1212,7 @@ fn retry_of_a_message_that_may_have_been_sent_never_drafts_it_again() {
                 .any(|a| matches!(a, Action::FindMessage { folder: f, .. } if *f == folder)),
             "{out:?}"
         );
-        out = m.handle(
-            Time(t),
-            Input::Outcome {
-                id: mid.clone(),
-                outcome: Outcome::Find(folder, FindOutcome::NotFound),
-            },
-        );
+        out = m.answer(t, &mid, not_found_in(folder));
     }
     // Neither sent copy nor draft: it cannot be told, so it stays unconfirmed; never a new
     // draft, never a send.
@@ -1643,19 +1236,17 @@ fn retry_of_a_never_sent_message_sent_by_hand_from_outlook_records_it_sent() {
             records: vec![file],
         },
     );
-    let out = m.handle(
-        Time(9_100),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::Find(
-                MailFolder::SentItems,
-                FindOutcome::Found {
-                    id: "s1".into(),
-                    is_draft: false,
-                    internet_message_id: Some("<s1@x>".into()),
-                },
-            ),
-        },
+    let out = m.answer(
+        9_100,
+        &mid,
+        Outcome::Find(
+            MailFolder::SentItems,
+            FindOutcome::Found {
+                id: "s1".into(),
+                is_draft: false,
+                internet_message_id: Some("<s1@x>".into()),
+            },
+        ),
     );
     assert!(out.iter().any(|a| matches!(
         a,
@@ -1705,16 +1296,7 @@ fn settle_as(m: &mut Machine, t: u64, path: &str, st: FileStat) -> Vec<Action> {
 
 /// Carry message `mid` (one file, no faults) from its draft to sent.
 fn send_through(m: &mut Machine, mid: &str, t: u64) {
-    let out = m.handle(
-        Time(t),
-        Input::Outcome {
-            id: mid.to_owned(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: format!("d-{mid}"),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(t, mid, draft_created(&format!("d-{mid}"), None));
     let eid = out
         .iter()
         .find_map(|a| match a {
@@ -1722,29 +1304,9 @@ fn send_through(m: &mut Machine, mid: &str, t: u64) {
             _ => None,
         })
         .expect("posted");
-    m.handle(
-        Time(t + 1),
-        Input::Outcome {
-            id: eid,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: format!("a-{mid}"),
-            }),
-        },
-    );
-    m.handle(
-        Time(t + 2),
-        Input::Outcome {
-            id: mid.to_owned(),
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec![format!("a-{mid}")])),
-        },
-    );
-    let out = m.handle(
-        Time(t + 3),
-        Input::Outcome {
-            id: mid.to_owned(),
-            outcome: Outcome::Send(SendOutcome::Sent),
-        },
-    );
+    m.answer(t + 1, &eid, post_created(&format!("a-{mid}")));
+    m.answer(t + 2, mid, listed(&[&format!("a-{mid}")]));
+    let out = m.answer(t + 3, mid, send_ok());
     assert!(out.iter().any(|a| matches!(
         a,
         Action::PersistMessage(r) if r.id == mid && r.state == MessageState::Sent
@@ -1843,27 +1405,15 @@ fn a_mapping_that_mails_after_a_reload_mails_its_waiting_files_not_one_that_may_
     doubt.target = Some(plain.target.clone());
     doubt.may_exist = true;
     doubt.effect_at = Some(Time(0));
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![waiting, doubt],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![waiting, doubt]);
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::Post { id, .. } if id == "p1")));
     // p1's POST certainly did not land: it waits to try again, nothing of it on the item.
-    m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "p1".into(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
-                "ConnectionRefused",
-                "down",
-            )))),
-        },
+    m.answer(
+        20,
+        "p1",
+        post_failed(unreachable("ConnectionRefused", "down")),
     );
     let mut mailing = mail_machine(true).mappings["mail"].clone();
     mailing.target.item_id = String::new();
@@ -1900,15 +1450,10 @@ fn canceled_in_doubt_and_look_refused() -> (Machine, String, String, String, u64
     let a1 = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
     let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
     let t = lose_post_cancel_and_wait_for_look(&mut m, &a1, 22_200);
-    m.handle(
-        Time(t),
-        Input::Outcome {
-            id: a1.clone(),
-            outcome: Outcome::Look(LookOutcome::Failed(Fault::Permanent(Failure::new(
-                "ErrorAccessDenied",
-                "Access is denied.",
-            )))),
-        },
+    m.answer(
+        t,
+        &a1,
+        look_failed(permanent("ErrorAccessDenied", "Access is denied.")),
     );
     (m, mid, a1, b, t)
 }
@@ -1922,24 +1467,10 @@ fn a_canceled_copy_in_doubt_out_of_attempts_keeps_looking_while_its_draft_may_be
     let (_, out) = a_and_b_on_d1(&mut m, 10);
     let a1 = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
     let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
-    let lost = || Fault::Ambiguous(Failure::new("ServiceUnavailable", "503"));
-    m.handle(
-        Time(22_200),
-        Input::Outcome {
-            id: a1.clone(),
-            outcome: Outcome::Post(PostOutcome::Failed(lost())),
-        },
-    );
+    let lost = || ambiguous("ServiceUnavailable", "503");
+    m.answer(22_200, &a1, post_failed(lost()));
     m.handle(Time(22_300), Input::Cancel { id: a1.clone() });
-    let mut out = m.handle(
-        Time(22_400),
-        Input::Outcome {
-            id: b,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "att-b".into(),
-            }),
-        },
-    );
+    let mut out = m.answer(22_400, &b, post_created("att-b"));
     let mut t = 22_400;
     let mut looks = 0;
     while t < 1_000_000 {
@@ -1953,13 +1484,7 @@ fn a_canceled_copy_in_doubt_out_of_attempts_keeps_looking_while_its_draft_may_be
             .any(|a| matches!(a, Action::Look { id, .. } if *id == a1))
         {
             looks += 1;
-            out = m.handle(
-                Time(t),
-                Input::Outcome {
-                    id: a1.clone(),
-                    outcome: Outcome::Look(LookOutcome::Failed(lost())),
-                },
-            );
+            out = m.answer(t, &a1, look_failed(lost()));
             continue;
         }
         t += 1_000;
@@ -1993,16 +1518,7 @@ fn canceled_in_doubt_on_an_ordinary_item(refused: bool) {
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let out = [out, m.handle(Time(22_000), Input::Tick)].concat();
     let mid = new_message(&out).expect("a message");
-    m.handle(
-        Time(22_100),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    m.answer(22_100, &mid, draft_created("d1", None));
     let out = drop_into(
         &mut m,
         23_000,
@@ -2014,19 +1530,13 @@ fn canceled_in_doubt_on_an_ordinary_item(refused: bool) {
     let p = posted(&out, "/plain/p.pdf").unwrap_or_else(|| panic!("posted: {out:?}"));
     let mut t = lose_post_cancel_and_wait_for_look(&mut m, &p, 28_100);
     let fault = if refused {
-        Fault::Permanent(Failure::new("ErrorAccessDenied", "Access is denied."))
+        permanent("ErrorAccessDenied", "Access is denied.")
     } else {
-        Fault::Ambiguous(Failure::new("ServiceUnavailable", "503"))
+        ambiguous("ServiceUnavailable", "503")
     };
     let mut ended = false;
     while !ended && t < 1_000_000 {
-        let out = m.handle(
-            Time(t),
-            Input::Outcome {
-                id: p.clone(),
-                outcome: Outcome::Look(LookOutcome::Failed(fault.clone())),
-            },
-        );
+        let out = m.answer(t, &p, look_failed(fault.clone()));
         ended = out.iter().any(|a| {
             matches!(
                 a,
@@ -2052,26 +1562,12 @@ fn a_file_of_a_message_refused_by_graph_fails_though_its_post_was_sent() {
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(7_000, &mid, draft_created("d1", None));
     let x = posted(&out, "/mail/x.pdf").expect("posted");
-    let out = m.handle(
-        Time(7_100),
-        Input::Outcome {
-            id: x.clone(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
-                "ErrorAttachmentSizeLimitExceeded",
-                "too large",
-            )))),
-        },
+    let out = m.answer(
+        7_100,
+        &x,
+        post_failed(permanent("ErrorAttachmentSizeLimitExceeded", "too large")),
     );
     assert!(
         out.iter()
@@ -2085,15 +1581,7 @@ fn a_canceled_copy_in_doubt_is_settled_before_its_message_is_listed_or_sent() {
     let (mut m, mid, a1, b, mut t) = canceled_in_doubt_and_look_refused();
     // It does not end in doubt while its draft may still be sent: it looks again.
     assert!(m.record(&a1).is_some(), "a1 still has work");
-    let mut out = m.handle(
-        Time(t + 10),
-        Input::Outcome {
-            id: b,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "att-b".into(),
-            }),
-        },
-    );
+    let mut out = m.answer(t + 10, &b, post_created("att-b"));
     let mut looked = false;
     while !looked && t < 400_000 {
         assert!(
@@ -2109,13 +1597,7 @@ fn a_canceled_copy_in_doubt_is_settled_before_its_message_is_listed_or_sent() {
     }
     assert!(looked, "a1 looks again");
     // Nothing of it there: canceled, and the message goes on without it.
-    let out = m.handle(
-        Time(t),
-        Input::Outcome {
-            id: a1.clone(),
-            outcome: Outcome::Look(LookOutcome::NotFound),
-        },
-    );
+    let out = m.answer(t, &a1, look_not_found());
     let mut listed = out
         .iter()
         .any(|a| matches!(a, Action::ListDraft { id, .. } if *id == mid));
@@ -2142,16 +1624,7 @@ fn a_file_done_on_a_message_draft_with_no_message_of_its_own_gets_no_after_actio
     let out = drop_file(&mut m, 1_000, "b.pdf", 20);
     let out = [out, m.handle(Time(22_000), Input::Tick)].concat();
     let mid = new_message(&out).expect("a message");
-    let out = m.handle(
-        Time(22_100),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(22_100, &mid, draft_created("d1", None));
     let message = out
         .iter()
         .rev()
@@ -2226,14 +1699,7 @@ fn a_file_attached_before_its_mapping_began_to_mail_still_gets_its_after_action(
         item_id: "item".into(),
     });
     done.attachment_id = Some("att1".into());
-    let out = m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![done],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
+    let out = m.start_up(10, vec![done]);
     assert!(
         out.iter()
             .any(|a| matches!(a, Action::After { id, .. } if id == "p1")),
@@ -2329,16 +1795,7 @@ fn a_file_in_a_message_keeps_going_to_its_draft_after_its_mapping_stops_mailing(
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(7_000, &mid, draft_created("d1", None));
     let eid = out
         .iter()
         .find_map(|a| match a {
@@ -2347,15 +1804,10 @@ fn a_file_in_a_message_keeps_going_to_its_draft_after_its_mapping_stops_mailing(
         })
         .expect("posted");
     // Certainly not attached: it waits to try again.
-    m.handle(
-        Time(7_100),
-        Input::Outcome {
-            id: eid.clone(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
-                "ConnectionRefused",
-                "down",
-            )))),
-        },
+    m.answer(
+        7_100,
+        &eid,
+        post_failed(unreachable("ConnectionRefused", "down")),
     );
     // The mapping now names an item instead of mailing.
     let mut plain = m.mappings["mail"].clone();
@@ -2383,16 +1835,7 @@ fn a_draft_left_unsent_lets_its_files_finish_in_the_same_step() {
     let mut m = mail_machine(false);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(7_000, &mid, draft_created("d1", None));
     let eid = out
         .iter()
         .find_map(|a| match a {
@@ -2400,27 +1843,13 @@ fn a_draft_left_unsent_lets_its_files_finish_in_the_same_step() {
             _ => None,
         })
         .expect("posted");
-    let out = m.handle(
-        Time(7_100),
-        Input::Outcome {
-            id: eid,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a1".into(),
-            }),
-        },
-    );
+    let out = m.answer(7_100, &eid, post_created("a1"));
     // A draft left for a person is listed first (strays deleted), like one to be sent.
     assert!(
         out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
         "{out:?}"
     );
-    let out = m.handle(
-        Time(7_200),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
-        },
-    );
+    let out = m.answer(7_200, &mid, listed(&["a1"]));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::PersistMessage(r) if r.state == MessageState::Drafted)));
@@ -2498,23 +1927,11 @@ fn a_file_waiting_out_a_backoff_is_not_one_waiting_for_retry() {
         1,
         Time(0),
     );
-    m.handle(
-        Time(10),
-        Input::Start {
-            records: vec![file],
-            with_url: vec![],
-            messages: vec![],
-        },
-    );
-    m.handle(
-        Time(20),
-        Input::Outcome {
-            id: "p1".into(),
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Unreachable(Failure::new(
-                "ConnectionRefused",
-                "down",
-            )))),
-        },
+    m.start_up(10, vec![file]);
+    m.answer(
+        20,
+        "p1",
+        post_failed(unreachable("ConnectionRefused", "down")),
     );
     // Nothing in flight, no message, but the file will try again by itself: `run --once`
     // waits for it.
@@ -2584,15 +2001,10 @@ fn a_file_retried_alone_leaves_its_message_as_it_is_unless_the_message_failed() 
     let mid = draft_asked(&out).expect("draft");
     let eid = persisted_file(&out).id.clone();
     // The draft's answer was lost: the message counts the attempt and waits.
-    m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "ConnectionDropped",
-                "lost",
-            )))),
-        },
+    m.answer(
+        7_000,
+        &mid,
+        draft_failed(ambiguous("ConnectionDropped", "lost")),
     );
     let attempts = |m: &Machine| m.messages().next().map(|r| r.attempts);
     assert_eq!(attempts(&m), Some(1));
@@ -2634,33 +2046,10 @@ fn a_message_over_leaves_memory_one_failed_stays_for_retry() {
     let mut m = mail_machine(false);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(7_000, &mid, draft_created("d1", None));
     let eid = persisted_file(&out).id.clone();
-    m.handle(
-        Time(7_100),
-        Input::Outcome {
-            id: eid,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a1".into(),
-            }),
-        },
-    );
-    m.handle(
-        Time(7_200),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
-        },
-    );
+    m.answer(7_100, &eid, post_created("a1"));
+    m.answer(7_200, &mid, listed(&["a1"]));
     assert_eq!(m.messages().count(), 0);
     assert!(m.member_of.is_empty(), "{:?}", m.member_of);
     // Kept while a file of it is still at work (its move runs once the draft is done).
@@ -2676,45 +2065,16 @@ fn a_message_over_leaves_memory_one_failed_stays_for_retry() {
     );
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(7_000, &mid, draft_created("d1", None));
     let eid = persisted_file(&out).id.clone();
-    m.handle(
-        Time(7_100),
-        Input::Outcome {
-            id: eid.clone(),
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a1".into(),
-            }),
-        },
-    );
-    let out = m.handle(
-        Time(7_150),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a1".into()])),
-        },
-    );
+    m.answer(7_100, &eid, post_created("a1"));
+    let out = m.answer(7_150, &mid, listed(&["a1"]));
     assert!(
         out.iter().any(|a| matches!(a, Action::After { .. })),
         "{out:?}"
     );
     assert_eq!(m.messages().count(), 1);
-    m.handle(
-        Time(7_200),
-        Input::Outcome {
-            id: eid,
-            outcome: Outcome::After(AfterOutcome::Done),
-        },
-    );
+    m.answer(7_200, &eid, Outcome::After(AfterOutcome::Done));
     assert_eq!(m.messages().count(), 0);
 }
 
@@ -2723,15 +2083,7 @@ fn a_message_told_to_retry_after_0_asks_again_at_once() {
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Throttled {
-                retry_after_ms: Some(0),
-            })),
-        },
-    );
+    let out = m.answer(7_000, &mid, draft_failed(throttled(Some(0))));
     assert!(draft_asked(&out).is_some(), "{out:?}");
 }
 
@@ -2741,27 +2093,12 @@ fn mail_session() -> (Machine, String, Vec<Action>) {
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 5 << 20);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(7_000, &mid, draft_created("d1", None));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::CreateSession { .. })));
     let eid = persisted_file(&out).id.clone();
-    let out = m.handle(
-        Time(7_100),
-        Input::Outcome {
-            id: eid.clone(),
-            outcome: Outcome::CreateSession(SessionOutcome::Created { next: 0 }),
-        },
-    );
+    let out = m.answer(7_100, &eid, session_created(0));
     (m, eid, out)
 }
 
@@ -2780,13 +2117,7 @@ fn a_message_waits_for_a_file_still_cleaning_up_before_it_drops_or_fails_it() {
     // on its way; the message does not give up on it meanwhile.
     let (mut m, eid, out) = mail_session();
     assert!(out.iter().any(|a| matches!(a, Action::PutChunk { .. })));
-    let out = m.handle(
-        Time(7_200),
-        Input::Outcome {
-            id: eid.clone(),
-            outcome: Outcome::Chunk(ChunkOutcome::Changed),
-        },
-    );
+    let out = m.answer(7_200, &eid, Outcome::Chunk(ChunkOutcome::Changed));
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::DeleteSession { .. })));
@@ -2796,46 +2127,20 @@ fn a_message_waits_for_a_file_still_cleaning_up_before_it_drops_or_fails_it() {
     let (mut m, eid, mut out) = mail_session();
     for k in 0..3u64 {
         if k > 0 {
-            out = m.handle(
-                Time(7_200 + k),
-                Input::Outcome {
-                    id: eid.clone(),
-                    outcome: Outcome::CreateSession(SessionOutcome::Created { next: 5 }),
-                },
-            );
+            out = m.answer(7_200 + k, &eid, session_created(5));
         } else {
-            out = m.handle(
-                Time(7_200),
-                Input::Outcome {
-                    id: eid.clone(),
-                    outcome: Outcome::Chunk(ChunkOutcome::Accepted {
-                        next: Some(1 << 40),
-                    }),
-                },
-            );
+            out = m.answer(7_200, &eid, chunk_accepted(1 << 40));
         }
         assert!(out
             .iter()
             .any(|a| matches!(a, Action::DeleteSession { .. })));
         if k < 2 {
-            m.handle(
-                Time(7_300 + k),
-                Input::Outcome {
-                    id: eid.clone(),
-                    outcome: Outcome::DeleteSession(DeleteOutcome::Deleted),
-                },
-            );
+            m.answer(7_300 + k, &eid, session_deleted());
         }
     }
     assert_eq!(persisted_file(&out).state, State::Failed);
     assert!(message_states(&out).is_empty(), "{out:?}");
-    let out = m.handle(
-        Time(7_400),
-        Input::Outcome {
-            id: eid,
-            outcome: Outcome::DeleteSession(DeleteOutcome::Deleted),
-        },
-    );
+    let out = m.answer(7_400, &eid, session_deleted());
     assert_eq!(message_states(&out), vec![MessageState::Failed]);
 }
 
@@ -2844,16 +2149,7 @@ fn a_message_is_not_listed_for_sending_while_an_older_copy_is_deleted_from_its_d
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: "d1".into(),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(7_000, &mid, draft_created("d1", None));
     let v1 = persisted_file(&out).id.clone();
     // The file changes while its POST is in flight: the new version takes its place.
     let path = PathBuf::from("/mail/x.pdf");
@@ -2885,15 +2181,7 @@ fn a_message_is_not_listed_for_sending_while_an_older_copy_is_deleted_from_its_d
         },
     );
     // v1's POST landed after all: it is on the draft, as a1.
-    let out = m.handle(
-        Time(13_100),
-        Input::Outcome {
-            id: v1,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a1".into(),
-            }),
-        },
-    );
+    let out = m.answer(13_100, &v1, post_created("a1"));
     let v2 = out
         .iter()
         .find_map(|a| match a {
@@ -2901,15 +2189,7 @@ fn a_message_is_not_listed_for_sending_while_an_older_copy_is_deleted_from_its_d
             _ => None,
         })
         .expect("the new version is posted");
-    let out = m.handle(
-        Time(13_200),
-        Input::Outcome {
-            id: v2.clone(),
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a2".into(),
-            }),
-        },
-    );
+    let out = m.answer(13_200, &v2, post_created("a2"));
     assert!(out.iter().any(
         |a| matches!(a, Action::DeleteAttachment { attachment_id, .. } if attachment_id == "a1")
     ));
@@ -2917,13 +2197,7 @@ fn a_message_is_not_listed_for_sending_while_an_older_copy_is_deleted_from_its_d
         !out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
         "{out:?}"
     );
-    let out = m.handle(
-        Time(13_300),
-        Input::Outcome {
-            id: v2,
-            outcome: Outcome::DeleteAttachment(DeleteOutcome::Deleted),
-        },
-    );
+    let out = m.answer(13_300, &v2, attachment_deleted());
     assert!(
         out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
         "{out:?}"
@@ -2967,10 +2241,7 @@ fn batch_of_two() -> (Machine, String, String, String) {
 fn draft_made(mid: &str) -> Input {
     Input::Outcome {
         id: mid.into(),
-        outcome: Outcome::CreateDraft(DraftOutcome::Created {
-            draft_id: "d1".into(),
-            internet_message_id: None,
-        }),
+        outcome: draft_created("d1", None),
     }
 }
 
@@ -2985,15 +2256,10 @@ fn a_file_failed_or_dropped_changes_its_message_at_once_not_when_the_others_are_
             .count(),
         2
     );
-    let out = m.handle(
-        Time(31_100),
-        Input::Outcome {
-            id: x,
-            outcome: Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
-                "ErrorAccessDenied",
-                "no",
-            )))),
-        },
+    let out = m.answer(
+        31_100,
+        &x,
+        post_failed(permanent("ErrorAccessDenied", "no")),
     );
     assert!(
         message_states(&out).contains(&MessageState::Failed),
@@ -3044,37 +2310,14 @@ fn up_to_its_send(m: &mut Machine, t: u64, name: &str) -> Vec<Action> {
             _ => None,
         })
         .expect("a draft asked for");
-    let out = m.handle(
-        Time(t + 6_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Created {
-                draft_id: format!("d-{name}"),
-                internet_message_id: None,
-            }),
-        },
-    );
+    let out = m.answer(t + 6_000, &mid, draft_created(&format!("d-{name}"), None));
     let eid = persisted_file(&out).id.clone();
-    let out = m.handle(
-        Time(t + 6_100),
-        Input::Outcome {
-            id: eid,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: format!("a-{name}"),
-            }),
-        },
-    );
+    let out = m.answer(t + 6_100, &eid, post_created(&format!("a-{name}")));
     assert!(
         out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
         "{out:?}"
     );
-    m.handle(
-        Time(t + 6_200),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::ListDraft(ListOutcome::Listed(vec![format!("a-{name}")])),
-        },
-    )
+    m.answer(t + 6_200, &mid, listed(&[&format!("a-{name}")]))
 }
 
 fn sent(out: &[Action]) -> bool {
@@ -3082,13 +2325,7 @@ fn sent(out: &[Action]) -> bool {
 }
 
 fn send_answered(m: &mut Machine, t: u64, mid: &str, f: Fault) -> Vec<Action> {
-    m.handle(
-        Time(t),
-        Input::Outcome {
-            id: mid.to_owned(),
-            outcome: Outcome::Send(SendOutcome::Failed(f)),
-        },
-    )
+    m.answer(t, mid, send_failed(f))
 }
 
 fn find_asked(out: &[Action]) -> Option<MailFolder> {
@@ -3099,13 +2336,7 @@ fn find_asked(out: &[Action]) -> Option<MailFolder> {
 }
 
 fn found(m: &mut Machine, t: u64, mid: &str, folder: MailFolder, f: FindOutcome) -> Vec<Action> {
-    m.handle(
-        Time(t),
-        Input::Outcome {
-            id: mid.to_owned(),
-            outcome: Outcome::Find(folder, f),
-        },
-    )
+    m.answer(t, mid, Outcome::Find(folder, f))
 }
 
 /// Ticks from `from` to `to` (1 s apart); every action asked on the way.
@@ -3192,13 +2423,9 @@ fn throttled_to_its_search(fault: &Fault) -> (Machine, String, u64) {
 
 fn throttles() -> [Fault; 3] {
     [
-        Fault::Throttled {
-            retry_after_ms: Some(2_000),
-        },
-        Fault::Throttled {
-            retry_after_ms: None,
-        },
-        Fault::Permanent(Failure::new(SEND_LIMIT, "sending limit")),
+        throttled(Some(2_000)),
+        throttled(None),
+        permanent(SEND_LIMIT, "sending limit"),
     ]
 }
 
@@ -3257,14 +2484,7 @@ fn a_throttled_send_whose_draft_left_drafts_is_unconfirmed_not_sent_again() {
     let mut m = mail_machine(true);
     let out = up_to_its_send(&mut m, 1_000, "a.pdf");
     let mid = the_send(&out);
-    send_answered(
-        &mut m,
-        7_300,
-        &mid,
-        Fault::Throttled {
-            retry_after_ms: Some(1_000),
-        },
-    );
+    send_answered(&mut m, 7_300, &mid, throttled(Some(1_000)));
     let grace = move_grace_ms(Policy::default().look_after_ms);
     let t = 7_300 + grace + 1_000;
     m.handle(Time(t), Input::Tick);
@@ -3301,12 +2521,7 @@ fn sending_limit_refusals_without_a_wait_back_off_to_fifteen_minutes() {
     let mut m = mail_machine(true);
     let out = up_to_its_send(&mut m, 1_000, "a.pdf");
     let mid = the_send(&out);
-    let out = send_answered(
-        &mut m,
-        7_300,
-        &mid,
-        Fault::Permanent(Failure::new(SEND_LIMIT, "limit")),
-    );
+    let out = send_answered(&mut m, 7_300, &mid, permanent(SEND_LIMIT, "limit"));
     assert!(!sent(&out));
     let rec = m.messages().find(|r| r.id == mid).expect("message");
     assert_eq!(rec.state, MessageState::Sending, "{rec:?}");
@@ -3318,14 +2533,7 @@ fn a_refused_resend_after_a_send_in_doubt_keeps_it_may_have_been_sent() {
     let mut m = mail_machine(true);
     let out = up_to_its_send(&mut m, 1_000, "a.pdf");
     let mid = the_send(&out);
-    send_answered(
-        &mut m,
-        7_300,
-        &mid,
-        Fault::Throttled {
-            retry_after_ms: Some(1_000),
-        },
-    );
+    send_answered(&mut m, 7_300, &mid, throttled(Some(1_000)));
     let first = m
         .messages()
         .find(|r| r.id == mid)
@@ -3340,7 +2548,7 @@ fn a_refused_resend_after_a_send_in_doubt_keeps_it_may_have_been_sent() {
         &mut m,
         t + 30,
         &mid,
-        Fault::Permanent(Failure::new("ErrorItemNotFound", "not found")),
+        permanent("ErrorItemNotFound", "not found"),
     );
     let rec = out
         .iter()
@@ -3367,7 +2575,7 @@ fn a_send_refused_before_any_effect_fails_and_frees_its_own_pacing_slot() {
         &mut m,
         7_300,
         &mid,
-        Fault::Permanent(Failure::new("ErrorInvalidRecipients", "no recipients")),
+        permanent("ErrorInvalidRecipients", "no recipients"),
     );
     let rec = out
         .iter()
@@ -3397,13 +2605,7 @@ fn a_mailed_file_is_moved_only_once_its_sent_copy_is_seen() {
     let mut m = moving_mail_machine();
     let out = up_to_its_send(&mut m, 1_000, "a.pdf");
     let mid = the_send(&out);
-    let out = m.handle(
-        Time(7_300),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Send(SendOutcome::Sent),
-        },
-    );
+    let out = m.answer(7_300, &mid, send_ok());
     let after = |out: &[Action]| out.iter().any(|a| matches!(a, Action::After { .. }));
     assert!(!after(&out), "moved on a 202 alone: {out:?}");
     let rec = m.messages().find(|r| r.id == mid).expect("kept");
@@ -3445,13 +2647,7 @@ fn a_mailed_file_whose_copy_never_shows_is_kept_and_its_message_unconfirmed() {
     let mut m = moving_mail_machine();
     let out = up_to_its_send(&mut m, 1_000, "a.pdf");
     let mid = the_send(&out);
-    m.handle(
-        Time(7_300),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Send(SendOutcome::Sent),
-        },
-    );
+    m.answer(7_300, &mid, send_ok());
     let mut t = 7_300;
     let mut last = Vec::new();
     for _ in 0..SENT_COPY_TRIES {
@@ -3485,7 +2681,7 @@ fn sent_items_answers_still_a_draft_end_unconfirmed_after_sent_copy_tries() {
     let mut m = mail_machine(true);
     let out = up_to_its_send(&mut m, 1_000, "a.pdf");
     let mid = the_send(&out);
-    let ambiguous = Fault::Ambiguous(Failure::new("ConnectionDropped", "lost"));
+    let ambiguous = ambiguous("ConnectionDropped", "lost");
     send_answered(&mut m, 7_300, &mid, ambiguous);
     let mut t = 7_300;
     let mut answers = 0;
@@ -3534,25 +2730,12 @@ fn a_throttled_send_under_max_attempts_waits_and_a_kept_files_send_is_final() {
     let mut m = Machine::new(rules.clone(), policy.clone());
     let out = up_to_its_send(&mut m, 1_000, "a.pdf");
     let mid = the_send(&out);
-    let out = send_answered(
-        &mut m,
-        7_300,
-        &mid,
-        Fault::Throttled {
-            retry_after_ms: Some(5_000),
-        },
-    );
+    let out = send_answered(&mut m, 7_300, &mid, throttled(Some(5_000)));
     assert!(!unconfirmed(&out), "{out:?}");
     let mut m = Machine::new(rules, policy);
     let out = up_to_its_send(&mut m, 1_000, "a.pdf");
     let mid = the_send(&out);
-    let out = m.handle(
-        Time(7_300),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Send(SendOutcome::Sent),
-        },
-    );
+    let out = m.answer(7_300, &mid, send_ok());
     let rec = out
         .iter()
         .find_map(|a| match a {
@@ -3569,15 +2752,10 @@ fn a_sent_items_answer_still_a_draft_is_asked_again_later_not_at_once() {
     let mut m = mail_machine(true);
     let out = up_to_its_send(&mut m, 1_000, "a.pdf");
     let mid = the_send(&out);
-    m.handle(
-        Time(7_300),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Send(SendOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "ConnectionDropped",
-                "lost",
-            )))),
-        },
+    m.answer(
+        7_300,
+        &mid,
+        send_failed(ambiguous("ConnectionDropped", "lost")),
     );
     let t = 7_300 + Policy::default().look_after_ms;
     let out = m.handle(Time(t), Input::Tick);
@@ -3675,13 +2853,7 @@ fn an_accepted_message_whose_copy_search_is_refused_is_unconfirmed_and_never_sen
     let mut m = moving_mail_machine();
     let out = up_to_its_send(&mut m, 1_000, "a.pdf");
     let mid = the_send(&out);
-    m.handle(
-        Time(7_300),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Send(SendOutcome::Sent),
-        },
-    );
+    m.answer(7_300, &mid, send_ok());
     let t = 7_300 + Policy::default().look_after_ms;
     let out = m.handle(Time(t), Input::Tick);
     assert_eq!(find_asked(&out), Some(MailFolder::SentItems), "{out:?}");
@@ -3690,10 +2862,7 @@ fn an_accepted_message_whose_copy_search_is_refused_is_unconfirmed_and_never_sen
         t + 10,
         &mid,
         MailFolder::SentItems,
-        FindOutcome::Failed(Fault::Permanent(Failure::new(
-            "ErrorAccessDenied",
-            "denied",
-        ))),
+        FindOutcome::Failed(permanent("ErrorAccessDenied", "denied")),
     );
     let rec = m.messages().find(|r| r.id == mid).cloned().expect("kept");
     assert_eq!(rec.state, MessageState::Unconfirmed, "{rec:?}");
@@ -3707,13 +2876,7 @@ fn an_accepted_message_whose_copy_search_is_refused_is_unconfirmed_and_never_sen
     );
     out.extend(m.handle(Time(t + 30), Input::Tick));
     if out.iter().any(|a| matches!(a, Action::ListDraft { .. })) {
-        out = m.handle(
-            Time(t + 40),
-            Input::Outcome {
-                id: mid.clone(),
-                outcome: Outcome::ListDraft(ListOutcome::Listed(vec!["a-a.pdf".into()])),
-            },
-        );
+        out = m.answer(t + 40, &mid, listed(&["a-a.pdf"]));
     }
     assert!(!sent(&out), "sent again at once: {out:?}");
 }
@@ -3734,14 +2897,7 @@ fn throttled_sends_in_a_row_are_bounded_by_max_attempts() {
     let grace = move_grace_ms(Policy::default().look_after_ms);
     let (mut t, mut sends) = (7_300, 1);
     for _ in 0..10 {
-        send_answered(
-            &mut m,
-            t,
-            &mid,
-            Fault::Throttled {
-                retry_after_ms: Some(1_000),
-            },
-        );
+        send_answered(&mut m, t, &mid, throttled(Some(1_000)));
         if m.messages().find(|r| r.id == mid).map(|r| r.state) == Some(MessageState::Unconfirmed) {
             break;
         }
@@ -3902,7 +3058,7 @@ fn a_keyed_message_found_sent_keeps_its_files() {
 
 #[test]
 fn what_a_send_answer_says_about_the_send() {
-    let p = |c: &str| Fault::Permanent(Failure::new(c, "m"));
+    let p = |c: &str| permanent(c, "m");
     assert_eq!(
         send_refusal(&p("ErrorInvalidRecipients")),
         SendRefusal::NotSent
@@ -3914,19 +3070,11 @@ fn what_a_send_answer_says_about_the_send() {
         SendRefusal::Throttled { wait_ms: None }
     );
     assert_eq!(
-        send_refusal(&Fault::Throttled {
-            retry_after_ms: Some(5)
-        }),
+        send_refusal(&throttled(Some(5))),
         SendRefusal::Throttled { wait_ms: Some(5) }
     );
-    assert_eq!(
-        send_refusal(&Fault::Ambiguous(Failure::new("x", "y"))),
-        SendRefusal::MaybeSent
-    );
-    assert_eq!(
-        send_refusal(&Fault::SignIn(Failure::new("x", "y"))),
-        SendRefusal::NotSent
-    );
+    assert_eq!(send_refusal(&ambiguous("x", "y")), SendRefusal::MaybeSent);
+    assert_eq!(send_refusal(&sign_in("x", "y")), SendRefusal::NotSent);
 }
 
 #[test]
@@ -3980,27 +3128,13 @@ fn a_listing_short_of_a_file_is_asked_again_three_times_then_the_message_fails()
     let mid = draft_asked(&out).expect("draft");
     let out = m.handle(Time(7_000), draft_made(&mid));
     let eid = persisted_file(&out).id.clone();
-    let out = m.handle(
-        Time(7_100),
-        Input::Outcome {
-            id: eid,
-            outcome: Outcome::Post(PostOutcome::Created {
-                attachment_id: "a1".into(),
-            }),
-        },
-    );
+    let out = m.answer(7_100, &eid, post_created("a1"));
     assert!(out.iter().any(|a| matches!(a, Action::ListDraft { .. })));
     let look_after = Policy::default().look_after_ms;
     let mut t = 7_200;
     for k in 1..=4 {
         // The draft shows nothing (a listing that lags behind the attach).
-        let out = m.handle(
-            Time(t),
-            Input::Outcome {
-                id: mid.clone(),
-                outcome: Outcome::ListDraft(ListOutcome::Listed(vec![])),
-            },
-        );
+        let out = m.answer(t, &mid, listed(&[]));
         assert!(!sent(&out), "never sent short of a file: {out:?}");
         let failed = message_states(&out).contains(&MessageState::Failed);
         assert_eq!(failed, k == 4, "after {k}: {out:?}");
@@ -4026,15 +3160,10 @@ fn a_send_in_doubt_is_counted_and_one_not_found_in_sent_items_is_unconfirmed_and
             _ => None,
         })
         .expect("sent");
-    m.handle(
-        Time(7_300),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Send(SendOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "ConnectionDropped",
-                "lost",
-            )))),
-        },
+    m.answer(
+        7_300,
+        &mid,
+        send_failed(ambiguous("ConnectionDropped", "lost")),
     );
     assert_eq!(m.messages().next().map(|r| r.attempts), Some(1));
     assert_eq!(m.failed_this_run, 0);
@@ -4046,13 +3175,7 @@ fn a_send_in_doubt_is_counted_and_one_not_found_in_sent_items_is_unconfirmed_and
             ..
         }
     )));
-    let out = m.handle(
-        Time(10_000_001),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
-        },
-    );
+    let out = m.answer(10_000_001, &mid, not_found_in(MailFolder::SentItems));
     assert_eq!(message_states(&out), vec![MessageState::Unconfirmed]);
     assert_eq!(m.failed_this_run, 1);
 }
@@ -4062,15 +3185,10 @@ fn a_draft_search_that_finds_nothing_keeps_counting_the_creates_in_doubt() {
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "ConnectionDropped",
-                "lost",
-            )))),
-        },
+    m.answer(
+        7_000,
+        &mid,
+        draft_failed(ambiguous("ConnectionDropped", "lost")),
     );
     // A draft in doubt is asked for in Sent Items first (sent by hand, or by a life of this
     // message the ledger does not remember), then in Drafts.
@@ -4082,13 +3200,7 @@ fn a_draft_search_that_finds_nothing_keeps_counting_the_creates_in_doubt() {
             ..
         }
     )));
-    let out = m.handle(
-        Time(10_000_001),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
-        },
-    );
+    let out = m.answer(10_000_001, &mid, not_found_in(MailFolder::SentItems));
     assert!(out.iter().any(|a| matches!(
         a,
         Action::FindMessage {
@@ -4096,13 +3208,7 @@ fn a_draft_search_that_finds_nothing_keeps_counting_the_creates_in_doubt() {
             ..
         }
     )));
-    let out = m.handle(
-        Time(10_000_002),
-        Input::Outcome {
-            id: mid,
-            outcome: Outcome::Find(MailFolder::Drafts, FindOutcome::NotFound),
-        },
-    );
+    let out = m.answer(10_000_002, &mid, not_found_in(MailFolder::Drafts));
     assert!(draft_asked(&out).is_some(), "created again: {out:?}");
     assert_eq!(m.messages().next().map(|r| r.attempts), Some(1));
 }
@@ -4115,37 +3221,24 @@ fn a_draft_in_doubt_found_in_drafts_is_adopted_not_taken_for_sent() {
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "ConnectionDropped",
-                "lost",
-            )))),
-        },
+    m.answer(
+        7_000,
+        &mid,
+        draft_failed(ambiguous("ConnectionDropped", "lost")),
     );
     m.handle(Time(10_000_000), Input::Tick);
-    m.handle(
-        Time(10_000_001),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
-        },
-    );
-    let out = m.handle(
-        Time(10_000_002),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Find(
-                MailFolder::Drafts,
-                FindOutcome::Found {
-                    id: "d1".into(),
-                    is_draft: true,
-                    internet_message_id: None,
-                },
-            ),
-        },
+    m.answer(10_000_001, &mid, not_found_in(MailFolder::SentItems));
+    let out = m.answer(
+        10_000_002,
+        &mid,
+        Outcome::Find(
+            MailFolder::Drafts,
+            FindOutcome::Found {
+                id: "d1".into(),
+                is_draft: true,
+                internet_message_id: None,
+            },
+        ),
     );
     let rec = out
         .iter()
@@ -4171,30 +3264,23 @@ fn a_draft_in_doubt_found_sent_is_sent_and_never_drafted_again() {
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(Failure::new(
-                "ConnectionDropped",
-                "lost",
-            )))),
-        },
+    m.answer(
+        7_000,
+        &mid,
+        draft_failed(ambiguous("ConnectionDropped", "lost")),
     );
     m.handle(Time(10_000_000), Input::Tick);
-    let out = m.handle(
-        Time(10_000_001),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Find(
-                MailFolder::SentItems,
-                FindOutcome::Found {
-                    id: "sent1".into(),
-                    is_draft: false,
-                    internet_message_id: Some("<x@y>".into()),
-                },
-            ),
-        },
+    let out = m.answer(
+        10_000_001,
+        &mid,
+        Outcome::Find(
+            MailFolder::SentItems,
+            FindOutcome::Found {
+                id: "sent1".into(),
+                is_draft: false,
+                internet_message_id: Some("<x@y>".into()),
+            },
+        ),
     );
     assert!(!sent(&out));
     let rec = out
@@ -4215,15 +3301,10 @@ fn a_message_step_unreachable_waits_the_longer_backoff_and_drafts_in_doubt_are_b
     let mut m = mail_machine(true);
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Unreachable(Failure::new(
-                "ConnectionRefused",
-                "down",
-            )))),
-        },
+    let out = m.answer(
+        7_000,
+        &mid,
+        draft_failed(unreachable("ConnectionRefused", "down")),
     );
     assert!(out
         .iter()
@@ -4243,38 +3324,15 @@ fn a_message_step_unreachable_waits_the_longer_backoff_and_drafts_in_doubt_are_b
     );
     let out = drop_file(&mut m, 1_000, "x.pdf", 10);
     let mid = draft_asked(&out).expect("draft");
-    let lost = || {
-        Outcome::CreateDraft(DraftOutcome::Failed(Fault::Ambiguous(Failure::new(
-            "ConnectionDropped",
-            "lost",
-        ))))
-    };
-    let out = m.handle(
-        Time(7_000),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: lost(),
-        },
-    );
+    let lost = || draft_failed(ambiguous("ConnectionDropped", "lost"));
+    let out = m.answer(7_000, &mid, lost());
     assert!(message_states(&out)
         .iter()
         .all(|s| *s != MessageState::Failed));
     m.handle(Time(10_000_000), Input::Tick);
-    let out = m.handle(
-        Time(10_000_001),
-        Input::Outcome {
-            id: mid.clone(),
-            outcome: Outcome::Find(MailFolder::Drafts, FindOutcome::NotFound),
-        },
-    );
+    let out = m.answer(10_000_001, &mid, not_found_in(MailFolder::Drafts));
     assert!(draft_asked(&out).is_some(), "{out:?}");
-    let out = m.handle(
-        Time(10_000_002),
-        Input::Outcome {
-            id: mid,
-            outcome: lost(),
-        },
-    );
+    let out = m.answer(10_000_002, &mid, lost());
     assert!(
         message_states(&out).contains(&MessageState::Failed),
         "{out:?}"
