@@ -267,6 +267,20 @@ struct Agent {
     last_fault: std::collections::HashMap<String, crate::core::model::Fault>,
     /// `outbox pause`: mappings that take no new file for now.
     pauses: pause::Pauses,
+    /// Looks at paths, stats and scans of mapped folders, under way off the loop.
+    looks: JoinSet<intake::Looked>,
+    /// Paths with a look under way; `Some`: what events since ask of the next look.
+    looking: std::collections::HashMap<std::path::PathBuf, Option<intake::Asked>>,
+    /// Paths whose look never answered (left to their stuck threads).
+    hung: intake::Hung,
+    /// Scans asked for.
+    scans: intake::ScanQueue,
+    /// Counts config reloads: a look or scan of a config before is placed again.
+    generation: u64,
+    /// Per mapping: mount points not entered, subfolders not watched (for `status`).
+    notes: Vec<intake::FolderNotes>,
+    /// Mount points already said in the log.
+    mounts_said: HashSet<std::path::PathBuf>,
 }
 
 /// `run --once` waits out an outage this long before it gives up (exit 1, nothing lost).
@@ -372,7 +386,15 @@ pub async fn run(
         unreachable_since: None,
         last_fault: Default::default(),
         pauses: Default::default(),
+        looks: JoinSet::new(),
+        looking: Default::default(),
+        hung: Default::default(),
+        scans: Default::default(),
+        generation: 0,
+        notes: Vec::new(),
+        mounts_said: HashSet::new(),
     };
+    agent.notes = vec![Default::default(); agent.settings.mappings.len()];
     // The folders are scanned on another thread while the ledger is read and the core takes
     // it in (the watcher is already up: a change from now on is reported either way); the
     // core sees what the scan found after its start, as if scanned then.
@@ -398,10 +420,12 @@ pub async fn run(
     let sends_since = Time(agent.clock.now().0.saturating_sub(window_ms));
     let t0 = std::time::Instant::now();
     let mappings = agent.settings.mappings.clone();
+    let scan_watcher = agent.watcher.clone();
     let (scans, scan_ms, read_ms, started) = std::thread::scope(|s| {
         let scanning = s.spawn(move || {
             let t = std::time::Instant::now();
-            (intake::scan_mappings(&mappings, None), t.elapsed())
+            let scans = intake::scan_mappings(&mappings, None, scan_watcher.as_ref());
+            (scans, t.elapsed())
         });
         let read = startup::start_input(
             &agent.ledger,
@@ -482,6 +506,12 @@ pub async fn run(
                     agent.on_watch(ev);
                 }
             }
+            Some(done) = agent.looks.join_next(), if !agent.looks.is_empty() => {
+                agent.take_look(done);
+                while let Some(done) = agent.looks.try_join_next() {
+                    agent.take_look(done);
+                }
+            }
             Some(done) = agent.tasks.join_next(), if !agent.tasks.is_empty() => {
                 agent.take_task(done);
                 // And every other answer already in: one batch for the core (one flush).
@@ -519,6 +549,9 @@ pub async fn run(
         .store(true, std::sync::atomic::Ordering::Relaxed);
     // A step in flight is checkpointed by its intent record: the next start reconciles it.
     agent.tasks.shutdown().await;
+    // A look or scan stuck on a mount that never answers is left behind (the runtime's
+    // shutdown does not wait for it).
+    agent.looks.shutdown().await;
     agent.ledger.flush()?;
     let socket = control::socket_path(&agent.settings.agent.state_dir);
     let ledger = agent.ledger.clone();
@@ -783,6 +816,7 @@ impl Agent {
             paused,
             waits,
             held: self.pauses.view(),
+            folders: self.folder_lines(),
         }
     }
 
@@ -801,7 +835,11 @@ impl Agent {
                 return Some(RunOutcome::SomeFailed);
             }
         }
-        if !self.tasks.is_empty() || !self.inputs.is_empty() {
+        if !self.tasks.is_empty()
+            || !self.inputs.is_empty()
+            || !self.looks.is_empty()
+            || !self.scans.idle()
+        {
             return None;
         }
         if self.machine.quiescent() {
@@ -930,10 +968,8 @@ impl Agent {
                 self.ledger.put_message(&m)?;
                 self.dirty = true;
             }
-            Action::Stat { path } => {
-                let stat = intake::stat_of(&self.settings, &path);
-                self.inputs.push_back(Input::Stat { path, stat });
-            }
+            // Off the loop: a stat of a path on a mount that never answers holds only itself.
+            Action::Stat { path } => self.stat(path),
             Action::ForgetUrl { id } => {
                 self.sessions.forget(&id);
                 self.steps.close_upload(&id);
@@ -1196,6 +1232,10 @@ impl Agent {
         });
         self.steps.set_mappings(s.mappings.clone());
         self.available = vec![true; s.mappings.len()];
+        self.notes = vec![Default::default(); s.mappings.len()];
+        self.generation += 1;
+        // Scans asked for name mappings by their old places: the rescan below covers them.
+        self.scans.forget_asked();
         self.item_errors_said.clear();
         self.settings = s;
         self.rescan(None);
