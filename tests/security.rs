@@ -1981,3 +1981,40 @@ async fn a_subfolder_filled_before_its_watch_is_added_loses_no_file() {
     })
     .await;
 }
+
+/// Review of issue 23 (Medium, the mount): the prune of old entries asked whether each file was
+/// still there with a plain `exists()` on the agent's loop, through any mount on the way: a
+/// file system mounted over a subfolder since could hold the loop, and, hiding the file, made
+/// its entry pruned, so the file was sent again once the mount went. The prune looks beneath
+/// the folder crossing no mount point: the entry is kept, the file not sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mount_over_a_sent_files_folder_neither_holds_nor_fools_the_prune() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    std::fs::create_dir(drop.join("sub")).expect("mkdir");
+    std::fs::write(drop.join("sub/a.txt"), "sent once\n").expect("write");
+    env.write_config(
+        "keep_done = \"1s\"",
+        &mapping("drop", &drop, &item, "recursive = true"),
+    );
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(attached(&env.sandbox, &item).await.contains_key("a.txt"));
+    let Some(over) = mount(&["-t", "tmpfs", "none"], &drop.join("sub")) else {
+        return;
+    };
+    std::thread::sleep(Duration::from_millis(1_500));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("pruned"),
+        "the hidden file's entry was pruned: {}",
+        stderr(&out)
+    );
+    std::mem::drop(over);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // (`attached` fails on a name attached twice.)
+    assert_eq!(attached(&env.sandbox, &item).await.len(), 1);
+}

@@ -1255,15 +1255,23 @@ impl Agent {
             .filter(|(m, ok)| !**ok || !m.folder.is_dir())
             .map(|(m, _)| m.folder.as_path())
             .collect();
-        let unmapped = |p: &Path| {
-            !self
-                .settings
+        // A file's path is looked at beneath its folder, crossing no mount point (unless its
+        // mapping does): a mount made over its folder since is neither asked (it may never
+        // answer) nor taken for the file's going (its entry is kept).
+        let present = |p: &Path| {
+            self.settings
                 .mappings
                 .iter()
-                .any(|m| p.starts_with(&m.folder))
+                .find(|m| p.starts_with(&m.folder))
+                .is_some_and(|m| {
+                    if m.cross_mounts {
+                        p.exists()
+                    } else {
+                        crate::files::present_beneath(&m.folder, p)
+                    }
+                })
         };
-        let exists =
-            |p: &Path| unavailable.iter().any(|f| p.starts_with(f)) || (!unmapped(p) && p.exists());
+        let exists = |p: &Path| unavailable.iter().any(|f| p.starts_with(f)) || present(p);
         let now = time::OffsetDateTime::now_utc();
         let pruned = match stale {
             Some(ids) => self.ledger.prune_stale(ids, keep, now, exists),

@@ -429,6 +429,22 @@ impl Listing {
     }
 }
 
+/// Whether `path` (in the mapped folder `root`) is still there, asked without following a link
+/// and without crossing a mount point (where `openat2` can refuse one), so that a file system a
+/// neighbour mounted below the folder, whose `stat` may never answer, is not asked. `true`
+/// when it cannot be told (a mount or a link on the way, no permission): the caller keeps what
+/// it would otherwise forget.
+pub fn present_beneath(root: &Path, path: &Path) -> bool {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return true;
+    }
+    imp::present_beneath(root, rel)
+}
+
 /// Where the folder `folder` lives (a mapped folder: its path is the user's, taken as given).
 pub fn place_of(folder: &Path) -> io::Result<Place> {
     let dir = imp::Dir::open_beneath(folder, Path::new(""))?;

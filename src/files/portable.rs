@@ -47,6 +47,10 @@ fn no_links(root: &Path, rel: &Path) -> io::Result<PathBuf> {
     Ok(p)
 }
 
+pub(super) fn present_beneath(root: &Path, rel: &Path) -> bool {
+    root.join(rel).exists() || std::fs::symlink_metadata(root.join(rel)).is_ok()
+}
+
 pub(super) fn open_file_beneath(
     root: &Path,
     rel: &Path,

@@ -124,6 +124,18 @@ fn open_beneath_as(
     Ok(fd)
 }
 
+/// [`super::present_beneath`]: `rel` opened `O_PATH` beneath `root`, no link, no mount point.
+pub(super) fn present_beneath(root: &Path, rel: &Path) -> bool {
+    let Ok(root_fd) = open_root(root) else {
+        return true;
+    };
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    !matches!(
+        open_beneath_as(root_fd.as_fd(), rel, flags, true),
+        Err(Errno::NOENT) | Err(Errno::NOTDIR)
+    )
+}
+
 /// The fallback: one component at a time, each a real directory, the last opened with `flags`.
 pub(super) fn walk(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
     let names: Vec<&OsStr> = rel
