@@ -1153,7 +1153,7 @@ impl Agent {
     }
 
     /// A failed file moves to `failed_dir` with its reason, when the mapping has one.
-    fn failed_file(&self, id: &str, path: &Path, failure: &crate::core::model::Failure) {
+    fn failed_file(&mut self, id: &str, path: &Path, failure: &crate::core::model::Failure) {
         let Some(m) = self
             .settings
             .mappings
@@ -1169,16 +1169,25 @@ impl Agent {
             }
             _ => (target_of(m), None),
         };
-        after::move_to_failed_dir(
-            m,
-            &after::FailedFile {
-                id,
-                path,
-                target: &target,
-                file,
-                failure,
-            },
-        );
+        // Off the loop: the file's folder may since be a mount that never answers.
+        let (m, id, path, failure) = (m.clone(), id.to_owned(), path.to_owned(), failure.clone());
+        // (A task of `looks`: `run --once` ends only after it.)
+        self.looks.spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                after::move_to_failed_dir(
+                    &m,
+                    &after::FailedFile {
+                        id: &id,
+                        path: &path,
+                        target: &target,
+                        file,
+                        failure: &failure,
+                    },
+                )
+            })
+            .await;
+            intake::Looked::Moved
+        });
     }
 
     /// `SIGHUP`: read the config again; an invalid one is refused and the old one kept. The
@@ -1478,6 +1487,21 @@ impl Agent {
         Ok(Answer::Line(resp))
     }
 
+    /// The size of a file of a mapped folder for `status` (0 when it cannot be told), asked
+    /// on the loop without crossing a mount point (unless its mapping does): a neighbour's
+    /// mount made since must not hold the agent.
+    fn size_of(&self, path: &Path) -> u64 {
+        let Some(m) = self.mapping_of(path) else {
+            return 0;
+        };
+        let size = if m.cross_mounts || m.follow_symlinks {
+            std::fs::metadata(path).ok().map(|m| m.len())
+        } else {
+            crate::files::len_beneath(&m.folder, path)
+        };
+        size.unwrap_or(0)
+    }
+
     /// `status`: the files not in the ledger yet (settling, or waiting for their hash).
     fn status_answer(&self) -> Answer {
         let index = |name: &str| self.settings.mappings.iter().position(|m| m.name == name);
@@ -1501,7 +1525,7 @@ impl Agent {
                 .iter()
                 .position(|m| path.starts_with(&m.folder))
             {
-                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                let size = self.size_of(path);
                 unledgered.push(control::Unledgered {
                     mapping: i,
                     path: path.to_path_buf(),
@@ -1513,7 +1537,7 @@ impl Agent {
         // Files left in their folders by `outbox pause`.
         for (mapping, path, _) in self.pauses.held_files() {
             if let Some(i) = index(mapping) {
-                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                let size = self.size_of(path);
                 unledgered.push(control::Unledgered {
                     mapping: i,
                     path: path.to_path_buf(),

@@ -445,6 +445,19 @@ pub fn present_beneath(root: &Path, path: &Path) -> bool {
     imp::present_beneath(root, rel)
 }
 
+/// The size of the file at `path` (in the mapped folder `root`), asked as
+/// [`present_beneath`] asks (no link, no mount point crossed); `None` when it cannot be told.
+pub fn len_beneath(root: &Path, path: &Path) -> Option<u64> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return None;
+    }
+    imp::len_beneath(root, rel)
+}
+
 /// Where the folder `folder` lives (a mapped folder: its path is the user's, taken as given).
 pub fn place_of(folder: &Path) -> io::Result<Place> {
     let dir = imp::Dir::open_beneath(folder, Path::new(""))?;

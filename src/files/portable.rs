@@ -47,6 +47,12 @@ fn no_links(root: &Path, rel: &Path) -> io::Result<PathBuf> {
     Ok(p)
 }
 
+pub(super) fn len_beneath(root: &Path, rel: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(root.join(rel))
+        .ok()
+        .map(|m| m.len())
+}
+
 pub(super) fn present_beneath(root: &Path, rel: &Path) -> bool {
     root.join(rel).exists() || std::fs::symlink_metadata(root.join(rel)).is_ok()
 }

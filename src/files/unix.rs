@@ -136,6 +136,14 @@ pub(super) fn present_beneath(root: &Path, rel: &Path) -> bool {
     )
 }
 
+/// [`super::len_beneath`]: `fstat` of `rel` opened `O_PATH` beneath `root` (no link, no mount).
+pub(super) fn len_beneath(root: &Path, rel: &Path) -> Option<u64> {
+    let root_fd = open_root(root).ok()?;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = open_beneath_as(root_fd.as_fd(), rel, flags, true).ok()?;
+    rustix::fs::fstat(&fd).ok().map(|st| st.st_size as u64)
+}
+
 /// The fallback: one component at a time, each a real directory, the last opened with `flags`.
 pub(super) fn walk(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
     let names: Vec<&OsStr> = rel
