@@ -117,6 +117,10 @@ pub fn scan_from(
     // What a mount point below the folder is told apart from.
     let home = crate::files::place_of(&m.folder)?;
     while let Some((dir, linked)) = dirs.pop() {
+        // (A start may be `sent_dir` or `failed_dir`, made since: never scanned.)
+        if in_excluded_dir(m, &dir) {
+            continue;
+        }
         // Listed through a descriptor opened beneath the folder with no link on the way: a
         // subfolder swapped for a link after it was seen as a folder is not walked through
         // the link (a folder of the user's, or `/`). Links are walked by path only when the
@@ -168,7 +172,10 @@ pub fn scan_from(
                     continue;
                 }
                 match entry.kind {
-                    EntryKind::Dir if m.recursive => dirs.push((path, linked)),
+                    // Nothing below an excluded name counts: not entered, not watched.
+                    EntryKind::Dir if m.recursive && !m.exclude.is_match(&name) => {
+                        dirs.push((path, linked))
+                    }
                     EntryKind::File if accepts(m, &path) => {
                         let stat = identity_stat(&entry.identity);
                         out.found.push(Found {
@@ -201,7 +208,7 @@ pub fn scan_from(
                 continue;
             }
             if meta.is_dir() {
-                if m.recursive {
+                if m.recursive && !m.exclude.is_match(&name) {
                     dirs.push((path, true));
                 }
                 continue;
