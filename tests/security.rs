@@ -2018,3 +2018,47 @@ async fn a_mount_over_a_sent_files_folder_neither_holds_nor_fools_the_prune() {
     // (`attached` fails on a name attached twice.)
     assert_eq!(attached(&env.sandbox, &item).await.len(), 1);
 }
+
+/// One line to the running agent's control socket, its one-line answer.
+async fn control(env: &Env, line: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut s = tokio::net::UnixStream::connect(env.state_dir().join("agent.sock"))
+        .await
+        .expect("connect");
+    s.write_all(format!("{line}\n").as_bytes())
+        .await
+        .expect("write");
+    let mut lines = BufReader::new(s).lines();
+    lines.next_line().await.expect("read").unwrap_or_default()
+}
+
+/// The watches are the agent's own now (one per folder, dropped when a full scan no longer
+/// finds the folder): a renamed subfolder keeps its watch (inotify watches the inode, which its
+/// old and new path share), and the full scan after the rename, dropping the old path, leaves
+/// it. (Pins the behaviour: notify 8 already forgets a moved folder's old path, so dropping it
+/// always did no harm here.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renamed_subfolder_stays_watched_after_a_full_scan() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    std::fs::create_dir(drop.join("a")).expect("mkdir");
+    env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
+    let agent = Agent::start(&env, &[("OUTBOX_TEST_HOOKS", "1")]);
+    agent.watching().await;
+    std::fs::rename(drop.join("a"), drop.join("b")).expect("rename");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A full scan (the rescan an overflow asks for): `a` is gone, `b` is there.
+    let out = control(&env, r#"{"op":"overflow"}"#).await;
+    assert!(out.contains("\"ok\":true"), "{out}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(inotify_watches(agent.child.id()), 2, "{}", agent.log());
+    // Seen by its watch (the next rescan is an hour away).
+    std::fs::write(drop.join("b/x.txt"), "in the renamed folder\n").expect("write");
+    wait_until(
+        Duration::from_secs(20),
+        "the file in the renamed folder attached",
+        || async { attached(&env.sandbox, &item).await.contains_key("x.txt") },
+    )
+    .await;
+}
