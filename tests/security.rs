@@ -2062,3 +2062,37 @@ async fn a_renamed_subfolder_stays_watched_after_a_full_scan() {
     )
     .await;
 }
+
+/// `outbox retry` of a failed entry looked at its file's path on the agent's loop, through any
+/// mount made over its folder since (a neighbour's FUSE mount could hold the agent). The agent
+/// asks beneath the folder crossing no mount point, and refuses the retry saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_of_a_file_whose_folder_is_now_a_mount_is_refused_unasked() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    std::fs::create_dir(drop.join("sub")).expect("mkdir");
+    std::fs::write(drop.join("sub/a.txt"), "two names\n").expect("write");
+    std::fs::hard_link(drop.join("sub/a.txt"), drop.join("sub/b.txt")).expect("link");
+    env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let id = rows(&env)
+        .iter()
+        .find(|r| r["state"] == "failed")
+        .and_then(|r| r["id"].as_str().map(str::to_owned))
+        .expect("a failed entry");
+    let Some(_over) = mount(&["-t", "tmpfs", "none"], &drop.join("sub")) else {
+        return;
+    };
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let out = env.run(&["retry", &id], T);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another file system (a mount point)"),
+        "{}",
+        stderr(&out)
+    );
+    drop_agent(agent);
+}

@@ -1345,7 +1345,7 @@ impl Agent {
                         ))))
                     }
                     Some(e) => {
-                        if let Some(why) = ops::retry_refusal(&e) {
+                        if let Some(why) = self.unreachable(&e).or_else(|| ops::retry_refusal(&e)) {
                             return Ok(line(Err((2, why))));
                         }
                         let mut r = e.to_record();
@@ -1375,7 +1375,10 @@ impl Agent {
                     .map(|m| self.ledger.get_message(m))
                     .transpose()?
                     .flatten();
-                if let Some(why) = ops::resend_refusal(&e, mails, message.as_ref()) {
+                let refusal = self
+                    .unreachable(&e)
+                    .or_else(|| ops::resend_refusal(&e, mails, message.as_ref()));
+                if let Some(why) = refusal {
                     return Ok(line(Err((2, why))));
                 }
                 let mut r = e.to_record();
@@ -1394,7 +1397,9 @@ impl Agent {
                         messages.push(m);
                     }
                 }
-                let records: Vec<Record> = ops::failed_to_retry(&self.ledger)?
+                let refuse =
+                    |e: &LedgerEntry| self.unreachable(e).or_else(|| ops::retry_refusal(e));
+                let records: Vec<Record> = ops::failed_refused_by(&self.ledger, &refuse)?
                     .0
                     .iter()
                     .map(LedgerEntry::to_record)
@@ -1485,6 +1490,23 @@ impl Agent {
             }
         }
         Ok(Answer::Line(resp))
+    }
+
+    /// Why a retry must not look at `e`'s file on the loop: a mount point (a neighbour's, which
+    /// may never answer) or a link is now on the way to it beneath its folder (unless its mapping
+    /// crosses mounts or follows links, whose paths are the user's to answer for).
+    fn unreachable(&self, e: &LedgerEntry) -> Option<String> {
+        let m = self.mapping_of(&e.path)?;
+        if m.cross_mounts || m.follow_symlinks {
+            return None;
+        }
+        let what = crate::files::in_the_way_beneath(&m.folder, &e.path)?;
+        Some(format!(
+            "entry {}: the way to {} in its folder is now {what}; it is not looked at or sent (a mount is entered only with cross_mounts = true on mapping \"{}\")",
+            e.id,
+            crate::outside::path(&e.path),
+            crate::outside::printable(&m.name)
+        ))
     }
 
     /// The size of a file of a mapped folder for `status` (0 when it cannot be told), asked

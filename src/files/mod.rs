@@ -445,6 +445,19 @@ pub fn present_beneath(root: &Path, path: &Path) -> bool {
     imp::present_beneath(root, rel)
 }
 
+/// What keeps `path` (in the mapped folder `root`) from being reached beneath it: a mount point
+/// on the way, or a link (`None`: neither; it may be there or not). Asks nothing of a mount.
+pub fn in_the_way_beneath(root: &Path, path: &Path) -> Option<&'static str> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Some("a path out of the folder");
+    }
+    imp::in_the_way_beneath(root, rel)
+}
+
 /// The size of the file at `path` (in the mapped folder `root`), asked as
 /// [`present_beneath`] asks (no link, no mount point crossed); `None` when it cannot be told.
 pub fn len_beneath(root: &Path, path: &Path) -> Option<u64> {

@@ -47,6 +47,10 @@ fn no_links(root: &Path, rel: &Path) -> io::Result<PathBuf> {
     Ok(p)
 }
 
+pub(super) fn in_the_way_beneath(_root: &Path, _rel: &Path) -> Option<&'static str> {
+    None
+}
+
 pub(super) fn len_beneath(root: &Path, rel: &Path) -> Option<u64> {
     std::fs::symlink_metadata(root.join(rel))
         .ok()

@@ -136,6 +136,17 @@ pub(super) fn present_beneath(root: &Path, rel: &Path) -> bool {
     )
 }
 
+/// [`super::in_the_way_beneath`]: `rel` opened `O_PATH` beneath `root`, no link, no mount.
+pub(super) fn in_the_way_beneath(root: &Path, rel: &Path) -> Option<&'static str> {
+    let root_fd = open_root(root).ok()?;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match open_beneath_as(root_fd.as_fd(), rel, flags, true) {
+        Err(Errno::XDEV) => Some("another file system (a mount point)"),
+        Err(Errno::LOOP) => Some("a symbolic link"),
+        _ => None,
+    }
+}
+
 /// [`super::len_beneath`]: `fstat` of `rel` opened `O_PATH` beneath `root` (no link, no mount).
 pub(super) fn len_beneath(root: &Path, rel: &Path) -> Option<u64> {
     let root_fd = open_root(root).ok()?;
