@@ -11,6 +11,29 @@ macro_rules! failpoint {
         #[cfg(debug_assertions)]
         $crate::failpoint::hit($name);
     };
+    // A pause point about one path: `OUTBOX_PAUSE_AT=name:MS:TEXT` pauses only where the path
+    // contains TEXT (a stat that never answers for that path alone).
+    ($name:literal, $path:expr) => {
+        #[cfg(debug_assertions)]
+        $crate::failpoint::hit_at($name, $path);
+    };
+}
+
+#[cfg(debug_assertions)]
+pub fn hit_at(name: &str, path: &std::path::Path) {
+    let Ok(spec) = std::env::var("OUTBOX_PAUSE_AT") else {
+        return;
+    };
+    let mut parts = spec.splitn(3, ':');
+    let (Some(point), Some(ms)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let about = parts.next().unwrap_or("");
+    if point == name && path.to_string_lossy().contains(about) {
+        let ms = ms.parse::<u64>().unwrap_or(1000);
+        eprintln!("outbox: failpoint {name}: pausing {ms} ms (OUTBOX_PAUSE_AT)");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 #[cfg(debug_assertions)]

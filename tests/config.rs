@@ -115,6 +115,7 @@ fn example_config_mentions_every_key() {
         "failed_dir",
         "follow_symlinks",
         "allow_hard_links",
+        "cross_mounts",
         "if_exists",
     ];
     for key in keys {

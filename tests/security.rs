@@ -680,7 +680,9 @@ async fn a_config_others_can_write_or_own_is_refused_for_every_auth_method_and_o
     std::fs::create_dir_all(&first).expect("mkdir");
     env.write_config("", &mapping("first", &first, &item, ""));
     let agent = Agent::start(&env, &[]);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // (Its SIGHUP handler is set up as it starts watching; a HUP before would end it.)
+    agent.watching().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     env.write_config("", &mapping("drop", &drop, &item, ""));
     chmod(&file, 0o666);
     let _ = Command::new("kill")
@@ -1683,4 +1685,414 @@ async fn a_mailed_attachment_name_carries_no_bidi_override_or_line_break() {
             "x\u{FFFD}Bcc: evil@example.com.pdf".to_string()
         ]
     );
+}
+
+/// A mount made by the test (root), undone when dropped, even when the test fails.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `mount ARGS… at`, or `None` (SKIPPED printed) where this process may not mount.
+fn mount(args: &[&str], at: &Path) -> Option<Mounted> {
+    std::fs::create_dir_all(at).expect("mkdir");
+    let ok = Command::new("mount")
+        .args(args)
+        .arg(at)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!(
+            "SKIPPED: cannot mount here (not root, or no mount rights); the attack needs a mount"
+        );
+        return None;
+    }
+    Some(Mounted(at.to_path_buf()))
+}
+
+/// Review of issue 23 (Medium): a neighbour who owns a subfolder of a recursive drop folder can
+/// mount a file system there (`fusermount` lets them) whose `stat` and reads never answer.
+/// A scan and the watcher do not enter a mount point (another device, or a bind mount of the
+/// same one): its files are not sent, the log says so once per mount, `status` names it; the
+/// mapping's `cross_mounts = true` enters them. (FUSE is not available here: a tmpfs and a bind
+/// mount, made as root, stand for the neighbour's mount.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mount_inside_a_recursive_drop_folder_is_not_entered_unless_the_mapping_says_so() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::write(outside.join("private.txt"), "the user's own\n").expect("write");
+    let Some(_tmpfs) = mount(&["-t", "tmpfs", "none"], &drop.join("usb")) else {
+        return;
+    };
+    let Some(_bind) = mount(&["--bind", &outside.to_string_lossy()], &drop.join("bind")) else {
+        return;
+    };
+    std::fs::write(drop.join("usb/early.txt"), "on the mount\n").expect("write");
+    std::fs::create_dir(drop.join("plain")).expect("mkdir");
+    std::fs::write(drop.join("plain/ok.txt"), "fine\n").expect("write");
+    let config = |extra: &str| {
+        env.write_config(
+            "",
+            &mapping("drop", &drop, &item, &format!("recursive = true\n{extra}")),
+        )
+    };
+    config("");
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    std::fs::write(drop.join("usb/later.txt"), "on the mount, later\n").expect("write");
+    std::fs::write(drop.join("plain/late.txt"), "fine, later\n").expect("write");
+    wait_until(T, "the plain subfolder's files attached", || async {
+        let names = attached(&env.sandbox, &item).await;
+        names.contains_key("ok.txt") && names.contains_key("late.txt")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let names = attached(&env.sandbox, &item).await;
+    for name in ["early.txt", "later.txt", "private.txt"] {
+        assert!(!names.contains_key(name), "{name} sent:\n{}", agent.log());
+    }
+    assert_eq!(names.len(), 2, "{names:?}");
+    // Watches: the folder and plain/ (none on or through a mount).
+    let watches = inotify_watches(agent.child.id());
+    assert!(watches <= 2, "{watches} inotify watches:\n{}", agent.log());
+    let status = stdout(&env.run(&["status"], T));
+    for sub in ["usb", "bind"] {
+        let shown = drop.join(sub).display().to_string();
+        assert!(
+            status.contains(&format!("not entered: mapping `drop`: {shown}")),
+            "{status}"
+        );
+        let said = agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("another file system is mounted here") && l.contains(&shown))
+            .count();
+        assert_eq!(said, 1, "said once per mount:\n{}", agent.log());
+    }
+    drop_agent(agent);
+    // A bad value is refused with the key named.
+    config("cross_mounts = \"yes\"");
+    let out = env.run(&["check"], T);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cross_mounts"), "{}", stderr(&out));
+    // The mapping that opts in enters both.
+    config("cross_mounts = true");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names = attached(&env.sandbox, &item).await;
+    for name in ["early.txt", "later.txt", "private.txt"] {
+        assert!(names.contains_key(name), "{name} not sent: {names:?}");
+    }
+}
+
+/// Review of issue 23 (Medium): a `stat` that never answers (a file on a neighbour's FUSE mount;
+/// the pause point `stat` holds every look at a path containing "hang" for 10 min the same way)
+/// ran on the agent's loop and stalled every mapping. Looks and stats run off the loop: the
+/// other files of the same folder and of another mapping are attached meanwhile, the stuck
+/// path is given up after 3 s (said in the log), and SIGTERM is obeyed within 2 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stat_that_never_answers_holds_only_its_own_path() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let other = shared_folder(&env, "other");
+    // Found by the start-up scan: the core's settle `Stat` of it hangs.
+    std::fs::write(drop.join("hang-early.txt"), "stuck\n").expect("write");
+    env.write_config(
+        "",
+        &(mapping("drop", &drop, &item, "") + &mapping("other", &other, &item, "")),
+    );
+    let mut agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "stat:600000:hang")]);
+    agent.watching().await;
+    // Seen by the watcher: its look hangs.
+    std::fs::write(drop.join("hang-late.txt"), "stuck too\n").expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(drop.join("ok.txt"), "fine\n").expect("write");
+    std::fs::write(other.join("b.txt"), "fine too\n").expect("write");
+    wait_until(T, "the other files attached", || async {
+        let names = attached(&env.sandbox, &item).await;
+        names.contains_key("ok.txt") && names.contains_key("b.txt")
+    })
+    .await;
+    wait_until(T, "the stuck looks given up", || async {
+        agent.log().matches("has not answered").count() >= 2
+    })
+    .await;
+    // Still alive and taking files after giving up.
+    std::fs::write(other.join("c.txt"), "after\n").expect("write");
+    wait_until(T, "a file after the give-up attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("c.txt")
+    })
+    .await;
+    let pid = agent.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = agent.exited() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "still running 2 s after SIGTERM:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}\n{}", agent.log());
+    let names = attached(&env.sandbox, &item).await;
+    assert!(!names.contains_key("hang-early.txt") && !names.contains_key("hang-late.txt"));
+}
+
+/// The inodes of the folders the process watches (the `ino:` of /proc/PID/fdinfo's inotify
+/// lines, in hex).
+fn watched_inodes(pid: u32) -> std::collections::HashSet<u64> {
+    let mut out = std::collections::HashSet::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
+        let text = std::fs::read_to_string(e.expect("entry").path()).unwrap_or_default();
+        for l in text.lines().filter(|l| l.starts_with("inotify wd:")) {
+            let ino = l
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("ino:"))
+                .and_then(|h| u64::from_str_radix(h, 16).ok());
+            out.extend(ino);
+        }
+    }
+    out
+}
+
+/// Review of issue 23 (Low): each subfolder of a recursive mapping cost one of the user's
+/// inotify watches, so a neighbour's `mkdir` loop could spend `fs.inotify.max_user_watches`
+/// for every program of the user's. One mapping watches at most 1,000 folders; the log and
+/// `status` say how many are left to the rescan, and a file in an unwatched subfolder is still
+/// found by it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_neighbours_thousands_of_subfolders_cannot_spend_the_users_inotify_watches() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    if !neighbour(
+        &drop,
+        "i=0; while [ $i -lt 1010 ]; do mkdir d$i; i=$((i+1)); done",
+    ) {
+        return;
+    }
+    env.write_config(
+        "rescan = \"2s\"",
+        &mapping("drop", &drop, &item, "recursive = true"),
+    );
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let watched = watched_inodes(agent.child.id());
+    assert!(
+        watched.len() <= 1000,
+        "{} inotify watches for one mapping",
+        watched.len()
+    );
+    wait_until(T, "the cap said", || async {
+        agent.log().contains("more subfolders than outbox watches")
+    })
+    .await;
+    let status = stdout(&env.run(&["status"], T));
+    assert!(
+        status.contains("not watched: mapping `drop`: 11 subfolders"),
+        "{status}"
+    );
+    // A file in a subfolder left unwatched is found by the rescan.
+    use std::os::unix::fs::MetadataExt;
+    let unwatched = (0..1010)
+        .map(|i| drop.join(format!("d{i}")))
+        .find(|d| !watched.contains(&std::fs::metadata(d).expect("stat").ino()))
+        .expect("an unwatched subfolder");
+    std::fs::write(unwatched.join("late.txt"), "found by the rescan\n").expect("write");
+    wait_until(T, "the unwatched subfolder's file attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("late.txt")
+    })
+    .await;
+}
+
+/// Review of issue 23 (Low): with `follow_symlinks = true` a link's version took its target's
+/// owner, so a neighbour who swapped the user's `contract.pdf` (in a folder without the sticky
+/// bit) for a link to another file of the user's there replaced the user's attachment with it.
+/// A version through a link counts as the link owner's when that is not the user: it is added
+/// beside the user's, never replacing it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_neighbours_link_to_a_file_of_the_users_does_not_replace_the_users_version() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    env.write_config("", &mapping("drop", &drop, &item, "follow_symlinks = true"));
+    let contract = b"the user's contract\n";
+    std::fs::write(drop.join("contract.pdf"), contract).expect("write");
+    std::fs::write(drop.join("draft.pdf"), b"an unsigned draft of the user's\n").expect("write");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    if !neighbour(&drop, "rm -f contract.pdf && ln -s draft.pdf contract.pdf") {
+        return;
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let now = attached_all(&env.sandbox, &item).await;
+    assert!(
+        now.contains(&("contract.pdf".to_string(), sha_of(contract))),
+        "the user's attachment was replaced: {now:?}\n{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("another owner"), "{}", stderr(&out));
+}
+
+/// Review of issue 23 (Low): a subfolder created and filled before its watch was added (notify
+/// added it on its own thread, after the event) had files no event and no listing saw until
+/// the hourly rescan. A new subfolder is now watched by the scan that lists it, just before
+/// listing it: what was made before is listed, what is made after is an event. The pause point
+/// `scan-subfolder` holds the scan of the new subfolder while files and a deeper folder are
+/// made in it; a file made after the scan is seen by the watch it added.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subfolder_filled_before_its_watch_is_added_loses_no_file() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
+    let agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "scan-subfolder:1500")]);
+    agent.watching().await;
+    std::fs::create_dir(drop.join("new")).expect("mkdir");
+    wait_until(T, "the new subfolder's scan held", || async {
+        agent.log().contains("failpoint scan-subfolder")
+    })
+    .await;
+    std::fs::write(drop.join("new/a.txt"), "before the watch\n").expect("write");
+    std::fs::create_dir(drop.join("new/deep")).expect("mkdir");
+    std::fs::write(drop.join("new/deep/b.txt"), "deeper, before\n").expect("write");
+    wait_until(T, "both files attached", || async {
+        let names = attached(&env.sandbox, &item).await;
+        names.contains_key("a.txt") && names.contains_key("b.txt")
+    })
+    .await;
+    // Watched now: a file made later is an event (the rescan is an hour away).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    std::fs::write(drop.join("new/deep/c.txt"), "after\n").expect("write");
+    wait_until(T, "the later file attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("c.txt")
+    })
+    .await;
+}
+
+/// Review of issue 23 (Medium, the mount): the prune of old entries asked whether each file was
+/// still there with a plain `exists()` on the agent's loop, through any mount on the way: a
+/// file system mounted over a subfolder since could hold the loop, and, hiding the file, made
+/// its entry pruned, so the file was sent again once the mount went. The prune looks beneath
+/// the folder crossing no mount point: the entry is kept, the file not sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mount_over_a_sent_files_folder_neither_holds_nor_fools_the_prune() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    std::fs::create_dir(drop.join("sub")).expect("mkdir");
+    std::fs::write(drop.join("sub/a.txt"), "sent once\n").expect("write");
+    env.write_config(
+        "keep_done = \"1s\"",
+        &mapping("drop", &drop, &item, "recursive = true"),
+    );
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(attached(&env.sandbox, &item).await.contains_key("a.txt"));
+    let Some(over) = mount(&["-t", "tmpfs", "none"], &drop.join("sub")) else {
+        return;
+    };
+    std::thread::sleep(Duration::from_millis(1_500));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("pruned"),
+        "the hidden file's entry was pruned: {}",
+        stderr(&out)
+    );
+    std::mem::drop(over);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // (`attached` fails on a name attached twice.)
+    assert_eq!(attached(&env.sandbox, &item).await.len(), 1);
+}
+
+/// One line to the running agent's control socket, its one-line answer.
+async fn control(env: &Env, line: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut s = tokio::net::UnixStream::connect(env.state_dir().join("agent.sock"))
+        .await
+        .expect("connect");
+    s.write_all(format!("{line}\n").as_bytes())
+        .await
+        .expect("write");
+    let mut lines = BufReader::new(s).lines();
+    lines.next_line().await.expect("read").unwrap_or_default()
+}
+
+/// The watches are the agent's own now (one per folder, dropped when a full scan no longer
+/// finds the folder): a renamed subfolder keeps its watch (inotify watches the inode, which its
+/// old and new path share), and the full scan after the rename, dropping the old path, leaves
+/// it. (Pins the behaviour: notify 8 already forgets a moved folder's old path, so dropping it
+/// always did no harm here.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renamed_subfolder_stays_watched_after_a_full_scan() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    std::fs::create_dir(drop.join("a")).expect("mkdir");
+    env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
+    let agent = Agent::start(&env, &[("OUTBOX_TEST_HOOKS", "1")]);
+    agent.watching().await;
+    std::fs::rename(drop.join("a"), drop.join("b")).expect("rename");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A full scan (the rescan an overflow asks for): `a` is gone, `b` is there.
+    let out = control(&env, r#"{"op":"overflow"}"#).await;
+    assert!(out.contains("\"ok\":true"), "{out}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(inotify_watches(agent.child.id()), 2, "{}", agent.log());
+    // Seen by its watch (the next rescan is an hour away).
+    std::fs::write(drop.join("b/x.txt"), "in the renamed folder\n").expect("write");
+    wait_until(
+        Duration::from_secs(20),
+        "the file in the renamed folder attached",
+        || async { attached(&env.sandbox, &item).await.contains_key("x.txt") },
+    )
+    .await;
+}
+
+/// `outbox retry` of a failed entry looked at its file's path on the agent's loop, through any
+/// mount made over its folder since (a neighbour's FUSE mount could hold the agent). The agent
+/// asks beneath the folder crossing no mount point, and refuses the retry saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_of_a_file_whose_folder_is_now_a_mount_is_refused_unasked() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    std::fs::create_dir(drop.join("sub")).expect("mkdir");
+    std::fs::write(drop.join("sub/a.txt"), "two names\n").expect("write");
+    std::fs::hard_link(drop.join("sub/a.txt"), drop.join("sub/b.txt")).expect("link");
+    env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let id = rows(&env)
+        .iter()
+        .find(|r| r["state"] == "failed")
+        .and_then(|r| r["id"].as_str().map(str::to_owned))
+        .expect("a failed entry");
+    let Some(_over) = mount(&["-t", "tmpfs", "none"], &drop.join("sub")) else {
+        return;
+    };
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let out = env.run(&["retry", &id], T);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another file system (a mount point)"),
+        "{}",
+        stderr(&out)
+    );
+    drop_agent(agent);
 }

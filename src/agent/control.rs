@@ -77,6 +77,10 @@ pub struct AgentView {
     /// `outbox pause`: what takes no new file, until when.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<Held>,
+    /// What scans left aside: mount points not entered, subfolders not watched (lines of
+    /// `status`, escaped already).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folders: Vec<String>,
 }
 
 /// A pause asked for with `outbox pause`.

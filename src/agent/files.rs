@@ -70,9 +70,21 @@ pub fn open_for_upload(
     if !path.starts_with(&mapping.folder) {
         return Err(OpenError::Gone);
     }
-    let f = match SafeFile::open_beneath(&mapping.folder, path, mapping.follow_symlinks) {
+    let opened = SafeFile::open_within(
+        &mapping.folder,
+        path,
+        mapping.follow_symlinks,
+        mapping.cross_mounts,
+    );
+    let f = match opened {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::Gone),
+        // Gone, or now on a mount a neighbour made over its folder: not a file we send.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.kind() == std::io::ErrorKind::CrossesDevices =>
+        {
+            return Err(OpenError::Gone)
+        }
         // A link where none is followed, or not a regular file: not a file we send.
         Err(e) if link_refused(&e) || e.kind() == std::io::ErrorKind::InvalidInput => {
             return Err(OpenError::Gone)
@@ -116,7 +128,7 @@ pub fn hash_file_until(
     stat: &FileStat,
     stop: &AtomicBool,
 ) -> HashResult {
-    let (f, now) = match open_for_upload(mapping, path, stat) {
+    let (f, mut now) = match open_for_upload(mapping, path, stat) {
         Ok(x) => x,
         Err(OpenError::Gone) => return HashResult::Gone,
         Err(OpenError::Changed) => return HashResult::Changed,
@@ -128,6 +140,8 @@ pub fn hash_file_until(
             ))
         }
     };
+    // A followed link's version is not its target owner's alone (`watch::version_owner`).
+    now.owner = crate::watch::version_owner(mapping, path, now.owner);
     let still = || {
         let meta = if mapping.follow_symlinks {
             std::fs::metadata(path)
@@ -135,7 +149,7 @@ pub fn hash_file_until(
             std::fs::symlink_metadata(path)
         };
         match meta {
-            Ok(m) if file_stat(&m) == now => None,
+            Ok(m) if crate::watch::version_stat(mapping, path, &m) == now => None,
             Ok(_) => Some(HashResult::Changed),
             Err(_) => Some(HashResult::Gone),
         }
@@ -606,6 +620,7 @@ mod tests {
             failed_dir: None,
             follow_symlinks: false,
             allow_hard_links: false,
+            cross_mounts: false,
             if_exists: crate::config::IfExists::Skip,
             on_change: crate::config::OnChange::Add,
         }

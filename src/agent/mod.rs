@@ -267,6 +267,20 @@ struct Agent {
     last_fault: std::collections::HashMap<String, crate::core::model::Fault>,
     /// `outbox pause`: mappings that take no new file for now.
     pauses: pause::Pauses,
+    /// Looks at paths, stats and scans of mapped folders, under way off the loop.
+    looks: JoinSet<intake::Looked>,
+    /// Paths with a look under way; `Some`: what events since ask of the next look.
+    looking: std::collections::HashMap<std::path::PathBuf, Option<intake::Asked>>,
+    /// Paths whose look never answered (left to their stuck threads).
+    hung: intake::Hung,
+    /// Scans asked for.
+    scans: intake::ScanQueue,
+    /// Counts config reloads: a look or scan of a config before is placed again.
+    generation: u64,
+    /// Per mapping: mount points not entered, subfolders not watched (for `status`).
+    notes: Vec<intake::FolderNotes>,
+    /// Mount points already said in the log.
+    mounts_said: HashSet<std::path::PathBuf>,
 }
 
 /// `run --once` waits out an outage this long before it gives up (exit 1, nothing lost).
@@ -372,7 +386,15 @@ pub async fn run(
         unreachable_since: None,
         last_fault: Default::default(),
         pauses: Default::default(),
+        looks: JoinSet::new(),
+        looking: Default::default(),
+        hung: Default::default(),
+        scans: Default::default(),
+        generation: 0,
+        notes: Vec::new(),
+        mounts_said: HashSet::new(),
     };
+    agent.notes = vec![Default::default(); agent.settings.mappings.len()];
     // The folders are scanned on another thread while the ledger is read and the core takes
     // it in (the watcher is already up: a change from now on is reported either way); the
     // core sees what the scan found after its start, as if scanned then.
@@ -398,10 +420,12 @@ pub async fn run(
     let sends_since = Time(agent.clock.now().0.saturating_sub(window_ms));
     let t0 = std::time::Instant::now();
     let mappings = agent.settings.mappings.clone();
+    let scan_watcher = agent.watcher.clone();
     let (scans, scan_ms, read_ms, started) = std::thread::scope(|s| {
         let scanning = s.spawn(move || {
             let t = std::time::Instant::now();
-            (intake::scan_mappings(&mappings, None), t.elapsed())
+            let scans = intake::scan_mappings(&mappings, None, scan_watcher.as_ref());
+            (scans, t.elapsed())
         });
         let read = startup::start_input(
             &agent.ledger,
@@ -482,6 +506,12 @@ pub async fn run(
                     agent.on_watch(ev);
                 }
             }
+            Some(done) = agent.looks.join_next(), if !agent.looks.is_empty() => {
+                agent.take_look(done);
+                while let Some(done) = agent.looks.try_join_next() {
+                    agent.take_look(done);
+                }
+            }
             Some(done) = agent.tasks.join_next(), if !agent.tasks.is_empty() => {
                 agent.take_task(done);
                 // And every other answer already in: one batch for the core (one flush).
@@ -519,6 +549,9 @@ pub async fn run(
         .store(true, std::sync::atomic::Ordering::Relaxed);
     // A step in flight is checkpointed by its intent record: the next start reconciles it.
     agent.tasks.shutdown().await;
+    // A look or scan stuck on a mount that never answers is left behind (the runtime's
+    // shutdown does not wait for it).
+    agent.looks.shutdown().await;
     agent.ledger.flush()?;
     let socket = control::socket_path(&agent.settings.agent.state_dir);
     let ledger = agent.ledger.clone();
@@ -783,6 +816,7 @@ impl Agent {
             paused,
             waits,
             held: self.pauses.view(),
+            folders: self.folder_lines(),
         }
     }
 
@@ -801,7 +835,11 @@ impl Agent {
                 return Some(RunOutcome::SomeFailed);
             }
         }
-        if !self.tasks.is_empty() || !self.inputs.is_empty() {
+        if !self.tasks.is_empty()
+            || !self.inputs.is_empty()
+            || !self.looks.is_empty()
+            || !self.scans.idle()
+        {
             return None;
         }
         if self.machine.quiescent() {
@@ -930,10 +968,8 @@ impl Agent {
                 self.ledger.put_message(&m)?;
                 self.dirty = true;
             }
-            Action::Stat { path } => {
-                let stat = intake::stat_of(&self.settings, &path);
-                self.inputs.push_back(Input::Stat { path, stat });
-            }
+            // Off the loop: a stat of a path on a mount that never answers holds only itself.
+            Action::Stat { path } => self.stat(path),
             Action::ForgetUrl { id } => {
                 self.sessions.forget(&id);
                 self.steps.close_upload(&id);
@@ -1117,7 +1153,7 @@ impl Agent {
     }
 
     /// A failed file moves to `failed_dir` with its reason, when the mapping has one.
-    fn failed_file(&self, id: &str, path: &Path, failure: &crate::core::model::Failure) {
+    fn failed_file(&mut self, id: &str, path: &Path, failure: &crate::core::model::Failure) {
         let Some(m) = self
             .settings
             .mappings
@@ -1133,16 +1169,25 @@ impl Agent {
             }
             _ => (target_of(m), None),
         };
-        after::move_to_failed_dir(
-            m,
-            &after::FailedFile {
-                id,
-                path,
-                target: &target,
-                file,
-                failure,
-            },
-        );
+        // Off the loop: the file's folder may since be a mount that never answers.
+        let (m, id, path, failure) = (m.clone(), id.to_owned(), path.to_owned(), failure.clone());
+        // (A task of `looks`: `run --once` ends only after it.)
+        self.looks.spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                after::move_to_failed_dir(
+                    &m,
+                    &after::FailedFile {
+                        id: &id,
+                        path: &path,
+                        target: &target,
+                        file,
+                        failure: &failure,
+                    },
+                )
+            })
+            .await;
+            intake::Looked::Moved
+        });
     }
 
     /// `SIGHUP`: read the config again; an invalid one is refused and the old one kept. The
@@ -1196,6 +1241,10 @@ impl Agent {
         });
         self.steps.set_mappings(s.mappings.clone());
         self.available = vec![true; s.mappings.len()];
+        self.notes = vec![Default::default(); s.mappings.len()];
+        self.generation += 1;
+        // Scans asked for name mappings by their old places: the rescan below covers them.
+        self.scans.forget_asked();
         self.item_errors_said.clear();
         self.settings = s;
         self.rescan(None);
@@ -1215,15 +1264,23 @@ impl Agent {
             .filter(|(m, ok)| !**ok || !m.folder.is_dir())
             .map(|(m, _)| m.folder.as_path())
             .collect();
-        let unmapped = |p: &Path| {
-            !self
-                .settings
+        // A file's path is looked at beneath its folder, crossing no mount point (unless its
+        // mapping does): a mount made over its folder since is neither asked (it may never
+        // answer) nor taken for the file's going (its entry is kept).
+        let present = |p: &Path| {
+            self.settings
                 .mappings
                 .iter()
-                .any(|m| p.starts_with(&m.folder))
+                .find(|m| p.starts_with(&m.folder))
+                .is_some_and(|m| {
+                    if m.cross_mounts {
+                        p.exists()
+                    } else {
+                        crate::files::present_beneath(&m.folder, p)
+                    }
+                })
         };
-        let exists =
-            |p: &Path| unavailable.iter().any(|f| p.starts_with(f)) || (!unmapped(p) && p.exists());
+        let exists = |p: &Path| unavailable.iter().any(|f| p.starts_with(f)) || present(p);
         let now = time::OffsetDateTime::now_utc();
         let pruned = match stale {
             Some(ids) => self.ledger.prune_stale(ids, keep, now, exists),
@@ -1288,7 +1345,7 @@ impl Agent {
                         ))))
                     }
                     Some(e) => {
-                        if let Some(why) = ops::retry_refusal(&e) {
+                        if let Some(why) = self.unreachable(&e).or_else(|| ops::retry_refusal(&e)) {
                             return Ok(line(Err((2, why))));
                         }
                         vec![e.to_record()]
@@ -1313,7 +1370,10 @@ impl Agent {
                     .map(|m| self.ledger.get_message(m))
                     .transpose()?
                     .flatten();
-                if let Some(why) = ops::resend_refusal(&e, mails, message.as_ref()) {
+                let refusal = self
+                    .unreachable(&e)
+                    .or_else(|| ops::resend_refusal(&e, mails, message.as_ref()));
+                if let Some(why) = refusal {
                     return Ok(line(Err((2, why))));
                 }
                 let mut r = e.to_record();
@@ -1332,7 +1392,9 @@ impl Agent {
                         messages.push(m);
                     }
                 }
-                let records: Vec<Record> = ops::failed_to_retry(&self.ledger)?
+                let refuse =
+                    |e: &LedgerEntry| self.unreachable(e).or_else(|| ops::retry_refusal(e));
+                let records: Vec<Record> = ops::failed_refused_by(&self.ledger, &refuse)?
                     .0
                     .iter()
                     .map(LedgerEntry::to_record)
@@ -1425,6 +1487,38 @@ impl Agent {
         Ok(Answer::Line(resp))
     }
 
+    /// Why a retry must not look at `e`'s file on the loop: a mount point (a neighbour's, which
+    /// may never answer) or a link is now on the way to it beneath its folder (unless its mapping
+    /// crosses mounts or follows links, whose paths are the user's to answer for).
+    fn unreachable(&self, e: &LedgerEntry) -> Option<String> {
+        let m = self.mapping_of(&e.path)?;
+        if m.cross_mounts || m.follow_symlinks {
+            return None;
+        }
+        let what = crate::files::in_the_way_beneath(&m.folder, &e.path)?;
+        Some(format!(
+            "entry {}: the way to {} in its folder is now {what}; it is not looked at or sent (a mount is entered only with cross_mounts = true on mapping \"{}\")",
+            e.id,
+            crate::outside::path(&e.path),
+            crate::outside::printable(&m.name)
+        ))
+    }
+
+    /// The size of a file of a mapped folder for `status` (0 when it cannot be told), asked
+    /// on the loop without crossing a mount point (unless its mapping does): a neighbour's
+    /// mount made since must not hold the agent.
+    fn size_of(&self, path: &Path) -> u64 {
+        let Some(m) = self.mapping_of(path) else {
+            return 0;
+        };
+        let size = if m.cross_mounts || m.follow_symlinks {
+            std::fs::metadata(path).ok().map(|m| m.len())
+        } else {
+            crate::files::len_beneath(&m.folder, path)
+        };
+        size.unwrap_or(0)
+    }
+
     /// `status`: the files not in the ledger yet (settling, or waiting for their hash).
     fn status_answer(&self) -> Answer {
         let index = |name: &str| self.settings.mappings.iter().position(|m| m.name == name);
@@ -1448,7 +1542,7 @@ impl Agent {
                 .iter()
                 .position(|m| path.starts_with(&m.folder))
             {
-                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                let size = self.size_of(path);
                 unledgered.push(control::Unledgered {
                     mapping: i,
                     path: path.to_path_buf(),
@@ -1460,7 +1554,7 @@ impl Agent {
         // Files left in their folders by `outbox pause`.
         for (mapping, path, _) in self.pauses.held_files() {
             if let Some(i) = index(mapping) {
-                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                let size = self.size_of(path);
                 unledgered.push(control::Unledgered {
                     mapping: i,
                     path: path.to_path_buf(),

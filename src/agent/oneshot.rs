@@ -61,6 +61,7 @@ pub(super) fn mapping_for(name: &str, path: &Path, target: &Target) -> Mapping {
         follow_symlinks: true,
         // The user named this file.
         allow_hard_links: true,
+        cross_mounts: true,
         if_exists: crate::config::IfExists::Attach,
         on_change: crate::config::OnChange::Add,
     }

@@ -235,6 +235,7 @@ impl Agent {
             paused: None,
             waits: Vec::new(),
             held: self.pauses.view(),
+            folders: Vec::new(),
         });
         r
     }

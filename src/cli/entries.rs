@@ -334,6 +334,9 @@ pub async fn status(
         for line in crate::watch::unavailable_lines(&settings.mappings) {
             outln!("{line}");
         }
+        for line in view.iter().flat_map(|v| &v.folders) {
+            outln!("{line}");
+        }
         if let Some(pid) =
             pid.filter(|p| !config_broken && started_before_edit(*p, &settings.source))
         {

@@ -908,6 +908,7 @@ mod tests {
                 (settling.id.clone(), wait(WaitReason::Settle, 2, None, 0)),
             ],
             held: Vec::new(),
+            folders: Vec::new(),
         };
         let facts = Facts {
             running: true,
@@ -937,6 +938,7 @@ mod tests {
                 until_ms: Some((1_700_000_000 + 600) * 1000),
                 files: 2,
             }],
+            folders: Vec::new(),
         };
         let facts = Facts {
             view: Some(&paused),

@@ -231,6 +231,10 @@ pub struct Mapping {
     /// user's into it where the system allows (macOS, FreeBSD; Linux without
     /// `fs.protected_hardlinks`).
     pub allow_hard_links: bool,
+    /// Enter subfolders that are another file system (mount points). Off: a scan does not
+    /// enter them and the watcher does not watch them, since a neighbour who owns a subfolder
+    /// can mount a FUSE file system there whose `stat` and reads never answer.
+    pub cross_mounts: bool,
     pub if_exists: IfExists,
     /// A new version of a file already attached: replace its attachment, or add beside it.
     pub on_change: OnChange,

@@ -114,8 +114,20 @@ impl SafeFile {
     /// component included, is an error; with it, a link is followed only when everything
     /// resolves inside `root`. Anything but a regular file is an error.
     pub fn open_beneath(root: &Path, rel: &Path, follow_links: bool) -> io::Result<SafeFile> {
+        SafeFile::open_within(root, rel, follow_links, true)
+    }
+
+    /// [`SafeFile::open_beneath`]; without `cross_mounts` a mount point on the way is refused
+    /// (an error of kind `CrossesDevices`, where `openat2` can tell) before the mount is asked
+    /// anything: a folder a neighbour mounted a file system on after the file was seen.
+    pub fn open_within(
+        root: &Path,
+        rel: &Path,
+        follow_links: bool,
+        cross_mounts: bool,
+    ) -> io::Result<SafeFile> {
         let (root, rel) = resolve(root, rel, follow_links)?;
-        let file = imp::open_file_beneath(&root, &rel)?;
+        let file = imp::open_file_beneath(&root, &rel, !cross_mounts)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(not_regular(&rel));
@@ -327,6 +339,194 @@ pub fn read_dir_beneath(root: &Path, rel: &Path) -> io::Result<std::fs::ReadDir>
         Some(listed) => listed,
         None => std::fs::read_dir(root.join(rel)),
     }
+}
+
+/// Which file system and mount an entry is on, as a scan compares it with its folder's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub dev: u64,
+    /// The mount's id (Linux 5.8+): tells a bind mount of the same file system apart.
+    pub mount: Option<u64>,
+    /// The entry is the root of a mount (Linux 5.8+).
+    pub mount_root: bool,
+}
+
+impl Place {
+    /// Whether an entry at `self`, listed in a folder at `folder`, is a mount point: another
+    /// device, another mount, or a mount's root. (A btrfs subvolume is another device too.)
+    pub fn is_mount_in(&self, folder: &Place) -> bool {
+        self.mount_root
+            || self.dev != folder.dev
+            || matches!((self.mount, folder.mount), (Some(a), Some(b)) if a != b)
+    }
+}
+
+/// What an entry is, as listed (a link is a link: never followed here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Link,
+    Other,
+}
+
+/// An entry of a listed folder: its kind, where it lives and its identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryStat {
+    pub kind: EntryKind,
+    pub place: Place,
+    pub identity: Identity,
+}
+
+impl EntryStat {
+    fn of(meta: &std::fs::Metadata) -> EntryStat {
+        let t = meta.file_type();
+        let kind = if t.is_symlink() {
+            EntryKind::Link
+        } else if t.is_dir() {
+            EntryKind::Dir
+        } else if t.is_file() {
+            EntryKind::File
+        } else {
+            EntryKind::Other
+        };
+        let identity = Identity::of(meta);
+        EntryStat {
+            kind,
+            place: Place {
+                dev: identity.dev,
+                mount: None,
+                mount_root: false,
+            },
+            identity,
+        }
+    }
+}
+
+/// A folder of a mapping being listed ([`list_beneath`]), and the way to look at its entries
+/// without following a link and without waiting on a mount's server.
+pub struct Listing {
+    entries: std::fs::ReadDir,
+    dir: Option<imp::Dir>,
+    path: PathBuf,
+}
+
+impl Listing {
+    /// The names in the folder (`.` and `..` left out).
+    pub fn entries(&mut self) -> &mut std::fs::ReadDir {
+        &mut self.entries
+    }
+
+    /// The entry `name` of this folder as it is (a link is not followed). Through the folder's
+    /// descriptor where there is one: on Linux with `statx(AT_STATX_DONT_SYNC)`, so a FUSE or
+    /// network file system mounted on the entry answers from what the kernel knows and never
+    /// makes the scan wait for its server.
+    pub fn stat(&self, name: &OsStr) -> io::Result<EntryStat> {
+        if let Some(found) = self.dir.as_ref().and_then(|d| d.stat_entry(name)) {
+            return found;
+        }
+        std::fs::symlink_metadata(self.path.join(name)).map(|m| EntryStat::of(&m))
+    }
+}
+
+/// Whether `path` (in the mapped folder `root`) is still there, asked without following a link
+/// and without crossing a mount point (where `openat2` can refuse one), so that a file system a
+/// neighbour mounted below the folder, whose `stat` may never answer, is not asked. `true`
+/// when it cannot be told (a mount or a link on the way, no permission): the caller keeps what
+/// it would otherwise forget.
+pub fn present_beneath(root: &Path, path: &Path) -> bool {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return true;
+    }
+    imp::present_beneath(root, rel)
+}
+
+/// What keeps `path` (in the mapped folder `root`) from being reached beneath it: a mount point
+/// on the way, or a link (`None`: neither; it may be there or not). Asks nothing of a mount.
+pub fn in_the_way_beneath(root: &Path, path: &Path) -> Option<&'static str> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Some("a path out of the folder");
+    }
+    imp::in_the_way_beneath(root, rel)
+}
+
+/// The size of the file at `path` (in the mapped folder `root`), asked as
+/// [`present_beneath`] asks (no link, no mount point crossed); `None` when it cannot be told.
+pub fn len_beneath(root: &Path, path: &Path) -> Option<u64> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return None;
+    }
+    imp::len_beneath(root, rel)
+}
+
+/// Where the folder `folder` lives (a mapped folder: its path is the user's, taken as given).
+pub fn place_of(folder: &Path) -> io::Result<Place> {
+    let dir = imp::Dir::open_beneath(folder, Path::new(""))?;
+    if let Some(found) = dir.stat_entry(OsStr::new(".")) {
+        return found.map(|e| e.place);
+    }
+    std::fs::metadata(folder).map(|m| EntryStat::of(&m).place)
+}
+
+/// [`read_dir_beneath`] as a [`Listing`]; without `cross_mounts` a folder below the mapped one
+/// that is a mount point is refused (EXDEV, where `openat2` can say so) before anything on the
+/// mount is asked. `path` is the folder's own path (`root` joined with `rel`).
+pub fn list_beneath(root: &Path, rel: &Path, cross_mounts: bool) -> io::Result<Listing> {
+    let path = root.join(rel.strip_prefix(root).unwrap_or(rel));
+    let rel = rel.strip_prefix(root).unwrap_or(rel);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(outside(rel));
+    }
+    let dir = imp::Dir::open_beneath_within(root, rel, !cross_mounts)?;
+    let entries = match dir.read_dir() {
+        Some(listed) => listed?,
+        None => std::fs::read_dir(&path)?,
+    };
+    Ok(Listing {
+        entries,
+        dir: Some(dir),
+        path,
+    })
+}
+
+/// A folder listed by its path (links on the way followed: a mapping that follows links).
+pub fn list_path(path: &Path) -> io::Result<Listing> {
+    let dir = imp::Dir::open_beneath(path, Path::new(""))?;
+    let entries = match dir.read_dir() {
+        Some(listed) => listed?,
+        None => std::fs::read_dir(path)?,
+    };
+    Ok(Listing {
+        entries,
+        dir: Some(dir),
+        path: path.to_path_buf(),
+    })
+}
+
+/// A folder below a mapped one that is another file system: not entered.
+fn mount_point(rel: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::CrossesDevices,
+        format!(
+            "{} is another file system (a mount point); it is not entered unless the mapping says cross_mounts = true",
+            crate::outside::path(rel)
+        ),
+    )
 }
 
 /// What a failed file's reason file adds to its name.

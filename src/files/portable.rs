@@ -47,7 +47,25 @@ fn no_links(root: &Path, rel: &Path) -> io::Result<PathBuf> {
     Ok(p)
 }
 
-pub(super) fn open_file_beneath(root: &Path, rel: &Path) -> io::Result<std::fs::File> {
+pub(super) fn in_the_way_beneath(_root: &Path, _rel: &Path) -> Option<&'static str> {
+    None
+}
+
+pub(super) fn len_beneath(root: &Path, rel: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(root.join(rel))
+        .ok()
+        .map(|m| m.len())
+}
+
+pub(super) fn present_beneath(root: &Path, rel: &Path) -> bool {
+    root.join(rel).exists() || std::fs::symlink_metadata(root.join(rel)).is_ok()
+}
+
+pub(super) fn open_file_beneath(
+    root: &Path,
+    rel: &Path,
+    _no_xdev: bool,
+) -> io::Result<std::fs::File> {
     std::fs::File::open(no_links(root, rel)?)
 }
 
@@ -65,6 +83,16 @@ impl Dir {
         Ok(Dir {
             path: no_links(root, rel)?,
         })
+    }
+
+    /// Mount points are not told apart here: as [`Dir::open_beneath`].
+    pub(super) fn open_beneath_within(root: &Path, rel: &Path, _no_xdev: bool) -> io::Result<Dir> {
+        Dir::open_beneath(root, rel)
+    }
+
+    /// No descriptor to stat through: `None` (the caller stats by path).
+    pub(super) fn stat_entry(&self, _name: &OsStr) -> Option<io::Result<super::EntryStat>> {
+        None
     }
 
     pub(super) fn open_destination(root: &Path, dest: &Path) -> io::Result<Dir> {

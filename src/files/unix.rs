@@ -58,14 +58,32 @@ fn open_root(root: &Path) -> io::Result<OwnedFd> {
     .map_err(io::Error::from)
 }
 
-pub(super) fn open_file_beneath(root: &Path, rel: &Path) -> io::Result<std::fs::File> {
+pub(super) fn open_file_beneath(
+    root: &Path,
+    rel: &Path,
+    no_xdev: bool,
+) -> io::Result<std::fs::File> {
     let root_fd = open_root(root)?;
-    let fd = open_beneath(root_fd.as_fd(), rel, FILE_FLAGS).map_err(|e| explain(e, rel))?;
+    let fd = match open_beneath_as(root_fd.as_fd(), rel, FILE_FLAGS, no_xdev) {
+        Err(Errno::XDEV) if no_xdev => return Err(super::mount_point(rel)),
+        other => other.map_err(|e| explain(e, rel))?,
+    };
     Ok(std::fs::File::from(fd))
 }
 
 /// `rel` (plain components only, checked by the caller) beneath `root`, no link anywhere.
 fn open_beneath(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
+    open_beneath_as(root, rel, flags, false)
+}
+
+/// [`open_beneath`]; with `no_xdev`, no mount point crossed on the way either (EXDEV): the
+/// kernel refuses it while resolving (`RESOLVE_NO_XDEV`), before the mount is asked anything.
+fn open_beneath_as(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    flags: OFlags,
+    no_xdev: bool,
+) -> Result<OwnedFd, Errno> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,7 +100,14 @@ fn open_beneath(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<Owned
                 rel,
                 flags,
                 Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+                ResolveFlags::BENEATH
+                    | ResolveFlags::NO_SYMLINKS
+                    | ResolveFlags::NO_MAGICLINKS
+                    | if no_xdev {
+                        ResolveFlags::NO_XDEV
+                    } else {
+                        ResolveFlags::empty()
+                    },
             ) {
                 Err(Errno::NOSYS) | Err(Errno::PERM) => {
                     HAVE_OPENAT2.store(false, Ordering::Relaxed);
@@ -91,7 +116,43 @@ fn open_beneath(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<Owned
             }
         }
     }
-    walk(root, rel, flags)
+    let fd = walk(root, rel, flags)?;
+    // The walk cannot refuse a mount on the way; the end at least is on the folder's device.
+    if no_xdev && rustix::fs::fstat(&fd)?.st_dev != rustix::fs::fstat(root)?.st_dev {
+        return Err(Errno::XDEV);
+    }
+    Ok(fd)
+}
+
+/// [`super::present_beneath`]: `rel` opened `O_PATH` beneath `root`, no link, no mount point.
+pub(super) fn present_beneath(root: &Path, rel: &Path) -> bool {
+    let Ok(root_fd) = open_root(root) else {
+        return true;
+    };
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    !matches!(
+        open_beneath_as(root_fd.as_fd(), rel, flags, true),
+        Err(Errno::NOENT) | Err(Errno::NOTDIR)
+    )
+}
+
+/// [`super::in_the_way_beneath`]: `rel` opened `O_PATH` beneath `root`, no link, no mount.
+pub(super) fn in_the_way_beneath(root: &Path, rel: &Path) -> Option<&'static str> {
+    let root_fd = open_root(root).ok()?;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match open_beneath_as(root_fd.as_fd(), rel, flags, true) {
+        Err(Errno::XDEV) => Some("another file system (a mount point)"),
+        Err(Errno::LOOP) => Some("a symbolic link"),
+        _ => None,
+    }
+}
+
+/// [`super::len_beneath`]: `fstat` of `rel` opened `O_PATH` beneath `root` (no link, no mount).
+pub(super) fn len_beneath(root: &Path, rel: &Path) -> Option<u64> {
+    let root_fd = open_root(root).ok()?;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = open_beneath_as(root_fd.as_fd(), rel, flags, true).ok()?;
+    rustix::fs::fstat(&fd).ok().map(|st| st.st_size as u64)
 }
 
 /// The fallback: one component at a time, each a real directory, the last opened with `flags`.
@@ -141,6 +202,72 @@ impl Dir {
         let root_fd = open_root(root)?;
         let fd = open_beneath(root_fd.as_fd(), rel, DIR_FLAGS).map_err(|e| explain(e, rel))?;
         Ok(Dir { fd })
+    }
+
+    /// [`Dir::open_beneath`]; with `no_xdev` a mount point on the way is refused (EXDEV,
+    /// said as "is another file system (a mount point)").
+    pub(super) fn open_beneath_within(root: &Path, rel: &Path, no_xdev: bool) -> io::Result<Dir> {
+        let root_fd = open_root(root)?;
+        let fd = match open_beneath_as(root_fd.as_fd(), rel, DIR_FLAGS, no_xdev) {
+            Err(Errno::XDEV) if no_xdev => return Err(super::mount_point(rel)),
+            other => other.map_err(|e| explain(e, rel))?,
+        };
+        Ok(Dir { fd })
+    }
+
+    /// The entry `name` of this folder, not followed if a link, asking nothing of a file
+    /// system's server (`AT_STATX_DONT_SYNC`: a FUSE or network mount on the entry answers
+    /// from the kernel's cache). `None` where `statx` is missing (the caller stats by path).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) fn stat_entry(&self, name: &OsStr) -> Option<io::Result<super::EntryStat>> {
+        use rustix::fs::{FileType, StatxAttributes, StatxFlags};
+        let got = rustix::fs::statx(
+            &self.fd,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC | AtFlags::NO_AUTOMOUNT,
+            StatxFlags::BASIC_STATS | StatxFlags::MNT_ID,
+        );
+        let x = match got {
+            Err(Errno::NOSYS) | Err(Errno::PERM) => return None,
+            Err(e) => return Some(Err(e.into())),
+            Ok(x) => x,
+        };
+        let kind = match FileType::from_raw_mode(x.stx_mode.into()) {
+            FileType::Symlink => super::EntryKind::Link,
+            FileType::Directory => super::EntryKind::Dir,
+            FileType::RegularFile => super::EntryKind::File,
+            _ => super::EntryKind::Other,
+        };
+        let ns = |t: rustix::fs::StatxTimestamp| {
+            t.tv_sec
+                .checked_mul(1_000_000_000)
+                .and_then(|s| s.checked_add(i64::from(t.tv_nsec)))
+        };
+        #[allow(clippy::unnecessary_cast)]
+        let dev = rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor) as u64;
+        let has_mount = x.stx_mask & StatxFlags::MNT_ID.bits() != 0;
+        Some(Ok(super::EntryStat {
+            kind,
+            place: super::Place {
+                dev,
+                mount: has_mount.then_some(x.stx_mnt_id),
+                mount_root: x.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+                    && x.stx_attributes.contains(StatxAttributes::MOUNT_ROOT),
+            },
+            identity: super::Identity {
+                dev,
+                ino: x.stx_ino,
+                size: x.stx_size,
+                mtime_ns: ns(x.stx_mtime),
+                ctime_ns: ns(x.stx_ctime),
+                owner: Some(x.stx_uid),
+            },
+        }))
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) fn stat_entry(&self, _name: &OsStr) -> Option<io::Result<super::EntryStat>> {
+        None
     }
 
     /// Its entries, read through this descriptor (not by its path, which a neighbour may have

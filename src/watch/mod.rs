@@ -80,13 +80,47 @@ pub struct Found {
     pub stat: crate::core::model::FileStat,
 }
 
+/// What a scan of a mapping found.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Every accepted regular file.
+    pub found: Vec<Found>,
+    /// Every folder listed that was reached without a link (the ones the watcher may watch),
+    /// the first of the scan's starting folders first.
+    pub dirs: Vec<PathBuf>,
+    /// Subfolders (or files) not entered because they are another file system: a mount point,
+    /// and the mapping does not say `cross_mounts = true`.
+    pub mounts: Vec<PathBuf>,
+}
+
 /// Every accepted regular file under the mapping's folder. Symlinks are skipped unless
-/// `follow_symlinks`, and then only when they resolve inside the folder.
-pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
-    let mut out = Vec::new();
-    let mut dirs = vec![m.folder.clone()];
+/// `follow_symlinks`, and then only when they resolve inside the folder. A mount point below
+/// the folder is not entered unless the mapping says `cross_mounts = true`.
+pub fn scan(m: &Mapping) -> std::io::Result<Scan> {
+    scan_from(m, std::slice::from_ref(&m.folder), &|_| true)
+}
+
+/// [`scan`] of the folders `starts` (the mapping's folder, or subfolders of it, each with what
+/// is below it when the mapping is recursive). `watch` is called with each folder reached
+/// without a link, after it is opened and before it is listed: a file made in a new subfolder
+/// before its watch was added is in the listing, one made after is an event.
+pub fn scan_from(
+    m: &Mapping,
+    starts: &[PathBuf],
+    watch: &dyn Fn(&Path) -> bool,
+) -> std::io::Result<Scan> {
+    use crate::files::EntryKind;
+    let mut out = Scan::default();
+    // (folder, reached through a followed link)
+    let mut dirs: Vec<(PathBuf, bool)> = starts.iter().rev().map(|d| (d.clone(), false)).collect();
     let root = std::fs::canonicalize(&m.folder)?;
-    while let Some(dir) = dirs.pop() {
+    // What a mount point below the folder is told apart from.
+    let home = crate::files::place_of(&m.folder)?;
+    while let Some((dir, linked)) = dirs.pop() {
+        // (A start may be `sent_dir` or `failed_dir`, made since: never scanned.)
+        if in_excluded_dir(m, &dir) {
+            continue;
+        }
         // Listed through a descriptor opened beneath the folder with no link on the way: a
         // subfolder swapped for a link after it was seen as a folder is not walked through
         // the link (a folder of the user's, or `/`). Links are walked by path only when the
@@ -95,60 +129,113 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
             crate::failpoint!("scan-subfolder");
         }
         let listed = if m.follow_symlinks {
-            std::fs::read_dir(&dir)
+            crate::files::list_path(&dir)
         } else {
-            crate::files::read_dir_beneath(&m.folder, &dir)
+            // A folder swapped for a mount since it was seen is refused here, unasked.
+            crate::files::list_beneath(&m.folder, &dir, m.cross_mounts)
         };
-        let rd = match listed {
-            Ok(rd) => rd,
+        let mut listing = match listed {
+            Ok(l) => l,
             Err(e) if dir == m.folder => return Err(e),
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                out.mounts.push(dir);
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(dir = %crate::outside::path(&dir), error = %e, "cannot read a subfolder; skipping it");
                 continue;
             }
         };
-        for ent in rd.flatten() {
+        if !linked {
+            watch(&dir);
+            out.dirs.push(dir.clone());
+        }
+        let names: Vec<std::ffi::OsString> =
+            listing.entries().flatten().map(|e| e.file_name()).collect();
+        for name in names {
             // (Not `ent.path()`: a folder listed through its descriptor has another name.)
-            let path = dir.join(ent.file_name());
+            let path = dir.join(&name);
             if in_excluded_dir(m, &path) {
                 continue;
             }
-            // The entry's own lstat (relative to the open directory) costs no walk of the
-            // full path; only a symlink needs the path-based policy.
-            let linked = !matches!(ent.file_type(), Ok(t) if !t.is_symlink());
-            let meta = if linked {
-                file_meta(m, &root, &path)
-            } else {
-                ent.metadata().ok()
-            };
-            let Some(meta) = meta else {
+            // The entry's own statx (relative to the open directory, asking no mount's
+            // server) costs no walk of the full path; only a symlink needs the path's policy.
+            let Ok(entry) = listing.stat(&name) else {
                 continue;
             };
+            if entry.kind != EntryKind::Link {
+                if !m.cross_mounts && entry.place.is_mount_in(&home) {
+                    // (A folder of a mapping that does not enter folders is no news.)
+                    if m.recursive || entry.kind != EntryKind::Dir {
+                        out.mounts.push(path);
+                    }
+                    continue;
+                }
+                match entry.kind {
+                    // Nothing below an excluded name counts: not entered, not watched.
+                    EntryKind::Dir if m.recursive && !m.exclude.is_match(&name) => {
+                        dirs.push((path, linked))
+                    }
+                    EntryKind::File if accepts(m, &path) => {
+                        let stat = identity_stat(&entry.identity);
+                        out.found.push(Found {
+                            size: stat.size,
+                            mtime_ns: entry.identity.mtime_ns,
+                            stat,
+                            path,
+                        });
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let Some(meta) = file_meta(m, &root, &path) else {
+                continue;
+            };
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                if !m.cross_mounts && meta.dev() != home.dev {
+                    out.mounts.push(path);
+                    continue;
+                }
+            }
             // A followed link to a folder above it would be walked forever.
             if meta.is_dir()
-                && linked
                 && std::fs::canonicalize(&path)
                     .is_ok_and(|t| std::fs::canonicalize(&dir).is_ok_and(|d| d.starts_with(&t)))
             {
                 continue;
             }
             if meta.is_dir() {
-                if m.recursive {
-                    dirs.push(path);
+                if m.recursive && !m.exclude.is_match(&name) {
+                    dirs.push((path, true));
                 }
                 continue;
             }
             if meta.is_file() && accepts(m, &path) {
-                out.push(Found {
+                out.found.push(Found {
                     size: meta.len(),
                     mtime_ns: crate::files::mtime_ns(&meta),
-                    stat: file_stat(&meta),
+                    stat: version_stat(m, &path, &meta),
                     path,
                 });
             }
         }
     }
     Ok(out)
+}
+
+/// A scanned entry's identity as the core compares files (as [`file_stat`]).
+fn identity_stat(id: &crate::files::Identity) -> crate::core::model::FileStat {
+    crate::core::model::FileStat {
+        dev: id.dev,
+        ino: id.ino,
+        size: id.size,
+        mtime_ns: id.mtime_ns.unwrap_or(0),
+        ctime_ns: id.ctime_ns.unwrap_or(0),
+        owner: id.owner,
+    }
 }
 
 /// The identity of a file as the core compares it: device, inode, size, modification time; and
@@ -173,6 +260,82 @@ pub fn file_stat(meta: &std::fs::Metadata) -> crate::core::model::FileStat {
         mtime_ns: crate::files::mtime_ns(meta).unwrap_or(0),
         ctime_ns,
         owner,
+    }
+}
+
+/// The owner a version at `path` counts as, its file being `file_owner`'s. Without
+/// `follow_symlinks` that is the file's owner. With it a link on the way may be another
+/// user's: a neighbour's link to a file of the user's in the folder must not make a version
+/// of the user's (it would replace the user's attachment of that name), so the owner is the
+/// first of the links' owners and the file's that is not this agent's user, else the user.
+pub fn version_owner(m: &Mapping, path: &Path, file_owner: Option<u32>) -> Option<u32> {
+    #[cfg(unix)]
+    if m.follow_symlinks {
+        use std::os::unix::fs::MetadataExt;
+        let me = rustix::process::geteuid().as_raw();
+        let mut owners = Vec::new();
+        let mut at = m.folder.clone();
+        for c in path.strip_prefix(&m.folder).ok()?.components() {
+            at.push(c);
+            match std::fs::symlink_metadata(&at) {
+                Ok(l) if l.file_type().is_symlink() => owners.push(l.uid()),
+                _ => {}
+            }
+        }
+        owners.extend(file_owner);
+        return owners.iter().copied().find(|o| *o != me).or(file_owner);
+    }
+    let _ = (m, path);
+    file_owner
+}
+
+/// [`file_stat`] of `path`'s version in `m` (its owner as [`version_owner`] counts it).
+pub fn version_stat(
+    m: &Mapping,
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> crate::core::model::FileStat {
+    let mut stat = file_stat(meta);
+    stat.owner = version_owner(m, path, stat.owner);
+    stat
+}
+
+/// What a path in a mapped folder is now, under the mapping's rules (links as
+/// [`file_meta`] says, no other file system unless `cross_mounts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Look {
+    File(crate::core::model::FileStat),
+    Dir,
+    /// On another file system than the mapped folder (a mount point, or below one).
+    Mount,
+    Missing,
+    /// A link not followed, a FIFO, a device: nothing to take.
+    Other,
+}
+
+/// Look at `path` (in `m`'s folder). Blocking, and on a mount that never answers it never
+/// returns: the agent calls it off its loop, bounded.
+pub fn look(m: &Mapping, path: &Path) -> Look {
+    crate::failpoint!("stat", path);
+    let Some(meta) = file_meta(m, &m.folder, path) else {
+        return match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Look::Missing,
+            _ => Look::Other,
+        };
+    };
+    #[cfg(unix)]
+    if !m.cross_mounts {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(&m.folder).is_ok_and(|f| f.dev() != meta.dev()) {
+            return Look::Mount;
+        }
+    }
+    if meta.is_dir() {
+        Look::Dir
+    } else if meta.is_file() {
+        Look::File(version_stat(m, path, &meta))
+    } else {
+        Look::Other
     }
 }
 
@@ -222,25 +385,53 @@ pub fn file_meta(m: &Mapping, root: &Path, path: &Path) -> Option<std::fs::Metad
     std::fs::metadata(path).ok()
 }
 
-/// The running watcher; dropping it stops watching.
+/// How many folders the watcher watches for one mapping at most. Each is one of the user's
+/// inotify watches (`fs.inotify.max_user_watches`, 8,192 on many systems, shared by every
+/// program of the user's): a neighbour making thousands of subfolders in a recursive drop
+/// folder must not spend them all. Subfolders past it are found by the rescan
+/// (`agent.rescan`), and the log and `status` say so.
+pub const MAX_WATCHES_PER_MAPPING: usize = 1000;
+
+/// The running watcher; dropping it (every clone) stops watching. Each folder is watched on
+/// its own (never notify's recursive mode, which would walk into mount points and through
+/// them): the mapped folder when the watcher starts, each subfolder of a recursive mapping by
+/// the scan that lists it, just before listing it, so a file made in a new subfolder before
+/// its watch was added is still found by that listing.
+#[derive(Clone)]
 pub struct FolderWatcher {
-    inner: notify::RecommendedWatcher,
+    inner: std::sync::Arc<std::sync::Mutex<Watches>>,
+}
+
+struct Watches {
+    notify: notify::RecommendedWatcher,
     /// Parents watched while a mapped folder is missing, to see it come back without polling.
     parents: std::collections::HashSet<PathBuf>,
+    /// Per mapping (by place in the config the watcher started with): the folders watched,
+    /// with the folder's (device, inode) when watched: a folder renamed keeps its watch, which
+    /// its new path then shares (inotify watches an inode), so only a watch no folder still
+    /// listed holds is removed.
+    watched: Vec<std::collections::HashMap<PathBuf, Option<(u64, u64)>>>,
+    /// Per mapping: subfolders left unwatched since the last full scan (over the cap).
+    unwatched: Vec<std::collections::HashSet<PathBuf>>,
 }
 
 impl FolderWatcher {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watches> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A mapped folder is gone: watch its parent so that its return is seen (no polling).
     pub fn await_return(&mut self, folder: &Path) {
         let Some(parent) = folder.parent() else {
             return;
         };
-        if self.parents.contains(parent) {
+        let mut w = self.lock();
+        if w.parents.contains(parent) {
             return;
         }
-        match self.inner.watch(parent, RecursiveMode::NonRecursive) {
+        match w.notify.watch(parent, RecursiveMode::NonRecursive) {
             Ok(()) => {
-                self.parents.insert(parent.to_path_buf());
+                w.parents.insert(parent.to_path_buf());
             }
             Err(e) => {
                 tracing::warn!(folder = %crate::outside::path(folder), error = %e, "cannot watch for the folder's return; the periodic rescan will find it")
@@ -248,26 +439,92 @@ impl FolderWatcher {
         }
     }
 
-    /// A mapped folder is back: watch it again.
-    pub fn rewatch(&mut self, folder: &Path, recursive: bool) -> Result<(), String> {
+    /// A mapped folder is back: watch it again (its subfolders: by the scan that follows).
+    pub fn rewatch(&mut self, mapping: usize, folder: &Path) -> Result<(), String> {
+        let mut w = self.lock();
         if let Some(parent) = folder.parent() {
-            if self.parents.remove(parent) {
-                let _ = self.inner.unwatch(parent);
+            if w.parents.remove(parent) {
+                let _ = w.notify.unwatch(parent);
             }
         }
-        let mode = if recursive {
-            RecursiveMode::Recursive
-        } else {
-            RecursiveMode::NonRecursive
+        if let Some(set) = w.watched.get_mut(mapping) {
+            set.clear();
+        }
+        w.notify
+            .watch(folder, RecursiveMode::NonRecursive)
+            .map_err(|e| describe_watch_error(folder, &e))?;
+        if let Some(set) = w.watched.get_mut(mapping) {
+            set.insert(folder.to_path_buf(), dir_id(folder));
+        }
+        Ok(())
+    }
+
+    /// Watch `dir`, a subfolder of `mapping`'s folder about to be listed; `false` when it is
+    /// not watched (the mapping's cap is reached, or the watch failed): its files are found
+    /// by scans only.
+    pub fn watch_dir(&self, mapping: usize, dir: &Path) -> bool {
+        let mut w = self.lock();
+        let w = &mut *w;
+        let (Some(set), Some(left)) = (w.watched.get_mut(mapping), w.unwatched.get_mut(mapping))
+        else {
+            return false;
         };
-        self.inner
-            .watch(folder, mode)
-            .map_err(|e| describe_watch_error(folder, &e))
+        if set.contains_key(dir) {
+            return true;
+        }
+        if set.len() >= MAX_WATCHES_PER_MAPPING {
+            left.insert(dir.to_path_buf());
+            return false;
+        }
+        match w.notify.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                set.insert(dir.to_path_buf(), dir_id(dir));
+                true
+            }
+            Err(e) => {
+                tracing::debug!(dir = %crate::outside::path(dir), error = %e, "cannot watch a subfolder; the rescan finds its files");
+                left.insert(dir.to_path_buf());
+                false
+            }
+        }
+    }
+
+    /// After a full scan of `mapping`: the folders it listed (`dirs`) are all there is, so
+    /// the watches of folders gone are dropped (their room is free again) and the count of
+    /// unwatched ones starts again from what this scan left. Returns how many subfolders are
+    /// unwatched now.
+    pub fn settle_watches(&self, mapping: usize, dirs: &[PathBuf]) -> usize {
+        let mut w = self.lock();
+        let w = &mut *w;
+        let keep: std::collections::HashSet<&Path> = dirs.iter().map(|d| d.as_path()).collect();
+        let Some(set) = w.watched.get_mut(mapping) else {
+            return 0;
+        };
+        let gone: Vec<PathBuf> = set
+            .keys()
+            .filter(|d| !keep.contains(d.as_path()))
+            .cloned()
+            .collect();
+        for d in gone {
+            let id = set.remove(&d).flatten();
+            // Renamed within the folder: the watch is the new path's too. Deleted: the kernel
+            // has dropped it already. Moved out of the folder: dropped here, so a neighbour's
+            // folders moved away cannot keep watches past the cap.
+            if id.is_none() || !set.values().any(|v| *v == id) {
+                let _ = w.notify.unwatch(&d);
+            }
+        }
+        let Some(left) = w.unwatched.get_mut(mapping) else {
+            return 0;
+        };
+        left.retain(|d| keep.contains(d.as_path()));
+        left.len()
     }
 }
 
 impl FolderWatcher {
-    /// Watch every mapping's folder that exists; returns the watcher and, per mapping, why it
+    /// Watch every mapping's folder that exists (itself only: a recursive mapping's
+    /// subfolders are watched by its scans); returns the watcher and, per mapping, why it
     /// could not be watched.
     pub fn start(
         mappings: &[Mapping],
@@ -301,24 +558,43 @@ impl FolderWatcher {
         )
         .map_err(|e| format!("cannot start the folder watcher: {e}"))?;
         let mut problems = Vec::new();
-        for (i, (folder, recursive)) in folders.iter().enumerate() {
-            let mode = if *recursive {
-                RecursiveMode::Recursive
-            } else {
-                RecursiveMode::NonRecursive
-            };
-            if let Err(e) = watcher.watch(folder, mode) {
-                problems.push((i, describe_watch_error(folder, &e)));
+        let mut watched = vec![std::collections::HashMap::new(); folders.len()];
+        for (i, (folder, _)) in folders.iter().enumerate() {
+            match watcher.watch(folder, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watched[i].insert(folder.clone(), dir_id(folder));
+                }
+                Err(e) => problems.push((i, describe_watch_error(folder, &e))),
             }
         }
         let mut fw = FolderWatcher {
-            inner: watcher,
-            parents: Default::default(),
+            inner: std::sync::Arc::new(std::sync::Mutex::new(Watches {
+                notify: watcher,
+                parents: Default::default(),
+                unwatched: vec![Default::default(); folders.len()],
+                watched,
+            })),
         };
         for (i, _) in &problems {
             fw.await_return(&folders[*i].0);
         }
         Ok((fw, problems))
+    }
+}
+
+/// A watched folder's (device, inode), to tell a renamed folder's shared watch.
+fn dir_id(dir: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(dir)
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
     }
 }
 

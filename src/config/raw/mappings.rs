@@ -266,6 +266,7 @@ pub(super) fn validate_mappings(
             failed_dir,
             follow_symlinks: raw.follow_symlinks.unwrap_or(false),
             allow_hard_links: raw.allow_hard_links.unwrap_or(false),
+            cross_mounts: raw.cross_mounts.unwrap_or(false),
             if_exists,
             on_change,
         });

@@ -143,6 +143,7 @@ struct RawMapping {
     failed_dir: Option<Spanned<String>>,
     follow_symlinks: Option<bool>,
     allow_hard_links: Option<bool>,
+    cross_mounts: Option<bool>,
     if_exists: Option<Spanned<RawIfExists>>,
     on_change: Option<Spanned<RawOnChange>>,
 }
