@@ -136,6 +136,8 @@ pub fn rules_of(settings: &Settings) -> Vec<crate::core::model::MappingRule> {
                         .map_or(0, |b| b.window.as_millis() as u64),
                     folder: m.folder.clone(),
                     remember_sent_ms: settings.agent.remember_sent.as_millis() as u64,
+                    // A failed message keeps its draft for `retry` (its files are on it).
+                    delete_failed_draft: false,
                 }),
             },
         })

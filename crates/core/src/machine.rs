@@ -10,7 +10,7 @@ use super::model::*;
 use super::settle::{Settled, Settler};
 pub use messages::{
     cap_frees_at, civil_date, held_backoff_ms, FOUND_MAILED, HELD_BY_DRAFT, HELD_TRIES,
-    MESSAGE_TOO_LARGE, NO_FILES_LEFT,
+    MAILED_ELSEWHERE, MESSAGE_TOO_LARGE, NO_FILES_LEFT, RIVAL_SETTLE_MS,
 };
 
 mod messages;
@@ -460,7 +460,9 @@ impl Machine {
                 | Outcome::Find(..)
                 | Outcome::Send(_)
                 | Outcome::ListDraft(_)
-                | Outcome::StampKeys(_) => self.message_outcome(&id, outcome, &mut out),
+                | Outcome::StampKeys(_)
+                | Outcome::Rivals(_)
+                | Outcome::DeleteDraft(_) => self.message_outcome(&id, outcome, &mut out),
                 Outcome::DeleteAttachment(d) if self.messages.contains_key(&id) => {
                     self.message_outcome(&id, Outcome::DeleteAttachment(d), &mut out)
                 }
@@ -1274,7 +1276,7 @@ impl Machine {
         }
     }
 
-    fn set_timer(&mut self, id: &str, t: Time) {
+    pub(super) fn set_timer(&mut self, id: &str, t: Time) {
         if let Some(a) = self.active.get_mut(id) {
             if let Some(old) = a.timer.take() {
                 self.timers.remove(&(old, id.to_owned()));
@@ -2087,7 +2089,9 @@ impl Machine {
             | Outcome::Find(..)
             | Outcome::Send(_)
             | Outcome::ListDraft(_)
-            | Outcome::StampKeys(_) => {}
+            | Outcome::StampKeys(_)
+            | Outcome::Rivals(_)
+            | Outcome::DeleteDraft(_) => {}
         }
         self.release_lock_if_free(id);
         self.make_ready(id);

@@ -11,7 +11,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a harness: a broken world is a panic
 
-use super::machine::{has_work, Machine, HELD_BY_DRAFT, MESSAGE_TOO_LARGE, NO_FILES_LEFT};
+use super::machine::{
+    has_work, Machine, HELD_BY_DRAFT, MAILED_ELSEWHERE, MESSAGE_TOO_LARGE, NO_FILES_LEFT,
+};
 use super::model::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -237,6 +239,8 @@ pub struct Sim {
     /// The user sometimes deletes a draft that was not sent (nor left for review) in Outlook.
     deletes_drafts: bool,
     deleted_drafts: BTreeSet<String>,
+    /// Drafts the agent deleted after they were sent (never allowed).
+    deleted_sent: Vec<String>,
     /// Draws of the world's harsher faults (an rng of their own: every earlier draw as before).
     harsh_rng: StdRng,
     harsh: Harsh,
@@ -498,6 +502,7 @@ impl Sim {
             twins,
             deletes_drafts,
             deleted_drafts: BTreeSet::new(),
+            deleted_sent: Vec::new(),
             harsh_rng,
             harsh,
             drops: BTreeMap::new(),
@@ -710,7 +715,9 @@ impl Sim {
             .filter(|m| {
                 matches!(m.state, MessageState::Unconfirmed)
                     || (m.state == MessageState::Failed
-                        && m.error.as_ref().is_none_or(|e| e.code != NO_FILES_LEFT))
+                        && m.error
+                            .as_ref()
+                            .is_none_or(|e| e.code != NO_FILES_LEFT && e.code != MAILED_ELSEWHERE))
             })
             .cloned()
             .collect();
@@ -1471,6 +1478,8 @@ impl Sim {
                 | Action::FindMessage { .. }
                 | Action::FindFileKey { .. }
                 | Action::StampKeys { .. }
+                | Action::FindRivals { .. }
+                | Action::DeleteDraft { .. }
                 | Action::ListDraft { .. }
                 | Action::SendDraft { .. }
         );
@@ -2067,55 +2076,54 @@ impl Sim {
             Action::FindFileKey {
                 key, name, since, ..
             } => {
-                let now = self.now;
                 // Sent Items: the latest copy carrying the key with an attachment of the
-                // name (as graph::mail's key_step).
-                let latest = self
-                    .mail
-                    .iter()
-                    .filter_map(|(gid, m)| {
-                        if m.is_draft || m.visible_at > now || m.visible_at < *since {
-                            return None;
-                        }
-                        if !m.keys.contains(key) {
-                            return None;
-                        }
-                        let (_, att) = m.atts.iter().find(|(n, _)| n == name)?;
-                        Some((m.visible_at, gid, m, att))
-                    })
-                    .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-                let mailed = latest.map(|(_, gid, m, att)| KeyOutcome::Mailed {
-                    message_id: gid.clone(),
-                    internet_message_id: Some(m.imid.clone()),
-                    attachment_id: att.clone(),
-                    marker: m.marker.clone(),
-                    ours: m
-                        .marker
-                        .as_ref()
-                        .is_some_and(|mk| self.msg_ledger.contains_key(mk)),
-                });
-                let found = mailed.unwrap_or_else(|| {
-                    KeyOutcome::Drafted(
-                        self.mail
-                            .iter()
-                            .filter(|(_, m)| {
-                                m.is_draft
-                                    && m.gone_at.is_none_or(|g| g > now)
-                                    && m.keys.contains(key)
-                            })
-                            .map(|(gid, m)| DraftHolding {
-                                message_id: gid.clone(),
-                                marker: m.marker.clone(),
-                                ours: m
-                                    .marker
-                                    .as_ref()
-                                    .is_some_and(|mk| self.msg_ledger.contains_key(mk)),
-                                subject: String::new(),
-                            })
-                            .collect(),
-                    )
-                });
+                // name (as graph::mail's key_step); else the drafts carrying it.
+                let found = self
+                    .key_sent(key, name, *since)
+                    .unwrap_or_else(|| KeyOutcome::Drafted(self.key_drafts(key)));
                 Some(Outcome::Key(found))
+            }
+            Action::FindRivals {
+                draft_id,
+                files,
+                since,
+                ..
+            } => {
+                let now = self.now;
+                let own = self
+                    .mail
+                    .get(draft_id)
+                    .filter(|m| m.is_draft && m.gone_at.is_none_or(|g| g > now));
+                let Some(own) = own else {
+                    return Some(Outcome::Rivals(RivalsOutcome::Failed(gone(draft_id))));
+                };
+                let own_created = Some(own.visible_at);
+                let found = files
+                    .iter()
+                    .map(|(key, name)| KeyHolders {
+                        sent: self.key_sent(key, name, *since),
+                        drafts: self.key_drafts(key),
+                    })
+                    .collect();
+                Some(Outcome::Rivals(RivalsOutcome::Checked {
+                    own_created,
+                    found,
+                }))
+            }
+            Action::DeleteDraft { draft_id, .. } => {
+                if let Some(m) = self.mail.get(draft_id) {
+                    if !m.is_draft || m.gone_at.is_some() {
+                        // Never a draft that was sent.
+                        self.deleted_sent.push(draft_id.clone());
+                    }
+                }
+                if self.mail.remove(draft_id).is_some() {
+                    self.items.remove(draft_id);
+                    self.sessions.retain(|_, s| s.item != *draft_id);
+                    self.note(format!("graph: draft {draft_id} deleted by the agent"));
+                    self.deleted_drafts.insert(draft_id.clone());
+                }
+                Some(Outcome::DeleteDraft(DeleteOutcome::Deleted))
             }
             Action::StampKeys { draft_id, keys, .. } => match self.mail.get_mut(draft_id) {
                 Some(m) if m.is_draft => {
@@ -2200,6 +2208,56 @@ impl Sim {
             }
             _ => None,
         }
+    }
+
+    /// The latest sent copy since `since` carrying `key` with an attachment named `name`.
+    fn key_sent(&self, key: &str, name: &str, since: Time) -> Option<KeyOutcome> {
+        let now = self.now;
+        let latest = self
+            .mail
+            .iter()
+            .filter_map(|(gid, m)| {
+                if m.is_draft || m.visible_at > now || m.visible_at < since {
+                    return None;
+                }
+                if !m.keys.iter().any(|k| k == key) {
+                    return None;
+                }
+                let (_, att) = m.atts.iter().find(|(n, _)| n == name)?;
+                Some((m.visible_at, gid, m, att))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        latest.map(|(_, gid, m, att)| KeyOutcome::Mailed {
+            message_id: gid.clone(),
+            internet_message_id: Some(m.imid.clone()),
+            attachment_id: att.clone(),
+            marker: m.marker.clone(),
+            ours: m
+                .marker
+                .as_ref()
+                .is_some_and(|mk| self.msg_ledger.contains_key(mk)),
+        })
+    }
+
+    /// Every draft (still in Drafts) carrying `key`.
+    fn key_drafts(&self, key: &str) -> Vec<DraftHolding> {
+        let now = self.now;
+        self.mail
+            .iter()
+            .filter(|(_, m)| {
+                m.is_draft && m.gone_at.is_none_or(|g| g > now) && m.keys.iter().any(|k| k == key)
+            })
+            .map(|(gid, m)| DraftHolding {
+                message_id: gid.clone(),
+                marker: m.marker.clone(),
+                ours: m
+                    .marker
+                    .as_ref()
+                    .is_some_and(|mk| self.msg_ledger.contains_key(mk)),
+                subject: String::new(),
+                created: Some(m.visible_at),
+            })
+            .collect()
     }
 
     fn add_attachment(
@@ -2350,6 +2408,9 @@ impl Sim {
         }
         if let Some(l) = self.late_attachments.first() {
             return Err(self.violation(format!("attachment {l}")));
+        }
+        if let Some(d) = self.deleted_sent.first() {
+            return Err(self.violation(format!("the agent deleted draft {d} after it was sent")));
         }
         // No name and bytes mailed more often than they were dropped (a lost state dir, a
         // restored one, the user's own drop again: the mailbox answers).
@@ -2537,7 +2598,16 @@ impl Sim {
         for m in self.msg_ledger.values() {
             let ok = match m.state {
                 MessageState::Sent | MessageState::Drafted => true,
-                MessageState::Failed => m.error.as_ref().is_some_and(|e| e.code == NO_FILES_LEFT),
+                // Its files all left it, or another message mails them: its draft is gone.
+                MessageState::Failed => {
+                    m.error
+                        .as_ref()
+                        .is_some_and(|e| e.code == NO_FILES_LEFT || e.code == MAILED_ELSEWHERE)
+                        && !m.draft_abandoned()
+                        && !self.mail.values().any(|x| {
+                            x.is_draft && x.gone_at.is_none() && x.marker.as_deref() == Some(&m.id)
+                        })
+                }
                 // A send in doubt whose draft the user deleted cannot be told: it stays so,
                 // never sent again (retried, it looked in Sent Items and Drafts).
                 MessageState::Unconfirmed => m
@@ -2790,6 +2860,8 @@ fn action_id(a: &Action) -> String {
         | Action::FindMessage { id, .. }
         | Action::FindFileKey { id, .. }
         | Action::StampKeys { id, .. }
+        | Action::FindRivals { id, .. }
+        | Action::DeleteDraft { id, .. }
         | Action::ListDraft { id, .. }
         | Action::SendDraft { id, .. } => id.clone(),
         _ => String::new(),
@@ -2810,6 +2882,8 @@ fn wrap_fault(a: &Action, f: Fault) -> Outcome {
         Action::ListDraft { .. } => Outcome::ListDraft(ListOutcome::Failed(f)),
         Action::FindFileKey { .. } => Outcome::Key(KeyOutcome::Failed(f)),
         Action::StampKeys { .. } => Outcome::StampKeys(Err(f)),
+        Action::FindRivals { .. } => Outcome::Rivals(RivalsOutcome::Failed(f)),
+        Action::DeleteDraft { .. } => Outcome::DeleteDraft(DeleteOutcome::Failed(f)),
         _ => Outcome::Look(LookOutcome::Failed(f)),
     }
 }

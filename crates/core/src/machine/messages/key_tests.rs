@@ -73,6 +73,7 @@ fn holding(ours: bool) -> KeyOutcome {
         marker: Some("m-other".into()),
         ours,
         subject: "Scan inv.pdf".into(),
+        created: None,
     }])
 }
 
