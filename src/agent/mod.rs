@@ -1078,9 +1078,18 @@ impl Agent {
                 subject,
                 failure,
             } => {
-                tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "the message was not sent: {}; fix the cause, then `outbox retry {id}` (a draft it made stays in Drafts)", crate::outside::printable(failure.message.trim_end_matches('.')));
+                // A message none of whose files is left has its draft deleted (SPEC 8).
+                let draft = if failure.code == crate::core::machine::NO_FILES_LEFT {
+                    "its draft is deleted"
+                } else {
+                    "a draft it made stays in Drafts"
+                };
+                tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "the message was not sent: {}; fix the cause, then `outbox retry {id}` ({draft})", crate::outside::printable(failure.message.trim_end_matches('.')));
                 self.notifier
                     .message_failed(&subject, &failure.message, &id);
+            }
+            Note::MessageGaveWay { id, subject } => {
+                tracing::info!(message = %id, subject = %crate::outside::printable(&subject), "gave way: another message in the mailbox carries its files' keys (another agent on this folder); its draft is deleted and each of its files is mailed once, by that message or a new one");
             }
             Note::MessageUnconfirmed { id, subject } => {
                 tracing::error!(message = %id, subject = %crate::outside::printable(&subject), "the send could not be confirmed; it was not sent again: look in Sent Items, then `outbox retry {id}` sends it only if its draft is still a draft");

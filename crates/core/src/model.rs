@@ -1300,6 +1300,12 @@ pub enum Note {
         subject: String,
         failure: Failure,
     },
+    /// A message gave way to another message in the mailbox holding its files' keys (another
+    /// agent on the same folder): its draft is deleted, its files mailed once by the other.
+    MessageGaveWay {
+        id: String,
+        subject: String,
+    },
     /// A send could not be confirmed: nothing is sent again until `retry`.
     MessageUnconfirmed {
         id: String,

@@ -2090,6 +2090,10 @@ impl Machine {
         m.rec.updated_at = self.now;
         let finished: Vec<Record> = files.iter().filter_map(|f| m.finished.remove(f)).collect();
         out.push(Action::PersistMessage(m.rec.clone()));
+        out.push(Action::Notify(Note::MessageGaveWay {
+            id: mid.to_owned(),
+            subject: m.rec.letter.subject.clone(),
+        }));
         for f in &files {
             if self.member_of.get(f).is_some_and(|x| x == mid) {
                 self.member_of.remove(f);
