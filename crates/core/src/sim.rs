@@ -159,6 +159,22 @@ enum Event {
     /// Once faults stop: the user retries messages that failed or could not be confirmed (as
     /// `status` tells them to), once nothing is in flight any more.
     RetryMail(u32),
+    /// The second agent on the mailing folder takes its next step for job `n`.
+    Rival(usize),
+}
+
+/// What the second agent on the mailing folder does with one drop it saw (the same protocol
+/// as the agent's, reduced to a file per message): search the mailbox for the file's key
+/// (a sent copy or any draft holding it: it stops), make its draft holding the key and the
+/// bytes, then, `RIVAL_SETTLE_MS` or more later, look again: a sent copy, or another draft
+/// older than its own (by creation time, then id), wins and its draft is deleted; else it sends.
+#[derive(Debug, Clone)]
+struct RivalJob {
+    name: String,
+    content: Content,
+    key: String,
+    /// Its draft, once made.
+    draft: Option<String>,
 }
 
 /// An upload's reader: the descriptor opened once, and what its bytes hashed to so far.
@@ -254,6 +270,10 @@ pub struct Sim {
     /// What the agent lost, for the oracle (the agent never sees it again).
     lost_ledger: BTreeMap<String, Record>,
     lost_msgs: BTreeMap<String, MessageRecord>,
+    /// A second agent (its own state dir) mails the same folder: it takes some drops too.
+    rival: bool,
+    rival_rng: StdRng,
+    rival_jobs: Vec<RivalJob>,
 }
 
 /// Faults as unkind as Graph's, drawn per seed from a generator of their own.
@@ -453,6 +473,14 @@ impl Sim {
         // found, and the mailbox cannot be the record of last resort. docs/core.md: known
         // limits.)
         let loses_ledger = searches && harsh_rng.gen_bool(0.4) && harsh.unmarked_sent_copy == 0.0;
+        // A second agent on the mailing folder (its own generator: every earlier draw as
+        // before). Only where keys are searched and sent copies keep them: without, two agents
+        // cannot see each other.
+        let mut rival_rng = StdRng::seed_from_u64(seed ^ 0x7269_7661_6c61_6774);
+        let rival = searches
+            && harsh.unmarked_sent_copy == 0.0
+            && !mappings.is_empty()
+            && rival_rng.gen_bool(0.5);
         let mut sim = Sim {
             seed,
             rng,
@@ -508,6 +536,9 @@ impl Sim {
             drops: BTreeMap::new(),
             last_placed: BTreeMap::new(),
             loses_ledger,
+            rival,
+            rival_rng,
+            rival_jobs: Vec::new(),
             lost_ledger: BTreeMap::new(),
             lost_msgs: BTreeMap::new(),
         };
@@ -601,7 +632,11 @@ impl Sim {
             && self.pending.values().all(|p| p.epoch != self.epoch)
             && !self.events.values().any(|e| match e {
                 Event::Deliver(ep, _) | Event::Rescan(ep) => *ep == self.epoch,
-                Event::Mount(_) | Event::Append(..) | Event::Restart | Event::RetryMail(_) => true,
+                Event::Mount(_)
+                | Event::Append(..)
+                | Event::Restart
+                | Event::RetryMail(_)
+                | Event::Rival(_) => true,
                 Event::User | Event::Complete(_) | Event::Tick(_) => false,
             })
     }
@@ -672,6 +707,7 @@ impl Sim {
                 }
             }
             Event::RetryMail(n) => self.retry_mail(n)?,
+            Event::Rival(n) => self.rival_step(n),
         }
         if !self.quiet && self.machine.is_some() && self.rng.gen_bool(self.knobs.crash_prob) {
             self.crash_and_restart_later();
@@ -866,7 +902,121 @@ impl Sim {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        *self.drops.entry((name, c)).or_default() += 1;
+        *self.drops.entry((name.clone(), c)).or_default() += 1;
+        if self.rival && self.rival_rng.gen_bool(0.4) {
+            let rule = self
+                .mappings
+                .iter()
+                .find(|(_, dir)| path.starts_with(dir))
+                .and_then(|(m, dir)| Some((m.mail.as_ref()?, dir)));
+            if let Some((rule, dir)) = rule {
+                let rel = path.strip_prefix(dir).unwrap_or(path);
+                let key = crate::model::file_key(
+                    "me",
+                    &crate::model::recipients_id(rule),
+                    rel,
+                    c.size,
+                    &sha(c),
+                );
+                self.rival_jobs.push(RivalJob {
+                    name,
+                    content: c,
+                    key,
+                    draft: None,
+                });
+                // It sees the file settle about when the agent does.
+                let d = self.rival_rng.gen_range(0..8_000);
+                self.schedule(d, Event::Rival(self.rival_jobs.len() - 1));
+            }
+        }
+    }
+
+    /// The second agent's next step for job `n` (see [`RivalJob`]).
+    fn rival_step(&mut self, n: usize) {
+        let Some(job) = self.rival_jobs.get(n).cloned() else {
+            return;
+        };
+        let now = self.now;
+        let sent_holds = |m: &SimMessage| {
+            !m.is_draft
+                && m.visible_at <= now
+                && m.keys.contains(&job.key)
+                && m.atts.iter().any(|(a, _)| *a == job.name)
+        };
+        let live_draft = |m: &SimMessage| {
+            m.is_draft && m.gone_at.is_none_or(|g| g > now) && m.keys.contains(&job.key)
+        };
+        let tag = format!("rival-{n}");
+        let Some(own) = job.draft.clone() else {
+            // Its search before a draft: any sent copy or draft holding the key stops it.
+            if self.mail.values().any(|m| sent_holds(m) || live_draft(m)) {
+                self.note(format!("rival: {tag} finds {} held or mailed", job.name));
+                return;
+            }
+            self.next_msg += 1;
+            let did = format!("draft{}", self.next_msg);
+            self.mail.insert(
+                did.clone(),
+                SimMessage {
+                    marker: Some(tag.clone()),
+                    of: tag.clone(),
+                    imid: format!("<{did}@rival>"),
+                    is_draft: true,
+                    gone_at: None,
+                    visible_at: now,
+                    keys: vec![job.key.clone()],
+                    atts: Vec::new(),
+                },
+            );
+            self.note(format!("rival: {tag} drafts {did} for {}", job.name));
+            if let Some(j) = self.rival_jobs.get_mut(n) {
+                j.draft = Some(did);
+            }
+            let d = crate::machine::RIVAL_SETTLE_MS + self.rival_rng.gen_range(0..4_000);
+            self.schedule(d, Event::Rival(n));
+            return;
+        };
+        let Some(created) = self.mail.get(&own).map(|m| m.visible_at) else {
+            return;
+        };
+        let sent = self.mail.values().any(|m| sent_holds(m));
+        let older = self.mail.iter().any(|(gid, m)| {
+            *gid != own && live_draft(m) && (m.visible_at, gid.as_str()) < (created, own.as_str())
+        });
+        if sent || older {
+            self.note(format!("rival: {tag} gives way, deletes {own}"));
+            self.mail.remove(&own);
+            return;
+        }
+        let at = now.plus_ms(self.send_move_ms);
+        let imid = match self.mail.get_mut(&own) {
+            Some(m) => {
+                m.gone_at = Some(at);
+                m.imid.clone()
+            }
+            None => return,
+        };
+        self.next_msg += 1;
+        let copy = format!("sent{}", self.next_msg);
+        self.mail.insert(
+            copy.clone(),
+            SimMessage {
+                marker: Some(tag.clone()),
+                of: tag.clone(),
+                imid,
+                is_draft: false,
+                gone_at: None,
+                visible_at: at,
+                keys: vec![job.key.clone()],
+                atts: vec![(job.name.clone(), format!("{copy}-a0"))],
+            },
+        );
+        self.note(format!(
+            "rival: {tag} SENT {own} as {copy} with {}",
+            job.name
+        ));
+        self.sends
+            .push((tag, own, vec![(job.name.clone(), Some(job.content))]));
     }
 
     fn user_op_on(&mut self, mapping: String, path: PathBuf) {
@@ -2438,6 +2588,9 @@ impl Sim {
             if !seen.insert(marker) {
                 return Err(self.violation(format!("message {marker} sent twice")));
             }
+            if marker.starts_with("rival-") {
+                continue; // the second agent's (counted above against the drops)
+            }
             let Some(m) = self
                 .msg_ledger
                 .get(marker)
@@ -2935,6 +3088,14 @@ mod tests {
     /// Every seed that ever broke an invariant, kept forever (each was a bug in the machine or
     /// the world; the comment says which).
     const FAILED_ONCE: &[(u64, &str)] = &[
+        (
+            43,
+            "two agents on one folder: without the check for rivals before the send, a file the second agent mailed is mailed again (the agent also gives way once here)",
+        ),
+        (
+            239,
+            "two agents: a newer version joined a made draft, its key stamped later; the other agent searched, drafted and sent before the stamp, and the draft's older age won the check",
+        ),
         (
             2179010,
             "a session resumed after a same-bytes rehash that moved its record to another file: its last chunk came from other bytes",

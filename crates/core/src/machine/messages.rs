@@ -2026,6 +2026,11 @@ impl Machine {
                     continue;
                 }
             }
+            // A file that joined after its draft was made (a newer version took a place) had its
+            // key stamped on the draft later: the draft's age says nothing of when it began to
+            // hold that key, so any other draft holding it goes first (seed 239 with a second
+            // agent: the other searched, drafted and sent before the stamp).
+            let late = m.rec.effect_at.is_none_or(|t| r.created_at > t);
             // A draft of a message of this ledger's holds nothing (as for the key search).
             let older = holders
                 .drafts
@@ -2037,7 +2042,7 @@ impl Machine {
                             .as_deref()
                             .is_none_or(|mk| !self.messages.contains_key(mk))
                 })
-                .filter(|d| drafted_before(d.created, &d.message_id, own_created, &own_id))
+                .filter(|d| late || drafted_before(d.created, &d.message_id, own_created, &own_id))
                 .min_by(|a, b| {
                     (a.created.is_some(), a.created, &a.message_id).cmp(&(
                         b.created.is_some(),

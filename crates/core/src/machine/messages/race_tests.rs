@@ -138,6 +138,16 @@ impl World {
                     Action::SendDraft { id, .. } => {
                         inputs.push((id, Outcome::Send(SendOutcome::Sent)))
                     }
+                    Action::DeleteAttachment {
+                        id,
+                        target,
+                        attachment_id,
+                    } => {
+                        if let Some(v) = self.atts.get_mut(&target.item_id) {
+                            v.retain(|x| *x != attachment_id);
+                        }
+                        inputs.push((id, Outcome::DeleteAttachment(DeleteOutcome::Deleted)));
+                    }
                     _ => {}
                 }
             }
@@ -787,4 +797,70 @@ fn outbox_mail_deletes_the_draft_of_a_message_that_failed() {
     assert!(w
         .run(&mut m, out, |a| matches!(a, Action::DeleteDraft { .. }))
         .is_none());
+}
+
+#[test]
+fn a_file_that_joined_after_its_draft_was_made_gives_way_to_any_other_draft() {
+    // Seed 239 with a second agent: a newer version took the older's place on a made draft;
+    // its key went on the draft only with the stamp before the send, so the draft's age says
+    // nothing of when it began to hold that key.
+    let mut m = keyed();
+    let mut w = World::new();
+    let out = drop(&mut m, w.t, "inv.pdf", 7);
+    w.t += 6_000;
+    let Some(Action::Post { id: v1, target, .. }) =
+        w.run(&mut m, out, |a| matches!(a, Action::Post { .. }))
+    else {
+        panic!("{:?}", w.seen);
+    };
+    // The first version's upload is under way when a newer version settles; then it lands.
+    let sha2 = "cd".repeat(32);
+    let mut out = super::tests::drop_version(
+        &mut m,
+        w.t + 100,
+        "inv.pdf",
+        super::tests::stat(8, 12),
+        &sha2,
+    );
+    w.t += 6_000;
+    w.atts
+        .entry(target.item_id.clone())
+        .or_default()
+        .push("att-v1".into());
+    out.extend(m.handle(
+        Time(w.t),
+        Input::Outcome {
+            id: v1,
+            outcome: Outcome::Post(PostOutcome::Created {
+                attachment_id: "att-v1".into(),
+            }),
+        },
+    ));
+    let a = w.run(&mut m, out, |a| is_rivals(a) || is_send(a));
+    let Some(Action::FindRivals {
+        id,
+        draft_id,
+        files,
+        ..
+    }) = a
+    else {
+        panic!("{a:?} after {:?}", w.seen);
+    };
+    let k2 = file_key("me", "a@example.com", Path::new("inv.pdf"), 12, &sha2);
+    assert_eq!(files, vec![(k2, "inv.pdf".to_owned())]);
+    // Another agent's draft made after this one's, holding the newer version's key.
+    let out = checked(
+        &mut m,
+        w.t + 100,
+        &id,
+        Some(5_000),
+        vec![KeyHolders {
+            sent: None,
+            drafts: vec![own(&draft_id, 5_000), other("d-theirs", Some(9_000))],
+        }],
+    );
+    assert!(!out.iter().any(is_send), "{out:?}");
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::DeleteDraft { draft_id: d, .. } if *d == draft_id)));
 }
