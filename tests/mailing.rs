@@ -1398,6 +1398,25 @@ async fn two_agents_on_one_folder_started_together_mail_each_file_once() {
         Vec::<String>::new(),
         "no draft left"
     );
+    // A message that gave way is no failure: `retry --failed` passes over it (it would draft
+    // a message with no file), and nothing more is mailed.
+    for config in [env.path("config.toml"), config2.clone()] {
+        let mut c = env.cmd();
+        c.env("OUTBOX_CONFIG", &config).args(["retry", "--failed"]);
+        let out = run_bounded(&mut c, T);
+        assert!(out.status.success(), "retry: {}", stderr(&out));
+        assert!(
+            !stdout(&out).contains("message"),
+            "no message retried: {}",
+            stdout(&out)
+        );
+        let mut c = env.cmd();
+        c.env("OUTBOX_CONFIG", &config).args(["run", "--once"]);
+        let out = run_bounded(&mut c, T);
+        assert!(out.status.success(), "run: {}", stderr(&out));
+    }
+    assert_eq!(by_subject(&sent(&env).await), want);
+    assert_eq!(drafts_left(&env).await, Vec::<String>::new());
 }
 
 /// A draft the agent abandons is deleted (SPEC 8): `outbox mail` whose file is refused fails,

@@ -1344,7 +1344,7 @@ impl Agent {
                 let mut messages = Vec::new();
                 for m in self.ledger.messages() {
                     let m = m?;
-                    if m.state == crate::core::model::MessageState::Failed {
+                    if m.state == crate::core::model::MessageState::Failed && !ops::gave_way(&m) {
                         messages.push(m);
                     }
                 }

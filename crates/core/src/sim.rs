@@ -979,7 +979,7 @@ impl Sim {
         let Some(created) = self.mail.get(&own).map(|m| m.visible_at) else {
             return;
         };
-        let sent = self.mail.values().any(|m| sent_holds(m));
+        let sent = self.mail.values().any(sent_holds);
         let older = self.mail.iter().any(|(gid, m)| {
             *gid != own && live_draft(m) && (m.visible_at, gid.as_str()) < (created, own.as_str())
         });

@@ -2007,24 +2007,22 @@ impl Machine {
             let Some(r) = self.member_record(m, f) else {
                 continue;
             };
-            if let Some(k) = holders.sent.filter(|k| !self.known_sent_copy(r, k)) {
-                if let KeyOutcome::Mailed {
-                    message_id,
-                    internet_message_id,
-                    attachment_id,
-                    ..
-                } = k
-                {
-                    losses.insert(
-                        f.clone(),
-                        Loss::Sent {
-                            message_id,
-                            internet_message_id,
-                            attachment_id,
-                        },
-                    );
-                    continue;
-                }
+            if let Some(KeyOutcome::Mailed {
+                message_id,
+                internet_message_id,
+                attachment_id,
+                ..
+            }) = holders.sent.filter(|k| !self.known_sent_copy(r, k))
+            {
+                losses.insert(
+                    f.clone(),
+                    Loss::Sent {
+                        message_id,
+                        internet_message_id,
+                        attachment_id,
+                    },
+                );
+                continue;
             }
             // A file that joined after its draft was made (a newer version took a place) had its
             // key stamped on the draft later: the draft's age says nothing of when it began to

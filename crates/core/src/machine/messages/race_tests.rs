@@ -152,9 +152,7 @@ impl World {
                 }
             }
             if inputs.is_empty() {
-                let Some(w) = wake.take() else {
-                    return None;
-                };
+                let w = wake.take()?;
                 self.t = self.t.max(w);
                 queue.extend(m.handle(Time(self.t), Input::Tick));
                 continue;
