@@ -115,6 +115,10 @@ pub(super) enum KeyLook {
     Clear,
     /// Found on a draft this many times in a row: searched again later.
     Held(u32),
+    /// Held this many times, then found in neither folder: the draft that held it may be in
+    /// Exchange's move to Sent Items (sent, in the Outbox, not yet a sent copy), so it is
+    /// searched once more after the move has surely had time before it may be mailed.
+    Vanished(u32),
 }
 
 impl Active {

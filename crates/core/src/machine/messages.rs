@@ -699,9 +699,14 @@ impl Machine {
                             .as_deref()
                             .is_none_or(|m| !self.messages.contains_key(m))
                 });
-                match holder {
-                    None => self.key_clear(id, out),
-                    Some(d) => self.held_by(id, &d.subject, out),
+                let held = self.active.get(id).and_then(|a| match a.key {
+                    KeyLook::Held(n) => Some(n),
+                    _ => None,
+                });
+                match (holder, held) {
+                    (None, Some(n)) => self.holder_vanished(id, n),
+                    (None, None) => self.key_clear(id, out),
+                    (Some(d), _) => self.held_by(id, &d.subject, out),
                 }
             }
             KeyOutcome::Failed(f) => self.on_fault(id, f, out),
@@ -775,7 +780,7 @@ impl Machine {
             return;
         };
         let n = match a.key {
-            KeyLook::Held(n) => n + 1,
+            KeyLook::Held(n) | KeyLook::Vanished(n) => n + 1,
             _ => 1,
         };
         a.key = KeyLook::Held(n);
@@ -795,6 +800,16 @@ impl Machine {
         a.rec.error = Some(why);
         self.persist(id, out);
         self.wait(id, held_backoff_ms(self.policy.look_after_ms, n));
+    }
+
+    /// Entry `id` was held by a draft (`n` searches in a row) that neither folder shows now: sent
+    /// and caught in Exchange's move (the Outbox is not searched), or deleted. Searched once
+    /// more after [`move_grace_ms`]: a sent copy then is found mailed, nothing mails it.
+    fn holder_vanished(&mut self, id: &str, n: u32) {
+        if let Some(a) = self.active.get_mut(id) {
+            a.key = KeyLook::Vanished(n);
+        }
+        self.wait(id, move_grace_ms(self.policy.look_after_ms));
     }
 
     /// `retry --resend` of done file `old`: the request is taken (cleared, persisted first: a

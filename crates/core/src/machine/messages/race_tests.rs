@@ -4,7 +4,7 @@
 //! deleted: a message whose files all left, `outbox mail`'s failed message.
 
 use super::super::*;
-use super::drafted_before;
+use super::{drafted_before, move_grace_ms};
 
 const SHA: &str = "abababababababababababababababababababababababababababababababab";
 
@@ -861,4 +861,70 @@ fn a_file_that_joined_after_its_draft_was_made_gives_way_to_any_other_draft() {
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::DeleteDraft { draft_id: d, .. } if *d == draft_id)));
+}
+
+#[test]
+fn a_held_file_whose_holder_vanished_is_searched_again_after_the_move_grace_and_found_mailed() {
+    // The older draft's agent sent it: in Exchange's move it is in neither Drafts nor Sent
+    // Items (the Outbox is not searched). Mailing the file then would mail it twice.
+    let mut m = keyed();
+    let mut w = World::new();
+    let (mid, d1, entry) = to_the_check(&mut m, &mut w);
+    let _ = checked(
+        &mut m,
+        w.t + 100,
+        &mid,
+        Some(5_000),
+        vec![KeyHolders {
+            sent: None,
+            drafts: vec![own(&d1, 5_000), other("d-theirs", Some(4_000))],
+        }],
+    );
+    let search = |m: &mut Machine, from: u64| -> u64 {
+        let mut t = from;
+        for _ in 0..100 {
+            t += 10_000;
+            let out = m.handle(Time(t), Input::Tick);
+            assert!(!out.iter().any(|a| matches!(a, Action::CreateDraft { .. })));
+            if out
+                .iter()
+                .any(|a| matches!(a, Action::FindFileKey { id, .. } if *id == entry))
+            {
+                return t;
+            }
+        }
+        panic!("never searched again");
+    };
+    let t = search(&mut m, w.t + 100);
+    let out = m.handle(
+        Time(t + 100),
+        Input::Outcome {
+            id: entry.clone(),
+            outcome: Outcome::Key(KeyOutcome::Drafted(Vec::new())),
+        },
+    );
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::CreateDraft { .. })),
+        "not mailed on the first search that finds nothing: {out:?}"
+    );
+    let again = search(&mut m, t + 100);
+    assert!(
+        again >= t + move_grace_ms(Policy::default().look_after_ms),
+        "asked again only after the move grace ({again} from {t})"
+    );
+    let out = m.handle(
+        Time(again + 100),
+        Input::Outcome {
+            id: entry.clone(),
+            outcome: Outcome::Key(KeyOutcome::Mailed {
+                message_id: "sent-theirs".into(),
+                internet_message_id: None,
+                attachment_id: "att-theirs".into(),
+                marker: Some("m-other-agent".into()),
+                ours: false,
+            }),
+        },
+    );
+    let f = last_persist(&out, &entry).expect("written");
+    assert_eq!(f.state, State::Done, "found mailed: {f:?}");
 }
