@@ -2043,7 +2043,9 @@ impl Machine {
             // key stamped on the draft later: the draft's age says nothing of when it began to
             // hold that key, so any other draft holding it goes first (seed 239 with a second
             // agent: the other searched, drafted and sent before the stamp).
-            let late = m.rec.effect_at.is_none_or(|t| r.created_at > t);
+            // (Made after the message: it took a place. Its `effect_at` would not do: a create
+            // whose answer was lost moves it to the answer's end.)
+            let late = r.created_at > m.rec.created_at;
             // A draft of a message of this ledger's holds nothing (as for the key search).
             let older = holders
                 .drafts
