@@ -1086,7 +1086,7 @@ impl Agent {
                 };
                 tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "the message was not sent: {}; fix the cause, then `outbox retry {id}` ({draft})", crate::outside::printable(failure.message.trim_end_matches('.')));
                 self.notifier
-                    .message_failed(&subject, &failure.message, &id);
+                    .message_failed(&subject, &failure.message, &id, draft);
             }
             Note::MessageGaveWay { id, subject } => {
                 tracing::info!(message = %id, subject = %crate::outside::printable(&subject), "gave way: another message in the mailbox carries its files' keys (another agent on this folder); its draft is deleted and each of its files is mailed once, by that message or a new one");
