@@ -1443,3 +1443,34 @@ async fn a_failed_mail_leaves_no_draft_behind() {
         "no draft left"
     );
 }
+
+/// A draft the agent abandons is deleted (SPEC 8): a message whose only file is deleted while
+/// it is being attached (held open: the agent pauses before it opens the file for its upload)
+/// fails with `noFilesLeft`, and its draft is not left in Drafts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_whose_files_all_left_deletes_its_draft() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let file = folder.join("gone.pdf");
+    write_file(&file, 10_000, 3);
+    let agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "before-upload-open:3000")]);
+    wait_until(T, "the agent pausing before the upload", || async {
+        agent.log().contains("failpoint before-upload-open")
+    })
+    .await;
+    assert_eq!(
+        drafts_left(&env).await,
+        vec!["Scan gone".to_string()],
+        "its draft is made"
+    );
+    std::fs::remove_file(&file).expect("rm");
+    wait_until(T, "the message failed and its draft deleted", || async {
+        let failed = status_json(&env).iter().any(|r| {
+            r["message"]["state"] == "failed" && r["message"]["error"]["code"] == "noFilesLeft"
+        });
+        failed && drafts_left(&env).await.is_empty()
+    })
+    .await;
+    agent.stop();
+    assert!(sent(&env).await.is_empty(), "nothing sent");
+}
