@@ -442,6 +442,7 @@ fn a_crash_at_every_step_of_a_message_then_a_restart_sends_each_file_once() {
                 .filter(|m| m["state"] == "unconfirmed")
                 .filter_map(|m| m["id"].as_str().map(str::to_string))
                 .collect();
+            ids.sort();
             ids.dedup();
             assert!(
                 !ids.is_empty(),
