@@ -434,14 +434,24 @@ fn a_crash_at_every_step_of_a_message_then_a_restart_sends_each_file_once() {
             // by itself; `retry` sends it because its draft is still a draft.
             assert_eq!(out.status.code(), Some(4), "{point}: {}", stderr(&out));
             let rows = status_json(&env);
-            let m = rows
+            // Both messages' sends may have been in the batch the crash cut (each waits for its
+            // check for other agents' messages, so the two can reach their sends together).
+            let mut ids: Vec<String> = rows
                 .iter()
                 .map(|r| &r["message"])
-                .find(|m| m["state"] == "unconfirmed")
-                .unwrap_or_else(|| panic!("{point}: no unconfirmed message: {rows:#?}"));
-            let id = m["id"].as_str().expect("id").to_string();
-            let retried = env.run(&["retry", &id], T);
-            assert!(retried.status.success(), "{}", stderr(&retried));
+                .filter(|m| m["state"] == "unconfirmed")
+                .filter_map(|m| m["id"].as_str().map(str::to_string))
+                .collect();
+            ids.sort();
+            ids.dedup();
+            assert!(
+                !ids.is_empty(),
+                "{point}: no unconfirmed message: {rows:#?}"
+            );
+            for id in &ids {
+                let retried = env.run(&["retry", id], T);
+                assert!(retried.status.success(), "{}", stderr(&retried));
+            }
             let again = env.run(&["run", "--once"], T);
             assert!(again.status.success(), "{point}: {}", stderr(&again));
         } else {
@@ -1324,4 +1334,153 @@ async fn a_file_found_mailed_is_moved_or_deleted_as_its_mapping_says() {
         let stats = no_duplicates(&env, after).await;
         assert_eq!(stats["sends_accepted"], json!(1), "{after}: {stats}");
     }
+}
+
+/// The drafts left in the sandbox's mailbox (every mailbox), by subject.
+async fn drafts_left(env: &Env) -> Vec<String> {
+    let items = env
+        .sandbox
+        .admin(reqwest::Method::GET, "/items", None)
+        .await;
+    items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["isDraft"] == json!(true))
+        .map(|i| i["subject"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Two agents (two state dirs) on one synced folder, started together, both search the mailbox
+/// for each file's key before either has made its draft (held open: each pauses after its
+/// draft's intent is written): both make a draft. Before its send each looks for another
+/// message holding its files' keys; the older draft goes, the other gives way and deletes its
+/// draft. Each file is sent exactly once, no draft is left behind, and both runs end well.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_on_one_folder_started_together_mail_each_file_once() {
+    let env = Env::new();
+    let folder = setup(&env, "look_after = \"500ms\"", "", "");
+    let mut want = BTreeMap::new();
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let sha = write_file(
+            &folder.join(format!("{name}.pdf")),
+            20_000 + i as u64,
+            i as u64,
+        );
+        want.insert(
+            format!("Scan {name}"),
+            HashMap::from([(format!("{name}.pdf"), sha)]),
+        );
+    }
+    // The second agent: the same config, its own state dir.
+    let cfg = std::fs::read_to_string(env.path("config.toml")).expect("config");
+    let state2 = env.path("state-2");
+    let cfg2 = cfg.replace(
+        &format!("state_dir = '{}'", env.state_dir().display()),
+        &format!("state_dir = '{}'", state2.display()),
+    );
+    assert_ne!(cfg, cfg2, "the second agent has a state dir of its own");
+    let config2 = env.path("config-2.toml");
+    std::fs::write(&config2, cfg2).expect("write config 2");
+    let spawn = |config: &Path| {
+        let mut c = env.cmd();
+        c.env("OUTBOX_CONFIG", config)
+            .env("OUTBOX_PAUSE_AT", "after-draft-intent:2000")
+            .args(["run", "--once"]);
+        std::thread::spawn(move || run_bounded(&mut c, T))
+    };
+    let one = spawn(&env.path("config.toml"));
+    let two = spawn(&config2);
+    let one = one.join().expect("agent 1");
+    let two = two.join().expect("agent 2");
+    assert!(one.status.success(), "agent 1: {}", stderr(&one));
+    assert!(two.status.success(), "agent 2: {}", stderr(&two));
+    // Each file once (by_subject refuses a subject sent twice).
+    assert_eq!(by_subject(&sent(&env).await), want);
+    no_duplicates(&env, "two agents").await;
+    let both = format!("{}\n{}", stderr(&one), stderr(&two));
+    assert!(
+        both.contains("gave way"),
+        "an agent gave way (else the race was not held open): {both}"
+    );
+    assert_eq!(
+        drafts_left(&env).await,
+        Vec::<String>::new(),
+        "no draft left"
+    );
+    // A message that gave way is no failure: `retry --failed` passes over it (it would draft
+    // a message with no file), and nothing more is mailed.
+    for config in [env.path("config.toml"), config2.clone()] {
+        let mut c = env.cmd();
+        c.env("OUTBOX_CONFIG", &config).args(["retry", "--failed"]);
+        let out = run_bounded(&mut c, T);
+        assert!(out.status.success(), "retry: {}", stderr(&out));
+        assert!(
+            !stdout(&out).contains("message"),
+            "no message retried: {}",
+            stdout(&out)
+        );
+        let mut c = env.cmd();
+        c.env("OUTBOX_CONFIG", &config).args(["run", "--once"]);
+        let out = run_bounded(&mut c, T);
+        assert!(out.status.success(), "run: {}", stderr(&out));
+    }
+    assert_eq!(by_subject(&sent(&env).await), want);
+    assert_eq!(drafts_left(&env).await, Vec::<String>::new());
+}
+
+/// A draft the agent abandons is deleted (SPEC 8): `outbox mail` whose file is refused fails,
+/// and the draft it made for it is not left in Drafts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_mail_leaves_no_draft_behind() {
+    let env = Env::new();
+    env.write_config("", "");
+    let f = env.path("in/refused.pdf");
+    std::fs::create_dir_all(env.path("in")).expect("mkdir");
+    write_file(&f, 10_000, 1);
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "post", "status": 400}]}))
+        .await;
+    let out = env.run(
+        &["mail", f.to_str().expect("utf-8"), "--to", "ap@contoso.com"],
+        T,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(sent(&env).await.is_empty());
+    assert_eq!(
+        drafts_left(&env).await,
+        Vec::<String>::new(),
+        "no draft left"
+    );
+}
+
+/// A draft the agent abandons is deleted (SPEC 8): a message whose only file is deleted while
+/// it is being attached (held open: the agent pauses before it opens the file for its upload)
+/// fails with `noFilesLeft`, and its draft is not left in Drafts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_whose_files_all_left_deletes_its_draft() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let file = folder.join("gone.pdf");
+    write_file(&file, 10_000, 3);
+    let agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "before-upload-open:3000")]);
+    wait_until(T, "the agent pausing before the upload", || async {
+        agent.log().contains("failpoint before-upload-open")
+    })
+    .await;
+    assert_eq!(
+        drafts_left(&env).await,
+        vec!["Scan gone".to_string()],
+        "its draft is made"
+    );
+    std::fs::remove_file(&file).expect("rm");
+    wait_until(T, "the message failed and its draft deleted", || async {
+        let failed = status_json(&env).iter().any(|r| {
+            r["message"]["state"] == "failed" && r["message"]["error"]["code"] == "noFilesLeft"
+        });
+        failed && drafts_left(&env).await.is_empty()
+    })
+    .await;
+    agent.stop();
+    assert!(sent(&env).await.is_empty(), "nothing sent");
 }

@@ -73,11 +73,12 @@ impl Notifier {
     }
 
     /// A message not sent: what to do is about the message (its draft, `outbox retry ID`).
-    pub fn message_failed(&mut self, subject: &str, why: &str, id: &str) {
+    /// `draft`: what became of the draft it made (it stays in Drafts, or it is deleted).
+    pub fn message_failed(&mut self, subject: &str, why: &str, id: &str, draft: &str) {
         if self.level != NotifyLevel::Off {
             self.send(
                 "outbox: a message was not sent",
-                &format!("{subject}: {why}; fix the cause, then `outbox retry {id}` (a draft it made stays in Drafts)"),
+                &format!("{subject}: {why}; fix the cause, then `outbox retry {id}` ({draft})"),
             );
         }
     }

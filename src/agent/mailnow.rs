@@ -116,6 +116,8 @@ pub async fn mail_files(
                 send,
                 batch: true,
                 max_message_size: u64::MAX,
+                // No ledger keeps a failed message for `retry`: its draft is not left behind.
+                delete_failed_draft: true,
                 ..MailRule::default()
             }),
         });

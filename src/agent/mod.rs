@@ -136,6 +136,8 @@ pub fn rules_of(settings: &Settings) -> Vec<crate::core::model::MappingRule> {
                         .map_or(0, |b| b.window.as_millis() as u64),
                     folder: m.folder.clone(),
                     remember_sent_ms: settings.agent.remember_sent.as_millis() as u64,
+                    // A failed message keeps its draft for `retry` (its files are on it).
+                    delete_failed_draft: false,
                 }),
             },
         })
@@ -1112,9 +1114,18 @@ impl Agent {
                 subject,
                 failure,
             } => {
-                tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "the message was not sent: {}; fix the cause, then `outbox retry {id}` (a draft it made stays in Drafts)", crate::outside::printable(failure.message.trim_end_matches('.')));
+                // A message none of whose files is left has its draft deleted (SPEC 8).
+                let draft = if failure.code == crate::core::machine::NO_FILES_LEFT {
+                    "its draft is deleted"
+                } else {
+                    "a draft it made stays in Drafts"
+                };
+                tracing::error!(message = %id, subject = %crate::outside::printable(&subject), code = %crate::outside::printable(&failure.code), "the message was not sent: {}; fix the cause, then `outbox retry {id}` ({draft})", crate::outside::printable(failure.message.trim_end_matches('.')));
                 self.notifier
-                    .message_failed(&subject, &failure.message, &id);
+                    .message_failed(&subject, &failure.message, &id, draft);
+            }
+            Note::MessageGaveWay { id, subject } => {
+                tracing::info!(message = %id, subject = %crate::outside::printable(&subject), "gave way: another message in the mailbox carries its files' keys (another agent on this folder); its draft is deleted and each of its files is mailed once, by that message or a new one");
             }
             Note::MessageUnconfirmed { id, subject } => {
                 tracing::error!(message = %id, subject = %crate::outside::printable(&subject), "the send could not be confirmed; it was not sent again: look in Sent Items, then `outbox retry {id}` sends it only if its draft is still a draft");
@@ -1388,7 +1399,7 @@ impl Agent {
                 let mut messages = Vec::new();
                 for m in self.ledger.messages() {
                     let m = m?;
-                    if m.state == crate::core::model::MessageState::Failed {
+                    if m.state == crate::core::model::MessageState::Failed && !ops::gave_way(&m) {
                         messages.push(m);
                     }
                 }

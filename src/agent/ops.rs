@@ -15,7 +15,22 @@ pub fn retryable_message(ledger: &Ledger, id: &str) -> Result<Option<MessageReco
             m.state.name()
         )));
     }
+    if gave_way(&m) {
+        return Err(LedgerError::Invalid(format!(
+            "message {id} gave way to another message in the mailbox that carries its files' \
+             keys (another agent on the same folder); its files are mailed by that message or \
+             a new one, so there is nothing to retry (`outbox status` shows each file)"
+        )));
+    }
     Ok(Some(m))
+}
+
+/// A message that gave way to another agent's message mailing its files (`mailedElsewhere`):
+/// not a failure to retry; `retry --failed` passes over it.
+pub fn gave_way(m: &MessageRecord) -> bool {
+    m.error
+        .as_ref()
+        .is_some_and(|e| e.code == crate::core::machine::MAILED_ELSEWHERE)
 }
 
 /// The entries of a message's files, as stored (whatever their state).
@@ -274,7 +289,7 @@ pub fn retry_refused_by(
         None => {
             for m in ledger.messages() {
                 let m = m?;
-                if m.state == MessageState::Failed {
+                if m.state == MessageState::Failed && !gave_way(&m) {
                     messages.push(m);
                 }
             }

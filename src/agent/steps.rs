@@ -446,22 +446,35 @@ impl<U: UrlStore> Steps<U> {
                 name,
                 since,
             } => {
-                let ledger = self.ledger.clone();
-                let ours = move |marker: &str| -> Result<bool, String> {
-                    match &ledger {
-                        Some(l) => l
-                            .get_message(marker)
-                            .map(|r| r.is_some())
-                            .map_err(|e| e.to_string()),
-                        None => Ok(false),
-                    }
-                };
-                // Which messages found by the key are this ledger's own (a record under their
-                // marker): the graph step asks, the core decides.
+                let ours = self.ours();
                 let outcome = self.client.key_step(&user, &key, &name, since, &ours).await;
                 Input::Outcome {
                     id,
                     outcome: Outcome::Key(outcome),
+                }
+            }
+            Action::FindRivals {
+                id,
+                user,
+                draft_id,
+                files,
+                since,
+            } => {
+                let ours = self.ours();
+                let outcome = self
+                    .client
+                    .rivals_step(&user, &draft_id, &files, since, &ours)
+                    .await;
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::Rivals(outcome),
+                }
+            }
+            Action::DeleteDraft { id, user, draft_id } => {
+                let outcome = self.client.delete_draft_step(&user, &draft_id).await;
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::DeleteDraft(outcome),
                 }
             }
             Action::StampKeys {
@@ -493,6 +506,21 @@ impl<U: UrlStore> Steps<U> {
             }
             _ => return None,
         })
+    }
+
+    /// Which messages a key search found are this ledger's own (a record under their marker):
+    /// the graph step asks, the core decides. Without a ledger (`mail`), none.
+    fn ours(&self) -> impl Fn(&str) -> Result<bool, String> + Sync {
+        let ledger = self.ledger.clone();
+        move |marker: &str| -> Result<bool, String> {
+            match &ledger {
+                Some(l) => l
+                    .get_message(marker)
+                    .map(|r| r.is_some())
+                    .map_err(|e| e.to_string()),
+                None => Ok(false),
+            }
+        }
     }
 
     async fn post(

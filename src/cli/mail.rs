@@ -108,7 +108,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         errln!(
             "note: this message is about {} once encoded, over Exchange Online's default maximum \
              message size (35 MB); unless your tenant's MaxSendSize was raised, the send will be \
-             refused (the draft stays in Drafts)",
+             refused (and its draft deleted)",
             human_size(encoded)
         );
     }

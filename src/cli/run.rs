@@ -58,11 +58,16 @@ fn maybe_sent(state_dir: &std::path::Path) -> Option<ExitCode> {
     let messages = l.list_messages().unwrap_or_default();
     let _ = l.close();
     // A failed message, said as a message (its files' rows say `done`: they are on its draft).
+    // One that gave way to another agent's message mailing its files is no failure.
+    let gave_way = |m: &&crate::core::model::MessageRecord| crate::agent::ops::gave_way(m);
     let failed = messages
         .iter()
-        .filter(|m| m.state == MessageState::Failed)
+        .filter(|m| m.state == MessageState::Failed && !gave_way(m))
         .count();
-    for m in messages.iter().filter(|m| m.state == MessageState::Failed) {
+    for m in messages
+        .iter()
+        .filter(|m| m.state == MessageState::Failed && !gave_way(m))
+    {
         let why = m
             .error
             .as_ref()

@@ -504,6 +504,11 @@ pub fn message_advice(m: &MessageRecord) -> Option<String> {
         None => format!("the subject \"{}\"", sanitize(&m.letter.subject)),
     };
     match m.state {
+        MessageState::Failed if crate::agent::ops::gave_way(m) => Some(
+            "nothing to do: another agent's message carries its files, which are mailed once \
+             (by that message or a new one); its draft is deleted"
+                .to_owned(),
+        ),
         MessageState::Failed => Some(match &m.draft_id {
             Some(_) if m.may_have_been_sent() => format!(
                 "fix the cause, then `outbox retry {id}`: a send of it may have happened, so it \

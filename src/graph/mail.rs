@@ -10,8 +10,8 @@
 use super::{ErrorClass, GraphClient, GraphError, ItemRef, RequestError, RequestOpts};
 use crate::config::{BodyType, ItemKind};
 use crate::core::model::{
-    DraftHolding, DraftOutcome, Failure, Fault, FindOutcome, KeyOutcome, Letter, ListOutcome,
-    MailFolder, SendOutcome, Time,
+    DeleteOutcome, DraftHolding, DraftOutcome, Failure, Fault, FindOutcome, KeyHolders, KeyOutcome,
+    Letter, ListOutcome, MailFolder, RivalsOutcome, SendOutcome, Time,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -74,6 +74,8 @@ pub struct FoundMessage {
     pub internet_message_id: Option<String>,
     /// `sentDateTime` as Graph gave it (RFC 3339); `None` for a draft.
     pub sent: Option<String>,
+    /// `createdDateTime` as Graph gave it (RFC 3339).
+    pub created: Option<String>,
     pub subject: Option<String>,
     /// The marker it carries, when the listing showed it (`$expand`).
     pub marker: Option<String>,
@@ -269,6 +271,10 @@ fn found(v: &Value) -> Option<FoundMessage> {
             .get("sentDateTime")
             .and_then(Value::as_str)
             .map(str::to_string),
+        created: v
+            .get("createdDateTime")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         subject: v.get("subject").and_then(Value::as_str).map(str::to_string),
         marker: v
             .get("singleValueExtendedProperties")
@@ -410,7 +416,7 @@ impl GraphClient {
             .append_pair("$filter", filter)
             .append_pair(
                 "$select",
-                "id,isDraft,internetMessageId,sentDateTime,subject",
+                "id,isDraft,internetMessageId,sentDateTime,createdDateTime,subject",
             )
             .append_pair(
                 "$expand",
@@ -640,21 +646,22 @@ impl GraphClient {
         since: Time,
         ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
     ) -> Result<KeyOutcome, MailError> {
-        // A ledger that cannot answer makes the search a transient failure, asked again after
-        // a backoff: "not ours" could record a file as mailed for good, "ours" mail it twice.
-        let is_ours = |marker: Option<&str>| -> Result<bool, MailError> {
-            let Some(marker) = marker else {
-                return Ok(false);
-            };
-            ours(marker).map_err(|e| {
-                MailError::Transient(GraphError::new(
-                    ErrorClass::Transient,
-                    None,
-                    "ledgerUnreadable",
-                    format!("the ledger could not be read: {e}"),
-                ))
-            })
-        };
+        if let Some(mailed) = self.key_sent(user, key, name, since, ours).await? {
+            return Ok(mailed);
+        }
+        Ok(KeyOutcome::Drafted(self.key_drafts(user, key, ours).await?))
+    }
+
+    /// The latest sent copy since `since` carrying `key` with an attachment named `name`
+    /// (Sent Items, every page), as a `KeyOutcome::Mailed`.
+    async fn key_sent(
+        &self,
+        user: &str,
+        key: &str,
+        name: &str,
+        since: Time,
+        ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
+    ) -> Result<Option<KeyOutcome>, MailError> {
         let filter = file_key_filter(key);
         let mut sent = self
             .list_filtered(user, Folder::SentItems, &filter, false)
@@ -692,7 +699,7 @@ impl GraphClient {
             let mut pick = 0;
             let mut picked_ours = true;
             for (i, (m, _)) in found.iter().enumerate() {
-                let mine = is_ours(m.marker.as_deref())?;
+                let mine = ledger_says(ours, m.marker.as_deref())?;
                 if !mine {
                     pick = i;
                     picked_ours = false;
@@ -700,27 +707,112 @@ impl GraphClient {
                 }
             }
             let (m, attachment_id) = found.swap_remove(pick);
-            return Ok(KeyOutcome::Mailed {
+            return Ok(Some(KeyOutcome::Mailed {
                 message_id: m.id,
                 internet_message_id: m.internet_message_id,
                 attachment_id,
                 marker: m.marker,
                 ours: picked_ours,
-            });
+            }));
         }
+        Ok(None)
+    }
+
+    /// Every draft carrying `key` (Drafts, every page), with its marker and `createdDateTime`.
+    async fn key_drafts(
+        &self,
+        user: &str,
+        key: &str,
+        ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
+    ) -> Result<Vec<DraftHolding>, MailError> {
         let drafts = self
-            .list_filtered(user, Folder::Drafts, &filter, false)
+            .list_filtered(user, Folder::Drafts, &file_key_filter(key), false)
             .await?;
         let mut holding = Vec::new();
         for d in drafts.into_iter().filter(|m| m.is_draft) {
             holding.push(DraftHolding {
-                ours: is_ours(d.marker.as_deref())?,
+                ours: ledger_says(ours, d.marker.as_deref())?,
+                created: d.created.as_deref().and_then(epoch_ms),
                 message_id: d.id,
                 marker: d.marker,
                 subject: d.subject.unwrap_or_default(),
             });
         }
-        Ok(KeyOutcome::Drafted(holding))
+        Ok(holding)
+    }
+
+    /// The core's `FindRivals`: draft `draft_id`'s own `createdDateTime` (`GET` by its id: a
+    /// read by id sees it at once, where a `$filter` may lag), then for each of its files' keys
+    /// (key, attachment name) the latest sent copy since `since` holding it and every draft
+    /// holding it, as [`GraphClient::key_step`] reads them; one `$filter` per key and folder
+    /// (the documented `Any` lambda; no `or` of several). No retry here.
+    pub async fn rivals_step(
+        &self,
+        user: &str,
+        draft_id: &str,
+        files: &[(String, String)],
+        since: Time,
+        ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
+    ) -> RivalsOutcome {
+        match self.find_rivals(user, draft_id, files, since, ours).await {
+            Ok(r) => r,
+            Err(e) => RivalsOutcome::Failed(mail_fault(&e)),
+        }
+    }
+
+    async fn find_rivals(
+        &self,
+        user: &str,
+        draft_id: &str,
+        files: &[(String, String)],
+        since: Time,
+        ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
+    ) -> Result<RivalsOutcome, MailError> {
+        let mut segs = mailbox_segments(user);
+        segs.extend(["messages", draft_id]);
+        let mut url = self.url(&segs);
+        url.query_pairs_mut()
+            .append_pair("$select", "id,createdDateTime,isDraft");
+        let opts = RequestOpts {
+            retry: false,
+            ..RequestOpts::graph(user)
+        };
+        let resp = self
+            .execute(opts, |c| c.get(url.clone()))
+            .await
+            .map_err(classify_read)?;
+        let v = super::bounded::read_json(resp, super::bounded::JSON_PAGE)
+            .await
+            .map_err(|e| classify_read(e.into()))?;
+        let own_created = v
+            .get("createdDateTime")
+            .and_then(Value::as_str)
+            .and_then(epoch_ms);
+        let mut found = Vec::with_capacity(files.len());
+        for (key, name) in files {
+            found.push(KeyHolders {
+                sent: self.key_sent(user, key, name, since, ours).await?,
+                drafts: self.key_drafts(user, key, ours).await?,
+            });
+        }
+        Ok(RivalsOutcome::Checked { own_created, found })
+    }
+
+    /// The core's `DeleteDraft`: `DELETE {mailbox}/messages/{draft_id}` (a draft the core
+    /// abandoned); a 404 is `Deleted` (already gone: deleted, or sent by hand). No retry here.
+    pub async fn delete_draft_step(&self, user: &str, draft_id: &str) -> DeleteOutcome {
+        let mut segs = mailbox_segments(user);
+        segs.extend(["messages", draft_id]);
+        let url = self.url(&segs);
+        let opts = RequestOpts {
+            retry: false,
+            ..RequestOpts::graph(user)
+        };
+        match self.execute(opts, |c| c.delete(url.clone())).await {
+            Ok(_) => DeleteOutcome::Deleted,
+            Err(RequestError::Graph(g)) if g.status == Some(404) => DeleteOutcome::Deleted,
+            Err(e) => DeleteOutcome::Failed(mail_fault(&classify_read(e))),
+        }
     }
 
     /// The core's `ListDraft`: the id of every attachment on draft `draft_id`
@@ -857,6 +949,34 @@ fn page_of(v: &Value) -> Option<(&Vec<Value>, Option<String>)> {
     Some((value, next))
 }
 
+/// What the caller's ledger says of `marker` (a message of its own?); no marker: not its own.
+/// A ledger that cannot answer makes the search a transient failure, asked again after a
+/// backoff: "not ours" could record a file as mailed for good, "ours" mail it twice.
+fn ledger_says(
+    ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
+    marker: Option<&str>,
+) -> Result<bool, MailError> {
+    let Some(marker) = marker else {
+        return Ok(false);
+    };
+    ours(marker).map_err(|e| {
+        MailError::Transient(GraphError::new(
+            ErrorClass::Transient,
+            None,
+            "ledgerUnreadable",
+            format!("the ledger could not be read: {e}"),
+        ))
+    })
+}
+
+/// An RFC 3339 time as ms since the epoch (`None`: not one, or before 1970).
+fn epoch_ms(s: &str) -> Option<Time> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .ok()
+        .map(Time)
+}
+
 /// Whether a copy sent at `sent` (RFC 3339; unknown counts as recent) is within the window
 /// starting at `since` (ms since the epoch).
 fn sent_since(sent: Option<&str>, since: Time) -> bool {
@@ -944,6 +1064,7 @@ mod tests {
             is_draft: draft,
             internet_message_id: None,
             sent: sent.map(str::to_string),
+            created: None,
             subject: None,
             marker: None,
             others: 0,

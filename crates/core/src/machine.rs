@@ -10,7 +10,7 @@ use super::model::*;
 use super::settle::{Settled, Settler};
 pub use messages::{
     cap_frees_at, civil_date, held_backoff_ms, FOUND_MAILED, HELD_BY_DRAFT, HELD_TRIES,
-    MESSAGE_TOO_LARGE, NO_FILES_LEFT,
+    MAILED_ELSEWHERE, MESSAGE_TOO_LARGE, NO_FILES_LEFT, RIVAL_SETTLE_MS,
 };
 
 mod messages;
@@ -115,6 +115,10 @@ pub(super) enum KeyLook {
     Clear,
     /// Found on a draft this many times in a row: searched again later.
     Held(u32),
+    /// Held this many times, then found in neither folder: the draft that held it may be in
+    /// Exchange's move to Sent Items (sent, in the Outbox, not yet a sent copy), so it is
+    /// searched once more after the move has surely had time before it may be mailed.
+    Vanished(u32),
 }
 
 impl Active {
@@ -460,7 +464,9 @@ impl Machine {
                 | Outcome::Find(..)
                 | Outcome::Send(_)
                 | Outcome::ListDraft(_)
-                | Outcome::StampKeys(_) => self.message_outcome(&id, outcome, &mut out),
+                | Outcome::StampKeys(_)
+                | Outcome::Rivals(_)
+                | Outcome::DeleteDraft(_) => self.message_outcome(&id, outcome, &mut out),
                 Outcome::DeleteAttachment(d) if self.messages.contains_key(&id) => {
                     self.message_outcome(&id, Outcome::DeleteAttachment(d), &mut out)
                 }
@@ -1251,7 +1257,7 @@ impl Machine {
         }
     }
 
-    fn set_timer(&mut self, id: &str, t: Time) {
+    pub(super) fn set_timer(&mut self, id: &str, t: Time) {
         if let Some(a) = self.active.get_mut(id) {
             if let Some(old) = a.timer.take() {
                 self.timers.remove(&(old, id.to_owned()));
@@ -2064,7 +2070,9 @@ impl Machine {
             | Outcome::Find(..)
             | Outcome::Send(_)
             | Outcome::ListDraft(_)
-            | Outcome::StampKeys(_) => {}
+            | Outcome::StampKeys(_)
+            | Outcome::Rivals(_)
+            | Outcome::DeleteDraft(_) => {}
         }
         self.release_lock_if_free(id);
         self.make_ready(id);

@@ -122,6 +122,9 @@ pub struct MailRule {
     /// `agent.remember_sent`: how far back the mailbox is searched for a file's key before it
     /// is mailed (the mailbox as the record of last resort); 0: no search (`outbox mail`).
     pub remember_sent_ms: u64,
+    /// A message that fails has its draft deleted (`outbox mail`: no ledger keeps it for a
+    /// `retry`), unless a send of it may have happened.
+    pub delete_failed_draft: bool,
 }
 
 /// Timing and limits (from `[agent]`), in milliseconds and counts.
@@ -837,6 +840,30 @@ pub struct DraftHolding {
     /// The marker names a message this ledger has on record (the executor looks): no holder.
     pub ours: bool,
     pub subject: String,
+    /// Its `createdDateTime` (ms since the epoch, as Graph gave it; `None`: not given or not
+    /// readable): of two agents' drafts holding one key, the older is sent (SPEC 8).
+    pub created: Option<Time>,
+}
+
+/// What the mailbox holds of one file's key, as the check before a send sees it: the latest
+/// sent copy carrying it with an attachment of the file's name (a `KeyOutcome::Mailed`), and
+/// every draft carrying it (this message's own among them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHolders {
+    pub sent: Option<KeyOutcome>,
+    pub drafts: Vec<DraftHolding>,
+}
+
+/// The answer to `Action::FindRivals`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RivalsOutcome {
+    /// `own_created`: the `createdDateTime` of the message's own draft (read by its id);
+    /// `found`: each key's holders, in the order of the action's `files`.
+    Checked {
+        own_created: Option<Time>,
+        found: Vec<KeyHolders>,
+    },
+    Failed(Fault),
 }
 
 /// What the mailbox holds of a file's key (SPEC: the mailbox is the record of last resort).
@@ -893,6 +920,10 @@ pub enum Outcome {
     Key(KeyOutcome),
     /// A draft's file keys set again: `Ok` (200), or how it failed.
     StampKeys(Result<(), Fault>),
+    /// The mailbox searched for other messages holding a draft's keys (before its send).
+    Rivals(RivalsOutcome),
+    /// A draft the agent abandoned, deleted (or already gone: a 404 is `Deleted`).
+    DeleteDraft(DeleteOutcome),
     ListDraft(ListOutcome),
     Send(SendOutcome),
 }
@@ -912,6 +943,8 @@ impl Outcome {
             | Outcome::Find(_, FindOutcome::Failed(f))
             | Outcome::Key(KeyOutcome::Failed(f))
             | Outcome::StampKeys(Err(f))
+            | Outcome::Rivals(RivalsOutcome::Failed(f))
+            | Outcome::DeleteDraft(DeleteOutcome::Failed(f))
             | Outcome::ListDraft(ListOutcome::Failed(f))
             | Outcome::Send(SendOutcome::Failed(f)) => Some(f),
             _ => None,
@@ -998,9 +1031,24 @@ impl MessageRecord {
         }
     }
 
-    /// It has work left: not in a final state, or sent with its copy not yet seen.
+    /// It has work left: not in a final state, sent with its copy not yet seen, or failed with
+    /// an abandoned draft still to delete.
     pub fn at_work(&self) -> bool {
-        !self.state.is_terminal() || self.unseen
+        !self.state.is_terminal() || self.unseen || self.draft_abandoned()
+    }
+
+    /// Its draft is abandoned and is to be deleted (SPEC 8: "a draft the agent abandons is
+    /// deleted"): the message failed because none of its files is left on it to send
+    /// (`noFilesLeft`), or because another message in the mailbox mails them
+    /// (`mailedElsewhere`), and no send of it may ever have happened.
+    pub fn draft_abandoned(&self) -> bool {
+        self.state == MessageState::Failed
+            && self.draft_id.is_some()
+            && !self.may_have_been_sent()
+            && self.error.as_ref().is_some_and(|e| {
+                e.code == crate::machine::NO_FILES_LEFT
+                    || e.code == crate::machine::MAILED_ELSEWHERE
+            })
     }
 
     /// Done with: sent (its copy seen, when that was awaited) or left as a draft.
@@ -1219,6 +1267,25 @@ pub enum Action {
         draft_id: String,
         keys: Vec<String>,
     },
+    /// Before draft `draft_id` of message `id` is sent (or left for review): read its
+    /// `createdDateTime` by its id, then search Sent Items (copies sent since `since`) and
+    /// Drafts for every one of its files' keys (`files`: key, attachment name), as
+    /// `FindFileKey` does: another agent's message holding one of them may be mailing it.
+    FindRivals {
+        id: String,
+        user: String,
+        draft_id: String,
+        files: Vec<(String, String)>,
+        since: Time,
+    },
+    /// `DELETE {mailbox}/messages/{draft_id}`: the draft of message `id`, abandoned (none of
+    /// its files is left on it to send, or another message mails them); never one that may
+    /// have been sent. A 404 is `Deleted`.
+    DeleteDraft {
+        id: String,
+        user: String,
+        draft_id: String,
+    },
     /// List the attachments of draft `draft_id` (ids, every page): before a send, the draft
     /// must hold its files' attachments and nothing else.
     ListDraft {
@@ -1284,6 +1351,12 @@ pub enum Note {
         id: String,
         subject: String,
         failure: Failure,
+    },
+    /// A message gave way to another message in the mailbox holding its files' keys (another
+    /// agent on the same folder): its draft is deleted, its files mailed once by the other.
+    MessageGaveWay {
+        id: String,
+        subject: String,
     },
     /// A send could not be confirmed: nothing is sent again until `retry`.
     MessageUnconfirmed {

@@ -11,7 +11,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a harness: a broken world is a panic
 
-use super::machine::{has_work, Machine, HELD_BY_DRAFT, MESSAGE_TOO_LARGE, NO_FILES_LEFT};
+use super::machine::{
+    has_work, Machine, HELD_BY_DRAFT, MAILED_ELSEWHERE, MESSAGE_TOO_LARGE, NO_FILES_LEFT,
+};
 use super::model::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -157,6 +159,22 @@ enum Event {
     /// Once faults stop: the user retries messages that failed or could not be confirmed (as
     /// `status` tells them to), once nothing is in flight any more.
     RetryMail(u32),
+    /// The second agent on the mailing folder takes its next step for job `n`.
+    Rival(usize),
+}
+
+/// What the second agent on the mailing folder does with one drop it saw (the same protocol
+/// as the agent's, reduced to a file per message): search the mailbox for the file's key
+/// (a sent copy or any draft holding it: it stops), make its draft holding the key and the
+/// bytes, then, `RIVAL_SETTLE_MS` or more later, look again: a sent copy, or another draft
+/// older than its own (by creation time, then id), wins and its draft is deleted; else it sends.
+#[derive(Debug, Clone)]
+struct RivalJob {
+    name: String,
+    content: Content,
+    key: String,
+    /// Its draft, once made.
+    draft: Option<String>,
 }
 
 /// An upload's reader: the descriptor opened once, and what its bytes hashed to so far.
@@ -237,6 +255,8 @@ pub struct Sim {
     /// The user sometimes deletes a draft that was not sent (nor left for review) in Outlook.
     deletes_drafts: bool,
     deleted_drafts: BTreeSet<String>,
+    /// Drafts the agent deleted after they were sent (never allowed).
+    deleted_sent: Vec<String>,
     /// Draws of the world's harsher faults (an rng of their own: every earlier draw as before).
     harsh_rng: StdRng,
     harsh: Harsh,
@@ -250,6 +270,10 @@ pub struct Sim {
     /// What the agent lost, for the oracle (the agent never sees it again).
     lost_ledger: BTreeMap<String, Record>,
     lost_msgs: BTreeMap<String, MessageRecord>,
+    /// A second agent (its own state dir) mails the same folder: it takes some drops too.
+    rival: bool,
+    rival_rng: StdRng,
+    rival_jobs: Vec<RivalJob>,
     /// Sometimes the state dir is restored from a backup taken earlier (an rng of its own:
     /// every earlier draw as before): the mailing mapping's records, their upload URLs and
     /// every message record go back to what they were then.
@@ -471,6 +495,14 @@ impl Sim {
         // found, and the mailbox cannot be the record of last resort. docs/core.md: known
         // limits.)
         let loses_ledger = searches && harsh_rng.gen_bool(0.4) && harsh.unmarked_sent_copy == 0.0;
+        // A second agent on the mailing folder (its own generator: every earlier draw as
+        // before). Only where keys are searched and sent copies keep them: without, two agents
+        // cannot see each other.
+        let mut rival_rng = StdRng::seed_from_u64(seed ^ 0x7269_7661_6c61_6774);
+        let rival = searches
+            && harsh.unmarked_sent_copy == 0.0
+            && !mappings.is_empty()
+            && rival_rng.gen_bool(0.5);
         // Of those, some have their state dir restored from a backup at a restart.
         let mut restore_rng = StdRng::seed_from_u64(seed ^ 0x7265_7374_6f72_6521);
         let restores = (loses_ledger && restore_rng.gen_bool(0.5)).then_some(restore_rng);
@@ -523,11 +555,15 @@ impl Sim {
             twins,
             deletes_drafts,
             deleted_drafts: BTreeSet::new(),
+            deleted_sent: Vec::new(),
             harsh_rng,
             harsh,
             drops: BTreeMap::new(),
             last_placed: BTreeMap::new(),
             loses_ledger,
+            rival,
+            rival_rng,
+            rival_jobs: Vec::new(),
             lost_ledger: BTreeMap::new(),
             lost_msgs: BTreeMap::new(),
             restores,
@@ -628,7 +664,11 @@ impl Sim {
             && self.pending.values().all(|p| p.epoch != self.epoch)
             && !self.events.values().any(|e| match e {
                 Event::Deliver(ep, _) | Event::Rescan(ep) => *ep == self.epoch,
-                Event::Mount(_) | Event::Append(..) | Event::Restart | Event::RetryMail(_) => true,
+                Event::Mount(_)
+                | Event::Append(..)
+                | Event::Restart
+                | Event::RetryMail(_)
+                | Event::Rival(_) => true,
                 Event::User | Event::Complete(_) | Event::Tick(_) => false,
             })
     }
@@ -699,6 +739,7 @@ impl Sim {
                 }
             }
             Event::RetryMail(n) => self.retry_mail(n)?,
+            Event::Rival(n) => self.rival_step(n),
         }
         if !self.quiet && self.machine.is_some() && self.rng.gen_bool(self.knobs.crash_prob) {
             self.crash_and_restart_later();
@@ -742,7 +783,9 @@ impl Sim {
             .filter(|m| {
                 matches!(m.state, MessageState::Unconfirmed)
                     || (m.state == MessageState::Failed
-                        && m.error.as_ref().is_none_or(|e| e.code != NO_FILES_LEFT))
+                        && m.error
+                            .as_ref()
+                            .is_none_or(|e| e.code != NO_FILES_LEFT && e.code != MAILED_ELSEWHERE))
             })
             .cloned()
             .collect();
@@ -891,7 +934,121 @@ impl Sim {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        *self.drops.entry((name, c)).or_default() += 1;
+        *self.drops.entry((name.clone(), c)).or_default() += 1;
+        if self.rival && self.rival_rng.gen_bool(0.4) {
+            let rule = self
+                .mappings
+                .iter()
+                .find(|(_, dir)| path.starts_with(dir))
+                .and_then(|(m, dir)| Some((m.mail.as_ref()?, dir)));
+            if let Some((rule, dir)) = rule {
+                let rel = path.strip_prefix(dir).unwrap_or(path);
+                let key = crate::model::file_key(
+                    "me",
+                    &crate::model::recipients_id(rule),
+                    rel,
+                    c.size,
+                    &sha(c),
+                );
+                self.rival_jobs.push(RivalJob {
+                    name,
+                    content: c,
+                    key,
+                    draft: None,
+                });
+                // It sees the file settle about when the agent does.
+                let d = self.rival_rng.gen_range(0..8_000);
+                self.schedule(d, Event::Rival(self.rival_jobs.len() - 1));
+            }
+        }
+    }
+
+    /// The second agent's next step for job `n` (see [`RivalJob`]).
+    fn rival_step(&mut self, n: usize) {
+        let Some(job) = self.rival_jobs.get(n).cloned() else {
+            return;
+        };
+        let now = self.now;
+        let sent_holds = |m: &SimMessage| {
+            !m.is_draft
+                && m.visible_at <= now
+                && m.keys.contains(&job.key)
+                && m.atts.iter().any(|(a, _)| *a == job.name)
+        };
+        let live_draft = |m: &SimMessage| {
+            m.is_draft && m.gone_at.is_none_or(|g| g > now) && m.keys.contains(&job.key)
+        };
+        let tag = format!("rival-{n}");
+        let Some(own) = job.draft.clone() else {
+            // Its search before a draft: any sent copy or draft holding the key stops it.
+            if self.mail.values().any(|m| sent_holds(m) || live_draft(m)) {
+                self.note(format!("rival: {tag} finds {} held or mailed", job.name));
+                return;
+            }
+            self.next_msg += 1;
+            let did = format!("draft{}", self.next_msg);
+            self.mail.insert(
+                did.clone(),
+                SimMessage {
+                    marker: Some(tag.clone()),
+                    of: tag.clone(),
+                    imid: format!("<{did}@rival>"),
+                    is_draft: true,
+                    gone_at: None,
+                    visible_at: now,
+                    keys: vec![job.key.clone()],
+                    atts: Vec::new(),
+                },
+            );
+            self.note(format!("rival: {tag} drafts {did} for {}", job.name));
+            if let Some(j) = self.rival_jobs.get_mut(n) {
+                j.draft = Some(did);
+            }
+            let d = crate::machine::RIVAL_SETTLE_MS + self.rival_rng.gen_range(0..4_000);
+            self.schedule(d, Event::Rival(n));
+            return;
+        };
+        let Some(created) = self.mail.get(&own).map(|m| m.visible_at) else {
+            return;
+        };
+        let sent = self.mail.values().any(sent_holds);
+        let older = self.mail.iter().any(|(gid, m)| {
+            *gid != own && live_draft(m) && (m.visible_at, gid.as_str()) < (created, own.as_str())
+        });
+        if sent || older {
+            self.note(format!("rival: {tag} gives way, deletes {own}"));
+            self.mail.remove(&own);
+            return;
+        }
+        let at = now.plus_ms(self.send_move_ms);
+        let imid = match self.mail.get_mut(&own) {
+            Some(m) => {
+                m.gone_at = Some(at);
+                m.imid.clone()
+            }
+            None => return,
+        };
+        self.next_msg += 1;
+        let copy = format!("sent{}", self.next_msg);
+        self.mail.insert(
+            copy.clone(),
+            SimMessage {
+                marker: Some(tag.clone()),
+                of: tag.clone(),
+                imid,
+                is_draft: false,
+                gone_at: None,
+                visible_at: at,
+                keys: vec![job.key.clone()],
+                atts: vec![(job.name.clone(), format!("{copy}-a0"))],
+            },
+        );
+        self.note(format!(
+            "rival: {tag} SENT {own} as {copy} with {}",
+            job.name
+        ));
+        self.sends
+            .push((tag, own, vec![(job.name.clone(), Some(job.content))]));
     }
 
     fn user_op_on(&mut self, mapping: String, path: PathBuf) {
@@ -1602,6 +1759,8 @@ impl Sim {
                 | Action::FindMessage { .. }
                 | Action::FindFileKey { .. }
                 | Action::StampKeys { .. }
+                | Action::FindRivals { .. }
+                | Action::DeleteDraft { .. }
                 | Action::ListDraft { .. }
                 | Action::SendDraft { .. }
         );
@@ -2198,55 +2357,54 @@ impl Sim {
             Action::FindFileKey {
                 key, name, since, ..
             } => {
-                let now = self.now;
                 // Sent Items: the latest copy carrying the key with an attachment of the
-                // name (as graph::mail's key_step).
-                let latest = self
-                    .mail
-                    .iter()
-                    .filter_map(|(gid, m)| {
-                        if m.is_draft || m.visible_at > now || m.visible_at < *since {
-                            return None;
-                        }
-                        if !m.keys.contains(key) {
-                            return None;
-                        }
-                        let (_, att) = m.atts.iter().find(|(n, _)| n == name)?;
-                        Some((m.visible_at, gid, m, att))
-                    })
-                    .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-                let mailed = latest.map(|(_, gid, m, att)| KeyOutcome::Mailed {
-                    message_id: gid.clone(),
-                    internet_message_id: Some(m.imid.clone()),
-                    attachment_id: att.clone(),
-                    marker: m.marker.clone(),
-                    ours: m
-                        .marker
-                        .as_ref()
-                        .is_some_and(|mk| self.msg_ledger.contains_key(mk)),
-                });
-                let found = mailed.unwrap_or_else(|| {
-                    KeyOutcome::Drafted(
-                        self.mail
-                            .iter()
-                            .filter(|(_, m)| {
-                                m.is_draft
-                                    && m.gone_at.is_none_or(|g| g > now)
-                                    && m.keys.contains(key)
-                            })
-                            .map(|(gid, m)| DraftHolding {
-                                message_id: gid.clone(),
-                                marker: m.marker.clone(),
-                                ours: m
-                                    .marker
-                                    .as_ref()
-                                    .is_some_and(|mk| self.msg_ledger.contains_key(mk)),
-                                subject: String::new(),
-                            })
-                            .collect(),
-                    )
-                });
+                // name (as graph::mail's key_step); else the drafts carrying it.
+                let found = self
+                    .key_sent(key, name, *since)
+                    .unwrap_or_else(|| KeyOutcome::Drafted(self.key_drafts(key)));
                 Some(Outcome::Key(found))
+            }
+            Action::FindRivals {
+                draft_id,
+                files,
+                since,
+                ..
+            } => {
+                let now = self.now;
+                let own = self
+                    .mail
+                    .get(draft_id)
+                    .filter(|m| m.is_draft && m.gone_at.is_none_or(|g| g > now));
+                let Some(own) = own else {
+                    return Some(Outcome::Rivals(RivalsOutcome::Failed(gone(draft_id))));
+                };
+                let own_created = Some(own.visible_at);
+                let found = files
+                    .iter()
+                    .map(|(key, name)| KeyHolders {
+                        sent: self.key_sent(key, name, *since),
+                        drafts: self.key_drafts(key),
+                    })
+                    .collect();
+                Some(Outcome::Rivals(RivalsOutcome::Checked {
+                    own_created,
+                    found,
+                }))
+            }
+            Action::DeleteDraft { draft_id, .. } => {
+                if let Some(m) = self.mail.get(draft_id) {
+                    if !m.is_draft || m.gone_at.is_some() {
+                        // Never a draft that was sent.
+                        self.deleted_sent.push(draft_id.clone());
+                    }
+                }
+                if self.mail.remove(draft_id).is_some() {
+                    self.items.remove(draft_id);
+                    self.sessions.retain(|_, s| s.item != *draft_id);
+                    self.note(format!("graph: draft {draft_id} deleted by the agent"));
+                    self.deleted_drafts.insert(draft_id.clone());
+                }
+                Some(Outcome::DeleteDraft(DeleteOutcome::Deleted))
             }
             Action::StampKeys { draft_id, keys, .. } => match self.mail.get_mut(draft_id) {
                 Some(m) if m.is_draft => {
@@ -2331,6 +2489,56 @@ impl Sim {
             }
             _ => None,
         }
+    }
+
+    /// The latest sent copy since `since` carrying `key` with an attachment named `name`.
+    fn key_sent(&self, key: &str, name: &str, since: Time) -> Option<KeyOutcome> {
+        let now = self.now;
+        let latest = self
+            .mail
+            .iter()
+            .filter_map(|(gid, m)| {
+                if m.is_draft || m.visible_at > now || m.visible_at < since {
+                    return None;
+                }
+                if !m.keys.iter().any(|k| k == key) {
+                    return None;
+                }
+                let (_, att) = m.atts.iter().find(|(n, _)| n == name)?;
+                Some((m.visible_at, gid, m, att))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        latest.map(|(_, gid, m, att)| KeyOutcome::Mailed {
+            message_id: gid.clone(),
+            internet_message_id: Some(m.imid.clone()),
+            attachment_id: att.clone(),
+            marker: m.marker.clone(),
+            ours: m
+                .marker
+                .as_ref()
+                .is_some_and(|mk| self.msg_ledger.contains_key(mk)),
+        })
+    }
+
+    /// Every draft (still in Drafts) carrying `key`.
+    fn key_drafts(&self, key: &str) -> Vec<DraftHolding> {
+        let now = self.now;
+        self.mail
+            .iter()
+            .filter(|(_, m)| {
+                m.is_draft && m.gone_at.is_none_or(|g| g > now) && m.keys.iter().any(|k| k == key)
+            })
+            .map(|(gid, m)| DraftHolding {
+                message_id: gid.clone(),
+                marker: m.marker.clone(),
+                ours: m
+                    .marker
+                    .as_ref()
+                    .is_some_and(|mk| self.msg_ledger.contains_key(mk)),
+                subject: String::new(),
+                created: Some(m.visible_at),
+            })
+            .collect()
     }
 
     fn add_attachment(
@@ -2482,6 +2690,9 @@ impl Sim {
         if let Some(l) = self.late_attachments.first() {
             return Err(self.violation(format!("attachment {l}")));
         }
+        if let Some(d) = self.deleted_sent.first() {
+            return Err(self.violation(format!("the agent deleted draft {d} after it was sent")));
+        }
         // No name and bytes mailed more often than they were dropped (a lost state dir, a
         // restored one, the user's own drop again: the mailbox answers).
         let mut mailed: BTreeMap<(String, Content), u32> = BTreeMap::new();
@@ -2513,6 +2724,9 @@ impl Sim {
             // counted against what was dropped above.
             if self.restored.contains(marker) {
                 continue;
+            }
+            if marker.starts_with("rival-") {
+                continue; // the second agent's (counted above against the drops)
             }
             let Some(m) = self
                 .msg_ledger
@@ -2686,7 +2900,21 @@ impl Sim {
         for m in self.msg_ledger.values() {
             let ok = match m.state {
                 MessageState::Sent | MessageState::Drafted => true,
-                MessageState::Failed => m.error.as_ref().is_some_and(|e| e.code == NO_FILES_LEFT),
+                // Its files all left it, or another message mails them: its draft is gone.
+                MessageState::Failed => {
+                    m.error
+                        .as_ref()
+                        .is_some_and(|e| e.code == NO_FILES_LEFT || e.code == MAILED_ELSEWHERE)
+                        && !m.draft_abandoned()
+                        // (A draft the state a restore took back made is not known to it: it
+                        // stays in Drafts, unsent. docs/core.md, known limits.)
+                        && (self.restored.contains(&m.id)
+                            || !self.mail.values().any(|x| {
+                                x.is_draft
+                                    && x.gone_at.is_none()
+                                    && x.marker.as_deref() == Some(&m.id)
+                            }))
+                }
                 // A send in doubt whose draft the user deleted cannot be told: it stays so,
                 // never sent again (retried, it looked in Sent Items and Drafts).
                 MessageState::Unconfirmed => m
@@ -2940,6 +3168,8 @@ fn action_id(a: &Action) -> String {
         | Action::FindMessage { id, .. }
         | Action::FindFileKey { id, .. }
         | Action::StampKeys { id, .. }
+        | Action::FindRivals { id, .. }
+        | Action::DeleteDraft { id, .. }
         | Action::ListDraft { id, .. }
         | Action::SendDraft { id, .. } => id.clone(),
         _ => String::new(),
@@ -2960,6 +3190,8 @@ fn wrap_fault(a: &Action, f: Fault) -> Outcome {
         Action::ListDraft { .. } => Outcome::ListDraft(ListOutcome::Failed(f)),
         Action::FindFileKey { .. } => Outcome::Key(KeyOutcome::Failed(f)),
         Action::StampKeys { .. } => Outcome::StampKeys(Err(f)),
+        Action::FindRivals { .. } => Outcome::Rivals(RivalsOutcome::Failed(f)),
+        Action::DeleteDraft { .. } => Outcome::DeleteDraft(DeleteOutcome::Failed(f)),
         _ => Outcome::Look(LookOutcome::Failed(f)),
     }
 }
@@ -3018,6 +3250,14 @@ mod tests {
         (
             23733,
             "a ledger restored from a backup taken mid-attach: a file attached to a draft already sent (found still in Drafts during its move)",
+        ),
+        (
+            43,
+            "two agents on one folder: without the check for rivals before the send, a file the second agent mailed is mailed again (the agent also gives way once here)",
+        ),
+        (
+            239,
+            "two agents: a newer version joined a made draft, its key stamped later; the other agent searched, drafted and sent before the stamp, and the draft's older age won the check",
         ),
         (
             2179010,

@@ -41,6 +41,17 @@ pub(super) struct ActiveMessage {
     pub(super) rechecked: bool,
     /// The keys of the `StampKeys` in flight (what its draft carries once it is answered).
     pub(super) stamping: Vec<String>,
+    /// The mailbox was searched for other messages holding its files' keys, and none wins over
+    /// it: it may be sent (asked again after a restart, a `retry`, or a change of its draft).
+    pub(super) rivals_checked: bool,
+    /// The files of the `FindRivals` in flight, in the order of its keys.
+    pub(super) checking: Vec<String>,
+    /// When this run learnt its draft exists (its create answered, or it was found): the check
+    /// for rivals waits [`RIVAL_SETTLE_MS`] from then.
+    pub(super) drafted_at: Option<Time>,
+    /// Graph refused to delete its abandoned draft: left (said on the message), not asked again
+    /// in this run.
+    pub(super) keep_draft: bool,
 }
 
 /// The step a message takes next.
@@ -54,7 +65,11 @@ enum MStep {
     DeleteExtra(String),
     /// Its draft's file keys set to its files' keys now (a newer version took a place).
     StampKeys,
+    /// Other messages holding its files' keys looked for (two agents on one folder).
+    CheckRivals,
     Send,
+    /// Its abandoned draft deleted.
+    DeleteDraft,
     /// A change of state with no request.
     Local,
 }
@@ -68,6 +83,17 @@ struct FilesState {
 
 /// Error code of a message none of whose files is left (canceled or deleted before sending).
 pub const NO_FILES_LEFT: &str = "noFilesLeft";
+
+/// Error code of a message that gave way to another message in the mailbox holding its files'
+/// keys (an older draft, or a sent copy: another agent on the same folder mails them). Its
+/// draft is deleted; its files are found mailed, held by the other draft, or go in a new
+/// message. Not a failure of the user's: `run --once` does not count it.
+pub const MAILED_ELSEWHERE: &str = "mailedElsewhere";
+
+/// How long after its draft exists a message's check for rivals waits: `createdDateTime` has a
+/// grain of one second, so a draft made in the same second as this one (which the order by
+/// creation may put first) surely exists when the mailbox is searched.
+pub const RIVAL_SETTLE_MS: u64 = 2_000;
 
 /// Code of the note on a `done` file found already mailed by its key (not mailed again).
 pub const FOUND_MAILED: &str = "foundMailed";
@@ -104,11 +130,30 @@ impl Machine {
         self.collecting
             .keys()
             .all(|m| self.capped_until(m).is_some())
-            && self.messages.values().all(|m| !m.rec.at_work() && !m.busy)
+            && self.messages.values().all(|m| !self.message_at_work(m))
     }
 
     pub(super) fn messages_quiet(&self) -> bool {
-        self.collecting.is_empty() && self.messages.values().all(|m| !m.rec.at_work() && !m.busy)
+        self.collecting.is_empty() && self.messages.values().all(|m| !self.message_at_work(m))
+    }
+
+    fn message_at_work(&self, m: &ActiveMessage) -> bool {
+        m.busy || (m.rec.at_work() && !m.keep_draft) || self.abandons(m)
+    }
+
+    /// Whether message `m`'s draft is to be deleted now: abandoned (see
+    /// `MessageRecord::draft_abandoned`), or failed in `outbox mail` (`delete_failed_draft`);
+    /// never one a send of which may have happened, nor one Graph refused to delete.
+    fn abandons(&self, m: &ActiveMessage) -> bool {
+        let r = &m.rec;
+        !m.keep_draft
+            && (r.draft_abandoned()
+                || (r.state == MessageState::Failed
+                    && r.draft_id.is_some()
+                    && !r.may_have_been_sent()
+                    && self
+                        .mail_rule(&r.mapping)
+                        .is_some_and(|rule| rule.delete_failed_draft)))
     }
 
     /// The item an entry of a message goes to: its draft, once there is one.
@@ -524,6 +569,37 @@ impl Machine {
         ))
     }
 
+    /// The record of file `f` of message `m` (active, or as it left the active set).
+    fn member_record<'a>(&'a self, m: &'a ActiveMessage, f: &str) -> Option<&'a Record> {
+        self.active
+            .get(f)
+            .map(|a| &a.rec)
+            .or_else(|| m.finished.get(f))
+    }
+
+    /// Of message `mid`'s files, those with a key: (entry id, key, name).
+    fn keyed_files(&self, mid: &str) -> Vec<(String, String, String)> {
+        let Some(m) = self.messages.get(mid) else {
+            return Vec::new();
+        };
+        m.rec
+            .files
+            .iter()
+            .filter_map(|f| self.member_record(m, f))
+            .filter_map(|r| Some((r.id.clone(), self.key_of(r)?, r.name.clone())))
+            .collect()
+    }
+
+    /// Whether message `m`, complete, still has to look for other messages holding its files'
+    /// keys before it goes: never one a send of which may have happened (it was checked before
+    /// that send, and its draft is never deleted), nor `outbox mail`'s (no keys).
+    fn needs_rival_check(&self, m: &ActiveMessage) -> bool {
+        !m.rivals_checked
+            && !m.rec.may_have_been_sent()
+            && !m.rec.keyed
+            && !self.keyed_files(&m.rec.id).is_empty()
+    }
+
     /// The keys of message `mid`'s files, stamped on its draft.
     fn keys_of_message(&self, mid: &str) -> Vec<String> {
         let Some(m) = self.messages.get(mid) else {
@@ -623,9 +699,14 @@ impl Machine {
                             .as_deref()
                             .is_none_or(|m| !self.messages.contains_key(m))
                 });
-                match holder {
-                    None => self.key_clear(id, out),
-                    Some(d) => self.held_by(id, &d.subject, out),
+                let held = self.active.get(id).and_then(|a| match a.key {
+                    KeyLook::Held(n) => Some(n),
+                    _ => None,
+                });
+                match (holder, held) {
+                    (None, Some(n)) => self.holder_vanished(id, n),
+                    (None, None) => self.key_clear(id, out),
+                    (Some(d), _) => self.held_by(id, &d.subject, out),
                 }
             }
             KeyOutcome::Failed(f) => self.on_fault(id, f, out),
@@ -635,22 +716,41 @@ impl Machine {
     /// Whether another version of entry `id`'s path is done with an attachment on item
     /// `item_id` (a sent copy it was found mailed in).
     fn done_here_in(&self, id: &str, item_id: &str) -> bool {
-        self.active.get(id).is_some_and(|a| {
-            self.path_info(&a.rec.mapping, &a.rec.path)
-                .is_some_and(|i| {
-                    i.done
-                        .iter()
-                        .any(|(_, did, _, t)| did != id && t.item_id == item_id)
-                })
+        self.active
+            .get(id)
+            .is_some_and(|a| self.done_here_in_rec(&a.rec, item_id))
+    }
+
+    fn done_here_in_rec(&self, r: &Record, item_id: &str) -> bool {
+        self.path_info(&r.mapping, &r.path).is_some_and(|i| {
+            i.done
+                .iter()
+                .any(|(_, did, _, t)| *did != r.id && t.item_id == item_id)
         })
     }
 
     /// Whether this ledger has another version of entry `id`'s path done (not replaced).
     fn other_done_here(&self, id: &str) -> bool {
-        self.active.get(id).is_some_and(|a| {
-            self.path_info(&a.rec.mapping, &a.rec.path)
-                .is_some_and(|i| i.done.iter().any(|(_, did, _, _)| did != id))
-        })
+        self.active
+            .get(id)
+            .is_some_and(|a| self.other_done_here_rec(&a.rec))
+    }
+
+    fn other_done_here_rec(&self, r: &Record) -> bool {
+        self.path_info(&r.mapping, &r.path)
+            .is_some_and(|i| i.done.iter().any(|(_, did, _, _)| *did != r.id))
+    }
+
+    /// Whether a sent copy carrying the key of file `r` (as a key search reads it) is one the
+    /// ledger already knows of: its own mail of these bytes with another version of the path
+    /// done (`r` is a new drop), or the copy a version of the path was found mailed in. The
+    /// key search that let `r` into a message passed over it too.
+    fn known_sent_copy(&self, r: &Record, k: &KeyOutcome) -> bool {
+        match k {
+            KeyOutcome::Mailed { ours: true, .. } if self.other_done_here_rec(r) => true,
+            KeyOutcome::Mailed { message_id, .. } => self.done_here_in_rec(r, message_id),
+            _ => true,
+        }
     }
 
     /// Entry `id`'s key is in no message of the mailbox but this ledger's: it may be put in a
@@ -680,7 +780,7 @@ impl Machine {
             return;
         };
         let n = match a.key {
-            KeyLook::Held(n) => n + 1,
+            KeyLook::Held(n) | KeyLook::Vanished(n) => n + 1,
             _ => 1,
         };
         a.key = KeyLook::Held(n);
@@ -700,6 +800,16 @@ impl Machine {
         a.rec.error = Some(why);
         self.persist(id, out);
         self.wait(id, held_backoff_ms(self.policy.look_after_ms, n));
+    }
+
+    /// Entry `id` was held by a draft (`n` searches in a row) that neither folder shows now: sent
+    /// and caught in Exchange's move (the Outbox is not searched), or deleted. Searched once
+    /// more after [`move_grace_ms`]: a sent copy then is found mailed, nothing mails it.
+    fn holder_vanished(&mut self, id: &str, n: u32) {
+        if let Some(a) = self.active.get_mut(id) {
+            a.key = KeyLook::Vanished(n);
+        }
+        self.wait(id, move_grace_ms(self.policy.look_after_ms));
     }
 
     /// `retry --resend` of done file `old`: the request is taken (cleared, persisted first: a
@@ -834,6 +944,10 @@ impl Machine {
                 send_before: None,
                 rechecked: false,
                 stamping: Vec::new(),
+                rivals_checked: false,
+                checking: Vec::new(),
+                drafted_at: None,
+                keep_draft: false,
             },
         );
         self.msg_ready.insert(id);
@@ -968,6 +1082,8 @@ impl Machine {
         m.wait_until = None;
         // The draft may have changed since it was last listed: listed again before a send.
         m.verified = false;
+        m.rivals_checked = false;
+        m.keep_draft = false;
         m.extra.clear();
         m.short_lists = 0;
         m.deleted.clear();
@@ -1095,6 +1211,8 @@ impl Machine {
             | MStep::ListDraft
             | MStep::DeleteExtra(_)
             | MStep::StampKeys
+            | MStep::CheckRivals
+            | MStep::DeleteDraft
             | MStep::Send => {
                 if self.sign_in.is_some() {
                     return false; // woken when the pause ends
@@ -1159,6 +1277,9 @@ impl Machine {
 
     fn message_step(&self, m: &ActiveMessage) -> MStep {
         let r = &m.rec;
+        if self.abandons(m) {
+            return MStep::DeleteDraft;
+        }
         match r.state {
             MessageState::Drafting => {
                 if r.redraft {
@@ -1211,6 +1332,10 @@ impl Machine {
                     MStep::StampKeys
                 } else if !m.verified {
                     MStep::ListDraft
+                } else if self.needs_rival_check(m) {
+                    // Complete, about to go (or be left for review): another agent's message
+                    // holding one of its files' keys is looked for first.
+                    MStep::CheckRivals
                 } else if !r.send {
                     // Left for review, exactly its files (a deleted draft shows here too).
                     MStep::Local
@@ -1391,8 +1516,17 @@ impl Machine {
             })
             .cloned()
             .collect();
+        for r in stale {
+            self.unattached(mid, r, out);
+        }
+    }
+
+    /// File `r`, attached to a draft it will not go with (the draft is gone, or abandoned),
+    /// back to pending with nothing of it on any item (the copy there is forgotten, it goes
+    /// with the draft), written, and active again.
+    fn unattached(&mut self, mid: &str, mut r: Record, out: &mut Vec<Action>) {
         let now = self.now;
-        for mut r in stale {
+        {
             r.state = State::Pending;
             r.target = None;
             r.may_exist = false;
@@ -1457,11 +1591,20 @@ impl Machine {
     fn message_remote(&mut self, mid: &str, step: MStep, out: &mut Vec<Action>) {
         let now = self.now;
         let look_after = self.policy.look_after_ms;
+        if step == MStep::CheckRivals {
+            if let Some(m) = self.messages.get_mut(mid) {
+                // Not known in this run (a restart): counted from now.
+                m.drafted_at.get_or_insert(now);
+            }
+        }
         let Some(m) = self.messages.get(mid) else {
             return;
         };
         let user = m.rec.user.clone();
         let mb = user.to_lowercase();
+        let remember = self
+            .mail_rule(&m.rec.mapping)
+            .map_or(0, |r| r.remember_sent_ms);
         // Not before every request that may have made it is surely over.
         let wait_for = match step {
             MStep::Find(_) if m.rec.may_exist && m.rec.state == MessageState::Drafting => {
@@ -1478,6 +1621,7 @@ impl Machine {
                 m.rec.sent_at.map(|t| t.plus_ms(look_after))
             }
             MStep::Find(MailFolder::SentItems) => m.rec.send_at.map(|t| t.plus_ms(look_after)),
+            MStep::CheckRivals => m.drafted_at.map(|t| t.plus_ms(RIVAL_SETTLE_MS)),
             _ => None,
         }
         .filter(|t| *t > now);
@@ -1511,6 +1655,12 @@ impl Machine {
         } else {
             Vec::new()
         };
+        let keyed = if step == MStep::CheckRivals {
+            self.keyed_files(mid)
+        } else {
+            Vec::new()
+        };
+        let since = Time(now.0.saturating_sub(remember));
         let Some(m) = self.messages.get_mut(mid) else {
             return;
         };
@@ -1536,6 +1686,35 @@ impl Machine {
                 folder,
                 internet_message_id: m.rec.internet_message_id.clone(),
             }),
+            MStep::CheckRivals => {
+                let Some(draft_id) = m.rec.draft_id.clone() else {
+                    m.busy = false;
+                    return;
+                };
+                let (ids, files): (Vec<String>, Vec<(String, String)>) = keyed
+                    .into_iter()
+                    .map(|(id, key, name)| (id, (key, name)))
+                    .unzip();
+                m.checking = ids;
+                out.push(Action::FindRivals {
+                    id: mid.to_owned(),
+                    user,
+                    draft_id,
+                    files,
+                    since,
+                });
+            }
+            MStep::DeleteDraft => {
+                let Some(draft_id) = m.rec.draft_id.clone() else {
+                    m.busy = false;
+                    return;
+                };
+                out.push(Action::DeleteDraft {
+                    id: mid.to_owned(),
+                    user,
+                    draft_id,
+                });
+            }
             MStep::StampKeys => {
                 let Some(draft_id) = m.rec.draft_id.clone() else {
                     m.busy = false;
@@ -1644,6 +1823,8 @@ impl Machine {
             Outcome::ListDraft(l) => self.on_list(mid, l, out),
             Outcome::DeleteAttachment(d) => self.on_delete_extra(mid, d, out),
             Outcome::StampKeys(r) => self.on_stamp(mid, r, out),
+            Outcome::Rivals(r) => self.on_rivals(mid, r, out),
+            Outcome::DeleteDraft(d) => self.on_delete_draft(mid, d, out),
             _ => {}
         }
     }
@@ -1836,6 +2017,244 @@ impl Machine {
         }
     }
 
+    /// What the mailbox holds of message `mid`'s files' keys just before its send. Another
+    /// agent's message holding one of them wins over this one when it is a sent copy the key
+    /// search that let the file in would not have passed over, or a draft older than this
+    /// message's (`createdDateTime`, then the id: both agents order the two drafts alike from
+    /// what they both see). Then this message gives way ([`Machine::give_way`]); else it goes.
+    fn on_rivals(&mut self, mid: &str, r: RivalsOutcome, out: &mut Vec<Action>) {
+        let (own_created, found) = match r {
+            RivalsOutcome::Failed(f) => {
+                if let Some(m) = self.messages.get_mut(mid) {
+                    m.checking.clear();
+                }
+                return self.message_fault(mid, f, out);
+            }
+            RivalsOutcome::Checked { own_created, found } => (own_created, found),
+        };
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        let ids = std::mem::take(&mut m.checking);
+        let Some(own_id) = m.rec.draft_id.clone() else {
+            return;
+        };
+        if ids.len() != found.len() {
+            return; // (cannot be: one answer per key asked) asked again
+        }
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        let mut losses: BTreeMap<String, Loss> = BTreeMap::new();
+        for (f, holders) in ids.iter().zip(found) {
+            let Some(r) = self.member_record(m, f) else {
+                continue;
+            };
+            if let Some(KeyOutcome::Mailed {
+                message_id,
+                internet_message_id,
+                attachment_id,
+                ..
+            }) = holders.sent.filter(|k| !self.known_sent_copy(r, k))
+            {
+                losses.insert(
+                    f.clone(),
+                    Loss::Sent {
+                        message_id,
+                        internet_message_id,
+                        attachment_id,
+                    },
+                );
+                continue;
+            }
+            // A file that joined after its draft was made (a newer version took a place) had its
+            // key stamped on the draft later: the draft's age says nothing of when it began to
+            // hold that key, so any other draft holding it goes first (seed 239 with a second
+            // agent: the other searched, drafted and sent before the stamp).
+            // (Made after the message: it took a place. Its `effect_at` would not do: a create
+            // whose answer was lost moves it to the answer's end.)
+            let late = r.created_at > m.rec.created_at;
+            // A draft of a message of this ledger's holds nothing (as for the key search).
+            let older = holders
+                .drafts
+                .iter()
+                .filter(|d| {
+                    !d.ours
+                        && d.message_id != own_id
+                        && d.marker
+                            .as_deref()
+                            .is_none_or(|mk| !self.messages.contains_key(mk))
+                })
+                .filter(|d| late || drafted_before(d.created, &d.message_id, own_created, &own_id))
+                .min_by(|a, b| {
+                    (a.created.is_some(), a.created, &a.message_id).cmp(&(
+                        b.created.is_some(),
+                        b.created,
+                        &b.message_id,
+                    ))
+                });
+            if let Some(d) = older {
+                losses.insert(f.clone(), Loss::Held(d.subject.clone()));
+            }
+        }
+        let now = self.now;
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        m.rec.attempts = 0;
+        if losses.is_empty() {
+            m.rivals_checked = true;
+            m.rec.updated_at = now;
+            return;
+        }
+        self.give_way(mid, losses, out);
+    }
+
+    /// Message `mid` gives way to other messages mailing its files (`losses`): it fails with
+    /// [`MAILED_ELSEWHERE`] and its draft is deleted (the message's record says so first, so a
+    /// crash before the delete deletes it at the next start); every file of it leaves it,
+    /// its copy on the draft forgotten: one found in a sent copy is done with it (found
+    /// mailed, never mailed again), one on an older draft is held by that draft (searched
+    /// again, as any file whose key is on a draft not this ledger's), the others go in a new
+    /// message.
+    fn give_way(&mut self, mid: &str, losses: BTreeMap<String, Loss>, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        let files = std::mem::take(&mut m.rec.files);
+        let n = losses.len();
+        let sent = losses
+            .values()
+            .filter(|l| matches!(l, Loss::Sent { .. }))
+            .count();
+        m.rec.state = MessageState::Failed;
+        m.rec.error = Some(Failure::new(
+            MAILED_ELSEWHERE,
+            format!(
+                "another message in the mailbox carries the key of {n} of its files ({sent} in                  a sent copy, {} on an older draft: another agent on the same folder is mailing                  them); this one gave way, its draft is deleted and its files are mailed once,                  by that message or a new one",
+                n - sent
+            ),
+        ));
+        m.rec.updated_at = self.now;
+        let finished: Vec<Record> = files.iter().filter_map(|f| m.finished.remove(f)).collect();
+        out.push(Action::PersistMessage(m.rec.clone()));
+        out.push(Action::Notify(Note::MessageGaveWay {
+            id: mid.to_owned(),
+            subject: m.rec.letter.subject.clone(),
+        }));
+        for f in &files {
+            if self.member_of.get(f).is_some_and(|x| x == mid) {
+                self.member_of.remove(f);
+            }
+        }
+        for r in finished {
+            if !self.active.contains_key(&r.id) {
+                self.activate(r);
+            }
+        }
+        for f in files {
+            let Some(mut r) = self.active.get(&f).map(|a| a.rec.clone()) else {
+                continue;
+            };
+            r.message = None;
+            self.unattached(mid, r, out);
+            match losses.get(&f).cloned() {
+                Some(Loss::Sent {
+                    message_id,
+                    internet_message_id,
+                    attachment_id,
+                }) => {
+                    self.found_mailed(&f, message_id, internet_message_id, attachment_id, out);
+                    self.make_ready(&f);
+                }
+                Some(Loss::Held(subject)) => {
+                    if let Some(a) = self.active.get_mut(&f) {
+                        a.key = KeyLook::Unsearched;
+                    }
+                    self.held_by(&f, &subject, out);
+                    // Searched again once its wait is over, not at once.
+                    self.unqueue(&f);
+                }
+                None => {
+                    if let Some(a) = self.active.get_mut(&f) {
+                        a.key = KeyLook::Clear;
+                    }
+                    self.collect(&f);
+                }
+            }
+        }
+        self.msg_ready.insert(mid.to_owned());
+    }
+
+    /// Entry `id` out of the ready queues (it was put there before it was told to wait).
+    fn unqueue(&mut self, id: &str) {
+        let queued = self.active.get(id).is_some_and(|a| a.queued);
+        if !queued {
+            return;
+        }
+        for q in self.ready.values_mut() {
+            q.retain(|x| x != id);
+        }
+        if let Some(a) = self.active.get_mut(id) {
+            a.queued = false;
+        }
+        if let Some(t) = self.active.get(id).and_then(|a| a.wait_until) {
+            self.set_timer(id, t);
+        }
+    }
+
+    /// The abandoned draft of message `mid` was deleted (or Graph would not).
+    fn on_delete_draft(&mut self, mid: &str, d: DeleteOutcome, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        let f = match d {
+            DeleteOutcome::Deleted => {
+                m.rec.draft_id = None;
+                m.rec.attempts = 0;
+                return self.persist_message(mid, out);
+            }
+            DeleteOutcome::Failed(f) => f,
+        };
+        match f {
+            Fault::Throttled { retry_after_ms } => {
+                let ms = retry_after_ms.unwrap_or_else(|| backoff_ms(mid, m.rec.attempts));
+                self.message_wait(mid, ms);
+            }
+            Fault::SignIn(f) => {
+                let until = self.now.plus_ms(self.policy.sign_in_pause_ms);
+                if self.sign_in.is_none() {
+                    out.push(Action::Notify(Note::SignInNeeded(f.clone())));
+                }
+                self.sign_in = Some((until, f));
+            }
+            Fault::Unreachable(_) | Fault::Ambiguous(_) => {
+                m.rec.attempts += 1;
+                let attempts = m.rec.attempts;
+                let max = self.policy.max_attempts;
+                if max > 0 && attempts >= max {
+                    // A one-shot command gives up: the draft stays (the message says why).
+                    m.keep_draft = true;
+                    return;
+                }
+                self.message_wait(mid, backoff_ms(mid, attempts));
+            }
+            Fault::Permanent(e) => {
+                // Refused (not ours to delete, say): left, and said on the message.
+                m.keep_draft = true;
+                if let Some(err) = m.rec.error.as_mut() {
+                    err.message = format!(
+                        "{}; its draft could not be deleted ({}: {}), delete it in Outlook",
+                        err.message.trim_end_matches('.'),
+                        e.code,
+                        e.message
+                    );
+                }
+                self.persist_message(mid, out);
+            }
+        }
+    }
+
     fn on_delete_extra(&mut self, mid: &str, d: DeleteOutcome, out: &mut Vec<Action>) {
         match d {
             DeleteOutcome::Failed(Fault::Permanent(f)) => {
@@ -1851,6 +2270,7 @@ impl Machine {
                     }
                     // Listed again before the send: the draft must then be exact.
                     m.verified = false;
+                    m.rivals_checked = false;
                 }
             }
             DeleteOutcome::Failed(f) => self.message_fault(mid, f, out),
@@ -1879,6 +2299,7 @@ impl Machine {
                 m.rec.may_exist = false;
                 m.rec.attempts = 0;
                 m.rec.state = MessageState::Attaching;
+                m.drafted_at = Some(self.now);
                 self.persist_message(mid, out);
                 self.wake_files(mid);
             }
@@ -1962,6 +2383,7 @@ impl Machine {
                         }
                         // (Also a draft looked for again on `retry`: still there.)
                         m.rec.draft_id = Some(id);
+                        m.drafted_at = Some(self.now);
                         m.rec.redraft = false;
                         m.sent_checked = false;
                         m.rec.may_exist = false;
@@ -2286,6 +2708,34 @@ impl Machine {
     }
 }
 
+/// Why a file of a message gives way to another message (see `Machine::on_rivals`).
+#[derive(Debug, Clone)]
+enum Loss {
+    /// A sent copy holds it: found mailed in it.
+    Sent {
+        message_id: String,
+        internet_message_id: Option<String>,
+        attachment_id: String,
+    },
+    /// An older draft not this ledger's holds it (its subject).
+    Held(String),
+}
+
+/// Whether a draft made at `created` with id `id` comes before this message's own (made at
+/// `own_created`, id `own_id`): by `createdDateTime`, then by id, so two agents that both see
+/// both drafts agree which goes. A time Graph did not give counts as first (never mail twice).
+pub(crate) fn drafted_before(
+    created: Option<Time>,
+    id: &str,
+    own_created: Option<Time>,
+    own_id: &str,
+) -> bool {
+    match (created, own_created) {
+        (Some(t), Some(o)) => (t, id) < (o, own_id),
+        _ => true,
+    }
+}
+
 /// What an answer to `send` that is not a 202 says about whether the message went (GRAPH.md
 /// §13, "Answers that do not mean 'not sent'").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -2416,3 +2866,6 @@ mod key_tests;
 
 #[cfg(test)]
 mod restore_tests;
+
+#[cfg(test)]
+mod race_tests;
