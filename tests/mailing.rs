@@ -1484,3 +1484,85 @@ async fn a_message_whose_files_all_left_deletes_its_draft() {
     agent.stop();
     assert!(sent(&env).await.is_empty(), "nothing sent");
 }
+
+/// A sent copy carrying a file's key does not prove the file's bytes went: the draft carries
+/// its files' keys from its creation. Here the draft a lost state dir left (made, the file not
+/// yet on it) was finished by hand in Outlook with another file of the same name and sent.
+/// The key search found the key and an attachment of the name and took the file for mailed,
+/// so it was never mailed. It is mailed now: the attachment is confirmed by its bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sent_copy_with_a_files_key_but_other_bytes_does_not_count_as_mailed() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let sha = write_file(&folder.join("held.pdf"), 20_000, 7);
+    let crashed = run_bounded(
+        env.cmd()
+            .env("OUTBOX_CRASH_AT", "after-draft-created")
+            .args(["run", "--once"]),
+        T,
+    );
+    assert!(
+        crashed.status.code().is_none() || crashed.status.code() == Some(134),
+        "the failpoint was reached: {}",
+        stderr(&crashed)
+    );
+    // In Outlook: another file named held.pdf attached to that draft, and the draft sent.
+    let http = reqwest::Client::new();
+    let g = env.sandbox.graph_base();
+    let drafts: Value = http
+        .get(format!("{g}/me/mailFolders/drafts/messages"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("list drafts")
+        .json()
+        .await
+        .expect("json");
+    let draft = drafts["value"]
+        .as_array()
+        .and_then(|v| v.iter().find(|m| m["subject"] == "Scan held"))
+        .and_then(|m| m["id"].as_str())
+        .expect("the draft the crash left")
+        .to_string();
+    let other = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(b"not the dropped file")
+    };
+    let r = http
+        .post(format!("{g}/me/messages/{draft}/attachments"))
+        .bearer_auth(TOKEN)
+        .json(&json!({
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "name": "held.pdf",
+            "contentBytes": other,
+        }))
+        .send()
+        .await
+        .expect("attach");
+    assert!(r.status().is_success(), "attach by hand: {}", r.status());
+    let r = http
+        .post(format!("{g}/me/messages/{draft}/send"))
+        .bearer_auth(TOKEN)
+        .header("content-length", "0")
+        .send()
+        .await
+        .expect("send");
+    assert!(r.status().is_success(), "send by hand: {}", r.status());
+    // The state dir is lost; the agent starts again.
+    std::fs::remove_dir_all(env.state_dir()).expect("rm state dir");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "after the loss: {}", stderr(&out));
+    let got = sent(&env).await;
+    let mailed = got.iter().any(|m| {
+        m["attachments"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["name"] == "held.pdf" && x["sha256"] == json!(sha))
+        })
+    });
+    assert!(
+        mailed,
+        "the dropped bytes were mailed: {got:#?}\n{}\n{:#?}",
+        stderr(&out),
+        status_json(&env)
+    );
+}

@@ -444,10 +444,14 @@ impl<U: UrlStore> Steps<U> {
                 user,
                 key,
                 name,
+                sha256,
                 since,
             } => {
                 let ours = self.ours();
-                let outcome = self.client.key_step(&user, &key, &name, since, &ours).await;
+                let outcome = self
+                    .client
+                    .key_step(&user, &key, &name, &sha256, since, &ours)
+                    .await;
                 Input::Outcome {
                     id,
                     outcome: Outcome::Key(outcome),

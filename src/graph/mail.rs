@@ -629,10 +629,14 @@ impl GraphClient {
         user: &str,
         key: &str,
         name: &str,
+        sha256: &str,
         since: Time,
         ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
     ) -> KeyOutcome {
-        match self.find_file_key(user, key, name, since, ours).await {
+        match self
+            .find_file_key(user, key, name, sha256, since, ours)
+            .await
+        {
             Ok(k) => k,
             Err(e) => KeyOutcome::Failed(mail_fault(&e)),
         }
@@ -643,22 +647,27 @@ impl GraphClient {
         user: &str,
         key: &str,
         name: &str,
+        sha256: &str,
         since: Time,
         ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
     ) -> Result<KeyOutcome, MailError> {
-        if let Some(mailed) = self.key_sent(user, key, name, since, ours).await? {
+        if let Some(mailed) = self.key_sent(user, key, name, sha256, since, ours).await? {
             return Ok(mailed);
         }
         Ok(KeyOutcome::Drafted(self.key_drafts(user, key, ours).await?))
     }
 
     /// The latest sent copy since `since` carrying `key` with an attachment named `name`
-    /// (Sent Items, every page), as a `KeyOutcome::Mailed`.
+    /// (Sent Items, every page) whose bytes hash to `sha256` (read back, `$value`), as a
+    /// `KeyOutcome::Mailed`: the key alone does not prove the bytes went (a draft carries its
+    /// files' keys from its creation: one sent from Outlook before a file's bytes were on it
+    /// carries its key, with another file of that name or none).
     async fn key_sent(
         &self,
         user: &str,
         key: &str,
         name: &str,
+        sha256: &str,
         since: Time,
         ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
     ) -> Result<Option<KeyOutcome>, MailError> {
@@ -684,11 +693,12 @@ impl GraphClient {
             for m in group {
                 // The key names the file; the attachment by its name proves it went in that
                 // message (a file that left its message before the send left its key behind).
-                let atts = self
-                    .list_message_attachments(user, &m.id, true)
+                let item = ItemRef::new(user, ItemKind::Message, m.id.clone());
+                let att = self
+                    .find_attachment(&item, name, sha256, &[])
                     .await
                     .map_err(classify_read)?;
-                if let Some((attachment_id, _)) = atts.into_iter().find(|(_, n)| n == name) {
+                if let Some(attachment_id) = att {
                     found.push((m, attachment_id));
                 }
             }
@@ -750,7 +760,7 @@ impl GraphClient {
         &self,
         user: &str,
         draft_id: &str,
-        files: &[(String, String)],
+        files: &[(String, String, String)],
         since: Time,
         ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
     ) -> RivalsOutcome {
@@ -764,7 +774,7 @@ impl GraphClient {
         &self,
         user: &str,
         draft_id: &str,
-        files: &[(String, String)],
+        files: &[(String, String, String)],
         since: Time,
         ours: &(dyn Fn(&str) -> Result<bool, String> + Sync),
     ) -> Result<RivalsOutcome, MailError> {
@@ -789,9 +799,9 @@ impl GraphClient {
             .and_then(Value::as_str)
             .and_then(epoch_ms);
         let mut found = Vec::with_capacity(files.len());
-        for (key, name) in files {
+        for (key, name, sha256) in files {
             found.push(KeyHolders {
-                sent: self.key_sent(user, key, name, since, ours).await?,
+                sent: self.key_sent(user, key, name, sha256, since, ours).await?,
                 drafts: self.key_drafts(user, key, ours).await?,
             });
         }

@@ -1243,12 +1243,16 @@ pub enum Action {
         keys: Vec<String>,
     },
     /// Search Sent Items (copies sent since `since`) and Drafts for a message carrying file
-    /// key `key`; a sent copy counts only with an attachment named `name`.
+    /// key `key`; a sent copy counts only with an attachment named `name` whose bytes hash to
+    /// `sha256` (a draft carries a file's key from its creation, or from the re-stamp before
+    /// the send, while its bytes may not be on it yet: a draft sent from Outlook then carries
+    /// the key with another version's bytes of that name, or none).
     FindFileKey {
         id: String,
         user: String,
         key: String,
         name: String,
+        sha256: String,
         since: Time,
     },
     /// Find the message carrying marker `id` in `folder` (every page); in Sent Items, when
@@ -1269,13 +1273,13 @@ pub enum Action {
     },
     /// Before draft `draft_id` of message `id` is sent (or left for review): read its
     /// `createdDateTime` by its id, then search Sent Items (copies sent since `since`) and
-    /// Drafts for every one of its files' keys (`files`: key, attachment name), as
+    /// Drafts for every one of its files' keys (`files`: key, attachment name, SHA-256), as
     /// `FindFileKey` does: another agent's message holding one of them may be mailing it.
     FindRivals {
         id: String,
         user: String,
         draft_id: String,
-        files: Vec<(String, String)>,
+        files: Vec<(String, String, String)>,
         since: Time,
     },
     /// `DELETE {mailbox}/messages/{draft_id}`: the draft of message `id`, abandoned (none of

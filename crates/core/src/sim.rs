@@ -1581,6 +1581,13 @@ impl Sim {
         }
         self.ledger.extend(b.records);
         self.urls.extend(b.urls);
+        // A message the backup holds whose later state was lost (a loss of the state dir
+        // before this restore) goes back too.
+        for (id, then) in &b.messages {
+            if (self.lost_msgs.get(id)).is_some_and(|m| m.updated_at != then.updated_at) {
+                self.restored.insert(id.clone());
+            }
+        }
         let now = std::mem::replace(&mut self.msg_ledger, b.messages);
         for (id, m) in now {
             match self.msg_ledger.get(&id) {
@@ -2355,12 +2362,16 @@ impl Sim {
                 Some(Outcome::Find(*folder, found))
             }
             Action::FindFileKey {
-                key, name, since, ..
+                key,
+                name,
+                sha256,
+                since,
+                ..
             } => {
                 // Sent Items: the latest copy carrying the key with an attachment of the
                 // name (as graph::mail's key_step); else the drafts carrying it.
                 let found = self
-                    .key_sent(key, name, *since)
+                    .key_sent(key, name, sha256, *since)
                     .unwrap_or_else(|| KeyOutcome::Drafted(self.key_drafts(key)));
                 Some(Outcome::Key(found))
             }
@@ -2381,8 +2392,8 @@ impl Sim {
                 let own_created = Some(own.visible_at);
                 let found = files
                     .iter()
-                    .map(|(key, name)| KeyHolders {
-                        sent: self.key_sent(key, name, *since),
+                    .map(|(key, name, sha256)| KeyHolders {
+                        sent: self.key_sent(key, name, sha256, *since),
                         drafts: self.key_drafts(key),
                     })
                     .collect();
@@ -2492,7 +2503,7 @@ impl Sim {
     }
 
     /// The latest sent copy since `since` carrying `key` with an attachment named `name`.
-    fn key_sent(&self, key: &str, name: &str, since: Time) -> Option<KeyOutcome> {
+    fn key_sent(&self, key: &str, name: &str, sha256: &str, since: Time) -> Option<KeyOutcome> {
         let now = self.now;
         let latest = self
             .mail
@@ -2504,7 +2515,9 @@ impl Sim {
                 if !m.keys.iter().any(|k| k == key) {
                     return None;
                 }
-                let (_, att) = m.atts.iter().find(|(n, _)| n == name)?;
+                // (The attachment's bytes read back, as graph::mail's.)
+                let (_, att) = (m.atts.iter())
+                    .find(|(n, a)| n == name && self.sent_copy_holds(gid, a, Some(sha256)))?;
                 Some((m.visible_at, gid, m, att))
             })
             .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));

@@ -578,7 +578,7 @@ impl Machine {
     }
 
     /// Of message `mid`'s files, those with a key: (entry id, key, name).
-    fn keyed_files(&self, mid: &str) -> Vec<(String, String, String)> {
+    fn keyed_files(&self, mid: &str) -> Vec<(String, String, String, String)> {
         let Some(m) = self.messages.get(mid) else {
             return Vec::new();
         };
@@ -586,7 +586,14 @@ impl Machine {
             .files
             .iter()
             .filter_map(|f| self.member_record(m, f))
-            .filter_map(|r| Some((r.id.clone(), self.key_of(r)?, r.name.clone())))
+            .filter_map(|r| {
+                Some((
+                    r.id.clone(),
+                    self.key_of(r)?,
+                    r.name.clone(),
+                    r.sha256.clone()?,
+                ))
+            })
             .collect()
     }
 
@@ -652,6 +659,7 @@ impl Machine {
                 .saturating_sub(m.mail.as_ref().map_or(0, |r| r.remember_sent_ms)),
         );
         let name = a.rec.name.clone();
+        let sha256 = a.rec.sha256.clone().unwrap_or_default();
         if !self.take_slot(id, &user.to_lowercase()) {
             return false;
         }
@@ -663,6 +671,7 @@ impl Machine {
             user,
             key,
             name,
+            sha256,
             since,
         });
         true
@@ -1440,9 +1449,11 @@ impl Machine {
         }
         for id in ids {
             self.member_of.remove(&id);
+            // (One with an upload session open has it closed first, on its own path.)
             let searches = self.active.get(&id).is_some_and(|a| {
                 self.mail_rule(&a.rec.mapping)
                     .is_some_and(|m| m.remember_sent_ms > 0)
+                    && a.rec.session.is_none()
             });
             if let Some(a) = self.active.get_mut(&id) {
                 a.rec.message = None;
@@ -1691,9 +1702,9 @@ impl Machine {
                     m.busy = false;
                     return;
                 };
-                let (ids, files): (Vec<String>, Vec<(String, String)>) = keyed
+                let (ids, files): (Vec<String>, Vec<(String, String, String)>) = keyed
                     .into_iter()
-                    .map(|(id, key, name)| (id, (key, name)))
+                    .map(|(id, key, name, sha256)| (id, (key, name, sha256)))
                     .unzip();
                 m.checking = ids;
                 out.push(Action::FindRivals {

@@ -223,9 +223,10 @@ fn to_the_check(m: &mut Machine, w: &mut World) -> (String, String, String) {
         files[0],
         (
             file_key("me", "a@example.com", Path::new("inv.pdf"), 10, SHA),
-            "inv.pdf".to_owned()
+            "inv.pdf".to_owned(),
+            SHA.to_owned()
         ),
-        "the file's key and its attachment's name"
+        "the file's key, its attachment's name and its bytes' SHA-256"
     );
     let entry = m
         .messages()
@@ -573,7 +574,7 @@ fn of_a_batch_that_gives_way_the_file_no_one_else_holds_goes_in_a_new_message() 
     // The first file is on an older draft of another agent; the second on none.
     let found = files
         .iter()
-        .map(|(_, name)| KeyHolders {
+        .map(|(_, name, _)| KeyHolders {
             sent: None,
             drafts: if *name == first {
                 vec![own(&draft_id, 5_000), other("d-theirs", Some(1_000))]
@@ -845,7 +846,7 @@ fn a_file_that_joined_after_its_draft_was_made_gives_way_to_any_other_draft() {
         panic!("{a:?} after {:?}", w.seen);
     };
     let k2 = file_key("me", "a@example.com", Path::new("inv.pdf"), 12, &sha2);
-    assert_eq!(files, vec![(k2, "inv.pdf".to_owned())]);
+    assert_eq!(files, vec![(k2, "inv.pdf".to_owned(), sha2.clone())]);
     // Another agent's draft made after this one's, holding the newer version's key.
     let out = checked(
         &mut m,
