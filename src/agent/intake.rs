@@ -15,7 +15,10 @@ pub fn stat_of(settings: &Settings, path: &Path) -> Option<FileStat> {
         .iter()
         .find(|m| path.starts_with(&m.folder))?;
     let meta = watch::file_meta(m, &m.folder, path)?;
-    meta.is_file().then(|| file_stat(&meta))
+    if !meta.is_file() {
+        return None;
+    }
+    file_stat(path, &meta)
 }
 
 impl Agent {
@@ -131,11 +134,16 @@ impl Agent {
                 let name = m.name.clone();
                 self.pauses.hold(&name, path);
             }
-            Some(meta) if meta.is_file() => self.inputs.push_back(Input::Observed {
-                mapping: m.name.clone(),
-                path: path.to_path_buf(),
-                stat: file_stat(&meta),
-            }),
+            Some(meta) if meta.is_file() => {
+                // `None`: gone since the look (its event follows).
+                if let Some(stat) = file_stat(path, &meta) {
+                    self.inputs.push_back(Input::Observed {
+                        mapping: m.name.clone(),
+                        path: path.to_path_buf(),
+                        stat,
+                    });
+                }
+            }
             _ => {}
         }
     }

@@ -139,10 +139,14 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
                 continue;
             }
             if meta.is_file() && accepts(m, &path) {
+                // Gone since it was listed: not found.
+                let Some(stat) = file_stat(&path, &meta) else {
+                    continue;
+                };
                 out.push(Found {
                     size: meta.len(),
                     mtime_ns: crate::files::mtime_ns(&meta),
-                    stat: file_stat(&meta),
+                    stat,
                     path,
                 });
             }
@@ -152,28 +156,47 @@ pub fn scan(m: &Mapping) -> std::io::Result<Vec<Found>> {
 }
 
 /// The identity of a file as the core compares it: device, inode, size, modification time; and
-/// its owner (which versions replace which).
-pub fn file_stat(meta: &std::fs::Metadata) -> crate::core::model::FileStat {
+/// its owner (which versions replace which). `meta` is a stat of `path`. `None`: the file is no
+/// longer there to ask (Windows, where device, inode and ctime are asked of a handle).
+pub fn file_stat(path: &Path, meta: &std::fs::Metadata) -> Option<crate::core::model::FileStat> {
     #[cfg(unix)]
-    let (dev, ino, ctime_ns, owner) = {
+    let (dev, ino, size, mtime_ns, ctime_ns, owner) = {
+        let _ = path;
         use std::os::unix::fs::MetadataExt;
         let ctime = meta
             .ctime()
             .checked_mul(1_000_000_000)
             .and_then(|s| s.checked_add(meta.ctime_nsec()))
             .unwrap_or(0);
-        (meta.dev(), meta.ino(), ctime, Some(meta.uid()))
+        (
+            meta.dev(),
+            meta.ino(),
+            meta.len(),
+            crate::files::mtime_ns(meta),
+            ctime,
+            Some(meta.uid()),
+        )
     };
     #[cfg(not(unix))]
-    let (dev, ino, ctime_ns, owner) = (0, 0, 0, None);
-    crate::core::model::FileStat {
+    let (dev, ino, size, mtime_ns, ctime_ns, owner) = {
+        let id = crate::files::Identity::at(path, meta).ok()?;
+        (
+            id.dev,
+            id.ino,
+            id.size,
+            id.mtime_ns,
+            id.ctime_ns.unwrap_or(0),
+            id.owner,
+        )
+    };
+    Some(crate::core::model::FileStat {
         dev,
         ino,
-        size: meta.len(),
-        mtime_ns: crate::files::mtime_ns(meta).unwrap_or(0),
+        size,
+        mtime_ns: mtime_ns.unwrap_or(0),
         ctime_ns,
         owner,
-    }
+    })
 }
 
 /// Metadata of `path` under the symlink policy; `None` to skip it. Without `follow_symlinks` a
