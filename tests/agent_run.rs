@@ -166,8 +166,6 @@ async fn a_file_deleted_mid_upload_leaves_no_open_session() {
     assert!(agent.stop().success());
 }
 
-// Unix only: the control channel is a Unix socket (no named pipe yet, #26).
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn status_retry_and_cancel_reach_the_running_agent_and_a_second_agent_exits_2() {
     let env = Env::new();
@@ -229,8 +227,6 @@ async fn status_retry_and_cancel_reach_the_running_agent_and_a_second_agent_exit
     assert!(agent.stop().success());
 }
 
-// Unix only: the control channel is a Unix socket (no named pipe yet, #26).
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn an_overflow_triggers_a_rescan_that_finds_unseen_files() {
     let env = Env::new();
@@ -264,10 +260,16 @@ async fn an_overflow_triggers_a_rescan_that_finds_unseen_files() {
     assert!(agent.stop().success());
 }
 
-#[cfg(unix)]
+/// One raw request line to the agent's control channel (the socket; on Windows the pipe), and
+/// the first line of its answer.
 async fn send_control(env: &Env, line: &str) -> String {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    #[cfg(unix)]
     let mut s = tokio::net::UnixStream::connect(env.state_dir().join("agent.sock"))
+        .await
+        .expect("connect");
+    #[cfg(windows)]
+    let mut s = outbox::agent::control::connect_pipe(&env.state_dir())
         .await
         .expect("connect");
     s.write_all(format!("{line}\n").as_bytes())
@@ -277,8 +279,6 @@ async fn send_control(env: &Env, line: &str) -> String {
     lines.next_line().await.expect("read").unwrap_or_default()
 }
 
-// Unix only: `status` reaches the agent over its Unix socket (no named pipe yet, #26).
-#[cfg(unix)]
 /// `status` against a running agent: the ledger's entries oldest first, then a `settling` row for
 /// each file not in the ledger yet (here: one still open for writing), all streamed over the
 /// socket a batch at a time.

@@ -360,11 +360,7 @@ async fn retry_of_an_unconfirmed_message_sends_it_only_if_its_draft_is_still_a_d
     let id = rows[0]["message"]["id"].as_str().expect("id").to_string();
     assert_eq!(env.sandbox.stats().await["sends_accepted"], json!(0));
     let agent = Agent::start(&env, &[]);
-    wait_until(T, "the agent's socket", || {
-        let p = env.state_dir().join("agent.sock");
-        async move { p.exists() }
-    })
-    .await;
+    wait_for_agent(&env, T).await;
     let out = env.run(&["retry", &id], T);
     assert!(out.status.success(), "retry: {}", stderr(&out));
     assert!(stdout(&out).contains(&id), "{}", stdout(&out));

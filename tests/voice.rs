@@ -36,8 +36,8 @@ async fn verify_prints_a_file_name_with_a_newline_on_one_line() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
-            folder.display()
+            "[[mapping]]\nname = \"drop\"\nfolder = {}\nmessage = \"{item}\"\n",
+            toml_path(&folder)
         ),
     );
     write_file(&folder.join("two\nlines.txt"), 100, 1);
@@ -127,8 +127,8 @@ async fn run_at_a_terminal_says_the_time_of_day_not_the_module() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
-            folder.display()
+            "[[mapping]]\nname = \"drop\"\nfolder = {}\nmessage = \"{item}\"\n",
+            toml_path(&folder)
         ),
     );
     write_file(&folder.join("a.txt"), 100, 1);
@@ -187,8 +187,8 @@ async fn check_and_verify_colour_their_verdicts_at_a_terminal_only() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
-            folder.display()
+            "[[mapping]]\nname = \"drop\"\nfolder = {}\nmessage = \"{item}\"\n",
+            toml_path(&folder)
         ),
     );
     write_file(&folder.join("a.txt"), 100, 1);

@@ -230,6 +230,18 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
+/// `p` as a TOML string for a config line (`folder = {}`): a literal string (`'...'`), where a
+/// Windows path's `\` is no escape; a path holding `'` (which a literal string cannot) as a
+/// basic string with its `\` and `"` escaped.
+pub fn toml_path(p: &Path) -> String {
+    let s = p.display().to_string();
+    if !s.contains('\'') && !s.chars().any(char::is_control) {
+        format!("'{s}'")
+    } else {
+        toml::Value::String(s).to_string()
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
         Env {
@@ -480,6 +492,21 @@ fn rand_suffix() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     )
+}
+
+/// Wait until a running agent answers on its control channel (the socket on Unix, the named
+/// pipe on Windows), as `status` would reach it.
+pub async fn wait_for_agent(env: &Env, timeout: Duration) {
+    let dir = env.state_dir();
+    wait_until(timeout, "the agent's control channel", || {
+        let dir = dir.clone();
+        async move {
+            outbox::agent::control::ask(&dir, &outbox::agent::control::Request::Status)
+                .await
+                .is_some()
+        }
+    })
+    .await;
 }
 
 /// Poll `cond` every 100 ms until it holds or `timeout` passes.
