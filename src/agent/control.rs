@@ -44,6 +44,10 @@ pub enum Request {
     /// Test hook (honoured only with `OUTBOX_TEST_HOOKS=1`): drop watcher events from now on,
     /// as a kernel queue overflow loses them, until the next `overflow`.
     LoseEvents,
+    /// Test hook (honoured only with `OUTBOX_TEST_HOOKS=1`): stop as on SIGTERM. The harness's
+    /// clean stop on Windows, where no signal can be sent to another process (a console's
+    /// Ctrl-Break reaches only processes sharing the sender's console).
+    Stop,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

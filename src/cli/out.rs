@@ -93,10 +93,32 @@ pub fn hint(text: &str) -> String {
     }
 }
 
+/// `s` (a path, an id) as one word of a command a person pastes into their shell: a POSIX
+/// shell's quoting on Unix. On Windows, where `'` quotes nothing in cmd.exe, a word that needs
+/// quoting goes in `"` (cmd.exe and PowerShell alike; a Windows path cannot hold `"`), or in
+/// PowerShell's `'` (`''` for a quote) when it holds `$` or `` ` ``, which PowerShell expands
+/// inside `"`.
+pub fn command_word(s: &str) -> String {
+    if cfg!(windows) {
+        let plain = !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./\\=:@+,".contains(c));
+        if plain {
+            s.to_string()
+        } else if s.contains(['$', '`', '"']) {
+            format!("'{}'", s.replace('\'', "''"))
+        } else {
+            format!("\"{s}\"")
+        }
+    } else {
+        crate::service::shell_word(s)
+    }
+}
+
 fn with_config(text: &str, path: &Path) -> String {
     let flag = format!(
         "`outbox --config {} ",
-        crate::service::shell_word(&path.to_string_lossy())
+        command_word(&path.to_string_lossy())
     );
     let mut out = String::with_capacity(text.len());
     let mut rest = text;

@@ -322,6 +322,29 @@ pub fn terminate(pid: u32) {
     kill(pid);
 }
 
+/// Windows' stand-in for SIGTERM to an agent: the `stop` test hook over its control pipe (no
+/// signal reaches another process there); `taskkill /F` when no agent answers.
+#[cfg(windows)]
+pub fn stop_over_pipe(state_dir: &Path, pid: u32) {
+    let dir = state_dir.to_path_buf();
+    let asked = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(outbox::agent::control::ask(
+            &dir,
+            &outbox::agent::control::Request::Stop,
+        ))
+        .is_some_and(|r| r.ok)
+    })
+    .join()
+    .unwrap_or(false);
+    if !asked {
+        kill(pid);
+    }
+}
+
 /// SIGKILL to `pid` (`taskkill /F` on Windows).
 pub fn kill(pid: u32) {
     #[cfg(unix)]
@@ -413,6 +436,9 @@ pub fn stderr(o: &Output) -> String {
 pub struct Agent {
     pub child: Child,
     log: PathBuf,
+    /// Where its control channel is (its clean stop on Windows).
+    #[cfg_attr(not(windows), allow(dead_code))]
+    state_dir: PathBuf,
 }
 
 impl Agent {
@@ -421,12 +447,18 @@ impl Agent {
         let f = std::fs::File::create(&log).expect("log file");
         let mut cmd = env.cmd();
         cmd.arg("run").stdout(Stdio::null()).stderr(f);
+        // Windows: `stop` asks the agent over its pipe (the `stop` test hook) what SIGTERM
+        // asks on Unix.
+        if cfg!(windows) {
+            cmd.env("OUTBOX_TEST_HOOKS", "1");
+        }
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
         Agent {
             child: cmd.spawn().expect("spawn agent"),
             log,
+            state_dir: env.state_dir(),
         }
     }
 
@@ -450,6 +482,9 @@ impl Agent {
 
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
+        #[cfg(windows)]
+        stop_over_pipe(&self.state_dir, self.child.id());
+        #[cfg(not(windows))]
         terminate(self.child.id());
         let start = Instant::now();
         loop {
