@@ -58,6 +58,8 @@ fn mapping(name: &str, folder: &std::path::Path, kind: &str, id: &str, extra: &s
     )
 }
 
+// Unix only: HOME places the home there; Windows takes the profile folder from the system.
+#[cfg(unix)]
 #[test]
 fn init_writes_a_loadable_config_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
@@ -496,6 +498,9 @@ fn assert_well_formed_xml(x: &str) {
     assert!(stack.is_empty(), "unclosed: {stack:?}");
 }
 
+// Unix only: HOME places the unit and the plist there; Windows takes the profile folder from
+// the system.
+#[cfg(unix)]
 #[test]
 fn service_install_dry_run_for_each_platform() {
     let env = Env::new();

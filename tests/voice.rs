@@ -27,6 +27,8 @@ async fn top_outside_one_to_a_thousand_is_refused_not_clamped() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
+// Unix only: a line break in a name, which Windows refuses to create.
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_prints_a_file_name_with_a_newline_on_one_line() {
     let env = Env::new();
