@@ -154,7 +154,10 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
     )
     .await;
     let (slot, drop_it, lost, after) = match verdict {
-        Err(r) => return r,
+        Err(r) => {
+            super::faults::drain(body).await;
+            return r;
+        }
         Ok(Verdict::Serve(s)) => (s, false, false, None),
         Ok(Verdict::Lost(s)) => (s, false, true, None),
         Ok(Verdict::EffectThen(s, r)) => (s, false, false, Some(r)),
