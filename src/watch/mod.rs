@@ -250,6 +250,9 @@ pub struct FolderWatcher {
     inner: notify::RecommendedWatcher,
     /// Parents watched while a mapped folder is missing, to see it come back without polling.
     parents: std::collections::HashSet<PathBuf>,
+    /// Parents watched for as long as the watcher runs (Windows): there a watch reports nothing
+    /// when its own folder is removed, so the removal is seen in the parent's listing.
+    kept: std::collections::HashSet<PathBuf>,
 }
 
 impl FolderWatcher {
@@ -258,7 +261,7 @@ impl FolderWatcher {
         let Some(parent) = folder.parent() else {
             return;
         };
-        if self.parents.contains(parent) {
+        if self.parents.contains(parent) || self.kept.contains(parent) {
             return;
         }
         match self.inner.watch(parent, RecursiveMode::NonRecursive) {
@@ -274,7 +277,7 @@ impl FolderWatcher {
     /// A mapped folder is back: watch it again.
     pub fn rewatch(&mut self, folder: &Path, recursive: bool) -> Result<(), String> {
         if let Some(parent) = folder.parent() {
-            if self.parents.remove(parent) {
+            if self.parents.remove(parent) && !self.kept.contains(parent) {
                 let _ = self.inner.unwatch(parent);
             }
         }
@@ -337,7 +340,34 @@ impl FolderWatcher {
         let mut fw = FolderWatcher {
             inner: watcher,
             parents: Default::default(),
+            kept: Default::default(),
         };
+        // Windows (ReadDirectoryChangesW): the removal of a watched folder itself is reported
+        // by no watch of it, only by its parent's, so each watched folder's parent is watched
+        // too, for good (events for the parent's other entries belong to no mapping and go).
+        if cfg!(windows) {
+            for (i, (folder, _)) in folders.iter().enumerate() {
+                if problems.iter().any(|(p, _)| *p == i) {
+                    continue;
+                }
+                let Some(parent) = folder.parent() else {
+                    continue;
+                };
+                // Watched already as a mapped folder (notify would replace that watch, and
+                // its mode, with this one).
+                if fw.kept.contains(parent) || folders.iter().any(|(f, _)| f == parent) {
+                    continue;
+                }
+                match fw.inner.watch(parent, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        fw.kept.insert(parent.to_path_buf());
+                    }
+                    Err(e) => {
+                        tracing::warn!(folder = %crate::outside::path(folder), error = %e, "cannot watch the folder's parent; its removal is found by the periodic rescan")
+                    }
+                }
+            }
+        }
         for (i, _) in &problems {
             fw.await_return(&folders[*i].0);
         }
