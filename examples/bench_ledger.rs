@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let bytes = format!("entry {i}\n");
         std::fs::write(&path, &bytes)?;
         let meta = std::fs::metadata(&path)?;
+        let stat = outbox::watch::file_stat(&path, &meta).ok_or("the file just written is gone")?;
         let mapping = folder
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -53,7 +54,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         // What the agent records of a file it attached: its bytes' hash and its identity.
         e.sha256 = Some(hex::encode(Sha256::digest(bytes.as_bytes())));
-        let stat = outbox::watch::file_stat(&meta);
         e.dev = stat.dev;
         e.ino = stat.ino;
         e.ctime_ns = stat.ctime_ns;

@@ -166,8 +166,6 @@ async fn a_file_deleted_mid_upload_leaves_no_open_session() {
     assert!(agent.stop().success());
 }
 
-// Unix only: the control channel is a Unix socket (no named pipe yet, #26).
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn status_retry_and_cancel_reach_the_running_agent_and_a_second_agent_exits_2() {
     let env = Env::new();
@@ -229,8 +227,6 @@ async fn status_retry_and_cancel_reach_the_running_agent_and_a_second_agent_exit
     assert!(agent.stop().success());
 }
 
-// Unix only: the control channel is a Unix socket (no named pipe yet, #26).
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn an_overflow_triggers_a_rescan_that_finds_unseen_files() {
     let env = Env::new();
@@ -264,10 +260,16 @@ async fn an_overflow_triggers_a_rescan_that_finds_unseen_files() {
     assert!(agent.stop().success());
 }
 
-#[cfg(unix)]
+/// One raw request line to the agent's control channel (the socket; on Windows the pipe), and
+/// the first line of its answer.
 async fn send_control(env: &Env, line: &str) -> String {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    #[cfg(unix)]
     let mut s = tokio::net::UnixStream::connect(env.state_dir().join("agent.sock"))
+        .await
+        .expect("connect");
+    #[cfg(windows)]
+    let mut s = outbox::agent::control::connect_pipe(&env.state_dir())
         .await
         .expect("connect");
     s.write_all(format!("{line}\n").as_bytes())
@@ -277,8 +279,6 @@ async fn send_control(env: &Env, line: &str) -> String {
     lines.next_line().await.expect("read").unwrap_or_default()
 }
 
-// Unix only: `status` reaches the agent over its Unix socket (no named pipe yet, #26).
-#[cfg(unix)]
 /// `status` against a running agent: the ledger's entries oldest first, then a `settling` row for
 /// each file not in the ledger yet (here: one still open for writing), all streamed over the
 /// socket a batch at a time.
@@ -287,20 +287,31 @@ async fn status_lists_the_ledger_then_files_still_settling() {
     let env = Env::new();
     let item = env.sandbox.create_item("message", "me").await;
     let cfg = config(&env, &item, "max_settle = \"1h\"");
+    let folder = env.path("drop");
+    // Enough files that the answer spans several of the socket's 64 KiB batches.
+    let n = 300;
+    if cfg!(windows) {
+        // No close-after-write event on Windows: the files are attached by a `run --once`
+        // with the harness's short settle before the agent with the long one starts.
+        for i in 0..n {
+            write_file(&folder.join(format!("done-{i:03}.txt")), 100 + i, i);
+        }
+        let out = env.run(&["run", "--once"], T);
+        assert!(out.status.success(), "run --once: {}", stderr(&out));
+    }
     let text = std::fs::read_to_string(&cfg).expect("config");
     std::fs::write(&cfg, text.replace("settle = \"300ms\"", "settle = \"10m\"")).expect("config");
     let agent = Agent::start(&env, &[]);
-    let folder = env.path("drop");
     // Written before the watch begins, they would be found by the first scan and wait `settle`.
     wait_until(T, "the agent watching", || async {
         agent.log().contains("watching")
     })
     .await;
-    // Closed after writing: sent at once, whatever `settle` says. Enough of them that the
-    // answer spans several of the socket's 64 KiB batches.
-    let n = 300;
-    for i in 0..n {
-        write_file(&folder.join(format!("done-{i:03}.txt")), 100 + i, i);
+    // Closed after writing: sent at once, whatever `settle` says.
+    if !cfg!(windows) {
+        for i in 0..n {
+            write_file(&folder.join(format!("done-{i:03}.txt")), 100 + i, i);
+        }
     }
     wait_until(T, "every closed file attached", || async {
         env.sandbox.attachments(&item).await.len() as u64 == n

@@ -58,6 +58,35 @@ fn mapping(name: &str, folder: &std::path::Path, kind: &str, id: &str, extra: &s
     )
 }
 
+/// The binary under test as the first word of a pasted command line.
+fn quoted_bin() -> String {
+    if cfg!(windows) {
+        format!("\"{}\"", bin())
+    } else {
+        format!("'{}'", bin())
+    }
+}
+
+/// The platform's shell running `line` as a person pasting it would: `sh -c` on Unix, `cmd /S
+/// /C "line"` on Windows (the line as it is, not quoted again by std).
+fn shell(line: &str) -> Command {
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        let mut c = Command::new("cmd");
+        c.raw_arg(format!("/S /C \"{line}\""));
+        c
+    }
+    #[cfg(not(windows))]
+    {
+        let mut c = Command::new("sh");
+        c.args(["-c", line]);
+        c
+    }
+}
+
+// Unix only: HOME places the home there; Windows takes the profile folder from the system.
+#[cfg(unix)]
 #[test]
 fn init_writes_a_loadable_config_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
@@ -496,6 +525,9 @@ fn assert_well_formed_xml(x: &str) {
     assert!(stack.is_empty(), "unclosed: {stack:?}");
 }
 
+// Unix only: HOME places the unit and the plist there; Windows takes the profile folder from
+// the system.
+#[cfg(unix)]
 #[test]
 fn service_install_dry_run_for_each_platform() {
     let env = Env::new();
@@ -882,17 +914,17 @@ async fn verify_checks_a_mailed_file_in_its_sent_copy() {
         advice.starts_with("outbox mail --to ap@contoso.example "),
         "{advice}"
     );
-    let pasted = advice.replacen("outbox", &format!("'{}'", bin()), 1);
+    let pasted = advice.replacen("outbox", &quoted_bin(), 1);
     let mut sh = env.cmd();
     let sh = sh.arg("--version");
-    let mut c = Command::new("sh");
+    let mut c = shell(&pasted);
     for (k, v) in sh.get_envs() {
         match v {
             Some(v) => c.env(k, v),
             None => c.env_remove(k),
         };
     }
-    let out = run_bounded(c.args(["-c", &pasted]), Duration::from_secs(120));
+    let out = run_bounded(&mut c, Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(0), "{pasted}: {}", stderr(&out));
     env.sandbox
         .admin(Method::POST, "/sends/deliver", Some(json!({})))
@@ -992,13 +1024,13 @@ async fn verify_of_a_drafted_message_advises_attaching_to_the_draft_again() {
         .nth(1)
         .unwrap_or_else(|| panic!("no advice: {so}"));
     assert!(advice.starts_with("outbox send "), "{advice}");
-    let pasted = advice.replacen("outbox", &format!("'{}'", bin()), 1);
-    let mut c = Command::new("sh");
+    let pasted = advice.replacen("outbox", &quoted_bin(), 1);
+    let mut c = shell(&pasted);
     c.env("OUTBOX_CONFIG", env.path("config.toml"))
         .env("OUTBOX_TEST_TOKEN", TOKEN)
         .env_remove("OUTBOX_CRASH_AT")
         .env_remove("OUTBOX_PAUSE_AT");
-    let out = run_bounded(c.args(["-c", &pasted]), Duration::from_secs(60));
+    let out = run_bounded(&mut c, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{pasted}: {}", stderr(&out));
     assert_eq!(env.sandbox.attachments(&draft).await.len(), 2);
 }

@@ -166,14 +166,14 @@ async fn an_edit_sent_mid_session_is_not_completed_after_the_file_is_copied_back
     let folder = env.path("drop");
     std::fs::create_dir_all(&folder).expect("mkdir");
     let mapping = format!(
-        "[[mapping]]\nname = \"drop\"\nfolder = \"{}\"\nmessage = \"{item}\"\nafter = \"keep\"\n",
-        folder.display()
+        "[[mapping]]\nname = \"drop\"\nfolder = {}\nmessage = \"{item}\"\nafter = \"keep\"\n",
+        toml_path(&folder)
     );
     // First life: a settle longer than the life, so the edit is never hashed in it.
     let cfg = format!(
-        "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = \"{}\"\nsettle = \"10s\"\nsettle_after_close = \"10s\"\nlook_after = \"2s\"\nrescan = \"1h\"\nchunk_size = \"1MiB\"\n\n{mapping}\n",
+        "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n\n[agent]\nstate_dir = {}\nsettle = \"10s\"\nsettle_after_close = \"10s\"\nlook_after = \"2s\"\nrescan = \"1h\"\nchunk_size = \"1MiB\"\n\n{mapping}\n",
         env.sandbox.graph_base(),
-        env.state_dir().display()
+        toml_path(&env.state_dir())
     );
     std::fs::write(env.path("config.toml"), cfg).expect("write config");
     let size = 5 * MIB + 3;

@@ -29,10 +29,10 @@ async fn pause_holds_new_files_of_a_mapping_until_resume_and_for_resumes_by_itse
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"a\"\nfolder = \"{}\"\nmessage = \"{item}\"\n\n\
-             [[mapping]]\nname = \"b\"\nfolder = \"{}\"\nmessage = \"{item}\"\n",
-            a.display(),
-            b.display()
+            "[[mapping]]\nname = \"a\"\nfolder = {}\nmessage = \"{item}\"\n\n\
+             [[mapping]]\nname = \"b\"\nfolder = {}\nmessage = \"{item}\"\n",
+            toml_path(&a),
+            toml_path(&b)
         ),
     );
 

@@ -441,10 +441,10 @@ async fn a_token_commands_stderr_cannot_leak_a_bare_jwt_or_drive_the_terminal() 
     .expect("tool");
     chmod(&tool, 0o755);
     let cfg = format!(
-        "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_command\"\ncommand = [\"{}\"]\n\n[agent]\nstate_dir = '{}'\n",
+        "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"token_command\"\ncommand = [{}]\n\n[agent]\nstate_dir = {}\n",
         env.sandbox.graph_base(),
-        tool.display(),
-        env.state_dir().display()
+        toml_path(&tool),
+        toml_path(&env.state_dir())
     );
     std::fs::write(env.path("config.toml"), cfg).expect("config");
     chmod(&env.path("config.toml"), 0o600);
@@ -1483,8 +1483,8 @@ async fn a_file_alone_over_the_message_limit_is_refused_at_settle_unread_and_und
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"mail\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\nsubject = \"Scan {{stem}}\"\nbody = \"Attached: {{names}}.\"\nmax_message_size = \"1MB\"\n",
-            drop.display()
+            "[[mapping]]\nname = \"mail\"\nfolder = {}\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\nsubject = \"Scan {{stem}}\"\nbody = \"Attached: {{names}}.\"\nmax_message_size = \"1MB\"\n",
+            toml_path(&drop)
         ),
     );
     // 100 MiB: under the attachment limit, far over the message limit.
@@ -1651,8 +1651,8 @@ async fn a_mailed_attachment_name_carries_no_bidi_override_or_line_break() {
     env.write_config(
         "",
         &format!(
-            "[[mapping]]\nname = \"mail\"\nfolder = \"{}\"\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\nsubject = \"Scan {{name}}\"\nbody = \"Attached: {{names}}.\"\n",
-            drop.display()
+            "[[mapping]]\nname = \"mail\"\nfolder = {}\n[mapping.new_message]\nto = [\"ap@contoso.example\"]\nsubject = \"Scan {{name}}\"\nbody = \"Attached: {{names}}.\"\n",
+            toml_path(&drop)
         ),
     );
     let script = "printf a > \"$(printf 'Invoice_\\342\\200\\256fdp.exe')\" && printf b > \"$(printf 'x\\nBcc: evil@example.com.pdf')\"";

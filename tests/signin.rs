@@ -393,6 +393,8 @@ async fn revoked_refresh_token_pauses_the_agent_until_login() {
         .cmd()
         .arg("run")
         .env("OUTBOX_SIGN_IN_PAUSE", "2")
+        // Windows: its clean stop is the `stop` hook over its pipe (see `stop_over_pipe`).
+        .env("OUTBOX_TEST_HOOKS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(&log_path).expect("log")))
         .spawn()
@@ -423,6 +425,9 @@ async fn revoked_refresh_token_pauses_the_agent_until_login() {
         env.sandbox.attachments(&item).await.len() == 3
     })
     .await;
+    #[cfg(windows)]
+    stop_over_pipe(&env.state_dir(), agent.id());
+    #[cfg(not(windows))]
     terminate(agent.id());
     let status = agent.wait().expect("agent exit");
     assert_eq!(status.code(), Some(0));

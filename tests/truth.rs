@@ -396,7 +396,12 @@ fn check_json_prints_a_json_document_when_the_config_does_not_load() {
 fn with_config_path_every_hint_names_that_path() {
     let home = tempfile::tempdir().unwrap();
     let cfg = home.path().join("work conf.toml");
-    let quoted = format!("'{}'", cfg.display());
+    // As a shell takes it: `'…'` on Unix, `"…"` on Windows (cmd.exe has no `'`).
+    let quoted = if cfg!(windows) {
+        format!("\"{}\"", cfg.display())
+    } else {
+        format!("'{}'", cfg.display())
+    };
     // init: the next step, on stdout and in the file's header.
     let out = run_bounded(
         bare(home.path()).args(["init", "--config"]).arg(&cfg),
@@ -729,6 +734,8 @@ async fn run_once_points_each_kind_of_left_over_at_the_rows_that_say_why() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
+// Unix only: SIGHUP and the systemd unit's reload (Windows has neither).
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_config_edit_is_said_to_be_reloaded_by_sighup_and_the_unit_can_reload() {
     let env = Env::new();
@@ -955,7 +962,12 @@ fn service_install_without_the_service_manager_writes_nothing() {
 #[test]
 fn json_stays_json_whatever_the_config_path() {
     let home = tempfile::tempdir().unwrap();
-    let cfg = home.path().join("my \"odd\\ conf.toml");
+    // Windows refuses `"` in a name; its paths hold `\` anyway.
+    let cfg = home.path().join(if cfg!(windows) {
+        "my 'odd' conf.toml"
+    } else {
+        "my \"odd\\ conf.toml"
+    });
     std::fs::write(
         &cfg,
         format!(

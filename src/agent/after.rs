@@ -87,9 +87,12 @@ pub fn move_to_failed_dir(m: &Mapping, e: &FailedFile<'_>) {
     // never over or through anything (see `files`).
     let expected = match &e.file {
         Some(f) => files::expected(f),
-        None => match std::fs::symlink_metadata(e.path) {
-            Ok(meta) => files::expected(&files::file_stat(&meta)),
-            Err(_) => return,
+        None => match std::fs::symlink_metadata(e.path)
+            .ok()
+            .and_then(|meta| files::file_stat(e.path, &meta))
+        {
+            Some(stat) => files::expected(&stat),
+            None => return,
         },
     };
     if let Err(me) = crate::files::move_no_clobber(

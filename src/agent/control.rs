@@ -44,6 +44,10 @@ pub enum Request {
     /// Test hook (honoured only with `OUTBOX_TEST_HOOKS=1`): drop watcher events from now on,
     /// as a kernel queue overflow loses them, until the next `overflow`.
     LoseEvents,
+    /// Test hook (honoured only with `OUTBOX_TEST_HOOKS=1`): stop as on SIGTERM. The harness's
+    /// clean stop on Windows, where no signal can be sent to another process (a console's
+    /// Ctrl-Break reaches only processes sharing the sender's console).
+    Stop,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +216,18 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("agent.sock")
 }
 
+/// The name of the agent's control pipe on Windows (`\\.\pipe\outbox-agent-…`): named by
+/// the state dir (its canonical spelling, in lower case, hashed), so one name per state dir as
+/// there is one socket per state dir on Unix. Pipe names are global to the machine: the pipe is
+/// owner-only and a client checks its owner (`outbox_win::pipe_owned_by_me`).
+pub fn pipe_name(state_dir: &Path) -> String {
+    use sha2::Digest as _;
+    let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let spelled = dir.to_string_lossy().to_lowercase();
+    let hash = hex::encode(sha2::Sha256::digest(spelled.as_bytes()));
+    format!(r"\\.\pipe\outbox-agent-{}", &hash[..32])
+}
+
 /// Serve the socket until the process ends; requests go to `tx`.
 #[cfg(unix)]
 pub fn serve(state_dir: &Path, tx: mpsc::Sender<Envelope>) -> std::io::Result<()> {
@@ -226,38 +242,76 @@ pub fn serve(state_dir: &Path, tx: mpsc::Sender<Envelope>) -> std::io::Result<()
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let (r, mut w) = stream.into_split();
-                let mut lines = BufReader::new(r).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let shutting_down =
-                        || Answer::Line(Response::error(1, "the agent is shutting down"));
-                    let answer = match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => {
-                            let (otx, orx) = oneshot::channel();
-                            if tx.send((req, otx)).await.is_err() {
-                                shutting_down()
-                            } else {
-                                orx.await.unwrap_or_else(|_| shutting_down())
-                            }
-                        }
-                        Err(e) => Answer::Line(Response::error(2, format!("bad request: {e}"))),
-                    };
-                    if write_answer(&mut w, answer).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            tokio::spawn(connection(stream, tx.clone()));
         }
     });
     Ok(())
 }
 
+/// Serve the control pipe until the process ends; requests go to `tx`. Only this user can open
+/// it (a protected DACL with one ACE, the user's), remote clients are refused, and it must be
+/// the pipe's first instance (a pipe someone else made at the name first is not served).
+#[cfg(windows)]
+pub fn serve(state_dir: &Path, tx: mpsc::Sender<Envelope>) -> std::io::Result<()> {
+    use tokio::net::windows::named_pipe::ServerOptions;
+    let name = pipe_name(state_dir);
+    let mut opts = ServerOptions::new();
+    opts.reject_remote_clients(true);
+    let mut server = outbox_win::owner_only_pipe(
+        opts.clone().first_pipe_instance(true),
+        std::ffi::OsStr::new(&name),
+    )?;
+    tokio::spawn(async move {
+        loop {
+            let connected = server.connect().await;
+            // The next instance before this one is handed on: a client never finds none.
+            let next = loop {
+                match outbox_win::owner_only_pipe(&opts, std::ffi::OsStr::new(&name)) {
+                    Ok(s) => break s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open the control pipe again; retrying in 1 s");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            };
+            let this = std::mem::replace(&mut server, next);
+            if connected.is_ok() {
+                tokio::spawn(connection(this, tx.clone()));
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One client: a request per line, each answered before the next is read.
+async fn connection<S>(stream: S, tx: mpsc::Sender<Envelope>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (r, mut w) = tokio::io::split(stream);
+    let mut lines = BufReader::new(r).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let shutting_down = || Answer::Line(Response::error(1, "the agent is shutting down"));
+        let answer = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => {
+                let (otx, orx) = oneshot::channel();
+                if tx.send((req, otx)).await.is_err() {
+                    shutting_down()
+                } else {
+                    orx.await.unwrap_or_else(|_| shutting_down())
+                }
+            }
+            Err(e) => Answer::Line(Response::error(2, format!("bad request: {e}"))),
+        };
+        if write_answer(&mut w, answer).await.is_err() {
+            break;
+        }
+    }
+}
+
 /// Write an answer; `status` rows are made and serialized a batch at a time.
-#[cfg(unix)]
-async fn write_answer(
-    w: &mut tokio::net::unix::OwnedWriteHalf,
+async fn write_answer<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
     answer: Answer,
 ) -> std::io::Result<()> {
     const BATCH: usize = 64 * 1024;
@@ -319,18 +373,54 @@ async fn write_answer(
     w.write_all(&out).await
 }
 
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 pub fn serve(_state_dir: &Path, _tx: mpsc::Sender<Envelope>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The running agent's pipe, if one answers and it is this user's (Windows).
+#[cfg(windows)]
+pub async fn connect_pipe(
+    state_dir: &Path,
+) -> Option<tokio::net::windows::named_pipe::NamedPipeClient> {
+    use tokio::net::windows::named_pipe::ClientOptions;
+    const ERROR_PIPE_BUSY: i32 = 231;
+    let name = pipe_name(state_dir);
+    // Every instance busy: the agent makes the next one as it hands a client on.
+    for _ in 0..100 {
+        match ClientOptions::new().open(&name) {
+            Ok(client) => {
+                return match outbox_win::pipe_owned_by_me(&client) {
+                    Ok(true) => Some(client),
+                    Ok(false) => {
+                        tracing::warn!(pipe = %name, "the control pipe is not this user's; not asked");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(pipe = %name, error = %e, "cannot tell whose the control pipe is; not asked");
+                        None
+                    }
+                };
+            }
+            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 /// Ask a running agent; `None` when no agent answers on the socket.
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 pub async fn ask(state_dir: &Path, req: &Request) -> Option<Response> {
+    #[cfg(unix)]
     let stream = tokio::net::UnixStream::connect(socket_path(state_dir))
         .await
         .ok()?;
-    let (r, mut w) = stream.into_split();
+    #[cfg(windows)]
+    let stream = connect_pipe(state_dir).await?;
+    let (r, mut w) = tokio::io::split(stream);
     let mut line = serde_json::to_vec(req).ok()?;
     line.push(b'\n');
     w.write_all(&line).await.ok()?;
@@ -364,7 +454,7 @@ pub async fn ask(state_dir: &Path, req: &Request) -> Option<Response> {
     Some(resp)
 }
 
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 pub async fn ask(_state_dir: &Path, _req: &Request) -> Option<Response> {
     None
 }

@@ -149,7 +149,7 @@ pub fn hash_file_until(
             std::fs::symlink_metadata(path)
         };
         match meta {
-            Ok(m) if crate::watch::version_stat(mapping, path, &m) == now => None,
+            Ok(m) if crate::watch::version_stat(mapping, path, &m) == Some(now) => None,
             Ok(_) => Some(HashResult::Changed),
             Err(_) => Some(HashResult::Gone),
         }
@@ -634,7 +634,7 @@ mod tests {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&p, &data).unwrap_or_else(|e| panic!("{e}"));
         let meta = std::fs::metadata(&p).unwrap_or_else(|e| panic!("{e}"));
-        let st = file_stat(&meta);
+        let st = file_stat(&p, &meta).unwrap();
         let HashResult::Hashed { sha256, .. } = hash_file(&m, &p, &st) else {
             panic!("not hashed")
         };
@@ -662,7 +662,7 @@ mod tests {
     #[cfg(unix)]
     fn upload_of(m: &Mapping, p: &Path, data: &[u8]) -> (Upload, String) {
         std::fs::write(p, data).unwrap();
-        let st = file_stat(&std::fs::metadata(p).unwrap());
+        let st = file_stat(p, &std::fs::metadata(p).unwrap()).unwrap();
         let HashResult::Hashed { sha256, .. } = hash_file(m, p, &st) else {
             panic!("not hashed")
         };

@@ -80,7 +80,7 @@ pub async fn mail_files(
         if !meta.is_file() {
             return Err(file_err("not a regular file".into()));
         }
-        let stat = files::file_stat(&meta);
+        let stat = files::file_stat(&path, &meta).ok_or_else(|| file_err("gone".into()))?;
         if stat.size > MAX_ATTACHMENT {
             return Err(file_err(format!(
                 "{} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; nothing was sent",

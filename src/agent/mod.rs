@@ -256,6 +256,8 @@ struct Agent {
     watch_tx: Option<mpsc::UnboundedSender<crate::watch::WatchEvent>>,
     notifier: desktop::Notifier,
     test_hooks: bool,
+    /// Cancelled to stop as on SIGTERM (`RunOptions::stop`, and the `stop` test hook).
+    stopper: tokio_util::sync::CancellationToken,
     /// Test hook: watcher events are being lost (see `Request::LoseEvents`).
     losing_events: bool,
     sign_in_said: bool,
@@ -382,6 +384,7 @@ pub async fn run(
         watcher,
         watch_tx: (!once).then(|| watch_tx.clone()),
         test_hooks: std::env::var("OUTBOX_TEST_HOOKS").is_ok_and(|v| v == "1"),
+        stopper: opts.stop.clone().unwrap_or_default(),
         losing_events: false,
         sign_in_said: false,
         item_errors_said: HashSet::new(),
@@ -470,7 +473,7 @@ pub async fn run(
     tracing::info!(mappings = agent.settings.mappings.len(), once, "watching");
     let rescan_every = agent.settings.agent.rescan;
     let mut next_rescan = Instant::now() + rescan_every;
-    let stop = opts.stop.clone().unwrap_or_default();
+    let stop = agent.stopper.clone();
     let shutdown = async move {
         tokio::select! {
             _ = signals => {},
@@ -1439,7 +1442,11 @@ impl Agent {
                 self.losing_events = true;
                 line(Ok(Vec::new()))
             }
-            Request::Overflow | Request::LoseEvents => line(Err((
+            Request::Stop if self.test_hooks => {
+                self.stopper.cancel();
+                line(Ok(Vec::new()))
+            }
+            Request::Overflow | Request::LoseEvents | Request::Stop => line(Err((
                 2,
                 "test hooks are off (OUTBOX_TEST_HOOKS=1)".to_string(),
             ))),
@@ -1652,7 +1659,44 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
             }
         }
     }
-    #[cfg(not(unix))]
+    // Windows: Ctrl-C, Ctrl-Break (what `GenerateConsoleCtrlEvent` sends another process
+    // group), and the console closed, the user logging off or the system shutting down; each
+    // gives the process a few seconds, enough to checkpoint.
+    #[cfg(windows)]
+    {
+        use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close, ctrl_logoff, ctrl_shutdown};
+        let (c, b, cl, lo, sh) = (
+            ctrl_c(),
+            ctrl_break(),
+            ctrl_close(),
+            ctrl_logoff(),
+            ctrl_shutdown(),
+        );
+        async move {
+            // Each kind has a type of its own: one future per kind, a kind that cannot be
+            // listened to never fires.
+            macro_rules! wait {
+                ($r:expr) => {
+                    async move {
+                        match $r {
+                            Ok(mut s) => {
+                                s.recv().await;
+                            }
+                            Err(_) => std::future::pending::<()>().await,
+                        }
+                    }
+                };
+            }
+            tokio::select! {
+                _ = wait!(c) => {},
+                _ = wait!(b) => {},
+                _ = wait!(cl) => {},
+                _ = wait!(lo) => {},
+                _ = wait!(sh) => {},
+            }
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         async {
             let _ = tokio::signal::ctrl_c().await;

@@ -96,7 +96,7 @@ pub async fn attach_file(
     if !meta.is_file() {
         return Err(file_err("not a regular file".into()));
     }
-    let stat = files::file_stat(&meta);
+    let stat = files::file_stat(&path, &meta).ok_or_else(|| file_err("gone".into()))?;
     if stat.size > MAX_ATTACHMENT {
         return Err(OneShotError::Failed(Failure::new(
             "fileTooLarge",

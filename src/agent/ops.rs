@@ -176,7 +176,9 @@ pub fn request_resend(ledger: &Ledger, id: &str, mails: bool) -> Result<LedgerEn
 /// (where recorded) device and inode.
 fn same_version(e: &LedgerEntry, m: &std::fs::Metadata) -> bool {
     let recorded = e.to_record().file;
-    let now = crate::watch::file_stat(m);
+    let Some(now) = crate::watch::file_stat(&e.path, m) else {
+        return false;
+    };
     now.size == recorded.size
         && (recorded.mtime_ns == 0 || now.mtime_ns == recorded.mtime_ns)
         && ((recorded.dev, recorded.ino) == (0, 0)

@@ -11,7 +11,7 @@ use crate::graph::GraphClient;
 use crate::ledger::{EntryError, EntryState, Ledger, LedgerEntry, LedgerError, SessionStore};
 
 /// Whether an agent answers on the state dir's socket (`Some`), and its pid when the platform
-/// tells (the socket peer's credentials). Asks nothing of the agent: connect, look, hang up.
+/// tells (the socket peer's credentials; on Windows the pipe server's process id). Asks nothing of the agent: connect, look, hang up.
 pub(crate) async fn agent_pid(state_dir: &std::path::Path) -> Option<Option<u32>> {
     #[cfg(unix)]
     {
@@ -26,7 +26,12 @@ pub(crate) async fn agent_pid(state_dir: &std::path::Path) -> Option<Option<u32>
                 .and_then(|p| u32::try_from(p).ok()),
         )
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        let pipe = control::connect_pipe(state_dir).await?;
+        Some(outbox_win::pipe_server_pid(&pipe).ok())
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = state_dir;
         None

@@ -93,10 +93,36 @@ pub fn hint(text: &str) -> String {
     }
 }
 
+/// `s` (a path, an id) as one word of a command a person pastes into their shell: a POSIX
+/// shell's quoting on Unix. On Windows, where `'` quotes nothing in cmd.exe, a word that needs
+/// quoting goes in `"` (cmd.exe and PowerShell alike; a Windows path cannot hold `"`), or in
+/// PowerShell's `'` (`''` for a quote) when it holds `$` or `` ` ``, which PowerShell expands
+/// inside `"`.
+pub fn command_word(s: &str) -> String {
+    quoted_for(s, cfg!(windows))
+}
+
+fn quoted_for(s: &str, windows: bool) -> String {
+    if windows {
+        let plain = !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./\\=:@+,".contains(c));
+        if plain {
+            s.to_string()
+        } else if s.contains(['$', '`', '"']) {
+            format!("'{}'", s.replace('\'', "''"))
+        } else {
+            format!("\"{s}\"")
+        }
+    } else {
+        crate::service::shell_word(s)
+    }
+}
+
 fn with_config(text: &str, path: &Path) -> String {
     let flag = format!(
         "`outbox --config {} ",
-        crate::service::shell_word(&path.to_string_lossy())
+        command_word(&path.to_string_lossy())
     );
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -375,10 +401,32 @@ mod tests {
     #[test]
     fn a_hint_names_the_config_only_for_commands_that_read_it() {
         let p = Path::new("/c/my conf.toml");
+        let q = command_word("/c/my conf.toml");
         assert_eq!(
             with_config("run `outbox login`, then `outbox retry ID`; `outbox sandbox --help`", p),
-            "run `outbox --config '/c/my conf.toml' login`, then `outbox --config '/c/my conf.toml' retry ID`; `outbox sandbox --help`"
+            format!("run `outbox --config {q} login`, then `outbox --config {q} retry ID`; `outbox sandbox --help`")
         );
         assert_eq!(with_config("`outbox logins`", p), "`outbox logins`");
+    }
+
+    #[test]
+    fn a_command_word_is_quoted_for_the_platforms_shell() {
+        // Unix: POSIX quoting.
+        assert_eq!(quoted_for("/c/my conf.toml", false), "'/c/my conf.toml'");
+        assert_eq!(quoted_for("/c/it's", false), "'/c/it'\\''s'");
+        // Windows: a plain path bare (backslash and drive colon included), else in double
+        // quotes (cmd.exe has no single quotes), or PowerShell's single quotes around `$`.
+        assert_eq!(
+            quoted_for(r"C:\Users\a\conf.toml", true),
+            r"C:\Users\a\conf.toml"
+        );
+        assert_eq!(
+            quoted_for(r"C:\Users\a b\it's.toml", true),
+            r#""C:\Users\a b\it's.toml""#
+        );
+        assert_eq!(
+            quoted_for(r"C:\Users\$x\it's.toml", true),
+            r"'C:\Users\$x\it''s.toml'"
+        );
     }
 }

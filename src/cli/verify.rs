@@ -319,12 +319,12 @@ fn on_draft_again(e: &LedgerEntry, m: &MessageRecord, bad_copy: bool) -> String 
         ""
     };
     let path = crate::outside::path(&e.path);
-    let draft = crate::service::shell_word(draft);
+    let draft = crate::cli::out::command_word(draft);
     match std::fs::symlink_metadata(&e.path) {
         Ok(md) if md.is_file() && md.len() == e.size => match e.path.to_str() {
             Some(p) if crate::outside::printable(p) == p => format!(
                 "`outbox send {} --message {draft}` attaches it to message {}'s draft again{then}",
-                crate::service::shell_word(p),
+                crate::cli::out::command_word(p),
                 m.id
             ),
             _ => format!(
@@ -347,7 +347,7 @@ fn mail_again(e: &LedgerEntry, m: &MessageRecord) -> String {
         ("--bcc", &m.letter.bcc),
     ] {
         for a in list {
-            cmd.push_str(&format!(" {flag} {}", crate::service::shell_word(a)));
+            cmd.push_str(&format!(" {flag} {}", crate::cli::out::command_word(a)));
         }
     }
     let path = crate::outside::path(&e.path);
@@ -355,7 +355,7 @@ fn mail_again(e: &LedgerEntry, m: &MessageRecord) -> String {
         Ok(md) if md.is_file() && md.len() == e.size => match e.path.to_str() {
             Some(p) if crate::outside::printable(p) == p => format!(
                 "to mail the file again, `{cmd} {}`",
-                crate::service::shell_word(p)
+                crate::cli::out::command_word(p)
             ),
             _ => format!("to mail the file again, `{cmd} FILE` with FILE the file at {path}"),
         },

@@ -85,6 +85,14 @@ impl Identity {
             && e.dev_ino.is_none_or(|d| d == (self.dev, self.ino))
     }
 
+    /// Which file is at `path` now, and which version, as `meta` (a stat of that path) says
+    /// it; on Windows, where a stat by path knows no file index nor change time, through a
+    /// handle opened for the file's attributes only.
+    pub fn at(path: &Path, meta: &std::fs::Metadata) -> io::Result<Identity> {
+        imp::identity_at(path, meta)
+    }
+
+    #[cfg_attr(windows, allow(dead_code))]
     fn of(meta: &std::fs::Metadata) -> Identity {
         let (dev, ino) = imp::dev_ino(meta);
         Identity {
@@ -132,9 +140,10 @@ impl SafeFile {
         if !meta.is_file() {
             return Err(not_regular(&rel));
         }
+        let (identity, links) = imp::describe(&file, &meta)?;
         Ok(SafeFile {
-            identity: Identity::of(&meta),
-            links: imp::links(&meta),
+            identity,
+            links,
             file,
         })
     }

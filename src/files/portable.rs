@@ -2,6 +2,9 @@
 //! reparse point followed) before the path is used; this narrows, but cannot close, the window
 //! a descriptor walk closes on Unix.
 
+// The Metadata-only functions serve the platforms that are neither Unix nor Windows.
+#![cfg_attr(windows, allow(dead_code))]
+
 use super::{link_refused, not_regular, Identity};
 use std::ffi::OsStr;
 use std::io::{self, Write as _};
@@ -11,16 +14,57 @@ pub(super) fn dev_ino(_meta: &std::fs::Metadata) -> (u64, u64) {
     (0, 0)
 }
 
-pub(super) fn links(_meta: &std::fs::Metadata) -> u64 {
-    1
-}
-
 pub(super) fn owner(_meta: &std::fs::Metadata) -> Option<u32> {
     None
 }
 
 pub(super) fn ctime_ns(_meta: &std::fs::Metadata) -> Option<i64> {
     None
+}
+
+/// Windows: the volume serial number and file index stand for device and inode, `ChangeTime`
+/// for the ctime, all read through a handle (std's metadata has them only on nightly). Without
+/// them every file would look like one that left its folder (device, inode and ctime 0), and a
+/// mailing mapping would mail a file again at each look (#26).
+#[cfg(windows)]
+fn identity_of_info(i: &outbox_win::FileInfo) -> Identity {
+    Identity {
+        dev: i.volume,
+        ino: i.index,
+        size: i.size,
+        mtime_ns: Some(i.mtime_ns),
+        ctime_ns: i.ctime_ns,
+        owner: None,
+    }
+}
+
+#[cfg(windows)]
+pub(super) fn describe(
+    file: &std::fs::File,
+    _meta: &std::fs::Metadata,
+) -> io::Result<(Identity, u64)> {
+    let info = outbox_win::file_info(file)?;
+    Ok((identity_of_info(&info), u64::from(info.links)))
+}
+
+#[cfg(windows)]
+pub(super) fn identity_at(path: &Path, meta: &std::fs::Metadata) -> io::Result<Identity> {
+    // A link is what `meta` described when it is one (a stat that did not follow it).
+    let info = outbox_win::path_info(path, !meta.file_type().is_symlink())?;
+    Ok(identity_of_info(&info))
+}
+
+#[cfg(not(windows))]
+pub(super) fn describe(
+    _file: &std::fs::File,
+    meta: &std::fs::Metadata,
+) -> io::Result<(Identity, u64)> {
+    Ok((Identity::of(meta), 1))
+}
+
+#[cfg(not(windows))]
+pub(super) fn identity_at(_path: &Path, meta: &std::fs::Metadata) -> io::Result<Identity> {
+    Ok(Identity::of(meta))
 }
 
 pub(super) fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
@@ -109,11 +153,12 @@ impl Dir {
     }
 
     pub(super) fn identity_of(&self, name: &OsStr) -> io::Result<Identity> {
-        let meta = std::fs::symlink_metadata(self.path.join(name))?;
+        let path = self.path.join(name);
+        let meta = std::fs::symlink_metadata(&path)?;
         if !meta.is_file() {
             return Err(not_regular(Path::new(name)));
         }
-        Ok(Identity::of(&meta))
+        identity_at(&path, &meta)
     }
 
     pub(super) fn create_new(&self, name: &OsStr, bytes: &[u8]) -> io::Result<()> {

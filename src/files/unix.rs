@@ -28,10 +28,6 @@ pub(super) fn dev_ino(meta: &std::fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
-pub(super) fn links(meta: &std::fs::Metadata) -> u64 {
-    meta.nlink()
-}
-
 pub(super) fn owner(meta: &std::fs::Metadata) -> Option<u32> {
     Some(meta.uid())
 }
@@ -40,6 +36,19 @@ pub(super) fn ctime_ns(meta: &std::fs::Metadata) -> Option<i64> {
     meta.ctime()
         .checked_mul(1_000_000_000)
         .and_then(|s| s.checked_add(meta.ctime_nsec()))
+}
+
+/// What an open file is, and its link count: its `fstat`.
+pub(super) fn describe(
+    _file: &std::fs::File,
+    meta: &std::fs::Metadata,
+) -> io::Result<(Identity, u64)> {
+    Ok((Identity::of(meta), meta.nlink()))
+}
+
+/// What the file at a path is: its `stat` says it all.
+pub(super) fn identity_at(_path: &Path, meta: &std::fs::Metadata) -> io::Result<Identity> {
+    Ok(Identity::of(meta))
 }
 
 pub(super) fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {

@@ -465,6 +465,18 @@ pub async fn admit(
     })
 }
 
+/// Read and drop a request's body before an injected answer (a 503, a 429): a connection
+/// closed with a body unread is reset, and a client still sending its body (under Wine, a
+/// 1 MiB PUT) sees the reset and never the answer. Bounded in size and time.
+pub async fn drain(body: axum::body::Body) {
+    const MOST: usize = 64 * 1024 * 1024;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        axum::body::to_bytes(body, MOST),
+    )
+    .await;
+}
+
 fn injected(
     status: u16,
     retry_after: Option<u64>,

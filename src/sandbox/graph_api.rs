@@ -215,7 +215,10 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
     };
     let mut after = None;
     let (_slot, mut lost) = match admit(&state, class, &mailbox, upload_bytes, &h).await {
-        Err(r) => return r,
+        Err(r) => {
+            super::faults::drain(body).await;
+            return r;
+        }
         Ok(Verdict::Serve(s)) => (s, false),
         Ok(Verdict::Lost(s)) => (s, true),
         Ok(Verdict::EffectThen(s, r)) => {

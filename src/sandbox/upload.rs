@@ -154,7 +154,10 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
     )
     .await;
     let (slot, drop_it, lost, after) = match verdict {
-        Err(r) => return r,
+        Err(r) => {
+            super::faults::drain(body).await;
+            return r;
+        }
         Ok(Verdict::Serve(s)) => (s, false, false, None),
         Ok(Verdict::Lost(s)) => (s, false, true, None),
         Ok(Verdict::EffectThen(s, r)) => (s, false, false, Some(r)),
@@ -231,6 +234,8 @@ pub async fn handle(State(state): State<Shared>, req: Request) -> Response {
 
 type DropPlan = Option<(Option<ConnCtl>, Method, String)>;
 
+/// A PUT of a fragment; a refusal before its body is read (a 400, a 416) reads the body first
+/// (see `faults::drain`: a client still sending would see a reset, not the answer).
 #[allow(clippy::too_many_arguments)]
 async fn put(
     state: &Shared,
@@ -238,6 +243,35 @@ async fn put(
     drive: bool,
     lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     body: axum::body::Body,
+    h: &HeaderMap,
+    content_length: Option<u64>,
+    drop_plan: DropPlan,
+) -> Response {
+    let mut body = Some(body);
+    let resp = put_fragment(
+        state,
+        sid,
+        drive,
+        lock,
+        &mut body,
+        h,
+        content_length,
+        drop_plan,
+    )
+    .await;
+    if let Some(unread) = body {
+        super::faults::drain(unread).await;
+    }
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn put_fragment(
+    state: &Shared,
+    sid: &str,
+    drive: bool,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    body: &mut Option<axum::body::Body>,
     h: &HeaderMap,
     content_length: Option<u64>,
     drop_plan: DropPlan,
@@ -350,6 +384,9 @@ async fn put(
     }
     // With a drop planned, read about half the body, then vanish.
     let drop_after = drop_plan.as_ref().map(|_| len / 2);
+    let Some(body) = body.take() else {
+        return bad("The request's body was read already.");
+    };
     let mut stream = body.into_data_stream();
     let mut got = 0u64;
     let mut io_ok = true;

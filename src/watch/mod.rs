@@ -214,10 +214,14 @@ pub fn scan_from(
                 continue;
             }
             if meta.is_file() && accepts(m, &path) {
+                // Gone since it was listed: not found.
+                let Some(stat) = version_stat(m, &path, &meta) else {
+                    continue;
+                };
                 out.found.push(Found {
                     size: meta.len(),
                     mtime_ns: crate::files::mtime_ns(&meta),
-                    stat: version_stat(m, &path, &meta),
+                    stat,
                     path,
                 });
             }
@@ -239,28 +243,47 @@ fn identity_stat(id: &crate::files::Identity) -> crate::core::model::FileStat {
 }
 
 /// The identity of a file as the core compares it: device, inode, size, modification time; and
-/// its owner (which versions replace which).
-pub fn file_stat(meta: &std::fs::Metadata) -> crate::core::model::FileStat {
+/// its owner (which versions replace which). `meta` is a stat of `path`. `None`: the file is no
+/// longer there to ask (Windows, where device, inode and ctime are asked of a handle).
+pub fn file_stat(path: &Path, meta: &std::fs::Metadata) -> Option<crate::core::model::FileStat> {
     #[cfg(unix)]
-    let (dev, ino, ctime_ns, owner) = {
+    let (dev, ino, size, mtime_ns, ctime_ns, owner) = {
+        let _ = path;
         use std::os::unix::fs::MetadataExt;
         let ctime = meta
             .ctime()
             .checked_mul(1_000_000_000)
             .and_then(|s| s.checked_add(meta.ctime_nsec()))
             .unwrap_or(0);
-        (meta.dev(), meta.ino(), ctime, Some(meta.uid()))
+        (
+            meta.dev(),
+            meta.ino(),
+            meta.len(),
+            crate::files::mtime_ns(meta),
+            ctime,
+            Some(meta.uid()),
+        )
     };
     #[cfg(not(unix))]
-    let (dev, ino, ctime_ns, owner) = (0, 0, 0, None);
-    crate::core::model::FileStat {
+    let (dev, ino, size, mtime_ns, ctime_ns, owner) = {
+        let id = crate::files::Identity::at(path, meta).ok()?;
+        (
+            id.dev,
+            id.ino,
+            id.size,
+            id.mtime_ns,
+            id.ctime_ns.unwrap_or(0),
+            id.owner,
+        )
+    };
+    Some(crate::core::model::FileStat {
         dev,
         ino,
-        size: meta.len(),
-        mtime_ns: crate::files::mtime_ns(meta).unwrap_or(0),
+        size,
+        mtime_ns: mtime_ns.unwrap_or(0),
         ctime_ns,
         owner,
-    }
+    })
 }
 
 /// The owner a version at `path` counts as, its file being `file_owner`'s. Without
@@ -294,10 +317,10 @@ pub fn version_stat(
     m: &Mapping,
     path: &Path,
     meta: &std::fs::Metadata,
-) -> crate::core::model::FileStat {
-    let mut stat = file_stat(meta);
+) -> Option<crate::core::model::FileStat> {
+    let mut stat = file_stat(path, meta)?;
     stat.owner = version_owner(m, path, stat.owner);
-    stat
+    Some(stat)
 }
 
 /// What a path in a mapped folder is now, under the mapping's rules (links as
@@ -333,7 +356,8 @@ pub fn look(m: &Mapping, path: &Path) -> Look {
     if meta.is_dir() {
         Look::Dir
     } else if meta.is_file() {
-        Look::File(version_stat(m, path, &meta))
+        // (`None`: gone since the stat; Windows asks a handle for the identity.)
+        version_stat(m, path, &meta).map_or(Look::Missing, Look::File)
     } else {
         Look::Other
     }
@@ -413,6 +437,9 @@ struct Watches {
     watched: Vec<std::collections::HashMap<PathBuf, Option<(u64, u64)>>>,
     /// Per mapping: subfolders left unwatched since the last full scan (over the cap).
     unwatched: Vec<std::collections::HashSet<PathBuf>>,
+    /// Parents watched for as long as the watcher runs (Windows): there a watch reports nothing
+    /// when its own folder is removed, so the removal is seen in the parent's listing.
+    kept: std::collections::HashSet<PathBuf>,
 }
 
 impl FolderWatcher {
@@ -426,7 +453,7 @@ impl FolderWatcher {
             return;
         };
         let mut w = self.lock();
-        if w.parents.contains(parent) {
+        if w.parents.contains(parent) || w.kept.contains(parent) {
             return;
         }
         match w.notify.watch(parent, RecursiveMode::NonRecursive) {
@@ -443,7 +470,7 @@ impl FolderWatcher {
     pub fn rewatch(&mut self, mapping: usize, folder: &Path) -> Result<(), String> {
         let mut w = self.lock();
         if let Some(parent) = folder.parent() {
-            if w.parents.remove(parent) {
+            if w.parents.remove(parent) && !w.kept.contains(parent) {
                 let _ = w.notify.unwatch(parent);
             }
         }
@@ -571,10 +598,38 @@ impl FolderWatcher {
             inner: std::sync::Arc::new(std::sync::Mutex::new(Watches {
                 notify: watcher,
                 parents: Default::default(),
+                kept: Default::default(),
                 unwatched: vec![Default::default(); folders.len()],
                 watched,
             })),
         };
+        // Windows (ReadDirectoryChangesW): the removal of a watched folder itself is reported
+        // by no watch of it, only by its parent's, so each watched folder's parent is watched
+        // too, for good (events for the parent's other entries belong to no mapping and go).
+        if cfg!(windows) {
+            let mut w = fw.lock();
+            for (i, (folder, _)) in folders.iter().enumerate() {
+                if problems.iter().any(|(p, _)| *p == i) {
+                    continue;
+                }
+                let Some(parent) = folder.parent() else {
+                    continue;
+                };
+                // Watched already as a mapped folder (notify would replace that watch, and
+                // its mode, with this one).
+                if w.kept.contains(parent) || folders.iter().any(|(f, _)| f == parent) {
+                    continue;
+                }
+                match w.notify.watch(parent, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        w.kept.insert(parent.to_path_buf());
+                    }
+                    Err(e) => {
+                        tracing::warn!(folder = %crate::outside::path(folder), error = %e, "cannot watch the folder's parent; its removal is found by the periodic rescan")
+                    }
+                }
+            }
+        }
         for (i, _) in &problems {
             fw.await_return(&folders[*i].0);
         }

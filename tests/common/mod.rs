@@ -230,6 +230,18 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
+/// `p` as a TOML string for a config line (`folder = {}`): a literal string (`'...'`), where a
+/// Windows path's `\` is no escape; a path holding `'` (which a literal string cannot) as a
+/// basic string with its `\` and `"` escaped.
+pub fn toml_path(p: &Path) -> String {
+    let s = p.display().to_string();
+    if !s.contains('\'') && !s.chars().any(char::is_control) {
+        format!("'{s}'")
+    } else {
+        toml::Value::String(s).to_string()
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
         Env {
@@ -308,6 +320,29 @@ pub fn terminate(pid: u32) {
         .status();
     #[cfg(not(unix))]
     kill(pid);
+}
+
+/// Windows' stand-in for SIGTERM to an agent: the `stop` test hook over its control pipe (no
+/// signal reaches another process there); `taskkill /F` when no agent answers.
+#[cfg(windows)]
+pub fn stop_over_pipe(state_dir: &Path, pid: u32) {
+    let dir = state_dir.to_path_buf();
+    let asked = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(outbox::agent::control::ask(
+            &dir,
+            &outbox::agent::control::Request::Stop,
+        ))
+        .is_some_and(|r| r.ok)
+    })
+    .join()
+    .unwrap_or(false);
+    if !asked {
+        kill(pid);
+    }
 }
 
 /// SIGKILL to `pid` (`taskkill /F` on Windows).
@@ -401,6 +436,9 @@ pub fn stderr(o: &Output) -> String {
 pub struct Agent {
     pub child: Child,
     log: PathBuf,
+    /// Where its control channel is (its clean stop on Windows).
+    #[cfg_attr(not(windows), allow(dead_code))]
+    state_dir: PathBuf,
 }
 
 impl Agent {
@@ -409,12 +447,18 @@ impl Agent {
         let f = std::fs::File::create(&log).expect("log file");
         let mut cmd = env.cmd();
         cmd.arg("run").stdout(Stdio::null()).stderr(f);
+        // Windows: `stop` asks the agent over its pipe (the `stop` test hook) what SIGTERM
+        // asks on Unix.
+        if cfg!(windows) {
+            cmd.env("OUTBOX_TEST_HOOKS", "1");
+        }
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
         Agent {
             child: cmd.spawn().expect("spawn agent"),
             log,
+            state_dir: env.state_dir(),
         }
     }
 
@@ -438,6 +482,9 @@ impl Agent {
 
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
+        #[cfg(windows)]
+        stop_over_pipe(&self.state_dir, self.child.id());
+        #[cfg(not(windows))]
         terminate(self.child.id());
         let start = Instant::now();
         loop {
@@ -480,6 +527,21 @@ fn rand_suffix() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     )
+}
+
+/// Wait until a running agent answers on its control channel (the socket on Unix, the named
+/// pipe on Windows), as `status` would reach it.
+pub async fn wait_for_agent(env: &Env, timeout: Duration) {
+    let dir = env.state_dir();
+    wait_until(timeout, "the agent's control channel", || {
+        let dir = dir.clone();
+        async move {
+            outbox::agent::control::ask(&dir, &outbox::agent::control::Request::Status)
+                .await
+                .is_some()
+        }
+    })
+    .await;
 }
 
 /// Poll `cond` every 100 ms until it holds or `timeout` passes.

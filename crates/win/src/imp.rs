@@ -1,0 +1,273 @@
+use std::ffi::OsStr;
+use std::io;
+use std::os::windows::fs::OpenOptionsExt as _;
+use std::os::windows::io::{AsRawHandle as _, FromRawHandle as _, OwnedHandle};
+use std::path::Path;
+use tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer, ServerOptions};
+use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
+use windows_sys::Win32::Security::Authorization::{
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo,
+    SDDL_REVISION_1, SE_KERNEL_OBJECT,
+};
+use windows_sys::Win32::Security::{
+    EqualSid, GetTokenInformation, TokenUser, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
+    PSID, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    FileBasicInfo, GetFileInformationByHandle, GetFileInformationByHandleEx,
+    BY_HANDLE_FILE_INFORMATION, FILE_BASIC_INFO, FILE_FLAG_BACKUP_SEMANTICS,
+    FILE_FLAG_OPEN_REPARSE_POINT, FILE_READ_ATTRIBUTES, FILE_SHARE_DELETE, FILE_SHARE_READ,
+    FILE_SHARE_WRITE,
+};
+use windows_sys::Win32::System::Pipes::GetNamedPipeServerProcessId;
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+
+/// Which file, which version: what `fstat` tells on Unix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The volume's serial number (the device).
+    pub volume: u64,
+    /// The file's index on its volume (the inode).
+    pub index: u64,
+    pub size: u64,
+    /// Last write, ns since the Unix epoch (as std's `modified()` reads it).
+    pub mtime_ns: i64,
+    /// `ChangeTime`, ns since the Unix epoch; `None` when the file system keeps none (0).
+    pub ctime_ns: Option<i64>,
+    pub links: u32,
+    pub attributes: u32,
+}
+
+/// 100 ns ticks since 1601-01-01 to ns since 1970-01-01.
+fn unix_ns(ticks: i64) -> i64 {
+    const EPOCH_DIFF_TICKS: i64 = 116_444_736_000_000_000;
+    ticks.saturating_sub(EPOCH_DIFF_TICKS).saturating_mul(100)
+}
+
+/// What the handle of an open file says about it.
+pub fn file_info(file: &std::fs::File) -> io::Result<FileInfo> {
+    let handle = file.as_raw_handle() as HANDLE;
+    let mut by = BY_HANDLE_FILE_INFORMATION::default();
+    // SAFETY: `handle` is the open handle `file` owns for the whole call; `by` is a valid,
+    // writable BY_HANDLE_FILE_INFORMATION.
+    if unsafe { GetFileInformationByHandle(handle, &mut by) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut basic = FILE_BASIC_INFO::default();
+    // SAFETY: as above; the buffer is a FILE_BASIC_INFO and its size is passed with it.
+    let ok = unsafe {
+        GetFileInformationByHandleEx(
+            handle,
+            FileBasicInfo,
+            (&mut basic as *mut FILE_BASIC_INFO).cast(),
+            std::mem::size_of::<FILE_BASIC_INFO>() as u32,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ft = by.ftLastWriteTime;
+    let write = (i64::from(ft.dwHighDateTime) << 32) | i64::from(ft.dwLowDateTime);
+    Ok(FileInfo {
+        volume: u64::from(by.dwVolumeSerialNumber),
+        index: (u64::from(by.nFileIndexHigh) << 32) | u64::from(by.nFileIndexLow),
+        size: (u64::from(by.nFileSizeHigh) << 32) | u64::from(by.nFileSizeLow),
+        mtime_ns: unix_ns(write),
+        ctime_ns: (basic.ChangeTime != 0).then(|| unix_ns(basic.ChangeTime)),
+        links: by.nNumberOfLinks,
+        attributes: by.dwFileAttributes,
+    })
+}
+
+/// What the file at `path` is, opened for its attributes only (no data access, so no sharing
+/// mode of a writer's refuses it). `follow`: through a reparse point at the end of the path (a
+/// symbolic link, a junction) to its target; without, the reparse point itself.
+pub fn path_info(path: &Path, follow: bool) -> io::Result<FileInfo> {
+    let mut flags = FILE_FLAG_BACKUP_SEMANTICS;
+    if !follow {
+        flags |= FILE_FLAG_OPEN_REPARSE_POINT;
+    }
+    let f = std::fs::OpenOptions::new()
+        .access_mode(FILE_READ_ATTRIBUTES)
+        .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE)
+        .custom_flags(flags)
+        .open(path)?;
+    file_info(&f)
+}
+
+/// This process's user: the token's TOKEN_USER, its SID inside the same buffer.
+struct TokenUserBuf(Vec<u64>);
+
+impl TokenUserBuf {
+    fn current() -> io::Result<TokenUserBuf> {
+        let mut raw: HANDLE = std::ptr::null_mut();
+        // SAFETY: GetCurrentProcess returns a pseudo-handle that needs no closing; `raw` is a
+        // valid place for the token handle.
+        if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut raw) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: OpenProcessToken succeeded, so `raw` is a handle we own and close once (drop).
+        let token = unsafe { OwnedHandle::from_raw_handle(raw) };
+        let mut len = 0u32;
+        // SAFETY: a size query: no buffer, `len` receives the size needed (the call "fails"
+        // with ERROR_INSUFFICIENT_BUFFER, as documented).
+        unsafe {
+            GetTokenInformation(
+                token.as_raw_handle() as HANDLE,
+                TokenUser,
+                std::ptr::null_mut(),
+                0,
+                &mut len,
+            )
+        };
+        if (len as usize) < std::mem::size_of::<TOKEN_USER>() {
+            return Err(io::Error::last_os_error());
+        }
+        // u64s: aligned for TOKEN_USER (pointers) whatever the length.
+        let mut buf = vec![0u64; (len as usize).div_ceil(8)];
+        // SAFETY: `buf` holds at least `len` writable bytes, aligned to 8.
+        let ok = unsafe {
+            GetTokenInformation(
+                token.as_raw_handle() as HANDLE,
+                TokenUser,
+                buf.as_mut_ptr().cast(),
+                len,
+                &mut len,
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TokenUserBuf(buf))
+    }
+
+    /// The user's SID; valid while `self` lives.
+    fn sid(&self) -> PSID {
+        // SAFETY: GetTokenInformation(TokenUser) wrote a TOKEN_USER at the start of the buffer
+        // (its SID follows it in the same buffer, owned by `self`).
+        unsafe { (*self.0.as_ptr().cast::<TOKEN_USER>()).User.Sid }
+    }
+
+    /// The SID as a string (`S-1-5-21-…`).
+    fn sid_string(&self) -> io::Result<String> {
+        let mut text: *mut u16 = std::ptr::null_mut();
+        // SAFETY: the SID is valid while `self` lives; `text` receives a LocalAlloc'd string.
+        if unsafe { ConvertSidToStringSidW(self.sid(), &mut text) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `text` is a NUL-terminated UTF-16 string from ConvertSidToStringSidW; it is
+        // read up to its NUL, copied, then freed once with LocalFree as documented.
+        let out = unsafe {
+            let n = (0..).take_while(|&i| *text.add(i) != 0).count();
+            let s = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
+            LocalFree(text.cast());
+            s
+        };
+        Ok(out)
+    }
+}
+
+/// A security descriptor made from SDDL, freed on drop.
+struct Descriptor(PSECURITY_DESCRIPTOR);
+
+impl Descriptor {
+    fn from_sddl(sddl: &str) -> io::Result<Descriptor> {
+        let wide: Vec<u16> = sddl.encode_utf16().chain(std::iter::once(0)).collect();
+        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        // SAFETY: `wide` is NUL-terminated and alive for the call; `sd` receives a
+        // LocalAlloc'd descriptor, which Drop frees.
+        let ok = unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                wide.as_ptr(),
+                SDDL_REVISION_1,
+                &mut sd,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Descriptor(sd))
+    }
+}
+
+impl Drop for Descriptor {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: `self.0` is a LocalAlloc'd descriptor (from
+            // ConvertStringSecurityDescriptorToSecurityDescriptorW or GetSecurityInfo), freed
+            // only here, once.
+            unsafe { LocalFree(self.0) };
+        }
+    }
+}
+
+/// The SDDL of an object only the current user may open: a protected DACL (nothing
+/// inherited) with one ACE, generic all to the user's SID. Administrators and SYSTEM get no
+/// ACE (an administrator could still take ownership, as on Unix root could read the socket).
+pub fn owner_only_sddl() -> io::Result<String> {
+    let sid = TokenUserBuf::current()?.sid_string()?;
+    Ok(format!("O:{sid}D:P(A;;GA;;;{sid})"))
+}
+
+/// A named pipe server instance at `name` that only the current user can open; `opts` says
+/// the rest (first instance, remote clients refused, …).
+pub fn owner_only_pipe(opts: &ServerOptions, name: &OsStr) -> io::Result<NamedPipeServer> {
+    let sd = Descriptor::from_sddl(&owner_only_sddl()?)?;
+    let mut attrs = SECURITY_ATTRIBUTES {
+        nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+        lpSecurityDescriptor: sd.0,
+        bInheritHandle: 0,
+    };
+    // SAFETY: `attrs` is a valid SECURITY_ATTRIBUTES whose descriptor (`sd`) lives until
+    // after the call, which copies what it needs.
+    unsafe {
+        opts.create_with_security_attributes_raw(
+            name,
+            (&mut attrs as *mut SECURITY_ATTRIBUTES).cast(),
+        )
+    }
+}
+
+/// Whether the pipe `client` opened belongs to this process's user (its owner SID is the
+/// user's): a pipe name is global, so another user could have made one at the name first; such
+/// a pipe is not the agent's and is told nothing.
+pub fn pipe_owned_by_me(client: &NamedPipeClient) -> io::Result<bool> {
+    let me = TokenUserBuf::current()?;
+    let mut owner: PSID = std::ptr::null_mut();
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: the handle is `client`'s, open for the call; `owner` and `sd` receive pointers
+    // into one LocalAlloc'd descriptor, freed below once compared.
+    let err = unsafe {
+        GetSecurityInfo(
+            client.as_raw_handle() as HANDLE,
+            SE_KERNEL_OBJECT,
+            OWNER_SECURITY_INFORMATION,
+            &mut owner,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut sd,
+        )
+    };
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err as i32));
+    }
+    let _free = Descriptor(sd);
+    if owner.is_null() {
+        return Ok(false);
+    }
+    // SAFETY: both SIDs are valid: `owner` inside `sd` (alive until `_free` drops), the user's
+    // inside `me`.
+    Ok(unsafe { EqualSid(owner, me.sid()) } != 0)
+}
+
+/// The process id of the server at the other end of `client`'s pipe.
+pub fn pipe_server_pid(client: &NamedPipeClient) -> io::Result<u32> {
+    let mut pid = 0u32;
+    // SAFETY: the handle is `client`'s, open for the call; `pid` is a valid out place.
+    if unsafe { GetNamedPipeServerProcessId(client.as_raw_handle() as HANDLE, &mut pid) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid)
+}

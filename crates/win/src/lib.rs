@@ -1,0 +1,17 @@
+//! outbox's Windows system calls that neither std (on stable) nor tokio wrap, behind safe
+//! functions. outbox forbids `unsafe`; this crate is where it lives, and only on Windows (on any
+//! other platform it is empty).
+//!
+//! - `file_info`/`path_info`: which file a handle or path is (volume serial number and file
+//!   index, Windows' device and inode) and its change time (`ChangeTime`, Windows' ctime: it
+//!   moves on every write and attribute change and cannot be set back). std's `MetadataExt`
+//!   has them only behind unstable features.
+//! - `owner_only_pipe`: a named pipe server only the current user can open (a protected DACL
+//!   with one ACE, the process token's user), for the agent's control channel; and
+//!   `pipe_owned_by_me` (whether a pipe a client opened is its own user's) and `pipe_server_pid`
+//!   (the process at the other end of a client's pipe).
+
+#[cfg(windows)]
+mod imp;
+#[cfg(windows)]
+pub use imp::*;
