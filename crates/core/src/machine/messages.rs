@@ -2385,3 +2385,6 @@ mod tests;
 
 #[cfg(test)]
 mod key_tests;
+
+#[cfg(test)]
+mod leave_tests;
