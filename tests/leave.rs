@@ -1,0 +1,143 @@
+//! A file never leaves a message silently (issue 20, item 4 and "A message never loses a file
+//! silently"): a failed file's move into `failed_dir` is the core's action, on record; `retry`
+//! takes it back from there or refuses and says why; a file that leaves a message re-renders
+//! its letter, and the log says so. And (issue 21) the bytes sent are the bytes hashed when a
+//! piece of an upload session is read twice. Real binary, real ledger, the sandbox on loopback.
+
+use crate::common::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(120);
+
+/// `status --json`, by file name.
+fn rows(env: &Env) -> HashMap<String, Value> {
+    let out = env.run(&["status", "--json"], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("status json");
+    v.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            let name = Path::new(r["path"].as_str().unwrap_or_default())
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            (name, r.clone())
+        })
+        .collect()
+}
+
+/// Issue 21, item 1: a piece of an upload session read again through the same descriptor (the
+/// upload server took nothing and asks for the same bytes again) after the file was edited in
+/// place between the two reads. The edited piece must not go out under the first version's
+/// hash: the upload stops (`Changed`) and the new version is sent, so no record says done with
+/// bytes that were not the bytes sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_piece_read_again_is_hashed_again_and_an_edit_between_the_two_reads_is_never_sent() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    env.write_config(
+        "chunk_size = \"1MiB\"",
+        &format!(
+            "[[mapping]]\nname = \"drop\"\nfolder = '{}'\nmessage = \"{item}\"\n",
+            folder.display()
+        ),
+    );
+    let file = folder.join("big.bin");
+    let first = write_file(&file, 3 * MIB + 5, 3);
+    // The upload server takes nothing of the first piece and asks for it again: it is read
+    // a second time through the same descriptor.
+    env.sandbox
+        .faults(json!({"upload_misbehaves": "stuck"}))
+        .await;
+    let log = env.path("once.log");
+    let mut child = env
+        .cmd()
+        .args(["run", "--once"])
+        .env("OUTBOX_PAUSE_AT", "before-chunk:1500")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let pauses = |n: usize| {
+        let log = log.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                if said.matches("failpoint before-chunk: pausing").count() >= n {
+                    return;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "never {n} pieces read:\n{said}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    pauses(1).await;
+    {
+        // Inside the first piece, after it was read: the same size, the same inode, the same
+        // modification time (a sync client writing in place and putting the time back).
+        use std::io::{Seek, SeekFrom, Write};
+        let t = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .expect("open for the edit");
+        f.seek(SeekFrom::Start(100)).expect("seek");
+        f.write_all(&[0xEE; 16]).expect("edit in place");
+        f.sync_all().expect("sync");
+        f.set_modified(t).expect("set mtime");
+    }
+    // The next piece read (the first again, or the new version's first): the server keeps
+    // the protocol from now on.
+    pauses(2).await;
+    env.sandbox.faults(json!({"upload_misbehaves": null})).await;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(start.elapsed() < T, "run --once did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "run --once: {said}");
+    let now = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&file).expect("read")))
+    };
+    let on_item = attached(&env.sandbox, &item).await;
+    assert_eq!(
+        on_item.get("big.bin"),
+        Some(&now),
+        "the attachment holds the file as it is now:\n{said}"
+    );
+    // No version is recorded done under the first version's hash: those bytes were never
+    // all sent (the edited piece went instead), so a record saying so would be a lie that a
+    // later replace only hides.
+    let out = env.run(&["status", "--json"], T);
+    let all: Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let all = all.as_array().cloned().unwrap_or_default();
+    assert!(
+        !all.iter()
+            .any(|r| r["state"] == "done" && r["sha256"].as_str() == Some(first.as_str())),
+        "a version is recorded done with the hash of bytes that were not sent: {all:#?}\n{said}"
+    );
+    assert!(
+        all.iter()
+            .any(|r| r["state"] == "done" && r["sha256"].as_str() == Some(now.as_str())),
+        "{all:#?}"
+    );
+}
