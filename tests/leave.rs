@@ -7,11 +7,12 @@
 use crate::common::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(120);
+const TO: &str = "ap@contoso.example";
 
 /// `status --json`, by file name.
 fn rows(env: &Env) -> HashMap<String, Value> {
@@ -139,5 +140,103 @@ async fn a_piece_read_again_is_hashed_again_and_an_edit_between_the_two_reads_is
         all.iter()
             .any(|r| r["state"] == "done" && r["sha256"].as_str() == Some(now.as_str())),
         "{all:#?}"
+    );
+}
+
+/// Every message in the sandbox's Sent Items, once every accepted send has moved there.
+async fn sent(env: &Env) -> Vec<Value> {
+    env.sandbox
+        .admin(reqwest::Method::POST, "/sends/deliver", Some(json!({})))
+        .await;
+    let v = env.sandbox.admin(reqwest::Method::GET, "/sent", None).await;
+    v.as_array().cloned().unwrap_or_default()
+}
+
+/// A batch mapping of `scans/` with `failed_dir = "failed"`; `a.pdf` and `b.pdf` dropped, and
+/// the first attachment POST refused (400): one file fails, so the message fails, and the failed
+/// file moves to `failed_dir`. Returns the folder and (name of the failed file, of the other).
+async fn a_batch_with_a_failed_file(env: &Env) -> (PathBuf, String, String) {
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"mail\"\nfolder = '{}'\nfailed_dir = \"failed\"\n[mapping.new_message]\nto = [\"{TO}\"]\nsubject = \"Scans: {{names}}\"\nbody = \"Attached: {{names}}.\"\ngroup = \"batch\"\nbatch_quiet = \"1s\"\n",
+            folder.display()
+        ),
+    );
+    write_file(&folder.join("a.pdf"), 9_000, 1);
+    write_file(&folder.join("b.pdf"), 9_000, 2);
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "post", "status": 400, "code": "ErrorInvalidAttachment"}]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = rows(env);
+    let failed = ["a.pdf", "b.pdf"]
+        .into_iter()
+        .find(|n| r[*n]["state"] == "failed")
+        .unwrap_or_else(|| panic!("one file failed: {r:#?}"))
+        .to_string();
+    let other = if failed == "a.pdf" { "b.pdf" } else { "a.pdf" }.to_string();
+    assert_eq!(r[&other]["state"], "done", "{r:#?}");
+    assert_eq!(r[&failed]["message"]["state"], "failed", "{r:#?}");
+    assert!(
+        folder.join("failed").join(&failed).exists(),
+        "moved to failed_dir"
+    );
+    assert!(!folder.join(&failed).exists());
+    assert!(sent(env).await.is_empty(), "nothing sent yet");
+    (folder, failed, other)
+}
+
+/// Issue 20, item 4: `retry --failed` (what the exit line advises) of a message whose failed
+/// file is in `failed_dir` found the file gone, canceled it, and sent the batch without it,
+/// exit 0, no warning; subject and body still named it. Now the retry takes the file back from
+/// `failed_dir` (the core knows where it moved it), and the message goes with both files.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_failed_takes_a_file_of_a_failed_message_back_from_failed_dir_and_sends_it_with_it() {
+    let env = Env::new();
+    let (folder, failed, other) = a_batch_with_a_failed_file(&env).await;
+    let r = rows(&env);
+    assert!(
+        r[&failed]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains(&format!("failed/{failed}")) && n.contains("outbox retry")),
+        "the ledger knows where the file is: {:#?}",
+        r[&failed]
+    );
+    let out = env.run(&["retry", "--failed"], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sent = sent(&env).await;
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let mut names: Vec<&str> = sent[0]["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["a.pdf", "b.pdf"], "{sent:#?}");
+    assert!(folder.join(&failed).exists(), "back beneath the folder");
+    assert!(!folder.join("failed").join(&failed).exists());
+    assert!(
+        !folder
+            .join("failed")
+            .join(format!("{failed}.reason.txt"))
+            .exists(),
+        "its reason file went with it"
+    );
+    let r = rows(&env);
+    assert_eq!(r[&failed]["state"], "done", "{r:#?}");
+    assert_eq!(r[&other]["state"], "done", "{r:#?}");
+    assert!(
+        !r[&failed]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("failed_dir"),
+        "{r:#?}"
     );
 }

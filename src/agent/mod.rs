@@ -162,6 +162,12 @@ pub fn policy_of(settings: &Settings) -> crate::core::model::Policy {
         send_window_ms,
         utc_offset_ms: local_utc_offset_ms(),
         sign_in_pause_ms: sign_in_pause_ms(),
+        failed_dirs: settings
+            .mappings
+            .iter()
+            .filter(|m| m.failed_dir.is_some())
+            .map(|m| m.name.clone())
+            .collect(),
         ..crate::core::model::Policy::default()
     }
 }
@@ -582,7 +588,7 @@ impl Agent {
                 tracing::trace!(?actions, "core actions");
                 for action in actions {
                     if let Some(note) = self.rejected_note(&action) {
-                        // Said, and moved to `failed_dir`, once its record is flushed.
+                        // Said once its record is flushed (the core moves it to `failed_dir`).
                         later.push(Action::Notify(note));
                     }
                     match action {
@@ -1032,7 +1038,6 @@ impl Agent {
                         self.notifier.failed(&file_name(&path), &failure.message);
                     }
                 }
-                self.failed_file(&id, &path, &failure);
             }
             Note::FoundMailed {
                 id,
@@ -1114,35 +1119,6 @@ impl Agent {
             return None;
         }
         Some((self.mapping_of(path)?.name.clone(), failure.code.clone()))
-    }
-
-    /// A failed file moves to `failed_dir` with its reason, when the mapping has one.
-    fn failed_file(&self, id: &str, path: &Path, failure: &crate::core::model::Failure) {
-        let Some(m) = self
-            .settings
-            .mappings
-            .iter()
-            .find(|m| m.failed_dir.is_some() && path.starts_with(&m.folder))
-        else {
-            return;
-        };
-        let (target, file) = match self.ledger.get(id) {
-            Ok(Some(e)) => {
-                let file = e.to_record().file;
-                (e.target, Some(file))
-            }
-            _ => (target_of(m), None),
-        };
-        after::move_to_failed_dir(
-            m,
-            &after::FailedFile {
-                id,
-                path,
-                target: &target,
-                file,
-                failure,
-            },
-        );
     }
 
     /// `SIGHUP`: read the config again; an invalid one is refused and the old one kept. The
@@ -1276,6 +1252,9 @@ impl Agent {
                     Some(_) => None,
                 };
                 if let Some(m) = message {
+                    if let Some(why) = ops::message_refusal(&self.ledger, &m)? {
+                        return Ok(line(Err((2, why))));
+                    }
                     return self.retry_messages(vec![m], Vec::new());
                 }
                 let records = match entry {
@@ -1333,7 +1312,10 @@ impl Agent {
                 let mut messages = Vec::new();
                 for m in self.ledger.messages() {
                     let m = m?;
-                    if m.state == crate::core::model::MessageState::Failed {
+                    // One whose failed file cannot come back waits, never sent without it.
+                    if m.state == crate::core::model::MessageState::Failed
+                        && ops::message_refusal(&self.ledger, &m)?.is_none()
+                    {
                         messages.push(m);
                     }
                 }

@@ -154,6 +154,10 @@ pub struct Policy {
     pub send_window_ms: u64,
     /// The day `{date}` names in a message made at a time (UTC offset of the user, in ms).
     pub utc_offset_ms: i64,
+    /// The mappings (by name) with a `failed_dir`: a version of theirs that fails is moved
+    /// there (`Action::ToFailedDir`) and the record says where. (A mapping's setting, kept
+    /// here beside the other settings the executor hands over at start and on a reload.)
+    pub failed_dirs: Vec<String>,
 }
 
 impl Default for Policy {
@@ -173,6 +177,7 @@ impl Default for Policy {
             sends_per_window: 30,
             send_window_ms: 60_000,
             utc_offset_ms: 0,
+            failed_dirs: Vec::new(),
         }
     }
 }
@@ -387,6 +392,25 @@ pub mod path_bytes {
             })
         }
     }
+
+    /// The same for an `Option<PathBuf>` (`null` when there is none).
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use std::path::PathBuf;
+
+        pub fn serialize<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+            match path {
+                Some(p) => super::serialize(p, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+            #[derive(Deserialize)]
+            struct P(#[serde(with = "super")] PathBuf);
+            Ok(Option::<P>::deserialize(d)?.map(|p| p.0))
+        }
+    }
 }
 
 /// An attachment of an older version to delete once this version is on the item
@@ -465,6 +489,15 @@ pub struct Record {
     /// their files had another owner (`FileStat::owner`): both attachments stay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub beside: Vec<String>,
+    /// Where this failed version's file was moved (`Action::ToFailedDir`: the mapping's
+    /// `failed_dir`, its reason file beside it). A retry takes it back to `path` first
+    /// (`Action::FromFailedDir`), or fails saying why; cleared once it is back.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "path_bytes::option"
+    )]
+    pub failed_to: Option<PathBuf>,
     /// Insertion order among all records (orders the versions of one path).
     pub seq: u64,
     pub created_at: Time,
@@ -511,6 +544,7 @@ impl Record {
             mail_again: false,
             resend: false,
             beside: Vec::new(),
+            failed_to: None,
             seq,
             created_at: now,
             updated_at: now,
@@ -746,6 +780,16 @@ pub enum DeleteOutcome {
     Failed(Fault),
 }
 
+/// What moving a file into or out of `failed_dir` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveOutcome {
+    /// Moved: where it is now, and its stat there (a rename moves its ctime).
+    Moved { to: PathBuf, file: FileStat },
+    /// Not moved (not that version any more, nothing there, a name taken, an I/O error):
+    /// why, in a sentence.
+    Refused(Failure),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterOutcome {
     Done,
@@ -834,6 +878,8 @@ pub enum Outcome {
     DeleteSession(DeleteOutcome),
     DeleteAttachment(DeleteOutcome),
     After(AfterOutcome),
+    ToFailedDir(MoveOutcome),
+    FromFailedDir(MoveOutcome),
     // A message's steps (the id is the message's).
     CreateDraft(DraftOutcome),
     Find(MailFolder, FindOutcome),
@@ -1107,6 +1153,26 @@ pub enum Action {
         id: String,
         target: Target,
         attachment_id: String,
+    },
+    /// A failed version's file moves into its mapping's `failed_dir`, with `failure` told in
+    /// a reason file beside it, only if the file at `path` is still that version: answer
+    /// `Outcome::ToFailedDir` with where it went.
+    ToFailedDir {
+        id: String,
+        mapping: String,
+        path: PathBuf,
+        file: FileStat,
+        failure: Failure,
+    },
+    /// A retried version's file moves back from `from` (in the mapping's `failed_dir`) to
+    /// `path`, only if it is still that version and nothing is at `path`; its reason file
+    /// goes: answer `Outcome::FromFailedDir`.
+    FromFailedDir {
+        id: String,
+        mapping: String,
+        from: PathBuf,
+        path: PathBuf,
+        file: FileStat,
     },
     /// Move or delete the file, only if it is still the version that was sent.
     After {

@@ -920,7 +920,8 @@ impl Machine {
         if !self.messages.contains_key(&mid) {
             self.add_message(rec);
         }
-        // Its files: the done ones as they are, the failed and canceled ones retried.
+        // Its files: the done ones as they are, the failed and canceled ones retried (a failed
+        // one in `failed_dir` taken back from there first).
         let mut again = Vec::new();
         for r in records {
             if self.member_of.get(&r.id).is_none_or(|m| *m != mid)
@@ -928,7 +929,9 @@ impl Machine {
             {
                 continue;
             }
-            if matches!(r.state, State::Failed | State::Canceled) {
+            // A canceled file in `failed_dir` was left out on purpose: it leaves the message.
+            let left_out = r.state == State::Canceled && r.failed_to.is_some();
+            if matches!(r.state, State::Failed | State::Canceled) && !left_out {
                 again.push(r);
             } else if let Some(m) = self.messages.get_mut(&mid) {
                 m.finished.insert(r.id.clone(), r);

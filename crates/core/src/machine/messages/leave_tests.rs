@@ -3,6 +3,7 @@
 
 use super::super::*;
 use super::move_grace_ms;
+use std::path::{Path, PathBuf};
 
 const SHA: &str = "abababababababababababababababababababababababababababababababab";
 
@@ -205,4 +206,336 @@ fn a_resend_after_a_send_in_doubt_refused_as_unreachable_searches_sent_items_bef
         }
     }
     assert!(searched, "Sent Items is searched again");
+}
+
+fn with_failed_dir(batch: bool) -> Machine {
+    let mut m = machine(batch);
+    let mut p = Policy::default();
+    p.failed_dirs = vec!["mail".into()];
+    let rules = m.mappings.values().cloned().collect();
+    m.handle(
+        Time(0),
+        Input::Config {
+            mappings: rules,
+            policy: p,
+        },
+    );
+    m
+}
+
+fn moved_aside(out: &[Action]) -> Option<(String, PathBuf)> {
+    out.iter().find_map(|a| match a {
+        Action::ToFailedDir { id, path, .. } => Some((id.clone(), path.clone())),
+        _ => None,
+    })
+}
+
+/// Two files in one batch, drafted and both posted; the first POST refused for good. Returns
+/// the machine, the message id, (failed entry, its record), the other entry, and the actions
+/// of the refusal.
+fn one_of_two_refused() -> (Machine, String, Record, String, Vec<Action>) {
+    let mut m = with_failed_dir(true);
+    super::tests::drop_version(&mut m, 1_000, "a.pdf", super::tests::stat(7, 10), SHA);
+    super::tests::drop_version(&mut m, 7_000, "b.pdf", super::tests::stat(8, 10), SHA);
+    let out = m.handle(Time(30_000), Input::Tick);
+    let (mid, letter) = out
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateDraft { id, letter, .. } => Some((id.clone(), letter.clone())),
+            _ => None,
+        })
+        .expect("one draft for the batch");
+    assert_eq!(letter.subject, "a.pdf, b.pdf");
+    let out = outcome(
+        &mut m,
+        30_100,
+        &mid,
+        Outcome::CreateDraft(DraftOutcome::Created {
+            draft_id: "d1".into(),
+            internet_message_id: None,
+        }),
+    );
+    let posts: Vec<(String, PathBuf)> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Post { id, path, .. } => Some((id.clone(), path.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(posts.len(), 2, "{out:?}");
+    let (a, b) = (posts[0].0.clone(), posts[1].0.clone());
+    outcome(
+        &mut m,
+        30_200,
+        &b,
+        Outcome::Post(PostOutcome::Created {
+            attachment_id: "att-b".into(),
+        }),
+    );
+    let out = outcome(
+        &mut m,
+        30_300,
+        &a,
+        Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
+            "ErrorInvalidAttachment",
+            "refused",
+        )))),
+    );
+    let rec = out
+        .iter()
+        .find_map(|x| match x {
+            Action::Persist(r) if r.id == a && r.state == State::Failed => Some(r.clone()),
+            _ => None,
+        })
+        .expect("the file failed");
+    (m, mid, rec, b, out)
+}
+
+/// A retried message looking for its draft again (`redraft`): not in Sent Items, still in
+/// Drafts. The actions of both answers.
+fn draft_found_again(m: &mut Machine, t: u64, mid: &str) -> Vec<Action> {
+    let mut out = outcome(
+        m,
+        t,
+        mid,
+        Outcome::Find(MailFolder::SentItems, FindOutcome::NotFound),
+    );
+    out.extend(outcome(
+        m,
+        t + 1,
+        mid,
+        Outcome::Find(
+            MailFolder::Drafts,
+            FindOutcome::Found {
+                id: "d1".into(),
+                is_draft: true,
+                internet_message_id: None,
+            },
+        ),
+    ));
+    out
+}
+
+/// Issue 20, item 4: the move of a failed file into `failed_dir` is the core's action, and
+/// where it went is on its record; its message fails only once the move is answered.
+#[test]
+fn a_failed_file_is_moved_to_failed_dir_by_the_core_and_its_record_says_where() {
+    let (mut m, mid, rec, _, out) = one_of_two_refused();
+    let (id, path) = moved_aside(&out).expect("the core asks for the move");
+    assert_eq!(
+        (id.as_str(), path.as_path()),
+        (rec.id.as_str(), Path::new("/mail/a.pdf"))
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::PersistMessage(r) if r.state == MessageState::Failed)),
+        "the message waits for the move: {out:?}"
+    );
+    let to = PathBuf::from("/mail/failed/a.pdf");
+    let mut there = rec.file;
+    there.ctime_ns = 99;
+    let out = outcome(
+        &mut m,
+        30_400,
+        &rec.id,
+        Outcome::ToFailedDir(MoveOutcome::Moved {
+            to: to.clone(),
+            file: there,
+        }),
+    );
+    let stored = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist(r) if r.id == rec.id => Some(r.clone()),
+            _ => None,
+        })
+        .expect("where it went is on record");
+    assert_eq!(stored.failed_to.as_deref(), Some(to.as_path()));
+    assert_eq!(stored.state, State::Failed);
+    assert!(out.iter().any(
+        |a| matches!(a, Action::PersistMessage(r) if r.id == mid && r.state == MessageState::Failed)
+    ));
+    // Asked once: nothing more of it.
+    assert!(moved_aside(&out).is_none());
+}
+
+/// Without a `failed_dir`, nothing is asked and the message fails at once (as before).
+#[test]
+fn without_a_failed_dir_no_move_is_asked() {
+    let mut m = machine(true);
+    super::tests::drop_version(&mut m, 1_000, "a.pdf", super::tests::stat(7, 10), SHA);
+    let out = m.handle(Time(30_000), Input::Tick);
+    let mid = out
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateDraft { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .expect("draft");
+    let out = outcome(
+        &mut m,
+        30_100,
+        &mid,
+        Outcome::CreateDraft(DraftOutcome::Created {
+            draft_id: "d1".into(),
+            internet_message_id: None,
+        }),
+    );
+    let a = out
+        .iter()
+        .find_map(|x| match x {
+            Action::Post { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .expect("posted");
+    let out = outcome(
+        &mut m,
+        30_300,
+        &a,
+        Outcome::Post(PostOutcome::Failed(Fault::Permanent(Failure::new(
+            "ErrorInvalidAttachment",
+            "refused",
+        )))),
+    );
+    assert!(moved_aside(&out).is_none());
+    assert!(out
+        .iter()
+        .any(|x| matches!(x, Action::PersistMessage(r) if r.state == MessageState::Failed)));
+}
+
+/// The failed message retried: its file is taken back from `failed_dir` before anything else
+/// (never found gone, canceled, and the message sent without it), then attached to the draft.
+#[test]
+fn retry_of_the_message_takes_its_file_back_from_failed_dir_before_attaching_it() {
+    let (mut m, mid, rec, b, _) = one_of_two_refused();
+    let to = PathBuf::from("/mail/failed/a.pdf");
+    let out = outcome(
+        &mut m,
+        30_400,
+        &rec.id,
+        Outcome::ToFailedDir(MoveOutcome::Moved {
+            to: to.clone(),
+            file: rec.file,
+        }),
+    );
+    let failed = last_message(&out).expect("message failed");
+    let aside = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist(r) if r.id == rec.id => Some(r.clone()),
+            _ => None,
+        })
+        .expect("record");
+    let other = m.record(&b).cloned();
+    let mut files = vec![aside];
+    files.extend(other);
+    let out = m.handle(
+        Time(40_000),
+        Input::RetryMessage {
+            message: failed,
+            records: files,
+        },
+    );
+    let back = out.iter().find_map(|a| match a {
+        Action::FromFailedDir { id, from, path, .. } => {
+            Some((id.clone(), from.clone(), path.clone()))
+        }
+        _ => None,
+    });
+    assert_eq!(
+        back,
+        Some((rec.id.clone(), to, PathBuf::from("/mail/a.pdf"))),
+        "{out:?}"
+    );
+    assert!(!out.iter().any(|a| matches!(a, Action::Post { .. })));
+    let mut now_file = rec.file;
+    now_file.ctime_ns = 123;
+    let out = outcome(
+        &mut m,
+        40_100,
+        &rec.id,
+        Outcome::FromFailedDir(MoveOutcome::Moved {
+            to: PathBuf::from("/mail/a.pdf"),
+            file: now_file,
+        }),
+    );
+    let back = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist(r) if r.id == rec.id => Some(r.clone()),
+            _ => None,
+        })
+        .expect("on record: back");
+    assert_eq!(back.failed_to, None);
+    assert_eq!(back.file, now_file, "its stat there (a rename moves ctime)");
+    let mut out = out;
+    out.extend(draft_found_again(&mut m, 40_200, &mid));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Post { id, target, .. } if *id == rec.id && target.item_id == "d1")),
+        "attached to its message's draft: {out:?}"
+    );
+}
+
+/// Taking it back refused (gone from `failed_dir`, a file at its path): it fails again,
+/// saying why, and its message fails again — never sent without it.
+#[test]
+fn a_file_that_cannot_be_taken_back_fails_its_message_again_never_sent_without_it() {
+    let (mut m, mid, rec, b, _) = one_of_two_refused();
+    let out = outcome(
+        &mut m,
+        30_400,
+        &rec.id,
+        Outcome::ToFailedDir(MoveOutcome::Moved {
+            to: PathBuf::from("/mail/failed/a.pdf"),
+            file: rec.file,
+        }),
+    );
+    let failed = last_message(&out).expect("message failed");
+    let aside = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist(r) if r.id == rec.id => Some(r.clone()),
+            _ => None,
+        })
+        .expect("record");
+    let mut files = vec![aside];
+    files.extend(m.record(&b).cloned());
+    m.handle(
+        Time(40_000),
+        Input::RetryMessage {
+            message: failed,
+            records: files,
+        },
+    );
+    let out = outcome(
+        &mut m,
+        40_100,
+        &rec.id,
+        Outcome::FromFailedDir(MoveOutcome::Refused(Failure::new(
+            "failedDirGone",
+            "/mail/failed/a.pdf is not there any more",
+        ))),
+    );
+    let again = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist(r) if r.id == rec.id => Some(r.clone()),
+            _ => None,
+        })
+        .expect("record");
+    assert_eq!(again.state, State::Failed);
+    let why = again.error.expect("why").message;
+    assert!(
+        why.contains("could not be taken back") && why.contains("not there any more"),
+        "{why}"
+    );
+    let mut out = out;
+    out.extend(draft_found_again(&mut m, 40_200, &mid));
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, Action::SendDraft { .. } | Action::ListDraft { .. })));
+    let failed = last_message(&out).expect("the message");
+    assert_eq!(failed.state, MessageState::Failed, "{out:?}");
+    assert_eq!(failed.files.len(), 2, "it keeps its file: {failed:?}");
 }
