@@ -240,3 +240,44 @@ async fn retry_failed_takes_a_file_of_a_failed_message_back_from_failed_dir_and_
         "{r:#?}"
     );
 }
+
+/// A file that leaves a message before it is sent makes its letter again (SPEC 8, issue 20):
+/// one of a batch of two fails (moved to `failed_dir`), the user cancels it and retries the
+/// message. The message goes with the other file alone, its subject and body name that file
+/// only (the draft, made naming both, is set again), and the log says which file left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_leaves_a_message_is_not_named_in_the_letter_sent_and_the_log_says_it_left() {
+    let env = Env::new();
+    let (_folder, failed, other) = a_batch_with_a_failed_file(&env).await;
+    let r = rows(&env);
+    let (fid, mid) = (
+        r[&failed]["id"].as_str().expect("id").to_string(),
+        r[&failed]["message"]["id"]
+            .as_str()
+            .expect("message")
+            .to_string(),
+    );
+    let out = env.run(&["cancel", &fid], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["retry", &mid], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    let sent = sent(&env).await;
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let m = &sent[0];
+    let names: Vec<&str> = m["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, vec![other.as_str()], "{m:#}");
+    assert_eq!(m["subject"], json!(format!("Scans: {other}")), "{m:#}");
+    assert_eq!(m["body"], json!(format!("Attached: {other}.")), "{m:#}");
+    assert!(
+        log.contains(&failed) && log.contains("left the message before it was sent"),
+        "{log}"
+    );
+}

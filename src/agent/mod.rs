@@ -1085,6 +1085,13 @@ impl Agent {
                 self.notifier
                     .message_failed(&subject, &failure.message, &id);
             }
+            Note::LeftMessage { id, files, subject } => {
+                let names: Vec<String> = files
+                    .iter()
+                    .map(|f| crate::outside::printable(f).to_string())
+                    .collect();
+                tracing::warn!(message = %id, left = %names.join(", "), subject = %crate::outside::printable(&subject), "{} left the message before it was sent (canceled, gone, or left out of a retry): its subject and body are made again from the files left, and it goes without {}", names.join(", "), if names.len() == 1 { "it" } else { "them" });
+            }
             Note::MessageUnconfirmed { id, subject } => {
                 tracing::error!(message = %id, subject = %crate::outside::printable(&subject), "the send could not be confirmed; it was not sent again: look in Sent Items, then `outbox retry {id}` sends it only if its draft is still a draft");
                 self.notifier.unconfirmed(&subject, &id);

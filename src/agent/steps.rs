@@ -409,6 +409,18 @@ impl<U: UrlStore> Steps<U> {
                     outcome: Outcome::After(result),
                 }
             }
+            Action::SetLetter {
+                id,
+                user,
+                draft_id,
+                letter,
+            } => {
+                let r = self.client.letter_step(&user, &draft_id, &letter).await;
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::SetLetter(r),
+                }
+            }
             Action::ToFailedDir {
                 id,
                 mapping,

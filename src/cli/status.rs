@@ -1040,6 +1040,8 @@ mod tests {
             unseen: false,
             keyed: false,
             keys: Vec::new(),
+            part: None,
+            letter_stale: false,
             attempts: 0,
             error: (state == MessageState::Unconfirmed).then(|| {
                 EntryError::new(

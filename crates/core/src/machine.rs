@@ -107,6 +107,8 @@ struct Active {
     key: KeyLook,
     /// Its move to `failed_dir` was asked in this run (done or refused: not asked again).
     failed_dir_tried: bool,
+    /// `retry` came while that move was under way: retried once it is answered.
+    retry_when_moved: bool,
 }
 
 /// The search of the mailbox for a mailing file's key, before it may be put in a message.
@@ -468,7 +470,8 @@ impl Machine {
                 | Outcome::Find(..)
                 | Outcome::Send(_)
                 | Outcome::ListDraft(_)
-                | Outcome::StampKeys(_) => self.message_outcome(&id, outcome, &mut out),
+                | Outcome::StampKeys(_)
+                | Outcome::SetLetter(_) => self.message_outcome(&id, outcome, &mut out),
                 Outcome::DeleteAttachment(d) if self.messages.contains_key(&id) => {
                     self.message_outcome(&id, Outcome::DeleteAttachment(d), &mut out)
                 }
@@ -541,6 +544,7 @@ impl Machine {
                 continue;
             }
             if self.active.contains_key(&rec.id) {
+                self.retry_after_move(&rec.id);
                 continue;
             }
             match rec.state {
@@ -1226,6 +1230,7 @@ impl Machine {
                 timer: None,
                 key: KeyLook::Unsearched,
                 failed_dir_tried: false,
+                retry_when_moved: false,
             },
         );
         self.make_ready(&id);
@@ -1548,6 +1553,24 @@ impl Machine {
                         continue;
                     }
                     let r = &a.rec;
+                    if step == Step::FromFailedDir
+                        && self.newest(&r.mapping, &r.path).is_some_and(|b| b.id != id)
+                    {
+                        // A newer version of its path was dropped since it failed: that one is
+                        // the user's file now; this one stays where it is (never mailed or
+                        // attached beside its successor by a retry).
+                        let from = r.failed_to.clone().unwrap_or_default();
+                        let why = Failure::new(
+                            FAILED_DIR_REFUSED,
+                            format!(
+                                "it was not taken back from {}: a newer version of {} was dropped since it failed",
+                                from.display(),
+                                r.path.display()
+                            ),
+                        );
+                        self.fail(id, why, out);
+                        continue;
+                    }
                     let aside = step == Step::ToFailedDir;
                     out.push(match (step, r.failed_to.clone()) {
                         (Step::FromFailedDir, Some(from)) => Action::FromFailedDir {
@@ -2165,7 +2188,8 @@ impl Machine {
             | Outcome::Find(..)
             | Outcome::Send(_)
             | Outcome::ListDraft(_)
-            | Outcome::StampKeys(_) => {}
+            | Outcome::StampKeys(_)
+            | Outcome::SetLetter(_) => {}
         }
         self.release_lock_if_free(id);
         self.make_ready(id);
@@ -2795,6 +2819,22 @@ impl Machine {
                 a.rec.file = file;
             }
             self.persist(id, out);
+        }
+        if self.active.get(id).is_some_and(|a| a.retry_when_moved) {
+            // Retried while it moved: now, from where it is.
+            let rec = self.active[id].rec.clone();
+            self.finish(id);
+            self.retry(vec![rec], out);
+        }
+    }
+
+    /// `retry` of entry `id` while its move to `failed_dir` is under way: taken once the move
+    /// is answered (else the retry would be lost, and its message fail again for it).
+    pub(super) fn retry_after_move(&mut self, id: &str) {
+        if let Some(a) = self.active.get_mut(id) {
+            if a.busy && a.failed_dir_tried && a.rec.state.is_terminal() {
+                a.retry_when_moved = true;
+            }
         }
     }
 

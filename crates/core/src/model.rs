@@ -659,6 +659,14 @@ pub struct MessageRecord {
     /// version took an older one's place): the send waits until they are its files' keys.
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Which part of its batch it is, `(k, n)`, `k` from 0 (a batch split to fit
+    /// `max_message_size`: its subject ends `(k/n)`); `None`: the whole batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<(u32, u32)>,
+    /// Its letter was made again after its draft was created (a file left it): the draft's
+    /// subject and body are set (`Action::SetLetter`) before it is sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub letter_stale: bool,
     /// Failures in a row of its own requests (not its files').
     pub attempts: u32,
     pub error: Option<Failure>,
@@ -887,6 +895,8 @@ pub enum Outcome {
     Key(KeyOutcome),
     /// A draft's file keys set again: `Ok` (200), or how it failed.
     StampKeys(Result<(), Fault>),
+    /// A draft's subject and body set again: `Ok` (200), or how it failed.
+    SetLetter(Result<(), Fault>),
     ListDraft(ListOutcome),
     Send(SendOutcome),
 }
@@ -906,6 +916,7 @@ impl Outcome {
             | Outcome::Find(_, FindOutcome::Failed(f))
             | Outcome::Key(KeyOutcome::Failed(f))
             | Outcome::StampKeys(Err(f))
+            | Outcome::SetLetter(Err(f))
             | Outcome::ListDraft(ListOutcome::Failed(f))
             | Outcome::Send(SendOutcome::Failed(f)) => Some(f),
             _ => None,
@@ -984,6 +995,8 @@ impl MessageRecord {
             unseen: false,
             keyed: false,
             keys: Vec::new(),
+            part: None,
+            letter_stale: false,
             attempts: 0,
             error: None,
             seq,
@@ -1233,6 +1246,14 @@ pub enum Action {
         draft_id: String,
         keys: Vec<String>,
     },
+    /// `PATCH {mailbox}/messages/{draft_id}`: its subject and body set to `letter`'s (the
+    /// letter made again after a file left the message).
+    SetLetter {
+        id: String,
+        user: String,
+        draft_id: String,
+        letter: Letter,
+    },
     /// List the attachments of draft `draft_id` (ids, every page): before a send, the draft
     /// must hold its files' attachments and nothing else.
     ListDraft {
@@ -1298,6 +1319,13 @@ pub enum Note {
         id: String,
         subject: String,
         failure: Failure,
+    },
+    /// Files (their names) left message `id` before it was sent (canceled, gone, left out of
+    /// a retry): its letter was made again from the files left, `subject` now.
+    LeftMessage {
+        id: String,
+        files: Vec<String>,
+        subject: String,
     },
     /// A send could not be confirmed: nothing is sent again until `retry`.
     MessageUnconfirmed {

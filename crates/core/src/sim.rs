@@ -250,6 +250,8 @@ pub struct Sim {
     /// What the agent lost, for the oracle (the agent never sees it again).
     lost_ledger: BTreeMap<String, Record>,
     lost_msgs: BTreeMap<String, MessageRecord>,
+    /// Files moved into a `failed_dir` (its path there -> inode), and by which entry.
+    aside: BTreeMap<PathBuf, (u64, String)>,
 }
 
 /// Faults as unkind as Graph's, drawn per seed from a generator of their own.
@@ -313,6 +315,8 @@ struct SimMessage {
     keys: Vec<String>,
     /// A sent copy's attachments: (name, id of its own).
     atts: Vec<(String, String)>,
+    /// Its body as last set (at its creation, or by `SetLetter`).
+    body: String,
 }
 
 /// A broken invariant, with the seed that shows it.
@@ -449,6 +453,13 @@ impl Sim {
         // found, and the mailbox cannot be the record of last resort. docs/core.md: known
         // limits.)
         let loses_ledger = searches && harsh_rng.gen_bool(0.4) && harsh.unmarked_sent_copy == 0.0;
+        // Half the worlds have a `failed_dir` on every mapping: the core asks for a failed
+        // file's move there, and a retry takes it back (drawn last: every earlier draw as
+        // before). The world's moves are sometimes slow, and sometimes fail.
+        let mut policy = policy;
+        if harsh_rng.gen_bool(0.5) && std::env::var("NOFD").is_err() {
+            policy.failed_dirs = mappings.iter().map(|(r, _)| r.name.clone()).collect();
+        }
         let mut sim = Sim {
             seed,
             rng,
@@ -505,6 +516,7 @@ impl Sim {
             loses_ledger,
             lost_ledger: BTreeMap::new(),
             lost_msgs: BTreeMap::new(),
+            aside: BTreeMap::new(),
         };
         sim.schedule(0, Event::Restart);
         sim.schedule(10, Event::User);
@@ -1471,6 +1483,7 @@ impl Sim {
                 | Action::FindMessage { .. }
                 | Action::FindFileKey { .. }
                 | Action::StampKeys { .. }
+                | Action::SetLetter { .. }
                 | Action::ListDraft { .. }
                 | Action::SendDraft { .. }
         );
@@ -1539,6 +1552,14 @@ impl Sim {
             Action::Stat { .. } => self.rng.gen_range(0..5),
             Action::Hash { stat, .. } => stat.size / (200 << 10) + self.rng.gen_range(1..20),
             Action::PutChunk { len, .. } => len / (1 << 17) + self.rng.gen_range(10..300),
+            // A move on a slow disk or a network share: sometimes longer than any grace.
+            Action::ToFailedDir { .. } | Action::FromFailedDir { .. } => {
+                if self.harsh_rng.gen_bool(0.1) {
+                    self.harsh_rng.gen_range(5_000..200_000)
+                } else {
+                    self.harsh_rng.gen_range(0..50)
+                }
+            }
             _ => self.rng.gen_range(5..400),
         }
     }
@@ -1577,6 +1598,18 @@ impl Sim {
             ctime_ns: n.ctime,
             owner: None,
         })
+    }
+
+    /// A rename moves an inode's ctime: its new value.
+    fn bump_ctime(&mut self, ino: u64) -> i64 {
+        let now_ns = self.now.0 as i64 * 1_000_000;
+        match self.inodes.get_mut(&ino) {
+            Some(n) => {
+                n.ctime = n.ctime.max(now_ns - 1) + 1;
+                n.ctime
+            }
+            None => now_ns,
+        }
     }
 
     fn content_of(&self, ino: u64) -> Option<Content> {
@@ -1661,6 +1694,97 @@ impl Sim {
                 Some(Input::Outcome {
                     id: id.clone(),
                     outcome: Outcome::After(r),
+                })
+            }
+            Action::ToFailedDir { id, path, file, .. } => {
+                let r = match self.stat_of(path) {
+                    // The disk is full, a permission is missing: it stays where it is.
+                    Some(_) if self.harsh_rng.gen_bool(0.1) => MoveOutcome::Refused(Failure::new(
+                        "failedDirMove",
+                        "No space left on device",
+                    )),
+                    Some(s) if s.ino == file.ino && s.size == file.size => {
+                        let to = PathBuf::from(format!(
+                            "/failed/{}-{}",
+                            self.aside.len(),
+                            path.file_name()
+                                .map(|n| n.to_string_lossy())
+                                .unwrap_or_default()
+                        ));
+                        self.paths.remove(path);
+                        self.aside.insert(to.clone(), (s.ino, id.clone()));
+                        let ctime = self.bump_ctime(s.ino);
+                        self.note(format!(
+                            "failed_dir: {} -> {} ({id})",
+                            path.display(),
+                            to.display()
+                        ));
+                        self.watch(path, false);
+                        MoveOutcome::Moved {
+                            to,
+                            file: FileStat {
+                                ctime_ns: ctime,
+                                ..s
+                            },
+                        }
+                    }
+                    _ => MoveOutcome::Refused(Failure::new(
+                        "failedDirMove",
+                        "no longer the file that failed",
+                    )),
+                };
+                Some(Input::Outcome {
+                    id: id.clone(),
+                    outcome: Outcome::ToFailedDir(r),
+                })
+            }
+            Action::FromFailedDir {
+                id,
+                from,
+                path,
+                file,
+                ..
+            } => {
+                let there = self.aside.get(from).map(|(ino, _)| *ino);
+                let mounted = self
+                    .mapping_of(path)
+                    .is_some_and(|m| !self.unmounted.contains(&m));
+                let r = match there {
+                    Some(ino) if ino == file.ino && mounted && !self.paths.contains_key(path) => {
+                        if self.harsh_rng.gen_bool(0.1) {
+                            MoveOutcome::Refused(Failure::new("failedDirMove", "Permission denied"))
+                        } else {
+                            self.aside.remove(from);
+                            self.paths.insert(path.clone(), ino);
+                            let ctime = self.bump_ctime(ino);
+                            self.note(format!("failed_dir: {} back ({id})", path.display()));
+                            self.watch(path, false);
+                            let s = self.stat_of(path).unwrap_or(FileStat {
+                                ctime_ns: ctime,
+                                ..*file
+                            });
+                            MoveOutcome::Moved {
+                                to: path.clone(),
+                                file: s,
+                            }
+                        }
+                    }
+                    // Back at its path already (a move back whose answer a crash lost, or
+                    // the user's hand): that is where it is, as the executor answers.
+                    _ if self.stat_of(path).is_some_and(|s| s.ino == file.ino) => {
+                        MoveOutcome::Moved {
+                            to: path.clone(),
+                            file: self.stat_of(path).unwrap_or(*file),
+                        }
+                    }
+                    _ => MoveOutcome::Refused(Failure::new(
+                        "failedDirGone",
+                        "not there any more, or another file is at its path",
+                    )),
+                };
+                Some(Input::Outcome {
+                    id: id.clone(),
+                    outcome: Outcome::FromFailedDir(r),
                 })
             }
             _ if signed_out
@@ -2004,7 +2128,9 @@ impl Sim {
                 self.note(format!("graph: deleted attachment {attachment_id}"));
                 Some(Outcome::DeleteAttachment(DeleteOutcome::Deleted))
             }
-            Action::CreateDraft { id, keys, .. } => {
+            Action::CreateDraft {
+                id, keys, letter, ..
+            } => {
                 self.next_msg += 1;
                 let did = format!("draft{}", self.next_msg);
                 self.items.insert(did.clone(), Vec::new());
@@ -2019,6 +2145,7 @@ impl Sim {
                         visible_at: self.now,
                         keys: keys.clone(),
                         atts: Vec::new(),
+                        body: letter.body.clone(),
                     },
                 );
                 self.note(format!("graph: draft {did} marked {id}"));
@@ -2127,6 +2254,21 @@ impl Sim {
                     "The specified object was not found in the store.",
                 ))))),
             },
+            Action::SetLetter {
+                draft_id, letter, ..
+            } => {
+                let now = self.now;
+                match self.mail.get_mut(draft_id) {
+                    Some(m) if m.is_draft && m.gone_at.is_none_or(|g| g > now) => {
+                        m.body = letter.body.clone();
+                        Some(Outcome::SetLetter(Ok(())))
+                    }
+                    _ => Some(Outcome::SetLetter(Err(Fault::Permanent(Failure::new(
+                        "ErrorItemNotFound",
+                        "The specified object was not found in the store.",
+                    ))))),
+                }
+            }
             Action::ListDraft { draft_id, .. } => {
                 let lag = self.knobs.listing_lag_ms;
                 let now = self.now;
@@ -2164,10 +2306,12 @@ impl Sim {
                 let at = now.plus_ms(self.send_move_ms);
                 let mut imid = String::new();
                 let mut keys = Vec::new();
+                let mut body = String::new();
                 if let Some(m) = self.mail.get_mut(draft_id) {
                     m.gone_at = Some(at);
                     imid = m.imid.clone();
                     keys = m.keys.clone();
+                    body = m.body.clone();
                 }
                 self.next_msg += 1;
                 let sent = format!("sent{}", self.next_msg);
@@ -2190,8 +2334,26 @@ impl Sim {
                         // A copy that kept no property kept no key either.
                         keys: if unmarked { Vec::new() } else { keys },
                         atts: copy_atts,
+                        body: body.clone(),
                     },
                 );
+                // The letter names exactly the files it carries (SPEC 8: a file never leaves
+                // a message silently; the world's template is "Attached: {names}.").
+                if let Some(listed) = body
+                    .strip_prefix("Attached: ")
+                    .and_then(|b| b.strip_suffix('.'))
+                    .filter(|b| !b.contains('\u{2026}'))
+                {
+                    let mut named: Vec<&str> = listed.split(", ").collect();
+                    let mut carried: Vec<&str> = atts.iter().map(|(n, _)| n.as_str()).collect();
+                    named.sort_unstable();
+                    carried.sort_unstable();
+                    if named != carried {
+                        self.late_attachments.push(format!(
+                            "of message {id}: its letter names {named:?} but it carries {carried:?}"
+                        ));
+                    }
+                }
                 self.note(format!(
                     "graph: SENT {draft_id} marked {id} as {sent} with {atts:?}"
                 ));
@@ -2520,6 +2682,9 @@ impl Sim {
             if r.state == State::Failed
                 && !(self.evil && code == Some("protocolViolation"))
                 && code != Some(MESSAGE_TOO_LARGE)
+                // The world refused to give a file back from `failed_dir` (a new file at its
+                // path, a permission): said, and left to the user.
+                && code != Some(crate::machine::FAILED_DIR_REFUSED)
                 && !self.held_by_lost_draft(r)
             {
                 return Err(self.violation(format!(
@@ -2537,7 +2702,10 @@ impl Sim {
         for m in self.msg_ledger.values() {
             let ok = match m.state {
                 MessageState::Sent | MessageState::Drafted => true,
-                MessageState::Failed => m.error.as_ref().is_some_and(|e| e.code == NO_FILES_LEFT),
+                // (Or its file could not be taken back from `failed_dir`: the world refused.)
+                MessageState::Failed => m.error.as_ref().is_some_and(|e| {
+                    e.code == NO_FILES_LEFT || e.code == crate::machine::FAILED_DIR_REFUSED
+                }),
                 // A send in doubt whose draft the user deleted cannot be told: it stays so,
                 // never sent again (retried, it looked in Sent Items and Drafts).
                 MessageState::Unconfirmed => m
@@ -2790,6 +2958,7 @@ fn action_id(a: &Action) -> String {
         | Action::FindMessage { id, .. }
         | Action::FindFileKey { id, .. }
         | Action::StampKeys { id, .. }
+        | Action::SetLetter { id, .. }
         | Action::ListDraft { id, .. }
         | Action::SendDraft { id, .. } => id.clone(),
         _ => String::new(),
@@ -2810,6 +2979,7 @@ fn wrap_fault(a: &Action, f: Fault) -> Outcome {
         Action::ListDraft { .. } => Outcome::ListDraft(ListOutcome::Failed(f)),
         Action::FindFileKey { .. } => Outcome::Key(KeyOutcome::Failed(f)),
         Action::StampKeys { .. } => Outcome::StampKeys(Err(f)),
+        Action::SetLetter { .. } => Outcome::SetLetter(Err(f)),
         _ => Outcome::Look(LookOutcome::Failed(f)),
     }
 }
