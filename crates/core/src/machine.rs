@@ -1557,18 +1557,24 @@ impl Machine {
                         && self.newest(&r.mapping, &r.path).is_some_and(|b| b.id != id)
                     {
                         // A newer version of its path was dropped since it failed: that one is
-                        // the user's file now; this one stays where it is (never mailed or
-                        // attached beside its successor by a retry).
+                        // the user's file now; this one stays where it is, canceled as any
+                        // superseded version (its message goes without it, its letter made
+                        // again), never mailed or attached beside its successor by a retry.
                         let from = r.failed_to.clone().unwrap_or_default();
                         let why = Failure::new(
-                            FAILED_DIR_REFUSED,
+                            SUPERSEDED,
                             format!(
-                                "it was not taken back from {}: a newer version of {} was dropped since it failed",
-                                from.display(),
-                                r.path.display()
+                                "a newer version of {} was dropped since it failed: that one is sent; this one stays in {}",
+                                r.path.display(),
+                                from.display()
                             ),
                         );
-                        self.fail(id, why, out);
+                        self.member_touched(id);
+                        if let Some(a) = self.active.get_mut(id) {
+                            a.rec.state = State::Canceled;
+                            a.rec.error = Some(why);
+                        }
+                        self.persist(id, out);
                         continue;
                     }
                     let aside = step == Step::ToFailedDir;
