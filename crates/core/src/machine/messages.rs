@@ -465,7 +465,7 @@ impl Machine {
             };
             let subject = part_subject(&render_str(&rule.subject, &ctx), k, n);
             let body = render_body(&rule.body, &ctx, rule.html);
-            let part = (n > 1).then(|| (k as u32, n as u32));
+            let part = (n > 1).then_some((k as u32, n as u32));
             let seq = self.next_seq;
             self.next_seq += 1;
             self.ids_made += 1;

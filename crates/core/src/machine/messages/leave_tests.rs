@@ -210,8 +210,10 @@ fn a_resend_after_a_send_in_doubt_refused_as_unreachable_searches_sent_items_bef
 
 fn with_failed_dir(batch: bool) -> Machine {
     let mut m = machine(batch);
-    let mut p = Policy::default();
-    p.failed_dirs = vec!["mail".into()];
+    let p = Policy {
+        failed_dirs: vec!["mail".into()],
+        ..Policy::default()
+    };
     let rules = m.mappings.values().cloned().collect();
     m.handle(
         Time(0),
