@@ -836,7 +836,9 @@ impl Machine {
             return;
         }
         if let Some(a) = self.active.get_mut(&id) {
-            if !a.rec.state.is_terminal() && !a.rec.cancel_requested {
+            // (A retried file known to be in `failed_dir` is not at its path: its move back
+            // says whether it can come, never a report that the path is empty.)
+            if !a.rec.state.is_terminal() && !a.rec.cancel_requested && a.rec.failed_to.is_none() {
                 a.rec.cancel_requested = true;
                 a.rec.error = Some(Failure::new(
                     "fileDeleted",

@@ -539,3 +539,59 @@ fn a_file_that_cannot_be_taken_back_fails_its_message_again_never_sent_without_i
     assert_eq!(failed.state, MessageState::Failed, "{out:?}");
     assert_eq!(failed.files.len(), 2, "it keeps its file: {failed:?}");
 }
+
+/// A report that its path is empty (a scan, the watcher seeing the move) never cancels a
+/// retried file that is in `failed_dir`: only its move back says whether it can come.
+#[test]
+fn a_retried_file_in_failed_dir_is_not_canceled_by_its_path_being_empty() {
+    let (mut m, _mid, rec, _, _) = one_of_two_refused();
+    let out = outcome(
+        &mut m,
+        30_400,
+        &rec.id,
+        Outcome::ToFailedDir(MoveOutcome::Moved {
+            to: PathBuf::from("/mail/failed/a.pdf"),
+            file: rec.file,
+        }),
+    );
+    let aside = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist(r) if r.id == rec.id => Some(r.clone()),
+            _ => None,
+        })
+        .expect("record");
+    m.handle(
+        Time(40_000),
+        Input::Retry {
+            records: vec![aside],
+        },
+    );
+    let out = m.handle(
+        Time(40_001),
+        Input::Gone {
+            mapping: "mail".into(),
+            path: PathBuf::from("/mail/a.pdf"),
+        },
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Persist(r) if r.id == rec.id && r.cancel_requested)),
+        "{out:?}"
+    );
+    let out = outcome(
+        &mut m,
+        40_100,
+        &rec.id,
+        Outcome::FromFailedDir(MoveOutcome::Moved {
+            to: PathBuf::from("/mail/a.pdf"),
+            file: rec.file,
+        }),
+    );
+    assert!(
+        !out.iter().any(
+            |a| matches!(a, Action::Persist(r) if r.id == rec.id && r.state == State::Canceled)
+        ),
+        "{out:?}"
+    );
+}
