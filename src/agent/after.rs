@@ -128,11 +128,9 @@ pub fn to_failed_dir(
 /// `Action::FromFailedDir`: the retried file `from` (in the mapping's `failed_dir`) moves back
 /// to `path`, only if it is still the version `file` and nothing is at `path`.
 pub fn from_failed_dir(m: &Mapping, from: &Path, path: &Path, file: &FileStat) -> MoveOutcome {
-    let dir = m
-        .failed_dir
-        .clone()
-        .or_else(|| from.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
+    // The folder it was moved into (the mapping's `failed_dir` then: the config may name
+    // another now).
+    let dir = from.parent().map(Path::to_path_buf).unwrap_or_default();
     match crate::files::move_back(&m.folder, &dir, from, path, &files::expected(file)) {
         Ok(to) => match std::fs::symlink_metadata(&to) {
             Ok(meta) => {
