@@ -281,3 +281,40 @@ async fn a_file_that_leaves_a_message_is_not_named_in_the_letter_sent_and_the_lo
         "{log}"
     );
 }
+
+/// A failed message whose failed file is gone from `failed_dir` (deleted by hand) is never
+/// sent without it: `retry` of it is refused, naming the file, where it was and what to do;
+/// `retry --failed` leaves it and says why; nothing is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_message_whose_failed_file_left_failed_dir_is_refused_and_says_why() {
+    let env = Env::new();
+    let (folder, failed, _other) = a_batch_with_a_failed_file(&env).await;
+    let r = rows(&env);
+    let (fid, mid) = (
+        r[&failed]["id"].as_str().expect("id").to_string(),
+        r[&failed]["message"]["id"]
+            .as_str()
+            .expect("message")
+            .to_string(),
+    );
+    std::fs::remove_file(folder.join("failed").join(&failed)).expect("rm");
+    let out = env.run(&["retry", &mid], T);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{}\n{err}", stdout(&out));
+    assert!(
+        err.contains(&format!("message {mid} is not retried"))
+            && err.contains("no longer where outbox moved it")
+            && err.contains(&format!("outbox cancel {fid}")),
+        "{err}"
+    );
+    let out = env.run(&["retry", "--failed"], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!("{fid}  not retried")) && !said.contains(&mid),
+        "{said}"
+    );
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(sent(&env).await.is_empty(), "never sent without its file");
+}
