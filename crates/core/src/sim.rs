@@ -1398,6 +1398,17 @@ impl Sim {
             match a {
                 Action::Persist(rec) => {
                     self.check_persist(&rec)?;
+                    // A file the executor moved to `failed_dir` was not deleted: a retry takes it
+                    // back or says why, never finds it gone and drops it from its message.
+                    if rec.state == State::Canceled
+                        && rec.error.as_ref().is_some_and(|e| e.code == "fileDeleted")
+                        && self.aside.values().any(|(_, e)| *e == rec.id)
+                    {
+                        return Err(self.violation(format!(
+                            "{} is in failed_dir, yet canceled as deleted",
+                            rec.id
+                        )));
+                    }
                     self.ledger.insert(rec.id.clone(), rec);
                     // A crash right after a flush.
                     if self.crash_after_flush() {
