@@ -370,7 +370,7 @@ fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
     error_text(e)
         .map(|t| match &e.failed_to {
             // Where the agent moved it: `retry` takes it back from there.
-            Some(p) if e.state.is_terminal() && e.state != EntryState::Done => format!(
+            Some(p) if matches!(e.state, EntryState::Failed | EntryState::Rejected) => format!(
                 "{t}; the file is in failed_dir: {} (`outbox retry {}` takes it back)",
                 crate::outside::path(p),
                 e.id
