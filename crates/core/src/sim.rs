@@ -288,6 +288,8 @@ pub struct Sim {
     crashed_at: Time,
     /// Message records as they were when a restore took them back (for the oracle).
     overwritten_msgs: BTreeMap<String, Vec<MessageRecord>>,
+    /// Files moved into a `failed_dir` (its path there -> inode), and by which entry.
+    aside: BTreeMap<PathBuf, (u64, String)>,
 }
 
 /// A copy of the state dir, as a backup tool takes it between two writes.
@@ -359,6 +361,8 @@ struct SimMessage {
     keys: Vec<String>,
     /// A sent copy's attachments: (name, id of its own).
     atts: Vec<(String, String)>,
+    /// Its body as last set (at its creation, or by `SetLetter`).
+    body: String,
 }
 
 /// A broken invariant, with the seed that shows it.
@@ -506,6 +510,13 @@ impl Sim {
         // Of those, some have their state dir restored from a backup at a restart.
         let mut restore_rng = StdRng::seed_from_u64(seed ^ 0x7265_7374_6f72_6521);
         let restores = (loses_ledger && restore_rng.gen_bool(0.5)).then_some(restore_rng);
+        // Half the worlds have a `failed_dir` on every mapping: the core asks for a failed
+        // file's move there, and a retry takes it back (drawn last: every earlier draw as
+        // before). The world's moves are sometimes slow, and sometimes fail.
+        let mut policy = policy;
+        if harsh_rng.gen_bool(0.5) {
+            policy.failed_dirs = mappings.iter().map(|(r, _)| r.name.clone()).collect();
+        }
         let mut sim = Sim {
             seed,
             rng,
@@ -573,6 +584,7 @@ impl Sim {
             restore_pending: false,
             crashed_at: Time(0),
             overwritten_msgs: BTreeMap::new(),
+            aside: BTreeMap::new(),
         };
         sim.schedule(0, Event::Restart);
         sim.schedule(10, Event::User);
@@ -789,6 +801,11 @@ impl Sim {
             })
             .cloned()
             .collect();
+        // A file the world would not take back from `failed_dir` (a refusal of the move, which
+        // may not last): the user retries again later.
+        let again = retry.iter().any(|m| {
+            (m.error.as_ref()).is_some_and(|e| e.code == crate::machine::FAILED_DIR_REFUSED)
+        });
         for m in retry {
             let records: Vec<Record> = m
                 .files
@@ -800,6 +817,10 @@ impl Sim {
                 message: m,
                 records,
             })?;
+        }
+        if again && n < 50 {
+            let d = self.send_move_ms + self.policy.look_after_ms + 60_000;
+            self.schedule(d, Event::RetryMail(n + 1));
         }
         Ok(())
     }
@@ -993,6 +1014,7 @@ impl Sim {
                     marker: Some(tag.clone()),
                     of: tag.clone(),
                     imid: format!("<{did}@rival>"),
+                    body: String::new(),
                     is_draft: true,
                     gone_at: None,
                     visible_at: now,
@@ -1036,6 +1058,7 @@ impl Sim {
                 marker: Some(tag.clone()),
                 of: tag.clone(),
                 imid,
+                body: String::new(),
                 is_draft: false,
                 gone_at: None,
                 visible_at: at,
@@ -1672,6 +1695,17 @@ impl Sim {
             match a {
                 Action::Persist(rec) => {
                     self.check_persist(&rec)?;
+                    // A file the executor moved to `failed_dir` was not deleted: a retry takes it
+                    // back or says why, never finds it gone and drops it from its message.
+                    if rec.state == State::Canceled
+                        && rec.error.as_ref().is_some_and(|e| e.code == "fileDeleted")
+                        && self.aside.values().any(|(_, e)| *e == rec.id)
+                    {
+                        return Err(self.violation(format!(
+                            "{} is in failed_dir, yet canceled as deleted",
+                            rec.id
+                        )));
+                    }
                     self.ledger.insert(rec.id.clone(), rec);
                     self.maybe_back_up();
                     // A crash right after a flush.
@@ -1761,6 +1795,7 @@ impl Sim {
                 | Action::StampKeys { .. }
                 | Action::FindRivals { .. }
                 | Action::DeleteDraft { .. }
+                | Action::SetLetter { .. }
                 | Action::ListDraft { .. }
                 | Action::SendDraft { .. }
         );
@@ -1829,6 +1864,14 @@ impl Sim {
             Action::Stat { .. } => self.rng.gen_range(0..5),
             Action::Hash { stat, .. } => stat.size / (200 << 10) + self.rng.gen_range(1..20),
             Action::PutChunk { len, .. } => len / (1 << 17) + self.rng.gen_range(10..300),
+            // A move on a slow disk or a network share: sometimes longer than any grace.
+            Action::ToFailedDir { .. } | Action::FromFailedDir { .. } => {
+                if self.harsh_rng.gen_bool(0.1) {
+                    self.harsh_rng.gen_range(5_000..200_000)
+                } else {
+                    self.harsh_rng.gen_range(0..50)
+                }
+            }
             _ => self.rng.gen_range(5..400),
         }
     }
@@ -1867,6 +1910,18 @@ impl Sim {
             ctime_ns: n.ctime,
             owner: None,
         })
+    }
+
+    /// A rename moves an inode's ctime: its new value.
+    fn bump_ctime(&mut self, ino: u64) -> i64 {
+        let now_ns = self.now.0 as i64 * 1_000_000;
+        match self.inodes.get_mut(&ino) {
+            Some(n) => {
+                n.ctime = n.ctime.max(now_ns - 1) + 1;
+                n.ctime
+            }
+            None => now_ns,
+        }
     }
 
     fn content_of(&self, ino: u64) -> Option<Content> {
@@ -1951,6 +2006,97 @@ impl Sim {
                 Some(Input::Outcome {
                     id: id.clone(),
                     outcome: Outcome::After(r),
+                })
+            }
+            Action::ToFailedDir { id, path, file, .. } => {
+                let r = match self.stat_of(path) {
+                    // The disk is full, a permission is missing: it stays where it is.
+                    Some(_) if self.harsh_rng.gen_bool(0.1) => MoveOutcome::Refused(Failure::new(
+                        "failedDirMove",
+                        "No space left on device",
+                    )),
+                    Some(s) if s.ino == file.ino && s.size == file.size => {
+                        let to = PathBuf::from(format!(
+                            "/failed/{}-{}",
+                            self.aside.len(),
+                            path.file_name()
+                                .map(|n| n.to_string_lossy())
+                                .unwrap_or_default()
+                        ));
+                        self.paths.remove(path);
+                        self.aside.insert(to.clone(), (s.ino, id.clone()));
+                        let ctime = self.bump_ctime(s.ino);
+                        self.note(format!(
+                            "failed_dir: {} -> {} ({id})",
+                            path.display(),
+                            to.display()
+                        ));
+                        self.watch(path, false);
+                        MoveOutcome::Moved {
+                            to,
+                            file: FileStat {
+                                ctime_ns: ctime,
+                                ..s
+                            },
+                        }
+                    }
+                    _ => MoveOutcome::Refused(Failure::new(
+                        "failedDirMove",
+                        "no longer the file that failed",
+                    )),
+                };
+                Some(Input::Outcome {
+                    id: id.clone(),
+                    outcome: Outcome::ToFailedDir(r),
+                })
+            }
+            Action::FromFailedDir {
+                id,
+                from,
+                path,
+                file,
+                ..
+            } => {
+                let there = self.aside.get(from).map(|(ino, _)| *ino);
+                let mounted = self
+                    .mapping_of(path)
+                    .is_some_and(|m| !self.unmounted.contains(&m));
+                let r = match there {
+                    Some(ino) if ino == file.ino && mounted && !self.paths.contains_key(path) => {
+                        if self.harsh_rng.gen_bool(0.1) {
+                            MoveOutcome::Refused(Failure::new("failedDirMove", "Permission denied"))
+                        } else {
+                            self.aside.remove(from);
+                            self.paths.insert(path.clone(), ino);
+                            let ctime = self.bump_ctime(ino);
+                            self.note(format!("failed_dir: {} back ({id})", path.display()));
+                            self.watch(path, false);
+                            let s = self.stat_of(path).unwrap_or(FileStat {
+                                ctime_ns: ctime,
+                                ..*file
+                            });
+                            MoveOutcome::Moved {
+                                to: path.clone(),
+                                file: s,
+                            }
+                        }
+                    }
+                    // Back at its path already (a move back whose answer a crash lost, or
+                    // the user's hand): that is where it is, as the executor answers.
+                    _ if self.stat_of(path).is_some_and(|s| s.ino == file.ino) => {
+                        MoveOutcome::Moved {
+                            to: path.clone(),
+                            file: self.stat_of(path).unwrap_or(*file),
+                        }
+                    }
+                    _ => MoveOutcome::Refused(Failure::new(
+                        "failedDirGone",
+                        "not there any more, or another file is at its path",
+                    )),
+                };
+                Some(Input::Outcome {
+                    id: id.clone(),
+                    outcome: Outcome::FromFailedDir(r),
                 })
             }
             _ if signed_out
@@ -2294,7 +2440,9 @@ impl Sim {
                 self.note(format!("graph: deleted attachment {attachment_id}"));
                 Some(Outcome::DeleteAttachment(DeleteOutcome::Deleted))
             }
-            Action::CreateDraft { id, keys, .. } => {
+            Action::CreateDraft {
+                id, keys, letter, ..
+            } => {
                 self.next_msg += 1;
                 let did = format!("draft{}", self.next_msg);
                 self.items.insert(did.clone(), Vec::new());
@@ -2309,6 +2457,7 @@ impl Sim {
                         visible_at: self.now,
                         keys: keys.clone(),
                         atts: Vec::new(),
+                        body: letter.body.clone(),
                     },
                 );
                 self.note(format!("graph: draft {did} marked {id}"));
@@ -2416,6 +2565,21 @@ impl Sim {
                     "The specified object was not found in the store.",
                 ))))),
             },
+            Action::SetLetter {
+                draft_id, letter, ..
+            } => {
+                let now = self.now;
+                match self.mail.get_mut(draft_id) {
+                    Some(m) if m.is_draft && m.gone_at.is_none_or(|g| g > now) => {
+                        m.body = letter.body.clone();
+                        Some(Outcome::SetLetter(Ok(())))
+                    }
+                    _ => Some(Outcome::SetLetter(Err(Fault::Permanent(Failure::new(
+                        "ErrorItemNotFound",
+                        "The specified object was not found in the store.",
+                    ))))),
+                }
+            }
             Action::ListDraft { draft_id, .. } => {
                 let lag = self.knobs.listing_lag_ms;
                 let now = self.now;
@@ -2453,10 +2617,12 @@ impl Sim {
                 let at = now.plus_ms(self.send_move_ms);
                 let mut imid = String::new();
                 let mut keys = Vec::new();
+                let mut body = String::new();
                 if let Some(m) = self.mail.get_mut(draft_id) {
                     m.gone_at = Some(at);
                     imid = m.imid.clone();
                     keys = m.keys.clone();
+                    body = m.body.clone();
                 }
                 self.next_msg += 1;
                 let sent = format!("sent{}", self.next_msg);
@@ -2479,8 +2645,26 @@ impl Sim {
                         // A copy that kept no property kept no key either.
                         keys: if unmarked { Vec::new() } else { keys },
                         atts: copy_atts,
+                        body: body.clone(),
                     },
                 );
+                // The letter names exactly the files it carries (SPEC 8: a file never leaves
+                // a message silently; the world's template is "Attached: {names}.").
+                if let Some(listed) = body
+                    .strip_prefix("Attached: ")
+                    .and_then(|b| b.strip_suffix('.'))
+                    .filter(|b| !b.contains('\u{2026}'))
+                {
+                    let mut named: Vec<&str> = listed.split(", ").collect();
+                    let mut carried: Vec<&str> = atts.iter().map(|(n, _)| n.as_str()).collect();
+                    named.sort_unstable();
+                    carried.sort_unstable();
+                    if named != carried {
+                        self.late_attachments.push(format!(
+                            "of message {id}: its letter names {named:?} but it carries {carried:?}"
+                        ));
+                    }
+                }
                 self.note(format!(
                     "graph: SENT {draft_id} marked {id} as {sent} with {atts:?}"
                 ));
@@ -2883,6 +3067,9 @@ impl Sim {
             if r.state == State::Failed
                 && !(self.evil && code == Some("protocolViolation"))
                 && code != Some(MESSAGE_TOO_LARGE)
+                // The world refused to give a file back from `failed_dir` (a new file at its
+                // path, a permission): said, and left to the user.
+                && code != Some(crate::machine::FAILED_DIR_REFUSED)
                 && !self.held_by_lost_draft(r)
             {
                 return Err(self.violation(format!(
@@ -2901,19 +3088,22 @@ impl Sim {
             let ok = match m.state {
                 MessageState::Sent | MessageState::Drafted => true,
                 // Its files all left it, or another message mails them: its draft is gone.
+                // (Or its file could not be taken back from `failed_dir`: the world refused.)
                 MessageState::Failed => {
                     m.error
                         .as_ref()
-                        .is_some_and(|e| e.code == NO_FILES_LEFT || e.code == MAILED_ELSEWHERE)
-                        && !m.draft_abandoned()
-                        // (A draft the state a restore took back made is not known to it: it
-                        // stays in Drafts, unsent. docs/core.md, known limits.)
-                        && (self.restored.contains(&m.id)
-                            || !self.mail.values().any(|x| {
-                                x.is_draft
-                                    && x.gone_at.is_none()
-                                    && x.marker.as_deref() == Some(&m.id)
-                            }))
+                        .is_some_and(|e| e.code == crate::machine::FAILED_DIR_REFUSED)
+                        || (m.error.as_ref().is_some_and(|e| {
+                            e.code == NO_FILES_LEFT || e.code == MAILED_ELSEWHERE
+                        }) && !m.draft_abandoned()
+                            // (A draft the state a restore took back made is not known to it:
+                            // it stays in Drafts, unsent. docs/core.md, known limits.)
+                            && (self.restored.contains(&m.id)
+                                || !self.mail.values().any(|x| {
+                                    x.is_draft
+                                        && x.gone_at.is_none()
+                                        && x.marker.as_deref() == Some(&m.id)
+                                })))
                 }
                 // A send in doubt whose draft the user deleted cannot be told: it stays so,
                 // never sent again (retried, it looked in Sent Items and Drafts).
@@ -3170,6 +3360,7 @@ fn action_id(a: &Action) -> String {
         | Action::StampKeys { id, .. }
         | Action::FindRivals { id, .. }
         | Action::DeleteDraft { id, .. }
+        | Action::SetLetter { id, .. }
         | Action::ListDraft { id, .. }
         | Action::SendDraft { id, .. } => id.clone(),
         _ => String::new(),
@@ -3192,6 +3383,7 @@ fn wrap_fault(a: &Action, f: Fault) -> Outcome {
         Action::StampKeys { .. } => Outcome::StampKeys(Err(f)),
         Action::FindRivals { .. } => Outcome::Rivals(RivalsOutcome::Failed(f)),
         Action::DeleteDraft { .. } => Outcome::DeleteDraft(DeleteOutcome::Failed(f)),
+        Action::SetLetter { .. } => Outcome::SetLetter(Err(f)),
         _ => Outcome::Look(LookOutcome::Failed(f)),
     }
 }
