@@ -802,9 +802,15 @@ impl Sim {
             .cloned()
             .collect();
         // A file the world would not take back from `failed_dir` (a refusal of the move, which
-        // may not last): the user retries again later.
+        // may not last): the user retries again later. Not only a message that failed so
+        // already: any message with a file in `failed_dir` asks its move back in this retry,
+        // and the world refuses one move in ten even once faults stop, so this retry may end
+        // in `failedDirRefused` too (its other files then wait for a retry that must come).
         let again = retry.iter().any(|m| {
             (m.error.as_ref()).is_some_and(|e| e.code == crate::machine::FAILED_DIR_REFUSED)
+                || m.files
+                    .iter()
+                    .any(|f| self.ledger.get(f).is_some_and(|r| r.failed_to.is_some()))
         });
         for m in retry {
             let records: Vec<Record> = m
@@ -3714,6 +3720,13 @@ mod tests {
             2_179_010,
             "a resumed session completed with bytes of two versions: an in-place edit went out mid-file, a copy of the old bytes replaced the file, and its same-bytes hash moved the record to the copy, so the resume re-read (and passed) the start from the copy",
         ),
+        (
+            4_763,
+            "world: a retry whose move back from failed_dir was refused left the message failed (failedDirRefused) and its other file waiting, and the user never retried again",
+        ),
+        (7_646, "world: a refused move back from failed_dir on the first retry (a second case)"),
+        (9_718, "world: a refused move back from failed_dir on the first retry (a third case)"),
+        (19_528, "world: a refused move back from failed_dir on the first retry, beside a message with no files left"),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {
