@@ -799,6 +799,7 @@ impl Sim {
                             .as_ref()
                             .is_none_or(|e| e.code != NO_FILES_LEFT && e.code != MAILED_ELSEWHERE))
             })
+            .filter(|m| !self.retry_refused(m))
             .cloned()
             .collect();
         // A file the world would not take back from `failed_dir` (a refusal of the move, which
@@ -818,6 +819,7 @@ impl Sim {
                 .iter()
                 .filter_map(|f| self.ledger.get(f).cloned())
                 .collect();
+            self.put_back_lost_moves(&records);
             self.note(format!("user: retry message {}", m.id));
             self.feed(Input::RetryMessage {
                 message: m,
@@ -829,6 +831,66 @@ impl Sim {
             self.schedule(d, Event::RetryMail(n + 1));
         }
         Ok(())
+    }
+
+    /// A failed file the agent moved to `failed_dir` whose answer a crash lost, with another
+    /// file at its path now: the real `outbox retry` refuses it, and its message ("ENTRY is
+    /// failed, and PATH has changed since: its new version is sent on its own; nothing to
+    /// retry", `ops::retry_refusal`, `ops::message_refusal`). The world's user does not retry
+    /// them either; they stay failed, the file safe in `failed_dir` (its reason file beside
+    /// it), left to the user.
+    fn lost_move_in_the_way(&self, r: &Record) -> bool {
+        matches!(r.state, State::Failed | State::Canceled | State::Rejected)
+            && r.failed_to.is_none()
+            && self.paths.contains_key(&r.path)
+            && self.aside.values().any(|(_, id)| *id == r.id)
+    }
+
+    /// Whether the agent refuses `outbox retry` of message `m` ([`Sim::lost_move_in_the_way`]).
+    fn retry_refused(&self, m: &MessageRecord) -> bool {
+        m.files
+            .iter()
+            .filter_map(|f| self.ledger.get(f))
+            .any(|r| r.state == State::Failed && self.lost_move_in_the_way(r))
+    }
+
+    /// Before `outbox retry`: a failed file the agent moved to `failed_dir` whose answer a crash
+    /// lost (the ledger has no `failed_to`, so no retry can ask its move back) is put back at
+    /// its path by the user's hand. The real `outbox retry` refuses such an entry or message
+    /// before the agent sees it ("its file is no longer at PATH (deleted, or moved to the
+    /// mapping's failed_dir): put it back there, then `outbox retry`", `ops::retry_refusal`),
+    /// and the reason file beside it in `failed_dir` says the same; the world's retries reach
+    /// the core directly, so the user does here what that refusal asks. (Left there, the core
+    /// finds the path empty and cancels the file as deleted: it cannot know where it went.)
+    fn put_back_lost_moves(&mut self, records: &[Record]) {
+        for r in records {
+            if !matches!(r.state, State::Failed | State::Canceled | State::Rejected)
+                || r.failed_to.is_some()
+                || self.paths.contains_key(&r.path)
+                || self
+                    .mapping_of(&r.path)
+                    .is_none_or(|m| self.unmounted.contains(&m))
+            {
+                continue;
+            }
+            let Some((from, ino)) = self
+                .aside
+                .iter()
+                .find(|(_, (_, id))| *id == r.id)
+                .map(|(p, (ino, _))| (p.clone(), *ino))
+            else {
+                continue;
+            };
+            self.aside.remove(&from);
+            self.paths.insert(r.path.clone(), ino);
+            self.bump_ctime(ino);
+            self.note(format!(
+                "user: moves {} back to {} by hand (the agent's answer of its move was lost)",
+                from.display(),
+                r.path.display()
+            ));
+            self.watch(&r.path, false);
+        }
     }
 
     // ---- the user ---------------------------------------------------------------------------
@@ -1269,9 +1331,11 @@ impl Sim {
                     .ledger
                     .values()
                     .filter(|r| matches!(r.state, State::Failed | State::Canceled))
+                    .filter(|r| !self.lost_move_in_the_way(r))
                     .cloned()
                     .collect();
                 if !records.is_empty() {
+                    self.put_back_lost_moves(&records);
                     self.note(format!("user: retry {} entries", records.len()));
                     let e = self.epoch;
                     self.schedule(1, Event::Deliver(e, Input::Retry { records }));
@@ -1282,6 +1346,7 @@ impl Sim {
                     .msg_ledger
                     .values()
                     .filter(|m| matches!(m.state, MessageState::Failed | MessageState::Unconfirmed))
+                    .filter(|m| !self.retry_refused(m))
                     .cloned()
                     .collect();
                 for m in failed {
@@ -1290,6 +1355,7 @@ impl Sim {
                         .iter()
                         .filter_map(|f| self.ledger.get(f).cloned())
                         .collect();
+                    self.put_back_lost_moves(&records);
                     self.note(format!("user: retry message {}", m.id));
                     let e = self.epoch;
                     self.schedule(
@@ -3077,6 +3143,9 @@ impl Sim {
                 // path, a permission): said, and left to the user.
                 && code != Some(crate::machine::FAILED_DIR_REFUSED)
                 && !self.held_by_lost_draft(r)
+                // In `failed_dir` by a move whose answer a crash lost, a new file at its path:
+                // `outbox retry` refuses it (the user's to sort out).
+                && !self.lost_move_in_the_way(r)
             {
                 return Err(self.violation(format!(
                     "{} failed though every fault was transient: {:?}",
@@ -3099,6 +3168,9 @@ impl Sim {
                     m.error
                         .as_ref()
                         .is_some_and(|e| e.code == crate::machine::FAILED_DIR_REFUSED)
+                        // (Or `outbox retry` refuses it: a file of it is in `failed_dir`
+                        // unbeknown to the ledger, a new file at its path.)
+                        || self.retry_refused(m)
                         || (m.error.as_ref().is_some_and(|e| {
                             e.code == NO_FILES_LEFT || e.code == MAILED_ELSEWHERE
                         }) && !m.draft_abandoned()
@@ -3727,6 +3799,16 @@ mod tests {
         (7_646, "world: a refused move back from failed_dir on the first retry (a second case)"),
         (9_718, "world: a refused move back from failed_dir on the first retry (a third case)"),
         (19_528, "world: a refused move back from failed_dir on the first retry, beside a message with no files left"),
+        (
+            7_688,
+            "world: a crash lost the answer of a move to failed_dir (no failed_to on record) and a new file took its path: the user's retry, which the agent refuses, reached the core, which canceled the file as deleted",
+        ),
+        (
+            17_550,
+            "world: a crash lost the answer of a move to failed_dir; the user's retry reached the core without the file put back by hand (as the agent's refusal asks), so it was canceled as deleted",
+        ),
+        (11_632, "world: a move to failed_dir whose answer a crash lost (a second case)"),
+        (16_418, "world: a move to failed_dir whose answer a crash lost (a third case)"),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {
