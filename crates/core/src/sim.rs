@@ -3809,6 +3809,10 @@ mod tests {
         ),
         (11_632, "world: a move to failed_dir whose answer a crash lost (a second case)"),
         (16_418, "world: a move to failed_dir whose answer a crash lost (a third case)"),
+        (
+            8_171,
+            "a file that left its message was written out of it before its letter was made again (two writes): a crash between them sent the draft with a letter naming the file gone",
+        ),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {

@@ -1445,13 +1445,14 @@ impl Machine {
             _ => return,
         }
         r.updated_at = now;
-        out.push(Action::PersistMessage(r.clone()));
+        // Its letter made again from the files left, on record in the same write as the files
+        // it carries now (a crash between two writes left a letter naming a file gone from it,
+        // not marked to be set again: the draft went with it), then said.
+        let mut said = Vec::new();
+        self.files_left(mid, left, &mut said);
+        self.persist_message(mid, out);
+        out.extend(said);
         self.wake_files(mid);
-        if !left.is_empty() {
-            // Its letter made again from the files left (and said), on record with it.
-            self.files_left(mid, left, out);
-            self.persist_message(mid, out);
-        }
     }
 
     /// The files of `mid` that are not done leave it, and wait for a message of their own.
