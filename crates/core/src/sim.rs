@@ -1605,7 +1605,12 @@ impl Sim {
             .collect();
         for id in ids {
             if let Some(r) = self.ledger.remove(&id) {
-                self.urls.remove(&id);
+                // Its upload session, if any, is no longer known (left to expire), even to a
+                // ledger a restore brings back later (the backup does not know it either, or
+                // the restore puts its URL back).
+                if let Some(u) = self.urls.remove(&id) {
+                    self.forgotten_sessions.insert(u);
+                }
                 self.lost_ledger.insert(id, r);
             }
         }
@@ -1675,7 +1680,24 @@ impl Sim {
             }
         }
         self.ledger.extend(b.records);
+        // A session the restored ledger knows is not forgotten (a loss before may have said so).
+        for u in b.urls.values() {
+            self.forgotten_sessions.remove(u);
+        }
         self.urls.extend(b.urls);
+        // A message the ledger lost before (`lose_ledger`) and the backup has as it was
+        // earlier: the restore took back the later state, drafts it made included, just as
+        // when it overwrites one.
+        for (id, then) in &b.messages {
+            if !self.msg_ledger.contains_key(id)
+                && self
+                    .lost_msgs
+                    .get(id)
+                    .is_some_and(|lost| lost.updated_at != then.updated_at)
+            {
+                self.restored.insert(id.clone());
+            }
+        }
         let now = std::mem::replace(&mut self.msg_ledger, b.messages);
         for (id, m) in now {
             match self.msg_ledger.get(&id) {
@@ -3812,6 +3834,10 @@ mod tests {
         (
             8_171,
             "a file that left its message was written out of it before its letter was made again (two writes): a crash between them sent the draft with a letter naming the file gone",
+        ),
+        (
+            1_549,
+            "world: a restore brought back a message the ledger had lost, older than its lost state: the draft that state made was not counted as one a restore took back (nor its upload session as forgotten)",
         ),
     ];
 
