@@ -1611,11 +1611,13 @@ impl Sim {
                 if let Some(u) = self.urls.remove(&id) {
                     self.forgotten_sessions.insert(u);
                 }
-                self.lost_ledger.insert(id, r);
+                self.keep_lost(r);
             }
         }
         let msgs = std::mem::take(&mut self.msg_ledger);
-        self.lost_msgs.extend(msgs);
+        for (_, m) in msgs {
+            self.keep_lost_msg(m);
+        }
         self.note("LEDGER LOST (the mailing mapping's records and every message)".into());
     }
 
@@ -1667,7 +1669,7 @@ impl Sim {
                         self.forgotten_sessions.insert(u);
                     }
                 }
-                self.lost_ledger.insert(id, r);
+                self.keep_lost(r);
             }
         }
         for (id, r) in &b.records {
@@ -1701,9 +1703,7 @@ impl Sim {
         let now = std::mem::replace(&mut self.msg_ledger, b.messages);
         for (id, m) in now {
             match self.msg_ledger.get(&id) {
-                None => {
-                    self.lost_msgs.insert(id, m);
-                }
+                None => self.keep_lost_msg(m),
                 Some(then) if then.updated_at != m.updated_at => {
                     self.restored.insert(id.clone());
                     self.overwritten_msgs.entry(id).or_default().push(m);
@@ -1712,6 +1712,28 @@ impl Sim {
             }
         }
         self.note("LEDGER RESTORED from a backup".into());
+    }
+
+    /// Record `r` is lost with the ledger (or taken back by a restore): the newest state of it
+    /// ever written is kept (a restore brings back an older one, lost in turn by a later loss
+    /// or restore: it must not hide that the entry was done, its after-action taken).
+    fn keep_lost(&mut self, r: Record) {
+        match self.lost_ledger.get(&r.id) {
+            Some(kept) if kept.updated_at > r.updated_at => {}
+            _ => {
+                self.lost_ledger.insert(r.id.clone(), r);
+            }
+        }
+    }
+
+    /// The same for a message record.
+    fn keep_lost_msg(&mut self, m: MessageRecord) {
+        match self.lost_msgs.get(&m.id) {
+            Some(kept) if kept.updated_at > m.updated_at => {}
+            _ => {
+                self.lost_msgs.insert(m.id.clone(), m);
+            }
+        }
     }
 
     /// A record of this ledger's, or of one lost.
@@ -3838,6 +3860,10 @@ mod tests {
         (
             1_549,
             "world: a restore brought back a message the ledger had lost, older than its lost state: the draft that state made was not counted as one a restore took back (nor its upload session as forgotten)",
+        ),
+        (
+            9_701,
+            "world: a done record lost with the ledger was overwritten in the oracle's memory by an older one a restore brought back and a later restore took back again: its after-action's move looked unrecorded",
         ),
     ];
 
