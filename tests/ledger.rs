@@ -691,6 +691,8 @@ fn messages_are_kept_beside_entries_and_an_older_v2_ledger_has_none() {
         unseen: false,
         keyed: false,
         keys: Vec::new(),
+        part: None,
+        letter_stale: false,
         attempts: 0,
         error: None,
         seq: 3,

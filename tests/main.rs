@@ -16,6 +16,7 @@ mod config;
 mod crash;
 mod drive;
 mod exactly_once;
+mod leave;
 mod ledger;
 mod mail_command;
 mod mail_sandbox;

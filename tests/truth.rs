@@ -228,23 +228,32 @@ async fn a_failed_file_deleted_since_can_be_canceled_and_run_once_stops_counting
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
+/// A failed file in `failed_dir` (the agent moved it there, on record): `retry` takes it back
+/// (issue 20, item 4); one no longer where it was moved is refused, saying where it was and
+/// what to do.
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_of_a_file_in_failed_dir_says_where_it_is_and_what_to_do() {
     let env = Env::new();
     let failed_dir = env.path("failed");
     let folder = three_failed(&env, &format!("failed_dir = '{}'", failed_dir.display())).await;
     assert!(failed_dir.join("a.txt").exists(), "moved to failed_dir");
-    let a = rows(&env)["a.txt"]["id"].as_str().unwrap().to_string();
+    let r = rows(&env);
+    let (a, b) = (
+        r["a.txt"]["id"].as_str().unwrap().to_string(),
+        r["b.txt"]["id"].as_str().unwrap().to_string(),
+    );
+    // Moved away from where outbox put it: refused, saying where it was and what to do.
+    std::fs::rename(failed_dir.join("a.txt"), env.path("a.txt")).unwrap();
     let out = env.run(&["retry", &a], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("no longer at") && err.contains("failed_dir"),
+        err.contains("no longer where outbox moved it") && err.contains("failed"),
         "{err}"
     );
     assert!(!stdout(&out).contains("queued again"), "{}", stdout(&out));
-    // Moved back: queued again.
-    std::fs::rename(failed_dir.join("a.txt"), folder.join("a.txt")).unwrap();
+    // Moved back by hand: queued again.
+    std::fs::rename(env.path("a.txt"), folder.join("a.txt")).unwrap();
     let out = env.run(&["retry", &a], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
@@ -252,6 +261,23 @@ async fn retry_of_a_file_in_failed_dir_says_where_it_is_and_what_to_do() {
         "{}",
         stdout(&out)
     );
+    // Still in failed_dir: queued again, the agent takes it back before sending it.
+    let out = env.run(&["retry", &b], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{b}  queued again")),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("taken back from failed_dir"),
+        "{}",
+        stderr(&out)
+    );
+    // Its item is still gone: it failed again, and is in failed_dir again.
+    assert!(failed_dir.join("b.txt").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -55,8 +55,6 @@ pub(super) enum Looked {
         path: PathBuf,
         stat: Option<FileStat>,
     },
-    /// A failed file moved to `failed_dir` (or not: said in the log).
-    Moved,
     /// Scans finished.
     Scanned {
         generation: u64,
@@ -254,7 +252,6 @@ impl Agent {
             }
         };
         match looked {
-            Looked::Moved => {}
             Looked::Stat { path, stat } => self.inputs.push_back(Input::Stat { path, stat }),
             Looked::Path {
                 generation,

@@ -156,7 +156,14 @@ pub async fn mail_files(
         message.keyed = true;
         message.may_exist = true;
     }
-    let mut machine = Machine::new(rules, super::once_policy_of(settings));
+    let mut machine = Machine::new(
+        rules,
+        crate::core::model::Policy {
+            // A file named on the command line is no mapping's: never moved to a failed_dir.
+            failed_dirs: Vec::new(),
+            ..super::once_policy_of(settings)
+        },
+    );
     let urls = Arc::new(MemoryUrls::default());
     // Bytes on the draft per file, summed for the bar: a chunk or a POST, and a file done.
     let held: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();

@@ -164,6 +164,12 @@ pub fn policy_of(settings: &Settings) -> crate::core::model::Policy {
         send_window_ms,
         utc_offset_ms: local_utc_offset_ms(),
         sign_in_pause_ms: sign_in_pause_ms(),
+        failed_dirs: settings
+            .mappings
+            .iter()
+            .filter(|m| m.failed_dir.is_some())
+            .map(|m| m.name.clone())
+            .collect(),
         ..crate::core::model::Policy::default()
     }
 }
@@ -620,7 +626,7 @@ impl Agent {
                 tracing::trace!(?actions, "core actions");
                 for action in actions {
                     if let Some(note) = self.rejected_note(&action) {
-                        // Said, and moved to `failed_dir`, once its record is flushed.
+                        // Said once its record is flushed (the core moves it to `failed_dir`).
                         later.push(Action::Notify(note));
                     }
                     match action {
@@ -1073,7 +1079,6 @@ impl Agent {
                         self.notifier.failed(&file_name(&path), &failure.message);
                     }
                 }
-                self.failed_file(&id, &path, &failure);
             }
             Note::FoundMailed {
                 id,
@@ -1130,6 +1135,13 @@ impl Agent {
             Note::MessageGaveWay { id, subject } => {
                 tracing::info!(message = %id, subject = %crate::outside::printable(&subject), "gave way: another message in the mailbox carries its files' keys (another agent on this folder); its draft is deleted and each of its files is mailed once, by that message or a new one");
             }
+            Note::LeftMessage { id, files, subject } => {
+                let names: Vec<String> = files
+                    .iter()
+                    .map(|f| crate::outside::printable(f).to_string())
+                    .collect();
+                tracing::warn!(message = %id, left = %names.join(", "), subject = %crate::outside::printable(&subject), "{} left the message before it was sent (canceled, gone, or left out of a retry): its subject and body are made again from the files left, and it goes without {}", names.join(", "), if names.len() == 1 { "it" } else { "them" });
+            }
             Note::MessageUnconfirmed { id, subject } => {
                 tracing::error!(message = %id, subject = %crate::outside::printable(&subject), "the send could not be confirmed; it was not sent again: look in Sent Items, then `outbox retry {id}` sends it only if its draft is still a draft");
                 self.notifier.unconfirmed(&subject, &id);
@@ -1164,44 +1176,6 @@ impl Agent {
             return None;
         }
         Some((self.mapping_of(path)?.name.clone(), failure.code.clone()))
-    }
-
-    /// A failed file moves to `failed_dir` with its reason, when the mapping has one.
-    fn failed_file(&mut self, id: &str, path: &Path, failure: &crate::core::model::Failure) {
-        let Some(m) = self
-            .settings
-            .mappings
-            .iter()
-            .find(|m| m.failed_dir.is_some() && path.starts_with(&m.folder))
-        else {
-            return;
-        };
-        let (target, file) = match self.ledger.get(id) {
-            Ok(Some(e)) => {
-                let file = e.to_record().file;
-                (e.target, Some(file))
-            }
-            _ => (target_of(m), None),
-        };
-        // Off the loop: the file's folder may since be a mount that never answers.
-        let (m, id, path, failure) = (m.clone(), id.to_owned(), path.to_owned(), failure.clone());
-        // (A task of `looks`: `run --once` ends only after it.)
-        self.looks.spawn(async move {
-            let _ = tokio::task::spawn_blocking(move || {
-                after::move_to_failed_dir(
-                    &m,
-                    &after::FailedFile {
-                        id: &id,
-                        path: &path,
-                        target: &target,
-                        file,
-                        failure: &failure,
-                    },
-                )
-            })
-            .await;
-            intake::Looked::Moved
-        });
     }
 
     /// `SIGHUP`: read the config again; an invalid one is refused and the old one kept. The
@@ -1347,6 +1321,9 @@ impl Agent {
                     Some(_) => None,
                 };
                 if let Some(m) = message {
+                    if let Some(why) = ops::message_refusal(&self.ledger, &m)? {
+                        return Ok(line(Err((2, why))));
+                    }
                     return self.retry_messages(vec![m], Vec::new());
                 }
                 let records = match entry {
@@ -1402,7 +1379,12 @@ impl Agent {
                 let mut messages = Vec::new();
                 for m in self.ledger.messages() {
                     let m = m?;
-                    if m.state == crate::core::model::MessageState::Failed && !ops::gave_way(&m) {
+                    // One that gave way is not retried; one whose failed file cannot come
+                    // back waits, never sent without it.
+                    if m.state == crate::core::model::MessageState::Failed
+                        && !ops::gave_way(&m)
+                        && ops::message_refusal(&self.ledger, &m)?.is_none()
+                    {
                         messages.push(m);
                     }
                 }

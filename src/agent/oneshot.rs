@@ -147,7 +147,14 @@ pub async fn attach_file(
         after: After::Keep,
         mail: None,
     };
-    let mut machine = Machine::new(vec![rule], super::once_policy_of(settings));
+    let mut machine = Machine::new(
+        vec![rule],
+        crate::core::model::Policy {
+            // A file named on the command line is no mapping's: never moved to a failed_dir.
+            failed_dirs: Vec::new(),
+            ..super::once_policy_of(settings)
+        },
+    );
     let urls = Arc::new(MemoryUrls::default());
     let mut steps = Steps::new(client.clone(), urls.clone(), vec![mapping]);
     steps.progress = progress

@@ -57,6 +57,11 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
             "entry {id} is {} bytes, over Graph's 150 MiB attachment limit; it cannot be sent (`outbox cancel {id}` clears it)",
             e.size
         )),
+        EntryState::Failed | EntryState::Canceled | EntryState::Rejected
+            if e.failed_to.is_some() =>
+        {
+            failed_dir_refusal(e)
+        }
         EntryState::Failed | EntryState::Canceled | EntryState::Rejected => {
             let path = crate::outside::path(&e.path);
             let state = e.state;
@@ -109,6 +114,61 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
             e.state
         )),
     }
+}
+
+/// Why `retry` cannot take back entry `e`'s file from `failed_dir` (where the agent moved it:
+/// `failed_to`), if it cannot: it is not there as it failed, or something is at its path now.
+/// The move itself is the agent's (`Action::FromFailedDir`), through directory descriptors.
+fn failed_dir_refusal(e: &LedgerEntry) -> Option<String> {
+    let id = &e.id;
+    let from = e.failed_to.as_deref()?;
+    let (shown, path) = (crate::outside::path(from), crate::outside::path(&e.path));
+    match std::fs::symlink_metadata(from) {
+        Ok(m) if m.is_file() && same_version(e, &m) => {}
+        Ok(m) if m.is_file() => {
+            return Some(format!(
+                "entry {id} is {}, and its file in failed_dir ({shown}) has changed since: put the version to send at {path} (a new drop), or `outbox cancel {id}` to clear the entry",
+                e.state
+            ))
+        }
+        // Put back at its path by hand: retried from there.
+        _ if std::fs::symlink_metadata(&e.path)
+            .is_ok_and(|m| m.is_file() && same_version(e, &m)) =>
+        {
+            return None
+        }
+        _ => {
+            return Some(format!(
+                "entry {id} is {}, and its file is no longer where outbox moved it ({shown}): put it back at {path}, then `outbox retry {id}`; or `outbox cancel {id}` to clear the entry",
+                e.state
+            ))
+        }
+    }
+    if std::fs::symlink_metadata(&e.path).is_ok() {
+        return Some(format!(
+            "entry {id} is {}: its file is in failed_dir ({shown}), but another file is at {path} now; move one of them away, then `outbox retry {id}` takes it back",
+            e.state
+        ));
+    }
+    None
+}
+
+/// Why `retry` cannot take message `m`: a failed file of it cannot be sent again (its file is
+/// gone, changed, or cannot be taken back from `failed_dir`; see [`retry_refusal`]). The
+/// message is never sent without it: the file is put back, or canceled to send the rest.
+pub fn message_refusal(ledger: &Ledger, m: &MessageRecord) -> Result<Option<String>, LedgerError> {
+    for e in files_of(ledger, m)? {
+        if e.state != EntryState::Failed {
+            continue;
+        }
+        if let Some(why) = retry_refusal(&e) {
+            return Ok(Some(format!(
+                "message {} is not retried: {why} (`outbox cancel {}` sends the message without it)",
+                m.id, e.id
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Why `retry --resend ID` cannot take entry `e`, if it cannot: only a done file of a mailing
@@ -274,6 +334,9 @@ pub fn retry_refused_by(
                     .transpose()?
                 {
                     Some(Some(m)) if m.state == MessageState::Failed => {
+                        if let Some(why) = message_refusal(ledger, &m)? {
+                            return Err(LedgerError::Invalid(why));
+                        }
                         messages.push(m);
                         Vec::new()
                     }
@@ -282,6 +345,9 @@ pub fn retry_refused_by(
             }
             None => match retryable_message(ledger, id)? {
                 Some(m) => {
+                    if let Some(why) = message_refusal(ledger, &m)? {
+                        return Err(LedgerError::Invalid(why));
+                    }
                     messages.push(m);
                     Vec::new()
                 }
@@ -291,7 +357,12 @@ pub fn retry_refused_by(
         None => {
             for m in ledger.messages() {
                 let m = m?;
-                if m.state == MessageState::Failed && !gave_way(&m) {
+                // One that gave way is not retried; one whose failed file cannot come back
+                // waits (`retry --failed` names the file and why); it is never sent without it.
+                if m.state == MessageState::Failed
+                    && !gave_way(&m)
+                    && message_refusal(ledger, &m)?.is_none()
+                {
                     messages.push(m);
                 }
             }
@@ -308,7 +379,10 @@ pub fn retry_refused_by(
         ledger.put_message(&m)?;
         for e in files_of(ledger, &m)? {
             taken.insert(e.id.clone());
-            if matches!(e.state, EntryState::Failed | EntryState::Canceled) {
+            // As the core's retry of a message: a canceled file that is in `failed_dir` was
+            // left out on purpose (it leaves the message, whose letter is made again).
+            let left_out = e.state == EntryState::Canceled && e.failed_to.is_some();
+            if matches!(e.state, EntryState::Failed | EntryState::Canceled) && !left_out {
                 out.push(requeue(ledger, &e)?);
             }
         }

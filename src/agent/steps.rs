@@ -409,6 +409,63 @@ impl<U: UrlStore> Steps<U> {
                     outcome: Outcome::After(result),
                 }
             }
+            Action::SetLetter {
+                id,
+                user,
+                draft_id,
+                letter,
+            } => {
+                let r = self.client.letter_step(&user, &draft_id, &letter).await;
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::SetLetter(r),
+                }
+            }
+            Action::ToFailedDir {
+                id,
+                mapping,
+                path,
+                file,
+                failure,
+            } => {
+                let m = self.mapping_named(&mapping).cloned();
+                let mid = id.clone();
+                let result = tokio::task::spawn_blocking(move || match m {
+                    Some(m) => super::after::to_failed_dir(&m, &mid, &path, &file, &failure),
+                    None => MoveOutcome::Refused(Failure::new(
+                        "mappingRemoved",
+                        format!("the mapping `{mapping}` is no longer in the config"),
+                    )),
+                })
+                .await
+                .unwrap_or_else(|e| MoveOutcome::Refused(Failure::new("internal", e.to_string())));
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::ToFailedDir(result),
+                }
+            }
+            Action::FromFailedDir {
+                id,
+                mapping,
+                from,
+                path,
+                file,
+            } => {
+                let m = self.mapping_named(&mapping).cloned();
+                let result = tokio::task::spawn_blocking(move || match m {
+                    Some(m) => super::after::from_failed_dir(&m, &from, &path, &file),
+                    None => MoveOutcome::Refused(Failure::new(
+                        "mappingRemoved",
+                        format!("the mapping `{mapping}` is no longer in the config"),
+                    )),
+                })
+                .await
+                .unwrap_or_else(|e| MoveOutcome::Refused(Failure::new("internal", e.to_string())));
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::FromFailedDir(result),
+                }
+            }
             Action::CreateDraft {
                 id,
                 user,

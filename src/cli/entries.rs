@@ -416,7 +416,12 @@ pub async fn retry(
                 return Err(CommandError::new(ExitCode::Usage, why));
             }
         }
-        ops::retry_refused_by(l, id.as_deref(), &refuse).map_err(ledger_err)
+        // A refusal (a message that cannot be retried, saying why) is a usage error, as the
+        // agent answers it.
+        ops::retry_refused_by(l, id.as_deref(), &refuse).map_err(|err| match err {
+            LedgerError::Invalid(why) => CommandError::new(ExitCode::Usage, why),
+            other => ledger_err(other),
+        })
     })
     .await?;
     // `--failed` leaves a failed entry whose file is gone or changed: say which, and why.

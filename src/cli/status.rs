@@ -368,6 +368,15 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
 /// owner's it was attached beside.
 fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
     error_text(e)
+        .map(|t| match &e.failed_to {
+            // Where the agent moved it: `retry` takes it back from there.
+            Some(p) if matches!(e.state, EntryState::Failed | EntryState::Rejected) => format!(
+                "{t}; the file is in failed_dir: {} (`outbox retry {}` takes it back)",
+                crate::outside::path(p),
+                e.id
+            ),
+            _ => t,
+        })
         .or_else(|| after_failed_text(e))
         .or_else(|| facts.wait_of(e).map(|w| wait_text(&w, Some(e), facts.now)))
         .or_else(|| beside_text(e))
@@ -1038,6 +1047,8 @@ mod tests {
             unseen: false,
             keyed: false,
             keys: Vec::new(),
+            part: None,
+            letter_stale: false,
             attempts: 0,
             error: (state == MessageState::Unconfirmed).then(|| {
                 EntryError::new(

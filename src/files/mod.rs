@@ -328,6 +328,66 @@ pub fn move_no_clobber(
     Err(io::Error::other("no free name in the destination folder"))
 }
 
+/// Move the file at `from` (in `from_dir`: a `failed_dir` a failed file was moved into) back
+/// to `rel` under the mapped folder `root`: only if it is still the `expected` version, never
+/// over anything at `rel` (a file there now is an error saying so), through directory
+/// descriptors (`from_dir` a real folder of the user's, `rel`'s folder reached beneath `root`
+/// with no link on the way, as every move here). Its reason file beside it (`NAME.reason.txt`,
+/// a regular file) goes with it. Returns the path it is at now.
+pub fn move_back(
+    root: &Path,
+    from_dir: &Path,
+    from: &Path,
+    rel: &Path,
+    expected: &Expected,
+) -> io::Result<PathBuf> {
+    let name = from
+        .strip_prefix(from_dir)
+        .ok()
+        .filter(|r| r.components().count() == 1)
+        .and_then(|r| r.file_name())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not in {}",
+                    crate::outside::path(from),
+                    crate::outside::path(from_dir)
+                ),
+            )
+        })?;
+    let src_dir = imp::Dir::open_destination(root, from_dir)?;
+    if !src_dir.identity_of(name)?.matches(expected) {
+        return Err(io::Error::other(format!(
+            "{} is no longer the file that failed (replaced or changed); left where it is",
+            crate::outside::path(from)
+        )));
+    }
+    let (_, clean) = resolve(root, rel, false)?;
+    let (parent, dest_name) = split_parent(&clean)?;
+    let dest_dir = imp::Dir::open_beneath(root, parent)?;
+    match src_dir.move_to(name, &dest_dir, dest_name) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "another file is at {} now; nothing was moved",
+                    crate::outside::path(&root.join(&clean))
+                ),
+            ))
+        }
+        Err(e) => return Err(e),
+    }
+    let mut reason = name.to_os_string();
+    reason.push(REASON_SUFFIX);
+    if src_dir.identity_of(&reason).is_ok() {
+        // Its reason told why it failed; a reason file that cannot go stays (harmless).
+        let _ = src_dir.unlink(&reason);
+    }
+    Ok(root.join(clean))
+}
+
 /// The entries of the folder `rel` beneath the mapped folder `root` (`""`: the folder itself),
 /// opened with no link on the way and listed through that descriptor, so that a subfolder a
 /// neighbour swaps for a link between its check and its listing is refused (an error saying

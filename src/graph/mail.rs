@@ -620,6 +620,37 @@ impl GraphClient {
         }
     }
 
+    /// The core's `SetLetter`: `PATCH {mailbox}/messages/{draft_id}` with the subject and body
+    /// of `letter` (updatable while the message is a draft). One request, no retry here.
+    pub async fn letter_step(
+        &self,
+        user: &str,
+        draft_id: &str,
+        letter: &Letter,
+    ) -> Result<(), Fault> {
+        let mut segs = mailbox_segments(user);
+        segs.extend(["messages", draft_id]);
+        let url = self.url(&segs);
+        let body = json!({
+            "subject": letter.subject,
+            "body": {
+                "contentType": if letter.html { "html" } else { "text" },
+                "content": letter.body,
+            },
+        });
+        let opts = RequestOpts {
+            retry: false,
+            ..RequestOpts::graph(user)
+        };
+        match self
+            .execute(opts, |c| c.patch(url.clone()).json(&body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(mail_fault(&classify_effectful(e))),
+        }
+    }
+
     /// The core's `FindFileKey`: a sent copy since `since` carrying `key` with an attachment
     /// named `name` (Sent Items, every page, the latest first), else the drafts carrying it
     /// (Drafts), each marked `ours` by `ours(marker)` (the caller's ledger holds a message under

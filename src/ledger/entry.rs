@@ -204,6 +204,13 @@ pub struct LedgerEntry {
     /// replaced).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub beside: Vec<String>,
+    /// Where a failed file was moved (the mapping's `failed_dir`): `retry` takes it back.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::core::model::path_bytes::option"
+    )]
+    pub failed_to: Option<PathBuf>,
 }
 
 /// The few fields of an entry the agent's start-up needs for every entry (which version of a
@@ -279,6 +286,7 @@ impl LedgerEntry {
             resend: false,
             owner: None,
             beside: Vec::new(),
+            failed_to: None,
         }
     }
 
@@ -339,6 +347,7 @@ impl LedgerEntry {
             mail_again: self.mail_again,
             resend: self.resend,
             beside: self.beside,
+            failed_to: self.failed_to,
             seq: self.seq,
             created_at: time_of(self.created_at),
             updated_at: time_of(self.updated_at),
@@ -402,6 +411,7 @@ impl LedgerEntry {
             resend: r.resend,
             owner: r.file.owner,
             beside: r.beside.clone(),
+            failed_to: r.failed_to.clone(),
         }
     }
 

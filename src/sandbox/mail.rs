@@ -971,27 +971,54 @@ fn parse_props(v: Option<&Value>) -> Result<Vec<ExtProp>, (String, String)> {
 }
 
 /// `PATCH {mb}/messages/{id}`: single-value extended properties created or replaced on a
-/// message (Graph's documented way to set them on an existing item) → 200 with the message.
-/// The sandbox updates nothing else (any other property: 400).
+/// message (Graph's documented way to set them on an existing item), and `subject` and `body`
+/// (`{"contentType": "text"|"html", "content"}`), which Graph updates only while the message is
+/// a draft (on a sent one: 400 `ErrorInvalidPropertyUpdateSentMessage`) → 200 with the
+/// message. The sandbox updates nothing else (any other property: 400).
 pub fn patch(state: &Shared, mailbox: &str, id: &str, body: &Value, h: &HeaderMap) -> Response {
+    const PATCHABLE: [&str; 3] = ["singleValueExtendedProperties", "subject", "body"];
     let Some(obj) = body.as_object() else {
         return bad_request(h, "RequestBodyRead", "the body must be a JSON object");
     };
-    if let Some(k) = obj
-        .keys()
-        .find(|k| k.as_str() != "singleValueExtendedProperties")
-    {
+    if let Some(k) = obj.keys().find(|k| !PATCHABLE.contains(&k.as_str())) {
         return bad_request(
             h,
             "RequestBodyRead",
             &format!(
-                "the sandbox updates only singleValueExtendedProperties on a message, not '{k}'"
+                "the sandbox updates only {} on a message, not '{k}'",
+                PATCHABLE.join(", ")
             ),
         );
     }
     let props = match parse_props(obj.get("singleValueExtendedProperties")) {
         Ok(p) => p,
         Err((code, msg)) => return bad_request(h, &code, &msg),
+    };
+    let subject = match obj.get("subject") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return bad_request(h, "RequestBodyRead", "'subject' must be a string"),
+    };
+    let new_body = match obj.get("body") {
+        None => None,
+        Some(b) => {
+            let ty = b
+                .get("contentType")
+                .and_then(Value::as_str)
+                .unwrap_or("text")
+                .to_ascii_lowercase();
+            if ty != "text" && ty != "html" {
+                return bad_request(
+                    h,
+                    "RequestBodyRead",
+                    &format!("'{ty}' is not a valid body contentType (text, html)."),
+                );
+            }
+            let Some(c) = b.get("content").and_then(Value::as_str) else {
+                return bad_request(h, "RequestBodyRead", "'body' must have a 'content' string");
+            };
+            Some((ty, c.to_string()))
+        }
     };
     {
         let mut g = state.lock();
@@ -1002,10 +1029,24 @@ pub fn patch(state: &Shared, mailbox: &str, id: &str, body: &Value, h: &HeaderMa
         else {
             return not_found_item(h);
         };
+        if (subject.is_some() || new_body.is_some()) && !it.is_draft {
+            return bad_request(
+                h,
+                "ErrorInvalidPropertyUpdateSentMessage",
+                "Update operation is not supported on a sent message: subject and body are updatable only while it is a draft.",
+            );
+        }
         for p in props {
             let k = prop_key(&p.id);
             it.mail.props.retain(|q| prop_key(&q.id) != k);
             it.mail.props.push(p);
+        }
+        if let Some(sub) = subject {
+            it.subject = sub;
+        }
+        if let Some((ty, content)) = new_body {
+            it.mail.body_type = ty;
+            it.mail.body = content;
         }
         let rec = ItemRec::of(it);
         g.log(Record::Item(rec));

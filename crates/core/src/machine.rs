@@ -31,6 +31,8 @@ const BACKOFF_PATIENT_ATTEMPTS: u32 = 16;
 pub const SUPERSEDED: &str = "superseded";
 /// Error code of an entry whose file could not be read: retried when it can be.
 pub const UNREADABLE: &str = "unreadable";
+/// Error code of a retried file that could not be taken back from `failed_dir`.
+pub const FAILED_DIR_REFUSED: &str = "failedDirRefused";
 /// Graph's code for an item that is not there (deleted).
 pub const ITEM_NOT_FOUND: &str = "ErrorItemNotFound";
 
@@ -103,6 +105,10 @@ struct Active {
     timer: Option<Time>,
     /// Where the search of the mailbox for its key stands (a file of a mailing mapping).
     key: KeyLook,
+    /// Its move to `failed_dir` was asked in this run (done or refused: not asked again).
+    failed_dir_tried: bool,
+    /// `retry` came while that move was under way: retried once it is answered.
+    retry_when_moved: bool,
 }
 
 /// The search of the mailbox for a mailing file's key, before it may be put in a message.
@@ -145,6 +151,10 @@ enum Step {
         attachment_id: String,
     },
     After,
+    /// Move the failed file into its mapping's `failed_dir`.
+    ToFailedDir,
+    /// Take the retried file back from `failed_dir` before anything else.
+    FromFailedDir,
     /// Search the mailbox for the key of a file of a mailing mapping before it is put in a
     /// message (SPEC: the mailbox is the record of last resort).
     FindKey,
@@ -392,6 +402,17 @@ impl Machine {
                 self.next_step(a)
             );
         }
+        for m in self.messages.values() {
+            s += &format!(
+                "  message {} {:?} busy={} wait={:?} files={:?} error={:?}\n",
+                m.rec.id,
+                m.rec.state,
+                m.busy,
+                m.wait_until,
+                m.rec.files,
+                m.rec.error.as_ref().map(|e| &e.code)
+            );
+        }
         s
     }
 
@@ -466,7 +487,8 @@ impl Machine {
                 | Outcome::ListDraft(_)
                 | Outcome::StampKeys(_)
                 | Outcome::Rivals(_)
-                | Outcome::DeleteDraft(_) => self.message_outcome(&id, outcome, &mut out),
+                | Outcome::DeleteDraft(_)
+                | Outcome::SetLetter(_) => self.message_outcome(&id, outcome, &mut out),
                 Outcome::DeleteAttachment(d) if self.messages.contains_key(&id) => {
                     self.message_outcome(&id, Outcome::DeleteAttachment(d), &mut out)
                 }
@@ -537,6 +559,7 @@ impl Machine {
                 continue;
             }
             if self.active.contains_key(&rec.id) {
+                self.retry_after_move(&rec.id);
                 continue;
             }
             match rec.retried(self.now) {
@@ -807,7 +830,9 @@ impl Machine {
             return;
         }
         if let Some(a) = self.active.get_mut(&id) {
-            if !a.rec.state.is_terminal() && !a.rec.cancel_requested {
+            // (A retried file known to be in `failed_dir` is not at its path: its move back
+            // says whether it can come, never a report that the path is empty.)
+            if !a.rec.state.is_terminal() && !a.rec.cancel_requested && a.rec.failed_to.is_none() {
                 a.rec.cancel_requested = true;
                 a.rec.error = Some(Failure::new(
                     "fileDeleted",
@@ -889,6 +914,7 @@ impl Machine {
             out.push(Action::Persist(rec.clone()));
             self.supersede_older(&mapping, &path, &rec.id, out);
             self.index(&rec);
+            self.set_aside(rec);
             return;
         }
         if let Some(why) = self.over_message_limit(&mapping, &path, stat.size) {
@@ -908,6 +934,7 @@ impl Machine {
             }));
             self.supersede_older(&mapping, &path, &rec.id, out);
             self.index(&rec);
+            self.set_aside(rec);
             return;
         }
         if self.hash_queued.insert(path.clone().into_os_string()) {
@@ -967,6 +994,7 @@ impl Machine {
                 }));
                 self.supersede_older(&mapping, &path, &rec.id, out);
                 self.index(&rec);
+                self.set_aside(rec);
             }
             HashResult::Hashed { sha256, stat } => {
                 self.new_version(mapping, path, stat, sha256, out)
@@ -1073,7 +1101,9 @@ impl Machine {
         let older = self.newest(&mapping, &path).map(|b| b.id.clone());
         self.supersede_older(&mapping, &path, &rec.id, out);
         self.index(&rec);
-        if has_work(&rec) {
+        if rec.state == State::Rejected {
+            self.set_aside(rec);
+        } else if has_work(&rec) {
             let id = rec.id.clone();
             self.activate(rec);
             if self.mail_rule(&mapping).is_some() {
@@ -1195,6 +1225,8 @@ impl Machine {
                 queued: false,
                 timer: None,
                 key: KeyLook::Unsearched,
+                failed_dir_tried: false,
+                retry_when_moved: false,
             },
         );
         self.make_ready(&id);
@@ -1242,7 +1274,12 @@ impl Machine {
         // Steps that need no place in the mailbox go first; an entry that holds a place goes
         // before those waiting for one (so places always come free again).
         let (mb, front) = match self.next_step(a) {
-            Step::Local | Step::Finished | Step::After | Step::Idle => (String::new(), true),
+            Step::Local
+            | Step::Finished
+            | Step::After
+            | Step::ToFailedDir
+            | Step::FromFailedDir
+            | Step::Idle => (String::new(), true),
             _ => (self.mailbox_of(&a.rec), a.slot),
         };
         if let Some(a) = self.active.get_mut(id) {
@@ -1499,6 +1536,69 @@ impl Machine {
                     }
                     return true;
                 }
+                Step::ToFailedDir | Step::FromFailedDir => {
+                    let a = &self.active[id];
+                    if self.unavailable.contains(&a.rec.mapping) {
+                        if step == Step::FromFailedDir {
+                            return true; // woken when the folder is back
+                        }
+                        // Left where it is: nothing can be moved in a folder out of reach.
+                        if let Some(a) = self.active.get_mut(id) {
+                            a.failed_dir_tried = true;
+                        }
+                        continue;
+                    }
+                    let r = &a.rec;
+                    if step == Step::FromFailedDir
+                        && self.newest(&r.mapping, &r.path).is_some_and(|b| b.id != id)
+                    {
+                        // A newer version of its path was dropped since it failed: that one is
+                        // the user's file now; this one stays where it is, canceled as any
+                        // superseded version (its message goes without it, its letter made
+                        // again), never mailed or attached beside its successor by a retry.
+                        let from = r.failed_to.clone().unwrap_or_default();
+                        let why = Failure::new(
+                            SUPERSEDED,
+                            format!(
+                                "a newer version of {} was dropped since it failed: that one is sent; this one stays in {}",
+                                r.path.display(),
+                                from.display()
+                            ),
+                        );
+                        self.member_touched(id);
+                        if let Some(a) = self.active.get_mut(id) {
+                            a.rec.state = State::Canceled;
+                            a.rec.error = Some(why);
+                        }
+                        self.persist(id, out);
+                        continue;
+                    }
+                    let aside = step == Step::ToFailedDir;
+                    out.push(match (step, r.failed_to.clone()) {
+                        (Step::FromFailedDir, Some(from)) => Action::FromFailedDir {
+                            id: id.to_owned(),
+                            mapping: r.mapping.clone(),
+                            from,
+                            path: r.path.clone(),
+                            file: r.file,
+                        },
+                        _ => Action::ToFailedDir {
+                            id: id.to_owned(),
+                            mapping: r.mapping.clone(),
+                            path: r.path.clone(),
+                            file: r.file,
+                            failure: r
+                                .error
+                                .clone()
+                                .unwrap_or_else(|| Failure::new("failed", "it failed")),
+                        },
+                    });
+                    if let Some(a) = self.active.get_mut(id) {
+                        a.busy = true;
+                        a.failed_dir_tried |= aside;
+                    }
+                    return true;
+                }
                 Step::Look { recent_ok: true } => {
                     let rec = self.active[id].rec.clone();
                     // The name first: an attachment it may adopt is then not being deleted.
@@ -1574,6 +1674,14 @@ impl Machine {
                     return Step::After;
                 }
             }
+            if matches!(r.state, State::Failed | State::Rejected)
+                && !a.failed_dir_tried
+                && r.failed_to.is_none()
+                && !r.file.has_left()
+                && self.policy.failed_dirs.contains(&r.mapping)
+            {
+                return Step::ToFailedDir;
+            }
             return Step::Finished;
         }
         if let Some(g) = r.garbage.first() {
@@ -1589,6 +1697,10 @@ impl Machine {
                 return Step::Look { recent_ok: false };
             }
             return Step::Local;
+        }
+        if r.failed_to.is_some() {
+            // Retried while its file is in `failed_dir`: back at its path before anything.
+            return Step::FromFailedDir;
         }
         if self.needs_key_search(a) {
             return Step::FindKey;
@@ -1839,7 +1951,13 @@ impl Machine {
                 target,
                 attachment_id,
             }),
-            Step::After | Step::Local | Step::Finished | Step::Idle | Step::FindKey => {
+            Step::After
+            | Step::ToFailedDir
+            | Step::FromFailedDir
+            | Step::Local
+            | Step::Finished
+            | Step::Idle
+            | Step::FindKey => {
                 a.busy = false;
             }
         }
@@ -2065,6 +2183,8 @@ impl Machine {
             Outcome::DeleteSession(d) => self.on_delete_session(id, d, out),
             Outcome::DeleteAttachment(d) => self.on_delete_attachment(id, d, out),
             Outcome::After(r) => self.on_after(id, r, out),
+            Outcome::ToFailedDir(r) => self.on_to_failed_dir(id, r, out),
+            Outcome::FromFailedDir(r) => self.on_from_failed_dir(id, r, out),
             Outcome::Key(k) => self.on_key(id, k, out),
             Outcome::CreateDraft(_)
             | Outcome::Find(..)
@@ -2072,7 +2192,8 @@ impl Machine {
             | Outcome::ListDraft(_)
             | Outcome::StampKeys(_)
             | Outcome::Rivals(_)
-            | Outcome::DeleteDraft(_) => {}
+            | Outcome::DeleteDraft(_)
+            | Outcome::SetLetter(_) => {}
         }
         self.release_lock_if_free(id);
         self.make_ready(id);
@@ -2691,6 +2812,84 @@ impl Machine {
             }
         }
         self.persist(id, out);
+    }
+
+    /// The failed file went to `failed_dir` (on record: `retry` takes it back from there), or
+    /// stayed where it was (the executor said why in its log).
+    fn on_to_failed_dir(&mut self, id: &str, r: MoveOutcome, out: &mut Vec<Action>) {
+        if let MoveOutcome::Moved { to, file } = r {
+            if let Some(a) = self.active.get_mut(id) {
+                a.rec.failed_to = Some(to);
+                a.rec.file = file;
+            }
+            self.persist(id, out);
+        }
+        if self.active.get(id).is_some_and(|a| a.retry_when_moved) {
+            // Retried while it moved: now, from where it is.
+            let rec = self.active[id].rec.clone();
+            self.finish(id);
+            self.retry(vec![rec], out);
+        }
+    }
+
+    /// `retry` of entry `id` while its move to `failed_dir` is under way: taken once the move
+    /// is answered (else the retry would be lost, and its message fail again for it).
+    pub(super) fn retry_after_move(&mut self, id: &str) {
+        if let Some(a) = self.active.get_mut(id) {
+            if a.busy && a.failed_dir_tried && a.rec.state.is_terminal() {
+                a.retry_when_moved = true;
+            }
+        }
+    }
+
+    /// The retried file is back at its path (it goes on as retried), or could not be taken
+    /// back: it fails again, saying why (its message, if any, is not sent without it).
+    fn on_from_failed_dir(&mut self, id: &str, r: MoveOutcome, out: &mut Vec<Action>) {
+        match r {
+            MoveOutcome::Moved { file, .. } => {
+                if let Some(a) = self.active.get_mut(id) {
+                    a.rec.failed_to = None;
+                    a.rec.file = file;
+                    self.set_newest_file_of(id);
+                }
+                self.persist(id, out);
+            }
+            MoveOutcome::Refused(f) => {
+                let from = self
+                    .active
+                    .get(id)
+                    .and_then(|a| a.rec.failed_to.clone())
+                    .unwrap_or_default();
+                let why = Failure::new(
+                    FAILED_DIR_REFUSED,
+                    format!(
+                        "it could not be taken back from {}: {}; move it back into its folder by hand, then `outbox retry {id}`",
+                        from.display(),
+                        f.message
+                    ),
+                );
+                self.fail(id, why, out);
+            }
+        }
+    }
+
+    /// A version that failed (or was rejected) as it was first seen, never active: with a
+    /// `failed_dir` it is taken in for its move there (then it leaves again).
+    fn set_aside(&mut self, rec: Record) {
+        if self.policy.failed_dirs.contains(&rec.mapping) && !self.active.contains_key(&rec.id) {
+            self.activate(rec);
+        }
+    }
+
+    /// The path index knows the stat of entry `id`'s file as its record says now.
+    fn set_newest_file_of(&mut self, id: &str) {
+        let Some(a) = self.active.get(id) else {
+            return;
+        };
+        let (mapping, path, file) = (a.rec.mapping.clone(), a.rec.path.clone(), a.rec.file);
+        if self.newest(&mapping, &path).is_some_and(|b| b.id == id) {
+            self.set_newest_file(&mapping, &path, file);
+        }
     }
 
     // ---- commands -----------------------------------------------------------------------------

@@ -157,6 +157,10 @@ pub struct Policy {
     pub send_window_ms: u64,
     /// The day `{date}` names in a message made at a time (UTC offset of the user, in ms).
     pub utc_offset_ms: i64,
+    /// The mappings (by name) with a `failed_dir`: a version of theirs that fails is moved
+    /// there (`Action::ToFailedDir`) and the record says where. (A mapping's setting, kept
+    /// here beside the other settings the executor hands over at start and on a reload.)
+    pub failed_dirs: Vec<String>,
 }
 
 impl Default for Policy {
@@ -176,6 +180,7 @@ impl Default for Policy {
             sends_per_window: 30,
             send_window_ms: 60_000,
             utc_offset_ms: 0,
+            failed_dirs: Vec::new(),
         }
     }
 }
@@ -390,6 +395,25 @@ pub mod path_bytes {
             })
         }
     }
+
+    /// The same for an `Option<PathBuf>` (`null` when there is none).
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use std::path::PathBuf;
+
+        pub fn serialize<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+            match path {
+                Some(p) => super::serialize(p, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+            #[derive(Deserialize)]
+            struct P(#[serde(with = "super")] PathBuf);
+            Ok(Option::<P>::deserialize(d)?.map(|p| p.0))
+        }
+    }
 }
 
 /// An attachment of an older version to delete once this version is on the item
@@ -468,6 +492,15 @@ pub struct Record {
     /// their files had another owner (`FileStat::owner`): both attachments stay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub beside: Vec<String>,
+    /// Where this failed version's file was moved (`Action::ToFailedDir`: the mapping's
+    /// `failed_dir`, its reason file beside it). A retry takes it back to `path` first
+    /// (`Action::FromFailedDir`), or fails saying why; cleared once it is back.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "path_bytes::option"
+    )]
+    pub failed_to: Option<PathBuf>,
     /// Insertion order among all records (orders the versions of one path).
     pub seq: u64,
     pub created_at: Time,
@@ -514,6 +547,7 @@ impl Record {
             mail_again: false,
             resend: false,
             beside: Vec::new(),
+            failed_to: None,
             seq,
             created_at: now,
             updated_at: now,
@@ -680,6 +714,14 @@ pub struct MessageRecord {
     /// version took an older one's place): the send waits until they are its files' keys.
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Which part of its batch it is, `(k, n)`, `k` from 0 (a batch split to fit
+    /// `max_message_size`: its subject ends `(k/n)`); `None`: the whole batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<(u32, u32)>,
+    /// Its letter was made again after its draft was created (a file left it): the draft's
+    /// subject and body are set (`Action::SetLetter`) before it is sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub letter_stale: bool,
     /// Failures in a row of its own requests (not its files').
     pub attempts: u32,
     pub error: Option<Failure>,
@@ -801,6 +843,16 @@ pub enum DeleteOutcome {
     Failed(Fault),
 }
 
+/// What moving a file into or out of `failed_dir` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveOutcome {
+    /// Moved: where it is now, and its stat there (a rename moves its ctime).
+    Moved { to: PathBuf, file: FileStat },
+    /// Not moved (not that version any more, nothing there, a name taken, an I/O error):
+    /// why, in a sentence.
+    Refused(Failure),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterOutcome {
     Done,
@@ -913,6 +965,8 @@ pub enum Outcome {
     DeleteSession(DeleteOutcome),
     DeleteAttachment(DeleteOutcome),
     After(AfterOutcome),
+    ToFailedDir(MoveOutcome),
+    FromFailedDir(MoveOutcome),
     // A message's steps (the id is the message's).
     CreateDraft(DraftOutcome),
     Find(MailFolder, FindOutcome),
@@ -924,6 +978,8 @@ pub enum Outcome {
     Rivals(RivalsOutcome),
     /// A draft the agent abandoned, deleted (or already gone: a 404 is `Deleted`).
     DeleteDraft(DeleteOutcome),
+    /// A draft's subject and body set again: `Ok` (200), or how it failed.
+    SetLetter(Result<(), Fault>),
     ListDraft(ListOutcome),
     Send(SendOutcome),
 }
@@ -945,6 +1001,7 @@ impl Outcome {
             | Outcome::StampKeys(Err(f))
             | Outcome::Rivals(RivalsOutcome::Failed(f))
             | Outcome::DeleteDraft(DeleteOutcome::Failed(f))
+            | Outcome::SetLetter(Err(f))
             | Outcome::ListDraft(ListOutcome::Failed(f))
             | Outcome::Send(SendOutcome::Failed(f)) => Some(f),
             _ => None,
@@ -1023,6 +1080,8 @@ impl MessageRecord {
             unseen: false,
             keyed: false,
             keys: Vec::new(),
+            part: None,
+            letter_stale: false,
             attempts: 0,
             error: None,
             seq,
@@ -1208,6 +1267,26 @@ pub enum Action {
         target: Target,
         attachment_id: String,
     },
+    /// A failed version's file moves into its mapping's `failed_dir`, with `failure` told in
+    /// a reason file beside it, only if the file at `path` is still that version: answer
+    /// `Outcome::ToFailedDir` with where it went.
+    ToFailedDir {
+        id: String,
+        mapping: String,
+        path: PathBuf,
+        file: FileStat,
+        failure: Failure,
+    },
+    /// A retried version's file moves back from `from` (in the mapping's `failed_dir`) to
+    /// `path`, only if it is still that version and nothing is at `path`; its reason file
+    /// goes: answer `Outcome::FromFailedDir`.
+    FromFailedDir {
+        id: String,
+        mapping: String,
+        from: PathBuf,
+        path: PathBuf,
+        file: FileStat,
+    },
     /// Move or delete the file, only if it is still the version that was sent.
     After {
         id: String,
@@ -1290,6 +1369,14 @@ pub enum Action {
         user: String,
         draft_id: String,
     },
+    /// `PATCH {mailbox}/messages/{draft_id}`: its subject and body set to `letter`'s (the
+    /// letter made again after a file left the message).
+    SetLetter {
+        id: String,
+        user: String,
+        draft_id: String,
+        letter: Letter,
+    },
     /// List the attachments of draft `draft_id` (ids, every page): before a send, the draft
     /// must hold its files' attachments and nothing else.
     ListDraft {
@@ -1360,6 +1447,13 @@ pub enum Note {
     /// agent on the same folder): its draft is deleted, its files mailed once by the other.
     MessageGaveWay {
         id: String,
+        subject: String,
+    },
+    /// Files (their names) left message `id` before it was sent (canceled, gone, left out of
+    /// a retry): its letter was made again from the files left, `subject` now.
+    LeftMessage {
+        id: String,
+        files: Vec<String>,
         subject: String,
     },
     /// A send could not be confirmed: nothing is sent again until `retry`.

@@ -288,6 +288,8 @@ pub struct Sim {
     crashed_at: Time,
     /// Message records as they were when a restore took them back (for the oracle).
     overwritten_msgs: BTreeMap<String, Vec<MessageRecord>>,
+    /// Files moved into a `failed_dir` (its path there -> inode), and by which entry.
+    aside: BTreeMap<PathBuf, (u64, String)>,
 }
 
 /// A copy of the state dir, as a backup tool takes it between two writes.
@@ -359,6 +361,8 @@ struct SimMessage {
     keys: Vec<String>,
     /// A sent copy's attachments: (name, id of its own).
     atts: Vec<(String, String)>,
+    /// Its body as last set (at its creation, or by `SetLetter`).
+    body: String,
 }
 
 /// A broken invariant, with the seed that shows it.
@@ -506,6 +510,13 @@ impl Sim {
         // Of those, some have their state dir restored from a backup at a restart.
         let mut restore_rng = StdRng::seed_from_u64(seed ^ 0x7265_7374_6f72_6521);
         let restores = (loses_ledger && restore_rng.gen_bool(0.5)).then_some(restore_rng);
+        // Half the worlds have a `failed_dir` on every mapping: the core asks for a failed
+        // file's move there, and a retry takes it back (drawn last: every earlier draw as
+        // before). The world's moves are sometimes slow, and sometimes fail.
+        let mut policy = policy;
+        if harsh_rng.gen_bool(0.5) {
+            policy.failed_dirs = mappings.iter().map(|(r, _)| r.name.clone()).collect();
+        }
         let mut sim = Sim {
             seed,
             rng,
@@ -573,6 +584,7 @@ impl Sim {
             restore_pending: false,
             crashed_at: Time(0),
             overwritten_msgs: BTreeMap::new(),
+            aside: BTreeMap::new(),
         };
         sim.schedule(0, Event::Restart);
         sim.schedule(10, Event::User);
@@ -787,21 +799,98 @@ impl Sim {
                             .as_ref()
                             .is_none_or(|e| e.code != NO_FILES_LEFT && e.code != MAILED_ELSEWHERE))
             })
+            .filter(|m| !self.retry_refused(m))
             .cloned()
             .collect();
+        // A file the world would not take back from `failed_dir` (a refusal of the move, which
+        // may not last): the user retries again later. Not only a message that failed so
+        // already: any message with a file in `failed_dir` asks its move back in this retry,
+        // and the world refuses one move in ten even once faults stop, so this retry may end
+        // in `failedDirRefused` too (its other files then wait for a retry that must come).
+        let again = retry.iter().any(|m| {
+            (m.error.as_ref()).is_some_and(|e| e.code == crate::machine::FAILED_DIR_REFUSED)
+                || m.files
+                    .iter()
+                    .any(|f| self.ledger.get(f).is_some_and(|r| r.failed_to.is_some()))
+        });
         for m in retry {
             let records: Vec<Record> = m
                 .files
                 .iter()
                 .filter_map(|f| self.ledger.get(f).cloned())
                 .collect();
+            self.put_back_lost_moves(&records);
             self.note(format!("user: retry message {}", m.id));
             self.feed(Input::RetryMessage {
                 message: m,
                 records,
             })?;
         }
+        if again && n < 50 {
+            let d = self.send_move_ms + self.policy.look_after_ms + 60_000;
+            self.schedule(d, Event::RetryMail(n + 1));
+        }
         Ok(())
+    }
+
+    /// A failed file the agent moved to `failed_dir` whose answer a crash lost, with another
+    /// file at its path now: the real `outbox retry` refuses it, and its message ("ENTRY is
+    /// failed, and PATH has changed since: its new version is sent on its own; nothing to
+    /// retry", `ops::retry_refusal`, `ops::message_refusal`). The world's user does not retry
+    /// them either; they stay failed, the file safe in `failed_dir` (its reason file beside
+    /// it), left to the user.
+    fn lost_move_in_the_way(&self, r: &Record) -> bool {
+        matches!(r.state, State::Failed | State::Canceled | State::Rejected)
+            && r.failed_to.is_none()
+            && self.paths.contains_key(&r.path)
+            && self.aside.values().any(|(_, id)| *id == r.id)
+    }
+
+    /// Whether the agent refuses `outbox retry` of message `m` ([`Sim::lost_move_in_the_way`]).
+    fn retry_refused(&self, m: &MessageRecord) -> bool {
+        m.files
+            .iter()
+            .filter_map(|f| self.ledger.get(f))
+            .any(|r| r.state == State::Failed && self.lost_move_in_the_way(r))
+    }
+
+    /// Before `outbox retry`: a failed file the agent moved to `failed_dir` whose answer a crash
+    /// lost (the ledger has no `failed_to`, so no retry can ask its move back) is put back at
+    /// its path by the user's hand. The real `outbox retry` refuses such an entry or message
+    /// before the agent sees it ("its file is no longer at PATH (deleted, or moved to the
+    /// mapping's failed_dir): put it back there, then `outbox retry`", `ops::retry_refusal`),
+    /// and the reason file beside it in `failed_dir` says the same; the world's retries reach
+    /// the core directly, so the user does here what that refusal asks. (Left there, the core
+    /// finds the path empty and cancels the file as deleted: it cannot know where it went.)
+    fn put_back_lost_moves(&mut self, records: &[Record]) {
+        for r in records {
+            if !matches!(r.state, State::Failed | State::Canceled | State::Rejected)
+                || r.failed_to.is_some()
+                || self.paths.contains_key(&r.path)
+                || self
+                    .mapping_of(&r.path)
+                    .is_none_or(|m| self.unmounted.contains(&m))
+            {
+                continue;
+            }
+            let Some((from, ino)) = self
+                .aside
+                .iter()
+                .find(|(_, (_, id))| *id == r.id)
+                .map(|(p, (ino, _))| (p.clone(), *ino))
+            else {
+                continue;
+            };
+            self.aside.remove(&from);
+            self.paths.insert(r.path.clone(), ino);
+            self.bump_ctime(ino);
+            self.note(format!(
+                "user: moves {} back to {} by hand (the agent's answer of its move was lost)",
+                from.display(),
+                r.path.display()
+            ));
+            self.watch(&r.path, false);
+        }
     }
 
     // ---- the user ---------------------------------------------------------------------------
@@ -993,6 +1082,7 @@ impl Sim {
                     marker: Some(tag.clone()),
                     of: tag.clone(),
                     imid: format!("<{did}@rival>"),
+                    body: String::new(),
                     is_draft: true,
                     gone_at: None,
                     visible_at: now,
@@ -1036,6 +1126,7 @@ impl Sim {
                 marker: Some(tag.clone()),
                 of: tag.clone(),
                 imid,
+                body: String::new(),
                 is_draft: false,
                 gone_at: None,
                 visible_at: at,
@@ -1240,9 +1331,11 @@ impl Sim {
                     .ledger
                     .values()
                     .filter(|r| matches!(r.state, State::Failed | State::Canceled))
+                    .filter(|r| !self.lost_move_in_the_way(r))
                     .cloned()
                     .collect();
                 if !records.is_empty() {
+                    self.put_back_lost_moves(&records);
                     self.note(format!("user: retry {} entries", records.len()));
                     let e = self.epoch;
                     self.schedule(1, Event::Deliver(e, Input::Retry { records }));
@@ -1253,6 +1346,7 @@ impl Sim {
                     .msg_ledger
                     .values()
                     .filter(|m| matches!(m.state, MessageState::Failed | MessageState::Unconfirmed))
+                    .filter(|m| !self.retry_refused(m))
                     .cloned()
                     .collect();
                 for m in failed {
@@ -1261,6 +1355,7 @@ impl Sim {
                         .iter()
                         .filter_map(|f| self.ledger.get(f).cloned())
                         .collect();
+                    self.put_back_lost_moves(&records);
                     self.note(format!("user: retry message {}", m.id));
                     let e = self.epoch;
                     self.schedule(
@@ -1510,12 +1605,19 @@ impl Sim {
             .collect();
         for id in ids {
             if let Some(r) = self.ledger.remove(&id) {
-                self.urls.remove(&id);
-                self.lost_ledger.insert(id, r);
+                // Its upload session, if any, is no longer known (left to expire), even to a
+                // ledger a restore brings back later (the backup does not know it either, or
+                // the restore puts its URL back).
+                if let Some(u) = self.urls.remove(&id) {
+                    self.forgotten_sessions.insert(u);
+                }
+                self.keep_lost(r);
             }
         }
         let msgs = std::mem::take(&mut self.msg_ledger);
-        self.lost_msgs.extend(msgs);
+        for (_, m) in msgs {
+            self.keep_lost_msg(m);
+        }
         self.note("LEDGER LOST (the mailing mapping's records and every message)".into());
     }
 
@@ -1567,34 +1669,35 @@ impl Sim {
                         self.forgotten_sessions.insert(u);
                     }
                 }
-                self.lost_ledger.insert(id, r);
+                self.keep_lost(r);
             }
         }
         for (id, r) in &b.records {
-            if self
-                .lost_ledger
-                .get(id)
-                .is_some_and(|now| now.updated_at != r.updated_at)
-            {
+            if self.lost_ledger.get(id).is_some_and(|now| *now != *r) {
                 self.restored.insert(id.clone());
             }
         }
         self.ledger.extend(b.records);
+        // A session the restored ledger knows is not forgotten (a loss before may have said so).
+        for u in b.urls.values() {
+            self.forgotten_sessions.remove(u);
+        }
         self.urls.extend(b.urls);
-        // A message the backup holds whose later state was lost (a loss of the state dir
-        // before this restore) goes back too.
+        // A message the ledger lost before (`lose_ledger`) and the backup has as it was
+        // earlier: the restore took back the later state, drafts it made included, just as
+        // when it overwrites one.
         for (id, then) in &b.messages {
-            if (self.lost_msgs.get(id)).is_some_and(|m| m.updated_at != then.updated_at) {
+            if !self.msg_ledger.contains_key(id)
+                && self.lost_msgs.get(id).is_some_and(|lost| lost != then)
+            {
                 self.restored.insert(id.clone());
             }
         }
         let now = std::mem::replace(&mut self.msg_ledger, b.messages);
         for (id, m) in now {
             match self.msg_ledger.get(&id) {
-                None => {
-                    self.lost_msgs.insert(id, m);
-                }
-                Some(then) if then.updated_at != m.updated_at => {
+                None => self.keep_lost_msg(m),
+                Some(then) if *then != m => {
                     self.restored.insert(id.clone());
                     self.overwritten_msgs.entry(id).or_default().push(m);
                 }
@@ -1602,6 +1705,28 @@ impl Sim {
             }
         }
         self.note("LEDGER RESTORED from a backup".into());
+    }
+
+    /// Record `r` is lost with the ledger (or taken back by a restore): the newest state of it
+    /// ever written is kept (a restore brings back an older one, lost in turn by a later loss
+    /// or restore: it must not hide that the entry was done, its after-action taken).
+    fn keep_lost(&mut self, r: Record) {
+        match self.lost_ledger.get(&r.id) {
+            Some(kept) if kept.updated_at > r.updated_at => {}
+            _ => {
+                self.lost_ledger.insert(r.id.clone(), r);
+            }
+        }
+    }
+
+    /// The same for a message record.
+    fn keep_lost_msg(&mut self, m: MessageRecord) {
+        match self.lost_msgs.get(&m.id) {
+            Some(kept) if kept.updated_at > m.updated_at => {}
+            _ => {
+                self.lost_msgs.insert(m.id.clone(), m);
+            }
+        }
     }
 
     /// A record of this ledger's, or of one lost.
@@ -1679,6 +1804,17 @@ impl Sim {
             match a {
                 Action::Persist(rec) => {
                     self.check_persist(&rec)?;
+                    // A file the executor moved to `failed_dir` was not deleted: a retry takes it
+                    // back or says why, never finds it gone and drops it from its message.
+                    if rec.state == State::Canceled
+                        && rec.error.as_ref().is_some_and(|e| e.code == "fileDeleted")
+                        && self.aside.values().any(|(_, e)| *e == rec.id)
+                    {
+                        return Err(self.violation(format!(
+                            "{} is in failed_dir, yet canceled as deleted",
+                            rec.id
+                        )));
+                    }
                     self.ledger.insert(rec.id.clone(), rec);
                     self.maybe_back_up();
                     // A crash right after a flush.
@@ -1768,6 +1904,7 @@ impl Sim {
                 | Action::StampKeys { .. }
                 | Action::FindRivals { .. }
                 | Action::DeleteDraft { .. }
+                | Action::SetLetter { .. }
                 | Action::ListDraft { .. }
                 | Action::SendDraft { .. }
         );
@@ -1836,6 +1973,14 @@ impl Sim {
             Action::Stat { .. } => self.rng.gen_range(0..5),
             Action::Hash { stat, .. } => stat.size / (200 << 10) + self.rng.gen_range(1..20),
             Action::PutChunk { len, .. } => len / (1 << 17) + self.rng.gen_range(10..300),
+            // A move on a slow disk or a network share: sometimes longer than any grace.
+            Action::ToFailedDir { .. } | Action::FromFailedDir { .. } => {
+                if self.harsh_rng.gen_bool(0.1) {
+                    self.harsh_rng.gen_range(5_000..200_000)
+                } else {
+                    self.harsh_rng.gen_range(0..50)
+                }
+            }
             _ => self.rng.gen_range(5..400),
         }
     }
@@ -1874,6 +2019,18 @@ impl Sim {
             ctime_ns: n.ctime,
             owner: None,
         })
+    }
+
+    /// A rename moves an inode's ctime: its new value.
+    fn bump_ctime(&mut self, ino: u64) -> i64 {
+        let now_ns = self.now.0 as i64 * 1_000_000;
+        match self.inodes.get_mut(&ino) {
+            Some(n) => {
+                n.ctime = n.ctime.max(now_ns - 1) + 1;
+                n.ctime
+            }
+            None => now_ns,
+        }
     }
 
     fn content_of(&self, ino: u64) -> Option<Content> {
@@ -1958,6 +2115,97 @@ impl Sim {
                 Some(Input::Outcome {
                     id: id.clone(),
                     outcome: Outcome::After(r),
+                })
+            }
+            Action::ToFailedDir { id, path, file, .. } => {
+                let r = match self.stat_of(path) {
+                    // The disk is full, a permission is missing: it stays where it is.
+                    Some(_) if self.harsh_rng.gen_bool(0.1) => MoveOutcome::Refused(Failure::new(
+                        "failedDirMove",
+                        "No space left on device",
+                    )),
+                    Some(s) if s.ino == file.ino && s.size == file.size => {
+                        let to = PathBuf::from(format!(
+                            "/failed/{}-{}",
+                            self.aside.len(),
+                            path.file_name()
+                                .map(|n| n.to_string_lossy())
+                                .unwrap_or_default()
+                        ));
+                        self.paths.remove(path);
+                        self.aside.insert(to.clone(), (s.ino, id.clone()));
+                        let ctime = self.bump_ctime(s.ino);
+                        self.note(format!(
+                            "failed_dir: {} -> {} ({id})",
+                            path.display(),
+                            to.display()
+                        ));
+                        self.watch(path, false);
+                        MoveOutcome::Moved {
+                            to,
+                            file: FileStat {
+                                ctime_ns: ctime,
+                                ..s
+                            },
+                        }
+                    }
+                    _ => MoveOutcome::Refused(Failure::new(
+                        "failedDirMove",
+                        "no longer the file that failed",
+                    )),
+                };
+                Some(Input::Outcome {
+                    id: id.clone(),
+                    outcome: Outcome::ToFailedDir(r),
+                })
+            }
+            Action::FromFailedDir {
+                id,
+                from,
+                path,
+                file,
+                ..
+            } => {
+                let there = self.aside.get(from).map(|(ino, _)| *ino);
+                let mounted = self
+                    .mapping_of(path)
+                    .is_some_and(|m| !self.unmounted.contains(&m));
+                let r = match there {
+                    Some(ino) if ino == file.ino && mounted && !self.paths.contains_key(path) => {
+                        if self.harsh_rng.gen_bool(0.1) {
+                            MoveOutcome::Refused(Failure::new("failedDirMove", "Permission denied"))
+                        } else {
+                            self.aside.remove(from);
+                            self.paths.insert(path.clone(), ino);
+                            let ctime = self.bump_ctime(ino);
+                            self.note(format!("failed_dir: {} back ({id})", path.display()));
+                            self.watch(path, false);
+                            let s = self.stat_of(path).unwrap_or(FileStat {
+                                ctime_ns: ctime,
+                                ..*file
+                            });
+                            MoveOutcome::Moved {
+                                to: path.clone(),
+                                file: s,
+                            }
+                        }
+                    }
+                    // Back at its path already (a move back whose answer a crash lost, or
+                    // the user's hand): that is where it is, as the executor answers.
+                    _ if self.stat_of(path).is_some_and(|s| s.ino == file.ino) => {
+                        MoveOutcome::Moved {
+                            to: path.clone(),
+                            file: self.stat_of(path).unwrap_or(*file),
+                        }
+                    }
+                    _ => MoveOutcome::Refused(Failure::new(
+                        "failedDirGone",
+                        "not there any more, or another file is at its path",
+                    )),
+                };
+                Some(Input::Outcome {
+                    id: id.clone(),
+                    outcome: Outcome::FromFailedDir(r),
                 })
             }
             _ if signed_out
@@ -2301,7 +2549,9 @@ impl Sim {
                 self.note(format!("graph: deleted attachment {attachment_id}"));
                 Some(Outcome::DeleteAttachment(DeleteOutcome::Deleted))
             }
-            Action::CreateDraft { id, keys, .. } => {
+            Action::CreateDraft {
+                id, keys, letter, ..
+            } => {
                 self.next_msg += 1;
                 let did = format!("draft{}", self.next_msg);
                 self.items.insert(did.clone(), Vec::new());
@@ -2316,6 +2566,7 @@ impl Sim {
                         visible_at: self.now,
                         keys: keys.clone(),
                         atts: Vec::new(),
+                        body: letter.body.clone(),
                     },
                 );
                 self.note(format!("graph: draft {did} marked {id}"));
@@ -2427,6 +2678,21 @@ impl Sim {
                     "The specified object was not found in the store.",
                 ))))),
             },
+            Action::SetLetter {
+                draft_id, letter, ..
+            } => {
+                let now = self.now;
+                match self.mail.get_mut(draft_id) {
+                    Some(m) if m.is_draft && m.gone_at.is_none_or(|g| g > now) => {
+                        m.body = letter.body.clone();
+                        Some(Outcome::SetLetter(Ok(())))
+                    }
+                    _ => Some(Outcome::SetLetter(Err(Fault::Permanent(Failure::new(
+                        "ErrorItemNotFound",
+                        "The specified object was not found in the store.",
+                    ))))),
+                }
+            }
             Action::ListDraft { draft_id, .. } => {
                 let lag = self.knobs.listing_lag_ms;
                 let now = self.now;
@@ -2464,10 +2730,12 @@ impl Sim {
                 let at = now.plus_ms(self.send_move_ms);
                 let mut imid = String::new();
                 let mut keys = Vec::new();
+                let mut body = String::new();
                 if let Some(m) = self.mail.get_mut(draft_id) {
                     m.gone_at = Some(at);
                     imid = m.imid.clone();
                     keys = m.keys.clone();
+                    body = m.body.clone();
                 }
                 self.next_msg += 1;
                 let sent = format!("sent{}", self.next_msg);
@@ -2490,8 +2758,26 @@ impl Sim {
                         // A copy that kept no property kept no key either.
                         keys: if unmarked { Vec::new() } else { keys },
                         atts: copy_atts,
+                        body: body.clone(),
                     },
                 );
+                // The letter names exactly the files it carries (SPEC 8: a file never leaves
+                // a message silently; the world's template is "Attached: {names}.").
+                if let Some(listed) = body
+                    .strip_prefix("Attached: ")
+                    .and_then(|b| b.strip_suffix('.'))
+                    .filter(|b| !b.contains('\u{2026}'))
+                {
+                    let mut named: Vec<&str> = listed.split(", ").collect();
+                    let mut carried: Vec<&str> = atts.iter().map(|(n, _)| n.as_str()).collect();
+                    named.sort_unstable();
+                    carried.sort_unstable();
+                    if named != carried {
+                        self.late_attachments.push(format!(
+                            "of message {id}: its letter names {named:?} but it carries {carried:?}"
+                        ));
+                    }
+                }
                 self.note(format!(
                     "graph: SENT {draft_id} marked {id} as {sent} with {atts:?}"
                 ));
@@ -2896,14 +3182,25 @@ impl Sim {
             if r.state == State::Failed
                 && !(self.evil && code == Some("protocolViolation"))
                 && code != Some(MESSAGE_TOO_LARGE)
+                // The world refused to give a file back from `failed_dir` (a new file at its
+                // path, a permission): said, and left to the user.
+                && code != Some(crate::machine::FAILED_DIR_REFUSED)
                 && !self.held_by_lost_draft(r)
+                // In `failed_dir` by a move whose answer a crash lost, a new file at its path:
+                // `outbox retry` refuses it (the user's to sort out).
+                && !self.lost_move_in_the_way(r)
             {
                 return Err(self.violation(format!(
                     "{} failed though every fault was transient: {:?}",
                     r.id, r.error
                 )));
             }
-            if r.state == State::Done && !r.replaced {
+            // (A done record a restore took back, whose attachment a newer version deleted in
+            // the lost later state: the restored ledger cannot know it was replaced. Known
+            // limit of the record of last resort, docs/core.md.)
+            let replaced_in_lost_state = self.restored.contains(&r.id)
+                && self.lost_ledger.get(&r.id).is_some_and(|l| l.replaced);
+            if r.state == State::Done && !r.replaced && !replaced_in_lost_state {
                 self.check_persist(r)?;
             }
         }
@@ -2914,19 +3211,25 @@ impl Sim {
             let ok = match m.state {
                 MessageState::Sent | MessageState::Drafted => true,
                 // Its files all left it, or another message mails them: its draft is gone.
+                // (Or its file could not be taken back from `failed_dir`: the world refused.)
                 MessageState::Failed => {
                     m.error
                         .as_ref()
-                        .is_some_and(|e| e.code == NO_FILES_LEFT || e.code == MAILED_ELSEWHERE)
-                        && !m.draft_abandoned()
-                        // (A draft the state a restore took back made is not known to it: it
-                        // stays in Drafts, unsent. docs/core.md, known limits.)
-                        && (self.restored.contains(&m.id)
-                            || !self.mail.values().any(|x| {
-                                x.is_draft
-                                    && x.gone_at.is_none()
-                                    && x.marker.as_deref() == Some(&m.id)
-                            }))
+                        .is_some_and(|e| e.code == crate::machine::FAILED_DIR_REFUSED)
+                        // (Or `outbox retry` refuses it: a file of it is in `failed_dir`
+                        // unbeknown to the ledger, a new file at its path.)
+                        || self.retry_refused(m)
+                        || (m.error.as_ref().is_some_and(|e| {
+                            e.code == NO_FILES_LEFT || e.code == MAILED_ELSEWHERE
+                        }) && !m.draft_abandoned()
+                            // (A draft the state a restore took back made is not known to it:
+                            // it stays in Drafts, unsent. docs/core.md, known limits.)
+                            && (self.restored.contains(&m.id)
+                                || !self.mail.values().any(|x| {
+                                    x.is_draft
+                                        && x.gone_at.is_none()
+                                        && x.marker.as_deref() == Some(&m.id)
+                                })))
                 }
                 // A send in doubt whose draft the user deleted cannot be told: it stays so,
                 // never sent again (retried, it looked in Sent Items and Drafts).
@@ -3183,6 +3486,7 @@ fn action_id(a: &Action) -> String {
         | Action::StampKeys { id, .. }
         | Action::FindRivals { id, .. }
         | Action::DeleteDraft { id, .. }
+        | Action::SetLetter { id, .. }
         | Action::ListDraft { id, .. }
         | Action::SendDraft { id, .. } => id.clone(),
         _ => String::new(),
@@ -3205,6 +3509,7 @@ fn wrap_fault(a: &Action, f: Fault) -> Outcome {
         Action::StampKeys { .. } => Outcome::StampKeys(Err(f)),
         Action::FindRivals { .. } => Outcome::Rivals(RivalsOutcome::Failed(f)),
         Action::DeleteDraft { .. } => Outcome::DeleteDraft(DeleteOutcome::Failed(f)),
+        Action::SetLetter { .. } => Outcome::SetLetter(Err(f)),
         _ => Outcome::Look(LookOutcome::Failed(f)),
     }
 }
@@ -3534,6 +3839,43 @@ mod tests {
         (
             2_179_010,
             "a resumed session completed with bytes of two versions: an in-place edit went out mid-file, a copy of the old bytes replaced the file, and its same-bytes hash moved the record to the copy, so the resume re-read (and passed) the start from the copy",
+        ),
+        (
+            4_763,
+            "world: a retry whose move back from failed_dir was refused left the message failed (failedDirRefused) and its other file waiting, and the user never retried again",
+        ),
+        (7_646, "world: a refused move back from failed_dir on the first retry (a second case)"),
+        (9_718, "world: a refused move back from failed_dir on the first retry (a third case)"),
+        (19_528, "world: a refused move back from failed_dir on the first retry, beside a message with no files left"),
+        (
+            7_688,
+            "world: a crash lost the answer of a move to failed_dir (no failed_to on record) and a new file took its path: the user's retry, which the agent refuses, reached the core, which canceled the file as deleted",
+        ),
+        (
+            17_550,
+            "world: a crash lost the answer of a move to failed_dir; the user's retry reached the core without the file put back by hand (as the agent's refusal asks), so it was canceled as deleted",
+        ),
+        (11_632, "world: a move to failed_dir whose answer a crash lost (a second case)"),
+        (16_418, "world: a move to failed_dir whose answer a crash lost (a third case)"),
+        (
+            8_171,
+            "a file that left its message was written out of it before its letter was made again (two writes): a crash between them sent the draft with a letter naming the file gone",
+        ),
+        (
+            1_549,
+            "world: a restore brought back a message the ledger had lost, older than its lost state: the draft that state made was not counted as one a restore took back (nor its upload session as forgotten)",
+        ),
+        (
+            9_701,
+            "world: a done record lost with the ledger was overwritten in the oracle's memory by an older one a restore brought back and a later restore took back again: its after-action's move looked unrecorded",
+        ),
+        (
+            107_647,
+            "world: a restore took back a message write made in the same millisecond as the backup's (its draft in doubt, may_exist), unnoticed as the oracle compared updated_at only: the draft the lost write asked for counted against it",
+        ),
+        (
+            11_144,
+            "world: a message sent by a state the ledger lost, brought back older by a restore (not counted as restored, 1549's cause); without the one-write letter fix the same seed then ends with a restored done record whose attachment the lost state had replaced",
         ),
     ];
 

@@ -52,6 +52,8 @@ pub(super) struct ActiveMessage {
     /// Graph refused to delete its abandoned draft: left (said on the message), not asked again
     /// in this run.
     pub(super) keep_draft: bool,
+    /// The letter of the `SetLetter` in flight.
+    pub(super) lettering: Option<Letter>,
 }
 
 /// The step a message takes next.
@@ -67,6 +69,8 @@ enum MStep {
     StampKeys,
     /// Other messages holding its files' keys looked for (two agents on one folder).
     CheckRivals,
+    /// Its draft's subject and body set to its letter made again (a file left it).
+    SetLetter,
     Send,
     /// Its abandoned draft deleted.
     DeleteDraft,
@@ -506,6 +510,7 @@ impl Machine {
             };
             let subject = part_subject(&render_str(&rule.subject, &ctx), k, n);
             let body = render_body(&rule.body, &ctx, rule.html);
+            let part = (n > 1).then_some((k as u32, n as u32));
             let seq = self.next_seq;
             self.next_seq += 1;
             self.ids_made += 1;
@@ -536,6 +541,8 @@ impl Machine {
                 seq,
                 self.now,
             );
+            let mut rec = rec;
+            rec.part = part;
             // The message first: an entry names only a message that is on record.
             out.push(Action::PersistMessage(rec.clone()));
             for id in &members[range] {
@@ -957,6 +964,7 @@ impl Machine {
                 checking: Vec::new(),
                 drafted_at: None,
                 keep_draft: false,
+                lettering: None,
             },
         );
         self.msg_ready.insert(id);
@@ -1057,15 +1065,20 @@ impl Machine {
         if !self.messages.contains_key(&mid) {
             self.add_message(rec);
         }
-        // Its files: the done ones as they are, the failed and canceled ones retried.
+        // Its files: the done ones as they are, the failed and canceled ones retried (a failed
+        // one in `failed_dir` taken back from there first).
         let mut again = Vec::new();
         for r in records {
-            if self.member_of.get(&r.id).is_none_or(|m| *m != mid)
-                || self.active.contains_key(&r.id)
-            {
+            if self.member_of.get(&r.id).is_none_or(|m| *m != mid) {
                 continue;
             }
-            if matches!(r.state, State::Failed | State::Canceled) {
+            if self.active.contains_key(&r.id) {
+                self.retry_after_move(&r.id);
+                continue;
+            }
+            // A canceled file in `failed_dir` was left out on purpose: it leaves the message.
+            let left_out = r.state == State::Canceled && r.failed_to.is_some();
+            if matches!(r.state, State::Failed | State::Canceled) && !left_out {
                 again.push(r);
             } else if let Some(m) = self.messages.get_mut(&mid) {
                 m.finished.insert(r.id.clone(), r);
@@ -1222,6 +1235,7 @@ impl Machine {
             | MStep::StampKeys
             | MStep::CheckRivals
             | MStep::DeleteDraft
+            | MStep::SetLetter
             | MStep::Send => {
                 if self.sign_in.is_some() {
                     return false; // woken when the pause ends
@@ -1269,7 +1283,8 @@ impl Machine {
                     }
                 }
                 State::Canceled if !active => st.dropped.push(f.clone()),
-                State::Failed | State::Rejected if !active => {
+                // (One moving to `failed_dir` has nothing left on the draft: failed already.)
+                State::Failed | State::Rejected if !active || self.only_moving_aside(f) => {
                     if st.failed.is_none() {
                         let e = rec
                             .error
@@ -1282,6 +1297,18 @@ impl Machine {
             }
         }
         st
+    }
+
+    /// Whether entry `id` is active only for its move to `failed_dir`: failed, nothing of it
+    /// in doubt or left on an item.
+    fn only_moving_aside(&self, id: &str) -> bool {
+        self.active.get(id).is_some_and(|a| {
+            let r = &a.rec;
+            matches!(r.state, State::Failed | State::Rejected)
+                && !r.may_exist
+                && r.session.is_none()
+                && r.garbage.is_empty()
+        })
     }
 
     fn message_step(&self, m: &ActiveMessage) -> MStep {
@@ -1341,6 +1368,9 @@ impl Machine {
                     MStep::StampKeys
                 } else if !m.verified {
                     MStep::ListDraft
+                } else if r.letter_stale && r.draft_id.is_some() {
+                    // Said as it is now, before it is sent or left for review.
+                    MStep::SetLetter
                 } else if self.needs_rival_check(m) {
                     // Complete, about to go (or be left for review): another agent's message
                     // holding one of its files' keys is looked for first.
@@ -1378,13 +1408,16 @@ impl Machine {
             return;
         };
         let r = &mut m.rec;
+        let mut left = Vec::new();
         match r.state {
             MessageState::Drafting => r.state = MessageState::Attaching,
             MessageState::Attaching => {
                 // Files canceled or deleted before they were attached leave the message.
                 r.files.retain(|f| !st.dropped.contains(f));
                 for d in &st.dropped {
-                    m.finished.remove(d);
+                    if let Some(x) = m.finished.remove(d) {
+                        left.push(x.name);
+                    }
                 }
                 let failed = st.failed.map(|(name, e)| {
                     Failure::new(
@@ -1421,7 +1454,13 @@ impl Machine {
             _ => return,
         }
         r.updated_at = now;
-        out.push(Action::PersistMessage(r.clone()));
+        // Its letter made again from the files left, on record in the same write as the files
+        // it carries now (a crash between two writes left a letter naming a file gone from it,
+        // not marked to be set again: the draft went with it), then said.
+        let mut said = Vec::new();
+        self.files_left(mid, left, &mut said);
+        self.persist_message(mid, out);
+        out.extend(said);
         self.wake_files(mid);
     }
 
@@ -1683,6 +1722,8 @@ impl Machine {
                 m.rec.effect_at = Some(now);
                 m.rec.updated_at = now;
                 m.rec.keys = keys.clone();
+                // A new draft says the letter as it is now.
+                m.rec.letter_stale = false;
                 out.push(Action::PersistMessage(m.rec.clone()));
                 out.push(Action::CreateDraft {
                     id: mid.to_owned(),
@@ -1737,6 +1778,19 @@ impl Machine {
                     user,
                     draft_id,
                     keys,
+                });
+            }
+            MStep::SetLetter => {
+                let Some(draft_id) = m.rec.draft_id.clone() else {
+                    m.busy = false;
+                    return;
+                };
+                m.lettering = Some(m.rec.letter.clone());
+                out.push(Action::SetLetter {
+                    id: mid.to_owned(),
+                    user,
+                    draft_id,
+                    letter: m.rec.letter.clone(),
                 });
             }
             MStep::ListDraft | MStep::DeleteExtra(_) => {
@@ -1836,6 +1890,7 @@ impl Machine {
             Outcome::StampKeys(r) => self.on_stamp(mid, r, out),
             Outcome::Rivals(r) => self.on_rivals(mid, r, out),
             Outcome::DeleteDraft(d) => self.on_delete_draft(mid, d, out),
+            Outcome::SetLetter(r) => self.on_set_letter(mid, r, out),
             _ => {}
         }
     }
@@ -2264,6 +2319,76 @@ impl Machine {
                 self.persist_message(mid, out);
             }
         }
+    }
+
+    fn on_set_letter(&mut self, mid: &str, r: Result<(), Fault>, out: &mut Vec<Action>) {
+        match r {
+            Ok(()) => {
+                let now = self.now;
+                if let Some(m) = self.messages.get_mut(mid) {
+                    // The letter sent (made again meanwhile: set again before the send).
+                    if m.lettering.take().as_ref() == Some(&m.rec.letter) {
+                        m.rec.letter_stale = false;
+                    }
+                    m.rec.attempts = 0;
+                    m.rec.updated_at = now;
+                    out.push(Action::PersistMessage(m.rec.clone()));
+                }
+            }
+            Err(f) => self.message_fault(mid, f, out),
+        }
+    }
+
+    /// Files `left` (their names) left message `mid` before it was sent: its letter is made
+    /// again from the files left, as it was first made (its mapping's templates, its part of
+    /// the batch, the day it was made), set on its draft before the send, and said.
+    fn files_left(&mut self, mid: &str, left: Vec<String>, out: &mut Vec<Action>) {
+        if left.is_empty() {
+            return;
+        }
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        let facts: Vec<FileFacts> = m
+            .rec
+            .files
+            .iter()
+            .filter_map(|f| {
+                self.active
+                    .get(f)
+                    .map(|a| &a.rec)
+                    .or_else(|| m.finished.get(f))
+            })
+            .map(|r| FileFacts {
+                name: r.name.clone(),
+                size: r.file.size,
+            })
+            .collect();
+        let rule = self.mail_rule(&m.rec.mapping).cloned();
+        let date = civil_date(m.rec.created_at, self.policy.utc_offset_ms);
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        if let Some(rule) = rule.filter(|_| !facts.is_empty()) {
+            let ctx = RenderContext {
+                files: &facts,
+                mapping: &m.rec.mapping,
+                date: &date,
+            };
+            let (k, n) = m.rec.part.map_or((0, 1), |(k, n)| (k as usize, n as usize));
+            let subject = part_subject(&render_str(&rule.subject, &ctx), k, n);
+            let body = render_body(&rule.body, &ctx, rule.html);
+            if subject != m.rec.letter.subject || body != m.rec.letter.body {
+                m.rec.letter.subject = subject;
+                m.rec.letter.body = body;
+                m.rec.letter_stale = m.rec.draft_id.is_some();
+            }
+        }
+        out.push(Action::Notify(Note::LeftMessage {
+            id: mid.to_owned(),
+            files: left,
+            subject: m.rec.letter.subject.clone(),
+        }));
     }
 
     fn on_delete_extra(&mut self, mid: &str, d: DeleteOutcome, out: &mut Vec<Action>) {
@@ -2880,3 +3005,6 @@ mod restore_tests;
 
 #[cfg(test)]
 mod race_tests;
+
+#[cfg(test)]
+mod leave_tests;

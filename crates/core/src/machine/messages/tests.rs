@@ -627,6 +627,63 @@ fn two_files_of_one_name_and_bytes_in_one_message_are_two_attachments() {
     );
 }
 
+#[test]
+fn a_file_that_leaves_its_message_leaves_it_and_its_letter_in_one_write() {
+    // Two files of one message; one is gone when it is posted: it leaves the message. The write
+    // that says the message carries one file says its letter too (made again, to be set on the
+    // draft): a crash after it must not leave a letter naming the file gone, never set again.
+    let mut m = batch_machine();
+    let mut out = drop_file(&mut m, 1_000, "a.pdf", 10);
+    out.extend(drop_version(
+        &mut m,
+        6_100,
+        "b.pdf",
+        stat(8, 20),
+        &"cd".repeat(32),
+    ));
+    out.extend(m.handle(Time(22_000), Input::Tick));
+    let mid = out
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateDraft { id, letter, .. } => {
+                assert_eq!(letter.subject, "2 files");
+                Some(id.clone())
+            }
+            _ => None,
+        })
+        .expect("one message for both");
+    let out = m.answer(22_100, &mid, draft_created("d1", None));
+    let posted: Vec<(String, PathBuf)> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Post { id, path, .. } => Some((id.clone(), path.clone())),
+            _ => None,
+        })
+        .collect();
+    let b = posted
+        .iter()
+        .find(|(_, p)| p.ends_with("b.pdf"))
+        .map(|(id, _)| id.clone())
+        .unwrap_or_else(|| panic!("b.pdf is posted: {out:?}"));
+    let out = m.answer(22_200, &b, Outcome::Post(PostOutcome::FileGone));
+    let writes: Vec<&MessageRecord> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::PersistMessage(r) if r.id == mid => Some(r),
+            _ => None,
+        })
+        .collect();
+    let first_without_b = writes
+        .iter()
+        .find(|r| !r.files.contains(&b))
+        .unwrap_or_else(|| panic!("b.pdf leaves the message: {out:?}"));
+    assert_eq!(first_without_b.letter.subject, "1 files");
+    assert!(first_without_b.letter_stale, "{first_without_b:?}");
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Notify(Note::LeftMessage { .. }))));
+}
+
 /// A mapping "plain" that attaches to an event of the same mailbox.
 fn plain_rule() -> MappingRule {
     MappingRule {
