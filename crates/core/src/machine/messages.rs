@@ -622,12 +622,7 @@ impl Machine {
         m.rec
             .files
             .iter()
-            .filter_map(|f| {
-                self.active
-                    .get(f)
-                    .map(|a| &a.rec)
-                    .or_else(|| m.finished.get(f))
-            })
+            .filter_map(|f| self.member_record(m, f))
             .filter_map(|r| self.key_of(r))
             .collect()
     }
@@ -1927,13 +1922,7 @@ impl Machine {
             .files
             .iter()
             .filter(|f| **f != rec.id)
-            .filter_map(|f| {
-                self.active
-                    .get(f)
-                    .map(|a| &a.rec)
-                    .or_else(|| m.finished.get(f))
-                    .and_then(|r| r.attachment_id.clone())
-            })
+            .filter_map(|f| self.member_record(m, f)?.attachment_id.clone())
             .collect();
         if let Some(list) = self
             .attached
@@ -1957,13 +1946,7 @@ impl Machine {
         m.rec
             .files
             .iter()
-            .filter_map(|f| {
-                self.active
-                    .get(f)
-                    .map(|a| &a.rec)
-                    .or_else(|| m.finished.get(f))
-                    .and_then(|r| r.attachment_id.clone())
-            })
+            .filter_map(|f| self.member_record(m, f)?.attachment_id.clone())
             .collect()
     }
 
@@ -2353,12 +2336,7 @@ impl Machine {
             .rec
             .files
             .iter()
-            .filter_map(|f| {
-                self.active
-                    .get(f)
-                    .map(|a| &a.rec)
-                    .or_else(|| m.finished.get(f))
-            })
+            .filter_map(|f| self.member_record(m, f))
             .map(|r| FileFacts {
                 name: r.name.clone(),
                 size: r.file.size,
