@@ -6,7 +6,7 @@
 
 use crate::config::Mapping;
 use crate::core::model::{FileStat, HashResult};
-use crate::files::{Expected, Identity, SafeFile};
+use crate::files::{Expected, SafeFile};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,17 +35,6 @@ pub fn expected(stat: &FileStat) -> Expected {
         size: stat.size,
         mtime_ns: Some(stat.mtime_ns),
         dev_ino: (stat.dev != 0 || stat.ino != 0).then_some((stat.dev, stat.ino)),
-    }
-}
-
-fn stat_of(id: Identity) -> FileStat {
-    FileStat {
-        dev: id.dev,
-        ino: id.ino,
-        size: id.size,
-        mtime_ns: id.mtime_ns.unwrap_or(0),
-        ctime_ns: id.ctime_ns.unwrap_or(0),
-        owner: id.owner,
     }
 }
 
@@ -91,7 +80,7 @@ pub fn open_for_upload(
         }
         Err(e) => return Err(OpenError::Unreadable(e)),
     };
-    let now = stat_of(f.identity());
+    let now = f.identity().file_stat();
     // The status-change time too, where both know it: a rewrite with its time put back.
     let ctime_moved =
         expected_stat.ctime_ns != 0 && now.ctime_ns != 0 && expected_stat.ctime_ns != now.ctime_ns;

@@ -183,6 +183,25 @@ impl<U: UrlStore> Steps<U> {
         self.mappings.iter().find(|m| m.name == name)
     }
 
+    /// A move into or out of mapping `mapping`'s `failed_dir` (`mv`), on a blocking thread (the
+    /// folder may be a mount that never answers); refused when the mapping left the config.
+    async fn failed_dir_move(
+        &self,
+        mapping: String,
+        mv: impl FnOnce(&Mapping) -> MoveOutcome + Send + 'static,
+    ) -> MoveOutcome {
+        let m = self.mapping_named(&mapping).cloned();
+        tokio::task::spawn_blocking(move || match m {
+            Some(m) => mv(&m),
+            None => MoveOutcome::Refused(Failure::new(
+                "mappingRemoved",
+                format!("the mapping `{mapping}` is no longer in the config"),
+            )),
+        })
+        .await
+        .unwrap_or_else(|e| MoveOutcome::Refused(Failure::new("internal", e.to_string())))
+    }
+
     /// Forget an entry's open upload (its session is over).
     pub fn close_upload(&self, id: &str) {
         self.uploads
@@ -428,17 +447,12 @@ impl<U: UrlStore> Steps<U> {
                 file,
                 failure,
             } => {
-                let m = self.mapping_named(&mapping).cloned();
                 let mid = id.clone();
-                let result = tokio::task::spawn_blocking(move || match m {
-                    Some(m) => super::after::to_failed_dir(&m, &mid, &path, &file, &failure),
-                    None => MoveOutcome::Refused(Failure::new(
-                        "mappingRemoved",
-                        format!("the mapping `{mapping}` is no longer in the config"),
-                    )),
-                })
-                .await
-                .unwrap_or_else(|e| MoveOutcome::Refused(Failure::new("internal", e.to_string())));
+                let result = self
+                    .failed_dir_move(mapping, move |m| {
+                        super::after::to_failed_dir(m, &mid, &path, &file, &failure)
+                    })
+                    .await;
                 Input::Outcome {
                     id,
                     outcome: Outcome::ToFailedDir(result),
@@ -451,16 +465,11 @@ impl<U: UrlStore> Steps<U> {
                 path,
                 file,
             } => {
-                let m = self.mapping_named(&mapping).cloned();
-                let result = tokio::task::spawn_blocking(move || match m {
-                    Some(m) => super::after::from_failed_dir(&m, &from, &path, &file),
-                    None => MoveOutcome::Refused(Failure::new(
-                        "mappingRemoved",
-                        format!("the mapping `{mapping}` is no longer in the config"),
-                    )),
-                })
-                .await
-                .unwrap_or_else(|e| MoveOutcome::Refused(Failure::new("internal", e.to_string())));
+                let result = self
+                    .failed_dir_move(mapping, move |m| {
+                        super::after::from_failed_dir(m, &from, &path, &file)
+                    })
+                    .await;
                 Input::Outcome {
                     id,
                     outcome: Outcome::FromFailedDir(result),

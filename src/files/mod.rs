@@ -78,6 +78,18 @@ impl Expected {
 }
 
 impl Identity {
+    /// This identity as the core compares files (a time the platform has none of is 0).
+    pub fn file_stat(&self) -> crate::core::model::FileStat {
+        crate::core::model::FileStat {
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime_ns: self.mtime_ns.unwrap_or(0),
+            ctime_ns: self.ctime_ns.unwrap_or(0),
+            owner: self.owner,
+        }
+    }
+
     /// Same size, same time (when expected) and same device and inode (when expected).
     pub fn matches(&self, e: &Expected) -> bool {
         self.size == e.size

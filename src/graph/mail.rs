@@ -601,23 +601,10 @@ impl GraphClient {
         draft_id: &str,
         keys: &[String],
     ) -> Result<(), Fault> {
-        let mut segs = mailbox_segments(user);
-        segs.extend(["messages", draft_id]);
-        let url = self.url(&segs);
         let body = json!({"singleValueExtendedProperties": [
             {"id": FILE_KEYS_PROPERTY, "value": keys.join(" ")}
         ]});
-        let opts = RequestOpts {
-            retry: false,
-            ..RequestOpts::graph(user)
-        };
-        match self
-            .execute(opts, |c| c.patch(url.clone()).json(&body))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => Err(mail_fault(&classify_effectful(e))),
-        }
+        self.patch_draft(user, draft_id, &body).await
     }
 
     /// The core's `SetLetter`: `PATCH {mailbox}/messages/{draft_id}` with the subject and body
@@ -628,9 +615,6 @@ impl GraphClient {
         draft_id: &str,
         letter: &Letter,
     ) -> Result<(), Fault> {
-        let mut segs = mailbox_segments(user);
-        segs.extend(["messages", draft_id]);
-        let url = self.url(&segs);
         let body = json!({
             "subject": letter.subject,
             "body": {
@@ -638,12 +622,21 @@ impl GraphClient {
                 "content": letter.body,
             },
         });
+        self.patch_draft(user, draft_id, &body).await
+    }
+
+    /// `PATCH {mailbox}/messages/{draft_id}` with `body`: one request, no retry here (the core
+    /// decides), its failure the core's `Fault`.
+    async fn patch_draft(&self, user: &str, draft_id: &str, body: &Value) -> Result<(), Fault> {
+        let mut segs = mailbox_segments(user);
+        segs.extend(["messages", draft_id]);
+        let url = self.url(&segs);
         let opts = RequestOpts {
             retry: false,
             ..RequestOpts::graph(user)
         };
         match self
-            .execute(opts, |c| c.patch(url.clone()).json(&body))
+            .execute(opts, |c| c.patch(url.clone()).json(body))
             .await
         {
             Ok(_) => Ok(()),

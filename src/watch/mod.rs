@@ -177,7 +177,7 @@ pub fn scan_from(
                         dirs.push((path, linked))
                     }
                     EntryKind::File if accepts(m, &path) => {
-                        let stat = identity_stat(&entry.identity);
+                        let stat = entry.identity.file_stat();
                         out.found.push(Found {
                             size: stat.size,
                             mtime_ns: entry.identity.mtime_ns,
@@ -228,18 +228,6 @@ pub fn scan_from(
         }
     }
     Ok(out)
-}
-
-/// A scanned entry's identity as the core compares files (as [`file_stat`]).
-fn identity_stat(id: &crate::files::Identity) -> crate::core::model::FileStat {
-    crate::core::model::FileStat {
-        dev: id.dev,
-        ino: id.ino,
-        size: id.size,
-        mtime_ns: id.mtime_ns.unwrap_or(0),
-        ctime_ns: id.ctime_ns.unwrap_or(0),
-        owner: id.owner,
-    }
 }
 
 /// The identity of a file as the core compares it: device, inode, size, modification time; and
