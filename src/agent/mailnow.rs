@@ -25,6 +25,9 @@ pub struct Mailed {
     pub draft_id: Option<String>,
     /// The marker the draft and its sent copy carry.
     pub marker: String,
+    /// `--key`: an earlier run's message, found (sent: this run sent nothing; a draft: this run
+    /// made none).
+    pub earlier: bool,
 }
 
 /// One file to mail: its path and the attachment name.
@@ -200,9 +203,12 @@ pub async fn mail_files(
         say: watch.waiting.as_ref(),
         said: None,
         last: None,
+        grace_ms: crate::core::machine::move_grace_ms(settings.agent.look_after.as_millis() as u64),
+        sent_here: false,
+        drafted_here: false,
     };
     let ran = super::drive::drive(&mut machine, steps, &*urls, inputs, &mut hooks).await;
-    let last = hooks.last;
+    let (last, sent_here, drafted_here) = (hooks.last, hooks.sent_here, hooks.drafted_here);
     match ran {
         Ok(()) => {}
         Err(Stop::SignIn(f)) => {
@@ -219,6 +225,12 @@ pub async fn mail_files(
     };
     match m.state {
         MessageState::Sent | MessageState::Drafted => Ok(Mailed {
+            earlier: key.is_some()
+                && if m.state == MessageState::Sent {
+                    !sent_here
+                } else {
+                    !drafted_here
+                },
             state: m.state,
             internet_message_id: m.internet_message_id,
             draft_id: m.draft_id,
@@ -260,10 +272,26 @@ fn maybe_sent(m: &MessageRecord) -> OneShotError {
 /// What the message waits for, when it waits `in_ms` with nothing in flight: the sending limit,
 /// the confirmation of a send in Sent Items, or a retry after an error; `None` for short waits
 /// (a settle, a backoff of a second) and while a request is out.
-fn waiting_for(m: Option<&MessageRecord>, running: bool, in_ms: u64) -> Option<String> {
+fn waiting_for(
+    m: Option<&MessageRecord>,
+    running: bool,
+    in_ms: u64,
+    grace_ms: u64,
+) -> Option<String> {
     let m = m?;
     if running || in_ms < 2_000 || m.state.is_terminal() {
         return None;
+    }
+    if m.state == MessageState::Drafting && m.keyed && m.may_exist {
+        // The core holds an earlier run's draft it found (`--key`) for Exchange's move.
+        return Some(format!(
+            "found the draft an earlier run with this key made (marker {}), still a draft: that \
+             run may have sent it and Exchange still be moving it, so nothing is attached to it or \
+             sent for up to {} while Sent Items is asked every few seconds; still a draft then, \
+             it is resumed…",
+            m.id,
+            minutes_text(grace_ms)
+        ));
     }
     let until = clock_text(in_ms);
     let error = m.error.as_ref();
@@ -303,6 +331,14 @@ fn waiting_for(m: Option<&MessageRecord>, running: bool, in_ms: u64) -> Option<S
     })
 }
 
+/// A duration in words: "10 minutes", "45 s".
+fn minutes_text(ms: u64) -> String {
+    match ms / 1_000 {
+        s if s >= 120 => format!("{} minutes", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
 /// The wall-clock time `in_ms` from now, `HH:MM:SS UTC`.
 fn clock_text(in_ms: u64) -> String {
     let t = time::OffsetDateTime::now_utc()
@@ -331,6 +367,11 @@ struct MailHooks<'a> {
     say: Option<&'a Arc<dyn Fn(String) + Send + Sync>>,
     said: Option<String>,
     last: Option<MessageRecord>,
+    /// How long a found earlier draft is held for Exchange's move.
+    grace_ms: u64,
+    /// This run asked for a send, or made a draft.
+    sent_here: bool,
+    drafted_here: bool,
 }
 
 impl OneShot for MailHooks<'_> {
@@ -357,6 +398,14 @@ impl OneShot for MailHooks<'_> {
         }
     }
 
+    fn spawned(&mut self, action: &Action) {
+        match action {
+            Action::SendDraft { .. } => self.sent_here = true,
+            Action::CreateDraft { .. } => self.drafted_here = true,
+            _ => {}
+        }
+    }
+
     fn done_early(&self) -> bool {
         self.keyed
             && self
@@ -369,7 +418,7 @@ impl OneShot for MailHooks<'_> {
         let Some(say) = self.say else {
             return;
         };
-        if let Some(text) = waiting_for(self.last.as_ref(), running, wake_in_ms) {
+        if let Some(text) = waiting_for(self.last.as_ref(), running, wake_in_ms, self.grace_ms) {
             if self.said.as_deref() != Some(text.as_str()) {
                 say(text.clone());
                 self.said = Some(text);

@@ -199,6 +199,21 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
     .await;
     bar.finish();
     match outcome {
+        Ok(m) if m.state == MessageState::Sent && m.earlier => {
+            // `--key`: reported, not mailed again (SPEC: "finds the earlier message … and
+            // reports it"): the same line on stdout as the run that sent it.
+            errln!(
+                "already sent by an earlier run with key {}: {what} (found in Sent Items, \
+                 marker {}); not sent again",
+                crate::outside::printable(args.key.as_deref().unwrap_or_default()),
+                m.marker
+            );
+            outln!(
+                "{}",
+                crate::outside::printable(m.internet_message_id.as_deref().unwrap_or(&m.marker))
+            );
+            Ok(ExitCode::Ok)
+        }
         Ok(m) if m.state == MessageState::Sent => {
             errln!(
                 "sent {what} in {:.1} s (marker {})",
@@ -212,7 +227,16 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             Ok(ExitCode::Ok)
         }
         Ok(m) => {
-            errln!("left as a draft, fully attached: {what}");
+            if m.earlier {
+                errln!(
+                    "found the draft an earlier run with key {} left (marker {}); left as a \
+                     draft, fully attached: {what}",
+                    crate::outside::printable(args.key.as_deref().unwrap_or_default()),
+                    m.marker
+                );
+            } else {
+                errln!("left as a draft, fully attached: {what}");
+            }
             outln!(
                 "{}",
                 crate::outside::printable(m.draft_id.as_deref().unwrap_or(&m.marker))

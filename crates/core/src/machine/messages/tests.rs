@@ -3113,6 +3113,190 @@ fn a_keyed_message_found_sent_keeps_its_files() {
     );
 }
 
+/// A `mail --key` message (`send`: sent, else left as a draft) with one pending file, started.
+fn keyed_started(send: bool) -> (Machine, Vec<Action>) {
+    let rules: Vec<MappingRule> = mail_machine(send).mappings.values().cloned().collect();
+    let mut m = Machine::new(rules, Policy::default());
+    let mut rec = MessageRecord::drafting(
+        "kabc".into(),
+        "mail".into(),
+        "me".into(),
+        Letter {
+            to: vec!["a@example.com".into()],
+            subject: "s".into(),
+            body: "b".into(),
+            ..Letter::default()
+        },
+        vec!["e1".into()],
+        send,
+        1,
+        Time(0),
+    );
+    rec.keyed = true;
+    rec.may_exist = true;
+    let mut file = Record::pending(
+        "e1".into(),
+        "mail".into(),
+        "/mail/x.pdf".into(),
+        "x.pdf".into(),
+        stat(7, 10),
+        Some("ab".repeat(32)),
+        1,
+        Time(0),
+    );
+    file.message = Some("kabc".into());
+    let out = m.handle(
+        Time(0),
+        Input::Start {
+            records: vec![file],
+            with_url: vec![],
+            messages: vec![rec],
+        },
+    );
+    (m, out)
+}
+
+fn earlier_draft() -> FindOutcome {
+    FindOutcome::Found {
+        id: "draft1".into(),
+        is_draft: true,
+        internet_message_id: Some("<i@x>".into()),
+    }
+}
+
+fn uploads(out: &[Action]) -> bool {
+    out.iter()
+        .any(|a| matches!(a, Action::Post { .. } | Action::CreateSession { .. }))
+}
+
+/// M1: `mail --key` run again right after a run that sent the message finds its draft still
+/// a draft (Exchange's move takes a while): it attaches nothing to it and sends nothing, asks
+/// Sent Items again within seconds, and reports the sent copy when it shows. It never takes
+/// the earlier draft as a send of its own whose answer was lost (no `last_send_at`).
+#[test]
+fn a_keyed_rerun_finding_the_earlier_draft_waits_for_its_sent_copy_without_touching_it() {
+    let (mut m, out) = keyed_started(true);
+    assert_eq!(find_asked(&out), Some(MailFolder::SentItems));
+    let out = found(
+        &mut m,
+        100,
+        "kabc",
+        MailFolder::SentItems,
+        FindOutcome::NotFound,
+    );
+    assert_eq!(find_asked(&out), Some(MailFolder::Drafts));
+    let out = found(&mut m, 200, "kabc", MailFolder::Drafts, earlier_draft());
+    assert!(!uploads(&out), "{out:?}");
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::PersistMessage(r)
+            if r.last_send_at.is_some() || r.resend_if_draft || r.state != MessageState::Drafting)),
+        "{out:?}"
+    );
+    // Asked again within seconds, not after Exchange's whole move grace (10 minutes).
+    let asked: Vec<(u64, Action)> = ticks(&mut m, 1_000, 10_000)
+        .into_iter()
+        .filter(|(_, a)| !matches!(a, Action::WakeAt(_)))
+        .collect();
+    assert!(
+        matches!(
+            asked.as_slice(),
+            [(
+                _,
+                Action::FindMessage {
+                    folder: MailFolder::SentItems,
+                    ..
+                }
+            )]
+        ),
+        "{asked:?}"
+    );
+    let out = found(
+        &mut m,
+        asked[0].0 + 100,
+        "kabc",
+        MailFolder::SentItems,
+        FindOutcome::Found {
+            id: "sent1".into(),
+            is_draft: false,
+            internet_message_id: Some("<i@x>".into()),
+        },
+    );
+    let rec = out
+        .iter()
+        .find_map(|a| match a {
+            Action::PersistMessage(r) if r.id == "kabc" => Some(r),
+            _ => None,
+        })
+        .expect("message persisted");
+    assert_eq!(rec.state, MessageState::Sent, "{rec:?}");
+    assert!(!uploads(&out) && !out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+}
+
+/// The earlier draft still a draft once the move has surely had time (five times
+/// `look_after`, from when this run found it): it was not sent; it is resumed and sent.
+#[test]
+fn a_keyed_rerun_resumes_the_earlier_draft_once_the_move_has_surely_had_time() {
+    let (mut m, _) = keyed_started(true);
+    let grace = move_grace_ms(Policy::default().look_after_ms);
+    found(
+        &mut m,
+        100,
+        "kabc",
+        MailFolder::SentItems,
+        FindOutcome::NotFound,
+    );
+    let mut t = 200;
+    let mut out = found(&mut m, t, "kabc", MailFolder::Drafts, earlier_draft());
+    while !uploads(&out) {
+        assert!(t < 200 + grace + 10_000, "still held at {t}: {out:?}");
+        out = match find_asked(&out) {
+            Some(MailFolder::SentItems) => found(
+                &mut m,
+                t,
+                "kabc",
+                MailFolder::SentItems,
+                FindOutcome::NotFound,
+            ),
+            Some(MailFolder::Drafts) => {
+                let out = found(&mut m, t, "kabc", MailFolder::Drafts, earlier_draft());
+                assert_eq!(uploads(&out), t >= 200 + grace, "at {t}: {out:?}");
+                out
+            }
+            _ => {
+                t += 500;
+                m.handle(Time(t), Input::Tick)
+            }
+        };
+    }
+    assert!(
+        out.iter().any(|a| matches!(a, Action::PersistMessage(r)
+            if r.state == MessageState::Attaching && r.last_send_at.is_none()
+                && !r.resend_if_draft && r.draft_id.as_deref() == Some("draft1"))),
+        "{out:?}"
+    );
+}
+
+/// M2: `mail --draft --key` run again finds the draft an earlier run left and takes it at once:
+/// it sends nothing, so no send is waited for or confirmed.
+#[test]
+fn a_keyed_draft_rerun_takes_the_earlier_draft_at_once() {
+    let (mut m, _) = keyed_started(false);
+    found(
+        &mut m,
+        100,
+        "kabc",
+        MailFolder::SentItems,
+        FindOutcome::NotFound,
+    );
+    let out = found(&mut m, 200, "kabc", MailFolder::Drafts, earlier_draft());
+    assert!(
+        out.iter().any(|a| matches!(a, Action::PersistMessage(r)
+            if r.state == MessageState::Attaching && r.last_send_at.is_none()
+                && !r.resend_if_draft)),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn what_a_send_answer_says_about_the_send() {
     let p = |c: &str| permanent(c, "m");
