@@ -206,9 +206,15 @@ pub async fn mail_files(
         grace_ms: crate::core::machine::move_grace_ms(settings.agent.look_after.as_millis() as u64),
         sent_here: false,
         drafted_here: false,
+        found_draft: false,
     };
     let ran = super::drive::drive(&mut machine, steps, &*urls, inputs, &mut hooks).await;
-    let (last, sent_here, drafted_here) = (hooks.last, hooks.sent_here, hooks.drafted_here);
+    let (last, sent_here, drafted_here, found_draft) = (
+        hooks.last,
+        hooks.sent_here,
+        hooks.drafted_here,
+        hooks.found_draft,
+    );
     match ran {
         Ok(()) => {}
         Err(Stop::SignIn(f)) => {
@@ -237,9 +243,25 @@ pub async fn mail_files(
             marker,
         }),
         _ if m.may_have_been_sent() => Err(maybe_sent(&m)),
-        _ => Err(OneShotError::Failed(m.error.unwrap_or_else(|| {
-            Failure::new("notSent", format!("the message ended {:?}", m.state))
-        }))),
+        _ => {
+            let mut f = m.error.unwrap_or_else(|| {
+                Failure::new("notSent", format!("the message ended {:?}", m.state))
+            });
+            // What became of its draft (no ledger keeps the message for a `retry`).
+            let draft = match &m.draft_id {
+                Some(id) if !f.message.contains("could not be deleted") => Some(format!(
+                    "its draft is left in Drafts (id {})",
+                    crate::outside::printable(id)
+                )),
+                Some(_) => None,
+                None if drafted_here || found_draft => Some("its draft was deleted".to_owned()),
+                None => None,
+            };
+            if let Some(d) = draft {
+                f.message = format!("{}; {d}", f.message.trim_end_matches('.'));
+            }
+            Err(OneShotError::Failed(f))
+        }
     }
 }
 
@@ -372,6 +394,8 @@ struct MailHooks<'a> {
     /// This run asked for a send, or made a draft.
     sent_here: bool,
     drafted_here: bool,
+    /// A draft of the message existed in this run (made, or an earlier run's found).
+    found_draft: bool,
 }
 
 impl OneShot for MailHooks<'_> {
@@ -385,6 +409,7 @@ impl OneShot for MailHooks<'_> {
                 true
             }
             Action::PersistMessage(m) => {
+                self.found_draft |= m.draft_id.is_some();
                 self.last = Some(m.clone());
                 true
             }

@@ -524,8 +524,9 @@ pub fn message_advice(m: &MessageRecord) -> Option<String> {
                  is sent again only if its draft is still a draft"
             ),
             Some(_) => format!(
-                "fix the cause, then `outbox retry {id}`: it looks for the draft in Sent Items \
-                 (sent by hand: done) and Drafts first, and drafts it again if it is gone"
+                "its draft stays in Drafts; fix the cause, then `outbox retry {id}`: it looks for \
+                 the draft in Sent Items (sent by hand: done) and Drafts first, and drafts it \
+                 again if it is gone"
             ),
             None => format!("no draft was made; fix the cause, then `outbox retry {id}`"),
         }),
