@@ -1027,6 +1027,47 @@ async fn retry_resend_mails_a_done_file_again_on_purpose_once_each_time() {
     assert!(stderr(&out).contains("no longer at"), "{}", stderr(&out));
 }
 
+/// A new user's trial (M4): `retry --resend` given the message's id (what `status` shows under
+/// MESSAGES) said only "no ledger entry". It says the id is a message's, that `--resend` takes a
+/// file's entry id, and names this message's files with theirs; with no agent and through one.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_resend_of_a_message_id_names_its_files_entry_ids() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    write_file(&folder.join("a.pdf"), 10_000, 6);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = status_json(&env);
+    let entry = rows[0]["id"].as_str().expect("id").to_string();
+    let message = rows[0]["message"]["id"]
+        .as_str()
+        .expect("message id")
+        .to_string();
+    let check = |out: &std::process::Output| {
+        let err = stderr(out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!("`{message}` is a message, not a file's entry"))
+                && err.contains(&format!("{entry} (a.pdf)"))
+                && err.contains("outbox retry --resend ENTRY_ID"),
+            "{err}"
+        );
+    };
+    check(&env.run(&["retry", "--resend", &message], T));
+    let out = env.run(&["retry", "--resend", "nosuchid"], T);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("takes a file's entry id"),
+        "{}",
+        stderr(&out)
+    );
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    check(&env.run(&["retry", "--resend", &message], T));
+    agent.stop();
+    assert_eq!(sent(&env).await.len(), 1);
+}
+
 /// Review of issue 20, finding 1: a file found mailed by its key (a lost state dir) is done with
 /// the sent copy's attachment; `outbox retry ID` of it (what `verify` advises when it cannot read
 /// that attachment) put the attachment among those to delete, the search found the file mailed
