@@ -514,6 +514,74 @@ fn mail_draft_with_a_key_twice_reports_the_same_draft_at_once() {
     let stats = rt.block_on(env.sandbox.stats());
     assert_eq!(stats["sends_accepted"], json!(0), "{stats}");
     assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+    // The same key without --draft sends that draft, after the hold (5 x look_after: 10 s).
+    let env2 = Env::new();
+    env2.write_config("look_after = \"2s\"", "");
+    let args: Vec<&str> = args.iter().copied().filter(|a| *a != "--draft").collect();
+    let first = env2.run(&[args.as_slice(), &["--draft"]].concat(), LONG);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let send = env2.run(&args, LONG);
+    let err = stderr(&send);
+    assert_eq!(send.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("found the draft an earlier run with this key made"),
+        "{err}"
+    );
+    let sent = {
+        let env = &env2;
+        sent_after_move(env, &rt, 1)
+    };
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["attachments"].as_array().map(Vec::len), Some(1));
+    assert_eq!(sent[0]["attachments"][0]["sha256"], json!(sha));
+    let stats = rt.block_on(env2.sandbox.stats());
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+}
+
+/// M2's sibling: the same key with other files names another message. Refused (exit 2) naming
+/// the key, the earlier message and its files, before anything is made: it used to report the
+/// earlier message as this run's ("sent", exit 0), though it held other files. The same files
+/// again are still reported.
+#[test]
+fn mail_with_a_key_used_for_other_files_is_refused_naming_the_earlier_message() {
+    let env = setup();
+    let rt = rt();
+    let (a, b) = (env.path("a.pdf"), env.path("b.pdf"));
+    write_file(&a, 9_000, 43);
+    write_file(&b, 9_000, 44);
+    let run = |f: &std::path::Path| {
+        env.run(
+            &[
+                "mail",
+                f.to_str().unwrap(),
+                "--to",
+                "ap@contoso.com",
+                "--key",
+                "batch-9",
+            ],
+            LONG,
+        )
+    };
+    let first = run(&a);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    sent_after_move(&env, &rt, 1);
+    let other = run(&b);
+    let err = stderr(&other);
+    assert_eq!(other.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the key batch-9 was used for another message")
+            && err.contains("a message already sent")
+            && err.contains(stdout(&first).trim())
+            && err.contains("\"a.pdf\"")
+            && err.contains("\"b.pdf\""),
+        "{err}"
+    );
+    let again = run(&a);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
 }
 
 /// Issue 20, item 10: a file over Graph's 150 MiB attachment limit is said to be so, not "cannot

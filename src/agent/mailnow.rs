@@ -140,6 +140,10 @@ pub async fn mail_files(
             )
         });
     }
+    if let Some(k) = key {
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        key_taken(&client, user, &marker, k, &names).await?;
+    }
     let sizes: BTreeMap<String, u64> = records
         .iter()
         .map(|r| (r.id.clone(), r.file.size))
@@ -188,6 +192,8 @@ pub async fn mail_files(
     let mut steps = Steps::new(client.clone(), urls.clone(), mappings);
     steps.progress = Some(report.clone());
     let steps = Arc::new(steps);
+    // As it starts: what a wait before its first write (the hold of a found draft) is about.
+    let first = message.clone();
     let inputs = vec![Input::Start {
         records,
         with_url: Vec::new(),
@@ -202,7 +208,7 @@ pub async fn mail_files(
         keyed: key.is_some(),
         say: watch.waiting.as_ref(),
         said: None,
-        last: None,
+        last: Some(first),
         grace_ms: crate::core::machine::move_grace_ms(settings.agent.look_after.as_millis() as u64),
         sent_here: false,
         drafted_here: false,
@@ -263,6 +269,67 @@ pub async fn mail_files(
             Err(OneShotError::Failed(f))
         }
     }
+}
+
+/// `--key`: the message an earlier run made under this key, if it holds a file this run does not
+/// name (by attachment name), is another message: refused, naming the key and that message,
+/// before anything is made or attached. A key names one message; a re-run resumes or reports it
+/// only for the same files (a draft holding some of them, left by a run cut short, is resumed).
+/// A search that fails is left to the run, which looks again before any draft is made.
+async fn key_taken(
+    client: &GraphClient,
+    user: &str,
+    marker: &str,
+    key: &str,
+    names: &[&str],
+) -> Result<(), OneShotError> {
+    use crate::graph::mail::Folder;
+    let Ok(Some(found)) = client.find_by_marker(user, Folder::Any, marker).await else {
+        return Ok(());
+    };
+    let Ok(on_it) = client.attachment_names(user, &found.id).await else {
+        return Ok(());
+    };
+    let mut theirs: Vec<&str> = on_it.iter().map(|(_, n)| n.as_str()).collect();
+    let mut ours = names.to_vec();
+    theirs.sort_unstable();
+    theirs.dedup();
+    ours.sort_unstable();
+    let other = theirs.iter().any(|n| ours.binary_search(n).is_err());
+    // A sent message is whole: it must hold exactly these files.
+    let short = !found.is_draft && ours.iter().any(|n| theirs.binary_search(n).is_err());
+    if !other && !short {
+        return Ok(());
+    }
+    let shown = |v: &[&str]| {
+        v.iter()
+            .map(|n| format!("\"{}\"", crate::outside::printable(n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(OneShotError::KeyTaken(format!(
+        "the key {} was used for another message: {} (marker {marker}{}, subject \"{}\") holding \
+         {}, not the files named now ({}); nothing was sent or attached. A key names one \
+         message: give these files a new key, or re-run with the files it holds",
+        crate::outside::printable(key),
+        if found.is_draft {
+            "a draft in the mailbox"
+        } else {
+            "a message already sent"
+        },
+        found
+            .internet_message_id
+            .as_deref()
+            .map(|i| format!(", internetMessageId {}", crate::outside::printable(i)))
+            .unwrap_or_default(),
+        crate::outside::printable(found.subject.as_deref().unwrap_or_default()),
+        if theirs.is_empty() {
+            "no file".to_owned()
+        } else {
+            shown(&theirs)
+        },
+        shown(&ours),
+    )))
 }
 
 /// The marker of `outbox mail --key KEY` from `user`'s mailbox: the same key, the same marker,

@@ -34,6 +34,9 @@ pub enum OneShotError {
         internet_message_id: Option<String>,
         why: Failure,
     },
+    /// `mail --key`: the key names an earlier message holding other files (nothing was done).
+    #[error("{0}")]
+    KeyTaken(String),
 }
 
 /// A stand-in mapping `name` for a file named on the command line: its folder is the file's

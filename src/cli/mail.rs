@@ -251,6 +251,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             ),
         )),
         Err(OneShotError::SignIn(m)) => Err(CommandError::new(ExitCode::SignIn, m)),
+        Err(OneShotError::KeyTaken(why)) => Err(CommandError::new(ExitCode::Usage, why)),
         Err(OneShotError::MaybeSent {
             marker,
             internet_message_id,
