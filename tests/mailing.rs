@@ -1027,6 +1027,43 @@ async fn retry_resend_mails_a_done_file_again_on_purpose_once_each_time() {
     assert!(stderr(&out).contains("no longer at"), "{}", stderr(&out));
 }
 
+/// #20's small item: a send answered 429 with `Retry-After` kept its wait in memory only; the
+/// agent stopped and started again inside it sent again once Exchange's move grace had passed
+/// (10 s with the tests' `look_after`), not after the 40 s Graph asked for. The wait is kept in
+/// the ledger.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_sends_retry_after_is_kept_through_a_restart() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "status": 429, "retry_after": 40}]}))
+        .await;
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    write_file(&folder.join("a.pdf"), 10_000, 7);
+    wait_until(T, "the send throttled", || async {
+        env.sandbox.stats().await["requests"]["send_message"]["429"] == json!(1)
+    })
+    .await;
+    let throttled_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    agent.stop();
+    let out = env.run(&["run", "--once"], Duration::from_secs(120));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent = sent(&env).await;
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let sent_ms = sent[0]["sentMs"].as_i64().expect("sentMs");
+    assert!(
+        sent_ms - throttled_ms >= 38_000,
+        "sent again {} ms after the 429 asked for 40 s",
+        sent_ms - throttled_ms
+    );
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+}
+
 /// A new user's trial (M4): `retry --resend` given the message's id (what `status` shows under
 /// MESSAGES) said only "no ledger entry". It says the id is a message's, that `--resend` takes a
 /// file's entry id, and names this message's files with theirs; with no agent and through one.

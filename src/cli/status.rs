@@ -1050,6 +1050,7 @@ mod tests {
             keys: Vec::new(),
             part: None,
             letter_stale: false,
+            not_before: None,
             attempts: 0,
             error: (state == MessageState::Unconfirmed).then(|| {
                 EntryError::new(

@@ -1006,7 +1006,17 @@ impl Machine {
                 .entry(m.mapping.clone())
                 .or_default()
                 .push_back(m.created_at.min(self.now));
+            // A throttled send's wait, still running: kept (at most an hour from now, should
+            // the wall clock have been set back).
+            let not_before = m
+                .not_before
+                .filter(|t| *t > self.now && m.state == MessageState::Sending)
+                .map(|t| t.min(self.now.plus_ms(60 * 60_000)));
+            let id = m.id.clone();
             self.add_message(m);
+            if let Some(t) = not_before {
+                self.message_wait_until(&id, t);
+            }
         }
         for q in self.sent_times.values_mut() {
             q.make_contiguous().sort();
@@ -2667,12 +2677,14 @@ impl Machine {
                 let max = self.policy.max_attempts;
                 let error = fault_failure(&f);
                 m.rec.error = error.clone();
+                let ms = wait_ms.unwrap_or_else(|| send_limit_backoff_ms(mid, attempts));
+                // Persisted: a restart inside the wait keeps it.
+                m.rec.not_before = Some(now.plus_ms(ms));
                 self.persist_message(mid, out);
                 if max > 0 && attempts >= max {
                     self.message_unconfirmed_by(mid, error, out);
                     return;
                 }
-                let ms = wait_ms.unwrap_or_else(|| send_limit_backoff_ms(mid, attempts));
                 self.message_wait(mid, ms);
             }
             SendRefusal::MaybeSent => {

@@ -2486,6 +2486,71 @@ fn throttles() -> [Fault; 3] {
     ]
 }
 
+/// #20's small item: a throttled send's `Retry-After` was kept in memory only, so a restart
+/// inside it sent again as soon as Exchange's move grace had passed (10 min), not after the
+/// wait Graph asked for (30 min here). It is persisted (`not_before`) and kept at the start.
+#[test]
+fn a_throttled_sends_wait_is_kept_through_a_restart() {
+    let mut m = mail_machine(true);
+    let out = drop_file(&mut m, 1_000, "a.pdf", 10);
+    let mid = out
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateDraft { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .expect("a draft asked for");
+    let out = m.answer(7_000, &mid, draft_created("d-a.pdf", None));
+    let eid = persisted_file(&out).id.clone();
+    let out = m.answer(7_100, &eid, post_created("a-a.pdf"));
+    let file = persisted_file(&out).clone();
+    assert_eq!(file.state, State::Done);
+    let out = m.answer(7_200, &mid, listed(&["a-a.pdf"]));
+    assert!(sent(&out), "{out:?}");
+    let wait = 30 * 60_000;
+    let out = send_answered(&mut m, 7_300, &mid, throttled(Some(wait)));
+    let rec = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::PersistMessage(r) if r.id == mid => Some(r.clone()),
+            _ => None,
+        })
+        .last()
+        .expect("the throttle persisted");
+    assert_eq!(rec.not_before, Some(Time(7_300 + wait)), "{rec:?}");
+    // The agent restarts a minute later with what the ledger holds.
+    let mut m = mail_machine(true);
+    m.handle(
+        Time(67_300),
+        Input::Start {
+            records: vec![file],
+            with_url: vec![],
+            messages: vec![rec],
+        },
+    );
+    let during = ticks(&mut m, 68_300, 7_300 + wait - 1_000);
+    assert!(
+        during
+            .iter()
+            .all(|(_, a)| !matches!(a, Action::SendDraft { .. } | Action::FindMessage { .. })),
+        "{:?}",
+        during
+            .iter()
+            .find(|(_, a)| matches!(a, Action::SendDraft { .. } | Action::FindMessage { .. }))
+    );
+    let after = ticks(&mut m, 7_300 + wait, 7_300 + wait + 5_000);
+    assert!(
+        after.iter().any(|(_, a)| matches!(
+            a,
+            Action::FindMessage {
+                folder: MailFolder::SentItems,
+                ..
+            }
+        )),
+        "{after:?}"
+    );
+}
+
 #[test]
 fn a_throttled_send_found_in_sent_items_is_sent_and_never_sent_again() {
     for fault in throttles() {
