@@ -818,6 +818,29 @@ async fn a_mapping_mails_at_most_max_messages_per_window_the_rest_wait() {
     assert!(stderr(&out).contains("max_messages"), "{}", stderr(&out));
 }
 
+/// #20's small item: a batch split in two parts with room under `max_messages` for one made
+/// that one "(1/2)", though the rest waited and went later as a message of its own (no "(2/2)"
+/// ever came). The parts made now are numbered among themselves: one alone has no "(k/n)".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_capped_to_one_part_is_not_numbered_one_of_two() {
+    let env = Env::new();
+    let folder = setup(
+        &env,
+        "",
+        "",
+        "group = \"batch\"\nbatch_quiet = \"1s\"\nmax_message_size = \"2MB\"\nmax_messages = \"1/1h\"",
+    );
+    write_file(&folder.join("a.pdf"), 1_000_000, 71);
+    write_file(&folder.join("b.pdf"), 1_000_000, 72);
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "capped: {}", stderr(&out));
+    let sent = sent(&env).await;
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let subject = sent[0]["subject"].as_str().unwrap_or_default();
+    assert!(!subject.contains("(1/2)"), "{subject}");
+    assert_eq!(sent[0]["attachments"].as_array().map(Vec::len), Some(1));
+}
+
 /// Copies directory `from` to `to` (the state dir as a backup would keep it), recursively, in
 /// Rust rather than `cp -a` (which Windows lacks).
 fn copy_dir(from: &Path, to: &Path) {

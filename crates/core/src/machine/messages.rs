@@ -475,7 +475,16 @@ impl Machine {
             return; // cannot be: each file fits alone
         };
         let date = civil_date(self.now, self.policy.utc_offset_ms);
-        let n = parts.len();
+        // The parts made now: those `max_messages` has room for (the rest wait and make a batch
+        // of their own later), numbered among themselves, so one made alone is no "(1/2)".
+        let n = match (rule.max_messages, self.cap_reached(mapping, &rule)) {
+            (0, _) => parts.len(),
+            (_, Some(_)) => parts.len(),
+            (max, None) => {
+                let made = self.made_times.get(mapping).map_or(0, |q| q.len());
+                parts.len().min((max as usize).saturating_sub(made).max(1))
+            }
+        };
         for (k, range) in parts.into_iter().enumerate() {
             if let Some(until) = self.cap_reached(mapping, &rule) {
                 // Over the mapping's `max_messages`: the rest wait for the window (a neighbour

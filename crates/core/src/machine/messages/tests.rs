@@ -2941,6 +2941,53 @@ fn a_mapping_makes_at_most_max_messages_per_window_the_rest_wait() {
     assert_eq!(m.capped_until("mail"), None);
 }
 
+/// A batch split in two with room under `max_messages` for one message: that one is made
+/// alone, and says no "(1/2)" (the rest wait and go later as a batch of their own).
+#[test]
+fn a_batch_capped_to_one_part_is_numbered_as_one() {
+    let m0 = mail_machine(true);
+    let mut rules: Vec<MappingRule> = m0.mappings.values().cloned().collect();
+    for r in &mut rules {
+        if let Some(mail) = r.mail.as_mut() {
+            mail.batch = true;
+            mail.batch_quiet_ms = 10_000;
+            mail.batch_max_wait_ms = 60_000;
+            mail.max_messages = 1;
+            mail.max_messages_window_ms = 3_600_000;
+            // Room for one of the two files.
+            mail.max_message_size = crate::mail::MESSAGE_OVERHEAD
+                + mail.body.len() as u64
+                + crate::mail::encoded_attachment_size(1_000, "a.pdf")
+                + 100;
+        }
+    }
+    let mut m = Machine::new(rules, Policy::default());
+    let mut out = drop_version(&mut m, 1_000, "a.pdf", stat(7, 1_000), &"ab".repeat(32));
+    out.extend(drop_version(
+        &mut m,
+        6_100,
+        "b.pdf",
+        stat(8, 1_000),
+        &"cd".repeat(32),
+    ));
+    out.extend(ticks(&mut m, 12_000, 40_000).into_iter().map(|(_, a)| a));
+    let made: Vec<&MessageRecord> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::PersistMessage(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert!(!made.is_empty(), "{out:?}");
+    assert!(
+        made.iter().all(|r| r.id == made[0].id),
+        "one message: {made:?}"
+    );
+    assert_eq!(made[0].files.len(), 1, "{made:?}");
+    assert_eq!(made[0].part, None, "{made:?}");
+    assert!(!made[0].letter.subject.contains("(1/2)"), "{made:?}");
+}
+
 /// A cap whose waiting file was canceled ends at `until` all the same (nothing is made to
 /// clear it): `status` and `run --once` no longer see the mapping capped from then.
 #[test]
