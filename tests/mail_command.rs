@@ -584,6 +584,41 @@ fn mail_with_a_key_used_for_other_files_is_refused_naming_the_earlier_message() 
     assert_eq!(stats["drafts_created"], json!(1), "{stats}");
 }
 
+/// A new user's trial (M6): a file name's control characters went raw into `mail`'s and
+/// `send`'s error lines ("cannot read …", `--body-file …`), which a terminal obeys (colours, a
+/// title, a cleared screen). They are shown through `outside` escaping, as log lines show them.
+#[cfg(unix)]
+#[test]
+fn a_control_character_in_a_named_file_is_escaped_in_mail_and_send_errors() {
+    let env = setup();
+    let bad = env.path("no\u{1b}[31mpe.pdf");
+    let body = env.path("body\u{7}.txt");
+    for args in [
+        vec!["mail", bad.to_str().unwrap(), "--to", "ap@contoso.com"],
+        vec!["send", bad.to_str().unwrap(), "--message", "AAMk"],
+        vec![
+            "mail",
+            env.path("config.toml").to_str().unwrap(),
+            "--to",
+            "ap@contoso.com",
+            "--body-file",
+            body.to_str().unwrap(),
+        ],
+    ] {
+        let out = env.run(&args, LONG);
+        let err = stderr(&out);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains('\u{1b}') && !err.contains('\u{7}'),
+            "{args:?}: {err:?}"
+        );
+        assert!(
+            err.contains("\\u{1b}") || err.contains("\\u{7}"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// Issue 20, item 10: a file over Graph's 150 MiB attachment limit is said to be so, not "cannot
 /// read"; files together over Exchange's largest maximum message size are refused before
 /// anything is created (and named over the default 35 MB when sent); `--draft` is not bound by

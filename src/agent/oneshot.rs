@@ -18,7 +18,7 @@ const ID: &str = "send";
 /// Why a file was not attached.
 #[derive(Debug, thiserror::Error)]
 pub enum OneShotError {
-    #[error("cannot read {path}: {why}")]
+    #[error("cannot read {}: {why}", crate::outside::path(.path))]
     File { path: PathBuf, why: String },
     #[error("{0}")]
     SignIn(String),
@@ -105,7 +105,7 @@ pub async fn attach_file(
             "fileTooLarge",
             format!(
                 "{} is {} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; it was not sent",
-                path.display(),
+                crate::outside::path(&path),
                 stat.size
             ),
         )));

@@ -49,7 +49,10 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         let meta = std::fs::metadata(path).map_err(|e| {
             CommandError::new(
                 ExitCode::Failed,
-                format!("cannot read {}: {e}; nothing was sent", path.display()),
+                format!(
+                    "cannot read {}: {e}; nothing was sent",
+                    crate::outside::path(path)
+                ),
             )
         })?;
         let name = path
@@ -116,7 +119,10 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         (Some(b), _) => (b.clone(), false),
         (None, Some(f)) => {
             let text = std::fs::read_to_string(f).map_err(|e| {
-                CommandError::new(ExitCode::Usage, format!("--body-file {}: {e}", f.display()))
+                CommandError::new(
+                    ExitCode::Usage,
+                    format!("--body-file {}: {e}", crate::outside::path(f)),
+                )
             })?;
             let html = f
                 .extension()
@@ -128,7 +134,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
     };
     // Placeholders as a mapping's config takes them: an unknown one is refused, not sent.
     let body_flag = match (&args.body, &args.body_file) {
-        (None, Some(f)) => format!("--body-file {}", f.display()),
+        (None, Some(f)) => format!("--body-file {}", crate::outside::path(f)),
         _ => "--body".to_owned(),
     };
     for (flag, t) in [
