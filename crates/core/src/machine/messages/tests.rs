@@ -2511,11 +2511,11 @@ fn a_throttled_sends_wait_is_kept_through_a_restart() {
     let out = send_answered(&mut m, 7_300, &mid, throttled(Some(wait)));
     let rec = out
         .iter()
-        .filter_map(|a| match a {
+        .rev()
+        .find_map(|a| match a {
             Action::PersistMessage(r) if r.id == mid => Some(r.clone()),
             _ => None,
         })
-        .last()
         .expect("the throttle persisted");
     assert_eq!(rec.not_before, Some(Time(7_300 + wait)), "{rec:?}");
     // The agent restarts a minute later with what the ledger holds.
