@@ -1349,10 +1349,7 @@ impl Agent {
             }
             Request::Resend { id } => {
                 let Some(e) = self.ledger.get(&id)? else {
-                    return Ok(line(Err((
-                        2,
-                        format!("no ledger entry with id `{id}` (see `outbox status`)"),
-                    ))));
+                    return Ok(line(Err((2, ops::resend_unknown(&self.ledger, &id)?))));
                 };
                 let mails = self.settings.mails(&e.mapping);
                 let message = e

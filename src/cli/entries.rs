@@ -485,10 +485,10 @@ pub async fn retry(
 /// `retry --resend ID`: the agent mails the file again now, or at its next start.
 pub async fn resend(settings: Settings, id: String) -> Result<ExitCode, CommandError> {
     let (entries, _) = via_agent_or_ledger(&settings, Request::Resend { id: id.clone() }, |l| {
-        let e = l
-            .get(&id)
-            .map_err(ledger_err)?
-            .ok_or_else(|| ledger_err(LedgerError::NotFound { id: id.clone() }))?;
+        let Some(e) = l.get(&id).map_err(ledger_err)? else {
+            let why = ops::resend_unknown(l, &id).map_err(ledger_err)?;
+            return Err(CommandError::new(ExitCode::Usage, why));
+        };
         let e =
             ops::request_resend(l, &id, settings.mails(&e.mapping)).map_err(|err| match err {
                 LedgerError::Invalid(why) => CommandError::new(ExitCode::Usage, why),

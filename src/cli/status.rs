@@ -524,8 +524,9 @@ pub fn message_advice(m: &MessageRecord) -> Option<String> {
                  is sent again only if its draft is still a draft"
             ),
             Some(_) => format!(
-                "fix the cause, then `outbox retry {id}`: it looks for the draft in Sent Items \
-                 (sent by hand: done) and Drafts first, and drafts it again if it is gone"
+                "its draft stays in Drafts; fix the cause, then `outbox retry {id}`: it looks for \
+                 the draft in Sent Items (sent by hand: done) and Drafts first, and drafts it \
+                 again if it is gone"
             ),
             None => format!("no draft was made; fix the cause, then `outbox retry {id}`"),
         }),
@@ -1049,6 +1050,7 @@ mod tests {
             keys: Vec::new(),
             part: None,
             letter_stale: false,
+            not_before: None,
             attempts: 0,
             error: (state == MessageState::Unconfirmed).then(|| {
                 EntryError::new(
