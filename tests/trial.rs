@@ -1,0 +1,119 @@
+//! What the last trial of issue 22 ("Tell the truth, round 3") met outside mailing, each
+//! failing before its fix: verify over a replaced version, `retry --failed` of a file outbox
+//! moved into `failed_dir`, a reason file's advice, what `status` says of a superseded version,
+//! a paused file's id, a config's permissions beside its syntax error, `check`'s layout over a
+//! config that does not parse, which config a running agent read, control characters in an
+//! attachment's name, drafts in `items messages`. Real binary, real ledger in a temp dir, the
+//! sandbox on loopback.
+
+use crate::common::*;
+use std::path::Path;
+use std::time::Duration;
+
+fn mapping(folder: &Path, item: &str, extra: &str) -> String {
+    format!(
+        "[[mapping]]\nname = \"m\"\nfolder = {}\nmessage = \"{item}\"\n{extra}\n",
+        toml_path(folder)
+    )
+}
+
+/// `status --json` rows.
+fn rows(env: &Env) -> Vec<serde_json::Value> {
+    let out = env.run(&["status", "--json"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+/// Trial 2: a version `on_change = "replace"` replaced has no attachment on purpose: verify
+/// says it was replaced, by which entry, and does not count it as a problem.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_says_a_replaced_version_was_replaced_and_passes() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("a.bin"), 10_000, 1);
+    env.write_config("", &mapping(&folder, &item, "on_change = \"replace\""));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    write_file(&folder.join("a.bin"), 12_000, 2);
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(attached(&env.sandbox, &item).await.len(), 1);
+    let all = rows(&env);
+    assert_eq!(all.len(), 2, "{all:?}");
+    let newer = all.iter().find(|r| r["size"] == 12_000).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let older = all.iter().find(|r| r["size"] == 10_000).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let out = env.run(&["verify", "--all"], Duration::from_secs(60));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{}", stderr(&out));
+    let old_line = so.lines().find(|l| l.contains(&older)).unwrap_or_else(|| panic!("{so}"));
+    assert!(
+        old_line.starts_with("replaced") && old_line.contains(&newer),
+        "{so}"
+    );
+    assert!(!old_line.contains("outbox retry"), "{so}");
+    assert!(so.contains("0 with problems"), "{so}");
+    // The one entry alone too, and --json says so as data.
+    let out = env.run(&["verify", &older], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = env.run(&["verify", "--all", "--json"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == older.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(r["result"], "replaced", "{v}");
+}
+
+/// Trial 3: `retry --failed` takes back the files outbox itself moved into `failed_dir` (a
+/// file mapping: its item was wrong, then fixed in the config), sends them, and their reason
+/// files go with them; one the user moved back by hand loses its reason file too.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_failed_takes_files_back_from_failed_dir_and_their_reason_files_go() {
+    let env = Env::new();
+    let gone = env.sandbox.create_item("message", "me").await;
+    env.sandbox.delete_item(&gone).await;
+    let folder = env.path("in");
+    let failed = env.path("in/failed");
+    write_file(&folder.join("a.txt"), 100, 1);
+    write_file(&folder.join("b.txt"), 200, 2);
+    env.write_config("", &mapping(&folder, &gone, "failed_dir = \"failed\""));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for n in ["a.txt", "b.txt"] {
+        assert!(failed.join(n).exists(), "{n} moved to failed_dir");
+        assert!(failed.join(format!("{n}.reason.txt")).exists(), "{n}'s reason");
+    }
+    // b.txt put back by hand; its reason file left in failed_dir.
+    std::fs::rename(failed.join("b.txt"), folder.join("b.txt")).unwrap();
+    let item = env.sandbox.create_item("message", "me").await;
+    env.write_config("", &mapping(&folder, &item, "failed_dir = \"failed\""));
+    let out = env.run(&["retry", "--failed"], Duration::from_secs(30));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{}", stderr(&out));
+    assert_eq!(so.matches("queued again").count(), 2, "{so}\n{}", stderr(&out));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let on_item = attached(&env.sandbox, &item).await;
+    assert_eq!(on_item.len(), 2, "{on_item:?}");
+    for n in ["a.txt", "b.txt"] {
+        assert!(folder.join(n).exists(), "{n} is back in its folder");
+        assert!(!failed.join(n).exists(), "{n} left failed_dir");
+        assert!(
+            !failed.join(format!("{n}.reason.txt")).exists(),
+            "{n}'s reason file stays in failed_dir after it was sent"
+        );
+    }
+}
