@@ -51,10 +51,23 @@ async fn verify_says_a_replaced_version_was_replaced_and_passes() {
         .unwrap()
         .to_string();
 
+    // Its status row says so too.
+    let old_row = all.iter().find(|r| r["id"] == older.as_str()).unwrap();
+    assert!(
+        old_row["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("replaced by a newer version"),
+        "{old_row}"
+    );
+
     let out = env.run(&["verify", "--all"], Duration::from_secs(60));
     let so = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{so}\n{}", stderr(&out));
-    let old_line = so.lines().find(|l| l.contains(&older)).unwrap_or_else(|| panic!("{so}"));
+    let old_line = so
+        .lines()
+        .find(|l| l.contains(&older))
+        .unwrap_or_else(|| panic!("{so}"));
     assert!(
         old_line.starts_with("replaced") && old_line.contains(&newer),
         "{so}"
@@ -94,7 +107,10 @@ async fn retry_failed_takes_files_back_from_failed_dir_and_their_reason_files_go
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     for n in ["a.txt", "b.txt"] {
         assert!(failed.join(n).exists(), "{n} moved to failed_dir");
-        assert!(failed.join(format!("{n}.reason.txt")).exists(), "{n}'s reason");
+        assert!(
+            failed.join(format!("{n}.reason.txt")).exists(),
+            "{n}'s reason"
+        );
     }
     // b.txt put back by hand; its reason file left in failed_dir.
     std::fs::rename(failed.join("b.txt"), folder.join("b.txt")).unwrap();
@@ -103,7 +119,12 @@ async fn retry_failed_takes_files_back_from_failed_dir_and_their_reason_files_go
     let out = env.run(&["retry", "--failed"], Duration::from_secs(30));
     let so = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{so}\n{}", stderr(&out));
-    assert_eq!(so.matches("queued again").count(), 2, "{so}\n{}", stderr(&out));
+    assert_eq!(
+        so.matches("queued again").count(),
+        2,
+        "{so}\n{}",
+        stderr(&out)
+    );
     let out = env.run(&["run", "--once"], Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let on_item = attached(&env.sandbox, &item).await;
@@ -116,4 +137,54 @@ async fn retry_failed_takes_files_back_from_failed_dir_and_their_reason_files_go
             "{n}'s reason file stays in failed_dir after it was sent"
         );
     }
+}
+
+/// Wait (bounded) until the agent's log says `text` at least `n` times.
+async fn said(agent: &Agent, text: &str, n: usize) {
+    let start = std::time::Instant::now();
+    while agent.log().matches(text).count() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never said {text:?} {n} times:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Trial 5: a version a newer one superseded before it was attached is `canceled`, and its
+/// row says why (a newer version took its place), in the table and in `--json`'s note; a done
+/// version `on_change = "replace"` replaced says so too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_superseded_version_says_a_newer_one_took_its_place() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    let file = folder.join("big.bin");
+    write_file(&file, 8 * MIB + 5, 3);
+    env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "before-chunk:1500")]);
+    said(&agent, "failpoint before-chunk: pausing", 1).await;
+    // A new version while the first is on its way.
+    let newer = write_file(&file, 3 * MIB + 7, 4);
+    wait_until(
+        Duration::from_secs(90),
+        "the newer version attached",
+        || async { attached(&env.sandbox, &item).await.get("big.bin") == Some(&newer) },
+    )
+    .await;
+    let all = rows(&env);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    let old = all.iter().find(|r| r["size"] == 8 * MIB + 5).unwrap();
+    assert_eq!(old["state"], "canceled", "{all:#?}");
+    let note = old["note"].as_str().unwrap_or_default();
+    assert!(note.contains("newer version"), "{old}");
+    let out = env.run(&["status"], Duration::from_secs(30));
+    let table = stdout(&out);
+    let line = table
+        .lines()
+        .find(|l| l.contains(old["id"].as_str().unwrap()))
+        .unwrap();
+    assert!(line.contains("newer version"), "{table}");
+    drop(agent);
 }

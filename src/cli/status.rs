@@ -364,8 +364,8 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
     }
 }
 
-/// A row's NOTE: its error, a failed after-action, what it waits for, or the versions of another
-/// owner's it was attached beside.
+/// A row's NOTE: its error, a failed after-action, what it waits for, why it was canceled or
+/// that a newer version replaced it, or the versions of another owner's it was attached beside.
 fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
     error_text(e)
         .map(|t| match &e.failed_to {
@@ -379,7 +379,28 @@ fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
         })
         .or_else(|| after_failed_text(e))
         .or_else(|| facts.wait_of(e).map(|w| wait_text(&w, Some(e), facts.now)))
+        .or_else(|| ended_text(e))
         .or_else(|| beside_text(e))
+}
+
+/// Why a canceled row ended (a newer version took its place, its file went, `outbox cancel`),
+/// and a done row whose attachment a newer version replaced: neither is a failure, and the
+/// bare state does not say which.
+fn ended_text(e: &LedgerEntry) -> Option<String> {
+    match e.state {
+        EntryState::Canceled => {
+            let err = e.error.as_ref()?;
+            Some(if err.code == crate::core::machine::SUPERSEDED {
+                "superseded: a newer version of the file took its place before this one was attached; the newer one is sent on its own".to_owned()
+            } else {
+                sanitize(&crate::secret::redact(&err.message))
+            })
+        }
+        EntryState::Done if e.replaced => Some(
+            "replaced by a newer version of the file: its attachment was deleted once the newer one was on the item".to_owned(),
+        ),
+        _ => None,
+    }
 }
 
 /// A done row attached beside an earlier version of the same name whose file had another
