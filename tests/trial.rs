@@ -105,6 +105,17 @@ async fn retry_failed_takes_files_back_from_failed_dir_and_their_reason_files_go
     env.write_config("", &mapping(&folder, &gone, "failed_dir = \"failed\""));
     let out = env.run(&["run", "--once"], Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // Its summary: files outbox moved to failed_dir are retried from there, not "gone".
+    let summary = stderr(&out)
+        .lines()
+        .find(|l| l.contains("not attached:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        summary.contains("2 failed") && summary.contains("`outbox retry --failed`"),
+        "{summary}"
+    );
+    assert!(!summary.contains("no longer at its path"), "{summary}");
     for n in ["a.txt", "b.txt"] {
         assert!(failed.join(n).exists(), "{n} moved to failed_dir");
         assert!(

@@ -146,8 +146,10 @@ pub fn from_failed_dir(m: &Mapping, from: &Path, path: &Path, file: &FileStat) -
             }
             Err(e) => refused(path, &e),
         },
-        // Put back at its path by hand: that is where it is.
+        // Put back at its path by hand: that is where it is, and its reason file in
+        // failed_dir explains nothing any more.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && at_path(path, file).is_some() => {
+            crate::files::forget_reason(&m.folder, &dir, from);
             MoveOutcome::Moved {
                 to: path.to_path_buf(),
                 file: at_path(path, file).unwrap_or(*file),
