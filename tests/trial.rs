@@ -199,3 +199,53 @@ async fn a_superseded_version_says_a_newer_one_took_its_place() {
     assert!(line.contains("newer version"), "{table}");
     drop(agent);
 }
+
+/// Trial 4: a file over 150 MiB moved to `failed_dir` is never sent as it is: its reason file,
+/// its status row and the log line of its move give advice that works (split or compress it;
+/// `outbox cancel` clears it), never a `retry` that is then refused, nor a link outbox does not
+/// make.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_over_150_mib_is_never_advised_a_retry_that_is_refused() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("big");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, "failed_dir = \"failed\""));
+    // Sparse: its size counts, its bytes are never written.
+    let f = std::fs::File::create(folder.join("huge.iso")).unwrap();
+    f.set_len(150 * MIB + 1).unwrap();
+    drop(f);
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = stderr(&out);
+    let moved_line = log
+        .lines()
+        .find(|l| l.contains("moved to failed_dir"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(!moved_line.contains("retry"), "{moved_line}");
+    assert!(
+        !log.contains("a link"),
+        "outbox makes no link for it: {log}"
+    );
+    let reason =
+        std::fs::read_to_string(folder.join("failed").join("huge.iso.reason.txt")).unwrap();
+    assert!(!reason.contains("outbox retry"), "{reason}");
+    assert!(!reason.contains("a link"), "{reason}");
+    assert!(
+        reason.to_lowercase().contains("split") && reason.contains("outbox cancel"),
+        "{reason}"
+    );
+    let row = rows(&env).remove(0);
+    assert_eq!(row["state"], "rejected");
+    let note = row["note"].as_str().unwrap_or_default();
+    assert!(!note.contains("outbox retry"), "{row}");
+    // What it advises works: `outbox cancel ID` clears it; a retry is refused, saying why.
+    let id = row["id"].as_str().unwrap();
+    let out = env.run(&["retry", id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("150 MiB"), "{}", stderr(&out));
+    let out = env.run(&["cancel", id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -667,10 +667,11 @@ impl Agent {
         let failure = crate::core::model::Failure::new(
             rec.error.as_ref().map_or("fileTooLarge", |e| e.code.as_str()),
             format!(
-                "{} is {} bytes ({}), over Graph's 150 MiB ({limit} bytes) attachment limit: it was not sent and is never sent as it is; split or compress it under 150 MiB (or share a link to it instead), then drop the smaller file in",
+                "{} is {} bytes ({}), over Graph's 150 MiB ({limit} bytes) attachment limit: it was not sent and is never sent as it is; split or compress it into files under 150 MiB and drop those in (`outbox cancel {}` clears this one)",
                 crate::outside::path(&rec.path),
                 rec.file.size,
                 crate::config::units::human_size(rec.file.size),
+                rec.id,
             ),
         );
         Some(Note::Failed {

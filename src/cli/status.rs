@@ -369,6 +369,17 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
 fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
     error_text(e)
         .map(|t| match &e.failed_to {
+            // Over 150 MiB: never sent as it is, so no retry takes it back.
+            Some(p)
+                if e.state == EntryState::Rejected
+                    && e.size > crate::core::model::MAX_ATTACHMENT =>
+            {
+                format!(
+                    "{t}; the file is in failed_dir: {}; split or compress it under 150 MiB and drop the parts in, `outbox cancel {}` clears this one",
+                    crate::outside::path(p),
+                    e.id
+                )
+            }
             // Where the agent moved it: `retry` takes it back from there.
             Some(p) if matches!(e.state, EntryState::Failed | EntryState::Rejected) => format!(
                 "{t}; the file is in failed_dir: {} (`outbox retry {}` takes it back)",
