@@ -249,3 +249,44 @@ async fn a_file_over_150_mib_is_never_advised_a_retry_that_is_refused() {
     let out = env.run(&["run", "--once"], Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// Trial 6: a file `outbox pause` leaves in its folder has no ledger entry yet; `status` showed
+/// it an id that changed at `outbox resume` (and that no command took). It shows none until
+/// the agent takes the file (`-` in the table, `null` in `--json`); then the entry's id stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_file_shows_no_id_until_it_has_an_entry() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("a");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let out = env.run(&["pause"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    write_file(&folder.join("x.txt"), 1000, 1);
+    wait_until(
+        Duration::from_secs(30),
+        "x.txt listed as paused",
+        || async { rows(&env).iter().any(|r| r["waiting_for"] == "paused") },
+    )
+    .await;
+    let row = rows(&env).remove(0);
+    assert!(row["id"].is_null(), "{row}");
+    let table = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    let line = table
+        .lines()
+        .find(|l| l.contains("x.txt"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(line.starts_with("- "), "{table}");
+    let out = env.run(&["resume"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_until(Duration::from_secs(30), "x.txt attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("x.txt")
+    })
+    .await;
+    let row = rows(&env).remove(0);
+    assert_eq!(row["state"], "done", "{row}");
+    assert!(row["id"].as_str().is_some_and(|i| !i.is_empty()), "{row}");
+    drop(agent);
+}

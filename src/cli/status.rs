@@ -76,7 +76,8 @@ impl Facts<'_> {
 /// (`null` when unset).
 #[derive(Serialize)]
 struct JsonRow<'a> {
-    id: &'a str,
+    /// `null` for a file not in the ledger yet ([`entry_id`]).
+    id: Option<&'a str>,
     mapping: &'a str,
     /// The path as text (U+FFFD for each byte that is not UTF-8).
     path: String,
@@ -243,6 +244,14 @@ pub fn filter_rows(
     messages.retain(|m| filter.keeps_message(m));
 }
 
+/// The id `status` shows for row `e`: none for a file not in the ledger yet (`settling`:
+/// still being written, waiting for its hash, or left in its folder by `outbox pause`). Its
+/// entry, and so its id, is made when the agent takes the file; an id shown before would change
+/// then, and no command (`retry`, `cancel`, `verify`) takes it.
+fn entry_id(e: &LedgerEntry) -> Option<&str> {
+    (e.state != EntryState::Settling).then_some(e.id.as_str())
+}
+
 /// The JSON array `outbox status --json` prints (pretty, no trailing newline): one object per
 /// entry, SPEC's keys, what it waits for, and `message`.
 pub fn render_json(
@@ -258,7 +267,7 @@ pub fn render_json(
         .map(|e| {
             let wait = facts.wait_of(e);
             JsonRow {
-                id: &e.id,
+                id: entry_id(e),
                 mapping: &e.mapping,
                 path: e.path.to_string_lossy().into_owned(),
                 path_bytes: e
@@ -590,7 +599,7 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
         .zip(&notes)
         .map(|(e, n)| {
             [
-                e.id.clone(),
+                entry_id(e).unwrap_or("-").to_owned(),
                 e.state.to_string(),
                 progress(e),
                 human_size(e.size),
