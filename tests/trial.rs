@@ -290,3 +290,126 @@ async fn a_paused_file_shows_no_id_until_it_has_an_entry() {
     assert!(row["id"].as_str().is_some_and(|i| !i.is_empty()), "{row}");
     drop(agent);
 }
+
+/// A config that does not parse (an unclosed string on line 3), with `mode`.
+#[cfg(unix)]
+fn broken_config(env: &Env, mode: u32, mappings: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = env.write_config("", mappings);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen("[auth]", "[auth]\nbroken = \"oops\n", 1),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(mode)).unwrap();
+    cfg
+}
+
+/// Trial 7: a config others can write is refused for it even when its text does not parse
+/// too: the permission problem first, then the syntax error, for every command, for `service
+/// install` (which would install a service that exits 78 at every login), and for a running
+/// agent's reload.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_others_can_write_is_refused_for_it_even_when_it_does_not_parse() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    let maps = mapping(&folder, &item, "");
+    broken_config(&env, 0o666, &maps);
+    for args in [&["status"][..], &["run", "--once"], &["retry", "--failed"]] {
+        let out = env.run(args, Duration::from_secs(30));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {err}");
+        let (perm, syntax) = (
+            err.find("other users can write the config"),
+            err.find("auth.broken"),
+        );
+        assert!(
+            perm.is_some() && syntax.is_some() && perm < syntax,
+            "{args:?}: the permissions first, then the syntax error: {err}"
+        );
+        assert!(err.contains("chmod go-w"), "{args:?}: {err}");
+    }
+    // Parsing, but others can write it: `service install` refuses it up front.
+    let cfg = env.write_config("", &maps);
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = env.run(
+        &["service", "install", "--dry-run", "--platform", "linux"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        stderr(&out).contains("other users can write the config"),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // A running agent's reload: refused, saying both.
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    broken_config(&env, 0o666, &maps);
+    terminate_hup(agent.child.id());
+    let start = std::time::Instant::now();
+    while !agent.log().contains("the new configuration is refused") {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = agent.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("the new configuration is refused"))
+        .unwrap();
+    assert!(
+        line.contains("other users can write the config") && line.contains("auth.broken"),
+        "{line}"
+    );
+    drop(agent);
+}
+
+#[cfg(unix)]
+fn terminate_hup(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status();
+}
+
+/// Trial 8: `outbox check` over a config that does not load prints its findings in its usual
+/// layout (`error  config: ...`), one line per problem, exit 78; a missing file too.
+#[test]
+fn check_prints_a_config_that_does_not_load_in_its_usual_layout() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.toml");
+    std::fs::write(&cfg, "[agent]\nsettle = \"fast\"\nconcurrency = 0\n").unwrap();
+    let check = |cfg: &Path| {
+        let mut c = std::process::Command::new(bin());
+        c.env("HOME", home.path())
+            .env_remove("OUTBOX_CONFIG")
+            .env_remove("RUST_LOG")
+            .args(["check", "--config"])
+            .arg(cfg);
+        run_bounded(&mut c, Duration::from_secs(30))
+    };
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let so = stdout(&out);
+    let lines: Vec<&str> = so.lines().collect();
+    assert!(lines.len() >= 2, "{so}\n{}", stderr(&out));
+    for l in &lines {
+        assert!(l.starts_with("error  config: "), "{so}");
+    }
+    assert!(lines[0].contains("agent.settle"), "{so}");
+    // Said once: not again on stderr.
+    assert!(!stderr(&out).contains("agent.settle"), "{}", stderr(&out));
+    let out = check(&home.path().join("nope.toml"));
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("error  config: "),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -1184,11 +1184,14 @@ impl Agent {
     /// from before would not see a new mapping's folder, and would name mappings by their old
     /// places); a watcher that cannot start refuses the reload too.
     fn reload(&mut self) {
-        let new = match Settings::load(&self.settings.source)
-            .and_then(|new| crate::private::check_config(&new).map(|()| new))
-        {
+        let new = match crate::private::load_config(&self.settings.source) {
             Ok(new) => new,
-            Err(e) => {
+            Err(errors) => {
+                let e = errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 tracing::error!(
                     "the new configuration is refused; the old one stays in force: {e}"
                 );
