@@ -413,3 +413,64 @@ fn check_prints_a_config_that_does_not_load_in_its_usual_layout() {
         stdout(&out)
     );
 }
+
+/// Trial 9: `outbox --config OTHER status` while an agent runs on another config naming the
+/// same state dir: it says which config the running agent read and that it is not OTHER, never
+/// that OTHER changed after the agent started (the agent never read it); `check` too; and over
+/// an OTHER with an error, the agent that answers instead is said to run on its own file.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_config_on_the_same_state_dir_is_not_said_to_be_the_agents() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    let cfg = env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let other = env.path("other.toml");
+    std::fs::copy(&cfg, &other).unwrap();
+    let mine = std::fs::canonicalize(&cfg).unwrap().display().to_string();
+    let with_other = |args: &[&str]| {
+        let mut c = env.cmd();
+        c.arg("--config").arg(&other).args(args);
+        run_bounded(&mut c, Duration::from_secs(30))
+    };
+    let out = with_other(&["status"]);
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let note = so
+        .lines()
+        .find(|l| l.starts_with("note:"))
+        .unwrap_or_else(|| panic!("{so}"));
+    assert!(
+        note.contains(&mine) && note.contains("not") && note.contains("other.toml"),
+        "{so}"
+    );
+    assert!(!so.contains("config changed after"), "{so}");
+    let out = with_other(&["check"]);
+    let so = stdout(&out);
+    let warn = so
+        .lines()
+        .find(|l| l.starts_with("warn") && l.contains("running agent"))
+        .unwrap_or_else(|| panic!("{so}"));
+    assert!(warn.contains(&mine), "{so}");
+    assert!(!so.contains("config changed after"), "{so}");
+    // OTHER with an error: the agent answers instead, said to run on its own file.
+    let text = std::fs::read_to_string(&other).unwrap();
+    std::fs::write(&other, text.replace("settle = ", "settle = 7\nbogus = ")).unwrap();
+    let out = with_other(&["status"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&mine) && !err.contains("the config it read before"),
+        "{err}"
+    );
+    // Its own config: no such note.
+    let out = env.run(&["status"], Duration::from_secs(30));
+    assert!(
+        !stdout(&out).contains("read another config"),
+        "{}",
+        stdout(&out)
+    );
+    drop(agent);
+}

@@ -829,7 +829,18 @@ impl Agent {
             waits,
             held: self.pauses.view(),
             folders: self.folder_lines(),
+            config: Some(self.config_read()),
         }
+    }
+
+    /// The config file this agent read, as a full path (it may have been named relative to
+    /// the agent's working directory).
+    fn config_read(&self) -> std::path::PathBuf {
+        std::fs::canonicalize(&self.settings.source).unwrap_or_else(|_| {
+            std::env::current_dir()
+                .map(|d| d.join(&self.settings.source))
+                .unwrap_or_else(|_| self.settings.source.clone())
+        })
     }
 
     /// `run --once`: stop when nothing is left, or only work that waits for sign-in or for a
@@ -1418,6 +1429,14 @@ impl Agent {
                 }
             },
             Request::Pause { mapping, for_ms } => Answer::Line(self.pause(mapping, for_ms)),
+            Request::Config => {
+                let mut r = Response::entries(Vec::new());
+                r.agent = Some(control::AgentView {
+                    config: Some(self.config_read()),
+                    ..control::AgentView::default()
+                });
+                Answer::Line(r)
+            }
             Request::Resume { mapping } => Answer::Line(self.resume(mapping)),
             Request::Overflow if self.test_hooks => {
                 self.losing_events = false;

@@ -145,9 +145,24 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
             }
         ),
     );
-    if let Some(Some(pid)) = super::entries::agent_pid(&settings.agent.state_dir).await {
-        if super::entries::started_before_edit(pid, &settings.source) {
-            r.line(Level::Warn, "config", super::entries::restart_hint(pid));
+    let dir = &settings.agent.state_dir;
+    if let Some(pid) = super::entries::agent_pid(dir).await {
+        match super::entries::agent_config(dir).await {
+            // Another file names this state dir: the running agent is not this config's.
+            Some(theirs) if !super::entries::same_file(&theirs, &settings.source) => {
+                r.line(
+                    Level::Warn,
+                    "config",
+                    super::entries::other_config_note(pid, &theirs, &settings.source, dir),
+                );
+            }
+            _ => {
+                if let Some(pid) =
+                    pid.filter(|p| super::entries::started_before_edit(*p, &settings.source))
+                {
+                    r.line(Level::Warn, "config", super::entries::restart_hint(pid));
+                }
+            }
         }
     }
     if settings.mappings.is_empty() {
