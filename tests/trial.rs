@@ -474,3 +474,78 @@ async fn another_config_on_the_same_state_dir_is_not_said_to_be_the_agents() {
     );
     drop(agent);
 }
+
+/// Trial 10: a newline (any control character) in a file name went raw into the attachment's
+/// name: it becomes U+FFFD, as a byte that is not UTF-8 does, in the agent's attachments and
+/// in `outbox send`'s; `status` and the log keep showing the name escaped.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_control_character_in_a_file_name_does_not_reach_the_attachment_name() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("in");
+    write_file(&folder.join("two\nlines.txt"), 100, 1);
+    write_file(&folder.join("tab\there.txt"), 100, 2);
+    env.write_config("", &mapping(&folder, &item, ""));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let on_item = attached(&env.sandbox, &item).await;
+    let mut names: Vec<&String> = on_item.keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["tab\u{FFFD}here.txt", "two\u{FFFD}lines.txt"],
+        "{on_item:?}"
+    );
+    let table = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    assert!(table.contains("two\\nlines.txt"), "{table}");
+    assert!(!stderr(&out).contains("two\nlines"), "{}", stderr(&out));
+    // `outbox send` names its attachment the same way.
+    let other = env.sandbox.create_item("message", "me").await;
+    let file = folder.join("two\nlines.txt");
+    let mut c = env.cmd();
+    c.arg("send").arg(&file).args(["--message", &other]);
+    let out = run_bounded(&mut c, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sent = attached(&env.sandbox, &other).await;
+    assert!(sent.contains_key("two\u{FFFD}lines.txt"), "{sent:?}");
+}
+
+/// Trial 11: `outbox items messages` says which messages are drafts (the only ones outbox can
+/// attach to): a DRAFT column, `yes` or `no` (a received message is not "[sent]").
+#[tokio::test(flavor = "multi_thread")]
+async fn items_messages_marks_drafts() {
+    let env = Env::new();
+    let mut ids = Vec::new();
+    for (subject, draft) in [("Draft to fill", true), ("Received long ago", false)] {
+        let v = env
+            .sandbox
+            .admin(
+                reqwest::Method::POST,
+                "/items",
+                Some(serde_json::json!({"kind": "message", "subject": subject, "isDraft": draft})),
+            )
+            .await;
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    env.write_config("", "");
+    let out = env.run(&["items", "messages"], Duration::from_secs(30));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{}", stderr(&out));
+    let header = so.lines().next().unwrap();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["DATE", "ATT", "DRAFT", "SUBJECT", "ID"],
+        "{so}"
+    );
+    let flag = |id: &str| {
+        let line = so
+            .lines()
+            .find(|l| l.ends_with(id))
+            .unwrap_or_else(|| panic!("{so}"));
+        line.split_whitespace().nth(3).unwrap().to_string()
+    };
+    assert_eq!(flag(&ids[0]), "yes", "{so}");
+    assert_eq!(flag(&ids[1]), "no", "{so}");
+    assert!(!so.contains("[sent]"), "{so}");
+}
