@@ -964,6 +964,7 @@ mod tests {
             ],
             held: Vec::new(),
             folders: Vec::new(),
+            config: None,
         };
         let facts = Facts {
             running: true,
@@ -994,6 +995,7 @@ mod tests {
                 files: 2,
             }],
             folders: Vec::new(),
+            config: None,
         };
         let facts = Facts {
             view: Some(&paused),
