@@ -249,7 +249,9 @@ async fn check_reports_each_problem_on_its_own_line() {
     std::fs::write(env.path("config.toml"), "[agent]\nbogus = 1\n").unwrap();
     let out = env.run(&["check"], Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
-    assert!(stderr(&out).contains("bogus"), "{}", stderr(&out));
+    // In check's own layout, on stdout.
+    assert!(stdout(&out).contains("error  config: "), "{}", stdout(&out));
+    assert!(stdout(&out).contains("bogus"), "{}", stdout(&out));
 }
 
 fn line_of(s: &str, needle: &str) -> String {

@@ -815,7 +815,7 @@ async fn a_mapping_mails_at_most_max_messages_per_window_the_rest_wait() {
     env.write_config("", &mapping(&folder, "", "max_messages = \"lots\""));
     let out = env.run(&["check"], T);
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
-    assert!(stderr(&out).contains("max_messages"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("max_messages"), "{}", stdout(&out));
 }
 
 /// #20's small item: a batch split in two parts with room under `max_messages` for one made

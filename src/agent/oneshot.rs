@@ -122,11 +122,15 @@ pub async fn attach_file(
         });
         async move { task.await.ok().flatten() }.boxed().shared()
     };
-    let name = name.unwrap_or_else(|| {
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "file".into())
-    });
+    // No control character in the name sent (as the agent's attachments).
+    let name = crate::core::mail::attachment_name(
+        &name.unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into())
+        }),
+        false,
+    );
     let record = Record {
         target: Some(target.clone()),
         // `send` moves or deletes nothing.

@@ -54,7 +54,7 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
     let id = &e.id;
     match e.state {
         EntryState::Rejected if e.size > crate::core::model::MAX_ATTACHMENT => Some(format!(
-            "entry {id} is {} bytes, over Graph's 150 MiB attachment limit; it cannot be sent (`outbox cancel {id}` clears it)",
+            "entry {id} is {} bytes, over Graph's 150 MiB attachment limit; it cannot be sent as it is: split or compress it under 150 MiB and drop the parts in (`outbox cancel {id}` clears this one)",
             e.size
         )),
         EntryState::Failed | EntryState::Canceled | EntryState::Rejected
