@@ -4,10 +4,12 @@
 //! volatile thing, and a virtual clock — around the real [`Machine`]. Invariants are checked
 //! after every step and again once the world has gone quiet. One seed replays one run exactly.
 //!
-//! The executor here is the simulated twin of the agent's: it carries out the machine's
-//! actions against the world with the same contract (a `Persist` is durable before the next
-//! action starts, a file is read through the descriptor opened for the upload, the last chunk
-//! is sent only if every byte read hashes to the record's SHA-256).
+//! The executor's order of work is the agent's own (`exec::drain`: a batch's ledger writes,
+//! one flush, then its other actions), run here over an in-memory ledger whose flushes a crash
+//! can cut. The rest of the executor is still a twin of the agent's: it carries out the
+//! machine's actions against the world with the same contract (a file is read through the
+//! descriptor opened for the upload, the last chunk is sent only if every byte read hashes to
+//! the record's SHA-256); docs/core.md says what is left to move into the proof.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a harness: a broken world is a panic
 
