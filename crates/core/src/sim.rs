@@ -3529,9 +3529,8 @@ impl exec::Ledger for Sim {
 /// The simulated agent's hands: its clock is the world's, its requests the world's to answer.
 impl exec::Executor for Sim {
     fn next_input(&mut self) -> Option<Input> {
-        if self.machine.is_none() {
-            return None;
-        }
+        // Nothing is taken once the agent crashed.
+        self.machine.as_ref()?;
         self.queue.pop_front()
     }
 
