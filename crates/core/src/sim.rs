@@ -664,6 +664,15 @@ impl Sim {
             }
             self.steps += 1;
             self.step(e)?;
+            // Answers, wake-ups and events that came in the same millisecond wait in the queue
+            // and go to the machine as one batch (the agent takes every answer already in).
+            let more_now = self.events.first_key_value().is_some_and(|((t, _), e)| {
+                *t == self.now
+                    && matches!(e, Event::Deliver(..) | Event::Complete(_) | Event::Tick(_))
+            });
+            if !more_now && !self.queue.is_empty() {
+                self.drain_queue()?;
+            }
             self.check_always()?;
             if self.quiet {
                 quiet_since_steps += 1;
@@ -737,13 +746,13 @@ impl Sim {
             }
             Event::Deliver(epoch, input) => {
                 if epoch == self.epoch && self.machine.is_some() {
-                    self.feed(input)?;
+                    self.queue.push_back(input);
                 }
             }
             Event::Complete(req) => self.complete(req)?,
             Event::Tick(epoch) => {
                 if epoch == self.epoch && self.machine.is_some() {
-                    self.feed(Input::Tick)?;
+                    self.queue.push_back(Input::Tick);
                 }
             }
             Event::Restart => self.restart()?,
@@ -1767,6 +1776,11 @@ impl Sim {
             return Ok(());
         }
         self.queue.push_back(input);
+        self.drain_queue()
+    }
+
+    /// Every input queued, to the machine (`exec::drain`).
+    fn drain_queue(&mut self) -> Result<(), Violation> {
         match exec::drain(self) {
             Ok(()) | Err(Stop::Crashed) => Ok(()),
             Err(Stop::Violation(v)) => Err(v),
@@ -1981,7 +1995,7 @@ impl Sim {
         }
         let input = self.serve(&p.action, p.fate, true);
         if let Some(input) = input {
-            self.feed(input)?;
+            self.queue.push_back(input);
         }
         Ok(())
     }
