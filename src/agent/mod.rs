@@ -24,6 +24,7 @@ pub mod steps;
 
 use crate::auth::Credentials;
 use crate::config::{Mapping, Settings};
+use crate::core::exec::Write;
 use crate::core::model::{Action, Input, Note, Record, State, Time};
 use crate::core::Machine;
 use crate::graph::{GraphClient, ItemRef};
@@ -601,62 +602,24 @@ async fn recv_hup(_: &mut Option<()>) {
 }
 
 impl Agent {
-    /// Feed the core every input queued, a batch at a time (group commit): the records the
-    /// batch's inputs produce are written as they come and flushed once, and only then are the
-    /// batch's requests, file moves and notifications started. So every action still starts
-    /// after every record the core asked for before it is on disk (the core's one rule for its
+    /// Feed the core every input queued, a batch at a time (group commit), in the core's order
+    /// of work (`core::exec::drain`, which the simulation runs too): the records the batch's
+    /// inputs produce are written as they come and flushed once, and only then are the batch's
+    /// requests, file moves and notifications started. So every action still starts after
+    /// every record the core asked for before it is on disk (the core's one rule for its
     /// executor), with one flush per batch instead of one or more per file: a burst of
     /// thousands of files waits on the disk a few hundred times, not tens of thousands.
     /// Ledger updates the core asks for (`UpdateFile`, `MarkReplaced`) are written in order
     /// with the records; a stat and a timer are local and taken at once.
     fn drain(&mut self) -> Result<(), AgentError> {
-        /// Inputs per batch: bounds how long the first request of a batch waits for the rest.
-        const BATCH: usize = 256;
-        while !self.inputs.is_empty() {
-            let mut later: Vec<Action> = Vec::new();
-            let mut taken = 0;
-            while taken < BATCH {
-                let Some(input) = self.inputs.pop_front() else {
-                    break;
-                };
-                taken += 1;
-                let now = self.clock.now();
-                tracing::trace!(?input, "core input");
-                let actions = self.machine.handle(now, input);
-                tracing::trace!(?actions, "core actions");
-                for action in actions {
-                    if let Some(note) = self.rejected_note(&action) {
-                        // Said once its record is flushed (the core moves it to `failed_dir`).
-                        later.push(Action::Notify(note));
-                    }
-                    match action {
-                        // Written now (flushed by the batch's commit), or local.
-                        now @ (Action::Persist(_)
-                        | Action::PersistMessage(_)
-                        | Action::UpdateFile { .. }
-                        | Action::MarkReplaced { .. }
-                        | Action::Stat { .. }
-                        | Action::WakeAt(_)) => self.act(now)?,
-                        other => later.push(other),
-                    }
-                }
-            }
-            self.commit(&later)?;
-            for action in later {
-                self.act(action)?;
-            }
-        }
-        Ok(())
+        crate::core::exec::drain(self)
     }
 
     /// A version the core records rejected (over Graph's 150 MiB) is a failed file to the
     /// user: logged with its size, the limit and what to do, notified, and moved to
     /// `failed_dir` with its reason, as a failure is. The core records it once, at its first
     /// sight; `rejected_said` keeps a re-persisted one from being said again.
-    fn rejected_note(&mut self, action: &Action) -> Option<Note> {
-        let Action::Persist(rec) = action else {
-            return None;
-        };
+    fn rejected_note(&mut self, rec: &Record) -> Option<Note> {
         if rec.state != State::Rejected
             || rec.created_at != rec.updated_at
             || !self.rejected_said.insert(rec.id.clone())
@@ -986,43 +949,12 @@ impl Agent {
 
     fn act(&mut self, action: Action) -> Result<(), AgentError> {
         match action {
-            Action::Persist(rec) => self.persist(&rec)?,
-            Action::PersistMessage(m) => {
-                self.ledger.put_message(&m)?;
-                self.dirty = true;
-            }
             // Off the loop: a stat of a path on a mount that never answers holds only itself.
             Action::Stat { path } => self.stat(path),
             Action::ForgetUrl { id } => {
                 self.sessions.forget(&id);
                 self.steps.close_upload(&id);
             }
-            Action::UpdateFile { id, file, revive } => {
-                let updated = self.ledger.update(&id, |e| {
-                    e.dev = file.dev;
-                    e.ino = file.ino;
-                    e.ctime_ns = file.ctime_ns;
-                    e.mtime_ns = file.mtime_ns;
-                    e.owner = file.owner;
-                });
-                match updated {
-                    Ok(e) => {
-                        self.dirty = true;
-                        if revive {
-                            self.inputs.push_back(Input::Retry {
-                                records: vec![e.to_record()],
-                            });
-                        }
-                    }
-                    Err(LedgerError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Action::MarkReplaced { id } => match self.ledger.update(&id, |e| e.replaced = true) {
-                Ok(_) => self.dirty = true,
-                Err(LedgerError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            },
             Action::Notify(note) => self.notify(note),
             Action::WakeAt(t) => self.wake = Some(t),
             remote => {
@@ -1733,6 +1665,78 @@ pub fn command_signal() -> impl std::future::Future<Output = ()> + Send {
             return;
         }
         shutdown.await
+    }
+}
+
+impl crate::core::exec::Ledger for Agent {
+    type Error = AgentError;
+
+    fn write(&mut self, write: Write) -> Result<Option<Action>, AgentError> {
+        match write {
+            Write::Record(rec) => {
+                // Said once its record is flushed (the core moves it to `failed_dir`).
+                let note = self.rejected_note(&rec).map(Action::Notify);
+                self.persist(&rec)?;
+                return Ok(note);
+            }
+            Write::Message(m) => {
+                self.ledger.put_message(&m)?;
+                self.dirty = true;
+            }
+            Write::File { id, file, revive } => {
+                let updated = self.ledger.update(&id, |e| {
+                    e.dev = file.dev;
+                    e.ino = file.ino;
+                    e.ctime_ns = file.ctime_ns;
+                    e.mtime_ns = file.mtime_ns;
+                    e.owner = file.owner;
+                });
+                match updated {
+                    Ok(e) => {
+                        self.dirty = true;
+                        if revive {
+                            self.inputs.push_back(Input::Retry {
+                                records: vec![e.to_record()],
+                            });
+                        }
+                    }
+                    Err(LedgerError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Write::Replaced { id } => match self.ledger.update(&id, |e| e.replaced = true) {
+                Ok(_) => self.dirty = true,
+                Err(LedgerError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            },
+        }
+        Ok(None)
+    }
+
+    fn flush(&mut self, next: &[Action]) -> Result<(), AgentError> {
+        self.commit(next)
+    }
+}
+
+impl crate::core::exec::Executor for Agent {
+    fn next_input(&mut self) -> Option<Input> {
+        self.inputs.pop_front()
+    }
+
+    fn decide(&mut self, input: Input) -> Vec<Action> {
+        let now = self.clock.now();
+        tracing::trace!(?input, "core input");
+        let actions = self.machine.handle(now, input);
+        tracing::trace!(?actions, "core actions");
+        actions
+    }
+
+    fn now(&mut self, action: Action) -> Result<(), AgentError> {
+        self.act(action)
+    }
+
+    fn start(&mut self, action: Action) -> Result<(), AgentError> {
+        self.act(action)
     }
 }
 

@@ -610,6 +610,14 @@ impl Machine {
                     rec.session = None;
                     changed = true;
                 }
+                (false, true) if rec.target.is_none() => {
+                    // A URL its record no longer holds (the session was dropped with its
+                    // draft, the record written and the URL's forget cut off by a crash): it
+                    // leads nowhere the record is bound to. Adopting it would give a file of a
+                    // message with no draft yet a session on no item (seed 1473: its steps
+                    // failed for ever, at start-up).
+                    out.push(Action::ForgetUrl { id: rec.id.clone() });
+                }
                 (false, true) => {
                     // Saved before its record: no chunk was sent (each is recorded first).
                     rec.session = Some(SessionMark::default());

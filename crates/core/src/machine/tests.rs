@@ -517,11 +517,19 @@ fn start_up_reconciles_records_with_the_saved_upload_urls() {
     saved.name = "b.txt".into();
     saved.seq = 2;
     saved.session = None;
+    // A URL its record no longer holds: bound to no item (its session dropped with its draft,
+    // the URL's forget cut off by a crash after the record's flush; seed 1473).
+    let mut dropped = saved.clone();
+    dropped.id = "e3".into();
+    dropped.path = "/f/c.txt".into();
+    dropped.name = "c.txt".into();
+    dropped.seq = 3;
+    dropped.target = None;
     let out = m.handle(
         Time(10),
         Input::Start {
-            records: vec![lost, saved],
-            with_url: vec!["e2".into(), "orphan".into()],
+            records: vec![lost, saved, dropped],
+            with_url: vec!["e2".into(), "e3".into(), "orphan".into()],
             messages: vec![],
         },
     );
@@ -544,6 +552,13 @@ fn start_up_reconciles_records_with_the_saved_upload_urls() {
     assert!(!out
         .iter()
         .any(|a| matches!(a, Action::ForgetUrl { id } if id == "e2")));
+    // The dropped one is forgotten, never asked.
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::ForgetUrl { id } if id == "e3")));
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, Action::AskSession { id, .. } if id == "e3")));
 }
 
 #[test]
