@@ -1702,7 +1702,7 @@ impl Machine {
             .map_or(0, |r| r.remember_sent_ms);
         // Not before every request that may have made it is surely over.
         let wait_for = match step {
-            MStep::Find(_) if m.rec.redraft && m.rec.draft_gone_at.is_some() => {
+            MStep::Find(_) if m.rec.draft_gone_at.is_some() => {
                 // Its draft was in neither folder: not looked for again before a send from
                 // Outlook then would surely show in Sent Items.
                 m.rec
@@ -1782,6 +1782,7 @@ impl Machine {
         match step {
             MStep::CreateDraft => {
                 m.rec.may_exist = true;
+                m.rec.draft_gone_at = None;
                 m.sent_checked = false;
                 m.rec.effect_at = Some(now);
                 m.rec.updated_at = now;
@@ -2644,6 +2645,16 @@ impl Machine {
                             self.unbind_from(mid, &old, out);
                         }
                     }
+                    (MessageState::Drafting, _)
+                        if !m.rec.keyed && m.rec.may_exist && m.rec.draft_gone_at.is_none() =>
+                    {
+                        // A draft in doubt in neither folder: never made, or made and sent from
+                        // Outlook, in Exchange's move. Sent Items is asked again once the move
+                        // has surely had time before another is made (seed 200256).
+                        m.rec.draft_gone_at = Some(self.now);
+                        m.sent_checked = false;
+                        self.persist_message(mid, out);
+                    }
                     (MessageState::Drafting, _) if m.rec.keyed && !m.rechecked => {
                         // `mail --key`: an earlier run's message may be in Exchange's move (sent,
                         // gone from Drafts, not yet in Sent Items: in the Outbox): the whole
@@ -2653,6 +2664,7 @@ impl Machine {
                     (MessageState::Drafting, _) => {
                         // No draft carries it: none was made.
                         m.rec.may_exist = false;
+                        m.rec.draft_gone_at = None;
                         self.persist_message(mid, out);
                     }
                     (MessageState::Sending, MailFolder::SentItems) if m.rec.resend_if_draft => {
@@ -3086,3 +3098,6 @@ mod race_tests;
 
 #[cfg(test)]
 mod leave_tests;
+
+#[cfg(test)]
+mod hand_tests;
