@@ -1522,11 +1522,39 @@ impl Machine {
             })
             .cloned()
             .collect();
-        if ids.is_empty() {
+        // Those that left the active set not done (failed, canceled) did not go either: they
+        // leave it too, or the sent message's claim on them would take them back from the
+        // message a `retry` puts them in (at the next start: seed 201039).
+        let over: Vec<String> = (m.rec.files.iter())
+            .filter(|f| {
+                !self.active.contains_key(*f)
+                    && m.finished.get(*f).is_some_and(|r| r.state != State::Done)
+            })
+            .cloned()
+            .collect();
+        if ids.is_empty() && over.is_empty() {
             return;
         }
+        let now = self.now;
+        let mut left = Vec::new();
         if let Some(m) = self.messages.get_mut(mid) {
-            m.rec.files.retain(|f| !ids.contains(f));
+            m.rec
+                .files
+                .retain(|f| !ids.contains(f) && !over.contains(f));
+            for f in &over {
+                left.extend(m.finished.remove(f));
+            }
+        }
+        for mut r in left {
+            if self.member_of.get(&r.id).is_some_and(|x| x == mid) {
+                self.member_of.remove(&r.id);
+            }
+            // On record: a `retry` of it is in no message, and finds it in this message's
+            // sent copy if a copy of it in doubt went there.
+            r.message = None;
+            r.left_message = Some(mid.to_owned());
+            r.updated_at = now;
+            out.push(Action::Persist(r));
         }
         for id in ids {
             self.member_of.remove(&id);
