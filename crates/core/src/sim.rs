@@ -3954,6 +3954,34 @@ mod tests {
             11_144,
             "world: a message sent by a state the ledger lost, brought back older by a restore (not counted as restored, 1549's cause); without the one-write letter fix the same seed then ends with a restored done record whose attachment the lost state had replaced",
         ),
+        (
+            672,
+            "a hand-sent message found sent while its file moved back from failed_dir: the file was not split off (busy) and stayed pending in a sent message for ever",
+        ),
+        (
+            1_189,
+            "a restart inside the move of a draft sent from Outlook: the redraft found it in neither folder, made a new draft and mailed the message twice (draft_gone_at)",
+        ),
+        (
+            1_967,
+            "as 1189: a vanished draft drafted again on a guess, the message sent twice",
+        ),
+        (
+            200_256,
+            "a draft whose create answer was lost, sent from Outlook (empty) inside that window: found in neither folder, another draft was made under the same marker and sent",
+        ),
+        (
+            101_451,
+            "world: the ledger lost while a hand-sent draft was in the move (the Outbox): no key search can see it, the file was mailed twice (a known limit; the world loses no ledger then)",
+        ),
+        (
+            201_039,
+            "a failed file of a hand-sent message found sent stayed in its files; retried into a new message, the sent message's claim took it back at the next start and it was collected a third time",
+        ),
+        (
+            200_101,
+            "a backup taken between a give-way's message write and its file's: the restored file done on a deleted draft, never searched for (start_gave_way)",
+        ),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {

@@ -1068,6 +1068,41 @@ impl Machine {
         }
     }
 
+    /// Start-up: a file done on the draft of a message that gave way (`mailedElsewhere`) whose
+    /// record still names it: the message's write (files taken out) reached the ledger, the
+    /// file's did not (a crash, or a backup, between the two: seed 200101). It leaves the
+    /// message now as `give_way` has it: back to pending, its copy forgotten with the draft,
+    /// searched for by its key (found mailed in the other message, held, or mailed).
+    pub(super) fn start_gave_way(&mut self, records: &[Record], out: &mut Vec<Action>) {
+        for r in records {
+            let Some(mid) = r.message.as_deref() else {
+                continue;
+            };
+            let gave_way = self.messages.get(mid).is_some_and(|m| {
+                m.rec.state == MessageState::Failed
+                    && m.rec
+                        .error
+                        .as_ref()
+                        .is_some_and(|e| e.code == MAILED_ELSEWHERE)
+                    && !m.rec.files.contains(&r.id)
+            });
+            if r.state != State::Done || !gave_way || self.member_of.contains_key(&r.id) {
+                continue;
+            }
+            let mut rec = self
+                .active
+                .get(&r.id)
+                .map_or_else(|| r.clone(), |a| a.rec.clone());
+            rec.message = None;
+            let id = rec.id.clone();
+            self.unattached(mid, rec, out);
+            if let Some(a) = self.active.get_mut(&id) {
+                a.key = KeyLook::Unsearched;
+            }
+            self.make_ready(&id);
+        }
+    }
+
     /// `retry` of a failed or unconfirmed message.
     pub(super) fn retry_message(
         &mut self,
