@@ -3469,7 +3469,8 @@ impl Sim {
                 } else {
                     MessageState::Drafted
                 };
-                if m.state != want && !(m.state == MessageState::Drafted && !mail.send) {
+                let left_for_review = m.state == MessageState::Drafted && !mail.send;
+                if m.state != want && !left_for_review {
                     return Err(self.violation(format!(
                         "{}: its message {} is {:?}, not {want:?}: {:?}",
                         path.display(),
