@@ -147,25 +147,47 @@ pub fn check_private_file(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The config at `path`, or every reason it is not used, in the order to fix them: its
+/// permissions first (a file others can write is refused whatever it says: said even when its
+/// text has errors too, and before them), then each error of its text in the file's order.
+/// What every command and each reload of a running agent reads the config through.
+pub fn load_config(
+    path: &Path,
+) -> Result<crate::config::Settings, Vec<crate::config::ConfigError>> {
+    let refused = check_config_file(path).err();
+    match (crate::config::Settings::load_all(path), refused) {
+        (Ok(settings), None) => {
+            warn_readable_secrets(&settings);
+            Ok(settings)
+        }
+        (Ok(_), Some(r)) => Err(vec![r]),
+        (Err(mut errors), refused) => {
+            errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            if let Some(r) = refused {
+                errors.insert(0, r);
+            }
+            Err(errors)
+        }
+    }
+}
+
 /// The config file's permissions. Whoever can change the config can redirect outbox (another
 /// `graph.base_url` gets the bearer token; a `token_command` runs as the user), whatever the auth
 /// method. So the file, and the folder it is in, must belong to the user (or root) and nobody
 /// else may write them (the folder: unless sticky, as `/tmp` is, or group-writable only by the
 /// user's own group); else it is refused (exit 78, naming the file and the command that fixes
-/// it). A config that names where secrets come from, readable by others, is warned about. Checked
-/// at every load: start-up, every command, and each reload of a running agent.
-pub fn check_config(settings: &crate::config::Settings) -> Result<(), crate::config::ConfigError> {
+/// it). Checked at every load, before its text is read (see [`load_config`]): start-up, every
+/// command, and each reload of a running agent.
+pub fn check_config_file(path: &Path) -> Result<(), crate::config::ConfigError> {
     #[cfg(unix)]
     {
-        use crate::config::AuthMethod;
         use std::os::unix::fs::MetadataExt;
-        let path = &settings.source;
         let Ok(meta) = std::fs::metadata(path) else {
             return Ok(());
         };
         let refuse = |message: String| {
             Err(crate::config::ConfigError {
-                file: path.clone(),
+                file: path.to_path_buf(),
                 line: None,
                 key: String::new(),
                 message,
@@ -187,9 +209,9 @@ pub fn check_config(settings: &crate::config::Settings) -> Result<(), crate::con
             ));
         }
         // The folder: whoever can write it can put another file in the config's place.
-        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let mut dirs: Vec<std::path::PathBuf> = Vec::new();
-        for p in [path, &real] {
+        for p in [path, real.as_path()] {
             if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 if !dirs.iter().any(|x| x == d) {
                     dirs.push(d.to_path_buf());
@@ -216,13 +238,29 @@ pub fn check_config(settings: &crate::config::Settings) -> Result<(), crate::con
                 ));
             }
         }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// A config that names where secrets come from, readable by others, is warned about.
+fn warn_readable_secrets(settings: &crate::config::Settings) {
+    #[cfg(unix)]
+    {
+        use crate::config::AuthMethod;
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(&settings.source) else {
+            return;
+        };
+        let mode = meta.mode() & 0o7777;
         let secretish = matches!(
             settings.auth.method,
             AuthMethod::ClientCredentials { .. } | AuthMethod::TokenCommand { .. }
         );
         if secretish && mode & 0o044 != 0 {
             tracing::warn!(
-                path = %shown,
+                path = %crate::outside::path(&settings.source),
                 mode = format!("{mode:o}"),
                 "the config names where secrets come from and other users can read it; run `chmod 600` on it"
             );
@@ -230,7 +268,6 @@ pub fn check_config(settings: &crate::config::Settings) -> Result<(), crate::con
     }
     #[cfg(not(unix))]
     let _ = settings;
-    Ok(())
 }
 
 #[cfg(all(test, unix))]

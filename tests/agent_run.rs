@@ -346,7 +346,8 @@ async fn status_lists_the_ledger_then_files_still_settling() {
         .as_str()
         .unwrap_or_default()
         .ends_with("still-writing.log"));
-    assert!(s["id"].as_str().is_some_and(|id| !id.is_empty()));
+    // No entry yet, so no id: it gets one when the agent takes the file.
+    assert!(s["id"].is_null(), "{s}");
     drop(open);
     assert!(agent.stop().success());
 }

@@ -110,6 +110,14 @@ fn init_writes_a_loadable_config_and_never_overwrites() {
     );
     let text = std::fs::read_to_string(&cfg).unwrap();
     assert!(text.contains("# "), "commented");
+    // The app registration's permissions, said beside client_id, include Mail.Send (mailing:
+    // a new_message mapping, `outbox mail`), which it used to leave out.
+    let before_id = text.split("\nclient_id").next().unwrap_or_default();
+    let comment = &before_id[before_id.rfind("\n\n").unwrap_or(0)..];
+    assert!(
+        comment.contains("Mail.ReadWrite") && comment.contains("Mail.Send"),
+        "{comment}"
+    );
     // A config of its own gets a state dir of its own: a second config's agent never collides
     // with the first's (exit 2).
     let default_state = dir.path().join(".local/state/outbox");
@@ -241,7 +249,9 @@ async fn check_reports_each_problem_on_its_own_line() {
     std::fs::write(env.path("config.toml"), "[agent]\nbogus = 1\n").unwrap();
     let out = env.run(&["check"], Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
-    assert!(stderr(&out).contains("bogus"), "{}", stderr(&out));
+    // In check's own layout, on stdout.
+    assert!(stdout(&out).contains("error  config: "), "{}", stdout(&out));
+    assert!(stdout(&out).contains("bogus"), "{}", stdout(&out));
 }
 
 fn line_of(s: &str, needle: &str) -> String {

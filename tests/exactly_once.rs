@@ -224,6 +224,120 @@ async fn an_append_and_close_writer_gets_one_attachment() {
     agent.stop();
 }
 
+/// A writer of the settle rule's test: 8 lines, each appended by its own open, write and close
+/// (`echo "line $i" >> log.txt`), with these pauses between a close and the next open.
+#[derive(Clone, Copy)]
+struct PacedWriter {
+    /// `[agent]` lines in place of the harness's fast `settle`.
+    agent: &'static str,
+    /// The pause after the first close, and after each later one (ms).
+    first: u64,
+    then: u64,
+    /// The longest pauses the run proves anything with: a writer descheduled past these (a
+    /// loaded machine) makes a pause the rule does not promise to wait for, and the run is
+    /// made again.
+    first_at_most: u64,
+    then_at_most: u64,
+}
+
+/// The writer's 8 appends; `false` when a pause came out longer than the run can judge.
+fn paced_appends(file: &std::path::Path, w: PacedWriter) -> bool {
+    use std::io::Write;
+    use std::time::Instant;
+    let mut closed: Option<Instant> = None;
+    for i in 1..=8u64 {
+        if let Some(c) = closed {
+            let (pause, at_most) = if i == 2 {
+                (w.first, w.first_at_most)
+            } else {
+                (w.then, w.then_at_most)
+            };
+            std::thread::sleep(Duration::from_millis(pause).saturating_sub(c.elapsed()));
+            if c.elapsed() > Duration::from_millis(at_most) {
+                return false;
+            }
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .expect("open");
+        writeln!(f, "line {i}").expect("append");
+        drop(f);
+        closed = Some(Instant::now());
+    }
+    true
+}
+
+/// A file appended and closed again and again, with pauses past `settle_after_close`, was
+/// attached before it was finished (a new user: `for i in 1 2 3 4 5 6 7 8; do echo "line $i" >>
+/// drop/log.txt; sleep 1; done` had 7 of 8 lines attached, then replaced by the whole file): a
+/// close then unchanged for `settle_after_close` was taken as finished at every close, whatever
+/// came before. SPEC 4: a writer that appends and closes again and again is still writing.
+///
+/// The timing, and why it holds on a loaded machine: the first pause is well under
+/// `settle_after_close` (the first close is all the agent knows of the writer, so it must come
+/// back within it), every later one well over it (the old rule took the file at each of those
+/// six pauses) and well under `settle` plus twice the pause seen before it (the new rule's
+/// wait once the file was written again after a close). An agent slowed down by load only
+/// checks later, which sees more writes, never fewer; the one thing load can spoil is the
+/// writer itself oversleeping a pause, and the writer measures each of its pauses: a run with
+/// one past what it can judge is made again (at most 3 times).
+#[test]
+fn a_writer_that_appends_and_closes_every_second_is_attached_once_whole() {
+    let cases = vec![
+        // What a user gets: settle 2s, settle_after_close 1s (the harness's 300ms set back).
+        PacedWriter {
+            agent: "settle = \"2s\"",
+            first: 400,
+            then: 1_500,
+            first_at_most: 850,
+            then_at_most: 2_300,
+        },
+        // Set by hand: a short close wait, a longer settle.
+        PacedWriter {
+            agent: "settle = \"1500ms\"\nsettle_after_close = \"500ms\"\nmax_settle = \"1m\"",
+            first: 200,
+            then: 1_000,
+            first_at_most: 420,
+            then_at_most: 1_700,
+        },
+    ];
+    in_parallel(cases, 2, |w| async move {
+        for attempt in 1..=3 {
+            let env = Env::new();
+            let item = env.sandbox.create_item("message", "me").await;
+            let folder = folder_config(&env, &item, w.agent, "");
+            let agent = Agent::start(&env, &[]);
+            agent.watching().await;
+            let file = folder.join("log.txt");
+            if !paced_appends(&file, w) {
+                eprintln!("attempt {attempt}: the writer overslept a pause; again");
+                continue;
+            }
+            let whole = {
+                use sha2::{Digest, Sha256};
+                hex::encode(Sha256::digest(std::fs::read(&file).expect("read")))
+            };
+            wait_until(T, "the whole file attached", || async {
+                attached(&env.sandbox, &item).await.get("log.txt") == Some(&whole)
+            })
+            .await;
+            let made = env.sandbox.stats().await["attachments_created"].clone();
+            let log = agent.log();
+            assert_eq!(
+                made,
+                json!(1),
+                "{}: a version was attached before the writer finished\n{log}",
+                w.agent
+            );
+            assert!(agent.stop().success());
+            return;
+        }
+        panic!("the writer overslept its pauses 3 times: this machine is too loaded to judge");
+    });
+}
+
 /// Item 6: after a mapping's wrong item id is fixed in the config, `retry --failed` sends to
 /// the fixed item.
 #[tokio::test(flavor = "multi_thread")]

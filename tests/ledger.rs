@@ -694,6 +694,7 @@ fn messages_are_kept_beside_entries_and_an_older_v2_ledger_has_none() {
         keys: Vec::new(),
         part: None,
         letter_stale: false,
+        not_before: None,
         attempts: 0,
         error: None,
         seq: 3,

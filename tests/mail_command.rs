@@ -423,6 +423,202 @@ fn mail_with_a_key_after_a_send_in_doubt_resumes_the_same_draft() {
     assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
 }
 
+/// A new user's trial (M1): `mail --key` run again right after the run that sent the message,
+/// while Exchange still moves it to Sent Items (its draft still looks like a draft), reports
+/// that message as soon as its copy shows: exit 0, the same internetMessageId on stdout, said
+/// to be an earlier run's. It used to attach the 4 MB file again (into the message being sent:
+/// the sent copy held it twice), say "the send's answer was lost" and wait Exchange's whole move
+/// grace (five times `look_after`).
+#[test]
+fn mail_with_a_key_right_after_a_send_reports_the_sent_message_at_once() {
+    let env = Env::new();
+    env.write_config("look_after = \"20s\"", "");
+    let rt = rt();
+    rt.block_on(env.sandbox.faults(json!({"send_move_delay_ms": 4_000})));
+    let f = env.path("scan.pdf");
+    write_file(&f, 4_000_000, 41);
+    let args = [
+        "mail",
+        f.to_str().unwrap(),
+        "--to",
+        "ap@contoso.com",
+        "--key",
+        "k1",
+    ];
+    let first = env.run(&args, LONG);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let started = std::time::Instant::now();
+    let again = env.run(&args, LONG);
+    let took = started.elapsed();
+    let err = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{err}");
+    assert_eq!(stdout(&again).trim(), stdout(&first).trim(), "{err}");
+    assert!(
+        err.contains("already sent by an earlier run with key k1"),
+        "{err}"
+    );
+    assert!(!err.contains("answer was lost"), "{err}");
+    // Not the 100 s grace: the copy shows after the 4 s move.
+    assert!(took < Duration::from_secs(30), "{took:?}: {err}");
+    let sent = sent_after_move(&env, &rt, 1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        sent[0]["attachments"].as_array().map(Vec::len),
+        Some(1),
+        "{sent:?}"
+    );
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+    assert_eq!(stats["upload_bytes_received"], json!(4_000_000), "{stats}");
+}
+
+/// M2: `mail --draft --key` run again finds the draft the first run left and reports it at
+/// once (its id on stdout, as the first run printed it): it sends nothing, so there is no send
+/// to wait for or confirm. Then the same key without `--draft` sends that draft (held first
+/// for Exchange's move: an earlier run might have sent it), once.
+#[test]
+fn mail_draft_with_a_key_twice_reports_the_same_draft_at_once() {
+    let env = Env::new();
+    env.write_config("look_after = \"20s\"", "");
+    let rt = rt();
+    let f = env.path("review.pdf");
+    let sha = write_file(&f, 9_000, 42);
+    let args = [
+        "mail",
+        f.to_str().unwrap(),
+        "--to",
+        "ap@contoso.com",
+        "--key",
+        "review-1",
+        "--draft",
+    ];
+    let first = env.run(&args, LONG);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let started = std::time::Instant::now();
+    let again = env.run(&args, LONG);
+    let took = started.elapsed();
+    let err = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{err}");
+    assert_eq!(stdout(&again).trim(), stdout(&first).trim(), "{err}");
+    assert!(
+        err.contains("found the draft an earlier run with key review-1 left"),
+        "{err}"
+    );
+    assert!(!err.contains("confirming"), "{err}");
+    assert!(took < Duration::from_secs(15), "{took:?}: {err}");
+    let draft = stdout(&first).trim().to_string();
+    let atts = rt.block_on(env.sandbox.attachments(&draft));
+    assert_eq!(atts.len(), 1, "{atts:?}");
+    assert_eq!(atts[0]["sha256"], json!(sha));
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["sends_accepted"], json!(0), "{stats}");
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+    // The same key without --draft sends that draft, after the hold (5 x look_after: 10 s).
+    let env2 = Env::new();
+    env2.write_config("look_after = \"2s\"", "");
+    let args: Vec<&str> = args.iter().copied().filter(|a| *a != "--draft").collect();
+    let first = env2.run(&[args.as_slice(), &["--draft"]].concat(), LONG);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let send = env2.run(&args, LONG);
+    let err = stderr(&send);
+    assert_eq!(send.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("found the draft an earlier run with this key made"),
+        "{err}"
+    );
+    let sent = {
+        let env = &env2;
+        sent_after_move(env, &rt, 1)
+    };
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["attachments"].as_array().map(Vec::len), Some(1));
+    assert_eq!(sent[0]["attachments"][0]["sha256"], json!(sha));
+    let stats = rt.block_on(env2.sandbox.stats());
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+}
+
+/// M2's sibling: the same key with other files names another message. Refused (exit 2) naming
+/// the key, the earlier message and its files, before anything is made: it used to report the
+/// earlier message as this run's ("sent", exit 0), though it held other files. The same files
+/// again are still reported.
+#[test]
+fn mail_with_a_key_used_for_other_files_is_refused_naming_the_earlier_message() {
+    let env = setup();
+    let rt = rt();
+    let (a, b) = (env.path("a.pdf"), env.path("b.pdf"));
+    write_file(&a, 9_000, 43);
+    write_file(&b, 9_000, 44);
+    let run = |f: &std::path::Path| {
+        env.run(
+            &[
+                "mail",
+                f.to_str().unwrap(),
+                "--to",
+                "ap@contoso.com",
+                "--key",
+                "batch-9",
+            ],
+            LONG,
+        )
+    };
+    let first = run(&a);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    sent_after_move(&env, &rt, 1);
+    let other = run(&b);
+    let err = stderr(&other);
+    assert_eq!(other.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the key batch-9 was used for another message")
+            && err.contains("a message already sent")
+            && err.contains(stdout(&first).trim())
+            && err.contains("\"a.pdf\"")
+            && err.contains("\"b.pdf\""),
+        "{err}"
+    );
+    let again = run(&a);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+}
+
+/// A new user's trial (M6): a file name's control characters went raw into `mail`'s and
+/// `send`'s error lines ("cannot read …", `--body-file …`), which a terminal obeys (colours, a
+/// title, a cleared screen). They are shown through `outside` escaping, as log lines show them.
+#[cfg(unix)]
+#[test]
+fn a_control_character_in_a_named_file_is_escaped_in_mail_and_send_errors() {
+    let env = setup();
+    let bad = env.path("no\u{1b}[31mpe.pdf");
+    let body = env.path("body\u{7}.txt");
+    for args in [
+        vec!["mail", bad.to_str().unwrap(), "--to", "ap@contoso.com"],
+        vec!["send", bad.to_str().unwrap(), "--message", "AAMk"],
+        vec![
+            "mail",
+            env.path("config.toml").to_str().unwrap(),
+            "--to",
+            "ap@contoso.com",
+            "--body-file",
+            body.to_str().unwrap(),
+        ],
+    ] {
+        let out = env.run(&args, LONG);
+        let err = stderr(&out);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains('\u{1b}') && !err.contains('\u{7}'),
+            "{args:?}: {err:?}"
+        );
+        assert!(
+            err.contains("\\u{1b}") || err.contains("\\u{7}"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// Issue 20, item 10: a file over Graph's 150 MiB attachment limit is said to be so, not "cannot
 /// read"; files together over Exchange's largest maximum message size are refused before
 /// anything is created (and named over the default 35 MB when sent); `--draft` is not bound by

@@ -37,5 +37,6 @@ mod security;
 mod send;
 mod signin;
 mod soak;
+mod trial;
 mod truth;
 mod voice;

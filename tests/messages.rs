@@ -152,7 +152,8 @@ fn without_a_config_every_command_says_so_exits_78_and_creates_nothing() {
     ];
     for args in commands {
         let out = run_bounded(clean(&home).args(*args), Duration::from_secs(30));
-        let err = stderr(&out);
+        // `check` says it as a finding on stdout, the others on stderr.
+        let err = format!("{}{}", stdout(&out), stderr(&out));
         assert_eq!(out.status.code(), Some(78), "outbox {args:?}: {err}");
         assert!(
             err.contains("no config file") && err.contains("outbox init"),
@@ -517,7 +518,8 @@ fn every_config_error_is_reported_in_one_run() {
         Duration::from_secs(20),
     );
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
-    let err = masked(&stderr(&out), dir.path());
+    // Each a finding of check's own, on stdout.
+    let err = masked(&stdout(&out), dir.path());
     for key in [
         ":2: graph.base_url",
         ":8: agent.chunk_size",
@@ -1421,7 +1423,7 @@ fn the_sandbox_banner_pasted_into_an_init_config_names_the_table_twice_opened() 
         clean(&home).arg("--config").arg(&cfg).arg("check"),
         Duration::from_secs(20),
     );
-    let err = stderr(&out);
+    let err = stdout(&out);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(
         err.contains(&format!(

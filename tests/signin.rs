@@ -1033,9 +1033,10 @@ async fn login_asks_for_mail_send_and_check_says_whether_the_token_grants_it() {
 }
 
 /// A send refused with 403 names Mail.Send (not Mail.ReadWrite, which it is not about) and says
-/// the draft is left in Drafts, for `outbox mail` and for a mailing mapping alike.
+/// what became of the draft: `outbox mail` deletes it (it used to say "left in Drafts" of a draft
+/// it had deleted), a mailing mapping leaves it in Drafts for `outbox retry`.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_send_refused_with_403_names_mail_send_and_the_draft_left_in_drafts() {
+async fn a_send_refused_with_403_names_mail_send_and_what_became_of_the_draft() {
     let env = Env::new();
     env.write_config("", &mailing(&env, ""));
     env.sandbox
@@ -1050,10 +1051,11 @@ async fn a_send_refused_with_403_names_mail_send_and_the_draft_left_in_drafts() 
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("Mail.Send") && err.contains("left in Drafts"),
+        err.contains("Mail.Send") && err.contains("its draft was deleted"),
         "{err}"
     );
     assert!(!err.contains("Mail.ReadWrite"), "{err}");
+    assert!(!err.contains("left in Drafts"), "{err}");
     let stats = env.sandbox.stats().await;
     assert_eq!(stats["drafts_created"], json!(1), "{stats}");
 
@@ -1067,9 +1069,13 @@ async fn a_send_refused_with_403_names_mail_send_and_the_draft_left_in_drafts() 
     let rows: Value = serde_json::from_str(&stdout(&out)).expect("status json");
     let error = rows[0]["message"]["error"].to_string();
     assert!(
-        error.contains("Mail.Send")
-            && error.contains("left in Drafts")
-            && !error.contains("Mail.ReadWrite"),
+        error.contains("Mail.Send") && !error.contains("Mail.ReadWrite"),
         "{rows:#}"
+    );
+    let out = env.run(&["status"], T);
+    assert!(
+        stdout(&out).contains("its draft stays in Drafts"),
+        "{}",
+        stdout(&out)
     );
 }

@@ -83,12 +83,24 @@ pub fn to_failed_dir(
             m.user
         ),
     };
+    // Over Graph's limit the file is never sent as it is: `retry` would be refused.
+    let too_large = file.size > crate::core::model::MAX_ATTACHMENT;
+    let what_to_do = if too_large {
+        format!(
+            "What to do: this file cannot be attached as it is, now or later: Graph refuses\nattachments over 150 MiB. Split or compress it into files under 150 MiB and drop\nthose into {}; `outbox cancel {id}` then clears its entry (this\nfile and its reason can be deleted).\n",
+            m.folder.display()
+        )
+    } else {
+        format!(
+            "What to do: fix the cause above, then run `outbox retry {id}`: it takes the file back\ninto {} and sends it again (or move it back there yourself).\n",
+            m.folder.display()
+        )
+    };
     let text = format!(
-        "outbox could not attach this file.\n\nfile:    {}\nitem:    {item}\nerror:   {}\nreason:  {}\n\nWhat to do: fix the cause above, then run `outbox retry {id}`: it takes the file back\ninto {} and sends it again (or move it back there yourself).\n",
+        "outbox could not attach this file.\n\nfile:    {}\nitem:    {item}\nerror:   {}\nreason:  {}\n\n{what_to_do}",
         crate::outside::path(path),
         failure.code,
         crate::outside::printable(&failure.message),
-        m.folder.display(),
     );
     // Moved only if it is still the file that failed; the reason file is created beside it,
     // never over or through anything (see `files`). A file that left its identity behind (a
@@ -117,7 +129,11 @@ pub fn to_failed_dir(
                 .ok()
                 .and_then(|meta| files::file_stat(&to, &meta))
                 .unwrap_or(*file);
-            tracing::info!(file = %crate::outside::path(path), entry = id, to = %crate::outside::path(&to), "moved to failed_dir with its reason; `outbox retry {id}` takes it back");
+            if too_large {
+                tracing::info!(file = %crate::outside::path(path), entry = id, to = %crate::outside::path(&to), "moved to failed_dir with its reason (over 150 MiB: split or compress it; `outbox cancel {id}` clears it)");
+            } else {
+                tracing::info!(file = %crate::outside::path(path), entry = id, to = %crate::outside::path(&to), "moved to failed_dir with its reason; `outbox retry {id}` takes it back");
+            }
             MoveOutcome::Moved { to, file }
         }
         Err(e) => {
@@ -146,8 +162,10 @@ pub fn from_failed_dir(m: &Mapping, from: &Path, path: &Path, file: &FileStat) -
             }
             Err(e) => refused(path, &e),
         },
-        // Put back at its path by hand: that is where it is.
+        // Put back at its path by hand: that is where it is, and its reason file in
+        // failed_dir explains nothing any more.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && at_path(path, file).is_some() => {
+            crate::files::forget_reason(&m.folder, &dir, from);
             MoveOutcome::Moved {
                 to: path.to_path_buf(),
                 file: at_path(path, file).unwrap_or(*file),

@@ -39,6 +39,9 @@ pub enum Request {
     Resume {
         mapping: Option<String>,
     },
+    /// Which config file the agent read (`agent.config` of the answer): asks nothing else, so
+    /// `check` can tell whether the running agent is this config's.
+    Config,
     /// Test hook (honoured only with `OUTBOX_TEST_HOOKS=1`): behave as on a watcher overflow.
     Overflow,
     /// Test hook (honoured only with `OUTBOX_TEST_HOOKS=1`): drop watcher events from now on,
@@ -85,6 +88,11 @@ pub struct AgentView {
     /// `status`, escaped already).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub folders: Vec<String>,
+    /// The config file the agent read (its full path): a command run on another file that names
+    /// the same state dir says the agent runs on this one, not on its own. `None` from an agent
+    /// that does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
 }
 
 /// A pause asked for with `outbox pause`.

@@ -25,6 +25,9 @@ pub struct Mailed {
     pub draft_id: Option<String>,
     /// The marker the draft and its sent copy carry.
     pub marker: String,
+    /// `--key`: an earlier run's message, found (sent: this run sent nothing; a draft: this run
+    /// made none).
+    pub earlier: bool,
 }
 
 /// One file to mail: its path and the attachment name.
@@ -137,6 +140,10 @@ pub async fn mail_files(
             )
         });
     }
+    if let Some(k) = key {
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        key_taken(&client, user, &marker, k, &names).await?;
+    }
     let sizes: BTreeMap<String, u64> = records
         .iter()
         .map(|r| (r.id.clone(), r.file.size))
@@ -185,6 +192,8 @@ pub async fn mail_files(
     let mut steps = Steps::new(client.clone(), urls.clone(), mappings);
     steps.progress = Some(report.clone());
     let steps = Arc::new(steps);
+    // As it starts: what a wait before its first write (the hold of a found draft) is about.
+    let first = message.clone();
     let inputs = vec![Input::Start {
         records,
         with_url: Vec::new(),
@@ -199,10 +208,19 @@ pub async fn mail_files(
         keyed: key.is_some(),
         say: watch.waiting.as_ref(),
         said: None,
-        last: None,
+        last: Some(first),
+        grace_ms: crate::core::machine::move_grace_ms(settings.agent.look_after.as_millis() as u64),
+        sent_here: false,
+        drafted_here: false,
+        found_draft: false,
     };
     let ran = super::drive::drive(&mut machine, steps, &*urls, inputs, &mut hooks).await;
-    let last = hooks.last;
+    let (last, sent_here, drafted_here, found_draft) = (
+        hooks.last,
+        hooks.sent_here,
+        hooks.drafted_here,
+        hooks.found_draft,
+    );
     match ran {
         Ok(()) => {}
         Err(Stop::SignIn(f)) => {
@@ -219,16 +237,99 @@ pub async fn mail_files(
     };
     match m.state {
         MessageState::Sent | MessageState::Drafted => Ok(Mailed {
+            earlier: key.is_some()
+                && if m.state == MessageState::Sent {
+                    !sent_here
+                } else {
+                    !drafted_here
+                },
             state: m.state,
             internet_message_id: m.internet_message_id,
             draft_id: m.draft_id,
             marker,
         }),
         _ if m.may_have_been_sent() => Err(maybe_sent(&m)),
-        _ => Err(OneShotError::Failed(m.error.unwrap_or_else(|| {
-            Failure::new("notSent", format!("the message ended {:?}", m.state))
-        }))),
+        _ => {
+            let mut f = m.error.unwrap_or_else(|| {
+                Failure::new("notSent", format!("the message ended {:?}", m.state))
+            });
+            // What became of its draft (no ledger keeps the message for a `retry`).
+            let draft = match &m.draft_id {
+                Some(id) if !f.message.contains("could not be deleted") => Some(format!(
+                    "its draft is left in Drafts (id {})",
+                    crate::outside::printable(id)
+                )),
+                Some(_) => None,
+                None if drafted_here || found_draft => Some("its draft was deleted".to_owned()),
+                None => None,
+            };
+            if let Some(d) = draft {
+                f.message = format!("{}; {d}", f.message.trim_end_matches('.'));
+            }
+            Err(OneShotError::Failed(f))
+        }
     }
+}
+
+/// `--key`: the message an earlier run made under this key, if it holds a file this run does not
+/// name (by attachment name), is another message: refused, naming the key and that message,
+/// before anything is made or attached. A key names one message; a re-run resumes or reports it
+/// only for the same files (a draft holding some of them, left by a run cut short, is resumed).
+/// A search that fails is left to the run, which looks again before any draft is made.
+async fn key_taken(
+    client: &GraphClient,
+    user: &str,
+    marker: &str,
+    key: &str,
+    names: &[&str],
+) -> Result<(), OneShotError> {
+    use crate::graph::mail::Folder;
+    let Ok(Some(found)) = client.find_by_marker(user, Folder::Any, marker).await else {
+        return Ok(());
+    };
+    let Ok(on_it) = client.attachment_names(user, &found.id).await else {
+        return Ok(());
+    };
+    let mut theirs: Vec<&str> = on_it.iter().map(|(_, n)| n.as_str()).collect();
+    let mut ours = names.to_vec();
+    theirs.sort_unstable();
+    theirs.dedup();
+    ours.sort_unstable();
+    let other = theirs.iter().any(|n| ours.binary_search(n).is_err());
+    // A sent message is whole: it must hold exactly these files.
+    let short = !found.is_draft && ours.iter().any(|n| theirs.binary_search(n).is_err());
+    if !other && !short {
+        return Ok(());
+    }
+    let shown = |v: &[&str]| {
+        v.iter()
+            .map(|n| format!("\"{}\"", crate::outside::printable(n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(OneShotError::KeyTaken(format!(
+        "the key {} was used for another message: {} (marker {marker}{}, subject \"{}\") holding \
+         {}, not the files named now ({}); nothing was sent or attached. A key names one \
+         message: give these files a new key, or re-run with the files it holds",
+        crate::outside::printable(key),
+        if found.is_draft {
+            "a draft in the mailbox"
+        } else {
+            "a message already sent"
+        },
+        found
+            .internet_message_id
+            .as_deref()
+            .map(|i| format!(", internetMessageId {}", crate::outside::printable(i)))
+            .unwrap_or_default(),
+        crate::outside::printable(found.subject.as_deref().unwrap_or_default()),
+        if theirs.is_empty() {
+            "no file".to_owned()
+        } else {
+            shown(&theirs)
+        },
+        shown(&ours),
+    )))
 }
 
 /// The marker of `outbox mail --key KEY` from `user`'s mailbox: the same key, the same marker,
@@ -260,10 +361,26 @@ fn maybe_sent(m: &MessageRecord) -> OneShotError {
 /// What the message waits for, when it waits `in_ms` with nothing in flight: the sending limit,
 /// the confirmation of a send in Sent Items, or a retry after an error; `None` for short waits
 /// (a settle, a backoff of a second) and while a request is out.
-fn waiting_for(m: Option<&MessageRecord>, running: bool, in_ms: u64) -> Option<String> {
+fn waiting_for(
+    m: Option<&MessageRecord>,
+    running: bool,
+    in_ms: u64,
+    grace_ms: u64,
+) -> Option<String> {
     let m = m?;
     if running || in_ms < 2_000 || m.state.is_terminal() {
         return None;
+    }
+    if m.state == MessageState::Drafting && m.keyed && m.may_exist {
+        // The core holds an earlier run's draft it found (`--key`) for Exchange's move.
+        return Some(format!(
+            "found the draft an earlier run with this key made (marker {}), still a draft: that \
+             run may have sent it and Exchange still be moving it, so nothing is attached to it or \
+             sent for up to {} while Sent Items is asked every few seconds; still a draft then, \
+             it is resumed…",
+            m.id,
+            minutes_text(grace_ms)
+        ));
     }
     let until = clock_text(in_ms);
     let error = m.error.as_ref();
@@ -303,6 +420,14 @@ fn waiting_for(m: Option<&MessageRecord>, running: bool, in_ms: u64) -> Option<S
     })
 }
 
+/// A duration in words: "10 minutes", "45 s".
+fn minutes_text(ms: u64) -> String {
+    match ms / 1_000 {
+        s if s >= 120 => format!("{} minutes", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
 /// The wall-clock time `in_ms` from now, `HH:MM:SS UTC`.
 fn clock_text(in_ms: u64) -> String {
     let t = time::OffsetDateTime::now_utc()
@@ -331,6 +456,13 @@ struct MailHooks<'a> {
     say: Option<&'a Arc<dyn Fn(String) + Send + Sync>>,
     said: Option<String>,
     last: Option<MessageRecord>,
+    /// How long a found earlier draft is held for Exchange's move.
+    grace_ms: u64,
+    /// This run asked for a send, or made a draft.
+    sent_here: bool,
+    drafted_here: bool,
+    /// A draft of the message existed in this run (made, or an earlier run's found).
+    found_draft: bool,
 }
 
 impl OneShot for MailHooks<'_> {
@@ -344,6 +476,7 @@ impl OneShot for MailHooks<'_> {
                 true
             }
             Action::PersistMessage(m) => {
+                self.found_draft |= m.draft_id.is_some();
                 self.last = Some(m.clone());
                 true
             }
@@ -354,6 +487,14 @@ impl OneShot for MailHooks<'_> {
             | Action::UpdateFile { .. }
             | Action::MarkReplaced { .. } => true,
             _ => false,
+        }
+    }
+
+    fn spawned(&mut self, action: &Action) {
+        match action {
+            Action::SendDraft { .. } => self.sent_here = true,
+            Action::CreateDraft { .. } => self.drafted_here = true,
+            _ => {}
         }
     }
 
@@ -369,7 +510,7 @@ impl OneShot for MailHooks<'_> {
         let Some(say) = self.say else {
             return;
         };
-        if let Some(text) = waiting_for(self.last.as_ref(), running, wake_in_ms) {
+        if let Some(text) = waiting_for(self.last.as_ref(), running, wake_in_ms, self.grace_ms) {
             if self.said.as_deref() != Some(text.as_str()) {
                 say(text.clone());
                 self.said = Some(text);

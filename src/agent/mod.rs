@@ -667,10 +667,11 @@ impl Agent {
         let failure = crate::core::model::Failure::new(
             rec.error.as_ref().map_or("fileTooLarge", |e| e.code.as_str()),
             format!(
-                "{} is {} bytes ({}), over Graph's 150 MiB ({limit} bytes) attachment limit: it was not sent and is never sent as it is; split or compress it under 150 MiB (or share a link to it instead), then drop the smaller file in",
+                "{} is {} bytes ({}), over Graph's 150 MiB ({limit} bytes) attachment limit: it was not sent and is never sent as it is; split or compress it into files under 150 MiB and drop those in (`outbox cancel {}` clears this one)",
                 crate::outside::path(&rec.path),
                 rec.file.size,
                 crate::config::units::human_size(rec.file.size),
+                rec.id,
             ),
         );
         Some(Note::Failed {
@@ -828,7 +829,18 @@ impl Agent {
             waits,
             held: self.pauses.view(),
             folders: self.folder_lines(),
+            config: Some(self.config_read()),
         }
+    }
+
+    /// The config file this agent read, as a full path (it may have been named relative to
+    /// the agent's working directory).
+    fn config_read(&self) -> std::path::PathBuf {
+        std::fs::canonicalize(&self.settings.source).unwrap_or_else(|_| {
+            std::env::current_dir()
+                .map(|d| d.join(&self.settings.source))
+                .unwrap_or_else(|_| self.settings.source.clone())
+        })
     }
 
     /// `run --once`: stop when nothing is left, or only work that waits for sign-in or for a
@@ -1183,11 +1195,14 @@ impl Agent {
     /// from before would not see a new mapping's folder, and would name mappings by their old
     /// places); a watcher that cannot start refuses the reload too.
     fn reload(&mut self) {
-        let new = match Settings::load(&self.settings.source)
-            .and_then(|new| crate::private::check_config(&new).map(|()| new))
-        {
+        let new = match crate::private::load_config(&self.settings.source) {
             Ok(new) => new,
-            Err(e) => {
+            Err(errors) => {
+                let e = errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 tracing::error!(
                     "the new configuration is refused; the old one stays in force: {e}"
                 );
@@ -1349,10 +1364,7 @@ impl Agent {
             }
             Request::Resend { id } => {
                 let Some(e) = self.ledger.get(&id)? else {
-                    return Ok(line(Err((
-                        2,
-                        format!("no ledger entry with id `{id}` (see `outbox status`)"),
-                    ))));
+                    return Ok(line(Err((2, ops::resend_unknown(&self.ledger, &id)?))));
                 };
                 let mails = self.settings.mails(&e.mapping);
                 let message = e
@@ -1414,6 +1426,14 @@ impl Agent {
                 }
             },
             Request::Pause { mapping, for_ms } => Answer::Line(self.pause(mapping, for_ms)),
+            Request::Config => {
+                let mut r = Response::entries(Vec::new());
+                r.agent = Some(control::AgentView {
+                    config: Some(self.config_read()),
+                    ..control::AgentView::default()
+                });
+                Answer::Line(r)
+            }
             Request::Resume { mapping } => Answer::Line(self.resume(mapping)),
             Request::Overflow if self.test_hooks => {
                 self.losing_events = false;

@@ -18,7 +18,7 @@ const ID: &str = "send";
 /// Why a file was not attached.
 #[derive(Debug, thiserror::Error)]
 pub enum OneShotError {
-    #[error("cannot read {path}: {why}")]
+    #[error("cannot read {}: {why}", crate::outside::path(.path))]
     File { path: PathBuf, why: String },
     #[error("{0}")]
     SignIn(String),
@@ -34,6 +34,9 @@ pub enum OneShotError {
         internet_message_id: Option<String>,
         why: Failure,
     },
+    /// `mail --key`: the key names an earlier message holding other files (nothing was done).
+    #[error("{0}")]
+    KeyTaken(String),
 }
 
 /// A stand-in mapping `name` for a file named on the command line: its folder is the file's
@@ -102,7 +105,7 @@ pub async fn attach_file(
             "fileTooLarge",
             format!(
                 "{} is {} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; it was not sent",
-                path.display(),
+                crate::outside::path(&path),
                 stat.size
             ),
         )));
@@ -119,11 +122,15 @@ pub async fn attach_file(
         });
         async move { task.await.ok().flatten() }.boxed().shared()
     };
-    let name = name.unwrap_or_else(|| {
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "file".into())
-    });
+    // No control character in the name sent (as the agent's attachments).
+    let name = crate::core::mail::attachment_name(
+        &name.unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into())
+        }),
+        false,
+    );
     let record = Record {
         target: Some(target.clone()),
         // `send` moves or deletes nothing.

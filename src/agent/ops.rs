@@ -54,7 +54,7 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
     let id = &e.id;
     match e.state {
         EntryState::Rejected if e.size > crate::core::model::MAX_ATTACHMENT => Some(format!(
-            "entry {id} is {} bytes, over Graph's 150 MiB attachment limit; it cannot be sent (`outbox cancel {id}` clears it)",
+            "entry {id} is {} bytes, over Graph's 150 MiB attachment limit; it cannot be sent as it is: split or compress it under 150 MiB and drop the parts in (`outbox cancel {id}` clears this one)",
             e.size
         )),
         EntryState::Failed | EntryState::Canceled | EntryState::Rejected
@@ -215,9 +215,9 @@ pub fn resend_refusal(
 /// `retry --resend ID` with no agent running: the request is written on the entry (flushed);
 /// the agent takes it at its start. See [`resend_refusal`].
 pub fn request_resend(ledger: &Ledger, id: &str, mails: bool) -> Result<LedgerEntry, LedgerError> {
-    let e = ledger
-        .get(id)?
-        .ok_or_else(|| LedgerError::NotFound { id: id.to_owned() })?;
+    let Some(e) = ledger.get(id)? else {
+        return Err(LedgerError::Invalid(resend_unknown(ledger, id)?));
+    };
     let message = e
         .message
         .as_deref()
@@ -230,6 +230,40 @@ pub fn request_resend(ledger: &Ledger, id: &str, mails: bool) -> Result<LedgerEn
     let e = ledger.update(id, |x| x.resend = true)?;
     ledger.flush()?;
     Ok(e)
+}
+
+/// Why `retry --resend ID` takes no entry `id`: a message's id names the message and its files'
+/// entry ids (`--resend` takes one file's); anything else is no entry at all.
+pub fn resend_unknown(ledger: &Ledger, id: &str) -> Result<String, LedgerError> {
+    let Some(m) = ledger.get_message(id)? else {
+        return Ok(format!(
+            "no ledger entry with id `{id}`: `--resend` takes a file's entry id, as `outbox \
+             status` lists them (the ID column; a message's files are listed under it in \
+             MESSAGES)"
+        ));
+    };
+    let mut files = Vec::new();
+    for f in &m.files {
+        let name = ledger
+            .get(f)?
+            .map(|e| {
+                let name = e.path.file_name().map(std::path::Path::new);
+                format!(" ({})", crate::outside::path(name.unwrap_or(&e.path)))
+            })
+            .unwrap_or_default();
+        files.push(format!("{f}{name}"));
+    }
+    Ok(format!(
+        "`{id}` is a message, not a file's entry: `--resend` mails one file again, in a new \
+         message, and takes that file's entry id; this message's files: {} (`outbox retry \
+         --resend ENTRY_ID` for each to mail again; `outbox retry {id}` retries the message \
+         itself if it failed)",
+        if files.is_empty() {
+            "none left".to_owned()
+        } else {
+            files.join(", ")
+        }
+    ))
 }
 
 /// Whether `m` is the version of the file `e` recorded: by size, time (where recorded) and

@@ -236,6 +236,7 @@ impl Agent {
             waits: Vec::new(),
             held: self.pauses.view(),
             folders: Vec::new(),
+            config: None,
         });
         r
     }

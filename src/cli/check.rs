@@ -87,43 +87,44 @@ impl Report {
     }
 }
 
+/// The config is not used (its permissions, its text, or it is missing): each reason is a
+/// finding in the usual layout, `error  config: FILE:LINE: KEY: what to do` (with `--json`, one
+/// object each with its `file`, `line` and `key`, and the errors on stderr too); exit 78.
+fn unusable(errors: Vec<crate::config::ConfigError>, json: bool) -> Result<ExitCode, CommandError> {
+    let mut r = Report {
+        json,
+        colour: !json && crate::cli::out::stdout_colour(),
+        ..Report::default()
+    };
+    for c in &errors {
+        if json {
+            r.errors += 1;
+            r.findings.push(serde_json::json!({
+                "level": "error",
+                "what": "config",
+                "message": crate::secret::redact(&c.to_string()),
+                "file": c.file.display().to_string(),
+                "line": c.line,
+                "key": c.key,
+            }));
+        } else {
+            r.line(Level::Error, "config", c.to_string());
+        }
+    }
+    r.finish();
+    if json {
+        // stdout is the document; a person running it still reads why on stderr.
+        return Err(CommandError::config_in_order(errors));
+    }
+    Ok(ExitCode::Config)
+}
+
 pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandError> {
     // A config file is required here: checking built-in defaults would tell the user nothing.
-    let settings = match super::load_settings(flag, true) {
+    let (path, _) = super::config_path(flag);
+    let settings = match crate::private::load_config(&path) {
         Ok(s) => s,
-        Err(e) if json => {
-            // Still one JSON document on stdout: one finding per config error.
-            let (path, _) = super::config_path(flag);
-            let findings: Vec<serde_json::Value> = match crate::config::Settings::load_all(&path) {
-                Err(mut errors) if e.code == ExitCode::Config => {
-                    errors.sort_by_key(|c| c.line.unwrap_or(usize::MAX));
-                    errors
-                        .iter()
-                        .map(|c| {
-                            serde_json::json!({
-                                "level": "error",
-                                "what": "config",
-                                "message": crate::secret::redact(&c.to_string()),
-                                "file": c.file.display().to_string(),
-                                "line": c.line,
-                                "key": c.key,
-                            })
-                        })
-                        .collect()
-                }
-                _ => vec![serde_json::json!({
-                    "level": "error",
-                    "what": "config",
-                    "message": crate::secret::redact(&e.message),
-                })],
-            };
-            jsonln!(
-                "{}",
-                serde_json::to_string_pretty(&findings).unwrap_or_default()
-            );
-            return Err(e);
-        }
-        Err(e) => return Err(e),
+        Err(errors) => return unusable(errors, json),
     };
     let mut r = Report {
         json,
@@ -144,9 +145,24 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
             }
         ),
     );
-    if let Some(Some(pid)) = super::entries::agent_pid(&settings.agent.state_dir).await {
-        if super::entries::started_before_edit(pid, &settings.source) {
-            r.line(Level::Warn, "config", super::entries::restart_hint(pid));
+    let dir = &settings.agent.state_dir;
+    if let Some(pid) = super::entries::agent_pid(dir).await {
+        match super::entries::agent_config(dir).await {
+            // Another file names this state dir: the running agent is not this config's.
+            Some(theirs) if !super::entries::same_file(&theirs, &settings.source) => {
+                r.line(
+                    Level::Warn,
+                    "config",
+                    super::entries::other_config_note(pid, &theirs, &settings.source, dir),
+                );
+            }
+            _ => {
+                if let Some(pid) =
+                    pid.filter(|p| super::entries::started_before_edit(*p, &settings.source))
+                {
+                    r.line(Level::Warn, "config", super::entries::restart_hint(pid));
+                }
+            }
         }
     }
     if settings.mappings.is_empty() {

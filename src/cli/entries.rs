@@ -38,6 +38,39 @@ pub(crate) async fn agent_pid(state_dir: &std::path::Path) -> Option<Option<u32>
     }
 }
 
+/// The config file the agent on `state_dir` read, when one answers and says (an agent from
+/// before it said so does not).
+pub(crate) async fn agent_config(state_dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    control::ask(state_dir, &Request::Config)
+        .await
+        .filter(|r| r.ok)?
+        .agent?
+        .config
+}
+
+/// Whether `a` and `b` name the same file.
+pub(crate) fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let full = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    full(a) == full(b)
+}
+
+/// What a command run on `config` says when the running agent on its state dir read another
+/// file (`theirs`): the agent is not this config's, and an edit of this file does not reach it.
+pub(crate) fn other_config_note(
+    pid: Option<u32>,
+    theirs: &std::path::Path,
+    config: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> String {
+    let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    format!(
+        "the running agent{pid} read another config, {}, not {}: both name the state dir {}, so          this file's changes do not reach that agent, and its mappings are the other file's",
+        crate::outside::path(theirs),
+        crate::outside::path(config),
+        crate::outside::path(state_dir)
+    )
+}
+
 /// Whether the process `pid` started before `config` was last written: it may run on an older
 /// config. Linux only (the start from `/proc/PID/stat`, in clock ticks since boot, against
 /// `/proc/uptime`); `false` where that cannot be told.
@@ -142,11 +175,19 @@ pub async fn settings_or_agent(
     let Some(pid) = agent_pid(&dir).await else {
         return Err(e);
     };
-    let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
     errln!("outbox: warning: {}", e.message);
-    errln!(
-        "outbox: the running agent{pid} answers instead, on the config it read before; fix the line named (`outbox check` lists every error): the agent cannot reload or restart on this file"
-    );
+    match agent_config(&dir).await {
+        Some(theirs) if !same_file(&theirs, &path) => errln!(
+            "outbox: {}; it answers instead",
+            other_config_note(pid, &theirs, &path, &dir)
+        ),
+        _ => {
+            let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            errln!(
+                "outbox: the running agent{pid} answers instead, on the config it read before; fix the line named (`outbox check` lists every error): the agent cannot reload or restart on this file"
+            );
+        }
+    }
     let mut settings = Settings::defaults(path);
     settings.agent.state_dir = dir;
     Ok((settings, true))
@@ -342,10 +383,21 @@ pub async fn status(
         for line in view.iter().flat_map(|v| &v.folders) {
             outln!("{line}");
         }
-        if let Some(pid) =
-            pid.filter(|p| !config_broken && started_before_edit(*p, &settings.source))
-        {
-            outln!("note: {}", restart_hint(pid));
+        match view.as_ref().and_then(|v| v.config.as_deref()) {
+            // Another file names this state dir: its agent is not this config's.
+            Some(theirs) if running && !same_file(theirs, &settings.source) => {
+                outln!(
+                    "note: {}",
+                    other_config_note(pid, theirs, &settings.source, &dir)
+                );
+            }
+            _ => {
+                if let Some(pid) =
+                    pid.filter(|p| !config_broken && started_before_edit(*p, &settings.source))
+                {
+                    outln!("note: {}", restart_hint(pid));
+                }
+            }
         }
         if !entries.is_empty() || messages.is_empty() {
             out!("{}", super::status::render_table(&entries, &facts, color));
@@ -485,10 +537,10 @@ pub async fn retry(
 /// `retry --resend ID`: the agent mails the file again now, or at its next start.
 pub async fn resend(settings: Settings, id: String) -> Result<ExitCode, CommandError> {
     let (entries, _) = via_agent_or_ledger(&settings, Request::Resend { id: id.clone() }, |l| {
-        let e = l
-            .get(&id)
-            .map_err(ledger_err)?
-            .ok_or_else(|| ledger_err(LedgerError::NotFound { id: id.clone() }))?;
+        let Some(e) = l.get(&id).map_err(ledger_err)? else {
+            let why = ops::resend_unknown(l, &id).map_err(ledger_err)?;
+            return Err(CommandError::new(ExitCode::Usage, why));
+        };
         let e =
             ops::request_resend(l, &id, settings.mails(&e.mapping)).map_err(|err| match err {
                 LedgerError::Invalid(why) => CommandError::new(ExitCode::Usage, why),

@@ -50,6 +50,12 @@ impl CommandError {
     /// in the order of the file; errors about the file as a whole (no line) last.
     pub fn config(mut errors: Vec<crate::config::ConfigError>) -> Self {
         errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        Self::config_in_order(errors)
+    }
+
+    /// As [`CommandError::config`], the errors in the order given (`private::load_config`'s:
+    /// the file's permissions first).
+    pub fn config_in_order(errors: Vec<crate::config::ConfigError>) -> Self {
         let message = match errors.as_slice() {
             [one] => format!("configuration error: {one}"),
             many => {

@@ -93,7 +93,7 @@ pub fn run(flag: Option<&Path>) -> Result<ExitCode, CommandError> {
         })?;
     }
     // create_new: an existing file is never touched, even if it appears in a race. 0600: a
-    // config others can write is refused (`private::check_config`), whatever the umask.
+    // config others can write is refused (`private::check_config_file`), whatever the umask.
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

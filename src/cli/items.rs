@@ -1,5 +1,6 @@
 //! `outbox items messages|events [--search T] [--top N] [--user U] [--json]`: list recent items
-//! with their ids, subject, date and attachment count, so a user can pick a mapping's target;
+//! with their ids, subject, date, attachment count and (messages) whether each is a draft, the
+//! only kind of message outbox can attach to, so a user can pick a mapping's target;
 //! `--json` gives an array of `{"id","kind","subject","date","isDraft","attachments"}`.
 
 use crate::cli::exit::{CommandError, ExitCode};
@@ -101,8 +102,20 @@ pub async fn run(
         return Ok(ExitCode::Ok);
     }
     let mut rows = Vec::new();
+    // Messages: whether each is a draft, the only kind outbox attaches to.
+    let drafts = kind == ItemKind::Message;
     if !json {
-        outln!("{:<16}  {:>5}  {:<40}  ID", "DATE", "ATT", "SUBJECT");
+        if drafts {
+            outln!(
+                "{:<16}  {:>5}  {:<5}  {:<40}  ID",
+                "DATE",
+                "ATT",
+                "DRAFT",
+                "SUBJECT"
+            );
+        } else {
+            outln!("{:<16}  {:>5}  {:<40}  ID", "DATE", "ATT", "SUBJECT");
+        }
     }
     for it in &items {
         let Some(id) = it.get("id").and_then(|x| x.as_str()) else {
@@ -127,21 +140,27 @@ pub async fn run(
             }));
             continue;
         }
-        let mut subject = it
+        let subject = it
             .get("subject")
             .and_then(|x| x.as_str())
             .filter(|s| !s.is_empty())
             .unwrap_or("(no subject)")
             .to_string();
-        if draft == Some(false) {
-            subject.push_str(" [sent]");
-        }
         let subject: String = if subject.chars().count() > 40 {
             subject.chars().take(39).chain(['…']).collect()
         } else {
             subject
         };
-        outln!("{date:<16}  {att:>5}  {subject:<40}  {id}");
+        if drafts {
+            let flag = match draft {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "?",
+            };
+            outln!("{date:<16}  {att:>5}  {flag:<5}  {subject:<40}  {id}");
+        } else {
+            outln!("{date:<16}  {att:>5}  {subject:<40}  {id}");
+        }
     }
     if json {
         let text = serde_json::to_string_pretty(&rows).unwrap_or_default();

@@ -49,7 +49,10 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         let meta = std::fs::metadata(path).map_err(|e| {
             CommandError::new(
                 ExitCode::Failed,
-                format!("cannot read {}: {e}; nothing was sent", path.display()),
+                format!(
+                    "cannot read {}: {e}; nothing was sent",
+                    crate::outside::path(path)
+                ),
             )
         })?;
         let name = path
@@ -116,7 +119,10 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         (Some(b), _) => (b.clone(), false),
         (None, Some(f)) => {
             let text = std::fs::read_to_string(f).map_err(|e| {
-                CommandError::new(ExitCode::Usage, format!("--body-file {}: {e}", f.display()))
+                CommandError::new(
+                    ExitCode::Usage,
+                    format!("--body-file {}: {e}", crate::outside::path(f)),
+                )
             })?;
             let html = f
                 .extension()
@@ -128,7 +134,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
     };
     // Placeholders as a mapping's config takes them: an unknown one is refused, not sent.
     let body_flag = match (&args.body, &args.body_file) {
-        (None, Some(f)) => format!("--body-file {}", f.display()),
+        (None, Some(f)) => format!("--body-file {}", crate::outside::path(f)),
         _ => "--body".to_owned(),
     };
     for (flag, t) in [
@@ -199,6 +205,21 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
     .await;
     bar.finish();
     match outcome {
+        Ok(m) if m.state == MessageState::Sent && m.earlier => {
+            // `--key`: reported, not mailed again (SPEC: "finds the earlier message … and
+            // reports it"): the same line on stdout as the run that sent it.
+            errln!(
+                "already sent by an earlier run with key {}: {what} (found in Sent Items, \
+                 marker {}); not sent again",
+                crate::outside::printable(args.key.as_deref().unwrap_or_default()),
+                m.marker
+            );
+            outln!(
+                "{}",
+                crate::outside::printable(m.internet_message_id.as_deref().unwrap_or(&m.marker))
+            );
+            Ok(ExitCode::Ok)
+        }
         Ok(m) if m.state == MessageState::Sent => {
             errln!(
                 "sent {what} in {:.1} s (marker {})",
@@ -212,7 +233,16 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             Ok(ExitCode::Ok)
         }
         Ok(m) => {
-            errln!("left as a draft, fully attached: {what}");
+            if m.earlier {
+                errln!(
+                    "found the draft an earlier run with key {} left (marker {}); left as a \
+                     draft, fully attached: {what}",
+                    crate::outside::printable(args.key.as_deref().unwrap_or_default()),
+                    m.marker
+                );
+            } else {
+                errln!("left as a draft, fully attached: {what}");
+            }
             outln!(
                 "{}",
                 crate::outside::printable(m.draft_id.as_deref().unwrap_or(&m.marker))
@@ -227,6 +257,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             ),
         )),
         Err(OneShotError::SignIn(m)) => Err(CommandError::new(ExitCode::SignIn, m)),
+        Err(OneShotError::KeyTaken(why)) => Err(CommandError::new(ExitCode::Usage, why)),
         Err(OneShotError::MaybeSent {
             marker,
             internet_message_id,

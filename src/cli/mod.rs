@@ -581,9 +581,7 @@ pub fn load_settings(
     if !explicit && !required && !path.exists() {
         return Ok(crate::config::Settings::defaults(path));
     }
-    let settings = crate::config::Settings::load_all(&path).map_err(CommandError::config)?;
-    crate::private::check_config(&settings)?;
-    Ok(settings)
+    crate::private::load_config(&path).map_err(CommandError::config_in_order)
 }
 
 pub use crate::agent::shutdown_signal;

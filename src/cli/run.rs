@@ -135,11 +135,15 @@ fn left_over(state_dir: &std::path::Path, mapped: &[String]) -> ExitCode {
         .values()
         .filter(|e| e.state == EntryState::Failed && !mapped.contains(&e.mapping))
         .count();
-    // Failed, and the file is gone (deleted, or in failed_dir): a retry cannot send it.
+    // Failed, and the file is gone (deleted, or moved away from where outbox put it in
+    // failed_dir) or changed: a retry cannot send it. One outbox moved to failed_dir and still
+    // there is retried from there: counted with the rest.
     let gone = newest
         .values()
         .filter(|e| {
-            e.state == EntryState::Failed && mapped.contains(&e.mapping) && !e.path.exists()
+            e.state == EntryState::Failed
+                && mapped.contains(&e.mapping)
+                && crate::agent::ops::retry_refusal(e).is_some()
         })
         .count();
     // Attached, but not moved or deleted: not retried by itself, so said every run.
@@ -167,7 +171,7 @@ fn left_over(state_dir: &std::path::Path, mapped: &[String]) -> ExitCode {
     }
     if gone > 0 {
         parts.push(format!(
-            "{gone} failed whose file is no longer at its path (`outbox status --state failed` lists them; put the file back and `outbox retry ID`, or `outbox cancel ID` to clear it)"
+            "{gone} failed whose file is no longer where it was, or changed since (`outbox status --state failed` lists them; put the file back and `outbox retry ID`, or `outbox cancel ID` to clear it)"
         ));
     }
     if rejected > 0 {

@@ -34,7 +34,7 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
     let meta = std::fs::metadata(&args.file).map_err(|e| {
         CommandError::new(
             ExitCode::Failed,
-            format!("cannot read {}: {e}", args.file.display()),
+            format!("cannot read {}: {e}", crate::outside::path(&args.file)),
         )
     })?;
     let total = meta.len();

@@ -92,11 +92,16 @@ pub fn run(
         .unwrap_or_else(crate::config::default_path);
     let ctx = context(config)?;
     if action == "install" {
-        // A service that exits 78 at every login helps no one: refuse a config that does not load.
-        match crate::config::Settings::load(&ctx.config) {
+        // A service that exits 78 at every login helps no one: refuse a config that does not
+        // load, or that the agent would refuse for its permissions.
+        match crate::private::load_config(&ctx.config) {
             Ok(_) => {}
-            Err(e) if dry_run => errln!("outbox: note: the config does not load yet: {e}"),
-            Err(e) => return Err(e.into()),
+            Err(errors) if dry_run => {
+                for e in errors {
+                    errln!("outbox: note: the config does not load yet: {e}");
+                }
+            }
+            Err(errors) => return Err(CommandError::config_in_order(errors)),
         }
         if service::is_build_dir(&ctx.binary) {
             errln!(

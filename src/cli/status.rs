@@ -76,7 +76,8 @@ impl Facts<'_> {
 /// (`null` when unset).
 #[derive(Serialize)]
 struct JsonRow<'a> {
-    id: &'a str,
+    /// `null` for a file not in the ledger yet ([`entry_id`]).
+    id: Option<&'a str>,
     mapping: &'a str,
     /// The path as text (U+FFFD for each byte that is not UTF-8).
     path: String,
@@ -243,6 +244,14 @@ pub fn filter_rows(
     messages.retain(|m| filter.keeps_message(m));
 }
 
+/// The id `status` shows for row `e`: none for a file not in the ledger yet (`settling`:
+/// still being written, waiting for its hash, or left in its folder by `outbox pause`). Its
+/// entry, and so its id, is made when the agent takes the file; an id shown before would change
+/// then, and no command (`retry`, `cancel`, `verify`) takes it.
+fn entry_id(e: &LedgerEntry) -> Option<&str> {
+    (e.state != EntryState::Settling).then_some(e.id.as_str())
+}
+
 /// The JSON array `outbox status --json` prints (pretty, no trailing newline): one object per
 /// entry, SPEC's keys, what it waits for, and `message`.
 pub fn render_json(
@@ -258,7 +267,7 @@ pub fn render_json(
         .map(|e| {
             let wait = facts.wait_of(e);
             JsonRow {
-                id: &e.id,
+                id: entry_id(e),
                 mapping: &e.mapping,
                 path: e.path.to_string_lossy().into_owned(),
                 path_bytes: e
@@ -364,11 +373,22 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
     }
 }
 
-/// A row's NOTE: its error, a failed after-action, what it waits for, or the versions of another
-/// owner's it was attached beside.
+/// A row's NOTE: its error, a failed after-action, what it waits for, why it was canceled or
+/// that a newer version replaced it, or the versions of another owner's it was attached beside.
 fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
     error_text(e)
         .map(|t| match &e.failed_to {
+            // Over 150 MiB: never sent as it is, so no retry takes it back.
+            Some(p)
+                if e.state == EntryState::Rejected
+                    && e.size > crate::core::model::MAX_ATTACHMENT =>
+            {
+                format!(
+                    "{t}; the file is in failed_dir: {}; split or compress it under 150 MiB and drop the parts in, `outbox cancel {}` clears this one",
+                    crate::outside::path(p),
+                    e.id
+                )
+            }
             // Where the agent moved it: `retry` takes it back from there.
             Some(p) if matches!(e.state, EntryState::Failed | EntryState::Rejected) => format!(
                 "{t}; the file is in failed_dir: {} (`outbox retry {}` takes it back)",
@@ -379,7 +399,28 @@ fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
         })
         .or_else(|| after_failed_text(e))
         .or_else(|| facts.wait_of(e).map(|w| wait_text(&w, Some(e), facts.now)))
+        .or_else(|| ended_text(e))
         .or_else(|| beside_text(e))
+}
+
+/// Why a canceled row ended (a newer version took its place, its file went, `outbox cancel`),
+/// and a done row whose attachment a newer version replaced: neither is a failure, and the
+/// bare state does not say which.
+fn ended_text(e: &LedgerEntry) -> Option<String> {
+    match e.state {
+        EntryState::Canceled => {
+            let err = e.error.as_ref()?;
+            Some(if err.code == crate::core::machine::SUPERSEDED {
+                "superseded: a newer version of the file took its place before this one was attached; the newer one is sent on its own".to_owned()
+            } else {
+                sanitize(&crate::secret::redact(&err.message))
+            })
+        }
+        EntryState::Done if e.replaced => Some(
+            "replaced by a newer version of the file: its attachment was deleted once the newer one was on the item".to_owned(),
+        ),
+        _ => None,
+    }
 }
 
 /// A done row attached beside an earlier version of the same name whose file had another
@@ -524,8 +565,9 @@ pub fn message_advice(m: &MessageRecord) -> Option<String> {
                  is sent again only if its draft is still a draft"
             ),
             Some(_) => format!(
-                "fix the cause, then `outbox retry {id}`: it looks for the draft in Sent Items \
-                 (sent by hand: done) and Drafts first, and drafts it again if it is gone"
+                "its draft stays in Drafts; fix the cause, then `outbox retry {id}`: it looks for \
+                 the draft in Sent Items (sent by hand: done) and Drafts first, and drafts it \
+                 again if it is gone"
             ),
             None => format!("no draft was made; fix the cause, then `outbox retry {id}`"),
         }),
@@ -558,7 +600,7 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
         .zip(&notes)
         .map(|(e, n)| {
             [
-                e.id.clone(),
+                entry_id(e).unwrap_or("-").to_owned(),
                 e.state.to_string(),
                 progress(e),
                 human_size(e.size),
@@ -923,6 +965,7 @@ mod tests {
             ],
             held: Vec::new(),
             folders: Vec::new(),
+            config: None,
         };
         let facts = Facts {
             running: true,
@@ -953,6 +996,7 @@ mod tests {
                 files: 2,
             }],
             folders: Vec::new(),
+            config: None,
         };
         let facts = Facts {
             view: Some(&paused),
@@ -1050,6 +1094,7 @@ mod tests {
             keys: Vec::new(),
             part: None,
             letter_stale: false,
+            not_before: None,
             attempts: 0,
             error: (state == MessageState::Unconfirmed).then(|| {
                 EntryError::new(

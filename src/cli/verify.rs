@@ -3,7 +3,8 @@
 //! or from the ledger when no agent runs; verify itself never changes the ledger. A mismatch or a
 //! missing attachment comes with the command that fixes it: `outbox retry ID` attaches the file
 //! again and then deletes the bad copy (by its recorded id), or, when the file is no longer at its
-//! path, what to do instead.
+//! path, what to do instead. A version a newer one replaced (`on_change = "replace"`) has no
+//! attachment on purpose: it is said to be replaced, by which entry, and is no problem.
 //!
 //! A file of a sent message is checked in the message's sent copy (Sent Items, found by the
 //! message's marker, else by its `internetMessageId`): Exchange gives the sent copy new
@@ -55,6 +56,12 @@ pub async fn run(
     let (all, messages) = entries(&settings).await?;
     let messages: HashMap<String, MessageRecord> =
         messages.into_iter().map(|m| (m.id.clone(), m)).collect();
+    // Every done version, to name the one that replaced another.
+    let done: Vec<LedgerEntry> = all
+        .iter()
+        .filter(|e| e.state == EntryState::Done)
+        .cloned()
+        .collect();
     let todo: Vec<LedgerEntry> = match &id {
         Some(id) => {
             let e = all
@@ -72,10 +79,7 @@ pub async fn run(
             }
             vec![e]
         }
-        None => all
-            .into_iter()
-            .filter(|e| e.state == EntryState::Done)
-            .collect(),
+        None => done.clone(),
     };
     if todo.is_empty() {
         if json {
@@ -91,11 +95,18 @@ pub async fn run(
         json,
         colour: !json && crate::cli::out::stdout_colour(),
         bad: 0,
+        replaced: 0,
         rows: Vec::new(),
     };
     let mut copies: HashMap<String, SentCopy> = HashMap::new();
     for e in &todo {
         let name = crate::outside::printable(&e.file_name_shown()).into_owned();
+        // `on_change = "replace"` deleted its attachment on purpose, once a newer version was
+        // on the item: nothing to read, nothing wrong.
+        if e.replaced {
+            out.add(e, Verdict::Replaced, replaced_by(&name, e, &done));
+            continue;
+        }
         let message = e.message.as_deref().and_then(|m| messages.get(m));
         if let Some(m) = message {
             if let Some((v, msg)) = in_message(&client, e, m, &mut copies).await? {
@@ -147,6 +158,15 @@ pub async fn run(
                         fix(true)
                     ),
                 );
+            }
+            // Deleted by the newer version that replaces it, its mark not written yet.
+            Err(RequestError::Graph(g))
+                if g.status == Some(404)
+                    && done
+                        .iter()
+                        .any(|n| n.replaces.iter().any(|r| r.entry == e.id)) =>
+            {
+                out.add(e, Verdict::Replaced, replaced_by(&name, e, &done));
             }
             Err(RequestError::Graph(g)) if g.status == Some(404) => {
                 out.add(
@@ -365,9 +385,32 @@ fn mail_again(e: &LedgerEntry, m: &MessageRecord) -> String {
     }
 }
 
+/// What verify says of a version a newer one replaced (`on_change = "replace"`): which entry
+/// replaced it, and that its attachment was deleted on purpose.
+fn replaced_by(name: &str, e: &LedgerEntry, done: &[LedgerEntry]) -> String {
+    // The newest done version of the same file on record, else the one deleting it.
+    let newer = done
+        .iter()
+        .filter(|n| {
+            n.id != e.id
+                && ((n.mapping == e.mapping && n.path == e.path && n.seq > e.seq && !n.replaced)
+                    || n.replaces.iter().any(|r| r.entry == e.id))
+        })
+        .max_by_key(|n| n.seq);
+    let by = match newer {
+        Some(n) => format!("a newer version of the file (entry {})", n.id),
+        None => "a newer version of the file".to_string(),
+    };
+    format!(
+        "{name}: replaced by {by}; its own attachment was deleted on purpose (on_change = \"replace\"), nothing to check"
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Ok,
+    /// A version a newer one replaced: its attachment deleted on purpose, not a problem.
+    Replaced,
     Mismatch,
     Missing,
     /// A message whose send is in flight or not confirmed: nothing to read yet.
@@ -382,6 +425,8 @@ struct Findings {
     /// The tags in colour (`out::stdout_colour`).
     colour: bool,
     bad: usize,
+    /// Versions a newer one replaced (not problems).
+    replaced: usize,
     rows: Vec<serde_json::Value>,
 }
 
@@ -390,13 +435,16 @@ impl Findings {
         use crate::cli::out::{paint, Tone};
         let (tag, word, tone) = match v {
             Verdict::Ok => ("ok      ", "ok", Tone::Good),
+            Verdict::Replaced => ("replaced", "replaced", Tone::Good),
             Verdict::Mismatch => ("MISMATCH", "mismatch", Tone::Bad),
             Verdict::Missing => ("MISSING ", "missing", Tone::Bad),
             Verdict::Unconfirmed => ("UNSURE  ", "unconfirmed", Tone::Doubt),
             Verdict::Error => ("error   ", "error", Tone::Bad),
         };
-        if v != Verdict::Ok {
-            self.bad += 1;
+        match v {
+            Verdict::Ok => {}
+            Verdict::Replaced => self.replaced += 1,
+            _ => self.bad += 1,
         }
         if self.json {
             self.rows.push(serde_json::json!({
@@ -417,9 +465,13 @@ impl Findings {
             let text = serde_json::to_string_pretty(&self.rows).unwrap_or_default();
             jsonln!("{text}");
         } else {
+            let replaced = match self.replaced {
+                0 => String::new(),
+                n => format!(", {n} replaced by a newer version"),
+            };
             outln!(
-                "{checked} checked, {} ok, {} with problems",
-                checked - self.bad,
+                "{checked} checked, {} ok{replaced}, {} with problems",
+                checked - self.bad - self.replaced,
                 self.bad
             );
         }

@@ -141,7 +141,8 @@ pub struct AgentSettings {
     /// Upload-session chunk size in bytes, 1..=4 MiB.
     pub chunk_size: u64,
     pub settle: Duration,
-    /// Closed after writing and then unchanged this long = finished (a close alone is not proof).
+    /// Closed after writing and then unchanged this long = finished (a close alone is not proof:
+    /// a file written again after a close waits `settle` plus twice its longest pause).
     pub settle_after_close: Duration,
     /// After a request whose answer was lost, the item is looked at no sooner than this.
     pub look_after: Duration,

@@ -391,13 +391,38 @@ pub fn move_back(
         }
         Err(e) => return Err(e),
     }
+    unlink_reason(&src_dir, name);
+    Ok(root.join(clean))
+}
+
+/// The reason file of `from` (a failed file that was in `from_dir`, the `failed_dir` it was
+/// moved into, and has left it: put back by hand) goes: the file it explained is retried. Through
+/// the folder's descriptor, as [`move_back`]; a reason file that cannot go stays (harmless).
+pub fn forget_reason(root: &Path, from_dir: &Path, from: &Path) {
+    let Some(name) = from
+        .strip_prefix(from_dir)
+        .ok()
+        .filter(|r| r.components().count() == 1)
+        .and_then(|r| r.file_name())
+    else {
+        return;
+    };
+    if let Ok(dir) = imp::Dir::open_destination(root, from_dir) {
+        // Only once the file itself is not there: its reason still explains it.
+        if matches!(dir.identity_of(name), Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            unlink_reason(&dir, name);
+        }
+    }
+}
+
+/// `NAME.reason.txt` beside `name` in `dir`, if it is a regular file there, goes.
+fn unlink_reason(dir: &imp::Dir, name: &OsStr) {
     let mut reason = name.to_os_string();
     reason.push(REASON_SUFFIX);
-    if src_dir.identity_of(&reason).is_ok() {
+    if dir.identity_of(&reason).is_ok() {
         // Its reason told why it failed; a reason file that cannot go stays (harmless).
-        let _ = src_dir.unlink(&reason);
+        let _ = dir.unlink(&reason);
     }
-    Ok(root.join(clean))
 }
 
 /// The entries of the folder `rel` beneath the mapped folder `root` (`""`: the folder itself),

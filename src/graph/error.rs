@@ -192,12 +192,12 @@ fn transport_text(err: &reqwest::Error) -> String {
     }
 }
 
-/// A send refused with 403: sending needs `Mail.Send`, which `Mail.ReadWrite` does not give, and
-/// the draft made for the message is still there, fully attached.
+/// A send refused with 403: sending needs `Mail.Send`, which `Mail.ReadWrite` does not give.
+/// What became of the draft is said by who knows it: a mapping's message leaves it in Drafts for
+/// `outbox retry`, `outbox mail` deletes it.
 pub const SEND_403: &str = "sending needs the Mail.Send permission, which this sign-in lacks \
 (delegated: run `outbox login` again and consent to Mail.Send; application: grant Mail.Send and \
-admin consent); nothing was sent: the draft, fully attached, is left in Drafts (send it from \
-Outlook, or delete it; a mapping's message is sent by `outbox retry` once the permission is there)";
+admin consent); nothing was sent";
 
 /// Explanation for Graph's known issue: createUploadSession with delegated permissions on a
 /// shared or delegated mailbox answers 403.
@@ -375,7 +375,7 @@ mod tests {
         let advice = e.clone().of_send().advice().map(str::to_owned);
         let advice = advice.unwrap_or_default();
         assert!(
-            advice.contains("Mail.Send") && advice.contains("Drafts"),
+            advice.contains("Mail.Send") && advice.contains("nothing was sent"),
             "{advice}"
         );
         assert!(!advice.contains("Mail.ReadWrite"), "{advice}");

@@ -9,8 +9,8 @@
 use super::model::*;
 use super::settle::{Settled, Settler};
 pub use messages::{
-    cap_frees_at, civil_date, held_backoff_ms, FOUND_MAILED, HELD_BY_DRAFT, HELD_TRIES,
-    MAILED_ELSEWHERE, MESSAGE_TOO_LARGE, NO_FILES_LEFT, RIVAL_SETTLE_MS,
+    cap_frees_at, civil_date, held_backoff_ms, move_grace_ms, FOUND_MAILED, HELD_BY_DRAFT,
+    HELD_TRIES, MAILED_ELSEWHERE, MESSAGE_TOO_LARGE, NO_FILES_LEFT, RIVAL_SETTLE_MS,
 };
 
 mod messages;
@@ -1154,26 +1154,16 @@ impl Machine {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.ids_made += 1;
-        let mut name = path
+        let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        // A mailing mapping sends what others drop straight out of the user's mailbox: its
-        // attachment names follow the letter's rule (`Invoice_\u{202E}fdp.exe` would read
-        // "Invoice_exe.pdf", a newline would start a line), as `{name}` does. An item
-        // mapping's attachment keeps the file's own name.
-        if self.mail_rule(mapping).is_some() && name.chars().any(crate::mail::is_unsafe_in_letter) {
-            name = name
-                .chars()
-                .map(|c| {
-                    if crate::mail::is_unsafe_in_letter(c) {
-                        crate::mail::REPLACEMENT
-                    } else {
-                        c
-                    }
-                })
-                .collect();
-        }
+        // No control character in an attachment's name (a newline in a file name would be a
+        // line break in Outlook's list). A mailing mapping sends what others drop straight out
+        // of the user's mailbox: its attachment names follow the letter's rule
+        // (`Invoice_\u{202E}fdp.exe` would read "Invoice_exe.pdf"), as `{name}` does. An item
+        // mapping's attachment keeps the rest of the file's own name.
+        let name = crate::mail::attachment_name(&name, self.mail_rule(mapping).is_some());
         Record::pending(
             make_id(mapping, path, seq, self.now, self.ids_made),
             mapping.to_owned(),

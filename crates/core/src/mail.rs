@@ -171,6 +171,26 @@ pub fn is_unsafe_in_letter(c: char) -> bool {
 /// What an unsafe character of a value becomes: visible, so the oddity shows.
 pub const REPLACEMENT: char = '\u{FFFD}';
 
+/// The attachment name of a file named `name`: a control character (a newline, a tab, an
+/// escape) becomes [`REPLACEMENT`], as a byte that is not UTF-8 does, so no attachment's name
+/// carries a line break; in a mailed attachment (`mailed`), every character the letter may not
+/// carry ([`is_unsafe_in_letter`]: bidi controls too) becomes it, as `{name}` does.
+pub fn attachment_name(name: &str, mailed: bool) -> String {
+    let bad = |c: char| {
+        if mailed {
+            is_unsafe_in_letter(c)
+        } else {
+            c.is_control()
+        }
+    };
+    if !name.chars().any(bad) {
+        return name.to_owned();
+    }
+    name.chars()
+        .map(|c| if bad(c) { REPLACEMENT } else { c })
+        .collect()
+}
+
 /// `{name}`, `{stem}` and `{ext}`, and each name of `{names}`, are cut to this many characters
 /// (the last one an ellipsis).
 pub const NAME_MAX: usize = 120;

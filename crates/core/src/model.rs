@@ -736,6 +736,10 @@ pub struct MessageRecord {
     /// subject and body are set (`Action::SetLetter`) before it is sent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub letter_stale: bool,
+    /// Nothing of it before this time: a throttled send's `Retry-After` (or the sending limit's
+    /// backoff), kept through a restart, which would otherwise send again at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
     /// Failures in a row of its own requests (not its files').
     pub attempts: u32,
     pub error: Option<Failure>,
@@ -1097,6 +1101,7 @@ impl MessageRecord {
             keys: Vec::new(),
             part: None,
             letter_stale: false,
+            not_before: None,
             attempts: 0,
             error: None,
             seq,

@@ -1,6 +1,11 @@
 //! The settle rule: a file is finished when it has been unchanged for `settle`, or closed after
 //! writing and then unchanged for `settle_after_close`. A close alone is not proof: a writer
-//! that appends and closes again and again is still writing.
+//! that appends and closes again and again is still writing. So once a file is written again
+//! after a close (its writer came back), its closes no longer shorten the wait: it is finished
+//! when unchanged for `settle` plus twice the longest pause seen between its changes, at most
+//! `max_settle`. A version taken by its close is remembered until `settle` after its last
+//! change: a writer that comes back within that is still the same writer, and the next version
+//! waits as above (the version taken could not have been told from a finished file).
 
 use super::model::{FileStat, Time};
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,10 +21,28 @@ struct Watched {
     first_seen: Time,
     /// Closed after writing, at this time, and unchanged since.
     closed_at: Option<Time>,
+    /// Written again after a close (of this version, or of a version just taken by its close):
+    /// a close is no longer proof, the wait is [`Settler::patience`].
+    reopened: bool,
+    /// The longest time its stat stayed unchanged before changing again (ms).
+    longest_pause: u64,
     /// `max_settle` passed and this was reported once.
     warned: bool,
     /// The deadline currently in `due`.
     deadline: Time,
+}
+
+/// A version taken by its close before `settle` passed since its last change: its writer, for
+/// a change that comes before then.
+#[derive(Debug, Clone)]
+struct Taken {
+    mapping: String,
+    stat: FileStat,
+    changed_at: Time,
+    longest_pause: u64,
+    first_seen: Time,
+    warned: bool,
+    until: Time,
 }
 
 /// What a settle check found.
@@ -44,6 +67,21 @@ pub struct Settler {
     files: BTreeMap<OsString, Watched>,
     /// (deadline, path): the next check of each file, in order.
     due: BTreeSet<(Time, OsString)>,
+    /// Paths whose version was taken by its close, until `settle` after its last change.
+    taken: BTreeMap<OsString, Taken>,
+    /// (until, path) of `taken`, in order.
+    taken_until: BTreeSet<(Time, OsString)>,
+}
+
+/// A new stat of a watched file, seen at `now`.
+fn changed(w: &mut Watched, stat: FileStat, now: Time) {
+    if w.closed_at.is_some() {
+        w.reopened = true;
+    }
+    w.longest_pause = w.longest_pause.max(now.since(w.stable_since));
+    w.stat = stat;
+    w.stable_since = now;
+    w.closed_at = None;
 }
 
 impl Settler {
@@ -62,11 +100,37 @@ impl Settler {
         self.max_settle = max_settle_ms;
     }
 
-    fn deadline(&self, w: &Watched) -> Time {
-        let mut d = w.stable_since.plus_ms(self.settle);
-        if let Some(c) = w.closed_at {
-            d = d.min(c.plus_ms(self.after_close));
+    /// How long a file written again after a close must stay unchanged: `settle` plus twice
+    /// the longest pause of its writer, at most `max_settle` (never under `settle`).
+    fn patience(&self, w: &Watched) -> u64 {
+        self.settle
+            .saturating_add(w.longest_pause.saturating_mul(2))
+            .min(self.max_settle.max(self.settle))
+    }
+
+    /// Whether `w` is finished at `now`, and if so whether by its close alone.
+    fn finished(&self, w: &Watched, now: Time) -> Option<bool> {
+        if w.reopened {
+            return (now >= w.stable_since.plus_ms(self.patience(w))).then_some(false);
         }
+        if now >= w.stable_since.plus_ms(self.settle) {
+            return Some(false);
+        }
+        w.closed_at
+            .is_some_and(|c| now >= c.plus_ms(self.after_close))
+            .then_some(true)
+    }
+
+    fn deadline(&self, w: &Watched) -> Time {
+        let mut d = if w.reopened {
+            w.stable_since.plus_ms(self.patience(w))
+        } else {
+            let d = w.stable_since.plus_ms(self.settle);
+            match w.closed_at {
+                Some(c) => d.min(c.plus_ms(self.after_close)),
+                None => d,
+            }
+        };
         if !w.warned {
             d = d.min(w.first_seen.plus_ms(self.max_settle));
         }
@@ -87,29 +151,55 @@ impl Settler {
         }
     }
 
+    /// Versions taken by their close whose `settle` has passed: a change now is a new writer.
+    fn let_go(&mut self, now: Time) {
+        while let Some((until, _)) = self.taken_until.first() {
+            if *until > now {
+                break;
+            }
+            if let Some((_, p)) = self.taken_until.pop_first() {
+                self.taken.remove(&p);
+            }
+        }
+    }
+
+    fn untake(&mut self, path: &Path) -> Option<Taken> {
+        let t = self.taken.remove(path.as_os_str())?;
+        self.taken_until
+            .remove(&(t.until, path.as_os_str().to_os_string()));
+        Some(t)
+    }
+
     /// A stat of `path` as of `now`.
     pub fn observe(&mut self, mapping: &str, path: &Path, stat: FileStat, now: Time) {
+        self.let_go(now);
         match self.files.get_mut(path.as_os_str()) {
             Some(w) if w.stat == stat => return,
             Some(w) => {
-                w.stat = stat;
-                w.stable_since = now;
-                w.closed_at = None;
+                changed(w, stat, now);
                 w.mapping = mapping.to_owned();
             }
             None => {
-                self.files.insert(
-                    path.as_os_str().to_os_string(),
-                    Watched {
-                        mapping: mapping.to_owned(),
-                        stat,
-                        stable_since: now,
-                        first_seen: now,
-                        closed_at: None,
-                        warned: false,
-                        deadline: Time(u64::MAX),
-                    },
-                );
+                let mut w = Watched {
+                    mapping: mapping.to_owned(),
+                    stat,
+                    stable_since: now,
+                    first_seen: now,
+                    closed_at: None,
+                    reopened: false,
+                    longest_pause: 0,
+                    warned: false,
+                    deadline: Time(u64::MAX),
+                };
+                // Written again soon after a version was taken by its close: its writer is
+                // back, and this version waits for it.
+                if let Some(t) = self.untake(path).filter(|t| t.stat != stat) {
+                    w.reopened = true;
+                    w.longest_pause = t.longest_pause.max(now.since(t.changed_at));
+                    w.first_seen = t.first_seen;
+                    w.warned = t.warned;
+                }
+                self.files.insert(path.as_os_str().to_os_string(), w);
             }
         }
         self.reschedule(path);
@@ -137,6 +227,7 @@ impl Settler {
     }
 
     pub fn forget(&mut self, path: &Path) {
+        self.untake(path);
         if let Some((key, w)) = self.files.remove_entry(path.as_os_str()) {
             self.due.remove(&(w.deadline, key));
         }
@@ -148,6 +239,12 @@ impl Settler {
             .iter()
             .filter(|(_, w)| w.mapping == mapping)
             .map(|(p, _)| p.clone())
+            .chain(
+                self.taken
+                    .iter()
+                    .filter(|(_, t)| t.mapping == mapping)
+                    .map(|(p, _)| p.clone()),
+            )
             .collect();
         for p in paths {
             self.forget(Path::new(&p));
@@ -201,36 +298,50 @@ impl Settler {
 
     /// A fresh stat of a due path (`None`: it is gone). Ready files leave the settler.
     pub fn confirm(&mut self, path: &Path, stat: Option<FileStat>, now: Time) -> Option<Settled> {
+        self.let_go(now);
         let Some(stat) = stat else {
             self.forget(path);
             return None;
         };
-        let w = self.files.get_mut(path.as_os_str())?;
+        let w = self.files.get(path.as_os_str())?;
         if w.stat != stat {
-            w.stat = stat;
-            w.stable_since = now;
-            w.closed_at = None;
-        } else {
-            let quiet = now >= w.stable_since.plus_ms(self.settle);
-            let closed_quiet = w
-                .closed_at
-                .is_some_and(|c| now >= c.plus_ms(self.after_close));
-            if quiet || closed_quiet {
-                let mapping = w.mapping.clone();
-                self.forget(path);
-                return Some(Settled::Ready {
-                    mapping,
-                    path: path.to_path_buf(),
-                    stat,
-                });
+            if let Some(w) = self.files.get_mut(path.as_os_str()) {
+                changed(w, stat, now);
             }
+        } else if let Some(by_close) = self.finished(w, now) {
+            let w = w.clone();
+            self.forget(path);
+            if by_close {
+                let until = w.stable_since.plus_ms(self.settle);
+                let key = path.as_os_str().to_os_string();
+                self.taken_until.insert((until, key.clone()));
+                self.taken.insert(
+                    key,
+                    Taken {
+                        mapping: w.mapping.clone(),
+                        stat,
+                        changed_at: w.stable_since,
+                        longest_pause: w.longest_pause,
+                        first_seen: w.first_seen,
+                        warned: w.warned,
+                        until,
+                    },
+                );
+            }
+            return Some(Settled::Ready {
+                mapping: w.mapping,
+                path: path.to_path_buf(),
+                stat,
+            });
         }
         let mut out = None;
-        if !w.warned && now >= w.first_seen.plus_ms(self.max_settle) {
-            w.warned = true;
-            out = Some(Settled::StillChanging {
-                path: path.to_path_buf(),
-            });
+        if let Some(w) = self.files.get_mut(path.as_os_str()) {
+            if !w.warned && now >= w.first_seen.plus_ms(self.max_settle) {
+                w.warned = true;
+                out = Some(Settled::StillChanging {
+                    path: path.to_path_buf(),
+                });
+            }
         }
         self.reschedule(path);
         out
@@ -279,11 +390,13 @@ mod tests {
             s.closed(p, t);
             assert!(s.due(t.plus_ms(499), 10).is_empty());
         }
-        // The writer stopped at 4500: ready a second after its last close, not before.
-        assert_eq!(s.next_deadline(), Some(Time(5500)));
-        assert!(s.due(Time(5499), 10).is_empty());
+        // The writer stopped at 4500, after pauses of 500 ms: ready once unchanged for
+        // `settle` plus twice its pause, not a second after its last close.
+        assert_eq!(s.next_deadline(), Some(Time(7500)));
+        assert!(s.due(Time(7499), 10).is_empty());
+        assert_eq!(s.confirm(p, Some(st(10, 9)), Time(5500)), None);
         assert!(matches!(
-            s.confirm(p, Some(st(10, 9)), Time(5500)),
+            s.confirm(p, Some(st(10, 9)), Time(7500)),
             Some(Settled::Ready { .. })
         ));
     }
@@ -307,7 +420,115 @@ mod tests {
         s.observe("m", p, st(1, 1), Time(0));
         s.closed(p, Time(0));
         assert_eq!(s.confirm(p, Some(st(2, 2)), Time(1000)), None);
+        // Written again a second after its close: `settle` plus twice that pause.
+        assert_eq!(s.next_deadline(), Some(Time(5000)));
+    }
+
+    #[test]
+    fn closed_once_is_ready_after_settle_after_close() {
+        let mut s = Settler::new(2000, 1000, 600_000);
+        let p = Path::new("/f/a");
+        s.observe("m", p, st(1, 1), Time(0));
+        s.closed(p, Time(10));
+        assert_eq!(s.next_deadline(), Some(Time(1010)));
+        assert!(matches!(
+            s.confirm(p, Some(st(1, 1)), Time(1010)),
+            Some(Settled::Ready { .. })
+        ));
+        assert!(s.is_empty());
+    }
+
+    /// The new user's `echo "line $i" >> log.txt; sleep 1`: after one quick append, the pauses
+    /// grew past `settle_after_close`, and each close was taken as the end (7 of 8 lines
+    /// attached). A file written again after a close waits `settle` plus twice its longest pause.
+    #[test]
+    fn a_writer_back_after_a_close_is_not_taken_at_its_next_close() {
+        let mut s = Settler::new(2000, 1000, 600_000);
+        let p = Path::new("/f/log.txt");
+        s.observe("m", p, st(7, 0), Time(0));
+        s.closed(p, Time(0));
+        // Back 400 ms after its close.
+        s.observe("m", p, st(14, 1), Time(400));
+        s.closed(p, Time(400));
+        assert_eq!(s.next_deadline(), Some(Time(400 + 2000 + 2 * 400)));
+        // Its next pause is 1.5 s: a second after the close proves nothing.
+        assert_eq!(s.confirm(p, Some(st(14, 1)), Time(1400)), None);
+        s.observe("m", p, st(21, 2), Time(1900));
+        s.closed(p, Time(1900));
+        assert_eq!(s.next_deadline(), Some(Time(1900 + 2000 + 2 * 1500)));
+        // It stops: ready once quiet for that long, and not before.
+        assert_eq!(s.confirm(p, Some(st(21, 2)), Time(6899)), None);
+        assert!(matches!(
+            s.confirm(p, Some(st(21, 2)), Time(6900)),
+            Some(Settled::Ready { .. })
+        ));
+    }
+
+    /// A pause longer than `settle_after_close` right after the first close cannot be told from
+    /// a finished file, and that version goes; its writer, back within `settle`, is still the
+    /// same writer: the next version waits for it (one early version, not one per pause).
+    #[test]
+    fn a_writer_back_soon_after_a_version_was_taken_by_its_close_is_waited_for() {
+        let mut s = Settler::new(2000, 1000, 600_000);
+        let p = Path::new("/f/log.txt");
+        s.observe("m", p, st(7, 0), Time(0));
+        s.closed(p, Time(0));
+        assert!(matches!(
+            s.confirm(p, Some(st(7, 0)), Time(1000)),
+            Some(Settled::Ready { .. })
+        ));
+        s.observe("m", p, st(14, 1), Time(1200));
+        s.closed(p, Time(1200));
+        assert_eq!(s.next_deadline(), Some(Time(1200 + 2000 + 2 * 1200)));
+        assert_eq!(s.confirm(p, Some(st(14, 1)), Time(2200)), None);
+    }
+
+    /// Written again later than `settle` after the version taken: a new writer (an editor
+    /// saving again), as quick as the first; the same stat seen again is no writer at all.
+    #[test]
+    fn a_version_taken_is_forgotten_after_settle_and_the_same_stat_is_no_return() {
+        let mut s = Settler::new(2000, 1000, 600_000);
+        let p = Path::new("/f/doc.txt");
+        s.observe("m", p, st(7, 0), Time(0));
+        s.closed(p, Time(0));
+        assert!(s.confirm(p, Some(st(7, 0)), Time(1000)).is_some());
+        s.observe("m", p, st(9, 1), Time(2000));
+        s.closed(p, Time(2000));
         assert_eq!(s.next_deadline(), Some(Time(3000)));
+        assert!(s.confirm(p, Some(st(9, 1)), Time(3000)).is_some());
+        // The version taken, seen again (a late event, a rescan): nothing new to wait for.
+        s.observe("m", p, st(9, 1), Time(3100));
+        s.closed(p, Time(3100));
+        assert_eq!(s.next_deadline(), Some(Time(4100)));
+    }
+
+    /// The wait grows with the pauses, up to `max_settle`; past it the file is still reported
+    /// as changing once, and still waited for.
+    #[test]
+    fn a_writers_wait_is_bounded_by_max_settle() {
+        let mut s = Settler::new(2000, 1000, 10_000);
+        let p = Path::new("/f/a");
+        s.observe("m", p, st(1, 0), Time(0));
+        s.closed(p, Time(0));
+        s.observe("m", p, st(2, 1), Time(900));
+        s.closed(p, Time(900));
+        // 2000 + 2 * 900
+        assert_eq!(s.next_deadline(), Some(Time(900 + 3800)));
+        s.observe("m", p, st(3, 2), Time(4500));
+        // 2000 + 2 * 3600; the report at `max_settle` comes first.
+        assert_eq!(s.next_deadline(), Some(Time(10_000)));
+        assert_eq!(
+            s.confirm(p, Some(st(3, 2)), Time(10_000)),
+            Some(Settled::StillChanging { path: p.into() })
+        );
+        assert_eq!(s.next_deadline(), Some(Time(4500 + 9200)));
+        // A pause of 9 s: 2000 + 2 * 9000 is past `max_settle`, which bounds it.
+        s.observe("m", p, st(4, 3), Time(13_500));
+        assert_eq!(s.next_deadline(), Some(Time(13_500 + 10_000)));
+        assert!(matches!(
+            s.confirm(p, Some(st(4, 3)), Time(23_500)),
+            Some(Settled::Ready { .. })
+        ));
     }
 
     #[test]

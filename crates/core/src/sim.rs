@@ -185,6 +185,26 @@ struct Reader {
     read: Vec<(u64, u64, Content)>,
 }
 
+/// A writer that appends to a file and closes it, again and again (`echo line >> f; sleep N`),
+/// for the oracle "no version is taken as finished before its writer finished" (SPEC 4).
+#[derive(Debug, Clone)]
+struct Writer {
+    path: PathBuf,
+    /// Each version it wrote: inode, size, ctime.
+    versions: Vec<(u64, u64, i64)>,
+    /// Its pauses between a close and the next write, still to come (ms); empty: the world's
+    /// slow writer's own draws.
+    pauses: Vec<u64>,
+    /// Appends still to come (0: it finished, or its file went).
+    left: u32,
+    /// Its pauses are ones the settle rule promises to wait for (the first under
+    /// `settle_after_close`, the later ones under `settle`) and nothing else happened to the
+    /// path, its folder or the agent while it wrote: no version of it but its last may settle.
+    covered: bool,
+    /// Every pause it made, for the report.
+    made: Vec<u64>,
+}
+
 pub struct Sim {
     pub seed: u64,
     rng: StdRng,
@@ -198,7 +218,11 @@ pub struct Sim {
     next_ino: u64,
     next_ver: u64,
     unmounted: BTreeSet<String>,
-    /// Contents that stayed in place long enough to count as finished (path -> content).
+    /// Writers that append and close again and again (the oracle: none of their versions but
+    /// the last is taken as finished while they write).
+    writers: Vec<Writer>,
+    /// The paced writers' draws (an rng of its own: every other draw as before).
+    writer_rng: StdRng,
     /// Files removed by after-actions, with the content removed.
     removed_by_after: Vec<(PathBuf, Content)>,
     /// Mailed files removed by after-actions before their message's sent copy was visible.
@@ -543,6 +567,8 @@ impl Sim {
             next_ino: 1,
             next_ver: 1,
             unmounted: BTreeSet::new(),
+            writers: Vec::new(),
+            writer_rng: StdRng::seed_from_u64(seed ^ 0x7772_6974_6572_2121),
             removed_by_after: Vec::new(),
             after_unseen: Vec::new(),
             items,
@@ -744,9 +770,14 @@ impl Sim {
             }
             Event::Append(path, n) => {
                 let now_ns = self.now.0 as i64 * 1_000_000;
+                let writer = self
+                    .writers
+                    .iter()
+                    .rposition(|w| w.path == path && w.left > 0);
                 if let Some(ino) = self.paths.get(&path).copied() {
                     self.next_ver += 1;
                     let v = self.next_ver;
+                    let mut size = 0;
                     if let Some(node) = self.inodes.get_mut(&ino) {
                         node.content = Content {
                             ver: v,
@@ -754,14 +785,23 @@ impl Sim {
                         };
                         node.mtime = now_ns;
                         node.ctime = now_ns;
+                        size = node.content.size;
                     }
                     self.note(format!("user: append to {}", path.display()));
                     self.placed(&path);
                     self.watch(&path, true);
+                    if let Some(w) = writer.and_then(|i| self.writers.get_mut(i)) {
+                        w.versions.push((ino, size, now_ns));
+                        w.left = n;
+                    }
                     if n > 0 {
                         let d = self.rng.gen_range(100..900);
+                        let d = self.writer_pause(writer, d);
                         self.schedule(d, Event::Append(path, n - 1));
                     }
+                } else if let Some(w) = writer.and_then(|i| self.writers.get_mut(i)) {
+                    // Its file went (deleted, moved by an after-action): it stops.
+                    w.left = 0;
                 }
             }
             Event::Rescan(epoch) => {
@@ -901,6 +941,7 @@ impl Sim {
                 continue;
             };
             self.aside.remove(&from);
+            self.writer_disturbed(|w| w.path == r.path);
             self.paths.insert(r.path.clone(), ino);
             self.bump_ctime(ino);
             self.note(format!(
@@ -1014,6 +1055,88 @@ impl Sim {
                 ),
             );
         }
+    }
+
+    /// A paced writer's pauses (ms) between a close and its next write: the first around
+    /// `settle_after_close`, the later ones from half of it to past `settle`, so most writers
+    /// make pauses longer than `settle_after_close` the rule must wait for, and some make
+    /// pauses it does not promise to (those writers are not covered by the oracle).
+    fn paced_pauses(&mut self, times: u32) -> Vec<u64> {
+        let after_close = self.policy.settle_after_close_ms.max(2);
+        let settle = self.policy.settle_ms.max(after_close);
+        let first = if self.writer_rng.gen_bool(0.85) {
+            self.writer_rng.gen_range(after_close / 2..after_close)
+        } else {
+            self.writer_rng
+                .gen_range(after_close..after_close + after_close / 2)
+        };
+        let mut pauses = vec![first];
+        for _ in 0..times {
+            let p = if self.writer_rng.gen_bool(0.9) {
+                self.writer_rng.gen_range(after_close / 2..settle)
+            } else {
+                self.writer_rng.gen_range(settle..settle + after_close)
+            };
+            pauses.push(p);
+        }
+        pauses
+    }
+
+    /// The pause before writer `i`'s next write: its own when paced, else `d` (the world's
+    /// draw, made either way so every other draw stays as it was).
+    fn writer_pause(&mut self, i: Option<usize>, d: u64) -> u64 {
+        let (after_close, settle) = (self.policy.settle_after_close_ms, self.policy.settle_ms);
+        let Some(w) = i.and_then(|i| self.writers.get_mut(i)) else {
+            return d;
+        };
+        let d = if w.pauses.is_empty() {
+            d
+        } else {
+            w.pauses.remove(0)
+        };
+        let promised = if w.made.is_empty() {
+            d < after_close
+        } else {
+            d < settle
+        };
+        w.made.push(d);
+        if !promised {
+            w.covered = false;
+        }
+        d
+    }
+
+    /// Something other than the writer happened to the file, its folder or the agent: the
+    /// settle rule's promise about the writer no longer holds.
+    fn writer_disturbed(&mut self, what: impl Fn(&Writer) -> bool) {
+        for w in &mut self.writers {
+            if w.left > 0 && what(w) {
+                w.covered = false;
+            }
+        }
+    }
+
+    /// Oracle: a file is hashed only once it settled; no version of a covered writer but its
+    /// last is taken as finished (SPEC 4: a writer that appends and closes again and again is
+    /// still writing).
+    fn check_writer_finished(&self, path: &Path, stat: &FileStat) -> Result<(), Violation> {
+        let v = (stat.ino, stat.size, stat.ctime_ns);
+        for w in self.writers.iter().filter(|w| w.covered && w.path == path) {
+            let Some(i) = w.versions.iter().position(|x| *x == v) else {
+                continue;
+            };
+            if w.left > 0 || i + 1 < w.versions.len() {
+                return Err(self.violation(format!(
+                    "{} settled before its writer finished: version {} of {} so far, {} more to come (pauses {:?} ms)",
+                    path.display(),
+                    i + 1,
+                    w.versions.len(),
+                    w.left,
+                    w.made
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn user_op(&mut self) {
@@ -1163,6 +1286,7 @@ impl Sim {
 
     fn user_op_on(&mut self, mapping: String, path: PathBuf) {
         let now_ns = self.now.0 as i64 * 1_000_000;
+        self.writer_disturbed(|w| w.path == path);
         let op = self.rng.gen_range(0..113);
         let exists = self.paths.contains_key(&path);
         match op {
@@ -1218,7 +1342,8 @@ impl Sim {
                 self.note(format!("user: same-size rewrite {}", path.display()));
                 self.watch(&path, true);
             }
-            // Appended and closed, again and again, by a slow writer.
+            // Appended and closed, again and again, by a slow writer; half of them paced
+            // around `settle_after_close` (from an rng of their own).
             64..=71 => {
                 let c = self.new_content();
                 let c = Content {
@@ -1233,6 +1358,22 @@ impl Sim {
                 ));
                 self.watch(&path, true);
                 let d = self.rng.gen_range(100..900);
+                let pauses = if self.writer_rng.gen_bool(0.5) {
+                    self.paced_pauses(times)
+                } else {
+                    Vec::new()
+                };
+                let ino = self.paths.get(&path).copied().unwrap_or(0);
+                self.writers.push(Writer {
+                    path: path.clone(),
+                    versions: vec![(ino, c.size, now_ns)],
+                    // An agent that is down sees none of its closes.
+                    covered: self.machine.is_some(),
+                    pauses,
+                    left: times + 1,
+                    made: Vec::new(),
+                });
+                let d = self.writer_pause(Some(self.writers.len() - 1), d);
                 self.schedule(d, Event::Append(path, times));
             }
             // Deleted.
@@ -1273,6 +1414,10 @@ impl Sim {
             {
                 self.unmounted.insert(mapping.clone());
                 self.note(format!("user: unmount {mapping}"));
+                if let Some(root) = self.mappings.iter().find(|(r, _)| r.name == mapping) {
+                    let root = root.1.clone();
+                    self.writer_disturbed(|w| w.path.starts_with(&root));
+                }
                 let e = self.epoch;
                 self.schedule(
                     1,
@@ -1412,6 +1557,7 @@ impl Sim {
 
     /// A new file (a new inode) at `path` now, with `content` and modification time `mtime`.
     fn new_file(&mut self, path: &Path, content: Content, mtime: i64) {
+        self.writer_disturbed(|w| w.path == path);
         self.next_ino += 1;
         self.inodes.insert(
             self.next_ino,
@@ -1613,6 +1759,8 @@ impl Sim {
         self.crashes += 1;
         self.crashed_at = self.now;
         self.note("CRASH".into());
+        // The agent forgets what it saw of every writer.
+        self.writer_disturbed(|_| true);
         self.machine = None;
         self.readers.clear();
         self.not_before.clear();
@@ -1923,6 +2071,9 @@ impl Sim {
                 return Ok(()); // crashed mid-batch: the rest never happened
             }
             self.note(format!("act: {}", brief(&a)));
+            if let Action::Hash { path, stat, .. } = &a {
+                self.check_writer_finished(path, stat)?;
+            }
             match a {
                 Action::Persist(rec) => {
                     self.check_persist(&rec)?;
@@ -3639,6 +3790,10 @@ mod tests {
     /// Every seed that ever broke an invariant, kept forever (each was a bug in the machine or
     /// the world; the comment says which).
     const FAILED_ONCE: &[(u64, &str)] = &[
+        (
+            0,
+            "settle: a writer back after a close, its next pause past settle_after_close, had that close taken as final (a version hashed before its writer finished; caught with the old rule planted, 484 of 2,000 seeds)",
+        ),
         (
             24934,
             "a ledger restored from a backup taken mid-attach: the draft, sent since by the lost later ledger, was attached to and sent again",

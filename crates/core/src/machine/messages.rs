@@ -54,6 +54,9 @@ pub(super) struct ActiveMessage {
     pub(super) keep_draft: bool,
     /// The letter of the `SetLetter` in flight.
     pub(super) lettering: Option<Letter>,
+    /// `mail --key` that sends: when this run first found an earlier run's draft, still a
+    /// draft (held, Sent Items asked meanwhile, until Exchange's move has surely had time).
+    pub(super) keyed_found: Option<Time>,
 }
 
 /// The step a message takes next.
@@ -479,7 +482,16 @@ impl Machine {
             return; // cannot be: each file fits alone
         };
         let date = civil_date(self.now, self.policy.utc_offset_ms);
-        let n = parts.len();
+        // The parts made now: those `max_messages` has room for (the rest wait and make a batch
+        // of their own later), numbered among themselves, so one made alone is no "(1/2)".
+        let n = match (rule.max_messages, self.cap_reached(mapping, &rule)) {
+            (0, _) => parts.len(),
+            (_, Some(_)) => parts.len(),
+            (max, None) => {
+                let made = self.made_times.get(mapping).map_or(0, |q| q.len());
+                parts.len().min((max as usize).saturating_sub(made).max(1))
+            }
+        };
         for (k, range) in parts.into_iter().enumerate() {
             if let Some(until) = self.cap_reached(mapping, &rule) {
                 // Over the mapping's `max_messages`: the rest wait for the window (a neighbour
@@ -982,6 +994,7 @@ impl Machine {
                 drafted_at: None,
                 keep_draft: false,
                 lettering: None,
+                keyed_found: None,
             },
         );
         self.msg_ready.insert(id);
@@ -1024,7 +1037,17 @@ impl Machine {
                 .entry(m.mapping.clone())
                 .or_default()
                 .push_back(m.created_at.min(self.now));
+            // A throttled send's wait, still running: kept (at most an hour from now, should
+            // the wall clock have been set back).
+            let not_before = m
+                .not_before
+                .filter(|t| *t > self.now && m.state == MessageState::Sending)
+                .map(|t| t.min(self.now.plus_ms(60 * 60_000)));
+            let id = m.id.clone();
             self.add_message(m);
+            if let Some(t) = not_before {
+                self.message_wait_until(&id, t);
+            }
         }
         for q in self.sent_times.values_mut() {
             q.make_contiguous().sort();
@@ -2639,10 +2662,23 @@ impl Machine {
                 }
                 match state {
                     MessageState::Drafting => {
-                        if m.rec.keyed && m.rec.may_exist {
-                            // An earlier run's draft: it may have been sent and not moved yet.
-                            m.rec.last_send_at = Some(self.now);
-                            m.rec.resend_if_draft = true;
+                        if m.rec.keyed && m.rec.may_exist && m.rec.send {
+                            // `mail --key`: an earlier run's draft. That run may have sent it
+                            // and Exchange still be moving it (it looks like a draft until the
+                            // move): nothing is attached to it, or sent, before the move has
+                            // surely had time, and Sent Items is asked meanwhile, so a message
+                            // sent is reported as soon as its copy shows there. Still a draft
+                            // then, it was not sent: it is resumed. (A `--draft` run sends
+                            // nothing: it takes the draft at once.)
+                            let since = *m.keyed_found.get_or_insert(self.now);
+                            let until = since.plus_ms(move_grace_ms(self.policy.look_after_ms));
+                            if self.now < until {
+                                m.sent_checked = false;
+                                m.rechecked = false;
+                                let ms = KEYED_LOOK_MS.min(until.0 - self.now.0);
+                                self.message_wait(mid, ms);
+                                return;
+                            }
                         }
                         // (Also a draft looked for again on `retry`: still there.)
                         m.rec.draft_id = Some(id);
@@ -2824,12 +2860,14 @@ impl Machine {
                 let max = self.policy.max_attempts;
                 let error = fault_failure(&f);
                 m.rec.error = error.clone();
+                let ms = wait_ms.unwrap_or_else(|| send_limit_backoff_ms(mid, attempts));
+                // Persisted: a restart inside the wait keeps it.
+                m.rec.not_before = Some(now.plus_ms(ms));
                 self.persist_message(mid, out);
                 if max > 0 && attempts >= max {
                     self.message_unconfirmed_by(mid, error, out);
                     return;
                 }
-                let ms = wait_ms.unwrap_or_else(|| send_limit_backoff_ms(mid, attempts));
                 self.message_wait(mid, ms);
             }
             SendRefusal::MaybeSent => {
@@ -3090,6 +3128,10 @@ fn fault_failure(f: &Fault) -> Option<Failure> {
 /// Searches of Sent Items for a copy that is not there yet (a message accepted for sending, a
 /// Sent Items answer still a draft) before the message is `unconfirmed`.
 pub(crate) const SENT_COPY_TRIES: u32 = 5;
+
+/// How often `mail --key` asks Sent Items for an earlier run's message whose draft it found
+/// (while it waits for Exchange's move before resuming that draft).
+pub(crate) const KEYED_LOOK_MS: u64 = 3_000;
 
 /// Base and cap of the backoff after sending-limit refusals that name no wait.
 const SEND_LIMIT_BASE_MS: u64 = 30_000;
