@@ -686,6 +686,7 @@ fn messages_are_kept_beside_entries_and_an_older_v2_ledger_has_none() {
         resend_if_draft: false,
         redraft: false,
         last_send_at: None,
+        draft_gone_at: None,
         internet_message_id: Some("<x@contoso.example>".into()),
         sent_at: None,
         unseen: false,

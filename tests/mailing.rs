@@ -696,6 +696,53 @@ async fn retry_of_a_never_sent_message_whose_draft_was_deleted_drafts_it_again()
     assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
 }
 
+/// A message never sent whose draft the user sent from Outlook (issue 20): the draft left
+/// Drafts at once, and its copy shows in Sent Items only after Exchange's move. `retry` looks
+/// for it (Sent Items, Drafts), finds it in neither, and waits out the move before it would
+/// draft it again: the copy shows, the message is sent (by hand, with its file), and nothing is
+/// mailed twice. (Before, the retry made a new draft under the same marker at once and mailed
+/// the file a second time.)
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_message_whose_draft_was_sent_from_outlook_waits_out_the_move() {
+    let env = Env::new();
+    let (folder, sha, rows) = refused_send(&env, "hand.pdf", 8_000, 91).await;
+    let draft = rows[0]["message"]["draft_id"]
+        .as_str()
+        .expect("draft id")
+        .to_string();
+    // Exchange's move takes 6 s: longer than look_after (2 s here), within its grace (10 s).
+    env.sandbox
+        .faults(json!({"send_move_delay_ms": 6_000}))
+        .await;
+    let moved = env
+        .sandbox
+        .admin(
+            reqwest::Method::POST,
+            &format!("/items/{draft}/send"),
+            Some(json!({})),
+        )
+        .await;
+    assert!(moved["id"].is_string(), "sent by hand: {moved}");
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "retry --failed: {}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["message"]["state"], "sent", "{rows:#?}");
+    assert_eq!(
+        rows[0]["message"]["draft_id"],
+        json!(draft),
+        "no second draft: {rows:#?}"
+    );
+    let stats = mailed_once_then_moved(&env, &folder, "hand", sha, "sent from Outlook").await;
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+    assert_eq!(
+        stats["sends_accepted"],
+        json!(0),
+        "only the hand send: {stats}"
+    );
+}
+
 /// A mailing folder: each drop is a request to mail. The file still there is not mailed again
 /// by a restart's rescan or a touch; the same bytes dropped again as a new file (copied over it)
 /// once its message went are a second message.

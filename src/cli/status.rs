@@ -1086,6 +1086,7 @@ mod tests {
             resend_if_draft: false,
             redraft: false,
             last_send_at: None,
+            draft_gone_at: None,
             internet_message_id: Some("<abc@contoso.example>".into()),
             sent_at: (state == MessageState::Sent).then_some(Time(1_700_000_000_000)),
             unseen: false,

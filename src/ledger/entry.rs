@@ -196,6 +196,10 @@ pub struct LedgerEntry {
     /// `outbox retry --resend` asked to mail this done file again (taken by the agent).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resend: bool,
+    /// The message it left when that message's draft was sent from Outlook (or by a lost
+    /// later ledger) without it being done there: found in that message's sent copy, it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_message: Option<String>,
     /// The owner (Unix uid) of the file that was hashed: a later version replaces this one
     /// only if its file has the same owner. Absent in entries from before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,6 +288,7 @@ impl LedgerEntry {
             message: None,
             mail_again: false,
             resend: false,
+            left_message: None,
             owner: None,
             beside: Vec::new(),
             failed_to: None,
@@ -346,6 +351,7 @@ impl LedgerEntry {
             message: self.message,
             mail_again: self.mail_again,
             resend: self.resend,
+            left_message: self.left_message,
             beside: self.beside,
             failed_to: self.failed_to,
             seq: self.seq,
@@ -409,6 +415,7 @@ impl LedgerEntry {
             message: r.message.clone(),
             mail_again: r.mail_again,
             resend: r.resend,
+            left_message: r.left_message.clone(),
             owner: r.file.owner,
             beside: r.beside.clone(),
             failed_to: r.failed_to.clone(),

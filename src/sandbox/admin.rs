@@ -58,6 +58,7 @@ pub fn router() -> Router<Shared> {
             "/items/{id}",
             get(get_item).delete(delete_item).patch(patch_item),
         )
+        .route("/items/{id}/send", post(hand_send))
         .route("/items/{id}/attachments", get(list_attachments))
         .route(
             "/items/{id}/attachments/{att}",
@@ -112,6 +113,16 @@ async fn pending_sends(State(st): State<Shared>) -> Response {
 }
 
 /// Move every draft whose send was accepted to Sent Items now, whatever its delay.
+/// A person sends the draft from Outlook (docs/sandbox.md, "Admin API").
+async fn hand_send(State(st): State<Shared>, Path(id): Path<String>) -> Response {
+    let mut g = st.lock();
+    match super::mail::hand_send(&mut g, &st.data_dir.join("blobs"), &id) {
+        Ok((outbox, due_ms)) => Json(json!({"id": outbox, "dueMs": due_ms})).into_response(),
+        Err(e) if e.starts_with("no such") => err(StatusCode::NOT_FOUND, e),
+        Err(e) => err(StatusCode::CONFLICT, e),
+    }
+}
+
 async fn deliver_sends(State(st): State<Shared>) -> Response {
     let mut g = st.lock();
     let n: u32 = g.pending_sends.iter().map(|p| p.copies).sum();

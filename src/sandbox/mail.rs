@@ -167,6 +167,46 @@ pub fn deliver_due(g: &mut Inner, blobs: &Path, all: bool) {
     }
 }
 
+/// A person sends draft `id` from Outlook (`POST /_admin/items/{id}/send`): it leaves Drafts
+/// at once for the Outbox under a new id (Exchange's move gives a moved item a new id), no
+/// longer a draft, so every request about the draft's id answers 404 from now; its copy shows
+/// in Sent Items after `send_move_delay_ms`, as a send through Graph does (`deliver_due`).
+/// Returns the Outbox item's id and when the move is due (Unix ms).
+pub fn hand_send(g: &mut Inner, blobs: &Path, id: &str) -> Result<(String, i64), String> {
+    let Some(it) = g.items.get(id) else {
+        return Err(format!("no such item {id}"));
+    };
+    if it.kind != Kind::Message || !it.is_draft || folder_of(it) != "drafts" {
+        return Err(format!("{id} is not a draft in Drafts"));
+    }
+    let Some(mut it) = g.items.remove(id) else {
+        return Err(format!("no such item {id}"));
+    };
+    g.log(Record::ItemDeleted { id: id.to_string() });
+    it.id = exchange_id("AAMkADOut");
+    it.is_draft = false;
+    it.mail.folder = Some("outbox".into());
+    g.log(Record::Item(ItemRec::of(&it)));
+    for a in &it.attachments {
+        g.log(Record::Attached {
+            item: it.id.clone(),
+            att: AttRec::of(a),
+        });
+    }
+    let new_id = it.id.clone();
+    g.items.insert(new_id.clone(), it);
+    let due_ms = now_ms().saturating_add(g.faults.send_move_delay_ms as i64);
+    note_accepted(g, &new_id, due_ms);
+    g.log(Record::SendAccepted {
+        item: new_id.clone(),
+        due_ms,
+    });
+    if g.faults.send_move_delay_ms == 0 {
+        deliver_due(g, blobs, false);
+    }
+    Ok((new_id, due_ms))
+}
+
 /// The folder an item is in.
 pub fn folder_of(it: &Item) -> &str {
     match &it.mail.folder {

@@ -665,6 +665,7 @@ impl Machine {
             }
         }
         self.start_members(&seen);
+        self.start_gave_way(&seen, out);
         // `retry --resend` asked while no agent ran.
         let resend: Vec<Record> = seen
             .iter()

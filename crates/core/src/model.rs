@@ -488,6 +488,11 @@ pub struct Record {
     /// request, never doubles it) and mails a new version of the file, without a search.
     #[serde(default)]
     pub resend: bool,
+    /// The message it left when that message's draft was sent from Outlook (or by a lost
+    /// later ledger) without it being done there: found in that message's sent copy, it went
+    /// there (not a new drop of its bytes, whatever else is done at its path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_message: Option<String>,
     /// Earlier versions of the path on the same item that this one did not replace because
     /// their files had another owner (`FileStat::owner`): both attachments stay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -546,6 +551,7 @@ impl Record {
             message: None,
             mail_again: false,
             resend: false,
+            left_message: None,
             beside: Vec::new(),
             failed_to: None,
             seq,
@@ -695,9 +701,17 @@ pub struct MessageRecord {
     pub last_send_at: Option<Time>,
     /// `retry` of a message never sent that has a draft: the draft may be gone (deleted by
     /// hand), so it is looked for by its marker first, in Sent Items (sent by hand: `sent`), then
-    /// in Drafts (there: it goes on with it); gone: a new draft, and its files attached to it.
+    /// in Drafts (there: it goes on with it); in neither: looked for again once Exchange's move
+    /// has surely had time (`draft_gone_at`), then, still in neither, a new draft, and its files
+    /// attached to it.
     #[serde(default)]
     pub redraft: bool,
+    /// When its draft, looked for again (`redraft`), was in neither Sent Items nor Drafts:
+    /// sent from Outlook and in Exchange's move (the Outbox, not searched), or deleted by hand.
+    /// Sent Items is asked again `move_grace_ms` after this before a new draft is made (a new
+    /// draft on a guess would mail its files twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_gone_at: Option<Time>,
     pub internet_message_id: Option<String>,
     pub sent_at: Option<Time>,
     /// Accepted for sending (a 202) but its copy not yet seen in Sent Items: its files'
@@ -1079,6 +1093,7 @@ impl MessageRecord {
             resend_if_draft: false,
             last_send_at: None,
             redraft: false,
+            draft_gone_at: None,
             internet_message_id: None,
             sent_at: None,
             unseen: false,

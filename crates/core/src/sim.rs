@@ -290,6 +290,10 @@ pub struct Sim {
     deleted_drafts: BTreeSet<String>,
     /// Drafts the agent deleted after they were sent (never allowed).
     deleted_sent: Vec<String>,
+    /// A user who sends the agent's drafts from Outlook (the draft leaves Drafts at once; its
+    /// copy shows in Sent Items after the move): the drafts (by id) and their markers.
+    hand_sends: bool,
+    hand_sent: BTreeSet<String>,
     /// Draws of the world's harsher faults (an rng of their own: every earlier draw as before).
     harsh_rng: StdRng,
     harsh: Harsh,
@@ -467,6 +471,7 @@ impl Sim {
         let mut send_move_ms = 0;
         let mut twins = false;
         let mut deletes_drafts = false;
+        let mut hand_sends = false;
         if mrng.gen_bool(0.4) {
             let batch = mrng.gen_bool(0.5);
             let rule = MappingRule {
@@ -512,6 +517,8 @@ impl Sim {
             twins = mrng.gen_bool(0.3);
             // And some have a user who deletes drafts not yet sent in Outlook.
             deletes_drafts = mrng.gen_bool(0.3);
+            // And some a user who sends the agent's drafts from Outlook before the agent does.
+            hand_sends = mrng.gen_bool(0.3);
         }
         let policy = Policy {
             chunk_size: [1 << 20, 3840 * 1024][rng.gen_range(0..2)],
@@ -561,6 +568,13 @@ impl Sim {
             && harsh.unmarked_sent_copy == 0.0
             && !mappings.is_empty()
             && rival_rng.gen_bool(0.5);
+        // (A draft sent from Outlook while an attachment's answer was in doubt: only the key on
+        // the sent copy can tell whether that file went in it. Not where sent copies keep no
+        // property, as for a lost ledger. docs/core.md, known limits.)
+        // (Nor beside a second agent: a draft sent from Outlook is in the Outbox, in neither
+        // Drafts nor Sent Items, during Exchange's move, where the other agent's check cannot
+        // see it, and both mail the file. docs/core.md, known limits.)
+        let hand_sends = hand_sends && harsh.unmarked_sent_copy == 0.0 && !rival;
         // Of those, some have their state dir restored from a backup at a restart.
         let mut restore_rng = StdRng::seed_from_u64(seed ^ 0x7265_7374_6f72_6521);
         let restores = (loses_ledger && restore_rng.gen_bool(0.5)).then_some(restore_rng);
@@ -625,6 +639,8 @@ impl Sim {
             deletes_drafts,
             deleted_drafts: BTreeSet::new(),
             deleted_sent: Vec::new(),
+            hand_sends,
+            hand_sent: BTreeSet::new(),
             harsh_rng,
             harsh,
             drops: BTreeMap::new(),
@@ -765,6 +781,9 @@ impl Sim {
                     }
                     if self.deletes_drafts && self.mail_rng.gen_bool(0.15) {
                         self.delete_a_draft();
+                    }
+                    if self.hand_sends && self.mail_rng.gen_bool(0.1) {
+                        self.hand_send_a_draft();
                     }
                     let d = self.rng.gen_range(10..5_000);
                     self.schedule(d, Event::User);
@@ -1643,6 +1662,96 @@ impl Sim {
         self.deleted_drafts.insert(d);
     }
 
+    /// Exchange sends draft `draft_id` (marked `id`): its copy shows in Sent Items at `at`
+    /// with what is on the draft now (the draft answers until then; a send from Outlook makes
+    /// it leave Drafts at once).
+    fn world_send(&mut self, id: &str, draft_id: &str, at: Time, by_hand: bool) {
+        let atts: Vec<(String, Option<Content>)> = self
+            .items
+            .get(draft_id)
+            .map(|v| v.iter().map(|a| (a.name.clone(), a.content)).collect())
+            .unwrap_or_default();
+        let mut imid = String::new();
+        let mut keys = Vec::new();
+        let mut body = String::new();
+        if let Some(m) = self.mail.get_mut(draft_id) {
+            m.gone_at = Some(at);
+            imid = m.imid.to_owned();
+            keys = m.keys.clone();
+            body = m.body.clone();
+        }
+        self.next_msg += 1;
+        let sent = format!("sent{}", self.next_msg);
+        let unmarked = self.harsh.unmarked_sent_copy > 0.0
+            && self.harsh_rng.gen_bool(self.harsh.unmarked_sent_copy);
+        let copy_atts = atts
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.clone(), format!("{sent}-a{i}")))
+            .collect();
+        self.mail.insert(
+            sent.clone(),
+            SimMessage {
+                marker: (!unmarked).then(|| id.to_owned()),
+                of: id.to_owned(),
+                imid,
+                is_draft: false,
+                gone_at: None,
+                visible_at: at,
+                // A copy that kept no property kept no key either.
+                keys: if unmarked { Vec::new() } else { keys },
+                atts: copy_atts,
+                body: body.clone(),
+            },
+        );
+        // The letter names exactly the files it carries (SPEC 8: a file never leaves
+        // a message silently; the world's template is "Attached: {names}."). (Not one a person
+        // sent from Outlook before its files were all on it.)
+        if let Some(listed) = body
+            .strip_prefix("Attached: ")
+            .and_then(|b| b.strip_suffix('.'))
+            .filter(|b| !by_hand && !b.contains('\u{2026}'))
+        {
+            let mut named: Vec<&str> = listed.split(", ").collect();
+            let mut carried: Vec<&str> = atts.iter().map(|(n, _)| n.as_str()).collect();
+            named.sort_unstable();
+            carried.sort_unstable();
+            if named != carried {
+                self.late_attachments.push(format!(
+                    "of message {id}: its letter names {named:?} but it carries {carried:?}"
+                ));
+            }
+        }
+        self.note(format!(
+            "graph: SENT {draft_id} marked {id} as {sent} with {atts:?}"
+        ));
+        self.sends.push((id.to_owned(), draft_id.to_owned(), atts));
+    }
+
+    /// The user sends one of the agent's drafts from Outlook: it goes with what is on it then;
+    /// the draft leaves Drafts at once (the Outbox), its copy shows in Sent Items after the
+    /// move. Requests about the draft answer 404 from now. Mailing rng only.
+    fn hand_send_a_draft(&mut self) {
+        let now = self.now;
+        let drafts: Vec<(String, String)> = (self.mail.iter())
+            .filter(|(_, m)| m.is_draft && m.gone_at.is_none() && !m.of.starts_with("rival-"))
+            .filter_map(|(id, m)| Some((id.clone(), m.marker.clone()?)))
+            .collect();
+        if drafts.is_empty() {
+            return;
+        }
+        let (d, marker) = drafts[self.mail_rng.gen_range(0..drafts.len())].clone();
+        self.note(format!("user: sends draft {d} from Outlook"));
+        let at = now.plus_ms(self.send_move_ms);
+        self.world_send(&marker, &d, at, true);
+        if let Some(m) = self.mail.get_mut(&d) {
+            m.gone_at = Some(now);
+        }
+        self.sessions.retain(|_, s| s.item != d);
+        self.hand_sent.insert(d);
+        self.hand_sent.insert(marker);
+    }
+
     fn rescan(&mut self) -> Result<(), Violation> {
         let all: Vec<PathBuf> = self.paths.keys().cloned().collect();
         for p in all {
@@ -1698,7 +1807,12 @@ impl Sim {
             return Ok(());
         }
         self.note("start".into());
-        let lose = !self.restore_pending && self.loses_ledger && self.harsh_rng.gen_bool(0.3);
+        // (Not while a draft sent from Outlook is in Exchange's move: in the Outbox, in neither
+        // Drafts nor Sent Items, no key search can see it. docs/core.md, known limits.)
+        let lose = !self.restore_pending
+            && self.loses_ledger
+            && self.harsh_rng.gen_bool(0.3)
+            && !self.hand_send_moving();
         if lose {
             self.lose_ledger();
         } else if self.restore_pending
@@ -1773,6 +1887,14 @@ impl Sim {
     /// The state dir is lost: the mailing mapping's records, their upload URLs and every
     /// message record (the plain mappings' records stay: their loss is SPEC'd apart, by
     /// `if_exists`).
+    /// A draft sent from Outlook whose copy is not in Sent Items yet (it is in the Outbox).
+    fn hand_send_moving(&self) -> bool {
+        let now = self.now;
+        self.mail
+            .values()
+            .any(|m| !m.is_draft && m.visible_at > now && self.hand_sent.contains(&m.of))
+    }
+
     fn lose_ledger(&mut self) {
         let mailing: BTreeSet<String> = self
             .mappings
@@ -2420,6 +2542,11 @@ impl Sim {
     }
 
     /// The Graph model: what each request does to the mailbox.
+    /// A draft deleted, or sent from Outlook (gone from Drafts): requests about it answer 404.
+    fn draft_gone(&self, item: &str) -> bool {
+        self.deleted_drafts.contains(item) || self.hand_sent.contains(item)
+    }
+
     fn graph(&mut self, a: &Action, live: bool) -> Option<Outcome> {
         let gone = |item: &str| {
             Fault::Permanent(Failure::new(
@@ -2428,20 +2555,18 @@ impl Sim {
             ))
         };
         match a {
-            Action::Post { target, .. } if self.deleted_drafts.contains(&target.item_id) => {
+            Action::Post { target, .. } if self.draft_gone(&target.item_id) => {
                 return Some(Outcome::Post(PostOutcome::Failed(gone(&target.item_id))));
             }
-            Action::CreateSession { target, .. }
-                if self.deleted_drafts.contains(&target.item_id) =>
-            {
+            Action::CreateSession { target, .. } if self.draft_gone(&target.item_id) => {
                 return Some(Outcome::CreateSession(SessionOutcome::Failed(gone(
                     &target.item_id,
                 ))));
             }
-            Action::Look { target, .. } if self.deleted_drafts.contains(&target.item_id) => {
+            Action::Look { target, .. } if self.draft_gone(&target.item_id) => {
                 return Some(Outcome::Look(LookOutcome::Failed(gone(&target.item_id))));
             }
-            Action::ListDraft { draft_id, .. } if self.deleted_drafts.contains(draft_id) => {
+            Action::ListDraft { draft_id, .. } if self.draft_gone(draft_id) => {
                 return Some(Outcome::ListDraft(ListOutcome::Failed(gone(draft_id))));
             }
             _ => {}
@@ -2800,6 +2925,10 @@ impl Sim {
                     found,
                 }))
             }
+            Action::DeleteDraft { draft_id, .. } if self.hand_sent.contains(draft_id) => {
+                // Sent from Outlook: gone from Drafts, the id answers 404 (taken as deleted).
+                Some(Outcome::DeleteDraft(DeleteOutcome::Deleted))
+            }
             Action::DeleteDraft { draft_id, .. } => {
                 if let Some(m) = self.mail.get(draft_id) {
                     if !m.is_draft || m.gone_at.is_some() {
@@ -2869,66 +2998,7 @@ impl Sim {
                         ),
                     ))));
                 }
-                let atts: Vec<(String, Option<Content>)> = self
-                    .items
-                    .get(draft_id)
-                    .map(|v| v.iter().map(|a| (a.name.clone(), a.content)).collect())
-                    .unwrap_or_default();
-                let at = now.plus_ms(self.send_move_ms);
-                let mut imid = String::new();
-                let mut keys = Vec::new();
-                let mut body = String::new();
-                if let Some(m) = self.mail.get_mut(draft_id) {
-                    m.gone_at = Some(at);
-                    imid = m.imid.clone();
-                    keys = m.keys.clone();
-                    body = m.body.clone();
-                }
-                self.next_msg += 1;
-                let sent = format!("sent{}", self.next_msg);
-                let unmarked = self.harsh.unmarked_sent_copy > 0.0
-                    && self.harsh_rng.gen_bool(self.harsh.unmarked_sent_copy);
-                let copy_atts = atts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (n, _))| (n.clone(), format!("{sent}-a{i}")))
-                    .collect();
-                self.mail.insert(
-                    sent.clone(),
-                    SimMessage {
-                        marker: (!unmarked).then(|| id.clone()),
-                        of: id.clone(),
-                        imid,
-                        is_draft: false,
-                        gone_at: None,
-                        visible_at: at,
-                        // A copy that kept no property kept no key either.
-                        keys: if unmarked { Vec::new() } else { keys },
-                        atts: copy_atts,
-                        body: body.clone(),
-                    },
-                );
-                // The letter names exactly the files it carries (SPEC 8: a file never leaves
-                // a message silently; the world's template is "Attached: {names}.").
-                if let Some(listed) = body
-                    .strip_prefix("Attached: ")
-                    .and_then(|b| b.strip_suffix('.'))
-                    .filter(|b| !b.contains('\u{2026}'))
-                {
-                    let mut named: Vec<&str> = listed.split(", ").collect();
-                    let mut carried: Vec<&str> = atts.iter().map(|(n, _)| n.as_str()).collect();
-                    named.sort_unstable();
-                    carried.sort_unstable();
-                    if named != carried {
-                        self.late_attachments.push(format!(
-                            "of message {id}: its letter names {named:?} but it carries {carried:?}"
-                        ));
-                    }
-                }
-                self.note(format!(
-                    "graph: SENT {draft_id} marked {id} as {sent} with {atts:?}"
-                ));
-                self.sends.push((id.clone(), draft_id.clone(), atts));
+                self.world_send(id, draft_id, now.plus_ms(self.send_move_ms), false);
                 Some(Outcome::Send(SendOutcome::Sent))
             }
             _ => None,
@@ -3173,6 +3243,11 @@ impl Sim {
             }
             if marker.starts_with("rival-") {
                 continue; // the second agent's (counted above against the drops)
+            }
+            // Sent from Outlook with what was on it then (each name and bytes still counted
+            // against the drops above).
+            if self.hand_sent.contains(draft) {
+                continue;
             }
             let Some(m) = self
                 .msg_ledger
@@ -3534,12 +3609,15 @@ impl Sim {
                         self.violation(format!("{}: done but in no message", path.display()))
                     );
                 };
-                let want = if mail.send {
+                // (A draft left for the user, `send = false`, that they sent from Outlook
+                // before it was left: found sent.)
+                let want = if mail.send || self.hand_sent.contains(&m.id) {
                     MessageState::Sent
                 } else {
                     MessageState::Drafted
                 };
-                if m.state != want {
+                let left_for_review = m.state == MessageState::Drafted && !mail.send;
+                if m.state != want && !left_for_review {
                     return Err(self.violation(format!(
                         "{}: its message {} is {:?}, not {want:?}: {:?}",
                         path.display(),
@@ -4179,6 +4257,34 @@ mod tests {
         (
             11_144,
             "world: a message sent by a state the ledger lost, brought back older by a restore (not counted as restored, 1549's cause); without the one-write letter fix the same seed then ends with a restored done record whose attachment the lost state had replaced",
+        ),
+        (
+            672,
+            "a hand-sent message found sent while its file moved back from failed_dir: the file was not split off (busy) and stayed pending in a sent message for ever",
+        ),
+        (
+            1_189,
+            "a restart inside the move of a draft sent from Outlook: the redraft found it in neither folder, made a new draft and mailed the message twice (draft_gone_at)",
+        ),
+        (
+            1_967,
+            "as 1189: a vanished draft drafted again on a guess, the message sent twice",
+        ),
+        (
+            200_256,
+            "a draft whose create answer was lost, sent from Outlook (empty) inside that window: found in neither folder, another draft was made under the same marker and sent",
+        ),
+        (
+            101_451,
+            "world: the ledger lost while a hand-sent draft was in the move (the Outbox): no key search can see it, the file was mailed twice (a known limit; the world loses no ledger then)",
+        ),
+        (
+            201_039,
+            "a failed file of a hand-sent message found sent stayed in its files; retried into a new message, the sent message's claim took it back at the next start and it was collected a third time",
+        ),
+        (
+            200_101,
+            "a backup taken between a give-way's message write and its file's: the restored file done on a deleted draft, never searched for (start_gave_way)",
         ),
     ];
 

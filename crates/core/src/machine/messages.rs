@@ -279,8 +279,15 @@ impl Machine {
             return None;
         }
         match m {
-            // (Not while its draft is looked for again: it may be gone.)
-            Some(m) if m.rec.draft_id.is_some() && !m.rec.redraft && !m.rec.state.is_terminal() => {
+            // (Not while its draft is looked for again: it may be gone. Nor before the draft
+            // carries its key: sent from Outlook with its bytes and without its key, it would
+            // be mailed again, issue 20.)
+            Some(m)
+                if m.rec.draft_id.is_some()
+                    && !m.rec.redraft
+                    && !m.rec.state.is_terminal()
+                    && self.key_of(r).is_none_or(|k| m.rec.keys.contains(&k)) =>
+            {
                 None
             }
             // A file of a message that failed or could not be confirmed waits for `retry`.
@@ -693,7 +700,22 @@ impl Machine {
 
     /// What the mailbox holds of entry `id`'s key.
     pub(super) fn on_key(&mut self, id: &str, k: KeyOutcome, out: &mut Vec<Action>) {
+        // Found in the sent copy of the message it left (its draft sent from Outlook, or by a
+        // lost later ledger, before the file was done there): it went in it, however many
+        // versions of its path are done here (not a new drop of its bytes).
+        let left = self
+            .active
+            .get(id)
+            .and_then(|a| a.rec.left_message.as_deref());
+        let went =
+            matches!(&k, KeyOutcome::Mailed { marker: Some(mk), .. } if Some(mk.as_str()) == left);
         match k {
+            KeyOutcome::Mailed {
+                message_id,
+                internet_message_id,
+                attachment_id,
+                ..
+            } if went => self.found_mailed(id, message_id, internet_message_id, attachment_id, out),
             // Mailed by a message of this ledger's, and other bytes went from this path since
             // (a drop of the same bytes again at the path is `mail_again`, never searched):
             // this is the user's new drop of them (each drop is a request to mail). With no
@@ -1069,6 +1091,41 @@ impl Machine {
         }
     }
 
+    /// Start-up: a file done on the draft of a message that gave way (`mailedElsewhere`) whose
+    /// record still names it: the message's write (files taken out) reached the ledger, the
+    /// file's did not (a crash, or a backup, between the two: seed 200101). It leaves the
+    /// message now as `give_way` has it: back to pending, its copy forgotten with the draft,
+    /// searched for by its key (found mailed in the other message, held, or mailed).
+    pub(super) fn start_gave_way(&mut self, records: &[Record], out: &mut Vec<Action>) {
+        for r in records {
+            let Some(mid) = r.message.as_deref() else {
+                continue;
+            };
+            let gave_way = self.messages.get(mid).is_some_and(|m| {
+                m.rec.state == MessageState::Failed
+                    && m.rec
+                        .error
+                        .as_ref()
+                        .is_some_and(|e| e.code == MAILED_ELSEWHERE)
+                    && !m.rec.files.contains(&r.id)
+            });
+            if r.state != State::Done || !gave_way || self.member_of.contains_key(&r.id) {
+                continue;
+            }
+            let mut rec = self
+                .active
+                .get(&r.id)
+                .map_or_else(|| r.clone(), |a| a.rec.clone());
+            rec.message = None;
+            let id = rec.id.clone();
+            self.unattached(mid, rec, out);
+            if let Some(a) = self.active.get_mut(&id) {
+                a.key = KeyLook::Unsearched;
+            }
+            self.make_ready(&id);
+        }
+    }
+
     /// `retry` of a failed or unconfirmed message.
     pub(super) fn retry_message(
         &mut self,
@@ -1367,6 +1424,10 @@ impl Machine {
                 let st = self.files_state(m);
                 if st.all_done || st.failed.is_some() || !st.dropped.is_empty() {
                     MStep::Local
+                } else if self.keys_missing(m) {
+                    // A newer version took a place on the draft: its key goes on the draft
+                    // before its bytes do (`mail_gate`).
+                    MStep::StampKeys
                 } else {
                     MStep::Idle
                 }
@@ -1402,11 +1463,32 @@ impl Machine {
             }
             // Accepted, its files' after-actions waiting for the copy in Sent Items.
             MessageState::Sent if r.unseen => MStep::Find(MailFolder::SentItems),
+            // Found sent (from Outlook) while a file not on it was busy (its move back from
+            // `failed_dir`, say): that file leaves it now (seed 672).
+            MessageState::Sent if !r.keyed && self.left_behind(m) => MStep::Local,
             _ => MStep::Idle,
         }
     }
 
+    /// Whether a file of message `m`, sent, is at work and not on it (not done, not busy): its
+    /// draft was sent from Outlook while the file's request was under way.
+    fn left_behind(&self, m: &ActiveMessage) -> bool {
+        m.rec.files.iter().any(|f| {
+            self.active
+                .get(f)
+                .is_some_and(|a| !a.busy && !a.rec.state.is_terminal())
+        })
+    }
+
     fn message_local(&mut self, mid: &str, out: &mut Vec<Action>) {
+        if self
+            .messages
+            .get(mid)
+            .is_some_and(|m| m.rec.state == MessageState::Sent)
+        {
+            self.split_off_unattached(mid, out);
+            return self.persist_message(mid, out);
+        }
         if self
             .messages
             .get(mid)
@@ -1498,11 +1580,39 @@ impl Machine {
             })
             .cloned()
             .collect();
-        if ids.is_empty() {
+        // Those that left the active set not done (failed, canceled) did not go either: they
+        // leave it too, or the sent message's claim on them would take them back from the
+        // message a `retry` puts them in (at the next start: seed 201039).
+        let over: Vec<String> = (m.rec.files.iter())
+            .filter(|f| {
+                !self.active.contains_key(*f)
+                    && m.finished.get(*f).is_some_and(|r| r.state != State::Done)
+            })
+            .cloned()
+            .collect();
+        if ids.is_empty() && over.is_empty() {
             return;
         }
+        let now = self.now;
+        let mut left = Vec::new();
         if let Some(m) = self.messages.get_mut(mid) {
-            m.rec.files.retain(|f| !ids.contains(f));
+            m.rec
+                .files
+                .retain(|f| !ids.contains(f) && !over.contains(f));
+            for f in &over {
+                left.extend(m.finished.remove(f));
+            }
+        }
+        for mut r in left {
+            if self.member_of.get(&r.id).is_some_and(|x| x == mid) {
+                self.member_of.remove(&r.id);
+            }
+            // On record: a `retry` of it is in no message, and finds it in this message's
+            // sent copy if a copy of it in doubt went there.
+            r.message = None;
+            r.left_message = Some(mid.to_owned());
+            r.updated_at = now;
+            out.push(Action::Persist(r));
         }
         for id in ids {
             self.member_of.remove(&id);
@@ -1515,6 +1625,7 @@ impl Machine {
             if let Some(a) = self.active.get_mut(&id) {
                 a.rec.message = None;
                 if searches {
+                    a.rec.left_message = Some(mid.to_owned());
                     // Not done on it here, but it may be in it: an attachment in doubt, or one
                     // a ledger restored from a backup forgot. Its key answers (the sent copy
                     // carries its draft's keys): found with its name there, it went.
@@ -1670,11 +1781,20 @@ impl Machine {
         };
         let user = m.rec.user.clone();
         let mb = user.to_lowercase();
+        let attaching = m.rec.state == MessageState::Attaching;
+        let had_keys = m.rec.keys.clone();
         let remember = self
             .mail_rule(&m.rec.mapping)
             .map_or(0, |r| r.remember_sent_ms);
         // Not before every request that may have made it is surely over.
         let wait_for = match step {
+            MStep::Find(_) if m.rec.draft_gone_at.is_some() => {
+                // Its draft was in neither folder: not looked for again before a send from
+                // Outlook then would surely show in Sent Items.
+                m.rec
+                    .draft_gone_at
+                    .map(|t| t.plus_ms(move_grace_ms(look_after)))
+            }
             MStep::Find(_) if m.rec.may_exist && m.rec.state == MessageState::Drafting => {
                 m.rec.effect_at.map(|t| t.plus_ms(look_after))
             }
@@ -1718,10 +1838,22 @@ impl Machine {
                 self.mark_replaced(&owner, mid, out);
             }
         }
-        let keys = if matches!(step, MStep::CreateDraft | MStep::StampKeys) {
-            self.keys_of_message(mid)
-        } else {
-            Vec::new()
+        let keys = match step {
+            MStep::CreateDraft => self.keys_of_message(mid),
+            // While it attaches, the keys its draft carries stay with the new ones (an older
+            // version's copy may still be on it, its key with it); the send sets exactly its
+            // files' keys (`keys_stale`), once every older copy is gone.
+            MStep::StampKeys if attaching => {
+                let mut keys = had_keys;
+                for k in self.keys_of_message(mid) {
+                    if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                }
+                keys
+            }
+            MStep::StampKeys => self.keys_of_message(mid),
+            _ => Vec::new(),
         };
         let keyed = if step == MStep::CheckRivals {
             self.keyed_files(mid)
@@ -1736,6 +1868,7 @@ impl Machine {
         match step {
             MStep::CreateDraft => {
                 m.rec.may_exist = true;
+                m.rec.draft_gone_at = None;
                 m.sent_checked = false;
                 m.rec.effect_at = Some(now);
                 m.rec.updated_at = now;
@@ -2073,6 +2206,20 @@ impl Machine {
         now != had
     }
 
+    /// Whether a file of message `m`, with a draft, is not done and its key is not on the
+    /// draft (a newer version that took an older one's place): it waits for `StampKeys`.
+    fn keys_missing(&self, m: &ActiveMessage) -> bool {
+        m.rec.draft_id.is_some()
+            && m.rec.files.iter().any(|f| {
+                self.active.get(f).is_some_and(|a| {
+                    a.rec.state != State::Done
+                        && self
+                            .key_of(&a.rec)
+                            .is_some_and(|k| !m.rec.keys.contains(&k))
+                })
+            })
+    }
+
     fn on_stamp(&mut self, mid: &str, r: Result<(), Fault>, out: &mut Vec<Action>) {
         match r {
             Ok(()) => {
@@ -2084,6 +2231,8 @@ impl Machine {
                     m.rec.updated_at = now;
                     out.push(Action::PersistMessage(m.rec.clone()));
                 }
+                // A file that waited for its key on the draft goes on.
+                self.wake_files(mid);
             }
             Err(f) => self.message_fault(mid, f, out),
         }
@@ -2535,6 +2684,7 @@ impl Machine {
                         m.rec.draft_id = Some(id);
                         m.drafted_at = Some(self.now);
                         m.rec.redraft = false;
+                        m.rec.draft_gone_at = None;
                         m.sent_checked = false;
                         m.rec.may_exist = false;
                         if internet_message_id.is_some() {
@@ -2569,10 +2719,23 @@ impl Machine {
                         // Not sent (by hand, or before the ledger's memory): Drafts next.
                         m.sent_checked = true;
                     }
+                    (MessageState::Drafting, _)
+                        if m.rec.redraft && m.rec.draft_gone_at.is_none() =>
+                    {
+                        // Its draft is in neither folder: sent from Outlook and in Exchange's
+                        // move (the Outbox), or deleted by hand. Which, only Sent Items can
+                        // tell, once the move has surely had time: asked again then (a new
+                        // draft now would mail its files twice, issue 20).
+                        m.rec.draft_gone_at = Some(self.now);
+                        m.sent_checked = false;
+                        self.persist_message(mid, out);
+                    }
                     (MessageState::Drafting, _) if m.rec.redraft => {
-                        // Its draft is gone (deleted by hand) and it was never sent: a new
-                        // draft (its files are attached again once it is there).
+                        // Its draft is gone (deleted by hand: still in neither folder after the
+                        // move's grace) and it was never sent: a new draft (its files are
+                        // attached again once it is there).
                         m.rec.redraft = false;
+                        m.rec.draft_gone_at = None;
                         let old = m.rec.draft_id.take();
                         m.rec.may_exist = false;
                         m.sent_checked = false;
@@ -2580,6 +2743,16 @@ impl Machine {
                         if let Some(old) = old {
                             self.unbind_from(mid, &old, out);
                         }
+                    }
+                    (MessageState::Drafting, _)
+                        if !m.rec.keyed && m.rec.may_exist && m.rec.draft_gone_at.is_none() =>
+                    {
+                        // A draft in doubt in neither folder: never made, or made and sent from
+                        // Outlook, in Exchange's move. Sent Items is asked again once the move
+                        // has surely had time before another is made (seed 200256).
+                        m.rec.draft_gone_at = Some(self.now);
+                        m.sent_checked = false;
+                        self.persist_message(mid, out);
                     }
                     (MessageState::Drafting, _) if m.rec.keyed && !m.rechecked => {
                         // `mail --key`: an earlier run's message may be in Exchange's move (sent,
@@ -2590,6 +2763,7 @@ impl Machine {
                     (MessageState::Drafting, _) => {
                         // No draft carries it: none was made.
                         m.rec.may_exist = false;
+                        m.rec.draft_gone_at = None;
                         self.persist_message(mid, out);
                     }
                     (MessageState::Sending, MailFolder::SentItems) if m.rec.resend_if_draft => {
@@ -2717,6 +2891,7 @@ impl Machine {
         m.rec.send_at = None;
         m.rec.resend_if_draft = false;
         m.rec.redraft = false;
+        m.rec.draft_gone_at = None;
         m.rec.may_exist = false;
         m.rec.sent_at = Some(now);
         m.rec.error = None;
@@ -3028,3 +3203,6 @@ mod race_tests;
 
 #[cfg(test)]
 mod leave_tests;
+
+#[cfg(test)]
+mod hand_tests;

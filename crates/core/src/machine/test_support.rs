@@ -15,6 +15,25 @@ impl Machine {
         )
     }
 
+    /// Message `mid`'s draft (looked for again, or in doubt) found at `t` in neither Sent
+    /// Items nor Drafts, then again once Exchange's move has surely had time (`move_grace_ms`):
+    /// gone (deleted by hand). The actions of the last answer, and the time it came.
+    pub(crate) fn draft_gone(&mut self, t: u64, mid: &str) -> (Vec<Action>, u64) {
+        self.answer(t, mid, not_found_in(MailFolder::SentItems));
+        let out = self.answer(t + 100, mid, not_found_in(MailFolder::Drafts));
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::CreateDraft { .. })),
+            "no new draft before the move's grace: {out:?}"
+        );
+        let t = t + 100 + messages::move_grace_ms(self.policy.look_after_ms);
+        self.handle(Time(t), Input::Tick);
+        self.answer(t + 100, mid, not_found_in(MailFolder::SentItems));
+        (
+            self.answer(t + 200, mid, not_found_in(MailFolder::Drafts)),
+            t + 200,
+        )
+    }
+
     /// Start-up at `t` with the ledger's `records`, no saved upload URL and no message.
     pub(crate) fn start_up(&mut self, t: u64, records: Vec<Record>) -> Vec<Action> {
         self.handle(

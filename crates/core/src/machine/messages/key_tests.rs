@@ -645,7 +645,8 @@ fn a_held_file_found_clear_at_last_loses_its_held_note_before_it_is_mailed() {
 }
 
 #[test]
-fn a_newer_version_that_took_a_place_on_a_made_draft_has_its_key_stamped_before_the_send() {
+fn a_newer_version_that_took_a_place_on_a_made_draft_has_its_key_stamped_before_its_bytes_and_the_send(
+) {
     let mut m = keyed_machine_grouped(true);
     let out = drop(&mut m, 1_000, "inv.pdf");
     let (v1, k1) = key_asked(&out).expect("searched");
@@ -665,7 +666,7 @@ fn a_newer_version_that_took_a_place_on_a_made_draft_has_its_key_stamped_before_
         super::tests::drop_version(&mut m, 21_000, "inv.pdf", super::tests::stat(8, 12), &sha2);
     assert!(key_asked(&out).is_none(), "it joins the message: {out:?}");
     let k2 = file_key("me", "a@example.com", Path::new("inv.pdf"), 12, &sha2);
-    let mut out = m.handle(
+    let out = m.handle(
         Time(27_000),
         Input::Outcome {
             id: mid.clone(),
@@ -673,6 +674,26 @@ fn a_newer_version_that_took_a_place_on_a_made_draft_has_its_key_stamped_before_
                 draft_id: "d1".into(),
                 internet_message_id: None,
             }),
+        },
+    );
+    // The newer version's key goes on the draft before its bytes (a send from Outlook between
+    // the two would carry its bytes without its key, issue 20): the draft's keys and the new
+    // one, since the older version's copy may still be on it.
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Post { .. } | Action::CreateSession { .. })),
+        "nothing of the newer version before its key: {out:?}"
+    );
+    let early = out.iter().find_map(|a| match a {
+        Action::StampKeys { keys, .. } => Some(keys.clone()),
+        _ => None,
+    });
+    assert_eq!(early, Some(vec![k1.clone(), k2.clone()]), "{out:?}");
+    let mut out = m.handle(
+        Time(27_500),
+        Input::Outcome {
+            id: mid.clone(),
+            outcome: Outcome::StampKeys(Ok(())),
         },
     );
     // Its file posts to the draft; answered, the message goes to its send.

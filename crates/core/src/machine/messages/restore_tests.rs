@@ -7,7 +7,7 @@ use super::key_tests::{answer, drop, key_asked, keyed_machine};
 
 /// The ledger as a backup took it: `inv.pdf` in a message whose draft `d1` is made, the file
 /// not yet attached. Returns (file record, message record).
-fn mid_attach() -> (Record, MessageRecord) {
+pub(super) fn mid_attach() -> (Record, MessageRecord) {
     let mut m = keyed_machine();
     let out = drop(&mut m, 1_000, "inv.pdf");
     let (id, _) = key_asked(&out).expect("searched");
@@ -55,7 +55,7 @@ fn start(rec: &Record, msg: &MessageRecord) -> (Machine, Vec<Action>) {
     (m, out)
 }
 
-fn finds(out: &[Action]) -> Vec<MailFolder> {
+pub(super) fn finds(out: &[Action]) -> Vec<MailFolder> {
     out.iter()
         .filter_map(|a| match a {
             Action::FindMessage { folder, .. } => Some(*folder),
