@@ -2096,3 +2096,66 @@ async fn a_retry_of_a_file_whose_folder_is_now_a_mount_is_refused_unasked() {
     );
     drop_agent(agent);
 }
+
+/// Review 2026-12-07, finding 1: a neighbour who can write the drop folder's parent (a team
+/// folder the group writes) renames the folder away and puts a link of theirs in its place,
+/// pointing at a folder of the user's: the agent followed the folder's own path through it and
+/// attached (with `after = "delete"`: deleted) the user's private files.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_neighbours_link_in_place_of_the_mapped_folder_is_not_followed() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let team = shared_folder(&env, "team");
+    let drop = team.join("drop");
+    std::fs::create_dir(&drop).expect("mkdir");
+    chmod(&drop, 0o777);
+    let private = env.path("home/private");
+    let secret = private_file(&env, "home/private/secret.txt", "the user's secret");
+    chmod(&env.path("home"), 0o700);
+    env.write_config("", &mapping("drop", &drop, &item, "after = \"delete\""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    if !neighbour(&team, "echo hi > drop/hello.txt") {
+        return;
+    }
+    wait_until(T, "hello.txt attached", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("hello.txt")
+    })
+    .await;
+    let swap = format!("mv drop drop.old && ln -s '{}' drop", private.display());
+    assert!(neighbour(&team, &swap));
+    // The user's files go on being written in their own folder meanwhile.
+    std::fs::write(private.join("later.txt"), "written later by the user").expect("write");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let names: Vec<String> = attached(&env.sandbox, &item).await.into_keys().collect();
+    assert_eq!(names, vec!["hello.txt".to_string()], "{}", agent.log());
+    assert!(secret.exists() && private.join("later.txt").exists());
+    // `status` says why the folder is not used; a full scan refuses it too.
+    let status = env.run(&["status"], T);
+    assert!(
+        stdout(&status).contains("belongs to another user"),
+        "{}",
+        stdout(&status)
+    );
+    drop_agent(agent);
+    let out = env.run(&["run", "--once"], T);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("belongs to another user"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!attached(&env.sandbox, &item)
+        .await
+        .contains_key("secret.txt"));
+    assert!(secret.exists());
+    // A link of the user's own (here root's, as the user) is followed as before.
+    std::fs::remove_file(&drop).expect("rm link");
+    std::os::unix::fs::symlink(team.join("drop.old"), &drop).expect("ln");
+    std::fs::write(team.join("drop.old/mine.txt"), "the user's drop").expect("write");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(attached(&env.sandbox, &item).await.contains_key("mine.txt"));
+}
