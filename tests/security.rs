@@ -2159,3 +2159,46 @@ async fn a_neighbours_link_in_place_of_the_mapped_folder_is_not_followed() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(attached(&env.sandbox, &item).await.contains_key("mine.txt"));
 }
+
+/// Review 2026-12-07, finding 2: the sandbox listens on 127.0.0.1, which every local user can
+/// reach. Another user read, through its admin and Graph APIs, the files the user had sent to
+/// it (`outbox demo`'s folders take the user's own files), the issued tokens and the client
+/// secret. A connection from another user (root aside) is now closed unanswered.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_local_user_cannot_read_the_sandboxs_attachments_or_tokens() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        println!("SKIPPED: no curl to play the other user's client with");
+        return;
+    }
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let demo = env.path("demo");
+    std::fs::create_dir_all(&demo).expect("mkdir");
+    std::fs::write(demo.join("payslip.txt"), "the user's payslip").expect("write");
+    env.write_config("", &mapping("demo", &demo, &item, ""));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let loot = shared_folder(&env, "loot");
+    let o = &env.sandbox.origin;
+    let it = urlenc(&item);
+    let script = format!(
+        "curl -s --max-time 10 '{o}/_admin/tokens/issued' > issued; \
+         curl -s --max-time 10 '{o}/_admin/items/{it}/attachments' > listed; \
+         curl -s --max-time 10 -H 'Authorization: Bearer {TOKEN}' '{o}/v1.0/me/messages/{it}/attachments' > graph; true"
+    );
+    if !neighbour(&loot, &script) {
+        return;
+    }
+    for (name, forbidden) in [
+        ("issued", "client_secret"),
+        ("listed", "payslip"),
+        ("graph", "payslip"),
+    ] {
+        let got = std::fs::read_to_string(loot.join(name)).unwrap_or_default();
+        assert!(!got.contains(forbidden), "{name}: {got}");
+    }
+    // The user's own requests are served as before.
+    assert!(attached(&env.sandbox, &item)
+        .await
+        .contains_key("payslip.txt"));
+}

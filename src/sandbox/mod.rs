@@ -18,6 +18,7 @@ mod faults;
 mod graph_api;
 mod identity;
 mod mail;
+mod peer;
 mod persist;
 mod state;
 mod tls;
@@ -238,11 +239,21 @@ async fn accept_loop(
             axum_server::tls_rustls::RustlsConfig::from_config(cfg),
         )
     });
+    let mut refused = std::collections::HashSet::new();
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok((s, peer)) => {
+                    // Loopback is every local user's: another's connection is closed unanswered.
+                    if let Err(uid) = listener.local_addr().map_or(Ok(()), |l| peer::allowed(l, peer)) {
+                        if refused.insert(uid) {
+                            tracing::warn!(uid, "refused a connection from another local user: the sandbox serves only its own user (and root)");
+                        }
+                        continue;
+                    }
+                    s
+                }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!("sandbox accept failed: {e}");
