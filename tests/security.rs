@@ -2202,3 +2202,71 @@ async fn another_local_user_cannot_read_the_sandboxs_attachments_or_tokens() {
         .await
         .contains_key("payslip.txt"));
 }
+
+/// Review 2026-12-07, finding 3: only the state dir's (and the config's) own parent was
+/// checked. In a folder of the user's inside one others can write, or in a sticky folder that
+/// another user owns (the owner of a sticky folder may rename anything in it), the neighbour
+/// could swap the folder above the state dir for one of theirs while the agent runs, and
+/// receive the token cache and the upload URLs it writes by path. Every folder on the way is
+/// checked now.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_or_config_below_a_folder_others_control_is_refused() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    std::fs::create_dir_all(&drop).expect("mkdir");
+    let config = env.write_config("", &mapping("drop", &drop, &item, ""));
+    let shared = env.path("shared");
+    std::fs::create_dir_all(shared.join("mine")).expect("mkdir");
+    chmod(&shared, 0o777);
+    chmod(&shared.join("mine"), 0o700);
+    let with_state = |dir: &Path| {
+        let cfg: Vec<String> = std::fs::read_to_string(&config)
+            .expect("cfg")
+            .lines()
+            .map(|l| {
+                if l.starts_with("state_dir = ") {
+                    format!("state_dir = '{}'", dir.display())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(&config, cfg.join("\n")).expect("cfg");
+    };
+    with_state(&shared.join("mine/state"));
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("above it"), "{log}");
+    assert!(!shared.join("mine/state/ledger").exists(), "{log}");
+    // A sticky folder another user owns (as `nobody` may make one in /tmp).
+    let theirs = env.path("theirs");
+    std::fs::create_dir_all(&theirs).expect("mkdir");
+    chmod(&theirs, 0o1777);
+    if !neighbour(env.dir.path(), "true") {
+        return;
+    }
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+    with_state(&theirs.join("state"));
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("belongs to another user (uid 65534)"), "{log}");
+    // The config in a folder of the user's inside a folder others can write.
+    with_state(&env.state_dir());
+    let moved = shared.join("mine/config.toml");
+    std::fs::copy(&config, &moved).expect("cp");
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_CONFIG", &moved)
+            .args(["run", "--once"]),
+        T,
+    );
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{log}");
+    assert!(log.contains("above it"), "{log}");
+    // Where they are the user's all the way, the same config runs.
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
