@@ -2270,3 +2270,50 @@ async fn a_state_dir_or_config_below_a_folder_others_control_is_refused() {
     let out = env.run(&["run", "--once"], T);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Review 2026-12-07, finding 4: `outbox sandbox --data-dir /tmp/sb`, where a neighbour made
+/// `/tmp/sb` first as a link to a folder of the user's: the sandbox tightened the link's
+/// target to 0700 and wrote its journal, blobs and sessions there. A data dir that is a link, or
+/// another user's folder, is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_refuses_a_data_dir_that_is_a_link_or_another_users() {
+    let env = Env::new();
+    let shared = shared_folder(&env, "tmp");
+    let target = env.path("home/work");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    chmod(&target, 0o755);
+    std::fs::write(target.join("state.journal"), "the user's own journal\n").expect("write");
+    let plant = format!("ln -s '{}' sb && mkdir theirs", target.display());
+    if !neighbour(&shared, &plant) {
+        return;
+    }
+    for (dir, why) in [
+        (shared.join("sb"), "symbolic link"),
+        (shared.join("theirs"), "belongs to another user"),
+    ] {
+        let out = run_bounded(
+            Command::new(bin())
+                .args(["sandbox", "--port", "0", "--data-dir"])
+                .arg(&dir),
+            Duration::from_secs(20),
+        );
+        assert!(!out.status.success(), "{}", stdout(&out));
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+    }
+    let mode = std::fs::metadata(&target)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o755);
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("state.journal")]);
+    assert_eq!(
+        std::fs::read_to_string(target.join("state.journal")).expect("read"),
+        "the user's own journal\n"
+    );
+}
