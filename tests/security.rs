@@ -1043,7 +1043,11 @@ async fn the_sandbox_data_dir_keeps_attachment_bytes_owner_only() {
 /// agent runs as `nobody` here (root reads any folder).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subfolder_name_cannot_forge_a_line_in_the_scans_warning() {
-    let env = Env::new();
+    // The sandbox serves another user (the agent run as `nobody`) only when told to.
+    let env = Env {
+        sandbox: Sandbox::start_with(&["--allow-uid", "65534"]),
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
     let item = env.sandbox.create_item("message", "me").await;
     let drop = shared_folder(&env, "drop");
     env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
@@ -2316,4 +2320,52 @@ async fn the_sandbox_refuses_a_data_dir_that_is_a_link_or_another_users() {
         std::fs::read_to_string(target.join("state.journal")).expect("read"),
         "the user's own journal\n"
     );
+}
+
+/// Review 2026-12-07, finding 10: a `sent_dir` outside the mapped folder was made with
+/// `create_dir_all` by its path before the owner-checked open refused the neighbour's link on
+/// it: folders were made where the link led (a folder of the user's). What is missing is now
+/// made beneath the deepest folder reached without another user's link.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sent_dir_outside_the_folder_is_not_made_through_a_neighbours_link() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let shared = shared_folder(&env, "shared");
+    let home = env.path("home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    let plant = format!("ln -s '{}' archive", home.display());
+    if !neighbour(&shared, &plant) {
+        return;
+    }
+    let sent = shared.join("archive/sent");
+    env.write_config(
+        "",
+        &mapping(
+            "drop",
+            &drop,
+            &item,
+            &format!("after = \"move\"\nsent_dir = '{}'", sent.display()),
+        ),
+    );
+    std::fs::write(drop.join("a.txt"), "a").expect("write");
+    let out = env.run(&["run", "--once"], T);
+    assert!(attached(&env.sandbox, &item).await.contains_key("a.txt"));
+    assert!(!home.join("sent").exists(), "{}", stderr(&out));
+    assert!(drop.join("a.txt").exists());
+    // A path of the user's own, missing folders and all, is made and used.
+    let mine = env.path("mine/archive/sent");
+    env.write_config(
+        "",
+        &mapping(
+            "drop",
+            &drop,
+            &item,
+            &format!("after = \"move\"\nsent_dir = '{}'", mine.display()),
+        ),
+    );
+    std::fs::write(drop.join("b.txt"), "b").expect("write");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(mine.join("b.txt").exists(), "{}", stderr(&out));
 }

@@ -474,17 +474,31 @@ impl Dir {
                 walk_creating(root_fd, rel, mode)
             }
             Err(_) => {
-                let mode = std::fs::metadata(root).map_or(0o700, |m| {
-                    use std::os::unix::fs::PermissionsExt;
-                    new_dir_mode(m.permissions().mode())
-                });
-                std::os::unix::fs::DirBuilderExt::mode(
-                    std::fs::DirBuilder::new().recursive(true),
-                    mode,
-                )
-                .create(dest)?;
-                // The user's configured path: no link of another user's followed on it.
-                Ok(open_trusted_dir(dest)?.0)
+                let mode = open_root(root)
+                    .and_then(|fd| rustix::fs::fstat(&fd).map_err(io::Error::from))
+                    .map_or(0o700, |st| new_dir_mode(st.st_mode));
+                // The user's configured path: no link of another user's followed on it, what
+                // is missing made beneath the deepest folder that is there.
+                let mut missing = Vec::new();
+                let mut at = dest;
+                loop {
+                    match open_trusted_dir(at) {
+                        Ok((fd, _)) => {
+                            let rest: std::path::PathBuf = missing.iter().rev().collect();
+                            break walk_creating(fd, &rest, mode);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            match (at.parent(), at.file_name()) {
+                                (Some(up), Some(name)) => {
+                                    missing.push(name);
+                                    at = up;
+                                }
+                                _ => return Err(e),
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
             }
         }
         .map_err(|e| {
