@@ -2369,3 +2369,44 @@ async fn a_sent_dir_outside_the_folder_is_not_made_through_a_neighbours_link() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(mine.join("b.txt").exists(), "{}", stderr(&out));
 }
+
+/// Review 2026-12-07, finding 13: `outbox demo` run in a folder others can write (a throw-away
+/// try in /tmp): a neighbour who made `outbox-demo/mail/` first, with a link at the sample's
+/// temp name (`.invoice 2026-0042.pdf.part`) to a file of the user's, had the demo write its
+/// sample bytes over that file. The demo now refuses folders that are not the user's, and
+/// creates its temp files new (never through a link).
+#[tokio::test(flavor = "multi_thread")]
+async fn outbox_demo_in_a_shared_folder_cannot_be_made_to_write_over_a_users_file() {
+    let env = Env::new();
+    let shared = env.path("tmp");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    chmod(env.dir.path(), 0o755);
+    chmod(&shared, 0o1777);
+    let victim = private_file(&env, "home/.bashrc", "the user's shell setup\n");
+    let plant = format!(
+        "mkdir -p outbox-demo/mail outbox-demo/attach && chmod -R 777 outbox-demo && \
+         ln -s '{}' 'outbox-demo/mail/.invoice 2026-0042.pdf.part'",
+        victim.display()
+    );
+    if !neighbour(&shared, &plant) {
+        return;
+    }
+    let out = run_bounded(
+        Command::new(bin())
+            .args(["demo", "--exit-after", "1"])
+            .current_dir(&shared),
+        Duration::from_secs(40),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read"),
+        "the user's shell setup\n",
+        "{}",
+        stdout(&out)
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("is not a folder of yours"),
+        "{}",
+        stderr(&out)
+    );
+}
