@@ -1581,16 +1581,32 @@ async fn a_subfolder_swapped_for_a_link_mid_scan_is_not_listed_through_it() {
     if !neighbour(&drop, "mkdir sub && echo mine > sub/mine.txt") {
         return;
     }
-    let mut cmd = env.cmd();
-    cmd.env("OUTBOX_PAUSE_AT", "scan-subfolder:2500")
+    // The swap waits for the scan to pause at the subfolder (a fixed sleep raced a slow start
+    // on a loaded machine: the link was then there before the scan saw a folder).
+    let log_path = env.path("paused-run.log");
+    let mut child = env
+        .cmd()
+        .env("OUTBOX_PAUSE_AT", "scan-subfolder:2500")
         .env("RUST_LOG", "outbox=trace")
-        .args(["run", "--once"]);
-    let run = std::thread::spawn(move || run_bounded(&mut cmd, T));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+        .args(["run", "--once"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let paused = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("failpoint scan-subfolder")
+    };
+    wait_until(T, "the scan paused at the subfolder", || async { paused() }).await;
     let swap = format!("mv sub sub.real && ln -s '{}' sub", private.display());
     assert!(neighbour(&drop, &swap));
-    let out = run.join().expect("run");
-    let log = stderr(&out);
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        assert!(started.elapsed() < T, "the run did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(
         log.contains("failpoint scan-subfolder"),
         "never paused:\n{log}"
