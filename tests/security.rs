@@ -2426,3 +2426,53 @@ async fn outbox_demo_in_a_shared_folder_cannot_be_made_to_write_over_a_users_fil
         stderr(&out)
     );
 }
+
+/// Review 2026-12-07, finding 8: in a team share the group writes without the sticky bit, the
+/// neighbour renamed the mapped folder away and another folder of the user's (a private one
+/// beside `drop`) into its place: a real folder of the user's, which no link check sees, and
+/// its files were attached. A mapped folder's path leading to another folder of the user's
+/// than the agent found there, in a parent others can rename entries in, is refused until a
+/// reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_folder_of_the_users_renamed_into_the_mapped_folders_place_is_not_used() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let team = shared_folder(&env, "team");
+    let drop = team.join("drop");
+    std::fs::create_dir(&drop).expect("mkdir");
+    chmod(&drop, 0o777);
+    let private = team.join("mine");
+    std::fs::create_dir(&private).expect("mkdir");
+    std::fs::write(private.join("secret.txt"), "the user's secret").expect("write");
+    chmod(&private, 0o700);
+    // A rescan every second: the folder at the path is looked at again whatever events came.
+    env.write_config("rescan = \"1s\"", &mapping("drop", &drop, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    if !neighbour(&team, "echo hi > drop/hello.txt") {
+        return;
+    }
+    wait_until(T, "hello.txt attached", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("hello.txt")
+    })
+    .await;
+    assert!(neighbour(&team, "mv drop drop.old && mv mine drop"));
+    std::fs::write(drop.join("later.txt"), "written later by the user").expect("write");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let names: Vec<String> = attached(&env.sandbox, &item).await.into_keys().collect();
+    assert_eq!(names, vec!["hello.txt".to_string()], "{}", agent.log());
+    // A reload takes the folder as it is now (the user's doing, say).
+    let pid = agent.child.id();
+    let _ = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status();
+    wait_until(T, "secret.txt attached after the reload", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("secret.txt")
+    })
+    .await;
+    drop_agent(agent);
+}

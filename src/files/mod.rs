@@ -560,6 +560,13 @@ pub fn real_folder(folder: &Path) -> io::Result<PathBuf> {
     imp::real_dir(folder)
 }
 
+/// Forget which folder each mapped folder's path led to when first opened (a reload of the
+/// config): on Unix a later open refuses another folder of the user's at that path when its
+/// parent lets others rename entries (someone may have moved it there).
+pub fn unpin_folders() {
+    imp::unpin_folders()
+}
+
 /// Where the folder `folder` lives (a mapped folder: its path is the user's, taken as given).
 pub fn place_of(folder: &Path) -> io::Result<Place> {
     let dir = imp::Dir::open_beneath(folder, Path::new(""))?;

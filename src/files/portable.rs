@@ -101,6 +101,9 @@ pub(super) fn len_beneath(root: &Path, rel: &Path) -> Option<u64> {
         .map(|m| m.len())
 }
 
+/// Nothing is pinned here (see the Unix `check_pinned`).
+pub(super) fn unpin_folders() {}
+
 /// Where the folder at `path` really is (links followed: no owner to check here).
 pub(super) fn real_dir(path: &Path) -> io::Result<PathBuf> {
     std::fs::canonicalize(path)

@@ -58,7 +58,65 @@ pub(super) fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::
 /// The mapped folder itself, opened as [`open_trusted_dir`] opens it; everything below it is
 /// resolved without links.
 fn open_root(root: &Path) -> io::Result<OwnedFd> {
-    open_trusted_dir(root).map(|(fd, _)| fd)
+    let (fd, real) = open_trusted_dir(root)?;
+    check_pinned(root, &fd, &real)?;
+    Ok(fd)
+}
+
+/// The folder each mapped folder's path led to when this process first opened it (device,
+/// inode), by the path as configured.
+static PINNED: std::sync::Mutex<Option<std::collections::HashMap<std::path::PathBuf, (u64, u64)>>> =
+    std::sync::Mutex::new(None);
+
+/// A neighbour who can rename entries in a mapped folder's parent (writable by others, not
+/// sticky) can rename another folder of the user's there (a private one beside a team's
+/// `drop`) into the mapped folder's place: a real folder of the user's, which no link check
+/// sees. So a mapped folder's path that leads to another folder than the one this process
+/// first found there is refused when that folder is the user's and its parent lets others
+/// rename entries; a new folder of another user's (the neighbour's own) is a drop folder as
+/// before, and one in a parent only the user can change is the user's doing.
+#[allow(clippy::unnecessary_cast)]
+fn check_pinned(root: &Path, fd: &OwnedFd, real: &Path) -> io::Result<()> {
+    let st = rustix::fs::fstat(fd)?;
+    let now = (st.st_dev as u64, st.st_ino as u64);
+    let mut pins = PINNED.lock().unwrap_or_else(|e| e.into_inner());
+    let first = *pins
+        .get_or_insert_with(Default::default)
+        .entry(root.to_path_buf())
+        .or_insert(now);
+    if first == now {
+        return Ok(());
+    }
+    let me = rustix::process::geteuid().as_raw();
+    let parent = real.parent().unwrap_or(Path::new("/"));
+    let renamable = rustix::fs::stat(parent).is_ok_and(|p| {
+        let mode = p.st_mode as u32;
+        let my_group = rustix::process::getegid().as_raw();
+        let others_write = mode & 0o002 != 0 || (mode & 0o020 != 0 && p.st_gid as u32 != my_group);
+        let trusted_sticky = mode & 0o1000 != 0 && (p.st_uid as u32 == me || p.st_uid == 0);
+        others_write && !trusted_sticky
+    });
+    if st.st_uid as u32 == me && renamable {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is now another folder of yours than the one outbox found there, in a folder others can rename things in ({}): someone may have moved a folder of yours into its place, so it is not used; if you made it, restart outbox (or reload it with SIGHUP)",
+                crate::outside::path(root),
+                crate::outside::path(parent)
+            ),
+        ));
+    }
+    // The neighbour's own folder (a drop folder), or one only the user could have put there:
+    // taken as the folder from now on.
+    pins.get_or_insert_with(Default::default)
+        .insert(root.to_path_buf(), now);
+    Ok(())
+}
+
+/// Forget which folder each mapped folder's path led to (a reload: the config is read again
+/// and the folders found as they are now).
+pub(super) fn unpin_folders() {
+    *PINNED.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// The most links followed on one path (the kernel's own limit).
