@@ -47,30 +47,11 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
                 .unwrap_or_default();
             return refuse(format!("it is a symbolic link (to {to})"));
         }
-        // A parent others can write: they could replace the folder (with a link) at any time.
-        // Sticky (as /tmp is), only the folder's owner can, and the folder must be ours (below).
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let pm = std::fs::metadata(parent)?;
-            let pmode = pm.mode();
-            let me = rustix::process::geteuid().as_raw();
-            let my_group = rustix::process::getegid().as_raw();
-            let sticky = pmode & 0o1000 != 0;
-            let others_write = pmode & 0o002 != 0 || (pmode & 0o020 != 0 && pm.gid() != my_group);
-            if others_write && !sticky {
-                return refuse(format!(
-                    "other users can write its parent {} (mode {:o}); run `chmod go-w {}` or choose another place",
-                    parent.display(),
-                    pmode & 0o7777,
-                    parent.display()
-                ));
-            }
-            if pm.uid() != me && pm.uid() != 0 && !sticky {
-                return refuse(format!(
-                    "its parent {} belongs to another user (uid {})",
-                    parent.display(),
-                    pm.uid()
-                ));
-            }
+        // A folder on the way others can write, or another user's: they could replace the
+        // state dir (with a link, or a folder of theirs the running agent then writes tokens
+        // and upload URLs into) at any time. Its parent, and every folder above it.
+        if let Some(why) = ancestor_problem(dir, "its parent") {
+            return refuse(why);
         }
         let meta = std::fs::metadata(dir)?;
         if !meta.is_dir() {
@@ -101,6 +82,51 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Why a folder on the way to `path` (its parent and every folder above it, as spelled and as
+/// its links resolve) lets another user replace what is below it: writable by others (the
+/// user's own group aside) and not sticky, or another user's (but root's). A sticky folder
+/// (as `/tmp` is) protects the entries of others only from users who do not own it, so it
+/// counts only when the user or root owns it. `None`: no such folder.
+#[cfg(unix)]
+fn ancestor_problem(path: &Path, parent_is: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let my_group = rustix::process::getegid().as_raw();
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty())?;
+    let real = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+    let mut seen = std::collections::HashSet::new();
+    for dir in parent.ancestors().chain(real.ancestors()) {
+        if dir.as_os_str().is_empty() || !seen.insert(dir.to_path_buf()) {
+            continue;
+        }
+        let Ok(m) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let mode = m.mode() & 0o7777;
+        let trusted_owner = m.uid() == me || m.uid() == 0;
+        let sticky = mode & 0o1000 != 0 && trusted_owner;
+        let shown = crate::outside::path(dir);
+        let which = if dir == parent || dir == real {
+            format!("{parent_is} {shown}")
+        } else {
+            format!("the folder {shown} above it")
+        };
+        if !trusted_owner {
+            return Some(format!(
+                "{which} belongs to another user (uid {}), who could replace what is in it",
+                m.uid()
+            ));
+        }
+        let others_write = mode & 0o002 != 0 || (mode & 0o020 != 0 && m.gid() != my_group);
+        if others_write && !sticky {
+            return Some(format!(
+                "other users can write {which} (mode {mode:o}) and so replace what is in it; run `chmod go-w {shown}` or choose another place"
+            ));
+        }
+    }
+    None
 }
 
 /// Whether the secret file at `path` (a saved upload URL, the token cache) may be trusted: owned
@@ -194,7 +220,6 @@ pub fn check_config_file(path: &Path) -> Result<(), crate::config::ConfigError> 
             })
         };
         let me = rustix::process::geteuid().as_raw();
-        let my_group = rustix::process::getegid().as_raw();
         let mode = meta.mode() & 0o7777;
         let shown = crate::outside::path(path);
         if meta.uid() != me && meta.uid() != 0 {
@@ -208,33 +233,13 @@ pub fn check_config_file(path: &Path) -> Result<(), crate::config::ConfigError> 
                 "other users can write the config (mode {mode:o}) and so redirect outbox or run commands as you; it is not used: run `chmod go-w {shown}`"
             ));
         }
-        // The folder: whoever can write it can put another file in the config's place.
+        // The folders on the way: whoever can write one can put another file in the config's
+        // place (the path's and the resolved file's).
         let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let mut dirs: Vec<std::path::PathBuf> = Vec::new();
         for p in [path, real.as_path()] {
-            if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dirs.iter().any(|x| x == d) {
-                    dirs.push(d.to_path_buf());
-                }
-            }
-        }
-        for dir in dirs {
-            let Ok(dm) = std::fs::metadata(&dir) else {
-                continue;
-            };
-            let dmode = dm.mode() & 0o7777;
-            let sticky = dmode & 0o1000 != 0;
-            let shown = crate::outside::path(&dir);
-            if dm.uid() != me && dm.uid() != 0 && !sticky {
+            if let Some(why) = ancestor_problem(p, "the config's folder") {
                 return refuse(format!(
-                    "the config's folder {shown} belongs to another user (uid {}), who could put another config in its place; it is not used: keep the config in a folder of yours, or have root run `chown {me} {shown}`",
-                    dm.uid()
-                ));
-            }
-            let others_write = dmode & 0o002 != 0 || (dmode & 0o020 != 0 && dm.gid() != my_group);
-            if others_write && !sticky {
-                return refuse(format!(
-                    "other users can write the config's folder {shown} (mode {dmode:o}) and so put another config in its place; it is not used: run `chmod go-w {shown}`"
+                    "{why}; the config is not used: keep it in a folder of yours"
                 ));
             }
         }

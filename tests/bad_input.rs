@@ -190,7 +190,11 @@ async fn a_folder_deleted_and_recreated_while_running_is_watched_again() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreadable_file_fails_with_the_os_error_and_is_retried_on_change() {
-    let env = Env::new();
+    // The agent runs as `nobody`: the sandbox serves another local user only when told to.
+    let env = Env {
+        sandbox: Sandbox::start_with(&["--allow-uid", "65534"]),
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
     let item = env.sandbox.create_item("message", "me").await;
     let f = folder(&env, "drop");
     chmod(&f, 0o777);

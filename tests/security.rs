@@ -1046,7 +1046,11 @@ async fn the_sandbox_data_dir_keeps_attachment_bytes_owner_only() {
 /// agent runs as `nobody` here (root reads any folder).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subfolder_name_cannot_forge_a_line_in_the_scans_warning() {
-    let env = Env::new();
+    // The sandbox serves another user (the agent run as `nobody`) only when told to.
+    let env = Env {
+        sandbox: Sandbox::start_with(&["--allow-uid", "65534"]),
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
     let item = env.sandbox.create_item("message", "me").await;
     let drop = shared_folder(&env, "drop");
     env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
@@ -1580,16 +1584,32 @@ async fn a_subfolder_swapped_for_a_link_mid_scan_is_not_listed_through_it() {
     if !neighbour(&drop, "mkdir sub && echo mine > sub/mine.txt") {
         return;
     }
-    let mut cmd = env.cmd();
-    cmd.env("OUTBOX_PAUSE_AT", "scan-subfolder:2500")
+    // The swap waits for the scan to pause at the subfolder (a fixed sleep raced a slow start
+    // on a loaded machine: the link was then there before the scan saw a folder).
+    let log_path = env.path("paused-run.log");
+    let mut child = env
+        .cmd()
+        .env("OUTBOX_PAUSE_AT", "scan-subfolder:2500")
         .env("RUST_LOG", "outbox=trace")
-        .args(["run", "--once"]);
-    let run = std::thread::spawn(move || run_bounded(&mut cmd, T));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+        .args(["run", "--once"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let paused = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("failpoint scan-subfolder")
+    };
+    wait_until(T, "the scan paused at the subfolder", || async { paused() }).await;
     let swap = format!("mv sub sub.real && ln -s '{}' sub", private.display());
     assert!(neighbour(&drop, &swap));
-    let out = run.join().expect("run");
-    let log = stderr(&out);
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        assert!(started.elapsed() < T, "the run did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(
         log.contains("failpoint scan-subfolder"),
         "never paused:\n{log}"
@@ -2097,5 +2117,365 @@ async fn a_retry_of_a_file_whose_folder_is_now_a_mount_is_refused_unasked() {
         "{}",
         stderr(&out)
     );
+    drop_agent(agent);
+}
+
+/// Review 2026-12-07, finding 1: a neighbour who can write the drop folder's parent (a team
+/// folder the group writes) renames the folder away and puts a link of theirs in its place,
+/// pointing at a folder of the user's: the agent followed the folder's own path through it and
+/// attached (with `after = "delete"`: deleted) the user's private files.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_neighbours_link_in_place_of_the_mapped_folder_is_not_followed() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let team = shared_folder(&env, "team");
+    let drop = team.join("drop");
+    std::fs::create_dir(&drop).expect("mkdir");
+    chmod(&drop, 0o777);
+    let private = env.path("home/private");
+    let secret = private_file(&env, "home/private/secret.txt", "the user's secret");
+    chmod(&env.path("home"), 0o700);
+    env.write_config("", &mapping("drop", &drop, &item, "after = \"delete\""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    if !neighbour(&team, "echo hi > drop/hello.txt") {
+        return;
+    }
+    wait_until(T, "hello.txt attached", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("hello.txt")
+    })
+    .await;
+    let swap = format!("mv drop drop.old && ln -s '{}' drop", private.display());
+    assert!(neighbour(&team, &swap));
+    // The user's files go on being written in their own folder meanwhile.
+    std::fs::write(private.join("later.txt"), "written later by the user").expect("write");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let names: Vec<String> = attached(&env.sandbox, &item).await.into_keys().collect();
+    assert_eq!(names, vec!["hello.txt".to_string()], "{}", agent.log());
+    assert!(secret.exists() && private.join("later.txt").exists());
+    // `status` says why the folder is not used; a full scan refuses it too.
+    let status = env.run(&["status"], T);
+    assert!(
+        stdout(&status).contains("belongs to another user"),
+        "{}",
+        stdout(&status)
+    );
+    drop_agent(agent);
+    let out = env.run(&["run", "--once"], T);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("belongs to another user"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!attached(&env.sandbox, &item)
+        .await
+        .contains_key("secret.txt"));
+    assert!(secret.exists());
+    // A link of the user's own (here root's, as the user) is followed as before.
+    std::fs::remove_file(&drop).expect("rm link");
+    std::os::unix::fs::symlink(team.join("drop.old"), &drop).expect("ln");
+    std::fs::write(team.join("drop.old/mine.txt"), "the user's drop").expect("write");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(attached(&env.sandbox, &item).await.contains_key("mine.txt"));
+}
+
+/// Review 2026-12-07, finding 2: the sandbox listens on 127.0.0.1, which every local user can
+/// reach. Another user read, through its admin and Graph APIs, the files the user had sent to
+/// it (`outbox demo`'s folders take the user's own files), the issued tokens and the client
+/// secret. A connection from another user (root aside) is now closed unanswered.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_local_user_cannot_read_the_sandboxs_attachments_or_tokens() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        println!("SKIPPED: no curl to play the other user's client with");
+        return;
+    }
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let demo = env.path("demo");
+    std::fs::create_dir_all(&demo).expect("mkdir");
+    std::fs::write(demo.join("payslip.txt"), "the user's payslip").expect("write");
+    env.write_config("", &mapping("demo", &demo, &item, ""));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let loot = shared_folder(&env, "loot");
+    let o = &env.sandbox.origin;
+    let it = urlenc(&item);
+    let script = format!(
+        "curl -s --max-time 10 '{o}/_admin/tokens/issued' > issued; \
+         curl -s --max-time 10 '{o}/_admin/items/{it}/attachments' > listed; \
+         curl -s --max-time 10 -H 'Authorization: Bearer {TOKEN}' '{o}/v1.0/me/messages/{it}/attachments' > graph; true"
+    );
+    if !neighbour(&loot, &script) {
+        return;
+    }
+    for (name, forbidden) in [
+        ("issued", "client_secret"),
+        ("listed", "payslip"),
+        ("graph", "payslip"),
+    ] {
+        let got = std::fs::read_to_string(loot.join(name)).unwrap_or_default();
+        assert!(!got.contains(forbidden), "{name}: {got}");
+    }
+    // The user's own requests are served as before.
+    assert!(attached(&env.sandbox, &item)
+        .await
+        .contains_key("payslip.txt"));
+}
+
+/// Review 2026-12-07, finding 3: only the state dir's (and the config's) own parent was
+/// checked. In a folder of the user's inside one others can write, or in a sticky folder that
+/// another user owns (the owner of a sticky folder may rename anything in it), the neighbour
+/// could swap the folder above the state dir for one of theirs while the agent runs, and
+/// receive the token cache and the upload URLs it writes by path. Every folder on the way is
+/// checked now.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_or_config_below_a_folder_others_control_is_refused() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = env.path("drop");
+    std::fs::create_dir_all(&drop).expect("mkdir");
+    let config = env.write_config("", &mapping("drop", &drop, &item, ""));
+    let shared = env.path("shared");
+    std::fs::create_dir_all(shared.join("mine")).expect("mkdir");
+    chmod(&shared, 0o777);
+    chmod(&shared.join("mine"), 0o700);
+    let with_state = |dir: &Path| {
+        let cfg: Vec<String> = std::fs::read_to_string(&config)
+            .expect("cfg")
+            .lines()
+            .map(|l| {
+                if l.starts_with("state_dir = ") {
+                    format!("state_dir = '{}'", dir.display())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(&config, cfg.join("\n")).expect("cfg");
+    };
+    with_state(&shared.join("mine/state"));
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("above it"), "{log}");
+    assert!(!shared.join("mine/state/ledger").exists(), "{log}");
+    // A sticky folder another user owns (as `nobody` may make one in /tmp).
+    let theirs = env.path("theirs");
+    std::fs::create_dir_all(&theirs).expect("mkdir");
+    chmod(&theirs, 0o1777);
+    if !neighbour(env.dir.path(), "true") {
+        return;
+    }
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+    with_state(&theirs.join("state"));
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("belongs to another user (uid 65534)"), "{log}");
+    // The config in a folder of the user's inside a folder others can write.
+    with_state(&env.state_dir());
+    let moved = shared.join("mine/config.toml");
+    std::fs::copy(&config, &moved).expect("cp");
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_CONFIG", &moved)
+            .args(["run", "--once"]),
+        T,
+    );
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{log}");
+    assert!(log.contains("above it"), "{log}");
+    // Where they are the user's all the way, the same config runs.
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Review 2026-12-07, finding 4: `outbox sandbox --data-dir /tmp/sb`, where a neighbour made
+/// `/tmp/sb` first as a link to a folder of the user's: the sandbox tightened the link's
+/// target to 0700 and wrote its journal, blobs and sessions there. A data dir that is a link, or
+/// another user's folder, is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_refuses_a_data_dir_that_is_a_link_or_another_users() {
+    let env = Env::new();
+    let shared = shared_folder(&env, "tmp");
+    let target = env.path("home/work");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    chmod(&target, 0o755);
+    std::fs::write(target.join("state.journal"), "the user's own journal\n").expect("write");
+    let plant = format!("ln -s '{}' sb && mkdir theirs", target.display());
+    if !neighbour(&shared, &plant) {
+        return;
+    }
+    for (dir, why) in [
+        (shared.join("sb"), "symbolic link"),
+        (shared.join("theirs"), "belongs to another user"),
+    ] {
+        let out = run_bounded(
+            Command::new(bin())
+                .args(["sandbox", "--port", "0", "--data-dir"])
+                .arg(&dir),
+            Duration::from_secs(20),
+        );
+        assert!(!out.status.success(), "{}", stdout(&out));
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+    }
+    let mode = std::fs::metadata(&target)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o755);
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("state.journal")]);
+    assert_eq!(
+        std::fs::read_to_string(target.join("state.journal")).expect("read"),
+        "the user's own journal\n"
+    );
+}
+
+/// Review 2026-12-07, finding 10: a `sent_dir` outside the mapped folder was made with
+/// `create_dir_all` by its path before the owner-checked open refused the neighbour's link on
+/// it: folders were made where the link led (a folder of the user's). What is missing is now
+/// made beneath the deepest folder reached without another user's link.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sent_dir_outside_the_folder_is_not_made_through_a_neighbours_link() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let drop = shared_folder(&env, "drop");
+    let shared = shared_folder(&env, "shared");
+    let home = env.path("home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    let plant = format!("ln -s '{}' archive", home.display());
+    if !neighbour(&shared, &plant) {
+        return;
+    }
+    let sent = shared.join("archive/sent");
+    env.write_config(
+        "",
+        &mapping(
+            "drop",
+            &drop,
+            &item,
+            &format!("after = \"move\"\nsent_dir = '{}'", sent.display()),
+        ),
+    );
+    std::fs::write(drop.join("a.txt"), "a").expect("write");
+    let out = env.run(&["run", "--once"], T);
+    assert!(attached(&env.sandbox, &item).await.contains_key("a.txt"));
+    assert!(!home.join("sent").exists(), "{}", stderr(&out));
+    assert!(drop.join("a.txt").exists());
+    // A path of the user's own, missing folders and all, is made and used.
+    let mine = env.path("mine/archive/sent");
+    env.write_config(
+        "",
+        &mapping(
+            "drop",
+            &drop,
+            &item,
+            &format!("after = \"move\"\nsent_dir = '{}'", mine.display()),
+        ),
+    );
+    std::fs::write(drop.join("b.txt"), "b").expect("write");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(mine.join("b.txt").exists(), "{}", stderr(&out));
+}
+
+/// Review 2026-12-07, finding 13: `outbox demo` run in a folder others can write (a throw-away
+/// try in /tmp): a neighbour who made `outbox-demo/mail/` first, with a link at the sample's
+/// temp name (`.invoice 2026-0042.pdf.part`) to a file of the user's, had the demo write its
+/// sample bytes over that file. The demo now refuses folders that are not the user's, and
+/// creates its temp files new (never through a link).
+#[tokio::test(flavor = "multi_thread")]
+async fn outbox_demo_in_a_shared_folder_cannot_be_made_to_write_over_a_users_file() {
+    let env = Env::new();
+    let shared = env.path("tmp");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    chmod(env.dir.path(), 0o755);
+    chmod(&shared, 0o1777);
+    let victim = private_file(&env, "home/.bashrc", "the user's shell setup\n");
+    let plant = format!(
+        "mkdir -p outbox-demo/mail outbox-demo/attach && chmod -R 777 outbox-demo && \
+         ln -s '{}' 'outbox-demo/mail/.invoice 2026-0042.pdf.part'",
+        victim.display()
+    );
+    if !neighbour(&shared, &plant) {
+        return;
+    }
+    let out = run_bounded(
+        Command::new(bin())
+            .args(["demo", "--exit-after", "1"])
+            .current_dir(&shared),
+        Duration::from_secs(40),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read"),
+        "the user's shell setup\n",
+        "{}",
+        stdout(&out)
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("is not a folder of yours"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Review 2026-12-07, finding 8: in a team share the group writes without the sticky bit, the
+/// neighbour renamed the mapped folder away and another folder of the user's (a private one
+/// beside `drop`) into its place: a real folder of the user's, which no link check sees, and
+/// its files were attached. A mapped folder's path leading to another folder of the user's
+/// than the agent found there, in a parent others can rename entries in, is refused until a
+/// reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_folder_of_the_users_renamed_into_the_mapped_folders_place_is_not_used() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let team = shared_folder(&env, "team");
+    let drop = team.join("drop");
+    std::fs::create_dir(&drop).expect("mkdir");
+    chmod(&drop, 0o777);
+    let private = team.join("mine");
+    std::fs::create_dir(&private).expect("mkdir");
+    std::fs::write(private.join("secret.txt"), "the user's secret").expect("write");
+    chmod(&private, 0o700);
+    // A rescan every second: the folder at the path is looked at again whatever events came.
+    env.write_config("rescan = \"1s\"", &mapping("drop", &drop, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    if !neighbour(&team, "echo hi > drop/hello.txt") {
+        return;
+    }
+    wait_until(T, "hello.txt attached", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("hello.txt")
+    })
+    .await;
+    assert!(neighbour(&team, "mv drop drop.old && mv mine drop"));
+    std::fs::write(drop.join("later.txt"), "written later by the user").expect("write");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let names: Vec<String> = attached(&env.sandbox, &item).await.into_keys().collect();
+    assert_eq!(names, vec!["hello.txt".to_string()], "{}", agent.log());
+    // A reload takes the folder as it is now (the user's doing, say).
+    let pid = agent.child.id();
+    let _ = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status();
+    wait_until(T, "secret.txt attached after the reload", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("secret.txt")
+    })
+    .await;
     drop_agent(agent);
 }

@@ -839,7 +839,7 @@ _outbox() {
             return 0
             ;;
         outbox__subcmd__sandbox)
-            opts="-v -q -h --port --data-dir --tls --token --config --verbose --quiet --log-format --help"
+            opts="-v -q -h --port --data-dir --tls --token --allow-uid --config --verbose --quiet --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -854,6 +854,10 @@ _outbox() {
                     return 0
                     ;;
                 --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -195,6 +195,7 @@ complete -c outbox -n "__fish_outbox_using_subcommand service" -s h -l help -d '
 complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l port -d 'Port on 127.0.0.1 (0 = any free port)' -r
 complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l data-dir -d 'Where the sandbox keeps its state: items, attachments, upload sessions, issued tokens and the --tls CA; a sandbox restarted on the same dir serves them again (default: a temp dir)' -r -F
 complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l token -d 'Accept this fixed bearer token as a delegated token of the user `me`' -r
+complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l allow-uid -d 'Also serve this local user (a uid; repeatable): the sandbox serves only its own user and root (on Linux), so an agent run as another user needs this' -r
 complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l config -r -F
 complete -c outbox -n "__fish_outbox_using_subcommand sandbox" -l log-format -d 'Log format on stderr: text (coloured only on a terminal, never with NO_COLOR) or json' -r -f -a "text\t''
 json\t''"

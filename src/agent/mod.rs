@@ -1141,6 +1141,8 @@ impl Agent {
                 return;
             }
         };
+        // The mapped folders are taken as they are now (`files::unpin_folders`).
+        crate::files::unpin_folders();
         let mut problems = Vec::new();
         if let Some(tx) = &self.watch_tx {
             match FolderWatcher::start(&new.mappings, tx.clone()) {

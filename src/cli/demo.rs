@@ -110,10 +110,40 @@ fn sample_bytes(name: &str, size: usize, seed: u64) -> Vec<u8> {
 
 /// Write `bytes` as `dir/name` the way well-behaved apps do: a hidden temp name (excluded by the
 /// default `.*` pattern), then a rename, so the agent never sees a half-written file.
+/// The temp name is created new (`O_EXCL`: never through a link someone planted there).
 fn drop_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
     let tmp = dir.join(format!(".{name}.part"));
-    std::fs::write(&tmp, bytes)?;
+    // A stale one (an earlier demo stopped mid-write), or a link: removed, never written through.
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?
+        .write_all(bytes)?;
     std::fs::rename(&tmp, dir.join(name))
+}
+
+/// The demo writes its sample files into `dir`: it must be a real folder of the user's, not
+/// one another user made first (in a shared folder such as /tmp) with links in it to files of
+/// the user's.
+fn own_folder(dir: &Path) -> Result<(), CommandError> {
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| failed(format!("cannot read {}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    let theirs = {
+        use std::os::unix::fs::MetadataExt;
+        meta.uid() != rustix::process::geteuid().as_raw()
+    };
+    #[cfg(not(unix))]
+    let theirs = false;
+    if !meta.is_dir() || theirs {
+        return Err(failed(format!(
+            "{} is not a folder of yours (a link, or another user made it); the demo writes its sample files there: run it in a folder of yours, or remove that one",
+            crate::outside::path(dir)
+        )));
+    }
+    Ok(())
 }
 
 use crate::config::units::human_size;
@@ -251,6 +281,9 @@ async fn tour(
     for f in [&folder, &mail_folder] {
         std::fs::create_dir_all(f)
             .map_err(|e| failed(format!("cannot create {}: {e}", f.display())))?;
+    }
+    for f in [&cwd.join(DEMO_DIR), &folder, &mail_folder] {
+        own_folder(f)?;
     }
     // Config and state live outside the watched folder, and go away with the sandbox.
     let config_dir = tempfile::Builder::new()

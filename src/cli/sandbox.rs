@@ -20,6 +20,10 @@ pub struct SandboxArgs {
     /// Accept this fixed bearer token as a delegated token of the user `me`.
     #[arg(long, value_name = "T")]
     pub token: Option<String>,
+    /// Also serve this local user (a uid; repeatable): the sandbox serves only its own user
+    /// and root (on Linux), so an agent run as another user needs this.
+    #[arg(long, value_name = "UID")]
+    pub allow_uid: Vec<u32>,
 }
 
 pub async fn run(args: SandboxArgs) -> Result<ExitCode, CommandError> {
@@ -30,9 +34,11 @@ pub async fn run(args: SandboxArgs) -> Result<ExitCode, CommandError> {
         tls: args.tls,
         token: args.token,
     };
-    let sandbox = Sandbox::start(opts).await.map_err(|e| {
-        CommandError::new(ExitCode::Failed, format!("cannot start the sandbox: {e:#}"))
-    })?;
+    let sandbox = Sandbox::start_serving(opts, args.allow_uid)
+        .await
+        .map_err(|e| {
+            CommandError::new(ExitCode::Failed, format!("cannot start the sandbox: {e:#}"))
+        })?;
     {
         // The first stdout line is a contract: scripts read the port from it.
         let mut out = std::io::stdout().lock();

@@ -577,6 +577,21 @@ pub fn len_beneath(root: &Path, path: &Path) -> Option<u64> {
     imp::len_beneath(root, rel)
 }
 
+/// Where the mapped folder `folder` really is: its path with the links on it resolved, a link
+/// followed only when it is the user's or root's (on Unix): a neighbour who can write the
+/// folder's parent may put a link of theirs in its place, pointing at a folder of the user's.
+/// Every open in a mapped folder starts from the folder reached this way.
+pub fn real_folder(folder: &Path) -> io::Result<PathBuf> {
+    imp::real_dir(folder)
+}
+
+/// Forget which folder each mapped folder's path led to when first opened (a reload of the
+/// config): on Unix a later open refuses another folder of the user's at that path when its
+/// parent lets others rename entries (someone may have moved it there).
+pub fn unpin_folders() {
+    imp::unpin_folders()
+}
+
 /// Where the folder `folder` lives (a mapped folder: its path is the user's, taken as given).
 pub fn place_of(folder: &Path) -> io::Result<Place> {
     let dir = imp::Dir::open_beneath(folder, Path::new(""))?;
@@ -610,9 +625,11 @@ pub fn list_beneath(root: &Path, rel: &Path, cross_mounts: bool) -> io::Result<L
     })
 }
 
-/// A folder listed by its path (links on the way followed: a mapping that follows links).
-pub fn list_path(path: &Path) -> io::Result<Listing> {
-    let dir = imp::Dir::open_beneath(path, Path::new(""))?;
+/// The folder `path` (under the mapped folder `root`) listed with the links on the way below
+/// `root` followed: a mapping that follows links (the caller checked where they lead).
+pub fn list_path(root: &Path, path: &Path) -> io::Result<Listing> {
+    let rel = path.strip_prefix(root).map_err(|_| outside(path))?;
+    let dir = imp::Dir::open_followed(root, rel)?;
     let entries = match dir.read_dir() {
         Some(listed) => listed?,
         None => std::fs::read_dir(path)?,
@@ -704,8 +721,8 @@ fn resolve(root: &Path, rel: &Path, follow_links: bool) -> io::Result<(PathBuf, 
     if !follow_links {
         return Ok((root.to_path_buf(), clean));
     }
-    let real_root = std::fs::canonicalize(root)?;
-    let real = std::fs::canonicalize(root.join(&clean))?;
+    let real_root = real_folder(root)?;
+    let real = std::fs::canonicalize(real_root.join(&clean))?;
     match real.strip_prefix(&real_root) {
         Ok(r) if !r.as_os_str().is_empty() => Ok((real_root.clone(), r.to_path_buf())),
         _ => Err(outside(&clean)),

@@ -101,6 +101,14 @@ pub(super) fn len_beneath(root: &Path, rel: &Path) -> Option<u64> {
         .map(|m| m.len())
 }
 
+/// Nothing is pinned here (see the Unix `check_pinned`).
+pub(super) fn unpin_folders() {}
+
+/// Where the folder at `path` really is (links followed: no owner to check here).
+pub(super) fn real_dir(path: &Path) -> io::Result<PathBuf> {
+    std::fs::canonicalize(path)
+}
+
 pub(super) fn present_beneath(root: &Path, rel: &Path) -> bool {
     root.join(rel).exists() || std::fs::symlink_metadata(root.join(rel)).is_ok()
 }
@@ -130,6 +138,10 @@ impl Dir {
     }
 
     /// Mount points are not told apart here: as [`Dir::open_beneath`].
+    pub(super) fn open_followed(root: &Path, rel: &Path) -> io::Result<Dir> {
+        Dir::open_beneath(&root.join(rel), Path::new(""))
+    }
+
     pub(super) fn open_beneath_within(root: &Path, rel: &Path, _no_xdev: bool) -> io::Result<Dir> {
         Dir::open_beneath(root, rel)
     }

@@ -55,16 +55,211 @@ pub(super) fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::
     file.read_at(buf, offset)
 }
 
-/// The mapped folder itself. Its own path is the user's configuration and is taken as given;
-/// everything below it is resolved without links.
+/// The mapped folder itself, opened as [`open_trusted_dir`] opens it; everything below it is
+/// resolved without links.
 fn open_root(root: &Path) -> io::Result<OwnedFd> {
-    rustix::fs::openat(
-        CWD,
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+    let (fd, real) = open_trusted_dir(root)?;
+    check_pinned(root, &fd, &real)?;
+    Ok(fd)
+}
+
+/// The folder each mapped folder's path led to when this process first opened it (device,
+/// inode), by the path as configured.
+static PINNED: std::sync::Mutex<Option<std::collections::HashMap<std::path::PathBuf, (u64, u64)>>> =
+    std::sync::Mutex::new(None);
+
+/// A neighbour who can rename entries in a mapped folder's parent (writable by others, not
+/// sticky) can rename another folder of the user's there (a private one beside a team's
+/// `drop`) into the mapped folder's place: a real folder of the user's, which no link check
+/// sees. So a mapped folder's path that leads to another folder than the one this process
+/// first found there is refused when that folder is the user's and its parent lets others
+/// rename entries; a new folder of another user's (the neighbour's own) is a drop folder as
+/// before, and one in a parent only the user can change is the user's doing.
+#[allow(clippy::unnecessary_cast)]
+fn check_pinned(root: &Path, fd: &OwnedFd, real: &Path) -> io::Result<()> {
+    let st = rustix::fs::fstat(fd)?;
+    let now = (st.st_dev as u64, st.st_ino as u64);
+    let mut pins = PINNED.lock().unwrap_or_else(|e| e.into_inner());
+    let first = *pins
+        .get_or_insert_with(Default::default)
+        .entry(root.to_path_buf())
+        .or_insert(now);
+    if first == now {
+        return Ok(());
+    }
+    let me = rustix::process::geteuid().as_raw();
+    let parent = real.parent().unwrap_or(Path::new("/"));
+    let renamable = rustix::fs::stat(parent).is_ok_and(|p| {
+        let mode = p.st_mode as u32;
+        let my_group = rustix::process::getegid().as_raw();
+        let others_write = mode & 0o002 != 0 || (mode & 0o020 != 0 && p.st_gid as u32 != my_group);
+        let trusted_sticky = mode & 0o1000 != 0 && (p.st_uid as u32 == me || p.st_uid == 0);
+        others_write && !trusted_sticky
+    });
+    if st.st_uid as u32 == me && renamable {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is now another folder of yours than the one outbox found there, in a folder others can rename things in ({}): someone may have moved a folder of yours into its place, so it is not used; if you made it, restart outbox (or reload it with SIGHUP)",
+                crate::outside::path(root),
+                crate::outside::path(parent)
+            ),
+        ));
+    }
+    // The neighbour's own folder (a drop folder), or one only the user could have put there:
+    // taken as the folder from now on.
+    pins.get_or_insert_with(Default::default)
+        .insert(root.to_path_buf(), now);
+    Ok(())
+}
+
+/// Forget which folder each mapped folder's path led to (a reload: the config is read again
+/// and the folders found as they are now).
+pub(super) fn unpin_folders() {
+    *PINNED.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// The most links followed on one path (the kernel's own limit).
+const MAX_LINKS: usize = 40;
+
+/// One step of a path being walked by [`open_trusted_dir`].
+enum Step {
+    Root,
+    Up,
+    Name(std::ffi::OsString),
+}
+
+fn steps_of(path: &Path) -> Vec<Step> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::RootDir | Component::Prefix(_) => Some(Step::Root),
+            Component::CurDir => None,
+            Component::ParentDir => Some(Step::Up),
+            Component::Normal(n) => Some(Step::Name(n.to_os_string())),
+        })
+        .collect()
+}
+
+/// Open the folder at `path` (a mapped folder, or a `sent_dir`/`failed_dir` outside it: paths
+/// of the user's configuration) one component at a time, and say where it really is (its path
+/// with every link resolved). A link on the way is followed only when it belongs to the user
+/// or to root: the folder's parent may be a shared one (a team folder the group writes, a
+/// sticky `/tmp`), where a neighbour can rename the mapped folder away and put a link of their
+/// own in its place, pointing at any folder of the user's (whose files the agent would then
+/// attach, move or delete). The link is opened itself (`O_PATH`) before its owner and its
+/// target are read, so it cannot be swapped between the two.
+pub(super) fn open_trusted_dir(path: &Path) -> io::Result<(OwnedFd, std::path::PathBuf)> {
+    let me = rustix::process::geteuid().as_raw();
+    let mut todo: std::collections::VecDeque<Step> = steps_of(path).into();
+    let (mut cur, mut real) = if path.is_absolute() {
+        (
+            rustix::fs::openat(CWD, "/", DIR_FLAGS, Mode::empty())?,
+            std::path::PathBuf::from("/"),
+        )
+    } else {
+        (
+            rustix::fs::openat(CWD, ".", DIR_FLAGS, Mode::empty())?,
+            std::env::current_dir()?,
+        )
+    };
+    let mut links = 0;
+    while let Some(step) = todo.pop_front() {
+        let name = match step {
+            Step::Root => {
+                cur = rustix::fs::openat(CWD, "/", DIR_FLAGS, Mode::empty())?;
+                real = std::path::PathBuf::from("/");
+                continue;
+            }
+            Step::Up => {
+                cur = rustix::fs::openat(&cur, "..", DIR_FLAGS, Mode::empty())?;
+                real.pop();
+                continue;
+            }
+            Step::Name(n) => n,
+        };
+        let refused = match rustix::fs::openat(&cur, &name, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => {
+                cur = fd;
+                real.push(&name);
+                continue;
+            }
+            Err(e @ (Errno::LOOP | Errno::NOTDIR | Errno::MLINK)) => e,
+            Err(e) => return Err(e.into()),
+        };
+        let (owner, target) = match read_link(&cur, &name)? {
+            Some(link) => link,
+            // Not a link: a file where a folder should be.
+            None => return Err(refused.into()),
+        };
+        let at = real.join(&name);
+        if owner != me && owner != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is a symbolic link that belongs to another user (uid {owner}), who could point it at any folder of yours; outbox follows a link on a folder's configured path only when it is yours or root's: name the real folder in the config, or make the link yourself",
+                    crate::outside::path(&at)
+                ),
+            ));
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(Errno::LOOP.into());
+        }
+        for s in steps_of(Path::new(&target)).into_iter().rev() {
+            todo.push_front(s);
+        }
+    }
+    Ok((cur, real))
+}
+
+/// The owner and the target of the link `name` in `dir`, read from the link itself (opened
+/// `O_PATH`, so both are the same link's); `None` when `name` is not a link.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn read_link(dir: &OwnedFd, name: &OsStr) -> io::Result<Option<(u32, std::ffi::OsString)>> {
+    use std::os::unix::ffi::OsStringExt;
+    let link = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
-    )
-    .map_err(io::Error::from)
+    )?;
+    let st = rustix::fs::fstat(&link)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Symlink {
+        return Ok(None);
+    }
+    let target = rustix::fs::readlinkat(&link, "", Vec::new())?;
+    Ok(Some((
+        st.st_uid,
+        std::ffi::OsString::from_vec(target.into_bytes()),
+    )))
+}
+
+/// [`read_link`] where `O_PATH` is missing: the link's `lstat` before and after its target is
+/// read must agree (the same inode and owner), or the link changed meanwhile.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn read_link(dir: &OwnedFd, name: &OsStr) -> io::Result<Option<(u32, std::ffi::OsString)>> {
+    use std::os::unix::ffi::OsStringExt;
+    let before = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if rustix::fs::FileType::from_raw_mode(before.st_mode) != rustix::fs::FileType::Symlink {
+        return Ok(None);
+    }
+    let target = rustix::fs::readlinkat(dir, name, Vec::new())?;
+    let after = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if (after.st_dev, after.st_ino, after.st_uid) != (before.st_dev, before.st_ino, before.st_uid) {
+        return Err(io::Error::other(
+            "a link on a folder's path changed while it was read; try again",
+        ));
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Ok(Some((
+        before.st_uid as u32,
+        std::ffi::OsString::from_vec(target.into_bytes()),
+    )))
+}
+
+/// Where the folder at `path` really is, resolved as [`open_trusted_dir`] resolves it.
+pub(super) fn real_dir(path: &Path) -> io::Result<std::path::PathBuf> {
+    open_trusted_dir(path).map(|(_, real)| real)
 }
 
 pub(super) fn open_file_beneath(
@@ -213,6 +408,23 @@ impl Dir {
         Ok(Dir { fd })
     }
 
+    /// The folder `rel` beneath `root` (`""`: `root` itself) with the links on the way
+    /// followed (a mapping that follows links; the caller checked where they lead), `root`
+    /// opened as a mapped folder is.
+    pub(super) fn open_followed(root: &Path, rel: &Path) -> io::Result<Dir> {
+        let root_fd = open_root(root)?;
+        if rel.as_os_str().is_empty() {
+            return Ok(Dir { fd: root_fd });
+        }
+        let fd = rustix::fs::openat(
+            &root_fd,
+            rel,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Dir { fd })
+    }
+
     /// [`Dir::open_beneath`]; with `no_xdev` a mount point on the way is refused (EXDEV,
     /// said as "is another file system (a mount point)").
     pub(super) fn open_beneath_within(root: &Path, rel: &Path, no_xdev: bool) -> io::Result<Dir> {
@@ -320,16 +532,31 @@ impl Dir {
                 walk_creating(root_fd, rel, mode)
             }
             Err(_) => {
-                let mode = std::fs::metadata(root).map_or(0o700, |m| {
-                    use std::os::unix::fs::PermissionsExt;
-                    new_dir_mode(m.permissions().mode())
-                });
-                std::os::unix::fs::DirBuilderExt::mode(
-                    std::fs::DirBuilder::new().recursive(true),
-                    mode,
-                )
-                .create(dest)?;
-                rustix::fs::openat(CWD, dest, DIR_FLAGS, Mode::empty())
+                let mode = open_root(root)
+                    .and_then(|fd| rustix::fs::fstat(&fd).map_err(io::Error::from))
+                    .map_or(0o700, |st| new_dir_mode(st.st_mode));
+                // The user's configured path: no link of another user's followed on it, what
+                // is missing made beneath the deepest folder that is there.
+                let mut missing = Vec::new();
+                let mut at = dest;
+                loop {
+                    match open_trusted_dir(at) {
+                        Ok((fd, _)) => {
+                            let rest: std::path::PathBuf = missing.iter().rev().collect();
+                            break walk_creating(fd, &rest, mode);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            match (at.parent(), at.file_name()) {
+                                (Some(up), Some(name)) => {
+                                    missing.push(name);
+                                    at = up;
+                                }
+                                _ => return Err(e),
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
             }
         }
         .map_err(|e| {

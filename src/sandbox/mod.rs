@@ -18,6 +18,7 @@ mod faults;
 mod graph_api;
 mod identity;
 mod mail;
+mod peer;
 mod persist;
 mod state;
 mod tls;
@@ -77,6 +78,12 @@ impl ConnCtl {
 impl Sandbox {
     /// Bind 127.0.0.1:`port`, spawn the server task and return.
     pub async fn start(opts: SandboxOptions) -> anyhow::Result<Sandbox> {
+        Sandbox::start_serving(opts, Vec::new()).await
+    }
+
+    /// [`Sandbox::start`], serving the local users `also` besides its own (and root): an agent
+    /// run as another user on purpose (`outbox sandbox --allow-uid`).
+    pub async fn start_serving(opts: SandboxOptions, also: Vec<u32>) -> anyhow::Result<Sandbox> {
         let (data_dir, tmp) = match opts.data_dir {
             Some(d) => (d, None),
             None => {
@@ -105,7 +112,7 @@ impl Sandbox {
         )?);
         let app = router(state);
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(accept_loop(listener, app, tls_cfg, cancel.clone()));
+        let task = tokio::spawn(accept_loop(listener, app, tls_cfg, cancel.clone(), also));
         Ok(Sandbox {
             origin,
             data_dir,
@@ -232,17 +239,29 @@ async fn accept_loop(
     app: Router,
     tls: Option<TlsConfig>,
     cancel: CancellationToken,
+    also: Vec<u32>,
 ) {
     let acceptor = tls.map(|cfg| {
         axum_server::tls_rustls::RustlsAcceptor::new(
             axum_server::tls_rustls::RustlsConfig::from_config(cfg),
         )
     });
+    let mut refused = std::collections::HashSet::new();
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok((s, peer)) => {
+                    // Loopback is every local user's: another's connection is closed unanswered.
+                    let allowed = listener.local_addr().map_or(Ok(()), |l| peer::allowed(l, peer));
+                    if let Err(uid) = allowed.or_else(|uid| if also.contains(&uid) { Ok(()) } else { Err(uid) }) {
+                        if refused.insert(uid) {
+                            tracing::warn!(uid, "refused a connection from another local user: the sandbox serves only its own user (and root)");
+                        }
+                        continue;
+                    }
+                    s
+                }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!("sandbox accept failed: {e}");

@@ -239,7 +239,27 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     b.create(dir)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // A link (a neighbour's, in a shared /tmp) would have the sandbox tighten its target
+        // and write its files there, over any of the same name; another user's folder is
+        // theirs to read. Either is refused.
+        let meta = std::fs::symlink_metadata(dir)?;
+        let refuse = |why: String| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "the sandbox's data dir {} is not used: {why}; it holds attachments and tokens: name a real folder of yours (or leave --data-dir out for a fresh private one)",
+                    dir.display()
+                ),
+            ))
+        };
+        if meta.file_type().is_symlink() {
+            return refuse("it is a symbolic link".into());
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me {
+            return refuse(format!("it belongs to another user (uid {})", meta.uid()));
+        }
         let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
         if mode != 0o700 {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;

@@ -48,7 +48,7 @@ fn in_excluded_dir(m: &Mapping, path: &Path) -> bool {
 /// Why `m`'s folder cannot be read now (missing, not a folder, unreadable), or `None` when it
 /// can: what `status` says in its header, as the agent finds it at each scan.
 pub fn folder_problem(m: &Mapping) -> Option<String> {
-    match std::fs::read_dir(&m.folder) {
+    match crate::files::list_beneath(&m.folder, Path::new(""), true) {
         Ok(_) => None,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("missing".to_owned()),
         Err(e) => Some(format!("unreadable ({e})")),
@@ -113,7 +113,8 @@ pub fn scan_from(
     let mut out = Scan::default();
     // (folder, reached through a followed link)
     let mut dirs: Vec<(PathBuf, bool)> = starts.iter().rev().map(|d| (d.clone(), false)).collect();
-    let root = std::fs::canonicalize(&m.folder)?;
+    // (A link on the folder's own path is followed only when it is the user's or root's.)
+    let root = crate::files::real_folder(&m.folder)?;
     // What a mount point below the folder is told apart from.
     let home = crate::files::place_of(&m.folder)?;
     while let Some((dir, linked)) = dirs.pop() {
@@ -128,8 +129,8 @@ pub fn scan_from(
         if dir != m.folder {
             crate::failpoint!("scan-subfolder");
         }
-        let listed = if m.follow_symlinks {
-            crate::files::list_path(&dir)
+        let listed = if m.follow_symlinks && dir != m.folder {
+            crate::files::list_path(&m.folder, &dir)
         } else {
             // A folder swapped for a mount since it was seen is refused here, unasked.
             crate::files::list_beneath(&m.folder, &dir, m.cross_mounts)
@@ -328,7 +329,13 @@ pub enum Look {
 /// returns: the agent calls it off its loop, bounded.
 pub fn look(m: &Mapping, path: &Path) -> Look {
     crate::failpoint!("stat", path);
-    let Some(meta) = file_meta(m, &m.folder, path) else {
+    // The folder as every open finds it: not through another user's link on its path.
+    let root = match crate::files::real_folder(&m.folder) {
+        Ok(root) => root,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Look::Missing,
+        Err(_) => return Look::Other,
+    };
+    let Some(meta) = file_meta(m, &root, path) else {
         return match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Look::Missing,
             _ => Look::Other,
