@@ -531,6 +531,26 @@ mod tests {
         ));
     }
 
+    /// A folder gone (`FolderUnavailable`): its files leave the settler, and so does what it
+    /// remembered of their writers; another mapping's files stay.
+    #[test]
+    fn a_mapping_forgotten_takes_its_files_and_their_writers_with_it() {
+        let mut s = Settler::new(2000, 1000, 600_000);
+        let (a, b, c) = (Path::new("/m/a"), Path::new("/n/b"), Path::new("/m/c"));
+        s.observe("m", a, st(1, 0), Time(0));
+        s.observe("n", b, st(1, 0), Time(0));
+        s.observe("m", c, st(1, 0), Time(0));
+        s.closed(c, Time(0));
+        assert!(s.confirm(c, Some(st(1, 0)), Time(1000)).is_some());
+        s.forget_mapping("m");
+        assert!(!s.is_settling(a));
+        assert!(s.is_settling(b));
+        // c's writer is forgotten too: written again, it is a new writer, as quick as any.
+        s.observe("m", c, st(2, 1), Time(1100));
+        s.closed(c, Time(1100));
+        assert_eq!(s.settles_at(c), Some(Time(2100)));
+    }
+
     #[test]
     fn still_changing_is_reported_once() {
         let mut s = Settler::new(2000, 1000, 10_000);
