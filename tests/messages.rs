@@ -1491,7 +1491,8 @@ async fn a_message_failure_carries_advice_about_the_message() {
     let block = table.split("MESSAGES").nth(1).unwrap_or_default();
     assert!(block.contains(&format!("{mid}  failed")), "{table}");
     assert!(
-        block.contains("→ fix the cause, then ") && block.contains(&retry),
+        block.contains("→ its draft stays in Drafts; fix the cause, then ")
+            && block.contains(&retry),
         "{table}"
     );
 
