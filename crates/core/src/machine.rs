@@ -2849,8 +2849,8 @@ impl Machine {
                 if let Some(a) = self.active.get_mut(id) {
                     a.rec.failed_to = None;
                     a.rec.file = file;
-                    self.set_newest_file_of(id);
                 }
+                // `persist` indexes it: the path index knows its file as it is back there.
                 self.persist(id, out);
             }
             MoveOutcome::Refused(f) => {
@@ -2877,17 +2877,6 @@ impl Machine {
     fn set_aside(&mut self, rec: Record) {
         if self.policy.failed_dirs.contains(&rec.mapping) && !self.active.contains_key(&rec.id) {
             self.activate(rec);
-        }
-    }
-
-    /// The path index knows the stat of entry `id`'s file as its record says now.
-    fn set_newest_file_of(&mut self, id: &str) {
-        let Some(a) = self.active.get(id) else {
-            return;
-        };
-        let (mapping, path, file) = (a.rec.mapping.clone(), a.rec.path.clone(), a.rec.file);
-        if self.newest(&mapping, &path).is_some_and(|b| b.id == id) {
-            self.set_newest_file(&mapping, &path, file);
         }
     }
 
@@ -3012,6 +3001,8 @@ fn make_id(mapping: &str, path: &Path, seq: u64, now: Time, n: u64) -> String {
     hex::encode(&h.finalize()[..6])
 }
 
+#[cfg(test)]
+mod failed_dir_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]

@@ -1563,6 +1563,55 @@ mod tests {
         );
     }
 
+    /// The fault an answer carries, for whoever waits on it (the simulation's Retry-After
+    /// oracle, `send`'s exit): every failed outcome has one, a success none.
+    #[test]
+    fn a_failed_outcome_names_its_fault_and_a_success_none() {
+        use super::{Fault, FindOutcome, MailFolder, Outcome, PostOutcome, SendOutcome};
+        let throttled = Fault::Throttled {
+            retry_after_ms: Some(2_000),
+        };
+        let failed = [
+            Outcome::Post(PostOutcome::Failed(throttled.clone())),
+            Outcome::Send(SendOutcome::Failed(throttled.clone())),
+            Outcome::Find(
+                MailFolder::SentItems,
+                FindOutcome::Failed(throttled.clone()),
+            ),
+        ];
+        for o in &failed {
+            assert_eq!(o.fault(), Some(&throttled), "{o:?}");
+        }
+        let created = Outcome::Post(PostOutcome::Created {
+            attachment_id: "a".into(),
+        });
+        assert_eq!(created.fault(), None);
+    }
+
+    /// An optional path (a record's `failed_to`) is stored and read back as it was, absent as
+    /// absent.
+    #[test]
+    fn an_optional_path_is_read_back_as_it_was_stored() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Maybe {
+            #[serde(
+                default,
+                skip_serializing_if = "Option::is_none",
+                with = "path_bytes::option"
+            )]
+            to: Option<PathBuf>,
+        }
+        for to in [None, Some(PathBuf::from("/drop/failed/é.pdf"))] {
+            let m = Maybe { to };
+            let text = serde_json::to_string(&m).expect("serialize");
+            assert_eq!(serde_json::from_str::<Maybe>(&text).expect("read"), m);
+        }
+        assert_eq!(
+            serde_json::from_str::<Maybe>(r#"{"to":null}"#).expect("null"),
+            Maybe { to: None }
+        );
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_path_that_is_not_unicode_is_stored_as_its_exact_bytes() {

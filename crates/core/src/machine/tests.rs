@@ -132,7 +132,7 @@ fn the_look_after_a_lost_answer_waits_from_when_the_answer_ended() {
     assert!((2_010..=2_010 + 2_000).contains(&t), "looked at {t} ms");
 }
 
-fn rule(if_exists: IfExists, after: After) -> MappingRule {
+pub(super) fn rule(if_exists: IfExists, after: After) -> MappingRule {
     MappingRule {
         name: "m".into(),
         target: Target {
@@ -1140,7 +1140,7 @@ fn an_attachment_on_its_way_out_is_never_adopted_as_the_same_bytes() {
 }
 
 /// The watcher reports `path` with `stat` at `t` and it settles: the actions answered.
-fn settle(m: &mut Machine, t: u64, path: &Path, stat: FileStat) -> Vec<Action> {
+pub(super) fn settle(m: &mut Machine, t: u64, path: &Path, stat: FileStat) -> Vec<Action> {
     let mut out = m.handle(
         Time(t),
         Input::Observed {
@@ -1563,7 +1563,7 @@ fn a_mailbox_with_no_place_free_holds_up_no_other_mailbox() {
     assert_eq!(posted, vec!["e1", "e3"]);
 }
 
-fn pending_record(id: &str, seq: u64) -> Record {
+pub(super) fn pending_record(id: &str, seq: u64) -> Record {
     let mut r = done_record();
     r.id = id.into();
     r.seq = seq;
