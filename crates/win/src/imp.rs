@@ -270,6 +270,60 @@ pub fn rename_by_handle(file: &std::fs::File, dir: &std::fs::File, name: &OsStr)
     Ok(())
 }
 
+/// `TIME_ZONE_INFORMATION`, the biases in minutes (UTC = local time + bias).
+#[repr(C)]
+struct TimeZoneInformation {
+    bias: i32,
+    standard_name: [u16; 32],
+    standard_date: [u16; 8],
+    standard_bias: i32,
+    daylight_name: [u16; 32],
+    daylight_date: [u16; 8],
+    daylight_bias: i32,
+}
+
+// windows-sys has it behind its Win32_System_Time feature (a rebuild of every crate on
+// windows-sys for one call).
+#[link(name = "kernel32")]
+extern "system" {
+    fn GetTimeZoneInformation(info: *mut TimeZoneInformation) -> u32;
+}
+
+/// The local time zone as Windows tells it now: which part of the year it is in (0 no daylight
+/// saving, 1 standard time, 2 daylight time) and the biases in minutes (UTC = local + bias +
+/// the part's bias).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeZone {
+    pub id: u32,
+    pub bias: i32,
+    pub standard_bias: i32,
+    pub daylight_bias: i32,
+}
+
+/// The local time zone (`GetTimeZoneInformation`).
+pub fn time_zone() -> io::Result<TimeZone> {
+    let mut info = TimeZoneInformation {
+        bias: 0,
+        standard_name: [0; 32],
+        standard_date: [0; 8],
+        standard_bias: 0,
+        daylight_name: [0; 32],
+        daylight_date: [0; 8],
+        daylight_bias: 0,
+    };
+    // SAFETY: `info` is a valid, writable TIME_ZONE_INFORMATION (laid out as Windows has it).
+    let id = unsafe { GetTimeZoneInformation(&mut info) };
+    if id == u32::MAX {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TimeZone {
+        id,
+        bias: info.bias,
+        standard_bias: info.standard_bias,
+        daylight_bias: info.daylight_bias,
+    })
+}
+
 /// This process's user: the token's TOKEN_USER, its SID inside the same buffer.
 struct TokenUserBuf(Vec<u64>);
 
