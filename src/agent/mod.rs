@@ -1724,20 +1724,24 @@ pub fn hangup_seen() -> Option<&'static str> {
 pub fn command_signal() -> impl std::future::Future<Output = ()> + Send {
     let shutdown = shutdown_signal();
     #[cfg(unix)]
-    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    async move {
-        #[cfg(unix)]
-        if let Some(mut h) = hup {
-            tokio::select! {
-                _ = shutdown => {}
-                _ = h.recv() => {
-                    *LAST_SIGNAL.lock().unwrap_or_else(|p| p.into_inner()) = Some("SIGHUP");
+    {
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        async move {
+            if let Some(mut h) = hup {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = h.recv() => {
+                        *LAST_SIGNAL.lock().unwrap_or_else(|p| p.into_inner()) = Some("SIGHUP");
+                    }
                 }
+                return;
             }
-            return;
+            shutdown.await
         }
-        shutdown.await
     }
+    // No SIGHUP elsewhere: the shutdown signal alone.
+    #[cfg(not(unix))]
+    shutdown
 }
 
 /// The answer to a first step (a POST, a session, the look before either) of an entry whose
