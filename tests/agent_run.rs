@@ -137,6 +137,9 @@ async fn a_file_changed_mid_upload_ends_attached_once_with_its_new_bytes() {
     assert!(agent.stop().success());
 }
 
+// Unix only: a file deleted while the agent reads it loses its name at once, and the upload is
+// canceled; on Windows the delete may wait for the agent's handle (the twin below).
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_deleted_mid_upload_leaves_no_open_session() {
     let env = Env::new();
@@ -163,6 +166,55 @@ async fn a_file_deleted_mid_upload_leaves_no_open_session() {
     let status = env.run(&["status", "--json"], T);
     let rows: Value = serde_json::from_str(&stdout(&status)).expect("json");
     assert_eq!(rows[0]["state"], json!("canceled"), "{rows}");
+    assert!(agent.stop().success());
+}
+
+/// The Windows twin of `a_file_deleted_mid_upload_leaves_no_open_session`. A delete of a file
+/// another process holds open (the agent opens it sharing delete, so the delete is allowed) takes
+/// its name away at once on NTFS with POSIX semantics (Windows 10 1903 on), and the upload is
+/// canceled as on Unix; elsewhere (older NTFS, FAT, shares, Wine) the name stays until the last
+/// handle closes, and the upload ends with the bytes it hashed. Either way no session is left
+/// open, nothing but the file's own bytes is attached, and the file is gone once the agent let go.
+#[cfg(windows)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_deleted_mid_upload_leaves_no_open_session_and_goes_when_the_upload_lets_go() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    config(&env, &item, "chunk_size = \"1MiB\"");
+    env.sandbox.faults(json!({"delay_ms": 300})).await;
+    let agent = Agent::start(&env, &[]);
+    let path = env.path("drop/big.iso");
+    let sha = write_file(&path, 10 * MIB, 3);
+    wait_until(T, "the upload to start", || async {
+        env.sandbox.stats().await["upload_bytes_committed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= MIB
+    })
+    .await;
+    std::fs::remove_file(&path).expect("rm (the agent's handle shares delete)");
+    wait_until(Duration::from_secs(60), "no session open", || async {
+        env.sandbox.stats().await["open_sessions"] == json!(0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attached = attached(&env.sandbox, &item).await;
+    let status = env.run(&["status", "--json"], T);
+    let rows: Value = serde_json::from_str(&stdout(&status)).expect("json");
+    if attached.is_empty() {
+        assert_eq!(rows[0]["state"], json!("canceled"), "{rows}");
+    } else {
+        assert_eq!(
+            attached,
+            std::collections::HashMap::from([("big.iso".to_string(), sha)]),
+            "only the bytes hashed"
+        );
+        assert_eq!(rows[0]["state"], json!("done"), "{rows}");
+    }
+    wait_until(Duration::from_secs(10), "the file gone", || async {
+        std::fs::symlink_metadata(&path).is_err()
+    })
+    .await;
     assert!(agent.stop().success());
 }
 

@@ -571,7 +571,7 @@ async fn a_session_expired_while_asleep_is_recreated_and_nothing_is_lost() {
 
 // ---- beyond the table ----
 
-// Unix only: symlinks (a reparse point on Windows is #26).
+// Unix only: symlinks (the Windows twin, with reparse points: below).
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn symlinks_are_not_followed_out_of_the_folder_by_default() {
@@ -595,6 +595,95 @@ async fn symlinks_are_not_followed_out_of_the_folder_by_default() {
         attached(&env.sandbox, &item).await,
         HashMap::from([("real.txt".to_string(), sha)])
     );
+}
+
+/// A symbolic link at `link` to `target`. Windows' own (`CreateSymbolicLinkW`) when it makes
+/// one; under Wine, whose `CreateSymbolicLinkW` answers yes and makes nothing, a host link
+/// made with the host's `ln -s` (Wine starts a Unix program it is asked to) between the two
+/// places `winepath -u` names: Wine shows such a link as the file or folder it leads to, so
+/// only the open's checks of the handle can tell it is one.
+#[cfg(windows)]
+fn windows_link(target: &Path, link: &Path, dir: bool) {
+    let made = if dir {
+        std::os::windows::fs::symlink_dir(target, link)
+    } else {
+        std::os::windows::fs::symlink_file(target, link)
+    };
+    if made.is_ok() && std::fs::symlink_metadata(link).is_ok() {
+        return;
+    }
+    let unix = |p: &Path| {
+        let out = std::process::Command::new("winepath")
+            .arg("-u")
+            .arg(p)
+            .output()
+            .expect("no symbolic link made, and no winepath: neither Windows nor Wine");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Wine starts a Unix program but gives no handle to wait on (the wait fails): wait for
+    // the link instead.
+    let _ = std::process::Command::new(r"Z:\bin\ln")
+        .args(["-s", &unix(target), &unix(link)])
+        .spawn()
+        .map(|mut c| c.wait());
+    let t0 = std::time::Instant::now();
+    while std::fs::metadata(link).is_err() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(std::fs::metadata(link).is_ok(), "the link leads nowhere");
+}
+
+/// #26: a reparse point in a drop folder is refused (the Windows twin of
+/// `symlinks_are_not_followed_out_of_the_folder_by_default`): a file link and a folder link to
+/// a folder outside, and a sent_dir that is a link out of the folder. Nothing behind a link is
+/// attached, and the file sent is not moved through the link (it stays where it was).
+#[cfg(windows)]
+#[tokio::test(flavor = "multi_thread")]
+async fn reparse_points_in_a_drop_folder_are_refused() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let f = folder(&env, "drop");
+    let outside = folder(&env, "private");
+    write_file(&outside.join("secret.key"), 100, 1);
+    windows_link(
+        &outside.join("secret.key"),
+        &f.join("link-to-secret.key"),
+        false,
+    );
+    windows_link(&outside, &f.join("link-to-dir"), true);
+    let sha = write_file(&f.join("real.txt"), 100, 2);
+    // Another mapping whose sent_dir is a link to the folder outside.
+    let g = folder(&env, "moved");
+    windows_link(&outside, &g.join("sent"), true);
+    let sha2 = write_file(&g.join("sent-me.txt"), 100, 3);
+    env.write_config(
+        "",
+        &(mapping("drop", &f, "message", &item, "recursive = true")
+            + &mapping("moved", &g, "message", &item, "after = \"move\"")),
+    );
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(
+        attached(&env.sandbox, &item).await,
+        HashMap::from([
+            ("real.txt".to_string(), sha),
+            ("sent-me.txt".to_string(), sha2)
+        ]),
+        "{}",
+        stderr(&out)
+    );
+    assert!(g.join("sent-me.txt").exists(), "moved through a link");
+    let names: Vec<_> = std::fs::read_dir(&outside)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["secret.key"], "{}", stderr(&out));
+    // A link the scan took for a file (Wine's host links) is a failed entry saying why.
+    for (name, row) in rows(&env) {
+        if name == "link-to-secret.key" || name == "secret.key" {
+            assert_eq!(row["state"], json!("failed"), "{name}: {row}");
+            assert!(row["error"].to_string().contains("symbolic link"), "{row}");
+        }
+    }
 }
 
 // Unix only: modes, and a run as `nobody`.

@@ -694,6 +694,42 @@ fn service_install_dry_run_for_each_platform() {
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
 }
 
+/// The Windows twin of `service_install_dry_run_for_each_platform`'s Windows part (#26): on
+/// Windows the platform by default, a Scheduled Task at logon that runs this outbox.exe with the
+/// config, its XML well formed and meant for the user's profile, installed by `schtasks`; a dry
+/// run writes nothing.
+#[cfg(windows)]
+#[test]
+fn service_install_dry_run_on_windows_plans_a_scheduled_task_at_logon() {
+    let env = Env::new();
+    let cfg = env.write_config("", "");
+    let cfg_s = cfg.display().to_string();
+    let out = run_bounded(
+        env.cmd().args(["service", "install", "--dry-run"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let so = stdout(&out);
+    let (path, task) = dry_run_file(&so);
+    assert!(path.ends_with("outbox-task.xml"), "{path}");
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "a dry run wrote {path}"
+    );
+    assert_well_formed_xml(&task);
+    assert!(task.contains("<LogonTrigger>"), "{task}");
+    assert!(
+        task.to_lowercase()
+            .contains(&format!("<command>{}</command>", bin().to_lowercase())),
+        "{task}"
+    );
+    assert!(
+        task.contains(&format!("--config &quot;{cfg_s}&quot; run")),
+        "{task}"
+    );
+    assert!(so.contains("$ schtasks /Create /TN outbox /XML"), "{so}");
+}
+
 /// The man page (tests/man.rs) and shell completions in packaging/ are generated from the clap
 /// definitions; this fails when they are stale. `OUTBOX_BLESS=1 cargo test --test it commands::packaged_man_page` rewrites them.
 #[test]

@@ -535,6 +535,9 @@ async fn an_unreachable_identity_platform_is_not_a_sign_in_problem() {
 
 /// Item 14: the URL file of a session (it holds the authtoken) is removed once the session is
 /// deleted, even when the first DELETE fails.
+// Unix only: the cancel comes from the file's delete, which on Windows may wait for the agent's
+// handle (then nothing is canceled); the twin below cancels with `outbox cancel`.
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_url_file_goes_once_its_session_is_deleted() {
     let env = Env::new();
@@ -567,6 +570,54 @@ async fn the_url_file_goes_once_its_session_is_deleted() {
     })
     .await;
     assert!(env.sandbox.attachments(&item).await.is_empty());
+    agent.stop();
+}
+
+/// The Windows twin of `the_url_file_goes_once_its_session_is_deleted`: the upload canceled
+/// with `outbox cancel` over the control pipe (a delete of the file may wait for the agent's
+/// handle on Windows), the first DELETE of its session failing.
+#[cfg(windows)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_url_file_goes_once_its_session_is_deleted_after_a_cancel() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = folder_config(
+        &env,
+        &item,
+        "chunk_size = \"1MiB\"",
+        "if_exists = \"attach\"",
+    );
+    env.sandbox.faults(json!({"delay_ms": 300})).await;
+    let agent = Agent::start(&env, &[]);
+    let file = folder.join("gone.bin");
+    write_file(&file, 8 * MIB, 14);
+    wait_until(T, "the upload session to open", || async {
+        env.sandbox.stats().await["open_sessions"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    })
+    .await;
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "delete", "status": 500}]}))
+        .await;
+    let out = env.run(&["status", "--json"], T);
+    let rows: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let id = rows[0]["id"].as_str().expect("an entry").to_string();
+    let out = env.run(&["cancel", &id], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sessions = env.state_dir().join("sessions");
+    wait_until(T, "the session and its URL file to go", || async {
+        let files = std::fs::read_dir(&sessions).map(|d| d.count()).unwrap_or(0);
+        files == 0 && env.sandbox.stats().await["open_sessions"] == json!(0)
+    })
+    .await;
+    assert!(env.sandbox.attachments(&item).await.is_empty());
+    let stats = env.sandbox.stats().await;
+    assert!(
+        count(&stats, "upload_delete") >= 2,
+        "the failed DELETE asked again: {stats}"
+    );
     agent.stop();
 }
 

@@ -1047,6 +1047,8 @@ async fn a_wrong_item_is_said_once_per_mapping_and_a_sent_message_as_not_a_draft
     insta::assert_snapshot!("a_sent_message_said_once_for_its_mapping", text);
 }
 
+// Unix only in use (the test that polls is).
+#[cfg(unix)]
 /// Digits as `N` (times, pids, counts), the temp dir as `[TMP]`: a snapshot of text with clock
 /// times in it reads the same on every run.
 fn masked_times(text: &str, dir: &Path) -> String {
@@ -1091,6 +1093,8 @@ fn status_now(env: &Env) -> (String, std::collections::HashMap<String, serde_jso
     (stdout(&out), rows)
 }
 
+// Unix only in use (the test that polls is).
+#[cfg(unix)]
 /// Poll `status` until `file`'s note contains `needle`: (the table, its JSON row).
 async fn poll(env: &Env, what: &str, file: &str, needle: &str) -> (String, serde_json::Value) {
     let start = std::time::Instant::now();

@@ -189,8 +189,9 @@ fn sign_in_pause_ms() -> u64 {
 }
 
 /// The local time's offset from UTC (for `{date}` in a message's subject and body), in ms; 0
-/// when it cannot be told. Asked of `date +%z` once per process: the `time` crate will not read
-/// the local offset in a multi-threaded program, and the core must not read clocks.
+/// when it cannot be told. Asked once per process: of `date +%z` on Unix (the `time` crate will
+/// not read the local offset in a multi-threaded program), of `GetTimeZoneInformation` on
+/// Windows; the core must not read clocks.
 fn local_utc_offset_ms() -> i64 {
     static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     *OFFSET.get_or_init(|| {
@@ -205,14 +206,37 @@ fn local_utc_offset_ms() -> i64 {
                 .and_then(|o| parse_utc_offset(String::from_utf8_lossy(&o.stdout).trim()))
                 .unwrap_or(0)
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            outbox_win::time_zone()
+                .ok()
+                .and_then(|z| zone_offset_ms(z.id, z.bias, z.standard_bias, z.daylight_bias))
+                .unwrap_or(0)
+        }
+        #[cfg(not(any(unix, windows)))]
         {
             0
         }
     })
 }
 
+/// Windows' time zone as `GetTimeZoneInformation` answers it (which part of the year it is in:
+/// 0 no daylight saving, 1 standard, 2 daylight; the biases in minutes, UTC = local + bias +
+/// the part's bias) as the offset of local time from UTC, in ms.
+#[cfg_attr(not(windows), allow(dead_code))]
+fn zone_offset_ms(id: u32, bias: i32, standard_bias: i32, daylight_bias: i32) -> Option<i64> {
+    let part = match id {
+        0 => 0,
+        1 => standard_bias,
+        2 => daylight_bias,
+        _ => return None,
+    };
+    let minutes = -(i64::from(bias) + i64::from(part));
+    (minutes.abs() <= 14 * 60).then_some(minutes * 60_000)
+}
+
 /// `+HHMM` / `-HHMM` in ms.
+#[cfg_attr(not(unix), allow(dead_code))]
 fn parse_utc_offset(s: &str) -> Option<i64> {
     let (sign, rest) = match s.as_bytes().first()? {
         b'+' => (1, &s[1..]),
@@ -1654,20 +1678,24 @@ pub fn hangup_seen() -> Option<&'static str> {
 pub fn command_signal() -> impl std::future::Future<Output = ()> + Send {
     let shutdown = shutdown_signal();
     #[cfg(unix)]
-    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    async move {
-        #[cfg(unix)]
-        if let Some(mut h) = hup {
-            tokio::select! {
-                _ = shutdown => {}
-                _ = h.recv() => {
-                    *LAST_SIGNAL.lock().unwrap_or_else(|p| p.into_inner()) = Some("SIGHUP");
+    {
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        async move {
+            if let Some(mut h) = hup {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = h.recv() => {
+                        *LAST_SIGNAL.lock().unwrap_or_else(|p| p.into_inner()) = Some("SIGHUP");
+                    }
                 }
+                return;
             }
-            return;
+            shutdown.await
         }
-        shutdown.await
     }
+    // No SIGHUP elsewhere: the shutdown signal alone.
+    #[cfg(not(unix))]
+    shutdown
 }
 
 impl crate::core::exec::Ledger for Agent {
@@ -1766,4 +1794,42 @@ fn refused_unrecorded(action: &Action, unrecorded: &HashSet<String>) -> Option<I
         id: id.clone(),
         outcome,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_windows_time_zone_is_the_offset_of_local_time_from_utc() {
+        const H: i64 = 3_600_000;
+        // Central Europe: bias -60; in summer the daylight bias -60 more.
+        assert_eq!(zone_offset_ms(1, -60, 0, -60), Some(H));
+        assert_eq!(zone_offset_ms(2, -60, 0, -60), Some(2 * H));
+        // New York: bias 300 (five hours behind), daylight -60.
+        assert_eq!(zone_offset_ms(2, 300, 0, -60), Some(-4 * H));
+        // India, no daylight saving: +5:30.
+        assert_eq!(zone_offset_ms(0, -330, 0, 0), Some(5 * H + H / 2));
+        // TIME_ZONE_ID_INVALID, or nonsense: not told.
+        assert_eq!(zone_offset_ms(u32::MAX, 0, 0, 0), None);
+        assert_eq!(zone_offset_ms(0, 24 * 60, 0, 0), None);
+    }
+
+    #[test]
+    fn a_unix_date_offset_is_read() {
+        assert_eq!(parse_utc_offset("+0530"), Some(19_800_000));
+        assert_eq!(parse_utc_offset("-0400"), Some(-14_400_000));
+        assert_eq!(parse_utc_offset("0400"), None);
+    }
+
+    /// The call itself, as Windows (or Wine) answers it: a zone within a day of UTC, the one
+    /// `{date}` uses.
+    #[cfg(windows)]
+    #[test]
+    fn the_local_time_zone_is_asked_of_windows() {
+        let z = outbox_win::time_zone().expect("GetTimeZoneInformation");
+        let ms = zone_offset_ms(z.id, z.bias, z.standard_bias, z.daylight_bias);
+        assert!(ms.is_some(), "{z:?}");
+        assert_eq!(local_utc_offset_ms(), ms.unwrap_or(0));
+    }
 }

@@ -18,7 +18,37 @@ fn absolute(p: &Path) -> PathBuf {
             .map(|d| d.join(p))
             .unwrap_or_else(|_| p.to_path_buf())
     };
-    std::fs::canonicalize(&abs).unwrap_or(abs)
+    std::fs::canonicalize(&abs).map_or(abs, without_verbatim)
+}
+
+/// A Windows path as a person and the Task Scheduler write it: `canonicalize` gives the
+/// verbatim form (`\\?\C:\…`, `\\?\UNC\server\share\…`), which a task's command line and
+/// `--config` would carry as is. Plain when that form says the same (under 260 characters, no
+/// `.` or `..` component); anything else is left as it was.
+fn without_verbatim(p: PathBuf) -> PathBuf {
+    let Some(text) = p.to_str() else {
+        return p;
+    };
+    let plain = if let Some(rest) = text.strip_prefix(r"\\?\UNC\") {
+        format!(r"\\{rest}")
+    } else if let Some(rest) = text.strip_prefix(r"\\?\") {
+        let b = rest.as_bytes();
+        if b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\' {
+            rest.to_string()
+        } else {
+            return p;
+        }
+    } else {
+        return p;
+    };
+    let odd = plain
+        .split('\\')
+        .skip(1)
+        .any(|c| c == "." || c == ".." || c.ends_with('.') || c.ends_with(' '));
+    if plain.len() >= 260 || odd {
+        return p;
+    }
+    PathBuf::from(plain)
 }
 
 /// The effective user id, read from the owner of a file this process creates (no `unsafe`).
@@ -339,4 +369,25 @@ fn execute(step: &Step) -> Result<(), CommandError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verbatim_windows_path_is_written_plain_when_it_means_the_same() {
+        let plain = |s: &str| without_verbatim(PathBuf::from(s)).display().to_string();
+        assert_eq!(
+            plain(r"\\?\C:\Users\me\outbox.exe"),
+            r"C:\Users\me\outbox.exe"
+        );
+        assert_eq!(plain(r"\\?\UNC\srv\share\o.toml"), r"\\srv\share\o.toml");
+        // Kept verbatim: what the plain form would read otherwise, or cannot hold.
+        assert_eq!(plain(r"\\?\C:\a\dot.\o.exe"), r"\\?\C:\a\dot.\o.exe");
+        assert_eq!(plain(r"\\?\Volume{x}\o.exe"), r"\\?\Volume{x}\o.exe");
+        let long = format!(r"\\?\C:\{}", "a".repeat(300));
+        assert_eq!(plain(&long), long);
+        assert_eq!(plain("/usr/bin/outbox"), "/usr/bin/outbox");
+    }
 }

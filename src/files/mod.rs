@@ -641,7 +641,8 @@ pub fn list_path(root: &Path, path: &Path) -> io::Result<Listing> {
     })
 }
 
-/// A folder below a mapped one that is another file system: not entered.
+/// A folder below a mapped one that is another file system: not entered (told apart on Unix).
+#[cfg(unix)]
 fn mount_point(rel: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::CrossesDevices,

@@ -348,7 +348,7 @@ pub mod path_bytes {
     #[cfg(windows)]
     fn from_raw(key: &str, bytes: Vec<u8>) -> Option<PathBuf> {
         use std::os::windows::ffi::OsStringExt;
-        if key != WIDE_KEY || bytes.len() % 2 != 0 {
+        if key != WIDE_KEY || !bytes.len().is_multiple_of(2) {
             return None;
         }
         let wide: Vec<u16> = bytes

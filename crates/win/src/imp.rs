@@ -1,10 +1,11 @@
 use std::ffi::OsStr;
 use std::io;
+use std::os::windows::ffi::{OsStrExt as _, OsStringExt as _};
 use std::os::windows::fs::OpenOptionsExt as _;
 use std::os::windows::io::{AsRawHandle as _, FromRawHandle as _, OwnedHandle};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer, ServerOptions};
-use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
+use windows_sys::Win32::Foundation::{LocalFree, RtlNtStatusToDosError, HANDLE};
 use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo,
     SDDL_REVISION_1, SE_KERNEL_OBJECT,
@@ -14,10 +15,18 @@ use windows_sys::Win32::Security::{
     PSID, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    FileBasicInfo, GetFileInformationByHandle, GetFileInformationByHandleEx,
-    BY_HANDLE_FILE_INFORMATION, FILE_BASIC_INFO, FILE_FLAG_BACKUP_SEMANTICS,
-    FILE_FLAG_OPEN_REPARSE_POINT, FILE_READ_ATTRIBUTES, FILE_SHARE_DELETE, FILE_SHARE_READ,
-    FILE_SHARE_WRITE,
+    FileAttributeTagInfo, FileBasicInfo, FileDispositionInfo, GetFileInformationByHandle,
+    GetFileInformationByHandleEx, GetFinalPathNameByHandleW, SetFileInformationByHandle,
+    BY_HANDLE_FILE_INFORMATION, FILE_ATTRIBUTE_REPARSE_POINT, FILE_ATTRIBUTE_TAG_INFO,
+    FILE_BASIC_INFO, FILE_DISPOSITION_INFO, FILE_FLAG_BACKUP_SEMANTICS,
+    FILE_FLAG_OPEN_REPARSE_POINT, FILE_NAME_NORMALIZED, FILE_READ_ATTRIBUTES, FILE_RENAME_INFO,
+    FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, VOLUME_NAME_DOS,
+};
+
+/// Access rights and open flags outbox passes to std's `OpenOptionsExt`.
+pub use windows_sys::Win32::Storage::FileSystem::{
+    DELETE, FILE_FLAG_BACKUP_SEMANTICS as BACKUP_SEMANTICS,
+    FILE_FLAG_OPEN_REPARSE_POINT as OPEN_REPARSE_POINT, FILE_READ_ATTRIBUTES as READ_ATTRIBUTES,
 };
 use windows_sys::Win32::System::Pipes::GetNamedPipeServerProcessId;
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
@@ -93,6 +102,226 @@ pub fn path_info(path: &Path, follow: bool) -> io::Result<FileInfo> {
         .custom_flags(flags)
         .open(path)?;
     file_info(&f)
+}
+
+/// The reparse tag of the file `file` is open on, `None` when it is no reparse point. Open it
+/// with [`OPEN_REPARSE_POINT`] to ask about a link itself rather than its target.
+pub fn reparse_tag(file: &std::fs::File) -> io::Result<Option<u32>> {
+    let mut info = FILE_ATTRIBUTE_TAG_INFO::default();
+    // SAFETY: the handle is `file`'s, open for the call; the buffer is a FILE_ATTRIBUTE_TAG_INFO
+    // and its size is passed with it.
+    let ok = unsafe {
+        GetFileInformationByHandleEx(
+            file.as_raw_handle() as HANDLE,
+            FileAttributeTagInfo,
+            (&mut info as *mut FILE_ATTRIBUTE_TAG_INFO).cast(),
+            std::mem::size_of::<FILE_ATTRIBUTE_TAG_INFO>() as u32,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((info.FileAttributes & FILE_ATTRIBUTE_REPARSE_POINT != 0).then_some(info.ReparseTag))
+}
+
+/// Whether a reparse tag names another place (a symbolic link, a junction, any tag with the
+/// name-surrogate bit): a link. Other reparse points (OneDrive's placeholders, deduplicated
+/// files) are files of their own.
+pub fn is_name_surrogate(tag: u32) -> bool {
+    tag & 0x2000_0000 != 0
+}
+
+/// The path the file `file` is open on, as the system resolved it: every link and junction on
+/// the way followed, the names as the volume spells them (`\\?\C:\…`).
+pub fn final_path(file: &std::fs::File) -> io::Result<PathBuf> {
+    let handle = file.as_raw_handle() as HANDLE;
+    let mut buf = vec![0u16; 512];
+    loop {
+        let cap = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        // SAFETY: the handle is `file`'s, open for the call; `buf` holds `cap` writable u16s.
+        let n = unsafe {
+            GetFinalPathNameByHandleW(
+                handle,
+                buf.as_mut_ptr(),
+                cap,
+                FILE_NAME_NORMALIZED | VOLUME_NAME_DOS,
+            )
+        };
+        if n == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n < buf.len() {
+            buf.truncate(n);
+            return Ok(PathBuf::from(std::ffi::OsString::from_wide(&buf)));
+        }
+        // Too small: `n` is the size needed, its NUL included.
+        if n > 32_768 * 2 {
+            return Err(io::Error::other("a final path longer than Windows allows"));
+        }
+        buf = vec![0u16; n + 1];
+    }
+}
+
+/// Delete the file `file` is open on (it must have been opened with [`DELETE`] access), by its
+/// handle: whatever name it has now, never what another name leads to.
+pub fn delete_by_handle(file: &std::fs::File) -> io::Result<()> {
+    let info = FILE_DISPOSITION_INFO { DeleteFile: true };
+    // SAFETY: the handle is `file`'s, open for the call; the buffer is a FILE_DISPOSITION_INFO
+    // and its size is passed with it.
+    let ok = unsafe {
+        SetFileInformationByHandle(
+            file.as_raw_handle() as HANDLE,
+            FileDispositionInfo,
+            (&info as *const FILE_DISPOSITION_INFO).cast(),
+            std::mem::size_of::<FILE_DISPOSITION_INFO>() as u32,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `IO_STATUS_BLOCK`: what `NtSetInformationFile` answers beside its status.
+#[repr(C)]
+struct IoStatusBlock {
+    status: usize,
+    information: usize,
+}
+
+/// `FileRenameInformation` of `FILE_INFORMATION_CLASS`.
+const FILE_RENAME_INFORMATION_CLASS: i32 = 10;
+
+// ntdll's own rename: `SetFileInformationByHandle(FileRenameInfo)` makes a name relative to the
+// current directory absolute before passing it on (Wine's does), which defeats a name
+// relative to `RootDirectory`; ntdll takes the name as given. windows-sys has it only behind
+// its WDK features (a rebuild of every crate on windows-sys), hence this one declaration.
+#[link(name = "ntdll")]
+extern "system" {
+    fn NtSetInformationFile(
+        handle: HANDLE,
+        io: *mut IoStatusBlock,
+        info: *const std::ffi::c_void,
+        len: u32,
+        class: i32,
+    ) -> i32;
+}
+
+/// Rename the file `file` is open on (opened with [`DELETE`] access) to `name` in the folder
+/// `dir` is open on, never over anything there (an error of kind `AlreadyExists`). The folder
+/// is named by its handle (`RootDirectory`, the name relative to it): wherever it is now, no
+/// path to it is followed again.
+pub fn rename_by_handle(file: &std::fs::File, dir: &std::fs::File, name: &OsStr) -> io::Result<()> {
+    let wide: Vec<u16> = name.encode_wide().collect();
+    if wide.is_empty()
+        || wide
+            .iter()
+            .any(|&c| c == 0 || c == u16::from(b'\\') || c == u16::from(b'/'))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a file name",
+        ));
+    }
+    let head = std::mem::offset_of!(FILE_RENAME_INFO, FileName);
+    let bytes = head + (wide.len() + 1) * 2;
+    let (Ok(size), Ok(name_len)) = (u32::try_from(bytes), u32::try_from(wide.len() * 2)) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a name too long",
+        ));
+    };
+    // u64s: aligned for FILE_RENAME_INFO (a handle in it) whatever the length.
+    let mut buf = vec![0u64; bytes.div_ceil(8)];
+    let info = buf.as_mut_ptr().cast::<FILE_RENAME_INFO>();
+    // SAFETY: `buf` is zeroed, 8-aligned and holds `bytes` bytes: the header up to FileName and
+    // the name with its NUL after it. The fields are written in place through raw pointers (no
+    // reference to the partly filled struct), and the name copied into the room after the
+    // header, inside `buf`. (FILE_RENAME_INFO is laid out as ntdll's FILE_RENAME_INFORMATION;
+    // ReplaceIfExists stays false.)
+    unsafe {
+        std::ptr::addr_of_mut!((*info).RootDirectory).write(dir.as_raw_handle() as HANDLE);
+        std::ptr::addr_of_mut!((*info).FileNameLength).write(name_len);
+        let to = buf.as_mut_ptr().cast::<u8>().add(head).cast::<u16>();
+        std::ptr::copy_nonoverlapping(wide.as_ptr(), to, wide.len());
+    }
+    let mut io_status = IoStatusBlock {
+        status: 0,
+        information: 0,
+    };
+    // SAFETY: both handles are open for the call (`file`'s, and `dir`'s inside the buffer); the
+    // buffer is the FILE_RENAME_INFORMATION built above, `size` bytes long; `io_status` is a
+    // valid, writable IO_STATUS_BLOCK.
+    let status = unsafe {
+        NtSetInformationFile(
+            file.as_raw_handle() as HANDLE,
+            &mut io_status,
+            buf.as_ptr().cast(),
+            size,
+            FILE_RENAME_INFORMATION_CLASS,
+        )
+    };
+    if status < 0 {
+        // SAFETY: a pure conversion of a status code.
+        let code = unsafe { RtlNtStatusToDosError(status) };
+        return Err(io::Error::from_raw_os_error(code as i32));
+    }
+    Ok(())
+}
+
+/// `TIME_ZONE_INFORMATION`, the biases in minutes (UTC = local time + bias).
+#[repr(C)]
+struct TimeZoneInformation {
+    bias: i32,
+    standard_name: [u16; 32],
+    standard_date: [u16; 8],
+    standard_bias: i32,
+    daylight_name: [u16; 32],
+    daylight_date: [u16; 8],
+    daylight_bias: i32,
+}
+
+// windows-sys has it behind its Win32_System_Time feature (a rebuild of every crate on
+// windows-sys for one call).
+#[link(name = "kernel32")]
+extern "system" {
+    fn GetTimeZoneInformation(info: *mut TimeZoneInformation) -> u32;
+}
+
+/// The local time zone as Windows tells it now: which part of the year it is in (0 no daylight
+/// saving, 1 standard time, 2 daylight time) and the biases in minutes (UTC = local + bias +
+/// the part's bias).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeZone {
+    pub id: u32,
+    pub bias: i32,
+    pub standard_bias: i32,
+    pub daylight_bias: i32,
+}
+
+/// The local time zone (`GetTimeZoneInformation`).
+pub fn time_zone() -> io::Result<TimeZone> {
+    let mut info = TimeZoneInformation {
+        bias: 0,
+        standard_name: [0; 32],
+        standard_date: [0; 8],
+        standard_bias: 0,
+        daylight_name: [0; 32],
+        daylight_date: [0; 8],
+        daylight_bias: 0,
+    };
+    // SAFETY: `info` is a valid, writable TIME_ZONE_INFORMATION (laid out as Windows has it).
+    let id = unsafe { GetTimeZoneInformation(&mut info) };
+    if id == u32::MAX {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TimeZone {
+        id,
+        bias: info.bias,
+        standard_bias: info.standard_bias,
+        daylight_bias: info.daylight_bias,
+    })
 }
 
 /// This process's user: the token's TOKEN_USER, its SID inside the same buffer.
