@@ -262,6 +262,9 @@ pub struct Sim {
     /// Partial attachments made by a 201 before the last byte whose answer never reached the
     /// client: nothing can find them (their bytes match no version), so they are the server's.
     evil_orphans: BTreeSet<String>,
+    /// Every partial attachment an early 201 made (`evil_orphans` holds those the client was
+    /// never told of, or whose telling a crash took back before it was flushed).
+    evil_made: BTreeSet<String>,
     /// Attachments made by an entry whose look then adopted another copy of the same name and
     /// bytes (see `check_final`).
     adopted: BTreeSet<String>,
@@ -623,6 +626,7 @@ impl Sim {
             crashes: 0,
             evil: false,
             evil_orphans: BTreeSet::new(),
+            evil_made: BTreeSet::new(),
             adopted: BTreeSet::new(),
             final_check: false,
             log: Vec::new(),
@@ -1408,8 +1412,9 @@ impl Sim {
                 self.writers.push(Writer {
                     path: path.clone(),
                     versions: vec![(ino, c.size, now_ns)],
-                    // An agent that is down sees none of its closes.
-                    covered: self.machine.is_some(),
+                    // An agent that is down sees none of its closes, nor one whose folder is
+                    // unmounted (seed 200735: the first close lost, the second taken as final).
+                    covered: self.machine.is_some() && !self.unmounted.contains(&mapping),
                     pauses,
                     left: times + 1,
                     made: Vec::new(),
@@ -2075,6 +2080,27 @@ impl Sim {
                 }
             }
         }
+        // A partial attachment of an early 201 whose answer the client took in a batch the
+        // crash cut before its flush: the client's ledger never knew it (no other answer names
+        // its bytes, so no look finds it). Graph broke its protocol and the crash hid it: the
+        // world's limit, as when the answer never arrived.
+        let known: BTreeSet<&str> = self
+            .ledger
+            .values()
+            .flat_map(|r| {
+                r.attachment_id
+                    .as_deref()
+                    .into_iter()
+                    .chain(r.garbage.iter().map(String::as_str))
+            })
+            .collect();
+        let forgotten: Vec<String> = self
+            .evil_made
+            .iter()
+            .filter(|a| !known.contains(a.as_str()))
+            .cloned()
+            .collect();
+        self.evil_orphans.extend(forgotten);
     }
 
     /// The waits an input obliges the agent to: Retry-After to the millisecond, and at least
@@ -2712,6 +2738,7 @@ impl Sim {
                             let s = self.sessions.remove(&sid).expect("session");
                             let att = self.add_attachment(&s.item, &s.name, None, &s.entry);
                             self.evil_orphans.insert(att.clone());
+                            self.evil_made.insert(att.clone());
                             return Some(Outcome::Chunk(ChunkOutcome::Completed {
                                 attachment_id: Some(att),
                             }));
@@ -3934,6 +3961,14 @@ mod tests {
     /// Every seed that ever broke an invariant, kept forever (each was a bug in the machine or
     /// the world; the comment says which).
     const FAILED_ONCE: &[(u64, &str)] = &[
+        (
+            201528,
+            "the world: an early 201 (a partial attachment, Graph breaking its protocol) whose answer a crash took back before its flush was counted as the client's to clean up; the client's ledger never knew it",
+        ),
+        (
+            200735,
+            "the world: a slow writer started while its folder was unmounted counted as one the settle rule covers, though the agent saw none of its first close",
+        ),
         (
             0,
             "settle: a writer back after a close, its next pause past settle_after_close, had that close taken as final (a version hashed before its writer finished; caught with the old rule planted, 484 of 2,000 seeds)",
