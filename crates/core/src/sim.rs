@@ -3438,6 +3438,14 @@ impl Sim {
                 // In `failed_dir` by a move whose answer a crash lost, a new file at its path:
                 // `outbox retry` refuses it (the user's to sort out).
                 && !self.lost_move_in_the_way(r)
+                // Known limit (seed 15696): its draft sent by hand from Outlook before the file
+                // was on it, its POST answered 404: the file fails as `ErrorItemNotFound`, says
+                // so, and `retry` mails it in a new message (a look for the draft first, then
+                // splitting the file off, would spare the user that retry).
+                && !(code == Some(crate::machine::ITEM_NOT_FOUND)
+                    && r.target
+                        .as_ref()
+                        .is_some_and(|t| self.hand_sent.contains(&t.item_id)))
             {
                 return Err(self.violation(format!(
                     "{} failed though every fault was transient: {:?}",
@@ -3961,6 +3969,10 @@ mod tests {
     /// Every seed that ever broke an invariant, kept forever (each was a bug in the machine or
     /// the world; the comment says which).
     const FAILED_ONCE: &[(u64, &str)] = &[
+        (
+            15696,
+            "a file's draft sent by hand from Outlook while its POST waited out a throttle: the POST's 404 fails the file (ErrorItemNotFound, in failed_dir, retry mails it); the oracle took it for a failure by transient faults (a known limit, docs/core.md)",
+        ),
         (
             201528,
             "the world: an early 201 (a partial attachment, Graph breaking its protocol) whose answer a crash took back before its flush was counted as the client's to clean up; the client's ledger never knew it",
