@@ -1486,7 +1486,7 @@ impl Machine {
             .get(mid)
             .is_some_and(|m| m.rec.state == MessageState::Sent)
         {
-            self.split_off_unattached(mid, out);
+            self.split_off_unattached(mid, None, out);
             return self.persist_message(mid, out);
         }
         if self
@@ -1565,7 +1565,9 @@ impl Machine {
     }
 
     /// The files of `mid` that are not done leave it, and wait for a message of their own.
-    fn split_off_unattached(&mut self, mid: &str, out: &mut Vec<Action>) {
+    /// (`sent_copy`: the sent message's id, when known: a file in doubt on the draft is looked
+    /// for there, since Exchange gives the sent copy an id of its own.)
+    fn split_off_unattached(&mut self, mid: &str, sent_copy: Option<&str>, out: &mut Vec<Action>) {
         let Some(m) = self.messages.get(mid) else {
             return;
         };
@@ -1635,7 +1637,26 @@ impl Machine {
             if searches {
                 self.unbind(&id, out);
             } else {
+                // No key to search by (the mapping does not search the mailbox): an attachment
+                // in doubt on the draft is looked for in its sent copy, by name and bytes; the
+                // draft's id answers 404 now, which is not "not there" (seed 301470: mailed
+                // twice).
+                let mut looks = false;
+                if let (Some(sent), Some(a)) = (sent_copy, self.active.get_mut(&id)) {
+                    if a.rec.may_exist && a.rec.session.is_none() {
+                        if let Some(t) = a.rec.target.as_mut() {
+                            t.item_id = sent.to_owned();
+                            looks = true;
+                        }
+                    }
+                }
                 self.persist(&id, out);
+                if looks {
+                    // In no message until the look answers: found, it went; not there, it
+                    // goes in a new one.
+                    self.make_ready(&id);
+                    continue;
+                }
             }
             self.collect(&id);
         }
@@ -2654,7 +2675,7 @@ impl Machine {
                         // A message never sent by this agent whose draft someone sent from
                         // Outlook: it went. Its files not yet on it were not in it: each goes
                         // in a new message.
-                        self.split_off_unattached(mid, out);
+                        self.split_off_unattached(mid, Some(&id), out);
                     }
                     // Sent (by this message's send, or an earlier run's).
                     self.message_sent(mid, internet_message_id, out);
