@@ -643,6 +643,9 @@ fn a_file_over_the_limits_says_so_before_anything_is_created() {
         "{err}"
     );
     assert!(err.contains("nothing was sent or created"), "{err}");
+    // What works: outbox makes no links.
+    assert!(err.contains("split or compress it under 150 MiB"), "{err}");
+    assert!(!err.contains("link"), "{err}");
     let (a, b) = (
         sparse("a.bin", 60 * 1024 * 1024),
         sparse("b.bin", 60 * 1024 * 1024),

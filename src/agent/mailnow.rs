@@ -86,7 +86,7 @@ pub async fn mail_files(
         let stat = files::file_stat(&path, &meta).ok_or_else(|| file_err("gone".into()))?;
         if stat.size > MAX_ATTACHMENT {
             return Err(file_err(format!(
-                "{} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; nothing was sent",
+                "{} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; nothing was sent (split or compress it under 150 MiB and mail the parts)",
                 stat.size
             )));
         }

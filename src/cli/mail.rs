@@ -69,8 +69,8 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
                 ExitCode::Failed,
                 format!(
                     "{} is {} ({} bytes), over Graph's 150 MiB attachment limit ({MAX_ATTACHMENT} \
-                     bytes): no message can carry it; nothing was sent or created (split it, or \
-                     share a link to it instead)",
+                     bytes): no message can carry it; nothing was sent or created (split or \
+                     compress it under 150 MiB and mail the parts)",
                     crate::outside::path(path),
                     human_size(meta.len()),
                     meta.len()
