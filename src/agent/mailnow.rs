@@ -260,7 +260,8 @@ pub async fn mail_files(
                     crate::outside::printable(id)
                 )),
                 Some(_) => None,
-                None if drafted_here || found_draft => Some("its draft was deleted".to_owned()),
+                // (A draft asked for and refused was never made: nothing to say of it.)
+                None if found_draft => Some("its draft was deleted".to_owned()),
                 None => None,
             };
             if let Some(d) = draft {
