@@ -1033,8 +1033,8 @@ impl Agent {
                     }
                     Some(key) => {
                         tracing::error!(file = %file, entry = %id, code = %code, mapping = %key.0, "{message} — said once for mapping `{}`: its other files refused this way are listed by `outbox status --state failed`; once the item is fixed in the config, `outbox retry --failed`", crate::outside::printable(&key.0));
-                        self.notifier.failed(
-                            &format!("mapping {}", key.0),
+                        self.notifier.mapping_waits(
+                            &key.0,
                             &format!(
                                 "{}; its files wait for the item to be fixed",
                                 failure.message
@@ -1075,8 +1075,8 @@ impl Agent {
                     waiting,
                     "the mapping made its max_messages messages in their window: {waiting} file(s) wait about {mins} min for it (raise [mapping.new_message] max_messages, or \"off\", if the folder should mail more)"
                 );
-                self.notifier.failed(
-                    &format!("mapping {mapping}"),
+                self.notifier.mapping_waits(
+                    &mapping,
                     &format!("max_messages reached: {waiting} file(s) wait about {mins} min"),
                 );
             }
