@@ -1108,12 +1108,21 @@ async fn a_draft_refused_with_403_names_mail_readwrite_only() {
         .await;
     write_file(&env.path("scans/scan.pdf"), 100, 2);
     let out = env.run(&["run", "--once"], T);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    // Its file waits for a retry of its message, not for a folder that is there.
+    assert!(!log.contains("mapped folder to come back"), "{log}");
+    assert!(log.contains("outbox retry"), "{log}");
     let out = env.run(&["status", "--json"], T);
     let rows: Value = serde_json::from_str(&stdout(&out)).expect("status json");
     let error = rows[0]["message"]["error"].to_string();
     assert!(
         error.contains("Mail.ReadWrite") && !error.contains("Calendars"),
         "{rows:#}"
+    );
+    let mid = rows[0]["message"]["id"].as_str().expect("message id");
+    assert!(
+        log.contains(&format!("wait for `outbox retry {mid}`")),
+        "{log}"
     );
 }
