@@ -1112,6 +1112,8 @@ async fn a_draft_refused_with_403_names_mail_readwrite_only() {
     assert_eq!(out.status.code(), Some(1), "{log}");
     // Its file waits for a retry of its message, not for a folder that is there.
     assert!(!log.contains("mapped folder to come back"), "{log}");
+    // Nor is a draft said to stay in Drafts: none was made.
+    assert!(!log.contains("stays in Drafts"), "{log}");
     assert!(log.contains("outbox retry"), "{log}");
     let out = env.run(&["status", "--json"], T);
     let rows: Value = serde_json::from_str(&stdout(&out)).expect("status json");

@@ -1105,8 +1105,16 @@ impl Agent {
                 failure,
             } => {
                 // A message none of whose files is left has its draft deleted (SPEC 8).
+                let drafted = self
+                    .machine
+                    .messages()
+                    .find(|m| m.id == id)
+                    .is_none_or(|m| m.draft_id.is_some() || m.may_exist);
                 let draft = if failure.code == crate::core::machine::NO_FILES_LEFT {
                     "its draft is deleted"
+                } else if !drafted {
+                    // Its draft was refused (or never asked for): nothing is in Drafts.
+                    "no draft was made"
                 } else {
                     "a draft it made stays in Drafts"
                 };
