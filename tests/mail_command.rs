@@ -643,6 +643,9 @@ fn a_file_over_the_limits_says_so_before_anything_is_created() {
         "{err}"
     );
     assert!(err.contains("nothing was sent or created"), "{err}");
+    // What works: outbox makes no links.
+    assert!(err.contains("split or compress it under 150 MiB"), "{err}");
+    assert!(!err.contains("link"), "{err}");
     let (a, b) = (
         sparse("a.bin", 60 * 1024 * 1024),
         sparse("b.bin", 60 * 1024 * 1024),
@@ -818,4 +821,44 @@ fn a_send_in_doubt_exits_4_even_with_stdout_closed() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("may have been sent"), "{err}");
+}
+
+/// A file name's control characters (and the letter's other unsafe characters) do not reach
+/// the attachment name `outbox mail` sends: they become U+FFFD, as the agent's and `outbox
+/// send`'s attachments name them (`core::mail::attachment_name`).
+#[cfg(unix)]
+#[test]
+fn a_control_character_in_a_mailed_file_name_does_not_reach_the_attachment_name() {
+    let env = setup();
+    let rt = rt();
+    std::fs::create_dir_all(env.path("in")).unwrap();
+    let nl = env.path("in/two\nlines.txt");
+    let bidi = env.path("in/Invoice_\u{202E}fdp.exe");
+    write_file(&nl, 100, 1);
+    write_file(&bidi, 100, 2);
+    let out = env.run(
+        &[
+            "mail",
+            nl.to_str().unwrap(),
+            bidi.to_str().unwrap(),
+            "--to",
+            "ap@contoso.com",
+        ],
+        LONG,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sent = sent_after_move(&env, &rt, 1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let mut names: Vec<String> = sent[0]["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["Invoice_\u{FFFD}fdp.exe", "two\u{FFFD}lines.txt"],
+        "{sent:?}"
+    );
 }

@@ -1079,3 +1079,52 @@ async fn a_send_refused_with_403_names_mail_send_and_what_became_of_the_draft() 
         stdout(&out)
     );
 }
+
+/// A draft's creation refused with 403 names Mail.ReadWrite, the one permission a draft needs,
+/// not "Mail.ReadWrite / Calendars.ReadWrite" (no calendar is involved), in `outbox mail`'s
+/// error and in the agent's failed message alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draft_refused_with_403_names_mail_readwrite_only() {
+    let env = Env::new();
+    env.write_config("", &mailing(&env, ""));
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "draft", "status": 403}]}))
+        .await;
+    let file = env.path("note.txt");
+    write_file(&file, 100, 1);
+    let out = env.run(
+        &["mail", file.to_str().unwrap(), "--to", "ap@contoso.example"],
+        T,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Mail.ReadWrite"), "{err}");
+    assert!(!err.contains("Calendars"), "{err}");
+    // No draft was made: none was deleted either.
+    assert!(!err.contains("draft was deleted"), "{err}");
+
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "draft", "status": 403}]}))
+        .await;
+    write_file(&env.path("scans/scan.pdf"), 100, 2);
+    let out = env.run(&["run", "--once"], T);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    // Its file waits for a retry of its message, not for a folder that is there.
+    assert!(!log.contains("mapped folder to come back"), "{log}");
+    // Nor is a draft said to stay in Drafts: none was made.
+    assert!(!log.contains("stays in Drafts"), "{log}");
+    assert!(log.contains("outbox retry"), "{log}");
+    let out = env.run(&["status", "--json"], T);
+    let rows: Value = serde_json::from_str(&stdout(&out)).expect("status json");
+    let error = rows[0]["message"]["error"].to_string();
+    assert!(
+        error.contains("Mail.ReadWrite") && !error.contains("Calendars"),
+        "{rows:#}"
+    );
+    let mid = rows[0]["message"]["id"].as_str().expect("message id");
+    assert!(
+        log.contains(&format!("wait for `outbox retry {mid}`")),
+        "{log}"
+    );
+}

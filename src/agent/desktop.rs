@@ -44,31 +44,43 @@ impl Notifier {
         self
     }
 
+    // A file name and a subject (made of file names) are outside text: each is shown quoted
+    // (`quoted`), so a name such as `x.pdf attached. Payment details changed` cannot read as
+    // outbox's own words.
+
     pub fn attached(&mut self, name: &str) {
         if self.level == NotifyLevel::All {
-            self.send("outbox: attached", name);
+            self.send("outbox: attached", &attached_text(name));
         }
     }
 
     /// Attached, and the attachment of its earlier version (of the same owner's) deleted.
     pub fn replaced(&mut self, name: &str) {
         if self.level == NotifyLevel::All {
-            self.send(
-                "outbox: replaced",
-                &format!("{name}: attached; its earlier version's attachment is deleted"),
-            );
+            self.send("outbox: replaced", &replaced_text(name));
         }
     }
 
+    /// File `name` was not attached, for `why` (outbox's words).
     pub fn failed(&mut self, name: &str, why: &str) {
         if self.level != NotifyLevel::Off {
-            self.send("outbox: could not attach a file", &format!("{name}: {why}"));
+            self.send("outbox: could not attach a file", &failed_text(name, why));
+        }
+    }
+
+    /// A mapping's files wait (its item refused them, or its `max_messages` was reached).
+    pub fn mapping_waits(&mut self, mapping: &str, why: &str) {
+        if self.level != NotifyLevel::Off {
+            self.send(
+                "outbox: could not attach a file",
+                &format!("mapping {}: {why}", quoted(mapping)),
+            );
         }
     }
 
     pub fn sent(&mut self, subject: &str) {
         if self.level == NotifyLevel::All {
-            self.send("outbox: sent", subject);
+            self.send("outbox: sent", &quoted(subject));
         }
     }
 
@@ -78,7 +90,10 @@ impl Notifier {
         if self.level != NotifyLevel::Off {
             self.send(
                 "outbox: a message was not sent",
-                &format!("{subject}: {why}; fix the cause, then `outbox retry {id}` ({draft})"),
+                &format!(
+                    "{}: {why}; fix the cause, then `outbox retry {id}` ({draft})",
+                    quoted(subject)
+                ),
             );
         }
     }
@@ -89,7 +104,7 @@ impl Notifier {
         if self.level != NotifyLevel::Off {
             self.send(
                 "outbox: a send could not be confirmed",
-                &format!("{subject}: not sent again; look in Sent Items, then `outbox retry {id}` if it is not there"),
+                &format!("{}: not sent again; look in Sent Items, then `outbox retry {id}` if it is not there", quoted(subject)),
             );
         }
     }
@@ -125,6 +140,36 @@ impl Notifier {
             Err(e) => tracing::debug!(error = %e, "no desktop notifier available"),
         }
     }
+}
+
+/// Outside text (a file name, a subject) as a notification shows it: between “ and ”, escaped
+/// as the log escapes it (`outside::printable`: a newline is `\n`, a bidi control `\u{202e}`),
+/// and a quotation mark of its own written `\u{201d}`, so it cannot end the quote early.
+fn quoted(text: &str) -> String {
+    let mut out = String::from("\u{201c}");
+    for c in crate::outside::printable(text).chars() {
+        match c {
+            '\u{201c}' | '\u{201d}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\u{201d}');
+    out
+}
+
+fn attached_text(name: &str) -> String {
+    format!("{} was attached", quoted(name))
+}
+
+fn replaced_text(name: &str) -> String {
+    format!(
+        "{} was attached; its earlier version's attachment is deleted",
+        quoted(name)
+    )
+}
+
+fn failed_text(name: &str, why: &str) -> String {
+    format!("{}: {why}", quoted(name))
 }
 
 /// A variable whose name says it holds a credential (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`,
@@ -250,6 +295,25 @@ mod tests {
         ] {
             assert!(!super::secret_name(n), "{n}");
         }
+    }
+
+    /// A file name cannot pose as the notification's own words: it is quoted, its controls
+    /// escaped as the log escapes them, and a quotation mark of its own cannot end the quote.
+    #[test]
+    fn a_file_name_is_quoted_and_escaped_never_outboxs_words() {
+        let name = "x.pdf attached. Payment details changed";
+        assert_eq!(
+            super::attached_text(name),
+            "\u{201c}x.pdf attached. Payment details changed\u{201d} was attached"
+        );
+        let forged = "x.pdf\u{201d} was attached\nPayment details changed\u{202e}";
+        let text = super::failed_text(forged, "why");
+        assert_eq!(
+            text,
+            "\u{201c}x.pdf\\u{201d} was attached\\nPayment details changed\\u{202e}\u{201d}: why"
+        );
+        assert_eq!(text.matches('\u{201d}').count(), 1, "{text}");
+        assert!(super::replaced_text(name).starts_with('\u{201c}'));
     }
 
     #[test]

@@ -73,7 +73,9 @@ pub(super) async fn drive<U: UrlStore + Send + Sync + 'static, H: OneShot>(
                 }
             }
         }
-        if tasks.is_empty() && machine.quiescent() {
+        // Quiescent, or every entry left waits for a `retry` of its failed message (a draft
+        // Graph refused to make leaves its files unattached): no ledger keeps them for one.
+        if tasks.is_empty() && (machine.quiescent() || machine.only_blocked()) {
             return Ok(());
         }
         if hooks.done_early() {

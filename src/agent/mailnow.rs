@@ -86,7 +86,7 @@ pub async fn mail_files(
         let stat = files::file_stat(&path, &meta).ok_or_else(|| file_err("gone".into()))?;
         if stat.size > MAX_ATTACHMENT {
             return Err(file_err(format!(
-                "{} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; nothing was sent",
+                "{} bytes, over Graph's 150 MiB ({MAX_ATTACHMENT} bytes) attachment limit; nothing was sent (split or compress it under 150 MiB and mail the parts)",
                 stat.size
             )));
         }
@@ -260,7 +260,8 @@ pub async fn mail_files(
                     crate::outside::printable(id)
                 )),
                 Some(_) => None,
-                None if drafted_here || found_draft => Some("its draft was deleted".to_owned()),
+                // (A draft asked for and refused was never made: nothing to say of it.)
+                None if found_draft => Some("its draft was deleted".to_owned()),
                 None => None,
             };
             if let Some(d) = draft {

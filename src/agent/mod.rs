@@ -31,7 +31,7 @@ use crate::graph::{GraphClient, ItemRef};
 use crate::ledger::{Ledger, LedgerEntry, LedgerError, SessionStore};
 use crate::watch::FolderWatcher;
 use control::{Answer, Envelope, Request, Response};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -885,14 +885,28 @@ impl Agent {
                 tracing::error!(left = %left.join(", "), "stopping: sign-in is needed before these can be sent: {}", why.message);
                 return Some(RunOutcome::SignInNeeded);
             }
-            let capped = self
-                .machine
-                .active()
-                .any(|(r, _)| self.machine.capped_until(&r.mapping).is_some());
-            if capped {
-                tracing::error!(left = %left.join(", "), "stopping: these wait for their mapping's max_messages window (`outbox status` says until when)");
-            } else {
-                tracing::error!(left = %left.join(", "), "stopping: these wait for their mapped folder to come back");
+            // Each entry left is said with what it waits for: a retry of its message (failed or
+            // unconfirmed, said above), its mapping's max_messages window, or its folder.
+            let shown = |r: &Record| format!("{} ({})", crate::outside::path(&r.path), r.id);
+            let mut retry: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let (mut capped, mut folder) = (Vec::new(), Vec::new());
+            for (r, _) in self.machine.active() {
+                match r.message.as_deref() {
+                    Some(m) if self.machine.waits_for_retry(r) => {
+                        retry.entry(m.to_owned()).or_default().push(shown(r))
+                    }
+                    _ if self.machine.capped_until(&r.mapping).is_some() => capped.push(shown(r)),
+                    _ => folder.push(shown(r)),
+                }
+            }
+            for (m, left) in &retry {
+                tracing::error!(left = %left.join(", "), "stopping: these wait for `outbox retry {m}` of their message (what became of it is said above)");
+            }
+            if !capped.is_empty() {
+                tracing::error!(left = %capped.join(", "), "stopping: these wait for their mapping's max_messages window (`outbox status` says until when)");
+            }
+            if !folder.is_empty() {
+                tracing::error!(left = %folder.join(", "), "stopping: these wait for their mapped folder to come back");
             }
             return Some(RunOutcome::SomeFailed);
         }
@@ -1033,8 +1047,8 @@ impl Agent {
                     }
                     Some(key) => {
                         tracing::error!(file = %file, entry = %id, code = %code, mapping = %key.0, "{message} — said once for mapping `{}`: its other files refused this way are listed by `outbox status --state failed`; once the item is fixed in the config, `outbox retry --failed`", crate::outside::printable(&key.0));
-                        self.notifier.failed(
-                            &format!("mapping {}", key.0),
+                        self.notifier.mapping_waits(
+                            &key.0,
                             &format!(
                                 "{}; its files wait for the item to be fixed",
                                 failure.message
@@ -1075,8 +1089,8 @@ impl Agent {
                     waiting,
                     "the mapping made its max_messages messages in their window: {waiting} file(s) wait about {mins} min for it (raise [mapping.new_message] max_messages, or \"off\", if the folder should mail more)"
                 );
-                self.notifier.failed(
-                    &format!("mapping {mapping}"),
+                self.notifier.mapping_waits(
+                    &mapping,
                     &format!("max_messages reached: {waiting} file(s) wait about {mins} min"),
                 );
             }
@@ -1091,8 +1105,16 @@ impl Agent {
                 failure,
             } => {
                 // A message none of whose files is left has its draft deleted (SPEC 8).
+                let drafted = self
+                    .machine
+                    .messages()
+                    .find(|m| m.id == id)
+                    .is_none_or(|m| m.draft_id.is_some() || m.may_exist);
                 let draft = if failure.code == crate::core::machine::NO_FILES_LEFT {
                     "its draft is deleted"
+                } else if !drafted {
+                    // Its draft was refused (or never asked for): nothing is in Drafts.
+                    "no draft was made"
                 } else {
                     "a draft it made stays in Drafts"
                 };

@@ -55,17 +55,22 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
                 ),
             )
         })?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "file".into());
+        // The attachment's name as a mailing mapping's: no control character, no bidi
+        // control (`core::mail::attachment_name`, the agent's and `send`'s rule).
+        let name = crate::core::mail::attachment_name(
+            &path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into()),
+            true,
+        );
         if meta.is_file() && meta.len() > MAX_ATTACHMENT {
             return Err(CommandError::new(
                 ExitCode::Failed,
                 format!(
                     "{} is {} ({} bytes), over Graph's 150 MiB attachment limit ({MAX_ATTACHMENT} \
-                     bytes): no message can carry it; nothing was sent or created (split it, or \
-                     share a link to it instead)",
+                     bytes): no message can carry it; nothing was sent or created (split or \
+                     compress it under 150 MiB and mail the parts)",
                     crate::outside::path(path),
                     human_size(meta.len()),
                     meta.len()

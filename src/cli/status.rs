@@ -531,7 +531,12 @@ pub fn render_messages(
             .files
             .iter()
             .map(|f| match by_id.get(f.as_str()) {
-                Some(e) => format!("{} {} ({})", e.id, sanitize(&e.file_name_shown()), e.state),
+                Some(e) => format!(
+                    "{} {} ({})",
+                    e.id,
+                    sanitize(&e.file_name_shown()),
+                    file_state_word(e)
+                ),
                 None => format!("{f} (not in the ledger)"),
             })
             .collect();
@@ -542,6 +547,20 @@ pub fn render_messages(
         }
     }
     out
+}
+
+/// A file's state in a message's files line: a canceled version a newer one took the place
+/// of is "superseded" (no one canceled it), as its row's note says.
+fn file_state_word(e: &LedgerEntry) -> String {
+    let superseded = e.state == EntryState::Canceled
+        && e.error
+            .as_ref()
+            .is_some_and(|err| err.code == crate::core::machine::SUPERSEDED);
+    if superseded {
+        "superseded".to_owned()
+    } else {
+        e.state.to_string()
+    }
 }
 
 /// What to do about a failed or unconfirmed message, in terms of the message (its draft in
@@ -1136,6 +1155,36 @@ mod tests {
             at(1_700_000_000 + 120),
         );
         insta::assert_snapshot!(text);
+    }
+
+    /// A file of a message that a newer version superseded said a bare "(canceled)", as if
+    /// someone canceled it: it says "(superseded)", as its row's note does.
+    #[test]
+    fn a_superseded_file_of_a_message_says_superseded() {
+        let mut old = entry(EntryState::Canceled);
+        old.error = Some(EntryError::new(
+            crate::core::machine::SUPERSEDED,
+            "a newer version of the file replaced this one before it was attached",
+        ));
+        let mut gone = entry(EntryState::Canceled);
+        gone.id = "fedcba987654".into();
+        gone.error = Some(EntryError::new("canceled", "canceled by `outbox cancel`"));
+        let text = render_messages(
+            &[message(
+                MessageState::Failed,
+                &["0123456789ab", "fedcba987654"],
+            )],
+            &[old, gone],
+            at(1_700_000_000 + 120),
+        );
+        assert!(
+            text.contains("0123456789ab Q3 report.pdf (superseded)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fedcba987654 Q3 report.pdf (canceled)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct GraphError {
     /// The refused request was a message's send (`…/send`): a 403 there is the `Mail.Send`
     /// permission, and the draft stays in Drafts. Set by [`GraphError::of_send`].
     pub send: bool,
+    /// The refused request made a message's draft (`POST …/messages`): a 403 there is the
+    /// `Mail.ReadWrite` permission alone. Set by [`GraphError::of_draft`].
+    pub draft: bool,
 }
 
 impl GraphError {
@@ -56,12 +59,19 @@ impl GraphError {
             claims_challenge: false,
             sign_in_hint: None,
             send: false,
+            draft: false,
         }
     }
 
     /// The same error, known to answer a message's send (its advice says so).
     pub fn of_send(mut self) -> Self {
         self.send = true;
+        self
+    }
+
+    /// The same error, known to answer a draft's creation (its advice says so).
+    pub fn of_draft(mut self) -> Self {
+        self.draft = true;
         self
     }
 
@@ -153,6 +163,7 @@ impl GraphError {
             (Some(403), _) if self.message.contains(SHARED_MAILBOX_403) => None,
             // Exchange's sending limit comes as a 403 too: that is a wait, not a permission.
             (Some(403), code) if self.send && code != "ErrorExceededMessageLimit" => Some(SEND_403),
+            (Some(403), _) if self.draft => Some(DRAFT_403),
             (Some(403), _) => Some("access denied: check the account's permissions (Mail.ReadWrite / Calendars.ReadWrite) and consent"),
             (Some(401), _) if self.claims_challenge => Some("the tenant requires a fresh sign-in: run `outbox login`"),
             (Some(401), _) if self.sign_in_hint.is_some() => self.sign_in_hint.as_deref(),
@@ -198,6 +209,11 @@ fn transport_text(err: &reqwest::Error) -> String {
 pub const SEND_403: &str = "sending needs the Mail.Send permission, which this sign-in lacks \
 (delegated: run `outbox login` again and consent to Mail.Send; application: grant Mail.Send and \
 admin consent); nothing was sent";
+
+/// A draft's creation refused with 403: a draft needs `Mail.ReadWrite` (no calendar is involved).
+pub const DRAFT_403: &str = "access denied: making a draft needs the Mail.ReadWrite permission on \
+this mailbox (delegated: consent to it at `outbox login`; application: grant it and admin \
+consent); nothing was sent";
 
 /// Explanation for Graph's known issue: createUploadSession with delegated permissions on a
 /// shared or delegated mailbox answers 403.
@@ -297,6 +313,14 @@ impl super::RequestError {
             other => other,
         }
     }
+
+    /// The same error, known to answer a draft's creation ([`GraphError::of_draft`]).
+    pub fn of_draft(self) -> Self {
+        match self {
+            super::RequestError::Graph(g) => super::RequestError::Graph(g.of_draft()),
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -389,5 +413,9 @@ mod tests {
         )
         .of_send();
         assert!(!limit.advice().is_some_and(|a| a.contains("Mail.Send")));
+        // A draft refused names the one permission a draft needs.
+        let draft = e.of_draft().advice().unwrap_or_default().to_owned();
+        assert!(draft.contains("Mail.ReadWrite"), "{draft}");
+        assert!(!draft.contains("Calendars"), "{draft}");
     }
 }

@@ -339,7 +339,7 @@ impl GraphClient {
                     .body(body.clone())
             })
             .await
-            .map_err(classify_effectful)?;
+            .map_err(|e| classify_effectful(e.of_draft()))?;
         let bytes = resp
             .bytes()
             .await

@@ -297,7 +297,7 @@ impl Machine {
 
     /// An entry that can do nothing until its message is retried (the message failed, or its
     /// send could not be confirmed).
-    pub(super) fn waits_for_retry(&self, r: &Record) -> bool {
+    pub fn waits_for_retry(&self, r: &Record) -> bool {
         r.message
             .as_deref()
             .and_then(|m| self.messages.get(m))
