@@ -1585,11 +1585,19 @@ async fn a_subfolder_swapped_for_a_link_mid_scan_is_not_listed_through_it() {
         return;
     }
     // The swap waits for the scan to pause at the subfolder (a fixed sleep raced a slow start
-    // on a loaded machine: the link was then there before the scan saw a folder).
+    // on a loaded machine: the link was then there before the scan saw a folder), and the
+    // pause lasts until the swap is made (a fixed 2.5 s pause raced the neighbour's `setpriv`,
+    // `mv` and `ln` on a loaded machine: the scan then listed the real folder). The pause's
+    // own bound is only for a test that never releases it.
     let log_path = env.path("paused-run.log");
+    let release = env.path("release-scan");
     let mut child = env
         .cmd()
-        .env("OUTBOX_PAUSE_AT", "scan-subfolder:2500")
+        .env(
+            "OUTBOX_PAUSE_AT",
+            format!("scan-subfolder:{}", (T / 2).as_millis()),
+        )
+        .env("OUTBOX_PAUSE_RELEASE", &release)
         .env("RUST_LOG", "outbox=trace")
         .args(["run", "--once"])
         .stdout(std::process::Stdio::null())
@@ -1604,6 +1612,7 @@ async fn a_subfolder_swapped_for_a_link_mid_scan_is_not_listed_through_it() {
     wait_until(T, "the scan paused at the subfolder", || async { paused() }).await;
     let swap = format!("mv sub sub.real && ln -s '{}' sub", private.display());
     assert!(neighbour(&drop, &swap));
+    std::fs::write(&release, "").expect("release the scan");
     let started = std::time::Instant::now();
     while child.try_wait().expect("wait").is_none() {
         assert!(started.elapsed() < T, "the run did not end");
