@@ -2,7 +2,10 @@
 //! abort the first time (or the Nth time, `name:N`) execution reaches `failpoint!("name")`, as a
 //! `kill -9` would stop it there; `OUTBOX_PAUSE_AT=name:MS` makes the thread that reaches it
 //! sleep MS milliseconds each time, after saying so on stderr, to hold a window open (a file
-//! swapped between its hash and its upload). Release builds compile them to nothing.
+//! swapped between its hash and its upload); with `OUTBOX_PAUSE_RELEASE=FILE` a pause ends as
+//! soon as FILE exists, so a test holds the window open for as long as its own step takes and
+//! then lets the agent go on (no race between a fixed pause and a loaded machine). Release
+//! builds compile them to nothing.
 
 /// Abort here when `OUTBOX_CRASH_AT` names this point (debug builds only).
 #[macro_export]
@@ -32,7 +35,27 @@ pub fn hit_at(name: &str, path: &std::path::Path) {
     if point == name && path.to_string_lossy().contains(about) {
         let ms = ms.parse::<u64>().unwrap_or(1000);
         eprintln!("outbox: failpoint {name}: pausing {ms} ms (OUTBOX_PAUSE_AT)");
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+        hold(ms);
+    }
+}
+
+/// Sleep `ms`, or less: until the file `OUTBOX_PAUSE_RELEASE` names exists.
+#[cfg(debug_assertions)]
+fn hold(ms: u64) {
+    use std::time::{Duration, Instant};
+    let until = Instant::now() + Duration::from_millis(ms);
+    let release = std::env::var_os("OUTBOX_PAUSE_RELEASE").map(std::path::PathBuf::from);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || release.as_ref().is_some_and(|f| f.exists()) {
+            return;
+        }
+        let step = if release.is_some() {
+            Duration::from_millis(10)
+        } else {
+            left
+        };
+        std::thread::sleep(left.min(step));
     }
 }
 
@@ -53,7 +76,7 @@ fn pause(name: &str) {
     if point == name {
         let ms = ms.parse::<u64>().unwrap_or(1000);
         eprintln!("outbox: failpoint {name}: pausing {ms} ms (OUTBOX_PAUSE_AT)");
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+        hold(ms);
     }
 }
 

@@ -1616,7 +1616,17 @@ async fn a_message_whose_files_all_left_deletes_its_draft() {
     let folder = setup(&env, "", "", "");
     let file = folder.join("gone.pdf");
     write_file(&file, 10_000, 3);
-    let agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "before-upload-open:3000")]);
+    // The upload is held until the file is deleted (a fixed 3 s pause could end first on a
+    // loaded machine, and the file was then attached and the message sent).
+    let release = env.path("release-upload");
+    let pause = format!("before-upload-open:{}", (T / 2).as_millis());
+    let agent = Agent::start(
+        &env,
+        &[
+            ("OUTBOX_PAUSE_AT", pause.as_str()),
+            ("OUTBOX_PAUSE_RELEASE", release.to_str().unwrap()),
+        ],
+    );
     wait_until(T, "the agent pausing before the upload", || async {
         agent.log().contains("failpoint before-upload-open")
     })
@@ -1627,6 +1637,7 @@ async fn a_message_whose_files_all_left_deletes_its_draft() {
         "its draft is made"
     );
     std::fs::remove_file(&file).expect("rm");
+    std::fs::write(&release, "").expect("release the upload");
     wait_until(T, "the message failed and its draft deleted", || async {
         let failed = status_json(&env).iter().any(|r| {
             r["message"]["state"] == "failed" && r["message"]["error"]["code"] == "noFilesLeft"

@@ -226,7 +226,17 @@ async fn a_file_swapped_after_its_hash_for_a_link_to_a_secret_never_sends_the_se
     if !neighbour(&drop, "printf '%064d' 0 > report.txt") {
         return;
     }
-    let agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "before-upload-open:3000")]);
+    // The upload is held until the swap is made (a fixed 3 s pause could end first on a
+    // loaded machine, and the decoy was then sent: no proof, and a failed test).
+    let release = env.path("release-upload");
+    let pause = format!("before-upload-open:{}", (T / 2).as_millis());
+    let agent = Agent::start(
+        &env,
+        &[
+            ("OUTBOX_PAUSE_AT", pause.as_str()),
+            ("OUTBOX_PAUSE_RELEASE", release.to_str().unwrap()),
+        ],
+    );
     let pauses = |a: &Agent| {
         a.log()
             .matches("failpoint before-upload-open: pausing")
@@ -238,6 +248,7 @@ async fn a_file_swapped_after_its_hash_for_a_link_to_a_secret_never_sends_the_se
     .await;
     let swap = format!("rm report.txt && ln -s '{}' report.txt", secret.display());
     assert!(neighbour(&drop, &swap));
+    std::fs::write(&release, "").expect("release the upload");
     let decoy = sha_of(format!("{:064}", 0).as_bytes());
     wait_until(T, "the decoy's entry to settle", || async {
         rows(&env).iter().any(|r| {
@@ -261,7 +272,8 @@ async fn a_file_swapped_after_its_hash_for_a_link_to_a_secret_never_sends_the_se
         .expect("decoy row");
     assert_eq!(decoy_row["state"], "canceled", "{decoy_row}");
 
-    // Again with a regular file of the same size renamed over it.
+    // Again with a regular file of the same size renamed over it (held the same way).
+    std::fs::remove_file(&release).expect("hold the next upload");
     assert!(neighbour(
         &drop,
         "rm report.txt && printf '%064d' 1 > report.txt"
@@ -274,6 +286,7 @@ async fn a_file_swapped_after_its_hash_for_a_link_to_a_secret_never_sends_the_se
         &drop,
         "printf '%064d' 2 > .other && mv .other report.txt"
     ));
+    std::fs::write(&release, "").expect("release the upload");
     let other = sha_of(format!("{:064}", 2).as_bytes());
     wait_until(T, "the file now there attached", || async {
         attached(&env.sandbox, &item)
@@ -1585,11 +1598,19 @@ async fn a_subfolder_swapped_for_a_link_mid_scan_is_not_listed_through_it() {
         return;
     }
     // The swap waits for the scan to pause at the subfolder (a fixed sleep raced a slow start
-    // on a loaded machine: the link was then there before the scan saw a folder).
+    // on a loaded machine: the link was then there before the scan saw a folder), and the
+    // pause lasts until the swap is made (a fixed 2.5 s pause raced the neighbour's `setpriv`,
+    // `mv` and `ln` on a loaded machine: the scan then listed the real folder). The pause's
+    // own bound is only for a test that never releases it.
     let log_path = env.path("paused-run.log");
+    let release = env.path("release-scan");
     let mut child = env
         .cmd()
-        .env("OUTBOX_PAUSE_AT", "scan-subfolder:2500")
+        .env(
+            "OUTBOX_PAUSE_AT",
+            format!("scan-subfolder:{}", (T / 2).as_millis()),
+        )
+        .env("OUTBOX_PAUSE_RELEASE", &release)
         .env("RUST_LOG", "outbox=trace")
         .args(["run", "--once"])
         .stdout(std::process::Stdio::null())
@@ -1604,6 +1625,7 @@ async fn a_subfolder_swapped_for_a_link_mid_scan_is_not_listed_through_it() {
     wait_until(T, "the scan paused at the subfolder", || async { paused() }).await;
     let swap = format!("mv sub sub.real && ln -s '{}' sub", private.display());
     assert!(neighbour(&drop, &swap));
+    std::fs::write(&release, "").expect("release the scan");
     let started = std::time::Instant::now();
     while child.try_wait().expect("wait").is_none() {
         assert!(started.elapsed() < T, "the run did not end");
@@ -1981,7 +2003,17 @@ async fn a_subfolder_filled_before_its_watch_is_added_loses_no_file() {
     let item = env.sandbox.create_item("message", "me").await;
     let drop = shared_folder(&env, "drop");
     env.write_config("", &mapping("drop", &drop, &item, "recursive = true"));
-    let agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "scan-subfolder:1500")]);
+    // The scan of the new subfolder is held until its files are made (a fixed 1.5 s pause
+    // could end first on a loaded machine, and the files were then events: no proof).
+    let release = env.path("release-scan");
+    let pause = format!("scan-subfolder:{}", (T / 2).as_millis());
+    let agent = Agent::start(
+        &env,
+        &[
+            ("OUTBOX_PAUSE_AT", pause.as_str()),
+            ("OUTBOX_PAUSE_RELEASE", release.to_str().unwrap()),
+        ],
+    );
     agent.watching().await;
     std::fs::create_dir(drop.join("new")).expect("mkdir");
     wait_until(T, "the new subfolder's scan held", || async {
@@ -1991,6 +2023,7 @@ async fn a_subfolder_filled_before_its_watch_is_added_loses_no_file() {
     std::fs::write(drop.join("new/a.txt"), "before the watch\n").expect("write");
     std::fs::create_dir(drop.join("new/deep")).expect("mkdir");
     std::fs::write(drop.join("new/deep/b.txt"), "deeper, before\n").expect("write");
+    std::fs::write(&release, "").expect("release the scan");
     wait_until(T, "both files attached", || async {
         let names = attached(&env.sandbox, &item).await;
         names.contains_key("a.txt") && names.contains_key("b.txt")

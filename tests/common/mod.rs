@@ -289,7 +289,8 @@ impl Env {
             .env("OUTBOX_TEST_TOKEN", TOKEN)
             .env("RUST_LOG", "outbox=debug")
             .env_remove("OUTBOX_CRASH_AT")
-            .env_remove("OUTBOX_PAUSE_AT");
+            .env_remove("OUTBOX_PAUSE_AT")
+            .env_remove("OUTBOX_PAUSE_RELEASE");
         c
     }
 
