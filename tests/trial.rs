@@ -446,6 +446,11 @@ async fn another_config_on_the_same_state_dir_is_not_said_to_be_the_agents() {
         note.contains(&mine) && note.contains("not") && note.contains("other.toml"),
         "{so}"
     );
+    // One sentence with single spaces (a literal continued across lines kept its indent).
+    assert!(
+        note.contains("so this file's changes") && !note.contains("  "),
+        "{so}"
+    );
     assert!(!so.contains("config changed after"), "{so}");
     let out = with_other(&["check"]);
     let so = stdout(&out);

@@ -64,7 +64,7 @@ pub(crate) fn other_config_note(
 ) -> String {
     let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
     format!(
-        "the running agent{pid} read another config, {}, not {}: both name the state dir {}, so          this file's changes do not reach that agent, and its mappings are the other file's",
+        "the running agent{pid} read another config, {}, not {}: both name the state dir {}, so this file's changes do not reach that agent, and its mappings are the other file's",
         crate::outside::path(theirs),
         crate::outside::path(config),
         crate::outside::path(state_dir)
