@@ -554,3 +554,43 @@ async fn items_messages_marks_drafts() {
     assert_eq!(flag(&ids[1]), "no", "{so}");
     assert!(!so.contains("[sent]"), "{so}");
 }
+
+/// Round 3, 1: once the running agent reloaded the config (SIGHUP), `status` and `check` no
+/// longer say it changed after the agent read it: the agent says when it last read the file,
+/// and the file's time is compared with that, not with the agent's start.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reloaded_config_is_not_said_to_have_changed() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let pid = agent.child.id();
+    // Past the second of slack a start time is allowed (the fallback for an agent that does
+    // not say when it read the file).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.write_config("concurrency = 3", &mapping(&folder, &item, ""));
+    let shown = |args: &[&str]| stdout(&env.run(args, Duration::from_secs(30)));
+    let so = shown(&["status"]);
+    assert!(
+        so.contains(&format!(
+            "note: the config changed after the running agent (pid {pid}) last read it"
+        )),
+        "{so}"
+    );
+    let so = shown(&["check"]);
+    assert!(
+        so.contains("warn   config: the config changed after the running agent"),
+        "{so}"
+    );
+    terminate_hup(pid);
+    said(&agent, "configuration reloaded", 1).await;
+    let so = shown(&["status"]);
+    assert!(!so.contains("config changed"), "{so}");
+    let so = shown(&["check"]);
+    assert!(!so.contains("config changed"), "{so}");
+    drop(agent);
+}

@@ -966,6 +966,7 @@ mod tests {
             held: Vec::new(),
             folders: Vec::new(),
             config: None,
+            config_read_ms: None,
         };
         let facts = Facts {
             running: true,
@@ -997,6 +998,7 @@ mod tests {
             }],
             folders: Vec::new(),
             config: None,
+            config_read_ms: None,
         };
         let facts = Facts {
             view: Some(&paused),

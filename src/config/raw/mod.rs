@@ -371,6 +371,7 @@ pub(super) fn defaults(source: PathBuf) -> Settings {
     let ok = "defaults are valid";
     Settings {
         source,
+        read_at: std::time::SystemTime::now(),
         graph: GraphSettings {
             base_url: parse_base(DEFAULT_BASE_URL).expect(ok),
             ca_file: None,
