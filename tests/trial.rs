@@ -594,3 +594,52 @@ async fn a_reloaded_config_is_not_said_to_have_changed() {
     assert!(!so.contains("config changed"), "{so}");
     drop(agent);
 }
+
+/// Round 3, 3: a reload while paused lists every file of the folder again; those the ledger
+/// already has (attached before the pause) are not files dropped meanwhile: `status` and the
+/// resume's log line count only the one dropped during the pause.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_while_paused_counts_only_the_files_dropped_meanwhile() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, ""));
+    for i in 0..3 {
+        write_file(&folder.join(format!("old{i}.txt")), 1000, i);
+    }
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let pid = agent.child.id();
+    wait_until(Duration::from_secs(60), "the three attached", || async {
+        attached(&env.sandbox, &item).await.len() == 3
+    })
+    .await;
+    let out = env.run(&["pause", "m"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    terminate_hup(pid);
+    said(&agent, "configuration reloaded", 1).await;
+    write_file(&folder.join("new.txt"), 1000, 9);
+    wait_until(Duration::from_secs(30), "new.txt held", || async {
+        rows(&env)
+            .iter()
+            .any(|r| r["path"].as_str().is_some_and(|p| p.ends_with("new.txt")))
+    })
+    .await;
+    let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    assert!(
+        so.contains("takes no new file (1 file left waiting in its folder)"),
+        "{so}"
+    );
+    let out = env.run(&["resume", "m"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    said(&agent, "resumed", 1).await;
+    let log = agent.log();
+    assert!(log.contains("the 1 dropped while paused"), "{log}");
+    wait_until(Duration::from_secs(30), "new.txt attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("new.txt")
+    })
+    .await;
+    drop(agent);
+}
