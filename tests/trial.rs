@@ -643,3 +643,58 @@ async fn a_reload_while_paused_counts_only_the_files_dropped_meanwhile() {
     .await;
     drop(agent);
 }
+
+/// Round 3, 4: a list key given one string says how to write it as a list; a missing file
+/// named with --config is not answered "or pass --config PATH"; `--help`'s exit statuses
+/// include 4, as the SPEC's do.
+#[test]
+fn config_and_help_messages_say_what_to_do() {
+    let home = tempfile::tempdir().unwrap();
+    let folder = home.path().join("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    let cfg = home.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nclient_id = \"11111111-2222-3333-4444-555555555555\"\n\n{}include = \"*.pdf\"\n",
+            mapping(&folder, "AAMk", "")
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let outbox = |args: &[&std::ffi::OsStr]| {
+        let mut c = std::process::Command::new(bin());
+        c.env("HOME", home.path())
+            .env_remove("OUTBOX_CONFIG")
+            .env_remove("RUST_LOG")
+            .args(args);
+        run_bounded(&mut c, Duration::from_secs(30))
+    };
+    let out = outbox(&["--config".as_ref(), cfg.as_os_str(), "check".as_ref()]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let so = stdout(&out);
+    assert!(
+        so.contains("write it as a list: `include = [\"*.pdf\"]`"),
+        "{so}"
+    );
+    let missing = home.path().join("nope").join("x.toml");
+    let out = outbox(&["--config".as_ref(), missing.as_os_str(), "status".as_ref()]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no config file here"), "{err}");
+    assert!(!err.contains("pass --config"), "{err}");
+    let out = outbox(&["--help".as_ref()]);
+    // Help wraps: the words, whatever the line breaks.
+    let so = stdout(&out)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        so.contains("4 a message may have been sent but could not be confirmed"),
+        "{so}"
+    );
+}
