@@ -180,9 +180,11 @@ pub fn check_private_file(path: &Path) -> io::Result<()> {
 pub fn load_config(
     path: &Path,
 ) -> Result<crate::config::Settings, Vec<crate::config::ConfigError>> {
+    let read_at = std::time::SystemTime::now();
     let refused = check_config_file(path).err();
     match (crate::config::Settings::load_all(path), refused) {
-        (Ok(settings), None) => {
+        (Ok(mut settings), None) => {
+            settings.read_at = read_at;
             warn_readable_secrets(&settings);
             Ok(settings)
         }

@@ -195,6 +195,9 @@ Bad usage, or another agent holds the state dir.
 \fB3\fR
 Sign\-in needed or refused.
 .TP
+\fB4\fR
+A message may have been sent but could not be confirmed (\fBmail\fR, \fBrun \-\-once\fR): never treat it as not sent; look for it in Sent Items.
+.TP
 \fB78\fR
 Bad or missing configuration (EX_CONFIG: a service manager does not restart\-loop on it).
 .TP

@@ -944,7 +944,7 @@ async fn a_config_edited_under_a_running_agent_says_to_restart_it() {
         .to_string();
     assert!(
         line.starts_with(&format!(
-            "warn   config: the config changed after the running agent (pid {pid}) started"
+            "warn   config: the config changed after the running agent (pid {pid}) last read it"
         )),
         "{}",
         stdout(&out)

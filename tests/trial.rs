@@ -446,6 +446,11 @@ async fn another_config_on_the_same_state_dir_is_not_said_to_be_the_agents() {
         note.contains(&mine) && note.contains("not") && note.contains("other.toml"),
         "{so}"
     );
+    // One sentence with single spaces (a literal continued across lines kept its indent).
+    assert!(
+        note.contains("so this file's changes") && !note.contains("  "),
+        "{so}"
+    );
     assert!(!so.contains("config changed after"), "{so}");
     let out = with_other(&["check"]);
     let so = stdout(&out);
@@ -548,4 +553,148 @@ async fn items_messages_marks_drafts() {
     assert_eq!(flag(&ids[0]), "yes", "{so}");
     assert_eq!(flag(&ids[1]), "no", "{so}");
     assert!(!so.contains("[sent]"), "{so}");
+}
+
+/// Round 3, 1: once the running agent reloaded the config (SIGHUP), `status` and `check` no
+/// longer say it changed after the agent read it: the agent says when it last read the file,
+/// and the file's time is compared with that, not with the agent's start.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reloaded_config_is_not_said_to_have_changed() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let pid = agent.child.id();
+    // Past the second of slack a start time is allowed (the fallback for an agent that does
+    // not say when it read the file).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.write_config("concurrency = 3", &mapping(&folder, &item, ""));
+    let shown = |args: &[&str]| stdout(&env.run(args, Duration::from_secs(30)));
+    let so = shown(&["status"]);
+    assert!(
+        so.contains(&format!(
+            "note: the config changed after the running agent (pid {pid}) last read it"
+        )),
+        "{so}"
+    );
+    let so = shown(&["check"]);
+    assert!(
+        so.contains("warn   config: the config changed after the running agent"),
+        "{so}"
+    );
+    terminate_hup(pid);
+    said(&agent, "configuration reloaded", 1).await;
+    let so = shown(&["status"]);
+    assert!(!so.contains("config changed"), "{so}");
+    let so = shown(&["check"]);
+    assert!(!so.contains("config changed"), "{so}");
+    drop(agent);
+}
+
+/// Round 3, 3: a reload while paused lists every file of the folder again; those the ledger
+/// already has (attached before the pause) are not files dropped meanwhile: `status` and the
+/// resume's log line count only the one dropped during the pause.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_while_paused_counts_only_the_files_dropped_meanwhile() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, ""));
+    for i in 0..3 {
+        write_file(&folder.join(format!("old{i}.txt")), 1000, i);
+    }
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let pid = agent.child.id();
+    wait_until(Duration::from_secs(60), "the three attached", || async {
+        attached(&env.sandbox, &item).await.len() == 3
+    })
+    .await;
+    let out = env.run(&["pause", "m"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    terminate_hup(pid);
+    said(&agent, "configuration reloaded", 1).await;
+    write_file(&folder.join("new.txt"), 1000, 9);
+    wait_until(Duration::from_secs(30), "new.txt held", || async {
+        rows(&env)
+            .iter()
+            .any(|r| r["path"].as_str().is_some_and(|p| p.ends_with("new.txt")))
+    })
+    .await;
+    let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    assert!(
+        so.contains("takes no new file (1 file left waiting in its folder)"),
+        "{so}"
+    );
+    let out = env.run(&["resume", "m"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    said(&agent, "resumed", 1).await;
+    let log = agent.log();
+    assert!(log.contains("the 1 dropped while paused"), "{log}");
+    wait_until(Duration::from_secs(30), "new.txt attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("new.txt")
+    })
+    .await;
+    drop(agent);
+}
+
+/// Round 3, 4: a list key given one string says how to write it as a list; a missing file
+/// named with --config is not answered "or pass --config PATH"; `--help`'s exit statuses
+/// include 4, as the SPEC's do.
+#[test]
+fn config_and_help_messages_say_what_to_do() {
+    let home = tempfile::tempdir().unwrap();
+    let folder = home.path().join("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    let cfg = home.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nclient_id = \"11111111-2222-3333-4444-555555555555\"\n\n{}include = \"*.pdf\"\n",
+            mapping(&folder, "AAMk", "")
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let outbox = |args: &[&std::ffi::OsStr]| {
+        let mut c = std::process::Command::new(bin());
+        c.env("HOME", home.path())
+            .env_remove("OUTBOX_CONFIG")
+            .env_remove("RUST_LOG")
+            .args(args);
+        run_bounded(&mut c, Duration::from_secs(30))
+    };
+    let out = outbox(&["--config".as_ref(), cfg.as_os_str(), "check".as_ref()]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let so = stdout(&out);
+    assert!(
+        so.contains("write it as a list: `include = [\"*.pdf\"]`"),
+        "{so}"
+    );
+    let missing = home.path().join("nope").join("x.toml");
+    let out = outbox(&["--config".as_ref(), missing.as_os_str(), "status".as_ref()]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no config file here"), "{err}");
+    assert!(!err.contains("pass --config"), "{err}");
+    let out = outbox(&["--help".as_ref()]);
+    // Help wraps: the words, whatever the line breaks.
+    let so = stdout(&out)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        so.contains("4 a message may have been sent but could not be confirmed"),
+        "{so}"
+    );
 }

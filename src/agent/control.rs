@@ -93,6 +93,11 @@ pub struct AgentView {
     /// that does not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<PathBuf>,
+    /// When the agent last read that file (Unix ms, taken just before reading it: at start, and
+    /// at each reload it took): an edit of the file after it has not reached the agent. `None`
+    /// from an agent that does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_read_ms: Option<u64>,
 }
 
 /// A pause asked for with `outbox pause`.

@@ -309,7 +309,13 @@ impl Agent {
                 self.note_mounts(mapping, std::iter::once(path.to_path_buf()))
             }
             Look::File(_) if !watch::accepts(m, path) => {}
-            Look::File(_) if self.pauses.holds(&name) => self.pauses.hold(&name, path),
+            // Paused: a new file (or version) waits in its folder; one the ledger has as it is
+            // now is no file dropped meanwhile (a reload's scan lists it), nor taken now.
+            Look::File(stat) if self.pauses.holds(&name) => {
+                if !self.machine.recorded(&name, path, stat) {
+                    self.pauses.hold(&name, path);
+                }
+            }
             Look::File(stat) => {
                 self.inputs.push_back(Input::Observed {
                     mapping: name,
@@ -474,7 +480,9 @@ impl Agent {
                     self.note_mounts(i, scan.mounts.into_iter());
                     for f in scan.found {
                         if self.pauses.holds(&name) {
-                            self.pauses.hold(&name, &f.path);
+                            if !self.machine.recorded(&name, &f.path, f.stat) {
+                                self.pauses.hold(&name, &f.path);
+                            }
                             continue;
                         }
                         self.inputs.push_back(Input::Observed {

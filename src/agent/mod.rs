@@ -817,6 +817,7 @@ impl Agent {
             held: self.pauses.view(),
             folders: self.folder_lines(),
             config: Some(self.config_read()),
+            config_read_ms: Some(self.config_read_ms()),
         }
     }
 
@@ -828,6 +829,16 @@ impl Agent {
                 .map(|d| d.join(&self.settings.source))
                 .unwrap_or_else(|_| self.settings.source.clone())
         })
+    }
+
+    /// When the agent last read its config file (Unix ms): at start, or at the last reload it
+    /// took (a refused one keeps the time of the config in force).
+    fn config_read_ms(&self) -> u64 {
+        self.settings
+            .read_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 
     /// `run --once`: stop when nothing is left, or only work that waits for sign-in or for a
@@ -1410,6 +1421,7 @@ impl Agent {
                 let mut r = Response::entries(Vec::new());
                 r.agent = Some(control::AgentView {
                     config: Some(self.config_read()),
+                    config_read_ms: Some(self.config_read_ms()),
                     ..control::AgentView::default()
                 });
                 Answer::Line(r)

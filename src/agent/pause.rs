@@ -237,6 +237,7 @@ impl Agent {
             held: self.pauses.view(),
             folders: Vec::new(),
             config: None,
+            config_read_ms: None,
         });
         r
     }

@@ -147,7 +147,8 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
     );
     let dir = &settings.agent.state_dir;
     if let Some(pid) = super::entries::agent_pid(dir).await {
-        match super::entries::agent_config(dir).await {
+        let (theirs, read_ms) = super::entries::agent_config_read(dir).await;
+        match theirs {
             // Another file names this state dir: the running agent is not this config's.
             Some(theirs) if !super::entries::same_file(&theirs, &settings.source) => {
                 r.line(
@@ -157,10 +158,10 @@ pub async fn run(flag: Option<&Path>, json: bool) -> Result<ExitCode, CommandErr
                 );
             }
             _ => {
-                if let Some(pid) =
-                    pid.filter(|p| super::entries::started_before_edit(*p, &settings.source))
+                if let Some(note) = pid
+                    .and_then(|p| super::entries::changed_since_read(p, read_ms, &settings.source))
                 {
-                    r.line(Level::Warn, "config", super::entries::restart_hint(pid));
+                    r.line(Level::Warn, "config", note);
                 }
             }
         }

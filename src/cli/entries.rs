@@ -41,11 +41,47 @@ pub(crate) async fn agent_pid(state_dir: &std::path::Path) -> Option<Option<u32>
 /// The config file the agent on `state_dir` read, when one answers and says (an agent from
 /// before it said so does not).
 pub(crate) async fn agent_config(state_dir: &std::path::Path) -> Option<std::path::PathBuf> {
-    control::ask(state_dir, &Request::Config)
+    agent_config_read(state_dir).await.0
+}
+
+/// The config file the agent on `state_dir` read and when it last read it (Unix ms), each as
+/// far as it says.
+pub(crate) async fn agent_config_read(
+    state_dir: &std::path::Path,
+) -> (Option<std::path::PathBuf>, Option<u64>) {
+    match control::ask(state_dir, &Request::Config)
         .await
-        .filter(|r| r.ok)?
-        .agent?
-        .config
+        .filter(|r| r.ok)
+        .and_then(|r| r.agent)
+    {
+        Some(v) => (v.config, v.config_read_ms),
+        None => (None, None),
+    }
+}
+
+/// The note for `status` and `check` when `config` was written after the running agent `pid`
+/// last read it (`read_ms`, as it says: at start or at its last reload); from an agent that
+/// does not say, when it was written after the agent started (Linux only). `None`: no such
+/// edit (or it cannot be told).
+pub(crate) fn changed_since_read(
+    pid: u32,
+    read_ms: Option<u64>,
+    config: &std::path::Path,
+) -> Option<String> {
+    match read_ms {
+        Some(read) => {
+            let edited = std::fs::metadata(config)
+                .and_then(|m| m.modified())
+                .ok()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_millis() as u64;
+            // `read` was taken just before the agent read the file: an edit it read is not later.
+            (edited > read).then(|| restart_hint(pid, "last read it"))
+        }
+        None => started_before_edit(pid, config)
+            .then(|| restart_hint(pid, "started; unless it was reloaded since")),
+    }
 }
 
 /// Whether `a` and `b` name the same file.
@@ -64,16 +100,13 @@ pub(crate) fn other_config_note(
 ) -> String {
     let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
     format!(
-        "the running agent{pid} read another config, {}, not {}: both name the state dir {}, so          this file's changes do not reach that agent, and its mappings are the other file's",
+        "the running agent{pid} read another config, {}, not {}: both name the state dir {}, so this file's changes do not reach that agent, and its mappings are the other file's",
         crate::outside::path(theirs),
         crate::outside::path(config),
         crate::outside::path(state_dir)
     )
 }
 
-/// Whether the process `pid` started before `config` was last written: it may run on an older
-/// config. Linux only (the start from `/proc/PID/stat`, in clock ticks since boot, against
-/// `/proc/uptime`); `false` where that cannot be told.
 /// With no agent: the mailing mappings whose `max_messages` messages were made within their
 /// window (from the ledger's messages), and when the window frees (ms since the epoch).
 fn capped_mappings(
@@ -106,7 +139,10 @@ fn capped_mappings(
     out
 }
 
-pub(crate) fn started_before_edit(pid: u32, config: &std::path::Path) -> bool {
+/// Whether the process `pid` started before `config` was last written: it may run on an older
+/// config. Linux only (the start from `/proc/PID/stat`, in clock ticks since boot, against
+/// `/proc/uptime`); `false` where that cannot be told.
+fn started_before_edit(pid: u32, config: &std::path::Path) -> bool {
     let (Some(started), Ok(edited)) = (
         process_start(pid),
         std::fs::metadata(config).and_then(|m| m.modified()),
@@ -136,10 +172,10 @@ fn process_start(pid: u32) -> Option<std::time::SystemTime> {
 
 /// The sentence for that case: `SIGHUP` reloads the config (one with errors is refused and the
 /// old one kept); what a reload does not change takes a restart.
-pub(crate) fn restart_hint(pid: u32) -> String {
+fn restart_hint(pid: u32, when: &str) -> String {
     format!(
-        "the config changed after the running agent (pid {pid}) started; unless it was reloaded \
-         since, reload it to apply the change: `systemctl --user reload outbox` (as a service) or \
+        "the config changed after the running agent (pid {pid}) {when}; reload it to apply the \
+         change: `systemctl --user reload outbox` (as a service) or \
          `kill -HUP {pid}` (a config with errors is refused and the old one kept); [graph], [auth] \
          and state_dir take a restart (`systemctl --user restart outbox`)"
     )
@@ -392,10 +428,12 @@ pub async fn status(
                 );
             }
             _ => {
-                if let Some(pid) =
-                    pid.filter(|p| !config_broken && started_before_edit(*p, &settings.source))
+                let read_ms = view.as_ref().and_then(|v| v.config_read_ms);
+                if let Some(note) = pid
+                    .filter(|_| !config_broken)
+                    .and_then(|p| changed_since_read(p, read_ms, &settings.source))
                 {
-                    outln!("note: {}", restart_hint(pid));
+                    outln!("note: {note}");
                 }
             }
         }

@@ -90,8 +90,9 @@ use std::path::PathBuf;
     max_term_width = 100,
     about = "Attach every file dropped into a folder to an Outlook message or event, exactly once.",
     after_help = "Exit status: 0 success, 1 some file could not be attached (or `check` found an \
-error), 2 bad usage or the state dir in use, 3 sign-in needed or refused, 78 bad or missing \
-configuration, 130 interrupted. `outbox man` shows the manual page: the configuration, files and \
+error), 2 bad usage or the state dir in use, 3 sign-in needed or refused, 4 a message may have \
+been sent but could not be confirmed (`mail`, `run --once`: never treat it as not sent), 78 bad \
+or missing configuration, 130 interrupted. `outbox man` shows the manual page: the configuration, files and \
 examples."
 )]
 pub struct Cli {

@@ -985,6 +985,7 @@ mod tests {
             held: Vec::new(),
             folders: Vec::new(),
             config: None,
+            config_read_ms: None,
         };
         let facts = Facts {
             running: true,
@@ -1016,6 +1017,7 @@ mod tests {
             }],
             folders: Vec::new(),
             config: None,
+            config_read_ms: None,
         };
         let facts = Facts {
             view: Some(&paused),

@@ -61,6 +61,9 @@ pub struct ConfigError {
 pub struct Settings {
     /// The file these settings came from.
     pub source: PathBuf,
+    /// When the file was read (taken just before reading it, by `private::load_config`): an
+    /// edit after it is not in these settings.
+    pub read_at: std::time::SystemTime,
     pub graph: GraphSettings,
     pub auth: AuthSettings,
     pub agent: AgentSettings,

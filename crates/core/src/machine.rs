@@ -815,6 +815,12 @@ impl Machine {
         }
     }
 
+    /// Whether `path` at `stat` is the newest version recorded for it (whatever its state): not
+    /// a new file. A paused mapping leaves only new files waiting in its folder.
+    pub fn recorded(&self, mapping: &str, path: &Path, stat: FileStat) -> bool {
+        self.newest(mapping, path).is_some_and(|b| b.file == stat)
+    }
+
     fn newest(&self, mapping: &str, path: &Path) -> Option<&Brief> {
         self.path_info(mapping, path)
             .and_then(|i| i.newest.as_ref())

@@ -304,11 +304,16 @@ fn read_text(file: &Path) -> Result<String, ConfigError> {
         Ok(bytes) => String::from_utf8(bytes)
             .map_err(|_| whole("the file is not UTF-8 text; save it as UTF-8".into()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(whole(
-                "no config file here; run `outbox init` to write a commented starter config, or \
-                 pass --config PATH (or set OUTBOX_CONFIG)"
-                    .into(),
-            ))
+            // The platform's file: another may be named. A file named (--config, OUTBOX_CONFIG)
+            // was named already: no advice to name one.
+            let or_name = if Some(file) == crate::config::platform_config_path().as_deref() {
+                ", or pass --config PATH (or set OUTBOX_CONFIG)"
+            } else {
+                ""
+            };
+            return Err(whole(format!(
+                "no config file here; run `outbox init` to write a commented starter config{or_name}"
+            )));
         }
         Err(e) if e.kind() == std::io::ErrorKind::IsADirectory || file.is_dir() => {
             return Err(whole(
@@ -371,6 +376,7 @@ pub(super) fn defaults(source: PathBuf) -> Settings {
     let ok = "defaults are valid";
     Settings {
         source,
+        read_at: std::time::SystemTime::now(),
         graph: GraphSettings {
             base_url: parse_base(DEFAULT_BASE_URL).expect(ok),
             ca_file: None,
@@ -446,6 +452,15 @@ impl Ctx<'_> {
             .to_owned();
         let mut message = e.message().trim_end().to_owned();
         let leaf = key.rsplit('.').next().unwrap_or("");
+        // `include = "*.pdf"`: a list key given one value says how to write it.
+        if message.starts_with("invalid type: string") && message.ends_with("expected a sequence") {
+            let value = e
+                .span()
+                .and_then(|s| self.text.get(s))
+                .map(str::trim)
+                .unwrap_or("\"...\"");
+            message.push_str(&format!("; write it as a list: `{leaf} = [{value}]`"));
+        }
         if message.starts_with("unknown field") {
             message.push_str(match leaf {
                 "client_secret" | "secret" | "password" => {

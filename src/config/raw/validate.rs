@@ -21,6 +21,7 @@ pub(super) fn validate(raw: RawFile, ctx: &Ctx) -> Result<Settings, Vec<ConfigEr
     match (graph, auth, agent, mappings) {
         (Ok(graph), Ok((auth, _)), Ok(agent), Ok(mappings)) => Ok(Settings {
             source: ctx.file.clone(),
+            read_at: std::time::SystemTime::now(),
             graph,
             auth,
             agent,
