@@ -1019,7 +1019,11 @@ async fn notification_markup_in_a_file_name_is_escaped() {
         .rev()
         .find_map(|l| l.strip_prefix("ARG:"))
         .expect("a body");
-    assert_eq!(body, "&lt;a href=x&gt;&amp;&lt;img src=y&gt;.txt", "{text}");
+    // Quoted and escaped (the name never reads as outbox's own words, nor as markup).
+    assert_eq!(
+        body, "“&lt;a href=x&gt;&amp;&lt;img src=y&gt;.txt” was attached",
+        "{text}"
+    );
 }
 
 /// Issue 23, item 10: `outbox sandbox --data-dir` left attachment bytes world-readable (blobs
