@@ -2611,6 +2611,20 @@ impl Machine {
                     // Nothing of it is on the item: unbound, it goes to the mapping's item now
                     // (see `target_of`).
                     a.rec.may_exist = false;
+                    let unmessaged = a.rec.message.is_none();
+                    let mapping = a.rec.mapping.clone();
+                    if unmessaged && self.mail_rule(&mapping).is_some() {
+                        // Looked for in the sent copy of the message it left (a draft sent by
+                        // hand), and not there: it goes in a new message (seed 4233: it waited
+                        // for ever, in none).
+                        self.release_lock(id);
+                        if let Some(a) = self.active.get_mut(id) {
+                            a.rec.target = None;
+                        }
+                        self.persist(id, out);
+                        self.collect(id);
+                        return;
+                    }
                     self.persist(id, out);
                 }
             }

@@ -4006,6 +4006,12 @@ mod tests {
     /// the world; the comment says which).
     const FAILED_ONCE: &[(u64, &str)] = &[
         (
+            4233,
+            "the sent-copy look of seed 301470's fix answered not there: the file, in no message, waited for ever (also 12409, 19710); it now goes in a new message",
+        ),
+        (12409, "as 4233"),
+        (19710, "as 4233"),
+        (
             301470,
             "mailed twice: a file in doubt on a draft sent by hand (its last chunk's answer lost), in a mapping that does not search the mailbox, was looked for on the draft's old id after its message was found sent; the 404 read as 'not there' and the file went in a new message. It is now looked for in the sent copy (by name and bytes), in no message until that answers; the world answers a look on a sent copy",
         ),
