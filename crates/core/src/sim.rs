@@ -1740,6 +1740,9 @@ impl Sim {
         let now = self.now;
         let drafts: Vec<(String, String)> = (self.mail.iter())
             .filter(|(_, m)| m.is_draft && m.gone_at.is_none() && !m.of.starts_with("rival-"))
+            // Not a draft a lost ledger left (the Outbox hides it in its move from the new
+            // ledger's key search, the known limit above: seed 311087).
+            .filter(|(_, m)| self.msg_ledger.contains_key(&m.of))
             .filter_map(|(id, m)| Some((id.clone(), m.marker.clone()?)))
             .collect();
         if drafts.is_empty() {
@@ -4005,6 +4008,10 @@ mod tests {
     /// Every seed that ever broke an invariant, kept forever (each was a bug in the machine or
     /// the world; the comment says which).
     const FAILED_ONCE: &[(u64, &str)] = &[
+        (
+            311087,
+            "the world: a draft a lost ledger left, sent by hand while the new ledger's key search ran, was in the Outbox, hidden from the search (the known limit: the world sends by hand only drafts of the ledger it has)",
+        ),
         (
             4233,
             "the sent-copy look of seed 301470's fix answered not there: the file, in no message, waited for ever (also 12409, 19710); it now goes in a new message",
