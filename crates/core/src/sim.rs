@@ -4009,6 +4009,11 @@ mod tests {
     /// the world; the comment says which).
     const FAILED_ONCE: &[(u64, &str)] = &[
         (
+            110855,
+            "a version the user canceled while its key search was answered 'held by another agent's draft' ended canceled with the hold's reason, not the user's (status would say held); the cancel is now taken at once",
+        ),
+        (311478, "as 110855"),
+        (
             311087,
             "the world: a draft a lost ledger left, sent by hand while the new ledger's key search ran, was in the Outbox, hidden from the search (the known limit: the world sends by hand only drafts of the ledger it has)",
         ),

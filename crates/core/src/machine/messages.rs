@@ -824,6 +824,12 @@ impl Machine {
         let Some(a) = self.active.get_mut(id) else {
             return;
         };
+        if a.rec.cancel_requested {
+            // Canceled by the user while its key was searched: the cancel is taken now, with
+            // the user's reason (a hold's would have taken its place: seed 110855).
+            self.make_ready(id);
+            return;
+        }
         let n = match a.key {
             KeyLook::Held(n) | KeyLook::Vanished(n) => n + 1,
             _ => 1,
