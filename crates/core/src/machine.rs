@@ -178,6 +178,10 @@ pub struct Machine {
     // Paths are kept by their bytes (`OsString` orders by bytes, `PathBuf` component by
     // component, which with 100,000 files was most of start-up's time).
     stats_out: BTreeSet<OsString>,
+    /// Paths reported gone while a version of theirs had work left, and their mapping: the
+    /// report is confirmed by a `Stat` before the version is canceled (it may be older than
+    /// the agent's own move of the file back from `failed_dir`).
+    gone_checks: BTreeMap<OsString, String>,
     hash_queue: HashQueue,
     hash_queued: BTreeSet<OsString>,
     hashing: BTreeSet<OsString>,
@@ -289,6 +293,7 @@ impl Machine {
             unavailable: BTreeSet::new(),
             settler,
             stats_out: BTreeSet::new(),
+            gone_checks: BTreeMap::new(),
             hash_queue: HashQueue::default(),
             hash_queued: BTreeSet::new(),
             hashing: BTreeSet::new(),
@@ -467,6 +472,9 @@ impl Machine {
             }
             Input::Stat { path, stat } => {
                 self.stats_out.remove(path.as_os_str());
+                if let Some(mapping) = self.gone_checks.remove(path.as_os_str()) {
+                    self.gone_confirmed(&mapping, &path, stat, &mut out);
+                }
                 match self.settler.confirm(&path, stat, self.now) {
                     Some(Settled::Ready {
                         mapping,
@@ -844,10 +852,49 @@ impl Machine {
             self.file_left(mapping, path, out);
             return;
         }
+        // (A retried file known to be in `failed_dir` is not at its path: its move back says
+        // whether it can come, never a report that the path is empty.)
+        let Some(a) = self.active.get(&id) else {
+            return;
+        };
+        if a.rec.state.is_terminal() || a.rec.cancel_requested || a.rec.failed_to.is_some() {
+            return;
+        }
+        // The report is of a look made a moment ago: the agent may have moved the file back
+        // from `failed_dir` since (its own move out is reported gone after the move back was
+        // answered). The path is looked at again before the version is canceled.
+        let key = path.as_os_str().to_os_string();
+        self.gone_checks.insert(key.clone(), mapping.to_string());
+        if self.stats_out.insert(key) {
+            out.push(Action::Stat {
+                path: path.to_path_buf(),
+            });
+        }
+    }
+
+    /// A path reported gone, looked at again: its version with work left is canceled unless
+    /// its file is still there.
+    fn gone_confirmed(
+        &mut self,
+        mapping: &str,
+        path: &Path,
+        stat: Option<FileStat>,
+        out: &mut Vec<Action>,
+    ) {
+        if self.unavailable.contains(mapping) {
+            return;
+        }
+        let Some(b) = self.newest(mapping, path) else {
+            return;
+        };
+        let id = b.id.clone();
         if let Some(a) = self.active.get_mut(&id) {
-            // (A retried file known to be in `failed_dir` is not at its path: its move back
-            // says whether it can come, never a report that the path is empty.)
-            if !a.rec.state.is_terminal() && !a.rec.cancel_requested && a.rec.failed_to.is_none() {
+            let there = stat.is_some_and(|s| s.dev == a.rec.file.dev && s.ino == a.rec.file.ino);
+            if !there
+                && !a.rec.state.is_terminal()
+                && !a.rec.cancel_requested
+                && a.rec.failed_to.is_none()
+            {
                 a.rec.cancel_requested = true;
                 a.rec.error = Some(Failure::new(
                     "fileDeleted",

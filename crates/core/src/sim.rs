@@ -241,6 +241,10 @@ pub struct Sim {
     policy: Policy,
     machine: Option<Machine>,
     epoch: u64,
+    /// Per path, when its last watcher report is delivered: the agent looks at one path at a
+    /// time and takes its events in order (`intake::look`), so a report never overtakes an
+    /// earlier one of the same path (a stale `Gone` after the file came back).
+    watch_last: BTreeMap<PathBuf, Time>,
     /// The ledger as the agent reads it: every write at once, flushed or not.
     ledger: BTreeMap<String, Record>,
     /// The writes of the batch under way, not yet flushed: what each overwrote, in order (a
@@ -613,6 +617,7 @@ impl Sim {
             policy,
             machine: None,
             epoch: 0,
+            watch_last: BTreeMap::new(),
             ledger: BTreeMap::new(),
             unflushed: Vec::new(),
             queue: std::collections::VecDeque::new(),
@@ -1088,6 +1093,13 @@ impl Sim {
             },
         };
         let e = self.epoch;
+        // In order per path: not before the last report of the same path.
+        let d = match self.watch_last.get(path) {
+            Some(t) if t.0 > self.now.0 + d => t.0 - self.now.0,
+            _ => d,
+        };
+        let last = self.now.plus_ms(d + u64::from(closed));
+        self.watch_last.insert(path.to_path_buf(), last);
         self.schedule(d, Event::Deliver(e, input));
         if closed {
             self.schedule(
@@ -4390,6 +4402,14 @@ mod tests {
         (
             200_101,
             "a backup taken between a give-way's message write and its file's: the restored file done on a deleted draft, never searched for (start_gave_way)",
+        ),
+        (
+            116_122,
+            "world: the watcher's reports of one path delivered out of order (the agent looks at a path one event at a time); a stale report of the agent's own move into failed_dir canceled the file moved back (reports of a path gone are now looked at again)",
+        ),
+        (
+            313_775,
+            "the report of a retried file's move into failed_dir came after its move back: the file was canceled, never attached (gone_confirmed)",
         ),
     ];
 

@@ -1090,7 +1090,16 @@ impl Machine {
                         if let Some(a) = self.active.get_mut(&r.id) {
                             a.rec.message = None;
                         }
-                        self.collect(&r.id);
+                        // A copy in doubt on the sent copy of the message it left is looked
+                        // for first (its look is asked at start): found, it went; not there,
+                        // it is collected then (seed 4233, after the world's reports of one
+                        // path were put in order: mailed twice).
+                        let looks = self.active.get(&r.id).is_some_and(|a| {
+                            a.rec.may_exist && a.rec.session.is_none() && a.rec.target.is_some()
+                        });
+                        if !looks {
+                            self.collect(&r.id);
+                        }
                     }
                 }
             }

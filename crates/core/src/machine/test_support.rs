@@ -15,6 +15,31 @@ impl Machine {
         )
     }
 
+    /// `path` of `mapping` reported gone at `t`, and its look again (the `Stat` a report of a
+    /// version with work left asks for) answered "not there": the actions of both.
+    pub(crate) fn gone_at(&mut self, t: u64, mapping: &str, path: &str) -> Vec<Action> {
+        let mut out = self.handle(
+            Time(t),
+            Input::Gone {
+                mapping: mapping.into(),
+                path: path.into(),
+            },
+        );
+        let asked = out
+            .iter()
+            .any(|a| matches!(a, Action::Stat { path: p } if p.as_path() == Path::new(path)));
+        if asked {
+            out.extend(self.handle(
+                Time(t),
+                Input::Stat {
+                    path: path.into(),
+                    stat: None,
+                },
+            ));
+        }
+        out
+    }
+
     /// Message `mid`'s draft (looked for again, or in doubt) found at `t` in neither Sent
     /// Items nor Drafts, then again once Exchange's move has surely had time (`move_grace_ms`):
     /// gone (deleted by hand). The actions of the last answer, and the time it came.

@@ -595,3 +595,75 @@ fn a_retried_file_in_failed_dir_is_not_canceled_by_its_path_being_empty() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_report_of_the_move_into_failed_dir_that_comes_after_the_move_back_cancels_nothing() {
+    // Seeds 116122, 313775: the watcher's report of the agent's own move into `failed_dir` was
+    // answered after the retried file had come back; taken at its word, it canceled the file.
+    let (mut m, _mid, rec, _, _) = one_of_two_refused();
+    let out = outcome(
+        &mut m,
+        30_400,
+        &rec.id,
+        Outcome::ToFailedDir(MoveOutcome::Moved {
+            to: PathBuf::from("/mail/failed/a.pdf"),
+            file: rec.file,
+        }),
+    );
+    let aside = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist(r) if r.id == rec.id => Some(r.clone()),
+            _ => None,
+        })
+        .expect("record");
+    m.handle(
+        Time(40_000),
+        Input::Retry {
+            records: vec![aside],
+        },
+    );
+    let back = FileStat {
+        ctime_ns: rec.file.ctime_ns + 1,
+        ..rec.file
+    };
+    outcome(
+        &mut m,
+        40_100,
+        &rec.id,
+        Outcome::FromFailedDir(MoveOutcome::Moved {
+            to: PathBuf::from("/mail/a.pdf"),
+            file: back,
+        }),
+    );
+    let out = m.handle(
+        Time(40_200),
+        Input::Gone {
+            mapping: "mail".into(),
+            path: PathBuf::from("/mail/a.pdf"),
+        },
+    );
+    let cancels = |out: &[Action]| {
+        out.iter()
+            .any(|a| matches!(a, Action::Persist(r) if r.id == rec.id && r.cancel_requested))
+    };
+    assert!(!cancels(&out), "{out:?}");
+    assert!(
+        out.iter().any(
+            |a| matches!(a, Action::Stat { path } if path.as_path() == Path::new("/mail/a.pdf"))
+        ),
+        "the path is looked at again: {out:?}"
+    );
+    // There, as it came back: nothing is canceled.
+    let out = m.handle(
+        Time(40_201),
+        Input::Stat {
+            path: PathBuf::from("/mail/a.pdf"),
+            stat: Some(back),
+        },
+    );
+    assert!(!cancels(&out), "{out:?}");
+    // Really gone later: canceled once the look again says so.
+    let out = m.gone_at(50_000, "mail", "/mail/a.pdf");
+    assert!(cancels(&out), "{out:?}");
+}

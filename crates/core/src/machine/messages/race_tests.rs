@@ -5,6 +5,7 @@
 
 use super::super::*;
 use super::{drafted_before, move_grace_ms};
+use crate::machine::test_support::{look_found, look_not_found};
 
 const SHA: &str = "abababababababababababababababababababababababababababababababab";
 
@@ -928,4 +929,80 @@ fn a_held_file_whose_holder_vanished_is_searched_again_after_the_move_grace_and_
     );
     let f = last_persist(&out, &entry).expect("written");
     assert_eq!(f.state, State::Done, "found mailed: {f:?}");
+}
+
+/// Seed 4233: a file split off a message sent by hand, with a copy in doubt (a mapping that
+/// does not search the mailbox), is looked for in the sent copy; a crash before the look
+/// answered left it in no message, and the start put it in a new one at once: mailed twice.
+/// At start it waits for its look: found, it went; not there, it goes in a new message.
+#[test]
+fn a_file_in_doubt_on_a_sent_copy_joins_no_message_at_start_until_its_look_answers() {
+    let in_doubt = || {
+        let mut r = Record::pending(
+            "e1".into(),
+            "mail".into(),
+            PathBuf::from("/mail/a.pdf"),
+            "a.pdf".into(),
+            FileStat {
+                dev: 1,
+                ino: 4,
+                size: 10,
+                mtime_ns: 1,
+                ctime_ns: 1,
+                owner: None,
+            },
+            Some(SHA.into()),
+            1,
+            Time(500),
+        );
+        r.state = State::Uploading;
+        r.may_exist = true;
+        r.effect_at = Some(Time(600));
+        r.target = Some(Target {
+            user: "me".into(),
+            kind: ItemKind::Message,
+            item_id: "sent7".into(),
+        });
+        r
+    };
+    let start = |m: &mut Machine| {
+        m.handle(
+            Time(100_000),
+            Input::Start {
+                records: vec![in_doubt()],
+                with_url: Vec::new(),
+                messages: Vec::new(),
+            },
+        )
+    };
+    let drafts = |out: &[Action]| out.iter().any(|a| matches!(a, Action::CreateDraft { .. }));
+    let looks_on_sent = |out: &[Action]| {
+        out.iter().any(|a| {
+            matches!(a, Action::Look { id, target, .. } if id == "e1" && target.item_id == "sent7")
+        })
+    };
+    // Found there: it went, and no message is made for it.
+    let mut m = machine_with(false, false, false);
+    let mut out = start(&mut m);
+    for t in [101_000, 200_000] {
+        out.extend(m.handle(Time(t), Input::Tick));
+    }
+    assert!(!drafts(&out), "no message before the look answers: {out:?}");
+    assert!(looks_on_sent(&out), "{out:?}");
+    let out = m.answer(200_100, "e1", look_found("sent7-a0"));
+    let done = last_persist(&out, "e1").expect("on record");
+    assert_eq!(done.state, State::Done);
+    let later = m.handle(Time(400_000), Input::Tick);
+    assert!(!drafts(&later), "never mailed again: {later:?}");
+    // Not there: it goes in a new message.
+    let mut m = machine_with(false, false, false);
+    let mut out = start(&mut m);
+    out.extend(m.handle(Time(200_000), Input::Tick));
+    assert!(!drafts(&out), "{out:?}");
+    assert!(looks_on_sent(&out), "{out:?}");
+    let mut out = m.answer(200_100, "e1", look_not_found());
+    for t in [202_000, 250_000, 400_000] {
+        out.extend(m.handle(Time(t), Input::Tick));
+    }
+    assert!(drafts(&out), "mailed, once: {out:?}");
 }

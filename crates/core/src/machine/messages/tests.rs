@@ -815,13 +815,7 @@ fn a_message_waits_for_the_look_of_a_file_that_left_it_with_a_copy_in_doubt() {
         ..stat(8, 11)
     };
     drop_version(&mut m, 22_300, "a.pdf", v2, &"cd".repeat(32));
-    m.handle(
-        Time(27_400),
-        Input::Gone {
-            mapping: "mail".into(),
-            path: "/mail/a.pdf".into(),
-        },
-    );
+    m.gone_at(27_400, "mail", "/mail/a.pdf");
     let mut out = m.answer(27_500, &b, post_created("att-b"));
     // Not listed, not sent, while a.pdf's first copy is in doubt: its look comes first.
     let mut t = 27_500;
@@ -931,13 +925,7 @@ fn left_with_work_on_the_draft(partial: bool) {
         ..stat(8, 11)
     };
     drop_version(&mut m, 22_400, "a.pdf", v2, &"cd".repeat(32));
-    m.handle(
-        Time(27_500),
-        Input::Gone {
-            mapping: "mail".into(),
-            path: "/mail/a.pdf".into(),
-        },
-    );
+    m.gone_at(27_500, "mail", "/mail/a.pdf");
     early.extend(m.answer(27_600, &b, post_created("att-b")));
     let mut out = early;
     // Until a1's session is closed (or its partial copy deleted): no listing, no send.
