@@ -1449,8 +1449,10 @@ impl Machine {
             if self.stats_out.len() >= self.policy.stat_batch {
                 break;
             }
+            // (A stat of the path already out, asked for a report of it gone, answers this
+            // check too.)
+            self.settler.checking(&path);
             if self.stats_out.insert(path.clone().into_os_string()) {
-                self.settler.checking(&path);
                 out.push(Action::Stat { path });
             }
         }
@@ -1744,6 +1746,11 @@ impl Machine {
         if r.cancel_requested {
             if r.session.is_some() {
                 return Step::DeleteSession;
+            }
+            if r.may_exist && self.draft_sought(r) {
+                // Its copy in doubt is on a draft its message looks for (sent from Outlook?):
+                // looked for where the message finds it.
+                return Step::Idle;
             }
             if r.may_exist {
                 return Step::Look { recent_ok: false };
@@ -2293,6 +2300,10 @@ impl Machine {
                     // A POST or session on a draft its message already knows is gone.
                     return self.unbind(id, out);
                 }
+                if f.code == ITEM_NOT_FOUND && self.draft_vanished(id, true, out) {
+                    // Its message's draft is not there: the message looks for it.
+                    return;
+                }
                 self.fail(id, f, out)
             }
         }
@@ -2627,6 +2638,14 @@ impl Machine {
             &l,
             LookOutcome::Failed(Fault::Permanent(f)) if f.code == ITEM_NOT_FOUND
         ) && self.gone_old_draft(id);
+        if let LookOutcome::Failed(Fault::Permanent(f)) = &l {
+            // Its message's draft is not there: sent from Outlook (perhaps with this copy in
+            // it), or deleted. The message looks for it; the file waits, its doubt kept (seed
+            // 109547: taken for "nothing there", the copy sent by hand was mailed again).
+            if f.code == ITEM_NOT_FOUND && !old_draft_gone && self.draft_vanished(id, false, out) {
+                return;
+            }
+        }
         // A copy its message is deleting as a stray is not the file's: nothing of it is there.
         let l = match l {
             LookOutcome::Found { attachment_id } if self.stray_of_message(id, &attachment_id) => {

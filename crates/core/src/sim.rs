@@ -3489,14 +3489,6 @@ impl Sim {
                 // In `failed_dir` by a move whose answer a crash lost, a new file at its path:
                 // `outbox retry` refuses it (the user's to sort out).
                 && !self.lost_move_in_the_way(r)
-                // Known limit (seed 15696): its draft sent by hand from Outlook before the file
-                // was on it, its POST answered 404: the file fails as `ErrorItemNotFound`, says
-                // so, and `retry` mails it in a new message (a look for the draft first, then
-                // splitting the file off, would spare the user that retry).
-                && !(code == Some(crate::machine::ITEM_NOT_FOUND)
-                    && r.target
-                        .as_ref()
-                        .is_some_and(|t| self.hand_sent.contains(&t.item_id)))
             {
                 return Err(self.violation(format!(
                     "{} failed though every fault was transient: {:?}",
@@ -4041,7 +4033,7 @@ mod tests {
         ),
         (
             15696,
-            "a file's draft sent by hand from Outlook while its POST waited out a throttle: the POST's 404 fails the file (ErrorItemNotFound, in failed_dir, retry mails it); the oracle took it for a failure by transient faults (a known limit, docs/core.md)",
+            "a file's draft sent by hand from Outlook while its POST waited out a throttle: the POST's 404 failed the file (ErrorItemNotFound, in failed_dir, retry mailed it); now the message looks for its draft (draft_vanished) and the file goes in a new message by itself",
         ),
         (
             201528,
@@ -4406,6 +4398,14 @@ mod tests {
         (
             116_122,
             "world: the watcher's reports of one path delivered out of order (the agent looks at a path one event at a time); a stale report of the agent's own move into failed_dir canceled the file moved back (reports of a path gone are now looked at again)",
+        ),
+        (
+            109_547,
+            "a copy in doubt on a draft sent from Outlook with it, canceled meanwhile: the look's 404 on the draft was taken for 'nothing there', and a retry mailed the file again (the message now looks for its draft: draft_vanished)",
+        ),
+        (
+            101_702,
+            "a settle check of a path whose stat was already out for a report of it gone was never marked as asked: the machine woke at once, for ever (livelock)",
         ),
         (
             313_775,

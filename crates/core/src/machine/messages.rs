@@ -205,6 +205,57 @@ impl Machine {
         draft != Some(looked.item_id.as_str())
     }
 
+    /// A request of entry `id` on its message's draft answered `ErrorItemNotFound`: the draft
+    /// was sent from Outlook, or deleted by hand. The message, never sent by this agent, looks
+    /// for its draft as a `retry` does (`redraft`): sent, a file not on it goes in a new
+    /// message (one in doubt is looked for in the sent copy); still a draft, it goes on; gone,
+    /// a new draft. `unbind`: the request was a POST or an upload session, nothing of which
+    /// landed (before, the file failed and the user's `retry` mailed it: seed 15696); a look
+    /// keeps its doubt (the copy may have gone in the sent message). Whether it did so.
+    pub(super) fn draft_vanished(&mut self, id: &str, unbind: bool, out: &mut Vec<Action>) -> bool {
+        let Some(a) = self.active.get(id) else {
+            return false;
+        };
+        let Some(item) = a.item().map(|t| t.item_id.clone()) else {
+            return false;
+        };
+        let Some(mid) = a.rec.message.clone() else {
+            return false;
+        };
+        let Some(m) = self.messages.get_mut(&mid) else {
+            return false;
+        };
+        if m.rec.state != MessageState::Attaching
+            || m.rec.redraft
+            || m.rec.may_have_been_sent()
+            || m.rec.draft_id.as_deref() != Some(item.as_str())
+            || !m.rec.files.iter().any(|f| f == id)
+        {
+            return false;
+        }
+        m.rec.state = MessageState::Drafting;
+        m.rec.redraft = true;
+        m.rec.draft_gone_at = None;
+        m.sent_checked = false;
+        m.rec.updated_at = self.now;
+        self.persist_message(&mid, out);
+        self.msg_ready.insert(mid);
+        if unbind {
+            self.unbind(id, out);
+        }
+        true
+    }
+
+    /// Whether `r` is bound to the draft its message is looking for again (`redraft`).
+    pub(super) fn draft_sought(&self, r: &Record) -> bool {
+        let Some(m) = r.message.as_deref().and_then(|id| self.messages.get(id)) else {
+            return false;
+        };
+        m.rec.redraft
+            && m.rec.files.contains(&r.id)
+            && r.target.as_ref().map(|t| t.item_id.as_str()) == m.rec.draft_id.as_deref()
+    }
+
     /// Whether `att` is an attachment the message of entry `id` found to be no file's and is
     /// deleting (or has deleted): a look of the entry answered before that delete landed must
     /// not take it for the file's (the message would be sent without it).

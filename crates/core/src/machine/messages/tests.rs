@@ -970,17 +970,21 @@ fn left_with_work_on_the_draft(partial: bool) {
 }
 
 #[test]
-fn a_post_under_way_when_its_message_was_retried_goes_to_the_new_draft_not_failed() {
-    post_under_way_at_a_retry(false);
+fn a_post_under_way_when_its_draft_vanished_goes_to_the_new_draft_not_failed() {
+    post_under_way_when_the_draft_vanished(false);
 }
 
 #[test]
-fn a_post_under_way_at_a_retry_goes_to_the_new_draft_after_its_mapping_stops_mailing() {
+fn a_post_under_way_when_its_draft_vanished_goes_to_the_new_draft_after_its_mapping_stops_mailing()
+{
     // The files of a message keep going to its draft once their mapping names an item.
-    post_under_way_at_a_retry(true);
+    post_under_way_when_the_draft_vanished(true);
 }
 
-fn post_under_way_at_a_retry(reload_plain: bool) {
+/// Seeds 15696, 5373929: a POST answered `ErrorItemNotFound` on its message's draft (sent from
+/// Outlook or deleted by hand) is no failure of the file: the message looks for its draft (as a
+/// `retry` does), and a POST of another file still under way, answered the same, waits too.
+fn post_under_way_when_the_draft_vanished(reload_plain: bool) {
     // a.pdf and b.pdf go together; the user deletes the draft while both are posted.
     let mut m = batch_machine();
     let (mid, out) = a_and_b_on_d1(&mut m, 10);
@@ -992,31 +996,32 @@ fn post_under_way_at_a_retry(reload_plain: bool) {
             "The specified object was not found in the store.",
         ))
     };
-    // a.pdf's answer: the draft is gone; the file fails, and its message with it.
+    let failed = |out: &[Action], id: &str| {
+        out.iter().any(|x| {
+            matches!(x, Action::Persist(r) if r.id == id && r.state == State::Failed)
+                || matches!(x, Action::PersistMessage(r) if r.state == MessageState::Failed)
+        })
+    };
+    // a.pdf's answer: the draft is gone. Neither the file nor its message fails: the message
+    // looks for its draft, first in Sent Items (sent from Outlook?).
     let out = m.answer(22_200, &a, gone());
-    let failed_a = out
-        .iter()
-        .rev()
-        .find_map(|x| match x {
-            Action::Persist(r) if r.id == a && r.state == State::Failed => Some(r.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("a.pdf failed: {out:?}"));
-    let message = out
-        .iter()
-        .rev()
-        .find_map(|x| match x {
-            Action::PersistMessage(r) if r.state == MessageState::Failed => Some(r.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("the message failed: {out:?}"));
-    // `retry` while b.pdf's POST is still under way: its draft is looked for again.
-    m.handle(
-        Time(22_300),
-        Input::RetryMessage {
-            message,
-            records: vec![failed_a],
-        },
+    assert!(!failed(&out, &a), "{out:?}");
+    assert!(
+        out.iter().any(|x| matches!(
+            x,
+            Action::PersistMessage(r) if r.redraft && r.state == MessageState::Drafting
+        )),
+        "{out:?}"
+    );
+    assert!(
+        out.iter().any(|x| matches!(
+            x,
+            Action::FindMessage {
+                folder: MailFolder::SentItems,
+                ..
+            }
+        )),
+        "{out:?}"
     );
     if reload_plain {
         let mut plain = m.mappings["mail"].clone();
@@ -1033,13 +1038,7 @@ fn post_under_way_at_a_retry(reload_plain: bool) {
     // b.pdf's answer comes now: the same gone draft. Not a failure of the file: it waits
     // for the new draft.
     let out = m.answer(22_400, &b, gone());
-    assert!(
-        !out.iter().any(|x| matches!(
-            x,
-            Action::Persist(r) if r.id == b && r.state == State::Failed
-        )),
-        "{out:?}"
-    );
+    assert!(!failed(&out, &b), "{out:?}");
     let (_, t) = m.draft_gone(22_500, &mid);
     let out = m.answer(t + 100, &mid, draft_created("d2", None));
     for id in [&a, &b] {
@@ -3704,4 +3703,88 @@ fn a_stale_timer_of_a_message_does_not_end_a_later_wait() {
     m.tick_messages();
     assert_eq!(m.messages[&mid].wait_until, None);
     assert!(m.msg_ready.contains(&mid));
+}
+
+/// Seed 109547: a copy in doubt on the draft (its POST's answer lost), the draft sent from
+/// Outlook with it, the user's cancel asked meanwhile. The look on the draft answered
+/// `ErrorItemNotFound`, taken for "nothing there": canceled, and after a `retry` mailed again.
+/// Now the message looks for its draft: found sent, the copy is looked for in the sent copy,
+/// found there (it went), and nothing is drafted again.
+#[test]
+fn a_look_on_a_draft_sent_from_outlook_finds_the_copy_in_the_sent_message() {
+    let mut m = batch_machine();
+    let (mid, out) = a_and_b_on_d1(&mut m, 10);
+    let a = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
+    let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
+    m.answer(22_150, &b, post_created("att-b"));
+    let t = lose_post_cancel_and_wait_for_look(&mut m, &a, 22_200);
+    let out = m.answer(
+        t + 10,
+        &a,
+        look_failed(permanent(ITEM_NOT_FOUND, "not found in the store")),
+    );
+    assert!(
+        !out.iter().any(|x| matches!(
+            x,
+            Action::Persist(r) if r.id == a && r.state.is_terminal()
+        )),
+        "a 404 on the draft is not 'nothing there': {out:?}"
+    );
+    assert!(
+        out.iter().any(|x| matches!(
+            x,
+            Action::FindMessage {
+                folder: MailFolder::SentItems,
+                ..
+            }
+        )),
+        "the message looks for its draft: {out:?}"
+    );
+    let mut all = m.answer(
+        t + 100,
+        &mid,
+        Outcome::Find(
+            MailFolder::SentItems,
+            FindOutcome::Found {
+                id: "s1".into(),
+                is_draft: false,
+                internet_message_id: Some("<d1@x>".into()),
+            },
+        ),
+    );
+    let mut t = t + 100;
+    let mut look = all.iter().find_map(|x| match x {
+        Action::Look { id, target, .. } if id == &a => Some(target.item_id.clone()),
+        _ => None,
+    });
+    while look.is_none() && t < 900_000 {
+        t += 1_000;
+        let out = m.handle(Time(t), Input::Tick);
+        look = out.iter().find_map(|x| match x {
+            Action::Look { id, target, .. } if id == &a => Some(target.item_id.clone()),
+            _ => None,
+        });
+        all.extend(out);
+    }
+    assert_eq!(
+        look.as_deref(),
+        Some("s1"),
+        "looked for in the sent copy: {all:?}"
+    );
+    let out = m.answer(t + 10, &a, look_found("s1-a0"));
+    let done = out
+        .iter()
+        .rev()
+        .find_map(|x| match x {
+            Action::Persist(r) if r.id == a => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(done.state, State::Done, "it went, in the sent message");
+    all.extend(out);
+    all.extend(m.handle(Time(t + 900_000), Input::Tick));
+    assert!(
+        !all.iter().any(|x| matches!(x, Action::CreateDraft { .. })),
+        "never mailed again: {all:?}"
+    );
 }
