@@ -1649,6 +1649,80 @@ async fn a_message_whose_files_all_left_deletes_its_draft() {
     assert!(sent(&env).await.is_empty(), "nothing sent");
 }
 
+/// A draft sent from Outlook before its file was on it: the file's upload answers 404 on the
+/// draft. Before, the file failed (`ErrorItemNotFound`, `retry` advised); now its message looks
+/// for its draft, finds it sent without the file, and the file goes in a new message by
+/// itself: mailed once, no failure, no `retry`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_whose_draft_was_sent_from_outlook_before_it_was_on_it_goes_in_a_new_message() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let sha = write_file(&folder.join("late.pdf"), 10_000, 4);
+    let release = env.path("release-upload");
+    let pause = format!("before-upload-open:{}", (T / 2).as_millis());
+    let agent = Agent::start(
+        &env,
+        &[
+            ("OUTBOX_PAUSE_AT", pause.as_str()),
+            ("OUTBOX_PAUSE_RELEASE", release.to_str().unwrap()),
+        ],
+    );
+    wait_until(T, "the agent pausing before the upload", || async {
+        agent.log().contains("failpoint before-upload-open")
+    })
+    .await;
+    let items = env
+        .sandbox
+        .admin(reqwest::Method::GET, "/items", None)
+        .await;
+    let draft = items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["isDraft"] == json!(true))
+        .and_then(|i| i["id"].as_str())
+        .expect("its draft is made")
+        .to_string();
+    // In Outlook: the empty draft sent.
+    let moved = env
+        .sandbox
+        .admin(
+            reqwest::Method::POST,
+            &format!("/items/{draft}/send"),
+            Some(json!({})),
+        )
+        .await;
+    assert!(moved["id"].is_string(), "sent by hand: {moved}");
+    std::fs::write(&release, "").expect("release the upload");
+    wait_until(T, "the file mailed in a new message", || async {
+        status_json(&env)
+            .iter()
+            .any(|r| r["state"] == "done" && r["message"]["state"] == "sent")
+    })
+    .await;
+    agent.stop();
+    let rows = status_json(&env);
+    assert!(
+        rows.iter().all(|r| r["state"] != "failed"),
+        "no failure: {rows:#?}"
+    );
+    let sent = sent(&env).await;
+    let with_file: Vec<&Value> = sent
+        .iter()
+        .filter(|m| {
+            m["attachments"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["sha256"] == json!(sha)))
+        })
+        .collect();
+    assert_eq!(with_file.len(), 1, "mailed once: {sent:#?}");
+    assert_eq!(
+        sent.len(),
+        2,
+        "the empty hand-sent one and the file's: {sent:#?}"
+    );
+}
+
 /// A sent copy carrying a file's key does not prove the file's bytes went: the draft carries
 /// its files' keys from its creation. Here the draft a lost state dir left (made, the file not
 /// yet on it) was finished by hand in Outlook with another file of the same name and sent.
