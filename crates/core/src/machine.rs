@@ -594,11 +594,10 @@ impl Machine {
         records.sort_unstable_by(|a, b| a.seq.cmp(&b.seq).then_with(|| a.id.cmp(&b.id)));
         // What start-up must tell messages about: only records of mailing mappings (a ledger
         // of 100,000 done files of ordinary mappings is not copied).
-        let seen: Vec<Record> = records
-            .iter()
-            .filter(|r| r.message.is_some() || self.mail_rule(&r.mapping).is_some())
-            .cloned()
-            .collect();
+        // (As start-up leaves them: a session whose URL was lost is dropped here, and a
+        // message that kept the record as read waited for ever on a session no longer there:
+        // seed 518576.)
+        let mut seen: Vec<Record> = Vec::new();
         let urls: BTreeSet<String> = with_url.into_iter().collect();
         if !urls.is_empty() {
             let known: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
@@ -657,6 +656,9 @@ impl Machine {
             if changed {
                 rec.updated_at = self.now;
                 out.push(Action::Persist(rec.clone()));
+            }
+            if rec.message.is_some() || self.mail_rule(&rec.mapping).is_some() {
+                seen.push(rec.clone());
             }
             self.index(&rec);
             if has_work(&rec) {
@@ -2677,7 +2679,7 @@ impl Machine {
                     // Nothing of it is on the item: unbound, it goes to the mapping's item now
                     // (see `target_of`).
                     a.rec.may_exist = false;
-                    let unmessaged = a.rec.message.is_none();
+                    let unmessaged = a.rec.message.is_none() && !a.rec.cancel_requested;
                     let mapping = a.rec.mapping.clone();
                     if unmessaged && self.mail_rule(&mapping).is_some() {
                         // Looked for in the sent copy of the message it left (a draft sent by

@@ -4400,6 +4400,18 @@ mod tests {
             "world: the watcher's reports of one path delivered out of order (the agent looks at a path one event at a time); a stale report of the agent's own move into failed_dir canceled the file moved back (reports of a path gone are now looked at again)",
         ),
         (
+            17_887,
+            "a canceled file with a copy in doubt, split off a message found sent, was put in a batch that never takes a canceled file: it waited for ever (it now ends: its copy looked for in the sent copy)",
+        ),
+        (
+            509_813,
+            "a file whose upload session's last piece was in doubt when its draft was sent by hand: collected at once, its look on the old draft answered 404, mailed twice (its session is now closed and its copy looked for in the sent copy)",
+        ),
+        (
+            518_576,
+            "start-up dropped a done file's session whose URL was lost, but its message kept the record as read and waited for ever for the session to close (messages now take records as start-up leaves them)",
+        ),
+        (
             109_547,
             "a copy in doubt on a draft sent from Outlook with it, canceled meanwhile: the look's 404 on the draft was taken for 'nothing there', and a retry mailed the file again (the message now looks for its draft: draft_vanished)",
         ),

@@ -1684,12 +1684,16 @@ impl Machine {
         }
         for id in ids {
             self.member_of.remove(&id);
+            // A file the user canceled goes in no message: a copy of it in doubt is looked for
+            // in the sent copy (there, the cancel came too late; else it is canceled).
+            let canceled = self.active.get(&id).is_some_and(|a| a.rec.cancel_requested);
             // (One with an upload session open has it closed first, on its own path.)
-            let searches = self.active.get(&id).is_some_and(|a| {
-                self.mail_rule(&a.rec.mapping)
-                    .is_some_and(|m| m.remember_sent_ms > 0)
-                    && a.rec.session.is_none()
-            });
+            let searches = !canceled
+                && self.active.get(&id).is_some_and(|a| {
+                    self.mail_rule(&a.rec.mapping)
+                        .is_some_and(|m| m.remember_sent_ms > 0)
+                        && a.rec.session.is_none()
+                });
             if let Some(a) = self.active.get_mut(&id) {
                 a.rec.message = None;
                 if searches {
@@ -1707,19 +1711,26 @@ impl Machine {
                 // in doubt on the draft is looked for in its sent copy, by name and bytes; the
                 // draft's id answers 404 now, which is not "not there" (seed 301470: mailed
                 // twice).
+                // An upload session whose last piece is in doubt is closed first (the draft is
+                // sent: nothing more goes on it), then the copy looked for there too (seed
+                // 509813: collected at once, its look on the draft answered 404 and it was
+                // mailed again).
                 let mut looks = false;
                 if let (Some(sent), Some(a)) = (sent_copy, self.active.get_mut(&id)) {
-                    if a.rec.may_exist && a.rec.session.is_none() {
+                    if a.rec.may_exist {
                         if let Some(t) = a.rec.target.as_mut() {
                             t.item_id = sent.to_owned();
                             looks = true;
+                            if let Some(s) = a.rec.session.as_mut() {
+                                s.abandoned = true;
+                            }
                         }
                     }
                 }
                 self.persist(&id, out);
-                if looks {
+                if looks || canceled {
                     // In no message until the look answers: found, it went; not there, it
-                    // goes in a new one.
+                    // goes in a new one (canceled: it ends).
                     self.make_ready(&id);
                     continue;
                 }

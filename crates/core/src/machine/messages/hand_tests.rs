@@ -5,6 +5,7 @@ use super::super::*;
 use super::key_tests::{answer, drop, key_asked, keyed_machine};
 use super::move_grace_ms;
 use super::restore_tests::{finds, mid_attach};
+use crate::machine::test_support::{look_found, session_deleted};
 
 fn find(m: &mut Machine, t: u64, mid: &str, folder: MailFolder, f: FindOutcome) -> Vec<Action> {
     m.handle(
@@ -355,5 +356,130 @@ fn a_file_still_done_on_a_draft_that_gave_way_is_searched_for_at_start() {
     assert!(
         key_asked(&out).is_some(),
         "searched for by its key: {out:?}"
+    );
+}
+
+/// Seed 509813: a file whose upload session's last piece was in doubt when its draft was sent
+/// from Outlook (the crash took the answer). Found sent at start, the file was put in a new
+/// message at once; its look on the old draft then answered 404, and it was mailed again. Now
+/// its session is closed and its copy looked for in the sent copy: there, it went.
+#[test]
+fn a_file_whose_last_piece_was_in_doubt_on_a_hand_sent_draft_is_looked_for_in_the_sent_copy() {
+    let (mut rec, msg) = mid_attach();
+    rec.state = State::Uploading;
+    rec.may_exist = true;
+    rec.effect_at = Some(Time(4_000));
+    rec.target = Some(Target {
+        user: "me".into(),
+        kind: ItemKind::Message,
+        item_id: "d1".into(),
+    });
+    rec.session = Some(SessionMark {
+        sent_end: rec.file.size,
+        abandoned: false,
+    });
+    let mut m = keyed_machine();
+    let out = m.handle(
+        Time(100_000),
+        Input::Start {
+            records: vec![rec.clone()],
+            with_url: vec![rec.id.clone()],
+            messages: vec![msg.clone()],
+        },
+    );
+    assert_eq!(finds(&out), vec![MailFolder::SentItems], "{out:?}");
+    let mut all = find(
+        &mut m,
+        101_000,
+        &msg.id,
+        MailFolder::SentItems,
+        sent_copy("s1"),
+    );
+    assert!(
+        all.iter().any(|a| matches!(
+            a,
+            Action::Persist(r) if r.id == rec.id
+                && r.session.is_some_and(|s| s.abandoned)
+                && r.target.as_ref().is_some_and(|t| t.item_id == "s1")
+        )),
+        "its session closed, its copy to be looked for in the sent copy: {all:?}"
+    );
+    all.extend(m.answer(101_100, &rec.id, session_deleted()));
+    let mut t = 101_100;
+    let mut look = None;
+    while look.is_none() && t < 900_000 {
+        t += 1_000;
+        let out = m.handle(Time(t), Input::Tick);
+        look = out.iter().find_map(|a| match a {
+            Action::Look { id, target, .. } if id == &rec.id => Some(target.item_id.clone()),
+            _ => None,
+        });
+        all.extend(out);
+    }
+    assert_eq!(look.as_deref(), Some("s1"), "{all:?}");
+    let out = m.answer(t + 10, &rec.id, look_found("s1-a0"));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Persist(r) if r.id == rec.id && r.state == State::Done)),
+        "{out:?}"
+    );
+    all.extend(out);
+    all.extend(m.handle(Time(t + 900_000), Input::Tick));
+    assert!(!drafts_made(&all), "never mailed again: {all:?}");
+}
+
+/// Seed 518576: start-up drops the session of a done file whose URL was lost; the message it
+/// belongs to kept the record as read (with the session) and waited for ever for it to close.
+#[test]
+fn a_message_takes_its_files_as_start_up_leaves_them() {
+    let (mut rec, mut msg) = mid_attach();
+    rec.state = State::Done;
+    rec.attachment_id = Some("att-1".into());
+    rec.after_done = true;
+    rec.target = Some(Target {
+        user: "me".into(),
+        kind: ItemKind::Message,
+        item_id: "d1".into(),
+    });
+    rec.session = Some(SessionMark {
+        sent_end: 0,
+        abandoned: false,
+    });
+    msg.state = MessageState::Attaching;
+    let mut m = keyed_machine();
+    let out = m.handle(
+        Time(100_000),
+        Input::Start {
+            records: vec![rec.clone()],
+            with_url: Vec::new(),
+            messages: vec![msg.clone()],
+        },
+    );
+    assert_eq!(finds(&out), vec![MailFolder::SentItems], "{out:?}");
+    find(
+        &mut m,
+        100_100,
+        &msg.id,
+        MailFolder::SentItems,
+        FindOutcome::NotFound,
+    );
+    let out = find(
+        &mut m,
+        100_200,
+        &msg.id,
+        MailFolder::Drafts,
+        FindOutcome::Found {
+            id: "d1".into(),
+            is_draft: true,
+            internet_message_id: Some("<d1@x>".into()),
+        },
+    );
+    let mut all = out;
+    for t in [101_000, 130_000, 200_000] {
+        all.extend(m.handle(Time(t), Input::Tick));
+    }
+    assert!(
+        all.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+        "the message goes on to its listing: {all:?}"
     );
 }
