@@ -304,6 +304,11 @@ pub struct Sim {
     /// Draws of the world's harsher faults (an rng of their own: every earlier draw as before).
     harsh_rng: StdRng,
     harsh: Harsh,
+    /// Graph's `$filter` index lags: a message (draft or sent copy) is found by a search
+    /// (by marker, `internetMessageId` or key) only this long after it shows (its own
+    /// generator; beside a second agent under `RIVAL_SETTLE_MS`, the bound the check before a
+    /// send trusts: docs/core.md, known limits).
+    filter_lag_ms: u64,
     /// Per (name, bytes): how many times they were dropped into the mailing folder (a new
     /// inode, or new bytes in place). No name and bytes are mailed more often.
     drops: BTreeMap<(String, Content), u32>,
@@ -582,6 +587,12 @@ impl Sim {
         // Drafts nor Sent Items, during Exchange's move, where the other agent's check cannot
         // see it, and both mail the file. docs/core.md, known limits.)
         let hand_sends = hand_sends && harsh.unmarked_sent_copy == 0.0 && !rival;
+        let mut lag_rng = StdRng::seed_from_u64(seed ^ 0x6669_6c74_6572_6c61);
+        let filter_lag_ms = match (lag_rng.gen_bool(0.5), rival) {
+            (false, _) => 0,
+            (true, true) => lag_rng.gen_range(0..crate::machine::RIVAL_SETTLE_MS),
+            (true, false) => lag_rng.gen_range(0..20_000),
+        };
         // Of those, some have their state dir restored from a backup at a restart.
         let mut restore_rng = StdRng::seed_from_u64(seed ^ 0x7265_7374_6f72_6521);
         let restores = (loses_ledger && restore_rng.gen_bool(0.5)).then_some(restore_rng);
@@ -652,6 +663,7 @@ impl Sim {
             hand_sent: BTreeSet::new(),
             harsh_rng,
             harsh,
+            filter_lag_ms,
             drops: BTreeMap::new(),
             last_placed: BTreeMap::new(),
             loses_ledger,
@@ -1832,7 +1844,8 @@ impl Sim {
         let lose = !self.restore_pending
             && self.loses_ledger
             && self.harsh_rng.gen_bool(0.3)
-            && !self.hand_send_moving();
+            && !self.hand_send_moving()
+            && !self.unindexed();
         if lose {
             self.lose_ledger();
         } else if self.restore_pending
@@ -1842,9 +1855,12 @@ impl Sim {
             // agent starts again once every effect of its last run could be seen (a send's
             // move to Sent Items, a listing's lag). (A restart inside that window would not
             // know a send its ledger forgot: nothing the mailbox shows could tell it.)
-            let ready = self
-                .crashed_at
-                .plus_ms(self.send_move_ms + self.policy.look_after_ms + self.knobs.listing_lag_ms);
+            let ready = self.crashed_at.plus_ms(
+                self.send_move_ms
+                    + self.policy.look_after_ms
+                    + self.knobs.listing_lag_ms
+                    + self.filter_lag_ms,
+            );
             if self.now < ready {
                 self.restore_pending = true;
                 self.schedule(ready.since(self.now), Event::Restart);
@@ -1908,6 +1924,22 @@ impl Sim {
     /// message record (the plain mappings' records stay: their loss is SPEC'd apart, by
     /// `if_exists`).
     /// A draft sent from Outlook whose copy is not in Sent Items yet (it is in the Outbox).
+    /// The time the `$filter` index shows the mailbox as of (it lags by `filter_lag_ms`).
+    fn indexed_at(&self) -> Time {
+        Time(self.now.0.saturating_sub(self.filter_lag_ms))
+    }
+
+    /// A message not yet in the `$filter` index: a state dir lost now could not find it (a
+    /// person takes longer to lose one than the index lags).
+    fn unindexed(&self) -> bool {
+        let now = self.now;
+        self.filter_lag_ms > 0
+            && self
+                .mail
+                .values()
+                .any(|m| m.visible_at <= now && m.visible_at.plus_ms(self.filter_lag_ms) > now)
+    }
+
     fn hand_send_moving(&self) -> bool {
         let now = self.now;
         self.mail
@@ -2931,14 +2963,17 @@ impl Sim {
                 internet_message_id,
                 ..
             } => {
-                let now = self.now;
-                let in_folder = |m: &SimMessage| match folder {
-                    MailFolder::Drafts => m.is_draft && m.gone_at.is_none_or(|g| g > now),
-                    MailFolder::SentItems => !m.is_draft && m.visible_at <= now,
-                    MailFolder::Anywhere => {
-                        (m.is_draft && m.gone_at.is_none_or(|g| g > now))
-                            || (!m.is_draft && m.visible_at <= now)
-                    }
+                // (A search answers from the `$filter` index: the mailbox as it was a lag ago.)
+                let now = self.indexed_at();
+                let in_folder = |m: &SimMessage| {
+                    m.visible_at <= now
+                        && match folder {
+                            MailFolder::Drafts => m.is_draft && m.gone_at.is_none_or(|g| g > now),
+                            MailFolder::SentItems => !m.is_draft,
+                            MailFolder::Anywhere => {
+                                (m.is_draft && m.gone_at.is_none_or(|g| g > now)) || !m.is_draft
+                            }
+                        }
                 };
                 // By the marker; in Sent Items, else by `internetMessageId`.
                 let by_marker = self
@@ -3085,7 +3120,7 @@ impl Sim {
 
     /// The latest sent copy since `since` carrying `key` with an attachment named `name`.
     fn key_sent(&self, key: &str, name: &str, sha256: &str, since: Time) -> Option<KeyOutcome> {
-        let now = self.now;
+        let now = self.indexed_at();
         let latest = self
             .mail
             .iter()
@@ -3116,11 +3151,14 @@ impl Sim {
 
     /// Every draft (still in Drafts) carrying `key`.
     fn key_drafts(&self, key: &str) -> Vec<DraftHolding> {
-        let now = self.now;
+        let now = self.indexed_at();
         self.mail
             .iter()
             .filter(|(_, m)| {
-                m.is_draft && m.gone_at.is_none_or(|g| g > now) && m.keys.iter().any(|k| k == key)
+                m.is_draft
+                    && m.gone_at.is_none_or(|g| g > now)
+                    && m.visible_at <= now
+                    && m.keys.iter().any(|k| k == key)
             })
             .map(|(gid, m)| DraftHolding {
                 message_id: gid.clone(),
