@@ -1730,3 +1730,145 @@ async fn a_sent_copy_with_a_files_key_but_other_bytes_does_not_count_as_mailed()
         status_json(&env)
     );
 }
+
+/// A batch mapping of `folder` whose subject counts its files, with `max_message_size` `max`
+/// (none: the default, 35 MB).
+fn batch_config(env: &Env, folder: &Path, max: Option<u64>) {
+    let max = max.map_or(String::new(), |m| format!("max_message_size = {m}\n"));
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"mail\"\nfolder = '{}'\n[mapping.new_message]\nto = [\"{TO}\"]\nsubject = \"Batch of {{count}}\"\nbody = \"{{names}}\"\ngroup = \"batch\"\nbatch_quiet = \"1s\"\n{max}",
+            folder.display()
+        ),
+    );
+}
+
+/// The one message of `rows` (status --json), failed for its size: its id.
+fn refused_for_size(rows: &[Value]) -> String {
+    let m = &rows[0]["message"];
+    assert_eq!(m["state"], "failed", "{rows:#?}");
+    assert_eq!(m["error"]["code"], "ErrorMessageSizeExceeded", "{rows:#?}");
+    assert!(
+        rows.iter().all(|r| r["message"]["id"] == m["id"]),
+        "one message: {rows:#?}"
+    );
+    m["id"].as_str().expect("its id").to_string()
+}
+
+/// After `retry` of a message refused for its size: every file of `want` in exactly one sent
+/// message, `parts` messages in all, none from the refused draft (no draft left), and the
+/// refused message says it was split, with nothing left to retry.
+async fn split_each_once(env: &Env, mid: &str, want: &HashMap<String, String>, parts: usize) {
+    let sent = sent(env).await;
+    let got = by_subject(&sent);
+    assert_eq!(got.len(), parts, "{sent:#?}");
+    let mut all = HashMap::new();
+    for atts in got.values() {
+        for (name, sha) in atts {
+            assert!(
+                all.insert(name.clone(), sha.clone()).is_none(),
+                "{name} in two sent messages: {sent:#?}"
+            );
+        }
+    }
+    assert_eq!(&all, want, "every file once, its bytes exact");
+    no_duplicates(env, "split again").await;
+    assert_eq!(drafts_left(env).await, Vec::<String>::new());
+    let rows = status_json(env);
+    assert!(
+        rows.iter().all(|r| r["state"] == "done"
+            && r["message"]["state"] == "sent"
+            && r["message"]["id"] != json!(mid)),
+        "{rows:#?}"
+    );
+    let out = env.run(&["retry", mid], T);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("split already"), "{}", stderr(&out));
+}
+
+/// An attachment Graph refuses for the message's size (the tenant's limit is lower than the
+/// config's 35 MB) fails the message; the user lowers `max_message_size`, and `retry` of the
+/// message makes its files into new messages that fit (its draft deleted, never sent), each
+/// file in exactly one, instead of attaching to the refused draft again.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_message_refused_for_size_splits_it_under_a_lowered_max_message_size() {
+    let env = Env::new();
+    let limit: u64 = 2_000_000;
+    env.sandbox
+        .faults(json!({"message_size_limit": limit}))
+        .await;
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    batch_config(&env, &folder, None);
+    let mut want = HashMap::new();
+    for i in 0..3u64 {
+        let name = format!("part{i}.bin");
+        want.insert(
+            name.clone(),
+            write_file(&folder.join(&name), 600_000, i + 40),
+        );
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mid = refused_for_size(&status_json(&env));
+    let shown = stdout(&env.run(&["status"], T));
+    assert!(
+        shown.contains(&format!(
+            "`outbox retry {mid}` deletes its draft and makes its files into new messages that fit"
+        )),
+        "{shown}"
+    );
+    batch_config(&env, &folder, Some(limit));
+    let out = env.run(&["retry", &mid], T);
+    assert!(out.status.success(), "retry: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("new messages that fit"),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    split_each_once(&env, &mid, &want, 2).await;
+    let subjects: Vec<String> = by_subject(&sent(&env).await).into_keys().collect();
+    assert_eq!(subjects, ["Batch of 1 (2/2)", "Batch of 2 (1/2)"]);
+}
+
+/// A send Graph refuses for its size (the config's limit unchanged): `retry` with an agent
+/// running splits the message under the size refused, which the tenant's limit is below, so
+/// the same message is not sent again; each file goes once.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_send_refused_for_size_splits_it_under_the_size_refused() {
+    let env = Env::new();
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    batch_config(&env, &folder, None);
+    let mut want = HashMap::new();
+    for i in 0..2u64 {
+        let name = format!("page{i}.pdf");
+        want.insert(
+            name.clone(),
+            write_file(&folder.join(&name), 20_000, i + 50),
+        );
+    }
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "status": 400, "code": "ErrorMessageSizeExceeded"}]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mid = refused_for_size(&status_json(&env));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let out = env.run(&["retry", &mid], T);
+    assert!(out.status.success(), "retry: {}", stderr(&out));
+    wait_until(T, "both files mailed", || async {
+        env.sandbox
+            .admin(reqwest::Method::POST, "/sends/deliver", Some(json!({})))
+            .await;
+        let v = env.sandbox.admin(reqwest::Method::GET, "/sent", None).await;
+        v.as_array().map_or(0, |a| a.len()) >= 2
+    })
+    .await;
+    agent.stop();
+    split_each_once(&env, &mid, &want, 2).await;
+}

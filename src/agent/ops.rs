@@ -15,6 +15,13 @@ pub fn retryable_message(ledger: &Ledger, id: &str) -> Result<Option<MessageReco
             m.state.name()
         )));
     }
+    if split_again(&m) {
+        return Err(LedgerError::Invalid(format!(
+            "message {id} was refused by Graph for its size and has been split already: its \
+             files went into new messages that fit, so there is nothing to retry (`outbox \
+             status` shows each file and its message)"
+        )));
+    }
     if gave_way(&m) {
         return Err(LedgerError::Invalid(format!(
             "message {id} gave way to another message in the mailbox that carries its files' \
@@ -25,12 +32,21 @@ pub fn retryable_message(ledger: &Ledger, id: &str) -> Result<Option<MessageReco
     Ok(Some(m))
 }
 
-/// A message that gave way to another agent's message mailing its files (`mailedElsewhere`):
-/// not a failure to retry; `retry --failed` passes over it.
+/// A message that gave way to another agent's message mailing its files (`mailedElsewhere`),
+/// or whose files were made into new messages after Graph refused it for its size
+/// (`splitAgain`): not a failure to retry; `retry --failed` passes over it.
 pub fn gave_way(m: &MessageRecord) -> bool {
+    m.error.as_ref().is_some_and(|e| {
+        e.code == crate::core::machine::MAILED_ELSEWHERE
+            || e.code == crate::core::machine::SPLIT_AGAIN
+    })
+}
+
+/// A message whose files `retry` made into new messages after Graph refused it for its size.
+pub fn split_again(m: &MessageRecord) -> bool {
     m.error
         .as_ref()
-        .is_some_and(|e| e.code == crate::core::machine::MAILED_ELSEWHERE)
+        .is_some_and(|e| e.code == crate::core::machine::SPLIT_AGAIN)
 }
 
 /// The entries of a message's files, as stored (whatever their state).

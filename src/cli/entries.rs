@@ -535,7 +535,10 @@ pub async fn retry(
         outln!("no failed entries");
     }
     for m in &messages {
-        let how = if m.state == crate::core::model::MessageState::Sending {
+        let how = if m.resplit || ops::split_again(m) {
+            "refused for its size: its files to be made into new messages that fit, its draft \
+             deleted"
+        } else if m.state == crate::core::model::MessageState::Sending {
             "to be sent only if its draft is still a draft"
         } else {
             "queued again"

@@ -573,6 +573,16 @@ pub fn message_advice(m: &MessageRecord) -> Option<String> {
         None => format!("the subject \"{}\"", sanitize(&m.letter.subject)),
     };
     match m.state {
+        MessageState::Failed if crate::agent::ops::split_again(m) => Some(
+            "nothing to do: Graph refused it for its size, and `outbox retry` made its files \
+             into new messages that fit (each file in one); its draft is deleted"
+                .to_owned(),
+        ),
+        MessageState::Failed if m.refused_for_size() && !m.may_have_been_sent() => Some(format!(
+            "Graph refused it for its size: `outbox retry {id}` deletes its draft and makes its \
+             files into new messages that fit, under max_message_size (lower it if you know the \
+             tenant's limit) and under the size refused"
+        )),
         MessageState::Failed if crate::agent::ops::gave_way(m) => Some(
             "nothing to do: another agent's message carries its files, which are mailed once \
              (by that message or a new one); its draft is deleted"
@@ -1113,6 +1123,7 @@ mod tests {
             unseen: false,
             keyed: false,
             keys: Vec::new(),
+            resplit: false,
             part: None,
             letter_stale: false,
             not_before: None,
