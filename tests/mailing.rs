@@ -1872,3 +1872,60 @@ async fn retry_of_a_send_refused_for_size_splits_it_under_the_size_refused() {
     agent.stop();
     split_each_once(&env, &mid, &want, 2).await;
 }
+
+/// With `after = "move"`, a mailed file waits for its message's copy in Sent Items before it
+/// moves; `status` says so on its row, with when the searches stop (with the agent running and
+/// with none), and `--json` says `sent-copy` until then. Before, the row said nothing (a done
+/// file sitting in its folder, for minutes).
+#[tokio::test(flavor = "multi_thread")]
+async fn status_says_a_mailed_file_waits_for_its_sent_copy_and_until_when() {
+    let env = Env::new();
+    let folder = setup(&env, "look_after = \"30s\"", "after = \"move\"", "");
+    write_file(&folder.join("slow.pdf"), 4_000, 93);
+    env.sandbox
+        .faults(json!({"send_move_delay_ms": 600_000}))
+        .await;
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    wait_until(T, "the message accepted", || async {
+        status_json(&env)
+            .first()
+            .is_some_and(|r| r["message"]["state"] == "sent")
+    })
+    .await;
+    says_it_waits_for_its_sent_copy(&env, &folder, "with the agent");
+    agent.stop();
+    says_it_waits_for_its_sent_copy(&env, &folder, "with no agent");
+    // Seen: moved, and nothing more is said of a wait.
+    env.sandbox
+        .admin(reqwest::Method::POST, "/sends/deliver", Some(json!({})))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert!(folder.join("sent/slow.pdf").exists());
+    let rows = status_json(&env);
+    assert!(rows[0]["waiting_for"].is_null(), "{rows:#?}");
+    assert!(!stdout(&env.run(&["status"], T)).contains(SENT_COPY_WAIT));
+}
+
+const SENT_COPY_WAIT: &str = "sent; waiting for its copy in Sent Items before moving it";
+
+/// `status` (table and `--json`) says the one file of `folder`'s mapping waits for its sent
+/// copy before its move, and until when; the file is still there.
+fn says_it_waits_for_its_sent_copy(env: &Env, folder: &Path, who: &str) {
+    let rows = status_json(env);
+    assert_eq!(rows[0]["state"], "done", "{who}: {rows:#?}");
+    assert_eq!(rows[0]["waiting_for"], "sent-copy", "{who}: {rows:#?}");
+    assert!(rows[0]["waiting_until"].is_string(), "{who}: {rows:#?}");
+    let table = stdout(&env.run(&["status"], T));
+    assert!(table.contains(SENT_COPY_WAIT), "{who}: {table}");
+    assert!(
+        table.contains("gives up at ") && table.contains("the file stays here"),
+        "{who}: {table}"
+    );
+    assert!(
+        table.contains("its copy not yet seen in Sent Items"),
+        "{who}: {table}"
+    );
+    assert!(folder.join("slow.pdf").exists(), "{who}");
+}

@@ -383,6 +383,18 @@ pub async fn status(
             None,
         ),
     };
+    // Mailed files whose move or delete waits for their sent copy (before any filter: a row
+    // kept without its message still says so).
+    let sent_copy = super::status::sent_copy_waits(
+        &entries,
+        &messages,
+        settings.agent.look_after.as_millis() as u64,
+        |name| {
+            (settings.mappings.iter())
+                .find(|m| m.name == name)
+                .map(|m| m.after)
+        },
+    );
     // A message's block lists its files whatever the filter keeps.
     let all_entries = (filter.is_some() && !json).then(|| entries.clone());
     if let Some(f) = filter {
@@ -404,6 +416,7 @@ pub async fn status(
         view: view.as_ref(),
         now,
         capped,
+        sent_copy,
     };
     if json {
         jsonln!(

@@ -3295,6 +3295,23 @@ fn fault_failure(f: &Fault) -> Option<Failure> {
 /// Sent Items answer still a draft) before the message is `unconfirmed`.
 pub(crate) const SENT_COPY_TRIES: u32 = 5;
 
+/// When a message accepted for sending whose copy is not yet seen in Sent Items (`unseen`)
+/// stops looking and is `unconfirmed` (its files then stay where they are), as its record says:
+/// a search `look_after` after the send, then one `look_after` after each that missed it (the
+/// latest on record: `attempts`, written at `updated_at`), [`SENT_COPY_TRIES`] in all.
+/// `None`: it waits for no sent copy.
+pub fn sent_copy_deadline(m: &MessageRecord, look_after_ms: u64) -> Option<Time> {
+    if m.state != MessageState::Sent || !m.unseen {
+        return None;
+    }
+    let from = match m.attempts {
+        0 => m.sent_at.unwrap_or(m.updated_at),
+        _ => m.updated_at,
+    };
+    let left = u64::from(SENT_COPY_TRIES.saturating_sub(m.attempts).max(1));
+    Some(from.plus_ms(look_after_ms.saturating_mul(left)))
+}
+
 /// How often `mail --key` asks Sent Items for an earlier run's message whose draft it found
 /// (while it waits for Exchange's move before resuming that draft).
 pub(crate) const KEYED_LOOK_MS: u64 = 3_000;
