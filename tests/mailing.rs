@@ -1929,3 +1929,52 @@ fn says_it_waits_for_its_sent_copy(env: &Env, folder: &Path, who: &str) {
     );
     assert!(folder.join("slow.pdf").exists(), "{who}");
 }
+
+/// `retry` and `cancel` of a message that was sent, or of a file of it, by id, with no agent
+/// and with one running: each says it was sent (when, its internetMessageId), that there is
+/// nothing to retry or cancel, and that `outbox retry --resend ID` mails it again on purpose;
+/// nothing is sent again. Before, `retry` of the file sent the user to `retry` of the message,
+/// which answered "only failed or unconfirmed messages", and `cancel` of the message knew no
+/// such id.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_or_cancel_of_a_sent_message_says_it_was_sent_and_how_to_resend() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    write_file(&folder.join("done.pdf"), 3_000, 95);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    let m = &rows[0]["message"];
+    assert_eq!(m["state"], "sent", "{rows:#?}");
+    let mid = m["id"].as_str().expect("message id").to_string();
+    let imid = m["internet_message_id"].as_str().expect("imid").to_string();
+    let eid = rows[0]["id"].as_str().expect("entry id").to_string();
+    let check = |who: &str| {
+        for verb in ["retry", "cancel"] {
+            for id in [&mid, &eid] {
+                let out = env.run(&[verb, id], T);
+                let said = stderr(&out);
+                assert_eq!(out.status.code(), Some(2), "{who}: {verb} {id}: {said}");
+                for part in [
+                    format!("message {mid}"),
+                    "was sent at ".to_string(),
+                    format!("(internetMessageId {imid})"),
+                    format!("nothing to {verb}"),
+                    format!("`outbox retry --resend {eid}`"),
+                ] {
+                    assert!(
+                        said.contains(&part),
+                        "{who}: {verb} {id}: no {part:?} in {said}"
+                    );
+                }
+            }
+        }
+    };
+    check("no agent");
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    check("agent running");
+    agent.stop();
+    let stats = no_duplicates(&env, "retry and cancel of a sent message").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+}

@@ -515,7 +515,8 @@ pub async fn retry(
             .map_err(ledger_err)?
             .flatten()
         {
-            if let Some(why) = refuse(&e) {
+            let sent = ops::sent_entry(l, &e, "retry").map_err(ledger_err)?;
+            if let Some(why) = sent.or_else(|| refuse(&e)) {
                 return Err(CommandError::new(ExitCode::Usage, why));
             }
         }
@@ -623,11 +624,12 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
     let req = Request::Cancel { id: id.clone() };
     let mut session_to_delete = None;
     let (entries, _) = via_agent_or_ledger(&settings, req, |l| {
-        let e = l
-            .get(&id)
-            .map_err(ledger_err)?
-            .ok_or_else(|| ledger_err(LedgerError::NotFound { id: id.clone() }))?;
-        if let Some(why) = ops::cancel_refusal(&e) {
+        let Some(e) = l.get(&id).map_err(ledger_err)? else {
+            let why = ops::cancel_unknown(l, &id).map_err(ledger_err)?;
+            return Err(CommandError::new(ExitCode::Usage, why));
+        };
+        let sent = ops::sent_entry(l, &e, "cancel").map_err(ledger_err)?;
+        if let Some(why) = sent.or_else(|| ops::cancel_refusal(&e)) {
             return Err(CommandError::new(ExitCode::Usage, why));
         }
         if e.state.is_terminal() {
