@@ -45,6 +45,9 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
     let mut files = Vec::new();
     let mut facts = Vec::new();
     let mut total = 0u64;
+    // Each file once, however it is spelled (`a.pdf`, `./a.pdf`, `../dir/a.pdf`, a link to
+    // it): by the path it resolves to.
+    let mut taken: Vec<(std::path::PathBuf, &std::path::Path)> = Vec::new();
     for path in &args.files {
         let meta = std::fs::metadata(path).map_err(|e| {
             CommandError::new(
@@ -55,6 +58,16 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
                 ),
             )
         })?;
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        if let Some((_, first)) = taken.iter().find(|(r, _)| *r == real) {
+            errln!(
+                "note: {} is the same file as {}, given before: it is attached once",
+                crate::outside::path(path),
+                crate::outside::path(first)
+            );
+            continue;
+        }
+        taken.push((real, path.as_path()));
         // The attachment's name as a mailing mapping's: no control character, no bidi
         // control (`core::mail::attachment_name`, the agent's and `send`'s rule).
         let name = crate::core::mail::attachment_name(
