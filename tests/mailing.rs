@@ -1978,3 +1978,55 @@ async fn retry_or_cancel_of_a_sent_message_says_it_was_sent_and_how_to_resend() 
     let stats = no_duplicates(&env, "retry and cancel of a sent message").await;
     assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
 }
+
+/// `outbox check` of two sending mappings with an app token that lacks Mail.Send names them in
+/// plain English ("which mappings invoices and letters need to send", not "which mapping
+/// invoices, letters needs"), and a batch mapping's `max_message_size = "35MB"` is shown as
+/// written, then in the other unit ("35 MB = 33.4 MiB", not "33.4 MiB" alone).
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_the_mappings_that_need_mail_send_and_the_limit_as_written() {
+    let env = Env::new();
+    let mut mappings = String::new();
+    for (name, extra) in [
+        (
+            "invoices",
+            "group = \"batch\"\nmax_message_size = \"35MB\"\n",
+        ),
+        ("letters", ""),
+    ] {
+        let folder = env.path(name);
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        mappings.push_str(&format!(
+            "[[mapping]]\nname = \"{name}\"\nfolder = '{}'\nuser = \"alice@sandbox.test\"\n[mapping.new_message]\nto = [\"{TO}\"]\n{extra}\n",
+            folder.display()
+        ));
+    }
+    std::fs::write(
+        env.path("config.toml"),
+        format!(
+            "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"client_credentials\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nauthority = \"{}\"\ntenant = \"contoso.example\"\nclient_secret_env = \"OUTBOX_TEST_SECRET\"\n\n[agent]\nstate_dir = '{}'\n\n{mappings}",
+            env.sandbox.graph_base(),
+            env.sandbox.origin,
+            env.state_dir().display()
+        ),
+    )
+    .expect("config");
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_TEST_SECRET", "sandbox-client-secret")
+            .arg("check"),
+        T,
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains(
+            "the token does not grant Mail.Send, which mappings invoices and letters need to send"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("(split into messages that fit max_message_size, 35 MB = 33.4 MiB)"),
+        "{text}"
+    );
+}

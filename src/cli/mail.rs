@@ -14,7 +14,7 @@ use crate::agent::mailnow::{mail_files, MailFile, Watch};
 use crate::agent::oneshot::OneShotError;
 use crate::auth::Credentials;
 use crate::cli::exit::{CommandError, ExitCode};
-use crate::config::units::human_size;
+use crate::config::units::{human_size, size_both};
 use crate::config::Settings;
 use crate::config::{check_address, check_template};
 use crate::core::mail::{render_body, render_str, FileFacts, RenderContext};
@@ -121,7 +121,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
                     format!("these {} files", files.len())
                 },
                 if files.len() == 1 { "s" } else { "" },
-                human_size(encoded)
+                size_both(encoded)
             ),
         ));
     }
@@ -130,7 +130,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             "note: this message is about {} once encoded, over Exchange Online's default maximum \
              message size (35 MB); unless your tenant's MaxSendSize was raised, the send will be \
              refused (and its draft deleted)",
-            human_size(encoded)
+            size_both(encoded)
         );
     }
     let (body, html) = match (&args.body, &args.body_file) {
