@@ -569,21 +569,20 @@ pub fn render_messages(
             sanitize(&to.join(", "))
         ));
         match (m.state, m.sent_at) {
-            (MessageState::Sent, Some(t)) => out.push_str(&format!(
-                "    sent {} ({}); internetMessageId {}\n",
-                age(crate::ledger::datetime_of(t), now),
-                rfc3339_ms(t),
-                sanitize(m.internet_message_id.as_deref().unwrap_or("-"))
-            )),
-            _ => {}
-        }
-        if m.state == MessageState::Sent && m.unseen {
-            out.push_str(
-                "    accepted (202), its copy not yet seen in Sent Items: its files are moved or \
-                 deleted (`after`) only once it is\n",
-            );
-        }
-        match (m.state, m.sent_at) {
+            (MessageState::Sent, Some(t)) => {
+                out.push_str(&format!(
+                    "    sent {} ({}); internetMessageId {}\n",
+                    age(crate::ledger::datetime_of(t), now),
+                    rfc3339_ms(t),
+                    sanitize(m.internet_message_id.as_deref().unwrap_or("-"))
+                ));
+                if m.unseen {
+                    out.push_str(
+                        "    accepted (202), its copy not yet seen in Sent Items: its files are \
+                         moved or deleted (`after`) only once it is\n",
+                    );
+                }
+            }
             (MessageState::Drafted, _) => out.push_str(&format!(
                 "    left as a draft (send = false), fully attached; draft {}\n",
                 sanitize(m.draft_id.as_deref().unwrap_or("-"))
