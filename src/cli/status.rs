@@ -99,7 +99,9 @@ struct JsonRow<'a> {
     attempts: u32,
     error: Option<&'a EntryError>,
     updated_at: String,
-    /// `sign-in`, `unreachable`, `throttled`, `backoff`, `look`, `settle`, `next-start`, `agent`.
+    /// `sign-in`, `unreachable`, `throttled`, `backoff`, `look`, `settle`, `next-start`, `agent`,
+    /// `max-messages`, `paused`, `sent-copy` (a mailed file's move or delete waits for its sent
+    /// copy; `waiting_until`: when the looks stop).
     waiting_for: Option<&'static str>,
     waiting_until: Option<String>,
     /// The table's NOTE: what a person reads about the row.
