@@ -1117,7 +1117,8 @@ impl Machine {
         }
     }
 
-    /// Start-up: a file done on the draft of a message that gave way (`mailedElsewhere`) whose
+    /// Start-up: a file done on the draft of a message that gave way (`mailedElsewhere`), or
+    /// that was split again after a size refusal (`splitAgain`), whose
     /// record still names it: the message's write (files taken out) reached the ledger, the
     /// file's did not (a crash, or a backup, between the two: seed 200101). It leaves the
     /// message now as `give_way` has it: back to pending, its copy forgotten with the draft,
@@ -1135,13 +1136,25 @@ impl Machine {
                         .is_some_and(|e| e.code == MAILED_ELSEWHERE || e.code == SPLIT_AGAIN)
                     && !m.rec.files.contains(&r.id)
             });
-            if r.state != State::Done || !gave_way || self.member_of.contains_key(&r.id) {
+            // (Split again: a failed or canceled file of it, which the `retry` retried, too.)
+            let split = self
+                .messages
+                .get(mid)
+                .is_some_and(|m| m.rec.error.as_ref().is_some_and(|e| e.code == SPLIT_AGAIN));
+            let taken = r.state == State::Done
+                || (split
+                    && (r.state == State::Failed
+                        || (r.state == State::Canceled && r.failed_to.is_none())));
+            if !taken || !gave_way || self.member_of.contains_key(&r.id) {
                 continue;
             }
             let mut rec = self
                 .active
                 .get(&r.id)
                 .map_or_else(|| r.clone(), |a| a.rec.clone());
+            if rec.state != State::Done {
+                rec.retried(self.now);
+            }
             rec.message = None;
             let id = rec.id.clone();
             self.unattached(mid, rec, out);
@@ -1149,6 +1162,8 @@ impl Machine {
                 a.key = KeyLook::Unsearched;
             }
             self.make_ready(&id);
+            // (Searched first where the mapping searches the mailbox; else collected now.)
+            self.collect(&id);
         }
     }
 

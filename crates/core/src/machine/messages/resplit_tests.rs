@@ -307,3 +307,53 @@ fn an_attachment_refused_for_size_is_split_again_under_a_lowered_max_message_siz
     assert_eq!(mb.sent.len(), 2, "{:?}", mb.sent);
     assert!(m.quiescent());
 }
+
+#[test]
+fn a_crash_after_the_split_was_written_and_before_its_files_leaves_no_file_on_the_old_draft() {
+    let mut m = machine(35_000_000);
+    let (out, files) = drop_three(&mut m, 100_000);
+    let mut mb = Mailbox {
+        refuse_next_send: true,
+        ..Mailbox::default()
+    };
+    let t = mb.serve(&mut m, 30_000, out, 200_000);
+    let (msg, records) = failed(&m);
+    let refused = msg.draft_id.clone().expect("its draft");
+    let out = m.handle(
+        Time(t + 1_000),
+        Input::RetryMessage {
+            message: msg.clone(),
+            records: records.clone(),
+        },
+    );
+    // What reached the ledger: the message's write, not its files' (still done on the
+    // refused draft, naming the message).
+    let split = out
+        .iter()
+        .find_map(|a| match a {
+            Action::PersistMessage(r) if r.id == msg.id && r.state == MessageState::Failed => {
+                Some(r.clone())
+            }
+            _ => None,
+        })
+        .expect("the message written split, before its files");
+    assert!(
+        split.files.is_empty() && split.draft_id.is_some(),
+        "{split:?}"
+    );
+    assert!(records
+        .iter()
+        .all(|r| r.state == State::Done && r.message.is_some()));
+    let mut m = machine(35_000_000);
+    let out = m.handle(
+        Time(t + 2_000),
+        Input::Start {
+            records,
+            with_url: Vec::new(),
+            messages: vec![split],
+        },
+    );
+    mb.serve(&mut m, t + 2_000, out, t + 400_000);
+    each_once(&mb, &files, &refused);
+    assert!(m.quiescent());
+}
