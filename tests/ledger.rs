@@ -692,6 +692,7 @@ fn messages_are_kept_beside_entries_and_an_older_v2_ledger_has_none() {
         unseen: false,
         keyed: false,
         keys: Vec::new(),
+        resplit: false,
         part: None,
         letter_stale: false,
         not_before: None,

@@ -862,3 +862,57 @@ fn a_control_character_in_a_mailed_file_name_does_not_reach_the_attachment_name(
         "{sent:?}"
     );
 }
+
+/// The same file named twice, or spelled another way (`./a.pdf`, `../in/a.pdf`, its absolute
+/// path), is attached once, said on stderr; the letter names it once. Before, each spelling
+/// was attached again: the recipient got `a.pdf` four times.
+#[test]
+fn a_file_named_twice_or_spelled_another_way_is_attached_once() {
+    let env = setup();
+    let rt = rt();
+    let dir = env.path("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sha_a = write_file(&dir.join("a.pdf"), 20_000, 7);
+    let sha_b = write_file(&dir.join("b.pdf"), 3_000, 8);
+    let abs = dir.join("a.pdf");
+    let out = run_bounded(
+        env.cmd().current_dir(&dir).args([
+            "mail",
+            "a.pdf",
+            "./a.pdf",
+            "b.pdf",
+            "../in/a.pdf",
+            abs.to_str().unwrap(),
+            "--to",
+            "ap@contoso.com",
+        ]),
+        LONG,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert_eq!(
+        said.matches("is the same file as a.pdf, given before: it is attached once")
+            .count(),
+        3,
+        "{said}"
+    );
+    let sent = sent_after_move(&env, &rt, 1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let mut atts: Vec<(String, String)> = sent[0]["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_string(),
+                a["sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    atts.sort();
+    assert_eq!(
+        atts,
+        vec![("a.pdf".to_string(), sha_a), ("b.pdf".to_string(), sha_b)]
+    );
+    assert_eq!(sent[0]["subject"], json!("a.pdf, b.pdf"), "{sent:?}");
+}

@@ -1804,3 +1804,303 @@ async fn a_sent_copy_with_a_files_key_but_other_bytes_does_not_count_as_mailed()
         status_json(&env)
     );
 }
+
+/// A batch mapping of `folder` whose subject counts its files, with `max_message_size` `max`
+/// (none: the default, 35 MB).
+fn batch_config(env: &Env, folder: &Path, max: Option<u64>) {
+    let max = max.map_or(String::new(), |m| format!("max_message_size = {m}\n"));
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"mail\"\nfolder = '{}'\n[mapping.new_message]\nto = [\"{TO}\"]\nsubject = \"Batch of {{count}}\"\nbody = \"{{names}}\"\ngroup = \"batch\"\nbatch_quiet = \"1s\"\n{max}",
+            folder.display()
+        ),
+    );
+}
+
+/// The one message of `rows` (status --json), failed for its size: its id.
+fn refused_for_size(rows: &[Value]) -> String {
+    let m = &rows[0]["message"];
+    assert_eq!(m["state"], "failed", "{rows:#?}");
+    assert_eq!(m["error"]["code"], "ErrorMessageSizeExceeded", "{rows:#?}");
+    assert!(
+        rows.iter().all(|r| r["message"]["id"] == m["id"]),
+        "one message: {rows:#?}"
+    );
+    m["id"].as_str().expect("its id").to_string()
+}
+
+/// After `retry` of a message refused for its size: every file of `want` in exactly one sent
+/// message, `parts` messages in all, none from the refused draft (no draft left), and the
+/// refused message says it was split, with nothing left to retry.
+async fn split_each_once(env: &Env, mid: &str, want: &HashMap<String, String>, parts: usize) {
+    let sent = sent(env).await;
+    let got = by_subject(&sent);
+    assert_eq!(got.len(), parts, "{sent:#?}");
+    let mut all = HashMap::new();
+    for atts in got.values() {
+        for (name, sha) in atts {
+            assert!(
+                all.insert(name.clone(), sha.clone()).is_none(),
+                "{name} in two sent messages: {sent:#?}"
+            );
+        }
+    }
+    assert_eq!(&all, want, "every file once, its bytes exact");
+    no_duplicates(env, "split again").await;
+    assert_eq!(drafts_left(env).await, Vec::<String>::new());
+    let rows = status_json(env);
+    assert!(
+        rows.iter().all(|r| r["state"] == "done"
+            && r["message"]["state"] == "sent"
+            && r["message"]["id"] != json!(mid)),
+        "{rows:#?}"
+    );
+    let out = env.run(&["retry", mid], T);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("split already"), "{}", stderr(&out));
+}
+
+/// An attachment Graph refuses for the message's size (the tenant's limit is lower than the
+/// config's 35 MB) fails the message; the user lowers `max_message_size`, and `retry` of the
+/// message makes its files into new messages that fit (its draft deleted, never sent), each
+/// file in exactly one, instead of attaching to the refused draft again.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_message_refused_for_size_splits_it_under_a_lowered_max_message_size() {
+    let env = Env::new();
+    let limit: u64 = 2_000_000;
+    env.sandbox
+        .faults(json!({"message_size_limit": limit}))
+        .await;
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    batch_config(&env, &folder, None);
+    let mut want = HashMap::new();
+    for i in 0..3u64 {
+        let name = format!("part{i}.bin");
+        want.insert(
+            name.clone(),
+            write_file(&folder.join(&name), 600_000, i + 40),
+        );
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mid = refused_for_size(&status_json(&env));
+    let shown = stdout(&env.run(&["status"], T));
+    assert!(
+        shown.contains(&format!(
+            "`outbox retry {mid}` deletes its draft and makes its files into new messages that fit"
+        )),
+        "{shown}"
+    );
+    batch_config(&env, &folder, Some(limit));
+    let out = env.run(&["retry", &mid], T);
+    assert!(out.status.success(), "retry: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("new messages that fit"),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    split_each_once(&env, &mid, &want, 2).await;
+    let subjects: Vec<String> = by_subject(&sent(&env).await).into_keys().collect();
+    assert_eq!(subjects, ["Batch of 1 (2/2)", "Batch of 2 (1/2)"]);
+}
+
+/// A send Graph refuses for its size (the config's limit unchanged): `retry` with an agent
+/// running splits the message under the size refused, which the tenant's limit is below, so
+/// the same message is not sent again; each file goes once.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_send_refused_for_size_splits_it_under_the_size_refused() {
+    let env = Env::new();
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    batch_config(&env, &folder, None);
+    let mut want = HashMap::new();
+    for i in 0..2u64 {
+        let name = format!("page{i}.pdf");
+        want.insert(
+            name.clone(),
+            write_file(&folder.join(&name), 20_000, i + 50),
+        );
+    }
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "status": 400, "code": "ErrorMessageSizeExceeded"}]}))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mid = refused_for_size(&status_json(&env));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let out = env.run(&["retry", &mid], T);
+    assert!(out.status.success(), "retry: {}", stderr(&out));
+    wait_until(T, "both files mailed", || async {
+        env.sandbox
+            .admin(reqwest::Method::POST, "/sends/deliver", Some(json!({})))
+            .await;
+        let v = env.sandbox.admin(reqwest::Method::GET, "/sent", None).await;
+        v.as_array().map_or(0, |a| a.len()) >= 2
+    })
+    .await;
+    agent.stop();
+    split_each_once(&env, &mid, &want, 2).await;
+}
+
+/// With `after = "move"`, a mailed file waits for its message's copy in Sent Items before it
+/// moves; `status` says so on its row, with when the searches stop (with the agent running and
+/// with none), and `--json` says `sent-copy` until then. Before, the row said nothing (a done
+/// file sitting in its folder, for minutes).
+#[tokio::test(flavor = "multi_thread")]
+async fn status_says_a_mailed_file_waits_for_its_sent_copy_and_until_when() {
+    let env = Env::new();
+    let folder = setup(&env, "look_after = \"30s\"", "after = \"move\"", "");
+    write_file(&folder.join("slow.pdf"), 4_000, 93);
+    env.sandbox
+        .faults(json!({"send_move_delay_ms": 600_000}))
+        .await;
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    wait_until(T, "the message accepted", || async {
+        status_json(&env)
+            .first()
+            .is_some_and(|r| r["message"]["state"] == "sent")
+    })
+    .await;
+    says_it_waits_for_its_sent_copy(&env, &folder, "with the agent");
+    agent.stop();
+    says_it_waits_for_its_sent_copy(&env, &folder, "with no agent");
+    // Seen: moved, and nothing more is said of a wait.
+    env.sandbox
+        .admin(reqwest::Method::POST, "/sends/deliver", Some(json!({})))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert!(folder.join("sent/slow.pdf").exists());
+    let rows = status_json(&env);
+    assert!(rows[0]["waiting_for"].is_null(), "{rows:#?}");
+    assert!(!stdout(&env.run(&["status"], T)).contains(SENT_COPY_WAIT));
+}
+
+const SENT_COPY_WAIT: &str = "sent; waiting for its copy in Sent Items before moving it";
+
+/// `status` (table and `--json`) says the one file of `folder`'s mapping waits for its sent
+/// copy before its move, and until when; the file is still there.
+fn says_it_waits_for_its_sent_copy(env: &Env, folder: &Path, who: &str) {
+    let rows = status_json(env);
+    assert_eq!(rows[0]["state"], "done", "{who}: {rows:#?}");
+    assert_eq!(rows[0]["waiting_for"], "sent-copy", "{who}: {rows:#?}");
+    assert!(rows[0]["waiting_until"].is_string(), "{who}: {rows:#?}");
+    let table = stdout(&env.run(&["status"], T));
+    assert!(table.contains(SENT_COPY_WAIT), "{who}: {table}");
+    assert!(
+        table.contains("gives up at ") && table.contains("the file stays here"),
+        "{who}: {table}"
+    );
+    assert!(
+        table.contains("its copy not yet seen in Sent Items"),
+        "{who}: {table}"
+    );
+    assert!(folder.join("slow.pdf").exists(), "{who}");
+}
+
+/// `retry` and `cancel` of a message that was sent, or of a file of it, by id, with no agent
+/// and with one running: each says it was sent (when, its internetMessageId), that there is
+/// nothing to retry or cancel, and that `outbox retry --resend ID` mails it again on purpose;
+/// nothing is sent again. Before, `retry` of the file sent the user to `retry` of the message,
+/// which answered "only failed or unconfirmed messages", and `cancel` of the message knew no
+/// such id.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_or_cancel_of_a_sent_message_says_it_was_sent_and_how_to_resend() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    write_file(&folder.join("done.pdf"), 3_000, 95);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    let m = &rows[0]["message"];
+    assert_eq!(m["state"], "sent", "{rows:#?}");
+    let mid = m["id"].as_str().expect("message id").to_string();
+    let imid = m["internet_message_id"].as_str().expect("imid").to_string();
+    let eid = rows[0]["id"].as_str().expect("entry id").to_string();
+    let check = |who: &str| {
+        for verb in ["retry", "cancel"] {
+            for id in [&mid, &eid] {
+                let out = env.run(&[verb, id], T);
+                let said = stderr(&out);
+                assert_eq!(out.status.code(), Some(2), "{who}: {verb} {id}: {said}");
+                for part in [
+                    format!("message {mid}"),
+                    "was sent at ".to_string(),
+                    format!("(internetMessageId {imid})"),
+                    format!("nothing to {verb}"),
+                    format!("`outbox retry --resend {eid}`"),
+                ] {
+                    assert!(
+                        said.contains(&part),
+                        "{who}: {verb} {id}: no {part:?} in {said}"
+                    );
+                }
+            }
+        }
+    };
+    check("no agent");
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    check("agent running");
+    agent.stop();
+    let stats = no_duplicates(&env, "retry and cancel of a sent message").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+}
+
+/// `outbox check` of two sending mappings with an app token that lacks Mail.Send names them in
+/// plain English ("which mappings invoices and letters need to send", not "which mapping
+/// invoices, letters needs"), and a batch mapping's `max_message_size = "35MB"` is shown as
+/// written, then in the other unit ("35 MB = 33.4 MiB", not "33.4 MiB" alone).
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_the_mappings_that_need_mail_send_and_the_limit_as_written() {
+    let env = Env::new();
+    let mut mappings = String::new();
+    for (name, extra) in [
+        (
+            "invoices",
+            "group = \"batch\"\nmax_message_size = \"35MB\"\n",
+        ),
+        ("letters", ""),
+    ] {
+        let folder = env.path(name);
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        mappings.push_str(&format!(
+            "[[mapping]]\nname = \"{name}\"\nfolder = '{}'\nuser = \"alice@sandbox.test\"\n[mapping.new_message]\nto = [\"{TO}\"]\n{extra}\n",
+            folder.display()
+        ));
+    }
+    std::fs::write(
+        env.path("config.toml"),
+        format!(
+            "[graph]\nbase_url = \"{}\"\n\n[auth]\nmethod = \"client_credentials\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\nauthority = \"{}\"\ntenant = \"contoso.example\"\nclient_secret_env = \"OUTBOX_TEST_SECRET\"\n\n[agent]\nstate_dir = '{}'\n\n{mappings}",
+            env.sandbox.graph_base(),
+            env.sandbox.origin,
+            env.state_dir().display()
+        ),
+    )
+    .expect("config");
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_TEST_SECRET", "sandbox-client-secret")
+            .arg("check"),
+        T,
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains(
+            "the token does not grant Mail.Send, which mappings invoices and letters need to send"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("(split into messages that fit max_message_size, 35 MB = 33.4 MiB)"),
+        "{text}"
+    );
+}

@@ -144,6 +144,11 @@ pub enum WaitReason {
     MaxMessages,
     /// `outbox pause`: the file waits in its folder until `outbox resume` (or `--for` ends).
     Paused,
+    /// Mailed (accepted for sending), its move (`after = "move"`) waits until its message's
+    /// copy is seen in Sent Items; `until`: when the looks stop (then it stays, unconfirmed).
+    SentCopyMove,
+    /// The same, before its delete (`after = "delete"`).
+    SentCopyDelete,
 }
 
 impl WaitReason {
@@ -159,6 +164,7 @@ impl WaitReason {
             WaitReason::Agent => "agent",
             WaitReason::MaxMessages => "max-messages",
             WaitReason::Paused => "paused",
+            WaitReason::SentCopyMove | WaitReason::SentCopyDelete => "sent-copy",
         }
     }
 }

@@ -1342,6 +1342,9 @@ impl Agent {
                         ))))
                     }
                     Some(e) => {
+                        if let Some(why) = ops::sent_entry(&self.ledger, &e, "retry")? {
+                            return Ok(line(Err((2, why))));
+                        }
                         if let Some(why) = self.unreachable(&e).or_else(|| ops::retry_refusal(&e)) {
                             return Ok(line(Err((2, why))));
                         }
@@ -1401,20 +1404,22 @@ impl Agent {
                 self.retry_messages(messages, records)?
             }
             Request::Cancel { id } => match self.ledger.get(&id)? {
-                None => line(Err((
-                    2,
-                    format!("no ledger entry with id `{id}` (see `outbox status`)"),
-                ))),
-                // Ended (failed, rejected): nothing runs for it, the ledger is all to change.
-                Some(e) if e.state.is_terminal() => line(match ops::cancel_refusal(&e) {
-                    Some(why) => Err((2, why)),
-                    None => Ok(vec![ops::cancel_ended(&self.ledger, &e)?]),
-                }),
-                Some(_) => {
-                    self.inputs.push_back(Input::Cancel { id: id.clone() });
-                    self.drain()?;
-                    line(Ok(entries(std::slice::from_ref(&id), &self.ledger)?))
-                }
+                None => line(Err((2, ops::cancel_unknown(&self.ledger, &id)?))),
+                Some(e) => match ops::sent_entry(&self.ledger, &e, "cancel")? {
+                    // A file of a message sent: nothing to cancel (said so, and how to mail
+                    // it again on purpose).
+                    Some(why) => line(Err((2, why))),
+                    // Ended (failed, rejected): nothing runs for it, the ledger is all to change.
+                    None if e.state.is_terminal() => line(match ops::cancel_refusal(&e) {
+                        Some(why) => Err((2, why)),
+                        None => Ok(vec![ops::cancel_ended(&self.ledger, &e)?]),
+                    }),
+                    None => {
+                        self.inputs.push_back(Input::Cancel { id: id.clone() });
+                        self.drain()?;
+                        line(Ok(entries(std::slice::from_ref(&id), &self.ledger)?))
+                    }
+                },
             },
             Request::Pause { mapping, for_ms } => Answer::Line(self.pause(mapping, for_ms)),
             Request::Config => {

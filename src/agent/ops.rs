@@ -9,10 +9,20 @@ pub fn retryable_message(ledger: &Ledger, id: &str) -> Result<Option<MessageReco
     let Some(m) = ledger.get_message(id)? else {
         return Ok(None);
     };
+    if let Some(why) = sent_message(ledger, &m, "retry")? {
+        return Err(LedgerError::Invalid(why));
+    }
     if !matches!(m.state, MessageState::Failed | MessageState::Unconfirmed) {
         return Err(LedgerError::Invalid(format!(
             "message {id} is {}; only failed or unconfirmed messages can be retried",
             m.state.name()
+        )));
+    }
+    if split_again(&m) {
+        return Err(LedgerError::Invalid(format!(
+            "message {id} was refused by Graph for its size and has been split already: its \
+             files went into new messages that fit, so there is nothing to retry (`outbox \
+             status` shows each file and its message)"
         )));
     }
     if gave_way(&m) {
@@ -25,12 +35,140 @@ pub fn retryable_message(ledger: &Ledger, id: &str) -> Result<Option<MessageReco
     Ok(Some(m))
 }
 
-/// A message that gave way to another agent's message mailing its files (`mailedElsewhere`):
-/// not a failure to retry; `retry --failed` passes over it.
+/// What `retry` or `cancel` (`verb`) answers for message `m` when it was sent (or left as a
+/// draft for review): when, its `internetMessageId`, that there is nothing to do, and how to
+/// mail its files again on purpose (`retry --resend`, which takes a file's entry id). `None`:
+/// it is not over.
+pub fn sent_message(
+    ledger: &Ledger,
+    m: &MessageRecord,
+    verb: &str,
+) -> Result<Option<String>, LedgerError> {
+    let id = &m.id;
+    let how = match m.state {
+        MessageState::Sent => {
+            let when = m
+                .sent_at
+                .map(crate::ledger::datetime_of)
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .map_or_else(String::new, |t| format!(" at {t}"));
+            let imid = m
+                .internet_message_id
+                .as_deref()
+                .map_or_else(String::new, |i| {
+                    format!(" (internetMessageId {})", crate::outside::printable(i))
+                });
+            if m.unseen {
+                format!(
+                    "message {id} was accepted for sending{when}{imid}, its copy not yet seen in \
+                     Sent Items"
+                )
+            } else {
+                format!("message {id} was sent{when}{imid}")
+            }
+        }
+        MessageState::Drafted => format!(
+            "message {id} was left as a draft for review (send = false), fully attached: send              or delete it in Outlook"
+        ),
+        _ => return Ok(None),
+    };
+    let files = files_of(ledger, m)?
+        .iter()
+        .map(|e| {
+            let name = e.path.file_name().map(std::path::Path::new);
+            format!(
+                "{} ({})",
+                e.id,
+                crate::outside::path(name.unwrap_or(&e.path))
+            )
+        })
+        .collect::<Vec<_>>();
+    let again = match files.as_slice() {
+        [] => String::new(),
+        [one] => format!(
+            "; to mail its file again on purpose, in a new message: `outbox retry --resend {}`",
+            one.split(' ').next().unwrap_or_default()
+        ),
+        _ => format!(
+            "; to mail a file of it again on purpose, in a new message: `outbox retry --resend \
+             ENTRY_ID` (its files: {})",
+            files.join(", ")
+        ),
+    };
+    Ok(Some(format!("{how}: nothing to {verb}{again}")))
+}
+
+/// As [`sent_message`], for entry `e` when it is a file of such a message (so `retry` of a
+/// mailed file does not send the user to `retry` of its message, which has nothing to retry).
+pub fn sent_entry(
+    ledger: &Ledger,
+    e: &LedgerEntry,
+    verb: &str,
+) -> Result<Option<String>, LedgerError> {
+    if e.state != EntryState::Done || e.after_failed {
+        return Ok(None);
+    }
+    let Some(m) = e
+        .message
+        .as_deref()
+        .map(|m| ledger.get_message(m))
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    let Some(m) = m.filter(|m| m.files.contains(&e.id)) else {
+        return Ok(None);
+    };
+    Ok(sent_message(ledger, &m, verb)?.map(|why| {
+        format!(
+            "entry {} is a file of message {}, which {}",
+            e.id,
+            m.id,
+            why.strip_prefix(&format!("message {} ", m.id))
+                .unwrap_or(&why)
+        )
+    }))
+}
+
+/// What `cancel ID` answers for an `id` that names no entry: a message's id (`cancel` takes a
+/// file's entry id; a sent message has nothing to cancel), or nothing at all.
+pub fn cancel_unknown(ledger: &Ledger, id: &str) -> Result<String, LedgerError> {
+    let Some(m) = ledger.get_message(id)? else {
+        return Ok(format!(
+            "no ledger entry with id `{id}` (see `outbox status`)"
+        ));
+    };
+    if let Some(why) = sent_message(ledger, &m, "cancel")? {
+        return Ok(why);
+    }
+    Ok(format!(
+        "`{id}` is a message ({}), not a file's entry: `outbox cancel` takes a file's entry id, \
+         as listed under it in `outbox status` (its files: {}); a message whose files are all \
+         canceled is not sent",
+        m.state.name(),
+        if m.files.is_empty() {
+            "none left".to_owned()
+        } else {
+            m.files.join(", ")
+        }
+    ))
+}
+
+/// A message that gave way to another agent's message mailing its files (`mailedElsewhere`),
+/// or whose files were made into new messages after Graph refused it for its size
+/// (`splitAgain`): not a failure to retry; `retry --failed` passes over it.
 pub fn gave_way(m: &MessageRecord) -> bool {
+    m.error.as_ref().is_some_and(|e| {
+        e.code == crate::core::machine::MAILED_ELSEWHERE
+            || e.code == crate::core::machine::SPLIT_AGAIN
+    })
+}
+
+/// A message whose files `retry` made into new messages after Graph refused it for its size.
+pub fn split_again(m: &MessageRecord) -> bool {
     m.error
         .as_ref()
-        .is_some_and(|e| e.code == crate::core::machine::MAILED_ELSEWHERE)
+        .is_some_and(|e| e.code == crate::core::machine::SPLIT_AGAIN)
 }
 
 /// The entries of a message's files, as stored (whatever their state).
@@ -94,7 +232,7 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
         // A file of a message is on that message's draft (or in the mail sent): attaching it
         // again on its own would mail it twice, or send the message without it.
         EntryState::Done if e.message.is_some() => Some(format!(
-            "entry {id} is a file of message {m}, already on it; `outbox retry {m}` retries the message if it failed or could not be confirmed",
+            "entry {id} is a file of message {m}, already on it; `outbox retry {m}` retries the message if it failed or could not be confirmed; if it was sent, `outbox retry --resend {id}` mails this file again on purpose",
             m = e.message.as_deref().unwrap_or_default()
         )),
         EntryState::Done => {
@@ -357,7 +495,7 @@ pub fn retry_refused_by(
     let targets: Vec<LedgerEntry> = match id {
         Some(id) => match ledger.get(id)? {
             Some(e) => {
-                if let Some(why) = refuse(&e) {
+                if let Some(why) = sent_entry(ledger, &e, "retry")?.or_else(|| refuse(&e)) {
                     return Err(LedgerError::Invalid(why));
                 }
                 // A file of a message that failed goes again with its message.

@@ -8,7 +8,7 @@
 
 use crate::auth::{AuthError, Credentials};
 use crate::cli::exit::{CommandError, ExitCode};
-use crate::config::units::human_size;
+use crate::config::units::size_both;
 use crate::config::{After, AuthMethod, ItemKind, Mapping, Settings};
 use crate::graph::retry::RetryPolicy;
 use crate::graph::{ErrorClass, GraphClient, ItemRef, RequestError};
@@ -372,12 +372,12 @@ async fn check_send_permission(r: &mut Report, settings: &Settings) {
     let Some(granted) = crate::auth::jwt_permissions(&token.secret) else {
         return;
     };
-    let names = senders.join(", ");
+    let names = which_need(&senders);
     if granted.iter().any(|p| p.eq_ignore_ascii_case("Mail.Send")) {
         return r.line(
             Level::Ok,
             "sign-in",
-            format!("the token grants Mail.Send, which mapping {names} needs to send"),
+            format!("the token grants Mail.Send, which {names} to send"),
         );
     }
     let todo = match &settings.auth.method {
@@ -399,11 +399,21 @@ async fn check_send_permission(r: &mut Report, settings: &Settings) {
         Level::Error,
         "sign-in",
         format!(
-            "the token does not grant Mail.Send, which mapping {names} needs to send: each send \
+            "the token does not grant Mail.Send, which {names} to send: each send \
              would be refused (403) and its draft left in Drafts; {todo} (or set send = false to \
              leave the drafts for a person)"
         ),
     );
+}
+
+/// "mapping a needs", "mappings a and b need", "mappings a, b and c need": the subject and verb
+/// of a sentence about the mappings `names`.
+fn which_need(names: &[&str]) -> String {
+    match names {
+        [] => "no mapping needs".to_owned(),
+        [one] => format!("mapping {one} needs"),
+        [first @ .., last] => format!("mappings {} and {last} need", first.join(", ")),
+    }
 }
 
 /// A mailing mapping: what it sends, to whom, and at what pace the mailbox allows. Its
@@ -421,9 +431,10 @@ fn check_mailing(
     let grouping = match t.group {
         crate::config::Group::File => "one message per file".to_owned(),
         crate::config::Group::Batch => format!(
-            "the files that settle within {} of each other in one message (split over {})",
+            "the files that settle within {} of each other in one message (split into messages \
+             that fit max_message_size, {})",
             humantime_short(t.batch_quiet),
-            human_size(t.max_message_size)
+            size_both(t.max_message_size)
         ),
     };
     let fate = if t.send {
@@ -605,6 +616,16 @@ fn size_text(subject: &str, count: usize, total: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mappings_that_need_a_permission_read_as_english() {
+        assert_eq!(which_need(&["scans"]), "mapping scans needs");
+        assert_eq!(
+            which_need(&["scans", "batch"]),
+            "mappings scans and batch need"
+        );
+        assert_eq!(which_need(&["a", "b", "c"]), "mappings a, b and c need");
+    }
 
     #[test]
     fn size_wording_says_near_or_how_far_over() {

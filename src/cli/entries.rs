@@ -383,6 +383,18 @@ pub async fn status(
             None,
         ),
     };
+    // Mailed files whose move or delete waits for their sent copy (before any filter: a row
+    // kept without its message still says so).
+    let sent_copy = super::status::sent_copy_waits(
+        &entries,
+        &messages,
+        settings.agent.look_after.as_millis() as u64,
+        |name| {
+            (settings.mappings.iter())
+                .find(|m| m.name == name)
+                .map(|m| m.after)
+        },
+    );
     // A message's block lists its files whatever the filter keeps.
     let all_entries = (filter.is_some() && !json).then(|| entries.clone());
     if let Some(f) = filter {
@@ -404,6 +416,7 @@ pub async fn status(
         view: view.as_ref(),
         now,
         capped,
+        sent_copy,
     };
     if json {
         jsonln!(
@@ -502,7 +515,8 @@ pub async fn retry(
             .map_err(ledger_err)?
             .flatten()
         {
-            if let Some(why) = refuse(&e) {
+            let sent = ops::sent_entry(l, &e, "retry").map_err(ledger_err)?;
+            if let Some(why) = sent.or_else(|| refuse(&e)) {
                 return Err(CommandError::new(ExitCode::Usage, why));
             }
         }
@@ -535,7 +549,10 @@ pub async fn retry(
         outln!("no failed entries");
     }
     for m in &messages {
-        let how = if m.state == crate::core::model::MessageState::Sending {
+        let how = if m.resplit || ops::split_again(m) {
+            "refused for its size: its files to be made into new messages that fit, its draft \
+             deleted"
+        } else if m.state == crate::core::model::MessageState::Sending {
             "to be sent only if its draft is still a draft"
         } else {
             "queued again"
@@ -607,11 +624,12 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
     let req = Request::Cancel { id: id.clone() };
     let mut session_to_delete = None;
     let (entries, _) = via_agent_or_ledger(&settings, req, |l| {
-        let e = l
-            .get(&id)
-            .map_err(ledger_err)?
-            .ok_or_else(|| ledger_err(LedgerError::NotFound { id: id.clone() }))?;
-        if let Some(why) = ops::cancel_refusal(&e) {
+        let Some(e) = l.get(&id).map_err(ledger_err)? else {
+            let why = ops::cancel_unknown(l, &id).map_err(ledger_err)?;
+            return Err(CommandError::new(ExitCode::Usage, why));
+        };
+        let sent = ops::sent_entry(l, &e, "cancel").map_err(ledger_err)?;
+        if let Some(why) = sent.or_else(|| ops::cancel_refusal(&e)) {
             return Err(CommandError::new(ExitCode::Usage, why));
         }
         if e.state.is_terminal() {

@@ -14,7 +14,7 @@ use crate::agent::mailnow::{mail_files, MailFile, Watch};
 use crate::agent::oneshot::OneShotError;
 use crate::auth::Credentials;
 use crate::cli::exit::{CommandError, ExitCode};
-use crate::config::units::human_size;
+use crate::config::units::{human_size, size_both};
 use crate::config::Settings;
 use crate::config::{check_address, check_template};
 use crate::core::mail::{render_body, render_str, FileFacts, RenderContext};
@@ -45,6 +45,9 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
     let mut files = Vec::new();
     let mut facts = Vec::new();
     let mut total = 0u64;
+    // Each file once, however it is spelled (`a.pdf`, `./a.pdf`, `../dir/a.pdf`, a link to
+    // it): by the path it resolves to.
+    let mut taken: Vec<(std::path::PathBuf, &std::path::Path)> = Vec::new();
     for path in &args.files {
         let meta = std::fs::metadata(path).map_err(|e| {
             CommandError::new(
@@ -55,6 +58,16 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
                 ),
             )
         })?;
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        if let Some((_, first)) = taken.iter().find(|(r, _)| *r == real) {
+            errln!(
+                "note: {} is the same file as {}, given before: it is attached once",
+                crate::outside::path(path),
+                crate::outside::path(first)
+            );
+            continue;
+        }
+        taken.push((real, path.as_path()));
         // The attachment's name as a mailing mapping's: no control character, no bidi
         // control (`core::mail::attachment_name`, the agent's and `send`'s rule).
         let name = crate::core::mail::attachment_name(
@@ -108,7 +121,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
                     format!("these {} files", files.len())
                 },
                 if files.len() == 1 { "s" } else { "" },
-                human_size(encoded)
+                size_both(encoded)
             ),
         ));
     }
@@ -117,7 +130,7 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             "note: this message is about {} once encoded, over Exchange Online's default maximum \
              message size (35 MB); unless your tenant's MaxSendSize was raised, the send will be \
              refused (and its draft deleted)",
-            human_size(encoded)
+            size_both(encoded)
         );
     }
     let (body, html) = match (&args.body, &args.body_file) {

@@ -24,6 +24,9 @@ pub struct Facts<'a> {
     pub now: OffsetDateTime,
     /// With no agent: the mailing mappings over their `max_messages` cap, and until when (ms).
     pub capped: Vec<(String, u64)>,
+    /// Mailed files whose move or delete waits for their message's copy in Sent Items, by
+    /// entry id, from the ledger ([`sent_copy_waits`]): said whether or not an agent runs.
+    pub sent_copy: Vec<(String, Wait)>,
 }
 
 impl Facts<'_> {
@@ -35,11 +38,15 @@ impl Facts<'_> {
             view: None,
             now,
             capped: Vec::new(),
+            sent_copy: Vec::new(),
         }
     }
 
     /// What entry `e` waits for, if anything: as the agent said, or (no agent) for one.
     fn wait_of(&self, e: &LedgerEntry) -> Option<Wait> {
+        if let Some((_, w)) = self.sent_copy.iter().find(|(id, _)| *id == e.id) {
+            return Some(w.clone());
+        }
         if let Some(v) = self.view {
             return v
                 .waits
@@ -92,7 +99,9 @@ struct JsonRow<'a> {
     attempts: u32,
     error: Option<&'a EntryError>,
     updated_at: String,
-    /// `sign-in`, `unreachable`, `throttled`, `backoff`, `look`, `settle`, `next-start`, `agent`.
+    /// `sign-in`, `unreachable`, `throttled`, `backoff`, `look`, `settle`, `next-start`, `agent`,
+    /// `max-messages`, `paused`, `sent-copy` (a mailed file's move or delete waits for its sent
+    /// copy; `waiting_until`: when the looks stop).
     waiting_for: Option<&'static str>,
     waiting_until: Option<String>,
     /// The table's NOTE: what a person reads about the row.
@@ -195,6 +204,49 @@ pub const MESSAGE_STATE_NAMES: [&str; 7] = [
 
 pub fn message_state_name(s: MessageState) -> &'static str {
     s.name()
+}
+
+/// Done files of `messages` accepted for sending whose copy is not yet seen in Sent Items, and
+/// whose move or delete (`after_of` their mapping, by name: `None` or `Keep`, nothing waits)
+/// waits for it: the wait of each, until the looks stop (`look_after_ms` apart, as the core
+/// makes them: [`crate::core::machine::sent_copy_deadline`]).
+pub fn sent_copy_waits(
+    entries: &[LedgerEntry],
+    messages: &[MessageRecord],
+    look_after_ms: u64,
+    after_of: impl Fn(&str) -> Option<crate::config::After>,
+) -> Vec<(String, Wait)> {
+    use crate::config::After;
+    let by_entry = messages_by_entry(messages);
+    let by_id: HashMap<&str, &MessageRecord> =
+        messages.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut out = Vec::new();
+    for e in entries {
+        if e.state != EntryState::Done || !e.after_pending {
+            continue;
+        }
+        let Some(m) = message_of(e, &by_entry, &by_id) else {
+            continue;
+        };
+        let Some(until) = crate::core::machine::sent_copy_deadline(m, look_after_ms) else {
+            continue;
+        };
+        let reason = match after_of(&e.mapping) {
+            Some(After::Move) => WaitReason::SentCopyMove,
+            Some(After::Delete) => WaitReason::SentCopyDelete,
+            Some(After::Keep) | None => continue,
+        };
+        out.push((
+            e.id.clone(),
+            Wait {
+                reason,
+                until_ms: Some(until.0),
+                error: None,
+                attempts: m.attempts,
+            },
+        ));
+    }
+    out
 }
 
 /// The message each entry names, by entry id.
@@ -366,6 +418,26 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
                 "paused by `outbox pause`: left in its folder, taken at `outbox resume`".to_owned()
             }
         },
+        WaitReason::SentCopyMove | WaitReason::SentCopyDelete => {
+            let (verb, it) = if w.reason == WaitReason::SentCopyMove {
+                ("moving", "is moved")
+            } else {
+                ("deleting", "is deleted")
+            };
+            let ends = match w.until_ms.and_then(time_of_ms) {
+                Some(t) if t > now => format!(
+                    "gives up {when}: not seen by then, the file stays here and its message is \
+                     unconfirmed"
+                ),
+                _ => "looks once more, then gives up: the file stays here and its message is \
+                      unconfirmed"
+                    .to_owned(),
+            };
+            format!(
+                "sent; waiting for its copy in Sent Items before {verb} it (a file {it} only \
+                 once its mail is seen sent); {ends}"
+            )
+        }
         WaitReason::MaxMessages => format!(
             "its mapping made its max_messages messages in their window; mailed {when} (raise \
              [mapping.new_message] max_messages if the folder should mail more)"
@@ -499,12 +571,20 @@ pub fn render_messages(
             sanitize(&to.join(", "))
         ));
         match (m.state, m.sent_at) {
-            (MessageState::Sent, Some(t)) => out.push_str(&format!(
-                "    sent {} ({}); internetMessageId {}\n",
-                age(crate::ledger::datetime_of(t), now),
-                rfc3339_ms(t),
-                sanitize(m.internet_message_id.as_deref().unwrap_or("-"))
-            )),
+            (MessageState::Sent, Some(t)) => {
+                out.push_str(&format!(
+                    "    sent {} ({}); internetMessageId {}\n",
+                    age(crate::ledger::datetime_of(t), now),
+                    rfc3339_ms(t),
+                    sanitize(m.internet_message_id.as_deref().unwrap_or("-"))
+                ));
+                if m.unseen {
+                    out.push_str(
+                        "    accepted (202), its copy not yet seen in Sent Items: its files are \
+                         moved or deleted (`after`) only once it is\n",
+                    );
+                }
+            }
             (MessageState::Drafted, _) => out.push_str(&format!(
                 "    left as a draft (send = false), fully attached; draft {}\n",
                 sanitize(m.draft_id.as_deref().unwrap_or("-"))
@@ -573,6 +653,16 @@ pub fn message_advice(m: &MessageRecord) -> Option<String> {
         None => format!("the subject \"{}\"", sanitize(&m.letter.subject)),
     };
     match m.state {
+        MessageState::Failed if crate::agent::ops::split_again(m) => Some(
+            "nothing to do: Graph refused it for its size, and `outbox retry` made its files \
+             into new messages that fit (each file in one); its draft is deleted"
+                .to_owned(),
+        ),
+        MessageState::Failed if m.refused_for_size() && !m.may_have_been_sent() => Some(format!(
+            "Graph refused it for its size: `outbox retry {id}` deletes its draft and makes its \
+             files into new messages that fit, under max_message_size (lower it if you know the \
+             tenant's limit) and under the size refused"
+        )),
         MessageState::Failed if crate::agent::ops::gave_way(m) => Some(
             "nothing to do: another agent's message carries its files, which are mailed once \
              (by that message or a new one); its draft is deleted"
@@ -837,6 +927,7 @@ mod tests {
             view: None,
             now,
             capped: Vec::new(),
+            sent_copy: Vec::new(),
         }
     }
 
@@ -993,6 +1084,7 @@ mod tests {
             view: Some(&view),
             now,
             capped: Vec::new(),
+            sent_copy: Vec::new(),
         };
         let table = render_table(&[pending, settling], &facts, false);
         assert!(
@@ -1113,6 +1205,7 @@ mod tests {
             unseen: false,
             keyed: false,
             keys: Vec::new(),
+            resplit: false,
             part: None,
             letter_stale: false,
             not_before: None,

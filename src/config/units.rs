@@ -27,6 +27,52 @@ pub fn human_size(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// A size a config states (a limit), in the unit it was most likely written in and then in the
+/// other kind (SPEC: `KB`/`MB` decimal, `KiB`/`MiB` binary): `35000000` → "35 MB = 33.4 MiB",
+/// `33554432` → "32 MiB = 33.6 MB"; a size whole in neither, both to one decimal; under a
+/// kilobyte, bytes.
+pub fn size_both(bytes: u64) -> String {
+    const DECIMAL: [(&str, u64); 4] = [
+        ("TB", 1_000_000_000_000),
+        ("GB", 1_000_000_000),
+        ("MB", 1_000_000),
+        ("KB", 1_000),
+    ];
+    const BINARY: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    // In its largest unit, to one decimal (approximate), or as written: whole, or with up to
+    // two decimals that are exact ("1.5MB", "0.25MiB" are sizes a person writes).
+    let largest = |units: &[(&'static str, u64)]| {
+        *units
+            .iter()
+            .find(|(_, f)| bytes >= *f)
+            .unwrap_or(&units[units.len() - 1])
+    };
+    let about = |units: &[(&'static str, u64)]| {
+        let (u, f) = largest(units);
+        format!("{:.1} {u}", bytes as f64 / f as f64)
+    };
+    let exact = |units: &[(&'static str, u64)]| {
+        let (u, f) = largest(units);
+        (u128::from(bytes) * 100 % u128::from(f) == 0).then(|| {
+            let v = format!("{:.2}", bytes as f64 / f as f64);
+            format!("{} {u}", v.trim_end_matches('0').trim_end_matches('.'))
+        })
+    };
+    match (exact(&DECIMAL), exact(&BINARY)) {
+        (Some(d), _) => format!("{d} = {}", about(&BINARY)),
+        (None, Some(b)) => format!("{b} = {}", about(&DECIMAL)),
+        (None, None) => format!("{} = {}", about(&DECIMAL), about(&BINARY)),
+    }
+}
+
 /// Parse a size: an integer count of bytes, or a number with a unit. `KB`/`MB`/`GB`/`TB` are
 /// decimal, `KiB`/`MiB`/`GiB`/`TiB` binary, `B` is bytes; units are case-insensitive and may follow
 /// a space. A fraction is accepted when it comes to a whole number of bytes (`"1.5MiB"`).
@@ -216,6 +262,23 @@ impl<'a> Decimal<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_is_shown_in_the_unit_it_was_written_in_then_the_other() {
+        assert_eq!(size_both(35_000_000), "35 MB = 33.4 MiB");
+        assert_eq!(size_both(parse_size("35MB").unwrap()), "35 MB = 33.4 MiB");
+        assert_eq!(size_both(parse_size("32MiB").unwrap()), "32 MiB = 33.6 MB");
+        assert_eq!(
+            size_both(parse_size("150MiB").unwrap()),
+            "150 MiB = 157.3 MB"
+        );
+        assert_eq!(size_both(2_000_000), "2 MB = 1.9 MiB");
+        assert_eq!(size_both(1_500_000), "1.5 MB = 1.4 MiB");
+        assert_eq!(size_both(parse_size("1.5MiB").unwrap()), "1.5 MiB = 1.6 MB");
+        assert_eq!(size_both(35_000_123), "35.0 MB = 33.4 MiB");
+        assert_eq!(size_both(4096), "4 KiB = 4.1 KB");
+        assert_eq!(size_both(999), "999 B");
+    }
 
     #[test]
     fn sizes_with_every_unit() {

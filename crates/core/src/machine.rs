@@ -9,8 +9,9 @@
 use super::model::*;
 use super::settle::{Settled, Settler};
 pub use messages::{
-    cap_frees_at, civil_date, held_backoff_ms, move_grace_ms, FOUND_MAILED, HELD_BY_DRAFT,
-    HELD_TRIES, MAILED_ELSEWHERE, MESSAGE_TOO_LARGE, NO_FILES_LEFT, RIVAL_SETTLE_MS,
+    cap_frees_at, civil_date, held_backoff_ms, move_grace_ms, sent_copy_deadline, FOUND_MAILED,
+    HELD_BY_DRAFT, HELD_TRIES, MAILED_ELSEWHERE, MESSAGE_TOO_LARGE, NO_FILES_LEFT, RIVAL_SETTLE_MS,
+    SPLIT_AGAIN,
 };
 
 mod messages;
@@ -225,6 +226,9 @@ pub struct Machine {
     /// until when files wait because the cap is reached.
     made_times: BTreeMap<String, VecDeque<Time>>,
     capped: BTreeMap<String, Time>,
+    /// Per mapping, a message size Graph refused in this run, less one: the tenant's limit is
+    /// below it, so messages are made under it as well as under `max_message_size`.
+    refused_sizes: BTreeMap<String, u64>,
     /// Messages that may have a step to take.
     msg_ready: BTreeSet<String>,
     msg_timers: BTreeSet<(Time, String)>,
@@ -316,6 +320,7 @@ impl Machine {
             collecting: BTreeMap::new(),
             sent_times: BTreeMap::new(),
             made_times: BTreeMap::new(),
+            refused_sizes: BTreeMap::new(),
             capped: BTreeMap::new(),
             msg_ready: BTreeSet::new(),
             msg_timers: BTreeSet::new(),

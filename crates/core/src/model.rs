@@ -740,6 +740,12 @@ pub struct MessageRecord {
     /// backoff), kept through a restart, which would otherwise send again at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Time>,
+    /// `retry` of a message Graph refused for its size (`refused_for_size`), never sent: it is
+    /// not sent as it was. Its draft is deleted and its files are made into new messages under
+    /// `max_message_size` as it is now and under the size refused (`Machine::resplit`); it
+    /// ends `failed` with [`crate::machine::SPLIT_AGAIN`], holding no file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resplit: bool,
     /// Failures in a row of its own requests (not its files').
     pub attempts: u32,
     pub error: Option<Failure>,
@@ -1045,6 +1051,12 @@ impl MessageRecord {
     /// `redraft`); an unconfirmed one is sent only if its draft is still a draft.
     pub fn retried(&mut self) {
         match self.state {
+            MessageState::Failed if self.refused_for_size() && !self.may_have_been_sent() => {
+                // Sent as it was, it would be refused again: made into new messages that fit.
+                self.state = MessageState::Drafting;
+                self.resplit = true;
+                self.redraft = false;
+            }
             MessageState::Failed => {
                 if self.draft_id.is_some() && !self.may_have_been_sent() {
                     self.state = MessageState::Drafting;
@@ -1102,12 +1114,21 @@ impl MessageRecord {
             part: None,
             letter_stale: false,
             not_before: None,
+            resplit: false,
             attempts: 0,
             error: None,
             seq,
             created_at: now,
             updated_at: now,
         }
+    }
+
+    /// Graph refused it for its size: its send, or an attachment of a file of it, answered
+    /// `ErrorMessageSizeExceeded` (GRAPH.md §13, "Size").
+    pub fn refused_for_size(&self) -> bool {
+        self.error
+            .as_ref()
+            .is_some_and(|e| e.code == "ErrorMessageSizeExceeded")
     }
 
     /// It has work left: not in a final state, sent with its copy not yet seen, or failed with
@@ -1118,8 +1139,9 @@ impl MessageRecord {
 
     /// Its draft is abandoned and is to be deleted (SPEC 8: "a draft the agent abandons is
     /// deleted"): the message failed because none of its files is left on it to send
-    /// (`noFilesLeft`), or because another message in the mailbox mails them
-    /// (`mailedElsewhere`), and no send of it may ever have happened.
+    /// (`noFilesLeft`), because another message in the mailbox mails them
+    /// (`mailedElsewhere`), or because its files were made into new messages after Graph refused
+    /// it for its size (`splitAgain`), and no send of it may ever have happened.
     pub fn draft_abandoned(&self) -> bool {
         self.state == MessageState::Failed
             && self.draft_id.is_some()
@@ -1127,6 +1149,7 @@ impl MessageRecord {
             && self.error.as_ref().is_some_and(|e| {
                 e.code == crate::machine::NO_FILES_LEFT
                     || e.code == crate::machine::MAILED_ELSEWHERE
+                    || e.code == crate::machine::SPLIT_AGAIN
             })
     }
 

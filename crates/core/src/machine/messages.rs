@@ -10,7 +10,10 @@
 //! draft). An entry's after-action runs once its message is sent (or drafted).
 
 use super::*;
-use crate::mail::{part_subject, render_body, render_str, split_batch, FileFacts, RenderContext};
+use crate::mail::{
+    encoded_attachment_size, human_size, part_subject, render_body, render_str, split_batch,
+    FileFacts, RenderContext, MESSAGE_OVERHEAD,
+};
 
 /// A message with work left (or whose files still wait for its outcome), and what only this
 /// run knows of it.
@@ -120,6 +123,11 @@ pub fn held_backoff_ms(look_after_ms: u64, n: u32) -> u64 {
 
 /// Error code of a file alone over `max_message_size`.
 pub const MESSAGE_TOO_LARGE: &str = "messageTooLarge";
+
+/// Error code of a message Graph refused for its size whose files `retry` made into new
+/// messages that fit (`Machine::resplit`): its draft is deleted, it holds no file, and there
+/// is nothing left to retry. Not a failure of the user's: `run --once` does not count it.
+pub const SPLIT_AGAIN: &str = "splitAgain";
 
 impl Machine {
     pub(super) fn mail_rule(&self, mapping: &str) -> Option<&MailRule> {
@@ -336,6 +344,7 @@ impl Machine {
             Some(m)
                 if m.rec.draft_id.is_some()
                     && !m.rec.redraft
+                    && !m.rec.resplit
                     && !m.rec.state.is_terminal()
                     && self.key_of(r).is_none_or(|k| m.rec.keys.contains(&k)) =>
             {
@@ -504,6 +513,10 @@ impl Machine {
         let mut facts: Vec<FileFacts> = Vec::new();
         let mut members: Vec<String> = Vec::new();
         let body_len = rule.body.len() as u64;
+        // Under `max_message_size`, and under a size Graph refused in this run (its limit is
+        // below that, whatever the config says).
+        let refused = self.refused_sizes.get(mapping).copied();
+        let limit = refused.map_or(rule.max_message_size, |r| r.min(rule.max_message_size));
         for (_, id) in files {
             let a = &self.active[&id];
             let f = FileFacts {
@@ -511,15 +524,22 @@ impl Machine {
                 size: a.rec.file.size,
             };
             // A file alone over the limit fails, explained; the others go.
-            if let Err(e) = split_batch(std::slice::from_ref(&f), rule.max_message_size, body_len) {
-                self.fail(
-                    &id,
-                    Failure::new(
-                        MESSAGE_TOO_LARGE,
-                        format!("{} cannot be mailed: {e}", a.rec.name),
-                    ),
-                    out,
-                );
+            if let Err(e) = split_batch(std::slice::from_ref(&f), limit, body_len) {
+                let why = if limit < rule.max_message_size {
+                    format!(
+                        "{} cannot be mailed: alone it makes a message of about {} once \
+                         encoded, and Graph refused a message of about {} for its size \
+                         (ErrorMessageSizeExceeded): the tenant's limit is below \
+                         max_message_size ({})",
+                        a.rec.name,
+                        human_size(e.needed),
+                        human_size(limit.saturating_add(1)),
+                        human_size(rule.max_message_size)
+                    )
+                } else {
+                    format!("{} cannot be mailed: {e}", a.rec.name)
+                };
+                self.fail(&id, Failure::new(MESSAGE_TOO_LARGE, why), out);
                 self.make_ready(&id);
                 continue;
             }
@@ -529,7 +549,7 @@ impl Machine {
         if members.is_empty() {
             return;
         }
-        let Ok(parts) = split_batch(&facts, rule.max_message_size, body_len) else {
+        let Ok(parts) = split_batch(&facts, limit, body_len) else {
             return; // cannot be: each file fits alone
         };
         let date = civil_date(self.now, self.policy.utc_offset_ms);
@@ -1157,7 +1177,8 @@ impl Machine {
         }
     }
 
-    /// Start-up: a file done on the draft of a message that gave way (`mailedElsewhere`) whose
+    /// Start-up: a file done on the draft of a message that gave way (`mailedElsewhere`), or
+    /// that was split again after a size refusal (`splitAgain`), whose
     /// record still names it: the message's write (files taken out) reached the ledger, the
     /// file's did not (a crash, or a backup, between the two: seed 200101). It leaves the
     /// message now as `give_way` has it: back to pending, its copy forgotten with the draft,
@@ -1172,16 +1193,28 @@ impl Machine {
                     && m.rec
                         .error
                         .as_ref()
-                        .is_some_and(|e| e.code == MAILED_ELSEWHERE)
+                        .is_some_and(|e| e.code == MAILED_ELSEWHERE || e.code == SPLIT_AGAIN)
                     && !m.rec.files.contains(&r.id)
             });
-            if r.state != State::Done || !gave_way || self.member_of.contains_key(&r.id) {
+            // (Split again: a failed or canceled file of it, which the `retry` retried, too.)
+            let split = self
+                .messages
+                .get(mid)
+                .is_some_and(|m| m.rec.error.as_ref().is_some_and(|e| e.code == SPLIT_AGAIN));
+            let taken = r.state == State::Done
+                || (split
+                    && (r.state == State::Failed
+                        || (r.state == State::Canceled && r.failed_to.is_none())));
+            if !taken || !gave_way || self.member_of.contains_key(&r.id) {
                 continue;
             }
             let mut rec = self
                 .active
                 .get(&r.id)
                 .map_or_else(|| r.clone(), |a| a.rec.clone());
+            if rec.state != State::Done {
+                rec.retried(self.now);
+            }
             rec.message = None;
             let id = rec.id.clone();
             self.unattached(mid, rec, out);
@@ -1189,6 +1222,8 @@ impl Machine {
                 a.key = KeyLook::Unsearched;
             }
             self.make_ready(&id);
+            // (Searched first where the mapping searches the mailbox; else collected now.)
+            self.collect(&id);
         }
     }
 
@@ -1201,6 +1236,10 @@ impl Machine {
     ) {
         let mid = rec.id.clone();
         if !matches!(rec.state, MessageState::Failed | MessageState::Unconfirmed) {
+            return;
+        }
+        // Split again already: its files are in new messages; it holds none.
+        if rec.error.as_ref().is_some_and(|e| e.code == SPLIT_AGAIN) {
             return;
         }
         if !self.messages.contains_key(&mid) {
@@ -1251,10 +1290,114 @@ impl Machine {
         m.short_lists = 0;
         m.deleted.clear();
         m.rec.updated_at = now;
+        if m.rec.resplit {
+            // Refused for its size: never sent as it was. Its failed and canceled files are
+            // retried into it first, then every file leaves it for new messages that fit.
+            for mut r in again {
+                r.retried(now);
+                m.finished.insert(r.id.clone(), r);
+            }
+            out.push(Action::PersistMessage(m.rec.clone()));
+            self.msg_ready.insert(mid.clone());
+            if !self.resplit_waits(&mid) {
+                self.resplit(&mid, out);
+            }
+            return;
+        }
         out.push(Action::PersistMessage(m.rec.clone()));
         self.msg_ready.insert(mid.clone());
         self.retry(again, out);
         self.wake_files(&mid);
+    }
+
+    /// Whether message `mid`, to be split again, waits: a file of it has a request in flight.
+    fn resplit_waits(&self, mid: &str) -> bool {
+        self.messages.get(mid).is_some_and(|m| {
+            m.rec
+                .files
+                .iter()
+                .any(|f| self.active.get(f).is_some_and(|a| a.busy))
+        })
+    }
+
+    /// `retry` of a message Graph refused for its size (`MessageRecord::resplit`): it is never
+    /// sent as it was. Its files leave it, back to pending with nothing of them on any item
+    /// (their copies go with its draft, deleted as abandoned), and are made into new messages
+    /// under `max_message_size` as it is now and under the size refused (the tenant's limit is
+    /// below it, whatever the config says), each file in exactly one. It ends `failed` with
+    /// [`SPLIT_AGAIN`], holding no file. (A file canceled into `failed_dir` was left out on
+    /// purpose: it leaves, as a `retry` has it.)
+    fn resplit(&mut self, mid: &str, out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        let mapping = m.rec.mapping.clone();
+        let rule = self.mail_rule(&mapping).cloned();
+        let recs: Vec<Record> = (m.rec.files.iter())
+            .filter_map(|f| self.member_record(m, f))
+            .cloned()
+            .collect();
+        // What Graph refused, as the messages are measured when made.
+        let body_len = rule.as_ref().map_or(0, |r| r.body.len() as u64);
+        let refused = recs.iter().fold(MESSAGE_OVERHEAD + body_len, |n, r| {
+            n + encoded_attachment_size(r.file.size, &r.name)
+        });
+        let learnt = refused.saturating_sub(1);
+        let limit = self
+            .refused_sizes
+            .entry(mapping.clone())
+            .and_modify(|x| *x = (*x).min(learnt))
+            .or_insert(learnt);
+        let limit = rule
+            .as_ref()
+            .map_or(*limit, |r| r.max_message_size.min(*limit));
+        let now = self.now;
+        let Some(m) = self.messages.get_mut(mid) else {
+            return;
+        };
+        let files = std::mem::take(&mut m.rec.files);
+        m.rec.resplit = false;
+        m.rec.redraft = false;
+        m.rec.state = MessageState::Failed;
+        m.rec.error = Some(Failure::new(
+            SPLIT_AGAIN,
+            format!(
+                "Graph refused it for its size (ErrorMessageSizeExceeded; about {} once \
+                 encoded); `outbox retry` made its {} files into new messages of at most \
+                 about {} each, and its draft is deleted",
+                human_size(refused),
+                recs.len(),
+                human_size(limit)
+            ),
+        ));
+        m.rec.updated_at = now;
+        for f in &files {
+            m.finished.remove(f);
+        }
+        out.push(Action::PersistMessage(m.rec.clone()));
+        for f in &files {
+            if self.member_of.get(f).is_some_and(|x| x == mid) {
+                self.member_of.remove(f);
+            }
+        }
+        for mut r in recs {
+            if r.state == State::Canceled && r.failed_to.is_some() {
+                continue;
+            }
+            if matches!(r.state, State::Failed | State::Canceled | State::Rejected) {
+                r.retried(now);
+            }
+            r.message = None;
+            let id = r.id.clone();
+            self.unattached(mid, r, out);
+            if let Some(a) = self.active.get_mut(&id) {
+                // Searched when it first joined a message; the only draft carrying its key is
+                // this one's, deleted.
+                a.key = KeyLook::Clear;
+            }
+            self.collect(&id);
+        }
+        self.msg_ready.insert(mid.to_owned());
     }
 
     /// A retried entry of a mailing mapping: back in its message if that message still counts
@@ -1458,6 +1601,14 @@ impl Machine {
             return MStep::DeleteDraft;
         }
         match r.state {
+            MessageState::Drafting if r.resplit => {
+                // Split again once no file of it has a request in flight.
+                if self.resplit_waits(&r.id) {
+                    MStep::Idle
+                } else {
+                    MStep::Local
+                }
+            }
             MessageState::Drafting => {
                 if r.redraft {
                     // Its draft is looked for again: sent by hand (Sent Items), still there
@@ -1547,6 +1698,9 @@ impl Machine {
     }
 
     fn message_local(&mut self, mid: &str, out: &mut Vec<Action>) {
+        if self.messages.get(mid).is_some_and(|m| m.rec.resplit) {
+            return self.resplit(mid, out);
+        }
         if self
             .messages
             .get(mid)
@@ -3227,6 +3381,23 @@ fn fault_failure(f: &Fault) -> Option<Failure> {
 /// Sent Items answer still a draft) before the message is `unconfirmed`.
 pub(crate) const SENT_COPY_TRIES: u32 = 5;
 
+/// When a message accepted for sending whose copy is not yet seen in Sent Items (`unseen`)
+/// stops looking and is `unconfirmed` (its files then stay where they are), as its record says:
+/// a search `look_after` after the send, then one `look_after` after each that missed it (the
+/// latest on record: `attempts`, written at `updated_at`), [`SENT_COPY_TRIES`] in all.
+/// `None`: it waits for no sent copy.
+pub fn sent_copy_deadline(m: &MessageRecord, look_after_ms: u64) -> Option<Time> {
+    if m.state != MessageState::Sent || !m.unseen {
+        return None;
+    }
+    let from = match m.attempts {
+        0 => m.sent_at.unwrap_or(m.updated_at),
+        _ => m.updated_at,
+    };
+    let left = u64::from(SENT_COPY_TRIES.saturating_sub(m.attempts).max(1));
+    Some(from.plus_ms(look_after_ms.saturating_mul(left)))
+}
+
 /// How often `mail --key` asks Sent Items for an earlier run's message whose draft it found
 /// (while it waits for Exchange's move before resuming that draft).
 pub(crate) const KEYED_LOOK_MS: u64 = 3_000;
@@ -3304,3 +3475,6 @@ mod leave_tests;
 
 #[cfg(test)]
 mod hand_tests;
+
+#[cfg(test)]
+mod resplit_tests;

@@ -3788,3 +3788,54 @@ fn a_look_on_a_draft_sent_from_outlook_finds_the_copy_in_the_sent_message() {
         "never mailed again: {all:?}"
     );
 }
+
+/// `status` says until when a mailed file's move waits for its sent copy: the time the core's
+/// last search would end it `unconfirmed`, as its record says after each search that missed.
+#[test]
+fn the_wait_for_a_sent_copy_ends_when_the_last_search_would() {
+    let mut m = moving_mail_machine();
+    let out = up_to_its_send(&mut m, 1_000, "a.pdf");
+    let mid = the_send(&out);
+    let l = Policy::default().look_after_ms;
+    let out = m.answer(7_300, &mid, send_ok());
+    let rec = |out: &[Action]| {
+        out.iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::PersistMessage(r) if r.id == mid => Some(r.clone()),
+                _ => None,
+            })
+            .expect("the message written")
+    };
+    let first = rec(&out);
+    assert!(first.unseen, "{first:?}");
+    let deadline = sent_copy_deadline(&first, l).expect("it waits");
+    let mut t = 7_300;
+    let mut last = Vec::new();
+    for i in 0..SENT_COPY_TRIES {
+        t += l + 1;
+        m.handle(Time(t), Input::Tick);
+        last = found(
+            &mut m,
+            t + 1,
+            &mid,
+            MailFolder::SentItems,
+            FindOutcome::NotFound,
+        );
+        if i + 1 < SENT_COPY_TRIES {
+            let r = rec(&last);
+            // Each miss says the same end, give or take the searches' own time.
+            let d = sent_copy_deadline(&r, l).expect("still waits");
+            assert!(
+                d.0.abs_diff(deadline.0) <= 2 * u64::from(SENT_COPY_TRIES),
+                "{d:?} {deadline:?}"
+            );
+        }
+    }
+    assert_eq!(rec(&last).state, MessageState::Unconfirmed);
+    assert!(
+        t.abs_diff(deadline.0) <= 2 * u64::from(SENT_COPY_TRIES) + 1,
+        "{t} {deadline:?}"
+    );
+    assert_eq!(sent_copy_deadline(&rec(&last), l), None);
+}
