@@ -698,3 +698,54 @@ fn config_and_help_messages_say_what_to_do() {
         "{so}"
     );
 }
+
+/// Third trial, 1: a done file someone made a hard link to elsewhere (`ln drop/a.pdf
+/// ~/elsewhere/a.pdf`: its ctime moves, it has two names) stays done: read again, its bytes
+/// are the ones attached, so nothing is sent, nothing moved to `failed_dir`, no failure. A new
+/// version written into it while it has two names is refused as a hard link (code `hardLink`,
+/// not `unreadable`), nothing sent.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_done_file_hard_linked_elsewhere_stays_done() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    let file = folder.join("a.pdf");
+    let sha = write_file(&file, 5000, 1);
+    env.write_config("", &mapping(&folder, &item, "failed_dir = \"failed\""));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::hard_link(&file, elsewhere.join("a.pdf")).unwrap();
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(file.exists(), "a.pdf left its folder: {}", stderr(&out));
+    assert!(!folder.join("failed").join("a.pdf").exists());
+    let all = rows(&env);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0]["state"], "done", "{all:#?}");
+    assert!(all[0]["error"].is_null(), "{all:#?}");
+    let on_item = attached(&env.sandbox, &item).await;
+    assert_eq!(on_item.len(), 1, "{on_item:?}");
+    assert_eq!(on_item["a.pdf"], sha);
+
+    // New bytes written into it while it has two names: refused as a hard link.
+    std::fs::write(&file, "new bytes").unwrap();
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let all = rows(&env);
+    let failed = all
+        .iter()
+        .find(|r| r["state"] == "failed")
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert_eq!(failed["error"]["code"], "hardLink", "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hard link"),
+        "{failed}"
+    );
+    assert_eq!(attached(&env.sandbox, &item).await.len(), 1);
+}

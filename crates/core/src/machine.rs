@@ -31,6 +31,10 @@ const BACKOFF_PATIENT_ATTEMPTS: u32 = 16;
 pub const SUPERSEDED: &str = "superseded";
 /// Error code of an entry whose file could not be read: retried when it can be.
 pub const UNREADABLE: &str = "unreadable";
+/// Error code of a version refused because its file has more than one name (a hard link) and
+/// its mapping does not allow them: tried again when the file changes (a link made or removed
+/// moves its ctime), or the config allows them.
+pub const HARD_LINK: &str = "hardLink";
 /// Error code of a retried file that could not be taken back from `failed_dir`.
 pub const FAILED_DIR_REFUSED: &str = "failedDirRefused";
 /// Graph's code for an item that is not there (deleted).
@@ -991,30 +995,70 @@ impl Machine {
             }
             HashResult::Gone => {}
             HashResult::Unreadable(f) => {
-                if let Some(b) = self.newest(&mapping, &path) {
-                    if b.file == stat && b.error_code.as_deref() == Some(UNREADABLE) {
-                        return;
-                    }
-                }
                 let f = Failure::new(UNREADABLE, f.message);
-                let mut rec = self.new_record(&mapping, &path, stat, None);
-                rec.state = State::Failed;
-                rec.error = Some(f.clone());
-                self.failed_this_run += 1;
-                out.push(Action::Persist(rec.clone()));
-                out.push(Action::Notify(Note::Failed {
-                    id: rec.id.clone(),
-                    path: path.clone(),
-                    failure: f,
-                }));
-                self.supersede_older(&mapping, &path, &rec.id, out);
-                self.index(&rec);
-                self.set_aside(rec);
+                self.not_read(mapping, path, stat, f, out);
+            }
+            // The bytes of the done version: nothing is sent, so its second name is no reason
+            // to refuse it; it stays done, with the file's new times.
+            HashResult::Refused { sha256, stat, .. }
+                if self.done_with_bytes(&mapping, &path, &sha256, stat) =>
+            {
+                self.new_version(mapping, path, stat, sha256, out)
+            }
+            HashResult::Refused { failure, .. } => {
+                let f = Failure::new(HARD_LINK, failure.message);
+                self.not_read(mapping, path, stat, f, out);
             }
             HashResult::Hashed { sha256, stat } => {
                 self.new_version(mapping, path, stat, sha256, out)
             }
         }
+    }
+
+    /// A file that settled at `stat` and is not taken (unreadable, or refused as a hard link):
+    /// a failed version with no hash, said once for the same file and reason.
+    fn not_read(
+        &mut self,
+        mapping: String,
+        path: PathBuf,
+        stat: FileStat,
+        f: Failure,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(b) = self.newest(&mapping, &path) {
+            if b.file == stat && b.error_code.as_deref() == Some(f.code.as_str()) {
+                return;
+            }
+        }
+        let mut rec = self.new_record(&mapping, &path, stat, None);
+        rec.state = State::Failed;
+        rec.error = Some(f.clone());
+        self.failed_this_run += 1;
+        out.push(Action::Persist(rec.clone()));
+        out.push(Action::Notify(Note::Failed {
+            id: rec.id.clone(),
+            path: path.clone(),
+            failure: f,
+        }));
+        self.supersede_older(&mapping, &path, &rec.id, out);
+        self.index(&rec);
+        self.set_aside(rec);
+    }
+
+    /// Whether `sha256` at `stat` is the bytes of `path`'s newest version, and that version is
+    /// done, so the file read sends nothing (in a mailing folder, the same bytes dropped again
+    /// once their message went are a new message: not this).
+    fn done_with_bytes(&self, mapping: &str, path: &Path, sha256: &str, stat: FileStat) -> bool {
+        self.newest(mapping, path).is_some_and(|b| {
+            b.state == State::Done
+                && b.file.size == stat.size
+                && b.sha256
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(sha256))
+                && !(self.mail_rule(mapping).is_some()
+                    && b.file.other_file(&stat)
+                    && !self.message_pending(&b.id))
+        })
     }
 
     fn new_version(

@@ -771,6 +771,15 @@ pub enum HashResult {
     Gone,
     /// Unreadable (permissions, I/O): the entry fails with this.
     Unreadable(Failure),
+    /// Read and hashed, but a file the mapping does not send (a hard link: more than one name,
+    /// which may make it a file from outside the folder): the same bytes as the version on
+    /// record are no new version and stay as they are (a link made elsewhere to a done file
+    /// moves its ctime, nothing else); any other version fails with `failure`, nothing sent.
+    Refused {
+        sha256: String,
+        stat: FileStat,
+        failure: Failure,
+    },
 }
 
 /// How a request ended, as the core needs to know it. The graph layer classifies.

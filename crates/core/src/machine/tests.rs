@@ -1287,6 +1287,96 @@ fn an_unreadable_file_fails_once_until_it_changes() {
     assert_eq!(m.failed_this_run, 2);
 }
 
+/// The third trial of #22: a done file someone made a hard link to elsewhere (`ln drop/a.pdf
+/// ~/elsewhere/a.pdf`) has a new ctime and more than one name; read again, its bytes are the
+/// done version's, so it stays done with its new times (nothing is sent, nothing moved to
+/// `failed_dir`). A version with other bytes and a second name is refused as a hard link
+/// (`hardLink`, not `unreadable`), once until it changes.
+#[test]
+fn a_done_file_linked_elsewhere_stays_done_and_a_new_linked_version_is_refused() {
+    let path = PathBuf::from("/f/a.txt");
+    let rec = done_record();
+    let sha = rec.sha256.clone().unwrap();
+    let linked = FileStat {
+        ctime_ns: rec.file.ctime_ns + 5,
+        ..rec.file
+    };
+    let refused = |sha256: &str, stat: FileStat| HashResult::Refused {
+        sha256: sha256.to_owned(),
+        stat,
+        failure: Failure::new(HARD_LINK, "a.txt is refused: it is a hard link"),
+    };
+    let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+    m.start_up(10, vec![rec.clone()]);
+    let out = settle(&mut m, 20, &path, linked);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Hash { .. })),
+        "{out:?}"
+    );
+    let out = m.handle(
+        Time(10_000),
+        Input::Hashed {
+            path: path.clone(),
+            result: refused(&sha, linked),
+        },
+    );
+    assert!(persisted(&out).is_none(), "no new version: {out:?}");
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::UpdateFile { id, file, revive: false } if id == "e1" && *file == linked
+        )),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter().any(|a| matches!(
+            a,
+            Action::ToFailedDir { .. } | Action::Notify(Note::Failed { .. })
+        )),
+        "{out:?}"
+    );
+    assert_eq!(m.failed_this_run, 0);
+    // Seen again as it is now: nothing new.
+    let out = settle(&mut m, 20_000, &path, linked);
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Hash { .. })),
+        "{out:?}"
+    );
+
+    // Other bytes with a second name: refused as a hard link, said once.
+    let edited = FileStat {
+        size: 11,
+        ctime_ns: linked.ctime_ns + 5,
+        ..linked
+    };
+    let other = "cd".repeat(32);
+    settle(&mut m, 30_000, &path, edited);
+    let out = m.handle(
+        Time(40_000),
+        Input::Hashed {
+            path: path.clone(),
+            result: refused(&other, edited),
+        },
+    );
+    let r = persisted(&out).expect("a failed version");
+    assert_eq!(
+        (r.state, r.error.as_ref().map(|e| e.code.as_str())),
+        (State::Failed, Some(HARD_LINK))
+    );
+    assert!(r.sha256.is_none(), "nothing of it is kept to send");
+    assert_eq!(m.failed_this_run, 1);
+    settle(&mut m, 50_000, &path, edited);
+    let out = m.handle(
+        Time(60_000),
+        Input::Hashed {
+            path: path.clone(),
+            result: refused(&other, edited),
+        },
+    );
+    assert!(persisted(&out).is_none(), "{out:?}");
+    assert_eq!(m.failed_this_run, 1);
+}
+
 #[test]
 fn the_same_bytes_back_revive_a_version_the_agent_canceled_not_one_canceled_or_failed() {
     let path = PathBuf::from("/f/a.txt");
