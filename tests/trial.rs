@@ -749,3 +749,61 @@ async fn a_done_file_hard_linked_elsewhere_stays_done() {
     );
     assert_eq!(attached(&env.sandbox, &item).await.len(), 1);
 }
+
+/// Third trial, 2: `outbox retry ID` of a healthy done entry attached it again. Only a done
+/// entry `verify` found wrong or missing is attached again: retry of any other is refused,
+/// saying to run `outbox verify ID` first. Verify notes what it found on the entry, through
+/// the running agent or in the ledger, and the retry that follows attaches the file again.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_healthy_done_entry_is_refused_until_verify_finds_it_wrong() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    let sha = write_file(&folder.join("a.txt"), 1000, 1);
+    env.write_config("", &mapping(&folder, &item, ""));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id = rows(&env)[0]["id"].as_str().unwrap().to_string();
+    // Healthy, verified or not: refused, saying what to do.
+    for verified in [false, true] {
+        if verified {
+            let out = env.run(&["verify", &id], Duration::from_secs(30));
+            assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+        }
+        let out = env.run(&["retry", &id], Duration::from_secs(30));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{}\n{err}", stdout(&out));
+        assert!(
+            err.contains("not found wrong") && err.contains(&format!("`outbox verify {id}`")),
+            "{err}"
+        );
+    }
+    assert_eq!(rows(&env)[0]["state"], "done");
+    // Its attachment deleted in Outlook; verify (through the running agent) finds it missing.
+    let att = env.sandbox.attachments(&item).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.sandbox
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/items/{}/attachments/{}", urlenc(&item), urlenc(&att)),
+            None,
+        )
+        .await;
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let out = env.run(&["verify", &id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with("MISSING"), "{}", stdout(&out));
+    let out = env.run(&["retry", &id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_until(Duration::from_secs(30), "a.txt attached again", || async {
+        attached(&env.sandbox, &item).await.get("a.txt") == Some(&sha)
+    })
+    .await;
+    drop(agent);
+    // Good again: a second retry is refused.
+    let out = env.run(&["retry", &id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -29,6 +29,12 @@ pub enum Request {
     Cancel {
         id: String,
     },
+    /// `outbox verify`'s findings: done entries whose attachment it found wrong or missing
+    /// (`retry` attaches them again), and ones marked so before found good now.
+    Verified {
+        wrong: Vec<String>,
+        fine: Vec<String>,
+    },
     /// `outbox pause`: take no new file from a mapping's folder (`None`: every mapping's), for
     /// `for_ms` or until `resume`; what is under way goes on.
     Pause {

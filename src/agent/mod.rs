@@ -1416,6 +1416,10 @@ impl Agent {
                     line(Ok(entries(std::slice::from_ref(&id), &self.ledger)?))
                 }
             },
+            Request::Verified { wrong, fine } => {
+                ops::mark_verified(&self.ledger, &wrong, &fine)?;
+                line(Ok(Vec::new()))
+            }
             Request::Pause { mapping, for_ms } => Answer::Line(self.pause(mapping, for_ms)),
             Request::Config => {
                 let mut r = Response::entries(Vec::new());

@@ -206,6 +206,15 @@ fn done_record() -> Record {
     r
 }
 
+/// [`done_record`] as `outbox verify` left it when it found its attachment wrong: `retry`
+/// attaches it again.
+fn found_wrong() -> Record {
+    Record {
+        verify_failed: true,
+        ..done_record()
+    }
+}
+
 fn persisted(actions: &[Action]) -> Option<&Record> {
     actions.iter().rev().find_map(|a| match a {
         Action::Persist(r) => Some(r),
@@ -245,7 +254,7 @@ fn a_file_seen_as_its_done_record_is_not_settled_and_a_changed_one_is() {
 #[test]
 fn retrying_a_done_entry_attaches_again_then_deletes_the_bad_copy() {
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
-    let rec = done_record();
+    let rec = found_wrong();
     assert!(m
         .handle(
             Time(10),
@@ -297,7 +306,7 @@ fn retrying_a_done_entry_attaches_again_then_deletes_the_bad_copy() {
 #[test]
 fn a_re_attach_that_finds_its_own_recorded_copy_deletes_nothing() {
     let mut m = Machine::new(vec![rule(IfExists::Skip, After::Keep)], Policy::default());
-    let rec = done_record();
+    let rec = found_wrong();
     m.handle(Time(10), Input::Retry { records: vec![rec] });
     let out = m.answer(30, "e1", look_found("bad"));
     assert!(!out
@@ -364,9 +373,11 @@ fn retry_in_each_state_by_the_one_rule() {
         assert_eq!(r.retried(now), Retried::Queued, "{state:?}");
         assert_eq!(r.state, State::Pending);
     }
-    // Done with its attachment on record: attached again, the recorded one then deleted.
-    let mut r = done_record();
+    // Done with its attachment on record, found wrong by `verify`: attached again, the
+    // recorded one then deleted, and no longer marked wrong.
+    let mut r = found_wrong();
     assert_eq!(r.retried(now), Retried::Queued);
+    assert!(!r.verify_failed);
     assert_eq!(
         (r.state, r.attachment_id.clone(), r.bytes_sent, r.may_exist),
         (State::Pending, None, 0, false)
@@ -387,10 +398,12 @@ fn retry_in_each_state_by_the_one_rule() {
     assert!(!r.after_done && !r.after_failed && r.error.is_none());
     assert_eq!(r.attachment_id.as_deref(), Some("bad"));
     // Nothing to retry: left exactly as it was.
-    let mut bare = done_record();
+    let mut bare = found_wrong();
     bare.attachment_id = None;
     for before in [
         bare,
+        // Done, and `verify` found nothing wrong: its attachment is as sent.
+        done_record(),
         pending_record("p1", 2),
         Record {
             state: State::Uploading,
@@ -433,6 +446,7 @@ fn the_machine_persists_a_retried_record_as_the_rule_writes_it_for_the_offline_c
                 ..failed
             },
         ),
+        (After::Keep, found_wrong()),
         (After::Keep, done_record()),
         (After::Move, after),
         (After::Keep, bare),
@@ -1040,7 +1054,7 @@ fn with_replace_every_older_version_on_the_item_goes_under_the_id_it_has_now() {
     // A version attached again (`retry` after `verify`) is on the item under its new id:
     // that is the one a newer version deletes.
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
-    let rec = done_record();
+    let rec = found_wrong();
     m.start_up(10, vec![rec.clone()]);
     m.handle(Time(20), Input::Retry { records: vec![rec] });
     let answers = [look_not_found(), post_created("good"), attachment_deleted()];
