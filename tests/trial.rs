@@ -807,3 +807,64 @@ async fn retry_of_a_healthy_done_entry_is_refused_until_verify_finds_it_wrong() 
     let out = env.run(&["retry", &id], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// Third trial, 3: `outbox service install --dry-run` passed where the real install then
+/// failed (no user systemd here; a config that does not load). The dry run makes the same
+/// checks and fails the same way, with the same words and exit status, writing nothing.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_service_dry_run_fails_where_the_install_would() {
+    let home = tempfile::tempdir().unwrap();
+    // The runtime dir pointed nowhere: a real user manager is never touched.
+    let runtime = home.path().join("no-runtime");
+    let xdg = home.path().join(".config");
+    let cfg = home.path().join("config.toml");
+    let good = format!(
+        "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = '{}'\n",
+        home.path().join("state").display()
+    );
+    std::fs::write(&cfg, &good).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let service = |args: &[&str]| {
+        let mut c = std::process::Command::new(bin());
+        c.env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", &xdg)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("OUTBOX_CONFIG")
+            .env_remove("RUST_LOG")
+            .args(["service", "install"])
+            .args(args)
+            .arg("--config")
+            .arg(&cfg);
+        run_bounded(&mut c, Duration::from_secs(60))
+    };
+    let probe = std::process::Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .output();
+    if !matches!(&probe, Ok(o) if o.status.success()) {
+        let real = service(&[]);
+        let dry = service(&["--dry-run"]);
+        assert_eq!(real.status.code(), Some(1), "{}", stderr(&real));
+        assert_eq!(dry.status.code(), real.status.code(), "{}", stdout(&dry));
+        assert!(stderr(&dry).contains("no user systemd"), "{}", stderr(&dry));
+        assert_eq!(stderr(&dry), stderr(&real));
+        assert!(!xdg.join("systemd").exists());
+    }
+    // A config that does not load: refused by both (78), not a note.
+    std::fs::write(&cfg, format!("{good}settle = \"fast\"\n")).unwrap();
+    let dry = service(&["--dry-run"]);
+    assert_eq!(dry.status.code(), Some(78), "{}", stderr(&dry));
+    assert!(stderr(&dry).contains("agent.settle"), "{}", stderr(&dry));
+    assert!(
+        !stderr(&dry).contains("does not load yet"),
+        "{}",
+        stderr(&dry)
+    );
+    assert!(stdout(&dry).is_empty(), "{}", stdout(&dry));
+}

@@ -397,14 +397,18 @@ async fn what_commands_print_at_a_terminal_fits_it_with_hints_whole() {
 fn a_unit_file_and_its_commands_are_printed_whole_at_a_narrow_terminal() {
     let env = Env::new();
     env.write_config("", "");
-    let piped = env.run(&["service", "install", "--dry-run"], T);
+    // (`--platform`: the plan alone, whether or not a user systemd runs here.)
+    let piped = env.run(
+        &["service", "install", "--dry-run", "--platform", "linux"],
+        T,
+    );
     assert_eq!(piped.status.code(), Some(0), "{}", stderr(&piped));
     let whole = stdout(&piped);
     assert!(
         whole.lines().any(|l| l.chars().count() > 40),
         "nothing to wrap at 40 columns:\n{whole}"
     );
-    let (code, text) = at_a_terminal_of(&env, 40, "service install --dry-run");
+    let (code, text) = at_a_terminal_of(&env, 40, "service install --dry-run --platform linux");
     assert_eq!(code, Some(0), "{text}");
     // (Its notes on stderr are a person's, and wrapped.)
     assert!(text.contains(&whole), "{text}");
