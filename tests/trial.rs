@@ -868,3 +868,39 @@ fn a_service_dry_run_fails_where_the_install_would() {
     );
     assert!(stdout(&dry).is_empty(), "{}", stdout(&dry));
 }
+
+/// Third trial, 4: `outbox cancel ID` of an upload with a request in flight said "canceled"
+/// while `status` went on showing it uploading for seconds. It says what is true: the cancel
+/// is asked and takes effect once that request is answered; `status` shows it asked; then the
+/// row is canceled.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_during_a_request_says_it_is_asked_until_it_takes_effect() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("big.bin"), 8 * MIB + 5, 3);
+    env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "before-chunk:3000")]);
+    said(&agent, "failpoint before-chunk: pausing", 1).await;
+    let id = rows(&env)[0]["id"].as_str().unwrap().to_string();
+    let out = env.run(&["cancel", &id], Duration::from_secs(30));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{}", stderr(&out));
+    assert!(so.contains("cancel asked"), "{so}");
+    assert!(!so.contains("  canceled  "), "{so}");
+    let row = rows(&env).remove(0);
+    assert_eq!(row["state"], "uploading", "{row}");
+    assert!(
+        row["note"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("cancel asked"),
+        "{row}"
+    );
+    wait_until(Duration::from_secs(30), "the entry canceled", || async {
+        rows(&env)[0]["state"] == "canceled"
+    })
+    .await;
+    assert!(attached(&env.sandbox, &item).await.is_empty());
+    drop(agent);
+}

@@ -645,7 +645,12 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
         }
     }
     for e in &entries {
-        outln!("{}  canceled  {}", e.id, e.path.display());
+        // A request of it in flight: canceled once it is answered, not yet.
+        let what = match super::status::cancel_asked_text(e) {
+            Some(_) => "cancel asked: it stops once its request in flight is answered (`outbox status` shows it canceled then)",
+            _ => "canceled",
+        };
+        outln!("{}  {what}  {}", e.id, crate::outside::path(&e.path));
     }
     Ok(ExitCode::Ok)
 }

@@ -398,6 +398,7 @@ fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
             _ => t,
         })
         .or_else(|| after_failed_text(e))
+        .or_else(|| cancel_asked_text(e))
         .or_else(|| facts.wait_of(e).map(|w| wait_text(&w, Some(e), facts.now)))
         .or_else(|| ended_text(e))
         .or_else(|| beside_text(e))
@@ -433,6 +434,16 @@ fn beside_text(e: &LedgerEntry) -> Option<String> {
         "attached beside {} (an earlier version of the same name from another owner: not replaced, both are on the item)",
         e.beside.join(", ")
     ))
+}
+
+/// A row `outbox cancel` was asked of while a request of it was in flight: it is canceled once
+/// that request is answered (what it did is settled first), and shows `canceled` then.
+pub fn cancel_asked_text(e: &LedgerEntry) -> Option<String> {
+    let by_user = e.error.as_ref().is_some_and(|x| x.code == "canceled");
+    (!e.state.is_terminal() && e.cancel_requested && by_user).then(|| {
+        "cancel asked: it stops once its request in flight is answered, then shows canceled"
+            .to_owned()
+    })
 }
 
 /// A done row whose move or delete failed: attached, and the file is still where it was.
