@@ -316,6 +316,9 @@ async fn retry_of_a_done_entry_says_it_attaches_it_again() {
     let said = stdout(&out);
     assert!(!said.contains("queued again"), "{said}");
     assert!(said.contains("to be attached again"), "{said}");
+    // Third trial, 6: its attachment is missing: no copy "now on the item" is spoken of.
+    assert!(!said.contains("now on the item"), "{said}");
+    assert!(said.contains("if it is still on the item"), "{said}");
 }
 
 /// Wait until the agent answers on its socket (status says it runs).

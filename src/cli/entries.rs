@@ -554,7 +554,9 @@ pub async fn retry(
         } else if e.state == EntryState::Done && e.after_pending {
             "attached; its move or delete to be done again".to_string()
         } else if e.replaces.iter().any(|r| r.entry == e.id) {
-            "to be attached again (the attachment now on the item is deleted once the new one is in)"
+            // Verify found it wrong or missing (the entry no longer says which): a copy left on
+            // the item goes once the new one is in; a missing one has nothing to delete.
+            "to be attached again (the recorded attachment, if it is still on the item, is deleted once the new one is in)"
                 .to_string()
         } else if matches!(
             e.state,
