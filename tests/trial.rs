@@ -904,3 +904,46 @@ async fn cancel_during_a_request_says_it_is_asked_until_it_takes_effect() {
     assert!(attached(&env.sandbox, &item).await.is_empty());
     drop(agent);
 }
+
+/// Third trial, 7: the wait after a lost answer (the agent waits until nothing of the request
+/// can still land, then looks on the item whether it took effect) was shown in `status` as
+/// "backing off after an error". It is shown as what it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_answers_wait_is_shown_as_a_wait_to_check_not_a_backoff() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "look_after = \"30s\"",
+        &mapping(&folder, &item, "if_exists = \"attach\""),
+    );
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [{"route": "post", "action": "lost"}]}))
+        .await;
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    write_file(&folder.join("a.txt"), 1000, 1);
+    wait_until(
+        Duration::from_secs(30),
+        "a wait after the lost answer",
+        || async {
+            rows(&env)
+                .iter()
+                .any(|r| !r["waiting_for"].is_null() && r["state"] != "settling")
+        },
+    )
+    .await;
+    let shown = || {
+        let row = rows(&env).remove(0);
+        assert_eq!(row["waiting_for"], "look", "{row}");
+        let note = row["note"].as_str().unwrap_or_default();
+        assert!(!note.contains("backing off"), "{row}");
+        assert!(note.contains("whether the upload took effect"), "{row}");
+    };
+    shown();
+    // And all the wait long (past the first backoff's second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    shown();
+    drop(agent);
+}

@@ -347,7 +347,10 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
             }
         }
         WaitReason::Look => {
-            format!("an answer was lost; looks on the item {when} (when nothing more can land)")
+            let lost = error.map(|m| format!(" ({m})")).unwrap_or_default();
+            format!(
+                "an answer was lost{lost}: waits to check on the item whether the upload took effect; looks {when}, when nothing more of it can land"
+            )
         }
         WaitReason::Settle => {
             let still = e
