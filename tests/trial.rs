@@ -947,3 +947,57 @@ async fn a_lost_answers_wait_is_shown_as_a_wait_to_check_not_a_backoff() {
     shown();
     drop(agent);
 }
+
+/// Third trial, 8: a non-recursive mapping passed over its symbolic links and subfolders
+/// without a word, and `status` showed a file of a recursive mapping's subfolder without its
+/// folder. The agent says once in its log, and `status` while it runs, what it passes over, why
+/// and the setting that changes it; a file in a subfolder is shown as `sub/name`.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn skipped_links_and_subfolders_are_said_and_a_subfolders_file_shows_its_folder() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let flat = env.path("flat");
+    let deep = env.path("deep");
+    write_file(&flat.join("a.txt"), 100, 1);
+    write_file(&flat.join("inner").join("b.txt"), 100, 2);
+    write_file(&env.path("elsewhere.txt"), 100, 3);
+    std::os::unix::fs::symlink(env.path("elsewhere.txt"), flat.join("link.txt")).unwrap();
+    write_file(&deep.join("sub").join("c.txt"), 100, 4);
+    let recursive = format!(
+        "[[mapping]]\nname = \"deep\"\nfolder = {}\nmessage = \"{item}\"\nrecursive = true\n",
+        toml_path(&deep)
+    );
+    env.write_config("", &(mapping(&flat, &item, "") + &recursive));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    wait_until(
+        Duration::from_secs(30),
+        "a.txt and c.txt attached",
+        || async { attached(&env.sandbox, &item).await.len() == 2 },
+    )
+    .await;
+    let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    let line = so
+        .lines()
+        .find(|l| l.starts_with("skipped: mapping `m`"))
+        .unwrap_or_else(|| panic!("{so}"));
+    assert!(
+        line.contains("1 symbolic link") && line.contains("follow_symlinks = true"),
+        "{line}"
+    );
+    assert!(
+        line.contains("1 subfolder") && line.contains("recursive = true"),
+        "{line}"
+    );
+    assert!(!so.contains("skipped: mapping `deep`"), "{so}");
+    let row = so
+        .lines()
+        .find(|l| l.contains("c.txt"))
+        .unwrap_or_else(|| panic!("{so}"));
+    assert!(row.contains("sub/c.txt"), "{so}");
+    // The log says it once, not at every scan.
+    let log = agent.log();
+    assert_eq!(log.matches("1 symbolic link not sent").count(), 1, "{log}");
+    drop(agent);
+}

@@ -404,6 +404,11 @@ pub async fn status(
         view: view.as_ref(),
         now,
         capped,
+        folders: settings
+            .mappings
+            .iter()
+            .map(|m| (m.name.clone(), m.folder.clone()))
+            .collect(),
     };
     if json {
         jsonln!(

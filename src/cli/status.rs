@@ -24,6 +24,8 @@ pub struct Facts<'a> {
     pub now: OffsetDateTime,
     /// With no agent: the mailing mappings over their `max_messages` cap, and until when (ms).
     pub capped: Vec<(String, u64)>,
+    /// Each mapping's folder, by name: a file in a subfolder is shown with its folder under it.
+    pub folders: Vec<(String, std::path::PathBuf)>,
 }
 
 impl Facts<'_> {
@@ -35,6 +37,22 @@ impl Facts<'_> {
             view: None,
             now,
             capped: Vec::new(),
+            folders: Vec::new(),
+        }
+    }
+
+    /// The FILE a row shows: its name, or its path under its mapping's folder when it is in a
+    /// subfolder (a recursive mapping's `a/report.pdf` and `b/report.pdf` are two files).
+    fn file_shown(&self, e: &LedgerEntry) -> String {
+        let under = self
+            .folders
+            .iter()
+            .find(|(m, _)| *m == e.mapping)
+            .and_then(|(_, folder)| e.path.strip_prefix(folder).ok())
+            .filter(|rel| rel.components().count() > 1);
+        match under {
+            Some(rel) => crate::outside::os_text(rel.as_os_str()).into_owned(),
+            None => e.file_name_shown(),
         }
     }
 
@@ -347,9 +365,18 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
             }
         }
         WaitReason::Look => {
-            let lost = error.map(|m| format!(" ({m})")).unwrap_or_default();
+            let why = match error {
+                Some(m) => {
+                    let attempts = match w.attempts {
+                        0 => String::new(),
+                        n => format!(", attempt {n}"),
+                    };
+                    format!("a request that may have taken effect failed ({m}{attempts})")
+                }
+                None => "the answer to a request was lost".to_owned(),
+            };
             format!(
-                "an answer was lost{lost}: waits to check on the item whether the upload took effect; looks {when}, when nothing more of it can land"
+                "{why}: waits to check on the item whether the upload took effect; looks {when}, when nothing more of it can land"
             )
         }
         WaitReason::Settle => {
@@ -639,7 +666,7 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
                 human_size(e.size),
                 age(e.updated_at, facts.now),
                 e.mapping.clone(),
-                e.file_name_shown(),
+                facts.file_shown(e),
                 n.clone().unwrap_or_default(),
             ]
             .map(|cell| sanitize(&cell))
@@ -851,6 +878,7 @@ mod tests {
             view: None,
             now,
             capped: Vec::new(),
+            folders: Vec::new(),
         }
     }
 
@@ -1007,6 +1035,7 @@ mod tests {
             view: Some(&view),
             now,
             capped: Vec::new(),
+            folders: Vec::new(),
         };
         let table = render_table(&[pending, settling], &facts, false);
         assert!(

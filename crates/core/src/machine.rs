@@ -1282,7 +1282,7 @@ impl Machine {
                 || path
                     .parent()
                     .zip(paths)
-                    .is_some_and(|(dir, p)| p.contains_key(dir.join(&c).as_os_str()))
+                    .is_some_and(|(dir, p)| p.contains_key(dir.join(c).as_os_str()))
         };
         (0u32..)
             .map(|k| numbered(&name, k))
