@@ -1001,3 +1001,61 @@ async fn skipped_links_and_subfolders_are_said_and_a_subfolders_file_shows_its_f
     assert_eq!(log.matches("1 symbolic link not sent").count(), 1, "{log}");
     drop(agent);
 }
+
+/// Third trial, 9: messages that did not say what is wrong. A config made writable by others
+/// while an agent runs: the hint says its permissions and the chmod, not "fix the line named"
+/// (there is none). A second agent on a state dir in use: the first one's pid. A hint under a
+/// relative `--config`: the config's absolute path, which works pasted anywhere.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn config_state_dir_and_hint_messages_say_what_is_wrong() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    let cfg = env.write_config("", &mapping(&folder, &item, ""));
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let pid = agent.child.id();
+
+    // A second agent: told the first one's pid.
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("another outbox agent (pid {pid})")),
+        "{}",
+        stderr(&out)
+    );
+
+    // chmod 666 while it runs: status still answers, and says what to fix.
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = env.run(&["status"], Duration::from_secs(30));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let hint = err
+        .lines()
+        .find(|l| l.contains("answers instead"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(!hint.contains("line named"), "{hint}");
+    assert!(
+        hint.contains("permissions") && hint.contains("chmod go-w"),
+        "{hint}"
+    );
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    drop(agent);
+
+    // A relative --config: hints name it absolute.
+    let mut c = env.cmd();
+    c.current_dir(env.dir.path())
+        .env_remove("OUTBOX_CONFIG")
+        .args(["--config", "config.toml", "retry", "nosuchentry"]);
+    let out = run_bounded(&mut c, Duration::from_secs(30));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("`outbox --config {} status`", cfg.display())),
+        "{err}"
+    );
+}

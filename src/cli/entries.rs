@@ -202,8 +202,9 @@ pub async fn settings_or_agent(
             return Err(CommandError::new(
                 ExitCode::Config,
                 format!(
-                    "{}\n(a running agent cannot be asked instead: {why}; fix the line named, then run this again)",
-                    e.message
+                    "{}\n(a running agent cannot be asked instead: {why}; {}, then run this again)",
+                    e.message,
+                    what_to_fix(&path)
                 ),
             ))
         }
@@ -220,13 +221,35 @@ pub async fn settings_or_agent(
         _ => {
             let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
             errln!(
-                "outbox: the running agent{pid} answers instead, on the config it read before; fix the line named (`outbox check` lists every error): the agent cannot reload or restart on this file"
+                "outbox: the running agent{pid} answers instead, on the config it read before; {} (`outbox check` lists every error): the agent cannot reload or restart on this file",
+                what_to_fix(&path)
             );
         }
     }
     let mut settings = Settings::defaults(path);
     settings.agent.state_dir = dir;
     Ok((settings, true))
+}
+
+/// What to do about a config that does not load, as its errors are: its permissions (the
+/// command that fixes them), the lines its errors name, or both.
+fn what_to_fix(path: &std::path::Path) -> String {
+    let perms = crate::private::check_config_file(path).err().map(|_| {
+        if crate::private::config_writable_by_others(path) {
+            format!(
+                "fix the file's permissions: `chmod go-w {}`",
+                crate::outside::path(path)
+            )
+        } else {
+            "fix who owns the file or its folder, as said above".to_owned()
+        }
+    });
+    let lines = Settings::load_all(path).is_err();
+    match (perms, lines) {
+        (Some(p), true) => format!("{p}, and the lines named"),
+        (Some(p), false) => format!("{p} (its text is fine)"),
+        (None, _) => "fix the line named".to_owned(),
+    }
 }
 
 /// The state dir a config that does not load names (`agent.state_dir`, else the platform's),
