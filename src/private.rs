@@ -251,6 +251,21 @@ pub fn check_config_file(path: &Path) -> Result<(), crate::config::ConfigError> 
     Ok(())
 }
 
+/// Whether users other than its owner can write the config file itself (group or others: the
+/// refusal of [`check_config_file`] that `chmod go-w` fixes).
+pub fn config_writable_by_others(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).is_ok_and(|m| m.mode() & 0o022 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
 /// A config that names where secrets come from, readable by others, is warned about.
 fn warn_readable_secrets(settings: &crate::config::Settings) {
     #[cfg(unix)]

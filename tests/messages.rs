@@ -1182,7 +1182,8 @@ async fn status_says_why_the_agent_is_paused_and_what_each_row_waits_for() {
     seen.push(masked_times(paused, &dir));
     seen.push(masked_times(row["note"].as_str().unwrap(), &dir));
 
-    // Errors that may have taken effect: backing off, with the error and the attempts.
+    // Errors that may have taken effect: a wait to check on the item whether the upload took
+    // effect (the third trial of #22: not "backing off"), with the error and the attempts.
     env.sandbox
         .faults(serde_json::json!({"fail_next": [
             {"route": "post", "status": 500}, {"route": "post", "status": 500},
@@ -1191,8 +1192,8 @@ async fn status_says_why_the_agent_is_paused_and_what_each_row_waits_for() {
         ]}))
         .await;
     write_file(&drop.join("c.txt"), 100, 3);
-    let (_, row) = poll(&env, "backoff", "c.txt", "attempt 3").await;
-    assert_eq!(row["waiting_for"], "backoff", "{row}");
+    let (_, row) = poll(&env, "look", "c.txt", "attempt 3").await;
+    assert_eq!(row["waiting_for"], "look", "{row}");
     assert!(row["attempts"].as_u64() >= Some(3), "{row}");
     seen.push(masked_times(row["note"].as_str().unwrap(), &dir));
 

@@ -173,3 +173,53 @@ async fn an_entry_the_ledger_refuses_fails_that_file_alone() {
     let out = env.run(&["run", "--once"], T);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// Third trial of #22, 5: two names that are not UTF-8 and differ only in those bytes
+/// (`a\xff.txt`, `a\xfe.txt`) have one lossy name (`a\u{FFFD}.txt`): they shared one attachment,
+/// and the status of one said it was replaced. Each file gets its own attachment (the second
+/// name numbered, as a name taken in `sent_dir` is), both entries done, no note of a
+/// replacement; a restart sends nothing again.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_names_with_one_lossy_name_get_an_attachment_each() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"scans\"\nfolder = '{}'\nmessage = \"{item}\"\n",
+            folder.display()
+        ),
+    );
+    let a = write_file(&folder.join(OsStr::from_bytes(b"a\xff.txt")), 100, 1);
+    let b = write_file(&folder.join(OsStr::from_bytes(b"a\xfe.txt")), 200, 2);
+    // The same bytes under two such names (`printf x` into both): two files, two attachments.
+    std::fs::write(folder.join(OsStr::from_bytes(b"x\xff")), "x").unwrap();
+    std::fs::write(folder.join(OsStr::from_bytes(b"x\xfe")), "x").unwrap();
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = attached(&env.sandbox, &item).await;
+    assert_eq!(got.len(), 4, "{got:?}\n{}", stderr(&out));
+    let mut shas: Vec<&String> = ["a\u{FFFD}.txt", "a\u{FFFD} (1).txt"]
+        .iter()
+        .map(|n| got.get(*n).unwrap_or_else(|| panic!("{n}: {got:?}")))
+        .collect();
+    shas.sort();
+    let mut want = vec![&a, &b];
+    want.sort();
+    assert_eq!(shas, want, "{got:?}");
+    assert!(
+        got.contains_key("x\u{FFFD}") && got.contains_key("x\u{FFFD} (1)"),
+        "{got:?}"
+    );
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["state"], "done", "{r}");
+        assert!(r["note"].is_null(), "{r}");
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 4);
+}

@@ -698,3 +698,364 @@ fn config_and_help_messages_say_what_to_do() {
         "{so}"
     );
 }
+
+/// Third trial, 1: a done file someone made a hard link to elsewhere (`ln drop/a.pdf
+/// ~/elsewhere/a.pdf`: its ctime moves, it has two names) stays done: read again, its bytes
+/// are the ones attached, so nothing is sent, nothing moved to `failed_dir`, no failure. A new
+/// version written into it while it has two names is refused as a hard link (code `hardLink`,
+/// not `unreadable`), nothing sent.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_done_file_hard_linked_elsewhere_stays_done() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    let file = folder.join("a.pdf");
+    let sha = write_file(&file, 5000, 1);
+    env.write_config("", &mapping(&folder, &item, "failed_dir = \"failed\""));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::hard_link(&file, elsewhere.join("a.pdf")).unwrap();
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(file.exists(), "a.pdf left its folder: {}", stderr(&out));
+    assert!(!folder.join("failed").join("a.pdf").exists());
+    let all = rows(&env);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0]["state"], "done", "{all:#?}");
+    assert!(all[0]["error"].is_null(), "{all:#?}");
+    let on_item = attached(&env.sandbox, &item).await;
+    assert_eq!(on_item.len(), 1, "{on_item:?}");
+    assert_eq!(on_item["a.pdf"], sha);
+
+    // New bytes written into it while it has two names: refused as a hard link.
+    std::fs::write(&file, "new bytes").unwrap();
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let all = rows(&env);
+    let failed = all
+        .iter()
+        .find(|r| r["state"] == "failed")
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert_eq!(failed["error"]["code"], "hardLink", "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hard link"),
+        "{failed}"
+    );
+    assert_eq!(attached(&env.sandbox, &item).await.len(), 1);
+}
+
+/// Third trial, 2: `outbox retry ID` of a healthy done entry attached it again. Only a done
+/// entry `verify` found wrong or missing is attached again: retry of any other is refused,
+/// saying to run `outbox verify ID` first. Verify notes what it found on the entry, through
+/// the running agent or in the ledger, and the retry that follows attaches the file again.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_healthy_done_entry_is_refused_until_verify_finds_it_wrong() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    let sha = write_file(&folder.join("a.txt"), 1000, 1);
+    env.write_config("", &mapping(&folder, &item, ""));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id = rows(&env)[0]["id"].as_str().unwrap().to_string();
+    // Healthy, verified or not: refused, saying what to do.
+    for verified in [false, true] {
+        if verified {
+            let out = env.run(&["verify", &id], Duration::from_secs(30));
+            assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+        }
+        let out = env.run(&["retry", &id], Duration::from_secs(30));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{}\n{err}", stdout(&out));
+        assert!(
+            err.contains("not found wrong") && err.contains(&format!("`outbox verify {id}`")),
+            "{err}"
+        );
+    }
+    assert_eq!(rows(&env)[0]["state"], "done");
+    // Its attachment deleted in Outlook; verify (through the running agent) finds it missing.
+    let att = env.sandbox.attachments(&item).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.sandbox
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/items/{}/attachments/{}", urlenc(&item), urlenc(&att)),
+            None,
+        )
+        .await;
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let out = env.run(&["verify", &id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with("MISSING"), "{}", stdout(&out));
+    let out = env.run(&["retry", &id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_until(Duration::from_secs(30), "a.txt attached again", || async {
+        attached(&env.sandbox, &item).await.get("a.txt") == Some(&sha)
+    })
+    .await;
+    drop(agent);
+    // Good again: a second retry is refused.
+    let out = env.run(&["retry", &id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// Third trial, 3: `outbox service install --dry-run` passed where the real install then
+/// failed (no user systemd here; a config that does not load). The dry run makes the same
+/// checks and fails the same way, with the same words and exit status, writing nothing.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_service_dry_run_fails_where_the_install_would() {
+    let home = tempfile::tempdir().unwrap();
+    // The runtime dir pointed nowhere: a real user manager is never touched.
+    let runtime = home.path().join("no-runtime");
+    let xdg = home.path().join(".config");
+    let cfg = home.path().join("config.toml");
+    let good = format!(
+        "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = '{}'\n",
+        home.path().join("state").display()
+    );
+    std::fs::write(&cfg, &good).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let service = |args: &[&str]| {
+        let mut c = std::process::Command::new(bin());
+        c.env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", &xdg)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("OUTBOX_CONFIG")
+            .env_remove("RUST_LOG")
+            .args(["service", "install"])
+            .args(args)
+            .arg("--config")
+            .arg(&cfg);
+        run_bounded(&mut c, Duration::from_secs(60))
+    };
+    let probe = std::process::Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .output();
+    if !matches!(&probe, Ok(o) if o.status.success()) {
+        let real = service(&[]);
+        let dry = service(&["--dry-run"]);
+        assert_eq!(real.status.code(), Some(1), "{}", stderr(&real));
+        assert_eq!(dry.status.code(), real.status.code(), "{}", stdout(&dry));
+        assert!(stderr(&dry).contains("no user systemd"), "{}", stderr(&dry));
+        assert_eq!(stderr(&dry), stderr(&real));
+        assert!(!xdg.join("systemd").exists());
+    }
+    // A config that does not load: refused by both (78), not a note.
+    std::fs::write(&cfg, format!("{good}settle = \"fast\"\n")).unwrap();
+    let dry = service(&["--dry-run"]);
+    assert_eq!(dry.status.code(), Some(78), "{}", stderr(&dry));
+    assert!(stderr(&dry).contains("agent.settle"), "{}", stderr(&dry));
+    assert!(
+        !stderr(&dry).contains("does not load yet"),
+        "{}",
+        stderr(&dry)
+    );
+    assert!(stdout(&dry).is_empty(), "{}", stdout(&dry));
+}
+
+/// Third trial, 4: `outbox cancel ID` of an upload with a request in flight said "canceled"
+/// while `status` went on showing it uploading for seconds. It says what is true: the cancel
+/// is asked and takes effect once that request is answered; `status` shows it asked; then the
+/// row is canceled.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_during_a_request_says_it_is_asked_until_it_takes_effect() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("big.bin"), 8 * MIB + 5, 3);
+    env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[("OUTBOX_PAUSE_AT", "before-chunk:3000")]);
+    said(&agent, "failpoint before-chunk: pausing", 1).await;
+    let id = rows(&env)[0]["id"].as_str().unwrap().to_string();
+    let out = env.run(&["cancel", &id], Duration::from_secs(30));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{}", stderr(&out));
+    assert!(so.contains("cancel asked"), "{so}");
+    assert!(!so.contains("  canceled  "), "{so}");
+    let row = rows(&env).remove(0);
+    assert_eq!(row["state"], "uploading", "{row}");
+    assert!(
+        row["note"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("cancel asked"),
+        "{row}"
+    );
+    wait_until(Duration::from_secs(30), "the entry canceled", || async {
+        rows(&env)[0]["state"] == "canceled"
+    })
+    .await;
+    assert!(attached(&env.sandbox, &item).await.is_empty());
+    drop(agent);
+}
+
+/// Third trial, 7: the wait after a lost answer (the agent waits until nothing of the request
+/// can still land, then looks on the item whether it took effect) was shown in `status` as
+/// "backing off after an error". It is shown as what it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_answers_wait_is_shown_as_a_wait_to_check_not_a_backoff() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "look_after = \"30s\"",
+        &mapping(&folder, &item, "if_exists = \"attach\""),
+    );
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [{"route": "post", "action": "lost"}]}))
+        .await;
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    write_file(&folder.join("a.txt"), 1000, 1);
+    wait_until(
+        Duration::from_secs(30),
+        "a wait after the lost answer",
+        || async {
+            rows(&env)
+                .iter()
+                .any(|r| !r["waiting_for"].is_null() && r["state"] != "settling")
+        },
+    )
+    .await;
+    let shown = || {
+        let row = rows(&env).remove(0);
+        assert_eq!(row["waiting_for"], "look", "{row}");
+        let note = row["note"].as_str().unwrap_or_default();
+        assert!(!note.contains("backing off"), "{row}");
+        assert!(note.contains("whether the upload took effect"), "{row}");
+    };
+    shown();
+    // And all the wait long (past the first backoff's second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    shown();
+    drop(agent);
+}
+
+/// Third trial, 8: a non-recursive mapping passed over its symbolic links and subfolders
+/// without a word, and `status` showed a file of a recursive mapping's subfolder without its
+/// folder. The agent says once in its log, and `status` while it runs, what it passes over, why
+/// and the setting that changes it; a file in a subfolder is shown as `sub/name`.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn skipped_links_and_subfolders_are_said_and_a_subfolders_file_shows_its_folder() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let flat = env.path("flat");
+    let deep = env.path("deep");
+    write_file(&flat.join("a.txt"), 100, 1);
+    write_file(&flat.join("inner").join("b.txt"), 100, 2);
+    write_file(&env.path("elsewhere.txt"), 100, 3);
+    std::os::unix::fs::symlink(env.path("elsewhere.txt"), flat.join("link.txt")).unwrap();
+    write_file(&deep.join("sub").join("c.txt"), 100, 4);
+    let recursive = format!(
+        "[[mapping]]\nname = \"deep\"\nfolder = {}\nmessage = \"{item}\"\nrecursive = true\n",
+        toml_path(&deep)
+    );
+    env.write_config("", &(mapping(&flat, &item, "") + &recursive));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    wait_until(
+        Duration::from_secs(30),
+        "a.txt and c.txt attached",
+        || async { attached(&env.sandbox, &item).await.len() == 2 },
+    )
+    .await;
+    let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    let line = so
+        .lines()
+        .find(|l| l.starts_with("skipped: mapping `m`"))
+        .unwrap_or_else(|| panic!("{so}"));
+    assert!(
+        line.contains("1 symbolic link") && line.contains("follow_symlinks = true"),
+        "{line}"
+    );
+    assert!(
+        line.contains("1 subfolder") && line.contains("recursive = true"),
+        "{line}"
+    );
+    assert!(!so.contains("skipped: mapping `deep`"), "{so}");
+    let row = so
+        .lines()
+        .find(|l| l.contains("c.txt"))
+        .unwrap_or_else(|| panic!("{so}"));
+    assert!(row.contains("sub/c.txt"), "{so}");
+    // The log says it once, not at every scan.
+    let log = agent.log();
+    assert_eq!(log.matches("1 symbolic link not sent").count(), 1, "{log}");
+    drop(agent);
+}
+
+/// Third trial, 9: messages that did not say what is wrong. A config made writable by others
+/// while an agent runs: the hint says its permissions and the chmod, not "fix the line named"
+/// (there is none). A second agent on a state dir in use: the first one's pid. A hint under a
+/// relative `--config`: the config's absolute path, which works pasted anywhere.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn config_state_dir_and_hint_messages_say_what_is_wrong() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    let cfg = env.write_config("", &mapping(&folder, &item, ""));
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let pid = agent.child.id();
+
+    // A second agent: told the first one's pid.
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("another outbox agent (pid {pid})")),
+        "{}",
+        stderr(&out)
+    );
+
+    // chmod 666 while it runs: status still answers, and says what to fix.
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = env.run(&["status"], Duration::from_secs(30));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let hint = err
+        .lines()
+        .find(|l| l.contains("answers instead"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(!hint.contains("line named"), "{hint}");
+    assert!(
+        hint.contains("permissions") && hint.contains("chmod go-w"),
+        "{hint}"
+    );
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    drop(agent);
+
+    // A relative --config: hints name it absolute.
+    let mut c = env.cmd();
+    c.current_dir(env.dir.path())
+        .env_remove("OUTBOX_CONFIG")
+        .args(["--config", "config.toml", "retry", "nosuchentry"]);
+    let out = run_bounded(&mut c, Duration::from_secs(30));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("`outbox --config {} status`", cfg.display())),
+        "{err}"
+    );
+}

@@ -297,11 +297,28 @@ async fn retry_of_a_done_entry_says_it_attaches_it_again() {
     let out = env.run(&["run", "--once"], Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let d = rows(&env)["d.txt"]["id"].as_str().unwrap().to_string();
+    // Found missing by `verify` first (a healthy one is not retried).
+    let att = env.sandbox.attachments(&item).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.sandbox
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/items/{}/attachments/{}", urlenc(&item), urlenc(&att)),
+            None,
+        )
+        .await;
+    let out = env.run(&["verify", &d], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let out = env.run(&["retry", &d], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let said = stdout(&out);
     assert!(!said.contains("queued again"), "{said}");
     assert!(said.contains("to be attached again"), "{said}");
+    // Third trial, 6: its attachment is missing: no copy "now on the item" is spoken of.
+    assert!(!said.contains("now on the item"), "{said}");
+    assert!(said.contains("if it is still on the item"), "{said}");
 }
 
 /// Wait until the agent answers on its socket (status says it runs).

@@ -188,7 +188,7 @@ windows\t''"
 complete -c outbox -n "__fish_outbox_using_subcommand service" -l config -d 'Config file (default: $OUTBOX_CONFIG, else ~/.config/outbox/config.toml on Linux)' -r -F
 complete -c outbox -n "__fish_outbox_using_subcommand service" -l log-format -d 'Log format on stderr: text (coloured only on a terminal, never with NO_COLOR) or json' -r -f -a "text\t''
 json\t''"
-complete -c outbox -n "__fish_outbox_using_subcommand service" -l dry-run -d 'Print the files and commands instead of writing or running them'
+complete -c outbox -n "__fish_outbox_using_subcommand service" -l dry-run -d 'Print the files and commands instead of writing or running them (after the same checks as the real install, failing as it would)'
 complete -c outbox -n "__fish_outbox_using_subcommand service" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG wins over it'
 complete -c outbox -n "__fish_outbox_using_subcommand service" -s q -l quiet -d 'Log only errors'
 complete -c outbox -n "__fish_outbox_using_subcommand service" -s h -l help -d 'Print help'

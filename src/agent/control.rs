@@ -29,6 +29,12 @@ pub enum Request {
     Cancel {
         id: String,
     },
+    /// `outbox verify`'s findings: done entries whose attachment it found wrong or missing
+    /// (`retry` attaches them again), and ones marked so before found good now.
+    Verified {
+        wrong: Vec<String>,
+        fine: Vec<String>,
+    },
     /// `outbox pause`: take no new file from a mapping's folder (`None`: every mapping's), for
     /// `for_ms` or until `resume`; what is under way goes on.
     Pause {
@@ -130,9 +136,11 @@ pub enum WaitReason {
     Unreachable,
     /// A 429/503 with `Retry-After`: the same request goes again at `until`.
     Throttled,
-    /// An error that may have taken effect (a drop, a timeout, a 5xx): backing off.
+    /// An error before any effect could be pending (a refused or failed step): backing off.
     Backoff,
-    /// An answer was lost: the item is looked at once nothing of it can still land.
+    /// The answer to an effect was lost (a drop, a timeout, a 5xx after a POST or a last
+    /// chunk): the item is looked at, to see whether it took effect, once nothing of it can
+    /// still land.
     Look,
     /// The file is still being written, or not unchanged for `settle` yet.
     Settle,

@@ -56,6 +56,32 @@ pub fn open_for_upload(
     path: &Path,
     expected_stat: &FileStat,
 ) -> Result<(SafeFile, FileStat), OpenError> {
+    let (f, now) = open_to_read(mapping, path, expected_stat)?;
+    match hard_link_refusal(mapping, &f) {
+        Some(why) => Err(OpenError::Refused(why)),
+        None => Ok((f, now)),
+    }
+}
+
+/// Why `f` is not sent from `mapping`, if it is not: a second name for a file, perhaps a
+/// private file of the user's linked into a shared folder by a neighbour (macOS and FreeBSD
+/// allow it, Linux without `fs.protected_hardlinks`). Refused unless the mapping allows them.
+fn hard_link_refusal(mapping: &Mapping, f: &SafeFile) -> Option<String> {
+    (f.links() > 1 && !mapping.allow_hard_links).then(|| {
+        format!(
+            "is refused: it is a hard link (the file has {} names, so it may be a file from outside the folder); set allow_hard_links = true on mapping \"{}\" if this folder needs them",
+            f.links(),
+            crate::outside::printable(&mapping.name)
+        )
+    })
+}
+
+/// [`open_for_upload`] without the hard-link refusal: for reading only (a hash sends nothing).
+fn open_to_read(
+    mapping: &Mapping,
+    path: &Path,
+    expected_stat: &FileStat,
+) -> Result<(SafeFile, FileStat), OpenError> {
     if !path.starts_with(&mapping.folder) {
         return Err(OpenError::Gone);
     }
@@ -87,20 +113,12 @@ pub fn open_for_upload(
     if !f.matches(&expected(expected_stat)) || ctime_moved {
         return Err(OpenError::Changed);
     }
-    // A second name for a file: perhaps a private file of the user's linked into a shared
-    // folder by a neighbour (macOS and FreeBSD allow it, Linux without
-    // `fs.protected_hardlinks`). Refused unless the mapping allows them.
-    if f.links() > 1 && !mapping.allow_hard_links {
-        return Err(OpenError::Refused(format!(
-            "is refused: it is a hard link (the file has {} names, so it may be a file from outside the folder); set allow_hard_links = true on mapping \"{}\" if this folder needs them",
-            f.links(),
-            crate::outside::printable(&mapping.name)
-        )));
-    }
     Ok((f, now))
 }
 
-/// `Action::Hash`: open once, read exactly `stat.size` bytes, hash them.
+/// `Action::Hash`: open once, read exactly `stat.size` bytes, hash them. A file the mapping does
+/// not send (a hard link) is hashed too, and answered `Refused`: the core keeps a done version
+/// whose bytes these are (a link made elsewhere to it is no new version) and refuses any other.
 pub fn hash_file(mapping: &Mapping, path: &Path, stat: &FileStat) -> HashResult {
     hash_file_until(mapping, path, stat, &AtomicBool::new(false))
 }
@@ -117,18 +135,15 @@ pub fn hash_file_until(
     stat: &FileStat,
     stop: &AtomicBool,
 ) -> HashResult {
-    let (f, mut now) = match open_for_upload(mapping, path, stat) {
+    let (f, mut now) = match open_to_read(mapping, path, stat) {
         Ok(x) => x,
         Err(OpenError::Gone) => return HashResult::Gone,
         Err(OpenError::Changed) => return HashResult::Changed,
         Err(OpenError::Unreadable(e)) => return unreadable(path, &e),
-        Err(OpenError::Refused(why)) => {
-            return HashResult::Unreadable(crate::core::model::Failure::new(
-                "hardLink",
-                format!("{} {why}", crate::outside::path(path)),
-            ))
-        }
+        // Not from `open_to_read`: the refusal is answered below, with the hash.
+        Err(OpenError::Refused(why)) => return unreadable(path, &std::io::Error::other(why)),
     };
+    let refused = hard_link_refusal(mapping, &f);
     // A followed link's version is not its target owner's alone (`watch::version_owner`).
     now.owner = crate::watch::version_owner(mapping, path, now.owner);
     let still = || {
@@ -170,9 +185,17 @@ pub fn hash_file_until(
     if let Some(r) = still() {
         return r;
     }
-    HashResult::Hashed {
-        sha256: hex::encode(h.finalize()),
-        stat: now,
+    let sha256 = hex::encode(h.finalize());
+    match refused {
+        Some(why) => HashResult::Refused {
+            sha256,
+            stat: now,
+            failure: crate::core::model::Failure::new(
+                crate::core::machine::HARD_LINK,
+                format!("{} {why}", crate::outside::path(path)),
+            ),
+        },
+        None => HashResult::Hashed { sha256, stat: now },
     }
 }
 
@@ -442,7 +465,10 @@ pub fn still_the_version(
     sha256: &str,
 ) -> Result<bool, std::io::Error> {
     match hash_file(mapping, path, expected) {
-        HashResult::Hashed { sha256: h, .. } => Ok(h.eq_ignore_ascii_case(sha256)),
+        // A done file's second name is no reason to leave it where it is (nothing is sent).
+        HashResult::Hashed { sha256: h, .. } | HashResult::Refused { sha256: h, .. } => {
+            Ok(h.eq_ignore_ascii_case(sha256))
+        }
         HashResult::Changed | HashResult::Gone => Ok(false),
         HashResult::Unreadable(f) => Err(std::io::Error::other(f.message)),
     }

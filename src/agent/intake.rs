@@ -97,6 +97,10 @@ impl ScanQueue {
 pub(super) struct FolderNotes {
     pub mounts: BTreeSet<PathBuf>,
     pub unwatched: usize,
+    /// What the last full scan passed over, by the mapping's choice: links not followed,
+    /// subfolders not entered ([`watch::Scan`]).
+    pub links: usize,
+    pub subfolders: usize,
 }
 
 /// Paths whose look did not answer in time, each left to its stuck thread.
@@ -476,6 +480,7 @@ impl Agent {
                         if let Some(n) = self.notes.get_mut(i) {
                             n.mounts.retain(|p| scan.mounts.contains(p));
                         }
+                        self.note_skipped(i, scan.links, scan.subfolders);
                     }
                     self.note_mounts(i, scan.mounts.into_iter());
                     for f in scan.found {
@@ -521,6 +526,24 @@ impl Agent {
         }
     }
 
+    /// After a full scan: the links and subfolders the mapping's choices passed over, said in
+    /// the log when there were none before (`status` says them while there are).
+    fn note_skipped(&mut self, mapping: usize, links: usize, subfolders: usize) {
+        let Some(m) = self.settings.mappings.get(mapping) else {
+            return;
+        };
+        let Some(n) = self.notes.get_mut(mapping) else {
+            return;
+        };
+        if (links > 0 && n.links == 0) || (subfolders > 0 && n.subfolders == 0) {
+            if let Some(line) = skipped_line(m, links, subfolders) {
+                tracing::info!(mapping = %m.name, "{line}");
+            }
+        }
+        n.links = links;
+        n.subfolders = subfolders;
+    }
+
     /// After a full scan: watches of folders gone dropped; the subfolders over the cap said.
     fn settle_watches(&mut self, mapping: usize, dirs: &[PathBuf]) {
         let Some(w) = self.watcher.as_ref() else {
@@ -550,6 +573,9 @@ impl Agent {
                     crate::outside::path(p)
                 ));
             }
+            if let Some(line) = skipped_line(m, n.links, n.subfolders) {
+                out.push(format!("skipped: mapping `{name}`: {line}"));
+            }
             if n.unwatched > 0 {
                 out.push(format!(
                     "not watched: mapping `{name}`: {} subfolders past the {} watched for one mapping; their files are found by the rescan (agent.rescan)",
@@ -560,6 +586,37 @@ impl Agent {
         }
         out
     }
+}
+
+/// What mapping `m`'s folder holds that it passes over by its own settings, and the setting
+/// that changes it: `None` when there is nothing.
+fn skipped_line(m: &Mapping, links: usize, subfolders: usize) -> Option<String> {
+    let plural = |n: usize, one: &str, many: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {many}")
+        }
+    };
+    let mut parts = Vec::new();
+    if links > 0 {
+        let why = if m.follow_symlinks {
+            "they lead out of the folder, or to an excluded place"
+        } else {
+            "links are not followed; follow_symlinks = true follows those that stay inside the folder"
+        };
+        parts.push(format!(
+            "{} not sent ({why})",
+            plural(links, "symbolic link", "symbolic links")
+        ));
+    }
+    if subfolders > 0 {
+        parts.push(format!(
+            "{} not looked in (the mapping is not recursive; recursive = true sends what subfolders hold)",
+            plural(subfolders, "subfolder", "subfolders")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Each mapping's folder scanned (`only`: those mappings alone), in order: what

@@ -98,7 +98,9 @@ pub async fn mail_files(
             .unwrap_or(HashResult::Gone);
         let (sha256, stat) = match hashed {
             HashResult::Hashed { sha256, stat } => (sha256, stat),
-            HashResult::Unreadable(f) => return Err(file_err(f.message)),
+            HashResult::Unreadable(f) | HashResult::Refused { failure: f, .. } => {
+                return Err(file_err(f.message))
+            }
             HashResult::Changed => return Err(file_err("it changed while it was read".into())),
             HashResult::Gone => return Err(file_err("it is gone".into())),
         };

@@ -762,6 +762,11 @@ impl Agent {
                 (Some(_), Some(Fault::Throttled { .. })) => wait(WaitReason::Throttled, None),
                 (Some(_), Some(Fault::Unreachable(f))) => wait(WaitReason::Unreachable, Some(f)),
                 (Some(_), Some(Fault::SignIn(f))) => wait(WaitReason::SignIn, Some(f)),
+                // The answer to an effect was lost: the wait is for the look that tells whether
+                // it took effect, not a backoff before sending again.
+                (Some(_), Some(Fault::Ambiguous(f))) if rec.may_exist => {
+                    wait(WaitReason::Look, Some(f))
+                }
                 (Some(_), Some(Fault::Ambiguous(f) | Fault::Permanent(f))) => {
                     wait(WaitReason::Backoff, Some(f))
                 }
@@ -1421,6 +1426,10 @@ impl Agent {
                     }
                 },
             },
+            Request::Verified { wrong, fine } => {
+                ops::mark_verified(&self.ledger, &wrong, &fine)?;
+                line(Ok(Vec::new()))
+            }
             Request::Pause { mapping, for_ms } => Answer::Line(self.pause(mapping, for_ms)),
             Request::Config => {
                 let mut r = Response::entries(Vec::new());

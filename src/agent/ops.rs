@@ -183,8 +183,9 @@ pub fn files_of(ledger: &Ledger, m: &MessageRecord) -> Result<Vec<LedgerEntry>, 
 }
 
 /// Why `retry ID` cannot take entry `e`, if it cannot. A done entry is retried to redo what went
-/// wrong: its failed after-action, or (`verify` found its attachment wrong or missing) its
-/// attachment, which needs the very file that was sent still at its path.
+/// wrong: its failed after-action, or (`verify` found its attachment wrong or missing, and
+/// marked it so) its attachment, which needs the very file that was sent still at its path; a
+/// done entry with neither has nothing to retry.
 ///
 /// A failed, canceled or rejected entry is sent again from its file: one no longer at its path
 /// (deleted, or moved to the mapping's `failed_dir`), or changed since, has nothing to send.
@@ -234,6 +235,10 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
         EntryState::Done if e.message.is_some() => Some(format!(
             "entry {id} is a file of message {m}, already on it; `outbox retry {m}` retries the message if it failed or could not be confirmed; if it was sent, `outbox retry --resend {id}` mails this file again on purpose",
             m = e.message.as_deref().unwrap_or_default()
+        )),
+        // Its attachment is as it was sent, as far as anyone looked: nothing to attach again.
+        EntryState::Done if !e.verify_failed => Some(format!(
+            "entry {id} is done and its attachment was not found wrong; nothing to retry. `outbox verify {id}` reads it back from the item: if it is wrong or missing, `outbox retry {id}` then attaches the file again"
         )),
         EntryState::Done => {
             let path = crate::outside::path(&e.path);
@@ -415,6 +420,23 @@ fn same_version(e: &LedgerEntry, m: &std::fs::Metadata) -> bool {
         && (recorded.mtime_ns == 0 || now.mtime_ns == recorded.mtime_ns)
         && ((recorded.dev, recorded.ino) == (0, 0)
             || (now.dev, now.ino) == (recorded.dev, recorded.ino))
+}
+
+/// `outbox verify`'s findings, written on the done entries they are about: `wrong` found wrong
+/// or missing (`retry` attaches them again), `fine` found good again. Flushed.
+pub fn mark_verified(
+    ledger: &Ledger,
+    wrong: &[String],
+    fine: &[String],
+) -> Result<(), LedgerError> {
+    for (ids, found) in [(wrong, true), (fine, false)] {
+        for id in ids {
+            if ledger.get(id)?.is_some_and(|e| e.state == EntryState::Done) {
+                ledger.update(id, |x| x.verify_failed = found)?;
+            }
+        }
+    }
+    ledger.flush()
 }
 
 /// Failed entries `retry --failed` leaves, each with the reason.

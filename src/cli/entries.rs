@@ -202,8 +202,9 @@ pub async fn settings_or_agent(
             return Err(CommandError::new(
                 ExitCode::Config,
                 format!(
-                    "{}\n(a running agent cannot be asked instead: {why}; fix the line named, then run this again)",
-                    e.message
+                    "{}\n(a running agent cannot be asked instead: {why}; {}, then run this again)",
+                    e.message,
+                    what_to_fix(&path)
                 ),
             ))
         }
@@ -220,13 +221,35 @@ pub async fn settings_or_agent(
         _ => {
             let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
             errln!(
-                "outbox: the running agent{pid} answers instead, on the config it read before; fix the line named (`outbox check` lists every error): the agent cannot reload or restart on this file"
+                "outbox: the running agent{pid} answers instead, on the config it read before; {} (`outbox check` lists every error): the agent cannot reload or restart on this file",
+                what_to_fix(&path)
             );
         }
     }
     let mut settings = Settings::defaults(path);
     settings.agent.state_dir = dir;
     Ok((settings, true))
+}
+
+/// What to do about a config that does not load, as its errors are: its permissions (the
+/// command that fixes them), the lines its errors name, or both.
+fn what_to_fix(path: &std::path::Path) -> String {
+    let perms = crate::private::check_config_file(path).err().map(|_| {
+        if crate::private::config_writable_by_others(path) {
+            format!(
+                "fix the file's permissions: `chmod go-w {}`",
+                crate::outside::path(path)
+            )
+        } else {
+            "fix who owns the file or its folder, as said above".to_owned()
+        }
+    });
+    let lines = Settings::load_all(path).is_err();
+    match (perms, lines) {
+        (Some(p), true) => format!("{p}, and the lines named"),
+        (Some(p), false) => format!("{p} (its text is fine)"),
+        (None, _) => "fix the line named".to_owned(),
+    }
 }
 
 /// The state dir a config that does not load names (`agent.state_dir`, else the platform's),
@@ -417,6 +440,11 @@ pub async fn status(
         now,
         capped,
         sent_copy,
+        folders: settings
+            .mappings
+            .iter()
+            .map(|m| (m.name.clone(), m.folder.clone()))
+            .collect(),
     };
     if json {
         jsonln!(
@@ -571,7 +599,9 @@ pub async fn retry(
         } else if e.state == EntryState::Done && e.after_pending {
             "attached; its move or delete to be done again".to_string()
         } else if e.replaces.iter().any(|r| r.entry == e.id) {
-            "to be attached again (the attachment now on the item is deleted once the new one is in)"
+            // Verify found it wrong or missing (the entry no longer says which): a copy left on
+            // the item goes once the new one is in; a missing one has nothing to delete.
+            "to be attached again (the recorded attachment, if it is still on the item, is deleted once the new one is in)"
                 .to_string()
         } else if matches!(
             e.state,
@@ -663,7 +693,12 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
         }
     }
     for e in &entries {
-        outln!("{}  canceled  {}", e.id, e.path.display());
+        // A request of it in flight: canceled once it is answered, not yet.
+        let what = match super::status::cancel_asked_text(e) {
+            Some(_) => "cancel asked: it stops once its request in flight is answered (`outbox status` shows it canceled then)",
+            _ => "canceled",
+        };
+        outln!("{}  {what}  {}", e.id, crate::outside::path(&e.path));
     }
     Ok(ExitCode::Ok)
 }

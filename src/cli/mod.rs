@@ -265,7 +265,8 @@ pub enum Command {
         /// What to do.
         #[arg(value_parser = ["install", "uninstall", "status"])]
         action: String,
-        /// Print the files and commands instead of writing or running them.
+        /// Print the files and commands instead of writing or running them (after the same
+        /// checks as the real install, failing as it would).
         #[arg(long)]
         dry_run: bool,
         /// Which platform's service files (tests check all three on one machine).

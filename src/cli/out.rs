@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 /// The `--config` this process was given, if any (set once by `main`).
 static CONFIG_FLAG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
-/// Remember `--config PATH` for [`hint`].
+/// Remember `--config PATH` for [`hint`], made absolute: a hint pasted in another directory
+/// (or read in the journal) names the same file.
 pub fn set_config_flag(path: Option<&Path>) {
     if let Some(p) = path {
-        let _ = CONFIG_FLAG.set(p.to_path_buf());
+        let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let _ = CONFIG_FLAG.set(p);
     }
 }
 

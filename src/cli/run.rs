@@ -43,6 +43,18 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
             ExitCode::SignIn,
             format!("sign-in needed: files stay queued; {sign_in}, then run again"),
         )),
+        // Another agent holds the state dir: its pid, where its control channel tells it.
+        Err(AgentError::Ledger(e @ crate::ledger::LedgerError::InUse { .. })) => {
+            let mut err = CommandError::from(e);
+            if let Some(pid) = super::entries::agent_pid(&state_dir).await.flatten() {
+                err.message = err.message.replacen(
+                    "another outbox agent ",
+                    &format!("another outbox agent (pid {pid}) "),
+                    1,
+                );
+            }
+            Err(err)
+        }
         Err(AgentError::Ledger(e)) => Err(CommandError::from(e)),
         Err(AgentError::Setup(s)) => Err(CommandError::new(ExitCode::Failed, s)),
     }

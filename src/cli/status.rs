@@ -27,6 +27,8 @@ pub struct Facts<'a> {
     /// Mailed files whose move or delete waits for their message's copy in Sent Items, by
     /// entry id, from the ledger ([`sent_copy_waits`]): said whether or not an agent runs.
     pub sent_copy: Vec<(String, Wait)>,
+    /// Each mapping's folder, by name: a file in a subfolder is shown with its folder under it.
+    pub folders: Vec<(String, std::path::PathBuf)>,
 }
 
 impl Facts<'_> {
@@ -39,6 +41,22 @@ impl Facts<'_> {
             now,
             capped: Vec::new(),
             sent_copy: Vec::new(),
+            folders: Vec::new(),
+        }
+    }
+
+    /// The FILE a row shows: its name, or its path under its mapping's folder when it is in a
+    /// subfolder (a recursive mapping's `a/report.pdf` and `b/report.pdf` are two files).
+    fn file_shown(&self, e: &LedgerEntry) -> String {
+        let under = self
+            .folders
+            .iter()
+            .find(|(m, _)| *m == e.mapping)
+            .and_then(|(_, folder)| e.path.strip_prefix(folder).ok())
+            .filter(|rel| rel.components().count() > 1);
+        match under {
+            Some(rel) => crate::outside::os_text(rel.as_os_str()).into_owned(),
+            None => e.file_name_shown(),
         }
     }
 
@@ -399,7 +417,19 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
             }
         }
         WaitReason::Look => {
-            format!("an answer was lost; looks on the item {when} (when nothing more can land)")
+            let why = match error {
+                Some(m) => {
+                    let attempts = match w.attempts {
+                        0 => String::new(),
+                        n => format!(", attempt {n}"),
+                    };
+                    format!("a request that may have taken effect failed ({m}{attempts})")
+                }
+                None => "the answer to a request was lost".to_owned(),
+            };
+            format!(
+                "{why}: waits to check on the item whether the upload took effect; looks {when}, when nothing more of it can land"
+            )
         }
         WaitReason::Settle => {
             let still = e
@@ -470,6 +500,7 @@ fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
             _ => t,
         })
         .or_else(|| after_failed_text(e))
+        .or_else(|| cancel_asked_text(e))
         .or_else(|| facts.wait_of(e).map(|w| wait_text(&w, Some(e), facts.now)))
         .or_else(|| ended_text(e))
         .or_else(|| beside_text(e))
@@ -505,6 +536,16 @@ fn beside_text(e: &LedgerEntry) -> Option<String> {
         "attached beside {} (an earlier version of the same name from another owner: not replaced, both are on the item)",
         e.beside.join(", ")
     ))
+}
+
+/// A row `outbox cancel` was asked of while a request of it was in flight: it is canceled once
+/// that request is answered (what it did is settled first), and shows `canceled` then.
+pub fn cancel_asked_text(e: &LedgerEntry) -> Option<String> {
+    let by_user = e.error.as_ref().is_some_and(|x| x.code == "canceled");
+    (!e.state.is_terminal() && e.cancel_requested && by_user).then(|| {
+        "cancel asked: it stops once its request in flight is answered, then shows canceled"
+            .to_owned()
+    })
 }
 
 /// A done row whose move or delete failed: attached, and the file is still where it was.
@@ -715,7 +756,7 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
                 human_size(e.size),
                 age(e.updated_at, facts.now),
                 e.mapping.clone(),
-                e.file_name_shown(),
+                facts.file_shown(e),
                 n.clone().unwrap_or_default(),
             ]
             .map(|cell| sanitize(&cell))
@@ -928,6 +969,7 @@ mod tests {
             now,
             capped: Vec::new(),
             sent_copy: Vec::new(),
+            folders: Vec::new(),
         }
     }
 
@@ -1085,6 +1127,7 @@ mod tests {
             now,
             capped: Vec::new(),
             sent_copy: Vec::new(),
+            folders: Vec::new(),
         };
         let table = render_table(&[pending, settling], &facts, false);
         assert!(

@@ -1,6 +1,8 @@
 //! `outbox verify [ID | --all]`: read done attachments back from Graph (`$value`, streamed) and
 //! compare their SHA-256 with the ledger's. Entries come from the running agent over its socket,
-//! or from the ledger when no agent runs; verify itself never changes the ledger. A mismatch or a
+//! or from the ledger when no agent runs; verify changes nothing in the ledger but a mark on the
+//! entries it found wrong or missing (and clears it on those found good again), which `retry`
+//! needs to attach a done entry again (through the agent when one runs). A mismatch or a
 //! missing attachment comes with the command that fixes it: `outbox retry ID` attaches the file
 //! again and then deletes the bad copy (by its recorded id), or, when the file is no longer at its
 //! path, what to do instead. A version a newer one replaced (`on_change = "replace"`) has no
@@ -95,6 +97,8 @@ pub async fn run(
         json,
         colour: !json && crate::cli::out::stdout_colour(),
         bad: 0,
+        wrong: Vec::new(),
+        fine: Vec::new(),
         replaced: 0,
         rows: Vec::new(),
     };
@@ -185,7 +189,30 @@ pub async fn run(
             Err(err) => out.add(e, Verdict::Error, format!("{name}: {err}")),
         }
     }
+    remember(&settings, &out.wrong, &out.fine).await;
     Ok(out.finish(todo.len()))
+}
+
+/// What verify found, written on the entries (through the running agent, or in the ledger): a
+/// done entry found wrong or missing is one `retry` attaches again; a healthy one it refuses.
+async fn remember(settings: &Settings, wrong: &[String], fine: &[String]) {
+    if wrong.is_empty() && fine.is_empty() {
+        return;
+    }
+    let dir = &settings.agent.state_dir;
+    let req = Request::Verified {
+        wrong: wrong.to_vec(),
+        fine: fine.to_vec(),
+    };
+    if control::ask(dir, &req).await.is_some_and(|r| r.ok) {
+        return;
+    }
+    let written = Ledger::open(dir).and_then(|l| crate::agent::ops::mark_verified(&l, wrong, fine));
+    if let Err(e) = written {
+        errln!(
+            "warning: what verify found could not be written to the ledger ({e}), so `outbox retry` of an entry found wrong is refused until it is: run `outbox verify` again"
+        );
+    }
 }
 
 /// A sent copy as found once per message: its id and its attachments' `(id, name)`, or why it
@@ -425,6 +452,10 @@ struct Findings {
     /// The tags in colour (`out::stdout_colour`).
     colour: bool,
     bad: usize,
+    /// Entries whose attachment was found wrong or missing (`retry` attaches them again), and
+    /// entries marked so before that are found good now.
+    wrong: Vec<String>,
+    fine: Vec<String>,
     /// Versions a newer one replaced (not problems).
     replaced: usize,
     rows: Vec<serde_json::Value>,
@@ -442,8 +473,15 @@ impl Findings {
             Verdict::Error => ("error   ", "error", Tone::Bad),
         };
         match v {
+            Verdict::Ok if e.verify_failed => self.fine.push(e.id.clone()),
             Verdict::Ok => {}
             Verdict::Replaced => self.replaced += 1,
+            Verdict::Mismatch | Verdict::Missing => {
+                self.bad += 1;
+                if !e.verify_failed {
+                    self.wrong.push(e.id.clone());
+                }
+            }
             _ => self.bad += 1,
         }
         if self.json {
@@ -486,7 +524,12 @@ impl Findings {
 /// How to attach the entry's file again: `outbox retry ID` (which then deletes the recorded
 /// attachment) while the file sent is at its path; otherwise why it cannot, and the way back.
 fn attach_again(e: &LedgerEntry, bad_copy: bool) -> String {
-    match crate::agent::ops::retry_refusal(e) {
+    // As the entry is once this finding is written on it.
+    let found = LedgerEntry {
+        verify_failed: true,
+        ..e.clone()
+    };
+    match crate::agent::ops::retry_refusal(&found) {
         None if bad_copy => format!(
             "`outbox retry {}` attaches the file again and then deletes this copy",
             e.id

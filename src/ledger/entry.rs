@@ -215,6 +215,10 @@ pub struct LedgerEntry {
         with = "crate::core::model::path_bytes::option"
     )]
     pub failed_to: Option<PathBuf>,
+    /// `outbox verify` found this done entry's attachment wrong or missing: `retry` attaches it
+    /// again. Without it, `retry` of a done entry (its after-action aside) is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_failed: bool,
 }
 
 /// The few fields of an entry the agent's start-up needs for every entry (which version of a
@@ -292,6 +296,7 @@ impl LedgerEntry {
             owner: None,
             beside: Vec::new(),
             failed_to: None,
+            verify_failed: false,
         }
     }
 
@@ -354,6 +359,7 @@ impl LedgerEntry {
             left_message: self.left_message,
             beside: self.beside,
             failed_to: self.failed_to,
+            verify_failed: self.verify_failed,
             seq: self.seq,
             created_at: time_of(self.created_at),
             updated_at: time_of(self.updated_at),
@@ -419,6 +425,7 @@ impl LedgerEntry {
             owner: r.file.owner,
             beside: r.beside.clone(),
             failed_to: r.failed_to.clone(),
+            verify_failed: r.verify_failed,
         }
     }
 

@@ -91,6 +91,11 @@ pub struct Scan {
     /// Subfolders (or files) not entered because they are another file system: a mount point,
     /// and the mapping does not say `cross_mounts = true`.
     pub mounts: Vec<PathBuf>,
+    /// Symbolic links not followed (the mapping does not say `follow_symlinks = true`, or the
+    /// link leads out of the folder or to an excluded place), and subfolders not entered (the
+    /// mapping is not `recursive`): names the globs do not exclude, said once by the agent.
+    pub links: usize,
+    pub subfolders: usize,
 }
 
 /// Every accepted regular file under the mapping's folder. Symlinks are skipped unless
@@ -177,6 +182,7 @@ pub fn scan_from(
                     EntryKind::Dir if m.recursive && !m.exclude.is_match(&name) => {
                         dirs.push((path, linked))
                     }
+                    EntryKind::Dir if !m.exclude.is_match(&name) => out.subfolders += 1,
                     EntryKind::File if accepts(m, &path) => {
                         let stat = entry.identity.file_stat();
                         out.found.push(Found {
@@ -191,6 +197,9 @@ pub fn scan_from(
                 continue;
             }
             let Some(meta) = file_meta(m, &root, &path) else {
+                if !m.exclude.is_match(&name) {
+                    out.links += 1;
+                }
                 continue;
             };
             #[cfg(unix)]
@@ -211,6 +220,8 @@ pub fn scan_from(
             if meta.is_dir() {
                 if m.recursive && !m.exclude.is_match(&name) {
                     dirs.push((path, true));
+                } else if !m.exclude.is_match(&name) {
+                    out.subfolders += 1;
                 }
                 continue;
             }

@@ -32,6 +32,10 @@ const BACKOFF_PATIENT_ATTEMPTS: u32 = 16;
 pub const SUPERSEDED: &str = "superseded";
 /// Error code of an entry whose file could not be read: retried when it can be.
 pub const UNREADABLE: &str = "unreadable";
+/// Error code of a version refused because its file has more than one name (a hard link) and
+/// its mapping does not allow them: tried again when the file changes (a link made or removed
+/// moves its ctime), or the config allows them.
+pub const HARD_LINK: &str = "hardLink";
 /// Error code of a retried file that could not be taken back from `failed_dir`.
 pub const FAILED_DIR_REFUSED: &str = "failedDirRefused";
 /// Graph's code for an item that is not there (deleted).
@@ -197,6 +201,9 @@ pub struct Machine {
     /// (one name, the same bytes) is never deleted for one of them.
     /// Per item, per name (lower-cased); the item's key is not repeated per name.
     attached: BTreeMap<ItemKey, BTreeMap<String, Holders>>,
+    /// Per mapping, per path whose file name is not UTF-8: the attachment name its versions
+    /// have (`distinct_name`; such names are rare, so this is small).
+    lossy_names: BTreeMap<String, BTreeMap<OsString, String>>,
     /// Per mailbox: entries ready to take a step, in order.
     ready: BTreeMap<String, VecDeque<String>>,
     /// Per mailbox: places taken.
@@ -232,6 +239,22 @@ pub struct Machine {
     /// Messages that may have a step to take.
     msg_ready: BTreeSet<String>,
     msg_timers: BTreeSet<(Time, String)>,
+}
+
+/// Whether `path`'s file name is not UTF-8 (its attachment name is lossy).
+fn lossy(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n.to_str().is_none())
+}
+
+/// `name` numbered `k` (0: as it is): `STEM (k).EXT`, the extension kept.
+fn numbered(name: &str, k: u32) -> String {
+    if k == 0 {
+        return name.to_owned();
+    }
+    match name.rfind('.').filter(|&i| i > 0) {
+        Some(i) => format!("{} ({k}){}", &name[..i], &name[i..]),
+        None => format!("{name} ({k})"),
+    }
 }
 
 fn item_key(t: &Target) -> ItemKey {
@@ -308,6 +331,7 @@ impl Machine {
             ready: BTreeMap::new(),
             slots: BTreeMap::new(),
             name_locks: BTreeMap::new(),
+            lossy_names: BTreeMap::new(),
             lock_waiters: BTreeMap::new(),
             timers: BTreeSet::new(),
             sign_in: None,
@@ -720,6 +744,13 @@ impl Machine {
     // ---- the path index ---------------------------------------------------------------------
 
     fn index(&mut self, rec: &Record) {
+        if lossy(&rec.path) {
+            self.lossy_names
+                .entry(rec.mapping.clone())
+                .or_default()
+                .entry(rec.path.clone().into_os_string())
+                .or_insert_with(|| rec.name.clone());
+        }
         let by_path = match self.paths.get_mut(&rec.mapping) {
             Some(m) => m,
             None => self.paths.entry(rec.mapping.clone()).or_default(),
@@ -1045,30 +1076,70 @@ impl Machine {
             }
             HashResult::Gone => {}
             HashResult::Unreadable(f) => {
-                if let Some(b) = self.newest(&mapping, &path) {
-                    if b.file == stat && b.error_code.as_deref() == Some(UNREADABLE) {
-                        return;
-                    }
-                }
                 let f = Failure::new(UNREADABLE, f.message);
-                let mut rec = self.new_record(&mapping, &path, stat, None);
-                rec.state = State::Failed;
-                rec.error = Some(f.clone());
-                self.failed_this_run += 1;
-                out.push(Action::Persist(rec.clone()));
-                out.push(Action::Notify(Note::Failed {
-                    id: rec.id.clone(),
-                    path: path.clone(),
-                    failure: f,
-                }));
-                self.supersede_older(&mapping, &path, &rec.id, out);
-                self.index(&rec);
-                self.set_aside(rec);
+                self.not_read(mapping, path, stat, f, out);
+            }
+            // The bytes of the done version: nothing is sent, so its second name is no reason
+            // to refuse it; it stays done, with the file's new times.
+            HashResult::Refused { sha256, stat, .. }
+                if self.done_with_bytes(&mapping, &path, &sha256, stat) =>
+            {
+                self.new_version(mapping, path, stat, sha256, out)
+            }
+            HashResult::Refused { failure, .. } => {
+                let f = Failure::new(HARD_LINK, failure.message);
+                self.not_read(mapping, path, stat, f, out);
             }
             HashResult::Hashed { sha256, stat } => {
                 self.new_version(mapping, path, stat, sha256, out)
             }
         }
+    }
+
+    /// A file that settled at `stat` and is not taken (unreadable, or refused as a hard link):
+    /// a failed version with no hash, said once for the same file and reason.
+    fn not_read(
+        &mut self,
+        mapping: String,
+        path: PathBuf,
+        stat: FileStat,
+        f: Failure,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(b) = self.newest(&mapping, &path) {
+            if b.file == stat && b.error_code.as_deref() == Some(f.code.as_str()) {
+                return;
+            }
+        }
+        let mut rec = self.new_record(&mapping, &path, stat, None);
+        rec.state = State::Failed;
+        rec.error = Some(f.clone());
+        self.failed_this_run += 1;
+        out.push(Action::Persist(rec.clone()));
+        out.push(Action::Notify(Note::Failed {
+            id: rec.id.clone(),
+            path: path.clone(),
+            failure: f,
+        }));
+        self.supersede_older(&mapping, &path, &rec.id, out);
+        self.index(&rec);
+        self.set_aside(rec);
+    }
+
+    /// Whether `sha256` at `stat` is the bytes of `path`'s newest version, and that version is
+    /// done, so the file read sends nothing (in a mailing folder, the same bytes dropped again
+    /// once their message went are a new message: not this).
+    fn done_with_bytes(&self, mapping: &str, path: &Path, sha256: &str, stat: FileStat) -> bool {
+        self.newest(mapping, path).is_some_and(|b| {
+            b.state == State::Done
+                && b.file.size == stat.size
+                && b.sha256
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(sha256))
+                && !(self.mail_rule(mapping).is_some()
+                    && b.file.other_file(&stat)
+                    && !self.message_pending(&b.id))
+        })
     }
 
     fn new_version(
@@ -1232,6 +1303,7 @@ impl Machine {
         // (`Invoice_\u{202E}fdp.exe` would read "Invoice_exe.pdf"), as `{name}` does. An item
         // mapping's attachment keeps the rest of the file's own name.
         let name = crate::mail::attachment_name(&name, self.mail_rule(mapping).is_some());
+        let name = self.distinct_name(mapping, path, name);
         Record::pending(
             make_id(mapping, path, seq, self.now, self.ids_made),
             mapping.to_owned(),
@@ -1242,6 +1314,34 @@ impl Machine {
             seq,
             self.now,
         )
+    }
+
+    /// A file name that is not UTF-8 is attached under a lossy name (U+FFFD for its bytes that
+    /// are not), which another such name may share (`a\xff.txt`, `a\xfe.txt`): two files, one
+    /// attachment name, and one taken for the other's. Each such path keeps the name its first
+    /// version got; a path new to the mapping takes the first of `NAME`, `STEM (1).EXT`, … that
+    /// no other path of the mapping has (as a name taken in `sent_dir` is numbered).
+    fn distinct_name(&self, mapping: &str, path: &Path, name: String) -> String {
+        if !lossy(path) {
+            return name;
+        }
+        let taken = self.lossy_names.get(mapping);
+        if let Some(n) = taken.and_then(|t| t.get(path.as_os_str())) {
+            return n.clone();
+        }
+        let paths = self.paths.get(mapping);
+        let used = |c: &str| {
+            let lower = c.to_lowercase();
+            taken.is_some_and(|t| t.values().any(|n| n.to_lowercase() == lower))
+                || path
+                    .parent()
+                    .zip(paths)
+                    .is_some_and(|(dir, p)| p.contains_key(dir.join(c).as_os_str()))
+        };
+        (0u32..)
+            .map(|k| numbered(&name, k))
+            .find(|c| !used(c))
+            .unwrap_or(name)
     }
 
     // ---- entries ------------------------------------------------------------------------------

@@ -506,6 +506,11 @@ pub struct Record {
         with = "path_bytes::option"
     )]
     pub failed_to: Option<PathBuf>,
+    /// `outbox verify` read this done version's attachment back and found it wrong or missing:
+    /// `retry` attaches the file again (and clears this). A done version without it has
+    /// nothing for `retry` to attach again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_failed: bool,
     /// Insertion order among all records (orders the versions of one path).
     pub seq: u64,
     pub created_at: Time,
@@ -554,6 +559,7 @@ impl Record {
             left_message: None,
             beside: Vec::new(),
             failed_to: None,
+            verify_failed: false,
             seq,
             created_at: now,
             updated_at: now,
@@ -579,10 +585,13 @@ impl Record {
                 self.updated_at = now;
                 return Retried::After;
             }
+            // Not found wrong by `verify`: its attachment is as sent, nothing to attach again.
+            State::Done if !self.verify_failed => return Retried::Nothing,
             State::Done => {
                 let Some(bad) = self.attachment_id.take() else {
                     return Retried::Nothing;
                 };
+                self.verify_failed = false;
                 self.replaces.push(Replaced {
                     entry: self.id.clone(),
                     attachment_id: bad,
@@ -777,6 +786,15 @@ pub enum HashResult {
     Gone,
     /// Unreadable (permissions, I/O): the entry fails with this.
     Unreadable(Failure),
+    /// Read and hashed, but a file the mapping does not send (a hard link: more than one name,
+    /// which may make it a file from outside the folder): the same bytes as the version on
+    /// record are no new version and stay as they are (a link made elsewhere to a done file
+    /// moves its ctime, nothing else); any other version fails with `failure`, nothing sent.
+    Refused {
+        sha256: String,
+        stat: FileStat,
+        failure: Failure,
+    },
 }
 
 /// How a request ended, as the core needs to know it. The graph layer classifies.

@@ -206,6 +206,15 @@ fn done_record() -> Record {
     r
 }
 
+/// [`done_record`] as `outbox verify` left it when it found its attachment wrong: `retry`
+/// attaches it again.
+fn found_wrong() -> Record {
+    Record {
+        verify_failed: true,
+        ..done_record()
+    }
+}
+
 fn persisted(actions: &[Action]) -> Option<&Record> {
     actions.iter().rev().find_map(|a| match a {
         Action::Persist(r) => Some(r),
@@ -245,7 +254,7 @@ fn a_file_seen_as_its_done_record_is_not_settled_and_a_changed_one_is() {
 #[test]
 fn retrying_a_done_entry_attaches_again_then_deletes_the_bad_copy() {
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
-    let rec = done_record();
+    let rec = found_wrong();
     assert!(m
         .handle(
             Time(10),
@@ -297,7 +306,7 @@ fn retrying_a_done_entry_attaches_again_then_deletes_the_bad_copy() {
 #[test]
 fn a_re_attach_that_finds_its_own_recorded_copy_deletes_nothing() {
     let mut m = Machine::new(vec![rule(IfExists::Skip, After::Keep)], Policy::default());
-    let rec = done_record();
+    let rec = found_wrong();
     m.handle(Time(10), Input::Retry { records: vec![rec] });
     let out = m.answer(30, "e1", look_found("bad"));
     assert!(!out
@@ -364,9 +373,11 @@ fn retry_in_each_state_by_the_one_rule() {
         assert_eq!(r.retried(now), Retried::Queued, "{state:?}");
         assert_eq!(r.state, State::Pending);
     }
-    // Done with its attachment on record: attached again, the recorded one then deleted.
-    let mut r = done_record();
+    // Done with its attachment on record, found wrong by `verify`: attached again, the
+    // recorded one then deleted, and no longer marked wrong.
+    let mut r = found_wrong();
     assert_eq!(r.retried(now), Retried::Queued);
+    assert!(!r.verify_failed);
     assert_eq!(
         (r.state, r.attachment_id.clone(), r.bytes_sent, r.may_exist),
         (State::Pending, None, 0, false)
@@ -387,10 +398,12 @@ fn retry_in_each_state_by_the_one_rule() {
     assert!(!r.after_done && !r.after_failed && r.error.is_none());
     assert_eq!(r.attachment_id.as_deref(), Some("bad"));
     // Nothing to retry: left exactly as it was.
-    let mut bare = done_record();
+    let mut bare = found_wrong();
     bare.attachment_id = None;
     for before in [
         bare,
+        // Done, and `verify` found nothing wrong: its attachment is as sent.
+        done_record(),
         pending_record("p1", 2),
         Record {
             state: State::Uploading,
@@ -433,6 +446,7 @@ fn the_machine_persists_a_retried_record_as_the_rule_writes_it_for_the_offline_c
                 ..failed
             },
         ),
+        (After::Keep, found_wrong()),
         (After::Keep, done_record()),
         (After::Move, after),
         (After::Keep, bare),
@@ -1040,7 +1054,7 @@ fn with_replace_every_older_version_on_the_item_goes_under_the_id_it_has_now() {
     // A version attached again (`retry` after `verify`) is on the item under its new id:
     // that is the one a newer version deletes.
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
-    let rec = done_record();
+    let rec = found_wrong();
     m.start_up(10, vec![rec.clone()]);
     m.handle(Time(20), Input::Retry { records: vec![rec] });
     let answers = [look_not_found(), post_created("good"), attachment_deleted()];
@@ -1298,6 +1312,133 @@ fn an_unreadable_file_fails_once_until_it_changes() {
     let out = unreadable(&mut m, 40_000, changed);
     assert!(persisted(&out).is_some_and(|r| r.state == State::Failed && r.file == changed));
     assert_eq!(m.failed_this_run, 2);
+}
+
+/// The third trial of #22: a done file someone made a hard link to elsewhere (`ln drop/a.pdf
+/// ~/elsewhere/a.pdf`) has a new ctime and more than one name; read again, its bytes are the
+/// done version's, so it stays done with its new times (nothing is sent, nothing moved to
+/// `failed_dir`). A version with other bytes and a second name is refused as a hard link
+/// (`hardLink`, not `unreadable`), once until it changes.
+#[test]
+fn a_done_file_linked_elsewhere_stays_done_and_a_new_linked_version_is_refused() {
+    let path = PathBuf::from("/f/a.txt");
+    let rec = done_record();
+    let sha = rec.sha256.clone().unwrap();
+    let linked = FileStat {
+        ctime_ns: rec.file.ctime_ns + 5,
+        ..rec.file
+    };
+    let refused = |sha256: &str, stat: FileStat| HashResult::Refused {
+        sha256: sha256.to_owned(),
+        stat,
+        failure: Failure::new(HARD_LINK, "a.txt is refused: it is a hard link"),
+    };
+    let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+    m.start_up(10, vec![rec.clone()]);
+    let out = settle(&mut m, 20, &path, linked);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Hash { .. })),
+        "{out:?}"
+    );
+    let out = m.handle(
+        Time(10_000),
+        Input::Hashed {
+            path: path.clone(),
+            result: refused(&sha, linked),
+        },
+    );
+    assert!(persisted(&out).is_none(), "no new version: {out:?}");
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::UpdateFile { id, file, revive: false } if id == "e1" && *file == linked
+        )),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter().any(|a| matches!(
+            a,
+            Action::ToFailedDir { .. } | Action::Notify(Note::Failed { .. })
+        )),
+        "{out:?}"
+    );
+    assert_eq!(m.failed_this_run, 0);
+    // Seen again as it is now: nothing new.
+    let out = settle(&mut m, 20_000, &path, linked);
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Hash { .. })),
+        "{out:?}"
+    );
+
+    // Other bytes with a second name: refused as a hard link, said once.
+    let edited = FileStat {
+        size: 11,
+        ctime_ns: linked.ctime_ns + 5,
+        ..linked
+    };
+    let other = "cd".repeat(32);
+    settle(&mut m, 30_000, &path, edited);
+    let out = m.handle(
+        Time(40_000),
+        Input::Hashed {
+            path: path.clone(),
+            result: refused(&other, edited),
+        },
+    );
+    let r = persisted(&out).expect("a failed version");
+    assert_eq!(
+        (r.state, r.error.as_ref().map(|e| e.code.as_str())),
+        (State::Failed, Some(HARD_LINK))
+    );
+    assert!(r.sha256.is_none(), "nothing of it is kept to send");
+    assert_eq!(m.failed_this_run, 1);
+    settle(&mut m, 50_000, &path, edited);
+    let out = m.handle(
+        Time(60_000),
+        Input::Hashed {
+            path: path.clone(),
+            result: refused(&other, edited),
+        },
+    );
+    assert!(persisted(&out).is_none(), "{out:?}");
+    assert_eq!(m.failed_this_run, 1);
+}
+
+/// The third trial of #22: two file names that are not UTF-8 and differ only there share one
+/// lossy attachment name; each path gets a name of its own (the second numbered), and a new
+/// version of a path keeps the name its first version had.
+#[cfg(unix)]
+#[test]
+fn names_that_are_not_utf8_with_one_lossy_name_get_distinct_attachment_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut m = Machine::new(vec![rule(IfExists::Skip, After::Keep)], Policy::default());
+    let named = |m: &mut Machine, t: u64, raw: &[u8], size: u64| {
+        let path = Path::new("/f").join(std::ffi::OsStr::from_bytes(raw));
+        let stat = FileStat {
+            size,
+            ino: size,
+            ..FileStat::default()
+        };
+        settle(m, t, &path, stat);
+        let out = m.handle(
+            Time(t + 10_000),
+            Input::Hashed {
+                path,
+                result: HashResult::Hashed {
+                    sha256: format!("{size:064x}"),
+                    stat,
+                },
+            },
+        );
+        persisted(&out).expect("a new version").name.clone()
+    };
+    assert_eq!(named(&mut m, 0, b"a\xff.txt", 10), "a\u{FFFD}.txt");
+    assert_eq!(named(&mut m, 20_000, b"a\xfe.txt", 11), "a\u{FFFD} (1).txt");
+    assert_eq!(named(&mut m, 40_000, b"a\xfd.txt", 12), "a\u{FFFD} (2).txt");
+    // A new version of the second keeps its name.
+    assert_eq!(named(&mut m, 60_000, b"a\xfe.txt", 13), "a\u{FFFD} (1).txt");
+    // A UTF-8 name is its own, even the one a lossy name took.
+    assert_eq!(named(&mut m, 80_000, b"b.txt", 14), "b.txt");
 }
 
 #[test]

@@ -405,6 +405,10 @@ fn a_retried_found_mailed_file_never_deletes_the_sent_copys_attachment() {
     assert_eq!(done.state, State::Done);
     let _ = settle_out(&mut m, 8_000);
     // `outbox retry ID` of the done entry, as verify advises.
+    let done = Record {
+        verify_failed: true,
+        ..done
+    };
     let mut out = m.handle(
         Time(20_000),
         Input::Retry {
