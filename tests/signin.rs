@@ -337,10 +337,13 @@ async fn token_expires_mid_upload_and_session_dies_one_refresh_one_attachment() 
         stats["sessions_created"].as_u64().unwrap_or(0) >= 2,
         "the session was recreated: {stats}"
     );
-    assert_eq!(
-        identity_ok(&stats),
-        2,
-        "login + exactly one refresh: {stats}"
+    // Login, then one refresh per expiry (4 s tokens): on a loaded machine the upload can
+    // outlive two tokens. A refresh per request, or none, fails this.
+    let lifetimes = logged_in.elapsed().as_secs() / 4 + 1;
+    let n = identity_ok(&stats);
+    assert!(
+        n >= 2 && n <= 1 + lifetimes,
+        "login + one refresh per expired token ({lifetimes} lifetimes): {n}, {stats}"
     );
     assert!(
         stderr(&out).contains("access token refreshed"),
