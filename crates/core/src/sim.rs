@@ -6,34 +6,30 @@
 //!
 //! The executor's order of work is the agent's own (`exec::drain`: a batch's ledger writes,
 //! one flush, then its other actions), run here over an in-memory ledger whose flushes a crash
-//! can cut. The rest of the executor is still a twin of the agent's: it carries out the
-//! machine's actions against the world with the same contract (a file is read through the
-//! descriptor opened for the upload, the last chunk is sent only if every byte read hashes to
-//! the record's SHA-256); docs/core.md says what is left to move into the proof.
+//! can cut. An upload's reads are the agent's too (`read::Reader`: every byte read hashed, a
+//! piece read again checked against what was hashed, the last checked whole), over the world's
+//! in-memory contents, which it may edit in place between two reads of one piece, with an exact
+//! digest of their runs. The rest of the executor is still a twin of the agent's: it carries out
+//! the machine's actions against the world with the same contract; docs/core.md says what is
+//! left to move into the proof.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a harness: a broken world is a panic
+
+mod bytes;
+
+use bytes::{push_run, SimFile, UploadReader};
+pub use bytes::{sha, Content, Edit, Run, RunDigest, EDITED};
 
 use super::exec;
 use super::machine::{
     has_work, Machine, HELD_BY_DRAFT, MAILED_ELSEWHERE, MESSAGE_TOO_LARGE, NO_FILES_LEFT,
 };
 use super::model::*;
+use super::read;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-
-/// A file's bytes, abstractly: a version number and a length. Two versions never share bytes
-/// (stricter than life: a partial rewrite would share some).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Content {
-    pub ver: u64,
-    pub size: u64,
-}
-
-pub fn sha(c: Content) -> String {
-    format!("{:016x}{:016x}{:032x}", c.ver, c.size, 0)
-}
 
 /// What a run is made of.
 #[derive(Debug, Clone)]
@@ -116,8 +112,8 @@ struct SimSession {
     name: String,
     size: u64,
     entry: String,
-    /// Bytes received so far, with the version each range came from.
-    segments: Vec<(u64, u64, Content)>,
+    /// Bytes received so far, merged.
+    segments: Vec<Run>,
     next: u64,
     expires: Time,
     /// Its URL reached the client.
@@ -131,6 +127,9 @@ struct Pending {
     action: Action,
     /// Fixed when the request is sent: how the server will treat it.
     fate: Fate,
+    /// What the executor read to send (a POST's body, a chunk's piece) before the request went,
+    /// or its answer when the read found the file changed or gone (then nothing was sent).
+    read: Option<Result<Vec<Run>, Outcome>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,14 +177,6 @@ struct RivalJob {
     key: String,
     /// Its draft, once made.
     draft: Option<String>,
-}
-
-/// An upload's reader: the descriptor opened once, and what its bytes hashed to so far.
-#[derive(Debug, Clone)]
-struct Reader {
-    ino: u64,
-    /// Ranges read, with the version each came from.
-    read: Vec<(u64, u64, Content)>,
 }
 
 /// A writer that appends to a file and closes it, again and again (`echo line >> f; sleep N`),
@@ -249,7 +240,8 @@ pub struct Sim {
     /// Inputs waiting for the executor's `drain` (a revived record).
     queue: std::collections::VecDeque<Input>,
     urls: BTreeMap<String, String>,
-    readers: BTreeMap<String, Reader>,
+    /// Each upload's reader (the executor's `Upload`), kept between its pieces.
+    readers: BTreeMap<String, UploadReader>,
     pending: BTreeMap<u64, Pending>,
     next_req: u64,
     user_ops_left: u32,
@@ -299,6 +291,9 @@ pub struct Sim {
     hand_sent: BTreeSet<String>,
     /// Draws of the world's harsher faults (an rng of their own: every earlier draw as before).
     harsh_rng: StdRng,
+    /// Files edited in place between two reads of a piece (an rng of its own).
+    edits: bool,
+    edit_rng: StdRng,
     harsh: Harsh,
     /// Per (name, bytes): how many times they were dropped into the mailing folder (a new
     /// inode, or new bytes in place). No name and bytes are mailed more often.
@@ -535,6 +530,7 @@ impl Sim {
         }
         let user_ops_left = knobs.user_ops;
         let mut harsh_rng = StdRng::seed_from_u64(seed ^ 0x6861_7273_6877_6f72);
+        let mut edit_rng = StdRng::seed_from_u64(seed ^ 0x6564_6974_2069_6e21);
         let harsh = Harsh::from_seed(&mut harsh_rng);
         // Some mailing mappings have a small `max_messages` cap (drawn last, from the harsh
         // generator: every earlier draw as before).
@@ -647,6 +643,8 @@ impl Sim {
             hand_sent: BTreeSet::new(),
             harsh_rng,
             harsh,
+            edits: edit_rng.gen_bool(0.5),
+            edit_rng,
             drops: BTreeMap::new(),
             last_placed: BTreeMap::new(),
             loses_ledger,
@@ -824,10 +822,7 @@ impl Sim {
                     let v = self.next_ver;
                     let mut size = 0;
                     if let Some(node) = self.inodes.get_mut(&ino) {
-                        node.content = Content {
-                            ver: v,
-                            size: node.content.size + 4096,
-                        };
+                        node.content = Content::new(v, node.content.size + 4096);
                         node.mtime = now_ns;
                         node.ctime = now_ns;
                         size = node.content.size;
@@ -1032,10 +1027,7 @@ impl Sim {
             sizes[self.rng.gen_range(0..8)]
         };
         self.next_ver += 1;
-        Content {
-            ver: self.next_ver,
-            size,
-        }
+        Content::new(self.next_ver, size)
     }
 
     fn mapping_of(&self, path: &Path) -> Option<String> {
@@ -1380,7 +1372,7 @@ impl Sim {
                 self.next_ver += 1;
                 let v = self.next_ver;
                 if let Some(n) = self.paths.get(&path).and_then(|i| self.inodes.get_mut(i)) {
-                    n.content.ver = v;
+                    n.content = Content::new(v, n.content.size);
                     n.mtime = now_ns;
                     n.ctime = now_ns;
                 }
@@ -1391,10 +1383,7 @@ impl Sim {
             // around `settle_after_close` (from an rng of their own).
             64..=71 => {
                 let c = self.new_content();
-                let c = Content {
-                    ver: c.ver,
-                    size: c.size.min(1 << 20),
-                };
+                let c = Content::new(c.ver, c.size.min(1 << 20));
                 self.new_file(&path, c, now_ns);
                 let times = self.rng.gen_range(2..8);
                 self.note(format!(
@@ -1440,10 +1429,7 @@ impl Sim {
                     self.next_ver += 1;
                     self.new_file(
                         &path,
-                        Content {
-                            ver: self.next_ver,
-                            size: old.content.size,
-                        },
+                        Content::new(self.next_ver, old.content.size),
                         old.mtime,
                     );
                     self.note(format!(
@@ -1511,7 +1497,7 @@ impl Sim {
                 self.next_ver += 1;
                 let v = self.next_ver;
                 if let Some(n) = self.paths.get(&path).and_then(|i| self.inodes.get_mut(i)) {
-                    n.content.ver = v;
+                    n.content = Content::new(v, n.content.size);
                     n.ctime = now_ns;
                 }
                 self.note(format!(
@@ -1624,10 +1610,7 @@ impl Sim {
         let sizes = [0, 1000, MIN_SESSION - 1, 5 << 20];
         let size = sizes[self.mail_rng.gen_range(0..sizes.len())];
         self.next_ver += 1;
-        let c = Content {
-            ver: self.next_ver,
-            size,
-        };
+        let c = Content::new(self.next_ver, size);
         let now_ns = self.now.0 as i64 * 1_000_000;
         for p in ["/mail/a.pdf", "/mail/sub/a.pdf"] {
             let path = PathBuf::from(p);
@@ -2171,6 +2154,7 @@ impl Sim {
             }
         }
         let fate = self.fate(&action);
+        let read = self.read_to_send(&action);
         self.next_req += 1;
         let req = self.next_req;
         let d = self.latency(&action);
@@ -2180,6 +2164,7 @@ impl Sim {
                 epoch: self.epoch,
                 action,
                 fate,
+                read,
             },
         );
         self.schedule(d, Event::Complete(req));
@@ -2291,11 +2276,23 @@ impl Sim {
         // A request from before a crash still reaches the server (or not).
         if !live {
             if self.rng.gen_bool(0.5) {
-                let _ = self.serve(&p.action, Fate::Normal, false);
+                let _ = self.serve(&p.action, Fate::Normal, false, p.read);
             }
             return Ok(());
         }
-        let input = self.serve(&p.action, p.fate, true);
+        if let (
+            Action::PutChunk {
+                path, offset, len, ..
+            },
+            Fate::LostReply | Fate::Throttled | Fate::Ambiguous | Fate::Unreachable,
+        ) = (&p.action, p.fate)
+        {
+            // The piece will be read again: the world may edit it in between.
+            if self.edits && self.edit_rng.gen_bool(0.3) {
+                self.edit_in_place(path, *offset, *len);
+            }
+        }
+        let input = self.serve(&p.action, p.fate, true, p.read);
         if let Some(input) = input {
             self.queue.push_back(input);
         }
@@ -2335,8 +2332,139 @@ impl Sim {
         self.inodes.get(&ino).map(|n| n.content)
     }
 
+    /// What the executor reads before a request goes (the agent's `Upload`, through the
+    /// core's reader, `read::Reader`): a POST's whole body, checked against the record; a
+    /// chunk's piece, through the upload's one descriptor (opened at its first piece, kept
+    /// until the upload is over or a read fails), every byte hashed, a piece read again checked
+    /// against what was hashed, the last checked whole. `Err`: the answer, nothing sent.
+    fn read_to_send(&mut self, a: &Action) -> Option<Result<Vec<Run>, Outcome>> {
+        // The descriptor the executor opens: this version's inode, or none.
+        let open = |sim: &Sim, path: &Path, file: &FileStat| {
+            sim.stat_of(path)
+                .filter(|s| s.ino == file.ino && s.size == file.size)
+                .map(|s| SimFile {
+                    ino: s.ino,
+                    now: None,
+                })
+        };
+        match a {
+            Action::Post {
+                path, file, sha256, ..
+            } => {
+                let Some(mut f) = open(self, path, file) else {
+                    return Some(Err(Outcome::Post(PostOutcome::FileGone)));
+                };
+                f.now = self.content_of(f.ino);
+                let mut reader = UploadReader::new(f, file.size);
+                Some(
+                    reader
+                        .read_all(sha256)
+                        .map_err(|_| Outcome::Post(PostOutcome::Changed)),
+                )
+            }
+            Action::PutChunk {
+                id,
+                path,
+                file,
+                sha256,
+                offset,
+                len,
+                ..
+            } => {
+                // No URL: answered without reading.
+                if !self.urls.contains_key(id) {
+                    return None;
+                }
+                let mut reader = match self.readers.remove(id) {
+                    Some(r) => r,
+                    None => match open(self, path, file) {
+                        Some(f) => UploadReader::new(f, file.size),
+                        None => return Some(Err(Outcome::Chunk(ChunkOutcome::FileGone))),
+                    },
+                };
+                let ino = reader.source_mut().ino;
+                reader.source_mut().now = self.content_of(ino);
+                match reader.read(*offset, *len, sha256) {
+                    Ok(piece) => {
+                        self.readers.insert(id.clone(), reader);
+                        Some(Ok(piece))
+                    }
+                    // Shorter than the version, or not the bytes hashed: the reader goes.
+                    Err(_) => Some(Err(Outcome::Chunk(ChunkOutcome::Changed))),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The world edits a file in place between two reads of one piece (an editor saving over
+    /// it, a sync client patching a range): a range of bytes new, the rest as they were, the
+    /// same inode and size; mostly inside the piece the agent is sending and will read again.
+    fn edit_in_place(&mut self, path: &Path, offset: u64, len: u64) {
+        let Some(m) = self.mapping_of(path) else {
+            return;
+        };
+        let Some(c) = self.paths.get(path).and_then(|i| self.content_of(*i)) else {
+            return;
+        };
+        if c.size == 0 || self.unmounted.contains(&m) {
+            return;
+        }
+        let (lo, hi) = if offset < c.size && self.edit_rng.gen_bool(0.7) {
+            (offset, (offset + len).min(c.size))
+        } else {
+            (0, c.size)
+        };
+        let at = self.edit_rng.gen_range(lo..hi);
+        let n = self.edit_rng.gen_range(1..=(hi - at).min(4096));
+        self.next_ver += 1;
+        let content = match c.edit {
+            None if n < c.size => Content {
+                ver: self.next_ver | EDITED,
+                size: c.size,
+                edit: Some(Edit {
+                    base: c.ver,
+                    at,
+                    len: n,
+                }),
+            },
+            _ => Content::new(self.next_ver, c.size),
+        };
+        self.writer_disturbed(|w| w.path == path);
+        let now_ns = self.now.0 as i64 * 1_000_000;
+        if let Some(node) = self.paths.get(path).and_then(|i| self.inodes.get_mut(i)) {
+            node.content = content;
+            node.mtime = now_ns;
+            node.ctime = now_ns;
+        }
+        self.note(format!(
+            "user: edit in place {} bytes {at}..{} {content:?}",
+            path.display(),
+            at + n
+        ));
+        self.placed(path);
+        self.watch(path, true);
+    }
+
     /// Carry out one action against the world; `Some(input)` is the answer the agent gets.
-    fn serve(&mut self, a: &Action, fate: Fate, live: bool) -> Option<Input> {
+    fn serve(
+        &mut self,
+        a: &Action,
+        fate: Fate,
+        live: bool,
+        read: Option<Result<Vec<Run>, Outcome>>,
+    ) -> Option<Input> {
+        // The executor's read found the file changed or gone: nothing was sent.
+        let read = match read {
+            Some(Err(o)) => {
+                return live.then(|| Input::Outcome {
+                    id: action_id(a),
+                    outcome: o,
+                })
+            }
+            Some(Ok(runs)) => Some(runs),
+            None => None,
+        };
         let fault = |f: Fate| -> Option<Fault> {
             match f {
                 Fate::Throttled | Fate::EffectThenThrottled => Some(Fault::Throttled {
@@ -2539,7 +2667,7 @@ impl Sim {
                     });
                 }
                 // The client keeps what a reply carries (an upload URL) only if it arrives.
-                let outcome = self.graph(a, live && fate == Fate::Normal);
+                let outcome = self.graph(a, live && fate == Fate::Normal, read);
                 if let (
                     Some(Outcome::Chunk(ChunkOutcome::Completed {
                         attachment_id: Some(att),
@@ -2576,7 +2704,7 @@ impl Sim {
         self.deleted_drafts.contains(item) || self.hand_sent.contains(item)
     }
 
-    fn graph(&mut self, a: &Action, live: bool) -> Option<Outcome> {
+    fn graph(&mut self, a: &Action, live: bool, read: Option<Vec<Run>>) -> Option<Outcome> {
         let gone = |item: &str| {
             Fault::Permanent(Failure::new(
                 "ErrorItemNotFound",
@@ -2604,25 +2732,17 @@ impl Sim {
             Action::Post {
                 id,
                 target,
-                path,
                 file,
                 sha256,
                 name,
+                ..
             } => {
-                // The executor opens the file once and hashes the body before sending.
-                let content = match self.stat_of(path) {
-                    Some(s) if s.ino == file.ino && s.size == file.size => {
-                        self.content_of(s.ino).expect("inode")
-                    }
-                    Some(_) | None => {
-                        // The descriptor the executor would open is not this version's.
-                        return Some(Outcome::Post(PostOutcome::FileGone));
-                    }
-                };
-                if sha(content) != *sha256 {
-                    return Some(Outcome::Post(PostOutcome::Changed));
-                }
-                let att = self.add_attachment(&target.item_id, name, Some(content), id);
+                // The body the executor read and checked before sending (`read_to_send`); an
+                // empty one is every empty version's bytes.
+                let runs = read.unwrap_or_default();
+                let content = Content::from_runs(&runs, file.size)
+                    .or_else(|| runs.is_empty().then(|| Content::from_sha(sha256)).flatten());
+                let att = self.add_attachment(&target.item_id, name, content, id);
                 Some(Outcome::Post(PostOutcome::Created { attachment_id: att }))
             }
             Action::CreateSession {
@@ -2657,58 +2777,16 @@ impl Sim {
             }
             Action::PutChunk {
                 id,
-                path,
-                file,
-                sha256,
                 offset,
                 len,
                 last,
                 ..
             } => {
                 let sid = self.urls.get(id).cloned()?;
-                // The reader: the descriptor opened once for this upload.
-                let reader = match self.readers.get(id) {
-                    Some(r) => r.clone(),
-                    None => {
-                        let Some(s) = self.stat_of(path) else {
-                            return Some(Outcome::Chunk(ChunkOutcome::FileGone));
-                        };
-                        if s.ino != file.ino || s.size != file.size {
-                            return Some(Outcome::Chunk(ChunkOutcome::FileGone));
-                        }
-                        let c = self.content_of(s.ino).expect("inode");
-                        // A resume re-reads (and hashes) what was sent before.
-                        let read = if *offset > 0 {
-                            vec![(0, *offset, c)]
-                        } else {
-                            vec![]
-                        };
-                        Reader { ino: s.ino, read }
-                    }
-                };
-                let Some(c) = self.content_of(reader.ino) else {
+                // The piece the executor read (and hashed) before sending (`read_to_send`).
+                let Some(piece) = read else {
                     return Some(Outcome::Chunk(ChunkOutcome::FileGone));
                 };
-                let mut reader = reader;
-                if c.size < offset + len {
-                    return Some(Outcome::Chunk(ChunkOutcome::Changed));
-                }
-                reader.read.retain(|(o, _, _)| *o < *offset);
-                reader.read.push((*offset, *len, c));
-                if *last {
-                    let want = Content {
-                        ver: reader.read.first().map(|r| r.2.ver).unwrap_or(c.ver),
-                        size: file.size,
-                    };
-                    let all_one = reader.read.iter().all(|r| r.2.ver == want.ver);
-                    if !all_one || sha(want) != *sha256 {
-                        self.readers.insert(id.clone(), reader);
-                        return Some(Outcome::Chunk(ChunkOutcome::Changed));
-                    }
-                }
-                if live {
-                    self.readers.insert(id.clone(), reader);
-                }
                 let Some(s) = self.sessions.get_mut(&sid) else {
                     return Some(Outcome::Chunk(ChunkOutcome::SessionGone));
                 };
@@ -2752,20 +2830,14 @@ impl Sim {
                 let Some(s) = self.sessions.get_mut(&sid) else {
                     return Some(Outcome::Chunk(ChunkOutcome::SessionGone));
                 };
-                s.segments.push((*offset, *len, c));
-                s.next = offset + len;
+                for r in &piece {
+                    push_run(&mut s.segments, *r);
+                }
+                s.next = offset + read::Piece::byte_len(piece.as_slice());
                 if s.next >= s.size {
                     let s = self.sessions.remove(&sid).expect("session");
-                    let v = s.segments.first().map(|x| x.2);
-                    let mixed = s.segments.iter().any(|x| Some(x.2.ver) != v.map(|c| c.ver));
-                    let content = if mixed {
-                        None
-                    } else {
-                        v.map(|c| Content {
-                            ver: c.ver,
-                            size: s.size,
-                        })
-                    };
+                    // `None`: bytes of no one version (a mix).
+                    let content = Content::from_runs(&s.segments, s.size);
                     let att = self.add_attachment(&s.item, &s.name, content, &s.entry);
                     return Some(Outcome::Chunk(ChunkOutcome::Completed {
                         attachment_id: Some(att),
@@ -3367,10 +3439,7 @@ impl Sim {
 
     /// The content a record's SHA-256 names (the simulation's hashes encode it).
     fn ledger_content(&self, r: &Record) -> Option<Content> {
-        let s = r.sha256.as_deref()?;
-        let ver = u64::from_str_radix(s.get(..16)?, 16).ok()?;
-        let size = u64::from_str_radix(s.get(16..32)?, 16).ok()?;
-        Some(Content { ver, size })
+        Content::from_sha(r.sha256.as_deref()?)
     }
 
     fn check_always(&self) -> Result<(), Violation> {
