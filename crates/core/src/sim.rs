@@ -25,6 +25,7 @@ use super::machine::{
     has_work, Machine, HELD_BY_DRAFT, MAILED_ELSEWHERE, MESSAGE_TOO_LARGE, NO_FILES_LEFT,
 };
 use super::model::*;
+use super::prune;
 use super::read;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -163,6 +164,9 @@ enum Event {
     RetryMail(u32),
     /// The second agent on the mailing folder takes its next step for job `n`.
     Rival(usize),
+    /// The agent prunes its ledger (`Sim::prune`), as it does with each periodic rescan; the
+    /// world sometimes unmounts a folder just before.
+    Prune,
 }
 
 /// What the second agent on the mailing folder does with one drop it saw (the same protocol
@@ -291,6 +295,13 @@ pub struct Sim {
     hand_sent: BTreeSet<String>,
     /// Draws of the world's harsher faults (an rng of their own: every earlier draw as before).
     harsh_rng: StdRng,
+    /// The agent prunes its ledger (half the seeds, an rng of their own): entries finished
+    /// `keep_done_ms` ago whose files are gone; what it pruned, for the oracle.
+    prunes: bool,
+    prune_rng: StdRng,
+    keep_done_ms: u64,
+    pruned: BTreeMap<String, Record>,
+    pruned_msgs: BTreeMap<String, MessageRecord>,
     /// Files edited in place between two reads of a piece (an rng of its own).
     edits: bool,
     edit_rng: StdRng,
@@ -531,6 +542,9 @@ impl Sim {
         let user_ops_left = knobs.user_ops;
         let mut harsh_rng = StdRng::seed_from_u64(seed ^ 0x6861_7273_6877_6f72);
         let mut edit_rng = StdRng::seed_from_u64(seed ^ 0x6564_6974_2069_6e21);
+        let mut prune_rng = StdRng::seed_from_u64(seed ^ 0x7072_756e_6521_2121);
+        let prunes = prune_rng.gen_bool(0.5);
+        let keep_done_ms = prune_rng.gen_range(0..30_000);
         let harsh = Harsh::from_seed(&mut harsh_rng);
         // Some mailing mappings have a small `max_messages` cap (drawn last, from the harsh
         // generator: every earlier draw as before).
@@ -645,6 +659,11 @@ impl Sim {
             harsh,
             edits: edit_rng.gen_bool(0.5),
             edit_rng,
+            prunes,
+            prune_rng,
+            keep_done_ms,
+            pruned: BTreeMap::new(),
+            pruned_msgs: BTreeMap::new(),
             drops: BTreeMap::new(),
             last_placed: BTreeMap::new(),
             loses_ledger,
@@ -664,6 +683,10 @@ impl Sim {
         };
         sim.schedule(0, Event::Restart);
         sim.schedule(10, Event::User);
+        if sim.prunes {
+            let d = sim.prune_rng.gen_range(5_000..30_000);
+            sim.schedule(d, Event::Prune);
+        }
         sim
     }
 
@@ -766,7 +789,7 @@ impl Sim {
                 | Event::Restart
                 | Event::RetryMail(_)
                 | Event::Rival(_) => true,
-                Event::User | Event::Complete(_) | Event::Tick(_) => false,
+                Event::User | Event::Complete(_) | Event::Tick(_) | Event::Prune => false,
             })
     }
 
@@ -847,10 +870,13 @@ impl Sim {
             Event::Rescan(epoch) => {
                 if epoch == self.epoch && self.machine.is_some() {
                     self.rescan()?;
+                    // The agent prunes with each periodic rescan.
+                    self.prune();
                 }
             }
             Event::RetryMail(n) => self.retry_mail(n)?,
             Event::Rival(n) => self.rival_step(n),
+            Event::Prune => self.prune_across_an_unmount(),
         }
         if !self.quiet && self.machine.is_some() && self.rng.gen_bool(self.knobs.crash_prob) {
             self.crash_and_restart_later();
@@ -1872,7 +1898,10 @@ impl Sim {
                 })?;
             }
         }
-        self.rescan()
+        self.rescan()?;
+        // The agent prunes at start-up, once the start is taken in.
+        self.prune();
+        Ok(())
     }
 
     /// The state dir is lost: the mailing mapping's records, their upload URLs and every
@@ -2027,7 +2056,121 @@ impl Sim {
 
     /// A record of this ledger's, or of one lost.
     fn any_record(&self, id: &str) -> Option<&Record> {
-        self.ledger.get(id).or_else(|| self.lost_ledger.get(id))
+        self.ledger
+            .get(id)
+            .or_else(|| self.lost_ledger.get(id))
+            .or_else(|| self.pruned.get(id))
+    }
+
+    /// The agent's periodic prune, every 5 to 30 s until the world goes quiet; half the time
+    /// with a folder unmounted just before (back 1 to 30 s later): its files are out of sight,
+    /// not gone.
+    fn prune_across_an_unmount(&mut self) {
+        if self.quiet {
+            return;
+        }
+        let next = self.prune_rng.gen_range(5_000..30_000);
+        self.schedule(next, Event::Prune);
+        let mounted: Vec<String> = self
+            .mappings
+            .iter()
+            .map(|(r, _)| r.name.clone())
+            .filter(|m| !self.unmounted.contains(m))
+            .collect();
+        if !mounted.is_empty() && self.prune_rng.gen_bool(0.5) {
+            let m = mounted[self.prune_rng.gen_range(0..mounted.len())].clone();
+            self.unmounted.insert(m.clone());
+            self.note(format!("user: unmount {m} (across a prune)"));
+            if let Some(root) = self.mappings.iter().find(|(r, _)| r.name == m) {
+                let root = root.1.clone();
+                self.writer_disturbed(|w| w.path.starts_with(&root));
+            }
+            let e = self.epoch;
+            self.schedule(
+                1,
+                Event::Deliver(e, Input::FolderUnavailable { mapping: m.clone() }),
+            );
+            let back = self.prune_rng.gen_range(1_000..30_000);
+            self.schedule(back, Event::Mount(m));
+        }
+        self.prune();
+    }
+
+    /// The agent's prune (`agent::Agent::prune`), with the core's choice (`prune::choose`):
+    /// finished entries not updated for `keep` whose files are gone leave the ledger, never
+    /// those of a folder that is not there (`Sim::unmounted`: the agent's look at the folder);
+    /// then the messages over none of whose entries is left. Sled's deletes and flush: at once
+    /// and durable, outside any batch.
+    fn prune(&mut self) {
+        if !self.prunes || self.machine.is_none() || !self.unflushed.is_empty() {
+            return;
+        }
+        let mails: Vec<u64> = self
+            .mappings
+            .iter()
+            .filter_map(|(r, _)| r.mail.as_ref().map(|m| m.remember_sent_ms))
+            .collect();
+        let keep = prune::keep_ms(
+            self.keep_done_ms,
+            mails.iter().copied().max().unwrap_or(0),
+            !mails.is_empty(),
+        );
+        let folders: Vec<prune::Folder<'_>> = self
+            .mappings
+            .iter()
+            .map(|(r, root)| prune::Folder {
+                path: root,
+                there: !self.unmounted.contains(&r.name),
+            })
+            .collect();
+        let ids = prune::choose(
+            self.ledger.values().map(|r| prune::Entry {
+                id: &r.id,
+                path: &r.path,
+                state: r.state,
+                updated_at: r.updated_at,
+                message: r
+                    .message
+                    .as_ref()
+                    .and_then(|m| self.msg_ledger.get(m))
+                    .map(|m| m.state),
+            }),
+            &folders,
+            keep,
+            self.now,
+            |p| self.stat_of(p).is_some(),
+        );
+        let messages: Vec<String> = self
+            .msg_ledger
+            .values()
+            .filter(|m| {
+                prune::message_may_go(
+                    m.state,
+                    m.updated_at,
+                    keep,
+                    self.now,
+                    m.files.iter().map(String::as_str),
+                    |f| self.ledger.contains_key(f) && !ids.iter().any(|i| i == f),
+                )
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        if ids.is_empty() && messages.is_empty() {
+            return;
+        }
+        self.note(format!(
+            "prune: entries {ids:?}, messages {messages:?} (keep {keep} ms)"
+        ));
+        for id in ids {
+            if let Some(r) = self.ledger.remove(&id) {
+                self.pruned.insert(id, r);
+            }
+        }
+        for id in messages {
+            if let Some(m) = self.msg_ledger.remove(&id) {
+                self.pruned_msgs.insert(id, m);
+            }
+        }
     }
 
     /// Give the agent `input`: the executor's order of work (`exec::drain`, the agent's own
@@ -3391,6 +3534,7 @@ impl Sim {
                 .msg_ledger
                 .get(marker)
                 .or_else(|| self.lost_msgs.get(marker))
+                .or_else(|| self.pruned_msgs.get(marker))
             else {
                 return Err(self.violation(format!("{draft} sent with no message on record")));
             };
@@ -3447,6 +3591,7 @@ impl Sim {
         for (item, atts) in &self.items {
             let mut seen: BTreeMap<(&str, Content), &str> = BTreeMap::new();
             let mut by_entry: BTreeMap<&str, &str> = BTreeMap::new();
+            let mut versions: BTreeMap<(&Path, u64, Content), &str> = BTreeMap::new();
             for a in atts {
                 let Some(c) = a.content else {
                     if self.evil && (!self.final_check || self.evil_orphans.contains(&a.id)) {
@@ -3470,6 +3615,26 @@ impl Sim {
                         "entry {} attached twice to {item}: {prev} and {}",
                         a.by_entry, a.id
                     )));
+                }
+                // One file version (its path, inode and bytes: a file that stayed where it was)
+                // attached by two entries, under `attach` too: only a file dropped again is
+                // sent again (a prune that forgot the entry of a file still there, in a folder
+                // unmounted, sends it twice). Mailing mappings are checked by their drops.
+                if let Some(r) = self
+                    .any_record(&a.by_entry)
+                    .filter(|r| self.rule(&r.mapping).is_some_and(|m| m.mail.is_none()))
+                {
+                    if let Some(prev) =
+                        versions.insert((r.path.as_path(), r.file.ino, c), a.by_entry.as_str())
+                    {
+                        if prev != a.by_entry {
+                            return Err(self.violation(format!(
+                                "{} attached twice to {item}, by {prev} and {}, though it never left its folder",
+                                r.path.display(),
+                                a.by_entry
+                            )));
+                        }
+                    }
                 }
                 // Two attachments with one name and one SHA-256 are a duplicate unless both
                 // entries' mappings say `if_exists = "attach"`.
@@ -3502,6 +3667,7 @@ impl Sim {
                 .ledger
                 .values()
                 .chain(self.lost_ledger.values())
+                .chain(self.pruned.values())
                 .any(|r| {
                     r.path == *path
                         && r.state == State::Done
@@ -3511,6 +3677,7 @@ impl Sim {
                             let then = self.overwritten_msgs.get(m).into_iter().flatten();
                             let mut any = (self.msg_ledger.get(m).into_iter())
                                 .chain(self.lost_msgs.get(m))
+                                .chain(self.pruned_msgs.get(m))
                                 .chain(then);
                             any.any(|m| {
                                 (m.state == MessageState::Sent && !m.unseen)
@@ -3802,7 +3969,9 @@ impl Sim {
                                                     && r.attachment_id.as_deref() != Some(&a.id)
                                                     && self.adopted.contains(&a.id))
                                     })
-                                    && !self.ledger.values().any(|r| {
+                                    // (A pruned record's file went; its copy
+                                    // on the item stays as it was.)
+                                    && !self.ledger.values().chain(self.pruned.values()).any(|r| {
                                         r.path != path
                                             && r.state == State::Done
                                             && !r.replaced
@@ -4460,6 +4629,11 @@ mod tests {
             200_101,
             "a backup taken between a give-way's message write and its file's: the restored file done on a deleted draft, never searched for (start_gave_way)",
         ),
+        (
+            2249,
+            "prune (the agent's rule, now the core's prune::choose) took the record of a file that had failed out of a message still at work; at the next start the message waited for a file with no record (first seen at seed 35 of the world before the periodic prunes); an entry a message not over names is kept (prune::held)",
+        ),
+        (3494, "as 2249: the message's letter named a file it no longer carried"),
     ];
 
     fn replay(seed: u64) -> Result<(), String> {
