@@ -156,10 +156,15 @@ async fn sent(env: &Env) -> Vec<Value> {
 /// the first attachment POST refused (400): one file fails, so the message fails, and the failed
 /// file moves to `failed_dir`. Returns the folder and (name of the failed file, of the other).
 async fn a_batch_with_a_failed_file(env: &Env) -> (PathBuf, String, String) {
+    a_batch_with_a_failed_file_and(env, "").await
+}
+
+/// [`a_batch_with_a_failed_file`], with `agent_extra` in the config's `[agent]`.
+async fn a_batch_with_a_failed_file_and(env: &Env, agent_extra: &str) -> (PathBuf, String, String) {
     let folder = env.path("scans");
     std::fs::create_dir_all(&folder).expect("mkdir");
     env.write_config(
-        "",
+        agent_extra,
         &format!(
             "[[mapping]]\nname = \"mail\"\nfolder = '{}'\nfailed_dir = \"failed\"\n[mapping.new_message]\nto = [\"{TO}\"]\nsubject = \"Scans: {{names}}\"\nbody = \"Attached: {{names}}.\"\ngroup = \"batch\"\nbatch_quiet = \"1s\"\n",
             folder.display()
@@ -239,6 +244,41 @@ async fn retry_failed_takes_a_file_of_a_failed_message_back_from_failed_dir_and_
             .contains("failed_dir"),
         "{r:#?}"
     );
+}
+
+/// Issue 21 (prune in the simulation, seed 35): prune took the entry of a failed file of a
+/// failed message once `keep_done` had passed, since the file was gone from its path (in
+/// `failed_dir`), though the message, waiting for `retry`, still named it. An entry a message
+/// that is not over names is kept (`core::prune::held`): the row stays, and `retry --failed`
+/// sends the message with both files.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_keeps_the_entry_of_a_failed_file_its_failed_message_still_names() {
+    let env = Env::new();
+    let (folder, failed, other) =
+        a_batch_with_a_failed_file_and(&env, "keep_done = \"1s\"\nremember_sent = \"0s\"").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Start-up prunes what is older than `keep_done` and gone from its path.
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = rows(&env);
+    assert!(r.contains_key(&failed), "the entry stays: {r:#?}");
+    assert_eq!(r[&failed]["state"], "failed", "{r:#?}");
+    assert_eq!(r[&failed]["message"]["state"], "failed", "{r:#?}");
+    let out = env.run(&["retry", "--failed"], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sent = sent(&env).await;
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let mut names: Vec<&str> = sent[0]["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["a.pdf", "b.pdf"], "{sent:#?}");
+    assert!(folder.join(&failed).exists() && folder.join(&other).exists());
 }
 
 /// A file that leaves a message before it is sent makes its letter again (SPEC 8, issue 20):

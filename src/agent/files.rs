@@ -6,6 +6,7 @@
 
 use crate::config::Mapping;
 use crate::core::model::{FileStat, HashResult};
+use crate::core::read::{self, Reader};
 use crate::files::{Expected, SafeFile};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -206,20 +207,6 @@ fn unreadable(path: &Path, e: &std::io::Error) -> HashResult {
     ))
 }
 
-/// Read exactly `n` bytes at `offset` into the hasher (and `sink`).
-fn read_hashing(
-    f: &SafeFile,
-    h: &mut Sha256,
-    offset: u64,
-    n: u64,
-    mut sink: impl FnMut(&[u8]),
-) -> std::io::Result<()> {
-    read_into(f, offset, n, |b| {
-        h.update(b);
-        sink(b)
-    })
-}
-
 /// Read exactly `n` bytes at `offset`, a buffer at a time, into `sink`.
 fn read_into(
     f: &SafeFile,
@@ -238,29 +225,38 @@ fn read_into(
     Ok(())
 }
 
-/// An upload in progress: the one descriptor it reads through, the running hash of bytes
-/// `0..hashed_to`, and a digest of each [`BLOCK`] of them, so that a piece read again (a partial
-/// commit, a resend) is checked against the bytes hashed before it goes out.
+/// An upload in progress: the core's reader of it (`core::read::Reader`: every byte read is
+/// hashed, a piece read again is checked block by block against what was hashed before, and the
+/// piece that ends the file goes only if the whole hashes to the record) over the one
+/// descriptor it reads through, with SHA-256.
 pub struct Upload {
-    file: SafeFile,
-    size: u64,
-    hasher: Sha256,
-    hashed_to: u64,
-    /// The digest of each whole block of `0..hashed_to` (and of a last, short one at the end).
-    blocks: Vec<[u8; 32]>,
-    /// The hash of the block `hashed_to` is in, so far.
-    block: Sha256,
+    reader: Reader<FileSource, read::Sha256>,
     /// The next piece, read (and hashed) while the previous one was on the wire.
     ahead: Option<(u64, u64, Result<bytes::Bytes, ReadProblem>)>,
-    /// Mapped pieces sent and let go of, for the next ones.
+}
+
+/// The one descriptor an upload reads through, as the core's reader sees it, and the mapped
+/// pieces sent and let go of, for the next ones.
+struct FileSource {
+    file: SafeFile,
     spare: Spare,
 }
 
-/// The grain of [`Upload`]'s record of what it hashed: 32 bytes a block, 75 KiB for a file at
-/// Graph's 150 MiB limit, whatever the pieces. 64 KiB divides a session's 320 KiB pieces, so a
-/// piece read again usually starts and ends on a block; one that does not reads at most a block
-/// more on each side to check it.
-const BLOCK: u64 = 64 * 1024;
+impl read::Source for FileSource {
+    type Piece = [u8];
+    type Read = PieceBuf;
+    type Error = std::io::Error;
+
+    fn read(&mut self, offset: u64, len: u64) -> std::io::Result<PieceBuf> {
+        let mut buf = PieceBuf::new(len as usize, &self.spare)?;
+        self.file.read_exact_at(buf.as_mut(), offset)?;
+        Ok(buf)
+    }
+
+    fn scan(&mut self, offset: u64, len: u64, each: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+        read_into(&self.file, offset, len, each)
+    }
+}
 
 /// What reading a piece of an upload found.
 #[derive(Debug)]
@@ -282,11 +278,16 @@ impl From<OpenError> for ReadProblem {
     }
 }
 
-fn io_problem(e: std::io::Error) -> ReadProblem {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        ReadProblem::Changed
-    } else {
-        ReadProblem::Unreadable(e)
+impl From<read::Problem<std::io::Error>> for ReadProblem {
+    fn from(p: read::Problem<std::io::Error>) -> Self {
+        match p {
+            read::Problem::Changed => ReadProblem::Changed,
+            // The file is shorter than the version: it changed.
+            read::Problem::Source(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                ReadProblem::Changed
+            }
+            read::Problem::Source(e) => ReadProblem::Unreadable(e),
+        }
     }
 }
 
@@ -299,30 +300,19 @@ impl Upload {
         // Between the hash and this open, the path may have been swapped (a test pauses here).
         crate::failpoint!("before-upload-open");
         let (file, _) = open_for_upload(mapping, path, expected)?;
-        Ok(Upload {
+        let source = FileSource {
             file,
-            size: expected.size,
-            hasher: Sha256::new(),
-            hashed_to: 0,
-            blocks: Vec::new(),
-            block: Sha256::new(),
-            ahead: None,
             spare: Spare::default(),
+        };
+        Ok(Upload {
+            reader: Reader::new(source, expected.size),
+            ahead: None,
         })
     }
 
     /// The whole file (a POST body), checked against `sha256` before anything is sent.
-    pub fn read_all(&mut self, sha256: &str) -> Result<Vec<u8>, ReadProblem> {
-        let mut body = Vec::with_capacity(self.size as usize);
-        let mut h = Sha256::new();
-        read_hashing(&self.file, &mut h, 0, self.size, |b| {
-            body.extend_from_slice(b)
-        })
-        .map_err(io_problem)?;
-        if !hex::encode(h.finalize()).eq_ignore_ascii_case(sha256) {
-            return Err(ReadProblem::Changed);
-        }
-        Ok(body)
+    pub fn read_all(&mut self, sha256: &str) -> Result<bytes::Bytes, ReadProblem> {
+        Ok(self.reader.read_all(sha256)?.into_bytes())
     }
 
     /// Read (and hash) the piece at `offset` now, to be taken by the next [`Upload::chunk`].
@@ -344,115 +334,17 @@ impl Upload {
         }
     }
 
-    /// Bytes `offset..offset+len`. Every byte read is hashed: bytes before `offset` not hashed
-    /// yet (a resume) are read and hashed first; bytes hashed before (a piece read again) must be
-    /// the bytes they were, block by block, or the file changed under the upload (`Changed`,
-    /// nothing sent); a piece that ends the file is sent only if all `0..size` hash to `sha256`
-    /// (an empty `sha256`: `send` has no recorded hash for a piece that does not end the file).
+    /// Bytes `offset..offset+len`, through the core's reader (`core::read::Reader::read`: every
+    /// byte read is hashed, a piece read again must be the bytes hashed before, a piece that
+    /// ends the file goes only if all `0..size` hash to `sha256`; an empty `sha256`: `send` has
+    /// no recorded hash for a piece that does not end the file).
     pub fn read_chunk(
         &mut self,
         offset: u64,
         len: u64,
         sha256: &str,
     ) -> Result<bytes::Bytes, ReadProblem> {
-        let end = offset.saturating_add(len).min(self.size);
-        let offset = offset.min(end);
-        if self.hashed_to < offset {
-            let (size, from) = (self.size, self.hashed_to);
-            let (hasher, block, blocks, at) = (
-                &mut self.hasher,
-                &mut self.block,
-                &mut self.blocks,
-                &mut self.hashed_to,
-            );
-            read_into(&self.file, from, offset - from, |b| {
-                absorb(hasher, block, blocks, at, size, b)
-            })
-            .map_err(io_problem)?;
-        }
-        let mut buf = PieceBuf::new((end - offset) as usize, &self.spare).map_err(io_problem)?;
-        self.file
-            .read_exact_at(buf.as_mut(), offset)
-            .map_err(io_problem)?;
-        let piece = buf.as_ref();
-        if offset < self.hashed_to && !self.same_as_hashed(offset, piece)? {
-            return Err(ReadProblem::Changed);
-        }
-        if end > self.hashed_to {
-            let from = (self.hashed_to - offset) as usize;
-            absorb(
-                &mut self.hasher,
-                &mut self.block,
-                &mut self.blocks,
-                &mut self.hashed_to,
-                self.size,
-                &piece[from..],
-            );
-        }
-        if end == self.size
-            && !sha256.is_empty()
-            && !hex::encode(self.hasher.clone().finalize()).eq_ignore_ascii_case(sha256)
-        {
-            return Err(ReadProblem::Changed);
-        }
-        Ok(buf.into_bytes())
-    }
-
-    /// Whether `piece` (read at `offset`, which is below `hashed_to`) holds, up to `hashed_to`,
-    /// the bytes hashed there before: each block it touches is hashed again (its bytes outside
-    /// the piece read for it) and compared with the block's digest.
-    fn same_as_hashed(&self, offset: u64, piece: &[u8]) -> Result<bool, ReadProblem> {
-        let until = (offset + piece.len() as u64).min(self.hashed_to);
-        let mut start = offset - offset % BLOCK;
-        while start < until {
-            let block_end = (start + BLOCK).min(self.hashed_to);
-            let mut h = Sha256::new();
-            if start < offset {
-                read_hashing(&self.file, &mut h, start, offset - start, |_| {})
-                    .map_err(io_problem)?;
-            }
-            let (from, to) = (
-                start.max(offset),
-                block_end.min(offset + piece.len() as u64),
-            );
-            h.update(&piece[(from - offset) as usize..(to - offset) as usize]);
-            if to < block_end {
-                read_hashing(&self.file, &mut h, to, block_end - to, |_| {}).map_err(io_problem)?;
-            }
-            let was: [u8; 32] = match self.blocks.get((start / BLOCK) as usize) {
-                Some(d) => *d,
-                // The block `hashed_to` is in, hashed so far.
-                None => self.block.clone().finalize().into(),
-            };
-            if <[u8; 32]>::from(h.finalize()) != was {
-                return Ok(false);
-            }
-            start = block_end;
-        }
-        Ok(true)
-    }
-}
-
-/// Bytes `at..at+bytes.len()` (the next ones not hashed yet) into the running hash and the
-/// block digests.
-fn absorb(
-    hasher: &mut Sha256,
-    block: &mut Sha256,
-    blocks: &mut Vec<[u8; 32]>,
-    at: &mut u64,
-    size: u64,
-    mut bytes: &[u8],
-) {
-    hasher.update(bytes);
-    while !bytes.is_empty() {
-        let room = (BLOCK - *at % BLOCK) as usize;
-        let (now, rest) = bytes.split_at(room.min(bytes.len()));
-        block.update(now);
-        *at += now.len() as u64;
-        if at.is_multiple_of(BLOCK) || *at == size {
-            blocks.push(block.finalize_reset().into());
-        }
-        bytes = rest;
+        Ok(self.reader.read(offset, len, sha256)?.into_bytes())
     }
 }
 
@@ -518,6 +410,15 @@ impl Drop for Returning {
     }
 }
 
+impl AsRef<[u8]> for PieceBuf {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            PieceBuf::Heap(v) => v,
+            PieceBuf::Mapped { map, len, .. } => &map[..*len],
+        }
+    }
+}
+
 impl PieceBuf {
     /// Below this a piece is an ordinary allocation (glibc maps nothing that small).
     const MAP_FROM: usize = 1 << 20;
@@ -550,13 +451,6 @@ impl PieceBuf {
         }
     }
 
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            PieceBuf::Heap(v) => v,
-            PieceBuf::Mapped { map, len, .. } => &map[..*len],
-        }
-    }
-
     fn into_bytes(self) -> bytes::Bytes {
         match self {
             PieceBuf::Heap(v) => bytes::Bytes::from(v),
@@ -572,6 +466,7 @@ impl PieceBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::read::BLOCK;
 
     #[test]
     fn a_piece_holds_its_bytes_whether_mapped_or_allocated() {

@@ -26,6 +26,7 @@ use crate::auth::Credentials;
 use crate::config::{Mapping, Settings};
 use crate::core::exec::Write;
 use crate::core::model::{Action, Input, Note, Record, State, Time};
+use crate::core::prune;
 use crate::core::Machine;
 use crate::graph::{GraphClient, ItemRef};
 use crate::ledger::{Ledger, LedgerEntry, LedgerError, SessionStore};
@@ -1249,19 +1250,21 @@ impl Agent {
         self.rescan(None);
     }
 
-    /// Drop old finished entries of files gone from their folders. Entries of a mapping whose
-    /// folder is missing or unreadable are kept: an unmounted folder's files are not gone.
-    /// Prune the ledger ([`Ledger::prune`]); `stale`: only those entries (start-up's read found
-    /// them), instead of a whole read.
+    /// Drop old finished entries of files gone from their folders, as the core chooses
+    /// (`core::prune`: entries of a mapping whose folder is missing or unreadable are kept, an
+    /// unmounted folder's files are not gone); the ledger makes the deletes ([`Ledger::prune`]);
+    /// `stale`: only those entries (start-up's read found them), instead of a whole read.
     fn prune(&self, stale: Option<Vec<(String, std::path::PathBuf)>>) {
         let keep = self.settings.keep_finished();
-        let unavailable: Vec<&Path> = self
+        let folders: Vec<prune::Folder<'_>> = self
             .settings
             .mappings
             .iter()
             .zip(&self.available)
-            .filter(|(m, ok)| !**ok || !m.folder.is_dir())
-            .map(|(m, _)| m.folder.as_path())
+            .map(|(m, ok)| prune::Folder {
+                path: m.folder.as_path(),
+                there: *ok && m.folder.is_dir(),
+            })
             .collect();
         // A file's path is looked at beneath its folder, crossing no mount point (unless its
         // mapping does): a mount made over its folder since is neither asked (it may never
@@ -1279,7 +1282,7 @@ impl Agent {
                     }
                 })
         };
-        let exists = |p: &Path| unavailable.iter().any(|f| p.starts_with(f)) || present(p);
+        let exists = |p: &Path| !prune::may_go(p, &folders, present);
         let now = time::OffsetDateTime::now_utc();
         let pruned = match stale {
             Some(ids) => self.ledger.prune_stale(ids, keep, now, exists),

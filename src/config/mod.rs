@@ -171,20 +171,21 @@ impl Settings {
             .any(|m| m.name == name && matches!(m.target, Target::NewMessage(_)))
     }
 
-    /// How long a finished entry (and its message) of a file gone from its folder is kept:
-    /// `keep_done`; where a folder is mailed, never less than `remember_sent`, or the same
-    /// bytes dropped again at a pruned path would be searched for and taken for mailed by the
-    /// mailbox's copy.
+    /// How long a finished entry (and its message) of a file gone from its folder is kept
+    /// (`core::prune::keep_ms`): `keep_done`; where a folder is mailed, never less than
+    /// `remember_sent`, or the same bytes dropped again at a pruned path would be searched for
+    /// and taken for mailed by the mailbox's copy.
     pub fn keep_finished(&self) -> Duration {
         let mails = self
             .mappings
             .iter()
             .any(|m| matches!(m.target, Target::NewMessage(_)));
-        if mails {
-            self.agent.keep_done.max(self.agent.remember_sent)
-        } else {
-            self.agent.keep_done
-        }
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(crate::core::prune::keep_ms(
+            ms(self.agent.keep_done),
+            ms(self.agent.remember_sent),
+            mails,
+        ))
     }
 }
 

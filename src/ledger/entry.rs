@@ -53,6 +53,18 @@ impl EntryState {
         }
     }
 
+    /// The core's state of a record stored in this one.
+    pub fn core(self) -> State {
+        match self {
+            EntryState::Settling | EntryState::Pending => State::Pending,
+            EntryState::Uploading => State::Uploading,
+            EntryState::Done => State::Done,
+            EntryState::Failed => State::Failed,
+            EntryState::Rejected => State::Rejected,
+            EntryState::Canceled => State::Canceled,
+        }
+    }
+
     /// No more work happens on its own in this state (only a file change or `retry` restarts it).
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -327,14 +339,7 @@ impl LedgerEntry {
                 owner: self.owner,
             },
             sha256: self.sha256,
-            state: match self.state {
-                EntryState::Settling | EntryState::Pending => State::Pending,
-                EntryState::Uploading => State::Uploading,
-                EntryState::Done => State::Done,
-                EntryState::Failed => State::Failed,
-                EntryState::Rejected => State::Rejected,
-                EntryState::Canceled => State::Canceled,
-            },
+            state: self.state.core(),
             target: self.bound.then_some(self.target),
             may_exist: self.may_exist,
             effect_at: self.effect_at,

@@ -8,10 +8,12 @@
 //! (message id -> JSON `core::model::MessageRecord`, a `new_message` mapping's messages; a
 //! ledger written before messages existed simply has none: sled makes the tree when opened).
 
+use super::entry::time_of;
 use super::entry::{EntryBrief, LedgerEntry};
 use super::error::LedgerError;
 use super::EntryState;
-use crate::core::model::{MessageRecord, MessageState};
+use crate::core::model::MessageRecord;
+use crate::core::prune;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::io::{Seek, SeekFrom, Write as _};
@@ -98,14 +100,24 @@ impl std::fmt::Debug for Ledger {
 }
 
 /// Finished (done, failed, rejected, canceled) and not updated for `keep_done`: pruned once
-/// its file is gone.
+/// its file is gone (the core's rule, `core::prune::old_enough`).
 pub fn is_stale(
     state: EntryState,
     updated_at: OffsetDateTime,
     keep_done: Duration,
     now: OffsetDateTime,
 ) -> bool {
-    state.is_terminal() && updated_at + keep_done <= now
+    prune::old_enough(
+        state.core(),
+        time_of(updated_at),
+        millis(keep_done),
+        time_of(now),
+    )
+}
+
+/// A duration in the core's milliseconds (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Ledger {
@@ -516,9 +528,10 @@ impl Ledger {
 
     /// Remove finished entries (done, failed, rejected, canceled) not updated for `keep_done`
     /// whose files are gone (`exists` says false), then flush. Entries of files still present
-    /// are kept whatever their age, or those files would be sent again. Then the messages sent
-    /// or drafted as long ago none of whose entries is left. Returns how many went (entries and
-    /// messages).
+    /// are kept whatever their age, or those files would be sent again, and so are those a
+    /// message not over names. Then the messages sent or drafted as long ago none of whose
+    /// entries is left. Returns how many went (entries and messages). The choice is the core's
+    /// (`core::prune`); this makes the deletes.
     pub fn prune(
         &self,
         keep_done: Duration,
@@ -537,8 +550,10 @@ impl Ledger {
 
     /// [`Ledger::prune`] of the entries `stale` names, each with its path (finished and not
     /// updated for `keep_done` when a whole read found them: start-up's read collects them, so
-    /// it needs no second pass). One whose file is there is passed over unread; the others are
-    /// read again, and one changed since is kept.
+    /// it needs no second pass). One whose file is there (`exists`: the agent asks
+    /// `core::prune::may_go`) is passed over unread; the others are read again, and one changed
+    /// since, or named by a message that is not over (`core::prune::held`), is kept: the core's
+    /// `prune::choose`, made entry by entry over sled.
     pub fn prune_stale(
         &self,
         stale: Vec<(String, PathBuf)>,
@@ -555,34 +570,44 @@ impl Ledger {
             let Some(entry) = self.get(&id)? else {
                 continue;
             };
+            // Kept while a message that is not over names it (`core::prune::held`).
+            let message = match &entry.message {
+                Some(m) => self.get_message(m)?.map(|m| m.state),
+                None => None,
+            };
             if is_stale(entry.state, entry.updated_at, keep_done, now)
+                && !prune::held(message)
                 && self.remove(&id)?.is_some()
             {
                 removed += 1;
             }
         }
         // A message sent (or left drafted) that long ago, none of whose files' entries is left,
-        // has nothing more to say; a failed or unconfirmed one stays for a person to look at.
+        // has nothing more to say (`core::prune::message_may_go`).
         let mut gone_messages = Vec::new();
         for m in self.messages() {
             let m = m?;
-            let over = matches!(m.state, MessageState::Sent | MessageState::Drafted);
-            let old_enough = super::entry::datetime_of(m.updated_at) + keep_done <= now;
-            if over && old_enough {
-                let mut any = false;
-                for f in &m.files {
-                    if self
-                        .entries
-                        .contains_key(f.as_bytes())
-                        .map_err(|e| self.sled_err(e))?
-                    {
-                        any = true;
-                        break;
+            let mut failed = None;
+            let go = prune::message_may_go(
+                m.state,
+                m.updated_at,
+                millis(keep_done),
+                time_of(now),
+                m.files.iter().map(String::as_str),
+                |f| match self.entries.contains_key(f.as_bytes()) {
+                    Ok(there) => there,
+                    // Kept, and the error said below.
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        true
                     }
-                }
-                if !any {
-                    gone_messages.push(m.id);
-                }
+                },
+            );
+            if let Some(e) = failed {
+                return Err(self.sled_err(e));
+            }
+            if go {
+                gone_messages.push(m.id);
             }
         }
         for id in gone_messages {

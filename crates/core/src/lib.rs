@@ -7,6 +7,8 @@ pub mod exec;
 pub mod machine;
 pub mod mail;
 pub mod model;
+pub mod prune;
+pub mod read;
 pub mod settle;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
