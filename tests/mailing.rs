@@ -1582,6 +1582,25 @@ async fn two_agents_on_one_folder_started_together_mail_each_file_once() {
     assert_eq!(drafts_left(&env).await, Vec::<String>::new());
 }
 
+/// An agent started that pauses before it opens a file for its upload (its draft made), until
+/// the file the returned path names exists.
+async fn paused_before_upload(env: &Env) -> (Agent, PathBuf) {
+    let release = env.path("release-upload");
+    let pause = format!("before-upload-open:{}", (T / 2).as_millis());
+    let agent = Agent::start(
+        env,
+        &[
+            ("OUTBOX_PAUSE_AT", pause.as_str()),
+            ("OUTBOX_PAUSE_RELEASE", release.to_str().unwrap()),
+        ],
+    );
+    wait_until(T, "the agent pausing before the upload", || async {
+        agent.log().contains("failpoint before-upload-open")
+    })
+    .await;
+    (agent, release)
+}
+
 /// A draft the agent abandons is deleted (SPEC 8): `outbox mail` whose file is refused fails,
 /// and the draft it made for it is not left in Drafts.
 #[tokio::test(flavor = "multi_thread")]
@@ -1618,19 +1637,7 @@ async fn a_message_whose_files_all_left_deletes_its_draft() {
     write_file(&file, 10_000, 3);
     // The upload is held until the file is deleted (a fixed 3 s pause could end first on a
     // loaded machine, and the file was then attached and the message sent).
-    let release = env.path("release-upload");
-    let pause = format!("before-upload-open:{}", (T / 2).as_millis());
-    let agent = Agent::start(
-        &env,
-        &[
-            ("OUTBOX_PAUSE_AT", pause.as_str()),
-            ("OUTBOX_PAUSE_RELEASE", release.to_str().unwrap()),
-        ],
-    );
-    wait_until(T, "the agent pausing before the upload", || async {
-        agent.log().contains("failpoint before-upload-open")
-    })
-    .await;
+    let (agent, release) = paused_before_upload(&env).await;
     assert_eq!(
         drafts_left(&env).await,
         vec!["Scan gone".to_string()],
@@ -1658,19 +1665,7 @@ async fn a_file_whose_draft_was_sent_from_outlook_before_it_was_on_it_goes_in_a_
     let env = Env::new();
     let folder = setup(&env, "", "", "");
     let sha = write_file(&folder.join("late.pdf"), 10_000, 4);
-    let release = env.path("release-upload");
-    let pause = format!("before-upload-open:{}", (T / 2).as_millis());
-    let agent = Agent::start(
-        &env,
-        &[
-            ("OUTBOX_PAUSE_AT", pause.as_str()),
-            ("OUTBOX_PAUSE_RELEASE", release.to_str().unwrap()),
-        ],
-    );
-    wait_until(T, "the agent pausing before the upload", || async {
-        agent.log().contains("failpoint before-upload-open")
-    })
-    .await;
+    let (agent, release) = paused_before_upload(&env).await;
     let items = env
         .sandbox
         .admin(reqwest::Method::GET, "/items", None)

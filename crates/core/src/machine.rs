@@ -1022,19 +1022,7 @@ impl Machine {
             // too, before a byte is read or a draft made (a file that grows past it between
             // its settle and its hash is caught when its message is made).
             let f = Failure::new(MESSAGE_TOO_LARGE, why);
-            let mut rec = self.new_record(&mapping, &path, stat, None);
-            rec.state = State::Failed;
-            rec.error = Some(f.clone());
-            self.failed_this_run += 1;
-            out.push(Action::Persist(rec.clone()));
-            out.push(Action::Notify(Note::Failed {
-                id: rec.id.clone(),
-                path: path.clone(),
-                failure: f,
-            }));
-            self.supersede_older(&mapping, &path, &rec.id, out);
-            self.index(&rec);
-            self.set_aside(rec);
+            self.failed_unread(&mapping, &path, stat, f, out);
             return;
         }
         if self.hash_queued.insert(path.clone().into_os_string()) {
@@ -1111,17 +1099,30 @@ impl Machine {
                 return;
             }
         }
-        let mut rec = self.new_record(&mapping, &path, stat, None);
+        self.failed_unread(&mapping, &path, stat, f, out);
+    }
+
+    /// A version failed before a byte of it was read (`f` says why): recorded, said, taking
+    /// the place of the path's older versions, and set aside (`failed_dir`).
+    fn failed_unread(
+        &mut self,
+        mapping: &str,
+        path: &Path,
+        stat: FileStat,
+        f: Failure,
+        out: &mut Vec<Action>,
+    ) {
+        let mut rec = self.new_record(mapping, path, stat, None);
         rec.state = State::Failed;
         rec.error = Some(f.clone());
         self.failed_this_run += 1;
         out.push(Action::Persist(rec.clone()));
         out.push(Action::Notify(Note::Failed {
             id: rec.id.clone(),
-            path: path.clone(),
+            path: path.to_path_buf(),
             failure: f,
         }));
-        self.supersede_older(&mapping, &path, &rec.id, out);
+        self.supersede_older(mapping, path, &rec.id, out);
         self.index(&rec);
         self.set_aside(rec);
     }

@@ -3191,7 +3191,8 @@ impl Sim {
                             MailFolder::Drafts => m.is_draft && m.gone_at.is_none_or(|g| g > now),
                             MailFolder::SentItems => !m.is_draft,
                             MailFolder::Anywhere => {
-                                (m.is_draft && m.gone_at.is_none_or(|g| g > now)) || !m.is_draft
+                                // (a sent copy, or a draft not yet gone)
+                                !(m.is_draft && m.gone_at.is_some_and(|g| g <= now))
                             }
                         }
                 };

@@ -542,11 +542,10 @@ fn a_file_that_cannot_be_taken_back_fails_its_message_again_never_sent_without_i
 
 /// A report that its path is empty (a scan, the watcher seeing the move) never cancels a
 /// retried file that is in `failed_dir`: only its move back says whether it can come.
-#[test]
-fn a_retried_file_in_failed_dir_is_not_canceled_by_its_path_being_empty() {
-    let (mut m, _mid, rec, _, _) = one_of_two_refused();
+/// `rec`'s file moved into `failed_dir` (answered at 30,400), then `retry` of it at 40,000.
+fn moved_aside_then_retried(m: &mut Machine, rec: &Record) {
     let out = outcome(
-        &mut m,
+        m,
         30_400,
         &rec.id,
         Outcome::ToFailedDir(MoveOutcome::Moved {
@@ -567,6 +566,12 @@ fn a_retried_file_in_failed_dir_is_not_canceled_by_its_path_being_empty() {
             records: vec![aside],
         },
     );
+}
+
+#[test]
+fn a_retried_file_in_failed_dir_is_not_canceled_by_its_path_being_empty() {
+    let (mut m, _mid, rec, _, _) = one_of_two_refused();
+    moved_aside_then_retried(&mut m, &rec);
     let out = m.handle(
         Time(40_001),
         Input::Gone {
@@ -601,28 +606,7 @@ fn a_report_of_the_move_into_failed_dir_that_comes_after_the_move_back_cancels_n
     // Seeds 116122, 313775: the watcher's report of the agent's own move into `failed_dir` was
     // answered after the retried file had come back; taken at its word, it canceled the file.
     let (mut m, _mid, rec, _, _) = one_of_two_refused();
-    let out = outcome(
-        &mut m,
-        30_400,
-        &rec.id,
-        Outcome::ToFailedDir(MoveOutcome::Moved {
-            to: PathBuf::from("/mail/failed/a.pdf"),
-            file: rec.file,
-        }),
-    );
-    let aside = out
-        .iter()
-        .find_map(|a| match a {
-            Action::Persist(r) if r.id == rec.id => Some(r.clone()),
-            _ => None,
-        })
-        .expect("record");
-    m.handle(
-        Time(40_000),
-        Input::Retry {
-            records: vec![aside],
-        },
-    );
+    moved_aside_then_retried(&mut m, &rec);
     let back = FileStat {
         ctime_ns: rec.file.ctime_ns + 1,
         ..rec.file
