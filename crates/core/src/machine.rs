@@ -112,7 +112,8 @@ struct Active {
     key: KeyLook,
     /// Its move to `failed_dir` was asked in this run (done or refused: not asked again).
     failed_dir_tried: bool,
-    /// `retry` came while that move was under way: retried once it is answered.
+    /// `retry` came while it was failed (or canceled) and still at work (its move to
+    /// `failed_dir`, its session's delete): retried once that is answered.
     retry_when_moved: bool,
 }
 
@@ -1667,6 +1668,13 @@ impl Machine {
                     return true;
                 }
                 Step::Finished => {
+                    // Retried while its last steps were under way: now.
+                    if self.active.get(id).is_some_and(|a| a.retry_when_moved) {
+                        let rec = self.active[id].rec.clone();
+                        self.finish(id);
+                        self.retry(vec![rec], out);
+                        return true;
+                    }
                     self.finish(id);
                     return true;
                 }
@@ -1838,6 +1846,7 @@ impl Machine {
             }
             if matches!(r.state, State::Failed | State::Rejected)
                 && !a.failed_dir_tried
+                && !a.retry_when_moved
                 && r.failed_to.is_none()
                 && !r.file.has_left()
                 && self.policy.failed_dirs.contains(&r.mapping)
@@ -3029,7 +3038,9 @@ impl Machine {
     /// is answered (else the retry would be lost, and its message fail again for it).
     pub(super) fn retry_after_move(&mut self, id: &str) {
         if let Some(a) = self.active.get_mut(id) {
-            if a.busy && a.failed_dir_tried && a.rec.state.is_terminal() {
+            // (Failed, at work on another step than its move, too: its session's delete, say.
+            // Before, such a retry was dropped.)
+            if a.rec.state.is_terminal() {
                 a.retry_when_moved = true;
             }
         }

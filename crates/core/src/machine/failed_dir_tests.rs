@@ -303,3 +303,57 @@ fn a_retry_after_a_newer_version_was_dropped_leaves_the_old_one_in_failed_dir() 
     assert_eq!(r.state, State::Canceled);
     assert_eq!(r.error.as_ref().map(|e| e.code.as_str()), Some(SUPERSEDED));
 }
+
+/// A `retry` of a failed file that is still at work on another step than its move (its upload
+/// session being deleted) is taken once that step is done: not dropped (named to fix in
+/// docs/core.md after `retry_after_move`'s surviving mutant), and the file is not moved into
+/// `failed_dir` on the way.
+#[test]
+fn a_retry_while_a_failed_file_closes_its_session_is_taken_once_it_is_closed() {
+    let mut m = machine(true);
+    let mut failed = pending("e1");
+    failed.state = State::Failed;
+    failed.error = Some(Failure::new("ErrorInvalidAttachment", "refused"));
+    failed.target = Some(Target {
+        user: "me".into(),
+        kind: ItemKind::Message,
+        item_id: "item1".into(),
+    });
+    failed.session = Some(SessionMark {
+        sent_end: 0,
+        abandoned: false,
+    });
+    let out = m.handle(
+        Time(10),
+        Input::Start {
+            records: vec![failed.clone()],
+            with_url: vec!["e1".into()],
+            messages: Vec::new(),
+        },
+    );
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::DeleteSession { id, .. } if id == "e1")),
+        "{out:?}"
+    );
+    m.handle(
+        Time(15),
+        Input::Retry {
+            records: vec![failed],
+        },
+    );
+    let out = m.answer(20, "e1", session_deleted());
+    assert!(to_failed_dir(&out).is_empty(), "not moved aside: {out:?}");
+    let retried = last_record(&out, "e1").unwrap_or_else(|| panic!("{out:?}"));
+    assert!(
+        !retried.state.is_terminal(),
+        "the retry was taken: {retried:?}"
+    );
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::Post { id, .. } | Action::CreateSession { id, .. } | Action::Look { id, .. } if id == "e1"
+        )),
+        "it is attached again: {out:?}"
+    );
+}
