@@ -315,6 +315,10 @@ pub struct Sim {
     /// generator; beside a second agent under `RIVAL_SETTLE_MS`, the bound the check before a
     /// send trusts: docs/core.md, known limits).
     filter_lag_ms: u64,
+    /// The tenant's message size limit, below the mailing mapping's `max_message_size` (its
+    /// own generator): a send of a larger draft is refused `ErrorMessageSizeExceeded` before
+    /// any effect, and the user's `retry` re-splits the message (GRAPH.md §13, "Size").
+    tenant_limit: Option<u64>,
     /// Per (name, bytes): how many times they were dropped into the mailing folder (a new
     /// inode, or new bytes in place). No name and bytes are mailed more often.
     drops: BTreeMap<(String, Content), u32>,
@@ -597,6 +601,15 @@ impl Sim {
         // Drafts nor Sent Items, during Exchange's move, where the other agent's check cannot
         // see it, and both mail the file. docs/core.md, known limits.)
         let hand_sends = hand_sends && harsh.unmarked_sent_copy == 0.0 && !rival;
+        let mut size_rng = StdRng::seed_from_u64(seed ^ 0x7465_6e61_6e74_737a);
+        // (Above the largest file the world drops, encoded: a file alone always fits.)
+        let tenant_limit = mappings
+            .iter()
+            .filter_map(|(r, _)| r.mail.as_ref())
+            .map(|m| m.max_message_size)
+            .find(|max| *max > 14_000_000)
+            .filter(|_| size_rng.gen_bool(0.6))
+            .map(|max| size_rng.gen_range(13_300_000..max.min(16_000_000)));
         let mut lag_rng = StdRng::seed_from_u64(seed ^ 0x6669_6c74_6572_6c61);
         let filter_lag_ms = match (lag_rng.gen_bool(0.5), rival) {
             (false, _) => 0,
@@ -674,6 +687,7 @@ impl Sim {
             harsh_rng,
             harsh,
             filter_lag_ms,
+            tenant_limit,
             edits: edit_rng.gen_bool(0.5),
             edit_rng,
             prunes,
@@ -920,7 +934,15 @@ impl Sim {
     /// `outbox retry` of every message that failed or could not be confirmed, once the agent
     /// has nothing of them in flight (later, if it has).
     fn retry_mail(&mut self, n: u32) -> Result<(), Violation> {
+        // (Files held by a mapping's `max_messages` cap are still to be mailed: a message of
+        // theirs may yet be refused, and the user retries after it.)
+        let capped = self.machine.as_ref().is_some_and(|m| {
+            self.mappings
+                .iter()
+                .any(|(r, _)| r.mail.is_some() && m.capped_until(&r.name).is_some())
+        });
         let busy = self.machine.is_none()
+            || capped
             || self.msg_ledger.values().any(|m| m.at_work())
             || self
                 .machine
@@ -937,9 +959,11 @@ impl Sim {
             .filter(|m| {
                 matches!(m.state, MessageState::Unconfirmed)
                     || (m.state == MessageState::Failed
-                        && m.error
-                            .as_ref()
-                            .is_none_or(|e| e.code != NO_FILES_LEFT && e.code != MAILED_ELSEWHERE))
+                        && m.error.as_ref().is_none_or(|e| {
+                            e.code != NO_FILES_LEFT
+                                && e.code != MAILED_ELSEWHERE
+                                && e.code != crate::machine::SPLIT_AGAIN
+                        }))
             })
             .filter(|m| !self.retry_refused(m))
             .cloned()
@@ -949,11 +973,15 @@ impl Sim {
         // already: any message with a file in `failed_dir` asks its move back in this retry,
         // and the world refuses one move in ten even once faults stop, so this retry may end
         // in `failedDirRefused` too (its other files then wait for a retry that must come).
+        // And a message refused for its size: the messages its retry makes may be refused too
+        // (each refusal teaches a lower limit), so the user retries until they go.
         let again = retry.iter().any(|m| {
-            (m.error.as_ref()).is_some_and(|e| e.code == crate::machine::FAILED_DIR_REFUSED)
-                || m.files
-                    .iter()
-                    .any(|f| self.ledger.get(f).is_some_and(|r| r.failed_to.is_some()))
+            (m.error.as_ref()).is_some_and(|e| {
+                e.code == crate::machine::FAILED_DIR_REFUSED || e.code == "ErrorMessageSizeExceeded"
+            }) || m
+                .files
+                .iter()
+                .any(|f| self.ledger.get(f).is_some_and(|r| r.failed_to.is_some()))
         });
         for m in retry {
             let records: Vec<Record> = m
@@ -3332,6 +3360,26 @@ impl Sim {
                         ),
                     ))));
                 }
+                // The tenant's limit, on the draft as it is (its attachments encoded).
+                let size = self.items.get(draft_id).map_or(0, |atts| {
+                    atts.iter().fold(crate::mail::MESSAGE_OVERHEAD, |n, a| {
+                        n + crate::mail::encoded_attachment_size(
+                            a.content.map_or(0, |c| c.size),
+                            &a.name,
+                        )
+                    })
+                });
+                if self.tenant_limit.is_some_and(|limit| size > limit) {
+                    self.note(format!(
+                        "graph: send of {draft_id} refused for its size {size}"
+                    ));
+                    return Some(Outcome::Send(SendOutcome::Failed(Fault::Permanent(
+                        Failure::new(
+                            "ErrorMessageSizeExceeded",
+                            "The message exceeds the maximum supported size.",
+                        ),
+                    ))));
+                }
                 self.world_send(id, draft_id, now.plus_ms(self.send_move_ms), false);
                 Some(Outcome::Send(SendOutcome::Sent))
             }
@@ -3800,7 +3848,9 @@ impl Sim {
                         // unbeknown to the ledger, a new file at its path.)
                         || self.retry_refused(m)
                         || (m.error.as_ref().is_some_and(|e| {
-                            e.code == NO_FILES_LEFT || e.code == MAILED_ELSEWHERE
+                            e.code == NO_FILES_LEFT
+                                || e.code == MAILED_ELSEWHERE
+                                || e.code == crate::machine::SPLIT_AGAIN
                         }) && !m.draft_abandoned()
                             // (A draft the state a restore took back made is not known to it:
                             // it stays in Drafts, unsent. docs/core.md, known limits.)
