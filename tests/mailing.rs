@@ -2099,3 +2099,65 @@ async fn check_names_the_mappings_that_need_mail_send_and_the_limit_as_written()
         "{text}"
     );
 }
+
+/// The fourth trial's M1 (High): a scan written by appends, each its own open and close, with
+/// 1.2 s pauses (past `settle_after_close`, under `settle`) into a mailing folder was mailed
+/// twice, the first mail holding one line: the first close, then a pause past
+/// `settle_after_close`, was taken as the end. A mail cannot be taken back: in a mailing
+/// mapping a close does not finish a file. One message, the whole file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scan_appended_with_pauses_under_settle_is_mailed_once_whole() {
+    use std::io::Write;
+    use std::time::Instant;
+    for attempt in 1..=3 {
+        let env = Env::new();
+        let folder = setup(&env, "settle = \"2s\"\nsettle_after_close = \"1s\"", "", "");
+        let agent = Agent::start(&env, &[]);
+        agent.watching().await;
+        let file = folder.join("slowscan.txt");
+        // Each pause past settle_after_close (1 s) and under settle (2 s); a writer that
+        // oversleeps one (a loaded machine) proves nothing, and the run is made again.
+        let mut overslept = false;
+        let mut closed: Option<Instant> = None;
+        for i in 1..=6 {
+            if let Some(c) = closed {
+                std::thread::sleep(Duration::from_millis(1_200).saturating_sub(c.elapsed()));
+                if c.elapsed() > Duration::from_millis(1_800) {
+                    overslept = true;
+                    break;
+                }
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .expect("open");
+            writeln!(f, "line {i} of scan").expect("append");
+            drop(f);
+            closed = Some(Instant::now());
+        }
+        if overslept {
+            agent.stop();
+            eprintln!("attempt {attempt}: the writer overslept a pause; again");
+            continue;
+        }
+        let whole = {
+            use sha2::{Digest, Sha256};
+            hex::encode(Sha256::digest(std::fs::read(&file).expect("read")))
+        };
+        wait_until(T, "the whole scan mailed", || async {
+            sent(&env).await.iter().any(|m| {
+                m["attachments"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x["sha256"] == json!(whole)))
+            })
+        })
+        .await;
+        let log = agent.log();
+        agent.stop();
+        let all = sent(&env).await;
+        assert_eq!(all.len(), 1, "mailed once, whole: {all:#?}\n{log}");
+        return;
+    }
+    panic!("the writer overslept its pauses 3 times: this machine is too loaded to judge");
+}

@@ -309,10 +309,16 @@ pub fn backoff_ms(id: &str, attempt: u32) -> u64 {
 
 impl Machine {
     pub fn new(mappings: Vec<MappingRule>, policy: Policy) -> Machine {
-        let settler = Settler::new(
+        let mut settler = Settler::new(
             policy.settle_ms,
             policy.settle_after_close_ms,
             policy.max_settle_ms,
+        );
+        settler.set_close_not_final(
+            mappings
+                .iter()
+                .filter(|m| m.mail.is_some())
+                .map(|m| m.name.clone()),
         );
         Machine {
             now: Time(0),
@@ -554,6 +560,12 @@ impl Machine {
                     policy.max_settle_ms,
                 );
                 self.policy = policy;
+                self.settler.set_close_not_final(
+                    mappings
+                        .iter()
+                        .filter(|m| m.mail.is_some())
+                        .map(|m| m.name.clone()),
+                );
                 self.mappings = mappings.into_iter().map(|m| (m.name.clone(), m)).collect();
                 let ids: Vec<String> = self.active.keys().cloned().collect();
                 for id in ids {

@@ -71,6 +71,11 @@ pub struct Settler {
     taken: BTreeMap<OsString, Taken>,
     /// (until, path) of `taken`, in order.
     taken_until: BTreeSet<(Time, OsString)>,
+    /// Mappings whose files a close does not finish (mailing ones: a mail cannot be taken
+    /// back, so a writer that closes and pauses longer than `settle_after_close` must not get
+    /// a first, partial version mailed): they wait `settle` (or the patience of a writer that
+    /// came back) whatever the closes.
+    close_not_final: BTreeSet<String>,
 }
 
 /// A new stat of a watched file, seen at `now`.
@@ -100,6 +105,17 @@ impl Settler {
         self.max_settle = max_settle_ms;
     }
 
+    /// The mappings whose files a close does not finish (see `close_not_final`).
+    pub fn set_close_not_final(&mut self, mappings: impl IntoIterator<Item = String>) {
+        self.close_not_final = mappings.into_iter().collect();
+    }
+
+    /// When `w` was closed after writing, if its mapping takes a close as a sign.
+    fn closed_at(&self, w: &Watched) -> Option<Time> {
+        w.closed_at
+            .filter(|_| !self.close_not_final.contains(&w.mapping))
+    }
+
     /// How long a file written again after a close must stay unchanged: `settle` plus twice
     /// the longest pause of its writer, at most `max_settle` (never under `settle`).
     fn patience(&self, w: &Watched) -> u64 {
@@ -116,7 +132,7 @@ impl Settler {
         if now >= w.stable_since.plus_ms(self.settle) {
             return Some(false);
         }
-        w.closed_at
+        self.closed_at(w)
             .is_some_and(|c| now >= c.plus_ms(self.after_close))
             .then_some(true)
     }
@@ -126,7 +142,7 @@ impl Settler {
             w.stable_since.plus_ms(self.patience(w))
         } else {
             let d = w.stable_since.plus_ms(self.settle);
-            match w.closed_at {
+            match self.closed_at(w) {
                 Some(c) => d.min(c.plus_ms(self.after_close)),
                 None => d,
             }
@@ -422,6 +438,36 @@ mod tests {
         assert_eq!(s.confirm(p, Some(st(2, 2)), Time(1000)), None);
         // Written again a second after its close: `settle` plus twice that pause.
         assert_eq!(s.next_deadline(), Some(Time(5000)));
+    }
+
+    /// The fourth trial's M1: a scan written by appends with 1.2 s pauses into a mailing
+    /// folder was mailed twice, the first mail holding one line (its first close, then a pause
+    /// past `settle_after_close`). A mail cannot be taken back: in a mailing mapping a close
+    /// does not finish a file; it waits `settle`, and a writer that comes back waits as above.
+    #[test]
+    fn in_a_mailing_mapping_a_close_does_not_finish_a_file() {
+        let mut s = Settler::new(2000, 1000, 600_000);
+        s.set_close_not_final(["mail".to_string()]);
+        let p = Path::new("/mail/scan.txt");
+        s.observe("mail", p, st(1, 1), Time(0));
+        s.closed(p, Time(0));
+        assert_eq!(
+            s.next_deadline(),
+            Some(Time(2000)),
+            "settle, not settle_after_close"
+        );
+        assert_eq!(s.confirm(p, Some(st(1, 1)), Time(1000)), None);
+        // Back 1.2 s after its close: still the same writer.
+        assert_eq!(s.confirm(p, Some(st(2, 2)), Time(1200)), None);
+        s.closed(p, Time(1200));
+        assert_eq!(s.next_deadline(), Some(Time(1200 + 2000 + 2 * 1200)));
+        // Another mapping keeps the close's shortcut.
+        let mut s = Settler::new(2000, 1000, 600_000);
+        s.set_close_not_final(["mail".to_string()]);
+        let q = Path::new("/f/a");
+        s.observe("m", q, st(3, 1), Time(5000));
+        s.closed(q, Time(5000));
+        assert_eq!(s.next_deadline(), Some(Time(6000)));
     }
 
     #[test]
