@@ -202,9 +202,6 @@ pub struct Machine {
     /// (one name, the same bytes) is never deleted for one of them.
     /// Per item, per name (lower-cased); the item's key is not repeated per name.
     attached: BTreeMap<ItemKey, BTreeMap<String, Holders>>,
-    /// Per mapping, per path whose file name is not UTF-8: the attachment name its versions
-    /// have (`distinct_name`; such names are rare, so this is small).
-    lossy_names: BTreeMap<String, BTreeMap<OsString, String>>,
     /// Per mailbox: entries ready to take a step, in order.
     ready: BTreeMap<String, VecDeque<String>>,
     /// Per mailbox: places taken.
@@ -240,22 +237,6 @@ pub struct Machine {
     /// Messages that may have a step to take.
     msg_ready: BTreeSet<String>,
     msg_timers: BTreeSet<(Time, String)>,
-}
-
-/// Whether `path`'s file name is not UTF-8 (its attachment name is lossy).
-fn lossy(path: &Path) -> bool {
-    path.file_name().is_some_and(|n| n.to_str().is_none())
-}
-
-/// `name` numbered `k` (0: as it is): `STEM (k).EXT`, the extension kept.
-fn numbered(name: &str, k: u32) -> String {
-    if k == 0 {
-        return name.to_owned();
-    }
-    match name.rfind('.').filter(|&i| i > 0) {
-        Some(i) => format!("{} ({k}){}", &name[..i], &name[i..]),
-        None => format!("{name} ({k})"),
-    }
 }
 
 fn item_key(t: &Target) -> ItemKey {
@@ -338,7 +319,6 @@ impl Machine {
             ready: BTreeMap::new(),
             slots: BTreeMap::new(),
             name_locks: BTreeMap::new(),
-            lossy_names: BTreeMap::new(),
             lock_waiters: BTreeMap::new(),
             timers: BTreeSet::new(),
             sign_in: None,
@@ -757,13 +737,6 @@ impl Machine {
     // ---- the path index ---------------------------------------------------------------------
 
     fn index(&mut self, rec: &Record) {
-        if lossy(&rec.path) {
-            self.lossy_names
-                .entry(rec.mapping.clone())
-                .or_default()
-                .entry(rec.path.clone().into_os_string())
-                .or_insert_with(|| rec.name.clone());
-        }
         let by_path = match self.paths.get_mut(&rec.mapping) {
             Some(m) => m,
             None => self.paths.entry(rec.mapping.clone()).or_default(),
@@ -1317,7 +1290,6 @@ impl Machine {
         // (`Invoice_\u{202E}fdp.exe` would read "Invoice_exe.pdf"), as `{name}` does. An item
         // mapping's attachment keeps the rest of the file's own name.
         let name = crate::mail::attachment_name(&name, self.mail_rule(mapping).is_some());
-        let name = self.distinct_name(mapping, path, name);
         Record::pending(
             make_id(mapping, path, seq, self.now, self.ids_made),
             mapping.to_owned(),
@@ -1328,34 +1300,6 @@ impl Machine {
             seq,
             self.now,
         )
-    }
-
-    /// A file name that is not UTF-8 is attached under a lossy name (U+FFFD for its bytes that
-    /// are not), which another such name may share (`a\xff.txt`, `a\xfe.txt`): two files, one
-    /// attachment name, and one taken for the other's. Each such path keeps the name its first
-    /// version got; a path new to the mapping takes the first of `NAME`, `STEM (1).EXT`, … that
-    /// no other path of the mapping has (as a name taken in `sent_dir` is numbered).
-    fn distinct_name(&self, mapping: &str, path: &Path, name: String) -> String {
-        if !lossy(path) {
-            return name;
-        }
-        let taken = self.lossy_names.get(mapping);
-        if let Some(n) = taken.and_then(|t| t.get(path.as_os_str())) {
-            return n.clone();
-        }
-        let paths = self.paths.get(mapping);
-        let used = |c: &str| {
-            let lower = c.to_lowercase();
-            taken.is_some_and(|t| t.values().any(|n| n.to_lowercase() == lower))
-                || path
-                    .parent()
-                    .zip(paths)
-                    .is_some_and(|(dir, p)| p.contains_key(dir.join(c).as_os_str()))
-        };
-        (0u32..)
-            .map(|k| numbered(&name, k))
-            .find(|c| !used(c))
-            .unwrap_or(name)
     }
 
     // ---- entries ------------------------------------------------------------------------------

@@ -1404,43 +1404,6 @@ fn a_done_file_linked_elsewhere_stays_done_and_a_new_linked_version_is_refused()
     assert_eq!(m.failed_this_run, 1);
 }
 
-/// The third trial of #22: two file names that are not UTF-8 and differ only there share one
-/// lossy attachment name; each path gets a name of its own (the second numbered), and a new
-/// version of a path keeps the name its first version had.
-#[cfg(unix)]
-#[test]
-fn names_that_are_not_utf8_with_one_lossy_name_get_distinct_attachment_names() {
-    use std::os::unix::ffi::OsStrExt;
-    let mut m = Machine::new(vec![rule(IfExists::Skip, After::Keep)], Policy::default());
-    let named = |m: &mut Machine, t: u64, raw: &[u8], size: u64| {
-        let path = Path::new("/f").join(std::ffi::OsStr::from_bytes(raw));
-        let stat = FileStat {
-            size,
-            ino: size,
-            ..FileStat::default()
-        };
-        settle(m, t, &path, stat);
-        let out = m.handle(
-            Time(t + 10_000),
-            Input::Hashed {
-                path,
-                result: HashResult::Hashed {
-                    sha256: format!("{size:064x}"),
-                    stat,
-                },
-            },
-        );
-        persisted(&out).expect("a new version").name.clone()
-    };
-    assert_eq!(named(&mut m, 0, b"a\xff.txt", 10), "a\u{FFFD}.txt");
-    assert_eq!(named(&mut m, 20_000, b"a\xfe.txt", 11), "a\u{FFFD} (1).txt");
-    assert_eq!(named(&mut m, 40_000, b"a\xfd.txt", 12), "a\u{FFFD} (2).txt");
-    // A new version of the second keeps its name.
-    assert_eq!(named(&mut m, 60_000, b"a\xfe.txt", 13), "a\u{FFFD} (1).txt");
-    // A UTF-8 name is its own, even the one a lossy name took.
-    assert_eq!(named(&mut m, 80_000, b"b.txt", 14), "b.txt");
-}
-
 #[test]
 fn the_same_bytes_back_revive_a_version_the_agent_canceled_not_one_canceled_or_failed() {
     let path = PathBuf::from("/f/a.txt");
