@@ -575,7 +575,10 @@ impl Ledger {
                 Some(m) => self.get_message(m)?.map(|m| m.state),
                 None => None,
             };
+            // (Nor one with work left though finished: a session or copies to delete, an
+            // after-action owed: `core::prune::Entry::work_left`.)
             if is_stale(entry.state, entry.updated_at, keep_done, now)
+                && !crate::core::machine::has_work(&entry.to_record())
                 && !prune::held(message)
                 && self.remove(&id)?.is_some()
             {

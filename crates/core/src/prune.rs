@@ -67,6 +67,10 @@ pub struct Entry<'a> {
     pub updated_at: Time,
     /// The state of the message it names, if it names one on record.
     pub message: Option<MessageState>,
+    /// It has work left though finished (`machine::has_work`: an upload session or partial
+    /// copies to delete, an after-action owed): never pruned, or that work is lost (an open
+    /// session left on the item for good).
+    pub work_left: bool,
 }
 
 /// The ids among `entries` to prune now: [`old_enough`], not [`held`] by a message, and
@@ -82,6 +86,7 @@ pub fn choose<'a>(
         .into_iter()
         .filter(|e| {
             old_enough(e.state, e.updated_at, keep_ms, now)
+                && !e.work_left
                 && !held(e.message)
                 && may_go(e.path, folders, &mut present)
         })
@@ -155,6 +160,7 @@ mod tests {
             state,
             updated_at: Time(updated_at),
             message: None,
+            work_left: false,
         };
         let entries = [
             entry("gone", "/m0/a.pdf", State::Done, 0),
@@ -172,6 +178,30 @@ mod tests {
         assert!(may_go(Path::new("/m0/x"), &folders(), |_| false));
     }
 
+    /// Seeds 23419, 25945, 66203 (300,000 seeds after prune came into the world): a canceled
+    /// entry whose upload session's delete was throttled (Retry-After three minutes) was
+    /// pruned, and the session was left open on the item for good. An entry with work left is
+    /// never pruned, however finished and old.
+    #[test]
+    fn an_entry_with_work_left_is_never_pruned() {
+        let entry = |id, work_left| Entry {
+            id,
+            path: Path::new("/m0/gone.pdf"),
+            state: State::Canceled,
+            updated_at: Time(0),
+            message: None,
+            work_left,
+        };
+        let ids = choose(
+            [entry("closing", true), entry("over", false)],
+            &folders(),
+            KEEP,
+            Time(100_000),
+            |_| false,
+        );
+        assert_eq!(ids, ["over"]);
+    }
+
     /// Found by the simulation (seed 35 of the world that first pruned): a file canceled while
     /// its message was still being drafted was pruned; at the next start the message named a
     /// file with no record and waited for it for good.
@@ -183,6 +213,7 @@ mod tests {
             state: State::Canceled,
             updated_at: Time(0),
             message,
+            work_left: false,
         };
         for (m, go) in [
             (None, true),

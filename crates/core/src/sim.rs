@@ -2206,6 +2206,7 @@ impl Sim {
                     .as_ref()
                     .and_then(|m| self.msg_ledger.get(m))
                     .map(|m| m.state),
+                work_left: has_work(r),
             }),
             &folders,
             keep,
@@ -4750,6 +4751,10 @@ mod tests {
         (
             101_702,
             "a settle check of a path whose stat was already out for a report of it gone was never marked as asked: the machine woke at once, for ever (livelock)",
+        ),
+        (
+            23_419,
+            "prune took a canceled entry whose upload session's delete was throttled (Retry-After three minutes): the session was left open on the item for good (an entry with work left is never pruned: prune::Entry::work_left); also 25945, 66203, 77392, 99028",
         ),
         (
             313_775,
