@@ -1254,7 +1254,7 @@ impl Agent {
     /// (`core::prune`: entries of a mapping whose folder is missing or unreadable are kept, an
     /// unmounted folder's files are not gone); the ledger makes the deletes ([`Ledger::prune`]);
     /// `stale`: only those entries (start-up's read found them), instead of a whole read.
-    fn prune(&self, stale: Option<Vec<(String, std::path::PathBuf)>>) {
+    fn prune(&mut self, stale: Option<Vec<(String, std::path::PathBuf)>>) {
         let keep = self.settings.keep_finished();
         let folders: Vec<prune::Folder<'_>> = self
             .settings
@@ -1285,16 +1285,27 @@ impl Agent {
         let exists = |p: &Path| !prune::may_go(p, &folders, present);
         let now = time::OffsetDateTime::now_utc();
         let pruned = match stale {
-            Some(ids) => self.ledger.prune_stale(ids, keep, now, exists),
-            None => self.ledger.prune(keep, now, exists),
+            Some(ids) => self.ledger.prune_stale_ids(ids, keep, now, exists),
+            None => self.ledger.prune_ids(keep, now, exists),
         };
-        match pruned {
-            Ok(n) if n > 0 => tracing::info!(
-                removed = n,
-                "pruned done entries of files gone from their folders"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot prune the ledger"),
+        let ids = match pruned {
+            Ok((n, ids)) if n > 0 => {
+                tracing::info!(
+                    removed = n,
+                    "pruned done entries of files gone from their folders"
+                );
+                ids
+            }
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot prune the ledger");
+                Vec::new()
+            }
+        };
+        // The core forgets them too: a file dropped again at a pruned entry's path is a new
+        // file to it, not that entry's version (whose record is gone).
+        if !ids.is_empty() {
+            self.inputs.push_back(Input::Pruned { ids });
         }
     }
 

@@ -538,6 +538,17 @@ impl Ledger {
         now: OffsetDateTime,
         exists: impl Fn(&Path) -> bool,
     ) -> Result<usize> {
+        self.prune_ids(keep_done, now, exists).map(|(n, _)| n)
+    }
+
+    /// [`Ledger::prune`], and the ids of the entries that went (a running agent tells its core:
+    /// `Input::Pruned`).
+    pub fn prune_ids(
+        &self,
+        keep_done: Duration,
+        now: OffsetDateTime,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Result<(usize, Vec<String>)> {
         let mut stale = Vec::new();
         for entry in self.iter_briefs() {
             let entry = entry?;
@@ -545,7 +556,7 @@ impl Ledger {
                 stale.push((entry.id, entry.path));
             }
         }
-        self.prune_stale(stale, keep_done, now, exists)
+        self.prune_stale_ids(stale, keep_done, now, exists)
     }
 
     /// [`Ledger::prune`] of the entries `stale` names, each with its path (finished and not
@@ -561,7 +572,20 @@ impl Ledger {
         now: OffsetDateTime,
         exists: impl Fn(&Path) -> bool,
     ) -> Result<usize> {
+        self.prune_stale_ids(stale, keep_done, now, exists)
+            .map(|(n, _)| n)
+    }
+
+    /// [`Ledger::prune_stale`], and the ids of the entries that went.
+    pub fn prune_stale_ids(
+        &self,
+        stale: Vec<(String, PathBuf)>,
+        keep_done: Duration,
+        now: OffsetDateTime,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Result<(usize, Vec<String>)> {
         let mut removed = 0;
+        let mut ids = Vec::new();
         for (id, path) in stale {
             // (An entry's path is its own for good: a file elsewhere is another entry.)
             if exists(&path) {
@@ -583,6 +607,7 @@ impl Ledger {
                 && self.remove(&id)?.is_some()
             {
                 removed += 1;
+                ids.push(id);
             }
         }
         // A message sent (or left drafted) that long ago, none of whose files' entries is left,
@@ -623,7 +648,7 @@ impl Ledger {
         if removed > 0 {
             self.flush()?;
         }
-        Ok(removed)
+        Ok((removed, ids))
     }
 
     /// Insert or replace a message record. Not flushed.

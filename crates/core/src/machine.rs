@@ -533,6 +533,7 @@ impl Machine {
             Input::RetryMessage { message, records } => {
                 self.retry_message(message, records, &mut out)
             }
+            Input::Pruned { ids } => self.forget_pruned(&ids),
             Input::Config { mappings, policy } => {
                 self.settler.set_timing(
                     policy.settle_ms,
@@ -929,6 +930,40 @@ impl Machine {
                 self.make_ready(&id);
             }
         }
+    }
+
+    /// Entries that left the ledger (pruned: finished, their files gone): out of the path index
+    /// and the holders of what is on each item, so a file at such a path later is a new file.
+    fn forget_pruned(&mut self, ids: &[String]) {
+        let gone: BTreeSet<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !self.active.contains_key(*id))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for by_path in self.paths.values_mut() {
+            by_path.retain(|_, info| {
+                if info
+                    .newest
+                    .as_ref()
+                    .is_some_and(|b| gone.contains(b.id.as_str()))
+                {
+                    info.newest = None;
+                }
+                info.done.retain(|d| !gone.contains(d.1.as_str()));
+                info.owners.retain(|(id, _)| !gone.contains(id.as_str()));
+                info.newest.is_some() || !info.done.is_empty() || !info.working.is_empty()
+            });
+        }
+        for names in self.attached.values_mut() {
+            names.retain(|_, holders| {
+                holders.retain(|(_, _, entry)| !gone.contains(entry.as_str()));
+                !holders.is_empty()
+            });
+        }
+        self.attached.retain(|_, names| !names.is_empty());
     }
 
     /// The newest version of `path` (done, in a mailing folder) says its file left the folder.

@@ -1252,6 +1252,12 @@ pub enum Input {
         mappings: Vec<MappingRule>,
         policy: Policy,
     },
+    /// These finished entries left the ledger (prune, `core::prune`): forgotten by the machine
+    /// too, or a file dropped again at such a path with the same bytes would be taken for a
+    /// version whose record is gone (recorded nowhere, and sent again at the next start).
+    Pruned {
+        ids: Vec<String>,
+    },
 }
 
 /// Something the executor must carry out. `Persist` is durable (written and flushed) before any

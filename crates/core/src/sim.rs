@@ -902,12 +902,12 @@ impl Sim {
                 if epoch == self.epoch && self.machine.is_some() {
                     self.rescan()?;
                     // The agent prunes with each periodic rescan.
-                    self.prune();
+                    self.prune()?;
                 }
             }
             Event::RetryMail(n) => self.retry_mail(n)?,
             Event::Rival(n) => self.rival_step(n),
-            Event::Prune => self.prune_across_an_unmount(),
+            Event::Prune => self.prune_across_an_unmount()?,
         }
         if !self.quiet && self.machine.is_some() && self.rng.gen_bool(self.knobs.crash_prob) {
             self.crash_and_restart_later();
@@ -1956,7 +1956,7 @@ impl Sim {
         }
         self.rescan()?;
         // The agent prunes at start-up, once the start is taken in.
-        self.prune();
+        self.prune()?;
         Ok(())
     }
 
@@ -2137,9 +2137,9 @@ impl Sim {
     /// The agent's periodic prune, every 5 to 30 s until the world goes quiet; half the time
     /// with a folder unmounted just before (back 1 to 30 s later): its files are out of sight,
     /// not gone.
-    fn prune_across_an_unmount(&mut self) {
+    fn prune_across_an_unmount(&mut self) -> Result<(), Violation> {
         if self.quiet {
-            return;
+            return Ok(());
         }
         let next = self.prune_rng.gen_range(5_000..30_000);
         self.schedule(next, Event::Prune);
@@ -2165,7 +2165,7 @@ impl Sim {
             let back = self.prune_rng.gen_range(1_000..30_000);
             self.schedule(back, Event::Mount(m));
         }
-        self.prune();
+        self.prune()
     }
 
     /// The agent's prune (`agent::Agent::prune`), with the core's choice (`prune::choose`):
@@ -2173,9 +2173,9 @@ impl Sim {
     /// those of a folder that is not there (`Sim::unmounted`: the agent's look at the folder);
     /// then the messages over none of whose entries is left. Sled's deletes and flush: at once
     /// and durable, outside any batch.
-    fn prune(&mut self) {
+    fn prune(&mut self) -> Result<(), Violation> {
         if !self.prunes || self.machine.is_none() || !self.unflushed.is_empty() {
-            return;
+            return Ok(());
         }
         let mails: Vec<u64> = self
             .mappings
@@ -2229,14 +2229,14 @@ impl Sim {
             .map(|m| m.id.clone())
             .collect();
         if ids.is_empty() && messages.is_empty() {
-            return;
+            return Ok(());
         }
         self.note(format!(
             "prune: entries {ids:?}, messages {messages:?} (keep {keep} ms)"
         ));
-        for id in ids {
-            if let Some(r) = self.ledger.remove(&id) {
-                self.pruned.insert(id, r);
+        for id in &ids {
+            if let Some(r) = self.ledger.remove(id) {
+                self.pruned.insert(id.clone(), r);
             }
         }
         for id in messages {
@@ -2244,6 +2244,11 @@ impl Sim {
                 self.pruned_msgs.insert(id, m);
             }
         }
+        // The agent tells its core what went (`agent::Agent::prune`).
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.feed(Input::Pruned { ids })
     }
 
     /// Give the agent `input`: the executor's order of work (`exec::drain`, the agent's own
@@ -4755,6 +4760,10 @@ mod tests {
         (
             23_419,
             "prune took a canceled entry whose upload session's delete was throttled (Retry-After three minutes): the session was left open on the item for good (an entry with work left is never pruned: prune::Entry::work_left); also 25945, 66203, 77392, 99028",
+        ),
+        (
+            1_084_322,
+            "prune took a done entry the running machine still indexed; the same bytes dropped again at its path were taken for its version (UpdateFile of a record no longer there): recorded nowhere (the machine is told what was pruned: Input::Pruned); also 1087124, 1141332",
         ),
         (
             313_775,

@@ -2749,3 +2749,69 @@ fn an_older_version_still_at_work_is_marked_replaced_on_record_once_its_copy_is_
         "{out:?}"
     );
 }
+
+/// Seeds 1084322, 1087124, 1141332: prune took a done entry (its file deleted by its
+/// after-action) while the machine still indexed it; the same bytes dropped again at the path
+/// were taken for that entry's version (`UpdateFile` of a record no longer there): recorded
+/// nowhere, and sent again at the next start. Told what was pruned, the machine takes such a
+/// file as a new one (with `if_exists = "attach"`, attached again).
+#[test]
+fn a_file_at_a_pruned_entrys_path_is_a_new_file() {
+    let path = PathBuf::from("/f/a.txt");
+    let run = |pruned: bool| {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        let mut rec = done_record();
+        rec.file = FileStat {
+            dev: 1,
+            ino: 5,
+            size: 10,
+            ..FileStat::default()
+        };
+        m.start_up(10, vec![rec]);
+        if pruned {
+            m.handle(
+                Time(20),
+                Input::Pruned {
+                    ids: vec!["e1".into()],
+                },
+            );
+        }
+        let again = FileStat {
+            dev: 1,
+            ino: 9,
+            size: 10,
+            mtime_ns: 7,
+            ctime_ns: 7,
+            owner: None,
+        };
+        settle(&mut m, 30, &path, again);
+        m.handle(
+            Time(30_000),
+            Input::Hashed {
+                path: path.clone(),
+                result: HashResult::Hashed {
+                    sha256: "ab".repeat(32),
+                    stat: again,
+                },
+            },
+        )
+    };
+    let out = run(true);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Persist(r) if r.id != "e1")),
+        "a new entry: {out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::UpdateFile { id, .. } if id == "e1")),
+        "{out:?}"
+    );
+    // (Not pruned: the same bytes are the same version, its record's file updated.)
+    let out = run(false);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::UpdateFile { id, .. } if id == "e1")),
+        "{out:?}"
+    );
+}
