@@ -584,6 +584,57 @@ fn mail_with_a_key_used_for_other_files_is_refused_naming_the_earlier_message() 
     assert_eq!(stats["drafts_created"], json!(1), "{stats}");
 }
 
+/// A trial user's High: the same key re-run with other recipients exited 0 saying "already sent
+/// … to carol@contoso.com", though the message went to bob only. Refused (exit 2) naming the key,
+/// the earlier message and the recipients it has; the same recipients (another case) are still
+/// reported, as the message has them.
+#[test]
+fn mail_with_a_key_used_for_other_recipients_is_refused_naming_the_earlier_ones() {
+    let env = setup();
+    let rt = rt();
+    let f = env.path("m1.txt");
+    write_file(&f, 9_000, 45);
+    let run = |to: &str| {
+        env.run(
+            &[
+                "mail",
+                f.to_str().unwrap(),
+                "--to",
+                to,
+                "--key",
+                "k1",
+                "--subject",
+                "Keyed",
+            ],
+            LONG,
+        )
+    };
+    let first = run("bob@contoso.com");
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    sent_after_move(&env, &rt, 1);
+    let other = run("carol@contoso.com");
+    let err = stderr(&other);
+    assert_eq!(other.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the key k1 was used for a message to other recipients")
+            && err.contains("a message already sent")
+            && err.contains(stdout(&first).trim())
+            && err.contains("went to bob@contoso.com, not carol@contoso.com"),
+        "{err}"
+    );
+    assert!(!err.contains("already sent by an earlier run"), "{err}");
+    let again = run("BOB@contoso.com");
+    let err = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("already sent by an earlier run with key k1: \"Keyed\" to bob@contoso.com"),
+        "{err}"
+    );
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+}
+
 /// A new user's trial (M6): a file name's control characters went raw into `mail`'s and
 /// `send`'s error lines ("cannot read …", `--body-file …`), which a terminal obeys (colours, a
 /// title, a cleared screen). They are shown through `outside` escaping, as log lines show them.
