@@ -111,6 +111,9 @@ pub async fn mail_files(
         };
         keyed_files.push(KeyFile {
             name: f.name.clone(),
+            path: path.clone(),
+            sha256: sha256.clone(),
+            size: stat.size,
         });
         mappings.push(mapping);
         rules.push(MappingRule {
@@ -295,12 +298,17 @@ pub async fn mail_files(
 /// A file `mail --key` names, as [`key_taken`] compares it with the earlier message's.
 struct KeyFile {
     name: String,
+    path: PathBuf,
+    sha256: String,
+    size: u64,
 }
 
 /// `--key`: the message an earlier run made under this key is another message, refused (exit 2)
 /// naming the key and that message, before anything is made or attached, when it holds a file
 /// this run does not name (by attachment name), went (or goes) to other recipients (to, cc, bcc,
-/// each compared as a set, case-insensitively),. A key names one message; a re-run resumes or reports it only for the same
+/// each compared as a set, case-insensitively), or holds other bytes under a name of this run
+/// (the file changed since: its bytes are read back, `$value`, as Outlook's reported `size` is
+/// not the raw size). A key names one message; a re-run resumes or reports it only for the same
 /// files and recipients (a draft holding some of the files, left by a run cut short, is resumed).
 /// Returns what the earlier message says, when it was found and read; a search or read that
 /// fails is left to the run (which looks again before any draft is made, and checks a message it
@@ -313,7 +321,7 @@ async fn key_taken(
     files: &[KeyFile],
     asked: &Letter,
 ) -> Result<Option<MessageFacts>, OneShotError> {
-    use crate::graph::mail::Folder;
+    use crate::graph::mail::{DraftId, Folder};
     let Ok(Some(found)) = client.find_by_marker(user, Folder::Any, marker).await else {
         return Ok(None);
     };
@@ -381,6 +389,32 @@ async fn key_taken(
             recipients_text(&facts.to, &facts.cc, &facts.bcc),
             recipients_text(&asked.to, &asked.cc, &asked.bcc),
         )));
+    }
+    // Each file's bytes against the attachments of its name (a draft may hold none of it yet).
+    let item = DraftId(found.id.clone()).item(user);
+    for f in files {
+        let mut held = None;
+        for (id, _) in on_it.iter().filter(|(_, n)| *n == f.name) {
+            let Ok((sha, n)) = client.attachment_sha256(&item, id).await else {
+                return Ok(None);
+            };
+            if sha.eq_ignore_ascii_case(&f.sha256) {
+                held = None;
+                break;
+            }
+            held = Some(n);
+        }
+        if let Some(n) = held {
+            return Err(OneShotError::KeyTaken(format!(
+                "{} changed since the message with key {key_shown} was made (it holds {n} bytes of \
+                 it, the file has {} now): {}; nothing was sent or attached. A key names one \
+                 message: mail the file as it is now with a new key, or put back the bytes it was \
+                 mailed with",
+                crate::outside::path(&f.path),
+                f.size,
+                which(&facts.subject),
+            )));
+        }
     }
     Ok(Some(facts))
 }
