@@ -644,3 +644,30 @@ async fn delete_sessions(client: &GraphClient, urls: &MemoryUrls, user: &str) {
         let _ = client.delete_session(user, &url).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn recipients_compare_as_sets_case_insensitively() {
+        assert!(same_addresses(
+            &v(&["Bob@Contoso.com", "ann@contoso.com"]),
+            &v(&["ann@contoso.com", "bob@contoso.com", "bob@contoso.com"])
+        ));
+        assert!(!same_addresses(
+            &v(&["bob@contoso.com"]),
+            &v(&["carol@contoso.com"])
+        ));
+        assert!(!same_addresses(&v(&["bob@contoso.com"]), &v(&[])));
+        assert_eq!(
+            recipients_text(&v(&["a@x.com", "b@x.com"]), &[], &v(&["c@x.com"])),
+            "a@x.com, b@x.com; bcc c@x.com"
+        );
+        assert_eq!(recipients_text(&[], &[], &[]), "no one");
+    }
+}
