@@ -584,6 +584,107 @@ fn mail_with_a_key_used_for_other_files_is_refused_naming_the_earlier_message() 
     assert_eq!(stats["drafts_created"], json!(1), "{stats}");
 }
 
+/// A trial user's High: the same key re-run with other recipients exited 0 saying "already sent
+/// … to carol@contoso.com", though the message went to bob only. Refused (exit 2) naming the key,
+/// the earlier message and the recipients it has; the same recipients (another case) are still
+/// reported, as the message has them.
+#[test]
+fn mail_with_a_key_used_for_other_recipients_is_refused_naming_the_earlier_ones() {
+    let env = setup();
+    let rt = rt();
+    let f = env.path("m1.txt");
+    write_file(&f, 9_000, 45);
+    let run = |to: &str| {
+        env.run(
+            &[
+                "mail",
+                f.to_str().unwrap(),
+                "--to",
+                to,
+                "--key",
+                "k1",
+                "--subject",
+                "Keyed",
+            ],
+            LONG,
+        )
+    };
+    let first = run("bob@contoso.com");
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    sent_after_move(&env, &rt, 1);
+    let other = run("carol@contoso.com");
+    let err = stderr(&other);
+    assert_eq!(other.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the key k1 was used for a message to other recipients")
+            && err.contains("a message already sent")
+            && err.contains(stdout(&first).trim())
+            && err.contains("went to bob@contoso.com, not carol@contoso.com"),
+        "{err}"
+    );
+    assert!(!err.contains("already sent by an earlier run"), "{err}");
+    let again = run("BOB@contoso.com");
+    let err = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("already sent by an earlier run with key k1: \"Keyed\" to bob@contoso.com"),
+        "{err}"
+    );
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+}
+
+/// A trial user's Medium: the same key re-run after the file changed (same name, other bytes)
+/// said "already sent … (1 file, 27 B)", the new size, and mailed nothing, exit 0. Refused (exit
+/// 2) saying the file changed and what the message holds of it; a draft left under a key too.
+#[test]
+fn mail_with_a_key_after_the_file_changed_is_refused_saying_so() {
+    let env = setup();
+    let rt = rt();
+    let f = env.path("m1.txt");
+    write_file(&f, 9_000, 46);
+    let run = |key: &str, draft: bool| {
+        let mut args = vec![
+            "mail",
+            f.to_str().unwrap(),
+            "--to",
+            "bob@contoso.com",
+            "--key",
+            key,
+        ];
+        if draft {
+            args.push("--draft");
+        }
+        env.run(&args, LONG)
+    };
+    let first = run("k2", false);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    sent_after_move(&env, &rt, 1);
+    let kept = run("k3", true);
+    assert_eq!(kept.status.code(), Some(0), "{}", stderr(&kept));
+    write_file(&f, 27, 47);
+    for key in ["k2", "k3"] {
+        let again = run(key, key == "k3");
+        let err = stderr(&again);
+        assert_eq!(again.status.code(), Some(2), "{key}: {err}");
+        assert!(
+            err.contains(&format!(
+                "changed since the message with key {key} was made (it holds 9000 bytes of it, \
+                 the file has 27 now)"
+            )) && err.contains("m1.txt"),
+            "{key}: {err}"
+        );
+        assert!(!err.contains("already sent by"), "{key}: {err}");
+    }
+    let draft = stdout(&kept).trim().to_string();
+    let atts = rt.block_on(env.sandbox.attachments(&draft));
+    assert_eq!(atts.len(), 1, "{atts:?}");
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert_eq!(stats["drafts_created"], json!(2), "{stats}");
+}
+
 /// A new user's trial (M6): a file name's control characters went raw into `mail`'s and
 /// `send`'s error lines ("cannot read …", `--body-file …`), which a terminal obeys (colours, a
 /// title, a cleared screen). They are shown through `outside` escaping, as log lines show them.

@@ -11,6 +11,7 @@ use super::steps::{MemoryUrls, Steps};
 use crate::config::Settings;
 use crate::core::model::*;
 use crate::core::Machine;
+use crate::graph::mail::MessageFacts;
 use crate::graph::GraphClient;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,6 +29,9 @@ pub struct Mailed {
     /// `--key`: an earlier run's message, found (sent: this run sent nothing; a draft: this run
     /// made none).
     pub earlier: bool,
+    /// `--key`: what the earlier run's message says (its subject and recipients, read back from
+    /// the mailbox), when one was found.
+    pub found: Option<MessageFacts>,
 }
 
 /// One file to mail: its path and the attachment name.
@@ -73,6 +77,7 @@ pub async fn mail_files(
     let mut mappings = Vec::new();
     let mut rules = Vec::new();
     let mut records = Vec::new();
+    let mut keyed_files = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let path = std::path::absolute(&f.path).unwrap_or_else(|_| f.path.clone());
         let file_err = |why: String| OneShotError::File {
@@ -104,6 +109,12 @@ pub async fn mail_files(
             HashResult::Changed => return Err(file_err("it changed while it was read".into())),
             HashResult::Gone => return Err(file_err("it is gone".into())),
         };
+        keyed_files.push(KeyFile {
+            name: f.name.clone(),
+            path: path.clone(),
+            sha256: sha256.clone(),
+            size: stat.size,
+        });
         mappings.push(mapping);
         rules.push(MappingRule {
             name: name.clone(),
@@ -142,9 +153,10 @@ pub async fn mail_files(
             )
         });
     }
+    let asked = letter.clone();
+    let mut found = None;
     if let Some(k) = key {
-        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-        key_taken(&client, user, &marker, k, &names).await?;
+        found = key_taken(&client, user, &marker, k, &keyed_files, &asked).await?;
     }
     let sizes: BTreeMap<String, u64> = records
         .iter()
@@ -238,18 +250,27 @@ pub async fn mail_files(
         )));
     };
     match m.state {
-        MessageState::Sent | MessageState::Drafted => Ok(Mailed {
-            earlier: key.is_some()
+        MessageState::Sent | MessageState::Drafted => {
+            let earlier = key.is_some()
                 && if m.state == MessageState::Sent {
                     !sent_here
                 } else {
                     !drafted_here
-                },
-            state: m.state,
-            internet_message_id: m.internet_message_id,
-            draft_id: m.draft_id,
-            marker,
-        }),
+                };
+            if let (true, None, Some(k)) = (earlier, &found, key) {
+                // Found by the run only (not yet searchable before it): checked now, so an
+                // earlier message to others, or of other bytes, is never reported as this one.
+                found = key_taken(&client, user, &marker, k, &keyed_files, &asked).await?;
+            }
+            Ok(Mailed {
+                earlier,
+                found,
+                state: m.state,
+                internet_message_id: m.internet_message_id,
+                draft_id: m.draft_id,
+                marker,
+            })
+        }
         _ if m.may_have_been_sent() => Err(maybe_sent(&m)),
         _ => {
             let mut f = m.error.unwrap_or_else(|| {
@@ -274,65 +295,157 @@ pub async fn mail_files(
     }
 }
 
-/// `--key`: the message an earlier run made under this key, if it holds a file this run does not
-/// name (by attachment name), is another message: refused, naming the key and that message,
-/// before anything is made or attached. A key names one message; a re-run resumes or reports it
-/// only for the same files (a draft holding some of them, left by a run cut short, is resumed).
-/// A search that fails is left to the run, which looks again before any draft is made.
+/// A file `mail --key` names, as [`key_taken`] compares it with the earlier message's.
+struct KeyFile {
+    name: String,
+    path: PathBuf,
+    sha256: String,
+    size: u64,
+}
+
+/// `--key`: the message an earlier run made under this key is another message, refused (exit 2)
+/// naming the key and that message, before anything is made or attached, when it holds a file
+/// this run does not name (by attachment name), went (or goes) to other recipients (to, cc, bcc,
+/// each compared as a set, case-insensitively), or holds other bytes under a name of this run
+/// (the file changed since: its bytes are read back, `$value`, as Outlook's reported `size` is
+/// not the raw size). A key names one message; a re-run resumes or reports it only for the same
+/// files and recipients (a draft holding some of the files, left by a run cut short, is resumed).
+/// Returns what the earlier message says, when it was found and read; a search or read that
+/// fails is left to the run (which looks again before any draft is made, and checks a message it
+/// finds itself here again).
 async fn key_taken(
     client: &GraphClient,
     user: &str,
     marker: &str,
     key: &str,
-    names: &[&str],
-) -> Result<(), OneShotError> {
-    use crate::graph::mail::Folder;
+    files: &[KeyFile],
+    asked: &Letter,
+) -> Result<Option<MessageFacts>, OneShotError> {
+    use crate::graph::mail::{DraftId, Folder};
     let Ok(Some(found)) = client.find_by_marker(user, Folder::Any, marker).await else {
-        return Ok(());
+        return Ok(None);
     };
     let Ok(on_it) = client.attachment_names(user, &found.id).await else {
-        return Ok(());
+        return Ok(None);
+    };
+    let key_shown = crate::outside::printable(key);
+    let which = |subject: &str| {
+        format!(
+            "{} (marker {marker}{}, subject \"{}\")",
+            if found.is_draft {
+                "a draft in the mailbox"
+            } else {
+                "a message already sent"
+            },
+            found
+                .internet_message_id
+                .as_deref()
+                .map(|i| format!(", internetMessageId {}", crate::outside::printable(i)))
+                .unwrap_or_default(),
+            crate::outside::printable(subject),
+        )
     };
     let mut theirs: Vec<&str> = on_it.iter().map(|(_, n)| n.as_str()).collect();
-    let mut ours = names.to_vec();
+    let mut ours: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
     theirs.sort_unstable();
     theirs.dedup();
     ours.sort_unstable();
     let other = theirs.iter().any(|n| ours.binary_search(n).is_err());
     // A sent message is whole: it must hold exactly these files.
     let short = !found.is_draft && ours.iter().any(|n| theirs.binary_search(n).is_err());
-    if !other && !short {
-        return Ok(());
+    if other || short {
+        let shown = |v: &[&str]| {
+            v.iter()
+                .map(|n| format!("\"{}\"", crate::outside::printable(n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(OneShotError::KeyTaken(format!(
+            "the key {key_shown} was used for another message: {} holding {}, not the files named \
+             now ({}); nothing was sent or attached. A key names one message: give these files a \
+             new key, or re-run with the files it holds",
+            which(found.subject.as_deref().unwrap_or_default()),
+            if theirs.is_empty() {
+                "no file".to_owned()
+            } else {
+                shown(&theirs)
+            },
+            shown(&ours),
+        )));
     }
-    let shown = |v: &[&str]| {
-        v.iter()
-            .map(|n| format!("\"{}\"", crate::outside::printable(n)))
-            .collect::<Vec<_>>()
-            .join(", ")
+    let Ok(facts) = client.message_facts(user, &found.id).await else {
+        return Ok(None);
     };
-    Err(OneShotError::KeyTaken(format!(
-        "the key {} was used for another message: {} (marker {marker}{}, subject \"{}\") holding \
-         {}, not the files named now ({}); nothing was sent or attached. A key names one \
-         message: give these files a new key, or re-run with the files it holds",
-        crate::outside::printable(key),
-        if found.is_draft {
-            "a draft in the mailbox"
-        } else {
-            "a message already sent"
-        },
-        found
-            .internet_message_id
-            .as_deref()
-            .map(|i| format!(", internetMessageId {}", crate::outside::printable(i)))
-            .unwrap_or_default(),
-        crate::outside::printable(found.subject.as_deref().unwrap_or_default()),
-        if theirs.is_empty() {
-            "no file".to_owned()
-        } else {
-            shown(&theirs)
-        },
-        shown(&ours),
-    )))
+    if !same_addresses(&facts.to, &asked.to)
+        || !same_addresses(&facts.cc, &asked.cc)
+        || !same_addresses(&facts.bcc, &asked.bcc)
+    {
+        return Err(OneShotError::KeyTaken(format!(
+            "the key {key_shown} was used for a message to other recipients: {} {} {}, not {} as \
+             named now; nothing was sent or attached. A key names one message: give this one a new \
+             key, or re-run with the recipients it has",
+            which(&facts.subject),
+            if found.is_draft { "is to" } else { "went to" },
+            recipients_text(&facts.to, &facts.cc, &facts.bcc),
+            recipients_text(&asked.to, &asked.cc, &asked.bcc),
+        )));
+    }
+    // Each file's bytes against the attachments of its name (a draft may hold none of it yet).
+    let item = DraftId(found.id.clone()).item(user);
+    for f in files {
+        let mut held = None;
+        for (id, _) in on_it.iter().filter(|(_, n)| *n == f.name) {
+            let Ok((sha, n)) = client.attachment_sha256(&item, id).await else {
+                return Ok(None);
+            };
+            if sha.eq_ignore_ascii_case(&f.sha256) {
+                held = None;
+                break;
+            }
+            held = Some(n);
+        }
+        if let Some(n) = held {
+            return Err(OneShotError::KeyTaken(format!(
+                "{} changed since the message with key {key_shown} was made (it holds {n} bytes of \
+                 it, the file has {} now): {}; nothing was sent or attached. A key names one \
+                 message: mail the file as it is now with a new key, or put back the bytes it was \
+                 mailed with",
+                crate::outside::path(&f.path),
+                f.size,
+                which(&facts.subject),
+            )));
+        }
+    }
+    Ok(Some(facts))
+}
+
+/// Two lists of addresses name the same recipients: as sets, case-insensitively.
+fn same_addresses(a: &[String], b: &[String]) -> bool {
+    let set = |v: &[String]| {
+        v.iter()
+            .map(|s| s.trim().to_lowercase())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    set(a) == set(b)
+}
+
+/// Recipients as a sentence part: "a@x, b@y; cc c@z; bcc d@w" ("no one" when there are none).
+pub fn recipients_text(to: &[String], cc: &[String], bcc: &[String]) -> String {
+    let mut parts = Vec::new();
+    for (label, list) in [("", to), ("cc ", cc), ("bcc ", bcc)] {
+        if !list.is_empty() {
+            let shown: Vec<String> = list
+                .iter()
+                .map(|a| crate::outside::printable(a).into_owned())
+                .collect();
+            parts.push(format!("{label}{}", shown.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        "no one".to_owned()
+    } else {
+        parts.join("; ")
+    }
 }
 
 /// The marker of `outbox mail --key KEY` from `user`'s mailbox: the same key, the same marker,
@@ -529,5 +642,32 @@ impl OneShot for MailHooks<'_> {
 async fn delete_sessions(client: &GraphClient, urls: &MemoryUrls, user: &str) {
     for url in urls.all() {
         let _ = client.delete_session(user, &url).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn recipients_compare_as_sets_case_insensitively() {
+        assert!(same_addresses(
+            &v(&["Bob@Contoso.com", "ann@contoso.com"]),
+            &v(&["ann@contoso.com", "bob@contoso.com", "bob@contoso.com"])
+        ));
+        assert!(!same_addresses(
+            &v(&["bob@contoso.com"]),
+            &v(&["carol@contoso.com"])
+        ));
+        assert!(!same_addresses(&v(&["bob@contoso.com"]), &v(&[])));
+        assert_eq!(
+            recipients_text(&v(&["a@x.com", "b@x.com"]), &[], &v(&["c@x.com"])),
+            "a@x.com, b@x.com; bcc c@x.com"
+        );
+        assert_eq!(recipients_text(&[], &[], &[]), "no one");
     }
 }

@@ -196,14 +196,18 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
         .cloned()
         .collect::<Vec<_>>()
         .join(", ");
-    let what = format!(
-        "\"{}\" to {} ({} file{}, {})",
-        crate::outside::printable(&letter.subject),
-        recipients,
-        files.len(),
-        if files.len() == 1 { "" } else { "s" },
-        human_size(total)
-    );
+    let count = files.len();
+    let described = |subject: &str, recipients: &str| {
+        format!(
+            "\"{}\" to {} ({} file{}, {})",
+            crate::outside::printable(subject),
+            recipients,
+            count,
+            if count == 1 { "" } else { "s" },
+            human_size(total)
+        )
+    };
+    let what = described(&letter.subject, &recipients);
     let bar = Arc::new(Progress::new(total).named(&what));
     let (b, w) = (bar.clone(), bar.clone());
     let started = Instant::now();
@@ -222,14 +226,24 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
     )
     .await;
     bar.finish();
+    // `--key`: an earlier run's message is told as it is in the mailbox (its subject and
+    // recipients, read back).
+    let earlier_what = |m: &crate::agent::mailnow::Mailed| match &m.found {
+        Some(f) => described(
+            &f.subject,
+            &crate::agent::mailnow::recipients_text(&f.to, &f.cc, &f.bcc),
+        ),
+        None => what.clone(),
+    };
     match outcome {
         Ok(m) if m.state == MessageState::Sent && m.earlier => {
             // `--key`: reported, not mailed again (SPEC: "finds the earlier message … and
             // reports it"): the same line on stdout as the run that sent it.
             errln!(
-                "already sent by an earlier run with key {}: {what} (found in Sent Items, \
+                "already sent by an earlier run with key {}: {} (found in Sent Items, \
                  marker {}); not sent again",
                 crate::outside::printable(args.key.as_deref().unwrap_or_default()),
+                earlier_what(&m),
                 m.marker
             );
             outln!(
@@ -254,9 +268,10 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             if m.earlier {
                 errln!(
                     "found the draft an earlier run with key {} left (marker {}); left as a \
-                     draft, fully attached: {what}",
+                     draft, fully attached: {}",
                     crate::outside::printable(args.key.as_deref().unwrap_or_default()),
-                    m.marker
+                    m.marker,
+                    earlier_what(&m)
                 );
             } else {
                 errln!("left as a draft, fully attached: {what}");

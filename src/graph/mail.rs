@@ -84,6 +84,16 @@ pub struct FoundMessage {
     pub others: usize,
 }
 
+/// What a message says (`GET …/messages/{id}?$select=subject,toRecipients,ccRecipients,bccRecipients`):
+/// its subject and its recipients' addresses, as Graph returns them on a message GET.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageFacts {
+    pub subject: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+}
+
 /// How a mail step failed. Which variants a step can return is said on the step.
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
@@ -886,6 +896,47 @@ impl GraphClient {
                 .filter(|m| !m.is_draft)),
             (None, None) => Ok(None),
         }
+    }
+
+    /// The subject and recipients of message `message_id` (`GET {mailbox}/messages/{id}` with
+    /// `$select`), retried on transient failures. Errors: `Throttled`, `Transient`, `Permanent`
+    /// (a 404: the message is gone, e.g. a draft sent and moved since), `SignIn`.
+    pub async fn message_facts(
+        &self,
+        user: &str,
+        message_id: &str,
+    ) -> Result<MessageFacts, MailError> {
+        let mut segs = mailbox_segments(user);
+        segs.extend(["messages", message_id]);
+        let mut url = self.url(&segs);
+        url.query_pairs_mut()
+            .append_pair("$select", "subject,toRecipients,ccRecipients,bccRecipients");
+        let resp = self
+            .execute(RequestOpts::graph(user), |c| c.get(url.clone()))
+            .await
+            .map_err(classify_read)?;
+        let v = super::bounded::read_json(resp, super::bounded::JSON_PAGE)
+            .await
+            .map_err(|e| classify_read(e.into()))?;
+        let addrs = |key: &str| -> Vec<String> {
+            v.get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.pointer("/emailAddress/address").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        };
+        Ok(MessageFacts {
+            subject: v
+                .get("subject")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            to: addrs("toRecipients"),
+            cc: addrs("ccRecipients"),
+            bcc: addrs("bccRecipients"),
+        })
     }
 
     /// `(id, name)` of every attachment of message `message_id` (every page, on
