@@ -932,8 +932,8 @@ impl Machine {
         }
     }
 
-    /// Entries that left the ledger (pruned: finished, their files gone): out of the path index
-    /// and the holders of what is on each item, so a file at such a path later is a new file.
+    /// Entries that left the ledger (pruned: finished, their files gone): out of the path index,
+    /// so a file at such a path later is a new file.
     fn forget_pruned(&mut self, ids: &[String]) {
         let gone: BTreeSet<&str> = ids
             .iter()
@@ -957,13 +957,9 @@ impl Machine {
                 info.newest.is_some() || !info.done.is_empty() || !info.working.is_empty()
             });
         }
-        for names in self.attached.values_mut() {
-            names.retain(|_, holders| {
-                holders.retain(|(_, _, entry)| !gone.contains(entry.as_str()));
-                !holders.is_empty()
-            });
-        }
-        self.attached.retain(|_, names| !names.is_empty());
+        // (What is on each item stays known: a pruned entry's attachment is still there, and a
+        // first look under `if_exists = "skip"` must still find it: seed 14667, a second copy
+        // of the same name and bytes on the item.)
     }
 
     /// The newest version of `path` (done, in a mailing folder) says its file left the folder.
