@@ -1425,6 +1425,72 @@ fn the_same_bytes_dropped_again_into_a_mailing_folder_are_mailed_again_a_touch_i
     assert!(third != first && third != second);
 }
 
+/// A hard link put at a mailed file's path with that file's bytes is a new drop (another inode,
+/// another ctime), and a link the mapping does not send: refused (`hardLink`), not mailed again
+/// (mutant `done_with_bytes` `!self.message_pending(..)` → `message_pending(..)`, which took it
+/// for the done version's bytes and mailed them again).
+#[test]
+fn a_hard_link_with_a_mailed_files_bytes_dropped_at_its_path_is_refused_not_mailed_again() {
+    let mut m = mail_machine(true);
+    let st = |ino: u64, time: i64| FileStat {
+        dev: 1,
+        ino,
+        size: 10,
+        mtime_ns: time,
+        ctime_ns: time,
+        owner: None,
+    };
+    let out = settle_as(&mut m, 1_000, "/mail/inv.pdf", st(7, 1));
+    let first = new_message(&out).expect("mailed");
+    send_through(&mut m, &first, 7_000);
+    let path = PathBuf::from("/mail/inv.pdf");
+    let linked = st(8, 3);
+    let mut out = m.handle(
+        Time(30_000),
+        Input::Observed {
+            mapping: "mail".into(),
+            path: path.clone(),
+            stat: linked,
+        },
+    );
+    out.extend(m.handle(Time(35_000), Input::Tick));
+    out.extend(m.handle(
+        Time(35_000),
+        Input::Stat {
+            path: path.clone(),
+            stat: Some(linked),
+        },
+    ));
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Hash { .. })),
+        "{out:?}"
+    );
+    let out = m.handle(
+        Time(35_001),
+        Input::Hashed {
+            path,
+            result: HashResult::Refused {
+                sha256: "ab".repeat(32),
+                stat: linked,
+                failure: Failure::new(HARD_LINK, "inv.pdf is refused: it is a hard link"),
+            },
+        },
+    );
+    assert!(new_message(&out).is_none(), "not mailed again: {out:?}");
+    let r = out
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::Persist(r) => Some(r),
+            _ => None,
+        })
+        .expect("a failed version");
+    assert_eq!(
+        (r.state, r.error.as_ref().map(|e| e.code.as_str())),
+        (State::Failed, Some(HARD_LINK))
+    );
+}
+
 #[test]
 fn a_mapping_that_mails_after_a_reload_mails_its_waiting_files_not_one_that_may_be_on_its_item() {
     let plain = MappingRule {
