@@ -1052,6 +1052,46 @@ fn post_under_way_when_the_draft_vanished(reload_plain: bool) {
     }
 }
 
+/// A failed message with a send on record (a ledger from before a failed message that may
+/// have been sent was made `unconfirmed`), retried: back on its draft at once. A file's POST
+/// there answered 404 is no "draft gone, never sent": the draft may have gone in that send,
+/// and the message is never drafted again (mutant `draft_vanished` `may_have_been_sent() ||
+/// draft_id != item` → `&&`, which looked for it again and, not found, made a new draft).
+#[test]
+fn a_404_on_the_draft_of_a_message_that_may_have_been_sent_never_drafts_it_again() {
+    let (_, mid, failed, mut message) = a_failed_message();
+    message.last_send_at = Some(Time(7_050));
+    let mut m = mail_machine(true);
+    let out = m.handle(
+        Time(9_000),
+        Input::RetryMessage {
+            message,
+            records: vec![failed.clone()],
+        },
+    );
+    let on = out.iter().find_map(|a| match a {
+        Action::Post { id, target, .. } if *id == failed.id => Some(target.item_id.clone()),
+        _ => None,
+    });
+    assert_eq!(on.as_deref(), Some("d1"), "{out:?}");
+    let out = m.answer(
+        9_100,
+        &failed.id,
+        post_failed(permanent(
+            ITEM_NOT_FOUND,
+            "The specified object was not found in the store.",
+        )),
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::PersistMessage(r) if r.redraft)
+                || matches!(a, Action::FindMessage { .. })),
+        "{out:?}"
+    );
+    let r = m.messages().find(|r| r.id == mid).expect("message");
+    assert!(!r.redraft && r.last_send_at.is_some(), "{r:?}");
+}
+
 #[test]
 fn after_a_restart_the_sends_on_record_count_against_the_pacing_window() {
     let mut m = mail_machine(true);
