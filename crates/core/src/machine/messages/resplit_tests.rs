@@ -357,3 +357,114 @@ fn a_crash_after_the_split_was_written_and_before_its_files_leaves_no_file_on_th
     each_once(&mb, &files, &refused);
     assert!(m.quiescent());
 }
+
+/// A crash after the split of a message whose attachment Graph refused, before its files'
+/// writes: the file refused (failed) is taken with the done ones, retried, and each is mailed
+/// once, and so is a file of it the user canceled; one canceled into `failed_dir` (which the
+/// split leaves out, still naming the message) stays out. Mutants of `start_gave_way` it kills:
+/// `== SPLIT_AGAIN` → `!=` and `Failed || (Canceled ..)` → `&&` (the failed file never
+/// mailed); `!= Done` → `==` (not retried: the canceled file kept its cancel); `split && (..)`
+/// → `||`, `Canceled && failed_to.is_none()` → `||` and `!taken || !gave_way` → `&&` (the
+/// file in `failed_dir` taken back).
+#[test]
+fn a_crash_after_the_split_of_a_message_refused_an_attachment_mails_its_failed_file_too() {
+    let mut m = machine(35_000_000);
+    let (out, files) = drop_three(&mut m, 100_000);
+    let mut mb = Mailbox {
+        limit: Some(250_000),
+        sizes: files.iter().map(|f| (f.clone(), 100_000)).collect(),
+        ..Mailbox::default()
+    };
+    let t = mb.serve(&mut m, 30_000, out, 200_000);
+    let (msg, mut records) = failed(&m);
+    assert!(
+        records.iter().any(|r| r.state == State::Failed),
+        "{records:?}"
+    );
+    let refused = msg.draft_id.clone().expect("its draft");
+    let out = m.handle(
+        Time(t + 1_000),
+        Input::RetryMessage {
+            message: msg.clone(),
+            records: records.clone(),
+        },
+    );
+    let split = out
+        .iter()
+        .find_map(|a| match a {
+            Action::PersistMessage(r) if r.id == msg.id && r.state == MessageState::Failed => {
+                Some(r.clone())
+            }
+            _ => None,
+        })
+        .expect("the message written split, before its files");
+    let mut canceled = records[0].clone();
+    canceled.id = "canceled".into();
+    canceled.path = "/mail/d.bin".into();
+    canceled.name = "d.bin".into();
+    canceled.seq = 99;
+    canceled.state = State::Canceled;
+    canceled.attachment_id = None;
+    canceled.failed_to = Some("/failed/d.bin".into());
+    canceled.error = Some(Failure::new("canceled", "canceled by the user"));
+    records.push(canceled);
+    // And one the user canceled with no `failed_dir`: the split took it (retried), so it is
+    // mailed with the others.
+    let mut dropped = records[0].clone();
+    dropped.id = "dropped".into();
+    dropped.path = "/mail/e.bin".into();
+    dropped.name = "e.bin".into();
+    dropped.seq = 98;
+    dropped.state = State::Canceled;
+    dropped.attachment_id = None;
+    dropped.cancel_requested = true;
+    dropped.error = Some(Failure::new("canceled", "canceled by the user"));
+    records.push(dropped);
+    let mut files = files;
+    files.push("dropped".into());
+    // The config's limit lowered under what Graph takes (this run has not learnt it).
+    let mut m = Machine::new(vec![rule(300_000)], Policy::default());
+    let out = m.handle(
+        Time(t + 2_000),
+        Input::Start {
+            records,
+            with_url: Vec::new(),
+            messages: vec![split],
+        },
+    );
+    mb.serve(&mut m, t + 2_000, out, t + 400_000);
+    each_once(&mb, &files, &refused);
+    assert!(m.quiescent());
+}
+
+/// A file that fits `max_message_size` when it settles, alone over it once a reload lowered
+/// it, fails with the config's limit named, not a size Graph refused (none was): mutant
+/// `make_messages` `limit < max_message_size` → `<=`.
+#[test]
+fn a_file_alone_over_a_lowered_limit_is_told_the_configs_limit_not_a_refusal() {
+    let mut m = machine(35_000_000);
+    let mut out =
+        super::tests::drop_version(&mut m, 1_000, "a.bin", super::tests::stat(10, 100_000), SHA);
+    m.handle(
+        Time(2_000),
+        Input::Config {
+            mappings: vec![rule(50_000)],
+            policy: Policy::default(),
+        },
+    );
+    for t in [40_000, 130_000, 200_000] {
+        out.extend(m.handle(Time(t), Input::Tick));
+    }
+    let why = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist(r) if r.state == State::Failed => r.error.clone(),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("failed: {out:?}"));
+    assert_eq!(why.code, MESSAGE_TOO_LARGE, "{why:?}");
+    assert!(
+        why.message.contains("cannot be mailed") && !why.message.contains("Graph refused"),
+        "{why:?}"
+    );
+}
