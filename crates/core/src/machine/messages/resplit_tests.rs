@@ -49,6 +49,9 @@ struct Mailbox {
     refuse_next_send: bool,
     limit: Option<u64>,
     sizes: BTreeMap<String, u64>,
+    /// A POST of this entry is held back, unanswered, in `held` (a request in flight).
+    hold: Option<String>,
+    held: Vec<Action>,
 }
 
 impl Mailbox {
@@ -68,6 +71,11 @@ impl Mailbox {
                     _ => return t,
                 }
             };
+            if matches!(&a, Action::Post { id, .. } if self.hold.as_ref() == Some(id)) {
+                self.hold = None;
+                self.held.push(a);
+                continue;
+            }
             t += 1;
             let (id, outcome) = match a {
                 Action::WakeAt(w) => {
@@ -467,4 +475,49 @@ fn a_file_alone_over_a_lowered_limit_is_told_the_configs_limit_not_a_refusal() {
         why.message.contains("cannot be mailed") && !why.message.contains("Graph refused"),
         "{why:?}"
     );
+}
+
+/// `retry` of a message refused for its size while a file of it still has its POST on the
+/// refused draft in flight: split again only once that answers (`resplit_waits`), then each
+/// file mailed once. Mutant `retry_message` `!self.resplit_waits(..)` → `resplit_waits(..)`,
+/// which split it at once, the POST still out.
+#[test]
+fn a_retry_of_a_message_refused_for_size_waits_for_a_post_in_flight_before_the_split() {
+    let mut m = machine(35_000_000);
+    let (out, files) = drop_three(&mut m, 100_000);
+    let mut mb = Mailbox {
+        limit: Some(150_000),
+        sizes: files.iter().map(|f| (f.clone(), 100_000)).collect(),
+        hold: Some(files[2].clone()),
+        ..Mailbox::default()
+    };
+    let t = mb.serve(&mut m, 30_000, out, 200_000);
+    assert_eq!(mb.held.len(), 1, "c.bin's POST is out");
+    let (msg, records) = failed(&m);
+    let refused = msg.draft_id.clone().expect("its draft");
+    let mut out = m.handle(
+        Time(t + 1_000),
+        Input::RetryMessage {
+            message: msg.clone(),
+            records,
+        },
+    );
+    assert!(
+        !out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.error.as_ref().is_some_and(|e| e.code == SPLIT_AGAIN)
+        )),
+        "not split while a POST is out: {out:?}"
+    );
+    let mut queue = std::mem::take(&mut mb.held);
+    queue.append(&mut out);
+    mb.limit = None;
+    mb.serve(&mut m, t + 1_000, queue, t + 400_000);
+    assert!(
+        m.messages()
+            .any(|r| r.id == msg.id && r.error.as_ref().is_some_and(|e| e.code == SPLIT_AGAIN)),
+        "split once it answered"
+    );
+    each_once(&mb, &files, &refused);
+    assert!(m.quiescent());
 }
