@@ -4,6 +4,7 @@
 
 use super::super::*;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 const SHA: &str = "abababababababababababababababababababababababababababababababab";
 
@@ -137,6 +138,15 @@ impl Mailbox {
                     self.deleted.push(draft_id);
                     (id, Outcome::DeleteDraft(DeleteOutcome::Deleted))
                 }
+                // `failed_dir`: moved as asked.
+                Action::ToFailedDir { id, path, file, .. } => {
+                    let to = Path::new("/failed").join(path.file_name().unwrap_or_default());
+                    (id, Outcome::ToFailedDir(MoveOutcome::Moved { to, file }))
+                }
+                Action::FromFailedDir { id, path, file, .. } => (
+                    id,
+                    Outcome::FromFailedDir(MoveOutcome::Moved { to: path, file }),
+                ),
                 Action::Persist(_)
                 | Action::PersistMessage(_)
                 | Action::Notify(_)
@@ -518,6 +528,47 @@ fn a_retry_of_a_message_refused_for_size_waits_for_a_post_in_flight_before_the_s
             .any(|r| r.id == msg.id && r.error.as_ref().is_some_and(|e| e.code == SPLIT_AGAIN)),
         "split once it answered"
     );
+    each_once(&mb, &files, &refused);
+    assert!(m.quiescent());
+}
+
+/// `retry` of a message whose attachment Graph refused for its size, in a mapping with a
+/// `failed_dir`: the refused file, failed and moved there, is taken back and mailed once with
+/// the others. Mutant `resplit` `Canceled && failed_to.is_some()` → `||`, which left every
+/// file with a `failed_to` out of the split (in `failed_dir`, in no message, never mailed).
+#[test]
+fn a_split_again_takes_the_refused_file_back_from_failed_dir_and_mails_it() {
+    let mut m = Machine::new(
+        vec![rule(35_000_000)],
+        Policy {
+            failed_dirs: vec!["mail".into()],
+            ..Policy::default()
+        },
+    );
+    let (out, files) = drop_three(&mut m, 100_000);
+    let mut mb = Mailbox {
+        limit: Some(250_000),
+        sizes: files.iter().map(|f| (f.clone(), 100_000)).collect(),
+        ..Mailbox::default()
+    };
+    let t = mb.serve(&mut m, 30_000, out, 200_000);
+    let (msg, records) = failed(&m);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.state == State::Failed && r.failed_to.is_some()),
+        "{records:?}"
+    );
+    let refused = msg.draft_id.clone().expect("its draft");
+    let out = m.handle(
+        Time(t + 1_000),
+        Input::RetryMessage {
+            message: msg,
+            records,
+        },
+    );
+    mb.limit = None;
+    mb.serve(&mut m, t + 1_000, out, t + 400_000);
     each_once(&mb, &files, &refused);
     assert!(m.quiescent());
 }
