@@ -1463,6 +1463,17 @@ fn names_that_are_not_utf8_with_one_lossy_name_get_distinct_attachment_names() {
     assert_eq!(named(&mut m, 80_000, b"b.txt", 14), "b.txt");
 }
 
+/// `numbered`: the number goes before the extension; a name whose only dot leads it (a
+/// hidden file's) has no extension and is numbered at its end (mutant `i > 0` → `i >= 0`,
+/// which made `.profile` into ` (1).profile`).
+#[test]
+fn a_number_goes_before_the_extension_and_after_a_name_with_only_a_leading_dot() {
+    assert_eq!(numbered("a.txt", 0), "a.txt");
+    assert_eq!(numbered("a.b.txt", 2), "a.b (2).txt");
+    assert_eq!(numbered("notes", 1), "notes (1)");
+    assert_eq!(numbered(".profile", 1), ".profile (1)");
+}
+
 #[test]
 fn the_same_bytes_back_revive_a_version_the_agent_canceled_not_one_canceled_or_failed() {
     let path = PathBuf::from("/f/a.txt");
