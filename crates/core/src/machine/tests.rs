@@ -1224,6 +1224,28 @@ fn a_file_deleted_before_it_was_attached_cancels_its_entry_with_no_request() {
     assert!(m.quiescent());
 }
 
+/// A report of a file gone whose version already ends (canceled by the user while its POST is
+/// out) asks nothing: its path is not looked at again (mutant `gone` `is_terminal() ||
+/// cancel_requested` → `&&`, which asked a `Stat` the machine then ignores).
+#[test]
+fn a_file_gone_whose_version_is_already_canceled_is_not_looked_at_again() {
+    let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+    let out = m.start_up(10, vec![pending_record("e1", 1)]);
+    assert_eq!(posts(&out), vec!["e1"]);
+    m.handle(Time(15), Input::Cancel { id: "e1".into() });
+    let out = m.handle(
+        Time(20),
+        Input::Gone {
+            mapping: "m".into(),
+            path: "/f/e1.txt".into(),
+        },
+    );
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Stat { .. })),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn an_unchanged_file_settling_again_is_hashed_again_only_for_an_after_action_waiting() {
     let path = PathBuf::from("/f/a.txt");

@@ -4,6 +4,7 @@
 
 use super::super::*;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 const SHA: &str = "abababababababababababababababababababababababababababababababab";
 
@@ -49,6 +50,9 @@ struct Mailbox {
     refuse_next_send: bool,
     limit: Option<u64>,
     sizes: BTreeMap<String, u64>,
+    /// A POST of this entry is held back, unanswered, in `held` (a request in flight).
+    hold: Option<String>,
+    held: Vec<Action>,
 }
 
 impl Mailbox {
@@ -68,6 +72,11 @@ impl Mailbox {
                     _ => return t,
                 }
             };
+            if matches!(&a, Action::Post { id, .. } if self.hold.as_ref() == Some(id)) {
+                self.hold = None;
+                self.held.push(a);
+                continue;
+            }
             t += 1;
             let (id, outcome) = match a {
                 Action::WakeAt(w) => {
@@ -129,6 +138,15 @@ impl Mailbox {
                     self.deleted.push(draft_id);
                     (id, Outcome::DeleteDraft(DeleteOutcome::Deleted))
                 }
+                // `failed_dir`: moved as asked.
+                Action::ToFailedDir { id, path, file, .. } => {
+                    let to = Path::new("/failed").join(path.file_name().unwrap_or_default());
+                    (id, Outcome::ToFailedDir(MoveOutcome::Moved { to, file }))
+                }
+                Action::FromFailedDir { id, path, file, .. } => (
+                    id,
+                    Outcome::FromFailedDir(MoveOutcome::Moved { to: path, file }),
+                ),
                 Action::Persist(_)
                 | Action::PersistMessage(_)
                 | Action::Notify(_)
@@ -354,6 +372,203 @@ fn a_crash_after_the_split_was_written_and_before_its_files_leaves_no_file_on_th
         },
     );
     mb.serve(&mut m, t + 2_000, out, t + 400_000);
+    each_once(&mb, &files, &refused);
+    assert!(m.quiescent());
+}
+
+/// A crash after the split of a message whose attachment Graph refused, before its files'
+/// writes: the file refused (failed) is taken with the done ones, retried, and each is mailed
+/// once, and so is a file of it the user canceled; one canceled into `failed_dir` (which the
+/// split leaves out, still naming the message) stays out. Mutants of `start_gave_way` it kills:
+/// `== SPLIT_AGAIN` → `!=` and `Failed || (Canceled ..)` → `&&` (the failed file never
+/// mailed); `!= Done` → `==` (not retried: the canceled file kept its cancel); `split && (..)`
+/// → `||`, `Canceled && failed_to.is_none()` → `||` and `!taken || !gave_way` → `&&` (the
+/// file in `failed_dir` taken back).
+#[test]
+fn a_crash_after_the_split_of_a_message_refused_an_attachment_mails_its_failed_file_too() {
+    let mut m = machine(35_000_000);
+    let (out, files) = drop_three(&mut m, 100_000);
+    let mut mb = Mailbox {
+        limit: Some(250_000),
+        sizes: files.iter().map(|f| (f.clone(), 100_000)).collect(),
+        ..Mailbox::default()
+    };
+    let t = mb.serve(&mut m, 30_000, out, 200_000);
+    let (msg, mut records) = failed(&m);
+    assert!(
+        records.iter().any(|r| r.state == State::Failed),
+        "{records:?}"
+    );
+    let refused = msg.draft_id.clone().expect("its draft");
+    let out = m.handle(
+        Time(t + 1_000),
+        Input::RetryMessage {
+            message: msg.clone(),
+            records: records.clone(),
+        },
+    );
+    let split = out
+        .iter()
+        .find_map(|a| match a {
+            Action::PersistMessage(r) if r.id == msg.id && r.state == MessageState::Failed => {
+                Some(r.clone())
+            }
+            _ => None,
+        })
+        .expect("the message written split, before its files");
+    let mut canceled = records[0].clone();
+    canceled.id = "canceled".into();
+    canceled.path = "/mail/d.bin".into();
+    canceled.name = "d.bin".into();
+    canceled.seq = 99;
+    canceled.state = State::Canceled;
+    canceled.attachment_id = None;
+    canceled.failed_to = Some("/failed/d.bin".into());
+    canceled.error = Some(Failure::new("canceled", "canceled by the user"));
+    records.push(canceled);
+    // And one the user canceled with no `failed_dir`: the split took it (retried), so it is
+    // mailed with the others.
+    let mut dropped = records[0].clone();
+    dropped.id = "dropped".into();
+    dropped.path = "/mail/e.bin".into();
+    dropped.name = "e.bin".into();
+    dropped.seq = 98;
+    dropped.state = State::Canceled;
+    dropped.attachment_id = None;
+    dropped.cancel_requested = true;
+    dropped.error = Some(Failure::new("canceled", "canceled by the user"));
+    records.push(dropped);
+    let mut files = files;
+    files.push("dropped".into());
+    // The config's limit lowered under what Graph takes (this run has not learnt it).
+    let mut m = Machine::new(vec![rule(300_000)], Policy::default());
+    let out = m.handle(
+        Time(t + 2_000),
+        Input::Start {
+            records,
+            with_url: Vec::new(),
+            messages: vec![split],
+        },
+    );
+    mb.serve(&mut m, t + 2_000, out, t + 400_000);
+    each_once(&mb, &files, &refused);
+    assert!(m.quiescent());
+}
+
+/// A file that fits `max_message_size` when it settles, alone over it once a reload lowered
+/// it, fails with the config's limit named, not a size Graph refused (none was): mutant
+/// `make_messages` `limit < max_message_size` → `<=`.
+#[test]
+fn a_file_alone_over_a_lowered_limit_is_told_the_configs_limit_not_a_refusal() {
+    let mut m = machine(35_000_000);
+    let mut out =
+        super::tests::drop_version(&mut m, 1_000, "a.bin", super::tests::stat(10, 100_000), SHA);
+    m.handle(
+        Time(2_000),
+        Input::Config {
+            mappings: vec![rule(50_000)],
+            policy: Policy::default(),
+        },
+    );
+    for t in [40_000, 130_000, 200_000] {
+        out.extend(m.handle(Time(t), Input::Tick));
+    }
+    let why = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist(r) if r.state == State::Failed => r.error.clone(),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("failed: {out:?}"));
+    assert_eq!(why.code, MESSAGE_TOO_LARGE, "{why:?}");
+    assert!(
+        why.message.contains("cannot be mailed") && !why.message.contains("Graph refused"),
+        "{why:?}"
+    );
+}
+
+/// `retry` of a message refused for its size while a file of it still has its POST on the
+/// refused draft in flight: split again only once that answers (`resplit_waits`), then each
+/// file mailed once. Mutant `retry_message` `!self.resplit_waits(..)` → `resplit_waits(..)`,
+/// which split it at once, the POST still out.
+#[test]
+fn a_retry_of_a_message_refused_for_size_waits_for_a_post_in_flight_before_the_split() {
+    let mut m = machine(35_000_000);
+    let (out, files) = drop_three(&mut m, 100_000);
+    let mut mb = Mailbox {
+        limit: Some(150_000),
+        sizes: files.iter().map(|f| (f.clone(), 100_000)).collect(),
+        hold: Some(files[2].clone()),
+        ..Mailbox::default()
+    };
+    let t = mb.serve(&mut m, 30_000, out, 200_000);
+    assert_eq!(mb.held.len(), 1, "c.bin's POST is out");
+    let (msg, records) = failed(&m);
+    let refused = msg.draft_id.clone().expect("its draft");
+    let mut out = m.handle(
+        Time(t + 1_000),
+        Input::RetryMessage {
+            message: msg.clone(),
+            records,
+        },
+    );
+    assert!(
+        !out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.error.as_ref().is_some_and(|e| e.code == SPLIT_AGAIN)
+        )),
+        "not split while a POST is out: {out:?}"
+    );
+    let mut queue = std::mem::take(&mut mb.held);
+    queue.append(&mut out);
+    mb.limit = None;
+    mb.serve(&mut m, t + 1_000, queue, t + 400_000);
+    assert!(
+        m.messages()
+            .any(|r| r.id == msg.id && r.error.as_ref().is_some_and(|e| e.code == SPLIT_AGAIN)),
+        "split once it answered"
+    );
+    each_once(&mb, &files, &refused);
+    assert!(m.quiescent());
+}
+
+/// `retry` of a message whose attachment Graph refused for its size, in a mapping with a
+/// `failed_dir`: the refused file, failed and moved there, is taken back and mailed once with
+/// the others. Mutant `resplit` `Canceled && failed_to.is_some()` → `||`, which left every
+/// file with a `failed_to` out of the split (in `failed_dir`, in no message, never mailed).
+#[test]
+fn a_split_again_takes_the_refused_file_back_from_failed_dir_and_mails_it() {
+    let mut m = Machine::new(
+        vec![rule(35_000_000)],
+        Policy {
+            failed_dirs: vec!["mail".into()],
+            ..Policy::default()
+        },
+    );
+    let (out, files) = drop_three(&mut m, 100_000);
+    let mut mb = Mailbox {
+        limit: Some(250_000),
+        sizes: files.iter().map(|f| (f.clone(), 100_000)).collect(),
+        ..Mailbox::default()
+    };
+    let t = mb.serve(&mut m, 30_000, out, 200_000);
+    let (msg, records) = failed(&m);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.state == State::Failed && r.failed_to.is_some()),
+        "{records:?}"
+    );
+    let refused = msg.draft_id.clone().expect("its draft");
+    let out = m.handle(
+        Time(t + 1_000),
+        Input::RetryMessage {
+            message: msg,
+            records,
+        },
+    );
+    mb.limit = None;
+    mb.serve(&mut m, t + 1_000, out, t + 400_000);
     each_once(&mb, &files, &refused);
     assert!(m.quiescent());
 }

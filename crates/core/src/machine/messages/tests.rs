@@ -1052,6 +1052,46 @@ fn post_under_way_when_the_draft_vanished(reload_plain: bool) {
     }
 }
 
+/// A failed message with a send on record (a ledger from before a failed message that may
+/// have been sent was made `unconfirmed`), retried: back on its draft at once. A file's POST
+/// there answered 404 is no "draft gone, never sent": the draft may have gone in that send,
+/// and the message is never drafted again (mutant `draft_vanished` `may_have_been_sent() ||
+/// draft_id != item` → `&&`, which looked for it again and, not found, made a new draft).
+#[test]
+fn a_404_on_the_draft_of_a_message_that_may_have_been_sent_never_drafts_it_again() {
+    let (_, mid, failed, mut message) = a_failed_message();
+    message.last_send_at = Some(Time(7_050));
+    let mut m = mail_machine(true);
+    let out = m.handle(
+        Time(9_000),
+        Input::RetryMessage {
+            message,
+            records: vec![failed.clone()],
+        },
+    );
+    let on = out.iter().find_map(|a| match a {
+        Action::Post { id, target, .. } if *id == failed.id => Some(target.item_id.clone()),
+        _ => None,
+    });
+    assert_eq!(on.as_deref(), Some("d1"), "{out:?}");
+    let out = m.answer(
+        9_100,
+        &failed.id,
+        post_failed(permanent(
+            ITEM_NOT_FOUND,
+            "The specified object was not found in the store.",
+        )),
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::PersistMessage(r) if r.redraft)
+                || matches!(a, Action::FindMessage { .. })),
+        "{out:?}"
+    );
+    let r = m.messages().find(|r| r.id == mid).expect("message");
+    assert!(!r.redraft && r.last_send_at.is_some(), "{r:?}");
+}
+
 #[test]
 fn after_a_restart_the_sends_on_record_count_against_the_pacing_window() {
     let mut m = mail_machine(true);
@@ -1423,6 +1463,72 @@ fn the_same_bytes_dropped_again_into_a_mailing_folder_are_mailed_again_a_touch_i
     let out = settle_as(&mut m, 41_000, "/mail/inv.pdf", st(8, 4));
     let third = new_message(&out).expect("after it was gone, a drop again is mailed");
     assert!(third != first && third != second);
+}
+
+/// A hard link put at a mailed file's path with that file's bytes is a new drop (another inode,
+/// another ctime), and a link the mapping does not send: refused (`hardLink`), not mailed again
+/// (mutant `done_with_bytes` `!self.message_pending(..)` → `message_pending(..)`, which took it
+/// for the done version's bytes and mailed them again).
+#[test]
+fn a_hard_link_with_a_mailed_files_bytes_dropped_at_its_path_is_refused_not_mailed_again() {
+    let mut m = mail_machine(true);
+    let st = |ino: u64, time: i64| FileStat {
+        dev: 1,
+        ino,
+        size: 10,
+        mtime_ns: time,
+        ctime_ns: time,
+        owner: None,
+    };
+    let out = settle_as(&mut m, 1_000, "/mail/inv.pdf", st(7, 1));
+    let first = new_message(&out).expect("mailed");
+    send_through(&mut m, &first, 7_000);
+    let path = PathBuf::from("/mail/inv.pdf");
+    let linked = st(8, 3);
+    let mut out = m.handle(
+        Time(30_000),
+        Input::Observed {
+            mapping: "mail".into(),
+            path: path.clone(),
+            stat: linked,
+        },
+    );
+    out.extend(m.handle(Time(35_000), Input::Tick));
+    out.extend(m.handle(
+        Time(35_000),
+        Input::Stat {
+            path: path.clone(),
+            stat: Some(linked),
+        },
+    ));
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Hash { .. })),
+        "{out:?}"
+    );
+    let out = m.handle(
+        Time(35_001),
+        Input::Hashed {
+            path,
+            result: HashResult::Refused {
+                sha256: "ab".repeat(32),
+                stat: linked,
+                failure: Failure::new(HARD_LINK, "inv.pdf is refused: it is a hard link"),
+            },
+        },
+    );
+    assert!(new_message(&out).is_none(), "not mailed again: {out:?}");
+    let r = out
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::Persist(r) => Some(r),
+            _ => None,
+        })
+        .expect("a failed version");
+    assert_eq!(
+        (r.state, r.error.as_ref().map(|e| e.code.as_str())),
+        (State::Failed, Some(HARD_LINK))
+    );
 }
 
 #[test]
