@@ -148,7 +148,13 @@ pub fn final_path(file: &std::fs::File) -> io::Result<PathBuf> {
             )
         };
         if n == 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            // ERROR_MORE_DATA: Wine's GetFinalPathNameByHandleW asks for the object's name in
+            // a buffer of MAX_PATH and fails past it (Windows answers the size needed instead).
+            if e.raw_os_error() == Some(234) {
+                return long_final_path(file).ok_or(e);
+            }
+            return Err(e);
         }
         let n = n as usize;
         if n < buf.len() {
@@ -161,6 +167,65 @@ pub fn final_path(file: &std::fs::File) -> io::Result<PathBuf> {
         }
         buf = vec![0u16; n + 1];
     }
+}
+
+// ntdll's NtQueryObject (windows-sys has it only behind its WDK features, a rebuild of every
+// crate on windows-sys for one call).
+#[link(name = "ntdll")]
+extern "system" {
+    fn NtQueryObject(
+        handle: HANDLE,
+        class: i32,
+        info: *mut std::ffi::c_void,
+        len: u32,
+        returned: *mut u32,
+    ) -> i32;
+}
+
+/// `ObjectNameInformation` of `OBJECT_INFORMATION_CLASS`.
+const OBJECT_NAME_INFORMATION_CLASS: i32 = 1;
+
+/// The final path of `file` as Wine's GetFinalPathNameByHandleW makes it (for VOLUME_NAME_DOS:
+/// the object's name, `\??\C:\…`, as `\\?\C:\…`), without its MAX_PATH limit: the object's
+/// name asked of ntdll in a buffer of 64 KiB. `None` when the name is not of that form (on
+/// Windows it is a device's, `\Device\…`, and GetFinalPathNameByHandleW never needs this).
+fn long_final_path(file: &std::fs::File) -> Option<PathBuf> {
+    // u64s: aligned for OBJECT_NAME_INFORMATION (a UNICODE_STRING, a pointer in it).
+    let mut buf = vec![0u64; 65_536 / 8];
+    let len = u32::try_from(buf.len() * 8).ok()?;
+    let mut returned = 0u32;
+    // SAFETY: the handle is `file`'s, open for the call; `buf` holds `len` writable bytes,
+    // aligned to 8; `returned` is a valid out place.
+    let status = unsafe {
+        NtQueryObject(
+            file.as_raw_handle() as HANDLE,
+            OBJECT_NAME_INFORMATION_CLASS,
+            buf.as_mut_ptr().cast(),
+            len,
+            &mut returned,
+        )
+    };
+    if status < 0 {
+        return None;
+    }
+    // OBJECT_NAME_INFORMATION: a UNICODE_STRING { Length (bytes), MaximumLength, Buffer }.
+    let head = buf.as_ptr().cast::<u8>();
+    // SAFETY: the call succeeded, so the buffer starts with a UNICODE_STRING whose Buffer
+    // points at `Length` bytes of the name inside `buf` (alive for the whole block); the
+    // fields are read unaligned-safe at their offsets (u16, u16, then the pointer at 8).
+    let name: Vec<u16> = unsafe {
+        let bytes = head.cast::<u16>().read_unaligned() as usize;
+        let at = head.add(8).cast::<*const u16>().read_unaligned();
+        if at.is_null() {
+            return None;
+        }
+        std::slice::from_raw_parts(at, bytes / 2).to_vec()
+    };
+    let prefix: Vec<u16> = "\\??\\".encode_utf16().collect();
+    let rest = name.strip_prefix(prefix.as_slice())?;
+    let mut out: Vec<u16> = "\\\\?\\".encode_utf16().collect();
+    out.extend_from_slice(rest);
+    Some(PathBuf::from(std::ffi::OsString::from_wide(&out)))
 }
 
 /// Delete the file `file` is open on (it must have been opened with [`DELETE`] access), by its
