@@ -532,7 +532,13 @@ mod win {
         let real = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
         let mut seen = std::collections::HashSet::new();
         for dir in parent.ancestors().chain(real.ancestors()) {
-            if dir.as_os_str().is_empty() || !seen.insert(dir.to_path_buf()) {
+            // One folder once: `C:\x` and the resolved `\\?\C:\x` (as Windows compares names,
+            // without case) are one. Each look is a handle opened and read.
+            let key = dir
+                .to_string_lossy()
+                .trim_start_matches(r"\\?\")
+                .to_lowercase();
+            if dir.as_os_str().is_empty() || !seen.insert(key) {
                 continue;
             }
             let Ok(sec) = security(dir, true) else {

@@ -577,9 +577,15 @@ pub fn pipe_server_pid(client: &NamedPipeClient) -> io::Result<u32> {
     Ok(pid)
 }
 
-/// The current user's SID as a string (`S-1-5-21-…`).
+/// The current user's SID as a string (`S-1-5-21-…`), asked of the process token once (a
+/// process's user does not change).
 pub fn user_sid() -> io::Result<String> {
-    TokenUserBuf::current()?.sid_string()
+    static SID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(s) = SID.get() {
+        return Ok(s.clone());
+    }
+    let s = TokenUserBuf::current()?.sid_string()?;
+    Ok(SID.get_or_init(|| s).clone())
 }
 
 /// One entry of a file's DACL, as it is stored: an allow or deny of `mask` to `sid`.
