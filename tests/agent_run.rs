@@ -382,7 +382,18 @@ async fn status_lists_the_ledger_then_files_still_settling() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(rows.len() as u64, n + 1, "one row per file");
+    assert_eq!(
+        rows.len() as u64,
+        n + 1,
+        "one row per file; the last rows: {:#?}\nthe agent's lines of done-299.txt:\n{}",
+        &rows[rows.len().saturating_sub(3)..],
+        agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("done-299.txt"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let (done, settling) = rows.split_at(n as usize);
     assert!(done.iter().all(|r| r["state"] == json!("done")));
     let names: std::collections::HashSet<&str> = done

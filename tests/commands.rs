@@ -730,6 +730,83 @@ fn service_install_dry_run_on_windows_plans_a_scheduled_task_at_logon() {
     assert!(so.contains("$ schtasks /Create /TN outbox /XML"), "{so}");
 }
 
+/// Text from a file of UTF-16LE with a BOM (what `service install` writes for schtasks, and
+/// what the Task Scheduler may keep) or of UTF-8.
+#[cfg(windows)]
+fn utf16_or_utf8(bytes: &[u8]) -> String {
+    match bytes {
+        [0xFF, 0xFE, rest @ ..] => String::from_utf16_lossy(
+            &rest
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect::<Vec<_>>(),
+        ),
+        _ => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// #26: a real `service install` under Wine, as far as Wine's Task Scheduler goes. Wine's
+/// `schtasks` knows `/Create`, `/Change` and `/Delete` only (`/Query`, `/Run` and `/End` print
+/// nothing and exit 0: programs/schtasks), its service's `SchRpcRun` is a stub, and it never
+/// reads a task's triggers (it watches C:\Windows\Tasks for the old `.job` files only). It
+/// does register the task: its copy, C:\Windows\System32\Tasks\outbox, is made from the XML
+/// outbox wrote (its description, under the name `\outbox`), and `service uninstall` removes
+/// it. But Wine's copy keeps neither the logon trigger nor the command: its task definition
+/// writes `<Triggers/>` and `<Exec/>` back, so under Wine no task can start outbox, at logon
+/// or by `/Run`; that the task starts at logon is for a Windows machine (the XML itself is
+/// `service_install_dry_run_on_windows_plans_a_scheduled_task_at_logon`'s). Only under Wine
+/// (on Windows this would register a real task for the user running the tests).
+#[cfg(windows)]
+#[test]
+fn service_install_under_wine_registers_the_task_and_uninstall_removes_it() {
+    let wine = Command::new("winepath")
+        .arg("-u")
+        .arg(r"C:\")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !wine {
+        println!("SKIPPED: not Wine (a real install would register a task for this user)");
+        return;
+    }
+    let env = Env::new();
+    env.write_config("", "");
+    let windir = std::env::var("WINDIR").unwrap_or_else(|_| r"C:\windows".into());
+    let registered = std::path::Path::new(&windir)
+        .join("system32")
+        .join("Tasks")
+        .join("outbox");
+    let out = run_bounded(
+        env.cmd().args(["service", "install"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let task = utf16_or_utf8(&std::fs::read(&registered).unwrap_or_else(|e| {
+        panic!(
+            "the Task Scheduler has no task at {}: {e}\n{}",
+            registered.display(),
+            stderr(&out)
+        )
+    }));
+    assert!(
+        task.contains(
+            "<Description>outbox: attach files dropped into folders to Outlook items</Description>"
+        ) && task.contains(r"<URI>\outbox</URI>"),
+        "{task}"
+    );
+    // What Wine keeps of the trigger and the action, for the record (see above).
+    println!("Wine's copy of the task:\n{task}");
+    let out = run_bounded(
+        env.cmd().args(["service", "uninstall"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !registered.exists(),
+        "the task is still registered after uninstall: {}",
+        stderr(&out)
+    );
+}
+
 /// The man page (tests/man.rs) and shell completions in packaging/ are generated from the clap
 /// definitions; this fails when they are stale. `OUTBOX_BLESS=1 cargo test --test it commands::packaged_man_page` rewrites them.
 #[test]

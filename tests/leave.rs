@@ -205,9 +205,12 @@ async fn retry_failed_takes_a_file_of_a_failed_message_back_from_failed_dir_and_
     let (folder, failed, other) = a_batch_with_a_failed_file(&env).await;
     let r = rows(&env);
     assert!(
-        r[&failed]["note"]
-            .as_str()
-            .is_some_and(|n| n.contains(&format!("failed/{failed}")) && n.contains("outbox retry")),
+        r[&failed]["note"].as_str().is_some_and(|n| n.contains(
+            &std::path::Path::new("failed")
+                .join(&failed)
+                .display()
+                .to_string()
+        ) && n.contains("outbox retry")),
         "the ledger knows where the file is: {:#?}",
         r[&failed]
     );

@@ -34,6 +34,9 @@ mod sandbox;
 // Unix only: modes, owners (chown) and symlinks.
 #[cfg(unix)]
 mod security;
+// Windows only: the twins of `security`'s state dir, secret file and config tests, with DACLs.
+#[cfg(windows)]
+mod security_win;
 mod send;
 mod signin;
 mod soak;

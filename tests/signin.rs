@@ -288,7 +288,11 @@ async fn token_expires_mid_upload_and_session_dies_one_refresh_one_attachment() 
     env.sandbox.faults(json!({"token_lifetime_secs": 4})).await;
     let login_err = login(&env).await;
     let logged_in = Instant::now();
-    assert_eq!(identity_ok(&env.sandbox.stats().await), 1);
+    assert_eq!(
+        identity_ok(&env.sandbox.stats().await),
+        1,
+        "login alone refreshed its 4-second token: {login_err}"
+    );
     let item = env.sandbox.create_item("message", "me").await;
     let file = env.path("big.bin");
     let sha = write_file(&file, 40 * MIB, 7);

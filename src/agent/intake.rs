@@ -103,6 +103,16 @@ pub(super) struct FolderNotes {
     pub subfolders: usize,
 }
 
+/// How many looks run at once. A look is measured from when it starts; without a bound every
+/// look of a burst (2,000 files dropped at once) started on a thread of its own at once, and
+/// where a look is a few system calls that wait on one another (Windows' handles, and under
+/// Wine each one a round trip to its server) on a busy machine hundreds of them took over
+/// [`PATIENCE`] together: each was left aside as hung, and `run --once` ended without those
+/// files. A look given up frees its place (its thread stays with it).
+const LOOKS_AT_ONCE: usize = 32;
+
+static LOOKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LOOKS_AT_ONCE);
+
 /// Paths whose look did not answer in time, each left to its stuck thread.
 pub(super) type Hung = Arc<Mutex<HashSet<PathBuf>>>;
 
@@ -120,6 +130,10 @@ async fn bounded<T: Send + 'static>(
     if hung_lock(&hung).contains(&path) {
         return None;
     }
+    // Held until the look answers or is given up (the semaphore is never closed).
+    let Ok(_place) = LOOKS.acquire().await else {
+        return None;
+    };
     let started = Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
     let done = Arc::new(AtomicBool::new(false));
     let mut job = {

@@ -205,7 +205,7 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
             let path = crate::outside::path(&e.path);
             let state = e.state;
             match std::fs::symlink_metadata(&e.path) {
-                Ok(m) if m.is_file() && same_version(e, &m) => None,
+                Ok(m) if m.is_file() && same_version(e, &e.path, &m) => None,
                 Ok(m) if m.is_file() => Some(format!(
                     "entry {id} is {state}, and {path} has changed since: its new version is sent on its own; nothing to retry"
                 )),
@@ -243,7 +243,7 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
         EntryState::Done => {
             let path = crate::outside::path(&e.path);
             match std::fs::symlink_metadata(&e.path) {
-                Ok(m) if m.is_file() && same_version(e, &m) => None,
+                Ok(m) if m.is_file() && same_version(e, &e.path, &m) => None,
                 Ok(m) if m.is_file() => Some(format!(
                     "entry {id} is done, and {path} has changed since it was attached: its new version is attached on its own; nothing to retry"
                 )),
@@ -267,7 +267,7 @@ fn failed_dir_refusal(e: &LedgerEntry) -> Option<String> {
     let from = e.failed_to.as_deref()?;
     let (shown, path) = (crate::outside::path(from), crate::outside::path(&e.path));
     match std::fs::symlink_metadata(from) {
-        Ok(m) if m.is_file() && same_version(e, &m) => {}
+        Ok(m) if m.is_file() && same_version(e, from, &m) => {}
         Ok(m) if m.is_file() => {
             return Some(format!(
                 "entry {id} is {}, and its file in failed_dir ({shown}) has changed since: put the version to send at {path} (a new drop), or `outbox cancel {id}` to clear the entry",
@@ -276,7 +276,7 @@ fn failed_dir_refusal(e: &LedgerEntry) -> Option<String> {
         }
         // Put back at its path by hand: retried from there.
         _ if std::fs::symlink_metadata(&e.path)
-            .is_ok_and(|m| m.is_file() && same_version(e, &m)) =>
+            .is_ok_and(|m| m.is_file() && same_version(e, &e.path, &m)) =>
         {
             return None
         }
@@ -345,7 +345,7 @@ pub fn resend_refusal(
     }
     let path = crate::outside::path(&e.path);
     match std::fs::symlink_metadata(&e.path) {
-        Ok(m) if m.is_file() && same_version(e, &m) => None,
+        Ok(m) if m.is_file() && same_version(e, &e.path, &m) => None,
         Ok(m) if m.is_file() => Some(format!(
             "entry {id}: {path} has changed since it was mailed; its new version is mailed on its own"
         )),
@@ -409,11 +409,12 @@ pub fn resend_unknown(ledger: &Ledger, id: &str) -> Result<String, LedgerError> 
     ))
 }
 
-/// Whether `m` is the version of the file `e` recorded: by size, time (where recorded) and
+/// Whether `m`, a stat of `at` (the entry's path, or where outbox moved its file), is the version
+/// of the file `e` recorded: by size, time (where recorded) and
 /// (where recorded) device and inode.
-fn same_version(e: &LedgerEntry, m: &std::fs::Metadata) -> bool {
+fn same_version(e: &LedgerEntry, at: &std::path::Path, m: &std::fs::Metadata) -> bool {
     let recorded = e.to_record().file;
-    let Some(now) = crate::watch::file_stat(&e.path, m) else {
+    let Some(now) = crate::watch::file_stat(at, m) else {
         return false;
     };
     now.size == recorded.size

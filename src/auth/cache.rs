@@ -475,6 +475,7 @@ pub(crate) fn write_private_atomically(
         .suffix(".tmp")
         .tempfile_in(dir)?;
     set_owner_only(tmp.as_file())?;
+    crate::private::make_private_file(tmp.path())?;
     tmp.write_all(body)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -508,7 +509,8 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     }
     #[cfg(not(unix))]
     {
-        std::fs::create_dir_all(dir)
+        // Made with a DACL of the user alone, or checked as the ledger's state dir is.
+        crate::private::ensure_private_dir(dir)
     }
 }
 
@@ -520,7 +522,7 @@ fn set_owner_only(f: &File) -> std::io::Result<()> {
     }
     #[cfg(not(unix))]
     {
-        // The state dir under the user's profile is private by its ACL on Windows.
+        // On Windows by its DACL: `private::make_private_file`, on its path.
         let _ = f;
         Ok(())
     }

@@ -531,7 +531,22 @@ impl Listing {
         if let Some(found) = self.dir.as_ref().and_then(|d| d.stat_entry(name)) {
             return found;
         }
-        std::fs::symlink_metadata(self.path.join(name)).map(|m| EntryStat::of(&m))
+        let path = self.path.join(name);
+        let meta = std::fs::symlink_metadata(&path)?;
+        #[cfg_attr(not(windows), allow(unused_mut))]
+        let mut found = EntryStat::of(&meta);
+        // Windows: a stat by path knows no file index nor change time; a file's identity is
+        // asked of a handle, as every other look at it does. Without it, a file the scan
+        // found was never the version the ledger recorded (device, inode and ctime 0): each
+        // unchanged file settled again at every start. (Its place stays the stat's, as the
+        // folder's own.)
+        #[cfg(windows)]
+        if found.kind == EntryKind::File {
+            if let Ok(id) = Identity::at(&path, &meta) {
+                found.identity = id;
+            }
+        }
+        Ok(found)
     }
 }
 

@@ -41,6 +41,8 @@ impl SessionStore {
             .prefix(".session-")
             .tempfile_in(&self.dir)
             .map_err(io)?;
+        // (Windows: a DACL of the user alone, before the URL is in it.)
+        crate::private::make_private_file(tmp.path()).map_err(io)?;
         tmp.write_all(url.as_bytes()).map_err(io)?;
         tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(&target).map_err(|e| io(e.error))?;

@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer, ServerOptions};
 use windows_sys::Win32::Foundation::{LocalFree, RtlNtStatusToDosError, HANDLE};
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo,
-    SDDL_REVISION_1, SE_KERNEL_OBJECT,
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW,
+    ConvertStringSidToSidW, GetSecurityInfo, SDDL_REVISION_1, SE_FILE_OBJECT, SE_KERNEL_OBJECT,
 };
 use windows_sys::Win32::Security::{
-    EqualSid, GetTokenInformation, TokenUser, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
-    PSID, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
+    EqualSid, GetAce, GetTokenInformation, LookupAccountSidW, SetKernelObjectSecurity, TokenUser,
+    ACCESS_ALLOWED_ACE, ACE_HEADER, ACL, DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION,
+    PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SECURITY_ATTRIBUTES,
+    SID_NAME_USE, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     FileAttributeTagInfo, FileBasicInfo, FileDispositionInfo, GetFileInformationByHandle,
@@ -20,7 +22,7 @@ use windows_sys::Win32::Storage::FileSystem::{
     BY_HANDLE_FILE_INFORMATION, FILE_ATTRIBUTE_REPARSE_POINT, FILE_ATTRIBUTE_TAG_INFO,
     FILE_BASIC_INFO, FILE_DISPOSITION_INFO, FILE_FLAG_BACKUP_SEMANTICS,
     FILE_FLAG_OPEN_REPARSE_POINT, FILE_NAME_NORMALIZED, FILE_READ_ATTRIBUTES, FILE_RENAME_INFO,
-    FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, VOLUME_NAME_DOS,
+    FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, READ_CONTROL, VOLUME_NAME_DOS, WRITE_DAC,
 };
 
 /// Access rights and open flags outbox passes to std's `OpenOptionsExt`.
@@ -148,7 +150,13 @@ pub fn final_path(file: &std::fs::File) -> io::Result<PathBuf> {
             )
         };
         if n == 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            // ERROR_MORE_DATA: Wine's GetFinalPathNameByHandleW asks for the object's name in
+            // a buffer of MAX_PATH and fails past it (Windows answers the size needed instead).
+            if e.raw_os_error() == Some(234) {
+                return long_final_path(file).ok_or(e);
+            }
+            return Err(e);
         }
         let n = n as usize;
         if n < buf.len() {
@@ -161,6 +169,65 @@ pub fn final_path(file: &std::fs::File) -> io::Result<PathBuf> {
         }
         buf = vec![0u16; n + 1];
     }
+}
+
+// ntdll's NtQueryObject (windows-sys has it only behind its WDK features, a rebuild of every
+// crate on windows-sys for one call).
+#[link(name = "ntdll")]
+extern "system" {
+    fn NtQueryObject(
+        handle: HANDLE,
+        class: i32,
+        info: *mut std::ffi::c_void,
+        len: u32,
+        returned: *mut u32,
+    ) -> i32;
+}
+
+/// `ObjectNameInformation` of `OBJECT_INFORMATION_CLASS`.
+const OBJECT_NAME_INFORMATION_CLASS: i32 = 1;
+
+/// The final path of `file` as Wine's GetFinalPathNameByHandleW makes it (for VOLUME_NAME_DOS:
+/// the object's name, `\??\C:\…`, as `\\?\C:\…`), without its MAX_PATH limit: the object's
+/// name asked of ntdll in a buffer of 64 KiB. `None` when the name is not of that form (on
+/// Windows it is a device's, `\Device\…`, and GetFinalPathNameByHandleW never needs this).
+fn long_final_path(file: &std::fs::File) -> Option<PathBuf> {
+    // u64s: aligned for OBJECT_NAME_INFORMATION (a UNICODE_STRING, a pointer in it).
+    let mut buf = vec![0u64; 65_536 / 8];
+    let len = u32::try_from(buf.len() * 8).ok()?;
+    let mut returned = 0u32;
+    // SAFETY: the handle is `file`'s, open for the call; `buf` holds `len` writable bytes,
+    // aligned to 8; `returned` is a valid out place.
+    let status = unsafe {
+        NtQueryObject(
+            file.as_raw_handle() as HANDLE,
+            OBJECT_NAME_INFORMATION_CLASS,
+            buf.as_mut_ptr().cast(),
+            len,
+            &mut returned,
+        )
+    };
+    if status < 0 {
+        return None;
+    }
+    // OBJECT_NAME_INFORMATION: a UNICODE_STRING { Length (bytes), MaximumLength, Buffer }.
+    let head = buf.as_ptr().cast::<u8>();
+    // SAFETY: the call succeeded, so the buffer starts with a UNICODE_STRING whose Buffer
+    // points at `Length` bytes of the name inside `buf` (alive for the whole block); the
+    // fields are read unaligned-safe at their offsets (u16, u16, then the pointer at 8).
+    let name: Vec<u16> = unsafe {
+        let bytes = head.cast::<u16>().read_unaligned() as usize;
+        let at = head.add(8).cast::<*const u16>().read_unaligned();
+        if at.is_null() {
+            return None;
+        }
+        std::slice::from_raw_parts(at, bytes / 2).to_vec()
+    };
+    let prefix: Vec<u16> = "\\??\\".encode_utf16().collect();
+    let rest = name.strip_prefix(prefix.as_slice())?;
+    let mut out: Vec<u16> = "\\\\?\\".encode_utf16().collect();
+    out.extend_from_slice(rest);
+    Some(PathBuf::from(std::ffi::OsString::from_wide(&out)))
 }
 
 /// Delete the file `file` is open on (it must have been opened with [`DELETE`] access), by its
@@ -379,21 +446,30 @@ impl TokenUserBuf {
 
     /// The SID as a string (`S-1-5-21-…`).
     fn sid_string(&self) -> io::Result<String> {
-        let mut text: *mut u16 = std::ptr::null_mut();
-        // SAFETY: the SID is valid while `self` lives; `text` receives a LocalAlloc'd string.
-        if unsafe { ConvertSidToStringSidW(self.sid(), &mut text) } == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `text` is a NUL-terminated UTF-16 string from ConvertSidToStringSidW; it is
-        // read up to its NUL, copied, then freed once with LocalFree as documented.
-        let out = unsafe {
-            let n = (0..).take_while(|&i| *text.add(i) != 0).count();
-            let s = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
-            LocalFree(text.cast());
-            s
-        };
-        Ok(out)
+        // SAFETY: the SID is valid while `self` lives.
+        unsafe { sid_to_string(self.sid()) }
     }
+}
+
+/// A SID as a string (`S-1-5-21-…`).
+///
+/// # Safety
+/// `sid` must point to a valid SID for the call.
+unsafe fn sid_to_string(sid: PSID) -> io::Result<String> {
+    let mut text: *mut u16 = std::ptr::null_mut();
+    // SAFETY: the caller vouches for `sid`; `text` receives a LocalAlloc'd string.
+    if unsafe { ConvertSidToStringSidW(sid, &mut text) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `text` is a NUL-terminated UTF-16 string from ConvertSidToStringSidW; it is
+    // read up to its NUL, copied, then freed once with LocalFree as documented.
+    let out = unsafe {
+        let n = (0..).take_while(|&i| *text.add(i) != 0).count();
+        let s = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
+        LocalFree(text.cast());
+        s
+    };
+    Ok(out)
 }
 
 /// A security descriptor made from SDDL, freed on drop.
@@ -499,4 +575,192 @@ pub fn pipe_server_pid(client: &NamedPipeClient) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(pid)
+}
+
+/// The current user's SID as a string (`S-1-5-21-…`), asked of the process token once (a
+/// process's user does not change).
+pub fn user_sid() -> io::Result<String> {
+    static SID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(s) = SID.get() {
+        return Ok(s.clone());
+    }
+    let s = TokenUserBuf::current()?.sid_string()?;
+    Ok(SID.get_or_init(|| s).clone())
+}
+
+/// One entry of a file's DACL, as it is stored: an allow or deny of `mask` to `sid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ace {
+    /// `ACCESS_ALLOWED_ACE_TYPE` (true) or `ACCESS_DENIED_ACE_TYPE` (false); entries of other
+    /// types (object, callback, audit) are not returned.
+    pub allow: bool,
+    pub sid: String,
+    pub mask: u32,
+    /// The ACE's flags (`INHERIT_ONLY_ACE` 0x08: it applies to what is created inside only).
+    pub flags: u8,
+}
+
+/// Who owns a file and its DACL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSecurity {
+    /// The owner's SID; `None` when the file system keeps none.
+    pub owner: Option<String>,
+    /// The DACL's entries in order; `None` for a NULL DACL (everyone may do anything).
+    pub dacl: Option<Vec<Ace>>,
+}
+
+/// A handle on `path` for its security descriptor (`access`: READ_CONTROL and/or WRITE_DAC).
+/// `follow`: through a link at the end of the path; without, the link itself.
+fn open_for_security(path: &Path, access: u32, follow: bool) -> io::Result<std::fs::File> {
+    let mut flags = FILE_FLAG_BACKUP_SEMANTICS;
+    if !follow {
+        flags |= FILE_FLAG_OPEN_REPARSE_POINT;
+    }
+    std::fs::OpenOptions::new()
+        .access_mode(access)
+        .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE)
+        .custom_flags(flags)
+        .open(path)
+}
+
+/// The owner and DACL of the file or folder at `path` (`GetSecurityInfo` on a handle opened
+/// for `READ_CONTROL` only).
+pub fn file_security(path: &Path, follow: bool) -> io::Result<FileSecurity> {
+    let f = open_for_security(path, READ_CONTROL, follow)?;
+    let mut owner: PSID = std::ptr::null_mut();
+    let mut dacl: *mut ACL = std::ptr::null_mut();
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: the handle is `f`'s, open for the call; `owner`, `dacl` and `sd` receive pointers
+    // into one LocalAlloc'd descriptor, freed when `_free` drops, after every read below.
+    let err = unsafe {
+        GetSecurityInfo(
+            f.as_raw_handle() as HANDLE,
+            SE_FILE_OBJECT,
+            OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+            &mut owner,
+            std::ptr::null_mut(),
+            &mut dacl,
+            std::ptr::null_mut(),
+            &mut sd,
+        )
+    };
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err as i32));
+    }
+    let _free = Descriptor(sd);
+    let owner = if owner.is_null() {
+        None
+    } else {
+        // SAFETY: `owner` points into `sd`, alive until `_free` drops.
+        Some(unsafe { sid_to_string(owner) }?)
+    };
+    if dacl.is_null() {
+        return Ok(FileSecurity { owner, dacl: None });
+    }
+    // SAFETY: `dacl` points to the ACL inside `sd` (alive, see above).
+    let count = unsafe { (*dacl).AceCount };
+    let mut aces = Vec::with_capacity(usize::from(count));
+    for i in 0..u32::from(count) {
+        let mut ace: *mut std::ffi::c_void = std::ptr::null_mut();
+        // SAFETY: `dacl` is a valid ACL (as above) and `i` is below its AceCount; `ace`
+        // receives a pointer into it.
+        if unsafe { GetAce(dacl, i, &mut ace) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: every ACE starts with an ACE_HEADER (GetAce pointed at one inside the ACL).
+        let header = unsafe { *ace.cast::<ACE_HEADER>() };
+        // ACCESS_ALLOWED_ACE_TYPE 0, ACCESS_DENIED_ACE_TYPE 1: both laid out as
+        // ACCESS_ALLOWED_ACE (header, mask, the SID from SidStart on).
+        let allow = match header.AceType {
+            0 => true,
+            1 => false,
+            _ => continue,
+        };
+        let body = ace.cast::<ACCESS_ALLOWED_ACE>();
+        // SAFETY: an ACE of type 0 or 1 is an ACCESS_ALLOWED_ACE/ACCESS_DENIED_ACE (the same
+        // layout): its mask is read, and its SID starts at SidStart, inside the ACE, valid
+        // while `sd` lives.
+        let (mask, sid) = unsafe {
+            let mask = std::ptr::addr_of!((*body).Mask).read_unaligned();
+            let sid_at = std::ptr::addr_of_mut!((*body).SidStart).cast::<std::ffi::c_void>();
+            (mask, sid_to_string(sid_at)?)
+        };
+        aces.push(Ace {
+            allow,
+            sid,
+            mask,
+            flags: header.AceFlags,
+        });
+    }
+    Ok(FileSecurity {
+        owner,
+        dacl: Some(aces),
+    })
+}
+
+/// Replace the DACL of the file or folder at `path` (never through a link at its end) with the
+/// one of `sddl` (`D:P(A;OICI;FA;;;S-1-…)`); a `P` in it protects it from what its folder
+/// passes down. The owner is left as it is.
+pub fn set_file_dacl(path: &Path, sddl: &str) -> io::Result<()> {
+    let sd = Descriptor::from_sddl(sddl)?;
+    let f = open_for_security(path, READ_CONTROL | WRITE_DAC, false)?;
+    let mut info = DACL_SECURITY_INFORMATION;
+    if sddl.starts_with("D:P") {
+        info |= PROTECTED_DACL_SECURITY_INFORMATION;
+    }
+    // SAFETY: the handle is `f`'s, open with WRITE_DAC for the call; `sd` is a valid
+    // descriptor (from SDDL) alive until after the call, which copies what it needs.
+    if unsafe { SetKernelObjectSecurity(f.as_raw_handle() as HANDLE, info, sd.0) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The SDDL of a DACL only the current user is in: full access, passed down to what is made
+/// inside (for a folder), protected from what its own folder passes down.
+pub fn owner_only_file_sddl(folder: bool) -> io::Result<String> {
+    let sid = user_sid()?;
+    let inherit = if folder { "OICI" } else { "" };
+    Ok(format!("D:P(A;{inherit};FA;;;{sid})"))
+}
+
+/// The account a SID string names, as `DOMAIN\name` (or `name` when it has no domain, as
+/// `Everyone`); `None` when the system does not know it.
+pub fn account_name(sid: &str) -> Option<String> {
+    let wide: Vec<u16> = sid.encode_utf16().chain(std::iter::once(0)).collect();
+    let mut psid: PSID = std::ptr::null_mut();
+    // SAFETY: `wide` is NUL-terminated and alive for the call; `psid` receives a LocalAlloc'd
+    // SID, freed below.
+    if unsafe { ConvertStringSidToSidW(wide.as_ptr(), &mut psid) } == 0 {
+        return None;
+    }
+    let mut name = [0u16; 256];
+    let mut domain = [0u16; 256];
+    let (mut n, mut d) = (name.len() as u32, domain.len() as u32);
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: `psid` is the valid SID made above; the buffers hold `n` and `d` u16s, which
+    // the call replaces by the lengths written (without the NUL).
+    let ok = unsafe {
+        LookupAccountSidW(
+            std::ptr::null(),
+            psid,
+            name.as_mut_ptr(),
+            &mut n,
+            domain.as_mut_ptr(),
+            &mut d,
+            &mut kind,
+        )
+    };
+    // SAFETY: `psid` was LocalAlloc'd by ConvertStringSidToSidW and is freed once, here.
+    unsafe { LocalFree(psid) };
+    if ok == 0 {
+        return None;
+    }
+    let name = String::from_utf16_lossy(name.get(..n as usize)?);
+    let domain = String::from_utf16_lossy(domain.get(..d as usize)?);
+    Some(if domain.is_empty() {
+        name
+    } else {
+        format!("{domain}\\{name}")
+    })
 }

@@ -16,6 +16,10 @@
 //!   with one ACE, the process token's user), for the agent's control channel; and
 //!   `pipe_owned_by_me` (whether a pipe a client opened is its own user's) and `pipe_server_pid`
 //!   (the process at the other end of a client's pipe).
+//! - `file_security`, `set_file_dacl`, `owner_only_file_sddl`, `user_sid`, `account_name`: a
+//!   file's owner and DACL as they are stored (what outbox checks for owner-only: who else may
+//!   write or read its config, state dir and secrets), a DACL of the user alone put on what
+//!   outbox makes, and the names of the accounts the messages mention.
 
 #[cfg(windows)]
 mod imp;
