@@ -13,7 +13,7 @@
 //! - a config file (or its folder) that another user owns or can write is refused (exit 78) for
 //!   every auth method: it could send the bearer token elsewhere or run a command as the user.
 //!
-//! On Windows the same promises are kept with the file's owner and DACL (module [`acl`] decides
+//! On Windows the same promises are kept with the file's owner and DACL (module `acl` decides
 //! over a parsed DACL, `outbox_win` reads and writes them): a write (for secrets, a read too)
 //! allowed to anyone but the user, SYSTEM, Administrators and TrustedInstaller counts as "others
 //! can write (read)", an owner other than those as "another user's", a link or junction as a

@@ -975,13 +975,17 @@ impl Sim {
         // in `failedDirRefused` too (its other files then wait for a retry that must come).
         // And a message refused for its size: the messages its retry makes may be refused too
         // (each refusal teaches a lower limit), so the user retries until they go.
+        // (An unconfirmed one too: its draft still a draft, its re-send may be refused for its
+        // size, and it fails so, for a retry that splits it.)
         let again = retry.iter().any(|m| {
-            (m.error.as_ref()).is_some_and(|e| {
-                e.code == crate::machine::FAILED_DIR_REFUSED || e.code == "ErrorMessageSizeExceeded"
-            }) || m
-                .files
-                .iter()
-                .any(|f| self.ledger.get(f).is_some_and(|r| r.failed_to.is_some()))
+            m.state == MessageState::Unconfirmed
+                || (m.error.as_ref()).is_some_and(|e| {
+                    e.code == crate::machine::FAILED_DIR_REFUSED
+                        || e.code == "ErrorMessageSizeExceeded"
+                })
+                || m.files
+                    .iter()
+                    .any(|f| self.ledger.get(f).is_some_and(|r| r.failed_to.is_some()))
         });
         for m in retry {
             let records: Vec<Record> = m
@@ -4764,6 +4768,10 @@ mod tests {
         (
             1_084_322,
             "prune took a done entry the running machine still indexed; the same bytes dropped again at its path were taken for its version (UpdateFile of a record no longer there): recorded nowhere (the machine is told what was pruned: Input::Pruned); also 1087124, 1141332",
+        ),
+        (
+            45_635,
+            "the tenant's size limit: a message whose send was in doubt, retried, its draft still a draft, its re-send refused for its size, stayed unconfirmed for good and its files' moves waited on it (a size refusal of a draft still a draft now fails it for its size, and retry splits it; also 21923, 53203, 60340)",
         ),
         (
             313_775,

@@ -3080,6 +3080,23 @@ impl Machine {
                     }
                 }
                 match f {
+                    Fault::Permanent(e)
+                        if earlier
+                            && e.code == "ErrorMessageSizeExceeded"
+                            && m.rec.draft_id.is_some() =>
+                    {
+                        // A re-send of a draft still a draft (it was looked for in Drafts before
+                        // this send) refused for its size: Graph refuses that before any effect,
+                        // and the same for every send of the same draft, so the send in doubt
+                        // before it did not go either. It fails for its size (`retry` splits
+                        // it again); before, it stayed unconfirmed for good, its files' moves
+                        // waiting on it (seeds 21923, 45635 of the tenant-limit world).
+                        m.rec.last_send_at = None;
+                        m.send_before = None;
+                        m.rec.resend_if_draft = false;
+                        self.persist_message(mid, out);
+                        self.message_fault(mid, Fault::Permanent(e), out);
+                    }
                     Fault::Permanent(e) if earlier => {
                         // A re-send after a send in doubt refused (its draft gone: the first
                         // send may have moved it): still "may have been sent", never "failed".
@@ -3384,7 +3401,7 @@ pub(crate) const SENT_COPY_TRIES: u32 = 5;
 /// When a message accepted for sending whose copy is not yet seen in Sent Items (`unseen`)
 /// stops looking and is `unconfirmed` (its files then stay where they are), as its record says:
 /// a search `look_after` after the send, then one `look_after` after each that missed it (the
-/// latest on record: `attempts`, written at `updated_at`), [`SENT_COPY_TRIES`] in all.
+/// latest on record: `attempts`, written at `updated_at`), `SENT_COPY_TRIES` in all.
 /// `None`: it waits for no sent copy.
 pub fn sent_copy_deadline(m: &MessageRecord, look_after_ms: u64) -> Option<Time> {
     if m.state != MessageState::Sent || !m.unseen {
