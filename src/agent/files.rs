@@ -466,6 +466,8 @@ impl PieceBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // (Its tests are Unix-only: a file edited in place under an open descriptor.)
+    #[cfg(unix)]
     use crate::core::read::BLOCK;
 
     #[test]
