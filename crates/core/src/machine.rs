@@ -2746,7 +2746,7 @@ impl Machine {
             // Its message's draft is not there: sent from Outlook (perhaps with this copy in
             // it), or deleted. The message looks for it; the file waits, its doubt kept (seed
             // 109547: taken for "nothing there", the copy sent by hand was mailed again).
-            if f.code == ITEM_NOT_FOUND && !old_draft_gone && self.draft_vanished(id, false, out) {
+            if f.code == ITEM_NOT_FOUND && self.draft_vanished(id, false, out) {
                 return;
             }
         }

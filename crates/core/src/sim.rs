@@ -4774,6 +4774,10 @@ mod tests {
             "the tenant's size limit: a message whose send was in doubt, retried, its draft still a draft, its re-send refused for its size, stayed unconfirmed for good and its files' moves waited on it (a size refusal of a draft still a draft now fails it for its size, and retry splits it; also 21923, 53203, 60340)",
         ),
         (
+            1_019_742,
+            "two copies in doubt on a draft sent from Outlook: the first look's 404 made the message look for its draft; the second, answered meanwhile, was taken for a draft gone for good and its copy mailed again (it now waits for the message's answer too)",
+        ),
+        (
             313_775,
             "the report of a retried file's move into failed_dir came after its move back: the file was canceled, never attached (gone_confirmed)",
         ),

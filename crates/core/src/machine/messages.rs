@@ -233,6 +233,18 @@ impl Machine {
         let Some(m) = self.messages.get_mut(&mid) else {
             return false;
         };
+        if m.rec.redraft
+            && m.rec.draft_id.as_deref() == Some(item.as_str())
+            && m.rec.files.iter().any(|f| f == id)
+        {
+            // Its message already looks for this draft (another file's 404 came first): it
+            // waits for that answer too, its doubt kept (seed 1019742: taken for a draft gone
+            // for good, its copy sent by hand was mailed again).
+            if unbind {
+                self.unbind(id, out);
+            }
+            return true;
+        }
         if m.rec.state != MessageState::Attaching
             || m.rec.redraft
             || m.rec.may_have_been_sent()

@@ -3945,3 +3945,67 @@ fn the_wait_for_a_sent_copy_ends_when_the_last_search_would() {
     );
     assert_eq!(sent_copy_deadline(&rec(&last), l), None);
 }
+
+/// Seed 1019742: two copies in doubt on a draft sent from Outlook with both. The first look's
+/// 404 made the message look for its draft; the second, answered while it looked, was taken
+/// for a draft gone for good, and its copy (sent by hand) was mailed again. Both wait for the
+/// message's answer, and both are looked for in the sent copy.
+#[test]
+fn two_looks_answered_404_on_a_hand_sent_draft_both_keep_their_doubt() {
+    let mut m = batch_machine();
+    let (mid, out) = a_and_b_on_d1(&mut m, 10);
+    let a = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
+    let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
+    m.answer(22_150, &a, post_failed(ambiguous("Timeout", "t")));
+    m.answer(22_160, &b, post_failed(ambiguous("Timeout", "t")));
+    // Both look, once nothing more can land.
+    let mut t = 22_160;
+    let mut looking = BTreeSet::new();
+    while looking.len() < 2 && t < 400_000 {
+        t += 1_000;
+        for x in m.handle(Time(t), Input::Tick) {
+            if let Action::Look { id, .. } = x {
+                looking.insert(id);
+            }
+        }
+    }
+    assert_eq!(looking.len(), 2, "both look");
+    let gone = || look_failed(permanent(ITEM_NOT_FOUND, "not found in the store"));
+    let mut all = m.answer(t + 10, &a, gone());
+    all.extend(m.answer(t + 20, &b, gone()));
+    for id in [&a, &b] {
+        assert!(
+            !all.iter().any(|x| matches!(
+                x,
+                Action::Persist(r) if &r.id == id && (!r.may_exist || r.state.is_terminal())
+            )),
+            "{id} keeps its doubt: {all:?}"
+        );
+    }
+    all.extend(m.answer(
+        t + 100,
+        &mid,
+        Outcome::Find(
+            MailFolder::SentItems,
+            FindOutcome::Found {
+                id: "s1".into(),
+                is_draft: false,
+                internet_message_id: Some("<d1@x>".into()),
+            },
+        ),
+    ));
+    let mut looked = BTreeSet::new();
+    let mut t = t + 100;
+    while looked.len() < 2 && t < 900_000 {
+        for x in &all {
+            if let Action::Look { id, target, .. } = x {
+                if target.item_id == "s1" {
+                    looked.insert(id.clone());
+                }
+            }
+        }
+        t += 1_000;
+        all = m.handle(Time(t), Input::Tick);
+    }
+    assert_eq!(looked.len(), 2, "both looked for in the sent copy");
+}
