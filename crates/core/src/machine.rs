@@ -879,10 +879,11 @@ impl Machine {
         }
         // (A retried file known to be in `failed_dir` is not at its path: its move back says
         // whether it can come, never a report that the path is empty.)
-        let Some(a) = self.active.get(&id) else {
-            return;
-        };
-        if a.rec.state.is_terminal() || a.rec.cancel_requested || a.rec.failed_to.is_some() {
+        if !self
+            .active
+            .get(&id)
+            .is_some_and(|a| cancels_if_gone(&a.rec))
+        {
             return;
         }
         // The report is of a look made a moment ago: the agent may have moved the file back
@@ -915,11 +916,7 @@ impl Machine {
         let id = b.id.clone();
         if let Some(a) = self.active.get_mut(&id) {
             let there = stat.is_some_and(|s| s.dev == a.rec.file.dev && s.ino == a.rec.file.ino);
-            if !there
-                && !a.rec.state.is_terminal()
-                && !a.rec.cancel_requested
-                && a.rec.failed_to.is_none()
-            {
+            if !there && cancels_if_gone(&a.rec) {
                 a.rec.cancel_requested = true;
                 a.rec.error = Some(Failure::new(
                     "fileDeleted",
@@ -3172,6 +3169,13 @@ impl HashQueue {
         self.last = Some(mapping.clone());
         Some((mapping, path, stat))
     }
+}
+
+/// Whether a report that its path is gone (confirmed by a look) cancels `r`: a version at work,
+/// not already canceled, and not one known to be in `failed_dir` (its move back says whether it
+/// can come, never a report that the path is empty).
+fn cancels_if_gone(r: &Record) -> bool {
+    !r.state.is_terminal() && !r.cancel_requested && r.failed_to.is_none()
 }
 
 pub fn has_work(r: &Record) -> bool {
