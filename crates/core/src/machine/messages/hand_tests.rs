@@ -17,7 +17,8 @@ fn find(m: &mut Machine, t: u64, mid: &str, folder: MailFolder, f: FindOutcome) 
     )
 }
 
-fn sent_copy(id: &str) -> FindOutcome {
+/// A sent copy `id` of draft `d1` (its `internetMessageId` kept).
+pub(super) fn sent_copy(id: &str) -> FindOutcome {
     FindOutcome::Found {
         id: id.into(),
         is_draft: false,

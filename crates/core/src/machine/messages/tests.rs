@@ -1,3 +1,4 @@
+use super::hand_tests::sent_copy;
 use super::*;
 use crate::machine::test_support::*;
 
@@ -3849,14 +3850,7 @@ fn a_look_on_a_draft_sent_from_outlook_finds_the_copy_in_the_sent_message() {
     let mut all = m.answer(
         t + 100,
         &mid,
-        Outcome::Find(
-            MailFolder::SentItems,
-            FindOutcome::Found {
-                id: "s1".into(),
-                is_draft: false,
-                internet_message_id: Some("<d1@x>".into()),
-            },
-        ),
+        Outcome::Find(MailFolder::SentItems, sent_copy("s1")),
     );
     let mut t = t + 100;
     let mut look = all.iter().find_map(|x| match x {
@@ -3985,14 +3979,7 @@ fn two_looks_answered_404_on_a_hand_sent_draft_both_keep_their_doubt() {
     all.extend(m.answer(
         t + 100,
         &mid,
-        Outcome::Find(
-            MailFolder::SentItems,
-            FindOutcome::Found {
-                id: "s1".into(),
-                is_draft: false,
-                internet_message_id: Some("<d1@x>".into()),
-            },
-        ),
+        Outcome::Find(MailFolder::SentItems, sent_copy("s1")),
     ));
     let mut looked = BTreeSet::new();
     let mut t = t + 100;
