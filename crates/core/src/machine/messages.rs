@@ -1177,8 +1177,13 @@ impl Machine {
                         // for first (its look is asked at start): found, it went; not there,
                         // it is collected then (seed 4233, after the world's reports of one
                         // path were put in order: mailed twice).
+                        // (So is one whose upload session is being closed first: its look
+                        // follows the close; collected at once, it was mailed again, seed
+                        // 117521.)
                         let looks = self.active.get(&r.id).is_some_and(|a| {
-                            a.rec.may_exist && a.rec.session.is_none() && a.rec.target.is_some()
+                            a.rec.may_exist
+                                && a.rec.session.as_ref().is_none_or(|s| s.abandoned)
+                                && a.rec.target.is_some()
                         });
                         if !looks {
                             self.collect(&r.id);

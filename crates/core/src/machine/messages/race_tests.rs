@@ -1006,3 +1006,77 @@ fn a_file_in_doubt_on_a_sent_copy_joins_no_message_at_start_until_its_look_answe
     }
     assert!(drafts(&out), "mailed, once: {out:?}");
 }
+
+/// Seed 117521: as seed 4233, but the file's upload session (its last piece in doubt) was being
+/// closed before the look when the agent crashed: the start found its session marked abandoned
+/// and put it in a new message at once, beside the close: mailed twice. It waits for the close,
+/// then the look, as one without a session does.
+#[test]
+fn a_file_closing_its_session_before_a_sent_copy_look_joins_no_message_at_start() {
+    let mut r = Record::pending(
+        "e1".into(),
+        "mail".into(),
+        PathBuf::from("/mail/a.pdf"),
+        "a.pdf".into(),
+        FileStat {
+            dev: 1,
+            ino: 4,
+            size: 3_145_727,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            owner: None,
+        },
+        Some(SHA.into()),
+        1,
+        Time(500),
+    );
+    r.state = State::Uploading;
+    r.may_exist = true;
+    r.effect_at = Some(Time(600));
+    r.bytes_sent = 2_097_152;
+    r.session = Some(SessionMark {
+        sent_end: 3_145_727,
+        abandoned: true,
+    });
+    r.target = Some(Target {
+        user: "me".into(),
+        kind: ItemKind::Message,
+        item_id: "sent7".into(),
+    });
+    let mut m = machine_with(false, false, false);
+    let mut out = m.handle(
+        Time(100_000),
+        Input::Start {
+            records: vec![r],
+            with_url: vec!["e1".into()],
+            messages: Vec::new(),
+        },
+    );
+    let drafts = |out: &[Action]| out.iter().any(|a| matches!(a, Action::CreateDraft { .. }));
+    assert!(
+        !drafts(&out),
+        "no message before the close and the look: {out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::DeleteSession { id, .. } if id == "e1")),
+        "{out:?}"
+    );
+    out.extend(m.answer(
+        100_050,
+        "e1",
+        Outcome::DeleteSession(DeleteOutcome::Deleted),
+    ));
+    for t in [101_000, 200_000] {
+        out.extend(m.handle(Time(t), Input::Tick));
+    }
+    assert!(!drafts(&out), "{out:?}");
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Look { id, target, .. } if id == "e1" && target.item_id == "sent7")),
+        "{out:?}"
+    );
+    let out = m.answer(200_100, "e1", look_found("sent7-a0"));
+    assert_eq!(last_persist(&out, "e1").map(|r| r.state), Some(State::Done));
+    let later = m.handle(Time(400_000), Input::Tick);
+    assert!(!drafts(&later), "never mailed again: {later:?}");
+}
