@@ -988,6 +988,17 @@ impl Sim {
                 || m.files
                     .iter()
                     .any(|f| self.ledger.get(f).is_some_and(|r| r.failed_to.is_some()))
+                // One that failed otherwise (its draft gone, say) but whose files are over the
+                // tenant's limit: the draft its retry makes may be refused for its size in turn
+                // (seed 57838: no retry came after that refusal).
+                || self.tenant_limit.is_some_and(|limit| {
+                    let size = (m.files.iter())
+                        .filter_map(|f| self.ledger.get(f))
+                        .fold(crate::mail::MESSAGE_OVERHEAD, |n, r| {
+                            n + crate::mail::encoded_attachment_size(r.file.size, &r.name)
+                        });
+                    size > limit
+                })
         });
         for m in retry {
             let records: Vec<Record> = m
@@ -3533,7 +3544,12 @@ impl Sim {
                 .values()
                 .chain(std::iter::once(rec))
                 .any(|r| r.replaces.iter().any(|x| x.attachment_id == *att));
-            if !ok && !rec.replaced && !going {
+            // (The known limit `check_final` allows too: a done record a restore took back,
+            // whose attachment a newer version deleted in the lost later state; written again
+            // as the restored ledger has it, by its after-action, seed 56867.)
+            let replaced_in_lost_state = self.restored.contains(&rec.id)
+                && self.lost_ledger.get(&rec.id).is_some_and(|l| l.replaced);
+            if !ok && !rec.replaced && !going && !replaced_in_lost_state {
                 return Err(self.violation(format!(
                     "{} recorded done with {att}, which is not on {t} with its SHA-256",
                     rec.id
