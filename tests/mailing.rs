@@ -1656,6 +1656,57 @@ async fn a_message_whose_files_all_left_deletes_its_draft() {
     assert!(sent(&env).await.is_empty(), "nothing sent");
 }
 
+/// A message whose only file was deleted before it was sent (`noFilesLeft`) has nothing to
+/// retry: `outbox retry` drafted it again with no file and sent it (an empty mail; seed 1012321
+/// in the simulation, where its first draft had been sent by hand: the message went twice).
+/// Now `retry` passes it over, `retry MESSAGE` says why (exit 2), and the next file dropped is
+/// the only mail.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_never_mails_a_message_whose_files_all_left() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let file = folder.join("gone.pdf");
+    write_file(&file, 10_000, 3);
+    let (agent, release) = paused_before_upload(&env).await;
+    std::fs::remove_file(&file).expect("rm");
+    std::fs::write(&release, "").expect("release the upload");
+    let no_files_left = |env: &Env| {
+        status_json(env)
+            .iter()
+            .find(|r| {
+                r["message"]["state"] == "failed" && r["message"]["error"]["code"] == "noFilesLeft"
+            })
+            .and_then(|r| r["message"]["id"].as_str().map(str::to_string))
+    };
+    wait_until(T, "the message failed with no files left", || async {
+        no_files_left(&env).is_some()
+    })
+    .await;
+    let mid = no_files_left(&env).expect("its message");
+    let all = env.run(&["retry", "--failed"], T);
+    assert!(all.status.success(), "{}", stderr(&all));
+    let one = env.run(&["retry", &mid], T);
+    assert_eq!(one.status.code(), Some(2), "{}", stdout(&one));
+    assert!(
+        stderr(&one).contains("no files left"),
+        "says why: {}",
+        stderr(&one)
+    );
+    // The next file dropped is mailed (a barrier: an empty message retried before it would be
+    // sent first).
+    let sha = write_file(&folder.join("next.pdf"), 10_000, 4);
+    wait_until(T, "the next file mailed", || async {
+        !sent(&env).await.is_empty()
+    })
+    .await;
+    agent.stop();
+    let sent = sent(&env).await;
+    assert_eq!(sent.len(), 1, "one mail, never an empty one: {sent:?}");
+    let got = by_subject(&sent);
+    let only = got.values().next().expect("one message");
+    assert_eq!(only.get("next.pdf"), Some(&sha), "{got:?}");
+}
+
 /// A draft sent from Outlook before its file was on it: the file's upload answers 404 on the
 /// draft. Before, the file failed (`ErrorItemNotFound`, `retry` advised); now its message looks
 /// for its draft, finds it sent without the file, and the file goes in a new message by

@@ -1408,6 +1408,7 @@ impl Agent {
                     // back waits, never sent without it.
                     if m.state == crate::core::model::MessageState::Failed
                         && !ops::gave_way(&m)
+                        && !ops::no_files_left(&m)
                         && ops::message_refusal(&self.ledger, &m)?.is_none()
                     {
                         messages.push(m);

@@ -25,6 +25,12 @@ pub fn retryable_message(ledger: &Ledger, id: &str) -> Result<Option<MessageReco
              status` shows each file and its message)"
         )));
     }
+    if no_files_left(&m) {
+        return Err(LedgerError::Invalid(format!(
+            "message {id} has no files left: each was canceled or deleted before it was sent, \
+             so there is nothing to retry (a file dropped again is mailed in a new message)"
+        )));
+    }
     if gave_way(&m) {
         return Err(LedgerError::Invalid(format!(
             "message {id} gave way to another message in the mailbox that carries its files' \
@@ -162,6 +168,12 @@ pub fn gave_way(m: &MessageRecord) -> bool {
         e.code == crate::core::machine::MAILED_ELSEWHERE
             || e.code == crate::core::machine::SPLIT_AGAIN
     })
+}
+
+/// A failed message that carries no file: each left it, canceled or deleted before it was
+/// sent (`noFilesLeft`). A retry would mail an empty message.
+pub fn no_files_left(m: &MessageRecord) -> bool {
+    m.files.is_empty()
 }
 
 /// A message whose files `retry` made into new messages after Graph refused it for its size.

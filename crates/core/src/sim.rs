@@ -4383,6 +4383,13 @@ mod tests {
             117521,
             "mailed twice: as 4233, but the file's upload session (last piece in doubt) was being closed before its sent-copy look when the agent crashed; the start put it in a new message at once. It now waits for the close, then the look",
         ),
+        (
+            1012321,
+            "sent twice: a message every file of which left it (noFilesLeft), its draft sent by hand before, was retried by the user: drafted again with no file and sent. A retry of a message with no files does nothing now (and `outbox retry` passes it over)",
+        ),
+        (119774, "the oracle: an after-action judged again after a later restore took its done record back"),
+        (56867, "the oracle: a done record a restore took back, its attachment replaced in the lost state, written again by its after-action (the known limit)"),
+        (57838, "the world: no user retry after a retried message (its draft gone) was refused for its size in turn; its files' moves waited at quiescence (also 71288, 133795, 162752, 1014470, 1018086)"),
         (12409, "as 4233"),
         (19710, "as 4233"),
         (

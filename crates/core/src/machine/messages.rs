@@ -1259,6 +1259,11 @@ impl Machine {
         if rec.error.as_ref().is_some_and(|e| e.code == SPLIT_AGAIN) {
             return;
         }
+        // Every file left it (`noFilesLeft`): retried, it was drafted and sent empty (seed
+        // 1012321, its draft then sent by hand: sent twice).
+        if rec.files.is_empty() {
+            return;
+        }
         if !self.messages.contains_key(&mid) {
             self.add_message(rec);
         }

@@ -1080,3 +1080,50 @@ fn a_file_closing_its_session_before_a_sent_copy_look_joins_no_message_at_start(
     let later = m.handle(Time(400_000), Input::Tick);
     assert!(!drafts(&later), "never mailed again: {later:?}");
 }
+
+/// Seed 1012321: `retry` of a message every file of which left it (`noFilesLeft`, its draft
+/// deleted) drafted it again with no file and sent it: an empty mail (there, its draft had
+/// been sent by hand before, so the message went twice). Nothing is left to retry: it stays
+/// as it is, and nothing is drafted.
+#[test]
+fn a_retry_of_a_message_with_no_files_left_drafts_nothing() {
+    let mut m = machine_with(false, false, false);
+    let mut rec = MessageRecord::drafting(
+        "m1".into(),
+        "mail".into(),
+        "me".into(),
+        Letter::default(),
+        Vec::new(),
+        true,
+        1,
+        Time(0),
+    );
+    rec.state = MessageState::Failed;
+    rec.internet_message_id = Some("<d1@x>".into());
+    rec.error = Some(Failure::new(NO_FILES_LEFT, "x"));
+    let mut out = m.handle(
+        Time(10),
+        Input::Start {
+            records: Vec::new(),
+            with_url: Vec::new(),
+            messages: vec![rec.clone()],
+        },
+    );
+    out.extend(m.handle(
+        Time(20),
+        Input::RetryMessage {
+            message: rec,
+            records: Vec::new(),
+        },
+    ));
+    for t in [1_000, 200_000, 400_000] {
+        out.extend(m.handle(Time(t), Input::Tick));
+    }
+    assert!(
+        !out.iter().any(|a| matches!(
+            a,
+            Action::CreateDraft { .. } | Action::SendDraft { .. } | Action::PersistMessage(_)
+        )),
+        "{out:?}"
+    );
+}
