@@ -1127,3 +1127,62 @@ fn a_retry_of_a_message_with_no_files_left_drafts_nothing() {
         "{out:?}"
     );
 }
+
+/// Seed 17887's case, unit-tested (the mutant `message.is_none() || !cancel_requested` in
+/// `on_look` lived): a file the user canceled, in doubt on the sent copy of the message it
+/// left, whose look answers not there, is canceled: it goes in no new message.
+#[test]
+fn a_canceled_file_not_found_in_a_sent_copy_ends_canceled_not_mailed() {
+    let mut r = Record::pending(
+        "e1".into(),
+        "mail".into(),
+        PathBuf::from("/mail/a.pdf"),
+        "a.pdf".into(),
+        FileStat {
+            dev: 1,
+            ino: 4,
+            size: 10,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            owner: None,
+        },
+        Some(SHA.into()),
+        1,
+        Time(500),
+    );
+    r.state = State::Uploading;
+    r.may_exist = true;
+    r.cancel_requested = true;
+    r.effect_at = Some(Time(600));
+    r.target = Some(Target {
+        user: "me".into(),
+        kind: ItemKind::Message,
+        item_id: "sent7".into(),
+    });
+    let mut m = machine_with(false, false, false);
+    let mut out = m.handle(
+        Time(100_000),
+        Input::Start {
+            records: vec![r],
+            with_url: Vec::new(),
+            messages: Vec::new(),
+        },
+    );
+    for t in [101_000, 200_000] {
+        out.extend(m.handle(Time(t), Input::Tick));
+    }
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Look { id, target, .. } if id == "e1" && target.item_id == "sent7")),
+        "{out:?}"
+    );
+    let mut out = m.answer(200_100, "e1", look_not_found());
+    for t in [202_000, 250_000, 400_000] {
+        out.extend(m.handle(Time(t), Input::Tick));
+    }
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::CreateDraft { .. })),
+        "never mailed: {out:?}"
+    );
+    let last = last_persist(&out, "e1").expect("on record");
+    assert_eq!(last.state, State::Canceled, "{last:?}");
+}
