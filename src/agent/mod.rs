@@ -68,30 +68,40 @@ pub enum AgentError {
 }
 
 /// The core's clock: wall time at start plus monotonic time since (never goes backwards).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Clock {
-    wall0: u64,
     t0: Instant,
+    logical: std::sync::Arc<std::sync::Mutex<crate::core::clock::Logical>>,
 }
 
+/// The agent's time (`core::clock::Logical`): the wall clock, never backward, never standing
+/// still, and caught up after a suspend (wall time at start plus `Instant` since was a night
+/// behind after a night asleep: `status` and a letter's `{date}` said yesterday).
 impl Clock {
     pub fn start() -> Clock {
-        let wall0 = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        Clock {
-            wall0,
+        let clock = Clock {
             t0: Instant::now(),
-        }
+            logical: std::sync::Arc::new(std::sync::Mutex::new(crate::core::clock::Logical::new())),
+        };
+        clock.now();
+        clock
     }
 
     pub fn now(&self) -> Time {
-        Time(self.wall0 + self.t0.elapsed().as_millis() as u64)
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mono = self.t0.elapsed().as_millis() as u64;
+        match self.logical.lock() {
+            Ok(mut l) => l.read(wall, mono),
+            Err(poisoned) => poisoned.into_inner().read(wall, mono),
+        }
     }
 
+    /// When time `t` comes, by the monotonic clock (from now: the time may have jumped).
     pub fn instant_of(&self, t: Time) -> Instant {
-        self.t0 + Duration::from_millis(t.0.saturating_sub(self.wall0))
+        Instant::now() + Duration::from_millis(t.since(self.now()))
     }
 }
 

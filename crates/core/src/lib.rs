@@ -3,6 +3,7 @@
 //! (what the watcher saw, hash results, each request's typed outcome, timers, commands) and
 //! carries out the actions it answers; the simulator does the same against an in-memory world.
 
+pub mod clock;
 pub mod exec;
 pub mod machine;
 pub mod mail;

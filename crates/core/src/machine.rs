@@ -177,6 +177,8 @@ enum Step {
 #[derive(Debug)]
 pub struct Machine {
     now: Time,
+    /// When this run started (`Input::Start`): see [`Machine::counted`].
+    started: Time,
     policy: Policy,
     mappings: BTreeMap<String, MappingRule>,
     unavailable: BTreeSet<String>,
@@ -303,6 +305,7 @@ impl Machine {
         );
         Machine {
             now: Time(0),
+            started: Time(0),
             mappings: mappings.into_iter().map(|m| (m.name.clone(), m)).collect(),
             policy,
             unavailable: BTreeSet::new(),
@@ -437,6 +440,21 @@ impl Machine {
         s
     }
 
+    /// A time on record, as a wait counts from it: one of an earlier run counts from this
+    /// run's start. The wall clock may have been stepped between the runs (a reboot's NTP
+    /// sync, a laptop's clock set by hand): forward, a persisted "not before every request
+    /// that may have made it is surely over" ended early (seed 1798, with the world's clock
+    /// steps: a POST whose 503 came after its effect was looked for 7 s later by the world's
+    /// time, not seen, and attached twice); backward, a time ahead of now waited for the step.
+    /// (A time of this run is within [`started`, `now`]; one outside it is an earlier run's.)
+    fn counted(&self, t: Time) -> Time {
+        if t > self.now {
+            self.started
+        } else {
+            t.max(self.started)
+        }
+    }
+
     // ---- the one entry point ----------------------------------------------------------------
 
     pub fn handle(&mut self, now: Time, input: Input) -> Vec<Action> {
@@ -450,6 +468,7 @@ impl Machine {
                 with_url,
                 messages,
             } => {
+                self.started = self.now;
                 self.start_messages(messages);
                 self.start(records, with_url, &mut out);
             }
@@ -1776,7 +1795,7 @@ impl Machine {
                     // Not before every request that may have made it is surely over.
                     let a = &self.active[id];
                     if let Some(t) = a.rec.effect_at.filter(|_| a.rec.may_exist) {
-                        let ready = t.plus_ms(self.policy.look_after_ms);
+                        let ready = self.counted(t).plus_ms(self.policy.look_after_ms);
                         // The name is this entry's while it waits: no other upload of it.
                         let target = self.target_of(&a.rec);
                         if let Some(target) = target {

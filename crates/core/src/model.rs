@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Milliseconds on the agent's clock (wall time at start plus monotonic time since: it never
-/// goes backwards). The simulator drives it by hand.
+/// Milliseconds on the agent's clock (`clock::Logical`: the wall clock, never backward within a
+/// run, caught up after a suspend; a new run may start behind the last). The simulator drives
+/// it by hand.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]

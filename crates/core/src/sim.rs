@@ -146,6 +146,20 @@ enum Fate {
     Unreachable,
 }
 
+/// The machine's clocks, in half the worlds (an rng of their own): its wall clock is the
+/// world's time plus `wall_skew`, stepped (NTP, the user) while the agent is down; its
+/// monotonic clock stops while the machine sleeps (`asleep_ms` in all). The agent reads its time
+/// from both through the real [`crate::clock::Logical`], as `agent::Clock` does.
+#[derive(Debug, Clone)]
+struct Clocks {
+    rng: StdRng,
+    logical: crate::clock::Logical,
+    wall_skew: i64,
+    asleep_ms: u64,
+    /// Every step of the wall clock forward, added up: what no run can tell from time passing.
+    forward_ms: u64,
+}
+
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Event {
@@ -167,6 +181,8 @@ enum Event {
     /// The agent prunes its ledger (`Sim::prune`), as it does with each periodic rescan; the
     /// world sometimes unmounts a folder just before.
     Prune,
+    /// The machine of run `n` sleeps (a laptop's lid closed): see [`Sim::suspend`].
+    Suspend(u64),
 }
 
 /// What the second agent on the mailing folder does with one drop it saw (the same protocol
@@ -339,6 +355,16 @@ pub struct Sim {
     /// every earlier draw as before): the mailing mapping's records, their upload URLs and
     /// every message record go back to what they were then.
     restores: Option<StdRng>,
+    /// The machine's clocks, when they are not the world's.
+    clocks: Option<Clocks>,
+    /// When (world time) each record was first written, and each message first on record as
+    /// sent: the oracle's times (the agent's own are by its clock, which may be stepped).
+    record_born: BTreeMap<String, Time>,
+    message_sent: BTreeMap<String, Time>,
+    /// When each message was first written, in the world's time plus every forward step of the
+    /// wall clock before (`Clocks::forward_ms`): `max_messages` holds in that time (the agent
+    /// cannot see a step forward while it was down; it takes a step back conservatively).
+    message_made: BTreeMap<String, Time>,
     backup: Option<Backup>,
     /// Upload sessions a restored ledger no longer knows (left to expire, as the agent must).
     forgotten_sessions: BTreeSet<String>,
@@ -621,6 +647,14 @@ impl Sim {
         // Of those, some have their state dir restored from a backup at a restart.
         let mut restore_rng = StdRng::seed_from_u64(seed ^ 0x7265_7374_6f72_6521);
         let restores = (loses_ledger && restore_rng.gen_bool(0.5)).then_some(restore_rng);
+        let mut clock_rng = StdRng::seed_from_u64(seed ^ 0x636c_6f63_6b73_2121);
+        let clocks = clock_rng.gen_bool(0.5).then(|| Clocks {
+            wall_skew: clock_rng.gen_range(-60_000..60_000),
+            rng: clock_rng,
+            logical: crate::clock::Logical::new(),
+            asleep_ms: 0,
+            forward_ms: 0,
+        });
         // Half the worlds have a `failed_dir` on every mapping: the core asks for a failed
         // file's move there, and a retry takes it back (drawn last: every earlier draw as
         // before). The world's moves are sometimes slow, and sometimes fail.
@@ -706,6 +740,10 @@ impl Sim {
             lost_ledger: BTreeMap::new(),
             lost_msgs: BTreeMap::new(),
             restores,
+            clocks,
+            record_born: BTreeMap::new(),
+            message_sent: BTreeMap::new(),
+            message_made: BTreeMap::new(),
             backup: None,
             forgotten_sessions: BTreeSet::new(),
             restored: BTreeSet::new(),
@@ -822,7 +860,11 @@ impl Sim {
                 | Event::Restart
                 | Event::RetryMail(_)
                 | Event::Rival(_) => true,
-                Event::User | Event::Complete(_) | Event::Tick(_) | Event::Prune => false,
+                Event::User
+                | Event::Complete(_)
+                | Event::Tick(_)
+                | Event::Prune
+                | Event::Suspend(_) => false,
             })
     }
 
@@ -910,11 +952,64 @@ impl Sim {
             Event::RetryMail(n) => self.retry_mail(n)?,
             Event::Rival(n) => self.rival_step(n),
             Event::Prune => self.prune_across_an_unmount()?,
+            Event::Suspend(epoch) => self.suspend(epoch),
         }
         if !self.quiet && self.machine.is_some() && self.rng.gen_bool(self.knobs.crash_prob) {
             self.crash_and_restart_later();
         }
         Ok(())
+    }
+
+    /// The agent's time now: the world's, or its machine's clocks read through
+    /// [`crate::clock::Logical`] (see [`Clocks`]).
+    fn agent_now(&mut self) -> Time {
+        let now = self.now;
+        match self.clocks.as_mut() {
+            None => now,
+            Some(c) => {
+                let wall = now.0.saturating_add_signed(c.wall_skew);
+                c.logical.read(wall, now.0.saturating_sub(c.asleep_ms))
+            }
+        }
+    }
+
+    /// The machine of run `epoch` sleeps, from a few seconds to two hours: its monotonic clock
+    /// stops, and nothing reaches the agent until it wakes (answers, wake-ups, watcher reports,
+    /// rescans wait, in order; requests in flight land when it wakes). The world goes on:
+    /// sessions age, drafts are sent by hand, other writers write.
+    fn suspend(&mut self, epoch: u64) {
+        if epoch != self.epoch || self.machine.is_none() || self.quiet {
+            return;
+        }
+        let Some(c) = self.clocks.as_mut() else {
+            return;
+        };
+        let d = if c.rng.gen_bool(0.2) {
+            c.rng.gen_range(600_000..7_200_000)
+        } else {
+            c.rng.gen_range(2_000..120_000)
+        };
+        c.asleep_ms += d;
+        self.note(format!("SUSPEND for {d} ms"));
+        let until = self.now.plus_ms(d);
+        let ep = self.epoch;
+        let held: Vec<(Time, u64)> = self
+            .events
+            .range(..(until, 0))
+            .filter(|(_, e)| match e {
+                Event::Deliver(x, _) | Event::Tick(x) | Event::Rescan(x) => *x == ep,
+                Event::Complete(req) => self.pending.get(req).is_some_and(|p| p.epoch == ep),
+                _ => false,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in held {
+            if let Some(e) = self.events.remove(&k) {
+                self.events.insert((until, k.1), e);
+            }
+        }
+        // What the agent saw of each writer is old news when it wakes.
+        self.writer_disturbed(|_| true);
     }
 
     fn go_quiet(&mut self) {
@@ -1927,6 +2022,33 @@ impl Sim {
             self.mappings.iter().map(|(r, _)| r.clone()).collect(),
             self.policy.clone(),
         );
+        // A new run reads the wall clock afresh: stepped while the agent was down, perhaps
+        // back. And this run's machine may sleep.
+        let quiet = self.quiet;
+        let mut sleeps = None;
+        if let Some(c) = self.clocks.as_mut() {
+            c.logical = crate::clock::Logical::new();
+            if c.rng.gen_bool(0.5) {
+                let step = c.rng.gen_range(-300_000..300_000);
+                let was = c.wall_skew;
+                c.wall_skew = (c.wall_skew + step).clamp(-600_000, 600_000);
+                c.forward_ms += c.wall_skew.saturating_sub(was).max(0) as u64;
+            }
+            if !quiet && c.rng.gen_bool(0.3) {
+                sleeps = Some(c.rng.gen_range(0..60_000));
+            }
+        }
+        if let Some(d) = sleeps {
+            let e = self.epoch;
+            self.schedule(d, Event::Suspend(e));
+        }
+        if let Some(skew) = self.clocks.as_ref().map(|c| c.wall_skew) {
+            let t = self.agent_now();
+            self.note(format!(
+                "clock: the wall clock {skew:+} ms off, the agent's time {}",
+                t.0
+            ));
+        }
         let records: Vec<Record> = self.ledger.values().cloned().collect();
         let with_url: Vec<String> = self.urls.keys().cloned().collect();
         // Messages not finished with, those any record given names, and those sent within the
@@ -1943,7 +2065,7 @@ impl Sim {
             .max()
             .unwrap_or(0);
         let since = Time(
-            self.now
+            self.agent_now()
                 .0
                 .saturating_sub(self.policy.send_window_ms.max(cap_window)),
         );
@@ -2220,6 +2342,8 @@ impl Sim {
             mails.iter().copied().max().unwrap_or(0),
             !mails.is_empty(),
         );
+        // (By the agent's clock: its rule.)
+        let agent_now = self.agent_now();
         let folders: Vec<prune::Folder<'_>> = self
             .mappings
             .iter()
@@ -2243,7 +2367,7 @@ impl Sim {
             }),
             &folders,
             keep,
-            self.now,
+            agent_now,
             |p| self.stat_of(p).is_some(),
         );
         let messages: Vec<String> = self
@@ -2254,7 +2378,7 @@ impl Sim {
                     m.state,
                     m.updated_at,
                     keep,
-                    self.now,
+                    agent_now,
                     m.files.iter().map(String::as_str),
                     |f| self.ledger.contains_key(f) && !ids.iter().any(|i| i == f),
                 )
@@ -3615,11 +3739,19 @@ impl Sim {
             let Some(mail) = rule.mail.as_ref().filter(|m| m.max_messages > 0) else {
                 continue;
             };
+            // (In the world's time, but for a wall clock stepped forward while the agent was
+            // down: that shortens the window by the step, which no run can see. docs/core.md,
+            // known limits.)
             let mut made: Vec<Time> = self
                 .msg_ledger
                 .values()
                 .filter(|m| m.mapping == rule.name)
-                .map(|m| m.created_at)
+                .map(|m| {
+                    self.message_made
+                        .get(&m.id)
+                        .copied()
+                        .unwrap_or(m.created_at)
+                })
                 .collect();
             made.sort();
             let cap = mail.max_messages as usize;
@@ -4017,14 +4149,13 @@ impl Sim {
                 // Each drop is a request to mail: a file dropped (again) after its newest
                 // record's message was sent is not mailed by that message, even with the same
                 // bytes.
+                // (In the world's time: the agent's clock may have been stepped since.)
                 let born = self.inodes.get(&ino).map(|n| n.born).unwrap_or(Time(0));
-                let went_before = rec
-                    .message
-                    .as_ref()
-                    .and_then(|m| self.msg_ledger.get(m))
-                    .and_then(|m| m.sent_at)
-                    .is_some_and(|t| t < born);
-                if rec.created_at < born && went_before {
+                let went_before = (rec.message.as_ref())
+                    .and_then(|m| self.message_sent.get(m))
+                    .is_some_and(|t| *t < born);
+                let created = self.record_born.get(&rec.id).copied().unwrap_or(Time(0));
+                if created < born && went_before {
                     return Err(self.violation(format!(
                         "{}: dropped at {} but its newest record {} is older: not mailed again",
                         path.display(),
@@ -4139,6 +4270,8 @@ impl exec::Ledger for Sim {
         match write {
             exec::Write::Record(rec) => {
                 self.check_persist(&rec)?;
+                let now = self.now;
+                self.record_born.entry(rec.id.clone()).or_insert(now);
                 // A file the executor moved to `failed_dir` was not deleted: a retry takes it
                 // back or says why, never finds it gone and drops it from its message.
                 if rec.state == State::Canceled
@@ -4157,6 +4290,14 @@ impl exec::Ledger for Sim {
             }
             exec::Write::Message(m) => {
                 self.check_message(&m)?;
+                let now = self.now;
+                let credit = self.clocks.as_ref().map_or(0, |c| c.forward_ms);
+                self.message_made
+                    .entry(m.id.clone())
+                    .or_insert(now.plus_ms(credit));
+                if m.state == MessageState::Sent {
+                    self.message_sent.entry(m.id.clone()).or_insert(now);
+                }
                 let was = self.msg_ledger.insert(m.id.clone(), m.clone());
                 self.unflushed.push(Undo::Message(m.id, was));
             }
@@ -4214,7 +4355,7 @@ impl exec::Executor for Sim {
             self.note(format!("in: {input:?}"));
         }
         self.note_waits(&input);
-        let now = self.now;
+        let now = self.agent_now();
         match self.machine.as_mut() {
             Some(m) => m.handle(now, input),
             None => Vec::new(),
@@ -4226,7 +4367,7 @@ impl exec::Executor for Sim {
         match action {
             Action::WakeAt(t) => {
                 let e = self.epoch;
-                let d = t.since(self.now);
+                let d = t.since(self.agent_now());
                 self.schedule(d, Event::Tick(e));
             }
             other => self.dispatch(other)?,

@@ -2061,28 +2061,32 @@ impl Machine {
             .mail_rule(&m.rec.mapping)
             .map_or(0, |r| r.remember_sent_ms);
         // Not before every request that may have made it is surely over.
+        // (Times on record count as `counted` has it: from this run's start if an earlier
+        // run's, the clock perhaps stepped since.)
         let wait_for = match step {
             MStep::Find(_) if m.rec.draft_gone_at.is_some() => {
                 // Its draft was in neither folder: not looked for again before a send from
                 // Outlook then would surely show in Sent Items.
                 m.rec
                     .draft_gone_at
-                    .map(|t| t.plus_ms(move_grace_ms(look_after)))
+                    .map(|t| self.counted(t).plus_ms(move_grace_ms(look_after)))
             }
             MStep::Find(_) if m.rec.may_exist && m.rec.state == MessageState::Drafting => {
-                m.rec.effect_at.map(|t| t.plus_ms(look_after))
+                m.rec.effect_at.map(|t| self.counted(t).plus_ms(look_after))
             }
             MStep::Find(_) if m.rec.resend_if_draft => {
                 // `retry` of an unconfirmed message: "still a draft" proves nothing while
                 // Exchange may still be moving a sent one, so not before that has surely had time.
                 m.rec
                     .last_send_at
-                    .map(|t| t.plus_ms(move_grace_ms(look_after)))
+                    .map(|t| self.counted(t).plus_ms(move_grace_ms(look_after)))
             }
             MStep::Find(MailFolder::SentItems) if m.rec.state == MessageState::Sent => {
-                m.rec.sent_at.map(|t| t.plus_ms(look_after))
+                m.rec.sent_at.map(|t| self.counted(t).plus_ms(look_after))
             }
-            MStep::Find(MailFolder::SentItems) => m.rec.send_at.map(|t| t.plus_ms(look_after)),
+            MStep::Find(MailFolder::SentItems) => {
+                m.rec.send_at.map(|t| self.counted(t).plus_ms(look_after))
+            }
             MStep::CheckRivals => m.drafted_at.map(|t| t.plus_ms(RIVAL_SETTLE_MS)),
             _ => None,
         }
