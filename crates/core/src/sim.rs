@@ -4539,6 +4539,11 @@ mod tests {
             1798,
             "attached twice (the world's clock steps): a POST whose 503 came after its effect was looked for after a restart whose wall clock had stepped forward, before the listing could show it; an earlier run's time now counts from the start (Machine::counted)",
         ),
+        (
+            379304,
+            "mailed twice: a ledger restored mid-upload (a session open, nothing in doubt on record) while the lost later run finished the upload and sent the message; the start found the message sent and put the file, not searched for (it had a session), in a new message, and the pre-send check took the sent copy holding its key for a new drop's. It is searched for by its key now",
+        ),
+        (890673, "as 627201"),
         (12409, "as 4233"),
         (19710, "as 4233"),
         (

@@ -1870,12 +1870,19 @@ impl Machine {
             // A file the user canceled goes in no message: a copy of it in doubt is looked for
             // in the sent copy (there, the cancel came too late; else it is canceled).
             let canceled = self.active.get(&id).is_some_and(|a| a.rec.cancel_requested);
-            // (One with an upload session open has it closed first, on its own path.)
+            // (One with an upload session open and no piece in doubt too: the session is
+            // dropped with its binding, nothing more can go on a sent draft, and it expires on
+            // its own. Its record may not know how far the upload went: a ledger restored from
+            // a backup taken mid-upload, the upload finished and the draft sent by the lost
+            // later run. Not searched, it went in a new message, and the pre-send check took
+            // the sent copy holding its key for a new drop's: mailed twice, seed 379304. One
+            // whose last piece is in doubt has its session closed first, on its own path, and
+            // its copy looked for in the sent copy by name and bytes: seed 509813.)
             let searches = !canceled
                 && self.active.get(&id).is_some_and(|a| {
                     self.mail_rule(&a.rec.mapping)
                         .is_some_and(|m| m.remember_sent_ms > 0)
-                        && a.rec.session.is_none()
+                        && (a.rec.session.is_none() || !a.rec.may_exist)
                 });
             if let Some(a) = self.active.get_mut(&id) {
                 a.rec.message = None;

@@ -485,3 +485,77 @@ fn a_message_takes_its_files_as_start_up_leaves_them() {
         "the message goes on to its listing: {all:?}"
     );
 }
+
+/// Seed 379304: a ledger restored from a backup taken mid-upload (a session open, no piece in
+/// doubt on record) while the lost later run finished the upload and sent the message. The
+/// start finds the message sent; its file, not done on record, left it for a new message
+/// without a key search (only files with no session were searched), and the pre-send check
+/// took the sent copy holding its key for a new drop's: mailed twice. It is searched by its
+/// key like the others: found in the message it left, it went.
+#[test]
+fn a_file_mid_upload_on_a_restored_ledger_is_searched_for_when_its_message_is_found_sent() {
+    let (mut rec, msg) = mid_attach();
+    rec.state = State::Uploading;
+    rec.may_exist = false;
+    rec.bytes_sent = rec.file.size / 2;
+    rec.target = Some(Target {
+        user: "me".into(),
+        kind: ItemKind::Message,
+        item_id: "d1".into(),
+    });
+    rec.session = Some(SessionMark {
+        sent_end: rec.file.size / 2,
+        abandoned: false,
+    });
+    let mut m = keyed_machine();
+    let out = m.handle(
+        Time(100_000),
+        Input::Start {
+            records: vec![rec.clone()],
+            with_url: vec![rec.id.clone()],
+            messages: vec![msg.clone()],
+        },
+    );
+    assert_eq!(finds(&out), vec![MailFolder::SentItems], "{out:?}");
+    let mut all = find(
+        &mut m,
+        101_000,
+        &msg.id,
+        MailFolder::SentItems,
+        sent_copy("s1"),
+    );
+    let mut t = 101_000;
+    let mut asked = key_asked(&all);
+    while asked.is_none() && t < 900_000 {
+        t += 1_000;
+        let out = m.handle(Time(t), Input::Tick);
+        asked = key_asked(&out);
+        all.extend(out);
+    }
+    assert!(
+        !drafts_made(&all),
+        "no new message before the search: {all:?}"
+    );
+    let (id, _) = asked.unwrap_or_else(|| panic!("its key is searched for: {all:?}"));
+    assert_eq!(id, rec.id);
+    let out = answer(
+        &mut m,
+        t + 10,
+        &id,
+        KeyOutcome::Mailed {
+            message_id: "s1".into(),
+            internet_message_id: Some("<d1@x>".into()),
+            attachment_id: "s1-a0".into(),
+            marker: Some(msg.id.clone()),
+            ours: true,
+        },
+    );
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Persist(r) if r.id == rec.id && r.state == State::Done)),
+        "found mailed in the message it left: {out:?}"
+    );
+    all.extend(out);
+    all.extend(m.handle(Time(t + 900_000), Input::Tick));
+    assert!(!drafts_made(&all), "never mailed again: {all:?}");
+}
