@@ -166,7 +166,8 @@ async fn entries_of_files_gone_are_pruned_after_keep_done_and_others_kept() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(status_json(&env).len(), 2);
     std::fs::remove_file(env.path("m/goes.txt")).expect("rm");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // (`keep_done`, but never under `look_after`: 2 s in the harness.)
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let out = env.run(&["run", "--once"], T);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows = status_json(&env);

@@ -415,7 +415,8 @@ async fn an_unmounted_folder_keeps_its_entries() {
     assert!(out.status.success(), "{}", stderr(&out));
     let away = env.path("unmounted");
     std::fs::rename(&folder, &away).expect("unmount");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // (`keep_done`, but never under `look_after`: 2 s in the harness.)
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let _ = env.run(&["run", "--once"], T);
     assert_eq!(status_rows(&env).len(), 1, "the entry is kept");
     std::fs::rename(&away, &folder).expect("mount");

@@ -174,7 +174,8 @@ impl Settings {
     /// How long a finished entry (and its message) of a file gone from its folder is kept
     /// (`core::prune::keep_ms`): `keep_done`; where a folder is mailed, never less than
     /// `remember_sent`, or the same bytes dropped again at a pruned path would be searched for
-    /// and taken for mailed by the mailbox's copy.
+    /// and taken for mailed by the mailbox's copy; never under `look_after` (a listing may lag
+    /// behind a recent attachment that long).
     pub fn keep_finished(&self) -> Duration {
         let mails = self
             .mappings
@@ -185,6 +186,7 @@ impl Settings {
             ms(self.agent.keep_done),
             ms(self.agent.remember_sent),
             mails,
+            ms(self.agent.look_after),
         ))
     }
 }

@@ -17,13 +17,19 @@ use std::path::Path;
 /// How long a finished entry (and its message) of a file gone from its folder is kept:
 /// `keep_done`; where a folder is mailed (`mails`), never less than `remember_sent`, or the same
 /// bytes dropped again at a pruned path would be searched for and taken for mailed by the
-/// mailbox's copy.
-pub fn keep_ms(keep_done_ms: u64, remember_sent_ms: u64, mails: bool) -> u64 {
-    if mails {
+/// mailbox's copy. Never less than `look_after_ms` either: a done entry is what tells a later
+/// file of the same name and bytes, under `if_exists = "skip"`, that its copy is on the item;
+/// gone (and the agent restarted, forgetting what it attached), only the item's listing can,
+/// and a listing may lag behind a recent attachment for up to `look_after` (the wait every look
+/// after a lost answer keeps): seed 643322, an entry pruned 475 ms after it was done and a
+/// second copy made.
+pub fn keep_ms(keep_done_ms: u64, remember_sent_ms: u64, mails: bool, look_after_ms: u64) -> u64 {
+    let keep = if mails {
         keep_done_ms.max(remember_sent_ms)
     } else {
         keep_done_ms
-    }
+    };
+    keep.max(look_after_ms)
 }
 
 /// Finished (done, failed, rejected, canceled) and not updated for `keep_ms`: pruned once its
@@ -140,9 +146,12 @@ mod tests {
         for s in [State::Pending, State::Uploading] {
             assert!(!old_enough(s, Time(0), KEEP, now), "{s:?}");
         }
-        assert_eq!(keep_ms(KEEP, 5 * KEEP, true), 5 * KEEP);
-        assert_eq!(keep_ms(KEEP, 5 * KEEP, false), KEEP);
-        assert_eq!(keep_ms(3 * KEEP, KEEP, true), 3 * KEEP);
+        assert_eq!(keep_ms(KEEP, 5 * KEEP, true, 30_000), 5 * KEEP);
+        assert_eq!(keep_ms(KEEP, 5 * KEEP, false, 30_000), KEEP);
+        assert_eq!(keep_ms(3 * KEEP, KEEP, true, 30_000), 3 * KEEP);
+        // Never under `look_after` (seed 643322).
+        assert_eq!(keep_ms(475, 0, false, 30_000), 30_000);
+        assert_eq!(keep_ms(0, 1_000, true, 30_000), 30_000);
     }
 
     /// Issue 21: an unmounted folder's files are out of sight, not gone: their entries stay,

@@ -2341,6 +2341,7 @@ impl Sim {
             self.keep_done_ms,
             mails.iter().copied().max().unwrap_or(0),
             !mails.is_empty(),
+            self.policy.look_after_ms,
         );
         // (By the agent's clock: its rule.)
         let agent_now = self.agent_now();
@@ -4544,6 +4545,10 @@ mod tests {
             "mailed twice: a ledger restored mid-upload (a session open, nothing in doubt on record) while the lost later run finished the upload and sent the message; the start found the message sent and put the file, not searched for (it had a session), in a new message, and the pre-send check took the sent copy holding its key for a new drop's. It is searched for by its key now",
         ),
         (890673, "as 627201"),
+        (
+            643322,
+            "duplicate under skip: an entry pruned 475 ms after it was done (keep_done drawn under a second), the agent restarted, and a file of the same name and bytes found nothing in a listing that lagged behind that attachment. Prune keeps a finished entry at least look_after now",
+        ),
         (12409, "as 4233"),
         (19710, "as 4233"),
         (
