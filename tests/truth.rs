@@ -1066,3 +1066,116 @@ async fn run_once_ends_when_a_queued_files_mapping_was_removed() {
         stderr(&out)
     );
 }
+
+/// `outbox send FILE` spawned with stderr read line by line into `lines` as it comes.
+fn send_streaming(
+    env: &Env,
+    file: &std::path::Path,
+    item: &str,
+) -> (
+    std::process::Child,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead;
+    let mut child = env
+        .cmd()
+        .args(["send", file.to_str().unwrap(), "--message", item])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (l, err) = (lines.clone(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            l.lock().unwrap().push(line);
+        }
+    });
+    (child, lines, reader)
+}
+
+/// Trial 4, G5: `outbox send` throttled by Graph says what it waits for and until when (it
+/// was silent off a terminal), and interrupted then, its last line is true to what was in
+/// flight: an 8-byte file goes by one POST, answered 429, so nothing reached the item and no
+/// upload session ever existed (it said "its upload session was deleted").
+#[tokio::test(flavor = "multi_thread")]
+async fn send_says_it_is_throttled_and_an_interrupt_names_no_session_that_never_was() {
+    let env = Env::new();
+    env.write_config("", "");
+    let item = env.sandbox.create_item("message", "me").await;
+    let file = env.path("sthr.txt");
+    std::fs::write(&file, b"8 bytes!").unwrap();
+    env.sandbox
+        .faults(serde_json::json!({"fail_rate": 1.0, "status": 429, "retry_after": 20}))
+        .await;
+    let (child, lines, reader) = send_streaming(&env, &file, &item);
+    let said = |text: &'static str| {
+        let lines = lines.clone();
+        move || {
+            let found = lines.lock().unwrap().iter().any(|l| l.contains(text));
+            async move { found }
+        }
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "send to say it is throttled",
+        said("throttled by Graph"),
+    )
+    .await;
+    terminate(child.id());
+    let out = run_bounded_child(child, Duration::from_secs(30));
+    reader.join().unwrap();
+    let err = lines.lock().unwrap().join("\n");
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let wait = err
+        .lines()
+        .find(|l| l.contains("throttled by Graph"))
+        .unwrap();
+    assert!(
+        wait.contains("Retry-After: 20 s")
+            && wait.contains("sending again at")
+            && wait.contains("UTC"),
+        "{wait}"
+    );
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("was not attached (nothing of it reached the item)"),
+        "{err}"
+    );
+    assert!(!err.contains("session"), "{err}");
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 0);
+}
+
+/// Trial 4, G5's sibling: interrupted while its one POST is out, `send` cannot know whether it
+/// landed, and says so (with the command that finds it rather than attaching it twice) instead
+/// of "was not attached".
+#[tokio::test(flavor = "multi_thread")]
+async fn send_interrupted_with_its_post_in_flight_says_it_may_have_been_attached() {
+    let env = Env::new();
+    env.write_config("", "");
+    let item = env.sandbox.create_item("message", "me").await;
+    let file = env.path("slow.txt");
+    write_file(&file, 1000, 3);
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "post", "action": "delay", "delay_ms": 20000}
+        ]}))
+        .await;
+    let (child, lines, reader) = send_streaming(&env, &file, &item);
+    wait_until(Duration::from_secs(30), "the POST to be out", || async {
+        env.sandbox.stats().await["peak_concurrent_requests"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+    })
+    .await;
+    terminate(child.id());
+    let out = run_bounded_child(child, Duration::from_secs(30));
+    reader.join().unwrap();
+    let err = lines.lock().unwrap().join("\n");
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("may have been attached"), "{err}");
+    assert!(err.contains("--if-exists skip"), "{err}");
+    assert!(!err.contains("was not attached"), "{err}");
+}
