@@ -93,8 +93,8 @@ impl Left {
             Left::SessionDeleted => "was not attached (its upload session was deleted)",
             Left::MayBeAttached => {
                 "may have been attached: the request that attaches it was sent and its answer \
-                 never heard; the same `outbox send` again with `--if-exists skip` finds it there \
-                 by its bytes instead of attaching it twice"
+                 never heard; run the same send again with `--if-exists skip`: it finds it there by \
+                 its bytes instead of attaching it twice"
             }
         }
     }
