@@ -1002,6 +1002,93 @@ async fn skipped_links_and_subfolders_are_said_and_a_subfolders_file_shows_its_f
     drop(agent);
 }
 
+/// Trial 4, G1/M9: a link or a subfolder dropped while the agent runs was passed over in
+/// silence until a rescan (log and `status` said nothing, for up to an hour). A live event is
+/// now taken as a start-up scan takes it: passed over for the same reason, said once in the log
+/// and counted in `status`; and a recursive mapping's new subfolder's link is counted too.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_or_subfolder_dropped_while_the_agent_runs_is_said_as_a_scan_says_it() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let flat = env.path("flat");
+    let deep = env.path("deep");
+    std::fs::create_dir_all(&flat).unwrap();
+    std::fs::create_dir_all(&deep).unwrap();
+    write_file(&env.path("elsewhere.txt"), 100, 3);
+    let recursive = format!(
+        "[[mapping]]\nname = \"deep\"\nfolder = {}\nmessage = \"{item}\"\nrecursive = true\n",
+        toml_path(&deep)
+    );
+    env.write_config("", &(mapping(&flat, &item, "") + &recursive));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    std::os::unix::fs::symlink(env.path("elsewhere.txt"), flat.join("link.txt")).unwrap();
+    write_file(&flat.join("inner").join("b.txt"), 100, 2);
+    std::fs::create_dir_all(deep.join("sub")).unwrap();
+    std::os::unix::fs::symlink(env.path("elsewhere.txt"), deep.join("sub").join("l.txt")).unwrap();
+    let skipped = |so: &str, mapping: &str| {
+        so.lines()
+            .find(|l| l.starts_with(&format!("skipped: mapping `{mapping}`")))
+            .map(str::to_owned)
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "status to say what was passed over",
+        || async {
+            let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+            skipped(&so, "m")
+                .is_some_and(|l| l.contains("1 symbolic link") && l.contains("1 subfolder"))
+                && skipped(&so, "deep").is_some_and(|l| l.contains("1 symbolic link"))
+        },
+    )
+    .await;
+    let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    let line = skipped(&so, "m").unwrap();
+    assert!(
+        line.contains("follow_symlinks = true") && line.contains("recursive = true"),
+        "{line}"
+    );
+    let log = agent.log();
+    assert!(log.contains("symbolic link not sent"), "{log}");
+    assert!(log.contains("subfolder not looked in"), "{log}");
+    // Removed, it is no longer counted.
+    std::fs::remove_file(flat.join("link.txt")).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the removed link to be forgotten",
+        || async {
+            let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+            skipped(&so, "m").is_some_and(|l| !l.contains("symbolic link"))
+        },
+    )
+    .await;
+    // Nothing of either was attached.
+    assert!(attached(&env.sandbox, &item).await.is_empty());
+    drop(agent);
+}
+
+/// Trial 4, G1's other half: with `follow_symlinks = true` a link dropped while the agent runs
+/// that stays inside the folder is taken, as a start-up scan takes it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_followed_link_dropped_while_the_agent_runs_is_taken() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let flat = env.path("flat");
+    std::fs::create_dir_all(flat.join("store")).unwrap();
+    env.write_config("", &mapping(&flat, &item, "follow_symlinks = true"));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    write_file(&flat.join("store").join("real.txt"), 100, 9);
+    std::os::unix::fs::symlink(flat.join("store").join("real.txt"), flat.join("link.txt")).unwrap();
+    wait_until(Duration::from_secs(30), "link.txt attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("link.txt")
+    })
+    .await;
+    drop(agent);
+}
+
 /// Third trial, 9: messages that did not say what is wrong. A config made writable by others
 /// while an agent runs: the hint says its permissions and the chmod, not "fix the line named"
 /// (there is none). A second agent on a state dir in use: the first one's pid. A hint under a
