@@ -1179,3 +1179,64 @@ async fn send_interrupted_with_its_post_in_flight_says_it_may_have_been_attached
     assert!(err.contains("--if-exists skip"), "{err}");
     assert!(!err.contains("was not attached"), "{err}");
 }
+
+/// Trial 4, G9: `check` said a config's errors in rounds: a mapping with two targets and a bad
+/// address first, then (once those were fixed) an unknown placeholder and overlapping folders.
+/// One run now says them all, and a mapping's error leaves the next mappings checked; a folder
+/// in error leaves the rest of its own mapping checked too.
+#[test]
+fn check_lists_every_error_of_the_config_in_one_run() {
+    let home = tempfile::tempdir().unwrap();
+    let d = home.path();
+    for sub in ["reports/sub", "inv", "x"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let folder = |rel: &str| toml_path(&d.join(rel));
+    let cfg = d.join("multi.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nmethod = \"token_env\"\n\n[agent]\nstate_dir = {}\n\n\
+             [[mapping]]\nname = \"reports\"\nfolder = {}\nmessage = \"AAMkAGI2TG93AAA=\"\n\n\
+             [[mapping]]\nname = \"both\"\nfolder = {}\nmessage = \"AAMkAGI2TG93AAA=\"\nevent = \"AAMkAGI2TG93AAB=\"\n\n\
+             [[mapping]]\nname = \"invoices\"\nfolder = {}\n\n[mapping.new_message]\nto = [\"ap-at-contoso\"]\nsubject = \"Invoice {{stme}}\"\n\n\
+             [[mapping]]\nname = \"sub\"\nfolder = {}\nmessage = \"AAMkAGI2TG93AAA=\"\n\n\
+             [[mapping]]\nname = \"novar\"\nfolder = \"$OUTBOX_NO_SUCH_VAR/x\"\nmessage = \"AAMkAGI2TG93AAA=\"\ninclude = [\"[bad\"]\n",
+            folder("state"),
+            folder("reports"),
+            folder("x"),
+            folder("inv"),
+            folder("reports/sub"),
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        bare(d)
+            .env_remove("OUTBOX_NO_SUCH_VAR")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check"),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stdout(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    for (key, what) in [
+        ("mapping[1].event", "exactly one target"),
+        ("mapping[2].new_message.to", "has no @"),
+        (
+            "mapping[2].new_message.subject",
+            "unknown placeholder {stme}",
+        ),
+        (
+            "mapping[3].folder",
+            "inside the folder of mapping \"reports\"",
+        ),
+        ("mapping[4].folder", "OUTBOX_NO_SUCH_VAR"),
+        ("mapping[4].include[0]", "bad glob"),
+    ] {
+        assert!(
+            said.lines().any(|l| l.contains(key) && l.contains(what)),
+            "no `{key}: …{what}…` line:\n{said}"
+        );
+    }
+}
