@@ -1146,3 +1146,66 @@ async fn config_state_dir_and_hint_messages_say_what_is_wrong() {
         "{err}"
     );
 }
+
+/// The table row of `file` in `outbox status` (plain, no colour off a terminal).
+fn table_row(env: &Env, file: &str) -> Option<String> {
+    let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    so.lines().find(|l| l.contains(file)).map(str::to_owned)
+}
+
+/// Trial 4, G8: a file that goes by one POST showed `uploading 0%` for as long as Graph was
+/// out of reach, though nothing of it was on its way. The table says `waiting` (the NOTE says
+/// for what and until when); `--json` keeps the ledger's state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_held_back_by_an_outage_shows_waiting_not_uploading() {
+    let mut env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    // A file attached first: the item's listing is fresh, so the next one goes by its POST
+    // without a look first (as in the trial).
+    write_file(&folder.join("first.txt"), 5, 2);
+    wait_until(Duration::from_secs(30), "first.txt attached", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("first.txt")
+    })
+    .await;
+    env.sandbox.stop();
+    write_file(&folder.join("outage1.txt"), 5, 1);
+    wait_until(
+        Duration::from_secs(30),
+        "the row to say Graph is unreachable",
+        || async {
+            table_row(&env, "outage1.txt").is_some_and(|r| r.contains("Graph unreachable"))
+        },
+    )
+    .await;
+    let row = table_row(&env, "outage1.txt").unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells.get(1), Some(&"waiting"), "{row}");
+    assert_eq!(cells.get(2), Some(&"-"), "{row}");
+    assert!(!row.contains("uploading") && !row.contains("0%"), "{row}");
+    let json = rows(&env);
+    let r = json
+        .iter()
+        .find(|r| {
+            r["path"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("outage1.txt")
+        })
+        .unwrap();
+    assert_eq!(r["waiting_for"], "unreachable", "{r}");
+    env.sandbox.restart();
+    wait_until(Duration::from_secs(60), "outage1.txt attached", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("outage1.txt")
+    })
+    .await;
+    drop(agent);
+}

@@ -749,10 +749,21 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
         .iter()
         .zip(&notes)
         .map(|(e, n)| {
+            let (state, progress) = if waits_to_send(e, facts) {
+                // Nothing of it is on its way: it waits (the NOTE says for what, until when).
+                let p = if e.bytes_sent > 0 {
+                    progress(e)
+                } else {
+                    "-".to_owned()
+                };
+                (WAITING.to_owned(), p)
+            } else {
+                (e.state.to_string(), progress(e))
+            };
             [
                 entry_id(e).unwrap_or("-").to_owned(),
-                e.state.to_string(),
-                progress(e),
+                state,
+                progress,
                 human_size(e.size),
                 age(e.updated_at, facts.now),
                 e.mapping.clone(),
@@ -776,7 +787,11 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
     push_line(&mut out, &header, &widths, columns, None);
     for (row, entry) in rows.iter().zip(entries) {
         let paint = if color {
-            Some(state_color(entry.state))
+            Some(if row[1] == WAITING {
+                state_color(EntryState::Pending)
+            } else {
+                state_color(entry.state)
+            })
         } else {
             None
         };
@@ -830,6 +845,26 @@ fn state_color(state: EntryState) -> &'static str {
         EntryState::Pending => "\x1b[33m",
         EntryState::Settling | EntryState::Canceled => "\x1b[2m",
     }
+}
+
+/// The table's STATE of an `uploading` entry that the running agent holds back, with no request
+/// of it out: throttled, Graph out of reach, a backoff, sign-in, the wait before a look.
+const WAITING: &str = "waiting";
+
+/// Whether `e` is `uploading` in the ledger but waits, with nothing of it on its way: a file
+/// that goes by one POST showed `uploading 0%` through a whole outage.
+fn waits_to_send(e: &LedgerEntry, facts: &Facts<'_>) -> bool {
+    e.state == EntryState::Uploading
+        && facts.wait_of(e).is_some_and(|w| {
+            matches!(
+                w.reason,
+                WaitReason::Unreachable
+                    | WaitReason::Throttled
+                    | WaitReason::Backoff
+                    | WaitReason::SignIn
+                    | WaitReason::Look
+            )
+        })
 }
 
 fn progress(e: &LedgerEntry) -> String {
