@@ -1209,3 +1209,52 @@ async fn a_file_held_back_by_an_outage_shows_waiting_not_uploading() {
     .await;
     drop(agent);
 }
+
+/// Trial 4, G6: the agent's log said nothing through an outage or a throttle (only `status`
+/// did), so the journal read afterwards could not say why files were late. It says each once
+/// as it starts (why, when the first file tries again) and once as it ends, never per retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_says_once_when_graph_is_out_of_reach_or_throttles_and_once_when_it_is_back() {
+    let mut env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, "if_exists = \"attach\""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    // Throttled, for several Retry-After periods.
+    env.sandbox
+        .faults(serde_json::json!({"fail_rate": 1.0, "status": 429, "retry_after": 1}))
+        .await;
+    write_file(&folder.join("thr.txt"), 5, 1);
+    said(&agent, "throttled by Graph (Retry-After: 1 s)", 1).await;
+    wait_until(Duration::from_secs(30), "three 429s", || async {
+        env.sandbox.stats().await["throttled_429"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3
+    })
+    .await;
+    env.sandbox.faults(serde_json::json!({"reset": true})).await;
+    wait_until(Duration::from_secs(30), "thr.txt attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("thr.txt")
+    })
+    .await;
+    said(&agent, "Graph no longer throttles", 1).await;
+    // Out of reach, for a few retries.
+    env.sandbox.stop();
+    write_file(&folder.join("out.txt"), 5, 2);
+    said(&agent, "Graph is unreachable", 1).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    env.sandbox.restart();
+    wait_until(Duration::from_secs(60), "out.txt attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("out.txt")
+    })
+    .await;
+    said(&agent, "Graph is reachable again", 1).await;
+    let log = agent.log();
+    assert_eq!(log.matches("throttled by Graph (").count(), 1, "{log}");
+    assert_eq!(log.matches("Graph is unreachable (").count(), 1, "{log}");
+    assert!(log.contains("tries again at"), "{log}");
+    drop(agent);
+}
