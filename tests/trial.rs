@@ -1258,3 +1258,99 @@ async fn the_log_says_once_when_graph_is_out_of_reach_or_throttles_and_once_when
     assert!(log.contains("tries again at"), "{log}");
     drop(agent);
 }
+
+/// `outbox status --json`'s row of the file whose path ends with `tail`.
+fn json_row(env: &Env, tail: &str) -> serde_json::Value {
+    rows(env)
+        .into_iter()
+        .find(|r| r["path"].as_str().unwrap_or_default().ends_with(tail))
+        .unwrap_or_else(|| panic!("no row of {tail}"))
+}
+
+/// Trial 4, G10: a done file renamed in its folder is attached again under its new name and
+/// the old-name attachment stays (SPEC: a version is path, size and hash; `replace` replaces a
+/// new version of the same path). That is kept, and now said: the new row's note names the
+/// earlier entry with the same bytes and says why both are on the item.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_done_file_renamed_in_its_folder_is_attached_again_and_status_says_why() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    write_file(&folder.join("small-copy.txt"), 100, 1);
+    wait_until(
+        Duration::from_secs(30),
+        "small-copy.txt attached",
+        || async {
+            attached(&env.sandbox, &item)
+                .await
+                .contains_key("small-copy.txt")
+        },
+    )
+    .await;
+    std::fs::rename(
+        folder.join("small-copy.txt"),
+        folder.join("small-renamed.txt"),
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "small-renamed.txt attached",
+        || async {
+            attached(&env.sandbox, &item)
+                .await
+                .contains_key("small-renamed.txt")
+        },
+    )
+    .await;
+    // As SPEC has it: both names are on the item.
+    assert_eq!(attached(&env.sandbox, &item).await.len(), 2);
+    let old = json_row(&env, "small-copy.txt");
+    let new = json_row(&env, "small-renamed.txt");
+    let note = new["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("the same bytes as")
+            && note.contains(old["id"].as_str().unwrap())
+            && note.contains("renamed")
+            && note.contains("earlier attachment stays"),
+        "{new}"
+    );
+    let row = table_row(&env, "small-renamed.txt").unwrap();
+    assert!(row.contains("the same bytes as"), "{row}");
+    drop(agent);
+}
+
+/// Trial 4, G2: two files of one name in different subfolders of a recursive mapping became
+/// two attachments of that name, and nothing said so. SPEC attaches a file under its own name
+/// (not renamed here); each row now says the item holds another attachment of its name, and
+/// from which file.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_name_from_two_subfolders_is_said_on_both_rows() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("sub").join("in sub.txt"), 6, 1);
+    write_file(&folder.join("sub2").join("in sub.txt"), 18, 2);
+    env.write_config("", &mapping(&folder, &item, "recursive = true"));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    wait_until(Duration::from_secs(30), "both attached", || async {
+        env.sandbox.attachments(&item).await.len() == 2
+    })
+    .await;
+    for (mine, other) in [
+        ("sub/in sub.txt", "sub2/in sub.txt"),
+        ("sub2/in sub.txt", "sub/in sub.txt"),
+    ] {
+        let r = json_row(&env, mine);
+        let note = r["note"].as_str().unwrap_or_default();
+        assert!(
+            note.contains("attached as \"in sub.txt\"") && note.contains(other),
+            "{r}"
+        );
+    }
+    drop(agent);
+}

@@ -332,6 +332,7 @@ pub fn render_json(
     let by_entry = messages_by_entry(messages);
     let by_id: HashMap<&str, &MessageRecord> =
         messages.iter().map(|m| (m.id.as_str(), m)).collect();
+    let twins = twins(entries, facts);
     let rows: Vec<JsonRow<'_>> = entries
         .iter()
         .map(|e| {
@@ -359,7 +360,7 @@ pub fn render_json(
                     .and_then(|w| w.until_ms)
                     .and_then(time_of_ms)
                     .map(rfc3339),
-                note: note(e, facts),
+                note: note(e, facts, &twins),
                 agent_pid: facts.pid.filter(|_| facts.running),
                 message: message_of(e, &by_entry, &by_id).map(json_message),
             }
@@ -477,7 +478,7 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
 
 /// A row's NOTE: its error, a failed after-action, what it waits for, why it was canceled or
 /// that a newer version replaced it, or the versions of another owner's it was attached beside.
-fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
+fn note(e: &LedgerEntry, facts: &Facts<'_>, twins: &Twins) -> Option<String> {
     error_text(e)
         .map(|t| match &e.failed_to {
             // Over 150 MiB: never sent as it is, so no retry takes it back.
@@ -504,6 +505,83 @@ fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
         .or_else(|| facts.wait_of(e).map(|w| wait_text(&w, Some(e), facts.now)))
         .or_else(|| ended_text(e))
         .or_else(|| beside_text(e))
+        .or_else(|| twins.get(&e.id).cloned())
+}
+
+/// Notes of done rows that another done row of the same item looks like (by id): the same
+/// bytes under another name (a file renamed or copied in the folder: a new path is a new file,
+/// attached again, and the earlier attachment stays), or the same name from another path (a
+/// recursive mapping's `a/x.pdf` and `b/x.pdf`: two attachments of one name on the item).
+type Twins = HashMap<String, String>;
+
+fn twins(entries: &[LedgerEntry], facts: &Facts<'_>) -> Twins {
+    let live: Vec<&LedgerEntry> = entries
+        .iter()
+        .filter(|e| e.state == EntryState::Done && !e.replaced)
+        .collect();
+    let item = |e: &LedgerEntry| (e.target.user.to_lowercase(), e.target.item_id.clone());
+    let mut out = Twins::new();
+    // The same bytes under another name: said on the later one.
+    let mut by_bytes: HashMap<_, Vec<&LedgerEntry>> = HashMap::new();
+    for e in &live {
+        if let Some(sha) = &e.sha256 {
+            by_bytes
+                .entry((item(e), sha.as_str(), e.size))
+                .or_default()
+                .push(e);
+        }
+    }
+    for group in by_bytes.values_mut().filter(|g| g.len() > 1) {
+        group.sort_by_key(|e| (e.created_at, e.seq));
+        for (i, e) in group.iter().enumerate().skip(1) {
+            let Some(first) = group[..i]
+                .iter()
+                .find(|o| o.name != e.name && o.path != e.path)
+            else {
+                continue;
+            };
+            out.insert(
+                e.id.clone(),
+                format!(
+                    "the same bytes as {} ({}), attached before under that name: a file renamed \
+                     or copied in the folder is a new file to outbox, attached under its new \
+                     name, and the earlier attachment stays",
+                    first.id,
+                    facts.file_shown(first)
+                ),
+            );
+        }
+    }
+    // One name from two paths: said on each.
+    let mut by_name: HashMap<_, Vec<&LedgerEntry>> = HashMap::new();
+    for e in &live {
+        by_name
+            .entry((item(e), e.name.as_str()))
+            .or_default()
+            .push(e);
+    }
+    for group in by_name.values().filter(|g| g.len() > 1) {
+        for e in group {
+            let others: Vec<String> = group
+                .iter()
+                .filter(|o| o.path != e.path)
+                .map(|o| format!("{} ({})", facts.file_shown(o), o.id))
+                .collect();
+            if others.is_empty() || out.contains_key(&e.id) {
+                continue;
+            }
+            out.insert(
+                e.id.clone(),
+                format!(
+                    "attached as \"{}\", as is {}: the item holds attachments of one name from \
+                     different folders (an attachment carries the file's name, not its folder)",
+                    e.name,
+                    others.join(", ")
+                ),
+            );
+        }
+    }
+    out
 }
 
 /// Why a canceled row ended (a newer version took its place, its file went, `outbox cancel`),
@@ -739,7 +817,8 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
     let headers = [
         "ID", "STATE", "PROGRESS", "SIZE", "AGE", "MAPPING", "FILE", "NOTE",
     ];
-    let notes: Vec<Option<String>> = entries.iter().map(|e| note(e, facts)).collect();
+    let twins = twins(entries, facts);
+    let notes: Vec<Option<String>> = entries.iter().map(|e| note(e, facts, &twins)).collect();
     let columns = if notes.iter().any(Option::is_some) {
         headers.len()
     } else {
