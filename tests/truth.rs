@@ -1240,3 +1240,49 @@ fn check_lists_every_error_of_the_config_in_one_run() {
         );
     }
 }
+
+/// Trial 4, G4: one 244-character file name padded every row of `status`'s table to it, so
+/// every NOTE began near column 290. A long FILE is shortened in its middle (its start and
+/// its extension kept, two such names still told apart), the table says so, and `--json` keeps
+/// every path whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_file_name_does_not_push_the_note_column_away() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"m\"\nfolder = {}\nmessage = \"{item}\"\n",
+            toml_path(&folder)
+        ),
+    );
+    let long_a = format!("{}-a.pdf", "x".repeat(238));
+    let long_b = format!("{}-b.pdf", "x".repeat(238));
+    for (name, seed) in [(long_a.as_str(), 1), (long_b.as_str(), 2), ("short.txt", 3)] {
+        write_file(&folder.join(name), 100, seed);
+    }
+    // Queued while the token is refused: rows that wait, with a NOTE each.
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_TEST_TOKEN", "refused")
+            .args(["run", "--once"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    let header = so.lines().find(|l| l.starts_with("ID")).unwrap();
+    let at = header.find("NOTE").unwrap_or_else(|| panic!("{so}"));
+    assert!(at < 120, "NOTE starts at column {at}:\n{so}");
+    let rows: Vec<&str> = so.lines().filter(|l| l.contains(".pdf")).collect();
+    assert_eq!(rows.len(), 2, "{so}");
+    assert!(rows.iter().all(|r| r.contains('…')), "{so}");
+    assert!(
+        rows.iter().any(|r| r.contains("-a.pdf")) && rows.iter().any(|r| r.contains("-b.pdf")),
+        "{so}"
+    );
+    assert!(so.contains("--json"), "{so}");
+    let json = stdout(&env.run(&["status", "--json"], Duration::from_secs(30)));
+    assert!(json.contains(&long_a) && json.contains(&long_b));
+}

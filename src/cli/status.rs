@@ -824,10 +824,17 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
     } else {
         headers.len() - 1
     };
+    let files = shown_files(entries, facts);
+    let shortened = files
+        .iter()
+        .zip(entries)
+        .any(|(f, e)| f.chars().count() < sanitize(&facts.file_shown(e)).chars().count());
     let rows: Vec<[String; 8]> = entries
         .iter()
         .zip(&notes)
-        .map(|(e, n)| {
+        .zip(files)
+        .map(|((e, n), file)| (e, n, file))
+        .map(|(e, n, file)| {
             let (state, progress) = if waits_to_send(e, facts) {
                 // Nothing of it is on its way: it waits (the NOTE says for what, until when).
                 let p = if e.bytes_sent > 0 {
@@ -839,17 +846,20 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
             } else {
                 (e.state.to_string(), progress(e))
             };
-            [
+            let mut row = [
                 entry_id(e).unwrap_or("-").to_owned(),
                 state,
                 progress,
                 human_size(e.size),
                 age(e.updated_at, facts.now),
                 e.mapping.clone(),
-                facts.file_shown(e),
+                String::new(),
                 n.clone().unwrap_or_default(),
             ]
-            .map(|cell| sanitize(&cell))
+            .map(|cell| sanitize(&cell));
+            // (Sanitized already, then shortened: never an escape cut in half.)
+            row[6] = file;
+            row
         })
         .collect();
     let mut widths = [0usize; 8];
@@ -876,7 +886,69 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
         };
         push_line(&mut out, row, &widths, columns, paint);
     }
+    if shortened {
+        out.push_str(&format!(
+            "(a FILE over {FILE_WIDTH} characters is shortened with …; `outbox status --json` has \
+             every path whole)\n"
+        ));
+    }
     out
+}
+
+/// The widest FILE the table shows: a longer name is shortened in its middle, so one long
+/// name does not push every row's NOTE far to the right.
+const FILE_WIDTH: usize = 48;
+
+/// Each row's FILE, sanitized, and shortened past [`FILE_WIDTH`] keeping its start and its end
+/// (where the extension is); two long names that would look the same keep more of themselves
+/// until they differ (or are whole).
+fn shown_files(entries: &[LedgerEntry], facts: &Facts<'_>) -> Vec<String> {
+    let whole: Vec<String> = entries
+        .iter()
+        .map(|e| sanitize(&facts.file_shown(e)))
+        .collect();
+    let mut width = vec![FILE_WIDTH; whole.len()];
+    loop {
+        let shown: Vec<String> = whole
+            .iter()
+            .zip(&width)
+            .map(|(f, w)| elide(f, *w))
+            .collect();
+        // The rows whose shortened FILE another file's also is.
+        let mut by_shown: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, s) in shown.iter().enumerate() {
+            by_shown.entry(s.as_str()).or_default().push(i);
+        }
+        let mut grew = false;
+        for rows in by_shown.values() {
+            let differ = rows.iter().any(|&i| whole[i] != whole[rows[0]]);
+            if !differ {
+                continue;
+            }
+            for &i in rows {
+                if width[i] < whole[i].chars().count() {
+                    width[i] += 16;
+                    grew = true;
+                }
+            }
+        }
+        if !grew {
+            return shown;
+        }
+    }
+}
+
+/// `s` in at most `max` characters: its start, `…`, and its last third.
+fn elide(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_owned();
+    }
+    let tail = max / 3;
+    let head = max.saturating_sub(tail + 1);
+    let start: String = s.chars().take(head).collect();
+    let end: String = s.chars().skip(n - tail).collect();
+    format!("{start}…{end}")
 }
 
 /// One line: cells padded to their column (the last one not), the state cell coloured after
@@ -1073,6 +1145,31 @@ mod tests {
         );
         e.id = "0123456789ab".into();
         e
+    }
+
+    #[test]
+    fn long_files_are_shortened_and_still_told_apart() {
+        let named = |name: &str| {
+            let mut e = entry(EntryState::Pending);
+            e.path = format!("/d/{name}").into();
+            e.name = name.into();
+            e
+        };
+        let (a, b) = (
+            format!("{}A{}.pdf", "x".repeat(100), "y".repeat(100)),
+            format!("{}B{}.pdf", "x".repeat(100), "y".repeat(100)),
+        );
+        let entries = vec![named(&a), named(&b), named("short.txt"), named(&a)];
+        let shown = shown_files(&entries, &Facts::offline(at(1_700_000_000)));
+        assert_eq!(shown[2], "short.txt");
+        assert!(
+            shown[0].contains('…') && shown[0].ends_with(".pdf"),
+            "{shown:?}"
+        );
+        assert_ne!(shown[0], shown[1], "two files shown alike");
+        // The same file twice (two versions) is shown alike, and short still.
+        assert_eq!(shown[0], shown[3]);
+        assert!(shown[0].chars().count() < a.len(), "{shown:?}");
     }
 
     fn running(now: OffsetDateTime) -> Facts<'static> {
