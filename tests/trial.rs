@@ -1002,6 +1002,63 @@ async fn skipped_links_and_subfolders_are_said_and_a_subfolders_file_shows_its_f
     drop(agent);
 }
 
+/// Trial 4, G7: where there is no user systemd, `service install --dry-run` failed as the
+/// install would, but showed no unit at all: the point of a dry run is to see what would be
+/// written (a user adapts it for another supervisor). It prints the unit on stdout, then fails
+/// as the install would, saying why, and writes nothing.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_service_dry_run_without_user_systemd_still_shows_the_unit() {
+    let home = tempfile::tempdir().unwrap();
+    let runtime = home.path().join("no-runtime");
+    let xdg = home.path().join(".config");
+    let cfg = home.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = '{}'\n",
+            home.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let probe = std::process::Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .output();
+    let mut c = std::process::Command::new(bin());
+    c.env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", &xdg)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env_remove("OUTBOX_CONFIG")
+        .env_remove("RUST_LOG")
+        .args(["service", "install", "--dry-run", "--config"])
+        .arg(&cfg);
+    let dry = run_bounded(&mut c, Duration::from_secs(60));
+    let so = stdout(&dry);
+    assert!(
+        so.contains("[Service]") && so.contains("ExecStart=") && so.contains("outbox.service"),
+        "no unit shown:\n{so}\n{}",
+        stderr(&dry)
+    );
+    if !matches!(&probe, Ok(o) if o.status.success()) {
+        assert_eq!(dry.status.code(), Some(1), "{}", stderr(&dry));
+        assert!(so.contains("cannot be installed here"), "{so}");
+        assert!(stderr(&dry).contains("no user systemd"), "{}", stderr(&dry));
+        assert!(
+            stderr(&dry).contains("nothing was written"),
+            "{}",
+            stderr(&dry)
+        );
+    }
+    assert!(!xdg.join("systemd").exists());
+}
+
 /// Trial 4, G1/M9: a link or a subfolder dropped while the agent runs was passed over in
 /// silence until a rescan (log and `status` said nothing, for up to an hour). A live event is
 /// now taken as a start-up scan takes it: passed over for the same reason, said once in the log
