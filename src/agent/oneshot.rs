@@ -121,7 +121,7 @@ pub async fn attach_file(
     name: Option<String>,
     if_exists: IfExists,
     progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
-    say: Option<Arc<dyn Fn(String) + Send + Sync>>,
+    say: Option<Arc<dyn Fn(Waiting) + Send + Sync>>,
 ) -> Result<Attached, OneShotError> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let file_err = |why: String| OneShotError::File {
@@ -270,10 +270,10 @@ struct SendHooks<'a> {
     urls: &'a MemoryUrls,
     last: Option<Record>,
     sent: bool,
-    say: Option<Arc<dyn Fn(String) + Send + Sync>>,
+    say: Option<Arc<dyn Fn(Waiting) + Send + Sync>>,
     /// The fault of the last answer heard (`None` after one that was no failure).
     fault: Option<Fault>,
-    said: Option<String>,
+    said: Option<Waiting>,
     /// Found at the clean-up after a stop.
     left: Left,
 }
@@ -281,7 +281,7 @@ struct SendHooks<'a> {
 impl SendHooks<'_> {
     /// What the file waits for, when it waits `in_ms` with nothing in flight; `None` for short
     /// waits and while a request is out.
-    fn waiting_for(&self, in_ms: u64, running: bool) -> Option<String> {
+    fn waiting_for(&self, in_ms: u64, running: bool) -> Option<Waiting> {
         if running || in_ms < 1_000 {
             return None;
         }
@@ -292,26 +292,54 @@ impl SendHooks<'_> {
                 .to_owned()
         };
         let may_exist = self.last.as_ref().is_some_and(|r| r.may_exist);
-        Some(match self.fault.as_ref()? {
-            Fault::Throttled { retry_after_ms } => match retry_after_ms {
-                Some(ms) => format!(
-                    "throttled by Graph (Retry-After: {} s); sending again at {until}",
-                    ms.div_ceil(1_000)
-                ),
-                None => format!("throttled by Graph; sending again at {until}"),
-            },
-            Fault::Unreachable(f) => {
-                format!("Graph unreachable ({}); trying again at {until}", why(f))
+        let what = match self.fault.as_ref()? {
+            Fault::Throttled { retry_after_ms } => {
+                WaitFor::Throttled(retry_after_ms.map(|ms| ms.div_ceil(1_000)))
             }
-            Fault::Ambiguous(f) if may_exist => format!(
-                "the answer to the upload was lost ({}); looking on the item at {until} whether \
-                 it took effect, before sending anything again",
-                why(f)
+            Fault::Unreachable(f) => WaitFor::Unreachable(f.message.clone()),
+            Fault::Ambiguous(f) if may_exist => WaitFor::Look(why(f)),
+            Fault::Ambiguous(f) | Fault::Permanent(f) | Fault::SignIn(f) => WaitFor::Error(why(f)),
+        };
+        Some(Waiting { what, until })
+    }
+}
+
+/// What `send` waits for, and until when (`HH:MM:SS UTC`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub what: WaitFor,
+    pub until: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitFor {
+    /// 429/503, with Retry-After's seconds.
+    Throttled(Option<u64>),
+    /// Graph out of reach: the error's text, as `GraphError` wrote it.
+    Unreachable(String),
+    /// The answer to the upload was lost: the item is looked at first.
+    Look(String),
+    /// A backoff after an error.
+    Error(String),
+}
+
+impl Waiting {
+    /// The sentence; `unreachable` words Graph out of reach from the error's text (as the
+    /// command's last line would).
+    pub fn text(&self, unreachable: &dyn Fn(&str) -> String) -> String {
+        let until = &self.until;
+        match &self.what {
+            WaitFor::Throttled(Some(s)) => {
+                format!("throttled by Graph (Retry-After: {s} s); sending again at {until}")
+            }
+            WaitFor::Throttled(None) => format!("throttled by Graph; sending again at {until}"),
+            WaitFor::Unreachable(m) => format!("{}; trying again at {until}", unreachable(m)),
+            WaitFor::Look(why) => format!(
+                "the answer to the upload was lost ({why}); looking on the item at {until} \
+                 whether it took effect, before sending anything again"
             ),
-            Fault::Ambiguous(f) | Fault::Permanent(f) | Fault::SignIn(f) => {
-                format!("after an error ({}), trying again at {until}", why(f))
-            }
-        })
+            WaitFor::Error(why) => format!("after an error ({why}), trying again at {until}"),
+        }
     }
 }
 
@@ -344,10 +372,10 @@ impl OneShot for SendHooks<'_> {
         let Some(say) = self.say.clone() else {
             return;
         };
-        if let Some(text) = self.waiting_for(wake_in_ms, running) {
-            if self.said.as_deref() != Some(text.as_str()) {
-                say(text.clone());
-                self.said = Some(text);
+        if let Some(w) = self.waiting_for(wake_in_ms, running) {
+            if self.said.as_ref() != Some(&w) {
+                say(w.clone());
+                self.said = Some(w);
             }
         }
     }

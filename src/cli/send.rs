@@ -60,6 +60,7 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
     let bar = Arc::new(Progress::new(total).named(&what));
     let b = bar.clone();
     let w = bar.clone();
+    let base = settings.graph.base_url.clone();
     let target = Target {
         user: item.user.clone(),
         kind,
@@ -77,7 +78,9 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
             IfExists::Attach => crate::core::model::IfExists::Attach,
         },
         Some(Arc::new(move |n| b.set(n))),
-        Some(Arc::new(move |text: String| w.say(&text))),
+        Some(Arc::new(move |wait: crate::agent::oneshot::Waiting| {
+            w.say(&wait.text(&|m| crate::cli::out::cannot_reach(&base, m)))
+        })),
     )
     .await;
     bar.finish();
