@@ -47,10 +47,16 @@ impl Outages {
             )),
             _ => None,
         };
-        // Any other answer is Graph answering: what waited for it is over.
+        // An answer of Graph's ends what waited for it: any answer a wait for it to be
+        // reachable, any but a throttle a throttle. A drop or a timeout (ambiguous) says
+        // neither.
         let kind = started.as_ref().map(|(k, _)| *k);
+        let ambiguous = matches!(outcome.fault(), Some(Fault::Ambiguous(_)));
         self.episodes.retain(|e| {
-            if Some(e.kind) == kind {
+            if ambiguous
+                || Some(e.kind) == kind
+                || (e.kind == Kind::Throttled && kind == Some(Kind::Unreachable))
+            {
                 return true;
             }
             if e.said {
