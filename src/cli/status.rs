@@ -517,7 +517,8 @@ type Twins = HashMap<String, String>;
 fn twins(entries: &[LedgerEntry], facts: &Facts<'_>) -> Twins {
     let live: Vec<&LedgerEntry> = entries
         .iter()
-        .filter(|e| e.state == EntryState::Done && !e.replaced)
+        // (An entry bound to no item, as one found already mailed may be, has no twin.)
+        .filter(|e| e.state == EntryState::Done && !e.replaced && !e.target.item_id.is_empty())
         .collect();
     let item = |e: &LedgerEntry| (e.target.user.to_lowercase(), e.target.item_id.clone());
     let mut out = Twins::new();
