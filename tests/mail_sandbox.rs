@@ -587,6 +587,7 @@ async fn the_client_steps_drive_a_message_through_its_life() {
             None,
             outbox::core::model::IfExists::Attach,
             None,
+            None,
         )
         .await
         .unwrap();

@@ -1002,6 +1002,150 @@ async fn skipped_links_and_subfolders_are_said_and_a_subfolders_file_shows_its_f
     drop(agent);
 }
 
+/// Trial 4, G7: where there is no user systemd, `service install --dry-run` failed as the
+/// install would, but showed no unit at all: the point of a dry run is to see what would be
+/// written (a user adapts it for another supervisor). It prints the unit on stdout, then fails
+/// as the install would, saying why, and writes nothing.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_service_dry_run_without_user_systemd_still_shows_the_unit() {
+    let home = tempfile::tempdir().unwrap();
+    let runtime = home.path().join("no-runtime");
+    let xdg = home.path().join(".config");
+    let cfg = home.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nmethod = \"token_env\"\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n[agent]\nstate_dir = '{}'\n",
+            home.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let probe = std::process::Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .output();
+    let mut c = std::process::Command::new(bin());
+    c.env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", &xdg)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env_remove("OUTBOX_CONFIG")
+        .env_remove("RUST_LOG")
+        .args(["service", "install", "--dry-run", "--config"])
+        .arg(&cfg);
+    let dry = run_bounded(&mut c, Duration::from_secs(60));
+    let so = stdout(&dry);
+    assert!(
+        so.contains("[Service]") && so.contains("ExecStart=") && so.contains("outbox.service"),
+        "no unit shown:\n{so}\n{}",
+        stderr(&dry)
+    );
+    if !matches!(&probe, Ok(o) if o.status.success()) {
+        assert_eq!(dry.status.code(), Some(1), "{}", stderr(&dry));
+        assert!(so.contains("cannot be installed here"), "{so}");
+        assert!(stderr(&dry).contains("no user systemd"), "{}", stderr(&dry));
+        assert!(
+            stderr(&dry).contains("nothing was written"),
+            "{}",
+            stderr(&dry)
+        );
+    }
+    assert!(!xdg.join("systemd").exists());
+}
+
+/// Trial 4, G1/M9: a link or a subfolder dropped while the agent runs was passed over in
+/// silence until a rescan (log and `status` said nothing, for up to an hour). A live event is
+/// now taken as a start-up scan takes it: passed over for the same reason, said once in the log
+/// and counted in `status`; and a recursive mapping's new subfolder's link is counted too.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_or_subfolder_dropped_while_the_agent_runs_is_said_as_a_scan_says_it() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let flat = env.path("flat");
+    let deep = env.path("deep");
+    std::fs::create_dir_all(&flat).unwrap();
+    std::fs::create_dir_all(&deep).unwrap();
+    write_file(&env.path("elsewhere.txt"), 100, 3);
+    let recursive = format!(
+        "[[mapping]]\nname = \"deep\"\nfolder = {}\nmessage = \"{item}\"\nrecursive = true\n",
+        toml_path(&deep)
+    );
+    env.write_config("", &(mapping(&flat, &item, "") + &recursive));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    std::os::unix::fs::symlink(env.path("elsewhere.txt"), flat.join("link.txt")).unwrap();
+    write_file(&flat.join("inner").join("b.txt"), 100, 2);
+    std::fs::create_dir_all(deep.join("sub")).unwrap();
+    std::os::unix::fs::symlink(env.path("elsewhere.txt"), deep.join("sub").join("l.txt")).unwrap();
+    let skipped = |so: &str, mapping: &str| {
+        so.lines()
+            .find(|l| l.starts_with(&format!("skipped: mapping `{mapping}`")))
+            .map(str::to_owned)
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "status to say what was passed over",
+        || async {
+            let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+            skipped(&so, "m")
+                .is_some_and(|l| l.contains("1 symbolic link") && l.contains("1 subfolder"))
+                && skipped(&so, "deep").is_some_and(|l| l.contains("1 symbolic link"))
+        },
+    )
+    .await;
+    let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    let line = skipped(&so, "m").unwrap();
+    assert!(
+        line.contains("follow_symlinks = true") && line.contains("recursive = true"),
+        "{line}"
+    );
+    let log = agent.log();
+    assert!(log.contains("symbolic link not sent"), "{log}");
+    assert!(log.contains("subfolder not looked in"), "{log}");
+    // Removed, it is no longer counted.
+    std::fs::remove_file(flat.join("link.txt")).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the removed link to be forgotten",
+        || async {
+            let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+            skipped(&so, "m").is_some_and(|l| !l.contains("symbolic link"))
+        },
+    )
+    .await;
+    // Nothing of either was attached.
+    assert!(attached(&env.sandbox, &item).await.is_empty());
+    drop(agent);
+}
+
+/// Trial 4, G1's other half: with `follow_symlinks = true` a link dropped while the agent runs
+/// that stays inside the folder is taken, as a start-up scan takes it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_followed_link_dropped_while_the_agent_runs_is_taken() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let flat = env.path("flat");
+    std::fs::create_dir_all(flat.join("store")).unwrap();
+    env.write_config("", &mapping(&flat, &item, "follow_symlinks = true"));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    write_file(&flat.join("store").join("real.txt"), 100, 9);
+    std::os::unix::fs::symlink(flat.join("store").join("real.txt"), flat.join("link.txt")).unwrap();
+    wait_until(Duration::from_secs(30), "link.txt attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("link.txt")
+    })
+    .await;
+    drop(agent);
+}
+
 /// Third trial, 9: messages that did not say what is wrong. A config made writable by others
 /// while an agent runs: the hint says its permissions and the chmod, not "fix the line named"
 /// (there is none). A second agent on a state dir in use: the first one's pid. A hint under a
@@ -1058,4 +1202,212 @@ async fn config_state_dir_and_hint_messages_say_what_is_wrong() {
         err.contains(&format!("`outbox --config {} status`", cfg.display())),
         "{err}"
     );
+}
+
+/// The table row of `file` in `outbox status` (plain, no colour off a terminal).
+fn table_row(env: &Env, file: &str) -> Option<String> {
+    let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    so.lines().find(|l| l.contains(file)).map(str::to_owned)
+}
+
+/// Trial 4, G8: a file that goes by one POST showed `uploading 0%` for as long as Graph was
+/// out of reach, though nothing of it was on its way. The table says `waiting` (the NOTE says
+/// for what and until when); `--json` keeps the ledger's state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_held_back_by_an_outage_shows_waiting_not_uploading() {
+    let mut env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    // A file attached first: the item's listing is fresh, so the next one goes by its POST
+    // without a look first (as in the trial).
+    write_file(&folder.join("first.txt"), 5, 2);
+    wait_until(Duration::from_secs(30), "first.txt attached", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("first.txt")
+    })
+    .await;
+    env.sandbox.stop();
+    write_file(&folder.join("outage1.txt"), 5, 1);
+    wait_until(
+        Duration::from_secs(30),
+        "the row to say Graph is unreachable",
+        || async {
+            table_row(&env, "outage1.txt").is_some_and(|r| r.contains("Graph unreachable"))
+        },
+    )
+    .await;
+    let row = table_row(&env, "outage1.txt").unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells.get(1), Some(&"waiting"), "{row}");
+    assert_eq!(cells.get(2), Some(&"-"), "{row}");
+    assert!(!row.contains("uploading") && !row.contains("0%"), "{row}");
+    let json = rows(&env);
+    let r = json
+        .iter()
+        .find(|r| {
+            r["path"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("outage1.txt")
+        })
+        .unwrap();
+    assert_eq!(r["waiting_for"], "unreachable", "{r}");
+    env.sandbox.restart();
+    wait_until(Duration::from_secs(60), "outage1.txt attached", || async {
+        attached(&env.sandbox, &item)
+            .await
+            .contains_key("outage1.txt")
+    })
+    .await;
+    drop(agent);
+}
+
+/// Trial 4, G6: the agent's log said nothing through an outage or a throttle (only `status`
+/// did), so the journal read afterwards could not say why files were late. It says each once
+/// as it starts (why, when the first file tries again) and once as it ends, never per retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_says_once_when_graph_is_out_of_reach_or_throttles_and_once_when_it_is_back() {
+    let mut env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, "if_exists = \"attach\""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    // Throttled, for several Retry-After periods.
+    env.sandbox
+        .faults(serde_json::json!({"fail_rate": 1.0, "status": 429, "retry_after": 1}))
+        .await;
+    write_file(&folder.join("thr.txt"), 5, 1);
+    said(&agent, "throttled by Graph (Retry-After: 1 s)", 1).await;
+    wait_until(Duration::from_secs(30), "three 429s", || async {
+        env.sandbox.stats().await["throttled_429"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3
+    })
+    .await;
+    env.sandbox.faults(serde_json::json!({"reset": true})).await;
+    wait_until(Duration::from_secs(30), "thr.txt attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("thr.txt")
+    })
+    .await;
+    said(&agent, "Graph no longer throttles", 1).await;
+    // Out of reach, for a few retries.
+    env.sandbox.stop();
+    write_file(&folder.join("out.txt"), 5, 2);
+    said(&agent, "Graph is unreachable", 1).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    env.sandbox.restart();
+    wait_until(Duration::from_secs(60), "out.txt attached", || async {
+        attached(&env.sandbox, &item).await.contains_key("out.txt")
+    })
+    .await;
+    said(&agent, "Graph is reachable again", 1).await;
+    let log = agent.log();
+    assert_eq!(log.matches("throttled by Graph (").count(), 1, "{log}");
+    assert_eq!(log.matches("Graph is unreachable (").count(), 1, "{log}");
+    assert!(log.contains("tries again at"), "{log}");
+    drop(agent);
+}
+
+/// `outbox status --json`'s row of the file whose path ends with `tail`.
+fn json_row(env: &Env, tail: &str) -> serde_json::Value {
+    rows(env)
+        .into_iter()
+        .find(|r| r["path"].as_str().unwrap_or_default().ends_with(tail))
+        .unwrap_or_else(|| panic!("no row of {tail}"))
+}
+
+/// Trial 4, G10: a done file renamed in its folder is attached again under its new name and
+/// the old-name attachment stays (SPEC: a version is path, size and hash; `replace` replaces a
+/// new version of the same path). That is kept, and now said: the new row's note names the
+/// earlier entry with the same bytes and says why both are on the item.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_done_file_renamed_in_its_folder_is_attached_again_and_status_says_why() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    write_file(&folder.join("small-copy.txt"), 100, 1);
+    wait_until(
+        Duration::from_secs(30),
+        "small-copy.txt attached",
+        || async {
+            attached(&env.sandbox, &item)
+                .await
+                .contains_key("small-copy.txt")
+        },
+    )
+    .await;
+    std::fs::rename(
+        folder.join("small-copy.txt"),
+        folder.join("small-renamed.txt"),
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "small-renamed.txt attached",
+        || async {
+            attached(&env.sandbox, &item)
+                .await
+                .contains_key("small-renamed.txt")
+        },
+    )
+    .await;
+    // As SPEC has it: both names are on the item.
+    assert_eq!(attached(&env.sandbox, &item).await.len(), 2);
+    let old = json_row(&env, "small-copy.txt");
+    let new = json_row(&env, "small-renamed.txt");
+    let note = new["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("the same bytes as")
+            && note.contains(old["id"].as_str().unwrap())
+            && note.contains("renamed")
+            && note.contains("earlier attachment stays"),
+        "{new}"
+    );
+    let row = table_row(&env, "small-renamed.txt").unwrap();
+    assert!(row.contains("the same bytes as"), "{row}");
+    drop(agent);
+}
+
+/// Trial 4, G2: two files of one name in different subfolders of a recursive mapping became
+/// two attachments of that name, and nothing said so. SPEC attaches a file under its own name
+/// (not renamed here); each row now says the item holds another attachment of its name, and
+/// from which file.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_name_from_two_subfolders_is_said_on_both_rows() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("sub").join("in sub.txt"), 6, 1);
+    write_file(&folder.join("sub2").join("in sub.txt"), 18, 2);
+    env.write_config("", &mapping(&folder, &item, "recursive = true"));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    wait_until(Duration::from_secs(30), "both attached", || async {
+        env.sandbox.attachments(&item).await.len() == 2
+    })
+    .await;
+    for (mine, other) in [
+        ("sub/in sub.txt", "sub2/in sub.txt"),
+        ("sub2/in sub.txt", "sub/in sub.txt"),
+    ] {
+        let r = json_row(&env, mine);
+        let note = r["note"].as_str().unwrap_or_default();
+        assert!(
+            note.contains("attached as \"in sub.txt\"") && note.contains(other),
+            "{r}"
+        );
+    }
+    drop(agent);
 }

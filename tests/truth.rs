@@ -1066,3 +1066,223 @@ async fn run_once_ends_when_a_queued_files_mapping_was_removed() {
         stderr(&out)
     );
 }
+
+/// `outbox send FILE` spawned with stderr read line by line into `lines` as it comes.
+fn send_streaming(
+    env: &Env,
+    file: &std::path::Path,
+    item: &str,
+) -> (
+    std::process::Child,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead;
+    let mut child = env
+        .cmd()
+        .args(["send", file.to_str().unwrap(), "--message", item])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (l, err) = (lines.clone(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            l.lock().unwrap().push(line);
+        }
+    });
+    (child, lines, reader)
+}
+
+/// Trial 4, G5: `outbox send` throttled by Graph says what it waits for and until when (it
+/// was silent off a terminal), and interrupted then, its last line is true to what was in
+/// flight: an 8-byte file goes by one POST, answered 429, so nothing reached the item and no
+/// upload session ever existed (it said "its upload session was deleted").
+#[tokio::test(flavor = "multi_thread")]
+async fn send_says_it_is_throttled_and_an_interrupt_names_no_session_that_never_was() {
+    let env = Env::new();
+    env.write_config("", "");
+    let item = env.sandbox.create_item("message", "me").await;
+    let file = env.path("sthr.txt");
+    std::fs::write(&file, b"8 bytes!").unwrap();
+    env.sandbox
+        .faults(serde_json::json!({"fail_rate": 1.0, "status": 429, "retry_after": 20}))
+        .await;
+    let (child, lines, reader) = send_streaming(&env, &file, &item);
+    let said = |text: &'static str| {
+        let lines = lines.clone();
+        move || {
+            let found = lines.lock().unwrap().iter().any(|l| l.contains(text));
+            async move { found }
+        }
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "send to say it is throttled",
+        said("throttled by Graph"),
+    )
+    .await;
+    terminate(child.id());
+    let out = run_bounded_child(child, Duration::from_secs(30));
+    reader.join().unwrap();
+    let err = lines.lock().unwrap().join("\n");
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let wait = err
+        .lines()
+        .find(|l| l.contains("throttled by Graph"))
+        .unwrap();
+    assert!(
+        wait.contains("Retry-After: 20 s")
+            && wait.contains("sending again at")
+            && wait.contains("UTC"),
+        "{wait}"
+    );
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("was not attached (nothing of it reached the item)"),
+        "{err}"
+    );
+    assert!(!err.contains("session"), "{err}");
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 0);
+}
+
+/// Trial 4, G5's sibling: interrupted while its one POST is out, `send` cannot know whether it
+/// landed, and says so (with the command that finds it rather than attaching it twice) instead
+/// of "was not attached".
+#[tokio::test(flavor = "multi_thread")]
+async fn send_interrupted_with_its_post_in_flight_says_it_may_have_been_attached() {
+    let env = Env::new();
+    env.write_config("", "");
+    let item = env.sandbox.create_item("message", "me").await;
+    let file = env.path("slow.txt");
+    write_file(&file, 1000, 3);
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "post", "action": "delay", "delay_ms": 20000}
+        ]}))
+        .await;
+    let (child, lines, reader) = send_streaming(&env, &file, &item);
+    wait_until(Duration::from_secs(30), "the POST to be out", || async {
+        env.sandbox.stats().await["peak_concurrent_requests"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+    })
+    .await;
+    terminate(child.id());
+    let out = run_bounded_child(child, Duration::from_secs(30));
+    reader.join().unwrap();
+    let err = lines.lock().unwrap().join("\n");
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("may have been attached"), "{err}");
+    assert!(err.contains("--if-exists skip"), "{err}");
+    assert!(!err.contains("was not attached"), "{err}");
+}
+
+/// Trial 4, G9: `check` said a config's errors in rounds: a mapping with two targets and a bad
+/// address first, then (once those were fixed) an unknown placeholder and overlapping folders.
+/// One run now says them all, and a mapping's error leaves the next mappings checked; a folder
+/// in error leaves the rest of its own mapping checked too.
+#[test]
+fn check_lists_every_error_of_the_config_in_one_run() {
+    let home = tempfile::tempdir().unwrap();
+    let d = home.path();
+    for sub in ["reports/sub", "inv", "x"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let folder = |rel: &str| toml_path(&d.join(rel));
+    let cfg = d.join("multi.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nmethod = \"token_env\"\n\n[agent]\nstate_dir = {}\n\n\
+             [[mapping]]\nname = \"reports\"\nfolder = {}\nmessage = \"AAMkAGI2TG93AAA=\"\n\n\
+             [[mapping]]\nname = \"both\"\nfolder = {}\nmessage = \"AAMkAGI2TG93AAA=\"\nevent = \"AAMkAGI2TG93AAB=\"\n\n\
+             [[mapping]]\nname = \"invoices\"\nfolder = {}\n\n[mapping.new_message]\nto = [\"ap-at-contoso\"]\nsubject = \"Invoice {{stme}}\"\n\n\
+             [[mapping]]\nname = \"sub\"\nfolder = {}\nmessage = \"AAMkAGI2TG93AAA=\"\n\n\
+             [[mapping]]\nname = \"novar\"\nfolder = \"$OUTBOX_NO_SUCH_VAR/x\"\nmessage = \"AAMkAGI2TG93AAA=\"\ninclude = [\"[bad\"]\n",
+            folder("state"),
+            folder("reports"),
+            folder("x"),
+            folder("inv"),
+            folder("reports/sub"),
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        bare(d)
+            .env_remove("OUTBOX_NO_SUCH_VAR")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check"),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stdout(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    for (key, what) in [
+        ("mapping[1].event", "exactly one target"),
+        ("mapping[2].new_message.to", "has no @"),
+        (
+            "mapping[2].new_message.subject",
+            "unknown placeholder {stme}",
+        ),
+        (
+            "mapping[3].folder",
+            "inside the folder of mapping \"reports\"",
+        ),
+        ("mapping[4].folder", "OUTBOX_NO_SUCH_VAR"),
+        ("mapping[4].include[0]", "bad glob"),
+    ] {
+        assert!(
+            said.lines().any(|l| l.contains(key) && l.contains(what)),
+            "no `{key}: …{what}…` line:\n{said}"
+        );
+    }
+}
+
+/// Trial 4, G4: one 244-character file name padded every row of `status`'s table to it, so
+/// every NOTE began near column 290. A long FILE is shortened in its middle (its start and
+/// its extension kept, two such names still told apart), the table says so, and `--json` keeps
+/// every path whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_file_name_does_not_push_the_note_column_away() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"m\"\nfolder = {}\nmessage = \"{item}\"\n",
+            toml_path(&folder)
+        ),
+    );
+    let long_a = format!("{}-a.pdf", "x".repeat(238));
+    let long_b = format!("{}-b.pdf", "x".repeat(238));
+    for (name, seed) in [(long_a.as_str(), 1), (long_b.as_str(), 2), ("short.txt", 3)] {
+        write_file(&folder.join(name), 100, seed);
+    }
+    // Queued while the token is refused: rows that wait, with a NOTE each.
+    let out = run_bounded(
+        env.cmd()
+            .env("OUTBOX_TEST_TOKEN", "refused")
+            .args(["run", "--once"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    let header = so.lines().find(|l| l.starts_with("ID")).unwrap();
+    let at = header.find("NOTE").unwrap_or_else(|| panic!("{so}"));
+    assert!(at < 120, "NOTE starts at column {at}:\n{so}");
+    let rows: Vec<&str> = so.lines().filter(|l| l.contains(".pdf")).collect();
+    assert_eq!(rows.len(), 2, "{so}");
+    assert!(rows.iter().all(|r| r.contains('…')), "{so}");
+    assert!(
+        rows.iter().any(|r| r.contains("-a.pdf")) && rows.iter().any(|r| r.contains("-b.pdf")),
+        "{so}"
+    );
+    assert!(so.contains("--json"), "{so}");
+    let json = stdout(&env.run(&["status", "--json"], Duration::from_secs(30)));
+    assert!(json.contains(&long_a) && json.contains(&long_b));
+}

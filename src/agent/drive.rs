@@ -28,6 +28,8 @@ pub(super) trait OneShot {
     fn local(&mut self, action: &Action) -> bool;
     /// A remote step about to run.
     fn spawned(&mut self, _action: &Action) {}
+    /// A remote step's answer, before the machine takes it.
+    fn heard(&mut self, _input: &Input) {}
     /// Stop now though work may be left (an earlier `mail --key` run sent the message).
     fn done_early(&self) -> bool {
         false
@@ -98,6 +100,7 @@ pub(super) async fn drive<U: UrlStore + Send + Sync + 'static, H: OneShot>(
                             break Stop::Unreachable(f);
                         }
                     }
+                    hooks.heard(&input);
                     inputs.push(input);
                 }
             }

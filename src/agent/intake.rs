@@ -101,6 +101,20 @@ pub(super) struct FolderNotes {
     /// subfolders not entered ([`watch::Scan`]).
     pub links: usize,
     pub subfolders: usize,
+    /// Links and subfolders the watcher reported since that scan and the mapping passes over
+    /// in the same way: counted with the scan's until the next full scan counts them itself.
+    pub live_links: BTreeSet<PathBuf>,
+    pub live_subfolders: BTreeSet<PathBuf>,
+}
+
+impl FolderNotes {
+    /// Links and subfolders passed over now: the last full scan's and the watcher's since.
+    fn skipped(&self) -> (usize, usize) {
+        (
+            self.links + self.live_links.len(),
+            self.subfolders + self.live_subfolders.len(),
+        )
+    }
 }
 
 /// How many looks run at once. A look is measured from when it starts; without a bound every
@@ -313,6 +327,14 @@ impl Agent {
             return;
         };
         let name = m.name.clone();
+        // Passed over as a scan passes it over (a name the globs exclude is no news).
+        let excluded = path.file_name().is_none_or(|n| m.exclude.is_match(n))
+            || watch::in_excluded_dir(m, path);
+        let skipped = match &look {
+            Look::Link if !excluded => Some(true),
+            Look::Dir if !m.recursive && !excluded => Some(false),
+            _ => None,
+        };
         match look {
             // A folder that appeared in a recursive mapping: watched, then listed.
             Look::Dir if m.recursive => {
@@ -353,8 +375,9 @@ impl Agent {
                     path: path.to_path_buf(),
                 });
             }
-            Look::Dir | Look::Mount | Look::Missing | Look::Other => {}
+            Look::Dir | Look::Mount | Look::Missing | Look::Link | Look::Other => {}
         }
+        self.note_live(mapping, path, skipped);
     }
 
     /// `ev` with its mapping as the config in force places it: an event the watcher of a
@@ -494,7 +517,13 @@ impl Agent {
                         if let Some(n) = self.notes.get_mut(i) {
                             n.mounts.retain(|p| scan.mounts.contains(p));
                         }
-                        self.note_skipped(i, scan.links, scan.subfolders);
+                        self.note_skipped(i, scan.links.len(), scan.subfolders);
+                    } else {
+                        // New subfolders' links: as the watcher's (their subfolders are
+                        // entered: the mapping is recursive).
+                        for link in &scan.links {
+                            self.note_live(i, link, Some(true));
+                        }
                     }
                     self.note_mounts(i, scan.mounts.into_iter());
                     for f in scan.found {
@@ -543,19 +572,52 @@ impl Agent {
     /// After a full scan: the links and subfolders the mapping's choices passed over, said in
     /// the log when there were none before (`status` says them while there are).
     fn note_skipped(&mut self, mapping: usize, links: usize, subfolders: usize) {
-        let Some(m) = self.settings.mappings.get(mapping) else {
-            return;
-        };
         let Some(n) = self.notes.get_mut(mapping) else {
             return;
         };
-        if (links > 0 && n.links == 0) || (subfolders > 0 && n.subfolders == 0) {
+        let before = n.skipped();
+        n.links = links;
+        n.subfolders = subfolders;
+        n.live_links.clear();
+        n.live_subfolders.clear();
+        self.say_skipped(mapping, before);
+    }
+
+    /// A link or a subfolder the watcher reported, which the mapping passes over as a scan
+    /// would (`link`: a link, else a subfolder; `None`: neither, any more): counted and said
+    /// as a scan's are, so a link dropped while the agent runs is not passed over in silence
+    /// until the next rescan.
+    fn note_live(&mut self, mapping: usize, path: &Path, link: Option<bool>) {
+        let Some(n) = self.notes.get_mut(mapping) else {
+            return;
+        };
+        let before = n.skipped();
+        n.live_links.remove(path);
+        n.live_subfolders.remove(path);
+        match link {
+            Some(true) => {
+                n.live_links.insert(path.to_path_buf());
+            }
+            Some(false) => {
+                n.live_subfolders.insert(path.to_path_buf());
+            }
+            None => {}
+        }
+        self.say_skipped(mapping, before);
+    }
+
+    /// The log line of what mapping `mapping` passes over, when a kind of it was none before.
+    fn say_skipped(&self, mapping: usize, (links_before, subfolders_before): (usize, usize)) {
+        let (Some(m), Some(n)) = (self.settings.mappings.get(mapping), self.notes.get(mapping))
+        else {
+            return;
+        };
+        let (links, subfolders) = n.skipped();
+        if (links > 0 && links_before == 0) || (subfolders > 0 && subfolders_before == 0) {
             if let Some(line) = skipped_line(m, links, subfolders) {
                 tracing::info!(mapping = %m.name, "{line}");
             }
         }
-        n.links = links;
-        n.subfolders = subfolders;
     }
 
     /// After a full scan: watches of folders gone dropped; the subfolders over the cap said.
@@ -587,7 +649,8 @@ impl Agent {
                     crate::outside::path(p)
                 ));
             }
-            if let Some(line) = skipped_line(m, n.links, n.subfolders) {
+            let (links, subfolders) = n.skipped();
+            if let Some(line) = skipped_line(m, links, subfolders) {
                 out.push(format!("skipped: mapping `{name}`: {line}"));
             }
             if n.unwatched > 0 {

@@ -545,7 +545,7 @@ fn minutes_text(ms: u64) -> String {
 }
 
 /// The wall-clock time `in_ms` from now, `HH:MM:SS UTC`.
-fn clock_text(in_ms: u64) -> String {
+pub(super) fn clock_text(in_ms: u64) -> String {
     let t = time::OffsetDateTime::now_utc()
         + time::Duration::milliseconds(in_ms.min(i64::MAX as u64) as i64);
     format!("{:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second())

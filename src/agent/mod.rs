@@ -18,6 +18,7 @@ mod intake;
 pub mod mailnow;
 pub mod oneshot;
 pub mod ops;
+mod outages;
 mod pause;
 mod startup;
 pub mod steps;
@@ -308,6 +309,8 @@ struct Agent {
     item_errors_said: HashSet<(String, String)>,
     /// Since when every step has found Graph (or the identity platform) unreachable, and why.
     unreachable_since: Option<(Instant, crate::core::model::Failure)>,
+    /// Graph out of reach or throttling, said in the log once as it starts and once as it ends.
+    outages: outages::Outages,
     /// Each entry's last step's fault, while its next step has not succeeded: what `status`
     /// says a waiting row waits for (the core keeps only when).
     last_fault: std::collections::HashMap<String, crate::core::model::Fault>,
@@ -431,6 +434,7 @@ pub async fn run(
         sign_in_said: false,
         item_errors_said: HashSet::new(),
         unreachable_since: None,
+        outages: Default::default(),
         last_fault: Default::default(),
         pauses: Default::default(),
         looks: JoinSet::new(),
@@ -527,6 +531,7 @@ pub async fn run(
     let mut outcome = RunOutcome::Clean;
     loop {
         agent.drain()?;
+        agent.say_outages();
         if once {
             if let Some(o) = agent.finished() {
                 outcome = o;
@@ -683,6 +688,7 @@ impl Agent {
     fn take_task(&mut self, done: Result<Option<Input>, tokio::task::JoinError>) {
         match done {
             Ok(Some(input)) => {
+                self.outages.heard(&input);
                 self.note_reachability(&input);
                 self.note_fault(&input);
                 self.inputs.push_back(input);
@@ -691,6 +697,18 @@ impl Agent {
             Err(e) if e.is_cancelled() => {}
             Err(e) => tracing::error!(error = %e, "a worker task failed"),
         }
+    }
+
+    /// A wait of Graph's (out of reach, throttling) that began in the last batch, said once in
+    /// the log with when its first file tries again.
+    fn say_outages(&mut self) {
+        let machine = &self.machine;
+        self.outages.say(|id| {
+            machine
+                .active()
+                .find(|(r, _)| r.id == id)
+                .and_then(|(_, until)| until)
+        });
     }
 
     fn note_reachability(&mut self, input: &Input) {

@@ -27,6 +27,9 @@ pub enum OneShotError {
     Failed(Failure),
     #[error("interrupted: nothing was attached (the upload session was deleted)")]
     Interrupted,
+    /// `send` interrupted: what was in flight, as far as it knows.
+    #[error("interrupted: {}", .0.text())]
+    SendInterrupted(Left),
     /// `mail`: a send may have happened and could not be confirmed (never "not sent").
     #[error("it may have been sent: {}", why.message)]
     MaybeSent {
@@ -70,6 +73,33 @@ pub(super) fn mapping_for(name: &str, path: &Path, target: &Target) -> Mapping {
     }
 }
 
+/// What an interrupted `send` left on the item, as far as it can know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Left {
+    /// Nothing of the file reached the item (no request of it was taken, or none was sent).
+    Nothing,
+    /// An upload session held part of it; the session was deleted (best effort).
+    SessionDeleted,
+    /// A request that attaches it (its one POST, or a session's last piece) was sent and its
+    /// answer not heard: it may be on the item.
+    MayBeAttached,
+}
+
+impl Left {
+    /// What the file's fate was, after "NAME (SIZE) to message ID ".
+    pub fn text(self) -> &'static str {
+        match self {
+            Left::Nothing => "was not attached (nothing of it reached the item)",
+            Left::SessionDeleted => "was not attached (its upload session was deleted)",
+            Left::MayBeAttached => {
+                "may have been attached: the request that attaches it was sent and its answer \
+                 never heard; run the same send again with `--if-exists skip`: it finds it there by \
+                 its bytes instead of attaching it twice"
+            }
+        }
+    }
+}
+
 /// A file attached (or found already there).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attached {
@@ -79,8 +109,10 @@ pub struct Attached {
 }
 
 /// Attach `path` to `target` as `name`; returns the attachment id. `progress` hears the bytes
-/// the server holds. With `IfExists::Skip` an attachment of the same name and bytes already on
-/// the item counts as attached.
+/// the server holds, `say` what a wait is for and until when (throttled, Graph out of reach, a
+/// look after a lost answer). With `IfExists::Skip` an attachment of the same name and bytes
+/// already on the item counts as attached.
+#[allow(clippy::too_many_arguments)]
 pub async fn attach_file(
     settings: &Settings,
     client: Arc<GraphClient>,
@@ -89,6 +121,7 @@ pub async fn attach_file(
     name: Option<String>,
     if_exists: IfExists,
     progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    say: Option<Arc<dyn Fn(Waiting) + Send + Sync>>,
 ) -> Result<Attached, OneShotError> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let file_err = |why: String| OneShotError::File {
@@ -177,13 +210,17 @@ pub async fn attach_file(
         urls: &urls,
         last: None,
         sent: false,
+        say,
+        fault: None,
+        said: None,
+        left: Left::Nothing,
     };
     let ran = super::drive::drive(&mut machine, Arc::new(steps), &*urls, inputs, &mut hooks).await;
     let (last, sent) = (hooks.last, hooks.sent);
     match ran {
         Ok(()) => {}
         Err(Stop::SignIn(f)) => return Err(OneShotError::SignIn(f.message)),
-        Err(Stop::Interrupted) => return Err(OneShotError::Interrupted),
+        Err(Stop::Interrupted) => return Err(OneShotError::SendInterrupted(hooks.left)),
         Err(Stop::Unreachable(f)) => return Err(OneShotError::Failed(f)),
     }
     match last {
@@ -233,6 +270,77 @@ struct SendHooks<'a> {
     urls: &'a MemoryUrls,
     last: Option<Record>,
     sent: bool,
+    say: Option<Arc<dyn Fn(Waiting) + Send + Sync>>,
+    /// The fault of the last answer heard (`None` after one that was no failure).
+    fault: Option<Fault>,
+    said: Option<Waiting>,
+    /// Found at the clean-up after a stop.
+    left: Left,
+}
+
+impl SendHooks<'_> {
+    /// What the file waits for, when it waits `in_ms` with nothing in flight; `None` for short
+    /// waits and while a request is out.
+    fn waiting_for(&self, in_ms: u64, running: bool) -> Option<Waiting> {
+        if running || in_ms < 1_000 {
+            return None;
+        }
+        let until = super::mailnow::clock_text(in_ms);
+        let why = |f: &Failure| {
+            crate::outside::printable(&f.message)
+                .trim_end_matches('.')
+                .to_owned()
+        };
+        let may_exist = self.last.as_ref().is_some_and(|r| r.may_exist);
+        let what = match self.fault.as_ref()? {
+            Fault::Throttled { retry_after_ms } => {
+                WaitFor::Throttled(retry_after_ms.map(|ms| ms.div_ceil(1_000)))
+            }
+            Fault::Unreachable(f) => WaitFor::Unreachable(f.message.clone()),
+            Fault::Ambiguous(f) if may_exist => WaitFor::Look(why(f)),
+            Fault::Ambiguous(f) | Fault::Permanent(f) | Fault::SignIn(f) => WaitFor::Error(why(f)),
+        };
+        Some(Waiting { what, until })
+    }
+}
+
+/// What `send` waits for, and until when (`HH:MM:SS UTC`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub what: WaitFor,
+    pub until: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitFor {
+    /// 429/503, with Retry-After's seconds.
+    Throttled(Option<u64>),
+    /// Graph out of reach: the error's text, as `GraphError` wrote it.
+    Unreachable(String),
+    /// The answer to the upload was lost: the item is looked at first.
+    Look(String),
+    /// A backoff after an error.
+    Error(String),
+}
+
+impl Waiting {
+    /// The sentence; `unreachable` words Graph out of reach from the error's text (as the
+    /// command's last line would).
+    pub fn text(&self, unreachable: &dyn Fn(&str) -> String) -> String {
+        let until = &self.until;
+        match &self.what {
+            WaitFor::Throttled(Some(s)) => {
+                format!("throttled by Graph (Retry-After: {s} s); sending again at {until}")
+            }
+            WaitFor::Throttled(None) => format!("throttled by Graph; sending again at {until}"),
+            WaitFor::Unreachable(m) => format!("{}; trying again at {until}", unreachable(m)),
+            WaitFor::Look(why) => format!(
+                "the answer to the upload was lost ({why}); looking on the item at {until} \
+                 whether it took effect, before sending anything again"
+            ),
+            WaitFor::Error(why) => format!("after an error ({why}), trying again at {until}"),
+        }
+    }
 }
 
 impl OneShot for SendHooks<'_> {
@@ -254,7 +362,36 @@ impl OneShot for SendHooks<'_> {
         self.sent |= matches!(action, Action::Post { .. } | Action::CreateSession { .. });
     }
 
+    fn heard(&mut self, input: &Input) {
+        if let Input::Outcome { outcome, .. } = input {
+            self.fault = outcome.fault().cloned();
+        }
+    }
+
+    fn waiting(&mut self, wake_in_ms: u64, running: bool) {
+        let Some(say) = self.say.clone() else {
+            return;
+        };
+        if let Some(w) = self.waiting_for(wake_in_ms, running) {
+            if self.said.as_ref() != Some(&w) {
+                say(w.clone());
+                self.said = Some(w);
+            }
+        }
+    }
+
     async fn clean_up(&mut self, machine: &Machine) {
+        // The machine's record as it is now: an effect sent and not answered (a POST in flight,
+        // or a last piece) marks it `may_exist` before the request goes.
+        let may_exist = machine.record(ID).is_some_and(|r| r.may_exist);
+        let session = !self.urls.all().is_empty();
+        self.left = if may_exist {
+            Left::MayBeAttached
+        } else if session {
+            Left::SessionDeleted
+        } else {
+            Left::Nothing
+        };
         delete_sessions(self.client, self.urls, machine).await;
     }
 }

@@ -1,7 +1,9 @@
 //! `outbox send FILE (--message ID | --event ID)`: attach one file now, with a progress bar naming
 //! the file and the item on a terminal (plain lines otherwise); prints the attachment id on stdout
 //! and a sentence on stderr. Honours `if_exists` (`--if-exists`, else the mapping that targets the
-//! item, else `skip`); Ctrl-C deletes the upload session and exits 130. Does not touch the ledger:
+//! item, else `skip`); a wait (throttled, Graph out of reach, a look after a lost answer) says
+//! what it waits for and until when; Ctrl-C deletes the upload session and exits 130, saying what
+//! was in flight (nothing, a session, or a request that may have attached it). Does not touch the ledger:
 //! the core's state machine drives the upload with URLs kept in memory (`agent::oneshot`).
 
 use super::{IfExistsArg, SendArgs};
@@ -57,6 +59,8 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
     );
     let bar = Arc::new(Progress::new(total).named(&what));
     let b = bar.clone();
+    let w = bar.clone();
+    let base = settings.graph.base_url.clone();
     let target = Target {
         user: item.user.clone(),
         kind,
@@ -74,6 +78,9 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
             IfExists::Attach => crate::core::model::IfExists::Attach,
         },
         Some(Arc::new(move |n| b.set(n))),
+        Some(Arc::new(move |wait: crate::agent::oneshot::Waiting| {
+            w.say(&wait.text(&|m| crate::cli::out::cannot_reach(&base, m)))
+        })),
     )
     .await;
     bar.finish();
@@ -105,12 +112,9 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
             }
             Err(err)
         }
-        Err(OneShotError::Interrupted) => Err(CommandError::new(
+        Err(OneShotError::SendInterrupted(left)) => Err(CommandError::new(
             ExitCode::Interrupted,
-            format!(
-                "{}: {what} was not attached (its upload session was deleted)",
-                super::mail::interrupted()
-            ),
+            format!("{}: {what} {}", super::mail::interrupted(), left.text()),
         )),
         Err(OneShotError::Failed(f)) if crate::cli::out::no_answer(&f.code) => {
             Err(CommandError::new(
@@ -157,7 +161,9 @@ fn short_id(id: &str) -> String {
 pub fn attach_error(e: OneShotError) -> CommandError {
     match e {
         OneShotError::SignIn(_) => CommandError::new(ExitCode::SignIn, e.to_string()),
-        OneShotError::Interrupted => CommandError::new(ExitCode::Interrupted, e.to_string()),
+        OneShotError::Interrupted | OneShotError::SendInterrupted(_) => {
+            CommandError::new(ExitCode::Interrupted, e.to_string())
+        }
         other => CommandError::new(ExitCode::Failed, other.to_string()),
     }
 }

@@ -156,7 +156,17 @@ pub fn run(
         Platform::Linux if ask_machine => user_systemd_missing(),
         _ => None,
     };
+    // A dry run shows what it would write and run even where the install cannot be made (the
+    // unit, for another supervisor), then fails as the install would, saying why.
+    let cannot = |dry_run: bool| {
+        if dry_run {
+            print_plan(action, &steps, true);
+        }
+    };
     if let Some(why) = &no_systemd {
+        if action == "install" {
+            cannot(dry_run);
+        }
         return without_user_systemd(action, &file, why);
     }
     // Any platform: the service manager's program must be there before anything is written.
@@ -164,6 +174,7 @@ pub fn run(
         for s in &steps {
             if let Step::Run { argv, .. } = s {
                 if let Some(prog) = argv.first().filter(|p| !on_path(p)) {
+                    cannot(dry_run);
                     return Err(fail(format!(
                         "{prog} is not found on PATH, and installing the service needs it: nothing was written. Without it, run `outbox run` under the supervisor you have"
                     )));
@@ -172,31 +183,7 @@ pub fn run(
         }
     }
     if dry_run {
-        verbatimln!("# outbox service {action}, dry run: nothing is written or run.");
-        for s in &steps {
-            match s {
-                Step::Write {
-                    path,
-                    contents,
-                    utf16,
-                } => {
-                    verbatimln!(
-                        "# write {}{}:",
-                        path.display(),
-                        if *utf16 { " (UTF-16LE with BOM)" } else { "" }
-                    );
-                    verbatim!("{contents}");
-                    if !contents.ends_with('\n') {
-                        verbatimln!();
-                    }
-                    verbatimln!("# end of {}", path.display());
-                }
-                Step::Remove(p) => {
-                    verbatimln!("$ rm -f {}", service::shell_word(&p.to_string_lossy()))
-                }
-                Step::Run { argv, .. } => verbatimln!("$ {}", show(argv)),
-            }
-        }
+        print_plan(action, &steps, false);
         return Ok(ExitCode::Ok);
     }
     if action == "status" {
@@ -226,6 +213,43 @@ pub fn run(
         _ => {}
     }
     Ok(ExitCode::Ok)
+}
+
+/// A dry run's plan on stdout: each file written, whole, and each command run. `cannot`: this
+/// machine cannot carry it out (said on stderr after it).
+fn print_plan(action: &str, steps: &[Step], cannot: bool) {
+    if cannot {
+        verbatimln!(
+            "# outbox service {action}, dry run: what it would write and run; nothing is written \
+             or run, and it cannot be installed here (why: below, on stderr)."
+        );
+    } else {
+        verbatimln!("# outbox service {action}, dry run: nothing is written or run.");
+    }
+    for s in steps {
+        match s {
+            Step::Write {
+                path,
+                contents,
+                utf16,
+            } => {
+                verbatimln!(
+                    "# write {}{}:",
+                    path.display(),
+                    if *utf16 { " (UTF-16LE with BOM)" } else { "" }
+                );
+                verbatim!("{contents}");
+                if !contents.ends_with('\n') {
+                    verbatimln!();
+                }
+                verbatimln!("# end of {}", path.display());
+            }
+            Step::Remove(p) => {
+                verbatimln!("$ rm -f {}", service::shell_word(&p.to_string_lossy()))
+            }
+            Step::Run { argv, .. } => verbatimln!("$ {}", show(argv)),
+        }
+    }
 }
 
 /// What to do where `systemctl --user` cannot reach a user manager: a container, an ssh or cron

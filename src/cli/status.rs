@@ -332,6 +332,7 @@ pub fn render_json(
     let by_entry = messages_by_entry(messages);
     let by_id: HashMap<&str, &MessageRecord> =
         messages.iter().map(|m| (m.id.as_str(), m)).collect();
+    let twins = twins(entries, facts);
     let rows: Vec<JsonRow<'_>> = entries
         .iter()
         .map(|e| {
@@ -359,7 +360,7 @@ pub fn render_json(
                     .and_then(|w| w.until_ms)
                     .and_then(time_of_ms)
                     .map(rfc3339),
-                note: note(e, facts),
+                note: note(e, facts, &twins),
                 agent_pid: facts.pid.filter(|_| facts.running),
                 message: message_of(e, &by_entry, &by_id).map(json_message),
             }
@@ -477,7 +478,7 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
 
 /// A row's NOTE: its error, a failed after-action, what it waits for, why it was canceled or
 /// that a newer version replaced it, or the versions of another owner's it was attached beside.
-fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
+fn note(e: &LedgerEntry, facts: &Facts<'_>, twins: &Twins) -> Option<String> {
     error_text(e)
         .map(|t| match &e.failed_to {
             // Over 150 MiB: never sent as it is, so no retry takes it back.
@@ -504,6 +505,84 @@ fn note(e: &LedgerEntry, facts: &Facts<'_>) -> Option<String> {
         .or_else(|| facts.wait_of(e).map(|w| wait_text(&w, Some(e), facts.now)))
         .or_else(|| ended_text(e))
         .or_else(|| beside_text(e))
+        .or_else(|| twins.get(&e.id).cloned())
+}
+
+/// Notes of done rows that another done row of the same item looks like (by id): the same
+/// bytes under another name (a file renamed or copied in the folder: a new path is a new file,
+/// attached again, and the earlier attachment stays), or the same name from another path (a
+/// recursive mapping's `a/x.pdf` and `b/x.pdf`: two attachments of one name on the item).
+type Twins = HashMap<String, String>;
+
+fn twins(entries: &[LedgerEntry], facts: &Facts<'_>) -> Twins {
+    let live: Vec<&LedgerEntry> = entries
+        .iter()
+        // (An entry bound to no item, as one found already mailed may be, has no twin.)
+        .filter(|e| e.state == EntryState::Done && !e.replaced && !e.target.item_id.is_empty())
+        .collect();
+    let item = |e: &LedgerEntry| (e.target.user.to_lowercase(), e.target.item_id.clone());
+    let mut out = Twins::new();
+    // The same bytes under another name: said on the later one.
+    let mut by_bytes: HashMap<_, Vec<&LedgerEntry>> = HashMap::new();
+    for e in &live {
+        if let Some(sha) = &e.sha256 {
+            by_bytes
+                .entry((item(e), sha.as_str(), e.size))
+                .or_default()
+                .push(e);
+        }
+    }
+    for group in by_bytes.values_mut().filter(|g| g.len() > 1) {
+        group.sort_by_key(|e| (e.created_at, e.seq));
+        for (i, e) in group.iter().enumerate().skip(1) {
+            let Some(first) = group[..i]
+                .iter()
+                .find(|o| o.name != e.name && o.path != e.path)
+            else {
+                continue;
+            };
+            out.insert(
+                e.id.clone(),
+                format!(
+                    "the same bytes as {} ({}), attached before under that name: a file renamed \
+                     or copied in the folder is a new file to outbox, attached under its new \
+                     name, and the earlier attachment stays",
+                    first.id,
+                    facts.file_shown(first)
+                ),
+            );
+        }
+    }
+    // One name from two paths: said on each.
+    let mut by_name: HashMap<_, Vec<&LedgerEntry>> = HashMap::new();
+    for e in &live {
+        by_name
+            .entry((item(e), e.name.as_str()))
+            .or_default()
+            .push(e);
+    }
+    for group in by_name.values().filter(|g| g.len() > 1) {
+        for e in group {
+            let others: Vec<String> = group
+                .iter()
+                .filter(|o| o.path != e.path)
+                .map(|o| format!("{} ({})", facts.file_shown(o), o.id))
+                .collect();
+            if others.is_empty() || out.contains_key(&e.id) {
+                continue;
+            }
+            out.insert(
+                e.id.clone(),
+                format!(
+                    "attached as \"{}\", as is {}: the item holds attachments of one name from \
+                     different folders (an attachment carries the file's name, not its folder)",
+                    e.name,
+                    others.join(", ")
+                ),
+            );
+        }
+    }
+    out
 }
 
 /// Why a canceled row ended (a newer version took its place, its file went, `outbox cancel`),
@@ -739,27 +818,49 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
     let headers = [
         "ID", "STATE", "PROGRESS", "SIZE", "AGE", "MAPPING", "FILE", "NOTE",
     ];
-    let notes: Vec<Option<String>> = entries.iter().map(|e| note(e, facts)).collect();
+    let twins = twins(entries, facts);
+    let notes: Vec<Option<String>> = entries.iter().map(|e| note(e, facts, &twins)).collect();
     let columns = if notes.iter().any(Option::is_some) {
         headers.len()
     } else {
         headers.len() - 1
     };
+    let files = shown_files(entries, facts);
+    let shortened = files
+        .iter()
+        .zip(entries)
+        .any(|(f, e)| f.chars().count() < sanitize(&facts.file_shown(e)).chars().count());
     let rows: Vec<[String; 8]> = entries
         .iter()
         .zip(&notes)
-        .map(|(e, n)| {
-            [
+        .zip(files)
+        .map(|((e, n), file)| (e, n, file))
+        .map(|(e, n, file)| {
+            let (state, progress) = if waits_to_send(e, facts) {
+                // Nothing of it is on its way: it waits (the NOTE says for what, until when).
+                let p = if e.bytes_sent > 0 {
+                    progress(e)
+                } else {
+                    "-".to_owned()
+                };
+                (WAITING.to_owned(), p)
+            } else {
+                (e.state.to_string(), progress(e))
+            };
+            let mut row = [
                 entry_id(e).unwrap_or("-").to_owned(),
-                e.state.to_string(),
-                progress(e),
+                state,
+                progress,
                 human_size(e.size),
                 age(e.updated_at, facts.now),
                 e.mapping.clone(),
-                facts.file_shown(e),
+                String::new(),
                 n.clone().unwrap_or_default(),
             ]
-            .map(|cell| sanitize(&cell))
+            .map(|cell| sanitize(&cell));
+            // (Sanitized already, then shortened: never an escape cut in half.)
+            row[6] = file;
+            row
         })
         .collect();
     let mut widths = [0usize; 8];
@@ -776,13 +877,79 @@ pub fn render_table(entries: &[LedgerEntry], facts: &Facts<'_>, color: bool) -> 
     push_line(&mut out, &header, &widths, columns, None);
     for (row, entry) in rows.iter().zip(entries) {
         let paint = if color {
-            Some(state_color(entry.state))
+            Some(if row[1] == WAITING {
+                state_color(EntryState::Pending)
+            } else {
+                state_color(entry.state)
+            })
         } else {
             None
         };
         push_line(&mut out, row, &widths, columns, paint);
     }
+    if shortened {
+        out.push_str(&format!(
+            "(a FILE over {FILE_WIDTH} characters is shortened with …; `outbox status --json` has \
+             every path whole)\n"
+        ));
+    }
     out
+}
+
+/// The widest FILE the table shows: a longer name is shortened in its middle, so one long
+/// name does not push every row's NOTE far to the right.
+const FILE_WIDTH: usize = 48;
+
+/// Each row's FILE, sanitized, and shortened past [`FILE_WIDTH`] keeping its start and its end
+/// (where the extension is); two long names that would look the same keep more of themselves
+/// until they differ (or are whole).
+fn shown_files(entries: &[LedgerEntry], facts: &Facts<'_>) -> Vec<String> {
+    let whole: Vec<String> = entries
+        .iter()
+        .map(|e| sanitize(&facts.file_shown(e)))
+        .collect();
+    let mut width = vec![FILE_WIDTH; whole.len()];
+    loop {
+        let shown: Vec<String> = whole
+            .iter()
+            .zip(&width)
+            .map(|(f, w)| elide(f, *w))
+            .collect();
+        // The rows whose shortened FILE another file's also is.
+        let mut by_shown: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, s) in shown.iter().enumerate() {
+            by_shown.entry(s.as_str()).or_default().push(i);
+        }
+        let mut grew = false;
+        for rows in by_shown.values() {
+            let differ = rows.iter().any(|&i| whole[i] != whole[rows[0]]);
+            if !differ {
+                continue;
+            }
+            for &i in rows {
+                if width[i] < whole[i].chars().count() {
+                    width[i] += 16;
+                    grew = true;
+                }
+            }
+        }
+        if !grew {
+            return shown;
+        }
+    }
+}
+
+/// `s` in at most `max` characters: its start, `…`, and its last third.
+fn elide(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_owned();
+    }
+    let tail = max / 3;
+    let head = max.saturating_sub(tail + 1);
+    let start: String = s.chars().take(head).collect();
+    let end: String = s.chars().skip(n - tail).collect();
+    format!("{start}…{end}")
 }
 
 /// One line: cells padded to their column (the last one not), the state cell coloured after
@@ -830,6 +997,26 @@ fn state_color(state: EntryState) -> &'static str {
         EntryState::Pending => "\x1b[33m",
         EntryState::Settling | EntryState::Canceled => "\x1b[2m",
     }
+}
+
+/// The table's STATE of an `uploading` entry that the running agent holds back, with no request
+/// of it out: throttled, Graph out of reach, a backoff, sign-in, the wait before a look.
+const WAITING: &str = "waiting";
+
+/// Whether `e` is `uploading` in the ledger but waits, with nothing of it on its way: a file
+/// that goes by one POST showed `uploading 0%` through a whole outage.
+fn waits_to_send(e: &LedgerEntry, facts: &Facts<'_>) -> bool {
+    e.state == EntryState::Uploading
+        && facts.wait_of(e).is_some_and(|w| {
+            matches!(
+                w.reason,
+                WaitReason::Unreachable
+                    | WaitReason::Throttled
+                    | WaitReason::Backoff
+                    | WaitReason::SignIn
+                    | WaitReason::Look
+            )
+        })
 }
 
 fn progress(e: &LedgerEntry) -> String {
@@ -959,6 +1146,31 @@ mod tests {
         );
         e.id = "0123456789ab".into();
         e
+    }
+
+    #[test]
+    fn long_files_are_shortened_and_still_told_apart() {
+        let named = |name: &str| {
+            let mut e = entry(EntryState::Pending);
+            e.path = format!("/d/{name}").into();
+            e.name = name.into();
+            e
+        };
+        let (a, b) = (
+            format!("{}A{}.pdf", "x".repeat(100), "y".repeat(100)),
+            format!("{}B{}.pdf", "x".repeat(100), "y".repeat(100)),
+        );
+        let entries = vec![named(&a), named(&b), named("short.txt"), named(&a)];
+        let shown = shown_files(&entries, &Facts::offline(at(1_700_000_000)));
+        assert_eq!(shown[2], "short.txt");
+        assert!(
+            shown[0].contains('…') && shown[0].ends_with(".pdf"),
+            "{shown:?}"
+        );
+        assert_ne!(shown[0], shown[1], "two files shown alike");
+        // The same file twice (two versions) is shown alike, and short still.
+        assert_eq!(shown[0], shown[3]);
+        assert!(shown[0].chars().count() < a.len(), "{shown:?}");
     }
 
     fn running(now: OffsetDateTime) -> Facts<'static> {

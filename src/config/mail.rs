@@ -177,50 +177,67 @@ fn template(v: &Spanned<String>, ctx: &Ctx, key: &str) -> Result<String, ConfigE
     Ok(v.get_ref().clone())
 }
 
+/// The value of `r`, or `None` with its error kept in `errors`: each key of the table is
+/// checked on its own, so one run says every error of it.
+fn kept<T>(r: Result<T, ConfigError>, errors: &mut Vec<ConfigError>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
+}
+
 /// Validate `mapping[i].new_message`; `key` is `mapping[i].new_message`, `header` the offset of
-/// the table, `dir` where relative paths start.
+/// the table, `dir` where relative paths start. Every key's error, in the table's order.
 pub(super) fn validate(
     raw: &RawNewMessage,
     ctx: &Ctx,
     key: &str,
     header: Option<usize>,
     dir: &Path,
-) -> Result<MessageTemplate, ConfigError> {
+) -> Result<MessageTemplate, Vec<ConfigError>> {
     let k = |s: &str| format!("{key}.{s}");
-    let to = addresses(raw.to.as_ref(), ctx, &k("to"))?;
-    let cc = addresses(raw.cc.as_ref(), ctx, &k("cc"))?;
-    let bcc = addresses(raw.bcc.as_ref(), ctx, &k("bcc"))?;
-    if to.is_empty() && cc.is_empty() && bcc.is_empty() {
+    let mut errors = Vec::new();
+    let to = kept(addresses(raw.to.as_ref(), ctx, &k("to")), &mut errors);
+    let cc = kept(addresses(raw.cc.as_ref(), ctx, &k("cc")), &mut errors);
+    let bcc = kept(addresses(raw.bcc.as_ref(), ctx, &k("bcc")), &mut errors);
+    // (A bad address is said as such, not as a missing recipient.)
+    if errors.is_empty()
+        && [&to, &cc, &bcc]
+            .iter()
+            .all(|l| l.as_ref().is_some_and(Vec::is_empty))
+    {
         let offset = [&raw.to, &raw.cc, &raw.bcc]
             .into_iter()
             .flatten()
             .map(|v| v.span().start)
             .next()
             .or(header);
-        return Err(ctx.err(
+        errors.push(ctx.err(
             offset,
             k("to"),
             "a new message needs at least one recipient in to, cc or bcc; e.g. to = [\"ap@contoso.com\"]",
         ));
     }
     let subject = match &raw.subject {
-        Some(s) => template(s, ctx, &k("subject"))?,
-        None => DEFAULT_SUBJECT.to_string(),
+        Some(s) => kept(template(s, ctx, &k("subject")), &mut errors),
+        None => Some(DEFAULT_SUBJECT.to_string()),
     };
-    let (body, body_file) = match (&raw.body, &raw.body_file) {
+    let body = match (&raw.body, &raw.body_file) {
         (Some(_), Some(f)) => {
-            return Err(ctx.at(f, k("body_file"), "set body or body_file, not both"))
+            errors.push(ctx.at(f, k("body_file"), "set body or body_file, not both"));
+            None
         }
-        (Some(b), None) => (template(b, ctx, &k("body"))?, None),
-        (None, Some(f)) => {
-            let path = path_value(f, ctx, &k("body_file"), dir)?;
-            let text = read_body(&path).map_err(|m| ctx.at(f, k("body_file"), m))?;
-            check_template(&text)
-                .map_err(|e| ctx.at(f, k("body_file"), format!("in {}: {e}", path.display())))?;
-            (text, Some(path))
-        }
-        (None, None) => (DEFAULT_BODY.to_string(), None),
+        (Some(b), None) => kept(template(b, ctx, &k("body")), &mut errors).map(|b| (b, None)),
+        (None, Some(f)) => kept(
+            path_value(f, ctx, &k("body_file"), dir).and_then(|path| {
+                let text = read_body(&path).map_err(|m| ctx.at(f, k("body_file"), m))?;
+                check_template(&text).map_err(|e| {
+                    ctx.at(f, k("body_file"), format!("in {}: {e}", path.display()))
+                })?;
+                Ok((text, Some(path)))
+            }),
+            &mut errors,
+        ),
+        (None, None) => Some((DEFAULT_BODY.to_string(), None)),
     };
+    let body_file = body.as_ref().and_then(|(_, f)| f.clone());
     let body_type = match raw.body_type.as_ref().map(|v| *v.get_ref()) {
         Some(RawBodyType::Text) => BodyType::Text,
         Some(RawBodyType::Html) => BodyType::Html,
@@ -239,24 +256,29 @@ pub(super) fn validate(
         Some(RawGroup::File) | None => Group::File,
         Some(RawGroup::Batch) => Group::Batch,
     };
-    let batch_quiet = duration_value(
-        raw.batch_quiet.as_ref(),
-        ctx,
-        &k("batch_quiet"),
-        DEFAULT_BATCH_QUIET,
-    )?;
-    if group == Group::Batch && batch_quiet.is_zero() {
-        return Err(ctx.err(
+    let batch_quiet = kept(
+        duration_value(
+            raw.batch_quiet.as_ref(),
+            ctx,
+            &k("batch_quiet"),
+            DEFAULT_BATCH_QUIET,
+        ),
+        &mut errors,
+    );
+    if group == Group::Batch && batch_quiet.is_some_and(|q| q.is_zero()) {
+        errors.push(ctx.err(
             raw.batch_quiet.as_ref().map(|v| v.span().start),
             k("batch_quiet"),
             "batch_quiet must be longer than 0 for group = \"batch\"; e.g. \"30s\"",
         ));
     }
     let batch_max_wait = match raw.batch_max_wait.as_ref() {
-        Some(v) => {
-            let d = duration_value(Some(v), ctx, &k("batch_max_wait"), DEFAULT_BATCH_MAX_WAIT)?;
-            if d < batch_quiet {
-                return Err(ctx.at(
+        Some(v) => match kept(
+            duration_value(Some(v), ctx, &k("batch_max_wait"), DEFAULT_BATCH_MAX_WAIT),
+            &mut errors,
+        ) {
+            Some(d) if batch_quiet.is_some_and(|q| d < q) => {
+                errors.push(ctx.at(
                     v,
                     k("batch_max_wait"),
                     format!(
@@ -267,21 +289,28 @@ pub(super) fn validate(
                         written(raw.batch_quiet.as_ref(), DEFAULT_BATCH_QUIET)
                     ),
                 ));
+                None
             }
-            d
-        }
-        None => duration_value(None, ctx, &k("batch_max_wait"), DEFAULT_BATCH_MAX_WAIT)?
-            .max(batch_quiet),
+            d => d,
+        },
+        None => kept(
+            duration_value(None, ctx, &k("batch_max_wait"), DEFAULT_BATCH_MAX_WAIT),
+            &mut errors,
+        )
+        .map(|d| d.max(batch_quiet.unwrap_or_default())),
     };
-    let max_message_size = size_value(
-        raw.max_message_size.as_ref(),
-        ctx,
-        &k("max_message_size"),
-        DEFAULT_MAX_MESSAGE_SIZE,
-    )?;
+    let max_message_size = kept(
+        size_value(
+            raw.max_message_size.as_ref(),
+            ctx,
+            &k("max_message_size"),
+            DEFAULT_MAX_MESSAGE_SIZE,
+        ),
+        &mut errors,
+    );
     let min = crate::core::mail::MESSAGE_OVERHEAD * 2;
-    if max_message_size < min {
-        return Err(ctx.err(
+    if max_message_size.is_some_and(|m| m < min) {
+        errors.push(ctx.err(
             raw.max_message_size.as_ref().map(|v| v.span().start),
             k("max_message_size"),
             format!(
@@ -289,28 +318,54 @@ pub(super) fn validate(
             ),
         ));
     }
-    let max_messages = super::raw::budget_value(
-        raw.max_messages.as_ref(),
-        ctx,
-        &k("max_messages"),
-        DEFAULT_MAX_MESSAGES,
-        super::units::parse_count_budget,
-    )?;
-    Ok(MessageTemplate {
+    let max_messages = kept(
+        super::raw::budget_value(
+            raw.max_messages.as_ref(),
+            ctx,
+            &k("max_messages"),
+            DEFAULT_MAX_MESSAGES,
+            super::units::parse_count_budget,
+        ),
+        &mut errors,
+    );
+    match (
         to,
         cc,
         bcc,
         subject,
         body,
-        body_file,
-        body_type,
-        group,
         batch_quiet,
         batch_max_wait,
-        send: raw.send.unwrap_or(true),
         max_message_size,
         max_messages,
-    })
+    ) {
+        (
+            Some(to),
+            Some(cc),
+            Some(bcc),
+            Some(subject),
+            Some((body, body_file)),
+            Some(batch_quiet),
+            Some(batch_max_wait),
+            Some(max_message_size),
+            Some(max_messages),
+        ) if errors.is_empty() => Ok(MessageTemplate {
+            to,
+            cc,
+            bcc,
+            subject,
+            body,
+            body_file,
+            body_type,
+            group,
+            batch_quiet,
+            batch_max_wait,
+            send: raw.send.unwrap_or(true),
+            max_message_size,
+            max_messages,
+        }),
+        _ => Err(errors),
+    }
 }
 
 /// A duration as the config wrote it (or its default).

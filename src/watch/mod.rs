@@ -41,7 +41,7 @@ pub fn accepts(m: &Mapping, path: &Path) -> bool {
 }
 
 /// Inside `sent_dir` or `failed_dir` (never scanned, even when recursive).
-fn in_excluded_dir(m: &Mapping, path: &Path) -> bool {
+pub fn in_excluded_dir(m: &Mapping, path: &Path) -> bool {
     path.starts_with(&m.sent_dir) || m.failed_dir.as_deref().is_some_and(|d| path.starts_with(d))
 }
 
@@ -94,7 +94,7 @@ pub struct Scan {
     /// Symbolic links not followed (the mapping does not say `follow_symlinks = true`, or the
     /// link leads out of the folder or to an excluded place), and subfolders not entered (the
     /// mapping is not `recursive`): names the globs do not exclude, said once by the agent.
-    pub links: usize,
+    pub links: Vec<PathBuf>,
     pub subfolders: usize,
 }
 
@@ -198,7 +198,7 @@ pub fn scan_from(
             }
             let Some(meta) = file_meta(m, &root, &path) else {
                 if !m.exclude.is_match(&name) {
-                    out.links += 1;
+                    out.links.push(path);
                 }
                 continue;
             };
@@ -332,7 +332,10 @@ pub enum Look {
     /// On another file system than the mapped folder (a mount point, or below one).
     Mount,
     Missing,
-    /// A link not followed, a FIFO, a device: nothing to take.
+    /// A symbolic link the mapping does not take (links not followed, or it leads out of the
+    /// folder or to an excluded place): what a scan counts in [`Scan::links`].
+    Link,
+    /// A FIFO, a device, a path below a linked folder: nothing to take.
     Other,
 }
 
@@ -349,6 +352,7 @@ pub fn look(m: &Mapping, path: &Path) -> Look {
     let Some(meta) = file_meta(m, &root, path) else {
         return match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Look::Missing,
+            Ok(l) if l.file_type().is_symlink() && !in_excluded_dir(m, path) => Look::Link,
             _ => Look::Other,
         };
     };

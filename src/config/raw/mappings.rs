@@ -3,53 +3,122 @@
 
 use super::*;
 
+/// Every mapping checked, each on its own and against those before it: the first error of
+/// each mapping, and every error of its target (a `[mapping.new_message]` table says all of
+/// its own), so one run says them all. A mapping with an error in its target alone still
+/// counts for the checks of the mappings after it (names, overlapping folders).
 pub(super) fn validate_mappings(
     raws: Vec<RawMapping>,
     ctx: &Ctx,
     dir: &Path,
     method: RawMethod,
-) -> Result<Vec<Mapping>, ConfigError> {
+) -> Result<Vec<Mapping>, Vec<ConfigError>> {
     let mut mappings: Vec<Mapping> = Vec::with_capacity(raws.len());
     // Per mapping: the offset its name came from, and of its folder, for pointing at conflicts.
     let mut spots: Vec<(usize, usize)> = Vec::with_capacity(raws.len());
-    let mut names: HashMap<String, usize> = HashMap::new();
+    // By name: the mapping's place in the file and the offset of its name.
+    let mut names: HashMap<String, (usize, usize)> = HashMap::new();
+    let mut errors = Vec::new();
     for (i, raw) in raws.into_iter().enumerate() {
+        let seen = Seen {
+            mappings: &mappings,
+            spots: &spots,
+            names: &names,
+        };
+        let mut target_errors = Vec::new();
+        let one = validate_mapping(i, &raw, ctx, dir, method, seen, &mut target_errors);
+        match one {
+            Ok((mapping, spot)) => {
+                names.insert(mapping.name.clone(), (i, spot.0));
+                spots.push(spot);
+                mappings.push(mapping);
+            }
+            Err(e) => target_errors.push(e),
+        }
+        // A mapping's errors in the order of its lines.
+        target_errors.sort_by_key(|e| e.line);
+        errors.append(&mut target_errors);
+    }
+    if errors.is_empty() {
+        Ok(mappings)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The mappings checked before one: what it must not repeat or overlap.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    mappings: &'a [Mapping],
+    spots: &'a [(usize, usize)],
+    names: &'a HashMap<String, (usize, usize)>,
+}
+
+/// Mapping `i`, with the offsets of its name and folder; its target's errors go to
+/// `target_errors` (a stand-in target lets the other checks go on), any other ends it.
+fn validate_mapping(
+    i: usize,
+    raw: &RawMapping,
+    ctx: &Ctx,
+    dir: &Path,
+    method: RawMethod,
+    seen: Seen<'_>,
+    target_errors: &mut Vec<ConfigError>,
+) -> Result<(Mapping, (usize, usize)), ConfigError> {
+    let Seen {
+        mappings,
+        spots,
+        names,
+    } = seen;
+    {
         let key = |k: &str| format!("mapping[{i}].{k}");
         let header = ctx.mapping_offset(i);
 
-        let Some(folder_raw) = &raw.folder else {
-            return Err(ctx.err(
-                header,
-                key("folder"),
-                "every mapping needs folder, the folder to watch; e.g. folder = \"~/Outbox/reports\"",
-            ));
+        // Without a folder the mapping's other keys are checked still (past it, nothing that
+        // compares folders), and the folder's error is its last.
+        let (folder, folder_error) = match &raw.folder {
+            None => (
+                PathBuf::new(),
+                Some(ctx.err(
+                    header,
+                    key("folder"),
+                    "every mapping needs folder, the folder to watch; e.g. folder = \"~/Outbox/reports\"",
+                )),
+            ),
+            Some(f) => match path_value(f, ctx, &key("folder"), dir) {
+                Ok(folder) => (folder, None),
+                Err(e) => (PathBuf::new(), Some(e)),
+            },
         };
-        let folder = path_value(folder_raw, ctx, &key("folder"), dir)?;
+        let folder_offset = raw.folder.as_ref().map(|f| f.span().start);
 
         let target = match (&raw.message, &raw.event, &raw.new_message) {
-            (Some(m), None, None) => Target::Item {
-                kind: ItemKind::Message,
-                id: item_id(m, ctx, &key("message"), "message")?,
-            },
-            (None, Some(e), None) => Target::Item {
-                kind: ItemKind::Event,
-                id: item_id(e, ctx, &key("event"), "event")?,
-            },
-            (None, None, Some(n)) => Target::NewMessage(Box::new(crate::config::mail::validate(
+            (Some(m), None, None) => item_id(m, ctx, &key("message"), "message")
+                .map(|id| Target::Item {
+                    kind: ItemKind::Message,
+                    id,
+                })
+                .map_err(|e| vec![e]),
+            (None, Some(e), None) => item_id(e, ctx, &key("event"), "event")
+                .map(|id| Target::Item {
+                    kind: ItemKind::Event,
+                    id,
+                })
+                .map_err(|e| vec![e]),
+            (None, None, Some(n)) => crate::config::mail::validate(
                 n.get_ref(),
                 ctx,
                 &key("new_message"),
                 Some(n.span().start),
                 dir,
-            )?)),
-            (None, None, None) => {
-                return Err(ctx.err(
-                    header,
-                    key("message"),
-                    "a mapping needs a target: message = \"ID\" or event = \"ID\" (`outbox items \
-                     messages` lists ids), or a [mapping.new_message] table to mail the files",
-                ))
-            }
+            )
+            .map(|t| Target::NewMessage(Box::new(t))),
+            (None, None, None) => Err(vec![ctx.err(
+                header,
+                key("message"),
+                "a mapping needs a target: message = \"ID\" or event = \"ID\" (`outbox items \
+                 messages` lists ids), or a [mapping.new_message] table to mail the files",
+            )]),
             (m, e, n) => {
                 // Point at the last of the targets given.
                 let (k, offset) = match (m, e, n) {
@@ -58,14 +127,22 @@ pub(super) fn validate_mappings(
                     (Some(m), _, _) => ("message", m.span().start),
                     _ => ("message", 0),
                 };
-                return Err(ctx.err(
+                Err(vec![ctx.err(
                     Some(offset),
                     key(k),
                     "a mapping has exactly one target: set message, event or new_message, \
                      not two",
-                ));
+                )])
             }
         };
+        // A stand-in past an error of the target: the mapping's other keys are checked still.
+        let target = target.unwrap_or_else(|mut e| {
+            target_errors.append(&mut e);
+            Target::Item {
+                kind: ItemKind::Message,
+                id: String::new(),
+            }
+        });
         let (kind, item_id) = match &target {
             Target::Item { kind, id } => (*kind, id.clone()),
             Target::NewMessage(_) => (ItemKind::Message, String::new()),
@@ -83,25 +160,29 @@ pub(super) fn validate_mappings(
                 }
                 (name.to_owned(), n.span().start)
             }
-            None => match folder.file_name() {
-                Some(f) => (f.to_string_lossy().into_owned(), folder_raw.span().start),
-                None => {
+            None => match (folder.file_name(), &raw.folder) {
+                (Some(f), Some(folder_raw)) => {
+                    (f.to_string_lossy().into_owned(), folder_raw.span().start)
+                }
+                (_, Some(folder_raw)) if folder_error.is_none() => {
                     return Err(ctx.at(
                         folder_raw,
                         key("name"),
                         "cannot take a name from this folder; set name",
                     ))
                 }
+                // Named after a folder that is in error: said by that error.
+                _ => (String::new(), folder_offset.or(header).unwrap_or(0)),
             },
         };
-        if let Some(&j) = names.get(&name) {
+        if let Some(&(j, at)) = names.get(&name).filter(|_| !name.is_empty()) {
             return Err(ctx.err(
                 Some(name_offset),
                 key("name"),
                 format!(
                     "mapping name \"{name}\" is already used by mapping[{j}] (line {}); names must \
                      be unique: set a different name",
-                    line_of(ctx.text, spots[j].0)
+                    line_of(ctx.text, at)
                 ),
             ));
         }
@@ -147,6 +228,14 @@ pub(super) fn validate_mappings(
             Some(RawAfter::Keep) | None => After::Keep,
             Some(RawAfter::Move) => After::Move,
             Some(RawAfter::Delete) => After::Delete,
+        };
+        if let Some(e) = folder_error {
+            // Nothing below compares with a folder that is not known.
+            return Err(e);
+        }
+        let Some(folder_raw) = &raw.folder else {
+            // (Said above: no folder is a `folder_error`.)
+            return Err(ctx.err(header, key("folder"), "every mapping needs folder"));
         };
         let sent_dir = match &raw.sent_dir {
             Some(v) => path_value(v, ctx, &key("sent_dir"), &folder)?,
@@ -209,7 +298,7 @@ pub(super) fn validate_mappings(
         }
 
         // Sent or failed files moved into another mapping's folder would be attached there.
-        for other in &mappings {
+        for other in mappings {
             let dirs = [
                 ("sent_dir", Some(&sent_dir), sent_offset),
                 (
@@ -247,31 +336,32 @@ pub(super) fn validate_mappings(
             }
         }
 
-        names.insert(name.clone(), i);
-        spots.push((name_offset, folder_raw.span().start));
-        mappings.push(Mapping {
-            name,
-            folder,
-            kind,
-            item_id,
-            target,
-            user,
-            include,
-            exclude,
-            include_patterns,
-            exclude_patterns,
-            recursive: raw.recursive.unwrap_or(false),
-            after,
-            sent_dir,
-            failed_dir,
-            follow_symlinks: raw.follow_symlinks.unwrap_or(false),
-            allow_hard_links: raw.allow_hard_links.unwrap_or(false),
-            cross_mounts: raw.cross_mounts.unwrap_or(false),
-            if_exists,
-            on_change,
-        });
+        let spot = (name_offset, folder_raw.span().start);
+        Ok((
+            Mapping {
+                name,
+                folder,
+                kind,
+                item_id,
+                target,
+                user,
+                include,
+                exclude,
+                include_patterns,
+                exclude_patterns,
+                recursive: raw.recursive.unwrap_or(false),
+                after,
+                sent_dir,
+                failed_dir,
+                follow_symlinks: raw.follow_symlinks.unwrap_or(false),
+                allow_hard_links: raw.allow_hard_links.unwrap_or(false),
+                cross_mounts: raw.cross_mounts.unwrap_or(false),
+                if_exists,
+                on_change,
+            },
+            spot,
+        ))
     }
-    Ok(mappings)
 }
 
 /// A `message` or `event` id, trimmed and not empty.

@@ -331,7 +331,8 @@ fn read_text(file: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
-/// Parse and validate `text`, read from `file`: a parse error, or the first error of each section.
+/// Parse and validate `text`, read from `file`: a parse error, or the first error of each section
+/// (of each mapping, and every one of a mapping's target: `validate_mappings`).
 fn load_text(file: &Path, text: &str) -> Result<Settings, Vec<ConfigError>> {
     let file = file.to_path_buf();
     let text = text.to_owned();

@@ -28,10 +28,12 @@ pub(super) fn validate(raw: RawFile, ctx: &Ctx) -> Result<Settings, Vec<ConfigEr
             mappings,
         }),
         (graph, auth, agent, mappings) => {
-            Err([graph.err(), auth.err(), agent.err(), mappings.err()]
+            let mut errors: Vec<ConfigError> = [graph.err(), auth.err(), agent.err()]
                 .into_iter()
                 .flatten()
-                .collect())
+                .collect();
+            errors.extend(mappings.err().into_iter().flatten());
+            Err(errors)
         }
     }
 }
