@@ -158,6 +158,8 @@ struct Clocks {
     asleep_ms: u64,
     /// Every step of the wall clock forward, added up: what no run can tell from time passing.
     forward_ms: u64,
+    /// The machine sleeps until then.
+    asleep_until: Time,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -654,6 +656,7 @@ impl Sim {
             logical: crate::clock::Logical::new(),
             asleep_ms: 0,
             forward_ms: 0,
+            asleep_until: Time(0),
         });
         // Half the worlds have a `failed_dir` on every mapping: the core asks for a failed
         // file's move there, and a retry takes it back (drawn last: every earlier draw as
@@ -990,8 +993,9 @@ impl Sim {
             c.rng.gen_range(2_000..120_000)
         };
         c.asleep_ms += d;
-        self.note(format!("SUSPEND for {d} ms"));
         let until = self.now.plus_ms(d);
+        c.asleep_until = until;
+        self.note(format!("SUSPEND for {d} ms"));
         let ep = self.epoch;
         let held: Vec<(Time, u64)> = self
             .events
@@ -1031,6 +1035,13 @@ impl Sim {
     /// `outbox retry` of every message that failed or could not be confirmed, once the agent
     /// has nothing of them in flight (later, if it has).
     fn retry_mail(&mut self, n: u32) -> Result<(), Violation> {
+        // (The user waits for the machine to wake: its tries do not count while it sleeps.)
+        if let Some(t) = self.clocks.as_ref().map(|c| c.asleep_until) {
+            if t > self.now {
+                self.schedule(t.since(self.now) + 1_000, Event::RetryMail(n));
+                return Ok(());
+            }
+        }
         // (Files held by a mapping's `max_messages` cap are still to be mailed: a message of
         // theirs may yet be refused, and the user retries after it.)
         let capped = self.machine.as_ref().is_some_and(|m| {
@@ -4545,6 +4556,10 @@ mod tests {
             "mailed twice: a ledger restored mid-upload (a session open, nothing in doubt on record) while the lost later run finished the upload and sent the message; the start found the message sent and put the file, not searched for (it had a session), in a new message, and the pre-send check took the sent copy holding its key for a new drop's. It is searched for by its key now",
         ),
         (890673, "as 627201"),
+        (
+            12358,
+            "the world: the user's retries of failed messages gave up while the machine slept two hours (also 26200, 27249); they wait for it to wake now",
+        ),
         (
             643322,
             "duplicate under skip: an entry pruned 475 ms after it was done (keep_done drawn under a second), the agent restarted, and a file of the same name and bytes found nothing in a listing that lagged behind that attachment. Prune keeps a finished entry at least look_after now",
