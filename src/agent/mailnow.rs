@@ -177,6 +177,25 @@ pub async fn mail_files(
         message.keyed = true;
         message.may_exist = true;
     }
+    if let (true, Some(_)) = (send && key.is_some(), &found) {
+        // A draft a `--draft` run left (checked above: these files, these recipients) that no
+        // run has asked to send cannot be in Exchange's move: once it is marked "send asked"
+        // (so no later run takes it for one never sent), it is this run's draft, looked for
+        // again and taken at once, not held for the move (M7).
+        if let Some(id) = client.never_sent_draft(user, &marker).await {
+            if client.mark_send_asked(user, &id).await.is_ok() {
+                if let Some(say) = &watch.waiting {
+                    say(format!(
+                        "found the draft a `--draft` run with this key left (marker {marker}), \
+                         never sent: sending it now"
+                    ));
+                }
+                message.state = MessageState::Attaching;
+                message.draft_id = Some(id);
+                message.may_exist = false;
+            }
+        }
+    }
     let mut machine = Machine::new(
         rules,
         crate::core::model::Policy {
@@ -205,6 +224,8 @@ pub async fn mail_files(
     let report: super::steps::FileProgress = Arc::new(report);
     let mut steps = Steps::new(client.clone(), urls.clone(), mappings);
     steps.progress = Some(report.clone());
+    // A keyed draft left for review carries the mark that it was never sent.
+    steps.never_sent = key.is_some() && !send;
     let steps = Arc::new(steps);
     // As it starts: what a wait before its first write (the hold of a found draft) is about.
     let first = message.clone();
@@ -224,6 +245,7 @@ pub async fn mail_files(
         said: None,
         last: Some(first),
         grace_ms: crate::core::machine::move_grace_ms(settings.agent.look_after.as_millis() as u64),
+        hold_since: None,
         sent_here: false,
         drafted_here: false,
         found_draft: false,
@@ -477,26 +499,14 @@ fn maybe_sent(m: &MessageRecord) -> OneShotError {
 /// What the message waits for, when it waits `in_ms` with nothing in flight: the sending limit,
 /// the confirmation of a send in Sent Items, or a retry after an error; `None` for short waits
 /// (a settle, a backoff of a second) and while a request is out.
-fn waiting_for(
-    m: Option<&MessageRecord>,
-    running: bool,
-    in_ms: u64,
-    grace_ms: u64,
-) -> Option<String> {
+fn waiting_for(m: Option<&MessageRecord>, running: bool, in_ms: u64) -> Option<String> {
     let m = m?;
     if running || in_ms < 2_000 || m.state.is_terminal() {
         return None;
     }
-    if m.state == MessageState::Drafting && m.keyed && m.may_exist {
-        // The core holds an earlier run's draft it found (`--key`) for Exchange's move.
-        return Some(format!(
-            "found the draft an earlier run with this key made (marker {}), still a draft: that \
-             run may have sent it and Exchange still be moving it, so nothing is attached to it or \
-             sent for up to {} while Sent Items is asked every few seconds; still a draft then, \
-             it is resumed…",
-            m.id,
-            minutes_text(grace_ms)
-        ));
+    if held(m) {
+        // Said by the hooks, once the hold lasts (`hold_text`).
+        return None;
     }
     let until = clock_text(in_ms);
     let error = m.error.as_ref();
@@ -534,6 +544,27 @@ fn waiting_for(
         _ if why.is_empty() => format!("waiting until {until}"),
         _ => format!("waiting until {until} after an error ({why})"),
     })
+}
+
+/// How long a hold of an earlier run's draft lasts before it is said: past the first look in
+/// Sent Items (the core asks every 3 s).
+const HOLD_QUIET_MS: u64 = 2_500;
+
+/// Whether the core holds an earlier run's draft it found (`--key`) for Exchange's move.
+fn held(m: &MessageRecord) -> bool {
+    m.state == MessageState::Drafting && m.keyed && m.may_exist && m.send
+}
+
+/// What a hold of an earlier run's draft waits for, and until when (`until`, a clock time).
+fn hold_text(marker: &str, grace_ms: u64, until: &str) -> String {
+    format!(
+        "the draft an earlier run with this key made (marker {marker}) is still a draft, and that \
+         run may have sent it (Exchange moves a sent draft to Sent Items a while after the send): \
+         it is not sent before Sent Items, asked every few seconds, still shows no copy of it at \
+         about {until} ({} after it was found; a copy found sooner ends this run at once). A \
+         draft a `--draft` run left is sent at once",
+        minutes_text(grace_ms)
+    )
 }
 
 /// A duration in words: "10 minutes", "45 s".
@@ -574,6 +605,9 @@ struct MailHooks<'a> {
     last: Option<MessageRecord>,
     /// How long a found earlier draft is held for Exchange's move.
     grace_ms: u64,
+    /// When this run first waited in that hold: said only once it lasts (a copy that shows at
+    /// the next look, a few seconds on, needs no paragraph: M4).
+    hold_since: Option<std::time::Instant>,
     /// This run asked for a send, or made a draft.
     sent_here: bool,
     drafted_here: bool,
@@ -626,7 +660,22 @@ impl OneShot for MailHooks<'_> {
         let Some(say) = self.say else {
             return;
         };
-        if let Some(text) = waiting_for(self.last.as_ref(), running, wake_in_ms, self.grace_ms) {
+        let hold = match self.last.as_ref() {
+            Some(m) if held(m) && !running => {
+                let since = *self.hold_since.get_or_insert_with(std::time::Instant::now);
+                let lasted = since.elapsed().as_millis() as u64;
+                // Said from the second wait on: the first look in Sent Items missed.
+                (lasted >= HOLD_QUIET_MS).then(|| {
+                    hold_text(
+                        &m.id,
+                        self.grace_ms,
+                        &clock_text(self.grace_ms.saturating_sub(lasted)),
+                    )
+                })
+            }
+            _ => None,
+        };
+        if let Some(text) = hold.or_else(|| waiting_for(self.last.as_ref(), running, wake_in_ms)) {
             if self.said.as_deref() != Some(text.as_str()) {
                 say(text.clone());
                 self.said = Some(text);
