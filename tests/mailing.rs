@@ -2161,3 +2161,114 @@ async fn a_scan_appended_with_pauses_under_settle_is_mailed_once_whole() {
     }
     panic!("the writer overslept its pauses 3 times: this machine is too loaded to judge");
 }
+
+/// Trial 4's M5 and M8: a send whose answer was lost is `sending` for `look_after`, and says
+/// so: the message's block in `status` says its answer was lost, that it is not sent again,
+/// and when Sent Items is searched (with no agent: once one runs); its file's row waits for
+/// that (`waiting_for: "send-confirm"`), not a bare `done`; the agent's log says it once.
+/// Confirmed, the message shows the time of its send, and when it was confirmed. Before, the
+/// block and the row said nothing for minutes, and `sent` showed the confirmation's time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_in_doubt_says_what_it_waits_for_then_when_it_was_sent() {
+    let env = Env::new();
+    let folder = setup(&env, "look_after = \"20s\"", "", "");
+    write_file(&folder.join("lost.pdf"), 3_000, 94);
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "send", "action": "lost"}]}))
+        .await;
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    wait_until(T, "the send in doubt", || async {
+        status_json(&env)
+            .first()
+            .is_some_and(|r| r["waiting_for"] == "send-confirm")
+    })
+    .await;
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["state"], "done", "{rows:#?}");
+    assert_eq!(rows[0]["message"]["state"], "sending", "{rows:#?}");
+    assert!(rows[0]["waiting_until"].is_string(), "{rows:#?}");
+    let table = stdout(&env.run(&["status"], T));
+    for said in [
+        "its send's answer was lost (",
+        "it is not sent again before its copy is searched for in Sent Items at ",
+        "not there, it is unconfirmed",
+        "its message's send may have gone and is not confirmed yet",
+    ] {
+        assert!(table.contains(said), "{said}: {table}");
+    }
+    let log = agent.log();
+    assert!(
+        log.contains("its send's answer was lost") && log.contains("searched for in Sent Items"),
+        "{log}"
+    );
+    agent.stop();
+    let table = stdout(&env.run(&["status"], T));
+    assert!(
+        table.contains("once an agent runs (`outbox run`)"),
+        "{table}"
+    );
+    // Confirmed at the search, `look_after` after the send: its send's time is said too.
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["message"]["state"], "sent", "{rows:#?}");
+    assert!(rows[0]["waiting_for"].is_null(), "{rows:#?}");
+    let table = stdout(&env.run(&["status"], T));
+    assert!(
+        table.contains(", the send; confirmed in Sent Items at "),
+        "{table}"
+    );
+    assert!(!table.contains("answer was lost"), "{table}");
+    let stats = no_duplicates(&env, "lost send").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+}
+
+/// Trial 4's M11: `run --once` while a message waits to confirm a send answered with a
+/// throttle after it went says so in its log at once (it sat silent for minutes), and `status`
+/// says when Sent Items is searched and that it is sent again only if its draft is still a
+/// draft.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_says_a_throttled_send_waits_for_its_confirmation() {
+    let env = Env::new();
+    let folder = setup(&env, "look_after = \"20s\"", "", "");
+    write_file(&folder.join("thr.pdf"), 3_000, 95);
+    env.sandbox
+        .faults(
+            json!({"fail_next": [{"route": "send", "action": "effect_then_status",
+            "status": 429, "retry_after": 5}]}),
+        )
+        .await;
+    let log = env.path("once.log");
+    let mut once = env
+        .cmd()
+        .args(["run", "--once"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(T, "run --once says the wait", || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("searched for in Sent Items")
+    })
+    .await;
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        said.contains("Graph answered the send with a throttle")
+            && said.contains("not there and its draft still a draft, it is sent again"),
+        "{said}"
+    );
+    let _ = once.kill();
+    let _ = once.wait();
+    let table = stdout(&env.run(&["status"], T));
+    assert!(
+        table.contains("Graph answered the send with a throttle")
+            && table.contains("searched for in Sent Items at "),
+        "{table}"
+    );
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["waiting_for"], "send-confirm", "{rows:#?}");
+    let stats = no_duplicates(&env, "throttled send").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+}

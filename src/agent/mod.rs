@@ -1162,6 +1162,41 @@ impl Agent {
         }
     }
 
+    /// A message whose send may have happened (a lost answer, a throttle, a `retry`): the log
+    /// says what it waits for and until when, once per wait (trial 4, M5/M11: `run --once`
+    /// sat silent for minutes).
+    fn say_send_doubt(
+        &self,
+        before: Option<&crate::core::model::MessageRecord>,
+        m: &crate::core::model::MessageRecord,
+    ) {
+        use control::{send_doubt, send_doubt_text};
+        let look_after = self.settings.agent.look_after.as_millis() as u64;
+        let Some(d) = send_doubt(m, look_after) else {
+            return;
+        };
+        if before.and_then(|b| send_doubt(b, look_after)).as_ref() == Some(&d) {
+            return;
+        }
+        let in_s = d
+            .look_at
+            .0
+            .saturating_sub(self.clock.now().0)
+            .div_ceil(1_000);
+        let at = time::OffsetDateTime::from_unix_timestamp((d.look_at.0 / 1_000) as i64)
+            .map(|t| {
+                format!(
+                    "at {:02}:{:02}:{:02} UTC (in {in_s} s)",
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                )
+            })
+            .unwrap_or_else(|_| format!("in {in_s} s"));
+        let text = send_doubt_text(&d, &at, true);
+        tracing::warn!(message = %m.id, subject = %crate::outside::printable(&m.letter.subject), "{text}");
+    }
+
     fn mapping_of(&self, path: &Path) -> Option<&Mapping> {
         self.settings
             .mappings
@@ -1772,8 +1807,11 @@ impl crate::core::exec::Ledger for Agent {
                 return Ok(note);
             }
             Write::Message(m) => {
+                // What it was, to say a send in doubt once, when it starts (or its wait changes).
+                let before = self.ledger.get_message(&m.id).ok().flatten();
                 self.ledger.put_message(&m)?;
                 self.dirty = true;
+                self.say_send_doubt(before.as_ref(), &m);
             }
             Write::File { id, file, revive } => {
                 let updated = self.ledger.update(&id, |e| {

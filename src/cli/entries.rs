@@ -408,16 +408,19 @@ pub async fn status(
     };
     // Mailed files whose move or delete waits for their sent copy (before any filter: a row
     // kept without its message still says so).
-    let sent_copy = super::status::sent_copy_waits(
-        &entries,
-        &messages,
-        settings.agent.look_after.as_millis() as u64,
-        |name| {
+    let look_after_ms = settings.agent.look_after.as_millis() as u64;
+    let mut sent_copy =
+        super::status::sent_copy_waits(&entries, &messages, look_after_ms, |name| {
             (settings.mappings.iter())
                 .find(|m| m.name == name)
                 .map(|m| m.after)
-        },
-    );
+        });
+    // Files of a message whose send may have happened: they wait for its confirmation.
+    sent_copy.extend(super::status::send_doubt_waits(
+        &entries,
+        &messages,
+        look_after_ms,
+    ));
     // A message's block lists its files whatever the filter keeps.
     let all_entries = (filter.is_some() && !json).then(|| entries.clone());
     if let Some(f) = filter {
@@ -486,7 +489,9 @@ pub async fn status(
             super::status::render_messages(
                 &messages,
                 all_entries.as_deref().unwrap_or(&entries),
-                facts.now
+                facts.now,
+                look_after_ms,
+                facts.running
             )
         );
     }
