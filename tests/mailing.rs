@@ -2272,3 +2272,57 @@ async fn run_once_says_a_throttled_send_waits_for_its_confirmation() {
     let stats = no_duplicates(&env, "throttled send").await;
     assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
 }
+
+/// Trial 4's M10: a mailing file deleted before it was attached is the user's decision: its
+/// message, with nothing left to send, is closed with a clear word ("nothing to do", its draft
+/// deleted), not an ERROR with a failure notification and advice to retry; `retry` of it is
+/// refused saying why (it used to answer "queued again" and fail again at once, for ever),
+/// `retry --failed` passes over it, and `run --once` does not count it as a failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_whose_only_file_was_deleted_is_closed_and_never_retried() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    let file = folder.join("del-mid.pdf");
+    write_file(&file, 10_000, 96);
+    let (agent, release) = paused_before_upload(&env).await;
+    std::fs::remove_file(&file).expect("rm");
+    std::fs::write(&release, "").expect("release the upload");
+    wait_until(T, "the message closed and its draft deleted", || async {
+        let closed = status_json(&env).iter().any(|r| {
+            r["message"]["state"] == "failed" && r["message"]["error"]["code"] == "noFilesLeft"
+        });
+        closed && drafts_left(&env).await.is_empty()
+    })
+    .await;
+    let log = agent.log();
+    agent.stop();
+    let mid = status_json(&env)
+        .iter()
+        .find_map(|r| r["message"]["id"].as_str().map(str::to_owned))
+        .expect("message id");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains(&mid) && (l.contains("ERROR") || l.contains("error:"))),
+        "{log}"
+    );
+    assert!(log.contains("nothing left to send"), "{log}");
+    let table = stdout(&env.run(&["status"], T));
+    assert!(table.contains("nothing to do"), "{table}");
+    assert!(!table.contains(&format!("`outbox retry {mid}`")), "{table}");
+    let out = env.run(&["retry", &mid], T);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to retry"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains(&mid), "{}", stdout(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("was not sent"), "{}", stderr(&out));
+    assert!(sent(&env).await.is_empty(), "nothing sent");
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["state"], "canceled", "{rows:#?}");
+}

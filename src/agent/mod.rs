@@ -1120,6 +1120,15 @@ impl Agent {
                 id,
                 subject,
                 failure,
+            } if failure.code == crate::core::machine::NO_FILES_LEFT => {
+                // The user's decision (each file canceled, or deleted before it was attached):
+                // nothing to fix or retry, no failure to notify (trial 4, M10).
+                tracing::warn!(message = %id, subject = %crate::outside::printable(&subject), "nothing left to send: every file of the message was canceled or deleted before it was sent, so it is closed, not sent (its draft, if one was made, is deleted); nothing to retry");
+            }
+            Note::MessageFailed {
+                id,
+                subject,
+                failure,
             } => {
                 // A message none of whose files is left has its draft deleted (SPEC 8).
                 let drafted = self
@@ -1127,9 +1136,7 @@ impl Agent {
                     .messages()
                     .find(|m| m.id == id)
                     .is_none_or(|m| m.draft_id.is_some() || m.may_exist);
-                let draft = if failure.code == crate::core::machine::NO_FILES_LEFT {
-                    "its draft is deleted"
-                } else if !drafted {
+                let draft = if !drafted {
                     // Its draft was refused (or never asked for): nothing is in Drafts.
                     "no draft was made"
                 } else {
@@ -1442,7 +1449,7 @@ impl Agent {
                     // One that gave way is not retried; one whose failed file cannot come
                     // back waits, never sent without it.
                     if m.state == crate::core::model::MessageState::Failed
-                        && !ops::gave_way(&m)
+                        && !ops::not_to_retry(&m)
                         && ops::message_refusal(&self.ledger, &m)?.is_none()
                     {
                         messages.push(m);

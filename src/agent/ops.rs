@@ -25,6 +25,13 @@ pub fn retryable_message(ledger: &Ledger, id: &str) -> Result<Option<MessageReco
              status` shows each file and its message)"
         )));
     }
+    if nothing_left(&m) {
+        return Err(LedgerError::Invalid(format!(
+            "message {id} had nothing left to send: every file of it was canceled or deleted \
+             before it was sent, so there is nothing to retry (its draft, if one was made, is \
+             deleted); put a file back in the folder to mail it in a new message"
+        )));
+    }
     if gave_way(&m) {
         return Err(LedgerError::Invalid(format!(
             "message {id} gave way to another message in the mailbox that carries its files' \
@@ -162,6 +169,23 @@ pub fn gave_way(m: &MessageRecord) -> bool {
         e.code == crate::core::machine::MAILED_ELSEWHERE
             || e.code == crate::core::machine::SPLIT_AGAIN
     })
+}
+
+/// A message none of whose files was left to send (each canceled, or deleted before it was
+/// attached: the user's decision), never sent: closed, not a failure to retry (`retry` of it
+/// would fail again at once, trial 4's M10); its draft, if one was made, is deleted.
+pub fn nothing_left(m: &MessageRecord) -> bool {
+    m.state == MessageState::Failed
+        && !m.may_have_been_sent()
+        && m.error
+            .as_ref()
+            .is_some_and(|e| e.code == crate::core::machine::NO_FILES_LEFT)
+}
+
+/// A failed message that is no failure to act on: it gave way, was split again, or had
+/// nothing left to send. `retry --failed` and `run --once`'s exit pass over it.
+pub fn not_to_retry(m: &MessageRecord) -> bool {
+    gave_way(m) || nothing_left(m)
 }
 
 /// A message whose files `retry` made into new messages after Graph refused it for its size.
@@ -555,7 +579,7 @@ pub fn retry_refused_by(
                 // One that gave way is not retried; one whose failed file cannot come back
                 // waits (`retry --failed` names the file and why); it is never sent without it.
                 if m.state == MessageState::Failed
-                    && !gave_way(&m)
+                    && !not_to_retry(&m)
                     && message_refusal(ledger, &m)?.is_none()
                 {
                     messages.push(m);

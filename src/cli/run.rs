@@ -71,7 +71,8 @@ fn maybe_sent(state_dir: &std::path::Path) -> Option<ExitCode> {
     let _ = l.close();
     // A failed message, said as a message (its files' rows say `done`: they are on its draft).
     // One that gave way to another agent's message mailing its files is no failure.
-    let gave_way = |m: &&crate::core::model::MessageRecord| crate::agent::ops::gave_way(m);
+    // Nor is one with nothing left to send (its files canceled or deleted: the user's choice).
+    let gave_way = |m: &&crate::core::model::MessageRecord| crate::agent::ops::not_to_retry(m);
     let failed = messages
         .iter()
         .filter(|m| m.state == MessageState::Failed && !gave_way(m))

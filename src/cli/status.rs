@@ -775,6 +775,12 @@ pub fn message_advice(m: &MessageRecord) -> Option<String> {
              files into new messages that fit, under max_message_size (lower it if you know the \
              tenant's limit) and under the size refused"
         )),
+        MessageState::Failed if crate::agent::ops::nothing_left(m) => Some(
+            "nothing to do: every file of it was canceled or deleted before it was sent, so \
+             nothing is left to send and it was closed, not sent (its draft, if one was made, is \
+             deleted); put a file back in the folder to mail it in a new message"
+                .to_owned(),
+        ),
         MessageState::Failed if crate::agent::ops::gave_way(m) => Some(
             "nothing to do: another agent's message carries its files, which are mailed once \
              (by that message or a new one); its draft is deleted"
