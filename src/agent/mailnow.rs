@@ -262,7 +262,13 @@ pub async fn mail_files(
         Err(Stop::SignIn(f)) => {
             return Err(in_doubt(&last).unwrap_or(OneShotError::SignIn(f.message)))
         }
-        Err(Stop::Interrupted) => return Err(in_doubt(&last).unwrap_or(OneShotError::Interrupted)),
+        Err(Stop::Interrupted) => {
+            if let Some(e) = in_doubt(&last) {
+                return Err(e);
+            }
+            let left = draft_left(&client, user, last.as_ref(), key).await;
+            return Err(OneShotError::MailInterrupted(left));
+        }
         Err(Stop::Unreachable(f)) => return Err(in_doubt(&last).unwrap_or(OneShotError::Failed(f))),
     }
     let Some(m) = last else {
@@ -314,6 +320,61 @@ pub async fn mail_files(
             }
             Err(OneShotError::Failed(f))
         }
+    }
+}
+
+/// Interrupted before any send could have happened: what becomes of the draft, said exactly
+/// (trial 4's M6: "its draft, if made, stays in Drafts" left an addressed, half-attached draft
+/// one click from an empty send). Without `--key` the draft this run made is deleted (nothing
+/// resumes it); with one it stays for a re-run with the same key, which takes it up. A draft
+/// whose creation was not answered may exist: said, with the subject to look for.
+async fn draft_left(
+    client: &GraphClient,
+    user: &str,
+    m: Option<&MessageRecord>,
+    key: Option<&str>,
+) -> String {
+    let Some(m) = m else {
+        return "no draft was made".to_owned();
+    };
+    let subject = crate::outside::printable(&m.letter.subject).into_owned();
+    let again = |k: &str| {
+        format!(
+            "re-run with the same `--key {}` to finish and send it",
+            crate::outside::printable(k)
+        )
+    };
+    match (&m.draft_id, key) {
+        (Some(id), Some(k)) => {
+            // This run held it as its own and never asked to send it: marked so, the re-run
+            // takes it at once (no hold for Exchange's move).
+            let now = match client.mark_never_sent(user, id, &m.id).await {
+                Ok(()) => " (at once: it is marked never sent)",
+                Err(_) => "",
+            };
+            format!(
+                "its draft stays in Drafts, not fully attached (id {}): {}{now}, or delete it",
+                crate::outside::printable(id),
+                again(k)
+            )
+        }
+        (Some(id), None) => match client.delete_draft_step(user, id).await {
+            DeleteOutcome::Deleted => "its draft was deleted".to_owned(),
+            DeleteOutcome::Failed(_) => format!(
+                "its draft could not be deleted and stays in Drafts, not fully attached (id {}, \
+                 subject \"{subject}\"): delete it, or it could be sent by hand without its files",
+                crate::outside::printable(id)
+            ),
+        },
+        (None, Some(k)) if m.may_exist => format!(
+            "a draft may have been made (its creation was not answered): {}, which finds it",
+            again(k)
+        ),
+        (None, None) if m.may_exist => format!(
+            "a draft may have been made (its creation was not answered): look in Drafts for \
+             the subject \"{subject}\" and delete it"
+        ),
+        (None, _) => "no draft was made".to_owned(),
     }
 }
 

@@ -1015,6 +1015,22 @@ impl GraphClient {
         self.patch_draft(user, draft_id, &body).await
     }
 
+    /// A keyed `outbox mail` interrupted before it asked to send its draft: the draft marked
+    /// never sent ([`NEVER_SENT_PROPERTY`] set to its marker), so a re-run with the key takes
+    /// it up at once. Only ever for a draft the run held as its own (made, or taken once no run
+    /// could have sent it) and never asked to send.
+    pub async fn mark_never_sent(
+        &self,
+        user: &str,
+        draft_id: &str,
+        marker: &str,
+    ) -> Result<(), Fault> {
+        let body = json!({"singleValueExtendedProperties": [
+            {"id": NEVER_SENT_PROPERTY, "value": marker}
+        ]});
+        self.patch_draft(user, draft_id, &body).await
+    }
+
     /// `(id, name)` of every attachment of message `message_id` (every page, on
     /// graph.base_url's origin only; a listing cut short is an error, never a short list).
     pub async fn attachment_names(
