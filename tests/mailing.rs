@@ -2326,3 +2326,44 @@ async fn a_message_whose_only_file_was_deleted_is_closed_and_never_retried() {
     let rows = status_json(&env);
     assert_eq!(rows[0]["state"], "canceled", "{rows:#?}");
 }
+
+/// Trial 4's M12: `retry --resend` of a file that `after = "move"` took to `sent_dir` says
+/// where outbox put it and how to mail it again (a copy dropped into the folder is a new drop,
+/// mailed by itself), instead of guessing "moved or deleted by `after`?" and asking to put it
+/// back for a `--resend`. The copy dropped again is mailed, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn resend_of_a_file_outbox_moved_says_where_it_is_and_how_to_mail_it_again() {
+    let env = Env::new();
+    let folder = setup(&env, "", "after = \"move\"", "");
+    let path = folder.join("inv1.pdf");
+    write_file(&path, 3_000, 97);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let moved = folder.join("sent/inv1.pdf");
+    assert!(moved.exists() && !path.exists());
+    let eid = status_json(&env)[0]["id"]
+        .as_str()
+        .expect("entry id")
+        .to_string();
+    let out = env.run(&["cancel", &eid], T);
+    assert!(
+        stderr(&out).contains(&format!("`outbox retry --resend {eid}`")),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&["retry", "--resend", &eid], T);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(!said.contains("(moved or deleted by `after`?)"), "{said}");
+    assert!(
+        said.contains("outbox moved its file to")
+            && said.contains("sent/inv1.pdf")
+            && said.contains("mailed again by itself"),
+        "{said}"
+    );
+    std::fs::copy(&moved, &path).expect("copy back");
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let stats = no_duplicates(&env, "dropped again").await;
+    assert_eq!(stats["sends_accepted"], json!(2), "{stats}");
+}

@@ -1421,7 +1421,7 @@ impl Agent {
                 let Some(e) = self.ledger.get(&id)? else {
                     return Ok(line(Err((2, ops::resend_unknown(&self.ledger, &id)?))));
                 };
-                let mails = self.settings.mails(&e.mapping);
+                let mapping = self.settings.mappings.iter().find(|m| m.name == e.mapping);
                 let message = e
                     .message
                     .as_deref()
@@ -1430,7 +1430,7 @@ impl Agent {
                     .flatten();
                 let refusal = self
                     .unreachable(&e)
-                    .or_else(|| ops::resend_refusal(&e, mails, message.as_ref()));
+                    .or_else(|| ops::resend_refusal(&e, mapping, message.as_ref()));
                 if let Some(why) = refusal {
                     return Ok(line(Err((2, why))));
                 }

@@ -631,11 +631,11 @@ pub async fn resend(settings: Settings, id: String) -> Result<ExitCode, CommandE
             let why = ops::resend_unknown(l, &id).map_err(ledger_err)?;
             return Err(CommandError::new(ExitCode::Usage, why));
         };
-        let e =
-            ops::request_resend(l, &id, settings.mails(&e.mapping)).map_err(|err| match err {
-                LedgerError::Invalid(why) => CommandError::new(ExitCode::Usage, why),
-                other => ledger_err(other),
-            })?;
+        let mapping = settings.mappings.iter().find(|m| m.name == e.mapping);
+        let e = ops::request_resend(l, &id, mapping).map_err(|err| match err {
+            LedgerError::Invalid(why) => CommandError::new(ExitCode::Usage, why),
+            other => ledger_err(other),
+        })?;
         Ok((vec![e], Vec::new()))
     })
     .await?;
