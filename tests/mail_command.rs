@@ -1194,3 +1194,44 @@ async fn ctrl_c_of_mail_says_what_became_of_its_draft() {
         }
     }
 }
+
+/// Trial 4's M13: `outbox mail` whose draft's creation is answered 503 says why it waits (the
+/// draft may exist: it is looked for by its marker before another is made, and when), not a
+/// bare "waiting until 17:49:10 UTC" (a wait longer than the Retry-After with no reason);
+/// interrupted then, it says a draft may have been made rather than "if made".
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_says_why_it_waits_after_a_503_to_its_draft() {
+    let env = Env::new();
+    env.write_config("look_after = \"10s\"", "");
+    let file = env.path("m2.txt");
+    write_file(&file, 6, 34);
+    env.sandbox
+        .faults(json!({ "fail_next": [{"route": "draft", "status": 503, "retry_after": 1}] }))
+        .await;
+    let child = env
+        .cmd()
+        .args(["mail", file.to_str().unwrap(), "--to", "frank@contoso.com"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("creating the draft was answered")
+            && err.contains("it may exist all the same")
+            && err.contains("looked for by its marker (Sent Items, then Drafts) at "),
+        "{err}"
+    );
+    assert!(err.contains("a draft may have been made"), "{err}");
+    assert!(!err.contains("if made"), "{err}");
+    assert_eq!(env.sandbox.stats().await["sends_accepted"], json!(0));
+}

@@ -2202,6 +2202,13 @@ async fn a_send_in_doubt_says_what_it_waits_for_then_when_it_was_sent() {
         log.contains("its send's answer was lost") && log.contains("searched for in Sent Items"),
         "{log}"
     );
+    // Said once, and never as a request "tried again after a pause".
+    assert_eq!(
+        log.matches("its send's answer was lost").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("the entry checks and tries again"), "{log}");
     agent.stop();
     let table = stdout(&env.run(&["status"], T));
     assert!(

@@ -201,6 +201,10 @@ pub fn send_doubt(m: &crate::core::model::MessageRecord, look_after_ms: u64) -> 
     if m.state != crate::core::model::MessageState::Sending {
         return None;
     }
+    if !m.resend_if_draft && m.error.is_none() {
+        // Its send under way (the intent is written before the request): no answer yet.
+        return None;
+    }
     let look_at = if m.resend_if_draft {
         let grace = m
             .last_send_at?
@@ -257,9 +261,9 @@ pub fn send_doubt_text(d: &SendDoubt, when: &str, running: bool) -> String {
     };
     format!(
         "{answer}: it may have gone, so it is not sent again before its copy is searched for in \
-         Sent Items {when}{agent} ({}); {then}",
+         Sent Items {when}{agent}, {}; {then}",
         if d.resends {
-            "after the Retry-After and Exchange's move of a sent draft, 5 × look_after"
+            "once the Retry-After and Exchange's move of a sent draft (5 × look_after) are past"
         } else {
             "look_after after the send"
         }

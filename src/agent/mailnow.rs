@@ -246,6 +246,7 @@ pub async fn mail_files(
         last: Some(first),
         grace_ms: crate::core::machine::move_grace_ms(settings.agent.look_after.as_millis() as u64),
         hold_since: None,
+        answer: None,
         sent_here: false,
         drafted_here: false,
         found_draft: false,
@@ -367,12 +368,13 @@ async fn draft_left(
             ),
         },
         (None, Some(k)) if m.may_exist => format!(
-            "a draft may have been made (its creation was not answered): {}, which finds it",
+            "a draft may have been made (the answer to its creation did not tell): {}, which \
+             finds it",
             again(k)
         ),
         (None, None) if m.may_exist => format!(
-            "a draft may have been made (its creation was not answered): look in Drafts for \
-             the subject \"{subject}\" and delete it"
+            "a draft may have been made (the answer to its creation did not tell): look in \
+             Drafts for the subject \"{subject}\" and delete it"
         ),
         (None, _) => "no draft was made".to_owned(),
     }
@@ -560,7 +562,14 @@ fn maybe_sent(m: &MessageRecord) -> OneShotError {
 /// What the message waits for, when it waits `in_ms` with nothing in flight: the sending limit,
 /// the confirmation of a send in Sent Items, or a retry after an error; `None` for short waits
 /// (a settle, a backoff of a second) and while a request is out.
-fn waiting_for(m: Option<&MessageRecord>, running: bool, in_ms: u64) -> Option<String> {
+/// `answer`: the last step answered with a failure in this run, said ("creating the draft was
+/// answered 503 …"), for a wait the message record does not explain (M13).
+fn waiting_for(
+    m: Option<&MessageRecord>,
+    running: bool,
+    in_ms: u64,
+    answer: Option<&Answer>,
+) -> Option<String> {
     let m = m?;
     if running || in_ms < 2_000 || m.state.is_terminal() {
         return None;
@@ -602,9 +611,78 @@ fn waiting_for(m: Option<&MessageRecord>, running: bool, in_ms: u64) -> Option<S
                 crate::outside::printable(code).into_owned()
             }
         ),
-        _ if why.is_empty() => format!("waiting until {until}"),
+        (MessageState::Drafting, _)
+            if m.may_exist && m.draft_id.is_none() && !m.keyed && m.effect_at.is_some() =>
+        {
+            let created = answer
+                .filter(|a| a.step == "creating the draft")
+                .map_or("got no answer".to_owned(), |a| {
+                    format!("was answered {}", a.said)
+                });
+            if m.draft_gone_at.is_some() {
+                format!(
+                    "creating the draft {created}; no draft carrying its marker is in Drafts or \
+                     Sent Items, but one made then sent from Outlook would show in Sent Items \
+                     only once Exchange moved it: asked again at {until} (5 × look_after), \
+                     before another is made"
+                )
+            } else {
+                format!(
+                    "creating the draft {created}: it may exist all the same, so it is looked \
+                     for by its marker (Sent Items, then Drafts) at {until}, once a late create \
+                     would surely show (look_after), before another is made"
+                )
+            }
+        }
+        _ if why.is_empty() => match answer {
+            Some(a) => format!(
+                "waiting until {until}: {} was answered {}; it is tried again then",
+                a.step, a.said
+            ),
+            None => format!("waiting until {until}"),
+        },
         _ => format!("waiting until {until} after an error ({why})"),
     })
+}
+
+/// A step of this run answered with a failure: which, and what Graph said.
+struct Answer {
+    step: &'static str,
+    said: String,
+}
+
+/// The step an outcome answers, in words, and what its failure said; `None` when it did not
+/// fail.
+fn answer_of(input: &Input) -> Option<Answer> {
+    let Input::Outcome { outcome, .. } = input else {
+        return None;
+    };
+    let fault = outcome.fault()?;
+    let step = match outcome {
+        Outcome::Post(_) | Outcome::CreateSession(_) | Outcome::Chunk(_) | Outcome::Ask(_) => {
+            "an upload to the draft"
+        }
+        Outcome::CreateDraft(_) => "creating the draft",
+        Outcome::Find(..) => "a search for the message",
+        Outcome::ListDraft(_) => "listing the draft",
+        Outcome::Send(_) => "the send",
+        _ => "a request",
+    };
+    let said = match fault {
+        Fault::Throttled {
+            retry_after_ms: Some(ms),
+        } => format!("with a throttle (Retry-After {} s)", ms.div_ceil(1_000)),
+        Fault::Throttled {
+            retry_after_ms: None,
+        } => "with a throttle".to_owned(),
+        Fault::Ambiguous(f) | Fault::Unreachable(f) | Fault::SignIn(f) | Fault::Permanent(f) => {
+            format!(
+                "\"{}\"",
+                crate::outside::printable(f.message.trim_end_matches('.'))
+            )
+        }
+    };
+    Some(Answer { step, said })
 }
 
 /// How long a hold of an earlier run's draft lasts before it is said: past the first look in
@@ -666,6 +744,9 @@ struct MailHooks<'a> {
     last: Option<MessageRecord>,
     /// How long a found earlier draft is held for Exchange's move.
     grace_ms: u64,
+    /// The last step answered with a failure (what a wait is about, when the message does not
+    /// say it).
+    answer: Option<Answer>,
     /// When this run first waited in that hold: said only once it lasts (a copy that shows at
     /// the next look, a few seconds on, needs no paragraph: M4).
     hold_since: Option<std::time::Instant>,
@@ -736,11 +817,24 @@ impl OneShot for MailHooks<'_> {
             }
             _ => None,
         };
-        if let Some(text) = hold.or_else(|| waiting_for(self.last.as_ref(), running, wake_in_ms)) {
+        if let Some(text) = hold.or_else(|| {
+            waiting_for(
+                self.last.as_ref(),
+                running,
+                wake_in_ms,
+                self.answer.as_ref(),
+            )
+        }) {
             if self.said.as_deref() != Some(text.as_str()) {
                 say(text.clone());
                 self.said = Some(text);
             }
+        }
+    }
+
+    fn answered(&mut self, input: &Input) {
+        if let Some(a) = answer_of(input) {
+            self.answer = Some(a);
         }
     }
 

@@ -685,7 +685,18 @@ impl Agent {
 
     fn note_reachability(&mut self, input: &Input) {
         // The core waits and tries again; the log says why (a file that does not go says so).
-        if let Some((id, crate::core::model::Fault::Ambiguous(f))) = oneshot::fault(input) {
+        // (A send's is said with what its message waits for: `say_send_doubt`; it is never
+        // tried again blindly.)
+        let send = matches!(
+            input,
+            Input::Outcome {
+                outcome: crate::core::model::Outcome::Send(_),
+                ..
+            }
+        );
+        if let (Some((id, crate::core::model::Fault::Ambiguous(f))), false) =
+            (oneshot::fault(input), send)
+        {
             tracing::warn!(entry = id, code = %crate::outside::shown(&f.code), error = %crate::outside::shown(&f.message), "a request failed (it may have taken effect): the entry checks and tries again after a pause");
         }
         match oneshot::unreachable(input) {
@@ -1169,22 +1180,18 @@ impl Agent {
         }
     }
 
-    /// A message whose send may have happened (a lost answer, a throttle, a `retry`): the log
-    /// says what it waits for and until when, once per wait (trial 4, M5/M11: `run --once`
-    /// sat silent for minutes).
-    fn say_send_doubt(
-        &self,
-        before: Option<&crate::core::model::MessageRecord>,
-        m: &crate::core::model::MessageRecord,
-    ) {
+    /// Message `id`, whose send was just answered with a failure: when that leaves it in doubt
+    /// (a lost answer, a throttle), the log says what it waits for and until when (trial 4,
+    /// M5/M11: `run --once` sat silent for minutes).
+    fn say_send_doubt(&self, id: &str) {
         use control::{send_doubt, send_doubt_text};
         let look_after = self.settings.agent.look_after.as_millis() as u64;
+        let Some(m) = self.machine.messages().find(|m| m.id == id) else {
+            return;
+        };
         let Some(d) = send_doubt(m, look_after) else {
             return;
         };
-        if before.and_then(|b| send_doubt(b, look_after)).as_ref() == Some(&d) {
-            return;
-        }
         let in_s = d
             .look_at
             .0
@@ -1814,11 +1821,8 @@ impl crate::core::exec::Ledger for Agent {
                 return Ok(note);
             }
             Write::Message(m) => {
-                // What it was, to say a send in doubt once, when it starts (or its wait changes).
-                let before = self.ledger.get_message(&m.id).ok().flatten();
                 self.ledger.put_message(&m)?;
                 self.dirty = true;
-                self.say_send_doubt(before.as_ref(), &m);
             }
             Write::File { id, file, revive } => {
                 let updated = self.ledger.update(&id, |e| {
@@ -1863,8 +1867,21 @@ impl crate::core::exec::Executor for Agent {
     fn decide(&mut self, input: Input) -> Vec<Action> {
         let now = self.clock.now();
         tracing::trace!(?input, "core input");
+        // A send's failed answer (lost, a throttle): said once, with what the message now waits
+        // for (trial 4, M5/M11).
+        let send_failed = match &input {
+            Input::Outcome {
+                id,
+                outcome:
+                    crate::core::model::Outcome::Send(crate::core::model::SendOutcome::Failed(_)),
+            } => Some(id.clone()),
+            _ => None,
+        };
         let actions = self.machine.handle(now, input);
         tracing::trace!(?actions, "core actions");
+        if let Some(id) = send_failed {
+            self.say_send_doubt(&id);
+        }
         actions
     }
 
