@@ -2374,3 +2374,42 @@ async fn resend_of_a_file_outbox_moved_says_where_it_is_and_how_to_mail_it_again
     let stats = no_duplicates(&env, "dropped again").await;
     assert_eq!(stats["sends_accepted"], json!(2), "{stats}");
 }
+
+/// Trial 4's M14: a batch's `{names}` lists its files in name order (numbers as numbers), not
+/// in the order they settled ("Batch of 2: c.txt, a.txt" before).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_lists_its_files_in_name_order() {
+    let env = Env::new();
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    batch_config(&env, &folder, None);
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    for (i, name) in ["scan 10.txt", "c.txt", "scan 2.txt", "a.txt"]
+        .iter()
+        .enumerate()
+    {
+        write_file(&folder.join(name), 100, 200 + i as u64);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    wait_until(T, "the batch sent", || async {
+        status_json(&env)
+            .iter()
+            .filter(|r| r["message"]["state"] == "sent")
+            .count()
+            == 4
+    })
+    .await;
+    agent.stop();
+    let sent = sent(&env).await;
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let body = sent[0]["body"]["content"]
+        .as_str()
+        .or_else(|| sent[0]["body"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        body.contains("a.txt, c.txt, scan 2.txt, scan 10.txt"),
+        "{body}: {sent:#?}"
+    );
+}
