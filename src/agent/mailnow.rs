@@ -347,11 +347,14 @@ async fn draft_left(
     };
     match (&m.draft_id, key) {
         (Some(id), Some(k)) => {
-            // This run held it as its own and never asked to send it: marked so, the re-run
-            // takes it at once (no hold for Exchange's move).
-            let now = match client.mark_never_sent(user, id, &m.id).await {
-                Ok(()) => " (at once: it is marked never sent)",
-                Err(_) => "",
+            // A run that sends, which held it as its own (made it, or took an earlier run's
+            // only once no send of it could be under way) and never asked to send it: marked
+            // so, the re-run takes it at once (no hold for Exchange's move). Never a `--draft`
+            // run's: it takes a found draft at once, one an earlier run may have sent.
+            let now = if m.send && client.mark_never_sent(user, id, &m.id).await.is_ok() {
+                " (at once: it is marked never sent)"
+            } else {
+                ""
             };
             format!(
                 "its draft stays in Drafts, not fully attached (id {}): {}{now}, or delete it",
@@ -368,8 +371,8 @@ async fn draft_left(
             ),
         },
         (None, Some(k)) if m.may_exist => format!(
-            "a draft may have been made (the answer to its creation did not tell): {}, which \
-             finds it",
+            "a draft with this key may be in Drafts (an earlier run's, or one whose creation got \
+             no clear answer), not sent by this run: {}, which finds it",
             again(k)
         ),
         (None, None) if m.may_exist => format!(
