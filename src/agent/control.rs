@@ -159,7 +159,7 @@ pub enum WaitReason {
     SentCopyDelete,
     /// Attached to a message whose send may have happened (its answer lost, a throttle, a
     /// `retry` of an unconfirmed one) and is not yet confirmed: `until`, when Sent Items is
-    /// searched for its copy (`cli::status::send_doubt`).
+    /// searched for its copy ([`send_doubt`]).
     SendConfirm,
 }
 
@@ -197,6 +197,9 @@ pub struct SendDoubt {
     pub answer: Option<crate::core::model::Failure>,
 }
 
+/// What message `m` waits for when its send may have happened and is not confirmed yet (its
+/// answer lost, a throttle, a `retry` of an unconfirmed one); `None` for any other message, its
+/// send still under way included. `status` and the agent's log say it ([`send_doubt_text`]).
 pub fn send_doubt(m: &crate::core::model::MessageRecord, look_after_ms: u64) -> Option<SendDoubt> {
     if m.state != crate::core::model::MessageState::Sending {
         return None;

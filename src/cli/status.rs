@@ -669,9 +669,10 @@ pub fn render_messages(
                         age(crate::ledger::datetime_of(t), now),
                         rfc3339_ms(t)
                     ),
+                    // (Sent from Outlook, or by a ledger that kept no send time: the time it
+                    // was seen sent; its copy in Sent Items has the time it went.)
                     None => format!(
-                        "found sent in Sent Items {} ({}; not sent by this agent, or before its \
-                         ledger's memory: its copy there has the time it went)",
+                        "sent {} ({}, when it was seen sent)",
                         age(crate::ledger::datetime_of(t), now),
                         rfc3339_ms(t)
                     ),
