@@ -2413,3 +2413,40 @@ async fn a_batch_lists_its_files_in_name_order() {
         "{body}: {sent:#?}"
     );
 }
+
+/// Trial 4's M9: a subfolder made in a mailing folder that is not recursive, while the agent
+/// runs, is said at once in the log (what it holds is not sent; `recursive = true` sends it),
+/// not passed over until a rescan up to an hour later. Outbox's own `sent_dir` is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subfolder_made_in_a_folder_that_is_not_recursive_is_said_at_once() {
+    let env = Env::new();
+    let folder = setup(&env, "", "after = \"move\"", "");
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    write_file(&folder.join("first.pdf"), 1_000, 98);
+    wait_until(T, "the first file mailed and moved", || async {
+        folder.join("sent/first.pdf").exists()
+    })
+    .await;
+    std::fs::create_dir(folder.join("subdir")).expect("mkdir");
+    write_file(&folder.join("subdir/insub.pdf"), 1_000, 99);
+    wait_until(T, "the subfolder said", || async {
+        agent
+            .log()
+            .contains("a subfolder made in the folder is not looked in")
+    })
+    .await;
+    let log = agent.log();
+    agent.stop();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("a subfolder made in the folder"))
+        .collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(
+        said[0].contains("subdir") && said[0].contains("recursive = true"),
+        "{log}"
+    );
+    let stats = no_duplicates(&env, "subfolder").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+}

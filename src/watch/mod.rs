@@ -41,7 +41,7 @@ pub fn accepts(m: &Mapping, path: &Path) -> bool {
 }
 
 /// Inside `sent_dir` or `failed_dir` (never scanned, even when recursive).
-fn in_excluded_dir(m: &Mapping, path: &Path) -> bool {
+pub fn in_excluded_dir(m: &Mapping, path: &Path) -> bool {
     path.starts_with(&m.sent_dir) || m.failed_dir.as_deref().is_some_and(|d| path.starts_with(d))
 }
 
