@@ -2232,9 +2232,9 @@ async fn a_send_in_doubt_says_what_it_waits_for_then_when_it_was_sent() {
 }
 
 /// Trial 4's M11: `run --once` while a message waits to confirm a send answered with a
-/// throttle after it went says so in its log at once (it sat silent for minutes), and `status`
-/// says when Sent Items is searched and that it is sent again only if its draft is still a
-/// draft.
+/// throttle after it went says so in its log at once (it sat silent for minutes), and so does
+/// its summary when it is stopped; `status` says when Sent Items is searched and that it is
+/// sent again only if its draft is still a draft.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_once_says_a_throttled_send_waits_for_its_confirmation() {
     let env = Env::new();
@@ -2266,8 +2266,14 @@ async fn run_once_says_a_throttled_send_waits_for_its_confirmation() {
             && said.contains("not there and its draft still a draft, it is sent again"),
         "{said}"
     );
-    let _ = once.kill();
+    // Stopped meanwhile, its summary says so too.
+    terminate(once.id());
     let _ = once.wait();
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        said.contains("is not confirmed yet: Graph answered the send with a throttle"),
+        "{said}"
+    );
     let table = stdout(&env.run(&["status"], T));
     assert!(
         table.contains("Graph answered the send with a throttle")
