@@ -548,6 +548,7 @@ async fn the_client_steps_drive_a_message_through_its_life() {
         body_type: BodyType::Text,
         marker: "ledger-42".into(),
         file_keys: Vec::new(),
+        never_sent: false,
     };
     assert_eq!(
         g.find_by_marker("me", Folder::Any, "ledger-42")

@@ -157,6 +157,10 @@ pub enum WaitReason {
     SentCopyMove,
     /// The same, before its delete (`after = "delete"`).
     SentCopyDelete,
+    /// Attached to a message whose send may have happened (its answer lost, a throttle, a
+    /// `retry` of an unconfirmed one) and is not yet confirmed: `until`, when Sent Items is
+    /// searched for its copy ([`send_doubt`]).
+    SendConfirm,
 }
 
 impl WaitReason {
@@ -173,8 +177,100 @@ impl WaitReason {
             WaitReason::MaxMessages => "max-messages",
             WaitReason::Paused => "paused",
             WaitReason::SentCopyMove | WaitReason::SentCopyDelete => "sent-copy",
+            WaitReason::SendConfirm => "send-confirm",
         }
     }
+}
+
+/// A message whose send may have happened and is not confirmed yet, as the core holds it:
+/// when it next searches Sent Items for its copy (`core::machine::messages`, `message_remote`'s
+/// waits: a lost answer `look_after` after it; a throttled send, or a `retry` of an
+/// unconfirmed one, once its Retry-After and Exchange's move grace, five times `look_after`
+/// after that send, are past — then, not there and its draft still a draft, sent again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendDoubt {
+    pub look_at: crate::core::model::Time,
+    /// Sent again if not found and its draft is still a draft (a throttle, a `retry`);
+    /// otherwise not found means `unconfirmed`.
+    pub resends: bool,
+    /// The send's answer, as the core recorded it (`None`: a `retry`).
+    pub answer: Option<crate::core::model::Failure>,
+}
+
+/// What message `m` waits for when its send may have happened and is not confirmed yet (its
+/// answer lost, a throttle, a `retry` of an unconfirmed one); `None` for any other message, its
+/// send still under way included. `status` and the agent's log say it ([`send_doubt_text`]).
+pub fn send_doubt(m: &crate::core::model::MessageRecord, look_after_ms: u64) -> Option<SendDoubt> {
+    if m.state != crate::core::model::MessageState::Sending {
+        return None;
+    }
+    if !m.resend_if_draft && m.error.is_none() {
+        // Its send under way (the intent is written before the request): no answer yet.
+        return None;
+    }
+    let look_at = if m.resend_if_draft {
+        let grace = m
+            .last_send_at?
+            .plus_ms(crate::core::machine::move_grace_ms(look_after_ms));
+        m.not_before.map_or(grace, |t| t.max(grace))
+    } else {
+        m.send_at?.plus_ms(look_after_ms)
+    };
+    Some(SendDoubt {
+        look_at,
+        resends: m.resend_if_draft,
+        answer: m.error.clone(),
+    })
+}
+
+/// What a message whose send is in doubt waits for, and until when (`status`'s line under
+/// the message, the agent's log line): `when`, the search's time in words; `running`, whether
+/// an agent runs to do it.
+pub fn send_doubt_text(d: &SendDoubt, when: &str, running: bool) -> String {
+    let sanitize = |s: &str| crate::outside::printable(s).into_owned();
+    let answer = match &d.answer {
+        Some(f) if f.code == "throttled" => sanitize(f.message.trim_end_matches('.')),
+        Some(f) if f.code == "ErrorExceededMessageLimit" => {
+            "Exchange answered its send with its sending limit (ErrorExceededMessageLimit)"
+                .to_owned()
+        }
+        Some(f) if !d.resends => format!(
+            "its send's answer was lost ({})",
+            sanitize(if f.code.is_empty() {
+                &f.message
+            } else {
+                &f.code
+            })
+        ),
+        Some(f) => format!(
+            "its send was answered {}",
+            sanitize(if f.code.is_empty() {
+                &f.message
+            } else {
+                &f.code
+            })
+        ),
+        None => "a send of it may have happened (`outbox retry` of it)".to_owned(),
+    };
+    let then = if d.resends {
+        "there, it went; not there and its draft still a draft, it is sent again"
+    } else {
+        "there, it went; not there, it is unconfirmed (never sent again by itself)"
+    };
+    let agent = if running {
+        ""
+    } else {
+        ", once an agent runs (`outbox run`)"
+    };
+    format!(
+        "{answer}: it may have gone, so it is not sent again before its copy is searched for in \
+         Sent Items {when}{agent}, {}; {then}",
+        if d.resends {
+            "once the Retry-After and Exchange's move of a sent draft (5 × look_after) are past"
+        } else {
+            "look_after after the send"
+        }
+    )
 }
 
 /// One line after a response with `more`.

@@ -34,6 +34,8 @@ pub(super) trait OneShot {
     fn done_early(&self) -> bool {
         false
     }
+    /// A step's answer, before the machine takes it.
+    fn answered(&mut self, _input: &Input) {}
     /// Before a wait: the next timer in `wake_in_ms`, and whether steps are running.
     fn waiting(&mut self, _wake_in_ms: u64, _running: bool) {}
     /// After an early stop: undo what can be (delete open upload sessions).
@@ -94,6 +96,7 @@ pub(super) async fn drive<U: UrlStore + Send + Sync + 'static, H: OneShot>(
             _ = &mut signal => break Stop::Interrupted,
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(Some(input)) = joined {
+                    hooks.answered(&input);
                     if let Some(f) = unreachable(&input) {
                         unreachable_seen += 1;
                         if unreachable_seen >= MAX_UNREACHABLE {

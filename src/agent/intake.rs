@@ -348,6 +348,19 @@ impl Agent {
             Look::Mount if m.recursive => {
                 self.note_mounts(mapping, std::iter::once(path.to_path_buf()))
             }
+            // A folder made in a mapping that is not recursive: what it holds is never sent,
+            // said now (trial 4's M9: nothing said until a rescan, up to `rescan` later).
+            Look::Dir
+                if path.parent() == Some(m.folder.as_path())
+                    && !watch::in_excluded_dir(m, path)
+                    && !path.file_name().is_some_and(|n| m.exclude.is_match(n)) =>
+            {
+                tracing::warn!(
+                    file = %crate::outside::path(path),
+                    mapping = %crate::outside::printable(&name),
+                    "a subfolder made in the folder is not looked in (the mapping is not recursive; recursive = true sends what subfolders hold): what it holds is not sent"
+                );
+            }
             Look::File(_) if !watch::accepts(m, path) => {}
             // Paused: a new file (or version) waits in its folder; one the ledger has as it is
             // now is no file dropped meanwhile (a reload's scan lists it), nor taken now.

@@ -177,6 +177,25 @@ pub async fn mail_files(
         message.keyed = true;
         message.may_exist = true;
     }
+    if let (true, Some(_)) = (send && key.is_some(), &found) {
+        // A draft a `--draft` run left (checked above: these files, these recipients) that no
+        // run has asked to send cannot be in Exchange's move: once it is marked "send asked"
+        // (so no later run takes it for one never sent), it is this run's draft, looked for
+        // again and taken at once, not held for the move (M7).
+        if let Some(id) = client.never_sent_draft(user, &marker).await {
+            if client.mark_send_asked(user, &id).await.is_ok() {
+                if let Some(say) = &watch.waiting {
+                    say(format!(
+                        "found the draft a `--draft` run with this key left (marker {marker}), \
+                         never sent: sending it now"
+                    ));
+                }
+                message.state = MessageState::Attaching;
+                message.draft_id = Some(id);
+                message.may_exist = false;
+            }
+        }
+    }
     let mut machine = Machine::new(
         rules,
         crate::core::model::Policy {
@@ -205,6 +224,8 @@ pub async fn mail_files(
     let report: super::steps::FileProgress = Arc::new(report);
     let mut steps = Steps::new(client.clone(), urls.clone(), mappings);
     steps.progress = Some(report.clone());
+    // A keyed draft left for review carries the mark that it was never sent.
+    steps.never_sent = key.is_some() && !send;
     let steps = Arc::new(steps);
     // As it starts: what a wait before its first write (the hold of a found draft) is about.
     let first = message.clone();
@@ -224,6 +245,8 @@ pub async fn mail_files(
         said: None,
         last: Some(first),
         grace_ms: crate::core::machine::move_grace_ms(settings.agent.look_after.as_millis() as u64),
+        hold_since: None,
+        answer: None,
         sent_here: false,
         drafted_here: false,
         found_draft: false,
@@ -240,7 +263,13 @@ pub async fn mail_files(
         Err(Stop::SignIn(f)) => {
             return Err(in_doubt(&last).unwrap_or(OneShotError::SignIn(f.message)))
         }
-        Err(Stop::Interrupted) => return Err(in_doubt(&last).unwrap_or(OneShotError::Interrupted)),
+        Err(Stop::Interrupted) => {
+            if let Some(e) = in_doubt(&last) {
+                return Err(e);
+            }
+            let left = draft_left(&client, user, last.as_ref(), key).await;
+            return Err(OneShotError::MailInterrupted(left));
+        }
         Err(Stop::Unreachable(f)) => return Err(in_doubt(&last).unwrap_or(OneShotError::Failed(f))),
     }
     let Some(m) = last else {
@@ -292,6 +321,65 @@ pub async fn mail_files(
             }
             Err(OneShotError::Failed(f))
         }
+    }
+}
+
+/// Interrupted before any send could have happened: what becomes of the draft, said exactly
+/// (trial 4's M6: "its draft, if made, stays in Drafts" left an addressed, half-attached draft
+/// one click from an empty send). Without `--key` the draft this run made is deleted (nothing
+/// resumes it); with one it stays for a re-run with the same key, which takes it up. A draft
+/// whose creation was not answered may exist: said, with the subject to look for.
+async fn draft_left(
+    client: &GraphClient,
+    user: &str,
+    m: Option<&MessageRecord>,
+    key: Option<&str>,
+) -> String {
+    let Some(m) = m else {
+        return "no draft was made".to_owned();
+    };
+    let subject = crate::outside::printable(&m.letter.subject).into_owned();
+    let again = |k: &str| {
+        format!(
+            "re-run with the same `--key {}` to finish and send it",
+            crate::outside::printable(k)
+        )
+    };
+    match (&m.draft_id, key) {
+        (Some(id), Some(k)) => {
+            // A run that sends, which held it as its own (made it, or took an earlier run's
+            // only once no send of it could be under way) and never asked to send it: marked
+            // so, the re-run takes it at once (no hold for Exchange's move). Never a `--draft`
+            // run's: it takes a found draft at once, one an earlier run may have sent.
+            let now = if m.send && client.mark_never_sent(user, id, &m.id).await.is_ok() {
+                " (at once: it is marked never sent)"
+            } else {
+                ""
+            };
+            format!(
+                "its draft stays in Drafts, not fully attached (id {}): {}{now}, or delete it",
+                crate::outside::printable(id),
+                again(k)
+            )
+        }
+        (Some(id), None) => match client.delete_draft_step(user, id).await {
+            DeleteOutcome::Deleted => "its draft was deleted".to_owned(),
+            DeleteOutcome::Failed(_) => format!(
+                "its draft could not be deleted and stays in Drafts, not fully attached (id {}, \
+                 subject \"{subject}\"): delete it, or it could be sent by hand without its files",
+                crate::outside::printable(id)
+            ),
+        },
+        (None, Some(k)) if m.may_exist => format!(
+            "a draft with this key may be in Drafts (an earlier run's, or one whose creation got \
+             no clear answer), not sent by this run: {}, which finds it",
+            again(k)
+        ),
+        (None, None) if m.may_exist => format!(
+            "a draft may have been made (the answer to its creation did not tell): look in \
+             Drafts for the subject \"{subject}\" and delete it"
+        ),
+        (None, _) => "no draft was made".to_owned(),
     }
 }
 
@@ -477,26 +565,21 @@ fn maybe_sent(m: &MessageRecord) -> OneShotError {
 /// What the message waits for, when it waits `in_ms` with nothing in flight: the sending limit,
 /// the confirmation of a send in Sent Items, or a retry after an error; `None` for short waits
 /// (a settle, a backoff of a second) and while a request is out.
+/// `answer`: the last step answered with a failure in this run, said ("creating the draft was
+/// answered 503 …"), for a wait the message record does not explain (M13).
 fn waiting_for(
     m: Option<&MessageRecord>,
     running: bool,
     in_ms: u64,
-    grace_ms: u64,
+    answer: Option<&Answer>,
 ) -> Option<String> {
     let m = m?;
     if running || in_ms < 2_000 || m.state.is_terminal() {
         return None;
     }
-    if m.state == MessageState::Drafting && m.keyed && m.may_exist {
-        // The core holds an earlier run's draft it found (`--key`) for Exchange's move.
-        return Some(format!(
-            "found the draft an earlier run with this key made (marker {}), still a draft: that \
-             run may have sent it and Exchange still be moving it, so nothing is attached to it or \
-             sent for up to {} while Sent Items is asked every few seconds; still a draft then, \
-             it is resumed…",
-            m.id,
-            minutes_text(grace_ms)
-        ));
+    if held(m) {
+        // Said by the hooks, once the hold lasts (`hold_text`).
+        return None;
     }
     let until = clock_text(in_ms);
     let error = m.error.as_ref();
@@ -531,9 +614,99 @@ fn waiting_for(
                 crate::outside::printable(code).into_owned()
             }
         ),
-        _ if why.is_empty() => format!("waiting until {until}"),
+        (MessageState::Drafting, _)
+            if m.may_exist && m.draft_id.is_none() && !m.keyed && m.effect_at.is_some() =>
+        {
+            let created = answer
+                .filter(|a| a.step == "creating the draft")
+                .map_or("got no answer".to_owned(), |a| {
+                    format!("was answered {}", a.said)
+                });
+            if m.draft_gone_at.is_some() {
+                format!(
+                    "creating the draft {created}; no draft carrying its marker is in Drafts or \
+                     Sent Items, but one made then sent from Outlook would show in Sent Items \
+                     only once Exchange moved it: asked again at {until} (5 × look_after), \
+                     before another is made"
+                )
+            } else {
+                format!(
+                    "creating the draft {created}: it may exist all the same, so it is looked \
+                     for by its marker (Sent Items, then Drafts) at {until}, once a late create \
+                     would surely show (look_after), before another is made"
+                )
+            }
+        }
+        _ if why.is_empty() => match answer {
+            Some(a) => format!(
+                "waiting until {until}: {} was answered {}; it is tried again then",
+                a.step, a.said
+            ),
+            None => format!("waiting until {until}"),
+        },
         _ => format!("waiting until {until} after an error ({why})"),
     })
+}
+
+/// A step of this run answered with a failure: which, and what Graph said.
+struct Answer {
+    step: &'static str,
+    said: String,
+}
+
+/// The step an outcome answers, in words, and what its failure said; `None` when it did not
+/// fail.
+fn answer_of(input: &Input) -> Option<Answer> {
+    let Input::Outcome { outcome, .. } = input else {
+        return None;
+    };
+    let fault = outcome.fault()?;
+    let step = match outcome {
+        Outcome::Post(_) | Outcome::CreateSession(_) | Outcome::Chunk(_) | Outcome::Ask(_) => {
+            "an upload to the draft"
+        }
+        Outcome::CreateDraft(_) => "creating the draft",
+        Outcome::Find(..) => "a search for the message",
+        Outcome::ListDraft(_) => "listing the draft",
+        Outcome::Send(_) => "the send",
+        _ => "a request",
+    };
+    let said = match fault {
+        Fault::Throttled {
+            retry_after_ms: Some(ms),
+        } => format!("with a throttle (Retry-After {} s)", ms.div_ceil(1_000)),
+        Fault::Throttled {
+            retry_after_ms: None,
+        } => "with a throttle".to_owned(),
+        Fault::Ambiguous(f) | Fault::Unreachable(f) | Fault::SignIn(f) | Fault::Permanent(f) => {
+            format!(
+                "\"{}\"",
+                crate::outside::printable(f.message.trim_end_matches('.'))
+            )
+        }
+    };
+    Some(Answer { step, said })
+}
+
+/// How long a hold of an earlier run's draft lasts before it is said: past the first look in
+/// Sent Items (the core asks every 3 s).
+const HOLD_QUIET_MS: u64 = 2_500;
+
+/// Whether the core holds an earlier run's draft it found (`--key`) for Exchange's move.
+fn held(m: &MessageRecord) -> bool {
+    m.state == MessageState::Drafting && m.keyed && m.may_exist && m.send
+}
+
+/// What a hold of an earlier run's draft waits for, and until when (`until`, a clock time).
+fn hold_text(marker: &str, grace_ms: u64, until: &str) -> String {
+    format!(
+        "the draft an earlier run with this key made (marker {marker}) is still a draft, and that \
+         run may have sent it (Exchange moves a sent draft to Sent Items a while after the send): \
+         it is not sent before Sent Items, asked every few seconds, still shows no copy of it at \
+         about {until} ({} after it was found; a copy found sooner ends this run at once). A \
+         draft a `--draft` run left is sent at once",
+        minutes_text(grace_ms)
+    )
 }
 
 /// A duration in words: "10 minutes", "45 s".
@@ -574,6 +747,12 @@ struct MailHooks<'a> {
     last: Option<MessageRecord>,
     /// How long a found earlier draft is held for Exchange's move.
     grace_ms: u64,
+    /// The last step answered with a failure (what a wait is about, when the message does not
+    /// say it).
+    answer: Option<Answer>,
+    /// When this run first waited in that hold: said only once it lasts (a copy that shows at
+    /// the next look, a few seconds on, needs no paragraph: M4).
+    hold_since: Option<std::time::Instant>,
     /// This run asked for a send, or made a draft.
     sent_here: bool,
     drafted_here: bool,
@@ -626,11 +805,39 @@ impl OneShot for MailHooks<'_> {
         let Some(say) = self.say else {
             return;
         };
-        if let Some(text) = waiting_for(self.last.as_ref(), running, wake_in_ms, self.grace_ms) {
+        let hold = match self.last.as_ref() {
+            Some(m) if held(m) && !running => {
+                let since = *self.hold_since.get_or_insert_with(std::time::Instant::now);
+                let lasted = since.elapsed().as_millis() as u64;
+                // Said from the second wait on: the first look in Sent Items missed.
+                (lasted >= HOLD_QUIET_MS).then(|| {
+                    hold_text(
+                        &m.id,
+                        self.grace_ms,
+                        &clock_text(self.grace_ms.saturating_sub(lasted)),
+                    )
+                })
+            }
+            _ => None,
+        };
+        if let Some(text) = hold.or_else(|| {
+            waiting_for(
+                self.last.as_ref(),
+                running,
+                wake_in_ms,
+                self.answer.as_ref(),
+            )
+        }) {
             if self.said.as_deref() != Some(text.as_str()) {
                 say(text.clone());
                 self.said = Some(text);
             }
+        }
+    }
+
+    fn answered(&mut self, input: &Input) {
+        if let Some(a) = answer_of(input) {
+            self.answer = Some(a);
         }
     }
 

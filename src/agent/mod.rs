@@ -713,7 +713,18 @@ impl Agent {
 
     fn note_reachability(&mut self, input: &Input) {
         // The core waits and tries again; the log says why (a file that does not go says so).
-        if let Some((id, crate::core::model::Fault::Ambiguous(f))) = oneshot::fault(input) {
+        // (A send's is said with what its message waits for: `say_send_doubt`; it is never
+        // tried again blindly.)
+        let send = matches!(
+            input,
+            Input::Outcome {
+                outcome: crate::core::model::Outcome::Send(_),
+                ..
+            }
+        );
+        if let (Some((id, crate::core::model::Fault::Ambiguous(f))), false) =
+            (oneshot::fault(input), send)
+        {
             tracing::warn!(entry = id, code = %crate::outside::shown(&f.code), error = %crate::outside::shown(&f.message), "a request failed (it may have taken effect): the entry checks and tries again after a pause");
         }
         match oneshot::unreachable(input) {
@@ -1148,6 +1159,15 @@ impl Agent {
                 id,
                 subject,
                 failure,
+            } if failure.code == crate::core::machine::NO_FILES_LEFT => {
+                // The user's decision (each file canceled, or deleted before it was attached):
+                // nothing to fix or retry, no failure to notify (trial 4, M10).
+                tracing::warn!(message = %id, subject = %crate::outside::printable(&subject), "nothing left to send: every file of the message was canceled or deleted before it was sent, so it is closed, not sent (its draft, if one was made, is deleted); nothing to retry");
+            }
+            Note::MessageFailed {
+                id,
+                subject,
+                failure,
             } => {
                 // A message none of whose files is left has its draft deleted (SPEC 8).
                 let drafted = self
@@ -1155,9 +1175,7 @@ impl Agent {
                     .messages()
                     .find(|m| m.id == id)
                     .is_none_or(|m| m.draft_id.is_some() || m.may_exist);
-                let draft = if failure.code == crate::core::machine::NO_FILES_LEFT {
-                    "its draft is deleted"
-                } else if !drafted {
+                let draft = if !drafted {
                     // Its draft was refused (or never asked for): nothing is in Drafts.
                     "no draft was made"
                 } else {
@@ -1188,6 +1206,37 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Message `id`, whose send was just answered with a failure: when that leaves it in doubt
+    /// (a lost answer, a throttle), the log says what it waits for and until when (trial 4,
+    /// M5/M11: `run --once` sat silent for minutes).
+    fn say_send_doubt(&self, id: &str) {
+        use control::{send_doubt, send_doubt_text};
+        let look_after = self.settings.agent.look_after.as_millis() as u64;
+        let Some(m) = self.machine.messages().find(|m| m.id == id) else {
+            return;
+        };
+        let Some(d) = send_doubt(m, look_after) else {
+            return;
+        };
+        let in_s = d
+            .look_at
+            .0
+            .saturating_sub(self.clock.now().0)
+            .div_ceil(1_000);
+        let at = time::OffsetDateTime::from_unix_timestamp((d.look_at.0 / 1_000) as i64)
+            .map(|t| {
+                format!(
+                    "at {:02}:{:02}:{:02} UTC (in {in_s} s)",
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                )
+            })
+            .unwrap_or_else(|_| format!("in {in_s} s"));
+        let text = send_doubt_text(&d, &at, true);
+        tracing::warn!(message = %m.id, subject = %crate::outside::printable(&m.letter.subject), "{text}");
     }
 
     fn mapping_of(&self, path: &Path) -> Option<&Mapping> {
@@ -1407,7 +1456,7 @@ impl Agent {
                 let Some(e) = self.ledger.get(&id)? else {
                     return Ok(line(Err((2, ops::resend_unknown(&self.ledger, &id)?))));
                 };
-                let mails = self.settings.mails(&e.mapping);
+                let mapping = self.settings.mappings.iter().find(|m| m.name == e.mapping);
                 let message = e
                     .message
                     .as_deref()
@@ -1416,7 +1465,7 @@ impl Agent {
                     .flatten();
                 let refusal = self
                     .unreachable(&e)
-                    .or_else(|| ops::resend_refusal(&e, mails, message.as_ref()));
+                    .or_else(|| ops::resend_refusal(&e, mapping, message.as_ref()));
                 if let Some(why) = refusal {
                     return Ok(line(Err((2, why))));
                 }
@@ -1435,8 +1484,7 @@ impl Agent {
                     // One that gave way is not retried; one whose failed file cannot come
                     // back waits, never sent without it.
                     if m.state == crate::core::model::MessageState::Failed
-                        && !ops::gave_way(&m)
-                        && !ops::no_files_left(&m)
+                        && !ops::not_to_retry(&m)
                         && ops::message_refusal(&self.ledger, &m)?.is_none()
                     {
                         messages.push(m);
@@ -1847,8 +1895,21 @@ impl crate::core::exec::Executor for Agent {
     fn decide(&mut self, input: Input) -> Vec<Action> {
         let now = self.clock.now();
         tracing::trace!(?input, "core input");
+        // A send's failed answer (lost, a throttle): said once, with what the message now waits
+        // for (trial 4, M5/M11).
+        let send_failed = match &input {
+            Input::Outcome {
+                id,
+                outcome:
+                    crate::core::model::Outcome::Send(crate::core::model::SendOutcome::Failed(_)),
+            } => Some(id.clone()),
+            _ => None,
+        };
         let actions = self.machine.handle(now, input);
         tracing::trace!(?actions, "core actions");
+        if let Some(id) = send_failed {
+            self.say_send_doubt(&id);
+        }
         actions
     }
 

@@ -37,6 +37,10 @@ pub enum OneShotError {
         internet_message_id: Option<String>,
         why: Failure,
     },
+    /// `mail`, interrupted before any send: what became of its draft (deleted, left for a
+    /// re-run with the same `--key`, maybe made, none).
+    #[error("interrupted: not sent; {0}")]
+    MailInterrupted(String),
     /// `mail --key`: the key names an earlier message holding other files (nothing was done).
     #[error("{0}")]
     KeyTaken(String),

@@ -25,10 +25,11 @@ pub fn retryable_message(ledger: &Ledger, id: &str) -> Result<Option<MessageReco
              status` shows each file and its message)"
         )));
     }
-    if no_files_left(&m) {
+    if nothing_left(&m) {
         return Err(LedgerError::Invalid(format!(
-            "message {id} has no files left: each was canceled or deleted before it was sent, \
-             so there is nothing to retry (a file dropped again is mailed in a new message)"
+            "message {id} had nothing left to send: every file of it was canceled or deleted \
+             before it was sent, so there is nothing to retry (its draft, if one was made, is \
+             deleted); put a file back in the folder to mail it in a new message"
         )));
     }
     if gave_way(&m) {
@@ -74,7 +75,7 @@ pub fn sent_message(
             }
         }
         MessageState::Drafted => format!(
-            "message {id} was left as a draft for review (send = false), fully attached: send              or delete it in Outlook"
+            "message {id} was left as a draft for review (send = false), fully attached: send or delete it in Outlook"
         ),
         _ => return Ok(None),
     };
@@ -170,10 +171,21 @@ pub fn gave_way(m: &MessageRecord) -> bool {
     })
 }
 
-/// A failed message that carries no file: each left it, canceled or deleted before it was
-/// sent (`noFilesLeft`). A retry would mail an empty message.
-pub fn no_files_left(m: &MessageRecord) -> bool {
-    m.files.is_empty()
+/// A message none of whose files was left to send (each canceled, or deleted before it was
+/// attached: the user's decision), never sent: closed, not a failure to retry (`retry` of it
+/// would fail again at once, trial 4's M10); its draft, if one was made, is deleted.
+pub fn nothing_left(m: &MessageRecord) -> bool {
+    m.state == MessageState::Failed
+        && !m.may_have_been_sent()
+        && m.error
+            .as_ref()
+            .is_some_and(|e| e.code == crate::core::machine::NO_FILES_LEFT)
+}
+
+/// A failed message that is no failure to act on: it gave way, was split again, or had
+/// nothing left to send. `retry --failed` and `run --once`'s exit pass over it.
+pub fn not_to_retry(m: &MessageRecord) -> bool {
+    gave_way(m) || nothing_left(m)
 }
 
 /// A message whose files `retry` made into new messages after Graph refused it for its size.
@@ -331,10 +343,11 @@ pub fn message_refusal(ledger: &Ledger, m: &MessageRecord) -> Result<Option<Stri
 /// file is still at its path as it was mailed, is mailed again.
 pub fn resend_refusal(
     e: &LedgerEntry,
-    mails: bool,
+    mapping: Option<&crate::config::Mapping>,
     message: Option<&MessageRecord>,
 ) -> Option<String> {
     let id = &e.id;
+    let mails = mapping.is_some_and(|m| matches!(m.target, crate::config::Target::NewMessage(_)));
     if !mails {
         return Some(format!(
             "entry {id} is of the mapping `{}`, which does not mail ([mapping.new_message]); --resend mails a file again, `outbox retry {id}` attaches one again",
@@ -361,15 +374,82 @@ pub fn resend_refusal(
         Ok(m) if m.is_file() => Some(format!(
             "entry {id}: {path} has changed since it was mailed; its new version is mailed on its own"
         )),
-        _ => Some(format!(
-            "entry {id}: its file is no longer at {path} (moved or deleted by `after`?); put it back there, then `outbox retry --resend {id}`"
-        )),
+        _ => Some(gone_after_mail(e, mapping)),
     }
+}
+
+/// Why `retry --resend` finds no file at entry `e`'s path, said as outbox knows it (trial 4's
+/// M12: it guessed "moved or deleted by `after`?" of a file it had moved itself): `after =
+/// "move"` put it in `sent_dir` (found there by its name, or `NAME (n).EXT`, as the version
+/// mailed), `after = "delete"` deleted it; either way a copy dropped into the folder again is
+/// mailed again by itself, no `--resend` needed.
+fn gone_after_mail(e: &LedgerEntry, mapping: Option<&crate::config::Mapping>) -> String {
+    let (id, path) = (&e.id, crate::outside::path(&e.path));
+    let again = "a copy dropped into the folder again is a new drop, mailed again by itself (no \
+                 `--resend` needed)";
+    match mapping.map(|m| (m.after, m)) {
+        Some((crate::config::After::Move, m)) => match moved_to(e, &m.sent_dir) {
+            Some(at) => format!(
+                "entry {id}: outbox moved its file to {} once it was mailed (`after = \"move\"`), \
+                 so it is no longer at {path}; to mail it again, {again}",
+                crate::outside::path(&at)
+            ),
+            None => format!(
+                "entry {id}: its file is no longer at {path}, nor as it was mailed in sent_dir \
+                 ({}), where `after = \"move\"` put it; to mail it again, {again}",
+                crate::outside::path(&m.sent_dir)
+            ),
+        },
+        Some((crate::config::After::Delete, _)) => format!(
+            "entry {id}: outbox deleted its file once it was mailed (`after = \"delete\"`), so \
+             there is nothing at {path} to mail; to mail it again, {again}"
+        ),
+        _ => format!(
+            "entry {id}: its file is no longer at {path} (moved or deleted since it was mailed); \
+             put it back there, then `outbox retry --resend {id}`"
+        ),
+    }
+}
+
+/// Where `after = "move"` put entry `e`'s file in `sent_dir`: its name, or `NAME (n).EXT` when
+/// another of that name was there (`files::move_no_clobber`), as the version recorded.
+fn moved_to(e: &LedgerEntry, sent_dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let name = e.path.file_name()?;
+    let p = std::path::Path::new(name);
+    let (stem, ext) = match p.extension() {
+        Some(x) if x.len() <= 16 => (p.file_stem().unwrap_or(name), Some(x)),
+        _ => (name, None),
+    };
+    for n in 0..100u32 {
+        let candidate = if n == 0 {
+            name.to_os_string()
+        } else {
+            let mut c = stem.to_os_string();
+            c.push(format!(" ({n})"));
+            if let Some(x) = ext {
+                c.push(".");
+                c.push(x);
+            }
+            c
+        };
+        let at = sent_dir.join(&candidate);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_file() && same_version(e, &at, &m) => return Some(at),
+            Ok(_) => {}
+            Err(_) if n > 0 => return None,
+            Err(_) => {}
+        }
+    }
+    None
 }
 
 /// `retry --resend ID` with no agent running: the request is written on the entry (flushed);
 /// the agent takes it at its start. See [`resend_refusal`].
-pub fn request_resend(ledger: &Ledger, id: &str, mails: bool) -> Result<LedgerEntry, LedgerError> {
+pub fn request_resend(
+    ledger: &Ledger,
+    id: &str,
+    mapping: Option<&crate::config::Mapping>,
+) -> Result<LedgerEntry, LedgerError> {
     let Some(e) = ledger.get(id)? else {
         return Err(LedgerError::Invalid(resend_unknown(ledger, id)?));
     };
@@ -379,7 +459,7 @@ pub fn request_resend(ledger: &Ledger, id: &str, mails: bool) -> Result<LedgerEn
         .map(|m| ledger.get_message(m))
         .transpose()?
         .flatten();
-    if let Some(why) = resend_refusal(&e, mails, message.as_ref()) {
+    if let Some(why) = resend_refusal(&e, mapping, message.as_ref()) {
         return Err(LedgerError::Invalid(why));
     }
     let e = ledger.update(id, |x| x.resend = true)?;
@@ -567,7 +647,7 @@ pub fn retry_refused_by(
                 // One that gave way is not retried; one whose failed file cannot come back
                 // waits (`retry --failed` names the file and why); it is never sent without it.
                 if m.state == MessageState::Failed
-                    && !gave_way(&m)
+                    && !not_to_retry(&m)
                     && message_refusal(ledger, &m)?.is_none()
                 {
                     messages.push(m);

@@ -94,6 +94,9 @@ pub struct Steps<U: UrlStore> {
     pub stop: Arc<std::sync::atomic::AtomicBool>,
     /// The agent's ledger: a message found by a file's key is told apart as this ledger's own.
     pub ledger: Option<Arc<crate::ledger::Ledger>>,
+    /// `mail --draft --key`: the drafts made carry the never-sent mark
+    /// (`graph::mail::NEVER_SENT_PROPERTY`), so a later run with the key takes them at once.
+    pub never_sent: bool,
 }
 
 /// A refusal from a message's own draft, with what a second look finds: a draft that is no
@@ -142,6 +145,7 @@ impl<U: UrlStore> Clone for Steps<U> {
             second_looks: self.second_looks.clone(),
             stop: self.stop.clone(),
             ledger: self.ledger.clone(),
+            never_sent: self.never_sent,
         }
     }
 }
@@ -159,6 +163,7 @@ impl<U: UrlStore> Steps<U> {
             second_looks: None,
             stop: Default::default(),
             ledger: None,
+            never_sent: false,
         }
     }
 
@@ -481,7 +486,10 @@ impl<U: UrlStore> Steps<U> {
                 letter,
                 keys,
             } => {
-                let outcome = self.client.draft_step(&user, &id, &letter, &keys).await;
+                let outcome = self
+                    .client
+                    .draft_step(&user, &id, &letter, &keys, self.never_sent)
+                    .await;
                 if matches!(outcome, DraftOutcome::Created { .. }) {
                     crate::failpoint!("after-draft-created");
                 }

@@ -408,16 +408,19 @@ pub async fn status(
     };
     // Mailed files whose move or delete waits for their sent copy (before any filter: a row
     // kept without its message still says so).
-    let sent_copy = super::status::sent_copy_waits(
-        &entries,
-        &messages,
-        settings.agent.look_after.as_millis() as u64,
-        |name| {
+    let look_after_ms = settings.agent.look_after.as_millis() as u64;
+    let mut sent_copy =
+        super::status::sent_copy_waits(&entries, &messages, look_after_ms, |name| {
             (settings.mappings.iter())
                 .find(|m| m.name == name)
                 .map(|m| m.after)
-        },
-    );
+        });
+    // Files of a message whose send may have happened: they wait for its confirmation.
+    sent_copy.extend(super::status::send_doubt_waits(
+        &entries,
+        &messages,
+        look_after_ms,
+    ));
     // A message's block lists its files whatever the filter keeps.
     let all_entries = (filter.is_some() && !json).then(|| entries.clone());
     if let Some(f) = filter {
@@ -486,7 +489,9 @@ pub async fn status(
             super::status::render_messages(
                 &messages,
                 all_entries.as_deref().unwrap_or(&entries),
-                facts.now
+                facts.now,
+                look_after_ms,
+                facts.running
             )
         );
     }
@@ -626,11 +631,11 @@ pub async fn resend(settings: Settings, id: String) -> Result<ExitCode, CommandE
             let why = ops::resend_unknown(l, &id).map_err(ledger_err)?;
             return Err(CommandError::new(ExitCode::Usage, why));
         };
-        let e =
-            ops::request_resend(l, &id, settings.mails(&e.mapping)).map_err(|err| match err {
-                LedgerError::Invalid(why) => CommandError::new(ExitCode::Usage, why),
-                other => ledger_err(other),
-            })?;
+        let mapping = settings.mappings.iter().find(|m| m.name == e.mapping);
+        let e = ops::request_resend(l, &id, mapping).map_err(|err| match err {
+            LedgerError::Invalid(why) => CommandError::new(ExitCode::Usage, why),
+            other => ledger_err(other),
+        })?;
         Ok((vec![e], Vec::new()))
     })
     .await?;

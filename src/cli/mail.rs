@@ -282,12 +282,13 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
             );
             Ok(ExitCode::Ok)
         }
+        Err(OneShotError::MailInterrupted(left)) => Err(CommandError::new(
+            ExitCode::Interrupted,
+            format!("{}: {what} was not sent; {left}", interrupted()),
+        )),
         Err(OneShotError::Interrupted) => Err(CommandError::new(
             ExitCode::Interrupted,
-            format!(
-                "{}: {what} was not sent (its draft, if made, stays in Drafts)",
-                interrupted()
-            ),
+            format!("{}: {what} was not sent", interrupted()),
         )),
         Err(OneShotError::SignIn(m)) => Err(CommandError::new(ExitCode::SignIn, m)),
         Err(OneShotError::KeyTaken(why)) => Err(CommandError::new(ExitCode::Usage, why)),

@@ -18,6 +18,7 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
     let creds = Credentials::from_settings_in(&settings);
     let state_dir = settings.agent.state_dir.clone();
     let mapped: Vec<String> = settings.mappings.iter().map(|m| m.name.clone()).collect();
+    let look_after_ms = settings.agent.look_after.as_millis() as u64;
     let sign_in = match &settings.auth.method {
         AuthMethod::DeviceCode => "run `outbox login`".to_owned(),
         AuthMethod::TokenEnv { var } => format!("put a fresh Graph access token in ${var}"),
@@ -31,13 +32,13 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
     match agent::run(settings, creds, RunOptions { once, stop: None }).await {
         Ok(RunOutcome::Clean) if !once => Ok(ExitCode::Ok),
         Ok(RunOutcome::Clean) => {
-            Ok(maybe_sent(&state_dir).unwrap_or(left_over(&state_dir, &mapped)))
+            Ok(maybe_sent(&state_dir, look_after_ms).unwrap_or(left_over(&state_dir, &mapped)))
         }
         // Failed this run, or stopped with work left (an outage, a folder gone): the agent said
         // what; the ledger's failures are listed too.
         Ok(RunOutcome::SomeFailed) => {
             let _ = left_over(&state_dir, &mapped);
-            Ok(maybe_sent(&state_dir).unwrap_or(ExitCode::Failed))
+            Ok(maybe_sent(&state_dir, look_after_ms).unwrap_or(ExitCode::Failed))
         }
         Ok(RunOutcome::SignInNeeded) => Err(CommandError::new(
             ExitCode::SignIn,
@@ -63,15 +64,38 @@ pub async fn run(settings: Settings, once: bool) -> Result<ExitCode, CommandErro
 /// After `--once`: exit 4 (SPEC) while a message of the ledger may have been sent and could not
 /// be confirmed, said with what to do; else exit 1 while one failed (each said with what to do
 /// about the message); `None` when there is neither.
-fn maybe_sent(state_dir: &std::path::Path) -> Option<ExitCode> {
+fn maybe_sent(state_dir: &std::path::Path, look_after_ms: u64) -> Option<ExitCode> {
     use crate::core::model::MessageState;
     use crate::ledger::Ledger;
     let l = Ledger::open(state_dir).ok()?;
     let messages = l.list_messages().unwrap_or_default();
     let _ = l.close();
+    // Stopped while a send may have happened and its confirmation waits (trial 4, M11: the
+    // summary said nothing of it): said, with what the next run does.
+    let now = time::OffsetDateTime::now_utc();
+    for m in &messages {
+        if let Some(d) = crate::agent::control::send_doubt(m, look_after_ms) {
+            let when = time::OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(d.look_at.0) * 1_000_000,
+            )
+            .ok()
+            .filter(|t| *t > now)
+            .map_or_else(
+                || "at once".to_owned(),
+                |t| format!("at {:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second()),
+            );
+            errln!(
+                "outbox: message {} (\"{}\") is not confirmed yet: {}",
+                m.id,
+                crate::outside::printable(&m.letter.subject),
+                crate::agent::control::send_doubt_text(&d, &when, false)
+            );
+        }
+    }
     // A failed message, said as a message (its files' rows say `done`: they are on its draft).
     // One that gave way to another agent's message mailing its files is no failure.
-    let gave_way = |m: &&crate::core::model::MessageRecord| crate::agent::ops::gave_way(m);
+    // Nor is one with nothing left to send (its files canceled or deleted: the user's choice).
+    let gave_way = |m: &&crate::core::model::MessageRecord| crate::agent::ops::not_to_retry(m);
     let failed = messages
         .iter()
         .filter(|m| m.state == MessageState::Failed && !gave_way(m))

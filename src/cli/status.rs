@@ -6,7 +6,7 @@
 //! array of entries with every SPEC key. Pure functions over entries, messages and what the
 //! agent said ([`AgentView`]); reading them (from the ledger or the agent) is the caller's.
 
-use crate::agent::control::{AgentView, Wait, WaitReason};
+use crate::agent::control::{send_doubt, send_doubt_text, AgentView, Wait, WaitReason};
 use crate::core::model::{MessageRecord, MessageState, Time};
 use crate::ledger::{EntryError, EntryState, LedgerEntry};
 use serde::Serialize;
@@ -119,7 +119,8 @@ struct JsonRow<'a> {
     updated_at: String,
     /// `sign-in`, `unreachable`, `throttled`, `backoff`, `look`, `settle`, `next-start`, `agent`,
     /// `max-messages`, `paused`, `sent-copy` (a mailed file's move or delete waits for its sent
-    /// copy; `waiting_until`: when the looks stop).
+    /// copy; `waiting_until`: when the looks stop), `send-confirm` (its message's send may have
+    /// happened; `waiting_until`: when Sent Items is searched for it).
     waiting_for: Option<&'static str>,
     waiting_until: Option<String>,
     /// The table's NOTE: what a person reads about the row.
@@ -259,6 +260,40 @@ pub fn sent_copy_waits(
             Wait {
                 reason,
                 until_ms: Some(until.0),
+                error: None,
+                attempts: m.attempts,
+            },
+        ));
+    }
+    out
+}
+
+/// Done files of messages whose send may have happened and is not confirmed yet: each waits
+/// for that confirmation, until the search ([`send_doubt`]).
+pub fn send_doubt_waits(
+    entries: &[LedgerEntry],
+    messages: &[MessageRecord],
+    look_after_ms: u64,
+) -> Vec<(String, Wait)> {
+    let by_entry = messages_by_entry(messages);
+    let by_id: HashMap<&str, &MessageRecord> =
+        messages.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut out = Vec::new();
+    for e in entries {
+        if e.state != EntryState::Done {
+            continue;
+        }
+        let Some(m) = message_of(e, &by_entry, &by_id) else {
+            continue;
+        };
+        let Some(d) = send_doubt(m, look_after_ms) else {
+            continue;
+        };
+        out.push((
+            e.id.clone(),
+            Wait {
+                reason: WaitReason::SendConfirm,
+                until_ms: Some(d.look_at.0),
                 error: None,
                 attempts: m.attempts,
             },
@@ -469,6 +504,11 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
                  once its mail is seen sent); {ends}"
             )
         }
+        WaitReason::SendConfirm => format!(
+            "attached; its message's send may have gone and is not confirmed yet: its copy is \
+             searched for in Sent Items {when}, the message never sent again before (see \
+             MESSAGES)"
+        ),
         WaitReason::MaxMessages => format!(
             "its mapping made its max_messages messages in their window; mailed {when} (raise \
              [mapping.new_message] max_messages if the folder should mail more)"
@@ -673,6 +713,8 @@ pub fn render_messages(
     messages: &[MessageRecord],
     entries: &[LedgerEntry],
     now: OffsetDateTime,
+    look_after_ms: u64,
+    running: bool,
 ) -> String {
     if messages.is_empty() {
         return String::new();
@@ -692,10 +734,30 @@ pub fn render_messages(
         ));
         match (m.state, m.sent_at) {
             (MessageState::Sent, Some(t)) => {
+                // The time of its send when this agent sent it (`last_send_at`); when it was
+                // confirmed only later in Sent Items (a lost answer, a throttle), both said.
+                let when = match m.last_send_at {
+                    Some(s) if t.0.saturating_sub(s.0) > CONFIRMED_LATER_MS => format!(
+                        "sent {} ({}, the send; confirmed in Sent Items at {})",
+                        age(crate::ledger::datetime_of(s), now),
+                        rfc3339_ms(s),
+                        rfc3339_ms(t)
+                    ),
+                    Some(_) => format!(
+                        "sent {} ({})",
+                        age(crate::ledger::datetime_of(t), now),
+                        rfc3339_ms(t)
+                    ),
+                    // (Sent from Outlook, or by a ledger that kept no send time: the time it
+                    // was seen sent; its copy in Sent Items has the time it went.)
+                    None => format!(
+                        "sent {} ({}, when it was seen sent)",
+                        age(crate::ledger::datetime_of(t), now),
+                        rfc3339_ms(t)
+                    ),
+                };
                 out.push_str(&format!(
-                    "    sent {} ({}); internetMessageId {}\n",
-                    age(crate::ledger::datetime_of(t), now),
-                    rfc3339_ms(t),
+                    "    {when}; internetMessageId {}\n",
                     sanitize(m.internet_message_id.as_deref().unwrap_or("-"))
                 ));
                 if m.unseen {
@@ -710,6 +772,13 @@ pub fn render_messages(
                 sanitize(m.draft_id.as_deref().unwrap_or("-"))
             )),
             _ => {}
+        }
+        if let Some(d) = send_doubt(m, look_after_ms) {
+            let when = at(Some(d.look_at.0), now);
+            out.push_str(&format!(
+                "    {}\n",
+                sanitize(&send_doubt_text(&d, &when, running))
+            ));
         }
         if let Some(err) = &m.error {
             if matches!(m.state, MessageState::Failed | MessageState::Unconfirmed) {
@@ -749,6 +818,9 @@ pub fn render_messages(
     out
 }
 
+/// A send answered this much before its copy was confirmed is said with both times (M8).
+const CONFIRMED_LATER_MS: u64 = 10_000;
+
 /// A file's state in a message's files line: a canceled version a newer one took the place
 /// of is "superseded" (no one canceled it), as its row's note says.
 fn file_state_word(e: &LedgerEntry) -> String {
@@ -783,6 +855,12 @@ pub fn message_advice(m: &MessageRecord) -> Option<String> {
              files into new messages that fit, under max_message_size (lower it if you know the \
              tenant's limit) and under the size refused"
         )),
+        MessageState::Failed if crate::agent::ops::nothing_left(m) => Some(
+            "nothing to do: every file of it was canceled or deleted before it was sent, so \
+             nothing is left to send and it was closed, not sent (its draft, if one was made, is \
+             deleted); put a file back in the folder to mail it in a new message"
+                .to_owned(),
+        ),
         MessageState::Failed if crate::agent::ops::gave_way(m) => Some(
             "nothing to do: another agent's message carries its files, which are mailed once \
              (by that message or a new one); its draft is deleted"
@@ -1453,7 +1531,7 @@ mod tests {
             send_at: None,
             resend_if_draft: false,
             redraft: false,
-            last_send_at: None,
+            last_send_at: (state == MessageState::Sent).then_some(Time(1_699_999_999_000)),
             draft_gone_at: None,
             internet_message_id: Some("<abc@contoso.example>".into()),
             sent_at: (state == MessageState::Sent).then_some(Time(1_700_000_000_000)),
@@ -1503,6 +1581,8 @@ mod tests {
             &[sent, message(MessageState::Unconfirmed, &["0123456789ab"])],
             &[done],
             at(1_700_000_000 + 120),
+            120_000,
+            true,
         );
         insta::assert_snapshot!(text);
     }
@@ -1526,6 +1606,8 @@ mod tests {
             )],
             &[old, gone],
             at(1_700_000_000 + 120),
+            120_000,
+            true,
         );
         assert!(
             text.contains("0123456789ab Q3 report.pdf (superseded)"),

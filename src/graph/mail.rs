@@ -29,6 +29,17 @@ pub const MARKER_PROPERTY: &str =
 pub const FILE_KEYS_PROPERTY: &str =
     "String {4f0c6e1a-8b3d-4c52-9e7f-2a1d5b6c7e80} Name outboxFileKeys";
 
+/// The single-value extended property of a draft `outbox mail --draft --key` made: its value,
+/// the draft's marker, says no run has asked Graph to send it. A run that sends it sets another
+/// value first (and sends only once Graph took that), so a draft still carrying its marker here
+/// cannot be in Exchange's move: a later keyed run takes it at once instead of waiting for the
+/// move (issue 20, trial 4's M7).
+pub const NEVER_SENT_PROPERTY: &str =
+    "String {4f0c6e1a-8b3d-4c52-9e7f-2a1d5b6c7e80} Name outboxNeverSent";
+
+/// The value [`NEVER_SENT_PROPERTY`] takes once a run is about to send the draft.
+pub const SEND_ASKED: &str = "send-asked";
+
 /// What a new draft carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DraftSpec {
@@ -44,6 +55,9 @@ pub struct DraftSpec {
     /// The keys of its files (a mailing mapping's; none for `outbox mail`), stored as
     /// [`FILE_KEYS_PROPERTY`].
     pub file_keys: Vec<String>,
+    /// Made by a run that never sends it (`outbox mail --draft --key`): carries
+    /// [`NEVER_SENT_PROPERTY`] with its marker.
+    pub never_sent: bool,
 }
 
 /// A draft's id, as Graph returned it.
@@ -223,6 +237,9 @@ fn properties(spec: &DraftSpec) -> Value {
     let mut props = vec![json!({"id": MARKER_PROPERTY, "value": spec.marker})];
     if !spec.file_keys.is_empty() {
         props.push(json!({"id": FILE_KEYS_PROPERTY, "value": spec.file_keys.join(" ")}));
+    }
+    if spec.never_sent {
+        props.push(json!({"id": NEVER_SENT_PROPERTY, "value": spec.marker}));
     }
     Value::Array(props)
 }
@@ -540,6 +557,7 @@ impl GraphClient {
         marker: &str,
         letter: &Letter,
         keys: &[String],
+        never_sent: bool,
     ) -> DraftOutcome {
         let spec = DraftSpec {
             to: letter.to.clone(),
@@ -554,6 +572,7 @@ impl GraphClient {
             },
             marker: marker.to_owned(),
             file_keys: keys.to_vec(),
+            never_sent,
         };
         match self.create_draft_full(user, &spec).await {
             Ok((id, internet_message_id)) => DraftOutcome::Created {
@@ -937,6 +956,79 @@ impl GraphClient {
             cc: addrs("ccRecipients"),
             bcc: addrs("bccRecipients"),
         })
+    }
+
+    /// The one draft in Drafts carrying `marker` whose [`NEVER_SENT_PROPERTY`] still holds that
+    /// marker: made by a `--draft` run and never asked to be sent by any run since. `None` when
+    /// there is no such draft, more than one message carries the marker, or the answer says
+    /// anything else (the caller then treats the draft as one that may have been sent).
+    pub async fn never_sent_draft(&self, user: &str, marker: &str) -> Option<String> {
+        let mut segs = mailbox_segments(user);
+        segs.extend(["mailFolders", "drafts", "messages"]);
+        let mut url = self.url(&segs);
+        url.query_pairs_mut()
+            .append_pair("$filter", &marker_filter(marker))
+            .append_pair("$select", "id,isDraft")
+            .append_pair(
+                "$expand",
+                &format!(
+                    "singleValueExtendedProperties($filter=id eq '{}')",
+                    NEVER_SENT_PROPERTY.replace('\'', "''")
+                ),
+            );
+        let resp = self
+            .execute(RequestOpts::graph(user), |c| c.get(url.clone()))
+            .await
+            .ok()?;
+        let v = super::bounded::read_json(resp, super::bounded::JSON_PAGE)
+            .await
+            .ok()?;
+        if v.get("@odata.nextLink").is_some() {
+            return None;
+        }
+        let [m] = v.get("value")?.as_array()?.as_slice() else {
+            return None;
+        };
+        let marked = m
+            .get("singleValueExtendedProperties")?
+            .as_array()?
+            .iter()
+            .any(|p| {
+                p.get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| id.eq_ignore_ascii_case(NEVER_SENT_PROPERTY))
+                    && p.get("value").and_then(Value::as_str) == Some(marker)
+            });
+        let draft = m.get("isDraft").and_then(Value::as_bool) == Some(true);
+        (marked && draft)
+            .then(|| m.get("id").and_then(Value::as_str).map(str::to_owned))
+            .flatten()
+    }
+
+    /// Before a run sends a draft [`never_sent_draft`](Self::never_sent_draft) found: its
+    /// [`NEVER_SENT_PROPERTY`] set to [`SEND_ASKED`] (`PATCH`), so no later run takes it for one
+    /// never sent. The send may follow only once this answered `Ok`.
+    pub async fn mark_send_asked(&self, user: &str, draft_id: &str) -> Result<(), Fault> {
+        let body = json!({"singleValueExtendedProperties": [
+            {"id": NEVER_SENT_PROPERTY, "value": SEND_ASKED}
+        ]});
+        self.patch_draft(user, draft_id, &body).await
+    }
+
+    /// A keyed `outbox mail` interrupted before it asked to send its draft: the draft marked
+    /// never sent ([`NEVER_SENT_PROPERTY`] set to its marker), so a re-run with the key takes
+    /// it up at once. Only ever for a draft the run held as its own (made, or taken once no run
+    /// could have sent it) and never asked to send.
+    pub async fn mark_never_sent(
+        &self,
+        user: &str,
+        draft_id: &str,
+        marker: &str,
+    ) -> Result<(), Fault> {
+        let body = json!({"singleValueExtendedProperties": [
+            {"id": NEVER_SENT_PROPERTY, "value": marker}
+        ]});
+        self.patch_draft(user, draft_id, &body).await
     }
 
     /// `(id, name)` of every attachment of message `message_id` (every page, on

@@ -226,8 +226,10 @@ pub fn clean_value(v: &str, place: Place) -> String {
     out
 }
 
-/// `{names}`: every name (each capped), joined by ", "; past the place's limit, "… and N more".
-fn names_value(files: &[FileFacts], place: Place) -> String {
+/// `{names}`: every name of `files` (already in name order, [`name_order`]: as a file manager
+/// lists them, so the order is evident whatever order the files settled in), each capped,
+/// joined by ", "; past the place's limit, "… and N more".
+fn names_value(files: &[&FileFacts], place: Place) -> String {
     let names: Vec<String> = files.iter().map(|f| cap(&f.name, NAME_MAX)).collect();
     let more = |n: usize| format!("… and {n} more");
     let mut out = String::new();
@@ -260,11 +262,45 @@ fn names_value(files: &[FileFacts], place: Place) -> String {
     out
 }
 
-/// Fill a parsed template for `place`. For several files `{name}`, `{stem}` and `{ext}` are
-/// the first file's; `{size}` is the total; `{count}` the number of files; `{names}` every name,
+/// The order of names in `{names}`: case-insensitive, a run of digits compared as the number
+/// it writes ("scan 2" before "scan 10"), then the names as they are, so any two names have one
+/// order.
+pub fn name_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn runs(s: &str) -> Vec<(bool, String)> {
+        let mut out: Vec<(bool, String)> = Vec::new();
+        for c in s.chars() {
+            let digit = c.is_ascii_digit();
+            match out.last_mut() {
+                Some((d, run)) if *d == digit => run.push(c),
+                _ => out.push((digit, c.to_string())),
+            }
+        }
+        out
+    }
+    let (ra, rb) = (runs(a), runs(b));
+    for (x, y) in ra.iter().zip(rb.iter()) {
+        let o = match (x, y) {
+            ((true, p), (true, q)) => {
+                let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
+                p.len().cmp(&q.len()).then_with(|| p.cmp(q))
+            }
+            ((_, p), (_, q)) => p.to_lowercase().cmp(&q.to_lowercase()),
+        };
+        if o != std::cmp::Ordering::Equal {
+            return o;
+        }
+    }
+    ra.len().cmp(&rb.len()).then_with(|| a.cmp(b))
+}
+
+/// Fill a parsed template for `place`. For several files, in name order ([`name_order`]),
+/// `{name}`, `{stem}` and `{ext}` are the first file's; `{size}` is the total; `{count}` the number of files; `{names}` every name,
 /// joined by ", ". Every value is data: see [`clean_value`], [`NAME_MAX`].
 pub fn render(pieces: &[Piece], ctx: &RenderContext, place: Place) -> String {
-    let first = ctx.files.first();
+    // In name order: `{names}` as a file manager lists them, `{name}` the first of them.
+    let mut files: Vec<&FileFacts> = ctx.files.iter().collect();
+    files.sort_by(|a, b| name_order(&a.name, &b.name));
+    let first = files.first();
     let name = first.map(|f| f.name.as_str()).unwrap_or("");
     let (stem, ext) = stem_and_ext(name);
     let mut out = String::new();
@@ -280,7 +316,7 @@ pub fn render(pieces: &[Piece], ctx: &RenderContext, place: Place) -> String {
             Piece::Field("size") => human_size(ctx.files.iter().map(|f| f.size).sum()),
             Piece::Field("date") => ctx.date.to_string(),
             Piece::Field("count") => ctx.files.len().to_string(),
-            Piece::Field("names") => names_value(ctx.files, place),
+            Piece::Field("names") => names_value(&files, place),
             Piece::Field("mapping") => ctx.mapping.to_string(),
             Piece::Field(_) => continue,
         };
@@ -402,7 +438,7 @@ mod tests {
 
     #[test]
     fn templates_fill_every_placeholder() {
-        let files = [f("scan 01.pdf", 1500), f("b.txt", 500)];
+        let files = [f("x.txt", 500), f("scan 01.pdf", 1500)];
         let ctx = RenderContext {
             files: &files,
             mapping: "invoices",
@@ -412,7 +448,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             render(&p, &ctx, Place::Text),
-            "scan 01.pdf|scan 01|pdf|2.0 KB|2026-11-29|2|scan 01.pdf, b.txt|invoices|{x}"
+            "scan 01.pdf|scan 01|pdf|2.0 KB|2026-11-29|2|scan 01.pdf, x.txt|invoices|{x}"
         );
         assert_eq!(stem_and_ext(".bashrc"), (".bashrc", ""));
         assert_eq!(stem_and_ext("a.tar.gz"), ("a.tar", "gz"));
@@ -503,6 +539,32 @@ mod tests {
         {
             assert_eq!(clean_value(ok, Place::Text), ok);
         }
+    }
+
+    /// Trial 4's M14: `{names}` lists a batch's files in name order, numbers as numbers,
+    /// whatever order they settled in ("c.txt, a.txt" before).
+    #[test]
+    fn names_are_listed_in_name_order() {
+        let files = vec![
+            f("c.txt", 1),
+            f("scan 10.pdf", 1),
+            f("A.txt", 1),
+            f("scan 2.pdf", 1),
+            f("b.txt", 1),
+        ];
+        let ctx = RenderContext {
+            files: &files,
+            mapping: "m",
+            date: "d",
+        };
+        assert_eq!(
+            render_str("{names}", &ctx),
+            "A.txt, b.txt, c.txt, scan 2.pdf, scan 10.pdf"
+        );
+        // Any two names have one order (a total order, so a sort is stable across runs).
+        assert_eq!(name_order("a.txt", "A.txt"), std::cmp::Ordering::Greater);
+        assert_eq!(name_order("x01", "x1"), std::cmp::Ordering::Less);
+        assert_eq!(name_order("x1", "x1"), std::cmp::Ordering::Equal);
     }
 
     #[test]
