@@ -204,6 +204,8 @@ pub async fn mail_files(
             ..super::once_policy_of(settings)
         },
     );
+    // (Made now: not looked for before its draft is made, as a ledger's would be.)
+    machine.made_here(&marker);
     let urls = Arc::new(MemoryUrls::default());
     // Bytes on the draft per file, summed for the bar: a chunk or a POST, and a file done.
     let held: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();

@@ -179,6 +179,9 @@ pub struct Machine {
     now: Time,
     /// When this run started (`Input::Start`): see [`Machine::counted`].
     started: Time,
+    /// Messages this process made and hands in at its start (`outbox mail`'s): no earlier run
+    /// can have made a draft of theirs (see `start_messages`).
+    made_here: BTreeSet<String>,
     policy: Policy,
     mappings: BTreeMap<String, MappingRule>,
     unavailable: BTreeSet<String>,
@@ -306,6 +309,7 @@ impl Machine {
         Machine {
             now: Time(0),
             started: Time(0),
+            made_here: BTreeSet::new(),
             mappings: mappings.into_iter().map(|m| (m.name.clone(), m)).collect(),
             policy,
             unavailable: BTreeSet::new(),
@@ -438,6 +442,13 @@ impl Machine {
             );
         }
         s
+    }
+
+    /// Message `id`, handed in at the start, was made by this process now (`outbox mail`), not
+    /// read from a ledger: nothing of it can exist in the mailbox yet, so it is not looked for
+    /// before its draft is made.
+    pub fn made_here(&mut self, id: &str) {
+        self.made_here.insert(id.to_owned());
     }
 
     /// A time on record, as a wait counts from it: one of an earlier run counts from this

@@ -1111,7 +1111,10 @@ impl Machine {
             // backup taken before its draft was made forgets it (seed 627201: that draft, sent
             // from Outlook meanwhile, and a second one made with the same marker, sent too).
             // Its marker is looked for (Sent Items, then Drafts) before a draft is made.
-            if m.state == MessageState::Drafting && m.draft_id.is_none() {
+            if m.state == MessageState::Drafting
+                && m.draft_id.is_none()
+                && !self.made_here.contains(&m.id)
+            {
                 m.may_exist = true;
             }
             // Every send that may have happened counts against its mailbox's window, sent or
