@@ -257,3 +257,43 @@ fn a_message_with_no_draft_on_record_looks_for_its_marker_before_making_one() {
         "{out:?}"
     );
 }
+
+/// A message `outbox mail` made in this process and hands in at its start (`made_here`) cannot
+/// have a draft yet: it is drafted at once, not looked for first as a ledger's would be.
+#[test]
+fn a_message_made_here_is_drafted_at_once_and_a_ledgers_is_looked_for_first() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let mut rec = m.record(&id).expect("its record").clone();
+    rec.message = Some("m-fresh".into());
+    let msg = MessageRecord::drafting(
+        "m-fresh".into(),
+        rec.mapping.clone(),
+        "me".into(),
+        Letter::default(),
+        vec![rec.id.clone()],
+        true,
+        2,
+        Time(0),
+    );
+    let start = |made_here: bool| {
+        let mut m = keyed_machine();
+        if made_here {
+            m.made_here(&msg.id);
+        }
+        m.handle(
+            Time(100_000),
+            Input::Start {
+                records: vec![rec.clone()],
+                with_url: Vec::new(),
+                messages: vec![msg.clone()],
+            },
+        )
+    };
+    let out = start(true);
+    assert!(drafts_made(&out) && finds(&out).is_empty(), "{out:?}");
+    let out = start(false);
+    assert!(!drafts_made(&out), "{out:?}");
+    assert_eq!(finds(&out), vec![MailFolder::SentItems], "{out:?}");
+}
