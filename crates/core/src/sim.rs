@@ -4534,6 +4534,16 @@ mod tests {
         (12409, "as 4233"),
         (19710, "as 4233"),
         (
+            736778,
+            "a file's POST on its message's draft under way when the message was found sent from Outlook (without it): the 404 failed the file (ErrorItemNotFound, though every fault was transient); it now leaves the message for a new one (also 379727)",
+        ),
+        (379727, "as 736778"),
+        (
+            344711,
+            "as 736778, a look in doubt under way on the draft: the 404 failed the file; it is now looked for in the sent copy (found, it went; also 637820)",
+        ),
+        (637820, "as 344711"),
+        (
             301470,
             "mailed twice: a file in doubt on a draft sent by hand (its last chunk's answer lost), in a mapping that does not search the mailbox, was looked for on the draft's old id after its message was found sent; the 404 read as 'not there' and the file went in a new message. It is now looked for in the sent copy (by name and bytes), in no message until that answers; the world answers a look on a sent copy",
         ),

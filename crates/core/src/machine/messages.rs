@@ -60,6 +60,10 @@ pub(super) struct ActiveMessage {
     /// `mail --key` that sends: when this run first found an earlier run's draft, still a
     /// draft (held, Sent Items asked meanwhile, until Exchange's move has surely had time).
     pub(super) keyed_found: Option<Time>,
+    /// The id of its sent copy, found in Sent Items by this run after its draft was sent from
+    /// Outlook: a file whose request on the draft was under way then is looked for there once
+    /// answered (the draft's id answers 404 now, which is not "not there").
+    pub(super) sent_copy: Option<String>,
 }
 
 /// The step a message takes next.
@@ -243,6 +247,27 @@ impl Machine {
             if unbind {
                 self.unbind(id, out);
             }
+            return true;
+        }
+        if m.rec.state == MessageState::Sent
+            && !m.rec.keyed
+            && m.rec.draft_id.as_deref() == Some(item.as_str())
+            && m.rec.files.iter().any(|f| f == id)
+        {
+            // Its message was found sent (its draft sent from Outlook) while this request was
+            // under way: the file was not on it when it went, or its copy is in doubt there.
+            // It leaves the message now, as the files split off when it was found did (seeds
+            // 344711, 379727, 637820, 736778: it failed on the 404, though nothing failed).
+            let Some(copy) = m.sent_copy.clone() else {
+                // (Not known to this run: its doubt is not settled by the draft's 404.)
+                return false;
+            };
+            if unbind {
+                // A POST or session: nothing of it landed.
+                self.unbind(id, out);
+            }
+            self.split_off_unattached(&mid, Some(&copy), out);
+            self.persist_message(&mid, out);
             return true;
         }
         if m.rec.state != MessageState::Attaching
@@ -1084,6 +1109,7 @@ impl Machine {
                 keep_draft: false,
                 lettering: None,
                 keyed_found: None,
+                sent_copy: None,
             },
         );
         self.msg_ready.insert(id);
@@ -2933,6 +2959,9 @@ impl Machine {
                         // Outlook: it went. Its files not yet on it were not in it: each goes
                         // in a new message.
                         self.split_off_unattached(mid, Some(&id), out);
+                        if let Some(m) = self.messages.get_mut(mid) {
+                            m.sent_copy = Some(id);
+                        }
                     }
                     // Sent (by this message's send, or an earlier run's).
                     self.message_sent(mid, internet_message_id, out);
