@@ -4531,6 +4531,14 @@ mod tests {
         (119774, "the oracle: an after-action judged again after a later restore took its done record back"),
         (56867, "the oracle: a done record a restore took back, its attachment replaced in the lost state, written again by its after-action (the known limit)"),
         (57838, "the world: no user retry after a retried message (its draft gone) was refused for its size in turn; its files' moves waited at quiescence (also 71288, 133795, 162752, 1014470, 1018086)"),
+        (
+            627201,
+            "sent twice: a ledger restored from a backup taken before its message's draft was made forgot that draft (sent from Outlook meanwhile); the start made a second one with the same marker, sent too. A message with no draft on record now looks for its marker first",
+        ),
+        (
+            1798,
+            "attached twice (the world's clock steps): a POST whose 503 came after its effect was looked for after a restart whose wall clock had stepped forward, before the listing could show it; an earlier run's time now counts from the start (Machine::counted)",
+        ),
         (12409, "as 4233"),
         (19710, "as 4233"),
         (

@@ -1133,6 +1133,13 @@ impl Machine {
                 m.state = MessageState::Drafting;
                 m.redraft = true;
             }
+            // One with no draft on record may have one all the same: a ledger restored from a
+            // backup taken before its draft was made forgets it (seed 627201: that draft, sent
+            // from Outlook meanwhile, and a second one made with the same marker, sent too).
+            // Its marker is looked for (Sent Items, then Drafts) before a draft is made.
+            if m.state == MessageState::Drafting && m.draft_id.is_none() {
+                m.may_exist = true;
+            }
             // Every send that may have happened counts against its mailbox's window, sent or
             // still in doubt: a restart does not reset Exchange's count. From the latest time
             // known of it (a sent one's answer: Exchange counted it no later than that).

@@ -984,12 +984,12 @@ fn a_file_in_doubt_on_a_sent_copy_joins_no_message_at_start_until_its_look_answe
     // Found there: it went, and no message is made for it.
     let mut m = machine_with(false, false, false);
     let mut out = start(&mut m);
-    for t in [101_000, 200_000] {
+    for t in [101_000, 221_000] {
         out.extend(m.handle(Time(t), Input::Tick));
     }
     assert!(!drafts(&out), "no message before the look answers: {out:?}");
     assert!(looks_on_sent(&out), "{out:?}");
-    let out = m.answer(200_100, "e1", look_found("sent7-a0"));
+    let out = m.answer(221_100, "e1", look_found("sent7-a0"));
     let done = last_persist(&out, "e1").expect("on record");
     assert_eq!(done.state, State::Done);
     let later = m.handle(Time(400_000), Input::Tick);
@@ -997,11 +997,11 @@ fn a_file_in_doubt_on_a_sent_copy_joins_no_message_at_start_until_its_look_answe
     // Not there: it goes in a new message.
     let mut m = machine_with(false, false, false);
     let mut out = start(&mut m);
-    out.extend(m.handle(Time(200_000), Input::Tick));
+    out.extend(m.handle(Time(221_000), Input::Tick));
     assert!(!drafts(&out), "{out:?}");
     assert!(looks_on_sent(&out), "{out:?}");
-    let mut out = m.answer(200_100, "e1", look_not_found());
-    for t in [202_000, 250_000, 400_000] {
+    let mut out = m.answer(221_100, "e1", look_not_found());
+    for t in [223_000, 250_000, 400_000] {
         out.extend(m.handle(Time(t), Input::Tick));
     }
     assert!(drafts(&out), "mailed, once: {out:?}");
@@ -1067,7 +1067,7 @@ fn a_file_closing_its_session_before_a_sent_copy_look_joins_no_message_at_start(
         "e1",
         Outcome::DeleteSession(DeleteOutcome::Deleted),
     ));
-    for t in [101_000, 200_000] {
+    for t in [101_000, 221_000] {
         out.extend(m.handle(Time(t), Input::Tick));
     }
     assert!(!drafts(&out), "{out:?}");
@@ -1075,7 +1075,7 @@ fn a_file_closing_its_session_before_a_sent_copy_look_joins_no_message_at_start(
         out.iter().any(|a| matches!(a, Action::Look { id, target, .. } if id == "e1" && target.item_id == "sent7")),
         "{out:?}"
     );
-    let out = m.answer(200_100, "e1", look_found("sent7-a0"));
+    let out = m.answer(221_100, "e1", look_found("sent7-a0"));
     assert_eq!(last_persist(&out, "e1").map(|r| r.state), Some(State::Done));
     let later = m.handle(Time(400_000), Input::Tick);
     assert!(!drafts(&later), "never mailed again: {later:?}");
@@ -1168,15 +1168,15 @@ fn a_canceled_file_not_found_in_a_sent_copy_ends_canceled_not_mailed() {
             messages: Vec::new(),
         },
     );
-    for t in [101_000, 200_000] {
+    for t in [101_000, 221_000] {
         out.extend(m.handle(Time(t), Input::Tick));
     }
     assert!(
         out.iter().any(|a| matches!(a, Action::Look { id, target, .. } if id == "e1" && target.item_id == "sent7")),
         "{out:?}"
     );
-    let mut out = m.answer(200_100, "e1", look_not_found());
-    for t in [202_000, 250_000, 400_000] {
+    let mut out = m.answer(221_100, "e1", look_not_found());
+    for t in [223_000, 250_000, 400_000] {
         out.extend(m.handle(Time(t), Input::Tick));
     }
     assert!(

@@ -3,6 +3,7 @@
 //! looked for again before anything more goes on it (seeds 24934 and 23733).
 
 use super::super::*;
+use super::hand_tests::drafts_made;
 use super::key_tests::{answer, drop, key_asked, keyed_machine};
 
 /// The ledger as a backup took it: `inv.pdf` in a message whose draft `d1` is made, the file
@@ -146,13 +147,12 @@ fn a_draft_still_a_draft_at_start_is_used_again_after_both_looks() {
             ),
         },
     );
-    // Its POST was in doubt when the backup was taken: after `look_after` from then, it is
-    // looked for on the draft found (and attached if not there).
+    // Its POST was in doubt when the backup was taken: after `look_after` from the start
+    // (an earlier run's time counts from the start: the clock may have been stepped since),
+    // it is looked for on the draft found (and attached if not there).
     assert!(!posts(&out), "{out:?}");
-    let t = rec
-        .effect_at
-        .expect("a POST in doubt")
-        .plus_ms(Policy::default().look_after_ms);
+    assert!(rec.effect_at.is_some(), "a POST in doubt");
+    let t = Time(100_000).plus_ms(Policy::default().look_after_ms);
     let out = m.handle(t, Input::Tick);
     assert!(
         out.iter().any(|a| matches!(
@@ -176,5 +176,84 @@ fn a_message_whose_send_may_have_happened_keeps_its_own_search() {
     assert!(
         !out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
         "never sent again before Sent Items is searched: {out:?}"
+    );
+}
+
+/// Seed 627201: a ledger restored from a backup taken while its message had no draft yet (its
+/// first create throttled) forgot the draft made later, which was sent from Outlook meanwhile.
+/// The start made a second draft with the same marker, and that was sent too. A message with
+/// no draft on record looks for its marker before it makes one: found sent, its file (not on
+/// it) goes in a new message; the message made no second draft of its own.
+#[test]
+fn a_message_with_no_draft_on_record_looks_for_its_marker_before_making_one() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let out = answer(&mut m, 2_000, &id, KeyOutcome::Drafted(Vec::new()));
+    let mid = out
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateDraft { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .expect("a draft");
+    let out = m.handle(
+        Time(3_000),
+        Input::Outcome {
+            id: mid.clone(),
+            outcome: Outcome::CreateDraft(DraftOutcome::Failed(Fault::Throttled {
+                retry_after_ms: Some(1_000),
+            })),
+        },
+    );
+    let msg = out
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::PersistMessage(r) if r.id == mid => Some(r.clone()),
+            _ => None,
+        })
+        .expect("the message written");
+    assert_eq!(
+        (msg.state, msg.draft_id.as_deref()),
+        (MessageState::Drafting, None)
+    );
+    let rec = m.record(&id).expect("its record").clone();
+    let (mut m, out) = start(&rec, &msg);
+    assert!(!drafts_made(&out), "no draft before the look: {out:?}");
+    let mut out = out;
+    for t in [101_000, 200_000, 400_000] {
+        if finds(&out).contains(&MailFolder::SentItems) {
+            break;
+        }
+        out = m.handle(Time(t), Input::Tick);
+        assert!(!drafts_made(&out), "{out:?}");
+    }
+    assert_eq!(finds(&out), vec![MailFolder::SentItems], "{out:?}");
+    let out = m.handle(
+        Time(400_100),
+        Input::Outcome {
+            id: mid.clone(),
+            outcome: Outcome::Find(
+                MailFolder::SentItems,
+                FindOutcome::Found {
+                    id: "s1".into(),
+                    is_draft: false,
+                    internet_message_id: Some("<d1@x>".into()),
+                },
+            ),
+        },
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::CreateDraft { id, .. } if *id == mid)),
+        "never a second draft with its marker: {out:?}"
+    );
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::PersistMessage(r) if r.id == mid && r.state == MessageState::Sent
+        )),
+        "{out:?}"
     );
 }
