@@ -2785,10 +2785,17 @@ impl Machine {
             }
             LookOutcome::NotFound => {
                 // The look was on the pinned item, or else the mapping's; it answers
-                // `if_exists` only for the item the file will now go to.
-                let current = self.mappings.get(&a.rec.mapping).map(|m| m.target.clone());
+                // `if_exists` only for the item the file will now go to (a file of a message:
+                // its message's draft; a re-attach of one found missing there looked on it, and
+                // looked again for ever: seed 227388).
                 let rec = a.rec.clone();
-                let looked_on = a.look_target.take().or_else(|| self.target_of(&rec));
+                let look_target = a.look_target.take();
+                let current = if rec.message.is_some() || self.mail_rule(&rec.mapping).is_some() {
+                    self.draft_target(&rec)
+                } else {
+                    self.mappings.get(&rec.mapping).map(|m| m.target.clone())
+                };
+                let looked_on = look_target.or_else(|| self.target_of(&rec));
                 let Some(a) = self.active.get_mut(id) else {
                     return;
                 };

@@ -4552,6 +4552,11 @@ mod tests {
         ),
         (637820, "as 344711"),
         (
+            227388,
+            "a restored ledger held a file done with a copy a lost newer version had replaced on the draft: the message failed attachmentMissing and every retry failed the same way; the file is now marked verify_failed and the retry attaches it again (also 370205)",
+        ),
+        (370205, "as 227388"),
+        (
             301470,
             "mailed twice: a file in doubt on a draft sent by hand (its last chunk's answer lost), in a mapping that does not search the mailbox, was looked for on the draft's old id after its message was found sent; the 404 read as 'not there' and the file went in a new message. It is now looked for in the sent copy (by name and bytes), in no message until that answers; the world answers a look on a sent copy",
         ),

@@ -267,6 +267,91 @@ fn retry_of_a_failed_message_retries_its_failed_files_on_its_draft() {
     assert!(!m.only_blocked());
 }
 
+/// Seeds 227388, 370205: a done file's attachment is not on its message's draft (removed by
+/// hand in Outlook, or a ledger restored from a backup remembers a copy a newer version
+/// replaced since): listed again and again, the message fails `attachmentMissing`, and the
+/// file is marked so. A `retry` of the message then attaches it again (a look on the draft
+/// first, then the POST). Before, the file stayed done as it was, and every retry listed the
+/// draft short of it and failed the same way.
+#[test]
+fn retry_of_a_message_whose_attachment_went_missing_attaches_the_file_again() {
+    let mut m = mail_machine(true);
+    let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+    let mid = draft_asked(&out).expect("draft");
+    let out = m.answer(7_000, &mid, draft_created("d1", None));
+    let eid = posted(&out, "/mail/x.pdf").expect("posted");
+    let mut out = m.answer(7_100, &eid, post_created("att-1"));
+    let mut t = 7_100;
+    let mut failed = None;
+    while failed.is_none() && t < 2_000_000 {
+        if out.iter().any(|a| matches!(a, Action::ListDraft { .. })) {
+            // The copy is not there (removed by hand).
+            out = m.answer(t + 10, &mid, listed(&[]));
+            failed = out.iter().find_map(|a| match a {
+                Action::PersistMessage(r) if r.state == MessageState::Failed => Some(r.clone()),
+                _ => None,
+            });
+            continue;
+        }
+        t += 1_000;
+        out = m.handle(Time(t), Input::Tick);
+    }
+    let message = failed.unwrap_or_else(|| panic!("the message fails: {out:?}"));
+    assert_eq!(
+        message.error.as_ref().map(|e| e.code.as_str()),
+        Some(ATTACHMENT_MISSING)
+    );
+    let file = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist(r) if r.id == eid => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the file marked missing, on record: {out:?}"));
+    assert_eq!(file.state, State::Done);
+    assert!(file.verify_failed, "{file:?}");
+    t += 1_000;
+    let out = m.handle(
+        Time(t),
+        Input::RetryMessage {
+            message,
+            records: vec![file.clone()],
+        },
+    );
+    let out = draft_found_again(&mut m, &mid, &out, t + 100);
+    let look = out.iter().any(
+        |a| matches!(a, Action::Look { id, target, .. } if *id == eid && target.item_id == "d1"),
+    );
+    assert!(look, "it looks on the draft first: {out:?}");
+    let out = m.answer(t + 200, &eid, look_not_found());
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::Post { id, target, .. } if *id == eid && target.item_id == "d1"
+        )),
+        "attached again: {out:?}"
+    );
+    let out = m.answer(t + 300, &eid, post_created("att-2"));
+    // (The copy on record, gone, is deleted as replaced, whatever the answer.)
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::DeleteAttachment { id, attachment_id, .. } if *id == eid && attachment_id == "att-1"
+        )),
+        "{out:?}"
+    );
+    let out = m.answer(t + 350, &eid, attachment_deleted());
+    assert!(
+        out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+        "{out:?}"
+    );
+    let out = m.answer(t + 400, &mid, listed(&["att-2"]));
+    assert!(
+        out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+        "sent with it: {out:?}"
+    );
+}
+
 #[test]
 fn retry_of_a_failed_message_after_a_restart_knows_it_from_its_record() {
     let (_, mid, failed, message) = a_failed_message();
