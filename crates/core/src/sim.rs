@@ -1972,6 +1972,30 @@ impl Sim {
         self.crashes += 1;
         self.crashed_at = self.now;
         self.note("CRASH".into());
+        // The agent's own moves of files (after-actions, into and out of `failed_dir`) are its
+        // process's renames: each happened before the crash or never does. (Graph's requests
+        // may still land later; a rename the process made cannot: a process in a rename on a
+        // network share is gone only once the rename returns. Before, such a move landed
+        // after the next start had retried the file, which then took it for deleted: seeds
+        // 887852, 911627.)
+        let local: Vec<u64> = (self.pending.iter())
+            .filter(|(_, p)| {
+                matches!(
+                    p.action,
+                    Action::After { .. }
+                        | Action::ToFailedDir { .. }
+                        | Action::FromFailedDir { .. }
+                )
+            })
+            .map(|(req, _)| *req)
+            .collect();
+        for req in local {
+            if let Some(p) = self.pending.remove(&req) {
+                if self.rng.gen_bool(0.5) {
+                    let _ = self.serve(&p.action, Fate::Normal, false, p.read);
+                }
+            }
+        }
         // The agent forgets what it saw of every writer.
         self.writer_disturbed(|_| true);
         // What was written and not flushed is lost, and so is every input not yet taken.
@@ -4556,6 +4580,11 @@ mod tests {
             "a restored ledger held a file done with a copy a lost newer version had replaced on the draft: the message failed attachmentMissing and every retry failed the same way; the file is now marked verify_failed and the retry attaches it again (also 370205)",
         ),
         (370205, "as 227388"),
+        (
+            887852,
+            "the world: a move into failed_dir of a crashed run landed after the next start had retried the file, which took it for deleted; the agent's own renames now happen before the crash or never (also 911627)",
+        ),
+        (911627, "as 887852"),
         (
             301470,
             "mailed twice: a file in doubt on a draft sent by hand (its last chunk's answer lost), in a mapping that does not search the mailbox, was looked for on the draft's old id after its message was found sent; the 404 read as 'not there' and the file went in a new message. It is now looked for in the sent copy (by name and bytes), in no message until that answers; the world answers a look on a sent copy",
