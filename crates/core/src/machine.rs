@@ -173,6 +173,22 @@ enum Step {
     Finished,
 }
 
+/// A report of the watcher about a path waiting for its hash (see `Machine::held`).
+#[derive(Debug, Clone)]
+enum Held {
+    Observed {
+        mapping: String,
+        stat: FileStat,
+        at: Time,
+    },
+    Closed {
+        at: Time,
+    },
+}
+
+/// The most reports kept of one path while it is hashed (a writer's last ones count).
+const HELD_MAX: usize = 64;
+
 /// What the core knows and decides. See the module doc.
 #[derive(Debug)]
 pub struct Machine {
@@ -195,6 +211,9 @@ pub struct Machine {
     hashing: BTreeSet<OsString>,
     /// What each path being hashed was: its mapping and the stat that settled.
     hash_info: BTreeMap<OsString, (String, FileStat)>,
+    /// What the watcher reported of a path while it waited for its hash or was hashed, in
+    /// order: given to the settler once the hash answers (see [`Machine::replay_held`]).
+    held: BTreeMap<OsString, Vec<Held>>,
     active: BTreeMap<String, Active>,
     /// Per mapping, per path: its newest version and its done ones.
     paths: BTreeMap<String, BTreeMap<OsString, PathInfo>>,
@@ -314,6 +333,7 @@ impl Machine {
             gone_checks: BTreeMap::new(),
             hash_queue: HashQueue::default(),
             hash_queued: BTreeSet::new(),
+            held: BTreeMap::new(),
             hashing: BTreeSet::new(),
             hash_info: BTreeMap::new(),
             active: BTreeMap::new(),
@@ -479,14 +499,24 @@ impl Machine {
             } => {
                 // A file seen as its newest version was recorded has nothing to settle (start-up
                 // sees every done file of the folders so; a change moves its ctime, and is seen).
-                if self.mappings.contains_key(&mapping)
-                    && !self.hash_queued.contains(path.as_os_str())
+                if self.hash_queued.contains(path.as_os_str()) {
+                    // Its hash answers first; what the writer did meanwhile is kept for then.
+                    let at = self.now;
+                    self.hold(&path, Held::Observed { mapping, stat, at });
+                } else if self.mappings.contains_key(&mapping)
                     && (self.settler.is_settling(&path) || !self.nothing_new(&mapping, &path, stat))
                 {
                     self.settler.observe(&mapping, &path, stat, self.now);
                 }
             }
-            Input::Closed { path } => self.settler.closed(&path, self.now),
+            Input::Closed { path } => {
+                if self.hash_queued.contains(path.as_os_str()) {
+                    let at = self.now;
+                    self.hold(&path, Held::Closed { at });
+                } else {
+                    self.settler.closed(&path, self.now);
+                }
+            }
             Input::Gone { mapping, path } => self.gone(&mapping, &path, &mut out),
             Input::FolderUnavailable { mapping } => {
                 self.settler.forget_mapping(&mapping);
@@ -1087,14 +1117,23 @@ impl Machine {
     fn hashed(&mut self, path: PathBuf, result: HashResult, out: &mut Vec<Action>) {
         self.hashing.remove(path.as_os_str());
         self.hash_queued.remove(path.as_os_str());
+        let held = self.held.remove(path.as_os_str()).unwrap_or_default();
         let Some((mapping, stat)) = self.hash_info.remove(path.as_os_str()) else {
             return;
         };
-        match result {
-            HashResult::Changed => {
-                // Not the file that settled: settle it again.
+        if matches!(result, HashResult::Changed) {
+            // Not the file that settled: settle it again, as the watcher saw it meanwhile
+            // (a writer's close then is a close the settle rule counts: seeds 682999, 909258,
+            // a slow writer's next version taken by its close, its first close forgotten).
+            if !held.iter().any(|h| matches!(h, Held::Observed { .. })) {
                 self.settler.observe(&mapping, &path, stat, self.now);
             }
+            self.replay_held(&path, held);
+            return;
+        }
+        let at = path.clone();
+        match result {
+            HashResult::Changed => {}
             HashResult::Gone => {}
             HashResult::Unreadable(f) => {
                 let f = Failure::new(UNREADABLE, f.message);
@@ -1113,6 +1152,37 @@ impl Machine {
             }
             HashResult::Hashed { sha256, stat } => {
                 self.new_version(mapping, path, stat, sha256, out)
+            }
+        }
+        // A change reported while it was hashed is settled now (before, it was dropped: the
+        // new bytes waited for a rescan).
+        self.replay_held(&at, held);
+    }
+
+    /// Keeps what the watcher reported of `path` while it waits for its hash (at most the
+    /// last [`HELD_MAX`] reports).
+    fn hold(&mut self, path: &Path, h: Held) {
+        let v = self.held.entry(path.as_os_str().to_owned()).or_default();
+        if v.len() >= HELD_MAX {
+            v.remove(0);
+        }
+        v.push(h);
+    }
+
+    /// The reports of `path` kept while it was hashed, given to the settler in order and at
+    /// the times they came, as they would have been (an observation only if it is news).
+    fn replay_held(&mut self, path: &Path, held: Vec<Held>) {
+        for h in held {
+            match h {
+                Held::Observed { mapping, stat, at } => {
+                    if self.mappings.contains_key(&mapping)
+                        && (self.settler.is_settling(path)
+                            || !self.nothing_new(&mapping, path, stat))
+                    {
+                        self.settler.observe(&mapping, path, stat, at);
+                    }
+                }
+                Held::Closed { at } => self.settler.closed(path, at),
             }
         }
     }

@@ -4586,6 +4586,11 @@ mod tests {
         ),
         (911627, "as 887852"),
         (
+            682999,
+            "a slow writer's first write and close came while the older version was hashed and were dropped; the hash answered Changed and its next version was taken by its close though its writer was back; the reports are now kept and replayed once the hash answers (also 909258)",
+        ),
+        (909258, "as 682999"),
+        (
             301470,
             "mailed twice: a file in doubt on a draft sent by hand (its last chunk's answer lost), in a mapping that does not search the mailbox, was looked for on the draft's old id after its message was found sent; the 404 read as 'not there' and the file went in a new message. It is now looked for in the sent copy (by name and bytes), in no message until that answers; the world answers a look on a sent copy",
         ),
