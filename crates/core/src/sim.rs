@@ -4581,6 +4581,10 @@ mod tests {
         ),
         (370205, "as 227388"),
         (
+            205608,
+            "as 227388 (a restored ledger, a copy a lost newer version had replaced): the message failed attachmentMissing at every retry, and its other file's after-action waited for ever ('still has work at quiescence')",
+        ),
+        (
             887852,
             "the world: a move into failed_dir of a crashed run landed after the next start had retried the file, which took it for deleted; the agent's own renames now happen before the crash or never (also 911627)",
         ),
