@@ -1707,6 +1707,83 @@ async fn a_retry_never_mails_a_message_whose_files_all_left() {
     assert_eq!(only.get("next.pdf"), Some(&sha), "{got:?}");
 }
 
+/// A person removes a file's attachment from the agent's draft in Outlook before it is sent
+/// (held open: the agent pauses once the file is attached). The listing before the send lacks
+/// it, again and again: the message fails `attachmentMissing`, and is never sent short of its
+/// file. `outbox retry` then attaches the file again and the message goes with it. Before, the
+/// retry listed the draft short of the file and failed the same way, for ever (the done file
+/// was never retried; seeds 227388, 370205 in the simulation, a ledger restored from a backup).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_removed_from_its_draft_by_hand_is_attached_again_by_retry() {
+    let env = Env::new();
+    let folder = setup(&env, "look_after = \"300ms\"", "", "");
+    let sha = write_file(&folder.join("scan.pdf"), 10_000, 5);
+    let release = env.path("release-listing");
+    let pause = format!("after-done-recorded:{}", (T / 2).as_millis());
+    let agent = Agent::start(
+        &env,
+        &[
+            ("OUTBOX_PAUSE_AT", pause.as_str()),
+            ("OUTBOX_PAUSE_RELEASE", release.to_str().unwrap()),
+        ],
+    );
+    wait_until(T, "the agent pausing once the file is attached", || async {
+        agent.log().contains("failpoint after-done-recorded")
+    })
+    .await;
+    let items = env
+        .sandbox
+        .admin(reqwest::Method::GET, "/items", None)
+        .await;
+    let draft = items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["isDraft"] == json!(true))
+        .and_then(|i| i["id"].as_str().map(str::to_string))
+        .expect("its draft");
+    let atts = env
+        .sandbox
+        .admin(
+            reqwest::Method::GET,
+            &format!("/items/{draft}/attachments"),
+            None,
+        )
+        .await;
+    let atts = atts.as_array().cloned().unwrap_or_default();
+    assert_eq!(atts.len(), 1, "the file is on the draft: {atts:?}");
+    let att = atts[0]["id"].as_str().expect("attachment id").to_string();
+    env.sandbox
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/items/{draft}/attachments/{att}"),
+            None,
+        )
+        .await;
+    std::fs::write(&release, "").expect("release the agent");
+    wait_until(T, "the message failed, its attachment missing", || async {
+        status_json(&env).iter().any(|r| {
+            r["message"]["state"] == "failed"
+                && r["message"]["error"]["code"] == "attachmentMissing"
+        })
+    })
+    .await;
+    assert!(sent(&env).await.is_empty(), "never sent short of its file");
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(T, "the message sent", || async {
+        !sent(&env).await.is_empty()
+    })
+    .await;
+    agent.stop();
+    let want = BTreeMap::from([(
+        "Scan scan".to_string(),
+        HashMap::from([("scan.pdf".to_string(), sha)]),
+    )]);
+    assert_eq!(by_subject(&sent(&env).await), want);
+    no_duplicates(&env, "re-attached").await;
+}
+
 /// A draft sent from Outlook before its file was on it: the file's upload answers 404 on the
 /// draft. Before, the file failed (`ErrorItemNotFound`, `retry` advised); now its message looks
 /// for its draft, finds it sent without the file, and the file goes in a new message by
