@@ -1043,6 +1043,15 @@ impl Sim {
     /// `outbox retry` of every message that failed or could not be confirmed, once the agent
     /// has nothing of them in flight (later, if it has).
     fn retry_mail(&mut self, n: u32) -> Result<(), Violation> {
+        // `outbox retry` runs on the agent's machine: not while it sleeps, and the user's
+        // patience is not spent meanwhile (before, a suspend of over an hour outlasted the 50
+        // rounds the user waits for a message at work, and no retry came after it: seeds
+        // 12358, 26200, 27249, a message failed or unconfirmed at quiescence).
+        if self.now < self.awake_at {
+            let d = self.send_move_ms + self.policy.look_after_ms + 60_000;
+            self.schedule(self.awake_at.since(self.now) + d, Event::RetryMail(n));
+            return Ok(());
+        }
         // (Files held by a mapping's `max_messages` cap are still to be mailed: a message of
         // theirs may yet be refused, and the user retries after it.)
         let capped = self.machine.as_ref().is_some_and(|m| {
@@ -4606,6 +4615,12 @@ mod tests {
             "a slow writer's first write and close came while the older version was hashed and were dropped; the hash answered Changed and its next version was taken by its close though its writer was back; the reports are now kept and replayed once the hash answers (also 909258)",
         ),
         (909258, "as 682999"),
+        (
+            12358,
+            "the world: the machine slept over an hour after faults stopped; the user's retries, spent while it slept (50 rounds waiting for a message at work), never came after it: a message failed or unconfirmed at quiescence (also 26200, 27249). `outbox retry` runs on that machine: not while it sleeps",
+        ),
+        (26200, "as 12358"),
+        (27249, "as 12358"),
         (
             24604,
             "the world: the agent crashed and started again while its machine slept (a suspend); the dead run's POST, held for the wake, landed long after the new run's look found nothing and posted again: attached twice. No process runs while the machine sleeps: no crash then",
