@@ -1802,18 +1802,14 @@ async fn a_post_under_way_when_its_draft_was_sent_from_outlook_is_mailed_in_a_ne
 /// A person removes a file's attachment from the agent's draft in Outlook before it is sent
 /// (held open: the agent pauses once the file is attached). The listing before the send lacks
 /// it, again and again: the message fails `attachmentMissing`, and is never sent short of its
-/// file. `outbox retry` then attaches the file again and the message goes with it. Before, the
-/// retry listed the draft short of the file and failed the same way, for ever (the done file
-/// was never retried; seeds 227388, 370205 in the simulation, a ledger restored from a backup).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_copy_removed_from_its_draft_by_hand_is_attached_again_by_retry() {
-    let env = Env::new();
-    let folder = setup(&env, "look_after = \"300ms\"", "", "");
+/// file. The running agent, and the sha256 of the file.
+async fn a_copy_removed_from_its_draft_by_hand(env: &Env) -> (Agent, String) {
+    let folder = setup(env, "look_after = \"300ms\"", "", "");
     let sha = write_file(&folder.join("scan.pdf"), 10_000, 5);
     let release = env.path("release-listing");
     let pause = format!("after-done-recorded:{}", (T / 2).as_millis());
     let agent = Agent::start(
-        &env,
+        env,
         &[
             ("OUTBOX_PAUSE_AT", pause.as_str()),
             ("OUTBOX_PAUSE_RELEASE", release.to_str().unwrap()),
@@ -1854,13 +1850,33 @@ async fn a_copy_removed_from_its_draft_by_hand_is_attached_again_by_retry() {
         .await;
     std::fs::write(&release, "").expect("release the agent");
     wait_until(T, "the message failed, its attachment missing", || async {
-        status_json(&env).iter().any(|r| {
+        status_json(env).iter().any(|r| {
             r["message"]["state"] == "failed"
                 && r["message"]["error"]["code"] == "attachmentMissing"
         })
     })
     .await;
-    assert!(sent(&env).await.is_empty(), "never sent short of its file");
+    assert!(sent(env).await.is_empty(), "never sent short of its file");
+    (agent, sha)
+}
+
+/// The message is mailed whole, once.
+async fn mailed_whole_once(env: &Env, sha: String) {
+    let want = BTreeMap::from([(
+        "Scan scan".to_string(),
+        HashMap::from([("scan.pdf".to_string(), sha)]),
+    )]);
+    assert_eq!(by_subject(&sent(env).await), want);
+    no_duplicates(env, "re-attached").await;
+}
+
+/// `outbox retry` then attaches the file again and the message goes with it. Before, the retry
+/// listed the draft short of the file and failed the same way, for ever (the done file was
+/// never retried; seeds 227388, 370205 in the simulation, a ledger restored from a backup).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_removed_from_its_draft_by_hand_is_attached_again_by_retry() {
+    let env = Env::new();
+    let (agent, sha) = a_copy_removed_from_its_draft_by_hand(&env).await;
     let out = env.run(&["retry", "--failed"], T);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_until(T, "the message sent", || async {
@@ -1868,12 +1884,21 @@ async fn a_copy_removed_from_its_draft_by_hand_is_attached_again_by_retry() {
     })
     .await;
     agent.stop();
-    let want = BTreeMap::from([(
-        "Scan scan".to_string(),
-        HashMap::from([("scan.pdf".to_string(), sha)]),
-    )]);
-    assert_eq!(by_subject(&sent(&env).await), want);
-    no_duplicates(&env, "re-attached").await;
+    mailed_whole_once(&env, sha).await;
+}
+
+/// The same, with the agent stopped: the offline `outbox retry` writes the core's rule to the
+/// ledger (the file marked missing back to pending), and the next run attaches it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_removed_from_its_draft_by_hand_is_attached_again_by_an_offline_retry() {
+    let env = Env::new();
+    let (agent, sha) = a_copy_removed_from_its_draft_by_hand(&env).await;
+    assert!(agent.stop().success());
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    mailed_whole_once(&env, sha).await;
 }
 
 /// A draft sent from Outlook before its file was on it: the file's upload answers 404 on the
