@@ -238,6 +238,86 @@ async fn an_append_and_close_writer_gets_one_attachment() {
     panic!("the writer overslept its pauses 3 times: this machine is too loaded to judge");
 }
 
+/// A writer that replaces a file while its older version is being hashed (held open: the agent
+/// pauses in the hash's read until released), closes it, and comes back to append and close
+/// again: its closes came while the hash ran and were dropped, the hash answered "changed", and
+/// the next close took a version with the writer still at work (seeds 682999, 909258 in the
+/// simulation). What the watcher reports meanwhile is now given to the settle rule once the
+/// hash answers: one attachment, the whole file. The older version is renamed in (no close of
+/// its own: it settles by `settle`, as the seeds' did). Pauses as `PacedWriter`'s: measured,
+/// and a run whose writer overslept one is made again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_back_while_its_older_version_is_hashed_gets_one_attachment() {
+    use std::io::Write;
+    use std::time::Instant;
+    let append = |file: &std::path::Path, line: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(file)
+            .expect("open");
+        writeln!(f, "{line}").expect("append");
+    };
+    for attempt in 1..=3 {
+        let env = Env::new();
+        let item = env.sandbox.create_item("message", "me").await;
+        let folder = folder_config(&env, &item, "settle = \"2s\"", "");
+        let release = env.path("release-hash");
+        let pause = format!("hash-read:{}", (T / 2).as_millis());
+        let agent = Agent::start(
+            &env,
+            &[
+                ("OUTBOX_PAUSE_AT", pause.as_str()),
+                ("OUTBOX_PAUSE_RELEASE", release.to_str().expect("utf-8")),
+            ],
+        );
+        agent.watching().await;
+        let file = folder.join("log.txt");
+        let outside = env.path("log.txt");
+        std::fs::write(&outside, "an older version\n").expect("write");
+        std::fs::rename(&outside, &file).expect("rename in");
+        wait_until(T, "its hash under way", || async {
+            agent.log().contains("failpoint hash-read")
+        })
+        .await;
+        // The writer: replaces it, closes; the hash goes on; back 600 ms after its close,
+        // then 1.4 s after that (each under what the rule promises to wait for).
+        std::fs::write(&file, "line 1\n").expect("write");
+        let closed = Instant::now();
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::write(&release, "").expect("release the hash");
+        std::thread::sleep(Duration::from_millis(600).saturating_sub(closed.elapsed()));
+        let first = closed.elapsed();
+        append(&file, "line 2");
+        let closed = Instant::now();
+        std::thread::sleep(Duration::from_millis(1_400));
+        let then = closed.elapsed();
+        append(&file, "line 3");
+        if first > Duration::from_millis(850) || then > Duration::from_millis(1_800) {
+            eprintln!("attempt {attempt}: the writer overslept a pause; again");
+            agent.stop();
+            continue;
+        }
+        let sha = {
+            use sha2::{Digest, Sha256};
+            hex::encode(Sha256::digest(std::fs::read(&file).expect("read")))
+        };
+        wait_until(T, "the whole file attached", || async {
+            attached(&env.sandbox, &item).await.get("log.txt") == Some(&sha)
+        })
+        .await;
+        let made = env.sandbox.stats().await["attachments_created"].clone();
+        assert_eq!(
+            made,
+            json!(1),
+            "a version was attached before the writer finished\n{}",
+            agent.log()
+        );
+        assert!(agent.stop().success());
+        return;
+    }
+    panic!("the writer overslept its pauses 3 times: this machine is too loaded to judge");
+}
+
 /// A writer of the settle rule's test: 8 lines, each appended by its own open, write and close
 /// (`echo "line $i" >> log.txt`), with these pauses between a close and the next open.
 #[derive(Clone, Copy)]

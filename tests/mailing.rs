@@ -1707,6 +1707,200 @@ async fn a_retry_never_mails_a_message_whose_files_all_left() {
     assert_eq!(only.get("next.pdf"), Some(&sha), "{got:?}");
 }
 
+/// A person sends the agent's draft from Outlook while the agent attaches a batch's files: a.pdf's
+/// POST (throttled once) then answers 404, the message looks for its draft and finds it sent
+/// (without either file). b.pdf's POST was under way all along (held open: the agent pauses
+/// before it opens b.pdf for its upload, until released) and answers 404 too, once the
+/// message is sent. Nothing of it landed: it goes in a new message, mailed. Before, it failed
+/// with `ErrorItemNotFound` though nothing had failed (seeds 379727, 736778 in the simulation).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_post_under_way_when_its_draft_was_sent_from_outlook_is_mailed_in_a_new_message() {
+    let env = Env::new();
+    let folder = setup(
+        &env,
+        "look_after = \"300ms\"",
+        "",
+        "group = \"batch\"\nbatch_quiet = \"1s\"",
+    );
+    env.sandbox
+        .faults(json!({"retry_after": 3, "fail_next": [{"route": "post", "status": 429}]}))
+        .await;
+    let sha_a = write_file(&folder.join("a.pdf"), 10_000, 21);
+    let sha_b = write_file(&folder.join("b.pdf"), 10_000, 22);
+    let release = env.path("release-b");
+    let pause = format!("before-upload-open:{}:b.pdf", (T / 2).as_millis());
+    let agent = Agent::start(
+        &env,
+        &[
+            ("OUTBOX_PAUSE_AT", pause.as_str()),
+            ("OUTBOX_PAUSE_RELEASE", release.to_str().unwrap()),
+        ],
+    );
+    wait_until(T, "the batch's draft made", || async {
+        !drafts_left(&env).await.is_empty()
+    })
+    .await;
+    let items = env
+        .sandbox
+        .admin(reqwest::Method::GET, "/items", None)
+        .await;
+    let draft = items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["isDraft"] == json!(true))
+        .and_then(|i| i["id"].as_str().map(str::to_string))
+        .expect("its draft");
+    let moved = env
+        .sandbox
+        .admin(
+            reqwest::Method::POST,
+            &format!("/items/{draft}/send"),
+            Some(json!({})),
+        )
+        .await;
+    assert!(moved["id"].is_string(), "sent by hand: {moved}");
+    wait_until(T, "the message found sent", || async {
+        status_json(&env)
+            .iter()
+            .any(|r| r["message"]["state"] == "sent")
+    })
+    .await;
+    assert!(
+        agent.log().contains("failpoint before-upload-open"),
+        "b.pdf's upload held: {}",
+        agent.log()
+    );
+    std::fs::write(&release, "").expect("release b.pdf's upload");
+    let mailed = |sent: &[Value], name: &str| {
+        sent.iter()
+            .flat_map(|m| m["attachments"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["name"] == name)
+            .map(|a| a["sha256"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    wait_until(T, "b.pdf mailed", || async {
+        !mailed(&sent(&env).await, "b.pdf").is_empty()
+    })
+    .await;
+    wait_until(T, "a.pdf mailed", || async {
+        !mailed(&sent(&env).await, "a.pdf").is_empty()
+    })
+    .await;
+    agent.stop();
+    let sent = sent(&env).await;
+    assert_eq!(mailed(&sent, "a.pdf"), vec![sha_a], "{sent:?}");
+    assert_eq!(mailed(&sent, "b.pdf"), vec![sha_b], "{sent:?}");
+    assert!(
+        !status_json(&env).iter().any(|r| r["state"] == "failed"),
+        "nothing failed: {:#?}",
+        status_json(&env)
+    );
+    no_duplicates(&env, "sent from Outlook while attaching").await;
+}
+
+/// A person removes a file's attachment from the agent's draft in Outlook before it is sent
+/// (held open: the agent pauses once the file is attached). The listing before the send lacks
+/// it, again and again: the message fails `attachmentMissing`, and is never sent short of its
+/// file. The running agent, and the sha256 of the file.
+async fn a_copy_removed_from_its_draft_by_hand(env: &Env) -> (Agent, String) {
+    let folder = setup(env, "look_after = \"300ms\"", "", "");
+    let sha = write_file(&folder.join("scan.pdf"), 10_000, 5);
+    let release = env.path("release-listing");
+    let pause = format!("after-done-recorded:{}", (T / 2).as_millis());
+    let agent = Agent::start(
+        env,
+        &[
+            ("OUTBOX_PAUSE_AT", pause.as_str()),
+            ("OUTBOX_PAUSE_RELEASE", release.to_str().unwrap()),
+        ],
+    );
+    wait_until(T, "the agent pausing once the file is attached", || async {
+        agent.log().contains("failpoint after-done-recorded")
+    })
+    .await;
+    let items = env
+        .sandbox
+        .admin(reqwest::Method::GET, "/items", None)
+        .await;
+    let draft = items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["isDraft"] == json!(true))
+        .and_then(|i| i["id"].as_str().map(str::to_string))
+        .expect("its draft");
+    let atts = env
+        .sandbox
+        .admin(
+            reqwest::Method::GET,
+            &format!("/items/{draft}/attachments"),
+            None,
+        )
+        .await;
+    let atts = atts.as_array().cloned().unwrap_or_default();
+    assert_eq!(atts.len(), 1, "the file is on the draft: {atts:?}");
+    let att = atts[0]["id"].as_str().expect("attachment id").to_string();
+    env.sandbox
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/items/{draft}/attachments/{att}"),
+            None,
+        )
+        .await;
+    std::fs::write(&release, "").expect("release the agent");
+    wait_until(T, "the message failed, its attachment missing", || async {
+        status_json(env).iter().any(|r| {
+            r["message"]["state"] == "failed"
+                && r["message"]["error"]["code"] == "attachmentMissing"
+        })
+    })
+    .await;
+    assert!(sent(env).await.is_empty(), "never sent short of its file");
+    (agent, sha)
+}
+
+/// The message is mailed whole, once.
+async fn mailed_whole_once(env: &Env, sha: String) {
+    let want = BTreeMap::from([(
+        "Scan scan".to_string(),
+        HashMap::from([("scan.pdf".to_string(), sha)]),
+    )]);
+    assert_eq!(by_subject(&sent(env).await), want);
+    no_duplicates(env, "re-attached").await;
+}
+
+/// `outbox retry` then attaches the file again and the message goes with it. Before, the retry
+/// listed the draft short of the file and failed the same way, for ever (the done file was
+/// never retried; seeds 227388, 370205 in the simulation, a ledger restored from a backup).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_removed_from_its_draft_by_hand_is_attached_again_by_retry() {
+    let env = Env::new();
+    let (agent, sha) = a_copy_removed_from_its_draft_by_hand(&env).await;
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(T, "the message sent", || async {
+        !sent(&env).await.is_empty()
+    })
+    .await;
+    agent.stop();
+    mailed_whole_once(&env, sha).await;
+}
+
+/// The same, with the agent stopped: the offline `outbox retry` writes the core's rule to the
+/// ledger (the file marked missing back to pending), and the next run attaches it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_removed_from_its_draft_by_hand_is_attached_again_by_an_offline_retry() {
+    let env = Env::new();
+    let (agent, sha) = a_copy_removed_from_its_draft_by_hand(&env).await;
+    assert!(agent.stop().success());
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    mailed_whole_once(&env, sha).await;
+}
+
 /// A draft sent from Outlook before its file was on it: the file's upload answers 404 on the
 /// draft. Before, the file failed (`ErrorItemNotFound`, `retry` advised); now its message looks
 /// for its draft, finds it sent without the file, and the file goes in a new message by

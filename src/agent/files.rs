@@ -297,8 +297,9 @@ impl Upload {
         path: &Path,
         expected: &FileStat,
     ) -> Result<Upload, ReadProblem> {
-        // Between the hash and this open, the path may have been swapped (a test pauses here).
-        crate::failpoint!("before-upload-open");
+        // Between the hash and this open, the path may have been swapped (a test pauses here,
+        // for every path or for those containing a text: `before-upload-open:MS:TEXT`).
+        crate::failpoint!("before-upload-open", path);
         let (file, _) = open_for_upload(mapping, path, expected)?;
         let source = FileSource {
             file,

@@ -1569,7 +1569,9 @@ impl Agent {
                 .collect();
             for f in &files {
                 taken.insert(f.id.clone());
-                if matches!(f.state, State::Failed | State::Canceled) {
+                if matches!(f.state, State::Failed | State::Canceled)
+                    || (f.state == State::Done && f.verify_failed)
+                {
                     ids.push(f.id.clone());
                 }
             }

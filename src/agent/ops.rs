@@ -669,7 +669,11 @@ pub fn retry_refused_by(
             // As the core's retry of a message: a canceled file that is in `failed_dir` was
             // left out on purpose (it leaves the message, whose letter is made again).
             let left_out = e.state == EntryState::Canceled && e.failed_to.is_some();
-            if matches!(e.state, EntryState::Failed | EntryState::Canceled) && !left_out {
+            // (A done one whose copy went missing from the draft is attached again.)
+            let missing = e.state == EntryState::Done && e.verify_failed;
+            if (matches!(e.state, EntryState::Failed | EntryState::Canceled) && !left_out)
+                || missing
+            {
                 out.push(requeue(ledger, &e)?);
             }
         }

@@ -173,6 +173,22 @@ enum Step {
     Finished,
 }
 
+/// A report of the watcher about a path waiting for its hash (see `Machine::held`).
+#[derive(Debug, Clone)]
+enum Held {
+    Observed {
+        mapping: String,
+        stat: FileStat,
+        at: Time,
+    },
+    Closed {
+        at: Time,
+    },
+}
+
+/// The most reports kept of one path while it is hashed (a writer's last ones count).
+const HELD_MAX: usize = 64;
+
 /// What the core knows and decides. See the module doc.
 #[derive(Debug)]
 pub struct Machine {
@@ -198,6 +214,9 @@ pub struct Machine {
     hashing: BTreeSet<OsString>,
     /// What each path being hashed was: its mapping and the stat that settled.
     hash_info: BTreeMap<OsString, (String, FileStat)>,
+    /// What the watcher reported of a path while it waited for its hash or was hashed, in
+    /// order: given to the settler once the hash answers (see [`Machine::replay_held`]).
+    held: BTreeMap<OsString, Vec<Held>>,
     active: BTreeMap<String, Active>,
     /// Per mapping, per path: its newest version and its done ones.
     paths: BTreeMap<String, BTreeMap<OsString, PathInfo>>,
@@ -318,6 +337,7 @@ impl Machine {
             gone_checks: BTreeMap::new(),
             hash_queue: HashQueue::default(),
             hash_queued: BTreeSet::new(),
+            held: BTreeMap::new(),
             hashing: BTreeSet::new(),
             hash_info: BTreeMap::new(),
             active: BTreeMap::new(),
@@ -490,14 +510,24 @@ impl Machine {
             } => {
                 // A file seen as its newest version was recorded has nothing to settle (start-up
                 // sees every done file of the folders so; a change moves its ctime, and is seen).
-                if self.mappings.contains_key(&mapping)
-                    && !self.hash_queued.contains(path.as_os_str())
+                if self.hash_queued.contains(path.as_os_str()) {
+                    // Its hash answers first; what the writer did meanwhile is kept for then.
+                    let at = self.now;
+                    self.hold(&path, Held::Observed { mapping, stat, at });
+                } else if self.mappings.contains_key(&mapping)
                     && (self.settler.is_settling(&path) || !self.nothing_new(&mapping, &path, stat))
                 {
                     self.settler.observe(&mapping, &path, stat, self.now);
                 }
             }
-            Input::Closed { path } => self.settler.closed(&path, self.now),
+            Input::Closed { path } => {
+                if self.hash_queued.contains(path.as_os_str()) {
+                    let at = self.now;
+                    self.hold(&path, Held::Closed { at });
+                } else {
+                    self.settler.closed(&path, self.now);
+                }
+            }
             Input::Gone { mapping, path } => self.gone(&mapping, &path, &mut out),
             Input::FolderUnavailable { mapping } => {
                 self.settler.forget_mapping(&mapping);
@@ -1098,14 +1128,23 @@ impl Machine {
     fn hashed(&mut self, path: PathBuf, result: HashResult, out: &mut Vec<Action>) {
         self.hashing.remove(path.as_os_str());
         self.hash_queued.remove(path.as_os_str());
+        let held = self.held.remove(path.as_os_str()).unwrap_or_default();
         let Some((mapping, stat)) = self.hash_info.remove(path.as_os_str()) else {
             return;
         };
-        match result {
-            HashResult::Changed => {
-                // Not the file that settled: settle it again.
+        if matches!(result, HashResult::Changed) {
+            // Not the file that settled: settle it again, as the watcher saw it meanwhile
+            // (a writer's close then is a close the settle rule counts: seeds 682999, 909258,
+            // a slow writer's next version taken by its close, its first close forgotten).
+            if !held.iter().any(|h| matches!(h, Held::Observed { .. })) {
                 self.settler.observe(&mapping, &path, stat, self.now);
             }
+            self.replay_held(&path, held);
+            return;
+        }
+        let at = path.clone();
+        match result {
+            HashResult::Changed => {}
             HashResult::Gone => {}
             HashResult::Unreadable(f) => {
                 let f = Failure::new(UNREADABLE, f.message);
@@ -1124,6 +1163,37 @@ impl Machine {
             }
             HashResult::Hashed { sha256, stat } => {
                 self.new_version(mapping, path, stat, sha256, out)
+            }
+        }
+        // A change reported while it was hashed is settled now (before, it was dropped: the
+        // new bytes waited for a rescan).
+        self.replay_held(&at, held);
+    }
+
+    /// Keeps what the watcher reported of `path` while it waits for its hash (at most the
+    /// last [`HELD_MAX`] reports).
+    fn hold(&mut self, path: &Path, h: Held) {
+        let v = self.held.entry(path.as_os_str().to_owned()).or_default();
+        if v.len() >= HELD_MAX {
+            v.remove(0);
+        }
+        v.push(h);
+    }
+
+    /// The reports of `path` kept while it was hashed, given to the settler in order and at
+    /// the times they came, as they would have been (an observation only if it is news).
+    fn replay_held(&mut self, path: &Path, held: Vec<Held>) {
+        for h in held {
+            match h {
+                Held::Observed { mapping, stat, at } => {
+                    if self.mappings.contains_key(&mapping)
+                        && (self.settler.is_settling(path)
+                            || !self.nothing_new(&mapping, path, stat))
+                    {
+                        self.settler.observe(&mapping, path, stat, at);
+                    }
+                }
+                Held::Closed { at } => self.settler.closed(path, at),
             }
         }
     }
@@ -2796,10 +2866,17 @@ impl Machine {
             }
             LookOutcome::NotFound => {
                 // The look was on the pinned item, or else the mapping's; it answers
-                // `if_exists` only for the item the file will now go to.
-                let current = self.mappings.get(&a.rec.mapping).map(|m| m.target.clone());
+                // `if_exists` only for the item the file will now go to (a file of a message:
+                // its message's draft; a re-attach of one found missing there looked on it, and
+                // looked again for ever: seed 227388).
                 let rec = a.rec.clone();
-                let looked_on = a.look_target.take().or_else(|| self.target_of(&rec));
+                let look_target = a.look_target.take();
+                let current = if rec.message.is_some() || self.mail_rule(&rec.mapping).is_some() {
+                    self.draft_target(&rec)
+                } else {
+                    self.mappings.get(&rec.mapping).map(|m| m.target.clone())
+                };
+                let looked_on = look_target.or_else(|| self.target_of(&rec));
                 let Some(a) = self.active.get_mut(id) else {
                     return;
                 };

@@ -379,6 +379,9 @@ pub struct Sim {
     overwritten_msgs: BTreeMap<String, Vec<MessageRecord>>,
     /// Files moved into a `failed_dir` (its path there -> inode), and by which entry.
     aside: BTreeMap<PathBuf, (u64, String)>,
+    /// When the agent's machine wakes from its last suspend: until then no process of it runs,
+    /// so the agent neither crashes nor starts again.
+    awake_at: Time,
 }
 
 /// A ledger write not yet flushed: the record or message it overwrote (`None`: it was new).
@@ -754,6 +757,7 @@ impl Sim {
             crashed_at: Time(0),
             overwritten_msgs: BTreeMap::new(),
             aside: BTreeMap::new(),
+            awake_at: Time(0),
         };
         sim.schedule(0, Event::Restart);
         sim.schedule(10, Event::User);
@@ -974,12 +978,13 @@ impl Sim {
             Event::Prune => self.prune_across_an_unmount()?,
             Event::Suspend(epoch) => self.suspend(epoch),
         }
-        // (Not while the machine sleeps: its process is frozen, and a request held in it must
-        // not land long after a restart that could not have happened: seed 12649.)
+        // (Not while its machine sleeps: no process runs then. Before, an agent crashed and
+        // started again inside a suspend; the dead run's requests, held for the wake, landed
+        // long after the new run had settled their doubt: seed 24604, attached twice.)
         if !self.quiet
             && self.machine.is_some()
-            && !self.asleep()
             && self.rng.gen_bool(self.knobs.crash_prob)
+            && self.now >= self.awake_at
         {
             self.crash_and_restart_later();
         }
@@ -1025,6 +1030,7 @@ impl Sim {
         c.asleep_ms += d;
         let until = self.now.plus_ms(d);
         c.asleep_until = until;
+        self.awake_at = until;
         self.note(format!("SUSPEND for {d} ms"));
         let held: Vec<(Time, u64)> = self
             .events
@@ -1060,12 +1066,14 @@ impl Sim {
     /// `outbox retry` of every message that failed or could not be confirmed, once the agent
     /// has nothing of them in flight (later, if it has).
     fn retry_mail(&mut self, n: u32) -> Result<(), Violation> {
-        // (The user waits for the machine to wake: its tries do not count while it sleeps.)
-        if let Some(t) = self.clocks.as_ref().map(|c| c.asleep_until) {
-            if t > self.now {
-                self.schedule(t.since(self.now) + 1_000, Event::RetryMail(n));
-                return Ok(());
-            }
+        // `outbox retry` runs on the agent's machine: not while it sleeps, and the user's
+        // patience is not spent meanwhile (before, a suspend of over an hour outlasted the 50
+        // rounds the user waits for a message at work, and no retry came after it: seeds
+        // 12358, 26200, 27249, a message failed or unconfirmed at quiescence).
+        if self.now < self.awake_at {
+            let d = self.send_move_ms + self.policy.look_after_ms + 60_000;
+            self.schedule(self.awake_at.since(self.now) + d, Event::RetryMail(n));
+            return Ok(());
         }
         // (Files held by a mapping's `max_messages` cap are still to be mailed: a message of
         // theirs may yet be refused, and the user retries after it.)
@@ -2008,6 +2016,30 @@ impl Sim {
         self.crashes += 1;
         self.crashed_at = self.now;
         self.note("CRASH".into());
+        // The agent's own moves of files (after-actions, into and out of `failed_dir`) are its
+        // process's renames: each happened before the crash or never does. (Graph's requests
+        // may still land later; a rename the process made cannot: a process in a rename on a
+        // network share is gone only once the rename returns. Before, such a move landed
+        // after the next start had retried the file, which then took it for deleted: seeds
+        // 887852, 911627.)
+        let local: Vec<u64> = (self.pending.iter())
+            .filter(|(_, p)| {
+                matches!(
+                    p.action,
+                    Action::After { .. }
+                        | Action::ToFailedDir { .. }
+                        | Action::FromFailedDir { .. }
+                )
+            })
+            .map(|(req, _)| *req)
+            .collect();
+        for req in local {
+            if let Some(p) = self.pending.remove(&req) {
+                if self.rng.gen_bool(0.5) {
+                    let _ = self.serve(&p.action, Fate::Normal, false, p.read);
+                }
+            }
+        }
         // The agent forgets what it saw of every writer.
         self.writer_disturbed(|_| true);
         // What was written and not flushed is lost, and so is every input not yet taken.
@@ -4586,15 +4618,50 @@ mod tests {
             "the world: a crash while the machine slept let a request it held land 40 minutes after the restart had attached the file again; no crash while it sleeps now",
         ),
         (
-            12358,
-            "the world: the user's retries of failed messages gave up while the machine slept two hours (also 26200, 27249); they wait for it to wake now",
-        ),
-        (
             643322,
             "duplicate under skip: an entry pruned 475 ms after it was done (keep_done drawn under a second), the agent restarted, and a file of the same name and bytes found nothing in a listing that lagged behind that attachment. Prune keeps a finished entry at least look_after now",
         ),
         (12409, "as 4233"),
         (19710, "as 4233"),
+        (
+            736778,
+            "a file's POST on its message's draft under way when the message was found sent from Outlook (without it): the 404 failed the file (ErrorItemNotFound, though every fault was transient); it now leaves the message for a new one (also 379727)",
+        ),
+        (379727, "as 736778"),
+        (
+            344711,
+            "as 736778, a look in doubt under way on the draft: the 404 failed the file; it is now looked for in the sent copy (found, it went; also 637820)",
+        ),
+        (637820, "as 344711"),
+        (
+            227388,
+            "a restored ledger held a file done with a copy a lost newer version had replaced on the draft: the message failed attachmentMissing and every retry failed the same way; the file is now marked verify_failed and the retry attaches it again (also 370205)",
+        ),
+        (370205, "as 227388"),
+        (
+            205608,
+            "as 227388 (a restored ledger, a copy a lost newer version had replaced): the message failed attachmentMissing at every retry, and its other file's after-action waited for ever ('still has work at quiescence')",
+        ),
+        (
+            887852,
+            "the world: a move into failed_dir of a crashed run landed after the next start had retried the file, which took it for deleted; the agent's own renames now happen before the crash or never (also 911627)",
+        ),
+        (911627, "as 887852"),
+        (
+            682999,
+            "a slow writer's first write and close came while the older version was hashed and were dropped; the hash answered Changed and its next version was taken by its close though its writer was back; the reports are now kept and replayed once the hash answers (also 909258)",
+        ),
+        (909258, "as 682999"),
+        (
+            12358,
+            "the world: the machine slept over an hour after faults stopped; the user's retries, spent while it slept (50 rounds waiting for a message at work), never came after it: a message failed or unconfirmed at quiescence (also 26200, 27249). `outbox retry` runs on that machine: not while it sleeps",
+        ),
+        (26200, "as 12358"),
+        (27249, "as 12358"),
+        (
+            24604,
+            "the world: the agent crashed and started again while its machine slept (a suspend); the dead run's POST, held for the wake, landed long after the new run's look found nothing and posted again: attached twice. No process runs while the machine sleeps: no crash then",
+        ),
         (
             301470,
             "mailed twice: a file in doubt on a draft sent by hand (its last chunk's answer lost), in a mapping that does not search the mailbox, was looked for on the draft's old id after its message was found sent; the 404 read as 'not there' and the file went in a new message. It is now looked for in the sent copy (by name and bytes), in no message until that answers; the world answers a look on a sent copy",

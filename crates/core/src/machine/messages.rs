@@ -60,6 +60,10 @@ pub(super) struct ActiveMessage {
     /// `mail --key` that sends: when this run first found an earlier run's draft, still a
     /// draft (held, Sent Items asked meanwhile, until Exchange's move has surely had time).
     pub(super) keyed_found: Option<Time>,
+    /// The id of its sent copy, found in Sent Items by this run after its draft was sent from
+    /// Outlook: a file whose request on the draft was under way then is looked for there once
+    /// answered (the draft's id answers 404 now, which is not "not there").
+    pub(super) sent_copy: Option<String>,
 }
 
 /// The step a message takes next.
@@ -93,6 +97,12 @@ struct FilesState {
 
 /// Error code of a message none of whose files is left (canceled or deleted before sending).
 pub const NO_FILES_LEFT: &str = "noFilesLeft";
+
+/// Error code of a message whose draft's listing, asked again, still lacks an attachment a
+/// file of it is done with (removed by hand in Outlook; or a ledger restored from a backup
+/// remembers a copy since replaced): never sent short of a file. Such a file is marked
+/// (`Record::verify_failed`) and `retry` attaches it again.
+pub const ATTACHMENT_MISSING: &str = "attachmentMissing";
 
 /// Error code of a message that gave way to another message in the mailbox holding its files'
 /// keys (an older draft, or a sent copy: another agent on the same folder mails them). Its
@@ -243,6 +253,27 @@ impl Machine {
             if unbind {
                 self.unbind(id, out);
             }
+            return true;
+        }
+        if m.rec.state == MessageState::Sent
+            && !m.rec.keyed
+            && m.rec.draft_id.as_deref() == Some(item.as_str())
+            && m.rec.files.iter().any(|f| f == id)
+        {
+            // Its message was found sent (its draft sent from Outlook) while this request was
+            // under way: the file was not on it when it went, or its copy is in doubt there.
+            // It leaves the message now, as the files split off when it was found did (seeds
+            // 344711, 379727, 637820, 736778: it failed on the 404, though nothing failed).
+            let Some(copy) = m.sent_copy.clone() else {
+                // (Not known to this run: its doubt is not settled by the draft's 404.)
+                return false;
+            };
+            if unbind {
+                // A POST or session: nothing of it landed.
+                self.unbind(id, out);
+            }
+            self.split_off_unattached(&mid, Some(&copy), out);
+            self.persist_message(&mid, out);
             return true;
         }
         if m.rec.state != MessageState::Attaching
@@ -1084,6 +1115,7 @@ impl Machine {
                 keep_draft: false,
                 lettering: None,
                 keyed_found: None,
+                sent_copy: None,
             },
         );
         self.msg_ready.insert(id);
@@ -1290,7 +1322,9 @@ impl Machine {
             }
             // A canceled file in `failed_dir` was left out on purpose: it leaves the message.
             let left_out = r.state == State::Canceled && r.failed_to.is_some();
-            if matches!(r.state, State::Failed | State::Canceled) && !left_out {
+            // (A done one whose copy went missing from the draft is attached again.)
+            let missing = r.state == State::Done && r.verify_failed;
+            if (matches!(r.state, State::Failed | State::Canceled) && !left_out) || missing {
                 again.push(r);
             } else if let Some(m) = self.messages.get_mut(&mid) {
                 m.finished.insert(r.id.clone(), r);
@@ -2473,11 +2507,12 @@ impl Machine {
                 self.message_failed(
                     mid,
                     Failure::new(
-                        "attachmentMissing",
+                        ATTACHMENT_MISSING,
                         "an attachment recorded on the draft is not there; the message was not sent",
                     ),
                     out,
                 );
+                self.missing_from_draft(mid, &ids, out);
                 return;
             }
             self.message_wait(mid, look_after);
@@ -2485,6 +2520,49 @@ impl Machine {
         }
         m.short_lists = 0;
         m.verified = m.extra.is_empty();
+    }
+
+    /// Message `mid` failed with [`ATTACHMENT_MISSING`]: each done file whose attachment the
+    /// draft's listing (`listed`) does not show is marked so (`Record::verify_failed`, as
+    /// `verify` marks one missing), and `retry` of the message attaches it again from its
+    /// file (or, its file gone, it leaves the message). Before, a retry listed the draft
+    /// again and failed the same way, for ever (seeds 227388, 370205: a ledger restored from
+    /// a backup held a copy a newer version, lost with the rest, had replaced). (Not a message
+    /// that may have been sent: unconfirmed, its draft is not attached to again.)
+    fn missing_from_draft(&mut self, mid: &str, listed: &[String], out: &mut Vec<Action>) {
+        let Some(m) = self.messages.get(mid) else {
+            return;
+        };
+        if m.rec.state != MessageState::Failed {
+            return;
+        }
+        let gone: Vec<String> = (m.rec.files.iter())
+            .filter(|f| {
+                self.member_record(m, f).is_some_and(|r| {
+                    r.state == State::Done
+                        && r.attachment_id
+                            .as_ref()
+                            .is_some_and(|a| !listed.contains(a))
+                })
+            })
+            .cloned()
+            .collect();
+        let now = self.now;
+        for f in gone {
+            if let Some(a) = self.active.get_mut(&f) {
+                a.rec.verify_failed = true;
+                a.rec.updated_at = now;
+                out.push(Action::Persist(a.rec.clone()));
+            } else if let Some(r) = self
+                .messages
+                .get_mut(mid)
+                .and_then(|m| m.finished.get_mut(&f))
+            {
+                r.verify_failed = true;
+                r.updated_at = now;
+                out.push(Action::Persist(r.clone()));
+            }
+        }
     }
 
     /// Whether message `m`'s draft carries other keys than its files' now (a newer version
@@ -2950,6 +3028,9 @@ impl Machine {
                         // Outlook: it went. Its files not yet on it were not in it: each goes
                         // in a new message.
                         self.split_off_unattached(mid, Some(&id), out);
+                        if let Some(m) = self.messages.get_mut(mid) {
+                            m.sent_copy = Some(id);
+                        }
                     }
                     // Sent (by this message's send, or an earlier run's).
                     self.message_sent(mid, internet_message_id, out);

@@ -691,6 +691,112 @@ fn a_file_being_hashed_or_of_no_mapping_is_not_settled_again() {
     assert!(m.settler().is_empty());
 }
 
+/// Seeds 682999, 909258: a version is being hashed when a writer replaces the file, closes
+/// it, and comes back 650 ms later to append and close again (a writer that appends and closes
+/// again and again). The reports of the first write and its close came while the hash ran and
+/// were dropped; the hash answered `Changed`, and the settle rule, knowing of no close before
+/// the append, took the second version by its close, 1 s after it, though its writer was back.
+/// Now what the watcher reported meanwhile is given to the settler once the hash answers: the
+/// writer came back after a close, and the next version waits `settle` plus twice its pause.
+#[test]
+fn a_writer_that_closed_while_its_path_was_hashed_is_known_to_come_back() {
+    let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+    let path = PathBuf::from("/f/a.txt");
+    let st = |ino, size, t: u64| FileStat {
+        ino,
+        size,
+        mtime_ns: t as i64 * 1_000_000,
+        ctime_ns: t as i64 * 1_000_000,
+        ..FileStat::default()
+    };
+    let old = st(3, 100, 0);
+    let out = settle(&mut m, 0, &path, old);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Hash { .. })),
+        "{out:?}"
+    );
+    let hashed_at = Policy::default().settle_ms;
+    let seen = |stat| Input::Observed {
+        mapping: "m".into(),
+        path: path.clone(),
+        stat,
+    };
+    // Replaced while hashed: written and closed.
+    let first = st(4, 1_000, hashed_at + 10);
+    m.handle(Time(hashed_at + 20), seen(first));
+    m.handle(Time(hashed_at + 21), Input::Closed { path: path.clone() });
+    m.handle(
+        Time(hashed_at + 25),
+        Input::Hashed {
+            path: path.clone(),
+            result: HashResult::Changed,
+        },
+    );
+    // Back 650 ms after its close: appended, closed again.
+    let second = st(4, 2_000, hashed_at + 671);
+    m.handle(Time(hashed_at + 680), seen(second));
+    m.handle(Time(hashed_at + 681), Input::Closed { path: path.clone() });
+    // Its close alone would take it 1 s later; it waits for its writer instead.
+    let after_close = Policy::default().settle_after_close_ms;
+    let mut t = hashed_at + 681;
+    while t < hashed_at + 681 + Policy::default().settle_ms {
+        t += 100;
+        let out = m.handle(Time(t), Input::Tick);
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Stat { .. })),
+            "taken by its close at {t} (closed at {}, settle_after_close {after_close}): {out:?}",
+            hashed_at + 681
+        );
+    }
+}
+
+/// A file written again after its hash read it, reported before the hash's answer came: the
+/// answer takes the version read, and the new bytes settle then. Before, the report was dropped
+/// and the new bytes waited for a rescan.
+#[test]
+fn a_change_reported_while_its_path_was_hashed_settles_after_the_hash() {
+    let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+    let path = PathBuf::from("/f/a.txt");
+    let old = FileStat {
+        ino: 3,
+        size: 100,
+        mtime_ns: 1,
+        ctime_ns: 1,
+        ..FileStat::default()
+    };
+    settle(&mut m, 0, &path, old);
+    let t = Policy::default().settle_ms;
+    let new = FileStat {
+        size: 200,
+        mtime_ns: 2,
+        ctime_ns: 2,
+        ..old
+    };
+    m.handle(
+        Time(t + 10),
+        Input::Observed {
+            mapping: "m".into(),
+            path: path.clone(),
+            stat: new,
+        },
+    );
+    m.handle(
+        Time(t + 20),
+        Input::Hashed {
+            path: path.clone(),
+            result: HashResult::Hashed {
+                sha256: "ab".repeat(32),
+                stat: old,
+            },
+        },
+    );
+    assert_eq!(
+        m.settler().settles_at(&path),
+        Some(Time(t + 10).plus_ms(Policy::default().settle_ms)),
+        "the new bytes settle from when they were seen"
+    );
+}
+
 #[test]
 fn at_start_a_failed_entry_goes_to_its_mappings_new_item_unless_it_failed_there_or_may_be_there() {
     let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());

@@ -267,6 +267,91 @@ fn retry_of_a_failed_message_retries_its_failed_files_on_its_draft() {
     assert!(!m.only_blocked());
 }
 
+/// Seeds 227388, 370205: a done file's attachment is not on its message's draft (removed by
+/// hand in Outlook, or a ledger restored from a backup remembers a copy a newer version
+/// replaced since): listed again and again, the message fails `attachmentMissing`, and the
+/// file is marked so. A `retry` of the message then attaches it again (a look on the draft
+/// first, then the POST). Before, the file stayed done as it was, and every retry listed the
+/// draft short of it and failed the same way.
+#[test]
+fn retry_of_a_message_whose_attachment_went_missing_attaches_the_file_again() {
+    let mut m = mail_machine(true);
+    let out = drop_file(&mut m, 1_000, "x.pdf", 10);
+    let mid = draft_asked(&out).expect("draft");
+    let out = m.answer(7_000, &mid, draft_created("d1", None));
+    let eid = posted(&out, "/mail/x.pdf").expect("posted");
+    let mut out = m.answer(7_100, &eid, post_created("att-1"));
+    let mut t = 7_100;
+    let mut failed = None;
+    while failed.is_none() && t < 2_000_000 {
+        if out.iter().any(|a| matches!(a, Action::ListDraft { .. })) {
+            // The copy is not there (removed by hand).
+            out = m.answer(t + 10, &mid, listed(&[]));
+            failed = out.iter().find_map(|a| match a {
+                Action::PersistMessage(r) if r.state == MessageState::Failed => Some(r.clone()),
+                _ => None,
+            });
+            continue;
+        }
+        t += 1_000;
+        out = m.handle(Time(t), Input::Tick);
+    }
+    let message = failed.unwrap_or_else(|| panic!("the message fails: {out:?}"));
+    assert_eq!(
+        message.error.as_ref().map(|e| e.code.as_str()),
+        Some(ATTACHMENT_MISSING)
+    );
+    let file = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist(r) if r.id == eid => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the file marked missing, on record: {out:?}"));
+    assert_eq!(file.state, State::Done);
+    assert!(file.verify_failed, "{file:?}");
+    t += 1_000;
+    let out = m.handle(
+        Time(t),
+        Input::RetryMessage {
+            message,
+            records: vec![file.clone()],
+        },
+    );
+    let out = draft_found_again(&mut m, &mid, &out, t + 100);
+    let look = out.iter().any(
+        |a| matches!(a, Action::Look { id, target, .. } if *id == eid && target.item_id == "d1"),
+    );
+    assert!(look, "it looks on the draft first: {out:?}");
+    let out = m.answer(t + 200, &eid, look_not_found());
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::Post { id, target, .. } if *id == eid && target.item_id == "d1"
+        )),
+        "attached again: {out:?}"
+    );
+    let out = m.answer(t + 300, &eid, post_created("att-2"));
+    // (The copy on record, gone, is deleted as replaced, whatever the answer.)
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::DeleteAttachment { id, attachment_id, .. } if *id == eid && attachment_id == "att-1"
+        )),
+        "{out:?}"
+    );
+    let out = m.answer(t + 350, &eid, attachment_deleted());
+    assert!(
+        out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+        "{out:?}"
+    );
+    let out = m.answer(t + 400, &mid, listed(&["att-2"]));
+    assert!(
+        out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
+        "sent with it: {out:?}"
+    );
+}
+
 #[test]
 fn retry_of_a_failed_message_after_a_restart_knows_it_from_its_record() {
     let (_, mid, failed, message) = a_failed_message();
@@ -1051,6 +1136,127 @@ fn post_under_way_when_the_draft_vanished(reload_plain: bool) {
             "{id} goes to the new draft: {out:?}"
         );
     }
+}
+
+fn gone_draft() -> Fault {
+    permanent(
+        ITEM_NOT_FOUND,
+        "The specified object was not found in the store.",
+    )
+}
+
+/// a.pdf's and b.pdf's message (a batch on d1), its draft sent from Outlook with neither on
+/// it: a.pdf's POST answered 404, and the message found sent as `s1` while b.pdf's request
+/// (`b_busy`) is still under way. The machine, the message and b.pdf's id.
+fn hand_sent_while_b_is_busy(
+    b_busy: impl FnOnce(&mut Machine, &str) -> u64,
+) -> (Machine, String, String, u64) {
+    let mut m = batch_machine();
+    let (mid, out) = a_and_b_on_d1(&mut m, 10);
+    let a = posted(&out, "/mail/a.pdf").expect("a.pdf posted");
+    let b = posted(&out, "/mail/b.pdf").expect("b.pdf posted");
+    let t = b_busy(&mut m, &b);
+    m.answer(t + 100, &a, post_failed(gone_draft()));
+    let out = m.answer(
+        t + 200,
+        &mid,
+        Outcome::Find(MailFolder::SentItems, sent_copy("s1")),
+    );
+    assert!(
+        out.iter().any(|x| matches!(
+            x,
+            Action::PersistMessage(r) if r.id == mid && r.state == MessageState::Sent
+        )),
+        "{out:?}"
+    );
+    (m, mid, b, t + 200)
+}
+
+/// Seeds 379727, 736778: a POST of b.pdf under way when its message was found sent from
+/// Outlook (without it) answered 404. Nothing of it landed: it leaves the message and goes in
+/// a new one. Before, it failed with `ErrorItemNotFound`, though nothing had failed.
+#[test]
+fn a_post_under_way_when_its_draft_was_found_sent_by_hand_goes_in_a_new_message() {
+    let (mut m, mid, b, t) = hand_sent_while_b_is_busy(|_, _| 22_100);
+    let mut all = m.answer(t + 100, &b, post_failed(gone_draft()));
+    let r = m.record(&b).expect("b.pdf").clone();
+    assert_ne!(r.state, State::Failed, "{all:?}");
+    assert_eq!(r.message, None, "it left the sent message: {all:?}");
+    let mut t = t + 100;
+    let mut new = None;
+    while new.is_none() && t < 200_000 {
+        t += 1_000;
+        let out = m.handle(Time(t), Input::Tick);
+        new = new_message(&out);
+        all.extend(out);
+    }
+    let new = new.unwrap_or_else(|| panic!("b.pdf goes in a new message: {all:?}"));
+    assert_ne!(new, mid);
+    let out = m.answer(t + 100, &new, draft_created("d2", None));
+    assert!(
+        out.iter().any(|x| matches!(
+            x,
+            Action::Post { id, target, .. } if *id == b && target.item_id == "d2"
+        )),
+        "{out:?}"
+    );
+}
+
+/// Seeds 344711, 637820: b.pdf's POST answer was lost and its look on the draft under way when
+/// the message was found sent from Outlook; the look answered 404. Its copy may be in the sent
+/// message: it is looked for in the sent copy (found, it went), never failed nor mailed again.
+#[test]
+fn a_look_under_way_when_its_draft_was_found_sent_by_hand_looks_in_the_sent_copy() {
+    let (mut m, _, b, t) = hand_sent_while_b_is_busy(|m, b| {
+        m.answer(22_200, b, post_failed(ambiguous("Timeout", "t")));
+        let mut t = 22_200;
+        loop {
+            t += 1_000;
+            let out = m.handle(Time(t), Input::Tick);
+            if out
+                .iter()
+                .any(|a| matches!(a, Action::Look { id, target, .. } if id == b && target.item_id == "d1"))
+            {
+                return t;
+            }
+            assert!(t < 400_000, "b.pdf looks on d1");
+        }
+    });
+    let mut all = m.answer(t + 100, &b, look_failed(gone_draft()));
+    let r = m.record(&b).expect("b.pdf").clone();
+    assert_ne!(r.state, State::Failed, "{all:?}");
+    let mut t = t + 100;
+    let mut look = all.iter().find_map(|a| match a {
+        Action::Look { id, target, .. } if *id == b => Some(target.item_id.clone()),
+        _ => None,
+    });
+    while look.is_none() && t < 900_000 {
+        t += 1_000;
+        let out = m.handle(Time(t), Input::Tick);
+        look = out.iter().find_map(|a| match a {
+            Action::Look { id, target, .. } if *id == b => Some(target.item_id.clone()),
+            _ => None,
+        });
+        all.extend(out);
+    }
+    assert_eq!(look.as_deref(), Some("s1"), "{all:?}");
+    let out = m.answer(t + 10, &b, look_found("s1-b"));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Persist(r) if r.id == b && r.state == State::Done)),
+        "{out:?}"
+    );
+    // (a.pdf, not on the sent copy, goes in a new message; b.pdf never again.)
+    let mut later = m.handle(Time(t + 900_000), Input::Tick);
+    if let Some(new) = new_message(&later) {
+        later.extend(m.answer(t + 900_100, &new, draft_created("d2", None)));
+    }
+    assert!(
+        !later
+            .iter()
+            .any(|a| matches!(a, Action::Post { id, .. } if *id == b)),
+        "never mailed again: {later:?}"
+    );
 }
 
 /// A failed message with a send on record (a ledger from before a failed message that may
