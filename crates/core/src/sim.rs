@@ -4614,6 +4614,12 @@ mod tests {
         ),
         (890673, "as 627201"),
         (
+            243784,
+            "mailed twice (the world's clocks): a file that joined a made draft in a later run whose wall clock had been set back looked older than its message, and the check for rivals trusted the draft's age and sent though another agent's draft held its key; joined late is now by seq (also 142031, 281891, 335506, 423396, 535238, 644672, 690038)",
+        ),
+        (142031, "as 243784"),
+        (644672, "as 243784 (failed before the clocks too: the helper's note)"),
+        (
             12649,
             "the world: a crash while the machine slept let a request it held land 40 minutes after the restart had attached the file again; no crash while it sleeps now",
         ),

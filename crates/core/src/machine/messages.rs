@@ -1125,6 +1125,9 @@ impl Machine {
     /// those sent within the pacing window).
     pub(super) fn start_messages(&mut self, messages: Vec<MessageRecord>) {
         for mut m in messages {
+            // (Records and messages take their `seq` from one counter: a record made in this
+            // run comes after every message of an earlier one.)
+            self.next_seq = self.next_seq.max(m.seq + 1);
             if matches!(
                 m.state,
                 MessageState::Drafting | MessageState::Attaching | MessageState::Sending
@@ -2667,7 +2670,9 @@ impl Machine {
             // agent: the other searched, drafted and sent before the stamp).
             // (Made after the message: it took a place. Its `effect_at` would not do: a create
             // whose answer was lost moves it to the answer's end.)
-            let late = r.created_at > m.rec.created_at;
+            // (By the ledger's order, not by times: a clock stepped back between two runs made
+            // a file that joined later look older than its message, seed 243784, mailed twice.)
+            let late = r.seq > m.rec.seq;
             // A draft of a message of this ledger's holds nothing (as for the key search).
             let older = holders
                 .drafts

@@ -1186,3 +1186,99 @@ fn a_canceled_file_not_found_in_a_sent_copy_ends_canceled_not_mailed() {
     let last = last_persist(&out, "e1").expect("on record");
     assert_eq!(last.state, State::Canceled, "{last:?}");
 }
+
+/// Seed 243784 (the world's clocks): a file that joined a made draft in a later run, whose
+/// wall clock had been set back, had a `created_at` older than its message's; the check for
+/// rivals took it for one of the draft's first files, trusted the draft's age, and sent though
+/// another agent's draft held the key (mailed twice). Whether a file joined late is the
+/// ledger's order (`seq`), never the clock's.
+#[test]
+fn a_file_that_joined_in_a_later_run_with_the_clock_set_back_still_gives_way() {
+    let sha2 = "cd".repeat(32);
+    let mut msg = MessageRecord::drafting(
+        "m1".into(),
+        "mail".into(),
+        "me".into(),
+        Letter::default(),
+        vec!["f2".into()],
+        true,
+        5,
+        Time(900_000),
+    );
+    msg.state = MessageState::Attaching;
+    msg.draft_id = Some("d1".into());
+    let mut f2 = Record::pending(
+        "f2".into(),
+        "mail".into(),
+        PathBuf::from("/mail/inv.pdf"),
+        "inv.pdf".into(),
+        super::tests::stat(8, 12),
+        Some(sha2.clone()),
+        9,
+        // Made after the message, by a clock set back since.
+        Time(800_000),
+    );
+    f2.message = Some("m1".into());
+    f2.state = State::Done;
+    f2.attachment_id = Some("att-f2".into());
+    f2.target = Some(Target {
+        user: "me".into(),
+        kind: ItemKind::Message,
+        item_id: "d1".into(),
+    });
+    let mut m = keyed();
+    let mut w = World::new();
+    w.t = 810_000;
+    w.atts.insert("d1".into(), vec!["att-f2".into()]);
+    let out = m.handle(
+        Time(w.t),
+        Input::Start {
+            records: vec![f2],
+            with_url: Vec::new(),
+            messages: vec![msg],
+        },
+    );
+    let find = |a: &Action| matches!(a, Action::FindMessage { .. });
+    let mut out = out;
+    for (folder, found) in [
+        (MailFolder::SentItems, FindOutcome::NotFound),
+        (
+            MailFolder::Drafts,
+            FindOutcome::Found {
+                id: "d1".into(),
+                is_draft: true,
+                internet_message_id: None,
+            },
+        ),
+    ] {
+        let Some(Action::FindMessage { folder: f, .. }) = w.run(&mut m, out, find) else {
+            panic!("looked for: {:?}", w.seen);
+        };
+        assert_eq!(f, folder);
+        w.t += 100;
+        out = m.handle(
+            Time(w.t),
+            Input::Outcome {
+                id: "m1".into(),
+                outcome: Outcome::Find(folder, found),
+            },
+        );
+    }
+    let a = w.run(&mut m, out, |a| is_rivals(a) || is_send(a));
+    let Some(Action::FindRivals { id, draft_id, .. }) = a else {
+        panic!("{a:?} after {:?}", w.seen);
+    };
+    // Another agent's draft, made after this one's, holds the file's key: it joined late,
+    // so the other goes first.
+    let out = checked(
+        &mut m,
+        w.t + 100,
+        &id,
+        Some(5_000),
+        vec![KeyHolders {
+            sent: None,
+            drafts: vec![own(&draft_id, 5_000), other("d-theirs", Some(9_000))],
+        }],
+    );
+    assert!(!out.iter().any(is_send), "{out:?}");
+}
