@@ -1953,10 +1953,23 @@ impl Sim {
     /// The user sends one of the agent's drafts from Outlook: it goes with what is on it then;
     /// the draft leaves Drafts at once (the Outbox), its copy shows in Sent Items after the
     /// move. Requests about the draft answer 404 from now. Mailing rng only.
+    /// The size of draft `draft_id` as the tenant's limit counts it (its attachments encoded).
+    fn draft_size(&self, draft_id: &str) -> u64 {
+        self.items.get(draft_id).map_or(0, |atts| {
+            atts.iter().fold(crate::mail::MESSAGE_OVERHEAD, |n, a| {
+                n + crate::mail::encoded_attachment_size(a.content.map_or(0, |c| c.size), &a.name)
+            })
+        })
+    }
+
     fn hand_send_a_draft(&mut self) {
         let now = self.now;
         let drafts: Vec<(String, String)> = (self.mail.iter())
             .filter(|(_, m)| m.is_draft && m.gone_at.is_none() && !m.of.starts_with("rival-"))
+            // Not one over the tenant's limit: Exchange refuses its send from Outlook too (seed
+            // 885343: sent by hand after the agent's send was refused for its size, then split
+            // by the user's retry and its file mailed again).
+            .filter(|(id, _)| self.tenant_limit.is_none_or(|l| self.draft_size(id) <= l))
             // Not a draft a lost ledger left (the Outbox hides it in its move from the new
             // ledger's key search, the known limit above: seed 311087).
             .filter(|(_, m)| self.msg_ledger.contains_key(&m.of))
@@ -3595,14 +3608,7 @@ impl Sim {
                     ))));
                 }
                 // The tenant's limit, on the draft as it is (its attachments encoded).
-                let size = self.items.get(draft_id).map_or(0, |atts| {
-                    atts.iter().fold(crate::mail::MESSAGE_OVERHEAD, |n, a| {
-                        n + crate::mail::encoded_attachment_size(
-                            a.content.map_or(0, |c| c.size),
-                            &a.name,
-                        )
-                    })
-                });
+                let size = self.draft_size(draft_id);
                 if self.tenant_limit.is_some_and(|limit| size > limit) {
                     self.note(format!(
                         "graph: send of {draft_id} refused for its size {size}"
@@ -4618,6 +4624,10 @@ mod tests {
             "mailed twice (the world's clocks): a file that joined a made draft in a later run whose wall clock had been set back looked older than its message, and the check for rivals trusted the draft's age and sent though another agent's draft held its key; joined late is now by seq (also 142031, 281891, 335506, 423396, 535238, 644672, 690038)",
         ),
         (142031, "as 243784"),
+        (
+            885343,
+            "the world: a draft refused for its size was sent from Outlook (the tenant's limit refuses that too), then split by the user's retry and its file mailed again",
+        ),
         (644672, "as 243784 (failed before the clocks too: the helper's note)"),
         (
             12649,
