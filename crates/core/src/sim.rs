@@ -915,6 +915,33 @@ impl Sim {
             }
             Event::Deliver(epoch, input) => {
                 if epoch == self.epoch && self.machine.is_some() {
+                    // `outbox retry` reads the entries from the ledger when the agent takes the
+                    // request, not when the user typed it: a move into `failed_dir` answered
+                    // in between is on record then (seeds 175603, 789676: a stale record
+                    // without it retried the file, then canceled it as deleted).
+                    let input = match input {
+                        Input::Retry { records } => Input::Retry {
+                            records: (records.into_iter())
+                                .map(|r| self.ledger.get(&r.id).cloned().unwrap_or(r))
+                                .collect(),
+                        },
+                        // (`outbox retry MESSAGE` the same: its files as on record then; two
+                        // retries asked while the machine slept, a cancel between them, took
+                        // the second's stale record of the canceled file for its finished
+                        // state: seed 482373, its message waited for ever.)
+                        Input::RetryMessage { message, records } => Input::RetryMessage {
+                            records: (message.files.iter())
+                                .filter_map(|f| self.ledger.get(f).cloned())
+                                .chain(
+                                    records
+                                        .into_iter()
+                                        .filter(|r| !self.ledger.contains_key(&r.id)),
+                                )
+                                .collect(),
+                            message: self.msg_ledger.get(&message.id).cloned().unwrap_or(message),
+                        },
+                        other => other,
+                    };
                     self.queue.push_back(input);
                 }
             }
@@ -4624,6 +4651,14 @@ mod tests {
             "mailed twice (the world's clocks): a file that joined a made draft in a later run whose wall clock had been set back looked older than its message, and the check for rivals trusted the draft's age and sent though another agent's draft held its key; joined late is now by seq (also 142031, 281891, 335506, 423396, 535238, 644672, 690038)",
         ),
         (142031, "as 243784"),
+        (
+            175603,
+            "the world: a user retry delivered with the records as they were when it was asked (a move into failed_dir answered in between was not on them); the agent reads them when it takes the request",
+        ),
+        (
+            482373,
+            "the world: the same for a message retry (two asked while the machine slept, a cancel between them): the stale record of the canceled file left its message waiting for ever",
+        ),
         (
             885343,
             "the world: a draft refused for its size was sent from Outlook (the tenant's limit refuses that too), then split by the user's retry and its file mailed again",

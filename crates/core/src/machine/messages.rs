@@ -1319,6 +1319,14 @@ impl Machine {
             if self.member_of.get(&r.id).is_none_or(|m| *m != mid) {
                 continue;
             }
+            // A record older than the one the message holds (a request read before a cancel
+            // this machine took since) is not taken over it: the newer one is (seed 482373,
+            // two retries and a cancel between them in one batch: the stale pending record
+            // left the message waiting for ever).
+            let r = match self.messages.get(&mid).and_then(|m| m.finished.get(&r.id)) {
+                Some(f) if f.updated_at > r.updated_at => f.clone(),
+                _ => r,
+            };
             if self.active.contains_key(&r.id) {
                 self.retry_after_move(&r.id);
                 continue;

@@ -1282,3 +1282,58 @@ fn a_file_that_joined_in_a_later_run_with_the_clock_set_back_still_gives_way() {
     );
     assert!(!out.iter().any(is_send), "{out:?}");
 }
+
+/// Seed 482373: two retries of a message and a cancel of its only file between them, taken in
+/// one batch; the second retry's record of the file was read before the cancel (pending), and
+/// the message took it over the canceled one it held: it waited for ever for a file that was
+/// going nowhere. The newer record the message holds wins: the canceled file is retried.
+#[test]
+fn a_retry_with_a_stale_record_of_a_file_takes_the_newer_one_its_message_holds() {
+    let mut m = machine_with(false, false, false);
+    let mut f1 = Record::pending(
+        "f1".into(),
+        "mail".into(),
+        PathBuf::from("/mail/a.pdf"),
+        "a.pdf".into(),
+        super::tests::stat(4, 10),
+        Some(SHA.into()),
+        2,
+        Time(100),
+    );
+    f1.message = Some("m1".into());
+    let stale = f1.clone();
+    f1.state = State::Canceled;
+    f1.updated_at = Time(200);
+    let mut msg = MessageRecord::drafting(
+        "m1".into(),
+        "mail".into(),
+        "me".into(),
+        Letter::default(),
+        vec!["f1".into()],
+        true,
+        1,
+        Time(50),
+    );
+    msg.state = MessageState::Failed;
+    msg.error = Some(Failure::new("ErrorItemNotFound", "x"));
+    let _ = m.handle(
+        Time(1_000),
+        Input::Start {
+            records: vec![f1],
+            with_url: Vec::new(),
+            messages: vec![msg.clone()],
+        },
+    );
+    let out = m.handle(
+        Time(2_000),
+        Input::RetryMessage {
+            message: msg,
+            records: vec![stale],
+        },
+    );
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Persist(r) if r.id == "f1" && r.state == State::Pending)),
+        "the canceled file is retried with its message: {out:?}"
+    );
+}
