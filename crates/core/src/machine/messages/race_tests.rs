@@ -1337,3 +1337,46 @@ fn a_retry_with_a_stale_record_of_a_file_takes_the_newer_one_its_message_holds()
         "the canceled file is retried with its message: {out:?}"
     );
 }
+
+/// The other side of seed 4233's start rule (a `cargo mutants` survivor: `may_exist && ..` →
+/// `||`): a file in no message with nothing in doubt, though it still names the sent copy it
+/// was last bound to, waits for no look at start: it goes in a new message.
+#[test]
+fn a_file_in_no_message_with_nothing_in_doubt_goes_in_a_new_message_at_start() {
+    let mut r = Record::pending(
+        "e1".into(),
+        "mail".into(),
+        PathBuf::from("/mail/a.pdf"),
+        "a.pdf".into(),
+        super::tests::stat(4, 10),
+        Some(SHA.into()),
+        1,
+        Time(500),
+    );
+    r.target = Some(Target {
+        user: "me".into(),
+        kind: ItemKind::Message,
+        item_id: "sent7".into(),
+    });
+    let mut m = machine_with(false, false, false);
+    let mut out = m.handle(
+        Time(100_000),
+        Input::Start {
+            records: vec![r],
+            with_url: Vec::new(),
+            messages: Vec::new(),
+        },
+    );
+    for t in [101_000, 110_000, 200_000, 400_000] {
+        out.extend(m.handle(Time(t), Input::Tick));
+    }
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Look { id, target, .. } if id == "e1" && target.item_id == "sent7")),
+        "no look for a copy never in doubt: {out:?}"
+    );
+    assert!(
+        out.iter().any(|a| matches!(a, Action::CreateDraft { .. })),
+        "mailed: {out:?}"
+    );
+}
