@@ -4652,6 +4652,10 @@ mod tests {
         ),
         (142031, "as 243784"),
         (
+            1589,
+            "a message looked for by its marker at start only because no draft was on record (trial 5's M6: drafted at once if found nowhere) kept that mark after its own create was answered 503, and looked for it before look_after; the mark ends with the start's look",
+        ),
+        (
             175603,
             "the world: a user retry delivered with the records as they were when it was asked (a move into failed_dir answered in between was not on them); the agent reads them when it takes the request",
         ),

@@ -64,6 +64,10 @@ pub(super) struct ActiveMessage {
     /// Outlook: a file whose request on the draft was under way then is looked for there once
     /// answered (the draft's id answers 404 now, which is not "not there").
     pub(super) sent_copy: Option<String>,
+    /// Looked for by its marker at start only because no draft was on record (a restored
+    /// ledger may have forgotten one): not found in either folder, it is drafted at once, with
+    /// no wait for Exchange's move (a restore comes once every move is over).
+    pub(super) marker_look: bool,
 }
 
 /// The step a message takes next.
@@ -1116,6 +1120,7 @@ impl Machine {
                 lettering: None,
                 keyed_found: None,
                 sent_copy: None,
+                marker_look: false,
             },
         );
         self.msg_ready.insert(id);
@@ -1146,10 +1151,11 @@ impl Machine {
             // backup taken before its draft was made forgets it (seed 627201: that draft, sent
             // from Outlook meanwhile, and a second one made with the same marker, sent too).
             // Its marker is looked for (Sent Items, then Drafts) before a draft is made.
-            if m.state == MessageState::Drafting
+            let marker_look = m.state == MessageState::Drafting
                 && m.draft_id.is_none()
-                && !self.made_here.contains(&m.id)
-            {
+                && !m.may_exist
+                && !self.made_here.contains(&m.id);
+            if marker_look {
                 m.may_exist = true;
             }
             // Every send that may have happened counts against its mailbox's window, sent or
@@ -1179,6 +1185,9 @@ impl Machine {
                 .map(|t| t.min(self.now.plus_ms(60 * 60_000)));
             let id = m.id.clone();
             self.add_message(m);
+            if let Some(a) = self.messages.get_mut(&id).filter(|_| marker_look) {
+                a.marker_look = true;
+            }
             if let Some(t) = not_before {
                 self.message_wait_until(&id, t);
             }
@@ -2133,7 +2142,11 @@ impl Machine {
                     .draft_gone_at
                     .map(|t| self.counted(t).plus_ms(move_grace_ms(look_after)))
             }
-            MStep::Find(_) if m.rec.may_exist && m.rec.state == MessageState::Drafting => {
+            // (Not one looked for only because no draft was on record: no create of it is in
+            // doubt, so no late one to wait for.)
+            MStep::Find(_)
+                if m.rec.may_exist && m.rec.state == MessageState::Drafting && !m.marker_look =>
+            {
                 m.rec.effect_at.map(|t| self.counted(t).plus_ms(look_after))
             }
             MStep::Find(_) if m.rec.resend_if_draft => {
@@ -3133,8 +3146,15 @@ impl Machine {
                             self.unbind_from(mid, &old, out);
                         }
                     }
+                    // (Not one looked for only because no draft was on record: found in neither
+                    // folder, it is drafted at once. Held for the move's grace at every start,
+                    // a message a crash left before its draft waited ten minutes after each,
+                    // and said nothing: trial 5's M6.)
                     (MessageState::Drafting, _)
-                        if !m.rec.keyed && m.rec.may_exist && m.rec.draft_gone_at.is_none() =>
+                        if !m.rec.keyed
+                            && m.rec.may_exist
+                            && m.rec.draft_gone_at.is_none()
+                            && !m.marker_look =>
                     {
                         // A draft in doubt in neither folder: never made, or made and sent from
                         // Outlook, in Exchange's move. Sent Items is asked again once the move
@@ -3150,9 +3170,11 @@ impl Machine {
                         m.rechecked = true;
                     }
                     (MessageState::Drafting, _) => {
-                        // No draft carries it: none was made.
+                        // No draft carries it: none was made. (A create from now on is its
+                        // own doubt, waited for as any: the start's look is over.)
                         m.rec.may_exist = false;
                         m.rec.draft_gone_at = None;
+                        m.marker_look = false;
                         self.persist_message(mid, out);
                     }
                     (MessageState::Sending, MailFolder::SentItems) if m.rec.resend_if_draft => {

@@ -297,3 +297,44 @@ fn a_message_made_here_is_drafted_at_once_and_a_ledgers_is_looked_for_first() {
     assert!(!drafts_made(&out), "{out:?}");
     assert_eq!(finds(&out), vec![MailFolder::SentItems], "{out:?}");
 }
+
+/// Trial 5's M6: a message a crash left before its draft (none on record, no create in doubt)
+/// was held, at every start, for a look after `look_after` and then for Exchange's move grace
+/// (ten minutes by default) before its draft was made; killed and started again, it never went
+/// on. Looked for by its marker only because no draft was on record, it is looked for at once
+/// and, in neither folder, drafted at once.
+#[test]
+fn a_message_with_no_draft_on_record_found_nowhere_is_drafted_at_once() {
+    let mut m = keyed_machine();
+    let out = drop(&mut m, 1_000, "inv.pdf");
+    let (id, _) = key_asked(&out).expect("searched");
+    let mut rec = m.record(&id).expect("its record").clone();
+    rec.message = Some("m-left".into());
+    let mut msg = MessageRecord::drafting(
+        "m-left".into(),
+        rec.mapping.clone(),
+        "me".into(),
+        Letter::default(),
+        vec![rec.id.clone()],
+        true,
+        2,
+        Time(1_000),
+    );
+    // A create was asked and answered (a throttle): none is in doubt.
+    msg.effect_at = Some(Time(1_000));
+    let (mut m, out) = start(&rec, &msg);
+    assert_eq!(finds(&out), vec![MailFolder::SentItems], "at once: {out:?}");
+    let find = |m: &mut Machine, t: u64, folder| {
+        m.handle(
+            Time(t),
+            Input::Outcome {
+                id: "m-left".into(),
+                outcome: Outcome::Find(folder, FindOutcome::NotFound),
+            },
+        )
+    };
+    let out = find(&mut m, 100_100, MailFolder::SentItems);
+    assert_eq!(finds(&out), vec![MailFolder::Drafts], "{out:?}");
+    let out = find(&mut m, 100_200, MailFolder::Drafts);
+    assert!(drafts_made(&out), "drafted at once: {out:?}");
+}
