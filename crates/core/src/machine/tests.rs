@@ -2944,3 +2944,41 @@ fn a_file_at_a_pruned_entrys_path_is_a_new_file() {
         "{out:?}"
     );
 }
+
+/// A hash answered "changed" with nothing reported of the path meanwhile (a `cargo mutants`
+/// survivor of `hashed`: `!held.iter().any(..)` → `held.iter().any(..)`): the path settles
+/// again from what was seen, and is hashed again, not forgotten until a rescan.
+#[test]
+fn a_hash_answered_changed_with_nothing_seen_meanwhile_settles_the_path_again() {
+    let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+    let path = PathBuf::from("/f/a.txt");
+    let st = FileStat {
+        ino: 3,
+        size: 100,
+        ..FileStat::default()
+    };
+    let out = settle(&mut m, 0, &path, st);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Hash { .. })),
+        "{out:?}"
+    );
+    let hashed_at = Policy::default().settle_ms + 5;
+    m.handle(
+        Time(hashed_at),
+        Input::Hashed {
+            path: path.clone(),
+            result: HashResult::Changed,
+        },
+    );
+    let mut out = Vec::new();
+    let mut t = hashed_at;
+    while t < hashed_at + 4 * Policy::default().settle_ms {
+        t += 100;
+        out.extend(m.handle(Time(t), Input::Tick));
+    }
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Stat { path: p } if *p == path)),
+        "settled again: {out:?}"
+    );
+}
