@@ -338,3 +338,42 @@ fn a_message_with_no_draft_on_record_found_nowhere_is_drafted_at_once() {
     let out = find(&mut m, 100_200, MailFolder::Drafts);
     assert!(drafts_made(&out), "drafted at once: {out:?}");
 }
+
+/// Records and messages take their `seq` from one counter, and a file that joined a message
+/// later is told by it (seed 243784): a record made after a start comes after every message the
+/// start was given, even one newer than every record (a `cargo mutants` survivor of
+/// `start_messages`: `m.seq + 1` → `m.seq - 1`, `m.seq * 1`).
+#[test]
+fn a_record_made_after_a_start_comes_after_every_message_it_was_given() {
+    let mut msg = MessageRecord::drafting(
+        "m-old".into(),
+        "mail".into(),
+        "me".into(),
+        Letter::default(),
+        Vec::new(),
+        true,
+        10,
+        Time(1_000),
+    );
+    msg.state = MessageState::Sent;
+    msg.draft_id = Some("d-old".into());
+    msg.sent_at = Some(Time(2_000));
+    let mut m = keyed_machine();
+    let _ = m.handle(
+        Time(100_000),
+        Input::Start {
+            records: Vec::new(),
+            with_url: Vec::new(),
+            messages: vec![msg],
+        },
+    );
+    let out = drop(&mut m, 101_000, "inv.pdf");
+    let seq = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist(r) => Some(r.seq),
+            _ => None,
+        })
+        .expect("its record written");
+    assert!(seq > 10, "seq {seq}");
+}
