@@ -158,8 +158,6 @@ struct Clocks {
     asleep_ms: u64,
     /// Every step of the wall clock forward, added up: what no run can tell from time passing.
     forward_ms: u64,
-    /// The machine sleeps until then.
-    asleep_until: Time,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -659,7 +657,6 @@ impl Sim {
             logical: crate::clock::Logical::new(),
             asleep_ms: 0,
             forward_ms: 0,
-            asleep_until: Time(0),
         });
         // Half the worlds have a `failed_dir` on every mapping: the core asks for a failed
         // file's move there, and a retry takes it back (drawn last: every earlier draw as
@@ -774,9 +771,7 @@ impl Sim {
         // What reaches the agent waits while its machine sleeps (what was due then was moved by
         // `suspend`; this is what comes in meanwhile: the world's reports, the user's commands).
         if self.asleep() && self.agent_facing(&e) {
-            if let Some(c) = self.clocks.as_ref() {
-                t = t.max(c.asleep_until);
-            }
+            t = t.max(self.awake_at);
         }
         self.events.insert((t, self.next_event), e);
     }
@@ -1011,7 +1006,7 @@ impl Sim {
         if !self.quiet
             && self.machine.is_some()
             && self.rng.gen_bool(self.knobs.crash_prob)
-            && self.now >= self.awake_at
+            && !self.asleep()
         {
             self.crash_and_restart_later();
         }
@@ -1020,9 +1015,7 @@ impl Sim {
 
     /// The machine sleeps now (see [`Sim::suspend`]).
     fn asleep(&self) -> bool {
-        self.clocks
-            .as_ref()
-            .is_some_and(|c| c.asleep_until > self.now)
+        self.now < self.awake_at
     }
 
     /// The agent's time now: the world's, or its machine's clocks read through
@@ -1056,7 +1049,6 @@ impl Sim {
         };
         c.asleep_ms += d;
         let until = self.now.plus_ms(d);
-        c.asleep_until = until;
         self.awake_at = until;
         self.note(format!("SUSPEND for {d} ms"));
         let held: Vec<(Time, u64)> = self
@@ -1097,7 +1089,7 @@ impl Sim {
         // patience is not spent meanwhile (before, a suspend of over an hour outlasted the 50
         // rounds the user waits for a message at work, and no retry came after it: seeds
         // 12358, 26200, 27249, a message failed or unconfirmed at quiescence).
-        if self.now < self.awake_at {
+        if self.asleep() {
             let d = self.send_move_ms + self.policy.look_after_ms + 60_000;
             self.schedule(self.awake_at.since(self.now) + d, Event::RetryMail(n));
             return Ok(());
