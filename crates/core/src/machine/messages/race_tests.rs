@@ -931,6 +931,27 @@ fn a_held_file_whose_holder_vanished_is_searched_again_after_the_move_grace_and_
     assert_eq!(f.state, State::Done, "found mailed: {f:?}");
 }
 
+/// File `e1` (`/mail/a.pdf`, `size` bytes), pending, in no message, bound to `sent7`: the sent
+/// copy of the message it left (each test puts its own doubt on it).
+fn bound_to_a_sent_copy(size: u64) -> Record {
+    let mut r = Record::pending(
+        "e1".into(),
+        "mail".into(),
+        PathBuf::from("/mail/a.pdf"),
+        "a.pdf".into(),
+        super::tests::stat(4, size),
+        Some(SHA.into()),
+        1,
+        Time(500),
+    );
+    r.target = Some(Target {
+        user: "me".into(),
+        kind: ItemKind::Message,
+        item_id: "sent7".into(),
+    });
+    r
+}
+
 /// Seed 4233: a file split off a message sent by hand, with a copy in doubt (a mapping that
 /// does not search the mailbox), is looked for in the sent copy; a crash before the look
 /// answered left it in no message, and the start put it in a new one at once: mailed twice.
@@ -938,31 +959,10 @@ fn a_held_file_whose_holder_vanished_is_searched_again_after_the_move_grace_and_
 #[test]
 fn a_file_in_doubt_on_a_sent_copy_joins_no_message_at_start_until_its_look_answers() {
     let in_doubt = || {
-        let mut r = Record::pending(
-            "e1".into(),
-            "mail".into(),
-            PathBuf::from("/mail/a.pdf"),
-            "a.pdf".into(),
-            FileStat {
-                dev: 1,
-                ino: 4,
-                size: 10,
-                mtime_ns: 1,
-                ctime_ns: 1,
-                owner: None,
-            },
-            Some(SHA.into()),
-            1,
-            Time(500),
-        );
+        let mut r = bound_to_a_sent_copy(10);
         r.state = State::Uploading;
         r.may_exist = true;
         r.effect_at = Some(Time(600));
-        r.target = Some(Target {
-            user: "me".into(),
-            kind: ItemKind::Message,
-            item_id: "sent7".into(),
-        });
         r
     };
     let start = |m: &mut Machine| {
@@ -1013,23 +1013,7 @@ fn a_file_in_doubt_on_a_sent_copy_joins_no_message_at_start_until_its_look_answe
 /// then the look, as one without a session does.
 #[test]
 fn a_file_closing_its_session_before_a_sent_copy_look_joins_no_message_at_start() {
-    let mut r = Record::pending(
-        "e1".into(),
-        "mail".into(),
-        PathBuf::from("/mail/a.pdf"),
-        "a.pdf".into(),
-        FileStat {
-            dev: 1,
-            ino: 4,
-            size: 3_145_727,
-            mtime_ns: 1,
-            ctime_ns: 1,
-            owner: None,
-        },
-        Some(SHA.into()),
-        1,
-        Time(500),
-    );
+    let mut r = bound_to_a_sent_copy(3_145_727);
     r.state = State::Uploading;
     r.may_exist = true;
     r.effect_at = Some(Time(600));
@@ -1037,11 +1021,6 @@ fn a_file_closing_its_session_before_a_sent_copy_look_joins_no_message_at_start(
     r.session = Some(SessionMark {
         sent_end: 3_145_727,
         abandoned: true,
-    });
-    r.target = Some(Target {
-        user: "me".into(),
-        kind: ItemKind::Message,
-        item_id: "sent7".into(),
     });
     let mut m = machine_with(false, false, false);
     let mut out = m.handle(
@@ -1133,32 +1112,11 @@ fn a_retry_of_a_message_with_no_files_left_drafts_nothing() {
 /// left, whose look answers not there, is canceled: it goes in no new message.
 #[test]
 fn a_canceled_file_not_found_in_a_sent_copy_ends_canceled_not_mailed() {
-    let mut r = Record::pending(
-        "e1".into(),
-        "mail".into(),
-        PathBuf::from("/mail/a.pdf"),
-        "a.pdf".into(),
-        FileStat {
-            dev: 1,
-            ino: 4,
-            size: 10,
-            mtime_ns: 1,
-            ctime_ns: 1,
-            owner: None,
-        },
-        Some(SHA.into()),
-        1,
-        Time(500),
-    );
+    let mut r = bound_to_a_sent_copy(10);
     r.state = State::Uploading;
     r.may_exist = true;
     r.cancel_requested = true;
     r.effect_at = Some(Time(600));
-    r.target = Some(Target {
-        user: "me".into(),
-        kind: ItemKind::Message,
-        item_id: "sent7".into(),
-    });
     let mut m = machine_with(false, false, false);
     let mut out = m.handle(
         Time(100_000),
@@ -1343,21 +1301,7 @@ fn a_retry_with_a_stale_record_of_a_file_takes_the_newer_one_its_message_holds()
 /// was last bound to, waits for no look at start: it goes in a new message.
 #[test]
 fn a_file_in_no_message_with_nothing_in_doubt_goes_in_a_new_message_at_start() {
-    let mut r = Record::pending(
-        "e1".into(),
-        "mail".into(),
-        PathBuf::from("/mail/a.pdf"),
-        "a.pdf".into(),
-        super::tests::stat(4, 10),
-        Some(SHA.into()),
-        1,
-        Time(500),
-    );
-    r.target = Some(Target {
-        user: "me".into(),
-        kind: ItemKind::Message,
-        item_id: "sent7".into(),
-    });
+    let r = bound_to_a_sent_copy(10);
     let mut m = machine_with(false, false, false);
     let mut out = m.handle(
         Time(100_000),
