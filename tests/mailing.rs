@@ -1490,6 +1490,21 @@ async fn a_file_found_mailed_is_moved_or_deleted_as_its_mapping_says() {
 }
 
 /// The drafts left in the sandbox's mailbox (every mailbox), by subject.
+/// The id of the one draft in the mailbox (the test's message's), as the sandbox lists it.
+async fn the_draft(env: &Env) -> String {
+    let items = env
+        .sandbox
+        .admin(reqwest::Method::GET, "/items", None)
+        .await;
+    items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["isDraft"] == json!(true))
+        .and_then(|i| i["id"].as_str().map(str::to_string))
+        .expect("its draft is made")
+}
+
 async fn drafts_left(env: &Env) -> Vec<String> {
     let items = env
         .sandbox
@@ -1740,17 +1755,7 @@ async fn a_post_under_way_when_its_draft_was_sent_from_outlook_is_mailed_in_a_ne
         !drafts_left(&env).await.is_empty()
     })
     .await;
-    let items = env
-        .sandbox
-        .admin(reqwest::Method::GET, "/items", None)
-        .await;
-    let draft = items
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i["isDraft"] == json!(true))
-        .and_then(|i| i["id"].as_str().map(str::to_string))
-        .expect("its draft");
+    let draft = the_draft(&env).await;
     let moved = env
         .sandbox
         .admin(
@@ -1819,17 +1824,7 @@ async fn a_copy_removed_from_its_draft_by_hand(env: &Env) -> (Agent, String) {
         agent.log().contains("failpoint after-done-recorded")
     })
     .await;
-    let items = env
-        .sandbox
-        .admin(reqwest::Method::GET, "/items", None)
-        .await;
-    let draft = items
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i["isDraft"] == json!(true))
-        .and_then(|i| i["id"].as_str().map(str::to_string))
-        .expect("its draft");
+    let draft = the_draft(env).await;
     let atts = env
         .sandbox
         .admin(
@@ -1911,18 +1906,7 @@ async fn a_file_whose_draft_was_sent_from_outlook_before_it_was_on_it_goes_in_a_
     let folder = setup(&env, "", "", "");
     let sha = write_file(&folder.join("late.pdf"), 10_000, 4);
     let (agent, release) = paused_before_upload(&env).await;
-    let items = env
-        .sandbox
-        .admin(reqwest::Method::GET, "/items", None)
-        .await;
-    let draft = items
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i["isDraft"] == json!(true))
-        .and_then(|i| i["id"].as_str())
-        .expect("its draft is made")
-        .to_string();
+    let draft = the_draft(&env).await;
     // In Outlook: the empty draft sent.
     let moved = env
         .sandbox
