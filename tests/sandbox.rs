@@ -393,6 +393,46 @@ async fn size_rules_small_session_oversize_post_message_limit_non_draft() {
     );
 }
 
+/// The tenant's size limit holds for attachments POSTed at once: each is judged again under
+/// the lock that adds it, not only before its bytes are stored (a race once let three 600 KB
+/// POSTs through a 2 MB limit together).
+#[tokio::test]
+async fn concurrent_attachment_posts_cannot_pass_the_size_limit_together() {
+    use base64::Engine as _;
+    let e = InProcessSandbox::new().await;
+    // 700,000 bytes are 933,336 base64 characters: two fit under 2,000,000, three do not.
+    e.admin_post("/faults", json!({"message_size_limit": 2_000_000}))
+        .await;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 700_000]);
+    for round in 0..5 {
+        let item = e.message().await;
+        let url = e.g(&format!("/me/messages/{item}/attachments"));
+        let posts = (0..4).map(|i| {
+            e.c.post(&url)
+                .bearer_auth(TOKEN)
+                .json(&json!({
+                    "@odata.type": "#microsoft.graph.fileAttachment",
+                    "name": format!("part{i}.bin"),
+                    "contentBytes": b64,
+                }))
+                .send()
+        });
+        let rs = futures_util::future::join_all(posts).await;
+        let mut created = 0;
+        for r in rs {
+            let r = r.unwrap();
+            match r.status() {
+                StatusCode::CREATED => created += 1,
+                StatusCode::BAD_REQUEST => {
+                    assert_eq!(code_of(r).await, "ErrorMessageSizeExceeded")
+                }
+                s => panic!("round {round}: unexpected {s}"),
+            }
+        }
+        assert_eq!(created, 2, "round {round}: two attachments fit, no more");
+    }
+}
+
 #[tokio::test]
 async fn concurrency_limit_gives_429_with_retry_after() {
     let e = InProcessSandbox::new().await;

@@ -783,7 +783,14 @@ async fn post_attachment(
     out["contentBytes"] = json!(b64);
     {
         let mut g = state.lock();
-        // The item may have been deleted while the bytes were written.
+        // While the bytes were written the item may have been deleted or sent, or other
+        // attachments may have landed: judged again under the lock that adds this one, so
+        // concurrent POSTs cannot together pass the size limit each passed alone.
+        if let Err(r) = check_item_accepts(&mut g, mailbox, kind, id, att.size, h) {
+            drop(g);
+            let _ = std::fs::remove_file(state.blob_path(&att_id));
+            return r;
+        }
         let Some(it) = find_item(&mut g, mailbox, kind, id) else {
             drop(g);
             let _ = std::fs::remove_file(state.blob_path(&att_id));
