@@ -458,3 +458,58 @@ async fn a_file_over_150_mib_is_logged_and_moved_to_failed_dir_with_its_reason()
         "nothing was sent: {stats}"
     );
 }
+
+/// Seed 789676, in the real binary: the agent is killed right after a failed file's move into
+/// `failed_dir` lands, before its answer is on record. The next run finds it there (not
+/// "deleted"), and `outbox retry ID` takes it back and attaches it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_into_failed_dir_cut_off_by_a_crash_is_found_there_and_retried() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("docs");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    env.write_config(
+        "",
+        &format!(
+            "[[mapping]]\nname = \"docs\"\nfolder = '{}'\nmessage = \"{item}\"\nfailed_dir = \"failed\"\n",
+            folder.display()
+        ),
+    );
+    env.sandbox
+        .faults(json!({"fail_next": [{"route": "post", "status": 400, "code": "ErrorInvalidAttachment"}]}))
+        .await;
+    let bytes = write_file(&folder.join("doc.txt"), 1000, 7);
+    let crashed = run_bounded(
+        env.cmd()
+            .env("OUTBOX_CRASH_AT", "after-failed-dir-move")
+            .args(["run", "--once"]),
+        T,
+    );
+    assert!(aborted(&crashed.status), "{}", stderr(&crashed));
+    let aside = folder.join("failed").join("doc.txt");
+    assert!(aside.exists() && !folder.join("doc.txt").exists());
+
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let rows = status_json(&env);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0]["state"],
+        json!("failed"),
+        "not canceled as deleted: {rows:?}"
+    );
+    assert!(aside.exists(), "left in failed_dir");
+    let id = rows[0]["id"].as_str().expect("id").to_string();
+
+    let out = env.run(&["retry", &id], T);
+    assert!(out.status.success(), "retry refused: {}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        folder.join("doc.txt").exists() && !aside.exists(),
+        "taken back"
+    );
+    let on_item = attached(&env.sandbox, &item).await;
+    assert_eq!(on_item.get("doc.txt"), Some(&bytes), "{on_item:?}");
+    assert_eq!(on_item.len(), 1);
+}

@@ -125,6 +125,7 @@ pub fn to_failed_dir(
         Some(&text),
     ) {
         Ok(to) => {
+            crate::failpoint!("after-failed-dir-move");
             let file = std::fs::symlink_metadata(&to)
                 .ok()
                 .and_then(|meta| files::file_stat(&to, &meta))
@@ -136,12 +137,24 @@ pub fn to_failed_dir(
             }
             MoveOutcome::Moved { to, file }
         }
-        Err(e) => {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(file = %crate::outside::path(path), error = %e, "cannot move the failed file to failed_dir");
+        // Asked again at start because a crash lost the first move's answer: it may have
+        // gone already.
+        Err(e) => match crate::files::find_moved(&m.folder, path, dir, &expected) {
+            Ok(Some(to)) => {
+                let file = std::fs::symlink_metadata(&to)
+                    .ok()
+                    .and_then(|meta| files::file_stat(&to, &meta))
+                    .unwrap_or(*file);
+                tracing::info!(file = %crate::outside::path(path), entry = id, to = %crate::outside::path(&to), "found in failed_dir (moved there before a crash); `outbox retry {id}` takes it back");
+                MoveOutcome::Moved { to, file }
             }
-            refused(path, &e)
-        }
+            _ => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %crate::outside::path(path), error = %e, "cannot move the failed file to failed_dir");
+                }
+                refused(path, &e)
+            }
+        },
     }
 }
 

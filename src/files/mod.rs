@@ -27,7 +27,7 @@ mod portable;
 use portable as imp;
 
 use sha2::Digest as _;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
@@ -285,34 +285,8 @@ pub fn move_no_clobber(
         return Err(changed(rel));
     }
     let dest_dir = imp::Dir::open_destination(root, dest)?;
-    // Built from the name's own bytes: a name that is not UTF-8 keeps them in `NAME (1).ext`.
-    // A name near the filesystem's limit is shortened (its stem, keeping the extension) so that
-    // ` (n)` and `.reason.txt` still fit: a neighbour's 250-byte name must not keep a failed
-    // file out of `failed_dir`.
-    let stem = Path::new(name).file_stem().unwrap_or_default();
-    let (stem, ext) = match Path::new(name).extension() {
-        Some(e) if e.len() <= 16 => (stem, Some(e)),
-        _ => (name, None),
-    };
-    let extra = reason.map_or(0, |_| REASON_SUFFIX.len());
-    for n in 0..10_000u32 {
-        let candidate = if n == 0 && name.len() + extra <= NAME_MAX {
-            name.to_os_string()
-        } else {
-            let suffix = if n == 0 {
-                String::new()
-            } else {
-                format!(" ({n})")
-            };
-            let room = NAME_MAX - extra - suffix.len() - ext.map_or(0, |e| e.len() + 1);
-            let mut c = cut_name(stem, room);
-            c.push(suffix);
-            if let Some(ext) = ext {
-                c.push(".");
-                c.push(ext);
-            }
-            c
-        };
+    for n in 0..ASIDE_NAMES {
+        let candidate = aside_name(name, reason.is_some(), n);
         let reason_name = reason.map(|_| {
             let mut r = candidate.clone();
             r.push(REASON_SUFFIX);
@@ -338,6 +312,77 @@ pub fn move_no_clobber(
         }
     }
     Err(io::Error::other("no free name in the destination folder"))
+}
+
+/// How many names [`move_no_clobber`] tries in its destination.
+const ASIDE_NAMES: u32 = 10_000;
+
+/// The `n`th name [`move_no_clobber`] tries for `name` in its destination: the name itself,
+/// then `NAME (n).ext`. Built from the name's own bytes: a name that is not UTF-8 keeps them.
+/// A name near the filesystem's limit is shortened (its stem, keeping the extension) so that
+/// ` (n)` and `.reason.txt` still fit: a neighbour's 250-byte name must not keep a failed file
+/// out of `failed_dir`.
+fn aside_name(name: &OsStr, reason: bool, n: u32) -> OsString {
+    let extra = if reason { REASON_SUFFIX.len() } else { 0 };
+    if n == 0 && name.len() + extra <= NAME_MAX {
+        return name.to_os_string();
+    }
+    let stem = Path::new(name).file_stem().unwrap_or_default();
+    let (stem, ext) = match Path::new(name).extension() {
+        Some(e) if e.len() <= 16 => (stem, Some(e)),
+        _ => (name, None),
+    };
+    let suffix = if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n})")
+    };
+    let room = NAME_MAX - extra - suffix.len() - ext.map_or(0, |e| e.len() + 1);
+    let mut c = cut_name(stem, room);
+    c.push(suffix);
+    if let Some(ext) = ext {
+        c.push(".");
+        c.push(ext);
+    }
+    c
+}
+
+/// Where [`move_no_clobber`] put the file `rel` (under `root`) in `dest`, if it did: the first
+/// of the names it tries that holds exactly the `expected` file (same device and inode, size
+/// and time; an expectation without an identity finds nothing). For a move whose answer a
+/// crash lost: the file is at its path, or here. The names are tried in `move_no_clobber`'s
+/// order, up to the first one it would have taken (neither it nor its reason file there).
+pub fn find_moved(
+    root: &Path,
+    rel: &Path,
+    dest: &Path,
+    expected: &Expected,
+) -> io::Result<Option<PathBuf>> {
+    if expected.dev_ino.is_none() {
+        return Ok(None);
+    }
+    let Some(name) = rel.file_name() else {
+        return Ok(None);
+    };
+    let dir = imp::Dir::open_destination(root, dest)?;
+    for n in 0..ASIDE_NAMES {
+        let candidate = aside_name(name, true, n);
+        match dir.identity_of(&candidate) {
+            Ok(id) if id.matches(expected) => return Ok(Some(dest.join(&candidate))),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut reason = candidate;
+                reason.push(REASON_SUFFIX);
+                match dir.identity_of(&reason) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    _ => continue,
+                }
+            }
+            // A link or a folder under that name: not it.
+            Err(_) => continue,
+        }
+    }
+    Ok(None)
 }
 
 /// Move the file at `from` (in `from_dir`: a `failed_dir` a failed file was moved into) back
@@ -676,7 +721,7 @@ const NAME_MAX: usize = 255;
 
 /// `name` cut to at most `max` bytes: at a character boundary when it is UTF-8, else (a name
 /// that is not) at a byte.
-fn cut_name(name: &OsStr, max: usize) -> std::ffi::OsString {
+fn cut_name(name: &OsStr, max: usize) -> OsString {
     if name.len() <= max {
         return name.to_os_string();
     }

@@ -227,6 +227,9 @@ pub struct LedgerEntry {
         with = "crate::core::model::path_bytes::option"
     )]
     pub failed_to: Option<PathBuf>,
+    /// The core's `Record::failed_dir_asked`: its move into `failed_dir` asked, not answered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed_dir_asked: bool,
     /// `outbox verify` found this done entry's attachment wrong or missing: `retry` attaches it
     /// again. Without it, `retry` of a done entry (its after-action aside) is refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -308,6 +311,7 @@ impl LedgerEntry {
             owner: None,
             beside: Vec::new(),
             failed_to: None,
+            failed_dir_asked: false,
             verify_failed: false,
         }
     }
@@ -364,6 +368,7 @@ impl LedgerEntry {
             left_message: self.left_message,
             beside: self.beside,
             failed_to: self.failed_to,
+            failed_dir_asked: self.failed_dir_asked,
             verify_failed: self.verify_failed,
             seq: self.seq,
             created_at: time_of(self.created_at),
@@ -430,6 +435,7 @@ impl LedgerEntry {
             owner: r.file.owner,
             beside: r.beside.clone(),
             failed_to: r.failed_to.clone(),
+            failed_dir_asked: r.failed_dir_asked,
             verify_failed: r.verify_failed,
         }
     }

@@ -715,15 +715,29 @@ impl Machine {
                 }
                 _ => {}
             }
+            // Its move into `failed_dir` asked, unanswered: asked again (`has_work`), and the
+            // executor finds the file there if it went. Unless it cannot be asked: the mapping
+            // has no `failed_dir` now, or the entry was retried since (its file was at its path:
+            // `retry` refuses one that is not).
+            if rec.failed_dir_asked
+                && (!matches!(rec.state, State::Failed | State::Rejected)
+                    || !self.policy.failed_dirs.contains(&rec.mapping)
+                    || rec.file.has_left())
+            {
+                rec.failed_dir_asked = false;
+                changed = true;
+            }
             // A failed entry whose mapping now names another item goes to the fixed item.
             // (Not a mailing mapping's: its files have no item of their own, only their
-            // message's draft.)
+            // message's draft. Nor one whose move into `failed_dir` is in doubt: it may be
+            // there; once it is on record there, `retry` takes it back.)
             if rec.state == State::Failed
                 && !rec.may_exist
                 && rec.session.is_none()
                 && rec.garbage.is_empty()
                 && self.mail_rule(&rec.mapping).is_none()
                 && rec.message.is_none()
+                && !rec.failed_dir_asked
             {
                 if let (Some(t), Some(m)) = (&rec.target, self.mappings.get(&rec.mapping)) {
                     if *t != m.target && rec.error.as_ref().is_some_and(|e| e.code != UNREADABLE) {
@@ -1828,6 +1842,15 @@ impl Machine {
                         continue;
                     }
                     let aside = step == Step::ToFailedDir;
+                    if aside && !r.failed_dir_asked {
+                        // On record before it is asked: a crash before its answer leaves the
+                        // file at its path or in `failed_dir`, and start asks again.
+                        if let Some(a) = self.active.get_mut(id) {
+                            a.rec.failed_dir_asked = true;
+                        }
+                        self.persist(id, out);
+                    }
+                    let r = &self.active[id].rec;
                     out.push(match (step, r.failed_to.clone()) {
                         (Step::FromFailedDir, Some(from)) => Action::FromFailedDir {
                             id: id.to_owned(),
@@ -3110,13 +3133,14 @@ impl Machine {
     /// The failed file went to `failed_dir` (on record: `retry` takes it back from there), or
     /// stayed where it was (the executor said why in its log).
     fn on_to_failed_dir(&mut self, id: &str, r: MoveOutcome, out: &mut Vec<Action>) {
-        if let MoveOutcome::Moved { to, file } = r {
-            if let Some(a) = self.active.get_mut(id) {
+        if let Some(a) = self.active.get_mut(id) {
+            a.rec.failed_dir_asked = false;
+            if let MoveOutcome::Moved { to, file } = r {
                 a.rec.failed_to = Some(to);
                 a.rec.file = file;
             }
-            self.persist(id, out);
         }
+        self.persist(id, out);
         if self.active.get(id).is_some_and(|a| a.retry_when_moved) {
             // Retried while it moved: now, from where it is.
             let rec = self.active[id].rec.clone();
@@ -3288,6 +3312,7 @@ fn cancels_if_gone(r: &Record) -> bool {
 pub fn has_work(r: &Record) -> bool {
     !r.state.is_terminal()
         || r.session.is_some()
+        || r.failed_dir_asked
         || !r.garbage.is_empty()
         || (r.state == State::Done && (!r.replaces.is_empty() || !r.after_done))
 }

@@ -507,6 +507,11 @@ pub struct Record {
         with = "path_bytes::option"
     )]
     pub failed_to: Option<PathBuf>,
+    /// Its move into `failed_dir` was asked and not answered (set before the move is asked,
+    /// cleared by its answer): after a crash the file may be at its path or in `failed_dir`,
+    /// so the move is asked again at start, and the executor finds it there if it went.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed_dir_asked: bool,
     /// `outbox verify` read this done version's attachment back and found it wrong or missing:
     /// `retry` attaches the file again (and clears this). A done version without it has
     /// nothing for `retry` to attach again.
@@ -560,6 +565,7 @@ impl Record {
             left_message: None,
             beside: Vec::new(),
             failed_to: None,
+            failed_dir_asked: false,
             verify_failed: false,
             seq,
             created_at: now,

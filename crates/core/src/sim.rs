@@ -3030,6 +3030,13 @@ impl Sim {
                 })
             }
             Action::ToFailedDir { id, path, file, .. } => {
+                // Asked again at start when its first answer was lost: the executor finds it
+                // in `failed_dir` if it went (`files::find_moved`: same inode, size and time).
+                let went = self
+                    .aside
+                    .iter()
+                    .find(|(_, (ino, _))| *ino == file.ino)
+                    .map(|(to, (ino, _))| (to.clone(), *ino));
                 let r = match self.stat_of(path) {
                     // The disk is full, a permission is missing: it stays where it is.
                     Some(_) if self.harsh_rng.gen_bool(0.1) => MoveOutcome::Refused(Failure::new(
@@ -3061,10 +3068,27 @@ impl Sim {
                             },
                         }
                     }
-                    _ => MoveOutcome::Refused(Failure::new(
-                        "failedDirMove",
-                        "no longer the file that failed",
-                    )),
+                    _ => match went.and_then(|(to, ino)| {
+                        let n = self.inodes.get(&ino)?;
+                        (n.content.size == file.size && n.mtime == file.mtime_ns).then_some(
+                            MoveOutcome::Moved {
+                                to,
+                                file: FileStat {
+                                    ino,
+                                    size: n.content.size,
+                                    mtime_ns: n.mtime,
+                                    ctime_ns: n.ctime,
+                                    ..*file
+                                },
+                            },
+                        )
+                    }) {
+                        Some(found) => found,
+                        None => MoveOutcome::Refused(Failure::new(
+                            "failedDirMove",
+                            "no longer the file that failed",
+                        )),
+                    },
                 };
                 Some(Input::Outcome {
                     id: id.clone(),
@@ -4660,6 +4684,10 @@ mod tests {
             "the world: a draft refused for its size was sent from Outlook (the tenant's limit refuses that too), then split by the user's retry and its file mailed again",
         ),
         (644672, "as 243784 (failed before the clocks too: the helper's note)"),
+        (
+            789676,
+            "a failed file's move into failed_dir landed and a crash lost its answer; at start its mapping named another item, so it was sent again from its empty path and canceled as deleted while it sat in failed_dir. The move is now on record before it is asked (failed_dir_asked), asked again at start, and found there",
+        ),
         (
             12649,
             "the world: a crash while the machine slept let a request it held land 40 minutes after the restart had attached the file again; no crash while it sleeps now",

@@ -357,3 +357,69 @@ fn a_retry_while_a_failed_file_closes_its_session_is_taken_once_it_is_closed() {
         "it is attached again: {out:?}"
     );
 }
+
+/// Seed 789676: a failed file's move into `failed_dir` was asked, and a crash lost its answer
+/// after the move landed. The record said so before the move was asked (`failed_dir_asked`), so
+/// start asks the move again (the executor finds the file in `failed_dir`) instead of taking
+/// the file for deleted; even when its mapping now names another item (which would otherwise
+/// send the failed file again, from a path where it no longer is, and cancel it as deleted).
+#[test]
+fn a_move_into_failed_dir_whose_answer_a_crash_lost_is_asked_again_at_start() {
+    let mut m = machine(true);
+    let out = refused(&mut m);
+    assert_eq!(to_failed_dir(&out), vec!["e1"], "{out:?}");
+    let asked_at = out
+        .iter()
+        .position(|a| matches!(a, Action::ToFailedDir { .. }))
+        .expect("asked");
+    let on_record = out[..asked_at]
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::Persist(r) if r.id == "e1" => Some(r.clone()),
+            _ => None,
+        })
+        .expect("written before the move is asked");
+    assert!(on_record.failed_dir_asked, "{on_record:?}");
+    assert_eq!(on_record.state, State::Failed);
+
+    // A crash; the mapping now names another item.
+    let mut crashed = on_record.clone();
+    crashed.target = Some(Target {
+        user: "me".into(),
+        kind: ItemKind::Message,
+        item_id: "earlier-item".into(),
+    });
+    let mut m = machine(true);
+    let out = m.start_up(100, vec![crashed.clone()]);
+    assert_eq!(to_failed_dir(&out), vec!["e1"], "{out:?}");
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Persist(r) if r.state == State::Pending)),
+        "not sent again from a path it may have left: {out:?}"
+    );
+    let out = m.answer(110, "e1", Outcome::ToFailedDir(moved_to("/f/failed", 5)));
+    let r = last_record(&out, "e1").expect("its place on record");
+    assert_eq!(r.failed_to, Some(PathBuf::from("/f/failed/e1.txt")));
+    assert!(!r.failed_dir_asked);
+    assert_eq!(r.state, State::Failed);
+
+    // A refusal answers it too: nothing is asked again at the next start.
+    let mut m = machine(true);
+    m.start_up(100, vec![crashed.clone()]);
+    let out = m.answer(
+        110,
+        "e1",
+        Outcome::ToFailedDir(MoveOutcome::Refused(Failure::new("failedDirMove", "gone"))),
+    );
+    let r = last_record(&out, "e1").expect("answered on record").clone();
+    assert!(!r.failed_dir_asked && r.failed_to.is_none(), "{r:?}");
+    assert!(!has_work(&r));
+
+    // A mapping with no `failed_dir` now: nothing to ask; the doubt is dropped on record.
+    let mut m = machine(false);
+    let out = m.start_up(100, vec![on_record]);
+    assert!(to_failed_dir(&out).is_empty(), "{out:?}");
+    let r = last_record(&out, "e1").expect("cleared on record");
+    assert!(!r.failed_dir_asked);
+}
