@@ -2132,6 +2132,79 @@ async fn retry_of_a_message_refused_for_size_splits_it_under_a_lowered_max_messa
     assert_eq!(subjects, ["Batch of 1 (2/2)", "Batch of 2 (1/2)"]);
 }
 
+/// A draft an attachment was refused on for its size, sent from Outlook by the user as it was
+/// (the two files that fit on it), then `outbox retry` of its message: the two files on it are
+/// not mailed again; only the refused one goes, in a new message. The retry now looks for the
+/// draft first (Sent Items, Drafts) and finds it sent; before, it split every file into new
+/// messages at once, and only the sandbox's 404 on deleting the sent draft kept the two from
+/// going twice (the core's test `a_draft_refused_for_size_and_sent_by_hand_is_not_mailed_again_
+/// by_the_split`, whose mailbox deletes what it is asked, mailed them twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_message_refused_for_size_whose_draft_was_sent_by_hand_mails_only_the_rest() {
+    let env = Env::new();
+    let limit: u64 = 2_000_000;
+    env.sandbox
+        .faults(json!({"message_size_limit": limit}))
+        .await;
+    let folder = env.path("scans");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    // With no search of the mailbox by key (`remember_sent = "0s"`), which would otherwise
+    // catch the new message's files on the sent copy just before its send: the retry's own
+    // look at the draft is what keeps them from going twice.
+    env.write_config(
+        "remember_sent = \"0s\"",
+        &format!(
+            "[[mapping]]\nname = \"mail\"\nfolder = '{}'\n[mapping.new_message]\nto = [\"{TO}\"]\nsubject = \"Batch of {{count}}\"\nbody = \"{{names}}\"\ngroup = \"batch\"\nbatch_quiet = \"1s\"\n",
+            folder.display()
+        ),
+    );
+    let mut want = HashMap::new();
+    for i in 0..3u64 {
+        let name = format!("part{i}.bin");
+        want.insert(
+            name.clone(),
+            write_file(&folder.join(&name), 600_000, i + 60),
+        );
+    }
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mid = refused_for_size(&status_json(&env));
+    let draft = the_draft(&env).await;
+    let moved = env
+        .sandbox
+        .admin(
+            reqwest::Method::POST,
+            &format!("/items/{draft}/send"),
+            Some(json!({})),
+        )
+        .await;
+    assert!(moved["id"].is_string(), "sent by hand: {moved}");
+    let out = env.run(&["retry", &mid], T);
+    assert!(out.status.success(), "retry: {}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    let sent = sent(&env).await;
+    assert_eq!(
+        sent.len(),
+        2,
+        "the draft sent by hand and one new message: {sent:#?}"
+    );
+    let mut mailed = HashMap::new();
+    for m in &sent {
+        for a in m["attachments"].as_array().into_iter().flatten() {
+            let name = a["name"].as_str().unwrap_or_default().to_string();
+            let sha = a["sha256"].as_str().unwrap_or_default().to_string();
+            assert!(
+                mailed.insert(name.clone(), sha).is_none(),
+                "{name} mailed twice: {sent:#?}"
+            );
+        }
+    }
+    assert_eq!(mailed, want, "{sent:#?}");
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["duplicate_sends"], json!(0), "{stats}");
+}
+
 /// A send Graph refuses for its size (the config's limit unchanged): `retry` with an agent
 /// running splits the message under the size refused, which the tenant's limit is below, so
 /// the same message is not sent again; each file goes once.

@@ -1078,9 +1078,11 @@ impl MessageRecord {
         match self.state {
             MessageState::Failed if self.refused_for_size() && !self.may_have_been_sent() => {
                 // Sent as it was, it would be refused again: made into new messages that fit.
+                // Its draft (one attachment refused, the others on it) is looked for first: sent
+                // from Outlook since, it went, and its files on it are not mailed again.
                 self.state = MessageState::Drafting;
                 self.resplit = true;
-                self.redraft = false;
+                self.redraft = self.draft_id.is_some();
             }
             MessageState::Failed => {
                 if self.draft_id.is_some() && !self.may_have_been_sent() {

@@ -1383,9 +1383,11 @@ impl Machine {
                 r.retried(now);
                 m.finished.insert(r.id.clone(), r);
             }
+            let look_first = m.rec.redraft;
             out.push(Action::PersistMessage(m.rec.clone()));
             self.msg_ready.insert(mid.clone());
-            if !self.resplit_waits(&mid) {
+            // (Its draft is looked for first, `message_step`: sent by hand, it is not split.)
+            if !look_first && !self.resplit_waits(&mid) {
                 self.resplit(&mid, out);
             }
             return;
@@ -1687,6 +1689,14 @@ impl Machine {
             return MStep::DeleteDraft;
         }
         match r.state {
+            MessageState::Drafting if r.resplit && r.redraft => {
+                // Its draft looked for first (below): sent by hand, it went as it was.
+                MStep::Find(if m.sent_checked {
+                    MailFolder::Drafts
+                } else {
+                    MailFolder::SentItems
+                })
+            }
             MessageState::Drafting if r.resplit => {
                 // Split again once no file of it has a request in flight.
                 if self.resplit_waits(&r.id) {
@@ -1920,7 +1930,14 @@ impl Machine {
             r.message = None;
             r.left_message = Some(mid.to_owned());
             r.updated_at = now;
-            out.push(Action::Persist(r));
+            out.push(Action::Persist(r.clone()));
+            if !r.state.is_terminal() {
+                // Retried with its message (one refused for its size, its draft then found sent
+                // by hand): it goes on, in a new message.
+                let id = r.id.clone();
+                self.activate(r);
+                self.collect(&id);
+            }
         }
         for id in ids {
             self.member_of.remove(&id);
@@ -3053,6 +3070,10 @@ impl Machine {
                         // A message never sent by this agent whose draft someone sent from
                         // Outlook: it went. Its files not yet on it were not in it: each goes
                         // in a new message.
+                        if let Some(m) = self.messages.get_mut(mid) {
+                            // (Refused for its size and sent by hand as it was: not split.)
+                            m.rec.resplit = false;
+                        }
                         self.split_off_unattached(mid, Some(&id), out);
                         if let Some(m) = self.messages.get_mut(mid) {
                             m.sent_copy = Some(id);
@@ -3081,6 +3102,15 @@ impl Machine {
                                 self.message_wait(mid, ms);
                                 return;
                             }
+                        }
+                        if m.rec.resplit {
+                            // Still a draft, never sent: now split again (its draft deleted).
+                            m.rec.redraft = false;
+                            m.rec.draft_gone_at = None;
+                            m.sent_checked = false;
+                            self.persist_message(mid, out);
+                            self.msg_ready.insert(mid.to_owned());
+                            return;
                         }
                         // (Also a draft looked for again on `retry`: still there.)
                         m.rec.draft_id = Some(id);

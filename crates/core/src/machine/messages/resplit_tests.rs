@@ -53,6 +53,82 @@ struct Mailbox {
     /// A POST of this entry is held back, unanswered, in `held` (a request in flight).
     hold: Option<String>,
     held: Vec<Action>,
+    /// Each message's draft, as made.
+    draft_of: BTreeMap<String, String>,
+    /// Drafts the user sent from Outlook: in Sent Items now.
+    by_hand: Vec<String>,
+}
+
+impl Mailbox {
+    /// Message `id`'s draft by its marker in `folder`.
+    fn find(&self, id: &str, folder: MailFolder) -> FindOutcome {
+        let d = self.draft_of.get(id).cloned().unwrap_or_default();
+        match folder {
+            MailFolder::SentItems if self.by_hand.contains(&d) => FindOutcome::Found {
+                id: format!("sent-{d}"),
+                is_draft: false,
+                internet_message_id: None,
+            },
+            MailFolder::Drafts if self.drafts.contains_key(&d) => FindOutcome::Found {
+                id: d,
+                is_draft: true,
+                internet_message_id: None,
+            },
+            _ => FindOutcome::NotFound,
+        }
+    }
+
+    /// `retry` of message `msg` at `t`, its draft's looks answered from this mailbox: every
+    /// action but those looks, in order (the split's writes among them).
+    fn retry(
+        &self,
+        m: &mut Machine,
+        t: u64,
+        msg: &MessageRecord,
+        records: &[Record],
+    ) -> Vec<Action> {
+        let mut out = m.handle(
+            Time(t),
+            Input::RetryMessage {
+                message: msg.clone(),
+                records: records.to_vec(),
+            },
+        );
+        let mut all = Vec::new();
+        for k in 1.. {
+            let Some(i) = out
+                .iter()
+                .position(|a| matches!(a, Action::FindMessage { .. }))
+            else {
+                all.extend(out);
+                return all;
+            };
+            let Action::FindMessage { id, folder, .. } = out.remove(i) else {
+                unreachable!()
+            };
+            all.append(&mut out);
+            let o = self.find(&id, folder);
+            out = m.handle(
+                Time(t + k),
+                Input::Outcome {
+                    id,
+                    outcome: Outcome::Find(folder, o),
+                },
+            );
+        }
+        all
+    }
+
+    /// The user sends draft `d` from Outlook, as it is.
+    fn send_by_hand(&mut self, d: &str) {
+        let files = self.drafts.remove(d).unwrap_or_default();
+        self.sent.push((
+            "by hand".into(),
+            d.to_owned(),
+            files.into_iter().map(|(e, _)| e).collect(),
+        ));
+        self.by_hand.push(d.to_owned());
+    }
 }
 
 impl Mailbox {
@@ -87,6 +163,7 @@ impl Mailbox {
                     self.made += 1;
                     let d = format!("d{}", self.made);
                     self.drafts.insert(d.clone(), Vec::new());
+                    self.draft_of.insert(id.clone(), d.clone());
                     (
                         id,
                         Outcome::CreateDraft(DraftOutcome::Created {
@@ -137,6 +214,12 @@ impl Mailbox {
                     self.drafts.remove(&draft_id);
                     self.deleted.push(draft_id);
                     (id, Outcome::DeleteDraft(DeleteOutcome::Deleted))
+                }
+                // A message's draft by its marker: a sent copy in Sent Items (a draft sent
+                // by hand), the draft in Drafts.
+                Action::FindMessage { id, folder, .. } => {
+                    let o = self.find(&id, folder);
+                    (id, Outcome::Find(folder, o))
                 }
                 // `failed_dir`: moved as asked.
                 Action::ToFailedDir { id, path, file, .. } => {
@@ -235,13 +318,7 @@ fn a_send_refused_for_size_is_split_again_on_retry_under_the_size_refused() {
     assert_eq!(msg.files.len(), 3);
     assert!(msg.refused_for_size(), "{msg:?}");
     let refused = msg.draft_id.clone().expect("its draft");
-    let out = m.handle(
-        Time(t + 1_000),
-        Input::RetryMessage {
-            message: msg.clone(),
-            records,
-        },
-    );
+    let out = mb.retry(&mut m, t + 1_000, &msg, &records);
     let split = out
         .iter()
         .find_map(|a| match a {
@@ -337,13 +414,7 @@ fn a_crash_after_the_split_was_written_and_before_its_files_leaves_no_file_on_th
     let t = mb.serve(&mut m, 30_000, out, 200_000);
     let (msg, records) = failed(&m);
     let refused = msg.draft_id.clone().expect("its draft");
-    let out = m.handle(
-        Time(t + 1_000),
-        Input::RetryMessage {
-            message: msg.clone(),
-            records: records.clone(),
-        },
-    );
+    let out = mb.retry(&mut m, t + 1_000, &msg, &records);
     // What reached the ledger: the message's write, not its files' (still done on the
     // refused draft, naming the message).
     let split = out
@@ -400,13 +471,7 @@ fn a_crash_after_the_split_of_a_message_refused_an_attachment_mails_its_failed_f
         "{records:?}"
     );
     let refused = msg.draft_id.clone().expect("its draft");
-    let out = m.handle(
-        Time(t + 1_000),
-        Input::RetryMessage {
-            message: msg.clone(),
-            records: records.clone(),
-        },
-    );
+    let out = mb.retry(&mut m, t + 1_000, &msg, &records);
     let split = out
         .iter()
         .find_map(|a| match a {
@@ -570,5 +635,36 @@ fn a_split_again_takes_the_refused_file_back_from_failed_dir_and_mails_it() {
     mb.limit = None;
     mb.serve(&mut m, t + 1_000, out, t + 400_000);
     each_once(&mb, &files, &refused);
+    assert!(m.quiescent());
+}
+
+/// A draft an attachment was refused on for its size, sent from Outlook by the user as it was
+/// (the files already on it), then `retry` of its message: it went, so the files on it are not
+/// mailed again; only the one refused goes, in a new message. (Before, the retry split every
+/// file into new messages without a look: the files on the hand-sent draft were mailed twice.)
+#[test]
+fn a_draft_refused_for_size_and_sent_by_hand_is_not_mailed_again_by_the_split() {
+    let mut m = machine(35_000_000);
+    let (out, files) = drop_three(&mut m, 100_000);
+    let mut mb = Mailbox {
+        limit: Some(250_000),
+        sizes: files.iter().map(|f| (f.clone(), 100_000)).collect(),
+        ..Mailbox::default()
+    };
+    let t = mb.serve(&mut m, 30_000, out, 200_000);
+    let (msg, records) = failed(&m);
+    assert!(msg.refused_for_size(), "{msg:?}");
+    let draft = msg.draft_id.clone().expect("its draft");
+    assert_eq!(mb.drafts[&draft].len(), 2, "two files fit on it");
+    mb.send_by_hand(&draft);
+    let out = mb.retry(&mut m, t + 1_000, &msg, &records);
+    mb.serve(&mut m, t + 1_000, out, t + 900_000);
+    let mut seen: Vec<String> = mb.sent.iter().flat_map(|s| s.2.clone()).collect();
+    seen.sort();
+    let mut want = files.clone();
+    want.sort();
+    assert_eq!(seen, want, "each file mailed once: {:?}", mb.sent);
+    assert_eq!(mb.sent.len(), 2, "{:?}", mb.sent);
+    assert!(mb.deleted.is_empty(), "{:?}", mb.deleted);
     assert!(m.quiescent());
 }
