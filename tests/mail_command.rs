@@ -1235,3 +1235,48 @@ async fn mail_says_why_it_waits_after_a_503_to_its_draft() {
     assert!(!err.contains("if made"), "{err}");
     assert_eq!(env.sandbox.stats().await["sends_accepted"], json!(0));
 }
+
+/// Two runs of `outbox mail --key K` at once (a script's re-run overlapping the first): the
+/// second waits for the first (saying so), then finds its message and reports it. One draft,
+/// one send. (Before, both searched the mailbox at once, found nothing, and each made a draft
+/// under the same marker.)
+#[test]
+fn two_runs_of_mail_with_one_key_at_once_make_one_message() {
+    let env = setup();
+    let rt = rt();
+    // Each request takes a moment: the first run is still at work when the second starts.
+    rt.block_on(env.sandbox.faults(json!({"delay_ms": 150})));
+    let f = env.path("both.pdf");
+    write_file(&f, 4_000_000, 43);
+    let args = [
+        "mail",
+        f.to_str().unwrap(),
+        "--to",
+        "ap@contoso.com",
+        "--key",
+        "nightly-2026-12-07",
+    ];
+    let first = env
+        .cmd()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("first run");
+    std::thread::sleep(Duration::from_millis(300));
+    let second = run_bounded(env.cmd().args(args), LONG);
+    let first = first.wait_with_output().expect("first run ends");
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("is running; waiting for it to end"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(stdout(&second).trim(), stdout(&first).trim());
+    let sent = sent_after_move(&env, &rt, 1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+}

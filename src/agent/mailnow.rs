@@ -155,6 +155,12 @@ pub async fn mail_files(
     }
     let asked = letter.clone();
     let mut found = None;
+    // One run per key at a time on this machine: a second (a script's overlapping re-run)
+    // waits for the first, then finds its message, instead of making a draft beside it.
+    let _one_at_a_time = match key {
+        Some(k) => Some(key_lock(&settings.agent.state_dir, &marker, k, &watch).await?),
+        None => None,
+    };
     if let Some(k) = key {
         found = key_taken(&client, user, &marker, k, &keyed_files, &asked).await?;
     }
@@ -540,6 +546,53 @@ pub fn recipients_text(to: &[String], cc: &[String], bcc: &[String]) -> String {
 
 /// The marker of `outbox mail --key KEY` from `user`'s mailbox: the same key, the same marker,
 /// so a re-run finds the earlier message (Sent Items, Drafts) instead of making another.
+/// `mail --key`'s lock on its key (`STATE_DIR/mail-keys/MARKER.lock`, held until it is
+/// dropped): taken at once, or, while another run holds it, after saying so through `watch`.
+async fn key_lock(
+    state_dir: &std::path::Path,
+    marker: &str,
+    key: &str,
+    watch: &Watch,
+) -> Result<std::fs::File, OneShotError> {
+    use fs2::FileExt;
+    let dir = state_dir.join("mail-keys");
+    let path = dir.join(format!("{marker}.lock"));
+    let failed = |e: std::io::Error| {
+        OneShotError::Failed(Failure::new(
+            "keyLock",
+            format!(
+                "cannot lock {} (one `outbox mail --key` at a time per key): {e}; check that the state dir is yours and writable",
+                crate::outside::path(&path)
+            ),
+        ))
+    };
+    crate::private::ensure_private_dir(&dir).map_err(failed)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(failed)?;
+    match file.try_lock_exclusive() {
+        Ok(()) => return Ok(file),
+        Err(e)
+            if e.kind() == fs2::lock_contended_error().kind()
+                || e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(failed(e)),
+    }
+    if let Some(say) = &watch.waiting {
+        say(format!(
+            "another `outbox mail --key {}` is running; waiting for it to end",
+            crate::outside::printable(key)
+        ));
+    }
+    tokio::task::spawn_blocking(move || file.lock_exclusive().map(|()| file))
+        .await
+        .map_err(|e| failed(std::io::Error::other(e.to_string())))?
+        .map_err(failed)
+}
+
 pub fn keyed_marker(user: &str, key: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
