@@ -2529,7 +2529,11 @@ impl Machine {
         let Some(m) = self.messages.get_mut(mid) else {
             return;
         };
-        m.rec.attempts = 0;
+        if m.rec.last_send_at.is_none() {
+            // (After a send in doubt the count goes on: a throttled send's draft is listed
+            // again before each send again, and those sends stay bounded by `max_attempts`.)
+            m.rec.attempts = 0;
+        }
         // Stray ones deleted already but still listed: the listing lags behind the delete.
         let lagging = ids.iter().any(|x| m.deleted.contains(x));
         let mut extra: Vec<String> = Vec::new();
@@ -3127,9 +3131,12 @@ impl Machine {
                         self.wake_files(mid);
                     }
                     MessageState::Sending if folder == MailFolder::Drafts => {
-                        // `retry` of an unconfirmed message: the draft is still a draft.
+                        // `retry` of an unconfirmed message, or a throttled send: the draft is
+                        // still a draft, listed again before it is sent (it may have been
+                        // changed in Outlook meanwhile).
                         m.rec.resend_if_draft = false;
                         m.sent_checked = false;
+                        m.verified = false;
                         m.rec.draft_id = Some(id);
                         self.persist_message(mid, out);
                     }
@@ -3253,6 +3260,10 @@ impl Machine {
             }
             SendOutcome::Failed(f) => f,
         };
+        // Whatever comes next, a send again lists the draft first: someone may change it in
+        // Outlook while this one waits (a file taken off it would go out missing, and its
+        // after-action run on a file never mailed).
+        m.verified = false;
         let now = self.now;
         match send_refusal(&f) {
             SendRefusal::NotSent => {

@@ -2729,7 +2729,7 @@ fn ticks(m: &mut Machine, from: u64, to: u64) -> Vec<(u64, Action)> {
 /// the machine does then.
 fn not_in_sent_items_still_a_draft(m: &mut Machine, t: u64, mid: &str) -> Vec<Action> {
     found(m, t + 10, mid, MailFolder::SentItems, FindOutcome::NotFound);
-    found(
+    let mut out = found(
         m,
         t + 20,
         mid,
@@ -2739,7 +2739,12 @@ fn not_in_sent_items_still_a_draft(m: &mut Machine, t: u64, mid: &str) -> Vec<Ac
             is_draft: true,
             internet_message_id: None,
         },
-    )
+    );
+    // (Listed again before a send again: its one attachment is there.)
+    if out.iter().any(|a| matches!(a, Action::ListDraft { .. })) {
+        out.extend(m.answer(t + 25, mid, listed(&["a-a.pdf"])));
+    }
+    out
 }
 
 fn the_send(out: &[Action]) -> String {
@@ -2913,7 +2918,49 @@ fn a_throttled_send_not_in_sent_items_and_still_a_draft_is_sent_again_once() {
                 internet_message_id: None,
             },
         );
+        // Listed again first: it may have been changed in Outlook during the wait.
+        assert!(!sent(&out), "{fault:?}: {out:?}");
+        assert!(
+            out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+            "{fault:?}: {out:?}"
+        );
+        let out = m.answer(t + 30, &mid, listed(&["a-a.pdf"]));
         assert!(sent(&out), "{fault:?}: {out:?}");
+    }
+}
+
+/// Review of #20 (session 14): a throttled send's draft, still a draft after the wait, was sent
+/// again without a listing; a file taken off it in Outlook meanwhile went out missing, its
+/// message `sent` and its after-action (`delete`) run on a file never mailed. Now it is listed
+/// first, and a draft short of a file is never sent.
+#[test]
+fn a_throttled_sends_draft_changed_during_the_wait_is_not_sent_short_of_a_file() {
+    for fault in throttles() {
+        let (mut m, mid, t) = throttled_to_its_search(&fault);
+        found(
+            &mut m,
+            t + 10,
+            &mid,
+            MailFolder::SentItems,
+            FindOutcome::NotFound,
+        );
+        let mut all = found(
+            &mut m,
+            t + 20,
+            &mid,
+            MailFolder::Drafts,
+            FindOutcome::Found {
+                id: "d-a.pdf".into(),
+                is_draft: true,
+                internet_message_id: None,
+            },
+        );
+        // The attachment was taken off the draft: the listing shows none.
+        all.extend(m.answer(t + 30, &mid, listed(&[])));
+        for (_, a) in ticks(&mut m, t + 40, t + 2 * 60 * 60_000) {
+            all.push(a);
+        }
+        assert!(!sent(&all), "{fault:?}: sent short of its file: {all:?}");
     }
 }
 
