@@ -120,7 +120,8 @@ struct JsonRow<'a> {
     /// `sign-in`, `unreachable`, `throttled`, `backoff`, `look`, `settle`, `next-start`, `agent`,
     /// `max-messages`, `paused`, `sent-copy` (a mailed file's move or delete waits for its sent
     /// copy; `waiting_until`: when the looks stop), `send-confirm` (its message's send may have
-    /// happened; `waiting_until`: when Sent Items is searched for it).
+    /// happened; `waiting_until`: when Sent Items is searched for it), `upload-budget`,
+    /// `request-budget` (held back by the mailbox's budgets; `waiting_until`: when it goes).
     waiting_for: Option<&'static str>,
     waiting_until: Option<String>,
     /// The table's NOTE: what a person reads about the row.
@@ -508,6 +509,19 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
             "attached; its message's send may have gone and is not confirmed yet: its copy is \
              searched for in Sent Items {when}, the message never sent again before (see \
              MESSAGES)"
+        ),
+        WaitReason::BudgetTurn => format!(
+            "held back by the mailbox's upload budget (`mailbox_upload_bytes`): larger than the \
+             whole budget, it goes alone once what was sent before it has left the window, \
+             {when}; other files go on meanwhile"
+        ),
+        WaitReason::UploadBudget => format!(
+            "held back by the mailbox's upload budget (`mailbox_upload_bytes`): the window is \
+             full; sends {when}"
+        ),
+        WaitReason::RequestBudget => format!(
+            "held back by the mailbox's request budget (`mailbox_requests`): the window is \
+             full; sends {when}"
         ),
         WaitReason::MaxMessages => format!(
             "its mapping made its max_messages messages in their window; mailed {when} (raise \
@@ -1078,7 +1092,8 @@ fn state_color(state: EntryState) -> &'static str {
 }
 
 /// The table's STATE of an `uploading` entry that the running agent holds back, with no request
-/// of it out: throttled, Graph out of reach, a backoff, sign-in, the wait before a look.
+/// of it out: throttled, Graph out of reach, a backoff, sign-in, the wait before a look, the
+/// mailbox's budgets.
 const WAITING: &str = "waiting";
 
 /// Whether `e` is `uploading` in the ledger but waits, with nothing of it on its way: a file
@@ -1093,6 +1108,9 @@ fn waits_to_send(e: &LedgerEntry, facts: &Facts<'_>) -> bool {
                     | WaitReason::Backoff
                     | WaitReason::SignIn
                     | WaitReason::Look
+                    | WaitReason::BudgetTurn
+                    | WaitReason::UploadBudget
+                    | WaitReason::RequestBudget
             )
         })
 }
