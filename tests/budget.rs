@@ -128,6 +128,39 @@ async fn a_file_held_by_the_upload_budget_says_so_lets_small_files_by_and_cancel
         attached(&env.sandbox, &item).await.contains_key("big.bin")
     })
     .await;
+
+    // Now the window is full (big.bin's 3.5 MiB for 15 s): a small file waits for room, its
+    // row says so, the header says the mailbox is held back, and its cancel lands at once too.
+    std::fs::write(reports.join("late.txt"), "late\n").unwrap();
+    let mut late = None;
+    let start = Instant::now();
+    while late.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", agent.log());
+        late = row(&env, "late.txt").filter(|r| r["waiting_for"] == "upload-budget");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let late = late.unwrap();
+    let note = late["note"].as_str().unwrap_or_default();
+    assert!(note.contains("the window is full; sends at "), "{late:#}");
+    let table = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("paused: held back by the mailbox's upload budget")),
+        "{table}"
+    );
+    let out = env.run(
+        &["cancel", late["id"].as_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    let said = stdout(&out);
+    assert!(
+        said.contains("canceled") && !said.contains("cancel asked"),
+        "{said}"
+    );
+    assert_eq!(row(&env, "late.txt").unwrap()["state"], "canceled");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!attached(&env.sandbox, &item).await.contains_key("late.txt"));
     agent.stop();
 }
 

@@ -875,11 +875,21 @@ impl Agent {
                 attempts: 0,
             })
         } else {
-            latest(WaitReason::Throttled).map(|t| Wait {
-                reason: WaitReason::Throttled,
-                until_ms: Some(t),
-                error: None,
-                attempts: 0,
+            // Throttled by Graph, or else held back by a full window of the mailbox's budgets (a
+            // file waiting for its turn to take the window holds nothing else back).
+            [
+                WaitReason::Throttled,
+                WaitReason::UploadBudget,
+                WaitReason::RequestBudget,
+            ]
+            .into_iter()
+            .find_map(|reason| {
+                latest(reason).map(|t| Wait {
+                    reason,
+                    until_ms: Some(t),
+                    error: None,
+                    attempts: 0,
+                })
             })
         };
         waits.extend(self.held_waits());
