@@ -189,7 +189,7 @@ async fn run_once_stopped_while_a_file_waits_for_the_budget_names_it() {
         .unwrap();
     wait_until(Duration::from_secs(30), "a file waiting", || async {
         let err = std::fs::read_to_string(&log).unwrap_or_default();
-        err.contains("larger than the mailbox upload budget waits")
+        err.contains("larger than the mailbox upload budget waits") && err.contains(" attached ")
     })
     .await;
     terminate(once.id());
@@ -211,7 +211,8 @@ async fn run_once_stopped_while_a_file_waits_for_the_budget_names_it() {
         .find(|l| l.contains("not attached:"))
         .unwrap_or_else(|| panic!("no summary:\n{err}"));
     assert!(
-        summary.contains("1 waiting when the run stopped") && summary.contains("`outbox status`"),
+        summary.contains("1 not attached yet when the run stopped")
+            && summary.contains("`outbox status`"),
         "{summary}"
     );
     // The log names the file and what it waited for.
@@ -221,4 +222,49 @@ async fn run_once_stopped_while_a_file_waits_for_the_budget_names_it() {
                 && l.contains("waiting for upload-budget until")),
         "{err}"
     );
+}
+
+/// G3's sibling: a cancel of a file waiting out a throttle (nothing of it in flight either) said
+/// "its request in flight"; it says what it waits for, and that the cancel lands when that ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_of_a_file_waiting_out_a_throttle_says_it_lands_when_the_wait_ends() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let (meeting, reports) = (env.path("meeting"), env.path("reports"));
+    std::fs::create_dir_all(&meeting).unwrap();
+    std::fs::create_dir_all(&reports).unwrap();
+    env.write_config("", &two_mappings(&meeting, &reports, &item));
+    env.sandbox
+        .faults(serde_json::json!({"fail_next": [
+            {"route": "post", "status": 429, "retry_after": 30}
+        ]}))
+        .await;
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    std::fs::write(meeting.join("a.txt"), "a\n").unwrap();
+    wait_until(Duration::from_secs(20), "a.txt throttled", || async {
+        row(&env, "a.txt").is_some_and(|r| r["waiting_for"] == "throttled")
+    })
+    .await;
+    let id = row(&env, "a.txt").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = env.run(&["cancel", &id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains("cancel asked: it stops once this wait is over")
+            && said.contains("throttled by Graph")
+            && !said.contains("in flight"),
+        "{said}"
+    );
+    let a = row(&env, "a.txt").unwrap();
+    let note = a["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("cancel asked: it stops once this wait is over")
+            && note.contains(" UTC (in "),
+        "{a:#}"
+    );
+    agent.stop();
 }

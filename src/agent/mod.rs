@@ -1596,7 +1596,11 @@ impl Agent {
                             self.inputs.push_back(withheld);
                         }
                         self.drain()?;
-                        line(Ok(entries(std::slice::from_ref(&id), &self.ledger)?))
+                        // With what it waits for, if the cancel waits for a wait to end.
+                        let mut r =
+                            Response::entries(entries(std::slice::from_ref(&id), &self.ledger)?);
+                        r.agent = Some(self.view());
+                        Answer::Line(r)
                     }
                 },
             },

@@ -207,7 +207,7 @@ fn left_over(state_dir: &std::path::Path, mapped: &[String]) -> ExitCode {
     let mut parts = Vec::new();
     if unfinished > 0 {
         parts.push(format!(
-            "{unfinished} waiting when the run stopped (`outbox status` says what each waits for and until when; the next `outbox run` goes on with them)"
+            "{unfinished} not attached yet when the run stopped (`outbox status` says what each waits for and until when; the next `outbox run` goes on with them)"
         ));
     }
     if failed > gone + unmapped {

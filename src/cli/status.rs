@@ -555,7 +555,7 @@ fn note(e: &LedgerEntry, facts: &Facts<'_>, twins: &Twins) -> Option<String> {
             _ => t,
         })
         .or_else(|| after_failed_text(e))
-        .or_else(|| cancel_asked_text(e))
+        .or_else(|| cancel_asked_text(e, facts.wait_of(e).as_ref(), facts.now))
         .or_else(|| facts.wait_of(e).map(|w| wait_text(&w, Some(e), facts.now)))
         .or_else(|| ended_text(e))
         .or_else(|| beside_text(e))
@@ -671,13 +671,25 @@ fn beside_text(e: &LedgerEntry) -> Option<String> {
     ))
 }
 
-/// A row `outbox cancel` was asked of while a request of it was in flight: it is canceled once
-/// that request is answered (what it did is settled first), and shows `canceled` then.
-pub fn cancel_asked_text(e: &LedgerEntry) -> Option<String> {
+/// A row `outbox cancel` was asked of while a request of it was in flight, or while it waited
+/// (`wait`: a backoff, a throttle, the wait before a look, as the running agent says): it is
+/// canceled once that request is answered, or that wait is over (what it did is settled
+/// first), and shows `canceled` then.
+pub fn cancel_asked_text(
+    e: &LedgerEntry,
+    wait: Option<&Wait>,
+    now: OffsetDateTime,
+) -> Option<String> {
     let by_user = e.error.as_ref().is_some_and(|x| x.code == "canceled");
-    (!e.state.is_terminal() && e.cancel_requested && by_user).then(|| {
-        "cancel asked: it stops once its request in flight is answered, then shows canceled"
-            .to_owned()
+    (!e.state.is_terminal() && e.cancel_requested && by_user).then(|| match wait {
+        Some(w) => format!(
+            "cancel asked: it stops once this wait is over, then shows canceled: {}",
+            wait_text(w, Some(e), now)
+        ),
+        None => {
+            "cancel asked: it stops once its request in flight is answered, then shows canceled"
+                .to_owned()
+        }
     })
 }
 
