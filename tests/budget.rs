@@ -86,6 +86,15 @@ async fn a_file_held_by_the_upload_budget_says_so_lets_small_files_by_and_cancel
         wrong.push(format!("G1: the table does not say it waits: {line}"));
     }
     let id = big["id"].as_str().unwrap().to_owned();
+    // The log's line names the entry that waits.
+    assert!(
+        agent
+            .log()
+            .lines()
+            .any(|l| l.contains("larger than the mailbox upload budget waits") && l.contains(&id)),
+        "{}",
+        agent.log()
+    );
 
     // G2: a 6-byte file of another mapping fits the window's room: it goes now, not after the
     // big file's turn (15 s after the first file).

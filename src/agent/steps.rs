@@ -356,7 +356,7 @@ impl<U: UrlStore> Steps<U> {
         let Some((id, withheld)) = withheld_answer(&action) else {
             return self.run_step(action).await;
         };
-        let waiter = Arc::new(Waiter::default());
+        let waiter = Arc::new(Waiter::new(&id));
         self.paced.lock().unwrap_or_else(|p| p.into_inner()).insert(
             id.clone(),
             Paced {

@@ -91,6 +91,8 @@ pub struct Held {
 /// asks (`status`), and a way to withdraw it while it waits with nothing of it sent.
 #[derive(Debug, Default)]
 pub struct Waiter {
+    /// Whose step it is (an entry's id), for the log.
+    pub entry: String,
     /// The wait it is in, and whether it was withdrawn.
     state: Mutex<(Option<Held>, bool)>,
     withdrawn: CancellationToken,
@@ -102,6 +104,14 @@ tokio::task_local! {
 }
 
 impl Waiter {
+    /// The waiter of entry `entry`'s step.
+    pub fn new(entry: &str) -> Waiter {
+        Waiter {
+            entry: entry.to_owned(),
+            ..Waiter::default()
+        }
+    }
+
     /// Run `step` as this waiter's: `None` when it was withdrawn (it was then waiting in the
     /// pacer, nothing of it sent, and never goes on).
     pub async fn run<F: Future>(self: Arc<Self>, step: F) -> Option<F::Output> {
@@ -255,8 +265,10 @@ impl Pacer {
             };
             if !said {
                 said = true;
+                let entry = WAITER.try_with(|w| w.entry.clone()).unwrap_or_default();
                 tracing::info!(
                     mailbox = user,
+                    entry,
                     file_bytes,
                     wait_s = wait.as_secs(),
                     "a file larger than the mailbox upload budget waits for its turn to take the window; other files go on meanwhile"
