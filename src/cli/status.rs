@@ -512,7 +512,7 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
         ),
         WaitReason::BudgetTurn => format!(
             "held back by the mailbox's upload budget (`mailbox_upload_bytes`): larger than the \
-             whole budget, it goes alone once what was sent before it has left the window, \
+             whole budget, it takes the window once what was sent before it has left it, \
              {when}; other files go on meanwhile"
         ),
         WaitReason::UploadBudget => format!(
