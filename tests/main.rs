@@ -11,6 +11,7 @@ mod common;
 mod agent;
 mod agent_run;
 mod bad_input;
+mod budget;
 mod commands;
 mod config;
 mod crash;

@@ -157,6 +157,14 @@ pub enum WaitReason {
     SentCopyMove,
     /// The same, before its delete (`after = "delete"`).
     SentCopyDelete,
+    /// A file larger than the mailbox's whole upload budget (`mailbox_upload_bytes`), waiting
+    /// for its turn to take the window (once what was sent before it has left it); `until`:
+    /// then. Other files go on meanwhile.
+    BudgetTurn,
+    /// Waiting for room in the mailbox's upload budget (`mailbox_upload_bytes`) until `until`.
+    UploadBudget,
+    /// Waiting for room in the mailbox's request budget (`mailbox_requests`) until `until`.
+    RequestBudget,
     /// Attached to a message whose send may have happened (its answer lost, a throttle, a
     /// `retry` of an unconfirmed one) and is not yet confirmed: `until`, when Sent Items is
     /// searched for its copy ([`send_doubt`]).
@@ -178,6 +186,8 @@ impl WaitReason {
             WaitReason::Paused => "paused",
             WaitReason::SentCopyMove | WaitReason::SentCopyDelete => "sent-copy",
             WaitReason::SendConfirm => "send-confirm",
+            WaitReason::BudgetTurn | WaitReason::UploadBudget => "upload-budget",
+            WaitReason::RequestBudget => "request-budget",
         }
     }
 }

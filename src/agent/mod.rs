@@ -550,6 +550,9 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("signal received: checkpointing and stopping");
+                if once {
+                    agent.say_left_at_stop();
+                }
                 break;
             }
             Some(ev) = watch_rx.recv() => {
@@ -815,6 +818,30 @@ impl Agent {
             };
             waits.push((rec.id.clone(), w));
         }
+        // A step held back by the mailbox's budgets: nothing of it on its way yet.
+        for (id, held) in self.steps.paced_waits() {
+            let attempts = self.machine.record(&id).map_or(0, |r| r.attempts);
+            let reason = match held.hold {
+                crate::graph::pacing::Hold::Turn => WaitReason::BudgetTurn,
+                crate::graph::pacing::Hold::Bytes => WaitReason::UploadBudget,
+                crate::graph::pacing::Hold::Requests => WaitReason::RequestBudget,
+            };
+            let until_ms = held
+                .until
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .ok();
+            waits.retain(|(w, _)| *w != id);
+            waits.push((
+                id,
+                Wait {
+                    reason,
+                    until_ms,
+                    error: None,
+                    attempts,
+                },
+            ));
+        }
         for (_, path, _, _) in self.machine.settler().settling() {
             waits.push((
                 settling_id(path),
@@ -848,11 +875,21 @@ impl Agent {
                 attempts: 0,
             })
         } else {
-            latest(WaitReason::Throttled).map(|t| Wait {
-                reason: WaitReason::Throttled,
-                until_ms: Some(t),
-                error: None,
-                attempts: 0,
+            // Throttled by Graph, or else held back by a full window of the mailbox's budgets (a
+            // file waiting for its turn to take the window holds nothing else back).
+            [
+                WaitReason::Throttled,
+                WaitReason::UploadBudget,
+                WaitReason::RequestBudget,
+            ]
+            .into_iter()
+            .find_map(|reason| {
+                latest(reason).map(|t| Wait {
+                    reason,
+                    until_ms: Some(t),
+                    error: None,
+                    attempts: 0,
+                })
             })
         };
         waits.extend(self.held_waits());
@@ -863,6 +900,46 @@ impl Agent {
             folders: self.folder_lines(),
             config: Some(self.config_read()),
             config_read_ms: Some(self.config_read_ms()),
+        }
+    }
+
+    /// `run --once` stopped by a signal: the files it had not attached yet, each with what it
+    /// waited for and until when (the summary counts them; the next run goes on with them).
+    fn say_left_at_stop(&self) {
+        let view = self.view();
+        let left: Vec<String> = self
+            .machine
+            .active()
+            .filter(|(r, _)| !r.state.is_terminal())
+            .map(|(r, _)| {
+                let why = match view.waits.iter().find(|(id, _)| *id == r.id) {
+                    Some((_, w)) => {
+                        let until = w
+                            .until_ms
+                            .and_then(|ms| {
+                                time::OffsetDateTime::from_unix_timestamp_nanos(
+                                    i128::from(ms) * 1_000_000,
+                                )
+                                .ok()
+                            })
+                            .map(|t| {
+                                format!(
+                                    " until {:02}:{:02}:{:02} UTC",
+                                    t.hour(),
+                                    t.minute(),
+                                    t.second()
+                                )
+                            })
+                            .unwrap_or_default();
+                        format!("waiting for {}{until}", w.reason.as_str())
+                    }
+                    None => "a request of it under way".to_owned(),
+                };
+                format!("{} (entry {}: {why})", crate::outside::path(&r.path), r.id)
+            })
+            .collect();
+        if !left.is_empty() {
+            tracing::warn!(left = %left.join(", "), "stopped before these were attached; the next run goes on with them");
         }
     }
 
@@ -1512,8 +1589,18 @@ impl Agent {
                     }),
                     None => {
                         self.inputs.push_back(Input::Cancel { id: id.clone() });
+                        // Its upload step waiting for the mailbox's budgets, nothing of it
+                        // sent: withdrawn, and answered as not taken after the cancel, so the
+                        // cancel lands now, not when the wait ends.
+                        if let Some(withheld) = self.steps.withdraw(&id) {
+                            self.inputs.push_back(withheld);
+                        }
                         self.drain()?;
-                        line(Ok(entries(std::slice::from_ref(&id), &self.ledger)?))
+                        // With what it waits for, if the cancel waits for a wait to end.
+                        let mut r =
+                            Response::entries(entries(std::slice::from_ref(&id), &self.ledger)?);
+                        r.agent = Some(self.view());
+                        Answer::Line(r)
                     }
                 },
             },

@@ -7,6 +7,7 @@
 use super::files::{self, ReadProblem, Upload};
 use crate::config::Mapping;
 use crate::core::model::*;
+use crate::graph::pacing::{Held, Waiter};
 use crate::graph::GraphClient;
 use crate::ledger::SessionStore;
 use std::collections::{HashMap, HashSet};
@@ -81,6 +82,9 @@ pub struct Steps<U: UrlStore> {
     uploads: Arc<Mutex<HashMap<String, Upload>>>,
     /// Entries whose file takes the mailbox's whole byte window (larger than the budget).
     whole_window: Arc<Mutex<HashSet<String>>>,
+    /// The upload step of each entry that has one under way, as the mailbox's pacer knows it:
+    /// what it waits for there (`status`), and how to withdraw it while it waits (`cancel`).
+    paced: Arc<Mutex<HashMap<String, Paced>>>,
     /// Bytes the server holds of an entry's file (its id, the bytes), for a progress bar: after
     /// each chunk of a session, and after a POST.
     pub progress: Option<FileProgress>,
@@ -122,6 +126,59 @@ async fn message_draft_failure(
     }
 }
 
+/// An entry's upload step under way: its place in the pacer, and the core's answer should it be
+/// withdrawn while it waits there.
+struct Paced {
+    waiter: Arc<Waiter>,
+    withheld: Input,
+}
+
+/// Takes an entry's step off the list of those under way when it ends (or is withdrawn).
+struct Listed {
+    paced: Arc<Mutex<HashMap<String, Paced>>>,
+    id: String,
+    waiter: Arc<Waiter>,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        let mut paced = self.paced.lock().unwrap_or_else(|p| p.into_inner());
+        // A later step of the entry may be listed already (this one withdrawn): not that one.
+        if paced
+            .get(&self.id)
+            .is_some_and(|p| Arc::ptr_eq(&p.waiter, &self.waiter))
+        {
+            paced.remove(&self.id);
+        }
+    }
+}
+
+/// An upload step's entry, and the answer that tells the core it was not sent: the request was
+/// not taken, and goes again after no wait (as a throttle with a Retry-After of 0, which is
+/// what the mailbox's pacer is: Outlook's throttling, kept to on this side). `None` for steps
+/// that are not an upload's.
+fn withheld_answer(action: &Action) -> Option<(String, Input)> {
+    let not_sent = || Fault::Throttled {
+        retry_after_ms: Some(0),
+    };
+    let (id, outcome) = match action {
+        Action::Post { id, .. } => (id, Outcome::Post(PostOutcome::Failed(not_sent()))),
+        Action::CreateSession { id, .. } => (
+            id,
+            Outcome::CreateSession(SessionOutcome::Failed(not_sent())),
+        ),
+        Action::PutChunk { id, .. } => (id, Outcome::Chunk(ChunkOutcome::Failed(not_sent()))),
+        _ => return None,
+    };
+    Some((
+        id.clone(),
+        Input::Outcome {
+            id: id.clone(),
+            outcome,
+        },
+    ))
+}
+
 /// Hears an entry's id and the bytes of its file the server holds.
 pub type FileProgress = Arc<dyn Fn(&str, u64) + Send + Sync>;
 
@@ -140,6 +197,7 @@ impl<U: UrlStore> Clone for Steps<U> {
             mappings: self.mappings.clone(),
             uploads: self.uploads.clone(),
             whole_window: self.whole_window.clone(),
+            paced: self.paced.clone(),
             progress: self.progress.clone(),
             digest: self.digest.clone(),
             second_looks: self.second_looks.clone(),
@@ -158,6 +216,7 @@ impl<U: UrlStore> Steps<U> {
             mappings: Arc::new(mappings),
             uploads: Default::default(),
             whole_window: Default::default(),
+            paced: Default::default(),
             progress: None,
             digest: None,
             second_looks: None,
@@ -269,8 +328,51 @@ impl<U: UrlStore> Steps<U> {
         }
     }
 
-    /// Carry out one action that takes time; `None` for an action this does not run.
+    /// The entries whose upload step waits in the mailbox's pacer (its budgets), with what for
+    /// and until when.
+    pub fn paced_waits(&self) -> Vec<(String, Held)> {
+        self.paced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(id, p)| Some((id.clone(), p.waiter.held()?)))
+            .collect()
+    }
+
+    /// Withdraw entry `id`'s upload step if it waits in the mailbox's pacer, nothing of it
+    /// sent: it never goes on, and the answer returned tells the core so (for it in place of
+    /// the step's). `None` when it has no step waiting there (its request may be on its way).
+    pub fn withdraw(&self, id: &str) -> Option<Input> {
+        let mut paced = self.paced.lock().unwrap_or_else(|p| p.into_inner());
+        if !paced.get(id)?.waiter.withdraw() {
+            return None;
+        }
+        paced.remove(id).map(|p| p.withheld)
+    }
+
+    /// Carry out one action that takes time; `None` for an action this does not run, or an
+    /// upload step withdrawn ([`Steps::withdraw`]: its answer was given for it).
     pub async fn run(&self, action: Action) -> Option<Input> {
+        let Some((id, withheld)) = withheld_answer(&action) else {
+            return self.run_step(action).await;
+        };
+        let waiter = Arc::new(Waiter::new(&id));
+        self.paced.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            id.clone(),
+            Paced {
+                waiter: waiter.clone(),
+                withheld,
+            },
+        );
+        let _listed = Listed {
+            paced: self.paced.clone(),
+            id,
+            waiter: waiter.clone(),
+        };
+        waiter.run(self.run_step(action)).await.flatten()
+    }
+
+    async fn run_step(&self, action: Action) -> Option<Input> {
         Some(match action {
             Action::Hash {
                 mapping,
@@ -312,8 +414,8 @@ impl<U: UrlStore> Steps<U> {
                 size,
             } => {
                 self.close_upload(&id);
-                // A file larger than the mailbox's whole byte budget waits for an empty window
-                // before anything of it is sent (the session's own request included).
+                // A file larger than the mailbox's whole byte budget waits for its turn to take
+                // the window before anything of it is sent (the session's own request included).
                 if self.client.take_whole_window(&target.user, size).await {
                     self.whole_window
                         .lock()

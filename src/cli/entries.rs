@@ -322,15 +322,28 @@ async fn via_agent_or_ledger(
     req: Request,
     local: impl FnOnce(&Ledger) -> Result<Rows, CommandError>,
 ) -> Result<Rows, CommandError> {
+    Ok(via_agent_or_ledger_viewed(settings, req, local).await?.0)
+}
+
+/// [`via_agent_or_ledger`], with what the running agent waits for when it answered with that.
+async fn via_agent_or_ledger_viewed(
+    settings: &Settings,
+    req: Request,
+    local: impl FnOnce(&Ledger) -> Result<Rows, CommandError>,
+) -> Result<(Rows, Option<control::AgentView>), CommandError> {
     let dir = &settings.agent.state_dir;
-    if let Some(resp) = control::ask(dir, &req).await {
-        return from_response(resp);
+    if let Some(mut resp) = control::ask(dir, &req).await {
+        let view = resp.agent.take();
+        return Ok((from_response(resp)?, view));
     }
     let ledger = match Ledger::open(dir) {
         Ok(l) => l,
         Err(LedgerError::InUse { .. }) => {
             return match ask_while_starting(dir, &req).await {
-                Some(resp) => from_response(resp),
+                Some(mut resp) => {
+                    let view = resp.agent.take();
+                    Ok((from_response(resp)?, view))
+                }
                 None => Err(CommandError::new(ExitCode::Usage, format!("another outbox process holds the ledger in {} and does not answer on its socket; try again in a moment", dir.display()))),
             };
         }
@@ -338,7 +351,7 @@ async fn via_agent_or_ledger(
     };
     let result = local(&ledger);
     ledger.close().map_err(ledger_err)?;
-    result
+    Ok((result?, None))
 }
 
 /// The ledger is held but the socket did not answer: an agent may be starting (it opens the
@@ -658,7 +671,7 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
     let dir = settings.agent.state_dir.clone();
     let req = Request::Cancel { id: id.clone() };
     let mut session_to_delete = None;
-    let (entries, _) = via_agent_or_ledger(&settings, req, |l| {
+    let ((entries, _), view) = via_agent_or_ledger_viewed(&settings, req, |l| {
         let Some(e) = l.get(&id).map_err(ledger_err)? else {
             let why = ops::cancel_unknown(l, &id).map_err(ledger_err)?;
             return Err(CommandError::new(ExitCode::Usage, why));
@@ -697,11 +710,17 @@ pub async fn cancel(settings: Settings, id: String) -> Result<ExitCode, CommandE
             errln!("outbox: canceled, but the upload session could not be deleted ({e}); it expires on its own");
         }
     }
+    let now = time::OffsetDateTime::now_utc();
     for e in &entries {
-        // A request of it in flight: canceled once it is answered, not yet.
-        let what = match super::status::cancel_asked_text(e) {
-            Some(_) => "cancel asked: it stops once its request in flight is answered (`outbox status` shows it canceled then)",
-            _ => "canceled",
+        // A request of it in flight, or a wait: canceled once it is answered or over, not yet.
+        let wait = view
+            .as_ref()
+            .and_then(|v| v.waits.iter().find(|(id, _)| *id == e.id))
+            .map(|(_, w)| w);
+        let what = match super::status::cancel_asked_text(e, wait, now) {
+            Some(t) if wait.is_some() => format!("{t} (`outbox status` shows it canceled then)"),
+            Some(_) => "cancel asked: it stops once its request in flight is answered (`outbox status` shows it canceled then)".to_owned(),
+            _ => "canceled".to_owned(),
         };
         outln!("{}  {what}  {}", e.id, crate::outside::path(&e.path));
     }

@@ -141,7 +141,8 @@ fn maybe_sent(state_dir: &std::path::Path, look_after_ms: u64) -> Option<ExitCod
 
 /// After `--once`: what the ledger still holds that is not attached, this run's or an earlier
 /// one's (a file that failed `Permission denied` yesterday and was only chmod-ed since is not a
-/// new version, so this run did not try it). Exit 1 while any is left, as SPEC says.
+/// new version, so this run did not try it), and what it stopped before attaching. Exit 1 while
+/// any is left, as SPEC says.
 fn left_over(state_dir: &std::path::Path, mapped: &[String]) -> ExitCode {
     use crate::ledger::{EntryState, Ledger, LedgerEntry};
     use std::collections::HashMap;
@@ -182,6 +183,16 @@ fn left_over(state_dir: &std::path::Path, mapped: &[String]) -> ExitCode {
                 && crate::agent::ops::retry_refusal(e).is_some()
         })
         .count();
+    // Not attached yet, of a mapping still configured: the run stopped before they were (a
+    // signal, or they wait for something the run cannot wait out). The agent's log said what
+    // each waited for; `status` says it now.
+    let unfinished = newest
+        .values()
+        .filter(|e| {
+            matches!(e.state, EntryState::Pending | EntryState::Uploading)
+                && mapped.contains(&e.mapping)
+        })
+        .count();
     // Attached, but not moved or deleted: not retried by itself, so said every run.
     let after_failed = newest.values().filter(|e| e.after_failed).count();
     if after_failed > 0 {
@@ -189,11 +200,16 @@ fn left_over(state_dir: &std::path::Path, mapped: &[String]) -> ExitCode {
             "outbox: attached, but {after_failed} after-action(s) (move/delete) failed and are not tried again by themselves; `outbox status` says why; fix it, then `outbox retry ID`"
         );
     }
-    if failed + rejected == 0 {
+    if failed + rejected + unfinished == 0 {
         return ExitCode::Ok;
     }
     // Each kind with the rows that say why, and what clears it.
     let mut parts = Vec::new();
+    if unfinished > 0 {
+        parts.push(format!(
+            "{unfinished} not attached yet when the run stopped (`outbox status` says what each waits for and until when; the next `outbox run` goes on with them)"
+        ));
+    }
     if failed > gone + unmapped {
         parts.push(format!(
             "{} failed (`outbox status --state failed` says why; fix the cause, then `outbox retry --failed`)",

@@ -120,7 +120,8 @@ struct JsonRow<'a> {
     /// `sign-in`, `unreachable`, `throttled`, `backoff`, `look`, `settle`, `next-start`, `agent`,
     /// `max-messages`, `paused`, `sent-copy` (a mailed file's move or delete waits for its sent
     /// copy; `waiting_until`: when the looks stop), `send-confirm` (its message's send may have
-    /// happened; `waiting_until`: when Sent Items is searched for it).
+    /// happened; `waiting_until`: when Sent Items is searched for it), `upload-budget`,
+    /// `request-budget` (held back by the mailbox's budgets; `waiting_until`: when it goes).
     waiting_for: Option<&'static str>,
     waiting_until: Option<String>,
     /// The table's NOTE: what a person reads about the row.
@@ -509,6 +510,19 @@ fn wait_text(w: &Wait, e: Option<&LedgerEntry>, now: OffsetDateTime) -> String {
              searched for in Sent Items {when}, the message never sent again before (see \
              MESSAGES)"
         ),
+        WaitReason::BudgetTurn => format!(
+            "held back by the mailbox's upload budget (`mailbox_upload_bytes`): larger than the \
+             whole budget, it takes the window once what was sent before it has left it, \
+             {when}; other files go on meanwhile"
+        ),
+        WaitReason::UploadBudget => format!(
+            "held back by the mailbox's upload budget (`mailbox_upload_bytes`): the window is \
+             full; sends {when}"
+        ),
+        WaitReason::RequestBudget => format!(
+            "held back by the mailbox's request budget (`mailbox_requests`): the window is \
+             full; sends {when}"
+        ),
         WaitReason::MaxMessages => format!(
             "its mapping made its max_messages messages in their window; mailed {when} (raise \
              [mapping.new_message] max_messages if the folder should mail more)"
@@ -541,7 +555,7 @@ fn note(e: &LedgerEntry, facts: &Facts<'_>, twins: &Twins) -> Option<String> {
             _ => t,
         })
         .or_else(|| after_failed_text(e))
-        .or_else(|| cancel_asked_text(e))
+        .or_else(|| cancel_asked_text(e, facts.wait_of(e).as_ref(), facts.now))
         .or_else(|| facts.wait_of(e).map(|w| wait_text(&w, Some(e), facts.now)))
         .or_else(|| ended_text(e))
         .or_else(|| beside_text(e))
@@ -657,13 +671,25 @@ fn beside_text(e: &LedgerEntry) -> Option<String> {
     ))
 }
 
-/// A row `outbox cancel` was asked of while a request of it was in flight: it is canceled once
-/// that request is answered (what it did is settled first), and shows `canceled` then.
-pub fn cancel_asked_text(e: &LedgerEntry) -> Option<String> {
+/// A row `outbox cancel` was asked of while a request of it was in flight, or while it waited
+/// (`wait`: a backoff, a throttle, the wait before a look, as the running agent says): it is
+/// canceled once that request is answered, or that wait is over (what it did is settled
+/// first), and shows `canceled` then.
+pub fn cancel_asked_text(
+    e: &LedgerEntry,
+    wait: Option<&Wait>,
+    now: OffsetDateTime,
+) -> Option<String> {
     let by_user = e.error.as_ref().is_some_and(|x| x.code == "canceled");
-    (!e.state.is_terminal() && e.cancel_requested && by_user).then(|| {
-        "cancel asked: it stops once its request in flight is answered, then shows canceled"
-            .to_owned()
+    (!e.state.is_terminal() && e.cancel_requested && by_user).then(|| match wait {
+        Some(w) => format!(
+            "cancel asked: it stops once this wait is over, then shows canceled: {}",
+            wait_text(w, Some(e), now)
+        ),
+        None => {
+            "cancel asked: it stops once its request in flight is answered, then shows canceled"
+                .to_owned()
+        }
     })
 }
 
@@ -1078,7 +1104,8 @@ fn state_color(state: EntryState) -> &'static str {
 }
 
 /// The table's STATE of an `uploading` entry that the running agent holds back, with no request
-/// of it out: throttled, Graph out of reach, a backoff, sign-in, the wait before a look.
+/// of it out: throttled, Graph out of reach, a backoff, sign-in, the wait before a look, the
+/// mailbox's budgets.
 const WAITING: &str = "waiting";
 
 /// Whether `e` is `uploading` in the ledger but waits, with nothing of it on its way: a file
@@ -1093,6 +1120,9 @@ fn waits_to_send(e: &LedgerEntry, facts: &Facts<'_>) -> bool {
                     | WaitReason::Backoff
                     | WaitReason::SignIn
                     | WaitReason::Look
+                    | WaitReason::BudgetTurn
+                    | WaitReason::UploadBudget
+                    | WaitReason::RequestBudget
             )
         })
 }

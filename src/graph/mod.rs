@@ -258,8 +258,8 @@ impl GraphClient {
         self.pacer.admit_chunk(mailbox, want, whole_window).await
     }
 
-    /// A file larger than the mailbox's whole byte budget waits for an empty window and takes
-    /// it (`true`); any other is paced body by body.
+    /// A file larger than the mailbox's whole byte budget waits for its turn and takes the window
+    /// (`true`); any other is paced body by body.
     pub async fn take_whole_window(&self, mailbox: &str, file_bytes: u64) -> bool {
         file_bytes >= SESSION_THRESHOLD && self.pacer.take_whole_window(mailbox, file_bytes).await
     }

@@ -6,13 +6,25 @@
 //! or one chunk PUT. The pacer does the same — every request is admitted by its own body, just
 //! before it is sent — so a large file takes the budget chunk by chunk as it goes rather than
 //! holding its whole size from its first byte to a window after its last.
+//!
+//! A file larger than the whole byte budget cannot be paced body by body: it waits for its turn,
+//! when the bodies sent before it began to wait (and those of any such file before it) have left
+//! the window, and then takes the window. Its turn is fixed when it starts waiting: the bodies of
+//! other files that fit the room left still go meanwhile, and never move it (a stream of small
+//! files cannot keep it waiting, and it does not hold them up for minutes).
+//!
+//! Every wait here is said to the step that waits, when it runs as a [`Waiter`]'s: what it
+//! waits for and until when (the agent shows it in `status`), and such a step can be withdrawn
+//! while it waits, nothing of it sent (`outbox cancel`).
 
 use crate::config::Budget;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Limits shared by every request to every mailbox of one client.
 #[derive(Debug)]
@@ -34,24 +46,119 @@ struct Windows {
     /// Each request in the window: when it was admitted, moved to when it finished (see
     /// [`Stamp`]), and its id.
     requests: VecDeque<(Instant, u64)>,
-    /// Each upload body in the window: the same time, its size, its id.
-    bytes: VecDeque<(Instant, u64, u64)>,
+    /// Each upload body in the window: the same time, its size, its id, and whether it is of a
+    /// file that took the whole window.
+    bytes: VecDeque<(Instant, u64, u64, bool)>,
     next_id: u64,
     /// Sum of `bytes`.
     bytes_used: u64,
-    /// Files larger than the whole budget waiting for an empty window: while any waits, no other
-    /// body is admitted, so a stream of small files cannot keep the window from emptying.
-    draining: usize,
+    /// Files larger than the whole budget waiting for their turn, first come first: each with
+    /// its ticket, the last id given out when it began to wait (the bodies it waits for are
+    /// those with an id up to it, and those of files that took the whole window).
+    queue: VecDeque<u64>,
 }
 
-/// Counts a file waiting for an empty window; dropping it (done, or the upload canceled) ends
-/// the wait's hold on other bodies.
-struct Draining(Arc<Mailbox>);
+/// A file's place in the queue for the whole window; dropping it (its turn taken, or the
+/// upload canceled while it waited) leaves the queue.
+struct Queued(Arc<Mailbox>, u64);
 
-impl Drop for Draining {
+impl Drop for Queued {
     fn drop(&mut self) {
         let mut w = self.0.windows.lock().unwrap_or_else(|p| p.into_inner());
-        w.draining = w.draining.saturating_sub(1);
+        w.queue.retain(|t| *t != self.1);
+    }
+}
+
+/// What a step waits for in the pacer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// A file larger than the whole byte budget, waiting for its turn to take the window.
+    Turn,
+    /// A body waiting for room in the byte budget.
+    Bytes,
+    /// A request waiting for room in the request budget.
+    Requests,
+}
+
+/// A wait of a step in the pacer: for what, until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub hold: Hold,
+    pub until: SystemTime,
+}
+
+/// A step as the pacer knows it ([`Waiter::run`]): the wait it is in, if any, said to whoever
+/// asks (`status`), and a way to withdraw it while it waits with nothing of it sent.
+#[derive(Debug, Default)]
+pub struct Waiter {
+    /// Whose step it is (an entry's id), for the log.
+    pub entry: String,
+    /// The wait it is in, and whether it was withdrawn.
+    state: Mutex<(Option<Held>, bool)>,
+    withdrawn: CancellationToken,
+}
+
+tokio::task_local! {
+    /// The step the pacer is pacing now, when it runs as a waiter's.
+    static WAITER: Arc<Waiter>;
+}
+
+impl Waiter {
+    /// The waiter of entry `entry`'s step.
+    pub fn new(entry: &str) -> Waiter {
+        Waiter {
+            entry: entry.to_owned(),
+            ..Waiter::default()
+        }
+    }
+
+    /// Run `step` as this waiter's: `None` when it was withdrawn (it was then waiting in the
+    /// pacer, nothing of it sent, and never goes on).
+    pub async fn run<F: Future>(self: Arc<Self>, step: F) -> Option<F::Output> {
+        let withdrawn = self.withdrawn.clone();
+        tokio::select! {
+            biased;
+            _ = withdrawn.cancelled() => None,
+            out = WAITER.scope(self, step) => Some(out),
+        }
+    }
+
+    /// The wait the step is in now.
+    pub fn held(&self) -> Option<Held> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Withdraw the step if it is waiting in the pacer (nothing of it sent, and nothing will
+    /// be): `true` then; `false` when it is not waiting (its request may be on its way).
+    pub fn withdraw(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.0.is_none() || s.1 {
+            return false;
+        }
+        s.1 = true;
+        self.withdrawn.cancel();
+        true
+    }
+
+    fn hold(&self, held: Option<Held>) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = held;
+        !s.1
+    }
+}
+
+/// Sleep `wait` for `hold`, said to the step's waiter; a step withdrawn meanwhile never goes on.
+async fn pause(wait: Duration, hold: Hold) {
+    let waiter = WAITER.try_with(Arc::clone).ok();
+    if let Some(w) = &waiter {
+        let until = SystemTime::now() + wait;
+        w.hold(Some(Held { hold, until }));
+    }
+    tokio::time::sleep(wait).await;
+    if let Some(w) = &waiter {
+        if !w.hold(None) {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -117,9 +224,12 @@ impl Pacer {
             .clone()
     }
 
-    /// Wait until no upload body is in the mailbox's byte window: a file larger than the whole
-    /// budget starts only then (and takes the window: `admit_chunk` never holds its chunks).
-    /// `false` when there is no byte budget or the file fits it (its bodies are paced one by one).
+    /// Wait for this file's turn to take the mailbox's byte window: a file larger than the whole
+    /// budget starts only then (and takes the window: `admit_chunk` never holds its chunks). Its
+    /// turn comes once the bodies sent before it began to wait, and those of every file that
+    /// took the window before it, have left the window; other bodies sent meanwhile do not
+    /// move it. `false` when there is no byte budget or the file fits it (its bodies are paced
+    /// one by one).
     pub async fn take_whole_window(&self, user: &str, file_bytes: u64) -> bool {
         let Some(b) = self.upload_bytes else {
             return false;
@@ -128,26 +238,43 @@ impl Pacer {
             return false;
         }
         let mb = self.mailbox(user);
-        let _draining = {
+        let queued = {
             let mut w = mb.windows.lock().unwrap_or_else(|p| p.into_inner());
-            w.draining += 1;
-            Draining(mb.clone())
+            // An id of its own (no body has it): the bodies before it have smaller ones.
+            w.next_id += 1;
+            let ticket = w.next_id;
+            w.queue.push_back(ticket);
+            Queued(mb.clone(), ticket)
         };
+        let mut said = false;
         loop {
             let wait = {
                 let mut w = mb.windows.lock().unwrap_or_else(|p| p.into_inner());
-                match w.until_empty(Instant::now(), b) {
-                    None => return true,
+                let now = Instant::now();
+                match w.until_turn(now, b, queued.1) {
+                    None => {
+                        // Taken: a mark that holds the next such file's turn until this one's
+                        // chunks (the first is not sent yet) have left the window.
+                        w.add_body(now, 0, true);
+                        drop(w);
+                        drop(queued);
+                        return true;
+                    }
                     Some(wait) => wait,
                 }
             };
-            tracing::info!(
-                mailbox = user,
-                file_bytes,
-                wait_s = wait.as_secs(),
-                "a file larger than the mailbox upload budget waits for an empty window"
-            );
-            tokio::time::sleep(wait).await;
+            if !said {
+                said = true;
+                let entry = WAITER.try_with(|w| w.entry.clone()).unwrap_or_default();
+                tracing::info!(
+                    mailbox = user,
+                    entry,
+                    file_bytes,
+                    wait_s = wait.as_secs(),
+                    "a file larger than the mailbox upload budget waits for its turn to take the window; other files go on meanwhile"
+                );
+            }
+            pause(wait, Hold::Turn).await;
         }
     }
 
@@ -176,7 +303,7 @@ impl Pacer {
                     let room = b.amount.saturating_sub(w.bytes_used);
                     (room / CHUNK_STEP * CHUNK_STEP).clamp(first, want)
                 };
-                let body = Some(w.add_body(now, len));
+                let body = Some(w.add_body(now, len, whole_window));
                 return (
                     len,
                     Stamp {
@@ -192,7 +319,7 @@ impl Pacer {
                 wait_ms = wait.as_millis() as u64,
                 "pacing a chunk inside the mailbox upload budget"
             );
-            tokio::time::sleep(wait).await;
+            pause(wait, Hold::Bytes).await;
         }
     }
 
@@ -210,18 +337,21 @@ impl Pacer {
                 .acquire_owned()
                 .await
                 .expect("mailbox semaphores are never closed");
-            let wait = {
+            let (wait, hold) = {
                 let mut w = mb.windows.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
-                let wait = w.request_room(now, self.requests).max(w.byte_room(
-                    now,
-                    self.upload_bytes,
-                    body_bytes,
-                ));
+                let requests = w.request_room(now, self.requests);
+                let bytes = w.byte_room(now, self.upload_bytes, body_bytes);
+                let hold = if bytes >= requests {
+                    Hold::Bytes
+                } else {
+                    Hold::Requests
+                };
+                let wait = requests.max(bytes);
                 if wait.is_none() {
                     let request = self.requests.is_some().then(|| w.add_request(now));
                     let body = (self.upload_bytes.is_some() && body_bytes > 0)
-                        .then(|| w.add_body(now, body_bytes));
+                        .then(|| w.add_body(now, body_bytes, false));
                     return Permit {
                         _slot: slot,
                         _stamp: Stamp {
@@ -231,7 +361,7 @@ impl Pacer {
                         },
                     };
                 }
-                wait
+                (wait, hold)
             };
             drop(slot);
             let wait = wait.unwrap_or_default();
@@ -241,7 +371,7 @@ impl Pacer {
                 wait_ms = wait.as_millis() as u64,
                 "pacing inside the mailbox budgets"
             );
-            tokio::time::sleep(wait).await;
+            pause(wait, hold).await;
         }
     }
 }
@@ -271,20 +401,13 @@ impl Windows {
     fn byte_room(&mut self, now: Instant, budget: Option<Budget>, bytes: u64) -> Option<Duration> {
         let b = budget?;
         let span = self.expire_bytes(now, b);
-        if bytes > 0 && self.draining > 0 {
-            // A file larger than the budget is waiting for the window to empty.
-            return Some(
-                self.until_empty(now, b)
-                    .unwrap_or(Duration::from_millis(100)),
-            );
-        }
         if bytes == 0 || self.bytes_used == 0 || self.bytes_used + bytes <= b.amount {
             return None;
         }
         // The earliest moment enough bytes have left the window for this body to fit.
         let mut freed = 0u64;
         let need = (self.bytes_used + bytes).saturating_sub(b.amount);
-        for &(t, n, _) in &self.bytes {
+        for &(t, n, _, _) in &self.bytes {
             freed += n;
             if freed >= need || freed == self.bytes_used {
                 return Some(span.saturating_sub(now.duration_since(t)) + Duration::from_millis(1));
@@ -301,9 +424,9 @@ impl Windows {
         self.next_id
     }
 
-    fn add_body(&mut self, now: Instant, n: u64) -> u64 {
+    fn add_body(&mut self, now: Instant, n: u64, whole: bool) -> u64 {
         self.next_id += 1;
-        self.bytes.push_back((now, n, self.next_id));
+        self.bytes.push_back((now, n, self.next_id, whole));
         self.bytes_used += n;
         self.next_id
     }
@@ -311,7 +434,7 @@ impl Windows {
     /// Drop the bodies that have left the byte window; returns the window's span (with margin).
     fn expire_bytes(&mut self, now: Instant, b: Budget) -> Duration {
         let span = b.window + edge_margin(b.window);
-        while let Some(&(t, n, _)) = self.bytes.front() {
+        while let Some(&(t, n, _, _)) = self.bytes.front() {
             if now.duration_since(t) < span {
                 break;
             }
@@ -321,13 +444,27 @@ impl Windows {
         span
     }
 
-    /// `None` when no upload body is left in the byte window; else how long until the last
-    /// one leaves it.
-    fn until_empty(&mut self, now: Instant, b: Budget) -> Option<Duration> {
+    /// `None` when it is the turn of the file with `ticket` to take the window: it is first in
+    /// the queue, and no body sent before it began to wait, nor any of a file that took the
+    /// window, is left in it; else how long until the last of those leaves it (at least a
+    /// moment, while a file before it in the queue waits).
+    fn until_turn(&mut self, now: Instant, b: Budget, ticket: u64) -> Option<Duration> {
         let span = self.expire_bytes(now, b);
         // Entries re-stamped at their end may be out of order: the latest decides.
-        let last = self.bytes.iter().map(|e| e.0).max()?;
-        Some(span.saturating_sub(now.duration_since(last)) + Duration::from_millis(1))
+        let last = self
+            .bytes
+            .iter()
+            .filter(|e| e.2 <= ticket || e.3)
+            .map(|e| e.0)
+            .max();
+        let first = self.queue.front().is_none_or(|t| *t == ticket);
+        match (last, first) {
+            (None, true) => None,
+            (None, false) => Some(Duration::from_millis(100)),
+            (Some(last), _) => {
+                Some(span.saturating_sub(now.duration_since(last)) + Duration::from_millis(1))
+            }
+        }
     }
 }
 
@@ -373,7 +510,7 @@ mod tests {
     }
 
     fn admit(w: &mut Windows, t: Instant, n: u64) {
-        w.add_body(t, n);
+        w.add_body(t, n, false);
     }
 
     #[test]
@@ -504,23 +641,90 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn small_bodies_wait_while_a_file_larger_than_the_budget_drains_the_window() {
+    async fn small_bodies_go_while_a_file_larger_than_the_budget_waits_and_do_not_move_its_turn() {
         let p = Arc::new(Pacer::new(4, None, Some(budget(100, 300))));
+        let t0 = Instant::now();
         drop(p.acquire("me", 10).await);
         let p2 = p.clone();
-        let big = tokio::spawn(async move { p2.take_whole_window("me", 500).await });
+        let big = tokio::spawn(async move {
+            let took = p2.take_whole_window("me", 500).await;
+            (took, Instant::now())
+        });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // 10 + 10 fits the budget, but the big file is waiting for the window to empty.
+        // 10 + 10 fits the budget: it goes at once, the big file waiting or not...
+        let t1 = Instant::now();
+        drop(p.acquire("me", 10).await);
+        assert!(t1.elapsed() < Duration::from_millis(50));
+        // ...and a stream of them, each fitting, never moves the big file's turn.
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(p.acquire("me", 5).await);
+        }
+        let (took, at) = tokio::time::timeout(Duration::from_secs(2), big)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(took);
+        let waited = at.duration_since(t0);
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_millis(450),
+            "its turn is when the body before it left: {waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn files_larger_than_the_budget_take_the_window_one_after_the_other() {
+        let p = Arc::new(Pacer::new(4, None, Some(budget(100, 300))));
         let t0 = Instant::now();
-        let p3 = p.clone();
-        let small = tokio::spawn(async move { p3.acquire("me", 10).await });
-        assert!(tokio::time::timeout(Duration::from_secs(2), big)
+        assert!(
+            p.take_whole_window("me", 500).await,
+            "an empty window: at once"
+        );
+        assert!(t0.elapsed() < Duration::from_millis(50));
+        let p2 = p.clone();
+        let second = tokio::spawn(async move { p2.take_whole_window("me", 500).await });
+        // The first one's chunk, counted when it is sent after its session is made.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(p.admit_chunk("me", 400, true).await.0, 400);
+        assert!(tokio::time::timeout(Duration::from_secs(2), second)
             .await
             .is_ok());
-        assert!(tokio::time::timeout(Duration::from_secs(2), small)
-            .await
-            .is_ok());
-        assert!(t0.elapsed() >= Duration::from_millis(200));
+        assert!(
+            t0.elapsed() >= Duration::from_millis(320),
+            "the second waits for the first's chunk to leave the window: {:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_waiting_in_the_pacer_says_so_and_can_be_withdrawn() {
+        let p = Arc::new(Pacer::new(4, None, Some(budget(100, 10_000))));
+        drop(p.acquire("me", 10).await);
+        let waiter = Arc::new(Waiter::default());
+        let (p2, w2) = (p.clone(), waiter.clone());
+        let step = tokio::spawn(async move {
+            w2.run(async move { p2.take_whole_window("me", 500).await })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let held = waiter.held().expect("it says it waits");
+        assert_eq!(held.hold, Hold::Turn);
+        let left = held.until.duration_since(SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(9), "{left:?}");
+        assert!(waiter.withdraw());
+        assert!(!waiter.withdraw(), "once");
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(1), step)
+                .await
+                .unwrap()
+                .unwrap(),
+            None
+        );
+        // A step not waiting is not withdrawn: its request may be on its way.
+        let idle = Waiter::default();
+        assert!(!idle.withdraw());
+        // Withdrawn, it left the queue: another file larger than the budget is not held by it.
+        assert!(p.mailbox("me").windows.lock().unwrap().queue.is_empty());
     }
 
     #[tokio::test]
