@@ -314,7 +314,12 @@ pub async fn run(settings: Settings, args: MailArgs) -> Result<ExitCode, Command
                 format!(
                     "{what} may have been sent: {}; it was NOT sent again (exit 4: do not mail \
                      it again). Look in Sent Items for internetMessageId {} (marker {marker})",
-                    crate::outside::printable(&why.message),
+                    // (Not the agent's advice: no ledger keeps this message for `outbox retry`.)
+                    crate::outside::printable(
+                        why.message
+                            .strip_suffix(crate::core::machine::UNCONFIRMED_ADVICE)
+                            .unwrap_or(&why.message)
+                    ),
                     crate::outside::printable(internet_message_id.as_deref().unwrap_or("unknown")),
                 ),
             ))

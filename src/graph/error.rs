@@ -156,13 +156,18 @@ impl GraphError {
         }
         match (self.status, self.code.as_str()) {
             (None, "ConnectionFailed") => Some("check the network, a proxy (HTTPS_PROXY, NO_PROXY) and graph.base_url in the config"),
+            // A send's 404: the draft left Drafts (sent already, its move to Sent Items under
+            // way or done, or deleted in Outlook), not a mapping's wrong item.
+            (Some(404), _) if self.send => Some(SEND_404),
             (Some(404), "ErrorItemNotFound") | (Some(404), "ResourceNotFound") => {
                 Some("the target item does not exist (deleted, or a wrong id): pick another from `outbox items messages` or `outbox items events`")
             }
             // The shared-mailbox explanation is the hint: not a second, opposite one.
             (Some(403), _) if self.message.contains(SHARED_MAILBOX_403) => None,
             // Exchange's sending limit comes as a 403 too: that is a wait, not a permission.
-            (Some(403), code) if self.send && code != "ErrorExceededMessageLimit" => Some(SEND_403),
+            // Exchange's sending limit (Outlook.com answers it with a 403): a wait, not a permission.
+            (_, "ErrorExceededMessageLimit") => Some(SENDING_LIMIT),
+            (Some(403), _) if self.send => Some(SEND_403),
             (Some(403), _) if self.draft => Some(DRAFT_403),
             (Some(403), _) => Some("access denied: check the account's permissions (Mail.ReadWrite / Calendars.ReadWrite) and consent"),
             (Some(401), _) if self.claims_challenge => Some("the tenant requires a fresh sign-in: run `outbox login`"),
@@ -206,6 +211,15 @@ fn transport_text(err: &reqwest::Error) -> String {
 /// A send refused with 403: sending needs `Mail.Send`, which `Mail.ReadWrite` does not give.
 /// What became of the draft is said by who knows it: a mapping's message leaves it in Drafts for
 /// `outbox retry`, `outbox mail` deletes it.
+/// A send refused by Exchange's sending limit (`ErrorExceededMessageLimit`).
+pub const SENDING_LIMIT: &str = "the mailbox reached Exchange's sending limit (30 messages a \
+minute, 10,000 recipients a day): outbox waits and sends again later, after a look in Sent Items; \
+no permission is missing";
+
+/// A send answered 404: the draft is no longer in Drafts.
+pub const SEND_404: &str = "the draft is no longer in Drafts: it was sent (look in Sent Items) or \
+deleted in Outlook";
+
 pub const SEND_403: &str = "sending needs the Mail.Send permission, which this sign-in lacks \
 (delegated: run `outbox login` again and consent to Mail.Send; application: grant Mail.Send and \
 admin consent); nothing was sent";
@@ -412,7 +426,20 @@ mod tests {
             "m",
         )
         .of_send();
-        assert!(!limit.advice().is_some_and(|a| a.contains("Mail.Send")));
+        let said = limit.advice().unwrap_or_default().to_owned();
+        assert!(said.contains("sending limit"), "{said}");
+        assert!(!said.contains("Mail."), "{said}");
+        // A send's 404 is about the draft (sent or deleted), not a mapping's wrong item.
+        let gone = GraphError::new(ErrorClass::Permanent, Some(404), "ErrorItemNotFound", "m");
+        let said = gone
+            .clone()
+            .of_send()
+            .advice()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(said.contains("Sent Items"), "{said}");
+        assert!(!said.contains("outbox items"), "{said}");
+        assert!(gone.advice().is_some_and(|a| a.contains("outbox items")));
         // A draft refused names the one permission a draft needs.
         let draft = e.of_draft().advice().unwrap_or_default().to_owned();
         assert!(draft.contains("Mail.ReadWrite"), "{draft}");

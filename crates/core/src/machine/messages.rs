@@ -113,6 +113,10 @@ pub const ATTACHMENT_MISSING: &str = "attachmentMissing";
 /// draft is deleted; its files are found mailed, held by the other draft, or go in a new
 /// message. Not a failure of the user's: `run --once` does not count it.
 pub const MAILED_ELSEWHERE: &str = "mailedElsewhere";
+/// The end of an unconfirmed message's error: what the agent's ledger lets a person do (`outbox
+/// mail`, with no ledger, says its own).
+pub const UNCONFIRMED_ADVICE: &str = "; it was not sent again. Look in Sent Items; `outbox retry` \
+sends it only if its draft is still a draft";
 
 /// How long after its draft exists a message's check for rivals waits: `createdDateTime` has a
 /// grain of one second, so a draft made in the same second as this one (which the order by
@@ -2772,7 +2776,10 @@ impl Machine {
         m.rec.error = Some(Failure::new(
             MAILED_ELSEWHERE,
             format!(
-                "another message in the mailbox carries the key of {n} of its files ({sent} in                  a sent copy, {} on an older draft: another agent on the same folder is mailing                  them); this one gave way, its draft is deleted and its files are mailed once,                  by that message or a new one",
+                "another message in the mailbox carries the key of {n} of its files ({sent} in \
+                 a sent copy, {} on an older draft: another agent on the same folder is mailing \
+                 them); this one gave way, its draft is deleted and its files are mailed once, \
+                 by that message or a new one",
                 n - sent
             ),
         ));
@@ -3427,9 +3434,7 @@ impl Machine {
             "sendUnconfirmed",
             format!(
                 "{answer}, which does not prove it was not sent, and no sent copy carrying the \
-                 message's marker or internetMessageId was found in Sent Items; it was not sent \
-                 again. Look in Sent Items; `outbox retry` sends it only if its draft is still a \
-                 draft"
+                 message's marker or internetMessageId was found in Sent Items{UNCONFIRMED_ADVICE}"
             ),
         ));
         let subject = m.rec.letter.subject.clone();
