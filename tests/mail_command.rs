@@ -477,6 +477,58 @@ fn mail_with_the_same_key_twice_mails_once() {
     assert_eq!(stats["sends_accepted"], json!(2), "{stats}");
 }
 
+/// Review of #20, finding 2: a keyed run's send in doubt (its answer lost, its copy not yet in
+/// Sent Items when it looked: exit 4), and a Sent Items copy that did not keep the marker: the
+/// script's re-run with the same key found nothing by the marker (the copy lacks it, the draft
+/// left Drafts) and mailed a second message. The run remembers its draft's internetMessageId beside its key's
+/// lock (`STATE_DIR/mail-keys`), and the re-run looks for that too: one message in all.
+#[test]
+fn mail_with_a_key_rerun_finds_a_sent_copy_without_the_marker_by_its_internet_message_id() {
+    let env = setup();
+    let rt = rt();
+    rt.block_on(env.sandbox.faults(json!({
+        "sent_copy_without_properties": true,
+        "send_move_delay_ms": 20_000,
+        "fail_next": [{"route": "send", "action": "lost"}]
+    })));
+    let f = env.path("nm.pdf");
+    write_file(&f, 7_000, 33);
+    let args = [
+        "mail",
+        f.to_str().unwrap(),
+        "--to",
+        "ap@contoso.com",
+        "--key",
+        "run-nm",
+    ];
+    let first = env.run(&args, LONG);
+    assert_eq!(first.status.code(), Some(4), "{}", stderr(&first));
+    let imid = stdout(&first).trim().to_owned();
+    assert!(imid.starts_with('<'), "{imid}");
+    // The script tries again a while later: the move has landed, the copy without the marker.
+    rt.block_on(wait_until(Duration::from_secs(60), "the move", || async {
+        env.sandbox.stats().await["pending_sends"] == json!(0)
+    }));
+    let again = env.run(&args, LONG);
+    let sent = sent_after_move(&env, &rt, 2);
+    assert_eq!(sent.len(), 1, "{sent:?}\n{}", stderr(&again));
+    let stats = rt.block_on(env.sandbox.stats());
+    assert_eq!(
+        stats["sends_accepted"],
+        json!(1),
+        "{stats}\n{}",
+        stderr(&again)
+    );
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+    // Found: exit 0 with the same internetMessageId, or still in doubt (exit 4): never a
+    // second message.
+    match again.status.code() {
+        Some(0) => assert_eq!(stdout(&again).trim(), imid, "{}", stderr(&again)),
+        Some(4) => {}
+        c => panic!("exit {c:?}: {}", stderr(&again)),
+    }
+}
+
 /// A run whose send may have gone exits 4; the re-run with the same key resumes the earlier
 /// draft (its attachment found by name and bytes, not attached twice), sends it only once
 /// Exchange's move has surely had time and it is still a draft: one message in all.

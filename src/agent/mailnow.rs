@@ -161,6 +161,10 @@ pub async fn mail_files(
         Some(k) => Some(key_lock(&settings.agent.state_dir, &marker, k, &watch).await?),
         None => None,
     };
+    // What an earlier run with this key remembered of its message: the internetMessageId its
+    // draft got, which its sent copy keeps even where the marker is not kept (GRAPH.md §13).
+    let memory =
+        key.map(|_| KeyMemory::new(&settings.agent.state_dir, &marker, &keyed_files, &asked));
     if let Some(k) = key {
         found = key_taken(&client, user, &marker, k, &keyed_files, &asked).await?;
     }
@@ -179,9 +183,11 @@ pub async fn mail_files(
         Time(0),
     );
     if key.is_some() {
-        // Looked for first (Sent Items, then Drafts) by its marker, before any draft is made.
+        // Looked for first (Sent Items, then Drafts) by its marker, before any draft is made;
+        // in Sent Items by the internetMessageId an earlier run remembered too.
         message.keyed = true;
         message.may_exist = true;
+        message.internet_message_id = memory.as_ref().and_then(KeyMemory::recall);
     }
     if let (true, Some(_)) = (send && key.is_some(), &found) {
         // A draft a `--draft` run left (checked above: these files, these recipients) that no
@@ -258,6 +264,7 @@ pub async fn mail_files(
         sent_here: false,
         drafted_here: false,
         found_draft: false,
+        memory: memory.as_ref(),
     };
     let ran = super::drive::drive(&mut machine, steps, &*urls, inputs, &mut hooks).await;
     let (last, sent_here, drafted_here, found_draft) = (
@@ -544,8 +551,79 @@ pub fn recipients_text(to: &[String], cc: &[String], bcc: &[String]) -> String {
     }
 }
 
-/// The marker of `outbox mail --key KEY` from `user`'s mailbox: the same key, the same marker,
-/// so a re-run finds the earlier message (Sent Items, Drafts) instead of making another.
+/// What `mail --key` remembers of its message on this machine, beside its key's lock:
+/// `STATE_DIR/mail-keys/MARKER.sent`, two lines: a digest of what the run was asked (files by
+/// name and bytes, recipients, subject) and the internetMessageId its draft got. A re-run asked
+/// the same looks for that id in Sent Items too: a sent copy that did not keep the marker (the
+/// run's send in doubt, exit 4) is found by it, not mailed again. Only this machine's state dir
+/// knows it: elsewhere, the marker alone finds the message.
+struct KeyMemory {
+    path: PathBuf,
+    digest: String,
+    written: std::sync::Mutex<Option<String>>,
+}
+
+impl KeyMemory {
+    fn new(state_dir: &std::path::Path, marker: &str, files: &[KeyFile], letter: &Letter) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut named: Vec<(&str, &str)> = files
+            .iter()
+            .map(|f| (f.name.as_str(), f.sha256.as_str()))
+            .collect();
+        named.sort_unstable();
+        for (name, sha) in named {
+            h.update(format!("file\n{name}\n{sha}\n").as_bytes());
+        }
+        for (kind, list) in [("to", &letter.to), ("cc", &letter.cc), ("bcc", &letter.bcc)] {
+            let mut list: Vec<String> = list.iter().map(|a| a.to_lowercase()).collect();
+            list.sort_unstable();
+            for a in list {
+                h.update(format!("{kind}\n{a}\n").as_bytes());
+            }
+        }
+        h.update(format!("subject\n{}\n", letter.subject).as_bytes());
+        KeyMemory {
+            path: state_dir.join("mail-keys").join(format!("{marker}.sent")),
+            digest: hex::encode(h.finalize()),
+            written: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The internetMessageId an earlier run asked the same remembered, if any.
+    fn recall(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != self.digest {
+            return None;
+        }
+        let imid = lines.next()?.trim();
+        // As Graph gives it: `<...>`, one line, of a sane length.
+        (imid.starts_with('<') && imid.ends_with('>') && imid.len() <= 998).then(|| imid.to_owned())
+    }
+
+    /// Remember `imid` (once per value): written whole to a temporary file, then renamed, so a
+    /// crash leaves the old memory or the new one. A failure is logged; the run goes on.
+    fn remember(&self, imid: &str) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if written.as_deref() == Some(imid) {
+            return;
+        }
+        let tmp = self.path.with_extension("sent.tmp");
+        let wrote = std::fs::write(&tmp, format!("{}\n{imid}\n", self.digest))
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        match wrote {
+            Ok(()) => *written = Some(imid.to_owned()),
+            Err(e) => tracing::warn!(
+                path = %crate::outside::path(&self.path),
+                error = %e,
+                "could not remember the message's internetMessageId for a re-run with this key"
+            ),
+        }
+    }
+}
+
 /// `mail --key`'s lock on its key (`STATE_DIR/mail-keys/MARKER.lock`, held until it is
 /// dropped): taken at once, or, while another run holds it, after saying so through `watch`.
 async fn key_lock(
@@ -593,6 +671,8 @@ async fn key_lock(
         .map_err(failed)
 }
 
+/// The marker of `outbox mail --key KEY` from `user`'s mailbox: the same key, the same marker,
+/// so a re-run finds the earlier message (Sent Items, Drafts) instead of making another.
 pub fn keyed_marker(user: &str, key: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -813,6 +893,8 @@ struct MailHooks<'a> {
     drafted_here: bool,
     /// A draft of the message existed in this run (made, or an earlier run's found).
     found_draft: bool,
+    /// `--key`: where the message's internetMessageId is remembered for a re-run.
+    memory: Option<&'a KeyMemory>,
 }
 
 impl OneShot for MailHooks<'_> {
@@ -827,6 +909,9 @@ impl OneShot for MailHooks<'_> {
             }
             Action::PersistMessage(m) => {
                 self.found_draft |= m.draft_id.is_some();
+                if let (Some(mem), Some(imid)) = (self.memory, &m.internet_message_id) {
+                    mem.remember(imid);
+                }
                 self.last = Some(m.clone());
                 true
             }
