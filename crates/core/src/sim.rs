@@ -315,6 +315,17 @@ pub struct Sim {
     /// copy shows in Sent Items after the move): the drafts (by id) and their markers.
     hand_sends: bool,
     hand_sent: BTreeSet<String>,
+    /// A user who takes an attachment off one of the agent's drafts in Outlook (an rng of its
+    /// own: every other seed runs as before): the drafts so edited. The agent lists a draft
+    /// before its send and never sends one short of a file (#20, review of session 14: a
+    /// throttled send's draft was sent again unlisted).
+    hand_edits: bool,
+    hand_edit_rng: StdRng,
+    hand_edited: BTreeSet<String>,
+    /// The attachments taken off so (by id): a done record naming one is the user's doing.
+    hand_removed: BTreeSet<String>,
+    /// When each draft was last listed for the agent.
+    listed_at: BTreeMap<String, Time>,
     /// Draws of the world's harsher faults (an rng of their own: every earlier draw as before).
     harsh_rng: StdRng,
     /// The agent prunes its ledger (half the seeds, an rng of their own): entries finished
@@ -453,6 +464,11 @@ impl Harsh {
 
 /// A send Exchange accepted: (marker, draft id, the draft's attachments then: name, bytes).
 type SimSend = (String, String, Vec<(String, Option<Content>)>);
+
+/// How long after the agent lists a draft the world's user does not edit it: the listing stands
+/// for the send that long (`LISTING_FRESH_MS`), and a send already asked may still be on its
+/// way (the race no client can close: [`Sim::hand_edit_a_draft`]).
+const HAND_EDIT_RACE_MS: u64 = crate::machine::LISTING_FRESH_MS + 10_000;
 
 /// A message in the simulated mailbox.
 #[derive(Debug, Clone)]
@@ -632,6 +648,8 @@ impl Sim {
         // Drafts nor Sent Items, during Exchange's move, where the other agent's check cannot
         // see it, and both mail the file. docs/core.md, known limits.)
         let hand_sends = hand_sends && harsh.unmarked_sent_copy == 0.0 && !rival;
+        let mut hand_edit_rng = StdRng::seed_from_u64(seed ^ 0x6861_6e64_6564_6974);
+        let hand_edits = send_move_ms > 0 && hand_edit_rng.gen_bool(0.3);
         let mut size_rng = StdRng::seed_from_u64(seed ^ 0x7465_6e61_6e74_737a);
         // (Above the largest file the world drops, encoded: a file alone always fits.)
         let tenant_limit = mappings
@@ -723,6 +741,11 @@ impl Sim {
             deleted_sent: Vec::new(),
             hand_sends,
             hand_sent: BTreeSet::new(),
+            hand_edits,
+            hand_edit_rng,
+            hand_edited: BTreeSet::new(),
+            hand_removed: BTreeSet::new(),
+            listed_at: BTreeMap::new(),
             harsh_rng,
             harsh,
             filter_lag_ms,
@@ -903,6 +926,9 @@ impl Sim {
                     }
                     if self.hand_sends && self.mail_rng.gen_bool(0.1) {
                         self.hand_send_a_draft();
+                    }
+                    if self.hand_edits && self.hand_edit_rng.gen_bool(0.15) {
+                        self.hand_edit_a_draft();
                     }
                     let d = self.rng.gen_range(10..5_000);
                     self.schedule(d, Event::User);
@@ -1903,6 +1929,43 @@ impl Sim {
         self.deleted_drafts.insert(d);
     }
 
+    /// The user takes one attachment off one of the agent's drafts in Outlook (not one left for
+    /// review: that is theirs to edit; not another agent's).
+    fn hand_edit_a_draft(&mut self) {
+        let drafts: Vec<String> = (self.mail.iter())
+            .filter(|(_, m)| m.is_draft && m.gone_at.is_none() && !m.of.starts_with("rival-"))
+            .filter(|(_, m)| {
+                self.msg_ledger
+                    .get(&m.of)
+                    .is_some_and(|r| r.state != MessageState::Drafted)
+            })
+            .filter(|(id, _)| self.items.get(*id).is_some_and(|v| !v.is_empty()))
+            // Not in the moment between the agent's last listing and its send: Graph's send
+            // takes no condition (no If-Match), so an edit there goes unseen by any client
+            // (docs/core.md, known limits). The world keeps out of the last HAND_EDIT_RACE_MS.
+            .filter(|(id, _)| {
+                self.listed_at
+                    .get(*id)
+                    .is_none_or(|t| t.plus_ms(HAND_EDIT_RACE_MS) <= self.now)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if drafts.is_empty() {
+            return;
+        }
+        let d = drafts[self.hand_edit_rng.gen_range(0..drafts.len())].clone();
+        let Some(atts) = self.items.get_mut(&d) else {
+            return;
+        };
+        let gone = atts.remove(self.hand_edit_rng.gen_range(0..atts.len()));
+        self.note(format!(
+            "user: takes attachment {} ({}) off draft {d} in Outlook",
+            gone.id, gone.name
+        ));
+        self.hand_edited.insert(d);
+        self.hand_removed.insert(gone.id);
+    }
+
     /// Exchange sends draft `draft_id` (marked `id`): its copy shows in Sent Items at `at`
     /// with what is on the draft now (the draft answers until then; a send from Outlook makes
     /// it leave Drafts at once).
@@ -1992,6 +2055,10 @@ impl Sim {
             // Not a draft a lost ledger left (the Outbox hides it in its move from the new
             // ledger's key search, the known limit above: seed 311087).
             .filter(|(_, m)| self.msg_ledger.contains_key(&m.of))
+            // Not one the user took a file off (a known limit: the agent takes a draft found
+            // sent for sent with its files, and does not read the copy back for each: seed
+            // 11007. docs/core.md).
+            .filter(|(id, _)| !self.hand_edited.contains(*id))
             .filter_map(|(id, m)| Some((id.clone(), m.marker.clone()?)))
             .collect();
         if drafts.is_empty() {
@@ -3634,6 +3701,7 @@ impl Sim {
                             .collect()
                     })
                     .unwrap_or_default();
+                self.listed_at.insert(draft_id.clone(), now);
                 Some(Outcome::ListDraft(ListOutcome::Listed(ids)))
             }
             Action::SendDraft { id, draft_id, .. } => {
@@ -3791,7 +3859,9 @@ impl Sim {
             // as the restored ledger has it, by its after-action, seed 56867.)
             let replaced_in_lost_state = self.restored.contains(&rec.id)
                 && self.lost_ledger.get(&rec.id).is_some_and(|l| l.replaced);
-            if !ok && !rec.replaced && !going && !replaced_in_lost_state {
+            // (Taken off its draft by the user: the agent learns it when it lists the draft.)
+            let taken_off = self.hand_removed.contains(att.as_str());
+            if !ok && !rec.replaced && !going && !replaced_in_lost_state && !taken_off {
                 return Err(self.violation(format!(
                     "{} recorded done with {att}, which is not on {t} with its SHA-256",
                     rec.id
@@ -4119,6 +4189,12 @@ impl Sim {
                         // (Or `outbox retry` refuses it: a file of it is in `failed_dir`
                         // unbeknown to the ledger, a new file at its path.)
                         || self.retry_refused(m)
+                        // (Or a send of it was in doubt, the file the user took off its draft
+                        // then deleted: the draft, empty, stays in Drafts, since a draft that
+                        // may be in Exchange's move is never deleted. docs/core.md.)
+                        || (m.may_have_been_sent()
+                            && m.error.as_ref().is_some_and(|e| e.code == NO_FILES_LEFT)
+                            && m.draft_id.as_ref().is_some_and(|d| self.hand_edited.contains(d)))
                         || (m.error.as_ref().is_some_and(|e| {
                             e.code == NO_FILES_LEFT
                                 || e.code == MAILED_ELSEWHERE
@@ -4687,6 +4763,23 @@ mod tests {
         (
             789676,
             "a failed file's move into failed_dir landed and a crash lost its answer; at start its mapping named another item, so it was sent again from its empty path and canceled as deleted while it sat in failed_dir. The move is now on record before it is asked (failed_dir_asked), asked again at start, and found there",
+        ),
+        (
+            5229,
+            "hand edits of drafts (session 15): a file taken off a draft in Outlook while its message waited out a throttled send; the draft, found still a draft, was sent again without a listing, short of the file. A send again lists the draft first",
+        ),
+        (11546, "as 5229"),
+        (
+            8231,
+            "hand edits of drafts: the machine slept 92 s between the listing of a draft and its send, and a file was taken off it meanwhile; it went short. A listing older than LISTING_FRESH_MS is taken again before the send",
+        ),
+        (
+            11007,
+            "the world: a draft the user took a file off, then sent from Outlook: found sent, the file taken for mailed (the known limit: the world sends no edited draft by hand)",
+        ),
+        (
+            222,
+            "hand edits of drafts: a message in doubt (a 503 to its send) found still a draft but short of the file taken off it stayed unconfirmed for good, every retry listing it short again; its retry now attaches the file again first, then looks before the send",
         ),
         (
             12649,

@@ -30,6 +30,9 @@ pub(super) struct ActiveMessage {
     pub(super) finished: BTreeMap<String, Record>,
     /// The draft was listed and holds exactly its files' attachments: it may be sent.
     pub(super) verified: bool,
+    /// When that listing answered: one older than [`LISTING_FRESH_MS`] is taken again before
+    /// the send (the agent waited, or the machine slept, and Outlook may have changed it).
+    pub(super) verified_at: Time,
     /// Attachments on the draft that are none of its files' (a partial one a server made, a
     /// copy whose answer was lost, one added by hand): deleted before the send.
     pub(super) extra: Vec<String>,
@@ -122,6 +125,11 @@ sends it only if its draft is still a draft";
 /// grain of one second, so a draft made in the same second as this one (which the order by
 /// creation may put first) surely exists when the mailbox is searched.
 pub const RIVAL_SETTLE_MS: u64 = 2_000;
+/// How long a listing of a draft that showed exactly its files stands for the send: older (a
+/// wait for the sending limit, a suspended laptop), the draft is listed again first. A person
+/// taking a file off the draft after that is a race no client can close: Graph's `send` takes
+/// no condition (docs/core.md, known limits).
+pub const LISTING_FRESH_MS: u64 = 30_000;
 
 /// Code of the note on a `done` file found already mailed by its key (not mailed again).
 pub const FOUND_MAILED: &str = "foundMailed";
@@ -1111,6 +1119,7 @@ impl Machine {
                 sent_checked: false,
                 finished: BTreeMap::new(),
                 verified: false,
+                verified_at: Time(0),
                 extra: Vec::new(),
                 short_lists: 0,
                 deleted: BTreeSet::new(),
@@ -1369,7 +1378,18 @@ impl Machine {
         }
         // A failed one goes on where it stopped (a never-sent one with a draft finds its draft
         // first: it may have been deleted), an unconfirmed one is sent only if still a draft.
+        // One found still a draft but short of a file (taken off it in Outlook) gets that file
+        // again first, then looks (Sent Items, then Drafts) before its send: the file was in
+        // no send of it, whichever went.
+        let reattach = m.rec.state == MessageState::Unconfirmed
+            && m.rec.draft_id.is_some()
+            && again
+                .iter()
+                .any(|r| r.state == State::Done && r.verify_failed);
         m.rec.retried();
+        if reattach {
+            m.rec.state = MessageState::Attaching;
+        }
         m.sent_checked = false;
         m.wait_until = None;
         // The draft may have changed since it was last listed: listed again before a send.
@@ -1762,7 +1782,7 @@ impl Machine {
                     MStep::DeleteExtra(x.clone())
                 } else if self.keys_stale(m) {
                     MStep::StampKeys
-                } else if !m.verified {
+                } else if !m.verified || m.verified_at.plus_ms(LISTING_FRESH_MS) <= self.now {
                     MStep::ListDraft
                 } else if r.letter_stale && r.draft_id.is_some() {
                     // Said as it is now, before it is sent or left for review.
@@ -2199,6 +2219,8 @@ impl Machine {
             }
             if q.len() >= self.policy.sends_per_window as usize {
                 if let Some(t) = q.front().map(|t| t.plus_ms(window)) {
+                    // Listed again once the wait is over: the draft may be changed in Outlook
+                    // meanwhile (a file taken off it would go out missing).
                     self.message_wait_until(mid, t);
                 }
                 return;
@@ -2363,6 +2385,10 @@ impl Machine {
 
     fn message_wait_until(&mut self, mid: &str, t: Time) {
         if let Some(m) = self.messages.get_mut(mid) {
+            // After any wait its draft is listed again before a send: it may have been changed
+            // in Outlook meanwhile (a file taken off it would go out missing). A wait of the
+            // machine itself (a laptop asleep) is caught by `LISTING_FRESH_MS`.
+            m.verified = false;
             m.wait_until = Some(t);
             self.msg_timers.insert((t, mid.to_owned()));
         }
@@ -2569,6 +2595,7 @@ impl Machine {
         }
         m.short_lists = 0;
         m.verified = m.extra.is_empty();
+        m.verified_at = self.now;
     }
 
     /// Message `mid` failed with [`ATTACHMENT_MISSING`]: each done file whose attachment the
@@ -2582,7 +2609,10 @@ impl Machine {
         let Some(m) = self.messages.get(mid) else {
             return;
         };
-        if m.rec.state != MessageState::Failed {
+        if !matches!(
+            m.rec.state,
+            MessageState::Failed | MessageState::Unconfirmed
+        ) {
             return;
         }
         let gone: Vec<String> = (m.rec.files.iter())
@@ -3139,11 +3169,10 @@ impl Machine {
                     }
                     MessageState::Sending if folder == MailFolder::Drafts => {
                         // `retry` of an unconfirmed message, or a throttled send: the draft is
-                        // still a draft, listed again before it is sent (it may have been
-                        // changed in Outlook meanwhile).
+                        // still a draft, listed again before it is sent (the listing before the
+                        // first send is older than `LISTING_FRESH_MS` by now: the move grace).
                         m.rec.resend_if_draft = false;
                         m.sent_checked = false;
-                        m.verified = false;
                         m.rec.draft_id = Some(id);
                         self.persist_message(mid, out);
                     }
@@ -3267,10 +3296,6 @@ impl Machine {
             }
             SendOutcome::Failed(f) => f,
         };
-        // Whatever comes next, a send again lists the draft first: someone may change it in
-        // Outlook while this one waits (a file taken off it would go out missing, and its
-        // after-action run on a file never mailed).
-        m.verified = false;
         let now = self.now;
         match send_refusal(&f) {
             SendRefusal::NotSent => {

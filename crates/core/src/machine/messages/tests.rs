@@ -1353,7 +1353,13 @@ fn after_a_restart_the_sends_on_record_count_against_the_pacing_window() {
     let free = Time(50_001 + window);
     let out = m.handle(Time(free.0 - 1), Input::Tick);
     assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
+    // (Listed again after the wait, then sent.)
     let out = m.handle(free, Input::Tick);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+        "{out:?}"
+    );
+    let out = m.answer(free.0 + 100, &mid, listed(&["a1"]));
     assert!(
         out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
         "{out:?}"
@@ -3818,8 +3824,17 @@ fn sends_are_paced_per_mailbox_within_the_window_and_only_sends() {
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::WakeAt(t) if *t == Time(67_200))));
-    // (A tick that comes late still wakes it.)
-    assert!(sent(&m.handle(Time(70_000), Input::Tick)));
+    // (A tick that comes late still wakes it; its listing a minute old, the draft is listed
+    // again first.)
+    let out = m.handle(Time(70_000), Input::Tick);
+    let mid = out
+        .iter()
+        .find_map(|a| match a {
+            Action::ListDraft { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .expect("listed again");
+    assert!(sent(&m.answer(70_100, &mid, listed(&["a-y.pdf"]))));
     // No pacing at all with 0.
     let mut m = mail_machine(true);
     let free = Policy {
@@ -4248,4 +4263,52 @@ fn two_looks_answered_404_on_a_hand_sent_draft_both_keep_their_doubt() {
         all = m.handle(Time(t), Input::Tick);
     }
     assert_eq!(looked.len(), 2, "both looked for in the sent copy");
+}
+
+/// Session 15, hand edits of drafts in the simulation (seeds 5229, 8231): a draft listed, then
+/// a wait before its send (the sending limit here; a throttle or a sleeping laptop there): it is
+/// listed again before it is sent, so a file taken off it in Outlook meanwhile never goes
+/// missing. (Without: sent at the window's end on the old listing.)
+#[test]
+fn a_draft_listed_before_a_wait_is_listed_again_before_its_send() {
+    let rules: Vec<MappingRule> = mail_machine(true).mappings.values().cloned().collect();
+    let mut m = Machine::new(
+        rules,
+        Policy {
+            sends_per_window: 1,
+            send_window_ms: 60_000,
+            ..Policy::default()
+        },
+    );
+    assert!(sent(&up_to_its_send(&mut m, 1_000, "a.pdf")));
+    // A second message, complete and listed at 20_200, held by the sending limit.
+    let out = drop_version(&mut m, 8_000, "b.pdf", stat(8, 10), &"cd".repeat(32));
+    let mid = out
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateDraft { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("a draft asked for: {out:?}"));
+    let out = m.answer(20_000, &mid, draft_created("d-b", None));
+    let eid = persisted_file(&out).id.clone();
+    m.answer(20_100, &eid, post_created("a-b"));
+    let out = m.answer(20_200, &mid, listed(&["a-b"]));
+    assert!(!sent(&out), "held by the sending limit: {out:?}");
+    // The window frees at 67_200: the draft is listed again, not sent on the old listing.
+    let all: Vec<Action> = ticks(&mut m, 21_000, 80_000)
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    assert!(!sent(&all), "sent on a listing a minute old: {all:?}");
+    assert!(
+        all.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+        "{all:?}"
+    );
+    // Its file was taken off it meanwhile: never sent short.
+    let mut all = m.answer(80_100, &mid, listed(&[]));
+    for (_, a) in ticks(&mut m, 81_000, 2 * 60 * 60_000) {
+        all.push(a);
+    }
+    assert!(!sent(&all), "sent short of its file: {all:?}");
 }
