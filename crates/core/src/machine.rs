@@ -862,9 +862,17 @@ impl Machine {
         }
     }
 
-    /// An attachment this agent made or found on `rec`'s item with its name and bytes.
-    fn known_attachment(&self, rec: &Record) -> Option<String> {
+    /// An attachment this agent made or found on `rec`'s item with its name and bytes; with
+    /// `same_path`, only one of a version of `rec`'s own path (`if_exists = "attach"`: a
+    /// version already attached, A after B after A with `on_change = "add"`, is attached once).
+    fn known_attachment(&self, rec: &Record, same_path: bool) -> Option<String> {
         let t = self.target_of(rec)?;
+        let of_path = |e: &str| {
+            !same_path
+                || self
+                    .path_info(&rec.mapping, &rec.path)
+                    .is_some_and(|i| i.done.iter().any(|(_, did, ..)| did == e))
+        };
         let sha = rec.sha256.as_deref()?.to_lowercase();
         // Not one that is being deleted (an older version's, on its way out).
         let going = |att: &str| {
@@ -877,7 +885,7 @@ impl Machine {
             .get(&item_key(&t))?
             .get(&rec.name.to_lowercase())?
             .iter()
-            .find(|(s, a, e)| *s == sha && *e != rec.id && !going(a))
+            .find(|(s, a, e)| *s == sha && *e != rec.id && !going(a) && of_path(e))
             .map(|(_, a, _)| a.clone())
     }
 
@@ -1861,13 +1869,25 @@ impl Machine {
                             return true;
                         }
                     }
-                    if let Some(att) = self.known_attachment(&rec) {
+                    let skip = self
+                        .mappings
+                        .get(&rec.mapping)
+                        .is_some_and(|m| m.if_exists == IfExists::Skip);
+                    if let Some(att) = self.known_attachment(&rec, !skip) {
                         // Already on the item, by this agent's own record: done, no request.
                         if let Some(a) = self.active.get_mut(id) {
                             a.rec.target =
                                 self.mappings.get(&rec.mapping).map(|m| m.target.clone());
                         }
                         self.done(id, att, out);
+                        continue;
+                    }
+                    if !skip {
+                        // `attach`: its earlier version is no longer known there (being
+                        // deleted meanwhile); nothing is looked for, it is uploaded.
+                        if let Some(a) = self.active.get_mut(id) {
+                            a.looked = true;
+                        }
                         continue;
                     }
                     return self.remote(id, Step::Look { recent_ok: true }, out);
@@ -1993,6 +2013,19 @@ impl Machine {
                 .get(&r.mapping)
                 .is_some_and(|m| m.if_exists == IfExists::Skip && m.mail.is_none())
             && r.message.is_none()
+        {
+            return Step::Look { recent_ok: true };
+        }
+        // With `attach` nothing is looked for on the item, but a version of this path this
+        // agent attached there and that is still there is this version: not attached again.
+        if !a.looked
+            && r.session.is_none()
+            && r.message.is_none()
+            && self
+                .mappings
+                .get(&r.mapping)
+                .is_some_and(|m| m.mail.is_none())
+            && self.known_attachment(r, true).is_some()
         {
             return Step::Look { recent_ok: true };
         }
@@ -2316,6 +2349,8 @@ impl Machine {
         a.rec.target = target;
         let too_late =
             a.rec.cancel_requested && a.rec.error.as_ref().is_none_or(|e| e.code == "canceled");
+        // No request of its own may have made it (a POST, the last chunk): it was there.
+        let found = !a.rec.may_exist;
         a.rec.state = State::Done;
         a.rec.may_exist = false;
         a.rec.cancel_requested = false;
@@ -2364,6 +2399,7 @@ impl Machine {
                 path: path.clone(),
                 replaced: replaced_any,
                 beside: if replace { beside.clone() } else { Vec::new() },
+                found,
             }));
         }
         if replace && !beside.is_empty() {
