@@ -42,5 +42,6 @@ mod send;
 mod signin;
 mod soak;
 mod trial;
+mod trial5;
 mod truth;
 mod voice;

@@ -1147,9 +1147,12 @@ impl Agent {
                 path,
                 replaced,
                 beside,
+                found,
             } => {
                 let file = crate::outside::path(&path);
-                if replaced {
+                if found {
+                    tracing::info!(file = %file, entry = %id, "already on the item: an attachment of its name and bytes is there (found by a look, or attached before from this path), so nothing was sent; recorded done, not attached again");
+                } else if replaced {
                     tracing::info!(file = %file, entry = %id, "attached; it replaced its earlier version, whose attachment is deleted from the item");
                 } else {
                     tracing::info!(file = %file, entry = %id, "attached");
@@ -1162,10 +1165,13 @@ impl Agent {
                     let m = m.name.clone();
                     self.item_errors_said.retain(|(said, _)| *said != m);
                 }
-                if replaced {
-                    self.notifier.replaced(&file_name(&path));
-                } else {
-                    self.notifier.attached(&file_name(&path));
+                // Found already there: nothing new on the item to tell on the desktop.
+                if !found {
+                    if replaced {
+                        self.notifier.replaced(&file_name(&path));
+                    } else {
+                        self.notifier.attached(&file_name(&path));
+                    }
                 }
                 self.sign_in_said = false;
             }

@@ -24,7 +24,8 @@ pub async fn open_ledger(state_dir: &Path) -> Result<Ledger, LedgerError> {
 }
 
 /// One pass over the ledger: every record with work left, every failed one, and the newest
-/// version of every other path (the core decides a new version against it); the entries with an
+/// version of every other path (the core decides a new version against it) with its older
+/// versions still on their item; the entries with an
 /// upload URL saved; every message not finished with and every message named by a record
 /// passed, with the records of all of their files (whatever their state: a done file waits for
 /// its message's send before its after-action); every message whose last send started (or
@@ -74,7 +75,7 @@ pub fn start_input(
     keep.extend(second.keep);
     others.extend(second.others);
     stale.extend(second.stale);
-    keep.extend(newest_of_each_path(others));
+    keep.extend(newest_and_on_item(others));
     // The versions of another owner's that a newest version was attached beside (not
     // replaced): still on their item, so the next version of their own owner's replaces them.
     let mut beside: HashSet<&str> = keep
@@ -148,9 +149,12 @@ struct Part {
     stale: Vec<(String, PathBuf)>,
 }
 
-/// The newest (highest seq) of each (mapping, path) among `records`. Sorted by index rather than
-/// hashed: no key is copied and no record moved until the end (100,000 of them at start-up).
-fn newest_of_each_path(records: Vec<Record>) -> Vec<Record> {
+/// The newest (highest seq) of each (mapping, path) among `records`, and each older version
+/// still on its item (done, not replaced, of no message: with `on_change = "add"` a path's
+/// versions stay side by side, and one dropped again is known there, not attached twice).
+/// Sorted by index rather than hashed: no key is copied and no record moved until the end
+/// (100,000 of them at start-up).
+fn newest_and_on_item(records: Vec<Record>) -> Vec<Record> {
     let mut order: Vec<u32> = (0..records.len() as u32).collect();
     let key = |i: u32| {
         let r = &records[i as usize];
@@ -164,7 +168,12 @@ fn newest_of_each_path(records: Vec<Record>) -> Vec<Record> {
             let (nm, np, _) = key(*next);
             nm != m || np != p
         });
-        if last_of_path {
+        let r = &records[*i as usize];
+        let on_item = r.state == State::Done
+            && !r.replaced
+            && r.attachment_id.is_some()
+            && r.message.is_none();
+        if last_of_path || on_item {
             newest[*i as usize] = true;
         }
     }
@@ -194,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_newest_version_of_each_path_of_each_mapping_is_kept() {
+    fn the_newest_version_of_each_path_and_those_still_on_an_item_are_kept() {
         let records = vec![
             rec("a1", "m", "/f/a", 1),
             rec("b1", "m", "/f/b", 2),
@@ -203,12 +212,34 @@ mod tests {
             rec("a-other", "n", "/f/a", 1),
             rec("c", "m", "/f/a/c", 0),
         ];
-        let mut kept: Vec<String> = newest_of_each_path(records)
+        let mut kept: Vec<String> = newest_and_on_item(records)
             .into_iter()
             .map(|r| r.id)
             .collect();
         kept.sort();
         assert_eq!(kept, ["a-other", "a3", "b1", "c"]);
-        assert!(newest_of_each_path(Vec::new()).is_empty());
+        assert!(newest_and_on_item(Vec::new()).is_empty());
+        // An older version still on its item is kept; one replaced, or of a message, is not.
+        let on_item = |id: &str, seq: u64| {
+            let mut r = rec(id, "m", "/f/a", seq);
+            r.state = State::Done;
+            r.attachment_id = Some(format!("att-{id}"));
+            r
+        };
+        let replaced = Record {
+            replaced: true,
+            ..on_item("replaced", 2)
+        };
+        let mailed = Record {
+            message: Some("m1".into()),
+            ..on_item("mailed", 3)
+        };
+        let records = vec![on_item("old", 1), replaced, mailed, on_item("new", 4)];
+        let mut kept: Vec<String> = newest_and_on_item(records)
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["new", "old"]);
     }
 }

@@ -164,6 +164,9 @@ enum Step {
     /// Search the mailbox for the key of a file of a mailing mapping before it is put in a
     /// message (SPEC: the mailbox is the record of last resort).
     FindKey,
+    /// A retried version never read (refused as a hard link, unreadable): its file is read
+    /// again, for this entry, before anything is sent.
+    Reread,
     /// Nothing until something else moves (an entry waiting for its message's draft, or for
     /// its message to be sent before its after-action).
     Idle,
@@ -876,9 +879,17 @@ impl Machine {
         }
     }
 
-    /// An attachment this agent made or found on `rec`'s item with its name and bytes.
-    fn known_attachment(&self, rec: &Record) -> Option<String> {
+    /// An attachment this agent made or found on `rec`'s item with its name and bytes; with
+    /// `same_path`, only one of a version of `rec`'s own path (`if_exists = "attach"`: a
+    /// version already attached, A after B after A with `on_change = "add"`, is attached once).
+    fn known_attachment(&self, rec: &Record, same_path: bool) -> Option<String> {
         let t = self.target_of(rec)?;
+        let of_path = |e: &str| {
+            !same_path
+                || self
+                    .path_info(&rec.mapping, &rec.path)
+                    .is_some_and(|i| i.done.iter().any(|(_, did, ..)| did == e))
+        };
         let sha = rec.sha256.as_deref()?.to_lowercase();
         // Not one that is being deleted (an older version's, on its way out).
         let going = |att: &str| {
@@ -891,7 +902,7 @@ impl Machine {
             .get(&item_key(&t))?
             .get(&rec.name.to_lowercase())?
             .iter()
-            .find(|(s, a, e)| *s == sha && *e != rec.id && !going(a))
+            .find(|(s, a, e)| *s == sha && *e != rec.id && !going(a) && of_path(e))
             .map(|(_, a, _)| a.clone())
     }
 
@@ -1240,6 +1251,15 @@ impl Machine {
         f: Failure,
         out: &mut Vec<Action>,
     ) {
+        if let Some(id) = self.rereading(mapping, path) {
+            // Retried, and refused again: the same entry fails again, no new one.
+            if let Some(a) = self.active.get_mut(&id) {
+                a.rec.file = stat;
+            }
+            self.fail(&id, f, out);
+            self.make_ready(&id);
+            return;
+        }
         let mut rec = self.new_record(mapping, path, stat, None);
         rec.state = State::Failed;
         rec.error = Some(f.clone());
@@ -1253,6 +1273,18 @@ impl Machine {
         self.supersede_older(mapping, path, &rec.id, out);
         self.index(&rec);
         self.set_aside(rec);
+    }
+
+    /// The retried entry of `path` waiting for its file to be read again (`Step::Reread`).
+    fn rereading(&self, mapping: &str, path: &Path) -> Option<String> {
+        let b = self.newest(mapping, path)?;
+        let a = self.active.get(&b.id)?;
+        (!a.rec.state.is_terminal()
+            && a.rec.sha256.is_none()
+            && a.rec.session.is_none()
+            && !a.rec.may_exist
+            && !a.rec.cancel_requested)
+            .then(|| b.id.clone())
     }
 
     /// Whether `sha256` at `stat` is the bytes of `path`'s newest version, and that version is
@@ -1279,6 +1311,16 @@ impl Machine {
         sha256: String,
         out: &mut Vec<Action>,
     ) {
+        if let Some(id) = self.rereading(&mapping, &path) {
+            // Retried, and read now: this entry goes on with these bytes.
+            if let Some(a) = self.active.get_mut(&id) {
+                a.rec.file = stat;
+                a.rec.sha256 = Some(sha256);
+            }
+            self.persist(&id, out);
+            self.make_ready(&id);
+            return;
+        }
         let mut mail_again = false;
         if let Some(b) = self.newest(&mapping, &path).cloned() {
             let same = b.file.size == stat.size
@@ -1538,6 +1580,7 @@ impl Machine {
             | Step::After
             | Step::ToFailedDir
             | Step::FromFailedDir
+            | Step::Reread
             | Step::Idle => (String::new(), true),
             _ => (self.mailbox_of(&a.rec), a.slot),
         };
@@ -1760,6 +1803,24 @@ impl Machine {
             }
             let step = self.next_step(a);
             match step {
+                Step::Reread => {
+                    // Settled and hashed as any file; the hash answers this entry
+                    // (`rereading`): sent, or failed again in place.
+                    let (mapping, path, file) =
+                        (a.rec.mapping.clone(), a.rec.path.clone(), a.rec.file);
+                    self.release_slot(id);
+                    let key = path.as_os_str();
+                    if !self.settler.is_settling(&path)
+                        && !self.hashing.contains(key)
+                        && !self.hash_queued.contains(key)
+                    {
+                        self.settler.observe(&mapping, &path, file, self.now);
+                        // Looked at now too: a file gone since it failed cancels it (the
+                        // settle rule alone would drop the path and leave it waiting).
+                        self.gone(&mapping, &path, out);
+                    }
+                    return true;
+                }
                 Step::Idle => {
                     // Waiting on its message holds no place in the mailbox.
                     self.release_slot(id);
@@ -1884,13 +1945,25 @@ impl Machine {
                             return true;
                         }
                     }
-                    if let Some(att) = self.known_attachment(&rec) {
+                    let skip = self
+                        .mappings
+                        .get(&rec.mapping)
+                        .is_some_and(|m| m.if_exists == IfExists::Skip);
+                    if let Some(att) = self.known_attachment(&rec, !skip) {
                         // Already on the item, by this agent's own record: done, no request.
                         if let Some(a) = self.active.get_mut(id) {
                             a.rec.target =
                                 self.mappings.get(&rec.mapping).map(|m| m.target.clone());
                         }
                         self.done(id, att, out);
+                        continue;
+                    }
+                    if !skip {
+                        // `attach`: its earlier version is no longer known there (being
+                        // deleted meanwhile); nothing is looked for, it is uploaded.
+                        if let Some(a) = self.active.get_mut(id) {
+                            a.looked = true;
+                        }
                         continue;
                     }
                     return self.remote(id, Step::Look { recent_ok: true }, out);
@@ -1985,6 +2058,9 @@ impl Machine {
             // Retried while its file is in `failed_dir`: back at its path before anything.
             return Step::FromFailedDir;
         }
+        if r.sha256.is_none() && r.session.is_none() && !r.may_exist {
+            return Step::Reread;
+        }
         if self.needs_key_search(a) {
             return Step::FindKey;
         }
@@ -2016,6 +2092,19 @@ impl Machine {
                 .get(&r.mapping)
                 .is_some_and(|m| m.if_exists == IfExists::Skip && m.mail.is_none())
             && r.message.is_none()
+        {
+            return Step::Look { recent_ok: true };
+        }
+        // With `attach` nothing is looked for on the item, but a version of this path this
+        // agent attached there and that is still there is this version: not attached again.
+        if !a.looked
+            && r.session.is_none()
+            && r.message.is_none()
+            && self
+                .mappings
+                .get(&r.mapping)
+                .is_some_and(|m| m.mail.is_none())
+            && self.known_attachment(r, true).is_some()
         {
             return Step::Look { recent_ok: true };
         }
@@ -2240,6 +2329,7 @@ impl Machine {
             | Step::Local
             | Step::Finished
             | Step::Idle
+            | Step::Reread
             | Step::FindKey => {
                 a.busy = false;
             }
@@ -2339,6 +2429,8 @@ impl Machine {
         a.rec.target = target;
         let too_late =
             a.rec.cancel_requested && a.rec.error.as_ref().is_none_or(|e| e.code == "canceled");
+        // No request of its own may have made it (a POST, the last chunk): it was there.
+        let found = !a.rec.may_exist;
         a.rec.state = State::Done;
         a.rec.may_exist = false;
         a.rec.cancel_requested = false;
@@ -2387,6 +2479,7 @@ impl Machine {
                 path: path.clone(),
                 replaced: replaced_any,
                 beside: if replace { beside.clone() } else { Vec::new() },
+                found,
             }));
         }
         if replace && !beside.is_empty() {

@@ -1481,6 +1481,9 @@ pub enum Note {
         replaced: bool,
         /// Earlier versions of another owner's left beside it, not replaced.
         beside: Vec<String>,
+        /// Nothing of it was sent: it was found already on the item (a look by its name and
+        /// bytes, or this agent's own record of those bytes there), not attached again.
+        found: bool,
     },
     /// A file of a mailing mapping found already mailed by its key (a sent copy in the
     /// mailbox): recorded done, not mailed again.

