@@ -1419,3 +1419,51 @@ fn two_runs_of_mail_with_one_key_at_once_make_one_message() {
     assert_eq!(stats["drafts_created"], json!(1), "{stats}");
     assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
 }
+
+/// Issue #20, case 6: Exchange's sending limit refused a send with no `Retry-After`, and the
+/// send was tried again about once a second (29 refusals in 30 s). Now the refusal is "may have
+/// been sent" (a look in Sent Items before any second send, after Exchange's move has surely
+/// had time) and the next send waits a backoff of 15 to 30 s at first: in the first 14 s, one
+/// send.
+#[test]
+fn a_sending_limit_refusal_without_retry_after_is_not_retried_in_a_storm() {
+    let env = setup();
+    let rt = rt();
+    rt.block_on(env.sandbox.faults(json!({
+        "fail_next": [{"route": "send", "status": 403, "code": "ErrorExceededMessageLimit"}]
+    })));
+    let f = env.path("limit.pdf");
+    write_file(&f, 4_000, 45);
+    let mut child = env
+        .cmd()
+        .args(["mail", f.to_str().unwrap(), "--to", "ap@contoso.com"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sends = || {
+        let s = rt.block_on(env.sandbox.stats());
+        s["requests"]["send_message"]
+            .as_object()
+            .map(|o| o.values().filter_map(Value::as_u64).sum::<u64>())
+            .unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while sends() == 0 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sends(), 1, "the refused send");
+    std::thread::sleep(Duration::from_secs(14));
+    assert_eq!(
+        sends(),
+        1,
+        "sent again within 14 s of a refusal naming no wait"
+    );
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        stderr(&out).contains("sending limit"),
+        "says what it waits for: {}",
+        stderr(&out)
+    );
+}

@@ -336,6 +336,60 @@ async fn a_send_moved_later_than_look_after_is_unconfirmed_then_retry_confirms_i
     );
 }
 
+/// Issue #20, case 5: `retry` of an unconfirmed message (its send's answer lost, its copy not
+/// yet in Sent Items), its draft still a draft, re-sent and answered 404 (the first send's move
+/// took the draft meanwhile): "it may have been sent" survives the refusal. The message stays
+/// unconfirmed, never `failed`, so `retry --failed` does not draft and mail it a second time.
+/// (Before #20 the 404 cleared the send in doubt: failed, and the next `retry --failed`
+/// mailed a second copy.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_to_the_resend_of_an_unconfirmed_message_keeps_it_unconfirmed() {
+    let env = Env::new();
+    let folder = setup(&env, "", "", "");
+    write_file(&folder.join("twice.pdf"), 3_000, 44);
+    env.sandbox
+        .faults(json!({
+            "send_move_delay_ms": 600_000,
+            "fail_next": [{"route": "send", "action": "lost"}]
+        }))
+        .await;
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let id = status_json(&env)[0]["message"]["id"]
+        .as_str()
+        .expect("message id")
+        .to_string();
+    // The re-send is answered 404, as when the first send's move has taken the draft.
+    env.sandbox
+        .faults(
+            json!({"fail_next": [{"route": "send", "status": 404, "code": "ErrorItemNotFound"}]}),
+        )
+        .await;
+    let out = env.run(&["retry", &id], T);
+    assert!(out.status.success(), "retry: {}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let faults = env
+        .sandbox
+        .admin(reqwest::Method::GET, "/faults", None)
+        .await;
+    assert_eq!(
+        faults["fail_next"],
+        json!([]),
+        "the re-send was asked: {faults}"
+    );
+    let rows = status_json(&env);
+    assert_eq!(rows[0]["message"]["state"], "unconfirmed", "{rows:#?}");
+    // `retry --failed` passes over it: nothing drafted or mailed again.
+    let out = env.run(&["retry", "--failed"], T);
+    assert!(out.status.success(), "retry --failed: {}", stderr(&out));
+    let out = env.run(&["run", "--once"], T);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stats = no_duplicates(&env, "after the 404").await;
+    assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
+    assert_eq!(stats["drafts_created"], json!(1), "{stats}");
+}
+
 /// `outbox retry ID` of an unconfirmed message whose draft is still a draft (the send never
 /// happened) sends it, once; asked of the running agent over its socket.
 #[tokio::test(flavor = "multi_thread")]
