@@ -1381,11 +1381,10 @@ impl Machine {
         // One found still a draft but short of a file (taken off it in Outlook) gets that file
         // again first, then looks (Sent Items, then Drafts) before its send: the file was in
         // no send of it, whichever went.
+        // (`again` holds those files: a done one missing from the draft, or one not done.)
         let reattach = m.rec.state == MessageState::Unconfirmed
             && m.rec.draft_id.is_some()
-            && again
-                .iter()
-                .any(|r| r.state == State::Done && r.verify_failed);
+            && !again.is_empty();
         m.rec.retried();
         if reattach {
             m.rec.state = MessageState::Attaching;
