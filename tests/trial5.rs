@@ -119,3 +119,57 @@ async fn retry_failed_of_untouched_hard_links_fails_the_same_entries_again() {
     check(rows(&env), "offline, then run --once");
     assert!(env.sandbox.attachments(&item).await.is_empty());
 }
+
+/// G8: the item a done file went to is deleted (a user deleting the draft in Outlook). Verify
+/// says the item is gone (not "the attachment is no longer on its item") and names the fix: a
+/// mapping naming an item that is there, then the file at its path, then `outbox retry ID`.
+/// Done as said (with `after = "delete"`, the file put back is a copy: another inode and
+/// times, the same bytes), the retry is taken (it was refused: "has changed since it was
+/// attached") and the file is attached to the new draft.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_of_a_deleted_item_says_so_and_its_fix_works_as_printed() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("adds");
+    std::fs::create_dir_all(&folder).unwrap();
+    let doc = folder.join("doc.txt");
+    let sha = write_file(&doc, 3000, 7);
+    let bytes = std::fs::read(&doc).unwrap();
+    env.write_config("", &mapping(&folder, &item, "after = \"delete\""));
+    run_once(&env);
+    assert!(!doc.exists());
+    let id = rows(&env)[0]["id"].as_str().unwrap().to_string();
+    env.sandbox.delete_item(&item).await;
+
+    let out = env.run(&["verify", "--all"], Duration::from_secs(30));
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}\n{}", stderr(&out));
+    assert!(said.starts_with("MISSING"), "{said}");
+    assert!(
+        said.contains("its message is no longer there")
+            && said.contains("mapping `m`")
+            && said.contains(&format!("`outbox retry {id}`")),
+        "{said}"
+    );
+    assert!(
+        !said.contains("the attachment is no longer on its item"),
+        "{said}"
+    );
+
+    // As printed: another draft for the mapping, the file back at its path, then retry.
+    let fresh = env.sandbox.create_item("message", "me").await;
+    env.write_config("", &mapping(&folder, &fresh, "after = \"delete\""));
+    std::fs::write(&doc, &bytes).unwrap();
+    let out = env.run(&["retry", &id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    run_once(&env);
+    let on_item = attached(&env.sandbox, &fresh).await;
+    assert_eq!(on_item.get("doc.txt"), Some(&sha), "{on_item:?}");
+    let all = rows(&env);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0]["state"], "done", "{all:#?}");
+
+    // Good on the new draft.
+    let out = env.run(&["verify", &id], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
