@@ -173,3 +173,42 @@ async fn verify_of_a_deleted_item_says_so_and_its_fix_works_as_printed() {
     let out = env.run(&["verify", &id], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
+
+/// G5: after a lost state dir (`if_exists = "skip"`), the files already on their item are found
+/// there by a look and not sent again; the log says so ("already on the item ... not attached
+/// again") for each, and not `attached`, as it says of an upload: a journal read after a
+/// restore does not tell of files sent again that were not.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_lost_state_dir_files_found_on_the_item_are_not_logged_as_attached() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    write_file(&folder.join("small.txt"), 2_000, 1);
+    // Over 3 MiB: one sent by an upload session, found the same way.
+    write_file(&folder.join("large.bin"), 4 << 20, 2);
+    env.write_config("", &mapping(&folder, &item, ""));
+    let first = stderr(&run_once(&env));
+    assert_eq!(
+        first.matches("outbox::agent: attached").count(),
+        2,
+        "{first}"
+    );
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 2);
+
+    // The state dir lost (the token comes from the environment: nothing else to keep).
+    std::fs::rename(env.state_dir(), env.path("state-lost")).unwrap();
+    let again = stderr(&run_once(&env));
+    assert!(!again.contains("outbox::agent: attached"), "{again}");
+    for name in ["small.txt", "large.bin"] {
+        let line = again
+            .lines()
+            .find(|l| l.contains("already on the item") && l.contains(name))
+            .unwrap_or_else(|| panic!("no 'already on the item' line for {name}:\n{again}"));
+        assert!(line.contains("not attached again"), "{line}");
+    }
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 2);
+    assert_eq!(env.sandbox.stats().await["duplicate_attachments"], 0);
+    let all = rows(&env);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert!(all.iter().all(|r| r["state"] == "done"), "{all:#?}");
+}
