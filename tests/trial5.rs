@@ -212,3 +212,57 @@ async fn after_a_lost_state_dir_files_found_on_the_item_are_not_logged_as_attach
     assert_eq!(all.len(), 2, "{all:#?}");
     assert!(all.iter().all(|r| r["state"] == "done"), "{all:#?}");
 }
+
+/// G10: `outbox send --name` with a newline: the attachment is named with `�` for it, and the
+/// line on stderr names it so (it printed the newline raw, a line of its own output made by a
+/// name); `--name ""` is a usage error naming --name, before any request (it went to Graph and
+/// failed 400, exit 1).
+#[tokio::test(flavor = "multi_thread")]
+async fn send_names_the_attachment_as_it_is_on_the_item_and_refuses_an_empty_name() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    env.write_config("", "");
+    let file = env.path("s1.txt");
+    write_file(&file, 3, 1);
+    let f = file.to_str().unwrap();
+    let out = env.run(
+        &[
+            "send",
+            f,
+            "--message",
+            &item,
+            "--name",
+            "dir/evil\nname.txt",
+        ],
+        Duration::from_secs(30),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let on_item = attached(&env.sandbox, &item).await;
+    assert!(
+        on_item.contains_key("dir/evil\u{fffd}name.txt"),
+        "{on_item:?}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("attached "))
+        .unwrap_or_else(|| panic!("no 'attached' line: {err}"));
+    assert!(
+        line.starts_with("attached dir/evil\u{fffd}name.txt (3 B) to message "),
+        "{err}"
+    );
+
+    let before = env.sandbox.stats().await["requests"].clone();
+    let out = env.run(
+        &["send", f, "--message", &item, "--name", ""],
+        Duration::from_secs(30),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--name is empty") && err.contains("leave --name out"),
+        "{err}"
+    );
+    assert_eq!(env.sandbox.stats().await["requests"], before);
+    assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
+}
