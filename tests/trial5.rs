@@ -266,3 +266,48 @@ async fn send_names_the_attachment_as_it_is_on_the_item_and_refuses_an_empty_nam
     assert_eq!(env.sandbox.stats().await["requests"], before);
     assert_eq!(env.sandbox.attachments(&item).await.len(), 1);
 }
+
+/// G11: `outbox resume` with nothing paused said "resumed: every mapping; new files are taken
+/// again ...", twice in a row: a user checking whether a pause was in force learnt nothing.
+/// It says nothing was paused (exit 0), of every mapping and of one; a real resume still says
+/// it resumed, and a second one that nothing was paused.
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_with_nothing_paused_says_nothing_was_paused() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("drop");
+    std::fs::create_dir_all(&folder).unwrap();
+    env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let t = Duration::from_secs(30);
+    for (args, said) in [
+        (
+            &["resume"][..],
+            "nothing was paused: every mapping takes new files already",
+        ),
+        (
+            &["resume", "m"][..],
+            "nothing was paused: mapping m takes new files already",
+        ),
+    ] {
+        let out = env.run(args, t);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out).trim(), said, "{args:?}");
+    }
+    let out = env.run(&["pause"], t);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = env.run(&["resume"], t);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("resumed: every mapping"),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.run(&["resume"], t);
+    assert!(
+        stdout(&out).starts_with("nothing was paused"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -1409,6 +1409,7 @@ mod tests {
             folders: Vec::new(),
             config: None,
             config_read_ms: None,
+            resumed: None,
         };
         let facts = Facts {
             running: true,
@@ -1443,6 +1444,7 @@ mod tests {
             folders: Vec::new(),
             config: None,
             config_read_ms: None,
+            resumed: None,
         };
         let facts = Facts {
             view: Some(&paused),
