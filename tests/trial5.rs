@@ -311,3 +311,40 @@ async fn resume_with_nothing_paused_says_nothing_was_paused() {
         stdout(&out)
     );
 }
+
+/// G6: two links dropped one after the other while the agent runs: the log said "1 symbolic
+/// link not sent" once and never the second, while `status` counted 2. The log says it again
+/// when there are more, with the count `status` gives.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_counts_links_not_sent_as_status_does_when_more_are_dropped() {
+    let env = Env::new();
+    let item = env.sandbox.create_item("message", "me").await;
+    let folder = env.path("meeting");
+    std::fs::create_dir_all(&folder).unwrap();
+    write_file(&folder.join("top.txt"), 4, 1);
+    env.write_config("", &mapping(&folder, &item, ""));
+    let agent = Agent::start(&env, &[]);
+    agent.watching().await;
+    let t = Duration::from_secs(20);
+    std::os::unix::fs::symlink("/etc/passwd", folder.join("link-out")).unwrap();
+    wait_until(t, "the first link said", || async {
+        agent.log().contains("1 symbolic link not sent")
+    })
+    .await;
+    std::os::unix::fs::symlink("top.txt", folder.join("link-in")).unwrap();
+    wait_until(t, "the log to count 2 links", || async {
+        agent.log().contains("2 symbolic links not sent")
+    })
+    .await;
+    let so = stdout(&env.run(&["status"], Duration::from_secs(30)));
+    assert!(
+        so.contains("skipped: mapping `m`: 2 symbolic links not sent"),
+        "{so}"
+    );
+    // Said once each: not again while the count stays.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = agent.log();
+    assert_eq!(log.matches("symbolic link not sent").count(), 1, "{log}");
+    assert_eq!(log.matches("symbolic links not sent").count(), 1, "{log}");
+}
