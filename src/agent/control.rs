@@ -104,6 +104,10 @@ pub struct AgentView {
     /// from an agent that does not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_read_ms: Option<u64>,
+    /// `resume`: the mappings it took out of a pause (none: nothing it names was paused).
+    /// `None` from an agent that does not say, and in every other answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<Vec<String>>,
 }
 
 /// A pause asked for with `outbox pause`.

@@ -619,14 +619,16 @@ impl Agent {
         self.say_skipped(mapping, before);
     }
 
-    /// The log line of what mapping `mapping` passes over, when a kind of it was none before.
+    /// The log line of what mapping `mapping` passes over, when there is more of it than before
+    /// (the first at a scan, one more dropped since): its counts are then those `status` gives.
+    /// A count said once and never again went stale as links were added (trial 5, G6).
     fn say_skipped(&self, mapping: usize, (links_before, subfolders_before): (usize, usize)) {
         let (Some(m), Some(n)) = (self.settings.mappings.get(mapping), self.notes.get(mapping))
         else {
             return;
         };
         let (links, subfolders) = n.skipped();
-        if (links > 0 && links_before == 0) || (subfolders > 0 && subfolders_before == 0) {
+        if links > links_before || subfolders > subfolders_before {
             if let Some(line) = skipped_line(m, links, subfolders) {
                 tracing::info!(mapping = %m.name, "{line}");
             }

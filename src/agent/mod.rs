@@ -900,6 +900,7 @@ impl Agent {
             folders: self.folder_lines(),
             config: Some(self.config_read()),
             config_read_ms: Some(self.config_read_ms()),
+            resumed: None,
         }
     }
 

@@ -268,8 +268,10 @@ pub fn retry_refusal(e: &LedgerEntry) -> Option<String> {
             let path = crate::outside::path(&e.path);
             match std::fs::symlink_metadata(&e.path) {
                 Ok(m) if m.is_file() && same_version(e, &e.path, &m) => None,
+                // Put back by hand (a copy: another inode and times) with the bytes attached.
+                Ok(m) if m.is_file() && holds_its_bytes(e, &m) => None,
                 Ok(m) if m.is_file() => Some(format!(
-                    "entry {id} is done, and {path} has changed since it was attached: its new version is attached on its own; nothing to retry"
+                    "entry {id} is done, and {path} holds other bytes than those it attached: that is a new version of the file, attached on its own; nothing to retry"
                 )),
                 _ => Some(format!(
                     "entry {id} is done, and its file is no longer at {path} (moved or deleted by `after`?): put it back there, then `outbox retry {id}` attaches it again"
@@ -499,6 +501,28 @@ pub fn resend_unknown(ledger: &Ledger, id: &str) -> Result<String, LedgerError> 
             files.join(", ")
         }
     ))
+}
+
+/// Whether the file at `e`'s path (`m` its metadata) holds exactly the bytes `e` attached, read
+/// whole: a done entry's file put back by hand after `after` moved or deleted it (a copy, so
+/// another inode and times) is the version sent, and `retry` attaches it again from there (the
+/// agent, seeing that copy as the known version, records its inode and times on the entry).
+fn holds_its_bytes(e: &LedgerEntry, m: &std::fs::Metadata) -> bool {
+    use sha2::Digest;
+    let Some(want) = e.sha256.as_deref() else {
+        return false;
+    };
+    if m.len() != e.size {
+        return false;
+    }
+    let Ok(f) = std::fs::File::open(&e.path) else {
+        return false;
+    };
+    let mut h = sha2::Sha256::new();
+    match std::io::copy(&mut std::io::Read::take(f, e.size + 1), &mut h) {
+        Ok(n) if n == e.size => hex::encode(h.finalize()).eq_ignore_ascii_case(want),
+        _ => false,
+    }
 }
 
 /// Whether `m`, a stat of `at` (the entry's path, or where outbox moved its file), is the version

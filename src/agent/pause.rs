@@ -134,7 +134,7 @@ impl Agent {
             None => "until `outbox resume`".to_owned(),
         };
         tracing::info!("paused by `outbox pause` ({what}, {until}): no new file is taken from its folders; uploads under way finish");
-        self.held_answer()
+        self.held_answer(None)
     }
 
     /// `outbox resume [MAPPING]`: resumed mappings take the files dropped meanwhile at once.
@@ -148,7 +148,7 @@ impl Agent {
             .iter()
             .map(|m| m.name.clone())
             .collect();
-        self.release(|p| match mapping {
+        let resumed = self.release(|p| match mapping {
             None => {
                 p.all = None;
                 p.mappings.clear();
@@ -163,7 +163,7 @@ impl Agent {
                 p.mappings.remove(&name);
             }
         });
-        self.held_answer()
+        self.held_answer(Some(resumed))
     }
 
     /// `--for` pauses that ended: their mappings take new files again.
@@ -188,8 +188,8 @@ impl Agent {
     }
 
     /// Change the pauses; every mapping no longer paused takes its folder's files now (a scan:
-    /// those dropped meanwhile, and any whose events were not taken).
-    fn release(&mut self, change: impl FnOnce(&mut Pauses)) {
+    /// those dropped meanwhile, and any whose events were not taken). The mappings released.
+    fn release(&mut self, change: impl FnOnce(&mut Pauses)) -> Vec<String> {
         let names: Vec<String> = self
             .settings
             .mappings
@@ -198,13 +198,16 @@ impl Agent {
             .collect();
         let before: Vec<bool> = names.iter().map(|n| self.pauses.holds(n)).collect();
         change(&mut self.pauses);
+        let mut released = Vec::new();
         for (i, name) in names.iter().enumerate() {
             if before[i] && !self.pauses.holds(name) {
+                released.push(name.clone());
                 let waiting = self.pauses.files.remove(name).map_or(0, |f| f.len());
                 tracing::info!(mapping = %crate::outside::printable(name), waiting, "resumed: new files are taken again, and the {waiting} dropped while paused");
                 self.rescan(Some(i));
             }
         }
+        released
     }
 
     fn unknown_mapping(&self, mapping: Option<&str>) -> Option<Response> {
@@ -228,8 +231,8 @@ impl Agent {
         ))
     }
 
-    /// What is paused now, as `pause` and `resume` answer.
-    fn held_answer(&self) -> Response {
+    /// What is paused now, as `pause` and `resume` answer (`resume`: what it released).
+    fn held_answer(&self, resumed: Option<Vec<String>>) -> Response {
         let mut r = Response::entries(Vec::new());
         r.agent = Some(AgentView {
             paused: None,
@@ -238,6 +241,7 @@ impl Agent {
             folders: Vec::new(),
             config: None,
             config_read_ms: None,
+            resumed,
         });
         r
     }

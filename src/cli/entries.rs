@@ -768,8 +768,17 @@ pub async fn pause_or_resume(settings: Settings, req: Request) -> Result<ExitCod
     };
     from_response(resp.clone())?;
     let now = time::OffsetDateTime::now_utc();
-    let held = resp.agent.map(|v| v.held).unwrap_or_default();
+    let (held, resumed) = resp.agent.map(|v| (v.held, v.resumed)).unwrap_or_default();
+    // `Some(empty)`: the agent says nothing it names was paused.
+    let nothing = resumed.is_some_and(|r| r.is_empty());
     match (verb, &mapping) {
+        ("resume", Some(m)) if nothing => outln!(
+            "nothing was paused: mapping {} takes new files already",
+            crate::outside::printable(m)
+        ),
+        ("resume", None) if nothing => {
+            outln!("nothing was paused: every mapping takes new files already")
+        }
         ("resume", Some(m)) => outln!(
             "resumed: mapping {}; new files are taken again, and those dropped while it was paused",
             crate::outside::printable(m)

@@ -21,6 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, CommandError> {
+    // Graph requires a name (it answered 400 "The property 'name' is required", exit 1).
+    if args.name.as_deref() == Some("") {
+        return Err(CommandError::new(
+            ExitCode::Usage,
+            "--name is empty: an attachment needs a name; give one (`--name report.pdf`), or leave --name out to attach the file under its own name",
+        ));
+    }
     let (kind, id) = match (args.message, args.event) {
         (Some(m), None) => (ItemKind::Message, m),
         (None, Some(e)) => (ItemKind::Event, e),
@@ -50,9 +57,12 @@ pub async fn run(settings: Settings, args: SendArgs) -> Result<ExitCode, Command
         GraphClient::new(&settings, Credentials::from_settings_in(&settings))
             .map_err(|e| CommandError::new(ExitCode::Config, e))?,
     );
+    // As it is on the item (a control character is `�` there: `attachment_name`), and printable:
+    // a name given with a newline printed raw added a line to this command's own output.
+    let shown = crate::core::mail::attachment_name(&name, false);
     let what = format!(
         "{} ({}) to {} {}",
-        name,
+        crate::outside::printable(&shown),
         human_size(total),
         hints::kind_word(kind),
         short_id(&item.id)

@@ -1439,6 +1439,7 @@ mod tests {
             folders: Vec::new(),
             config: None,
             config_read_ms: None,
+            resumed: None,
         };
         let facts = Facts {
             running: true,
@@ -1473,6 +1474,7 @@ mod tests {
             folders: Vec::new(),
             config: None,
             config_read_ms: None,
+            resumed: None,
         };
         let facts = Facts {
             view: Some(&paused),

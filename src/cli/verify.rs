@@ -103,6 +103,8 @@ pub async fn run(
         rows: Vec::new(),
     };
     let mut copies: HashMap<String, SentCopy> = HashMap::new();
+    // Items found gone (deleted, or sent), by (mailbox, id): the code Graph said it with.
+    let mut items_gone: HashMap<(String, String), Option<String>> = HashMap::new();
     for e in &todo {
         let name = crate::outside::printable(&e.file_name_shown()).into_owned();
         // `on_change = "replace"` deleted its attachment on purpose, once a newer version was
@@ -173,15 +175,41 @@ pub async fn run(
                 out.add(e, Verdict::Replaced, replaced_by(&name, e, &done));
             }
             Err(RequestError::Graph(g)) if g.status == Some(404) => {
-                out.add(
-                    e,
-                    Verdict::Missing,
-                    format!(
+                // The attachment, or the item itself? Graph answers both with a 404.
+                let item = item_of(e);
+                let key = (item.user.to_lowercase(), item.id.clone());
+                let gone = match items_gone.get(&key) {
+                    Some(gone) => gone.clone(),
+                    None => {
+                        let gone = item_gone(&client, &item).await;
+                        items_gone.insert(key, gone.clone());
+                        gone
+                    }
+                };
+                let said = match gone {
+                    Some(code) => {
+                        let code = crate::outside::printable(&code);
+                        let (kind, list) = match item.kind {
+                            ItemKind::Message => {
+                                ("message", "a draft that is there (`outbox items messages`)")
+                            }
+                            ItemKind::Event => {
+                                ("event", "an event that is there (`outbox items events`)")
+                            }
+                        };
+                        format!(
+                            "{name}: its {kind} is no longer there ({code}: deleted, or no longer a draft), nor the attachment with it; once mapping `{}` names {list}, {}",
+                            crate::outside::printable(&e.mapping),
+                            fix(false)
+                        )
+                    }
+                    None => format!(
                         "{name}: the attachment is no longer on its item ({}); {}",
                         g.code,
                         fix(false)
                     ),
-                );
+                };
+                out.add(e, Verdict::Missing, said);
             }
             Err(RequestError::Auth(a)) => {
                 return Err(CommandError::new(ExitCode::SignIn, a.to_string()));
@@ -518,6 +546,17 @@ impl Findings {
         } else {
             ExitCode::Failed
         }
+    }
+}
+
+/// Whether `item` itself is gone (a 404 for the item, not only for one of its attachments):
+/// the code Graph said it with. Any other answer (there, or not known) is `None`.
+async fn item_gone(client: &GraphClient, item: &ItemRef) -> Option<String> {
+    let mut url = client.url(&item.segments());
+    url.query_pairs_mut().append_pair("$select", "id");
+    match client.get_json(&item.user, url).await {
+        Err(RequestError::Graph(g)) if g.status == Some(404) => Some(g.code),
+        _ => None,
     }
 }
 

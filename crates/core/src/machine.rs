@@ -2058,7 +2058,7 @@ impl Machine {
             // Retried while its file is in `failed_dir`: back at its path before anything.
             return Step::FromFailedDir;
         }
-        if r.sha256.is_none() && r.session.is_none() && !r.may_exist {
+        if r.sha256.is_none() && r.session.is_none() && !r.may_exist && !self.policy.hashed_beside {
             return Step::Reread;
         }
         if self.needs_key_search(a) {

@@ -3178,3 +3178,38 @@ fn retry_of_a_version_never_read_reads_it_again_for_the_same_entry() {
         (State::Canceled, Some("fileDeleted"))
     );
 }
+
+/// `outbox send` hands the machine a pending record with no hash (the file is hashed as it is
+/// sent: `Policy::hashed_beside`): it is sent at once. `Step::Reread`, meant for a retried
+/// version never read, took it for one and waited for a settle no one feeds (the one-shot
+/// executor has no watcher): `outbox send` hung before any request.
+#[test]
+fn a_record_hashed_beside_its_upload_is_sent_not_read_again() {
+    let rec = Record::pending(
+        "send".into(),
+        "m".into(),
+        "/f/a.txt".into(),
+        "a.txt".into(),
+        FileStat {
+            dev: 1,
+            ino: 2,
+            size: 10,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            owner: None,
+        },
+        None,
+        1,
+        Time(0),
+    );
+    let policy = Policy {
+        hashed_beside: true,
+        ..Policy::default()
+    };
+    let mut m = Machine::new(vec![rule(IfExists::Attach, After::Keep)], policy);
+    let out = m.start_up(0, vec![rec]);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Post { .. })),
+        "{out:?}"
+    );
+}
