@@ -1121,6 +1121,18 @@ fn a_throttled_send_says_what_it_waits_for_and_until_when() {
         line.contains(" UTC (") && line.contains("Sent Items"),
         "{line}"
     );
+    // The wait after it, for Exchange's move before the look, is not the throttle's (trial 5,
+    // M5: it was said as the throttle's again).
+    assert_eq!(
+        err.matches("waiting for Graph's throttle").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("confirming the send in Sent Items at ")),
+        "{err}"
+    );
     assert_eq!(rt.block_on(env.sandbox.stats())["sends_accepted"], json!(1));
 }
 

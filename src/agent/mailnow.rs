@@ -265,6 +265,7 @@ pub async fn mail_files(
         drafted_here: false,
         found_draft: false,
         memory: memory.as_ref(),
+        refusal_told: None,
     };
     let ran = super::drive::drive(&mut machine, steps, &*urls, inputs, &mut hooks).await;
     let (last, sent_here, drafted_here, found_draft) = (
@@ -707,6 +708,7 @@ fn waiting_for(
     running: bool,
     in_ms: u64,
     answer: Option<&Answer>,
+    refusal_told: bool,
 ) -> Option<String> {
     let m = m?;
     if running || in_ms < 2_000 || m.state.is_terminal() {
@@ -727,8 +729,10 @@ fn waiting_for(
         })
         .unwrap_or_default();
     Some(match (m.state, m.send_at.or(m.last_send_at).is_some()) {
+        // The first wait after the refusal is its own (Retry-After, or the backoff); later
+        // ones (Exchange's move grace before the look, a listing again) are the confirmation's.
         (MessageState::Sending, _)
-            if code == "ErrorExceededMessageLimit" || code == "throttled" =>
+            if (code == "ErrorExceededMessageLimit" || code == "throttled") && !refusal_told =>
         {
             let whose = if code == "throttled" {
                 "Graph's throttle"
@@ -895,6 +899,9 @@ struct MailHooks<'a> {
     found_draft: bool,
     /// `--key`: where the message's internetMessageId is remembered for a re-run.
     memory: Option<&'a KeyMemory>,
+    /// The send (by its time) whose refusal's wait was said: the waits after it are the
+    /// confirmation's (M5: the move grace was said as the throttle's).
+    refusal_told: Option<crate::core::model::Time>,
 }
 
 impl OneShot for MailHooks<'_> {
@@ -960,14 +967,20 @@ impl OneShot for MailHooks<'_> {
             }
             _ => None,
         };
+        let refused_at = self.last.as_ref().and_then(|m| m.last_send_at);
+        let refusal_told = refused_at.is_some() && self.refusal_told == refused_at;
         if let Some(text) = hold.or_else(|| {
             waiting_for(
                 self.last.as_ref(),
                 running,
                 wake_in_ms,
                 self.answer.as_ref(),
+                refusal_told,
             )
         }) {
+            if text.starts_with("waiting for ") {
+                self.refusal_told = refused_at;
+            }
             if self.said.as_deref() != Some(text.as_str()) {
                 say(text.clone());
                 self.said = Some(text);
