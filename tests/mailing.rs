@@ -2404,6 +2404,32 @@ async fn retry_or_cancel_of_a_sent_message_says_it_was_sent_and_how_to_resend() 
     assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
 }
 
+/// Trial 5, M4: `retry` and `cancel` of a sent message whose file `after = "move"` took away
+/// advised `outbox retry --resend ID`, which then refused ("outbox moved its file ..."). They
+/// say what works: a copy dropped into the folder again is mailed by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_or_cancel_of_a_sent_message_whose_file_was_moved_does_not_advise_resend() {
+    let env = Env::new();
+    let folder = setup(&env, "", "after = \"move\"", "");
+    write_file(&folder.join("moved.pdf"), 3_000, 96);
+    let out = env.run(&["run", "--once"], T);
+    assert!(out.status.success(), "run --once: {}", stderr(&out));
+    assert!(!folder.join("moved.pdf").exists(), "moved once mailed");
+    let rows = status_json(&env);
+    let mid = rows[0]["message"]["id"].as_str().expect("id").to_string();
+    for verb in ["retry", "cancel"] {
+        let out = env.run(&[verb, &mid], T);
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{verb}: {said}");
+        assert!(!said.contains("--resend"), "{verb}: {said}");
+        assert!(
+            said.contains("drop a copy into the folder"),
+            "{verb}: {said}"
+        );
+        assert!(said.contains("`after`"), "{verb}: {said}");
+    }
+}
+
 /// `outbox check` of two sending mappings with an app token that lacks Mail.Send names them in
 /// plain English ("which mappings invoices and letters need to send", not "which mapping
 /// invoices, letters needs"), and a batch mapping's `max_message_size = "35MB"` is shown as

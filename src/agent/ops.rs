@@ -79,7 +79,26 @@ pub fn sent_message(
         ),
         _ => return Ok(None),
     };
-    let files = files_of(ledger, m)?
+    let entries = files_of(ledger, m)?;
+    // A file no longer at its path (the mapping's `after` took it, or the user did) cannot be
+    // resent: `--resend` would refuse it (trial 5, M4). Said as what to do instead.
+    if let [e] = entries.as_slice() {
+        let here = std::fs::symlink_metadata(&e.path)
+            .is_ok_and(|x| x.is_file() && same_version(e, &e.path, &x));
+        if !here {
+            let by = if !e.after_pending {
+                "its mapping's `after` moved or deleted it once it was mailed"
+            } else {
+                "moved or deleted since it was mailed"
+            };
+            return Ok(Some(format!(
+                "{how}: nothing to {verb}; its file is no longer at {} ({by}): to mail it again, \
+                 drop a copy into the folder, a new drop mailed by itself",
+                crate::outside::path(&e.path)
+            )));
+        }
+    }
+    let files = entries
         .iter()
         .map(|e| {
             let name = e.path.file_name().map(std::path::Path::new);
