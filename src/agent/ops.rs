@@ -86,14 +86,10 @@ pub fn sent_message(
         let here = std::fs::symlink_metadata(&e.path)
             .is_ok_and(|x| x.is_file() && same_version(e, &e.path, &x));
         if !here {
-            let by = if !e.after_pending {
-                "its mapping's `after` moved or deleted it once it was mailed"
-            } else {
-                "moved or deleted since it was mailed"
-            };
             return Ok(Some(format!(
-                "{how}: nothing to {verb}; its file is no longer at {} ({by}): to mail it again, \
-                 drop a copy into the folder, a new drop mailed by itself",
+                "{how}: nothing to {verb}; its file is no longer at {} as it was mailed (moved, \
+                 deleted or changed since: by the mapping's `after`, or by hand): to mail it \
+                 again, drop a copy into the folder, a new drop mailed by itself",
                 crate::outside::path(&e.path)
             )));
         }
@@ -703,10 +699,7 @@ pub fn retry_refused_by(
     let mut retried_messages = Vec::new();
     let mut taken = std::collections::HashSet::new();
     for mut m in messages {
-        // As the core's `retry` of a message (the one rule for both).
-        m.retried();
-        m.updated_at = crate::ledger::time_of(time::OffsetDateTime::now_utc());
-        ledger.put_message(&m)?;
+        let mut again = Vec::new();
         for e in files_of(ledger, &m)? {
             taken.insert(e.id.clone());
             // As the core's retry of a message: a canceled file that is in `failed_dir` was
@@ -717,8 +710,17 @@ pub fn retry_refused_by(
             if (matches!(e.state, EntryState::Failed | EntryState::Canceled) && !left_out)
                 || missing
             {
-                out.push(requeue(ledger, &e)?);
+                again.push(e);
             }
+        }
+        // As the core's `retry` of a message (the one rule for both): an unconfirmed one whose
+        // file was taken off its draft attaches it again before it looks and sends (review,
+        // session 15: offline it went to `sending`, and a failed re-attach was sent past).
+        m.retried_with(!again.is_empty());
+        m.updated_at = crate::ledger::time_of(time::OffsetDateTime::now_utc());
+        ledger.put_message(&m)?;
+        for e in again {
+            out.push(requeue(ledger, &e)?);
         }
         retried_messages.push(m);
     }

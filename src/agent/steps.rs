@@ -676,8 +676,13 @@ impl<U: UrlStore> Steps<U> {
                     outcome: Outcome::ListDraft(outcome),
                 }
             }
-            Action::SendDraft { id, user, draft_id } => {
-                let outcome = self.client.send_step(&user, &draft_id).await;
+            Action::SendDraft {
+                id,
+                user,
+                draft_id,
+                expect,
+            } => {
+                let outcome = self.client.send_step(&user, &draft_id, &expect).await;
                 crate::failpoint!("after-send");
                 Input::Outcome {
                     id,

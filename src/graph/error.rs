@@ -213,8 +213,7 @@ fn transport_text(err: &reqwest::Error) -> String {
 /// `outbox retry`, `outbox mail` deletes it.
 /// A send refused by Exchange's sending limit (`ErrorExceededMessageLimit`).
 pub const SENDING_LIMIT: &str = "the mailbox reached Exchange's sending limit (30 messages a \
-minute, 10,000 recipients a day): outbox waits and sends again later, after a look in Sent Items; \
-no permission is missing";
+minute, 10,000 recipients a day): a matter of time, no permission is missing";
 
 /// A send answered 404: the draft is no longer in Drafts.
 pub const SEND_404: &str = "the draft is no longer in Drafts: it was sent (look in Sent Items) or \

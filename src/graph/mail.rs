@@ -1108,12 +1108,83 @@ impl GraphClient {
     }
 
     /// The core's `SendDraft`: one POST of `…/send`, never repeated here.
-    pub async fn send_step(&self, user: &str, draft_id: &str) -> SendOutcome {
-        match self.send_draft(user, &DraftId(draft_id.to_owned())).await {
+    /// The core's send: the draft is listed again right before the `send`, inside the sending
+    /// limit's slot (after every wait of the executor's own), and sent only if it holds exactly
+    /// `expect`, the attachments the core's listing showed; else nothing is sent and the answer
+    /// is `Permanent` `draftChanged` (`core::machine::DRAFT_CHANGED`): the core lists it again
+    /// and decides (a file taken off it in Outlook meanwhile is never sent missing).
+    pub async fn send_step(&self, user: &str, draft_id: &str, expect: &[String]) -> SendOutcome {
+        match self
+            .send_draft_checked(user, &DraftId(draft_id.to_owned()), expect)
+            .await
+        {
             Ok(()) => SendOutcome::Sent,
-            Err(e) => SendOutcome::Failed(mail_fault(&e)),
+            Err(SendCheck::Changed(why)) => SendOutcome::Failed(Fault::Permanent(Failure::new(
+                crate::core::machine::DRAFT_CHANGED,
+                why,
+            ))),
+            Err(SendCheck::Send(e)) => SendOutcome::Failed(mail_fault(&e)),
         }
     }
+
+    async fn send_draft_checked(
+        &self,
+        user: &str,
+        id: &DraftId,
+        expect: &[String],
+    ) -> Result<(), SendCheck> {
+        let mut segs = mailbox_segments(user);
+        segs.extend(["messages", id.0.as_str(), "send"]);
+        let url = self.url(&segs);
+        // Not paced: the listing just before took the mailbox's budgets (and any wait for them),
+        // so no wait falls between the check and the send.
+        let opts = RequestOpts::graph(user)
+            .with_effect()
+            .with_timeout(Duration::from_secs(120))
+            .unpaced();
+        let mut want: Vec<&String> = expect.iter().collect();
+        want.sort();
+        self.sends
+            .send(user, async {
+                let mut on = match self.list_draft(user, &id.0).await {
+                    Ok(on) => on,
+                    // Gone (sent from Outlook, or deleted): the answer the send would have had.
+                    Err(e) if matches!(&e, RequestError::Graph(g) if g.status == Some(404)) => {
+                        return Err(SendCheck::Send(classify_send(e.of_send())))
+                    }
+                    Err(e) => {
+                        return Err(SendCheck::Changed(format!(
+                            "the draft could not be listed right before its send ({e}); nothing \
+                             was sent"
+                        )))
+                    }
+                };
+                on.sort();
+                if on.iter().collect::<Vec<_>>() != want {
+                    return Err(SendCheck::Changed(
+                        "the draft's attachments changed since it was checked (one taken off \
+                         or added in Outlook?); nothing was sent, it is listed again"
+                            .to_owned(),
+                    ));
+                }
+                self.execute(opts, |c| {
+                    c.post(url.clone())
+                        .header(reqwest::header::CONTENT_LENGTH, "0")
+                        .body(Vec::<u8>::new())
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| SendCheck::Send(classify_send(e.of_send())))
+            })
+            .await
+    }
+}
+
+/// Why [`GraphClient::send_step`] did not send: the draft changed (or could not be listed)
+/// right before, or the send itself failed.
+enum SendCheck {
+    Changed(String),
+    Send(MailError),
 }
 
 /// `(value, nextLink)` of a listing page.

@@ -92,6 +92,10 @@ pub struct RequestOpts<'a> {
     /// Upload bytes the request carries (a POST's body), counted against the mailbox's byte
     /// budget. Chunk PUTs leave it 0: `Pacer::admit_chunk` counted them while sizing them.
     pub body_bytes: u64,
+    /// Waits for the mailbox's budgets and concurrency (`Pacer::acquire`). Off only for a send
+    /// whose draft was checked right before by a paced request (`send_step`): no wait may fall
+    /// between the check and the send.
+    pub paced: bool,
 }
 
 impl<'a> RequestOpts<'a> {
@@ -103,6 +107,7 @@ impl<'a> RequestOpts<'a> {
             retry: true,
             timeout: Duration::from_secs(60),
             body_bytes: 0,
+            paced: true,
         }
     }
 
@@ -126,6 +131,15 @@ impl<'a> RequestOpts<'a> {
 
     pub fn with_timeout(self, timeout: Duration) -> Self {
         RequestOpts { timeout, ..self }
+    }
+
+    /// Not paced: it rides on the permit of the request that just checked what it acts on
+    /// (the listing right before a send).
+    pub fn unpaced(self) -> Self {
+        RequestOpts {
+            paced: false,
+            ..self
+        }
     }
 
     /// The request carries a body of `bytes`, paced by the mailbox's byte budget.
@@ -356,7 +370,10 @@ impl GraphClient {
                 req = reqwest::RequestBuilder::from_parts(client, built).bearer_auth(&t.secret);
             }
             let err = {
-                let _permit = self.pacer.acquire(opts.mailbox, opts.body_bytes).await;
+                let _permit = match opts.paced {
+                    true => Some(self.pacer.acquire(opts.mailbox, opts.body_bytes).await),
+                    false => None,
+                };
                 match req.send().await {
                     Ok(resp) if resp.status().is_success() => return Ok(resp),
                     Ok(resp) => error_from_response(resp, opts.upload_url).await,

@@ -9,9 +9,9 @@
 use super::model::*;
 use super::settle::{Settled, Settler};
 pub use messages::{
-    cap_frees_at, civil_date, held_backoff_ms, move_grace_ms, sent_copy_deadline, FOUND_MAILED,
-    HELD_BY_DRAFT, HELD_TRIES, LISTING_FRESH_MS, MAILED_ELSEWHERE, MESSAGE_TOO_LARGE,
-    NO_FILES_LEFT, RIVAL_SETTLE_MS, SPLIT_AGAIN, UNCONFIRMED_ADVICE,
+    cap_frees_at, civil_date, held_backoff_ms, move_grace_ms, sent_copy_deadline, DRAFT_CHANGED,
+    FOUND_MAILED, HELD_BY_DRAFT, HELD_TRIES, MAILED_ELSEWHERE, MESSAGE_TOO_LARGE, NO_FILES_LEFT,
+    RIVAL_SETTLE_MS, SPLIT_AGAIN, UNCONFIRMED_ADVICE,
 };
 
 mod messages;

@@ -1110,6 +1110,18 @@ impl MessageRecord {
         self.attempts = 0;
     }
 
+    /// `retry` as [`MessageRecord::retried`], told whether files of it are retried with it
+    /// (`again`: one missing from its draft, taken off it in Outlook, or one not done): an
+    /// unconfirmed one with a draft attaches them first, then looks (Sent Items, Drafts) before
+    /// its send, as `resend_if_draft` says. The one rule for the agent and the offline `retry`.
+    pub fn retried_with(&mut self, again: bool) {
+        let reattach = self.state == MessageState::Unconfirmed && self.draft_id.is_some() && again;
+        self.retried();
+        if reattach {
+            self.state = MessageState::Attaching;
+        }
+    }
+
     /// A new message, drafting, with nothing of it on the server yet.
     #[allow(clippy::too_many_arguments)]
     pub fn drafting(
@@ -1465,11 +1477,15 @@ pub enum Action {
         user: String,
         draft_id: String,
     },
-    /// `POST {mailbox}/messages/{draft_id}/send`.
+    /// `POST {mailbox}/messages/{draft_id}/send`, once the draft, listed again right before
+    /// it (after every wait of the executor's), holds exactly the attachments `expect` (the
+    /// core's last listing); else no send, answered `Permanent`
+    /// [`DRAFT_CHANGED`](crate::machine::DRAFT_CHANGED).
     SendDraft {
         id: String,
         user: String,
         draft_id: String,
+        expect: Vec<String>,
     },
     Notify(Note),
     /// Send `Input::Tick` at this time (the latest `WakeAt` wins).

@@ -324,8 +324,6 @@ pub struct Sim {
     hand_edited: BTreeSet<String>,
     /// The attachments taken off so (by id): a done record naming one is the user's doing.
     hand_removed: BTreeSet<String>,
-    /// When each draft was last listed for the agent.
-    listed_at: BTreeMap<String, Time>,
     /// Draws of the world's harsher faults (an rng of their own: every earlier draw as before).
     harsh_rng: StdRng,
     /// The agent prunes its ledger (half the seeds, an rng of their own): entries finished
@@ -464,11 +462,6 @@ impl Harsh {
 
 /// A send Exchange accepted: (marker, draft id, the draft's attachments then: name, bytes).
 type SimSend = (String, String, Vec<(String, Option<Content>)>);
-
-/// How long after the agent lists a draft the world's user does not edit it: the listing stands
-/// for the send that long (`LISTING_FRESH_MS`), and a send already asked may still be on its
-/// way (the race no client can close: [`Sim::hand_edit_a_draft`]).
-const HAND_EDIT_RACE_MS: u64 = crate::machine::LISTING_FRESH_MS + 10_000;
 
 /// A message in the simulated mailbox.
 #[derive(Debug, Clone)]
@@ -745,7 +738,6 @@ impl Sim {
             hand_edit_rng,
             hand_edited: BTreeSet::new(),
             hand_removed: BTreeSet::new(),
-            listed_at: BTreeMap::new(),
             harsh_rng,
             harsh,
             filter_lag_ms,
@@ -1940,14 +1932,9 @@ impl Sim {
                     .is_some_and(|r| r.state != MessageState::Drafted)
             })
             .filter(|(id, _)| self.items.get(*id).is_some_and(|v| !v.is_empty()))
-            // Not in the moment between the agent's last listing and its send: Graph's send
-            // takes no condition (no If-Match), so an edit there goes unseen by any client
-            // (docs/core.md, known limits). The world keeps out of the last HAND_EDIT_RACE_MS.
-            .filter(|(id, _)| {
-                self.listed_at
-                    .get(*id)
-                    .is_none_or(|t| t.plus_ms(HAND_EDIT_RACE_MS) <= self.now)
-            })
+            // (At any time: the executor checks the draft right before its send, and the
+            // world answers a send at once, so no edit falls between the two. The race of
+            // milliseconds between the real executor's check and its send: docs/core.md.)
             .map(|(id, _)| id.clone())
             .collect();
         if drafts.is_empty() {
@@ -3701,11 +3688,33 @@ impl Sim {
                             .collect()
                     })
                     .unwrap_or_default();
-                self.listed_at.insert(draft_id.clone(), now);
                 Some(Outcome::ListDraft(ListOutcome::Listed(ids)))
             }
-            Action::SendDraft { id, draft_id, .. } => {
+            Action::SendDraft {
+                id,
+                draft_id,
+                expect,
+                ..
+            } => {
                 let now = self.now;
+                // The executor lists the draft right before the send (as the core's listing,
+                // lagging): not exactly what the core's listing showed, nothing is sent.
+                let lag = self.knobs.listing_lag_ms;
+                if let Some(v) = self.items.get(draft_id) {
+                    let mut on: Vec<&String> = v
+                        .iter()
+                        .filter(|a| a.created.plus_ms(lag) <= now)
+                        .map(|a| &a.id)
+                        .collect();
+                    let mut want: Vec<&String> = expect.iter().collect();
+                    on.sort();
+                    want.sort();
+                    if on != want {
+                        return Some(Outcome::Send(SendOutcome::Failed(Fault::Permanent(
+                            Failure::new(crate::machine::DRAFT_CHANGED, "the draft changed"),
+                        ))));
+                    }
+                }
                 let ok = self
                     .mail
                     .get(draft_id)
@@ -4766,12 +4775,12 @@ mod tests {
         ),
         (
             5229,
-            "hand edits of drafts (session 15): a file taken off a draft in Outlook while its message waited out a throttled send; the draft, found still a draft, was sent again without a listing, short of the file. A send again lists the draft first",
+            "hand edits of drafts (session 15): a file taken off a draft in Outlook while its message waited out a throttled send; the draft, found still a draft, was sent again on its old listing, short of the file. The executor checks the draft right before every send (DRAFT_CHANGED)",
         ),
         (11546, "as 5229"),
         (
             8231,
-            "hand edits of drafts: the machine slept 92 s between the listing of a draft and its send, and a file was taken off it meanwhile; it went short. A listing older than LISTING_FRESH_MS is taken again before the send",
+            "hand edits of drafts: the machine slept 92 s between the listing of a draft and its send, and a file was taken off it meanwhile; it went short. The executor lists the draft again right before the send (DRAFT_CHANGED)",
         ),
         (
             11007,

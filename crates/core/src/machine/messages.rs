@@ -30,9 +30,9 @@ pub(super) struct ActiveMessage {
     pub(super) finished: BTreeMap<String, Record>,
     /// The draft was listed and holds exactly its files' attachments: it may be sent.
     pub(super) verified: bool,
-    /// When that listing answered: one older than [`LISTING_FRESH_MS`] is taken again before
-    /// the send (the agent waited, or the machine slept, and Outlook may have changed it).
-    pub(super) verified_at: Time,
+    /// What that listing showed: the send carries it (`SendDraft::expect`), and the executor
+    /// checks the draft still holds exactly these right before it sends ([`DRAFT_CHANGED`]).
+    pub(super) listed: Vec<String>,
     /// Attachments on the draft that are none of its files' (a partial one a server made, a
     /// copy whose answer was lost, one added by hand): deleted before the send.
     pub(super) extra: Vec<String>,
@@ -125,11 +125,13 @@ sends it only if its draft is still a draft";
 /// grain of one second, so a draft made in the same second as this one (which the order by
 /// creation may put first) surely exists when the mailbox is searched.
 pub const RIVAL_SETTLE_MS: u64 = 2_000;
-/// How long a listing of a draft that showed exactly its files stands for the send: older (a
-/// wait for the sending limit, a suspended laptop), the draft is listed again first. A person
-/// taking a file off the draft after that is a race no client can close: Graph's `send` takes
-/// no condition (docs/core.md, known limits).
-pub const LISTING_FRESH_MS: u64 = 30_000;
+/// The executor's answer to a send whose draft, listed again right before the `send` (after
+/// every wait of the executor's own: the sending limit's slot, the request budget), no longer
+/// holds exactly the attachments the core's listing showed (a file taken off it in Outlook), or
+/// could not be listed: nothing was sent; the core lists it again (`verified` cleared) and
+/// decides. A person's edit after that check is a race of milliseconds no client can close
+/// (Graph's `send` takes no condition).
+pub const DRAFT_CHANGED: &str = "draftChanged";
 
 /// Code of the note on a `done` file found already mailed by its key (not mailed again).
 pub const FOUND_MAILED: &str = "foundMailed";
@@ -1119,7 +1121,7 @@ impl Machine {
                 sent_checked: false,
                 finished: BTreeMap::new(),
                 verified: false,
-                verified_at: Time(0),
+                listed: Vec::new(),
                 extra: Vec::new(),
                 short_lists: 0,
                 deleted: BTreeSet::new(),
@@ -1379,16 +1381,8 @@ impl Machine {
         // A failed one goes on where it stopped (a never-sent one with a draft finds its draft
         // first: it may have been deleted), an unconfirmed one is sent only if still a draft.
         // One found still a draft but short of a file (taken off it in Outlook) gets that file
-        // again first, then looks (Sent Items, then Drafts) before its send: the file was in
-        // no send of it, whichever went.
-        // (`again` holds those files: a done one missing from the draft, or one not done.)
-        let reattach = m.rec.state == MessageState::Unconfirmed
-            && m.rec.draft_id.is_some()
-            && !again.is_empty();
-        m.rec.retried();
-        if reattach {
-            m.rec.state = MessageState::Attaching;
-        }
+        // again first (`retried_with`).
+        m.rec.retried_with(!again.is_empty());
         m.sent_checked = false;
         m.wait_until = None;
         // The draft may have changed since it was last listed: listed again before a send.
@@ -1781,7 +1775,7 @@ impl Machine {
                     MStep::DeleteExtra(x.clone())
                 } else if self.keys_stale(m) {
                     MStep::StampKeys
-                } else if !m.verified || m.verified_at.plus_ms(LISTING_FRESH_MS) <= self.now {
+                } else if !m.verified {
                     MStep::ListDraft
                 } else if r.letter_stale && r.draft_id.is_some() {
                     // Said as it is now, before it is sent or left for review.
@@ -1846,6 +1840,7 @@ impl Machine {
         let Some(m) = self.messages.get_mut(mid) else {
             return;
         };
+        let mut in_doubt: Option<Failure> = None;
         let r = &mut m.rec;
         let mut left = Vec::new();
         match r.state {
@@ -1867,6 +1862,7 @@ impl Machine {
                         ),
                     )
                 });
+                let file_failed = failed.is_some();
                 let failed = failed.or_else(|| {
                     r.files.is_empty().then(|| {
                         Failure::new(
@@ -1875,7 +1871,13 @@ impl Machine {
                         )
                     })
                 });
-                if let Some(f) = failed {
+                let doubt = file_failed && r.may_have_been_sent();
+                if let Some(f) = failed.clone().filter(|_| doubt) {
+                    // A message in doubt, a file of it attached again by `retry` (taken off its
+                    // draft in Outlook) that failed: never "failed, not sent" (which `retry
+                    // --failed` would take up): unconfirmed, as it was.
+                    in_doubt = Some(f);
+                } else if let Some(f) = failed {
                     r.state = MessageState::Failed;
                     r.error = Some(f.clone());
                     out.push(Action::Notify(Note::MessageFailed {
@@ -1900,6 +1902,9 @@ impl Machine {
         self.files_left(mid, left, &mut said);
         self.persist_message(mid, out);
         out.extend(said);
+        if let Some(f) = in_doubt {
+            return self.message_unconfirmed_by(mid, Some(f), out);
+        }
         self.wake_files(mid);
     }
 
@@ -2375,6 +2380,7 @@ impl Machine {
                     id: mid.to_owned(),
                     user,
                     draft_id,
+                    expect: m.listed.clone(),
                 });
                 self.sent_times.entry(mb).or_default().push_back(now);
             }
@@ -2384,10 +2390,6 @@ impl Machine {
 
     fn message_wait_until(&mut self, mid: &str, t: Time) {
         if let Some(m) = self.messages.get_mut(mid) {
-            // After any wait its draft is listed again before a send: it may have been changed
-            // in Outlook meanwhile (a file taken off it would go out missing). A wait of the
-            // machine itself (a laptop asleep) is caught by `LISTING_FRESH_MS`.
-            m.verified = false;
             m.wait_until = Some(t);
             self.msg_timers.insert((t, mid.to_owned()));
         }
@@ -2594,7 +2596,7 @@ impl Machine {
         }
         m.short_lists = 0;
         m.verified = m.extra.is_empty();
-        m.verified_at = self.now;
+        m.listed = ids;
     }
 
     /// Message `mid` failed with [`ATTACHMENT_MISSING`]: each done file whose attachment the
@@ -3168,8 +3170,8 @@ impl Machine {
                     }
                     MessageState::Sending if folder == MailFolder::Drafts => {
                         // `retry` of an unconfirmed message, or a throttled send: the draft is
-                        // still a draft, listed again before it is sent (the listing before the
-                        // first send is older than `LISTING_FRESH_MS` by now: the move grace).
+                        // still a draft, sent again (checked by the executor right before:
+                        // `DRAFT_CHANGED`).
                         m.rec.resend_if_draft = false;
                         m.sent_checked = false;
                         m.rec.draft_id = Some(id);
@@ -3311,6 +3313,15 @@ impl Machine {
                     }
                 }
                 match f {
+                    Fault::Permanent(e) if e.code == DRAFT_CHANGED => {
+                        // Not sent: the executor found the draft changed (or could not list it)
+                        // right before the send. Listed again here, with the core's rules (a
+                        // file taken off it is never sent missing); an earlier send in doubt
+                        // stays in doubt.
+                        m.verified = false;
+                        self.persist_message(mid, out);
+                        self.msg_ready.insert(mid.to_owned());
+                    }
                     Fault::Permanent(e)
                         if earlier
                             && e.code == "ErrorMessageSizeExceeded"
@@ -3579,6 +3590,7 @@ pub(crate) enum SendRefusal {
 /// Graph's codes for a send refused before anything was submitted: the request is checked
 /// (recipients, size, permission, the draft's existence) before the message is handed over.
 pub(crate) const SEND_REFUSED_BEFORE_EFFECT: &[&str] = &[
+    DRAFT_CHANGED,
     "ErrorInvalidRecipients",
     "ErrorMessageSizeExceeded",
     "ErrorItemNotFound",

@@ -1353,13 +1353,7 @@ fn after_a_restart_the_sends_on_record_count_against_the_pacing_window() {
     let free = Time(50_001 + window);
     let out = m.handle(Time(free.0 - 1), Input::Tick);
     assert!(!out.iter().any(|a| matches!(a, Action::SendDraft { .. })));
-    // (Listed again after the wait, then sent.)
     let out = m.handle(free, Input::Tick);
-    assert!(
-        out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
-        "{out:?}"
-    );
-    let out = m.answer(free.0 + 100, &mid, listed(&["a1"]));
     assert!(
         out.iter().any(|a| matches!(a, Action::SendDraft { .. })),
         "{out:?}"
@@ -2924,21 +2918,37 @@ fn a_throttled_send_not_in_sent_items_and_still_a_draft_is_sent_again_once() {
                 internet_message_id: None,
             },
         );
-        // Listed again first: it may have been changed in Outlook during the wait.
-        assert!(!sent(&out), "{fault:?}: {out:?}");
-        assert!(
-            out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+        // Sent again, the executor to check right before that the draft still holds what
+        // its listing showed (a file taken off it during the wait is never sent missing).
+        assert_eq!(
+            sent_expecting(&out),
+            Some(vec!["a-a.pdf".to_owned()]),
             "{fault:?}: {out:?}"
         );
-        let out = m.answer(t + 30, &mid, listed(&["a-a.pdf"]));
-        assert!(sent(&out), "{fault:?}: {out:?}");
     }
 }
 
+/// The attachments a `SendDraft` among `out` asks the executor to find on the draft.
+fn sent_expecting(out: &[Action]) -> Option<Vec<String>> {
+    out.iter().find_map(|a| match a {
+        Action::SendDraft { expect, .. } => Some(expect.clone()),
+        _ => None,
+    })
+}
+
+/// The executor's answer to a send whose draft changed right before it: nothing sent.
+fn draft_changed() -> Outcome {
+    send_failed(Fault::Permanent(Failure::new(
+        crate::machine::DRAFT_CHANGED,
+        "the draft changed",
+    )))
+}
+
 /// Review of #20 (session 14): a throttled send's draft, still a draft after the wait, was sent
-/// again without a listing; a file taken off it in Outlook meanwhile went out missing, its
-/// message `sent` and its after-action (`delete`) run on a file never mailed. Now it is listed
-/// first, and a draft short of a file is never sent.
+/// again on its old listing; a file taken off it in Outlook meanwhile went out missing, its
+/// message `sent` and its after-action (`delete`) run on a file never mailed. Now the executor
+/// checks the draft right before the send; found changed, nothing is sent, the core lists it
+/// again, and a draft short of a file is never sent.
 #[test]
 fn a_throttled_sends_draft_changed_during_the_wait_is_not_sent_short_of_a_file() {
     for fault in throttles() {
@@ -2950,7 +2960,7 @@ fn a_throttled_sends_draft_changed_during_the_wait_is_not_sent_short_of_a_file()
             MailFolder::SentItems,
             FindOutcome::NotFound,
         );
-        let mut all = found(
+        let all = found(
             &mut m,
             t + 20,
             &mid,
@@ -2961,7 +2971,15 @@ fn a_throttled_sends_draft_changed_during_the_wait_is_not_sent_short_of_a_file()
                 internet_message_id: None,
             },
         );
-        // The attachment was taken off the draft: the listing shows none.
+        assert!(sent(&all), "{fault:?}: {all:?}");
+        // The attachment was taken off the draft: the executor's check finds it changed, and
+        // the core's listing shows none.
+        let out = m.answer(t + 25, &mid, draft_changed());
+        assert!(
+            out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+            "{fault:?}: {out:?}"
+        );
+        let mut all = out;
         all.extend(m.answer(t + 30, &mid, listed(&[])));
         for (_, a) in ticks(&mut m, t + 40, t + 2 * 60 * 60_000) {
             all.push(a);
@@ -3824,17 +3842,8 @@ fn sends_are_paced_per_mailbox_within_the_window_and_only_sends() {
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::WakeAt(t) if *t == Time(67_200))));
-    // (A tick that comes late still wakes it; its listing a minute old, the draft is listed
-    // again first.)
-    let out = m.handle(Time(70_000), Input::Tick);
-    let mid = out
-        .iter()
-        .find_map(|a| match a {
-            Action::ListDraft { id, .. } => Some(id.clone()),
-            _ => None,
-        })
-        .expect("listed again");
-    assert!(sent(&m.answer(70_100, &mid, listed(&["a-y.pdf"]))));
+    // (A tick that comes late still wakes it.)
+    assert!(sent(&m.handle(Time(70_000), Input::Tick)));
     // No pacing at all with 0.
     let mut m = mail_machine(true);
     let free = Policy {
@@ -4265,12 +4274,13 @@ fn two_looks_answered_404_on_a_hand_sent_draft_both_keep_their_doubt() {
     assert_eq!(looked.len(), 2, "both looked for in the sent copy");
 }
 
-/// Session 15, hand edits of drafts in the simulation (seeds 5229, 8231): a draft listed, then
-/// a wait before its send (the sending limit here; a throttle or a sleeping laptop there): it is
-/// listed again before it is sent, so a file taken off it in Outlook meanwhile never goes
-/// missing. (Without: sent at the window's end on the old listing.)
+/// Session 15, hand edits of drafts in the simulation (seeds 5229, 8231) and the review after:
+/// a draft listed, then a wait before its send (the sending limit here; a throttle, a sleeping
+/// laptop or the executor's own queue there). The send carries what the listing showed; the
+/// executor found the draft changed right before it and sent nothing: the core lists it again,
+/// and a file taken off it is never sent missing.
 #[test]
-fn a_draft_listed_before_a_wait_is_listed_again_before_its_send() {
+fn a_send_the_executor_finds_changed_is_listed_again_and_never_sent_short() {
     let rules: Vec<MappingRule> = mail_machine(true).mappings.values().cloned().collect();
     let mut m = Machine::new(
         rules,
@@ -4295,17 +4305,22 @@ fn a_draft_listed_before_a_wait_is_listed_again_before_its_send() {
     m.answer(20_100, &eid, post_created("a-b"));
     let out = m.answer(20_200, &mid, listed(&["a-b"]));
     assert!(!sent(&out), "held by the sending limit: {out:?}");
-    // The window frees at 67_200: the draft is listed again, not sent on the old listing.
+    // The window frees at 67_200: sent, the executor to find exactly a-b on the draft.
     let all: Vec<Action> = ticks(&mut m, 21_000, 80_000)
         .into_iter()
         .map(|(_, a)| a)
         .collect();
-    assert!(!sent(&all), "sent on a listing a minute old: {all:?}");
-    assert!(
-        all.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+    assert_eq!(
+        sent_expecting(&all),
+        Some(vec!["a-b".to_owned()]),
         "{all:?}"
     );
-    // Its file was taken off it meanwhile: never sent short.
+    // Its file was taken off it meanwhile: the executor sent nothing; listed again, short.
+    let out = m.answer(80_050, &mid, draft_changed());
+    assert!(
+        out.iter().any(|a| matches!(a, Action::ListDraft { .. })),
+        "{out:?}"
+    );
     let mut all = m.answer(80_100, &mid, listed(&[]));
     for (_, a) in ticks(&mut m, 81_000, 2 * 60 * 60_000) {
         all.push(a);
