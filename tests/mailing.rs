@@ -2839,3 +2839,60 @@ async fn a_subfolder_made_in_a_folder_that_is_not_recursive_is_said_at_once() {
     let stats = no_duplicates(&env, "subfolder").await;
     assert_eq!(stats["sends_accepted"], json!(1), "{stats}");
 }
+
+/// Review of session 15, finding 2: the send's request waited a minute in the mailbox's request
+/// budget after the draft was listed; a file taken off the draft in Outlook meanwhile went out
+/// missing and `after = "delete"` deleted it, never mailed. Now the draft is listed right before
+/// the send, after every wait of the executor's, and the send itself waits for nothing more:
+/// changed, nothing is sent and the file stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_taken_off_its_draft_while_the_send_waits_for_the_budget_is_never_sent_missing() {
+    let env = Env::new();
+    let folder = setup(
+        &env,
+        "mailbox_requests = \"8/30s\"",
+        "after = \"delete\"",
+        "",
+    );
+    let path = folder.join("held.pdf");
+    write_file(&path, 2_000, 98);
+    let agent = Agent::start(&env, &[]);
+    // Eight requests made (the draft made, attached and listed by the core), the ninth (the
+    // check right before the send) held by the budget.
+    wait_until(T, "the send held by the budget", || async {
+        let s = env.sandbox.stats().await;
+        let made: u64 = s["requests"]
+            .as_object()
+            .into_iter()
+            .flat_map(|o| o.values())
+            .filter_map(Value::as_object)
+            .flat_map(|o| o.values())
+            .filter_map(Value::as_u64)
+            .sum();
+        made >= 8 && agent.log().contains("pacing inside the mailbox budgets")
+    })
+    .await;
+    let stats = env.sandbox.stats().await;
+    assert_eq!(stats["sends_accepted"], json!(0), "{stats}");
+    let draft = the_draft(&env).await;
+    for a in env.sandbox.attachments(&draft).await {
+        let att = a["id"].as_str().expect("attachment id").to_string();
+        env.sandbox
+            .admin(
+                reqwest::Method::DELETE,
+                &format!("/items/{}/attachments/{}", urlenc(&draft), urlenc(&att)),
+                None,
+            )
+            .await;
+    }
+    // Past the budget's window and the listings that follow.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    agent.stop();
+    for m in sent(&env).await {
+        assert!(
+            m["attachments"].as_array().is_some_and(|a| !a.is_empty()),
+            "sent with no attachment: {m}"
+        );
+    }
+    assert!(path.exists(), "the file was deleted, never mailed");
+}
