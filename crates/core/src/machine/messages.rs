@@ -3462,7 +3462,13 @@ impl Machine {
         m.sent_checked = false;
         let answer = match why {
             Some(f) if f.code == "sentCopyNotSeen" => f.message,
-            Some(f) => format!("its last answer was {} ({})", f.code, f.message),
+            // (Not "the message was not sent" inside "does not prove it was not sent": that
+            // answer speaks of the send it stopped, not of the one in doubt before it.)
+            Some(f) => format!(
+                "its last answer was {} ({})",
+                f.code,
+                f.message.trim_end_matches("; the message was not sent")
+            ),
             None => "the send's answer was lost".to_owned(),
         };
         m.rec.error = Some(Failure::new(
