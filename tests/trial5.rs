@@ -67,59 +67,6 @@ async fn with_attach_and_add_a_version_dropped_again_after_another_is_not_attach
     assert!(all.iter().all(|r| r["state"] == "done"), "{all:#?}");
 }
 
-/// G4: two names of one file (`ln top.txt hard.txt`) both fail `hardLink`. `retry --failed`
-/// with nothing changed (the agent running, as in the trial, and again offline) fails the same
-/// entries again with the same reason: no new entries, no false "deleted or replaced".
-#[cfg(unix)]
-#[tokio::test(flavor = "multi_thread")]
-async fn retry_failed_of_untouched_hard_links_fails_the_same_entries_again() {
-    let env = Env::new();
-    let item = env.sandbox.create_item("message", "me").await;
-    let folder = env.path("drop");
-    write_file(&folder.join("top.txt"), 4, 1);
-    std::fs::hard_link(folder.join("top.txt"), folder.join("hard.txt")).unwrap();
-    env.write_config("", &mapping(&folder, &item, ""));
-    let out = env.run(&["run", "--once"], Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let ids = |all: &[serde_json::Value]| {
-        let mut v: Vec<String> = all
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_string())
-            .collect();
-        v.sort();
-        v
-    };
-    let first = rows(&env);
-    assert_eq!(first.len(), 2, "{first:#?}");
-    let check = |all: Vec<serde_json::Value>, how: &str| {
-        assert_eq!(ids(&all), ids(&first), "{how}: {all:#?}");
-        for r in &all {
-            assert_eq!(r["state"], "failed", "{how}: {r:#}");
-            assert_eq!(r["error"]["code"], "hardLink", "{how}: {r:#}");
-        }
-    };
-    let agent = Agent::start(&env, &[]);
-    agent.watching().await;
-    let out = env.run(&["retry", "--failed"], Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let mut all = rows(&env);
-    let start = std::time::Instant::now();
-    while !all.iter().all(|r| r["state"] == "failed") && start.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        all = rows(&env);
-    }
-    // Settled for a moment: no late entry.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    check(rows(&env), "through the agent");
-    drop(agent);
-    let out = env.run(&["retry", "--failed"], Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let out = env.run(&["run", "--once"], Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    check(rows(&env), "offline, then run --once");
-    assert!(env.sandbox.attachments(&item).await.is_empty());
-}
-
 /// G8: the item a done file went to is deleted (a user deleting the draft in Outlook). Verify
 /// says the item is gone (not "the attachment is no longer on its item") and names the fix: a
 /// mapping naming an item that is there, then the file at its path, then `outbox retry ID`.

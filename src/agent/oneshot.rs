@@ -196,8 +196,6 @@ pub async fn attach_file(
         crate::core::model::Policy {
             // A file named on the command line is no mapping's: never moved to a failed_dir.
             failed_dirs: Vec::new(),
-            // Its record carries no hash: the file is hashed as it is sent (`steps.digest`).
-            hashed_beside: true,
             ..super::once_policy_of(settings)
         },
     );

@@ -164,9 +164,6 @@ enum Step {
     /// Search the mailbox for the key of a file of a mailing mapping before it is put in a
     /// message (SPEC: the mailbox is the record of last resort).
     FindKey,
-    /// A retried version never read (refused as a hard link, unreadable): its file is read
-    /// again, for this entry, before anything is sent.
-    Reread,
     /// Nothing until something else moves (an entry waiting for its message's draft, or for
     /// its message to be sent before its after-action).
     Idle,
@@ -1251,15 +1248,6 @@ impl Machine {
         f: Failure,
         out: &mut Vec<Action>,
     ) {
-        if let Some(id) = self.rereading(mapping, path) {
-            // Retried, and refused again: the same entry fails again, no new one.
-            if let Some(a) = self.active.get_mut(&id) {
-                a.rec.file = stat;
-            }
-            self.fail(&id, f, out);
-            self.make_ready(&id);
-            return;
-        }
         let mut rec = self.new_record(mapping, path, stat, None);
         rec.state = State::Failed;
         rec.error = Some(f.clone());
@@ -1273,18 +1261,6 @@ impl Machine {
         self.supersede_older(mapping, path, &rec.id, out);
         self.index(&rec);
         self.set_aside(rec);
-    }
-
-    /// The retried entry of `path` waiting for its file to be read again (`Step::Reread`).
-    fn rereading(&self, mapping: &str, path: &Path) -> Option<String> {
-        let b = self.newest(mapping, path)?;
-        let a = self.active.get(&b.id)?;
-        (!a.rec.state.is_terminal()
-            && a.rec.sha256.is_none()
-            && a.rec.session.is_none()
-            && !a.rec.may_exist
-            && !a.rec.cancel_requested)
-            .then(|| b.id.clone())
     }
 
     /// Whether `sha256` at `stat` is the bytes of `path`'s newest version, and that version is
@@ -1311,16 +1287,6 @@ impl Machine {
         sha256: String,
         out: &mut Vec<Action>,
     ) {
-        if let Some(id) = self.rereading(&mapping, &path) {
-            // Retried, and read now: this entry goes on with these bytes.
-            if let Some(a) = self.active.get_mut(&id) {
-                a.rec.file = stat;
-                a.rec.sha256 = Some(sha256);
-            }
-            self.persist(&id, out);
-            self.make_ready(&id);
-            return;
-        }
         let mut mail_again = false;
         if let Some(b) = self.newest(&mapping, &path).cloned() {
             let same = b.file.size == stat.size
@@ -1580,7 +1546,6 @@ impl Machine {
             | Step::After
             | Step::ToFailedDir
             | Step::FromFailedDir
-            | Step::Reread
             | Step::Idle => (String::new(), true),
             _ => (self.mailbox_of(&a.rec), a.slot),
         };
@@ -1803,24 +1768,6 @@ impl Machine {
             }
             let step = self.next_step(a);
             match step {
-                Step::Reread => {
-                    // Settled and hashed as any file; the hash answers this entry
-                    // (`rereading`): sent, or failed again in place.
-                    let (mapping, path, file) =
-                        (a.rec.mapping.clone(), a.rec.path.clone(), a.rec.file);
-                    self.release_slot(id);
-                    let key = path.as_os_str();
-                    if !self.settler.is_settling(&path)
-                        && !self.hashing.contains(key)
-                        && !self.hash_queued.contains(key)
-                    {
-                        self.settler.observe(&mapping, &path, file, self.now);
-                        // Looked at now too: a file gone since it failed cancels it (the
-                        // settle rule alone would drop the path and leave it waiting).
-                        self.gone(&mapping, &path, out);
-                    }
-                    return true;
-                }
                 Step::Idle => {
                     // Waiting on its message holds no place in the mailbox.
                     self.release_slot(id);
@@ -2057,9 +2004,6 @@ impl Machine {
         if r.failed_to.is_some() {
             // Retried while its file is in `failed_dir`: back at its path before anything.
             return Step::FromFailedDir;
-        }
-        if r.sha256.is_none() && r.session.is_none() && !r.may_exist && !self.policy.hashed_beside {
-            return Step::Reread;
         }
         if self.needs_key_search(a) {
             return Step::FindKey;
@@ -2329,7 +2273,6 @@ impl Machine {
             | Step::Local
             | Step::Finished
             | Step::Idle
-            | Step::Reread
             | Step::FindKey => {
                 a.busy = false;
             }

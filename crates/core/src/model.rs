@@ -162,10 +162,6 @@ pub struct Policy {
     /// there (`Action::ToFailedDir`) and the record says where. (A mapping's setting, kept
     /// here beside the other settings the executor hands over at start and on a reload.)
     pub failed_dirs: Vec<String>,
-    /// The executor hashes a file beside its upload (`outbox send`): a pending record with no
-    /// hash is sent as it is. Otherwise such a record is a retried version never read (a hard
-    /// link, unreadable), and its file is read again first (`Step::Reread`).
-    pub hashed_beside: bool,
 }
 
 impl Default for Policy {
@@ -186,7 +182,6 @@ impl Default for Policy {
             send_window_ms: 60_000,
             utc_offset_ms: 0,
             failed_dirs: Vec::new(),
-            hashed_beside: false,
         }
     }
 }

@@ -4790,6 +4790,12 @@ mod tests {
             "hand edits of drafts: the machine slept 92 s between the listing of a draft and its send, and a file was taken off it meanwhile; it went short. The executor lists the draft again right before the send (DRAFT_CHANGED)",
         ),
         (
+            41218,
+            "mailed twice: a retried entry that failed before it was read (messageTooLarge), its path now holding a newer version done in a sent message, was read again (trial 5's G4 fix, Step::Reread) and the same bytes got a new record and a new message. G4's fix was reverted",
+        ),
+        (49339, "as 41218"),
+        (72035, "as 41218"),
+        (
             11007,
             "the world: a draft the user took a file off, then sent from Outlook: found sent, the file taken for mailed (the known limit: the world sends no edited draft by hand)",
         ),
