@@ -96,6 +96,20 @@ async fn a_file_name_that_is_not_utf8_is_attached_under_a_lossy_name_and_kept_lo
         json!(null),
         "only when not UTF-8: {plain}"
     );
+    // `verify --all --json` (trial 6, G13: it panicked, exit 101, nothing on stdout): every
+    // row, the lossy text in `file`, the exact bytes in `file_bytes`.
+    let out = env.run(&["verify", "--all", "--json"], T);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let checked: Value = serde_json::from_str(&stdout(&out)).expect("verify json");
+    let rows_v = checked.as_array().cloned().unwrap_or_default();
+    assert_eq!(rows_v.len(), 3, "{checked}");
+    assert!(
+        rows_v.iter().any(
+            |r| r["file_bytes"] == json!(hex::encode(bad.as_os_str().as_bytes()))
+                && r["result"] == json!("ok")
+        ),
+        "{checked}"
+    );
     // The table shows the name escaped.
     let out = env.run(&["status"], T);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -513,12 +513,19 @@ impl Findings {
             _ => self.bad += 1,
         }
         if self.json {
-            self.rows.push(serde_json::json!({
+            // A path that is not UTF-8 (trial 6, G13: `json!` of it panicked): U+FFFD in
+            // `file`, its exact bytes in hex in `file_bytes`, as `status --json`'s `path_bytes`.
+            let mut row = serde_json::json!({
                 "id": e.id,
-                "file": e.path,
+                "file": e.path.to_string_lossy(),
                 "result": word,
                 "message": message,
-            }));
+            });
+            if e.path.to_str().is_none() {
+                row["file_bytes"] =
+                    serde_json::json!(crate::core::model::path_bytes::raw(&e.path).1);
+            }
+            self.rows.push(row);
         } else {
             // A file name, a server's answer: one line, secrets redacted, controls escaped.
             let tag = paint(tag, tone, self.colour);
