@@ -83,9 +83,7 @@ pub fn sent_message(
     // A file no longer at its path (the mapping's `after` took it, or the user did) cannot be
     // resent: `--resend` would refuse it (trial 5, M4). Said as what to do instead.
     if let [e] = entries.as_slice() {
-        let here = std::fs::symlink_metadata(&e.path)
-            .is_ok_and(|x| x.is_file() && same_version(e, &e.path, &x));
-        if !here {
+        if !at_its_path(e) {
             return Ok(Some(format!(
                 "{how}: nothing to {verb}; its file is no longer at {} as it was mailed (moved, \
                  deleted or changed since: by the mapping's `after`, or by hand): to mail it \
@@ -316,11 +314,7 @@ fn failed_dir_refusal(e: &LedgerEntry) -> Option<String> {
             ))
         }
         // Put back at its path by hand: retried from there.
-        _ if std::fs::symlink_metadata(&e.path)
-            .is_ok_and(|m| m.is_file() && same_version(e, &e.path, &m)) =>
-        {
-            return None
-        }
+        _ if at_its_path(e) => return None,
         _ => {
             return Some(format!(
                 "entry {id} is {}, and its file is no longer where outbox moved it ({shown}): put it back at {path}, then `outbox retry {id}`; or `outbox cancel {id}` to clear the entry",
@@ -538,6 +532,11 @@ fn holds_its_bytes(e: &LedgerEntry, m: &std::fs::Metadata) -> bool {
         Ok(n) if n == e.size => hex::encode(h.finalize()).eq_ignore_ascii_case(want),
         _ => false,
     }
+}
+
+/// Whether the version entry `e` recorded is at its path (not a link; [`same_version`]).
+fn at_its_path(e: &LedgerEntry) -> bool {
+    std::fs::symlink_metadata(&e.path).is_ok_and(|m| m.is_file() && same_version(e, &e.path, &m))
 }
 
 /// Whether `m`, a stat of `at` (the entry's path, or where outbox moved its file), is the version

@@ -501,25 +501,30 @@ impl GraphClient {
     /// Graph's code and message (e.g. `ErrorInvalidRecipients`, `ErrorItemNotFound` for a
     /// draft that already moved). `Transient`: the connection was never made. `SignIn`.
     pub async fn send_draft(&self, user: &str, id: &DraftId) -> Result<(), MailError> {
+        // Inside Exchange's sending limit as the server counts it (`sends.rs`).
+        self.sends.send(user, self.post_send(user, id, true)).await
+    }
+
+    /// The `send` POST itself, `paced` by the mailbox's budgets or not (one checked right
+    /// before by a paced request: `send_draft_checked`), its error as the core reads a send's.
+    async fn post_send(&self, user: &str, id: &DraftId, paced: bool) -> Result<(), MailError> {
         let mut segs = mailbox_segments(user);
         segs.extend(["messages", id.0.as_str(), "send"]);
         let url = self.url(&segs);
-        let opts = RequestOpts::graph(user)
+        let mut opts = RequestOpts::graph(user)
             .with_effect()
             .with_timeout(Duration::from_secs(120));
-        // Inside Exchange's sending limit as the server counts it (`sends.rs`).
-        self.sends
-            .send(
-                user,
-                self.execute(opts, |c| {
-                    c.post(url.clone())
-                        .header(reqwest::header::CONTENT_LENGTH, "0")
-                        .body(Vec::<u8>::new())
-                }),
-            )
-            .await
-            .map_err(|e| classify_send(e.of_send()))?;
-        Ok(())
+        if !paced {
+            opts = opts.unpaced();
+        }
+        self.execute(opts, |c| {
+            c.post(url.clone())
+                .header(reqwest::header::CONTENT_LENGTH, "0")
+                .body(Vec::<u8>::new())
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| classify_send(e.of_send()))
     }
 }
 
@@ -1107,8 +1112,7 @@ impl GraphClient {
         Ok(ids)
     }
 
-    /// The core's `SendDraft`: one POST of `…/send`, never repeated here.
-    /// The core's send: the draft is listed again right before the `send`, inside the sending
+    /// The core's `SendDraft`: one POST of `…/send`, never repeated here. The core's send: the draft is listed again right before the `send`, inside the sending
     /// limit's slot (after every wait of the executor's own), and sent only if it holds exactly
     /// `expect`, the attachments the core's listing showed; else nothing is sent and the answer
     /// is `Permanent` `draftChanged` (`core::machine::DRAFT_CHANGED`): the core lists it again
@@ -1133,15 +1137,6 @@ impl GraphClient {
         id: &DraftId,
         expect: &[String],
     ) -> Result<(), SendCheck> {
-        let mut segs = mailbox_segments(user);
-        segs.extend(["messages", id.0.as_str(), "send"]);
-        let url = self.url(&segs);
-        // Not paced: the listing just before took the mailbox's budgets (and any wait for them),
-        // so no wait falls between the check and the send.
-        let opts = RequestOpts::graph(user)
-            .with_effect()
-            .with_timeout(Duration::from_secs(120))
-            .unpaced();
         let mut want: Vec<&String> = expect.iter().collect();
         want.sort();
         self.sends
@@ -1167,14 +1162,11 @@ impl GraphClient {
                             .to_owned(),
                     ));
                 }
-                self.execute(opts, |c| {
-                    c.post(url.clone())
-                        .header(reqwest::header::CONTENT_LENGTH, "0")
-                        .body(Vec::<u8>::new())
-                })
-                .await
-                .map(|_| ())
-                .map_err(|e| SendCheck::Send(classify_send(e.of_send())))
+                // Not paced: the listing just before took the mailbox's budgets (and any wait
+                // for them), so no wait falls between the check and the send.
+                self.post_send(user, id, false)
+                    .await
+                    .map_err(SendCheck::Send)
             })
             .await
     }

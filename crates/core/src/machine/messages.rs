@@ -1871,12 +1871,11 @@ impl Machine {
                         )
                     })
                 });
-                let doubt = file_failed && r.may_have_been_sent();
-                if let Some(f) = failed.clone().filter(|_| doubt) {
+                if file_failed && r.may_have_been_sent() {
                     // A message in doubt, a file of it attached again by `retry` (taken off its
                     // draft in Outlook) that failed: never "failed, not sent" (which `retry
                     // --failed` would take up): unconfirmed, as it was.
-                    in_doubt = Some(f);
+                    in_doubt = failed;
                 } else if let Some(f) = failed {
                     r.state = MessageState::Failed;
                     r.error = Some(f.clone());
@@ -2223,8 +2222,6 @@ impl Machine {
             }
             if q.len() >= self.policy.sends_per_window as usize {
                 if let Some(t) = q.front().map(|t| t.plus_ms(window)) {
-                    // Listed again once the wait is over: the draft may be changed in Outlook
-                    // meanwhile (a file taken off it would go out missing).
                     self.message_wait_until(mid, t);
                 }
                 return;
@@ -2561,8 +2558,9 @@ impl Machine {
             return;
         };
         if m.rec.last_send_at.is_none() {
-            // (After a send in doubt the count goes on: a throttled send's draft is listed
-            // again before each send again, and those sends stay bounded by `max_attempts`.)
+            // (After a send in doubt the count goes on: a listing again, after the executor found
+            // the draft changed, does not reset the count of throttled sends `max_attempts`
+            // bounds.)
             m.rec.attempts = 0;
         }
         // Stray ones deleted already but still listed: the listing lags behind the delete.
