@@ -10,7 +10,8 @@ use crate::common::*;
 use std::path::Path;
 use std::time::Duration;
 
-fn mapping(folder: &Path, item: &str, extra: &str) -> String {
+/// One `[[mapping]]` named `m` from `folder` to message `item` (shared with `trial5`).
+pub(crate) fn mapping(folder: &Path, item: &str, extra: &str) -> String {
     format!(
         "[[mapping]]\nname = \"m\"\nfolder = {}\nmessage = \"{item}\"\n{extra}\n",
         toml_path(folder)
@@ -18,7 +19,7 @@ fn mapping(folder: &Path, item: &str, extra: &str) -> String {
 }
 
 /// `status --json` rows.
-fn rows(env: &Env) -> Vec<serde_json::Value> {
+pub(crate) fn rows(env: &Env) -> Vec<serde_json::Value> {
     let out = env.run(&["status", "--json"], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -6,23 +6,9 @@
 //! sandbox on loopback.
 
 use crate::common::*;
-use std::path::Path;
 use std::time::Duration;
 
-fn mapping(folder: &Path, item: &str, extra: &str) -> String {
-    format!(
-        "[[mapping]]\nname = \"m\"\nfolder = {}\nmessage = \"{item}\"\n{extra}\n",
-        toml_path(folder)
-    )
-}
-
-/// `status --json` rows.
-fn rows(env: &Env) -> Vec<serde_json::Value> {
-    let out = env.run(&["status", "--json"], Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array().unwrap().clone()
-}
+use crate::trial::{mapping, rows};
 
 fn run_once(env: &Env) -> std::process::Output {
     let out = env.run(&["run", "--once"], Duration::from_secs(60));
