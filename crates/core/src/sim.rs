@@ -1921,6 +1921,18 @@ impl Sim {
         self.deleted_drafts.insert(d);
     }
 
+    /// The attachment ids a listing of `draft_id` shows now (those made within the listing's
+    /// lag not yet); `None`: no such draft.
+    fn listed_ids(&self, draft_id: &str) -> Option<Vec<String>> {
+        let (lag, now) = (self.knobs.listing_lag_ms, self.now);
+        self.items.get(draft_id).map(|v| {
+            v.iter()
+                .filter(|a| a.created.plus_ms(lag) <= now)
+                .map(|a| a.id.clone())
+                .collect()
+        })
+    }
+
     /// The user takes one attachment off one of the agent's drafts in Outlook (not one left for
     /// review: that is theirs to edit; not another agent's).
     fn hand_edit_a_draft(&mut self) {
@@ -3676,18 +3688,7 @@ impl Sim {
                 }
             }
             Action::ListDraft { draft_id, .. } => {
-                let lag = self.knobs.listing_lag_ms;
-                let now = self.now;
-                let ids = self
-                    .items
-                    .get(draft_id)
-                    .map(|v| {
-                        v.iter()
-                            .filter(|a| a.created.plus_ms(lag) <= now)
-                            .map(|a| a.id.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let ids = self.listed_ids(draft_id).unwrap_or_default();
                 Some(Outcome::ListDraft(ListOutcome::Listed(ids)))
             }
             Action::SendDraft {
@@ -3699,14 +3700,8 @@ impl Sim {
                 let now = self.now;
                 // The executor lists the draft right before the send (as the core's listing,
                 // lagging): not exactly what the core's listing showed, nothing is sent.
-                let lag = self.knobs.listing_lag_ms;
-                if let Some(v) = self.items.get(draft_id) {
-                    let mut on: Vec<&String> = v
-                        .iter()
-                        .filter(|a| a.created.plus_ms(lag) <= now)
-                        .map(|a| &a.id)
-                        .collect();
-                    let mut want: Vec<&String> = expect.iter().collect();
+                if let Some(mut on) = self.listed_ids(draft_id) {
+                    let mut want = expect.clone();
                     on.sort();
                     want.sort();
                     if on != want {
