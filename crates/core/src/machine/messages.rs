@@ -132,6 +132,9 @@ pub const RIVAL_SETTLE_MS: u64 = 2_000;
 /// decides. A person's edit after that check is a race of milliseconds no client can close
 /// (Graph's `send` takes no condition).
 pub const DRAFT_CHANGED: &str = "draftChanged";
+/// How a message's failure that stopped it before its send ends; left out where the message
+/// is unconfirmed (an earlier send of it in doubt), which it would contradict.
+const NOT_SENT: &str = "; the message was not sent";
 
 /// Code of the note on a `done` file found already mailed by its key (not mailed again).
 pub const FOUND_MAILED: &str = "foundMailed";
@@ -1856,10 +1859,7 @@ impl Machine {
                 let failed = st.failed.map(|(name, e)| {
                     Failure::new(
                         e.code.clone(),
-                        format!(
-                            "{name} was not attached ({}); the message was not sent",
-                            e.message
-                        ),
+                        format!("{name} was not attached ({}){NOT_SENT}", e.message),
                     )
                 });
                 let file_failed = failed.is_some();
@@ -2582,7 +2582,7 @@ impl Machine {
                     mid,
                     Failure::new(
                         ATTACHMENT_MISSING,
-                        "an attachment recorded on the draft is not there; the message was not sent",
+                        format!("an attachment recorded on the draft is not there{NOT_SENT}"),
                     ),
                     out,
                 );
@@ -3465,7 +3465,7 @@ impl Machine {
             Some(f) => format!(
                 "its last answer was {} ({})",
                 f.code,
-                f.message.trim_end_matches("; the message was not sent")
+                f.message.trim_end_matches(NOT_SENT)
             ),
             None => "the send's answer was lost".to_owned(),
         };
